@@ -1,0 +1,1 @@
+"""headless layer (see ARCHITECTURE.md)."""

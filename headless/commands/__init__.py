@@ -1,0 +1,1 @@
+"""`persona` subcommands, one module each (see `headless/cli.py`)."""

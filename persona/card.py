@@ -1,0 +1,84 @@
+"""A persona: who the character is, how it looks, what it may do.
+
+Stored as a Character Card V2/V3 (the community format SillyTavern, chub.ai and others
+share) with our own fields under `data.extensions.comfyui_persona`; see `card_formats`
+for reading and writing the files. This module is the in-memory model only.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .schema import Vocabulary, VocabularyEntry, core_vocabulary
+
+_HEX_COLOUR = r"^#[0-9a-fA-F]{6}$"
+_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class Appearance(BaseModel):
+    """How the persona looks: drawn by the preview renderer, described to LongLive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(
+        default="a friendly young adult",
+        max_length=1000,
+        description="Free-text look, put at the start of every LongLive prompt.",
+    )
+    skin_colour: str = Field(default="#f1c9a5", pattern=_HEX_COLOUR)
+    hair_colour: str = Field(default="#3b2a20", pattern=_HEX_COLOUR)
+    hair_style: str = Field(default="short", description="short | long | bun | bald | ponytail | curly")
+    eye_colour: str = Field(default="#3a5f8a", pattern=_HEX_COLOUR)
+    outfit_colour: str = Field(default="#4a7bd1", pattern=_HEX_COLOUR)
+    outfit_accent_colour: str = Field(default="#f4f4f4", pattern=_HEX_COLOUR)
+    trousers_colour: str = Field(default="#2f3542", pattern=_HEX_COLOUR)
+    background_colour: str = Field(default="#dfe8f1", pattern=_HEX_COLOUR)
+    name_tag: bool = True
+    reference_image: str | None = Field(
+        default=None,
+        description="Card asset name or file path of a face/body reference (identity anchoring).",
+    )
+
+
+class Voice(BaseModel):
+    """How the persona sounds (used by the voice issue's TTS)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str = "espeak"
+    voice: str = "en-us"
+    rate: Annotated[float, Field(ge=0.25, le=4.0)] = 1.0
+    pitch: Annotated[float, Field(ge=0.25, le=4.0)] = 1.0
+    style: str = Field(default="", max_length=500, description="Speaking style, in words.")
+
+
+class Persona(BaseModel):
+    """Our persona config: everything the product needs about one character."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=_ID_PATTERN)
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    description: str = Field(default="", max_length=5000)
+    personality: str = Field(default="", max_length=5000)
+    backstory: str = Field(default="", max_length=10000)
+    first_message: str = Field(default="", max_length=5000)
+    example_lines: tuple[str, ...] = Field(default=(), description="In-character lines for the embedded backend.")
+    constraints: tuple[str, ...] = Field(default=(), description="Behavioural rules the persona keeps.")
+    appearance: Appearance = Field(default_factory=Appearance)
+    voice: Voice = Field(default_factory=Voice)
+    allowed_actions: tuple[str, ...] | None = Field(
+        default=None, description="Limit to these actions (None: every known action)."
+    )
+    extra_actions: tuple[VocabularyEntry, ...] = ()
+    extra_expressions: tuple[VocabularyEntry, ...] = ()
+
+    def vocabulary(self) -> Vocabulary:
+        """The core vocabulary plus this persona's own words, limited to what it allows."""
+        return core_vocabulary().extended(
+            actions=self.extra_actions,
+            expressions=self.extra_expressions,
+            allowed_actions=self.allowed_actions,
+        )

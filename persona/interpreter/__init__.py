@@ -1,0 +1,1 @@
+"""Interpreter backends: free text → ordered directives plus an in-character reply."""

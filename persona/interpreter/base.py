@@ -1,0 +1,71 @@
+"""The interpreter interface: free text in, an ordered list of directives and a reply out.
+
+Every backend (`embedded`, `openai`, `llamacpp`) implements `Interpreter`; the server,
+the CLI and the nodes only ever see this interface, so backends swap by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..card import Persona
+from ..schema import ActionDirective, CharacterState
+
+#: Longest user utterance accepted (PROTOCOL.md `chat.text`).
+MAX_UTTERANCE_CHARS = 4000
+
+
+class Turn(BaseModel):
+    """One line of the conversation history."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: str = Field(pattern=r"^(user|persona|system)$")
+    text: str
+
+
+class InterpretRequest(BaseModel):
+    """Everything an interpreter may use to understand one utterance."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    text: str
+    persona: Persona
+    state: CharacterState = Field(default_factory=CharacterState)
+    history: tuple[Turn, ...] = ()
+
+
+class Interpretation(BaseModel):
+    """What an interpreter made of one utterance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    directives: list[ActionDirective] = Field(
+        default_factory=list, description="In the order they will be performed; may be empty."
+    )
+    reply: str = ""
+    note: str = Field(
+        default="", description="Why an action was changed or dropped (unsupported, negated...)."
+    )
+    backend: str = ""
+
+
+@runtime_checkable
+class Interpreter(Protocol):
+    """A backend that maps an utterance to directives and an in-character reply."""
+
+    name: str
+
+    def interpret(self, request: InterpretRequest) -> Interpretation:
+        """Directives and the whole reply. Never raises on odd text; raises only on bugs."""
+        ...
+
+    def stream_reply(self, request: InterpretRequest) -> Iterator[str | Interpretation]:
+        """Partial reply text as it is produced, then the final `Interpretation` last.
+
+        Backends without streaming yield the final Interpretation only.
+        """
+        ...

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create .venv and install comfyui-persona into it.
+#   scripts/setup.sh          the service (embedded default backend: no torch, no GPU)
+#   scripts/setup.sh test     everything the test suite needs (CPU torch, browser, ...)
+# Idempotent: re-running only installs what changed (a stamp per pyproject hash).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-serve}"
+PY="${PYTHON:-python3}"
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+stamp=".venv/.installed-$mode-$(sha1sum pyproject.toml | cut -c1-12)"
+
+if [ ! -f "$stamp" ]; then
+  if [ "$mode" = test ]; then
+    # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
+    "${pip[@]}" install "torch==2.13.0"
+    "${pip[@]}" install -e ".[test]"
+  else
+    "${pip[@]}" install -e .
+  fi
+  touch "$stamp"
+fi
+
+if [ "$mode" = test ] && ! command -v chromium >/dev/null; then
+  # Browser tests drive Debian's Chromium (no browser download from a test tool).
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "note: chromium is not installed; browser tests will be skipped (sudo apt-get install chromium)" >&2
+  fi
+fi

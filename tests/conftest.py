@@ -1,0 +1,1 @@
+"""Shared fixtures. Collecting the tests imports no torch (tests/test_packaging.py checks)."""
