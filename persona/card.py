@@ -54,6 +54,25 @@ class Voice(BaseModel):
     style: str = Field(default="", max_length=500, description="Speaking style, in words.")
 
 
+class Lines(BaseModel):
+    """In-character reply templates the embedded interpreter picks from (LLM backends
+    generate their own). Placeholders: {action} the action being done in words,
+    {request} what the user asked for, {alternative} the closest supported action."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    acknowledge: tuple[str, ...] = ("Sure, {action}!", "Okay, {action}.")
+    cannot: tuple[str, ...] = (
+        "I can't {request}, but I can {alternative}.",
+        "That's beyond me, sorry!",
+    )
+    chitchat: tuple[str, ...] = ("I see.", "Tell me more!")
+    greeting: tuple[str, ...] = ("Hello there!",)
+    farewell: tuple[str, ...] = ("Goodbye!",)
+    thanks: tuple[str, ...] = ("You're welcome!",)
+    refusal: tuple[str, ...] = ("I'd rather not do that.",)
+
+
 class Persona(BaseModel):
     """Our persona config: everything the product needs about one character."""
 
@@ -65,7 +84,7 @@ class Persona(BaseModel):
     personality: str = Field(default="", max_length=5000)
     backstory: str = Field(default="", max_length=10000)
     first_message: str = Field(default="", max_length=5000)
-    example_lines: tuple[str, ...] = Field(default=(), description="In-character lines for the embedded backend.")
+    lines: Lines = Field(default_factory=Lines, description="In-character lines for the embedded backend.")
     constraints: tuple[str, ...] = Field(default=(), description="Behavioural rules the persona keeps.")
     appearance: Appearance = Field(default_factory=Appearance)
     voice: Voice = Field(default_factory=Voice)
