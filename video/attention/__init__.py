@@ -4,6 +4,6 @@ The LongLive model calls `attention(q, k, v, ...)` and nothing else; which kerne
 (dense SDPA, block-sparse, SageAttention...) is a setting, decided once per layer and step.
 """
 
-from .dispatch import AttentionBackend, attention
+from .dispatch import AttentionBackend, AttentionFn, AttentionRouter, DenseRouter, attention
 
-__all__ = ["AttentionBackend", "attention"]
+__all__ = ["AttentionBackend", "AttentionFn", "AttentionRouter", "DenseRouter", "attention"]
