@@ -7,7 +7,7 @@ for reading and writing the files. This module is the in-memory model only.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,6 +15,8 @@ from .schema import Vocabulary, VocabularyEntry, core_vocabulary
 
 _HEX_COLOUR = r"^#[0-9a-fA-F]{6}$"
 _ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+#: Longest free text (description, personality, backstory, first message) a persona keeps.
+MAX_TEXT_CHARS = 50_000
 
 
 class Appearance(BaseModel):
@@ -80,10 +82,14 @@ class Persona(BaseModel):
 
     id: str = Field(pattern=_ID_PATTERN)
     name: Annotated[str, Field(min_length=1, max_length=100)]
-    description: str = Field(default="", max_length=5000)
-    personality: str = Field(default="", max_length=5000)
-    backstory: str = Field(default="", max_length=10000)
-    first_message: str = Field(default="", max_length=5000)
+    # Limits are generous because cards from other tools often carry long texts; the card
+    # file itself is bounded by `card_formats.MAX_CARD_JSON_BYTES`.
+    description: str = Field(default="", max_length=MAX_TEXT_CHARS)
+    personality: str = Field(default="", max_length=MAX_TEXT_CHARS)
+    backstory: str = Field(
+        default="", max_length=MAX_TEXT_CHARS, description="Stored as the card's `scenario`."
+    )
+    first_message: str = Field(default="", max_length=MAX_TEXT_CHARS, description="The card's `first_mes`.")
     lines: Lines = Field(default_factory=Lines, description="In-character lines for the embedded backend.")
     constraints: tuple[str, ...] = Field(default=(), description="Behavioural rules the persona keeps.")
     appearance: Appearance = Field(default_factory=Appearance)
@@ -93,6 +99,11 @@ class Persona(BaseModel):
     )
     extra_actions: tuple[VocabularyEntry, ...] = ()
     extra_expressions: tuple[VocabularyEntry, ...] = ()
+    card: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The card object this persona was read from, verbatim (unknown fields "
+        "included), so that exporting it again loses nothing. Empty for personas built in code.",
+    )
 
     def vocabulary(self) -> Vocabulary:
         """The core vocabulary plus this persona's own words, limited to what it allows."""

@@ -1,0 +1,79 @@
+"""`persona personas list|show ID|import FILE|export ID --format F -o OUT`: the persona gallery."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "list, show, import and export persona cards (Character Card V2/V3: JSON, PNG, CHARX)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="user persona folder (repeatable; default: $PERSONA_DIR). Imports go to the first.",
+    )
+    sub = parser.add_subparsers(dest="personas_command", metavar="ACTION", required=True)
+    listing = sub.add_parser("list", help="every persona: id, name, look")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    show = sub.add_parser("show", help="one persona's full config as JSON")
+    show.add_argument("id", help="persona id, or a card file path")
+    importing = sub.add_parser("import", help="add a V2/V3 card (.json, .png, .charx) to the user folder")
+    importing.add_argument("file")
+    importing.add_argument("--no-overwrite", action="store_true", help="fail if the id exists")
+    export = sub.add_parser("export", help="write a persona as a card file")
+    export.add_argument("id")
+    export.add_argument("--format", choices=("json", "png", "charx"), default="json")
+    export.add_argument("-o", "--output", required=True, help="file to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ...persona.card_formats import CardError, read_card_file, write_card
+    from ...persona.library import CARD_SUFFIXES, PersonaLibrary, UnknownPersonaError
+
+    library = PersonaLibrary(user_dirs=args.dir) if args.dir else PersonaLibrary()
+    try:
+        if args.personas_command == "list":
+            personas = library.list()
+            if args.json:
+                rows = [
+                    {
+                        "id": p.id,
+                        "name": p.name,
+                        "description": p.description,
+                        "look": p.appearance.description,
+                    }
+                    for p in personas
+                ]
+                print(json.dumps(rows, indent=2))
+            else:
+                width = max(len(p.id) for p in personas) if personas else 2
+                for persona in personas:
+                    print(f"{persona.id:<{width}}  {persona.name}: {persona.appearance.description}")
+            for path, message in library.errors.items():
+                print(f"skipped {path}: {message}", file=sys.stderr)
+            return 0
+        if args.personas_command == "show":
+            if args.id.lower().endswith(CARD_SUFFIXES):
+                persona = read_card_file(args.id).persona
+            else:
+                persona = library.get(args.id)
+            print(persona.model_dump_json(indent=2, exclude={"card"}))
+            return 0
+        if args.personas_command == "import":
+            persona = library.import_file(args.file, overwrite=not args.no_overwrite)
+            print(f"imported {persona.id} ({persona.name}) into {library.path_of(persona.id)}")
+            return 0
+        if args.personas_command == "export":
+            loaded = library.get_card(args.id)
+            path = write_card(loaded.persona, args.output, args.format, loaded.assets)
+            print(f"wrote {path}")
+            return 0
+    except (CardError, UnknownPersonaError, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    raise AssertionError(f"unhandled personas action {args.personas_command!r}")

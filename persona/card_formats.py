@@ -1,0 +1,624 @@
+"""Reading and writing persona cards: Character Card V2/V3 as JSON, PNG and CHARX.
+
+The community formats (SillyTavern, chub.ai, RisuAI...) store a character as a JSON
+object `{"spec": "chara_card_v2" | "chara_card_v3", "spec_version", "data": {...}}`:
+
+- JSON: the object as a file.
+- PNG: an image whose `tEXt` chunk `chara` holds base64 of the V2 JSON, and `ccv3` base64
+  of the V3 JSON (V3 readers prefer `ccv3`). We write both so older tools still read it.
+- CHARX (V3 only): a zip with `card.json` at its root and assets under `assets/`,
+  referenced from `data.assets[].uri` as `embeded://assets/...` (sic, the spec's spelling).
+
+Our own fields live under `data.extensions.comfyui_persona`; a card from another tool
+without them imports with defaults. Import keeps the whole card object on
+`Persona.card`, so exporting writes back every field we do not model (lorebooks,
+alternate greetings, other tools' extensions, unknown future fields) untouched.
+
+Files come from users, so every limit below is checked before anything large is
+decoded, and every failure raises a `CardError` subclass whose message names the
+problem. We parse PNG chunks ourselves (a few lines of `struct`) instead of through
+Pillow: that reads the text chunks without decoding the image (no decompression-bomb
+exposure, no Pillow text-size caps with their generic errors), lets us name a bad CRC
+or truncated chunk precisely, and lets export replace only our two chunks, leaving the
+user's image bytes as they were. Pillow is used only to draw a portrait for personas
+that have no image.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import hashlib
+import io
+import json
+import re
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from .card import Appearance, Persona
+
+__all__ = [
+    "EXTENSION_KEY",
+    "MAX_CARD_JSON_BYTES",
+    "MAX_CHARX_BYTES",
+    "MAX_CHARX_ENTRIES",
+    "MAX_CHARX_UNCOMPRESSED_BYTES",
+    "MAX_PNG_BYTES",
+    "CardArchiveError",
+    "CardEncodingError",
+    "CardError",
+    "CardFormatError",
+    "CardJSONError",
+    "CardMissingError",
+    "CardSpecError",
+    "CardTooLargeError",
+    "CardValidationError",
+    "LoadedCard",
+    "card_to_persona",
+    "PNG_IMAGE_ASSET",
+    "dump_card",
+    "portrait_png",
+    "persona_to_card",
+    "read_card_bytes",
+    "read_card_file",
+    "render_portrait",
+    "write_card",
+]
+
+#: Where our fields live inside `data.extensions`.
+EXTENSION_KEY = "comfyui_persona"
+#: Version of our extension's layout (written, checked on read: newer major → error).
+EXTENSION_VERSION = 1
+#: A card's JSON text. Lorebooks make real cards large; 4 MiB holds the biggest we know of.
+MAX_CARD_JSON_BYTES = 4 * 1024 * 1024
+#: A PNG card file.
+MAX_PNG_BYTES = 20 * 1024 * 1024
+#: A CHARX file on disk, its entries once uncompressed, and its entry count (zip bombs).
+MAX_CHARX_BYTES = 50 * 1024 * 1024
+MAX_CHARX_UNCOMPRESSED_BYTES = 100 * 1024 * 1024
+MAX_CHARX_ENTRIES = 1000
+
+CardFormat = Literal["json", "png", "charx"]
+CardSpec = Literal["v2", "v3"]
+
+_SPECS = {"chara_card_v2": "2.0", "chara_card_v3": "3.0"}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_ZIP_SIGNATURE = b"PK\x03\x04"
+_CARD_CHUNKS = ("ccv3", "chara")  # preference order on read
+_EMBEDDED_URI = "embeded://"  # the spec's spelling
+_TEXT_FIELDS = ("name", "description", "personality", "scenario", "first_mes", "mes_example")
+_ID_CLEAN = re.compile(r"[^a-z0-9_-]+")
+
+
+class CardError(ValueError):
+    """A card file that cannot be used; the message says what is wrong with it."""
+
+
+class CardTooLargeError(CardError):
+    """The file or one of its parts is over a size or count limit."""
+
+
+class CardFormatError(CardError):
+    """Not a card file at all: neither JSON, PNG nor a CHARX zip, or a corrupt container."""
+
+
+class CardMissingError(CardError):
+    """A container without a card in it (PNG without `chara`/`ccv3`, zip without card.json)."""
+
+
+class CardEncodingError(CardError):
+    """The card text is not valid base64 or not UTF-8."""
+
+
+class CardJSONError(CardError):
+    """The card text is not valid JSON, or not a JSON object."""
+
+
+class CardSpecError(CardError):
+    """Valid JSON that is not a Character Card V2/V3 (wrong `spec`, missing `data`, bad field type)."""
+
+
+class CardArchiveError(CardError):
+    """A CHARX zip that is unsafe or inconsistent (path traversal, zip bomb, missing asset)."""
+
+
+class CardValidationError(CardError):
+    """Our `comfyui_persona` extension (or a field it feeds) fails validation."""
+
+
+@dataclass
+class LoadedCard:
+    """A persona read from a file, with the binary assets the file carried.
+
+    `assets` maps a path inside the card (`assets/icon/images/main.png`) to its bytes;
+    a PNG card's own image is kept under `PNG_IMAGE_ASSET` so a PNG export reuses it.
+    """
+
+    persona: Persona
+    format: CardFormat
+    assets: dict[str, bytes] = field(default_factory=dict)
+
+
+#: Asset key under which a PNG card's image (without its card chunks) is kept.
+PNG_IMAGE_ASSET = "assets/icon/images/main.png"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_card_file(path: str | Path) -> LoadedCard:
+    """Read a .json, .png or .charx card; the type is sniffed from the content, not the name."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise CardMissingError(f"card file not found: {path}") from None
+    if size > MAX_CHARX_BYTES:
+        raise CardTooLargeError(f"{path.name}: {size} bytes is over the {MAX_CHARX_BYTES}-byte limit")
+    return read_card_bytes(path.read_bytes(), filename=path.name)
+
+
+def read_card_bytes(data: bytes, *, filename: str = "card") -> LoadedCard:
+    """Read a card from bytes (an upload, a dropped file)."""
+    if data.startswith(_PNG_SIGNATURE):
+        return _read_png(data, filename)
+    if data.startswith(_ZIP_SIGNATURE):
+        return _read_charx(data, filename)
+    head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"{"):
+        card = _parse_json(data, f"{filename}")
+        return LoadedCard(card_to_persona(card), "json")
+    raise CardFormatError(
+        f"{filename}: not a character card (expected JSON, a PNG with a 'chara'/'ccv3' chunk, "
+        f"or a CHARX zip; the file starts with {data[:8]!r})"
+    )
+
+
+def _parse_json(data: bytes, where: str) -> dict[str, Any]:
+    if len(data) > MAX_CARD_JSON_BYTES:
+        raise CardTooLargeError(
+            f"{where}: card JSON is {len(data)} bytes, over the {MAX_CARD_JSON_BYTES}-byte limit"
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise CardEncodingError(
+            f"{where}: card JSON is not UTF-8 ({error.reason} at byte {error.start})"
+        ) from None
+    try:
+        card = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CardJSONError(
+            f"{where}: card is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
+    except RecursionError:
+        raise CardJSONError(f"{where}: card JSON is nested too deeply") from None
+    if not isinstance(card, dict):
+        raise CardJSONError(f"{where}: card JSON must be an object, got {type(card).__name__}")
+    return card
+
+
+def _iter_png_chunks(data: bytes, filename: str):
+    """Yield (type, payload, start, end) for each chunk, checking lengths and CRCs."""
+    offset = len(_PNG_SIGNATURE)
+    while offset < len(data):
+        if offset + 8 > len(data):
+            raise CardFormatError(f"{filename}: PNG is truncated inside a chunk header at byte {offset}")
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind = data[offset + 4 : offset + 8]
+        end = offset + 12 + length
+        if end > len(data):
+            raise CardFormatError(
+                f"{filename}: PNG chunk {kind!r} at byte {offset} claims {length} bytes, past the end of the file"
+            )
+        payload = data[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack(">I", data[end - 4 : end])
+        if zlib.crc32(kind + payload) & 0xFFFFFFFF != crc:
+            raise CardFormatError(f"{filename}: PNG chunk {kind!r} at byte {offset} has a bad CRC")
+        yield kind, payload, offset, end
+        offset = end
+        if kind == b"IEND":
+            return
+    raise CardFormatError(f"{filename}: PNG has no IEND chunk (truncated file?)")
+
+
+def _read_png(data: bytes, filename: str) -> LoadedCard:
+    if len(data) > MAX_PNG_BYTES:
+        raise CardTooLargeError(f"{filename}: PNG is {len(data)} bytes, over the {MAX_PNG_BYTES}-byte limit")
+    texts: dict[str, bytes] = {}
+    for kind, payload, _, _ in _iter_png_chunks(data, filename):
+        if kind != b"tEXt":
+            continue
+        keyword, sep, value = payload.partition(b"\0")
+        name = keyword.decode("latin-1")
+        if sep and name in _CARD_CHUNKS and name not in texts:
+            texts[name] = value
+    chunk = next((name for name in _CARD_CHUNKS if name in texts), None)
+    if chunk is None:
+        raise CardMissingError(f"{filename}: PNG has no 'ccv3' or 'chara' tEXt chunk, so it holds no card")
+    encoded = texts[chunk]
+    if len(encoded) > MAX_CARD_JSON_BYTES * 4 // 3 + 4:
+        raise CardTooLargeError(
+            f"{filename}: PNG chunk '{chunk}' is {len(encoded)} bytes, over the card JSON limit"
+        )
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise CardEncodingError(f"{filename}: PNG chunk '{chunk}' is not valid base64 ({error})") from None
+    card = _parse_json(decoded, f"{filename} (PNG chunk '{chunk}')")
+    persona = card_to_persona(card)
+    return LoadedCard(persona, "png", {PNG_IMAGE_ASSET: _strip_card_chunks(data, filename)})
+
+
+def _safe_zip_name(name: str) -> bool:
+    if not name or "\0" in name or "\\" in name or name.startswith("/"):
+        return False
+    parts = name.split("/")
+    return not any(part in ("..", ".") or ":" in part for part in parts)
+
+
+def _read_charx(data: bytes, filename: str) -> LoadedCard:
+    if len(data) > MAX_CHARX_BYTES:
+        raise CardTooLargeError(
+            f"{filename}: CHARX is {len(data)} bytes, over the {MAX_CHARX_BYTES}-byte limit"
+        )
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as error:
+        raise CardFormatError(f"{filename}: not a readable zip ({error})") from None
+    with archive:
+        infos = archive.infolist()
+        if len(infos) > MAX_CHARX_ENTRIES:
+            raise CardTooLargeError(
+                f"{filename}: CHARX has {len(infos)} entries, over the {MAX_CHARX_ENTRIES}-entry limit"
+            )
+        declared = 0
+        for info in infos:
+            if not _safe_zip_name(info.filename):
+                raise CardArchiveError(
+                    f"{filename}: CHARX entry {info.filename!r} is an unsafe path (absolute, '..' or drive)"
+                )
+            declared += info.file_size
+        if declared > MAX_CHARX_UNCOMPRESSED_BYTES:
+            raise CardTooLargeError(
+                f"{filename}: CHARX would uncompress to {declared} bytes, over the "
+                f"{MAX_CHARX_UNCOMPRESSED_BYTES}-byte limit (zip bomb?)"
+            )
+        files: dict[str, bytes] = {}
+        total = 0
+        for info in infos:
+            if info.is_dir():
+                continue
+            # Read at most the declared size + 1: a lying header cannot make us inflate more.
+            limit = min(info.file_size, MAX_CHARX_UNCOMPRESSED_BYTES - total)
+            try:
+                with archive.open(info) as handle:
+                    content = handle.read(limit + 1)
+            except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as error:
+                raise CardFormatError(
+                    f"{filename}: CHARX entry {info.filename!r} is unreadable ({error})"
+                ) from None
+            if len(content) > limit:
+                raise CardTooLargeError(
+                    f"{filename}: CHARX entry {info.filename!r} inflates past its declared size (zip bomb?)"
+                )
+            total += len(content)
+            files[info.filename] = content
+    if "card.json" not in files:
+        raise CardMissingError(f"{filename}: CHARX has no card.json at its root")
+    card = _parse_json(files.pop("card.json"), f"{filename} (card.json)")
+    if card.get("spec") != "chara_card_v3":
+        raise CardSpecError(
+            f"{filename}: CHARX card.json must be 'chara_card_v3', got spec {card.get('spec')!r}"
+        )
+    data_obj = card.get("data")
+    for asset in (data_obj.get("assets") or []) if isinstance(data_obj, dict) else []:
+        uri = asset.get("uri", "") if isinstance(asset, dict) else ""
+        if isinstance(uri, str) and uri.startswith(_EMBEDDED_URI):
+            path = uri[len(_EMBEDDED_URI) :]
+            if not _safe_zip_name(path):
+                raise CardArchiveError(f"{filename}: asset uri {uri!r} is an unsafe path")
+            if path not in files:
+                raise CardArchiveError(
+                    f"{filename}: asset uri {uri!r} names a file the CHARX does not contain"
+                )
+    persona = card_to_persona(card)
+    return LoadedCard(persona, "charx", files)
+
+
+# --------------------------------------------------------------------------- card ↔ persona
+
+
+def _slug(text: str) -> str:
+    slug = _ID_CLEAN.sub("-", text.strip().lower()).strip("-_")[:64]
+    return slug if slug and slug[0].isalnum() else ""
+
+
+def _default_appearance(name: str, card_data: dict[str, Any]) -> Appearance:
+    """A look for a card from another tool: varied by its name so two imports differ."""
+    palette_hair = ["#2b1d14", "#6b3e1f", "#c9a25a", "#a33b20", "#1c1c1c", "#8c8c8c"]
+    palette_outfit = ["#4a7bd1", "#2e8b57", "#8e44ad", "#c0392b", "#d35400", "#16a085"]
+    styles = ["short", "long", "ponytail", "curly", "bun"]
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    visual = card_data.get("extensions", {}).get("visual_description")
+    description = visual if isinstance(visual, str) and visual.strip() else f"{name}, a friendly young adult"
+    return Appearance(
+        description=description.strip()[:1000],
+        hair_colour=palette_hair[digest[0] % len(palette_hair)],
+        hair_style=styles[digest[1] % len(styles)],
+        outfit_colour=palette_outfit[digest[2] % len(palette_outfit)],
+    )
+
+
+def _normalise(card: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(spec, data) of a V2/V3 card; a V1 card (fields at the root, no spec) reads as V2."""
+    if "spec" not in card and "data" not in card and isinstance(card.get("name"), str):
+        return "chara_card_v2", card  # V1: everything at the root
+    spec = card.get("spec")
+    if spec not in _SPECS:
+        raise CardSpecError(
+            f"card spec is {spec!r}; expected 'chara_card_v2' or 'chara_card_v3' (Character Card V2/V3)"
+        )
+    data = card.get("data")
+    if not isinstance(data, dict):
+        raise CardSpecError(f"{spec} card has no 'data' object (got {type(data).__name__})")
+    return spec, data
+
+
+def card_to_persona(card: dict[str, Any], *, fallback_id: str = "") -> Persona:
+    """Our persona from a card object (which `Persona.card` keeps verbatim).
+
+    The id is our extension's `id`, else a slug of the name, else `fallback_id`, else
+    `card-` plus a hash of the name (names in scripts that do not slug to ASCII).
+    """
+    _, data = _normalise(card)
+    for key in _TEXT_FIELDS:
+        if key in data and data[key] is not None and not isinstance(data[key], str):
+            raise CardSpecError(f"card field data.{key} must be a string, got {type(data[key]).__name__}")
+    name = (data.get("name") or "").strip()
+    if not name:
+        raise CardSpecError("card field data.name is missing or empty")
+    extensions = data.get("extensions") or {}
+    if not isinstance(extensions, dict):
+        raise CardSpecError(f"card field data.extensions must be an object, got {type(extensions).__name__}")
+    ours = extensions.get(EXTENSION_KEY) or {}
+    if not isinstance(ours, dict):
+        raise CardSpecError(f"data.extensions.{EXTENSION_KEY} must be an object, got {type(ours).__name__}")
+    version = ours.get("version", EXTENSION_VERSION)
+    if not isinstance(version, int) or version > EXTENSION_VERSION:
+        raise CardValidationError(
+            f"data.extensions.{EXTENSION_KEY}.version is {version!r}; this release reads up to {EXTENSION_VERSION}"
+        )
+    known = set(Persona.model_fields) - {
+        "name",
+        "description",
+        "personality",
+        "backstory",
+        "first_message",
+        "card",
+    }
+    fields: dict[str, Any] = {key: value for key, value in ours.items() if key in known}
+    # Names in non-Latin scripts slug to nothing: a stable hash keeps ids distinct.
+    fields.setdefault(
+        "id", _slug(name) or fallback_id or "card-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    )
+    if "appearance" not in fields:
+        fields["appearance"] = _default_appearance(name, {"extensions": extensions})
+    try:
+        return Persona(
+            name=name,
+            description=data.get("description") or "",
+            personality=data.get("personality") or "",
+            backstory=data.get("scenario") or "",
+            first_message=data.get("first_mes") or "",
+            card=card,
+            **fields,
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise CardValidationError(
+            f"card field {where} is invalid: {first['msg']} ({error.error_count()} problem(s) in all)"
+        ) from None
+
+
+def _extension(persona: Persona) -> dict[str, Any]:
+    dumped = persona.model_dump(
+        mode="json",
+        include={
+            "id",
+            "appearance",
+            "voice",
+            "lines",
+            "constraints",
+            "allowed_actions",
+            "extra_actions",
+            "extra_expressions",
+        },
+    )
+    return {"version": EXTENSION_VERSION, **dumped}
+
+
+def persona_to_card(persona: Persona, spec: CardSpec = "v3") -> dict[str, Any]:
+    """The card object for `persona`: its original card with our fields written over it."""
+    spec_name = "chara_card_v3" if spec == "v3" else "chara_card_v2"
+    source = copy.deepcopy(persona.card)
+    if source:
+        _, data = _normalise(source)
+        if data is source:  # V1: fields at the root; keep them there and nest a copy
+            data = copy.deepcopy(source)
+        card = source
+    else:
+        card, data = {}, {}
+    card["spec"] = spec_name
+    card["spec_version"] = _SPECS[spec_name]
+    data.update(
+        name=persona.name,
+        description=persona.description,
+        personality=persona.personality,
+        scenario=persona.backstory,
+        first_mes=persona.first_message,
+    )
+    for key, default in (
+        ("mes_example", ""),
+        ("creator_notes", ""),
+        ("system_prompt", ""),
+        ("post_history_instructions", ""),
+        ("alternate_greetings", []),
+        ("tags", []),
+        ("creator", ""),
+        ("character_version", ""),
+    ):
+        data.setdefault(key, default)
+    if spec == "v3":
+        data.setdefault("group_only_greetings", [])
+    extensions = data.get("extensions")
+    extensions = dict(extensions) if isinstance(extensions, dict) else {}
+    previous = extensions.get(EXTENSION_KEY)
+    extensions[EXTENSION_KEY] = {**(previous if isinstance(previous, dict) else {}), **_extension(persona)}
+    data["extensions"] = extensions
+    card["data"] = data
+    # Tools that mirror V1 fields at the root: keep the mirror in step with `data`.
+    for root_key in ("name", "description", "personality", "scenario", "first_mes"):
+        if root_key in card and isinstance(card[root_key], str):
+            card[root_key] = data[root_key]
+    return card
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+    )
+
+
+def _strip_card_chunks(png: bytes, filename: str = "image") -> bytes:
+    """The PNG without any `chara`/`ccv3` text chunks (the image and other metadata kept)."""
+    out = [_PNG_SIGNATURE]
+    for kind, payload, start, end in _iter_png_chunks(png, filename):
+        if kind == b"tEXt" and payload.partition(b"\0")[0].decode("latin-1") in _CARD_CHUNKS:
+            continue
+        out.append(png[start:end])
+    return b"".join(out)
+
+
+def _text_chunk(keyword: str, card: dict[str, Any]) -> bytes:
+    encoded = base64.b64encode(json.dumps(card, ensure_ascii=False).encode("utf-8"))
+    return _png_chunk(b"tEXt", keyword.encode("latin-1") + b"\0" + encoded)
+
+
+def render_portrait(appearance: Appearance, size: int = 256) -> bytes:
+    """A simple bust drawn from the appearance colours: the image of a PNG card with none."""
+    from PIL import Image, ImageDraw  # only needed when drawing
+
+    image = Image.new("RGB", (size, size), appearance.background_colour)
+    draw = ImageDraw.Draw(image)
+    s = size / 256
+    cx = size / 2
+    head = (cx - 48 * s, 52 * s, cx + 48 * s, 160 * s)
+    hair = appearance.hair_colour
+    if appearance.hair_style == "long":
+        draw.rounded_rectangle((cx - 60 * s, 44 * s, cx + 60 * s, 200 * s), radius=40 * s, fill=hair)
+    draw.rounded_rectangle(
+        (cx - 90 * s, 176 * s, cx + 90 * s, size + 20 * s), radius=50 * s, fill=appearance.outfit_colour
+    )
+    draw.polygon(
+        [(cx - 22 * s, 176 * s), (cx + 22 * s, 176 * s), (cx, 206 * s)], fill=appearance.outfit_accent_colour
+    )
+    draw.rectangle((cx - 14 * s, 150 * s, cx + 14 * s, 180 * s), fill=appearance.skin_colour)
+    draw.ellipse(head, fill=appearance.skin_colour)
+    if appearance.hair_style != "bald":
+        draw.chord((cx - 52 * s, 40 * s, cx + 52 * s, 130 * s), 180, 360, fill=hair)
+    if appearance.hair_style == "bun":
+        draw.ellipse((cx - 22 * s, 18 * s, cx + 22 * s, 58 * s), fill=hair)
+    elif appearance.hair_style == "ponytail":
+        draw.ellipse((cx + 36 * s, 70 * s, cx + 66 * s, 150 * s), fill=hair)
+    elif appearance.hair_style == "curly":
+        for dx in (-44, -22, 0, 22, 44):
+            draw.ellipse((cx + (dx - 16) * s, 36 * s, cx + (dx + 16) * s, 70 * s), fill=hair)
+    for dx in (-18, 18):
+        draw.ellipse((cx + (dx - 7) * s, 100 * s, cx + (dx + 7) * s, 114 * s), fill="#ffffff")
+        draw.ellipse((cx + (dx - 4) * s, 103 * s, cx + (dx + 4) * s, 111 * s), fill=appearance.eye_colour)
+    draw.arc((cx - 16 * s, 118 * s, cx + 16 * s, 140 * s), 20, 160, fill="#7a3b3b", width=max(1, int(3 * s)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def portrait_png(persona: Persona, assets: dict[str, bytes] | None = None) -> bytes:
+    """The persona's picture for a gallery: its card's own image, else one drawn from its look."""
+    return _embedded_icon(persona, assets or {}) or render_portrait(persona.appearance)
+
+
+def _embedded_icon(persona: Persona, assets: dict[str, bytes]) -> bytes | None:
+    """The card's main icon as PNG bytes, if it carries one."""
+    data = persona.card.get("data") if isinstance(persona.card.get("data"), dict) else {}
+    for asset in data.get("assets") or []:
+        if (
+            isinstance(asset, dict)
+            and asset.get("type") == "icon"
+            and str(asset.get("uri", "")).startswith(_EMBEDDED_URI)
+        ):
+            blob = assets.get(asset["uri"][len(_EMBEDDED_URI) :])
+            if blob and blob.startswith(_PNG_SIGNATURE):
+                return blob
+    blob = assets.get(PNG_IMAGE_ASSET)
+    return blob if blob and blob.startswith(_PNG_SIGNATURE) else None
+
+
+def dump_card(persona: Persona, format: CardFormat = "json", assets: dict[str, bytes] | None = None) -> bytes:
+    """The card file's bytes in `format` (JSON and CHARX are V3; PNG carries V2 and V3)."""
+    assets = dict(assets or {})
+    if format == "json":
+        return (
+            json.dumps(persona_to_card(persona, "v3"), ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+        )
+    if format == "png":
+        image = _embedded_icon(persona, assets) or render_portrait(persona.appearance)
+        image = _strip_card_chunks(image)
+        iend = image.rindex(b"IEND") - 4
+        chunks = _text_chunk("chara", persona_to_card(persona, "v2")) + _text_chunk(
+            "ccv3", persona_to_card(persona, "v3")
+        )
+        return image[:iend] + chunks + image[iend:]
+    if format == "charx":
+        card = persona_to_card(persona, "v3")
+        data = card["data"]
+        listed = data.get("assets")
+        if not isinstance(listed, list) or not any(
+            isinstance(a, dict) and a.get("type") == "icon" for a in listed
+        ):
+            icon = PNG_IMAGE_ASSET
+            assets.setdefault(icon, _embedded_icon(persona, assets) or render_portrait(persona.appearance))
+            entry = {"type": "icon", "uri": _EMBEDDED_URI + icon, "name": "main", "ext": "png"}
+            data["assets"] = [*(listed if isinstance(listed, list) else []), entry]
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("card.json", json.dumps(card, ensure_ascii=False, indent=2))
+            for name, blob in sorted(assets.items()):
+                if not _safe_zip_name(name) or name == "card.json":
+                    raise CardArchiveError(f"refusing to write unsafe asset path {name!r}")
+                archive.writestr(name, blob)
+        return buffer.getvalue()
+    raise CardFormatError(f"unknown card format {format!r}; use json, png or charx")
+
+
+def write_card(
+    persona: Persona, path: str | Path, format: CardFormat = "json", assets: dict[str, bytes] | None = None
+) -> Path:
+    """Write `persona` as a card file; returns the path written."""
+    path = Path(path)
+    path.write_bytes(dump_card(persona, format, assets))
+    return path

@@ -1,0 +1,211 @@
+"""The persona gallery: built-ins, user folders, imports, and the `persona personas` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from comfyui_persona.headless.cli import main
+from comfyui_persona.persona.card import Persona
+from comfyui_persona.persona.card_formats import CardError, dump_card, read_card_file
+from comfyui_persona.persona.library import (
+    BUILTIN_DIR,
+    DEFAULT_PERSONA_ID,
+    PersonaLibrary,
+    UnknownPersonaError,
+    builtin_persona_ids,
+    load_persona,
+)
+from comfyui_persona.persona.schema import core_vocabulary
+
+BUILTINS = builtin_persona_ids()
+
+
+def test_at_least_six_builtins_and_the_default_is_one():
+    assert len(BUILTINS) >= 6
+    assert DEFAULT_PERSONA_ID in BUILTINS
+
+
+@pytest.mark.parametrize("persona_id", BUILTINS)
+def test_every_builtin_loads_validates_and_is_complete(persona_id):
+    path = BUILTIN_DIR / f"{persona_id}.json"
+    card = json.loads(path.read_text())
+    assert card["spec"] == "chara_card_v3" and card["spec_version"] == "3.0"
+    persona = load_persona(persona_id)
+    assert persona.id == persona_id
+    vocabulary = persona.vocabulary()  # raises on unknown allowed actions
+    assert "idle" in vocabulary.action_names
+    for text in (persona.description, persona.personality, persona.backstory, persona.first_message):
+        assert len(text) > 20
+    assert len(persona.appearance.description.split()) >= 10  # enough to drive a video prompt
+    assert persona.constraints and persona.voice.style
+    for group in ("acknowledge", "cannot", "chitchat", "greeting", "farewell", "thanks", "refusal"):
+        assert getattr(persona.lines, group), group
+    assert any("{action}" in line for line in persona.lines.acknowledge)
+    assert load_persona(str(path)).model_dump() == persona.model_dump()
+
+
+def test_builtins_look_and_sound_distinct():
+    personas = [load_persona(i) for i in BUILTINS]
+    looks = {
+        (p.appearance.hair_colour, p.appearance.hair_style, p.appearance.outfit_colour) for p in personas
+    }
+    assert len(looks) == len(personas)
+    assert len({p.appearance.outfit_colour for p in personas}) == len(personas)
+    assert len({p.appearance.background_colour for p in personas}) == len(personas)
+    assert len({p.appearance.hair_style for p in personas}) >= 5
+    assert len({p.appearance.description for p in personas}) == len(personas)
+    voices = {(p.voice.voice, p.voice.rate, p.voice.pitch) for p in personas}
+    assert len(voices) == len(personas)
+    assert all(p.voice.engine == "espeak" for p in personas)
+    assert len({p.first_message for p in personas}) == len(personas)
+
+
+def test_one_builtin_limits_actions_and_one_adds_its_own():
+    personas = [load_persona(i) for i in BUILTINS]
+    core = set(core_vocabulary().action_names)
+    limited = [p for p in personas if p.allowed_actions is not None]
+    assert limited and all(set(p.vocabulary().action_names) < core for p in limited)
+    extended = [p for p in personas if p.extra_actions and p.extra_expressions]
+    assert extended
+    for persona in extended:
+        for entry in (*persona.extra_actions, *persona.extra_expressions):
+            assert entry.description and entry.synonyms and entry.phrase
+            assert entry.name not in core
+        assert persona.extra_actions[0].name in persona.vocabulary().action_names
+
+
+def test_unknown_id_error_lists_known_ids_and_is_a_key_error():
+    with pytest.raises(KeyError) as info:
+        load_persona("nobody")
+    assert isinstance(info.value, UnknownPersonaError)
+    message = str(info.value)
+    assert "'nobody'" in message and all(i in message for i in BUILTINS)
+
+
+def test_user_folder_adds_and_shadows_builtins(tmp_path):
+    mine = Persona(id="zara", name="Zara", first_message="Hey.")
+    (tmp_path / "zara.json").write_bytes(dump_card(mine, "json"))
+    restyled = load_persona(DEFAULT_PERSONA_ID).model_copy(update={"name": "Restyled"})
+    (tmp_path / "default.png").write_bytes(dump_card(restyled, "png"))
+    (tmp_path / "broken.json").write_text("{not json")
+    library = PersonaLibrary(user_dirs=[tmp_path])
+    assert "zara" in library.ids() and set(BUILTINS) <= set(library.ids())
+    assert library.get(DEFAULT_PERSONA_ID).name == "Restyled"
+    assert list(library.errors) == [tmp_path / "broken.json"]
+    assert "not valid JSON" in library.errors[tmp_path / "broken.json"]
+
+
+def test_persona_dir_environment_variable_is_read(tmp_path, monkeypatch):
+    (tmp_path / "envy.json").write_bytes(dump_card(Persona(id="envy", name="Envy"), "json"))
+    monkeypatch.setenv("PERSONA_DIR", str(tmp_path))
+    assert PersonaLibrary().get("envy").name == "Envy"
+
+
+def test_add_stores_a_card_that_a_fresh_library_finds(tmp_path):
+    library = PersonaLibrary(user_dirs=[tmp_path / "user"])
+    path = library.add(Persona(id="newbie", name="Newbie"))
+    assert path == tmp_path / "user" / "newbie.json"
+    assert library.get("newbie").name == "Newbie"
+    assert PersonaLibrary(user_dirs=[tmp_path / "user"]).get("newbie").name == "Newbie"
+    with pytest.raises(FileExistsError):
+        library.add(Persona(id="newbie", name="Again"), overwrite=False)
+
+
+def test_import_of_png_card_keeps_its_image(tmp_path):
+    source = tmp_path / "card.png"
+    source.write_bytes(dump_card(Persona(id="pic", name="Pic"), "png"))
+    library = PersonaLibrary(user_dirs=[tmp_path / "user"])
+    persona = library.import_file(source)
+    stored = library.path_of(persona.id)
+    assert stored.suffix == ".charx"
+    assert read_card_file(stored).assets  # the image travelled with it
+
+
+def test_add_without_a_user_folder_is_a_clear_error():
+    with pytest.raises(CardError, match="PERSONA_DIR"):
+        PersonaLibrary(user_dirs=[]).add(Persona(id="x", name="X"))
+
+
+def test_cli_lists_shows_exports_and_imports(tmp_path, capsys):
+    user = str(tmp_path / "user")
+    assert main(["personas", "--dir", user, "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {row["id"] for row in rows} == set(BUILTINS)
+    assert main(["personas", "--dir", user, "show", DEFAULT_PERSONA_ID]) == 0
+    assert json.loads(capsys.readouterr().out)["id"] == DEFAULT_PERSONA_ID
+    for fmt in ("json", "png", "charx"):
+        out = tmp_path / f"out.{fmt}"
+        assert (
+            main(["personas", "--dir", user, "export", DEFAULT_PERSONA_ID, "--format", fmt, "-o", str(out)])
+            == 0
+        )
+        assert read_card_file(out).persona.id == DEFAULT_PERSONA_ID
+    card = Persona(id="cli-import", name="Cli Import")
+    (tmp_path / "in.json").write_bytes(dump_card(card, "json"))
+    capsys.readouterr()
+    assert main(["personas", "--dir", user, "import", str(tmp_path / "in.json")]) == 0
+    assert "imported cli-import" in capsys.readouterr().out
+    assert main(["personas", "--dir", user, "show", "nobody"]) == 2
+    assert "unknown persona 'nobody'" in capsys.readouterr().err
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnonsense")
+    assert main(["personas", "--dir", user, "import", str(tmp_path / "bad.png")]) == 2
+    assert "bad.png" in capsys.readouterr().err
+
+
+def test_remove_deletes_a_user_card_and_uncovers_the_builtin(tmp_path):
+    library = PersonaLibrary(user_dirs=[tmp_path])
+    library.add(load_persona(DEFAULT_PERSONA_ID).model_copy(update={"name": "Mine"}))
+    assert library.get(DEFAULT_PERSONA_ID).name == "Mine"
+    library.remove(DEFAULT_PERSONA_ID)
+    assert library.get(DEFAULT_PERSONA_ID).name != "Mine"
+    with pytest.raises(PermissionError, match="built in"):
+        library.remove(DEFAULT_PERSONA_ID)
+
+
+def test_portrait_is_the_card_image_or_a_drawing_of_the_look(tmp_path):
+    from io import BytesIO
+
+    from PIL import Image
+
+    library = PersonaLibrary(user_dirs=[tmp_path])
+    drawn = Image.open(BytesIO(library.portrait("mira"))).convert("RGB")
+    assert drawn.getpixel((2, 2)) == (0xE4, 0xF1, 0xEA)  # Mira's background colour
+    picture = BytesIO()
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(picture, format="PNG")
+    card = dump_card(
+        Persona(id="framed", name="Framed"), "charx", {"assets/icon/images/main.png": picture.getvalue()}
+    )
+    (tmp_path / "framed.charx").write_bytes(card)
+    library.refresh()
+    assert Image.open(BytesIO(library.portrait("framed"))).size == (40, 30)
+
+
+def test_load_persona_sees_cards_added_after_first_use(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERSONA_DIR", str(tmp_path))
+    import comfyui_persona.persona.library as library_module
+
+    monkeypatch.setattr(library_module, "_DEFAULT_LIBRARY", None)
+    load_persona(DEFAULT_PERSONA_ID)
+    (tmp_path / "late.json").write_bytes(dump_card(Persona(id="late", name="Late"), "json"))
+    assert load_persona("late").name == "Late"
+
+
+def test_builtin_voices_exist_in_espeak_ng():
+    """Each built-in's espeak voice name is one libespeak-ng accepts (checked in a child
+    process: espeak's state is process-global and the voice tests own it)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("espeakng_loader")
+    names = [load_persona(i).voice.voice for i in BUILTINS]
+    script = (
+        "import ctypes, sys, espeakng_loader as e\n"
+        "lib = ctypes.CDLL(e.get_library_path())\n"
+        "assert lib.espeak_Initialize(1, 0, e.get_data_path().encode(), 0) > 0\n"
+        "print([n for n in sys.argv[1:] if lib.espeak_SetVoiceByName(n.encode()) != 0])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, *names], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]", f"voices espeak-ng does not know: {result.stdout}"
