@@ -1,0 +1,403 @@
+"""LongLive engine benchmark at the real size (1.3B, random weights: speed does not depend on them).
+
+Measures, per resolution: each denoising pass, the clean KV-refresh pass, the whole chunk,
+video FPS, time to first frame from a warm engine, re-cache cost, directive-to-first-changed
+chunk (prompt switch → re-cache → next chunk), peak GPU memory; optionally with
+torch.compile (compile time reported apart) and a long run (2,000 latent frames) that
+checks memory stays flat. Times are CUDA-event medians after warm-up.
+
+Decoding: TAEW2.1 and the Wan VAE (video/decoders, random weights) are timed per chunk and
+added to the DiT time sequentially (`fps_video_with_tae`, `fps_video_with_vae`). Text encoding
+is not included (cached per prompt).
+
+Runs with torch alone (the package is loaded from this checkout by path):
+    python benchmarks/longlive.py                      # GPU, 480x832 and 320x576
+    python benchmarks/longlive.py --compile max-autotune-no-cudagraphs --long-run
+    python benchmarks/longlive.py --smoke --out /tmp/x.json   # tiny config, CPU, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATE = "2026-11-25"
+
+
+def import_package():
+    """`comfyui_persona` from this checkout, installed or not (the repo root is the package)."""
+    try:
+        import comfyui_persona  # noqa: F401
+    except ImportError:
+        spec = importlib.util.spec_from_file_location(
+            "comfyui_persona", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["comfyui_persona"] = module
+        spec.loader.exec_module(module)
+    from comfyui_persona.video.longlive import config, model, sampler
+
+    return config, model, sampler
+
+
+def git_commit() -> str:
+    if os.environ.get("PERSONA_COMMIT"):
+        return os.environ["PERSONA_COMMIT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Timer:
+    """CUDA events on a GPU (no host sync until `read`), perf_counter on CPU."""
+
+    def __init__(self, torch, device):
+        self.torch, self.cuda = torch, device.type == "cuda"
+
+    def mark(self):
+        if self.cuda:
+            ev = self.torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    def ms(self, a, b) -> float:
+        if self.cuda:
+            return a.elapsed_time(b)
+        return (b - a) * 1000
+
+    def sync(self):
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+
+def median(xs: list[float]) -> float:
+    return round(statistics.median(xs), 3) if xs else float("nan")
+
+
+def p95(xs: list[float]) -> float:
+    return round(sorted(xs)[max(0, int(round(0.95 * len(xs))) - 1)], 3) if xs else float("nan")
+
+
+def timed_chunk(sampler, timer):
+    """Run one chunk exactly as `StreamingSampler.next_chunk` does, with a mark between passes."""
+    from comfyui_persona.video.longlive.scheduler import renoise
+
+    window = sampler.model.window
+    marks = [timer.mark()]
+    plan = sampler.model.begin_chunk()  # includes the ring shift
+    x = sampler.noise()
+    last = len(sampler.timesteps) - 1
+    for i in range(len(sampler.timesteps)):
+        x0 = sampler.denoise_step(x, i, plan)
+        if i < last:
+            x = renoise(x0, sampler.noise(), sampler.timesteps[i + 1])
+        marks.append(timer.mark())
+    sampler.refresh(x0, plan)
+    marks.append(timer.mark())
+    window.commit(plan)
+    sampler.clean[plan.slot].copy_(x0)
+    sampler.chunks_done += 1
+    return marks
+
+
+def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width, compile_mode):
+    cfg = cfgmod.WanConfig.from_name(args.preset)
+    dtype = getattr(torch, args.dtype)
+    timer = Timer(torch, device)
+    torch.manual_seed(0)
+    model = modelmod.build_on_meta(cfg).to_empty(device=device)
+    modelmod.init_random_(model)
+    modelmod.cast_for_inference(model, dtype).eval()
+    compile_s = None
+    if compile_mode != "none":
+        model.compile(mode=None if compile_mode == "default" else compile_mode, scope=args.compile_scope)
+    lat_h, lat_w = height // cfg.vae_stride[1], width // cfg.vae_stride[2]
+    sampler = samplermod.StreamingSampler(model, steps=args.steps, seed=0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    sampler.start(lat_h, lat_w)
+    router = None
+    if args.attention:
+        from comfyui_persona.video.attention import make_router
+
+        window = model.window
+        router = make_router(json.loads(args.attention), num_layers=cfg.num_layers,
+                             sink_tokens=window.sink_chunks * window.chunk * window.tokens_per_frame)
+        model.set_router(router)
+    text_a = torch.randn(1, cfg.text_len, cfg.text_dim, device=device, dtype=dtype)
+    text_b = torch.randn(1, cfg.text_len, cfg.text_dim, device=device, dtype=dtype)
+    sampler.set_prompt(text_a)
+
+    # Warm-up: fill the window (every cache fill level), and one re-cache: all graph shapes.
+    t0 = time.perf_counter()
+    n_warm = model.window.sink_chunks + model.window.ring_chunks + 2
+    for _ in range(n_warm):
+        sampler.next_chunk()
+    for _ in range(model.window.ring_chunks):  # a re-cache in every ring rotation: all plans built
+        sampler.set_prompt(text_b)
+        sampler.next_chunk()
+    sampler.set_prompt(text_a)
+    timer.sync()
+    warmup_s = time.perf_counter() - t0
+    if compile_mode != "none":
+        compile_s = round(warmup_s, 2)
+
+    # Steady state: per-pass latencies.
+    step_ms: list[list[float]] = [[] for _ in sampler.timesteps]
+    refresh_ms, chunk_ms = [], []
+    for _ in range(args.chunks):
+        marks = timed_chunk(sampler, timer)
+        timer.sync()
+        for i in range(len(sampler.timesteps)):
+            step_ms[i].append(timer.ms(marks[i], marks[i + 1]))
+        refresh_ms.append(timer.ms(marks[-2], marks[-1]))
+        chunk_ms.append(timer.ms(marks[0], marks[-1]))
+
+    # Re-cache alone, and directive → first changed chunk (re-cache + next chunk).
+    recache_ms, switch_ms = [], []
+    texts = [text_b, text_a]
+    for i in range(args.switches):
+        timer.sync()
+        a = timer.mark()
+        sampler.set_prompt(texts[i % 2])  # re-caches the window
+        b = timer.mark()
+        sampler.next_chunk()
+        c = timer.mark()
+        timer.sync()
+        recache_ms.append(timer.ms(a, b))
+        switch_ms.append(timer.ms(a, c))
+
+    # Time to first chunk from a warm engine: new session (cache reset), prompt set, one chunk.
+    ttff_ms = []
+    for _ in range(3):
+        timer.sync()
+        start = time.perf_counter()
+        sampler.reset()
+        sampler.set_prompt(text_a)
+        sampler.next_chunk()
+        timer.sync()
+        ttff_ms.append((time.perf_counter() - start) * 1000)
+
+    video_frames_per_chunk = cfg.num_frame_per_block * cfg.vae_stride[0]
+    result = {
+        "height": height,
+        "width": width,
+        "compile": compile_mode,
+        "tokens_per_frame": model.window.tokens_per_frame,
+        "denoise_step_ms_p50": [median(s) for s in step_ms],
+        "kv_refresh_ms_p50": median(refresh_ms),
+        "chunk_ms_p50": median(chunk_ms),
+        "chunk_ms_p95": p95(chunk_ms),
+        "fps_video_dit_only": round(video_frames_per_chunk * 1000 / median(chunk_ms), 2),
+        "recache_ms_p50": median(recache_ms),
+        "directive_to_changed_chunk_ms_p50": median(switch_ms),
+        "directive_to_changed_chunk_ms_p95": p95(switch_ms),
+        "first_chunk_warm_ms_p50": median(ttff_ms),
+        "warmup_s": round(warmup_s, 2),
+        "compile_s": compile_s,
+        "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if device.type == "cuda" else None,
+        "attention_paths": dict(router.stats) if router is not None else {"dense": "all"},
+    }
+
+    if not args.no_decode:
+        decoders = bench_decoders(torch, device, args.smoke, lat_h, lat_w, max(3, args.chunks // 2), timer)
+        result["decode"] = decoders
+        for name, d in decoders.items():
+            if isinstance(d, dict) and "decode_chunk_ms_p50" in d:
+                total = result["chunk_ms_p50"] + d["decode_chunk_ms_p50"]
+                # Sequential DiT then decode on one stream (no overlap): the honest lower bound.
+                result[f"fps_video_with_{name}"] = round(d["frames_per_chunk"] * 1000 / total, 2)
+                result[f"first_chunk_warm_with_{name}_ms_p50"] = round(result["first_chunk_warm_ms_p50"] + d["decode_chunk_ms_p50"], 3)
+                result[f"directive_to_changed_frame_with_{name}_ms_p50"] = round(
+                    result["directive_to_changed_chunk_ms_p50"] + d["decode_chunk_ms_p50"], 3)
+    if args.long_run:
+        result["long_run"] = long_run(torch, sampler, timer, device, args.long_run_frames)
+    del sampler, model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def bench_decoders(torch, device, smoke: bool, lat_h: int, lat_w: int, chunks: int, timer) -> dict:
+    """Streaming decode of one 3-latent-frame chunk with TAEW2.1 and the Wan VAE (H4b's
+    video/decoders), random weights, random latents. Absent decoders are reported as such."""
+    out = {}
+    try:
+        from comfyui_persona.video.decoders.taehv import build_taehv
+        from comfyui_persona.video.decoders.wan_vae import build_wan_vae
+    except ImportError as exc:
+        return {"error": f"video/decoders not importable: {exc}"}
+    builders = {
+        "tae": lambda: build_taehv(device, torch.float32 if smoke else torch.float16, "tiny" if smoke else "taew2.1"),
+        "vae": lambda: build_wan_vae(device, torch.float32 if smoke else torch.bfloat16, "tiny" if smoke else "wan2.1-vae"),
+    }
+    gen = torch.Generator(device=device).manual_seed(0)
+    latents = torch.randn(1, 16, 3, lat_h, lat_w, generator=gen, device=device)
+    for name, build in builders.items():
+        model = build()
+        stream = model.decode_stream()
+        first = stream.decode_uint8(latents)  # first chunk of a stream: fewer frames
+        for _ in range(2):  # warm-up
+            stream.decode_uint8(latents)
+        times = []
+        for _ in range(chunks):
+            timer.sync()
+            a = timer.mark()
+            frames = stream.decode_uint8(latents)
+            b = timer.mark()
+            timer.sync()
+            times.append(timer.ms(a, b))
+        out[name] = {
+            "decode_chunk_ms_p50": median(times),
+            "frames_per_chunk": int(frames.shape[1]),
+            "first_chunk_frames": int(first.shape[1]),
+            "frame_hw": [int(frames.shape[2]), int(frames.shape[3])],
+        }
+        del model, stream
+    return out
+
+
+def long_run(torch, sampler, timer, device, frames: int) -> dict:
+    """Stream `frames` latent frames in one session; memory must not grow, nothing may cut."""
+    sampler.reset()
+    mem = (lambda: torch.cuda.memory_allocated()) if device.type == "cuda" else (lambda: 0)
+    first_mem = None
+    chunk_ms, mems = [], []
+    made = 0
+    ptr = sampler.model.cache_k.data_ptr()
+    start = time.perf_counter()
+    while made < frames:
+        a = timer.mark()
+        x = sampler.next_chunk()
+        b = timer.mark()
+        made += x.shape[2]
+        if made % 300 < x.shape[2] or made >= frames:
+            timer.sync()
+            chunk_ms.append(timer.ms(a, b))
+            mems.append(mem())
+            if first_mem is None:
+                first_mem = mems[-1]
+    timer.sync()
+    finite = bool(torch.isfinite(x).all().item())
+    return {
+        "latent_frames": made,
+        "video_seconds": round(made * 4 / 16, 1),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "chunk_ms_sampled_p50": median(chunk_ms),
+        "mem_allocated_first_gib": round(first_mem / 2**30, 3),
+        "mem_allocated_last_gib": round(mems[-1] / 2**30, 3),
+        "mem_growth_mib": round((max(mems) - first_mem) / 2**20, 2),
+        "cache_buffer_unchanged": sampler.model.cache_k.data_ptr() == ptr,
+        "last_chunk_finite": finite,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny config on CPU, a few chunks (seconds)")
+    parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/longlive-<device>-DATE.json)")
+    parser.add_argument("--sizes", default="480x832,320x576", help="HxW list")
+    parser.add_argument("--compile", default="none",
+                        help="comma list of: none, default, max-autotune-no-cudagraphs, reduce-overhead")
+    parser.add_argument("--compile-scope", default="blocks", choices=["blocks", "model"],
+                        help="compile one block reused by all layers (fast to compile) or the whole chunk forward")
+    parser.add_argument("--chunks", type=int, default=20, help="timed chunks per size")
+    parser.add_argument("--switches", type=int, default=6, help="timed prompt switches per size")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--attention", default="", help='sparse routing settings as JSON, e.g. \'{"sparge_attention": true}\' (default dense SDPA)')
+    parser.add_argument("--no-decode", action="store_true", help="skip the TAE / VAE decode timing")
+    parser.add_argument("--long-run", action="store_true", help="also stream --long-run-frames latent frames")
+    parser.add_argument("--long-run-frames", type=int, default=2000)
+    args = parser.parse_args(argv)
+
+    cfgmod, modelmod, samplermod = import_package()
+    import torch
+
+    if args.smoke:
+        args.preset, args.dtype, args.sizes = "tiny", "float32", "64x96"
+        args.chunks, args.switches = min(args.chunks, 4), min(args.switches, 2)
+        args.long_run_frames = min(args.long_run_frames, 30)
+        device = torch.device("cpu")
+    else:
+        args.preset = "wan2.1-t2v-1.3b"
+        if not torch.cuda.is_available():
+            parser.error("no CUDA device: use --smoke for the CPU check")
+        device = torch.device("cuda")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    card = torch.cuda.get_device_name() if device.type == "cuda" else (platform.processor() or "cpu")
+    short = "h200" if "H200" in card else "h100" if "H100" in card else device.type
+    results: list[dict] = []
+    out = args.out or REPO / "benchmarks" / "results" / f"longlive-{short}-{DATE}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write() -> None:
+        """After every run, so a timeout or a failing compile mode keeps what was measured."""
+        record = {
+            "benchmark": "longlive",
+            "device": card,
+            "torch": torch.__version__,
+            "commit": git_commit(),
+            "date": DATE,
+            "run_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "config": {
+                "preset": args.preset,
+                "dtype": args.dtype,
+                "steps": args.steps,
+                "sizes": args.sizes,
+                "compile": args.compile,
+                "compile_scope": args.compile_scope,
+                "chunks_timed": args.chunks,
+                "weights": "random (meta -> to_empty -> seeded init)",
+                "attention": args.attention or "dense SDPA (DenseRouter)",
+                "not_included": "text encoding (cached per prompt); decode is timed separately per decoder and "
+                "added sequentially in fps_video_with_<decoder> (no DiT/decode overlap)",
+            },
+            "metrics": {"runs": results},
+        }
+        out.write_text(json.dumps(record, indent=2) + "\n")
+
+    with torch.inference_mode():
+        for mode in args.compile.split(","):
+            for size in args.sizes.split(","):
+                h, w = (int(v) for v in size.lower().split("x"))
+                try:
+                    res = bench_size(torch, cfgmod, modelmod, samplermod, args, device, h, w, mode.strip())
+                except Exception as exc:  # keep the other runs' numbers; say what failed
+                    if args.smoke:
+                        raise
+                    import traceback
+
+                    traceback.print_exc()
+                    res = {"height": h, "width": w, "compile": mode, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+                finally:
+                    if mode.strip() != "none":
+                        import torch._dynamo
+
+                        torch._dynamo.reset()
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                print(json.dumps(res), flush=True)
+                results.append(res)
+                write()
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The LongLive engine end to end on CPU: tiny DiT, tiny UMT5 and tiny TAEW2.1, random weights."""
+
+import numpy as np
+import pytest
+import torch
+from comfyui_persona.persona.schema import ActionDirective
+from comfyui_persona.video.backend import RendererBackend, RenderError, SessionSpec
+from comfyui_persona.video.decoders.taehv import tiny_taehv
+from comfyui_persona.video.longlive.config import WanConfig
+from comfyui_persona.video.longlive.engine import LongLiveBackend
+from comfyui_persona.video.longlive.model import CausalWanModel, init_random_
+from comfyui_persona.video.model_files import CheckpointNotFoundError
+from comfyui_persona.video.registry import create_backend
+from comfyui_persona.video.text.umt5 import tiny_text_encoder
+
+TEXT_LEN = 16
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: a second intra-op thread only adds contention on the shared 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+_TEXT = {}
+
+
+def shared_text_encoder():
+    """One tiny UMT5 for the module: two `tiny_text_encoder()` calls do not give equal
+    embeddings today (reported to its owner), and these tests are about the engine."""
+    if "enc" not in _TEXT:
+        _TEXT["enc"] = tiny_text_encoder(text_len=TEXT_LEN)
+    return _TEXT["enc"]
+
+
+def tiny_engine(**kwargs) -> LongLiveBackend:
+    cfg = WanConfig.from_name("tiny").replace(in_dim=16, out_dim=16, text_dim=32, text_len=TEXT_LEN)
+    torch.manual_seed(0)
+    model = init_random_(CausalWanModel(cfg), std=0.2).eval()
+    return LongLiveBackend(model, shared_text_encoder(), tiny_taehv(), **kwargs)
+
+
+SPEC = SessionSpec(persona_id="p1", persona_name="Ada", look={"description": "a woman with red hair"},
+                   width=96, height=64, seed=7)
+
+
+def test_engine_streams_frames_at_16_fps_with_continuous_clock():
+    engine = tiny_engine()
+    assert isinstance(engine, RendererBackend)
+    engine.start_session(SPEC)
+    first, second = engine.next_chunk(), engine.next_chunk()
+    assert first.frames.shape == (9, 64, 96, 3) and first.frames.dtype == np.uint8
+    assert second.frames.shape == (12, 64, 96, 3)
+    assert second.first_index == 9 and second.pts_ms[0] == round(9 * 1000 / 16)
+    assert first.frames.std() > 0
+
+
+def test_directive_changes_the_prompt_and_is_reported_in_the_next_chunk():
+    engine = tiny_engine(blend_chunks=1)
+    engine.start_session(SPEC)
+    engine.next_chunk()
+    rest_prompt = engine._prompt
+    engine.submit([ActionDirective(action="wave", expression="smile", intensity=0.8, duration_s=1.0)], seq=4)
+    assert engine._prompt != rest_prompt and "smil" in engine._prompt
+    chunk = engine.next_chunk()
+    assert chunk.shows_directives == [4]
+    engine.next_chunk()  # 1 s = 16 frames = 2 chunks, then back to rest
+    assert engine._prompt == rest_prompt
+
+
+def test_same_seed_gives_the_same_stream():
+    def frames() -> np.ndarray:
+        engine = tiny_engine()
+        engine.start_session(SPEC)
+        return np.concatenate([engine.next_chunk().frames for _ in range(2)])
+
+    assert np.array_equal(frames(), frames())
+
+
+def test_unknown_action_and_bad_sizes_are_render_errors():
+    engine = tiny_engine()
+    with pytest.raises(RenderError, match="multiples of 16"):
+        engine.start_session(SessionSpec(persona_id="p", persona_name="P", look={}, width=100, height=64))
+    with pytest.raises(RenderError, match="16 fps"):
+        engine.start_session(SessionSpec(persona_id="p", persona_name="P", look={}, width=96, height=64, fps=30))
+    engine.start_session(SPEC)
+    with pytest.raises(RenderError, match="moonwalk"):
+        engine.submit([ActionDirective(action="moonwalk", expression="neutral", intensity=0.5)], seq=1)
+
+
+def test_registry_builds_longlive_from_models_dir_and_names_missing_file(tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="longlive_base.pt"):
+        create_backend("longlive", models_dir=tmp_path)
+
+
+def test_reference_latents_prime_the_sink_and_survive_recache():
+    engine = tiny_engine()
+    engine.start_session(SPEC)
+    sampler = engine.sampler
+    reference = torch.randn(sampler.shape, generator=torch.Generator().manual_seed(3))
+    sampler.prime_sink(reference)
+    rows = engine.model.window.chunk * engine.model.window.tokens_per_frame
+    sink = engine.model.cache_k[..., :rows, :].clone()
+    for _ in range(5):
+        engine.next_chunk()
+    engine.submit([ActionDirective(action="nod", expression="smile", intensity=0.5)], seq=2)
+    engine.next_chunk()  # re-caches under the new prompt
+    assert torch.equal(engine.model.cache_k[..., :rows, :], sink)
+    with pytest.raises(RuntimeError, match="before the first"):
+        sampler.prime_sink(reference)

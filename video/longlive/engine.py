@@ -1,0 +1,224 @@
+"""`LongLiveBackend`: the real engine behind the `RendererBackend` protocol.
+
+Per chunk: the directive queue decides the prompt (PromptComposer), the text encoder turns it
+into an embedding (cached per prompt), the ConditioningBlender moves the embedding in
+effect toward it over a few chunks (each change re-caches the KV window, sink kept), the
+StreamingSampler makes 3 latent frames, and the streaming decoder (TAEW2.1 or the Wan VAE)
+turns them into 12 video frames (9 for the first chunk) at 16 fps.
+
+Collaborators are passed in (STYLE.md house rule 9), so a test builds the whole engine from
+tiny random parts on CPU; `from_models_dir` builds it from the real files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ...persona.schema import ActionDirective
+from ..backend import Chunk, RenderError, SessionSpec
+from .model import CausalWanModel
+from .sampler import StreamingSampler
+
+NATIVE_FPS = 16.0
+
+
+@dataclass
+class _Queued:
+    directive: ActionDirective
+    seq: int
+    chunks_left: int | None  # None: holds until replaced
+
+
+class LongLiveBackend:
+    """Streams the persona from LongLive. One session at a time; not thread-safe."""
+
+    name = "longlive"
+
+    def __init__(
+        self,
+        model: CausalWanModel | None = None,
+        text_encoder=None,
+        decoder=None,
+        *,
+        steps: int = 4,
+        blend_chunks: int = 2,
+        settings=None,
+        models_dir=None,
+        attention: dict | None = None,
+    ) -> None:
+        if model is None or text_encoder is None or decoder is None:
+            built = _load_from_models_dir(settings, models_dir)
+            model = model or built[0]
+            text_encoder = text_encoder or built[1]
+            decoder = decoder or built[2]
+        self.model = model
+        self.text_encoder = text_encoder
+        self.decoder = decoder
+        self.sampler = StreamingSampler(model, steps=steps)
+        self.blend_chunks = blend_chunks
+        self.spec: SessionSpec | None = None
+        self.attention = attention if attention is not None else (dict(settings.attention) if settings else {})
+
+    def set_attention(self, attention: dict) -> None:
+        """Attention routing settings (video/attention's SparseAttentionConfig as a dict;
+        empty = dense SDPA). Applies from the next session start."""
+        self.attention = dict(attention)
+
+    # ---- session ------------------------------------------------------------------------
+
+    def start_session(self, spec: SessionSpec) -> None:
+        from ..decoders.streaming import open_stream
+        from ..text.prompt import PromptComposer
+        from ..transitions.conditioning import ConditioningBlender
+
+        stride = self.model.cfg.vae_stride[1] * self.model.cfg.patch_size[1]
+        if spec.width % stride or spec.height % stride:
+            raise RenderError(f"LongLive renders sizes that are multiples of {stride}; got {spec.width}x{spec.height}")
+        if spec.fps != NATIVE_FPS:
+            raise RenderError(f"LongLive streams at {NATIVE_FPS:g} fps; got {spec.fps:g}")
+        try:
+            self.composer = PromptComposer.from_session(spec)
+        except ValueError as exc:
+            raise RenderError(str(exc)) from exc
+        self.spec = spec
+        vs = self.model.cfg.vae_stride
+        self.sampler.start(spec.height // vs[1], spec.width // vs[2], seed=spec.seed)
+        if self.attention:
+            from ..attention import make_router
+
+            window = self.model.window
+            sink_tokens = window.sink_chunks * window.chunk * window.tokens_per_frame
+            self.model.set_router(make_router(self.attention, num_layers=len(self.model.blocks), sink_tokens=sink_tokens))
+        self.stream = open_stream(self.decoder)
+        self.queue: deque[_Queued] = deque()
+        self.current: _Queued | None = None
+        self.speaking_chunks = 0
+        self.frame_index = 0
+        self.shows: list[int] = []
+        rest = self._embed(self.composer.compose(None))
+        self.blender = ConditioningBlender(rest, steps=self.blend_chunks)
+        self.sampler.set_prompt(rest, recache=False)
+        self._prompt = self.composer.compose(None)
+
+    def _require_session(self) -> None:
+        if self.spec is None:
+            raise RenderError("start_session first")
+
+    def _embed(self, prompt: str) -> torch.Tensor:
+        return self.text_encoder.encode(prompt).to(self.sampler.device)
+
+    # ---- directives ---------------------------------------------------------------------
+
+    def _chunks_for(self, seconds: float | None) -> int | None:
+        if seconds is None:
+            return None
+        frames_per_chunk = self.model.cfg.num_frame_per_block * self.model.cfg.vae_stride[0]
+        return max(1, math.ceil(seconds * NATIVE_FPS / frames_per_chunk))
+
+    def submit(self, directives: list[ActionDirective], seq: int) -> None:
+        self._require_session()
+        for d in directives:  # unknown words fail now, not mid-stream
+            try:
+                self.composer.compose(d)
+            except KeyError as exc:
+                raise RenderError(str(exc).strip("'\"")) from exc
+        self.queue = deque(_Queued(d, seq, self._chunks_for(d.duration_s)) for d in directives)
+        self.current = None
+        self._advance()
+
+    def set_speech(self, visemes: list[tuple[int, str]] | None, duration_ms: int = 0) -> None:
+        """LongLive cannot place individual mouth shapes; it adds a talking cue to the prompt
+        for the spoken duration (the last viseme's offset, or `duration_ms`)."""
+        self._require_session()
+        if visemes:
+            duration_ms = max(duration_ms, max(offset for offset, _ in visemes))
+        elif visemes is not None:
+            duration_ms = 0
+        frames = duration_ms * NATIVE_FPS / 1000
+        self.speaking_chunks = math.ceil(frames / (self.model.cfg.num_frame_per_block * self.model.cfg.vae_stride[0]))
+        self._retarget()
+
+    def reset(self) -> None:
+        self._require_session()
+        self.queue.clear()
+        self.current = None
+        self.speaking_chunks = 0
+        self._retarget()
+
+    def _advance(self) -> None:
+        """Take the next queued directive (or rest) and aim the blender at its prompt."""
+        self.current = self.queue.popleft() if self.queue else None
+        if self.current is not None:
+            self.shows.append(self.current.seq)
+        self._retarget()
+
+    def _retarget(self) -> None:
+        directive = self.current.directive if self.current else None
+        prompt = self.composer.compose(directive, speaking=self.speaking_chunks > 0)
+        if prompt != self._prompt:
+            self._prompt = prompt
+            self.blender.set_target(self._embed(prompt))
+
+    # ---- frames -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def next_chunk(self) -> Chunk:
+        self._require_session()
+        embedding, changed = self.blender.step()
+        if changed:
+            self.sampler.set_prompt(embedding)  # re-caches the window, keeps the sink
+        latents = self.sampler.next_chunk()
+        frames = self.stream.decode_uint8(latents)[0].cpu().numpy()
+        first = self.frame_index
+        self.frame_index += frames.shape[0]
+        shows, self.shows = self.shows, []
+        self._tick()
+        pts = [round(i * 1000 / NATIVE_FPS) for i in range(first, self.frame_index)]
+        return Chunk(frames=np.ascontiguousarray(frames), first_index=first, pts_ms=pts, shows_directives=shows)
+
+    def _tick(self) -> None:
+        """One chunk of time passed: count down speech and the current directive."""
+        if self.speaking_chunks:
+            self.speaking_chunks -= 1
+            if not self.speaking_chunks:
+                self._retarget()
+        if self.current is not None and self.current.chunks_left is not None:
+            self.current.chunks_left -= 1
+            if self.current.chunks_left <= 0:
+                self._advance()
+
+
+def _load_from_models_dir(settings, models_dir):
+    """Generator (+ merged LoRA), UMT5 and the chosen decoder from the models directory.
+
+    Raises `CheckpointNotFoundError` naming the first missing file.
+    """
+    from .. import model_files
+    from ..decoders.taehv import load_taehv
+    from ..decoders.wan_vae import load_wan_vae
+    from ..text.umt5 import UMT5TextEncoder, load_tokenizer, load_umt5
+    from .checkpoint import load_generator
+    from .lora import merge_lora, read_lora_state
+    from .model import cast_for_inference
+    from .settings import LongLiveSettings
+
+    settings = settings or LongLiveSettings()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = getattr(torch, settings.dtype)
+    paths = {k: model_files.find(k, models_dir) for k in ("longlive.generator", "longlive.lora", "umt5.encoder", "umt5.tokenizer")}
+    decoder_key = "taew2.1" if settings.decoder == "tae" else "wan2.1.vae"
+    decoder_path = model_files.find(decoder_key, models_dir)
+    model = load_generator(paths["longlive.generator"], settings.wan_config())
+    merge_lora(model, read_lora_state(paths["longlive.lora"]))
+    model = cast_for_inference(model.to(device), dtype).eval()
+    if settings.compile:
+        model.compile()
+    encoder = UMT5TextEncoder(load_umt5(paths["umt5.encoder"], device, dtype), load_tokenizer(paths["umt5.tokenizer"]))
+    load = load_taehv if settings.decoder == "tae" else load_wan_vae
+    decoder = load(decoder_path, device=device, dtype=torch.float16 if device == "cuda" else torch.float32)
+    return model, encoder, decoder

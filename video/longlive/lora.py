@@ -1,0 +1,95 @@
+"""Merging LongLive's released LoRA into the generator: W += (alpha / r) * B @ A, strictly.
+
+`lora.pt` holds PEFT's state dict (`{"generator_lora": sd, ...}` or a bare `sd`) with keys
+`base_model.model.<module>.lora_A.weight` [r, in] and `...lora_B.weight` [out, r]
+(tests/fixtures/checkpoints/longlive_lora.json). PEFT's own loader ignores keys it does
+not expect; this one refuses any missing, unexpected or mis-shaped key, because a LoRA
+that silently half-applies produces plausible but wrong video.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+PEFT_PREFIX = "base_model.model."
+#: Linear layers LongLive's LoRA targets inside every block.
+TARGET_SUFFIXES = (
+    "self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
+    "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o",
+    "ffn.0", "ffn.2",
+)
+RANK, ALPHA = 256, 256
+
+
+class LoraLayoutError(ValueError):
+    """A LoRA file whose keys or shapes do not fit the model."""
+
+
+def lora_targets(model: nn.Module) -> list[str]:
+    """Module paths the LoRA must cover: every targeted Linear in every block."""
+    return [f"blocks.{i}.{s}" for i in range(len(model.blocks)) for s in TARGET_SUFFIXES]
+
+
+def read_lora_state(path: Path) -> dict[str, torch.Tensor]:
+    raw = torch.load(Path(path), map_location="cpu", mmap=True, weights_only=True)
+    if isinstance(raw.get("generator_lora"), dict):
+        raw = raw["generator_lora"]
+    return raw
+
+
+def pair_lora_keys(state: dict[str, torch.Tensor], targets: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{module: (A, B)}; raises `LoraLayoutError` naming every key that does not fit."""
+    expected = {f"{PEFT_PREFIX}{m}.lora_{ab}.weight" for m in targets for ab in "AB"}
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise LoraLayoutError(
+            f"LoRA keys do not match the model: {len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    return {m: (state[f"{PEFT_PREFIX}{m}.lora_A.weight"], state[f"{PEFT_PREFIX}{m}.lora_B.weight"]) for m in targets}
+
+
+@torch.no_grad()
+def merge_lora(model: nn.Module, state: dict[str, torch.Tensor], *, alpha: float = ALPHA, rank: int = RANK) -> int:
+    """Add `alpha / rank * B @ A` to each targeted weight in place; returns modules merged.
+
+    The product is formed in float32 on the weight's device, then cast to the weight's dtype.
+    Every shape is checked before any weight changes, so a bad file leaves the model intact.
+    """
+    pairs = pair_lora_keys(state, lora_targets(model))
+    modules = dict(model.named_modules())
+    bad = []
+    for name, (a, b) in pairs.items():
+        w = modules[name].weight
+        if a.shape != (rank, w.shape[1]) or b.shape != (w.shape[0], rank):
+            bad.append(f"{name}: A {tuple(a.shape)}, B {tuple(b.shape)} for weight {tuple(w.shape)}")
+    if bad:
+        raise LoraLayoutError(f"{len(bad)} LoRA shapes do not fit (rank {rank}): {bad[:3]}")
+    scale = alpha / rank
+    for name, (a, b) in pairs.items():
+        w = modules[name].weight
+        delta = b.to(w.device, torch.float32) @ a.to(w.device, torch.float32)
+        w.copy_((w.float() + scale * delta).to(w.dtype))
+    return len(pairs)
+
+
+def check_lora_file(path: Path, preset: str = "wan2.1-t2v-1.3b") -> list[str]:
+    """Layout check for `persona models check`: keys and shapes against the preset's model."""
+    from .config import WanConfig
+    from .model import build_on_meta
+
+    model = build_on_meta(WanConfig.from_name(preset))
+    state = read_lora_state(path)
+    try:
+        pairs = pair_lora_keys(state, lora_targets(model))
+    except LoraLayoutError as exc:
+        return [str(exc)]
+    modules = dict(model.named_modules())
+    bad = [
+        name for name, (a, b) in pairs.items()
+        if a.shape != (RANK, modules[name].weight.shape[1]) or b.shape != (modules[name].weight.shape[0], RANK)
+    ]
+    return [f"{len(bad)} LoRA pairs with other shapes (e.g. {bad[:3]})"] if bad else []

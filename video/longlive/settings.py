@@ -1,0 +1,83 @@
+"""What a user may set on the LongLive engine: one pydantic model drives validation and UI.
+
+Every field has bounds, a description and `json_schema_extra={"ui": {"order", "is_load_param"}}`
+(STYLE.md house rule 12); load-time fields rebuild the engine, the others apply live.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .config import WanConfig
+
+
+def _ui(order: int, *, load: bool, **extra: Any) -> dict[str, Any]:
+    return {"ui": {"order": order, "is_load_param": load, **extra}}
+
+
+class LongLiveSettings(BaseModel):
+    """What a user may set on the LongLive engine. Load-time fields rebuild the engine."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: Literal["wan2.1-t2v-1.3b", "tiny"] = Field(
+        "wan2.1-t2v-1.3b",
+        description="Architecture preset; must match the checkpoint.",
+        json_schema_extra=_ui(0, load=True, component="select"),
+    )
+    height: int = Field(
+        480, ge=64, le=1024, multiple_of=16, description="Video height in pixels.",
+        json_schema_extra=_ui(1, load=True),
+    )
+    width: int = Field(
+        832, ge=64, le=1536, multiple_of=16, description="Video width in pixels.",
+        json_schema_extra=_ui(2, load=True),
+    )
+    denoising_steps: int = Field(
+        4, ge=1, le=4,
+        description="Denoising steps per chunk, taken from the start of LongLive's 4-step list.",
+        json_schema_extra=_ui(3, load=False),
+    )
+    local_attn_size: int = Field(
+        12, ge=6, le=30, multiple_of=3,
+        description="Latent frames of context a chunk attends to (sink included).",
+        json_schema_extra=_ui(4, load=True),
+    )
+    sink_size: int = Field(
+        3, ge=0, le=12, multiple_of=3,
+        description="Latent frames at the start kept in the cache forever (identity anchor).",
+        json_schema_extra=_ui(5, load=True),
+    )
+    dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="Compute dtype of the DiT.", json_schema_extra=_ui(6, load=True),
+    )
+    compile: bool = Field(
+        False, description="torch.compile the transformer block (slow first chunk, faster after).",
+        json_schema_extra=_ui(7, load=True),
+    )
+    decoder: Literal["tae", "vae"] = Field(
+        "tae", description="Latent decoder: TAEW2.1 (real time) or the full Wan VAE.",
+        json_schema_extra=_ui(8, load=True, component="select"),
+    )
+    # H7 (video/attention/) owns the sparse-attention settings; until its pydantic model
+    # exists this is validated there, by the router factory, not here.
+    attention: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Attention routing settings (backend and its parameters; see video/attention).",
+        json_schema_extra=_ui(9, load=False),
+    )
+
+    @model_validator(mode="after")
+    def _window_holds_sink(self) -> LongLiveSettings:
+        if self.sink_size >= self.local_attn_size:
+            raise ValueError(
+                f"sink_size ({self.sink_size}) must be smaller than local_attn_size ({self.local_attn_size})"
+            )
+        return self
+
+    def wan_config(self) -> WanConfig:
+        return WanConfig.from_name(self.preset).replace(
+            local_attn_size=self.local_attn_size, sink_size=self.sink_size
+        )
