@@ -1,0 +1,121 @@
+"""Regenerate the README screenshots: `.venv/bin/python docs/images/make_images.py`.
+
+preview-contact-sheet.png: 12 labelled stills (actions × expressions, several looks);
+preview-demo.gif: a few seconds of a wave → sit → clap → stand → walk, with a blend
+interrupted mid-way, at 256×256 and 12 fps to keep the file small.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from comfyui_persona.persona.schema import ActionDirective
+from comfyui_persona.video.backend import SessionSpec
+from comfyui_persona.video.preview import PreviewRenderer
+from PIL import Image, ImageDraw
+
+HERE = Path(__file__).resolve().parent
+
+LOOKS = [
+    {"hair_style": "long", "hair_colour": "#5a3825", "outfit_colour": "#4a7bd1"},
+    {
+        "hair_style": "curly",
+        "hair_colour": "#1f1a17",
+        "skin_colour": "#8d5a3b",
+        "outfit_colour": "#e07a3f",
+        "outfit_accent_colour": "#fff1d6",
+        "background_colour": "#f3e6d8",
+    },
+    {
+        "hair_style": "bun",
+        "hair_colour": "#c9a36b",
+        "outfit_colour": "#3e9e6e",
+        "background_colour": "#e3f0e6",
+    },
+    {
+        "hair_style": "ponytail",
+        "hair_colour": "#b8442e",
+        "skin_colour": "#f6d7c3",
+        "outfit_colour": "#8a5cc7",
+        "background_colour": "#ece6f5",
+    },
+]
+NAMES = ["Ada", "Sol", "Juno", "Mira"]
+STILLS = [
+    ("wave", "smile"),
+    ("nod", "laugh"),
+    ("think", "thoughtful"),
+    ("shrug", "confused"),
+    ("point", "surprised"),
+    ("sit", "shy"),
+    ("clap", "excited"),
+    ("walk", "wink"),
+    ("dance", "excited"),
+    ("bow", "smile"),
+    ("turn_left", "sad"),
+    ("shake_head", "angry"),
+]
+
+
+def _still(index: int, action: str, expression: str, size: int = 320) -> np.ndarray:
+    r = PreviewRenderer(chunk_frames=8)
+    look = index % len(LOOKS)
+    r.start_session(SessionSpec("demo", NAMES[look], LOOKS[look], size, size, 16.0, seed=index))
+    r.submit([ActionDirective(action=action, expression=expression, intensity=0.9)], seq=1)
+    for _ in range(2):
+        frame = r.next_chunk().frames[-1]
+    image = Image.fromarray(frame)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([0, size - 26, size, size], fill=(255, 255, 255))
+    draw.text((8, size - 21), f"{action} · {expression}", fill=(40, 40, 40))
+    return np.asarray(image)
+
+
+def contact_sheet() -> None:
+    tiles = [_still(i, a, e) for i, (a, e) in enumerate(STILLS)]
+    rows = [np.concatenate(tiles[i : i + 4], axis=1) for i in range(0, len(tiles), 4)]
+    Image.fromarray(np.concatenate(rows, axis=0)).save(HERE / "preview-contact-sheet.png", optimize=True)
+
+
+def demo_gif() -> None:
+    fps = 12.0
+    r = PreviewRenderer(chunk_frames=1)
+    r.start_session(SessionSpec("ada", "Ada", LOOKS[0], 256, 256, fps, seed=3))
+
+    def d(action: str, expression: str, duration_s: float | None = None) -> list[ActionDirective]:
+        return [ActionDirective(action=action, expression=expression, intensity=0.9, duration_s=duration_s)]
+
+    plan = {
+        0: d("wave", "smile", 1.6),
+        20: d("nod", "laugh", 1.0),
+        24: d("sit", "shy", 1.2),  # nod interrupted
+        44: d("clap", "excited", 1.5),
+        64: d("stand", "surprised", 1.0),
+        78: d("walk", "wink", 2.0),
+        104: d("shrug", "confused", 1.4),
+    }
+    frames = []
+    for i in range(128):
+        if i in plan:
+            r.submit(plan[i], seq=i)
+        if i == 26:
+            r.set_speech(None, 1200)
+        frames.append(
+            Image.fromarray(r.next_chunk().frames[0]).convert("P", palette=Image.ADAPTIVE, colors=96)
+        )
+    frames[0].save(
+        HERE / "preview-demo.gif",
+        save_all=True,
+        append_images=frames[1:],
+        duration=int(1000 / fps),
+        loop=0,
+        optimize=True,
+    )
+
+
+if __name__ == "__main__":
+    contact_sheet()
+    demo_gif()
+    for name in ("preview-contact-sheet.png", "preview-demo.gif"):
+        print(name, (HERE / name).stat().st_size // 1024, "KiB")
