@@ -39,9 +39,11 @@ def _cuda_kernel_order():
 
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Non-causal attention of q over k/v, (batch, heads, tokens, head_dim)."""
-    if not q.is_cuda or torch.compiler.is_compiling():
-        # Inside a compiled graph inductor chooses the kernel itself.
+    if not q.is_cuda:
         return F.scaled_dot_product_attention(q, k, v)
+    # Also inside torch.compile: dynamo traces the context manager, and without it inductor
+    # picks FlashAttention-2, which is ~1.7x slower than cuDNN at LongLive's shapes on H100
+    # (benchmarks/results/longlive-h100-2026-11-25.json, "sdpa_under_compile").
     from torch.nn.attention import sdpa_kernel
 
     with sdpa_kernel(_cuda_kernel_order(), **_PRIORITY):

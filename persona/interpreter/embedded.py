@@ -1,0 +1,768 @@
+"""The `embedded` interpreter: rules plus sentence embeddings, no LLM, no network.
+
+How an utterance is read, step by step:
+
+1. Clean it (`text.clean_text`): control characters out, at most MAX_UTTERANCE_CHARS
+   (longer input is cut there and the note says so; the server rejects over-long chat
+   with `too_large` before it gets here).
+2. Split it into ordered clauses at punctuation and at "and", "then", "but", "before",
+   "after" ("sit after you wave" puts the wave first), "instead of".
+3. Per clause: strip politeness ("could you please"), find negation ("don't", "never",
+   "no dancing", "instead of waving"), "stop X" (→ idle), repeats ("twice"), intensity
+   words and SHOUTING, correct typos (edit distance against the vocabulary's own words,
+   never "correcting" a real English word), then match the vocabulary's names and
+   synonyms (stemmed, longest phrase first).
+4. Decide whether the clause asks for something: imperatives and polite requests do,
+   statements and questions about the world ("I went for a walk") do not.
+5. A request that matched nothing is either a paraphrase (embedding similarity to an
+   action's synonyms and description above `map_threshold` → that action) or an
+   unsupported request ("do a backflip"): no directive, a note naming the nearest
+   supported action, and the card's `cannot` line offering it.
+6. Expressions come from explicit words ("smile", "look sad", "dance happily"), otherwise
+   from `emotion.infer_expression`.
+7. The reply is one of the card's lines, chosen by a hash of the text (deterministic).
+
+Greetings ("hi", "good morning", "bye") wave, because the core vocabulary lists them as
+wave synonyms; a bare "yes"/"no" nods / shakes the head for the same reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..card import Persona
+from ..embedding import load_encoder
+from ..emotion import infer_expression
+from ..schema import ActionDirective, Vocabulary, VocabularyEntry, core_vocabulary
+from ..text import COMMON_WORDS, Token, clean_text, is_shouted, osa_distance, stem, tokenize
+from . import lexicon as lx
+from .base import MAX_UTTERANCE_CHARS, Interpretation, InterpretRequest
+from .structured import MAX_ACTIONS
+
+if TYPE_CHECKING:
+    from ..embedding import SentenceEncoder
+
+__all__ = ["EmbeddedInterpreter"]
+
+BASE_INTENSITY = 0.5
+HIGH = 0.85
+LOW = 0.25
+
+
+@dataclass(frozen=True)
+class _Phrase:
+    keys: tuple[str, ...]
+    name: str
+    kind: str  # "action" | "expression"
+    first_word: str
+
+
+@dataclass
+class _Clause:
+    words: list[Token]
+    exclaims: int = 0
+    reorder: bool = False  # came after "after": goes before the previous clause
+    continuation: bool = False
+
+
+@dataclass
+class _Reading:
+    """What one clause asks for."""
+
+    actions: list[str] = field(default_factory=list)
+    mentioned: list[str] = field(default_factory=list)
+    expression: str | None = None
+    negated: bool = False
+    negated_names: list[str] = field(default_factory=list)
+    stop: bool = False
+    request: bool = False
+    greeting: str | None = None  # "greeting" | "farewell"
+    thanks: bool = False
+    unsupported: str | None = None
+    suggestion: str | None = None
+    similarity: float | None = None
+    anaphora: bool = False
+    intensity: float = BASE_INTENSITY
+    repeat: int = 1
+    disallowed: list[str] = field(default_factory=list)
+    paraphrase: bool = False
+
+
+def _phrase_keys(words: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(stem(w) for w in words if w not in lx.FILLER)
+
+
+def _words_of(text: str) -> list[str]:
+    return [t for t in tokenize(text.replace("_", " ")) if not t.is_punct]
+
+
+class _Index:
+    """Everything precomputed for one persona's vocabulary (built once, cached)."""
+
+    def __init__(self, persona: Persona, encoder: SentenceEncoder | None):
+        self.vocabulary: Vocabulary = persona.vocabulary()
+        # Matching uses every known action, so a disallowed one can be refused by name.
+        full = core_vocabulary().extended(
+            actions=persona.extra_actions, expressions=persona.extra_expressions
+        )
+        self.allowed = set(self.vocabulary.action_names)
+        self.expressions = set(self.vocabulary.expression_names)
+        phrases: dict[tuple[str, ...], _Phrase] = {}
+        self.vocab_words: set[str] = set()
+
+        def add(entries: tuple[VocabularyEntry, ...], extra: dict[str, tuple[str, ...]], kind: str) -> None:
+            for entry in entries:
+                texts = [entry.name.replace("_", " "), *entry.synonyms, *extra.get(entry.name, ())]
+                for text in texts:
+                    words = [w for w in _words_of(text)]
+                    keys = _phrase_keys(words)
+                    if not keys or keys in phrases:
+                        continue
+                    phrases[keys] = _Phrase(keys, entry.name, kind, words[0] if words else "")
+                    self.vocab_words.update(w for w in words if w.isalpha() and len(w) >= 3)
+
+        add(full.actions, lx.EXTRA_ACTION_PHRASES, "action")
+        add(self.vocabulary.expressions, lx.EXTRA_EXPRESSION_PHRASES, "expression")
+        self.vocab_words.update(w for w in lx.EXPRESSION_ADVERBS)
+        self._by_length: dict[int, list[str]] = {}
+        for w in sorted(self.vocab_words):
+            self._by_length.setdefault(len(w), []).append(w)
+        self.corrections: dict[tuple[str, bool], str] = {}
+        self.phrases = sorted(phrases.values(), key=lambda p: (-len(p.keys), p.kind != "action"))
+        self.by_first: dict[str, list[_Phrase]] = {}
+        for phrase in self.phrases:
+            self.by_first.setdefault(phrase.keys[0], []).append(phrase)
+        self.key_set = {k for p in self.phrases for k in p.keys}
+        self.encoder = encoder
+        self.known_words = set(COMMON_WORDS) | _encoder_words(encoder)
+        self.action_matrix: np.ndarray | None = None
+        self.action_rows: list[str] = []
+        if encoder is not None:
+            rows, texts = [], []
+            for entry in self.vocabulary.actions:
+                if entry.name == "idle":
+                    continue
+                for text in (
+                    entry.description,
+                    entry.name.replace("_", " "),
+                    *entry.synonyms,
+                    *lx.EXTRA_ACTION_PHRASES.get(entry.name, ()),
+                ):
+                    rows.append(entry.name)
+                    texts.append(text)
+            self.action_rows = rows
+            self.action_matrix = encoder.encode_table(texts)
+
+    def vocab_by_length(self, length: int, limit: int) -> list[str]:
+        """Vocabulary words whose length is within `limit` of `length`, in sorted order."""
+        words: list[str] = []
+        for n in range(length - limit, length + limit + 1):
+            words.extend(self._by_length.get(n, ()))
+        return sorted(words)
+
+    def nearest_action(self, text: str) -> tuple[str | None, float]:
+        if self.encoder is None or self.action_matrix is None or not self.action_rows:
+            return None, 0.0
+        sims = self.action_matrix @ self.encoder.encode_one(text[:200])
+        best = int(np.argmax(sims))
+        return self.action_rows[best], float(sims[best])
+
+
+_INDEXES: dict[tuple[int, str], _Index] = {}
+_INDEX_LOCK = threading.Lock()
+_MAX_INDEXES = 64
+_WORDS_CACHE: dict[int, set[str]] = {}
+
+
+def _encoder_words(encoder: SentenceEncoder | None) -> set[str]:
+    """Whole words of the embedding model's WordPiece vocabulary: a 20k-word English list
+    that keeps the typo corrector away from real words."""
+    if encoder is None:
+        return set()
+    key = id(encoder)
+    if key not in _WORDS_CACHE:
+        path = encoder.model_dir / "vocab.txt"
+        words: set[str] = set()
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.isalpha() and line.islower() and len(line) >= 2:
+                    words.add(line)
+        _WORDS_CACHE[key] = words
+    return _WORDS_CACHE[key]
+
+
+def _safe_format(template: str, **values: str) -> str:
+    """Fill the known placeholders ({action}, {request}, {alternative}) of a card's line.
+
+    Plain replacement rather than `str.format`: card lines come from user files, and a
+    stray brace or an unknown {name} must not break the reply.
+    """
+    for name, value in values.items():
+        template = template.replace("{" + name + "}", value)
+    return template
+
+
+class EmbeddedInterpreter:
+    """Rule-based parser with embedding similarity (see the module docstring)."""
+
+    name = "embedded"
+
+    def __init__(
+        self,
+        *,
+        use_embedding: bool | None = None,
+        model_dir: str | None = None,
+        map_threshold: float = 0.72,
+        suggest_threshold: float = 0.25,
+    ) -> None:
+        """`use_embedding=False` (or `PERSONA_EMBEDDING=off`) runs without the model:
+        no paraphrase mapping, no nearest-action suggestions, lexical emotion only."""
+        if use_embedding is False:
+            self.encoder = None
+        else:
+            self.encoder = load_encoder(model_dir, disabled=None if use_embedding is None else False)
+        self.map_threshold = map_threshold
+        self.suggest_threshold = suggest_threshold
+
+    # -- public interface -------------------------------------------------------------
+
+    def interpret(self, request: InterpretRequest) -> Interpretation:
+        persona = request.persona
+        index = self._index(persona)
+        text, truncated = clean_text(request.text, MAX_UTTERANCE_CHARS)
+        notes: list[str] = []
+        if truncated:
+            notes.append(f"input truncated to {MAX_UTTERANCE_CHARS} characters")
+        clauses = _split(tokenize(text), persona)
+        whole = len([c for c in clauses if c.words]) == 1
+        readings: list[_Reading] = []
+        prev_request = False
+        for clause in clauses:
+            reading = self._read(clause, index, persona, whole, prev_request)
+            prev_request = reading.request or (prev_request and clause.continuation)
+            readings.append(reading)
+        # "sit down after you wave": the clause after "after" happens first.
+        ordered: list[_Reading] = []
+        for clause, reading in zip(clauses, readings, strict=True):
+            if clause.reorder and ordered:
+                ordered.insert(len(ordered) - 1, reading)
+            else:
+                ordered.append(reading)
+        return self._compose(text, ordered, index, request, notes)
+
+    def prepare(self, persona: Persona) -> None:
+        """Build the persona's vocabulary index now (about a second with the embedding
+        model) rather than on its first utterance; the server calls this on `hello`."""
+        self._index(persona)
+
+    def stream_reply(self, request: InterpretRequest) -> Iterator[str | Interpretation]:
+        result = self.interpret(request)
+        if result.reply:
+            yield result.reply
+        yield result
+
+    # -- steps ------------------------------------------------------------------------
+
+    def _index(self, persona: Persona) -> _Index:
+        """The persona's vocabulary index, shared by every interpreter using the same
+        encoder (vocabulary embeddings are computed once per vocabulary)."""
+        key = (
+            id(self.encoder),
+            persona.model_dump_json(include={"allowed_actions", "extra_actions", "extra_expressions"}),
+        )
+        with _INDEX_LOCK:
+            index = _INDEXES.get(key)
+            if index is None:
+                if len(_INDEXES) >= _MAX_INDEXES:
+                    _INDEXES.pop(next(iter(_INDEXES)))
+                index = _INDEXES[key] = _Index(persona, self.encoder)
+            return index
+
+    def _correct(self, word: str, index: _Index, aggressive: bool) -> str:
+        """The vocabulary word `word` is a typo of, or `word` itself (cached per index)."""
+        if not word.isalpha() or len(word) < 3 or word in lx.FILLER:
+            return word
+        key = (str(word), aggressive)
+        hit = index.corrections.get(key)
+        if hit is None:
+            hit = self._find_correction(str(word), index, aggressive)
+            if len(index.corrections) > 20_000:
+                index.corrections.clear()
+            index.corrections[key] = hit
+        return hit
+
+    @staticmethod
+    def _find_correction(word: str, index: _Index, aggressive: bool) -> str:
+        if len(word) > 20 or stem(word) in index.key_set:
+            return word
+        if word in COMMON_WORDS or (word in index.known_words and not aggressive):
+            return word
+        limit = 1 if len(word) < 7 else 2
+        best, best_d = word, limit + 1
+        for candidate in index.vocab_by_length(len(word), limit):
+            d = osa_distance(word, candidate, limit)
+            if len(word) == 3 and d == 1 and sorted(word) != sorted(candidate):
+                continue  # three letters: only a swap ("sti" → "sit") is safe
+            if d < best_d:
+                best, best_d = candidate, d
+        return best if best_d <= limit else word
+
+    def _read(
+        self, clause: _Clause, index: _Index, persona: Persona, whole: bool, prev_request: bool
+    ) -> _Reading:
+        r = _Reading()
+        words = list(clause.words)
+        shouted = is_shouted(words)
+        name_words = {w.lower() for w in _words_of(persona.name)}
+        while words and words[0] in name_words:
+            words = words[1:]
+        polite, words = _strip_fillers(words)
+        negated, words = _strip_negation(words)
+        if negated:
+            r.negated = True
+            more_polite, words = _strip_fillers(words)
+            polite = polite or more_polite
+        if words and words[0] in lx.STOPPERS and len(words) > 1:
+            r.stop = True
+            words = words[1:]
+        if clause.continuation and words and words[0] in ("you", "u") and len(words) > 1:
+            words = words[1:]
+        if not words:
+            return r
+        content = [w for w in words if w not in lx.GREETING_TAIL and w not in name_words]
+        if not r.negated and tuple(content) in lx.GREETINGS:
+            r.greeting = "greeting"
+            return r
+        if not r.negated and tuple(content) in lx.FAREWELLS:
+            r.greeting = "farewell"
+            return r
+        if words[0] in lx.THANKS:
+            r.thanks = True
+            return r
+        # Repeats and intensity.
+        words, r.repeat = _take_repeat(words)
+        r.intensity = _intensity(words, shouted, clause.exclaims)
+        first = words[0] if words else ""
+        starts_statement = first in lx.NON_REQUEST_STARTERS
+        if first == "do" and len(words) > 1 and words[1] not in ("you", "u", "we", "they", "i", "he", "she"):
+            starts_statement = False
+        r.request = polite or (not starts_statement) or (clause.continuation and prev_request)
+        if not words:
+            return r
+        matches, keys = self._match(words, index, whole, aggressive=False)
+        if r.request and not matches:
+            matches, keys = self._match(words, index, whole, aggressive=True)
+        if not r.request and matches and len(matches) == 1 and matches[0][1].keys == tuple(keys):
+            r.request = True  # the whole clause is one vocabulary phrase ("who knows?")
+        corrected = [self._correct(w, index, aggressive=False) for w in words]
+        for pos, phrase in matches:
+            if phrase.kind == "action":
+                r.mentioned.append(phrase.name)
+                if phrase.name in index.allowed:
+                    r.actions.append(phrase.name)
+                else:
+                    r.disallowed.append(phrase.name)
+            elif phrase.name in index.expressions and r.expression is None:
+                if _expression_asked(phrase, pos, corrected):
+                    r.expression = phrase.name
+        if r.expression is None:
+            for w in corrected:
+                name = lx.EXPRESSION_ADVERBS.get(w)
+                if name in index.expressions:
+                    r.expression = name
+                    break
+        if r.negated:
+            r.negated_names = r.actions + r.disallowed + ([r.expression] if r.expression else [])
+            r.actions, r.disallowed, r.expression = [], [], None
+            return r
+        if not r.request:
+            r.actions, r.disallowed, r.expression = [], [], None
+            return r
+        if r.stop:
+            r.actions = ["idle"] if "idle" in index.allowed else []
+            return r
+        if r.actions or r.disallowed or r.expression:
+            return r
+        # A request that matched nothing: "do it again", a paraphrase, or unsupported.
+        if first == "do" and len(words) > 1 and words[1] in lx.ANAPHORA or "again" in words[-1:]:
+            r.anaphora = True
+            return r
+        verb = corrected[0] if corrected else ""
+        if verb in lx.CHAT_VERBS or (verb not in lx.REQUEST_VERBS and not polite):
+            r.request = False
+            return r
+        request_text = " ".join(w.original for w in words)
+        nearest, similarity = index.nearest_action(request_text)
+        if nearest is not None and similarity >= self.map_threshold:
+            r.actions = [nearest]
+            r.paraphrase = True
+            r.similarity = similarity
+            return r
+        r.unsupported = request_text
+        r.similarity = similarity if nearest is not None else None
+        if nearest is not None and similarity >= self.suggest_threshold:
+            r.suggestion = nearest
+        return r
+
+    def _match(
+        self, words: list[Token], index: _Index, whole: bool, aggressive: bool
+    ) -> tuple[list[tuple[int, _Phrase]], list[str]]:
+        """Greedy longest-phrase matches over the clause's stemmed keys, in order."""
+        keys: list[str] = []
+        positions: list[int] = []
+        for i, w in enumerate(words):
+            c = self._correct(w, index, aggressive)
+            if c in lx.FILLER or not c[:1].isalnum():
+                continue
+            keys.append(stem(c))
+            positions.append(i)
+        found: list[tuple[int, _Phrase]] = []
+        i = 0
+        while i < len(keys):
+            hit = None
+            for phrase in index.by_first.get(keys[i], ()):
+                n = len(phrase.keys)
+                if tuple(keys[i : i + n]) == phrase.keys:
+                    if n == 1 and phrase.first_word in lx.STANDALONE_ONLY and not (whole and len(keys) == 1):
+                        continue
+                    hit = phrase
+                    break
+            if hit is None:
+                i += 1
+                continue
+            found.append((positions[i], hit))
+            i += len(hit.keys)
+        # Loose phrases ("show me", "move") give way to anything else in the clause.
+        if len(found) > 1:
+            weak_keys = {_phrase_keys(list(p)) for p in lx.WEAK_PHRASES}
+            weak = [m for m in found if m[1].kind == "action" and m[1].keys in weak_keys]
+            if len(weak) < len(found):
+                found = [m for m in found if m not in weak]
+        # Two phrasings of one action side by side ("explore your surroundings") are one.
+        deduped: list[tuple[int, _Phrase]] = []
+        for m in found:
+            if deduped and deduped[-1][1].kind == m[1].kind == "action" and deduped[-1][1].name == m[1].name:
+                continue
+            deduped.append(m)
+        return deduped, keys
+
+    def _compose(
+        self, text: str, readings: list[_Reading], index: _Index, request: InterpretRequest, notes: list[str]
+    ) -> Interpretation:
+        persona = request.persona
+        vocab = index.vocabulary
+        plan: list[dict] = []  # {"action", "expression"|None, "intensity"}
+        pending_expression: str | None = None
+        greeted: str | None = None
+        unsupported: list[_Reading] = []
+        refused: list[str] = []
+        negated: list[str] = []
+        thanks = False
+        mentioned: list[str] = []
+
+        def add(action: str, expression: str | None, intensity: float) -> None:
+            nonlocal pending_expression
+            if expression is None and pending_expression is not None:
+                expression, pending_expression = pending_expression, None
+            plan.append({"action": action, "expression": expression, "intensity": intensity})
+
+        for r in readings:
+            if r.greeting:
+                if greeted is None and "wave" in index.allowed:
+                    add("wave", None, r.intensity)
+                greeted = greeted or r.greeting
+                continue
+            thanks = thanks or r.thanks
+            if r.negated:
+                negated.extend(r.negated_names)
+                continue
+            refused.extend(r.disallowed)
+            if r.anaphora:
+                last = (mentioned or [a for a in [request.state.action] if a != "idle"])[-1:]
+                if last and last[0] in index.allowed:
+                    add(last[0], r.expression, r.intensity)
+                continue
+            mentioned.extend(r.mentioned)
+            if r.unsupported is not None:
+                unsupported.append(r)
+                continue
+            if r.paraphrase and r.similarity is not None:
+                notes.append(
+                    f"read '{' '.join(r.actions)}' from a paraphrase (similarity {r.similarity:.2f})"
+                )
+            for action in r.actions:
+                for _ in range(min(r.repeat, lx.MAX_REPEAT)):
+                    add(action, r.expression, r.intensity)
+            if r.expression and not r.actions:
+                if plan and plan[-1]["expression"] is None:
+                    plan[-1]["expression"] = r.expression
+                else:
+                    pending_expression = r.expression
+        if pending_expression is not None:
+            plan.append({"action": "idle", "expression": pending_expression, "intensity": BASE_INTENSITY})
+        if len(plan) > MAX_ACTIONS:
+            notes.append(f"kept the first {MAX_ACTIONS} of {len(plan)} actions")
+            plan = plan[:MAX_ACTIONS]
+
+        for name in negated:
+            notes.append(f"not doing '{name}': the request was negated")
+        for name in refused:
+            notes.append(f"'{name}' is not among this persona's allowed actions")
+        for r in unsupported:
+            hint = (
+                f"; nearest supported: {r.suggestion} (similarity {r.similarity:.2f})" if r.suggestion else ""
+            )
+            notes.append(f"no supported action for '{r.unsupported}'{hint}")
+
+        reply = self._reply(text, persona, plan, greeted, unsupported, refused, negated, thanks)
+        acted = [p["action"] for p in plan]
+        explicit = any(p["expression"] for p in plan)
+        if not explicit:
+            # The embedding fallback only for small talk: a planned action has its own default face.
+            small_talk = not plan and not unsupported
+            guess = infer_expression(text, reply, acted, vocab, self.encoder if small_talk else None)
+            for p in plan:
+                p["expression"] = guess.expression
+            if not plan and guess.expression != "neutral":
+                plan.append({"action": "idle", "expression": guess.expression, "intensity": BASE_INTENSITY})
+        else:
+            for p in plan:
+                p["expression"] = p["expression"] or "neutral"
+        directives = [self._directive(p, vocab) for p in plan]
+        return Interpretation(directives=directives, reply=reply, note="; ".join(notes), backend=self.name)
+
+    @staticmethod
+    def _directive(p: dict, vocab: Vocabulary) -> ActionDirective:
+        expression = p["expression"] if p["expression"] in vocab.expression_names else "neutral"
+        if p["action"] == "idle":
+            duration = vocab.expression(expression).default_duration_s if expression != "neutral" else None
+        else:
+            duration = vocab.action(p["action"]).default_duration_s
+        return ActionDirective(
+            action=p["action"],
+            expression=expression,
+            intensity=round(min(1.0, max(0.0, p["intensity"])), 3),
+            duration_s=duration,
+        )
+
+    def _reply(
+        self,
+        text: str,
+        persona: Persona,
+        plan: list[dict],
+        greeted: str | None,
+        unsupported: list[_Reading],
+        refused: list[str],
+        negated: list[str],
+        thanks: bool,
+    ) -> str:
+        lines = persona.lines
+
+        def choose(options: tuple[str, ...], slot: str) -> str:
+            if not options:
+                return ""
+            digest = hashlib.sha256(f"{persona.id}\0{slot}\0{text}".encode()).digest()
+            return options[int.from_bytes(digest[:8], "big") % len(options)]
+
+        parts: list[str] = []
+        if greeted:
+            parts.append(choose(lines.greeting if greeted == "greeting" else lines.farewell, "greet"))
+        acted = [p for p in plan if not (greeted and p is plan[0] and p["action"] == "wave")]
+        if unsupported:
+            r = unsupported[0]
+            alternative = _say(r.suggestion) if r.suggestion else ""
+            options = (
+                lines.cannot if alternative else tuple(c for c in lines.cannot if "{alternative}" not in c)
+            )
+            parts.append(
+                _safe_format(
+                    choose(options or lines.cannot, "cannot"),
+                    request=r.unsupported or "",
+                    alternative=alternative,
+                    action=alternative,
+                )
+            )
+        elif refused and not acted:
+            parts.append(choose(lines.refusal, "refuse"))
+        if acted and not unsupported:
+            words = _join(
+                [
+                    _say(p["action"]) if p["action"] != "idle" else _say_expression(p["expression"])
+                    for p in acted
+                ]
+            )
+            parts.append(
+                _safe_format(choose(lines.acknowledge, "ack"), action=words, request=words, alternative=words)
+            )
+        if thanks:
+            parts.append(choose(lines.thanks, "thanks"))
+        if not parts and negated:
+            parts.append(_safe_format(choose(lines.acknowledge, "ack"), action=f"I won't {_say(negated[0])}"))
+        if not parts:
+            parts.append(choose(lines.chitchat, "chat"))
+        return " ".join(p for p in parts if p)[:2000]
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+_SAY = {"shake_head": "shake my head", "sit": "sit down", "stand": "stand up", "idle": "relax"}
+
+
+def _say(name: str | None) -> str:
+    if not name:
+        return ""
+    return _SAY.get(name, name.replace("_", " "))
+
+
+def _say_expression(name: str | None) -> str:
+    if not name:
+        return "relax"
+    return name if name in lx.EXPRESSION_VERBS else f"look {name}"
+
+
+def _join(items: list[str]) -> str:
+    items = [i for i in items if i]
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _expression_asked(phrase: _Phrase, pos: int, words: list[str]) -> bool:
+    """Verb-like expressions count when named ("smile"); adjectives need a look-word
+    before them or "face" after ("look sad", "make a sad face")."""
+    if phrase.first_word in lx.EXPRESSION_VERBS or len(phrase.keys) > 1:
+        return True
+    before = [w for w in words[:pos] if w not in lx.FILLER and w not in lx.VERY][-1:]
+    after = words[pos + 1 : pos + 2]
+    return bool(before and before[0] in lx.LOOK_WORDS) or after == ["face"]
+
+
+def _startswith(words: list[Token], seq: tuple[str, ...], at: int = 0) -> bool:
+    """`words[at:]` starts with `seq` (without copying the list: clauses can be long)."""
+    n = len(seq)
+    if len(words) - at < n:
+        return False
+    return all(words[at + k] == seq[k] for k in range(n))
+
+
+def _strip_fillers(words: list[Token]) -> tuple[bool, list[Token]]:
+    polite = False
+    changed = True
+    while changed and words:
+        changed = False
+        for filler in lx.LEADING_FILLERS:
+            if _startswith(words, filler) and len(words) > len(filler):
+                polite = polite or filler[0] in lx.POLITE_REQUEST
+                words = words[len(filler) :]
+                changed = True
+                break
+    return polite, words
+
+
+def _strip_negation(words: list[Token]) -> tuple[bool, list[Token]]:
+    for prefix in lx.NEGATING_PREFIXES:
+        if _startswith(words, prefix) and len(words) > len(prefix):
+            rest = words[len(prefix) :]
+            # "i don't want you to X", "you don't need to X": skip to the verb.
+            for glue in (("you", "to"), ("to",), ("need", "to"), ("have", "to"), ("want", "to")):
+                if _startswith(rest, glue) and len(rest) > len(glue):
+                    rest = rest[len(glue) :]
+                    break
+            return True, rest
+    if words and words[0] in lx.NEGATORS and len(words) > 1:
+        return True, words[1:]
+    # "do NOT walk", "please do not": a "not" right after the first word.
+    if len(words) > 2 and words[1] in ("not", "never"):
+        return True, words[2:]
+    return False, words
+
+
+def _take_repeat(words: list[Token]) -> tuple[list[Token], int]:
+    for seq, count in lx.REPEATS.items():
+        n = len(seq)
+        for i in range(len(words) - n + 1):
+            if tuple(words[i : i + n]) == seq:
+                return words[:i] + words[i + n :], count
+    return words, 1
+
+
+def _intensity(words: list[Token], shouted: bool, exclaims: int) -> float:
+    level = BASE_INTENSITY
+    very = any(w in lx.VERY for w in words)
+    if any(w in lx.HIGH_INTENSITY for w in words) or any(
+        _startswith(words, seq, i) for seq in lx.MEAN_IT for i in range(len(words))
+    ):
+        level = min(1.0, HIGH + (0.1 if very else 0.0))
+    elif any(w in lx.LOW_INTENSITY for w in words):
+        level = max(0.0, LOW - (0.1 if very else 0.0))
+    elif very:
+        level = 0.65
+    if shouted:
+        level = min(1.0, max(level, 0.8) + 0.1)
+    if exclaims >= 2:
+        level = min(1.0, level + 0.1)
+    return level
+
+
+def _split(tokens: list[Token], persona: Persona) -> list[_Clause]:
+    """Ordered clauses: punctuation and connective words end a clause."""
+    clauses: list[_Clause] = []
+    current = _Clause(words=[])
+    splitters = sorted(lx.SPLITTERS, key=lambda s: -len(s[0]))
+    i = 0
+
+    def close(next_clause: _Clause) -> _Clause:
+        if current.words:
+            clauses.append(current)
+        elif clauses and current.exclaims:
+            clauses[-1].exclaims += current.exclaims
+        return next_clause
+
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.is_punct:
+            if tok.startswith("'"):
+                i += 1
+                continue
+            current.exclaims += tok.count("!")
+            if tok.strip("!") == "" and current.words:
+                # "!" ends the clause but its count belongs to it
+                pass
+            current = close(_Clause(words=[]))
+            i += 1
+            continue
+        if not current.words:
+            # Leading fillers ("go ahead and", "try and") are not splitters.
+            for filler in lx.LEADING_FILLERS:
+                if _startswith(tokens, filler, i) and filler[-1] == "and":
+                    current.words.extend(tokens[i : i + len(filler)])
+                    i += len(filler)
+                    break
+            else:
+                filler = None
+            if filler:
+                continue
+        kept = next((s for s in lx.KEEP_SPLITTERS if _startswith(tokens, s, i)), None)
+        if kept and current.words:
+            current = close(_Clause(words=[], continuation=True))
+            current.words.extend(tokens[i : i + len(kept)])
+            i += len(kept)
+            continue
+        split = next((s for s in splitters if _startswith(tokens, s[0], i)), None)
+        if split is not None and (current.words or split[1]):
+            seq, reorder = split
+            # "after" that opens the utterance ("after waving, sit") keeps the order.
+            reorder = reorder and bool(current.words)
+            current = close(_Clause(words=[], reorder=reorder, continuation=True))
+            i += len(seq)
+            continue
+        current.words.append(tok)
+        i += 1
+    close(_Clause(words=[]))
+    return clauses

@@ -1,0 +1,223 @@
+"""What LLM backends ask for and how their answers become an `Interpretation`.
+
+Both LLM backends (`openai`, `llamacpp`) constrain the model with the same JSON schema,
+built from the persona's vocabulary: `reply` first (so a streamed answer starts with the
+spoken text), then the ordered `actions`, each with an action name, an expression and an
+intensity, then the overall `expression` (the emotion inference of issue item 8 is part of
+the structured output). Enums make an out-of-vocabulary name impossible for a server that
+enforces the schema; `parse_answer` checks again for servers that do not.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..card import Persona
+from ..schema import MAX_DIALOGUE_CHARS, ActionDirective, Vocabulary
+from .base import Interpretation, InterpretRequest
+
+__all__ = [
+    "MAX_ACTIONS",
+    "AnswerError",
+    "ReplyExtractor",
+    "answer_schema",
+    "build_messages",
+    "instructions",
+    "parse_answer",
+]
+
+#: Most actions one answer may plan.
+MAX_ACTIONS = 8
+
+
+class AnswerError(ValueError):
+    """The model's answer is not JSON, or does not match the answer schema."""
+
+
+def answer_schema(vocabulary: Vocabulary, reply_max_chars: int | None = None) -> dict[str, Any]:
+    """JSON schema of one answer (OpenAI strict-mode compatible: every property required,
+    no additional properties, no numeric bounds; intensity is clamped on our side).
+
+    `reply_max_chars` bounds the reply in the grammar (small local models otherwise ramble
+    until the token limit and never close the JSON)."""
+    actions = vocabulary.action_names
+    expressions = vocabulary.expression_names
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["reply", "actions", "expression"],
+        "properties": {
+            "reply": {
+                "type": "string",
+                "description": "What you say aloud, in character, 1-3 sentences.",
+                **({"maxLength": reply_max_chars} if reply_max_chars else {}),
+            },
+            "actions": {
+                "type": "array",
+                "description": "Actions to perform, in order; empty for plain conversation.",
+                "maxItems": MAX_ACTIONS,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["action", "expression", "intensity"],
+                    "properties": {
+                        "action": {"type": "string", "enum": actions},
+                        "expression": {"type": "string", "enum": expressions},
+                        "intensity": {"type": "number", "description": "0 (subtle) to 1 (very strong)"},
+                    },
+                },
+            },
+            "expression": {
+                "type": "string",
+                "enum": expressions,
+                "description": "Your facial expression for this reply.",
+            },
+        },
+    }
+
+
+def instructions(vocabulary: Vocabulary) -> str:
+    """The part of the system prompt that explains the answer format."""
+    return (
+        "Answer with ONE JSON object and nothing else: "
+        '{"reply": str, "actions": [{"action": str, "expression": str, "intensity": number}], '
+        '"expression": str}. '
+        f"action must be one of: {', '.join(vocabulary.action_names)}. "
+        f"expression must be one of: {', '.join(vocabulary.expression_names)}. "
+        "List actions only when the user asks you to do something you can do, in the order asked; "
+        "leave out anything the user says not to do; plain conversation has no actions. "
+        "intensity is 0.5 normally, higher for 'excitedly' or shouting, lower for 'slowly' or 'slightly'."
+    )
+
+
+def build_messages(request: InterpretRequest) -> list[dict[str, str]]:
+    """OpenAI-style messages: the card's system prompt plus the answer format, the
+    history (within the conversation budget), then the utterance."""
+    from ..conversation import Conversation
+
+    conversation = Conversation(request.persona)
+    for turn in request.history:
+        if turn.role == "user":
+            conversation.add_user(turn.text)
+        elif turn.role == "persona":
+            conversation.add_persona(turn.text)
+    messages = conversation.chat_messages(request.text)
+    messages[0]["content"] += "\n\n" + instructions(request.persona.vocabulary())
+    return messages
+
+
+def _strip_fences(text: str) -> str:
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        if text.rstrip().endswith("```"):
+            text = text.rstrip()[:-3]
+    return text.strip()
+
+
+def parse_answer(content: str, persona: Persona, backend: str) -> Interpretation:
+    """An Interpretation from the model's answer; raises `AnswerError` naming what is wrong."""
+    vocabulary = persona.vocabulary()
+    try:
+        data = json.loads(_strip_fences(content))
+    except (json.JSONDecodeError, TypeError) as error:
+        raise AnswerError(f"answer is not JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise AnswerError("answer is not a JSON object")
+    missing = [k for k in ("reply", "actions", "expression") if k not in data]
+    if missing:
+        raise AnswerError(f"answer lacks {', '.join(missing)}")
+    reply, actions, expression = data["reply"], data["actions"], data["expression"]
+    if not isinstance(reply, str):
+        raise AnswerError("reply is not a string")
+    if not isinstance(actions, list):
+        raise AnswerError("actions is not a list")
+    if expression not in vocabulary.expression_names:
+        raise AnswerError(f"expression {expression!r} is not one of {vocabulary.expression_names}")
+    directives: list[ActionDirective] = []
+    for i, item in enumerate(actions[:MAX_ACTIONS]):
+        if not isinstance(item, dict):
+            raise AnswerError(f"actions[{i}] is not an object")
+        name = item.get("action")
+        if name not in vocabulary.action_names:
+            raise AnswerError(f"actions[{i}].action {name!r} is not one of {vocabulary.action_names}")
+        face = item.get("expression", expression)
+        if face not in vocabulary.expression_names:
+            raise AnswerError(f"actions[{i}].expression {face!r} is not one of {vocabulary.expression_names}")
+        intensity = item.get("intensity", 0.5)
+        if isinstance(intensity, bool) or not isinstance(intensity, (int, float)) or intensity != intensity:
+            raise AnswerError(f"actions[{i}].intensity is not a number")
+        duration = vocabulary.action(name).default_duration_s if name != "idle" else None
+        directives.append(
+            ActionDirective(
+                action=name,
+                expression=face,
+                intensity=round(min(1.0, max(0.0, float(intensity))), 3),
+                duration_s=duration,
+            )
+        )
+    if not directives and expression != "neutral":
+        directives.append(
+            ActionDirective(
+                action="idle",
+                expression=expression,
+                intensity=0.5,
+                duration_s=vocabulary.expression(expression).default_duration_s,
+            )
+        )
+    return Interpretation(directives=directives, reply=reply.strip()[:MAX_DIALOGUE_CHARS], backend=backend)
+
+
+class ReplyExtractor:
+    """Pulls the `reply` string out of a JSON answer while it is still arriving.
+
+    Feed it chunks of the answer; it returns the newly decoded reply text each time (the
+    schema puts `reply` first, so the spoken text streams before the actions are known).
+    """
+
+    _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._pos = 0  # next unread index into _buffer
+        self._state = "seek"  # seek → value → done
+        self.text = ""
+
+    def feed(self, chunk: str) -> str:
+        self._buffer += chunk
+        out: list[str] = []
+        if self._state == "seek":
+            import re
+
+            match = re.search(r'"reply"\s*:\s*"', self._buffer)
+            if not match:
+                return ""
+            self._state, self._pos = "value", match.end()
+        while self._state == "value" and self._pos < len(self._buffer):
+            c = self._buffer[self._pos]
+            if c == '"':
+                self._state = "done"
+                break
+            if c == "\\":
+                if self._pos + 1 >= len(self._buffer):
+                    break  # wait for the escaped character
+                e = self._buffer[self._pos + 1]
+                if e == "u":
+                    code = self._buffer[self._pos + 2 : self._pos + 6]
+                    if len(code) < 4:
+                        break
+                    try:
+                        out.append(chr(int(code, 16)))
+                    except ValueError:
+                        pass
+                    self._pos += 6
+                    continue
+                out.append(self._ESCAPES.get(e, e))
+                self._pos += 2
+                continue
+            out.append(c)
+            self._pos += 1
+        new = "".join(out)
+        self.text += new
+        return new

@@ -1,0 +1,257 @@
+"""The `openai` backend against a real OpenAI-compatible HTTP server started in the test.
+
+The server (aiohttp, port 0, in its own thread because the backend's client is
+synchronous) implements `POST /v1/chat/completions`, checks the request the way a strict
+server would (a json_schema response_format whose enums are the persona's vocabulary) and
+answers according to the `model` name: a correct answer, an invalid one followed by a
+correct one (repair), invalid twice (fallback), too slow (timeout), HTTP 500, an SSE stream,
+or plain JSON to a streaming request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+from aiohttp import web
+from comfyui_persona.persona.card import Persona
+from comfyui_persona.persona.interpreter import Interpretation, InterpretRequest, Turn, get_interpreter
+
+PERSONA = Persona(id="t", name="Tess", allowed_actions=("wave", "nod", "sit", "stand", "dance"))
+
+
+def _answer_for(text: str) -> dict:
+    """A plausible model: acts on a few words, otherwise chats."""
+    text = text.lower()
+    actions = []
+    for word, action in (("stand", "stand"), ("wave", "wave"), ("dance", "dance"), ("nod", "nod")):
+        if word in text and f"don't {word}" not in text:
+            actions.append(
+                {"action": action, "expression": "smile", "intensity": 0.9 if "excitedly" in text else 0.5}
+            )
+    if "backflip" in text:
+        return {"reply": "A backflip? Not me. How about a dance?", "actions": [], "expression": "shy"}
+    reply = "Here you go!" if actions else "Nice to chat with you."
+    return {"reply": reply, "actions": actions, "expression": "smile" if actions else "neutral"}
+
+
+def _completion(content: str) -> dict:
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        ],
+    }
+
+
+def _make_app(log: list, inflight: list) -> web.Application:
+    async def completions(request: web.Request) -> web.StreamResponse:
+        inflight.append(1)
+        try:
+            return await _answer(request)
+        finally:
+            inflight.pop()
+
+    async def _answer(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        log.append({"body": body, "auth": request.headers.get("Authorization")})
+        model = body["model"]
+        schema = body["response_format"]["json_schema"]["schema"]
+        action_enum = schema["properties"]["actions"]["items"]["properties"]["action"]["enum"]
+        if body["response_format"]["type"] != "json_schema" or "wave" not in action_enum:
+            return web.json_response({"error": "bad response_format"}, status=400)
+        user = body["messages"][-1]["content"]
+        answer = _answer_for(user)
+        if model == "auth" and request.headers.get("Authorization") != "Bearer s3cret":
+            return web.json_response({"error": {"message": "invalid api key"}}, status=401)
+        if model == "repair":
+            repairing = "invalid" in user
+            if not repairing:
+                bad = {
+                    "reply": "Backflip time!",
+                    "actions": [{"action": "backflip", "expression": "smile", "intensity": 1}],
+                    "expression": "smile",
+                }
+                return web.json_response(_completion(json.dumps(bad)))
+            return web.json_response(_completion(json.dumps(_answer_for(body["messages"][-3]["content"]))))
+        if model == "broken":
+            return web.json_response(_completion("Sure! I will wave now :)"))
+        if model == "slow":
+            await asyncio.sleep(1.5)
+        if model == "error":
+            return web.json_response({"error": {"message": "model crashed"}}, status=500)
+        if body.get("stream") and model == "stream":
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            text = json.dumps(answer)
+            for i in range(0, len(text), 7):
+                chunk = {"choices": [{"index": 0, "delta": {"content": text[i : i + 7]}}]}
+                await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            return response
+        return web.json_response(_completion(json.dumps(answer)))
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    return app
+
+
+@pytest.fixture(scope="module")
+def server():
+    log: list = []
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    info: dict = {"log": log, "inflight": []}
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        runner = web.AppRunner(_make_app(log, info["inflight"]), shutdown_timeout=0.5)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        info["url"] = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+        info["runner"] = runner
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10), "test server did not start"
+    yield info
+    deadline = time.monotonic() + 5
+    while info["inflight"] and time.monotonic() < deadline:  # the "slow" handler outlives its client
+        time.sleep(0.05)
+    asyncio.run_coroutine_threadsafe(info["runner"].cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+_OPEN: list = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
+def make(server, model: str, **options):
+    interp = get_interpreter(
+        "openai", base_url=server["url"], model=model, timeout=options.pop("timeout", 5), **options
+    )
+    _OPEN.append(interp)
+    return interp
+
+
+def req(text: str, **kw) -> InterpretRequest:
+    return InterpretRequest(text=text, persona=PERSONA, **kw)
+
+
+def test_structured_answer_becomes_directives(server):
+    result = make(server, "good").interpret(req("stand up and wave excitedly"))
+    assert [d.action for d in result.directives] == ["stand", "wave"]
+    assert result.directives[1].intensity == 0.9
+    assert result.backend == "openai" and result.note == ""
+    sent = server["log"][-1]["body"]
+    schema = sent["response_format"]["json_schema"]["schema"]
+    assert set(schema["properties"]["actions"]["items"]["properties"]["action"]["enum"]) == {
+        "idle",
+        "wave",
+        "nod",
+        "sit",
+        "stand",
+        "dance",
+    }
+    assert sent["messages"][0]["role"] == "system" and "Tess" in sent["messages"][0]["content"]
+
+
+def test_history_is_sent_in_order(server):
+    history = (Turn(role="user", text="hello"), Turn(role="persona", text="Hi there!"))
+    make(server, "good").interpret(req("nod", history=history))
+    roles = [m["role"] for m in server["log"][-1]["body"]["messages"]]
+    assert roles == ["system", "user", "assistant", "user"]
+
+
+def test_expression_only_answer_gives_an_idle_directive(server):
+    result = make(server, "good").interpret(req("do a backflip"))
+    assert [(d.action, d.expression) for d in result.directives] == [("idle", "shy")]
+    assert "Not me" in result.reply
+
+
+def test_invalid_answer_is_repaired_once(server):
+    before = len(server["log"])
+    result = make(server, "repair").interpret(req("wave"))
+    assert [d.action for d in result.directives] == ["wave"]
+    assert len(server["log"]) - before == 2
+    assert "repaired" in result.note and "backflip" in result.note
+
+
+def test_invalid_twice_falls_back_to_embedded(server):
+    before = len(server["log"])
+    result = make(server, "broken").interpret(req("stand up and wave"))
+    assert len(server["log"]) - before == 2
+    assert result.backend == "openai->embedded"
+    assert "not JSON" in result.note
+    assert [d.action for d in result.directives] == ["stand", "wave"]
+
+
+def test_timeout_falls_back_to_embedded(server):
+    result = make(server, "slow", timeout=0.3).interpret(req("nod"))
+    assert result.backend == "openai->embedded"
+    assert "0.3 s" in result.note
+    assert [d.action for d in result.directives] == ["nod"]
+
+
+def test_server_error_falls_back_to_embedded(server):
+    result = make(server, "error").interpret(req("dance"))
+    assert result.backend == "openai->embedded" and "HTTP 500" in result.note
+    assert [d.action for d in result.directives] == ["dance"]
+
+
+def test_unreachable_server_falls_back(server):
+    interp = get_interpreter("openai", base_url="http://127.0.0.1:9/v1", model="good", timeout=2)
+    _OPEN.append(interp)
+    result = interp.interpret(req("wave"))
+    assert result.backend == "openai->embedded"
+
+
+def test_api_key_is_sent_as_bearer_token(server, monkeypatch):
+    monkeypatch.setenv("PERSONA_OPENAI_API_KEY", "s3cret")
+    result = make(server, "auth").interpret(req("wave"))
+    assert result.backend == "openai" and server["log"][-1]["auth"] == "Bearer s3cret"
+    monkeypatch.delenv("PERSONA_OPENAI_API_KEY")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert make(server, "auth").interpret(req("wave")).backend == "openai->embedded"
+
+
+def test_stream_reply_yields_text_before_the_interpretation(server):
+    parts = list(make(server, "stream").stream_reply(req("wave")))
+    chunks = [p for p in parts if isinstance(p, str)]
+    final = parts[-1]
+    assert isinstance(final, Interpretation)
+    assert len(chunks) >= 2, "the reply should arrive in several pieces"
+    assert "".join(chunks) == final.reply == "Here you go!"
+    assert [d.action for d in final.directives] == ["wave"]
+
+
+def test_stream_reply_handles_a_server_without_streaming(server):
+    parts = list(make(server, "good").stream_reply(req("nod")))
+    assert parts[0] == "Here you go!" and isinstance(parts[-1], Interpretation)
+    assert [d.action for d in parts[-1].directives] == ["nod"]
+
+
+def test_stream_reply_falls_back_on_error(server):
+    parts = list(make(server, "error").stream_reply(req("nod")))
+    assert parts[-1].backend == "openai->embedded"
+
+
+def test_bad_base_url_is_a_clear_error():
+    with pytest.raises(ValueError, match="base_url must start with http"):
+        get_interpreter("openai", base_url="ftp://x")
