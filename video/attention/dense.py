@@ -7,10 +7,9 @@ so the order is stated here once (ARCHITECTURE.md: the dense default on Hopper).
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend
 
 
 def _takes_set_priority() -> bool:
@@ -25,34 +24,31 @@ def _takes_set_priority() -> bool:
 _PRIORITY = {"set_priority": True} if _takes_set_priority() else {}
 
 
-@functools.cache
-def _cuda_kernel_order():
-    from torch.nn.attention import SDPBackend
-
-    return [
-        SDPBackend.CUDNN_ATTENTION,
-        SDPBackend.FLASH_ATTENTION,
-        SDPBackend.EFFICIENT_ATTENTION,
-        SDPBackend.MATH,
-    ]
+# cuDNN first: 1.06 ms vs FlashAttention-2's 1.81 ms at LongLive's 4,680 x 18,720 shape on
+# H100 (benchmarks/results/attention-h100-2026-11-25.json). A plain list, not a cached
+# function, so torch.compile traces the `sdpa_kernel` context with no warning.
+_CUDA_KERNEL_ORDER = [
+    SDPBackend.CUDNN_ATTENTION,
+    SDPBackend.FLASH_ATTENTION,
+    SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.MATH,
+]
 
 
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Non-causal attention of q over k/v, (batch, heads, tokens, head_dim)."""
     if not q.is_cuda:
         return F.scaled_dot_product_attention(q, k, v)
-    # Also inside torch.compile: dynamo traces the context manager, and without it inductor
-    # picks FlashAttention-2, which is ~1.7x slower than cuDNN at LongLive's shapes on H100
-    # (benchmarks/results/longlive-h100-2026-11-25.json, "sdpa_under_compile").
+    # Also inside torch.compile: dynamo traces the context manager.
     from torch.nn.attention import sdpa_kernel
 
-    with sdpa_kernel(_cuda_kernel_order(), **_PRIORITY):
+    with sdpa_kernel(_CUDA_KERNEL_ORDER, **_PRIORITY):
         return F.scaled_dot_product_attention(q, k, v)
 
 
 def sdpa_with(kernel: str):
     """SDPA pinned to one kernel ("cudnn", "flash", "efficient", "math"), for benchmarks."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention import sdpa_kernel
 
     chosen = {
         "cudnn": SDPBackend.CUDNN_ATTENTION,
