@@ -1,0 +1,100 @@
+"""The TTS contract: `VoiceSpec` in, `Utterance` out, through a `Synthesizer`.
+
+Kept as plain dataclasses so the conversation side can hand a persona's voice over as a
+dict (the card's `voice` block dumped) without the video side importing `persona.card`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "STREAM_RATE",
+    "EngineUnavailableError",
+    "Synthesizer",
+    "UnknownVoiceError",
+    "Utterance",
+    "VoiceError",
+    "VoiceSpec",
+]
+
+#: The one audio rate of the stream (`ready.audio_rate`) and of recordings. 22050 Hz is
+#: what both engines produce natively (espeak-ng always; piper "medium" voices such as
+#: joe), so the common path never resamples; it is a standard AAC rate, Web Audio plays
+#: any rate from 8 kHz up, and speech has nothing worth keeping above 11 kHz.
+STREAM_RATE = 22050
+
+
+class VoiceError(ValueError):
+    """A voice request that cannot be honoured (bad engine, voice, rate or pitch)."""
+
+
+class UnknownVoiceError(VoiceError):
+    """The engine has no voice of that name; the message lists what it has."""
+
+
+class EngineUnavailableError(VoiceError):
+    """The engine's package is not installed (e.g. piper without the `piper` extra)."""
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    """How a persona sounds. `rate` and `pitch` are multipliers of the engine's normal
+    (1.0 = normal), the same units as the card's `voice` block."""
+
+    engine: str = "espeak"
+    voice: str = "en-us"
+    rate: float = 1.0
+    pitch: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("rate", "pitch"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.25 <= value <= 4.0:
+                raise VoiceError(f"voice {name}={value!r} must be a number in [0.25, 4.0]")
+        if not isinstance(self.voice, str) or not self.voice.strip():
+            raise VoiceError(f"voice name {self.voice!r} must be a non-empty string")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object] | None) -> VoiceSpec:
+        """From a card's `voice` block (extra keys such as `style` are ignored)."""
+        data = dict(data or {})
+        return cls(
+            engine=str(data.get("engine", "espeak")),
+            voice=str(data.get("voice", "en-us")),
+            rate=float(data.get("rate", 1.0)),  # type: ignore[arg-type]
+            pitch=float(data.get("pitch", 1.0)),  # type: ignore[arg-type]
+        )
+
+
+@dataclass
+class Utterance:
+    """Synthesised speech: mono int16 PCM plus phoneme and viseme timings in ms from the
+    utterance's first sample. The viseme list ends with a rest (`X`) at the audio's end,
+    ready for `RendererBackend.set_speech(visemes, duration_ms)`."""
+
+    text: str
+    pcm: np.ndarray  # int16, shape (n,)
+    sample_rate: int
+    phonemes: list[tuple[int, str]] = field(default_factory=list)
+    visemes: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def duration_ms(self) -> int:
+        return int(round(1000.0 * len(self.pcm) / self.sample_rate))
+
+
+@runtime_checkable
+class Synthesizer(Protocol):
+    """One TTS engine. Implementations serialise their own native calls (thread-safe)."""
+
+    engine: str
+
+    def synthesize(self, text: str, voice: VoiceSpec) -> Utterance:
+        """Speak `text` (one sentence or a whole reply) with `voice`."""
+        ...
