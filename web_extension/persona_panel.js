@@ -1,0 +1,274 @@
+// ComfyUI frontend extension: the Persona chat as a sidebar tab.
+//
+// It talks the persona chat protocol (PROTOCOL.md) to /persona/ws, which the pack mounts
+// on ComfyUI's own server (nodes/comfy_integration.py). The protocol client is NOT copied
+// here: it is imported from /persona/static/persona_client.js, the very file the headless
+// chat page loads, served by the same route table. Plain DOM only (no canvas-drawn node
+// widgets, which the new Vue node renderer does not draw).
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+const TAB_ID = "persona-chat";
+const QUICK_ACTIONS = [
+  ["wave", "smile"], ["smile", null], ["nod", "neutral"], ["shake_head", "neutral"],
+  ["sit", "neutral"], ["stand", "neutral"], ["bow", "neutral"], ["clap", "excited"],
+  ["dance", "excited"], ["think", "thoughtful"], ["shrug", "confused"],
+];
+
+const STYLE = `
+.persona-panel { display: flex; flex-direction: column; gap: .5rem; padding: .6rem; height: 100%;
+  box-sizing: border-box; font-size: 13px; color: var(--fg-color, inherit); overflow: hidden; }
+.persona-panel header { display: flex; align-items: center; gap: .5rem; }
+.persona-panel header h3 { margin: 0; font-size: 1rem; flex: 1; }
+.persona-panel .badge { font-size: .7rem; padding: .1rem .5rem; border-radius: 999px; background: #6b7280; color: #fff; }
+.persona-panel .badge[data-state="ready"] { background: #16a34a; }
+.persona-panel .badge[data-state="reconnecting"], .persona-panel .badge[data-state="refused"],
+.persona-panel .badge[data-state="unavailable"] { background: #b91c1c; }
+.persona-panel canvas { width: 100%; aspect-ratio: 1; background: #000; border-radius: 6px; display: block; }
+.persona-panel .status { display: flex; flex-wrap: wrap; gap: .25rem .75rem; justify-content: center; }
+.persona-panel .status b { opacity: .65; font-weight: 500; margin-right: .2rem; }
+.persona-panel .activity { padding: 0 .4rem; border-radius: 4px; background: #374151; color: #fff; }
+.persona-panel .activity[data-activity="acting"] { background: #a16207; }
+.persona-panel .activity[data-activity="transitioning"] { background: #1d4ed8; }
+.persona-panel .quick { display: flex; flex-wrap: wrap; gap: .25rem; justify-content: center; }
+.persona-panel button { font: inherit; border-radius: 6px; padding: .2rem .55rem; cursor: pointer;
+  border: 1px solid var(--border-color, #4b5563); background: var(--comfy-input-bg, #222); color: inherit; }
+.persona-panel .quick button { text-transform: capitalize; }
+.persona-panel ol { list-style: none; margin: 0; padding: 0; flex: 1; min-height: 80px; overflow-y: auto;
+  display: flex; flex-direction: column; gap: .35rem; }
+.persona-panel li { max-width: 88%; padding: .3rem .55rem; border-radius: 10px; white-space: pre-wrap; }
+.persona-panel li.user { align-self: flex-end; background: #2563eb; color: #fff; }
+.persona-panel li.persona { align-self: flex-start; background: var(--comfy-input-bg, #333); }
+.persona-panel li .directives { display: block; font-size: .7rem; opacity: .7; margin-top: .15rem; }
+.persona-panel .errors { color: #f87171; font-size: .75rem; min-height: 1em; }
+.persona-panel form { display: flex; gap: .35rem; }
+.persona-panel input { flex: 1; min-width: 0; font: inherit; padding: .3rem .5rem; border-radius: 6px; color: inherit;
+  border: 1px solid var(--border-color, #4b5563); background: var(--comfy-input-bg, #222); }
+.persona-panel .metrics { font-size: .7rem; opacity: .7; text-align: center; margin: 0; }
+`;
+
+function element(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  node.append(...children);
+  return node;
+}
+
+function socketUrl() {
+  // api.api_base is "" or a sub-path when ComfyUI is served behind a prefix.
+  const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${window.location.host}${api.api_base || ""}/persona/ws`;
+}
+
+// One panel per page: built on first open, kept (with its connection and history) while
+// the sidebar tab is closed and re-opened.
+class PersonaPanel {
+  constructor() {
+    this.client = null;
+    this.vocabulary = { actions: [], expressions: [] };
+    this.bubbles = new Map();
+    this.latestFrame = null;
+    this.drawing = false;
+    this.root = this.build();
+  }
+
+  build() {
+    const $ = (name, tag, attributes = {}, ...children) =>
+      (this[name] = element(tag, { "data-testid": `persona-${name}`, ...attributes }, ...children));
+    const statusItem = (label, name, initial) =>
+      element("span", {}, element("b", { text: label }), $(name, "span", { text: initial }));
+    return element(
+      "div", { class: "persona-panel", "data-testid": "persona-panel" },
+      element("style", { text: STYLE }),
+      element("header", {}, $("name", "h3", { text: "Persona" }),
+        $("connection", "span", { class: "badge", "data-state": "connecting", text: "connecting…" })),
+      $("video", "canvas", { width: "384", height: "384", "aria-label": "The persona, live" }),
+      element("div", { class: "status", "aria-live": "polite" },
+        statusItem("action", "action", "idle"), statusItem("expression", "expression", "neutral"),
+        statusItem("pose", "pose", "standing"), $("activity", "span", { class: "activity", text: "idle" })),
+      $("quick", "div", { class: "quick", "aria-label": "Quick actions" }),
+      $("metrics", "p", { class: "metrics", text: "–" }),
+      $("history", "ol", { "aria-live": "polite" }),
+      $("errors", "div", { class: "errors", role: "alert" }),
+      $("composer", "form", { autocomplete: "off" },
+        $("message", "input", { maxlength: "4000", placeholder: "Say something, e.g. “wave and smile”" }),
+        element("button", { type: "submit", text: "Send" }),
+        $("reset", "button", { type: "button", title: "Back to idle (history kept)", text: "Reset" })),
+    );
+  }
+
+  async connect() {
+    if (this.client) return;
+    let module;
+    try {
+      module = await import(`${api.api_base || ""}/persona/static/persona_client.js`);
+    } catch (error) {
+      this.setConnection("unavailable", "chat service not mounted");
+      this.showError({ code: "unavailable", message: `could not load the protocol client: ${error}` });
+      return;
+    }
+    const client = new module.PersonaClient({ url: socketUrl(), storageKey: "persona.comfyui.session" });
+    this.client = client;
+    this.wire(client);
+    client.connect();
+  }
+
+  setConnection(state, text = state) {
+    this.connection.dataset.state = state;
+    this.connection.textContent = text;
+  }
+
+  addBubble(role, text) {
+    const item = element("li", { class: role, text });
+    this.history.append(item);
+    item.scrollIntoView({ block: "end" });
+    return item;
+  }
+
+  personaBubble(replyTo) {
+    let bubble = this.bubbles.get(replyTo);
+    if (!bubble) {
+      bubble = this.addBubble("persona", "…");
+      bubble.dataset.replyTo = replyTo ?? "";
+      this.bubbles.set(replyTo, bubble);
+    }
+    return bubble;
+  }
+
+  showError(message) {
+    this.errors.replaceChildren(element("div", { text: `${message.code}: ${message.message}` }));
+  }
+
+  setState(state) {
+    this.action.textContent = state.action;
+    this.expression.textContent = state.expression;
+    this.pose.textContent = state.pose;
+    this.activity.textContent = state.speaking ? `${state.activity}, speaking` : state.activity;
+    this.activity.dataset.activity = state.activity;
+  }
+
+  renderQuickActions() {
+    const actions = new Set(this.vocabulary.actions);
+    const expressions = new Set(this.vocabulary.expressions);
+    const buttons = QUICK_ACTIONS.filter(([name]) => actions.has(name) || expressions.has(name))
+      .map(([name, expression]) => {
+        const label = name.replace("_", " ");
+        const button = element("button", { type: "button", "data-action": name, text: label });
+        button.addEventListener("click", () => {
+          // An expression-only button ("smile") keeps the body idle.
+          const directive = actions.has(name)
+            ? { action: name, expression: expression ?? "neutral", intensity: 0.7 }
+            : { action: "idle", expression: name, intensity: 0.7 };
+          this.client?.action(directive);
+          this.addBubble("user", `[${label}]`);
+        });
+        return button;
+      });
+    this.quick.replaceChildren(...buttons);
+  }
+
+  async drawLatest() {
+    // Decode only the newest frame: when decoding falls behind, older frames are skipped.
+    this.drawing = true;
+    const context = this.video.getContext("2d");
+    while (this.latestFrame) {
+      const frame = this.latestFrame;
+      this.latestFrame = null;
+      try {
+        const bitmap = await createImageBitmap(new Blob([frame.payload], { type: "image/jpeg" }));
+        if (this.video.width !== bitmap.width || this.video.height !== bitmap.height) {
+          this.video.width = bitmap.width;
+          this.video.height = bitmap.height;
+        }
+        context.drawImage(bitmap, 0, 0);
+        bitmap.close();
+        this.video.dataset.frameIndex = String(frame.index);
+        this.video.dataset.framesDrawn = String(Number(this.video.dataset.framesDrawn || 0) + 1);
+      } catch (error) {
+        console.warn("persona panel: could not decode a frame", error);
+      }
+    }
+    this.drawing = false;
+  }
+
+  wire(client) {
+    client.addEventListener("frame", (event) => {
+      this.latestFrame = event.detail;
+      if (!this.drawing) this.drawLatest();
+    });
+    client.addEventListener("status", (event) => {
+      const { state, code } = event.detail;
+      this.setConnection(state, state === "refused" ? `refused (${code})` : state);
+    });
+    client.addEventListener("ready", (event) => {
+      const ready = event.detail;
+      this.name.textContent = ready.persona.name;
+      this.name.title = ready.persona.description;
+      this.vocabulary = ready.vocabulary;
+      this.renderQuickActions();
+      this.setState(ready.state);
+      this.errors.replaceChildren();
+    });
+    client.addEventListener("directives", (event) => {
+      const { reply_to: replyTo, directives } = event.detail;
+      const bubble = this.personaBubble(replyTo);
+      const text = directives.length
+        ? directives.map((d) => `${d.action} · ${d.expression}`).join(" → ")
+        : "(no action)";
+      bubble.dataset.directives = text;
+      bubble.append(element("span", { class: "directives", text }));
+    });
+    client.addEventListener("reply", (event) => {
+      const { reply_to: replyTo, text, done } = event.detail;
+      const bubble = this.personaBubble(replyTo);
+      const directives = bubble.querySelector(".directives");
+      bubble.textContent = text || (done ? "" : "…");
+      if (directives) bubble.append(directives);
+      bubble.dataset.done = String(done);
+    });
+    client.addEventListener("state", (event) => this.setState(event.detail.state));
+    client.addEventListener("metrics", (event) => {
+      const m = event.detail;
+      const latency = m.latency_ms == null ? "–" : `${Math.round(m.latency_ms)} ms`;
+      this.metrics.textContent = `${m.fps} fps · latency ${latency} · ${m.frames_sent} frames`;
+    });
+    client.addEventListener("error", (event) => this.showError(event.detail));
+    this.composer.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const text = this.message.value.trim();
+      if (!text) return;
+      this.addBubble("user", text);
+      client.chat(text);
+      this.message.value = "";
+    });
+    this.reset.addEventListener("click", () => client.reset());
+  }
+}
+
+let panel = null;
+
+app.registerExtension({
+  name: "comfyui-persona.chat",
+  async setup() {
+    const manager = app.extensionManager;
+    // Two installs of the pack would register the tab twice; the second one steps aside.
+    if (!manager?.registerSidebarTab || manager.getSidebarTabs?.().some((tab) => tab.id === TAB_ID)) return;
+    manager.registerSidebarTab({
+      id: TAB_ID,
+      icon: "pi pi-comments",
+      title: "Persona",
+      tooltip: "Persona chat: talk to the character and watch it act, live",
+      type: "custom",
+      render: (container) => {
+        panel ??= new PersonaPanel();
+        container.replaceChildren(panel.root);
+        container.style.height = "100%";
+        panel.connect();
+      },
+    });
+  },
+});
