@@ -121,10 +121,11 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     model = modelmod.build_on_meta(cfg).to_empty(device=device)
     modelmod.init_random_(model)
     modelmod.cast_for_inference(model, dtype).eval()
+    lat_h, lat_w = height // cfg.vae_stride[1], width // cfg.vae_stride[2]
+    fp8 = fp8_error(torch, model, samplermod, args, lat_h, lat_w) if args.linear == "fp8" else None
     compile_s = None
     if compile_mode != "none":
         model.compile(mode=None if compile_mode == "default" else compile_mode, scope=args.compile_scope)
-    lat_h, lat_w = height // cfg.vae_stride[1], width // cfg.vae_stride[2]
     sampler = samplermod.StreamingSampler(model, steps=args.steps, seed=0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -196,6 +197,8 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
         "height": height,
         "width": width,
         "compile": compile_mode,
+        "linear": args.linear,
+        "fp8_vs_bf16": fp8,
         "tokens_per_frame": model.window.tokens_per_frame,
         "denoise_step_ms_p50": [median(s) for s in step_ms],
         "kv_refresh_ms_p50": median(refresh_ms),
@@ -229,6 +232,31 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
+
+
+def fp8_error(torch, model, samplermod, args, lat_h, lat_w) -> dict:
+    """Quantise the block linears to FP8 in place; report how far two chunks move from bf16.
+
+    Random weights: this measures the arithmetic error of the FP8 path through 30 blocks, not
+    visual quality (that needs the real weights)."""
+    from comfyui_persona.video.longlive.fp8 import quantize_blocks_fp8
+
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    cfg = model.cfg
+    text = torch.randn(1, cfg.text_len, cfg.text_dim, generator=gen).to(model.patch_embedding.weight)
+    sampler = samplermod.StreamingSampler(model, steps=args.steps, seed=0)
+
+    def two_chunks():
+        sampler.start(lat_h, lat_w)
+        sampler.set_prompt(text)
+        return torch.cat([sampler.next_chunk().float() for _ in range(2)])
+
+    ref = two_chunks()
+    replaced = quantize_blocks_fp8(model)
+    out = two_chunks()
+    rel_l1 = ((out - ref).abs().sum() / ref.abs().sum()).item()
+    cosine = torch.nn.functional.cosine_similarity(out.flatten(), ref.flatten(), dim=0).item()
+    return {"layers_fp8": replaced, "chunks": 2, "rel_l1": round(rel_l1, 5), "cosine": round(cosine, 6)}
 
 
 def bench_decoders(torch, device, smoke: bool, lat_h: int, lat_w: int, chunks: int, timer) -> dict:
@@ -318,6 +346,8 @@ def main(argv=None) -> int:
     parser.add_argument("--switches", type=int, default=6, help="timed prompt switches per size")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--linear", default="bf16", choices=["bf16", "fp8"],
+                        help="block linears in the model dtype, or FP8 e4m3 (video/longlive/fp8.py)")
     parser.add_argument("--attention", default="", help='sparse routing settings as JSON, e.g. \'{"sparge_attention": true}\' (default dense SDPA)')
     parser.add_argument("--no-decode", action="store_true", help="skip the TAE / VAE decode timing")
     parser.add_argument("--long-run", action="store_true", help="also stream --long-run-frames latent frames")
@@ -358,6 +388,7 @@ def main(argv=None) -> int:
             "config": {
                 "preset": args.preset,
                 "dtype": args.dtype,
+                "linear": args.linear,
                 "steps": args.steps,
                 "sizes": args.sizes,
                 "compile": args.compile,

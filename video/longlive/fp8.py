@@ -1,0 +1,102 @@
+"""FP8 (e4m3) linear layers for the DiT blocks: Hopper's fastest tensor-core path.
+
+Why: at 480×832 a LongLive chunk is five passes through 30 blocks, and the blocks' linear
+layers (self-attention q/k/v/o, cross-attention q/o, the FFN) are about 40 % of a pass on
+an H100 in bf16 (benchmarks/results/longlive-h100-2026-11-25.json). H100 runs e4m3 GEMMs
+at twice the bf16 rate, so quantising those linears is the largest lever left after
+compiling and cuDNN attention. It is an opt-in setting (`linear_precision="fp8"`): the
+released model was trained in bf16/fp32, and FP8 changes its numbers slightly
+(`benchmarks/longlive.py --linear fp8` reports the error against bf16 next to the speed).
+
+Scheme: weights are quantised once, after the checkpoint is loaded, with one scale per
+output channel; activations are quantised per token at run time. On CUDA the product runs
+in `torch._scaled_mm` with row-wise scales (Hopper, torch >= 2.5); elsewhere (CPU tests) the
+same quantised values are multiplied in float32, so the tests check the quantisation and
+the GPU benchmark checks the kernel. Cross-attention k/v are left alone: they run once
+per prompt, not per pass.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: Largest finite float8_e4m3fn value.
+FP8_MAX = 448.0
+#: Linear layers inside each block that run on every pass (names relative to the block).
+FP8_BLOCK_LINEARS: tuple[str, ...] = (
+    "self_attn.q",
+    "self_attn.k",
+    "self_attn.v",
+    "self_attn.o",
+    "cross_attn.q",
+    "cross_attn.o",
+    "ffn.0",
+    "ffn.2",
+)
+
+
+class Fp8Linear(nn.Module):
+    """A frozen `nn.Linear` holding e4m3 weights with per-output-channel scales."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        w = linear.weight.detach().float()
+        scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX  # (out, 1)
+        self.register_buffer("weight_fp8", (w / scale).to(torch.float8_e4m3fn))
+        self.register_buffer("weight_scale", scale.t().contiguous())  # (1, out) float32
+        bias = None if linear.bias is None else linear.bias.detach()
+        self.register_buffer("bias", bias)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        # Callers cast their input to `layer.weight.dtype` (Block does); keep answering that
+        # question with the original compute dtype, without keeping a second weight copy.
+        self.register_buffer("_dtype_probe", torch.empty(0, dtype=linear.weight.dtype), persistent=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """An empty tensor of the compute dtype: only `.dtype` is meaningful (see __init__)."""
+        return self._dtype_probe
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        xf = x.reshape(-1, shape[-1]).float()
+        x_scale = xf.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX  # (tokens, 1)
+        xq = (xf / x_scale).to(torch.float8_e4m3fn)
+        out_dtype = self._dtype_probe.dtype
+        if xq.is_cuda:
+            y = torch._scaled_mm(
+                xq, self.weight_fp8.t(), scale_a=x_scale, scale_b=self.weight_scale, out_dtype=out_dtype
+            )
+        else:
+            y = ((xq.float() * x_scale) @ (self.weight_fp8.float() * self.weight_scale.t()).t()).to(out_dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(out_dtype)
+        return y.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, fp8=e4m3"
+
+
+def quantize_blocks_fp8(model: nn.Module, names: tuple[str, ...] = FP8_BLOCK_LINEARS) -> int:
+    """Replace the per-pass linears of every block of `model` by `Fp8Linear`, in place.
+
+    Call after the weights are loaded (and any LoRA merged): the state dict of a quantised
+    model no longer has the checkpoint's layout. Returns the number of layers replaced.
+    """
+    replaced = 0
+    for block in model.blocks:
+        for name in names:
+            parent_name, _, child = name.rpartition(".")
+            parent = block.get_submodule(parent_name)
+            layer = getattr(parent, child) if not child.isdigit() else parent[int(child)]
+            if isinstance(layer, Fp8Linear):
+                continue
+            if not isinstance(layer, nn.Linear):
+                raise TypeError(f"block layer {name!r} is {type(layer).__name__}, not nn.Linear")
+            fp8 = Fp8Linear(layer)
+            if child.isdigit():
+                parent[int(child)] = fp8
+            else:
+                setattr(parent, child, fp8)
+            replaced += 1
+    return replaced
