@@ -2,9 +2,54 @@
 
 Node modules import nothing heavy at module load (torch is imported inside the node
 functions), so ComfyUI's loader and the headless runner stay quick to start.
+Registration is one list: add a class to `_NODES` (with its display name) to publish it.
 """
 
 from __future__ import annotations
 
-NODE_CLASS_MAPPINGS: dict[str, type] = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
+from .conversation_nodes import (
+    PersonaCardLoader,
+    PersonaConversationTurn,
+    PersonaDirective,
+    PersonaInterpreter,
+)
+from .engine_nodes import (
+    PersonaLongLiveLoader,
+    PersonaLongLiveSampler,
+    PersonaPromptComposer,
+    PersonaTransitionBlender,
+)
+from .identity_nodes import PersonaIdentityConditioner
+from .recorder_nodes import PersonaSessionRecorder
+from .stream_nodes import (
+    PersonaFrameOutput,
+    PersonaPreviewRenderer,
+    PersonaStateTracker,
+    PersonaStreamSink,
+)
+
+#: (class, display name). The mapping key is the class name, as ComfyUI workflows store it.
+_NODES: list[tuple[type, str]] = [
+    (PersonaCardLoader, "Persona Card Loader"),
+    (PersonaConversationTurn, "Persona Conversation Turn"),
+    (PersonaInterpreter, "Persona Action Interpreter"),
+    (PersonaDirective, "Persona Directive (manual)"),
+    (PersonaStateTracker, "Persona State Tracker"),
+    (PersonaPreviewRenderer, "Persona Preview Renderer (CPU)"),
+    (PersonaStreamSink, "Persona Stream Sink"),
+    (PersonaFrameOutput, "Persona Frames to IMAGE"),
+    (PersonaLongLiveLoader, "Persona LongLive Model Loader"),
+    (PersonaLongLiveSampler, "Persona LongLive Sampler (dense / sparse attention)"),
+    (PersonaPromptComposer, "Persona Prompt Composer"),
+    (PersonaTransitionBlender, "Persona Transition Blender"),
+    (PersonaIdentityConditioner, "Persona Identity Conditioner"),
+    (PersonaSessionRecorder, "Persona Session Recorder"),
+]
+
+NODE_CLASS_MAPPINGS: dict[str, type] = {cls.__name__: cls for cls, _ in _NODES}
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {cls.__name__: name for cls, name in _NODES}
+
+# Inside a running ComfyUI only: /persona/ws on PromptServer, models/persona folder (imports no ComfyUI).
+from .comfy_integration import register_with_comfyui as _register_with_comfyui  # noqa: E402
+
+_register_with_comfyui()

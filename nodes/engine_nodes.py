@@ -18,9 +18,11 @@ from typing import Any
 
 from .comfy_integration import models_folder, progress
 from .engine_types import (
+    IDENTITY,
     LONGLIVE,
     PROMPT,
     TRANSITION,
+    IdentityValue,
     LongLiveModel,
     PromptStyle,
     TransitionStyle,
@@ -95,11 +97,14 @@ class PersonaLongLiveLoader:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
+        from ..video.longlive.config import PRESETS
+
         return {
             "required": {
                 "preset": (
-                    ["wan2.1-t2v-1.3b", "tiny"],
-                    {"default": "wan2.1-t2v-1.3b", "tooltip": "Architecture preset; must match the checkpoint."},
+                    ["auto", *PRESETS],
+                    {"default": "auto", "tooltip": "Architecture preset. auto: read from the checkpoint's shapes; "
+                     "a name: the checkpoint must match it."},
                 ),
                 "decoder": (
                     list(DECODER_FILES),
@@ -248,8 +253,11 @@ class PersonaLongLiveSampler:
                 ),
             },
             "optional": {
-                "prompt": (PROMPT, {"tooltip": "Prompt style from the prompt composer (appearance text)."}),
+                "prompt": (PROMPT, {"tooltip": "Prompt style from the prompt composer (appearance text, and "
+                                    "the identity reference when one is connected to the composer)."}),
                 "transition": (TRANSITION, {"tooltip": "How prompts blend between actions (transition blender)."}),
+                "identity": (IDENTITY, {"tooltip": "Reference photo from the identity node: the stream is anchored "
+                                        "on it (its VAE latents fill the KV sink). Overrides the composer's."}),
             },
         }
 
@@ -260,19 +268,21 @@ class PersonaLongLiveSampler:
     def render(self, engine: LongLiveModel, persona, plan: DirectivePlan, session_id: str, width: int, height: int,
                seed: int, steps: int, attention: str, sparse_topk: float, sparse_cdf_threshold: float,
                sparse_timestep_threshold: float, prompt: PromptStyle | None = None,
-               transition: TransitionStyle | None = None) -> tuple:
+               transition: TransitionStyle | None = None, identity: IdentityValue | None = None) -> tuple:
         session = current_store().get(session_id)
         transition = transition or TransitionStyle()
         routing = _attention_settings(attention, sparse_topk, sparse_cdf_threshold, sparse_timestep_threshold)
         appearance = (prompt.appearance if prompt else "") or persona.appearance.description
+        identity = identity or (prompt.identity if prompt else None)
+        conditioner = identity.conditioner if identity is not None else None
         key = (id(engine), persona.id, width, height, seed, steps, json.dumps(routing, sort_keys=True),
-               transition, appearance)
+               transition, appearance, id(conditioner))
         bar = progress(1)
         with session.lock:
             slot = session.peek("renderer")
             if slot is None or getattr(slot, "key", None) != key:
                 slot = self._start(engine, persona, session, key, width, height, seed, steps, routing,
-                                   transition, appearance)
+                                   transition, appearance, conditioner)
             elif engine.owner is not slot.backend:
                 # Another session streamed on this engine's KV cache meanwhile: restart ours.
                 slot.backend.start_session(slot.spec)
@@ -288,7 +298,7 @@ class PersonaLongLiveSampler:
                             extra={"attention": attention}),)
 
     def _start(self, engine, persona, session: Session, key, width, height, seed, steps, routing, transition,
-               appearance) -> _EngineSlot:
+               appearance, conditioner=None) -> _EngineSlot:
         from ..video.backend import SessionSpec
         from ..video.longlive.engine import NATIVE_FPS, LongLiveBackend
 
@@ -297,8 +307,13 @@ class PersonaLongLiveSampler:
         spec = SessionSpec(persona_id=persona.id, persona_name=persona.name, look=look, width=width, height=height,
                            fps=NATIVE_FPS, seed=seed, vocabulary=own_vocabulary(persona))
         backend = LongLiveBackend(engine.model, engine.text_encoder, engine.decoder, steps=steps,
-                                  blend_chunks=transition.chunks, settings=engine.settings, attention=routing)
-        backend.start_session(spec)
+                                  blend_chunks=transition.chunks, settings=engine.settings, attention=routing,
+                                  models_dir=engine.models_dir, identity=conditioner)
+        try:
+            backend.start_session(spec)
+        except Exception:
+            engine.owner = None  # the failed start already rewrote the shared KV cache: no stream is valid
+            raise
         _apply_easing(backend, transition)
         slot = _EngineSlot(key=key, backend=backend, spec=spec, engine=engine)
         session.replace("renderer", slot)
@@ -342,8 +357,6 @@ class PersonaPromptComposer:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        from .engine_types import IDENTITY
-
         return {
             "required": {
                 "persona": (PERSONA, {"tooltip": "Whose look and vocabulary the prompts use."}),
@@ -372,7 +385,7 @@ class PersonaPromptComposer:
         composer = PromptComposer.from_session(spec)
         prompts = [composer.compose(d) for d in plan.directives] or [composer.compose(None)]
         preview = "\n".join(prompts)
-        return (PromptStyle(appearance=text, preview=preview), preview)
+        return (PromptStyle(appearance=text, preview=preview, identity=identity), preview)
 
 
 class PersonaTransitionBlender:

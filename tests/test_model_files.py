@@ -46,8 +46,8 @@ def test_models_check_lists_missing_files_with_source(tmp_path, capsys):
 
 def test_models_check_reports_a_generator_of_the_wrong_layout(tmp_path, capsys):
     (tmp_path / "longlive").mkdir()
-    tiny = CausalWanModel(WanConfig.from_name("tiny"))  # the wrong size for the real preset
-    torch.save({"generator": add_wrapper_prefix(tiny.state_dict())}, tmp_path / "longlive" / "longlive_base.pt")
+    odd = CausalWanModel(WanConfig.from_name("tiny").replace(ffn_dim=80))  # the size of no preset
+    torch.save({"generator": add_wrapper_prefix(odd.state_dict())}, tmp_path / "longlive" / "longlive_base.pt")
     assert main(["models", "check", "--dir", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert "BAD" in out and "keys with other shapes" in out
+    assert "BAD" in out and "ffn 80" in out and "matches no known Wan preset" in out

@@ -161,5 +161,5 @@ def test_models_check_flags_a_vae_of_another_size(tmp_path):
     from comfyui_persona.video.decoders.wan_vae import check_wan_vae_file
 
     torch.save(tiny_wan_vae().state_dict(), tmp_path / "Wan2.1_VAE.pth")
-    (problem,) = check_wan_vae_file(tmp_path / "Wan2.1_VAE.pth")
+    (problem,) = check_wan_vae_file(tmp_path / "Wan2.1_VAE.pth", "wan2.1-vae")  # the released size
     assert "wrong shape" in problem and "decoder.conv1.weight" in problem

@@ -23,7 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import check_layout, layout_problems, materialize, module_layout, read_state_dict
+from .checkpoint import (
+    CheckpointLayoutError,
+    check_layout,
+    layout_problems,
+    materialize,
+    module_layout,
+    read_shapes,
+    read_state_dict,
+)
 
 __all__ = [
     "TAEHV",
@@ -32,6 +40,7 @@ __all__ = [
     "adapt_taehv_state_dict",
     "build_taehv",
     "check_taehv_file",
+    "detect_taehv_config",
     "load_taehv",
     "tiny_taehv",
 ]
@@ -243,6 +252,44 @@ def adapt_taehv_state_dict(sd: dict[str, torch.Tensor], model: TAEHV) -> dict[st
     return out
 
 
+#: Where each width is read in the released layout (positions of the nn.Sequential).
+_WIDTH_KEYS = {
+    "encoder_width": ("encoder.0.weight", 0),
+    "image_channels": ("encoder.0.weight", 1),
+    "latent_channels": ("decoder.1.weight", 1),
+    "n0": ("decoder.1.weight", 0),
+    "n1": ("decoder.9.conv.0.weight", 0),
+    "n2": ("decoder.15.conv.0.weight", 0),
+    "n3": ("decoder.20.weight", 0),
+}
+
+
+def detect_taehv_config(shapes: dict[str, torch.Tensor]) -> TAEHVConfig:
+    """The channel widths a TAEHV checkpoint was built with, read from its shapes.
+
+    Only widths are read (encoder width, the four decoder widths, latent and image
+    channels); the time/space up- and down-scaling flags keep TAEW2.1's values (they create
+    no parameters, or are covered by `adapt_taehv_state_dict`). A file that is not a TAEHV
+    at all fails later, in the strict key check.
+    """
+    try:
+        got = {name: int(shapes[key].shape[axis]) for name, (key, axis) in _WIDTH_KEYS.items()}
+    except KeyError as exc:
+        raise CheckpointLayoutError(f"not a TAEHV checkpoint: it has no {exc.args[0]!r}") from None
+    return TAEHVConfig(
+        latent_channels=got["latent_channels"],
+        image_channels=got["image_channels"],
+        encoder_width=got["encoder_width"],
+        decoder_widths=(got["n0"], got["n1"], got["n2"], got["n3"]),
+    )
+
+
+def _resolve(config: str | TAEHVConfig | None, shapes_of) -> TAEHVConfig:
+    if config is None:
+        return detect_taehv_config(shapes_of())
+    return TAEHVConfig.from_name(config) if isinstance(config, str) else config
+
+
 def build_taehv(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float16,
@@ -265,22 +312,35 @@ def load_taehv(
     path,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float16,
-    config: str | TAEHVConfig = "taew2.1",
+    config: str | TAEHVConfig | None = None,
 ) -> TAEHV:
-    """Load `taew2_1.pth` / `.safetensors` strictly (after `adapt_taehv_state_dict`)."""
-    cfg = TAEHVConfig.from_name(config) if isinstance(config, str) else config
+    """Load `taew2_1.pth` / `.safetensors` strictly (after `adapt_taehv_state_dict`).
+
+    `config` None: the widths are read from the file (`detect_taehv_config`); a name or
+    config: the file must match it.
+    """
+    raw = read_state_dict(path)
+    cfg = _resolve(config, lambda: raw)
     with torch.device("meta"):
         model = TAEHV(cfg)
-    sd = adapt_taehv_state_dict(read_state_dict(path), model)
+    sd = adapt_taehv_state_dict(raw, model)
     check_layout(module_layout(model), sd, f"TAEHV ({path})")
     model.load_state_dict(sd, strict=True, assign=True)
     return model.to(device=device, dtype=dtype).eval()
 
 
-def check_taehv_file(path) -> list[str]:
-    """Layout problems of a `taew2_1.pth` / `.safetensors` (reads no weights)."""
+def check_taehv_file(path, config: str | TAEHVConfig | None = None) -> list[str]:
+    """Layout problems of a `taew2_1.pth` / `.safetensors` (reads no weights).
+
+    `config` None: checked against the widths the file itself has (any width set passes
+    if every key and shape fits that structure); a name or config: against that one.
+    """
+    try:
+        cfg = _resolve(config, lambda: read_shapes(path))
+    except CheckpointLayoutError as exc:
+        return [str(exc)]
     with torch.device("meta"):
-        model = TAEHV(TAEHVConfig.from_name("taew2.1"))
+        model = TAEHV(cfg)
     return layout_problems(
         path, module_layout(model), adapt=lambda sd: adapt_taehv_state_dict(sd, model), what="TAEHV"
     )

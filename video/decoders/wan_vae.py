@@ -25,7 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import check_layout, layout_problems, materialize, module_layout, read_state_dict
+from .checkpoint import (
+    CheckpointLayoutError,
+    check_layout,
+    layout_problems,
+    materialize,
+    module_layout,
+    read_shapes,
+    read_state_dict,
+)
 
 __all__ = [
     "WanVAE",
@@ -33,6 +41,7 @@ __all__ = [
     "WanVAEDecodeStream",
     "build_wan_vae",
     "check_wan_vae_file",
+    "detect_wan_vae_config",
     "load_wan_vae",
     "tiny_wan_vae",
 ]
@@ -410,6 +419,31 @@ def _cover_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
 # --- builders -----------------------------------------------------------------------------
 
 
+def detect_wan_vae_config(shapes: dict[str, torch.Tensor]) -> WanVAEConfig:
+    """The base width (`dim`) and latent channels a Wan VAE checkpoint has, from its shapes.
+
+    The rest of the structure (width multipliers, residual blocks, which stages halve time)
+    is Wan 2.1's and is then checked key by key. Only 16-channel latents are accepted: the
+    per-channel normalisation statistics exist for those alone.
+    """
+    try:
+        dim = int(shapes["encoder.conv1.weight"].shape[0])
+        z_dim = int(shapes["conv2.weight"].shape[0])
+    except KeyError as exc:
+        raise CheckpointLayoutError(f"not a Wan VAE checkpoint: it has no {exc.args[0]!r}") from None
+    if z_dim != len(WAN21_LATENT_MEAN):
+        raise CheckpointLayoutError(
+            f"Wan VAE with {z_dim} latent channels: only {len(WAN21_LATENT_MEAN)} (Wan 2.1's) are supported"
+        )
+    return WanVAEConfig(dim=dim, z_dim=z_dim)
+
+
+def _resolve(config: str | WanVAEConfig | None, shapes_of) -> WanVAEConfig:
+    if config is None:
+        return detect_wan_vae_config(shapes_of())
+    return WanVAEConfig.from_name(config) if isinstance(config, str) else config
+
+
 def build_wan_vae(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.bfloat16,
@@ -432,20 +466,30 @@ def load_wan_vae(
     path,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.bfloat16,
-    config: str | WanVAEConfig = "wan2.1-vae",
+    config: str | WanVAEConfig | None = None,
 ) -> WanVAE:
-    """Load `Wan2.1_VAE.pth` strictly (raises `CheckpointLayoutError` naming bad keys)."""
-    cfg = WanVAEConfig.from_name(config) if isinstance(config, str) else config
+    """Load `Wan2.1_VAE.pth` strictly (raises `CheckpointLayoutError` naming bad keys).
+
+    `config` None: the widths are read from the file (`detect_wan_vae_config`).
+    """
+    sd = read_state_dict(path)
+    cfg = _resolve(config, lambda: sd)
     with torch.device("meta"):
         model = WanVAE(cfg)
-    sd = read_state_dict(path)
     check_layout(module_layout(model), sd, f"Wan VAE ({path})")
     model.load_state_dict(sd, strict=True, assign=True)
     return model.to(device=device, dtype=dtype).eval()
 
 
-def check_wan_vae_file(path) -> list[str]:
-    """Layout problems of a `Wan2.1_VAE.pth` (for `persona models check`; reads no weights)."""
+def check_wan_vae_file(path, config: str | WanVAEConfig | None = None) -> list[str]:
+    """Layout problems of a `Wan2.1_VAE.pth` (for `persona models check`; reads no weights).
+
+    `config` None: against the base width the file itself has; a name or config: that one.
+    """
+    try:
+        cfg = _resolve(config, lambda: read_shapes(path))
+    except CheckpointLayoutError as exc:
+        return [str(exc)]
     with torch.device("meta"):
-        expected = module_layout(WanVAE(WanVAEConfig.from_name("wan2.1-vae")))
+        expected = module_layout(WanVAE(cfg))
     return layout_problems(path, expected, what="Wan VAE")

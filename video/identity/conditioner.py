@@ -109,8 +109,18 @@ class IdentityConditioner:
         return DriftMeter(self.embedding, self.embedder)
 
     def appearance_prompt(self, look: dict | None = None) -> str:
-        """Text for the start of every prompt: the card's look plus what the photo shows."""
-        return describe_appearance(look or {}, self.measured)
+        """Text for the start of every prompt: the card's look plus what the photo shows.
+
+        Idempotent: a look whose description already ends in what the photo adds (it was
+        made by this method, e.g. by the identity node upstream) is returned as it is, so
+        the engine can apply it again without repeating the colours.
+        """
+        look = look or {}
+        added = describe_appearance({**look, "description": ""}, self.measured)
+        description = str(look.get("description", "")).strip().rstrip(".")
+        if added and description.endswith(added):
+            return description
+        return describe_appearance(look, self.measured)
 
     def reference_frame(self, width: int, height: int) -> np.ndarray:
         """The reference photo framed on the face at the engine's size: (height, width, 3) uint8."""
@@ -132,23 +142,36 @@ class IdentityConditioner:
             self.image, matrix, (width, height), flags=interpolation, borderMode=cv2.BORDER_REPLICATE
         )
 
-    def reference_video_tensor(self, width: int, height: int, device=None, dtype=None):
-        """The reference frame as the VAE encoder's input: torch (1, 3, 1, H, W) in [-1, 1]."""
+    def reference_video_tensor(self, width: int, height: int, device=None, dtype=None, frames: int = 1):
+        """The reference frame as the VAE encoder's input: torch (1, 3, frames, H, W) in [-1, 1]
+        (`frames` > 1: the same frame repeated, a still clip)."""
         import torch
 
         frame = torch.from_numpy(np.ascontiguousarray(self.reference_frame(width, height)))
         pixels = frame.permute(2, 0, 1).float().div(127.5).sub(1.0)  # (3, H, W) in [-1, 1]
-        pixels = pixels[None, :, None]  # (1, 3, 1, H, W)
-        return pixels.to(device=device, dtype=dtype or torch.float32)
+        pixels = pixels[None, :, None].expand(-1, -1, frames, -1, -1)  # (1, 3, frames, H, W)
+        return pixels.to(device=device, dtype=dtype or torch.float32).contiguous()
 
-    def reference_latents(self, vae, width: int, height: int):
+    def reference_latents(self, vae, width: int, height: int, frames: int = 1):
         """Encode the reference frame into Wan latents for the frame sink (the anchoring hook).
 
         `vae` is the engine's `WanVAE` (its `encode_reference(image, height, width)` gives
         normalised latents (1, 16, 1, height/8, width/8)), or any callable taking the
-        (1, 3, 1, H, W) pixel tensor in [-1, 1] from `reference_video_tensor`. The frame
+        (1, 3, T, H, W) pixel tensor in [-1, 1] from `reference_video_tensor`. The frame
         is framed on the face here first, so the VAE's own cover-crop changes nothing.
+
+        `frames` > 1 latent frames: a still clip of 1 + 4·(frames − 1) copies of the frame is
+        encoded, which gives latents shaped like a generated chunk of a motionless scene
+        (the causal VAE codes the first frame alone and later ones in fours, so latent 0
+        and latents 1.. differ). This is what the LongLive engine puts in its sink chunk.
         """
-        if hasattr(vae, "encode_reference"):
+        if frames < 1:
+            raise ValueError(f"frames must be at least 1, got {frames}")
+        if frames == 1 and hasattr(vae, "encode_reference"):
             return vae.encode_reference(self.reference_frame(width, height), height, width)
-        return vae(self.reference_video_tensor(width, height))
+        weight = getattr(getattr(vae, "conv2", None), "weight", None)
+        clip = self.reference_video_tensor(
+            width, height, device=weight.device if weight is not None else None, frames=1 + 4 * (frames - 1)
+        )
+        encode = vae.encode if hasattr(vae, "encode") else vae
+        return encode(clip)

@@ -3,6 +3,11 @@
 `longlive_base.pt` is a pickle of {"generator": {"model.<key>": tensor, ...}, ...}
 (tests/fixtures/checkpoints/README.md). The one layout change, the `model.` prefix of the
 training wrapper, lives in `strip_wrapper_prefix`; nothing else renames keys.
+
+Which architecture a file holds is read from its shapes (`detect_preset`): the file must
+match one named `WanConfig` preset exactly, key for key and shape for shape. The head count
+cannot be read from shapes (q/k/v are dim × dim whatever the split), so it comes from the
+matched preset. `CheckpointLayoutError` is the one defined in `video/decoders/checkpoint.py`.
 """
 
 from __future__ import annotations
@@ -11,16 +16,26 @@ from pathlib import Path
 
 import torch
 
-from .config import WanConfig
+from ..decoders.checkpoint import CheckpointLayoutError
+from .config import PRESETS, WanConfig
 from .model import CausalWanModel, build_on_meta
+
+__all__ = [
+    "CheckpointLayoutError",
+    "add_wrapper_prefix",
+    "check_generator_file",
+    "describe_shapes",
+    "detect_preset",
+    "layout_problems",
+    "load_generator",
+    "read_generator_state",
+    "resolve_config",
+    "strip_wrapper_prefix",
+]
 
 WRAPPER_PREFIX = "model."
 #: Top-level keys of the training checkpoint that may hold the generator, in the reference's order.
 GENERATOR_KEYS = ("generator", "model")
-
-
-class CheckpointLayoutError(ValueError):
-    """A checkpoint whose keys or shapes are not the LongLive generator's."""
 
 
 def strip_wrapper_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -77,18 +92,81 @@ def layout_problems(state: dict[str, torch.Tensor], cfg: WanConfig) -> list[str]
     return problems
 
 
-def check_generator_file(path: Path, preset: str = "wan2.1-t2v-1.3b") -> list[str]:
-    """Layout check for `persona models check` (mmap: reads shapes, not weights)."""
+def describe_shapes(state: dict[str, torch.Tensor]) -> str:
+    """What a generator state dict's shapes say (dim, layers, FFN, in/out, text dims), for errors."""
     try:
-        state = read_generator_state(path)
+        patch = state["patch_embedding.weight"].shape
+        layers = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+        out = state["head.head.weight"].shape[0] // max(1, patch[2] * patch[3] * patch[4])
+        return (
+            f"dim {patch[0]}, {layers} layers, ffn {state['blocks.0.ffn.0.weight'].shape[0]}, "
+            f"in {patch[1]}, out {out}, text_dim {state['text_embedding.0.weight'].shape[1]}, "
+            f"freq_dim {state['time_embedding.0.weight'].shape[1]}, patch {tuple(patch[2:])}"
+        )
+    except (KeyError, IndexError):
+        return "not a Wan DiT layout"
+
+
+def _preset_text(name: str) -> str:
+    cfg = WanConfig.from_name(name)
+    return (
+        f"{name} (dim {cfg.dim}, {cfg.num_layers} layers, ffn {cfg.ffn_dim}, in {cfg.in_dim}, "
+        f"out {cfg.out_dim}, text_dim {cfg.text_dim})"
+    )
+
+
+def detect_preset(state: dict[str, torch.Tensor], what: str = "the generator") -> tuple[str, WanConfig]:
+    """The named preset whose model has exactly `state`'s keys and shapes.
+
+    Raises `CheckpointLayoutError` describing the file's shapes and listing every known
+    preset when none matches. Building a preset on meta costs no memory, so trying each is
+    cheap (well under a second for the real size).
+    """
+    matches = [name for name in PRESETS if not layout_problems(state, WanConfig.from_name(name))]
+    if len(matches) == 1:
+        return matches[0], WanConfig.from_name(matches[0])
+    assert not matches, f"presets {matches} have the same layout; detection needs them to differ"
+    raise CheckpointLayoutError(
+        f"{what} ({describe_shapes(state)}) matches no known Wan preset; known presets: "
+        + "; ".join(_preset_text(name) for name in sorted(PRESETS))
+    )
+
+
+def resolve_config(state: dict[str, torch.Tensor], preset: str = "auto", what: str = "the generator") -> WanConfig:
+    """`preset` = "auto": the preset detected from the shapes; a name: that preset, checked strictly."""
+    if preset == "auto":
+        return detect_preset(state, what)[1]
+    cfg = WanConfig.from_name(preset)
+    problems = layout_problems(state, cfg)
+    if problems:
+        raise CheckpointLayoutError(
+            f"{what} does not match the {preset} preset ({cfg.num_layers}-layer dim-{cfg.dim} generator): "
+            + "; ".join(problems)
+        )
+    return cfg
+
+
+def check_generator_file(path: Path, preset: str = "auto") -> list[str]:
+    """Layout check for `persona models check` (mmap: reads shapes, not weights).
+
+    With "auto" any known preset passes (the tiny set of `testing.write_tiny_models` too).
+    """
+    try:
+        resolve_config(read_generator_state(path), preset, str(path))
     except CheckpointLayoutError as exc:
         return [str(exc)]
-    return layout_problems(state, WanConfig.from_name(preset))
+    return []
 
 
-def load_generator(path: Path, cfg: WanConfig, device: str | torch.device = "cpu") -> CausalWanModel:
-    """Build on meta, assign the file's tensors (strict), and move to `device`."""
+def load_generator(path: Path, cfg: WanConfig | str = "auto", device: str | torch.device = "cpu") -> CausalWanModel:
+    """Build on meta, assign the file's tensors (strict), and move to `device`.
+
+    `cfg`: a `WanConfig` (checked strictly against the file), a preset name, or "auto"
+    (the preset detected from the file's shapes).
+    """
     state = read_generator_state(path)
+    if isinstance(cfg, str):
+        cfg = resolve_config(state, cfg, str(path))
     problems = layout_problems(state, cfg)
     if problems:
         raise CheckpointLayoutError(

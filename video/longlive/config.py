@@ -1,7 +1,8 @@
 """The frozen architecture preset of the DiT (STYLE.md house rule 2).
 
 `WanConfig` is what the weights fix (dims, heads, layers) plus LongLive's sampling
-constants; a user never edits it, they pick a preset by exact name. What a user may set
+constants; a user never edits it, they pick a preset by exact name, or
+let the loader detect it from the checkpoint's shapes (`checkpoint.detect_preset`). What a user may set
 lives in `settings.py` (pydantic); this module imports nothing but the standard library,
 so the GPU benchmark runs with torch alone.
 """
@@ -96,5 +97,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "text_len": 8,
         "in_dim": 4,
         "out_dim": 4,
+    },
+    # The DiT of `testing.write_tiny_models`: tiny, but it fits the tiny UMT5 (d_model 32)
+    # and the 16-channel decoders, so a whole engine loads from a models directory.
+    "tiny-engine": {
+        "dim": 32,
+        "ffn_dim": 64,
+        "num_heads": 2,
+        "num_layers": 2,
+        "freq_dim": 16,
+        "text_dim": 32,
+        "text_len": 32,
+        "in_dim": 16,
+        "out_dim": 16,
     },
 }

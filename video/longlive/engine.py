@@ -7,14 +7,25 @@ StreamingSampler makes 3 latent frames, and the streaming decoder (TAEW2.1 or th
 turns them into 12 video frames (9 for the first chunk) at 16 fps.
 
 Collaborators are passed in (STYLE.md house rule 9), so a test builds the whole engine from
-tiny random parts on CPU; `from_models_dir` builds it from the real files.
+tiny random parts on CPU; without them the engine loads the files of the models directory
+(real ones, or the tiny set of `testing.write_tiny_models`).
+
+Identity anchoring: when the session's look names a `reference_image` file, or an
+`IdentityConditioner` was given (`identity=` / `set_identity`), the reference photo is
+framed on the face, encoded by the Wan VAE as a still clip of one chunk (3 latent frames)
+and written into the KV cache as the session's first chunk (`StreamingSampler.prime_sink`)
+before anything is generated: the sink every later chunk attends to, never re-cached. The
+prompt's appearance text becomes `IdentityConditioner.appearance_prompt(look)`. With the TAE
+decoder the Wan VAE is not resident: it is loaded from the models directory for that one
+encode and freed right after (the latents are cached per reference and size, so restarting
+a session does not load it again).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -50,6 +61,9 @@ class LongLiveBackend:
         settings=None,
         models_dir=None,
         attention: dict | None = None,
+        identity=None,
+        reference_vae=None,
+        reference_sink: bool = True,
     ) -> None:
         if model is None or text_encoder is None or decoder is None:
             built = _load_from_models_dir(settings, models_dir)
@@ -63,6 +77,20 @@ class LongLiveBackend:
         self.blend_chunks = blend_chunks
         self.spec: SessionSpec | None = None
         self.attention = attention if attention is not None else (dict(settings.attention) if settings else {})
+        self.models_dir = models_dir
+        self.identity = identity  # an IdentityConditioner, or None: from the look's reference_image
+        self.reference_vae = reference_vae  # a WanVAE kept resident for reference encodes, else lazy
+        # False: references are ignored (no sink priming, no appearance_prompt): the baseline
+        # runs of the long-session identity test (docs/identity.md).
+        self.reference_sink = reference_sink
+        self._look_identity: tuple[str, object] | None = None
+        self._reference_cache: tuple = ()  # (conditioner, (w, h, frames), latents)
+        self.reference_latents: torch.Tensor | None = None  # what the current session's sink holds
+
+    def set_identity(self, conditioner) -> None:
+        """Anchor sessions on this `IdentityConditioner` (None: only a look's reference_image).
+        Applies from the next session start."""
+        self.identity = conditioner
 
     def set_attention(self, attention: dict) -> None:
         """Attention routing settings (video/attention's SparseAttentionConfig as a dict;
@@ -85,6 +113,9 @@ class LongLiveBackend:
             self.composer = PromptComposer.from_session(spec)
         except ValueError as exc:
             raise RenderError(str(exc)) from exc
+        conditioner = self._conditioner_for(spec.look or {})
+        if conditioner is not None:
+            self.composer = replace(self.composer, appearance=conditioner.appearance_prompt(spec.look or {}))
         self.spec = spec
         vs = self.model.cfg.vae_stride
         self.sampler.start(spec.height // vs[1], spec.width // vs[2], seed=spec.seed)
@@ -104,6 +135,68 @@ class LongLiveBackend:
         self.blender = ConditioningBlender(rest, steps=self.blend_chunks)
         self.sampler.set_prompt(rest, recache=False)
         self._prompt = self.composer.compose(None)
+        self.reference_latents = None
+        if conditioner is not None and self.model.cfg.sink_size > 0:
+            self.reference_latents = self._encode_reference(conditioner, spec.width, spec.height)
+            self.sampler.prime_sink(self.reference_latents)
+
+    # ---- identity -----------------------------------------------------------------------
+
+    def _conditioner_for(self, look: dict):
+        """The given conditioner, else one for the look's reference_image (built once per path)."""
+        if not self.reference_sink:
+            return None
+        if self.identity is not None:
+            return self.identity
+        path = look.get("reference_image")
+        if not path:
+            return None
+        path = str(path)
+        if self._look_identity is None or self._look_identity[0] != path:
+            from ..identity import FaceEmbedder, IdentityConditioner
+
+            try:
+                conditioner = IdentityConditioner(path, FaceEmbedder())
+            except (ValueError, OSError, ImportError) as exc:  # no file, no face, no face models
+                raise RenderError(f"identity reference {path!r}: {exc}") from exc
+            self._look_identity = (path, conditioner)
+        return self._look_identity[1]
+
+    def _encode_reference(self, conditioner, width: int, height: int) -> torch.Tensor:
+        """One sink chunk of clean latents from the reference, (1, C, frames per chunk, h, w)."""
+        frames = self.model.cfg.num_frame_per_block
+        cached = self._reference_cache
+        if not (cached and cached[0] is conditioner and cached[1] == (width, height, frames)):
+            vae, loaded = self._reference_encoder()
+            try:
+                latents = conditioner.reference_latents(vae, width, height, frames=frames)
+            finally:
+                if loaded:  # the lazily loaded Wan VAE goes as soon as it has encoded
+                    del vae
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+            # One entry, holding the conditioner itself (an id() could be reused after it dies).
+            self._reference_cache = (conditioner, (width, height, frames), latents.float().to(self.sampler.device))
+        return self._reference_cache[2]
+
+    def _reference_encoder(self):
+        """(Wan VAE, whether it was loaded just now): the decoder itself, the resident one
+        given, or the models directory's `Wan2.1_VAE.pth`."""
+        from ..decoders.wan_vae import WanVAE
+
+        if isinstance(self.decoder, WanVAE):
+            return self.decoder, False
+        if self.reference_vae is not None:
+            return self.reference_vae, False
+        from .. import model_files
+        from ..decoders.wan_vae import load_wan_vae
+
+        try:
+            path = model_files.find("wan2.1.vae", self.models_dir)
+        except model_files.CheckpointNotFoundError as exc:
+            raise RenderError(f"identity anchoring encodes the reference with the Wan VAE: {exc}") from exc
+        device = self.sampler.device
+        return load_wan_vae(path, device=device, dtype=_decoder_dtype(device)), True
 
     def _require_session(self) -> None:
         if self.spec is None:
@@ -196,13 +289,16 @@ class LongLiveBackend:
 def _load_from_models_dir(settings, models_dir):
     """Generator (+ merged LoRA), UMT5 and the chosen decoder from the models directory.
 
+    Every loader reads its architecture from the file it loads (config detection): the DiT
+    preset from the generator's shapes (or the named `settings.preset`, checked strictly),
+    UMT5's sizes, the decoder's widths. The UMT5 encoder pads to the DiT's `text_len`.
     Raises `CheckpointNotFoundError` naming the first missing file.
     """
     from .. import model_files
     from ..decoders.taehv import load_taehv
     from ..decoders.wan_vae import load_wan_vae
     from ..text.umt5 import UMT5TextEncoder, load_tokenizer, load_umt5
-    from .checkpoint import load_generator
+    from .checkpoint import load_generator, read_generator_state, resolve_config
     from .lora import merge_lora, read_lora_state
     from .model import cast_for_inference
     from .settings import LongLiveSettings
@@ -213,12 +309,24 @@ def _load_from_models_dir(settings, models_dir):
     paths = {k: model_files.find(k, models_dir) for k in ("longlive.generator", "longlive.lora", "umt5.encoder", "umt5.tokenizer")}
     decoder_key = "taew2.1" if settings.decoder == "tae" else "wan2.1.vae"
     decoder_path = model_files.find(decoder_key, models_dir)
-    model = load_generator(paths["longlive.generator"], settings.wan_config())
+    generator = paths["longlive.generator"]
+    cfg = settings.wan_config(resolve_config(read_generator_state(generator), settings.preset, str(generator)))
+    model = load_generator(generator, cfg)
     merge_lora(model, read_lora_state(paths["longlive.lora"]))
     model = cast_for_inference(model.to(device), dtype).eval()
     if settings.compile:
         model.compile()
-    encoder = UMT5TextEncoder(load_umt5(paths["umt5.encoder"], device, dtype), load_tokenizer(paths["umt5.tokenizer"]))
+    umt5 = load_umt5(paths["umt5.encoder"], device, dtype)
+    if umt5.config.d_model != cfg.text_dim:
+        raise RenderError(
+            f"the text encoder ({paths['umt5.encoder']}) makes {umt5.config.d_model}-d embeddings but the "
+            f"generator reads {cfg.text_dim}-d ones: the two files are from different model sets"
+        )
+    encoder = UMT5TextEncoder(umt5, load_tokenizer(paths["umt5.tokenizer"]), text_len=cfg.text_len)
     load = load_taehv if settings.decoder == "tae" else load_wan_vae
-    decoder = load(decoder_path, device=device, dtype=torch.float16 if device == "cuda" else torch.float32)
+    decoder = load(decoder_path, device=device, dtype=_decoder_dtype(device))
     return model, encoder, decoder
+
+
+def _decoder_dtype(device) -> torch.dtype:
+    return torch.float16 if str(device).startswith("cuda") else torch.float32

@@ -76,13 +76,12 @@ def merge_lora(model: nn.Module, state: dict[str, torch.Tensor], *, alpha: float
     return len(pairs)
 
 
-def check_lora_file(path: Path, preset: str = "wan2.1-t2v-1.3b") -> list[str]:
-    """Layout check for `persona models check`: keys and shapes against the preset's model."""
+def lora_problems(state: dict[str, torch.Tensor], preset: str) -> list[str]:
+    """What keeps `state` from merging into the model of `preset` (empty: it fits)."""
     from .config import WanConfig
     from .model import build_on_meta
 
     model = build_on_meta(WanConfig.from_name(preset))
-    state = read_lora_state(path)
     try:
         pairs = pair_lora_keys(state, lora_targets(model))
     except LoraLayoutError as exc:
@@ -93,3 +92,20 @@ def check_lora_file(path: Path, preset: str = "wan2.1-t2v-1.3b") -> list[str]:
         if a.shape != (RANK, modules[name].weight.shape[1]) or b.shape != (modules[name].weight.shape[0], RANK)
     ]
     return [f"{len(bad)} LoRA pairs with other shapes (e.g. {bad[:3]})"] if bad else []
+
+
+def check_lora_file(path: Path, preset: str = "auto") -> list[str]:
+    """Layout check for `persona models check`: keys and shapes against a preset's model.
+
+    "auto": the file passes if it fits any known preset (it is checked against the
+    generator it will merge into again at load time, strictly).
+    """
+    from .config import PRESETS
+
+    state = read_lora_state(path)
+    if preset != "auto":
+        return lora_problems(state, preset)
+    found = {name: lora_problems(state, name) for name in PRESETS}
+    if any(not problems for problems in found.values()):
+        return []
+    return [f"fits no known preset; against {name}: {problems[0]}" for name, problems in sorted(found.items())]

@@ -22,9 +22,9 @@ class LongLiveSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    preset: Literal["wan2.1-t2v-1.3b", "tiny"] = Field(
-        "wan2.1-t2v-1.3b",
-        description="Architecture preset; must match the checkpoint.",
+    preset: Literal["auto", "wan2.1-t2v-1.3b", "tiny", "tiny-engine"] = Field(
+        "auto",
+        description="Architecture preset; auto = the one whose shapes the checkpoint has (a name must match it).",
         json_schema_extra=_ui(0, load=True, component="select"),
     )
     height: int = Field(
@@ -77,7 +77,11 @@ class LongLiveSettings(BaseModel):
             )
         return self
 
-    def wan_config(self) -> WanConfig:
-        return WanConfig.from_name(self.preset).replace(
-            local_attn_size=self.local_attn_size, sink_size=self.sink_size
-        )
+    def wan_config(self, detected: WanConfig | None = None) -> WanConfig:
+        """The architecture with this session's window: the named preset, or for "auto" the
+        preset detected from the checkpoint (`detected`; without it, the released model's)."""
+        if self.preset == "auto":
+            base = detected or WanConfig.from_name("wan2.1-t2v-1.3b")
+        else:
+            base = WanConfig.from_name(self.preset)
+        return base.replace(local_attn_size=self.local_attn_size, sink_size=self.sink_size)

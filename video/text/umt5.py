@@ -30,6 +30,7 @@ from ..decoders.checkpoint import (
     layout_problems,
     materialize,
     module_layout,
+    read_shapes,
     read_state_dict,
 )
 from .cache import LRUCache
@@ -43,6 +44,8 @@ __all__ = [
     "check_tokenizer_file",
     "check_umt5_file",
     "clean_prompt",
+    "detect_umt5_config",
+    "hf_to_wan_umt5",
     "load_tokenizer",
     "load_umt5",
     "tiny_text_encoder",
@@ -135,6 +138,51 @@ def wan_to_hf_umt5(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def hf_to_wan_umt5(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of `wan_to_hf_umt5`: transformers keys → Wan `T5Encoder` keys (to write
+    files in the layout Wan publishes, e.g. `testing.write_tiny_models`)."""
+    inverse = {v: k for k, v in _BLOCK_RENAMES.items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key == "shared.weight":
+            out["token_embedding.weight"] = value
+        elif key == "encoder.embed_tokens.weight":
+            continue  # the same tensor as shared.weight
+        elif key == "encoder.final_layer_norm.weight":
+            out["norm.weight"] = value
+        elif (m := re.match(r"^encoder\.block\.(\d+)\.(.+)$", key)) and m.group(2) in inverse:
+            out[f"blocks.{m.group(1)}.{inverse[m.group(2)]}"] = value
+        else:
+            raise CheckpointLayoutError(f"not a transformers UMT5EncoderModel key: {key}")
+    return out
+
+
+def detect_umt5_config(shapes: dict[str, torch.Tensor]) -> UMT5Config:
+    """Vocabulary, d_model, FFN width, layers and heads of an encoder, read from its shapes
+    (Wan or transformers layout). Heads come from the relative-attention bias table
+    ([buckets, heads]); `max_distance` is not in the weights and keeps UMT5's 128.
+    """
+    hf = _to_hf_layout(shapes)
+    prefix = "encoder.block.0.layer."
+    try:
+        vocab, dim = hf["shared.weight"].shape
+        ffn = hf[prefix + "1.DenseReluDense.wi_0.weight"].shape[0]
+        buckets, heads = hf[prefix + "0.SelfAttention.relative_attention_bias.weight"].shape
+    except KeyError as exc:
+        raise CheckpointLayoutError(f"not a UMT5 encoder checkpoint: it has no {exc.args[0]!r}") from None
+    layers = len({k.split(".")[2] for k in hf if k.startswith("encoder.block.")})
+    return UMT5Config(
+        vocab_size=int(vocab), dim=int(dim), dim_ffn=int(ffn), num_heads=int(heads),
+        num_layers=layers, num_buckets=int(buckets),
+    )
+
+
+def _resolve(config: str | UMT5Config | None, shapes_of) -> UMT5Config:
+    if config is None:
+        return detect_umt5_config(shapes_of())
+    return UMT5Config.from_name(config) if isinstance(config, str) else config
+
+
 def _to_hf_layout(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if "token_embedding.weight" in sd:
         return wan_to_hf_umt5(sd)
@@ -166,11 +214,14 @@ def build_umt5(device="cpu", dtype=torch.bfloat16, config: str | UMT5Config = "u
     return model.eval()
 
 
-def load_umt5(path, device="cpu", dtype=torch.bfloat16, config: str | UMT5Config = "umt5-xxl"):
-    """Load the encoder strictly from the Wan layout or the transformers layout."""
-    cfg = UMT5Config.from_name(config) if isinstance(config, str) else config
-    model = _meta_model(cfg)
+def load_umt5(path, device="cpu", dtype=torch.bfloat16, config: str | UMT5Config | None = None):
+    """Load the encoder strictly from the Wan layout or the transformers layout.
+
+    `config` None: the sizes are read from the file (`detect_umt5_config`).
+    """
     sd = _to_hf_layout(read_state_dict(path))
+    cfg = _resolve(config, lambda: sd)
+    model = _meta_model(cfg)
     check_layout(module_layout(model), sd, f"UMT5 encoder ({path})")
     model.load_state_dict(sd, strict=True, assign=True)
     model = model.to(device=device, dtype=dtype)
@@ -325,9 +376,16 @@ def tiny_text_encoder(seed: int = 0, text_len: int = 512, corpus: list[str] | No
     return UMT5TextEncoder(model, build_tiny_tokenizer(corpus, cfg.vocab_size), text_len=text_len)
 
 
-def check_umt5_file(path) -> list[str]:
-    """Layout problems of the encoder file, Wan or transformers layout (reads no weights)."""
-    expected = module_layout(_meta_model(UMT5Config.from_name("umt5-xxl")))
+def check_umt5_file(path, config: str | UMT5Config | None = None) -> list[str]:
+    """Layout problems of the encoder file, Wan or transformers layout (reads no weights).
+
+    `config` None: against the sizes the file itself has; a name or config: that one.
+    """
+    try:
+        cfg = _resolve(config, lambda: read_shapes(path))
+    except CheckpointLayoutError as exc:
+        return [str(exc)]
+    expected = module_layout(_meta_model(cfg))
     return layout_problems(path, expected, adapt=_to_hf_layout, what="UMT5 encoder")
 
 

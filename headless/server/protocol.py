@@ -1,0 +1,231 @@
+"""Persona chat protocol v1 (PROTOCOL.md): parsing client messages, building server ones.
+
+Pure functions and plain data, no I/O, so the rules are testable without a socket and
+the ComfyUI mount speaks exactly the same protocol. Every rule a client can break maps
+to one `ProtocolError` with a PROTOCOL.md error code; the message names the field.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+PROTOCOL_VERSION = 1
+#: Largest text frame accepted (PROTOCOL.md: "frame over 64 KiB" → too_large).
+MAX_FRAME_BYTES = 64 * 1024
+#: Longest `chat.text` (PROTOCOL.md), the interpreter's limit too.
+MAX_TEXT_CHARS = 4000
+#: Longest client message id kept (ids are echoed back in `reply_to`).
+MAX_ID_CHARS = 200
+MAX_FPS_LIMIT = 120
+
+#: Media kinds in binary frames.
+MEDIA_JPEG = 1
+MEDIA_AUDIO = 2
+_MEDIA_HEADER = struct.Struct(">BIQ")  # u8 kind, u32 frame_index, u64 pts_ms (big-endian)
+
+CLIENT_TYPES = ("hello", "chat", "action", "reset", "ping")
+ERROR_CODES = (
+    "bad_json",
+    "unknown_type",
+    "invalid",
+    "too_large",
+    "not_ready",
+    "unknown_persona",
+    "unauthorized",
+    "rate_limited",
+    "busy",
+    "internal",
+)
+#: Codes after which the server closes the connection.
+FATAL_CODES = frozenset({"unauthorized", "busy"})
+
+
+class ProtocolError(Exception):
+    """A client message broke a PROTOCOL.md rule; `code` is the wire error code."""
+
+    def __init__(self, code: str, message: str, reply_to: str | None = None) -> None:
+        assert code in ERROR_CODES, code
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.reply_to = reply_to
+
+    @property
+    def fatal(self) -> bool:
+        return self.code in FATAL_CODES
+
+    def to_message(self) -> dict:
+        return error_message(self.code, self.message, self.reply_to)
+
+
+@dataclass(frozen=True)
+class Hello:
+    persona: str | None
+    session: str | None
+    token: str | None
+    max_fps: int | None
+
+
+@dataclass(frozen=True)
+class Chat:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Action:
+    id: str
+    directive: dict  # validated ActionDirective fields (checked against the vocabulary later)
+
+
+@dataclass(frozen=True)
+class Reset:
+    id: str
+
+
+@dataclass(frozen=True)
+class Ping:
+    id: str | None
+
+
+ClientMessage = Hello | Chat | Action | Reset | Ping
+
+
+def frame_too_large(data: str | bytes) -> bool:
+    """Whether a frame exceeds MAX_FRAME_BYTES (UTF-8 bytes for text)."""
+    if len(data) * (4 if isinstance(data, str) else 1) <= MAX_FRAME_BYTES:
+        return False  # cheap bound: no encoding needed for ordinary messages
+    size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
+    return size > MAX_FRAME_BYTES
+
+
+def parse(data: str) -> ClientMessage:
+    """One text frame → a typed message, or `ProtocolError` naming what is wrong."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):
+        raise ProtocolError("bad_json", "the message is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_json", f"a message must be a JSON object, got {type(obj).__name__}")
+    kind = obj.get("type")
+    reply_to = _reply_to(obj)
+    if not isinstance(kind, str):
+        raise ProtocolError("invalid", "field 'type' is missing or not a string", reply_to)
+    if kind not in CLIENT_TYPES:
+        raise ProtocolError("unknown_type", f"unknown message type {kind[:50]!r}; known: {', '.join(CLIENT_TYPES)}", reply_to)
+    return _PARSERS[kind](obj, reply_to)
+
+
+def _reply_to(obj: dict) -> str | None:
+    value = obj.get("id")
+    return value[:MAX_ID_CHARS] if isinstance(value, str) else None
+
+
+def _id(obj: dict, required: bool = True) -> str | None:
+    if "id" not in obj or obj["id"] is None:
+        if required:
+            raise ProtocolError("invalid", "field 'id' is required (a string)")
+        return None
+    value = obj["id"]
+    if not isinstance(value, str):
+        raise ProtocolError("invalid", "field 'id' must be a string")
+    if len(value) > MAX_ID_CHARS:
+        raise ProtocolError("invalid", f"field 'id' is longer than {MAX_ID_CHARS} characters")
+    return value
+
+
+def _optional_str(obj: dict, name: str, reply_to: str | None) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ProtocolError("invalid", f"field '{name}' must be a string", reply_to)
+    return value
+
+
+def _hello(obj: dict, reply_to: str | None) -> Hello:
+    persona = _optional_str(obj, "persona", reply_to)
+    session = _optional_str(obj, "session", reply_to)
+    token = _optional_str(obj, "token", reply_to)
+    max_fps = None
+    video = obj.get("video")
+    if video is not None:
+        if not isinstance(video, dict):
+            raise ProtocolError("invalid", "field 'video' must be an object", reply_to)
+        fmt = video.get("format", "jpeg")
+        if fmt != "jpeg":
+            raise ProtocolError("invalid", f"field 'video.format' must be 'jpeg', got {str(fmt)[:20]!r}", reply_to)
+        if "max_fps" in video and video["max_fps"] is not None:
+            value = video["max_fps"]
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_FPS_LIMIT:
+                raise ProtocolError("invalid", f"field 'video.max_fps' must be an integer in [1, {MAX_FPS_LIMIT}]", reply_to)
+            max_fps = value
+    return Hello(persona=persona, session=session, token=token, max_fps=max_fps)
+
+
+def _chat(obj: dict, reply_to: str | None) -> Chat:
+    message_id = _id(obj)
+    text = obj.get("text")
+    if not isinstance(text, str):
+        raise ProtocolError("invalid", "field 'text' is required (a string)", reply_to)
+    if len(text) > MAX_TEXT_CHARS:
+        raise ProtocolError("too_large", f"field 'text' is {len(text)} characters; the limit is {MAX_TEXT_CHARS}", reply_to)
+    return Chat(id=message_id, text=text)
+
+
+_DIRECTIVE_FIELDS = {"action", "expression", "dialogue", "intensity", "duration_s"}
+
+
+def _action(obj: dict, reply_to: str | None) -> Action:
+    from ...persona.schema import ActionDirective
+
+    message_id = _id(obj)
+    directive = obj.get("directive")
+    if not isinstance(directive, dict):
+        raise ProtocolError("invalid", "field 'directive' is required (an ActionDirective object)", reply_to)
+    unknown = sorted(set(directive) - _DIRECTIVE_FIELDS)
+    if unknown:
+        raise ProtocolError("invalid", f"field 'directive.{unknown[0][:40]}' is not an ActionDirective field", reply_to)
+    try:
+        checked = ActionDirective.model_validate(directive)
+    except ValueError as exc:
+        errors = getattr(exc, "errors", lambda: [])()
+        where = ".".join(str(p) for p in errors[0]["loc"]) if errors else "?"
+        why = errors[0]["msg"] if errors else str(exc)
+        raise ProtocolError("invalid", f"field 'directive.{where}': {why}", reply_to) from None
+    return Action(id=message_id, directive=checked.model_dump())
+
+
+def _reset(obj: dict, reply_to: str | None) -> Reset:
+    return Reset(id=_id(obj))
+
+
+def _ping(obj: dict, reply_to: str | None) -> Ping:
+    return Ping(id=_id(obj, required=False))
+
+
+_PARSERS = {"hello": _hello, "chat": _chat, "action": _action, "reset": _reset, "ping": _ping}
+
+
+# -- server → client -----------------------------------------------------------------------
+
+
+def error_message(code: str, message: str, reply_to: str | None = None) -> dict:
+    out: dict[str, Any] = {"type": "error", "reply_to": reply_to, "code": code, "message": message}
+    if code in FATAL_CODES:
+        out["fatal"] = True
+    return out
+
+
+def media_frame(kind: int, frame_index: int, pts_ms: int, payload: bytes) -> bytes:
+    """`[u8 kind][u32 frame_index][u64 pts_ms][payload]`, big-endian."""
+    return _MEDIA_HEADER.pack(kind, frame_index & 0xFFFFFFFF, max(0, pts_ms)) + payload
+
+
+def parse_media_frame(data: bytes) -> tuple[int, int, int, bytes]:
+    """(kind, frame_index, pts_ms, payload): the inverse of `media_frame` (clients, tests)."""
+    kind, index, pts = _MEDIA_HEADER.unpack_from(data)
+    return kind, index, pts, data[_MEDIA_HEADER.size :]

@@ -1,0 +1,412 @@
+"""One viewer session: its workflow run, frame pipeline, and the connection watching it.
+
+Threads and tasks (all owned here and cancelled in `close()`):
+- the **render task** asks the runner for one tick at a time on the service's thread
+  pool; the stream sink's chunk is JPEG-encoded on that same worker thread, then the
+  frames go into a bounded queue (`frames`, oldest dropped when full). It renders only
+  while a viewer is attached and the queue is low, so the backend's frame clock never
+  runs far ahead of what is shown.
+- the **turn task** runs chat/action messages one at a time through the runner's turn
+  lane on the pool (an interpreter may block for seconds; frames keep flowing). When a
+  turn's plan lands, queued frames rendered before it are stale: they are dropped, and
+  the next tick renders the new plan at once. That is what keeps directive-to-frame
+  latency near one render instead of one queue length.
+- the **pump** (one per connection, `Connection.pump`) is the only writer of the socket:
+  JSON messages first, then frames paced at the stream rate, and `metrics` every second.
+
+A disconnect detaches the connection; the session waits `resume_grace_s` for a `hello`
+naming it, then closes (runner, store entry, tasks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .protocol import MEDIA_JPEG, error_message, media_frame
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .service import PersonaService
+
+log = logging.getLogger("comfyui_persona.serve")
+
+#: JSON messages kept for a detached session (delivered on resume), oldest dropped.
+BACKLOG_LIMIT = 256
+#: Pending chat/action turns per session before `rate_limited`.
+TURN_QUEUE_LIMIT = 16
+
+
+@dataclass
+class EncodedFrame:
+    data: bytes  # header + JPEG
+    index: int
+    pts_ms: int
+    shows: list[int]
+
+
+@dataclass
+class TurnRequest:
+    kind: str  # "chat" | "action"
+    value: Any
+    turn: int
+    message_id: str
+    received: float  # loop time
+    directive: dict | None = None
+
+
+@dataclass
+class SessionStats:
+    frames_sent: int = 0
+    dropped: int = 0
+    latency_ms: float | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+    sent_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=256))
+
+    def fps(self, now: float) -> float:
+        recent = [t for t in self.sent_times if now - t <= 1.0]
+        return float(len(recent))
+
+
+class Connection:
+    """One WebSocket: its outbound JSON queue and the pump that writes it."""
+
+    def __init__(self, ws: web.WebSocketResponse, max_fps: int | None = None) -> None:
+        self.ws = ws
+        self.outbox: collections.deque[dict] = collections.deque()
+        self.wake = asyncio.Event()
+        self.session: ViewerSession | None = None
+        self.max_fps = max_fps
+        self.closed = False
+        self.pump_task: asyncio.Task | None = None
+
+    def send(self, message: dict) -> None:
+        self.outbox.append(message)
+        self.wake.set()
+
+    def start(self) -> None:
+        self.pump_task = asyncio.get_running_loop().create_task(self._pump(), name="persona-pump")
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_due = loop.time()
+        next_metrics = loop.time() + 1.0
+        last_pts: int | None = None
+        try:
+            while not self.closed:
+                while self.outbox:
+                    await self.ws.send_str(json.dumps(self.outbox.popleft(), separators=(",", ":")))
+                session = self.session
+                now = loop.time()
+                timeout = 0.5
+                if session is not None:
+                    interval = 1.0 / session.stream_fps(self.max_fps)
+                    if session.frames and now >= next_due:
+                        frame = session.frames.popleft()
+                        if self.max_fps and last_pts is not None and frame.pts_ms - last_pts < 1000.0 / self.max_fps - 1:
+                            session.want_frames()
+                            continue  # the viewer asked for fewer frames per second: skip, not stale
+                        await self.ws.send_bytes(frame.data)
+                        last_pts = frame.pts_ms
+                        session.frame_sent(frame, loop.time())
+                        # Keep the rate: never burst to catch up by more than one frame.
+                        next_due = max(next_due + interval, loop.time() - interval)
+                        session.want_frames()
+                        continue
+                    if now >= next_metrics:
+                        next_metrics = now + 1.0
+                        self.send(session.metrics_message(now))
+                        continue
+                    timeout = min(next_metrics - now, max(0.0, next_due - now) if session.frames else 0.5)
+                self.wake.clear()
+                if self.outbox:
+                    continue
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=max(0.001, timeout))
+                except asyncio.TimeoutError:
+                    pass
+        except (ConnectionResetError, RuntimeError, asyncio.CancelledError):
+            # RuntimeError: aiohttp refuses to write to a closing socket; the handler cleans up.
+            pass
+
+    async def close(self) -> None:
+        self.closed = True
+        self.wake.set()
+        if self.pump_task is not None:
+            self.pump_task.cancel()
+            try:
+                await asyncio.wait_for(self.pump_task, timeout=5)
+            except (asyncio.CancelledError, asyncio.TimeoutError):
+                pass
+
+
+class ViewerSession:
+    """A session's runner and pipeline; survives reconnects for the grace period."""
+
+    def __init__(self, service: PersonaService, session_id: str, persona, runner, max_fps: int | None) -> None:
+        self.service = service
+        self.id = session_id
+        self.persona = persona
+        self.runner = runner
+        self.loop = asyncio.get_running_loop()
+        cfg = service.config
+        self.frames: collections.deque[EncodedFrame] = collections.deque()
+        self.frame_limit = cfg.frame_queue
+        self.backlog: collections.deque[dict] = collections.deque(maxlen=BACKLOG_LIMIT)
+        self.connection: Connection | None = None
+        self.attached = asyncio.Event()
+        self.need_frames = asyncio.Event()
+        self.turns: asyncio.Queue[TurnRequest] = asyncio.Queue(maxsize=TURN_QUEUE_LIMIT)
+        self.turn_ids: dict[int, str] = {}
+        self.directive_times: dict[int, float] = {}
+        self.next_turn = 0
+        self.plan_version = 0
+        self.stats = SessionStats()
+        self.backend = "?"
+        self.fps = 24.0
+        self.chunk_frames = 1
+        self.state: dict | None = None
+        self.started = time.monotonic()
+        self.closed = False
+        self._tick_frames: list[EncodedFrame] = []
+        self._encoder = service.encoder
+        self._quality = cfg.jpeg_quality
+        self._max_fps = max_fps
+        self._grace: asyncio.TimerHandle | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._ready_state_done = False
+
+    # -- events from node code (worker threads) --------------------------------------------
+
+    def emit(self, kind: str, payload: dict) -> None:
+        """The session store's emitter: called on worker threads by the nodes."""
+        if kind == "chunk":
+            self._tick_frames.extend(self._encode(payload["frames"]))
+            return
+        self.loop.call_soon_threadsafe(self._on_event, kind, payload)
+
+    def _encode(self, frames) -> list[EncodedFrame]:
+        chunk = frames.chunk
+        self.backend = frames.backend
+        self.fps = frames.fps
+        self.chunk_frames = max(1, len(chunk.frames))
+        out = []
+        for k, rgb in enumerate(chunk.frames):
+            index = chunk.first_index + k
+            pts = int(chunk.pts_ms[k])
+            payload = media_frame(MEDIA_JPEG, index, pts, self._encoder(rgb, self._quality))
+            out.append(EncodedFrame(payload, index, pts, list(chunk.shows_directives) if k == 0 else []))
+        return out
+
+    def _on_event(self, kind: str, payload: dict) -> None:
+        if self.closed:
+            return
+        turn = payload.get("turn")
+        if kind == "directives":
+            self.directive_times[turn] = self.loop.time()
+            self.send(
+                {
+                    "type": "directives",
+                    "reply_to": self.turn_ids.get(turn),
+                    "directives": [d.model_dump(mode="json") for d in payload["directives"]],
+                }
+            )
+        elif kind == "reply":
+            self.send({"type": "reply", "reply_to": self.turn_ids.get(turn), "text": payload["text"], "done": payload["done"]})
+        elif kind == "state":
+            self.state = payload["state"]
+            if self._ready_state_done:
+                self.send({"type": "state", "state": payload["state"]})
+
+    # -- outbound ---------------------------------------------------------------------------
+
+    def send(self, message: dict) -> None:
+        if self.connection is not None:
+            self.connection.send(message)
+        else:
+            self.backlog.append(message)
+
+    def error(self, code: str, message: str, reply_to: str | None = None) -> None:
+        self.service.metrics.errors_total[code] += 1
+        self.send(error_message(code, message, reply_to))
+
+    def stream_fps(self, max_fps: int | None) -> float:
+        return min(self.fps, float(max_fps)) if max_fps else self.fps
+
+    def frame_sent(self, frame: EncodedFrame, now: float) -> None:
+        self.stats.frames_sent += 1
+        self.stats.sent_times.append(now)
+        self.service.metrics.frames_sent_total += 1
+        for turn in frame.shows:
+            began = self.directive_times.pop(turn, None)
+            if began is not None:
+                latency = (now - began) * 1000.0
+                self.stats.latency_ms = latency
+                self.stats.latencies_ms.append(latency)
+                del self.stats.latencies_ms[:-1000]
+                self.service.metrics.observe_latency(latency)
+
+    def want_frames(self) -> None:
+        if len(self.frames) < max(2, self.chunk_frames):
+            self.need_frames.set()
+
+    def metrics_message(self, now: float) -> dict:
+        latency = self.stats.latency_ms
+        return {
+            "type": "metrics",
+            "fps": round(self.stats.fps(now), 2),
+            "latency_ms": None if latency is None else round(latency, 1),
+            "frames_sent": self.stats.frames_sent,
+            "dropped": self.stats.dropped,
+        }
+
+    def _drop_frames(self, count: int | None = None) -> None:
+        count = len(self.frames) if count is None else count
+        for _ in range(count):
+            self.frames.popleft()
+        self.stats.dropped += count
+        self.service.metrics.frames_dropped_total += count
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start_tasks(self) -> None:
+        self._tasks = [
+            self.loop.create_task(self._render_loop(), name=f"persona-render-{self.id[:8]}"),
+            self.loop.create_task(self._turn_loop(), name=f"persona-turns-{self.id[:8]}"),
+        ]
+
+    def ready_message(self, resumed: bool) -> dict:
+        vocabulary = self.persona.vocabulary()
+        self._ready_state_done = True
+        from ...persona.schema import CharacterState
+
+        return {
+            "type": "ready",
+            "protocol": 1,
+            "session": self.id,
+            "persona": {"id": self.persona.id, "name": self.persona.name, "description": self.persona.description},
+            "state": self.state or CharacterState().model_dump(mode="json"),
+            "vocabulary": {"actions": vocabulary.action_names, "expressions": vocabulary.expression_names},
+            "backend": self.backend,
+            "resumed": resumed,
+            "video": {"format": "jpeg", "fps": self.stream_fps(self._max_fps)},
+        }
+
+    def attach(self, connection: Connection, max_fps: int | None) -> None:
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        self._max_fps = max_fps
+        connection.session = self
+        self.connection = connection
+        while self.backlog:
+            connection.send(self.backlog.popleft())
+        self.attached.set()
+        self.need_frames.set()
+
+    def detach(self, connection: Connection) -> None:
+        if self.connection is not connection:
+            return
+        connection.session = None
+        self.connection = None
+        self.attached.clear()
+        self._drop_frames()
+        grace = self.service.config.resume_grace_s
+        self._grace = self.loop.call_later(grace, lambda: self.loop.create_task(self.service.end_session(self.id, "expired")))
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._grace is not None:
+            self._grace.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, timeout=10)
+            except (asyncio.CancelledError, asyncio.TimeoutError):
+                pass
+            except Exception:  # a task that died of a bug already reported it
+                log.exception("session %s task failed", self.id[:8])
+        # A turn or tick may still be running on the pool: close the runner after it.
+        await self.loop.run_in_executor(self.service.pool, self.runner.close)
+
+    # -- turns ------------------------------------------------------------------------------
+
+    def enqueue_turn(self, kind: str, value: Any, message_id: str, directive: dict | None = None) -> bool:
+        self.next_turn += 1
+        request = TurnRequest(kind, value, self.next_turn, message_id, self.loop.time(), directive)
+        try:
+            self.turns.put_nowait(request)
+        except asyncio.QueueFull:
+            return False
+        self.turn_ids[request.turn] = message_id
+        if len(self.turn_ids) > 4 * TURN_QUEUE_LIMIT:
+            for old in sorted(self.turn_ids)[: -2 * TURN_QUEUE_LIMIT]:
+                self.turn_ids.pop(old, None)
+        return True
+
+    async def _turn_loop(self) -> None:
+        while True:
+            request = await self.turns.get()
+            if request.kind == "action":
+                # No interpreter runs: the directive is the plan; say so before it is performed.
+                self.send({"type": "directives", "reply_to": request.message_id, "directives": [request.directive]})
+                if request.directive.get("dialogue"):
+                    self.send({"type": "reply", "reply_to": request.message_id, "text": request.directive["dialogue"], "done": True})
+                self.directive_times[request.turn] = request.received
+            try:
+                await self.loop.run_in_executor(self.service.pool, self.runner.turn, request.kind, request.value, request.turn)
+            except Exception as exc:
+                log.warning("session %s turn %d failed: %s", self.id[:8], request.turn, exc)
+                self.error("internal", f"interpreting message failed: {exc}", request.message_id)
+                continue
+            self.plan_version += 1
+            self._drop_frames()  # rendered before this plan: stale
+            self.need_frames.set()
+
+    def request_reset(self) -> None:
+        self.runner.request_reset()
+        self.plan_version += 1
+        self._drop_frames()
+        self.need_frames.set()
+
+    # -- rendering --------------------------------------------------------------------------
+
+    async def _render_loop(self) -> None:
+        failures = 0
+        while True:
+            await self.attached.wait()
+            if len(self.frames) >= max(2, self.chunk_frames):
+                self.need_frames.clear()
+                await self.need_frames.wait()
+                continue
+            version = self.plan_version
+            self._tick_frames = []
+            try:
+                await self.loop.run_in_executor(self.service.pool, self.runner.tick)
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                log.warning("session %s render failed: %s", self.id[:8], exc)
+                self.error("internal", f"rendering failed: {exc}")
+                await asyncio.sleep(min(5.0, 0.5 * failures))
+                continue
+            produced, self._tick_frames = self._tick_frames, []
+            if version != self.plan_version:
+                self.stats.dropped += len(produced)  # rendered while a new plan landed: stale
+                self.service.metrics.frames_dropped_total += len(produced)
+                continue
+            self.frames.extend(produced)
+            overflow = len(self.frames) - self.frame_limit
+            if overflow > 0:
+                self._drop_frames(overflow)
+            if self.connection is not None:
+                self.connection.wake.set()

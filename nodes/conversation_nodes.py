@@ -1,0 +1,314 @@
+"""Conversation-side nodes: persona card, user turn, interpreter, manual directive.
+
+Classic ComfyUI node API (no ComfyUI import). Per-turn nodes take a `turn` number:
+- `> 0`: the headless runner sets it for every chat/action message, so two identical
+  messages are still two turns, and a tick without a new message hits the cache;
+- `0`: inside ComfyUI, every queued run is a new turn (IS_CHANGED returns NaN, which
+  never equals itself, so caching is defeated, as ComfyUI's own per-run nodes do);
+- `-1`: "no message yet": the node passes on an empty plan (the headless runner's
+  starting value, so a fresh session does nothing until the viewer speaks).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+from .session_store import current_store
+from .types import DIRECTIVES, PERSONA, TURN, DirectivePlan, TurnValue
+
+_SESSION_INPUT = (
+    "STRING",
+    {
+        "default": "default",
+        "tooltip": "Which session's conversation and character this run belongs to. The headless "
+        "server fills it per viewer; in ComfyUI any name keeps its own history.",
+    },
+)
+_TURN_INPUT = (
+    "INT",
+    {
+        "default": 0,
+        "min": -1,
+        "max": 2**31 - 1,
+        "tooltip": "Turn number. 0: every queued run is a new turn; -1: no message (do nothing). "
+        "The headless server sets it per message so repeated identical messages still count.",
+    },
+)
+
+
+def _persona_choices() -> list[str]:
+    """Built-in ids plus the user's cards (PERSONA_DIR), re-read each time ComfyUI asks."""
+    from ..persona.library import PersonaLibrary
+
+    return PersonaLibrary().ids()
+
+
+def _default_persona() -> str:
+    from ..persona.library import DEFAULT_PERSONA_ID
+
+    return DEFAULT_PERSONA_ID
+
+
+def _per_turn_is_changed(turn: int, **_: Any) -> Any:
+    """Same `turn` → same result; turn 0 → always run (NaN never compares equal)."""
+    return turn if turn else math.nan
+
+
+def _conversation(session, persona):
+    from ..persona.conversation import Conversation
+
+    return session.resource("conversation", lambda: Conversation(persona))
+
+
+class PersonaCardLoader:
+    """Loads a persona card (built-in id); cached, since the card does not change per turn."""
+
+    DESCRIPTION = "Load a persona card: who the character is, how it looks, which actions it may do."
+    CATEGORY = "persona/conversation"
+    RETURN_TYPES = (PERSONA,)
+    RETURN_NAMES = ("persona",)
+    FUNCTION = "load"
+    #: The headless server may override this input with `hello.persona`.
+    HEADLESS_BINDING = {"persona": "persona_id"}
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "persona_id": (
+                    _persona_choices(),
+                    {"default": _default_persona(), "tooltip": "Persona to load: a built-in or a card in PERSONA_DIR."},
+                ),
+            }
+        }
+
+    def load(self, persona_id: str) -> tuple:
+        from ..persona.library import load_persona
+
+        return (load_persona(persona_id),)
+
+
+class PersonaConversationTurn:
+    """Appends one user utterance to the session's history and passes it on in context."""
+
+    DESCRIPTION = "One user utterance: added to the session's conversation history, sent on with it."
+    CATEGORY = "persona/conversation"
+    RETURN_TYPES = (TURN,)
+    RETURN_NAMES = ("turn",)
+    FUNCTION = "turn"
+    NOT_IDEMPOTENT = True
+    #: The headless server binds a `chat` message's text and turn number here.
+    HEADLESS_BINDING = {"chat": "text"}
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "persona": (PERSONA, {"tooltip": "The persona the user is talking to."}),
+                "text": (
+                    "STRING",
+                    {"default": "", "multiline": True, "tooltip": "What the user says (≤ 4000 characters)."},
+                ),
+                "session_id": _SESSION_INPUT,
+                "turn": _TURN_INPUT,
+            }
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, turn: int = 0, **_: Any) -> Any:
+        return _per_turn_is_changed(turn)
+
+    def turn(self, persona, text: str, session_id: str, turn: int) -> tuple:
+        session = current_store().get(session_id)
+        conversation = _conversation(session, persona)
+        history = tuple(conversation.history)
+        if turn < 0 or not text.strip():
+            return (TurnValue(session_id=session_id, turn=0, text="", history=history),)
+        number = turn or session.next_turn()
+        session.note_turn(number)
+        conversation.add_user(text)
+        return (TurnValue(session_id=session_id, turn=number, text=text, history=history),)
+
+
+class PersonaInterpreter:
+    """Maps the user's turn to directives and an in-character reply (embedded rules or an LLM)."""
+
+    DESCRIPTION = (
+        "Interpret a user turn: an ordered list of action directives plus the persona's reply. "
+        "Unsupported requests map to the closest supported action, or none."
+    )
+    CATEGORY = "persona/conversation"
+    RETURN_TYPES = (DIRECTIVES, "STRING")
+    RETURN_NAMES = ("directives", "reply")
+    FUNCTION = "interpret"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "persona": (PERSONA, {"tooltip": "The persona whose vocabulary and lines are used."}),
+                "turn": (TURN, {"tooltip": "The user turn to interpret."}),
+                "backend": (
+                    _interpreter_choices(),
+                    {"default": "embedded", "tooltip": "Interpreter backend: embedded (CPU, no weights) or an LLM."},
+                ),
+            }
+        }
+
+    def interpret(self, persona, turn: TurnValue, backend: str) -> tuple:
+        if turn.turn == 0 or not turn.text.strip():
+            return (DirectivePlan(turn=0), "")
+        from ..persona.interpreter.base import InterpretRequest
+
+        session = current_store().get(turn.session_id)
+        request = InterpretRequest(
+            text=turn.text, persona=persona, state=_current_state(session), history=turn.history
+        )
+        interpretation = _stream_interpretation(_interpreter(backend), request, session, turn.turn)
+        _conversation(session, persona).add_persona(interpretation.reply)
+        plan = DirectivePlan(
+            turn=turn.turn, directives=tuple(interpretation.directives), source="chat", reply=interpretation.reply
+        )
+        return (plan, interpretation.reply)
+
+
+def _interpreter_choices() -> list[str]:
+    from ..persona.interpreter import BACKENDS
+
+    return list(BACKENDS)
+
+
+_INTERPRETERS: dict[str, Any] = {}
+_INTERPRETERS_LOCK = threading.Lock()
+
+
+def _interpreter(name: str):
+    """Interpreters are loaded once per process (embedding models are slow to load)."""
+    with _INTERPRETERS_LOCK:  # two sessions' first turns must not load the models twice
+        if name not in _INTERPRETERS:
+            from ..persona.interpreter import get_interpreter
+
+            _INTERPRETERS[name] = get_interpreter(name)
+        return _INTERPRETERS[name]
+
+
+def _current_state(session):
+    from ..persona.schema import CharacterState
+
+    with session.lock:
+        tracker = session.peek("tracker")
+        if tracker is None:
+            return CharacterState()
+        return tracker.state_at(session.now_ms())
+
+
+def _stream_interpretation(interpreter, request, session, turn: int):
+    """Run the interpreter, emitting `directives` then reply text to the session's host.
+
+    PROTOCOL.md wants the directives before any reply text. A backend that yields its
+    directives early (a list of ActionDirective before the text) streams for real; one
+    that only yields them last has its partial text held back until then.
+    """
+    from ..persona.interpreter.base import Interpretation
+
+    held: list[str] = []
+    sent_directives = False
+    final: Interpretation | None = None
+    for item in interpreter.stream_reply(request):
+        if isinstance(item, Interpretation):
+            final = item
+        elif isinstance(item, list):
+            session.emit("directives", {"turn": turn, "directives": list(item)})
+            sent_directives = True
+        elif isinstance(item, str) and item:
+            if sent_directives:
+                session.emit("reply", {"turn": turn, "text": item, "done": False})
+            else:
+                held.append(item)
+    assert final is not None, "stream_reply must end with an Interpretation"
+    if not sent_directives:
+        session.emit("directives", {"turn": turn, "directives": list(final.directives)})
+    for text in held:
+        session.emit("reply", {"turn": turn, "text": text, "done": False})
+    session.emit("reply", {"turn": turn, "text": final.reply, "done": True})
+    return final
+
+
+class PersonaDirective:
+    """A hand-made directive (a quick-action button): bypasses the interpreter."""
+
+    DESCRIPTION = "A manual action directive, e.g. a quick-action button: wave, sit, smile..."
+    CATEGORY = "persona/conversation"
+    RETURN_TYPES = (DIRECTIVES,)
+    RETURN_NAMES = ("directives",)
+    FUNCTION = "make"
+    #: The headless server binds an `action` message's directive and turn number here.
+    HEADLESS_BINDING = {"action": ("action", "expression", "intensity", "duration_s", "dialogue")}
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        from ..persona.schema import CORE_ACTIONS, CORE_EXPRESSIONS
+
+        return {
+            "required": {
+                "action": (
+                    [entry.name for entry in CORE_ACTIONS],
+                    {"default": "idle", "tooltip": "What to do (core vocabulary)."},
+                ),
+                "expression": (
+                    [entry.name for entry in CORE_EXPRESSIONS],
+                    {"default": "neutral", "tooltip": "The face to make while doing it."},
+                ),
+                "intensity": (
+                    "FLOAT",
+                    {"default": 0.6, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "How strongly, 0..1."},
+                ),
+                "duration_s": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 60.0,
+                        "step": 0.1,
+                        "tooltip": "Seconds; 0 uses the action's default duration.",
+                    },
+                ),
+                "dialogue": ("STRING", {"default": "", "tooltip": "Optional line to speak."}),
+                "turn": _TURN_INPUT,
+            },
+            "optional": {
+                "session_id": _SESSION_INPUT,
+            },
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, turn: int = 0, **_: Any) -> Any:
+        return _per_turn_is_changed(turn)
+
+    def make(
+        self,
+        action: str,
+        expression: str,
+        intensity: float,
+        duration_s: float,
+        dialogue: str,
+        turn: int,
+        session_id: str = "default",
+    ) -> tuple:
+        from ..persona.schema import ActionDirective
+
+        if turn < 0:
+            return (DirectivePlan(turn=0, source="action"),)
+        if not turn:
+            # A ComfyUI run with no host-assigned turn: still a new turn for this session.
+            turn = current_store().get(session_id).next_turn()
+        directive = ActionDirective(
+            action=action,
+            expression=expression,
+            intensity=intensity,
+            duration_s=duration_s or None,
+            dialogue=dialogue,
+        )
+        return (DirectivePlan(turn=turn, directives=(directive,), source="action"),)

@@ -1,0 +1,265 @@
+"""Streaming nodes: state tracker, preview renderer, stream sink, IMAGE output.
+
+These run on every tick of the headless runner (`STREAMING = True`) and on every queued
+run in ComfyUI (IS_CHANGED → NaN): each run advances the session's clock, renders the
+next chunk and reports state changes. What must persist between runs (tracker,
+renderer backend, the last turn applied) lives in the session store.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .session_store import Session, current_store
+from .types import DIRECTIVES, FRAMES, PERSONA, STATE, DirectivePlan, FramesValue
+
+_SESSION_INPUT = (
+    "STRING",
+    {"default": "default", "tooltip": "Session whose character state / renderer this is (see the turn node)."},
+)
+
+
+def _always_changed(**_: Any) -> float:
+    return math.nan
+
+
+@dataclass
+class _TrackerMemory:
+    """What the tracker node remembers between ticks of one session."""
+
+    applied_turn: int = 0
+    plan: DirectivePlan = field(default_factory=lambda: DirectivePlan(turn=0, source="plan"))
+
+
+class PersonaStateTracker:
+    """Turns directives into a coherent plan (stand before walking...) and tracks the state."""
+
+    DESCRIPTION = (
+        "Keeps the character's state (pose, action, expression) coherent: plans incoming directives "
+        "through the pose graph and reports every state change."
+    )
+    CATEGORY = "persona/state"
+    RETURN_TYPES = (DIRECTIVES, STATE)
+    RETURN_NAMES = ("plan", "state")
+    FUNCTION = "track"
+    STREAMING = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "persona": (PERSONA, {"tooltip": "Whose vocabulary and pose rules apply."}),
+                "directives": (DIRECTIVES, {"tooltip": "Directives from the interpreter."}),
+                "session_id": _SESSION_INPUT,
+            },
+            "optional": {
+                "manual": (DIRECTIVES, {"tooltip": "Directives from quick-action buttons (bypass the interpreter)."}),
+            },
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs: Any) -> float:
+        return _always_changed(**kwargs)
+
+    def track(self, persona, directives: DirectivePlan, session_id: str, manual: DirectivePlan | None = None):
+        session = current_store().get(session_id)
+        now = session.now_ms()
+        with session.lock:  # the interpreter (turn thread) reads this tracker's state
+            tracker = session.resource("tracker", lambda: _new_tracker(persona, now))
+            memory: _TrackerMemory = session.resource("tracker_memory", _TrackerMemory)
+            session.on_reset(_reset_tracker_hook(session))
+            incoming = [p for p in (directives, manual) if p is not None and p.turn > memory.applied_turn]
+            for plan in sorted(incoming, key=lambda p: p.turn):
+                planned = tracker.plan(list(plan.directives), now)
+                memory.plan = DirectivePlan(turn=plan.turn, directives=tuple(planned), source="plan", reply=plan.reply)
+                memory.applied_turn = plan.turn
+            changes = tracker.advance(now)
+            state = tracker.state_at(now)
+        for changed in changes:
+            session.emit("state", {"state": changed.model_dump(mode="json")})
+        return (memory.plan, state)
+
+
+def _new_tracker(persona, now_ms: int):
+    from ..persona.state import StateTracker
+
+    return StateTracker(persona.vocabulary(), clock_ms=now_ms)
+
+
+def _reset_tracker_hook(session: Session):
+    """One hook per session (the same object each time, so `on_reset` keeps one)."""
+
+    def reset() -> None:
+        tracker = session.peek("tracker")
+        if tracker is not None:
+            tracker.reset(session.now_ms())
+
+    return session.resource("tracker_reset_hook", lambda: reset)
+
+
+@dataclass
+class _RendererSlot:
+    """A session's renderer backend and the settings it was started with."""
+
+    key: tuple
+    backend: Any
+    submitted_turn: int = 0
+
+    def close(self) -> None:
+        close = getattr(self.backend, "close", None)
+        if callable(close):
+            close()
+
+
+class PersonaPreviewRenderer:
+    """The CPU preview renderer: draws the persona as a 2D character, chunk by chunk."""
+
+    DESCRIPTION = (
+        "CPU preview renderer (no weights): draws the persona doing each planned action with "
+        "smooth transitions. Each run renders the next chunk of frames."
+    )
+    CATEGORY = "persona/video"
+    RETURN_TYPES = (FRAMES,)
+    RETURN_NAMES = ("frames",)
+    FUNCTION = "render"
+    STREAMING = True
+    BACKEND = "preview"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "persona": (PERSONA, {"tooltip": "Who to draw (appearance, vocabulary)."}),
+                "plan": (DIRECTIVES, {"tooltip": "The planned directives from the state tracker."}),
+                "session_id": _SESSION_INPUT,
+                "width": ("INT", {"default": 384, "min": 64, "max": 2048, "step": 16, "tooltip": "Frame width, px."}),
+                "height": ("INT", {"default": 384, "min": 64, "max": 2048, "step": 16, "tooltip": "Frame height, px."}),
+                "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 60.0, "step": 1.0, "tooltip": "Frames per second."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seed for idle motion details."}),
+                "chunk_frames": (
+                    "INT",
+                    {
+                        "default": 2,
+                        "min": 1,
+                        "max": 64,
+                        "tooltip": "Frames rendered per run. Fewer: a new action shows sooner; more: less overhead.",
+                    },
+                ),
+            }
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs: Any) -> float:
+        return _always_changed(**kwargs)
+
+    def render(
+        self,
+        persona,
+        plan: DirectivePlan,
+        session_id: str,
+        width: int,
+        height: int,
+        fps: float,
+        seed: int,
+        chunk_frames: int = 2,
+    ):
+        session = current_store().get(session_id)
+        key = (self.BACKEND, persona.id, width, height, float(fps), seed, chunk_frames)
+        slot = session.peek("renderer")
+        if slot is None or slot.key != key:
+            backend = _start_backend(self.BACKEND, persona, width, height, fps, seed, chunk_frames)
+            slot = _RendererSlot(key=key, backend=backend)
+            session.replace("renderer", slot)
+            session.on_reset(_reset_renderer_hook(session))
+        if plan.turn > slot.submitted_turn:
+            slot.backend.submit(list(plan.directives), plan.turn)
+            slot.submitted_turn = plan.turn
+        chunk = slot.backend.next_chunk()
+        return (FramesValue(session_id=session_id, backend=slot.backend.name, chunk=chunk, fps=float(fps)),)
+
+
+def _start_backend(name: str, persona, width: int, height: int, fps: float, seed: int, chunk_frames: int):
+    from ..video.backend import SessionSpec
+    from ..video.registry import create_backend
+
+    vocabulary = persona.vocabulary()
+    backend = create_backend(name, chunk_frames=chunk_frames)
+    backend.start_session(
+        SessionSpec(
+            persona_id=persona.id,
+            persona_name=persona.name,
+            look=persona.appearance.model_dump(mode="json"),
+            width=width,
+            height=height,
+            fps=float(fps),
+            seed=seed,
+            # Whole entries, not names: the renderer reads pose data (sit leaves you seated).
+            vocabulary={
+                "actions": [entry.model_dump(mode="json") for entry in vocabulary.actions],
+                "expressions": [entry.model_dump(mode="json") for entry in vocabulary.expressions],
+            },
+        )
+    )
+    return backend
+
+
+def _reset_renderer_hook(session: Session):
+    def reset() -> None:
+        slot = session.peek("renderer")
+        if slot is not None:
+            slot.backend.reset()
+
+    return session.resource("renderer_reset_hook", lambda: reset)
+
+
+class PersonaStreamSink:
+    """Hands each rendered chunk to whoever watches the session (WebSocket viewer, panel)."""
+
+    DESCRIPTION = "Stream sink: sends rendered frames to the session's viewers (headless page, ComfyUI panel)."
+    CATEGORY = "persona/video"
+    RETURN_TYPES = ()
+    FUNCTION = "send"
+    OUTPUT_NODE = True
+    STREAMING = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {"frames": (FRAMES, {"tooltip": "Frames from a renderer."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs: Any) -> float:
+        return _always_changed(**kwargs)
+
+    def send(self, frames: FramesValue) -> dict:
+        chunk = frames.chunk
+        current_store().get(frames.session_id).emit("chunk", {"frames": frames})
+        summary = {
+            "session": frames.session_id,
+            "backend": frames.backend,
+            "first_index": int(chunk.first_index),
+            "count": int(len(chunk.frames)),
+            "shows_directives": list(chunk.shows_directives),
+        }
+        return {"ui": {"persona_stream": [summary]}, "result": ()}
+
+
+class PersonaFrameOutput:
+    """Frames as a ComfyUI IMAGE (float tensor, B×H×W×C in 0..1) for Save/Preview Image nodes."""
+
+    DESCRIPTION = "Convert rendered frames to a ComfyUI IMAGE batch (needs torch; the stream sink does not)."
+    CATEGORY = "persona/video"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    FUNCTION = "convert"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {"frames": (FRAMES, {"tooltip": "Frames from a renderer."})}}
+
+    def convert(self, frames: FramesValue) -> tuple:
+        import torch
+
+        pixels = torch.from_numpy(frames.chunk.frames.copy())
+        return (pixels.to(torch.float32).div_(255.0),)

@@ -1,0 +1,53 @@
+"""Values that travel along the persona nodes' links, and their ComfyUI type names.
+
+ComfyUI matches sockets by type name only; these plain dataclasses are what flows.
+Every value carries the `turn` it belongs to so stateful downstream nodes (state
+tracker, renderer) can tell a new plan from the same plan seen again on the next tick.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: ComfyUI socket type names used by the persona nodes.
+PERSONA = "PERSONA"
+TURN = "PERSONA_TURN"
+DIRECTIVES = "PERSONA_DIRECTIVES"
+STATE = "PERSONA_STATE"
+FRAMES = "PERSONA_FRAMES"
+
+
+@dataclass(frozen=True)
+class TurnValue:
+    """One user utterance in context: what the interpreter reads."""
+
+    session_id: str
+    turn: int
+    text: str
+    history: tuple = ()  # persona.interpreter.base.Turn items, oldest first
+
+
+@dataclass(frozen=True)
+class DirectivePlan:
+    """Directives for one turn, in the order they will be performed.
+
+    `turn` 0 means "nothing new" (an empty utterance, the first tick of a session):
+    stateful consumers ignore it.
+    """
+
+    turn: int
+    directives: tuple = ()  # persona.schema.ActionDirective items
+    source: str = "chat"  # "chat" (interpreted), "action" (manual), "plan" (state tracker)
+    reply: str = ""
+
+
+@dataclass
+class FramesValue:
+    """The chunk a renderer produced on this tick, plus who rendered it."""
+
+    session_id: str
+    backend: str
+    chunk: Any  # video.backend.Chunk
+    fps: float
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,131 @@
+"""A real persona server on port 0 in this process, for the server, protocol, fuzz and browser tests.
+
+aiohttp's testing style (STYLE.md §5): the real app on a free port, real clients, explicit
+timeouts on every await, and a guard against blocking calls on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+from comfyui_persona.headless.runner import WorkflowGraph, load_workflow
+from comfyui_persona.headless.server import PersonaService, ServerConfig, create_app
+from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
+from paths import REPO
+
+WORKFLOW = REPO / "workflows" / "persona_preview_chat.json"
+TIMEOUT = 10.0
+
+_GRAPH: WorkflowGraph | None = None
+
+
+def preview_graph() -> WorkflowGraph:
+    """The saved preview workflow, built once per test process (node objects are stateless)."""
+    global _GRAPH
+    if _GRAPH is None:
+        _GRAPH = WorkflowGraph(load_workflow(WORKFLOW, NODE_CLASS_MAPPINGS), NODE_CLASS_MAPPINGS)
+    return _GRAPH
+
+
+_WARM = False
+
+
+def warm_up_interpreter() -> None:
+    """Load the embedded interpreter's models once per process (seconds on a busy 2-core box)."""
+    global _WARM
+    if not _WARM:
+        service = PersonaService(preview_graph(), ServerConfig())
+        try:
+            service.warm_up()
+        finally:
+            service.pool.shutdown()
+        _WARM = True
+
+
+@dataclass
+class RunningServer:
+    service: PersonaService
+    port: int
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/persona/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def make_service(**config) -> PersonaService:
+    """Build outside the event loop: building reads files (cards, workflow)."""
+    return PersonaService(preview_graph(), ServerConfig(**config))
+
+
+@contextlib.asynccontextmanager
+async def running(service: PersonaService) -> AsyncIterator[RunningServer]:
+    app = await asyncio.to_thread(create_app, service)  # resolves the static folder: file I/O
+    runner = web.AppRunner(app, access_log=None)
+    await asyncio.wait_for(runner.setup(), TIMEOUT)
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await asyncio.wait_for(site.start(), TIMEOUT)
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        yield RunningServer(service, port)
+    finally:
+        await asyncio.wait_for(runner.cleanup(), 30)
+
+
+async def recv_json(ws, timeout: float = TIMEOUT, skip=("metrics", "state")) -> dict:
+    """The next JSON message (binary frames and the given periodic types skipped)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise asyncio.TimeoutError(f"no JSON message within {timeout} s")
+        data = await asyncio.wait_for(ws.recv(), remaining)
+        if isinstance(data, bytes):
+            continue
+        message = json.loads(data)
+        if message.get("type") in skip:
+            continue
+        return message
+
+
+async def wait_for_type(ws, kind: str, timeout: float = TIMEOUT, **match) -> dict:
+    """Skip messages until one of `kind` (with the given field values) arrives."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        message = await recv_json(ws, max(0.01, deadline - loop.time()), skip=())
+        if message["type"] == kind and all(message.get(k) == v for k, v in match.items()):
+            return message
+
+
+async def next_frame(ws, timeout: float = TIMEOUT) -> bytes:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        data = await asyncio.wait_for(ws.recv(), max(0.01, deadline - loop.time()))
+        if isinstance(data, bytes):
+            return data
+
+
+async def hello(ws, **fields) -> dict:
+    await ws.send(json.dumps({"type": "hello", **fields}))
+    return await recv_json(ws)
+
+
+async def settle(predicate, timeout: float = TIMEOUT) -> None:
+    """Wait (polling) until `predicate()` holds: for cleanup that finishes after a close."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
