@@ -20,6 +20,12 @@ __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
 def __getattr__(name: str) -> Any:
     if name in ("NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"):
         from . import nodes
+        from .headless.comfyui_routes import register_with_comfyui
 
-        return getattr(nodes, name)
+        # ComfyUI reads the mappings right after importing this file: the moment to mount
+        # the chat routes on its server (a no-op outside a running ComfyUI).
+        register_with_comfyui()
+        globals().update(NODE_CLASS_MAPPINGS=nodes.NODE_CLASS_MAPPINGS,
+                         NODE_DISPLAY_NAME_MAPPINGS=nodes.NODE_DISPLAY_NAME_MAPPINGS)
+        return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

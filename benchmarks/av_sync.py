@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
 from comfyui_persona.persona.library import PersonaLibrary
 from comfyui_persona.video.backend import SessionSpec
 from comfyui_persona.video.voice import VoiceSpec

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from comfyui_persona.video.identity import (
     FaceEmbedder,
     IdentityConditioner,

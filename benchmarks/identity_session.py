@@ -30,6 +30,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+
 from comfyui_persona.persona.schema import ActionDirective, core_vocabulary
 from comfyui_persona.video.backend import SessionSpec
 from comfyui_persona.video.identity import (

@@ -38,6 +38,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+
 from comfyui_persona.persona.schema import CORE_ACTIONS, CORE_EXPRESSIONS, ActionDirective  # noqa: E402
 from comfyui_persona.video.backend import SessionSpec  # noqa: E402
 from comfyui_persona.video.preview import PreviewRenderer, smoothness  # noqa: E402

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from comfyui_persona.persona.library import PersonaLibrary
 from comfyui_persona.video.voice import VoiceSpec, get_synthesizer, packetize, split_sentences
 

@@ -48,8 +48,3 @@ _NODES: list[tuple[type, str]] = [
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {cls.__name__: cls for cls, _ in _NODES}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {cls.__name__: name for cls, name in _NODES}
-
-# Inside a running ComfyUI only: /persona/ws on PromptServer, models/persona folder (imports no ComfyUI).
-from .comfy_integration import register_with_comfyui as _register_with_comfyui  # noqa: E402
-
-_register_with_comfyui()

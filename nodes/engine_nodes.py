@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .comfy_integration import models_folder, progress
+from .comfy_env import models_folder, progress
 from .engine_types import (
     IDENTITY,
     LONGLIVE,

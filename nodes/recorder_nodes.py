@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .comfy_integration import output_directory, progress
+from .comfy_env import output_directory, progress
 from .session_store import current_store
 from .types import FRAMES, FramesValue
 

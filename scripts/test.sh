@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
-.venv/bin/lint-imports --config .importlinter
+.venv/bin/lint-imports --no-cache .importlinter
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import web
+
 from comfyui_persona.headless.runner import WorkflowGraph, load_workflow
 from comfyui_persona.headless.server import PersonaService, ServerConfig, create_app
 from comfyui_persona.nodes import NODE_CLASS_MAPPINGS

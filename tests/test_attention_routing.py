@@ -7,6 +7,8 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
+
 from comfyui_persona.video.attention import (
     AttentionBackend,
     BackendUnavailableError,
@@ -21,7 +23,6 @@ from comfyui_persona.video.attention import (
 from comfyui_persona.video.attention.schedule import sparse_reach, warped_timesteps
 from comfyui_persona.video.attention.timing import compare_routers
 from paths import REPO
-from pydantic import ValidationError
 
 
 def qkv(q_len=96, k_len=256, heads=2, dim=32, seed=0):

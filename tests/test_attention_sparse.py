@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from comfyui_persona.video.attention import BlockSparseParams, block_sparse_attention
 from comfyui_persona.video.attention.sparse import block_map_density, build_block_map
 

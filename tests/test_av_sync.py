@@ -5,6 +5,7 @@ audio and the frame where the mouth opens."""
 from __future__ import annotations
 
 import pytest
+
 from comfyui_persona.video.backend import SessionSpec
 from comfyui_persona.video.voice import VoiceSpec
 from comfyui_persona.video.voice.av_sync import measure, mouth_roi, record_speech

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from paths import REPO
 from server_harness import make_service, running, warm_up_interpreter
 

@@ -10,6 +10,8 @@ import zipfile
 import zlib
 
 import pytest
+from PIL import Image
+
 from comfyui_persona.persona.card import Persona
 from comfyui_persona.persona.card_formats import (
     EXTENSION_KEY,
@@ -30,7 +32,6 @@ from comfyui_persona.persona.card_formats import (
     read_card_bytes,
     read_card_file,
 )
-from PIL import Image
 
 
 def _foreign_card(spec: str = "chara_card_v3") -> dict:

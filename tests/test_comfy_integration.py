@@ -1,7 +1,7 @@
 """The ComfyUI-only setup stays out of the way outside ComfyUI, and the lazily built chat service.
 
-Inside real ComfyUI the routes are checked by tests/test_comfyui_nodes.py; here: importing the
-nodes imports nothing of ComfyUI, mounts nothing, and progress bars are silent stand-ins.
+Inside real ComfyUI the routes are checked by tests/test_comfyui_nodes.py; here: reading the
+node mappings imports nothing of ComfyUI, mounts nothing, and progress bars are silent stand-ins.
 """
 
 from __future__ import annotations
@@ -11,17 +11,20 @@ import subprocess
 import sys
 
 from aiohttp import web
+
+from comfyui_persona.headless import comfyui_routes
 from comfyui_persona.headless.server import add_routes
-from comfyui_persona.nodes import comfy_integration
+from comfyui_persona.nodes import comfy_env
 from paths import REPO
 
 
 def test_importing_the_nodes_outside_comfyui_imports_and_mounts_nothing_of_comfyui() -> None:
     code = (
-        "import sys, comfyui_persona.nodes as n; "
-        "from comfyui_persona.nodes import comfy_integration as c; "
+        "import sys, comfyui_persona as pack; pack.NODE_CLASS_MAPPINGS; "
+        "from comfyui_persona.nodes import comfy_env as c; "
+        "from comfyui_persona.headless import comfyui_routes as r; "
         "bad = [m for m in ('server', 'folder_paths', 'comfy', 'comfy.utils', 'execution', 'torch') if m in sys.modules]; "
-        "print(bad, c.prompt_server(), c.register_routes(), type(c.progress(3)).__name__, c.output_directory())"
+        "print(bad, c.prompt_server(), r.register_routes(), type(c.progress(3)).__name__, c.output_directory())"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
@@ -29,7 +32,7 @@ def test_importing_the_nodes_outside_comfyui_imports_and_mounts_nothing_of_comfy
 
 
 def test_progress_outside_a_comfyui_run_counts_quietly_up_to_its_total() -> None:
-    bar = comfy_integration.progress(2)
+    bar = comfy_env.progress(2)
     for _ in range(3):
         bar.update(1)
     assert (bar.current, bar.total) == (2, 2)
@@ -39,11 +42,11 @@ async def test_chat_service_is_built_on_the_first_request_and_only_once(aiohttp_
     built = []
 
     def build():
-        service = comfy_integration._build_service(comfy_integration.DEFAULT_WORKFLOW)
+        service = comfyui_routes._build_service(comfyui_routes.DEFAULT_WORKFLOW)
         built.append(service)
         return service
 
-    lazy = comfy_integration.LazyService(build)
+    lazy = comfyui_routes.LazyService(build)
     app = web.Application()
     add_routes(app.router, lazy, root_pages=False)
     app.on_shutdown.append(lazy.shutdown)

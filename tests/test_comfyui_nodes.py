@@ -10,6 +10,7 @@ import json
 import urllib.request
 
 import pytest
+
 from comfyui_persona.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from paths import REPO
 

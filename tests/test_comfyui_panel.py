@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from paths import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")

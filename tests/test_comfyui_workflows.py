@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from comfyui_persona.headless.runner import StreamingRunner, WorkflowGraph, load_workflow
 from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
 from comfyui_persona.nodes.engine_nodes import DECODER_FILES, ENGINE_FILES, missing_files, resolve_models_dir

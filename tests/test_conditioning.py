@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from comfyui_persona.video.transitions.conditioning import ConditioningBlender, slerp_tokens
 
 

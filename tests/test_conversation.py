@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from comfyui_persona.persona.card import Lines, Persona
 from comfyui_persona.persona.conversation import Conversation, estimate_tokens
 from comfyui_persona.persona.interpreter.base import Turn

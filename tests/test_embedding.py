@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from comfyui_persona.persona.embedding import (
     EmbeddingModelNotFoundError,
     SentenceEncoder,

@@ -14,6 +14,7 @@ import struct
 import pytest
 import websockets
 from blockbuster import blockbuster_ctx
+
 from comfyui_persona.headless.server.protocol import ERROR_CODES
 from server_harness import (
     TIMEOUT,

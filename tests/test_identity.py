@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from comfyui_persona.video.identity import (
     FaceEmbedder,
     FaceModelNotFoundError,

@@ -12,6 +12,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+
 from comfyui_persona.headless.cli import main
 from comfyui_persona.video.identity import (
     DriftMeter,

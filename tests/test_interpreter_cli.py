@@ -9,6 +9,7 @@ import sys
 
 import jsonschema
 import pytest
+
 from comfyui_persona.headless.cli import main
 from paths import REPO, SHARED
 

@@ -7,6 +7,7 @@ import json
 
 import jsonschema
 import pytest
+
 from comfyui_persona.persona.card import Lines, Persona
 from comfyui_persona.persona.interpreter import (
     MAX_UTTERANCE_CHARS,

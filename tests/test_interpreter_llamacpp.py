@@ -7,6 +7,7 @@ import importlib.util
 import time
 
 import pytest
+
 from comfyui_persona.persona.card import Persona
 from comfyui_persona.persona.interpreter import Interpretation, InterpretRequest, get_interpreter
 

@@ -17,6 +17,7 @@ import time
 
 import pytest
 from aiohttp import web
+
 from comfyui_persona.persona.card import Persona
 from comfyui_persona.persona.interpreter import Interpretation, InterpretRequest, Turn, get_interpreter
 

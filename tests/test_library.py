@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from comfyui_persona.headless.cli import main
 from comfyui_persona.persona.card import Persona
 from comfyui_persona.persona.card_formats import CardError, dump_card, read_card_file

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from comfyui_persona.persona.schema import ActionDirective
 from comfyui_persona.video.backend import RendererBackend, RenderError, SessionSpec
 from comfyui_persona.video.decoders.taehv import tiny_taehv

@@ -11,6 +11,7 @@ import gc
 import numpy as np
 import pytest
 import torch
+
 from comfyui_persona.persona.schema import ActionDirective
 from comfyui_persona.video.backend import RenderError, SessionSpec
 from comfyui_persona.video.decoders.wan_vae import WanVAE, load_wan_vae

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+
 from comfyui_persona.video.longlive.config import WanConfig
 from comfyui_persona.video.longlive.lora import (
     PEFT_PREFIX,

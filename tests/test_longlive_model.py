@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+
 from comfyui_persona.video.longlive.checkpoint import (
     CheckpointLayoutError,
     add_wrapper_prefix,

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from comfyui_persona.video.longlive.config import WanConfig
 from comfyui_persona.video.longlive.model import CausalWanModel, init_random_
 from comfyui_persona.video.longlive.sampler import StreamingSampler

@@ -1,8 +1,9 @@
 """User-facing LongLive settings: bounds, forbidden extras, UI metadata on every field."""
 
 import pytest
-from comfyui_persona.video.longlive.settings import LongLiveSettings
 from pydantic import ValidationError
+
+from comfyui_persona.video.longlive.settings import LongLiveSettings
 
 
 def test_every_setting_carries_description_and_ui_metadata():

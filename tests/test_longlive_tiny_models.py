@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from comfyui_persona.headless.cli import main
 from comfyui_persona.persona.schema import ActionDirective
 from comfyui_persona.video.backend import SessionSpec

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from comfyui_persona.headless.cli import main
 from comfyui_persona.video import model_files
 from comfyui_persona.video.longlive.checkpoint import add_wrapper_prefix

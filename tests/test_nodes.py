@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+
 from comfyui_persona.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from comfyui_persona.nodes.conversation_nodes import (
     PersonaCardLoader,

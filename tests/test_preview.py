@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from comfyui_persona.persona.schema import CORE_ACTIONS, CORE_EXPRESSIONS, ActionDirective
 from comfyui_persona.video.backend import RendererBackend, RenderError, SessionSpec
 from comfyui_persona.video.preview import PreviewRenderer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import av
+
 from comfyui_persona.headless.cli import main
 from paths import REPO
 

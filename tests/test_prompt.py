@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from comfyui_persona.persona.schema import ActionDirective, core_vocabulary
 from comfyui_persona.video.backend import SessionSpec
 from comfyui_persona.video.text.prompt import PromptComposer, intensity_word

@@ -12,6 +12,7 @@ import re
 import pytest
 import websockets
 from blockbuster import blockbuster_ctx
+
 from comfyui_persona.headless.runner import WorkflowGraph, load_workflow
 from comfyui_persona.headless.server import PersonaService, ServerConfig
 from comfyui_persona.headless.server.protocol import MEDIA_JPEG, parse_media_frame

@@ -11,6 +11,7 @@ import threading
 import av
 import numpy as np
 import pytest
+
 from comfyui_persona.video.recording import RecordingError, SessionRecorder
 from comfyui_persona.video.voice import VoiceSpec, get_synthesizer
 

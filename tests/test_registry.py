@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from comfyui_persona.video.backend import RendererBackend, RenderError
 from comfyui_persona.video.registry import UnknownBackendError, backend_names, create_backend
 

@@ -9,6 +9,7 @@ import json
 import math
 
 import pytest
+
 from comfyui_persona.headless.runner import (
     CACHE_POLICIES,
     BadLinkError,

@@ -15,7 +15,6 @@ from comfyui_persona.persona.schema import (
     CharacterState,
     core_vocabulary,
 )
-
 from paths import REPO, SHARED
 
 CONTRACT = REPO / "docs" / "contracts" / "directive.schema.json"

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 import websockets
 from blockbuster import blockbuster_ctx
+
 from comfyui_persona.headless.server import InsecureBindError, ServerConfig, check_exposure, is_loopback
 from paths import REPO
 from server_harness import TIMEOUT, hello, make_service, next_frame, running, settle, warm_up_interpreter

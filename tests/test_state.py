@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from comfyui_persona.persona.card import Persona
 from comfyui_persona.persona.library import load_persona
 from comfyui_persona.persona.schema import ActionDirective, Activity, CharacterState, Pose, core_vocabulary

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from comfyui_persona.video.decoders.checkpoint import CheckpointLayoutError
 from comfyui_persona.video.decoders.streaming import StreamingDecoder, frames_for, open_stream
 from comfyui_persona.video.decoders.taehv import (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from comfyui_persona.video.transitions import EASINGS, Blend, Constant, PoseChannel, ease
 from comfyui_persona.video.transitions.easing import MAX_SLOPE
 from comfyui_persona.video.transitions.pose import MAX_DEPTH

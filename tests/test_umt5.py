@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+
 from comfyui_persona.video.decoders.checkpoint import CheckpointLayoutError
 from comfyui_persona.video.text.umt5 import (
     UMT5Config,
@@ -201,8 +202,9 @@ def test_random_builder_gives_a_working_encoder():
 
 
 def test_models_check_reads_layout_without_weights(tmp_path):
-    from comfyui_persona.video.text.umt5 import check_tokenizer_file, check_umt5_file
     from safetensors.torch import save_file
+
+    from comfyui_persona.video.text.umt5 import check_tokenizer_file, check_umt5_file
 
     tiny = wan_to_hf_umt5(_wan_layout_state_dict(UMT5Config.from_name("tiny")))
     save_file(

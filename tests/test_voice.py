@@ -9,6 +9,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from comfyui_persona.video.voice import (
     STREAM_RATE,
     UnknownVoiceError,

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from comfyui_persona.video.decoders.checkpoint import CheckpointLayoutError
 from comfyui_persona.video.decoders.wan_vae import (
     WanVAE,

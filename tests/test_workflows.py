@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from comfyui_persona.headless.runner import StreamingRunner, WorkflowGraph, load_workflow, ui_to_api
 from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
 from comfyui_persona.nodes.session_store import SessionStore

@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
+
 from comfyui_persona.persona.schema import ActionDirective
 from comfyui_persona.video.backend import SessionSpec
 from comfyui_persona.video.preview import PreviewRenderer
-from PIL import Image, ImageDraw
 
 HERE = Path(__file__).resolve().parent
 

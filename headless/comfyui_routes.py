@@ -1,0 +1,107 @@
+"""The pack's chat service inside a running ComfyUI: `/persona/...` routes on PromptServer.
+
+Inside ComfyUI the `/persona/ws` chat protocol, `/persona/health`, `/persona/metrics`,
+the chat page `/persona/` and its scripts `/persona/static/...` are served by ComfyUI's
+own aiohttp server, with the very handlers the headless server uses (`add_routes`). The
+sidebar panel (web_extension/) imports the protocol client from `/persona/static/`, so
+one file serves both the headless page and the panel. The root `__init__.py` calls
+`register_with_comfyui` when ComfyUI loads the pack; outside ComfyUI it does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..nodes.comfy_env import prompt_server, register_models_folder
+
+log = logging.getLogger("comfyui_persona.comfyui")
+
+#: Workflow the ComfyUI-hosted chat service runs (override with $PERSONA_COMFY_WORKFLOW).
+WORKFLOW_ENV = "PERSONA_COMFY_WORKFLOW"
+DEFAULT_WORKFLOW = Path(__file__).resolve().parent.parent / "workflows" / "persona_preview_chat.json"
+_MARK = "_comfyui_persona_routes"
+
+
+def register_with_comfyui() -> None:
+    """Everything the pack sets up in a running ComfyUI; a no-op anywhere else."""
+    register_models_folder()
+    register_routes()
+
+
+def register_routes(server: Any | None = None, workflow: str | os.PathLike | None = None) -> bool:
+    """Mount the persona routes on ComfyUI's server; True when mounted by this call.
+
+    Does nothing (False) outside ComfyUI or when a copy of the pack already mounted them
+    (two installs of the pack must not fight over `/persona/ws`). The chat service itself
+    is built on the first request, so ComfyUI's start-up pays nothing for it.
+    """
+    server = server if server is not None else prompt_server()
+    if server is None or getattr(server, _MARK, False):
+        return False
+    from .server import add_routes
+
+    path = Path(workflow or os.environ.get(WORKFLOW_ENV) or DEFAULT_WORKFLOW)
+    service = LazyService(lambda: _build_service(path))
+    add_routes(server.routes, service, root_pages=False)
+    app = getattr(server, "app", None)
+    if app is not None:
+        app.on_shutdown.append(service.shutdown)
+    setattr(server, _MARK, True)
+    log.info("comfyui-persona: chat at /persona/ (workflow %s)", path.name)
+    return True
+
+
+def _build_service(path: Path):
+    from ..nodes import NODE_CLASS_MAPPINGS
+    from .runner import WorkflowGraph, load_workflow
+    from .server import PersonaService
+
+    graph = WorkflowGraph(load_workflow(path, NODE_CLASS_MAPPINGS), NODE_CLASS_MAPPINGS)
+    return PersonaService(graph)
+
+
+class LazyService:
+    """Stands in for a `PersonaService` until the first request builds the real one.
+
+    `add_routes` only takes the service's `handle_*` coroutines, so this object offers
+    each of them as a coroutine that builds the service (once, off the event loop: it
+    loads the workflow and the persona library) and delegates.
+    """
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._service: Any = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Any:
+        with self._lock:
+            if self._service is None:
+                self._service = self._build()
+            return self._service
+
+    async def service(self) -> Any:
+        if self._service is not None:
+            return self._service
+        return await asyncio.get_running_loop().run_in_executor(None, self._get)
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("handle_"):
+            raise AttributeError(name)
+
+        async def handler(request):
+            service = await self.service()
+            return await getattr(service, name)(request)
+
+        handler.__name__ = name
+        return handler
+
+    async def shutdown(self, app: Any = None) -> None:
+        """Close the sessions when ComfyUI's server stops (registered on `app.on_shutdown`)."""
+        if self._service is not None:
+            await self._service.close()
