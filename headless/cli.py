@@ -16,13 +16,13 @@ from .. import __version__
 
 #: subcommand name → module under `headless/commands/`
 COMMANDS: dict[str, str] = {
-    "identity-drift": "identity_drift",
+    "serve": "serve",
+    "chat": "chat",
+    "interpret": "interpret",
+    "render": "render",
     "personas": "personas",
     "models": "models",
-    "serve": "serve",
-    "render": "render",
-    "interpret": "interpret",
-    "chat": "chat",
+    "identity-drift": "identity_drift",
 }
 
 
