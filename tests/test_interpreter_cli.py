@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from comfyui_persona.headless.cli import main
-from paths import REPO, SHARED
+from paths import DIRECTIVE_SCHEMA, REPO
 
 
 def test_interpret_json_prints_exactly_one_json_object(capsys):
@@ -20,7 +20,7 @@ def test_interpret_json_prints_exactly_one_json_object(capsys):
     payload = json.loads(out)
     assert set(payload) == {"directives", "reply", "note", "backend"}
     assert [d["action"] for d in payload["directives"]] == ["stand", "wave"]
-    schema = json.loads((SHARED / "directive.schema.json").read_text())
+    schema = json.loads(DIRECTIVE_SCHEMA.read_text())
     for directive in payload["directives"]:
         jsonschema.validate(directive, schema)
     assert payload["reply"] and payload["backend"] == "embedded"

@@ -17,7 +17,7 @@ from comfyui_persona.persona.interpreter import (
     get_interpreter,
 )
 from comfyui_persona.persona.schema import CORE_ACTIONS, CORE_EXPRESSIONS, CharacterState, Pose
-from paths import REPO, SHARED
+from paths import DIRECTIVE_SCHEMA, REPO
 
 PERSONA = Persona(id="t", name="T")
 
@@ -188,7 +188,7 @@ def _assert_valid(result: Interpretation, persona: Persona = PERSONA) -> None:
     global _VALIDATOR
     if _VALIDATOR is None:
         _VALIDATOR = jsonschema.Draft202012Validator(
-            json.loads((SHARED / "directive.schema.json").read_text())
+            json.loads(DIRECTIVE_SCHEMA.read_text())
         )
     vocab = persona.vocabulary()
     for d in result.directives:

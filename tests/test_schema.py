@@ -15,9 +15,9 @@ from comfyui_persona.persona.schema import (
     CharacterState,
     core_vocabulary,
 )
-from paths import REPO, SHARED
+from paths import DIRECTIVE_SCHEMA, SHARED
 
-CONTRACT = REPO / "docs" / "contracts" / "directive.schema.json"
+CONTRACT = DIRECTIVE_SCHEMA
 
 
 def _contract() -> dict:
