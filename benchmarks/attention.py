@@ -43,6 +43,8 @@ from pathlib import Path
 
 import torch
 
+from record import git_commit
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -189,18 +191,6 @@ def card_slug(device) -> str:
     return name.replace("nvidia", "").strip().split()[0]
 
 
-def commit_id(explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def run(args) -> dict:
     attn = load_attention()
     sparse_mod, dense_mod, selfcheck, schedule, dispatch = (
@@ -224,7 +214,7 @@ def run(args) -> dict:
         if on_gpu
         else (platform.processor() or platform.machine()),
         "torch": torch.__version__,
-        "commit": commit_id(args.commit),
+        "commit": git_commit(args.commit),
         "date": dt.datetime.now(dt.timezone.utc).date().isoformat(),
         "config": {
             "dtype": str(dtype).removeprefix("torch."),

@@ -21,7 +21,6 @@ import importlib.metadata
 import json
 import platform
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -31,15 +30,10 @@ from comfyui_persona.persona.library import PersonaLibrary
 from comfyui_persona.video.backend import SessionSpec
 from comfyui_persona.video.voice import VoiceSpec
 from comfyui_persona.video.voice.av_sync import SYNC_TEXT, measure, mouth_roi, record_speech
+from record import cpu_model, git_commit
+from record import torch_version as torch_version_of
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 #: A second text for the piper run, so its figure is not tuned to one word list.
@@ -135,16 +129,7 @@ def main() -> int:
         "piper_signed_offset_ms_p50_30fps": [r["signed_offset_ms_p50"] for r in joe],
         "runs": rows,
     }
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    try:
-        torch_version = importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        torch_version = None
+    commit, torch_version = git_commit(), torch_version_of()
     record = {
         "benchmark": "av_sync",
         "device": cpu_model(),

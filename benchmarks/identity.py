@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import time
 from datetime import date
 from pathlib import Path
@@ -39,6 +37,7 @@ from comfyui_persona.video.identity import (
 )
 from comfyui_persona.video.identity.align import align_face
 from comfyui_persona.video.identity.models import default_model_dir
+from record import cpu_model, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -170,16 +169,6 @@ def distortion(embedder: FaceEmbedder) -> dict:
     }
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
@@ -195,12 +184,10 @@ def main() -> None:
     metrics.update(separation(embedder))
     metrics.update(preview_detection(embedder))
     metrics.update(distortion(embedder))
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-    ).stdout.strip()
+    commit = git_commit()
     result = {
         "benchmark": "identity",
-        "device": f"cpu ({_cpu_name()}, {args.threads} threads)",
+        "device": f"cpu ({cpu_model()}, {args.threads} threads)",
         "torch": None,
         "commit": commit,
         "date": date.today().isoformat(),

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import subprocess
 import sys
 import time
 from datetime import date
@@ -40,6 +39,7 @@ from comfyui_persona.video.identity import (
     IdentityConditioner,
     plot_drift,
 )
+from record import git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -173,13 +173,12 @@ def main() -> int:
     verdicts = [_check(name, values[key], op, bound) for name, (key, op, bound) in THRESHOLDS.items()]
     for _, line in verdicts:
         print(line)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
     torch_version = sys.modules["torch"].__version__ if "torch" in sys.modules else None
     result = {
         "benchmark": "identity_session",
         "device": args.device_name,
         "torch": torch_version,
-        "commit": commit.stdout.strip(),
+        "commit": git_commit(),
         "date": date.today().isoformat(),
         "config": {
             "backend": args.backend,

@@ -28,11 +28,12 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from datetime import date  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from record import git_commit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "benchmarks" / "data" / "interpreter_eval.jsonl"
@@ -147,15 +148,6 @@ def _persona(persona_id: str):
     return load_persona(persona_id)
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -203,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "interpreter",
         "device": "cpu",
         "torch": torch_version,
-        "commit": _commit(),
+        "commit": git_commit(),
         "date": date.today().isoformat(),
         "config": {
             "eval_set": str(DATA.relative_to(REPO)),

@@ -22,13 +22,13 @@ import argparse
 import datetime
 import importlib.util
 import json
-import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from record import git_commit
 
 REPO = Path(__file__).resolve().parents[1]
 DATE = "2026-11-25"
@@ -48,16 +48,6 @@ def import_package():
     from comfyui_persona.video.longlive import config, model, sampler
 
     return config, model, sampler
-
-
-def git_commit() -> str:
-    if os.environ.get("PERSONA_COMMIT"):
-        return os.environ["PERSONA_COMMIT"]
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 class Timer:

@@ -33,7 +33,6 @@ import importlib.metadata  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -42,6 +41,8 @@ import numpy as np  # noqa: E402
 from comfyui_persona.persona.schema import CORE_ACTIONS, CORE_EXPRESSIONS, ActionDirective  # noqa: E402
 from comfyui_persona.video.backend import SessionSpec  # noqa: E402
 from comfyui_persona.video.preview import PreviewRenderer, smoothness  # noqa: E402
+from record import cpu_model, git_commit  # noqa: E402
+from record import torch_version as torch_version_of  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LOOK = {"hair_style": "long", "name_tag": True}
@@ -51,16 +52,6 @@ def pin_one_core() -> int:
     core = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {core})
     return core
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def realistic_mix(renderer: PreviewRenderer, frames: int, fps: float) -> tuple[float, float]:
@@ -218,16 +209,7 @@ def main() -> int:
     metrics["smoothness"] = smooth(args.smooth_size)
     print("smoothness:", json.dumps(metrics["smoothness"], indent=2))
 
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    try:
-        torch_version = importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        torch_version = None
+    commit, torch_version = git_commit(), torch_version_of()
     record = {
         "benchmark": "preview",
         "device": f"{cpu_model()} (1 core: cpu {core})",

@@ -20,7 +20,6 @@ import datetime as dt
 import importlib.metadata
 import json
 import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -28,6 +27,8 @@ import numpy as np
 
 from comfyui_persona.persona.library import PersonaLibrary
 from comfyui_persona.video.voice import VoiceSpec, get_synthesizer, packetize, split_sentences
+from record import cpu_model, git_commit
+from record import torch_version as torch_version_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,13 +39,6 @@ LONGER = [
     "Sure, I can wave. Watch this!",
     "Hmm. I'm not sure I can do a backflip, I'm afraid; I could jump for you instead, though, if that helps.",
 ]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def first_audio_streaming(synth, text: str, voice: VoiceSpec) -> float:
@@ -128,16 +122,7 @@ def main() -> int:
         config["piper_voices"] = ["joe (en_US-joe-medium)"]
     except ImportError:
         config["piper_tts"] = None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    try:
-        torch_version = importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        torch_version = None
+    commit, torch_version = git_commit(), torch_version_of()
     record = {
         "benchmark": "tts_latency",
         "device": cpu_model(),
