@@ -1,9 +1,14 @@
-"""Session recorder: appends every rendered chunk of a session to one MP4 file.
+"""Session recorder node: the session's frames and, when it speaks, its voice, written to MP4.
 
-The file is a fragmented MP4 (`frag_keyframe+empty_moov`, a keyframe at the start of every
-chunk), so it plays while it grows (up to the chunk before the last one written) and stays
-playable if the process dies mid-session: nothing waits for a final `moov` box. Inside ComfyUI it lands in ComfyUI's output folder (and shows in the
-node's `ui` output); headless, in $PERSONA_RECORDINGS_DIR or ./recordings.
+Every chunk goes through `video.recording.SessionRecorder`: H.264 + AAC in a fragmented MP4
+(`frag_keyframe+empty_moov`, one-second fragments flushed as they complete), so the file
+plays while it grows and a crash loses at most about the last second: nothing waits for a
+final `moov` box. Audio: when a host makes the session speak (the headless server puts a
+`SessionSpeech` in the session as its `"speech"` part and queues each sentence on the
+session clock), every queued sentence is written at its start time, so mouth and voice
+stay as in sync in the file as they are on the wire; a quiet session gets a silent track.
+Inside ComfyUI the file lands in ComfyUI's output folder (and shows in the node's `ui`
+output); headless, in $PERSONA_RECORDINGS_DIR or ./recordings.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from .types import FRAMES, FramesValue
 
 RECORDINGS_ENV = "PERSONA_RECORDINGS_DIR"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+#: How far the recorded (silent) audio track runs ahead of the last frame written.
+AUDIO_AHEAD_MS = 100
+#: Shortest time between two forced keyframes (see `_ChunkKeyframes`).
+KEYFRAME_MIN_MS = 150
 
 
 class RecordingPathError(ValueError):
@@ -44,59 +53,134 @@ def recording_path(root: Path, prefix: str, session_id: str) -> Path:
 
 
 class _Recording:
-    """One open MP4 (H.264 when the bundled FFmpeg has it, else MPEG-4 part 2)."""
+    """One open MP4 of a session, fed chunk by chunk (and sentence by sentence)."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float) -> None:
-        import av
+        from ..video.recording import SessionRecorder
+        from ..video.voice import STREAM_RATE
 
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.size = (width, height)
-        self.frames = 0
+        self.frame_ms = 1000.0 / fps
         self.lock = threading.Lock()
-        # A fragment per chunk (each chunk starts with a keyframe), written through at once.
-        self.container = av.open(str(path), "w", format="mp4",
-                                 options={"movflags": "frag_keyframe+empty_moov+default_base_moof",
-                                          "flush_packets": "1"})
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        rate = max(1, round(fps))
-        self.stream = self.container.add_stream(codec, rate=rate)
-        self.stream.width, self.stream.height = width, height
-        self.stream.pix_fmt = "yuv420p"
-        self.stream.codec_context.gop_size = rate  # at least a keyframe a second on long chunks
-        if codec == "libx264":
-            self.stream.codec_context.options = {"preset": "veryfast", "tune": "zerolatency"}
+        # The silent track runs AUDIO_AHEAD_MS ahead of the video, so the muxer (which
+        # interleaves by time) never holds a fragment's frames back waiting for audio. Safe:
+        # the node hears each sentence before it writes the chunk, and a sentence starts at
+        # least the host's speech lead (150 ms) after the next frame.
+        self.recorder = SessionRecorder(path, width, height, fps, STREAM_RATE, audio_lag_ms=-AUDIO_AHEAD_MS)
+        self.recorder.start()
+        self._keys = _ChunkKeyframes(self.recorder._video)
+        self.recorder._video = self._keys  # SessionRecorder encodes through `_video.encode`
+        self.closed = False
+        self._offset_ms = 0.0  # added to session pts when the renderer's clock restarted
+        self._last_ms: float | None = None
+        self._last_key_ms: float | None = None
+        self._heard: dict[int, Any] = {}  # id → ScheduledUtterance already written
 
-    def write(self, frames, on_frame) -> None:
-        import av
+    @property
+    def frames(self) -> int:
+        return self.recorder.frames_written
 
+    def write(self, frames: Any, pts_ms: list, on_frame) -> None:
         with self.lock:
-            for i, rgb in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-                frame.pts = self.frames
-                if i == 0:
-                    frame.pict_type = av.video.frame.PictureType.I
-                for packet in self.stream.encode(frame):
-                    self.container.mux(packet)
-                self.frames += 1
+            if self.closed:
+                return
+            first = float(pts_ms[0]) + self._offset_ms if len(pts_ms) else 0.0
+            if self._last_ms is not None and first <= self._last_ms:
+                # A restarted renderer counts from 0 again: the file's clock goes on.
+                self._offset_ms += self._last_ms + self.frame_ms - first
+            if self._last_key_ms is None or first - self._last_key_ms >= KEYFRAME_MIN_MS:
+                self._keys.want_key = True
+                self._last_key_ms = first
+            for rgb, pts in zip(frames, pts_ms, strict=True):
+                at = float(pts) + self._offset_ms
+                self.recorder.push_frame(rgb, at)
+                self._last_ms = at
                 on_frame()
+
+    def hear(self, scheduled: list) -> int:
+        """Write the sentences in `scheduled` not written yet; returns how many were new."""
+        from ..video.voice import STREAM_RATE
+        from ..video.voice.packets import resample
+
+        new = 0
+        with self.lock:
+            if self.closed:
+                return 0
+            for item in scheduled:
+                if id(item) in self._heard:
+                    continue
+                self._heard[id(item)] = item  # kept alive, so its id is never reused
+                utterance = item.utterance
+                pcm = resample(utterance.pcm, utterance.sample_rate, STREAM_RATE)
+                self.recorder.push_audio(pcm, float(item.start_ms) + self._offset_ms)
+                new += 1
+            if len(self._heard) > 256:  # long sessions: forget sentences long over
+                horizon = (self._last_ms or 0.0) - 60_000
+                self._heard = {k: v for k, v in self._heard.items() if v.end_ms + self._offset_ms > horizon}
+        return new
 
     def close(self) -> None:
         with self.lock:
-            if self.container is None:
+            if self.closed:
                 return
-            for packet in self.stream.encode(None):
-                self.container.mux(packet)
-            self.container.close()
-            self.container = None
+            self.closed = True
+            self.recorder.stop()
+
+
+class _ChunkKeyframes:
+    """The recorder's video stream, with a keyframe forced at the start of a chunk.
+
+    A fragmented MP4 is cut at keyframes, and a reader (or a crash) sees only complete
+    fragments; the encoder's own keyframe every second would leave a short session's file
+    empty until it ends. So the first frame of a chunk at least `KEYFRAME_MIN_MS` after the
+    last forced keyframe is coded as one: the file is readable a few hundred ms behind."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.want_key = False
+
+    def encode(self, frame: Any = None) -> Any:
+        if frame is not None and self.want_key:
+            import av
+
+            # Converted here: the stream's own RGB→YUV conversion makes a new frame and
+            # would drop the picture type.
+            pts, time_base = frame.pts, frame.time_base
+            frame = frame.reformat(format="yuv420p")
+            frame.pts, frame.time_base = pts, time_base
+            frame.pict_type = av.video.frame.PictureType.I
+            self.want_key = False
+        return self.stream.encode(frame)
+
+
+def queued_speech(session: Any) -> list:
+    """The sentences the session's speech part has queued (`ScheduledUtterance`s on the
+    session clock), oldest first; empty when nothing speaks in this session.
+
+    The speech part (`headless.server.speech.SessionSpeech`, found by duck typing: nodes
+    never import headless) drives a `video.voice.SpeechDriver` whose `SpeechQueue` keeps
+    each sentence until it has been spoken; the recorder runs after the renderer on every
+    chunk, so it sees each sentence while it is still queued."""
+    speech = session.peek("speech")
+    driver = getattr(speech, "_driver", None)
+    queue = getattr(driver, "queue", None)
+    if queue is None:
+        return []
+    scheduled = getattr(queue, "scheduled", None)
+    if callable(scheduled):
+        return list(scheduled())
+    with queue._lock:  # SpeechQueue has no public snapshot yet
+        return list(queue._items)
 
 
 class PersonaSessionRecorder:
     """Records the session's stream to an MP4 file, chunk after chunk."""
 
     DESCRIPTION = (
-        "Session recorder: appends each rendered chunk to <output>/<prefix>_<session>.mp4 (fragmented MP4: "
-        "playable while it grows). A new frame size starts a new file."
+        "Session recorder: appends each rendered chunk, and the persona's voice when it speaks, to "
+        "<output>/<prefix>_<session>.mp4 (H.264 + AAC, fragmented MP4: playable while it grows, a crash "
+        "loses at most the last second). A new frame size starts a new file."
     )
     CATEGORY = "persona/video"
     RETURN_TYPES = ()
@@ -124,21 +208,26 @@ class PersonaSessionRecorder:
     def record(self, frames: FramesValue, filename_prefix: str) -> dict:
         root = recordings_root()
         path = recording_path(root, filename_prefix, frames.session_id)
-        pixels = frames.chunk.frames
+        chunk = frames.chunk
+        pixels = chunk.frames
         height, width = int(pixels.shape[1]), int(pixels.shape[2])
         if width % 2 or height % 2:
-            raise ValueError(f"H.264/MPEG-4 need even frame sizes; got {width}x{height}")
+            raise ValueError(f"H.264 needs even frame sizes; got {width}x{height}")
         session = current_store().get(frames.session_id)
         key = f"recorder:{path}:{width}x{height}"
         with session.lock:
             recording = session.peek(key)
             if recording is None:
-                recording = _Recording(path if not session.peek(f"recorder-used:{path}") else
-                                       path.with_name(f"{path.stem}_{width}x{height}.mp4"), width, height, frames.fps)
+                target = path
+                if session.peek(f"recorder-used:{path}"):  # another size: its own file
+                    target = path.with_name(f"{path.stem}_{width}x{height}.mp4")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                recording = _Recording(target, width, height, frames.fps)
                 session.replace(key, recording)
                 session.resource(f"recorder-used:{path}", lambda: True)
         bar = progress(len(pixels))
-        recording.write(pixels, lambda: bar.update(1))
+        recording.hear(queued_speech(session))  # before the frames: a sentence may start in them
+        recording.write(pixels, list(chunk.pts_ms), lambda: bar.update(1))
         try:
             subfolder = str(recording.path.parent.relative_to(root.resolve()))
         except ValueError:

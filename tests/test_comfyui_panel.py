@@ -2,13 +2,18 @@
 
 ComfyUI's own server (`main.py --cpu`, the `comfyui_server` fixture) loads the pack from
 custom_nodes/, which mounts `/persona/ws` on PromptServer; the browser opens ComfyUI's UI,
-finds our tab, chats, and must see the persona's reply, the directives and live frames.
+finds our tab, chats, and must see the persona's reply, the directives and live frames;
+then hear the spoken reply (non-silent PCM decoded by the panel's Web Audio player),
+record the session and download an MP4 that decodes with video and audio, pick another of
+the built-in personas from the gallery, and see a bad card refused with the server's message.
 Debian's Chromium is driven through the `playwright` package (no browser download).
-Screenshots: test-artifacts/comfyui_panel.png (every run) and docs/images/comfyui_panel.png.
+Screenshots: test-artifacts/comfyui_panel.png and comfyui_panel_gallery.png (every run),
+copied to docs/images/.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import urllib.request
@@ -32,6 +37,34 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium"),
 ]
+
+
+#: Browsers start audio only after a user gesture; the test has none to give.
+AUDIO_ARGS = ["--autoplay-policy=no-user-gesture-required"]
+BUILTIN_PERSONAS = 7
+
+
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _open_panel(playwright, profile: Path, console: list[str], server: str, args: list[str]):
+    """Chromium on ComfyUI's page with the Persona tab open and its session ready."""
+    context = playwright.chromium.launch_persistent_context(
+        str(profile), executable_path=str(CHROMIUM), args=args, headless=True,
+        viewport={"width": 1920, "height": 1000},
+    )
+    page = context.new_page()
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+    page.goto(server, wait_until="domcontentloaded", timeout=60_000)
+    tab = page.locator(".persona-chat-tab-button")
+    tab.wait_for(state="visible", timeout=60_000)
+    tab.click()
+    page.get_by_test_id("persona-panel").wait_for(state="visible", timeout=10_000)
+    page.locator('[data-testid="persona-connection"][data-state="ready"]').wait_for(timeout=60_000)
+    return context, page
 
 
 def _post_json(url: str, payload: dict) -> None:
@@ -141,6 +174,106 @@ def test_sidebar_tab_chats_and_shows_live_frames(comfyui_server: str, tmp_path: 
                 assert not problems, f"ComfyUI's frontend rejected {name}.json: {problems}"
                 loaded = page.evaluate("() => window.comfyAPI.app.app.graph.nodes.map((n) => n.type)")
                 assert sorted(loaded) == sorted(n["type"] for n in workflow["nodes"])
+        except Exception:
+            print("\n".join(console[-40:]))
+            raise
+        finally:
+            context.close()
+    errors = [line for line in console if line.startswith("pageerror") and "persona" in line.lower()]
+    assert not errors, errors
+
+
+def test_sidebar_tab_speaks_records_and_switches_persona(comfyui_server: str, tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    av = pytest.importorskip("av")
+    import numpy as np
+
+    _post_json(f"{comfyui_server}/settings", {"Comfy.TutorialCompleted": True})
+    console: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        context, page = _open_panel(playwright, tmp_path / "profile", console, comfyui_server,
+                                    CHROMIUM_ARGS + AUDIO_ARGS)
+        try:
+            # -- the gallery lists the built-in personas, with portraits -----------------
+            personas = _get_json(f"{comfyui_server}/persona/personas")
+            builtin = [p for p in personas if p["builtin"]]
+            assert len(builtin) == BUILTIN_PERSONAS, [p["id"] for p in personas]
+            gallery = page.locator('[data-testid="persona-gallery"] button')
+            page.get_by_text("Personas", exact=True).click()  # open the <details>
+            page.wait_for_function(
+                f"() => document.querySelectorAll('[data-testid=persona-gallery] button').length >= {len(personas)}",
+                timeout=20_000,
+            )
+            shown = gallery.evaluate_all("(buttons) => buttons.map((b) => b.dataset.persona)")
+            assert {p["id"] for p in builtin} <= set(shown)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('[data-testid=persona-gallery] img')]"
+                ".every((i) => i.complete && i.naturalWidth > 0)",
+                timeout=30_000,
+            )
+            current = page.evaluate("() => document.querySelector('[data-testid=persona-gallery] "
+                                    "button[aria-current=true]')?.dataset.persona")
+            assert current in shown, "the session's persona is marked in the gallery"
+
+            # -- record, speak, stop: the download is an MP4 with video and audio -----------
+            page.get_by_test_id("persona-record").click()
+            page.locator('[data-testid="persona-record"][aria-pressed="true"]').wait_for(timeout=20_000)
+            page.get_by_test_id("persona-message").fill("Hello! Tell me about your day, please.")
+            page.get_by_test_id("persona-message").press("Enter")
+            page.locator('[data-testid="persona-history"] li.persona[data-done="true"]').first.wait_for(timeout=60_000)
+            # Non-silent speech reaches the panel's Web Audio player and is scheduled.
+            page.wait_for_function(
+                "() => { const s = window.personaPanelAudio?.stats;"
+                " return s && s.samples > 22050 * 0.5 && s.scheduled > 0; }",
+                timeout=60_000,
+            )
+            stats = page.evaluate("() => ({...window.personaPanelAudio.stats})")
+            assert stats["rms"] > 0.01, f"the speech the panel decoded is silent: {stats}"
+            page.wait_for_function("() => window.personaPanelAudio.stats.played > 0", timeout=30_000)
+            page.get_by_test_id("persona-mute").click()
+            assert page.evaluate("() => window.personaPanelAudio.muted") is True
+            assert page.get_by_test_id("persona-mute").get_attribute("aria-pressed") == "true"
+            page.wait_for_timeout(1500)  # let the recording hold some of the speech
+            page.get_by_test_id("persona-record").click()
+            link = page.locator('[data-testid="persona-recording-link"]:not([hidden])')
+            link.wait_for(timeout=60_000)
+            href = link.get_attribute("href")
+            assert href and href.endswith(".mp4"), href
+            with urllib.request.urlopen(f"{comfyui_server}{href}", timeout=60) as response:
+                assert response.headers.get_content_type() == "video/mp4"
+                data = response.read()
+            with av.open(io.BytesIO(data)) as container:
+                assert container.streams.video and container.streams.audio, "the MP4 needs video and audio"
+                frames = sum(1 for _ in container.decode(video=0))
+            with av.open(io.BytesIO(data)) as container:
+                pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+            assert frames >= 10, frames
+            assert float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) > 0.005, "the recording's audio is silent"
+            label = link.inner_text()
+            assert f"{frames} frames" in label, (label, frames)
+
+            # -- switch to another built-in persona: a new session whose ready names it -----
+            other = next(p for p in builtin if p["id"] != current)
+            page.locator(f'[data-testid="persona-gallery"] button[data-persona="{other["id"]}"]').click()
+            page.wait_for_function(
+                "(name) => document.querySelector('[data-testid=persona-name]').textContent === name",
+                arg=other["name"], timeout=60_000,
+            )
+            page.locator('[data-testid="persona-connection"][data-state="ready"]').wait_for(timeout=60_000)
+            marked = page.locator(f'[data-testid="persona-gallery"] button[data-persona="{other["id"]}"]')
+            assert marked.get_attribute("aria-current") == "true"
+
+            # -- a bad card is refused with the server's own message ---------------------------
+            page.get_by_test_id("persona-card-file").set_input_files(
+                files=[{"name": "broken.json", "mimeType": "application/json", "buffer": b'{"spec": "nope"'}]
+            )
+            note = page.locator('[data-testid="persona-gallery-message"][data-kind="error"]')
+            note.wait_for(timeout=20_000)
+            assert note.inner_text().startswith("bad_card: "), note.inner_text()
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / "comfyui_panel_gallery.png"
+            page.get_by_test_id("persona-panel").screenshot(path=str(shot))
+            shutil.copyfile(shot, REPO / "docs" / "images" / "comfyui_panel_gallery.png")
         except Exception:
             print("\n".join(console[-40:]))
             raise

@@ -66,3 +66,7 @@ def test_smollm2_answers_with_schema_valid_directives():
     print(f"llamacpp generation: {elapsed:.1f} s, backend {result.backend}, reply {result.reply!r}")
     parts = list(interp.stream_reply(InterpretRequest(text="hi", persona=PERSONA)))
     assert isinstance(parts[-1], Interpretation)
+    # The grammar keeps the schema's key order (actions, expression, reply), so the
+    # directive list is known, and yielded, before the first word of the reply.
+    assert isinstance(parts[0], list), f"directives must come before the text, got {parts[:3]!r}"
+    assert parts[-1].directives == parts[0]

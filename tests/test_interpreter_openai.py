@@ -22,6 +22,8 @@ from comfyui_persona.persona.card import Persona
 from comfyui_persona.persona.interpreter import Interpretation, InterpretRequest, Turn, get_interpreter
 
 PERSONA = Persona(id="t", name="Tess", allowed_actions=("wave", "nod", "sit", "stand", "dance"))
+#: How long the "stream-slow-reply" model pauses between its directives and its reply.
+SLOW_REPLY_S = 0.6
 
 
 def _answer_for(text: str) -> dict:
@@ -85,17 +87,31 @@ def _make_app(log: list, inflight: list) -> web.Application:
             await asyncio.sleep(1.5)
         if model == "error":
             return web.json_response({"error": {"message": "model crashed"}}, status=500)
-        if body.get("stream") and model == "stream":
+        # A schema-enforcing server writes the properties in the schema's order.
+        ordered = {key: answer[key] for key in schema["properties"]}
+        if body.get("stream") and model.startswith("stream"):
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
-            text = json.dumps(answer)
-            for i in range(0, len(text), 7):
-                chunk = {"choices": [{"index": 0, "delta": {"content": text[i : i + 7]}}]}
+            text = json.dumps(answer if model == "stream-reply-first" else ordered)
+            reply_at = text.index('"reply"')
+            if model == "stream-cut":  # the connection drops in the middle of the reply
+                text = text[: reply_at + 16]
+            pieces = [text[i : i + 7] for i in range(0, len(text), 7)]
+            if model == "stream-slow-reply":  # the model "thinks" after `"reply": "`
+                head = len('"reply": "') + reply_at
+                pieces = [text[i : min(i + 7, head)] for i in range(0, head, 7)] + [None]
+                pieces += [text[i : i + 7] for i in range(head, len(text), 7)]
+            for piece in pieces:
+                if piece is None:
+                    await asyncio.sleep(SLOW_REPLY_S)
+                    continue
+                chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
                 await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            await response.write(b"data: [DONE]\n\n")
+            if model != "stream-cut":
+                await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
             return response
-        return web.json_response(_completion(json.dumps(answer)))
+        return web.json_response(_completion(json.dumps(ordered)))
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", completions)
@@ -232,20 +248,79 @@ def test_api_key_is_sent_as_bearer_token(server, monkeypatch):
     assert make(server, "auth").interpret(req("wave")).backend == "openai->embedded"
 
 
-def test_stream_reply_yields_text_before_the_interpretation(server):
+def test_schema_puts_directives_before_the_reply(server):
+    make(server, "good").interpret(req("wave"))
+    schema = server["log"][-1]["body"]["response_format"]["json_schema"]["schema"]
+    assert list(schema["properties"]) == ["actions", "expression", "reply"]
+    assert schema["required"] == ["actions", "expression", "reply"]
+
+
+def test_stream_reply_yields_directives_then_text_then_the_interpretation(server):
     parts = list(make(server, "stream").stream_reply(req("wave")))
-    chunks = [p for p in parts if isinstance(p, str)]
+    assert isinstance(parts[0], list), f"the directive list must come first, got {parts[0]!r}"
+    assert [d.action for d in parts[0]] == ["wave"]
+    chunks = parts[1:-1]
+    assert all(isinstance(p, str) for p in chunks), parts
     final = parts[-1]
     assert isinstance(final, Interpretation)
     assert len(chunks) >= 2, "the reply should arrive in several pieces"
     assert "".join(chunks) == final.reply == "Here you go!"
-    assert [d.action for d in final.directives] == ["wave"]
+    assert final.directives == parts[0]
+
+
+def test_directives_arrive_while_the_model_is_still_generating(server):
+    """The list is handed on when the `reply` key is reached, not when the answer ends."""
+    stream = make(server, "stream-slow-reply").stream_reply(req("stand up and wave"))
+    start = time.monotonic()
+    first = next(stream)
+    first_at = time.monotonic() - start
+    rest = list(stream)
+    done_at = time.monotonic() - start
+    assert [d.action for d in first] == ["stand", "wave"]
+    assert done_at - first_at >= SLOW_REPLY_S * 0.8, (first_at, done_at)
+    assert rest[-1].directives == first and rest[-1].reply == "Here you go!"
+
+
+def test_a_reply_first_answer_gives_directives_only_at_the_end(server):
+    parts = list(make(server, "stream-reply-first").stream_reply(req("nod")))
+    assert not any(isinstance(p, list) for p in parts), "no early list when the reply comes first"
+    assert isinstance(parts[0], str) and isinstance(parts[-1], Interpretation)
+    assert [d.action for d in parts[-1].directives] == ["nod"]
+    assert "".join(parts[:-1]) == parts[-1].reply == "Here you go!"
+
+
+def test_an_answer_cut_after_its_directives_keeps_them(server):
+    parts = list(make(server, "stream-cut").stream_reply(req("wave")))
+    assert [d.action for d in parts[0]] == ["wave"]
+    final = parts[-1]
+    assert final.directives == parts[0], "directives already sent must not be contradicted"
+    assert final.reply == "".join(p for p in parts if isinstance(p, str)) == "Here y"
+    assert "broke off" in final.note and final.backend == "openai"
 
 
 def test_stream_reply_handles_a_server_without_streaming(server):
     parts = list(make(server, "good").stream_reply(req("nod")))
-    assert parts[0] == "Here you go!" and isinstance(parts[-1], Interpretation)
-    assert [d.action for d in parts[-1].directives] == ["nod"]
+    assert [d.action for d in parts[0]] == ["nod"]
+    assert parts[1] == "Here you go!" and isinstance(parts[-1], Interpretation)
+    assert parts[-1].directives == parts[0]
+
+
+def test_the_chat_node_streams_text_right_after_the_directives(server):
+    """H5's chat node forwards text at once when the backend yields its directives first."""
+    from comfyui_persona.nodes.conversation_nodes import _stream_interpretation
+    from comfyui_persona.nodes.session_store import Session
+
+    events: list[tuple[str, dict, float]] = []
+    session = Session("s", emit=lambda kind, payload: events.append((kind, payload, time.monotonic())))
+    final = _stream_interpretation(make(server, "stream-slow-reply"), req("wave"), session, turn=3)
+    kinds = [kind for kind, _, _ in events]
+    assert kinds[0] == "directives" and kinds.count("directives") == 1
+    assert [d.action for d in events[0][1]["directives"]] == ["wave"]
+    partial = [p for kind, p, _ in events if kind == "reply" and not p["done"]]
+    assert len(partial) >= 2 and events[-1][1] == {"turn": 3, "text": "Here you go!", "done": True}
+    # Sent as soon as known: the directives went out a model "pause" before the end.
+    assert events[-1][2] - events[0][2] >= SLOW_REPLY_S * 0.8
+    assert final.directives == events[0][1]["directives"]
 
 
 def test_stream_reply_falls_back_on_error(server):

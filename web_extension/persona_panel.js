@@ -3,8 +3,16 @@
 // It talks the persona chat protocol (PROTOCOL.md) to /persona/ws, which the pack mounts
 // on ComfyUI's own server (nodes/comfy_integration.py). The protocol client is NOT copied
 // here: it is imported from /persona/static/persona_client.js, the very file the headless
-// chat page loads, served by the same route table. Plain DOM only (no canvas-drawn node
-// widgets, which the new Vue node renderer does not draw).
+// chat page loads, served by the same route table; so is the speech player
+// (/persona/static/audio_player.js: Web Audio, each packet scheduled at its pts against
+// the video clock). Plain DOM only (no canvas-drawn node widgets, which the new Vue node
+// renderer does not draw).
+//
+// Beyond the chat: a mute button, server-side recording (record → stop → a download
+// link), and a persona gallery (GET /persona/personas; a click starts a new session with
+// hello.persona) with card import (file input or drop; POST /persona/personas, the
+// server's `bad_card` message shown as it is). The browser test reads
+// `window.personaPanelAudio.stats` (samples decoded, RMS).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -45,6 +53,24 @@ const STYLE = `
 .persona-panel input { flex: 1; min-width: 0; font: inherit; padding: .3rem .5rem; border-radius: 6px; color: inherit;
   border: 1px solid var(--border-color, #4b5563); background: var(--comfy-input-bg, #222); }
 .persona-panel .metrics { font-size: .7rem; opacity: .7; text-align: center; margin: 0; }
+.persona-panel .controls { display: flex; flex-wrap: wrap; gap: .35rem; align-items: center; justify-content: center; }
+.persona-panel button[aria-pressed="true"] { background: #b91c1c; color: #fff; }
+.persona-panel .controls a { font-size: .75rem; }
+.persona-panel details { border: 1px solid var(--border-color, #4b5563); border-radius: 6px; padding: .2rem .4rem; }
+.persona-panel summary { cursor: pointer; font-size: .8rem; }
+.persona-panel .gallery { list-style: none; margin: .3rem 0; padding: 0; display: grid;
+  grid-template-columns: repeat(auto-fill, minmax(64px, 1fr)); gap: .3rem; flex: none; overflow: visible; }
+.persona-panel .gallery li { max-width: none; padding: 0; border-radius: 0; }
+.persona-panel .gallery button { width: 100%; padding: .15rem; display: flex; flex-direction: column; align-items: center;
+  gap: .1rem; font-size: .7rem; }
+.persona-panel .gallery button[aria-current="true"] { outline: 2px solid #16a34a; }
+.persona-panel .gallery img { width: 100%; aspect-ratio: 1; object-fit: cover; border-radius: 4px; background: #111; }
+.persona-panel .drop { border: 1px dashed var(--border-color, #6b7280); border-radius: 6px; padding: .3rem; font-size: .75rem;
+  text-align: center; }
+.persona-panel .drop.dragging { background: #1d4ed8; color: #fff; }
+.persona-panel .drop input { display: block; margin: .2rem auto 0; font-size: .7rem; border: none; background: none; padding: 0; }
+.persona-panel .gallery-message { font-size: .75rem; min-height: 1em; }
+.persona-panel .gallery-message[data-kind="error"] { color: #f87171; }
 `;
 
 function element(tag, attributes = {}, ...children) {
@@ -58,6 +84,10 @@ function element(tag, attributes = {}, ...children) {
   return node;
 }
 
+const base = () => api.api_base || "";
+// Server answers name paths from the root ("/persona/..."); behind a prefix they need it.
+const routed = (url) => (url && url.startsWith("/") ? `${base()}${url}` : url);
+
 function socketUrl() {
   // api.api_base is "" or a sub-path when ComfyUI is served behind a prefix.
   const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
@@ -69,6 +99,8 @@ function socketUrl() {
 class PersonaPanel {
   constructor() {
     this.client = null;
+    this.player = null;
+    this.recordingOn = false;
     this.vocabulary = { actions: [], expressions: [] };
     this.bubbles = new Map();
     this.latestFrame = null;
@@ -78,20 +110,32 @@ class PersonaPanel {
 
   build() {
     const $ = (name, tag, attributes = {}, ...children) =>
-      (this[name] = element(tag, { "data-testid": `persona-${name}`, ...attributes }, ...children));
+      (this[name] = element(tag, { "data-testid": `persona-${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`, ...attributes }, ...children));
     const statusItem = (label, name, initial) =>
       element("span", {}, element("b", { text: label }), $(name, "span", { text: initial }));
     return element(
       "div", { class: "persona-panel", "data-testid": "persona-panel" },
       element("style", { text: STYLE }),
       element("header", {}, $("name", "h3", { text: "Persona" }),
+        $("mute", "button", { type: "button", "aria-pressed": "false", title: "Mute the persona's voice", text: "Mute" }),
         $("connection", "span", { class: "badge", "data-state": "connecting", text: "connecting…" })),
       $("video", "canvas", { width: "384", height: "384", "aria-label": "The persona, live" }),
       element("div", { class: "status", "aria-live": "polite" },
         statusItem("action", "action", "idle"), statusItem("expression", "expression", "neutral"),
         statusItem("pose", "pose", "standing"), $("activity", "span", { class: "activity", text: "idle" })),
       $("quick", "div", { class: "quick", "aria-label": "Quick actions" }),
+      element("div", { class: "controls" },
+        $("record", "button", { type: "button", "aria-pressed": "false", title: "Record this session to MP4 on the server",
+          text: "Record" }),
+        $("recordingLink", "a", { hidden: "", download: "", text: "Download recording" })),
       $("metrics", "p", { class: "metrics", text: "–" }),
+      element("details", {},
+        element("summary", { text: "Personas" }),
+        $("gallery", "ul", { class: "gallery", "aria-label": "Pick a persona" }),
+        $("drop", "div", { class: "drop" },
+          element("span", { text: "Import a character card (PNG or JSON, V2/V3): drop it here or " }),
+          $("cardFile", "input", { type: "file", accept: ".png,.json,image/png,application/json" })),
+        $("galleryMessage", "div", { class: "gallery-message", role: "status" })),
       $("history", "ol", { "aria-live": "polite" }),
       $("errors", "div", { class: "errors", role: "alert" }),
       $("composer", "form", { autocomplete: "off" },
@@ -105,16 +149,146 @@ class PersonaPanel {
     if (this.client) return;
     let module;
     try {
-      module = await import(`${api.api_base || ""}/persona/static/persona_client.js`);
+      module = await import(`${base()}/persona/static/persona_client.js`);
     } catch (error) {
       this.setConnection("unavailable", "chat service not mounted");
       this.showError({ code: "unavailable", message: `could not load the protocol client: ${error}` });
       return;
     }
+    try {
+      const audio = await import(`${base()}/persona/static/audio_player.js`);
+      this.player = new audio.SpeechPlayer();
+      window.personaPanelAudio = this.player; // the browser test reads .stats
+    } catch (error) {
+      this.mute.disabled = true;
+      this.mute.title = `no speech playback: ${error}`;
+    }
     const client = new module.PersonaClient({ url: socketUrl(), storageKey: "persona.comfyui.session" });
     this.client = client;
     this.wire(client);
+    this.wireExtras(client);
     client.connect();
+    this.loadPersonas();
+  }
+
+  // -- voice, recording, gallery ---------------------------------------------------------
+
+  wireExtras(client) {
+    const player = this.player;
+    // Browsers start audio only after a user gesture (autoplay policy): any click in the panel.
+    this.root.addEventListener("pointerdown", () => player?.resume(), { capture: true });
+    this.root.addEventListener("keydown", () => player?.resume(), { capture: true });
+    client.addEventListener("audio", (event) => player?.push(event.detail.pts, event.detail.payload));
+    client.addEventListener("ready", (event) => {
+      const ready = event.detail;
+      if (!ready.resumed) player?.restart();
+      player?.setRate(ready.audio_rate);
+      this.markCurrentPersona(ready.persona.id);
+      this.setRecording(false);
+    });
+    this.mute.addEventListener("click", () => {
+      const muted = this.mute.getAttribute("aria-pressed") !== "true";
+      player?.setMuted(muted);
+      this.mute.setAttribute("aria-pressed", String(muted));
+      this.mute.textContent = muted ? "Unmute" : "Mute";
+    });
+    this.record.addEventListener("click", () => {
+      if (!this.recordingOn) this.recordingLink.hidden = true;
+      this.record.disabled = true; // until the server answers
+      client.record(!this.recordingOn);
+    });
+    client.addEventListener("recording", (event) => {
+      const message = event.detail;
+      this.setRecording(message.on);
+      if (!message.on && message.url) {
+        this.recordingLink.href = routed(message.url);
+        const seconds = (message.duration_ms / 1000).toFixed(1);
+        this.recordingLink.textContent = `Download recording (${seconds} s, ${message.frames} frames)`;
+        this.recordingLink.hidden = false;
+      }
+    });
+    client.addEventListener("error", () => { this.record.disabled = false; });
+    this.cardFile.addEventListener("change", (event) => {
+      this.importCard(event.target.files[0]);
+      event.target.value = "";
+    });
+    this.drop.addEventListener("dragover", (event) => { event.preventDefault(); this.drop.classList.add("dragging"); });
+    this.drop.addEventListener("dragleave", () => this.drop.classList.remove("dragging"));
+    this.drop.addEventListener("drop", (event) => {
+      event.preventDefault();
+      this.drop.classList.remove("dragging");
+      this.importCard(event.dataTransfer?.files?.[0]);
+    });
+  }
+
+  setRecording(on) {
+    this.recordingOn = Boolean(on);
+    this.record.disabled = false;
+    this.record.setAttribute("aria-pressed", String(this.recordingOn));
+    this.record.textContent = this.recordingOn ? "Stop recording" : "Record";
+  }
+
+  galleryNote(text, kind = "info") {
+    this.galleryMessage.textContent = text;
+    this.galleryMessage.dataset.kind = kind;
+  }
+
+  markCurrentPersona(id) {
+    for (const button of this.gallery.querySelectorAll("button")) {
+      button.setAttribute("aria-current", String(button.dataset.persona === id));
+    }
+  }
+
+  async loadPersonas() {
+    let personas;
+    try {
+      const response = await fetch(`${base()}/persona/personas`);
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      personas = await response.json();
+    } catch (error) {
+      this.galleryNote(`could not list personas: ${error.message}`, "error");
+      return;
+    }
+    const items = personas.map((persona) => {
+      const button = element("button", { type: "button", "data-persona": persona.id, title: persona.description || "" },
+        element("img", { src: routed(persona.portrait), alt: "", loading: "lazy" }),
+        element("span", { text: persona.builtin ? persona.name : `${persona.name} (yours)` }));
+      button.addEventListener("click", () => this.switchPersona(persona.id));
+      return element("li", {}, button);
+    });
+    this.gallery.replaceChildren(...items);
+    if (this.client?.ready) this.markCurrentPersona(this.client.ready.persona.id);
+  }
+
+  switchPersona(id) {
+    if (!this.client || this.client.ready?.persona.id === id) return;
+    this.player?.restart();
+    this.history.replaceChildren();
+    this.bubbles.clear();
+    this.setConnection("connecting", "switching…");
+    this.client.newSession(id); // a new session whose hello names the persona
+  }
+
+  async importCard(file) {
+    if (!file) return;
+    this.galleryNote(`importing ${file.name}…`);
+    const form = new FormData();
+    form.append("card", file, file.name);
+    let response;
+    let body = {};
+    try {
+      response = await fetch(`${base()}/persona/personas`, { method: "POST", body: form });
+      body = await response.json().catch(() => ({}));
+    } catch (error) {
+      this.galleryNote(`import failed: ${error.message}`, "error");
+      return;
+    }
+    if (response.status === 201) {
+      this.galleryNote(`imported ${body.name}`);
+      await this.loadPersonas();
+    } else {
+      this.galleryNote(`${body.code ?? `HTTP ${response.status}`}: ${body.message ?? "import failed"}`, "error");
+    }
   }
 
   setConnection(state, text = state) {
@@ -186,6 +360,7 @@ class PersonaPanel {
         }
         context.drawImage(bitmap, 0, 0);
         bitmap.close();
+        this.player?.noteVideo(frame.pts);
         this.video.dataset.frameIndex = String(frame.index);
         this.video.dataset.framesDrawn = String(Number(this.video.dataset.framesDrawn || 0) + 1);
       } catch (error) {
@@ -245,7 +420,10 @@ class PersonaPanel {
       client.chat(text);
       this.message.value = "";
     });
-    this.reset.addEventListener("click", () => client.reset());
+    this.reset.addEventListener("click", () => {
+      this.player?.stop();
+      client.reset();
+    });
   }
 }
 

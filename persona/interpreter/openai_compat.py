@@ -9,9 +9,12 @@ server errors or times out, the utterance goes to the `embedded` interpreter ins
 the result says so: `backend` is "openai->embedded" and `note` names the failure. It never
 raises for a server problem.
 
-`stream_reply` asks for `stream: true` (server-sent events) and yields the reply text as
-it arrives; a server that answers with plain JSON instead is handled the same as
-`interpret`.
+`stream_reply` asks for `stream: true` (server-sent events). The schema puts `actions`
+and `expression` before `reply`, so the directive list is yielded as soon as the model
+reaches the `reply` key, and then the reply text as it arrives (PROTOCOL.md's order: the
+server sends `directives` without holding any text back). A model that ignores the key
+order, or a server that answers with plain JSON, gives the directives after the answer is
+complete, still before any text.
 
 Options (each also read from the environment): `base_url` (PERSONA_OPENAI_BASE_URL or
 OPENAI_BASE_URL, default http://127.0.0.1:8080/v1, the llama.cpp server), `model`
@@ -29,8 +32,17 @@ from typing import Any
 
 import httpx
 
+from ..schema import ActionDirective
 from .base import Interpretation, InterpretRequest
-from .structured import AnswerError, ReplyExtractor, answer_schema, build_messages, parse_answer
+from .structured import (
+    AnswerError,
+    AnswerStream,
+    answer_schema,
+    build_messages,
+    finish_answer,
+    parse_answer,
+    settle,
+)
 
 __all__ = ["OpenAIInterpreter"]
 
@@ -92,10 +104,10 @@ class OpenAIInterpreter:
         except _BackendFailure as failure:
             return self._fall_back(request, str(failure))
 
-    def stream_reply(self, request: InterpretRequest) -> Iterator[str | Interpretation]:
+    def stream_reply(self, request: InterpretRequest) -> Iterator[list[ActionDirective] | str | Interpretation]:
         messages = self._messages(request)
         body = self._body(messages, answer_schema(request.persona.vocabulary()), stream=True)
-        extractor = ReplyExtractor()
+        stream = AnswerStream(request.persona)
         content: list[str] = []
         try:
             with self._client.stream("POST", "/chat/completions", json=body) as response:
@@ -108,33 +120,21 @@ class OpenAIInterpreter:
                 else:
                     for delta in _sse_deltas(response.iter_lines()):
                         content.append(delta)
-                        new = extractor.feed(delta)
-                        if new:
-                            yield new
+                        yield from stream.feed(delta)
         except (httpx.HTTPError, _BackendFailure) as error:
-            if extractor.text:
-                # Text was already spoken; finish with what the embedded backend makes of it.
-                yield self._fall_back(request, f"stream broke: {_describe(error)}")
-                return
-            yield from self._fall_back_stream(request, _describe(error))
+            partial = stream.directives is not None or stream.text
+            reason = f"stream broke: {_describe(error)}" if partial else _describe(error)
+            yield from settle(stream, self._fall_back(request, reason))
             return
         full = "".join(content)
-        try:
-            result = parse_answer(full, request.persona, self.name)
-        except AnswerError as error:
+
+        def repair_or_fall_back(error: AnswerError) -> Interpretation:
             try:
-                result = self._repair(messages, full, error, request)
+                return self._repair(messages, full, error, request)
             except _BackendFailure as failure:
-                result = self._fall_back(request, str(failure))
-                if extractor.text:
-                    result = result.model_copy(update={"reply": extractor.text})
-                yield result
-                return
-        if not extractor.text and result.reply:
-            yield result.reply
-        elif extractor.text and extractor.text.strip() != result.reply:
-            result = result.model_copy(update={"reply": extractor.text.strip()})
-        yield result
+                return self._fall_back(request, str(failure))
+
+        yield from finish_answer(stream, full, self.name, repair_or_fall_back)
 
     # -- internals ----------------------------------------------------------------------
 
@@ -204,12 +204,6 @@ class OpenAIInterpreter:
         return result.model_copy(
             update={"backend": "openai->embedded", "note": f"{note}; {result.note}" if result.note else note}
         )
-
-    def _fall_back_stream(self, request: InterpretRequest, reason: str) -> Iterator[str | Interpretation]:
-        result = self._fall_back(request, reason)
-        if result.reply:
-            yield result.reply
-        yield result
 
     def close(self) -> None:
         """Close the pooled HTTP connections (also done when the interpreter is collected)."""

@@ -1,16 +1,21 @@
 """What LLM backends ask for and how their answers become an `Interpretation`.
 
 Both LLM backends (`openai`, `llamacpp`) constrain the model with the same JSON schema,
-built from the persona's vocabulary: `reply` first (so a streamed answer starts with the
-spoken text), then the ordered `actions`, each with an action name, an expression and an
-intensity, then the overall `expression` (the emotion inference of issue item 8 is part of
-the structured output). Enums make an out-of-vocabulary name impossible for a server that
+built from the persona's vocabulary: the ordered `actions` first, each with an action name,
+an expression and an intensity, then the overall `expression` (the emotion inference of
+issue item 8 is part of the structured output), then the spoken `reply` last. Why this
+order: PROTOCOL.md sends `directives` before any reply text, and schema-enforcing servers
+(llama.cpp's grammar, OpenAI strict mode) emit properties in schema order, so a streamed
+answer has its directives complete a few tokens in and `AnswerStream` can hand them on
+before the first word of the reply arrives. Enums make an out-of-vocabulary name impossible for a server that
 enforces the schema; `parse_answer` checks again for servers that do not.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..card import Persona
@@ -20,11 +25,15 @@ from .base import Interpretation, InterpretRequest
 __all__ = [
     "MAX_ACTIONS",
     "AnswerError",
+    "AnswerStream",
     "ReplyExtractor",
     "answer_schema",
     "build_messages",
+    "directives_from",
+    "finish_answer",
     "instructions",
     "parse_answer",
+    "settle",
 ]
 
 #: Most actions one answer may plan.
@@ -46,13 +55,8 @@ def answer_schema(vocabulary: Vocabulary, reply_max_chars: int | None = None) ->
     return {
         "type": "object",
         "additionalProperties": False,
-        "required": ["reply", "actions", "expression"],
+        "required": ["actions", "expression", "reply"],
         "properties": {
-            "reply": {
-                "type": "string",
-                "description": "What you say aloud, in character, 1-3 sentences.",
-                **({"maxLength": reply_max_chars} if reply_max_chars else {}),
-            },
             "actions": {
                 "type": "array",
                 "description": "Actions to perform, in order; empty for plain conversation.",
@@ -73,6 +77,13 @@ def answer_schema(vocabulary: Vocabulary, reply_max_chars: int | None = None) ->
                 "enum": expressions,
                 "description": "Your facial expression for this reply.",
             },
+            "reply": {
+                "type": "string",
+                "description": "What you say aloud, in character, 1-3 sentences.",
+                # Bounded for local models (which also get a floor: a small model that has
+                # written its actions first otherwise tends to close an empty reply).
+                **({"minLength": 2, "maxLength": reply_max_chars} if reply_max_chars else {}),
+            },
         },
     }
 
@@ -81,8 +92,8 @@ def instructions(vocabulary: Vocabulary) -> str:
     """The part of the system prompt that explains the answer format."""
     return (
         "Answer with ONE JSON object and nothing else: "
-        '{"reply": str, "actions": [{"action": str, "expression": str, "intensity": number}], '
-        '"expression": str}. '
+        '{"actions": [{"action": str, "expression": str, "intensity": number}], '
+        '"expression": str, "reply": str} (in this key order). '
         f"action must be one of: {', '.join(vocabulary.action_names)}. "
         f"expression must be one of: {', '.join(vocabulary.expression_names)}. "
         "List actions only when the user asks you to do something you can do, in the order asked; "
@@ -118,7 +129,6 @@ def _strip_fences(text: str) -> str:
 
 def parse_answer(content: str, persona: Persona, backend: str) -> Interpretation:
     """An Interpretation from the model's answer; raises `AnswerError` naming what is wrong."""
-    vocabulary = persona.vocabulary()
     try:
         data = json.loads(_strip_fences(content))
     except (json.JSONDecodeError, TypeError) as error:
@@ -128,9 +138,17 @@ def parse_answer(content: str, persona: Persona, backend: str) -> Interpretation
     missing = [k for k in ("reply", "actions", "expression") if k not in data]
     if missing:
         raise AnswerError(f"answer lacks {', '.join(missing)}")
-    reply, actions, expression = data["reply"], data["actions"], data["expression"]
+    reply = data["reply"]
     if not isinstance(reply, str):
         raise AnswerError("reply is not a string")
+    directives = directives_from(data["actions"], data["expression"], persona)
+    return Interpretation(directives=directives, reply=reply.strip()[:MAX_DIALOGUE_CHARS], backend=backend)
+
+
+def directives_from(actions: Any, expression: Any, persona: Persona) -> list[ActionDirective]:
+    """The directives an answer's `actions` and overall `expression` stand for; raises
+    `AnswerError` naming the first out-of-vocabulary or malformed entry."""
+    vocabulary = persona.vocabulary()
     if not isinstance(actions, list):
         raise AnswerError("actions is not a list")
     if expression not in vocabulary.expression_names:
@@ -166,14 +184,14 @@ def parse_answer(content: str, persona: Persona, backend: str) -> Interpretation
                 duration_s=vocabulary.expression(expression).default_duration_s,
             )
         )
-    return Interpretation(directives=directives, reply=reply.strip()[:MAX_DIALOGUE_CHARS], backend=backend)
+    return directives
 
 
 class ReplyExtractor:
     """Pulls the `reply` string out of a JSON answer while it is still arriving.
 
     Feed it chunks of the answer; it returns the newly decoded reply text each time (the
-    schema puts `reply` first, so the spoken text streams before the actions are known).
+    spoken text streams as it is generated; `AnswerStream` adds the early directives).
     """
 
     _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
@@ -184,12 +202,15 @@ class ReplyExtractor:
         self._state = "seek"  # seek → value → done
         self.text = ""
 
+    @property
+    def buffer(self) -> str:
+        """Everything fed so far."""
+        return self._buffer
+
     def feed(self, chunk: str) -> str:
         self._buffer += chunk
         out: list[str] = []
         if self._state == "seek":
-            import re
-
             match = re.search(r'"reply"\s*:\s*"', self._buffer)
             if not match:
                 return ""
@@ -221,3 +242,96 @@ class ReplyExtractor:
         new = "".join(out)
         self.text += new
         return new
+
+
+_REPLY_KEY = re.compile(r'"reply"\s*:\s*"')
+
+
+class AnswerStream:
+    """Reads a JSON answer while it arrives: the directives as soon as they are complete,
+    then the reply text piece by piece.
+
+    `feed(chunk)` returns what became known: a `list[ActionDirective]` once (when the
+    `"reply"` key is reached and everything before it, `actions` and `expression`, parses
+    into vocabulary directives), then new reply text. A model that writes `reply` first
+    (a server that does not keep schema order) gives no early directives: `directives`
+    stays None and the caller takes them from the finished answer.
+    """
+
+    def __init__(self, persona: Persona) -> None:
+        self.persona = persona
+        self.text_stream = ReplyExtractor()
+        self.directives: list[ActionDirective] | None = None
+        self._checked = False
+
+    @property
+    def text(self) -> str:
+        return self.text_stream.text
+
+    def feed(self, chunk: str) -> list[list[ActionDirective] | str]:
+        out: list[list[ActionDirective] | str] = []
+        new = self.text_stream.feed(chunk)
+        if not self._checked:
+            match = _REPLY_KEY.search(self.text_stream.buffer)
+            if match:
+                self._checked = True
+                self.directives = self._early(self.text_stream.buffer[: match.start()])
+                if self.directives is not None:
+                    out.append(list(self.directives))
+        if new:
+            out.append(new)
+        return out
+
+    def _early(self, prefix: str) -> list[ActionDirective] | None:
+        """Directives from the answer's head `{"actions": [...], "expression": "x", `."""
+        head = _strip_fences(prefix).rstrip().rstrip(",") + "}"
+        try:
+            data = json.loads(head)
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(data, dict) or "actions" not in data or "expression" not in data:
+            return None
+        try:
+            return directives_from(data["actions"], data["expression"], self.persona)
+        except AnswerError:
+            return None  # the repair path of the finished answer deals with it
+
+
+def finish_answer(
+    stream: AnswerStream,
+    content: str,
+    backend: str,
+    repair_or_fall_back: Callable[[AnswerError], Interpretation],
+) -> Iterator[list[ActionDirective] | str | Interpretation]:
+    """The end of a streamed answer: parse the whole `content`; when it is invalid, keep
+    the directives already sent (they are being performed) or else repair / fall back."""
+    try:
+        result = parse_answer(content, stream.persona, backend)
+    except AnswerError as error:
+        if stream.directives is not None:
+            yield Interpretation(
+                directives=list(stream.directives),
+                reply=stream.text.strip()[:MAX_DIALOGUE_CHARS],
+                backend=backend,
+                note=f"the answer broke off after its directives ({error}); kept what was streamed",
+            )
+            return
+        result = repair_or_fall_back(error)
+    yield from settle(stream, result)
+
+
+def settle(stream: AnswerStream, result: Interpretation) -> Iterator[list[ActionDirective] | str | Interpretation]:
+    """Yield what the listener has not had yet, then `result` made consistent with what
+    was streamed: directives sent early and text already spoken are never contradicted.
+
+    A directive list is only ever yielded before any text (a listener that got text first
+    holds it until the final Interpretation, see `Interpreter.stream_reply`)."""
+    if stream.directives is not None:
+        result = result.model_copy(update={"directives": list(stream.directives)})
+    elif not stream.text:
+        yield list(result.directives)
+    if stream.text:
+        result = result.model_copy(update={"reply": stream.text.strip()[:MAX_DIALOGUE_CHARS]})
+    elif result.reply:
+        yield result.reply
+    yield result
