@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 ACTIONS = [("wave", "smile"), ("nod", "neutral"), ("sit", "neutral"), ("stand", "neutral"), ("clap", "excited"),
            ("bow", "smile"), ("shrug", "confused"), ("think", "thoughtful")]
+DIALOGUE = "Sure, here you go! I hope you like it."
 CHATS = ["please wave", "can you nod?", "dance for me", "sit down please", "stand up", "look around"]
 
 
@@ -72,12 +73,14 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[k]
 
 
-async def _session(url: str, index: int, duration: float, warm: float, action_every: float, out: dict) -> None:
+async def _session(url: str, index: int, duration: float, warm: float, action_every: float, out: dict,
+                   speech: bool = True) -> None:
     frames = 0
     counted_from = None
     latencies: list[float] = []
     last_latency = None
     errors: list[str] = []
+    audio_packets = 0
     async with websockets.connect(url, max_size=None, open_timeout=60) as ws:
         await ws.send(json.dumps({"type": "hello"}))
         loop = asyncio.get_running_loop()
@@ -95,6 +98,8 @@ async def _session(url: str, index: int, duration: float, warm: float, action_ev
                     action, expression = ACTIONS[(n // 2 + index) % len(ACTIONS)]
                     message = {"type": "action", "id": f"s{index}-{n}",
                                "directive": {"action": action, "expression": expression, "intensity": 0.7}}
+                    if speech:  # a spoken line too: with chat replies, speech most of the time
+                        message["directive"]["dialogue"] = DIALOGUE
                 else:
                     message = {"type": "chat", "id": f"s{index}-{n}", "text": CHATS[(n // 2 + index) % len(CHATS)]}
                 await ws.send(json.dumps(message))
@@ -105,7 +110,10 @@ async def _session(url: str, index: int, duration: float, warm: float, action_ev
             except asyncio.TimeoutError:
                 continue
             if isinstance(data, bytes):
-                frames += 1
+                if data[0] == 1:  # kind 1: a video frame (kind 2 is speech audio)
+                    frames += 1
+                elif counted_from is not None:
+                    audio_packets += 1
                 continue
             message = json.loads(data)
             if message["type"] == "metrics" and counted_from is not None:
@@ -117,7 +125,7 @@ async def _session(url: str, index: int, duration: float, warm: float, action_ev
                 errors.append(message["code"])
         elapsed = loop.time() - (counted_from or start)
     out[index] = {"fps": frames / elapsed if elapsed > 0 else 0.0, "latencies_ms": latencies, "errors": errors,
-                  "directives_sent": n}
+                  "directives_sent": n, "audio_s": audio_packets * 0.1}
 
 
 async def _sample_rss(pid: int, duration: float, every: float, samples: list) -> None:
@@ -166,12 +174,13 @@ def main() -> int:
     parser.add_argument("--encoders", action="store_true", help="also time the JPEG libraries")
     parser.add_argument("--tag", default="", help="suffix for the result file name")
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--no-speech", action="store_true", help="serve with --no-speech (no audio, no lip-sync)")
     args = parser.parse_args()
     if not 1 <= args.sessions <= 64 or not 5 <= args.duration <= 3600:
         parser.error("--sessions must be 1..64 and --duration 5..3600 s")
 
     command = [sys.executable, "-m", "comfyui_persona.headless", "serve", "--port", "0", "--quiet",
-               "--max-sessions", str(args.sessions), "--rate", "50"]
+               "--max-sessions", str(args.sessions), "--rate", "50"] + (["--no-speech"] if args.no_speech else [])
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
     try:
         line = server.stdout.readline()
@@ -186,7 +195,8 @@ def main() -> int:
         async def run() -> None:
             await asyncio.gather(
                 _sample_rss(server.pid, args.duration, args.rss_every, rss),
-                *[_session(url, i, args.duration, args.warm, args.action_every, results) for i in range(args.sessions)],
+                *[_session(url, i, args.duration, args.warm, args.action_every, results, not args.no_speech)
+                  for i in range(args.sessions)],
             )
 
         load_before = os.getloadavg()
@@ -215,6 +225,7 @@ def main() -> int:
         "rss_trend_mib_per_min": round(_slope_per_min(steady), 3),
         "rss_trend_fit_from_s": steady_from,
         "rss_samples": [(round(t, 1), round(v, 1)) for t, v in rss],
+        "speech_audio_s_per_session": [round(results[i]["audio_s"], 1) for i in sorted(results)],
         "errors": sorted({code for i in results for code in results[i]["errors"]}),
         "load_avg_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
     }
@@ -235,7 +246,8 @@ def main() -> int:
         "date": date.today().isoformat(),
         "config": {"sessions": args.sessions, "duration_s": args.duration, "warm_s": args.warm,
                    "action_every_s": args.action_every, "backend": "preview", "size": "384x384", "fps_target": 24,
-                   "cpus": os.cpu_count(), "workflow": "workflows/persona_preview_chat.json"},
+                   "cpus": os.cpu_count(), "workflow": "workflows/persona_preview_chat.json",
+                   "speech": not args.no_speech},
         "metrics": metrics,
     }
     print(json.dumps({k: v for k, v in metrics.items() if k != "rss_samples"}, indent=2))

@@ -176,7 +176,10 @@ class PersonaPreviewRenderer:
         if plan.turn > slot.submitted_turn:
             slot.backend.submit(list(plan.directives), plan.turn)
             slot.submitted_turn = plan.turn
-        chunk = slot.backend.next_chunk()
+        # A host that speaks (the headless server) puts a "speech" part in the session:
+        # it hands the renderer the mouth timeline of the queued speech before each chunk.
+        speech = session.peek("speech")
+        chunk = speech.render(slot.backend, float(fps)) if speech is not None else slot.backend.next_chunk()
         return (FramesValue(session_id=session_id, backend=slot.backend.name, chunk=chunk, fps=float(fps)),)
 
 

@@ -2,13 +2,16 @@
 
 Against the real server on port 0 in this process: the page connects, the test types a
 message and sees the reply, the status indicator changes, quick actions work and video
-frames advance on the canvas. A screenshot is saved under test-artifacts/ (and copied to
+frames advance on the canvas; the reply is heard (Web Audio decodes, schedules and plays
+non-silent speech) and a recording is started, stopped, downloaded and decoded; the
+persona gallery switches persona and imports cards, showing a bad card's error. A screenshot is saved under test-artifacts/ (and copied to
 docs/images/chat_page.png for the README). Skipped, not failed, where /usr/bin/chromium
 is absent.
 """
 
 import asyncio
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +128,134 @@ async def test_chat_page_shows_errors_clearly(service, tmp_path):
             await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
         finally:
             await browser.close()
+
+
+AUDIO_ARGS = [*ARGS, "--autoplay-policy=no-user-gesture-required"]
+
+
+async def test_chat_page_plays_speech_and_downloads_a_recording(tmp_path):
+    """The page hears the reply (non-silent PCM decoded, scheduled and played through Web
+    Audio), mutes, records, and the downloaded MP4 decodes with the reported duration,
+    a frame count that matches 24 fps and a non-silent audio track."""
+    import av
+    import numpy as np
+    from playwright.async_api import async_playwright, expect
+
+    service = make_service(resume_grace_s=5.0, recordings_dir=str(tmp_path / "recordings"))
+    try:
+        async with running(service) as server, async_playwright() as pw:
+            browser = await pw.chromium.launch_persistent_context(
+                str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=AUDIO_ARGS, headless=True,
+                accept_downloads=True, viewport={"width": 1280, "height": 760},
+            )
+            try:
+                page = browser.pages[0] if browser.pages else await browser.new_page()
+                errors = []
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                await page.goto(server.http_url + "/", timeout=20000)
+                await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
+                await _wait_frame_after(page, -1)
+
+                await page.click("#record")
+                await expect(page.locator("#record")).to_have_attribute("aria-pressed", "true", timeout=10000)
+                started = time.monotonic()
+                await page.fill("#message", "hello! how are you today?")
+                await page.press("#message", "Enter")
+                await expect(page.locator("li.persona[data-done='true']").last).to_be_visible(timeout=20000)
+                await page.wait_for_function("window.personaAudio.stats.played >= 5", timeout=20000)
+                stats = await page.evaluate("window.personaAudio.stats")
+                assert stats["samples"] > 22050 * 0.5 and stats["rms"] > 0.01, stats
+                assert stats["scheduled"] >= stats["played"] >= 5, stats
+                assert await page.evaluate("window.personaAudio.context.state") == "running"
+
+                await page.click("#mute")
+                await page.wait_for_function("window.personaAudio.gain.gain.value < 0.01", timeout=5000)
+                await page.click("#mute")
+                await page.wait_for_timeout(1500)
+
+                await page.click("#record")
+                link = page.locator("#recording-link")
+                await expect(link).to_be_visible(timeout=20000)
+                wall_s = time.monotonic() - started
+                async with page.expect_download(timeout=20000) as download_info:
+                    await link.click()
+                download = await download_info.value
+                saved = tmp_path / "recording.mp4"
+                await download.save_as(str(saved))
+                label = await link.inner_text()
+                assert not errors, errors
+            finally:
+                await browser.close()
+    finally:
+        service.pool.shutdown(wait=True)
+
+    duration_s = float(label.split("(")[1].split(" s")[0])
+    with av.open(str(saved)) as container:
+        rate = float(container.streams.video[0].average_rate)
+        frames = sum(1 for _ in container.decode(video=0))
+        file_seconds = float(container.duration) / av.time_base
+    with av.open(str(saved)) as container:
+        samples = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+    assert abs(rate - 24) < 0.5, rate  # 24 fps (the AAC priming shift stretches frame 0 by 46 ms)
+    assert abs(file_seconds - duration_s) <= 0.5, (file_seconds, duration_s)
+    assert abs(frames / 24.0 - duration_s) <= 0.5, (frames, duration_s)
+    # Frames are rendered in real time, so the file is about as long as the button was on
+    # (looser: the two clicks' answers travel over the socket and a busy box renders late).
+    assert abs(duration_s - wall_s) <= 1.0, (duration_s, wall_s)
+    assert float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) > 0.005
+
+
+async def test_gallery_switches_persona_and_imports_cards_with_clear_errors(tmp_path):
+    import json
+
+    from playwright.async_api import async_playwright, expect
+
+    service = make_service(resume_grace_s=5.0, personas_dir=str(tmp_path / "personas"))
+    bad = tmp_path / "broken.json"
+    bad.write_text('{"spec": "chara_card_v2", "data": {"description": "no name"}}')
+    good = tmp_path / "tess.json"
+    good.write_text(json.dumps({"spec": "chara_card_v2", "spec_version": "2.0",
+                                "data": {"name": "Tess Tester", "description": "Made by a test."}}))
+    try:
+        async with running(service) as server, async_playwright() as pw:
+            browser = await pw.chromium.launch_persistent_context(
+                str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=AUDIO_ARGS, headless=True,
+                viewport={"width": 1280, "height": 760},
+            )
+            try:
+                page = browser.pages[0] if browser.pages else await browser.new_page()
+                errors = []
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                await page.goto(server.http_url + "/", timeout=20000)
+                await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
+                buttons = page.locator("#personas button")
+                await expect(buttons).to_have_count(len(service.library.ids()), timeout=10000)
+                assert await buttons.count() >= 6
+                await expect(page.locator("#personas button[aria-current='true']")).to_have_attribute("data-persona", "mira")
+                await page.wait_for_function(
+                    "[...document.querySelectorAll('#personas img')].every(i => i.complete && i.naturalWidth > 0)",
+                    timeout=15000,
+                )
+                other = next(pid for pid in service.library.ids() if pid != "mira")
+                await page.click(f"#personas button[data-persona='{other}']")
+                name = service.library.get(other).name
+                await expect(page.locator("#persona-name")).to_have_text(name, timeout=20000)
+                await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
+                assert await page.evaluate("window.personaClient.ready.persona.id") == other
+
+                await page.set_input_files("#card-file", str(bad))
+                message = page.locator("#gallery-message")
+                await expect(message).to_contain_text("bad_card", timeout=10000)
+                await expect(message).to_contain_text("data.name")
+                assert await message.get_attribute("data-kind") == "error"
+
+                await page.set_input_files("#card-file", str(good))
+                await expect(message).to_contain_text("imported Tess Tester", timeout=10000)
+                await page.click("#personas button[data-persona='tess-tester']", timeout=10000)
+                await expect(page.locator("#persona-name")).to_have_text("Tess Tester", timeout=20000)
+                await _wait_frame_after(page, -1)
+                assert not errors, errors
+            finally:
+                await browser.close()
+    finally:
+        service.pool.shutdown(wait=True)

@@ -232,3 +232,35 @@ async def test_abrupt_disconnects_leak_no_sessions_or_tasks(service, no_blocking
         await settle(lambda: len(service.connections) == 1, timeout=15)
         await settle(lambda: len(asyncio.all_tasks()) <= baseline_tasks, timeout=15)
     assert len(service.sessions) == 0 and len(service.store) == 0
+
+
+async def test_speaking_and_recording_clients_that_vanish_leak_nothing(service, no_blocking, tmp_path):
+    """Speech and recordings add tasks, threads and open files: a client that floods
+    record on/off and vanishes mid-speech leaves no session, task or open recording."""
+    service.recordings_dir = tmp_path
+    dialogue = "This is a long reply that is still being spoken when the client disappears. " * 3
+    async with running(service) as server, connect(server) as bystander:
+        await hello(bystander)
+        await next_frame(bystander)
+        await asyncio.sleep(0.1)
+        baseline_tasks = len(asyncio.all_tasks())
+        for _ in range(3):
+            async with connect(server) as ws:
+                await hello(ws)
+                await next_frame(ws)
+                for n in range(6):  # on/off flood: answered or refused, never stuck
+                    await ws.send(json.dumps({"type": "record", "id": f"r{n}", "on": n % 2 == 0}))
+                await ws.send(json.dumps({"type": "record", "id": "last", "on": True}))
+                await ws.send(json.dumps({"type": "action", "id": "a", "directive": {
+                    "action": "wave", "expression": "smile", "intensity": 0.5, "dialogue": dialogue}}))
+                for _ in range(20):
+                    await asyncio.wait_for(ws.recv(), TIMEOUT)
+                ws.transport.abort()
+        await _bystander_alive(bystander, "after-speakers")
+        await settle(lambda: len(service.sessions) == 1, timeout=20)
+        await settle(lambda: len(service.store) == 1, timeout=15)
+        await settle(lambda: not service.active_recordings, timeout=15)
+        await settle(lambda: len(asyncio.all_tasks()) <= baseline_tasks, timeout=15)
+    assert len(service.sessions) == 0 and not service.active_recordings
+    sizes = await asyncio.to_thread(lambda: [f.stat().st_size for f in tmp_path.glob("*.mp4")])
+    assert sizes and all(size > 0 for size in sizes)  # every recording was finished, none lost

@@ -95,3 +95,42 @@ def test_the_shipped_example_script_parses():
 
     events = read_script(REPO / "docs" / "examples" / "demo_script.jsonl")
     assert len(events) >= 10
+
+
+def _decode(path):
+    import numpy as np
+
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        rate = float(video.average_rate)
+        frames = sum(1 for _ in container.decode(video))
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return rate, frames, None
+        samples = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+    return rate, frames, samples
+
+
+def test_say_lines_are_heard_in_the_mp4_at_24_fps_by_default(tmp_path):
+    import numpy as np
+
+    script = _write(tmp_path / "s.jsonl", [{"wait_s": 0.5}, {"say": "hello there, how are you?"}])
+    out = tmp_path / "out.mp4"
+    assert main(["render", "--persona", "ada", "--script", str(script), "-o", str(out), "--size", "96x96"]) == 0
+    rate, frames, samples = _decode(out)
+    assert abs(rate - 24.0) < 0.5  # the AAC priming shift stretches the first frame by 46 ms
+    assert samples is not None
+    # silence during the wait, speech after it
+    quiet = samples[: int(0.4 * 22050)]
+    assert float(np.abs(quiet).max(initial=0.0)) < 0.01
+    assert float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) > 0.01
+    assert abs(samples.size / 22050 - frames / 24.0) < 0.3
+
+
+def test_no_audio_writes_video_only(tmp_path):
+    script = _write(tmp_path / "s.jsonl", [{"say": "hello there"}])
+    out = tmp_path / "out.mp4"
+    args = ["render", "--persona", "ada", "--script", str(script), "-o", str(out), "--size", "64x64", "--no-audio"]
+    assert main(args) == 0
+    rate, frames, samples = _decode(out)
+    assert samples is None and frames > 24

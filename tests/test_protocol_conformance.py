@@ -15,7 +15,7 @@ from blockbuster import blockbuster_ctx
 
 from comfyui_persona.headless.runner import WorkflowGraph, load_workflow
 from comfyui_persona.headless.server import PersonaService, ServerConfig
-from comfyui_persona.headless.server.protocol import MEDIA_JPEG, parse_media_frame
+from comfyui_persona.headless.server.protocol import MEDIA_AUDIO, MEDIA_JPEG, parse_media_frame
 from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
 from comfyui_persona.nodes.conversation_nodes import PersonaInterpreter
 from paths import REPO
@@ -339,3 +339,58 @@ async def test_internal_error_names_what_failed_and_the_session_goes_on(broken_s
             await next_frame(ws)
             await ws.send(json.dumps({"type": "action", "id": "a1", "directive": {"action": "nod", "expression": "smile", "intensity": 0.5}}))
             assert (await wait_for_type(ws, "directives"))["reply_to"] == "a1"
+
+
+# -- server extensions (docs/server.md): speech audio, `record` / `recording` ---------------
+
+
+async def test_ready_names_the_audio_rate_and_speech_is_kind_2_pcm_on_the_frame_clock(service, no_blocking):
+    async with running(service) as server, connect(server) as ws:
+        ready = await hello(ws)
+        assert ready["audio_rate"] == 22050
+        directive = {"action": "idle", "expression": "smile", "intensity": 0.5, "dialogue": "Hello there."}
+        await ws.send(json.dumps({"type": "action", "id": "a1", "directive": directive}))
+        audio, video = [], []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TIMEOUT
+        while not audio or len(video) < 3:
+            assert loop.time() < deadline, "no audio packet"
+            data = await asyncio.wait_for(ws.recv(), TIMEOUT)
+            if isinstance(data, bytes):
+                kind, index, pts, payload = parse_media_frame(data)
+                (audio if kind == MEDIA_AUDIO else video).append((index, pts, payload))
+        index, pts, payload = audio[0]
+        assert len(payload) % 2 == 0 and len(payload) > 0
+        assert abs(pts - video[-1][1]) < 2000  # one clock: the audio is due near the frames
+
+
+async def test_record_on_then_off_answers_recording_with_a_url(service, no_blocking, tmp_path):
+    service.recordings_dir = tmp_path
+    async with running(service) as server, connect(server) as ws:
+        await hello(ws)
+        await next_frame(ws)
+        await ws.send(json.dumps({"type": "record", "id": "r1", "on": True}))
+        started = await wait_for_type(ws, "recording")
+        assert started == {"type": "recording", "reply_to": "r1", "on": True, "duration_ms": 0, "frames": 0}
+        for _ in range(12):
+            await next_frame(ws)
+        await ws.send(json.dumps({"type": "record", "id": "r2", "on": False}))
+        stopped = await wait_for_type(ws, "recording", timeout=20)
+        assert set(stopped) == {"type", "reply_to", "on", "url", "duration_ms", "frames"}
+        assert stopped["reply_to"] == "r2" and stopped["on"] is False and stopped["frames"] >= 10
+        assert re.fullmatch(r"/persona/recordings/[A-Za-z0-9_-]{32}\.mp4", stopped["url"])
+
+
+async def test_invalid_record_messages_name_the_field(service, no_blocking):
+    async with running(service) as server, connect(server) as ws:
+        await hello(ws)
+        for bad in ({"type": "record", "id": "r1"}, {"type": "record", "id": "r1", "on": "yes"}):
+            await ws.send(json.dumps(bad))
+            error = await wait_for_type(ws, "error")
+            assert error["code"] == "invalid" and "'on'" in error["message"] and error["reply_to"] == "r1"
+        await ws.send(json.dumps({"type": "record", "on": True}))
+        error = await wait_for_type(ws, "error")
+        assert error["code"] == "invalid" and "'id'" in error["message"]
+        await ws.send(json.dumps({"type": "record", "id": "r2", "on": False}))
+        error = await wait_for_type(ws, "error")
+        assert error["code"] == "invalid" and error["reply_to"] == "r2" and "not recording" in error["message"]

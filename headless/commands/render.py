@@ -9,8 +9,10 @@ Script lines (JSON Lines; blank lines and lines starting with # are skipped):
 
 A directive line plays for its `duration_s` (or the vocabulary default) before the next
 line. A `say` line runs the embedded interpreter on the text, performs its directives and
-mouths the in-character reply with a talking cycle (about 70 ms per character; there is no
-audio track). The clip ends with a short rest.
+speaks the in-character reply with the persona's voice (`video.voice`, lip-synced), so the
+MP4 has H.264 video and AAC speech (`SessionRecorder`). With `--no-audio` the reply is
+mouthed with a talking cycle instead (about 70 ms per character) and there is no audio
+track. The clip ends with a short rest.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--script", required=True, type=Path, help="JSON Lines script (see docs/preview.md)")
     parser.add_argument("-o", "--output", required=True, type=Path, help="MP4 file to write")
     parser.add_argument("--size", default="512x512", help="WIDTHxHEIGHT, even numbers (default 512x512)")
-    parser.add_argument("--fps", type=float, default=16.0, help="frames per second (default 16)")
+    parser.add_argument("--fps", type=float, default=24.0,
+                        help="frames per second (default 24: lip-sync holds p95 <= 45 ms from 24 fps up, docs/voice.md)")
+    parser.add_argument("--no-audio", action="store_true",
+                        help="no speech: video only, `say` lines mouth a talking cycle")
     parser.add_argument("--seed", type=int, default=0, help="animation seed (blinks, breathing)")
 
 
@@ -76,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(args: argparse.Namespace) -> int:
-    import av
     from pydantic import ValidationError
 
     from ...persona.interpreter import get_interpreter
@@ -115,25 +119,19 @@ def render(args: argparse.Namespace) -> int:
     history: list = []
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    frames_written = 0
-    with av.open(str(args.output), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(args.fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "20", "preset": "veryfast"}
+    writer = _AudioWriter(args, renderer, persona, width, height) if not args.no_audio else _VideoWriter(args, width, height)
 
-        def play(seconds: float) -> None:
-            nonlocal frames_written
-            for _ in range(max(1, round(seconds * args.fps))):
-                frame = av.VideoFrame.from_ndarray(renderer.next_chunk().frames[0], format="rgb24")
-                container.mux(stream.encode(frame))
-                frames_written += 1
+    def play(seconds: float) -> None:
+        for _ in range(max(1, round(seconds * args.fps))):
+            writer.frame(renderer)
 
-        def duration_of(d: ActionDirective) -> float:
-            if d.duration_s is not None:
-                return d.duration_s
-            action = vocabulary.action(d.action).default_duration_s if d.action != "idle" else 0.0
-            return max(action, 0.6 if d.action != "idle" else 0.0)
+    def duration_of(d: ActionDirective) -> float:
+        if d.duration_s is not None:
+            return d.duration_s
+        action = vocabulary.action(d.action).default_duration_s if d.action != "idle" else 0.0
+        return max(action, 0.6 if d.action != "idle" else 0.0)
 
+    try:
         for seq, (number, event) in enumerate(events, start=1):
             try:
                 if "wait_s" in event:
@@ -161,16 +159,88 @@ def render(args: argparse.Namespace) -> int:
                     )
                     if result.directives:
                         renderer.submit(result.directives, seq)
-                    speech_ms = MS_PER_CHAR * len(result.reply)
-                    if speech_ms:
-                        renderer.set_speech(None, speech_ms)
+                    speech_s = writer.speak(result.reply) if result.reply else 0.0
                     busy = sum(duration_of(d) for d in result.directives)
-                    play(max(busy, speech_ms / 1000.0 + 0.3, 0.8))
+                    play(max(busy, speech_s + 0.3, 0.8))
             except (ValidationError, RenderError, KeyError, ValueError) as exc:
                 raise ScriptError(f"{args.script}:{number}: {exc}") from None
         play(TAIL_S)
-        container.mux(stream.encode(None))
+    finally:
+        writer.close()
+    frames_written = writer.frames
     print(
-        f"wrote {args.output} ({frames_written} frames, {frames_written / args.fps:.1f} s, {width}x{height} @ {args.fps:g} fps)"
+        f"wrote {args.output} ({frames_written} frames, {frames_written / args.fps:.1f} s, {width}x{height} "
+        f"@ {args.fps:g} fps, {'no audio' if args.no_audio else 'speech audio'})"
     )
     return 0
+
+
+class _VideoWriter:
+    """`--no-audio`: H.264 only; `say` lines mouth a talking cycle (~70 ms per character)."""
+
+    def __init__(self, args: argparse.Namespace, width: int, height: int) -> None:
+        import av
+
+        self.fps = args.fps
+        self.container = av.open(str(args.output), mode="w")
+        self.stream = self.container.add_stream("libx264", rate=Fraction(args.fps).limit_denominator(1001))
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+        self.stream.options = {"crf": "20", "preset": "veryfast"}
+        self.frames = 0
+        self._renderer = None
+
+    def frame(self, renderer) -> None:
+        import av
+
+        self._renderer = renderer
+        frame = av.VideoFrame.from_ndarray(renderer.next_chunk().frames[0], format="rgb24")
+        self.container.mux(self.stream.encode(frame))
+        self.frames += 1
+
+    def speak(self, text: str) -> float:
+        speech_ms = MS_PER_CHAR * len(text)
+        if speech_ms and self._renderer is not None:
+            self._renderer.set_speech(None, speech_ms)
+        return speech_ms / 1000.0
+
+    def close(self) -> None:
+        self.container.mux(self.stream.encode(None))
+        self.container.close()
+
+
+class _AudioWriter:
+    """Default: `say` replies spoken with the persona's voice (espeak, or piper when the card
+    asks for it and it is installed), lip-synced, into H.264 + AAC (`SessionRecorder`)."""
+
+    def __init__(self, args: argparse.Namespace, renderer, persona, width: int, height: int) -> None:
+        from ...video.recording import SessionRecorder
+        from ...video.voice import STREAM_RATE, SpeechDriver, VoiceError, VoiceSpec, get_synthesizer
+
+        voice = VoiceSpec.from_dict(persona.voice.model_dump())
+        try:
+            synthesizer = get_synthesizer(voice.engine)
+        except VoiceError as exc:  # e.g. a piper card without the piper extra installed
+            print(f"warning: {exc}; speaking with espeak en-us instead", file=sys.stderr)
+            voice = VoiceSpec(engine="espeak", voice="en-us", rate=voice.rate, pitch=voice.pitch)
+            synthesizer = get_synthesizer("espeak")
+        self.recorder = SessionRecorder(args.output, width, height, args.fps, STREAM_RATE, crf=20)
+        self.recorder.start()
+        self.driver = SpeechDriver(renderer, args.fps, voice, synthesizer=synthesizer, recorder=self.recorder)
+
+    @property
+    def frames(self) -> int:
+        return self.recorder.frames_written
+
+    def frame(self, renderer) -> None:
+        self.driver.next_chunk()
+
+    def speak(self, text: str) -> float:
+        """Queue `text`; returns how long from the next frame until it has been said (s)."""
+        end = self.driver.next_frame_ms
+        for packet in self.driver.say(text):
+            end = max(end, packet.pts_ms + 1000.0 * len(packet.pcm) / packet.sample_rate)
+        return (end - self.driver.next_frame_ms) / 1000.0
+
+    def close(self) -> None:
+        if self.recorder.recording:
+            self.recorder.stop()

@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JPEG library (default simplejpeg, the fastest measured here)")
     parser.add_argument("--cache", default="classic", choices=["classic", "lru", "none"],
                         help="workflow executor cache policy (default classic)")
+    parser.add_argument("--recordings", type=Path, default=None, metavar="DIR",
+                        help="folder for `record` MP4s (default ~/.local/share/comfyui-persona/recordings)")
+    parser.add_argument("--personas-dir", type=Path, default=None, metavar="DIR",
+                        help="folder for cards imported through the page (default: first $PERSONA_DIR folder, "
+                        "else ~/.local/share/comfyui-persona/personas)")
+    parser.add_argument("--no-speech", action="store_true", help="do not speak replies (no audio, no lip-sync)")
     parser.add_argument("--no-warm-up", action="store_true", help="skip loading the interpreter before serving")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -56,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
             jpeg_quality=args.jpeg_quality,
             encoder=args.encoder,
             cache_policy=args.cache,
+            speech=not args.no_speech,
+            recordings_dir=str(args.recordings) if args.recordings else None,
+            personas_dir=str(args.personas_dir) if args.personas_dir else None,
         )
         check_exposure(config)
     except (InsecureBindError, ValueError) as exc:

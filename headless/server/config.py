@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,11 +31,24 @@ class ServerConfig(BaseModel):
     frame_queue: Annotated[int, Field(ge=1, le=256)] = Field(
         default=8, description="Encoded frames a session may hold; older ones are dropped first."
     )
+    speech: bool = Field(default=True, description="Speak replies (PROTOCOL kind-2 audio, lip-sync).")
+    recordings_dir: str | None = Field(
+        default=None, description="Where `record` writes MP4s (default: the user's data dir, see docs/server.md)."
+    )
+    personas_dir: str | None = Field(
+        default=None, description="Where imported cards are stored (default: $PERSONA_DIR, else the user's data dir)."
+    )
     hard_frame_limit: Annotated[int, Field(ge=65536, le=64 * 1024 * 1024)] = Field(
         default=1024 * 1024,
         description="Frames above this are cut off by the WebSocket layer (connection closed, 1009); "
         "frames between 64 KiB and this get a `too_large` error and the connection stays.",
     )
+
+
+def data_dir(kind: str) -> Path:
+    """`$XDG_DATA_HOME/comfyui-persona/<kind>` (default ~/.local/share/...): kept across runs."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "comfyui-persona" / kind
 
 
 def is_loopback(host: str) -> bool:

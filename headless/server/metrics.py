@@ -22,6 +22,8 @@ class ServerMetrics:
         self.sessions_resumed_total = 0
         self.frames_sent_total = 0
         self.frames_dropped_total = 0
+        self.audio_packets_total = 0
+        self.recordings_total = 0
         self.messages_total = 0
         self.errors_total: Counter[str] = Counter()
         self._latency_counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
@@ -54,6 +56,8 @@ class ServerMetrics:
         metric("persona_messages_total", "counter", "Client messages received.", [("", self.messages_total)])
         metric("persona_frames_sent_total", "counter", "Video frames sent.", [("", self.frames_sent_total)])
         metric("persona_frames_dropped_total", "counter", "Stale video frames dropped.", [("", self.frames_dropped_total)])
+        metric("persona_audio_packets_total", "counter", "Speech audio packets (kind 2) sent.", [("", self.audio_packets_total)])
+        metric("persona_recordings_total", "counter", "Recordings started.", [("", self.recordings_total)])
         metric("persona_errors_total", "counter", "Protocol errors sent, by code.",
                [(f'{{code="{code}"}}', n) for code, n in sorted(self.errors_total.items())] or [('{code="internal"}', 0)])
         lines.append("# HELP persona_directive_latency_ms Directive received to first frame showing it sent.")

@@ -26,7 +26,7 @@ MEDIA_JPEG = 1
 MEDIA_AUDIO = 2
 _MEDIA_HEADER = struct.Struct(">BIQ")  # u8 kind, u32 frame_index, u64 pts_ms (big-endian)
 
-CLIENT_TYPES = ("hello", "chat", "action", "reset", "ping")
+CLIENT_TYPES = ("hello", "chat", "action", "reset", "ping", "record")
 ERROR_CODES = (
     "bad_json",
     "unknown_type",
@@ -91,7 +91,15 @@ class Ping:
     id: str | None
 
 
-ClientMessage = Hello | Chat | Action | Reset | Ping
+@dataclass(frozen=True)
+class Record:
+    """Start (`on: true`) or stop (`on: false`) recording the session to MP4 (server extension)."""
+
+    id: str
+    on: bool
+
+
+ClientMessage = Hello | Chat | Action | Reset | Ping | Record
 
 
 def frame_too_large(data: str | bytes) -> bool:
@@ -207,7 +215,15 @@ def _ping(obj: dict, reply_to: str | None) -> Ping:
     return Ping(id=_id(obj, required=False))
 
 
-_PARSERS = {"hello": _hello, "chat": _chat, "action": _action, "reset": _reset, "ping": _ping}
+def _record(obj: dict, reply_to: str | None) -> Record:
+    message_id = _id(obj)
+    on = obj.get("on")
+    if not isinstance(on, bool):
+        raise ProtocolError("invalid", "field 'on' is required (true to start recording, false to stop)", reply_to)
+    return Record(id=message_id, on=on)
+
+
+_PARSERS = {"hello": _hello, "chat": _chat, "action": _action, "reset": _reset, "ping": _ping, "record": _record}
 
 
 # -- server → client -----------------------------------------------------------------------

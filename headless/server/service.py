@@ -22,8 +22,9 @@ from aiohttp import WSMsgType, web
 
 from ...nodes.session_store import SessionStore
 from ..runner import StreamingRunner, WorkflowGraph, make_cache
-from .config import ServerConfig
+from .config import ServerConfig, data_dir
 from .encoder import make_encoder
+from .gallery import GalleryRoutes
 from .metrics import ServerMetrics
 from .protocol import (
     Action,
@@ -31,6 +32,7 @@ from .protocol import (
     Hello,
     Ping,
     ProtocolError,
+    Record,
     Reset,
     error_message,
     frame_too_large,
@@ -59,15 +61,18 @@ class PersonaService:
         self.config = config or ServerConfig()
         self.store = store or SessionStore()
         if library is None:
-            from ...persona.library import PersonaLibrary
-
-            library = PersonaLibrary()
+            library = _default_library(self.config)
         self.library = library
         self.encoder = make_encoder(self.config.encoder)
         self.metrics = ServerMetrics()
         self.sessions: dict[str, ViewerSession] = {}
         self.connections: set[Connection] = set()
         self.pool = ThreadPoolExecutor(max_workers=max(4, 2 * self.config.max_sessions + 2), thread_name_prefix="persona")
+        # Synthesis has its own threads: a long reply never holds back a render tick.
+        self.speech_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="persona-tts")
+        self.recordings_dir = Path(self.config.recordings_dir) if self.config.recordings_dir else data_dir("recordings")
+        self.active_recordings: set[str] = set()
+        self.gallery = GalleryRoutes(self)
         self.default_persona = self._default_persona()
         self._starting = 0
         if not graph.accepts("chat"):
@@ -115,15 +120,20 @@ class PersonaService:
         try:
             persona = await self._load_persona(hello.persona or self.default_persona)
             session_id = secrets.token_urlsafe(18)
+            persona_ref = await loop_run(self.pool, self._persona_ref, persona.id)
             runner = StreamingRunner(
                 self.graph,
                 self.store,
                 session_id,
                 cache=make_cache(self.config.cache_policy),
-                inputs={"persona": persona.id} if self.graph.accepts("persona") else None,
+                inputs={"persona": persona_ref} if self.graph.accepts("persona") else None,
             )
             session = ViewerSession(self, session_id, persona, runner, hello.max_fps)
             self.store.open(session_id, emit=session.emit)
+            if self.config.speech:
+                session.speech = _session_speech(persona)
+                if session.speech is not None:
+                    self.store.get(session_id).resource("speech", lambda: session.speech)
             loop = asyncio.get_running_loop()
             try:
                 await loop.run_in_executor(self.pool, runner.start)
@@ -157,7 +167,25 @@ class PersonaService:
             await connection.ws.close()
         for session_id in list(self.sessions):
             await self.end_session(session_id, "server stopping")
+        await asyncio.to_thread(self.speech_pool.shutdown, True)
         await asyncio.to_thread(self.pool.shutdown, True)  # waits for in-flight ticks, off the loop
+
+    def _persona_ref(self, persona_id: str) -> str:
+        """What the workflow's card loader is given: the id for a built-in, the card file's
+        path for a user card (so a card imported through this server loads in the graph)."""
+        from ...persona.library import BUILTIN_DIR
+
+        path = self.library.path_of(persona_id)
+        return persona_id if path.parent == BUILTIN_DIR else str(path)
+
+    # -- recordings -------------------------------------------------------------------------
+
+    def recording_started(self, recording) -> None:
+        self.active_recordings.add(recording.token)
+        self.metrics.recordings_total += 1
+
+    def recording_finished(self, recording) -> None:
+        self.active_recordings.discard(recording.token)
 
     # -- warm-up ----------------------------------------------------------------------------
 
@@ -196,6 +224,21 @@ class PersonaService:
 
     async def handle_page(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC_DIR / "index.html")
+
+    # Gallery, card import, recordings (gallery.py). `add_routes` takes only `handle_*`
+    # attributes, which is what ComfyUI's lazy stand-in (headless/comfyui_routes.py) offers.
+
+    async def handle_personas(self, request: web.Request) -> web.Response:
+        return await self.gallery.list_personas(request)
+
+    async def handle_portrait(self, request: web.Request) -> web.Response:
+        return await self.gallery.portrait(request)
+
+    async def handle_import_card(self, request: web.Request) -> web.Response:
+        return await self.gallery.import_card(request)
+
+    async def handle_recording(self, request: web.Request) -> web.StreamResponse:
+        return await self.gallery.recording(request)
 
     async def handle_ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=self.config.hard_frame_limit, heartbeat=30.0)
@@ -313,6 +356,8 @@ class PersonaService:
                 raise ProtocolError("rate_limited", "too many messages waiting to be performed", message.id)
         elif isinstance(message, Reset):
             session.request_reset()
+        elif isinstance(message, Record):
+            await session.set_recording(message.on, message.id)
         return False
 
     def _check_token(self, hello: Hello) -> None:
@@ -321,6 +366,35 @@ class PersonaService:
             return
         if hello.token is None or not hmac.compare_digest(hello.token.encode(), expected.encode()):
             raise ProtocolError("unauthorized", "token missing or wrong")
+
+
+async def loop_run(pool, fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+
+def _default_library(config: ServerConfig):
+    """Built-ins plus $PERSONA_DIR; imports land in `personas_dir`, else the first
+    $PERSONA_DIR folder, else the user's data dir."""
+    from ...persona.library import PersonaLibrary
+
+    dirs = PersonaLibrary().user_dirs  # $PERSONA_DIR
+    if config.personas_dir:
+        dirs = [Path(config.personas_dir).expanduser(), *dirs]
+    elif not dirs:
+        dirs = [data_dir("personas")]
+    return PersonaLibrary(user_dirs=dirs)
+
+
+def _session_speech(persona):
+    """The session's voice from its card; None (silent) when the card's voice is unusable."""
+    from ...video.voice import VoiceError, VoiceSpec
+    from .speech import SessionSpeech
+
+    try:
+        return SessionSpeech(VoiceSpec.from_dict(persona.voice.model_dump()))
+    except VoiceError as exc:
+        log.warning("persona %s speaks not: %s", persona.id, exc)
+        return None
 
 
 async def _close_later(connection: Connection) -> None:
@@ -340,16 +414,24 @@ def add_routes(router: Any, service: PersonaService, *, root_pages: bool = True)
         ("/persona/health", service.handle_health),
         ("/persona/metrics", service.handle_metrics),
         ("/persona/", service.handle_page),
+        ("/persona/personas", service.handle_personas),
+        ("/persona/personas/{id}/portrait.png", service.handle_portrait),
+        ("/persona/recordings/{token}.mp4", service.handle_recording),
     ]
+    posts = [("/persona/personas", service.handle_import_card)]
     if root_pages:
         routes += [("/", service.handle_page), ("/health", service.handle_health), ("/metrics", service.handle_metrics)]
     if hasattr(router, "add_get"):
         for path, handler in routes:
             router.add_get(path, handler)
+        for path, handler in posts:
+            router.add_post(path, handler)
         router.add_static("/persona/static/", STATIC_DIR, append_version=False)
     else:
         for path, handler in routes:
             router.get(path)(handler)
+        for path, handler in posts:
+            router.post(path)(handler)
         router.static("/persona/static/", STATIC_DIR)
 
 

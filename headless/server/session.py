@@ -24,11 +24,14 @@ import asyncio
 import collections
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .protocol import MEDIA_JPEG, error_message, media_frame
+from ...video.voice.base import STREAM_RATE
+from .protocol import MEDIA_AUDIO, MEDIA_JPEG, ProtocolError, error_message, media_frame
+from .recording import recording_url
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -41,6 +44,8 @@ log = logging.getLogger("comfyui_persona.serve")
 BACKLOG_LIMIT = 256
 #: Pending chat/action turns per session before `rate_limited`.
 TURN_QUEUE_LIMIT = 16
+#: Where a streamed reply's text has a complete sentence (same rule as video.voice.sentences).
+_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n+")
 
 
 @dataclass
@@ -86,7 +91,7 @@ class Connection:
         self.closed = False
         self.pump_task: asyncio.Task | None = None
 
-    def send(self, message: dict) -> None:
+    def send(self, message: dict | bytes) -> None:
         self.outbox.append(message)
         self.wake.set()
 
@@ -101,7 +106,11 @@ class Connection:
         try:
             while not self.closed:
                 while self.outbox:
-                    await self.ws.send_str(json.dumps(self.outbox.popleft(), separators=(",", ":")))
+                    item = self.outbox.popleft()
+                    if isinstance(item, bytes):  # an audio packet (kind 2): sent as soon as synthesised
+                        await self.ws.send_bytes(item)
+                    else:
+                        await self.ws.send_str(json.dumps(item, separators=(",", ":")))
                 session = self.session
                 now = loop.time()
                 timeout = 0.5
@@ -181,6 +190,13 @@ class ViewerSession:
         self._grace: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task] = []
         self._ready_state_done = False
+        self.frame_shape: tuple[int, int] | None = None  # (height, width) of rendered frames
+        self.speech = None  # SessionSpeech, set by the service when speech is on
+        self.recording = None  # ActiveRecording while `record` is on
+        self._record_busy = False
+        self._speech_texts: asyncio.Queue[str] = asyncio.Queue(maxsize=TURN_QUEUE_LIMIT)
+        self._audio_index = 0
+        self._spoken: dict[int, str] = {}  # turn → reply text already handed to speech
 
     # -- events from node code (worker threads) --------------------------------------------
 
@@ -188,6 +204,10 @@ class ViewerSession:
         """The session store's emitter: called on worker threads by the nodes."""
         if kind == "chunk":
             self._tick_frames.extend(self._encode(payload["frames"]))
+            recording = self.recording
+            if recording is not None:
+                chunk = payload["frames"].chunk
+                recording.push_frames(chunk.frames, chunk.pts_ms)
             return
         self.loop.call_soon_threadsafe(self._on_event, kind, payload)
 
@@ -197,6 +217,8 @@ class ViewerSession:
         self.fps = frames.fps
         self.chunk_frames = max(1, len(chunk.frames))
         out = []
+        if len(chunk.frames):
+            self.frame_shape = (int(chunk.frames.shape[1]), int(chunk.frames.shape[2]))
         for k, rgb in enumerate(chunk.frames):
             index = chunk.first_index + k
             pts = int(chunk.pts_ms[k])
@@ -219,6 +241,7 @@ class ViewerSession:
             )
         elif kind == "reply":
             self.send({"type": "reply", "reply_to": self.turn_ids.get(turn), "text": payload["text"], "done": payload["done"]})
+            self._speak_streamed(turn, payload["text"], payload["done"])
         elif kind == "state":
             self.state = payload["state"]
             if self._ready_state_done:
@@ -280,6 +303,8 @@ class ViewerSession:
             self.loop.create_task(self._render_loop(), name=f"persona-render-{self.id[:8]}"),
             self.loop.create_task(self._turn_loop(), name=f"persona-turns-{self.id[:8]}"),
         ]
+        if self.speech is not None:
+            self._tasks.append(self.loop.create_task(self._speech_loop(), name=f"persona-speech-{self.id[:8]}"))
 
     def ready_message(self, resumed: bool) -> dict:
         vocabulary = self.persona.vocabulary()
@@ -296,6 +321,7 @@ class ViewerSession:
             "backend": self.backend,
             "resumed": resumed,
             "video": {"format": "jpeg", "fps": self.stream_fps(self._max_fps)},
+            "audio_rate": STREAM_RATE,
         }
 
     def attach(self, connection: Connection, max_fps: int | None) -> None:
@@ -326,6 +352,8 @@ class ViewerSession:
         self.closed = True
         if self._grace is not None:
             self._grace.cancel()
+        if self.speech is not None:
+            self.speech.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -335,6 +363,14 @@ class ViewerSession:
                 pass
             except Exception:  # a task that died of a bug already reported it
                 log.exception("session %s task failed", self.id[:8])
+        if self.recording is not None:  # finish the file: it stays downloadable by its token
+            recording, self.recording = self.recording, None
+            try:
+                await self.loop.run_in_executor(self.service.pool, recording.stop)
+            except Exception:
+                log.exception("session %s: closing its recording failed", self.id[:8])
+            finally:
+                self.service.recording_finished(recording)
         # A turn or tick may still be running on the pool: close the runner after it.
         await self.loop.run_in_executor(self.service.pool, self.runner.close)
 
@@ -361,6 +397,7 @@ class ViewerSession:
                 self.send({"type": "directives", "reply_to": request.message_id, "directives": [request.directive]})
                 if request.directive.get("dialogue"):
                     self.send({"type": "reply", "reply_to": request.message_id, "text": request.directive["dialogue"], "done": True})
+                    self.say(request.directive["dialogue"])
                 self.directive_times[request.turn] = request.received
             try:
                 await self.loop.run_in_executor(self.service.pool, self.runner.turn, request.kind, request.value, request.turn)
@@ -373,6 +410,7 @@ class ViewerSession:
             self.need_frames.set()
 
     def request_reset(self) -> None:
+        self.stop_speaking()
         self.runner.request_reset()
         self.plan_version += 1
         self._drop_frames()
@@ -410,3 +448,145 @@ class ViewerSession:
                 self._drop_frames(overflow)
             if self.connection is not None:
                 self.connection.wake.set()
+
+    # -- speech -----------------------------------------------------------------------------
+
+    def say(self, text: str) -> None:
+        """Queue a reply to be spoken (after what is already being said)."""
+        if self.speech is None or self.closed or not text.strip():
+            return
+        try:
+            self._speech_texts.put_nowait(text)
+        except asyncio.QueueFull:
+            log.warning("session %s: speech queue full, a reply is not spoken", self.id[:8])
+
+    def _speak_streamed(self, turn: int, text: str, done: bool) -> None:
+        """Speak a reply as it streams: each partial `reply` (cumulative text) hands over
+        the sentences it completed, the final one the rest, so speech starts with the
+        first sentence even when an LLM takes seconds for the whole reply."""
+        if self.speech is None:
+            return
+        spoken = self._spoken.pop(turn, "") if done else self._spoken.get(turn, "")
+        if spoken and not text.startswith(spoken):
+            return  # the final text was rewritten: what was said stays said, nothing repeats
+        rest = text[len(spoken) :]
+        if done:
+            self.say(rest)
+            return
+        ends = [m.end() for m in _SENTENCE_END.finditer(rest)]
+        if ends:
+            self.say(rest[: ends[-1]])
+            self._spoken[turn] = spoken + rest[: ends[-1]]
+            while len(self._spoken) > 4 * TURN_QUEUE_LIMIT:  # turns that never finished
+                self._spoken.pop(next(iter(self._spoken)))
+
+    def stop_speaking(self) -> None:
+        if self.speech is None:
+            return
+        while not self._speech_texts.empty():
+            self._speech_texts.get_nowait()
+        self.speech.stop()
+
+    async def _speech_loop(self) -> None:
+        """Speak queued replies one at a time; synthesis runs on the speech pool (it blocks)."""
+        while True:
+            text = await self._speech_texts.get()
+            try:
+                await self.loop.run_in_executor(self.service.speech_pool, self.speech.speak, text, self._on_sentence)
+            except Exception as exc:  # a voice the engine lacks, a native failure: say so, go on
+                log.warning("session %s: speaking failed: %s", self.id[:8], exc)
+                self.error("internal", f"speaking the reply failed: {type(exc).__name__}: {exc}")
+
+    def _on_sentence(self, scheduled, packets) -> None:
+        """On the TTS thread, right after a sentence is queued: audio out, recording, state."""
+        frames = []
+        for packet in packets:
+            frames.append(media_frame(MEDIA_AUDIO, self._audio_index, packet.pts_ms, packet.payload()))
+            self._audio_index += 1
+        recording = self.recording
+        if recording is not None:
+            recording.push_audio(scheduled.utterance.pcm, scheduled.start_ms)
+        self._mark_speaking(scheduled.start_ms, scheduled.end_ms)
+        self.loop.call_soon_threadsafe(self._send_audio, frames)
+
+    def _send_audio(self, frames: list[bytes]) -> None:
+        connection = self.connection
+        if connection is None or self.closed:
+            return  # nobody listens: audio is not backlogged (its time passes)
+        for data in frames:
+            connection.send(data)
+        self.service.metrics.audio_packets_total += len(frames)
+
+    def _mark_speaking(self, start_ms: int, end_ms: int) -> None:
+        """Tell the state tracker when the persona talks (its clock is the store session's)."""
+        store_session = self.service.store.find(self.id)
+        if store_session is None or self.speech is None:
+            return
+        with store_session.lock:
+            tracker = store_session.peek("tracker")
+            if tracker is None:
+                return
+            offset = store_session.now_ms() - self.speech.next_frame_ms()
+            tracker.set_speaking(True, int(start_ms + offset))
+            tracker.set_speaking(False, int(end_ms + offset))
+
+    # -- recording --------------------------------------------------------------------------
+
+    async def set_recording(self, on: bool, message_id: str) -> None:
+        """Start or stop recording to MP4; answers `recording` (or raises ProtocolError)."""
+        if self._record_busy:
+            raise ProtocolError("invalid", "a record request is still being handled; wait for its answer", message_id)
+        self._record_busy = True
+        try:
+            if on:
+                if self.recording is not None:
+                    raise ProtocolError("invalid", "this session is already recording; send record on=false first", message_id)
+                shape = (self.speech.frame_shape if self.speech is not None else None) or self.frame_shape
+                if shape is None:
+                    raise ProtocolError("invalid", "nothing has been rendered yet; record after the first frame", message_id)
+                folder = self.service.recordings_dir
+                try:
+                    recording = await self.loop.run_in_executor(
+                        self.service.pool, _start_recording, folder, shape[1], shape[0], self.fps
+                    )
+                except Exception as exc:
+                    log.warning("session %s: recording could not start: %s", self.id[:8], exc)
+                    raise ProtocolError("internal", f"recording could not start: {type(exc).__name__}: {exc}", message_id) from None
+                if self.closed:  # the session ended while the file was being opened
+                    await self.loop.run_in_executor(self.service.pool, recording.stop)
+                    return
+                self.recording = recording
+                self.service.recording_started(recording)
+                self.send({"type": "recording", "reply_to": message_id, "on": True, "duration_ms": 0, "frames": 0})
+                return
+            recording, self.recording = self.recording, None
+            if recording is None:
+                raise ProtocolError("invalid", "this session is not recording; send record on=true first", message_id)
+            try:
+                result = await self.loop.run_in_executor(self.service.pool, recording.stop)
+            except Exception as exc:
+                log.warning("session %s: recording could not be finished: %s", self.id[:8], exc)
+                raise ProtocolError("internal", f"finishing the recording failed: {type(exc).__name__}: {exc}", message_id) from None
+            finally:
+                self.service.recording_finished(recording)
+            self.send(
+                {
+                    "type": "recording",
+                    "reply_to": message_id,
+                    "on": False,
+                    "url": recording_url(result.token),
+                    "duration_ms": result.duration_ms,
+                    "frames": result.frames,
+                }
+            )
+        finally:
+            self._record_busy = False
+
+
+def _start_recording(folder, width: int, height: int, fps: float):
+    """Off the loop: importing PyAV and opening the file are blocking I/O."""
+    from .recording import ActiveRecording
+
+    recording = ActiveRecording(folder, width, height, fps, STREAM_RATE)
+    recording.start()
+    return recording

@@ -1,4 +1,5 @@
 // The headless chat page: wires the protocol client to the DOM. No build step.
+import { SpeechPlayer } from "./audio_player.js";
 import { PersonaClient } from "./persona_client.js";
 
 const QUICK_ACTIONS = [
@@ -15,6 +16,7 @@ const client = new PersonaClient({
   maxFps: params.get("max_fps") ? Number(params.get("max_fps")) : null,
 });
 
+const player = new SpeechPlayer();
 const canvas = $("video");
 const context = canvas.getContext("2d");
 const bubbles = new Map(); // client message id → persona bubble (for streamed replies)
@@ -93,6 +95,7 @@ async function drawLatest() {
       bitmap.close();
       canvas.dataset.frameIndex = String(frame.index);
       canvas.dataset.pts = String(frame.pts);
+      player.noteVideo(frame.pts);
     } catch (error) {
       console.warn("could not decode a frame", error);
     }
@@ -105,8 +108,14 @@ client.addEventListener("frame", (event) => {
   if (!drawing) drawLatest();
 });
 
+client.addEventListener("audio", (event) => player.push(event.detail.pts, event.detail.payload));
+
 client.addEventListener("ready", (event) => {
   const ready = event.detail;
+  if (!ready.resumed) player.restart();
+  player.setRate(ready.audio_rate);
+  markCurrentPersona(ready.persona.id);
+  setRecording(false);
   $("persona-name").textContent = ready.persona.name;
   $("persona-description").textContent = ready.persona.description;
   vocabulary = ready.vocabulary;
@@ -165,7 +174,136 @@ $("composer").addEventListener("submit", (event) => {
   input.value = "";
 });
 
-$("reset").addEventListener("click", () => client.reset());
+$("reset").addEventListener("click", () => {
+  player.stop();
+  client.reset();
+});
+
+// -- voice, recording ------------------------------------------------------------------
+
+document.addEventListener("pointerdown", () => player.resume(), { capture: true });
+document.addEventListener("keydown", () => player.resume(), { capture: true });
+
+$("mute").addEventListener("click", () => {
+  const muted = $("mute").getAttribute("aria-pressed") !== "true";
+  player.setMuted(muted);
+  $("mute").setAttribute("aria-pressed", String(muted));
+  $("mute").textContent = muted ? "Unmute" : "Mute";
+});
+
+let recording = false;
+function setRecording(on) {
+  recording = on;
+  $("record").setAttribute("aria-pressed", String(on));
+  $("record").textContent = on ? "Stop recording" : "Record";
+}
+
+$("record").addEventListener("click", () => {
+  if (!recording) $("recording-link").hidden = true;
+  client.record(!recording);
+});
+
+client.addEventListener("recording", (event) => {
+  const message = event.detail;
+  setRecording(message.on);
+  if (!message.on && message.url) {
+    const link = $("recording-link");
+    link.href = message.url;
+    link.textContent = `Download recording (${(message.duration_ms / 1000).toFixed(1)} s)`;
+    link.hidden = false;
+  }
+});
+
+// -- persona gallery, card import ------------------------------------------------------
+
+const token = params.get("token");
+const withToken = (url) => (token ? `${url}?token=${encodeURIComponent(token)}` : url);
+
+function galleryMessage(text, kind = "info") {
+  $("gallery-message").textContent = text;
+  $("gallery-message").dataset.kind = kind;
+}
+
+function markCurrentPersona(id) {
+  for (const button of document.querySelectorAll("#personas button")) {
+    button.setAttribute("aria-current", String(button.dataset.persona === id));
+  }
+}
+
+async function loadPersonas() {
+  let personas;
+  try {
+    const response = await fetch("/persona/personas");
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    personas = await response.json();
+  } catch (error) {
+    galleryMessage(`could not list personas: ${error.message}`, "error");
+    return;
+  }
+  const items = personas.map((persona) => {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.persona = persona.id;
+    button.title = persona.description;
+    const image = document.createElement("img");
+    image.src = persona.portrait;
+    image.alt = "";
+    image.loading = "lazy";
+    const name = document.createElement("span");
+    name.textContent = persona.builtin ? persona.name : `${persona.name} (yours)`;
+    button.append(image, name);
+    button.addEventListener("click", () => switchPersona(persona.id));
+    item.append(button);
+    return item;
+  });
+  $("personas").replaceChildren(...items);
+  if (client.ready) markCurrentPersona(client.ready.persona.id);
+}
+
+function switchPersona(id) {
+  if (client.ready?.persona.id === id) return;
+  player.restart();
+  $("history").replaceChildren();
+  bubbles.clear();
+  client.newSession(id); // a new session: hello.persona
+}
+
+async function importCard(file) {
+  if (!file) return;
+  galleryMessage(`importing ${file.name}…`);
+  const form = new FormData();
+  form.append("card", file, file.name);
+  let response, body;
+  try {
+    response = await fetch(withToken("/persona/personas"), { method: "POST", body: form });
+    body = await response.json();
+  } catch (error) {
+    galleryMessage(`import failed: ${error.message}`, "error");
+    return;
+  }
+  if (response.status === 201) {
+    galleryMessage(`imported ${body.name}`);
+    await loadPersonas();
+  } else {
+    galleryMessage(`${body.code ?? response.status}: ${body.message ?? "import failed"}`, "error");
+  }
+}
+
+$("card-file").addEventListener("change", (event) => {
+  importCard(event.target.files[0]);
+  event.target.value = "";
+});
+const drop = $("card-drop");
+drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("dragging"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("dragging"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("dragging");
+  importCard(event.dataTransfer.files[0]);
+});
 
 window.personaClient = client; // for debugging and the browser test
+window.personaAudio = player; // the browser test reads player.stats
+loadPersonas();
 client.connect();

@@ -3,13 +3,20 @@
 //
 //   const client = new PersonaClient({ url, persona, token, maxFps });
 //   client.addEventListener("ready" | "directives" | "reply" | "state" | "metrics" |
-//                           "error" | "pong" | "frame" | "status", (ev) => ev.detail);
+//                           "error" | "pong" | "frame" | "audio" | "recording" | "status",
+//                           (ev) => ev.detail);
 //   client.connect(); client.chat("wave please"); client.action({action: "nod", ...});
+//   client.record(true) / client.record(false)   // server-side MP4; "recording" answers
+//
+// "audio" events carry speech packets: {index, pts, payload} with 16-bit LE mono PCM at
+// `client.ready.audio_rate` Hz, pts on the same clock as the frames' (play with
+// audio_player.js).
 //
 // Reconnects with backoff and resumes the session by id (kept in sessionStorage, so a
 // reload of the same tab resumes too). A fatal error (unauthorized, busy) stops retrying.
 
 const MEDIA_JPEG = 1;
+const MEDIA_AUDIO = 2;
 const HEADER_BYTES = 13; // u8 kind, u32 frame_index, u64 pts_ms (big-endian)
 
 export function parseMediaFrame(buffer) {
@@ -104,6 +111,7 @@ export class PersonaClient extends EventTarget {
     if (data instanceof ArrayBuffer) {
       const frame = parseMediaFrame(data);
       if (frame.kind === MEDIA_JPEG) this.dispatchEvent(new CustomEvent("frame", { detail: frame }));
+      else if (frame.kind === MEDIA_AUDIO) this.dispatchEvent(new CustomEvent("audio", { detail: frame }));
       return;
     }
     let message;
@@ -141,4 +149,6 @@ export class PersonaClient extends EventTarget {
   reset() { return this._send({ type: "reset", id: this._id() }); }
 
   ping() { return this._send({ type: "ping", id: this._id() }); }
+
+  record(on) { return this._send({ type: "record", id: this._id(), on: Boolean(on) }); }
 }

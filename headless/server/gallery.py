@@ -1,0 +1,167 @@
+"""HTTP routes beside the socket: the persona gallery, card import, recording downloads.
+
+    GET  /persona/personas                     → [{id, name, description, builtin, portrait}]
+    GET  /persona/personas/{id}/portrait.png   → the card's picture (or one drawn from its look)
+    POST /persona/personas  (multipart `card`) → 201 {id, name} | 400 {code: "bad_card", message}
+    GET  /persona/recordings/{token}.mp4       → a finished recording (video/mp4) | 404
+
+Card files come from users: the upload is size-capped while it streams in, then read by
+`PersonaLibrary.import_file` (its `card_formats` limits and messages), off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .recording import TOKEN_PATTERN
+
+if TYPE_CHECKING:
+    from .service import PersonaService
+
+_PERSONA_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: The largest card accepted (CHARX archives with images are the big ones).
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+_SUFFIXES = {".json", ".png", ".charx"}
+
+
+def _bad_card(message: str) -> web.Response:
+    return web.json_response({"code": "bad_card", "message": message}, status=400)
+
+
+def _sniff_suffix(filename: str | None, head: bytes) -> str | None:
+    """The card container from its first bytes (the file name is only a hint)."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ".png"
+    if head.startswith(b"PK\x03\x04"):
+        return ".charx"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return ".json"
+    suffix = Path(filename or "").suffix.lower()
+    return suffix if suffix in _SUFFIXES else None
+
+
+class GalleryRoutes:
+    """The handlers; `service` gives the library, pool, token and recordings folder."""
+
+    def __init__(self, service: PersonaService) -> None:
+        self.service = service
+        self._portraits: dict[str, bytes] = {}
+
+    def _authorized(self, request: web.Request) -> bool:
+        expected = self.service.config.token
+        if not expected:
+            return True
+        given = request.query.get("token") or ""
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            given = header[7:]
+        return hmac.compare_digest(given.encode(), expected.encode())
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.service.pool, fn, *args)
+
+    async def list_personas(self, request: web.Request) -> web.Response:
+        def listing() -> list[dict]:
+            from ...persona.library import BUILTIN_DIR
+
+            library = self.service.library
+            out = []
+            for persona in library.list():
+                out.append(
+                    {
+                        "id": persona.id,
+                        "name": persona.name,
+                        "description": persona.description,
+                        "builtin": library.path_of(persona.id).parent == BUILTIN_DIR,
+                        "portrait": f"/persona/personas/{persona.id}/portrait.png",
+                    }
+                )
+            return out
+
+        return web.json_response(await self._run(listing))
+
+    async def portrait(self, request: web.Request) -> web.Response:
+        from ...persona.library import UnknownPersonaError
+
+        persona_id = request.match_info["id"]
+        if not _PERSONA_ID.match(persona_id):
+            raise web.HTTPNotFound(text="no such persona")
+        data = self._portraits.get(persona_id)
+        if data is None:
+            try:
+                data = await self._run(self.service.library.portrait, persona_id)
+            except UnknownPersonaError:
+                raise web.HTTPNotFound(text=f"no persona {persona_id!r}") from None
+            self._portraits[persona_id] = data
+        return web.Response(body=data, content_type="image/png", headers={"Cache-Control": "max-age=300"})
+
+    async def import_card(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"code": "unauthorized", "message": "token missing or wrong"}, status=401)
+        if not request.content_type.startswith("multipart/"):
+            return _bad_card("send the card as multipart/form-data in a field named 'card'")
+        reader = await request.multipart()
+        part = None
+        async for candidate in reader:
+            if getattr(candidate, "name", None) == "card":
+                part = candidate
+                break
+            await candidate.release()
+        if part is None:
+            return _bad_card("no field named 'card' in the upload")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            block = await part.read_chunk(256 * 1024)
+            if not block:
+                break
+            size += len(block)
+            if size > MAX_UPLOAD_BYTES:
+                return _bad_card(f"the card file is over the {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB limit")
+            chunks.append(block)
+        data = b"".join(chunks)
+        if not data:
+            return _bad_card("the card file is empty")
+        suffix = _sniff_suffix(part.filename, data[:16])
+        if suffix is None:
+            return _bad_card("not a character card: expected V2/V3 JSON, a PNG card or a CHARX archive")
+        try:
+            persona = await self._run(self._import, data, part.filename or f"card{suffix}")
+        except Exception as exc:
+            from ...persona.card_formats import CardError
+
+            if isinstance(exc, CardError):
+                return _bad_card(str(exc))
+            raise
+        self._portraits.pop(persona.id, None)
+        return web.json_response({"id": persona.id, "name": persona.name}, status=201)
+
+    def _import(self, data: bytes, filename: str):
+        """Read the card (its name in messages is the user's file name) and store it."""
+        from ...persona.card_formats import read_card_bytes
+
+        loaded = read_card_bytes(data, filename=filename)
+        self.service.library.add(loaded)
+        return loaded.persona
+
+    async def recording(self, request: web.Request) -> web.StreamResponse:
+        token = request.match_info["token"]
+        if not TOKEN_PATTERN.match(token) or token in self.service.active_recordings:
+            raise web.HTTPNotFound(text="no such recording")
+        path = self.service.recordings_dir / f"{token}.mp4"
+        exists = await self._run(path.is_file)
+        if not exists:
+            raise web.HTTPNotFound(text="no such recording")
+        return web.FileResponse(
+            path,
+            headers={
+                "Content-Type": "video/mp4",
+                "Content-Disposition": f'attachment; filename="persona-{token[:8]}.mp4"',
+            },
+        )

@@ -1,0 +1,175 @@
+"""Spoken replies on the wire: PROTOCOL kind-2 audio on the video clock, `speaking` state,
+`reset` stops speech, and `record` → a downloadable MP4 with the speech in it.
+
+Real server on port 0, real espeak, real preview renderer, real PyAV decode.
+"""
+
+import asyncio
+import json
+
+import aiohttp
+import numpy as np
+import pytest
+import websockets
+
+from comfyui_persona.headless.server.protocol import MEDIA_AUDIO, MEDIA_JPEG, parse_media_frame
+from server_harness import TIMEOUT, hello, make_service, running, wait_for_type, warm_up_interpreter
+
+SPEECH = "Hello there! It is lovely to see you today. Shall we talk for a while?"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm():
+    warm_up_interpreter()
+
+
+@pytest.fixture
+def service(tmp_path):
+    service = make_service(resume_grace_s=5.0, recordings_dir=str(tmp_path / "recordings"))
+    yield service
+    service.pool.shutdown(wait=True)
+
+
+def connect(server):
+    return websockets.connect(server.ws_url, open_timeout=TIMEOUT, close_timeout=5, max_size=None)
+
+
+async def collect(ws, seconds: float):
+    """(audio packets, video frames, JSON messages) received within `seconds`."""
+    audio, video, messages = [], [], []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (remaining := deadline - loop.time()) > 0:
+        try:
+            data = await asyncio.wait_for(ws.recv(), remaining)
+        except asyncio.TimeoutError:
+            break
+        if isinstance(data, bytes):
+            kind, index, pts, payload = parse_media_frame(data)
+            (audio if kind == MEDIA_AUDIO else video).append((index, pts, payload, loop.time()))
+            assert kind in (MEDIA_AUDIO, MEDIA_JPEG)
+        else:
+            messages.append(json.loads(data))
+    return audio, video, messages
+
+
+async def test_reply_is_spoken_as_pcm_on_the_video_clock_while_speaking_is_true(service):
+    async with running(service) as server, connect(server) as ws:
+        ready = await hello(ws, persona="mira")
+        assert ready["audio_rate"] == 22050
+        await ws.send(json.dumps({"type": "action", "id": "a1", "directive": {
+            "action": "idle", "expression": "smile", "intensity": 0.7, "dialogue": SPEECH}}))
+        audio, video, messages = await collect(ws, 6.0)
+        assert len(audio) >= 20, f"{len(audio)} audio packets"
+        pcm = np.frombuffer(b"".join(p for _, _, p, _ in audio), dtype="<i2")
+        seconds = len(pcm) / 22050
+        assert 2.0 < seconds < 12.0
+        rms = float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2)))
+        assert rms > 300, rms  # speech, not silence
+        # pts continue sample-exactly within a sentence and never overlap across sentences
+        for (_, pts_a, pay_a, _), (_, pts_b, _, _) in zip(audio, audio[1:], strict=False):
+            assert pts_b >= pts_a + len(pay_a) // 2 * 1000 // 22050 - 1
+        # the first packet is due shortly after the video frames around it (same clock)
+        first_audio = audio[0]
+        shown = [pts for _, pts, _, t in video if t <= first_audio[3]]
+        assert shown, "no video before the first audio packet"
+        assert 0 <= first_audio[1] - shown[-1] <= 1000, (first_audio[1], shown[-1])
+        # the text is spoken sentence by sentence: the first audio arrives long before the
+        # whole reply could have been played
+        speaking = [m["state"]["speaking"] for m in messages if m["type"] == "state"]
+        assert True in speaking, speaking
+        indices = [i for i, _, _, _ in audio]
+        assert indices == sorted(indices) and len(set(indices)) == len(indices)
+
+
+async def test_reset_stops_speaking_at_once(service):
+    long_text = " ".join(["This is a rather long sentence that keeps the persona talking."] * 6)
+    async with running(service) as server, connect(server) as ws:
+        await hello(ws, persona="mira")
+        await ws.send(json.dumps({"type": "action", "id": "a1", "directive": {
+            "action": "idle", "expression": "neutral", "intensity": 0.5, "dialogue": long_text}}))
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        while True:
+            message = await wait_for_type(ws, "state", timeout=TIMEOUT)
+            if message["state"]["speaking"]:
+                break
+        await ws.send(json.dumps({"type": "reset", "id": "r1"}))
+        while True:
+            message = await wait_for_type(ws, "state", timeout=TIMEOUT)
+            if not message["state"]["speaking"]:
+                break
+        # The reply is ~20 s of speech; reset ended it within a couple of seconds.
+        assert loop.time() - began < 6.0
+        session = next(iter(service.sessions.values()))
+        assert not session.speech._driver.queue.speaking(session.speech.next_frame_ms())
+
+
+async def test_record_start_stop_downloads_a_playable_mp4_with_speech(service, tmp_path):
+    import av
+
+    async with running(service) as server, connect(server) as ws, aiohttp.ClientSession() as http:
+        await hello(ws, persona="mira")
+        await ws.send(json.dumps({"type": "record", "id": "x0", "on": False}))
+        error = await wait_for_type(ws, "error", reply_to="x0")
+        assert error["code"] == "invalid" and "not recording" in error["message"]
+        await ws.send(json.dumps({"type": "record", "id": "x1", "on": True}))
+        started = await wait_for_type(ws, "recording", reply_to="x1")
+        assert started["on"] is True and "url" not in started
+        await ws.send(json.dumps({"type": "record", "id": "x2", "on": True}))
+        error = await wait_for_type(ws, "error", reply_to="x2")
+        assert error["code"] == "invalid" and "already recording" in error["message"]
+        await ws.send(json.dumps({"type": "action", "id": "a1", "directive": {
+            "action": "wave", "expression": "smile", "intensity": 0.7, "dialogue": "Hello! Nice to meet you."}}))
+        await collect(ws, 3.5)
+        await ws.send(json.dumps({"type": "record", "id": "x3", "on": False}))
+        stopped = await wait_for_type(ws, "recording", reply_to="x3", timeout=20)
+        assert stopped["on"] is False and stopped["url"].startswith("/persona/recordings/")
+        assert stopped["frames"] > 24 and stopped["duration_ms"] > 2000
+        async with http.get(server.http_url + stopped["url"]) as response:
+            assert response.status == 200 and response.headers["Content-Type"] == "video/mp4"
+            data = await response.read()
+        other = stopped["url"].replace(stopped["url"][-12:-4], "AAAAAAAA")
+        async with http.get(server.http_url + other) as response:
+            assert response.status == 404
+        async with http.get(server.http_url + "/persona/recordings/..%2F..%2Fetc%2Fpasswd.mp4") as response:
+            assert response.status == 404
+    path = tmp_path / "download.mp4"
+    path.write_bytes(data)
+    with av.open(str(path)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    with av.open(str(path)) as container:
+        samples = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+        audio_seconds = samples.size / container.streams.audio[0].rate
+    assert frames == stopped["frames"]
+    assert abs(frames / 24.0 - stopped["duration_ms"] / 1000) < 0.5
+    assert abs(audio_seconds - stopped["duration_ms"] / 1000) < 0.6
+    assert float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) > 0.005
+
+
+async def test_a_streamed_reply_is_spoken_from_its_first_sentence_and_nothing_twice(service):
+    """Partial `reply` events (cumulative text, as an LLM streams) hand finished sentences
+    to speech at once; the final event adds only the rest."""
+    async with running(service) as server, connect(server) as ws:
+        await hello(ws, persona="mira")
+        session = next(iter(service.sessions.values()))
+        store_session = service.store.find(session.id)
+        session.turn_ids[7] = "c7"
+        # The interpreter node emits from a worker thread; do the same.
+        await asyncio.to_thread(store_session.emit, "reply", {"turn": 7, "text": "Hello there. How", "done": False})
+        early, _, _ = await collect(ws, 1.5)
+        assert early, "no audio before the reply finished"
+        first_sentence_s = sum(len(p) // 2 for _, _, p, _ in early) / 22050
+        await asyncio.to_thread(
+            store_session.emit, "reply", {"turn": 7, "text": "Hello there. How are you today?", "done": True}
+        )
+        late, _, _ = await collect(ws, 2.0)
+        total_s = first_sentence_s + sum(len(p) // 2 for _, _, p, _ in late) / 22050
+        # "Hello there." then "How are you today?": about 1 s each with espeak; speaking the
+        # first sentence twice would add its length again.
+        synth = session.speech._driver.synthesizer
+        expected = sum(
+            synth.synthesize(text, session.speech.voice).duration_ms for text in ("Hello there.", "How are you today?")
+        ) / 1000
+        assert abs(total_s - expected) < 0.25 * expected, (total_s, expected)
+        assert session._spoken == {}
