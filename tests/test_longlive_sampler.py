@@ -178,3 +178,32 @@ def test_compiled_block_traces_without_graph_breaks_and_matches_eager():
         compiled = run()
     assert torch.equal(compiled, eager)
     assert 1 <= counters["stats"]["unique_graphs"] <= 8
+
+
+@torch.no_grad()
+def test_deferred_refresh_gives_the_same_frames_and_cache_through_prompt_switches():
+    """Returning a chunk before its refresh pass (to show it sooner) changes nothing else:
+    not the chunks after it, not the cache, also when the prompt switches while a sink
+    chunk or a ring chunk still waits for its refresh."""
+    model = tiny()
+    texts = [torch.randn(1, 5, 24, generator=torch.Generator().manual_seed(s)) for s in (1, 2, 3)]
+    # Prompt switch before chunk 1 (chunk 0, the sink, pending) and before chunk 7 (a ring chunk pending).
+    switch_before = {1: texts[1], 7: texts[2]}
+
+    def run(defer: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+        sampler = StreamingSampler(model, seed=3)
+        sampler.start(LAT_H, LAT_W)
+        sampler.set_prompt(texts[0])
+        out = []
+        for i in range(10):
+            if i in switch_before:
+                sampler.set_prompt(switch_before[i])
+            out.append(sampler.next_chunk(defer_refresh=defer))
+        sampler.flush()
+        return out, model.cache_k.clone()
+
+    eager, eager_cache = run(defer=False)
+    deferred, deferred_cache = run(defer=True)
+    for a, b in zip(eager, deferred, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+    torch.testing.assert_close(deferred_cache, eager_cache, rtol=0, atol=0)

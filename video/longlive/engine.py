@@ -265,7 +265,8 @@ class LongLiveBackend:
         embedding, changed = self.blender.step()
         if changed:
             self.sampler.set_prompt(embedding)  # re-caches the window, keeps the sink
-        latents = self.sampler.next_chunk()
+        # The chunk's refresh pass runs at the start of the next call: frames show one pass sooner.
+        latents = self.sampler.next_chunk(defer_refresh=True)
         frames = self.stream.decode_uint8(latents)[0].cpu().numpy()
         first = self.frame_index
         self.frame_index += frames.shape[0]

@@ -8,6 +8,12 @@ Per chunk (LongLive's `causal_inference.py` loop, rewritten for a static cache):
    clean chunk's keys/values for the chunks after it;
 4. commit the chunk's slot in the KV window.
 
+The refresh pass only prepares the cache for the chunks after this one, so
+`next_chunk(defer_refresh=True)` returns the chunk's latents before it and runs it at the
+start of the next call (or at the next prompt switch): a caller that decodes and shows the
+chunk right away gets its frames one pass earlier (about 60 ms at 480×832 on an H100),
+with the same frames and the same cache afterwards.
+
 A prompt switch (`set_prompt` mid-session) re-caches: the window's clean latents are run
 again at t = 0 under the new text, oldest first, each seeing the sink and the chunks
 before it; the sink is kept (it is the identity anchor).
@@ -31,6 +37,7 @@ class StreamingSampler:
         self.seed = seed
         self.generator: torch.Generator | None = None
         self.has_prompt = False
+        self.pending: tuple[torch.Tensor, ChunkPlan] | None = None  # chunk whose refresh waits
 
     @property
     def device(self) -> torch.device:
@@ -55,12 +62,21 @@ class StreamingSampler:
         self.model.reset_caches()
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self.chunks_done = 0
+        self.pending = None
 
     # ---- conditioning ---------------------------------------------------------------------
 
     @torch.no_grad()
     def set_prompt(self, context: torch.Tensor, *, recache: bool = True) -> None:
         """Switch the text conditioning; with frames already made, re-cache the window."""
+        if self.pending is not None:
+            x0, plan = self.pending
+            if recache and plan.slot >= self.model.window.sink_chunks:
+                # The re-cache below rewrites this ring chunk under the new prompt anyway.
+                self.pending = None
+                self._commit(x0, plan)
+            else:
+                self.flush()  # a sink chunk (never re-cached) is written under its own prompt
         self.model.set_prompt(context.to(self.device))
         self.has_prompt = True
         if recache and self.chunks_done:
@@ -69,6 +85,7 @@ class StreamingSampler:
     @torch.no_grad()
     def recache(self) -> None:
         """Rewrite the window's K/V under the current prompt, keeping the sink."""
+        self.flush()
         for plan in self.model.window.recache_plans():
             self.refresh(self.clean[plan.slot], plan)
 
@@ -77,15 +94,14 @@ class StreamingSampler:
         """Write given clean latents (e.g. the persona's reference image, VAE-encoded) as the
         session's first chunk: it becomes the sink every later chunk attends to, and no
         re-cache rewrites it. Must come before any generated chunk."""
-        if self.chunks_done:
+        if self.chunks_done or self.pending is not None:
             raise RuntimeError("prime_sink must come before the first generated chunk")
         if tuple(latents.shape) != self.shape:
             raise ValueError(f"sink latents must be {self.shape}, got {tuple(latents.shape)}")
         plan = self.model.begin_chunk()
-        self.refresh(latents.to(self.device), plan)
-        self.model.window.commit(plan)
-        self.clean[plan.slot].copy_(latents)
-        self.chunks_done += 1
+        latents = latents.to(self.device)
+        self.refresh(latents, plan)
+        self._commit(latents, plan)
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -105,10 +121,15 @@ class StreamingSampler:
         self.model.forward_chunk(x0, self.t_context, plan, refresh=True, timestep_hint=float(self.cfg.context_noise))
 
     @torch.no_grad()
-    def next_chunk(self) -> torch.Tensor:
-        """The next chunk's clean latents, (B, C, num_frame_per_block, h, w) float32."""
+    def next_chunk(self, *, defer_refresh: bool = False) -> torch.Tensor:
+        """The next chunk's clean latents, (B, C, num_frame_per_block, h, w) float32.
+
+        `defer_refresh`: return before the chunk's clean refresh pass; it runs at the start
+        of the next call, at a prompt switch, or on `flush()`.
+        """
         if not self.has_prompt:
             raise RuntimeError("set_prompt before generating")
+        self.flush()
         plan = self.model.begin_chunk()
         x = self.noise()
         last = len(self.timesteps) - 1
@@ -116,8 +137,23 @@ class StreamingSampler:
             x0 = self.denoise_step(x, i, plan)
             if i < last:
                 x = renoise(x0, self.noise(), self.timesteps[i + 1])
-        self.refresh(x0, plan)
+        if defer_refresh:
+            self.pending = (x0, plan)
+        else:
+            self.refresh(x0, plan)
+            self._commit(x0, plan)
+        return x0
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Run the deferred refresh pass, if any, so the cache holds every chunk made."""
+        if self.pending is not None:
+            x0, plan = self.pending
+            self.pending = None
+            self.refresh(x0, plan)
+            self._commit(x0, plan)
+
+    def _commit(self, x0: torch.Tensor, plan: ChunkPlan) -> None:
         self.model.window.commit(plan)
         self.clean[plan.slot].copy_(x0)
         self.chunks_done += 1
-        return x0
