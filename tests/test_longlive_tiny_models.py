@@ -121,3 +121,15 @@ def test_a_generator_matching_no_preset_is_named_with_the_known_ones(tmp_path):
 def test_a_named_preset_must_match_the_file(tiny_dir):
     with pytest.raises(CheckpointLayoutError, match="does not match the wan2.1-t2v-1.3b preset"):
         LongLiveBackend(settings=LongLiveSettings(preset="wan2.1-t2v-1.3b", dtype="float32"), models_dir=tiny_dir)
+
+
+def test_fp8_linear_precision_quantises_the_loaded_blocks_and_still_streams(tiny_dir, monkeypatch):
+    from comfyui_persona.video.longlive.fp8 import FP8_BLOCK_LINEARS, Fp8Linear
+
+    monkeypatch.setenv(ENV_VAR, str(tiny_dir))
+    engine = LongLiveBackend(settings=LongLiveSettings(dtype="float32", linear_precision="fp8"), blend_chunks=1)
+    quantised = [m for m in engine.model.modules() if isinstance(m, Fp8Linear)]
+    assert len(quantised) == len(FP8_BLOCK_LINEARS) * engine.model.cfg.num_layers
+    engine.start_session(SPEC)
+    chunk = engine.next_chunk()
+    assert chunk.frames.dtype == np.uint8 and chunk.frames.shape[1:] == (64, 96, 3)

@@ -76,7 +76,9 @@ class LongLiveBackend:
         self.sampler = StreamingSampler(model, steps=steps)
         self.blend_chunks = blend_chunks
         self.spec: SessionSpec | None = None
-        self.attention = attention if attention is not None else (dict(settings.attention) if settings else {})
+        if attention is None:  # only what differs from dense: an empty dict keeps the plain DenseRouter
+            attention = settings.attention.model_dump(exclude_defaults=True) if settings else {}
+        self.attention = attention
         self.models_dir = models_dir
         self.identity = identity  # an IdentityConditioner, or None: from the look's reference_image
         self.reference_vae = reference_vae  # a WanVAE kept resident for reference encodes, else lazy
@@ -315,6 +317,10 @@ def _load_from_models_dir(settings, models_dir):
     model = load_generator(generator, cfg)
     merge_lora(model, read_lora_state(paths["longlive.lora"]))
     model = cast_for_inference(model.to(device), dtype).eval()
+    if settings.linear_precision == "fp8":
+        from .fp8 import quantize_blocks_fp8
+
+        quantize_blocks_fp8(model)  # after the LoRA merge: quantise the final weights
     if settings.compile:
         model.compile()
     umt5 = load_umt5(paths["umt5.encoder"], device, dtype)

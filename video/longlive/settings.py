@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..attention.config import SparseAttentionConfig
 from .config import WanConfig
 
 
@@ -61,12 +62,16 @@ class LongLiveSettings(BaseModel):
         "tae", description="Latent decoder: TAEW2.1 (real time) or the full Wan VAE.",
         json_schema_extra=_ui(8, load=True, component="select"),
     )
-    # H7 (video/attention/) owns the sparse-attention settings; until its pydantic model
-    # exists this is validated there, by the router factory, not here.
-    attention: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Attention routing settings (backend and its parameters; see video/attention).",
+    attention: SparseAttentionConfig = Field(
+        default_factory=SparseAttentionConfig,
+        description="Block-sparse self-attention (off by default: not a net speed-up on H100); see docs/attention.md.",
         json_schema_extra=_ui(9, load=False),
+    )
+    linear_precision: Literal["bf16", "fp8"] = Field(
+        "bf16",
+        description="Block linear layers in the compute dtype, or FP8 e4m3 (Hopper; faster, slightly "
+        "different numbers; video/longlive/fp8.py).",
+        json_schema_extra=_ui(10, load=True, component="select"),
     )
 
     @model_validator(mode="after")
