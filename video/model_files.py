@@ -157,9 +157,7 @@ register(ModelFile(
     checker=".longlive.lora:check_lora_file",
 ))
 
-# --------------------------------------------------------------------------- text + decoders (H4b)
-# Mirrors the `PublishedFile` constants in video/text/umt5.py and video/decoders/*.py; the
-# owner of those modules may add layout checkers here.
+# --------------------------------------------------------------------------- text + decoders
 register(ModelFile(
     key="umt5.encoder",
     filename="models_t5_umt5-xxl-enc-bf16.pth",

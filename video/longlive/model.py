@@ -263,8 +263,8 @@ class LayerNorm(nn.LayerNorm):
         return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps)
 
 
-class SelfAttention(nn.Module):
-    """Causal self-attention over the KV window (or over a whole sequence, for the reference)."""
+class _AttentionWeights(nn.Module):
+    """The weights both attentions share, named as in the checkpoint: q, k, v, o, norm_q, norm_k."""
 
     def __init__(self, cfg: WanConfig) -> None:
         super().__init__()
@@ -276,6 +276,10 @@ class SelfAttention(nn.Module):
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
+
+
+class SelfAttention(_AttentionWeights):
+    """Causal self-attention over the KV window (or over a whole sequence, for the reference)."""
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q = self._split(self.norm_q(self.q(x)))
@@ -302,19 +306,8 @@ class SelfAttention(nn.Module):
         return self.o(out.transpose(1, 2).flatten(2))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_AttentionWeights):
     """Attention from video tokens to the (padded) text tokens; K/V cached per prompt."""
-
-    def __init__(self, cfg: WanConfig) -> None:
-        super().__init__()
-        dim = cfg.dim
-        self.heads, self.head_dim = cfg.num_heads, cfg.head_dim
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = RMSNorm(dim, cfg.eps)
-        self.norm_k = RMSNorm(dim, cfg.eps)
-
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
 
     def text_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._split(self.norm_k(self.k(context))), self._split(self.v(context))
