@@ -220,7 +220,7 @@ def _stream_interpretation(interpreter, request, session, turn: int):
         if isinstance(item, Interpretation):
             final = item
         elif isinstance(item, list):
-            session.emit("directives", {"turn": turn, "directives": list(item)})
+            session.emit("directives", {"turn": turn, "directives": session.as_performed(item)})
             sent_directives = True
         elif isinstance(item, str) and item:
             if sent_directives:
@@ -229,7 +229,7 @@ def _stream_interpretation(interpreter, request, session, turn: int):
                 held.append(item)
     assert final is not None, "stream_reply must end with an Interpretation"
     if not sent_directives:
-        session.emit("directives", {"turn": turn, "directives": list(final.directives)})
+        session.emit("directives", {"turn": turn, "directives": session.as_performed(final.directives)})
     for text in held:
         session.emit("reply", {"turn": turn, "text": text, "done": False})
     session.emit("reply", {"turn": turn, "text": final.reply, "done": True})

@@ -61,6 +61,25 @@ class Session:
         with self.lock:
             return self._resources.get(key)
 
+    def as_performed(self, directives: list) -> list:
+        """`directives` as the character will perform them (PROTOCOL.md: `directives` lists
+        them "in the order they will be performed"): the session's state tracker plans them
+        on a copy of itself, so a stand is inserted before walking while seated and a sit
+        while seated is dropped, exactly as the tracker node does a moment later. Before the
+        tracker exists they are returned as given."""
+        import copy
+
+        from ..persona.state import PlanError
+
+        with self.lock:
+            tracker = self._resources.get("tracker")
+            if tracker is None:
+                return list(directives)
+            try:
+                return copy.deepcopy(tracker).plan(list(directives), self.now_ms())
+            except PlanError:
+                return list(directives)
+
     def replace(self, key: str, value: Any) -> None:
         """Swap a part (e.g. a renderer restarted at another size), closing the old one."""
         with self.lock:

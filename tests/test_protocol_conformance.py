@@ -114,6 +114,29 @@ async def test_chat_gets_directives_before_reply_then_state_and_a_frame_showing_
         assert metrics["frames_sent"] > 0
 
 
+async def test_directives_are_listed_as_they_will_be_performed(service, no_blocking):
+    """PROTOCOL.md: `directives` holds the list "in the order they will be performed", i.e.
+    after the state tracker: no stand while standing, a stand inserted before walking seated."""
+    async with running(service) as server, connect(server) as ws:
+        await hello(ws)
+
+        async def chat(message_id: str, text: str) -> list[str]:
+            await ws.send(json.dumps({"type": "chat", "id": message_id, "text": text}))
+            while True:
+                message = await recv_json(ws, skip=("metrics", "state", "reply"))
+                if message["type"] == "directives" and message["reply_to"] == message_id:
+                    return [d["action"] for d in message["directives"]]
+
+        standing = await chat("c1", "stand up and wave")  # a stand carrying a face stays as an idle
+        assert "stand" not in standing and standing[-1] == "wave"
+        assert await chat("c2", "sit down") == ["sit"]
+        await wait_for_type(ws, "state", timeout=TIMEOUT)  # the tracker has taken the sit
+        await ws.send(json.dumps({"type": "action", "id": "a1", "directive": {"action": "sit", "expression": "neutral", "intensity": 0.5}}))
+        message = await recv_json(ws, skip=("metrics", "state", "reply"))
+        assert (message["type"], message["reply_to"], message["directives"]) == ("directives", "a1", [])
+        assert await chat("c3", "walk around") == ["stand", "walk"]
+
+
 async def test_action_bypasses_the_interpreter_and_metrics_report_its_latency(service, no_blocking):
     async with running(service) as server, connect(server) as ws:
         await hello(ws)

@@ -393,8 +393,9 @@ class ViewerSession:
         while True:
             request = await self.turns.get()
             if request.kind == "action":
-                # No interpreter runs: the directive is the plan; say so before it is performed.
-                self.send({"type": "directives", "reply_to": request.message_id, "directives": [request.directive]})
+                # No interpreter runs: announce the directive as the tracker will perform it.
+                self.send({"type": "directives", "reply_to": request.message_id,
+                           "directives": self._as_performed(request.directive)})
                 if request.directive.get("dialogue"):
                     self.send({"type": "reply", "reply_to": request.message_id, "text": request.directive["dialogue"], "done": True})
                     self.say(request.directive["dialogue"])
@@ -516,6 +517,15 @@ class ViewerSession:
         for data in frames:
             connection.send(data)
         self.service.metrics.audio_packets_total += len(frames)
+
+    def _as_performed(self, directive: dict) -> list[dict]:
+        store_session = self.service.store.find(self.id)
+        if store_session is None:
+            return [directive]
+        from ...persona.schema import ActionDirective
+
+        planned = store_session.as_performed([ActionDirective.model_validate(directive)])
+        return [d.model_dump(mode="json", exclude_none=True) for d in planned]
 
     def _mark_speaking(self, start_ms: int, end_ms: int) -> None:
         """Tell the state tracker when the persona talks (its clock is the store session's)."""
