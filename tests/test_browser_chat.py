@@ -5,23 +5,21 @@ message and sees the reply, the status indicator changes, quick actions work and
 frames advance on the canvas; the reply is heard (Web Audio decodes, schedules and plays
 non-silent speech) and a recording is started, stopped, downloaded and decoded; the
 persona gallery switches persona and imports cards, showing a bad card's error. A screenshot is saved under test-artifacts/ (and copied to
-docs/images/chat_page.png for the README). Skipped, not failed, where /usr/bin/chromium
+docs/images/chat_page.png for the README when PERSONA_UPDATE_DOC_IMAGES=1). Skipped, not failed, where /usr/bin/chromium
 is absent.
 """
 
 import asyncio
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from paths import REPO
+from paths import REPO, publish_doc_image
 from server_harness import make_service, running, warm_up_interpreter
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
-README_IMAGE = REPO / "docs" / "images" / "chat_page.png"
 
 pytestmark = [
     pytest.mark.browser,
@@ -98,8 +96,7 @@ async def test_chat_page_chats_shows_status_and_streams_video(service, tmp_path)
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / "chat_page.png"
             await page.screenshot(path=str(shot))
-            README_IMAGE.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(shot, README_IMAGE)
+            publish_doc_image(shot, "chat_page.png")
 
             # Reconnect with session resume: a reload keeps the same session (sessionStorage).
             session = await page.evaluate("window.sessionStorage.getItem('persona.session')")

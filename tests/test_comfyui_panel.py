@@ -8,21 +8,20 @@ record the session and download an MP4 that decodes with video and audio, pick a
 the built-in personas from the gallery, and see a bad card refused with the server's message.
 Debian's Chromium is driven through the `playwright` package (no browser download).
 Screenshots: test-artifacts/comfyui_panel.png and comfyui_panel_gallery.png (every run),
-copied to docs/images/.
+copied to docs/images/ when PERSONA_UPDATE_DOC_IMAGES=1.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import shutil
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
-from paths import REPO
+from paths import REPO, publish_doc_image
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -158,9 +157,7 @@ def test_sidebar_tab_chats_and_shows_live_frames(comfyui_server: str, tmp_path: 
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / "comfyui_panel.png"
             page.screenshot(path=str(shot))
-            images = REPO / "docs" / "images"
-            images.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(shot, images / "comfyui_panel.png")
+            publish_doc_image(shot, "comfyui_panel.png")
 
             # The frontend accepts every saved UI workflow as it is on disk (zod schema, known nodes).
             for name in ("persona_longlive_sparse", "persona_longlive_chat", "persona_preview_chat"):
@@ -273,7 +270,7 @@ def test_sidebar_tab_speaks_records_and_switches_persona(comfyui_server: str, tm
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / "comfyui_panel_gallery.png"
             page.get_by_test_id("persona-panel").screenshot(path=str(shot))
-            shutil.copyfile(shot, REPO / "docs" / "images" / "comfyui_panel_gallery.png")
+            publish_doc_image(shot, "comfyui_panel_gallery.png")
         except Exception:
             print("\n".join(console[-40:]))
             raise
