@@ -56,3 +56,21 @@ def test_cli_help_lists_every_command():
     assert result.returncode == 0, result.stderr
     for name in COMMANDS:
         assert name in result.stdout
+
+
+def test_the_wheel_carries_the_data_folders_and_no_top_level_nodes_module(tmp_path):
+    """A plain (non-editable) install must still find the default workflow and the ComfyUI
+    panel, and must not install a top-level `nodes` module (ComfyUI has its own)."""
+    import zipfile
+
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("comfyui_persona-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names} == {"comfyui_persona", wheel.name.split("-py3")[0] + ".dist-info"}
+    for needed in ("workflows/persona_preview_chat.json", "web_extension/persona_panel.js",
+                   "headless/static/index.html", "persona/builtin/mira.json"):
+        assert f"comfyui_persona/{needed}" in names, needed
