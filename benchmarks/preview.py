@@ -1,6 +1,6 @@
 """Preview renderer speed on ONE CPU core, and smoothness over every transition.
 
-    .venv/bin/python benchmarks/preview.py                     # full run, writes the JSON (~2 min)
+    .venv/bin/python benchmarks/preview.py                     # full run, writes the JSON (~4 min; the sweep alone took 184 s)
     .venv/bin/python benchmarks/preview.py --quick --out /tmp  # seconds
 
 Speed: the process is pinned to one core (`os.sched_setaffinity`) and BLAS/OpenMP pools

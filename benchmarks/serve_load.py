@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -31,22 +30,14 @@ from pathlib import Path
 
 import websockets
 
+from record import cpu_model, git_commit, torch_version
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 ACTIONS = [("wave", "smile"), ("nod", "neutral"), ("sit", "neutral"), ("stand", "neutral"), ("clap", "excited"),
            ("bow", "smile"), ("shrug", "confused"), ("think", "thoughtful")]
 DIALOGUE = "Sure, here you go! I hope you like it."
 CHATS = ["please wave", "can you nod?", "dance for me", "sit down please", "stand up", "look around"]
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def _rss_mib(pid: int) -> float:
@@ -231,18 +222,11 @@ def main() -> int:
     }
     if args.encoders:
         metrics["jpeg_encoders_384px"] = _time_encoders()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
-    try:
-        import torch
-
-        torch_version = torch.__version__
-    except ImportError:
-        torch_version = None
     record = {
         "benchmark": "serve_load",
-        "device": _cpu_name(),
-        "torch": torch_version,
-        "commit": commit,
+        "device": cpu_model(),
+        "torch": torch_version(),
+        "commit": git_commit(),
         "date": date.today().isoformat(),
         "config": {"sessions": args.sessions, "duration_s": args.duration, "warm_s": args.warm,
                    "action_every_s": args.action_every, "backend": "preview", "size": "384x384", "fps_target": 24,

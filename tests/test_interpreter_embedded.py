@@ -120,6 +120,14 @@ def test_paraphrase_maps_through_the_embedding(interp, plain):
     assert [a for a in actions(run(plain, "spin to your left")) if a != "idle"] == []
 
 
+def test_options_given_as_text_behave_like_typed_ones(interp):
+    # `persona interpret --option KEY=VALUE` passes every value as a string.
+    texted = get_interpreter("embedded", map_threshold="0.72", suggest_threshold="0.25", use_embedding="true")
+    for text in ("do a cartwheel", "spin to your left"):
+        assert run(texted, text) == run(interp, text)
+    assert get_interpreter("embedded", use_embedding="off").encoder is None
+
+
 def test_chitchat_has_no_action_and_a_chitchat_line(interp):
     persona = PERSONA.model_copy(update={"lines": Lines(chitchat=("Mm-hm.",))})
     result = run(interp, "I went for a walk yesterday", persona=persona)

@@ -133,3 +133,12 @@ def test_fp8_linear_precision_quantises_the_loaded_blocks_and_still_streams(tiny
     engine.start_session(SPEC)
     chunk = engine.next_chunk()
     assert chunk.frames.dtype == np.uint8 and chunk.frames.shape[1:] == (64, 96, 3)
+
+
+def test_settings_denoising_steps_set_the_engines_steps_unless_given(tiny_dir):
+    engine = LongLiveBackend(settings=LongLiveSettings(dtype="float32", denoising_steps=2), models_dir=tiny_dir)
+    assert len(engine.sampler.timesteps) == 2
+    engine = LongLiveBackend(engine.model, engine.text_encoder, engine.decoder,
+                             settings=LongLiveSettings(denoising_steps=2), steps=3)
+    assert len(engine.sampler.timesteps) == 3
+    assert len(LongLiveBackend(engine.model, engine.text_encoder, engine.decoder).sampler.timesteps) == 4

@@ -26,6 +26,7 @@ from server_harness import (
     next_frame,
     recv_json,
     running,
+    settle,
     wait_for_type,
     warm_up_interpreter,
 )
@@ -154,6 +155,22 @@ async def test_action_bypasses_the_interpreter_and_metrics_report_its_latency(se
             if metrics["latency_ms"] is not None:
                 break
         assert 0 < metrics["latency_ms"] < 2000
+
+
+async def test_superseded_actions_do_not_leave_latency_clocks_behind(service, no_blocking):
+    # Actions sent back to back replace each other's plans before they are rendered: no frame
+    # ever shows the superseded ones, so their start times must not pile up for the session's life.
+    async with running(service) as server, connect(server) as ws:
+        await hello(ws)
+        session = next(iter(service.sessions.values()))
+        names = ["sit", "stand", "nod", "wave", "bow", "dance", "shrug", "clap"]
+        for i, name in enumerate(names):
+            directive = {"action": name, "expression": "smile", "intensity": 0.5}
+            await ws.send(json.dumps({"type": "action", "id": f"a{i}", "directive": directive}))
+        last = len(names)  # turn numbers count from 1
+        await wait_for_type(ws, "directives", reply_to=f"a{last - 1}")  # its clock started with this
+        await settle(lambda: last not in session.directive_times)  # a frame showed the last action
+        assert session.directive_times == {}
 
 
 async def test_reset_returns_to_idle_and_ping_gets_pong(service, no_blocking):

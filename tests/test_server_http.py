@@ -3,6 +3,7 @@
 import asyncio
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -68,6 +69,40 @@ async def test_sessions_expire_after_the_grace_period_and_close_their_parts(serv
         async with websockets.connect(server.ws_url, max_size=None, open_timeout=TIMEOUT) as ws:
             again = await hello(ws, session=first["session"])
             assert again["session"] != first["session"] and again["resumed"] is False
+
+
+# Drives the page's protocol client in Node with a scripted socket, to order events
+# the way a browser can deliver them.
+_CLIENT_PROBE = """
+const sockets = [];
+globalThis.WebSocket = class {
+  static OPEN = 1;
+  constructor(url) { this.url = url; this.readyState = 0; this.sent = []; sockets.push(this); }
+  send(data) { this.sent.push(JSON.parse(data)); }
+  close() { this.readyState = 3; }
+};
+const { PersonaClient } = await import("./persona_client.mjs");
+const client = new PersonaClient({ url: "ws://test/persona/ws", storage: null });
+const open = (ws, session) => {
+  ws.readyState = 1; ws.onopen();
+  ws.onmessage({ data: JSON.stringify({ type: "ready", session }) });
+};
+client.connect(); open(sockets[0], "s1");
+client.newSession("juno"); open(sockets[1], "s2");
+sockets[0].onclose({ code: 1000 });
+client.chat("hello");
+console.log(JSON.stringify({ sent: sockets[1].sent.map((m) => m.type), pending: client.pending.length }));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run the page's client")
+def test_client_switching_persona_is_not_stalled_by_the_old_sockets_late_close(tmp_path):
+    source = (REPO / "headless" / "static" / "persona_client.js").read_text(encoding="utf-8")
+    (tmp_path / "persona_client.mjs").write_text(source, encoding="utf-8")
+    (tmp_path / "probe.mjs").write_text(_CLIENT_PROBE, encoding="utf-8")
+    result = subprocess.run(["node", "probe.mjs"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"sent": ["hello", "chat"], "pending": 0}
 
 
 def test_token_is_required_beyond_loopback():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ENV_VAR = "PERSONA_MODELS_DIR"
@@ -57,7 +57,6 @@ class ModelFile:
     size_exact: bool = False
     alternatives: tuple[str, ...] = ()
     checker: str | None = None
-    required_for: tuple[str, ...] = field(default=("longlive",))
 
     @property
     def names(self) -> tuple[str, ...]:

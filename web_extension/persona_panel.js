@@ -1,7 +1,7 @@
 // ComfyUI frontend extension: the Persona chat as a sidebar tab.
 //
 // It talks the persona chat protocol (PROTOCOL.md) to /persona/ws, which the pack mounts
-// on ComfyUI's own server (nodes/comfy_integration.py). The protocol client is NOT copied
+// on ComfyUI's own server (headless/comfyui_routes.py). The protocol client is NOT copied
 // here: it is imported from /persona/static/persona_client.js, the very file the headless
 // chat page loads, served by the same route table; so is the speech player
 // (/persona/static/audio_player.js: Web Audio, each packet scheduled at its pts against

@@ -27,7 +27,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="backend option, repeatable (openai: base_url, model, api_key, timeout; llamacpp: model_path)",
+        help="backend option, repeatable (embedded: use_embedding, map_threshold; "
+        "openai: base_url, model, api_key, timeout; llamacpp: model_path)",
     )
 
 

@@ -2,7 +2,7 @@
 
 The shape follows ComfyUI's error payloads (node id, class, what is wrong) so a user can
 find the node in the editor: `error.node_id` and `error.class_type` are always set for
-node errors, and `as_dict()` is what a server or CLI reports.
+node errors.
 """
 
 from __future__ import annotations
@@ -17,14 +17,6 @@ class WorkflowError(ValueError):
         self.node_id = node_id
         self.class_type = class_type
         self.detail = message
-
-    def as_dict(self) -> dict:
-        return {
-            "type": type(self).__name__,
-            "node_id": self.node_id,
-            "class_type": self.class_type,
-            "message": self.detail,
-        }
 
 
 class WorkflowFormatError(WorkflowError):

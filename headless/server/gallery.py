@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ...persona.card import ID_PATTERN
 from .recording import TOKEN_PATTERN
 
 if TYPE_CHECKING:
     from .service import PersonaService
 
-_PERSONA_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_PERSONA_ID = re.compile(ID_PATTERN)
 #: The largest card accepted (CHARX archives with images are the big ones).
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 _SUFFIXES = {".json", ".png", ".charx"}

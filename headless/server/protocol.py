@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+#: The `protocol` number in `ready` and `/persona/health` (PROTOCOL.md's version).
 PROTOCOL_VERSION = 1
 #: Largest text frame accepted (PROTOCOL.md: "frame over 64 KiB" → too_large).
 MAX_FRAME_BYTES = 64 * 1024
@@ -56,9 +57,6 @@ class ProtocolError(Exception):
     @property
     def fatal(self) -> bool:
         return self.code in FATAL_CODES
-
-    def to_message(self) -> dict:
-        return error_message(self.code, self.message, self.reply_to)
 
 
 @dataclass(frozen=True)

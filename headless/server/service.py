@@ -21,12 +21,14 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ...nodes.session_store import SessionStore
+from ...persona.card import ID_PATTERN
 from ..runner import StreamingRunner, WorkflowGraph, make_cache
 from .config import ServerConfig, data_dir
 from .encoder import make_encoder
 from .gallery import GalleryRoutes
 from .metrics import ServerMetrics
 from .protocol import (
+    PROTOCOL_VERSION,
     Action,
     Chat,
     Hello,
@@ -43,7 +45,7 @@ from .session import Connection, ViewerSession
 log = logging.getLogger("comfyui_persona.serve")
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-_PERSONA_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_PERSONA_ID = re.compile(ID_PATTERN)
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
@@ -211,7 +213,7 @@ class PersonaService:
                 "status": "ok",
                 "sessions": len(self.sessions),
                 "max_sessions": self.config.max_sessions,
-                "protocol": 1,
+                "protocol": PROTOCOL_VERSION,
                 "token_required": bool(self.config.token),
             }
         )

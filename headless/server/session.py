@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...video.voice.base import STREAM_RATE
-from .protocol import MEDIA_AUDIO, MEDIA_JPEG, ProtocolError, error_message, media_frame
+from .protocol import MEDIA_AUDIO, MEDIA_JPEG, PROTOCOL_VERSION, ProtocolError, error_message, media_frame
 from .recording import recording_url
 
 if TYPE_CHECKING:
@@ -184,6 +184,7 @@ class ViewerSession:
         self.started = time.monotonic()
         self.closed = False
         self._tick_frames: list[EncodedFrame] = []
+        self._unshown: list[int] = []  # turns shown only by frames dropped as stale (see _render_loop)
         self._encoder = service.encoder
         self._quality = cfg.jpeg_quality
         self._max_fps = max_fps
@@ -274,6 +275,10 @@ class ViewerSession:
                 self.stats.latencies_ms.append(latency)
                 del self.stats.latencies_ms[:-1000]
                 self.service.metrics.observe_latency(latency)
+            # Earlier turns no frame will show (superseded before they were rendered, or their
+            # frames dropped): forget their clocks, or they would pile up for the session's life.
+            for older in [t for t in self.directive_times if t < turn]:
+                del self.directive_times[older]
 
     def want_frames(self) -> None:
         if len(self.frames) < max(2, self.chunk_frames):
@@ -313,7 +318,7 @@ class ViewerSession:
 
         return {
             "type": "ready",
-            "protocol": 1,
+            "protocol": PROTOCOL_VERSION,
             "session": self.id,
             "persona": {"id": self.persona.id, "name": self.persona.name, "description": self.persona.description},
             "state": self.state or CharacterState().model_dump(mode="json"),
@@ -442,7 +447,14 @@ class ViewerSession:
             if version != self.plan_version:
                 self.stats.dropped += len(produced)  # rendered while a new plan landed: stale
                 self.service.metrics.frames_dropped_total += len(produced)
+                # The tick may already have submitted that plan (a turn's plan is visible to
+                # the tick before `runner.turn` returns); the backend goes on from it, so the
+                # next kept frame is the first sent that shows it: its latency is measured there.
+                self._unshown.extend(turn for frame in produced for turn in frame.shows)
                 continue
+            if self._unshown and produced:
+                produced[0].shows[:0] = self._unshown
+                self._unshown = []
             self.frames.extend(produced)
             overflow = len(self.frames) - self.frame_limit
             if overflow > 0:

@@ -70,8 +70,8 @@ export class PersonaClient extends EventTarget {
     ws.onopen = () => this._hello();
     ws.onmessage = (event) => this._receive(event.data);
     ws.onclose = (event) => {
+      if (this.ws !== ws) return; // a replaced socket: the current one may be ready already
       this.ready = null;
-      if (this.ws !== ws) return;
       this.ws = null;
       if (this.stopped) { this._status("closed"); return; }
       const delay = Math.min(8000, 250 * 2 ** this.attempt++);

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..card import Persona
-from ..embedding import load_encoder
+from ..embedding import load_encoder, switched_off
 from ..emotion import infer_expression
 from ..schema import ActionDirective, Vocabulary, VocabularyEntry, core_vocabulary
 from ..text import COMMON_WORDS, Token, clean_text, is_shouted, osa_distance, stem, tokenize
@@ -216,19 +216,23 @@ class EmbeddedInterpreter:
     def __init__(
         self,
         *,
-        use_embedding: bool | None = None,
+        use_embedding: bool | str | None = None,
         model_dir: str | None = None,
-        map_threshold: float = 0.72,
-        suggest_threshold: float = 0.25,
+        map_threshold: float | str = 0.72,
+        suggest_threshold: float | str = 0.25,
     ) -> None:
         """`use_embedding=False` (or `PERSONA_EMBEDDING=off`) runs without the model:
-        no paraphrase mapping, no nearest-action suggestions, lexical emotion only."""
+        no paraphrase mapping, no nearest-action suggestions, lexical emotion only.
+
+        Options may come as text (`persona interpret --option map_threshold=0.6`)."""
+        if isinstance(use_embedding, str):
+            use_embedding = not switched_off(use_embedding)
         if use_embedding is False:
             self.encoder = None
         else:
             self.encoder = load_encoder(model_dir, disabled=None if use_embedding is None else False)
-        self.map_threshold = map_threshold
-        self.suggest_threshold = suggest_threshold
+        self.map_threshold = float(map_threshold)
+        self.suggest_threshold = float(suggest_threshold)
 
     # -- public interface -------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from .structured import (
     AnswerError,
     AnswerStream,
     answer_schema,
+    as_fallback,
     build_messages,
     finish_answer,
     parse_answer,
@@ -235,14 +236,7 @@ class LlamaCppInterpreter:
             from .embedded import EmbeddedInterpreter
 
             self._fallback = EmbeddedInterpreter()
-        result = self._fallback.interpret(request)
-        note = f"llamacpp backend failed ({reason}); used embedded"
-        return result.model_copy(
-            update={
-                "backend": "llamacpp->embedded",
-                "note": f"{note}; {result.note}" if result.note else note,
-            }
-        )
+        return as_fallback(self._fallback.interpret(request), self.name, reason)
 
 
 class _Failure(Exception):

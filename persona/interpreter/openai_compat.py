@@ -38,6 +38,7 @@ from .structured import (
     AnswerError,
     AnswerStream,
     answer_schema,
+    as_fallback,
     build_messages,
     finish_answer,
     parse_answer,
@@ -98,14 +99,14 @@ class OpenAIInterpreter:
     # -- interface ----------------------------------------------------------------------
 
     def interpret(self, request: InterpretRequest) -> Interpretation:
-        messages = self._messages(request)
+        messages = build_messages(request)
         try:
             return self._complete(messages, request)
         except _BackendFailure as failure:
             return self._fall_back(request, str(failure))
 
     def stream_reply(self, request: InterpretRequest) -> Iterator[list[ActionDirective] | str | Interpretation]:
-        messages = self._messages(request)
+        messages = build_messages(request)
         body = self._body(messages, answer_schema(request.persona.vocabulary()), stream=True)
         stream = AnswerStream(request.persona)
         content: list[str] = []
@@ -137,9 +138,6 @@ class OpenAIInterpreter:
         yield from finish_answer(stream, full, self.name, repair_or_fall_back)
 
     # -- internals ----------------------------------------------------------------------
-
-    def _messages(self, request: InterpretRequest) -> list[dict[str, str]]:
-        return build_messages(request)
 
     def _body(self, messages: list[dict[str, str]], schema: dict[str, Any], stream: bool) -> dict[str, Any]:
         return {
@@ -199,11 +197,7 @@ class OpenAIInterpreter:
         return self._fallback
 
     def _fall_back(self, request: InterpretRequest, reason: str) -> Interpretation:
-        result = self._fallback_interpreter().interpret(request)
-        note = f"openai backend failed ({reason}); used embedded"
-        return result.model_copy(
-            update={"backend": "openai->embedded", "note": f"{note}; {result.note}" if result.note else note}
-        )
+        return as_fallback(self._fallback_interpreter().interpret(request), self.name, reason)
 
     def close(self) -> None:
         """Close the pooled HTTP connections (also done when the interpreter is collected)."""

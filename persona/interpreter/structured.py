@@ -28,6 +28,7 @@ __all__ = [
     "AnswerStream",
     "ReplyExtractor",
     "answer_schema",
+    "as_fallback",
     "build_messages",
     "directives_from",
     "finish_answer",
@@ -335,3 +336,12 @@ def settle(stream: AnswerStream, result: Interpretation) -> Iterator[list[Action
     elif result.reply:
         yield result.reply
     yield result
+
+
+def as_fallback(result: Interpretation, backend: str, reason: str) -> Interpretation:
+    """`result` of the embedded parser standing in for `backend`, which failed for `reason`:
+    `backend` becomes "<backend>->embedded" and the note says why, before the parser's own note."""
+    note = f"{backend} backend failed ({reason}); used embedded"
+    return result.model_copy(
+        update={"backend": f"{backend}->embedded", "note": f"{note}; {result.note}" if result.note else note}
+    )

@@ -114,7 +114,9 @@ class SparseAttentionConfig(BaseModel):
     def dense_layers(self, num_layers: int) -> frozenset[int]:
         """The always-dense layers for a model of `num_layers`; raises on an index that does not exist."""
         if self.sparge_dense_layers is None:
-            return frozenset(i for i in (0, 1, num_layers - 2, num_layers - 1) if 0 <= i < num_layers)
+            from .router import default_dense_layers
+
+            return default_dense_layers(num_layers)
         bad = [i for i in self.sparge_dense_layers if i >= num_layers]
         if bad:
             raise SparseConfigError(

@@ -27,6 +27,11 @@ if TYPE_CHECKING:  # the pydantic settings load only when used, so scripts need 
 log = logging.getLogger(__name__)
 
 
+def default_dense_layers(num_layers: int) -> frozenset[int]:
+    """The layers that stay dense unless configured: the first 2 and the last 2."""
+    return frozenset(i for i in (0, 1, num_layers - 2, num_layers - 1) if 0 <= i < num_layers)
+
+
 class SparseRouter:
     """`AttentionRouter` that sends eligible (layer, step) pairs to block-sparse attention.
 
@@ -64,8 +69,7 @@ class SparseRouter:
         router.enabled = True
         router.timestep_threshold = timestep_threshold
         router.kernel = kernel
-        default = {0, 1, num_layers - 2, num_layers - 1}
-        router.dense_layers = frozenset(default if dense_layers is None else dense_layers)
+        router.dense_layers = default_dense_layers(num_layers) if dense_layers is None else frozenset(dense_layers)
         router.params = params
         router._build()
         return router

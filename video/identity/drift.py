@@ -94,7 +94,6 @@ class DriftMeter:
         self.embedder = embedder
         self.samples: list[DriftSample] = []
         self.reference: np.ndarray | None = None
-        self.reference_t: float | None = None
         if reference_embedding is not None:
             self.reference = self._normalise(reference_embedding)
 
@@ -127,7 +126,7 @@ class DriftMeter:
                 new.append(DriftSample(t=t, similarity=None))
                 continue
             if self.reference is None:  # self-drift: the first face becomes the reference
-                self.reference, self.reference_t = self._normalise(face.embedding), t
+                self.reference = self._normalise(face.embedding)
                 continue
             if face.embedding.shape != self.reference.shape:
                 raise ValueError(

@@ -19,8 +19,6 @@ from .align import align_face
 from .frames import as_rgb_frames
 from .models import FaceModelPaths, IdentityDependencyError, resolve_model_paths
 
-EMBEDDING_DIM = 512
-
 
 @dataclass(frozen=True)
 class DetectedFace:

@@ -11,7 +11,7 @@ tiny random parts on CPU; without them the engine loads the files of the models 
 (real ones, or the tiny set of `testing.write_tiny_models`).
 
 Identity anchoring: when the session's look names a `reference_image` file, or an
-`IdentityConditioner` was given (`identity=` / `set_identity`), the reference photo is
+`IdentityConditioner` was given (`identity=`), the reference photo is
 framed on the face, encoded by the Wan VAE as a still clip of one chunk (3 latent frames)
 and written into the KV cache as the session's first chunk (`StreamingSampler.prime_sink`)
 before anything is generated: the sink every later chunk attends to, never re-cached. The
@@ -56,7 +56,7 @@ class LongLiveBackend:
         text_encoder=None,
         decoder=None,
         *,
-        steps: int = 4,
+        steps: int | None = None,
         blend_chunks: int = 2,
         settings=None,
         models_dir=None,
@@ -73,6 +73,8 @@ class LongLiveBackend:
         self.model = model
         self.text_encoder = text_encoder
         self.decoder = decoder
+        if steps is None:  # the settings' denoising_steps, else all 4 of LongLive's list
+            steps = settings.denoising_steps if settings is not None else None
         self.sampler = StreamingSampler(model, steps=steps)
         self.blend_chunks = blend_chunks
         self.spec: SessionSpec | None = None
@@ -88,16 +90,6 @@ class LongLiveBackend:
         self._look_identity: tuple[str, object] | None = None
         self._reference_cache: tuple = ()  # (conditioner, (w, h, frames), latents)
         self.reference_latents: torch.Tensor | None = None  # what the current session's sink holds
-
-    def set_identity(self, conditioner) -> None:
-        """Anchor sessions on this `IdentityConditioner` (None: only a look's reference_image).
-        Applies from the next session start."""
-        self.identity = conditioner
-
-    def set_attention(self, attention: dict) -> None:
-        """Attention routing settings (video/attention's SparseAttentionConfig as a dict;
-        empty = dense SDPA). Applies from the next session start."""
-        self.attention = dict(attention)
 
     # ---- session ------------------------------------------------------------------------
 

@@ -61,11 +61,7 @@ def merge_lora(model: nn.Module, state: dict[str, torch.Tensor], *, alpha: float
     """
     pairs = pair_lora_keys(state, lora_targets(model))
     modules = dict(model.named_modules())
-    bad = []
-    for name, (a, b) in pairs.items():
-        w = modules[name].weight
-        if a.shape != (rank, w.shape[1]) or b.shape != (w.shape[0], rank):
-            bad.append(f"{name}: A {tuple(a.shape)}, B {tuple(b.shape)} for weight {tuple(w.shape)}")
+    bad = _shape_misfits(pairs, modules, rank)
     if bad:
         raise LoraLayoutError(f"{len(bad)} LoRA shapes do not fit (rank {rank}): {bad[:3]}")
     scale = alpha / rank
@@ -74,6 +70,16 @@ def merge_lora(model: nn.Module, state: dict[str, torch.Tensor], *, alpha: float
         delta = b.to(w.device, torch.float32) @ a.to(w.device, torch.float32)
         w.copy_((w.float() + scale * delta).to(w.dtype))
     return len(pairs)
+
+
+def _shape_misfits(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], modules: dict[str, nn.Module], rank: int) -> list[str]:
+    """Each (A, B) pair whose shapes are not [rank, in] / [out, rank] of its module's weight."""
+    bad = []
+    for name, (a, b) in pairs.items():
+        w = modules[name].weight
+        if a.shape != (rank, w.shape[1]) or b.shape != (w.shape[0], rank):
+            bad.append(f"{name}: A {tuple(a.shape)}, B {tuple(b.shape)} for weight {tuple(w.shape)}")
+    return bad
 
 
 def lora_problems(state: dict[str, torch.Tensor], preset: str) -> list[str]:
@@ -86,11 +92,7 @@ def lora_problems(state: dict[str, torch.Tensor], preset: str) -> list[str]:
         pairs = pair_lora_keys(state, lora_targets(model))
     except LoraLayoutError as exc:
         return [str(exc)]
-    modules = dict(model.named_modules())
-    bad = [
-        name for name, (a, b) in pairs.items()
-        if a.shape != (RANK, modules[name].weight.shape[1]) or b.shape != (modules[name].weight.shape[0], RANK)
-    ]
+    bad = _shape_misfits(pairs, dict(model.named_modules()), RANK)
     return [f"{len(bad)} LoRA pairs with other shapes (e.g. {bad[:3]})"] if bad else []
 
 

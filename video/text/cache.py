@@ -2,7 +2,7 @@
 
 UMT5-XXL costs tens of milliseconds per prompt on a GPU and a persona repeats the same few
 prompts (idle, smile, wave…), so each distinct prompt is encoded once. Hits and misses are
-counted so the benchmark and `persona models check` can show the cache works.
+counted (`stats()`) so a caller can check the cache works; tests/test_umt5.py does.
 """
 
 from __future__ import annotations
