@@ -24,12 +24,7 @@ SAMPLER_DEFAULTS = dict(width=96, height=64, seed=3, steps=2, attention="dense",
                         sparse_cdf_threshold=0.0, sparse_timestep_threshold=800.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,7 @@ LOOK = {"description": "a tall young man", "eye_colour": "#5a3a22"}
 W, H = 96, 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,7 @@ from paths import CHECKPOINT_MANIFESTS
 MANIFEST = CHECKPOINT_MANIFESTS / "longlive_generator_wan2.1_t2v_1.3b.json"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on the shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
