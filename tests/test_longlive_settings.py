@@ -20,8 +20,8 @@ def test_every_setting_carries_description_and_ui_metadata():
 def test_unknown_and_out_of_range_settings_are_rejected():
     with pytest.raises(ValidationError, match="extra"):
         LongLiveSettings(heigth=480)
-    with pytest.raises(ValidationError, match="multiple of 16"):
-        LongLiveSettings(width=830)
+    with pytest.raises(ValidationError, match="multiple of 3"):
+        LongLiveSettings(local_attn_size=13)
     with pytest.raises(ValidationError, match="sink_size .* smaller than local_attn_size"):
         LongLiveSettings(sink_size=12, local_attn_size=12)
 

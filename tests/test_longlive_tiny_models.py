@@ -112,6 +112,13 @@ def test_a_generator_matching_no_preset_is_named_with_the_known_ones(tmp_path):
     assert "matches no known Wan preset" in problem
 
 
+def test_a_checkpoint_that_is_not_a_state_dict_is_named_as_such(tmp_path):
+    path = tmp_path / "longlive_base.pt"
+    torch.save([torch.zeros(2)], path)  # a list: someone saved the wrong object
+    with pytest.raises(CheckpointLayoutError, match=r"longlive_base.pt holds a list, not a generator state dict"):
+        read_generator_state(path)
+
+
 def test_a_named_preset_must_match_the_file(tiny_dir):
     with pytest.raises(CheckpointLayoutError, match="does not match the wan2.1-t2v-1.3b preset"):
         LongLiveBackend(settings=LongLiveSettings(preset="wan2.1-t2v-1.3b", dtype="float32"), models_dir=tiny_dir)

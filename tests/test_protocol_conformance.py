@@ -131,7 +131,10 @@ async def test_directives_are_listed_as_they_will_be_performed(service, no_block
         standing = await chat("c1", "stand up and wave")  # a stand carrying a face stays as an idle
         assert "stand" not in standing and standing[-1] == "wave"
         assert await chat("c2", "sit down") == ["sit"]
-        await wait_for_type(ws, "state", timeout=TIMEOUT)  # the tracker has taken the sit
+        # The tracker takes a plan on its next stream step, a moment after `directives` is sent;
+        # until then an earlier state (the wave ending) may still arrive. Wait for the sit itself.
+        while (await wait_for_type(ws, "state", timeout=TIMEOUT))["state"]["action"] != "sit":
+            pass
         await ws.send(json.dumps({"type": "action", "id": "a1", "directive": {"action": "sit", "expression": "neutral", "intensity": 0.5}}))
         message = await recv_json(ws, skip=("metrics", "state", "reply"))
         assert (message["type"], message["reply_to"], message["directives"]) == ("directives", "a1", [])

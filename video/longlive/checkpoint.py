@@ -67,6 +67,8 @@ def read_generator_state(path: Path) -> dict[str, torch.Tensor]:
         raw = load_file(str(path))
     else:
         raw = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    if not isinstance(raw, dict):
+        raise CheckpointLayoutError(f"{path} holds a {type(raw).__name__}, not a generator state dict")
     for key in GENERATOR_KEYS:
         if isinstance(raw.get(key), dict):
             raw = raw[key]

@@ -28,50 +28,42 @@ class LongLiveSettings(BaseModel):
         description="Architecture preset; auto = the one whose shapes the checkpoint has (a name must match it).",
         json_schema_extra=_ui(0, load=True, component="select"),
     )
-    height: int = Field(
-        480, ge=64, le=1024, multiple_of=16, description="Video height in pixels.",
-        json_schema_extra=_ui(1, load=True),
-    )
-    width: int = Field(
-        832, ge=64, le=1536, multiple_of=16, description="Video width in pixels.",
-        json_schema_extra=_ui(2, load=True),
-    )
     denoising_steps: int = Field(
         4, ge=1, le=4,
         description="Denoising steps per chunk, taken from the start of LongLive's 4-step list.",
-        json_schema_extra=_ui(3, load=False),
+        json_schema_extra=_ui(1, load=False),
     )
     local_attn_size: int = Field(
         12, ge=6, le=30, multiple_of=3,
         description="Latent frames of context a chunk attends to (sink included).",
-        json_schema_extra=_ui(4, load=True),
+        json_schema_extra=_ui(2, load=True),
     )
     sink_size: int = Field(
         3, ge=0, le=12, multiple_of=3,
         description="Latent frames at the start kept in the cache forever (identity anchor).",
-        json_schema_extra=_ui(5, load=True),
+        json_schema_extra=_ui(3, load=True),
     )
     dtype: Literal["bfloat16", "float16", "float32"] = Field(
-        "bfloat16", description="Compute dtype of the DiT.", json_schema_extra=_ui(6, load=True),
+        "bfloat16", description="Compute dtype of the DiT.", json_schema_extra=_ui(4, load=True),
     )
     compile: bool = Field(
         False, description="torch.compile the transformer block (slow first chunk, faster after).",
-        json_schema_extra=_ui(7, load=True),
+        json_schema_extra=_ui(5, load=True),
     )
     decoder: Literal["tae", "vae"] = Field(
         "tae", description="Latent decoder: TAEW2.1 (real time) or the full Wan VAE.",
-        json_schema_extra=_ui(8, load=True, component="select"),
+        json_schema_extra=_ui(6, load=True, component="select"),
     )
     attention: SparseAttentionConfig = Field(
         default_factory=SparseAttentionConfig,
         description="Block-sparse self-attention (off by default: not a net speed-up on H100); see docs/attention.md.",
-        json_schema_extra=_ui(9, load=False),
+        json_schema_extra=_ui(7, load=False),
     )
     linear_precision: Literal["bf16", "fp8"] = Field(
         "bf16",
         description="Block linear layers in the compute dtype, or FP8 e4m3 (Hopper; faster, slightly "
         "different numbers; video/longlive/fp8.py).",
-        json_schema_extra=_ui(10, load=True, component="select"),
+        json_schema_extra=_ui(8, load=True, component="select"),
     )
 
     @model_validator(mode="after")
