@@ -7,8 +7,11 @@ torch.compile (compile time reported apart) and a long run (2,000 latent frames)
 checks memory stays flat. Times are CUDA-event medians after warm-up.
 
 Decoding: TAEW2.1 and the Wan VAE (video/decoders, random weights) are timed per chunk and
-added to the DiT time sequentially (`fps_video_with_tae`, `fps_video_with_vae`). Text encoding
-is not included (cached per prompt).
+added to the DiT time sequentially (`fps_video_with_tae`, `fps_video_with_vae`). `pipeline`
+then times the engine's own loop (video/longlive/pipeline.py) with the TAE, on the host: video
+FPS with the decode after the refresh pass or beside it on a side stream, and directive →
+changed frames with the re-cache before or after the changed chunk. Text encoding is not
+included (cached per prompt).
 
 Runs with torch alone (the package is loaded from this checkout by path):
     python benchmarks/longlive.py                      # GPU, 480x832 and 320x576
@@ -206,7 +209,9 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     }
 
     if not args.no_decode:
-        decoders = bench_decoders(torch, device, args.smoke, lat_h, lat_w, max(3, args.chunks // 2), timer)
+        result["pipeline"] = bench_pipeline(torch, sampler, device, args, (text_a, text_b))
+        decoders = bench_decoders(torch, device, args.smoke, lat_h, lat_w, max(3, args.chunks // 2), timer,
+                                  args.decoders.split(","))
         result["decode"] = decoders
         for name, d in decoders.items():
             if isinstance(d, dict) and "decode_chunk_ms_p50" in d:
@@ -222,6 +227,56 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
+
+
+def bench_pipeline(torch, sampler, device, args, texts) -> dict:
+    """The engine's own chunk loop (video/longlive/pipeline.py) with the TAE at this size,
+    timed on the host as a viewer sees it: frames in CPU memory.
+
+    - `fps_video_<variant>`: chunks back to back, decode after the refresh pass on one stream
+      (`sequential`) or on a side stream beside it (`overlapped`, what the engine runs);
+    - `directive_to_frames_ms_<timing>`: from an idle GPU, a prompt switch until the changed
+      chunk's frames are on the host, re-caching before the chunk or after it (while it decodes).
+    """
+    from comfyui_persona.video.decoders.taehv import build_taehv
+    from comfyui_persona.video.longlive.pipeline import ChunkPipeline
+
+    tae = build_taehv(device, torch.float32 if args.smoke else torch.float16, "tiny" if args.smoke else "taew2.1")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    out: dict = {}
+    # Same session twice from the same seed: the side stream must not change a frame.
+    runs = []
+    for overlap in (False, True):
+        sampler.reset()
+        sampler.set_prompt(texts[0], recache=False)
+        pipe = ChunkPipeline(sampler, tae.decode_stream(), overlap=overlap)
+        runs.append([pipe.next_frames() for _ in range(4)])
+    out["overlap_max_abs_diff"] = max(int((a.int() - b.int()).abs().max()) for a, b in zip(*runs, strict=True))
+    for name, overlap in (("sequential", False), ("overlapped", True)):
+        pipe = ChunkPipeline(sampler, tae.decode_stream(), overlap=overlap)
+        for _ in range(3):
+            pipe.next_frames()
+        sync()
+        start = time.perf_counter()
+        frames = sum(pipe.next_frames().shape[0] for _ in range(args.chunks))
+        pipe.sampler.flush()
+        sync()
+        out[f"fps_video_{name}"] = round(frames / (time.perf_counter() - start), 2)
+    for timing in ("before", "after"):
+        pipe = ChunkPipeline(sampler, tae.decode_stream(), recache=timing)
+        pipe.next_frames()
+        times = []
+        for i in range(args.switches):
+            pipe.next_frames()  # the chunk after the last switch (its re-cache, in "after")
+            sync()
+            start = time.perf_counter()
+            pipe.set_prompt(texts[i % 2])
+            pipe.next_frames()
+            times.append((time.perf_counter() - start) * 1000)
+        pipe.sampler.flush()
+        sync()
+        out[f"directive_to_frames_ms_{timing}_p50"] = median(times)
+    return out
 
 
 def fp8_error(torch, model, samplermod, args, lat_h, lat_w) -> dict:
@@ -249,7 +304,7 @@ def fp8_error(torch, model, samplermod, args, lat_h, lat_w) -> dict:
     return {"layers_fp8": replaced, "chunks": 2, "rel_l1": round(rel_l1, 5), "cosine": round(cosine, 6)}
 
 
-def bench_decoders(torch, device, smoke: bool, lat_h: int, lat_w: int, chunks: int, timer) -> dict:
+def bench_decoders(torch, device, smoke: bool, lat_h: int, lat_w: int, chunks: int, timer, names) -> dict:
     """Streaming decode of one 3-latent-frame chunk with TAEW2.1 and the Wan VAE (H4b's
     video/decoders), random weights, random latents. Absent decoders are reported as such."""
     out = {}
@@ -264,8 +319,8 @@ def bench_decoders(torch, device, smoke: bool, lat_h: int, lat_w: int, chunks: i
     }
     gen = torch.Generator(device=device).manual_seed(0)
     latents = torch.randn(1, 16, 3, lat_h, lat_w, generator=gen, device=device)
-    for name, build in builders.items():
-        model = build()
+    for name in names:
+        model = builders[name]()
         stream = model.decode_stream()
         first = stream.decode_uint8(latents)  # first chunk of a stream: fewer frames
         for _ in range(2):  # warm-up
@@ -339,7 +394,8 @@ def main(argv=None) -> int:
     parser.add_argument("--linear", default="bf16", choices=["bf16", "fp8"],
                         help="block linears in the model dtype, or FP8 e4m3 (video/longlive/fp8.py)")
     parser.add_argument("--attention", default="", help='sparse routing settings as JSON, e.g. \'{"sparge_attention": true}\' (default dense SDPA)')
-    parser.add_argument("--no-decode", action="store_true", help="skip the TAE / VAE decode timing")
+    parser.add_argument("--no-decode", action="store_true", help="skip the decode timing and the engine-loop (pipeline) runs")
+    parser.add_argument("--decoders", default="tae,vae", help="decoders timed alone: comma list of tae, vae")
     parser.add_argument("--long-run", action="store_true", help="also stream --long-run-frames latent frames")
     parser.add_argument("--long-run-frames", type=int, default=2000)
     args = parser.parse_args(argv)
@@ -348,7 +404,7 @@ def main(argv=None) -> int:
     import torch
 
     if args.smoke:
-        args.preset, args.dtype, args.sizes = "tiny", "float32", "64x96"
+        args.preset, args.dtype, args.sizes = "tiny-engine", "float32", "64x96"
         args.chunks, args.switches = min(args.chunks, 4), min(args.switches, 2)
         args.long_run_frames = min(args.long_run_frames, 30)
         device = torch.device("cpu")
@@ -387,7 +443,8 @@ def main(argv=None) -> int:
                 "weights": "random (meta -> to_empty -> seeded init)",
                 "attention": args.attention or "dense SDPA (DenseRouter)",
                 "not_included": "text encoding (cached per prompt); decode is timed separately per decoder and "
-                "added sequentially in fps_video_with_<decoder> (no DiT/decode overlap)",
+                "added sequentially in fps_video_with_<decoder> (no DiT/decode overlap); `pipeline` times the "
+                "engine's own loop (video/longlive/pipeline.py) with the TAE, frames on the host",
                 "latency_paths": "directive-to-changed and first-chunk times defer the chunk's refresh pass "
                 "to the next chunk, as the engine does (StreamingSampler.next_chunk(defer_refresh=True))",
             },

@@ -129,24 +129,36 @@ class PersonaLongLiveLoader:
                     {"default": False, "tooltip": "torch.compile the transformer (slow first chunk, faster after)."},
                 ),
             },
-            "optional": {
+            "optional": {  # optional, so workflows saved before they existed still load
                 "models_dir": (
                     "STRING",
                     {"default": "", "tooltip": "Folder with the weight files. Empty: $PERSONA_MODELS_DIR, else "
                      "ComfyUI/models/persona, else ~/.cache/comfyui-persona/models."},
                 ),
+                "linear_precision": (
+                    ["bf16", "fp8"],
+                    {"default": "bf16", "tooltip": "Block linear layers in the compute dtype, or FP8 e4m3 (Hopper "
+                     "GPUs: faster, slightly different numbers)."},
+                ),
+                "prompt_switch_recache": (
+                    ["before", "after"],
+                    {"default": "before", "tooltip": "When a new directive re-caches the context window: before "
+                     "the next chunk (LongLive's order), or after it while it decodes (the change shows sooner; "
+                     "that first chunk follows the new prompt less closely)."},
+                ),
             },
         }
 
     def load(self, preset: str, decoder: str, dtype: str, local_attn_size: int, sink_size: int, compile: bool,
-             models_dir: str = "") -> tuple:
+             models_dir: str = "", linear_precision: str = "bf16", prompt_switch_recache: str = "before") -> tuple:
         from ..video.longlive.engine import LongLiveBackend
         from ..video.longlive.settings import LongLiveSettings
 
         settings = LongLiveSettings(preset=preset, decoder=decoder, dtype=dtype, local_attn_size=local_attn_size,
-                                    sink_size=sink_size, compile=compile)
+                                    sink_size=sink_size, compile=compile, linear_precision=linear_precision,
+                                    prompt_switch_recache=prompt_switch_recache)
         directory = resolve_models_dir(models_dir)
-        key = (settings.model_dump_json(), str(directory))
+        key = (settings.load_key(), str(directory))  # live settings (steps, re-cache timing) reuse the weights
         if key not in _LOADED:  # ComfyUI caches the output; this also spares the headless runner a reload
             problems = missing_files(directory, decoder)
             if problems:  # all of them at once, not one per attempt
@@ -163,7 +175,9 @@ class PersonaLongLiveLoader:
             _LOADED[key] = LongLiveModel(settings=settings, models_dir=directory, model=built.model,
                                          text_encoder=built.text_encoder, decoder=built.decoder)
             bar.update(1)
-        return (_LOADED[key],)
+        loaded = _LOADED[key]
+        loaded.settings = settings  # the live ones apply to the sessions started from now on
+        return (loaded,)
 
 
 def _attention_settings(attention: str, topk: float, cdf_threshold: float, timestep_threshold: float) -> dict:

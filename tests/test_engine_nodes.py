@@ -150,6 +150,19 @@ def test_loader_reads_the_preset_from_the_files_and_the_sampler_streams(tiny_set
     assert frames.chunk.frames.shape == (9, 64, 96, 3) and frames.chunk.frames.std() > 0
 
 
+def test_loader_reuses_the_weights_when_only_live_settings_change(tiny_set) -> None:
+    loader = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"]()
+    (after,) = loader.load("auto", "tae", "float32", 12, 3, False, models_dir=str(tiny_set.models_dir),
+                           prompt_switch_recache="after")
+    assert after.model is tiny_set.model and after.settings.prompt_switch_recache == "after"
+    store = SessionStore()
+    _render(after, "switch-after", WAVE, store)
+    assert store.get("switch-after").peek("renderer").backend.pipeline.recache == "after"
+    (fp8,) = loader.load("auto", "tae", "float32", 12, 3, False, models_dir=str(tiny_set.models_dir),
+                         linear_precision="fp8")  # a load-time field: new weights
+    assert fp8.model is not tiny_set.model and fp8.settings.linear_precision == "fp8"
+
+
 def test_identity_node_anchors_the_sampler_session_on_the_photo(tiny_set) -> None:
     """Identity node → prompt composer → sampler: the photo's latents are the session's sink."""
     pytest.importorskip("insightface")

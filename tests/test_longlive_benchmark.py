@@ -22,3 +22,7 @@ def test_benchmark_smoke_writes_result_json(tmp_path):
     assert run["recache_ms_p50"] > 0 and run["directive_to_changed_chunk_ms_p50"] >= run["recache_ms_p50"]
     long_run = run["long_run"]
     assert long_run["latent_frames"] >= 30 and long_run["cache_buffer_unchanged"] and long_run["last_chunk_finite"]
+    pipeline = run["pipeline"]  # the engine's own loop, both variants of each choice
+    assert pipeline["fps_video_sequential"] > 0 and pipeline["fps_video_overlapped"] > 0
+    assert pipeline["directive_to_frames_ms_before_p50"] > 0 and pipeline["directive_to_frames_ms_after_p50"] > 0
+    assert pipeline["overlap_max_abs_diff"] == 0  # the side stream changes no frame

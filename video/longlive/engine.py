@@ -4,7 +4,8 @@ Per chunk: the directive queue decides the prompt (PromptComposer), the text enc
 into an embedding (cached per prompt), the ConditioningBlender moves the embedding in
 effect toward it over a few chunks (each change re-caches the KV window, sink kept), the
 StreamingSampler makes 3 latent frames, and the streaming decoder (TAEW2.1 or the Wan VAE)
-turns them into 12 video frames (9 for the first chunk) at 16 fps.
+turns them into 12 video frames (9 for the first chunk) at 16 fps; `ChunkPipeline` runs the
+decode beside the chunk's refresh pass and places the re-cache before or after the chunk.
 
 Collaborators are passed in (STYLE.md house rule 9), so a test builds the whole engine from
 tiny random parts on CPU; without them the engine loads the files of the models directory
@@ -64,6 +65,7 @@ class LongLiveBackend:
         identity=None,
         reference_vae=None,
         reference_sink: bool = True,
+        recache: str | None = None,
     ) -> None:
         if model is None or text_encoder is None or decoder is None:
             built = _load_from_models_dir(settings, models_dir)
@@ -77,6 +79,8 @@ class LongLiveBackend:
             steps = settings.denoising_steps if settings is not None else None
         self.sampler = StreamingSampler(model, steps=steps)
         self.blend_chunks = blend_chunks
+        # When a prompt switch re-caches the window: before the next chunk, or while it decodes.
+        self.recache = recache or (settings.prompt_switch_recache if settings is not None else "before")
         self.spec: SessionSpec | None = None
         if attention is None:  # only what differs from dense: an empty dict keeps the plain DenseRouter
             attention = settings.attention.model_dump(exclude_defaults=True) if settings else {}
@@ -97,6 +101,7 @@ class LongLiveBackend:
         from ..decoders.streaming import open_stream
         from ..text.prompt import PromptComposer
         from ..transitions.conditioning import ConditioningBlender
+        from .pipeline import ChunkPipeline
 
         stride = self.model.cfg.vae_stride[1] * self.model.cfg.patch_size[1]
         if spec.width % stride or spec.height % stride:
@@ -119,7 +124,7 @@ class LongLiveBackend:
             window = self.model.window
             sink_tokens = window.sink_chunks * window.chunk * window.tokens_per_frame
             self.model.set_router(make_router(self.attention, num_layers=len(self.model.blocks), sink_tokens=sink_tokens))
-        self.stream = open_stream(self.decoder)
+        self.pipeline = ChunkPipeline(self.sampler, open_stream(self.decoder), recache=self.recache)
         self.queue: deque[_Queued] = deque()
         self.current: _Queued | None = None
         self.speaking_chunks = 0
@@ -258,10 +263,8 @@ class LongLiveBackend:
         self._require_session()
         embedding, changed = self.blender.step()
         if changed:
-            self.sampler.set_prompt(embedding)  # re-caches the window, keeps the sink
-        # The chunk's refresh pass runs at the start of the next call: frames show one pass sooner.
-        latents = self.sampler.next_chunk(defer_refresh=True)
-        frames = self.stream.decode_uint8(latents)[0].cpu().numpy()
+            self.pipeline.set_prompt(embedding)  # re-caches the window (before or after the chunk), keeps the sink
+        frames = self.pipeline.next_frames().numpy()  # the refresh pass runs beside the decode
         first = self.frame_index
         self.frame_index += frames.shape[0]
         shows, self.shows = self.shows, []

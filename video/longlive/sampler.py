@@ -69,22 +69,26 @@ class StreamingSampler:
     @torch.no_grad()
     def set_prompt(self, context: torch.Tensor, *, recache: bool = True) -> None:
         """Switch the text conditioning; with frames already made, re-cache the window."""
-        if self.pending is not None:
-            x0, plan = self.pending
-            if recache and plan.slot >= self.model.window.sink_chunks:
-                # The re-cache below rewrites this ring chunk under the new prompt anyway.
-                self.pending = None
-                self._commit(x0, plan)
-            else:
-                self.flush()  # a sink chunk (never re-cached) is written under its own prompt
+        if not (recache and self._pending_in_ring()):
+            self.flush()  # a pending refresh runs under the prompt its chunk was made with
         self.model.set_prompt(context.to(self.device))
         self.has_prompt = True
-        if recache and self.chunks_done:
+        if recache and (self.chunks_done or self.pending is not None):
             self.recache()
+
+    def _pending_in_ring(self) -> bool:
+        return self.pending is not None and self.pending[1].slot >= self.model.window.sink_chunks
 
     @torch.no_grad()
     def recache(self) -> None:
-        """Rewrite the window's K/V under the current prompt, keeping the sink."""
+        """Rewrite the window's K/V under the current prompt, keeping the sink.
+
+        A chunk whose refresh is pending is committed without it when it sits in the ring:
+        the re-cache rewrites it anyway (a sink chunk, never re-cached, is refreshed)."""
+        if self._pending_in_ring():
+            x0, plan = self.pending
+            self.pending = None
+            self._commit(x0, plan)
         self.flush()
         for plan in self.model.window.recache_plans():
             self.refresh(self.clean[plan.slot], plan)

@@ -65,6 +65,13 @@ class LongLiveSettings(BaseModel):
         "different numbers; video/longlive/fp8.py).",
         json_schema_extra=_ui(8, load=True, component="select"),
     )
+    prompt_switch_recache: Literal["before", "after"] = Field(
+        "before",
+        description="When a prompt switch re-caches the KV window: before the next chunk (LongLive's order), or "
+        "after it, while it decodes (the change shows one re-cache sooner; that first chunk follows the new "
+        "prompt less closely). video/longlive/pipeline.py.",
+        json_schema_extra=_ui(9, load=False, component="select"),
+    )
 
     @model_validator(mode="after")
     def _window_holds_sink(self) -> LongLiveSettings:
@@ -73,6 +80,11 @@ class LongLiveSettings(BaseModel):
                 f"sink_size ({self.sink_size}) must be smaller than local_attn_size ({self.local_attn_size})"
             )
         return self
+
+    def load_key(self) -> str:
+        """The load-time fields as JSON: two settings with the same key share loaded weights."""
+        fields = type(self).model_fields
+        return self.model_dump_json(include={n for n, f in fields.items() if f.json_schema_extra["ui"]["is_load_param"]})
 
     def wan_config(self, detected: WanConfig | None = None) -> WanConfig:
         """The architecture with this session's window: the named preset, or for "auto" the

@@ -1,0 +1,106 @@
+"""ChunkPipeline: the overlapped chunk loop gives the frames and the cache of the plain one."""
+
+import pytest
+import torch
+
+from comfyui_persona.video.decoders.taehv import tiny_taehv
+from comfyui_persona.video.longlive.config import WanConfig
+from comfyui_persona.video.longlive.model import CausalWanModel, init_random_
+from comfyui_persona.video.longlive.pipeline import ChunkPipeline
+from comfyui_persona.video.longlive.sampler import StreamingSampler
+
+LAT_H, LAT_W = 4, 6
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def tiny_sampler(device: str = "cpu") -> StreamingSampler:
+    # sink 3 + ring of 2 chunks: the ring wraps within a few chunks.
+    cfg = WanConfig.from_name("tiny").replace(in_dim=16, out_dim=16, local_attn_size=9)
+    torch.manual_seed(0)
+    model = init_random_(CausalWanModel(cfg), std=0.2).eval().to(device)
+    sampler = StreamingSampler(model, seed=3)
+    sampler.start(LAT_H, LAT_W)
+    return sampler
+
+
+def prompts(device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(11)
+    return tuple(torch.randn(1, 5, 24, generator=gen).to(device) for _ in range(2))
+
+
+def plain_loop(sampler, decoder, script, *, recache_after: bool) -> list[torch.Tensor]:
+    """The same schedule with no deferral and no side stream: each chunk refreshed at once,
+    a switch re-cached before its chunk, or (after) by a full refresh plus a re-cache."""
+    frames, after = [], False
+    for step in script:
+        if isinstance(step, torch.Tensor):
+            sampler.set_prompt(step, recache=not recache_after)
+            after = recache_after and sampler.chunks_done > 0
+            continue
+        x0 = sampler.next_chunk()
+        if after:
+            sampler.recache()  # the window (this chunk included) under the new prompt
+            after = False
+        frames.append(decoder.decode_uint8(x0)[0].cpu())
+    return frames
+
+
+def pipeline_loop(pipeline: ChunkPipeline, script) -> list[torch.Tensor]:
+    frames = []
+    for step in script:
+        if isinstance(step, torch.Tensor):
+            pipeline.set_prompt(step)
+        else:
+            frames.append(pipeline.next_frames())
+    pipeline.sampler.flush()
+    return frames
+
+
+def run_both(recache: str, device: str = "cpu", overlap: bool = True):
+    a, b = prompts(device)
+    script = [a, "chunk", "chunk", "chunk", b, "chunk", a, "chunk", "chunk", b, "chunk", "chunk"]
+    reference = tiny_sampler(device)
+    expected = plain_loop(reference, tiny_taehv().to(device).decode_stream(), script, recache_after=recache == "after")
+    sampler = tiny_sampler(device)
+    pipeline = ChunkPipeline(sampler, tiny_taehv().to(device).decode_stream(), recache=recache, overlap=overlap)
+    got = pipeline_loop(pipeline, script)
+    return expected, got, reference, sampler
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("recache", ["before", "after"])
+def test_pipeline_frames_and_cache_equal_the_plain_loop(recache):
+    expected, got, reference, sampler = run_both(recache)
+    assert len(got) == len(expected) == 8
+    for i, (e, g) in enumerate(zip(expected, got, strict=True)):
+        assert g.dtype == torch.uint8 and g.device.type == "cpu"
+        assert torch.equal(e, g), f"chunk {i}"
+    torch.testing.assert_close(sampler.model.cache_k, reference.model.cache_k)
+    torch.testing.assert_close(sampler.model.cache_v, reference.model.cache_v)
+
+
+@torch.no_grad()
+def test_after_mode_changes_the_switched_chunk_itself():
+    """'after' makes the first chunk of a switch before the re-cache: it differs from
+    'before''s; chunks before any switch are the same. (The cache after the re-cache is
+    checked against the plain loop above.)"""
+    before, _, _, _ = run_both("before")
+    after, _, _, _ = run_both("after")
+    assert all(torch.equal(before[i], after[i]) for i in range(3))  # no switch yet
+    assert not torch.equal(before[3], after[3])  # the switched chunk
+
+
+def test_unknown_recache_timing_is_refused():
+    with pytest.raises(ValueError, match="recache must be 'before' or 'after', got 'later'"):
+        ChunkPipeline(tiny_sampler(), tiny_taehv().decode_stream(), recache="later")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@torch.no_grad()
+@pytest.mark.parametrize("recache", ["before", "after"])
+def test_side_stream_decode_gives_the_frames_of_the_plain_loop_on_cuda(recache):
+    expected, got, _, _ = run_both(recache, device="cuda", overlap=True)
+    for e, g in zip(expected, got, strict=True):
+        assert (e.int() - g.int()).abs().max() <= 1  # same kernels, other stream: at most rounding

@@ -1,0 +1,95 @@
+"""One chunk from noise to frames on the host, with the GPU kept busy.
+
+Only two things stand between a chunk and the viewer: its denoising passes and its decode.
+The clean refresh pass prepares the cache for the *next* chunk, and a prompt switch's
+re-cache only has to be done before the chunk that reads the window. So on a CUDA device:
+
+1. main stream: the denoising passes → the chunk's clean latents;
+2. a high-priority side stream decodes them as soon as they exist;
+3. main stream, queued right behind 1: the chunk's refresh pass (or, after a switch in
+   `recache="after"` mode, the re-cache, which rewrites this chunk too);
+4. the host waits for 2 alone and copies the frames out.
+
+2 and 3 run side by side instead of one after the other, and the host never waits for 3:
+at real-time pacing the generator is idle between chunks and 3 fills that time. On CPU
+there is nothing to overlap: 3 is left for the start of the next call (the frames come one
+pass sooner), with the same numbers as on the GPU.
+
+Prompt switches (`set_prompt`): "before" (LongLive's order) re-caches the window under the new
+prompt before the next chunk, so a directive waits for the re-cache (about 2.8 passes at
+480×832) and then the 4 denoising passes. "after" denoises the first chunk under the new
+prompt over the window as the old prompt left it (cross-attention already reads the new
+text), and re-caches while that chunk decodes: the change shows one re-cache sooner, and the
+chunk after it reads a re-cached window as with "before". The price is a first changed chunk
+that follows the new prompt less closely (LongLive's "no re-cache" behaviour for one chunk);
+with the conditioning blender that chunk is a partial step toward the new prompt anyway.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from .sampler import StreamingSampler
+
+__all__ = ["ChunkPipeline", "RecacheTiming"]
+
+RecacheTiming = Literal["before", "after"]
+
+
+class ChunkPipeline:
+    """Sampler + streaming decoder: `next_frames()` gives uint8 (T, H, W, 3) frames on the CPU."""
+
+    def __init__(self, sampler: StreamingSampler, decoder, *, recache: RecacheTiming = "before",
+                 overlap: bool = True) -> None:
+        """`decoder`: a decode stream (`video.decoders.streaming.open_stream`).
+        `overlap`: decode on a side stream beside the refresh pass (CUDA only)."""
+        if recache not in ("before", "after"):
+            raise ValueError(f"recache must be 'before' or 'after', got {recache!r}")
+        self.sampler = sampler
+        self.decoder = decoder
+        self.recache = recache
+        device = sampler.device
+        # Priority -1 (higher): the decode's blocks go first whenever both streams have work.
+        self.side = torch.cuda.Stream(device=device, priority=-1) if overlap and device.type == "cuda" else None
+        self._recache_owed = False  # a switch in "after" mode whose re-cache has not run yet
+        self._owed = False  # CPU: the last chunk's refresh / re-cache waits for the next call
+
+    def set_prompt(self, context: torch.Tensor) -> None:
+        """Switch the text conditioning; the window is re-cached before or after the next chunk."""
+        if self.recache == "before":
+            self.sampler.set_prompt(context)  # re-caches now (a pending refresh it would redo is skipped)
+            return
+        self._settle()  # what the last chunk owes runs under the prompt it was made with
+        self.sampler.set_prompt(context, recache=False)
+        self._recache_owed = self.sampler.chunks_done > 0
+
+    def next_frames(self) -> torch.Tensor:
+        """The next chunk's frames, uint8 (T, H, W, 3) on the CPU (batch 1)."""
+        self._settle()
+        latents = self.sampler.next_chunk(defer_refresh=True)
+        if self.side is None:
+            frames = self.decoder.decode_uint8(latents)[0].cpu()
+            self._owed = True
+            return frames
+        main = torch.cuda.current_stream(latents.device)
+        self.side.wait_stream(main)
+        with torch.cuda.stream(self.side):
+            latents.record_stream(self.side)  # main may free it while the side stream reads
+            frames = self.decoder.decode_uint8(latents)[0]
+        self._owed = True
+        self._settle()  # queued on the main stream: runs beside the decode, nobody waits for it
+        with torch.cuda.stream(self.side):
+            return frames.cpu()  # synchronises the side stream only
+
+    def _settle(self) -> None:
+        """Run (or, on a GPU, queue) the refresh pass or re-cache the last chunk owes."""
+        if not self._owed:
+            return
+        self._owed = False
+        if self._recache_owed:
+            self._recache_owed = False
+            self.sampler.recache()  # rewrites the pending chunk too: its own refresh is skipped
+        else:
+            self.sampler.flush()
