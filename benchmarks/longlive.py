@@ -208,8 +208,10 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
         "attention_paths": dict(router.stats) if router is not None else {"dense": "all"},
     }
 
+    print(json.dumps(result), flush=True)  # what is measured so far survives a time limit
     if not args.no_decode:
         result["pipeline"] = bench_pipeline(torch, sampler, device, args, (text_a, text_b))
+        print(json.dumps({"pipeline": result["pipeline"]}), flush=True)
         decoders = bench_decoders(torch, device, args.smoke, lat_h, lat_w, max(3, args.chunks // 2), timer,
                                   args.decoders.split(","))
         result["decode"] = decoders
