@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .schema import Vocabulary, VocabularyEntry, core_vocabulary
 
@@ -41,8 +41,30 @@ class Appearance(BaseModel):
     name_tag: bool = True
     reference_image: str | None = Field(
         default=None,
-        description="Card asset name or file path of a face/body reference (identity anchoring).",
+        description="Face/body reference for identity anchoring. In a card: a CHARX asset "
+        "(`embeded://assets/...`, its archive path or its `assets[].name`), `ccdefault:` (the "
+        "card's own picture), or a file path (relative: to the card's folder). Once a card is "
+        "loaded it is the absolute path of that file (`card_formats.resolve_reference`).",
     )
+    # (as the card wrote it, the file it resolved to): export writes the former back while
+    # reference_image still holds the latter, so a load never rewrites the card's own value.
+    _reference_origin: tuple[str, str] | None = PrivateAttr(default=None)
+
+    def card_reference(self) -> str | None:
+        """`reference_image` as a card should store it: the card's own spelling (an asset
+        name, a relative path) while `reference_image` is still the file that resolved to,
+        else `reference_image` itself (changed since, or never resolved)."""
+        origin = self._reference_origin
+        if origin is not None and origin[1] == self.reference_image:
+            return origin[0]
+        return self.reference_image
+
+    def with_resolved_reference(self, written: str, path: str) -> Appearance:
+        """A copy whose `reference_image` is the file `path`, remembering that the card
+        wrote it as `written` (pass `written == path` to make the card store the path)."""
+        resolved = self.model_copy(update={"reference_image": path})
+        resolved._reference_origin = (written, path)
+        return resolved
 
 
 class Voice(BaseModel):

@@ -21,7 +21,14 @@ Pillow: that reads the text chunks without decoding the image (no decompression-
 exposure, no Pillow text-size caps with their generic errors), lets us name a bad CRC
 or truncated chunk precisely, and lets export replace only our two chunks, leaving the
 user's image bytes as they were. Pillow is used only to draw a portrait for personas
-that have no image.
+that have no image, and to check that a reference image is one.
+
+A look's `reference_image` (identity anchoring) may name an asset the card carries; the
+engine needs a file. Loading a card therefore resolves it (`resolve_reference`): an asset
+is written once to a content-addressed file under the user cache, a relative path is
+taken from the card's folder, and anything that resolves to nothing is a
+`CardReferenceError` at load, not a failure mid-stream. Export writes the card's own
+spelling back (`Appearance.card_reference`), never the resolved path.
 """
 
 from __future__ import annotations
@@ -32,11 +39,13 @@ import copy
 import hashlib
 import io
 import json
+import os
 import re
 import struct
+import threading
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,18 +66,22 @@ __all__ = [
     "CardFormatError",
     "CardJSONError",
     "CardMissingError",
+    "CardReferenceError",
     "CardSpecError",
     "CardTooLargeError",
     "CardValidationError",
     "LoadedCard",
     "card_to_persona",
     "PNG_IMAGE_ASSET",
+    "REFERENCE_FIELD",
+    "card_asset_dir",
     "dump_card",
     "portrait_png",
     "persona_to_card",
     "read_card_bytes",
     "read_card_file",
     "render_portrait",
+    "resolve_reference",
     "write_card",
 ]
 
@@ -95,6 +108,11 @@ _CARD_CHUNKS = ("ccv3", "chara")  # preference order on read
 _EMBEDDED_URI = "embeded://"  # the spec's spelling
 _TEXT_FIELDS = ("name", "description", "personality", "scenario", "first_mes", "mes_example")
 _ID_CLEAN = re.compile(r"[^a-z0-9_-]+")
+_DEFAULT_URI = "ccdefault:"  # V3: "the default asset of this type" (a PNG card's own image)
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # 2+ letters: a drive (C:) is a path
+_SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
+#: Where a look's reference image sits in a card (named in `CardReferenceError` messages).
+REFERENCE_FIELD = f"data.extensions.{EXTENSION_KEY}.appearance.reference_image"
 
 
 class CardError(ValueError):
@@ -133,6 +151,11 @@ class CardValidationError(CardError):
     """Our `comfyui_persona` extension (or a field it feeds) fails validation."""
 
 
+class CardReferenceError(CardValidationError):
+    """The look's `reference_image` names no usable image (no such asset or file, not an
+    image, a URL we do not fetch); the message names the card, the field and what was looked for."""
+
+
 @dataclass
 class LoadedCard:
     """A persona read from a file, with the binary assets the file carried.
@@ -162,11 +185,20 @@ def read_card_file(path: str | Path) -> LoadedCard:
         raise CardMissingError(f"card file not found: {path}") from None
     if size > MAX_CHARX_BYTES:
         raise CardTooLargeError(f"{path.name}: {size} bytes is over the {MAX_CHARX_BYTES}-byte limit")
-    return read_card_bytes(path.read_bytes(), filename=path.name)
+    return read_card_bytes(path.read_bytes(), filename=path.name, card_dir=path.resolve().parent)
 
 
-def read_card_bytes(data: bytes, *, filename: str = "card") -> LoadedCard:
-    """Read a card from bytes (an upload, a dropped file)."""
+def read_card_bytes(data: bytes, *, filename: str = "card", card_dir: str | Path | None = None) -> LoadedCard:
+    """Read a card from bytes (an upload, a dropped file), its reference image resolved.
+
+    `card_dir` is the folder the card lives in, for a reference given as a file path; without
+    one (an upload) the card may name only images it carries (see `resolve_reference`).
+    """
+    loaded = _read_container(data, filename)
+    return resolve_reference(loaded, card_dir=card_dir, filename=filename)
+
+
+def _read_container(data: bytes, filename: str) -> LoadedCard:
     if data.startswith(_PNG_SIGNATURE):
         return _read_png(data, filename)
     if data.startswith(_ZIP_SIGNATURE):
@@ -333,6 +365,170 @@ def _read_charx(data: bytes, filename: str) -> LoadedCard:
     return LoadedCard(persona, "charx", files)
 
 
+# --------------------------------------------------------------------------- reference image
+
+
+def card_asset_dir() -> Path:
+    """Where card assets named as a reference image are written: `card-assets/` in the
+    user cache ($PERSONA_CACHE_DIR, else $XDG_CACHE_HOME/comfyui-persona, else
+    ~/.cache/comfyui-persona). A cache, not the library: card folders may be read-only
+    (the built-ins, a shared PERSONA_DIR), an upload has no folder, and every file here
+    can be made again from its card."""
+    from .embedding import cache_dir  # the project's one cache location (imports numpy: only here)
+
+    return cache_dir() / "card-assets"
+
+
+def resolve_reference(loaded: LoadedCard, *, card_dir: str | Path | None, filename: str = "card") -> LoadedCard:
+    """`loaded` with its look's `reference_image` as an absolute path to an image file.
+
+    What a card may write there, tried in this order:
+
+    - `ccdefault:`: the card's own picture (its `icon` asset named `main`, else its first
+      icon, else a PNG card's image);
+    - `embeded://<path>`: that file inside the CHARX;
+    - the archive path of an asset (`assets/icon/images/face.png`) or the `name` of an entry
+      in `data.assets` (an entry's `embeded://` or `ccdefault:` uri is followed);
+    - a file path, relative to `card_dir`; `~` is expanded. Without a `card_dir` (an upload)
+      file paths are refused: a card from elsewhere must not make us read our own files.
+
+    An asset is written once to `card_asset_dir()/<sha256 of its bytes><suffix>`, so one
+    image gives one path (the engine keys its reference cache on it) however many cards
+    carry it. Resolving again goes from the card's own spelling (`Appearance.card_reference`),
+    so a persona already resolved can be checked against another folder.
+    Raises `CardReferenceError` when nothing usable is found.
+    """
+    persona = loaded.persona
+    written = persona.appearance.card_reference()
+    if not written:
+        return loaded
+    where = f"{filename}: {REFERENCE_FIELD} {written!r}"
+    base = Path(card_dir).expanduser().resolve() if card_dir is not None else None
+    path = _reference_path(written.strip(), persona.card, loaded.assets, base, where)
+    appearance = persona.appearance.with_resolved_reference(written, str(path))
+    return replace(loaded, persona=persona.model_copy(update={"appearance": appearance}))
+
+
+def _listed_assets(card: dict[str, Any]) -> list[dict[str, Any]]:
+    data = card.get("data")
+    listed = data.get("assets") if isinstance(data, dict) else None
+    return [a for a in listed if isinstance(a, dict)] if isinstance(listed, list) else []
+
+
+def _default_image(card: dict[str, Any], assets: dict[str, bytes]) -> str | None:
+    """The archive path of the card's own picture, if it carries one."""
+    icons = [a for a in _listed_assets(card) if a.get("type") == "icon"]
+    icons.sort(key=lambda a: a.get("name") != "main")  # stable: `main` first, then file order
+    for icon in icons:
+        uri = str(icon.get("uri", ""))
+        name = uri[len(_EMBEDDED_URI) :] if uri.startswith(_EMBEDDED_URI) else ""
+        if name in assets:
+            return name
+    return PNG_IMAGE_ASSET if PNG_IMAGE_ASSET in assets else None
+
+
+def _asset_for(value: str, card: dict[str, Any], assets: dict[str, bytes], where: str) -> str | None:
+    """The archive path `value` names (a URI, an archive path or an asset name), else None."""
+    if value == _DEFAULT_URI:
+        name = _default_image(card, assets)
+        if name is None:
+            raise CardReferenceError(
+                f"{where}: looked for the card's own picture (an icon asset or a PNG card's image), "
+                "but this card carries no image"
+            )
+        return name
+    if value.startswith(_EMBEDDED_URI):
+        name = value[len(_EMBEDDED_URI) :]
+        if name not in assets:
+            held = ", ".join(sorted(assets)) or "none"
+            raise CardReferenceError(
+                f"{where}: looked for the file {name!r} inside the card, which holds no such file (it holds: {held})"
+            )
+        return name
+    if value in assets:
+        return value
+    named = [a for a in _listed_assets(card) if a.get("name") == value]
+    if len(named) > 1:
+        uris = ", ".join(repr(a.get("uri")) for a in named)
+        raise CardReferenceError(
+            f"{where}: {len(named)} entries of data.assets are named {value!r} ({uris}); write one of their uris instead"
+        )
+    if named:
+        uri = str(named[0].get("uri", ""))
+        if uri == _DEFAULT_URI or uri.startswith(_EMBEDDED_URI):
+            return _asset_for(uri, card, assets, where)
+        raise CardReferenceError(
+            f"{where}: the asset named {value!r} is at {uri!r}; only images inside the card "
+            f"({_EMBEDDED_URI}..., {_DEFAULT_URI}) or files on disk can be references (nothing is downloaded)"
+        )
+    return None
+
+
+def _reference_path(
+    value: str, card: dict[str, Any], assets: dict[str, bytes], base: Path | None, where: str
+) -> Path:
+    name = _asset_for(value, card, assets, where)
+    if name is not None:
+        blob = assets[name]
+        _check_image(io.BytesIO(blob), f"{where}: the card's file {name!r}")
+        return _cached_asset(blob, Path(name).suffix.lower(), where)
+    if _URI_SCHEME.match(value):
+        raise CardReferenceError(
+            f"{where}: looked for an asset of this card by that name and found none, and URLs are not "
+            f"fetched (write {_EMBEDDED_URI}<path in the CHARX>, an asset name, {_DEFAULT_URI} or a file path)"
+        )
+    if base is None:
+        raise CardReferenceError(
+            f"{where}: looked for an asset of this card by that name and found none; a card read "
+            "without its folder (an upload) may name only images it carries, not files (put the "
+            "image in a CHARX card and name it there)"
+        )
+    path = Path(value).expanduser()
+    path = (path if path.is_absolute() else base / path).resolve()
+    if not path.is_file():
+        raise CardReferenceError(
+            f"{where}: looked for an asset of this card by that name and found none, then for the "
+            f"file {path} (a relative path is taken from the card's folder), which does not exist"
+        )
+    _check_image(path, f"{where}: the file {path}")
+    return path
+
+
+def _check_image(source: Path | io.BytesIO, what: str) -> None:
+    """Refuse a reference that is not an image now rather than when a session starts.
+    Only the header is read: Pillow decodes nothing until asked."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(source):
+            pass
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+        raise CardReferenceError(f"{what} is not an image Pillow can read ({error})") from None
+
+
+def _cached_asset(blob: bytes, suffix: str, where: str) -> Path:
+    """A file holding `blob`, named by its SHA-256: written once, then reused while it still
+    holds those bytes (a damaged or planted file is replaced, not trusted)."""
+    digest = hashlib.sha256(blob).hexdigest()
+    folder = card_asset_dir()
+    path = folder / f"{digest}{suffix if _SUFFIX.match(suffix) else ''}"
+    try:
+        if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
+            return path.resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        # Another thread or process may write the same file: each writes its own temporary,
+        # then renames it atomically; both hold the same bytes, so either one winning is right.
+        partial = folder / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        partial.write_bytes(blob)
+        os.replace(partial, path)
+    except OSError as error:
+        raise CardReferenceError(
+            f"{where}: cannot write the card's image to {folder} ({error.strerror or error}); "
+            "set PERSONA_CACHE_DIR to a writable folder"
+        ) from None
+    return path.resolve()
+
+
 # --------------------------------------------------------------------------- card ↔ persona
 
 
@@ -443,6 +639,8 @@ def _extension(persona: Persona) -> dict[str, Any]:
             "extra_expressions",
         },
     )
+    # The card's own spelling (an asset name, a relative path), not the file it resolved to.
+    dumped["appearance"]["reference_image"] = persona.appearance.card_reference()
     return {"version": EXTENSION_VERSION, **dumped}
 
 

@@ -7,15 +7,29 @@ card with the same id as a built-in shadows it, so a user can restyle a built-in
 
 `add()` stores an imported persona in the first user folder (as V3 JSON, or in its
 original container when assets came with it), which is how the UI's file drop lands.
+
+Every persona here has its look's `reference_image` resolved to an image file (see
+`card_formats.resolve_reference`); a user card whose reference finds nothing is skipped
+with its error in `errors`, like any other bad card.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from .card import Persona
-from .card_formats import CardError, LoadedCard, portrait_png, read_card_file, write_card
+from .card_formats import (
+    CardError,
+    CardReferenceError,
+    LoadedCard,
+    card_asset_dir,
+    portrait_png,
+    read_card_file,
+    resolve_reference,
+    write_card,
+)
 
 __all__ = [
     "BUILTIN_DIR",
@@ -49,6 +63,30 @@ def _card_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in CARD_SUFFIXES)
+
+
+def _reference_from(loaded: LoadedCard, folder: Path, filename: str) -> LoadedCard:
+    """The card as it will live in `folder`, its reference image checked from there first.
+
+    A reference resolved where the card was read keeps the card's own spelling when that
+    still finds the same file from `folder` (an asset always does: it travels with the card).
+    A relative path that does not (a JSON card imported from another folder) is stored as
+    the absolute path of the file it found, so the stored card still loads.
+    """
+    appearance = loaded.persona.appearance
+    current = appearance.reference_image
+    if not current or appearance.card_reference() == current:
+        return resolve_reference(loaded, card_dir=folder, filename=filename)
+    try:
+        again = resolve_reference(loaded, card_dir=folder, filename=filename)
+    except CardReferenceError:
+        if Path(current).parent == card_asset_dir().resolve():
+            raise  # an extracted asset: never store the cache's path in a card
+        again = None
+    if again is not None and again.persona.appearance.reference_image == current:
+        return again
+    pinned = appearance.with_resolved_reference(current, current)
+    return replace(loaded, persona=loaded.persona.model_copy(update={"appearance": pinned}))
 
 
 def _env_dirs() -> list[Path]:
@@ -124,8 +162,10 @@ class PersonaLibrary:
         """Store a persona in the first user folder and make it available by id.
 
         A `LoadedCard` with assets is kept as CHARX so its images survive; anything else
-        is written as V3 JSON. Raises `CardError` subclasses for a bad card and
-        `FileExistsError` when `overwrite` is false and the id is taken.
+        is written as V3 JSON. The look's reference image is checked from the folder before
+        anything is written (`CardReferenceError` when it finds nothing). Raises `CardError`
+        subclasses for a bad card and `FileExistsError` when `overwrite` is false and the
+        id is taken.
         """
         loaded = persona if isinstance(persona, LoadedCard) else LoadedCard(persona, "json")
         if not self.user_dirs:
@@ -137,6 +177,7 @@ class PersonaLibrary:
             raise FileExistsError(f"a persona with id {persona_id!r} already exists")
         fmt = "charx" if loaded.assets else "json"
         path = folder / f"{persona_id}.{fmt}"
+        loaded = _reference_from(loaded, folder, path.name)
         for other in CARD_SUFFIXES:  # one file per id in the user folder
             stale = folder / f"{persona_id}{other}"
             if stale != path and stale.exists():

@@ -1,0 +1,348 @@
+"""A look's `reference_image` naming a card asset or a path beside the card becomes a real
+file at card load (what LongLive identity anchoring opens), and export writes the card's
+own spelling back. Real CHARX/PNG/JSON cards built in tmp_path with real Pillow images."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from test_cards import _png_text_chunks
+
+from comfyui_persona.persona.card import Appearance, Persona
+from comfyui_persona.persona.card_formats import (
+    EXTENSION_KEY,
+    REFERENCE_FIELD,
+    CardError,
+    CardReferenceError,
+    card_asset_dir,
+    dump_card,
+    read_card_bytes,
+    read_card_file,
+)
+from comfyui_persona.persona.library import PersonaLibrary
+
+FACE = "assets/other/images/face.png"
+ICON = "assets/icon/images/main.png"
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch) -> Path:
+    """Every test extracts into its own cache, never the user's."""
+    monkeypatch.setenv("PERSONA_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _image(colour: tuple[int, int, int], fmt: str = "PNG", size=(12, 10)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+RED, GREEN = _image((200, 20, 20)), _image((20, 200, 20))
+
+
+def _card(reference: str | None, assets: list[dict] | None = None, name: str = "Vera") -> dict:
+    data = {
+        "name": name,
+        "description": "A card with pictures.",
+        "extensions": {EXTENSION_KEY: {"id": name.lower(), "appearance": {"reference_image": reference}}},
+    }
+    if assets is not None:
+        data["assets"] = assets
+    return {"spec": "chara_card_v3", "spec_version": "3.0", "data": data}
+
+
+def _charx(card: dict, files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("card.json", json.dumps(card))
+        for name, blob in files.items():
+            archive.writestr(name, blob)
+    return buffer.getvalue()
+
+
+ASSETS = [
+    {"type": "icon", "uri": "embeded://" + ICON, "name": "main", "ext": "png"},
+    {"type": "x-face", "uri": "embeded://" + FACE, "name": "face", "ext": "png"},
+]
+
+
+def _write_charx(folder: Path, reference: str | None, name: str = "vera.charx") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(_charx(_card(reference, ASSETS), {ICON: GREEN, FACE: RED}))
+    return path
+
+
+def _stored_reference(card: dict) -> str | None:
+    return card["data"]["extensions"][EXTENSION_KEY]["appearance"]["reference_image"]
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        ("embeded://" + FACE, RED),
+        ("face", RED),  # the name of an entry in data.assets
+        (FACE, RED),  # the path inside the archive
+        ("ccdefault:", GREEN),  # the card's own picture: its main icon
+    ],
+)
+def test_charx_asset_reference_becomes_a_content_addressed_file(tmp_path, _cache, reference, expected):
+    loaded = read_card_file(_write_charx(tmp_path / "cards", reference))
+    path = Path(loaded.persona.appearance.reference_image)
+    assert path.is_absolute() and path.read_bytes() == expected
+    assert path.parent == _cache / "card-assets" == card_asset_dir()
+    assert path.name == hashlib.sha256(expected).hexdigest() + ".png"
+    # What the nodes hand the engine is the persona's look dumped: the file path.
+    assert loaded.persona.appearance.model_dump(mode="json")["reference_image"] == str(path)
+
+
+def test_one_image_in_two_cards_is_one_file(tmp_path):
+    first = read_card_file(_write_charx(tmp_path / "a", "face")).persona.appearance.reference_image
+    second = read_card_file(_write_charx(tmp_path / "b", "embeded://" + FACE)).persona.appearance.reference_image
+    assert first == second
+    assert len(list(card_asset_dir().iterdir())) == 1
+
+
+def test_a_damaged_cache_file_is_written_again(tmp_path):
+    card = _write_charx(tmp_path / "cards", "face")
+    path = Path(read_card_file(card).persona.appearance.reference_image)
+    path.write_bytes(b"planted")
+    assert read_card_file(card).persona.appearance.reference_image == str(path)
+    assert path.read_bytes() == RED
+
+
+def test_ccdefault_on_a_png_card_is_the_cards_own_image(tmp_path):
+    persona = Persona(id="pic", name="Pic", appearance=Appearance(reference_image="ccdefault:"))
+    png = dump_card(persona, "png")  # the image is a portrait drawn from the look
+    (tmp_path / "pic.png").write_bytes(png)
+    path = read_card_file(tmp_path / "pic.png").persona.appearance.reference_image
+    with Image.open(path) as extracted, Image.open(io.BytesIO(png)) as card_image:
+        assert extracted.convert("RGB").tobytes() == card_image.convert("RGB").tobytes()
+
+
+def test_a_relative_path_is_taken_from_the_cards_folder_not_the_working_directory(tmp_path, monkeypatch):
+    cards = tmp_path / "cards"
+    (cards / "refs").mkdir(parents=True)
+    (cards / "refs" / "face.jpg").write_bytes(_image((10, 10, 200), "JPEG"))
+    (cards / "vera.json").write_text(json.dumps(_card("refs/face.jpg")))
+    monkeypatch.chdir(tmp_path)
+    reference = read_card_file(Path("cards") / "vera.json").persona.appearance.reference_image
+    assert reference == str((cards / "refs" / "face.jpg").resolve())
+
+
+def test_an_absolute_path_is_kept(tmp_path):
+    (tmp_path / "face.png").write_bytes(RED)
+    (tmp_path / "cards").mkdir()
+    (tmp_path / "cards" / "vera.json").write_text(json.dumps(_card(str(tmp_path / "face.png"))))
+    loaded = read_card_file(tmp_path / "cards" / "vera.json")
+    assert loaded.persona.appearance.reference_image == str((tmp_path / "face.png").resolve())
+
+
+def test_a_card_with_a_picture_but_no_reference_does_not_anchor_on_it(tmp_path):
+    """Decided: no implicit default. A card's picture is often a drawing or a portrait we drew
+    from its colours, and a reference makes LongLive need a detectable face; a card opts in
+    with `ccdefault:`."""
+    assert read_card_file(_write_charx(tmp_path, None)).persona.appearance.reference_image is None
+    png = dump_card(Persona(id="pic", name="Pic"), "png")
+    assert read_card_bytes(png).persona.appearance.reference_image is None
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("fmt", ["charx", "json", "png"])
+def test_export_writes_the_cards_own_spelling_not_the_cache_path(tmp_path, fmt):
+    loaded = read_card_file(_write_charx(tmp_path / "cards", "face"))
+    resolved = loaded.persona.appearance.reference_image
+    exported = dump_card(loaded.persona, fmt, loaded.assets)
+    if fmt == "charx":
+        with zipfile.ZipFile(io.BytesIO(exported)) as archive:
+            cards = [json.loads(archive.read("card.json"))]
+    elif fmt == "json":
+        cards = [json.loads(exported)]
+    else:
+        cards = [json.loads(base64.b64decode(chunk)) for chunk in _png_text_chunks(exported).values()]
+        assert len(cards) == 2  # chara (V2) and ccv3
+    assert [_stored_reference(card) for card in cards] == ["face"] * len(cards)
+    assert str(card_asset_dir()).encode() not in exported
+    if fmt == "charx":  # read back, the export resolves to the same file
+        (tmp_path / "again.charx").write_bytes(exported)
+        assert read_card_file(tmp_path / "again.charx").persona.appearance.reference_image == resolved
+
+
+def test_a_reference_changed_after_load_is_what_export_writes(tmp_path):
+    loaded = read_card_file(_write_charx(tmp_path / "cards", "face"))
+    (tmp_path / "other.png").write_bytes(GREEN)
+    look = loaded.persona.appearance.model_copy(update={"reference_image": str(tmp_path / "other.png")})
+    changed = loaded.persona.model_copy(update={"appearance": look})
+    assert _stored_reference(json.loads(dump_card(changed, "json"))) == str(tmp_path / "other.png")
+
+
+def test_a_relative_reference_round_trips_as_written(tmp_path):
+    (tmp_path / "face.png").write_bytes(RED)
+    (tmp_path / "vera.json").write_text(json.dumps(_card("face.png")))
+    loaded = read_card_file(tmp_path / "vera.json")
+    assert _stored_reference(json.loads(dump_card(loaded.persona, "json"))) == "face.png"
+
+
+# --------------------------------------------------------------------------- errors at load
+
+
+def _load_error(path: Path) -> str:
+    with pytest.raises(CardReferenceError) as caught:
+        read_card_file(path)
+    message = str(caught.value)
+    assert path.name in message and REFERENCE_FIELD in message
+    return message
+
+
+def test_an_embedded_uri_to_a_file_the_charx_lacks_is_named(tmp_path):
+    message = _load_error(_write_charx(tmp_path, "embeded://assets/other/images/gone.png"))
+    assert "'assets/other/images/gone.png'" in message and FACE in message  # sought, and what is there
+
+
+def test_a_missing_relative_file_names_the_path_looked_for(tmp_path):
+    (tmp_path / "vera.json").write_text(json.dumps(_card("refs/face.png")))
+    message = _load_error(tmp_path / "vera.json")
+    assert str((tmp_path / "refs" / "face.png").resolve()) in message and "does not exist" in message
+
+
+def test_ccdefault_on_a_card_without_a_picture_is_named(tmp_path):
+    (tmp_path / "vera.json").write_text(json.dumps(_card("ccdefault:")))
+    assert "carries no image" in _load_error(tmp_path / "vera.json")
+
+
+@pytest.mark.parametrize("reference", ["https://example.invalid/face.png", "data:image/png;base64,AAAA"])
+def test_a_url_is_not_fetched(tmp_path, reference):
+    assert "not fetched" in _load_error(_write_charx(tmp_path, reference))
+
+
+def test_an_asset_that_lives_at_a_url_is_not_fetched(tmp_path):
+    assets = [{"type": "x-face", "uri": "https://example.invalid/face.png", "name": "face", "ext": "png"}]
+    (tmp_path / "vera.charx").write_bytes(_charx(_card("face", assets), {}))
+    assert "nothing is downloaded" in _load_error(tmp_path / "vera.charx")
+
+
+def test_an_asset_name_shared_by_two_entries_is_ambiguous(tmp_path):
+    assets = [*ASSETS, {"type": "background", "uri": "embeded://" + ICON, "name": "face", "ext": "png"}]
+    (tmp_path / "vera.charx").write_bytes(_charx(_card("face", assets), {ICON: GREEN, FACE: RED}))
+    message = _load_error(tmp_path / "vera.charx")
+    assert "2 entries" in message and "embeded://" + FACE in message
+
+
+def test_an_asset_that_is_not_an_image_is_named(tmp_path):
+    (tmp_path / "vera.charx").write_bytes(_charx(_card("embeded://" + FACE, ASSETS), {ICON: GREEN, FACE: b"text"}))
+    assert "not an image" in _load_error(tmp_path / "vera.charx")
+
+
+def test_an_uploaded_card_may_not_name_files_on_the_server(tmp_path):
+    (tmp_path / "face.png").write_bytes(RED)
+    for reference in ("face.png", str(tmp_path / "face.png")):
+        with pytest.raises(CardReferenceError, match="upload.*may name only images it carries"):
+            read_card_bytes(json.dumps(_card(reference)).encode(), filename="vera.json")
+    # its own assets are fine
+    blob = _charx(_card("face", ASSETS), {ICON: GREEN, FACE: RED})
+    assert Path(read_card_bytes(blob).persona.appearance.reference_image).read_bytes() == RED
+
+
+def test_an_unwritable_cache_is_named(tmp_path, monkeypatch):
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("PERSONA_CACHE_DIR", str(tmp_path / "not-a-folder"))
+    assert "PERSONA_CACHE_DIR" in _load_error(_write_charx(tmp_path / "cards", "face"))
+
+
+def test_reference_errors_are_card_errors():
+    assert issubclass(CardReferenceError, CardError)
+
+
+# --------------------------------------------------------------------------- the library
+
+
+def test_library_skips_a_card_whose_reference_finds_nothing(tmp_path):
+    user = tmp_path / "user"
+    _write_charx(user, "face")
+    (user / "broken.json").write_text(json.dumps(_card("nowhere.png", name="Broken")))
+    library = PersonaLibrary(user_dirs=[user], include_builtin=False)
+    assert library.ids() == ["vera"]
+    assert Path(library.get("vera").appearance.reference_image).read_bytes() == RED
+    assert str((user / "nowhere.png").resolve()) in library.errors[user / "broken.json"]
+
+
+def test_an_uploaded_charx_is_stored_with_its_own_spelling(tmp_path):
+    blob = _charx(_card("embeded://" + FACE, ASSETS), {ICON: GREEN, FACE: RED})
+    library = PersonaLibrary(user_dirs=[tmp_path / "user"], include_builtin=False)
+    stored = library.add(read_card_bytes(blob, filename="upload.charx"))  # what the server's import does
+    with zipfile.ZipFile(stored) as archive:
+        assert _stored_reference(json.loads(archive.read("card.json"))) == "embeded://" + FACE
+    resolved = library.get("vera").appearance.reference_image
+    assert Path(resolved).read_bytes() == RED
+    fresh = PersonaLibrary(user_dirs=[tmp_path / "user"], include_builtin=False)
+    assert fresh.get("vera").appearance.reference_image == resolved
+
+
+def test_import_from_another_folder_keeps_a_relative_reference_working(tmp_path):
+    source = tmp_path / "downloads"
+    source.mkdir()
+    (source / "face.png").write_bytes(RED)
+    (source / "vera.json").write_text(json.dumps(_card("face.png")))
+    library = PersonaLibrary(user_dirs=[tmp_path / "user"], include_builtin=False)
+    library.import_file(source / "vera.json")
+    absolute = str((source / "face.png").resolve())
+    assert _stored_reference(json.loads(library.path_of("vera").read_text())) == absolute
+    assert PersonaLibrary(user_dirs=[tmp_path / "user"], include_builtin=False).get("vera").appearance.reference_image == absolute
+
+
+def test_add_checks_the_reference_before_writing(tmp_path):
+    library = PersonaLibrary(user_dirs=[tmp_path / "user"], include_builtin=False)
+    with pytest.raises(CardReferenceError, match="nope.png"):
+        library.add(Persona(id="coded", name="Coded", appearance=Appearance(reference_image="nope.png")))
+    assert not list((tmp_path / "user").iterdir())
+    (tmp_path / "user" / "face.png").write_bytes(RED)  # beside the card it will be: found, kept relative
+    path = library.add(Persona(id="coded", name="Coded", appearance=Appearance(reference_image="face.png")))
+    assert _stored_reference(json.loads(path.read_text())) == "face.png"
+    assert library.get("coded").appearance.reference_image == str((tmp_path / "user" / "face.png").resolve())
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_longlive_anchors_on_a_charx_cards_embedded_photo(tmp_path):
+    """The bug this file is about: a card naming its asset started a session that failed
+    with RenderError. Now the look the nodes hand the engine opens, and the sink is that photo."""
+    import torch
+
+    from comfyui_persona.video.backend import SessionSpec
+    from comfyui_persona.video.decoders.wan_vae import load_wan_vae
+    from comfyui_persona.video.identity import FaceEmbedder, IdentityConditioner
+    from comfyui_persona.video.identity import models as identity_models
+    from comfyui_persona.video.longlive.engine import LongLiveBackend
+    from comfyui_persona.video.longlive.settings import LongLiveSettings
+    from comfyui_persona.video.longlive.testing import write_tiny_models
+
+    photo = identity_models.default_model_dir() / "yaoming.jpg"
+    assets = [{"type": "x-face", "uri": "embeded://assets/other/images/yao.jpg", "name": "yao", "ext": "jpg"}]
+    (tmp_path / "yao.charx").write_bytes(
+        _charx(_card("embeded://assets/other/images/yao.jpg", assets), {"assets/other/images/yao.jpg": photo.read_bytes()})
+    )
+    persona = read_card_file(tmp_path / "yao.charx").persona
+    models = tmp_path / "models"
+    write_tiny_models(models)
+    backend = LongLiveBackend(settings=LongLiveSettings(dtype="float32"), models_dir=models, blend_chunks=1)
+    look = persona.appearance.model_dump(mode="json")  # as nodes/stream_nodes.py builds the spec
+    backend.start_session(SessionSpec(persona_id=persona.id, persona_name=persona.name, look=look, width=96, height=64, seed=5))
+    assert backend.sampler.chunks_done == 1  # the reference sink chunk
+    vae = load_wan_vae(models / "Wan2.1_VAE.pth", dtype=torch.float32)
+    expected = IdentityConditioner(photo, FaceEmbedder(threads=2)).reference_latents(vae, 96, 64, frames=3)
+    torch.testing.assert_close(backend.reference_latents, expected, rtol=0, atol=0)
