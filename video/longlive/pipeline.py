@@ -11,9 +11,11 @@ re-cache only has to be done before the chunk that reads the window. So on a CUD
 4. the host waits for 2 alone and copies the frames out.
 
 2 and 3 run side by side instead of one after the other, and the host never waits for 3:
-at real-time pacing the generator is idle between chunks and 3 fills that time. On CPU
-there is nothing to overlap: 3 is left for the start of the next call (the frames come one
-pass sooner), with the same numbers as on the GPU.
+at real-time pacing the generator is idle between chunks and 3 fills that time. The first
+chunk after a prompt switch is the one a directive waits for: it is decoded first and 3 is
+queued behind the decode, because work beside the decode slows it (a re-cache beside it
+cost ~100 ms on an H100). On CPU there is nothing to overlap: 3 is left for the start of the
+next call (the frames come one pass sooner), with the same numbers as on the GPU.
 
 Prompt switches (`set_prompt`): "before" (LongLive's order) re-caches the window under the new
 prompt before the next chunk, so a directive waits for the re-cache (about 2.8 passes at
@@ -54,10 +56,12 @@ class ChunkPipeline:
         # Priority -1 (higher): the decode's blocks go first whenever both streams have work.
         self.side = torch.cuda.Stream(device=device, priority=-1) if overlap and device.type == "cuda" else None
         self._recache_owed = False  # a switch in "after" mode whose re-cache has not run yet
+        self._switched = False  # the next chunk is the first under a new prompt
         self._owed = False  # CPU: the last chunk's refresh / re-cache waits for the next call
 
     def set_prompt(self, context: torch.Tensor) -> None:
         """Switch the text conditioning; the window is re-cached before or after the next chunk."""
+        self._switched = True
         if self.recache == "before":
             self.sampler.set_prompt(context)  # re-caches now (a pending refresh it would redo is skipped)
             return
@@ -68,17 +72,20 @@ class ChunkPipeline:
     def next_frames(self) -> torch.Tensor:
         """The next chunk's frames, uint8 (T, H, W, 3) on the CPU (batch 1)."""
         self._settle()
+        switched, self._switched = self._switched, False
         latents = self.sampler.next_chunk(defer_refresh=True)
-        if self.side is None:
+        self._owed = True
+        if self.side is None or switched:
+            # No overlap for the chunk a directive waits for: work beside the decode slows it
+            # (measured on an H100: a re-cache beside it added ~100 ms), so decode first.
             frames = self.decoder.decode_uint8(latents)[0].cpu()
-            self._owed = True
+            if latents.device.type == "cuda":
+                self._settle()  # queued now; runs while the caller handles the frames
             return frames
-        main = torch.cuda.current_stream(latents.device)
-        self.side.wait_stream(main)
+        self.side.wait_stream(torch.cuda.current_stream(latents.device))
         with torch.cuda.stream(self.side):
             latents.record_stream(self.side)  # main may free it while the side stream reads
             frames = self.decoder.decode_uint8(latents)[0]
-        self._owed = True
         self._settle()  # queued on the main stream: runs beside the decode, nobody waits for it
         with torch.cuda.stream(self.side):
             return frames.cpu()  # synchronises the side stream only
