@@ -195,7 +195,7 @@ class LongLiveBackend:
         except model_files.CheckpointNotFoundError as exc:
             raise RenderError(f"identity anchoring encodes the reference with the Wan VAE: {exc}") from exc
         device = self.sampler.device
-        return load_wan_vae(path, device=device, dtype=_decoder_dtype(device)), True
+        return load_wan_vae(path, device=device, dtype=_decoder_dtype(device, "vae")), True
 
     def _require_session(self) -> None:
         if self.spec is None:
@@ -326,9 +326,14 @@ def _load_from_models_dir(settings, models_dir):
         )
     encoder = UMT5TextEncoder(umt5, load_tokenizer(paths["umt5.tokenizer"]), text_len=cfg.text_len)
     load = load_taehv if settings.decoder == "tae" else load_wan_vae
-    decoder = load(decoder_path, device=device, dtype=_decoder_dtype(device))
+    decoder = load(decoder_path, device=device, dtype=_decoder_dtype(device, settings.decoder))
     return model, encoder, decoder
 
 
-def _decoder_dtype(device) -> torch.dtype:
-    return torch.float16 if str(device).startswith("cuda") else torch.float32
+def _decoder_dtype(device, decoder: str) -> torch.dtype:
+    """float32 on CPU. On a GPU: float16 for TAEW2.1 (as its authors run it); bfloat16 for the
+    Wan VAE, which keeps float32's range (Wan's code and diffusers' examples run it in float32,
+    and a deep conv stack's activations can leave float16's), as benchmarks/longlive.py times it."""
+    if not str(device).startswith("cuda"):
+        return torch.float32
+    return torch.float16 if decoder == "tae" else torch.bfloat16
