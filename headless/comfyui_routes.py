@@ -77,16 +77,24 @@ class LazyService:
     def __init__(self, build: Callable[[], Any]) -> None:
         self._build = build
         self._service: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while building: a shutdown waits for a build under way
+        self._closed = False
 
     def _get(self) -> Any:
         with self._lock:
+            if self._closed:
+                raise ServiceClosedError("the persona chat service is shutting down with ComfyUI's server")
             if self._service is None:
                 self._service = self._build()
             return self._service
 
+    def _close_and_take(self) -> Any:
+        with self._lock:
+            self._closed = True
+            return self._service
+
     async def service(self) -> Any:
-        if self._service is not None:
+        if self._service is not None and not self._closed:
             return self._service
         return await asyncio.get_running_loop().run_in_executor(None, self._get)
 
@@ -95,13 +103,26 @@ class LazyService:
             raise AttributeError(name)
 
         async def handler(request):
-            service = await self.service()
+            try:
+                service = await self.service()
+            except ServiceClosedError as exc:
+                from aiohttp import web
+
+                return web.json_response({"error": "unavailable", "message": str(exc)}, status=503)
             return await getattr(service, name)(request)
 
         handler.__name__ = name
         return handler
 
     async def shutdown(self, app: Any = None) -> None:
-        """Close the sessions when ComfyUI's server stops (registered on `app.on_shutdown`)."""
-        if self._service is not None:
-            await self._service.close()
+        """Close the sessions when ComfyUI's server stops (registered on `app.on_shutdown`).
+
+        A service still being built is waited for and closed too (off the event loop: the
+        build holds the lock), and none is built after this."""
+        service = await asyncio.get_running_loop().run_in_executor(None, self._close_and_take)
+        if service is not None:
+            await service.close()
+
+
+class ServiceClosedError(RuntimeError):
+    """A request reached the chat routes after ComfyUI's server began shutting down."""

@@ -59,3 +59,38 @@ async def test_chat_service_is_built_on_the_first_request_and_only_once(aiohttp_
     assert (await answers[0].json())["protocol"] == 1
     assert len(built) == 1
     assert (await client.get("/")).status == 404, "ComfyUI's root page is not ours to take"
+
+
+async def test_shutdown_during_the_build_closes_that_service_and_builds_no_other(aiohttp_client) -> None:
+    import threading
+
+    started, release, closed = threading.Event(), threading.Event(), []
+
+    class Service:
+        async def handle_health(self, request):
+            return web.json_response({"ok": True})
+
+        async def close(self):
+            closed.append(self)
+
+    def build():
+        started.set()
+        release.wait(30)  # a slow first build (workflow, persona library)
+        return Service()
+
+    lazy = comfyui_routes.LazyService(build)
+    app = web.Application()
+    app.router.add_get("/health", lazy.handle_health)
+    client = await aiohttp_client(app)
+    first = asyncio.ensure_future(client.get("/health"))
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 30)
+    shutdown = asyncio.ensure_future(lazy.shutdown())
+    await asyncio.sleep(0.05)
+    assert not shutdown.done(), "shutdown waits for the build under way"
+    release.set()
+    await asyncio.wait_for(shutdown, 30)
+    assert len(closed) == 1, "the service built during shutdown is closed"
+    assert (await first).status == 200  # the request that started the build was answered
+    late = await client.get("/health")
+    assert late.status == 503 and (await late.json())["error"] == "unavailable"
+    assert len(closed) == 1
