@@ -238,7 +238,7 @@ def bench_pipeline(torch, sampler, device, args, texts) -> dict:
     - `fps_video_<variant>`: chunks back to back, decode after the refresh pass on one stream
       (`sequential`) or on a side stream beside it (`overlapped`, what the engine runs);
     - `directive_to_frames_ms_<timing>`: from an idle GPU, a prompt switch until the changed
-      chunk's frames are on the host, re-caching before the chunk or after it (while it decodes).
+      chunk's frames are on the host, re-caching before the chunk or right after it.
     """
     from comfyui_persona.video.decoders.taehv import build_taehv
     from comfyui_persona.video.longlive.pipeline import ChunkPipeline
@@ -246,13 +246,15 @@ def bench_pipeline(torch, sampler, device, args, texts) -> dict:
     tae = build_taehv(device, torch.float32 if args.smoke else torch.float16, "tiny" if args.smoke else "taew2.1")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     out: dict = {}
-    # Same session twice from the same seed: the side stream must not change a frame.
+    # Same session twice from the same seed, a switch in it: the side stream changes no frame.
     runs = []
     for overlap in (False, True):
         sampler.reset()
         sampler.set_prompt(texts[0], recache=False)
         pipe = ChunkPipeline(sampler, tae.decode_stream(), overlap=overlap)
-        runs.append([pipe.next_frames() for _ in range(4)])
+        frames = [pipe.next_frames() for _ in range(2)]
+        pipe.set_prompt(texts[1])
+        runs.append(frames + [pipe.next_frames() for _ in range(3)])
     out["overlap_max_abs_diff"] = max(int((a.int() - b.int()).abs().max()) for a, b in zip(*runs, strict=True))
     for name, overlap in (("sequential", False), ("overlapped", True)):
         pipe = ChunkPipeline(sampler, tae.decode_stream(), overlap=overlap)
@@ -401,6 +403,9 @@ def main(argv=None) -> int:
     parser.add_argument("--long-run", action="store_true", help="also stream --long-run-frames latent frames")
     parser.add_argument("--long-run-frames", type=int, default=2000)
     args = parser.parse_args(argv)
+    unknown = set(args.decoders.split(",")) - {"tae", "vae"}
+    if unknown:
+        parser.error(f"--decoders takes tae and/or vae, got {', '.join(sorted(unknown))}")
 
     cfgmod, modelmod, samplermod = import_package()
     import torch

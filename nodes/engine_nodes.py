@@ -140,25 +140,18 @@ class PersonaLongLiveLoader:
                     {"default": "bf16", "tooltip": "Block linear layers in the compute dtype, or FP8 e4m3 (Hopper "
                      "GPUs: faster, slightly different numbers)."},
                 ),
-                "prompt_switch_recache": (
-                    ["before", "after"],
-                    {"default": "before", "tooltip": "When a new directive re-caches the context window: before "
-                     "the next chunk (LongLive's order), or after it while it decodes (the change shows sooner; "
-                     "that first chunk follows the new prompt less closely)."},
-                ),
             },
         }
 
     def load(self, preset: str, decoder: str, dtype: str, local_attn_size: int, sink_size: int, compile: bool,
-             models_dir: str = "", linear_precision: str = "bf16", prompt_switch_recache: str = "before") -> tuple:
+             models_dir: str = "", linear_precision: str = "bf16") -> tuple:
         from ..video.longlive.engine import LongLiveBackend
         from ..video.longlive.settings import LongLiveSettings
 
         settings = LongLiveSettings(preset=preset, decoder=decoder, dtype=dtype, local_attn_size=local_attn_size,
-                                    sink_size=sink_size, compile=compile, linear_precision=linear_precision,
-                                    prompt_switch_recache=prompt_switch_recache)
+                                    sink_size=sink_size, compile=compile, linear_precision=linear_precision)
         directory = resolve_models_dir(models_dir)
-        key = (settings.load_key(), str(directory))  # live settings (steps, re-cache timing) reuse the weights
+        key = (settings.model_dump_json(), str(directory))
         if key not in _LOADED:  # ComfyUI caches the output; this also spares the headless runner a reload
             problems = missing_files(directory, decoder)
             if problems:  # all of them at once, not one per attempt
@@ -175,9 +168,7 @@ class PersonaLongLiveLoader:
             _LOADED[key] = LongLiveModel(settings=settings, models_dir=directory, model=built.model,
                                          text_encoder=built.text_encoder, decoder=built.decoder)
             bar.update(1)
-        loaded = _LOADED[key]
-        loaded.settings = settings  # the live ones apply to the sessions started from now on
-        return (loaded,)
+        return (_LOADED[key],)
 
 
 def _attention_settings(attention: str, topk: float, cdf_threshold: float, timestep_threshold: float) -> dict:
@@ -272,6 +263,12 @@ class PersonaLongLiveSampler:
                 "transition": (TRANSITION, {"tooltip": "How prompts blend between actions (transition blender)."}),
                 "identity": (IDENTITY, {"tooltip": "Reference photo from the identity node: the stream is anchored "
                                         "on it (its VAE latents fill the KV sink). Overrides the composer's."}),
+                "prompt_switch_recache": (
+                    ["before", "after"],
+                    {"default": "before", "tooltip": "When a new directive re-caches the context window: before "
+                     "the next chunk (LongLive's order), or right after it (the change shows sooner; that first "
+                     "chunk follows the new prompt less closely). Changes apply between chunks."},
+                ),
             },
         }
 
@@ -282,7 +279,8 @@ class PersonaLongLiveSampler:
     def render(self, engine: LongLiveModel, persona, plan: DirectivePlan, session_id: str, width: int, height: int,
                seed: int, steps: int, attention: str, sparse_topk: float, sparse_cdf_threshold: float,
                sparse_timestep_threshold: float, prompt: PromptStyle | None = None,
-               transition: TransitionStyle | None = None, identity: IdentityValue | None = None) -> tuple:
+               transition: TransitionStyle | None = None, identity: IdentityValue | None = None,
+               prompt_switch_recache: str = "before") -> tuple:
         session = current_store().get(session_id)
         transition = transition or TransitionStyle()
         routing = _attention_settings(attention, sparse_topk, sparse_cdf_threshold, sparse_timestep_threshold)
@@ -303,6 +301,7 @@ class PersonaLongLiveSampler:
                 _apply_easing(slot.backend, transition)
                 slot.submitted_turn = 0
             engine.owner = slot.backend
+            slot.backend.set_recache_timing(prompt_switch_recache)  # live: no restart
             if plan.turn > slot.submitted_turn:
                 slot.backend.submit(list(plan.directives), plan.turn)
                 slot.submitted_turn = plan.turn

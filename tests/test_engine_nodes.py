@@ -19,6 +19,7 @@ from comfyui_persona.nodes.session_store import SessionStore, bind_store  # noqa
 from comfyui_persona.nodes.types import DirectivePlan  # noqa: E402
 from comfyui_persona.persona.library import load_persona  # noqa: E402
 from comfyui_persona.persona.schema import ActionDirective  # noqa: E402
+from comfyui_persona.video.longlive.fp8 import Fp8Linear  # noqa: E402
 
 SAMPLER_DEFAULTS = dict(width=96, height=64, seed=3, steps=2, attention="dense", sparse_topk=0.5,
                         sparse_cdf_threshold=0.0, sparse_timestep_threshold=800.0)
@@ -150,17 +151,24 @@ def test_loader_reads_the_preset_from_the_files_and_the_sampler_streams(tiny_set
     assert frames.chunk.frames.shape == (9, 64, 96, 3) and frames.chunk.frames.std() > 0
 
 
-def test_loader_reuses_the_weights_when_only_live_settings_change(tiny_set) -> None:
-    loader = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"]()
-    (after,) = loader.load("auto", "tae", "float32", 12, 3, False, models_dir=str(tiny_set.models_dir),
-                           prompt_switch_recache="after")
-    assert after.model is tiny_set.model and after.settings.prompt_switch_recache == "after"
+def test_recache_timing_is_a_live_sampler_setting(engine) -> None:
     store = SessionStore()
-    _render(after, "switch-after", WAVE, store)
-    assert store.get("switch-after").peek("renderer").backend.pipeline.recache == "after"
-    (fp8,) = loader.load("auto", "tae", "float32", 12, 3, False, models_dir=str(tiny_set.models_dir),
-                         linear_precision="fp8")  # a load-time field: new weights
+    _render(engine, "timing", WAVE, store)
+    backend = store.get("timing").peek("renderer").backend
+    assert backend.pipeline.recache == "before"
+    nod = DirectivePlan(turn=2, directives=(ActionDirective(action="nod", expression="smile", intensity=0.5),))
+    _render(engine, "timing", nod, store, prompt_switch_recache="after")
+    same = store.get("timing").peek("renderer").backend
+    assert same is backend and backend.pipeline.recache == "after"  # no restart, no reload
+
+
+def test_loader_offers_fp8_block_linears(tiny_set) -> None:
+    (fp8,) = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"]().load(
+        "auto", "tae", "float32", 12, 3, False, models_dir=str(tiny_set.models_dir), linear_precision="fp8")
     assert fp8.model is not tiny_set.model and fp8.settings.linear_precision == "fp8"
+    assert isinstance(fp8.model.blocks[0].ffn[0], Fp8Linear)
+    frames = _render(fp8, "fp8", WAVE, SessionStore())
+    assert frames.chunk.frames.shape == (9, 64, 96, 3)
 
 
 def test_identity_node_anchors_the_sampler_session_on_the_photo(tiny_set) -> None:

@@ -79,9 +79,9 @@ class LongLiveBackend:
             steps = settings.denoising_steps if settings is not None else None
         self.sampler = StreamingSampler(model, steps=steps)
         self.blend_chunks = blend_chunks
-        # When a prompt switch re-caches the window: before the next chunk, or while it decodes.
-        self.recache = recache or (settings.prompt_switch_recache if settings is not None else "before")
         self.spec: SessionSpec | None = None
+        # When a prompt switch re-caches the window: before the next chunk, or right after it.
+        self.set_recache_timing(recache or (settings.prompt_switch_recache if settings is not None else "before"))
         if attention is None:  # only what differs from dense: an empty dict keeps the plain DenseRouter
             attention = settings.attention.model_dump(exclude_defaults=True) if settings else {}
         self.attention = attention
@@ -196,6 +196,14 @@ class LongLiveBackend:
             raise RenderError(f"identity anchoring encodes the reference with the Wan VAE: {exc}") from exc
         device = self.sampler.device
         return load_wan_vae(path, device=device, dtype=_decoder_dtype(device, "vae")), True
+
+    def set_recache_timing(self, recache: str) -> None:
+        """"before" or "after" (`ChunkPipeline`); applies between chunks, no restart."""
+        if recache not in ("before", "after"):
+            raise ValueError(f"prompt-switch re-cache timing must be 'before' or 'after', got {recache!r}")
+        self.recache = recache
+        if self.spec is not None:
+            self.pipeline.set_recache_timing(recache)
 
     def _require_session(self) -> None:
         if self.spec is None:

@@ -21,7 +21,7 @@ Prompt switches (`set_prompt`): "before" (LongLive's order) re-caches the window
 prompt before the next chunk, so a directive waits for the re-cache (about 2.8 passes at
 480×832) and then the 4 denoising passes. "after" denoises the first chunk under the new
 prompt over the window as the old prompt left it (cross-attention already reads the new
-text), and re-caches while that chunk decodes: the change shows one re-cache sooner, and the
+text), and re-caches right after it, queued behind its decode: the change shows one re-cache sooner, and the
 chunk after it reads a re-cached window as with "before". The price is a first changed chunk
 that follows the new prompt less closely (LongLive's "no re-cache" behaviour for one chunk);
 with the conditioning blender that chunk is a partial step toward the new prompt anyway.
@@ -29,6 +29,7 @@ with the conditioning blender that chunk is a partial step toward the new prompt
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -47,14 +48,11 @@ class ChunkPipeline:
                  overlap: bool = True) -> None:
         """`decoder`: a decode stream (`video.decoders.streaming.open_stream`).
         `overlap`: decode on a side stream beside the refresh pass (CUDA only)."""
-        if recache not in ("before", "after"):
-            raise ValueError(f"recache must be 'before' or 'after', got {recache!r}")
+        self.set_recache_timing(recache)
         self.sampler = sampler
         self.decoder = decoder
-        self.recache = recache
         device = sampler.device
-        # Priority -1 (higher): the decode's blocks go first whenever both streams have work.
-        self.side = torch.cuda.Stream(device=device, priority=-1) if overlap and device.type == "cuda" else None
+        self.side = _decode_stream(device) if overlap and device.type == "cuda" else None
         self._recache_owed = False  # a switch in "after" mode whose re-cache has not run yet
         self._switched = False  # the next chunk is the first under a new prompt
         self._owed = False  # CPU: the last chunk's refresh / re-cache waits for the next call
@@ -63,7 +61,9 @@ class ChunkPipeline:
         """Switch the text conditioning; the window is re-cached before or after the next chunk."""
         self._switched = True
         if self.recache == "before":
-            self.sampler.set_prompt(context)  # re-caches now (a pending refresh it would redo is skipped)
+            # Re-caches now. On CPU a pending refresh of the last chunk is skipped (the re-cache
+            # rewrites it); on a GPU it was queued right after that chunk and has run.
+            self.sampler.set_prompt(context)
             return
         self._settle()  # what the last chunk owes runs under the prompt it was made with
         self.sampler.set_prompt(context, recache=False)
@@ -75,20 +75,30 @@ class ChunkPipeline:
         switched, self._switched = self._switched, False
         latents = self.sampler.next_chunk(defer_refresh=True)
         self._owed = True
-        if self.side is None or switched:
-            # No overlap for the chunk a directive waits for: work beside the decode slows it
-            # (measured on an H100: a re-cache beside it added ~100 ms), so decode first.
-            frames = self.decoder.decode_uint8(latents)[0].cpu()
-            if latents.device.type == "cuda":
-                self._settle()  # queued now; runs while the caller handles the frames
-            return frames
+        if self.side is None:
+            return self.decoder.decode_uint8(latents)[0].cpu()  # what is owed waits for the next call
+        # Always on the side stream: the decoder's carried state (TAE memory, VAE cache) then
+        # lives on one stream, and the allocator never hands a block the decode still reads
+        # to the main stream's work beside it.
         self.side.wait_stream(torch.cuda.current_stream(latents.device))
         with torch.cuda.stream(self.side):
             latents.record_stream(self.side)  # main may free it while the side stream reads
             frames = self.decoder.decode_uint8(latents)[0]
-        self._settle()  # queued on the main stream: runs beside the decode, nobody waits for it
+            if switched:
+                # The chunk a directive waits for: work beside the decode slows it (a re-cache
+                # beside it cost ~100 ms on an H100), so the host waits for the decode first.
+                frames = frames.cpu()
+        self._settle()  # queued on the main stream: nobody waits for it
+        if switched:
+            return frames
         with torch.cuda.stream(self.side):
             return frames.cpu()  # synchronises the side stream only
+
+    def set_recache_timing(self, recache: RecacheTiming) -> None:
+        """Change when switches re-cache, between chunks (a re-cache owed is still run)."""
+        if recache not in ("before", "after"):
+            raise ValueError(f"recache must be 'before' or 'after', got {recache!r}")
+        self.recache = recache
 
     def _settle(self) -> None:
         """Run (or, on a GPU, queue) the refresh pass or re-cache the last chunk owes."""
@@ -100,3 +110,11 @@ class ChunkPipeline:
             self.sampler.recache()  # rewrites the pending chunk too: its own refresh is skipped
         else:
             self.sampler.flush()
+
+
+@functools.cache
+def _decode_stream(device: torch.device) -> torch.cuda.Stream:
+    """One high-priority stream per GPU for every pipeline on it: the allocator keeps freed
+    blocks per stream, so a stream per session would hold its decode memory after it ends.
+    High priority: the decode's blocks go first whenever both streams have work."""
+    return torch.cuda.Stream(device=device, priority=-1)

@@ -68,7 +68,7 @@ class LongLiveSettings(BaseModel):
     prompt_switch_recache: Literal["before", "after"] = Field(
         "before",
         description="When a prompt switch re-caches the KV window: before the next chunk (LongLive's order), or "
-        "after it, while it decodes (the change shows one re-cache sooner; that first chunk follows the new "
+        "after it, queued behind its decode (the change shows one re-cache sooner; that first chunk follows the new "
         "prompt less closely). video/longlive/pipeline.py.",
         json_schema_extra=_ui(9, load=False, component="select"),
     )
