@@ -81,11 +81,6 @@ class LongLiveSettings(BaseModel):
             )
         return self
 
-    def load_key(self) -> str:
-        """The load-time fields as JSON: two settings with the same key share loaded weights."""
-        fields = type(self).model_fields
-        return self.model_dump_json(include={n for n, f in fields.items() if f.json_schema_extra["ui"]["is_load_param"]})
-
     def wan_config(self, detected: WanConfig | None = None) -> WanConfig:
         """The architecture with this session's window: the named preset, or for "auto" the
         preset detected from the checkpoint (`detected`; without it, the released model's)."""
