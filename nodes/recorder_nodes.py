@@ -159,19 +159,11 @@ def queued_speech(session: Any) -> list:
     session clock), oldest first; empty when nothing speaks in this session.
 
     The speech part (`headless.server.speech.SessionSpeech`, found by duck typing: nodes
-    never import headless) drives a `video.voice.SpeechDriver` whose `SpeechQueue` keeps
-    each sentence until it has been spoken; the recorder runs after the renderer on every
-    chunk, so it sees each sentence while it is still queued."""
-    speech = session.peek("speech")
-    driver = getattr(speech, "_driver", None)
-    queue = getattr(driver, "queue", None)
-    if queue is None:
-        return []
-    scheduled = getattr(queue, "scheduled", None)
-    if callable(scheduled):
-        return list(scheduled())
-    with queue._lock:  # SpeechQueue has no public snapshot yet
-        return list(queue._items)
+    never import headless) has a public `scheduled()`: a thread-safe copy of its
+    `SpeechQueue`, which keeps each sentence until it has been spoken; the recorder runs
+    after the renderer on every chunk, so it sees each sentence while it is still queued."""
+    scheduled = getattr(session.peek("speech"), "scheduled", None)
+    return list(scheduled()) if callable(scheduled) else []
 
 
 class PersonaSessionRecorder:

