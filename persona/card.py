@@ -44,7 +44,8 @@ class Appearance(BaseModel):
         description="Face/body reference for identity anchoring. In a card: a CHARX asset "
         "(`embeded://assets/...`, its archive path or its `assets[].name`), `ccdefault:` (the "
         "card's own picture), or a file path (relative: to the card's folder). Once a card is "
-        "loaded it is the absolute path of that file (`card_formats.resolve_reference`).",
+        "loaded it is the absolute path of that file, or None if it found no usable image "
+        "(dropped with a warning: `card_formats.resolve_reference`).",
     )
     # (as the card wrote it, the file it resolved to): export writes the former back while
     # reference_image still holds the latter, so a load never rewrites the card's own value.

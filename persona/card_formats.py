@@ -21,28 +21,33 @@ Pillow: that reads the text chunks without decoding the image (no decompression-
 exposure, no Pillow text-size caps with their generic errors), lets us name a bad CRC
 or truncated chunk precisely, and lets export replace only our two chunks, leaving the
 user's image bytes as they were. Pillow is used only to draw a portrait for personas
-that have no image, and to check that a reference image is one.
+that have no image, and to check that a reference image is a PNG, JPEG or WebP one.
 
 A look's `reference_image` (identity anchoring) may name an asset the card carries; the
 engine needs a file. Loading a card therefore resolves it (`resolve_reference`): an asset
 is written once to a content-addressed file under the user cache, a relative path is
-taken from the card's folder, and anything that resolves to nothing is a
-`CardReferenceError` at load, not a failure mid-stream. Export writes the card's own
-spelling back (`Appearance.card_reference`), never the resolved path.
+taken from the card's folder. A reference that finds no usable image is dropped with a
+warning on `LoadedCard.warnings` (the rest of the card is still a persona) rather than a
+failure mid-stream. Export writes the card's own spelling back (`Appearance.card_reference`),
+never the cache's path, unless the target container needs another spelling to find the
+same picture; a container that cannot carry it is a `CardReferenceError`, not a card that
+would lose its picture on the way back in (`dump_card`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import copy
 import hashlib
 import io
 import json
 import os
 import re
+import stat
 import struct
-import threading
+import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field, replace
@@ -60,6 +65,8 @@ __all__ = [
     "MAX_CHARX_ENTRIES",
     "MAX_CHARX_UNCOMPRESSED_BYTES",
     "MAX_PNG_BYTES",
+    "MAX_REFERENCE_PIXELS",
+    "REFERENCE_IMAGE_FORMATS",
     "CardArchiveError",
     "CardEncodingError",
     "CardError",
@@ -97,6 +104,12 @@ MAX_PNG_BYTES = 20 * 1024 * 1024
 MAX_CHARX_BYTES = 50 * 1024 * 1024
 MAX_CHARX_UNCOMPRESSED_BYTES = 100 * 1024 * 1024
 MAX_CHARX_ENTRIES = 1000
+#: A reference image's size (width × height, read from its header): far above any photo the
+#: engine frames (it scales to the video size), far below what would exhaust memory decoded.
+MAX_REFERENCE_PIXELS = 64_000_000
+#: The image formats a reference may be (Pillow names). Only these parsers ever see a card's
+#: bytes: Pillow knows dozens of formats, and some (EPS) hand the file to Ghostscript.
+REFERENCE_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 
 CardFormat = Literal["json", "png", "charx"]
 CardSpec = Literal["v2", "v3"]
@@ -162,11 +175,14 @@ class LoadedCard:
 
     `assets` maps a path inside the card (`assets/icon/images/main.png`) to its bytes;
     a PNG card's own image is kept under `PNG_IMAGE_ASSET` so a PNG export reuses it.
+    `warnings` says what reading it dropped (a reference image that finds nothing), for a
+    UI to show: the persona works without it.
     """
 
     persona: Persona
     format: CardFormat
     assets: dict[str, bytes] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 #: Asset key under which a PNG card's image (without its card chunks) is kept.
@@ -176,8 +192,12 @@ PNG_IMAGE_ASSET = "assets/icon/images/main.png"
 # --------------------------------------------------------------------------- reading
 
 
-def read_card_file(path: str | Path) -> LoadedCard:
-    """Read a .json, .png or .charx card; the type is sniffed from the content, not the name."""
+def read_card_file(path: str | Path, *, resolve: bool = True) -> LoadedCard:
+    """Read a .json, .png or .charx card; the type is sniffed from the content, not the name.
+
+    `resolve=False` leaves the reference image as the card wrote it (nothing is written to
+    the cache): for a caller that may still refuse the card, then calls `resolve_reference`.
+    """
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -185,17 +205,22 @@ def read_card_file(path: str | Path) -> LoadedCard:
         raise CardMissingError(f"card file not found: {path}") from None
     if size > MAX_CHARX_BYTES:
         raise CardTooLargeError(f"{path.name}: {size} bytes is over the {MAX_CHARX_BYTES}-byte limit")
-    return read_card_bytes(path.read_bytes(), filename=path.name, card_dir=path.resolve().parent)
+    data = path.read_bytes()
+    return read_card_bytes(data, filename=path.name, card_dir=path.resolve().parent, resolve=resolve)
 
 
-def read_card_bytes(data: bytes, *, filename: str = "card", card_dir: str | Path | None = None) -> LoadedCard:
+def read_card_bytes(
+    data: bytes, *, filename: str = "card", card_dir: str | Path | None = None, resolve: bool = True
+) -> LoadedCard:
     """Read a card from bytes (an upload, a dropped file), its reference image resolved.
 
     `card_dir` is the folder the card lives in, for a reference given as a file path; without
     one (an upload) the card may name only images it carries (see `resolve_reference`).
+    The whole card is checked before its reference image is resolved, so a card refused for
+    anything else never writes to the asset cache.
     """
     loaded = _read_container(data, filename)
-    return resolve_reference(loaded, card_dir=card_dir, filename=filename)
+    return resolve_reference(loaded, card_dir=card_dir, filename=filename) if resolve else loaded
 
 
 def _read_container(data: bytes, filename: str) -> LoadedCard:
@@ -379,7 +404,9 @@ def card_asset_dir() -> Path:
     return cache_dir() / "card-assets"
 
 
-def resolve_reference(loaded: LoadedCard, *, card_dir: str | Path | None, filename: str = "card") -> LoadedCard:
+def resolve_reference(
+    loaded: LoadedCard, *, card_dir: str | Path | None, filename: str = "card", strict: bool = False
+) -> LoadedCard:
     """`loaded` with its look's `reference_image` as an absolute path to an image file.
 
     What a card may write there, tried in this order:
@@ -396,7 +423,12 @@ def resolve_reference(loaded: LoadedCard, *, card_dir: str | Path | None, filena
     image gives one path (the engine keys its reference cache on it) however many cards
     carry it. Resolving again goes from the card's own spelling (`Appearance.card_reference`),
     so a persona already resolved can be checked against another folder.
-    Raises `CardReferenceError` when nothing usable is found.
+
+    When nothing usable is found (no such asset or file, not a PNG/JPEG/WebP image, over
+    `MAX_REFERENCE_PIXELS`, a URL, an upload naming a file), the reference is dropped and the
+    `CardReferenceError` message goes to `LoadedCard.warnings`: a card is far more than its
+    photo, and refusing it whole would lose everything else for an optional anchor. With
+    `strict`, that error is raised instead (for a value a caller wrote in code).
     """
     persona = loaded.persona
     written = persona.appearance.card_reference()
@@ -404,7 +436,18 @@ def resolve_reference(loaded: LoadedCard, *, card_dir: str | Path | None, filena
         return loaded
     where = f"{filename}: {REFERENCE_FIELD} {written!r}"
     base = Path(card_dir).expanduser().resolve() if card_dir is not None else None
-    path = _reference_path(written.strip(), persona.card, loaded.assets, base, where)
+    try:
+        path = _reference_path(written.strip(), persona.card, loaded.assets, base, where)
+    except CardReferenceError as error:
+        if strict:
+            raise
+        dropped = persona.appearance.model_copy(update={"reference_image": None})
+        warning = f"{error}; the reference was dropped, so sessions with this persona are not anchored on a photo"
+        return replace(
+            loaded,
+            persona=persona.model_copy(update={"appearance": dropped}),
+            warnings=[*loaded.warnings, warning],
+        )
     appearance = persona.appearance.with_resolved_reference(written, str(path))
     return replace(loaded, persona=persona.model_copy(update={"appearance": appearance}))
 
@@ -495,38 +538,66 @@ def _reference_path(
 
 
 def _check_image(source: Path | io.BytesIO, what: str) -> None:
-    """Refuse a reference that is not an image now rather than when a session starts.
-    Only the header is read: Pillow decodes nothing until asked."""
+    """Refuse a reference that is not a PNG, JPEG or WebP image of sane size now rather than
+    when a session starts. Only the header is read: Pillow decodes nothing until asked, and
+    only the parsers of `REFERENCE_IMAGE_FORMATS` look at the bytes (the identity conditioner
+    opens the file with the same list)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(source):
-            pass
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-        raise CardReferenceError(f"{what} is not an image Pillow can read ({error})") from None
+        with Image.open(source, formats=REFERENCE_IMAGE_FORMATS) as image:
+            width, height = image.size
+    except UnidentifiedImageError:
+        raise CardReferenceError(f"{what} is not a PNG, JPEG or WebP image") from None
+    except (OSError, Image.DecompressionBombError) as error:
+        raise CardReferenceError(f"{what} is not a readable PNG, JPEG or WebP image ({error})") from None
+    if width * height > MAX_REFERENCE_PIXELS:
+        raise CardReferenceError(
+            f"{what} is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels), over the "
+            f"{MAX_REFERENCE_PIXELS // 1_000_000}-megapixel limit for a reference image"
+        )
+
+
+def _holds(path: Path, digest: str) -> bool:
+    """Whether `path` is a regular file (not a link to one) whose bytes hash to `digest`."""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return False
+        return hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    except FileNotFoundError:
+        return False
 
 
 def _cached_asset(blob: bytes, suffix: str, where: str) -> Path:
     """A file holding `blob`, named by its SHA-256: written once, then reused while it still
-    holds those bytes (a damaged or planted file is replaced, not trusted)."""
+    holds those bytes (a damaged or planted file, or a link, is replaced, not trusted)."""
     digest = hashlib.sha256(blob).hexdigest()
     folder = card_asset_dir()
-    path = folder / f"{digest}{suffix if _SUFFIX.match(suffix) else ''}"
+    name = f"{digest}{suffix if _SUFFIX.match(suffix) else ''}"
     try:
-        if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
-            return path.resolve()
+        folder = folder.resolve()
+        path = folder / name
+        if _holds(path, digest):
+            return path
         folder.mkdir(parents=True, exist_ok=True)
         # Another thread or process may write the same file: each writes its own temporary,
         # then renames it atomically; both hold the same bytes, so either one winning is right.
-        partial = folder / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-        partial.write_bytes(blob)
-        os.replace(partial, path)
+        # mkstemp: an unpredictable name, created exclusively (a planted link is never followed).
+        handle, partial = tempfile.mkstemp(dir=folder, prefix=f".{digest[:16]}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(blob)
+            os.replace(partial, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
     except OSError as error:
         raise CardReferenceError(
             f"{where}: cannot write the card's image to {folder} ({error.strerror or error}); "
             "set PERSONA_CACHE_DIR to a writable folder"
         ) from None
-    return path.resolve()
+    return path
 
 
 # --------------------------------------------------------------------------- card ↔ persona
@@ -776,36 +847,175 @@ def _embedded_icon(persona: Persona, assets: dict[str, bytes]) -> bytes | None:
     return blob if blob and blob.startswith(_PNG_SIGNATURE) else None
 
 
-def dump_card(persona: Persona, format: CardFormat = "json", assets: dict[str, bytes] | None = None) -> bytes:
-    """The card file's bytes in `format` (JSON and CHARX are V3; PNG carries V2 and V3)."""
-    assets = dict(assets or {})
+# A reference image a CHARX export carries that the source card named as a file.
+_REFERENCE_ASSET_DIR = "assets/other/images"
+_REFERENCE_ASSET_TYPE = "x-reference"
+
+
+def _find_asset(value: str, card: dict[str, Any], assets: dict[str, bytes]) -> str | None:
+    """The archive path `value` names among `assets`, else None (never raises)."""
+    try:
+        return _asset_for(value, card, assets, "")
+    except CardReferenceError:
+        return None
+
+
+def _same_picture(a: bytes, b: bytes) -> bool:
+    """The same image bytes, ignoring a PNG's card chunks (a PNG card's image is kept without them)."""
+    if a == b:
+        return True
+    if not (a.startswith(_PNG_SIGNATURE) and b.startswith(_PNG_SIGNATURE)):
+        return False
+    try:
+        return _strip_card_chunks(a) == _strip_card_chunks(b)
+    except CardFormatError:
+        return False
+
+
+def _carry(blob: bytes, suffix: str, card: dict[str, Any], out: dict[str, bytes]) -> str:
+    """The archive path of `blob` in a CHARX being written: an asset already holding those
+    bytes, else a new one (added to `out` and listed in `card`'s `data.assets`)."""
+    for name, held in out.items():
+        if held == blob:
+            return name
+    ext = suffix if _SUFFIX.match(suffix) else ""
+    name = f"{_REFERENCE_ASSET_DIR}/reference-{hashlib.sha256(blob).hexdigest()[:16]}{ext}"
+    out[name] = blob
+    data = card["data"]
+    listed = data.get("assets") if isinstance(data.get("assets"), list) else []
+    entry = {"type": _REFERENCE_ASSET_TYPE, "uri": _EMBEDDED_URI + name, "name": "reference", "ext": ext[1:]}
+    data["assets"] = [*listed, entry]
+    return name
+
+
+def _exported_reference(
+    persona: Persona,
+    format: CardFormat,
+    card: dict[str, Any],
+    out: dict[str, bytes],
+    source: dict[str, bytes],
+    card_dir: Path | None,
+) -> str | None:
+    """What a `format` card file should store as the look's `reference_image` so that reading
+    it back finds the same picture.
+
+    `card` is the card object being written and `out` the files it will carry (a PNG: its
+    image under `PNG_IMAGE_ASSET`; JSON: none); `source` is what the persona was read with.
+    In order: the card's own spelling when the file carries what it names; `ccdefault:` when
+    the picture is the file's own image (a PNG card exported from a CHARX icon); for a CHARX,
+    the image itself, added as an asset (`card` and `out` gain it); for a file on disk, its
+    path: as written when that finds the same file from `card_dir` (where the file goes),
+    else absolute. An image that lived only inside the source card and that this container
+    cannot carry is a `CardReferenceError`, not a card that would lose it.
+    """
+    appearance = persona.appearance
+    written = appearance.card_reference()
+    if not written:
+        return written
+    value = written.strip()
+    current = appearance.reference_image
+    if current and current != written:  # resolved at load: the file it found
+        file: Path | None = Path(current)
+    else:
+        typed = Path(value).expanduser()
+        file = typed if typed.is_absolute() else None
+    inside = _find_asset(value, persona.card, source)
+    blob = source[inside] if inside is not None else None
+    if blob is None and file is not None:
+        with contextlib.suppress(OSError):
+            blob = file.read_bytes()
+    kept = _find_asset(value, card, out)
+    if kept is not None and (blob is None or out[kept] == blob):
+        return written
+    if blob is not None:
+        default = _default_image(card, out)
+        if default is not None and _same_picture(out[default], blob):
+            return _DEFAULT_URI
+        if format == "charx":
+            suffix = Path(inside if inside is not None else str(file)).suffix.lower()
+            return _EMBEDDED_URI + _carry(blob, suffix, card, out)
+    extracted = file is not None and file.resolve().parent == card_asset_dir().resolve()
+    carried = inside is not None or extracted or value == _DEFAULT_URI or value.startswith(_EMBEDDED_URI)
+    if not carried and not _URI_SCHEME.match(value):
+        if file is None:
+            return written  # a path never resolved (a persona built in code): the caller's value
+        if card_dir is not None and (card_dir / Path(value).expanduser()).resolve() == file.resolve():
+            return written
+        return str(file)
+    if not carried:
+        raise CardReferenceError(
+            f"{REFERENCE_FIELD} {written!r} is a URL; URLs are never fetched, so the exported card would "
+            "not find its picture (name a file, or an image the card carries)"
+        )
+    what = f"the card's file {inside!r}" if inside is not None else "an image the card carried"
+    only = " (a PNG card carries only its own picture, and this is another image)" if format == "png" else ""
+    raise CardReferenceError(
+        f"{REFERENCE_FIELD} {written!r} is {what}; a {format.upper()} card cannot carry it{only}, so the "
+        "exported card would not find its picture: export as CHARX, which carries the card's images"
+    )
+
+
+def _dangling(asset: Any, files: dict[str, bytes]) -> bool:
+    """A `data.assets` entry whose `embeded://` file is not among `files`."""
+    uri = asset.get("uri") if isinstance(asset, dict) else None
+    return isinstance(uri, str) and uri.startswith(_EMBEDDED_URI) and uri[len(_EMBEDDED_URI) :] not in files
+
+
+def _store_reference(card: dict[str, Any], reference: str | None) -> None:
+    card["data"]["extensions"][EXTENSION_KEY]["appearance"]["reference_image"] = reference
+
+
+def dump_card(
+    persona: Persona,
+    format: CardFormat = "json",
+    assets: dict[str, bytes] | None = None,
+    *,
+    card_dir: str | Path | None = None,
+) -> bytes:
+    """The card file's bytes in `format` (JSON and CHARX are V3; PNG carries V2 and V3).
+
+    `card_dir` is the folder the file will live in (`write_card` passes it): a reference
+    written as a relative path is kept only if it finds the same file from there. The
+    look's reference image is written so that reading the file back finds the same picture
+    (see `_exported_reference`); a JSON or PNG file that cannot carry an image the persona's
+    card carried raises `CardReferenceError` (export as CHARX), and nothing is written.
+    """
+    source = dict(assets or {})
+    base = Path(card_dir).expanduser().resolve() if card_dir is not None else None
     if format == "json":
-        return (
-            json.dumps(persona_to_card(persona, "v3"), ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
-        )
+        card = persona_to_card(persona, "v3")
+        _store_reference(card, _exported_reference(persona, format, card, {}, source, base))
+        return json.dumps(card, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
     if format == "png":
-        image = _embedded_icon(persona, assets) or render_portrait(persona.appearance)
-        image = _strip_card_chunks(image)
+        image = _strip_card_chunks(_embedded_icon(persona, source) or render_portrait(persona.appearance))
+        v2, v3 = persona_to_card(persona, "v2"), persona_to_card(persona, "v3")
+        reference = _exported_reference(persona, format, v3, {PNG_IMAGE_ASSET: image}, source, base)
+        for card in (v2, v3):
+            _store_reference(card, reference)
         iend = image.rindex(b"IEND") - 4
-        chunks = _text_chunk("chara", persona_to_card(persona, "v2")) + _text_chunk(
-            "ccv3", persona_to_card(persona, "v3")
-        )
+        chunks = _text_chunk("chara", v2) + _text_chunk("ccv3", v3)
         return image[:iend] + chunks + image[iend:]
     if format == "charx":
+        out = dict(source)
         card = persona_to_card(persona, "v3")
         data = card["data"]
         listed = data.get("assets")
+        if isinstance(listed, list):
+            # Entries naming files this archive lacks (a PNG or JSON card read from a CHARX)
+            # name nothing, and would make the CHARX one our reader refuses.
+            listed = data["assets"] = [a for a in listed if not _dangling(a, out)]
         if not isinstance(listed, list) or not any(
             isinstance(a, dict) and a.get("type") == "icon" for a in listed
         ):
             icon = PNG_IMAGE_ASSET
-            assets.setdefault(icon, _embedded_icon(persona, assets) or render_portrait(persona.appearance))
+            out.setdefault(icon, _embedded_icon(persona, source) or render_portrait(persona.appearance))
             entry = {"type": "icon", "uri": _EMBEDDED_URI + icon, "name": "main", "ext": "png"}
             data["assets"] = [*(listed if isinstance(listed, list) else []), entry]
+        _store_reference(card, _exported_reference(persona, format, card, out, source, base))
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("card.json", json.dumps(card, ensure_ascii=False, indent=2))
-            for name, blob in sorted(assets.items()):
+            for name, blob in sorted(out.items()):
                 if not _safe_zip_name(name) or name == "card.json":
                     raise CardArchiveError(f"refusing to write unsafe asset path {name!r}")
                 archive.writestr(name, blob)
@@ -816,7 +1026,8 @@ def dump_card(persona: Persona, format: CardFormat = "json", assets: dict[str, b
 def write_card(
     persona: Persona, path: str | Path, format: CardFormat = "json", assets: dict[str, bytes] | None = None
 ) -> Path:
-    """Write `persona` as a card file; returns the path written."""
+    """Write `persona` as a card file; returns the path written. The bytes are made first
+    (`dump_card`, its reference checked for that folder), so a refused card writes nothing."""
     path = Path(path)
-    path.write_bytes(dump_card(persona, format, assets))
+    path.write_bytes(dump_card(persona, format, assets, card_dir=path.expanduser().resolve().parent))
     return path

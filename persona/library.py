@@ -9,14 +9,15 @@ card with the same id as a built-in shadows it, so a user can restyle a built-in
 original container when assets came with it), which is how the UI's file drop lands.
 
 Every persona here has its look's `reference_image` resolved to an image file (see
-`card_formats.resolve_reference`); a user card whose reference finds nothing is skipped
-with its error in `errors`, like any other bad card.
+`card_formats.resolve_reference`); a user card whose reference finds nothing loads without
+it, and what was dropped is in `warnings` (a card that cannot be read at all is skipped,
+its error in `errors`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import replace
 from pathlib import Path
 
 from .card import Persona
@@ -24,11 +25,10 @@ from .card_formats import (
     CardError,
     CardReferenceError,
     LoadedCard,
-    card_asset_dir,
+    dump_card,
     portrait_png,
     read_card_file,
     resolve_reference,
-    write_card,
 )
 
 __all__ = [
@@ -65,28 +65,19 @@ def _card_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in CARD_SUFFIXES)
 
 
-def _reference_from(loaded: LoadedCard, folder: Path, filename: str) -> LoadedCard:
-    """The card as it will live in `folder`, its reference image checked from there first.
+def _resolved_in(loaded: LoadedCard, folder: Path, filename: str) -> LoadedCard:
+    """The card with its reference resolved, a value never resolved (a persona built in
+    code, a reference set after loading) taken from `folder`, where the card will live, and
+    refused if it finds nothing: the caller wrote it, so an error beats a silent drop.
 
-    A reference resolved where the card was read keeps the card's own spelling when that
-    still finds the same file from `folder` (an asset always does: it travels with the card).
-    A relative path that does not (a JSON card imported from another folder) is stored as
-    the absolute path of the file it found, so the stored card still loads.
+    A reference resolved where the card was read stays as it is: `dump_card` then writes
+    it so that it finds the same picture from `folder` (a relative path that no longer does
+    becomes absolute; an asset travels with the CHARX).
     """
     appearance = loaded.persona.appearance
-    current = appearance.reference_image
-    if not current or appearance.card_reference() == current:
-        return resolve_reference(loaded, card_dir=folder, filename=filename)
-    try:
-        again = resolve_reference(loaded, card_dir=folder, filename=filename)
-    except CardReferenceError:
-        if Path(current).parent == card_asset_dir().resolve():
-            raise  # an extracted asset: never store the cache's path in a card
-        again = None
-    if again is not None and again.persona.appearance.reference_image == current:
-        return again
-    pinned = appearance.with_resolved_reference(current, current)
-    return replace(loaded, persona=loaded.persona.model_copy(update={"appearance": pinned}))
+    if appearance.reference_image and appearance.card_reference() != appearance.reference_image:
+        return loaded
+    return resolve_reference(loaded, card_dir=folder, filename=filename, strict=True)
 
 
 def _env_dirs() -> list[Path]:
@@ -99,7 +90,9 @@ class PersonaLibrary:
 
     Cards are read once, on first use; `refresh()` rereads the folders. A user card that
     fails to load is skipped and its error kept in `errors` (path → message), so one bad
-    file never hides the others.
+    file never hides the others. A card that loaded with something dropped (its reference
+    image found nothing) has its messages on `get_card(id).warnings`; `warnings` lists
+    them by file.
     """
 
     def __init__(self, user_dirs: list[str | Path] | None = None, *, include_builtin: bool = True):
@@ -118,6 +111,8 @@ class PersonaLibrary:
             for path in _card_files(folder):
                 try:
                     loaded = read_card_file(path)
+                    if loaded.warnings and folder == BUILTIN_DIR:
+                        raise CardReferenceError(loaded.warnings[0])
                 except CardError as error:
                     if folder == BUILTIN_DIR:
                         raise  # a broken built-in is our bug, not the user's
@@ -126,6 +121,12 @@ class PersonaLibrary:
                 cards[loaded.persona.id] = loaded  # later folders shadow earlier ones
                 paths[loaded.persona.id] = path
         self._cards, self._paths = cards, paths
+
+    @property
+    def warnings(self) -> dict[Path, list[str]]:
+        """What loading dropped, by card file (only cards that load, with a warning)."""
+        cards = self._all()
+        return {self._paths[key]: cards[key].warnings for key in sorted(cards) if cards[key].warnings}
 
     def _all(self) -> dict[str, LoadedCard]:
         if self._cards is None:
@@ -163,9 +164,11 @@ class PersonaLibrary:
 
         A `LoadedCard` with assets is kept as CHARX so its images survive; anything else
         is written as V3 JSON. The look's reference image is checked from the folder before
-        anything is written (`CardReferenceError` when it finds nothing). Raises `CardError`
-        subclasses for a bad card and `FileExistsError` when `overwrite` is false and the
-        id is taken.
+        anything is written (`CardReferenceError` when a value never resolved finds nothing)
+        and stored so that it finds the same picture from there. The stored file is read
+        back, so what the library holds is what a fresh library would read; its
+        `warnings` are `persona`'s (what its import dropped). Raises `CardError` subclasses
+        for a bad card and `FileExistsError` when `overwrite` is false and the id is taken.
         """
         loaded = persona if isinstance(persona, LoadedCard) else LoadedCard(persona, "json")
         if not self.user_dirs:
@@ -173,20 +176,27 @@ class PersonaLibrary:
         folder = self.user_dirs[0]
         folder.mkdir(parents=True, exist_ok=True)
         persona_id = loaded.persona.id
-        if not overwrite and persona_id in self._all():
-            raise FileExistsError(f"a persona with id {persona_id!r} already exists")
+        self._check_room(persona_id, overwrite)
         fmt = "charx" if loaded.assets else "json"
         path = folder / f"{persona_id}.{fmt}"
-        loaded = _reference_from(loaded, folder, path.name)
+        loaded = _resolved_in(loaded, folder, path.name)
+        data = dump_card(loaded.persona, fmt, loaded.assets, card_dir=folder)
         for other in CARD_SUFFIXES:  # one file per id in the user folder
             stale = folder / f"{persona_id}{other}"
             if stale != path and stale.exists():
                 stale.unlink()
-        write_card(loaded.persona, path, fmt, loaded.assets)
+        path.write_bytes(data)
+        stored = read_card_file(path)
+        stored.warnings[:0] = loaded.warnings
         cards = self._all()
-        cards[persona_id] = LoadedCard(loaded.persona, fmt, dict(loaded.assets))
+        cards[persona_id] = stored
         self._paths[persona_id] = path
         return path
+
+    def _check_room(self, persona_id: str, overwrite: bool) -> None:
+        """Refuse a taken id before anything (the card, the asset cache) is written."""
+        if not overwrite and persona_id in self._all():
+            raise FileExistsError(f"a persona with id {persona_id!r} already exists")
 
     def remove(self, persona_id: str) -> Path:
         """Delete a user persona's card file (a built-in it shadowed becomes visible again).
@@ -206,13 +216,19 @@ class PersonaLibrary:
         return portrait_png(loaded.persona, loaded.assets)
 
     def import_file(self, path: str | Path, *, overwrite: bool = True) -> Persona:
-        """Read a card file (V2/V3 JSON, PNG or CHARX) and `add` it."""
-        loaded = read_card_file(path)
+        """Read a card file (V2/V3 JSON, PNG or CHARX) and `add` it; what the import dropped
+        is on `get_card(id).warnings`. The id is checked before the reference image is
+        resolved, so a refused import writes nothing, not even to the asset cache."""
+        path = Path(path)
+        loaded = read_card_file(path, resolve=False)
+        self._check_room(loaded.persona.id, overwrite)
+        loaded = resolve_reference(loaded, card_dir=path.resolve().parent, filename=path.name)
         self.add(loaded, overwrite=overwrite)
         return loaded.persona
 
 
 _DEFAULT_LIBRARY: PersonaLibrary | None = None
+_log = logging.getLogger(__name__)
 
 
 def _default_library() -> PersonaLibrary:
@@ -231,13 +247,18 @@ def load_persona(id_or_path: str | Path) -> Persona:
     """A persona by id (built-in or from `PERSONA_DIR`) or from a card file path.
 
     Anything ending in .json/.png/.charx, or any existing file, is read as a path.
-    Raises `UnknownPersonaError` for an unknown id and `CardError` for a bad file.
+    Raises `UnknownPersonaError` for an unknown id and `CardError` for a bad file; what
+    loading dropped (a reference image that finds nothing) is logged as a warning.
     """
     text = str(id_or_path)
     candidate = Path(text).expanduser()
     if candidate.suffix.lower() in CARD_SUFFIXES or candidate.is_file():
-        return read_card_file(candidate).persona
-    library = _default_library()
-    if text not in library:
-        library.refresh()  # a card may have been added to PERSONA_DIR since the first read
-    return library.get(text)
+        loaded = read_card_file(candidate)
+    else:
+        library = _default_library()
+        if text not in library:
+            library.refresh()  # a card may have been added to PERSONA_DIR since the first read
+        loaded = library.get_card(text)
+    for warning in loaded.warnings:
+        _log.warning("%s", warning)
+    return loaded.persona

@@ -1,6 +1,7 @@
 """A look's `reference_image` naming a card asset or a path beside the card becomes a real
-file at card load (what LongLive identity anchoring opens), and export writes the card's
-own spelling back. Real CHARX/PNG/JSON cards built in tmp_path with real Pillow images."""
+file at card load (what LongLive identity anchoring opens); a reference that finds nothing
+is dropped with a warning; export writes a card that finds the same picture when read back,
+or refuses. Real CHARX/PNG/JSON cards built in tmp_path with real Pillow images."""
 
 from __future__ import annotations
 
@@ -8,16 +9,22 @@ import base64
 import hashlib
 import io
 import json
+import os
+import struct
+import threading
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 from test_cards import _png_text_chunks
 
+from comfyui_persona.headless.cli import main
 from comfyui_persona.persona.card import Appearance, Persona
 from comfyui_persona.persona.card_formats import (
     EXTENSION_KEY,
+    MAX_REFERENCE_PIXELS,
     REFERENCE_FIELD,
     CardError,
     CardReferenceError,
@@ -25,6 +32,8 @@ from comfyui_persona.persona.card_formats import (
     dump_card,
     read_card_bytes,
     read_card_file,
+    resolve_reference,
+    write_card,
 )
 from comfyui_persona.persona.library import PersonaLibrary
 
@@ -161,24 +170,129 @@ def test_a_card_with_a_picture_but_no_reference_does_not_anchor_on_it(tmp_path):
 # --------------------------------------------------------------------------- round trips
 
 
-@pytest.mark.parametrize("fmt", ["charx", "json", "png"])
-def test_export_writes_the_cards_own_spelling_not_the_cache_path(tmp_path, fmt):
-    loaded = read_card_file(_write_charx(tmp_path / "cards", "face"))
-    resolved = loaded.persona.appearance.reference_image
-    exported = dump_card(loaded.persona, fmt, loaded.assets)
+def _cards_in(exported: bytes, fmt: str) -> list[dict]:
     if fmt == "charx":
         with zipfile.ZipFile(io.BytesIO(exported)) as archive:
-            cards = [json.loads(archive.read("card.json"))]
-    elif fmt == "json":
-        cards = [json.loads(exported)]
-    else:
-        cards = [json.loads(base64.b64decode(chunk)) for chunk in _png_text_chunks(exported).values()]
-        assert len(cards) == 2  # chara (V2) and ccv3
-    assert [_stored_reference(card) for card in cards] == ["face"] * len(cards)
+            return [json.loads(archive.read("card.json"))]
+    if fmt == "json":
+        return [json.loads(exported)]
+    cards = [json.loads(base64.b64decode(chunk)) for chunk in _png_text_chunks(exported).values()]
+    assert len(cards) == 2  # chara (V2) and ccv3
+    return cards
+
+
+def _read_back(exported: bytes, fmt: str, folder: Path) -> bytes:
+    """Read an exported card from a folder of its own: no warning, and the bytes of its reference."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"again.{fmt}").write_bytes(exported)
+    loaded = read_card_file(folder / f"again.{fmt}")
+    assert loaded.warnings == []
+    return Path(loaded.persona.appearance.reference_image).read_bytes()
+
+
+def test_charx_export_keeps_the_cards_own_spelling_and_its_picture(tmp_path):
+    loaded = read_card_file(_write_charx(tmp_path / "cards", "face"))
+    exported = dump_card(loaded.persona, "charx", loaded.assets)
+    assert [_stored_reference(card) for card in _cards_in(exported, "charx")] == ["face"]
     assert str(card_asset_dir()).encode() not in exported
-    if fmt == "charx":  # read back, the export resolves to the same file
-        (tmp_path / "again.charx").write_bytes(exported)
-        assert read_card_file(tmp_path / "again.charx").persona.appearance.reference_image == resolved
+    assert _read_back(exported, "charx", tmp_path / "again") == RED
+
+
+@pytest.mark.parametrize("fmt", ["json", "png"])
+def test_export_that_cannot_carry_the_cards_image_is_refused_naming_the_field(tmp_path, fmt):
+    """The bug: JSON/PNG export wrote `face` without the image, and the exported card was
+    then rejected on import. A container that cannot carry the picture is an error that
+    names the field and the way out (CHARX), not a card that silently lost its picture."""
+    loaded = read_card_file(_write_charx(tmp_path / "cards", "face"))
+    out = tmp_path / f"out.{fmt}"
+    with pytest.raises(CardReferenceError) as caught:
+        write_card(loaded.persona, out, fmt, loaded.assets)
+    message = str(caught.value)
+    assert REFERENCE_FIELD in message and "'face'" in message and "export as CHARX" in message
+    assert not out.exists()
+
+
+def test_png_export_of_the_cards_own_picture_reads_back_as_that_picture(tmp_path):
+    """A PNG card's image IS its picture: a reference to the CHARX icon survives PNG export
+    (the PNG keeps its image where the icon was), and another asset holding the very bytes
+    of the icon is written as `ccdefault:`."""
+    for reference in ("ccdefault:", "embeded://" + ICON, "main"):
+        loaded = read_card_file(_write_charx(tmp_path / "cards", reference))
+        exported = dump_card(loaded.persona, "png", loaded.assets)
+        assert [_stored_reference(card) for card in _cards_in(exported, "png")] == [reference] * 2
+        assert _read_back(exported, "png", tmp_path / "again") == GREEN
+    (tmp_path / "same.charx").write_bytes(_charx(_card("face", ASSETS), {ICON: GREEN, FACE: GREEN}))
+    loaded = read_card_file(tmp_path / "same.charx")
+    exported = dump_card(loaded.persona, "png", loaded.assets)
+    assert [_stored_reference(card) for card in _cards_in(exported, "png")] == ["ccdefault:"] * 2
+    assert _read_back(exported, "png", tmp_path / "same") == GREEN
+
+
+def test_a_png_cards_ccdefault_survives_png_and_charx_export_and_json_is_refused(tmp_path):
+    persona = Persona(id="pic", name="Pic", appearance=Appearance(reference_image="ccdefault:"))
+    (tmp_path / "pic.png").write_bytes(dump_card(persona, "png"))
+    loaded = read_card_file(tmp_path / "pic.png")
+    picture = Path(loaded.persona.appearance.reference_image).read_bytes()
+    for fmt in ("png", "charx"):
+        exported = dump_card(loaded.persona, fmt, loaded.assets)
+        assert _stored_reference(_cards_in(exported, fmt)[0]) == "ccdefault:"
+        assert _read_back(exported, fmt, tmp_path / fmt) == picture
+    with pytest.raises(CardReferenceError, match="'ccdefault:'.*JSON card cannot carry it.*CHARX"):
+        dump_card(loaded.persona, "json", loaded.assets)
+
+
+def test_a_relative_reference_is_kept_where_it_still_finds_the_file_else_made_absolute(tmp_path):
+    cards = tmp_path / "cards"
+    (cards / "refs").mkdir(parents=True)
+    (cards / "refs" / "face.jpg").write_bytes(_image((10, 10, 200), "JPEG"))
+    (cards / "vera.json").write_text(json.dumps(_card("refs/face.jpg")))
+    loaded = read_card_file(cards / "vera.json")
+    absolute = str((cards / "refs" / "face.jpg").resolve())
+    beside = write_card(loaded.persona, cards / "copy.json", "json")
+    assert _stored_reference(json.loads(beside.read_text())) == "refs/face.jpg"
+    (tmp_path / "elsewhere").mkdir()
+    for fmt in ("json", "png"):
+        away = write_card(loaded.persona, tmp_path / "elsewhere" / f"vera.{fmt}", fmt, loaded.assets)
+        assert [_stored_reference(card) for card in _cards_in(away.read_bytes(), fmt)] == [absolute] * (
+            2 if fmt == "png" else 1
+        )
+        assert read_card_file(away).persona.appearance.reference_image == absolute
+    assert _stored_reference(json.loads(dump_card(loaded.persona, "json"))) == absolute  # no folder given
+
+
+def test_charx_export_carries_a_file_reference_so_the_card_travels(tmp_path):
+    """A file on disk cannot travel in a JSON card, but a CHARX carries it: the export adds
+    the image as an asset and names it, so even an upload (no folder) finds it."""
+    cards = tmp_path / "cards"
+    (cards / "refs").mkdir(parents=True)
+    photo = _image((10, 10, 200), "JPEG")
+    (cards / "refs" / "face.jpg").write_bytes(photo)
+    (cards / "vera.json").write_text(json.dumps(_card("refs/face.jpg")))
+    loaded = read_card_file(cards / "vera.json")
+    exported = dump_card(loaded.persona, "charx", loaded.assets)
+    (card,) = _cards_in(exported, "charx")
+    reference = _stored_reference(card)
+    assert reference.startswith("embeded://assets/other/images/") and reference.endswith(".jpg")
+    assert any(a["uri"] == reference for a in card["data"]["assets"])
+    uploaded = read_card_bytes(exported, filename="vera.charx")
+    assert uploaded.warnings == []
+    assert Path(uploaded.persona.appearance.reference_image).read_bytes() == photo
+
+
+def test_cli_export_refuses_a_json_it_cannot_make_whole_and_a_png_reimports(tmp_path, capsys):
+    user, other = tmp_path / "user", tmp_path / "other"
+    _write_charx(user, "ccdefault:")
+    out = tmp_path / "vera.json"
+    assert main(["personas", "--dir", str(user), "export", "vera", "--format", "json", "-o", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert REFERENCE_FIELD in error and "CHARX" in error and not out.exists()
+    png = tmp_path / "vera.png"
+    assert main(["personas", "--dir", str(user), "export", "vera", "--format", "png", "-o", str(png)]) == 0
+    assert main(["personas", "--dir", str(other), "import", str(png)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    reimported = PersonaLibrary(user_dirs=[other], include_builtin=False).get_card("vera")
+    assert reimported.warnings == []
+    assert Path(reimported.persona.appearance.reference_image).read_bytes() == GREEN
 
 
 def test_a_reference_changed_after_load_is_what_export_writes(tmp_path):
@@ -189,68 +303,105 @@ def test_a_reference_changed_after_load_is_what_export_writes(tmp_path):
     assert _stored_reference(json.loads(dump_card(changed, "json"))) == str(tmp_path / "other.png")
 
 
-def test_a_relative_reference_round_trips_as_written(tmp_path):
-    (tmp_path / "face.png").write_bytes(RED)
-    (tmp_path / "vera.json").write_text(json.dumps(_card("face.png")))
-    loaded = read_card_file(tmp_path / "vera.json")
-    assert _stored_reference(json.loads(dump_card(loaded.persona, "json"))) == "face.png"
+# --------------------------------------------------------------------------- references that find nothing
 
 
-# --------------------------------------------------------------------------- errors at load
+def _cached_files() -> list[Path]:
+    folder = card_asset_dir()
+    return sorted(folder.iterdir()) if folder.is_dir() else []
 
 
-def _load_error(path: Path) -> str:
+def _dropped(path: Path, *, cache_untouched: bool = True) -> str:
+    """Reading the card keeps the persona and drops the reference, saying why (the card file,
+    the field, what was looked for); `strict` resolution raises that same message."""
+    loaded = read_card_file(path)
+    assert loaded.persona.name == "Vera" and loaded.persona.appearance.reference_image is None
+    (warning,) = loaded.warnings
+    assert path.name in warning and REFERENCE_FIELD in warning and "dropped" in warning
     with pytest.raises(CardReferenceError) as caught:
-        read_card_file(path)
-    message = str(caught.value)
-    assert path.name in message and REFERENCE_FIELD in message
-    return message
+        unresolved = read_card_file(path, resolve=False)
+        resolve_reference(unresolved, card_dir=path.parent, filename=path.name, strict=True)
+    assert warning.startswith(str(caught.value))
+    if cache_untouched:
+        assert _cached_files() == []  # nothing written for a reference that was refused
+    return warning
 
 
 def test_an_embedded_uri_to_a_file_the_charx_lacks_is_named(tmp_path):
-    message = _load_error(_write_charx(tmp_path, "embeded://assets/other/images/gone.png"))
+    message = _dropped(_write_charx(tmp_path, "embeded://assets/other/images/gone.png"))
     assert "'assets/other/images/gone.png'" in message and FACE in message  # sought, and what is there
 
 
 def test_a_missing_relative_file_names_the_path_looked_for(tmp_path):
     (tmp_path / "vera.json").write_text(json.dumps(_card("refs/face.png")))
-    message = _load_error(tmp_path / "vera.json")
+    message = _dropped(tmp_path / "vera.json")
     assert str((tmp_path / "refs" / "face.png").resolve()) in message and "does not exist" in message
 
 
 def test_ccdefault_on_a_card_without_a_picture_is_named(tmp_path):
     (tmp_path / "vera.json").write_text(json.dumps(_card("ccdefault:")))
-    assert "carries no image" in _load_error(tmp_path / "vera.json")
+    assert "carries no image" in _dropped(tmp_path / "vera.json")
 
 
 @pytest.mark.parametrize("reference", ["https://example.invalid/face.png", "data:image/png;base64,AAAA"])
 def test_a_url_is_not_fetched(tmp_path, reference):
-    assert "not fetched" in _load_error(_write_charx(tmp_path, reference))
+    assert "not fetched" in _dropped(_write_charx(tmp_path, reference))
 
 
 def test_an_asset_that_lives_at_a_url_is_not_fetched(tmp_path):
     assets = [{"type": "x-face", "uri": "https://example.invalid/face.png", "name": "face", "ext": "png"}]
     (tmp_path / "vera.charx").write_bytes(_charx(_card("face", assets), {}))
-    assert "nothing is downloaded" in _load_error(tmp_path / "vera.charx")
+    assert "nothing is downloaded" in _dropped(tmp_path / "vera.charx")
 
 
 def test_an_asset_name_shared_by_two_entries_is_ambiguous(tmp_path):
     assets = [*ASSETS, {"type": "background", "uri": "embeded://" + ICON, "name": "face", "ext": "png"}]
     (tmp_path / "vera.charx").write_bytes(_charx(_card("face", assets), {ICON: GREEN, FACE: RED}))
-    message = _load_error(tmp_path / "vera.charx")
+    message = _dropped(tmp_path / "vera.charx")
     assert "2 entries" in message and "embeded://" + FACE in message
 
 
 def test_an_asset_that_is_not_an_image_is_named(tmp_path):
     (tmp_path / "vera.charx").write_bytes(_charx(_card("embeded://" + FACE, ASSETS), {ICON: GREEN, FACE: b"text"}))
-    assert "not an image" in _load_error(tmp_path / "vera.charx")
+    assert "not a PNG, JPEG or WebP image" in _dropped(tmp_path / "vera.charx")
+
+
+@pytest.mark.parametrize("fmt", ["EPS", "TIFF", "BMP", "GIF"])
+def test_only_png_jpeg_and_webp_parsers_see_a_cards_image(tmp_path, fmt):
+    """An image Pillow can read but we do not take (EPS would go to Ghostscript when the
+    engine decodes it), saved under a .png name, is refused at load and never cached."""
+    (tmp_path / "vera.charx").write_bytes(_charx(_card("face", ASSETS), {ICON: GREEN, FACE: _image((1, 2, 3), fmt)}))
+    assert "not a PNG, JPEG or WebP image" in _dropped(tmp_path / "vera.charx")
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width × height (Pillow reads the size without decoding)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_an_image_over_the_pixel_limit_is_refused(tmp_path):
+    assert 9000 * 8000 > MAX_REFERENCE_PIXELS
+    (tmp_path / "vera.charx").write_bytes(_charx(_card("face", ASSETS), {ICON: GREEN, FACE: _png_header(9000, 8000)}))
+    assert "9000×8000 pixels" in _dropped(tmp_path / "vera.charx")
+    (tmp_path / "small.charx").write_bytes(_charx(_card("face", ASSETS), {ICON: GREEN, FACE: _png_header(8000, 8000)}))
+    assert read_card_file(tmp_path / "small.charx").warnings == []  # 64 MP is allowed
 
 
 def test_an_uploaded_card_may_not_name_files_on_the_server(tmp_path):
     (tmp_path / "face.png").write_bytes(RED)
     for reference in ("face.png", str(tmp_path / "face.png")):
-        with pytest.raises(CardReferenceError, match="upload.*may name only images it carries"):
-            read_card_bytes(json.dumps(_card(reference)).encode(), filename="vera.json")
+        loaded = read_card_bytes(json.dumps(_card(reference)).encode(), filename="vera.json")
+        assert loaded.persona.appearance.reference_image is None
+        assert "upload" in loaded.warnings[0] and "may name only images it carries" in loaded.warnings[0]
+        # stored, the card no longer names the file, so it never reads it from the user folder
+        library = PersonaLibrary(user_dirs=[tmp_path / "user"], include_builtin=False)
+        stored = library.add(loaded)
+        assert _stored_reference(json.loads(stored.read_text())) is None
     # its own assets are fine
     blob = _charx(_card("face", ASSETS), {ICON: GREEN, FACE: RED})
     assert Path(read_card_bytes(blob).persona.appearance.reference_image).read_bytes() == RED
@@ -259,7 +410,52 @@ def test_an_uploaded_card_may_not_name_files_on_the_server(tmp_path):
 def test_an_unwritable_cache_is_named(tmp_path, monkeypatch):
     (tmp_path / "not-a-folder").write_text("")
     monkeypatch.setenv("PERSONA_CACHE_DIR", str(tmp_path / "not-a-folder"))
-    assert "PERSONA_CACHE_DIR" in _load_error(_write_charx(tmp_path / "cards", "face"))
+    assert "PERSONA_CACHE_DIR" in _dropped(_write_charx(tmp_path / "cards", "face"), cache_untouched=False)
+
+
+# --------------------------------------------------------------------------- the asset cache
+
+
+def test_a_link_planted_at_the_temporary_name_is_not_followed(tmp_path):
+    """The old code wrote `.<name>.<pid>.<thread>.tmp` with write_bytes, which follows a link
+    planted there: the victim file was overwritten. mkstemp creates a fresh file."""
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    folder = card_asset_dir()
+    folder.mkdir(parents=True)
+    name = hashlib.sha256(RED).hexdigest() + ".png"
+    (folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp").symlink_to(victim)
+    path = Path(read_card_file(_write_charx(tmp_path / "cards", "face")).persona.appearance.reference_image)
+    assert victim.read_bytes() == b"precious"
+    assert path == folder / name and not path.is_symlink() and path.read_bytes() == RED
+
+
+def test_a_link_planted_at_the_cache_name_is_replaced_not_trusted(tmp_path):
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(RED)  # the right bytes, somewhere else
+    folder = card_asset_dir()
+    folder.mkdir(parents=True)
+    (folder / (hashlib.sha256(RED).hexdigest() + ".png")).symlink_to(outside)
+    path = Path(read_card_file(_write_charx(tmp_path / "cards", "face")).persona.appearance.reference_image)
+    assert path.parent == folder and not path.is_symlink() and path.read_bytes() == RED
+
+
+def test_a_failed_cache_write_leaves_no_temporary_file(tmp_path):
+    folder = card_asset_dir()
+    blocker = folder / (hashlib.sha256(RED).hexdigest() + ".png")
+    (blocker / "inside").mkdir(parents=True)  # a folder where the file goes: the rename fails
+    assert "cannot write" in _dropped(_write_charx(tmp_path / "cards", "face"), cache_untouched=False)
+    assert sorted(p.name for p in folder.iterdir()) == [blocker.name]
+
+
+def test_an_import_refused_for_its_id_writes_nothing_to_the_cache(tmp_path, capsys):
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "vera.json").write_text(json.dumps(_card(None)))
+    card = _write_charx(tmp_path / "downloads", "face")
+    assert main(["personas", "--dir", str(user), "import", "--no-overwrite", str(card)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert _cached_files() == []
 
 
 def test_reference_errors_are_card_errors():
@@ -269,14 +465,25 @@ def test_reference_errors_are_card_errors():
 # --------------------------------------------------------------------------- the library
 
 
-def test_library_skips_a_card_whose_reference_finds_nothing(tmp_path):
+def test_library_keeps_a_card_whose_reference_finds_nothing_and_warns(tmp_path, capsys):
+    """Decided: a missing photo costs the persona its anchoring, not its existence. The card
+    is listed (it still chats and renders from its text look); the warning says what to fix;
+    the card file is left as it is, so putting the photo back restores the anchoring."""
     user = tmp_path / "user"
     _write_charx(user, "face")
     (user / "broken.json").write_text(json.dumps(_card("nowhere.png", name="Broken")))
     library = PersonaLibrary(user_dirs=[user], include_builtin=False)
-    assert library.ids() == ["vera"]
+    assert library.ids() == ["broken", "vera"] and library.errors == {}
     assert Path(library.get("vera").appearance.reference_image).read_bytes() == RED
-    assert str((user / "nowhere.png").resolve()) in library.errors[user / "broken.json"]
+    assert library.get("broken").appearance.reference_image is None
+    (warning,) = library.warnings[user / "broken.json"]
+    assert str((user / "nowhere.png").resolve()) in warning
+    assert main(["personas", "--dir", str(user), "list"]) == 0
+    assert "warning: " in capsys.readouterr().err
+    (user / "nowhere.png").write_bytes(GREEN)
+    library.refresh()
+    assert Path(library.get("broken").appearance.reference_image).read_bytes() == GREEN
+    assert library.warnings == {}
 
 
 def test_an_uploaded_charx_is_stored_with_its_own_spelling(tmp_path):

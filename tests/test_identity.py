@@ -195,6 +195,22 @@ def test_reference_without_a_face_is_a_named_error(embedder, tmp_path):
         IdentityConditioner(tmp_path / "missing.png", embedder)
 
 
+@pytest.mark.parametrize("fmt", ["TIFF", "EPS", "BMP"])
+def test_only_png_jpeg_and_webp_reference_files_are_decoded(tmp_path, fmt):
+    """A photo in another format under a .png name (a card's asset, a file) is refused by
+    name before any other Pillow parser sees it (EPS decoding would run Ghostscript)."""
+    from PIL import Image
+
+    with Image.open(VECTRON_MODEL_DIR / "yaoming.jpg") as photo:
+        photo.convert("RGB").save(tmp_path / "face.png", format=fmt)
+    with pytest.raises(ReferenceImageError, match=r"face\.png as a PNG, JPEG or WebP image"):
+        load_rgb_image(tmp_path / "face.png")
+    for ok in ("PNG", "WEBP"):
+        with Image.open(VECTRON_MODEL_DIR / "yaoming.jpg") as photo:
+            photo.save(tmp_path / f"face.{ok.lower()}", format=ok)
+        assert load_rgb_image(tmp_path / f"face.{ok.lower()}").shape[2] == 3
+
+
 def test_missing_model_file_names_the_file_and_the_package(tmp_path, monkeypatch):
     with pytest.raises(FaceModelNotFoundError, match="nothere.onnx"):
         FaceEmbedder(detector=tmp_path / "nothere.onnx")

@@ -64,7 +64,7 @@ async def test_imported_card_is_listed_and_usable_in_hello(service):
         async with http.post(server.http_url + "/persona/personas", data=_form(data, "tess.json")) as response:
             assert response.status == 201, await response.text()
             created = await response.json()
-        assert created == {"id": "tess-tester", "name": "Tess Tester"}
+        assert created == {"id": "tess-tester", "name": "Tess Tester", "warnings": []}
         async with http.get(server.http_url + "/persona/personas") as response:
             listed = {p["id"]: p for p in await response.json()}
         assert listed["tess-tester"]["builtin"] is False
@@ -77,6 +77,31 @@ async def test_imported_card_is_listed_and_usable_in_hello(service):
             await ws.send(json.dumps({"type": "chat", "id": "c1", "text": "hello"}))
             reply = await wait_for_type(ws, "reply", reply_to="c1", done=True, timeout=30)
             assert reply["text"]
+
+
+async def test_card_whose_reference_finds_nothing_imports_without_it_and_says_so(service, tmp_path):
+    """Decided: an optional photo that finds nothing (here: an upload naming a file on the
+    server, which it may never read) costs the card its anchoring, not the import. The 201
+    carries the warning for the UI; the stored card no longer names the file."""
+    from PIL import Image
+
+    from comfyui_persona.persona.card_formats import EXTENSION_KEY, REFERENCE_FIELD
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "server-file.png")
+    card = json.loads(json.dumps(GOOD_CARD))
+    card["data"]["extensions"] = {EXTENSION_KEY: {"appearance": {"reference_image": str(tmp_path / "server-file.png")}}}
+    async with running(service) as server, aiohttp.ClientSession() as http:
+        form = _form(json.dumps(card).encode(), "tess.json")
+        async with http.post(server.http_url + "/persona/personas", data=form) as response:
+            assert response.status == 201, await response.text()
+            created = await response.json()
+        assert created["id"] == "tess-tester"
+        (warning,) = created["warnings"]
+        assert "tess.json" in warning and REFERENCE_FIELD in warning and "upload" in warning
+        async with http.get(server.http_url + "/persona/personas") as response:
+            assert "tess-tester" in {p["id"] for p in await response.json()}
+    stored = json.loads((tmp_path / "personas" / "tess-tester.json").read_text())
+    assert stored["data"]["extensions"][EXTENSION_KEY]["appearance"]["reference_image"] is None
 
 
 @pytest.mark.parametrize(

@@ -56,17 +56,21 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{persona.id:<{width}}  {persona.name}: {persona.appearance.description}")
             for path, message in library.errors.items():
                 print(f"skipped {path}: {message}", file=sys.stderr)
+            for path, messages in library.warnings.items():
+                _warn(messages, f"{path}: ")
             return 0
         if args.personas_command == "show":
             if args.id.lower().endswith(CARD_SUFFIXES):
-                persona = read_card_file(args.id).persona
+                loaded = read_card_file(args.id)
             else:
-                persona = library.get(args.id)
-            print(persona.model_dump_json(indent=2, exclude={"card"}))
+                loaded = library.get_card(args.id)
+            _warn(loaded.warnings)
+            print(loaded.persona.model_dump_json(indent=2, exclude={"card"}))
             return 0
         if args.personas_command == "import":
             persona = library.import_file(args.file, overwrite=not args.no_overwrite)
             print(f"imported {persona.id} ({persona.name}) into {library.path_of(persona.id)}")
+            _warn(library.get_card(persona.id).warnings)
             return 0
         if args.personas_command == "export":
             loaded = library.get_card(args.id)
@@ -77,3 +81,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     raise AssertionError(f"unhandled personas action {args.personas_command!r}")
+
+
+def _warn(messages: list[str], prefix: str = "") -> None:
+    """What loading a card dropped (it still loaded), on stderr."""
+    for message in messages:
+        print(f"warning: {prefix}{message}", file=sys.stderr)

@@ -2,11 +2,14 @@
 
     GET  /persona/personas                     → [{id, name, description, builtin, portrait}]
     GET  /persona/personas/{id}/portrait.png   → the card's picture (or one drawn from its look)
-    POST /persona/personas  (multipart `card`) → 201 {id, name} | 400 {code: "bad_card", message}
+    POST /persona/personas  (multipart `card`) → 201 {id, name, warnings} | 400 {code: "bad_card", message}
     GET  /persona/recordings/{token}.mp4       → a finished recording (video/mp4) | 404
 
 Card files come from users: the upload is size-capped while it streams in, then read by
-`PersonaLibrary.import_file` (its `card_formats` limits and messages), off the event loop.
+`card_formats.read_card_bytes` and stored by `PersonaLibrary.add` (their limits and
+messages), off the event loop. A card that imports with something dropped (its reference
+image found nothing) is still a 201; `warnings` (a list of messages, empty when nothing
+was dropped) says what, for the UI to show.
 """
 
 from __future__ import annotations
@@ -133,7 +136,7 @@ class GalleryRoutes:
         if suffix is None:
             return _bad_card("not a character card: expected V2/V3 JSON, a PNG card or a CHARX archive")
         try:
-            persona = await self._run(self._import, data, part.filename or f"card{suffix}")
+            persona, warnings = await self._run(self._import, data, part.filename or f"card{suffix}")
         except Exception as exc:
             from ...persona.card_formats import CardError
 
@@ -141,15 +144,16 @@ class GalleryRoutes:
                 return _bad_card(str(exc))
             raise
         self._portraits.pop(persona.id, None)
-        return web.json_response({"id": persona.id, "name": persona.name}, status=201)
+        return web.json_response({"id": persona.id, "name": persona.name, "warnings": warnings}, status=201)
 
     def _import(self, data: bytes, filename: str):
-        """Read the card (its name in messages is the user's file name) and store it."""
+        """Read the card (its name in messages is the user's file name) and store it;
+        returns the persona and what reading it dropped."""
         from ...persona.card_formats import read_card_bytes
 
         loaded = read_card_bytes(data, filename=filename)
         self.service.library.add(loaded)
-        return loaded.persona
+        return loaded.persona, list(loaded.warnings)
 
     async def recording(self, request: web.Request) -> web.StreamResponse:
         token = request.match_info["token"]

@@ -38,17 +38,25 @@ class ReferenceImageError(ValueError):
     """The reference image file is missing or cannot be read as an image."""
 
 
+#: The formats a reference photo may be (Pillow names): only these parsers see the file.
+#: Pillow knows dozens, and some (EPS) hand the file to Ghostscript; a card's image asset is
+#: checked against the same list when the card loads (`persona.card_formats`).
+REFERENCE_FORMATS = ("PNG", "JPEG", "WEBP")
+
+
 def load_rgb_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB, honouring EXIF rotation (phone photos)."""
+    """Read a PNG, JPEG or WebP file as (H, W, 3) uint8 RGB, honouring EXIF rotation (phone photos)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise ReferenceImageError(f"reference image {path} does not exist")
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=REFERENCE_FORMATS) as image:
             return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    except (UnidentifiedImageError, OSError) as error:
+    except UnidentifiedImageError:
+        raise ReferenceImageError(f"cannot read {path} as a PNG, JPEG or WebP image") from None
+    except OSError as error:
         raise ReferenceImageError(f"cannot read {path} as an image: {error}") from error
 
 
