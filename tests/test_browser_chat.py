@@ -213,6 +213,10 @@ async def test_gallery_switches_persona_and_imports_cards_with_clear_errors(tmp_
     good = tmp_path / "tess.json"
     good.write_text(json.dumps({"spec": "chara_card_v2", "spec_version": "2.0",
                                 "data": {"name": "Tess Tester", "description": "Made by a test."}}))
+    lossy = tmp_path / "lena.json"  # imports, but its reference image names an asset it lacks
+    lossy.write_text(json.dumps({"spec": "chara_card_v2", "spec_version": "2.0", "data": {
+        "name": "Lena Lossy", "description": "Made by a test.",
+        "extensions": {"comfyui_persona": {"appearance": {"reference_image": "embeded://assets/face.png"}}}}}))
     try:
         async with running(service) as server, async_playwright() as pw:
             browser = await pw.chromium.launch_persistent_context(
@@ -246,8 +250,14 @@ async def test_gallery_switches_persona_and_imports_cards_with_clear_errors(tmp_
                 await expect(message).to_contain_text("data.name")
                 assert await message.get_attribute("data-kind") == "error"
 
+                await page.set_input_files("#card-file", str(lossy))
+                await expect(message).to_contain_text("imported Lena Lossy; warning:", timeout=10000)
+                await expect(message).to_contain_text("reference_image")
+                assert await message.get_attribute("data-kind") == "warning"
+
                 await page.set_input_files("#card-file", str(good))
                 await expect(message).to_contain_text("imported Tess Tester", timeout=10000)
+                assert await message.get_attribute("data-kind") == "info"
                 await page.click("#personas button[data-persona='tess-tester']", timeout=10000)
                 await expect(page.locator("#persona-name")).to_have_text("Tess Tester", timeout=20000)
                 await _wait_frame_after(page, -1)

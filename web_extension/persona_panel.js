@@ -71,6 +71,7 @@ const STYLE = `
 .persona-panel .drop input { display: block; margin: .2rem auto 0; font-size: .7rem; border: none; background: none; padding: 0; }
 .persona-panel .gallery-message { font-size: .75rem; min-height: 1em; }
 .persona-panel .gallery-message[data-kind="error"] { color: #f87171; }
+.persona-panel .gallery-message[data-kind="warning"] { color: #fbbf24; }
 `;
 
 function element(tag, attributes = {}, ...children) {
@@ -284,7 +285,9 @@ class PersonaPanel {
       return;
     }
     if (response.status === 201) {
-      this.galleryNote(`imported ${body.name}`);
+      const warnings = body.warnings ?? [];  // what the card lost on the way in (it still loaded)
+      if (warnings.length) this.galleryNote(`imported ${body.name}; warning: ${warnings.join("; ")}`, "warning");
+      else this.galleryNote(`imported ${body.name}`);
       await this.loadPersonas();
     } else {
       this.galleryNote(`${body.code ?? `HTTP ${response.status}`}: ${body.message ?? "import failed"}`, "error");

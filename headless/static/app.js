@@ -283,7 +283,9 @@ async function importCard(file) {
     return;
   }
   if (response.status === 201) {
-    galleryMessage(`imported ${body.name}`);
+    const warnings = body.warnings ?? [];  // what the card lost on the way in (it still loaded)
+    if (warnings.length) galleryMessage(`imported ${body.name}; warning: ${warnings.join("; ")}`, "warning");
+    else galleryMessage(`imported ${body.name}`);
     await loadPersonas();
   } else {
     galleryMessage(`${body.code ?? response.status}: ${body.message ?? "import failed"}`, "error");
