@@ -5,8 +5,11 @@ Every chunk goes through `video.recording.SessionRecorder`: H.264 + AAC in a fra
 plays while it grows and a crash loses at most about the last second: nothing waits for a
 final `moov` box. Audio: when a host makes the session speak (the headless server puts a
 `SessionSpeech` in the session as its `"speech"` part and queues each sentence on the
-session clock), every queued sentence is written at its start time, so mouth and voice
-stay as in sync in the file as they are on the wire; a quiet session gets a silent track.
+session clock), each chunk is written with exactly the audio that sounds during it: the
+slices of the queued sentences that overlap its time span, silence elsewhere. A reply cut
+off (a reset, a new reply barging in: `SessionSpeech.stop`) is therefore cut in the file
+where it is cut for the viewer, and mouth and voice stay as in sync in the file as they
+are on the wire; a quiet session gets a silent track.
 Inside ComfyUI the file lands in ComfyUI's output folder (and shows in the node's `ui`
 output); headless, in $PERSONA_RECORDINGS_DIR or ./recordings.
 """
@@ -26,8 +29,6 @@ from .types import FRAMES, FramesValue
 
 RECORDINGS_ENV = "PERSONA_RECORDINGS_DIR"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-#: How far the recorded (silent) audio track runs ahead of the last frame written.
-AUDIO_AHEAD_MS = 100
 #: Shortest time between two forced keyframes (see `_ChunkKeyframes`).
 KEYFRAME_MIN_MS = 150
 
@@ -53,7 +54,8 @@ def recording_path(root: Path, prefix: str, session_id: str) -> Path:
 
 
 class _Recording:
-    """One open MP4 of a session, fed chunk by chunk (and sentence by sentence)."""
+    """One open MP4 of a session, fed chunk by chunk: each chunk's frames and the audio
+    that sounds while they show."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float) -> None:
         from ..video.recording import SessionRecorder
@@ -62,12 +64,12 @@ class _Recording:
         self.path = path
         self.size = (width, height)
         self.frame_ms = 1000.0 / fps
+        self.rate = STREAM_RATE
         self.lock = threading.Lock()
-        # The silent track runs AUDIO_AHEAD_MS ahead of the video, so the muxer (which
-        # interleaves by time) never holds a fragment's frames back waiting for audio. Safe:
-        # the node hears each sentence before it writes the chunk, and a sentence starts at
-        # least the host's speech lead (150 ms) after the next frame.
-        self.recorder = SessionRecorder(path, width, height, fps, STREAM_RATE, audio_lag_ms=-AUDIO_AHEAD_MS)
+        # The node writes the audio itself, up to the end of each chunk and before its
+        # frames, so the recorder never has to pad with silence ahead of them (padding past
+        # the chunk would hide speech that starts there: overlaps are dropped).
+        self.recorder = SessionRecorder(path, width, height, fps, STREAM_RATE, audio_lag_ms=0)
         self.recorder.start()
         self._keys = _ChunkKeyframes(self.recorder._video)
         self.recorder._video = self._keys  # SessionRecorder encodes through `_video.encode`
@@ -75,20 +77,29 @@ class _Recording:
         self._offset_ms = 0.0  # added to session pts when the renderer's clock restarted
         self._last_ms: float | None = None
         self._last_key_ms: float | None = None
-        self._heard: dict[int, Any] = {}  # id → ScheduledUtterance already written
+        self._origin_ms: float | None = None  # file time zero: the first frame's (file clock) pts
+        self._audio_samples = 0  # audio written, in samples from the origin
+        self._pcm: dict[int, tuple[Any, Any]] = {}  # id → (ScheduledUtterance, its PCM at `rate`)
 
     @property
     def frames(self) -> int:
         return self.recorder.frames_written
 
-    def write(self, frames: Any, pts_ms: list, on_frame) -> None:
+    def write(self, frames: Any, pts_ms: list, scheduled: list, on_frame) -> None:
+        """Append a chunk: first the audio sounding from where the written audio ends to
+        the end of its last frame (`scheduled`: the session's `ScheduledUtterance`s, on the
+        renderer's clock), then its frames."""
         with self.lock:
-            if self.closed:
+            if self.closed or not len(pts_ms):
                 return
-            first = float(pts_ms[0]) + self._offset_ms if len(pts_ms) else 0.0
+            first = float(pts_ms[0]) + self._offset_ms
             if self._last_ms is not None and first <= self._last_ms:
                 # A restarted renderer counts from 0 again: the file's clock goes on.
                 self._offset_ms += self._last_ms + self.frame_ms - first
+                first = float(pts_ms[0]) + self._offset_ms
+            if self._origin_ms is None:
+                self._origin_ms = first
+            self._write_audio(scheduled, float(pts_ms[-1]) + self._offset_ms + self.frame_ms)
             if self._last_key_ms is None or first - self._last_key_ms >= KEYFRAME_MIN_MS:
                 self._keys.want_key = True
                 self._last_key_ms = first
@@ -98,27 +109,38 @@ class _Recording:
                 self._last_ms = at
                 on_frame()
 
-    def hear(self, scheduled: list) -> int:
-        """Write the sentences in `scheduled` not written yet; returns how many were new."""
-        from ..video.voice import STREAM_RATE
+    def _write_audio(self, scheduled: list, until_ms: float) -> None:
+        """Under the lock: the samples from `_audio_samples` to `until_ms` (file clock),
+        the parts of `scheduled` sounding there and silence around them. What a cut
+        removed from the queue is not there any more, so it is not written."""
+        import numpy as np
+
+        assert self._origin_ms is not None
+        start, end = self._audio_samples, int(round((until_ms - self._origin_ms) * self.rate / 1000.0))
+        if end <= start:
+            return
+        out = np.zeros(end - start, np.int16)
+        for item, pcm in self._utterances(scheduled):
+            first = int(round((item.start_ms + self._offset_ms - self._origin_ms) * self.rate / 1000.0))
+            lo, hi = max(start, first), min(end, first + len(pcm))
+            if lo < hi:
+                out[lo - start : hi - start] = pcm[lo - first : hi - first]
+        self.recorder.push_audio(out, self._origin_ms + start * 1000.0 / self.rate)
+        self._audio_samples = end
+
+    def _utterances(self, scheduled: list) -> list[tuple[Any, Any]]:
+        """(item, PCM at the stream rate) for each queued item; a resampled one is kept for
+        as long as it stays queued, so each is resampled once."""
         from ..video.voice.packets import resample
 
-        new = 0
-        with self.lock:
-            if self.closed:
-                return 0
-            for item in scheduled:
-                if id(item) in self._heard:
-                    continue
-                self._heard[id(item)] = item  # kept alive, so its id is never reused
+        known, self._pcm = self._pcm, {}
+        for item in scheduled:
+            entry = known.get(id(item))
+            if entry is None or entry[0] is not item:
                 utterance = item.utterance
-                pcm = resample(utterance.pcm, utterance.sample_rate, STREAM_RATE)
-                self.recorder.push_audio(pcm, float(item.start_ms) + self._offset_ms)
-                new += 1
-            if len(self._heard) > 256:  # long sessions: forget sentences long over
-                horizon = (self._last_ms or 0.0) - 60_000
-                self._heard = {k: v for k, v in self._heard.items() if v.end_ms + self._offset_ms > horizon}
-        return new
+                entry = (item, resample(utterance.pcm, utterance.sample_rate, self.rate))
+            self._pcm[id(item)] = entry
+        return list(self._pcm.values())
 
     def close(self) -> None:
         with self.lock:
@@ -160,8 +182,10 @@ def queued_speech(session: Any) -> list:
 
     The speech part (`headless.server.speech.SessionSpeech`, found by duck typing: nodes
     never import headless) has a public `scheduled()`: a thread-safe copy of its
-    `SpeechQueue`, which keeps each sentence until it has been spoken; the recorder runs
-    after the renderer on every chunk, so it sees each sentence while it is still queued."""
+    `SpeechQueue`, which keeps each sentence until its last sample has sounded, and holds
+    a cut-off one shortened to the cut (later ones dropped). The recorder runs after the
+    renderer on every chunk, and a cut lands no earlier than the next frame to render, so
+    what it reads for the chunk just rendered is what the viewer hears during it."""
     scheduled = getattr(session.peek("speech"), "scheduled", None)
     return list(scheduled()) if callable(scheduled) else []
 
@@ -218,8 +242,7 @@ class PersonaSessionRecorder:
                 session.replace(key, recording)
                 session.resource(f"recorder-used:{path}", lambda: True)
         bar = progress(len(pixels))
-        recording.hear(queued_speech(session))  # before the frames: a sentence may start in them
-        recording.write(pixels, list(chunk.pts_ms), lambda: bar.update(1))
+        recording.write(pixels, list(chunk.pts_ms), queued_speech(session), lambda: bar.update(1))
         try:
             subfolder = str(recording.path.parent.relative_to(root.resolve()))
         except ValueError:

@@ -96,6 +96,114 @@ def test_recorder_node_writes_frames_and_the_spoken_reply(tmp_path: Path, monkey
     assert abs(len(pcm) / rate - frames / 24) < 0.25
 
 
+OLD_REPLY = (
+    "This first sentence is long enough that it can be cut off well before it ends. "
+    "Then a second one follows it. And a third one, which nobody should hear."
+)
+
+
+def _talk_then_cut(tmp_path: Path, monkeypatch, finish_sent: bool, new_reply: str | None):
+    """Record a session that starts `OLD_REPLY`, is cut ~0.6 s into its first sentence
+    (`SessionSpeech.stop`, as `reset` or a barging-in reply does), optionally speaks
+    `new_reply` from the cut, and renders on past where the old reply would have ended.
+    Returns (old sentences, new sentences, cut pts, decoded (times ms, samples))."""
+    from comfyui_persona.headless.runner import StreamingRunner, WorkflowGraph
+    from comfyui_persona.headless.server.speech import SessionSpeech
+    from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
+    from comfyui_persona.nodes.session_store import SessionStore
+    from comfyui_persona.video.voice import VoiceSpec
+
+    monkeypatch.setenv("PERSONA_RECORDINGS_DIR", str(tmp_path))
+    store = SessionStore()
+    runner = StreamingRunner(WorkflowGraph(_workflow(), NODE_CLASS_MAPPINGS), store, SESSION)
+    speech = SessionSpeech(VoiceSpec())
+    store.get(SESSION).replace("speech", speech)
+    old: list = []
+    new: list = []
+    try:
+        runner.start()
+        assert speech.speak(OLD_REPLY, lambda item, packets: old.append(item)) == 3
+        assert old[0].end_ms - old[0].start_ms > 2000
+        while speech.next_frame_ms() < old[0].start_ms + 600:
+            runner.tick()
+        at = speech.stop(finish_sent=finish_sent)
+        assert old[0].start_ms < at < old[0].end_ms, "the cut falls inside the first sentence"
+        if new_reply:
+            speech.speak(new_reply, lambda item, packets: new.append(item))
+            assert new[0].start_ms == at  # the new reply takes over at the cut, gapless
+        end = max([old[-1].end_ms] + [item.end_ms for item in new]) + 300
+        while speech.next_frame_ms() < end:
+            runner.tick()
+    finally:
+        runner.close()
+    return old, new, at, _audio_on_session_clock(tmp_path / "runs" / f"talk_{SESSION}.mp4")
+
+
+def _audio_on_session_clock(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(session pts ms of each sample, samples) of the file's audio, placed by the video:
+    the muxer shifts both streams by the AAC priming (46 ms), so a sample's session time is
+    its file time minus the shift that frame k (pts k·1000/24 ms on the session clock) got."""
+    from comfyui_persona.video.voice.av_sync import decode_audio
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        pts = [float(f.pts * f.time_base) * 1000 for f in container.decode(stream)]
+    shift = float(np.median([t - round(k * 1000 / 24) for k, t in enumerate(pts) if k]))
+    times, samples = decode_audio(path)
+    return times - shift, samples
+
+
+def _span(decoded, start_ms: float, end_ms: float) -> np.ndarray:
+    times, samples = decoded
+    return samples[np.searchsorted(times, start_ms) : np.searchsorted(times, end_ms)]
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+
+
+def _source(item, start_ms: float, end_ms: float) -> np.ndarray:
+    """`item`'s samples (float) that sound from `start_ms` to `end_ms` on the session clock."""
+    rate = item.utterance.sample_rate
+    lo, hi = (int(round((t - item.start_ms) * rate / 1000)) for t in (start_ms, end_ms))
+    return item.utterance.pcm[max(lo, 0) : max(hi, 0)].astype(np.float64) / 32768
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> float:
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def test_a_reset_mid_reply_leaves_the_file_silent_from_the_cut(tmp_path: Path, monkeypatch) -> None:
+    """The file holds what the viewer hears: the first sentence up to the cut, then
+    nothing of the reply's rest (before, every queued sentence was written whole as soon
+    as the node saw it, so the cut-off reply played on in the file)."""
+    old, _, at, decoded = _talk_then_cut(tmp_path, monkeypatch, finish_sent=False, new_reply=None)
+    heard = _span(decoded, old[0].start_ms + 60, at - 60)
+    assert _rms(heard) > 0.3 * _rms(_source(old[0], old[0].start_ms + 60, at - 60)) > 0.005
+    assert _similarity(heard, _source(old[0], old[0].start_ms + 60, at - 60)) > 0.8  # in place
+    after = _span(decoded, at + 60, old[-1].end_ms)
+    assert len(after) > 22050 and _rms(after) < 1e-3, "nothing of the cut-off reply after the cut"
+
+
+def test_a_reply_barging_in_replaces_the_old_one_in_the_file(tmp_path: Path, monkeypatch) -> None:
+    """A new reply cuts the old one where the released audio ends and starts there; the
+    file then has the new reply at its place, not the rest of the old one."""
+    old, new, at, decoded = _talk_then_cut(
+        tmp_path, monkeypatch, finish_sent=True, new_reply="Sorry, let me answer that differently."
+    )
+    assert at < old[0].end_ms - 500, "the old sentence would still be sounding after the cut"
+    window = (at + 60, min(new[0].end_ms, old[0].end_ms) - 60)
+    heard = _span(decoded, *window)
+    assert _similarity(heard, _source(new[0], *window)) > 0.8, "the new reply is heard from the cut"
+    assert abs(_similarity(heard, _source(old[0], *window))) < 0.3, "not the old one"
+    before = _span(decoded, old[0].start_ms + 60, at - 60)
+    assert _similarity(before, _source(old[0], old[0].start_ms + 60, at - 60)) > 0.8
+    after = _span(decoded, new[-1].end_ms + 60, old[-1].end_ms)
+    assert _rms(after) < 1e-3, "the old reply's later sentences are not in the file"
+
+
 def test_a_quiet_session_gets_a_silent_track_and_is_readable_while_recording(tmp_path: Path, monkeypatch) -> None:
     from comfyui_persona.headless.runner import StreamingRunner, WorkflowGraph
     from comfyui_persona.nodes import NODE_CLASS_MAPPINGS

