@@ -1,19 +1,26 @@
 """Measuring lip-sync on a recorded MP4, from the file alone.
 
 Audio side: the decoded track (timestamps from the container, so the AAC priming shift
-is accounted for exactly as a player does); a *voiced-segment onset* is the first 5 ms
-window whose RMS exceeds `onset_fraction` of the track's 99th-percentile window RMS after
-at least `min_silence_ms` of silence. Video side: mouth opening per frame = the number of
-pixels inside a mouth region with the colours of an open mouth's interior (dark red
-cavity, tongue); a *mouth onset* is the first frame (its pts) where the opening rises above
-`open_fraction` of its range after at least two closed frames. Each audio onset is paired
-with the nearest mouth onset within `match_ms`; the offset is mouth − audio (positive:
-the mouth opens after the sound starts).
+is accounted for exactly as a player does); a *voiced-segment onset* is the first sample at
+which the RMS over the `window_ms` before it exceeds `onset_fraction` of the track's loud
+level, after at least `min_silence_ms` of quiet. Video side: the mouth's *area* per frame
+(how much of the mouth region does not look like skin, `mouth_series`); a *mouth onset*
+is where the area, rising from rest, gets half way to the first peak of that opening,
+interpolated between frames (`mouth_onsets`). Each audio onset is paired with the nearest
+mouth onset within `match_ms`; the offset is mouth − audio (positive: the mouth opens
+after the sound starts).
 
 Why onsets after silence and not every phoneme: inside a word the sound never stops, so
 no audio-only detector finds phoneme boundaries reliably; after a pause both the sound
 and the mouth start from rest, so each side's onset is unambiguous. Test texts are made
 of short vowel-initial sentences so every onset is a vowel whose shape opens the mouth.
+
+Why each mouth onset is timed against its own opening, between frames: a fixed threshold
+on the whole recording's range times a shape that barely opens (C, "Up", "Other") late
+and unstably. Its opening only just clears the threshold, so a millisecond of difference
+in the audio (espeak-ng's timings move that much with what the process said before) moved
+its detected onset by two frames and the p95 by 40 ms. Timed against its own peak and
+interpolated, an onset moves with the audio by about as much as the audio moved.
 """
 
 from __future__ import annotations
@@ -23,7 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SyncReport", "audio_onsets", "decode_audio", "measure", "mouth_onsets", "mouth_series"]
+__all__ = [
+    "MouthOnset",
+    "SyncReport",
+    "audio_onsets",
+    "decode_audio",
+    "measure",
+    "mouth_onsets",
+    "mouth_series",
+]
 
 
 def decode_audio(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -54,125 +69,207 @@ def audio_onsets(
     min_silence_ms: float = 120.0,
     onset_fraction: float = 0.05,
 ) -> list[float]:
-    """Start times (ms) of voiced segments that follow at least `min_silence_ms` of quiet."""
+    """Times (ms) at which a voiced segment has become audible after at least
+    `min_silence_ms` of quiet: the first sample at which the RMS over the `window_ms`
+    ending there exceeds `onset_fraction` of the loud level (the 99th percentile of that
+    RMS over the track). Sample resolution, so a sentence that starts a fraction of a
+    millisecond later measures that much later, not a whole window."""
     if samples.size < 2:
         return []
     rate = 1000.0 / float(np.median(np.diff(times_ms[: min(len(times_ms), 4096)])))
     n = max(1, int(round(rate * window_ms / 1000.0)))
-    count = len(samples) // n
-    rms = np.sqrt(np.mean(samples[: count * n].reshape(count, n) ** 2, axis=1))
+    if samples.size < n:
+        return []
+    energy = np.concatenate(([0.0], np.cumsum(np.square(samples, dtype=np.float64))))
+    rms = np.sqrt(np.maximum(energy[n:] - energy[:-n], 0.0) / n)  # rms[j]: samples j .. j+n-1
     loud = float(np.percentile(rms, 99))
     if loud <= 1e-4:
         return []
-    active = rms > onset_fraction * loud
-    need = int(np.ceil(min_silence_ms / window_ms))
-    out, quiet = [], need  # the track's start counts as silence
-    for i, on in enumerate(active):
-        if on:
-            if quiet >= need:
-                out.append(float(times_ms[i * n]))
-            quiet = 0
-        else:
-            quiet += 1
-    return out
+    active = np.flatnonzero(rms > onset_fraction * loud)
+    quiet = int(np.ceil(min_silence_ms * rate / 1000.0))
+    # A window position that follows more than `quiet` quiet ones starts a segment; the
+    # track's start counts as quiet.
+    starts = active[np.diff(active, prepend=-quiet - 1) > quiet]
+    return [float(times_ms[j + n - 1]) for j in starts]
 
 
 def mouth_series(
-    path: str | Path, roi: tuple[int, int, int, int], tolerance: int = 40, static_fraction: float = 0.7
+    path: str | Path, roi: tuple[int, int, int, int], *, noise: float = 10.0, full: float = 120.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(pts ms, open-mouth pixel count in `roi` = (y0, y1, x0, x1)) for every video frame.
+    """(pts ms, mouth area) for every video frame: how much of `roi` = (y0, y1, x0, x1)
+    does not look like skin, in pixels.
 
-    Pixels with the mouth-interior colour in more than `static_fraction` of the frames are
-    not the mouth (a look's hair or clothes reaching into the region) and are left out."""
+    Each pixel counts by the distance of its colour from the region's dominant one (the
+    skin: the median over every pixel of every frame), in RGB units: not at all within
+    `noise` (H.264 noise on flat skin), fully from `full` on (the mouth's interior is
+    90–235 away from the built-in looks' skins), in proportion between. Why an area and not
+    a count of the mouth-interior colours: lips, teeth and cavity all grow with the
+    opening, anti-aliased edge pixels count in part and a head swaying inside the region
+    does not change the sum, so the area follows the opening smoothly, for a shape that
+    barely opens as for a wide one, at 256 px too. Pixels that never change (hair reaching
+    into the region) add a constant that `mouth_onsets` subtracts."""
     import av
 
+    if not 0.0 <= noise < full:
+        raise ValueError(f"need 0 <= noise < full, got noise={noise!r}, full={full!r}")
     y0, y1, x0, x1 = roi
-    pts, masks = [], []
+    pts, crops = [], []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         for frame in container.decode(stream):
-            rgb = frame.to_ndarray(format="rgb24")[y0:y1, x0:x1]
+            crops.append(frame.to_ndarray(format="rgb24")[y0:y1, x0:x1])
             pts.append(float(frame.pts * frame.time_base) * 1000.0)
-            masks.append(open_mouth_mask(rgb, tolerance))
-    if not masks:
+    if not crops:
         return np.zeros(0), np.zeros(0)
-    stack = np.stack(masks)
-    moving = stack.mean(axis=0) <= static_fraction
-    return np.asarray(pts), (stack & moving).sum(axis=(1, 2)).astype(np.float64)
+    stack = np.stack(crops).astype(np.float32)
+    skin = np.median(stack.reshape(-1, 3), axis=0)
+    distance = np.sqrt(np.square(stack - skin).sum(axis=-1))
+    weight = np.clip((distance - noise) / (full - noise), 0.0, 1.0)
+    return np.asarray(pts), weight.sum(axis=(1, 2)).astype(np.float64)
 
 
-def open_mouth_mask(rgb: np.ndarray, tolerance: int = 40) -> np.ndarray:
-    """Pixels coloured like the preview character's open mouth: within `tolerance` (per
-    channel) of the dark-red cavity (120, 40, 48) or the tongue (226, 110, 118), and with
-    blue not far below green. The second test drops the anti-aliased edge between skin and
-    the dark lip line, which on darker skins falls inside the colour box (skin and ink
-    have blue well below green; the cavity and tongue have it above)."""
-    rgb = rgb.astype(np.int16)
-    out = np.zeros(rgb.shape[:2], dtype=bool)
-    for colour in ((120, 40, 48), (226, 110, 118)):
-        out |= np.all(np.abs(rgb - np.array(colour, dtype=np.int16)) < tolerance, axis=-1)
-    return out & (rgb[..., 2] > rgb[..., 1] - 12)
+@dataclass(frozen=True)
+class MouthOnset:
+    """One mouth opening from rest (ms on the file's clock).
+
+    `ms`: when the mouth is seen half open. The moment its area crosses half its opening,
+    interpolated between the frames around it, plus half a frame period: a frame stays
+    on screen for one period, so what it shows is seen half a period late on average
+    (the mouth lead's half-frame term, `SpeechQueue`, is there for that).
+    `frame_ms`: the pts of the first frame that shows it at least half open, i.e. whole
+    frames as a viewer sees them; it lands up to half a frame either side of `ms`."""
+
+    ms: float
+    frame_ms: float
 
 
 def mouth_onsets(
-    pts_ms: np.ndarray, counts: np.ndarray, open_fraction: float = 0.15, closed_fraction: float = 0.08
-) -> list[float]:
-    """Pts of frames where the mouth opens: the opening rises above `open_fraction` of its
-    range after at least two frames below `closed_fraction` (hysteresis, so pixel noise
-    around one threshold cannot fake an onset)."""
-    if counts.size < 3:
+    pts_ms: np.ndarray,
+    opening: np.ndarray,
+    *,
+    rise_fraction: float = 0.5,
+    open_fraction: float = 0.15,
+    closed_fraction: float = 0.08,
+    peak_ms: float = 150.0,
+) -> list[MouthOnset]:
+    """Where the mouth opens from rest, each opening timed against its own size.
+
+    Found on the whole series' range (low: 5th, high: 99th percentile): a rise after at
+    least two frames below `closed_fraction` of the range that goes above `open_fraction`
+    within `peak_ms` (hysteresis, so pixel noise cannot fake an onset). Timed on its own:
+    from the foot of the rise (the last closed frame before the area starts growing), its
+    peak is the first local maximum within `peak_ms`, and the onset is where the area gets
+    `rise_fraction` of the way from the foot to that peak, interpolated linearly between
+    frames (`MouthOnset`). A shape that barely opens is so timed like a wide one, and the
+    onset moves continuously with the mouth's timing."""
+    if not 0.0 < rise_fraction < 1.0:
+        raise ValueError(f"rise_fraction={rise_fraction!r} must be in (0, 1)")
+    if not 0.0 <= closed_fraction < open_fraction <= 1.0:
+        raise ValueError(
+            f"need 0 <= closed_fraction < open_fraction <= 1, got {closed_fraction!r} and {open_fraction!r}"
+        )
+    pts = np.asarray(pts_ms, dtype=np.float64)
+    values = np.asarray(opening, dtype=np.float64)
+    if values.size < 3:
         return []
-    low, high = float(np.percentile(counts, 5)), float(np.percentile(counts, 99))
+    low, high = float(np.percentile(values, 5)), float(np.percentile(values, 99))
     if high - low < 4:
         return []
-    hi, lo = low + open_fraction * (high - low), low + closed_fraction * (high - low)
+    closed = low + closed_fraction * (high - low)
+    present = low + open_fraction * (high - low)
+    half_frame = 0.5 * float(np.median(np.diff(pts)))
     out, closed_run = [], 0
-    for i, value in enumerate(counts):
-        if value < lo:
+    for i, value in enumerate(values):
+        if value < closed:
             closed_run += 1
-        elif value > hi:
-            if closed_run >= 2:
-                out.append(float(pts_ms[i]))
-            closed_run = 0
+            continue
+        if closed_run >= 2:
+            foot = i - 1  # a small opening starts to grow below `closed`
+            while foot > i - closed_run and values[foot - 1] < values[foot]:
+                foot -= 1
+            onset = _time_rise(pts, values, foot, i - 1, rise_fraction, present, peak_ms)
+            if onset is not None:
+                out.append(MouthOnset(onset[0] + half_frame, onset[1]))
+        closed_run = 0
     return out
+
+
+def _time_rise(
+    pts: np.ndarray,
+    values: np.ndarray,
+    foot: int,
+    last_closed: int,
+    fraction: float,
+    present: float,
+    peak_ms: float,
+) -> tuple[float, float] | None:
+    """(interpolated time, pts of the first frame at or above) of the crossing of
+    `fraction` of the way from the rise's foot to its first peak within `peak_ms` of the
+    last closed frame; None if the rise stays below `present` there."""
+    window = last_closed + 1
+    while window + 1 < len(values) and pts[window + 1] - pts[last_closed] <= peak_ms:
+        window += 1
+    if values[last_closed + 1 : window + 1].max() < present:
+        return None
+    peak = foot + 1
+    while peak < window and values[peak + 1] >= values[peak]:
+        peak += 1
+    level = values[foot] + fraction * (values[peak] - values[foot])
+    k = foot + 1
+    while values[k] < level:  # stops at `peak` at the latest
+        k += 1
+    before, after = values[k - 1], values[k]
+    share = (level - before) / (after - before)
+    return float(pts[k - 1] + share * (pts[k] - pts[k - 1])), float(pts[k])
 
 
 @dataclass
 class SyncReport:
-    """Offsets (ms, mouth − audio) of matched onsets, and what was left unmatched."""
+    """Offsets (ms, mouth − audio) of matched onsets, and what was left unmatched.
+
+    `offsets_ms` use each mouth onset's interpolated time (`MouthOnset.ms`), the figure
+    to judge sync by: it moves with the audio/video timing by as much as the timing moved.
+    `frame_offsets_ms` use the first frame that shows it (`MouthOnset.frame_ms`): what a
+    viewer sees at this frame rate, with up to half a frame of luck either way."""
 
     offsets_ms: list[float]
+    frame_offsets_ms: list[float]
     audio_onsets: int
     mouth_onsets: int
     unmatched_audio: int
 
-    def stat(self, q: float, absolute: bool = True) -> float:
-        values = np.abs(self.offsets_ms) if absolute else np.asarray(self.offsets_ms)
+    def stat(self, q: float, absolute: bool = True, whole_frames: bool = False) -> float:
+        values = np.asarray(self.frame_offsets_ms if whole_frames else self.offsets_ms)
+        values = np.abs(values) if absolute else values
         return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
 def measure(path: str | Path, roi: tuple[int, int, int, int], match_ms: float = 150.0) -> SyncReport:
     """Pair every voiced-segment onset in the file's audio with the nearest mouth onset."""
-    a = audio_onsets(*decode_audio(path))
-    m = mouth_onsets(*mouth_series(path, roi))
-    offsets, unmatched = [], 0
-    marr = np.asarray(m)
-    for onset in a:
-        if marr.size == 0:
+    audio = audio_onsets(*decode_audio(path))
+    mouth = mouth_onsets(*mouth_series(path, roi))
+    times = np.asarray([m.ms for m in mouth])
+    offsets, frame_offsets, unmatched = [], [], 0
+    for onset in audio:
+        j = int(np.argmin(np.abs(times - onset))) if times.size else -1
+        if j < 0 or abs(times[j] - onset) > match_ms:
             unmatched += 1
             continue
-        j = int(np.argmin(np.abs(marr - onset)))
-        if abs(marr[j] - onset) <= match_ms:
-            offsets.append(float(marr[j] - onset))
-        else:
-            unmatched += 1
-    return SyncReport(offsets, len(a), len(m), unmatched)
+        offsets.append(float(times[j] - onset))
+        frame_offsets.append(mouth[j].frame_ms - onset)
+    return SyncReport(
+        offsets_ms=offsets,
+        frame_offsets_ms=frame_offsets,
+        audio_onsets=len(audio),
+        mouth_onsets=len(mouth),
+        unmatched_audio=unmatched,
+    )
 
 
-#: Short vowel-initial sentences: each starts from rest with a shape that shows the open
-#: mouth (C or D). Rounded vowels (E: "Odd", F: "Oh", "Ooh") are left out: they expose so
-#: few cavity pixels (~10 of ~100 at 256 px) that the pixel metric cannot tell them from a
-#: closed mouth; the renderer times them exactly like the others.
+#: Short vowel-initial sentences: each starts from rest with a shape that opens the mouth
+#: (C or D). Rounded vowels (E: "Odd", F: "Oh", "Ooh") are left out: their small, narrow
+#: opening is the measurement's weakest case (about half of them are found at all); the
+#: renderer times them exactly like the others.
 SYNC_TEXT = "Ah. Eye. Up. Egg. Ice. Out. Arm. Answer. Ever. Add. Ask. Idle. Other. Apple. Arch. Aim."
 
 

@@ -6,7 +6,11 @@ one pass, in-process (no fork per sentence: ~2 ms for a short sentence). The bin
 our own, written from espeak-ng's public `speak_lib.h` (API revision 12).
 
 espeak-ng keeps global state and is not thread-safe: every call goes through one
-process-wide `_Engine` under one lock. The library is GPL-3.0 (see docs/voice.md).
+process-wide `_Engine` under one lock. Some of that state outlives a message (the pitch
+flutter's position in wavegen.c, the wave generator's counters), so a sentence's samples
+and phoneme times can differ by a millisecond with what the process said before; nothing
+downstream depends on that (the lip-sync measurement is built to be insensitive to it,
+docs/voice.md). The library is GPL-3.0 (see docs/voice.md).
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ _PARAM_RATE = 1
 _PARAM_PITCH = 3
 _RATE_NORMAL, _RATE_MIN, _RATE_MAX = 175, 80, 450
 _PITCH_NORMAL = 50
+#: espeak-ng seeds the noise of breathy and Klatt voices from the clock at start-up; any
+#: constant makes a fresh process say the same things with the same samples, run after run.
+_RAND_SEED = 1
 
 
 class _EventId(ctypes.Union):
@@ -100,6 +107,10 @@ class _Engine:
         if rate <= 0:
             raise EngineUnavailableError(f"espeak_Initialize failed (data at {self.data_dir})")
         self.sample_rate = int(rate)
+        if hasattr(lib, "espeak_ng_SetRandSeed"):  # espeak_ng.h, espeak-ng >= 1.51
+            lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+            lib.espeak_ng_SetRandSeed.restype = ctypes.c_int
+            lib.espeak_ng_SetRandSeed(_RAND_SEED)
         self.lib = lib
         self.lock = threading.Lock()
         self._chunks: list[bytes] = []
