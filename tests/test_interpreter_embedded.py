@@ -13,6 +13,7 @@ from comfyui_persona.persona.interpreter import (
     MAX_UTTERANCE_CHARS,
     Interpretation,
     InterpretRequest,
+    Turn,
     UnknownBackendError,
     get_interpreter,
 )
@@ -140,6 +141,28 @@ def test_greeting_waves_with_the_greeting_line(interp):
     result = run(interp, "hello there", persona=persona)
     assert actions(result) == ["wave"]
     assert result.reply == "Hiya!"
+
+
+def test_a_greeting_after_earlier_turns_is_a_greeting_again(interp):
+    persona = PERSONA.model_copy(update={"lines": Lines(greeting=("Nice to meet you!",), greeting_again=("Welcome back!",))})
+    assert run(interp, "hi", persona=persona).reply == "Nice to meet you!"
+    earlier = (Turn(role="user", text="hello"), Turn(role="persona", text="Nice to meet you!"))
+    again = run(interp, "hi", persona=persona, history=earlier)
+    assert again.reply == "Welcome back!" and actions(again) == ["wave"]
+    only_system = run(interp, "hi", persona=persona, history=(Turn(role="system", text="You are Mira."),))
+    assert only_system.reply == "Nice to meet you!"
+    no_again = persona.model_copy(update={"lines": Lines(greeting=("Nice to meet you!",), greeting_again=())})
+    assert run(interp, "hi", persona=no_again, history=earlier).reply == "Nice to meet you!"
+
+
+def test_builtin_personas_greet_a_first_visit_without_saying_again(interp):
+    from comfyui_persona.persona.library import load_persona
+
+    for pid in ("ada", "bjorn", "juno", "kenji", "mira", "sol", "tomas"):
+        persona = load_persona(pid)
+        first = run(interp, "hello", persona=persona).reply
+        assert "again" not in first.lower() and "back" not in first.lower(), (pid, first)
+        assert persona.lines.greeting_again, pid
 
 
 def test_explicit_expression_and_emotion_inference(interp):

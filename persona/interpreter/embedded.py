@@ -524,6 +524,8 @@ class EmbeddedInterpreter:
             )
             notes.append(f"no supported action for '{r.unsupported}'{hint}")
 
+        if greeted == "greeting" and any(turn.role != "system" for turn in request.history):
+            greeted = "greeting_again"  # they have talked before (this conversation, or a resumed one)
         reply = self._reply(text, persona, plan, greeted, unsupported, refused, negated, thanks)
         acted = [p["action"] for p in plan]
         explicit = any(p["expression"] for p in plan)
@@ -576,7 +578,8 @@ class EmbeddedInterpreter:
 
         parts: list[str] = []
         if greeted:
-            parts.append(choose(lines.greeting if greeted == "greeting" else lines.farewell, "greet"))
+            options = {"greeting": lines.greeting, "greeting_again": lines.greeting_again or lines.greeting}
+            parts.append(choose(options.get(greeted, lines.farewell), "greet"))
         acted = [p for p in plan if not (greeted and p is plan[0] and p["action"] == "wave")]
         if unsupported:
             r = unsupported[0]
