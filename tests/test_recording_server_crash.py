@@ -15,6 +15,7 @@ import time
 import numpy as np
 import websockets
 
+from comfyui_persona.headless.server.protocol import MEDIA_AUDIO, parse_media_frame
 from paths import REPO
 from server_harness import hello, next_frame, wait_for_type
 
@@ -41,8 +42,17 @@ async def test_sigkill_mid_recording_leaves_a_playable_mp4(tmp_path):
             started = time.monotonic()
             await ws.send(json.dumps({"type": "action", "id": "a1", "directive": {
                 "action": "wave", "expression": "smile", "intensity": 0.8, "dialogue": SPEECH}}))
-            while time.monotonic() - started < 4.0:
-                await asyncio.wait_for(ws.recv(), 10)
+            # Kill 4 s in, and not before speech has been flowing for 2.5 s (on a loaded box the
+            # turn and the synthesis can take a while): a flushed fragment then holds some of it.
+            heard = None
+            while True:
+                data = await asyncio.wait_for(ws.recv(), 10)
+                now = time.monotonic()
+                if heard is None and isinstance(data, bytes) and parse_media_frame(data)[0] == MEDIA_AUDIO:
+                    heard = now
+                if now - started >= 4.0 and heard is not None and now - heard >= 2.5:
+                    break
+                assert now - started < 30, "no speech reached the client within 30 s"
             process.kill()  # SIGKILL: no shutdown handler runs
             recorded_s = time.monotonic() - started
     finally:
