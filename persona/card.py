@@ -94,9 +94,9 @@ class Lines(BaseModel):
     )
     chitchat: tuple[str, ...] = ("I see.", "Tell me more!")
     greeting: tuple[str, ...] = ("Hello there!",)
-    #: A greeting when the conversation already has turns (said again, or a resumed session);
-    #: empty: `greeting` is used.
-    greeting_again: tuple[str, ...] = ("Hello again!",)
+    #: A greeting when the user has already spoken (said again, or a resumed session);
+    #: empty (the default, so a card's own `greeting` keeps its voice): `greeting` is used.
+    greeting_again: tuple[str, ...] = ()
     farewell: tuple[str, ...] = ("Goodbye!",)
     thanks: tuple[str, ...] = ("You're welcome!",)
     refusal: tuple[str, ...] = ("I'd rather not do that.",)

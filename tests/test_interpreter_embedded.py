@@ -149,8 +149,8 @@ def test_a_greeting_after_earlier_turns_is_a_greeting_again(interp):
     earlier = (Turn(role="user", text="hello"), Turn(role="persona", text="Nice to meet you!"))
     again = run(interp, "hi", persona=persona, history=earlier)
     assert again.reply == "Welcome back!" and actions(again) == ["wave"]
-    only_system = run(interp, "hi", persona=persona, history=(Turn(role="system", text="You are Mira."),))
-    assert only_system.reply == "Nice to meet you!"
+    opening = (Turn(role="system", text="You are Mira."), Turn(role="persona", text="Hi, I'm Mira!"))
+    assert run(interp, "hi", persona=persona, history=opening).reply == "Nice to meet you!"  # as `persona chat`
     no_again = persona.model_copy(update={"lines": Lines(greeting=("Nice to meet you!",), greeting_again=())})
     assert run(interp, "hi", persona=no_again, history=earlier).reply == "Nice to meet you!"
 

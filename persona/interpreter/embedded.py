@@ -524,8 +524,10 @@ class EmbeddedInterpreter:
             )
             notes.append(f"no supported action for '{r.unsupported}'{hint}")
 
-        if greeted == "greeting" and any(turn.role != "system" for turn in request.history):
-            greeted = "greeting_again"  # they have talked before (this conversation, or a resumed one)
+        if greeted == "greeting" and any(turn.role == "user" for turn in request.history):
+            # The user has talked before (this conversation, or a resumed one); the persona's
+            # own opening line (the CLI puts it in the history) does not count.
+            greeted = "greeting_again"
         reply = self._reply(text, persona, plan, greeted, unsupported, refused, negated, thanks)
         acted = [p["action"] for p in plan]
         explicit = any(p["expression"] for p in plan)
