@@ -64,6 +64,13 @@ def run(
     wall = record_speech(path, spec, voice, text, mouth_lead_ms=lead)
     report = measure(path, mouth_roi(spec))
     offsets = np.asarray(report.offsets_ms)
+    if len(offsets) < report.audio_onsets - 1:
+        # Onsets too far apart to pair (beyond the match window) are a gross misalignment:
+        # no p95 over the few that happen to pair may stand for them.
+        raise SystemExit(
+            f"{persona.id} at {fps:g} fps: only {len(offsets)} of {report.audio_onsets} speech onsets have a "
+            "mouth onset within the match window; the recording is out of sync beyond what p95 can report"
+        )
     row = {
         "persona": persona.id,
         "voice": f"{voice.engine}:{voice.voice} rate {voice.rate} pitch {voice.pitch}",

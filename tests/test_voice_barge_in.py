@@ -276,3 +276,100 @@ def test_a_sentence_synthesised_across_the_cut_is_not_spoken_and_the_next_reply_
     finally:
         synth.gate.set()
         speech.close()
+
+
+def _preview(chunk_frames: int, fps: float):
+    from comfyui_persona.video.backend import SessionSpec
+    from comfyui_persona.video.registry import create_backend
+
+    renderer = create_backend("preview", chunk_frames=chunk_frames)
+    renderer.start_session(SessionSpec("mira", "Mira", {}, 64, 64, fps))
+    return renderer
+
+
+def test_after_a_reset_new_speech_never_overlaps_audio_already_sent():
+    """Reset cuts the mouth at the next frame, but up to AUDIO_AHEAD_MS of the old reply has
+    already gone to the viewer (and the recording): the next reply starts after it."""
+    from comfyui_persona.headless.server.speech import SessionSpeech
+
+    speech = SessionSpeech(VoiceSpec())
+    released: list = []
+    speech.listen(released.extend)
+    renderer = _preview(2, 24.0)
+    speech.render(renderer, 24.0)
+    assert speech.speak(LONG) == len(split_sentences(LONG))
+    while not released or speech.next_frame_ms() < speech.scheduled()[0].start_ms + 300:
+        speech.render(renderer, 24.0)
+    sent_until = max(p.pts_ms + 1000 * len(p.pcm) // p.sample_rate for p in released)
+    at = speech.stop()  # reset
+    assert at < sent_until, "audio past the cut had been sent: the case this test is about"
+    assert speech.speak(SHORT) >= 1
+    assert speech.scheduled()[-1].start_ms >= sent_until
+
+
+def test_speech_asked_for_while_a_chunk_renders_starts_after_that_chunk():
+    """A chunk's mouth timeline is fixed when it starts rendering (LongLive: 12 frames,
+    750 ms); speech or a cut arriving meanwhile must land after it, not inside it."""
+    from comfyui_persona.headless.server.speech import SessionSpeech
+
+    class Gated:
+        def __init__(self, inner) -> None:
+            self.inner, self.entered, self.gate = inner, threading.Event(), threading.Event()
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def next_chunk(self):
+            self.entered.set()
+            assert self.gate.wait(TIMEOUT), "the test never opened the gate"
+            return self.inner.next_chunk()
+
+    speech = SessionSpeech(VoiceSpec())
+    backend = Gated(_preview(12, 16.0))
+    backend.gate.set()
+    speech.render(backend, 16.0)  # one chunk: 750 ms
+    backend.gate.clear()
+    backend.entered.clear()
+    worker = threading.Thread(target=speech.render, args=(backend, 16.0))
+    worker.start()
+    try:
+        assert backend.entered.wait(TIMEOUT)
+        in_flight_start = speech.next_frame_ms()
+        assert speech.speak(SHORT) >= 1
+        assert speech.scheduled()[0].start_ms >= in_flight_start + 750
+        at = speech.stop()
+        assert at >= in_flight_start + 750
+    finally:
+        backend.gate.set()
+        worker.join(TIMEOUT)
+    assert speech.next_frame_ms() == in_flight_start + 750
+
+
+async def test_reset_silences_the_rest_of_a_reply_still_streaming_in(service):
+    """After `reset`, later parts of the reply being spoken (an LLM still streaming it) and
+    replies to turns asked for before the reset are not spoken; a new turn is."""
+    async with running(service) as server, websockets.connect(
+        server.ws_url, open_timeout=TIMEOUT, close_timeout=5, max_size=None
+    ) as ws:
+        await hello(ws, persona="mira")
+        rx = Received(ws)
+        try:
+            await ws.send(json.dumps({"type": "action", "id": "a1", "directive": {
+                "action": "idle", "expression": "neutral", "intensity": 0.5, "dialogue": LONG}}))
+            await rx.until(lambda: rx.audio, TIMEOUT, "reply 1 audio")
+            session = next(iter(service.sessions.values()))
+            await ws.send(json.dumps({"type": "reset", "id": "r1"}))
+            await rx.until(lambda: session._muted_through >= 1 and not session.speech.speaking(), TIMEOUT,
+                           "silence after the reset")
+            session.say("And one more thing I wanted to say.", 1)  # a late part of turn 1
+            await asyncio.sleep(0.3)
+            assert not session.speech.scheduled() or all(
+                s.end_ms <= session.speech.next_frame_ms() for s in session.speech.scheduled())
+            await ws.send(json.dumps({"type": "action", "id": "a2", "directive": {
+                "action": "nod", "expression": "smile", "intensity": 0.5, "dialogue": SHORT}}))
+            heard = len(rx.audio)
+            await rx.until(lambda: {s.utterance.text for s in session.speech.scheduled()} & set(split_sentences(SHORT)),
+                           TIMEOUT, "speech of a new turn after the reset")
+            await rx.until(lambda: len(rx.audio) > heard, TIMEOUT, "audio of the new turn")
+        finally:
+            await rx.close()

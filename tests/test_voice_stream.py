@@ -16,7 +16,7 @@ import websockets
 
 from comfyui_persona.headless.server.protocol import MEDIA_AUDIO, MEDIA_JPEG, parse_media_frame
 from comfyui_persona.video.voice import get_synthesizer, stream_utterances
-from server_harness import TIMEOUT, hello, make_service, running, wait_for_type, warm_up_interpreter
+from server_harness import TIMEOUT, hello, make_service, running, settle, wait_for_type, warm_up_interpreter
 
 SPEECH = "Hello there! It is lovely to see you today. Shall we talk for a while?"
 
@@ -119,7 +119,10 @@ async def test_reset_stops_speaking_at_once(service):
         # The reply is ~20 s of speech; reset ended it within a couple of seconds.
         assert loop.time() - began < 6.0
         session = next(iter(service.sessions.values()))
-        assert not session.speech.speaking()
+        # The cut is at the end of the chunk being rendered when the reset came (its mouth
+        # timeline was fixed): by the next chunk nothing speaks, and nothing more is queued.
+        await settle(lambda: not session.speech.speaking(), timeout=2.0)
+        assert all(s.end_ms <= session.speech.next_frame_ms() for s in session.speech.scheduled())
 
 
 async def test_record_start_stop_downloads_a_playable_mp4_with_speech(service, tmp_path):

@@ -199,6 +199,7 @@ class ViewerSession:
         # (speech generation, text): a text asked for before a cut is not spoken (see `say`).
         self._speech_texts: asyncio.Queue[tuple[int, str]] = asyncio.Queue(maxsize=TURN_QUEUE_LIMIT)
         self._speech_turn: int | None = None  # the turn whose reply is being spoken
+        self._muted_through = 0  # replies to turns up to this one are not spoken (a reset came after)
         self._audio_index = 0
         self._spoken: dict[int, str] = {}  # turn → reply text already handed to speech
 
@@ -420,6 +421,9 @@ class ViewerSession:
             self.need_frames.set()
 
     def request_reset(self) -> None:
+        # Replies to the turns asked for so far are not spoken any more, also the parts of a
+        # reply still streaming in and replies whose interpretation is still under way.
+        self._muted_through = self.next_turn
         self.stop_speaking()
         self.runner.request_reset()
         self.plan_version += 1
@@ -472,7 +476,7 @@ class ViewerSession:
         """Speak `text`, part of the reply to `turn`. Parts of one reply queue back to back
         (a streamed reply arrives sentence by sentence); the first part of a new reply cuts
         off whatever the previous one has not said yet ("barge-in", `stop_speaking`)."""
-        if self.speech is None or self.closed or not text.strip():
+        if self.speech is None or self.closed or not text.strip() or turn <= self._muted_through:
             return
         if turn != self._speech_turn:
             self._speech_turn = turn

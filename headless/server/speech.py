@@ -82,6 +82,10 @@ class SessionSpeech:
         self._queued_end_ms = 0  # session pts where the queued speech ends
         self._pending: collections.deque[_Pending] = collections.deque()
         self._released_end_ms = 0  # session pts where the audio released so far ends
+        # While a chunk renders, its mouth timeline is already fixed: "now" for new speech and
+        # cuts is the end of that chunk (estimated by the last chunk's length), not its start.
+        self._in_flight_end_ms: float | None = None
+        self._last_chunk_ms = 0.0
         self._on_audio: AudioListener | None = None
         self._on_speaking: SpeakingListener | None = None
         self.fps: float | None = None
@@ -99,12 +103,20 @@ class SessionSpeech:
         audio now due is released to the listener."""
         driver = self._driver_for(backend, fps)
         before = driver.next_frame_ms
-        chunk = driver.next_chunk()
+        with self._lock:  # the chunk's mouth timeline is fixed now: speech pushed meanwhile goes after it
+            self._in_flight_end_ms = before + self._last_chunk_ms
+        try:
+            chunk = driver.next_chunk()
+        finally:
+            with self._lock:
+                self._in_flight_end_ms = None
         if len(chunk.frames):
             self.frame_shape = (int(chunk.frames[0].shape[0]), int(chunk.frames[0].shape[1]))
         if driver.next_frame_ms < before:  # the renderer restarted its clock: queued times mean nothing
             self.stop()
         with self._lock:
+            if driver.next_frame_ms > before:
+                self._last_chunk_ms = driver.next_frame_ms - before
             packets = self._release(driver.next_frame_ms + self.ahead_ms)
             on_audio = self._on_audio
         if packets and on_audio is not None:
@@ -192,16 +204,21 @@ class SessionSpeech:
             with self._lock:  # checked and queued in one step: a stop() lands before or after both
                 if generation != self._generation or driver is not self._driver:
                     break
-                if self._queued_end_ms - driver.next_frame_ms > MAX_BACKLOG_MS:
+                now = self._now_ms(driver)
+                if self._queued_end_ms - now > MAX_BACKLOG_MS:
                     log.warning("speech backlog over %d s: a sentence is not spoken", MAX_BACKLOG_MS // 1000)
                     break
-                scheduled, packets = driver.queue.push(utterance, driver.next_frame_ms)
+                scheduled, packets = driver.queue.push(utterance, now)
                 self._queued_end_ms = scheduled.end_ms
                 self._pending.append(_Pending(scheduled, packets))
             if on_sentence is not None:
                 on_sentence(scheduled, packets)
             count += 1
         return count
+
+    def _now_ms(self, driver) -> float:
+        """Under the lock: the first frame whose mouth timeline can still change."""
+        return max(driver.next_frame_ms, self._in_flight_end_ms or 0.0)
 
     def next_frame_ms(self) -> float:
         driver = self._driver
@@ -223,9 +240,11 @@ class SessionSpeech:
         """Stop talking: nothing queued is spoken past the cut, no sentence whose synthesis
         is under way is queued after it, and the mouth follows on the next chunk.
 
-        The cut is at the next frame to render (`reset`: the client was told and drops what
-        it holds), or with `finish_sent` where the audio already released ends (a new reply
-        barging in: the viewer hears what it holds, then the new reply from that point).
+        The cut is at the next frame whose mouth can still change (`reset`: the client was
+        told and drops what it holds), or with `finish_sent` where the audio already released
+        ends (a new reply barging in: the viewer hears what it holds, then the new reply from
+        that point). Either way the next speech starts no earlier than the released audio
+        ends, so it never overlaps packets already sent (or recorded).
         Returns the cut's pts, or None before any renderer ran."""
         with self._lock:
             self._generation += 1
@@ -233,13 +252,12 @@ class SessionSpeech:
             driver = self._driver
             if driver is None:
                 return None
-            at = int(driver.next_frame_ms)
+            at = int(self._now_ms(driver))
             if finish_sent:
                 at = max(at, self._released_end_ms)
-            if driver.queue.cut(at) and self._on_speaking is not None:
+            if driver.queue.cut(at, resume_ms=self._released_end_ms) and self._on_speaking is not None:
                 self._on_speaking(None, at)
             self._queued_end_ms = min(self._queued_end_ms, at)
-            self._released_end_ms = min(self._released_end_ms, at)
             return at
 
     def close(self) -> None:

@@ -102,13 +102,15 @@ class SpeechQueue:
         with self._lock:
             return list(self._items)
 
-    def cut(self, at_ms: float) -> bool:
+    def cut(self, at_ms: float, resume_ms: float | None = None) -> bool:
         """End speech at `at_ms` (session pts): utterances starting there or later are
         dropped, one that plays across it is shortened to end there (its samples, phonemes
         and visemes cut, the mouth at rest from `at_ms`), and the next `push` starts no
-        earlier than `at_ms`. The render loop's next `take_update` hands the shortened
-        timeline over. Returns whether anything queued was cut."""
+        earlier than `resume_ms` (default `at_ms`; later where audio past the cut already
+        left and must not be overlapped). The render loop's next `take_update` hands the
+        shortened timeline over. Returns whether anything queued was cut."""
         at = int(round(at_ms))
+        resume = at if resume_ms is None else max(at, int(round(resume_ms)))
         with self._lock:
             kept = [item for item in self._items if item.end_ms <= at]
             changed = len(kept) < len(self._items)
@@ -117,7 +119,7 @@ class SpeechQueue:
                 ScheduledUtterance(_shortened(item.utterance, at - item.start_ms), item.start_ms) for item in under_way
             ]
             self._items = kept
-            self._end_ms = min(self._end_ms, at)
+            self._end_ms = max(min(self._end_ms, at), resume)
             self._dirty = self._dirty or changed
         return changed
 
