@@ -104,6 +104,16 @@ def module_layout(module: nn.Module) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in module.state_dict().items()}
 
 
+def load_into_meta(
+    model: nn.Module, state: dict[str, torch.Tensor], what: str, device: str | torch.device, dtype: torch.dtype
+) -> nn.Module:
+    """`state` into `model` (built on meta: no storage is allocated twice) after a layout
+    check naming every bad key (`check_layout`), then on `device` in `dtype`, in eval mode."""
+    check_layout(module_layout(model), state, what)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.to(device=device, dtype=dtype).eval()
+
+
 def materialize(
     module: nn.Module, device: str | torch.device, dtype: torch.dtype, seed: int = 0
 ) -> nn.Module:

@@ -25,8 +25,8 @@ from torch import nn
 
 from .checkpoint import (
     CheckpointLayoutError,
-    check_layout,
     layout_problems,
+    load_into_meta,
     materialize,
     module_layout,
     read_shapes,
@@ -323,10 +323,7 @@ def load_taehv(
     cfg = _resolve(config, lambda: raw)
     with torch.device("meta"):
         model = TAEHV(cfg)
-    sd = adapt_taehv_state_dict(raw, model)
-    check_layout(module_layout(model), sd, f"TAEHV ({path})")
-    model.load_state_dict(sd, strict=True, assign=True)
-    return model.to(device=device, dtype=dtype).eval()
+    return load_into_meta(model, adapt_taehv_state_dict(raw, model), f"TAEHV ({path})", device, dtype)
 
 
 def check_taehv_file(path, config: str | TAEHVConfig | None = None) -> list[str]:

@@ -27,8 +27,8 @@ from torch import nn
 
 from .checkpoint import (
     CheckpointLayoutError,
-    check_layout,
     layout_problems,
+    load_into_meta,
     materialize,
     module_layout,
     read_shapes,
@@ -476,9 +476,7 @@ def load_wan_vae(
     cfg = _resolve(config, lambda: sd)
     with torch.device("meta"):
         model = WanVAE(cfg)
-    check_layout(module_layout(model), sd, f"Wan VAE ({path})")
-    model.load_state_dict(sd, strict=True, assign=True)
-    return model.to(device=device, dtype=dtype).eval()
+    return load_into_meta(model, sd, f"Wan VAE ({path})", device, dtype)
 
 
 def check_wan_vae_file(path, config: str | WanVAEConfig | None = None) -> list[str]:

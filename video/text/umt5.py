@@ -26,8 +26,8 @@ import torch
 
 from ..decoders.checkpoint import (
     CheckpointLayoutError,
-    check_layout,
     layout_problems,
+    load_into_meta,
     materialize,
     module_layout,
     read_shapes,
@@ -221,12 +221,9 @@ def load_umt5(path, device="cpu", dtype=torch.bfloat16, config: str | UMT5Config
     """
     sd = _to_hf_layout(read_state_dict(path))
     cfg = _resolve(config, lambda: sd)
-    model = _meta_model(cfg)
-    check_layout(module_layout(model), sd, f"UMT5 encoder ({path})")
-    model.load_state_dict(sd, strict=True, assign=True)
-    model = model.to(device=device, dtype=dtype)
+    model = load_into_meta(_meta_model(cfg), sd, f"UMT5 encoder ({path})", device, dtype)
     _tie(model)
-    return model.eval()
+    return model
 
 
 # --- tokenizer ------------------------------------------------------------------------------
