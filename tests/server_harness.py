@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import pytest
 from aiohttp import web
 
 from comfyui_persona.headless.runner import WorkflowGraph, load_workflow
@@ -46,6 +47,24 @@ def warm_up_interpreter() -> None:
         finally:
             service.pool.shutdown()
         _WARM = True
+
+
+def service_fixtures(**options):
+    """A test module's `service` fixture (a fresh `make_service(**options)` per test, its
+    pool shut down after) and an autouse fixture warming the interpreter once per module:
+    `service, _warm = service_fixtures(resume_grace_s=5.0)`."""
+
+    @pytest.fixture(name="service")
+    def service():
+        made = make_service(**options)
+        yield made
+        made.pool.shutdown(wait=True)
+
+    @pytest.fixture(scope="module", autouse=True, name="_warm")
+    def warm():
+        warm_up_interpreter()
+
+    return service, warm
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from paths import REPO, publish_doc_image
-from server_harness import make_service, running, warm_up_interpreter
+from server_harness import make_service, running, service_fixtures
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
@@ -32,16 +32,7 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _warm():
-    warm_up_interpreter()
-
-
-@pytest.fixture
-def service():
-    service = make_service(resume_grace_s=5.0)
-    yield service
-    service.pool.shutdown(wait=True)
+service, _warm = service_fixtures(resume_grace_s=5.0)
 
 
 async def _frame_index(page) -> int:

@@ -23,23 +23,14 @@ from server_harness import (
     next_frame,
     recv_json,
     running,
+    service_fixtures,
     settle,
-    warm_up_interpreter,
 )
 
 SEED = 20261125
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _warm():
-    warm_up_interpreter()
-
-
-@pytest.fixture
-def service():
-    service = make_service(resume_grace_s=0.2, messages_per_second=1000, max_sessions=6)
-    yield service
-    service.pool.shutdown(wait=True)
+service, _warm = service_fixtures(resume_grace_s=0.2, messages_per_second=1000, max_sessions=6)
 
 
 @pytest.fixture

@@ -26,9 +26,9 @@ from server_harness import (
     next_frame,
     recv_json,
     running,
+    service_fixtures,
     settle,
     wait_for_type,
-    warm_up_interpreter,
 )
 
 PROTOCOL_MD = REPO / "docs" / "contracts" / "PROTOCOL.md"
@@ -39,9 +39,7 @@ COVERED_CODES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _warm():
-    warm_up_interpreter()
+service, _warm = service_fixtures(resume_grace_s=5.0)
 
 
 @pytest.fixture
@@ -50,12 +48,6 @@ def no_blocking():
     with blockbuster_ctx(["comfyui_persona"]) as guard:
         yield guard
 
-
-@pytest.fixture
-def service():
-    service = make_service(resume_grace_s=5.0)
-    yield service
-    service.pool.shutdown(wait=True)
 
 
 def connect(server, **kwargs):

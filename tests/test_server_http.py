@@ -14,19 +14,16 @@ from blockbuster import blockbuster_ctx
 
 from comfyui_persona.headless.server import InsecureBindError, ServerConfig, check_exposure, is_loopback
 from paths import REPO
-from server_harness import TIMEOUT, hello, make_service, next_frame, running, settle, warm_up_interpreter
+from server_harness import (
+    TIMEOUT,
+    hello,
+    next_frame,
+    running,
+    service_fixtures,
+    settle,
+)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _warm():
-    warm_up_interpreter()
-
-
-@pytest.fixture
-def service():
-    service = make_service(resume_grace_s=0.1)
-    yield service
-    service.pool.shutdown(wait=True)
+service, _warm = service_fixtures(resume_grace_s=0.1)
 
 
 async def test_page_health_and_prometheus_metrics(service):

@@ -26,7 +26,7 @@ from comfyui_persona.video.voice import (
     split_sentences,
     stream_utterances,
 )
-from server_harness import TIMEOUT, hello, make_service, running, warm_up_interpreter
+from server_harness import TIMEOUT, hello, running, service_fixtures
 
 WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight")
 #: About 30 s of espeak: far longer than any test waits.
@@ -42,16 +42,7 @@ MAX_TAIL_MS = 1500
 MAX_START_S = 3.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _warm():
-    warm_up_interpreter()
-
-
-@pytest.fixture
-def service():
-    service = make_service(resume_grace_s=5.0)
-    yield service
-    service.pool.shutdown(wait=True)
+service, _warm = service_fixtures(resume_grace_s=5.0)
 
 
 class Received:
