@@ -11,6 +11,7 @@ Real server on port 0, real espeak, real preview renderer. Every wait has a dead
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 
@@ -163,40 +164,40 @@ async def _check_cut(rx: Received, session, asked_at: float, reply_text: str) ->
     assert pts - shown_pts < MAX_TAIL_MS, f"reply 1 played on for {pts - shown_pts} ms of video"
 
 
-async def test_a_new_action_line_cuts_off_the_reply_being_spoken(service):
+@contextlib.asynccontextmanager
+async def mira_viewer(service):
+    """A viewer of Mira on the running service, everything it receives recorded."""
     async with running(service) as server, websockets.connect(
         server.ws_url, open_timeout=TIMEOUT, close_timeout=5, max_size=None
     ) as ws:
         await hello(ws, persona="mira")
         rx = Received(ws)
         try:
-            asked_at = await _speak_long_then(ws, rx, {"type": "action", "id": "a2", "directive": {
-                "action": "nod", "expression": "smile", "intensity": 0.6, "dialogue": SHORT}})
-            session = next(iter(service.sessions.values()))
-            await _check_cut(rx, session, asked_at, SHORT)
-            # What the queue still holds is reply 2 (and at most reply 1's cut sentence, over).
-            texts = [s.utterance.text for s in session.speech.scheduled()]
-            assert not set(texts) & set(split_sentences(LONG)[2:]), texts
+            yield ws, rx
         finally:
             await rx.close()
+
+
+async def test_a_new_action_line_cuts_off_the_reply_being_spoken(service):
+    async with mira_viewer(service) as (ws, rx):
+        asked_at = await _speak_long_then(ws, rx, {"type": "action", "id": "a2", "directive": {
+            "action": "nod", "expression": "smile", "intensity": 0.6, "dialogue": SHORT}})
+        session = next(iter(service.sessions.values()))
+        await _check_cut(rx, session, asked_at, SHORT)
+        # What the queue still holds is reply 2 (and at most reply 1's cut sentence, over).
+        texts = [s.utterance.text for s in session.speech.scheduled()]
+        assert not set(texts) & set(split_sentences(LONG)[2:]), texts
 
 
 async def test_a_chat_reply_cuts_off_the_reply_being_spoken(service):
-    async with running(service) as server, websockets.connect(
-        server.ws_url, open_timeout=TIMEOUT, close_timeout=5, max_size=None
-    ) as ws:
-        await hello(ws, persona="mira")
-        rx = Received(ws)
-        try:
-            await _speak_long_then(ws, rx, {"type": "chat", "id": "c1", "text": "please wave at me"})
-            await rx.until(lambda: rx.message("reply", reply_to="c1", done=True), 20, "reply to the chat")
-            reply, replied_at = rx.message("reply", reply_to="c1", done=True)
-            assert reply["text"].strip(), "the interpreter gave no spoken reply to cut in with"
-            session = next(iter(service.sessions.values()))
-            # Reply 1 goes on while the interpreter thinks; the cut comes with the reply's text.
-            await _check_cut(rx, session, replied_at, reply["text"])
-        finally:
-            await rx.close()
+    async with mira_viewer(service) as (ws, rx):
+        await _speak_long_then(ws, rx, {"type": "chat", "id": "c1", "text": "please wave at me"})
+        await rx.until(lambda: rx.message("reply", reply_to="c1", done=True), 20, "reply to the chat")
+        reply, replied_at = rx.message("reply", reply_to="c1", done=True)
+        assert reply["text"].strip(), "the interpreter gave no spoken reply to cut in with"
+        session = next(iter(service.sessions.values()))
+        # Reply 1 goes on while the interpreter thinks; the cut comes with the reply's text.
+        await _check_cut(rx, session, replied_at, reply["text"])
 
 
 class _GatedEspeak:
@@ -339,28 +340,21 @@ def test_speech_asked_for_while_a_chunk_renders_starts_after_that_chunk():
 async def test_reset_silences_the_rest_of_a_reply_still_streaming_in(service):
     """After `reset`, later parts of the reply being spoken (an LLM still streaming it) and
     replies to turns asked for before the reset are not spoken; a new turn is."""
-    async with running(service) as server, websockets.connect(
-        server.ws_url, open_timeout=TIMEOUT, close_timeout=5, max_size=None
-    ) as ws:
-        await hello(ws, persona="mira")
-        rx = Received(ws)
-        try:
-            await ws.send(json.dumps({"type": "action", "id": "a1", "directive": {
-                "action": "idle", "expression": "neutral", "intensity": 0.5, "dialogue": LONG}}))
-            await rx.until(lambda: rx.audio, TIMEOUT, "reply 1 audio")
-            session = next(iter(service.sessions.values()))
-            await ws.send(json.dumps({"type": "reset", "id": "r1"}))
-            await rx.until(lambda: session._muted_through >= 1 and not session.speech.speaking(), TIMEOUT,
-                           "silence after the reset")
-            session.say("And one more thing I wanted to say.", 1)  # a late part of turn 1
-            await asyncio.sleep(0.3)
-            assert not session.speech.scheduled() or all(
-                s.end_ms <= session.speech.next_frame_ms() for s in session.speech.scheduled())
-            await ws.send(json.dumps({"type": "action", "id": "a2", "directive": {
-                "action": "nod", "expression": "smile", "intensity": 0.5, "dialogue": SHORT}}))
-            heard = len(rx.audio)
-            await rx.until(lambda: {s.utterance.text for s in session.speech.scheduled()} & set(split_sentences(SHORT)),
-                           TIMEOUT, "speech of a new turn after the reset")
-            await rx.until(lambda: len(rx.audio) > heard, TIMEOUT, "audio of the new turn")
-        finally:
-            await rx.close()
+    async with mira_viewer(service) as (ws, rx):
+        await ws.send(json.dumps({"type": "action", "id": "a1", "directive": {
+            "action": "idle", "expression": "neutral", "intensity": 0.5, "dialogue": LONG}}))
+        await rx.until(lambda: rx.audio, TIMEOUT, "reply 1 audio")
+        session = next(iter(service.sessions.values()))
+        await ws.send(json.dumps({"type": "reset", "id": "r1"}))
+        await rx.until(lambda: session._muted_through >= 1 and not session.speech.speaking(), TIMEOUT,
+                       "silence after the reset")
+        session.say("And one more thing I wanted to say.", 1)  # a late part of turn 1
+        await asyncio.sleep(0.3)
+        assert not session.speech.scheduled() or all(
+            s.end_ms <= session.speech.next_frame_ms() for s in session.speech.scheduled())
+        await ws.send(json.dumps({"type": "action", "id": "a2", "directive": {
+            "action": "nod", "expression": "smile", "intensity": 0.5, "dialogue": SHORT}}))
+        heard = len(rx.audio)
+        await rx.until(lambda: {s.utterance.text for s in session.speech.scheduled()} & set(split_sentences(SHORT)),
+                       TIMEOUT, "speech of a new turn after the reset")
+        await rx.until(lambda: len(rx.audio) > heard, TIMEOUT, "audio of the new turn")
