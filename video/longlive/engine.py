@@ -199,9 +199,9 @@ class LongLiveBackend:
 
     def set_recache_timing(self, recache: str) -> None:
         """"before" or "after" (`ChunkPipeline`); applies between chunks, no restart."""
-        if recache not in ("before", "after"):
-            raise ValueError(f"prompt-switch re-cache timing must be 'before' or 'after', got {recache!r}")
-        self.recache = recache
+        from .pipeline import checked_recache_timing
+
+        self.recache = checked_recache_timing(recache)
         if self.spec is not None:
             self.pipeline.set_recache_timing(recache)
 

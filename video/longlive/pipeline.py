@@ -36,7 +36,7 @@ import torch
 
 from .sampler import StreamingSampler
 
-__all__ = ["ChunkPipeline", "RecacheTiming"]
+__all__ = ["ChunkPipeline", "RecacheTiming", "checked_recache_timing"]
 
 RecacheTiming = Literal["before", "after"]
 
@@ -96,9 +96,7 @@ class ChunkPipeline:
 
     def set_recache_timing(self, recache: RecacheTiming) -> None:
         """Change when switches re-cache, between chunks (a re-cache owed is still run)."""
-        if recache not in ("before", "after"):
-            raise ValueError(f"recache must be 'before' or 'after', got {recache!r}")
-        self.recache = recache
+        self.recache = checked_recache_timing(recache)
 
     def _settle(self) -> None:
         """Run (or, on a GPU, queue) the refresh pass or re-cache the last chunk owes."""
@@ -110,6 +108,13 @@ class ChunkPipeline:
             self.sampler.recache()  # rewrites the pending chunk too: its own refresh is skipped
         else:
             self.sampler.flush()
+
+
+def checked_recache_timing(recache: str) -> RecacheTiming:
+    """`recache` if it is "before" or "after", else a ValueError naming it."""
+    if recache not in ("before", "after"):
+        raise ValueError(f"recache must be 'before' or 'after', got {recache!r}")
+    return recache  # type: ignore[return-value]
 
 
 @functools.cache
