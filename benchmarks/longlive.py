@@ -209,6 +209,9 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     }
 
     print(json.dumps(result), flush=True)  # what is measured so far survives a time limit
+    if args.profile and device.type == "cuda":
+        result["profile"] = profile_chunk(torch, sampler)
+        print(json.dumps({"profile": result["profile"]}), flush=True)
     if not args.no_decode:
         result["pipeline"] = bench_pipeline(torch, sampler, device, args, (text_a, text_b))
         print(json.dumps({"pipeline": result["pipeline"]}), flush=True)
@@ -283,6 +286,56 @@ def bench_pipeline(torch, sampler, device, args, texts) -> dict:
     return out
 
 
+#: Kernel-name patterns for `profile_chunk`'s breakdown, first match wins (cuDNN attention
+#: kernels, cuBLAS/CUTLASS GEMMs incl. FP8 `_scaled_mm`, Inductor's fused Triton kernels).
+KERNEL_GROUPS = (
+    ("attention", r"sdpa|fmha|flash|attn|attention"),
+    ("gemm", r"gemm|nvjet|xmma|cutlass|scaled_mm|matmul|cublas"),
+    ("triton_fused", r"^triton_"),
+    ("copy_index", r"copy|index|gather|scatter|cat|memcpy|memset"),
+)
+
+
+def profile_chunk(torch, sampler, chunks: int = 2, *, on_cpu: bool = False) -> dict:
+    """Where a steady-state chunk's GPU time goes: kernels grouped by kind, and the top kernels.
+
+    torch.profiler over `chunks` chunks (refresh pass included); times are per chunk, summed
+    kernel durations (kernels on one stream do not overlap, so the sum is the busy time).
+    `on_cpu` traces CPU ops instead (nested, so their sum over-counts): a code-path check only."""
+    import re
+
+    from torch.profiler import ProfilerActivity, profile
+
+    sync = (lambda: None) if on_cpu else torch.cuda.synchronize
+    activity, kind = ((ProfilerActivity.CPU, torch.autograd.DeviceType.CPU) if on_cpu
+                      else (ProfilerActivity.CUDA, torch.autograd.DeviceType.CUDA))
+    sampler.next_chunk()  # anything lazy happens outside the trace
+    sync()
+    with profile(activities=[activity]) as prof:
+        for _ in range(chunks):
+            sampler.next_chunk()
+        sync()
+    per_kernel: dict[str, list[float]] = {}
+    for event in prof.events():
+        if event.device_type == kind:
+            per_kernel.setdefault(event.name, []).append(event.time_range.elapsed_us() / 1000)
+    groups: dict[str, dict] = {}
+    for name, times in per_kernel.items():
+        group = next((g for g, pattern in KERNEL_GROUPS if re.search(pattern, name, re.I)), "other")
+        entry = groups.setdefault(group, {"ms_per_chunk": 0.0, "launches_per_chunk": 0})
+        entry["ms_per_chunk"] += sum(times) / chunks
+        entry["launches_per_chunk"] += len(times) // chunks
+    top = sorted(per_kernel.items(), key=lambda kv: -sum(kv[1]))[:20]
+    busy = sum(g["ms_per_chunk"] for g in groups.values())
+    return {
+        "gpu_busy_ms_per_chunk": round(busy, 3),
+        "groups": {g: {"ms_per_chunk": round(v["ms_per_chunk"], 3), "share": round(v["ms_per_chunk"] / busy, 4),
+                       "launches_per_chunk": v["launches_per_chunk"]} for g, v in sorted(groups.items())},
+        "top_kernels": [{"name": name[:160], "ms_per_chunk": round(sum(t) / chunks, 3),
+                         "calls_per_chunk": len(t) // chunks} for name, t in top],
+    }
+
+
 def fp8_error(torch, model, samplermod, args, lat_h, lat_w) -> dict:
     """Quantise the block linears to FP8 in place; report how far two chunks move from bf16.
 
@@ -343,7 +396,53 @@ def bench_decoders(torch, device, smoke: bool, lat_h: int, lat_w: int, chunks: i
             "first_chunk_frames": int(first.shape[1]),
             "frame_hw": [int(frames.shape[2]), int(frames.shape[3])],
         }
+        if name == "tae" and device.type == "cuda":
+            out["tae_variants"] = tae_variants(torch, model, latents, chunks, timer)
         del model, stream
+    return out
+
+
+def tae_variants(torch, model, latents, chunks: int, timer) -> dict:
+    """The TAE's per-chunk decode under cuDNN autotuning, channels-last weights and torch.compile
+    (each on a fresh stream, same latents), to choose how the engine runs it."""
+    import contextlib
+
+    def time_stream(decode, flags) -> float:
+        with flags():
+            for _ in range(3):  # warm-up: autotuning / compilation happen here
+                decode(latents)
+            times = []
+            for _ in range(chunks):
+                timer.sync()
+                a = timer.mark()
+                decode(latents)
+                b = timer.mark()
+                timer.sync()
+                times.append(timer.ms(a, b))
+        return median(times)
+
+    def tuned():
+        return torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=True)
+
+    out = {}
+    ref = model.decode_stream().decode_uint8(latents)
+    variants = {
+        "plain": (lambda: model.decode_stream().decode_uint8, contextlib.nullcontext),
+        "cudnn_benchmark": (lambda: model.decode_stream().decode_uint8, tuned),
+        "channels_last": (lambda: model.to(memory_format=torch.channels_last).decode_stream().decode_uint8, tuned),
+        "compiled": (lambda: torch.compile(model.to(memory_format=torch.contiguous_format).decode_stream().decode_uint8,
+                                           dynamic=False), tuned),
+    }
+    for name, (make, flags) in variants.items():
+        try:
+            decode = make()
+            first = decode(latents)
+            out[name] = {"decode_chunk_ms_p50": time_stream(decode, flags),
+                         "first_chunk_max_abs_diff": int((first.int() - ref.int()).abs().max())}
+        except Exception as exc:  # one variant failing keeps the others
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        print(json.dumps({"tae_variant": name, **out[name]}), flush=True)
+    model.to(memory_format=torch.contiguous_format)
     return out
 
 
@@ -400,6 +499,8 @@ def main(argv=None) -> int:
     parser.add_argument("--attention", default="", help='sparse routing settings as JSON, e.g. \'{"sparge_attention": true}\' (default dense SDPA)')
     parser.add_argument("--no-decode", action="store_true", help="skip the decode timing and the engine-loop (pipeline) runs")
     parser.add_argument("--decoders", default="tae,vae", help="decoders timed alone: comma list of tae, vae")
+    parser.add_argument("--profile", action="store_true",
+                        help="also break one steady-state chunk's GPU time down by kernel (torch.profiler; GPU only)")
     parser.add_argument("--long-run", action="store_true", help="also stream --long-run-frames latent frames")
     parser.add_argument("--long-run-frames", type=int, default=2000)
     args = parser.parse_args(argv)
