@@ -106,7 +106,7 @@ def timed_chunk(sampler, timer):
     return marks
 
 
-def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width, compile_mode):
+def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width, compile_mode, graphs=False):
     cfg = cfgmod.WanConfig.from_name(args.preset)
     dtype = getattr(torch, args.dtype)
     timer = Timer(torch, device)
@@ -119,6 +119,7 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     compile_s = None
     if compile_mode != "none":
         model.compile(mode=None if compile_mode == "default" else compile_mode, scope=args.compile_scope)
+    model.use_cuda_graphs(graphs)
     sampler = samplermod.StreamingSampler(model, steps=args.steps, seed=0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -190,6 +191,7 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
         "height": height,
         "width": width,
         "compile": compile_mode,
+        "cuda_graphs": graphs,
         "linear": args.linear,
         "fp8_vs_bf16": fp8,
         "tokens_per_frame": model.window.tokens_per_frame,
@@ -213,9 +215,9 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
         result["profile"] = profile_chunk(torch, sampler)
         print(json.dumps({"profile": result["profile"]}), flush=True)
     if not args.no_decode:
-        result["pipeline"] = bench_pipeline(torch, sampler, device, args, (text_a, text_b))
+        result["pipeline"] = bench_pipeline(torch, sampler, device, args, (text_a, text_b), compile_mode != "none")
         print(json.dumps({"pipeline": result["pipeline"]}), flush=True)
-        decoders = bench_decoders(torch, device, args.smoke, lat_h, lat_w, max(3, args.chunks // 2), timer,
+        decoders = bench_decoders(torch, device, args.smoke, compile_mode != "none", lat_h, lat_w, max(3, args.chunks // 2), timer,
                                   args.decoders.split(","))
         result["decode"] = decoders
         for name, d in decoders.items():
@@ -234,7 +236,7 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     return result
 
 
-def bench_pipeline(torch, sampler, device, args, texts) -> dict:
+def bench_pipeline(torch, sampler, device, args, texts, compiled: bool) -> dict:
     """The engine's own chunk loop (video/longlive/pipeline.py) with the TAE at this size,
     timed on the host as a viewer sees it: frames in CPU memory.
 
@@ -243,10 +245,9 @@ def bench_pipeline(torch, sampler, device, args, texts) -> dict:
     - `directive_to_frames_ms_<timing>`: from an idle GPU, a prompt switch until the changed
       chunk's frames are on the host, re-caching before the chunk or right after it.
     """
-    from comfyui_persona.video.decoders.taehv import build_taehv
     from comfyui_persona.video.longlive.pipeline import ChunkPipeline
 
-    tae = build_taehv(device, torch.float32 if args.smoke else torch.float16, "tiny" if args.smoke else "taew2.1")
+    tae = engine_tae(torch, device, args.smoke, compiled)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     out: dict = {}
     # Same session twice from the same seed, a switch in it: the side stream changes no frame.
@@ -361,17 +362,26 @@ def fp8_error(torch, model, samplermod, args, lat_h, lat_w) -> dict:
     return {"layers_fp8": replaced, "chunks": 2, "rel_l1": round(rel_l1, 5), "cosine": round(cosine, 6)}
 
 
-def bench_decoders(torch, device, smoke: bool, lat_h: int, lat_w: int, chunks: int, timer, names) -> dict:
+def engine_tae(torch, device, smoke: bool, compiled: bool):
+    """TAEW2.1 (random weights) as the engine runs it: fp16, compiled on a GPU when the DiT is."""
+    from comfyui_persona.video.decoders.taehv import build_taehv
+
+    tae = build_taehv(device, torch.float32 if smoke else torch.float16, "tiny" if smoke else "taew2.1")
+    if compiled and device.type == "cuda":
+        tae.compile()
+    return tae
+
+
+def bench_decoders(torch, device, smoke: bool, compiled: bool, lat_h: int, lat_w: int, chunks: int, timer, names) -> dict:
     """Streaming decode of one 3-latent-frame chunk with TAEW2.1 and the Wan VAE (H4b's
     video/decoders), random weights, random latents. Absent decoders are reported as such."""
     out = {}
     try:
-        from comfyui_persona.video.decoders.taehv import build_taehv
         from comfyui_persona.video.decoders.wan_vae import build_wan_vae
     except ImportError as exc:
         return {"error": f"video/decoders not importable: {exc}"}
     builders = {
-        "tae": lambda: build_taehv(device, torch.float32 if smoke else torch.float16, "tiny" if smoke else "taew2.1"),
+        "tae": lambda: engine_tae(torch, device, smoke, compiled),
         "vae": lambda: build_wan_vae(device, torch.float32 if smoke else torch.bfloat16, "tiny" if smoke else "wan2.1-vae"),
     }
     gen = torch.Generator(device=device).manual_seed(0)
@@ -397,52 +407,32 @@ def bench_decoders(torch, device, smoke: bool, lat_h: int, lat_w: int, chunks: i
             "frame_hw": [int(frames.shape[2]), int(frames.shape[3])],
         }
         if name == "tae" and device.type == "cuda":
-            out["tae_variants"] = tae_variants(torch, model, latents, chunks, timer)
+            out["tae_variants"] = tae_variants(torch, device, latents, chunks, timer)
         del model, stream
     return out
 
 
-def tae_variants(torch, model, latents, chunks: int, timer) -> dict:
-    """The TAE's per-chunk decode under cuDNN autotuning, channels-last weights and torch.compile
-    (each on a fresh stream, same latents), to choose how the engine runs it."""
-    import contextlib
-
-    def time_stream(decode, flags) -> float:
-        with flags():
-            for _ in range(3):  # warm-up: autotuning / compilation happen here
-                decode(latents)
-            times = []
-            for _ in range(chunks):
-                timer.sync()
-                a = timer.mark()
-                decode(latents)
-                b = timer.mark()
-                timer.sync()
-                times.append(timer.ms(a, b))
-        return median(times)
-
-    def tuned():
-        return torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=True)
-
-    out = {}
-    ref = model.decode_stream().decode_uint8(latents)
-    variants = {
-        "plain": (lambda: model.decode_stream().decode_uint8, contextlib.nullcontext),
-        "cudnn_benchmark": (lambda: model.decode_stream().decode_uint8, tuned),
-        "channels_last": (lambda: model.to(memory_format=torch.channels_last).decode_stream().decode_uint8, tuned),
-        "compiled": (lambda: torch.compile(model.to(memory_format=torch.contiguous_format).decode_stream().decode_uint8,
-                                           dynamic=False), tuned),
-    }
-    for name, (make, flags) in variants.items():
-        try:
-            decode = make()
-            first = decode(latents)
-            out[name] = {"decode_chunk_ms_p50": time_stream(decode, flags),
-                         "first_chunk_max_abs_diff": int((first.int() - ref.int()).abs().max())}
-        except Exception as exc:  # one variant failing keeps the others
-            out[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
-        print(json.dumps({"tae_variant": name, **out[name]}), flush=True)
-    model.to(memory_format=torch.contiguous_format)
+def tae_variants(torch, device, latents, chunks: int, timer) -> dict:
+    """The TAE's per-chunk decode plain and compiled (`TAEHV.compile`), fresh streams, same
+    latents, and how far the compiled frames are from the plain ones (uint8 levels).
+    (cuDNN autotuning and channels-last weights were measured once and lost: 15.07 and 23.6 ms
+    against 15.14 plain, benchmarks/results/longlive-h100-2026-11-25-profile.json.)"""
+    out, frames = {}, {}
+    for name, compiled in (("plain", False), ("compiled", True)):
+        stream = engine_tae(torch, device, False, compiled).decode_stream()
+        frames[name] = stream.decode_uint8(latents)
+        for _ in range(3):  # warm-up: compilation happens here
+            stream.decode_uint8(latents)
+        times = []
+        for _ in range(chunks):
+            timer.sync()
+            a = timer.mark()
+            stream.decode_uint8(latents)
+            b = timer.mark()
+            timer.sync()
+            times.append(timer.ms(a, b))
+        out[name] = {"decode_chunk_ms_p50": median(times)}
+    out["compiled"]["first_chunk_max_abs_diff"] = int((frames["compiled"].int() - frames["plain"].int()).abs().max())
     return out
 
 
@@ -488,6 +478,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="480x832,320x576", help="HxW list")
     parser.add_argument("--compile", default="none",
                         help="comma list of: none, default, max-autotune-no-cudagraphs, reduce-overhead")
+    parser.add_argument("--cuda-graphs", default="on", choices=["off", "on", "both"],
+                        help="replay each pass as a CUDA graph (the engine's default on a GPU); both: one run each")
     parser.add_argument("--compile-scope", default="blocks", choices=["blocks", "model"],
                         help="compile one block reused by all layers (fast to compile) or the whole chunk forward")
     parser.add_argument("--chunks", type=int, default=20, help="timed chunks per size")
@@ -547,6 +539,7 @@ def main(argv=None) -> int:
                 "sizes": args.sizes,
                 "compile": args.compile,
                 "compile_scope": args.compile_scope,
+                "cuda_graphs": args.cuda_graphs,
                 "chunks_timed": args.chunks,
                 "weights": "random (meta -> to_empty -> seeded init)",
                 "attention": args.attention or "dense SDPA (DenseRouter)",
@@ -560,29 +553,31 @@ def main(argv=None) -> int:
         }
         out.write_text(json.dumps(record, indent=2) + "\n")
 
+    graph_settings = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graphs]
+    runs = [(mode.strip(), graphs, size) for mode in args.compile.split(",") for graphs in graph_settings
+            for size in args.sizes.split(",")]
     with torch.inference_mode():
-        for mode in args.compile.split(","):
-            for size in args.sizes.split(","):
-                h, w = (int(v) for v in size.lower().split("x"))
-                try:
-                    res = bench_size(torch, cfgmod, modelmod, samplermod, args, device, h, w, mode.strip())
-                except Exception as exc:  # keep the other runs' numbers; say what failed
-                    if args.smoke:
-                        raise
-                    import traceback
+        for mode, graphs, size in runs:
+            h, w = (int(v) for v in size.lower().split("x"))
+            try:
+                res = bench_size(torch, cfgmod, modelmod, samplermod, args, device, h, w, mode, graphs)
+            except Exception as exc:  # keep the other runs' numbers; say what failed
+                if args.smoke:
+                    raise
+                import traceback
 
-                    traceback.print_exc()
-                    res = {"height": h, "width": w, "compile": mode, "error": f"{type(exc).__name__}: {exc}"[:2000]}
-                finally:
-                    if mode.strip() != "none":
-                        import torch._dynamo
+                traceback.print_exc()
+                res = {"height": h, "width": w, "compile": mode, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+            finally:
+                if mode.strip() != "none":
+                    import torch._dynamo
 
-                        torch._dynamo.reset()
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                print(json.dumps(res), flush=True)
-                results.append(res)
-                write()
+                    torch._dynamo.reset()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            print(json.dumps(res), flush=True)
+            results.append(res)
+            write()
     print(f"wrote {out}")
     return 0
 

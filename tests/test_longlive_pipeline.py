@@ -104,3 +104,25 @@ def test_side_stream_decode_gives_the_frames_of_the_plain_loop_on_cuda(recache):
     expected, got, _, _ = run_both(recache, device="cuda", overlap=True)
     for e, g in zip(expected, got, strict=True):
         assert (e.int() - g.int()).abs().max() <= 1  # same kernels, other stream: at most rounding
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@torch.no_grad()
+@pytest.mark.parametrize("recache", ["before", "after"])
+def test_cuda_graph_replay_gives_the_frames_and_cache_of_the_plain_passes(recache):
+    """Every pass replayed from a captured graph (fill levels, ring positions, re-caches):
+    same frames and cache as launching the kernels one by one."""
+    a, b = prompts("cuda")
+    script = [a, "chunk", "chunk", "chunk", b, "chunk", a, "chunk", "chunk", b, "chunk", "chunk"]
+    runs = []
+    for graphs in (False, True):
+        sampler = tiny_sampler("cuda")
+        sampler.model.use_cuda_graphs(graphs)
+        pipeline = ChunkPipeline(sampler, tiny_taehv().to("cuda").decode_stream(), recache=recache)
+        runs.append((pipeline_loop(pipeline, script), sampler.model))
+    (plain, plain_model), (replayed, graph_model) = runs
+    assert len(graph_model._graphs) >= 4, "passes were not captured"
+    for i, (e, g) in enumerate(zip(plain, replayed, strict=True)):
+        assert (e.int() - g.int()).abs().max() <= 1, f"chunk {i}"
+    torch.testing.assert_close(graph_model.cache_k, plain_model.cache_k, atol=1e-3, rtol=1e-3)

@@ -119,6 +119,21 @@ def test_stream_gives_uint8_frames_9_then_12():
     assert first.dtype == torch.uint8
 
 
+def test_uint8_frames_are_the_float_decode_rounded_and_compiling_keeps_them():
+    """decode_uint8 (the engine's path, compiled on a GPU) = decode() * 255 rounded, chunk by
+    chunk with the stream's memory threaded through the compiled function."""
+    model = _perturbed_tiny()
+    z = torch.randn(1, 16, 9, 2, 3, generator=torch.Generator().manual_seed(4))
+    chunks = [z[:, :, i : i + 3] for i in range(0, 9, 3)]
+    plain = model.decode_stream()
+    expected = [(plain.decode(c).float() * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1) for c in chunks]
+    uint8 = model.decode_stream()
+    assert all(torch.equal(uint8.decode_uint8(c), e) for c, e in zip(chunks, expected, strict=True))
+    model.compile(backend="eager")
+    compiled = model.decode_stream()
+    assert all(torch.equal(compiled.decode_uint8(c), e) for c, e in zip(chunks, expected, strict=True))
+
+
 def test_encoder_runs_on_released_structure():
     model = tiny_taehv()
     latents = model.encode(torch.rand(1, 3, 8, 16, 24))

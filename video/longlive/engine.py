@@ -326,6 +326,7 @@ def _load_from_models_dir(settings, models_dir):
         quantize_blocks_fp8(model)  # after the LoRA merge: quantise the final weights
     if settings.compile:
         model.compile()
+    model.use_cuda_graphs(settings.cuda_graphs)  # acts on a CUDA device only
     umt5 = load_umt5(paths["umt5.encoder"], device, dtype)
     if umt5.config.d_model != cfg.text_dim:
         raise RenderError(
@@ -335,6 +336,8 @@ def _load_from_models_dir(settings, models_dir):
     encoder = UMT5TextEncoder(umt5, load_tokenizer(paths["umt5.tokenizer"]), text_len=cfg.text_len)
     load = load_taehv if settings.decoder == "tae" else load_wan_vae
     decoder = load(decoder_path, device=device, dtype=_decoder_dtype(device, settings.decoder))
+    if settings.compile and device == "cuda" and settings.decoder == "tae":
+        decoder.compile()
     return model, encoder, decoder
 
 

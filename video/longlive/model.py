@@ -22,6 +22,7 @@ Streaming design (what differs from the reference code, and why):
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ from torch import nn
 
 from ..attention import AttentionRouter, DenseRouter
 from .config import WanConfig
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- precision policy
 
@@ -388,6 +391,18 @@ class Head(nn.Module):
         return self.head(h.flatten(1, 2).to(self.head.weight.dtype))
 
 
+@dataclass
+class _CapturedPass:
+    """One recorded pass: copy inputs into `x`/`t`, replay, read `out`. Holds `plan` so its
+    id (part of the key) is never reused."""
+
+    graph: torch.cuda.CUDAGraph
+    x: torch.Tensor
+    t: torch.Tensor
+    out: torch.Tensor
+    plan: ChunkPlan
+
+
 # --------------------------------------------------------------------------- model
 
 
@@ -406,6 +421,8 @@ class CausalWanModel(nn.Module):
         self.head = Head(cfg)
         self.router: AttentionRouter = DenseRouter()
         self.window: KVWindow | None = None
+        self._graphs: dict[tuple, _CapturedPass] | None = None  # see use_cuda_graphs
+        self._graph_pool = None
 
     def set_router(self, router: AttentionRouter) -> None:
         """Switch attention routing (dense / sparse...), e.g. from `video.attention.make_router`."""
@@ -429,6 +446,7 @@ class CausalWanModel(nn.Module):
         self.text_k = torch.zeros(text_shape, device=device, dtype=dtype)
         self.text_v = torch.zeros(text_shape, device=device, dtype=dtype)
         self.window = KVWindow(cfg, *self.grid, device)
+        self._forget_graphs()  # they read the old buffers
 
     @torch.no_grad()
     def begin_chunk(self) -> ChunkPlan:
@@ -508,6 +526,8 @@ class CausalWanModel(nn.Module):
         if hasattr(self.router, "set_query_position"):  # ring cache: own keys are not always last
             self.router.set_query_position(plan.own_start)
         attn_fns = tuple(self.router.select(i, timestep_hint, refresh) for i in range(len(self.blocks)))
+        if self._graphs is not None and x.is_cuda and isinstance(self.router, DenseRouter):
+            return self._replay(x, t, plan, attn_fns)
         return self._chunk_impl(x, t, plan, attn_fns)
 
     def _chunk_eager(self, x: torch.Tensor, t: torch.Tensor, plan: ChunkPlan, attn_fns: tuple) -> torch.Tensor:
@@ -550,6 +570,61 @@ class CausalWanModel(nn.Module):
             )
         else:
             raise ValueError(f"compile scope must be 'blocks' or 'model', got {scope!r}")
+        self._forget_graphs()  # captured with the old code
+
+    # ---- CUDA graphs ----------------------------------------------------------------------
+
+    def use_cuda_graphs(self, enabled: bool = True) -> None:
+        """Replay each distinct pass as one CUDA graph (on a CUDA device, with dense attention).
+
+        Why: a pass is ~1,100 kernel launches; at 480×832 on an H100 the host could not issue
+        them as fast as the GPU ran them, leaving it idle ~11 % of a chunk (34 of 300 ms,
+        benchmarks/results/longlive-h100-2026-11-25-profile.json). A graph is one launch.
+        torch.compile's own "reduce-overhead" mode cannot do this here: the block writes the
+        KV cache in place, and its cudagraph trees skip functions that mutate their inputs.
+
+        One graph per (chunk plan, attention functions, input shape): a session meets a few
+        dozen (the window's fill levels, its ring positions, the re-cache plans), each
+        captured the first time it runs, all in one memory pool (never two at once). The
+        graphs read the cache, text K/V and weights in place, so prompt switches, resets and
+        re-caches need no new capture; new buffers (`setup_caches`), `compile` and weight
+        changes (call this again) drop them. Sparse routers keep the plain path: their
+        kernels build masks per call.
+        """
+        self._graphs = {} if enabled else None
+
+    def _forget_graphs(self) -> None:
+        if self._graphs is not None:
+            self._graphs = {}
+
+    def _replay(self, x: torch.Tensor, t: torch.Tensor, plan: ChunkPlan, attn_fns: tuple) -> torch.Tensor:
+        key = (id(plan), attn_fns, tuple(x.shape), x.dtype, tuple(t.shape))
+        captured = self._graphs.get(key)
+        if captured is None:
+            try:
+                captured = self._capture(x, t, plan, attn_fns)
+            except Exception:  # a kernel that cannot be captured: keep working, say so once
+                log.warning("CUDA graph capture failed; LongLive runs without CUDA graphs", exc_info=True)
+                self._graphs = None
+                return self._chunk_impl(x, t, plan, attn_fns)
+            self._graphs[key] = captured
+        captured.x.copy_(x)
+        captured.t.copy_(t)
+        captured.graph.replay()
+        return captured.out.clone()  # the next replay of this graph overwrites `out`
+
+    def _capture(self, x: torch.Tensor, t: torch.Tensor, plan: ChunkPlan, attn_fns: tuple) -> _CapturedPass:
+        """Run the pass once (compiles, initialises kernels; writes the K/V the replay rewrites
+        identically), then record it."""
+        static_x, static_t = x.clone(), t.clone()
+        self._chunk_impl(static_x, static_t, plan, attn_fns)
+        if self._graph_pool is None:
+            self._graph_pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: CUDA work of other threads (text encoding, decode) may go on meanwhile.
+        with torch.cuda.graph(graph, pool=self._graph_pool, capture_error_mode="thread_local"):
+            out = self._chunk_impl(static_x, static_t, plan, attn_fns)
+        return _CapturedPass(graph, static_x, static_t, out, plan)
 
     # ---- reference: whole sequence at once ------------------------------------------------
 

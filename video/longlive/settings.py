@@ -72,6 +72,12 @@ class LongLiveSettings(BaseModel):
         "prompt less closely). video/longlive/pipeline.py.",
         json_schema_extra=_ui(9, load=False, component="select"),
     )
+    cuda_graphs: bool = Field(
+        True,
+        description="On a GPU, replay each DiT pass as one CUDA graph instead of ~1,100 kernel launches "
+        "(video/longlive/model.py use_cuda_graphs); falls back, with a warning, if capture fails.",
+        json_schema_extra=_ui(10, load=True),
+    )
 
     @model_validator(mode="after")
     def _window_holds_sink(self) -> LongLiveSettings:
