@@ -2,7 +2,6 @@
 
     python3 benchmarks/attention.py --out benchmarks/results          # GPU, full run (~5 min)
     python3 benchmarks/attention.py --smoke --out /tmp/x              # CPU, seconds (a test runs it)
-    python3 benchmarks/attention.py --wheels .whl --only sdpa_cudnn,cudnn_fp8 --no-engine   # FP8 only
 
 Needs torch only (the package's video/attention is loaded by file path, no pydantic), so it
 runs with the GPU machine's own python3. Shapes: one LongLive chunk of 3 latent frames
@@ -276,12 +275,7 @@ def run(args) -> dict:
         record["metrics"][shape_name]["dense_bf16_vs_fp32"] = {"cosine": cos, "rel_l1": l1}
         del ref32
 
-        def wanted(name) -> bool:
-            return not args.only or name == "dense_default" or name.startswith(tuple(args.only.split(",")))
-
         def case(name, fn, *, density=None, extra=None):
-            if not wanted(name):
-                return
             if over_budget():
                 record["skipped"].append(f"{shape_name}/{name}: time budget {args.budget_s}s spent")
                 return
@@ -306,8 +300,6 @@ def run(args) -> dict:
             for kernel in ("cudnn", "flash", "efficient"):
                 case(f"sdpa_{kernel}", lambda kernel=kernel: dense_mod.sdpa_with(kernel)(q, k, v))
         for backend in ("sage", "sparge", "sage3"):
-            if not wanted(backend):
-                continue
             why = attn.explain(attn.AttentionBackend(backend), q, k, v)
             if why:
                 record["skipped"].append(f"{shape_name}/{backend}: {'; '.join(why)}")
@@ -319,8 +311,6 @@ def run(args) -> dict:
                     continue
                 kernel = dispatch._kernel(attn.AttentionBackend(backend), None)
                 case(backend, lambda kernel=kernel: kernel(q, k, v))
-        if wanted("cudnn_fp8"):
-            fp8_cases(shape_name, q, k, v, case)
 
         # block-sparse settings
         blocks = {} if not args.smoke else {"block_q": 16, "block_k": 16}  # smoke: several tiny blocks
@@ -346,8 +336,6 @@ def run(args) -> dict:
         if on_gpu:
             settings["flex_topk0.5_partialblocks_ownchunk"] = P(topk=0.5, sink_tokens=sink, full_blocks=False)
         for name, params in settings.items():
-            if not wanted(name):
-                continue
             try:
                 block_map = sparse_mod.build_block_map(q, k, params)
                 density = sparse_mod.block_map_density(block_map, q_len, k_len, params)
@@ -378,7 +366,7 @@ def run(args) -> dict:
                     "mask_total_ms_p50": build["time_ms_p50"] + to_mask["time_ms_p50"],
                 },
             )
-        if not args.smoke and "sparge" not in " ".join(record["skipped"]) and wanted("spargeattn"):
+        if not args.smoke and "sparge" not in " ".join(record["skipped"]):
             for topk in (0.2, 0.5):
                 params = P(topk=topk, sink_tokens=sink)
                 case(
@@ -386,7 +374,7 @@ def run(args) -> dict:
                     lambda params=params: attn.attention(q, k, v, backend="sparge", params=params),
                 )
         # the mask builder compiled, for the default setting (eager cost above is the upper bound)
-        if on_gpu and not over_budget() and wanted("mask_build_compiled"):
+        if on_gpu and not over_budget():
             params = P(topk=0.5, sink_tokens=sink)
             try:
                 built = torch.compile(sparse_mod.build_block_map, dynamic=False)
@@ -398,43 +386,6 @@ def run(args) -> dict:
                     "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
                 }
             save()
-
-    def fp8_cases(shape_name, q, k, v, case):
-        """cuDNN FP8 attention (cudnn_fp8.py): with its quantisation, on pre-quantised inputs,
-        with K smoothing, and the whole call under torch.compile (the engine's setting)."""
-        backend = attn.AttentionBackend.CUDNN_FP8
-        why = attn.explain(backend, q, k, v)
-        if why:
-            record["skipped"].append(f"{shape_name}/cudnn_fp8: {'; '.join(why)}")
-            return
-        fp8 = importlib.import_module("_persona_video.attention.cudnn_fp8")
-        # the start-up self-check; a failure is recorded but the cases still run, so the
-        # error rows say what went wrong with the real shapes
-        try:
-            dispatch.check_backend(backend, q, k, v)
-        except attn.BackendUnavailableError as exc:
-            record["skipped"].append(f"{shape_name}/cudnn_fp8 self-check: {exc}")
-        o_format = (
-            "e4m3, dequantised after" if fp8._fp8_output(q.device) else str(q.dtype).removeprefix("torch.")
-        )
-        extra = {"o_format": o_format}
-        case("cudnn_fp8", lambda: fp8.cudnn_fp8_attention(q, k, v), extra=extra)
-        try:
-            quantised = (*fp8.quantize_e4m3(q), *fp8.quantize_e4m3(k), *fp8.quantize_e4m3(v))
-        except Exception as exc:
-            record["skipped"].append(f"{shape_name}/cudnn_fp8_kernel_only: {type(exc).__name__}: {exc}")
-        else:
-            q8, dq, k8, dk, v8, dv = quantised
-            case(
-                "cudnn_fp8_kernel_only",
-                lambda: fp8.cudnn_fp8_attention_quantized(q8, k8, v8, dq, dk, dv, q.dtype),
-                extra={**extra, "note": "inputs pre-quantised; O dequantise (Hopper) still timed"},
-            )
-            del quantised, q8, k8, v8
-        case("cudnn_fp8_smoothk", lambda: fp8.cudnn_fp8_attention(q, k, v, smooth_k=True), extra=extra)
-        compiled_fp8 = torch.compile(fp8.cudnn_fp8_attention, fullgraph=True, dynamic=False)
-        case("cudnn_fp8_compiled", lambda: compiled_fp8(q, k, v), extra=extra)
-        record["metrics"][shape_name]["cudnn_fp8_graphs"] = len(fp8._PLANS)
 
     for shape_name, (grid, q_frames) in shapes.items():
         if args.skip_kernels:
@@ -625,10 +576,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--wheels", help="folder of wheels to pip-install offline first (optional kernels)")
     parser.add_argument("--table", help="print the markdown results table of this result file and exit")
-    parser.add_argument(
-        "--only",
-        help="comma-separated case-name prefixes to run (e.g. cudnn_fp8,sdpa_cudnn); dense_default always runs",
-    )
     args = parser.parse_args(argv)
     if args.table:
         print(markdown_table(args.table))

@@ -7,8 +7,7 @@ The model asks a router once per layer and denoising step which function to use
 Backends (`AttentionBackend`): dense SDPA (always there; cuDNN, then FlashAttention on CUDA),
 block-sparse on FlexAttention (`sparse.py`, SpargeAttn's selection), and three optional
 third-party kernels used only when installed and the card fits: SageAttention (`sage`),
-SpargeAttn's own kernels (`sparge`), SageAttention3 FP4 (`sage3`, Blackwell only) and cuDNN's
-fused FP8 attention through the cuDNN frontend (`cudnn_fp8`, Hopper and B200: `cudnn_fp8.py`).
+SpargeAttn's own kernels (`sparge`) and SageAttention3 FP4 (`sage3`, Blackwell only).
 Each optional backend explains a mismatch (device, dtype, head_dim, card) with
 `BackendUnavailableError` and must pass a self-check against dense on first use.
 """
@@ -22,7 +21,7 @@ from typing import Protocol
 
 import torch
 
-from . import cudnn_fp8, sage, spargeattn
+from . import sage, spargeattn
 from .dense import dense_attention
 from .selfcheck import self_check
 from .sparse import BlockSparseParams, block_sparse_attention
@@ -39,7 +38,6 @@ class AttentionBackend(str, Enum):
     SAGE = "sage"
     SPARGE = "sparge"
     SAGE3 = "sage3"
-    CUDNN_FP8 = "cudnn_fp8"
 
 
 class BackendUnavailableError(RuntimeError):
@@ -76,7 +74,6 @@ _CHECKS: dict[AttentionBackend, tuple[Callable[[], str | None], Callable[..., li
     AttentionBackend.SAGE: (sage.sage_missing, sage.sage_constraints),
     AttentionBackend.SPARGE: (spargeattn.sparge_missing, spargeattn.sparge_constraints),
     AttentionBackend.SAGE3: (sage.sage3_missing, sage.sage3_constraints),
-    AttentionBackend.CUDNN_FP8: (cudnn_fp8.cudnn_fp8_missing, cudnn_fp8.cudnn_fp8_constraints),
 }
 
 
@@ -114,8 +111,6 @@ def _kernel(backend: AttentionBackend, params: BlockSparseParams | None) -> Atte
         return functools.partial(spargeattn.sparge_attention, params=params or BlockSparseParams())
     if backend is AttentionBackend.SAGE3:
         return sage.sage3_attention
-    if backend is AttentionBackend.CUDNN_FP8:
-        return cudnn_fp8.cudnn_fp8_attention
     raise ValueError(f"unknown attention backend {backend!r}")
 
 
