@@ -51,3 +51,24 @@ def test_quantize_blocks_replaces_every_per_pass_linear_and_keeps_the_forward_cl
     assert replaced == len(FP8_BLOCK_LINEARS) * cfg.num_layers
     assert quantize_blocks_fp8(model) == 0  # idempotent
     assert 0 < _rel(out, ref) < 0.1
+
+
+def test_a_fused_qkv_quantises_as_one_layer_with_the_same_numbers():
+    """Per-output-channel weight scales and per-token input scales: quantising q, k, v
+    stacked gives the values of quantising them apart."""
+    cfg = WanConfig.from_name("tiny")
+    x = torch.randn(1, cfg.in_dim, 3, 8, 8)
+    t = torch.tensor([500.0])
+    context = torch.randn(1, cfg.text_len, cfg.text_dim)
+    outs = []
+    for fuse in (False, True):
+        torch.manual_seed(0)
+        model = init_random_(CausalWanModel(cfg)).eval()
+        if fuse:
+            model.fuse_qkv()
+        replaced = quantize_blocks_fp8(model)
+        assert replaced == (len(FP8_BLOCK_LINEARS) - 2 * fuse) * cfg.num_layers
+        with torch.no_grad():
+            outs.append(model.forward_full(x, t, context))
+    assert isinstance(model.blocks[0].self_attn.qkv, Fp8Linear)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)

@@ -24,14 +24,16 @@ def chunks(n: int, seed: int = 5) -> list[torch.Tensor]:
     return [torch.randn(1, 4, 3, LAT_H, LAT_W, generator=gen) for _ in range(n)]
 
 
-def stream_clean(model: CausalWanModel, clean: list[torch.Tensor], text: torch.Tensor) -> list[torch.Tensor]:
-    """Write clean chunks into the cache with refresh passes (t = 0); returns their outputs."""
+def stream_clean(model: CausalWanModel, clean: list[torch.Tensor], text: torch.Tensor, *,
+                 refresh: bool = True) -> list[torch.Tensor | None]:
+    """Write clean chunks into the cache at t = 0: with refresh passes (K/V only, no output)
+    or with full passes (their outputs returned)."""
     model.setup_caches(1, LAT_H, LAT_W)
     model.set_prompt(text)
     outs = []
     for c in clean:
         plan = model.begin_chunk()
-        outs.append(model.forward_chunk(c, torch.zeros(1), plan, refresh=True))
+        outs.append(model.forward_chunk(c, torch.zeros(1), plan, refresh=refresh))
         model.window.commit(plan)
     return outs
 
@@ -41,14 +43,40 @@ def per_frame_t(n_clean_chunks: int, t: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def test_cached_chunks_equal_full_block_causal_forward():
+@pytest.mark.parametrize("refresh", [False, True], ids=["full-passes", "refresh-passes"])
+def test_cached_chunks_equal_full_block_causal_forward(refresh):
+    """Every chunk's output equals the whole-clip block-causal forward. Refresh passes return
+    nothing and stop the last block once its K/V are written: the chunk after them still
+    matches, so every layer's K/V (the last one's included) were written in full."""
     model, text = tiny(), torch.randn(1, 5, 24)
     clean, noisy = chunks(3), chunks(1, seed=9)[0]
-    outs = stream_clean(model, clean, text)
+    outs = stream_clean(model, clean, text, refresh=refresh)
     plan = model.begin_chunk()
     last = model.forward_chunk(noisy, torch.tensor([833.3]), plan)
     full = model.forward_full(torch.cat(clean + [noisy], dim=2), per_frame_t(3, 833.3), text, block_causal=True)
-    torch.testing.assert_close(torch.cat(outs + [last], dim=2), full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last, full[:, :, -3:], rtol=1e-5, atol=1e-5)
+    if refresh:
+        assert outs == [None, None, None]
+    else:
+        torch.testing.assert_close(torch.cat(outs, dim=2), full[:, :, :-3], rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_fused_qkv_gives_the_same_passes():
+    """`fuse_qkv` (one stacked linear) changes no output and no cached key/value."""
+    text, clean, noisy = torch.randn(1, 5, 24), chunks(3), chunks(1, seed=9)[0]
+    results = []
+    for fuse in (False, True):
+        model = tiny()
+        if fuse:
+            for block in model.blocks:
+                block.self_attn.fuse_qkv()
+            assert not hasattr(model.blocks[0].self_attn, "q")
+        stream_clean(model, clean, text)
+        last = model.forward_chunk(noisy, torch.tensor([625.0]), model.begin_chunk())
+        results.append((last, model.cache_k.clone(), model.cache_v.clone()))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 @torch.no_grad()

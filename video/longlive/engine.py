@@ -320,6 +320,7 @@ def _load_from_models_dir(settings, models_dir):
     model = load_generator(generator, cfg)
     merge_lora(model, read_lora_state(paths["longlive.lora"]))
     model = cast_for_inference(model.to(device), dtype).eval()
+    model.fuse_qkv()  # after the LoRA merge, which names q, k, v
     if settings.linear_precision == "fp8":
         from .fp8 import quantize_blocks_fp8
 

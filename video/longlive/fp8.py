@@ -34,6 +34,7 @@ FP8_BLOCK_LINEARS: tuple[str, ...] = (
     "ffn.0",
     "ffn.2",
 )
+_QKV = ("self_attn.q", "self_attn.k", "self_attn.v")
 
 
 class Fp8Linear(nn.Module):
@@ -81,11 +82,15 @@ def quantize_blocks_fp8(model: nn.Module, names: tuple[str, ...] = FP8_BLOCK_LIN
     """Replace the per-pass linears of every block of `model` by `Fp8Linear`, in place.
 
     Call after the weights are loaded (and any LoRA merged): the state dict of a quantised
-    model no longer has the checkpoint's layout. Returns the number of layers replaced.
+    model no longer has the checkpoint's layout. A fused q/k/v (`CausalWanModel.fuse_qkv`)
+    is quantised as one layer: its per-output-channel scales are the three layers' own.
+    Returns the number of layers replaced.
     """
     replaced = 0
     for block in model.blocks:
         for name in names:
+            if name in _QKV and hasattr(block.self_attn, "qkv"):  # fused (model.fuse_qkv): one layer
+                name = "self_attn.qkv"
             parent_name, _, child = name.rpartition(".")
             parent = block.get_submodule(parent_name)
             layer = getattr(parent, child) if not child.isdigit() else parent[int(child)]

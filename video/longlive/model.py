@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import AttentionRouter, DenseRouter
+from ..attention import AttentionRouter, DenseRouter, dense_attention
 from .config import WanConfig
 
 log = logging.getLogger(__name__)
@@ -284,17 +284,39 @@ class _AttentionWeights(nn.Module):
 class SelfAttention(_AttentionWeights):
     """Causal self-attention over the KV window (or over a whole sequence, for the reference)."""
 
-    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        q = self._split(self.norm_q(self.q(x)))
-        k = self._split(self.norm_k(self.k(x)))
-        v = self._split(self.v(x))
-        return q, k, v
+    def fuse_qkv(self) -> None:
+        """Replace q, k, v by one linear `qkv` with their weights stacked (same maths, one GEMM
+        of 3×dim outputs instead of three of dim: fuller waves on the GPU, fewer launches).
+        After loading and any LoRA merge: the checkpoint and LoRA name q, k, v."""
+        if hasattr(self, "qkv"):
+            return
+        parts = (self.q, self.k, self.v)
+        fused = nn.Linear(self.q.in_features, 3 * self.q.out_features, device=self.q.weight.device,
+                          dtype=self.q.weight.dtype)
+        with torch.no_grad():
+            fused.weight.copy_(torch.cat([p.weight for p in parts]))
+            fused.bias.copy_(torch.cat([p.bias for p in parts]))
+        self.qkv = fused
+        del self.q, self.k, self.v
 
-    def forward_cached(self, x, cache_k, cache_v, plan: ChunkPlan, attn_fn) -> torch.Tensor:
-        q, k, v = self.qkv(x)
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if hasattr(self, "qkv"):
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+        else:
+            q, k, v = self.q(x), self.k(x), self.v(x)
+        return self._split(self.norm_q(q)), self._split(self.norm_k(k)), self._split(v)
+
+    def write_kv(self, x, cache_k, cache_v, plan: ChunkPlan) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project x, write its rotated keys and values to the plan's cache rows; return q
+        (rotated) and the keys/values the chunk attends to."""
+        q, k, v = self.project(x)
         q = apply_rope(q, plan.q_cos, plan.q_sin).to(cache_k.dtype)
         cache_k.index_copy_(2, plan.write_index, apply_rope(k, plan.q_cos, plan.q_sin).to(cache_k.dtype))
         cache_v.index_copy_(2, plan.write_index, v.to(cache_v.dtype))
+        return q, cache_k, cache_v
+
+    def forward_cached(self, x, cache_k, cache_v, plan: ChunkPlan, attn_fn) -> torch.Tensor:
+        q, cache_k, cache_v = self.write_kv(x, cache_k, cache_v, plan)
         if plan.read_index is None:
             keys, values = cache_k[:, :, : plan.n_valid], cache_v[:, :, : plan.n_valid]
         else:
@@ -303,7 +325,7 @@ class SelfAttention(_AttentionWeights):
         return self.o(out.transpose(1, 2).flatten(2).to(x.dtype))
 
     def forward_full(self, x, cos, sin, mask: torch.Tensor | None) -> torch.Tensor:
-        q, k, v = self.qkv(x)
+        q, k, v = self.project(x)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o(out.transpose(1, 2).flatten(2))
@@ -317,7 +339,7 @@ class CrossAttention(_AttentionWeights):
 
     def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         q = self._split(self.norm_q(self.q(x)))
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = dense_attention(q, k, v)  # cuDNN first: plain SDPA picked FlashAttention-2 here
         return self.o(out.transpose(1, 2).flatten(2))
 
 
@@ -369,6 +391,13 @@ class Block(nn.Module):
         y = self.self_attn.forward_cached(h, cache_k, cache_v, plan, attn_fn)
         return self._after_self_attn(x, y, mods, text_k, text_v)
 
+    def write_kv_stream(self, x, e, cache_k, cache_v, plan: ChunkPlan) -> None:
+        """Only what `forward_stream` writes to the cache: the last block of a refresh pass,
+        whose output nothing reads (saves one block's attention, cross-attention and FFN)."""
+        mods = self._modulation(e)
+        h = self._modulate(self.norm1(x), mods[0], mods[1]).to(self.ffn[0].weight.dtype)
+        self.self_attn.write_kv(h, cache_k, cache_v, plan)
+
     def forward_full(self, x, e, text_k, text_v, cos, sin, mask) -> torch.Tensor:
         mods = self._modulation(e)
         h = self._modulate(self.norm1(x), mods[0], mods[1]).to(self.ffn[0].weight.dtype)
@@ -399,7 +428,7 @@ class _CapturedPass:
     graph: torch.cuda.CUDAGraph
     x: torch.Tensor
     t: torch.Tensor
-    out: torch.Tensor
+    out: torch.Tensor | None  # None for a refresh pass
     plan: ChunkPlan
 
 
@@ -515,11 +544,13 @@ class CausalWanModel(nn.Module):
     # ---- streaming ------------------------------------------------------------------------
 
     def forward_chunk(self, x: torch.Tensor, t: torch.Tensor, plan: ChunkPlan, *, refresh: bool = False,
-                      timestep_hint: float = 0.0) -> torch.Tensor:
+                      timestep_hint: float = 0.0) -> torch.Tensor | None:
         """Flow prediction for one chunk (B, C, f, H, W) at timestep t (B,), writing its K/V.
 
         The chunk's keys/values go into the rows named by `plan`; a later call with the same
         plan (the next denoising step, then the clean refresh pass) overwrites them.
+        `refresh`: the clean pass, run only for the K/V it writes: returns None, and the last
+        block stops once its K/V are written.
         `timestep_hint` is a host float for the attention router, which is asked here,
         outside the compiled region, so the compiled graph never specialises on floats.
         """
@@ -527,15 +558,20 @@ class CausalWanModel(nn.Module):
             self.router.set_query_position(plan.own_start)
         attn_fns = tuple(self.router.select(i, timestep_hint, refresh) for i in range(len(self.blocks)))
         if self._graphs is not None and x.is_cuda and isinstance(self.router, DenseRouter):
-            return self._replay(x, t, plan, attn_fns)
-        return self._chunk_impl(x, t, plan, attn_fns)
+            return self._replay(x, t, plan, attn_fns, refresh)
+        return self._chunk_impl(x, t, plan, attn_fns, refresh)
 
-    def _chunk_eager(self, x: torch.Tensor, t: torch.Tensor, plan: ChunkPlan, attn_fns: tuple) -> torch.Tensor:
+    def _chunk_eager(self, x: torch.Tensor, t: torch.Tensor, plan: ChunkPlan, attn_fns: tuple,
+                     refresh: bool = False) -> torch.Tensor | None:
         frames = x.shape[2]
         tokens = self.patchify(x)
         e, e0 = self.embed_time(t[:, None])
         block_fn = self._block_fn
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
+            if refresh and i == last:
+                self._kv_fn(block, tokens, e0, self.cache_k[i], self.cache_v[i], plan)
+                return None
             tokens = block_fn(
                 block, tokens, e0, self.text_k[i], self.text_v[i], self.cache_k[i], self.cache_v[i], plan, attn_fns[i]
             )
@@ -543,9 +579,11 @@ class CausalWanModel(nn.Module):
 
     _chunk_impl = _chunk_eager
     _block_fn = staticmethod(Block.forward_stream)
+    _kv_fn = staticmethod(Block.write_kv_stream)
 
     def compile(
-        self, mode: str | None = None, *, scope: str = "blocks", backend: str = "inductor", fullgraph: bool = False
+        self, mode: str | None = None, *, scope: str = "blocks", backend: str = "inductor", fullgraph: bool = False,
+        options: dict | None = None,
     ) -> None:
         """torch.compile the streaming path (an explicit call: importing compiles nothing).
 
@@ -553,7 +591,8 @@ class CausalWanModel(nn.Module):
         30 blocks: compile time is one block's, per distinct cache fill level (the window's
         warm-up chunks and the re-cache reads). scope "model" compiles the whole per-chunk
         forward (one graph per fill level; longer to compile, fewer launches).
-        mode: None (inductor default), "max-autotune-no-cudagraphs", "reduce-overhead".
+        mode: None (inductor default), "max-autotune-no-cudagraphs", "reduce-overhead"; or
+        `options`, Inductor settings instead of a mode (e.g. {"triton.multi_kernel": 1}).
         `backend`/`fullgraph` are torch.compile's (tests trace with backend "eager",
         fullgraph=True to prove the block has no graph breaks without paying for codegen).
         """
@@ -561,25 +600,36 @@ class CausalWanModel(nn.Module):
 
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         if scope == "blocks":
-            self._block_fn = torch.compile(
-                Block.forward_stream, mode=mode, dynamic=False, backend=backend, fullgraph=fullgraph
+            self._block_fn, self._kv_fn = (
+                torch.compile(fn, mode=mode, dynamic=False, backend=backend, fullgraph=fullgraph, options=options)
+                for fn in (Block.forward_stream, Block.write_kv_stream)
             )
         elif scope == "model":
             self._chunk_impl = torch.compile(
-                self._chunk_eager, mode=mode, dynamic=False, backend=backend, fullgraph=fullgraph
+                self._chunk_eager, mode=mode, dynamic=False, backend=backend, fullgraph=fullgraph, options=options
             )
         else:
             raise ValueError(f"compile scope must be 'blocks' or 'model', got {scope!r}")
         self._forget_graphs()  # captured with the old code
+
+    def fuse_qkv(self) -> None:
+        """Stack every block's q/k/v into one linear (`SelfAttention.fuse_qkv`): same outputs,
+        one GEMM instead of three per block and pass. After loading and any LoRA merge."""
+        for block in self.blocks:
+            block.self_attn.fuse_qkv()
+        self._forget_graphs()
 
     # ---- CUDA graphs ----------------------------------------------------------------------
 
     def use_cuda_graphs(self, enabled: bool = True) -> None:
         """Replay each distinct pass as one CUDA graph (on a CUDA device, with dense attention).
 
-        Why: a pass is ~1,100 kernel launches; at 480×832 on an H100 the host could not issue
-        them as fast as the GPU ran them, leaving it idle ~11 % of a chunk (34 of 300 ms,
-        benchmarks/results/longlive-h100-2026-11-25-profile.json). A graph is one launch.
+        Why: a pass is ~1,100 kernel launches. Streaming back to back, the host stays ahead of
+        the GPU and a graph changes little (480×832 on an H100: 297.6 vs 299.3 ms a chunk);
+        but a directive finds the GPU idle, and then the GPU waits for the host to issue the
+        passes one kernel at a time: directive → changed frames went from 359 to 308 ms
+        ("after" re-cache timing) and from 444 to 414 ms ("before") with graphs
+        (benchmarks/results/longlive-h100-2026-11-25-graphs.json). A graph is one launch.
         torch.compile's own "reduce-overhead" mode cannot do this here: the block writes the
         KV cache in place, and its cudagraph trees skip functions that mutate their inputs.
 
@@ -597,33 +647,36 @@ class CausalWanModel(nn.Module):
         if self._graphs is not None:
             self._graphs = {}
 
-    def _replay(self, x: torch.Tensor, t: torch.Tensor, plan: ChunkPlan, attn_fns: tuple) -> torch.Tensor:
-        key = (id(plan), attn_fns, tuple(x.shape), x.dtype, tuple(t.shape))
+    def _replay(self, x: torch.Tensor, t: torch.Tensor, plan: ChunkPlan, attn_fns: tuple,
+                refresh: bool) -> torch.Tensor | None:
+        key = (id(plan), attn_fns, refresh, tuple(x.shape), x.dtype, tuple(t.shape))
         captured = self._graphs.get(key)
         if captured is None:
             try:
-                captured = self._capture(x, t, plan, attn_fns)
+                captured = self._capture(x, t, plan, attn_fns, refresh)
             except Exception:  # a kernel that cannot be captured: keep working, say so once
                 log.warning("CUDA graph capture failed; LongLive runs without CUDA graphs", exc_info=True)
                 self._graphs = None
-                return self._chunk_impl(x, t, plan, attn_fns)
+                return self._chunk_impl(x, t, plan, attn_fns, refresh)
             self._graphs[key] = captured
         captured.x.copy_(x)
         captured.t.copy_(t)
         captured.graph.replay()
-        return captured.out.clone()  # the next replay of this graph overwrites `out`
+        # The next replay of this graph overwrites `out`.
+        return None if captured.out is None else captured.out.clone()
 
-    def _capture(self, x: torch.Tensor, t: torch.Tensor, plan: ChunkPlan, attn_fns: tuple) -> _CapturedPass:
+    def _capture(self, x: torch.Tensor, t: torch.Tensor, plan: ChunkPlan, attn_fns: tuple,
+                 refresh: bool) -> _CapturedPass:
         """Run the pass once (compiles, initialises kernels; writes the K/V the replay rewrites
         identically), then record it."""
         static_x, static_t = x.clone(), t.clone()
-        self._chunk_impl(static_x, static_t, plan, attn_fns)
+        self._chunk_impl(static_x, static_t, plan, attn_fns, refresh)
         if self._graph_pool is None:
             self._graph_pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         # thread_local: CUDA work of other threads (text encoding, decode) may go on meanwhile.
         with torch.cuda.graph(graph, pool=self._graph_pool, capture_error_mode="thread_local"):
-            out = self._chunk_impl(static_x, static_t, plan, attn_fns)
+            out = self._chunk_impl(static_x, static_t, plan, attn_fns, refresh)
         return _CapturedPass(graph, static_x, static_t, out, plan)
 
     # ---- reference: whole sequence at once ------------------------------------------------

@@ -74,8 +74,9 @@ class LongLiveSettings(BaseModel):
     )
     cuda_graphs: bool = Field(
         True,
-        description="On a GPU, replay each DiT pass as one CUDA graph instead of ~1,100 kernel launches "
-        "(video/longlive/model.py use_cuda_graphs); falls back, with a warning, if capture fails.",
+        description="On a GPU, replay each DiT pass as one CUDA graph instead of ~1,100 kernel launches: "
+        "a directive's chunk starts without waiting for the host (video/longlive/model.py use_cuda_graphs); "
+        "falls back, with a warning, if capture fails.",
         json_schema_extra=_ui(10, load=True),
     )
 
