@@ -265,9 +265,9 @@ class PersonaLongLiveSampler:
                                         "on it (its VAE latents fill the KV sink). Overrides the composer's."}),
                 "prompt_switch_recache": (
                     ["before", "after"],
-                    {"default": "before", "tooltip": "When a new directive re-caches the context window: before "
-                     "the next chunk (LongLive's order), or right after it (the change shows sooner; that first "
-                     "chunk follows the new prompt less closely). Changes apply between chunks."},
+                    {"default": "after", "tooltip": "When a new directive re-caches the context window: right "
+                     "after its first chunk (default: the change shows sooner; that first chunk follows the new "
+                     "prompt less closely), or before it (LongLive's order). Changes apply between chunks."},
                 ),
             },
         }
@@ -280,7 +280,7 @@ class PersonaLongLiveSampler:
                seed: int, steps: int, attention: str, sparse_topk: float, sparse_cdf_threshold: float,
                sparse_timestep_threshold: float, prompt: PromptStyle | None = None,
                transition: TransitionStyle | None = None, identity: IdentityValue | None = None,
-               prompt_switch_recache: str = "before") -> tuple:
+               prompt_switch_recache: str = "after") -> tuple:
         session = current_store().get(session_id)
         transition = transition or TransitionStyle()
         routing = _attention_settings(attention, sparse_topk, sparse_cdf_threshold, sparse_timestep_threshold)

@@ -155,11 +155,11 @@ def test_recache_timing_is_a_live_sampler_setting(engine) -> None:
     store = SessionStore()
     _render(engine, "timing", WAVE, store)
     backend = store.get("timing").peek("renderer").backend
-    assert backend.pipeline.recache == "before"
+    assert backend.pipeline.recache == "after"  # the default
     nod = DirectivePlan(turn=2, directives=(ActionDirective(action="nod", expression="smile", intensity=0.5),))
-    _render(engine, "timing", nod, store, prompt_switch_recache="after")
+    _render(engine, "timing", nod, store, prompt_switch_recache="before")
     same = store.get("timing").peek("renderer").backend
-    assert same is backend and backend.pipeline.recache == "after"  # no restart, no reload
+    assert same is backend and backend.pipeline.recache == "before"  # no restart, no reload
 
 
 def test_loader_offers_fp8_block_linears(tiny_set) -> None:

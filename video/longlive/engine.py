@@ -81,7 +81,7 @@ class LongLiveBackend:
         self.blend_chunks = blend_chunks
         self.spec: SessionSpec | None = None
         # When a prompt switch re-caches the window: before the next chunk, or right after it.
-        self.set_recache_timing(recache or (settings.prompt_switch_recache if settings is not None else "before"))
+        self.set_recache_timing(recache or (settings.prompt_switch_recache if settings is not None else "after"))
         if attention is None:  # only what differs from dense: an empty dict keeps the plain DenseRouter
             attention = settings.attention.model_dump(exclude_defaults=True) if settings else {}
         self.attention = attention

@@ -25,6 +25,10 @@ text), and re-caches right after it, queued behind its decode: the change shows 
 chunk after it reads a re-cached window as with "before". The price is a first changed chunk
 that follows the new prompt less closely (LongLive's "no re-cache" behaviour for one chunk);
 with the conditioning blender that chunk is a partial step toward the new prompt anyway.
+"after" is the default: a directive is what the viewer waits for (480×832 on an H100:
+284 ms from a switch to the changed frames on the host, 397 ms with "before";
+benchmarks/results/longlive-h100-2026-11-25-final.json). How much less closely that first
+chunk follows its prompt needs the released weights to judge; none are here.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ RecacheTiming = Literal["before", "after"]
 class ChunkPipeline:
     """Sampler + streaming decoder: `next_frames()` gives uint8 (T, H, W, 3) frames on the CPU."""
 
-    def __init__(self, sampler: StreamingSampler, decoder, *, recache: RecacheTiming = "before",
+    def __init__(self, sampler: StreamingSampler, decoder, *, recache: RecacheTiming = "after",
                  overlap: bool = True) -> None:
         """`decoder`: a decode stream (`video.decoders.streaming.open_stream`).
         `overlap`: decode on a side stream beside the refresh pass (CUDA only)."""

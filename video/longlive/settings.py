@@ -66,10 +66,11 @@ class LongLiveSettings(BaseModel):
         json_schema_extra=_ui(8, load=True, component="select"),
     )
     prompt_switch_recache: Literal["before", "after"] = Field(
-        "before",
-        description="When a prompt switch re-caches the KV window: before the next chunk (LongLive's order), or "
-        "after it, queued behind its decode (the change shows one re-cache sooner; that first chunk follows the new "
-        "prompt less closely). video/longlive/pipeline.py.",
+        "after",
+        description="When a prompt switch re-caches the KV window: after the first changed chunk, queued behind "
+        "its decode (default: the change shows one re-cache sooner, 284 vs 397 ms at 480x832 on an H100; that "
+        "first chunk follows the new prompt less closely), or before it (LongLive's order). "
+        "video/longlive/pipeline.py.",
         json_schema_extra=_ui(9, load=False, component="select"),
     )
     cuda_graphs: bool = Field(
