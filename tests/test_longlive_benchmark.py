@@ -10,7 +10,7 @@ from paths import REPO
 def test_benchmark_smoke_writes_result_json(tmp_path):
     out = tmp_path / "longlive.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "longlive.py"), "--smoke", "--long-run", "--out", str(out)],
+        [sys.executable, str(REPO / "benchmarks" / "longlive.py"), "--smoke", "--long-run", "--profile", "--out", str(out)],
         capture_output=True, text=True, timeout=240, env={"PERSONA_COMMIT": "test", "OMP_NUM_THREADS": "1", "PATH": ""},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -26,3 +26,6 @@ def test_benchmark_smoke_writes_result_json(tmp_path):
     assert pipeline["fps_video_sequential"] > 0 and pipeline["fps_video_overlapped"] > 0
     assert pipeline["directive_to_frames_ms_before_p50"] > 0 and pipeline["directive_to_frames_ms_after_p50"] > 0
     assert pipeline["overlap_max_abs_diff"] == 0  # the side stream changes no frame
+    profile = run["profile"]  # on CPU: nested ops, but the grouping code path runs
+    assert profile["gpu_busy_ms_per_chunk"] > 0 and profile["top_kernels"]
+    assert "attention" in profile["groups"]

@@ -112,7 +112,8 @@ def test_side_stream_decode_gives_the_frames_of_the_plain_loop_on_cuda(recache):
 @pytest.mark.parametrize("recache", ["before", "after"])
 def test_cuda_graph_replay_gives_the_frames_and_cache_of_the_plain_passes(recache):
     """Every pass replayed from a captured graph (fill levels, ring positions, re-caches):
-    same frames and cache as launching the kernels one by one."""
+    same frames and cache as launching the kernels one by one, and a second session of the
+    same size replays the graphs of the first."""
     a, b = prompts("cuda")
     script = [a, "chunk", "chunk", "chunk", b, "chunk", a, "chunk", "chunk", b, "chunk", "chunk"]
     runs = []
@@ -120,9 +121,17 @@ def test_cuda_graph_replay_gives_the_frames_and_cache_of_the_plain_passes(recach
         sampler = tiny_sampler("cuda")
         sampler.model.use_cuda_graphs(graphs)
         pipeline = ChunkPipeline(sampler, tiny_taehv().to("cuda").decode_stream(), recache=recache)
-        runs.append((pipeline_loop(pipeline, script), sampler.model))
-    (plain, plain_model), (replayed, graph_model) = runs
-    assert len(graph_model._graphs) >= 4, "passes were not captured"
-    for i, (e, g) in enumerate(zip(plain, replayed, strict=True)):
+        frames = pipeline_loop(pipeline, script)
+        captured = dict(sampler.model._graphs or {})
+        sampler.start(LAT_H, LAT_W)  # a second session of the same size: replays, no new capture
+        again = pipeline_loop(ChunkPipeline(sampler, tiny_taehv().to("cuda").decode_stream(), recache=recache), script)
+        runs.append((frames, again, sampler.model, captured))
+    (plain, plain_again, plain_model, _), (replayed, replayed_again, graph_model, captured) = runs
+    assert graph_model._graphs is not None, "CUDA graph capture failed (see the logged warning)"
+    assert len(captured) >= 4, "passes were not captured"
+    kept = graph_model._graphs.keys() == captured.keys() and all(graph_model._graphs[k] is v for k, v in captured.items())
+    assert kept, "the second session captured again instead of replaying"
+    for i, (e, g) in enumerate(zip(plain + plain_again, replayed + replayed_again, strict=True)):
         assert (e.int() - g.int()).abs().max() <= 1, f"chunk {i}"
     torch.testing.assert_close(graph_model.cache_k, plain_model.cache_k, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(graph_model.cache_v, plain_model.cache_v, atol=1e-3, rtol=1e-3)

@@ -229,3 +229,24 @@ def test_deferred_refresh_gives_the_same_frames_and_cache_through_prompt_switche
     for a, b in zip(eager, deferred, strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=0)
     torch.testing.assert_close(deferred_cache, eager_cache, rtol=0, atol=0)
+
+
+@torch.no_grad()
+def test_a_new_session_of_the_same_size_keeps_the_buffers_and_plans_and_empties_the_cache():
+    """A new session (setup_caches again, same size) reuses the cache buffers and the chunk
+    plans, which CUDA graphs are keyed on and read, and starts from an empty window; another
+    size gets new ones."""
+    sampler = StreamingSampler(tiny(), seed=3)
+    sampler.start(LAT_H, LAT_W)
+    sampler.set_prompt(torch.randn(1, 5, 24))
+    first = [sampler.next_chunk() for _ in range(2)]
+    model = sampler.model
+    buffers, plan = model.cache_k.data_ptr(), model.window.next_plan()
+    sampler.start(LAT_H, LAT_W)
+    assert model.cache_k.data_ptr() == buffers and model.window.chunks_written == 0
+    assert not model.cache_k.any() and not model.cache_v.any()
+    again = [sampler.next_chunk() for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))  # same seed, empty start
+    assert model.window.next_plan() is plan  # the same plan object: graph keys stay valid
+    sampler.start(LAT_H, LAT_W + 2)
+    assert model.cache_k.data_ptr() != buffers and model.window.next_plan() is not plan

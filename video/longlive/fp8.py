@@ -84,7 +84,8 @@ def quantize_blocks_fp8(model: nn.Module, names: tuple[str, ...] = FP8_BLOCK_LIN
     Call after the weights are loaded (and any LoRA merged): the state dict of a quantised
     model no longer has the checkpoint's layout. A fused q/k/v (`CausalWanModel.fuse_qkv`)
     is quantised as one layer: its per-output-channel scales are the three layers' own.
-    Returns the number of layers replaced.
+    Returns the number of layers replaced. (Naming any of q, k, v quantises all three once
+    they are fused.) Captured CUDA graphs are dropped: they read the old weights.
     """
     replaced = 0
     for block in model.blocks:
@@ -104,4 +105,6 @@ def quantize_blocks_fp8(model: nn.Module, names: tuple[str, ...] = FP8_BLOCK_LIN
             else:
                 setattr(parent, child, fp8)
             replaced += 1
+    if replaced and hasattr(model, "drop_cuda_graphs"):
+        model.drop_cuda_graphs()
     return replaced

@@ -450,6 +450,7 @@ class CausalWanModel(nn.Module):
         self.head = Head(cfg)
         self.router: AttentionRouter = DenseRouter()
         self.window: KVWindow | None = None
+        self._cache_key: tuple | None = None  # (batch, grid, dtype, device) of the buffers
         self._graphs: dict[tuple, _CapturedPass] | None = None  # see use_cuda_graphs
         self._graph_pool = None
 
@@ -460,12 +461,21 @@ class CausalWanModel(nn.Module):
     # ---- caches ---------------------------------------------------------------------------
 
     def setup_caches(self, batch: int, latent_h: int, latent_w: int, dtype: torch.dtype | None = None) -> None:
-        """Allocate the KV window, text K/V buffers and RoPE tables once for a frame size."""
+        """Allocate the KV window, text K/V buffers and RoPE tables once for a frame size.
+
+        Called again with the same size, batch and dtype (a new session), it only empties the
+        cache: the buffers, the window's chunk plans and any captured CUDA graphs are kept.
+        """
         cfg = self.cfg
         device = self.patch_embedding.weight.device
         dtype = dtype or self.blocks[0].ffn[0].weight.dtype
         _, ph, pw = cfg.patch_size
         self.grid = (latent_h // ph, latent_w // pw)
+        key = (batch, self.grid, dtype, device)
+        if self.window is not None and key == self._cache_key:
+            self.reset_caches()
+            return
+        self._cache_key = key
         tokens = cfg.local_attn_size * self.grid[0] * self.grid[1]
         shape = (cfg.num_layers, batch, cfg.num_heads, tokens, cfg.head_dim)
         text_shape = (cfg.num_layers, batch, cfg.num_heads, cfg.text_len, cfg.head_dim)
@@ -475,7 +485,7 @@ class CausalWanModel(nn.Module):
         self.text_k = torch.zeros(text_shape, device=device, dtype=dtype)
         self.text_v = torch.zeros(text_shape, device=device, dtype=dtype)
         self.window = KVWindow(cfg, *self.grid, device)
-        self._forget_graphs()  # they read the old buffers
+        self.drop_cuda_graphs()  # they read the old buffers
 
     @torch.no_grad()
     def begin_chunk(self) -> ChunkPlan:
@@ -610,26 +620,28 @@ class CausalWanModel(nn.Module):
             )
         else:
             raise ValueError(f"compile scope must be 'blocks' or 'model', got {scope!r}")
-        self._forget_graphs()  # captured with the old code
+        self.drop_cuda_graphs()  # captured with the old code
 
     def fuse_qkv(self) -> None:
         """Stack every block's q/k/v into one linear (`SelfAttention.fuse_qkv`): same outputs,
         one GEMM instead of three per block and pass. After loading and any LoRA merge."""
         for block in self.blocks:
             block.self_attn.fuse_qkv()
-        self._forget_graphs()
+        self.drop_cuda_graphs()
 
     # ---- CUDA graphs ----------------------------------------------------------------------
 
     def use_cuda_graphs(self, enabled: bool = True) -> None:
         """Replay each distinct pass as one CUDA graph (on a CUDA device, with dense attention).
 
-        Why: a pass is ~1,100 kernel launches. Streaming back to back, the host stays ahead of
-        the GPU and a graph changes little (480×832 on an H100: 297.6 vs 299.3 ms a chunk);
-        but a directive finds the GPU idle, and then the GPU waits for the host to issue the
-        passes one kernel at a time: directive → changed frames went from 359 to 308 ms
-        ("after" re-cache timing) and from 444 to 414 ms ("before") with graphs
-        (benchmarks/results/longlive-h100-2026-11-25-graphs.json). A graph is one launch.
+        Why: a pass is ~1,100 kernel launches, a re-cache three passes. The GPU time of a chunk
+        hardly changes (480×832 on an H100: 297.6 vs 299.3 ms), but the host's does: after a
+        chunk's frames are on the host, `ChunkPipeline` still issues the refresh pass or the
+        re-cache before it returns, and with graphs that is a few launches instead of
+        thousands. Directive → changed frames on the host went from 359 to 308 ms ("after"
+        re-cache timing) and from 444 to 414 ms ("before")
+        (benchmarks/results/longlive-h100-2026-11-25-graphs.json). Paths without graphs
+        (sparse routers, `cuda_graphs=False`, a failed capture) still pay that host time.
         torch.compile's own "reduce-overhead" mode cannot do this here: the block writes the
         KV cache in place, and its cudagraph trees skip functions that mutate their inputs.
 
@@ -643,7 +655,9 @@ class CausalWanModel(nn.Module):
         """
         self._graphs = {} if enabled else None
 
-    def _forget_graphs(self) -> None:
+    def drop_cuda_graphs(self) -> None:
+        """Forget captured graphs (they read the buffers and weights they were captured with);
+        passes are captured again as they come."""
         if self._graphs is not None:
             self._graphs = {}
 
@@ -652,10 +666,8 @@ class CausalWanModel(nn.Module):
         key = (id(plan), attn_fns, refresh, tuple(x.shape), x.dtype, tuple(t.shape))
         captured = self._graphs.get(key)
         if captured is None:
-            try:
-                captured = self._capture(x, t, plan, attn_fns, refresh)
-            except Exception:  # a kernel that cannot be captured: keep working, say so once
-                log.warning("CUDA graph capture failed; LongLive runs without CUDA graphs", exc_info=True)
+            captured = self._capture(x, t, plan, attn_fns, refresh)
+            if captured is None:  # a kernel that cannot be captured: keep working without graphs
                 self._graphs = None
                 return self._chunk_impl(x, t, plan, attn_fns, refresh)
             self._graphs[key] = captured
@@ -666,17 +678,23 @@ class CausalWanModel(nn.Module):
         return None if captured.out is None else captured.out.clone()
 
     def _capture(self, x: torch.Tensor, t: torch.Tensor, plan: ChunkPlan, attn_fns: tuple,
-                 refresh: bool) -> _CapturedPass:
+                 refresh: bool) -> _CapturedPass | None:
         """Run the pass once (compiles, initialises kernels; writes the K/V the replay rewrites
-        identically), then record it."""
+        identically), then record it. None, with a warning, when the capture fails."""
         static_x, static_t = x.clone(), t.clone()
-        self._chunk_impl(static_x, static_t, plan, attn_fns, refresh)
+        self._chunk_impl(static_x, static_t, plan, attn_fns, refresh)  # errors here are real ones
         if self._graph_pool is None:
             self._graph_pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        # thread_local: CUDA work of other threads (text encoding, decode) may go on meanwhile.
-        with torch.cuda.graph(graph, pool=self._graph_pool, capture_error_mode="thread_local"):
-            out = self._chunk_impl(static_x, static_t, plan, attn_fns, refresh)
+        stream = torch.cuda.current_stream(x.device)
+        try:
+            # thread_local: CUDA work of other threads (text encoding, decode) may go on meanwhile.
+            with torch.cuda.graph(graph, pool=self._graph_pool, capture_error_mode="thread_local"):
+                out = self._chunk_impl(static_x, static_t, plan, attn_fns, refresh)
+        except Exception:
+            torch.cuda.set_stream(stream)  # a failed capture_end skips restoring it
+            log.warning("CUDA graph capture failed; LongLive runs without CUDA graphs", exc_info=True)
+            return None
         return _CapturedPass(graph, static_x, static_t, out, plan)
 
     # ---- reference: whole sequence at once ------------------------------------------------

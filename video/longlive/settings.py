@@ -69,7 +69,8 @@ class LongLiveSettings(BaseModel):
     prompt_switch_recache: Literal["before", "after"] = Field(
         "after",
         description="When a prompt switch re-caches the KV window: after the first changed chunk, queued behind "
-        "its decode (default: the change shows one re-cache sooner, 284 vs 397 ms at 480x832 on an H100; that "
+        "its decode (default: the change shows one re-cache sooner, 284 vs 397 ms at 480x832 on an H100, FP8 "
+        "and compiled; that "
         "first chunk follows the new prompt less closely), or before it (LongLive's order). "
         "video/longlive/pipeline.py.",
         json_schema_extra=_ui(9, load=False, component="select"),
@@ -77,7 +78,7 @@ class LongLiveSettings(BaseModel):
     cuda_graphs: bool = Field(
         True,
         description="On a GPU, replay each DiT pass as one CUDA graph instead of ~1,100 kernel launches: "
-        "a directive's chunk starts without waiting for the host (video/longlive/model.py use_cuda_graphs); "
+        "the host gets a directive's frames ~50 ms sooner (video/longlive/model.py use_cuda_graphs); "
         "falls back, with a warning, if capture fails.",
         json_schema_extra=_ui(10, load=True),
     )
