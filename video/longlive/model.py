@@ -306,7 +306,7 @@ class SelfAttention(_AttentionWeights):
             q, k, v = self.q(x), self.k(x), self.v(x)
         return self._split(self.norm_q(q)), self._split(self.norm_k(k)), self._split(v)
 
-    def write_kv(self, x, cache_k, cache_v, plan: ChunkPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    def write_kv(self, x, cache_k, cache_v, plan: ChunkPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Project x, write its rotated keys and values to the plan's cache rows; return q
         (rotated) and the keys/values the chunk attends to."""
         q, k, v = self.project(x)
@@ -645,13 +645,13 @@ class CausalWanModel(nn.Module):
         torch.compile's own "reduce-overhead" mode cannot do this here: the block writes the
         KV cache in place, and its cudagraph trees skip functions that mutate their inputs.
 
-        One graph per (chunk plan, attention functions, input shape): a session meets a few
-        dozen (the window's fill levels, its ring positions, the re-cache plans), each
-        captured the first time it runs, all in one memory pool (never two at once). The
-        graphs read the cache, text K/V and weights in place, so prompt switches, resets and
-        re-caches need no new capture; new buffers (`setup_caches`), `compile` and weight
-        changes (call this again) drop them. Sparse routers keep the plain path: their
-        kernels build masks per call.
+        One graph per (chunk plan, attention functions, refresh or not, input shape): a session
+        meets a few dozen (the window's fill levels, its ring positions, the re-cache plans),
+        each captured the first time it runs, all in one memory pool (never two at once). The
+        graphs read the cache, text K/V and weights in place, so prompt switches, resets,
+        re-caches and later sessions of the same size need no new capture; new buffers (another
+        size), `compile`, `fuse_qkv` and FP8 quantisation drop them. Sparse routers keep the
+        plain path: their kernels build masks per call.
         """
         self._graphs = {} if enabled else None
 
