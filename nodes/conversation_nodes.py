@@ -11,6 +11,7 @@ Classic ComfyUI node API (no ComfyUI import). Per-turn nodes take a `turn` numbe
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from typing import Any
@@ -88,6 +89,19 @@ class PersonaCardLoader:
         from ..persona.library import load_persona
 
         return (load_persona(persona_id),)
+
+    @classmethod
+    def IS_CHANGED(cls, persona_id: str, **_: Any) -> Any:
+        """The same id keeps ComfyUI's cached persona, whose reference image lives in the card
+        asset cache, which prunes what goes unused: looking the card up again here writes a
+        pruned image back at the same path (`PersonaLibrary.get_card`), so the cached output
+        stays valid. A card that fails to load is left for `load` to report."""
+        from ..persona.card_formats import CardError
+        from ..persona.library import load_persona
+
+        with contextlib.suppress(CardError, KeyError):
+            load_persona(persona_id)
+        return persona_id
 
 
 class PersonaConversationTurn:

@@ -32,6 +32,17 @@ failure mid-stream. Export writes the card's own spelling back (`Appearance.card
 never the cache's path, unless the target container needs another spelling to find the
 same picture; a container that cannot carry it is a `CardReferenceError`, not a card that
 would lose its picture on the way back in (`dump_card`).
+
+That cache is bounded: the headless service takes card uploads from anyone it lets in, and
+every new image would otherwise stay on its disk forever. Reusing a file marks it used
+(its mtime), and each new file prunes the folder: files unused for `CARD_ASSET_MAX_AGE_DAYS`
+go, then the least recently used until the folder is under `CARD_ASSET_MAX_MB` (both read
+from PERSONA_CARD_ASSETS_MAX_DAYS / PERSONA_CARD_ASSETS_MAX_MB, 0 turning a bound off).
+Nothing used in the last 15 minutes (`_IN_USE_SECONDS`) goes: a session reads its
+reference soon after its card resolved it. A path pruned later is made again by resolving
+the card again
+(`resolve_reference` goes from the card's own spelling and its kept assets, and names the
+file by its bytes, so the path is the same).
 """
 
 from __future__ import annotations
@@ -43,11 +54,13 @@ import copy
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import stat
 import struct
 import tempfile
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field, replace
@@ -59,6 +72,10 @@ from pydantic import ValidationError
 from .card import Appearance, Persona
 
 __all__ = [
+    "CARD_ASSET_MAX_AGE_DAYS",
+    "CARD_ASSET_MAX_MB",
+    "ENV_ASSET_MAX_DAYS",
+    "ENV_ASSET_MAX_MB",
     "EXTENSION_KEY",
     "MAX_CARD_JSON_BYTES",
     "MAX_CHARX_BYTES",
@@ -81,6 +98,7 @@ __all__ = [
     "card_to_persona",
     "PNG_IMAGE_ASSET",
     "REFERENCE_FIELD",
+    "card_asset_bounds",
     "card_asset_dir",
     "dump_card",
     "portrait_png",
@@ -110,6 +128,14 @@ MAX_REFERENCE_PIXELS = 64_000_000
 #: The image formats a reference may be (Pillow names). Only these parsers ever see a card's
 #: bytes: Pillow knows dozens of formats, and some (EPS) hand the file to Ghostscript.
 REFERENCE_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
+#: The asset cache's bounds (environment: `ENV_ASSET_MAX_DAYS`, `ENV_ASSET_MAX_MB`; 0 turns one
+#: off). A month keeps the images of every card in use (each load marks its file used); 256 MiB
+#: holds hundreds of photo-sized references (a phone JPEG is 2-5 MB, a card's PNG less) and
+#: is small beside the model files the same machine keeps.
+CARD_ASSET_MAX_AGE_DAYS = 30.0
+CARD_ASSET_MAX_MB = 256.0
+ENV_ASSET_MAX_DAYS = "PERSONA_CARD_ASSETS_MAX_DAYS"
+ENV_ASSET_MAX_MB = "PERSONA_CARD_ASSETS_MAX_MB"
 
 CardFormat = Literal["json", "png", "charx"]
 CardSpec = Literal["v2", "v3"]
@@ -124,6 +150,15 @@ _ID_CLEAN = re.compile(r"[^a-z0-9_-]+")
 _DEFAULT_URI = "ccdefault:"  # V3: "the default asset of this type" (a PNG card's own image)
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # 2+ letters: a drive (C:) is a path
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
+# The asset cache's own names: `<sha256><suffix>` and `_cached_asset`'s mkstemp temporaries.
+# Pruning touches nothing else in the folder.
+_CACHE_NAME = re.compile(r"^[0-9a-f]{64}(\.[a-z0-9]{1,8})?$")
+_TEMP_NAME = re.compile(r"^\.[0-9a-f]{16}\.[A-Za-z0-9_]+\.tmp$")
+# A file used this recently is never pruned: the session that just resolved it has yet to open
+# it (a cold start loads and compiles the model first).
+_IN_USE_SECONDS = 15 * 60
+# A temporary this old belongs to a writer that died (a live one renames it within a second).
+_STALE_TEMP_SECONDS = 60 * 60
 #: Where a look's reference image sits in a card (named in `CardReferenceError` messages).
 REFERENCE_FIELD = f"data.extensions.{EXTENSION_KEY}.appearance.reference_image"
 
@@ -398,7 +433,7 @@ def card_asset_dir() -> Path:
     user cache ($PERSONA_CACHE_DIR, else $XDG_CACHE_HOME/comfyui-persona, else
     ~/.cache/comfyui-persona). A cache, not the library: card folders may be read-only
     (the built-ins, a shared PERSONA_DIR), an upload has no folder, and every file here
-    can be made again from its card."""
+    can be made again from its card, which is why it may be pruned (`card_asset_bounds`)."""
     from .embedding import cache_dir  # the project's one cache location (imports numpy: only here)
 
     return cache_dir() / "card-assets"
@@ -570,7 +605,9 @@ def _holds(path: Path, digest: str) -> bool:
 
 def _cached_asset(blob: bytes, suffix: str, where: str) -> Path:
     """A file holding `blob`, named by its SHA-256: written once, then reused while it still
-    holds those bytes (a damaged or planted file, or a link, is replaced, not trusted)."""
+    holds those bytes (a damaged or planted file, or a link, is replaced, not trusted).
+    Reuse marks the file used; a new file prunes the folder (`card_asset_bounds`)."""
+    max_age, max_bytes = card_asset_bounds()  # a misconfiguration is named before anything is written
     digest = hashlib.sha256(blob).hexdigest()
     folder = card_asset_dir()
     name = f"{digest}{suffix if _SUFFIX.match(suffix) else ''}"
@@ -578,6 +615,8 @@ def _cached_asset(blob: bytes, suffix: str, where: str) -> Path:
         folder = folder.resolve()
         path = folder / name
         if _holds(path, digest):
+            with contextlib.suppress(OSError):  # a read-only shared cache: still usable, just not marked
+                os.utime(path)
             return path
         folder.mkdir(parents=True, exist_ok=True)
         # Another thread or process may write the same file: each writes its own temporary,
@@ -597,7 +636,84 @@ def _cached_asset(blob: bytes, suffix: str, where: str) -> Path:
             f"{where}: cannot write the card's image to {folder} ({error.strerror or error}); "
             "set PERSONA_CACHE_DIR to a writable folder"
         ) from None
+    _prune(folder, keep=name, max_age=max_age, max_bytes=max_bytes)
     return path
+
+
+def _bound(variable: str, default: float, unit: str) -> float:
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"{variable} must be a number of {unit}, 0 or more (0: no limit), not {text!r}; "
+            f"unset it for the default ({default:g})"
+        )
+    return value
+
+
+def card_asset_bounds() -> tuple[float, int]:
+    """(max age in seconds, max total bytes) of `card_asset_dir()`, each 0 for no limit: the
+    module defaults, or PERSONA_CARD_ASSETS_MAX_DAYS / PERSONA_CARD_ASSETS_MAX_MB (MiB). A
+    value that is not a number ≥ 0 raises `ValueError` naming the variable."""
+    days = _bound(ENV_ASSET_MAX_DAYS, CARD_ASSET_MAX_AGE_DAYS, "days")
+    megabytes = _bound(ENV_ASSET_MAX_MB, CARD_ASSET_MAX_MB, "MiB")
+    return days * 86400.0, int(megabytes * 1024 * 1024)
+
+
+def _prune(folder: Path, *, keep: str, max_age: float, max_bytes: int) -> None:
+    """Delete cache files unused for longer than `max_age` seconds, then the least recently
+    used until the folder's files total at most `max_bytes` (0: that bound is off). `keep`
+    (the file just written) and files used in the last `_IN_USE_SECONDS` always stay.
+    Only our own names are touched, links and folders never; a stale temporary (a writer
+    that died) goes. Other processes prune the same folder, so a file that vanishes or
+    cannot be read is passed over: pruning never fails the write that started it."""
+    now = time.time()
+    try:
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+    except OSError:
+        return
+    files: list[tuple[float, int, str]] = []  # (last used, size, name)
+    for entry in entries:
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            continue
+        if _TEMP_NAME.match(entry.name):
+            if now - info.st_mtime > _STALE_TEMP_SECONDS:
+                _remove(folder / entry.name, info.st_mtime)
+        elif _CACHE_NAME.match(entry.name):
+            files.append((info.st_mtime, info.st_size, entry.name))
+    files.sort()  # least recently used first
+    total = sum(size for _, size, _ in files)
+    for used, size, name in files:
+        if name == keep or now - used < _IN_USE_SECONDS:
+            continue
+        expired = max_age > 0 and now - used > max_age
+        if (expired or (max_bytes > 0 and total > max_bytes)) and _remove(folder / name, used):
+            total -= size
+
+
+def _remove(path: Path, used: float) -> bool:
+    """Unlink `path` unless it was used since it was listed (another process reusing it right
+    now); True if it is gone."""
+    try:
+        info = path.lstat()
+        if info.st_mtime != used or not stat.S_ISREG(info.st_mode):
+            return False
+        path.unlink()
+    except FileNotFoundError:
+        return True  # another pruner was first
+    except OSError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- card ↔ persona

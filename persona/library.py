@@ -25,6 +25,7 @@ from .card_formats import (
     CardError,
     CardReferenceError,
     LoadedCard,
+    card_asset_dir,
     dump_card,
     portrait_png,
     read_card_file,
@@ -146,11 +147,25 @@ class PersonaLibrary:
         return self.get_card(persona_id).persona
 
     def get_card(self, persona_id: str) -> LoadedCard:
-        """The persona with the assets its file carried (for export)."""
+        """The persona with the assets its file carried (for export).
+
+        A reference image the card resolved into the asset cache is marked used on every get;
+        if the cache pruned it (`card_formats.card_asset_bounds`), the card is resolved again,
+        which writes the same file back at the same path."""
         cards = self._all()
         if persona_id not in cards:
             raise UnknownPersonaError(persona_id, sorted(cards))
-        return cards[persona_id]
+        loaded = cards[persona_id]
+        image = loaded.persona.appearance.reference_image
+        if image and Path(image).parent == card_asset_dir().resolve():
+            try:
+                os.utime(image)  # used: the cache prunes what goes unused
+            except FileNotFoundError:
+                path = self._paths[persona_id]
+                loaded = cards[persona_id] = resolve_reference(loaded, card_dir=path.parent, filename=path.name)
+            except OSError:
+                pass  # a read-only cache: still there, just not marked
+        return loaded
 
     def path_of(self, persona_id: str) -> Path:
         self.get_card(persona_id)

@@ -553,3 +553,25 @@ def test_longlive_anchors_on_a_charx_cards_embedded_photo(tmp_path):
     vae = load_wan_vae(models / "Wan2.1_VAE.pth", dtype=torch.float32)
     expected = IdentityConditioner(photo, FaceEmbedder(threads=2)).reference_latents(vae, 96, 64, frames=3)
     torch.testing.assert_close(backend.reference_latents, expected, rtol=0, atol=0)
+
+
+def test_a_library_card_whose_cached_image_was_pruned_gets_it_back_and_marks_it_used(tmp_path, monkeypatch):
+    """The asset cache prunes unused files; a persona the library already holds keeps a
+    working reference: each get marks the file used, and one that went is written again
+    at the same path (the loader node's IS_CHANGED goes through the same lookup)."""
+    from comfyui_persona.nodes.conversation_nodes import PersonaCardLoader
+
+    _write_charx(tmp_path / "cards", "face")
+    library = PersonaLibrary([tmp_path / "cards"], include_builtin=False)
+    image = Path(library.get("vera").appearance.reference_image)
+    os.utime(image, (1.0, 1.0))
+    assert Path(library.get("vera").appearance.reference_image) == image
+    assert image.stat().st_mtime > 1.0  # marked used
+    image.unlink()  # pruned
+    assert Path(library.get("vera").appearance.reference_image) == image and image.read_bytes() == RED
+    image.unlink()
+    import comfyui_persona.persona.library as library_module
+
+    monkeypatch.setattr(library_module, "_DEFAULT_LIBRARY", library)  # what load_persona(id) reads
+    assert PersonaCardLoader.IS_CHANGED(persona_id="vera") == "vera"
+    assert image.read_bytes() == RED

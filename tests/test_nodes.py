@@ -55,7 +55,7 @@ def test_per_turn_nodes_defeat_caching_only_without_a_host_turn():
     assert PersonaConversationTurn.IS_CHANGED(turn=7, text="hi") == 7
     assert math.isnan(PersonaDirective.IS_CHANGED(turn=0))
     assert math.isnan(PersonaPreviewRenderer.IS_CHANGED())
-    assert not hasattr(PersonaCardLoader, "IS_CHANGED")  # loaders stay cached
+    assert PersonaCardLoader.IS_CHANGED(persona_id="mira") == "mira"  # loaders stay cached (same id, same value)
     assert PersonaStreamSink.OUTPUT_NODE is True
 
 
