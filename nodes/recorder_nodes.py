@@ -113,18 +113,14 @@ class _Recording:
         """Under the lock: the samples from `_audio_samples` to `until_ms` (file clock),
         the parts of `scheduled` sounding there and silence around them. What a cut
         removed from the queue is not there any more, so it is not written."""
-        import numpy as np
+        from ..video.recording import sounding
 
         assert self._origin_ms is not None
         start, end = self._audio_samples, int(round((until_ms - self._origin_ms) * self.rate / 1000.0))
         if end <= start:
             return
-        out = np.zeros(end - start, np.int16)
-        for item, pcm in self._utterances(scheduled):
-            first = int(round((item.start_ms + self._offset_ms - self._origin_ms) * self.rate / 1000.0))
-            lo, hi = max(start, first), min(end, first + len(pcm))
-            if lo < hi:
-                out[lo - start : hi - start] = pcm[lo - first : hi - first]
+        pieces = ((item.start_ms + self._offset_ms, pcm) for item, pcm in self._utterances(scheduled))
+        out = sounding(pieces, self._origin_ms, start, end, self.rate)
         self.recorder.push_audio(out, self._origin_ms + start * 1000.0 / self.rate)
         self._audio_samples = end
 

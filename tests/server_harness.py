@@ -49,14 +49,16 @@ def warm_up_interpreter() -> None:
         _WARM = True
 
 
-def service_fixtures(**options):
+def service_fixtures(*, recordings: bool = False, **options):
     """A test module's `service` fixture (a fresh `make_service(**options)` per test, its
-    pool shut down after) and an autouse fixture warming the interpreter once per module:
+    pool shut down after; `recordings`: recording into the test's tmp_path) and an autouse
+    fixture warming the interpreter once per module:
     `service, _warm = service_fixtures(resume_grace_s=5.0)`."""
 
     @pytest.fixture(name="service")
-    def service():
-        made = make_service(**options)
+    def service(tmp_path):
+        extra = {"recordings_dir": str(tmp_path / "recordings")} if recordings else {}
+        made = make_service(**options, **extra)
         yield made
         made.pool.shutdown(wait=True)
 

@@ -11,26 +11,16 @@ import json
 
 import aiohttp
 import numpy as np
-import pytest
 import websockets
 
 from comfyui_persona.headless.server.protocol import MEDIA_AUDIO, MEDIA_JPEG, parse_media_frame
 from comfyui_persona.video.voice import get_synthesizer, stream_utterances
-from server_harness import TIMEOUT, hello, make_service, running, settle, wait_for_type, warm_up_interpreter
+from server_harness import TIMEOUT, hello, running, service_fixtures, settle, wait_for_type
 
 SPEECH = "Hello there! It is lovely to see you today. Shall we talk for a while?"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _warm():
-    warm_up_interpreter()
-
-
-@pytest.fixture
-def service(tmp_path):
-    service = make_service(resume_grace_s=5.0, recordings_dir=str(tmp_path / "recordings"))
-    yield service
-    service.pool.shutdown(wait=True)
+service, _warm = service_fixtures(recordings=True, resume_grace_s=5.0)
 
 
 def connect(server):

@@ -28,7 +28,22 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RecordingError", "SessionRecorder"]
+__all__ = ["RecordingError", "SessionRecorder", "sounding"]
+
+
+def sounding(pieces, origin_ms: float, start: int, end: int, rate: int) -> np.ndarray:
+    """Samples `start`..`end` of a file whose time zero is `origin_ms`, at `rate`: what the
+    `(start_ms, pcm)` pieces sound there, silence elsewhere. A piece straddling either end is
+    cut at the sample (placed with the rounding `SpeechQueue.cut` uses); where pieces overlap
+    (they never do on one clock) the later one wins. How the server's recordings and the
+    recorder node write a chunk's audio: only what sounds during its frames."""
+    out = np.zeros(max(0, end - start), np.int16)
+    for start_ms, pcm in pieces:
+        first = int(round((start_ms - origin_ms) * rate / 1000.0))
+        lo, hi = max(start, first), min(end, first + len(pcm))
+        if lo < hi:
+            out[lo - start : hi - start] = pcm[lo - first : hi - first]
+    return out
 
 
 class RecordingError(RuntimeError):

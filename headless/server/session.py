@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from ...video.voice.base import STREAM_RATE
 from .protocol import MEDIA_AUDIO, MEDIA_JPEG, PROTOCOL_VERSION, ProtocolError, error_message, media_frame
-from .recording import recording_url
+from .recording import RecentAudio, recording_url
+from .speech import AUDIO_AHEAD_MS
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -45,6 +46,10 @@ log = logging.getLogger("comfyui_persona.serve")
 BACKLOG_LIMIT = 256
 #: Pending chat/action turns per session before `rate_limited`.
 TURN_QUEUE_LIMIT = 16
+#: Released audio is kept this much longer than it is released ahead (`RecentAudio`'s
+#: backstop; what has sounded by a chunk's end goes at once): a LongLive chunk (12 frames
+#: at 16 fps, 750 ms) plus a packet, with room.
+RECENT_AUDIO_MARGIN_MS = 1500
 #: Where a streamed reply's text has a complete sentence (same rule as video.voice.sentences).
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n+")
 
@@ -195,6 +200,9 @@ class ViewerSession:
         self.frame_shape: tuple[int, int] | None = None  # (height, width) of rendered frames
         self.speech = None  # SessionSpeech, set by the service when speech is on
         self.recording = None  # ActiveRecording while `record` is on
+        # Speech released but not yet sounded by the last chunk: a recording started now
+        # begins with it (speech is released up to AUDIO_AHEAD_MS before it sounds).
+        self._recent_audio = RecentAudio(AUDIO_AHEAD_MS + RECENT_AUDIO_MARGIN_MS)
         self._record_busy = False
         # (speech generation, text): a text asked for before a cut is not spoken (see `say`).
         self._speech_texts: asyncio.Queue[tuple[int, str]] = asyncio.Queue(maxsize=TURN_QUEUE_LIMIT)
@@ -208,11 +216,16 @@ class ViewerSession:
     def emit(self, kind: str, payload: dict) -> None:
         """The session store's emitter: called on worker threads by the nodes."""
         if kind == "chunk":
-            self._tick_frames.extend(self._encode(payload["frames"]))
-            recording = self.recording
-            if recording is not None:
-                chunk = payload["frames"].chunk
-                recording.push_frames(chunk.frames, chunk.pts_ms)
+            frames = payload["frames"]
+            self._tick_frames.extend(self._encode(frames))
+            chunk = frames.chunk
+            if len(chunk.pts_ms):
+                # Speech for this chunk was released in this tick or earlier (never later:
+                # new speech starts after the chunk in flight), so it is all held now.
+                audio = self._recent_audio.through(float(chunk.pts_ms[-1]) + 1000.0 / frames.fps)
+                recording = self.recording  # read once: a recording starts or stops between chunks
+                if recording is not None:
+                    recording.push_chunk(chunk.frames, chunk.pts_ms, audio)
             return
         self.loop.call_soon_threadsafe(self._on_event, kind, payload)
 
@@ -313,6 +326,7 @@ class ViewerSession:
             self.loop.create_task(self._turn_loop(), name=f"persona-turns-{self.id[:8]}"),
         ]
         if self.speech is not None:
+            self._recent_audio = RecentAudio(self.speech.ahead_ms + RECENT_AUDIO_MARGIN_MS)
             self.speech.listen(self._on_speech_audio, self._on_speaking)
             self._tasks.append(self.loop.create_task(self._speech_loop(), name=f"persona-speech-{self.id[:8]}"))
 
@@ -532,17 +546,16 @@ class ViewerSession:
                 self.error("internal", f"speaking the reply failed: {type(exc).__name__}: {exc}")
 
     def _on_speech_audio(self, packets: list) -> None:
-        """On the render thread, audio falling due (`SessionSpeech.render`): recorded, then
-        sent. Only released audio is recorded, so a cut-off reply's unsent rest is in
-        neither the stream nor the file."""
+        """On the render thread, audio falling due (`SessionSpeech.render`): sent, and held
+        until it has sounded, for the recording's chunks (`RecentAudio`): each chunk is
+        recorded with the held audio sounding during it, whenever `record` started. Only
+        released audio is recorded, so a cut-off reply's unsent rest is in neither the
+        stream nor the file."""
         frames = []
         for packet in packets:
             frames.append(media_frame(MEDIA_AUDIO, self._audio_index, packet.pts_ms, packet.payload()))
             self._audio_index += 1
-        recording = self.recording
-        if recording is not None:
-            for packet in packets:
-                recording.push_audio(packet.pcm, packet.pts_ms)
+        self._recent_audio.add(packets)
         self.loop.call_soon_threadsafe(self._send_audio, frames)
 
     def _on_speaking(self, start_ms: int | None, end_ms: int) -> None:
