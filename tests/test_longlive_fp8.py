@@ -72,3 +72,58 @@ def test_a_fused_qkv_quantises_as_one_layer_with_the_same_numbers():
             outs.append(model.forward_full(x, t, context))
     assert isinstance(model.blocks[0].self_attn.qkv, Fp8Linear)
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+
+
+def test_the_fused_ffn_is_the_unfused_fp8_ffn():
+    """`Fp8FeedForward` (ffn.0's bias, GELU and ffn.2's quantisation in one step) gives what
+    ffn.0 → GELU → ffn.2 as three FP8 modules give; quantize_blocks_fp8 installs it."""
+    from comfyui_persona.video.longlive.fp8 import Fp8FeedForward
+
+    cfg = WanConfig.from_name("tiny")
+    torch.manual_seed(0)
+    model = init_random_(CausalWanModel(cfg)).eval()
+    quantize_blocks_fp8(model)
+    ffn = model.blocks[0].ffn
+    assert isinstance(ffn, Fp8FeedForward) and isinstance(ffn[0], Fp8Linear) and isinstance(ffn[2], Fp8Linear)
+    x = torch.randn(1, 40, cfg.dim)
+    with torch.no_grad():
+        unfused = ffn[2](ffn[1](ffn[0](x)))
+        torch.testing.assert_close(ffn(x), unfused, rtol=0, atol=0)
+
+
+def _gelu_rows(rows: int, cols: int, device: str):
+    gen = torch.Generator(device="cpu").manual_seed(3)
+    h = (torch.randn(rows, cols, generator=gen) * 2).to(device, torch.bfloat16)
+    bias = (torch.randn(cols, generator=gen) * 0.5).to(device, torch.bfloat16)
+    return h, bias
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("cols", [8960, 1000])
+def test_the_gelu_quantise_kernel_matches_the_unfused_ops_on_cuda(cols):
+    """The Triton kernel against bias-add, GELU and per-token quantisation run one by one:
+    the same scales, and e4m3 codes equal but for rare one-step differences (tanh from exp)."""
+    from comfyui_persona.video.longlive.fp8_gelu import _KERNEL, gelu_quantize, gelu_quantize_reference
+
+    assert _KERNEL is not None, "Triton is missing: the fused kernel cannot run"
+    h, bias = _gelu_rows(4680, cols, "cuda")
+    (q, scale), (q_ref, scale_ref) = gelu_quantize(h, bias), gelu_quantize_reference(h, bias)
+    assert q.dtype == torch.float8_e4m3fn and q.shape == (4680, cols) and scale.shape == (4680, 1)
+    torch.testing.assert_close(scale, scale_ref, rtol=1e-2, atol=0)
+    values, values_ref = q.float() * scale, q_ref.float() * scale_ref
+    same = (q.view(torch.uint8) == q_ref.view(torch.uint8)).float().mean().item()
+    assert same > 0.995, f"only {same:.4f} of the e4m3 codes agree"
+    step = values_ref.abs() / 8 + scale_ref * 2.0**-9  # one e4m3 step (3 mantissa bits), subnormals
+    assert ((values - values_ref).abs() <= step * 1.01).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_gelu_quantise_kernel_traces_under_torch_compile():
+    from comfyui_persona.video.longlive.fp8_gelu import gelu_quantize
+
+    h, bias = _gelu_rows(256, 8960, "cuda")
+    compiled = torch.compile(gelu_quantize, fullgraph=True, dynamic=False)
+    (q, scale), (q_eager, scale_eager) = compiled(h, bias), gelu_quantize(h, bias)
+    assert torch.equal(q.view(torch.uint8), q_eager.view(torch.uint8)) and torch.equal(scale, scale_eager)

@@ -13,7 +13,8 @@ output channel; activations are quantised per token at run time. On CUDA the pro
 in `torch._scaled_mm` with row-wise scales (Hopper, torch >= 2.5); elsewhere (CPU tests) the
 same quantised values are multiplied in float32, so the tests check the quantisation and
 the GPU benchmark checks the kernel. Cross-attention k/v are left alone: they run once
-per prompt, not per pass.
+per prompt, not per pass. In the FFN, ffn.0's bias, the GELU and ffn.2's per-token
+quantisation run as one fused pass (`Fp8FeedForward`, `fp8_gelu.py`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-#: Largest finite float8_e4m3fn value.
-FP8_MAX = 448.0
+from .fp8_gelu import FP8_MAX, gelu_quantize, quantize_rows
+
 #: Linear layers inside each block that run on every pass (names relative to the block).
 FP8_BLOCK_LINEARS: tuple[str, ...] = (
     "self_attn.q",
@@ -59,23 +60,36 @@ class Fp8Linear(nn.Module):
         return self._dtype_probe
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        xf = x.reshape(-1, shape[-1]).float()
-        x_scale = xf.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX  # (tokens, 1)
-        xq = (xf / x_scale).to(torch.float8_e4m3fn)
+        y = self.matmul(*quantize_rows(x))
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def matmul(self, xq: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
+        """(tokens, in) e4m3 with per-token scales (tokens, 1) → (tokens, out), no bias."""
         out_dtype = self._dtype_probe.dtype
         if xq.is_cuda:
-            y = torch._scaled_mm(
+            return torch._scaled_mm(
                 xq, self.weight_fp8.t(), scale_a=x_scale, scale_b=self.weight_scale, out_dtype=out_dtype
             )
-        else:
-            y = ((xq.float() * x_scale) @ (self.weight_fp8.float() * self.weight_scale.t()).t()).to(out_dtype)
-        if self.bias is not None:
-            y = y + self.bias.to(out_dtype)
-        return y.reshape(*shape[:-1], self.out_features)
+        return ((xq.float() * x_scale) @ (self.weight_fp8.float() * self.weight_scale.t()).t()).to(out_dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, fp8=e4m3"
+
+
+class Fp8FeedForward(nn.Sequential):
+    """The block's FFN (`ffn.0`, GELU(tanh), `ffn.2`) with both linears in FP8 and the step
+    between them fused: ffn.0's bias, the GELU and ffn.2's per-token quantisation in one
+    pass (`fp8_gelu.gelu_quantize`). Same children, so `ffn[0].weight.dtype` still answers."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up, _, down = self
+        h = up.matmul(*quantize_rows(x))
+        y = down.matmul(*gelu_quantize(h, up.bias))
+        if down.bias is not None:
+            y = y + down.bias.to(y.dtype)
+        return y.reshape(*x.shape[:-1], down.out_features)
 
 
 def quantize_blocks_fp8(model: nn.Module, names: tuple[str, ...] = FP8_BLOCK_LINEARS) -> int:
@@ -105,6 +119,11 @@ def quantize_blocks_fp8(model: nn.Module, names: tuple[str, ...] = FP8_BLOCK_LIN
             else:
                 setattr(parent, child, fp8)
             replaced += 1
+    for block in model.blocks:
+        ffn = block.ffn
+        if (type(ffn) is nn.Sequential and len(ffn) == 3 and isinstance(ffn[0], Fp8Linear)
+                and isinstance(ffn[2], Fp8Linear) and isinstance(ffn[1], nn.GELU) and ffn[1].approximate == "tanh"):
+            block.ffn = Fp8FeedForward(*ffn)
     if replaced and hasattr(model, "drop_cuda_graphs"):
         model.drop_cuda_graphs()
     return replaced

@@ -1,0 +1,96 @@
+"""The FP8 FFN's middle step in one pass: bias + GELU(tanh) + per-token e4m3 quantisation.
+
+Why by hand: with FP8 block linears, the FFN's first GEMM writes (tokens × 8,960) bf16 and
+the second one needs that, through GELU, quantised per token. Inductor fuses those ops into
+one reduction kernel, but a reduction over 8,960 columns is past its persistent-reduction
+limit, so it reads each row twice (amax pass, then quantise pass) and was the largest
+kernel after attention and the GEMMs: 24 ms of a 291 ms chunk at 480×832 on an H100
+(benchmarks/results/longlive-h100-2026-11-25-profile-final.json; its "multi-kernel" option
+did not help). No library does this fused step for PyTorch's `_scaled_mm` (TransformerEngine
+has its own, with its own modules and build). Here one Triton program holds one whole row
+in registers: one read of the GEMM output, one write of the e4m3 row and its scale.
+
+Numerics follow the unfused path step by step: the bias is added in bf16, GELU is computed
+in float32 from that and rounded to bf16, the row's scale is max|row| / 448 (float32),
+values are divided by it and cast to e4m3 with round-to-nearest. The one difference is tanh,
+computed here from exp (within a float32 ulp or two of libm's), which can move a bf16 GELU
+value by one ulp and, rarely, an e4m3 code by one step (tests/test_longlive_fp8.py bounds it).
+On CPU (tests, no Triton) `gelu_quantize` is the unfused reference itself.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+#: Largest finite float8_e4m3fn value (as in fp8.py, which imports this module).
+FP8_MAX = 448.0
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token e4m3 quantisation: (values / scale as float8_e4m3fn, scale (tokens, 1) float32)."""
+    xf = x.reshape(-1, x.shape[-1]).float()
+    scale = xf.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX
+    return (xf / scale).to(torch.float8_e4m3fn), scale
+
+
+def gelu_quantize_reference(h: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The unfused path: `h + bias` in h's dtype, GELU(tanh), `quantize_rows`."""
+    y = h if bias is None else h + bias.to(h.dtype)
+    return quantize_rows(F.gelu(y, approximate="tanh"))
+
+
+def gelu_quantize(h: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """GELU(h + bias) quantised per token, h (tokens, features) bf16/fp16: the fused kernel on
+    CUDA, the reference elsewhere (or for a row too long for one program)."""
+    if _KERNEL is None or not h.is_cuda or h.dim() != 2 or h.shape[1] > _MAX_ROW or h.stride(1) != 1:
+        return gelu_quantize_reference(h, bias)
+    rows, cols = h.shape
+    out = torch.empty((rows, cols), device=h.device, dtype=torch.float8_e4m3fn)
+    scale = torch.empty((rows, 1), device=h.device, dtype=torch.float32)
+    block = 1 << (cols - 1).bit_length()  # the next power of two
+    has_bias = bias is not None
+    _KERNEL[(rows,)](
+        h, bias if has_bias else h, out, scale, cols, h.stride(0), out.stride(0),
+        HAS_BIAS=has_bias, BLOCK=block, num_warps=16 if block >= 8192 else 8,
+    )
+    return out, scale
+
+
+#: The longest row one program holds (fp32 values in registers across 16 warps).
+_MAX_ROW = 16384
+
+
+def _build_kernel():
+    """The Triton kernel, or None where Triton is not installed (CPU builds of torch). Built
+    at import, so compiled code sees a constant (torch.compile traces user Triton kernels)."""
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError:
+        return None
+
+    @triton.jit
+    def bias_gelu_quantize(h_ptr, bias_ptr, out_ptr, scale_ptr, cols, h_stride, out_stride,
+                           HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        offsets = tl.arange(0, BLOCK)
+        mask = offsets < cols
+        y = tl.load(h_ptr + row * h_stride + offsets, mask=mask, other=0.0)
+        if HAS_BIAS:
+            b = tl.load(bias_ptr + offsets, mask=mask, other=0.0)
+            y = (y.to(tl.float32) + b.to(tl.float32)).to(h_ptr.dtype.element_ty)  # the bf16 add
+        x = y.to(tl.float32)
+        z = 0.7978845608028654 * (x + 0.044715 * x * x * x)  # sqrt(2/pi) (x + 0.044715 x^3)
+        tanh = 1.0 - 2.0 / (tl.exp(2.0 * z) + 1.0)
+        g = (0.5 * x * (1.0 + tanh)).to(h_ptr.dtype.element_ty).to(tl.float32)  # GELU, rounded as eager
+        g = tl.where(mask, g, 0.0)
+        amax = tl.max(tl.abs(g), axis=0)
+        scale = tl.maximum(amax, 1e-12) / 448.0
+        tl.store(out_ptr + row * out_stride + offsets, (g / scale).to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(scale_ptr + row, scale)
+
+    return bias_gelu_quantize
+
+
+_KERNEL = _build_kernel()
