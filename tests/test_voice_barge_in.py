@@ -358,3 +358,35 @@ async def test_reset_silences_the_rest_of_a_reply_still_streaming_in(service):
         await rx.until(lambda: {s.utterance.text for s in session.speech.scheduled()} & set(split_sentences(SHORT)),
                        TIMEOUT, "speech of a new turn after the reset")
         await rx.until(lambda: len(rx.audio) > heard, TIMEOUT, "audio of the new turn")
+
+
+async def test_a_cut_does_not_wait_for_the_sentence_the_old_reply_is_synthesising(service, monkeypatch):
+    """A slow engine (piper) takes a while per sentence: the next reply must not wait for the
+    cut reply's sentence under way. Reply 1's second sentence stays blocked in synthesis
+    until the test lets it go; reply 2 is queued and heard meanwhile."""
+    import comfyui_persona.headless.server.service as service_module
+    from comfyui_persona.headless.server.speech import SessionSpeech
+
+    synth = _GatedEspeak()
+    monkeypatch.setattr(service_module, "_session_speech", lambda persona: SessionSpeech(VoiceSpec(), synthesizer=synth))
+    first_of_reply_2 = split_sentences(SHORT)[0]
+    try:
+        async with mira_viewer(service) as (ws, rx):
+            await _speak_long_then(ws, rx, {"type": "action", "id": "a2", "directive": {
+                "action": "nod", "expression": "smile", "intensity": 0.6, "dialogue": SHORT}})
+            assert synth.entered.is_set(), "reply 1's second sentence was not being synthesised"
+            speech = next(iter(service.sessions.values())).speech
+
+            def reply_2():
+                return next((s for s in speech.scheduled() if s.utterance.text == first_of_reply_2), None)
+
+            # Well inside the gate's own TIMEOUT: waiting for the blocked sentence would miss it.
+            await rx.until(lambda: reply_2() is not None, 5, "reply 2 queued while reply 1's sentence is synthesised")
+            start_ms = reply_2().start_ms
+            await rx.until(lambda: any(pts >= start_ms for pts, *_ in rx.audio), 5, "reply 2's audio")
+            assert not synth.gate.is_set()
+            synth.gate.set()  # before the server shuts down, which waits for the speech pool
+            # That the sentence is dropped once it completes is checked where it can be timed
+            # (test_a_sentence_synthesised_across_the_cut_is_not_spoken_...).
+    finally:
+        synth.gate.set()

@@ -206,6 +206,7 @@ class ViewerSession:
         self._record_busy = False
         # (speech generation, text): a text asked for before a cut is not spoken (see `say`).
         self._speech_texts: asyncio.Queue[tuple[int, str]] = asyncio.Queue(maxsize=TURN_QUEUE_LIMIT)
+        self._speech_cut = asyncio.Event()  # set by stop_speaking: the reply being synthesised is over
         self._speech_turn: int | None = None  # the turn whose reply is being spoken
         self._muted_through = 0  # replies to turns up to this one are not spoken (a reset came after)
         self._audio_index = 0
@@ -530,20 +531,37 @@ class ViewerSession:
         while not self._speech_texts.empty():
             self._speech_texts.get_nowait()
         self.speech.stop(finish_sent=finish_sent)
+        self._speech_cut.set()
 
     async def _speech_loop(self) -> None:
-        """Speak queued replies one at a time; synthesis runs on the speech pool (it blocks)."""
+        """Speak queued replies one at a time; synthesis runs on the speech pool (it blocks).
+
+        A reply cut off is not waited for: the sentence it is synthesising is dropped when
+        done (`SessionSpeech.speak` checks the generation), so the next reply starts on
+        another pool thread at once, not after that sentence (with piper, a few hundred ms)."""
         while True:
             generation, text = await self._speech_texts.get()
             if generation != self.speech.generation:
                 continue  # cut off before its turn came
+            self._speech_cut.clear()
+            speaking = self.loop.run_in_executor(
+                self.service.speech_pool, functools.partial(self.speech.speak, text, generation=generation)
+            )
+            cut = self.loop.create_task(self._speech_cut.wait())
             try:
-                await self.loop.run_in_executor(
-                    self.service.speech_pool, functools.partial(self.speech.speak, text, generation=generation)
-                )
-            except Exception as exc:  # a voice the engine lacks, a native failure: say so, go on
-                log.warning("session %s: speaking failed: %s", self.id[:8], exc)
-                self.error("internal", f"speaking the reply failed: {type(exc).__name__}: {exc}")
+                await asyncio.wait({speaking, cut}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                cut.cancel()
+            if not speaking.done():
+                speaking.add_done_callback(self._speech_done)  # finishes on its own, unheard
+                continue
+            self._speech_done(speaking)
+
+    def _speech_done(self, speaking: asyncio.Future) -> None:
+        exc = None if speaking.cancelled() else speaking.exception()
+        if exc is not None:  # a voice the engine lacks, a native failure: say so, go on
+            log.warning("session %s: speaking failed: %s", self.id[:8], exc)
+            self.error("internal", f"speaking the reply failed: {type(exc).__name__}: {exc}")
 
     def _on_speech_audio(self, packets: list) -> None:
         """On the render thread, audio falling due (`SessionSpeech.render`): sent, and held
