@@ -37,6 +37,7 @@ from comfyui_persona.video.backend import SessionSpec
 from comfyui_persona.video.preview.visemes import SHAPE_BLEND_MS
 from comfyui_persona.video.voice import VoiceSpec, get_synthesizer
 from comfyui_persona.video.voice.av_sync import SYNC_TEXT, measure, mouth_roi, record_speech
+from comfyui_persona.video.voice.driver import default_mouth_lead_ms
 from record import cpu_model, git_commit
 from record import torch_version as torch_version_of
 
@@ -172,7 +173,7 @@ def main() -> int:
         "onsets_audio_30fps": sum(r["onsets_audio"] for r in every),
         # The mouth lead the no-lead run took away, and what the measurement found per onset.
         "no_lead_shift_ms": {
-            "planted": 500.0 / 30.0 + 0.5 * SHAPE_BLEND_MS,
+            "planted": default_mouth_lead_ms(30.0, SHAPE_BLEND_MS),
             "measured_median": statistics.median(shift) if shift else float("nan"),
             "measured_per_onset": shift,
         },

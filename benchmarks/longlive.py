@@ -386,6 +386,23 @@ def engine_tae(torch, device, smoke: bool, compiled: bool):
     return tae
 
 
+def time_decode(stream, latents, chunks: int, timer, warmup: int):
+    """Decode `latents` on `stream` again and again: (the first chunk's frames, the last
+    timed chunk's frames, ms per timed chunk after `warmup` untimed ones)."""
+    first = stream.decode_uint8(latents)  # first chunk of a stream: fewer frames
+    for _ in range(warmup):  # compilation / autotuning happen here
+        stream.decode_uint8(latents)
+    times = []
+    for _ in range(chunks):
+        timer.sync()
+        a = timer.mark()
+        frames = stream.decode_uint8(latents)
+        b = timer.mark()
+        timer.sync()
+        times.append(timer.ms(a, b))
+    return first, frames, times
+
+
 def bench_decoders(torch, device, smoke: bool, compiled: bool, lat_h: int, lat_w: int, chunks: int, timer, names) -> dict:
     """Streaming decode of one 3-latent-frame chunk with TAEW2.1 and the Wan VAE (H4b's
     video/decoders), random weights, random latents. Absent decoders are reported as such."""
@@ -403,17 +420,7 @@ def bench_decoders(torch, device, smoke: bool, compiled: bool, lat_h: int, lat_w
     for name in names:
         model = builders[name]()
         stream = model.decode_stream()
-        first = stream.decode_uint8(latents)  # first chunk of a stream: fewer frames
-        for _ in range(2):  # warm-up
-            stream.decode_uint8(latents)
-        times = []
-        for _ in range(chunks):
-            timer.sync()
-            a = timer.mark()
-            frames = stream.decode_uint8(latents)
-            b = timer.mark()
-            timer.sync()
-            times.append(timer.ms(a, b))
+        first, frames, times = time_decode(stream, latents, chunks, timer, warmup=2)
         out[name] = {
             "decode_chunk_ms_p50": median(times),
             "frames_per_chunk": int(frames.shape[1]),
@@ -434,17 +441,7 @@ def tae_variants(torch, device, latents, chunks: int, timer) -> dict:
     out, frames = {}, {}
     for name, compiled in (("plain", False), ("compiled", True)):
         stream = engine_tae(torch, device, False, compiled).decode_stream()
-        frames[name] = stream.decode_uint8(latents)
-        for _ in range(3):  # warm-up: compilation happens here
-            stream.decode_uint8(latents)
-        times = []
-        for _ in range(chunks):
-            timer.sync()
-            a = timer.mark()
-            stream.decode_uint8(latents)
-            b = timer.mark()
-            timer.sync()
-            times.append(timer.ms(a, b))
+        frames[name], _, times = time_decode(stream, latents, chunks, timer, warmup=3)
         out[name] = {"decode_chunk_ms_p50": median(times)}
     out["compiled"]["first_chunk_max_abs_diff"] = int((frames["compiled"].int() - frames["plain"].int()).abs().max())
     return out

@@ -77,8 +77,6 @@ class _Recording:
         self._offset_ms = 0.0  # added to session pts when the renderer's clock restarted
         self._last_ms: float | None = None
         self._last_key_ms: float | None = None
-        self._origin_ms: float | None = None  # file time zero: the first frame's (file clock) pts
-        self._audio_samples = 0  # audio written, in samples from the origin
         self._pcm: dict[int, tuple[Any, Any]] = {}  # id → (ScheduledUtterance, its PCM at `rate`)
 
     @property
@@ -97,9 +95,10 @@ class _Recording:
                 # A restarted renderer counts from 0 again: the file's clock goes on.
                 self._offset_ms += self._last_ms + self.frame_ms - first
                 first = float(pts_ms[0]) + self._offset_ms
-            if self._origin_ms is None:
-                self._origin_ms = first
-            self._write_audio(scheduled, float(pts_ms[-1]) + self._offset_ms + self.frame_ms)
+            # The audio sounding up to the chunk's end, then its frames. What a cut removed
+            # from the queue is not there any more, so it is not written.
+            pieces = [(item.start_ms + self._offset_ms, pcm) for item, pcm in self._utterances(scheduled)]
+            self.recorder.push_sounding(pieces, float(pts_ms[-1]) + self._offset_ms + self.frame_ms, first)
             if self._last_key_ms is None or first - self._last_key_ms >= KEYFRAME_MIN_MS:
                 self._keys.want_key = True
                 self._last_key_ms = first
@@ -108,21 +107,6 @@ class _Recording:
                 self.recorder.push_frame(rgb, at)
                 self._last_ms = at
                 on_frame()
-
-    def _write_audio(self, scheduled: list, until_ms: float) -> None:
-        """Under the lock: the samples from `_audio_samples` to `until_ms` (file clock),
-        the parts of `scheduled` sounding there and silence around them. What a cut
-        removed from the queue is not there any more, so it is not written."""
-        from ..video.recording import sounding
-
-        assert self._origin_ms is not None
-        start, end = self._audio_samples, int(round((until_ms - self._origin_ms) * self.rate / 1000.0))
-        if end <= start:
-            return
-        pieces = ((item.start_ms + self._offset_ms, pcm) for item, pcm in self._utterances(scheduled))
-        out = sounding(pieces, self._origin_ms, start, end, self.rate)
-        self.recorder.push_audio(out, self._origin_ms + start * 1000.0 / self.rate)
-        self._audio_samples = end
 
     def _utterances(self, scheduled: list) -> list[tuple[Any, Any]]:
         """(item, PCM at the stream rate) for each queued item; a resampled one is kept for

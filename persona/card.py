@@ -7,6 +7,7 @@ for reading and writing the files. This module is the in-memory model only.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -16,6 +17,7 @@ from .schema import Vocabulary, VocabularyEntry, core_vocabulary
 _HEX_COLOUR = r"^#[0-9a-fA-F]{6}$"
 #: What a persona id may be (lower-case letters, digits, `_`, `-`; at most 64): safe in paths and URLs.
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+ID_RE = re.compile(ID_PATTERN)
 #: Longest free text (description, personality, backstory, first message) a persona keeps.
 MAX_TEXT_CHARS = 50_000
 

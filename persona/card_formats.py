@@ -593,12 +593,12 @@ def _check_image(source: Path | io.BytesIO, what: str) -> None:
         )
 
 
-def _holds(path: Path, digest: str) -> bool:
-    """Whether `path` is a regular file (not a link to one) whose bytes hash to `digest`."""
+def _holds(path: Path, blob: bytes) -> bool:
+    """Whether `path` is a regular file (not a link to one) holding exactly `blob`."""
     try:
         if not stat.S_ISREG(path.lstat().st_mode):
             return False
-        return hashlib.sha256(path.read_bytes()).hexdigest() == digest
+        return path.read_bytes() == blob
     except FileNotFoundError:
         return False
 
@@ -614,7 +614,7 @@ def _cached_asset(blob: bytes, suffix: str, where: str) -> Path:
     try:
         folder = folder.resolve()
         path = folder / name
-        if _holds(path, digest):
+        if _holds(path, blob):
             with contextlib.suppress(OSError):  # a read-only shared cache: still usable, just not marked
                 os.utime(path)
             return path

@@ -203,6 +203,22 @@ class SessionRecorder:
             else:
                 self._place_audio(pcm, float(pts_ms))
 
+    def push_sounding(self, pieces, until_ms: float, origin_ms: float) -> None:
+        """Audio from where the written audio ends up to `until_ms` (session clock): what the
+        `(start_ms, pcm at audio_rate)` pieces sound there, silence around them (`sounding`).
+        For audio known per chunk: called before the chunk's frames, with `origin_ms` its
+        first frame's pts (the file's time zero when no frame has come yet)."""
+        with self._lock:
+            self._require()
+            if self._origin_ms is None:
+                self._origin_ms = float(origin_ms)
+                for early, at in self._early_audio:
+                    self._place_audio(early, at)
+                self._early_audio = []
+            end = int(round((until_ms - self._origin_ms) * self.audio_rate / 1000.0))
+            if end > self._audio_cursor:
+                self._write_audio(sounding(pieces, self._origin_ms, self._audio_cursor, end, self.audio_rate))
+
     # --- internals ---------------------------------------------------------------------
 
     def _place_audio(self, pcm: np.ndarray, pts_ms: float) -> None:

@@ -238,7 +238,7 @@ class _AudioWriter:
         """Queue `text`; returns how long from the next frame until it has been said (s)."""
         end = self.driver.next_frame_ms
         for packet in self.driver.say(text):
-            end = max(end, packet.pts_ms + 1000.0 * len(packet.pcm) / packet.sample_rate)
+            end = max(end, packet.end_ms)
         return (end - self.driver.next_frame_ms) / 1000.0
 
     def close(self) -> None:

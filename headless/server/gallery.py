@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ...persona.card import ID_PATTERN
+from ...persona.card import ID_RE
 from .recording import TOKEN_PATTERN
 
 if TYPE_CHECKING:
     from .service import PersonaService
 
-_PERSONA_ID = re.compile(ID_PATTERN)
 #: The largest card accepted (CHARX archives with images are the big ones).
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 _SUFFIXES = {".json", ".png", ".charx"}
@@ -94,7 +92,7 @@ class GalleryRoutes:
         from ...persona.library import UnknownPersonaError
 
         persona_id = request.match_info["id"]
-        if not _PERSONA_ID.match(persona_id):
+        if not ID_RE.match(persona_id):
             raise web.HTTPNotFound(text="no such persona")
         data = self._portraits.get(persona_id)
         if data is None:

@@ -13,7 +13,7 @@ started mid-sentence needs audio released *before* `record` came, and one stoppe
 mid-sentence has audio released past its last frame that it must leave out. So released
 packets are not written as they come: the session keeps the ones not yet sounded
 (`RecentAudio`, bounded), and each chunk is written with the slice of them sounding during
-it (`ActiveRecording.push_chunk`, `video.recording.sounding`); a packet straddling either end is cut at the
+it (`ActiveRecording.push_chunk`, `SessionRecorder.push_sounding`); a packet straddling either end is cut at the
 sample. A cut (reset, barge-in) only ever shortens what is released next, so the file
 holds what the viewer was sent, nothing a cut removed.
 """
@@ -53,20 +53,22 @@ class RecordingResult:
     duration_ms: int
 
 
-def packet_end_ms(packet: Any) -> float:
-    """Where an `AudioPacket` stops sounding, on the session clock."""
-    return packet.pts_ms + 1000.0 * len(packet.pcm) / packet.sample_rate
-
-
-def packets_sounding(packets: Sequence[Any], origin_ms: float, start: int, end: int, rate: int) -> np.ndarray:
-    """`video.recording.sounding` for released `AudioPacket`s (all at `rate`, else a
-    `RecordingError` naming both rates)."""
-    from ...video.recording import RecordingError, sounding
+def _pieces(packets: Sequence[Any], rate: int) -> list[tuple[int, np.ndarray]]:
+    """`(pts_ms, pcm)` of released `AudioPacket`s, all at `rate` (else a `RecordingError`
+    naming both rates)."""
+    from ...video.recording import RecordingError
 
     for packet in packets:
         if packet.sample_rate != rate:
             raise RecordingError(f"audio packet at {packet.sample_rate} Hz; the recording takes {rate} Hz")
-    return sounding(((p.pts_ms, p.pcm) for p in packets), origin_ms, start, end, rate)
+    return [(p.pts_ms, p.pcm) for p in packets]
+
+
+def packets_sounding(packets: Sequence[Any], origin_ms: float, start: int, end: int, rate: int) -> np.ndarray:
+    """`video.recording.sounding` for released `AudioPacket`s (see `_pieces`)."""
+    from ...video.recording import sounding
+
+    return sounding(_pieces(packets, rate), origin_ms, start, end, rate)
 
 
 class RecentAudio:
@@ -92,8 +94,8 @@ class RecentAudio:
             while held and held[-1].pts_ms >= packets[0].pts_ms:  # the clock restarted: stale
                 held.pop()
             held.extend(packets)
-            horizon = packet_end_ms(packets[-1]) - self.keep_ms
-            while held and packet_end_ms(held[0]) <= horizon:
+            horizon = packets[-1].end_ms - self.keep_ms
+            while held and held[0].end_ms <= horizon:
                 held.popleft()
 
     def through(self, end_ms: float) -> list:
@@ -101,7 +103,7 @@ class RecentAudio:
         those over by `end_ms` are forgotten: a recording started later begins after it."""
         with self._lock:
             held = list(self._packets)
-            while self._packets and packet_end_ms(self._packets[0]) <= end_ms:
+            while self._packets and self._packets[0].end_ms <= end_ms:
                 self._packets.popleft()
         return held
 
@@ -126,7 +128,6 @@ class ActiveRecording:
         self._lock = threading.Lock()
         self._first_pts: float | None = None  # the file's time zero, on the session clock
         self._last_pts: float | None = None
-        self._audio_samples = 0  # audio written, in samples from `_first_pts`
         self.failed: str | None = None
 
     def start(self) -> None:
@@ -152,24 +153,14 @@ class ActiveRecording:
             try:
                 if self._first_pts is None:
                     self._first_pts = float(new[0][1])
-                self._write_audio(audio, float(new[-1][1]) + 1000.0 / self.fps)
+                until = float(new[-1][1]) + 1000.0 / self.fps
+                self.recorder.push_sounding(_pieces(audio, self.audio_rate), until, self._first_pts)
                 for rgb, pts in new:
                     self.recorder.push_frame(rgb, pts)
                     self._last_pts = float(pts)
             except RecordingError as exc:  # e.g. the renderer restarted at another size
                 self.failed = str(exc)
                 log.warning("recording %s stopped taking frames: %s", self.token[:6], exc)
-
-    def _write_audio(self, audio: Sequence[Any], until_ms: float) -> None:
-        """Under the lock: the samples from `_audio_samples` to `until_ms`, what `audio`
-        sounds there and silence around it."""
-        assert self._first_pts is not None
-        origin, rate = self._first_pts, self.audio_rate
-        start, end = self._audio_samples, int(round((until_ms - origin) * rate / 1000.0))
-        if end <= start:
-            return
-        self.recorder.push_audio(packets_sounding(audio, origin, start, end, rate), origin + start * 1000.0 / rate)
-        self._audio_samples = end
 
     def stop(self) -> RecordingResult:
         """Flush and close the file (blocks: call on a worker thread)."""

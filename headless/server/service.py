@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ...nodes.session_store import SessionStore
-from ...persona.card import ID_PATTERN
+from ...persona.card import ID_RE
 from ..runner import StreamingRunner, WorkflowGraph, make_cache
 from .config import ServerConfig, data_dir
 from .encoder import make_encoder
@@ -45,7 +45,6 @@ from .session import Connection, ViewerSession
 log = logging.getLogger("comfyui_persona.serve")
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-_PERSONA_ID = re.compile(ID_PATTERN)
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
@@ -94,7 +93,7 @@ class PersonaService:
     async def _load_persona(self, persona_id: str):
         from ...persona.library import UnknownPersonaError
 
-        if not _PERSONA_ID.match(persona_id):
+        if not ID_RE.match(persona_id):
             raise ProtocolError("unknown_persona", f"unknown persona {persona_id[:64]!r}")
         loop = asyncio.get_running_loop()
         try:

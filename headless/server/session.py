@@ -327,7 +327,7 @@ class ViewerSession:
             self.loop.create_task(self._turn_loop(), name=f"persona-turns-{self.id[:8]}"),
         ]
         if self.speech is not None:
-            self._recent_audio = RecentAudio(self.speech.ahead_ms + RECENT_AUDIO_MARGIN_MS)
+            self._recent_audio.keep_ms = self.speech.ahead_ms + RECENT_AUDIO_MARGIN_MS
             self.speech.listen(self._on_speech_audio, self._on_speaking)
             self._tasks.append(self.loop.create_task(self._speech_loop(), name=f"persona-speech-{self.id[:8]}"))
 

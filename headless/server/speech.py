@@ -160,7 +160,7 @@ class SessionSpeech:
             self._pending.popleft()
         if out:
             last = out[-1]
-            self._released_end_ms = last.pts_ms + int(round(1000.0 * len(last.pcm) / last.sample_rate))
+            self._released_end_ms = last.pts_ms + int(round(last.end_ms - last.pts_ms))
         return out
 
     # -- TTS thread -----------------------------------------------------------------------

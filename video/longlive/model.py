@@ -384,23 +384,25 @@ class Block(nn.Module):
         y = self.ffn(self._modulate(self.norm2(x), mods[3], mods[4]).to(dtype))
         return x + self._gated(y, mods[5])
 
+    def _attn_input(self, x: torch.Tensor, e: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """The six modulations, and the self-attention's input: norm1(x) modulated, in the
+        linears' dtype."""
+        mods = self._modulation(e)
+        return mods, self._modulate(self.norm1(x), mods[0], mods[1]).to(self.ffn[0].weight.dtype)
+
     def forward_stream(self, x, e, text_k, text_v, cache_k, cache_v, plan: ChunkPlan, attn_fn) -> torch.Tensor:
         """x (B, N, dim) float32; e (B, Te, 6, dim) float32, N divisible by Te. Writes K/V."""
-        mods = self._modulation(e)
-        h = self._modulate(self.norm1(x), mods[0], mods[1]).to(self.ffn[0].weight.dtype)
+        mods, h = self._attn_input(x, e)
         y = self.self_attn.forward_cached(h, cache_k, cache_v, plan, attn_fn)
         return self._after_self_attn(x, y, mods, text_k, text_v)
 
     def write_kv_stream(self, x, e, cache_k, cache_v, plan: ChunkPlan) -> None:
         """Only what `forward_stream` writes to the cache: the last block of a refresh pass,
         whose output nothing reads (saves one block's attention, cross-attention and FFN)."""
-        mods = self._modulation(e)
-        h = self._modulate(self.norm1(x), mods[0], mods[1]).to(self.ffn[0].weight.dtype)
-        self.self_attn.write_kv(h, cache_k, cache_v, plan)
+        self.self_attn.write_kv(self._attn_input(x, e)[1], cache_k, cache_v, plan)
 
     def forward_full(self, x, e, text_k, text_v, cos, sin, mask) -> torch.Tensor:
-        mods = self._modulation(e)
-        h = self._modulate(self.norm1(x), mods[0], mods[1]).to(self.ffn[0].weight.dtype)
+        mods, h = self._attn_input(x, e)
         y = self.self_attn.forward_full(h, cos, sin, mask)
         return self._after_self_attn(x, y, mods, text_k, text_v)
 

@@ -48,7 +48,7 @@ class SpeechDriver:
         self.synthesizer = synthesizer or get_synthesizer(self.voice.engine)
         self.recorder = recorder
         if mouth_lead_ms is None:
-            mouth_lead_ms = 500.0 / self.fps + 0.5 * _blend_ms(renderer)
+            mouth_lead_ms = default_mouth_lead_ms(self.fps, _blend_ms(renderer))
         lead = float(mouth_lead_ms)
         self.queue = SpeechQueue(lead_ms=lead_ms, mouth_lead_ms=lead)
         self._next_index = 0
@@ -79,6 +79,12 @@ class SpeechDriver:
         if self.recorder is not None:
             self.recorder.push_chunk(chunk.frames, chunk.pts_ms)
         return chunk
+
+
+def default_mouth_lead_ms(fps: float, blend_ms: float) -> float:
+    """The mouth lead `SpeechDriver` takes by default: half a frame period plus half the
+    renderer's shape cross-fade (`blend_ms`)."""
+    return 500.0 / fps + 0.5 * blend_ms
 
 
 def _blend_ms(renderer: RendererBackend) -> float:

@@ -25,6 +25,11 @@ class AudioPacket:
     pcm: np.ndarray
     sample_rate: int
 
+    @property
+    def end_ms(self) -> float:
+        """Where the packet stops sounding, on the same clock as `pts_ms`."""
+        return self.pts_ms + 1000.0 * len(self.pcm) / self.sample_rate
+
     def payload(self) -> bytes:
         """16-bit little-endian mono PCM, as PROTOCOL.md kind 2 carries it."""
         return self.pcm.astype("<i2", copy=False).tobytes()
