@@ -2,31 +2,126 @@
 
 Shared by the scripts in this folder (run as `python benchmarks/<name>.py`, which puts this
 folder on the import path). Result files are shaped as ARCHITECTURE.md says:
-`{"benchmark", "device", "torch", "commit", "date", "config", "metrics"}`.
+`{"benchmark", "device", "torch", "commit", "dirty", "date", "config", "metrics"}`, and are
+written by `write_result` (one place that stamps provenance, so no script hand-writes a commit
+or a date).
+
+Provenance is read, never typed: `commit` is `git rev-parse HEAD` of the measured tree,
+`dirty` is False for a clean tree or `"sha256:<hash of git diff HEAD plus untracked files>"`,
+and `date`/`run_at` are the clock's. Where there is no git (the GPU machine receives a copy of
+the tree without `.git`), the caller exports `PERSONA_COMMIT` and `PERSONA_DIRTY` from the
+checkout that was sent (`provenance_env()` prints them); without them both read "unknown".
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.decode("utf-8", "replace") if out.returncode == 0 else None
+
+
 def git_commit(explicit: str | None = None) -> str:
-    """The checkout's short commit (or `explicit`, or $PERSONA_COMMIT where there is no git)."""
+    """The measured tree's commit: `explicit`, else $PERSONA_COMMIT, else git's HEAD."""
     if explicit or os.environ.get("PERSONA_COMMIT"):
         return explicit or os.environ["PERSONA_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
+    head = _git("rev-parse", "--short=12", "HEAD")
+    return head.strip() if head and head.strip() else "unknown"
+
+
+def tree_dirty() -> bool | str:
+    """False for a clean tree, else "sha256:<hash>" of the diff against HEAD and the untracked
+    files (so two runs on the same dirty tree say so); $PERSONA_DIRTY where there is no git."""
+    if os.environ.get("PERSONA_DIRTY"):
+        value = os.environ["PERSONA_DIRTY"]
+        return False if value.lower() in ("false", "0", "clean") else value
+    diff = _git("diff", "HEAD", "--binary")
+    untracked = _git("ls-files", "--others", "--exclude-standard", "-z")
+    if diff is None or untracked is None:
         return "unknown"
+    names = [n for n in untracked.split("\0") if n]
+    if not diff and not names:
+        return False
+    digest = hashlib.sha256(diff.encode())
+    for name in sorted(names):
+        digest.update(name.encode())
+        try:
+            digest.update((REPO / name).read_bytes())
+        except OSError:
+            pass
+    return f"sha256:{digest.hexdigest()[:16]}"
+
+
+def provenance_env() -> str:
+    """`PERSONA_COMMIT=... PERSONA_DIRTY=...` for a command run on a copy of this tree."""
+    return f"PERSONA_COMMIT={git_commit()} PERSONA_DIRTY={tree_dirty() or 'false'}"
+
+
+def today() -> str:
+    """The run's real date (UTC), as result files and their names carry it."""
+    return datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+
+
+def result_path(benchmark: str, device: str, suffix: str = "", folder: Path | None = None) -> Path:
+    """`benchmarks/results/<benchmark>-<device>-<date>[-<suffix>].json`."""
+    name = f"{benchmark}-{device}-{today()}" + (f"-{suffix}" if suffix else "")
+    return (folder or REPO / "benchmarks" / "results") / f"{name}.json"
+
+
+def write_result(
+    path: Path, benchmark: str, device: str, config: dict[str, Any], metrics: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    """Write one result file (atomically) with provenance stamped here; returns the record."""
+    record = {
+        "benchmark": benchmark,
+        "device": device,
+        "torch": torch_version(),
+        "python": sys.version.split()[0],
+        "commit": git_commit(),
+        "dirty": tree_dirty(),
+        "date": today(),
+        "run_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+        "config": config,
+        "metrics": metrics,
+    }
+    ensure_package()
+    from comfyui_persona.durable import atomic_write_text
+
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def ensure_package() -> None:
+    """Make `comfyui_persona` importable from this checkout, installed or not (the
+    repository root is the package; the GPU machine gets the tree without an install)."""
+    try:
+        import comfyui_persona  # noqa: F401
+    except ImportError:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(
+            "comfyui_persona", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["comfyui_persona"] = module
+        spec.loader.exec_module(module)
 
 
 def cpu_model() -> str:
