@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,9 @@ log = logging.getLogger("comfyui_persona.comfyui")
 
 #: Workflow the ComfyUI-hosted chat service runs (override with $PERSONA_COMFY_WORKFLOW).
 WORKFLOW_ENV = "PERSONA_COMFY_WORKFLOW"
+#: Comma-separated origins / host names allowed besides ComfyUI's own (docs/security.md).
+ORIGINS_ENV = "PERSONA_ALLOWED_ORIGINS"
+HOSTS_ENV = "PERSONA_ALLOWED_HOSTS"
 DEFAULT_WORKFLOW = Path(__file__).resolve().parent.parent / "workflows" / "persona_preview_chat.json"
 _MARK = "_comfyui_persona_routes"
 
@@ -44,17 +48,36 @@ def register_routes(server: Any | None = None, workflow: str | os.PathLike | Non
     server = server if server is not None else prompt_server()
     if server is None or getattr(server, _MARK, False):
         return False
-    from .server import add_routes
+    from .server import ServerConfig, add_routes
+    from .server.guard import AccessPolicy
+    from .server.logs import install
 
+    install(ServerConfig().log_repeats, on_root_handlers=False)
     path = Path(workflow or os.environ.get(WORKFLOW_ENV) or DEFAULT_WORKFLOW)
     service = LazyService(lambda: _build_service(path))
-    add_routes(server.routes, service, root_pages=False)
+    policy = AccessPolicy(None, allowed_origins(), _env_list(HOSTS_ENV))
+    add_routes(server.routes, service, policy, root_pages=False)
     app = getattr(server, "app", None)
     if app is not None:
         app.on_shutdown.append(service.shutdown)
     setattr(server, _MARK, True)
     log.info("comfyui-persona: chat at /persona/ (workflow %s)", path.name)
     return True
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def allowed_origins() -> list[str]:
+    """Origins whose pages may use the chat routes besides ComfyUI's own page: $PERSONA_ALLOWED_ORIGINS,
+    and the origin ComfyUI itself was told to allow (`--enable-cors-header ORIGIN`; not `*`)."""
+    origins = _env_list(ORIGINS_ENV)
+    cli_args = getattr(sys.modules.get("comfy.cli_args"), "args", None)
+    cors = getattr(cli_args, "enable_cors_header", None)
+    if isinstance(cors, str) and cors.strip() and cors.strip() != "*":
+        origins.append(cors.strip())
+    return origins
 
 
 def _build_service(path: Path):

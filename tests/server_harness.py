@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from aiohttp import web
 
 from comfyui_persona.headless.runner import WorkflowGraph, load_workflow
 from comfyui_persona.headless.server import PersonaService, ServerConfig, create_app
+from comfyui_persona.headless.server.site import start_server
 from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
 from paths import REPO
 
@@ -90,12 +90,9 @@ def make_service(**config) -> PersonaService:
 
 @contextlib.asynccontextmanager
 async def running(service: PersonaService) -> AsyncIterator[RunningServer]:
-    app = await asyncio.to_thread(create_app, service)  # resolves the static folder: file I/O
-    runner = web.AppRunner(app, access_log=None)
-    await asyncio.wait_for(runner.setup(), TIMEOUT)
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await asyncio.wait_for(site.start(), TIMEOUT)
-    port = site._server.sockets[0].getsockname()[1]
+    """The service on a free port behind the same gate `persona serve` uses."""
+    app = await asyncio.to_thread(create_app, service)
+    runner, port = await asyncio.wait_for(start_server(app, "127.0.0.1", 0, service.gate), TIMEOUT)
     try:
         yield RunningServer(service, port)
     finally:
@@ -151,3 +148,47 @@ async def settle(predicate, timeout: float = TIMEOUT) -> None:
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
+
+
+@dataclass
+class ServeProcess:
+    """A `persona serve` subprocess (`serve_process`)."""
+
+    process: asyncio.subprocess.Process
+    port: int
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/persona/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def serve_process(*args: str, env: dict | None = None, stderr=None, preexec_fn=None) -> AsyncIterator[ServeProcess]:
+    """`persona serve --port 0 --no-warm-up --quiet ARGS` in a subprocess (the real CLI, its
+    own event loop and cores); stopped with SIGTERM (then SIGKILL) after the block."""
+    import os
+    import re
+    import sys
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "comfyui_persona.headless", "serve", "--port", "0", "--no-warm-up", "--quiet", *args,
+        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=stderr if stderr is not None else asyncio.subprocess.DEVNULL,
+        env={**os.environ, **(env or {})}, preexec_fn=preexec_fn,
+    )
+    try:
+        line = (await asyncio.wait_for(process.stdout.readline(), 120)).decode()
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert found, f"persona serve did not start: {line!r} (exit {process.returncode})"
+        yield ServeProcess(process, int(found.group(1)))
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except asyncio.TimeoutError:
+                process.kill()
+                await asyncio.wait_for(process.wait(), 30)

@@ -40,6 +40,18 @@ async def _frame_index(page) -> int:
     return int(value) if value is not None else -1
 
 
+async def _wait_js(page, expression: str, timeout: float = 10.0) -> None:
+    """Poll a JS expression until it is true. Not `page.wait_for_function`: that compiles its
+    predicate with `eval` inside the page, which the page's CSP (no unsafe-eval) refuses;
+    `page.evaluate` goes through the DevTools protocol, outside the page's policy."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await page.evaluate(expression):
+        if loop.time() > deadline:
+            raise AssertionError(f"{expression} did not become true within {timeout} s")
+        await asyncio.sleep(0.1)
+
+
 async def _wait_frame_after(page, index: int, timeout: float = 10.0) -> int:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -150,14 +162,14 @@ async def test_chat_page_plays_speech_and_downloads_a_recording(tmp_path):
                 await page.fill("#message", "hello! how are you today?")
                 await page.press("#message", "Enter")
                 await expect(page.locator("li.persona[data-done='true']").last).to_be_visible(timeout=20000)
-                await page.wait_for_function("window.personaAudio.stats.played >= 5", timeout=20000)
+                await _wait_js(page, "window.personaAudio.stats.played >= 5", timeout=20)
                 stats = await page.evaluate("window.personaAudio.stats")
                 assert stats["samples"] > 22050 * 0.5 and stats["rms"] > 0.01, stats
                 assert stats["scheduled"] >= stats["played"] >= 5, stats
                 assert await page.evaluate("window.personaAudio.context.state") == "running"
 
                 await page.click("#mute")
-                await page.wait_for_function("window.personaAudio.gain.gain.value < 0.01", timeout=5000)
+                await _wait_js(page, "window.personaAudio.gain.gain.value < 0.01", timeout=5)
                 await page.click("#mute")
                 await page.wait_for_timeout(1500)
 
@@ -224,9 +236,9 @@ async def test_gallery_switches_persona_and_imports_cards_with_clear_errors(tmp_
                 await expect(buttons).to_have_count(len(service.library.ids()), timeout=10000)
                 assert await buttons.count() >= 6
                 await expect(page.locator("#personas button[aria-current='true']")).to_have_attribute("data-persona", "mira")
-                await page.wait_for_function(
-                    "[...document.querySelectorAll('#personas img')].every(i => i.complete && i.naturalWidth > 0)",
-                    timeout=15000,
+                await _wait_js(
+                    page, "[...document.querySelectorAll('#personas img')].every(i => i.complete && i.naturalWidth > 0)",
+                    timeout=15,
                 )
                 other = next(pid for pid in service.library.ids() if pid != "mira")
                 await page.click(f"#personas button[data-persona='{other}']")

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from comfyui_persona.headless import comfyui_routes
 from comfyui_persona.headless.server import add_routes
+from comfyui_persona.headless.server.guard import AccessPolicy
 from comfyui_persona.nodes import comfy_env
 from paths import REPO
 
@@ -48,7 +49,7 @@ async def test_chat_service_is_built_on_the_first_request_and_only_once(aiohttp_
 
     lazy = comfyui_routes.LazyService(build)
     app = web.Application()
-    add_routes(app.router, lazy, root_pages=False)
+    add_routes(app.router, lazy, AccessPolicy(), root_pages=False)
     app.on_shutdown.append(lazy.shutdown)
     assert built == [], "mounting must not build the service (ComfyUI's start-up pays nothing)"
     client = await aiohttp_client(app)

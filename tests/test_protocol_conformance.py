@@ -406,6 +406,7 @@ async def test_record_on_then_off_answers_recording_with_a_url(service, no_block
         await next_frame(ws)
         await ws.send(json.dumps({"type": "record", "id": "r1", "on": True}))
         started = await wait_for_type(ws, "recording")
+        url = started.pop("url")  # announced at the start: a crash never orphans the file
         assert started == {"type": "recording", "reply_to": "r1", "on": True, "duration_ms": 0, "frames": 0}
         for _ in range(12):
             await next_frame(ws)
@@ -414,6 +415,7 @@ async def test_record_on_then_off_answers_recording_with_a_url(service, no_block
         assert set(stopped) == {"type", "reply_to", "on", "url", "duration_ms", "frames"}
         assert stopped["reply_to"] == "r2" and stopped["on"] is False and stopped["frames"] >= 10
         assert re.fullmatch(r"/persona/recordings/[A-Za-z0-9_-]{32}\.mp4", stopped["url"])
+        assert stopped["url"] == url
 
 
 async def test_invalid_record_messages_name_the_field(service, no_blocking):

@@ -125,7 +125,7 @@ async def test_record_start_stop_downloads_a_playable_mp4_with_speech(service, t
         assert error["code"] == "invalid" and "not recording" in error["message"]
         await ws.send(json.dumps({"type": "record", "id": "x1", "on": True}))
         started = await wait_for_type(ws, "recording", reply_to="x1")
-        assert started["on"] is True and "url" not in started
+        assert started["on"] is True and started["url"].startswith("/persona/recordings/")
         await ws.send(json.dumps({"type": "record", "id": "x2", "on": True}))
         error = await wait_for_type(ws, "error", reply_to="x2")
         assert error["code"] == "invalid" and "already recording" in error["message"]

@@ -21,14 +21,18 @@ thread; one lock guards the container.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import threading
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RecordingError", "SessionRecorder", "sounding"]
+from ..errors import PersonaError
+
+__all__ = ["RecordingError", "RecordingWriteError", "SessionRecorder", "repair_fragments", "sounding"]
 
 
 def sounding(pieces, origin_ms: float, start: int, end: int, rate: int) -> np.ndarray:
@@ -46,8 +50,54 @@ def sounding(pieces, origin_ms: float, start: int, end: int, rate: int) -> np.nd
     return out
 
 
-class RecordingError(RuntimeError):
+class RecordingError(PersonaError, RuntimeError):
     """The recorder was used wrongly (not started, bad frame size, time going backwards)."""
+
+    code = "recording"
+
+
+class RecordingWriteError(RecordingError):
+    """Writing the file failed (disk full, quota, I/O error): the recorder closed it, cut
+    back to its last whole fragment (`repair_fragments`), and takes nothing more."""
+
+
+def repair_fragments(path: str | Path) -> int:
+    """Cut a fragmented MP4 back to its last whole box: what a full disk or a killed writer
+    left half-written at the end goes, every complete fragment (moof + mdat) stays. Returns
+    the size kept (0: not an MP4 with a complete header, left as it is).
+
+    The file is a sequence of top-level boxes, each `[u32 size][4-char type]` (size 1: a
+    u64 size follows; size 0: "to the end", which only a writer that stopped can leave)."""
+    import struct
+
+    path = Path(path)
+    size = path.stat().st_size
+    kept, pos, last_moof = 0, 0, None
+    with path.open("rb") as handle:
+        while pos + 8 <= size:
+            handle.seek(pos)
+            head = handle.read(16)
+            box_size, kind = struct.unpack(">I4s", head[:8])
+            if box_size == 1 and len(head) >= 16:
+                box_size = struct.unpack(">Q", head[8:16])[0]
+            if box_size < 8 or pos + box_size > size:
+                break  # a box cut off by the failure (or garbage): everything from here goes
+            end = pos + box_size
+            if kind == b"moof":
+                last_moof = pos
+            elif kind == b"mdat" and last_moof is not None:
+                kept, last_moof = end, None  # a whole fragment
+            elif kind in (b"ftyp", b"moov", b"free", b"mfra", b"sidx") and last_moof is None:
+                kept = end
+            pos = end
+    if kept == 0:
+        return 0
+    if kept < size:
+        with path.open("r+b") as handle:
+            handle.truncate(kept)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return kept
 
 
 class SessionRecorder:
@@ -136,7 +186,7 @@ class SessionRecorder:
 
     def stop(self) -> Path:
         """Flush the encoders and close the file; returns its path."""
-        with self._lock:
+        with self._lock, self._writes():
             container = self._require()
             if self._origin_ms is None:  # no frame ever came: audio starts the file
                 self._origin_ms = min((at for _, at in self._early_audio), default=0.0)
@@ -168,7 +218,7 @@ class SessionRecorder:
             raise RecordingError(
                 f"frame {rgb.shape} {rgb.dtype} must be uint8 ({self.height}, {self.width}, 3)"
             )
-        with self._lock:
+        with self._lock, self._writes():
             container = self._require()
             if self._origin_ms is None:
                 self._origin_ms = float(pts_ms)
@@ -196,7 +246,7 @@ class SessionRecorder:
     def push_audio(self, pcm: np.ndarray, pts_ms: float) -> None:
         """int16 mono PCM at `audio_rate` whose first sample plays at `pts_ms`."""
         pcm = np.array(pcm, dtype=np.int16).reshape(-1)  # a copy: the caller may reuse its buffer
-        with self._lock:
+        with self._lock, self._writes():
             self._require()
             if self._origin_ms is None:
                 self._early_audio.append((pcm, float(pts_ms)))
@@ -208,7 +258,7 @@ class SessionRecorder:
         `(start_ms, pcm at audio_rate)` pieces sound there, silence around them (`sounding`).
         For audio known per chunk: called before the chunk's frames, with `origin_ms` its
         first frame's pts (the file's time zero when no frame has come yet)."""
-        with self._lock:
+        with self._lock, self._writes():
             self._require()
             if self._origin_ms is None:
                 self._origin_ms = float(origin_ms)
@@ -220,6 +270,21 @@ class SessionRecorder:
                 self._write_audio(sounding(pieces, self._origin_ms, self._audio_cursor, end, self.audio_rate))
 
     # --- internals ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _writes(self):
+        """Around every encode and mux: a write that fails (a full disk) closes the file at
+        its last whole fragment and raises `RecordingWriteError`; nothing more is taken."""
+        try:
+            yield
+        except OSError as exc:
+            container, self._container = self._container, None
+            if container is not None:
+                with contextlib.suppress(Exception):  # the close writes too, and may fail again
+                    container.close()
+            with contextlib.suppress(OSError):
+                repair_fragments(self.path)
+            raise RecordingWriteError(f"writing {self.path.name} failed: {exc}") from exc
 
     def _place_audio(self, pcm: np.ndarray, pts_ms: float) -> None:
         assert self._origin_ms is not None

@@ -214,15 +214,13 @@ class _AudioWriter:
 
     def __init__(self, args: argparse.Namespace, renderer, persona, width: int, height: int) -> None:
         from ...video.recording import SessionRecorder
-        from ...video.voice import STREAM_RATE, SpeechDriver, VoiceError, VoiceSpec, get_synthesizer
+        from ...video.voice import STREAM_RATE, SpeechDriver, checked_voice, get_synthesizer
 
-        voice = VoiceSpec.from_dict(persona.voice.model_dump())
-        try:
-            synthesizer = get_synthesizer(voice.engine)
-        except VoiceError as exc:  # e.g. a piper card without the piper extra installed
-            print(f"warning: {exc}; speaking with espeak en-us instead", file=sys.stderr)
-            voice = VoiceSpec(engine="espeak", voice="en-us", rate=voice.rate, pitch=voice.pitch)
-            synthesizer = get_synthesizer("espeak")
+        # e.g. a piper card without the piper extra installed, or a voice espeak does not list
+        voice, problem = checked_voice(persona.voice.model_dump())
+        if problem:
+            print(f"warning: {problem}", file=sys.stderr)
+        synthesizer = get_synthesizer(voice.engine)
         self.recorder = SessionRecorder(args.output, width, height, args.fps, STREAM_RATE, crf=20)
         self.recorder.start()
         self.driver = SpeechDriver(renderer, args.fps, voice, synthesizer=synthesizer, recorder=self.recorder)

@@ -11,31 +11,27 @@ HELP = "Serve the chat page and /persona/ws, running a saved workflow in streami
 DEFAULT_WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "persona_preview_chat.json"
 
 
+#: Flag names users know from earlier versions, kept as aliases of the generated ones.
+ALIASES = {
+    "messages_per_second": ["--rate"],
+    "resume_grace_s": ["--resume-grace"],
+    "recordings_dir": ["--recordings"],
+    "cache_policy": ["--cache"],
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..server.config import ServerConfig
+    from ..settings_args import add_model_arguments
+
     parser.add_argument("--workflow", type=Path, default=DEFAULT_WORKFLOW,
                         help="saved workflow, API or UI format (default: workflows/persona_preview_chat.json)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8189, help="port (0: any free port; the real one is printed)")
-    parser.add_argument("--token", default=None,
-                        help="shared secret clients send in hello.token (default: env PERSONA_TOKEN); "
-                        "required when binding beyond loopback")
-    parser.add_argument("--max-sessions", type=int, default=8, help="concurrent sessions before `busy` (default 8)")
-    parser.add_argument("--rate", type=int, default=20, help="messages per second per connection (default 20)")
-    parser.add_argument("--resume-grace", type=float, default=30.0,
-                        help="seconds a disconnected session waits to be resumed (default 30)")
-    parser.add_argument("--jpeg-quality", type=int, default=80, help="JPEG quality 10..100 (default 80)")
-    parser.add_argument("--encoder", default="simplejpeg", choices=["simplejpeg", "turbojpeg", "pillow"],
-                        help="JPEG library (default simplejpeg, the fastest measured here)")
-    parser.add_argument("--cache", default="classic", choices=["classic", "lru", "none"],
-                        help="workflow executor cache policy (default classic)")
-    parser.add_argument("--recordings", type=Path, default=None, metavar="DIR",
-                        help="folder for `record` MP4s (default ~/.local/share/comfyui-persona/recordings)")
-    parser.add_argument("--personas-dir", type=Path, default=None, metavar="DIR",
-                        help="folder for cards imported through the page (default: first $PERSONA_DIR folder, "
-                        "else ~/.local/share/comfyui-persona/personas)")
-    parser.add_argument("--no-speech", action="store_true", help="do not speak replies (no audio, no lip-sync)")
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="settings file (TOML, or JSON by its .json suffix) with any of the settings below, "
+                        "by the same names (max_sessions = 4); flags override it")
     parser.add_argument("--no-warm-up", action="store_true", help="skip loading the interpreter before serving")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
+    add_model_arguments(parser, ServerConfig, ALIASES)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,30 +42,21 @@ def run(args: argparse.Namespace) -> int:
 
     from ..runner import WorkflowError
     from ..server.config import InsecureBindError, ServerConfig, check_exposure
+    from ..settings_args import SettingsError, settings_from_args
 
     console = Console(stderr=True, quiet=args.quiet)
     errors = Console(stderr=True)  # errors print even with --quiet
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     try:
-        config = ServerConfig(
-            host=args.host,
-            port=args.port,
-            token=args.token or os.environ.get("PERSONA_TOKEN") or None,
-            max_sessions=args.max_sessions,
-            messages_per_second=args.rate,
-            resume_grace_s=args.resume_grace,
-            jpeg_quality=args.jpeg_quality,
-            encoder=args.encoder,
-            cache_policy=args.cache,
-            speech=not args.no_speech,
-            recordings_dir=str(args.recordings) if args.recordings else None,
-            personas_dir=str(args.personas_dir) if args.personas_dir else None,
-        )
+        config = settings_from_args(ServerConfig, args, args.config, token=os.environ.get("PERSONA_TOKEN") or None)
         check_exposure(config)
-    except (InsecureBindError, ValueError) as exc:
-        errors.print(f"[red]error:[/red] {exc}")
+    except (InsecureBindError, SettingsError) as exc:
+        errors.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         return 2
+    from ..server.logs import install
+
+    install(config.log_repeats, on_root_handlers=True)
     try:
         service = _load(args, config, console)
     except WorkflowError as exc:
@@ -103,21 +90,30 @@ def _load(args: argparse.Namespace, config, console):
     return service
 
 
+def _raise_open_files_limit() -> None:
+    """Use the hard limit of open files: the connection caps (max_connections) must bind
+    before the process runs out of descriptors, never after."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 65536), hard))
+        except (ValueError, OSError):
+            pass
+
+
 async def _serve(service, config) -> None:
     import asyncio
     import signal
 
-    from aiohttp import web
-
     from ..server import create_app
+    from ..server.site import start_server
 
-    app = create_app(service)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
-    sockets = site._server.sockets if site._server is not None else []  # the OS-chosen port for --port 0
-    port = sockets[0].getsockname()[1] if sockets else config.port
+    _raise_open_files_limit()
+    runner, port = await start_server(create_app(service), config.host, config.port, service.gate)
     host = config.host if ":" not in config.host else f"[{config.host}]"
     print(f"persona serve: http://{host}:{port}/  (WebSocket ws://{host}:{port}/persona/ws)", flush=True)
     stop = asyncio.Event()

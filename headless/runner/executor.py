@@ -128,6 +128,7 @@ class StreamingRunner:
         self._turn_lock = threading.Lock()
         self._tick_lock = threading.Lock()
         self._reset_requested = threading.Event()
+        self._closed = False
         self._bind_initial(inputs or {})
 
     def _bind_initial(self, inputs: Mapping[str, Any]) -> None:
@@ -173,6 +174,8 @@ class StreamingRunner:
         if not self.graph.accepts(kind):
             raise WorkflowError(f"this workflow has no node that takes {kind!r} input")
         with self._turn_lock:
+            if self._closed:
+                return TickResult()
             overrides = {node_id: dict(values) for node_id, values in self._overrides.items()}
             self._apply(overrides, kind, value, turn)
             result = self._run(self.graph.turn_lane, overrides, latch=True)
@@ -182,6 +185,8 @@ class StreamingRunner:
     def tick(self) -> TickResult:
         """One streaming step: run the stream lane (state, next chunk, sink)."""
         with self._tick_lock:
+            if self._closed:
+                return TickResult()
             if self._reset_requested.is_set():
                 self._reset_requested.clear()
                 with bind_store(self.store):
@@ -281,10 +286,13 @@ class StreamingRunner:
         return outputs, ui
 
     def close(self) -> None:
-        """Drop cached outputs and the session's stateful parts."""
-        self.cache.clear()
-        self._latched = {}
-        self.store.drop(self.session_id)
+        """Drop cached outputs and the session's stateful parts, after the turn and tick in
+        flight (on other threads) finish: one finishing later would build its parts again."""
+        with self._turn_lock, self._tick_lock:
+            self._closed = True
+            self.cache.clear()
+            self._latched = {}
+            self.store.drop(self.session_id)
 
 
 def _merge(first: TickResult, second: TickResult) -> TickResult:

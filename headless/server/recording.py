@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import PersonaError
+
 log = logging.getLogger("comfyui_persona.serve")
 
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{32}$")
@@ -45,12 +47,29 @@ def recording_url(token: str) -> str:
     return f"/persona/recordings/{token}.mp4"
 
 
+class RecordingRefused(PersonaError):
+    """A recording cannot start now (the disk is nearly full); the message says why."""
+
+    code = "recording"
+
+
 @dataclass(frozen=True)
 class RecordingResult:
     token: str
     path: Path
     frames: int
     duration_ms: int
+    problem: str | None = None  # why it ended early or incomplete (a full disk), else None
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space on the disk holding `folder` (its nearest existing parent)."""
+    import shutil
+
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
 
 
 def _pieces(packets: Sequence[Any], rate: int) -> list[tuple[int, np.ndarray]]:
@@ -113,13 +132,26 @@ class RecentAudio:
 
 class ActiveRecording:
     """One recording in progress. Thread-safe: the render thread pushes chunks (frames with
-    their audio), the event loop stops it (through a worker thread: the flush blocks)."""
+    their audio), the event loop stops it (through a worker thread: the flush blocks).
 
-    def __init__(self, folder: Path, width: int, height: int, fps: float, audio_rate: int) -> None:
+    It never takes the stream down: a chunk it cannot write (a full disk) ends the file at
+    its last whole fragment, and `stop_reason` says why, for the session to tell the viewer.
+    It also asks to be stopped (`stop_reason`) at `max_ms` of video, and when the disk has
+    less than `min_free_bytes` left (checked about once a second of video)."""
+
+    def __init__(
+        self, folder: Path, width: int, height: int, fps: float, audio_rate: int, *,
+        max_ms: float = float("inf"), min_free_bytes: int = 0,
+    ) -> None:
         from ...video.recording import SessionRecorder
 
         self.token = new_token()
         self.path = folder / f"{self.token}.mp4"
+        self.max_ms = float(max_ms)
+        self.min_free_bytes = int(min_free_bytes)
+        self.stop_reason: str | None = None
+        self.stop_is_failure = False  # stopped by the disk (full, or nearly), not by a limit
+        self._next_space_check = 0.0
         self.fps = float(fps)
         self.audio_rate = int(audio_rate)
         # The audio is written here, up to the end of each chunk and before its frames, so
@@ -138,10 +170,10 @@ class ActiveRecording:
         first the audio sounding from where the written audio ends to the end of the chunk's
         last new frame, then the frames. Frames at or before the last one written (a
         restarted clock) are skipped."""
-        from ...video.recording import RecordingError
+        from ...video.recording import RecordingError, RecordingWriteError
 
         with self._lock:
-            if self.failed or not self.recorder.recording:
+            if self.failed or self.stop_reason or not self.recorder.recording:
                 return
             new, last = [], self._last_pts
             for rgb, pts in zip(frames, pts_ms, strict=True):
@@ -158,18 +190,209 @@ class ActiveRecording:
                 for rgb, pts in new:
                     self.recorder.push_frame(rgb, pts)
                     self._last_pts = float(pts)
+            except RecordingWriteError as exc:  # a full disk: the file ends at its last whole fragment
+                self.failed = self.stop_reason = f"the recording could not be written ({exc.__cause__ or exc})"
+                self.stop_is_failure = True
+                log.warning("recording %s stopped: %s", self.token[:6], exc)
+                return
             except RecordingError as exc:  # e.g. the renderer restarted at another size
                 self.failed = str(exc)
                 log.warning("recording %s stopped taking frames: %s", self.token[:6], exc)
+                return
+            elapsed = self._last_pts - self._first_pts
+            if elapsed >= self.max_ms:
+                self.stop_reason = f"the recording reached its limit of {self.max_ms / 60000:g} minutes"
+            elif self.min_free_bytes and elapsed >= self._next_space_check:
+                self._next_space_check = elapsed + 1000.0
+                if free_bytes(self.path.parent) < self.min_free_bytes:
+                    self.stop_reason = "the recording stopped: the disk is nearly full"
+                    self.stop_is_failure = True
 
     def stop(self) -> RecordingResult:
-        """Flush and close the file (blocks: call on a worker thread)."""
+        """Flush and close the file (blocks: call on a worker thread). A file that cannot be
+        finished (a full disk) is kept up to its last whole fragment; its result says so."""
+        from ...video.recording import RecordingWriteError
+
         with self._lock:
             if self.recorder.recording:
-                self.recorder.stop()
+                try:
+                    self.recorder.stop()
+                except RecordingWriteError as exc:
+                    self.failed = self.stop_reason = f"the recording could not be finished ({exc.__cause__ or exc})"
             frames = self.recorder.frames_written
             if self._first_pts is None or self._last_pts is None:
                 duration = 0
             else:
                 duration = int(round(self._last_pts - self._first_pts + 1000.0 / self.fps))
-        return RecordingResult(self.token, self.path, frames, duration)
+            if self.failed:  # the file ends at its last whole fragment: say what it holds
+                frames, duration = _frames_in(self.path)
+        return RecordingResult(self.token, self.path, frames, duration, self.failed)
+
+
+def _frames_in(path: Path) -> tuple[int, int]:
+    """(video frames, duration ms) a recording file holds, by demuxing (no decode)."""
+    import av
+
+    frames, end = 0, 0
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            for packet in container.demux(stream):
+                if packet.size:
+                    frames += 1
+                    if packet.pts is not None:
+                        end = max(end, packet.pts + (packet.duration or 0))
+    except (av.error.FFmpegError, OSError, IndexError):
+        return 0, 0
+    return frames, int(round(float(end * stream.time_base) * 1000.0))
+
+
+@dataclass
+class RecordingEntry:
+    """One recording in the folder's index."""
+
+    token: str
+    session: str
+    started: float  # epoch seconds
+    state: str = "recording"  # recording | finished
+    frames: int = 0
+    duration_ms: int = 0
+    problem: str | None = None
+
+    @property
+    def url(self) -> str:
+        return recording_url(self.token)
+
+    def public(self) -> dict:
+        """What a client is told (PROTOCOL.md `ready.recordings`)."""
+        return {"url": self.url, "state": self.state, "frames": self.frames, "duration_ms": self.duration_ms}
+
+
+class RecordingsFolder:
+    """The recordings folder: its index (`index.json`, written atomically), crash repair and
+    retention. Thread-safe (called on worker threads: it does file I/O).
+
+    The index is what lets a viewer find a recording that never got its `record off` (a
+    crash, a SIGTERM): the URL is announced when recording starts, and `ready` lists the
+    session's recordings on resume. At start-up, files the index still marks `recording`
+    (the process died) are cut back to their last whole fragment and marked finished.
+    Retention deletes finished files older than `max_days`, then the oldest beyond `max_mb`
+    in all; a file being recorded is never deleted."""
+
+    INDEX = "index.json"
+
+    def __init__(self, folder: Path, max_days: float = 0.0, max_mb: int = 0) -> None:
+        self.folder = Path(folder)
+        self.max_days = max_days
+        self.max_mb = max_mb
+        self._lock = threading.Lock()
+        self._entries: dict[str, RecordingEntry] | None = None
+
+    def _load(self) -> dict[str, RecordingEntry]:
+        if self._entries is None:
+            import json
+
+            entries: dict[str, RecordingEntry] = {}
+            try:
+                raw = json.loads((self.folder / self.INDEX).read_text("utf-8"))
+                for token, fields in (raw.get("recordings") or {}).items():
+                    if TOKEN_PATTERN.match(token) and isinstance(fields, dict):
+                        entries[token] = RecordingEntry(token=token, **{
+                            k: fields[k] for k in ("session", "started", "state", "frames", "duration_ms", "problem")
+                            if k in fields
+                        })
+            except (OSError, ValueError, TypeError):
+                pass  # no index yet, or unreadable: rebuilt as recordings come
+            self._entries = entries
+        return self._entries
+
+    def _save(self) -> None:
+        import dataclasses
+        import json
+
+        from ...durable import atomic_write_text
+
+        data = {"recordings": {t: {k: v for k, v in dataclasses.asdict(e).items() if k != "token"}
+                               for t, e in self._load().items()}}
+        atomic_write_text(self.folder / self.INDEX, json.dumps(data, indent=1))
+
+    def started(self, token: str, session: str) -> RecordingEntry:
+        import time
+
+        with self._lock:
+            entry = self._load()[token] = RecordingEntry(token=token, session=session, started=time.time())
+            self._save()
+            return entry
+
+    def finished(self, result: RecordingResult) -> None:
+        with self._lock:
+            entry = self._load().get(result.token)
+            if entry is None:
+                return
+            entry.state, entry.frames, entry.duration_ms, entry.problem = (
+                "finished", result.frames, result.duration_ms, result.problem)
+            self._save()
+
+    def of_session(self, session: str) -> list[RecordingEntry]:
+        with self._lock:
+            return [e for e in self._load().values() if e.session == session]
+
+    def recover(self, active: set[str]) -> int:
+        """Repair files a dead process left marked `recording`; returns how many."""
+        from ...durable import sweep_temporaries
+        from ...video.recording import repair_fragments
+
+        repaired = 0
+        with self._lock:
+            if not self.folder.is_dir():
+                return 0
+            sweep_temporaries(self.folder)
+            for entry in self._load().values():
+                if entry.state == "recording" and entry.token not in active:
+                    path = self.folder / f"{entry.token}.mp4"
+                    if path.is_file():
+                        repair_fragments(path)
+                        entry.frames, entry.duration_ms = _frames_in(path)
+                    entry.state, entry.problem = "finished", "the server stopped while recording"
+                    repaired += 1
+            if repaired:
+                self._save()
+        return repaired
+
+    def prune(self, active: set[str]) -> list[str]:
+        """Apply retention; returns the tokens deleted. Files of other programs are left alone."""
+        import time
+
+        deleted: list[str] = []
+        with self._lock:
+            if not self.folder.is_dir():
+                return deleted
+            files = []
+            for path in self.folder.glob("*.mp4"):
+                token = path.stem
+                if not TOKEN_PATTERN.match(token) or token in active or path.is_symlink():
+                    continue
+                try:
+                    stat = path.stat()
+                except OSError:
+                    continue
+                files.append((stat.st_mtime, stat.st_size, token, path))
+            files.sort()
+            now = time.time()
+            total = sum(size for _, size, _, _ in files)
+            for mtime, size, token, path in files:
+                too_old = self.max_days > 0 and now - mtime > self.max_days * 86400
+                too_big = self.max_mb > 0 and total > self.max_mb * 2**20
+                if not (too_old or too_big):
+                    continue
+                try:
+                    path.unlink()
+                except OSError:
+                    continue
+                total -= size
+                deleted.append(token)
+                self._load().pop(token, None)
+            if deleted:
+                self._save()
+        return deleted
+

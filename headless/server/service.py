@@ -9,6 +9,7 @@ the workflow graph, the session store, the persona library.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hmac
 import logging
 import re
@@ -26,6 +27,8 @@ from ..runner import StreamingRunner, WorkflowGraph, make_cache
 from .config import ServerConfig, data_dir
 from .encoder import make_encoder
 from .gallery import GalleryRoutes
+from .guard import AccessPolicy, Route, guarded, security_headers
+from .limits import ConnectionGate, FailureLimiter, RateWindow, peer_address
 from .metrics import ServerMetrics
 from .protocol import (
     PROTOCOL_VERSION,
@@ -40,6 +43,7 @@ from .protocol import (
     frame_too_large,
     parse,
 )
+from .recording import RecordingRefused, RecordingsFolder, free_bytes
 from .session import Connection, ViewerSession
 
 log = logging.getLogger("comfyui_persona.serve")
@@ -73,9 +77,17 @@ class PersonaService:
         self.speech_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="persona-tts")
         self.recordings_dir = Path(self.config.recordings_dir) if self.config.recordings_dir else data_dir("recordings")
         self.active_recordings: set[str] = set()
+        self._recordings: RecordingsFolder | None = None
         self.gallery = GalleryRoutes(self)
         self.default_persona = self._default_persona()
         self._starting = 0
+        cfg = self.config
+        # Headless only (ComfyUI owns its sockets): socket caps and the idle timeout.
+        self.gate = ConnectionGate(cfg.max_connections, cfg.max_connections_per_ip, cfg.idle_timeout_s)
+        self.sockets_per_ip: collections.Counter[str] = collections.Counter()  # WebSockets, both hosts
+        self.token_failures = FailureLimiter()
+        self.closing = False
+        self._ending: set[asyncio.Task] = set()
         if not graph.accepts("chat"):
             raise ValueError("the workflow has no node that takes chat text (add a PersonaConversationTurn)")
 
@@ -115,8 +127,9 @@ class PersonaService:
                 self.metrics.sessions_resumed_total += 1
                 log.info("session %s resumed", session.id[:8])
                 return session, True
-        if len(self.sessions) + self._starting >= self.config.max_sessions:
-            raise ProtocolError("busy", f"the server is at its limit of {self.config.max_sessions} sessions; try again later")
+        if self.closing:
+            raise ProtocolError("busy", "the server is stopping")
+        await self._make_room(connection.peer)
         self._starting += 1
         try:
             persona = await self._load_persona(hello.persona or self.default_persona)
@@ -130,9 +143,10 @@ class PersonaService:
                 inputs={"persona": persona_ref} if self.graph.accepts("persona") else None,
             )
             session = ViewerSession(self, session_id, persona, runner, hello.max_fps)
+            session.owner = connection.peer
             self.store.open(session_id, emit=session.emit)
             if self.config.speech:
-                session.speech = _session_speech(persona)
+                session.speech = await loop_run(self.pool, _session_speech, persona)
                 if session.speech is not None:
                     self.store.get(session_id).resource("speech", lambda: session.speech)
             loop = asyncio.get_running_loop()
@@ -152,6 +166,34 @@ class PersonaService:
         log.info("session %s started: persona %s, backend %s", session_id[:8], persona.id, session.backend)
         return session, False
 
+    async def _make_room(self, peer: str) -> None:
+        """Free a slot for a new session from `peer`, or raise `busy`.
+
+        A session waiting to be resumed (no viewer) holds its slot only while there is room:
+        the server's or the address's limit reached, the one waiting longest gives way, so
+        connecting and leaving cannot squat every slot (docs/security.md)."""
+        cfg = self.config
+
+        def waiting(owned_by: str | None = None) -> list[ViewerSession]:
+            found = [s for s in self.sessions.values() if s.connection is None and (owned_by is None or s.owner == owned_by)]
+            return sorted(found, key=lambda s: s.detached_at or 0.0)
+
+        mine = [s for s in self.sessions.values() if s.owner == peer]
+        if len(mine) >= cfg.max_sessions_per_ip:
+            idle = waiting(peer)
+            if not idle:
+                self.metrics.refused_total["sessions_per_ip"] += 1
+                raise ProtocolError(
+                    "busy", f"this address already holds {cfg.max_sessions_per_ip} sessions; close one and try again"
+                )
+            await self.end_session(idle[0].id, "its slot went to a new session from the same address")
+        while len(self.sessions) + self._starting >= cfg.max_sessions:
+            idle = waiting()
+            if not idle:
+                self.metrics.refused_total["sessions"] += 1
+                raise ProtocolError("busy", f"the server is at its limit of {cfg.max_sessions} sessions; try again later")
+            await self.end_session(idle[0].id, "its slot went to a new session")
+
     async def end_session(self, session_id: str, why: str) -> None:
         session = self.sessions.pop(session_id, None)
         if session is None:
@@ -163,11 +205,25 @@ class PersonaService:
             session_id[:8], why, time.monotonic() - session.started, s.frames_sent, s.dropped,
         )
 
+    def expire_later(self, session_id: str, delay_s: float) -> asyncio.TimerHandle:
+        """End a session `delay_s` from now (its resume grace); `close` waits for the ending."""
+        loop = asyncio.get_running_loop()
+
+        def expire() -> None:
+            task = loop.create_task(self.end_session(session_id, "expired"))
+            self._ending.add(task)
+            task.add_done_callback(self._ending.discard)
+
+        return loop.call_later(delay_s, expire)
+
     async def close(self) -> None:
+        self.closing = True  # sessions detached from here on are ended below, not given a grace
         for connection in list(self.connections):
             await connection.ws.close()
         for session_id in list(self.sessions):
             await self.end_session(session_id, "server stopping")
+        if self._ending:  # sessions whose grace ran out just before: their runners close on the pool
+            await asyncio.gather(*list(self._ending), return_exceptions=True)
         await asyncio.to_thread(self.speech_pool.shutdown, True)
         await asyncio.to_thread(self.pool.shutdown, True)  # waits for in-flight ticks, off the loop
 
@@ -181,12 +237,40 @@ class PersonaService:
 
     # -- recordings -------------------------------------------------------------------------
 
-    def recording_started(self, recording) -> None:
+    @property
+    def recordings(self) -> RecordingsFolder:
+        """The recordings folder (index, repair, retention) of `recordings_dir`."""
+        if self._recordings is None or self._recordings.folder != self.recordings_dir:
+            cfg = self.config
+            self._recordings = RecordingsFolder(self.recordings_dir, cfg.recordings_max_days, cfg.recordings_max_mb)
+        return self._recordings
+
+    def prepare_recordings(self) -> None:
+        """Before a recording starts (worker thread): repair what a dead process left,
+        apply retention, and refuse when the disk is nearly full."""
+        folder = self.recordings
+        active = set(self.active_recordings)
+        if not getattr(folder, "recovered", False):
+            folder.recover(active)
+            folder.recovered = True
+        folder.prune(active)
+        minimum = self.config.recordings_min_free_mb * 2**20
+        if minimum and free_bytes(self.recordings_dir) < minimum:
+            raise RecordingRefused(
+                f"the disk holding the recordings has less than {self.config.recordings_min_free_mb} MB free"
+            )
+
+    def recording_started(self, recording, session_id: str) -> None:
+        """On a worker thread: the file is open; its URL goes into the index."""
         self.active_recordings.add(recording.token)
         self.metrics.recordings_total += 1
+        self.recordings.started(recording.token, session_id)
 
-    def recording_finished(self, recording) -> None:
+    def recording_finished(self, recording, result=None) -> None:
+        """On a worker thread: the file is closed (or could not be); the index says so."""
         self.active_recordings.discard(recording.token)
+        if result is not None:
+            self.recordings.finished(result)
 
     # -- warm-up ----------------------------------------------------------------------------
 
@@ -220,7 +304,7 @@ class PersonaService:
     async def handle_metrics(self, request: web.Request) -> web.Response:
         now = asyncio.get_running_loop().time()
         attached = [s for s in self.sessions.values() if s.connection is not None]
-        text = self.metrics.render(len(self.sessions), len(attached), [s.stats.fps(now) for s in attached])
+        text = self.metrics.render(len(self.sessions), len(attached), [s.stats.fps(now) for s in attached], self.gate)
         return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"X-Format": "prometheus-0.0.4"})
 
     async def handle_page(self, request: web.Request) -> web.StreamResponse:
@@ -241,11 +325,21 @@ class PersonaService:
     async def handle_recording(self, request: web.Request) -> web.StreamResponse:
         return await self.gallery.recording(request)
 
-    async def handle_ws(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(max_msg_size=self.config.hard_frame_limit, heartbeat=30.0)
+    async def handle_ws(self, request: web.Request) -> web.StreamResponse:
+        cfg = self.config
+        peer = peer_address(request.transport)
+        if len(self.connections) >= cfg.max_connections or self.sockets_per_ip[peer] >= cfg.max_connections_per_ip:
+            self.metrics.refused_total["sockets"] += 1
+            return web.json_response(
+                {"code": "busy", "message": "too many connections; try again later"}, status=503,
+                headers={"Retry-After": "5"},
+            )
+        # Pings are read here, not answered by aiohttp: they count against the rate limit.
+        ws = web.WebSocketResponse(max_msg_size=cfg.hard_frame_limit, heartbeat=30.0, autoping=False)
         await ws.prepare(request)
-        connection = Connection(ws)
+        connection = Connection(ws, peer=peer)
         self.connections.add(connection)
+        self.sockets_per_ip[peer] += 1
         self.metrics.connections_total += 1
         connection.start()
         try:
@@ -256,29 +350,50 @@ class PersonaService:
                 session.detach(connection)
             await connection.close()
             self.connections.discard(connection)
+            self.sockets_per_ip[peer] -= 1
+            if self.sockets_per_ip[peer] <= 0:
+                del self.sockets_per_ip[peer]
             if not ws.closed:
                 await ws.close()
         return ws
 
     async def _serve_connection(self, connection: Connection) -> None:
         ws = connection.ws
-        window: list[float] = []
+        cfg = self.config
+        window = RateWindow(cfg.messages_per_second)
         rate_error_sent_at = -1.0
-        limit = self.config.messages_per_second
+        limit = cfg.messages_per_second
         loop = asyncio.get_running_loop()
+        hello_by = loop.time() + cfg.hello_timeout_s
         while True:
-            msg = await ws.receive()
+            try:
+                # Until `hello`, the connection holds a socket and nothing else: bounded in time.
+                wait = None if connection.session is not None else max(0.0, hello_by - loop.time())
+                msg = await ws.receive(timeout=wait)
+            except asyncio.TimeoutError:
+                self.metrics.refused_total["hello_timeout"] += 1
+                self._error(connection, "not_ready", f"no hello within {cfg.hello_timeout_s:g} s; closing")
+                await self._close_policy(connection, "hello timeout")
+                return
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                 return
             self.metrics.messages_total += 1
             now = loop.time()
-            window[:] = [t for t in window if now - t < 1.0]
-            if len(window) >= limit:
-                if now - rate_error_sent_at >= 1.0:  # one error per second, not one per flooded message
+            if not window.hit(now):
+                if window.flooding(now):
+                    self.metrics.refused_total["flood"] += 1
+                    await self._close_policy(connection, "message flood")
+                    return
+                if msg.type is WSMsgType.TEXT and now - rate_error_sent_at >= 1.0:
+                    # one error per second, not one per flooded message
                     rate_error_sent_at = now
                     self._error(connection, "rate_limited", f"more than {limit} messages per second; slow down")
                 continue
-            window.append(now)
+            if msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
+                continue
+            if msg.type is WSMsgType.PONG:
+                continue
             if msg.type is WSMsgType.BINARY:
                 self._error(connection, "bad_json", "binary frames are not accepted from clients; send JSON text")
                 continue
@@ -300,16 +415,25 @@ class PersonaService:
                 log.exception("handling a message failed")
                 self._error(connection, "internal", f"handling the message failed: {type(exc).__name__}: {exc}")
 
+    async def _close_policy(self, connection: Connection, why: str) -> None:
+        """Close with 1008 (policy violation) after flushing what is queued."""
+        await self._flush(connection)
+        await connection.close()
+        await connection.ws.close(code=1008, message=why.encode())
+
+    async def _flush(self, connection: Connection) -> None:
+        for _ in range(100):
+            if not connection.outbox:
+                break
+            await asyncio.sleep(0.01)
+
     def _error(self, connection: Connection, code: str, message: str, reply_to: str | None = None) -> None:
         self.metrics.errors_total[code] += 1
         connection.send(error_message(code, message, reply_to))
 
     async def _close_fatal(self, connection: Connection, code: str) -> None:
         # Let the pump flush the error first, then close with a code that says why.
-        for _ in range(100):
-            if not connection.outbox:
-                break
-            await asyncio.sleep(0.01)
+        await self._flush(connection)
         await connection.close()
         close_code = 4401 if code == "unauthorized" else 1013
         await connection.ws.close(code=close_code, message=code.encode())
@@ -320,12 +444,13 @@ class PersonaService:
         if isinstance(message, Hello):
             if session is not None:
                 raise ProtocolError("invalid", "hello was already received on this connection")
-            self._check_token(message)
+            self._check_token(message, connection.peer)
             if message.session is not None and not _SESSION_ID.match(message.session):
                 raise ProtocolError("invalid", "field 'session' is not a session id this server issues")
             connection.max_fps = message.max_fps
             session, resumed = await self.open_session(message, connection)
-            connection.send(session.ready_message(resumed))
+            recordings = await loop_run(self.pool, self.recordings.of_session, session.id) if resumed else []
+            connection.send(session.ready_message(resumed, [r.public() for r in recordings]))
             return False
         if session is None:
             raise ProtocolError("not_ready", "send hello first", getattr(message, "id", None))
@@ -361,11 +486,16 @@ class PersonaService:
             await session.set_recording(message.on, message.id)
         return False
 
-    def _check_token(self, hello: Hello) -> None:
+    def _check_token(self, hello: Hello, peer: str) -> None:
         expected = self.config.token
         if not expected:
             return
+        now = asyncio.get_running_loop().time()
+        if self.token_failures.blocked(peer, now):
+            self.metrics.refused_total["token_failures"] += 1
+            raise ProtocolError("unauthorized", "too many wrong tokens from this address; wait a minute")
         if hello.token is None or not hmac.compare_digest(hello.token.encode(), expected.encode()):
+            self.token_failures.failed(peer, now)
             raise ProtocolError("unauthorized", "token missing or wrong")
 
 
@@ -387,15 +517,19 @@ def _default_library(config: ServerConfig):
 
 
 def _session_speech(persona):
-    """The session's voice from its card; None (silent) when the card's voice is unusable."""
-    from ...video.voice import VoiceError, VoiceSpec
+    """The session's voice from its card: a voice the engine lists, by name, else the default
+    voice with a warning (`checked_voice`); None (silent) only when no engine can run."""
+    from ...video.voice import VoiceError, checked_voice
     from .speech import SessionSpeech
 
     try:
-        return SessionSpeech(VoiceSpec.from_dict(persona.voice.model_dump()))
+        voice, problem = checked_voice(persona.voice.model_dump())
     except VoiceError as exc:
         log.warning("persona %s speaks not: %s", persona.id, exc)
         return None
+    if problem:
+        log.warning("persona %s: %s", persona.id, problem)
+    return SessionSpeech(voice)
 
 
 async def _close_later(connection: Connection) -> None:
@@ -404,42 +538,84 @@ async def _close_later(connection: Connection) -> None:
     await connection.ws.close(code=4000, message=b"resumed elsewhere")
 
 
-def add_routes(router: Any, service: PersonaService, *, root_pages: bool = True) -> None:
+#: Files of the page (headless/static/) served by name: nothing else under that folder is.
+_STATIC_FILE = re.compile(r"^[a-z][a-z0-9_]*\.(js|css|png|ico|svg)$")
+_CONTENT_TYPES = {"js": "text/javascript", "css": "text/css", "png": "image/png", "ico": "image/x-icon",
+                  "svg": "image/svg+xml"}
+
+
+async def handle_static(request: web.Request) -> web.StreamResponse:
+    """A file of the page, by name (no paths, no listing): the same in both hosts, with the
+    security headers (aiohttp's static route cannot add them)."""
+    name = request.match_info["name"]
+    if not _STATIC_FILE.match(name):
+        raise web.HTTPNotFound(text="no such file")
+    path = STATIC_DIR / name
+    if not await asyncio.to_thread(path.is_file):
+        raise web.HTTPNotFound(text="no such file")
+    response = web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+    response.content_type = _CONTENT_TYPES[name.rsplit(".", 1)[1]]
+    return response
+
+
+def add_routes(router: Any, service: Any, policy: AccessPolicy, *, root_pages: bool = True) -> None:
     """Add the persona routes to `router`: an aiohttp `UrlDispatcher` or a `RouteTableDef`.
 
     Always under `/persona/` (ws, health, metrics, page, static); with `root_pages` also
     `/`, `/health` and `/metrics` (the headless server owns its root; ComfyUI does not).
+    Every handler runs behind `policy` (guard.py: Host, Origin, token, headers), in both hosts.
     """
-    routes = [
-        ("/persona/ws", service.handle_ws),
-        ("/persona/health", service.handle_health),
-        ("/persona/metrics", service.handle_metrics),
-        ("/persona/", service.handle_page),
-        ("/persona/personas", service.handle_personas),
-        ("/persona/personas/{id}/portrait.png", service.handle_portrait),
-        ("/persona/recordings/{token}.mp4", service.handle_recording),
+    gets = [
+        ("/persona/ws", service.handle_ws, Route.SOCKET),
+        ("/persona/health", service.handle_health, Route.HEALTH),
+        ("/persona/metrics", service.handle_metrics, Route.READ),
+        ("/persona/", service.handle_page, Route.PAGE),
+        ("/persona/static/{name}", handle_static, Route.PAGE),
+        ("/persona/personas", service.handle_personas, Route.READ),
+        ("/persona/personas/{id}/portrait.png", service.handle_portrait, Route.READ),
+        ("/persona/recordings/{token}.mp4", service.handle_recording, Route.READ),
     ]
-    posts = [("/persona/personas", service.handle_import_card)]
+    posts = [("/persona/personas", service.handle_import_card, Route.WRITE)]
     if root_pages:
-        routes += [("/", service.handle_page), ("/health", service.handle_health), ("/metrics", service.handle_metrics)]
-    if hasattr(router, "add_get"):
-        for path, handler in routes:
-            router.add_get(path, handler)
-        for path, handler in posts:
-            router.add_post(path, handler)
-        router.add_static("/persona/static/", STATIC_DIR, append_version=False)
-    else:
-        for path, handler in routes:
-            router.get(path)(handler)
-        for path, handler in posts:
-            router.post(path)(handler)
-        router.static("/persona/static/", STATIC_DIR)
+        gets += [("/", service.handle_page, Route.PAGE), ("/health", service.handle_health, Route.HEALTH),
+                 ("/metrics", service.handle_metrics, Route.READ)]
+    for method, table in (("get", gets), ("post", posts)):
+        for path, handler, route in table:
+            checked = guarded(handler, route, policy)
+            if hasattr(router, "add_get"):  # a UrlDispatcher (headless)
+                getattr(router, f"add_{method}")(path, checked)
+            else:  # a RouteTableDef (ComfyUI's PromptServer.routes)
+                getattr(router, method)(path)(checked)
+
+
+def policy_for(config: ServerConfig) -> AccessPolicy:
+    return AccessPolicy(config.token, config.allowed_origins, config.allowed_hosts)
 
 
 def create_app(service: PersonaService) -> web.Application:
-    """A standalone app serving `service`; closing the app closes the sessions."""
-    app = web.Application()
-    add_routes(app.router, service)
+    """A standalone app serving `service`; closing the app closes the sessions.
+
+    Its middleware puts the security headers on every answer, the ones aiohttp makes
+    itself (404, 405) included, and tells the connection gate when a request is in progress
+    (the idle timeout runs only between requests). Serve it with `site.start_server`."""
+
+    gate = service.gate
+
+    @web.middleware
+    async def headers(request: web.Request, handler):
+        gate.request_started(request.transport)  # no idle timeout while a request is served
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            security_headers(exc)
+            raise
+        finally:
+            gate.request_finished(request.transport)
+        security_headers(response)
+        return response
+
+    app = web.Application(middlewares=[headers], client_max_size=1024 * 1024)
+    add_routes(app.router, service, policy_for(service.config))
 
     async def on_shutdown(app: web.Application) -> None:
         await service.close()

@@ -88,8 +88,9 @@ class SessionStats:
 class Connection:
     """One WebSocket: its outbound JSON queue and the pump that writes it."""
 
-    def __init__(self, ws: web.WebSocketResponse, max_fps: int | None = None) -> None:
+    def __init__(self, ws: web.WebSocketResponse, max_fps: int | None = None, peer: str = "?") -> None:
         self.ws = ws
+        self.peer = peer  # the client's address: per-address limits (limits.py)
         self.outbox: collections.deque[dict] = collections.deque()
         self.wake = asyncio.Event()
         self.session: ViewerSession | None = None
@@ -188,6 +189,8 @@ class ViewerSession:
         self.chunk_frames = 1
         self.state: dict | None = None
         self.started = time.monotonic()
+        self.owner = "?"  # the address that created it (per-address session limit)
+        self.detached_at: float | None = None  # loop time of the last detach, while waiting to be resumed
         self.closed = False
         self._tick_frames: list[EncodedFrame] = []
         self._unshown: list[int] = []  # turns shown only by frames dropped as stale (see _render_loop)
@@ -331,7 +334,7 @@ class ViewerSession:
             self.speech.listen(self._on_speech_audio, self._on_speaking)
             self._tasks.append(self.loop.create_task(self._speech_loop(), name=f"persona-speech-{self.id[:8]}"))
 
-    def ready_message(self, resumed: bool) -> dict:
+    def ready_message(self, resumed: bool, recordings: list[dict] | None = None) -> dict:
         vocabulary = self.persona.vocabulary()
         self._ready_state_done = True
         from ...persona.schema import CharacterState
@@ -347,12 +350,14 @@ class ViewerSession:
             "resumed": resumed,
             "video": {"format": "jpeg", "fps": self.stream_fps(self._max_fps)},
             "audio_rate": STREAM_RATE,
+            "recordings": recordings or [],
         }
 
     def attach(self, connection: Connection, max_fps: int | None) -> None:
         if self._grace is not None:
             self._grace.cancel()
             self._grace = None
+        self.detached_at = None
         self._max_fps = max_fps
         connection.session = self
         self.connection = connection
@@ -368,8 +373,9 @@ class ViewerSession:
         self.connection = None
         self.attached.clear()
         self._drop_frames()
-        grace = self.service.config.resume_grace_s
-        self._grace = self.loop.call_later(grace, lambda: self.loop.create_task(self.service.end_session(self.id, "expired")))
+        self.detached_at = self.loop.time()
+        if not self.service.closing:  # closing: the service ends every session itself
+            self._grace = self.service.expire_later(self.id, self.service.config.resume_grace_s)
 
     async def close(self) -> None:
         if self.closed:
@@ -391,11 +397,9 @@ class ViewerSession:
         if self.recording is not None:  # finish the file: it stays downloadable by its token
             recording, self.recording = self.recording, None
             try:
-                await self.loop.run_in_executor(self.service.pool, recording.stop)
+                await self.loop.run_in_executor(self.service.pool, self._finish_recording, recording)
             except Exception:
                 log.exception("session %s: closing its recording failed", self.id[:8])
-            finally:
-                self.service.recording_finished(recording)
         # A turn or tick may still be running on the pool: close the runner after it.
         await self.loop.run_in_executor(self.service.pool, self.runner.close)
 
@@ -479,6 +483,8 @@ class ViewerSession:
                 produced[0].shows[:0] = self._unshown
                 self._unshown = []
             self.frames.extend(produced)
+            if self.recording is not None and self.recording.stop_reason and not self._record_busy:
+                self._tasks.append(self.loop.create_task(self._auto_stop_recording()))
             overflow = len(self.frames) - self.frame_limit
             if overflow > 0:
                 self._drop_frames(overflow)
@@ -621,54 +627,88 @@ class ViewerSession:
         self._record_busy = True
         try:
             if on:
-                if self.recording is not None:
-                    raise ProtocolError("invalid", "this session is already recording; send record on=false first", message_id)
-                shape = (self.speech.frame_shape if self.speech is not None else None) or self.frame_shape
-                if shape is None:
-                    raise ProtocolError("invalid", "nothing has been rendered yet; record after the first frame", message_id)
-                folder = self.service.recordings_dir
-                try:
-                    recording = await self.loop.run_in_executor(
-                        self.service.pool, _start_recording, folder, shape[1], shape[0], self.fps
-                    )
-                except Exception as exc:
-                    log.warning("session %s: recording could not start: %s", self.id[:8], exc)
-                    raise ProtocolError("internal", f"recording could not start: {type(exc).__name__}: {exc}", message_id) from None
-                if self.closed:  # the session ended while the file was being opened
-                    await self.loop.run_in_executor(self.service.pool, recording.stop)
-                    return
-                self.recording = recording
-                self.service.recording_started(recording)
-                self.send({"type": "recording", "reply_to": message_id, "on": True, "duration_ms": 0, "frames": 0})
+                await self._start_recording(message_id)
                 return
-            recording, self.recording = self.recording, None
-            if recording is None:
+            if self.recording is None:
                 raise ProtocolError("invalid", "this session is not recording; send record on=true first", message_id)
-            try:
-                result = await self.loop.run_in_executor(self.service.pool, recording.stop)
-            except Exception as exc:
-                log.warning("session %s: recording could not be finished: %s", self.id[:8], exc)
-                raise ProtocolError("internal", f"finishing the recording failed: {type(exc).__name__}: {exc}", message_id) from None
-            finally:
-                self.service.recording_finished(recording)
-            self.send(
-                {
-                    "type": "recording",
-                    "reply_to": message_id,
-                    "on": False,
-                    "url": recording_url(result.token),
-                    "duration_ms": result.duration_ms,
-                    "frames": result.frames,
-                }
-            )
+            await self._stop_recording(message_id)
         finally:
             self._record_busy = False
 
+    async def _start_recording(self, message_id: str) -> None:
+        if self.recording is not None:
+            raise ProtocolError("invalid", "this session is already recording; send record on=false first", message_id)
+        shape = (self.speech.frame_shape if self.speech is not None else None) or self.frame_shape
+        if shape is None:
+            raise ProtocolError("invalid", "nothing has been rendered yet; record after the first frame", message_id)
+        service, cfg = self.service, self.service.config
+        try:
+            recording = await self.loop.run_in_executor(
+                service.pool, self._open_recording, shape[1], shape[0], self.fps,
+                cfg.recording_max_minutes * 60_000.0, cfg.recordings_min_free_mb * 2**20,
+            )
+        except Exception as exc:
+            log.warning("session %s: recording could not start: %s", self.id[:8], exc)
+            raise ProtocolError("internal", f"recording could not start: {exc}", message_id) from None
+        if self.closed:  # the session ended while the file was being opened
+            await self.loop.run_in_executor(service.pool, self._finish_recording, recording)
+            return
+        self.recording = recording
+        # The URL now, not at the end: after a crash or a SIGTERM the viewer still has it.
+        self.send({"type": "recording", "reply_to": message_id, "on": True, "url": recording_url(recording.token),
+                   "duration_ms": 0, "frames": 0})
 
-def _start_recording(folder, width: int, height: int, fps: float):
-    """Off the loop: importing PyAV and opening the file are blocking I/O."""
-    from .recording import ActiveRecording
+    def _open_recording(self, width: int, height: int, fps: float, max_ms: float, min_free: int):
+        """Worker thread: retention and the free-space check, then the file, then the index."""
+        from .recording import ActiveRecording
 
-    recording = ActiveRecording(folder, width, height, fps, STREAM_RATE)
-    recording.start()
-    return recording
+        self.service.prepare_recordings()
+        recording = ActiveRecording(self.service.recordings_dir, width, height, fps, STREAM_RATE,
+                                    max_ms=max_ms, min_free_bytes=min_free)
+        recording.start()
+        self.service.recording_started(recording, self.id)
+        return recording
+
+    def _finish_recording(self, recording):
+        """Worker thread: close the file (a full disk keeps it to its last whole fragment)
+        and record the result in the index; returns the result."""
+        result = None
+        try:
+            result = recording.stop()
+            return result
+        finally:
+            self.service.recording_finished(recording, result)
+
+    async def _stop_recording(self, message_id: str | None, reason: str | None = None) -> None:
+        """Stop the recording and answer `recording` (`on: false`, with `reason` when the
+        server stopped it: a full disk, the length limit)."""
+        recording, self.recording = self.recording, None
+        if recording is None:
+            return
+        try:
+            result = await self.loop.run_in_executor(self.service.pool, self._finish_recording, recording)
+        except Exception as exc:
+            log.warning("session %s: recording could not be finished: %s", self.id[:8], exc)
+            raise ProtocolError("internal", f"finishing the recording failed: {type(exc).__name__}: {exc}", message_id) from None
+        message = {"type": "recording", "reply_to": message_id, "on": False, "url": recording_url(result.token),
+                   "duration_ms": result.duration_ms, "frames": result.frames}
+        reason = reason or result.problem
+        if reason:
+            message["reason"] = reason
+        if result.problem or recording.stop_is_failure:  # the disk, not the viewer, ended it
+            self.error("internal", reason or "the recording failed", message_id)
+        self.send(message)
+
+    async def _auto_stop_recording(self) -> None:
+        """The recording asked to be stopped (disk full or nearly, length limit): stop it
+        as if the viewer had, telling them why. The stream is never held for it."""
+        recording = self.recording
+        if recording is None or self._record_busy:
+            return
+        self._record_busy = True
+        try:
+            await self._stop_recording(None, recording.stop_reason)
+        except ProtocolError as exc:
+            self.error(exc.code, exc.message)
+        finally:
+            self._record_busy = False

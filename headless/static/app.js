@@ -208,7 +208,7 @@ client.addEventListener("recording", (event) => {
   setRecording(message.on);
   if (!message.on && message.url) {
     const link = $("recording-link");
-    link.href = message.url;
+    link.href = withToken(message.url);
     link.textContent = `Download recording (${(message.duration_ms / 1000).toFixed(1)} s)`;
     link.hidden = false;
   }
@@ -233,7 +233,7 @@ function markCurrentPersona(id) {
 async function loadPersonas() {
   let personas;
   try {
-    const response = await fetch("/persona/personas");
+    const response = await fetch(withToken("/persona/personas"));
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     personas = await response.json();
   } catch (error) {
@@ -247,7 +247,7 @@ async function loadPersonas() {
     button.dataset.persona = persona.id;
     button.title = persona.description;
     const image = document.createElement("img");
-    image.src = persona.portrait;
+    image.src = withToken(persona.portrait);
     image.alt = "";
     image.loading = "lazy";
     const name = document.createElement("span");

@@ -26,7 +26,7 @@ from .base import (
     VoiceSpec,
 )
 from .driver import SpeechDriver
-from .engines import get_synthesizer
+from .engines import checked_voice, get_synthesizer
 from .packets import MEDIA_AUDIO, MEDIA_JPEG, AudioPacket, encode_media_frame, packetize, resample
 from .schedule import ScheduledUtterance, SpeechQueue
 from .sentences import split_sentences, stream_utterances
@@ -46,6 +46,7 @@ __all__ = [
     "Utterance",
     "VoiceError",
     "VoiceSpec",
+    "checked_voice",
     "encode_media_frame",
     "get_synthesizer",
     "packetize",

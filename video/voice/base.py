@@ -7,11 +7,14 @@ dict (the card's `voice` block dumped) without the video side importing `persona
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from ...errors import PersonaError
 
 __all__ = [
     "STREAM_RATE",
@@ -19,6 +22,7 @@ __all__ = [
     "Synthesizer",
     "UnknownVoiceError",
     "Utterance",
+    "VOICE_NAME",
     "VoiceError",
     "VoiceSpec",
 ]
@@ -30,8 +34,17 @@ __all__ = [
 STREAM_RATE = 22050
 
 
-class VoiceError(ValueError):
+#: What a voice name may look like before any engine sees it: a name from the engine's own
+#: list (`en-us`, `en-us+m3`, `joe`), never a path. Checked again by name against the
+#: engine's list (`EspeakSynthesizer.resolve`, `piper._model_path`); this pattern only keeps
+#: path separators, control characters and long strings away from native code.
+VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}(\+[A-Za-z0-9][A-Za-z0-9_-]{0,31})?$")
+
+
+class VoiceError(PersonaError, ValueError):
     """A voice request that cannot be honoured (bad engine, voice, rate or pitch)."""
+
+    code = "voice"
 
 
 class UnknownVoiceError(VoiceError):
@@ -57,8 +70,11 @@ class VoiceSpec:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.25 <= value <= 4.0:
                 raise VoiceError(f"voice {name}={value!r} must be a number in [0.25, 4.0]")
-        if not isinstance(self.voice, str) or not self.voice.strip():
-            raise VoiceError(f"voice name {self.voice!r} must be a non-empty string")
+        if not isinstance(self.voice, str) or not VOICE_NAME.match(self.voice) or ".." in self.voice:
+            raise UnknownVoiceError(
+                f"voice name {str(self.voice)[:60]!r} is not a voice name (letters, digits, '-', '_', '.', "
+                "an optional '+variant'; never a path)"
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object] | None) -> VoiceSpec:
@@ -94,6 +110,11 @@ class Synthesizer(Protocol):
     """One TTS engine. Implementations serialise their own native calls (thread-safe)."""
 
     engine: str
+
+    def check_voice(self, name: str) -> None:
+        """Raise `UnknownVoiceError` unless the engine has a voice of that name (by name,
+        from its own list: never a path). Called before any synthesis with a card's voice."""
+        ...
 
     def synthesize(self, text: str, voice: VoiceSpec) -> Utterance:
         """Speak `text` (one sentence or a whole reply) with `voice`."""

