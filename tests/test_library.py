@@ -8,7 +8,7 @@ import pytest
 
 from comfyui_persona.headless.cli import main
 from comfyui_persona.persona.card import Persona
-from comfyui_persona.persona.card_formats import CardError, dump_card, read_card_file
+from comfyui_persona.persona.cards import CardError, dump_card, read_card_bytes, read_card_file
 from comfyui_persona.persona.library import (
     BUILTIN_DIR,
     DEFAULT_PERSONA_ID,
@@ -105,19 +105,45 @@ def test_persona_dir_environment_variable_is_read(tmp_path, monkeypatch):
 
 def test_add_stores_a_card_that_a_fresh_library_finds(tmp_path):
     library = PersonaLibrary(user_dirs=[tmp_path / "user"])
-    path = library.add(Persona(id="newbie", name="Newbie"))
-    assert path == tmp_path / "user" / "newbie.json"
+    stored = library.add(Persona(id="newbie", name="Newbie"))
+    assert stored.path == tmp_path / "user" / "newbie.json" and not stored.renamed and not stored.replaced
     assert library.get("newbie").name == "Newbie"
     assert PersonaLibrary(user_dirs=[tmp_path / "user"]).get("newbie").name == "Newbie"
-    with pytest.raises(FileExistsError):
-        library.add(Persona(id="newbie", name="Again"), overwrite=False)
+
+
+def test_a_taken_id_gets_the_next_free_one_unless_overwrite_is_asked(tmp_path):
+    """Decided (issue 18): an upload named `mira` replaced the built-in default for every new
+    session. A taken id, a built-in's included, now never loses its card without `overwrite`."""
+    library = PersonaLibrary(user_dirs=[tmp_path / "user"])
+    first = library.add(Persona(id="newbie", name="Newbie"))
+    again = library.add(Persona(id="newbie", name="Again"))
+    assert again.id == "newbie-2" and again.renamed and again.requested_id == "newbie"
+    assert "'newbie-2'" in again.warnings[-1] and "overwrite" in again.warnings[-1]
+    assert library.get("newbie").name == "Newbie" and library.get("newbie-2").name == "Again"
+    assert first.path.is_file() and again.path == tmp_path / "user" / "newbie-2.json"
+    third = library.add(Persona(id="newbie", name="Third"))
+    assert third.id == "newbie-3"
+    builtin = library.add(load_persona(DEFAULT_PERSONA_ID).model_copy(update={"name": "Planted"}))
+    assert builtin.id == f"{DEFAULT_PERSONA_ID}-2"
+    assert library.get(DEFAULT_PERSONA_ID).name != "Planted"
+    replaced = library.add(Persona(id="newbie", name="Replaced"), overwrite=True)
+    assert replaced.id == "newbie" and replaced.replaced and not replaced.renamed
+    assert PersonaLibrary(user_dirs=[tmp_path / "user"]).get("newbie").name == "Replaced"
+
+
+def test_an_overwrite_that_changes_the_container_leaves_one_file(tmp_path):
+    library = PersonaLibrary(user_dirs=[tmp_path])
+    library.add(Persona(id="pic", name="Pic"))
+    picture = dump_card(Persona(id="pic", name="Pic"), "png")
+    stored = library.add(read_card_bytes(picture, filename="pic.png"), overwrite=True)
+    assert stored.path.suffix == ".charx" and sorted(p.name for p in tmp_path.iterdir()) == ["pic.charx"]
 
 
 def test_import_of_png_card_keeps_its_image(tmp_path):
     source = tmp_path / "card.png"
     source.write_bytes(dump_card(Persona(id="pic", name="Pic"), "png"))
     library = PersonaLibrary(user_dirs=[tmp_path / "user"])
-    persona = library.import_file(source)
+    persona = library.import_file(source).persona
     stored = library.path_of(persona.id)
     assert stored.suffix == ".charx"
     assert read_card_file(stored).assets  # the image travelled with it
@@ -156,7 +182,7 @@ def test_cli_lists_shows_exports_and_imports(tmp_path, capsys):
 
 def test_remove_deletes_a_user_card_and_uncovers_the_builtin(tmp_path):
     library = PersonaLibrary(user_dirs=[tmp_path])
-    library.add(load_persona(DEFAULT_PERSONA_ID).model_copy(update={"name": "Mine"}))
+    library.add(load_persona(DEFAULT_PERSONA_ID).model_copy(update={"name": "Mine"}), overwrite=True)
     assert library.get(DEFAULT_PERSONA_ID).name == "Mine"
     library.remove(DEFAULT_PERSONA_ID)
     assert library.get(DEFAULT_PERSONA_ID).name != "Mine"
@@ -184,9 +210,7 @@ def test_portrait_is_the_card_image_or_a_drawing_of_the_look(tmp_path):
 
 def test_load_persona_sees_cards_added_after_first_use(tmp_path, monkeypatch):
     monkeypatch.setenv("PERSONA_DIR", str(tmp_path))
-    import comfyui_persona.persona.library as library_module
-
-    monkeypatch.setattr(library_module, "_DEFAULT_LIBRARY", None)
+    monkeypatch.setattr(PersonaLibrary, "_defaults", {})
     load_persona(DEFAULT_PERSONA_ID)
     (tmp_path / "late.json").write_bytes(dump_card(Persona(id="late", name="Late"), "json"))
     assert load_persona("late").name == "Late"
