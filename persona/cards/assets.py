@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: How much of an asset is held at once while it is streamed.
-CHUNK_BYTES = 1024 * 1024
+CHUNK_BYTES = 64 * 1024
 
 
 def source_key(path: Path) -> tuple[int, int, int, int]:
