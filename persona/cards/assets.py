@@ -22,7 +22,6 @@ import hashlib
 import io
 import os
 import zipfile
-import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -129,9 +128,11 @@ class _BoundedMember(io.RawIOBase):
     def __init__(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> None:
         self._archive = archive
         self._where = where
+        from .charx import ZIP_ERRORS  # charx imports this module
+
         try:
             self._stream = archive.open(info)
-        except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, OSError) as error:
+        except ZIP_ERRORS as error:
             archive.close()
             raise CardFormatError(f"{where} is unreadable ({error})") from None
 
@@ -139,9 +140,11 @@ class _BoundedMember(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
+        from .charx import ZIP_ERRORS
+
         try:
             data = self._stream.read(len(buffer))
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
+        except ZIP_ERRORS as error:
             raise CardFormatError(f"{self._where} is unreadable ({error})") from None
         buffer[: len(data)] = data
         return len(data)
@@ -175,7 +178,9 @@ class ZipMemberAsset(Asset):
                 return zipfile.ZipFile(self._source)
             except FileNotFoundError:
                 raise CardMissingError(f"{where}: the card file {self._source} is gone") from None
-            except zipfile.BadZipFile as error:
+            except CardMissingError:
+                raise
+            except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
                 raise CardArchiveError(f"{where}: not a readable zip any more ({error})") from None
         return zipfile.ZipFile(io.BytesIO(self._source))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -24,7 +25,23 @@ from .assets import Asset, ZipMemberAsset, source_key
 from .errors import CardArchiveError, CardFormatError, CardMissingError, CardTooLargeError
 from .limits import CardLimits
 
-__all__ = ["ZIP_SIGNATURE", "read_charx", "safe_zip_name", "write_charx"]
+__all__ = ["ZIP_ERRORS", "ZIP_SIGNATURE", "read_charx", "safe_zip_name", "write_charx"]
+
+#: What `zipfile` raises on hostile archives besides `BadZipFile` (found by fuzzing: a
+#: corrupt header offset makes it seek to -1, a ValueError; bad sizes give struct and
+#: overflow errors). Every zipfile call on a card's bytes turns these into `CardFormatError`.
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+    EOFError,
+    ValueError,
+    OverflowError,
+    struct.error,
+    OSError,
+)
 
 ZIP_SIGNATURE = b"PK\x03\x04"
 CARD_JSON = "card.json"
@@ -40,10 +57,10 @@ def safe_zip_name(name: str) -> bool:
 def _open(source: Path | bytes, filename: str) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(source if isinstance(source, Path) else io.BytesIO(source))
-    except zipfile.BadZipFile as error:
-        raise CardFormatError(f"{filename}: not a readable zip ({error})") from None
     except FileNotFoundError:
         raise CardMissingError(f"card file not found: {source}") from None
+    except ZIP_ERRORS as error:
+        raise CardFormatError(f"{filename}: not a readable zip ({error})") from None
 
 
 def _check_headers(infos: list[zipfile.ZipInfo], filename: str, limits: CardLimits) -> None:
@@ -96,7 +113,7 @@ def read_charx(
         try:
             with archive.open(info) as handle:
                 card_json = handle.read(info.file_size + 1)
-        except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError) as error:
+        except ZIP_ERRORS as error:
             raise CardFormatError(f"{filename}: CHARX entry 'card.json' is unreadable ({error})") from None
     assets = {
         name: ZipMemberAsset(source, entry, filename=filename, key=key) for name, entry in entries.items()
