@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -234,3 +236,87 @@ def test_builtin_voices_exist_in_espeak_ng():
         [sys.executable, "-c", script, *names], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]", f"voices espeak-ng does not know: {result.stdout}"
+
+
+# --------------------------------------------------------------------------- one library, followed by stat
+
+
+def test_the_default_library_is_the_xdg_folder_unless_persona_dir_says_otherwise(tmp_path, monkeypatch):
+    from comfyui_persona.persona.library import default_user_dir, default_user_dirs
+
+    monkeypatch.delenv("PERSONA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(PersonaLibrary, "_defaults", {})
+    assert default_user_dir() == tmp_path / "xdg" / "comfyui-persona" / "personas"
+    library = PersonaLibrary.default()
+    assert library.user_dirs == [default_user_dir()] and PersonaLibrary.default() is library
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert default_user_dir() == Path.home() / ".local" / "share" / "comfyui-persona" / "personas"
+    monkeypatch.setenv("PERSONA_DIR", f"{tmp_path / 'a'}{os.pathsep}{tmp_path / 'b'}")
+    assert default_user_dirs() == [tmp_path / "a", tmp_path / "b"]
+    server = PersonaLibrary.default(tmp_path / "server")  # a server's --personas-dir goes first
+    assert server.user_dirs == [tmp_path / "server", tmp_path / "a", tmp_path / "b"]
+
+
+def test_the_cli_and_the_card_loader_node_use_the_one_folder(tmp_path, monkeypatch, capsys):
+    """Issue 17: `persona personas import` needed PERSONA_DIR and `persona interpret --persona
+    zed` then said unknown. Now both, and ComfyUI's Card Loader, use the default library."""
+    from comfyui_persona.nodes.conversation_nodes import PersonaCardLoader
+
+    monkeypatch.delenv("PERSONA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(PersonaLibrary, "_defaults", {})
+    (tmp_path / "zed.json").write_bytes(dump_card(Persona(id="zed", name="Zed"), "json"))
+    assert main(["personas", "import", str(tmp_path / "zed.json")]) == 0
+    assert (tmp_path / "xdg" / "comfyui-persona" / "personas" / "zed.json").is_file()
+    capsys.readouterr()
+    assert main(["interpret", "--persona", "zed", "--json", "--option", "use_embedding=false", "wave"]) == 0
+    assert json.loads(capsys.readouterr().out)["directives"][0]["action"] == "wave"
+    assert "zed" in PersonaCardLoader.INPUT_TYPES()["required"]["persona_id"][0]
+    assert PersonaCardLoader().load("zed")[0].name == "Zed"
+
+
+def test_a_running_library_sees_cards_added_changed_and_removed_without_rereading(tmp_path, monkeypatch):
+    import comfyui_persona.persona.library as library_module
+
+    reads: list[str] = []
+    real = library_module.read_card_file
+
+    def counting(path, **kwargs):
+        reads.append(Path(path).name)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(library_module, "read_card_file", counting)
+    library = PersonaLibrary(user_dirs=[tmp_path], include_builtin=False)
+    (tmp_path / "ann.json").write_bytes(dump_card(Persona(id="ann", name="Ann"), "json"))
+    assert library.ids() == ["ann"] and reads == ["ann.json"]
+    for _ in range(5):
+        library.list()
+        library.get("ann")
+    assert reads == ["ann.json"]  # nothing changed: stat only, no read
+    (tmp_path / "bo.json").write_bytes(dump_card(Persona(id="bo", name="Bo"), "json"))
+    assert library.ids() == ["ann", "bo"] and reads == ["ann.json", "bo.json"]
+    (tmp_path / "ann.json").write_bytes(dump_card(Persona(id="ann", name="Ann Edited, Longer"), "json"))
+    assert library.get("ann").name == "Ann Edited, Longer"
+    (tmp_path / "bo.json").unlink()
+    assert library.ids() == ["ann"]
+    with pytest.raises(UnknownPersonaError):
+        library.get("bo")
+    assert reads == ["ann.json", "bo.json", "ann.json"]
+
+
+def test_a_card_removed_by_hand_makes_the_builtin_visible_again(tmp_path):
+    library = PersonaLibrary(user_dirs=[tmp_path])
+    restyled = load_persona(DEFAULT_PERSONA_ID).model_copy(update={"name": "Restyled"})
+    (tmp_path / "mine.json").write_bytes(dump_card(restyled, "json"))
+    assert library.get(DEFAULT_PERSONA_ID).name == "Restyled"
+    (tmp_path / "mine.json").unlink()
+    assert library.get(DEFAULT_PERSONA_ID).name != "Restyled"
+
+
+def test_library_errors_are_persona_errors():
+    from comfyui_persona.errors import PersonaError
+    from comfyui_persona.persona.library import BuiltinPersonaError
+
+    assert issubclass(UnknownPersonaError, PersonaError) and issubclass(UnknownPersonaError, KeyError)
+    assert issubclass(BuiltinPersonaError, PersonaError) and issubclass(BuiltinPersonaError, PermissionError)
