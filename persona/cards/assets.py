@@ -21,16 +21,20 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import zipfile
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import CardArchiveError, CardFormatError, CardMissingError, CardTooLargeError
+from .errors import CardFormatError, CardMissingError, CardTooLargeError
 
 __all__ = [
     "CHUNK_BYTES",
+    "OPEN_ARCHIVES",
+    "ArchiveSource",
     "Asset",
     "BytesAsset",
     "FileAsset",
@@ -121,19 +125,82 @@ class FileAsset(Asset):
         return f"FileAsset({str(self.path)!r})"
 
 
-class _BoundedMember(io.RawIOBase):
-    """A zip entry's stream that closes its archive with it and turns zipfile's errors into
-    card errors (a CRC mismatch, a truncated entry)."""
+#: Card files whose zip is held open (its central directory parsed once, one descriptor
+#: each); the least recently used beyond this many are closed (reopened when read again).
+OPEN_ARCHIVES = 16
+_open_archives: OrderedDict[int, ArchiveSource] = OrderedDict()
+_open_lock = threading.Lock()
 
-    def __init__(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> None:
-        self._archive = archive
-        self._where = where
+
+class ArchiveSource:
+    """One CHARX, shared by all its entries: the card file (checked to be the file it was
+    indexed from) or an upload's bytes. Its `ZipFile` is opened once and reused, so reading
+    n entries parses the central directory once, not n times (a 1000-entry card would
+    otherwise cost a million header parses); a file's is closed when it falls out of the
+    `OPEN_ARCHIVES` most recently used (zipfile keeps a member being read usable until it
+    is closed)."""
+
+    def __init__(self, source: Path | bytes, filename: str, key: tuple | None = None) -> None:
+        self.source = source
+        self.filename = filename
+        self.key = key if key is not None or not isinstance(source, Path) else source_key(source)
+        self._zip: zipfile.ZipFile | None = None
+        self._lock = threading.Lock()
+
+    def archive(self) -> zipfile.ZipFile:
         from .charx import ZIP_ERRORS  # charx imports this module
 
+        with self._lock:
+            if self._zip is None:
+                where = f"{self.filename}: CHARX"
+                if isinstance(self.source, Path):
+                    try:
+                        if source_key(self.source) != self.key:
+                            raise CardMissingError(f"{where}: the card file changed since it was read (read it again)")
+                        self._zip = zipfile.ZipFile(self.source)
+                    except FileNotFoundError:
+                        raise CardMissingError(f"{where}: the card file {self.source} is gone") from None
+                    except ZIP_ERRORS as error:
+                        raise CardFormatError(f"{where}: not a readable zip ({error})") from None
+                else:
+                    try:
+                        self._zip = zipfile.ZipFile(io.BytesIO(self.source))
+                    except ZIP_ERRORS as error:
+                        raise CardFormatError(f"{where}: not a readable zip ({error})") from None
+            archive = self._zip
+        if isinstance(self.source, Path):
+            _mark_open(self)
+        return archive
+
+    def close(self) -> None:
+        with self._lock:
+            if self._zip is not None:
+                self._zip.close()
+                self._zip = None
+
+
+def _mark_open(source: ArchiveSource) -> None:
+    evicted = []
+    with _open_lock:
+        _open_archives[id(source)] = source
+        _open_archives.move_to_end(id(source))
+        while len(_open_archives) > OPEN_ARCHIVES:
+            evicted.append(_open_archives.popitem(last=False)[1])
+    for old in evicted:
+        old.close()
+
+
+class _MemberStream(io.RawIOBase):
+    """A zip entry's stream that turns zipfile's errors into card errors (a CRC mismatch,
+    a truncated entry)."""
+
+    def __init__(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> None:
+        from .charx import ZIP_ERRORS
+
+        self._where = where
         try:
             self._stream = archive.open(info)
         except ZIP_ERRORS as error:
-            archive.close()
             raise CardFormatError(f"{where} is unreadable ({error})") from None
 
     def readable(self) -> bool:
@@ -152,41 +219,25 @@ class _BoundedMember(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             self._stream.close()
-            self._archive.close()
         super().close()
 
 
 class ZipMemberAsset(Asset):
-    """An entry of a CHARX: `source` is the card file's path or the upload's bytes."""
+    """An entry of a CHARX, read through its card's shared `ArchiveSource`."""
 
-    def __init__(
-        self, source: Path | bytes, info: zipfile.ZipInfo, *, filename: str, key: tuple | None = None
-    ) -> None:
+    def __init__(self, source: ArchiveSource, info: zipfile.ZipInfo) -> None:
         self._source = source
         self._info = info
-        self._filename = filename
-        self._key = key  # the card file's identity when indexed (None for bytes)
         self.name = info.filename
         self.size = info.file_size
 
-    def _archive(self) -> zipfile.ZipFile:
-        where = f"{self._filename}: CHARX entry {self.name!r}"
-        if isinstance(self._source, Path):
-            try:
-                if self._key is not None and source_key(self._source) != self._key:
-                    raise CardMissingError(f"{where}: the card file changed since it was read (read it again)")
-                return zipfile.ZipFile(self._source)
-            except FileNotFoundError:
-                raise CardMissingError(f"{where}: the card file {self._source} is gone") from None
-            except CardMissingError:
-                raise
-            except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-                raise CardArchiveError(f"{where}: not a readable zip any more ({error})") from None
-        return zipfile.ZipFile(io.BytesIO(self._source))
+    @property
+    def _filename(self) -> str:
+        return self._source.filename
 
     def open(self) -> BinaryIO:
         # ZipExtFile returns at most `file_size` bytes, inflating a bounded block at a time.
-        raw = _BoundedMember(self._archive(), self._info, f"{self._filename}: CHARX entry {self.name!r}")
+        raw = _MemberStream(self._source.archive(), self._info, f"{self._filename}: CHARX entry {self.name!r}")
         return io.BufferedReader(raw, CHUNK_BYTES)
 
     def verify(self, budget: int) -> int:

@@ -12,7 +12,6 @@ is stored. Written streaming too: each asset is copied a chunk at a time.
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 import zipfile
@@ -21,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from .assets import Asset, ZipMemberAsset, source_key
+from .assets import ArchiveSource, Asset, ZipMemberAsset
 from .errors import CardArchiveError, CardFormatError, CardMissingError, CardTooLargeError
 from .limits import CardLimits
 
@@ -52,15 +51,6 @@ def safe_zip_name(name: str) -> bool:
         return False
     parts = name.split("/")
     return not any(part in ("..", ".") or ":" in part for part in parts)
-
-
-def _open(source: Path | bytes, filename: str) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(source if isinstance(source, Path) else io.BytesIO(source))
-    except FileNotFoundError:
-        raise CardMissingError(f"card file not found: {source}") from None
-    except ZIP_ERRORS as error:
-        raise CardFormatError(f"{filename}: not a readable zip ({error})") from None
 
 
 def _check_headers(infos: list[zipfile.ZipInfo], filename: str, limits: CardLimits) -> None:
@@ -98,26 +88,27 @@ def read_charx(
     source: Path | bytes, filename: str, limits: CardLimits, *, verify: bool = False
 ) -> tuple[bytes, dict[str, ZipMemberAsset]]:
     """(card.json's bytes, the other entries as lazy assets) of a CHARX file or upload."""
-    key = source_key(source) if isinstance(source, Path) else None
-    with _open(source, filename) as archive:
-        infos = archive.infolist()
-        _check_headers(infos, filename, limits)
-        entries = {info.filename: info for info in infos if not info.is_dir()}
-        info = entries.pop(CARD_JSON, None)
-        if info is None:
-            raise CardMissingError(f"{filename}: CHARX has no card.json at its root")
-        if info.file_size > limits.max_card_json_bytes:
-            raise CardTooLargeError(
-                f"{filename}: card.json is {info.file_size} bytes, over the {limits.max_card_json_bytes}-byte limit"
-            )
-        try:
-            with archive.open(info) as handle:
-                card_json = handle.read(info.file_size + 1)
-        except ZIP_ERRORS as error:
-            raise CardFormatError(f"{filename}: CHARX entry 'card.json' is unreadable ({error})") from None
-    assets = {
-        name: ZipMemberAsset(source, entry, filename=filename, key=key) for name, entry in entries.items()
-    }
+    try:
+        shared = ArchiveSource(source, filename)
+    except FileNotFoundError:
+        raise CardMissingError(f"card file not found: {source}") from None
+    archive = shared.archive()
+    infos = archive.infolist()
+    _check_headers(infos, filename, limits)
+    entries = {info.filename: info for info in infos if not info.is_dir()}
+    info = entries.pop(CARD_JSON, None)
+    if info is None:
+        raise CardMissingError(f"{filename}: CHARX has no card.json at its root")
+    if info.file_size > limits.max_card_json_bytes:
+        raise CardTooLargeError(
+            f"{filename}: card.json is {info.file_size} bytes, over the {limits.max_card_json_bytes}-byte limit"
+        )
+    try:
+        with archive.open(info) as handle:
+            card_json = handle.read(info.file_size + 1)
+    except ZIP_ERRORS as error:
+        raise CardFormatError(f"{filename}: CHARX entry 'card.json' is unreadable ({error})") from None
+    assets = {name: ZipMemberAsset(shared, entry) for name, entry in entries.items()}
     if verify:
         budget = limits.max_charx_uncompressed_bytes - len(card_json)
         for asset in assets.values():

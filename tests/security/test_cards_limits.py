@@ -172,3 +172,22 @@ def test_every_exception_of_the_card_code_is_a_persona_error():
     assert len(errors) >= 14
     assert [cls.__name__ for cls in errors if not issubclass(cls, PersonaError)] == []
     assert all(issubclass(cls, ValueError) for cls in errors if cls.__name__.startswith("Card"))
+
+
+def test_a_thousand_entry_charx_parses_its_central_directory_once(monkeypatch):
+    """Opening the zip per entry made a 1000-entry upload cost a million header parses (CPU
+    from a small file); entries share one parsed archive per card."""
+    entries = {f"assets/other/{i}.txt": f"entry {i}".encode() for i in range(998)}
+    blob = _charx(entries)
+    parses = []
+    real = zipfile.ZipFile._RealGetContents
+
+    def counting(self):
+        parses.append(1)
+        return real(self)
+
+    monkeypatch.setattr(zipfile.ZipFile, "_RealGetContents", counting)
+    loaded = read_card_bytes(blob, filename="many.charx")  # headers, card.json, every entry verified
+    assert len(loaded.assets) == 998
+    dump_card(loaded.persona, "charx", loaded.assets)  # every entry read again, to be copied
+    assert len(parses) == 1
