@@ -40,10 +40,11 @@ _TURN_INPUT = (
 
 
 def _persona_choices() -> list[str]:
-    """Built-in ids plus the user's cards (PERSONA_DIR), re-read each time ComfyUI asks."""
+    """Built-in ids plus the user's cards: the one library the page and CLI use
+    (`PersonaLibrary.default()`), which follows its folder without re-reading it."""
     from ..persona.library import PersonaLibrary
 
-    return PersonaLibrary().ids()
+    return PersonaLibrary.default().ids()
 
 
 def _default_persona() -> str:
@@ -80,7 +81,7 @@ class PersonaCardLoader:
             "required": {
                 "persona_id": (
                     _persona_choices(),
-                    {"default": _default_persona(), "tooltip": "Persona to load: a built-in or a card in PERSONA_DIR."},
+                    {"default": _default_persona(), "tooltip": "Persona to load: a built-in or a card in the persona folder (PERSONA_DIR, else ~/.local/share/comfyui-persona/personas)."},
                 ),
             }
         }
@@ -96,7 +97,7 @@ class PersonaCardLoader:
         asset cache, which prunes what goes unused: looking the card up again here writes a
         pruned image back at the same path (`PersonaLibrary.get_card`), so the cached output
         stays valid. A card that fails to load is left for `load` to report."""
-        from ..persona.card_formats import CardError
+        from ..persona.cards import CardError
         from ..persona.library import load_persona
 
         with contextlib.suppress(CardError, KeyError):

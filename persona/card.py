@@ -1,7 +1,7 @@
 """A persona: who the character is, how it looks, what it may do.
 
 Stored as a Character Card V2/V3 (the community format SillyTavern, chub.ai and others
-share) with our own fields under `data.extensions.comfyui_persona`; see `card_formats`
+share) with our own fields under `data.extensions.comfyui_persona`; see `persona.cards`
 for reading and writing the files. This module is the in-memory model only.
 """
 
@@ -47,7 +47,7 @@ class Appearance(BaseModel):
         "(`embeded://assets/...`, its archive path or its `assets[].name`), `ccdefault:` (the "
         "card's own picture), or a file path (relative: to the card's folder). Once a card is "
         "loaded it is the absolute path of that file, or None if it found no usable image "
-        "(dropped with a warning: `card_formats.resolve_reference`).",
+        "(dropped with a warning: `cards.resolve_reference`).",
     )
     # (as the card wrote it, the file it resolved to): export writes the former back while
     # reference_image still holds the latter, so a load never rewrites the card's own value.
@@ -112,7 +112,7 @@ class Persona(BaseModel):
     id: str = Field(pattern=ID_PATTERN)
     name: Annotated[str, Field(min_length=1, max_length=100)]
     # Limits are generous because cards from other tools often carry long texts; the card
-    # file itself is bounded by `card_formats.MAX_CARD_JSON_BYTES`.
+    # file itself is bounded by `cards.CardLimits.max_card_json_bytes`.
     description: str = Field(default="", max_length=MAX_TEXT_CHARS)
     personality: str = Field(default="", max_length=MAX_TEXT_CHARS)
     backstory: str = Field(

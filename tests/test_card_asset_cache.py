@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_card_assets import FACE, _card, _charx, _image
 
-from comfyui_persona.persona.card_formats import (
+from comfyui_persona.persona.cards import (
     CARD_ASSET_MAX_AGE_DAYS,
     CARD_ASSET_MAX_MB,
     ENV_ASSET_MAX_DAYS,
@@ -91,16 +91,37 @@ def test_over_the_cap_the_least_recently_used_go_first(monkeypatch):
     assert _names() == {older.name, old.name, new.name}
 
 
-def test_the_file_just_written_and_files_used_minutes_ago_stay_over_the_cap(monkeypatch):
-    """A session that just resolved its reference has yet to open it, so recent use beats
-    the cap; the folder is over the cap until those files age."""
+def test_the_bound_is_strict_recently_used_files_go_too(monkeypatch):
+    """Decided (issue 18): recently used files were spared, so uploads of distinct images grew
+    the folder past its bound. Now the least recently used go whatever their age, until the
+    new file fits; a reference pruned while its persona is listed is written back on the
+    next `get_card` (tested below)."""
     stale, in_use = _resolve(1), _resolve(2)
     _last_used(stale, 3600)
-    _last_used(in_use, 5 * 60)
-    monkeypatch.setenv(ENV_ASSET_MAX_MB, repr(1 / (1024 * 1024)))  # one byte
+    _last_used(in_use, 5)
+    new_size = len(_image((3, 40, 90)))
+    monkeypatch.setenv(ENV_ASSET_MAX_MB, repr((new_size + in_use.stat().st_size - 1) / (1024 * 1024)))
     new = _resolve(3)
-    assert _names() == {in_use.name, new.name}
+    assert _names() == {new.name}
     assert new.read_bytes() == _image((3, 40, 90))
+    assert sum(p.stat().st_size for p in card_asset_dir().iterdir()) <= card_asset_bounds()[1]
+
+
+def test_uploads_of_distinct_images_never_push_the_folder_over_its_bound(monkeypatch):
+    sizes = [len(_image((shade, 40, 90))) for shade in range(1, 4)]
+    cap = sum(sizes[:2])  # room for two pictures, never three
+    monkeypatch.setenv(ENV_ASSET_MAX_MB, repr(cap / (1024 * 1024)))
+    for shade in range(1, 30):
+        _resolve(shade)
+        assert sum(p.stat().st_size for p in card_asset_dir().iterdir()) <= cap
+
+
+def test_an_image_larger_than_the_whole_cache_is_dropped_with_a_warning(monkeypatch):
+    monkeypatch.setenv(ENV_ASSET_MAX_MB, repr(10 / (1024 * 1024)))  # ten bytes
+    loaded = read_card_bytes(_charx_with(1), filename="up.charx")
+    assert loaded.persona.appearance.reference_image is None
+    assert "more than the whole card image cache may hold" in loaded.warnings[0]
+    assert not card_asset_dir().exists() or _names() == set()
 
 
 # --------------------------------------------------------------------------- what pruning never touches
@@ -115,7 +136,8 @@ def test_files_links_and_folders_that_are_not_the_caches_own_stay(tmp_path):
         "notes.txt": "file",
         "A" * 64 + ".png": "file",  # upper-case hex: not a name we write
         "a" * 64 + ".png.bak": "file",
-        ".cafe.tmp": "file",  # not an mkstemp name of ours
+        ".cafe.tmp": "file",  # not a temporary name of ours
+        ".tmp-notes-abc": "file",  # durable's prefix, but not for one of our names
         "b" * 64 + ".png": "link",  # our name, but a link: never followed, never removed
         "c" * 64 + ".png": "folder",
     }
@@ -141,7 +163,8 @@ def test_stale_temporaries_go_and_fresh_ones_stay():
     being written right now."""
     folder = card_asset_dir()
     folder.mkdir(parents=True)
-    stale, fresh = folder / ".0123456789abcdef.k2_x9qzp.tmp", folder / ".fedcba9876543210.a1b2c3d4.tmp"
+    digest = "0123456789abcdef" * 4
+    stale, fresh = folder / f".tmp-{digest[:40]}-k2_x9qzp", folder / f".tmp-{digest[:40]}-a1b2c3d4"
     for path, age in ((stale, 2 * 3600), (fresh, 30 * 60)):
         path.write_bytes(b"partial")
         _last_used(path, age)

@@ -22,7 +22,7 @@ from test_cards import _png_text_chunks
 
 from comfyui_persona.headless.cli import main
 from comfyui_persona.persona.card import Appearance, Persona
-from comfyui_persona.persona.card_formats import (
+from comfyui_persona.persona.cards import (
     EXTENSION_KEY,
     MAX_REFERENCE_PIXELS,
     REFERENCE_FIELD,
@@ -401,7 +401,7 @@ def test_an_uploaded_card_may_not_name_files_on_the_server(tmp_path):
         # stored, the card no longer names the file, so it never reads it from the user folder
         library = PersonaLibrary(user_dirs=[tmp_path / "user"], include_builtin=False)
         stored = library.add(loaded)
-        assert _stored_reference(json.loads(stored.read_text())) is None
+        assert _stored_reference(json.loads(stored.path.read_text())) is None
     # its own assets are fine
     blob = _charx(_card("face", ASSETS), {ICON: GREEN, FACE: RED})
     assert Path(read_card_bytes(blob).persona.appearance.reference_image).read_bytes() == RED
@@ -448,13 +448,14 @@ def test_a_failed_cache_write_leaves_no_temporary_file(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [blocker.name]
 
 
-def test_an_import_refused_for_its_id_writes_nothing_to_the_cache(tmp_path, capsys):
+def test_an_import_refused_by_the_quota_writes_nothing_to_the_cache(tmp_path, capsys, monkeypatch):
     user = tmp_path / "user"
     user.mkdir()
     (user / "vera.json").write_text(json.dumps(_card(None)))
     card = _write_charx(tmp_path / "downloads", "face")
-    assert main(["personas", "--dir", str(user), "import", "--no-overwrite", str(card)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    monkeypatch.setenv("PERSONA_CARDS_MAX_CARDS", "1")
+    assert main(["personas", "--dir", str(user), "import", str(card)]) == 2
+    assert "PERSONA_CARDS_MAX_CARDS=1" in capsys.readouterr().err
     assert _cached_files() == []
 
 
@@ -490,7 +491,7 @@ def test_an_uploaded_charx_is_stored_with_its_own_spelling(tmp_path):
     blob = _charx(_card("embeded://" + FACE, ASSETS), {ICON: GREEN, FACE: RED})
     library = PersonaLibrary(user_dirs=[tmp_path / "user"], include_builtin=False)
     stored = library.add(read_card_bytes(blob, filename="upload.charx"))  # what the server's import does
-    with zipfile.ZipFile(stored) as archive:
+    with zipfile.ZipFile(stored.path) as archive:
         assert _stored_reference(json.loads(archive.read("card.json"))) == "embeded://" + FACE
     resolved = library.get("vera").appearance.reference_image
     assert Path(resolved).read_bytes() == RED
@@ -516,7 +517,7 @@ def test_add_checks_the_reference_before_writing(tmp_path):
         library.add(Persona(id="coded", name="Coded", appearance=Appearance(reference_image="nope.png")))
     assert not list((tmp_path / "user").iterdir())
     (tmp_path / "user" / "face.png").write_bytes(RED)  # beside the card it will be: found, kept relative
-    path = library.add(Persona(id="coded", name="Coded", appearance=Appearance(reference_image="face.png")))
+    path = library.add(Persona(id="coded", name="Coded", appearance=Appearance(reference_image="face.png"))).path
     assert _stored_reference(json.loads(path.read_text())) == "face.png"
     assert library.get("coded").appearance.reference_image == str((tmp_path / "user" / "face.png").resolve())
 
@@ -570,8 +571,6 @@ def test_a_library_card_whose_cached_image_was_pruned_gets_it_back_and_marks_it_
     image.unlink()  # pruned
     assert Path(library.get("vera").appearance.reference_image) == image and image.read_bytes() == RED
     image.unlink()
-    import comfyui_persona.persona.library as library_module
-
-    monkeypatch.setattr(library_module, "_DEFAULT_LIBRARY", library)  # what load_persona(id) reads
+    monkeypatch.setattr(PersonaLibrary, "default", classmethod(lambda cls, user_dir=None: library))  # load_persona(id)
     assert PersonaCardLoader.IS_CHANGED(persona_id="vera") == "vera"
     assert image.read_bytes() == RED

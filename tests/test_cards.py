@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from comfyui_persona.persona.card import Persona
-from comfyui_persona.persona.card_formats import (
+from comfyui_persona.persona.cards import (
     EXTENSION_KEY,
     MAX_CARD_JSON_BYTES,
     MAX_CHARX_ENTRIES,

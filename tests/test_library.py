@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
 from comfyui_persona.headless.cli import main
 from comfyui_persona.persona.card import Persona
-from comfyui_persona.persona.card_formats import CardError, dump_card, read_card_file
+from comfyui_persona.persona.cards import CardError, dump_card, read_card_bytes, read_card_file
 from comfyui_persona.persona.library import (
     BUILTIN_DIR,
     DEFAULT_PERSONA_ID,
@@ -105,19 +107,45 @@ def test_persona_dir_environment_variable_is_read(tmp_path, monkeypatch):
 
 def test_add_stores_a_card_that_a_fresh_library_finds(tmp_path):
     library = PersonaLibrary(user_dirs=[tmp_path / "user"])
-    path = library.add(Persona(id="newbie", name="Newbie"))
-    assert path == tmp_path / "user" / "newbie.json"
+    stored = library.add(Persona(id="newbie", name="Newbie"))
+    assert stored.path == tmp_path / "user" / "newbie.json" and not stored.renamed and not stored.replaced
     assert library.get("newbie").name == "Newbie"
     assert PersonaLibrary(user_dirs=[tmp_path / "user"]).get("newbie").name == "Newbie"
-    with pytest.raises(FileExistsError):
-        library.add(Persona(id="newbie", name="Again"), overwrite=False)
+
+
+def test_a_taken_id_gets_the_next_free_one_unless_overwrite_is_asked(tmp_path):
+    """Decided (issue 18): an upload named `mira` replaced the built-in default for every new
+    session. A taken id, a built-in's included, now never loses its card without `overwrite`."""
+    library = PersonaLibrary(user_dirs=[tmp_path / "user"])
+    first = library.add(Persona(id="newbie", name="Newbie"))
+    again = library.add(Persona(id="newbie", name="Again"))
+    assert again.id == "newbie-2" and again.renamed and again.requested_id == "newbie"
+    assert "'newbie-2'" in again.warnings[-1] and "overwrite" in again.warnings[-1]
+    assert library.get("newbie").name == "Newbie" and library.get("newbie-2").name == "Again"
+    assert first.path.is_file() and again.path == tmp_path / "user" / "newbie-2.json"
+    third = library.add(Persona(id="newbie", name="Third"))
+    assert third.id == "newbie-3"
+    builtin = library.add(load_persona(DEFAULT_PERSONA_ID).model_copy(update={"name": "Planted"}))
+    assert builtin.id == f"{DEFAULT_PERSONA_ID}-2"
+    assert library.get(DEFAULT_PERSONA_ID).name != "Planted"
+    replaced = library.add(Persona(id="newbie", name="Replaced"), overwrite=True)
+    assert replaced.id == "newbie" and replaced.replaced and not replaced.renamed
+    assert PersonaLibrary(user_dirs=[tmp_path / "user"]).get("newbie").name == "Replaced"
+
+
+def test_an_overwrite_that_changes_the_container_leaves_one_file(tmp_path):
+    library = PersonaLibrary(user_dirs=[tmp_path])
+    library.add(Persona(id="pic", name="Pic"))
+    picture = dump_card(Persona(id="pic", name="Pic"), "png")
+    stored = library.add(read_card_bytes(picture, filename="pic.png"), overwrite=True)
+    assert stored.path.suffix == ".charx" and sorted(p.name for p in tmp_path.iterdir()) == ["pic.charx"]
 
 
 def test_import_of_png_card_keeps_its_image(tmp_path):
     source = tmp_path / "card.png"
     source.write_bytes(dump_card(Persona(id="pic", name="Pic"), "png"))
     library = PersonaLibrary(user_dirs=[tmp_path / "user"])
-    persona = library.import_file(source)
+    persona = library.import_file(source).persona
     stored = library.path_of(persona.id)
     assert stored.suffix == ".charx"
     assert read_card_file(stored).assets  # the image travelled with it
@@ -156,7 +184,7 @@ def test_cli_lists_shows_exports_and_imports(tmp_path, capsys):
 
 def test_remove_deletes_a_user_card_and_uncovers_the_builtin(tmp_path):
     library = PersonaLibrary(user_dirs=[tmp_path])
-    library.add(load_persona(DEFAULT_PERSONA_ID).model_copy(update={"name": "Mine"}))
+    library.add(load_persona(DEFAULT_PERSONA_ID).model_copy(update={"name": "Mine"}), overwrite=True)
     assert library.get(DEFAULT_PERSONA_ID).name == "Mine"
     library.remove(DEFAULT_PERSONA_ID)
     assert library.get(DEFAULT_PERSONA_ID).name != "Mine"
@@ -184,9 +212,7 @@ def test_portrait_is_the_card_image_or_a_drawing_of_the_look(tmp_path):
 
 def test_load_persona_sees_cards_added_after_first_use(tmp_path, monkeypatch):
     monkeypatch.setenv("PERSONA_DIR", str(tmp_path))
-    import comfyui_persona.persona.library as library_module
-
-    monkeypatch.setattr(library_module, "_DEFAULT_LIBRARY", None)
+    monkeypatch.setattr(PersonaLibrary, "_defaults", {})
     load_persona(DEFAULT_PERSONA_ID)
     (tmp_path / "late.json").write_bytes(dump_card(Persona(id="late", name="Late"), "json"))
     assert load_persona("late").name == "Late"
@@ -210,3 +236,87 @@ def test_builtin_voices_exist_in_espeak_ng():
         [sys.executable, "-c", script, *names], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]", f"voices espeak-ng does not know: {result.stdout}"
+
+
+# --------------------------------------------------------------------------- one library, followed by stat
+
+
+def test_the_default_library_is_the_xdg_folder_unless_persona_dir_says_otherwise(tmp_path, monkeypatch):
+    from comfyui_persona.persona.library import default_user_dir, default_user_dirs
+
+    monkeypatch.delenv("PERSONA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(PersonaLibrary, "_defaults", {})
+    assert default_user_dir() == tmp_path / "xdg" / "comfyui-persona" / "personas"
+    library = PersonaLibrary.default()
+    assert library.user_dirs == [default_user_dir()] and PersonaLibrary.default() is library
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert default_user_dir() == Path.home() / ".local" / "share" / "comfyui-persona" / "personas"
+    monkeypatch.setenv("PERSONA_DIR", f"{tmp_path / 'a'}{os.pathsep}{tmp_path / 'b'}")
+    assert default_user_dirs() == [tmp_path / "a", tmp_path / "b"]
+    server = PersonaLibrary.default(tmp_path / "server")  # a server's --personas-dir goes first
+    assert server.user_dirs == [tmp_path / "server", tmp_path / "a", tmp_path / "b"]
+
+
+def test_the_cli_and_the_card_loader_node_use_the_one_folder(tmp_path, monkeypatch, capsys):
+    """Issue 17: `persona personas import` needed PERSONA_DIR and `persona interpret --persona
+    zed` then said unknown. Now both, and ComfyUI's Card Loader, use the default library."""
+    from comfyui_persona.nodes.conversation_nodes import PersonaCardLoader
+
+    monkeypatch.delenv("PERSONA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(PersonaLibrary, "_defaults", {})
+    (tmp_path / "zed.json").write_bytes(dump_card(Persona(id="zed", name="Zed"), "json"))
+    assert main(["personas", "import", str(tmp_path / "zed.json")]) == 0
+    assert (tmp_path / "xdg" / "comfyui-persona" / "personas" / "zed.json").is_file()
+    capsys.readouterr()
+    assert main(["interpret", "--persona", "zed", "--json", "--option", "use_embedding=false", "wave"]) == 0
+    assert json.loads(capsys.readouterr().out)["directives"][0]["action"] == "wave"
+    assert "zed" in PersonaCardLoader.INPUT_TYPES()["required"]["persona_id"][0]
+    assert PersonaCardLoader().load("zed")[0].name == "Zed"
+
+
+def test_a_running_library_sees_cards_added_changed_and_removed_without_rereading(tmp_path, monkeypatch):
+    import comfyui_persona.persona.library as library_module
+
+    reads: list[str] = []
+    real = library_module.read_card_file
+
+    def counting(path, **kwargs):
+        reads.append(Path(path).name)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(library_module, "read_card_file", counting)
+    library = PersonaLibrary(user_dirs=[tmp_path], include_builtin=False)
+    (tmp_path / "ann.json").write_bytes(dump_card(Persona(id="ann", name="Ann"), "json"))
+    assert library.ids() == ["ann"] and reads == ["ann.json"]
+    for _ in range(5):
+        library.list()
+        library.get("ann")
+    assert reads == ["ann.json"]  # nothing changed: stat only, no read
+    (tmp_path / "bo.json").write_bytes(dump_card(Persona(id="bo", name="Bo"), "json"))
+    assert library.ids() == ["ann", "bo"] and reads == ["ann.json", "bo.json"]
+    (tmp_path / "ann.json").write_bytes(dump_card(Persona(id="ann", name="Ann Edited, Longer"), "json"))
+    assert library.get("ann").name == "Ann Edited, Longer"
+    (tmp_path / "bo.json").unlink()
+    assert library.ids() == ["ann"]
+    with pytest.raises(UnknownPersonaError):
+        library.get("bo")
+    assert reads == ["ann.json", "bo.json", "ann.json"]
+
+
+def test_a_card_removed_by_hand_makes_the_builtin_visible_again(tmp_path):
+    library = PersonaLibrary(user_dirs=[tmp_path])
+    restyled = load_persona(DEFAULT_PERSONA_ID).model_copy(update={"name": "Restyled"})
+    (tmp_path / "mine.json").write_bytes(dump_card(restyled, "json"))
+    assert library.get(DEFAULT_PERSONA_ID).name == "Restyled"
+    (tmp_path / "mine.json").unlink()
+    assert library.get(DEFAULT_PERSONA_ID).name != "Restyled"
+
+
+def test_library_errors_are_persona_errors():
+    from comfyui_persona.errors import PersonaError
+    from comfyui_persona.persona.library import BuiltinPersonaError
+
+    assert issubclass(UnknownPersonaError, PersonaError) and issubclass(UnknownPersonaError, KeyError)
+    assert issubclass(BuiltinPersonaError, PersonaError) and issubclass(BuiltinPersonaError, PermissionError)

@@ -85,7 +85,7 @@ async def test_card_whose_reference_finds_nothing_imports_without_it_and_says_so
     carries the warning for the UI; the stored card no longer names the file."""
     from PIL import Image
 
-    from comfyui_persona.persona.card_formats import EXTENSION_KEY, REFERENCE_FIELD
+    from comfyui_persona.persona.cards import EXTENSION_KEY, REFERENCE_FIELD
 
     Image.new("RGB", (8, 8), "red").save(tmp_path / "server-file.png")
     card = json.loads(json.dumps(GOOD_CARD))

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build(args: argparse.Namespace):
     """(persona, interpreter) from the shared arguments; raises SystemExit(2) with a message."""
-    from ...persona.card_formats import CardError
+    from ...persona.cards import CardError
     from ...persona.interpreter import UnknownBackendError, get_interpreter
     from ...persona.library import DEFAULT_PERSONA_ID, UnknownPersonaError, load_persona
 

@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="DIR",
-        help="user persona folder (repeatable; default: $PERSONA_DIR). Imports go to the first.",
+        help="user persona folder (repeatable; default: $PERSONA_DIR, else "
+        "$XDG_DATA_HOME/comfyui-persona/personas, the folder the chat page and ComfyUI use). "
+        "Imports go to the first.",
     )
     sub = parser.add_subparsers(dest="personas_command", metavar="ACTION", required=True)
     listing = sub.add_parser("list", help="every persona: id, name, look")
@@ -24,7 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("id", help="persona id, or a card file path")
     importing = sub.add_parser("import", help="add a V2/V3 card (.json, .png, .charx) to the user folder")
     importing.add_argument("file")
-    importing.add_argument("--no-overwrite", action="store_true", help="fail if the id exists")
+    importing.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the user card with the same id (default: a taken id gets the next free one, e.g. mira-2)",
+    )
     export = sub.add_parser("export", help="write a persona as a card file")
     export.add_argument("id")
     export.add_argument("--format", choices=("json", "png", "charx"), default="json")
@@ -32,10 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...persona.card_formats import CardError, read_card_file, write_card
-    from ...persona.library import CARD_SUFFIXES, PersonaLibrary, UnknownPersonaError
+    from ...errors import PersonaError
+    from ...persona.cards import read_card_file, write_card
+    from ...persona.library import CARD_SUFFIXES, PersonaLibrary
 
-    library = PersonaLibrary(user_dirs=args.dir) if args.dir else PersonaLibrary()
+    library = PersonaLibrary(user_dirs=args.dir) if args.dir else PersonaLibrary.default()
     try:
         if args.personas_command == "list":
             personas = library.list()
@@ -68,16 +75,17 @@ def run(args: argparse.Namespace) -> int:
             print(loaded.persona.model_dump_json(indent=2, exclude={"card"}))
             return 0
         if args.personas_command == "import":
-            persona = library.import_file(args.file, overwrite=not args.no_overwrite)
-            print(f"imported {persona.id} ({persona.name}) into {library.path_of(persona.id)}")
-            _warn(library.get_card(persona.id).warnings)
+            stored = library.import_file(args.file, overwrite=args.overwrite)
+            verb = "replaced" if stored.replaced else "imported"
+            print(f"{verb} {stored.id} ({stored.persona.name}) into {stored.path}")
+            _warn(list(stored.warnings))
             return 0
         if args.personas_command == "export":
             loaded = library.get_card(args.id)
             path = write_card(loaded.persona, args.output, args.format, loaded.assets)
             print(f"wrote {path}")
             return 0
-    except (CardError, UnknownPersonaError, FileExistsError) as error:
+    except (PersonaError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     raise AssertionError(f"unhandled personas action {args.personas_command!r}")

@@ -6,8 +6,9 @@
     GET  /persona/recordings/{token}.mp4       → a finished recording (video/mp4) | 404
 
 Card files come from users: the upload is size-capped while it streams in, then read by
-`card_formats.read_card_bytes` and stored by `PersonaLibrary.add` (their limits and
-messages), off the event loop. A card that imports with something dropped (its reference
+`persona.cards.read_card_bytes` and stored by `PersonaLibrary.add` (their limits and
+messages), off the event loop. An upload never replaces a persona: a taken id (`mira`)
+gets the next free one (`mira-2`), which the 201's `id` and a warning say. A card that imports with something dropped (its reference
 image found nothing) is still a 201; `warnings` (a list of messages, empty when nothing
 was dropped) says what, for the UI to show.
 """
@@ -136,7 +137,7 @@ class GalleryRoutes:
         try:
             persona, warnings = await self._run(self._import, data, part.filename or f"card{suffix}")
         except Exception as exc:
-            from ...persona.card_formats import CardError
+            from ...persona.cards import CardError
 
             if isinstance(exc, CardError):
                 return _bad_card(str(exc))
@@ -147,11 +148,10 @@ class GalleryRoutes:
     def _import(self, data: bytes, filename: str):
         """Read the card (its name in messages is the user's file name) and store it;
         returns the persona and what reading it dropped."""
-        from ...persona.card_formats import read_card_bytes
+        from ...persona.cards import read_card_bytes
 
-        loaded = read_card_bytes(data, filename=filename)
-        self.service.library.add(loaded)
-        return loaded.persona, list(loaded.warnings)
+        stored = self.service.library.add(read_card_bytes(data, filename=filename))
+        return stored.persona, list(stored.warnings)
 
     async def recording(self, request: web.Request) -> web.StreamResponse:
         token = request.match_info["token"]

@@ -504,16 +504,11 @@ async def loop_run(pool, fn, *args):
 
 
 def _default_library(config: ServerConfig):
-    """Built-ins plus $PERSONA_DIR; imports land in `personas_dir`, else the first
-    $PERSONA_DIR folder, else the user's data dir."""
+    """The one persona library (built-ins, $PERSONA_DIR else the user's data dir); imports
+    land in `personas_dir` when set, else in its first folder."""
     from ...persona.library import PersonaLibrary
 
-    dirs = PersonaLibrary().user_dirs  # $PERSONA_DIR
-    if config.personas_dir:
-        dirs = [Path(config.personas_dir).expanduser(), *dirs]
-    elif not dirs:
-        dirs = [data_dir("personas")]
-    return PersonaLibrary(user_dirs=dirs)
+    return PersonaLibrary.default(config.personas_dir)
 
 
 def _session_speech(persona):

@@ -40,7 +40,7 @@ class ReferenceImageError(ValueError):
 
 #: The formats a reference photo may be (Pillow names): only these parsers see the file.
 #: Pillow knows dozens, and some (EPS) hand the file to Ghostscript; a card's image asset is
-#: checked against the same list when the card loads (`persona.card_formats`).
+#: checked against the same list when the card loads (`persona.cards.reference`).
 REFERENCE_FORMATS = ("PNG", "JPEG", "WEBP")
 
 
