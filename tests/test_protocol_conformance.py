@@ -32,7 +32,8 @@ from server_harness import (
 )
 
 PROTOCOL_MD = REPO / "docs" / "contracts" / "PROTOCOL.md"
-COVERED_TYPES = {"hello", "chat", "action", "reset", "ping", "ready", "directives", "reply", "state", "metrics", "error", "pong"}
+COVERED_TYPES = {"hello", "chat", "action", "reset", "ping", "record", "ready", "directives", "reply", "state", "metrics", "error",
+                 "pong", "recording"}
 COVERED_CODES = {
     "bad_json", "unknown_type", "invalid", "too_large", "not_ready", "unknown_persona",
     "unauthorized", "rate_limited", "busy", "internal",

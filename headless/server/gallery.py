@@ -16,6 +16,8 @@ was dropped) says what, for the UI to show.
 from __future__ import annotations
 
 import asyncio
+import collections
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +29,8 @@ from .recording import TOKEN_PATTERN
 if TYPE_CHECKING:
     from .service import PersonaService
 
+#: Portraits kept drawn (at most 512 px each, so a few MB in all).
+PORTRAIT_CACHE_ENTRIES = 64
 #: The largest card accepted (CHARX archives with images are the big ones).
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 _SUFFIXES = {".json", ".png", ".charx"}
@@ -80,7 +84,10 @@ class GalleryRoutes:
 
     def __init__(self, service: PersonaService) -> None:
         self.service = service
-        self._portraits: dict[str, bytes] = {}
+        # (persona id, card file's stat) → PNG: a card edited in place gets a new picture;
+        # bounded, least recently used first out.
+        self._portraits: collections.OrderedDict[tuple, bytes] = collections.OrderedDict()
+        self._portraits_lock = threading.Lock()  # worker threads share it
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.service.pool, fn, *args)
@@ -111,13 +118,10 @@ class GalleryRoutes:
         persona_id = request.match_info["id"]
         if not ID_RE.match(persona_id):
             raise web.HTTPNotFound(text="no such persona")
-        data = self._portraits.get(persona_id)
-        if data is None:
-            try:
-                data = await self._run(self.service.library.portrait, persona_id)
-            except UnknownPersonaError:
-                raise web.HTTPNotFound(text=f"no persona {persona_id!r}") from None
-            self._portraits[persona_id] = data
+        try:
+            key, data = await self._run(self._portrait, persona_id)
+        except UnknownPersonaError:
+            raise web.HTTPNotFound(text=f"no persona {persona_id!r}") from None
         return web.Response(body=data, content_type="image/png", headers={"Cache-Control": "max-age=300"})
 
     async def import_card(self, request: web.Request) -> web.Response:
@@ -142,8 +146,27 @@ class GalleryRoutes:
             if isinstance(exc, CardError):
                 return _bad_card(str(exc))
             raise
-        self._portraits.pop(persona.id, None)
         return web.json_response({"id": persona.id, "name": persona.name, "warnings": warnings}, status=201)
+
+    def _portrait(self, persona_id: str) -> tuple[tuple, bytes]:
+        """Worker thread: the persona's PNG, from the cache while its card file is unchanged."""
+        path = self.service.library.path_of(persona_id)
+        try:
+            info = path.stat()
+            key = (persona_id, str(path), info.st_mtime_ns, info.st_size)
+        except OSError:
+            key = (persona_id, str(path))
+        with self._portraits_lock:
+            data = self._portraits.get(key)
+            if data is not None:
+                self._portraits.move_to_end(key)
+                return key, data
+        data = self.service.library.portrait(persona_id)
+        with self._portraits_lock:
+            self._portraits[key] = data
+            while len(self._portraits) > PORTRAIT_CACHE_ENTRIES:
+                self._portraits.popitem(last=False)
+        return key, data
 
     def _import(self, data: bytes, filename: str):
         """Read the card (its name in messages is the user's file name) and store it;

@@ -30,6 +30,7 @@ from .loaded import PNG_IMAGE_ASSET, LoadedCard
 from .mapping import card_to_persona
 from .png import PNG_SIGNATURE, card_text
 from .reference import EMBEDDED_URI, resolve_reference
+from .voice import checked_card_voice
 
 __all__ = ["parse_json", "read_card_bytes", "read_card_file"]
 
@@ -69,6 +70,7 @@ def read_card_file(
                 f"{path.name}: card JSON is {size} bytes, over the {limits.max_card_json_bytes}-byte limit"
             )
         loaded = _read_container(path.read_bytes(), path.name, limits)
+    loaded = checked_card_voice(loaded, path.name)
     if not resolve:
         return loaded
     return resolve_reference(loaded, card_dir=path.resolve().parent, filename=path.name)
@@ -91,7 +93,7 @@ def read_card_bytes(
     reference image is resolved, so a card refused for anything else never writes to the
     asset cache. The assets read from `data` when used: it is kept, not copied.
     """
-    loaded = _read_container(data, filename, limits or current_limits(), verify=verify)
+    loaded = checked_card_voice(_read_container(data, filename, limits or current_limits(), verify=verify), filename)
     return resolve_reference(loaded, card_dir=card_dir, filename=filename) if resolve else loaded
 
 

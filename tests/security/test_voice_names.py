@@ -93,7 +93,9 @@ async def test_a_card_with_a_hostile_voice_uploaded_to_the_server_speaks_with_th
             form.add_field("card", json.dumps(card).encode(), filename="evil.json", content_type="application/json")
             async with http.post(f"{server.http_url}/persona/personas", data=form) as response:
                 assert response.status == 201, await response.text()
-                persona_id = (await response.json())["id"]
+                imported = await response.json()
+                persona_id = imported["id"]
+                assert any("not a voice name" in w for w in imported["warnings"]), imported
         async with websockets.connect(server.ws_url, max_size=None, open_timeout=30) as ws:
             ready = await hello(ws, persona=persona_id)
             assert ready["type"] == "ready", ready
