@@ -3,8 +3,8 @@
 Classic ComfyUI node API (no ComfyUI import). Per-turn nodes take a `turn` number:
 - `> 0`: the headless runner sets it for every chat/action message, so two identical
   messages are still two turns, and a tick without a new message hits the cache;
-- `0`: inside ComfyUI, every queued run is a new turn (IS_CHANGED returns NaN, which
-  never equals itself, so caching is defeated, as ComfyUI's own per-run nodes do);
+- `0`: inside ComfyUI, every queued run is a new turn (`runtime.per_turn`: IS_CHANGED is
+  new on every run, so ComfyUI never serves the turn from its cache);
 - `-1`: "no message yet": the node passes on an empty plan (the headless runner's
   starting value, so a fresh session does nothing until the viewer speaks).
 """
@@ -12,11 +12,10 @@ Classic ComfyUI node API (no ComfyUI import). Per-turn nodes take a `turn` numbe
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 from typing import Any
 
-from .session_store import current_store
+from .runtime import current_store, per_turn
 from .types import DIRECTIVES, PERSONA, TURN, DirectivePlan, TurnValue
 
 _SESSION_INPUT = (
@@ -53,15 +52,13 @@ def _default_persona() -> str:
     return DEFAULT_PERSONA_ID
 
 
-def _per_turn_is_changed(turn: int, **_: Any) -> Any:
-    """Same `turn` → same result; turn 0 → always run (NaN never compares equal)."""
-    return turn if turn else math.nan
-
-
 def _conversation(session, persona):
     from ..persona.conversation import Conversation
 
-    return session.resource("conversation", lambda: Conversation(persona))
+    with session.lock:
+        if session.conversation is None:
+            session.conversation = Conversation(persona)
+        return session.conversation
 
 
 class PersonaCardLoader:
@@ -133,7 +130,7 @@ class PersonaConversationTurn:
 
     @classmethod
     def IS_CHANGED(cls, turn: int = 0, **_: Any) -> Any:
-        return _per_turn_is_changed(turn)
+        return per_turn(turn)
 
     def turn(self, persona, text: str, session_id: str, turn: int) -> tuple:
         session = current_store().get(session_id)
@@ -213,10 +210,9 @@ def _current_state(session):
     from ..persona.schema import CharacterState
 
     with session.lock:
-        tracker = session.peek("tracker")
-        if tracker is None:
+        if session.tracker is None:
             return CharacterState()
-        return tracker.state_at(session.now_ms())
+        return session.tracker.state_at(session.now_ms())
 
 
 def _stream_interpretation(interpreter, request, session, turn: int):
@@ -235,19 +231,19 @@ def _stream_interpretation(interpreter, request, session, turn: int):
         if isinstance(item, Interpretation):
             final = item
         elif isinstance(item, list):
-            session.emit("directives", {"turn": turn, "directives": session.as_performed(item)})
+            session.listener.on_directives(turn, session.as_performed(item))
             sent_directives = True
         elif isinstance(item, str) and item:
             if sent_directives:
-                session.emit("reply", {"turn": turn, "text": item, "done": False})
+                session.listener.on_reply(turn, item, False)
             else:
                 held.append(item)
     assert final is not None, "stream_reply must end with an Interpretation"
     if not sent_directives:
-        session.emit("directives", {"turn": turn, "directives": session.as_performed(final.directives)})
+        session.listener.on_directives(turn, session.as_performed(final.directives))
     for text in held:
-        session.emit("reply", {"turn": turn, "text": text, "done": False})
-    session.emit("reply", {"turn": turn, "text": final.reply, "done": True})
+        session.listener.on_reply(turn, text, False)
+    session.listener.on_reply(turn, final.reply, True)
     return final
 
 
@@ -300,7 +296,7 @@ class PersonaDirective:
 
     @classmethod
     def IS_CHANGED(cls, turn: int = 0, **_: Any) -> Any:
-        return _per_turn_is_changed(turn)
+        return per_turn(turn)
 
     def make(
         self,

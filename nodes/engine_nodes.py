@@ -10,7 +10,6 @@ store, like the preview renderer, so the two renderers are interchangeable in a 
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from .engine_types import (
     PromptStyle,
     TransitionStyle,
 )
-from .session_store import Session, current_store
+from .runtime import Session, current_store, every_run
 from .types import DIRECTIVES, FRAMES, PERSONA, DirectivePlan, FramesValue
 
 #: ComfyUI model folder (ComfyUI/models/persona/, or `persona:` in extra_model_paths.yaml)
@@ -187,10 +186,6 @@ def _attention_settings(attention: str, topk: float, cdf_threshold: float, times
     return config.model_dump(mode="json")
 
 
-def _always_changed(**_: Any) -> float:
-    return math.nan
-
-
 @dataclass
 class _EngineSlot:
     """A session's LongLive backend, the settings it started with, the last turn submitted."""
@@ -274,8 +269,8 @@ class PersonaLongLiveSampler:
         }
 
     @classmethod
-    def IS_CHANGED(cls, **kwargs: Any) -> float:
-        return _always_changed(**kwargs)
+    def IS_CHANGED(cls, **kwargs: Any) -> str:
+        return every_run()
 
     def render(self, engine: LongLiveModel, persona, plan: DirectivePlan, session_id: str, width: int, height: int,
                seed: int, steps: int, attention: str, sparse_topk: float, sparse_cdf_threshold: float,
@@ -292,7 +287,7 @@ class PersonaLongLiveSampler:
                transition, appearance, id(conditioner))
         bar = progress(1)
         with session.lock:
-            slot = session.peek("renderer")
+            slot = session.renderer
             if slot is None or getattr(slot, "key", None) != key:
                 slot = self._start(engine, persona, session, key, width, height, seed, steps, routing,
                                    transition, appearance, conditioner)
@@ -330,8 +325,7 @@ class PersonaLongLiveSampler:
             raise
         _apply_easing(backend, transition)
         slot = _EngineSlot(key=key, backend=backend, spec=spec, engine=engine)
-        session.replace("renderer", slot)
-        session.on_reset(_reset_hook(session))
+        session.set_renderer(slot)
         return slot
 
 
@@ -346,15 +340,6 @@ def own_vocabulary(persona) -> dict:
 
 def _apply_easing(backend, transition: TransitionStyle) -> None:
     backend.blender.easing = transition.easing
-
-
-def _reset_hook(session: Session):
-    def reset() -> None:
-        slot = session.peek("renderer")
-        if slot is not None:
-            slot.backend.reset()
-
-    return session.resource("longlive_reset_hook", lambda: reset)
 
 
 class PersonaPromptComposer:

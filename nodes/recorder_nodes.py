@@ -16,7 +16,6 @@ output); headless, in $PERSONA_RECORDINGS_DIR or ./recordings.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import threading
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .comfy_env import output_directory, progress
-from .session_store import current_store
+from .runtime import current_store, every_run
 from .types import FRAMES, FramesValue
 
 RECORDINGS_ENV = "PERSONA_RECORDINGS_DIR"
@@ -157,17 +156,15 @@ class _ChunkKeyframes:
 
 
 def queued_speech(session: Any) -> list:
-    """The sentences the session's speech part has queued (`ScheduledUtterance`s on the
+    """The sentences the session's speech track has queued (`ScheduledUtterance`s on the
     session clock), oldest first; empty when nothing speaks in this session.
 
-    The speech part (`headless.server.speech.SessionSpeech`, found by duck typing: nodes
-    never import headless) has a public `scheduled()`: a thread-safe copy of its
-    `SpeechQueue`, which keeps each sentence until its last sample has sounded, and holds
-    a cut-off one shortened to the cut (later ones dropped). The recorder runs after the
-    renderer on every chunk, and a cut lands no earlier than the next frame to render, so
-    what it reads for the chunk just rendered is what the viewer hears during it."""
-    scheduled = getattr(session.peek("speech"), "scheduled", None)
-    return list(scheduled()) if callable(scheduled) else []
+    The track (`runtime.SpeechTrack`; the server's `SessionSpeech`) keeps each sentence
+    until its last sample has sounded, and holds a cut-off one shortened to the cut (later
+    ones dropped). The recorder runs after the renderer on every chunk, and a cut lands no
+    earlier than the next frame to render, so what it reads for the chunk just rendered is
+    what the viewer hears during it."""
+    return list(session.speech.scheduled()) if session.speech is not None else []
 
 
 class PersonaSessionRecorder:
@@ -198,8 +195,8 @@ class PersonaSessionRecorder:
         }
 
     @classmethod
-    def IS_CHANGED(cls, **_: Any) -> float:
-        return math.nan
+    def IS_CHANGED(cls, **_: Any) -> str:
+        return every_run()
 
     def record(self, frames: FramesValue, filename_prefix: str) -> dict:
         root = recordings_root()
@@ -210,17 +207,16 @@ class PersonaSessionRecorder:
         if width % 2 or height % 2:
             raise ValueError(f"H.264 needs even frame sizes; got {width}x{height}")
         session = current_store().get(frames.session_id)
-        key = f"recorder:{path}:{width}x{height}"
+        key = (path, width, height)
         with session.lock:
-            recording = session.peek(key)
+            recording = session.recordings.get(key)
             if recording is None:
                 target = path
-                if session.peek(f"recorder-used:{path}"):  # another size: its own file
+                if path in session.recorded_paths:  # another size: its own file
                     target = path.with_name(f"{path.stem}_{width}x{height}.mp4")
                 target.parent.mkdir(parents=True, exist_ok=True)
-                recording = _Recording(target, width, height, frames.fps)
-                session.replace(key, recording)
-                session.resource(f"recorder-used:{path}", lambda: True)
+                recording = session.recordings[key] = _Recording(target, width, height, frames.fps)
+                session.recorded_paths.add(path)
         bar = progress(len(pixels))
         recording.write(pixels, list(chunk.pts_ms), queued_speech(session), lambda: bar.update(1))
         try:

@@ -1,36 +1,23 @@
 """Streaming nodes: state tracker, preview renderer, stream sink, IMAGE output.
 
 These run on every tick of the headless runner (`STREAMING = True`) and on every queued
-run in ComfyUI (IS_CHANGED → NaN): each run advances the session's clock, renders the
+run in ComfyUI (IS_CHANGED new on every run: `runtime.every_run`): each run advances the session's clock, renders the
 next chunk and reports state changes. What must persist between runs (tracker,
 renderer backend, the last turn applied) lives in the session store.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .session_store import Session, current_store
+from .runtime import TrackerMemory, current_store, every_run
 from .types import DIRECTIVES, FRAMES, PERSONA, STATE, DirectivePlan, FramesValue
 
 _SESSION_INPUT = (
     "STRING",
     {"default": "default", "tooltip": "Session whose character state / renderer this is (see the turn node)."},
 )
-
-
-def _always_changed(**_: Any) -> float:
-    return math.nan
-
-
-@dataclass
-class _TrackerMemory:
-    """What the tracker node remembers between ticks of one session."""
-
-    applied_turn: int = 0
-    plan: DirectivePlan = field(default_factory=lambda: DirectivePlan(turn=0, source="plan"))
 
 
 class PersonaStateTracker:
@@ -60,16 +47,17 @@ class PersonaStateTracker:
         }
 
     @classmethod
-    def IS_CHANGED(cls, **kwargs: Any) -> float:
-        return _always_changed(**kwargs)
+    def IS_CHANGED(cls, **kwargs: Any) -> str:
+        return every_run()
 
     def track(self, persona, directives: DirectivePlan, session_id: str, manual: DirectivePlan | None = None):
         session = current_store().get(session_id)
         now = session.now_ms()
         with session.lock:  # the interpreter (turn thread) reads this tracker's state
-            tracker = session.resource("tracker", lambda: _new_tracker(persona, now))
-            memory: _TrackerMemory = session.resource("tracker_memory", _TrackerMemory)
-            session.on_reset(_reset_tracker_hook(session))
+            if session.tracker is None:
+                session.tracker = _new_tracker(persona, now)
+            tracker = session.tracker
+            memory: TrackerMemory = session.tracker_memory
             incoming = [p for p in (directives, manual) if p is not None and p.turn > memory.applied_turn]
             for plan in sorted(incoming, key=lambda p: p.turn):
                 planned = tracker.plan(list(plan.directives), now)
@@ -78,25 +66,14 @@ class PersonaStateTracker:
             changes = tracker.advance(now)
             state = tracker.state_at(now)
         for changed in changes:
-            session.emit("state", {"state": changed.model_dump(mode="json")})
-        return (memory.plan, state)
+            session.listener.on_state(changed.model_dump(mode="json"))
+        return (memory.plan or DirectivePlan(turn=0, source="plan"), state)
 
 
 def _new_tracker(persona, now_ms: int):
     from ..persona.state import StateTracker
 
     return StateTracker(persona.vocabulary(), clock_ms=now_ms)
-
-
-def _reset_tracker_hook(session: Session):
-    """One hook per session (the same object each time, so `on_reset` keeps one)."""
-
-    def reset() -> None:
-        tracker = session.peek("tracker")
-        if tracker is not None:
-            tracker.reset(session.now_ms())
-
-    return session.resource("tracker_reset_hook", lambda: reset)
 
 
 @dataclass
@@ -137,7 +114,10 @@ class PersonaPreviewRenderer:
                 "width": ("INT", {"default": 384, "min": 64, "max": 2048, "step": 16, "tooltip": "Frame width, px."}),
                 "height": ("INT", {"default": 384, "min": 64, "max": 2048, "step": 16, "tooltip": "Frame height, px."}),
                 "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 60.0, "step": 1.0, "tooltip": "Frames per second."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seed for idle motion details."}),
+                # "fixed", not the frontend's "randomize" for a widget named seed: the seed is part of
+                # the stream's restart key, so a randomised one restarted the stream on every Run.
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": "fixed",
+                                 "tooltip": "Seed for idle motion details (changing it restarts the stream)."}),
                 "chunk_frames": (
                     "INT",
                     {
@@ -151,8 +131,8 @@ class PersonaPreviewRenderer:
         }
 
     @classmethod
-    def IS_CHANGED(cls, **kwargs: Any) -> float:
-        return _always_changed(**kwargs)
+    def IS_CHANGED(cls, **kwargs: Any) -> str:
+        return every_run()
 
     def render(
         self,
@@ -167,18 +147,17 @@ class PersonaPreviewRenderer:
     ):
         session = current_store().get(session_id)
         key = (self.BACKEND, persona.id, width, height, float(fps), seed, chunk_frames)
-        slot = session.peek("renderer")
+        slot = session.renderer
         if slot is None or slot.key != key:
             backend = _start_backend(self.BACKEND, persona, width, height, fps, seed, chunk_frames)
             slot = _RendererSlot(key=key, backend=backend)
-            session.replace("renderer", slot)
-            session.on_reset(_reset_renderer_hook(session))
+            session.set_renderer(slot)
         if plan.turn > slot.submitted_turn:
             slot.backend.submit(list(plan.directives), plan.turn)
             slot.submitted_turn = plan.turn
-        # A host that speaks (the headless server) puts a "speech" part in the session:
-        # it hands the renderer the mouth timeline of the queued speech before each chunk.
-        speech = session.peek("speech")
+        # A host that speaks (the headless server) gives the session a speech track: it
+        # hands the renderer the mouth timeline of the queued speech before each chunk.
+        speech = session.speech
         chunk = speech.render(slot.backend, float(fps)) if speech is not None else slot.backend.next_chunk()
         return (FramesValue(session_id=session_id, backend=slot.backend.name, chunk=chunk, fps=float(fps)),)
 
@@ -208,15 +187,6 @@ def _start_backend(name: str, persona, width: int, height: int, fps: float, seed
     return backend
 
 
-def _reset_renderer_hook(session: Session):
-    def reset() -> None:
-        slot = session.peek("renderer")
-        if slot is not None:
-            slot.backend.reset()
-
-    return session.resource("renderer_reset_hook", lambda: reset)
-
-
 class PersonaStreamSink:
     """Hands each rendered chunk to whoever watches the session (WebSocket viewer, panel)."""
 
@@ -232,12 +202,12 @@ class PersonaStreamSink:
         return {"required": {"frames": (FRAMES, {"tooltip": "Frames from a renderer."})}}
 
     @classmethod
-    def IS_CHANGED(cls, **kwargs: Any) -> float:
-        return _always_changed(**kwargs)
+    def IS_CHANGED(cls, **kwargs: Any) -> str:
+        return every_run()
 
     def send(self, frames: FramesValue) -> dict:
         chunk = frames.chunk
-        current_store().get(frames.session_id).emit("chunk", {"frames": frames})
+        current_store().get(frames.session_id).listener.on_chunk(frames)
         summary = {
             "session": frames.session_id,
             "backend": frames.backend,

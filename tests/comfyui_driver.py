@@ -36,7 +36,7 @@ def main(spec_path: str, out_path: str) -> None:
     loaded = asyncio.run(nodes.load_custom_node(spec["pack"], module_parent="custom_nodes"))
     pack = next(m for name, m in sys.modules.items()
                 if name.endswith("comfyui-persona") and hasattr(m, "NODE_CLASS_MAPPINGS"))
-    store_module = sys.modules[pack.__name__ + ".nodes.session_store"]
+    store_module = sys.modules[pack.__name__ + ".nodes.runtime"]
 
     progress: list[dict] = []
 
@@ -82,7 +82,7 @@ def main(spec_path: str, out_path: str) -> None:
                "runs": []}
     for number, run in enumerate(spec["runs"]):
         for session_id in run.get("sessions", ["default"]):
-            store_module.default_store().open(session_id, emit=emit)
+            store_module.default_store().open(session_id, listener=store_module.CallbackListener(emit))
         events.clear()
         progress.clear()
         prompt_id = f"persona-{number}"

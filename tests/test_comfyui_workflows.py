@@ -22,7 +22,7 @@ import pytest
 from comfyui_persona.headless.runner import StreamingRunner, WorkflowGraph, load_workflow
 from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
 from comfyui_persona.nodes.engine_nodes import DECODER_FILES, ENGINE_FILES, missing_files, resolve_models_dir
-from comfyui_persona.nodes.session_store import SessionStore
+from comfyui_persona.nodes.runtime import CallbackListener, SessionStore
 from comfyui_persona.video import model_files
 from paths import REPO
 
@@ -185,7 +185,7 @@ def test_headless_runner_gives_the_same_directives_and_frames_as_comfyui(comfy_r
             events.append({"kind": kind, "directives": [d.model_dump(mode="json") for d in payload["directives"]]})
 
     store = SessionStore()
-    store.open("default", emit=emit)
+    store.open("default", listener=CallbackListener(emit))
     runner = StreamingRunner(WorkflowGraph(workflow, NODE_CLASS_MAPPINGS), store, "default")
     try:
         runner.start()

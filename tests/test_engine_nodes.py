@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from comfyui_persona.nodes import NODE_CLASS_MAPPINGS  # noqa: E402
 from comfyui_persona.nodes.engine_nodes import missing_files  # noqa: E402
 from comfyui_persona.nodes.engine_types import LongLiveModel, PromptStyle, TransitionStyle  # noqa: E402
-from comfyui_persona.nodes.session_store import SessionStore, bind_store  # noqa: E402
+from comfyui_persona.nodes.runtime import SessionStore, bind_store  # noqa: E402
 from comfyui_persona.nodes.types import DirectivePlan  # noqa: E402
 from comfyui_persona.persona.library import load_persona  # noqa: E402
 from comfyui_persona.persona.schema import ActionDirective  # noqa: E402
@@ -62,7 +62,7 @@ def test_sampler_streams_chunks_and_shows_the_directive_it_was_given(engine) -> 
     waving = _render(engine, "s1", WAVE, store, transition=TransitionStyle(chunks=1, easing="linear"))
     # A new transition style is a new engine setting: the stream restarts with it.
     assert waving.chunk.first_index == 0 and waving.chunk.shows_directives == [1]
-    slot = store.get("s1").peek("renderer")
+    slot = store.get("s1").renderer
     assert slot.backend.blender.easing == "linear" and "wav" in slot.backend._prompt
     again = _render(engine, "s1", WAVE, store, transition=TransitionStyle(chunks=1, easing="linear"))
     assert again.chunk.first_index == 9 and again.chunk.shows_directives == [], "a plan is submitted once"
@@ -72,7 +72,7 @@ def test_sampler_uses_the_composed_appearance_in_every_prompt(engine) -> None:
     store = SessionStore()
     style = PromptStyle(appearance="a knight in silver armour")
     _render(engine, "s2", WAVE, store, prompt=style)
-    assert store.get("s2").peek("renderer").backend._prompt.startswith("a knight in silver armour, ")
+    assert store.get("s2").renderer.backend._prompt.startswith("a knight in silver armour, ")
 
 
 def test_same_seed_same_frames_and_another_session_takes_the_engine_over(engine) -> None:
@@ -82,13 +82,13 @@ def test_same_seed_same_frames_and_another_session_takes_the_engine_over(engine)
     assert np.array_equal(a.chunk.frames, b.chunk.frames), "same seed and persona must give the same frames"
     a2 = _render(engine, "a", DirectivePlan(turn=0), first)
     assert a2.chunk.first_index == 0, "session a restarted its stream after b used the engine"
-    assert engine.owner is first.get("a").peek("renderer").backend
+    assert engine.owner is first.get("a").renderer.backend
 
 
 def test_sparse_attention_setting_reaches_the_engine(engine) -> None:
     store = SessionStore()
     frames = _render(engine, "sp", DirectivePlan(turn=0), store, attention="sparse", sparse_topk=0.25)
-    backend = store.get("sp").peek("renderer").backend
+    backend = store.get("sp").renderer.backend
     assert backend.attention["sparge_attention"] is True and backend.attention["sparge_topk"] == 0.25
     assert frames.extra["attention"] == "sparse" and frames.chunk.frames.std() > 0
 
@@ -154,11 +154,11 @@ def test_loader_reads_the_preset_from_the_files_and_the_sampler_streams(tiny_set
 def test_recache_timing_is_a_live_sampler_setting(engine) -> None:
     store = SessionStore()
     _render(engine, "timing", WAVE, store)
-    backend = store.get("timing").peek("renderer").backend
+    backend = store.get("timing").renderer.backend
     assert backend.pipeline.recache == "after"  # the default
     nod = DirectivePlan(turn=2, directives=(ActionDirective(action="nod", expression="smile", intensity=0.5),))
     _render(engine, "timing", nod, store, prompt_switch_recache="before")
-    same = store.get("timing").peek("renderer").backend
+    same = store.get("timing").renderer.backend
     assert same is backend and backend.pipeline.recache == "before"  # no restart, no reload
 
 
@@ -187,7 +187,7 @@ def test_identity_node_anchors_the_sampler_session_on_the_photo(tiny_set) -> Non
     assert style.identity is identity
     store = SessionStore()
     frames = _render(tiny_set, "anchored", WAVE, store, prompt=style)
-    backend = store.get("anchored").peek("renderer").backend
+    backend = store.get("anchored").renderer.backend
     assert backend.identity is identity.conditioner
     assert tuple(backend.reference_latents.shape) == (1, 16, 3, 8, 12)
     # The reference sink chunk is in the cache; the generated chunk waits for its refresh pass
@@ -199,5 +199,5 @@ def test_identity_node_anchors_the_sampler_session_on_the_photo(tiny_set) -> Non
     # The same photo given straight to the sampler (no composer) anchors the same way.
     direct = SessionStore()
     _render(tiny_set, "direct", WAVE, direct, identity=identity)
-    torch.testing.assert_close(direct.get("direct").peek("renderer").backend.reference_latents,
+    torch.testing.assert_close(direct.get("direct").renderer.backend.reference_latents,
                                backend.reference_latents, rtol=0, atol=0)

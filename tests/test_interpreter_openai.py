@@ -308,10 +308,10 @@ def test_stream_reply_handles_a_server_without_streaming(server):
 def test_the_chat_node_streams_text_right_after_the_directives(server):
     """H5's chat node forwards text at once when the backend yields its directives first."""
     from comfyui_persona.nodes.conversation_nodes import _stream_interpretation
-    from comfyui_persona.nodes.session_store import Session
+    from comfyui_persona.nodes.runtime import CallbackListener, Session
 
     events: list[tuple[str, dict, float]] = []
-    session = Session("s", emit=lambda kind, payload: events.append((kind, payload, time.monotonic())))
+    session = Session("s", listener=CallbackListener(lambda kind, payload: events.append((kind, payload, time.monotonic()))))
     final = _stream_interpretation(make(server, "stream-slow-reply"), req("wave"), session, turn=3)
     kinds = [kind for kind, _, _ in events]
     assert kinds[0] == "directives" and kinds.count("directives") == 1

@@ -5,7 +5,6 @@ ComfyUI relies on (INPUT_TYPES with tooltips, RETURN_TYPES/NAMES, FUNCTION, CATE
 DESCRIPTION) and what each node does with the real interpreter, tracker and renderer.
 """
 
-import math
 import subprocess
 import sys
 
@@ -18,7 +17,13 @@ from comfyui_persona.nodes.conversation_nodes import (
     PersonaDirective,
     PersonaInterpreter,
 )
-from comfyui_persona.nodes.session_store import SessionStore, bind_store, current_store, default_store
+from comfyui_persona.nodes.runtime import (
+    CallbackListener,
+    SessionStore,
+    bind_store,
+    current_store,
+    default_store,
+)
 from comfyui_persona.nodes.stream_nodes import PersonaPreviewRenderer, PersonaStateTracker, PersonaStreamSink
 from comfyui_persona.nodes.types import DirectivePlan
 
@@ -51,10 +56,16 @@ def test_importing_the_nodes_imports_no_torch_and_no_comfyui():
 
 
 def test_per_turn_nodes_defeat_caching_only_without_a_host_turn():
-    assert math.isnan(PersonaConversationTurn.IS_CHANGED(turn=0, text="hi"))
+    """ComfyUI caches a node whose (class, inputs, IS_CHANGED) key equals the last one; it
+    compares keys as tuples, where an element equal *or identical* to the last matches: the
+    value must be new on every run (a module-level NaN was identical, so a second Run of an
+    unchanged workflow was fully cached)."""
+    first, second = (PersonaConversationTurn.IS_CHANGED(turn=0, text="hi") for _ in range(2))
+    assert (first,) != (second,)
     assert PersonaConversationTurn.IS_CHANGED(turn=7, text="hi") == 7
-    assert math.isnan(PersonaDirective.IS_CHANGED(turn=0))
-    assert math.isnan(PersonaPreviewRenderer.IS_CHANGED())
+    assert (PersonaDirective.IS_CHANGED(turn=0),) != (PersonaDirective.IS_CHANGED(turn=0),)
+    assert (PersonaPreviewRenderer.IS_CHANGED(),) != (PersonaPreviewRenderer.IS_CHANGED(),)
+    assert (PersonaStateTracker.IS_CHANGED(),) != (PersonaStateTracker.IS_CHANGED(),)
     assert PersonaCardLoader.IS_CHANGED(persona_id="mira") == "mira"  # loaders stay cached (same id, same value)
     assert PersonaStreamSink.OUTPUT_NODE is True
 
@@ -70,7 +81,7 @@ def test_current_store_is_the_bound_one_even_when_empty():
 def test_turn_and_interpreter_keep_history_in_the_session_store_and_emit_in_protocol_order():
     store = SessionStore()
     events = []
-    store.open("s", emit=lambda kind, payload: events.append((kind, payload)))
+    store.open("s", listener=CallbackListener(lambda kind, payload: events.append((kind, payload))))
     with bind_store(store):
         (persona,) = PersonaCardLoader().load("mira")
         (turn,) = PersonaConversationTurn().turn(persona, "please nod", "s", 3)
@@ -87,7 +98,7 @@ def test_turn_minus_one_does_nothing_and_comfyui_turn_zero_numbers_itself():
     with bind_store(store):
         (persona,) = PersonaCardLoader().load("mira")
         (idle,) = PersonaConversationTurn().turn(persona, "wave", "s", -1)
-        assert idle.turn == 0 and not store.get("s").peek("conversation").history
+        assert idle.turn == 0 and not store.get("s").conversation.history
         (numbered,) = PersonaConversationTurn().turn(persona, "wave", "s", 0)
         assert numbered.turn == 1
         (manual,) = PersonaDirective().make("bow", "smile", 0.5, 0.0, "", 0, "s")
@@ -99,7 +110,7 @@ def test_turn_minus_one_does_nothing_and_comfyui_turn_zero_numbers_itself():
 def test_state_tracker_plans_a_stand_before_walking_while_seated_and_reports_changes():
     store = SessionStore()
     events = []
-    store.open("s", emit=lambda kind, payload: events.append(payload))
+    store.open("s", listener=CallbackListener(lambda kind, payload: events.append(payload)))
     with bind_store(store):
         (persona,) = PersonaCardLoader().load("mira")
         tracker = PersonaStateTracker()
@@ -128,9 +139,9 @@ def test_preview_renderer_submits_each_plan_once_and_really_sits():
         for _ in range(12):
             (later,) = renderer.render(persona, sit, "s", 128, 128, 12.0, 0)
             assert later.chunk.shows_directives == []  # the same plan is not submitted again
-        assert store.get("s").peek("renderer").backend.sitting
+        assert store.get("s").renderer.backend.sitting
         store.get("s").reset()
-        assert not store.get("s").peek("renderer").backend.sitting
+        assert not store.get("s").renderer.backend.sitting
     store.drop("s")
     assert store.find("s") is None
 

@@ -165,8 +165,8 @@ async def test_superseded_actions_do_not_leave_latency_clocks_behind(service, no
             await ws.send(json.dumps({"type": "action", "id": f"a{i}", "directive": directive}))
         last = len(names)  # turn numbers count from 1
         await wait_for_type(ws, "directives", reply_to=f"a{last - 1}")  # its clock started with this
-        await settle(lambda: last not in session.directive_times)  # a frame showed the last action
-        assert session.directive_times == {}
+        await settle(lambda: last not in session.frames.timed_turns())  # a frame showed the last action
+        assert session.frames.timed_turns() == set()
 
 
 async def test_reset_returns_to_idle_and_ping_gets_pong(service, no_blocking):

@@ -49,15 +49,14 @@ def test_recorder_node_writes_frames_and_the_spoken_reply(tmp_path: Path, monkey
     from comfyui_persona.headless.runner import StreamingRunner, WorkflowGraph
     from comfyui_persona.headless.server.speech import SessionSpeech
     from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
-    from comfyui_persona.nodes.session_store import SessionStore
+    from comfyui_persona.nodes.runtime import SessionStore
     from comfyui_persona.video.voice import STREAM_RATE, VoiceSpec
 
     monkeypatch.setenv("PERSONA_RECORDINGS_DIR", str(tmp_path))
     store = SessionStore()
     runner = StreamingRunner(WorkflowGraph(_workflow(), NODE_CLASS_MAPPINGS), store, SESSION)
-    session = store.get(SESSION)
     speech = SessionSpeech(VoiceSpec())
-    session.replace("speech", speech)
+    store.open(SESSION, speech=speech)
     spoken: list = []
     try:
         result = runner.start()
@@ -110,14 +109,14 @@ def _talk_then_cut(tmp_path: Path, monkeypatch, finish_sent: bool, new_reply: st
     from comfyui_persona.headless.runner import StreamingRunner, WorkflowGraph
     from comfyui_persona.headless.server.speech import SessionSpeech
     from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
-    from comfyui_persona.nodes.session_store import SessionStore
+    from comfyui_persona.nodes.runtime import SessionStore
     from comfyui_persona.video.voice import VoiceSpec
 
     monkeypatch.setenv("PERSONA_RECORDINGS_DIR", str(tmp_path))
     store = SessionStore()
     runner = StreamingRunner(WorkflowGraph(_workflow(), NODE_CLASS_MAPPINGS), store, SESSION)
     speech = SessionSpeech(VoiceSpec())
-    store.get(SESSION).replace("speech", speech)
+    store.open(SESSION, speech=speech)
     old: list = []
     new: list = []
     try:
@@ -207,7 +206,7 @@ def test_a_reply_barging_in_replaces_the_old_one_in_the_file(tmp_path: Path, mon
 def test_a_quiet_session_gets_a_silent_track_and_is_readable_while_recording(tmp_path: Path, monkeypatch) -> None:
     from comfyui_persona.headless.runner import StreamingRunner, WorkflowGraph
     from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
-    from comfyui_persona.nodes.session_store import SessionStore
+    from comfyui_persona.nodes.runtime import SessionStore
 
     monkeypatch.setenv("PERSONA_RECORDINGS_DIR", str(tmp_path))
     runner = StreamingRunner(WorkflowGraph(_workflow(), NODE_CLASS_MAPPINGS), SessionStore(), SESSION)
@@ -231,7 +230,7 @@ import json, os, sys, time
 os.environ["PERSONA_RECORDINGS_DIR"] = sys.argv[1]
 from comfyui_persona.headless.runner import StreamingRunner, WorkflowGraph
 from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
-from comfyui_persona.nodes.session_store import SessionStore
+from comfyui_persona.nodes.runtime import SessionStore
 runner = StreamingRunner(WorkflowGraph(json.loads(sys.argv[2]), NODE_CLASS_MAPPINGS), SessionStore(), sys.argv[3])
 runner.start()
 ticks = 0

@@ -29,7 +29,7 @@ from comfyui_persona.headless.runner import (
     validate,
 )
 from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
-from comfyui_persona.nodes.session_store import SessionStore, current_store
+from comfyui_persona.nodes.runtime import CallbackListener, SessionStore, current_store
 from paths import REPO
 
 # -- stub node pack ---------------------------------------------------------------------------
@@ -89,10 +89,11 @@ class StubCounter:
 
     def count(self, base, session_id):
         session = current_store().get(session_id)
-        counter = session.resource("counter", lambda: [0])
-        counter[0] += 1
+        with session.lock:
+            session.counter = getattr(session, "counter", 0) + 1  # a test node's own part
+            count = session.counter
         CALLS.append(f"counter:{session_id}")
-        return (base + counter[0],)
+        return (base + count,)
 
 
 class StubOutput:
@@ -475,7 +476,7 @@ def test_preview_workflow_streams_frames_and_applies_a_chat_turn(policy):
     assert graph.turn_lane == ["1", "2", "3", "4"] and graph.stream_lane == ["5", "6", "7"]
     store = SessionStore()
     events = []
-    store.open("viewer", emit=lambda kind, payload: events.append((kind, payload)))
+    store.open("viewer", listener=CallbackListener(lambda kind, payload: events.append((kind, payload))))
     runner = StreamingRunner(graph, store, "viewer", cache=make_cache(policy))
     runner.start()
     assert [k for k, _ in events] == ["state", "chunk"]  # the turn nodes did nothing: turn -1

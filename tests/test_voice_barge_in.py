@@ -346,9 +346,9 @@ async def test_reset_silences_the_rest_of_a_reply_still_streaming_in(service):
         await rx.until(lambda: rx.audio, TIMEOUT, "reply 1 audio")
         session = next(iter(service.sessions.values()))
         await ws.send(json.dumps({"type": "reset", "id": "r1"}))
-        await rx.until(lambda: session._muted_through >= 1 and not session.speech.speaking(), TIMEOUT,
+        await rx.until(lambda: session.speech_lane.muted_through >= 1 and not session.speech.speaking(), TIMEOUT,
                        "silence after the reset")
-        session.say("And one more thing I wanted to say.", 1)  # a late part of turn 1
+        session.speech_lane.say("And one more thing I wanted to say.", 1)  # a late part of turn 1
         await asyncio.sleep(0.3)
         assert not session.speech.scheduled() or all(
             s.end_ms <= session.speech.next_frame_ms() for s in session.speech.scheduled())

@@ -163,15 +163,12 @@ async def test_a_streamed_reply_is_spoken_from_its_first_sentence_and_nothing_tw
     async with running(service) as server, connect(server) as ws:
         await hello(ws, persona="mira")
         session = next(iter(service.sessions.values()))
-        store_session = service.store.find(session.id)
-        session.turn_ids[7] = "c7"
-        # The interpreter node emits from a worker thread; do the same.
-        await asyncio.to_thread(store_session.emit, "reply", {"turn": 7, "text": "Hello there. How", "done": False})
+        listener = service.store.find(session.id).listener
+        # The interpreter node tells the session's listener, from a worker thread; do the same.
+        await asyncio.to_thread(listener.on_reply, 7, "Hello there. How", False)
         early, _, _ = await collect(ws, TIMEOUT, until=lambda a, v, m: a)
         assert early, "no audio before the reply finished"
-        await asyncio.to_thread(
-            store_session.emit, "reply", {"turn": 7, "text": "Hello there. How are you today?", "done": True}
-        )
+        await asyncio.to_thread(listener.on_reply, 7, "Hello there. How are you today?", True)
         # "Hello there." then "How are you today?": about 1 s each with espeak. Once the queue
         # has played out every packet was released, so a sentence spoken twice would be here.
         expected = spoken_seconds(session, "Hello there.") + spoken_seconds(session, "How are you today?")
@@ -180,4 +177,4 @@ async def test_a_streamed_reply_is_spoken_from_its_first_sentence_and_nothing_tw
         )
         total_s = seconds_of(early + late)
         assert abs(total_s - expected) < 0.25 * expected, (total_s, expected)
-        assert session._spoken == {}
+        assert session.speech_lane.pending_sentences() == {}

@@ -13,7 +13,7 @@ import pytest
 
 from comfyui_persona.headless.runner import StreamingRunner, WorkflowGraph, load_workflow, ui_to_api
 from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
-from comfyui_persona.nodes.session_store import SessionStore
+from comfyui_persona.nodes.runtime import SessionStore
 from paths import REPO
 
 WORKFLOWS = REPO / "workflows"

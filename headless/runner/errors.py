@@ -7,9 +7,15 @@ node errors.
 
 from __future__ import annotations
 
+from typing import Any
 
-class WorkflowError(ValueError):
+from ...errors import PersonaError
+
+
+class WorkflowError(PersonaError, ValueError):
     """A saved workflow cannot be loaded, validated or run."""
+
+    code = "workflow"
 
     def __init__(self, message: str, node_id: str | None = None, class_type: str | None = None) -> None:
         where = f"node {node_id}" + (f" ({class_type})" if class_type else "") if node_id is not None else ""
@@ -17,6 +23,9 @@ class WorkflowError(ValueError):
         self.node_id = node_id
         self.class_type = class_type
         self.detail = message
+
+    def payload(self) -> dict[str, Any]:
+        return {**super().payload(), "node_id": self.node_id, "class_type": self.class_type, "detail": self.detail}
 
 
 class WorkflowFormatError(WorkflowError):

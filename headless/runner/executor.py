@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...nodes.session_store import SessionStore, bind_store
+from ...nodes.runtime import SessionStore, bind_store
 from .cache import OutputCache, make_cache, never, to_hashable
 from .errors import NodeExecutionError, WorkflowError
 from .workflow import ApiWorkflow, Registry, _is_link, input_spec, validate

@@ -18,16 +18,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+from concurrent.futures import Executor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from aiohttp import web
 
 from ...persona.card import ID_RE
-from .recording import TOKEN_PATTERN
-
-if TYPE_CHECKING:
-    from .service import PersonaService
+from .config import ServerConfig
+from .recording import TOKEN_PATTERN, RecordingDesk
 
 #: Portraits kept drawn (at most 512 px each, so a few MB in all).
 PORTRAIT_CACHE_ENTRIES = 64
@@ -80,23 +79,27 @@ async def _read_card_field(request: web.Request):
 
 
 class GalleryRoutes:
-    """The handlers; `service` gives the library, pool, token and recordings folder."""
+    """The handlers, given the persona library, the worker pool (file I/O), the settings and the
+    recordings desk: never the service."""
 
-    def __init__(self, service: PersonaService) -> None:
-        self.service = service
+    def __init__(self, library: Any, pool: Executor, config: ServerConfig, recordings: RecordingDesk) -> None:
+        self.library = library
+        self.pool = pool
+        self.config = config
+        self.recordings = recordings
         # (persona id, card file's stat) → PNG: a card edited in place gets a new picture;
         # bounded, least recently used first out.
         self._portraits: collections.OrderedDict[tuple, bytes] = collections.OrderedDict()
         self._portraits_lock = threading.Lock()  # worker threads share it
 
     async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.service.pool, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     async def list_personas(self, request: web.Request) -> web.Response:
         def listing() -> list[dict]:
             from ...persona.library import BUILTIN_DIR
 
-            library = self.service.library
+            library = self.library
             out = []
             for persona in library.list():
                 out.append(
@@ -127,7 +130,7 @@ class GalleryRoutes:
     async def import_card(self, request: web.Request) -> web.Response:
         if not request.content_type.startswith("multipart/"):
             return _bad_card("send the card as multipart/form-data in a field named 'card'")
-        timeout = self.service.config.body_timeout_s
+        timeout = self.config.body_timeout_s
         try:
             upload = await asyncio.wait_for(_read_card_field(request), timeout)
         except asyncio.TimeoutError:
@@ -150,7 +153,7 @@ class GalleryRoutes:
 
     def _portrait(self, persona_id: str) -> tuple[tuple, bytes]:
         """Worker thread: the persona's PNG, from the cache while its card file is unchanged."""
-        path = self.service.library.path_of(persona_id)
+        path = self.library.path_of(persona_id)
         try:
             info = path.stat()
             key = (persona_id, str(path), info.st_mtime_ns, info.st_size)
@@ -161,7 +164,7 @@ class GalleryRoutes:
             if data is not None:
                 self._portraits.move_to_end(key)
                 return key, data
-        data = self.service.library.portrait(persona_id)
+        data = self.library.portrait(persona_id)
         with self._portraits_lock:
             self._portraits[key] = data
             while len(self._portraits) > PORTRAIT_CACHE_ENTRIES:
@@ -173,18 +176,18 @@ class GalleryRoutes:
         returns the persona and what reading it dropped."""
         from ...persona.cards import read_card_bytes
 
-        stored = self.service.library.add(read_card_bytes(data, filename=filename))
+        stored = self.library.add(read_card_bytes(data, filename=filename))
         return stored.persona, list(stored.warnings)
 
     async def recording(self, request: web.Request) -> web.StreamResponse:
         token = request.match_info["token"]
         if not TOKEN_PATTERN.match(token):
             raise web.HTTPNotFound(text="no such recording")
-        if token in self.service.active_recordings:
+        if token in self.recordings.active:
             return web.json_response(
                 {"code": "recording", "message": "still being recorded: send record off, then download"}, status=409
             )
-        path = self.service.recordings_dir / f"{token}.mp4"
+        path = self.recordings.folder / f"{token}.mp4"
         exists = await self._run(path.is_file)
         if not exists:
             raise web.HTTPNotFound(text="no such recording")

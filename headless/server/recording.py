@@ -396,3 +396,64 @@ class RecordingsFolder:
                 self._save()
         return deleted
 
+
+
+class RecordingDesk:
+    """The service's recordings: where they go, which are being written, and the open,
+    finish and retention steps a session's `record` goes through (worker threads: file I/O).
+
+    `folder` may be changed (tests point it at a temporary folder) before recordings start."""
+
+    def __init__(self, folder: Path, *, max_days: float, max_mb: int, min_free_mb: int, max_minutes: float,
+                 on_started: Any = None) -> None:
+        self.folder = Path(folder)
+        self.max_days, self.max_mb = max_days, max_mb
+        self.min_free_mb, self.max_minutes = min_free_mb, max_minutes
+        self.active: set[str] = set()
+        self._on_started = on_started
+        self._index: RecordingsFolder | None = None
+        self._recovered: set[Path] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def index(self) -> RecordingsFolder:
+        """The folder's index (`RecordingsFolder`) for the current `folder`."""
+        with self._lock:
+            if self._index is None or self._index.folder != self.folder:
+                self._index = RecordingsFolder(self.folder, self.max_days, self.max_mb)
+            return self._index
+
+    def open(self, session_id: str, width: int, height: int, fps: float, audio_rate: int) -> ActiveRecording:
+        """Repair what a dead process left (once per folder), apply retention, refuse on a
+        nearly full disk, then open the file and put its URL in the index."""
+        index = self.index
+        active = set(self.active)
+        if index.folder not in self._recovered:
+            index.recover(active)
+            self._recovered.add(index.folder)
+        index.prune(active)
+        minimum = self.min_free_mb * 2**20
+        if minimum and free_bytes(self.folder) < minimum:
+            raise RecordingRefused(f"the disk holding the recordings has less than {self.min_free_mb} MB free")
+        recording = ActiveRecording(self.folder, width, height, fps, audio_rate,
+                                    max_ms=self.max_minutes * 60_000.0, min_free_bytes=minimum)
+        recording.start()
+        self.active.add(recording.token)
+        index.started(recording.token, session_id)
+        if self._on_started is not None:
+            self._on_started()
+        return recording
+
+    def finish(self, recording: ActiveRecording) -> RecordingResult:
+        """Close the file (a full disk keeps it to its last whole fragment) and index it."""
+        result = None
+        try:
+            result = recording.stop()
+            return result
+        finally:
+            self.active.discard(recording.token)
+            if result is not None:
+                self.index.finished(result)
+
+    def of_session(self, session_id: str) -> list[RecordingEntry]:
+        return self.index.of_session(session_id)

@@ -21,10 +21,12 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ...nodes.session_store import SessionStore
+from ...nodes.runtime import SessionStore
 from ...persona.card import ID_RE
 from ..runner import StreamingRunner, WorkflowGraph, make_cache
 from .config import ServerConfig, data_dir
+from .connection import Connection
+from .context import SessionContext
 from .encoder import make_encoder
 from .gallery import GalleryRoutes
 from .guard import AccessPolicy, Route, guarded, security_headers
@@ -43,8 +45,8 @@ from .protocol import (
     frame_too_large,
     parse,
 )
-from .recording import RecordingRefused, RecordingsFolder, free_bytes
-from .session import Connection, ViewerSession
+from .recording import RecordingDesk
+from .session import ViewerSession
 
 log = logging.getLogger("comfyui_persona.serve")
 
@@ -75,13 +77,17 @@ class PersonaService:
         self.pool = ThreadPoolExecutor(max_workers=max(4, 2 * self.config.max_sessions + 2), thread_name_prefix="persona")
         # Synthesis has its own threads: a long reply never holds back a render tick.
         self.speech_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="persona-tts")
-        self.recordings_dir = Path(self.config.recordings_dir) if self.config.recordings_dir else data_dir("recordings")
-        self.active_recordings: set[str] = set()
-        self._recordings: RecordingsFolder | None = None
-        self.gallery = GalleryRoutes(self)
+        cfg = self.config
+        self.recordings = RecordingDesk(
+            Path(cfg.recordings_dir) if cfg.recordings_dir else data_dir("recordings"),
+            max_days=cfg.recordings_max_days, max_mb=cfg.recordings_max_mb,
+            min_free_mb=cfg.recordings_min_free_mb, max_minutes=cfg.recording_max_minutes,
+            on_started=self._recording_started,
+        )
+        self.context = SessionContext(cfg, self.metrics, self.pool, self.speech_pool, self.encoder, self.recordings, self)
+        self.gallery = GalleryRoutes(self.library, self.pool, self.config, self.recordings)
         self.default_persona = self._default_persona()
         self._starting = 0
-        cfg = self.config
         # Headless only (ComfyUI owns its sockets): socket caps and the idle timeout.
         self.gate = ConnectionGate(cfg.max_connections, cfg.max_connections_per_ip, cfg.idle_timeout_s)
         self.sockets_per_ip: collections.Counter[str] = collections.Counter()  # WebSockets, both hosts
@@ -142,21 +148,18 @@ class PersonaService:
                 cache=make_cache(self.config.cache_policy),
                 inputs={"persona": persona_ref} if self.graph.accepts("persona") else None,
             )
-            session = ViewerSession(self, session_id, persona, runner, hello.max_fps)
+            speech = await loop_run(self.pool, _session_speech, persona) if self.config.speech else None
+            runtime = self.store.get(session_id)
+            session = ViewerSession(self.context, session_id, persona, runner, runtime, speech, hello.max_fps)
             session.owner = connection.peer
-            self.store.open(session_id, emit=session.emit)
-            if self.config.speech:
-                session.speech = await loop_run(self.pool, _session_speech, persona)
-                if session.speech is not None:
-                    self.store.get(session_id).resource("speech", lambda: session.speech)
+            self.store.open(session_id, listener=session, speech=speech)
             loop = asyncio.get_running_loop()
             try:
                 await loop.run_in_executor(self.pool, runner.start)
             except Exception:
                 await loop.run_in_executor(self.pool, runner.close)
                 raise
-            session.frames.extend(session._tick_frames)
-            session._tick_frames = []
+            session.render.keep_produced()
             self.sessions[session_id] = session
         finally:
             self._starting -= 1
@@ -237,40 +240,20 @@ class PersonaService:
 
     # -- recordings -------------------------------------------------------------------------
 
-    @property
-    def recordings(self) -> RecordingsFolder:
-        """The recordings folder (index, repair, retention) of `recordings_dir`."""
-        if self._recordings is None or self._recordings.folder != self.recordings_dir:
-            cfg = self.config
-            self._recordings = RecordingsFolder(self.recordings_dir, cfg.recordings_max_days, cfg.recordings_max_mb)
-        return self._recordings
-
-    def prepare_recordings(self) -> None:
-        """Before a recording starts (worker thread): repair what a dead process left,
-        apply retention, and refuse when the disk is nearly full."""
-        folder = self.recordings
-        active = set(self.active_recordings)
-        if not getattr(folder, "recovered", False):
-            folder.recover(active)
-            folder.recovered = True
-        folder.prune(active)
-        minimum = self.config.recordings_min_free_mb * 2**20
-        if minimum and free_bytes(self.recordings_dir) < minimum:
-            raise RecordingRefused(
-                f"the disk holding the recordings has less than {self.config.recordings_min_free_mb} MB free"
-            )
-
-    def recording_started(self, recording, session_id: str) -> None:
-        """On a worker thread: the file is open; its URL goes into the index."""
-        self.active_recordings.add(recording.token)
+    def _recording_started(self) -> None:
         self.metrics.recordings_total += 1
-        self.recordings.started(recording.token, session_id)
 
-    def recording_finished(self, recording, result=None) -> None:
-        """On a worker thread: the file is closed (or could not be); the index says so."""
-        self.active_recordings.discard(recording.token)
-        if result is not None:
-            self.recordings.finished(result)
+    @property
+    def recordings_dir(self) -> Path:
+        return self.recordings.folder
+
+    @recordings_dir.setter
+    def recordings_dir(self, folder: Path) -> None:
+        self.recordings.folder = Path(folder)
+
+    @property
+    def active_recordings(self) -> set[str]:
+        return self.recordings.active
 
     # -- warm-up ----------------------------------------------------------------------------
 

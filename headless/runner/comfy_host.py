@@ -1,0 +1,218 @@
+"""A session's workflow run by ComfyUI's own executor: a prompt per chunk, turns in the next one.
+
+Inside ComfyUI the Persona tab streams the graph the user is looking at (or a saved workflow)
+through ComfyUI itself: every chunk is one prompt in ComfyUI's queue (`QueuePrompts`), so
+ComfyUI's node registry, validation, caching, error reporting, progress and interrupt apply
+to every node, core and third-party ones included, and the tab's prompts interleave with the
+user's own in queue order. Headless, `persona serve --comfyui PATH` runs the same prompts on
+ComfyUI's executor in-process (`EmbeddedPrompts`, comfyui_embed.py).
+
+Turns and chunks: a chat or action message sets the per-turn nodes' inputs and turn number
+(`PromptTemplate.render`), and the next chunk's prompt carries it, so the turn lane runs once
+(interpreter, directives, reply) and the same prompt renders the chunk that shows it; later
+prompts keep that turn number, so ComfyUI's cache serves the turn lane while the stream
+lane (IS_CHANGED new on every run) renders the next chunk. The per-turn nodes are idempotent
+per turn number as well (nodes/conversation_nodes.py), so a cache eviction (the user ran
+another workflow meanwhile) never adds a message twice.
+
+A prompt that carries a turn stays in ComfyUI's history; the chunk-only ones are removed from
+it when done (an hour of streaming would otherwise be thousands of entries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ...nodes.runtime import SessionStore
+from .errors import NodeExecutionError, UnknownNodeTypeError, WorkflowError
+from .prompts import PromptTemplate
+from .workflow import ApiWorkflow
+
+__all__ = ["ComfyPromptHost", "PromptOutcome", "PromptRunner", "QueuePrompts", "StreamInterrupted"]
+
+
+class StreamInterrupted(WorkflowError):
+    """The chunk in flight was interrupted (ComfyUI's Cancel): the stream pauses."""
+
+    code = "interrupted"
+
+
+@dataclass
+class PromptOutcome:
+    """How one prompt ended: `status` success | error | interrupted."""
+
+    prompt_id: str
+    status: str
+    node_id: str | None = None
+    class_type: str | None = None
+    message: str = ""
+    ui: dict = field(default_factory=dict)
+
+
+class PromptRunner(Protocol):
+    """Where prompts run: ComfyUI's queue, or its executor in this process."""
+
+    def validate(self, prompt: ApiWorkflow) -> list[str]:
+        """The output node ids to execute; raises a `WorkflowError` naming every bad node."""
+
+    def execute(self, prompt: ApiWorkflow, outputs: list[str], *, keep: bool, client_id: str | None) -> PromptOutcome:
+        """Run `prompt` to its end (blocking); `keep`: leave it in the history."""
+
+
+def validation_error(prompt: ApiWorkflow, error: dict | None, node_errors: dict) -> WorkflowError:
+    """ComfyUI's validation answer as one error naming each bad node (id, class, title)."""
+
+    def name(node_id: str) -> str:
+        node = prompt.get(node_id, {})
+        title = (node.get("_meta") or {}).get("title")
+        return f"node {node_id} ({node.get('class_type', '?')}{f' {title!r}' if title else ''})"
+
+    lines = []
+    for node_id, entry in node_errors.items():
+        for reason in entry.get("errors", []):
+            lines.append(f"{name(node_id)}: {reason.get('message', '')}: {reason.get('details', '')}".rstrip(": "))
+    if not lines and error:
+        lines.append(f"{error.get('message', 'invalid prompt')}: {error.get('details', '')}".rstrip(": "))
+    first = next(iter(node_errors), None)
+    cls = UnknownNodeTypeError if error and "does not exist" in error.get("message", "") else WorkflowError
+    return cls("; ".join(lines) or "the workflow failed ComfyUI's validation", first,
+               prompt.get(first, {}).get("class_type") if first else None)
+
+
+class ComfyPromptHost:
+    """A `WorkflowHost` whose runs are prompts (see module docstring). Thread-safe: the
+    session's turn lane calls `turn` while its render loop calls `tick`."""
+
+    def __init__(self, template: PromptTemplate, runner: PromptRunner, store: SessionStore, session_id: str,
+                 persona: str | None = None, client_id: str | None = None) -> None:
+        self.template = template
+        self.runner = runner
+        self.store = store
+        self.session_id = session_id
+        self.client_id = client_id  # ComfyUI frontend client whose canvas shows the progress
+        self._values: dict[str, Any] = {"persona": persona} if persona is not None else {}
+        self._turns: dict[str, int] = {}
+        self._fresh_turn = False  # the next prompt carries a turn: it stays in the history
+        self._lock = threading.Lock()
+        self._tick_lock = threading.Lock()
+        self._reset = threading.Event()
+        self._outputs: list[str] | None = None
+        self._closed = False
+        self.paused: str | None = None  # why the stream is paused (an interrupt), else None
+
+    def _prompt(self) -> tuple[ApiWorkflow, bool]:
+        with self._lock:
+            prompt = self.template.render(self.session_id, self._values, self._turns)
+            fresh, self._fresh_turn = self._fresh_turn, False
+        return prompt, fresh
+
+    def start(self) -> Any:
+        """Validate once (bad nodes named at start, not per chunk), then the first chunk."""
+        prompt, _ = self._prompt()
+        self._outputs = self.runner.validate(prompt)
+        return self.tick()
+
+    def turn(self, kind: str, value: Any, turn: int) -> None:
+        """The next chunk's prompt carries this message (returns at once: the interpreter runs
+        in that prompt, which renders the chunk showing its directives)."""
+        if not self.template.accepts(kind):
+            raise WorkflowError(f"this workflow has no node that takes {kind!r} input")
+        with self._lock:
+            self._values[kind] = value
+            self._turns[kind] = turn
+            self._fresh_turn = True
+        self.paused = None  # a message resumes an interrupted stream
+
+    def tick(self) -> Any:
+        with self._tick_lock:
+            if self._closed:
+                return None
+            if self.paused:
+                raise StreamInterrupted(self.paused)
+            if self._reset.is_set():
+                self._reset.clear()
+                self.store.get(self.session_id).reset()
+            prompt, fresh = self._prompt()
+            if self._outputs is None:
+                self._outputs = self.runner.validate(prompt)
+            outcome = self.runner.execute(prompt, self._outputs, keep=fresh, client_id=self.client_id)
+        if outcome.status == "interrupted":
+            self.paused = "the chunk was interrupted in ComfyUI; send a message (or press Resume) to go on"
+            raise StreamInterrupted(self.paused, outcome.node_id, outcome.class_type)
+        if outcome.status != "success":
+            raise NodeExecutionError(outcome.message, outcome.node_id, outcome.class_type)
+        return outcome
+
+    def resume(self) -> None:
+        self.paused = None
+
+    def request_reset(self) -> None:
+        self._reset.set()
+
+    def close(self) -> None:
+        with self._tick_lock:
+            self._closed = True
+            self.store.drop(self.session_id)
+
+
+class QueuePrompts:
+    """Prompts through ComfyUI's own queue (`PromptServer.instance.prompt_queue`), as the
+    frontend's Run does: validated by ComfyUI, run by its worker in queue order."""
+
+    POLL_S = 0.005
+
+    def __init__(self, server: Any) -> None:
+        import execution  # ComfyUI's: this class only exists inside a running ComfyUI
+
+        self.server = server
+        self.execution = execution
+
+    def _on_server_loop(self, coroutine) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.server.loop).result(timeout=120)
+
+    def validate(self, prompt: ApiWorkflow) -> list[str]:
+        valid = self._on_server_loop(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
+        if not valid[0]:
+            raise validation_error(prompt, valid[1], valid[3])
+        return list(valid[2])
+
+    def execute(self, prompt: ApiWorkflow, outputs: list[str], *, keep: bool, client_id: str | None) -> PromptOutcome:
+        prompt_id = str(uuid.uuid4())
+        extra = {"create_time": int(time.time() * 1000)}
+        if client_id:
+            extra["client_id"] = client_id
+        queue = self.server.prompt_queue
+        number = self.server.number
+        self.server.number += 1
+        queue.put((number, prompt_id, prompt, extra, outputs, {}))
+        checked = time.monotonic()
+        while prompt_id not in queue.history:
+            time.sleep(self.POLL_S)
+            if time.monotonic() - checked > 0.5:  # still queued or running? (a user may clear the queue)
+                checked = time.monotonic()
+                running, queued = queue.get_current_queue_volatile()
+                if not any(item[1] == prompt_id for item in (*running, *queued)) and prompt_id not in queue.history:
+                    return PromptOutcome(prompt_id, "interrupted", message="the prompt was removed from ComfyUI's queue")
+        entry = queue.get_history(prompt_id=prompt_id).get(prompt_id, {})
+        if not keep:
+            queue.delete_history_item(prompt_id)
+        return outcome_of(prompt_id, entry.get("status") or {}, entry.get("outputs") or {})
+
+
+def outcome_of(prompt_id: str, status: dict, ui: dict) -> PromptOutcome:
+    """A `PromptOutcome` from ComfyUI's status messages (`execution_error`, `execution_interrupted`)."""
+    for event, data in status.get("messages", []):
+        if event == "execution_interrupted":
+            return PromptOutcome(prompt_id, "interrupted", data.get("node_id"), data.get("node_type"), "interrupted", ui)
+        if event == "execution_error":
+            message = f"{data.get('exception_type', 'error')}: {data.get('exception_message', '')}"
+            return PromptOutcome(prompt_id, "error", data.get("node_id"), data.get("node_type"), message, ui)
+    if status.get("status_str", "success") != "success":
+        return PromptOutcome(prompt_id, "error", message="the prompt failed", ui=ui)
+    return PromptOutcome(prompt_id, "success", ui=ui)
+
