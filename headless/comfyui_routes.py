@@ -54,7 +54,7 @@ def register_routes(server: Any | None = None, workflow: str | os.PathLike | Non
 
     install(ServerConfig().log_repeats, on_root_handlers=False)
     path = Path(workflow or os.environ.get(WORKFLOW_ENV) or DEFAULT_WORKFLOW)
-    service = LazyService(lambda: _build_service(path))
+    service = LazyService(lambda: _build_service(path, server))
     policy = AccessPolicy(None, allowed_origins(), _env_list(HOSTS_ENV))
     add_routes(server.routes, service, policy, root_pages=False)
     app = getattr(server, "app", None)
@@ -80,13 +80,24 @@ def allowed_origins() -> list[str]:
     return origins
 
 
-def _build_service(path: Path):
-    from ..nodes import NODE_CLASS_MAPPINGS
-    from .runner import WorkflowGraph, load_workflow
-    from .server import PersonaService
+def _build_service(path: Path, server: Any | None = None):
+    """The chat service of a running ComfyUI: every session's workflow runs as prompts in
+    ComfyUI's own queue (`QueuePrompts`), with ComfyUI's node registry (core and every pack),
+    on the process-wide session store its executor's nodes use; recordings go to ComfyUI's
+    output folder (`--output-directory`)."""
+    from ..nodes.comfy_env import output_directory
+    from ..nodes.runtime import default_store
+    from .runner import load_workflow
+    from .runner.comfy_host import QueuePrompts
+    from .runner.hosts import PromptHosts
+    from .server import PersonaService, ServerConfig
 
-    graph = WorkflowGraph(load_workflow(path, NODE_CLASS_MAPPINGS), NODE_CLASS_MAPPINGS)
-    return PersonaService(graph)
+    server = server if server is not None else prompt_server()
+    registry = sys.modules["nodes"].NODE_CLASS_MAPPINGS
+    hosts = PromptHosts(load_workflow(path, registry), registry, QueuePrompts(server), default_store())
+    output = output_directory()
+    config = ServerConfig(recordings_dir=str(output / "persona" / "recordings") if output else None)
+    return PersonaService(hosts, config, store=default_store())
 
 
 class LazyService:

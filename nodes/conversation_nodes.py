@@ -135,13 +135,19 @@ class PersonaConversationTurn:
     def turn(self, persona, text: str, session_id: str, turn: int) -> tuple:
         session = current_store().get(session_id)
         conversation = _conversation(session, persona)
-        history = tuple(conversation.history)
         if turn < 0 or not text.strip():
-            return (TurnValue(session_id=session_id, turn=0, text="", history=history),)
-        number = turn or session.next_turn()
-        session.note_turn(number)
-        conversation.add_user(text)
-        return (TurnValue(session_id=session_id, turn=number, text=text, history=history),)
+            return (TurnValue(session_id=session_id, turn=0, text="", history=tuple(conversation.history)),)
+        with session.lock:
+            done = session.turn_memo.get("user", turn) if turn > 0 else None
+            if done is not None:  # this turn ran before (a host's cache was evicted): not twice
+                return (done,)
+            history = tuple(conversation.history)
+            number = turn or session.next_turn()
+            session.note_turn(number)
+            conversation.add_user(text)
+            value = TurnValue(session_id=session_id, turn=number, text=text, history=history)
+            session.turn_memo.put("user", number, value)
+        return (value,)
 
 
 class PersonaInterpreter:
@@ -175,6 +181,9 @@ class PersonaInterpreter:
         from ..persona.interpreter.base import InterpretRequest
 
         session = current_store().get(turn.session_id)
+        done = session.turn_memo.get("interpretation", turn.turn)
+        if done is not None:  # interpreted before (a host's cache was evicted): no second reply
+            return done
         request = InterpretRequest(
             text=turn.text, persona=persona, state=_current_state(session), history=turn.history
         )
@@ -183,6 +192,7 @@ class PersonaInterpreter:
         plan = DirectivePlan(
             turn=turn.turn, directives=tuple(interpretation.directives), source="chat", reply=interpretation.reply
         )
+        session.turn_memo.put("interpretation", turn.turn, (plan, interpretation.reply))
         return (plan, interpretation.reply)
 
 

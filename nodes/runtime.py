@@ -21,6 +21,7 @@ rule 9); inside ComfyUI nothing binds one and the process-wide default is used.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import copy
@@ -159,6 +160,28 @@ class TrackerMemory:
     plan: DirectivePlan | None = None
 
 
+class TurnMemo:
+    """What each per-turn node produced for the last turns of a session, by (node kind, turn).
+
+    A host may run a turn's nodes more than once: ComfyUI evicts cached outputs when another
+    workflow runs in between, and then runs the turn's nodes again with the same turn number.
+    A message must not join the history twice, nor be interpreted (and replied to) twice, so
+    the per-turn nodes answer a turn they already did from here. Bounded: the newest turns."""
+
+    LIMIT = 32
+
+    def __init__(self) -> None:
+        self._done: collections.OrderedDict[tuple[str, int], Any] = collections.OrderedDict()
+
+    def get(self, kind: str, turn: int) -> Any | None:
+        return self._done.get((kind, turn))
+
+    def put(self, kind: str, turn: int, value: Any) -> None:
+        self._done[(kind, turn)] = value
+        while len(self._done) > self.LIMIT:
+            self._done.popitem(last=False)
+
+
 @dataclass
 class Session:
     """One session's stateful parts, built lazily by the nodes and closed together.
@@ -178,6 +201,7 @@ class Session:
     #: The recorder node's open files, by (path, width, height), and the paths used so far.
     recordings: dict[tuple, Any] = field(default_factory=dict)
     recorded_paths: set[Path] = field(default_factory=set)
+    turn_memo: TurnMemo = field(default_factory=TurnMemo)
     _turns: int = 0
 
     def now_ms(self) -> int:

@@ -17,6 +17,7 @@ from comfyui_persona.headless.server import add_routes
 from comfyui_persona.headless.server.guard import AccessPolicy
 from comfyui_persona.nodes import comfy_env
 from paths import REPO
+from server_harness import make_service
 
 
 def test_importing_the_nodes_outside_comfyui_imports_and_mounts_nothing_of_comfyui() -> None:
@@ -43,7 +44,7 @@ async def test_chat_service_is_built_on_the_first_request_and_only_once(aiohttp_
     built = []
 
     def build():
-        service = comfyui_routes._build_service(comfyui_routes.DEFAULT_WORKFLOW)
+        service = make_service()  # what is built does not matter here: when, and how often
         built.append(service)
         return service
 

@@ -22,6 +22,8 @@ it when done (an hour of streaming would otherwise be thousands of entries).
 from __future__ import annotations
 
 import asyncio
+import collections
+import logging
 import threading
 import time
 import uuid
@@ -105,6 +107,9 @@ class ComfyPromptHost:
         self._closed = False
         self.paused: str | None = None  # why the stream is paused (an interrupt), else None
 
+    def accepts(self, kind: str) -> bool:
+        return self.template.accepts(kind)
+
     def _prompt(self) -> tuple[ApiWorkflow, bool]:
         with self._lock:
             prompt = self.template.render(self.session_id, self._values, self._turns)
@@ -171,6 +176,16 @@ class QueuePrompts:
 
         self.server = server
         self.execution = execution
+        # ComfyUI logs "Prompt executed in …" for every prompt: a dozen lines a second while a
+        # session streams. Those of chunk-only prompts are dropped; a turn's prompt still logs.
+        self._quiet: set[str] = set()
+        self._quiet_order: collections.deque[str] = collections.deque()
+        logging.getLogger().addFilter(self._drop_chunk_log)
+
+    def _drop_chunk_log(self, record: logging.LogRecord) -> bool:
+        if self._quiet and isinstance(record.msg, str) and record.msg.startswith("Prompt executed in"):
+            return getattr(self.server, "last_prompt_id", None) not in self._quiet
+        return True
 
     def _on_server_loop(self, coroutine) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.server.loop).result(timeout=120)
@@ -187,6 +202,11 @@ class QueuePrompts:
         if client_id:
             extra["client_id"] = client_id
         queue = self.server.prompt_queue
+        if not keep:  # the line is logged after the history entry appears: keep the last few ids
+            self._quiet.add(prompt_id)
+            self._quiet_order.append(prompt_id)
+            while len(self._quiet_order) > 64:
+                self._quiet.discard(self._quiet_order.popleft())
         number = self.server.number
         self.server.number += 1
         queue.put((number, prompt_id, prompt, extra, outputs, {}))

@@ -156,6 +156,9 @@ class StreamingRunner:
             if turn is not None:
                 target["turn"] = turn
 
+    def accepts(self, kind: str) -> bool:
+        return self.graph.accepts(kind)
+
     # -- running -------------------------------------------------------------------------
 
     def start(self) -> TickResult:

@@ -8,6 +8,7 @@ to one `ProtocolError` with a PROTOCOL.md error code; the message names the fiel
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ MAX_TEXT_CHARS = 4000
 #: Longest client message id kept (ids are echoed back in `reply_to`).
 MAX_ID_CHARS = 200
 MAX_FPS_LIMIT = 120
+_WORKFLOW_ID = re.compile(r"^[0-9a-f]{24}$")
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 #: Media kinds in binary frames.
 MEDIA_JPEG = 1
@@ -65,6 +68,8 @@ class Hello:
     session: str | None
     token: str | None
     max_fps: int | None
+    workflow: str | None = None  # an uploaded workflow's id (POST /persona/workflows): stream that graph
+    comfy_client_id: str | None = None  # inside ComfyUI: the frontend client whose canvas shows the runs
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,14 @@ def _hello(obj: dict, reply_to: str | None) -> Hello:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_FPS_LIMIT:
                 raise ProtocolError("invalid", f"field 'video.max_fps' must be an integer in [1, {MAX_FPS_LIMIT}]", reply_to)
             max_fps = value
-    return Hello(persona=persona, session=session, token=token, max_fps=max_fps)
+    workflow = _optional_str(obj, "workflow", reply_to)
+    if workflow is not None and not _WORKFLOW_ID.match(workflow):
+        raise ProtocolError("invalid", "field 'workflow' is not a workflow id this server issues", reply_to)
+    client = _optional_str(obj, "comfy_client_id", reply_to)
+    if client is not None and not _CLIENT_ID.match(client):
+        raise ProtocolError("invalid", "field 'comfy_client_id' is not a ComfyUI client id", reply_to)
+    return Hello(persona=persona, session=session, token=token, max_fps=max_fps, workflow=workflow,
+                 comfy_client_id=client)
 
 
 def _chat(obj: dict, reply_to: str | None) -> Chat:

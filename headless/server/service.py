@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hmac
+import json
 import logging
 import re
 import secrets
@@ -23,7 +24,8 @@ from aiohttp import WSMsgType, web
 
 from ...nodes.runtime import SessionStore
 from ...persona.card import ID_RE
-from ..runner import StreamingRunner, WorkflowGraph, make_cache
+from ..runner import WorkflowError, WorkflowGraph
+from ..runner.hosts import RunnerHosts, SessionHosts
 from .config import ServerConfig, data_dir
 from .connection import Connection
 from .context import SessionContext
@@ -59,14 +61,19 @@ class PersonaService:
 
     def __init__(
         self,
-        graph: WorkflowGraph,
+        hosts: SessionHosts | WorkflowGraph,
         config: ServerConfig | None = None,
         store: SessionStore | None = None,
         library: Any = None,
     ) -> None:
-        self.graph = graph
-        self.config = config or ServerConfig()
-        self.store = store or SessionStore()
+        """`hosts` runs the sessions' workflows (`RunnerHosts` headless, `PromptHosts` through
+        ComfyUI's executor); a `WorkflowGraph` means the pack's own executor on it."""
+        config = config or ServerConfig()
+        if isinstance(hosts, WorkflowGraph):
+            hosts = RunnerHosts(hosts, config.cache_policy)
+        self.hosts = hosts
+        self.config = config
+        self.store = store if store is not None else SessionStore()  # not `or`: an empty store is falsy
         if library is None:
             library = _default_library(self.config)
         self.library = library
@@ -86,7 +93,7 @@ class PersonaService:
         )
         self.context = SessionContext(cfg, self.metrics, self.pool, self.speech_pool, self.encoder, self.recordings, self)
         self.gallery = GalleryRoutes(self.library, self.pool, self.config, self.recordings)
-        self.default_persona = self._default_persona()
+        self.default_persona = hosts.default_persona
         self._starting = 0
         # Headless only (ComfyUI owns its sockets): socket caps and the idle timeout.
         self.gate = ConnectionGate(cfg.max_connections, cfg.max_connections_per_ip, cfg.idle_timeout_s)
@@ -94,17 +101,8 @@ class PersonaService:
         self.token_failures = FailureLimiter()
         self.closing = False
         self._ending: set[asyncio.Task] = set()
-        if not graph.accepts("chat"):
-            raise ValueError("the workflow has no node that takes chat text (add a PersonaConversationTurn)")
-
-    def _default_persona(self) -> str:
-        for node_id, names in self.graph.bindings.get("persona", []):
-            value = self.graph.workflow[node_id]["inputs"].get(names[0])
-            if isinstance(value, str):
-                return value
-        from ...persona.library import DEFAULT_PERSONA_ID
-
-        return DEFAULT_PERSONA_ID
+        if not hosts.accepts("chat"):
+            raise WorkflowError("the workflow has no node that takes chat text (add a PersonaConversationTurn)")
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -141,13 +139,10 @@ class PersonaService:
             persona = await self._load_persona(hello.persona or self.default_persona)
             session_id = secrets.token_urlsafe(18)
             persona_ref = await loop_run(self.pool, self._persona_ref, persona.id)
-            runner = StreamingRunner(
-                self.graph,
-                self.store,
-                session_id,
-                cache=make_cache(self.config.cache_policy),
-                inputs={"persona": persona_ref} if self.graph.accepts("persona") else None,
-            )
+            try:
+                runner = self.hosts.new_host(self.store, session_id, persona_ref, hello.workflow, hello.comfy_client_id)
+            except WorkflowError as exc:
+                raise ProtocolError("invalid", f"field 'workflow': {exc}") from None
             speech = await loop_run(self.pool, _session_speech, persona) if self.config.speech else None
             runtime = self.store.get(session_id)
             session = ViewerSession(self.context, session_id, persona, runner, runtime, speech, hello.max_fps)
@@ -231,12 +226,17 @@ class PersonaService:
         await asyncio.to_thread(self.pool.shutdown, True)  # waits for in-flight ticks, off the loop
 
     def _persona_ref(self, persona_id: str) -> str:
-        """What the workflow's card loader is given: the id for a built-in, the card file's
-        path for a user card (so a card imported through this server loads in the graph)."""
-        from ...persona.library import BUILTIN_DIR
+        """What the workflow's card loader is given: the id where the loader's own library
+        (`PersonaLibrary.default()`, the one the canvas lists) finds the same card, else the
+        card file's path (a server given another `--personas-dir`)."""
+        from ...persona.library import PersonaLibrary, UnknownPersonaError
 
         path = self.library.path_of(persona_id)
-        return persona_id if path.parent == BUILTIN_DIR else str(path)
+        try:
+            same = PersonaLibrary.default().path_of(persona_id) == path
+        except UnknownPersonaError:
+            same = False
+        return persona_id if same else str(path)
 
     # -- recordings -------------------------------------------------------------------------
 
@@ -262,14 +262,7 @@ class PersonaService:
 
         Blocking: call before serving, or on a worker thread.
         """
-        store = SessionStore()
-        runner = StreamingRunner(self.graph, store, "warm-up", inputs={"persona": self.default_persona})
-        try:
-            runner.start()
-            runner.turn("chat", "hello", 1)
-            runner.tick()
-        finally:
-            runner.close()
+        self.hosts.warm_up()
 
     # -- HTTP handlers ----------------------------------------------------------------------
 
@@ -307,6 +300,27 @@ class PersonaService:
 
     async def handle_recording(self, request: web.Request) -> web.StreamResponse:
         return await self.gallery.recording(request)
+
+    async def handle_upload_workflow(self, request: web.Request) -> web.Response:
+        """`POST /persona/workflows` (JSON: a workflow in API or UI format) → 201 {id}, for
+        `hello.workflow`; 400 {code: bad_workflow, message} naming every bad node."""
+        if request.content_length is not None and request.content_length > MAX_WORKFLOW_BYTES:
+            return _bad_workflow(f"the workflow is over the {MAX_WORKFLOW_BYTES // 2**20} MiB limit", 413)
+        try:
+            body = await asyncio.wait_for(request.content.read(MAX_WORKFLOW_BYTES + 1), self.config.body_timeout_s)
+        except asyncio.TimeoutError:
+            return _bad_workflow(f"the upload did not arrive within {self.config.body_timeout_s:g} s")
+        if len(body) > MAX_WORKFLOW_BYTES:
+            return _bad_workflow(f"the workflow is over the {MAX_WORKFLOW_BYTES // 2**20} MiB limit", 413)
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            return _bad_workflow("the workflow is not JSON")
+        try:
+            workflow_id = await loop_run(self.pool, self.hosts.register, data)
+        except WorkflowError as exc:
+            return _bad_workflow(str(exc))
+        return web.json_response({"id": workflow_id}, status=201)
 
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         cfg = self.config
@@ -457,7 +471,7 @@ class PersonaService:
                     "invalid", f"field 'directive.expression': {directive['expression']!r} is not an expression of this persona",
                     message.id,
                 )
-            if not self.graph.accepts("action"):
+            if not session.accepts("action"):
                 raise ProtocolError("invalid", "this workflow takes no manual directives (no PersonaDirective node)", message.id)
             fields = dict(directive)
             fields["duration_s"] = fields.get("duration_s") or 0.0
@@ -480,6 +494,14 @@ class PersonaService:
         if hello.token is None or not hmac.compare_digest(hello.token.encode(), expected.encode()):
             self.token_failures.failed(peer, now)
             raise ProtocolError("unauthorized", "token missing or wrong")
+
+
+#: The largest workflow upload (a saved graph of a few thousand nodes is a few hundred KB).
+MAX_WORKFLOW_BYTES = 2 * 2**20
+
+
+def _bad_workflow(message: str, status: int = 400) -> web.Response:
+    return web.json_response({"code": "bad_workflow", "message": message}, status=status)
 
 
 async def loop_run(pool, fn, *args):
@@ -553,7 +575,8 @@ def add_routes(router: Any, service: Any, policy: AccessPolicy, *, root_pages: b
         ("/persona/personas/{id}/portrait.png", service.handle_portrait, Route.READ),
         ("/persona/recordings/{token}.mp4", service.handle_recording, Route.READ),
     ]
-    posts = [("/persona/personas", service.handle_import_card, Route.WRITE)]
+    posts = [("/persona/personas", service.handle_import_card, Route.WRITE),
+             ("/persona/workflows", service.handle_upload_workflow, Route.WRITE)]
     if root_pages:
         gets += [("/", service.handle_page, Route.PAGE), ("/health", service.handle_health, Route.HEALTH),
                  ("/metrics", service.handle_metrics, Route.READ)]

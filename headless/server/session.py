@@ -51,6 +51,9 @@ class WorkflowHost(Protocol):
     """What runs a session's workflow (`StreamingRunner`, or ComfyUI's executor): each call
     blocks, so the session calls them on its worker pool."""
 
+    def accepts(self, kind: str) -> bool:
+        """Whether the workflow takes host values of `kind` (chat, action, persona)."""
+
     def turn(self, kind: str, value: Any, turn: int) -> Any: ...
 
     def tick(self) -> Any: ...
@@ -199,6 +202,9 @@ class ViewerSession:
             "audio_rate": STREAM_RATE,
             "recordings": recordings or [],
         }
+
+    def accepts(self, kind: str) -> bool:
+        return self.host.accepts(kind)
 
     def enqueue_turn(self, kind: str, value: Any, message_id: str, directive: dict | None = None) -> bool:
         return self.turns.enqueue(kind, value, message_id, directive)
