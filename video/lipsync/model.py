@@ -119,9 +119,18 @@ class MuseTalk(nn.Module):
 
     # ---- images ---------------------------------------------------------------------
 
-    def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        posterior = self.vae.encode(images).latent_dist
-        return posterior.mode() * self.cfg.vae_scaling
+    def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 256, 256) in [-1, 1] → scaled latents (N, 4, 32, 32), the posterior mean."""
+        return self.vae.encode(images).latent_dist.mode() * self.cfg.vae_scaling
+
+    def predict_latents(self, sample: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The UNet's single step at timestep 0: (T, 8, 32, 32) + audio tokens → (T, 4, 32, 32)."""
+        timestep = torch.zeros((), device=sample.device, dtype=torch.long)
+        return self.unet(sample, timestep, encoder_hidden_states=context).sample
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents → images in [-1, 1]."""
+        return self.vae.decode(latents / self.cfg.vae_scaling).sample.clamp(-1.0, 1.0)
 
     @torch.no_grad()
     def inpaint(self, crops: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -134,13 +143,11 @@ class MuseTalk(nn.Module):
         crops = crops.to(device=self.device, dtype=self.dtype)
         masked = crops.clone()
         masked[:, :, CROP_SIZE // 2 :, :] = -1.0
-        latents = self._encode(torch.cat([masked, crops]))
+        latents = self.encode_latents(torch.cat([masked, crops]))
         t = crops.shape[0]
         sample = torch.cat([latents[:t], latents[t:]], dim=1)
-        timestep = torch.zeros((), device=self.device, dtype=torch.long)
-        context = tokens.to(device=self.device, dtype=self.dtype)
-        predicted = self.unet(sample, timestep, encoder_hidden_states=context).sample
-        return self.vae.decode(predicted / self.cfg.vae_scaling).sample.clamp(-1.0, 1.0)
+        predicted = self.predict_latents(sample, tokens.to(device=self.device, dtype=self.dtype))
+        return self.decode_latents(predicted)
 
 
 def build_on_meta(cfg: MuseTalkConfig) -> MuseTalk:

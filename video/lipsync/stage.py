@@ -137,6 +137,15 @@ class LipSyncStage:
         self.tracker.filter.min_cutoff = settings.smoothing_min_cutoff_hz
         self.tracker.filter.beta = settings.smoothing_beta
 
+    def compile(self, mode: str | None = None) -> None:
+        """torch.compile the model's three steps (VAE encode, UNet step, VAE decode) for this
+        stage's shapes: an explicit call, never done on import or load. The first chunks after
+        it compile (seconds); the shapes are fixed per chunk size, so later chunks reuse them."""
+        import torch
+
+        for name in ("encode_latents", "predict_latents", "decode_latents"):
+            setattr(self.model, name, torch.compile(getattr(self.model, name), mode=mode, dynamic=False))
+
     def cut(self, at_ms: float) -> None:
         """Speech ends at `at_ms` on the frames' clock (barge-in, reset): see the module doc."""
         with self._lock:
@@ -237,8 +246,8 @@ class LipSyncStage:
         import torch
 
         model, batch = self.model, self.settings.max_batch
-        index = torch.as_tensor(picks, device=windows.device)
         with torch.inference_mode(), self._on_stream():
+            index = torch.as_tensor(picks, device=windows.device)
             host = torch.from_numpy(crops)
             if self.stream is not None:
                 host = host.pin_memory()
