@@ -94,3 +94,23 @@ def test_envelope_and_schedule_follow_the_audio_without_lag():
     schedule = mouth_schedule([seg], times)
     assert abs((times * schedule).sum() / schedule.sum() - 1550.0) < 1.0  # centred on the burst: no lag
     assert speech_envelope([], times).max() == 0
+
+
+def test_a_recorded_mp4_is_measured_through_the_codecs(meter, photo, speech, tmp_path):
+    """A talking clip with a planted 40 ms lag written by the session recorder (H.264 + AAC),
+    then measured from the file alone: the recording path docs/lipsync.md's thresholds use."""
+    from comfyui_persona.video.recording import SessionRecorder
+
+    clip = talking_clip(photo, speech, offset_ms=40.0, fps=FPS, meter=meter)
+    height, width = photo.shape[:2]
+    recorder = SessionRecorder(tmp_path / "clip.mp4", width, height, FPS)
+    recorder.start(origin_ms=float(clip.pts_ms[0]))
+    recorder.push_audio(speech[0].pcm, speech[0].start_ms)
+    recorder.push_chunk(clip.frames, [int(round(p)) for p in clip.pts_ms])
+    recorder.stop()
+    from comfyui_persona.video.lipsync.meter import measure_recording
+
+    measured = measure_recording(tmp_path / "clip.mp4", meter, window_ms=2500.0, hop_ms=500.0)
+    assert measured.frames_with_face == measured.frames == len(clip.frames)
+    assert len(measured.windows) >= 3 and abs(measured.median_offset_ms - 40.0) < FRAME_MS / 2, measured.offsets_ms
+    assert measured.p95_abs_offset_ms < 40.0 + FRAME_MS / 2
