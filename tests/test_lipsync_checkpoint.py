@@ -270,3 +270,14 @@ def test_every_lipsync_file_is_registered_for_models_check():
     for key in ("musetalk.unet", "musetalk.vae", "musetalk.whisper"):
         spec = model_files.FILES[key]
         assert spec.checker and spec.checker.startswith(".lipsync.checkpoint:") and spec.filename.startswith("musetalk/")
+
+
+def test_a_chunk_reference_is_the_per_frame_reference_when_the_frames_are_that_face(tiny_model):
+    gen = torch.Generator().manual_seed(3)
+    face = torch.rand(1, 3, 256, 256, generator=gen) * 2 - 1
+    other = torch.rand(1, 3, 256, 256, generator=gen) * 2 - 1
+    tokens = tiny_model.audio_tokens(torch.randn(2, 10, 3, 16, generator=gen))
+    same = tiny_model.inpaint(face.expand(2, -1, -1, -1), tokens)
+    torch.testing.assert_close(tiny_model.inpaint(face.expand(2, -1, -1, -1), tokens, reference=face), same,
+                               rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(tiny_model.inpaint(face.expand(2, -1, -1, -1), tokens, reference=other), same)

@@ -133,19 +133,25 @@ class MuseTalk(nn.Module):
         return self.vae.decode(latents / self.cfg.vae_scaling).sample.clamp(-1.0, 1.0)
 
     @torch.no_grad()
-    def inpaint(self, crops: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def inpaint(self, crops: torch.Tensor, tokens: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """Re-draw the lower half of face crops for the given audio tokens.
 
         `crops`: (T, 3, 256, 256) in [-1, 1] (RGB); `tokens`: (T, N, d) from `audio_tokens`.
         Returns (T, 3, 256, 256) in [-1, 1]. The UNet sees the crop with its lower half
-        set to black (-1) and the crop itself as the reference, both as latents.
+        set to black (-1) and a reference face, both as latents: each crop itself (MuseTalk's
+        inference), or one `reference` crop (1, 3, 256, 256) for all of them (one encode
+        instead of T; MuseTalk trains with a reference taken from another frame).
         """
         crops = crops.to(device=self.device, dtype=self.dtype)
         masked = crops.clone()
         masked[:, :, CROP_SIZE // 2 :, :] = -1.0
-        latents = self.encode_latents(torch.cat([masked, crops]))
         t = crops.shape[0]
-        sample = torch.cat([latents[:t], latents[t:]], dim=1)
+        if reference is None:
+            latents = self.encode_latents(torch.cat([masked, crops]))
+            sample = torch.cat([latents[:t], latents[t:]], dim=1)
+        else:
+            latents = self.encode_latents(torch.cat([masked, reference.to(masked)]))
+            sample = torch.cat([latents[:t], latents[t:].expand(t, -1, -1, -1)], dim=1)
         predicted = self.predict_latents(sample, tokens.to(device=self.device, dtype=self.dtype))
         return self.decode_latents(predicted)
 

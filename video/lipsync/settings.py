@@ -63,6 +63,12 @@ class LipSyncSettings(BaseModel):
         16, ge=1, le=64, description="Frames per UNet batch (a chunk of 12 is one batch).",
         json_schema_extra=_ui(8, load=False),
     )
+    reference: Literal["frame", "chunk"] = Field(
+        "frame",
+        description="Reference face the UNet copies looks from: each frame itself (MuseTalk's inference), or the "
+        "chunk's first speaking frame for the whole chunk (one VAE encode per chunk instead of one per frame).",
+        json_schema_extra=_ui(10, load=False, component="select"),
+    )
     detector_threads: int = Field(
         2, ge=1, le=32, description="CPU threads of the face detector (ONNX Runtime).",
         json_schema_extra=_ui(9, load=True),

@@ -115,6 +115,9 @@ class LipSyncStage:
             model = load_musetalk(models_dir=models_dir, device=device, dtype=dtype)
         self.model = model
         self.device = model.device
+        if self.device.type == "cuda":  # the VAE and UNet are convolutions: NHWC is the tensor cores' layout
+            model.unet.to(memory_format=torch.channels_last)
+            model.vae.to(memory_format=torch.channels_last)
         self.stream = torch.cuda.Stream(self.device, priority=stream_priority) if self.device.type == "cuda" else None
         self.detector = detector or FaceDetector(det_size=self.settings.det_size,
                                                  det_threshold=self.settings.det_threshold,
@@ -252,8 +255,12 @@ class LipSyncStage:
             if self.stream is not None:
                 host = host.pin_memory()
             images = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+            if self.device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
             tokens = model.audio_tokens(windows.index_select(0, index))
-            parts = [model.inpaint(images[s : s + batch], tokens[s : s + batch]) for s in range(0, len(picks), batch)]
+            reference = images[:1] if self.settings.reference == "chunk" else None
+            parts = [model.inpaint(images[s : s + batch], tokens[s : s + batch], reference)
+                     for s in range(0, len(picks), batch)]
             redrawn = torch.cat(parts).add_(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
             redrawn = redrawn.permute(0, 2, 3, 1).contiguous()
             if self.stream is None:
