@@ -259,3 +259,26 @@ def test_speech_from_the_speech_queue_is_exactly_what_it_scheduled():
     assert segments[0].pcm is queue.scheduled()[0].utterance.pcm or np.shares_memory(segments[0].pcm, pcm)
     assert segments[1].end_ms == pytest.approx(2500.0, abs=0.05)
     assert SpeechAudio.from_float(np.array([[0.5, -1.0], [0.5, -1.0]]), 16000).pcm.tolist() == [16384, -32767]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_the_stage_runs_on_its_own_stream_and_matches_the_cpu(model, detector, face, sentence, monkeypatch):
+    """Same tiny weights in float32 on the GPU: the chunk goes through the stage's CUDA stream
+    (pinned copies, an event the result waits for) and draws what the CPU draws, to a level or two."""
+    from comfyui_persona.video.lipsync.checkpoint import materialize_musetalk
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 means float32 here
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+    frames, pts = chunk(face)
+    cpu = stage_for(model, detector).process(frames, pts, [sentence])
+    gpu_model = materialize_musetalk(model.cfg, device="cuda")
+    gpu_model.load_state_dict(model.state_dict())
+    stage = LipSyncStage(gpu_model, settings=LipSyncSettings(dtype="float32"), detector=detector)
+    assert stage.stream is not None and stage.stream != torch.cuda.current_stream()
+    job = stage.submit(frames, pts, [sentence])
+    assert job.work.event is not None and job.work.generated.is_pinned()
+    out = job.result()
+    assert list(changed(out, frames)) == list(changed(cpu, frames))
+    assert np.abs(out.astype(int) - cpu.astype(int)).max() <= 3
