@@ -16,9 +16,11 @@ waits for that stream alone and blends on the CPU. A host can therefore submit c
 go on generating chunk k + 1 on its own streams (docs/lipsync.md, "Calling the stage").
 
 Cuts: `cut(at_ms)` (barge-in, reset) ends speech at a point on the clock. Audio handed in
-later that started before the cut is ended there (`audio.clip_speech`), and a chunk already
-submitted but not yet collected gives back its original frames from `at_ms` on. So the
-mouth stops being re-drawn exactly where the audio stops.
+later that started before the cut is ended there (`audio.clip_speech`); frames at or after
+the cut are not re-drawn for it, though their 80 ms of left context would still reach it
+(only speech that starts at or after the cut re-draws them); and a chunk already submitted
+but not yet collected gives back its original frames from `at_ms` on. So the mouth stops
+being re-drawn exactly where the audio stops.
 """
 
 from __future__ import annotations
