@@ -15,7 +15,7 @@ Values are those of the public `musetalk.json`, `sd-vae/config.json` and
 `whisper/config.json` (docs/lipsync.md says where each one comes from). A config file
 placed beside a weight file is read instead (`checkpoint.py`), so the tiny random set of
 `testing.write_tiny_lipsync_models` carries its own sizes; the strict load then checks every
-key and shape either way. This module imports nothing but the standard library.
+key and shape either way. This module imports only the standard library (and the error root).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from ...errors import PersonaError
 
 __all__ = [
     "AUDIO_FRAMES_AFTER",
@@ -48,7 +50,7 @@ AUDIO_FRAMES_BEFORE = 4
 AUDIO_FRAMES_AFTER = 6
 
 
-class UnknownLipSyncPresetError(KeyError):
+class UnknownLipSyncPresetError(PersonaError, KeyError):
     """A preset name that is not one of `PRESETS`."""
 
     def __str__(self) -> str:  # KeyError would quote the whole message

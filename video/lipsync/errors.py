@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...errors import PersonaError
 
-__all__ = ["LipSyncDependencyError", "LipSyncInputError"]
+__all__ = ["FaceModelMismatchError", "LipSyncDependencyError", "LipSyncInputError"]
 
 
 class LipSyncInputError(PersonaError, ValueError):
@@ -17,3 +17,9 @@ class LipSyncDependencyError(PersonaError, ImportError):
     """A package the lip-sync stage needs (the `longlive` or `identity` extra) is not installed."""
 
     code = "lipsync_dependency"
+
+
+class FaceModelMismatchError(PersonaError, ValueError):
+    """A face model file is not the kind of model asked for (SCRFD with keypoints, 106 landmarks)."""
+
+    code = "face_model_mismatch"

