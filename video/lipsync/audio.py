@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -136,6 +137,7 @@ class AudioFeatureCache:
 
     `model` is a `MuseTalk` (its Whisper encoder and device). Entries beyond `capacity`
     are dropped oldest first: a conversation's sentences are used once, in order.
+    Thread-safe: the TTS thread may encode a sentence while the render loop reads others.
     """
 
     def __init__(self, model, capacity: int = 32) -> None:
@@ -146,23 +148,26 @@ class AudioFeatureCache:
         self.extractor = WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=WHISPER_RATE)
         self.capacity = capacity
         self._entries: OrderedDict[tuple, object] = OrderedDict()
+        self._lock = threading.Lock()
         self.encoded = 0  # segments encoded so far (the tests check the cache works)
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
 
     def features(self, seg: SpeechAudio):
         """(positions, layers, d) on the model's device: position j is at start + 20 ms · j."""
         key = seg.key
-        if key in self._entries:
-            self._entries.move_to_end(key)
-            return self._entries[key]
-        feats = self._encode(seg)
-        self._entries[key] = feats
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
-        self.encoded += 1
-        return feats
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            feats = self._encode(seg)
+            self._entries[key] = feats
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+            self.encoded += 1
+            return feats
 
     def _encode(self, seg: SpeechAudio):
         import torch

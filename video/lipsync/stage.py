@@ -100,8 +100,9 @@ class LipSyncStage:
 
     `model`: a loaded `MuseTalk` (else loaded from the models directory, `models_dir` or
     $PERSONA_MODELS_DIR: missing files raise `ModelFileMissingError`). `detector`: a
-    `FaceDetector` (else SCRFD from the identity extra). `device`: where the model runs
-    (default: the model's). Not thread-safe except `cut`, which any thread may call.
+    `FaceDetector` (else SCRFD from the identity extra). `device`: where a model loaded here
+    runs (default: CUDA when there is one). One render loop calls `submit`/`process`/
+    `result`; `cut` and `prepare` may be called from any thread.
     """
 
     def __init__(self, model=None, *, settings: LipSyncSettings | None = None, detector: FaceDetector | None = None,
@@ -169,8 +170,8 @@ class LipSyncStage:
             self._cuts = []
 
     def prepare(self, speech: Sequence[SpeechAudio]) -> None:
-        """Encode speech ahead of its frames (e.g. when a sentence is scheduled), so the
-        chunk that first hears it does not pay for Whisper."""
+        """Encode speech ahead of its frames (e.g. from the TTS thread when a sentence is
+        scheduled), so the chunk that first hears it does not pay for Whisper."""
         with self._on_stream():
             for seg in self._clipped(speech):
                 self.features.features(seg)
