@@ -20,6 +20,7 @@ from .engine_nodes import (
     PersonaTransitionBlender,
 )
 from .identity_nodes import PersonaIdentityConditioner
+from .lipsync_nodes import PersonaLipSync
 from .recorder_nodes import PersonaSessionRecorder
 from .stream_nodes import (
     PersonaFrameOutput,
@@ -44,6 +45,7 @@ _NODES: list[tuple[type, str]] = [
     (PersonaTransitionBlender, "Persona Transition Blender"),
     (PersonaIdentityConditioner, "Persona Identity Conditioner"),
     (PersonaSessionRecorder, "Persona Session Recorder"),
+    (PersonaLipSync, "Persona Lip Sync"),
 ]
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {cls.__name__: cls for cls, _ in _NODES}

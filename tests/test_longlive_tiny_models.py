@@ -66,9 +66,12 @@ def test_tiny_set_with_the_full_vae_decoder(tiny_dir):
 
 
 def test_models_check_reports_every_tiny_file_ok(tiny_dir, capsys):
+    from comfyui_persona.video.lipsync.testing import write_tiny_lipsync_models
+
+    write_tiny_lipsync_models(tiny_dir)  # the lip-sync files are registered too (docs/lipsync.md)
     assert main(["models", "check", "--dir", str(tiny_dir)]) == 0
     out = capsys.readouterr().out
-    assert out.count("layout ok") == 6 and "6 of 6 files ready" in out
+    assert out.count("layout ok") == 9 and "9 of 9 files ready" in out
 
 
 def test_each_loader_reads_its_sizes_from_the_tiny_files(tiny_dir):

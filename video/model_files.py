@@ -192,3 +192,35 @@ register(ModelFile(
     checker=".decoders.wan_vae:check_wan_vae_file",
 ))
 
+
+# --------------------------------------------------------------------------- lip-sync (MuseTalk 1.5)
+# Optional: only the lip-sync stage and the Persona Lip Sync node read them (docs/lipsync.md).
+# The folder under musetalk/ is MuseTalk's own `models/` layout (download_weights.sh). Sizes:
+# parameter counts of tests/fixtures/lipsync/*.json x 4 bytes (float32 on disk; estimated).
+register(ModelFile(
+    key="musetalk.unet",
+    filename="musetalk/musetalkV15/unet.pth",
+    purpose="MuseTalk 1.5 lip-sync UNet (optional: lip-sync stage)",
+    source="https://huggingface.co/TMElyralab/MuseTalk (musetalkV15/unet.pth and musetalk.json)",
+    size_bytes=849_947_844 * 4,
+    alternatives=("musetalkV15/unet.pth",),
+    checker=".lipsync.checkpoint:check_unet_file",
+))
+register(ModelFile(
+    key="musetalk.vae",
+    filename="musetalk/sd-vae/diffusion_pytorch_model.bin",
+    purpose="sd-vae-ft-mse image autoencoder of MuseTalk (optional: lip-sync stage)",
+    source="https://huggingface.co/stabilityai/sd-vae-ft-mse (diffusion_pytorch_model.bin or .safetensors, config.json)",
+    size_bytes=83_653_863 * 4,
+    alternatives=("musetalk/sd-vae/diffusion_pytorch_model.safetensors",),
+    checker=".lipsync.checkpoint:check_vae_file",
+))
+register(ModelFile(
+    key="musetalk.whisper",
+    filename="musetalk/whisper/pytorch_model.bin",
+    purpose="Whisper-tiny audio encoder of MuseTalk (optional: lip-sync stage)",
+    source="https://huggingface.co/openai/whisper-tiny (pytorch_model.bin or model.safetensors, config.json)",
+    size_bytes=37_760_640 * 4,
+    alternatives=("musetalk/whisper/model.safetensors",),
+    checker=".lipsync.checkpoint:check_whisper_file",
+))
