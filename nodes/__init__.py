@@ -24,10 +24,12 @@ from .lipsync_nodes import PersonaLipSync
 from .recorder_nodes import PersonaSessionRecorder
 from .stream_nodes import (
     PersonaFrameOutput,
+    PersonaFramesFromImage,
     PersonaPreviewRenderer,
     PersonaStateTracker,
     PersonaStreamSink,
 )
+from .voice_nodes import PersonaSpeak
 
 #: (class, display name). The mapping key is the class name, as ComfyUI workflows store it.
 _NODES: list[tuple[type, str]] = [
@@ -39,6 +41,8 @@ _NODES: list[tuple[type, str]] = [
     (PersonaPreviewRenderer, "Persona Preview Renderer (CPU)"),
     (PersonaStreamSink, "Persona Stream Sink"),
     (PersonaFrameOutput, "Persona Frames to IMAGE"),
+    (PersonaFramesFromImage, "Persona Frames from IMAGE"),
+    (PersonaSpeak, "Persona Speak (voice to AUDIO)"),
     (PersonaLongLiveLoader, "Persona LongLive Model Loader"),
     (PersonaLongLiveSampler, "Persona LongLive Sampler (dense / sparse attention)"),
     (PersonaPromptComposer, "Persona Prompt Composer"),

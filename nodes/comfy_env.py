@@ -64,6 +64,15 @@ def progress(total: int) -> Any:
     return utils.ProgressBar(total)
 
 
+def throw_if_interrupted() -> None:
+    """Raise ComfyUI's interrupt exception when the user cancelled the run (Cancel,
+    `/interrupt`); nothing outside ComfyUI. Long nodes call it between steps, where stopping
+    leaves nothing half done (before a chunk, between denoising passes)."""
+    management = sys.modules.get("comfy.model_management")
+    if management is not None:
+        management.throw_exception_if_processing_interrupted()
+
+
 def models_folder(kind: str) -> list[Path]:
     """ComfyUI's folders for model `kind` ("diffusion_models", "loras", ...); [] outside ComfyUI."""
     folder_paths = sys.modules.get("folder_paths")
@@ -73,6 +82,24 @@ def models_folder(kind: str) -> list[Path]:
         return [Path(p) for p in folder_paths.get_folder_paths(kind)]
     except KeyError:
         return []
+
+
+def preview_image(rgb: Any, prefix: str = "persona") -> dict | None:
+    """Save `rgb` (H×W×3 uint8) as a PNG in ComfyUI's temp folder and return the entry a
+    node's `ui.images` lists (what Preview Image does), so a queued Run shows the picture on
+    the canvas; None outside ComfyUI."""
+    folder_paths = sys.modules.get("folder_paths")
+    if folder_paths is None:
+        return None
+    import secrets
+
+    from PIL import Image
+
+    folder = Path(folder_paths.get_temp_directory())
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{prefix}_{secrets.token_hex(6)}.png"
+    Image.fromarray(rgb).save(folder / name, compress_level=1)
+    return {"filename": name, "subfolder": "", "type": "temp"}
 
 
 def output_directory() -> Path | None:

@@ -80,13 +80,20 @@ class PersonaCardLoader:
                     _persona_choices(),
                     {"default": _default_persona(), "tooltip": "Persona to load: a built-in or a card in the persona folder (PERSONA_DIR, else ~/.local/share/comfyui-persona/personas)."},
                 ),
-            }
+            },
+            "optional": {
+                "reference": ("IMAGE", {"tooltip": "A face photo (e.g. from Load Image) to anchor the persona on, "
+                                        "instead of the card's own reference image (LongLive's identity)."}),
+            },
         }
 
-    def load(self, persona_id: str) -> tuple:
+    def load(self, persona_id: str, reference=None) -> tuple:
         from ..persona.library import load_persona
 
-        return (load_persona(persona_id),)
+        persona = load_persona(persona_id)
+        if reference is not None:
+            persona = _with_reference(persona, reference)
+        return (persona,)
 
     @classmethod
     def IS_CHANGED(cls, persona_id: str, **_: Any) -> Any:
@@ -100,6 +107,28 @@ class PersonaCardLoader:
         with contextlib.suppress(CardError, KeyError):
             load_persona(persona_id)
         return persona_id
+
+
+def _with_reference(persona, image):
+    """`persona` whose look's reference is `image` (the first of a ComfyUI IMAGE batch),
+    written as a PNG to the card image cache (content-named, bounded, durable)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from ..persona.cards import BytesAsset, cache_asset
+
+    array = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    array = array[0] if array.ndim == 4 else array
+    if array.ndim != 3 or array.shape[-1] not in (3, 4):
+        raise ValueError(f"reference must be an RGB image; got shape {tuple(array.shape)}")
+    rgb = (np.clip(array[..., :3], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    path = cache_asset(BytesAsset(buffer.getvalue()), ".png", f"{persona.id}: reference input")
+    appearance = persona.appearance.with_resolved_reference(str(path), str(path))
+    return persona.model_copy(update={"appearance": appearance})
 
 
 class PersonaConversationTurn:

@@ -76,11 +76,18 @@ class _Recording:
         self._offset_ms = 0.0  # added to session pts when the renderer's clock restarted
         self._last_ms: float | None = None
         self._last_key_ms: float | None = None
+        self._keyed_frames = 0
         self._pcm: dict[int, tuple[Any, Any]] = {}  # id → (ScheduledUtterance, its PCM at `rate`)
 
     @property
     def frames(self) -> int:
         return self.recorder.frames_written
+
+    @property
+    def frames_in_file(self) -> int:
+        """Frames a reader of the file sees now: all once it is closed; while it is open, those
+        before the last forced keyframe (a fragment is written when the next one starts)."""
+        return self.recorder.frames_written if self.closed else self._keyed_frames
 
     def write(self, frames: Any, pts_ms: list, scheduled: list, on_frame) -> None:
         """Append a chunk: first the audio sounding from where the written audio ends to
@@ -101,6 +108,7 @@ class _Recording:
             if self._last_key_ms is None or first - self._last_key_ms >= KEYFRAME_MIN_MS:
                 self._keys.want_key = True
                 self._last_key_ms = first
+                self._keyed_frames = self.recorder.frames_written  # the fragment before it is complete
             for rgb, pts in zip(frames, pts_ms, strict=True):
                 at = float(pts) + self._offset_ms
                 self.recorder.push_frame(rgb, at)
@@ -167,6 +175,20 @@ def queued_speech(session: Any) -> list:
     return list(session.speech.scheduled()) if session.speech is not None else []
 
 
+def _next_file(path: Path, width: int, height: int, used: set[Path], numbered: bool) -> Path:
+    """`path` the first time; a frame size the session already wrote gets its own file; each
+    queued run (`numbered`) gets the next `_0002`, `_0003`… file."""
+    if path not in used:
+        return path
+    base = path.with_name(f"{path.stem}_{width}x{height}") if not numbered else path.with_suffix("")
+    if not numbered and base.with_suffix(".mp4") not in used:
+        return base.with_suffix(".mp4")
+    number = 2
+    while base.with_name(f"{base.name}_{number:04d}.mp4") in used:
+        number += 1
+    return base.with_name(f"{base.name}_{number:04d}.mp4")
+
+
 class PersonaSessionRecorder:
     """Records the session's stream to an MP4 file, chunk after chunk."""
 
@@ -207,22 +229,32 @@ class PersonaSessionRecorder:
         if width % 2 or height % 2:
             raise ValueError(f"H.264 needs even frame sizes; got {width}x{height}")
         session = current_store().get(frames.session_id)
+        # Nobody streams this session (a queued Run): each run writes one complete file, as
+        # Save Video does (an MP4 is only whole once closed). A streamed session appends every
+        # chunk to one file, finished when the session ends.
+        per_run = not session.streamed
         key = (path, width, height)
         with session.lock:
             recording = session.recordings.get(key)
             if recording is None:
-                target = path
-                if path in session.recorded_paths:  # another size: its own file
-                    target = path.with_name(f"{path.stem}_{width}x{height}.mp4")
+                target = _next_file(path, width, height, session.recorded_paths, per_run)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 recording = session.recordings[key] = _Recording(target, width, height, frames.fps)
-                session.recorded_paths.add(path)
+                session.recorded_paths.add(target)
         bar = progress(len(pixels))
         recording.write(pixels, list(chunk.pts_ms), queued_speech(session), lambda: bar.update(1))
+        if per_run:
+            with session.lock:
+                session.recordings.pop(key, None)
+            recording.close()
         try:
             subfolder = str(recording.path.parent.relative_to(root.resolve()))
         except ValueError:
             subfolder = ""
+        # `frames`: what a reader of the file sees now (every frame reported is in the file);
+        # `frames_rendered`: every frame handed to the recorder so far.
         summary = {"filename": recording.path.name, "subfolder": "" if subfolder == "." else subfolder,
-                   "type": "output", "frames": recording.frames}
-        return {"ui": {"persona_recording": [summary]}, "result": ()}
+                   "type": "output", "frames": recording.frames_in_file, "frames_rendered": recording.frames}
+        # `images` + `animated`: what Save Video returns, so the canvas shows the file as a video.
+        shown = {k: summary[k] for k in ("filename", "subfolder", "type")}
+        return {"ui": {"persona_recording": [summary], "images": [shown], "animated": (True,)}, "result": ()}

@@ -192,6 +192,9 @@ class Session:
     id: str
     listener: SessionListener = QUIET
     speech: SpeechTrack | None = None
+    #: A host streams this session chunk after chunk (the headless server, the Persona tab);
+    #: False: every queued run stands alone (a ComfyUI Run), so a run's files are finished with it.
+    streamed: bool = False
     created: float = field(default_factory=time.monotonic)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     conversation: Conversation | None = None
@@ -279,14 +282,16 @@ class SessionStore:
             return session
 
     def open(self, session_id: str, listener: SessionListener | None = None,
-             speech: SpeechTrack | None = None) -> Session:
-        """Create (or take over) a session, pointing its events at `listener`."""
+             speech: SpeechTrack | None = None, streamed: bool = False) -> Session:
+        """Create (or take over) a session, pointing its events at `listener`; `streamed`: a
+        host streams it (see `Session.streamed`)."""
         session = self.get(session_id)
         with session.lock:
             if listener is not None:
                 session.listener = listener
             if speech is not None:
                 session.speech = speech
+            session.streamed = session.streamed or streamed
         return session
 
     def find(self, session_id: str) -> Session | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .comfy_env import preview_image, progress, throw_if_interrupted
 from .runtime import TrackerMemory, current_store, every_run
 from .types import DIRECTIVES, FRAMES, PERSONA, STATE, DirectivePlan, FramesValue
 
@@ -123,8 +124,9 @@ class PersonaPreviewRenderer:
                     {
                         "default": 2,
                         "min": 1,
-                        "max": 64,
-                        "tooltip": "Frames rendered per run. Fewer: a new action shows sooner; more: less overhead.",
+                        "max": 240,
+                        "tooltip": "Frames rendered per run (up to 10 s at 24 fps). Fewer: a new action shows sooner "
+                        "while streaming; more: a longer clip per queued Run.",
                     },
                 ),
             }
@@ -155,10 +157,17 @@ class PersonaPreviewRenderer:
         if plan.turn > slot.submitted_turn:
             slot.backend.submit(list(plan.directives), plan.turn)
             slot.submitted_turn = plan.turn
+        # Cancel (ComfyUI's interrupt) is honoured before the chunk, never inside it: a chunk is
+        # rendered whole or not at all, so the next run goes on without a gap in the frames.
+        throw_if_interrupted()
         # A host that speaks (the headless server) gives the session a speech track: it
         # hands the renderer the mouth timeline of the queued speech before each chunk.
         speech = session.speech
-        chunk = speech.render(slot.backend, float(fps)) if speech is not None else slot.backend.next_chunk()
+        if speech is not None:
+            chunk = speech.render(slot.backend, float(fps))
+        else:
+            bar = progress(chunk_frames)
+            chunk = slot.backend.next_chunk(on_frame=lambda k: bar.update_absolute(k + 1))
         return (FramesValue(session_id=session_id, backend=slot.backend.name, chunk=chunk, fps=float(fps)),)
 
 
@@ -207,7 +216,8 @@ class PersonaStreamSink:
 
     def send(self, frames: FramesValue) -> dict:
         chunk = frames.chunk
-        current_store().get(frames.session_id).listener.on_chunk(frames)
+        session = current_store().get(frames.session_id)
+        session.listener.on_chunk(frames)
         summary = {
             "session": frames.session_id,
             "backend": frames.backend,
@@ -215,7 +225,60 @@ class PersonaStreamSink:
             "count": int(len(chunk.frames)),
             "shows_directives": list(chunk.shows_directives),
         }
-        return {"ui": {"persona_stream": [summary]}, "result": ()}
+        ui: dict = {"persona_stream": [summary]}
+        # Nobody watches this session (a queued Run): show the chunk's last frame on the node,
+        # as Preview Image does. A watched session's frames go to its viewer instead.
+        if not session.streamed and len(chunk.frames):
+            shown = preview_image(chunk.frames[-1], "persona_stream")
+            if shown is not None:
+                ui["images"] = [shown]
+        return {"ui": ui, "result": ()}
+
+
+class PersonaFramesFromImage:
+    """An IMAGE batch back into the stream, in place of a chunk's frames: any ComfyUI image
+    node (upscale, colour, a LoRA'd img2img...) can sit between the renderer and the sink."""
+
+    DESCRIPTION = (
+        "Frames from IMAGE: puts an image batch (e.g. the renderer's frames after Image Scale or any image "
+        "node) back into the persona stream, with the chunk's timing. One image is used for every frame."
+    )
+    CATEGORY = "persona/video"
+    RETURN_TYPES = (FRAMES,)
+    RETURN_NAMES = ("frames",)
+    FUNCTION = "wrap"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "frames": (FRAMES, {"tooltip": "The chunk whose timing (session, frame indices, times) to keep."}),
+                "images": ("IMAGE", {"tooltip": "The pictures to stream instead (as many as the chunk's frames, "
+                                     "or one)."}),
+            }
+        }
+
+    def wrap(self, frames: FramesValue, images) -> tuple:
+        import dataclasses
+
+        import numpy as np
+
+        array = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+        if array.ndim == 3:
+            array = array[None]
+        chunk = frames.chunk
+        count = len(chunk.frames)
+        if array.ndim != 4 or array.shape[-1] < 3 or array.shape[0] not in (1, count):
+            raise ValueError(f"images must be {count} (or 1) RGB pictures for this chunk; got shape {tuple(array.shape)}")
+        pixels = (np.clip(array[..., :3], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        if pixels.shape[0] != count:
+            pixels = np.repeat(pixels, count, axis=0)
+        height, width = pixels.shape[1:3]
+        if height % 2 or width % 2:  # H.264 recordings and JPEG chroma want even sizes
+            pixels = pixels[:, : height - height % 2, : width - width % 2]
+        replaced = dataclasses.replace(chunk, frames=np.ascontiguousarray(pixels))
+        return (FramesValue(session_id=frames.session_id, backend=frames.backend, chunk=replaced, fps=frames.fps,
+                            extra=dict(frames.extra)),)
 
 
 class PersonaFrameOutput:

@@ -56,23 +56,22 @@ def test_recorder_node_writes_frames_and_the_spoken_reply(tmp_path: Path, monkey
     store = SessionStore()
     runner = StreamingRunner(WorkflowGraph(_workflow(), NODE_CLASS_MAPPINGS), store, SESSION)
     speech = SessionSpeech(VoiceSpec())
-    store.open(SESSION, speech=speech)
+    store.open(SESSION, speech=speech, streamed=True)
     spoken: list = []
     try:
         result = runner.start()
-        quiet_frames = result.ui["30"]["persona_recording"][0]["frames"]
         for _ in range(5):  # ~0.4 s of silence before the persona speaks
             result = runner.tick()
-        quiet_frames = result.ui["30"]["persona_recording"][0]["frames"]
+        quiet_frames = result.ui["30"]["persona_recording"][0]["frames_rendered"]
         sentences = speech.speak("Hello there. Nice to meet you!", lambda item, packets: spoken.append(item))
         assert sentences == 2 and len(spoken) == 2
         speech_end_ms = spoken[-1].end_ms
         while True:  # render until the voice is over, plus a little
             result = runner.tick()
             summary = result.ui["30"]["persona_recording"][0]
-            if summary["frames"] * 1000 / 24 > speech_end_ms + 300:
+            if summary["frames_rendered"] * 1000 / 24 > speech_end_ms + 300:
                 break
-        frames = summary["frames"]
+        frames = summary["frames_rendered"]
     finally:
         runner.close()  # closes the session: the recorder finishes its file
 
@@ -116,7 +115,7 @@ def _talk_then_cut(tmp_path: Path, monkeypatch, finish_sent: bool, new_reply: st
     store = SessionStore()
     runner = StreamingRunner(WorkflowGraph(_workflow(), NODE_CLASS_MAPPINGS), store, SESSION)
     speech = SessionSpeech(VoiceSpec())
-    store.open(SESSION, speech=speech)
+    store.open(SESSION, speech=speech, streamed=True)
     old: list = []
     new: list = []
     try:
@@ -209,19 +208,21 @@ def test_a_quiet_session_gets_a_silent_track_and_is_readable_while_recording(tmp
     from comfyui_persona.nodes.runtime import SessionStore
 
     monkeypatch.setenv("PERSONA_RECORDINGS_DIR", str(tmp_path))
-    runner = StreamingRunner(WorkflowGraph(_workflow(), NODE_CLASS_MAPPINGS), SessionStore(), SESSION)
+    store = SessionStore()
+    store.open(SESSION, streamed=True)
+    runner = StreamingRunner(WorkflowGraph(_workflow(), NODE_CLASS_MAPPINGS), store, SESSION)
     path = tmp_path / "runs" / f"talk_{SESSION}.mp4"
     try:
         runner.start()
         for _ in range(7):
             result = runner.tick()
-        frames = result.ui["30"]["persona_recording"][0]["frames"]
+        summary = result.ui["30"]["persona_recording"][0]
         readable, _, _ = _decode(path)  # fragments are complete while the session goes on
-        assert 0 < readable <= frames
+        assert 0 < summary["frames"] <= readable <= summary["frames_rendered"]  # every frame reported is there
     finally:
         runner.close()
     decoded, pcm, facts = _decode(path)
-    assert decoded == frames and facts["audio_codec"] == "aac"
+    assert decoded == summary["frames_rendered"] and facts["audio_codec"] == "aac"
     assert len(pcm) and np.abs(pcm).max() < 1e-3
 
 
@@ -231,7 +232,9 @@ os.environ["PERSONA_RECORDINGS_DIR"] = sys.argv[1]
 from comfyui_persona.headless.runner import StreamingRunner, WorkflowGraph
 from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
 from comfyui_persona.nodes.runtime import SessionStore
-runner = StreamingRunner(WorkflowGraph(json.loads(sys.argv[2]), NODE_CLASS_MAPPINGS), SessionStore(), sys.argv[3])
+store = SessionStore()
+store.open(sys.argv[3], streamed=True)  # a streamed session: one file
+runner = StreamingRunner(WorkflowGraph(json.loads(sys.argv[2]), NODE_CLASS_MAPPINGS), store, sys.argv[3])
 runner.start()
 ticks = 0
 while True:

@@ -8,6 +8,14 @@
 // the video clock). Plain DOM only (no canvas-drawn node widgets, which the new Vue node
 // renderer does not draw).
 //
+// What it streams: the pack's chat workflow, or the graph on the canvas ("Stream: this
+// canvas"): the tab converts it as Run does (app.graphToPrompt), uploads it
+// (POST /persona/workflows) and names it in hello.workflow. Either way every chunk is a
+// prompt in ComfyUI's own queue, so any node type can be in the loop, the canvas shows the
+// progress (hello.comfy_client_id), and Cancel pauses the stream (error `interrupted`;
+// Resume goes on). While the tab is hidden the socket is closed: nothing renders for nobody;
+// shown again, the session resumes.
+//
 // Beyond the chat: a mute button, server-side recording (record → stop → a download
 // link), and a persona gallery (GET /persona/personas; a click starts a new session with
 // hello.persona) with card import (file input or drop; POST /persona/personas, the
@@ -72,6 +80,9 @@ const STYLE = `
 .persona-panel .gallery-message { font-size: .75rem; min-height: 1em; }
 .persona-panel .gallery-message[data-kind="error"] { color: #f87171; }
 .persona-panel .gallery-message[data-kind="warning"] { color: #fbbf24; }
+.persona-panel .source { display: flex; gap: .35rem; align-items: center; font-size: .75rem; }
+.persona-panel .source select { flex: 1; min-width: 0; font: inherit; color: inherit; border-radius: 6px;
+  border: 1px solid var(--border-color, #4b5563); background: var(--comfy-input-bg, #222); }
 `;
 
 function element(tag, attributes = {}, ...children) {
@@ -120,6 +131,12 @@ class PersonaPanel {
       element("header", {}, $("name", "h3", { text: "Persona" }),
         $("mute", "button", { type: "button", "aria-pressed": "false", title: "Mute the persona's voice", text: "Mute" }),
         $("connection", "span", { class: "badge", "data-state": "connecting", text: "connecting…" })),
+      element("div", { class: "source" },
+        element("label", { for: "persona-source", text: "Stream" }),
+        $("source", "select", { id: "persona-source", title: "Which workflow streams: the pack's chat workflow, or the graph on the canvas (any nodes)" },
+          element("option", { value: "default", text: "the persona chat workflow" }),
+          element("option", { value: "canvas", text: "this canvas (any nodes)" })),
+        $("resume", "button", { type: "button", hidden: "", title: "Go on streaming after Cancel", text: "Resume" })),
       $("video", "canvas", { width: "384", height: "384", "aria-label": "The persona, live" }),
       element("div", { class: "status", "aria-live": "polite" },
         statusItem("action", "action", "idle"), statusItem("expression", "expression", "neutral"),
@@ -164,12 +181,71 @@ class PersonaPanel {
       this.mute.disabled = true;
       this.mute.title = `no speech playback: ${error}`;
     }
-    const client = new module.PersonaClient({ url: socketUrl(), storageKey: "persona.comfyui.session" });
+    const client = new module.PersonaClient({ url: socketUrl(), storageKey: "persona.comfyui.session",
+                                              comfyClientId: api.clientId ?? null });
     this.client = client;
     this.wire(client);
     this.wireExtras(client);
+    this.wireSource(client);
+    this.watchVisibility(client);
     client.connect();
     this.loadPersonas();
+  }
+
+  // -- what streams, and only while someone looks ---------------------------------------
+
+  wireSource(client) {
+    this.source.addEventListener("change", () => this.streamSource(client, this.source.value));
+    this.resume.addEventListener("click", () => { this.resume.hidden = true; client.resume(); });
+    client.addEventListener("error", (event) => {
+      if (event.detail.code === "interrupted") this.resume.hidden = false;
+    });
+    client.addEventListener("ready", () => { this.resume.hidden = true; });
+  }
+
+  async streamSource(client, source) {
+    let workflow = null;
+    if (source === "canvas") {
+      try {
+        const { output } = await app.graphToPrompt(); // exactly what Run would queue
+        const response = await fetch(`${base()}/persona/workflows`, {
+          method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(output),
+        });
+        const body = await response.json().catch(() => ({}));
+        if (response.status !== 201) throw new Error(body.message ?? `HTTP ${response.status}`);
+        workflow = body.id;
+      } catch (error) {
+        this.showError({ code: "bad_workflow", message: `this canvas cannot stream: ${error.message}` });
+        this.source.value = "default";
+        return;
+      }
+    }
+    client.workflow = workflow;
+    this.player?.restart();
+    this.history.replaceChildren();
+    this.bubbles.clear();
+    this.errors.replaceChildren();
+    this.setConnection("connecting", "switching…");
+    client.newSession(client.ready?.persona.id ?? null);
+  }
+
+  watchVisibility(client) {
+    // The sidebar removes or hides the tab's content when another tab opens, and the page can
+    // be hidden: then the socket closes (the server stops rendering), and opens again (resume).
+    let hiddenSince = null;
+    const update = (visible) => {
+      if (!visible) {
+        hiddenSince ??= Date.now();
+        setTimeout(() => {
+          if (hiddenSince !== null && Date.now() - hiddenSince >= 1500 && client.ws) client.close();
+        }, 1600);
+      } else {
+        hiddenSince = null;
+        if (!client.ws) client.connect();
+      }
+    };
+    new IntersectionObserver((entries) => update(entries.some((e) => e.isIntersecting))).observe(this.root);
+    document.addEventListener("visibilitychange", () => update(document.visibilityState === "visible"));
   }
 
   // -- voice, recording, gallery ---------------------------------------------------------

@@ -200,6 +200,9 @@ class StreamingRunner:
         """Back to idle at the start of the next tick (on the tick thread, never mid-chunk)."""
         self._reset_requested.set()
 
+    def resume(self) -> None:
+        """Nothing pauses this executor (`WorkflowHost.resume`)."""
+
     def _run(self, lane: list[str], overrides: dict[str, dict[str, Any]], latch: bool) -> TickResult:
         result = TickResult()
         began = time.perf_counter()

@@ -30,7 +30,7 @@ MEDIA_JPEG = 1
 MEDIA_AUDIO = 2
 _MEDIA_HEADER = struct.Struct(">BIQ")  # u8 kind, u32 frame_index, u64 pts_ms (big-endian)
 
-CLIENT_TYPES = ("hello", "chat", "action", "reset", "ping", "record")
+CLIENT_TYPES = ("hello", "chat", "action", "reset", "ping", "record", "resume")
 ERROR_CODES = (
     "bad_json",
     "unknown_type",
@@ -42,6 +42,7 @@ ERROR_CODES = (
     "rate_limited",
     "busy",
     "internal",
+    "interrupted",
 )
 #: Codes after which the server closes the connection.
 FATAL_CODES = frozenset({"unauthorized", "busy"})
@@ -102,7 +103,14 @@ class Record:
     on: bool
 
 
-ClientMessage = Hello | Chat | Action | Reset | Ping | Record
+@dataclass(frozen=True)
+class Resume:
+    """Go on streaming after an `interrupted` error (ComfyUI's Cancel paused the stream)."""
+
+    id: str | None
+
+
+ClientMessage = Hello | Chat | Action | Reset | Ping | Record | Resume
 
 
 def frame_too_large(data: str | bytes) -> bool:
@@ -233,7 +241,12 @@ def _record(obj: dict, reply_to: str | None) -> Record:
     return Record(id=message_id, on=on)
 
 
-_PARSERS = {"hello": _hello, "chat": _chat, "action": _action, "reset": _reset, "ping": _ping, "record": _record}
+def _resume(obj: dict, reply_to: str | None) -> Resume:
+    return Resume(id=_id(obj, required=False))
+
+
+_PARSERS = {"hello": _hello, "chat": _chat, "action": _action, "reset": _reset, "ping": _ping, "record": _record,
+            "resume": _resume}
 
 
 # -- server → client -----------------------------------------------------------------------

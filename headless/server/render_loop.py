@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
+from ...errors import PersonaError
 from .frames import EncodedFrame, FrameQueue
 from .protocol import MEDIA_JPEG, media_frame
 
@@ -37,6 +38,8 @@ class RenderLoop:
         self._quality = quality
         self._report = report
         self.attached = asyncio.Event()
+        self.resumed = asyncio.Event()  # cleared while the host is paused (ComfyUI's Cancel)
+        self.resumed.set()
         self.after_tick: Callable[[], None] = lambda: None  # e.g. a recording asking to be stopped
         self.wake: Callable[[], None] = lambda: None  # the viewer's pump
         self.backend = "?"
@@ -78,6 +81,18 @@ class RenderLoop:
             try:
                 await loop.run_in_executor(self._pool, self._tick)
                 failures = 0
+            except PersonaError as exc:
+                if exc.code != "interrupted":
+                    failures += 1
+                    log.warning("session %s render failed: %s", self.session_id[:8], exc)
+                    self._report("internal", f"rendering failed: {exc}")
+                    await asyncio.sleep(min(5.0, 0.5 * failures))
+                    continue
+                # The chunk in flight was cancelled in ComfyUI: pause until asked to go on.
+                self.resumed.clear()
+                self._report("interrupted", str(exc))
+                await self.resumed.wait()
+                continue
             except Exception as exc:
                 failures += 1
                 log.warning("session %s render failed: %s", self.session_id[:8], exc)

@@ -43,6 +43,7 @@ from .protocol import (
     ProtocolError,
     Record,
     Reset,
+    Resume,
     error_message,
     frame_too_large,
     parse,
@@ -147,7 +148,7 @@ class PersonaService:
             runtime = self.store.get(session_id)
             session = ViewerSession(self.context, session_id, persona, runner, runtime, speech, hello.max_fps)
             session.owner = connection.peer
-            self.store.open(session_id, listener=session, speech=speech)
+            self.store.open(session_id, listener=session, speech=speech, streamed=True)
             loop = asyncio.get_running_loop()
             try:
                 await loop.run_in_executor(self.pool, runner.start)
@@ -479,6 +480,8 @@ class PersonaService:
                 raise ProtocolError("rate_limited", "too many messages waiting to be performed", message.id)
         elif isinstance(message, Reset):
             session.request_reset()
+        elif isinstance(message, Resume):
+            session.resume()
         elif isinstance(message, Record):
             await session.set_recording(message.on, message.id)
         return False

@@ -60,6 +60,9 @@ class WorkflowHost(Protocol):
 
     def request_reset(self) -> None: ...
 
+    def resume(self) -> None:
+        """Go on after a pause (ComfyUI's Cancel); a host that never pauses does nothing."""
+
     def close(self) -> None: ...
 
 
@@ -207,7 +210,15 @@ class ViewerSession:
         return self.host.accepts(kind)
 
     def enqueue_turn(self, kind: str, value: Any, message_id: str, directive: dict | None = None) -> bool:
-        return self.turns.enqueue(kind, value, message_id, directive)
+        queued = self.turns.enqueue(kind, value, message_id, directive)
+        if queued:
+            self.resume()  # a message goes on after a pause
+        return queued
+
+    def resume(self) -> None:
+        """Go on streaming after the host paused (an interrupt in ComfyUI)."""
+        self.host.resume()
+        self.render.resumed.set()
 
     def request_reset(self) -> None:
         if self.speech_lane is not None:

@@ -34,10 +34,13 @@ export function defaultSocketUrl(base = window.location) {
 
 export class PersonaClient extends EventTarget {
   constructor({ url = defaultSocketUrl(), persona = null, token = null, maxFps = null,
-                storageKey = "persona.session", storage = globalThis.sessionStorage } = {}) {
+                storageKey = "persona.session", storage = globalThis.sessionStorage,
+                workflow = null, comfyClientId = null } = {}) {
     super();
     this.url = url;
     this.persona = persona;
+    this.workflow = workflow; // an uploaded workflow's id (POST /persona/workflows): stream that graph
+    this.comfyClientId = comfyClientId; // inside ComfyUI: whose canvas shows the runs
     this.token = token;
     this.maxFps = maxFps;
     this.storageKey = storageKey;
@@ -100,6 +103,8 @@ export class PersonaClient extends EventTarget {
     if (this.sessionId) hello.session = this.sessionId;
     if (this.token) hello.token = this.token;
     if (this.maxFps) hello.video.max_fps = this.maxFps;
+    if (this.workflow) hello.workflow = this.workflow;
+    if (this.comfyClientId) hello.comfy_client_id = this.comfyClientId;
     this.ws?.send(JSON.stringify(hello));
   }
 
@@ -147,6 +152,8 @@ export class PersonaClient extends EventTarget {
   action(directive) { return this._send({ type: "action", id: this._id(), directive }); }
 
   reset() { return this._send({ type: "reset", id: this._id() }); }
+
+  resume() { return this._send({ type: "resume", id: this._id() }); }
 
   ping() { return this._send({ type: "ping", id: this._id() }); }
 

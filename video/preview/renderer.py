@@ -54,7 +54,7 @@ __all__ = ["LIMITS", "PreviewRenderer"]
 log = logging.getLogger(__name__)
 
 #: Allowed settings (inclusive); sizes even so H.264 (yuv420p) can encode them.
-LIMITS = {"width": (64, 2048), "height": (64, 2048), "fps": (1.0, 60.0), "chunk_frames": (1, 64)}
+LIMITS = {"width": (64, 2048), "height": (64, 2048), "fps": (1.0, 60.0), "chunk_frames": (1, 240)}
 
 #: Cross-fade lengths (ms). Posture changes are slower: a body sits down, it doesn't drop.
 BLEND_ACTION_MS = 500.0
@@ -189,7 +189,8 @@ class PreviewRenderer:
     # --- output -------------------------------------------------------------------------
 
     @_locked
-    def next_chunk(self) -> Chunk:
+    def next_chunk(self, on_frame: Callable[[int], None] | None = None) -> Chunk:
+        """The next `chunk_frames` frames; `on_frame(k)` after each (progress)."""
         self._require_session()
         spec = self.spec
         assert spec is not None
@@ -206,6 +207,8 @@ class PreviewRenderer:
             self.last_pose = (body, face)
             pts.append(int(round(t)))
             self._frame += 1
+            if on_frame is not None:
+                on_frame(k)
         return Chunk(frames=frames, first_index=first, pts_ms=pts, shows_directives=shows)
 
     @_locked
