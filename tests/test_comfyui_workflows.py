@@ -28,7 +28,7 @@ from paths import REPO
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
-WORKFLOWS = REPO / "workflows"
+WORKFLOWS = REPO / "workflows" / "api"
 PREVIEW = WORKFLOWS / "persona_preview_chat_api.json"
 API_FILES = sorted(WORKFLOWS.glob("*_api.json"))
 RECORDER_NODE = "30"

@@ -74,3 +74,12 @@ def test_the_wheel_carries_the_data_folders_and_no_top_level_nodes_module(tmp_pa
     for needed in ("workflows/persona_preview_chat.json", "web_extension/persona_panel.js",
                    "headless/static/index.html", "persona/builtin/mira.json"):
         assert f"comfyui_persona/{needed}" in names, needed
+
+
+def test_requirements_txt_is_the_projects_dependencies():
+    """ComfyUI-Manager and the Comfy Registry install requirements.txt (and run install.py):
+    without it a Registry install had no skia and the preview failed at run time."""
+    lines = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
+    listed = [line for line in lines if line and not line.startswith("#")]
+    assert listed == _pyproject()["project"]["dependencies"]
+

@@ -245,3 +245,38 @@ def test_a_persona_action_can_leave_the_character_seated():
     r.submit([_d("kneel", duration_s=0.5)], seq=1)
     assert _poses(r, 40)[-1][0][BODY.index["sit"]] == pytest.approx(1.0)
     assert r.sitting
+
+
+def test_a_chunk_cancelled_half_way_is_rendered_again_whole():
+    """ComfyUI's Cancel between two frames of a chunk: restoring the checkpoint gives the next
+    run exactly the frames an uncancelled run would have shown (no gap, no repeat)."""
+    from comfyui_persona.persona.schema import ActionDirective
+    from comfyui_persona.video.backend import SessionSpec
+    from comfyui_persona.video.preview import PreviewRenderer
+
+    def renderer():
+        r = PreviewRenderer(chunk_frames=6)
+        r.start_session(SessionSpec("mira", "Mira", {}, 96, 96, 24.0, seed=5))
+        r.submit([ActionDirective(action="wave", expression="smile", intensity=0.8)], seq=1)
+        return r
+
+    straight = renderer()
+    expected = [straight.next_chunk() for _ in range(2)]
+    cancelled = renderer()
+    first = cancelled.next_chunk()
+    state = cancelled.checkpoint()
+
+    class Cancel(Exception):
+        pass
+
+    def cancel_at_third(k):
+        if k == 2:
+            raise Cancel
+
+    with pytest.raises(Cancel):
+        cancelled.next_chunk(on_frame=cancel_at_third)
+    cancelled.restore(state)
+    again = cancelled.next_chunk()
+    assert np.array_equal(first.frames, expected[0].frames)
+    assert again.first_index == expected[1].first_index and again.pts_ms == expected[1].pts_ms
+    assert np.array_equal(again.frames, expected[1].frames)

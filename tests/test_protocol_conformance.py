@@ -357,7 +357,7 @@ class _BrokenInterpreter(PersonaInterpreter):
 @pytest.fixture
 def broken_service():
     registry = dict(NODE_CLASS_MAPPINGS, PersonaInterpreter=_BrokenInterpreter)
-    graph = WorkflowGraph(load_workflow(REPO / "workflows" / "persona_preview_chat_api.json", registry), registry)
+    graph = WorkflowGraph(load_workflow(REPO / "workflows" / "api" / "persona_preview_chat_api.json", registry), registry)
     service = PersonaService(graph, ServerConfig())
     yield service
     service.pool.shutdown(wait=True)

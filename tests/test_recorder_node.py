@@ -20,7 +20,7 @@ from paths import REPO
 
 av = pytest.importorskip("av")
 
-WORKFLOW = REPO / "workflows" / "persona_preview_chat_api.json"
+WORKFLOW = REPO / "workflows" / "api" / "persona_preview_chat_api.json"
 SESSION = "rec-node"
 
 

@@ -466,12 +466,12 @@ def test_not_a_workflow_is_a_format_error(tmp_path):
 @pytest.mark.parametrize("name", ["persona_preview_chat"])
 def test_every_ui_workflow_converts_to_its_committed_api_twin(name):
     ui = load_workflow(REPO / "workflows" / f"{name}.json", NODE_CLASS_MAPPINGS)
-    api = json.loads((REPO / "workflows" / f"{name}_api.json").read_text())
+    api = json.loads((REPO / "workflows" / "api" / f"{name}_api.json").read_text())
     assert ui == api
 
 
 def test_preview_workflow_streams_frames_and_applies_a_chat_turn(policy):
-    graph = WorkflowGraph(load_workflow(REPO / "workflows" / "persona_preview_chat_api.json", NODE_CLASS_MAPPINGS),
+    graph = WorkflowGraph(load_workflow(REPO / "workflows" / "api" / "persona_preview_chat_api.json", NODE_CLASS_MAPPINGS),
                           NODE_CLASS_MAPPINGS)
     assert graph.turn_lane == ["1", "2", "3", "4"] and graph.stream_lane == ["5", "6", "7"]
     store = SessionStore()

@@ -17,20 +17,31 @@ from comfyui_persona.nodes.runtime import SessionStore
 from paths import REPO
 
 WORKFLOWS = REPO / "workflows"
-UI_FILES = sorted(p for p in WORKFLOWS.glob("*.json") if not p.stem.endswith("_api"))
+API = WORKFLOWS / "api"  # API twins, outside the folder ComfyUI serves as templates
+UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 REQUIRED = ("persona_preview_chat", "persona_longlive_chat", "persona_longlive_sparse")
 
 
 def _api_twin(path: Path) -> Path:
-    return path.with_name(f"{path.stem}_api.json")
+    return API / f"{path.stem}_api.json"
 
 
 def test_every_required_workflow_is_saved_in_both_formats() -> None:
     for name in REQUIRED:
         assert (WORKFLOWS / f"{name}.json").is_file(), f"{name}.json (UI format) is missing"
-        assert (WORKFLOWS / f"{name}_api.json").is_file(), f"{name}_api.json (API format) is missing"
-    for path in WORKFLOWS.glob("*_api.json"):
-        assert path.with_name(path.name.replace("_api.json", ".json")).is_file(), f"{path.name} has no UI twin"
+        assert (API / f"{name}_api.json").is_file(), f"api/{name}_api.json (API format) is missing"
+    for path in API.glob("*_api.json"):
+        assert (WORKFLOWS / path.name.replace("_api.json", ".json")).is_file(), f"{path.name} has no UI twin"
+
+
+def test_the_template_folder_holds_ui_workflows_each_with_a_thumbnail() -> None:
+    """ComfyUI lists every workflows/*.json as a template: an API-format file there opened a
+    blank tab ("Workflow does not contain a valid version"), a missing thumbnail was a 404."""
+    for path in UI_FILES:
+        data = json.loads(path.read_text())
+        assert isinstance(data.get("nodes"), list) and "version" in data, f"{path.name} is not UI format"
+        thumbnail = path.with_suffix(".jpg")
+        assert thumbnail.is_file() and thumbnail.read_bytes()[:3] == b"\xff\xd8\xff", f"{path.stem}.jpg is missing"
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=[p.stem for p in UI_FILES])
@@ -65,8 +76,8 @@ def test_saved_workflow_builds_with_nodes_from_the_pack_only(path: Path) -> None
 
 
 def test_longlive_workflows_differ_only_in_attention() -> None:
-    dense = json.loads((WORKFLOWS / "persona_longlive_chat_api.json").read_text())
-    sparse = json.loads((WORKFLOWS / "persona_longlive_sparse_api.json").read_text())
+    dense = json.loads((API / "persona_longlive_chat_api.json").read_text())
+    sparse = json.loads((API / "persona_longlive_sparse_api.json").read_text())
     sampler = next(k for k, v in dense.items() if v["class_type"] == "PersonaLongLiveSampler")
     assert dense[sampler]["inputs"]["attention"] == "dense"
     assert sparse[sampler]["inputs"]["attention"] == "sparse"
@@ -77,7 +88,7 @@ def test_longlive_workflows_differ_only_in_attention() -> None:
 
 
 def _preview_with(extra: dict) -> dict:
-    workflow = json.loads((WORKFLOWS / "persona_preview_chat_api.json").read_text())
+    workflow = json.loads((API / "persona_preview_chat_api.json").read_text())
     workflow["6"]["inputs"].update(width=128, height=128)
     workflow.update(extra)
     return workflow
@@ -108,6 +119,7 @@ def test_session_recorder_writes_a_playable_mp4_of_every_streamed_frame(tmp_path
         "30": {"class_type": "PersonaSessionRecorder", "inputs": {"frames": ["6", 0], "filename_prefix": "runs/chat"}},
     })
     store = SessionStore()
+    store.open("rec-session", streamed=True)  # a streamed session: one file for all of it
     runner = StreamingRunner(WorkflowGraph(workflow, NODE_CLASS_MAPPINGS), store, "rec-session")
     frames = streamed = 0
     try:
@@ -118,13 +130,13 @@ def test_session_recorder_writes_a_playable_mp4_of_every_streamed_frame(tmp_path
             result = runner.tick()
             streamed += result.ui["7"]["persona_stream"][0]["count"]
         summary = result.ui["30"]["persona_recording"][0]
-        frames = summary["frames"]
+        frames = summary["frames_rendered"]
         assert frames == streamed, "every frame the sink streamed is recorded"
         assert summary["subfolder"] == "runs" and summary["filename"] == "chat_rec-session.mp4"
         path = tmp_path / "runs" / "chat_rec-session.mp4"
         with av.open(str(path)) as container:  # fragmented MP4: readable before the session closes
             readable = sum(1 for _ in container.decode(video=0))
-        assert 0 < readable <= frames
+        assert 0 < summary["frames"] <= readable <= frames  # every frame it reports is in the file
     finally:
         runner.close()
     assert frames >= 4
@@ -141,3 +153,26 @@ def test_session_recorder_refuses_a_prefix_that_leaves_the_output_folder(tmp_pat
     for bad in ("../escape", "a/../../b", "a/./../.."):
         with pytest.raises(RecordingPathError, match="must stay inside"):
             recording_path(tmp_path, bad, "s1")
+
+
+def test_a_queued_run_records_one_complete_file_per_run(tmp_path: Path, monkeypatch) -> None:
+    """Nobody streams the session (a ComfyUI Run): each run's file is whole when the run
+    ends, every frame the node reports in it, and the next run writes the next file."""
+    av = pytest.importorskip("av")
+    monkeypatch.setenv("PERSONA_RECORDINGS_DIR", str(tmp_path))
+    workflow = _preview_with({
+        "30": {"class_type": "PersonaSessionRecorder", "inputs": {"frames": ["6", 0], "filename_prefix": "runs/chat"}},
+    })
+    workflow["6"]["inputs"]["chunk_frames"] = 12
+    runner = StreamingRunner(WorkflowGraph(workflow, NODE_CLASS_MAPPINGS), SessionStore(), "queued")
+    try:
+        names = []
+        for run in range(2):
+            result = runner.start() if run == 0 else runner.tick()
+            summary = result.ui["30"]["persona_recording"][0]
+            names.append(summary["filename"])
+            with av.open(str(tmp_path / "runs" / summary["filename"])) as container:
+                assert sum(1 for _ in container.decode(video=0)) == summary["frames"] == summary["frames_rendered"] == 12
+        assert names == ["chat_queued.mp4", "chat_queued_0002.mp4"]
+    finally:
+        runner.close()

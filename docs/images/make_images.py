@@ -3,6 +3,10 @@
 preview-contact-sheet.png: 12 labelled stills (actions × expressions, several looks);
 preview-demo.gif: a few seconds of a wave → sit → clap → stand → walk, with a blend
 interrupted mid-way, at 256×256 and 12 fps to keep the file small.
+workflows/<template>.jpg: the thumbnail ComfyUI's template browser shows for each saved
+workflow: the persona the template starts with, doing what it shows, with the template's
+engine written under it (a LongLive template runs on a GPU with weights; the picture is
+the CPU preview's, and says so).
 """
 
 from __future__ import annotations
@@ -115,8 +119,32 @@ def demo_gif() -> None:
     )
 
 
+#: template → (action, expression, caption)
+TEMPLATES = {
+    "persona_preview_chat": ("wave", "smile", "CPU preview · no weights"),
+    "persona_longlive_chat": ("dance", "excited", "LongLive · NVIDIA GPU (picture: CPU preview)"),
+    "persona_longlive_sparse": ("clap", "laugh", "LongLive sparse attention · GPU (picture: CPU preview)"),
+}
+
+
+def thumbnails() -> None:
+    folder = HERE.parents[1] / "workflows"
+    for index, (name, (action, expression, caption)) in enumerate(TEMPLATES.items()):
+        r = PreviewRenderer(chunk_frames=8)
+        r.start_session(SessionSpec("mira", "Mira", LOOKS[index % len(LOOKS)], 320, 320, 16.0, seed=index))
+        r.submit([ActionDirective(action=action, expression=expression, intensity=0.9)], seq=1)
+        for _ in range(2):
+            frame = r.next_chunk().frames[-1]
+        image = Image.fromarray(frame)
+        draw = ImageDraw.Draw(image)
+        draw.rectangle([0, 294, 320, 320], fill=(255, 255, 255))
+        draw.text((8, 299), caption, fill=(40, 40, 40))
+        image.save(folder / f"{name}.jpg", quality=85, optimize=True)
+
+
 if __name__ == "__main__":
     contact_sheet()
     demo_gif()
+    thumbnails()
     for name in ("preview-contact-sheet.png", "preview-demo.gif"):
         print(name, (HERE / name).stat().st_size // 1024, "KiB")

@@ -73,21 +73,51 @@ def _load(args: argparse.Namespace, config, console):
     """Load and validate the workflow, then warm the interpreter up, with progress shown."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from ...nodes import NODE_CLASS_MAPPINGS
-    from ..runner import WorkflowGraph, load_workflow
     from ..server import PersonaService
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
         step = progress.add_task(f"loading workflow {args.workflow.name}", total=None)
-        graph = WorkflowGraph(load_workflow(args.workflow, NODE_CLASS_MAPPINGS), NODE_CLASS_MAPPINGS)
-        progress.update(step, description=f"workflow {args.workflow.name}: {len(graph.order)} nodes", total=1, completed=1)
-        service = PersonaService(graph, config)
+        hosts, store, nodes = _hosts(args.workflow, config)
+        progress.update(step, description=f"workflow {args.workflow.name}: {nodes} nodes", total=1, completed=1)
+        service = PersonaService(hosts, config, store=store)
         if not args.no_warm_up:
             warm = progress.add_task("warming up (interpreter models, first frames)", total=None)
             service.warm_up()
             progress.update(warm, description="warmed up", total=1, completed=1)
     return service
+
+
+def _hosts(path: Path, config):
+    """What runs the sessions: ComfyUI's executor and registry with `--comfyui PATH`, else
+    the pack's own executor. Every node type the chosen registry lacks is named now, with the
+    pack that provides it, never later per session."""
+    import json
+
+    from ...nodes.runtime import SessionStore
+    from ..runner import WorkflowError, WorkflowGraph, load_workflow
+    from ..runner.hosts import PromptHosts, RunnerHosts, unknown_node_types
+
+    store = SessionStore()
+    if config.comfyui:
+        from ..runner.comfyui_embed import EmbeddedPrompts, load_comfyui
+
+        comfy = load_comfyui(config.comfyui)
+        registry = comfy.registry
+    else:
+        from ...nodes import NODE_CLASS_MAPPINGS as registry
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise WorkflowError(f"cannot read the workflow {path}: {exc}") from None
+    unknown = unknown_node_types(raw, registry)
+    if unknown:
+        raise WorkflowError(f"{path.name}: this server cannot run these node types:\n  " + "\n  ".join(unknown))
+    workflow = load_workflow(path, registry)
+    if config.comfyui:
+        return PromptHosts(workflow, registry, EmbeddedPrompts(comfy, store), store), store, len(workflow)
+    graph = WorkflowGraph(workflow, registry)
+    return RunnerHosts(graph, config.cache_policy), store, len(graph.order)
 
 
 def _raise_open_files_limit() -> None:

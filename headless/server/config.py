@@ -34,6 +34,11 @@ class ServerConfig(BaseModel):
         default=8, description="Encoded frames a session may hold; older ones are dropped first."
     )
     speech: bool = Field(default=True, description="Speak replies (PROTOCOL kind-2 audio, lip-sync).")
+    comfyui: str | None = Field(
+        default=None,
+        description="A ComfyUI install (its folder) whose executor and nodes run the workflows: core and "
+        "third-party node types in the graph. Run persona serve with ComfyUI's Python (docs/comfyui.md).",
+    )
     recordings_dir: str | None = Field(
         default=None, description="Where `record` writes MP4s (default: the user's data dir, see docs/server.md)."
     )

@@ -23,6 +23,7 @@ Behaviour in one place:
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import math
@@ -210,6 +211,22 @@ class PreviewRenderer:
             if on_frame is not None:
                 on_frame(k)
         return Chunk(frames=frames, first_index=first, pts_ms=pts, shows_directives=shows)
+
+    #: What rendering a frame changes (the scene strip and the look are fixed per session).
+    _CLOCK_STATE = ("_frame", "_world_x", "_blink_rng", "_body", "_face", "_queue", "_playing", "_face_until",
+                    "_next_directive_ms", "_speech", "_pending_seqs", "_next_blink_ms", "_sitting", "last_pose")
+
+    @_locked
+    def checkpoint(self) -> dict:
+        """The state a chunk moves on, copied: `restore` puts it back, so a chunk cancelled
+        half way (ComfyUI's Cancel) is rendered again whole, with no gap in the frames."""
+        self._require_session()
+        return copy.deepcopy({name: getattr(self, name) for name in self._CLOCK_STATE})
+
+    @_locked
+    def restore(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
     @_locked
     def step_pose(self) -> tuple[np.ndarray, np.ndarray]:
