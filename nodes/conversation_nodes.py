@@ -117,7 +117,8 @@ def _with_reference(persona, image):
     import numpy as np
     from PIL import Image
 
-    from ..persona.cards import BytesAsset, cache_asset
+    from ..persona.cards.assets import BytesAsset
+    from ..persona.cards.cache import cache_asset
 
     array = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
     array = array[0] if array.ndim == 4 else array

@@ -148,12 +148,14 @@ class PersonaPreviewRenderer:
         chunk_frames: int = 2,
     ):
         session = current_store().get(session_id)
-        key = (self.BACKEND, persona.id, width, height, float(fps), seed, chunk_frames)
+        # What starts a new stream; frames per run (`chunk_frames`) only sets the next chunk's length.
+        key = (self.BACKEND, persona.id, width, height, float(fps), seed)
         slot = session.renderer
         if slot is None or slot.key != key:
             backend = _start_backend(self.BACKEND, persona, width, height, fps, seed, chunk_frames)
             slot = _RendererSlot(key=key, backend=backend)
             session.set_renderer(slot)
+        slot.backend.set_chunk_frames(chunk_frames)
         if plan.turn > slot.submitted_turn:
             slot.backend.submit(list(plan.directives), plan.turn)
             slot.submitted_turn = plan.turn

@@ -67,6 +67,11 @@ def load_comfyui(path: str | Path) -> EmbeddedComfyUI:
         if str(root) not in sys.path:
             sys.path.insert(0, str(root))
         try:
+            import comfy.cli_args  # its defaults (this process's argv is persona's, not ComfyUI's)
+            import torch
+
+            # ComfyUI's model management assumes a CUDA device unless told `--cpu`.
+            comfy.cli_args.args.cpu = comfy.cli_args.args.cpu or not torch.cuda.is_available()
             import execution  # noqa: F401  (ComfyUI's modules, from its folder)
             import folder_paths  # noqa: F401
 

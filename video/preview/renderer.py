@@ -217,6 +217,14 @@ class PreviewRenderer:
                     "_next_directive_ms", "_speech", "_pending_seqs", "_next_blink_ms", "_sitting", "last_pose")
 
     @_locked
+    def set_chunk_frames(self, frames: int) -> None:
+        """Frames per `next_chunk` from now on (a length setting, not a new stream)."""
+        low, high = LIMITS["chunk_frames"]
+        if not isinstance(frames, int) or not low <= frames <= high:
+            raise RenderError(f"chunk_frames={frames!r} must be an integer in [{low}, {high}]")
+        self.chunk_frames = frames
+
+    @_locked
     def checkpoint(self) -> dict:
         """The state a chunk moves on, copied: `restore` puts it back, so a chunk cancelled
         half way (ComfyUI's Cancel) is rendered again whole, with no gap in the frames."""

@@ -1,0 +1,248 @@
+"""The canvas graph is the program: a workflow with core ComfyUI nodes, streamed and queued.
+
+Against the real ComfyUI 0.3.75 (`comfyui_server`; the pack installed the Registry way):
+- the Persona tab, in Chromium, streams the graph on the canvas (the preview renderer, Load
+  Image → the card's reference, Image Scale on the frames, Create/Save Video with the pack's
+  AUDIO): every chunk a prompt in ComfyUI's own queue, the frames the scaled ones, a message's
+  prompt kept in ComfyUI's history;
+- Run twice (the same prompt queued twice) gives two turns and frames that go on;
+- `/interrupt` in the middle of a long chunk stops it, and the next run renders that chunk
+  again from the same frame: no gap;
+- the same workflow headless (`persona serve --comfyui`, ComfyUI's executor in-process)
+  gives the same frames (JPEG bytes, byte for byte) and the same directives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from comfyui_harness import free_port
+from paths import REPO
+
+pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def core_workflow(chunk_frames: int = 4, text: str = "") -> dict:
+    """The pack's chat graph with core nodes in the loop (API format, as Run queues it)."""
+    return {
+        "10": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+        "1": {"class_type": "PersonaCardLoader", "inputs": {"persona_id": "mira", "reference": ["10", 0]}},
+        "2": {"class_type": "PersonaConversationTurn",
+              "inputs": {"persona": ["1", 0], "text": text, "session_id": "default", "turn": 0}},
+        "3": {"class_type": "PersonaInterpreter", "inputs": {"persona": ["1", 0], "turn": ["2", 0], "backend": "embedded"}},
+        "4": {"class_type": "PersonaDirective", "inputs": {"action": "idle", "expression": "neutral", "intensity": 0.6,
+                                                          "duration_s": 0.0, "dialogue": "", "turn": -1}},
+        "5": {"class_type": "PersonaStateTracker",
+              "inputs": {"persona": ["1", 0], "directives": ["3", 0], "session_id": "default", "manual": ["4", 0]}},
+        "6": {"class_type": "PersonaPreviewRenderer",
+              "inputs": {"persona": ["1", 0], "plan": ["5", 0], "session_id": "default", "width": 128, "height": 128,
+                         "fps": 24.0, "seed": 0, "chunk_frames": chunk_frames}},
+        "11": {"class_type": "PersonaFrameOutput", "inputs": {"frames": ["6", 0]}},
+        "12": {"class_type": "ImageScale", "inputs": {"image": ["11", 0], "upscale_method": "nearest-exact",
+                                                       "width": 160, "height": 160, "crop": "disabled"}},
+        "13": {"class_type": "PersonaFramesFromImage", "inputs": {"frames": ["6", 0], "images": ["12", 0]}},
+        "7": {"class_type": "PersonaStreamSink", "inputs": {"frames": ["13", 0]}},
+        "14": {"class_type": "PersonaSpeak", "inputs": {"persona": ["1", 0], "text": ["3", 1]}},
+        "15": {"class_type": "CreateVideo", "inputs": {"images": ["12", 0], "audio": ["14", 0], "fps": 24.0}},
+        "16": {"class_type": "SaveVideo", "inputs": {"video": ["15", 0], "filename_prefix": "persona/clip",
+                                                      "format": "auto", "codec": "auto"}},
+    }
+
+
+def _request(url: str, payload: dict | None = None) -> dict:
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
+                                     method="GET" if payload is None else "POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = response.read()
+    return json.loads(body) if body else {}
+
+
+def _queue(server: str, prompt: dict) -> str:
+    return _request(f"{server}/prompt", {"prompt": prompt, "client_id": "persona-test"})["prompt_id"]
+
+
+def _wait_done(server: str, prompt_id: str, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        history = _request(f"{server}/history/{prompt_id}")
+        if prompt_id in history:
+            return history[prompt_id]
+        time.sleep(0.1)
+    raise AssertionError(f"prompt {prompt_id} did not finish within {timeout} s")
+
+
+def _sink(entry: dict) -> dict:
+    return entry["outputs"]["7"]["persona_stream"][0]
+
+
+def test_run_twice_gives_two_turns_and_the_frames_go_on(comfyui_server: str) -> None:
+    session = f"run-twice-{uuid.uuid4().hex[:6]}"
+    prompt = core_workflow(text="please wave")
+    for node in ("2", "5", "6"):
+        prompt[node]["inputs"]["session_id"] = session
+    first = _wait_done(comfyui_server, _queue(comfyui_server, prompt))
+    second = _wait_done(comfyui_server, _queue(comfyui_server, prompt))
+    for entry in (first, second):
+        assert entry["status"]["status_str"] == "success", entry["status"]
+    one, two = _sink(first), _sink(second)
+    assert (one["shows_directives"], two["shows_directives"]) == ([1], [2]), "each Run is a new turn"
+    assert two["first_index"] == one["first_index"] + one["count"], "the second Run goes on from the first"
+    assert first["outputs"]["16"]["images"], "Save Video wrote the run's clip (with the persona's voice)"
+    assert first["outputs"]["7"]["images"][0]["type"] == "temp", "the sink shows the run's last frame"
+
+
+async def test_interrupt_mid_chunk_stops_it_and_the_next_run_has_no_gap(comfyui_server: str) -> None:
+    """Cancel while the renderer is half way through a 240-frame chunk (ComfyUI's own
+    progress events say where it is): the run stops, and the next one starts that chunk
+    again at the same frame."""
+    import websockets
+
+    session = f"interrupt-{uuid.uuid4().hex[:6]}"
+    long = core_workflow(chunk_frames=240)
+    for node in ("2", "5", "6"):
+        long[node]["inputs"]["session_id"] = session
+    short = json.loads(json.dumps(long))
+    short["6"]["inputs"]["chunk_frames"] = 4
+    before = _sink(await asyncio.to_thread(_wait_done, comfyui_server, _queue(comfyui_server, short)))
+    ws_url = comfyui_server.replace("http://", "ws://") + "/ws?clientId=persona-test"
+    async with websockets.connect(ws_url, max_size=None) as events:
+        interrupted = _queue(comfyui_server, long)
+        while True:  # the renderer's progress bar: frame k of 240
+            message = await asyncio.wait_for(events.recv(), 60)
+            if isinstance(message, str):
+                event = json.loads(message)
+                data = event.get("data", {})
+                if event.get("type") == "progress" and data.get("node") == "6" and 5 <= data.get("value", 0) < 240:
+                    break
+        await asyncio.to_thread(_request, f"{comfyui_server}/interrupt", {})
+    entry = await asyncio.to_thread(_wait_done, comfyui_server, interrupted)
+    events = [event for event, _ in entry["status"]["messages"]]
+    assert "execution_interrupted" in events, events
+    after = _sink(await asyncio.to_thread(_wait_done, comfyui_server, _queue(comfyui_server, short)))
+    assert after["first_index"] == before["first_index"] + before["count"], "no frame of the cut chunk was lost"
+
+
+def test_the_tab_streams_the_canvas_graph_through_comfyuis_queue(comfyui_server: str, tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium")
+    _request(f"{comfyui_server}/settings", {"Comfy.TutorialCompleted": True})
+    console: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+            headless=True, viewport={"width": 1600, "height": 1000})
+        try:
+            page = context.new_page()
+            page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+            page.goto(comfyui_server, wait_until="domcontentloaded", timeout=60_000)
+            page.locator(".persona-chat-tab-button").wait_for(state="visible", timeout=60_000)
+            page.evaluate("async (api) => { await window.comfyAPI.app.app.loadApiJson(api, 'core-nodes'); }",
+                          core_workflow())
+            page.locator(".persona-chat-tab-button").click()
+            page.locator('[data-testid="persona-connection"][data-state="ready"]').wait_for(timeout=60_000)
+            page.get_by_test_id("persona-source").select_option("canvas")
+            page.locator('[data-testid="persona-connection"][data-state="ready"]').wait_for(timeout=60_000)
+            page.wait_for_function(
+                "() => { const c = document.querySelector('[data-testid=persona-video]');"
+                " return c.width === 160 && Number(c.dataset.framesDrawn || 0) >= 10; }", timeout=60_000)
+            page.get_by_test_id("persona-message").fill("wave please")
+            page.get_by_test_id("persona-message").press("Enter")
+            reply = page.locator('[data-testid="persona-history"] li.persona[data-done="true"]').first
+            reply.wait_for(timeout=60_000)
+            assert "wave" in (reply.get_attribute("data-directives") or "")
+        finally:
+            context.close()
+    assert not [line for line in console if "pageerror" in line], console
+    history = _request(f"{comfyui_server}/history?max_items=50")
+    kept = [entry for entry in history.values()
+            if any(node.get("class_type") == "ImageScale" for node in entry["prompt"][2].values())
+            and entry["prompt"][2]["2"]["inputs"].get("text") == "wave please"]
+    assert kept, "the message's prompt is in ComfyUI's history (the chunk-only ones are not)"
+
+
+async def _headless_frames(python: Path, comfy_root: Path, workflow: Path, pythonpath: Path, frames: int) -> tuple:
+    """(sha256 of the first `frames` JPEG frames, the directives of 'wave') from
+    `persona serve --comfyui` running with ComfyUI's Python."""
+
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        str(python), "-m", "comfyui_persona.headless", "serve", "--comfyui", str(comfy_root),
+        "--workflow", str(workflow), "--port", str(port), "--no-warm-up", "--quiet", "--no-speech",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(pythonpath)},
+    )
+    try:
+        seen = []
+        while not re.search(r"http://127\.0\.0\.1:\d+/", seen[-1] if seen else ""):  # ComfyUI logs first
+            line = (await asyncio.wait_for(process.stdout.readline(), 300)).decode()
+            assert line, "".join(seen)
+            seen.append(line)
+        return await _stream(f"ws://127.0.0.1:{port}/persona/ws", None, frames)
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 60)
+
+
+async def _stream(url: str, workflow_id: str | None, frames: int) -> tuple:
+    import websockets
+
+    from comfyui_persona.headless.server.protocol import MEDIA_JPEG, parse_media_frame
+
+    async with websockets.connect(url, max_size=None, open_timeout=60) as ws:
+        hello = {"type": "hello"} if workflow_id is None else {"type": "hello", "workflow": workflow_id}
+        await ws.send(json.dumps(hello))
+        digests: dict[int, str] = {}
+        directives, asked = None, False
+        while len(digests) < frames or directives is None:
+            data = await asyncio.wait_for(ws.recv(), 60)
+            if isinstance(data, bytes):
+                kind, index, _, payload = parse_media_frame(data)
+                if kind == MEDIA_JPEG and index < frames:
+                    digests[index] = hashlib.sha256(payload).hexdigest()
+                if len(digests) == frames and not asked:
+                    await ws.send(json.dumps({"type": "chat", "id": "c1", "text": "wave and smile"}))
+                    asked = True
+            else:
+                message = json.loads(data)
+                if message["type"] == "directives" and message.get("reply_to") == "c1":
+                    directives = message["directives"]
+                elif message["type"] == "error":
+                    raise AssertionError(message)
+        return digests, directives
+
+
+async def test_the_same_workflow_headless_gives_the_same_frames_and_directives(comfyui, comfyui_server, tmp_path):
+    """Inside ComfyUI (its queue) and headless (its executor in `persona serve`), from the
+    start of a session: the same frames, byte for byte, and the same directives."""
+    workflow = core_workflow()
+    upload = urllib.request.Request(f"{comfyui_server}/persona/workflows", data=json.dumps(workflow).encode(),
+                                    headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(upload, timeout=60) as response:
+        workflow_id = json.loads(response.read())["id"]
+    inside = await _stream(comfyui_server.replace("http://", "ws://") + "/persona/ws", workflow_id, 24)
+    path = tmp_path / "core.json"
+    path.write_text(json.dumps(workflow))
+    package = tmp_path / "pythonpath"
+    package.mkdir()
+    (package / "comfyui_persona").symlink_to(REPO, target_is_directory=True)
+    headless = await _headless_frames(comfyui.python, comfyui.root, path, package, 24)
+    assert len(inside[0]) == 24 and inside == headless
+    assert [d["action"] for d in inside[1]] == ["wave"]
