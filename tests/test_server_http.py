@@ -149,3 +149,20 @@ async def test_serve_on_port_0_prints_the_real_port_and_serves():
     log = (await process.stderr.read()).decode()
     assert re.search(r"session \S+ started: persona mira, backend preview", log)
     assert re.search(r"session \S+ ended \(server stopping\): \d+ s, \d+ frames sent, \d+ dropped", log)
+
+
+def test_serve_names_every_node_type_it_cannot_run_at_load_with_its_pack(tmp_path):
+    """Not a 500 per reconnect: at start-up, one line per unknown type, with the pack a saved
+    UI workflow says provides it (`cnr_id`) and what to do."""
+    ui = json.loads((REPO / "workflows" / "persona_preview_chat.json").read_text())
+    extra = [{"id": 90, "type": "PreviewImage", "mode": 0, "inputs": [], "outputs": [], "widgets_values": [],
+              "properties": {"cnr_id": "comfy-core"}},
+             {"id": 91, "type": "UpscaleWithModelPlus", "mode": 0, "inputs": [], "outputs": [], "widgets_values": [],
+              "properties": {"cnr_id": "comfyui-some-pack"}}]
+    ui["nodes"] = [*ui["nodes"], *extra]
+    path = tmp_path / "with_core_nodes.json"
+    path.write_text(json.dumps(ui))
+    result = _persona("serve", "--workflow", str(path), "--port", "0", "--quiet", "--no-warm-up")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "PreviewImage (node 90): a ComfyUI core node: run with --comfyui PATH" in result.stderr
+    assert "UpscaleWithModelPlus (node 91): from the pack 'comfyui-some-pack'" in result.stderr

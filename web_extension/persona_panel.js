@@ -215,7 +215,9 @@ class PersonaPanel {
         if (response.status !== 201) throw new Error(body.message ?? `HTTP ${response.status}`);
         workflow = body.id;
       } catch (error) {
-        this.showError({ code: "bad_workflow", message: `this canvas cannot stream: ${error.message}` });
+        const message = `this canvas cannot stream: ${error.message}`;
+        this.showError({ code: "bad_workflow", message });
+        app.ui?.dialog?.show?.(message); // ComfyUI's own error dialog, as a bad Run gets
         this.source.value = "default";
         return;
       }
@@ -365,6 +367,8 @@ class PersonaPanel {
       if (warnings.length) this.galleryNote(`imported ${body.name}; warning: ${warnings.join("; ")}`, "warning");
       else this.galleryNote(`imported ${body.name}`);
       await this.loadPersonas();
+      // The canvas's Card Loader lists the same library: refresh its choices too.
+      await app.refreshComboInNodes?.();
     } else {
       this.galleryNote(`${body.code ?? `HTTP ${response.status}`}: ${body.message ?? "import failed"}`, "error");
     }
