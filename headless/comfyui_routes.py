@@ -149,13 +149,18 @@ class LazyService:
         return handler
 
     async def shutdown(self, app: Any = None) -> None:
-        """Close the sessions when ComfyUI's server stops (registered on `app.on_shutdown`).
+        """Close the sessions when ComfyUI's server stops (registered on `app.on_shutdown`):
+        the tab's, and those of queued Runs (their renderers, their open recordings).
 
         A service still being built is waited for and closed too (off the event loop: the
         build holds the lock), and none is built after this."""
-        service = await asyncio.get_running_loop().run_in_executor(None, self._close_and_take)
+        from ..nodes.runtime import default_store
+
+        loop = asyncio.get_running_loop()
+        service = await loop.run_in_executor(None, self._close_and_take)
         if service is not None:
             await service.close()
+        await loop.run_in_executor(None, default_store().close)
 
 
 class ServiceClosedError(RuntimeError):

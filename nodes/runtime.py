@@ -205,6 +205,7 @@ class Session:
     recordings: dict[tuple, Any] = field(default_factory=dict)
     recorded_paths: set[Path] = field(default_factory=set)
     turn_memo: TurnMemo = field(default_factory=TurnMemo)
+    last_used: float = field(default_factory=time.monotonic)  # the last time a node asked for it
     _turns: int = 0
 
     def now_ms(self) -> int:
@@ -265,21 +266,43 @@ class Session:
 
 
 class SessionStore:
-    """Sessions by id. Thread-safe: runs of different sessions go on different threads."""
+    """Sessions by id. Thread-safe: runs of different sessions go on different threads.
 
-    def __init__(self) -> None:
+    `idle_s`: a session no host streams (a ComfyUI Run's) that no node has asked for in this
+    long is closed (its renderer, its open files), checked at most once a minute: queued runs
+    never say when they are done. None: sessions live until dropped."""
+
+    SWEEP_EVERY_S = 60.0
+
+    def __init__(self, idle_s: float | None = None) -> None:
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
+        self.idle_s = idle_s
+        self._swept = time.monotonic()
 
     def get(self, session_id: str) -> Session:
         """The session, created on first use (a ComfyUI run names its session in a widget)."""
         if not isinstance(session_id, str) or not session_id:
             raise ValueError("session_id must be a non-empty string")
+        now = time.monotonic()
         with self._lock:
             session = self._sessions.get(session_id)
             if session is None:
                 session = self._sessions[session_id] = Session(session_id)
-            return session
+            session.last_used = now
+            idle = self._take_idle(now)
+        for stale in idle:
+            stale.close()
+        return session
+
+    def _take_idle(self, now: float) -> list[Session]:
+        if self.idle_s is None or now - self._swept < self.SWEEP_EVERY_S:
+            return []
+        self._swept = now
+        stale = [s for s in self._sessions.values() if not s.streamed and now - s.last_used > self.idle_s]
+        for session in stale:
+            del self._sessions[session.id]
+        return stale
 
     def open(self, session_id: str, listener: SessionListener | None = None,
              speech: SpeechTrack | None = None, streamed: bool = False) -> Session:
@@ -318,7 +341,9 @@ class SessionStore:
             self.drop(session_id)
 
 
-_DEFAULT = SessionStore()
+#: How long a ComfyUI Run's session (nobody streams it) lives after its last run.
+QUEUED_SESSION_IDLE_S = 15 * 60.0
+_DEFAULT = SessionStore(idle_s=QUEUED_SESSION_IDLE_S)
 _CURRENT: contextvars.ContextVar[SessionStore | None] = contextvars.ContextVar(
     "comfyui_persona_session_store", default=None
 )

@@ -155,3 +155,19 @@ def test_renderer_state_is_per_session():
         a = [renderer.render(persona, plan, "a", 64, 64, 10.0, 0)[0].chunk.first_index for _ in range(3)]
         b = renderer.render(persona, plan, "b", 64, 64, 10.0, 0)[0].chunk.first_index
     assert a == sorted(a) and a[0] == 0 and b == 0
+
+
+def test_a_queued_runs_session_is_closed_after_it_goes_idle(monkeypatch):
+    """Queued runs never say they are done: a session nobody streams is closed (its renderer
+    and files) once no node has used it for `idle_s`; a streamed one is left to its host."""
+    import time
+
+    store = SessionStore(idle_s=5.0)
+    closed = []
+    queued, streamed = store.get("queued"), store.open("streamed", streamed=True)
+    queued.close = lambda: closed.append("queued")
+    streamed.close = lambda: closed.append("streamed")
+    later = time.monotonic() + 3600
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    store.get("someone-else")
+    assert closed == ["queued"] and store.find("queued") is None and store.find("streamed") is streamed
