@@ -246,3 +246,55 @@ async def test_the_same_workflow_headless_gives_the_same_frames_and_directives(c
     headless = await _headless_frames(comfyui.python, comfyui.root, path, package, 24)
     assert len(inside[0]) == 24 and inside == headless
     assert [d["action"] for d in inside[1]] == ["wave"]
+
+
+async def test_cancel_pauses_a_streaming_session_and_resume_goes_on(comfyui_server: str) -> None:
+    """ComfyUI's Cancel while the tab streams: the viewer gets `interrupted`, nothing renders,
+    and `resume` brings the frames back from where they stopped."""
+    import websockets
+
+    from comfyui_persona.headless.server.protocol import MEDIA_JPEG, parse_media_frame
+
+    long = core_workflow(chunk_frames=240)
+    long["6"]["inputs"].update(width=256, height=256)  # chunks that take a while: Cancel lands inside one
+    status, body = _upload_workflow(comfyui_server, long)
+    assert status == 201, body
+    ws_url = comfyui_server.replace("http://", "ws://") + "/persona/ws"
+    async with websockets.connect(ws_url, max_size=None, open_timeout=60) as ws:
+        await ws.send(json.dumps({"type": "hello", "workflow": body["id"]}))
+        last = -1
+        while last < 0:
+            data = await asyncio.wait_for(ws.recv(), 60)
+            if isinstance(data, bytes) and parse_media_frame(data)[0] == MEDIA_JPEG:
+                last = parse_media_frame(data)[1]
+        error = None
+        loop = asyncio.get_running_loop()
+        for _ in range(20):  # Cancel between two prompts finds nothing to stop: try again
+            await asyncio.to_thread(_request, f"{comfyui_server}/interrupt", {})
+            deadline = loop.time() + 3.0
+            while error is None and loop.time() < deadline:
+                try:
+                    data = await asyncio.wait_for(ws.recv(), max(0.01, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    break
+                if isinstance(data, bytes) and parse_media_frame(data)[0] == MEDIA_JPEG:
+                    last = parse_media_frame(data)[1]
+                elif isinstance(data, str) and json.loads(data)["type"] == "error":
+                    error = json.loads(data)
+            if error is not None:
+                break
+        assert error is not None and error["code"] == "interrupted", error
+        await ws.send(json.dumps({"type": "resume", "id": "r1"}))
+        indexes = []
+        while len(indexes) < 4:
+            data = await asyncio.wait_for(ws.recv(), 60)
+            if isinstance(data, bytes) and parse_media_frame(data)[0] == MEDIA_JPEG:
+                indexes.append(parse_media_frame(data)[1])
+        assert indexes[0] <= last + 1 and indexes == sorted(indexes), (last, indexes)
+
+
+def _upload_workflow(server: str, workflow: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(f"{server}/persona/workflows", data=json.dumps(workflow).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.status, json.loads(response.read())

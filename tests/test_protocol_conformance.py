@@ -32,11 +32,12 @@ from server_harness import (
 )
 
 PROTOCOL_MD = REPO / "docs" / "contracts" / "PROTOCOL.md"
-COVERED_TYPES = {"hello", "chat", "action", "reset", "ping", "record", "ready", "directives", "reply", "state", "metrics", "error",
-                 "pong", "recording"}
+COVERED_TYPES = {"hello", "chat", "action", "reset", "ping", "record", "resume", "ready", "directives", "reply", "state",
+                 "metrics", "error", "pong", "recording"}
 COVERED_CODES = {
     "bad_json", "unknown_type", "invalid", "too_large", "not_ready", "unknown_persona",
     "unauthorized", "rate_limited", "busy", "internal",
+    "interrupted",  # a host that pauses: ComfyUI's queue (tests/test_comfyui_native.py)
 }
 
 
@@ -432,3 +433,15 @@ async def test_invalid_record_messages_name_the_field(service, no_blocking):
         await ws.send(json.dumps({"type": "record", "id": "r2", "on": False}))
         error = await wait_for_type(ws, "error")
         assert error["code"] == "invalid" and error["reply_to"] == "r2" and "not recording" in error["message"]
+
+
+async def test_resume_is_accepted_and_ready_lists_the_features(service, no_blocking):
+    """`resume` on a stream that is not paused changes nothing (the pack's executor never
+    pauses; ComfyUI's Cancel does: tests/test_comfyui_native.py)."""
+    async with running(service) as server, connect(server) as ws:
+        ready = await hello(ws)
+        assert {"record", "resume", "workflows"} <= set(ready["features"])
+        await ws.send(json.dumps({"type": "resume", "id": "r1"}))
+        await ws.send(json.dumps({"type": "ping", "id": "p1"}))
+        assert (await wait_for_type(ws, "pong"))["id"] == "p1"
+        await next_frame(ws)

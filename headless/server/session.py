@@ -45,6 +45,8 @@ __all__ = ["BACKLOG_LIMIT", "Connection", "ViewerSession", "WorkflowHost"]
 
 #: JSON messages kept for a detached session (delivered on resume), oldest dropped.
 BACKLOG_LIMIT = 256
+#: What this server offers of protocol 1.1 (`ready.features`).
+FEATURES = ("record", "resume", "workflows")
 
 
 class WorkflowHost(Protocol):
@@ -203,6 +205,7 @@ class ViewerSession:
             "resumed": resumed,
             "video": {"format": "jpeg", "fps": self.frames.stream_fps(self._max_fps)},
             "audio_rate": STREAM_RATE,
+            "features": list(FEATURES),
             "recordings": recordings or [],
         }
 
