@@ -295,7 +295,10 @@ def test_eval_set_is_well_formed():
     names = {e.name for e in CORE_ACTIONS}
     faces = {e.name for e in CORE_EXPRESSIONS}
     for item in items:
-        assert set(item) <= {"text", "actions", "expression", "category", "intensity", "split"}
+        assert set(item) <= {
+            "text", "actions", "expression", "category", "intensity", "split", "language", "not_expression"
+        }
+        assert item["split"] in ("dev", "holdout", "dev2", "holdout2"), item
         assert set(item["actions"]) <= names, item
         assert item["expression"] is None or item["expression"] in faces, item
     cats = {i["category"] for i in items}
