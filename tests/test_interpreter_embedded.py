@@ -245,6 +245,18 @@ BAD_INPUTS = [
     "wave " * 20_000,
     "don't " * 2000 + "wave",
     "and then " * 3000,
+    # mixed scripts, right-to-left text, zero-width characters
+    "wave 手を振って и помаши مرحبا 挥手",
+    "\u202eevaw\u202c and \u200fاجلس\u200f",
+    "مرحبا، هل يمكنك أن تلوح بيدك؟",
+    "שלום, שב בבקשה",
+    "w\u200ba\u200bv\u200be \u2060and\u2060 n\u200do\u200dd",
+    "\u200b\u200c\u200d\ufeff\u2060",
+    "s\u0301i\u0301t\u0301 d\u0308own",
+    "😊" * 500,
+    "👋🏽💃🏾🤷‍♀️🙇‍♂️",
+    "siéntate " * 2000,
+    "不要" * 3000 + "跳舞",
 ]
 
 
@@ -252,6 +264,11 @@ BAD_INPUTS = [
 def test_bad_input_gives_schema_valid_output(interp, plain, text):
     for backend in (interp, plain):
         _assert_valid(run(backend, text))
+
+
+@pytest.mark.parametrize("text", ["w\u200bave", "\u202bwave\u202c", "wa\u00adve", "\ufeffwave\u2060"])
+def test_invisible_characters_inside_a_word_are_dropped(interp, text):
+    assert actions(run(interp, text)) == ["wave"]
 
 
 def test_injection_gives_no_action(interp):

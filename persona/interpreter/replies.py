@@ -340,27 +340,60 @@ _VERB_FIXES = {
 }
 
 
+_ADVERBS = frozenset(
+    "now also often always still usually never really just even sometimes rarely truly".split()
+)
+_OBJECT_AFTER = frozenset("and or to with a an the about that how patience . , ! ? ; :".split())
+_TOKEN = re.compile(r"\{\{char\}\}'s|\{\{char\}\}|\w+(?:[-']\w+)*'?|[^\w\s]")
+_YOU_VERBS = {"has": "have", "is": "are", "was": "were", "does": "do"}
+_JOINERS = frozenset(", and but so then where when while because".split())
+
+
 def _first_person(sentences: list[str], name: str) -> list[str]:
-    """Third-person card prose as the persona would say it: "Mira loves tea" → "I love tea"."""
+    """Third-person card prose as the persona would say it: "Mira loves tea and reads" →
+    "I love tea and read"; "her days" → "my days"; "taught him patience" → "taught me patience"."""
     out = []
-    subject = r"(?:\{\{char\}\}|" + re.escape(name) + r"|[Ss]he|[Hh]e|[Tt]hey)"
+    names = {"{{char}}", "she", "he"}
     for sentence in sentences:
-        s = fill_macros(sentence, name, _USER)
-        s = re.sub(re.escape(name) + r"'s\b", "my", s)
-        s = re.sub(r"^" + subject + r"\s+(\w+)", lambda m: "I " + _conjugate(m.group(1)), s)
-        s = re.sub(
-            r"(\b(?:and|but|so|who|where)\s+)" + subject + r"\s+(\w+)",
-            lambda m: m.group(1) + "I " + _conjugate(m.group(2)),
-            s,
-        )
-        s = re.sub(r"\b(?:her|his|their)(?=\s+\w)", "my", s)
-        s = re.sub(r"\b(?:herself|himself|themself|themselves)\b", "myself", s)
-        s = re.sub(r"\b(?:she|he)\b", "I", s)
-        s = re.sub(r"\b" + re.escape(name) + r"\b", "I", s)
-        s = re.sub(
-            r"(\bI\s+\w+(?:,\s*\w+)*,?\s+and\s+)(\w+s)\b", lambda m: m.group(1) + _conjugate(m.group(2)), s
-        )
-        out.append(s[:1].upper() + s[1:])
+        sentence = fill_macros(sentence, name, _USER).replace(name, "{{char}}")
+        sentence = re.sub(r"\byou (has|is|was|does)\b", lambda m: "you " + _YOU_VERBS[m.group(1)], sentence)
+        for part in name.split():
+            if len(part) >= 3 and part[:1].isupper():
+                sentence = re.sub(r"\b" + re.escape(part) + r"\b", "{{char}}", sentence)
+        tokens = _TOKEN.findall(sentence)
+        said: list[str] = []
+        verb_list = False  # inside "I wave, sit and dance": later verbs are ours too
+        for i, tok in enumerate(tokens):
+            low = tok.lower()
+            nxt = tokens[i + 1].lower() if i + 1 < len(tokens) else "."
+            prev = next((w for w in reversed(said) if w.lower() not in _ADVERBS), "")
+            if low == "{{char}}'s":
+                said.append("my")
+            elif low in names and said and prev.lower() not in _JOINERS and low == "{{char}}":
+                said.append("me")  # "taught {{char}} patience"
+            elif low in names:
+                said.append("I")
+                verb_list = True
+                continue
+            elif low in ("him", "them") or (low == "her" and nxt in _OBJECT_AFTER):
+                said.append("me")
+            elif low in ("her", "his", "their"):
+                said.append("my")
+            elif low in ("herself", "himself", "themselves", "themself"):
+                said.append("myself")
+            elif verb_list and low in _ADVERBS:
+                said.append(tok)
+                continue
+            elif verb_list and prev in ("I", ",", "and") and tok[:1].isalpha():
+                said.append(_conjugate(tok))
+                continue
+            else:
+                said.append(tok)
+            if tok in (".", "!", "?", ";", ":") or low in ("who", "which", "that", "because", "but", "when"):
+                verb_list = False
+        text = " ".join(said)
+        text = re.sub(r"\s+([,.!?;:])", r"\1", text)
+        out.append(text[:1].upper() + text[1:])
     return out
 
 
@@ -423,13 +456,12 @@ def _foreign(ctx: ReplyContext) -> str:
                 word(ctx.negated[0]) if ctx.negated[0] not in _FACES else word("face:" + ctx.negated[0]),
             )
         )
-    if not parts:
-        text = ctx.gloss
-        if _INTENTS[1][1].search(text):
-            parts.append(lines["name"].replace("{name}", persona_name))
-        elif _INTENTS[3][1].search(text):
-            parts.append(lines["how_are_you"])
-        else:
-            parts.append(lines["chitchat"])
+    text = ctx.gloss
+    if _INTENTS[1][1].search(text):
+        parts.append(lines["name"].replace("{name}", persona_name))
+    elif _INTENTS[3][1].search(text):
+        parts.append(lines["how_are_you"])
+    elif not parts:
+        parts.append(lines["chitchat"])
     sep = "" if lang in ("ja", "zh") else " "
     return sep.join(parts)
