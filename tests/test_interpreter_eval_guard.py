@@ -5,10 +5,10 @@ fails the build when a change loses one category while the overall score hides i
 from __future__ import annotations
 
 import pytest
+from interpreter import load_eval, score
 
 from comfyui_persona.persona.card import Persona
 from comfyui_persona.persona.interpreter import InterpretRequest, get_interpreter
-from interpreter import load_eval, score
 
 GUARD = 0.90
 
