@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import re
 
+from ..errors import PersonaError
 from .card import Persona
 from .interpreter.base import Turn
 from .schema import Vocabulary
 
-__all__ = ["CHARS_PER_TOKEN", "DEFAULT_BUDGET_CHARS", "Conversation", "estimate_tokens"]
+__all__ = [
+    "ConversationBudgetError","CHARS_PER_TOKEN", "DEFAULT_BUDGET_CHARS", "Conversation", "estimate_tokens"]
 
 #: Rough characters per token for English text (OpenAI's published rule of thumb).
 CHARS_PER_TOKEN = 4
 DEFAULT_BUDGET_CHARS = 12_000
+
+
+class ConversationBudgetError(PersonaError, ValueError):
+    """A conversation budget below its minimum."""
 
 
 def estimate_tokens(text: str) -> int:
@@ -46,7 +52,7 @@ class Conversation:
         self, persona: Persona, budget_chars: int = DEFAULT_BUDGET_CHARS, user_name: str = "the user"
     ):
         if budget_chars < 1:
-            raise ValueError(f"budget_chars must be at least 1, got {budget_chars}")
+            raise ConversationBudgetError(f"budget_chars must be at least 1, got {budget_chars}")
         self.persona = persona
         self.budget_chars = budget_chars
         self.user_name = user_name

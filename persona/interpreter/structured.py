@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ...errors import PersonaError
 from ..card import Persona
 from ..schema import MAX_DIALOGUE_CHARS, ActionDirective, Vocabulary
 from .base import Interpretation, InterpretRequest
@@ -41,7 +42,7 @@ __all__ = [
 MAX_ACTIONS = 8
 
 
-class AnswerError(ValueError):
+class AnswerError(PersonaError, ValueError):
     """The model's answer is not JSON, or does not match the answer schema."""
 
 
