@@ -282,11 +282,10 @@ class SentenceEncoder:
             pass
         table = self.encode(texts)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as handle:
+            from ..durable import open_atomic
+
+            with open_atomic(path) as handle:
                 np.save(handle, table, allow_pickle=False)
-            os.replace(tmp, path)
         except OSError:
             pass
         return table

