@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "else ~/.local/share/comfyui-persona/personas)")
     parser.add_argument("--no-speech", action="store_true", help="do not speak replies (no audio, no lip-sync)")
     parser.add_argument("--no-warm-up", action="store_true", help="skip loading the interpreter before serving")
+    parser.add_argument("--backend", default=None,
+                        help="interpreter backend for the workflow's interpreter nodes: embedded, openai, "
+                        "llamacpp (default: what the workflow says, embedded in the shipped ones)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="interpreter option, repeatable (openai: base_url, model, api_key, timeout; "
+                        "llamacpp: model_path); a failing LLM falls back to embedded per turn")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -93,7 +99,8 @@ def _load(args: argparse.Namespace, config, console):
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
         step = progress.add_task(f"loading workflow {args.workflow.name}", total=None)
-        graph = WorkflowGraph(load_workflow(args.workflow, NODE_CLASS_MAPPINGS), NODE_CLASS_MAPPINGS)
+        workflow = with_interpreter(load_workflow(args.workflow, NODE_CLASS_MAPPINGS), args.backend, args.option)
+        graph = WorkflowGraph(workflow, NODE_CLASS_MAPPINGS)
         progress.update(step, description=f"workflow {args.workflow.name}: {len(graph.order)} nodes", total=1, completed=1)
         service = PersonaService(graph, config)
         if not args.no_warm_up:
@@ -101,6 +108,34 @@ def _load(args: argparse.Namespace, config, console):
             service.warm_up()
             progress.update(warm, description="warmed up", total=1, completed=1)
     return service
+
+
+def with_interpreter(workflow: dict, backend: str | None, options: list[str]) -> dict:
+    """`workflow` (API format) with every interpreter node set to `backend` and `options`
+    (`--backend`/`--option`); unchanged when neither is given. Raises WorkflowError for an
+    unknown backend or a malformed option, before anything loads."""
+    from ...persona.interpreter import BACKENDS, InterpreterOptionError, parse_options
+    from ..runner import WorkflowError
+
+    if backend is None and not options:
+        return workflow
+    if backend is not None and backend not in BACKENDS:
+        raise WorkflowError(f"unknown interpreter backend {backend!r}; known: {', '.join(BACKENDS)}")
+    try:
+        parse_options(options)
+    except InterpreterOptionError as exc:
+        raise WorkflowError(str(exc)) from None
+    found = False
+    for node in workflow.values():
+        if node.get("class_type") == "PersonaInterpreter":
+            found = True
+            if backend is not None:
+                node["inputs"]["backend"] = backend
+            if options:
+                node["inputs"]["options"] = "\n".join(options)
+    if not found:
+        raise WorkflowError("--backend/--option given, but the workflow has no PersonaInterpreter node")
+    return workflow
 
 
 async def _serve(service, config) -> None:
