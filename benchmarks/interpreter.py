@@ -128,13 +128,37 @@ def run_backend(name: str, options: dict, items: list[dict], persona_id: str | N
         for req in requests:
             interpreter.interpret(req)
     _clear_text_caches(interpreter)
-    outputs, latencies = [], []
+    outputs, latencies, to_directives = [], [], []
     for req in requests:
         start = time.perf_counter()
-        outputs.append(interpreter.interpret(req))
+        if name == "embedded":
+            outputs.append(interpreter.interpret(req))
+        else:
+            # LLMs stream: directives are sent as soon as they are complete, before the reply.
+            first = None
+            for part in interpreter.stream_reply(req):
+                if first is None and isinstance(part, list):
+                    first = time.perf_counter()
+                final = part
+            outputs.append(final)
+            to_directives.append(((first or time.perf_counter()) - start) * 1000.0)
         latencies.append((time.perf_counter() - start) * 1000.0)
     latencies.sort()
     metrics = score(items, outputs)
+    fallbacks = [o for o in outputs if "->" in o.backend]
+    if name != "embedded":
+        # Accuracy of the model's own answers: fallbacks answered by the embedded parser
+        # are counted and scored apart, so they cannot flatter the LLM.
+        own = [(i, o) for i, o in zip(items, outputs, strict=True) if "->" not in o.backend]
+        metrics["fallbacks"] = len(fallbacks)
+        metrics["fallback_reasons"] = sorted({o.note.split(";")[0][:120] for o in fallbacks})
+        if own:
+            metrics["model_answers_only"] = {
+                k: v for k, v in score([i for i, _ in own], [o for _, o in own]).items() if k != "failures"
+            }
+        to_directives.sort()
+        metrics["directives_p50_ms"] = round(statistics.median(to_directives), 1)
+        metrics["directives_p95_ms"] = round(to_directives[int(0.95 * (len(to_directives) - 1))], 1)
     # dev: written before the first parser, whose rules were then written with it in view;
     # holdout: written after that parser, which was not changed for it. dev2: the second
     # round's categories and languages (issue 16), tuned on; holdout2: written after the
@@ -187,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", action="append", choices=SPLITS, help="only these splits (repeatable)")
     parser.add_argument("--suffix", default=None, help="result file name suffix (default: the LLM backends)")
     parser.add_argument("--no-record", action="store_true", help="print only; write no result file")
+    parser.add_argument(
+        "--local-llm",
+        default=None,
+        metavar="MODEL",
+        help="start llama.cpp's OpenAI-compatible server on this GGUF (a path, or smollm2-135m / "
+        "qwen2.5-coder-0.5b) and measure the openai backend against it",
+    )
+    parser.add_argument("--llm-threads", type=int, default=2, help="threads for --local-llm (default 2)")
     args = parser.parse_args(argv)
     try:
         import threadpoolctl
@@ -201,6 +233,17 @@ def main(argv: list[str] | None = None) -> int:
         step = len(items) / args.limit
         items = [items[int(i * step)] for i in range(args.limit)]
     options = dict(kv.split("=", 1) for kv in args.option)
+    server = None
+    if args.local_llm:
+        from comfyui_persona.persona.interpreter.local_llm import LocalLLMServer
+
+        server = LocalLLMServer(args.local_llm, threads=args.llm_threads).start()
+        options.setdefault("base_url", server.base_url)
+        options.setdefault("model", args.local_llm)
+        options.setdefault("timeout", "300")
+        options.setdefault("reply_max_chars", "160")
+        options.setdefault("max_tokens", "200")
+        args.backend = args.backend or ["openai"]
     results = {}
     backends = args.backend or (
         ["embedded-no-model"] if args.no_embedding else ["embedded", "embedded-no-model"]
@@ -210,7 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         backend = label
         if label == "embedded-no-model":
             backend, opts["use_embedding"] = "embedded", False
-        results[label] = run_backend(backend, opts, items, args.persona)
+        try:
+            results[label] = run_backend(backend, opts, items, args.persona)
+        finally:
+            if server is not None and label == backends[-1]:
+                server.stop()
     for label, r in results.items():
         print(
             f"{label:>18}: exact {r['action_sequence_exact_match']:.3f}  expression {r['expression_accuracy']}  "
@@ -243,9 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         "persona": args.persona or "plain test persona (core vocabulary)",
         "options": options,
         "backends": list(results),
+        "local_llm": {"model": args.local_llm, "threads": args.llm_threads,
+                      "file": str(server.model_path) if server else None} if args.local_llm else None,
     }
     metrics = {k: {m: v for m, v in r.items() if m != "failures"} for k, r in results.items()}
-    suffix = args.suffix or "-".join(b for b in backends if not b.startswith("embedded"))
+    suffix = args.suffix or "-".join(
+        [b for b in backends if not b.startswith("embedded")] + ([args.local_llm] if args.local_llm else [])
+    )
     output = args.output or result_path("interpreter", "cpu", suffix)
     failures = {k: r["failures"] for k, r in results.items()}
     write_result(output, "interpreter", "cpu", config, metrics, failures=failures)
