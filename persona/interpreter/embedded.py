@@ -818,6 +818,7 @@ def _split(tokens: list[Token], persona: Persona) -> list[_Clause]:
 
 _SLANG_RE = re.compile(r"(?<![\w'])(" + "|".join(sorted(map(re.escape, lx.SLANG), key=len, reverse=True)) + r")(?![\w'])", re.I)
 _DIGIT_RE = re.compile(r"(?<![\w.])([24])(?!\s*(?:times|x\b|\.\d|\d))(?![\w])", re.I)
+_ELONGATED = re.compile(r"([A-Za-z])\1{2,}")
 _EMOJI_RE = re.compile("|".join(sorted(map(re.escape, lx.EMOJI), key=len, reverse=True)))
 _EMOJI_JUNK = re.compile("[\ufe0f\U0001f3fb-\U0001f3ff\u200d\u2640\u2642]")
 
@@ -829,6 +830,7 @@ def _respell(text: str, index: _Index) -> str:
         return text
     if not text.isascii():
         text = _EMOJI_RE.sub(lambda m: f" . {lx.EMOJI[m.group(0)]} . ", _EMOJI_JUNK.sub("", text))
+    text = _ELONGATED.sub(r"\1", text)  # "sooo", "pleeease"
     text = _SLANG_RE.sub(lambda m: lx.SLANG[m.group(1).lower()], text)
     text = _DIGIT_RE.sub(lambda m: lx.SLANG_DIGITS[m.group(1)], text)
     if index.joined:

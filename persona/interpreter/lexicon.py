@@ -137,6 +137,9 @@ NEGATING_PREFIXES: tuple[tuple[str, ...], ...] = (
     ("no",),
     ("instead", "of"),
     ("rather", "than"),
+    ("try", "not", "to"),
+    ("don't", "you", "dare"),
+    ("no", "need", "to"),
 )
 #: Clause-start words that turn an action into stopping it ("stop dancing" → idle).
 STOPPERS = frozenset({"stop", "quit", "cease", "enough", "halt", "stahp"})
@@ -145,6 +148,15 @@ STOPPERS = frozenset({"stop", "quit", "cease", "enough", "halt", "stahp"})
 STOP_PHRASES: tuple[tuple[str, ...], ...] = tuple(
     tuple(s.split())
     for s in (
+        "stop with the",
+        "that'll do",
+        "that will do",
+        "that's plenty",
+        "hold it",
+        "hold up",
+        "enough already",
+        "alright stop",
+        "cut the",
         "cut it out with the",
         "cut it out with",
         "cut it out",
@@ -213,14 +225,18 @@ FILLER = frozenset("a an the your my me us to please pls plz just some for".spli
 HIGH_INTENSITY = frozenset(
     """excitedly enthusiastically wildly vigorously energetically hard loudly big huge deeply quickly fast
     crazy passionately strongly fiercely intensely lot lots eagerly frantically madly dramatically
-    grand wide massive enormous giant widely broadly beaming""".split()
+    grand wide massive enormous giant widely broadly beaming biggest widest brightest happiest largest
+    wildest loudest hugest full""".split()
 )
 LOW_INTENSITY = frozenset(
     """slowly slightly gently softly little small tiny barely subtly calmly quietly lightly carefully
-    lazily faintly bit quick briefly lil faint soft mild mildly weak weakly half tad hint""".split()
+    lazily faintly bit quick briefly lil faint soft mild mildly weak weakly half tad hint slight
+    smallest tiniest teeny""".split()
 )
-MEAN_IT = (("mean", "it"),)
-VERY = frozenset({"very", "really", "so", "super", "extremely", "real", "totally", "mega", "sooo", "soo", "rly"})
+MEAN_IT = (("mean", "it"), ("ear", "to", "ear"), ("all", "out"), ("with", "gusto"))
+VERY = frozenset(
+    {"very", "really", "so", "super", "extremely", "real", "totally", "mega", "soo", "rly", "hella", "incredibly", "seriously"}
+)
 
 #: Repeat counts: "nod twice" → nod, nod (capped at MAX_REPEAT).
 REPEATS: dict[tuple[str, ...], int] = {
@@ -294,31 +310,39 @@ EXTRA_ACTION_PHRASES: dict[str, tuple[str, ...]] = {
 EXTRA_EXPRESSION_PHRASES: dict[str, tuple[str, ...]] = {
     "smile": (
         "happy face", "joyful", "smiley", "jolly", "content", "delighted", "chipper", "sunny", "smiling",
-        "say cheese", "friendly", "warm",
+        "say cheese", "friendly", "warm", "proud", "grateful",
     ),
     "sad": (
+        "disappointed", "worried", "heartsick", "forlorn",
         "sad face", "tear", "weep", "teary", "miserable", "glum", "blue", "melancholy", "tearful", "mopey",
         "sorry for yourself", "down in the dumps", "crying", "bummed",
     ),
     "angry": ("angry face", "livid", "enraged", "fuming", "irate", "outraged", "pissed", "annoyed as hell"),
     "surprised": (
+        "scared", "afraid", "terrified", "frightened",
         "surprise", "surprised face", "awestruck", "flabbergasted", "gobsmacked", "dumbfounded", "wide eyed",
         "raise your eyebrows", "raised eyebrows", "eyebrows up", "jaw drop", "mind blown",
     ),
-    "neutral": ("straight face", "no expression", "expressionless", "stoic", "deadpan", "stone faced"),
+    "neutral": (
+        "straight face", "no expression", "expressionless", "stoic", "deadpan", "stone faced", "bored",
+        "keep it serious", "poker faced",
+    ),
     "excited": (
         "excitement", "giddy", "stoked", "psyched", "jazzed", "elated", "bubbly", "amped", "fired up",
-        "over the moon",
+        "over the moon", "hyper", "pumped up",
     ),
     "frown": (
         "grumpy", "sulky", "moody", "cranky", "grouchy", "sour", "pouty", "pout", "sulk", "disgusted",
-        "unimpressed", "furrow your brow", "furrow your brows", "furrowed brow", "knit your brows", "scrunch your face",
+        "unimpressed", "jealous", "irritable", "furrow your brow", "furrow your brows", "furrowed brow", "knit your brows", "scrunch your face",
     ),
-    "confused": ("bewildered", "clueless", "befuddled", "mystified", "confounded", "scratch your head"),
-    "wink": ("flirty", "flirtatious", "sly", "mischievous", "teasing"),
-    "shy": ("sheepish", "awkward", "flustered", "blushing", "bashful"),
+    "confused": (
+        "bewildered", "clueless", "befuddled", "mystified", "confounded", "scratch your head", "skeptical",
+        "suspicious", "doubtful", "unsure",
+    ),
+    "wink": ("flirty", "flirtatious", "sly", "mischievous", "teasing", "smug", "smirk", "cocky"),
+    "shy": ("sheepish", "awkward", "flustered", "blushing", "bashful", "nervous", "anxious", "timidly"),
     "thoughtful": ("dreamy", "wistful", "lost in thought", "deep in thought"),
-    "laugh": ("crack up", "laughing", "in stitches", "lmao", "rofl"),
+    "laugh": ("crack up", "laughing", "in stitches", "lmao", "rofl", "goofy", "silly"),
 }
 #: Adverbs that ask for an expression while doing something ("dance happily").
 EXPRESSION_ADVERBS: dict[str, str] = {
@@ -365,6 +389,19 @@ INDIRECT: dict[tuple[str, ...], str] = {
     tuple(k.split()): v
     for k, v in {
         "on your feet all day": "sit",
+        "your feet must be killing you": "sit",
+        "rest your legs": "sit",
+        "sit yourself down": "sit",
+        "cop a squat": "sit",
+        "big hand": "clap",
+        "hands together for": "clap",
+        "shake a leg": "dance",
+        "strut your stuff": "dance",
+        "get moving": "walk",
+        "go for a stroll": "walk",
+        "wander around": "walk",
+        "look all around you": "look_around",
+        "check out your surroundings": "look_around",
         "been standing all day": "sit",
         "standing all day": "sit",
         "tired of standing": "sit",
@@ -421,6 +458,9 @@ NOT_ACTIONS: tuple[tuple[str, ...], ...] = tuple(
         "bow tie", "bowtie", "point of view", "no point", "the point", "what's the point", "good point",
         "stand by", "can't stand", "cannot stand", "can not stand", "stand for", "sit on it", "sit tight",
         "wave of", "heat wave", "nod off", "dance floor", "dance class", "clap back", "rain bow",
+        "point taken", "bow out", "stand out", "stand up for", "turn down the", "turn up the", "turn off",
+        "turn on the", "look up", "look forward to", "sit through", "walk me through", "walk you through",
+        "walk through", "stand a chance",
     )
 )
 #: Chat spellings, respelled before parsing ("u" → "you", "2 me" → "to me").
@@ -431,7 +471,8 @@ SLANG: dict[str, str] = {
     "l8r": "later", "rn": "now", "k": "ok", "kk": "ok", "ya": "you", "yah": "yes", "yep": "yes", "yup": "yes",
     "nope": "no", "cuz": "because", "bc": "because", "tho": "though", "sry": "sorry", "luv": "love",
     "bday": "birthday", "smth": "something", "idk": "i don't know", "ik": "i know", "wat": "what",
-    "whatcha": "what are you", "dunno": "dunno", "dont": "don't", "cant": "can't", "im": "i'm",
+    "whatcha": "what are you", "dunno": "dunno", "dont": "don't", "cant": "can't", "im": "i'm", "cn": "can", "wud": "would",
+    "cud": "could", "shud": "should", "pleez": "please", "pleaseee": "please", "bruh": "", "bro": "",
     "sup": "what's up", "wassup": "what's up", "hru": "how are you", "hbu": "how about you",
 }
 #: Digits that stand for words in chat, unless a count follows ("2 times").
@@ -449,4 +490,6 @@ EMOJI: dict[str, str] = {
     "😲": "look surprised", "😯": "look surprised", "😱": "look surprised", "🤯": "look surprised",
     "😕": "look confused", "🤨": "look confused", "😵": "look confused", "😉": "wink", "😜": "wink",
     "😏": "wink", "😳": "look shy", "🫣": "look shy", "😐": "keep a straight face", "😑": "keep a straight face",
+    "✋": "wave", "🤚": "wave", "🙏": "bow", "🤗": "smile", "😘": "wink", "😬": "look shy", "🥺": "look sad",
+    "😎": "wink", "🔥": "look excited", "😅": "look shy", "😇": "smile", "🙄": "frown",
 }

@@ -20,6 +20,12 @@ from __future__ import annotations
 #: language code → {phrase: English gloss}. Multi-word keys are matched before single words.
 GLOSSES: dict[str, dict[str, str]] = {
     "es": {
+        "saluden": "wave", "saludo": "wave", "saludas": "wave", "sientense": "sit down", "bailen": "dance",
+        "aplaudan": "clap", "levantense": "stand up", "caminen": "walk", "bailas": "dance", "aplaudes": "clap",
+        "quiero que": "i want you to", "me gustaria que": "i want you to", "vamos a": "let's", "sin": "without",
+        "rapido": "quickly", "con energia": "energetically", "ponte": "look", "pongas": "look", "estate quieto": "stay still",
+        "alegre": "happy", "hazme": "", "sonrias": "smile", "rias": "laugh", "una sonrisa": "a smile",
+        "gires": "turn", "saltes": "jump", "salta": "jump", "grande": "big", "pequena": "small", "pequeno": "small",
         # greetings, courtesy, small talk
         "hola": "hello",
         "buenas": "hello",
@@ -241,6 +247,11 @@ GLOSSES: dict[str, dict[str, str]] = {
         "eso": "that",
     },
     "de": {
+        "tanzt": "dance", "winkst": "wave", "setzt": "sit", "stehst": "stand", "klatschst": "clap",
+        "drehst": "turn", "gehst": "walk", "zeigst": "point", "lachelst": "smile", "lachst": "laugh",
+        "verbeugst": "bow", "ohne": "without", "ich mochte": "i want you to", "ich will": "i want you to",
+        "dass": "", "sie": "", "sich": "", "sei": "be", "bitte schon": "please", "zuerst": "first", "gross": "big",
+        "klein": "small", "schnell": "quickly", "spring": "jump", "lass uns": "let's",
         "hallo": "hello",
         "guten tag": "hello",
         "guten morgen": "good morning",
@@ -458,6 +469,11 @@ GLOSSES: dict[str, dict[str, str]] = {
         "das nicht": "<not>",
     },
     "fr": {
+        "je veux que tu": "i want you to", "j'aimerais que tu": "i want you to", "sans": "without",
+        "sois": "be", "soyez": "be", "fais-moi un signe": "wave", "dis-moi bonjour": "say hello",
+        "applaudisses": "clap", "danses": "dance", "tournes": "turn", "t'asseyes": "sit", "souries": "smile",
+        "saute": "jump", "vite": "quickly", "grand": "big", "petit": "small", "un grand sourire": "a big smile",
+        "allons": "let's", "on danse": "let's dance",
         "bonjour": "hello",
         "salut": "hello",
         "bonsoir": "good evening",
@@ -674,6 +690,10 @@ GLOSSES: dict[str, dict[str, str]] = {
         "ca": "that",
     },
     "pt": {
+        "quero que voce": "i want you to", "quero que": "i want you to", "sem": "without", "fique": "be", "fica": "be",
+        "fique em pe": "stand up", "fica em pe": "stand up", "da um tchau": "wave goodbye", "de um tchau": "wave goodbye",
+        "ai": "", "voce": "", "dancem": "dance", "acenem": "wave", "sentem": "sit", "pule": "jump", "rapido": "quickly",
+        "grande": "big", "pequeno": "small", "vamos": "let's", "sorrindo": "smile",
         "ola": "hello",
         "oi": "hello",
         "bom dia": "good morning",
@@ -891,6 +911,10 @@ GLOSSES: dict[str, dict[str, str]] = {
         "isso": "that",
     },
     "it": {
+        "voglio che tu": "i want you to", "vorrei che tu": "i want you to", "senza": "without", "sii": "be",
+        "applauda": "clap", "giri": "turn", "cammini": "walk", "indichi": "point", "sorrida": "smile",
+        "rida": "laugh", "salta": "jump", "veloce": "quickly", "grande": "big", "piccolo": "small",
+        "tu": "", "che": "", "facciamo": "let's", "balliamo": "let's dance",
         "ciao": "hello",
         "buongiorno": "good morning",
         "buonasera": "good evening",
@@ -1084,6 +1108,9 @@ GLOSSES: dict[str, dict[str, str]] = {
         "di nuovo": "again",
     },
     "ja": {
+        "笑わ": "laugh", "嬉しそう": "look happy", "嬉しそうに": "look happy", "悲しそうに": "look sad",
+        "最初に": "first", "大きく": "big", "小さく": "small", "だけ": "", "くれる": "", "くれ": "", "ほしい": "",
+        "欲しい": "", "てね": "", "ジャンプして": "jump", "跳んで": "jump", "にして": "", "ように": "",
         "こんにちは": "hello",
         "こんばんは": "good evening",
         "おはよう": "good morning",
@@ -1262,6 +1289,9 @@ GLOSSES: dict[str, dict[str, str]] = {
         "よ": "",
     },
     "zh": {
+        "开心一点": "look happy", "开心点": "look happy", "难过一点": "look sad", "生气一点": "look angry",
+        "你": "", "跳一支舞": "dance", "跳个舞吧": "dance", "跳起来": "jump", "先": "first", "大大": "big",
+        "小小": "small", "一下子": "", "给我": "", "来": "", "做": "do",
         "你好": "hello",
         "您好": "hello",
         "嗨": "hi",
