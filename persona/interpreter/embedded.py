@@ -20,7 +20,16 @@ How an utterance is read, step by step:
    supported action, and the card's `cannot` line offering it.
 6. Expressions come from explicit words ("smile", "look sad", "dance happily"), otherwise
    from `emotion.infer_expression`.
-7. The reply is one of the card's lines, chosen by a hash of the text (deterministic).
+7. The reply comes from `replies.compose_reply`: the card's lines (chosen by a hash of the
+   text, so deterministic), small talk answered from the card, feelings acknowledged, in the
+   user's language.
+
+Before step 2, a non-English utterance is glossed into English (`languages.py`: Spanish,
+German, French, Portuguese, Italian, Japanese, Chinese) and chat spelling and emoji are
+respelled ("u" → you, 👋 → wave). Within step 3, phrases that only look like actions ("bow
+tie") are dropped, stop phrasing ("that's enough X", "cut it out") rests, indirect requests
+("take a load off") come from a phrase table, and faces the user ruled out ("nod but don't
+smile") are never shown.
 
 Greetings ("hi", "good morning", "bye") wave, because the core vocabulary lists them as
 wave synonyms; a bare "yes"/"no" nods / shakes the head for the same reason.
