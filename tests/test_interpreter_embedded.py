@@ -330,3 +330,12 @@ def test_embedded_accuracy_on_the_eval_set_stays_above_90_percent(interp):
         key = got if "idle" in item["actions"] else [a for a in got if a != "idle"]
         hits += key == item["actions"]
     assert hits / len(items) >= 0.90
+
+
+def test_indirect_request_by_embedding_but_never_a_question(interp, plain):
+    result = run(interp, "your legs must be so tired after all that")
+    assert actions(result) == ["sit"] and "indirect request" in result.note
+    moved = [a for a in actions(run(interp, "are your legs tired after all that?")) if a != "idle"]
+    assert moved == []
+    unaided = [a for a in actions(run(plain, "your legs must be so tired after all that")) if a != "idle"]
+    assert unaided == []  # needs the model

@@ -171,6 +171,8 @@ class _Index:
                 self.joined.setdefault("".join(words), phrase_text)
         self.action_matrix: np.ndarray | None = None
         self.action_rows: list[str] = []
+        self.indirect_matrix: np.ndarray | None = None
+        self.indirect_rows: list[str] = []
         if encoder is not None:
             rows, texts = [], []
             for entry in self.vocabulary.actions:
@@ -186,6 +188,12 @@ class _Index:
                     texts.append(text)
             self.action_rows = rows
             self.action_matrix = encoder.encode_table(texts)
+            pairs = [(" ".join(k), v) for k, v in lx.INDIRECT.items()]
+            pairs += [(p, a) for a, phrases in lx.INDIRECT_PROTOTYPES.items() for p in phrases]
+            pairs = [(p, a) for p, a in pairs if a in self.allowed]
+            if pairs:
+                self.indirect_rows = [a for _, a in pairs]
+                self.indirect_matrix = encoder.encode_table([p for p, _ in pairs])
 
     def vocab_by_length(self, length: int, limit: int) -> list[str]:
         """Vocabulary words whose length is within `limit` of `length`, in sorted order."""
@@ -193,6 +201,14 @@ class _Index:
         for n in range(length - limit, length + limit + 1):
             words.extend(self._by_length.get(n, ()))
         return sorted(words)
+
+    def indirect_action(self, text: str) -> tuple[str | None, float]:
+        """The action an indirect phrasing most resembles, and the cosine."""
+        if self.encoder is None or self.indirect_matrix is None:
+            return None, 0.0
+        sims = self.indirect_matrix @ self.encoder.encode_one(text[:200])
+        best = int(np.argmax(sims))
+        return self.indirect_rows[best], float(sims[best])
 
     def nearest_action(self, text: str) -> tuple[str | None, float]:
         if self.encoder is None or self.action_matrix is None or not self.action_rows:
@@ -299,6 +315,8 @@ class EmbeddedInterpreter:
                 ordered.append(reading)
         if clauses and clauses[0].lead_before and len(ordered) > 1:
             ordered.insert(1, ordered.pop(0))
+        if language == ENGLISH and not any(_asked_anything(r) for r in ordered):
+            ordered.extend(self._indirect_by_embedding(text, index, notes))
         return self._compose(text, ordered, index, request, notes, language, parse_text)
 
     def prepare(self, persona: Persona) -> None:
@@ -328,6 +346,18 @@ class EmbeddedInterpreter:
                     _INDEXES.pop(next(iter(_INDEXES)))
                 index = _INDEXES[key] = _Index(persona, self.encoder)
             return index
+
+    def _indirect_by_embedding(self, text: str, index: _Index, notes: list[str]) -> list[_Reading]:
+        """An utterance that asked for nothing, read as an indirect request when it is close
+        to one ("your feet must be sore, grab a chair"); never a question."""
+        words = [w for w in tokenize(text) if not w.is_punct]
+        if len(words) < 3 or words[0] in lx.QUESTION_WORDS or text.rstrip().endswith("?"):
+            return []  # indirect phrasings take a few words; questions are never requests
+        action, similarity = index.indirect_action(text)
+        if action is None or similarity < lx.INDIRECT_THRESHOLD:
+            return []
+        notes.append(f"read '{action}' from an indirect request (similarity {similarity:.2f})")
+        return [_Reading(actions=[action], mentioned=[action], request=True, indirect=True)]
 
     def _correct(self, word: str, index: _Index, aggressive: bool) -> str:
         """The vocabulary word `word` is a typo of, or `word` itself (cached per index)."""
@@ -883,6 +913,14 @@ def _find_indirect(words: list[Token]) -> str | None:
             if _startswith(words, seq, i):
                 return action
     return None
+
+
+def _asked_anything(r: _Reading) -> bool:
+    """Whether a clause asked for, refused or said something the reply must answer."""
+    return bool(
+        r.actions or r.expression or r.greeting or r.thanks or r.negated or r.stop or r.unsupported
+        or r.disallowed or r.anaphora or r.ruled_out_faces
+    )
 
 
 def _repeat_turns(readings: list[_Reading], index: _Index) -> None:

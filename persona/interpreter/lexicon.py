@@ -493,3 +493,51 @@ EMOJI: dict[str, str] = {
     "✋": "wave", "🤚": "wave", "🙏": "bow", "🤗": "smile", "😘": "wink", "😬": "look shy", "🥺": "look sad",
     "😎": "wink", "🔥": "look excited", "😅": "look shy", "😇": "smile", "🙄": "frown",
 }
+
+#: Prototype phrasings of indirect requests, for the embedding fallback: an English utterance
+#: that asked for nothing else is compared with these (and the INDIRECT phrases); at cosine
+#: INDIRECT_THRESHOLD or more it asks for that action. General English, written before the
+#: held-out split that measures it.
+INDIRECT_PROTOTYPES: dict[str, tuple[str, ...]] = {
+    "sit": (
+        "you must be tired, have a rest",
+        "you look like you need to sit",
+        "there's a free chair for you",
+        "rest your weary legs",
+        "you should take a break and sit",
+        "your legs must be tired",
+        "make yourself comfortable in a chair",
+    ),
+    "stand": (
+        "everybody stand up",
+        "please rise for the anthem",
+        "get up off the floor",
+        "time to get up",
+        "up on your feet everyone",
+    ),
+    "clap": (
+        "let's applaud them",
+        "give a big round of applause",
+        "show the performers some love",
+        "cheer for the band",
+        "let's hear some applause",
+    ),
+    "walk": (
+        "go take a stroll",
+        "move around a bit",
+        "take a little walk around the room",
+        "time to stretch your legs",
+    ),
+    "dance": (
+        "let's party",
+        "the music is on, move your body",
+        "get down on the dance floor",
+        "show off your moves",
+    ),
+    "look_around": ("check out the place", "take in the view around you", "have a good look at this room"),
+}
+INDIRECT_THRESHOLD = 0.68
+#: First words of a question: a question is never read as an indirect request.
+QUESTION_WORDS = frozenset(
+    "do does did are is was were can could will would should have has what when where why who how which".split()
+)
