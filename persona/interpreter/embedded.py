@@ -723,6 +723,9 @@ def _startswith(words: list[Token], seq: tuple[str, ...], at: int = 0) -> bool:
     return all(words[at + k] == seq[k] for k in range(n))
 
 
+_STATE_VERBS = frozenset("be been have had feel look seem".split())
+
+
 def _strip_fillers(words: list[Token]) -> tuple[bool, list[Token]]:
     polite = False
     changed = True
@@ -730,6 +733,8 @@ def _strip_fillers(words: list[Token]) -> tuple[bool, list[Token]]:
         changed = False
         for filler in lx.LEADING_FILLERS:
             if _startswith(words, filler) and len(words) > len(filler):
+                if filler[0] == "you" and words[len(filler)] in _STATE_VERBS:
+                    continue  # "you must be tired" describes; "you must sit" asks
                 polite = polite or filler[0] in lx.POLITE_REQUEST
                 words = words[len(filler) :]
                 changed = True
