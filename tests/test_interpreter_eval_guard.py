@@ -22,7 +22,7 @@ BELOW_GUARD = {
     ("holdout2", "it"): 0.80,
     ("holdout2", "zh"): 0.86,
 }
-SPLITS = ("dev", "holdout", "dev2", "holdout2")
+SPLITS = ("dev", "holdout", "dev2", "holdout2", "holdout3")
 
 
 @pytest.fixture(scope="module")
