@@ -332,7 +332,9 @@ def test_embedded_accuracy_on_the_eval_set_stays_above_90_percent(interp):
     assert hits / len(items) >= 0.90
 
 
-def test_indirect_request_by_embedding_but_never_a_question(interp, plain):
+def test_indirect_request_by_embedding_but_never_a_question(plain):
+    interp = get_interpreter("embedded", indirect_by_embedding="on")
+    assert actions(run(get_interpreter("embedded"), "your legs must be so tired after all that")) != ["sit"]  # off
     result = run(interp, "your legs must be so tired after all that")
     assert actions(result) == ["sit"] and "indirect request" in result.note
     moved = [a for a in actions(run(interp, "are your legs tired after all that?")) if a != "idle"]
