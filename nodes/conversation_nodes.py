@@ -202,10 +202,23 @@ class PersonaInterpreter:
                     _interpreter_choices(),
                     {"default": "embedded", "tooltip": "Interpreter backend: embedded (CPU, no weights) or an LLM."},
                 ),
-            }
+            },
+            "optional": {
+                "options": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "multiline": True,
+                        "tooltip": "Backend options, one KEY=VALUE per line (the CLI's --option). openai: "
+                        "base_url=http://127.0.0.1:8080/v1, model=..., api_key=..., timeout=20; llamacpp: "
+                        "model_path=/path/model.gguf; embedded: use_embedding=off. A failing LLM falls "
+                        "back to embedded for that turn.",
+                    },
+                ),
+            },
         }
 
-    def interpret(self, persona, turn: TurnValue, backend: str) -> tuple:
+    def interpret(self, persona, turn: TurnValue, backend: str, options: str = "") -> tuple:
         if turn.turn == 0 or not turn.text.strip():
             return (DirectivePlan(turn=0), "")
         from ..persona.interpreter.base import InterpretRequest
@@ -217,7 +230,7 @@ class PersonaInterpreter:
         request = InterpretRequest(
             text=turn.text, persona=persona, state=_current_state(session), history=turn.history
         )
-        interpretation = _stream_interpretation(_interpreter(backend), request, session, turn.turn)
+        interpretation = _stream_interpretation(_interpreter(backend, options), request, session, turn.turn)
         _conversation(session, persona).add_persona(interpretation.reply)
         plan = DirectivePlan(
             turn=turn.turn, directives=tuple(interpretation.directives), source="chat", reply=interpretation.reply
@@ -236,14 +249,16 @@ _INTERPRETERS: dict[str, Any] = {}
 _INTERPRETERS_LOCK = threading.Lock()
 
 
-def _interpreter(name: str):
-    """Interpreters are loaded once per process (embedding models are slow to load)."""
-    with _INTERPRETERS_LOCK:  # two sessions' first turns must not load the models twice
-        if name not in _INTERPRETERS:
-            from ..persona.interpreter import get_interpreter
+def _interpreter(name: str, options: str = ""):
+    """Interpreters are loaded once per process and option set (models are slow to load)."""
+    from ..persona.interpreter import get_interpreter, parse_options
 
-            _INTERPRETERS[name] = get_interpreter(name)
-        return _INTERPRETERS[name]
+    parsed = parse_options(options)
+    key = f"{name}\0" + "\0".join(f"{k}={v}" for k, v in sorted(parsed.items()))
+    with _INTERPRETERS_LOCK:  # two sessions' first turns must not load the models twice
+        if key not in _INTERPRETERS:
+            _INTERPRETERS[key] = get_interpreter(name, **parsed)
+        return _INTERPRETERS[key]
 
 
 def _current_state(session):

@@ -12,15 +12,23 @@ from __future__ import annotations
 
 import re
 
+from ..errors import PersonaError
 from .card import Persona
 from .interpreter.base import Turn
 from .schema import Vocabulary
 
-__all__ = ["CHARS_PER_TOKEN", "DEFAULT_BUDGET_CHARS", "Conversation", "estimate_tokens"]
+__all__ = [
+    "ConversationBudgetError","CHARS_PER_TOKEN", "DEFAULT_BUDGET_CHARS", "Conversation", "estimate_tokens"]
 
 #: Rough characters per token for English text (OpenAI's published rule of thumb).
 CHARS_PER_TOKEN = 4
 DEFAULT_BUDGET_CHARS = 12_000
+#: Most of the card's example dialogue (`mes_example`) the system prompt carries.
+EXAMPLE_BUDGET_CHARS = 1_600
+
+
+class ConversationBudgetError(PersonaError, ValueError):
+    """A conversation budget below its minimum."""
 
 
 def estimate_tokens(text: str) -> int:
@@ -46,7 +54,7 @@ class Conversation:
         self, persona: Persona, budget_chars: int = DEFAULT_BUDGET_CHARS, user_name: str = "the user"
     ):
         if budget_chars < 1:
-            raise ValueError(f"budget_chars must be at least 1, got {budget_chars}")
+            raise ConversationBudgetError(f"budget_chars must be at least 1, got {budget_chars}")
         self.persona = persona
         self.budget_chars = budget_chars
         self.user_name = user_name
@@ -140,10 +148,34 @@ class Conversation:
             "actions and expressions from the lists above; if asked for something else, say so "
             "in character and offer the closest listed one."
         )
+        examples = example_dialogue(persona, self.user_name)
+        if examples:
+            parts.append(f"How {name} talks (example dialogue):\n{examples}")
         post = card_data.get("post_history_instructions") if isinstance(card_data, dict) else None
         if isinstance(post, str) and post.strip():
             parts.append(f"Also:\n{fill(post)}")
         return "\n\n".join(parts)
+
+
+def example_dialogue(persona: Persona, user_name: str = "the user", budget_chars: int = EXAMPLE_BUDGET_CHARS) -> str:
+    """The card's `mes_example` with macros filled, `<START>` separators dropped, and cut
+    at a line boundary to `budget_chars` (whole exchanges first: a card's examples can run
+    to thousands of tokens, more than a small local model's whole context)."""
+    data = persona.card.get("data") if isinstance(persona.card.get("data"), dict) else persona.card
+    raw = data.get("mes_example") if isinstance(data, dict) else None
+    if not isinstance(raw, str) or not raw.strip():
+        return ""
+    speaker = user_name if user_name != "the user" else "User"
+    text = fill_macros(raw, persona.name, speaker)
+    lines = [line.rstrip() for line in text.splitlines() if line.strip() and line.strip().upper() != "<START>"]
+    kept: list[str] = []
+    total = 0
+    for line in lines:
+        if total + len(line) + 1 > budget_chars:
+            break
+        kept.append(line)
+        total += len(line) + 1
+    return "\n".join(kept)
 
 
 def _vocabulary_section(vocabulary: Vocabulary) -> str:

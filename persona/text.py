@@ -20,6 +20,9 @@ __all__ = [
 ]
 
 _KEEP_CONTROL = {"\n", "\t"}
+#: Zero-width and direction-control characters: dropped (not spaced), so "w\u200bave" is "wave".
+_INVISIBLE = frozenset("\u200b\u200c\u200d\u2060\ufeff\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                       "\u2066\u2067\u2068\u2069\u00ad")
 _TOKEN_RE = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?|\d+|[,;.!?:]+|[^\sA-Za-z\d]")
 #: Irregular forms the suffix stemmer cannot reach.
 _IRREGULAR = {
@@ -64,7 +67,11 @@ def clean_text(text: object, limit: int) -> tuple[str, bool]:
     # Normalising a huge string is wasted work; cut first (with slack for NFKC expansion).
     text = unicodedata.normalize("NFKC", text[: limit * 2] if truncated else text)
     chars = [
-        " " if (unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") and c not in _KEEP_CONTROL) else c
+        ""
+        if c in _INVISIBLE
+        else " "
+        if (unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") and c not in _KEEP_CONTROL)
+        else c
         for c in text
     ]
     cleaned = " ".join("".join(chars).split())

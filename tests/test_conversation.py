@@ -150,3 +150,16 @@ def test_chat_messages_are_openai_shaped():
     messages = conversation.chat_messages("wave please")
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[0]["content"] == conversation.system_prompt() and messages[-1]["content"] == "wave please"
+
+
+def test_system_prompt_carries_the_cards_example_dialogue_within_its_budget():
+    from comfyui_persona.persona.conversation import EXAMPLE_BUDGET_CHARS, example_dialogue
+
+    lines = "\n".join(f"{{{{user}}}}: question {i}\n{{{{char}}}}: answer {i} " + "x" * 60 for i in range(100))
+    persona = Persona(id="ex", name="Ex", card={"data": {"mes_example": "<START>\n" + lines}})
+    examples = example_dialogue(persona)
+    assert examples.startswith("User: question 0\nEx: answer 0")
+    assert "<START>" not in examples and "{{" not in examples
+    assert len(examples) <= EXAMPLE_BUDGET_CHARS
+    assert "User: question 3" in Conversation(persona).system_prompt()
+    assert example_dialogue(Persona(id="none", name="None")) == ""

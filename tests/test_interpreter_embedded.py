@@ -245,6 +245,18 @@ BAD_INPUTS = [
     "wave " * 20_000,
     "don't " * 2000 + "wave",
     "and then " * 3000,
+    # mixed scripts, right-to-left text, zero-width characters
+    "wave 手を振って и помаши مرحبا 挥手",
+    "\u202eevaw\u202c and \u200fاجلس\u200f",
+    "مرحبا، هل يمكنك أن تلوح بيدك؟",
+    "שלום, שב בבקשה",
+    "w\u200ba\u200bv\u200be \u2060and\u2060 n\u200do\u200dd",
+    "\u200b\u200c\u200d\ufeff\u2060",
+    "s\u0301i\u0301t\u0301 d\u0308own",
+    "😊" * 500,
+    "👋🏽💃🏾🤷‍♀️🙇‍♂️",
+    "siéntate " * 2000,
+    "不要" * 3000 + "跳舞",
 ]
 
 
@@ -252,6 +264,11 @@ BAD_INPUTS = [
 def test_bad_input_gives_schema_valid_output(interp, plain, text):
     for backend in (interp, plain):
         _assert_valid(run(backend, text))
+
+
+@pytest.mark.parametrize("text", ["w\u200bave", "\u202bwave\u202c", "wa\u00adve", "\ufeffwave\u2060"])
+def test_invisible_characters_inside_a_word_are_dropped(interp, text):
+    assert actions(run(interp, text)) == ["wave"]
 
 
 def test_injection_gives_no_action(interp):
@@ -295,7 +312,10 @@ def test_eval_set_is_well_formed():
     names = {e.name for e in CORE_ACTIONS}
     faces = {e.name for e in CORE_EXPRESSIONS}
     for item in items:
-        assert set(item) <= {"text", "actions", "expression", "category", "intensity", "split"}
+        assert set(item) <= {
+            "text", "actions", "expression", "category", "intensity", "split", "language", "not_expression"
+        }
+        assert item["split"] in ("dev", "holdout", "dev2", "holdout2", "holdout3"), item
         assert set(item["actions"]) <= names, item
         assert item["expression"] is None or item["expression"] in faces, item
     cats = {i["category"] for i in items}
@@ -310,3 +330,14 @@ def test_embedded_accuracy_on_the_eval_set_stays_above_90_percent(interp):
         key = got if "idle" in item["actions"] else [a for a in got if a != "idle"]
         hits += key == item["actions"]
     assert hits / len(items) >= 0.90
+
+
+def test_indirect_request_by_embedding_but_never_a_question(plain):
+    interp = get_interpreter("embedded", indirect_by_embedding="on")
+    assert actions(run(get_interpreter("embedded"), "your legs must be so tired after all that")) != ["sit"]  # off
+    result = run(interp, "your legs must be so tired after all that")
+    assert actions(result) == ["sit"] and "indirect request" in result.note
+    moved = [a for a in actions(run(interp, "are your legs tired after all that?")) if a != "idle"]
+    assert moved == []
+    unaided = [a for a in actions(run(plain, "your legs must be so tired after all that")) if a != "idle"]
+    assert unaided == []  # needs the model

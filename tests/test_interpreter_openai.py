@@ -192,8 +192,24 @@ def test_structured_answer_becomes_directives(server):
 def test_history_is_sent_in_order(server):
     history = (Turn(role="user", text="hello"), Turn(role="persona", text="Hi there!"))
     make(server, "good").interpret(req("nod", history=history))
-    roles = [m["role"] for m in server["log"][-1]["body"]["messages"]]
-    assert roles == ["system", "user", "assistant", "user"]
+    messages = server["log"][-1]["body"]["messages"]
+    assert messages[0]["role"] == "system"
+    # worked format examples first (user/assistant pairs), then the history, then the utterance
+    assert [(m["role"], m["content"]) for m in messages[-3:]] == [
+        ("user", "hello"), ("assistant", "Hi there!"), ("user", "nod")
+    ]
+    assert [m["role"] for m in messages[1:-3]] == ["user", "assistant"] * ((len(messages) - 4) // 2)
+
+
+def test_history_beyond_the_token_budget_is_dropped_oldest_first(server):
+    history = tuple(
+        Turn(role="user" if i % 2 == 0 else "persona", text=f"turn {i} " + "x" * 400) for i in range(20)
+    )
+    make(server, "good", history_tokens="300", examples="false").interpret(req("nod", history=history))
+    messages = server["log"][-1]["body"]["messages"]
+    kept = [m["content"].split()[1] for m in messages[1:-1]]
+    assert kept == [str(i) for i in range(20 - len(kept), 20)]  # the newest turns, in order
+    assert sum(len(m["content"]) for m in messages[1:-1]) <= 300 * 4
 
 
 def test_expression_only_answer_gives_an_idle_directive(server):

@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="settings file (TOML, or JSON by its .json suffix) with any of the settings below, "
                         "by the same names (max_sessions = 4); flags override it")
     parser.add_argument("--no-warm-up", action="store_true", help="skip loading the interpreter before serving")
+    parser.add_argument("--backend", default=None,
+                        help="interpreter backend for the workflow's interpreter nodes: embedded, openai, "
+                        "llamacpp (default: what the workflow says, embedded in the shipped ones)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="interpreter option, repeatable (openai: base_url, model, api_key, timeout; "
+                        "llamacpp: model_path); a failing LLM falls back to embedded per turn")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     add_model_arguments(parser, ServerConfig, ALIASES)
 
@@ -78,7 +84,7 @@ def _load(args: argparse.Namespace, config, console):
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
         step = progress.add_task(f"loading workflow {args.workflow.name}", total=None)
-        hosts, store, nodes = _hosts(args.workflow, config)
+        hosts, store, nodes = _hosts(args.workflow, config, args.backend, args.option)
         progress.update(step, description=f"workflow {args.workflow.name}: {nodes} nodes", total=1, completed=1)
         service = PersonaService(hosts, config, store=store)
         if not args.no_warm_up:
@@ -88,7 +94,7 @@ def _load(args: argparse.Namespace, config, console):
     return service
 
 
-def _hosts(path: Path, config):
+def _hosts(path: Path, config, backend: str | None = None, options: list[str] | None = None):
     """What runs the sessions: ComfyUI's executor and registry with `--comfyui PATH`, else
     the pack's own executor. Every node type the chosen registry lacks is named now, with the
     pack that provides it, never later per session."""
@@ -113,7 +119,7 @@ def _hosts(path: Path, config):
     unknown = unknown_node_types(raw, registry)
     if unknown:
         raise WorkflowError(f"{path.name}: this server cannot run these node types:\n  " + "\n  ".join(unknown))
-    workflow = load_workflow(path, registry)
+    workflow = with_interpreter(load_workflow(path, registry), backend, options or [])
     if config.comfyui:
         return PromptHosts(workflow, registry, EmbeddedPrompts(comfy, store), store), store, len(workflow)
     graph = WorkflowGraph(workflow, registry)
@@ -133,6 +139,34 @@ def _raise_open_files_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 65536), hard))
         except (ValueError, OSError):
             pass
+
+
+def with_interpreter(workflow: dict, backend: str | None, options: list[str]) -> dict:
+    """`workflow` (API format) with every interpreter node set to `backend` and `options`
+    (`--backend`/`--option`); unchanged when neither is given. Raises WorkflowError for an
+    unknown backend or a malformed option, before anything loads."""
+    from ...persona.interpreter import BACKENDS, InterpreterOptionError, parse_options
+    from ..runner import WorkflowError
+
+    if backend is None and not options:
+        return workflow
+    if backend is not None and backend not in BACKENDS:
+        raise WorkflowError(f"unknown interpreter backend {backend!r}; known: {', '.join(BACKENDS)}")
+    try:
+        parse_options(options)
+    except InterpreterOptionError as exc:
+        raise WorkflowError(str(exc)) from None
+    found = False
+    for node in workflow.values():
+        if node.get("class_type") == "PersonaInterpreter":
+            found = True
+            if backend is not None:
+                node["inputs"]["backend"] = backend
+            if options:
+                node["inputs"]["options"] = "\n".join(options)
+    if not found:
+        raise WorkflowError("--backend/--option given, but the workflow has no PersonaInterpreter node")
+    return workflow
 
 
 async def _serve(service, config) -> None:

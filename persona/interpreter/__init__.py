@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ...errors import PersonaError
 from .base import MAX_UTTERANCE_CHARS, Interpretation, Interpreter, InterpretRequest, Turn
 
 __all__ = [
@@ -17,13 +18,46 @@ __all__ = [
     "InterpretRequest",
     "Interpreter",
     "Turn",
+    "InterpreterOptionError",
     "UnknownBackendError",
+    "UnknownInterpreterError",
     "get_interpreter",
+    "parse_options",
 ]
 
 
-class UnknownBackendError(ValueError):
+class UnknownInterpreterError(PersonaError, ValueError):
     """No interpreter backend by that name; the message lists the known names."""
+
+    code = "unknown_interpreter"
+
+
+#: The name callers used before the video side got its own unknown-backend error.
+UnknownBackendError = UnknownInterpreterError
+
+
+class InterpreterOptionError(PersonaError, ValueError):
+    """An interpreter option is malformed or out of range (the message names it)."""
+
+    code = "bad_interpreter_option"
+
+
+def parse_options(items: str | list[str] | tuple[str, ...] | None) -> dict[str, str]:
+    """Backend options from `KEY=VALUE` items (CLI `--option`, one per line in the ComfyUI
+    node's text box); blank lines and `#` comments are skipped."""
+    if items is None:
+        return {}
+    lines = items.splitlines() if isinstance(items, str) else list(items)
+    options: dict[str, str] = {}
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise InterpreterOptionError(f"an option must look like KEY=VALUE, got {line!r}")
+        options[key.strip()] = value.strip()
+    return options
 
 
 def _embedded(**options: object) -> Interpreter:
@@ -56,5 +90,5 @@ def get_interpreter(name: str = "embedded", **options: object) -> Interpreter:
     """The backend called `name`, built with `options` (each backend documents its own)."""
     factory = BACKENDS.get(name)
     if factory is None:
-        raise UnknownBackendError(f"unknown interpreter backend {name!r}; known: {', '.join(BACKENDS)}")
+        raise UnknownInterpreterError(f"unknown interpreter backend {name!r}; known: {', '.join(BACKENDS)}")
     return factory(**options)

@@ -25,6 +25,12 @@ LEADING_FILLERS: tuple[tuple[str, ...], ...] = tuple(
         "i need you to",
         "i wish you would",
         "i want to see you",
+        "feel free to",
+        "go on and",
+        "how about",
+        "mind if you",
+        "do me a favor and",
+        "do me a favour and",
         "let me see you",
         "show me you can",
         "you should",
@@ -97,7 +103,8 @@ NON_REQUEST_STARTERS = frozenset(
     it's its this that that's these those there there's here the a an what what's where where's when
     who who's why how how's which whose is are was were am been have has had does did do you you're
     your yours u ur if because since though although as maybe perhaps everyone everybody someone
-    nobody people sometimes yesterday today tomorrow""".split()
+    nobody people sometimes yesterday today tomorrow you've you'll you'd he'll she'll they've we've
+    i'll nice cool great lovely awesome cute pretty good bad wow""".split()
 )
 
 #: Verbs that start a request for something physical (used to tell an unsupported request
@@ -130,9 +137,57 @@ NEGATING_PREFIXES: tuple[tuple[str, ...], ...] = (
     ("no",),
     ("instead", "of"),
     ("rather", "than"),
+    ("try", "not", "to"),
+    ("don't", "you", "dare"),
+    ("no", "need", "to"),
 )
 #: Clause-start words that turn an action into stopping it ("stop dancing" → idle).
-STOPPERS = frozenset({"stop", "quit", "cease", "enough"})
+STOPPERS = frozenset({"stop", "quit", "cease", "enough", "halt", "stahp"})
+#: Clause-start phrases that ask to stop whatever is going on ("that's enough waving",
+#: "cut it out with the dancing", "no more clapping"): the clause becomes idle.
+STOP_PHRASES: tuple[tuple[str, ...], ...] = tuple(
+    tuple(s.split())
+    for s in (
+        "stop with the",
+        "that'll do",
+        "that will do",
+        "that's plenty",
+        "hold it",
+        "hold up",
+        "enough already",
+        "alright stop",
+        "cut the",
+        "cut it out with the",
+        "cut it out with",
+        "cut it out",
+        "cut that out",
+        "knock it off with the",
+        "knock it off",
+        "knock that off",
+        "that's enough of the",
+        "that's enough of",
+        "that's enough",
+        "thats enough",
+        "that is enough",
+        "enough with the",
+        "enough of the",
+        "enough of that",
+        "enough",
+        "no more",
+        "stop it",
+        "stop that",
+        "quit it",
+        "give it a rest",
+        "cool it",
+        "chill out",
+        "you can stop",
+        "please stop",
+        "stop",
+        "quit",
+        "cease",
+        "halt",
+    )
+)
 
 #: Words that split an utterance into ordered clauses. ("after", reorder) puts the clause
 #: that follows first: "sit down after you wave" → wave, sit.
@@ -151,7 +206,17 @@ SPLITTERS: tuple[tuple[tuple[str, ...], bool], ...] = (
     (("after",), True),
 )
 #: Multi-word negating splitters keep their words: the new clause starts with them.
-KEEP_SPLITTERS: tuple[tuple[str, ...], ...] = (("instead", "of"), ("rather", "than"))
+KEEP_SPLITTERS: tuple[tuple[str, ...], ...] = (("instead", "of"), ("rather", "than"), ("without",))
+#: Splitters whose clause happens before the previous one ("clap once you've stood up").
+REORDER_SPLITTERS: tuple[tuple[str, ...], ...] = (
+    ("once", "you've"),
+    ("once", "you"),
+    ("as", "soon", "as", "you've"),
+    ("as", "soon", "as", "you"),
+)
+#: Directions that repeat the previous clause's turn ("look right, then left").
+DIRECTIONS = {"left": "turn_left", "right": "turn_right"}
+DIRECTION_FILLER = frozenset("to the your my a bit little now again way other side back".split())
 
 #: Dropped before phrase matching, on both the vocabulary and the user's side.
 FILLER = frozenset("a an the your my me us to please pls plz just some for".split())
@@ -160,14 +225,18 @@ FILLER = frozenset("a an the your my me us to please pls plz just some for".spli
 HIGH_INTENSITY = frozenset(
     """excitedly enthusiastically wildly vigorously energetically hard loudly big huge deeply quickly fast
     crazy passionately strongly fiercely intensely lot lots eagerly frantically madly dramatically
-    grand wide""".split()
+    grand wide massive enormous giant widely broadly beaming biggest widest brightest happiest largest
+    wildest loudest hugest full""".split()
 )
 LOW_INTENSITY = frozenset(
     """slowly slightly gently softly little small tiny barely subtly calmly quietly lightly carefully
-    lazily faintly bit quick briefly""".split()
+    lazily faintly bit quick briefly lil faint soft mild mildly weak weakly half tad hint slight
+    smallest tiniest teeny""".split()
 )
-MEAN_IT = (("mean", "it"),)
-VERY = frozenset({"very", "really", "so", "super", "extremely"})
+MEAN_IT = (("mean", "it"), ("ear", "to", "ear"), ("all", "out"), ("with", "gusto"))
+VERY = frozenset(
+    {"very", "really", "so", "super", "extremely", "real", "totally", "mega", "soo", "rly", "hella", "incredibly", "seriously"}
+)
 
 #: Repeat counts: "nod twice" → nod, nod (capped at MAX_REPEAT).
 REPEATS: dict[tuple[str, ...], int] = {
@@ -228,23 +297,52 @@ EXTRA_ACTION_PHRASES: dict[str, tuple[str, ...]] = {
     "walk": ("step", "steps", "walk forward", "walk about", "take a stroll", "wander", "jog", "pace around"),
     "sit": ("sit back", "seat", "sit on the floor"),
     "stand": ("stand upright", "get on your feet", "stand tall"),
-    "clap": ("applause", "clap hands"),
     "think": ("have a think", "think it over", "mull it over", "reflect"),
     "look_around": ("look about", "look round", "survey", "surroundings", "look all around"),
-    "dance": ("do a dance", "shake it", "move to the music", "dancing"),
     "point": ("point out", "point over there"),
     "bow": ("bow your head",),
     "nod": ("nod along", "nod in agreement"),
-    "idle": ("freeze", "hold still", "be still", "stand still", "wait", "rest a bit"),
+    "idle": ("freeze", "hold still", "be still", "stand still", "wait", "rest a bit", "halt"),
+    "clap": ("applause", "clap hands", "clap along", "hands together"),
+    "dance": ("do a dance", "shake it", "move to the music", "dancing", "bust some moves", "cut a rug", "boogie down"),
 }
 #: Extra phrasings of core expressions.
 EXTRA_EXPRESSION_PHRASES: dict[str, tuple[str, ...]] = {
-    "smile": ("happy face", "joyful", "smiley"),
-    "sad": ("sad face", "tear", "weep", "teary"),
-    "angry": ("angry face",),
-    "surprised": ("surprise", "surprised face"),
-    "neutral": ("straight face", "no expression", "expressionless"),
-    "excited": ("excitement",),
+    "smile": (
+        "happy face", "joyful", "smiley", "jolly", "content", "delighted", "chipper", "sunny", "smiling",
+        "say cheese", "friendly", "warm", "proud", "grateful",
+    ),
+    "sad": (
+        "disappointed", "worried", "heartsick", "forlorn",
+        "sad face", "tear", "weep", "teary", "miserable", "glum", "blue", "melancholy", "tearful", "mopey",
+        "sorry for yourself", "down in the dumps", "crying", "bummed",
+    ),
+    "angry": ("angry face", "livid", "enraged", "fuming", "irate", "outraged", "pissed", "annoyed as hell"),
+    "surprised": (
+        "scared", "afraid", "terrified", "frightened",
+        "surprise", "surprised face", "awestruck", "flabbergasted", "gobsmacked", "dumbfounded", "wide eyed",
+        "raise your eyebrows", "raised eyebrows", "eyebrows up", "jaw drop", "mind blown",
+    ),
+    "neutral": (
+        "straight face", "no expression", "expressionless", "stoic", "deadpan", "stone faced", "bored",
+        "keep it serious", "poker faced",
+    ),
+    "excited": (
+        "excitement", "giddy", "stoked", "psyched", "jazzed", "elated", "bubbly", "amped", "fired up",
+        "over the moon", "hyper", "pumped up",
+    ),
+    "frown": (
+        "grumpy", "sulky", "moody", "cranky", "grouchy", "sour", "pouty", "pout", "sulk", "disgusted",
+        "unimpressed", "jealous", "irritable", "furrow your brow", "furrow your brows", "furrowed brow", "knit your brows", "scrunch your face",
+    ),
+    "confused": (
+        "bewildered", "clueless", "befuddled", "mystified", "confounded", "scratch your head", "skeptical",
+        "suspicious", "doubtful", "unsure",
+    ),
+    "wink": ("flirty", "flirtatious", "sly", "mischievous", "teasing", "smug", "smirk", "cocky"),
+    "shy": ("sheepish", "awkward", "flustered", "blushing", "bashful", "nervous", "anxious", "timidly"),
+    "thoughtful": ("dreamy", "wistful", "lost in thought", "deep in thought"),
+    "laugh": ("crack up", "laughing", "in stitches", "lmao", "rofl", "goofy", "silly"),
 }
 #: Adverbs that ask for an expression while doing something ("dance happily").
 EXPRESSION_ADVERBS: dict[str, str] = {
@@ -283,3 +381,163 @@ STANDALONE_ONLY = frozenset(
 WEAK_PHRASES = frozenset({("show", "me"), ("move",), ("search",), ("show",)})
 #: "do it again": refer back to the last action mentioned.
 ANAPHORA = frozenset({"it", "that", "this"})
+
+#: Phrasings that ask for an action without naming it ("take a load off" → sit), matched
+#: anywhere in a clause and acted on even when the clause reads as a statement ("you've
+#: been on your feet all day"). Longest first.
+INDIRECT: dict[tuple[str, ...], str] = {
+    tuple(k.split()): v
+    for k, v in {
+        "on your feet all day": "sit",
+        "your feet must be killing you": "sit",
+        "rest your legs": "sit",
+        "sit yourself down": "sit",
+        "cop a squat": "sit",
+        "big hand": "clap",
+        "hands together for": "clap",
+        "shake a leg": "dance",
+        "strut your stuff": "dance",
+        "get moving": "walk",
+        "go for a stroll": "walk",
+        "wander around": "walk",
+        "look all around you": "look_around",
+        "check out your surroundings": "look_around",
+        "been standing all day": "sit",
+        "standing all day": "sit",
+        "tired of standing": "sit",
+        "your feet must hurt": "sit",
+        "your legs must be tired": "sit",
+        "take a load off": "sit",
+        "take the weight off": "sit",
+        "pop a squat": "sit",
+        "grab a chair": "sit",
+        "grab a seat": "sit",
+        "pull up a chair": "sit",
+        "park yourself": "sit",
+        "park it": "sit",
+        "make yourself comfortable": "sit",
+        "give them a hand": "clap",
+        "give him a hand": "clap",
+        "give her a hand": "clap",
+        "give it up for": "clap",
+        "hear it for": "clap",
+        "round of applause": "clap",
+        "show some appreciation": "clap",
+        "show your appreciation": "clap",
+        "put your hands together": "clap",
+        "put those hands together": "clap",
+        "everyone rise": "stand",
+        "everybody rise": "stand",
+        "all rise": "stand",
+        "rise and shine": "stand",
+        "up you get": "stand",
+        "upsy daisy": "stand",
+        "get off the chair": "stand",
+        "get off your seat": "stand",
+        "stretch your legs": "walk",
+        "take a stroll": "walk",
+        "take a few steps": "walk",
+        "hit the dance floor": "dance",
+        "show me your moves": "dance",
+        "show us your moves": "dance",
+        "take a look around": "look_around",
+        "have a look around": "look_around",
+        "check out the room": "look_around",
+        "look over there": "point",
+        "show me the way": "point",
+        "show us the way": "point",
+        "take a bow": "bow",
+        "who knows": "shrug",
+    }.items()
+}
+#: Word sequences that contain an action word without asking for it ("nice bow tie",
+#: "point of view"): removed before matching.
+NOT_ACTIONS: tuple[tuple[str, ...], ...] = tuple(
+    tuple(s.split())
+    for s in (
+        "bow tie", "bowtie", "point of view", "no point", "the point", "what's the point", "good point",
+        "stand by", "can't stand", "cannot stand", "can not stand", "stand for", "sit on it", "sit tight",
+        "wave of", "heat wave", "nod off", "dance floor", "dance class", "clap back", "rain bow",
+        "point taken", "bow out", "stand out", "stand up for", "turn down the", "turn up the", "turn off",
+        "turn on the", "look up", "look forward to", "sit through", "walk me through", "walk you through",
+        "walk through", "stand a chance",
+    )
+)
+#: Chat spellings, respelled before parsing ("u" → "you", "2 me" → "to me").
+SLANG: dict[str, str] = {
+    "u": "you", "ur": "your", "r": "are", "n": "and", "nd": "and", "pls": "please", "plz": "please",
+    "plzz": "please", "pleasee": "please", "gimme": "give me", "lemme": "let me", "wanna": "want to",
+    "gonna": "going to", "gotta": "got to", "lil": "little", "thx": "thanks", "ty": "thanks", "b4": "before",
+    "l8r": "later", "rn": "now", "k": "ok", "kk": "ok", "ya": "you", "yah": "yes", "yep": "yes", "yup": "yes",
+    "nope": "no", "cuz": "because", "bc": "because", "tho": "though", "sry": "sorry", "luv": "love",
+    "bday": "birthday", "smth": "something", "idk": "i don't know", "ik": "i know", "wat": "what",
+    "whatcha": "what are you", "dunno": "dunno", "dont": "don't", "cant": "can't", "im": "i'm", "cn": "can", "wud": "would",
+    "cud": "could", "shud": "should", "pleez": "please", "pleaseee": "please", "bruh": "", "bro": "",
+    "sup": "what's up", "wassup": "what's up", "hru": "how are you", "hbu": "how about you",
+}
+#: Digits that stand for words in chat, unless a count follows ("2 times").
+SLANG_DIGITS = {"2": "to", "4": "for"}
+#: Emoji → what they ask for. Gestures are actions; faces are expressions.
+EMOJI: dict[str, str] = {
+    "👋": "wave", "🙋": "wave", "👏": "clap", "🙌": "clap", "💃": "dance", "🕺": "dance", "🙇": "bow",
+    "🤷": "shrug", "👉": "point", "👈": "point", "👆": "point", "☝": "point", "👍": "nod", "👎": "shake your head",
+    "🤔": "think", "🚶": "walk", "🪑": "sit down", "👀": "look around",
+    "😊": "smile", "🙂": "smile", "😀": "smile", "😃": "smile", "😄": "smile", "😁": "smile", "☺": "look shy",
+    "🥰": "smile", "😍": "look excited", "🤩": "look excited", "🥳": "look excited", "😆": "laugh",
+    "😂": "laugh", "🤣": "laugh", "😹": "laugh", "😢": "look sad", "😭": "look sad", "😞": "look sad",
+    "😔": "look sad", "☹": "look sad", "🙁": "look sad", "😿": "look sad", "😠": "look angry",
+    "😡": "look angry", "🤬": "look angry", "😤": "frown", "😒": "frown", "😣": "frown", "😮": "look surprised",
+    "😲": "look surprised", "😯": "look surprised", "😱": "look surprised", "🤯": "look surprised",
+    "😕": "look confused", "🤨": "look confused", "😵": "look confused", "😉": "wink", "😜": "wink",
+    "😏": "wink", "😳": "look shy", "🫣": "look shy", "😐": "keep a straight face", "😑": "keep a straight face",
+    "✋": "wave", "🤚": "wave", "🙏": "bow", "🤗": "smile", "😘": "wink", "😬": "look shy", "🥺": "look sad",
+    "😎": "wink", "🔥": "look excited", "😅": "look shy", "😇": "smile", "🙄": "frown",
+}
+
+#: Prototype phrasings of indirect requests, for the embedding fallback: an English utterance
+#: that asked for nothing else is compared with these (and the INDIRECT phrases); at cosine
+#: INDIRECT_THRESHOLD or more it asks for that action. General English, written before the
+#: held-out split that measures it.
+INDIRECT_PROTOTYPES: dict[str, tuple[str, ...]] = {
+    "sit": (
+        "you must be tired, have a rest",
+        "you look like you need to sit",
+        "there's a free chair for you",
+        "rest your weary legs",
+        "you should take a break and sit",
+        "your legs must be tired",
+        "make yourself comfortable in a chair",
+    ),
+    "stand": (
+        "everybody stand up",
+        "please rise for the anthem",
+        "get up off the floor",
+        "time to get up",
+        "up on your feet everyone",
+    ),
+    "clap": (
+        "let's applaud them",
+        "give a big round of applause",
+        "show the performers some love",
+        "cheer for the band",
+        "let's hear some applause",
+    ),
+    "walk": (
+        "go take a stroll",
+        "move around a bit",
+        "take a little walk around the room",
+        "time to stretch your legs",
+    ),
+    "dance": (
+        "let's party",
+        "the music is on, move your body",
+        "get down on the dance floor",
+        "show off your moves",
+    ),
+    "look_around": ("check out the place", "take in the view around you", "have a good look at this room"),
+}
+INDIRECT_THRESHOLD = 0.68
+#: First words of a question: a question is never read as an indirect request.
+QUESTION_WORDS = frozenset(
+    "do does did are is was were can could will would should have has what when where why who how which".split()
+)

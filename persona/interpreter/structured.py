@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ...errors import PersonaError
 from ..card import Persona
 from ..schema import MAX_DIALOGUE_CHARS, ActionDirective, Vocabulary
 from .base import Interpretation, InterpretRequest
@@ -41,7 +42,7 @@ __all__ = [
 MAX_ACTIONS = 8
 
 
-class AnswerError(ValueError):
+class AnswerError(PersonaError, ValueError):
     """The model's answer is not JSON, or does not match the answer schema."""
 
 
@@ -103,19 +104,58 @@ def instructions(vocabulary: Vocabulary) -> str:
     )
 
 
-def build_messages(request: InterpretRequest) -> list[dict[str, str]]:
-    """OpenAI-style messages: the card's system prompt plus the answer format, the
-    history (within the conversation budget), then the utterance."""
-    from ..conversation import Conversation
+#: Worked answers shown to the model before the conversation (as earlier turns): small
+#: local models copy a demonstrated format far more reliably than a described one.
+FORMAT_EXAMPLES: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "wave and then sit down",
+        {
+            "actions": [
+                {"action": "wave", "expression": "smile", "intensity": 0.5},
+                {"action": "sit", "expression": "smile", "intensity": 0.5},
+            ],
+            "expression": "smile",
+            "reply": "Hi! There, and now I'll take a seat.",
+        },
+    ),
+    (
+        "don't dance, just smile really big",
+        {"actions": [], "expression": "smile", "reply": "No dancing, just my biggest smile!"},
+    ),
+    (
+        "I had a rough day",
+        {"actions": [], "expression": "sad", "reply": "Oh no, I'm sorry. Want to tell me what happened?"},
+    ),
+)
 
-    conversation = Conversation(request.persona)
+
+def build_messages(
+    request: InterpretRequest, history_tokens: int = 1024, examples: bool = True
+) -> list[dict[str, str]]:
+    """OpenAI-style messages: the card's system prompt (with its example dialogue) plus the
+    answer format, worked format examples, the history within `history_tokens` (estimated,
+    oldest turns dropped first), then the utterance."""
+    from ..conversation import CHARS_PER_TOKEN, Conversation
+
+    conversation = Conversation(request.persona, budget_chars=max(1, history_tokens * CHARS_PER_TOKEN))
     for turn in request.history:
         if turn.role == "user":
             conversation.add_user(turn.text)
         elif turn.role == "persona":
             conversation.add_persona(turn.text)
     messages = conversation.chat_messages(request.text)
-    messages[0]["content"] += "\n\n" + instructions(request.persona.vocabulary())
+    vocabulary = request.persona.vocabulary()
+    messages[0]["content"] += "\n\n" + instructions(vocabulary)
+    if examples:
+        shots: list[dict[str, str]] = []
+        for text, answer in FORMAT_EXAMPLES:
+            names = {a["action"] for a in answer["actions"]} | {answer["expression"]}
+            if names <= set(vocabulary.action_names) | set(vocabulary.expression_names):
+                shots += [
+                    {"role": "user", "content": text},
+                    {"role": "assistant", "content": json.dumps(answer)},
+                ]
+        messages[1:1] = shots
     return messages
 
 

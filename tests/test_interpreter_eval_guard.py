@@ -1,0 +1,97 @@
+"""Regression guard on the labelled evaluation set, per split, per category and per language:
+each must stay at 90 % action-sequence match or better (the benchmark reports the same
+numbers; this fails the build when a change loses one category while the overall score hides
+it). Where the held-out split measured lower when it was first run (benchmarks/results/), the
+floor is that measurement, listed in BELOW_GUARD with the number: those are known gaps (see
+docs/interpreter.md), not targets, and a change may only raise them."""
+
+from __future__ import annotations
+
+import pytest
+from interpreter import load_eval, score
+
+from comfyui_persona.persona.card import Persona
+from comfyui_persona.persona.interpreter import InterpretRequest, get_interpreter
+
+GUARD = 0.90
+#: (split, category or language) → the floor where the first measurement was below GUARD.
+BELOW_GUARD = {
+    ("holdout", "chitchat"): 0.87,  # as before issue 16 ("hmm", "sitting all day is bad for you")
+    ("holdout2", "indirect"): 0.55,
+    ("holdout2", "stop"): 0.88,
+    ("holdout2", "it"): 0.80,
+    ("holdout2", "zh"): 0.86,
+    ("holdout3", "indirect"): 0.53,
+    ("holdout3", "statement"): 0.85,
+    ("holdout3", "en"): 0.66,
+    ("holdout3", "overall"): 0.66,
+}
+SPLITS = ("dev", "holdout", "dev2", "holdout2", "holdout3")
+
+
+@pytest.fixture(scope="module")
+def scored():
+    interp = get_interpreter("embedded")
+    persona = Persona(id="eval", name="Eval")
+    items = load_eval()
+    outputs = [interp.interpret(InterpretRequest(text=i["text"], persona=persona)) for i in items]
+    per_split = {}
+    for split in SPLITS:
+        chosen = [(i, o) for i, o in zip(items, outputs, strict=True) if i["split"] == split]
+        per_split[split] = score([i for i, _ in chosen], [o for _, o in chosen])
+    return score(items, outputs), per_split
+
+
+def _floor(split: str, key: str) -> float:
+    return BELOW_GUARD.get((split, key), GUARD)
+
+
+def test_overall_action_sequence_match_stays_above_the_guard(scored):
+    overall, per_split = scored
+    assert overall["action_sequence_exact_match"] >= GUARD
+    for split, result in per_split.items():
+        assert result["action_sequence_exact_match"] >= _floor(split, "overall"), split
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_every_category_stays_above_the_guard(scored, split):
+    result = scored[1][split]
+    low = {c: v for c, v in result["per_category_exact_match"].items() if v < _floor(split, c)}
+    assert not low, f"{split}: categories under their floor: {low}"
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_every_language_stays_above_the_guard(scored, split):
+    result = scored[1][split]
+    low = {c: v for c, v in result["per_language_exact_match"].items() if v < _floor(split, c)}
+    assert not low, f"{split}: languages under their floor: {low}"
+
+
+def test_every_language_is_measured(scored):
+    for split in ("dev2", "holdout2"):
+        assert {"en", "es", "de", "fr", "pt", "it", "ja", "zh"} <= set(scored[1][split]["per_language_exact_match"])
+
+
+def test_asked_faces_and_intensity_bands_stay_above_the_guard(scored):
+    for result in (scored[0], *scored[1].values()):
+        assert result["expression_accuracy"] is None or result["expression_accuracy"] >= GUARD
+        assert result["intensity_accuracy"] is None or result["intensity_accuracy"] >= 0.85
+        assert result["ruled_out_expression_absent"] in (None, 1.0) or result["ruled_out_expression_absent"] >= GUARD
+
+
+def test_the_score_catches_a_ruled_out_face():
+    """The metric itself: a shown face that the user ruled out fails the utterance."""
+    from comfyui_persona.persona.interpreter import Interpretation
+    from comfyui_persona.persona.schema import ActionDirective
+
+    item = {
+        "text": "nod but don't smile",
+        "actions": ["nod"],
+        "expression": None,
+        "category": "c",
+        "not_expression": "smile",
+    }
+    smiling = Interpretation(directives=[ActionDirective(action="nod", expression="smile", intensity=0.5)])
+    plain = Interpretation(directives=[ActionDirective(action="nod", expression="neutral", intensity=0.5)])
+    assert score([item], [smiling])["action_sequence_exact_match"] == 0.0
+    assert score([item], [plain])["action_sequence_exact_match"] == 1.0

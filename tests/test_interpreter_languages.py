@@ -1,0 +1,125 @@
+"""Commands in Spanish, German, French, Portuguese, Italian, Japanese and Chinese: detected,
+glossed into the English parser, answered in the user's language (or, where the persona does
+not speak it, in English with the languages it does speak)."""
+
+from __future__ import annotations
+
+import pytest
+
+from comfyui_persona.persona.card import Persona
+from comfyui_persona.persona.interpreter import InterpretRequest, get_interpreter
+from comfyui_persona.persona.interpreter.languages import ENGLISH, OTHER, detect_language, gloss
+
+PERSONA = Persona(id="t", name="Lia")
+
+
+@pytest.fixture(scope="module")
+def interp():
+    return get_interpreter("embedded", use_embedding=False)
+
+
+def run(interp, text, persona=PERSONA):
+    return interp.interpret(InterpretRequest(text=text, persona=persona))
+
+
+def acts(result):
+    return [d.action for d in result.directives if d.action != "idle"]
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("siéntate por favor", "es"),
+        ("setz dich bitte hin", "de"),
+        ("assieds-toi s'il te plaît", "fr"),
+        ("sente-se, por favor", "pt"),
+        ("siediti per favore", "it"),
+        ("座ってください", "ja"),
+        ("请坐下", "zh"),
+        ("sit down please", ENGLISH),
+        ("wink at me", ENGLISH),
+        ("no", ENGLISH),
+        ("сядь пожалуйста", OTHER),
+        ("اجلس من فضلك", OTHER),
+    ],
+)
+def test_detects_the_language(text, language):
+    assert detect_language(text) == language
+
+
+@pytest.mark.parametrize(
+    ("text", "actions"),
+    [
+        ("levántate y luego saluda", ["stand", "wave"]),
+        ("antes de sentarte, saluda", ["wave", "sit"]),
+        ("steh auf und dann verbeuge dich", ["stand", "bow"]),
+        ("tanz nicht", []),
+        ("lève-toi puis fais coucou", ["stand", "wave"]),
+        ("ne danse pas", []),
+        ("levante-se e depois acene", ["stand", "wave"]),
+        ("acene com a cabeça", ["nod"]),
+        ("alzati e poi saluta", ["stand", "wave"]),
+        ("non ballare", []),
+        ("立ってから手を振って", ["stand", "wave"]),
+        ("踊らないで", []),
+        ("站起来然后挥手", ["stand", "wave"]),
+        ("不要跳舞", []),
+    ],
+)
+def test_commands_keep_order_and_negation(interp, text, actions):
+    assert acts(run(interp, text)) == actions
+
+
+@pytest.mark.parametrize(
+    "text", ["para de bailar", "hör auf zu tanzen", "arrête de danser", "别跳了", "踊るのをやめて"]
+)
+def test_stop_in_every_language_rests(interp, text):
+    assert [d.action for d in run(interp, text).directives] == ["idle"]
+
+
+def test_postposed_negation_moves_to_the_front():
+    assert gloss("tanz nicht", "de").text == "don't dance"
+    assert gloss("别跳了", "zh").text == "stop dance"
+    assert gloss("pon cara triste", "es").text.endswith("sad face")
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("siéntate", "sentarme"),
+        ("setz dich", "hinsetzen"),
+        ("assieds-toi", "m'asseoir"),
+        ("sente-se", "sentar"),
+        ("siediti", "sedermi"),
+        ("座って", "座ります"),
+        ("坐下", "坐下"),
+    ],
+)
+def test_reply_is_in_the_users_language(interp, text, needle):
+    assert needle in run(interp, text).reply
+
+
+def test_small_talk_in_spanish_names_the_persona(interp):
+    assert "Lia" in run(interp, "¿cómo te llamas?").reply
+    assert "gracias" in run(interp, "hola, ¿cómo estás?").reply
+
+
+def test_a_persona_that_speaks_only_english_says_so_and_still_acts(interp):
+    card = {"data": {"extensions": {"comfyui_persona": {"languages": ["en"]}}}}
+    persona = PERSONA.model_copy(update={"card": card})
+    result = run(interp, "siéntate", persona)
+    assert acts(result) == ["sit"]
+    assert result.reply.startswith("Sorry, I only speak English.")
+
+
+def test_an_unread_script_gets_the_list_of_languages(interp):
+    result = run(interp, "сядь пожалуйста")
+    assert acts(result) == []
+    for name in ("English", "Spanish", "German", "French", "Portuguese", "Italian", "Japanese", "Chinese"):
+        assert name in result.reply
+
+
+def test_english_stays_english(interp):
+    result = run(interp, "stand up and wave")
+    assert acts(result) == ["stand", "wave"]
+    assert "read as" not in result.note
