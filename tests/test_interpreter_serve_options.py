@@ -20,7 +20,7 @@ from comfyui_persona.nodes.conversation_nodes import (
     PersonaConversationTurn,
     PersonaInterpreter,
 )
-from comfyui_persona.nodes.session_store import SessionStore, bind_store
+from comfyui_persona.nodes.runtime import SessionStore, bind_store
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_bad_backend_or_option_is_a_workflow_error(backend, options):
 
 def test_the_node_builds_the_backend_from_its_options(endpoint):
     store = SessionStore()
-    store.open("s", emit=lambda kind, payload: None)
+    store.open("s")
     options = f"base_url={endpoint['url']}\nmodel=served-model\n# a comment\ntimeout=10"
     with bind_store(store):
         (persona,) = PersonaCardLoader().load("mira")
