@@ -22,8 +22,6 @@ Runs with torch alone (the package is loaded from this checkout by path):
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.util
 import json
 import platform
 import statistics
@@ -31,23 +29,14 @@ import sys
 import time
 from pathlib import Path
 
-from record import git_commit
+from record import ensure_package, result_path, write_result
 
 REPO = Path(__file__).resolve().parents[1]
-DATE = "2026-11-25"
 
 
 def import_package():
     """`comfyui_persona` from this checkout, installed or not (the repo root is the package)."""
-    try:
-        import comfyui_persona  # noqa: F401
-    except ImportError:
-        spec = importlib.util.spec_from_file_location(
-            "comfyui_persona", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["comfyui_persona"] = module
-        spec.loader.exec_module(module)
+    ensure_package()
     from comfyui_persona.video.longlive import config, model, sampler
 
     return config, model, sampler
@@ -85,24 +74,14 @@ def p95(xs: list[float]) -> float:
 
 
 def timed_chunk(sampler, timer):
-    """Run one chunk exactly as `StreamingSampler.next_chunk` does, with a mark between passes."""
-    from comfyui_persona.video.longlive.scheduler import renoise
-
-    window = sampler.model.window
+    """Run one chunk exactly as `StreamingSampler.next_chunk` does (the stream's passes, the
+    ring shift in the first one), with a mark after each pass: 4 denoising passes, the refresh."""
+    stream, runtime = sampler.stream, sampler.runtime
     marks = [timer.mark()]
-    plan = sampler.model.begin_chunk()  # includes the ring shift
-    x = sampler.noise()
-    last = len(sampler.timesteps) - 1
-    for i in range(len(sampler.timesteps)):
-        x0 = sampler.denoise_step(x, i, plan)
-        if i < last:
-            x = renoise(x0, sampler.noise(), sampler.timesteps[i + 1])
+    stream.request_chunk()
+    while (row := stream.next_pass()) is not None:
+        stream.pass_done(runtime.run([row])[0])
         marks.append(timer.mark())
-    sampler.refresh(x0, plan)
-    marks.append(timer.mark())
-    window.commit(plan)
-    sampler.clean[plan.slot].copy_(x0)
-    sampler.chunks_done += 1
     return marks
 
 
@@ -120,19 +99,22 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     dtype = getattr(torch, args.dtype)
     timer = Timer(torch, device)
     torch.manual_seed(0)
+    from comfyui_persona.video.longlive.runtime import EngineRuntime
+
     model = modelmod.build_on_meta(cfg).to_empty(device=device)
     modelmod.init_random_(model)
     modelmod.cast_for_inference(model, dtype).eval()
     model.fuse_qkv()  # as the engine loads it
     lat_h, lat_w = height // cfg.vae_stride[1], width // cfg.vae_stride[2]
     fp8 = fp8_error(torch, model, samplermod, args, lat_h, lat_w) if args.linear == "fp8" else None
+    runtime = EngineRuntime(model)  # after every change to the weights
     compile_s = None
     if compile_mode in COMPILE_OPTIONS:
-        model.compile(options=COMPILE_OPTIONS[compile_mode], scope=args.compile_scope)
+        runtime.compile(options=COMPILE_OPTIONS[compile_mode])
     elif compile_mode != "none":
-        model.compile(mode=None if compile_mode == "default" else compile_mode, scope=args.compile_scope)
-    model.use_cuda_graphs(graphs)
-    sampler = samplermod.StreamingSampler(model, steps=args.steps, seed=0)
+        runtime.compile(mode=None if compile_mode == "default" else compile_mode)
+    runtime.use_cuda_graphs(graphs)
+    sampler = samplermod.StreamingSampler(runtime, steps=args.steps, seed=0, recache_mode=args.recache_mode)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     sampler.start(lat_h, lat_w)
@@ -140,20 +122,21 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     if args.attention:
         from comfyui_persona.video.attention import make_router
 
-        window = model.window
+        geometry = sampler.window.geometry
         router = make_router(json.loads(args.attention), num_layers=cfg.num_layers,
-                             sink_tokens=window.sink_chunks * window.chunk * window.tokens_per_frame)
-        model.set_router(router)
+                             sink_tokens=geometry.sink_chunks * geometry.rows_per_slot)
+        sampler.stream.router = router
     text_a = torch.randn(1, cfg.text_len, cfg.text_dim, device=device, dtype=dtype)
     text_b = torch.randn(1, cfg.text_len, cfg.text_dim, device=device, dtype=dtype)
     sampler.set_prompt(text_a)
 
     # Warm-up: fill the window (every cache fill level), and one re-cache: all graph shapes.
     t0 = time.perf_counter()
-    n_warm = model.window.sink_chunks + model.window.ring_chunks + 2
+    geometry = sampler.window.geometry
+    n_warm = geometry.sink_chunks + geometry.ring_chunks + 2
     for _ in range(n_warm):
         sampler.next_chunk()
-    for _ in range(model.window.ring_chunks):  # a re-cache in every ring rotation: all plans built
+    for _ in range(geometry.ring_chunks):  # a re-cache in every ring rotation: all plans built
         sampler.set_prompt(text_b)
         sampler.next_chunk()
     sampler.set_prompt(text_a)
@@ -206,7 +189,9 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
         "cuda_graphs": graphs,
         "linear": args.linear,
         "fp8_vs_bf16": fp8,
-        "tokens_per_frame": model.window.tokens_per_frame,
+        "tokens_per_frame": geometry.tokens_per_frame,
+        "recache_mode": args.recache_mode,
+        "graph_replays": runtime.graph_replays,
         "denoise_step_ms_p50": [median(s) for s in step_ms],
         "kv_refresh_ms_p50": median(refresh_ms),
         "chunk_ms_p50": median(chunk_ms),
@@ -454,7 +439,7 @@ def long_run(torch, sampler, timer, device, frames: int) -> dict:
     first_mem = None
     chunk_ms, mems = [], []
     made = 0
-    ptr = sampler.model.cache_k.data_ptr()
+    ptr = sampler.runtime.store.cache_k.data_ptr()
     start = time.perf_counter()
     while made < frames:
         a = timer.mark()
@@ -477,7 +462,7 @@ def long_run(torch, sampler, timer, device, frames: int) -> dict:
         "mem_allocated_first_gib": round(first_mem / 2**30, 3),
         "mem_allocated_last_gib": round(mems[-1] / 2**30, 3),
         "mem_growth_mib": round((max(mems) - first_mem) / 2**20, 2),
-        "cache_buffer_unchanged": sampler.model.cache_k.data_ptr() == ptr,
+        "cache_buffer_unchanged": sampler.runtime.store.cache_k.data_ptr() == ptr,
         "last_chunk_finite": finite,
     }
 
@@ -485,14 +470,15 @@ def long_run(torch, sampler, timer, device, frames: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny config on CPU, a few chunks (seconds)")
-    parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/longlive-<device>-DATE.json)")
+    parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/longlive-<device>-<date>.json)")
+    parser.add_argument("--label", default="", help="suffix of the default result file name")
+    parser.add_argument("--recache-mode", default="stock", choices=["stock", "causal"],
+                        help="prompt-switch re-cache semantics (video/longlive/stream.py)")
     parser.add_argument("--sizes", default="480x832,320x576", help="HxW list")
     parser.add_argument("--compile", default="none",
                         help="comma list of: none, default, max-autotune-no-cudagraphs, reduce-overhead, multi-kernel")
     parser.add_argument("--cuda-graphs", default="on", choices=["off", "on", "both"],
                         help="replay each pass as a CUDA graph (the engine's default on a GPU); both: one run each")
-    parser.add_argument("--compile-scope", default="blocks", choices=["blocks", "model"],
-                        help="compile one block reused by all layers (fast to compile) or the whole chunk forward")
     parser.add_argument("--chunks", type=int, default=20, help="timed chunks per size")
     parser.add_argument("--switches", type=int, default=6, help="timed prompt switches per size")
     parser.add_argument("--steps", type=int, default=4)
@@ -531,27 +517,20 @@ def main(argv=None) -> int:
     card = torch.cuda.get_device_name() if device.type == "cuda" else (platform.processor() or "cpu")
     short = "h200" if "H200" in card else "h100" if "H100" in card else device.type
     results: list[dict] = []
-    out = args.out or REPO / "benchmarks" / "results" / f"longlive-{short}-{DATE}.json"
+    out = args.out or result_path("longlive", short, args.label)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def write() -> None:
         """After every run, so a timeout or a failing compile mode keeps what was measured."""
-        record = {
-            "benchmark": "longlive",
-            "device": card,
-            "torch": torch.__version__,
-            "commit": git_commit(),
-            "date": DATE,
-            "run_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "config": {
+        write_result(out, "longlive", card, config={
                 "preset": args.preset,
                 "dtype": args.dtype,
                 "linear": args.linear,
                 "steps": args.steps,
                 "sizes": args.sizes,
                 "compile": args.compile,
-                "compile_scope": args.compile_scope,
                 "cuda_graphs": args.cuda_graphs,
+                "recache_mode": args.recache_mode,
                 "chunks_timed": args.chunks,
                 "weights": "random (meta -> to_empty -> seeded init)",
                 "attention": args.attention or "dense SDPA (DenseRouter)",
@@ -560,10 +539,7 @@ def main(argv=None) -> int:
                 "engine's own loop (video/longlive/pipeline.py) with the TAE, frames on the host",
                 "latency_paths": "directive-to-changed and first-chunk times defer the chunk's refresh pass "
                 "to the next chunk, as the engine does (StreamingSampler.next_chunk(defer_refresh=True))",
-            },
-            "metrics": {"runs": results},
-        }
-        out.write_text(json.dumps(record, indent=2) + "\n")
+            }, metrics={"runs": results})
 
     graph_settings = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graphs]
     runs = [(mode.strip(), graphs, size) for mode in args.compile.split(",") for graphs in graph_settings

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ModelFileMissingError, PersonaError
 from .comfy_env import models_folder, progress
 from .engine_types import (
     IDENTITY,
@@ -38,12 +39,28 @@ ENGINE_FILES = ("longlive.generator", "longlive.lora", "umt5.encoder", "umt5.tok
 DECODER_FILES = {"tae": "taew2.1", "vae": "wan2.1.vae"}
 
 
-class EngineFilesMissingError(FileNotFoundError):
-    """The models folder lacks weight files the engine needs; the message names every one."""
+class EngineFilesMissingError(ModelFileMissingError):
+    """The models folder lacks weight files the engine needs; the message names every one (the
+    structured payload names the first; `missing` holds each file's own error)."""
+
+    def __init__(self, missing: list) -> None:
+        self.missing = list(missing)
+        first = self.missing[0]
+        super().__init__(first.name, purpose=first.purpose, source=first.source, looked_in=first.looked_in,
+                         size_bytes=first.size_bytes, size_exact=first.size_exact, hint=first.hint)
+        self.args = (f"{len(self.missing)} LongLive file(s) missing:\n" + "\n".join(str(e) for e in self.missing),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self):
+        return (EngineFilesMissingError, (self.missing,))
 
 
-class EngineDependencyError(ImportError):
+class EngineDependencyError(PersonaError, ImportError):
     """A package of the `longlive` extra is not installed in the Python that runs the node."""
+
+    code = "dependency_missing"
 
 
 def resolve_models_dir(explicit: str = "") -> Path:
@@ -66,8 +83,8 @@ def resolve_models_dir(explicit: str = "") -> Path:
     return folders[0] if folders else model_files.models_dir()
 
 
-def missing_files(models_dir: Path, decoder: str = "tae") -> list[str]:
-    """Messages naming each weight file the engine needs that `models_dir` lacks."""
+def missing_file_errors(models_dir: Path, decoder: str = "tae") -> list:
+    """The `CheckpointNotFoundError` of each weight file the engine needs that `models_dir` lacks."""
     from ..video import model_files
 
     problems = []
@@ -75,8 +92,13 @@ def missing_files(models_dir: Path, decoder: str = "tae") -> list[str]:
         try:
             model_files.find(key, models_dir)
         except model_files.CheckpointNotFoundError as exc:
-            problems.append(str(exc))
+            problems.append(exc)
     return problems
+
+
+def missing_files(models_dir: Path, decoder: str = "tae") -> list[str]:
+    """Messages naming each weight file the engine needs that `models_dir` lacks."""
+    return [str(exc) for exc in missing_file_errors(models_dir, decoder)]
 
 
 _LOADED: dict[tuple, LongLiveModel] = {}
@@ -97,66 +119,32 @@ class PersonaLongLiveLoader:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        from ..video.longlive.config import PRESETS
+        from ..video.longlive.settings import LongLiveSettings
+        from .settings_inputs import node_inputs
 
         return {
-            "required": {
-                "preset": (
-                    ["auto", *PRESETS],
-                    {"default": "auto", "tooltip": "Architecture preset. auto: read from the checkpoint's shapes; "
-                     "a name: the checkpoint must match it."},
-                ),
-                "decoder": (
-                    list(DECODER_FILES),
-                    {"default": "tae", "tooltip": "Latent decoder: tae = TAEW2.1 (real time), vae = full Wan VAE."},
-                ),
-                "dtype": (
-                    ["bfloat16", "float16", "float32"],
-                    {"default": "bfloat16", "tooltip": "Compute dtype of the DiT (bfloat16 on Hopper GPUs)."},
-                ),
-                "local_attn_size": (
-                    "INT",
-                    {"default": 12, "min": 6, "max": 30, "step": 3,
-                     "tooltip": "Latent frames of context a chunk attends to, sink included (multiple of 3)."},
-                ),
-                "sink_size": (
-                    "INT",
-                    {"default": 3, "min": 0, "max": 12, "step": 3,
-                     "tooltip": "Latent frames at the start kept in the cache forever: the identity anchor."},
-                ),
-                "compile": (
-                    "BOOLEAN",
-                    {"default": False, "tooltip": "torch.compile the transformer and the TAE decoder (30-45 s before the "
-                     "first chunk, faster after; with fp8, what makes 480x832 real time on an H100)."},
-                ),
-            },
-            "optional": {  # optional, so workflows saved before they existed still load
+            "required": node_inputs(LongLiveSettings, load=True),  # every load-time setting, one source
+            "optional": {  # optional, so workflows saved before it existed still load
                 "models_dir": (
                     "STRING",
                     {"default": "", "tooltip": "Folder with the weight files. Empty: $PERSONA_MODELS_DIR, else "
                      "ComfyUI/models/persona, else ~/.cache/comfyui-persona/models."},
                 ),
-                "linear_precision": (
-                    ["bf16", "fp8"],
-                    {"default": "bf16", "tooltip": "Block linear layers in the compute dtype, or FP8 e4m3 (Hopper "
-                     "GPUs: faster, slightly different numbers)."},
-                ),
             },
         }
 
-    def load(self, preset: str, decoder: str, dtype: str, local_attn_size: int, sink_size: int, compile: bool,
-             models_dir: str = "", linear_precision: str = "bf16") -> tuple:
+    def load(self, models_dir: str = "", **inputs: Any) -> tuple:
         from ..video.longlive.engine import LongLiveBackend
         from ..video.longlive.settings import LongLiveSettings
+        from .settings_inputs import settings_from_inputs
 
-        settings = LongLiveSettings(preset=preset, decoder=decoder, dtype=dtype, local_attn_size=local_attn_size,
-                                    sink_size=sink_size, compile=compile, linear_precision=linear_precision)
+        settings = settings_from_inputs(LongLiveSettings, inputs)
         directory = resolve_models_dir(models_dir)
         key = (settings.model_dump_json(), str(directory))
         if key not in _LOADED:  # ComfyUI caches the output; this also spares the headless runner a reload
-            problems = missing_files(directory, decoder)
+            problems = missing_file_errors(directory, settings.decoder)
             if problems:  # all of them at once, not one per attempt
-                raise EngineFilesMissingError(f"{len(problems)} LongLive file(s) missing:\n" + "\n".join(problems))
+                raise EngineFilesMissingError(problems)
             bar = progress(1)
             try:
                 built = LongLiveBackend(settings=settings, models_dir=directory)
@@ -166,25 +154,27 @@ class PersonaLongLiveLoader:
                     "with `pip install comfyui-persona[longlive]` (in ComfyUI's Python)"
                 ) from exc
             _LOADED.clear()  # one engine resident at a time: the 1.3B weights are ~5 GiB
-            _LOADED[key] = LongLiveModel(settings=settings, models_dir=directory, model=built.model,
+            _LOADED[key] = LongLiveModel(settings=settings, models_dir=directory, model=built.runtime,
                                          text_encoder=built.text_encoder, decoder=built.decoder)
             bar.update(1)
         return (_LOADED[key],)
 
 
-def _attention_settings(attention: str, topk: float, cdf_threshold: float, timestep_threshold: float) -> dict:
-    """The attention dict the engine takes (empty = dense SDPA), validated by H7's model."""
-    if attention == "dense":
-        return {}
-    from ..video.attention.config import SparseAttentionConfig
+#: The sampler's live engine settings, generated from `LongLiveSettings` (nodes/settings_inputs.py).
+SAMPLER_SETTINGS = ("denoising_steps", "prompt_switch_recache", "recache_mode", "preempt")
+#: Its attention settings, generated from `SparseAttentionConfig`.
+ATTENTION_SETTINGS = ("sparge_attention", "sparge_topk", "sparge_cdf_threshold", "sparge_timestep_threshold")
 
-    config = SparseAttentionConfig(
-        sparge_attention=True,
-        sparge_topk=topk,
-        sparge_cdf_threshold=cdf_threshold or None,
-        sparge_timestep_threshold=timestep_threshold,
-    )
-    return config.model_dump(mode="json")
+
+def sampler_settings(values: dict[str, Any]):
+    """`LongLiveSettings` (live fields and attention) from the sampler node's inputs."""
+    from ..video.attention.config import SparseAttentionConfig
+    from ..video.longlive.settings import LongLiveSettings
+    from .settings_inputs import settings_from_inputs
+
+    attention = settings_from_inputs(SparseAttentionConfig, values)
+    return settings_from_inputs(LongLiveSettings, {k: v for k, v in values.items() if k in SAMPLER_SETTINGS},
+                                attention=attention)
 
 
 def _always_changed(**_: Any) -> float:
@@ -223,6 +213,10 @@ class PersonaLongLiveSampler:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
+        from ..video.attention.config import SparseAttentionConfig
+        from ..video.longlive.settings import LongLiveSettings
+        from .settings_inputs import node_inputs
+
         return {
             "required": {
                 "engine": (LONGLIVE, {"tooltip": "The loaded LongLive engine."}),
@@ -238,25 +232,9 @@ class PersonaLongLiveSampler:
                                    "tooltip": "Frame height, px (multiple of 16)."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
                                  "tooltip": "Noise seed of the stream: same seed, same frames."}),
-                "steps": ("INT", {"default": 4, "min": 1, "max": 4,
-                                  "tooltip": "Denoising steps per chunk (LongLive is trained for 4)."}),
-                "attention": (
-                    ["dense", "sparse"],
-                    {"default": "dense", "tooltip": "Self-attention: dense SDPA, or block-sparse where allowed."},
-                ),
-                "sparse_topk": ("FLOAT", {"default": 0.5, "min": 0.05, "max": 1.0, "step": 0.05,
-                                          "tooltip": "Sparse only: fraction of key blocks each query block keeps."}),
-                "sparse_cdf_threshold": (
-                    "FLOAT",
-                    {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                     "tooltip": "Sparse only: if > 0, keep the fewest key blocks reaching this probability "
-                     "mass instead of top-k."},
-                ),
-                "sparse_timestep_threshold": (
-                    "FLOAT",
-                    {"default": 800.0, "min": 0.0, "max": 1000.0, "step": 1.0,
-                     "tooltip": "Sparse only: sparse on denoising steps with t below this (800: the last step)."},
-                ),
+                # Live engine settings and sparse attention: generated from the pydantic settings.
+                **node_inputs(LongLiveSettings, SAMPLER_SETTINGS),
+                **node_inputs(SparseAttentionConfig, ATTENTION_SETTINGS),
             },
             "optional": {
                 "prompt": (PROMPT, {"tooltip": "Prompt style from the prompt composer (appearance text, and "
@@ -264,12 +242,6 @@ class PersonaLongLiveSampler:
                 "transition": (TRANSITION, {"tooltip": "How prompts blend between actions (transition blender)."}),
                 "identity": (IDENTITY, {"tooltip": "Reference photo from the identity node: the stream is anchored "
                                         "on it (its VAE latents fill the KV sink). Overrides the composer's."}),
-                "prompt_switch_recache": (
-                    ["before", "after"],
-                    {"default": "after", "tooltip": "When a new directive re-caches the context window: right "
-                     "after its first chunk (default: the change shows sooner; that first chunk follows the new "
-                     "prompt less closely), or before it (LongLive's order). Changes apply between chunks."},
-                ),
             },
         }
 
@@ -278,38 +250,38 @@ class PersonaLongLiveSampler:
         return _always_changed(**kwargs)
 
     def render(self, engine: LongLiveModel, persona, plan: DirectivePlan, session_id: str, width: int, height: int,
-               seed: int, steps: int, attention: str, sparse_topk: float, sparse_cdf_threshold: float,
-               sparse_timestep_threshold: float, prompt: PromptStyle | None = None,
-               transition: TransitionStyle | None = None, identity: IdentityValue | None = None,
-               prompt_switch_recache: str = "after") -> tuple:
+               seed: int, prompt: PromptStyle | None = None, transition: TransitionStyle | None = None,
+               identity: IdentityValue | None = None, **settings_inputs: Any) -> tuple:
+        settings = sampler_settings(settings_inputs)
         session = current_store().get(session_id)
         transition = transition or TransitionStyle()
-        routing = _attention_settings(attention, sparse_topk, sparse_cdf_threshold, sparse_timestep_threshold)
+        routing = settings.attention.model_dump(mode="json", exclude_defaults=True) if settings.attention.sparge_attention else {}
         appearance = (prompt.appearance if prompt else "") or persona.appearance.description
         identity = identity or (prompt.identity if prompt else None)
         conditioner = identity.conditioner if identity is not None else None
-        key = (id(engine), persona.id, width, height, seed, steps, json.dumps(routing, sort_keys=True),
+        key = (id(engine), persona.id, width, height, seed, settings.denoising_steps, json.dumps(routing, sort_keys=True),
                transition, appearance, id(conditioner))
         bar = progress(1)
         with session.lock:
             slot = session.peek("renderer")
             if slot is None or getattr(slot, "key", None) != key:
-                slot = self._start(engine, persona, session, key, width, height, seed, steps, routing,
-                                   transition, appearance, conditioner)
+                slot = self._start(engine, persona, session, key, width, height, seed, settings.denoising_steps,
+                                   routing, transition, appearance, conditioner)
             elif engine.owner is not slot.backend:
                 # Another session streamed on this engine's KV cache meanwhile: restart ours.
                 slot.backend.start_session(slot.spec)
                 _apply_easing(slot.backend, transition)
                 slot.submitted_turn = 0
             engine.owner = slot.backend
-            slot.backend.set_recache_timing(prompt_switch_recache)  # live: no restart
+            slot.backend.set_recache_timing(settings.prompt_switch_recache)  # live: no restart
+            slot.backend.sampler._s().recache_mode = settings.recache_mode
             if plan.turn > slot.submitted_turn:
                 slot.backend.submit(list(plan.directives), plan.turn)
                 slot.submitted_turn = plan.turn
             chunk = slot.backend.next_chunk()
         bar.update(1)
         return (FramesValue(session_id=session_id, backend=self.BACKEND, chunk=chunk, fps=16.0,
-                            extra={"attention": attention}),)
+                            extra={"attention": "sparse" if routing else "dense"}),)
 
     def _start(self, engine, persona, session: Session, key, width, height, seed, steps, routing, transition,
                appearance, conditioner=None) -> _EngineSlot:

@@ -21,8 +21,10 @@ from comfyui_persona.persona.library import load_persona  # noqa: E402
 from comfyui_persona.persona.schema import ActionDirective  # noqa: E402
 from comfyui_persona.video.longlive.fp8 import Fp8Linear  # noqa: E402
 
-SAMPLER_DEFAULTS = dict(width=96, height=64, seed=3, steps=2, attention="dense", sparse_topk=0.5,
-                        sparse_cdf_threshold=0.0, sparse_timestep_threshold=800.0)
+#: The loader's inputs for the tiny set on CPU (everything else at its default).
+LOADER = dict(preset="auto", decoder="tae", dtype="float32", compile="off", linear_precision="bf16")
+SAMPLER_DEFAULTS = dict(width=96, height=64, seed=3, denoising_steps=2, sparge_attention=False, sparge_topk=0.5,
+                        sparge_cdf_threshold=0.0, sparge_timestep_threshold=800.0)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -87,7 +89,7 @@ def test_same_seed_same_frames_and_another_session_takes_the_engine_over(engine)
 
 def test_sparse_attention_setting_reaches_the_engine(engine) -> None:
     store = SessionStore()
-    frames = _render(engine, "sp", DirectivePlan(turn=0), store, attention="sparse", sparse_topk=0.25)
+    frames = _render(engine, "sp", DirectivePlan(turn=0), store, sparge_attention=True, sparge_topk=0.25)
     backend = store.get("sp").peek("renderer").backend
     assert backend.attention["sparge_attention"] is True and backend.attention["sparge_topk"] == 0.25
     assert frames.extra["attention"] == "sparse" and frames.chunk.frames.std() > 0
@@ -104,7 +106,7 @@ def test_loader_names_every_missing_file_at_once(tmp_path) -> None:
 
     loader = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"]()
     with pytest.raises(EngineFilesMissingError, match="5 LongLive file") as caught:
-        loader.load("tiny", "tae", "float32", 12, 3, False, models_dir=str(tmp_path))
+        loader.load(**{**LOADER, "preset": "tiny"}, models_dir=str(tmp_path))
     for name in ("longlive_base.pt", "lora.pt", "umt5", "tokenizer", "taew2_1"):
         assert name in str(caught.value)
 
@@ -140,13 +142,12 @@ def tiny_set(tmp_path_factory) -> LongLiveModel:
 
     directory = tmp_path_factory.mktemp("tiny-models")
     write_tiny_models(directory)
-    (loaded,) = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"]().load(
-        "auto", "tae", "float32", 12, 3, False, models_dir=str(directory))
+    (loaded,) = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"]().load(**LOADER, models_dir=str(directory))
     return loaded
 
 
 def test_loader_reads_the_preset_from_the_files_and_the_sampler_streams(tiny_set) -> None:
-    assert tiny_set.model.cfg.dim == 32 and tiny_set.model.cfg.in_dim == 16
+    assert tiny_set.model.model.cfg.dim == 32 and tiny_set.model.model.cfg.in_dim == 16
     frames = _render(tiny_set, "tiny", WAVE, SessionStore())
     assert frames.chunk.frames.shape == (9, 64, 96, 3) and frames.chunk.frames.std() > 0
 
@@ -164,9 +165,9 @@ def test_recache_timing_is_a_live_sampler_setting(engine) -> None:
 
 def test_loader_offers_fp8_block_linears(tiny_set) -> None:
     (fp8,) = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"]().load(
-        "auto", "tae", "float32", 12, 3, False, models_dir=str(tiny_set.models_dir), linear_precision="fp8")
+        **{**LOADER, "linear_precision": "fp8"}, models_dir=str(tiny_set.models_dir))
     assert fp8.model is not tiny_set.model and fp8.settings.linear_precision == "fp8"
-    assert isinstance(fp8.model.blocks[0].ffn[0], Fp8Linear)
+    assert isinstance(fp8.model.model.blocks[0].ffn[0], Fp8Linear)
     frames = _render(fp8, "fp8", WAVE, SessionStore())
     assert frames.chunk.frames.shape == (9, 64, 96, 3)
 
@@ -192,7 +193,7 @@ def test_identity_node_anchors_the_sampler_session_on_the_photo(tiny_set) -> Non
     assert tuple(backend.reference_latents.shape) == (1, 16, 3, 8, 12)
     # The reference sink chunk is in the cache; the generated chunk waits for its refresh pass
     # (the engine runs it at the start of the next chunk, to show frames sooner).
-    assert backend.sampler.chunks_done == 1 and backend.sampler.pending is not None
+    assert backend.sampler.chunks_done == 1 and not backend.sampler.stream.idle
     backend.sampler.flush()
     assert backend.sampler.chunks_done == 2
     assert backend._prompt.startswith(appearance.rstrip(".")) and frames.chunk.first_index == 0
@@ -201,3 +202,52 @@ def test_identity_node_anchors_the_sampler_session_on_the_photo(tiny_set) -> Non
     _render(tiny_set, "direct", WAVE, direct, identity=identity)
     torch.testing.assert_close(direct.get("direct").peek("renderer").backend.reference_latents,
                                backend.reference_latents, rtol=0, atol=0)
+
+
+def test_engine_node_inputs_are_generated_from_the_settings_model() -> None:
+    """One source for each setting: the loader shows every load-time field of LongLiveSettings and
+    the sampler its live ones (attention from SparseAttentionConfig), with the field's default,
+    bounds, choices and description; the inputs' defaults validate back to the default settings."""
+    import typing
+
+    from comfyui_persona.nodes.engine_nodes import ATTENTION_SETTINGS, SAMPLER_SETTINGS, sampler_settings
+    from comfyui_persona.nodes.settings_inputs import settings_from_inputs
+    from comfyui_persona.video.attention.config import SparseAttentionConfig
+    from comfyui_persona.video.longlive.settings import LongLiveSettings
+
+    loader = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"].INPUT_TYPES()["required"]
+    sampler = NODE_CLASS_MAPPINGS["PersonaLongLiveSampler"].INPUT_TYPES()["required"]
+    fields = LongLiveSettings.model_fields
+    load_fields = {n for n, f in fields.items() if f.json_schema_extra["ui"]["is_load_param"]}
+    assert set(loader) == load_fields and {"cuda_graphs", "compile", "linear_precision", "max_sessions"} <= set(loader)
+    assert set(SAMPLER_SETTINGS) == set(fields) - load_fields - {"attention"}
+    assert {"prompt_switch_recache", "recache_mode"} <= set(sampler)
+
+    def check(model, name, spec):
+        field = model.model_fields[name]
+        kind, options = spec
+        assert options["tooltip"].startswith(field.description), name
+        default = field.get_default(call_default_factory=True)
+        if typing.get_origin(field.annotation) is typing.Literal:
+            assert kind == list(typing.get_args(field.annotation)) and options["default"] == default, name
+            return
+        bounds = {type(m).__name__: m for m in field.metadata}
+        if "Ge" in bounds or "Gt" in bounds:
+            low = bounds.get("Ge") or bounds.get("Gt")
+            assert options["min"] == getattr(low, "ge", getattr(low, "gt", None)), name
+        if "Le" in bounds:
+            assert options["max"] == bounds["Le"].le, name
+        if "MultipleOf" in bounds:
+            assert options["step"] == bounds["MultipleOf"].multiple_of, name
+        assert options["default"] == (0.0 if default is None else default), name
+
+    for name, spec in loader.items():
+        check(LongLiveSettings, name, spec)
+    for name in SAMPLER_SETTINGS:
+        check(LongLiveSettings, name, sampler[name])
+    for name in ATTENTION_SETTINGS:
+        check(SparseAttentionConfig, name, sampler[name])
+    defaults = {name: spec[1]["default"] for name, spec in loader.items()}
+    assert settings_from_inputs(LongLiveSettings, defaults) == LongLiveSettings()
+    live = {name: sampler[name][1]["default"] for name in (*SAMPLER_SETTINGS, *ATTENTION_SETTINGS)}
+    assert sampler_settings(live) == LongLiveSettings()

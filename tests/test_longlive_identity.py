@@ -50,9 +50,9 @@ def engine(tiny_dir, **kwargs) -> LongLiveBackend:
 
 
 def sink_rows(backend: LongLiveBackend) -> tuple[torch.Tensor, torch.Tensor]:
-    window = backend.model.window
-    rows = window.sink_chunks * window.chunk * window.tokens_per_frame
-    return backend.model.cache_k[..., :rows, :].clone(), backend.model.cache_v[..., :rows, :].clone()
+    geometry = backend.sampler.window.geometry
+    rows = geometry.sink_chunks * geometry.rows_per_slot
+    return backend.sampler.cache_k[..., :rows, :].clone(), backend.sampler.cache_v[..., :rows, :].clone()
 
 
 def test_reference_latents_are_the_sink_and_survive_prompt_switches(tiny_dir, conditioner, monkeypatch):
@@ -70,8 +70,7 @@ def test_reference_latents_are_the_sink_and_survive_prompt_switches(tiny_dir, co
     torch.testing.assert_close(backend.reference_latents, expected, rtol=0, atol=0)
     # The sink holds exactly what a clean refresh pass of those latents writes.
     backend.sampler.reset()
-    plan = backend.model.begin_chunk()
-    backend.sampler.refresh(expected, plan)
+    backend.sampler.prime_sink(expected)
     refreshed = sink_rows(backend)
     assert torch.equal(primed[0], refreshed[0]) and torch.equal(primed[1], refreshed[1])
 
@@ -83,7 +82,7 @@ def test_reference_latents_are_the_sink_and_survive_prompt_switches(tiny_dir, co
     monkeypatch.setattr(wan_vae, "load_wan_vae", no_second_load)
     backend.start_session(spec(LOOK))  # restart: same sink, latents from the cache (no VAE load)
     assert torch.equal(sink_rows(backend)[0], primed[0])
-    for _ in range(4):
+    for _ in range(4):  # the sink and 4 chunks: 15 frames made, so stock's re-cache keeps the sink
         backend.next_chunk()
     backend.submit([ActionDirective(action="wave", expression="smile", intensity=0.8)], seq=3)
     backend.next_chunk()  # the prompt switch re-caches the window

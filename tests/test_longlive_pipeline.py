@@ -4,22 +4,21 @@ import pytest
 import torch
 
 from comfyui_persona.video.decoders.taehv import tiny_taehv
-from comfyui_persona.video.longlive.config import WanConfig
-from comfyui_persona.video.longlive.model import CausalWanModel, init_random_
 from comfyui_persona.video.longlive.pipeline import ChunkPipeline
+from comfyui_persona.video.longlive.runtime import EngineRuntime
 from comfyui_persona.video.longlive.sampler import StreamingSampler
+from comfyui_persona.video.longlive.testing import tiny_dit
 
 LAT_H, LAT_W = 4, 6
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny_sampler(device: str = "cpu") -> StreamingSampler:
+def tiny_sampler(device: str = "cpu", mode: str = "stock", graphs: bool = False) -> StreamingSampler:
     # sink 3 + ring of 2 chunks: the ring wraps within a few chunks.
-    cfg = WanConfig.from_name("tiny").replace(in_dim=16, out_dim=16, local_attn_size=9)
-    torch.manual_seed(0)
-    model = init_random_(CausalWanModel(cfg), std=0.2).eval().to(device)
-    sampler = StreamingSampler(model, seed=3)
+    runtime = EngineRuntime(tiny_dit(in_dim=16, out_dim=16, local_attn_size=9).to(device))
+    runtime.use_cuda_graphs(graphs)
+    sampler = StreamingSampler(runtime, seed=3, recache_mode=mode)
     sampler.start(LAT_H, LAT_W)
     return sampler
 
@@ -57,27 +56,28 @@ def pipeline_loop(pipeline: ChunkPipeline, script) -> list[torch.Tensor]:
     return frames
 
 
-def run_both(recache: str, device: str = "cpu", overlap: bool = True):
+def run_both(recache: str, device: str = "cpu", overlap: bool = True, mode: str = "stock"):
     a, b = prompts(device)
     script = [a, "chunk", "chunk", "chunk", b, "chunk", a, "chunk", "chunk", b, "chunk", "chunk"]
-    reference = tiny_sampler(device)
+    reference = tiny_sampler(device, mode)
     expected = plain_loop(reference, tiny_taehv().to(device).decode_stream(), script, recache_after=recache == "after")
-    sampler = tiny_sampler(device)
+    sampler = tiny_sampler(device, mode)
     pipeline = ChunkPipeline(sampler, tiny_taehv().to(device).decode_stream(), recache=recache, overlap=overlap)
     got = pipeline_loop(pipeline, script)
     return expected, got, reference, sampler
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("mode", ["stock", "causal"])
 @pytest.mark.parametrize("recache", ["before", "after"])
-def test_pipeline_frames_and_cache_equal_the_plain_loop(recache):
-    expected, got, reference, sampler = run_both(recache)
+def test_pipeline_frames_and_cache_equal_the_plain_loop(recache, mode):
+    expected, got, reference, sampler = run_both(recache, mode=mode)
     assert len(got) == len(expected) == 8
     for i, (e, g) in enumerate(zip(expected, got, strict=True)):
         assert g.dtype == torch.uint8 and g.device.type == "cpu"
         assert torch.equal(e, g), f"chunk {i}"
-    torch.testing.assert_close(sampler.model.cache_k, reference.model.cache_k)
-    torch.testing.assert_close(sampler.model.cache_v, reference.model.cache_v)
+    torch.testing.assert_close(sampler.cache_k, reference.cache_k)
+    torch.testing.assert_close(sampler.cache_v, reference.cache_v)
 
 
 @torch.no_grad()
@@ -111,27 +111,27 @@ def test_side_stream_decode_gives_the_frames_of_the_plain_loop_on_cuda(recache):
 @torch.no_grad()
 @pytest.mark.parametrize("recache", ["before", "after"])
 def test_cuda_graph_replay_gives_the_frames_and_cache_of_the_plain_passes(recache):
-    """Every pass replayed from a captured graph (fill levels, ring positions, re-caches):
-    same frames and cache as launching the kernels one by one, and a second session of the
-    same size replays the graphs of the first."""
+    """Steady-state passes replayed from captured graphs (every ring position through one
+    graph): same frames and cache as launching the kernels one by one, and a second session
+    of the same size replays the graphs of the first."""
     a, b = prompts("cuda")
     script = [a, "chunk", "chunk", "chunk", b, "chunk", a, "chunk", "chunk", b, "chunk", "chunk"]
     runs = []
     for graphs in (False, True):
-        sampler = tiny_sampler("cuda")
-        sampler.model.use_cuda_graphs(graphs)
+        sampler = tiny_sampler("cuda", graphs=graphs)
         pipeline = ChunkPipeline(sampler, tiny_taehv().to("cuda").decode_stream(), recache=recache)
         frames = pipeline_loop(pipeline, script)
-        captured = dict(sampler.model._graphs or {})
+        captured = dict(sampler.runtime._graphs or {})
         sampler.start(LAT_H, LAT_W)  # a second session of the same size: replays, no new capture
         again = pipeline_loop(ChunkPipeline(sampler, tiny_taehv().to("cuda").decode_stream(), recache=recache), script)
-        runs.append((frames, again, sampler.model, captured))
-    (plain, plain_again, plain_model, _), (replayed, replayed_again, graph_model, captured) = runs
-    assert graph_model._graphs is not None, "CUDA graph capture failed (see the logged warning)"
-    assert len(captured) >= 4, "passes were not captured"
-    kept = graph_model._graphs.keys() == captured.keys() and all(graph_model._graphs[k] is v for k, v in captured.items())
+        runs.append((frames, again, sampler, captured))
+    (plain, plain_again, plain_sampler, _), (replayed, replayed_again, graph_sampler, captured) = runs
+    graphs = graph_sampler.runtime._graphs
+    assert graphs is not None, "CUDA graph capture failed (see the logged warning)"
+    assert len(captured) >= 1 and graph_sampler.runtime.graph_replays > 10, "steady passes were not replayed"
+    kept = graphs.keys() == captured.keys() and all(graphs[k] is v for k, v in captured.items())
     assert kept, "the second session captured again instead of replaying"
     for i, (e, g) in enumerate(zip(plain + plain_again, replayed + replayed_again, strict=True)):
         assert (e.int() - g.int()).abs().max() <= 1, f"chunk {i}"
-    torch.testing.assert_close(graph_model.cache_k, plain_model.cache_k, atol=1e-3, rtol=1e-3)
-    torch.testing.assert_close(graph_model.cache_v, plain_model.cache_v, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(graph_sampler.cache_k, plain_sampler.cache_k, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(graph_sampler.cache_v, plain_sampler.cache_v, atol=1e-3, rtol=1e-3)

@@ -16,10 +16,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import PersonaError
 from ..persona.schema import ActionDirective
 
 
-class RenderError(ValueError):
+class RenderError(PersonaError, ValueError):
     """A caller asked a backend for something it cannot do (bad size, fps, unknown word)."""
 
 

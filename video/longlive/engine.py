@@ -34,6 +34,7 @@ import torch
 from ...persona.schema import ActionDirective
 from ..backend import Chunk, RenderError, SessionSpec
 from .model import CausalWanModel
+from .runtime import EngineRuntime
 from .sampler import StreamingSampler
 
 NATIVE_FPS = 16.0
@@ -53,7 +54,7 @@ class LongLiveBackend:
 
     def __init__(
         self,
-        model: CausalWanModel | None = None,
+        model: CausalWanModel | EngineRuntime | None = None,
         text_encoder=None,
         decoder=None,
         *,
@@ -66,18 +67,22 @@ class LongLiveBackend:
         reference_vae=None,
         reference_sink: bool = True,
         recache: str | None = None,
+        recache_mode: str | None = None,
     ) -> None:
         if model is None or text_encoder is None or decoder is None:
             built = _load_from_models_dir(settings, models_dir)
             model = model or built[0]
             text_encoder = text_encoder or built[1]
             decoder = decoder or built[2]
-        self.model = model
+        self.runtime = model if isinstance(model, EngineRuntime) else EngineRuntime(model)
+        self.model = self.runtime.model
         self.text_encoder = text_encoder
         self.decoder = decoder
         if steps is None:  # the settings' denoising_steps, else all 4 of LongLive's list
             steps = settings.denoising_steps if settings is not None else None
-        self.sampler = StreamingSampler(model, steps=steps)
+        if recache_mode is None:
+            recache_mode = settings.recache_mode if settings is not None else "stock"
+        self.sampler = StreamingSampler(self.runtime, steps=steps, recache_mode=recache_mode)
         self.blend_chunks = blend_chunks
         self.spec: SessionSpec | None = None
         # When a prompt switch re-caches the window: before the next chunk, or right after it.
@@ -121,9 +126,9 @@ class LongLiveBackend:
         if self.attention:
             from ..attention import make_router
 
-            window = self.model.window
-            sink_tokens = window.sink_chunks * window.chunk * window.tokens_per_frame
-            self.model.set_router(make_router(self.attention, num_layers=len(self.model.blocks), sink_tokens=sink_tokens))
+            geometry = self.sampler.window.geometry
+            self.sampler.stream.router = make_router(self.attention, num_layers=len(self.model.blocks),
+                                                     sink_tokens=geometry.sink_chunks * geometry.rows_per_slot)
         self.pipeline = ChunkPipeline(self.sampler, open_stream(self.decoder), recache=self.recache)
         self.queue: deque[_Queued] = deque()
         self.current: _Queued | None = None
@@ -311,6 +316,7 @@ def _load_from_models_dir(settings, models_dir):
 
     settings = settings or LongLiveSettings()
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    speed = settings.resolved(device, torch.cuda.get_device_capability() if device == "cuda" else None)
     dtype = getattr(torch, settings.dtype)
     paths = {k: model_files.find(k, models_dir) for k in ("longlive.generator", "longlive.lora", "umt5.encoder", "umt5.tokenizer")}
     decoder_key = "taew2.1" if settings.decoder == "tae" else "wan2.1.vae"
@@ -321,13 +327,14 @@ def _load_from_models_dir(settings, models_dir):
     merge_lora(model, read_lora_state(paths["longlive.lora"]))
     model = cast_for_inference(model.to(device), dtype).eval()
     model.fuse_qkv()  # after the LoRA merge, which names q, k, v
-    if settings.linear_precision == "fp8":
+    if speed.fp8:
         from .fp8 import quantize_blocks_fp8
 
         quantize_blocks_fp8(model)  # after the LoRA merge: quantise the final weights
-    if settings.compile:
-        model.compile()
-    model.use_cuda_graphs(settings.cuda_graphs)  # acts on a CUDA device only
+    runtime = EngineRuntime(model)  # after every change to the weights
+    if speed.compile:
+        runtime.compile(speed.compile_mode)
+    runtime.use_cuda_graphs(speed.cuda_graphs)
     umt5 = load_umt5(paths["umt5.encoder"], device, dtype)
     if umt5.config.d_model != cfg.text_dim:
         raise RenderError(
@@ -337,9 +344,9 @@ def _load_from_models_dir(settings, models_dir):
     encoder = UMT5TextEncoder(umt5, load_tokenizer(paths["umt5.tokenizer"]), text_len=cfg.text_len)
     load = load_taehv if settings.decoder == "tae" else load_wan_vae
     decoder = load(decoder_path, device=device, dtype=_decoder_dtype(device, settings.decoder))
-    if settings.compile and device == "cuda" and settings.decoder == "tae":
+    if speed.compile and device == "cuda" and settings.decoder == "tae":
         decoder.compile()
-    return model, encoder, decoder
+    return runtime, encoder, decoder
 
 
 def _decoder_dtype(device, decoder: str) -> torch.dtype:
