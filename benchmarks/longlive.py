@@ -212,8 +212,9 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
         result["profile"] = profile_chunk(torch, sampler, on_cpu=device.type != "cuda")
         print(json.dumps({"profile": result["profile"]}), flush=True)
     if not args.no_decode:
-        result["pipeline"] = bench_pipeline(torch, sampler, device, args, (text_a, text_b), compile_mode != "none")
-        print(json.dumps({"pipeline": result["pipeline"]}), flush=True)
+        result["engine"] = bench_engine(torch, runtime, device, args, (text_a, text_b), compile_mode != "none",
+                                        (lat_h, lat_w))
+        print(json.dumps({"engine": result["engine"]}), flush=True)
         decoders = bench_decoders(torch, device, args.smoke, compile_mode != "none", lat_h, lat_w, max(3, args.chunks // 2), timer,
                                   args.decoders.split(","))
         result["decode"] = decoders
@@ -233,54 +234,67 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     return result
 
 
-def bench_pipeline(torch, sampler, device, args, texts, compiled: bool) -> dict:
-    """The engine's own chunk loop (video/longlive/pipeline.py) with the TAE at this size,
-    timed on the host as a viewer sees it: frames in CPU memory.
+def bench_engine(torch, runtime, device, args, texts, compiled: bool, lat_hw) -> dict:
+    """The engine's own loop (`EngineHost`: passes, TAE decode on a side stream, frames copied to
+    pinned host memory) for one session at this size, timed on the host as a viewer sees it.
 
-    - `fps_video_<variant>`: chunks back to back, decode after the refresh pass on one stream
-      (`sequential`) or on a side stream beside it (`overlapped`, what the engine runs);
-    - `directive_to_frames_ms_<timing>`: from an idle GPU, a prompt switch until the changed
-      chunk's frames are on the host, re-caching before the chunk or right after it.
+    - `fps_video_frames_on_host`: chunks back to back;
+    - `first_chunk_ms_*`: a new session on a warm engine, until its first frames are on the host;
+    - `directive_to_frames_ms_<timing>_*`: from an idle GPU, a prompt switch until the changed
+      chunk's frames are on the host, the re-cache before or after that chunk;
+    - `batched_equals_alone_max_abs_diff`: two sessions stepped together vs each alone (uint8).
     """
-    from comfyui_persona.video.longlive.pipeline import ChunkPipeline
+    from comfyui_persona.video.longlive.host import EngineHost
 
     tae = engine_tae(torch, device, args.smoke, compiled)
+    host = EngineHost(runtime, tae, max_sessions=4)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     out: dict = {}
-    # Same session twice from the same seed, a switch in it: the side stream changes no frame.
-    runs = []
-    for overlap in (False, True):
-        sampler.reset()
-        sampler.set_prompt(texts[0], recache=False)
-        pipe = ChunkPipeline(sampler, tae.decode_stream(), overlap=overlap)
-        frames = [pipe.next_frames() for _ in range(2)]
-        pipe.set_prompt(texts[1])
-        runs.append(frames + [pipe.next_frames() for _ in range(3)])
-    out["overlap_max_abs_diff"] = max(int((a.int() - b.int()).abs().max()) for a, b in zip(*runs, strict=True))
-    for name, overlap in (("sequential", False), ("overlapped", True)):
-        pipe = ChunkPipeline(sampler, tae.decode_stream(), overlap=overlap)
-        for _ in range(3):
-            pipe.next_frames()
-        sync()
-        start = time.perf_counter()
-        frames = sum(pipe.next_frames().shape[0] for _ in range(args.chunks))
-        pipe.sampler.flush()
-        sync()
-        out[f"fps_video_{name}"] = round(frames / (time.perf_counter() - start), 2)
+    session = host.open_session(*lat_hw, seed=0, recache_mode=args.recache_mode)
+    session.set_prompt(texts[0])
+    for _ in range(6):
+        session.next_frames()
+    sync()
+    start = time.perf_counter()
+    frames = sum(session.next_frames().shape[0] for _ in range(args.chunks))
+    out["fps_video_frames_on_host"] = round(frames / (time.perf_counter() - start), 2)
     for timing in ("before", "after"):
-        pipe = ChunkPipeline(sampler, tae.decode_stream(), recache=timing)
-        pipe.next_frames()
         times = []
         for i in range(args.switches):
-            pipe.next_frames()  # the chunk after the last switch (its re-cache, in "after")
+            session.next_frames()  # the chunk after the last switch (its re-cache, in "after")
+            host.settle(session)
             sync()
             start = time.perf_counter()
-            pipe.set_prompt(texts[i % 2])
-            pipe.next_frames()
+            session.set_prompt(texts[i % 2], timing=timing)
+            session.next_frames()
             times.append((time.perf_counter() - start) * 1000)
-        pipe.sampler.flush()
-        sync()
         out[f"directive_to_frames_ms_{timing}_p50"] = median(times)
+        out[f"directive_to_frames_ms_{timing}_p95"] = p95(times)
+    firsts = []
+    for _ in range(3):
+        host.settle(session)
+        sync()
+        start = time.perf_counter()
+        session.restart(seed=0)
+        session.set_prompt(texts[0])
+        session.next_frames()
+        firsts.append((time.perf_counter() - start) * 1000)
+    out["first_chunk_ms_p50"] = median(firsts)
+    out["first_chunk_ms_max"] = round(max(firsts), 3)
+    # Batched parity: two sessions stepped together equal each alone (within rounding).
+    session.restart(seed=0)
+    session.set_prompt(texts[0])
+    alone = [session.next_frames() for _ in range(3)]
+    session.restart(seed=0)
+    session.set_prompt(texts[0])
+    other = host.open_session(*lat_hw, seed=1, recache_mode=args.recache_mode)
+    other.set_prompt(texts[1])
+    together = [host.step_all([session, other])[0] for _ in range(3)]
+    out["batched_equals_alone_max_abs_diff"] = max(int((a.int() - b.int()).abs().max())
+                                                  for a, b in zip(alone, together, strict=True))
+    out["graph_replays"] = runtime.graph_replays
+    other.close()
+    session.close()
     return out
 
 
@@ -475,16 +489,18 @@ def main(argv=None) -> int:
     parser.add_argument("--recache-mode", default="stock", choices=["stock", "causal"],
                         help="prompt-switch re-cache semantics (video/longlive/stream.py)")
     parser.add_argument("--sizes", default="480x832,320x576", help="HxW list")
-    parser.add_argument("--compile", default="none",
-                        help="comma list of: none, default, max-autotune-no-cudagraphs, reduce-overhead, multi-kernel")
+    parser.add_argument("--compile", default="auto",
+                        help="comma list of: auto (the engine's default: default on a GPU, none on CPU), none, default, "
+                        "max-autotune-no-cudagraphs, multi-kernel")
     parser.add_argument("--cuda-graphs", default="on", choices=["off", "on", "both"],
                         help="replay each pass as a CUDA graph (the engine's default on a GPU); both: one run each")
     parser.add_argument("--chunks", type=int, default=20, help="timed chunks per size")
     parser.add_argument("--switches", type=int, default=6, help="timed prompt switches per size")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--linear", default="bf16", choices=["bf16", "fp8"],
-                        help="block linears in the model dtype, or FP8 e4m3 (video/longlive/fp8.py)")
+    parser.add_argument("--linear", default="auto", choices=["auto", "bf16", "fp8"],
+                        help="block linears in the model dtype, or FP8 e4m3 (video/longlive/fp8.py); auto: the "
+                        "engine's default (fp8 on Hopper and newer)")
     parser.add_argument("--attention", default="", help='sparse routing settings as JSON, e.g. \'{"sparge_attention": true}\' (default dense SDPA)')
     parser.add_argument("--no-decode", action="store_true", help="skip the decode timing and the engine-loop (pipeline) runs")
     parser.add_argument("--decoders", default="tae,vae", help="decoders timed alone: comma list of tae, vae")
@@ -493,6 +509,20 @@ def main(argv=None) -> int:
                         "it lists nested ops, a code-path check only)")
     parser.add_argument("--long-run", action="store_true", help="also stream --long-run-frames latent frames")
     parser.add_argument("--long-run-frames", type=int, default=2000)
+    serving = parser.add_argument_group("serving (benchmarks/longlive_serving.py; sessions through LongLiveBackend, "
+                                        "needs pydantic)")
+    serving.add_argument("--paced", action="store_true",
+                         help="sessions at real-time pace, directives at random times: directive → changed frame "
+                         "received/shown, p50/p95, for each --sessions count")
+    serving.add_argument("--capacity", action="store_true",
+                         help="per-session fps for each --sessions count, batched; and separate processes "
+                         "(--processes) and CUDA MPS where available")
+    serving.add_argument("--interrupt", action="store_true", help="interrupt latency and no frame gap after it")
+    serving.add_argument("--sessions", default="1,2,3", help="session counts (paced and capacity), per size")
+    serving.add_argument("--processes", default="", help="process counts for the separate-process comparison")
+    serving.add_argument("--seconds", type=float, default=20.0, help="paced run length per session count")
+    serving.add_argument("--directive-every", default="1.5,3.0",
+                         help="seconds between a session's directives: uniform in [a, b]")
     args = parser.parse_args(argv)
     unknown = set(args.decoders.split(",")) - {"tae", "vae"}
     if unknown:
@@ -504,6 +534,7 @@ def main(argv=None) -> int:
     if args.smoke:
         args.preset, args.dtype, args.sizes = "tiny-engine", "float32", "64x96"
         args.chunks, args.switches = min(args.chunks, 4), min(args.switches, 2)
+        args.seconds = min(args.seconds, 4.0)
         args.long_run_frames = min(args.long_run_frames, 30)
         device = torch.device("cpu")
     else:
@@ -516,6 +547,13 @@ def main(argv=None) -> int:
 
     card = torch.cuda.get_device_name() if device.type == "cuda" else (platform.processor() or "cpu")
     short = "h200" if "H200" in card else "h100" if "H100" in card else device.type
+    capability = torch.cuda.get_device_capability() if device.type == "cuda" else None
+    if args.linear == "auto":  # as LongLiveSettings resolves it
+        args.linear = "fp8" if capability is not None and capability >= (9, 0) else "bf16"
+    args.compile = ",".join(("default" if device.type == "cuda" else "none") if m.strip() == "auto" else m.strip()
+                            for m in args.compile.split(","))
+    if args.paced or args.capacity or args.interrupt:
+        return serve(args, torch, device, card, short)
     results: list[dict] = []
     out = args.out or result_path("longlive", short, args.label)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -535,8 +573,8 @@ def main(argv=None) -> int:
                 "weights": "random (meta -> to_empty -> seeded init)",
                 "attention": args.attention or "dense SDPA (DenseRouter)",
                 "not_included": "text encoding (cached per prompt); decode is timed separately per decoder and "
-                "added sequentially in fps_video_with_<decoder> (no DiT/decode overlap); `pipeline` times the "
-                "engine's own loop (video/longlive/pipeline.py) with the TAE, frames on the host",
+                "added sequentially in fps_video_with_<decoder> (no DiT/decode overlap); `engine` times the "
+                "engine's own loop (video/longlive/host.py) with the TAE, frames on the host",
                 "latency_paths": "directive-to-changed and first-chunk times defer the chunk's refresh pass "
                 "to the next chunk, as the engine does (StreamingSampler.next_chunk(defer_refresh=True))",
             }, metrics={"runs": results})
@@ -567,6 +605,80 @@ def main(argv=None) -> int:
             print(json.dumps(res), flush=True)
             results.append(res)
             write()
+    print(f"wrote {out}")
+    return 0
+
+
+def serve(args, torch, device, card: str, short: str) -> int:
+    """--paced / --capacity / --interrupt: sessions through the engine host (longlive_serving.py)."""
+    import longlive_serving as serving
+
+    out = args.out or result_path("longlive-serving", short, args.label)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metrics: dict = {"paced": [], "capacity": [], "processes": [], "mps": [], "interrupt": []}
+    counts = [int(n) for n in args.sessions.split(",") if n.strip()]
+    processes = [int(n) for n in args.processes.split(",") if n.strip()]
+    every = tuple(float(v) for v in args.directive_every.split(","))
+    settings_kw = {"compile": "on" if "default" in args.compile else "off", "linear_precision": args.linear,
+                   "recache_mode": args.recache_mode, "cuda_graphs": args.cuda_graphs != "off"}
+
+    def write(extra: dict | None = None) -> None:
+        write_result(out, "longlive-serving", card, config={
+            "preset": args.preset, "sizes": args.sizes, "sessions": counts, "processes": processes,
+            "settings": settings_kw, "seconds_per_paced_run": args.seconds, "directive_every_s": every,
+            "weights": "random (meta -> to_empty -> seeded init); prompts are fixed random embeddings (UMT5 not "
+            "on the paced path: cached per prompt)",
+            "frames": "TAE-decoded, copied to host memory; 'received' = on the client, 'shown' = when its 16 fps "
+            "player shows it",
+            **(extra or {})}, metrics=metrics)
+
+    started = time.perf_counter()
+    for size in args.sizes.split(","):
+        h, w = (int(v) for v in size.lower().split("x"))
+        with torch.inference_mode():
+            engine, speed = serving.build_engine(torch, smoke=args.smoke, device=device, settings_kw=settings_kw,
+                                                 max_sessions=max(counts + [1]))
+            lat = (h // 8, w // 8)
+            warm = None
+            if speed.compile:  # every compiled shape before anything is timed (as a load does)
+                warm = round(engine.host.warm_up(*lat, batch_sizes=tuple(sorted({1, max(counts + [1])}))), 1)
+            metrics.setdefault("warm_up_s", {})[size] = warm
+            print(json.dumps({"size": size, "warm_up_s": warm, "speed": str(speed)}), flush=True)
+            if args.interrupt:
+                res = serving.interrupt_latency(engine, torch, h, w, samples=8 if args.smoke else 12)
+                metrics["interrupt"].append(res)
+                print(json.dumps({"interrupt": res}), flush=True)
+                write()
+            for n in counts if args.capacity else []:
+                res = serving.throughput(engine, torch, n, h, w, chunks=3 if args.smoke else 12)
+                metrics["capacity"].append(res)
+                print(json.dumps({"capacity": res}), flush=True)
+                write()
+            for n in counts if args.paced else []:
+                res = serving.paced(engine, torch, n, h, w, args.seconds, every_s=every, seed=n)
+                metrics["paced"].append(res)
+                print(json.dumps({"paced": res}), flush=True)
+                write()
+            del engine
+            torch._dynamo.reset()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        for n in processes:
+            res = serving.separate_processes(n, h, w, 3.0 if args.smoke else 15.0, smoke=args.smoke,
+                                             ready_timeout_s=240.0)
+            metrics["processes"].append(res)
+            print(json.dumps({"processes": res}), flush=True)
+            write()
+        if processes and not args.smoke:
+            why = serving.mps_available()
+            if why is not None:
+                metrics["mps"].append({"error": why})
+            else:
+                n = max(processes)
+                metrics["mps"].append(serving.with_mps(lambda env, n=n, h=h, w=w: serving.separate_processes(
+                    n, h, w, 15.0, smoke=False, ready_timeout_s=240.0, env=env)))
+            write()
+    write({"wall_s": round(time.perf_counter() - started, 1)})
     print(f"wrote {out}")
     return 0
 

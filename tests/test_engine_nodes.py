@@ -22,7 +22,7 @@ from comfyui_persona.persona.schema import ActionDirective  # noqa: E402
 from comfyui_persona.video.longlive.fp8 import Fp8Linear  # noqa: E402
 
 #: The loader's inputs for the tiny set on CPU (everything else at its default).
-LOADER = dict(preset="auto", decoder="tae", dtype="float32", compile="off", linear_precision="bf16")
+LOADER = dict(preset="auto", decoder="tae", dtype="float32", compile="off", linear_precision="bf16", max_sessions=16)
 SAMPLER_DEFAULTS = dict(width=96, height=64, seed=3, denoising_steps=2, sparge_attention=False, sparge_topk=0.5,
                         sparge_cdf_threshold=0.0, sparge_timestep_threshold=800.0)
 
@@ -33,16 +33,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def engine() -> LongLiveModel:
     from comfyui_persona.video.decoders.taehv import tiny_taehv
-    from comfyui_persona.video.longlive.config import WanConfig
-    from comfyui_persona.video.longlive.model import CausalWanModel, init_random_
+    from comfyui_persona.video.longlive.loader import engine_from_parts
     from comfyui_persona.video.longlive.settings import LongLiveSettings
+    from comfyui_persona.video.longlive.testing import tiny_dit
     from comfyui_persona.video.text.umt5 import tiny_text_encoder
 
-    cfg = WanConfig.from_name("tiny").replace(in_dim=16, out_dim=16, text_dim=32, text_len=16)
-    torch.manual_seed(0)
-    model = init_random_(CausalWanModel(cfg), std=0.2).eval()
-    return LongLiveModel(settings=LongLiveSettings(preset="tiny", dtype="float32"), models_dir=None, model=model,
-                         text_encoder=tiny_text_encoder(text_len=16), decoder=tiny_taehv())
+    model = tiny_dit(in_dim=16, out_dim=16, text_dim=32, text_len=16)
+    settings = LongLiveSettings(preset="tiny", dtype="float32", max_sessions=16)
+    return LongLiveModel(engine_from_parts(model, tiny_text_encoder(text_len=16), tiny_taehv(), settings))
 
 
 def _render(engine, session_id: str, plan: DirectivePlan, store: SessionStore, **overrides):
@@ -77,14 +75,22 @@ def test_sampler_uses_the_composed_appearance_in_every_prompt(engine) -> None:
     assert store.get("s2").peek("renderer").backend._prompt.startswith("a knight in silver armour, ")
 
 
-def test_same_seed_same_frames_and_another_session_takes_the_engine_over(engine) -> None:
+def test_same_seed_same_frames_and_sessions_share_the_engine(engine) -> None:
+    """Two sessions stream on one loaded engine side by side (each its own KV window in the
+    engine's batched host): neither restarts the other; a third size is a clear 'busy'."""
+    from comfyui_persona.video.longlive.host import EngineBusyError
+
     first = SessionStore()
     a = _render(engine, "a", DirectivePlan(turn=0), first)
-    b = _render(engine, "b", DirectivePlan(turn=0), first)  # b now owns the KV cache
+    b = _render(engine, "b", DirectivePlan(turn=0), first)
     assert np.array_equal(a.chunk.frames, b.chunk.frames), "same seed and persona must give the same frames"
     a2 = _render(engine, "a", DirectivePlan(turn=0), first)
-    assert a2.chunk.first_index == 0, "session a restarted its stream after b used the engine"
-    assert engine.owner is first.get("a").peek("renderer").backend
+    assert a2.chunk.first_index == 9, "session a went on: b has its own window on the same engine"
+    assert len(engine.host.sessions) >= 2
+    with pytest.raises(EngineBusyError, match="needs its own engine"):
+        _render(engine, "c", DirectivePlan(turn=0), first, width=128)
+    for sid in ("a", "b"):
+        first.get(sid).peek("renderer").close()
 
 
 def test_sparse_attention_setting_reaches_the_engine(engine) -> None:
@@ -147,7 +153,7 @@ def tiny_set(tmp_path_factory) -> LongLiveModel:
 
 
 def test_loader_reads_the_preset_from_the_files_and_the_sampler_streams(tiny_set) -> None:
-    assert tiny_set.model.model.cfg.dim == 32 and tiny_set.model.model.cfg.in_dim == 16
+    assert tiny_set.model.cfg.dim == 32 and tiny_set.model.cfg.in_dim == 16
     frames = _render(tiny_set, "tiny", WAVE, SessionStore())
     assert frames.chunk.frames.shape == (9, 64, 96, 3) and frames.chunk.frames.std() > 0
 
@@ -156,18 +162,19 @@ def test_recache_timing_is_a_live_sampler_setting(engine) -> None:
     store = SessionStore()
     _render(engine, "timing", WAVE, store)
     backend = store.get("timing").peek("renderer").backend
-    assert backend.pipeline.recache == "after"  # the default
+    assert backend.stream.timing == "after" and backend.stream.recache_mode == "stock"  # the defaults
     nod = DirectivePlan(turn=2, directives=(ActionDirective(action="nod", expression="smile", intensity=0.5),))
-    _render(engine, "timing", nod, store, prompt_switch_recache="before")
+    _render(engine, "timing", nod, store, prompt_switch_recache="before", recache_mode="causal")
     same = store.get("timing").peek("renderer").backend
-    assert same is backend and backend.pipeline.recache == "before"  # no restart, no reload
+    assert same is backend and backend.stream.timing == "before"  # no restart, no reload
+    assert backend.stream.recache_mode == "causal"
 
 
 def test_loader_offers_fp8_block_linears(tiny_set) -> None:
     (fp8,) = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"]().load(
         **{**LOADER, "linear_precision": "fp8"}, models_dir=str(tiny_set.models_dir))
     assert fp8.model is not tiny_set.model and fp8.settings.linear_precision == "fp8"
-    assert isinstance(fp8.model.model.blocks[0].ffn[0], Fp8Linear)
+    assert isinstance(fp8.model.blocks[0].ffn[0], Fp8Linear)
     frames = _render(fp8, "fp8", WAVE, SessionStore())
     assert frames.chunk.frames.shape == (9, 64, 96, 3)
 
@@ -193,9 +200,9 @@ def test_identity_node_anchors_the_sampler_session_on_the_photo(tiny_set) -> Non
     assert tuple(backend.reference_latents.shape) == (1, 16, 3, 8, 12)
     # The reference sink chunk is in the cache; the generated chunk waits for its refresh pass
     # (the engine runs it at the start of the next chunk, to show frames sooner).
-    assert backend.sampler.chunks_done == 1 and not backend.sampler.stream.idle
-    backend.sampler.flush()
-    assert backend.sampler.chunks_done == 2
+    assert backend.stream.chunks_done == 1 and not backend.stream.idle
+    backend.host.settle(backend.session)
+    assert backend.stream.chunks_done == 2
     assert backend._prompt.startswith(appearance.rstrip(".")) and frames.chunk.first_index == 0
     # The same photo given straight to the sampler (no composer) anchors the same way.
     direct = SessionStore()

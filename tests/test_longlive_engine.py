@@ -91,18 +91,20 @@ def test_registry_builds_longlive_from_models_dir_and_names_missing_file(tmp_pat
 def test_reference_latents_prime_the_sink_and_survive_recache():
     engine = tiny_engine()
     engine.start_session(SPEC)
-    sampler = engine.sampler
-    reference = torch.randn(sampler.shape, generator=torch.Generator().manual_seed(3))
-    sampler.prime_sink(reference)
-    rows = sampler.window.geometry.rows_per_slot
-    sink = sampler.cache_k[..., :rows, :].clone()
-    for _ in range(5):
+    session = engine.session
+    reference = torch.randn(engine.stream.shape, generator=torch.Generator().manual_seed(3))
+    session.prime_sink(reference)
+    rows = engine.stream.window.geometry.rows_per_slot
+    engine.next_chunk()
+    sink = session.kv()[0][..., :rows, :].clone()
+    for _ in range(4):
         engine.next_chunk()
     engine.submit([ActionDirective(action="nod", expression="smile", intensity=0.5)], seq=2)
     engine.next_chunk()  # re-caches under the new prompt (18 frames made: stock keeps the sink)
-    assert torch.equal(sampler.cache_k[..., :rows, :], sink)
+    engine.next_chunk()
+    assert torch.equal(session.kv()[0][..., :rows, :], sink)
     with pytest.raises(RuntimeError, match="before the first"):
-        sampler.prime_sink(reference)
+        session.prime_sink(reference)
 
 
 def test_speech_adds_the_speaking_cue_through_the_blender_and_drops_it_after():
@@ -122,9 +124,10 @@ def test_speech_adds_the_speaking_cue_through_the_blender_and_drops_it_after():
     assert speaking == engine.composer.compose(None, speaking=True) and SPEAKING_CUE in speaking
     assert not torch.equal(encoder.encode(speaking), encoder.encode(rest))
     assert torch.equal(engine.blender.target, encoder.encode(speaking))
-    before = engine.sampler.text_k.clone()
+    text_k = engine.runtime.store.text_k[:, engine.session.row]
+    before = text_k.clone()
     engine.next_chunk()  # the blender reaches the speaking prompt: new text K/V, window re-cached
-    assert not torch.equal(engine.sampler.text_k, before)
+    assert not torch.equal(text_k, before)
     assert engine._prompt == speaking
     engine.next_chunk()  # the second spoken chunk; speech is over after it
     assert engine._prompt == rest and torch.equal(engine.blender.target, encoder.encode(rest))

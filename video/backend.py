@@ -12,12 +12,14 @@ Only `persona.schema` is imported from the conversation side (ARCHITECTURE.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import PersonaError
-from ..persona.schema import ActionDirective
+
+if TYPE_CHECKING:  # annotations only: the engine (host, runtime) then imports without pydantic
+    from ..persona.schema import ActionDirective
 
 
 class RenderError(PersonaError, ValueError):

@@ -21,6 +21,8 @@ keeps the same split between `model.py` and `generate.py`):
   that code instead of compiling again. Inductor's caches live on disk
   (`TORCHINDUCTOR_CACHE_DIR`, default `~/.cache/comfyui-persona/inductor`), so a restart
   compiles from the cache in seconds.
+- Everything runs under `torch.inference_mode()`, whichever thread drives (inference mode is
+  per thread), so buffers made under it may be written from any thread.
 - `use_cuda_graphs()`: a pass whose rows are all in steady state (full window: the common
   case) replays one CUDA graph per row range and input shape, whichever ring slot each row
   writes (write indices are a static input). Other passes launch their kernels directly.
@@ -78,6 +80,7 @@ class KVStore:
         self._device = model.device
         self.grow(capacity)
 
+    @torch.inference_mode()
     def grow(self, capacity: int) -> None:
         """Make room for `capacity` rows, keeping the rows already there (a copy; rare)."""
         if capacity <= self.capacity:
@@ -93,11 +96,13 @@ class KVStore:
         self.cache_k, self.cache_v, self.text_k, self.text_v = new
         self.capacity = capacity
 
+    @torch.inference_mode()
     def clear_row(self, row: int) -> None:
         """Empty a row's KV window (a new session in it starts from nothing)."""
         self.cache_k[:, row].zero_()
         self.cache_v[:, row].zero_()
 
+    @torch.inference_mode()
     def move_row(self, src: int, dst: int) -> None:
         """Copy row `src` (window and prompt) to `dst` (the host compacts rows on a leave)."""
         for buf in (self.cache_k, self.cache_v, self.text_k, self.text_v):
@@ -154,7 +159,7 @@ class EngineRuntime:
             raise RuntimeError("EngineRuntime.setup(capacity, latent_h, latent_w) first")
         return self.store
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def set_text(self, row: int, context: torch.Tensor) -> None:
         """Compute every layer's cross-attention K/V for this prompt into the row, in place."""
         store = self._require_store()
@@ -162,7 +167,7 @@ class EngineRuntime:
         store.text_k[:, row].copy_(k[:, 0])
         store.text_v[:, row].copy_(v[:, 0])
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def shift(self, row: int, rows: torch.Tensor | None) -> None:
         """Move the kept ring chunks' keys (`rows`, from `KVWindow.shift_rows`) one chunk
         earlier. A shift along time rotates only the time-axis RoPE pairs (the first ones, see
@@ -178,7 +183,7 @@ class EngineRuntime:
 
     # ---- passes ----------------------------------------------------------------------------
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def run(self, rows: list[PassRow]) -> list[torch.Tensor | None]:
         """One pass for `rows` (one row per session, each at most once): the flow prediction
         (1, C, frames, h, w) float32 of each row that wants it, None for the others.

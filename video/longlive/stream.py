@@ -166,6 +166,8 @@ class SessionStream:
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self.queue.clear()
         self.chunks_done = 0
+        self.last_switched = False  # whether the last chunk out was the first under a new prompt
+        self.last_estimate: torch.Tensor | None = None  # the latest x0 estimate (previews)
         self._switch_next = False  # an "after" switch made between chunks: re-cache after the next one
 
     def set_steps(self, steps: int | None) -> None:
@@ -187,6 +189,31 @@ class SessionStream:
     def owes_work(self) -> bool:
         """Passes queued that no chunk waits for yet (a refresh or a re-cache after a chunk)."""
         return bool(self.queue) and not any(isinstance(i, _Chunk) for i in self.queue)
+
+    @property
+    def chunks_queued(self) -> int:
+        """Chunks asked for (`request_chunk`) whose latents have not come out yet."""
+        return sum(isinstance(i, _Chunk) for i in self.queue)
+
+    @property
+    def switch_in_flight(self) -> bool:
+        """The chunk in flight is the first under a new prompt with its re-cache after it."""
+        chunk = self.chunk_in_flight
+        return chunk is not None and chunk.switched
+
+    def passes_to_latents(self) -> int:
+        """Passes before the next chunk's latents come out (the queue as it stands; a re-cache
+        counts one pass per window chunk in causal mode, one in stock mode)."""
+        n = 0
+        ring = self.window.geometry.ring_chunks
+        for item in self.queue:
+            if isinstance(item, _Clean):
+                n += 1
+            elif isinstance(item, _Recache):
+                n += ring if self.recache_mode == "causal" else 1
+            elif isinstance(item, _Chunk):
+                return n + len(self.timesteps) - item.step
+        return n
 
     # ---- what callers ask for -------------------------------------------------------------
 
@@ -218,7 +245,7 @@ class SessionStream:
     def prime_sink(self, latents: torch.Tensor) -> None:
         """Write given clean latents (e.g. the persona's reference image, VAE-encoded) as the
         session's first chunk: the sink every later chunk attends to. Must come first."""
-        if self.chunks_done or self.queue:
+        if self.chunks_done or any(not isinstance(item, _Text) for item in self.queue):
             raise RuntimeError("prime_sink must come before the first generated chunk")
         if tuple(latents.shape) != self.shape:
             raise ValueError(f"sink latents must be {self.shape}, got {tuple(latents.shape)}")
@@ -279,12 +306,14 @@ class SessionStream:
         assert isinstance(item, _Chunk) and out is not None
         t = self.timesteps[item.step]
         x0 = flow_to_x0(out, item.x.float(), t)
+        self.last_estimate = x0
         item.step += 1
         if item.step < len(self.timesteps):
             item.x = renoise(x0, self._noise(), self.timesteps[item.step])
             return None
         self.queue.popleft()
         self.counters.chunks += 1
+        self.last_switched = item.switched
         if item.switched:  # "after": the window (this chunk included) is re-cached right behind it
             self.queue.appendleft(_Recache())
             in_ring = item.plan.slot >= self.window.geometry.sink_chunks
