@@ -295,3 +295,34 @@ def test_a_restarted_chunk_is_the_chunk_that_was_not_interrupted():
     for a, b in zip(plain, restarted, strict=True):
         assert torch.equal(a, b)
     assert torch.equal(plain_cache, restarted_cache)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("mode", ["stock", "causal"])
+def test_after_timing_recaches_the_window_behind_the_switched_chunk(mode):
+    """"after": the chunk under the new prompt is made over the old window, then the window
+    (that chunk included) is re-cached: the cache equals a loop that refreshes the chunk under the
+    new text and re-caches right after it; and the chunk after it differs from never re-caching."""
+    model = tiny_dit()
+    old, new = torch.randn(1, 5, 24), torch.randn(1, 5, 24)
+
+    def start() -> StreamingSampler:
+        sampler = StreamingSampler(model, seed=2, recache_mode=mode)
+        sampler.start(LAT_H, LAT_W)
+        sampler.set_prompt(old)
+        for _ in range(5):
+            sampler.next_chunk()
+        return sampler
+
+    after = start()
+    after.set_prompt(new, timing="after")
+    switched = after.next_chunk()
+    plain = start()
+    plain.set_prompt(new, recache=False)
+    assert torch.equal(plain.next_chunk(), switched)
+    plain.recache()
+    torch.testing.assert_close(after.cache_k, plain.cache_k, rtol=0, atol=0)
+    never = start()
+    never.set_prompt(new, recache=False)
+    never.next_chunk()
+    assert not torch.allclose(after.next_chunk(), never.next_chunk())
