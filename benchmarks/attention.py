@@ -443,6 +443,7 @@ def engine_chunk_latency(args, *, preset="wan2.1-t2v-1.3b", latent_hw=(60, 104),
         stream.clean.clone(),
     )
 
+    @torch.inference_mode()  # the engine's KV store is made (and written) under inference mode
     def restore():
         sampler.cache_k.copy_(snapshot[0])
         sampler.cache_v.copy_(snapshot[1])

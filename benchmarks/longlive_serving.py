@@ -148,7 +148,8 @@ class PacedClient(threading.Thread):
             chunk = self.backend.next_chunk(deadline=None if due is None else time.monotonic() + (due - asked))
             arrived = time.perf_counter()
             took = arrived - asked
-            lead = max(0.15, 0.7 * lead + 0.3 * (1.5 * took + 0.05))
+            # Ask a chunk's length of work early: room for a directive to restart it and still be on time.
+            lead = max(0.15, 0.7 * lead + 0.3 * (2.0 * took + 0.05))
             if t0 is None:
                 t0 = self.started = arrived
                 due = arrived

