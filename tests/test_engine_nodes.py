@@ -267,7 +267,11 @@ def test_identity_node_takes_face_models_picked_from_a_folder(tmp_path) -> None:
 
     pytest.importorskip("insightface")
     from comfyui_persona.video.identity import load_rgb_image
-    from comfyui_persona.video.identity.models import DEFAULT_DETECTOR_FILE, DEFAULT_RECOGNIZER_FILE, default_model_dir
+    from comfyui_persona.video.identity.models import (
+        DEFAULT_DETECTOR_FILE,
+        DEFAULT_RECOGNIZER_FILE,
+        default_model_dir,
+    )
 
     photos = default_model_dir()
     if photos is None or not (photos / "yaoming.jpg").is_file():
