@@ -7,7 +7,9 @@
 #   bash benchmarks/gpu_wave2.sh part2    # capacity: batched 1-4 sessions at 480x832 and 1-10 at
 #                                         # 320x576 vs separate processes (and CUDA MPS where the
 #                                         # machine has it); interrupt latency              (~10 min)
-#   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_gpu_script.py)
+#   bash benchmarks/gpu_wave2.sh part3    # optional: one stream compiled with max-autotune (Triton FP8
+#                                         # GEMMs autotuned against cuBLAS): its compile cost and speed
+#   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
 #
 # Runs from a copy of the tree without .git or a venv: `comfyui_persona` is made importable from
 # the tree by a symlink; record.py stamps PERSONA_COMMIT / PERSONA_DIRTY (export them). Needs
@@ -70,7 +72,7 @@ if [ "$MODE" = --smoke ]; then
   RES="$OUT/results"
   mkdir -p "$RES"
   SMOKE=(--smoke)
-  step tests 300 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q tests/test_longlive_host.py
+  step tests 300 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q tests/test_longlive_host.py -k "busy or leaving"
   step single 300 "${BENCH[@]}" "${SMOKE[@]}" --decoders tae --out "$RES/single.json"
   needs_pydantic paced && step paced 300 "${BENCH[@]}" "${SMOKE[@]}" --paced --sessions 1,2 --seconds 3 \
     --out "$RES/paced.json"
@@ -88,8 +90,11 @@ elif [ "$MODE" = part2 ]; then
     --sessions 1,2,3,4 --processes 2,3 --label wave2-capacity-480
   needs_pydantic capacity-320 && step capacity-320 270 "${BENCH[@]}" --capacity --sizes 320x576 \
     --sessions 1,2,4,6,8,10 --processes 4,8 --label wave2-capacity-320
+elif [ "$MODE" = part3 ]; then
+  step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
+    --chunks 12 --switches 3 --label wave2-max-autotune
 else
-  echo "usage: $0 part1 | part2 | --smoke" >&2
+  echo "usage: $0 part1 | part2 | part3 | --smoke" >&2
   exit 2
 fi
 
