@@ -299,7 +299,9 @@ def interrupt_latency(engine, torch, height: int, width: int, samples: int, seed
     chunk_s = (time.perf_counter() - started) / 3  # the interrupt lands inside a chunk
     expected = backend.frame_index
     latencies, gaps = [], 0
-    for _ in range(samples):
+    attempts = 0
+    while len(latencies) < samples and attempts < 3 * samples:
+        attempts += 1
         fire = threading.Event()
         fired_at: list[float] = []
 
@@ -308,7 +310,7 @@ def interrupt_latency(engine, torch, height: int, width: int, samples: int, seed
             fired_at.append(time.perf_counter())
             fire.set()
 
-        trigger_thread = threading.Thread(target=trigger, args=(rng.uniform(0.15, 0.6) * chunk_s,), daemon=True)
+        trigger_thread = threading.Thread(target=trigger, args=(rng.uniform(0.05, 0.5) * chunk_s,), daemon=True)
         trigger_thread.start()
         try:
             backend.next_chunk(interrupt=fire.is_set)
@@ -319,8 +321,8 @@ def interrupt_latency(engine, torch, height: int, width: int, samples: int, seed
         chunk = backend.next_chunk()
         gaps += int(chunk.first_index != expected)
     backend.close()
-    return {"height": height, "width": width, "samples": samples, "chunk_ms": round(chunk_s * 1000, 1),
-            "interrupted": len(latencies),
+    return {"height": height, "width": width, "samples": samples, "attempts": attempts,
+            "chunk_ms": round(chunk_s * 1000, 1), "interrupted": len(latencies),
             "interrupt_to_stop_ms_p50": pct(latencies, 0.5), "interrupt_to_stop_ms_max": round(max(latencies), 2)
             if latencies else None, "frame_gaps_after": gaps}
 
