@@ -24,6 +24,7 @@ Inside ComfyUI:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -45,6 +46,8 @@ from .engine_types import (
 )
 from .session_store import Session, current_store
 from .types import DIRECTIVES, FRAMES, PERSONA, DirectivePlan, FramesValue
+
+log = logging.getLogger(__name__)
 
 #: ComfyUI model folder (ComfyUI/models/persona/, or `persona:` in extra_model_paths.yaml)
 #: that plays the part of the models directory inside ComfyUI.
@@ -178,11 +181,16 @@ def register_with_comfy(engine) -> Any:
     device = engine.runtime.device
     if mm is None or patcher_mod is None or device.type != "cuda":
         return None
-    patcher = patcher_mod.ModelPatcher(engine.model, load_device=device, offload_device=mm.unet_offload_device())
-    extension = _comfy("comfy.patcher_extension")
-    if extension is not None:  # "Unload models" / memory pressure: the sessions' caches go too
-        patcher.add_callback(extension.CallbacksMP.ON_DETACH, lambda _patcher, _all: engine.release_caches())
-    mm.load_models_gpu([patcher])
+    try:
+        patcher = patcher_mod.ModelPatcher(engine.model, load_device=device, offload_device=mm.unet_offload_device())
+        extension = _comfy("comfy.patcher_extension")
+        if extension is not None:  # "Unload models" / memory pressure: the sessions' caches go too
+            patcher.add_callback(extension.CallbacksMP.ON_DETACH, lambda _patcher, _all: engine.release_caches())
+        mm.load_models_gpu([patcher])
+    except Exception:  # another ComfyUI version's model management: stream anyway, unmanaged
+        log.warning("the LongLive engine could not be registered with comfy.model_management; "
+                    "'Unload models' will not free it", exc_info=True)
+        return None
     return patcher
 
 

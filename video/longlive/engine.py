@@ -155,40 +155,41 @@ class LongLiveBackend:
             composer = replace(composer, appearance=conditioner.appearance_prompt(spec.look or {}))
         vs = self.model.cfg.vae_stride
         latent = (spec.height // vs[1], spec.width // vs[2])
+        # Host calls happen outside this backend's lock: the host's driver takes the host lock and
+        # then this lock (the begin hook), so holding this one while waiting for that one could deadlock.
+        if self.session is not None and self.host.latent_hw == latent and not self.session.closed:
+            self.session.restart(spec.seed)
+        else:
+            self.close()
+            self.session = self.host.open_session(
+                *latent, seed=spec.seed, steps=self.steps, recache_mode=self.recache_mode, timing=self.recache,
+                begin_hook=self._begin_chunk, name=f"{spec.persona_id} ({spec.persona_name})")
+            self.session.restart_hook = self._restart_chunk
+        if self.attention:
+            from ..attention import make_router
+
+            geometry = self.session.stream.window.geometry
+            self.session.configure(router=make_router(self.attention, num_layers=len(self.model.blocks),
+                                                      sink_tokens=geometry.sink_chunks * geometry.rows_per_slot))
+        rest_prompt = composer.compose(None)
+        rest = self._embed(rest_prompt)
         with self._lock:
             self.composer = composer
             self.spec = spec
-            if self.session is not None and self.host.latent_hw == latent and not self.session.closed:
-                self.session.restart(spec.seed)
-            else:
-                self.close()
-                self.session = self.host.open_session(
-                    *latent, seed=spec.seed, steps=self.steps, recache_mode=self.recache_mode, timing=self.recache,
-                    begin_hook=self._begin_chunk, name=f"{spec.persona_id} ({spec.persona_name})")
-                self.session.restart_hook = self._restart_chunk
-            router = None
-            if self.attention:
-                from ..attention import make_router
-
-                geometry = self.session.stream.window.geometry
-                router = make_router(self.attention, num_layers=len(self.model.blocks),
-                                     sink_tokens=geometry.sink_chunks * geometry.rows_per_slot)
-            self.session.configure(router=router) if router is not None else None
             self.queue: deque[_Queued] = deque()
             self.current: _Queued | None = None
             self.speaking_chunks = 0
             self.frame_index = 0
             self.shows: list[int] = []
             self._chunk_shows: list[int] = []
-            rest = self._embed(self.composer.compose(None))
             self.blender = ConditioningBlender(rest, steps=self.blend_chunks)
             self._blend_before_chunk = None
-            self.session.set_prompt(rest, recache=False)
-            self._prompt = self.composer.compose(None)
+            self._prompt = rest_prompt
             self.reference_latents = None
-            if conditioner is not None and self.model.cfg.sink_size > 0:
-                self.reference_latents = self._encode_reference(conditioner, spec.width, spec.height)
-                self.session.prime_sink(self.reference_latents)
+        self.session.set_prompt(rest, recache=False)
+        if conditioner is not None and self.model.cfg.sink_size > 0:
+            self.reference_latents = self._encode_reference(conditioner, spec.width, spec.height)
+            self.session.prime_sink(self.reference_latents)
 
     def close(self) -> None:
         """Leave the engine (its row goes to the next session)."""
