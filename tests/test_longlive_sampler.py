@@ -1,22 +1,16 @@
-"""Streaming with the KV window: cache equals full recompute, re-cache keeps the sink, no cap."""
+"""Streaming with the KV window: cache equals full recompute, re-cache semantics, no cap, restarts."""
 
 import pytest
 import torch
 
-from comfyui_persona.video.longlive.config import WanConfig
-from comfyui_persona.video.longlive.model import CausalWanModel, init_random_
+from comfyui_persona.video.longlive.runtime import EngineRuntime, PassRow
 from comfyui_persona.video.longlive.sampler import StreamingSampler
+from comfyui_persona.video.longlive.testing import tiny_dit
+from comfyui_persona.video.longlive.window import KVWindow
 
 LAT_H, LAT_W = 4, 6
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-
-def tiny(seed: int = 0) -> CausalWanModel:
-    torch.manual_seed(seed)
-    return init_random_(CausalWanModel(WanConfig.from_name("tiny")), seed=seed, std=0.2).eval()
 
 
 def chunks(n: int, seed: int = 5) -> list[torch.Tensor]:
@@ -24,18 +18,31 @@ def chunks(n: int, seed: int = 5) -> list[torch.Tensor]:
     return [torch.randn(1, 4, 3, LAT_H, LAT_W, generator=gen) for _ in range(n)]
 
 
-def stream_clean(model: CausalWanModel, clean: list[torch.Tensor], text: torch.Tensor, *,
-                 refresh: bool = True) -> list[torch.Tensor | None]:
-    """Write clean chunks into the cache at t = 0: with refresh passes (K/V only, no output)
-    or with full passes (their outputs returned)."""
-    model.setup_caches(1, LAT_H, LAT_W)
-    model.set_prompt(text)
-    outs = []
-    for c in clean:
-        plan = model.begin_chunk()
-        outs.append(model.forward_chunk(c, torch.zeros(1), plan, refresh=refresh))
-        model.window.commit(plan)
-    return outs
+class Clean:
+    """Write clean chunks into one session's cache at t = 0, pass by pass, on the runtime."""
+
+    def __init__(self, model, text: torch.Tensor) -> None:
+        self.runtime = EngineRuntime(model)
+        store = self.runtime.setup(1, LAT_H, LAT_W)
+        self.window = KVWindow(store.geometry)
+        self.runtime.set_text(0, text)
+
+    def add(self, x: torch.Tensor, *, output: bool = False) -> torch.Tensor | None:
+        plan = self.window.next_plan()
+        self.runtime.shift(0, self.window.shift_rows())
+        out = self.runtime.run([PassRow(0, plan, x, 0.0, output)])[0]
+        self.window.commit(plan)
+        return out
+
+    def chunk(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """A noisy chunk's flow at t over the window as it is (not committed)."""
+        plan = self.window.next_plan()
+        self.runtime.shift(0, self.window.shift_rows())
+        return self.runtime.run([PassRow(0, plan, x, t, True)])[0]
+
+    @property
+    def cache_k(self) -> torch.Tensor:
+        return self.runtime.store.cache_k[:, 0]
 
 
 def per_frame_t(n_clean_chunks: int, t: float) -> torch.Tensor:
@@ -43,19 +50,19 @@ def per_frame_t(n_clean_chunks: int, t: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("refresh", [False, True], ids=["full-passes", "refresh-passes"])
-def test_cached_chunks_equal_full_block_causal_forward(refresh):
+@pytest.mark.parametrize("output", [False, True], ids=["refresh-passes", "full-passes"])
+def test_cached_chunks_equal_full_block_causal_forward(output):
     """Every chunk's output equals the whole-clip block-causal forward. Refresh passes return
     nothing and stop the last block once its K/V are written: the chunk after them still
     matches, so every layer's K/V (the last one's included) were written in full."""
-    model, text = tiny(), torch.randn(1, 5, 24)
+    model, text = tiny_dit(), torch.randn(1, 5, 24)
     clean, noisy = chunks(3), chunks(1, seed=9)[0]
-    outs = stream_clean(model, clean, text, refresh=refresh)
-    plan = model.begin_chunk()
-    last = model.forward_chunk(noisy, torch.tensor([833.3]), plan)
+    session = Clean(model, text)
+    outs = [session.add(c, output=output) for c in clean]
+    last = session.chunk(noisy, 833.3)
     full = model.forward_full(torch.cat(clean + [noisy], dim=2), per_frame_t(3, 833.3), text, block_causal=True)
     torch.testing.assert_close(last, full[:, :, -3:], rtol=1e-5, atol=1e-5)
-    if refresh:
+    if not output:
         assert outs == [None, None, None]
     else:
         torch.testing.assert_close(torch.cat(outs, dim=2), full[:, :, :-3], rtol=1e-5, atol=1e-5)
@@ -67,14 +74,14 @@ def test_fused_qkv_gives_the_same_passes():
     text, clean, noisy = torch.randn(1, 5, 24), chunks(3), chunks(1, seed=9)[0]
     results = []
     for fuse in (False, True):
-        model = tiny()
+        model = tiny_dit()
         if fuse:
-            for block in model.blocks:
-                block.self_attn.fuse_qkv()
-            assert not hasattr(model.blocks[0].self_attn, "q")
-        stream_clean(model, clean, text)
-        last = model.forward_chunk(noisy, torch.tensor([625.0]), model.begin_chunk())
-        results.append((last, model.cache_k.clone(), model.cache_v.clone()))
+            model.fuse_qkv()
+            assert model.blocks[0].self_attn.qkv is not None and not hasattr(model.blocks[0].self_attn, "q")
+        session = Clean(model, text)
+        for c in clean:
+            session.add(c)
+        results.append((session.chunk(noisy, 625.0), session.cache_k.clone()))
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
@@ -83,46 +90,44 @@ def test_fused_qkv_gives_the_same_passes():
 def test_evicted_window_equals_full_forward_over_sink_and_kept_chunks():
     """After eviction, chunk 5 sees the sink (chunk 0), chunks 3..4 and itself, at
     block-relative positions 0..11. One layer, so cached K/V depend on their chunk only."""
-    torch.manual_seed(0)
-    model = init_random_(CausalWanModel(WanConfig.from_name("tiny").replace(num_layers=1)), std=0.2).eval()
+    model = tiny_dit(num_layers=1)
     text = torch.randn(1, 5, 24)
     clean, noisy = chunks(5), chunks(1, seed=9)[0]
-    stream_clean(model, clean, text)
-    assert model.window.ring_age == [2, 3, 1]  # chunk 4 reused the slot of chunk 1
-    plan = model.begin_chunk()
-    last = model.forward_chunk(noisy, torch.tensor([625.0]), plan)
+    session = Clean(model, text)
+    for c in clean:
+        session.add(c)
+    assert session.window.ring_age == [2, 3, 1]  # chunk 4 reused the slot of chunk 1
+    last = session.chunk(noisy, 625.0)
     kept = [clean[0], clean[3], clean[4], noisy]
     full = model.forward_full(torch.cat(kept, dim=2), per_frame_t(3, 625.0), text, block_causal=True)
     torch.testing.assert_close(last, full[:, :, -3:], rtol=1e-5, atol=1e-5)
 
 
 @torch.no_grad()
-def test_prompt_switch_recache_keeps_sink_and_rewrites_window():
-    model = tiny()
-    sampler = StreamingSampler(model, seed=3)
+def test_causal_recache_keeps_sink_and_rewrites_window():
+    model = tiny_dit()
+    sampler = StreamingSampler(model, seed=3, recache_mode="causal")
     sampler.start(LAT_H, LAT_W)
     old_text, new_text = torch.randn(1, 5, 24), torch.randn(1, 5, 24)
     sampler.set_prompt(old_text)
     for _ in range(5):
         sampler.next_chunk()
-    rows = model.window.chunk * model.window.tokens_per_frame  # cache rows per chunk slot
-    before_k = model.cache_k.clone()
+    rows = sampler.window.geometry.rows_per_slot
+    before_k = sampler.cache_k.clone()
     sampler.set_prompt(new_text)
-    assert torch.equal(model.cache_k[..., :rows, :], before_k[..., :rows, :])  # sink untouched
-    assert not torch.allclose(model.cache_k[..., rows:, :], before_k[..., rows:, :])
-    # Reference: a fresh cache where the sink was written under the old prompt and the
-    # window's chunks, oldest first, under the new one. The re-cache must equal it exactly.
-    ring = list(model.window.ring_age)
-    reference = tiny()
-    stream_clean(reference, [sampler.clean[0]], old_text)
-    reference.set_prompt(new_text)
+    assert torch.equal(sampler.cache_k[..., :rows, :], before_k[..., :rows, :])  # sink untouched
+    assert not torch.allclose(sampler.cache_k[..., rows:, :], before_k[..., rows:, :])
+    # A fresh cache where the sink was written under the old prompt and the window's chunks,
+    # oldest first, under the new one: the re-cache must equal it.
+    ring = list(sampler.window.ring_age)
+    reference = Clean(tiny_dit(), old_text)
+    reference.add(sampler.clean[0])
+    reference.runtime.set_text(0, new_text)
     for s in ring:
-        plan = reference.begin_chunk()
-        reference.forward_chunk(sampler.clean[s], torch.zeros(1), plan, refresh=True)
-        reference.window.commit(plan)
+        reference.add(sampler.clean[s])
     for i, s in enumerate(ring):
         torch.testing.assert_close(
-            model.cache_k[..., s * rows:(s + 1) * rows, :],
+            sampler.cache_k[..., s * rows:(s + 1) * rows, :],
             reference.cache_k[..., (1 + i) * rows:(2 + i) * rows, :], rtol=1e-6, atol=1e-6,
         )
 
@@ -130,7 +135,7 @@ def test_prompt_switch_recache_keeps_sink_and_rewrites_window():
 @torch.no_grad()
 def test_same_seed_same_video_other_seed_other_video():
     def run(seed: int) -> torch.Tensor:
-        sampler = StreamingSampler(tiny(), seed=seed)
+        sampler = StreamingSampler(tiny_dit(), seed=seed)
         sampler.start(LAT_H, LAT_W)
         sampler.set_prompt(torch.ones(1, 5, 24))
         return torch.cat([sampler.next_chunk() for _ in range(3)], dim=2)
@@ -141,18 +146,18 @@ def test_same_seed_same_video_other_seed_other_video():
 
 @torch.no_grad()
 def test_streams_past_1024_latent_frames_with_fixed_cache_memory():
-    model = tiny()
-    sampler = StreamingSampler(model, steps=1, seed=0)
+    sampler = StreamingSampler(tiny_dit(), steps=1, seed=0)
     sampler.start(2, 2)
     sampler.set_prompt(torch.randn(1, 5, 24))
-    ptr, shape = model.cache_k.data_ptr(), model.cache_k.shape
+    store = sampler.runtime.store
+    ptr, shape = store.cache_k.data_ptr(), store.cache_k.shape
     frames = 0
     while frames < 1032:
         x = sampler.next_chunk()
         frames += x.shape[2]
     assert torch.isfinite(x).all() and x.abs().mean() > 0.05
-    assert model.cache_k.data_ptr() == ptr and model.cache_k.shape == shape
-    assert sampler.chunks_done == 344 and len(model.window.ring_age) == model.window.ring_chunks
+    assert store.cache_k.data_ptr() == ptr and store.cache_k.shape == shape
+    assert sampler.chunks_done == 344 and len(sampler.window.ring_age) == sampler.window.geometry.ring_chunks
 
 
 @torch.no_grad()
@@ -160,46 +165,48 @@ def test_sparse_router_with_all_blocks_kept_equals_dense_through_the_ring_cache(
     """H7's block-sparse path sees our ring layout (sink first, own keys anywhere) correctly."""
     from comfyui_persona.video.attention import make_router
 
-    cfg = WanConfig.from_name("tiny").replace(num_layers=6, dim=64, num_heads=1)
-    model = init_random_(CausalWanModel(cfg), std=0.2).eval()
+    model = tiny_dit(num_layers=6, dim=64, num_heads=1)
     sampler = StreamingSampler(model, seed=1)
     sampler.start(16, 16)
     sampler.set_prompt(torch.randn(1, 5, 24))
     dense = [sampler.next_chunk() for _ in range(6)]
     router = make_router({"sparge_attention": True, "sparge_topk": 1.0, "sparge_timestep_threshold": 1000},
                          num_layers=6, sink_tokens=3 * 64)
-    model.set_router(router)
     sampler.reset()
+    sampler.stream.router = router
     sparse = [sampler.next_chunk() for _ in range(6)]
     assert router.stats["sparse"] > 0
     torch.testing.assert_close(torch.cat(sparse, 2), torch.cat(dense, 2), rtol=1e-4, atol=1e-4)
 
 
-def test_compiled_block_traces_without_graph_breaks_and_matches_eager():
-    """One block graph per cache fill level, reused by every layer (regional compilation).
+def test_compiled_block_halves_trace_without_graph_breaks_and_match_eager():
+    """Regional compilation: the two batched halves of a block, reused by every layer.
 
     Traced with the "eager" backend so the test pays for tracing, not for C++ codegen; the
-    inductor path is exercised by benchmarks/longlive.py --compile on the GPU."""
+    inductor path is exercised by benchmarks/longlive.py on the GPU. A second batch size and
+    the stock re-cache's longer passes reuse the dynamic-shape graphs instead of growing
+    their number with every join."""
     from torch._dynamo.utils import counters
 
-    model = tiny()
+    model = tiny_dit()
 
-    def run() -> torch.Tensor:
-        sampler = StreamingSampler(model, seed=1)
+    def run(runtime) -> torch.Tensor:
+        sampler = StreamingSampler(runtime, seed=1)
         sampler.start(LAT_H, LAT_W)
         sampler.set_prompt(torch.ones(1, 5, 24))
         out = [sampler.next_chunk() for _ in range(5)]
-        sampler.set_prompt(torch.zeros(1, 5, 24))  # re-cache reads: the other graph shapes
+        sampler.set_prompt(torch.zeros(1, 5, 24))  # stock re-cache: a 3-chunk pass
         out.append(sampler.next_chunk())
         return torch.cat(out, dim=2)
 
     with torch.no_grad():
-        eager = run()
+        eager = run(EngineRuntime(model))
         counters.clear()
-        model.compile(scope="blocks", backend="eager", fullgraph=True)
-        compiled = run()
+        runtime = EngineRuntime(model)
+        runtime.compile(backend="eager", fullgraph=True)
+        compiled = run(runtime)
     assert torch.equal(compiled, eager)
-    assert 1 <= counters["stats"]["unique_graphs"] <= 8
+    assert 2 <= counters["stats"]["unique_graphs"] <= 8
 
 
 @torch.no_grad()
@@ -207,13 +214,12 @@ def test_deferred_refresh_gives_the_same_frames_and_cache_through_prompt_switche
     """Returning a chunk before its refresh pass (to show it sooner) changes nothing else:
     not the chunks after it, not the cache, also when the prompt switches while a sink
     chunk or a ring chunk still waits for its refresh."""
-    model = tiny()
+    model = tiny_dit()
     texts = [torch.randn(1, 5, 24, generator=torch.Generator().manual_seed(s)) for s in (1, 2, 3)]
-    # Prompt switch before chunk 1 (chunk 0, the sink, pending) and before chunk 7 (a ring chunk pending).
     switch_before = {1: texts[1], 7: texts[2]}
 
-    def run(defer: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
-        sampler = StreamingSampler(model, seed=3)
+    def run(defer: bool, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+        sampler = StreamingSampler(model, seed=3, recache_mode=mode)
         sampler.start(LAT_H, LAT_W)
         sampler.set_prompt(texts[0])
         out = []
@@ -222,31 +228,101 @@ def test_deferred_refresh_gives_the_same_frames_and_cache_through_prompt_switche
                 sampler.set_prompt(switch_before[i])
             out.append(sampler.next_chunk(defer_refresh=defer))
         sampler.flush()
-        return out, model.cache_k.clone()
+        return out, sampler.cache_k.clone()
 
-    eager, eager_cache = run(defer=False)
-    deferred, deferred_cache = run(defer=True)
-    for a, b in zip(eager, deferred, strict=True):
-        torch.testing.assert_close(b, a, rtol=0, atol=0)
-    torch.testing.assert_close(deferred_cache, eager_cache, rtol=0, atol=0)
+    for mode in ("stock", "causal"):
+        eager, eager_cache = run(False, mode)
+        deferred, deferred_cache = run(True, mode)
+        for a, b in zip(eager, deferred, strict=True):
+            torch.testing.assert_close(b, a, rtol=0, atol=0)
+        torch.testing.assert_close(deferred_cache, eager_cache, rtol=0, atol=0)
 
 
 @torch.no_grad()
 def test_a_new_session_of_the_same_size_keeps_the_buffers_and_plans_and_empties_the_cache():
-    """A new session (setup_caches again, same size) reuses the cache buffers and the chunk
-    plans, which CUDA graphs are keyed on and read, and starts from an empty window; another
-    size gets new ones."""
-    sampler = StreamingSampler(tiny(), seed=3)
+    """A new session (start again, same size) reuses the store's buffers and the shared plans,
+    which CUDA graphs are keyed on and read, and starts from an empty window; another size
+    gets new ones."""
+    sampler = StreamingSampler(tiny_dit(), seed=3)
     sampler.start(LAT_H, LAT_W)
-    sampler.set_prompt(torch.randn(1, 5, 24))
+    text = torch.randn(1, 5, 24)
+    sampler.set_prompt(text)
     first = [sampler.next_chunk() for _ in range(2)]
-    model = sampler.model
-    buffers, plan = model.cache_k.data_ptr(), model.window.next_plan()
+    store = sampler.runtime.store
+    buffers, plan = store.cache_k.data_ptr(), sampler.window.next_plan()
     sampler.start(LAT_H, LAT_W)
-    assert model.cache_k.data_ptr() == buffers and model.window.chunks_written == 0
-    assert not model.cache_k.any() and not model.cache_v.any()
+    assert sampler.runtime.store is store and store.cache_k.data_ptr() == buffers
+    assert sampler.window.chunks_written == 0 and not sampler.cache_k.any() and not sampler.cache_v.any()
+    sampler.set_prompt(text)
     again = [sampler.next_chunk() for _ in range(2)]
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))  # same seed, empty start
-    assert model.window.next_plan() is plan  # the same plan object: graph keys stay valid
+    assert sampler.window.next_plan() is plan  # the same plan object: graph keys stay valid
     sampler.start(LAT_H, LAT_W + 2)
-    assert model.cache_k.data_ptr() != buffers and model.window.next_plan() is not plan
+    assert sampler.runtime.store is not store and sampler.window.next_plan() is not plan
+
+
+@torch.no_grad()
+def test_a_restarted_chunk_is_the_chunk_that_was_not_interrupted():
+    """Stopping a chunk after two of its passes and starting it again (an interrupt) gives the
+    same latents and cache as never stopping: same noise, the ring shift done once."""
+    model, text = tiny_dit(), torch.randn(1, 5, 24)
+
+    def run(stop_at: int | None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        sampler = StreamingSampler(model, seed=4)
+        sampler.start(LAT_H, LAT_W)
+        sampler.set_prompt(text)
+        out = []
+        for i in range(6):
+            if i == stop_at:
+                stream = sampler.stream
+                stream.request_chunk()
+                for _ in range(3):  # a pending refresh, then two denoising passes
+                    row = stream.next_pass()
+                    stream.pass_done(sampler.runtime.run([row])[0])
+                assert stream.restart_chunk() and stream.chunk_in_flight.step == 0
+                latents = None
+                while latents is None:
+                    row = stream.next_pass()
+                    latents = stream.pass_done(sampler.runtime.run([row])[0])
+                out.append(latents)
+            else:
+                out.append(sampler.next_chunk(defer_refresh=True))
+        sampler.flush()
+        return out, sampler.cache_k.clone()
+
+    plain, plain_cache = run(None)
+    restarted, restarted_cache = run(4)  # chunk 4 evicts: its shift must not run twice
+    for a, b in zip(plain, restarted, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(plain_cache, restarted_cache)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("mode", ["stock", "causal"])
+def test_after_timing_recaches_the_window_behind_the_switched_chunk(mode):
+    """"after": the chunk under the new prompt is made over the old window, then the window
+    (that chunk included) is re-cached: the cache equals a loop that refreshes the chunk under the
+    new text and re-caches right after it; and the chunk after it differs from never re-caching."""
+    model = tiny_dit()
+    old, new = torch.randn(1, 5, 24), torch.randn(1, 5, 24)
+
+    def start() -> StreamingSampler:
+        sampler = StreamingSampler(model, seed=2, recache_mode=mode)
+        sampler.start(LAT_H, LAT_W)
+        sampler.set_prompt(old)
+        for _ in range(5):
+            sampler.next_chunk()
+        return sampler
+
+    after = start()
+    after.set_prompt(new, timing="after")
+    switched = after.next_chunk()
+    plain = start()
+    plain.set_prompt(new, recache=False)
+    assert torch.equal(plain.next_chunk(), switched)
+    plain.recache()
+    torch.testing.assert_close(after.cache_k, plain.cache_k, rtol=0, atol=0)
+    never = start()
+    never.set_prompt(new, recache=False)
+    never.next_chunk()
+    assert not torch.allclose(after.next_chunk(), never.next_chunk())

@@ -29,3 +29,21 @@ def test_unknown_and_out_of_range_settings_are_rejected():
 def test_settings_build_the_matching_wan_config():
     cfg = LongLiveSettings(local_attn_size=15, sink_size=6).wan_config()
     assert (cfg.local_attn_size, cfg.sink_size, cfg.dim) == (15, 6, 1536)
+
+
+def test_fast_path_is_the_default_on_a_gpu_that_supports_it():
+    """compile and FP8 block linears are "auto": on with a CUDA card (FP8 from Hopper, 9.0, on),
+    off on CPU; bf16/eager are explicit; booleans saved by older workflows still load."""
+    defaults = LongLiveSettings()
+    hopper, ampere, cpu = defaults.resolved("cuda", (9, 0)), defaults.resolved("cuda", (8, 6)), defaults.resolved("cpu")
+    assert (hopper.compile, hopper.fp8, hopper.cuda_graphs) == (True, True, True)
+    assert hopper.warmup_hw == (480, 832) and hopper.compile_mode is None
+    assert (ampere.compile, ampere.fp8) == (True, False)
+    assert (cpu.compile, cpu.fp8, cpu.cuda_graphs, cpu.warmup_hw) == (False, False, False, None)
+    explicit = LongLiveSettings(compile="off", linear_precision="bf16", compile_mode="max-autotune")
+    assert not explicit.resolved("cuda", (9, 0)).compile and not explicit.resolved("cuda", (9, 0)).fp8
+    assert LongLiveSettings(compile_mode="max-autotune").resolved("cuda", (9, 0)).compile_mode == "max-autotune-no-cudagraphs"
+    assert LongLiveSettings(compile=True).compile == "on" and LongLiveSettings(compile=False).compile == "off"
+    assert defaults.recache_mode == "stock" and defaults.prompt_switch_recache == "after" and defaults.preempt
+    with pytest.raises(ValidationError, match="warmup_size"):
+        LongLiveSettings(warmup_size="big")

@@ -143,8 +143,12 @@ def test_fp8_linear_precision_quantises_the_loaded_blocks_and_still_streams(tiny
 
 def test_settings_denoising_steps_set_the_engines_steps_unless_given(tiny_dir):
     engine = LongLiveBackend(settings=LongLiveSettings(dtype="float32", denoising_steps=2), models_dir=tiny_dir)
-    assert len(engine.sampler.timesteps) == 2
-    engine = LongLiveBackend(engine.model, engine.text_encoder, engine.decoder,
+    engine.start_session(SPEC)
+    assert len(engine.stream.timesteps) == 2
+    engine = LongLiveBackend(engine.runtime, engine.text_encoder, engine.decoder,
                              settings=LongLiveSettings(denoising_steps=2), steps=3)
-    assert len(engine.sampler.timesteps) == 3
-    assert len(LongLiveBackend(engine.model, engine.text_encoder, engine.decoder).sampler.timesteps) == 4
+    engine.start_session(SPEC)
+    assert len(engine.stream.timesteps) == 3
+    plain = LongLiveBackend(engine.runtime, engine.text_encoder, engine.decoder)
+    plain.start_session(SPEC)
+    assert len(plain.stream.timesteps) == 4

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from comfyui_persona.video.backend import RendererBackend, RenderError
-from comfyui_persona.video.registry import UnknownBackendError, backend_names, create_backend
+from comfyui_persona.video.registry import UnknownRendererError, backend_names, create_backend
 
 
 def test_preview_is_registered_and_implements_the_backend_protocol():
@@ -25,7 +25,7 @@ def test_options_reach_the_backend_constructor():
 
 
 def test_unknown_backend_names_the_known_ones():
-    with pytest.raises(UnknownBackendError, match="known: .*preview"):
+    with pytest.raises(UnknownRendererError, match="known: .*preview"):
         create_backend("vhs")
 
 

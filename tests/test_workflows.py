@@ -79,10 +79,10 @@ def test_longlive_workflows_differ_only_in_attention() -> None:
     dense = json.loads((API / "persona_longlive_chat_api.json").read_text())
     sparse = json.loads((API / "persona_longlive_sparse_api.json").read_text())
     sampler = next(k for k, v in dense.items() if v["class_type"] == "PersonaLongLiveSampler")
-    assert dense[sampler]["inputs"]["attention"] == "dense"
-    assert sparse[sampler]["inputs"]["attention"] == "sparse"
+    assert dense[sampler]["inputs"]["sparge_attention"] is False
+    assert sparse[sampler]["inputs"]["sparge_attention"] is True
     for node in (dense, sparse):
-        node[sampler]["inputs"].pop("attention")
+        node[sampler]["inputs"].pop("sparge_attention")
         node[sampler].pop("_meta")
     assert dense == sparse
 

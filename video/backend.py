@@ -12,14 +12,17 @@ Only `persona.schema` is imported from the conversation side (ARCHITECTURE.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..persona.schema import ActionDirective
+from ..errors import PersonaError
+
+if TYPE_CHECKING:  # annotations only: the engine (host, runtime) then imports without pydantic
+    from ..persona.schema import ActionDirective
 
 
-class RenderError(ValueError):
+class RenderError(PersonaError, ValueError):
     """A caller asked a backend for something it cannot do (bad size, fps, unknown word)."""
 
 

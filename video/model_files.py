@@ -19,23 +19,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ModelFileMissingError, PersonaError
+
 ENV_VAR = "PERSONA_MODELS_DIR"
 DEFAULT_DIR = Path("~/.cache/comfyui-persona/models")
 
 
-class CheckpointNotFoundError(FileNotFoundError):
-    """A weight file the engine needs is not in the models directory."""
+class CheckpointNotFoundError(ModelFileMissingError):
+    """A weight file the engine needs is not in the models directory (the payload names the
+    file, its size and where it is published: `errors.ModelFileMissingError`)."""
 
-    def __init__(self, spec: ModelFile, directory: Path) -> None:
+    def __init__(self, spec: ModelFile, directory: Path, extra_dirs: tuple[Path, ...] = ()) -> None:
         self.spec, self.directory = spec, directory
-        tried = ", ".join(str(directory / name) for name in spec.names)
+        looked = [folder / name for folder in (*extra_dirs, directory) for name in spec.names]
         super().__init__(
-            f"missing model file {spec.filename} ({spec.purpose}; {spec.size_text}) — looked for {tried}. "
-            f"It is published at {spec.source}. Put it in {directory} (or set {ENV_VAR})."
+            spec.filename, purpose=spec.purpose, source=spec.source, looked_in=looked,
+            size_bytes=spec.size_bytes, size_exact=spec.size_exact,
+            hint=f"Put it in {directory} (or set {ENV_VAR}).",
         )
 
+    def __reduce__(self):
+        return (CheckpointNotFoundError, (self.spec, self.directory))
 
-class DuplicateModelFileError(ValueError):
+
+class DuplicateModelFileError(PersonaError, ValueError):
     """Two components registered the same file key."""
 
 

@@ -11,7 +11,7 @@ import importlib
 
 from .backend import RendererBackend, RenderError
 
-__all__ = ["UnknownBackendError", "backend_names", "create_backend"]
+__all__ = ["UnknownRendererError", "backend_names", "create_backend"]
 
 #: name → (module relative to this package, class name)
 _BACKENDS: dict[str, tuple[str, str]] = {
@@ -20,8 +20,11 @@ _BACKENDS: dict[str, tuple[str, str]] = {
 }
 
 
-class UnknownBackendError(RenderError, KeyError):
-    """No backend of that name; the message lists the known ones."""
+class UnknownRendererError(RenderError, KeyError):
+    """No renderer backend of that name; the message lists the known ones. (Named apart from
+    `persona.interpreter.UnknownBackendError`, which is about interpreter backends.)"""
+
+    code = "unknown_renderer"
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
@@ -36,7 +39,7 @@ def create_backend(name: str, **options: object) -> RendererBackend:
     try:
         module_name, class_name = _BACKENDS[name]
     except KeyError:
-        raise UnknownBackendError(
+        raise UnknownRendererError(
             f"unknown renderer backend {name!r}; known: {', '.join(backend_names())}"
         ) from None
     module = importlib.import_module(module_name, __package__)

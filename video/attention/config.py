@@ -3,7 +3,8 @@
 LongLive's settings embed it as `attention: SparseAttentionConfig`. The field names follow the
 issue (`sparge_*`, after SpargeAttn). `sparge_dense_layers` can only be checked against the
 model's layer count, which this model does not know: `SparseRouter` checks it when it is built
-and raises `SparseConfigError` naming the bad index.
+and raises `SparseConfigError` naming the bad index. `default_dense_layers` lives here too, so
+the router depends on its settings and not the other way round.
 """
 
 from __future__ import annotations
@@ -12,11 +13,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ...errors import PersonaError
 from .sparse import BlockSparseParams
 
 
-class SparseConfigError(ValueError):
+class SparseConfigError(PersonaError, ValueError):
     """Settings that cannot apply to this model (e.g. a dense layer index past the last layer)."""
+
+    code = "sparse_config"
+
+
+def default_dense_layers(num_layers: int) -> frozenset[int]:
+    """The layers that stay dense unless configured: the first 2 and the last 2."""
+    return frozenset(i for i in (0, 1, num_layers - 2, num_layers - 1) if 0 <= i < num_layers)
 
 
 def _ui(order: int, **extra: Any) -> dict[str, Any]:
@@ -114,8 +123,6 @@ class SparseAttentionConfig(BaseModel):
     def dense_layers(self, num_layers: int) -> frozenset[int]:
         """The always-dense layers for a model of `num_layers`; raises on an index that does not exist."""
         if self.sparge_dense_layers is None:
-            from .router import default_dense_layers
-
             return default_dense_layers(num_layers)
         bad = [i for i in self.sparge_dense_layers if i >= num_layers]
         if bad:

@@ -21,6 +21,7 @@ from typing import Protocol
 
 import torch
 
+from ...errors import PersonaError
 from . import sage, spargeattn
 from .dense import dense_attention
 from .selfcheck import self_check
@@ -40,7 +41,7 @@ class AttentionBackend(str, Enum):
     SAGE3 = "sage3"
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(PersonaError, RuntimeError):
     """A backend cannot run this call; the message names the backend and every reason."""
 
     def __init__(self, backend: AttentionBackend, reasons: list[str]):
@@ -155,13 +156,21 @@ def attention(
 class AttentionRouter(Protocol):
     """Chooses the attention function for one layer at one denoising step."""
 
+    def set_query_position(self, own_start: int | None) -> None:
+        """Row of the current pass's first own key among the keys it reads (the ring cache
+        does not always keep them last); called before each session's attention."""
+        ...
+
     def select(self, layer: int, timestep: float, refresh: bool) -> AttentionFn:
         """`timestep` is the step's t in [0, 1000]; `refresh` marks the clean KV-refresh pass."""
         ...
 
 
 class DenseRouter:
-    """Dense SDPA everywhere: the default."""
+    """Dense SDPA everywhere: the default (stateless: one instance serves every session)."""
+
+    def set_query_position(self, own_start: int | None) -> None:
+        """Dense attention reads every key given; where the own keys are does not matter."""
 
     def select(self, layer: int, timestep: float, refresh: bool) -> AttentionFn:
         return dense_attention

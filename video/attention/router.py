@@ -13,23 +13,15 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING
 
 import torch
 
+from .config import SparseAttentionConfig, default_dense_layers
 from .dense import dense_attention
 from .dispatch import AttentionBackend, AttentionFn, BackendUnavailableError, check_backend
 from .sparse import BlockSparseParams, block_sparse_attention
 
-if TYPE_CHECKING:  # the pydantic settings load only when used, so scripts need torch alone
-    from .config import SparseAttentionConfig
-
 log = logging.getLogger(__name__)
-
-
-def default_dense_layers(num_layers: int) -> frozenset[int]:
-    """The layers that stay dense unless configured: the first 2 and the last 2."""
-    return frozenset(i for i in (0, 1, num_layers - 2, num_layers - 1) if 0 <= i < num_layers)
 
 
 class SparseRouter:
@@ -154,8 +146,6 @@ def make_router(
     settings: SparseAttentionConfig | dict | None, *, num_layers: int, sink_tokens: int = 0
 ) -> SparseRouter:
     """The router for LongLive: validates `settings` (a dict from JSON is fine) and builds it."""
-    from .config import SparseAttentionConfig
-
     if not isinstance(settings, SparseAttentionConfig):
         settings = SparseAttentionConfig.model_validate(settings or {})
     return SparseRouter(settings, num_layers=num_layers, sink_tokens=sink_tokens)

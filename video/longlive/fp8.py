@@ -99,12 +99,13 @@ def quantize_blocks_fp8(model: nn.Module, names: tuple[str, ...] = FP8_BLOCK_LIN
     model no longer has the checkpoint's layout. A fused q/k/v (`CausalWanModel.fuse_qkv`)
     is quantised as one layer: its per-output-channel scales are the three layers' own.
     Returns the number of layers replaced. (Naming any of q, k, v quantises all three once
-    they are fused.) Captured CUDA graphs are dropped: they read the old weights.
+    they are fused.) Quantise before building the `EngineRuntime` that runs the model (its
+    compiled code and CUDA graphs read the weights they were made with).
     """
     replaced = 0
     for block in model.blocks:
         for name in names:
-            if name in _QKV and hasattr(block.self_attn, "qkv"):  # fused (model.fuse_qkv): one layer
+            if name in _QKV and block.self_attn.qkv is not None:  # fused (model.fuse_qkv): one layer
                 name = "self_attn.qkv"
             parent_name, _, child = name.rpartition(".")
             parent = block.get_submodule(parent_name)
@@ -124,6 +125,4 @@ def quantize_blocks_fp8(model: nn.Module, names: tuple[str, ...] = FP8_BLOCK_LIN
         if (type(ffn) is nn.Sequential and len(ffn) == 3 and isinstance(ffn[0], Fp8Linear)
                 and isinstance(ffn[2], Fp8Linear) and isinstance(ffn[1], nn.GELU) and ffn[1].approximate == "tanh"):
             block.ffn = Fp8FeedForward(*ffn)
-    if replaced and hasattr(model, "drop_cuda_graphs"):
-        model.drop_cuda_graphs()
     return replaced

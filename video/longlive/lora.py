@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..decoders.checkpoint import CheckpointLayoutError
+
 PEFT_PREFIX = "base_model.model."
 #: Linear layers LongLive's LoRA targets inside every block.
 TARGET_SUFFIXES = (
@@ -24,7 +26,7 @@ TARGET_SUFFIXES = (
 RANK, ALPHA = 256, 256
 
 
-class LoraLayoutError(ValueError):
+class LoraLayoutError(CheckpointLayoutError):
     """A LoRA file whose keys or shapes do not fit the model."""
 
 

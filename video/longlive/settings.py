@@ -1,21 +1,38 @@
-"""What a user may set on the LongLive engine: one pydantic model drives validation and UI.
+"""What a user may set on the LongLive engine: one pydantic model drives validation, the ComfyUI
+nodes' inputs (nodes/settings_inputs.py generates them from these fields) and headless.
 
 Every field has bounds, a description and `json_schema_extra={"ui": {"order", "is_load_param"}}`
-(STYLE.md house rule 12); load-time fields rebuild the engine, the others apply live.
+(STYLE.md house rule 12); load-time fields rebuild the engine (the loader node), the others
+apply live (the sampler node). Speed settings default to "auto": on a GPU that supports them
+(compile on any CUDA card, FP8 block linears on Hopper and newer) the fast path is the
+default, bf16/eager are explicit choices; `resolved()` says what "auto" became. Measured
+figures for each choice are in benchmarks/results/longlive-*.json (benchmarks/README.md).
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..attention.config import SparseAttentionConfig
 from .config import WanConfig
 
+#: The Wan presets a user may name (video/longlive/config.py), plus "auto" (detected).
+PRESET_CHOICES = ("auto", "wan2.1-t2v-1.3b", "tiny", "tiny-engine")
+
 
 def _ui(order: int, *, load: bool, **extra: Any) -> dict[str, Any]:
     return {"ui": {"order": order, "is_load_param": load, **extra}}
+
+
+def _on_off(value: Any) -> Any:
+    """Booleans from workflows saved when these were switches: True → "on", False → "off"."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
 
 
 class LongLiveSettings(BaseModel):
@@ -28,60 +45,101 @@ class LongLiveSettings(BaseModel):
         description="Architecture preset; auto = the one whose shapes the checkpoint has (a name must match it).",
         json_schema_extra=_ui(0, load=True, component="select"),
     )
-    denoising_steps: int = Field(
-        4, ge=1, le=4,
-        description="Denoising steps per chunk, taken from the start of LongLive's 4-step list.",
-        json_schema_extra=_ui(1, load=False),
+    decoder: Literal["tae", "vae"] = Field(
+        "tae", description="Latent decoder: TAEW2.1 (real time) or the full Wan VAE.",
+        json_schema_extra=_ui(1, load=True, component="select"),
+    )
+    dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="Compute dtype of the DiT.", json_schema_extra=_ui(2, load=True, component="select"),
     )
     local_attn_size: int = Field(
         12, ge=6, le=30, multiple_of=3,
         description="Latent frames of context a chunk attends to (sink included).",
-        json_schema_extra=_ui(2, load=True),
+        json_schema_extra=_ui(3, load=True),
     )
     sink_size: int = Field(
         3, ge=0, le=12, multiple_of=3,
-        description="Latent frames at the start kept in the cache forever (identity anchor).",
-        json_schema_extra=_ui(3, load=True),
+        description="Latent frames at the start kept in the cache (identity anchor).",
+        json_schema_extra=_ui(4, load=True),
     )
-    dtype: Literal["bfloat16", "float16", "float32"] = Field(
-        "bfloat16", description="Compute dtype of the DiT.", json_schema_extra=_ui(4, load=True),
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="torch.compile the transformer block and, on a GPU, the TAE decode. auto = on with a CUDA "
+        "GPU: a compile warm-up at load (progress shown; Inductor's cache on disk makes restarts quick), "
+        "faster chunks after. off = eager.",
+        json_schema_extra=_ui(5, load=True, component="select"),
     )
-    compile: bool = Field(
-        False, description="torch.compile the transformer block and, on a GPU, the TAE decode (30-45 s before "
-        "the first chunk, faster after; with linear_precision fp8, what makes 480x832 real time on an H100).",
-        json_schema_extra=_ui(5, load=True),
-    )
-    decoder: Literal["tae", "vae"] = Field(
-        "tae", description="Latent decoder: TAEW2.1 (real time) or the full Wan VAE.",
+    compile_mode: Literal["default", "max-autotune"] = Field(
+        "default",
+        description="Inductor mode when compiling. max-autotune times Triton GEMM templates (FP8 included) "
+        "against cuBLAS per shape: minutes more warm-up the first time (cached on disk), maybe faster chunks.",
         json_schema_extra=_ui(6, load=True, component="select"),
+    )
+    linear_precision: Literal["auto", "bf16", "fp8"] = Field(
+        "auto",
+        description="Block linear layers in the compute dtype (bf16) or FP8 e4m3 (slightly different numbers, "
+        "faster). auto = fp8 on Hopper or newer GPUs, bf16 elsewhere. video/longlive/fp8.py.",
+        json_schema_extra=_ui(7, load=True, component="select"),
+    )
+    cuda_graphs: bool = Field(
+        True,
+        description="On a GPU, replay each steady-state DiT pass as one CUDA graph instead of launching "
+        "every kernel, so the scheduler never waits for the host between passes (video/longlive/runtime.py); "
+        "falls back, with a warning, if capture fails.",
+        json_schema_extra=_ui(8, load=True),
+    )
+    max_sessions: int = Field(
+        4, ge=1, le=16,
+        description="Sessions of one frame size one loaded engine serves at once, batched into one forward "
+        "per denoising pass (a session of another size, or one more, gets a clear 'busy').",
+        json_schema_extra=_ui(9, load=True),
+    )
+    warmup_size: str = Field(
+        "480x832",
+        description="HxW compiled at load (with compile), so the first session starts without the compile "
+        "wait; empty = compile at the first session instead.",
+        json_schema_extra=_ui(10, load=True),
+    )
+    denoising_steps: int = Field(
+        4, ge=1, le=4,
+        description="Denoising steps per chunk, taken from the start of LongLive's 4-step list.",
+        json_schema_extra=_ui(20, load=False),
+    )
+    prompt_switch_recache: Literal["before", "after"] = Field(
+        "after",
+        description="When a prompt switch re-caches the KV window: after the first changed chunk (default: the "
+        "change shows one re-cache sooner; that first chunk sees the window as the old prompt left it), or "
+        "before it (LongLive's order). video/longlive/stream.py.",
+        json_schema_extra=_ui(21, load=False, component="select"),
+    )
+    recache_mode: Literal["stock", "causal"] = Field(
+        "stock",
+        description="How a prompt switch re-caches the window. stock = LongLive v1.0's (one unmasked pass over "
+        "the window; a switch in the first 12 latent frames rewrites the sink too), what the released weights "
+        "were tuned with. causal = one block-causal pass per window chunk, sink never rewritten.",
+        json_schema_extra=_ui(22, load=False, component="select"),
+    )
+    preempt: bool = Field(
+        True,
+        description="A directive that arrives while a chunk is being denoised restarts that chunk under the new "
+        "prompt (when it is early enough to still meet real time) instead of waiting for the next one.",
+        json_schema_extra=_ui(23, load=False),
     )
     attention: SparseAttentionConfig = Field(
         default_factory=SparseAttentionConfig,
         description="Block-sparse self-attention (off by default: not a net speed-up on H100); see docs/attention.md.",
-        json_schema_extra=_ui(7, load=False),
+        json_schema_extra=_ui(24, load=False),
     )
-    linear_precision: Literal["bf16", "fp8"] = Field(
-        "bf16",
-        description="Block linear layers in the compute dtype, or FP8 e4m3 (Hopper; faster, slightly "
-        "different numbers; video/longlive/fp8.py).",
-        json_schema_extra=_ui(8, load=True, component="select"),
-    )
-    prompt_switch_recache: Literal["before", "after"] = Field(
-        "after",
-        description="When a prompt switch re-caches the KV window: after the first changed chunk, queued behind "
-        "its decode (default: the change shows one re-cache sooner, 284 vs 397 ms at 480x832 on an H100, FP8 "
-        "and compiled; that "
-        "first chunk follows the new prompt less closely), or before it (LongLive's order). "
-        "video/longlive/pipeline.py.",
-        json_schema_extra=_ui(9, load=False, component="select"),
-    )
-    cuda_graphs: bool = Field(
-        True,
-        description="On a GPU, replay each DiT pass as one CUDA graph instead of ~1,100 kernel launches: "
-        "the host gets a directive's frames ~50 ms sooner (video/longlive/model.py use_cuda_graphs); "
-        "falls back, with a warning, if capture fails.",
-        json_schema_extra=_ui(10, load=True),
-    )
+
+    _on_off_compile = field_validator("compile", mode="before")(_on_off)
+
+    @field_validator("warmup_size")
+    @classmethod
+    def _size_or_empty(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value and not re.fullmatch(r"\d+x\d+", value):
+            raise ValueError(f"warmup_size must be HxW (e.g. 480x832) or empty, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _window_holds_sink(self) -> LongLiveSettings:
@@ -99,3 +157,27 @@ class LongLiveSettings(BaseModel):
         else:
             base = WanConfig.from_name(self.preset)
         return base.replace(local_attn_size=self.local_attn_size, sink_size=self.sink_size)
+
+    def resolved(self, device: str = "cpu", capability: tuple[int, int] | None = None) -> ResolvedSpeed:
+        """What "auto" means on this device (`capability`: the CUDA card's, (9, 0) for Hopper)."""
+        cuda = str(device).startswith("cuda")
+        compile_on = self.compile == "on" or (self.compile == "auto" and cuda)
+        if self.linear_precision == "auto":
+            fp8 = cuda and capability is not None and capability >= (9, 0)
+        else:
+            fp8 = self.linear_precision == "fp8"
+        warmup = tuple(int(v) for v in self.warmup_size.split("x")) if self.warmup_size else None
+        return ResolvedSpeed(compile=compile_on, fp8=fp8, cuda_graphs=self.cuda_graphs and cuda,
+                             compile_mode=None if self.compile_mode == "default" else "max-autotune-no-cudagraphs",
+                             warmup_hw=warmup if compile_on and cuda else None)
+
+
+@dataclass(frozen=True)
+class ResolvedSpeed:
+    """The speed settings a load actually uses (after "auto")."""
+
+    compile: bool
+    fp8: bool
+    cuda_graphs: bool
+    compile_mode: str | None
+    warmup_hw: tuple[int, int] | None

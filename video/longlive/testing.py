@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["TINY_PRESET", "tiny_corpus", "write_tiny_models"]
+__all__ = ["TINY_PRESET", "tiny_corpus", "tiny_dit", "write_tiny_models"]
 
 #: The DiT preset the tiny set uses (video/longlive/config.py).
 TINY_PRESET = "tiny-engine"
@@ -48,6 +48,18 @@ def tiny_corpus() -> list[str]:
         "a woman a man with short long red brown black blond hair blue green eyes wearing top",
         "slightly energetically very",
     ]
+
+
+def tiny_dit(seed: int = 0, preset: str = "tiny", std: float = 0.2, **changes):
+    """A random `CausalWanModel` of a tiny preset (float32, CPU, eval), e.g. for tests:
+    `tiny_dit(num_layers=1, local_attn_size=9)`. Deterministic per `seed`."""
+    from .config import WanConfig
+    from .model import CausalWanModel, init_random_
+
+    cfg = WanConfig.from_name(preset).replace(**changes)
+    with torch.random.fork_rng(devices=[]):  # the caller's global RNG stays untouched
+        torch.manual_seed(seed)
+        return init_random_(CausalWanModel(cfg), seed=seed, std=std).eval()
 
 
 def _files(directory: Path) -> dict[str, Path]:

@@ -24,20 +24,14 @@ from pathlib import Path
 
 import torch
 
-from ..decoders.checkpoint import (
-    CheckpointLayoutError,
-    layout_problems,
-    load_into_meta,
-    materialize,
-    module_layout,
-    read_shapes,
-    read_state_dict,
-)
+from ...errors import ModelFileMissingError
+from ..decoders.checkpoint import CheckpointLayoutError, ModelFamily, named_config
 from .cache import LRUCache
 
 __all__ = [
     "TextTokenizer",
     "UMT5Config",
+    "UMT5_FAMILY",
     "UMT5TextEncoder",
     "build_tiny_tokenizer",
     "build_umt5",
@@ -66,9 +60,7 @@ class UMT5Config:
 
     @classmethod
     def from_name(cls, name: str) -> UMT5Config:
-        if name not in _PRESETS:
-            raise KeyError(f"unknown UMT5 config {name!r}; known: {', '.join(sorted(_PRESETS))}")
-        return _PRESETS[name]
+        return named_config("UMT5", _PRESETS, name)
 
     def hf_config(self):
         from transformers import UMT5Config as HFConfig
@@ -177,12 +169,6 @@ def detect_umt5_config(shapes: dict[str, torch.Tensor]) -> UMT5Config:
     )
 
 
-def _resolve(config: str | UMT5Config | None, shapes_of) -> UMT5Config:
-    if config is None:
-        return detect_umt5_config(shapes_of())
-    return UMT5Config.from_name(config) if isinstance(config, str) else config
-
-
 def _to_hf_layout(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if "token_embedding.weight" in sd:
         return wan_to_hf_umt5(sd)
@@ -205,25 +191,23 @@ def _tie(model) -> None:
     model.encoder.embed_tokens.weight = model.shared.weight
 
 
+#: UMT5 encoders, Wan or transformers layout: sizes read from the shapes (checkpoint.py).
+UMT5_FAMILY = ModelFamily(
+    what="UMT5 encoder", presets=_PRESETS, detect=detect_umt5_config, build_meta=_meta_model,
+    to_module_layout=_to_hf_layout, after=_tie,
+)
+
+
 def build_umt5(device="cpu", dtype=torch.bfloat16, config: str | UMT5Config = "umt5-xxl", seed: int = 0):
     """A random-weight `UMT5EncoderModel` built on meta, materialized on `device`."""
-    cfg = UMT5Config.from_name(config) if isinstance(config, str) else config
-    model = _meta_model(cfg)
-    materialize(model, device, dtype, seed)
-    _tie(model)
-    return model.eval()
+    return UMT5_FAMILY.build(device, dtype, config, seed)
 
 
 def load_umt5(path, device="cpu", dtype=torch.bfloat16, config: str | UMT5Config | None = None):
     """Load the encoder strictly from the Wan layout or the transformers layout.
 
-    `config` None: the sizes are read from the file (`detect_umt5_config`).
-    """
-    sd = _to_hf_layout(read_state_dict(path))
-    cfg = _resolve(config, lambda: sd)
-    model = load_into_meta(_meta_model(cfg), sd, f"UMT5 encoder ({path})", device, dtype)
-    _tie(model)
-    return model
+    `config` None: the sizes are read from the file (`detect_umt5_config`)."""
+    return UMT5_FAMILY.load(path, device, dtype, config)
 
 
 # --- tokenizer ------------------------------------------------------------------------------
@@ -262,20 +246,22 @@ def load_tokenizer(path: str | Path) -> TextTokenizer:
     from tokenizers import Tokenizer
 
     path = Path(path)
+    source = "https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B (google/umt5-xxl/tokenizer.json)"
     if path.is_dir():
         for name in ("tokenizer.json", "spiece.model"):
             if (path / name).is_file():
                 path = path / name
                 break
         else:
-            raise FileNotFoundError(f"no tokenizer.json or spiece.model in {path}")
+            raise ModelFileMissingError("tokenizer.json", purpose="UMT5 tokenizer (or spiece.model)", source=source,
+                                        looked_in=[path / "tokenizer.json", path / "spiece.model"])
     if not path.is_file():
-        raise FileNotFoundError(f"tokenizer file not found: {path}")
+        raise ModelFileMissingError(path.name, purpose="UMT5 tokenizer", source=source, looked_in=[path])
     tok = _SentencePieceTokenizer(path) if path.suffix == ".model" else Tokenizer.from_file(str(path))
     eos = tok.token_to_id("</s>")
     pad = tok.token_to_id("<pad>")
     if eos is None or pad is None:
-        raise ValueError(f"{path}: tokenizer has no '</s>' or '<pad>' token; not a T5/UMT5 tokenizer")
+        raise CheckpointLayoutError(f"{path}: tokenizer has no '</s>' or '<pad>' token; not a T5/UMT5 tokenizer")
     return TextTokenizer(tok, eos_id=eos, pad_id=pad)
 
 
@@ -306,16 +292,39 @@ class _SentencePieceTokenizer:
 
 
 def build_tiny_tokenizer(corpus: list[str], vocab_size: int = 512) -> TextTokenizer:
-    """A small word-piece tokenizer trained in memory, with T5's special ids (pad 0, eos 1)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    """A small word-piece tokenizer over `corpus`, with T5's special ids (pad 0, eos 1, unk 2).
 
-    tok = Tokenizer(models.WordPiece(unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], show_progress=False
-    )
-    tok.train_from_iterator(corpus, trainer)
+    The vocabulary is built here, deterministically, not trained: `tokenizers`' WordPiece
+    trainer merges pairs in an order that depends on hash-map iteration, so two trainings on
+    one corpus gave vocabularies of 335 and 336 pieces and different ids (hence different
+    embeddings from the same seeded encoder). Pieces, in id order: the specials, every
+    character of the corpus and its `##` continuation (so any word of those characters
+    tokenizes without `<unk>`), then whole words by frequency (ties alphabetical) while
+    `vocab_size` allows.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    normalizer = normalizers.Lowercase()
+    splitter = pre_tokenizers.Whitespace()
+    words: Counter[str] = Counter()
+    for text in corpus:
+        words.update(piece for piece, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for word in words for c in word})
+    pieces = ["<pad>", "</s>", "<unk>", *chars, *(f"##{c}" for c in chars)]
+    if len(pieces) > vocab_size:
+        raise ValueError(f"vocab_size {vocab_size} cannot hold the corpus' {len(chars)} characters")
+    known = set(pieces)
+    for word, _ in sorted(words.items(), key=lambda item: (-item[1], item[0])):
+        if len(pieces) >= vocab_size:
+            break
+        if word not in known:
+            pieces.append(word)
+            known.add(word)
+    tok = Tokenizer(models.WordPiece({piece: i for i, piece in enumerate(pieces)}, unk_token="<unk>"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = splitter
     return TextTokenizer(tok, eos_id=tok.token_to_id("</s>"), pad_id=tok.token_to_id("<pad>"))
 
 
@@ -374,16 +383,8 @@ def tiny_text_encoder(seed: int = 0, text_len: int = 512, corpus: list[str] | No
 
 
 def check_umt5_file(path, config: str | UMT5Config | None = None) -> list[str]:
-    """Layout problems of the encoder file, Wan or transformers layout (reads no weights).
-
-    `config` None: against the sizes the file itself has; a name or config: that one.
-    """
-    try:
-        cfg = _resolve(config, lambda: read_shapes(path))
-    except CheckpointLayoutError as exc:
-        return [str(exc)]
-    expected = module_layout(_meta_model(cfg))
-    return layout_problems(path, expected, adapt=_to_hf_layout, what="UMT5 encoder")
+    """Layout problems of the encoder file, Wan or transformers layout (reads no weights)."""
+    return UMT5_FAMILY.check_file(path, config)
 
 
 def check_tokenizer_file(path) -> list[str]:

@@ -102,6 +102,20 @@ class ConditioningBlender:
         self._steps = max(steps, 1)
         self._done = 0
 
+    def state(self) -> tuple:
+        """Everything `step` changes, to be put back with `restore` (a chunk taken again)."""
+        return (self.current, self._start, self.target, self._steps, self._done)
+
+    def restore(self, state: tuple) -> None:
+        """Back to a `state()`, keeping the target set since: the step is taken again toward it."""
+        current, start, target, steps, done = state
+        if target is self.target:
+            self.current, self._start, self._steps, self._done = current, start, steps, done
+        else:  # a new target came meanwhile: blend to it from where the chunk began
+            self.current = current
+            self._start = current
+            self._done = 0
+
     def step(self) -> tuple[torch.Tensor, bool]:
         """Advance one chunk; returns (embedding for this chunk, whether it changed)."""
         if not self.blending:

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The wave-2 GPU run: the CUDA tests and every engine measurement issue 15's "Must show" asks for,
+# plus issue 13's interrupt latency, in two calls of at most 10 minutes on one H100.
+#
+#   bash benchmarks/gpu_wave2.sh part1    # CUDA tests; one stream with the defaults (no flags);
+#                                         # paced 1, 2, 3 sessions at 480x832            (~9 min)
+#   bash benchmarks/gpu_wave2.sh part2    # capacity: batched 1-4 sessions at 480x832 and 1-10 at
+#                                         # 320x576 vs separate processes (and CUDA MPS where the
+#                                         # machine has it); interrupt latency              (~10 min)
+#   bash benchmarks/gpu_wave2.sh part3    # optional: one stream compiled with max-autotune (Triton FP8
+#                                         # GEMMs autotuned against cuBLAS): its compile cost and speed
+#   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
+#
+# Runs from a copy of the tree without .git or a venv: `comfyui_persona` is made importable from
+# the tree by a symlink; record.py stamps PERSONA_COMMIT / PERSONA_DIRTY (export them). Needs
+# python3 with torch; the paced/capacity/interrupt steps run real LongLiveBackend sessions and
+# need pydantic: if `import pydantic` fails and .whl/ holds wheels, they are installed into a
+# temporary folder first. Each step has its own time limit and writes its JSON as it goes, so an
+# overrun loses that step's tail only. Results: benchmarks/results/longlive*-<card>-<date>-wave2-*.json
+# (with --smoke: $OUT/results/), copied to $OUT with each step's log and steps.txt (exit codes).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:-part1}
+OUT=${OUT:-/tmp/persona-gpu-out}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+: > "$OUT/steps.txt"
+
+SITE=$(mktemp -d)
+ln -s "$PWD" "$SITE/comfyui_persona"
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+if ! "$PY" -c "import pydantic" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl
+fi
+HAVE_PYDANTIC=0
+"$PY" -c "import pydantic" 2>/dev/null && HAVE_PYDANTIC=1
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/persona-inductor}
+export PYTHONUNBUFFERED=1
+
+cat > "$SITE/pytest.ini" <<INI
+[pytest]
+addopts = -ra -p no:cacheprovider --import-mode=importlib
+pythonpath = $PWD/tests $PWD/benchmarks
+markers =
+    gpu: needs a CUDA GPU
+    browser: drives Chromium
+    comfyui: runs against a real ComfyUI tree
+    slow: slow
+INI
+
+step() {  # step NAME LIMIT_S COMMAND...: run it, log to $OUT/NAME.log, record its exit code
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name (limit ${limit} s)"
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "   exit $rc after $((SECONDS - t0)) s"
+  tail -n 4 "$OUT/$name.log" | sed 's/^/   /'
+  echo "$name $rc $((SECONDS - t0))" >>"$OUT/steps.txt"
+}
+
+needs_pydantic() {  # needs_pydantic NAME: false (and recorded) when pydantic is missing
+  if [ "$HAVE_PYDANTIC" = 1 ]; then return 0; fi
+  echo "== $1 skipped: no pydantic (carry its wheels in .whl/, see the header)"
+  echo "$1 skipped-no-pydantic 0" >>"$OUT/steps.txt"
+  return 1
+}
+
+BENCH=("$PY" benchmarks/longlive.py)
+if [ "$MODE" = --smoke ]; then
+  RES="$OUT/results"
+  mkdir -p "$RES"
+  SMOKE=(--smoke)
+  step tests 300 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q tests/test_longlive_host.py -k "busy or leaving"
+  step single 300 "${BENCH[@]}" "${SMOKE[@]}" --decoders tae --out "$RES/single.json"
+  needs_pydantic paced && step paced 300 "${BENCH[@]}" "${SMOKE[@]}" --paced --sessions 1,2 --seconds 3 \
+    --out "$RES/paced.json"
+  needs_pydantic capacity && step capacity 300 "${BENCH[@]}" "${SMOKE[@]}" --capacity --interrupt --sessions 1,2 \
+    --processes 1 --out "$RES/capacity.json"
+elif [ "$MODE" = part1 ]; then
+  step gpu-tests 240 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu \
+    tests/test_longlive_host.py tests/test_longlive_fp8.py
+  # No flags: the engine's defaults on this card (compile, FP8 on Hopper+, CUDA graphs, TAE).
+  step single-defaults 290 "${BENCH[@]}" --sizes 480x832 --decoders tae --label wave2-defaults
+  needs_pydantic paced-480 && step paced-480 330 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2,3 \
+    --seconds 25 --label wave2-paced-480
+elif [ "$MODE" = part2 ]; then
+  needs_pydantic capacity-480 && step capacity-480 320 "${BENCH[@]}" --capacity --interrupt --sizes 480x832 \
+    --sessions 1,2,3,4 --processes 2,3 --label wave2-capacity-480
+  needs_pydantic capacity-320 && step capacity-320 270 "${BENCH[@]}" --capacity --sizes 320x576 \
+    --sessions 1,2,4,6,8,10 --processes 4,8 --label wave2-capacity-320
+elif [ "$MODE" = part3 ]; then
+  step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
+    --chunks 12 --switches 3 --label wave2-max-autotune
+else
+  echo "usage: $0 part1 | part2 | part3 | --smoke" >&2
+  exit 2
+fi
+
+if [ "$MODE" != --smoke ]; then
+  cp benchmarks/results/longlive*-wave2-*.json "$OUT"/ 2>/dev/null
+fi
+"$PY" - "$OUT" <<'PYSUM'
+import glob, json, os, sys
+out = sys.argv[1]
+lines = []
+for path in sorted(glob.glob(os.path.join(out, "*.json")) + glob.glob(os.path.join(out, "results", "*.json"))):
+    rec = json.load(open(path))
+    m = rec.get("metrics", {})
+    head = f"{os.path.basename(path)}: {rec.get('device')} commit {rec.get('commit')} dirty {rec.get('dirty')}"
+    lines.append(head)
+    for run in m.get("runs", []):
+        eng = run.get("engine", {})
+        lines.append(f"  {run.get('height')}x{run.get('width')} {run.get('linear')} compile={run.get('compile')}: "
+                     f"chunk {run.get('chunk_ms_p50')} ms, DiT {run.get('fps_video_dit_only')} fps, "
+                     f"frames on host {eng.get('fps_video_frames_on_host')} fps, first chunk {eng.get('first_chunk_ms_p50')} ms, "
+                     f"directive after {eng.get('directive_to_frames_ms_after_p50')} ms, "
+                     f"batched-vs-alone {eng.get('batched_equals_alone_max_abs_diff')}")
+    for p in m.get("paced", []):
+        lines.append(f"  paced {p['sessions']} @ {p['height']}x{p['width']}: received p50 "
+                     f"{p['directive_to_first_changed_frame_received_ms_p50']} p95 "
+                     f"{p['directive_to_first_changed_frame_received_ms_p95']} ms, fully new p50 "
+                     f"{p['directive_to_fully_new_frame_received_ms_p50']} ms, real time {p['real_time']}, "
+                     f"fps {[s['fps_video'] for s in p['per_session']]}")
+    for c in m.get("capacity", []):
+        lines.append(f"  batched {c['sessions']} @ {c['height']}x{c['width']}: {c['fps_video_per_session_min']} fps "
+                     f"per session (min), {c['fps_video_total']} total")
+    for c in m.get("processes", []) + [x for x in m.get("mps", []) if "processes" in x]:
+        lines.append(f"  processes {c['processes']} @ {c['height']}x{c['width']}: {c['fps_video_per_process_min']} "
+                     f"fps per process (min), errors {len(c['errors'])}")
+    for c in m.get("interrupt", []):
+        lines.append(f"  interrupt @ {c['height']}x{c['width']}: p50 {c['interrupt_to_stop_ms_p50']} ms, max "
+                     f"{c['interrupt_to_stop_ms_max']} ms, gaps {c['frame_gaps_after']}")
+open(os.path.join(out, "summary.txt"), "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PYSUM
+echo "== steps (name exit seconds)"
+cat "$OUT/steps.txt"

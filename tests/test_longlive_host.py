@@ -1,0 +1,327 @@
+"""EngineHost: several sessions batched on one engine, each as if it were alone (CPU, tiny models)."""
+
+import threading
+
+import pytest
+import torch
+
+from comfyui_persona.video.decoders.taehv import tiny_taehv
+from comfyui_persona.video.longlive.host import (
+    ChunkInterrupted,
+    EngineBusyError,
+    EngineHost,
+    SessionFailedError,
+)
+from comfyui_persona.video.longlive.runtime import EngineRuntime
+from comfyui_persona.video.longlive.testing import tiny_dit
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+LAT_H, LAT_W = 4, 6
+
+
+def prompts(n: int, seed: int = 11) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, 5, 24, generator=gen) for _ in range(n)]
+
+
+def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Frames equal up to one uint8 level (batched float32 GEMMs may round apart)."""
+    return a.shape == b.shape and int((a.int() - b.int()).abs().max()) <= 1
+
+
+def make_host(**kwargs) -> EngineHost:
+    runtime = EngineRuntime(tiny_dit(in_dim=16, out_dim=16, local_attn_size=9))
+    return EngineHost(runtime, tiny_taehv(), **kwargs)
+
+
+def script_for(i: int):
+    """Session i's own script: its prompt, then a switch after i + 2 chunks (stock re-cache)."""
+    a, b = prompts(2, seed=100 + i)
+    return a, {i + 2: b}
+
+
+def run_alone(i: int, chunks: int, mode: str = "stock") -> list[torch.Tensor]:
+    host = make_host()
+    s = host.open_session(LAT_H, LAT_W, seed=i, recache_mode=mode)
+    first, switches = script_for(i)
+    s.set_prompt(first)
+    out = []
+    for c in range(chunks):
+        if c in switches:
+            s.set_prompt(switches[c])
+        out.append(s.next_frames())
+    return out
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("mode", ["stock", "causal"])
+def test_batched_sessions_equal_each_session_alone(mode):
+    """Three sessions with their own seeds, prompts and switch times, two of them joining late,
+    stepped together in batched passes: each gets the frames it gets alone (float32 on CPU:
+    per-row attention is the same computation; batched GEMMs may round differently)."""
+    host = make_host()
+    sessions, outs = [], {}
+    for c in range(7):
+        if c in (0, 1, 3):  # sessions join between chunks, at different points of the others' streams
+            i = len(sessions)
+            s = host.open_session(LAT_H, LAT_W, seed=i, recache_mode=mode)
+            s.set_prompt(script_for(i)[0])
+            sessions.append((i, s, c))
+            outs[i] = []
+        for i, s, joined in sessions:
+            switch = script_for(i)[1].get(c - joined)
+            if switch is not None:
+                s.set_prompt(switch)
+        frames = host.step_all([s for _, s, _ in sessions])
+        for (i, _, _), f in zip(sessions, frames, strict=True):
+            outs[i].append(f)
+    assert max(host.stats.batch_sizes) == 3 and host.stats.passes < sum(len(v) for v in outs.values()) * 5
+    for i, got in outs.items():
+        alone = run_alone(i, len(got), mode)
+        for a, b in zip(alone, got, strict=True):
+            assert same(a, b)
+
+
+@torch.no_grad()
+def test_a_session_leaving_keeps_the_others_streaming_from_packed_rows():
+    host = make_host()
+    sessions = [host.open_session(LAT_H, LAT_W, seed=i) for i in range(3)]
+    for s, p in zip(sessions, prompts(3), strict=True):
+        s.set_prompt(p)
+    before = host.step_all(sessions)
+    host.step_all(sessions)
+    sessions[0].close()
+    assert [s.row for s in sessions[1:]] == [0, 1]  # rows stay packed: one contiguous range per pass
+    later = host.step_all(sessions[1:])
+    alone = run_alone_with(prompts(3)[2], seed=2, chunks=3)
+    assert same(before[2], alone[0]) and same(later[1], alone[2])
+    newcomer = host.open_session(LAT_H, LAT_W, seed=5)
+    assert newcomer.row == 2
+
+
+def run_alone_with(prompt, seed, chunks):
+    host = make_host()
+    s = host.open_session(LAT_H, LAT_W, seed=seed)
+    s.set_prompt(prompt)
+    return [s.next_frames() for _ in range(chunks)]
+
+
+def test_another_size_or_one_session_too_many_is_a_clear_busy():
+    host = make_host(max_sessions=2)
+    a = host.open_session(LAT_H, LAT_W)
+    with pytest.raises(EngineBusyError, match=r"streaming 1 session\(s\) at 32x48; a session at 32x64 needs its own engine"):
+        host.open_session(LAT_H, LAT_W + 2)
+    host.open_session(LAT_H, LAT_W)
+    with pytest.raises(EngineBusyError, match="already serves its 2 sessions"):
+        host.open_session(LAT_H, LAT_W)
+    assert EngineBusyError("x").payload()["code"] == "engine_busy"
+    a.close()
+    host.open_session(LAT_H, LAT_W)
+
+
+@torch.no_grad()
+def test_a_session_that_fails_mid_batch_does_not_take_the_others_down():
+    """Session 1's decoder breaks on its third chunk (inside a batched tick): it alone fails,
+    with its error; the others keep streaming, and their frames are what they are alone."""
+    host = make_host()
+    sessions = [host.open_session(LAT_H, LAT_W, seed=i) for i in range(3)]
+    for s, p in zip(sessions, prompts(3), strict=True):
+        s.set_prompt(p)
+    broken = sessions[1]
+    real_decode, calls = broken.decode.decode_uint8, []
+
+    def failing(latents):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("decoder out of memory")
+        return real_decode(latents)
+
+    broken.decode.decode_uint8 = failing
+    host.step_all(sessions)
+    host.step_all(sessions)
+    results = {}
+
+    def run(s):
+        try:
+            results[s.name] = [s.next_frames() for _ in range(2)]
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            results[s.name] = exc
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert isinstance(results[broken.name], SessionFailedError) and "out of memory" in str(results[broken.name])
+    for i in (0, 2):
+        got = results[sessions[i].name]
+        assert same(got[1], run_alone_with(prompts(3)[i], seed=i, chunks=4)[3])
+    assert host.stats.failures == 1
+
+
+@torch.no_grad()
+def test_an_interrupt_stops_within_one_pass_and_the_next_request_continues_without_a_gap():
+    """The interrupt callback fires after the chunk's second pass: `ChunkInterrupted` before a
+    third pass runs; the next request makes that same chunk (from the same noise), so the
+    stream has no gap and equals an uninterrupted one."""
+    host = make_host()
+    s = host.open_session(LAT_H, LAT_W, seed=4)
+    (p,) = prompts(1)
+    s.set_prompt(p)
+    plain = run_alone_with(p, seed=4, chunks=4)
+    frames = [s.next_frames(), s.next_frames()]
+    passes = host.stats.passes
+    calls = []
+
+    def interrupt():
+        calls.append(host.stats.passes)
+        return host.stats.passes - passes >= 2
+
+    with pytest.raises(ChunkInterrupted):
+        s.next_frames(interrupt=interrupt)
+    assert host.stats.passes - passes == 2, "stopped within one pass of the interrupt"
+    frames += [s.next_frames(), s.next_frames()]
+    assert len(frames) == 4 and all(torch.equal(a, b) for a, b in zip(plain, frames, strict=True))
+
+
+@torch.no_grad()
+def test_a_directive_restarts_the_chunk_in_flight_under_the_new_prompt():
+    """A new prompt that arrives after the chunk's first pass restarts the chunk: its frames are
+    the chunk made under the new prompt from the start (a plain stream switching before it)."""
+    old, new = prompts(2)
+    host = make_host()
+    s = host.open_session(LAT_H, LAT_W, seed=6)
+    pending = {}
+
+    def begin_hook():  # what LongLiveBackend's blender gives: the prompt for the chunk beginning
+        return pending.pop("next", None)
+
+    s.stream.begin_hook = begin_hook
+    s.restart_hook = lambda: new
+    s.set_prompt(old)
+    s.next_frames(), s.next_frames()
+    passes = host.stats.passes
+
+    def directive_after_first_pass():
+        if host.stats.passes - passes == 2:  # the refresh owed, then the chunk's first pass
+            s.notify_directive()
+        return False
+
+    got = s.next_frames(interrupt=directive_after_first_pass)
+    assert host.stats.preempted == 1
+    reference = make_host().open_session(LAT_H, LAT_W, seed=6)
+    reference.set_prompt(old)
+    reference.next_frames(), reference.next_frames()
+    reference.set_prompt(new)  # "after" timing, as the host's session: re-cache behind the chunk
+    assert torch.equal(got, reference.next_frames())
+
+
+@torch.no_grad()
+def test_urgent_session_runs_alone_while_the_others_have_time():
+    """With deadlines, a session whose chunk carries a directive runs its passes without the
+    sessions that can wait (a smaller batch: its frames come sooner)."""
+    host = make_host()
+    a, b = (host.open_session(LAT_H, LAT_W, seed=i) for i in range(2))
+    for s, p in zip((a, b), prompts(2), strict=True):
+        s.set_prompt(p)
+    host.step_all([a, b])
+    a.notify_directive()
+    far = host.clock() + 60.0
+    host.step_all([a, b], deadline=far)
+    assert host.stats.sat_out >= 4  # b sat out a's passes
+    assert not a.urgent
+
+
+def test_warm_up_runs_each_batch_size_and_leaves_no_session():
+    host = make_host()
+    seen = []
+    host.warm_up(LAT_H, LAT_W, batch_sizes=(1, 2), progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1][0] == seen[-1][1] and not host.sessions
+    assert host.stats.batch_sizes.get(2, 0) > 0 and host.stats.batch_sizes.get(1, 0) > 0
+
+
+# --------------------------------------------------------------------------- on a CUDA GPU
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def cuda_host(graphs: bool, dtype=torch.float32) -> EngineHost:
+    model = tiny_dit(in_dim=16, out_dim=16, local_attn_size=9).to("cuda", dtype)
+    runtime = EngineRuntime(model)
+    runtime.use_cuda_graphs(graphs)
+    return EngineHost(runtime, tiny_taehv().to("cuda"))
+
+
+def cuda_script(host: EngineHost, sessions: int, chunks: int = 8) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
+    """`sessions` sessions stepped together through prompt switches (stock re-cache, after)."""
+    opened = [host.open_session(LAT_H, LAT_W, seed=i) for i in range(sessions)]
+    texts = [p.to("cuda") for p in prompts(3)]
+    for i, s in enumerate(opened):
+        s.set_prompt(texts[i % 3])
+    frames: list[list[torch.Tensor]] = [[] for _ in opened]
+    for c in range(chunks):
+        if c in (3, 6):
+            for i, s in enumerate(opened):
+                s.set_prompt(texts[(i + c) % 3])
+        for i, f in enumerate(host.step_all(opened)):
+            frames[i].append(f)
+    for s in opened:
+        host.settle(s)
+    return frames, host.runtime.store.cache_k[:, :sessions].clone()
+
+
+@pytest.mark.gpu
+@cuda
+@torch.no_grad()
+def test_cuda_side_stream_decode_and_graph_replay_give_the_frames_and_cache_of_plain_launches():
+    """The host on a GPU: decode on the side stream, steady passes replayed from CUDA graphs
+    (every ring slot through one graph per row range): the frames and cache of plain launches;
+    and the frames of a plain loop decoding on the main stream."""
+    plain_frames, plain_cache = cuda_script(cuda_host(graphs=False), 1)
+    graph_host = cuda_host(graphs=True)
+    graph_frames, graph_cache = cuda_script(graph_host, 1)
+    assert graph_host.runtime.graphs_captured >= 1 and graph_host.runtime.graph_replays > 10
+    for a, b in zip(plain_frames[0], graph_frames[0], strict=True):
+        assert (a.int() - b.int()).abs().max() <= 1
+    torch.testing.assert_close(graph_cache, plain_cache, atol=1e-3, rtol=1e-3)
+    captured = graph_host.runtime.graphs_captured
+    again, _ = cuda_script(graph_host, 1)  # a new session in the same row replays, no new capture
+    assert graph_host.runtime.graphs_captured == captured
+    for a, b in zip(graph_frames[0], again[0], strict=True):
+        assert (a.int() - b.int()).abs().max() <= 1
+    # A plain loop: the sampler's chunks decoded on the main stream.
+    from comfyui_persona.video.longlive.sampler import StreamingSampler
+
+    sampler = StreamingSampler(EngineRuntime(tiny_dit(in_dim=16, out_dim=16, local_attn_size=9).to("cuda")), seed=0)
+    sampler.start(LAT_H, LAT_W)
+    texts = [p.to("cuda") for p in prompts(3)]
+    sampler.set_prompt(texts[0])
+    decode = tiny_taehv().to("cuda").decode_stream()
+    for c in range(8):
+        if c in (3, 6):
+            sampler.set_prompt(texts[c % 3], timing="after")
+        frame = decode.decode_uint8(sampler.next_chunk())[0].cpu()
+        assert (frame.int() - plain_frames[0][c].int()).abs().max() <= 1, f"chunk {c}"
+
+
+@pytest.mark.gpu
+@cuda
+@torch.no_grad()
+def test_cuda_batched_sessions_equal_each_session_alone_in_bf16():
+    """Three sessions batched on a GPU in bf16, graphs on: each session's frames against the same
+    session alone. Batched GEMMs may pick other kernels: the bound is a few uint8 levels, and
+    the measured maximum is printed for the report."""
+    together, _ = cuda_script(cuda_host(graphs=True, dtype=torch.bfloat16), 3)
+    worst = 0
+    for i in range(3):
+        host = cuda_host(graphs=True, dtype=torch.bfloat16)
+        s = host.open_session(LAT_H, LAT_W, seed=i)
+        texts = [p.to("cuda") for p in prompts(3)]
+        s.set_prompt(texts[i % 3])
+        for c in range(8):
+            if c in (3, 6):
+                s.set_prompt(texts[(i + c) % 3])
+            worst = max(worst, int((s.next_frames().int() - together[i][c].int()).abs().max()))
+    print(f"batched vs alone, bf16 on {torch.cuda.get_device_name()}: max |diff| = {worst} uint8 levels")
+    assert worst <= 8

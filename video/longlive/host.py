@@ -1,0 +1,596 @@
+"""`EngineHost`: one loaded LongLive engine serving several real-time sessions of one frame size.
+
+Why batch: one session at a time leaves most of a GPU idle at real-time pacing (a 480×832 chunk
+takes a fraction of its 0.75 s of video), and separate engine processes share neither weights,
+compiled code nor CUDA graphs. Here every session is a row of the engine's KV store
+(`runtime.KVStore`) and a queue of passes (`stream.SessionStream`); each pass of the host
+(`_tick`) runs one pass of every session that has work in one batched forward
+(`EngineRuntime.run`). Sessions at different points (one starting, one re-caching, the rest in
+steady state) share it, and a session joins or leaves between passes without recompiling
+(dynamic batch size in the compiled code; one CUDA graph per row range).
+
+Who drives: there is no scheduler thread. A caller that wants its next chunk
+(`HostedSession.next_frames`) registers the request, and whichever waiting caller finds the host
+idle runs one tick for everyone, then hands over (leader/follower). So a single session behaves
+exactly like a plain loop, a paused session costs nothing, and a session joining mid-chunk of the
+others starts its own chunk at the very next pass (continuous batching, with per-row timesteps).
+
+Scheduling, in order:
+1. real time: every session with a chunk wanted runs in every pass (one batched forward costs
+   less than separate ones), each with its own deadline (`next_frames(deadline=...)`);
+2. latency: a session whose chunk carries a new directive (`notify_directive`) is urgent; sessions
+   whose deadline leaves room for the urgent chunk's remaining passes sit those passes out, so
+   the batch is smaller and the directive's frames come sooner;
+3. preemption: a directive that arrives while that session's chunk is being denoised restarts the
+   chunk under the new prompt (from the same noise) when it can still meet its deadline, instead
+   of finishing a chunk nobody asked for and making the new one after it.
+An interrupt callback (ComfyUI's cancel) is checked between passes: the session's chunk is
+restarted from its first pass later, so the next request continues the stream without a gap.
+
+Failure isolation: if a batched pass raises, each of its rows is run alone (passes rewrite the
+same cache rows, so a retry is harmless) and only the sessions whose own pass fails are failed;
+a session whose decode fails is failed alone. A session of another frame size, or one more than
+`max_sessions`, is refused with `EngineBusyError` (load another engine for another size).
+
+Frames leave through a decode per session on a high-priority side stream, copied to pinned host
+memory; the caller waits for its own copy only, never for the passes queued behind it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from ...errors import PersonaError
+from ..backend import RenderError
+from .runtime import DENSE, EngineRuntime
+from .stream import RecacheMode, RecacheTiming, SessionStream
+
+log = logging.getLogger(__name__)
+
+
+class EngineBusyError(RenderError):
+    """The engine cannot take this session: another frame size is streaming, or it is full."""
+
+    code = "engine_busy"
+
+
+class ChunkInterrupted(PersonaError, RuntimeError):
+    """The caller's interrupt callback fired: the chunk was stopped between two passes; the next
+    request continues the stream from that chunk (no frame is skipped)."""
+
+    code = "interrupted"
+
+
+class SessionFailedError(RenderError):
+    """This session failed (its pass or its decode raised); the engine's other sessions go on."""
+
+    code = "session_failed"
+
+
+@dataclass
+class _Ready:
+    frames: torch.Tensor  # uint8 (T, H, W, 3) on the CPU (pinned and filled asynchronously on a GPU)
+    event: torch.cuda.Event | None
+    switched: bool
+
+
+@dataclass
+class HostStats:
+    """What the host did, for benchmarks and logs."""
+
+    ticks: int = 0
+    passes: int = 0
+    rows: int = 0
+    preempted: int = 0
+    preempt_declined: int = 0
+    interrupts: int = 0
+    failures: int = 0
+    sat_out: int = 0  # rows left out of a pass for an urgent session
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+
+
+class HostedSession:
+    """One session's handle on an `EngineHost` (see the module docstring). Thread-safe."""
+
+    def __init__(self, host: EngineHost, stream: SessionStream, decoder_stream, name: str) -> None:
+        self.host = host
+        self.stream = stream
+        self.decode = decoder_stream
+        self.name = name
+        self.ready: deque[_Ready] = deque()
+        self.wanted = 0  # chunks asked for and not yet handed out
+        self.deadline: float | None = None  # when the next wanted chunk is due (time.monotonic)
+        self.interrupt: Callable[[], bool] | None = None
+        self.error: BaseException | None = None
+        self.closed = False
+        self.urgent = False  # the next chunk carries a new directive
+        self._directive = False  # set by notify_directive (no lock: read by the driver)
+        self._interrupted: bool | BaseException = False  # True, or the progress callback's exception
+        #: Called by the driver after each of this session's passes: (passes done, passes in all,
+        #: the latest x0 estimate or None). An exception from it stops the chunk like an interrupt.
+        self.progress: Callable[[int, int, torch.Tensor | None], None] | None = None
+        self._passes_done = 0
+        #: Called (by the driver) when a chunk in flight is restarted for a new directive: the
+        #: prompt embedding to restart it with, or None to keep its own.
+        self.restart_hook: Callable[[], torch.Tensor | None] | None = None
+
+    @property
+    def row(self) -> int:
+        return self.stream.row
+
+    # ---- what a caller does ---------------------------------------------------------------
+
+    def next_frames(self, *, deadline: float | None = None, interrupt: Callable[[], bool] | None = None,
+                    progress: Callable[[int, int, torch.Tensor | None], None] | None = None) -> torch.Tensor:
+        """The session's next chunk of frames, uint8 (T, H, W, 3) on the CPU; blocks until then.
+
+        `deadline` (time.monotonic seconds): when the caller must have it to stay real time.
+        `interrupt`: polled between passes; when it returns True this raises `ChunkInterrupted`
+        within one pass, and the next call continues the stream from the stopped chunk.
+        `progress`: see `HostedSession.progress` (called from whichever thread drives)."""
+        self.progress = progress
+        return self.host._produce(self, deadline, interrupt)
+
+    def notify_directive(self) -> None:
+        """A new prompt target was set (the begin/restart hooks will give it): make the next
+        chunk urgent and, when enabled, restart the chunk in flight under it."""
+        self._directive = True
+        self.urgent = True
+
+    def set_prompt(self, context: torch.Tensor, *, recache: bool = True, timing: RecacheTiming | None = None) -> None:
+        """Switch the prompt for the chunks not begun yet (see `SessionStream.set_prompt`)."""
+        with self.host._lock:
+            self.stream.set_prompt(context, recache=recache, timing=timing)
+
+    def prime_sink(self, latents: torch.Tensor) -> None:
+        """Write `latents` as the session's first (sink) chunk; runs with the next pass."""
+        with self.host._lock:
+            self.stream.prime_sink(latents)
+
+    def configure(self, *, timing: RecacheTiming | None = None, recache_mode: RecacheMode | None = None,
+                  router=None, steps: int | None = None) -> None:
+        """Live settings, applied from the next chunk on (no restart)."""
+        from .stream import checked_recache_mode, checked_recache_timing
+
+        with self.host._lock:
+            if timing is not None:
+                self.stream.timing = checked_recache_timing(timing)
+            if recache_mode is not None:
+                self.stream.recache_mode = checked_recache_mode(recache_mode)
+            if router is not None:
+                self.stream.router = router
+            if steps is not None and len(self.stream.timesteps) != steps:
+                self.stream.set_steps(steps)
+
+    def kv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views of this session's KV window, (layers, heads, window tokens, head_dim) each."""
+        store = self.host.runtime.store
+        return store.cache_k[:, self.row], store.cache_v[:, self.row]
+
+    def restart(self, seed: int | None = None) -> None:
+        """Start the session again from an empty window (same row, same size)."""
+        with self.host._lock:
+            self.stream.reset(seed)
+            self.decode.reset()
+            self.ready.clear()
+            self.wanted, self.urgent, self._directive, self._interrupted, self.error = 0, False, False, False, None
+
+    def close(self) -> None:
+        """Leave the engine; the row goes to the next session."""
+        self.host._close(self)
+
+
+class EngineHost:
+    """Serves sessions of one frame size on one loaded engine (see the module docstring)."""
+
+    def __init__(self, runtime: EngineRuntime, decoder, *, max_sessions: int = 4, preempt: bool = True,
+                 policy: str = "deadline", clock: Callable[[], float] = time.monotonic) -> None:
+        if policy not in ("deadline", "all"):
+            raise ValueError(f"policy must be 'deadline' or 'all', got {policy!r}")
+        self.runtime = runtime
+        self.decoder = decoder
+        self.max_sessions = max_sessions
+        self.preempt = preempt
+        self.policy = policy
+        self.clock = clock
+        self.sessions: list[HostedSession] = []
+        self.stats = HostStats()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._driving = False
+        self._delivered = False
+        self._inflight: deque[torch.cuda.Event] = deque()
+        self._pass_s: dict[int, float] = {}  # EMA of a tick's wall time by batch size
+        self._last_tick: tuple[float, int] | None = None
+        self._counter = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def latent_hw(self) -> tuple[int, int] | None:
+        return self.runtime.store.latent_hw if self.runtime.store is not None else None
+
+    # ---- sessions -------------------------------------------------------------------------
+
+    def open_session(self, latent_h: int, latent_w: int, *, seed: int = 0, steps: int | None = None,
+                     recache_mode: RecacheMode = "stock", timing: RecacheTiming = "after", router=None,
+                     begin_hook: Callable[[], torch.Tensor | None] | None = None, name: str = "") -> HostedSession:
+        """A new session of this latent size in the next free row (`EngineBusyError` when the
+        engine streams another size or holds `max_sessions` sessions)."""
+        from ..decoders.streaming import open_stream
+
+        with self._lock:
+            if self.latent_hw not in (None, (latent_h, latent_w)) and self.sessions:
+                h, w = self.latent_hw
+                raise EngineBusyError(
+                    f"this LongLive engine is streaming {len(self.sessions)} session(s) at {h * 8}x{w * 8}; "
+                    f"a session at {latent_h * 8}x{latent_w * 8} needs its own engine (load another, or wait)"
+                )
+            if len(self.sessions) >= self.max_sessions:
+                raise EngineBusyError(f"this LongLive engine already serves its {self.max_sessions} sessions "
+                                      "(max_sessions); load another engine or wait for one to end")
+            row = len(self.sessions)  # rows stay packed 0..n-1: the common pass is one contiguous range
+            self.runtime.setup(max(row + 1, self.runtime.store.capacity if self.latent_hw == (latent_h, latent_w) else 0),
+                               latent_h, latent_w)
+            stream = SessionStream(self.runtime, row, steps=steps, seed=seed, recache_mode=recache_mode,
+                                   router=router or DENSE, begin_hook=begin_hook, timing=timing)
+            self._counter += 1
+            session = HostedSession(self, stream, open_stream(self.decoder), name or f"session-{self._counter}")
+            self.sessions.append(session)
+            return session
+
+    def _close(self, session: HostedSession) -> None:
+        with self._lock:
+            if session.closed:
+                return
+            session.closed = True
+            index = self.sessions.index(session)
+            self.sessions.pop(index)
+            # Keep rows packed: every session after the one that left moves up a row (a copy of
+            # its window and prompt, stream-ordered after the passes already queued).
+            for moved in self.sessions[index:]:
+                self.runtime.store.move_row(moved.row, moved.row - 1)
+                moved.stream.row -= 1
+            self._cond.notify_all()
+
+    # ---- producing --------------------------------------------------------------------------
+
+    def _produce(self, session: HostedSession, deadline, interrupt) -> torch.Tensor:
+        with self._lock:
+            if session.closed:
+                raise RenderError(f"{session.name} is closed")
+            if session.error is not None:
+                raise SessionFailedError(f"{session.name} failed: {session.error}") from session.error
+            self._request(session, deadline, interrupt)
+            while True:
+                if session.ready:
+                    item = session.ready.popleft()
+                    session.wanted -= 1
+                    break
+                self._raise_if_stopped(session)
+                self._drive_or_wait()
+        if item.event is not None:
+            item.event.synchronize()  # this session's copy only
+        return item.frames
+
+    def _request(self, session: HostedSession, deadline, interrupt) -> None:
+        session.wanted += 1
+        session.deadline, session.interrupt = deadline, interrupt
+        if session.stream.chunks_queued < session.wanted:
+            session.stream.request_chunk()
+
+    @staticmethod
+    def _raise_if_stopped(session: HostedSession) -> None:
+        if session.error is not None:
+            raise SessionFailedError(f"{session.name} failed: {session.error}") from session.error
+        if session._interrupted is not False:
+            cause, session._interrupted = session._interrupted, False
+            if isinstance(cause, BaseException):
+                raise cause  # the progress callback's own (e.g. ComfyUI's interrupt exception)
+            raise ChunkInterrupted(f"{session.name}: interrupted between two passes")
+        if session.closed:
+            raise RenderError(f"{session.name} was closed")
+
+    def _drive_or_wait(self) -> None:
+        """Run one tick for everyone if nobody is, else wait for the one running (lock held)."""
+        if self._driving:
+            self._cond.wait(timeout=0.5)
+            return
+        self._driving = True
+        try:
+            progressed = self._tick()
+        finally:
+            self._driving = False
+            self._cond.notify_all()
+        if not progressed:
+            self._cond.wait(timeout=0.05)  # nothing runnable now (e.g. sitting out): let others in
+        elif self._delivered:
+            # Sessions just handed frames ask for their next chunk within a millisecond or two:
+            # let them in before the next pass, so they stay in the batch.
+            self._delivered = False
+            self._cond.wait(timeout=0.002)
+        self._throttle()
+
+    def settle(self, session: HostedSession) -> None:
+        """Run the passes `session` owes now (a deferred refresh, a re-cache, a primed sink)."""
+        with self._lock:
+            while session.stream.owes_work and session.error is None and not session.closed:
+                self._drive_or_wait()
+
+    def step_all(self, sessions: list[HostedSession], deadline: float | None = None) -> list[torch.Tensor]:
+        """One chunk for each of `sessions`, batched, driven from this thread (tests, benchmarks,
+        warm-up): the frames in the order given."""
+        frames: dict[int, torch.Tensor] = {}
+        with self._lock:
+            for session in sessions:
+                self._request(session, deadline, None)
+            while len(frames) < len(sessions):
+                for i, session in enumerate(sessions):
+                    if i not in frames and session.ready:
+                        item = session.ready.popleft()
+                        session.wanted -= 1
+                        if item.event is not None:
+                            item.event.synchronize()
+                        frames[i] = item.frames
+                    elif i not in frames:
+                        self._raise_if_stopped(session)
+                if len(frames) < len(sessions):
+                    self._drive_or_wait()
+        return [frames[i] for i in range(len(sessions))]
+
+    def _throttle(self) -> None:
+        """Keep at most two ticks queued on the GPU, so scheduling decisions (who runs, whether a
+        directive preempts) are never more than a pass behind. Called without work in hand."""
+        while len(self._inflight) > 2:
+            event = self._inflight.popleft()
+            self._lock.release()
+            try:
+                event.synchronize()
+            finally:
+                self._lock.acquire()
+
+    # ---- one tick ---------------------------------------------------------------------------
+
+    def _tick(self) -> bool:
+        """One pass for every session that has work (grouped by input length). False when no
+        session had any. Under inference mode: the driver may be any caller's thread."""
+        with torch.inference_mode():
+            return self._tick_inner()
+
+    def _tick_inner(self) -> bool:
+        now = self.clock()
+        self._check_interrupts_and_directives(now)
+        candidates = []
+        for session in self.sessions:
+            if session.error is not None or session.closed:
+                continue
+            stream = session.stream
+            if session.wanted <= 0 and not stream.owes_work:
+                continue  # nothing asked for: do not begin a chunk (its prompt is decided late)
+            try:
+                row = stream.next_pass()
+            except Exception as exc:  # the session's own hook or state failed
+                self._fail(session, exc)
+                continue
+            if row is not None:
+                candidates.append((session, row))
+        if not candidates:
+            return False
+        chosen = self._choose(candidates, now)
+        groups: dict[int, list] = {}
+        for session, row in chosen:
+            groups.setdefault(row.x.shape[2], []).append((session, row))
+        self._note_interval(now, len(chosen))
+        for members in sorted(groups.values(), key=lambda m: not any(s.urgent for s, _ in m)):
+            outs = self._run(members)
+            for (session, _), out in zip(members, outs, strict=True):
+                if isinstance(out, BaseException):
+                    self._fail(session, out)
+                    continue
+                self._deliver(session, out)
+        self.stats.ticks += 1
+        if self.device.type == "cuda":
+            event = torch.cuda.Event()
+            event.record()
+            self._inflight.append(event)
+        return True
+
+    def _check_interrupts_and_directives(self, now: float) -> None:
+        for session in self.sessions:
+            stream = session.stream
+            if session.interrupt is not None and session.wanted > 0 and session.interrupt():
+                self._stop(session, True)
+                continue
+            if session._directive:
+                session._directive = False
+                chunk = stream.chunk_in_flight
+                if chunk is None or not self.preempt:
+                    continue
+                if self._can_restart(session, now):
+                    context = session.restart_hook() if session.restart_hook is not None else None
+                    stream.restart_chunk(context)
+                    self.stats.preempted += 1
+                else:
+                    self.stats.preempt_declined += 1
+
+    def _stop(self, session: HostedSession, cause: bool | BaseException) -> None:
+        """Stop the session's chunk between passes: it restarts from its first pass when asked
+        again, so no frame is skipped; the waiter raises."""
+        session.stream.restart_chunk()
+        session.wanted -= 1
+        session._interrupted = cause
+        session.interrupt = session.progress = None
+        session._passes_done = 0
+        self.stats.interrupts += 1
+        self._cond.notify_all()
+
+    def _can_restart(self, session: HostedSession, now: float) -> bool:
+        """Restarting costs the passes already done; allowed when the deadline still holds."""
+        if session.deadline is None:
+            return True
+        need = (len(session.stream.timesteps) + 1) * self._estimate(len(self.sessions))
+        return now + need <= session.deadline
+
+    def _choose(self, candidates: list, now: float) -> list:
+        """All candidates, or with an urgent session and the "deadline" policy, the urgent ones
+        plus every other whose deadline cannot wait for the urgent chunk's remaining passes."""
+        urgent = [c for c in candidates if c[0].urgent]
+        if not urgent or self.policy != "deadline" or len(urgent) == len(candidates):
+            return candidates
+        urgent_left = max(s.stream.passes_to_latents() for s, _ in urgent)
+        alone, together = self._estimate(len(urgent)), self._estimate(len(candidates))
+        chosen = []
+        for session, row in candidates:
+            if session.urgent or session.deadline is None:
+                chosen.append((session, row))
+                continue
+            own_left = session.stream.passes_to_latents() if session.wanted > 0 else 1
+            if now + urgent_left * alone + own_left * together <= session.deadline:
+                self.stats.sat_out += 1
+            else:
+                chosen.append((session, row))
+        return chosen
+
+    def _run(self, members: list) -> list:
+        """One batched pass; on an error, each row alone, so one session's failure stays its own."""
+        rows = [row for _, row in members]
+        self.stats.passes += 1
+        self.stats.rows += len(rows)
+        self.stats.batch_sizes[len(rows)] = self.stats.batch_sizes.get(len(rows), 0) + 1
+        try:
+            return self.runtime.run(rows)
+        except Exception:
+            if len(rows) == 1:
+                raise_alone = True
+            else:
+                raise_alone = False
+                log.warning("a batched pass of %d sessions failed; running each alone", len(rows), exc_info=True)
+        outs = []
+        for row in rows:
+            try:
+                outs.append(self.runtime.run([row])[0])
+            except Exception as exc:  # noqa: PERF203 - one try per session is the point
+                outs.append(exc)
+        if raise_alone:
+            log.warning("a session's pass failed", exc_info=isinstance(outs[0], BaseException))
+        return outs
+
+    def _deliver(self, session: HostedSession, out) -> None:
+        stream = session.stream
+        latents = stream.pass_done(out)
+        if session.progress is not None and session.wanted > 0:
+            session._passes_done += 1
+            total = session._passes_done + (0 if latents is not None else stream.passes_to_latents())
+            try:
+                session.progress(session._passes_done, total, latents if latents is not None else stream.last_estimate)
+            except BaseException as exc:  # e.g. ComfyUI's interrupt, raised from its progress hook
+                if latents is None:
+                    self._stop(session, exc)
+                    return
+        if latents is None:
+            return
+        session._passes_done = 0
+        switched = stream.last_switched
+        try:
+            session.ready.append(self._decode(session, latents, switched or session.urgent))
+        except Exception as exc:
+            self._fail(session, exc)
+            return
+        session.urgent = False
+        self._delivered = True
+        self._cond.notify_all()
+
+    def _decode(self, session: HostedSession, latents: torch.Tensor, first: bool) -> _Ready:
+        if latents.device.type != "cuda":
+            return _Ready(session.decode.decode_uint8(latents)[0].cpu(), None, first)
+        side = _decode_stream(latents.device)
+        side.wait_stream(torch.cuda.current_stream(latents.device))
+        with torch.cuda.stream(side):
+            latents.record_stream(side)  # the main stream may free it while the side stream reads
+            frames = session.decode.decode_uint8(latents)[0]
+            host = torch.empty(frames.shape, dtype=frames.dtype, pin_memory=True)
+            host.copy_(frames, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(side)
+        if first:
+            # The chunk a directive waits for: work queued beside its decode slows it, so the
+            # driver lets the decode finish before it queues more passes.
+            event.synchronize()
+        return _Ready(host, event, first)
+
+    def _fail(self, session: HostedSession, exc: BaseException) -> None:
+        log.warning("LongLive %s failed; the engine's other sessions go on: %s", session.name, exc)
+        session.error = exc
+        self.stats.failures += 1
+        self._cond.notify_all()
+
+    # ---- pass-time estimates (for deadlines) --------------------------------------------------
+
+    def _note_interval(self, now: float, batch: int) -> None:
+        if self._last_tick is not None:
+            start, size = self._last_tick
+            dt = now - start
+            if 0 < dt < 2.0:
+                old = self._pass_s.get(size)
+                self._pass_s[size] = dt if old is None else 0.8 * old + 0.2 * dt
+        self._last_tick = (now, batch)
+
+    def _estimate(self, batch: int) -> float:
+        """Seconds a pass of `batch` rows takes (measured; scaled from the nearest size known)."""
+        if batch in self._pass_s:
+            return self._pass_s[batch]
+        if not self._pass_s:
+            return 0.05
+        size, seconds = min(self._pass_s.items(), key=lambda kv: abs(kv[0] - batch))
+        return seconds * batch / size
+
+    # ---- warm-up ------------------------------------------------------------------------------
+
+    def warm_up(self, latent_h: int, latent_w: int, *, batch_sizes: tuple[int, ...] = (1, 2),
+                progress: Callable[[int, int], None] | None = None) -> float:
+        """Run dummy sessions of this size once per batch size (window fill, ring shifts, a stock
+        re-cache, decodes), so every compiled shape exists before a real session; returns the
+        seconds it took. Sessions of another size must not be streaming."""
+        cfg = self.runtime.model.cfg
+        geometry_chunks = cfg.local_attn_size // cfg.num_frame_per_block + 1
+        per_batch = geometry_chunks + 2
+        total = per_batch * len(batch_sizes)
+        done = 0
+        started = time.perf_counter()
+        text = torch.zeros(1, 1, cfg.text_dim, device=self.device)
+        for size in batch_sizes:
+            sessions = [self.open_session(latent_h, latent_w, seed=i, name=f"warm-up {i}") for i in range(size)]
+            try:
+                for s in sessions:
+                    s.set_prompt(text)
+                for step in range(per_batch):
+                    if step == geometry_chunks:  # a prompt switch: the stock re-cache pass
+                        for s in sessions:
+                            s.set_prompt(text + 1e-3, timing="after")
+                    self.step_all(sessions)
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+            finally:
+                for s in sessions:
+                    s.close()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+
+@functools.cache
+def _decode_stream(device: torch.device) -> torch.cuda.Stream:
+    """One high-priority stream per GPU for every session's decode: the allocator keeps freed
+    blocks per stream, so a stream per session would hold its decode memory after it ends."""
+    return torch.cuda.Stream(device=device, priority=-1)

@@ -1,0 +1,399 @@
+"""Running the DiT's streaming passes: KV buffers, batching, torch.compile, CUDA graphs.
+
+`model.py` is weights and maths; this module owns what a running engine adds to them (gpt-fast
+keeps the same split between `model.py` and `generate.py`):
+
+- `KVStore`: the device buffers of one frame size, for `capacity` session rows: every layer's
+  KV window (`cache_k`/`cache_v`, (layers, rows, heads, window tokens, head_dim)) and the text
+  K/V of each row's prompt. A session owns one row; nothing else of it lives here.
+- `EngineRuntime.run(rows)`: one pass (a denoising step, a clean refresh, a re-cache pass) for
+  several sessions at once. Norms, modulation, every linear and the FFN run batched over the
+  rows; each row then writes its keys/values into its own window and attends to it, with its
+  own plan (fill level, ring slot, re-cache) and its own attention router. So sessions at
+  different points of their streams (one starting, one re-caching, three in steady state)
+  share one forward, and a row's result does not depend on which rows share the pass
+  (per-row attention is the same kernel; batched GEMMs may round differently on a GPU,
+  `benchmarks/longlive.py --paced` reports how much).
+- `compile()`: regional compilation of the two batched halves of a block
+  (`Block.attn_inputs` / `Block.after_attn`), one compiled function reused by all 30 layers.
+  Shapes are left to Dynamo's automatic dynamic sizes: the first batch size and token count
+  compile static, a second one marks the dimension dynamic, and later joins and leaves reuse
+  that code instead of compiling again. Inductor's caches live on disk
+  (`TORCHINDUCTOR_CACHE_DIR`, default `~/.cache/comfyui-persona/inductor`), so a restart
+  compiles from the cache in seconds.
+- Everything runs under `torch.inference_mode()`, whichever thread drives (inference mode is
+  per thread), so buffers made under it may be written from any thread.
+- `use_cuda_graphs()`: a pass whose rows are all in steady state (full window: the common
+  case) replays one CUDA graph per row range and input shape, whichever ring slot each row
+  writes (write indices are a static input). Other passes launch their kernels directly.
+
+Nothing here knows about prompts, directives or time: `stream.SessionStream` decides which
+passes a session needs, `host.EngineHost` which sessions run together.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..attention import AttentionRouter, DenseRouter
+from .model import Block, CausalWanModel, apply_rope
+from .window import ChunkPlan, WindowGeometry, rope_axis_dims
+
+log = logging.getLogger(__name__)
+
+DENSE = DenseRouter()
+#: Where Inductor keeps compiled kernels between runs unless TORCHINDUCTOR_CACHE_DIR is set.
+DEFAULT_INDUCTOR_CACHE = Path("~/.cache/comfyui-persona/inductor")
+
+
+@dataclass
+class PassRow:
+    """One session's part of a pass: its KV row, where it writes and reads, its input latents
+    (1, C, frames, h, w) at timestep `t`, and whether the flow prediction is wanted (False for
+    a clean refresh or re-cache pass, run only for the keys/values it writes)."""
+
+    row: int
+    plan: ChunkPlan
+    x: torch.Tensor
+    t: float
+    output: bool
+    router: AttentionRouter = DENSE
+
+
+class KVStore:
+    """Device buffers of one frame size for `capacity` session rows (see the module docstring)."""
+
+    def __init__(self, model: CausalWanModel, capacity: int, latent_h: int, latent_w: int,
+                 dtype: torch.dtype | None = None) -> None:
+        cfg = model.cfg
+        self.latent_hw = (latent_h, latent_w)
+        self.geometry = WindowGeometry(cfg, *model.grid_of(latent_h, latent_w), model.device)
+        self.dtype = dtype or model.compute_dtype
+        self.capacity = 0
+        self.cache_k = self.cache_v = self.text_k = self.text_v = torch.empty(0)
+        self._cfg = cfg
+        self._device = model.device
+        self.grow(capacity)
+
+    @torch.inference_mode()
+    def grow(self, capacity: int) -> None:
+        """Make room for `capacity` rows, keeping the rows already there (a copy; rare)."""
+        if capacity <= self.capacity:
+            return
+        cfg, g = self._cfg, self.geometry
+        shape = (cfg.num_layers, capacity, cfg.num_heads, g.total_rows, cfg.head_dim)
+        text_shape = (cfg.num_layers, capacity, cfg.num_heads, cfg.text_len, cfg.head_dim)
+        old = (self.cache_k, self.cache_v, self.text_k, self.text_v)
+        new = tuple(torch.zeros(s, device=self._device, dtype=self.dtype) for s in (shape, shape, text_shape, text_shape))
+        if self.capacity:
+            for a, b in zip(old, new, strict=True):
+                b[:, : self.capacity].copy_(a)
+        self.cache_k, self.cache_v, self.text_k, self.text_v = new
+        self.capacity = capacity
+
+    @torch.inference_mode()
+    def clear_row(self, row: int) -> None:
+        """Empty a row's KV window (a new session in it starts from nothing)."""
+        self.cache_k[:, row].zero_()
+        self.cache_v[:, row].zero_()
+
+    @torch.inference_mode()
+    def move_row(self, src: int, dst: int) -> None:
+        """Copy row `src` (window and prompt) to `dst` (the host compacts rows on a leave)."""
+        for buf in (self.cache_k, self.cache_v, self.text_k, self.text_v):
+            buf[:, dst].copy_(buf[:, src])
+
+
+@dataclass
+class _CapturedPass:
+    """One recorded pass: copy inputs into `x`/`t`/`write`, replay, read `out`."""
+
+    graph: torch.cuda.CUDAGraph
+    x: torch.Tensor
+    t: torch.Tensor
+    write: torch.Tensor
+    out: torch.Tensor | None  # None for an all-refresh pass
+
+
+class EngineRuntime:
+    """Runs batched streaming passes of one `CausalWanModel` (see the module docstring)."""
+
+    def __init__(self, model: CausalWanModel) -> None:
+        self.model = model
+        self.store: KVStore | None = None
+        self._pre = Block.attn_inputs
+        self._post = Block.after_attn
+        self.compiled: dict | None = None  # the torch.compile arguments in force, or None
+        self._graphs: dict[tuple, _CapturedPass] | None = None  # see use_cuda_graphs
+        self._graph_pool = None
+        self.passes_run = 0
+        self.graph_replays = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ---- buffers ---------------------------------------------------------------------------
+
+    def setup(self, capacity: int, latent_h: int, latent_w: int) -> KVStore:
+        """The store for this frame size with room for `capacity` rows. The same size again
+        keeps the buffers (and the CUDA graphs reading them), growing them if needed; another
+        size replaces them."""
+        store = self.store
+        if store is not None and store.latent_hw == (latent_h, latent_w) and store.dtype == self.model.compute_dtype:
+            if capacity > store.capacity:
+                store.grow(capacity)
+                self.drop_cuda_graphs()  # they read the old buffers
+            return store
+        self.store = KVStore(self.model, capacity, latent_h, latent_w)
+        self.drop_cuda_graphs()
+        return self.store
+
+    def _require_store(self) -> KVStore:
+        if self.store is None:
+            raise RuntimeError("EngineRuntime.setup(capacity, latent_h, latent_w) first")
+        return self.store
+
+    @torch.inference_mode()
+    def set_text(self, row: int, context: torch.Tensor) -> None:
+        """Compute every layer's cross-attention K/V for this prompt into the row, in place."""
+        store = self._require_store()
+        k, v = self.model.text_kv(context.to(self.device))
+        store.text_k[:, row].copy_(k[:, 0])
+        store.text_v[:, row].copy_(v[:, 0])
+
+    @torch.inference_mode()
+    def shift(self, row: int, rows: torch.Tensor | None) -> None:
+        """Move the kept ring chunks' keys (`rows`, from `KVWindow.shift_rows`) one chunk
+        earlier. A shift along time rotates only the time-axis RoPE pairs (the first ones, see
+        `rope_axis_dims`), and all layers move together: one op on a third of each key."""
+        if rows is None:
+            return
+        store = self._require_store()
+        g = store.geometry
+        n_time = 2 * rope_axis_dims(self.model.cfg.head_dim)[0]
+        cos, sin = g.shift_cos[:, : n_time // 2], g.shift_sin[:, : n_time // 2]
+        part = store.cache_k[:, row, :, :, :n_time]  # (layers, heads, tokens, n_time)
+        part.index_copy_(2, rows, apply_rope(part.index_select(2, rows), cos, sin))
+
+    # ---- passes ----------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def run(self, rows: list[PassRow]) -> list[torch.Tensor | None]:
+        """One pass for `rows` (one row per session, each at most once): the flow prediction
+        (1, C, frames, h, w) float32 of each row that wants it, None for the others.
+
+        Rows must have the same number of input frames (one chunk; a stock re-cache pass runs
+        with rows of its own size). Writes each row's keys/values into its window rows."""
+        store = self._require_store()
+        assert rows, "a pass needs at least one row"
+        frames = rows[0].x.shape[2]
+        assert all(r.x.shape[2] == frames for r in rows), "rows of one pass have the same number of frames"
+        assert len({r.row for r in rows}) == len(rows), "a session appears once per pass"
+        self.passes_run += 1
+        refresh = not any(r.output for r in rows)
+        x = torch.cat([r.x for r in rows]) if len(rows) > 1 else rows[0].x
+        t = torch.tensor([r.t for r in rows], device=self.device, dtype=torch.float32)
+        fns = [self._attention_fns(r) for r in rows]
+        if self._graphable(rows, x):
+            out = self._replay(rows, x, t, fns, refresh)
+        else:
+            write = [r.plan.write_index for r in rows]
+            out = self._pass(store, rows, x, t, write, fns, refresh)
+        if out is None:
+            return [None] * len(rows)
+        return [out[i : i + 1] if r.output else None for i, r in enumerate(rows)]
+
+    def _attention_fns(self, row: PassRow) -> tuple:
+        """The router's function per layer for this row, chosen on the host (outside any graph)."""
+        refresh = not row.output
+        return tuple(row.router.select(i, row.t, refresh) for i in range(len(self.model.blocks)))
+
+    def _pass(self, store: KVStore, rows: list[PassRow], x: torch.Tensor, t: torch.Tensor, write,
+              fns: list[tuple], refresh: bool) -> torch.Tensor | None:
+        model = self.model
+        frames = x.shape[2]
+        tokens = model.patchify(x)
+        e, e0 = model.embed_time(t[:, None])
+        cos, sin = _rotations(rows)
+        text_k, text_v = _rows_of(store.text_k, rows), _rows_of(store.text_v, rows)
+        last = len(model.blocks) - 1
+        for i, block in enumerate(model.blocks):
+            mods, q, k, v = self._pre(block, tokens, e0, cos, sin)
+            if refresh and i == last:  # the last block of a clean pass: only its K/V are read later
+                _write_kv(store, i, rows, write, k, v)
+                return None
+            attn = _attend(store, i, rows, write, fns, q, k, v)
+            tokens = self._post(block, tokens, attn, mods, text_k[i], text_v[i])
+        return model.unpatchify(model.head(tokens, e), frames, store.geometry.grid).float()
+
+    # ---- compile ---------------------------------------------------------------------------
+
+    def compile(self, mode: str | None = None, *, backend: str = "inductor", fullgraph: bool = False,
+                options: dict | None = None, cache_dir: str | os.PathLike | None = None) -> None:
+        """torch.compile the two batched halves of a block (an explicit call: importing compiles
+        nothing). One compiled function serves all layers (regional compilation); see the module
+        docstring for shapes and the on-disk cache.
+
+        mode: None (Inductor default), "max-autotune-no-cudagraphs" (Triton GEMM templates
+        autotuned against cuBLAS, FP8 included: minutes of start-up, cached on disk); or
+        `options`, Inductor settings instead of a mode (e.g. {"triton.multi_kernel": 1}).
+        `backend`/`fullgraph` are torch.compile's (tests trace with backend "eager",
+        fullgraph=True to prove the halves have no graph breaks without paying for codegen).
+        """
+        import torch._dynamo
+
+        if backend == "inductor":
+            use_disk_cache(cache_dir)
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        self._pre, self._post = (
+            torch.compile(fn, mode=mode, dynamic=None, backend=backend, fullgraph=fullgraph, options=options)
+            for fn in (Block.attn_inputs, Block.after_attn)
+        )
+        self.compiled = {"mode": mode, "backend": backend, "options": options}
+        self.drop_cuda_graphs()  # captured with the old code
+
+    # ---- CUDA graphs -----------------------------------------------------------------------
+
+    def use_cuda_graphs(self, enabled: bool = True) -> None:
+        """Replay steady-state passes as CUDA graphs (CUDA device, dense attention).
+
+        Why: a pass is a kernel launch per op of every layer (more with several rows: each row's
+        attention is its own kernels). The GPU time hardly changes, but the host's does: the
+        scheduler decides between passes (who runs, whether a directive preempts a chunk), and
+        with graphs a pass is one launch, so it is never waiting for the host to catch up.
+
+        One graph per (row range, input shape, refresh or not), captured the first time such a
+        pass runs, all in one memory pool (passes never run at once). A graph reads the row
+        range's KV and text buffers, the weights, and static inputs (latents, timesteps, each
+        row's write rows), so any ring slot, prompt, re-cache or later session in those rows
+        replays it; new buffers (another size, more rows), `compile` or new weights drop them.
+        Warm-up chunks, re-cache passes, rows out of order and sparse routers launch directly.
+        """
+        self._graphs = {} if enabled else None
+
+    def drop_cuda_graphs(self) -> None:
+        """Forget captured graphs; passes are captured again as they come."""
+        if self._graphs is not None:
+            self._graphs = {}
+
+    @property
+    def graphs_captured(self) -> int:
+        return len(self._graphs or {})
+
+    def _graphable(self, rows: list[PassRow], x: torch.Tensor) -> bool:
+        return (
+            self._graphs is not None
+            and x.is_cuda
+            and all(r.plan.steady and isinstance(r.router, DenseRouter) for r in rows)
+            and _contiguous(rows) is not None
+        )
+
+    def _replay(self, rows: list[PassRow], x: torch.Tensor, t: torch.Tensor, fns, refresh: bool) -> torch.Tensor | None:
+        store = self._require_store()
+        span = _contiguous(rows)
+        key = (span, tuple(x.shape), x.dtype, refresh)
+        write = torch.stack([r.plan.write_index for r in rows])
+        captured = self._graphs.get(key)
+        if captured is None:
+            captured = self._capture(store, rows, x, t, write, fns, refresh)
+            if captured is None:  # a kernel that cannot be captured: keep working without graphs
+                self._graphs = None
+                return self._pass(store, rows, x, t, list(write), fns, refresh)
+            self._graphs[key] = captured
+        captured.x.copy_(x)
+        captured.t.copy_(t)
+        captured.write.copy_(write)
+        captured.graph.replay()
+        self.graph_replays += 1
+        return None if captured.out is None else captured.out.clone()  # the next replay overwrites `out`
+
+    def _capture(self, store, rows, x, t, write, fns, refresh) -> _CapturedPass | None:
+        """Run the pass once from static inputs (compiles, initialises kernels; writes the K/V
+        the replay rewrites identically), then record it. None, with a warning, on failure."""
+        static_x, static_t, static_w = x.clone(), t.clone(), write.clone()
+        self._pass(store, rows, static_x, static_t, list(static_w), fns, refresh)  # errors here are real
+        if self._graph_pool is None:
+            self._graph_pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        stream = torch.cuda.current_stream(x.device)
+        try:
+            # thread_local: CUDA work of other threads (text encoding, decode) may go on meanwhile.
+            with torch.cuda.graph(graph, pool=self._graph_pool, capture_error_mode="thread_local"):
+                out = self._pass(store, rows, static_x, static_t, list(static_w), fns, refresh)
+        except Exception:
+            torch.cuda.set_stream(stream)  # a failed capture_end skips restoring it
+            log.warning("CUDA graph capture failed; LongLive runs without CUDA graphs", exc_info=True)
+            return None
+        return _CapturedPass(graph, static_x, static_t, static_w, out)
+
+
+# --------------------------------------------------------------------------- per-row helpers
+
+
+def _contiguous(rows: list[PassRow]) -> tuple[int, int] | None:
+    """(first, end) when the rows are store rows first..end-1 in order, else None."""
+    first = rows[0].row
+    return (first, first + len(rows)) if all(r.row == first + i for i, r in enumerate(rows)) else None
+
+
+def _rows_of(buf: torch.Tensor, rows: list[PassRow]) -> torch.Tensor:
+    """buf[:, rows]: a view when the rows are contiguous and in order, else a gathered copy."""
+    span = _contiguous(rows)
+    if span is not None:
+        return buf[:, span[0] : span[1]]
+    return buf.index_select(1, torch.tensor([r.row for r in rows], device=buf.device))
+
+
+def _rotations(rows: list[PassRow]) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE cos/sin for the pass: the shared (N, D/2) tables when every row is at the same
+    positions (steady state), else one table per row, (B, 1, N, D/2)."""
+    first = rows[0].plan
+    if all(r.plan.q_cos is first.q_cos for r in rows):
+        return first.q_cos, first.q_sin
+    return (torch.stack([r.plan.q_cos for r in rows])[:, None], torch.stack([r.plan.q_sin for r in rows])[:, None])
+
+
+def _write_kv(store: KVStore, layer: int, rows: list[PassRow], write, k: torch.Tensor, v: torch.Tensor) -> None:
+    for j, r in enumerate(rows):
+        store.cache_k[layer, r.row].index_copy_(1, write[j], k[j])
+        store.cache_v[layer, r.row].index_copy_(1, write[j], v[j])
+
+
+def _attend(store: KVStore, layer: int, rows: list[PassRow], write, fns: list[tuple],
+            q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Each row writes its keys/values into its own window and attends to the keys its plan
+    reads (the window and itself), with its router's function for this layer."""
+    outs = []
+    for j, r in enumerate(rows):
+        ck, cv = store.cache_k[layer, r.row], store.cache_v[layer, r.row]  # (heads, tokens, head_dim)
+        ck.index_copy_(1, write[j], k[j])
+        cv.index_copy_(1, write[j], v[j])
+        plan = r.plan
+        if plan.read_index is None:
+            keys, values = ck[:, : plan.n_valid], cv[:, : plan.n_valid]
+        else:
+            keys, values = ck.index_select(1, plan.read_index), cv.index_select(1, plan.read_index)
+        r.router.set_query_position(plan.own_start)
+        outs.append(fns[j][layer](q[j : j + 1], keys[None], values[None]))
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def use_disk_cache(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Keep Inductor's compiled kernels and FX graphs on disk across restarts: in `cache_dir`,
+    else $TORCHINDUCTOR_CACHE_DIR if set, else `DEFAULT_INDUCTOR_CACHE`. Returns the folder."""
+    if cache_dir is not None:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache_dir).expanduser())
+    else:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(DEFAULT_INDUCTOR_CACHE.expanduser()))
+    folder = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fx_graph_cache = True  # compiled graphs by content hash, reused across processes
+    return folder
