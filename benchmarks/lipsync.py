@@ -206,47 +206,18 @@ def model_parts(torch, model, device, n: int, reps: int, warm: int = 2) -> dict:
     return out
 
 
-class RandomText:
-    """Stand-in text encoder: a fixed random embedding per prompt (text encoding is cached per
-    prompt in the engine and not what this benchmark measures)."""
-
-    def __init__(self, torch, cfg, device, dtype):
-        self.torch, self.cfg, self.device, self.dtype = torch, cfg, device, dtype
-        self.cache = {}
-
-    def encode(self, prompt: str):
-        if prompt not in self.cache:
-            gen = self.torch.Generator(device="cpu").manual_seed(len(self.cache))
-            emb = self.torch.randn(1, self.cfg.text_len, self.cfg.text_dim, generator=gen) * 0.1
-            self.cache[prompt] = emb.to(self.device, self.dtype)
-        return self.cache[prompt]
-
-
 def build_engine(torch, args, device):
+    """One LongLive session on a random-weight engine, built the way `load_engine` builds one
+    (the serving benchmark's builder: its settings resolve compile, FP8 and CUDA graphs)."""
+    from longlive_serving import build_engine as build_loaded_engine
+
     from comfyui_persona.video.backend import SessionSpec
-    from comfyui_persona.video.decoders.taehv import build_taehv
-    from comfyui_persona.video.longlive.config import WanConfig
     from comfyui_persona.video.longlive.engine import LongLiveBackend
-    from comfyui_persona.video.longlive.model import build_on_meta, cast_for_inference, init_random_
 
-    cfg = WanConfig.from_name(args.longlive_preset)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = build_on_meta(cfg).to_empty(device=device)
-    init_random_(model)
-    cast_for_inference(model, dtype).eval()
-    model.fuse_qkv()
-    if args.linear == "fp8":
-        from comfyui_persona.video.longlive.fp8 import quantize_blocks_fp8
-
-        quantize_blocks_fp8(model)
-    if args.compile and device.type == "cuda":
-        model.compile()
-    model.use_cuda_graphs(device.type == "cuda")
-    tae_dtype = torch.float16 if device.type == "cuda" else torch.float32
-    tae = build_taehv(device, tae_dtype, "taew2.1" if device.type == "cuda" else "tiny")
-    if args.compile and device.type == "cuda":
-        tae.compile()
-    engine = LongLiveBackend(model, RandomText(torch, cfg, device, dtype), tae)
+    settings = {"compile": "on" if args.compile else "off", "linear_precision": args.linear, "max_sessions": 1,
+                "warmup_size": ""}
+    loaded, _ = build_loaded_engine(torch, smoke=args.smoke, device=device, settings_kw=settings, max_sessions=1)
+    engine = LongLiveBackend(engine=loaded)
     engine.start_session(SessionSpec(persona_id="bench", persona_name="Ada", look={"description": "a woman"},
                                      width=args.width, height=args.height, fps=FPS, seed=0))
     return engine

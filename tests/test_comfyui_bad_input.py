@@ -15,9 +15,12 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from test_comfyui_native import core_workflow
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
@@ -51,17 +54,10 @@ async def test_a_missing_model_file_fails_that_session_naming_the_file_and_other
 
     from comfyui_persona.headless.server.protocol import MEDIA_JPEG, parse_media_frame
 
-    broken = core_workflow()
-    broken["30"] = {"class_type": "PersonaLongLiveLoader",
-                    "inputs": {"preset": "auto", "decoder": "tae", "dtype": "float32", "local_attn_size": 12,
-                               "sink_size": 3, "compile": False, "models_dir": str(tmp_path / "no-weights-here")}}
-    broken["31"] = {"class_type": "PersonaLongLiveSampler", "inputs": {
-        "engine": ["30", 0], "persona": ["1", 0], "plan": ["5", 0], "session_id": "default", "width": 128,
-        "height": 128, "seed": 0, "steps": 1, "attention": "dense", "sparse_topk": 0.5,
-        "sparse_cdf_threshold": 0.0, "sparse_timestep_threshold": 800.0}}
-    broken["7"]["inputs"]["frames"] = ["31", 0]
-    for node in ("11", "12", "13", "14", "15", "16"):
-        del broken[node]
+    # the shipped LongLive chat graph as Run queues it, pointed at a folder with no weights
+    broken = json.loads((REPO / "workflows" / "api" / "persona_longlive_chat_api.json").read_text())
+    loader = next(key for key, node in broken.items() if node["class_type"] == "PersonaLongLiveLoader")
+    broken[loader]["inputs"].update(models_dir=str(tmp_path / "no-weights-here"), dtype="float32", compile="off")
     status, body = _upload(comfyui_server, broken)
     assert status == 201, body
     ws_url = comfyui_server.replace("http://", "ws://") + "/persona/ws"
@@ -74,7 +70,7 @@ async def test_a_missing_model_file_fails_that_session_naming_the_file_and_other
                 message = await asyncio.wait_for(failing.recv(), 120)
                 if isinstance(message, str) and json.loads(message)["type"] == "error":
                     error = json.loads(message)
-            assert "node 30 (PersonaLongLiveLoader)" in error["message"] and "longlive_base.pt" in error["message"]
+            assert f"node {loader} (PersonaLongLiveLoader)" in error["message"] and "longlive_base.pt" in error["message"]
         frames = 0
         while frames < 24:  # the other session streams on
             data = await asyncio.wait_for(healthy.recv(), 30)

@@ -87,7 +87,7 @@ json.dump(runs, open(out_path, "w"), indent=1)
 
 
 def _run_driver(comfyui, tmp_path, models_dir, *, runs: int, cancel_run: int | None, folders=None, loader=None) -> list:
-    workflow = json.loads((REPO / "workflows" / "persona_longlive_chat_api.json").read_text())
+    workflow = json.loads((REPO / "workflows" / "api" / "persona_longlive_chat_api.json").read_text())
     sampler = next(k for k, v in workflow.items() if v["class_type"] == "PersonaLongLiveSampler")
     for node in workflow.values():
         if "session_id" in node["inputs"]:

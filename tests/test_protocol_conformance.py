@@ -402,10 +402,11 @@ async def test_ready_names_the_audio_rate_and_speech_is_kind_2_pcm_on_the_frame_
 
 
 async def test_record_on_then_off_answers_recording_with_a_url(service, no_blocking, tmp_path):
+    """Record is sent as the session is ready, before any frame has come (a viewer clicking
+    Record as the page opens): it waits for the first frame instead of being refused."""
     service.recordings_dir = tmp_path
     async with running(service) as server, connect(server) as ws:
         await hello(ws)
-        await next_frame(ws)
         await ws.send(json.dumps({"type": "record", "id": "r1", "on": True}))
         started = await wait_for_type(ws, "recording")
         url = started.pop("url")  # announced at the start: a crash never orphans the file

@@ -5,6 +5,10 @@ speech is released up to `AUDIO_AHEAD_MS` before it sounds, so a recording start
 mid-sentence begins with what was already sent). The recording may ask to be stopped (a
 full disk, the length limit: `ActiveRecording.stop_reason`); the render loop's `after_tick`
 then stops it as if the viewer had, telling them why. The stream is never held for it.
+
+`record` sent before the first frame (a viewer who clicks Record as the page opens) waits for
+that frame, up to `FIRST_FRAME_WAIT_S`, instead of being refused: the file's size is the
+frames' size, known only then.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ __all__ = ["RECENT_AUDIO_MARGIN_MS", "RecordingControl"]
 #: 16 fps, 750 ms) plus a packet, with room.
 RECENT_AUDIO_MARGIN_MS = 1500
 
+#: How long `record` waits for a session's first frame (a first LongLive chunk on a loaded GPU,
+#: with room; a compile warm-up happens at load, before the session exists).
+FIRST_FRAME_WAIT_S = 30.0
+
 
 class RecordingControl:
     """See module docstring. `frame_info()` gives ((height, width) or None, fps) now."""
@@ -45,6 +53,7 @@ class RecordingControl:
         self.recent_audio = RecentAudio(AUDIO_AHEAD_MS + RECENT_AUDIO_MARGIN_MS)
         self._busy = False
         self._tasks: set[asyncio.Task] = set()
+        self._first_frame: asyncio.Future | None = None  # a `record` waiting for the first frame
         self.closed = False
 
     # -- the render thread --------------------------------------------------------------------
@@ -59,6 +68,9 @@ class RecordingControl:
         chunk = value.chunk
         if not len(chunk.pts_ms):
             return
+        waiter = self._first_frame  # the frame size is known now (the render loop read it first)
+        if waiter is not None:
+            waiter.get_loop().call_soon_threadsafe(_settle, waiter)
         audio = self.recent_audio.through(float(chunk.pts_ms[-1]) + 1000.0 / value.fps)
         recording = self.recording  # read once: a recording starts or stops between chunks
         if recording is not None:
@@ -92,10 +104,8 @@ class RecordingControl:
     async def _start(self, message_id: str) -> None:
         if self.recording is not None:
             raise ProtocolError("invalid", "this session is already recording; send record on=false first", message_id)
-        shape, fps = self._frame_info()
-        if shape is None:
-            raise ProtocolError("invalid", "nothing has been rendered yet; record after the first frame", message_id)
         loop = asyncio.get_running_loop()
+        shape, fps = await self._wait_for_first_frame(loop, message_id)
         try:
             recording = await loop.run_in_executor(
                 self._pool, self._desk.open, self.session_id, shape[1], shape[0], fps, STREAM_RATE)
@@ -109,6 +119,25 @@ class RecordingControl:
         # The URL now, not at the end: after a crash or a SIGTERM the viewer still has it.
         self._send({"type": "recording", "reply_to": message_id, "on": True, "url": recording_url(recording.token),
                     "duration_ms": 0, "frames": 0})
+
+    async def _wait_for_first_frame(self, loop: asyncio.AbstractEventLoop,
+                                    message_id: str) -> tuple[tuple[int, int], float]:
+        shape, fps = self._frame_info()
+        if shape is None:
+            self._first_frame = loop.create_future()
+            shape, fps = self._frame_info()  # a chunk may have come between the two reads
+            try:
+                if shape is None:
+                    await asyncio.wait_for(self._first_frame, FIRST_FRAME_WAIT_S)
+                    shape, fps = self._frame_info()
+            except TimeoutError:
+                raise ProtocolError("invalid", f"nothing was rendered within {FIRST_FRAME_WAIT_S:.0f} s; "
+                                    "record once the video shows", message_id) from None
+            finally:
+                self._first_frame = None
+        if shape is None:  # the session closed while waiting
+            raise ProtocolError("invalid", "the session ended before its first frame", message_id)
+        return shape, fps
 
     async def _stop(self, message_id: str | None, reason: str | None = None) -> None:
         """Stop and answer `recording` (`on: false`, with `reason` when the server stopped it)."""
@@ -144,6 +173,8 @@ class RecordingControl:
     async def close(self) -> None:
         """Finish the file (it stays downloadable by its token)."""
         self.closed = True
+        if self._first_frame is not None:
+            _settle(self._first_frame)
         for task in list(self._tasks):
             task.cancel()
         recording, self.recording = self.recording, None
@@ -152,3 +183,8 @@ class RecordingControl:
                 await asyncio.get_running_loop().run_in_executor(self._pool, self._desk.finish, recording)
             except Exception:
                 log.exception("session %s: closing its recording failed", self.session_id[:8])
+
+
+def _settle(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
