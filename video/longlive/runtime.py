@@ -130,7 +130,6 @@ class EngineRuntime:
         self._post = Block.after_attn
         self.compiled: dict | None = None  # the torch.compile arguments in force, or None
         self._graphs: dict[tuple, _CapturedPass] | None = None  # see use_cuda_graphs
-        self._graph_pool = None
         self.passes_run = 0
         self.graph_replays = 0
 
@@ -318,13 +317,16 @@ class EngineRuntime:
         the replay rewrites identically), then record it. None, with a warning, on failure."""
         static_x, static_t, static_w = x.clone(), t.clone(), write.clone()
         self._pass(store, rows, static_x, static_t, list(static_w), fns, refresh)  # errors here are real
-        if self._graph_pool is None:
-            self._graph_pool = torch.cuda.graph_pool_handle()
+        # One memory pool for every graph (passes never run at once), named by a live graph:
+        # a bare `graph_pool_handle()` kept past its graphs trips the allocator's pool
+        # bookkeeping at the next capture (seen on torch 2.11: INTERNAL ASSERT use_count > 0).
+        live = next(iter(self._graphs.values()), None) if self._graphs else None
+        pool = live.graph.pool() if live is not None else None
         graph = torch.cuda.CUDAGraph()
         stream = torch.cuda.current_stream(x.device)
         try:
             # thread_local: CUDA work of other threads (text encoding, decode) may go on meanwhile.
-            with torch.cuda.graph(graph, pool=self._graph_pool, capture_error_mode="thread_local"):
+            with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
                 out = self._pass(store, rows, static_x, static_t, list(static_w), fns, refresh)
         except Exception:
             torch.cuda.set_stream(stream)  # a failed capture_end skips restoring it
