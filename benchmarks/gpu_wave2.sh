@@ -9,6 +9,8 @@
 #                                         # machine has it); interrupt latency              (~10 min)
 #   bash benchmarks/gpu_wave2.sh part3    # optional: one stream compiled with max-autotune (Triton FP8
 #                                         # GEMMs autotuned against cuBLAS): its compile cost and speed
+#   bash benchmarks/gpu_wave2.sh serving  # CUDA tests; batched capacity at both sizes and paced 1-3
+#                                         # sessions at 480x832, no separate processes       (~8 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
 #
 # Runs from a copy of the tree without .git or a venv: `comfyui_persona` is made importable from
@@ -90,11 +92,20 @@ elif [ "$MODE" = part2 ]; then
     --sessions 1,2,3,4 --processes 2,3 --label wave2-capacity-480
   needs_pydantic capacity-320 && step capacity-320 270 "${BENCH[@]}" --capacity --sizes 320x576 \
     --sessions 1,2,4,6,8,10 --processes 4,8 --label wave2-capacity-320
+elif [ "$MODE" = serving ]; then
+  step gpu-tests 90 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu \
+    tests/test_longlive_host.py tests/test_longlive_fp8.py
+  needs_pydantic capacity-480 && step capacity-480 150 "${BENCH[@]}" --capacity --sizes 480x832 \
+    --sessions 1,2,3,4 --label wave2-serving-capacity-480
+  needs_pydantic capacity-320 && step capacity-320 170 "${BENCH[@]}" --capacity --sizes 320x576 \
+    --sessions 1,4,8,10 --label wave2-serving-capacity-320
+  needs_pydantic paced-480 && step paced-480 170 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2,3 \
+    --seconds 20 --label wave2-serving-paced-480
 elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
 else
-  echo "usage: $0 part1 | part2 | part3 | --smoke" >&2
+  echo "usage: $0 part1 | part2 | serving | part3 | --smoke" >&2
   exit 2
 fi
 

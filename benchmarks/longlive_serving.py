@@ -229,6 +229,7 @@ def paced(engine, torch, n: int, height: int, width: int, seconds: float, *, eve
 def _host_counts(host) -> dict:
     s = host.stats
     return {"passes": s.passes, "rows": s.rows, "preempted": s.preempted, "preempt_declined": s.preempt_declined,
+            "prefetched": s.prefetched,
             "sat_out": s.sat_out, "replays": host.runtime.graph_replays}
 
 

@@ -214,7 +214,11 @@ def test_sidebar_tab_speaks_records_and_switches_persona(comfyui_server: str, tm
 
             # -- record, speak, stop: the download is an MP4 with video and audio -----------
             page.get_by_test_id("persona-record").click()
-            page.locator('[data-testid="persona-record"][aria-pressed="true"]').wait_for(timeout=20_000)
+            try:
+                page.locator('[data-testid="persona-record"][aria-pressed="true"]').wait_for(timeout=20_000)
+            except sync_api.TimeoutError:
+                panel = page.get_by_test_id("persona-panel").inner_text()
+                raise AssertionError(f"recording did not start; the panel shows:\n{panel}") from None
             page.get_by_test_id("persona-message").fill("Hello! Tell me about your day, please.")
             page.get_by_test_id("persona-message").press("Enter")
             page.locator('[data-testid="persona-history"] li.persona[data-done="true"]').first.wait_for(timeout=60_000)

@@ -1,5 +1,6 @@
 """The LongLive engine end to end on CPU: tiny DiT, tiny UMT5 and tiny TAEW2.1, random weights."""
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -146,3 +147,48 @@ def test_speaking_cue_joins_the_current_directive():
     engine.submit([wave], seq=1)
     engine.set_speech(None, duration_ms=2000)
     assert engine._prompt == engine.composer.compose(wave, speaking=True) and SPEAKING_CUE in engine._prompt
+
+
+def test_sessions_asking_back_to_back_ride_in_one_batch_and_each_gets_its_own_frames():
+    """Three viewers on one engine, each asking for its next chunk from its own thread as soon
+    as it has the last (the render loop's way): the host keeps them in one batched pass
+    (a viewer coming back a moment late joins through a chunk begun for it, `EngineHost.prefetch`)
+    and every viewer gets the frames it gets alone."""
+    import threading
+
+    from comfyui_persona.video.longlive.host import EngineHost
+    from comfyui_persona.video.longlive.runtime import EngineRuntime
+
+    chunks = 6
+    specs = [dataclasses.replace(SPEC, seed=i, persona_id=f"p{i}") for i in range(3)]
+    alone = []
+    for spec in specs:
+        engine = tiny_engine()
+        engine.start_session(spec)
+        alone.append([engine.next_chunk().frames for _ in range(chunks)])
+
+    host = EngineHost(EngineRuntime(tiny_engine().model), tiny_taehv())
+    viewers = [LongLiveBackend(host=host, text_encoder=shared_text_encoder()) for _ in specs]
+    for viewer, spec in zip(viewers, specs, strict=True):
+        viewer.start_session(spec)
+    got: list[list[np.ndarray]] = [[] for _ in viewers]
+    errors: list[BaseException] = []
+
+    def watch(i: int) -> None:
+        try:
+            for _ in range(chunks):
+                got[i].append(viewers[i].next_chunk().frames)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=watch, args=(i,)) for i in range(len(viewers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    stats = host.stats
+    assert stats.prefetched > 0 and stats.batch_sizes.get(3, 0) * 2 > stats.passes, stats
+    for mine, theirs in zip(got, alone, strict=True):
+        for a, b in zip(mine, theirs, strict=True):
+            assert a.shape == b.shape and int(np.abs(a.astype(int) - b.astype(int)).max()) <= 1

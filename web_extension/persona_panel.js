@@ -263,7 +263,8 @@ class PersonaPanel {
       if (!ready.resumed) player?.restart();
       player?.setRate(ready.audio_rate);
       this.markCurrentPersona(ready.persona.id);
-      this.setRecording(false);
+      // A resumed session may be recording still (the tab was hidden, the page reloaded).
+      this.setRecording(Boolean(ready.recordings?.some((r) => r.state === "recording")));
     });
     this.mute.addEventListener("click", () => {
       const muted = this.mute.getAttribute("aria-pressed") !== "true";

@@ -115,7 +115,8 @@ client.addEventListener("ready", (event) => {
   if (!ready.resumed) player.restart();
   player.setRate(ready.audio_rate);
   markCurrentPersona(ready.persona.id);
-  setRecording(false);
+  // A resumed session may be recording still (a reload, a dropped connection): the server says.
+  setRecording(Boolean(ready.recordings?.some((r) => r.state === "recording")));
   $("persona-name").textContent = ready.persona.name;
   $("persona-description").textContent = ready.persona.description;
   vocabulary = ready.vocabulary;
