@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import PersonaError
 from ..nodes.comfy_env import prompt_server, register_models_folder
 
 log = logging.getLogger("comfyui_persona.comfyui")
@@ -163,5 +164,5 @@ class LazyService:
         await loop.run_in_executor(None, default_store().close)
 
 
-class ServiceClosedError(RuntimeError):
+class ServiceClosedError(PersonaError, RuntimeError):
     """A request reached the chat routes after ComfyUI's server began shutting down."""

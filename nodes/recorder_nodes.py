@@ -22,6 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..errors import PersonaError
 from .comfy_env import output_directory, progress
 from .runtime import current_store, every_run
 from .types import FRAMES, FramesValue
@@ -32,7 +33,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 KEYFRAME_MIN_MS = 150
 
 
-class RecordingPathError(ValueError):
+class RecordingPathError(PersonaError, ValueError):
     """The filename prefix would write outside the output folder."""
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from ..errors import PersonaError
 from .schema import ActionDirective, Activity, CharacterState, Pose, Vocabulary, VocabularyEntry
 
 __all__ = ["PlanError", "StateTracker", "UnknownActionError"]
@@ -49,7 +50,7 @@ HISTORY_MS = 60_000
 _INSERTED_INTENSITY = 0.5
 
 
-class PlanError(ValueError):
+class PlanError(PersonaError, ValueError):
     """A directive the tracker cannot plan."""
 
 
