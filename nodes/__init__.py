@@ -20,7 +20,7 @@ from .engine_nodes import (
     PersonaTransitionBlender,
 )
 from .identity_nodes import PersonaIdentityConditioner
-from .lipsync_nodes import PersonaLipSync
+from .lipsync_nodes import PersonaLipSync, PersonaStreamLipSync
 from .recorder_nodes import PersonaSessionRecorder
 from .stream_nodes import (
     PersonaFrameOutput,
@@ -50,6 +50,7 @@ _NODES: list[tuple[type, str]] = [
     (PersonaIdentityConditioner, "Persona Identity Conditioner"),
     (PersonaSessionRecorder, "Persona Session Recorder"),
     (PersonaLipSync, "Persona Lip Sync"),
+    (PersonaStreamLipSync, "Persona Stream Lip Sync"),
 ]
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {cls.__name__: cls for cls, _ in _NODES}

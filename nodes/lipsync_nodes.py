@@ -1,4 +1,9 @@
-"""`Persona Lip Sync`: any frames (IMAGE) + speech (AUDIO) → the same frames, mouth re-synced.
+"""Lip sync nodes over `video.lipsync.LipSyncStage` (MuseTalk 1.5).
+
+`Persona Lip Sync`: any frames (IMAGE) + speech (AUDIO) → the same frames, mouth re-synced.
+`Persona Stream Lip Sync`: the stream's chunks (FRAMES) → the same chunks with the mouth
+re-drawn to the speech the viewer hears with each frame (the session's speech track, on the
+session clock the audio packets carry), between the renderer and the sink of a chat workflow.
 
 A thin adapter over `video.lipsync.LipSyncStage` (MuseTalk 1.5). ComfyUI's IMAGE is a float
 tensor (B, H, W, C) in 0..1 and its AUDIO a dict {"waveform": (batch, channels, samples)
@@ -15,12 +20,16 @@ files picked in the optional inputs). Nothing heavy is imported at module load.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .comfy_env import models_folder, progress
+from .runtime import current_store, every_run
+from .types import FRAMES, FramesValue
 
 #: ComfyUI model folder the pack registers (ComfyUI/models/persona); MuseTalk's files sit
 #: under its musetalk/ subfolder (video/model_files.py).
@@ -83,6 +92,21 @@ def _models_dir(explicit: str) -> Path | None:
         except model_files.CheckpointNotFoundError:
             continue
     return None
+
+
+def _require_lipsync() -> None:
+    """The `lipsync` extra's packages import, else one error naming the extra (not a bare
+    "No module named 'diffusers'" from deep inside the loader)."""
+    from ..video.lipsync.errors import LipSyncDependencyError
+
+    try:
+        import diffusers  # noqa: F401  (MuseTalk's UNet and VAE)
+        import transformers  # noqa: F401  (Whisper's encoder)
+    except ModuleNotFoundError as exc:
+        raise LipSyncDependencyError(
+            f"lip sync needs the Python package {exc.name!r}: install the pack's `lipsync` extra "
+            "(pip install 'comfyui-persona[lipsync]', in ComfyUI's Python), or switch this node's `enabled` off"
+        ) from exc
 
 
 def _model(files, device: str, dtype_name: str):
@@ -196,6 +220,7 @@ class PersonaLipSync:
         settings = LipSyncSettings(enabled=enabled, detect_every=detect_every, chin_margin=chin_margin, dtype=dtype)
         if not settings.enabled:
             return (images,)
+        _require_lipsync()
         frames = images_to_frames(images)
         speech = [audio_to_speech(audio, audio_start_ms)]
         files = find_lipsync_files(_models_dir(models_dir), unet=_picked(unet), vae=_picked(vae),
@@ -210,3 +235,83 @@ class PersonaLipSync:
             out[part] = stage.process(frames[part], pts[part], speech)
             bar.update(len(out[part]))
         return (torch.from_numpy(out).to(torch.float32).div_(255.0),)
+
+
+@dataclass
+class StreamLipSync:
+    """A session's stage for the stream node, and what it was built from (`key`)."""
+
+    key: tuple
+    stage: Any
+
+
+class PersonaStreamLipSync:
+    """The stream's chunks with the mouth re-drawn to the session's speech (MuseTalk 1.5)."""
+
+    DESCRIPTION = (
+        "Lip sync the live stream: put it between the renderer (e.g. Persona LongLive Sampler) and the Stream "
+        "Sink. Each chunk's frames get the mouth re-drawn to exactly the speech the viewer hears with them (the "
+        "session's voice); chunks with no speech or no face pass through untouched, and a barge-in cuts it where "
+        "the audio is cut. Needs the MuseTalk 1.5 files in models/persona/musetalk/ (docs/lipsync.md); switch "
+        "`enabled` off to stream without them."
+    )
+    CATEGORY = "persona/video"
+    RETURN_TYPES = (FRAMES,)
+    RETURN_NAMES = ("frames",)
+    FUNCTION = "sync"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        inputs = PersonaLipSync.INPUT_TYPES()
+        optional = {k: v for k, v in inputs["optional"].items() if k != "audio_start_ms"}
+        return {"required": {"frames": (FRAMES, {"tooltip": "The renderer's chunk."}),
+                             "enabled": inputs["required"]["enabled"]},
+                "optional": optional}
+
+    @classmethod
+    def IS_CHANGED(cls, **_: Any) -> str:
+        return every_run()  # a stream node: every chunk is new
+
+    def sync(self, frames: FramesValue, enabled: bool, detect_every: int = 3, chin_margin: float = 0.04,
+             dtype: str = "float16", models_dir: str = "", unet: str = AUTO, vae: str = AUTO,
+             whisper: str = AUTO) -> tuple:
+        from ..video.lipsync.audio import speech_from_schedule
+        from ..video.lipsync.settings import LipSyncSettings
+
+        settings = LipSyncSettings(enabled=enabled, detect_every=detect_every, chin_margin=chin_margin, dtype=dtype)
+        if not settings.enabled:
+            return (frames,)
+        _require_lipsync()
+        session = current_store().get(frames.session_id)
+        stage = self._stage(session, settings, models_dir, (unet, vae, whisper))
+        chunk = frames.chunk
+        speech = speech_from_schedule(session.scheduled_speech())
+        synced = stage.process(chunk.frames, chunk.pts_ms, speech)
+        if synced is chunk.frames:  # no speech reaches these frames, or no face: as they were
+            return (frames,)
+        return (dataclasses.replace(frames, chunk=dataclasses.replace(chunk, frames=synced)),)
+
+    @staticmethod
+    def _stage(session, settings, models_dir: str, picks: tuple[str, str, str]):
+        """The session's stage: built once (the files are checked, and the model loaded, at
+        the first chunk, so a missing file is reported before anyone speaks); live settings
+        are applied to it, a change of files or dtype builds a new one."""
+        import torch
+
+        from ..video.lipsync.checkpoint import find_lipsync_files
+        from ..video.lipsync.stage import LipSyncStage
+
+        unet, vae, whisper = picks
+        files = find_lipsync_files(_models_dir(models_dir), unet=_picked(unet), vae=_picked(vae),
+                                   whisper=_picked(whisper))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        key = (files, device, settings.dtype)
+        with session.lock:
+            slot = session.lipsync
+            if slot is None or slot.key != key:
+                stage = LipSyncStage(_model(files, device, settings.dtype), settings=settings,
+                                     detector=_detector(settings))
+                slot = session.lipsync = StreamLipSync(key, stage)
+            else:
+                slot.stage.apply_settings(settings)
+        return slot.stage

@@ -164,18 +164,6 @@ class _ChunkKeyframes:
         return self.stream.encode(frame)
 
 
-def queued_speech(session: Any) -> list:
-    """The sentences the session's speech track has queued (`ScheduledUtterance`s on the
-    session clock), oldest first; empty when nothing speaks in this session.
-
-    The track (`runtime.SpeechTrack`; the server's `SessionSpeech`) keeps each sentence
-    until its last sample has sounded, and holds a cut-off one shortened to the cut (later
-    ones dropped). The recorder runs after the renderer on every chunk, and a cut lands no
-    earlier than the next frame to render, so what it reads for the chunk just rendered is
-    what the viewer hears during it."""
-    return list(session.speech.scheduled()) if session.speech is not None else []
-
-
 def _next_file(path: Path, width: int, height: int, used: set[Path], numbered: bool) -> Path:
     """`path` the first time; a frame size the session already wrote gets its own file; each
     queued run (`numbered`) gets the next `_0002`, `_0003`… file."""
@@ -243,7 +231,7 @@ class PersonaSessionRecorder:
                 recording = session.recordings[key] = _Recording(target, width, height, frames.fps)
                 session.recorded_paths.add(target)
         bar = progress(len(pixels))
-        recording.write(pixels, list(chunk.pts_ms), queued_speech(session), lambda: bar.update(1))
+        recording.write(pixels, list(chunk.pts_ms), session.scheduled_speech(), lambda: bar.update(1))
         if per_run:
             with session.lock:
                 session.recordings.pop(key, None)

@@ -201,12 +201,26 @@ class Session:
     tracker: StateTracker | None = None
     tracker_memory: TrackerMemory = field(default_factory=TrackerMemory)
     renderer: RendererSlot | None = None
+    #: The stream lip-sync node's stage (`nodes.lipsync_nodes.StreamLipSync`): its face track
+    #: and audio features run across chunks; rebuilt when its files or load settings change.
+    lipsync: Any = None
     #: The recorder node's open files, by (path, width, height), and the paths used so far.
     recordings: dict[tuple, Any] = field(default_factory=dict)
     recorded_paths: set[Path] = field(default_factory=set)
     turn_memo: TurnMemo = field(default_factory=TurnMemo)
     last_used: float = field(default_factory=time.monotonic)  # the last time a node asked for it
     _turns: int = 0
+
+    def scheduled_speech(self) -> list:
+        """The sentences the speech track has queued (`ScheduledUtterance`s on the session
+        clock), oldest first; empty when nothing speaks in this session.
+
+        The track (`SpeechTrack`; the server's `SessionSpeech`) keeps each sentence until its
+        last sample has sounded, and holds a cut-off one shortened to the cut (later ones
+        dropped). Nodes after the renderer run on every chunk, and a cut lands no earlier than
+        the next frame to render, so what they read for the chunk just rendered is what the
+        viewer hears during it."""
+        return list(self.speech.scheduled()) if self.speech is not None else []
 
     def now_ms(self) -> int:
         """Milliseconds since the session began: the clock the state tracker plans on."""
@@ -253,6 +267,8 @@ class Session:
                 self.tracker.reset(self.now_ms())
             if self.renderer is not None:
                 self.renderer.backend.reset()
+            if self.lipsync is not None:
+                self.lipsync.stage.reset()
 
     def close(self) -> None:
         """Close every part that holds something (renderers hold threads or GPU memory,

@@ -80,13 +80,16 @@ for number in range(spec["runs"]):
     assert valid[0], valid
     executor.execute(prompt, prompt_id, {}, valid[2])
     runs.append({"success": executor.success, "chunks": list(chunks), "calls": list(calls),
-                 "events": [event for event, _ in executor.status_messages]})
+                 "events": [event for event, _ in executor.status_messages],
+                 "errors": [f"{d.get('node_type')}: {d.get('exception_message')}"
+                            for event, d in executor.status_messages if event == "execution_error"]})
     mm.interrupt_current_processing(False)
 json.dump(runs, open(out_path, "w"), indent=1)
 '''
 
 
-def _run_driver(comfyui, tmp_path, models_dir, *, runs: int, cancel_run: int | None, folders=None, loader=None) -> list:
+def _run_driver(comfyui, tmp_path, models_dir, *, runs: int, cancel_run: int | None, folders=None, loader=None,
+                lipsync: bool = False) -> list:
     workflow = json.loads((REPO / "workflows" / "api" / "persona_longlive_chat_api.json").read_text())
     sampler = next(k for k, v in workflow.items() if v["class_type"] == "PersonaLongLiveSampler")
     for node in workflow.values():
@@ -96,6 +99,8 @@ def _run_driver(comfyui, tmp_path, models_dir, *, runs: int, cancel_run: int | N
             node["inputs"].update(dtype="float32", **(loader or {}))
         if node["class_type"] == "PersonaLongLiveSampler":
             node["inputs"].update(width=96, height=64)
+        if node["class_type"] == "PersonaStreamLipSync":  # shipped on; the sampler tests turn it off
+            node["inputs"].update(enabled=lipsync)
     spec = {"pack": str(comfyui.root / "custom_nodes" / "comfyui-persona"), "output_dir": str(tmp_path / "out"),
             "prompt": workflow, "sampler": sampler, "session": "longlive", "runs": runs, "cancel_run": cancel_run,
             "folders": {k: str(v) for k, v in (folders or {}).items()}}
@@ -150,3 +155,16 @@ def test_the_loader_picks_its_files_from_comfyuis_shared_model_folders(comfyui, 
              "tae": "taew2_1.pth"}
     (run,) = _run_driver(comfyui, tmp_path, tmp_path / "empty", runs=1, cancel_run=None, folders=folders, loader=picks)
     assert run["success"] and run["chunks"] == [0], run
+
+
+def test_the_shipped_lip_sync_step_without_its_extra_names_the_extra(comfyui, tmp_path):
+    """The LongLive chat workflow ships with Persona Stream Lip Sync on. ComfyUI installed the
+    pack the Registry way (requirements.txt: no `lipsync` extra, so no diffusers): the run fails
+    at that node with one error naming the extra and the switch, not a bare import error."""
+    from comfyui_persona.video.longlive.testing import write_tiny_models
+
+    write_tiny_models(tmp_path / "models")
+    (run,) = _run_driver(comfyui, tmp_path, tmp_path / "models", runs=1, cancel_run=None, lipsync=True)
+    assert not run["success"] and run["chunks"] == []
+    (error,) = run["errors"]
+    assert error.startswith("PersonaStreamLipSync:") and "comfyui-persona[lipsync]" in error and "`enabled` off" in error

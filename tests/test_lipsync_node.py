@@ -100,3 +100,62 @@ def test_pickers_list_comfyui_model_files_and_load_the_picked_ones(tiny_dir, tmp
                                    unet="musetalk/musetalkV15/unet.pth", vae="musetalk/sd-vae/diffusion_pytorch_model.bin",
                                    whisper="musetalk/whisper/pytorch_model.bin")
     assert (out != images).any()
+
+
+class QueueTrack:
+    """A host's speech track over a real `SpeechQueue` (what the server's `SessionSpeech`
+    gives the nodes: the queued sentences on the session clock)."""
+
+    def __init__(self, queue) -> None:
+        self.queue = queue
+
+    def render(self, backend, fps):
+        return backend.next_chunk()
+
+    def scheduled(self) -> list:
+        return self.queue.scheduled()
+
+
+def test_stream_node_redraws_each_chunk_to_the_speech_heard_with_it_and_stops_at_a_cut(tiny_dir, monkeypatch):
+    """Between the renderer and the sink: the session's queued speech (our TTS through a real
+    SpeechQueue) re-draws the chunks it reaches; a chunk out of its reach is handed on as the
+    very value; a barge-in's cut stops the re-drawing where the audio stops; off passes all."""
+    monkeypatch.setenv(ENV_VAR, str(tiny_dir))
+    from comfyui_persona.nodes.lipsync_nodes import PersonaStreamLipSync
+    from comfyui_persona.nodes.runtime import SessionStore, bind_store
+    from comfyui_persona.nodes.types import FramesValue
+    from comfyui_persona.video.backend import Chunk
+    from comfyui_persona.video.voice.base import Utterance
+    from comfyui_persona.video.voice.schedule import SpeechQueue
+
+    assert NODE_DISPLAY_NAME_MAPPINGS["PersonaStreamLipSync"] == "Persona Stream Lip Sync"
+    face = face_frame("yaoming.jpg")
+    step = 62.5
+
+    def value(first_ms: float, n: int = 8) -> FramesValue:
+        pts = [round(first_ms + step * i) for i in range(n)]
+        return FramesValue("talker", "longlive", Chunk(np.stack([face] * n), int(first_ms // step), pts), 16.0)
+
+    sentence = spoken("Hello there, how are you today?")
+    queue = SpeechQueue()
+    queue.push(Utterance("hello", sentence.pcm, sentence.sample_rate), now_ms=0.0)  # sounds from 0 ms
+    node = PersonaStreamLipSync()
+    with bind_store(SessionStore()) as store:
+        store.open("talker", speech=QueueTrack(queue), streamed=True)
+        speaking = value(250.0)
+        (out,) = node.sync(speaking, True)
+        redrawn = (out.chunk.frames != speaking.chunk.frames).reshape(8, -1).any(axis=1)
+        assert redrawn.all() and out.chunk.pts_ms == speaking.chunk.pts_ms and out.session_id == "talker"
+
+        later = value(sentence.end_ms + 5_000.0)
+        assert node.sync(later, True)[0] is later  # no speech reaches it: untouched, no model work
+
+        cut_at = 500.0
+        queue.cut(cut_at)  # barge-in: the audio ends at 500 ms
+        across = value(250.0)
+        (out,) = node.sync(across, True)
+        redrawn = (out.chunk.frames != across.chunk.frames).reshape(8, -1).any(axis=1)
+        hears_speech = [pts - 80 < cut_at for pts in across.chunk.pts_ms]  # a frame reads [t-80, t+120)
+        assert redrawn.tolist() == hears_speech and any(hears_speech) and not all(hears_speech)
+
+        assert node.sync(speaking, False)[0] is speaking  # off: the stream as rendered
