@@ -11,6 +11,10 @@ Provenance is read, never typed: `commit` is `git rev-parse HEAD` of the measure
 and `date`/`run_at` are the clock's. Where there is no git (the GPU machine receives a copy of
 the tree without `.git`), the caller exports `PERSONA_COMMIT` and `PERSONA_DIRTY` from the
 checkout that was sent (`provenance_env()` prints them); without them both read "unknown".
+
+Files written before `dirty` was stamped say so instead of guessing: `python
+benchmarks/record.py label` adds `"dirty": null` and a `provenance` line to each (tested: every
+file under `benchmarks/results/` carries every field, `tests/test_benchmark_results.py`).
 """
 
 from __future__ import annotations
@@ -141,3 +145,37 @@ def torch_version() -> str | None:
         return importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+#: Fields every result file carries (ARCHITECTURE.md).
+FIELDS = ("benchmark", "device", "torch", "commit", "dirty", "date", "config", "metrics")
+UNSTAMPED = ("recorded before record.py stamped whether the tree was clean: dirty is unknown; "
+             "the commit is the one the run recorded")
+
+
+def label_unstamped(folder: Path | None = None) -> list[Path]:
+    """Mark result files that predate the `dirty` stamp (see the module docstring); returns them."""
+    ensure_package()
+    from comfyui_persona.durable import atomic_write_text
+
+    labelled = []
+    for path in sorted((folder or REPO / "benchmarks" / "results").glob("*.json")):
+        record = json.loads(path.read_text())
+        if "dirty" in record:
+            continue
+        out = {}
+        for key, value in record.items():  # keep the file's order; the label goes after the commit
+            out[key] = value
+            if key == "commit":
+                out["dirty"] = None
+                out["provenance"] = UNSTAMPED
+        atomic_write_text(path, json.dumps(out, indent=2) + "\n")
+        labelled.append(path)
+    return labelled
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["label"]:
+        sys.exit("usage: python benchmarks/record.py label   (mark result files that predate the dirty stamp)")
+    for path in label_unstamped():
+        print(f"labelled {path.relative_to(REPO)}")

@@ -1,0 +1,25 @@
+"""Every committed benchmark result says what it measured: the fields ARCHITECTURE.md asks for,
+and for files that predate the clean-tree stamp, a label saying so (benchmarks/record.py)."""
+
+import json
+import re
+import sys
+
+from paths import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import record  # noqa: E402
+
+
+def test_every_result_file_names_its_commit_date_and_whether_the_tree_was_clean():
+    files = sorted((REPO / "benchmarks" / "results").glob("*.json"))
+    assert files
+    for path in files:
+        result = json.loads(path.read_text())
+        missing = [field for field in record.FIELDS if field not in result]
+        assert not missing, f"{path.name} lacks {missing}"
+        assert result["commit"] and result["commit"] != "unknown", path.name
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", result["date"]) and result["date"] in path.name, path.name
+        dirty = result["dirty"]
+        assert dirty is False or (isinstance(dirty, str) and dirty.startswith("sha256:")) or (
+            dirty is None and result.get("provenance") == record.UNSTAMPED), f"{path.name}: dirty={dirty!r}"
