@@ -187,8 +187,44 @@ def test_sessions_asking_back_to_back_ride_in_one_batch_and_each_gets_its_own_fr
     for thread in threads:
         thread.join()
     assert not errors, errors
-    stats = host.stats
-    assert stats.prefetched > 0 and stats.batch_sizes.get(3, 0) * 2 > stats.passes, stats
+    # How full the batches are depends on when each thread gets the CPU (on a loaded box,
+    # less): the benchmark measures it (gpu_wave2.sh serving); the next test pins it down.
+    assert host.stats.rows > host.stats.passes, host.stats
+    for mine, theirs in zip(got, alone, strict=True):
+        for a, b in zip(mine, theirs, strict=True):
+            assert a.shape == b.shape and int(np.abs(a.astype(int) - b.astype(int)).max()) <= 1
+
+
+def test_a_viewer_asking_late_joins_the_batch_through_a_chunk_begun_for_it():
+    """Three viewers asking in turn from one thread, each only once the one before has its
+    chunk (the most out of step viewers can be): from the second round on, every pass carries
+    all three, because the host begins the next chunk of the viewers not asking yet
+    (`EngineHost.prefetch`); each viewer still gets the frames it gets alone."""
+    from comfyui_persona.video.longlive.host import EngineHost
+    from comfyui_persona.video.longlive.runtime import EngineRuntime
+
+    rounds = 4
+    specs = [dataclasses.replace(SPEC, seed=i, persona_id=f"p{i}") for i in range(3)]
+    alone = []
+    for spec in specs:
+        engine = tiny_engine()
+        engine.start_session(spec)
+        alone.append([engine.next_chunk().frames for _ in range(rounds)])
+
+    host = EngineHost(EngineRuntime(tiny_engine().model), tiny_taehv())
+    viewers = [LongLiveBackend(host=host, text_encoder=shared_text_encoder()) for _ in specs]
+    for viewer, spec in zip(viewers, specs, strict=True):
+        viewer.start_session(spec)
+    got: list[list[np.ndarray]] = [[] for _ in viewers]
+    after_first_round = None
+    for r in range(rounds):
+        for i, viewer in enumerate(viewers):
+            got[i].append(viewer.next_chunk().frames)
+        if r == 0:
+            after_first_round = dict(host.stats.batch_sizes)
+    later = {size: n - after_first_round.get(size, 0) for size, n in host.stats.batch_sizes.items()}
+    assert host.stats.prefetched > 0 and later.get(3, 0) > 0, host.stats
+    assert {size for size, n in later.items() if n} == {3}, (after_first_round, host.stats)
     for mine, theirs in zip(got, alone, strict=True):
         for a, b in zip(mine, theirs, strict=True):
             assert a.shape == b.shape and int(np.abs(a.astype(int) - b.astype(int)).max()) <= 1

