@@ -12,11 +12,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from .schema import Vocabulary, VocabularyEntry, core_vocabulary
+from .schema import PERSONA_ID_PATTERN, Vocabulary, VocabularyEntry, core_vocabulary
 
 _HEX_COLOUR = r"^#[0-9a-fA-F]{6}$"
 #: What a persona id may be (lower-case letters, digits, `_`, `-`; at most 64): safe in paths and URLs.
-ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+ID_PATTERN = PERSONA_ID_PATTERN
 ID_RE = re.compile(ID_PATTERN)
 #: Longest free text (description, personality, backstory, first message) a persona keeps.
 MAX_TEXT_CHARS = 50_000

@@ -3,6 +3,8 @@
 `ActionDirective` is the only structure that crosses from `persona/` to `video/`
 (see ARCHITECTURE.md). It mirrors `directive.schema.json` field for field; a test
 compares `ActionDirective.model_json_schema()` with that file so the two never drift.
+Version 1.1 adds one optional field, `character` (who performs it in a scene of several
+personas, `persona/scene.py`); a v1 payload is a valid 1.1 payload meaning the same.
 
 The core vocabulary lives here as data, not code, because both sides need it: the
 interpreter matches user text against `synonyms`, the state tracker reads poses and
@@ -18,7 +20,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 __all__ = [
     "CORE_ACTIONS",
@@ -38,6 +40,8 @@ MAX_DIALOGUE_CHARS = 2000
 MAX_DURATION_S = 60.0
 
 _NAME_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
+#: A persona's id (cards, scenes, `ActionDirective.character`).
+PERSONA_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
 class ActionDirective(BaseModel):
@@ -67,6 +71,20 @@ class ActionDirective(BaseModel):
     dialogue: str = Field(default="", max_length=MAX_DIALOGUE_CHARS)
     intensity: Annotated[float, Field(ge=0.0, le=1.0)]
     duration_s: Annotated[float | None, Field(ge=0.0, le=MAX_DURATION_S)] = None
+    character: Annotated[str | None, Field(pattern=PERSONA_ID_PATTERN)] = Field(
+        default=None,
+        description="v1.1: the persona of the scene who performs it (its id); absent or null: the "
+        "scene's first persona, so every v1 payload means what it meant.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _v1_shape(self, handler):
+        """Without a character the directive serialises exactly as v1 did (no `character` key),
+        so a v1 client of a one-persona scene sees no difference on the wire."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("character") is None:
+            data.pop("character", None)
+        return data
 
 
 class Pose(str, Enum):

@@ -24,12 +24,37 @@ def _contract() -> dict:
     return json.loads(CONTRACT.read_text())
 
 
-def test_vendored_contract_is_the_shared_one():
-    """docs/contracts/ holds a copy so users' clones can run the tests; it must not drift."""
+#: What our copy adds to the team's v1 contract (v1.1, additive: optional fields only).
+V1_1_ADDED = {"character"}
+
+
+def test_vendored_contract_is_the_shared_one_plus_only_the_v1_1_optional_fields():
+    """docs/contracts/ holds a copy so users' clones can run the tests; it must not drift from
+    the team's contract except by v1.1's optional fields (a v1 payload stays valid)."""
     shared = SHARED / "directive.schema.json"
     if not shared.exists():
         pytest.skip("no shared/ folder beside this checkout")
-    assert json.loads(shared.read_text()) == _contract()
+    team, ours = json.loads(shared.read_text()), _contract()
+    if team == ours:
+        return  # the team's contract has caught up
+    assert ours["$id"] == team["$id"] + ".1"
+    assert set(ours["properties"]) - set(team["properties"]) == V1_1_ADDED
+    assert ours["required"] == team["required"] and not V1_1_ADDED & set(ours["required"])
+    for name, spec in team["properties"].items():
+        assert ours["properties"][name] == spec, name
+    assert {k: v for k, v in ours.items() if k not in ("$id", "properties")} == {
+        k: v for k, v in team.items() if k not in ("$id", "properties")}
+
+
+def test_a_v1_payload_is_a_valid_v1_1_payload_naming_no_character():
+    v1 = {"action": "wave", "expression": "smile", "intensity": 0.5}
+    jsonschema.validate(v1, _contract())
+    assert ActionDirective.model_validate(v1).character is None
+    jsonschema.validate({**v1, "character": "bjorn"}, _contract())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**v1, "character": "Not An Id"}, _contract())
+    with pytest.raises(ValidationError, match="character"):
+        ActionDirective.model_validate({**v1, "character": "Not An Id"})
 
 
 def test_model_schema_matches_contract_fields_types_and_bounds():

@@ -1,0 +1,284 @@
+"""Scenes of several personas: who is addressed, who acts, who answers (issue 20's group chat).
+
+A `Scene` is a small JSON object (persona ids and a layout), importable and exportable; cards
+stay as they are. This module is the conversation side of a scene:
+
+- `address(text, cast)` splits an utterance into parts by whom each part speaks to: a name
+  (or any word of it that no other cast member shares, so "the professor" finds "Professor
+  Ada") opening a clause makes that persona the addressee from there on ("Mira, wave; Bjorn,
+  sit down"); group words ("everyone", "both of you", "you two", "all of you") address the
+  whole cast. A name inside a clause ("wave at Bjorn") is an object, not an addressee. An
+  unaddressed opening goes to whoever was spoken to last (the scene's first persona at first).
+- `SceneInterpreter` runs any `Interpreter` once per addressed part and persona, each with its
+  own card and state, and stamps every directive with its performer (`character`, directive
+  contract v1.1).
+- `GroupTurns` orders the replies like a group chat: the addressed personas answer, in cast
+  order; a reply that opens by addressing another cast member ("Bjorn, your turn!") gets that
+  persona's answer, at most `max_exchanges` such hand-overs per user message, so two personas
+  never talk to each other forever.
+
+Written here rather than taken from a library: addressing is a few rules over our own
+tokenizer and cast, and no dialogue library models it on structured directives.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..errors import PersonaError
+from .card import Persona
+from .interpreter.base import Interpretation, Interpreter, InterpretRequest, Turn
+from .schema import PERSONA_ID_PATTERN, ActionDirective, CharacterState
+
+__all__ = ["MAX_CAST", "Addressed", "GroupTurns", "Scene", "SceneError", "SceneInterpreter", "address"]
+
+#: Most personas one scene holds (the preview draws them side by side).
+MAX_CAST = 4
+
+#: Phrases that address the whole cast (lower case, as tokenized words).
+_EVERYONE = (
+    ("everyone",), ("everybody",), ("all", "of", "you"), ("both", "of", "you"), ("you", "two"), ("you", "both"),
+    ("you", "all"), ("y'all",), ("you", "guys"), ("all", "three", "of", "you"), ("all", "four", "of", "you"),
+)
+#: Words that may stand before a name without being part of what is asked ("hey Mira, ...").
+_GREETINGS = frozenset({"hey", "hi", "hello", "ok", "okay", "so", "now", "and", "then", "oh", "yo", "the"})
+_WORD = re.compile(r"[\w'-]+", re.UNICODE)
+_TOKEN = re.compile(r"[\w'-]+|[^\w\s]", re.UNICODE)
+_CLAUSE_END = frozenset(".;!?,")
+
+
+class SceneError(PersonaError, ValueError):
+    """A scene that cannot be: an unknown or repeated persona, too many, a directive for a
+    character who is not in it."""
+
+
+class Scene(BaseModel):
+    """Who is on screen, left to right. `personas[0]` performs directives that name nobody."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    personas: tuple[str, ...] = Field(min_length=1, max_length=MAX_CAST,
+                                      description="Persona ids, left to right on screen.")
+    layout: str = Field(default="side_by_side", pattern=r"^side_by_side$",
+                        description="How they stand: side by side (the only layout so far).")
+
+    @field_validator("personas")
+    @classmethod
+    def _ids(cls, personas: tuple[str, ...]) -> tuple[str, ...]:
+        for persona_id in personas:
+            if not re.fullmatch(PERSONA_ID_PATTERN, persona_id):
+                raise ValueError(f"{persona_id!r} is not a persona id")
+        repeated = sorted({p for p in personas if personas.count(p) > 1})
+        if repeated:
+            raise ValueError(f"a persona appears once per scene; repeated: {', '.join(repeated)}")
+        return personas
+
+    def performer(self, directive: ActionDirective) -> str:
+        """Who performs `directive` (its `character`, else the first persona); `SceneError`
+        for a character not in the scene."""
+        if directive.character is None:
+            return self.personas[0]
+        if directive.character not in self.personas:
+            raise SceneError(f"directive for {directive.character!r}, who is not in this scene "
+                             f"({', '.join(self.personas)})")
+        return directive.character
+
+
+@dataclass(frozen=True)
+class Addressed:
+    """One part of an utterance and whom it speaks to."""
+
+    personas: tuple[str, ...]
+    text: str
+
+
+@dataclass
+class _Names:
+    """Every cast member's words that name them alone (full names first, longest first)."""
+
+    phrases: list[tuple[tuple[str, ...], str]]
+
+    @classmethod
+    def of(cls, cast: Sequence[Persona]) -> _Names:
+        owners: dict[tuple[str, ...], set[str]] = {}
+        for persona in cast:
+            words = tuple(w.lower() for w in _WORD.findall(persona.name))
+            candidates = {words, *((w,) for w in words if len(w) >= 3)}
+            candidates.add((persona.id,))
+            for phrase in candidates:
+                owners.setdefault(phrase, set()).add(persona.id)
+        unique = [(phrase, next(iter(ids))) for phrase, ids in owners.items() if len(ids) == 1]
+        return cls(sorted(unique, key=lambda item: -len(item[0])))
+
+    def at(self, words: list[str], i: int) -> tuple[str, int] | None:
+        for phrase, persona_id in self.phrases:
+            if tuple(words[i:i + len(phrase)]) == phrase:
+                return persona_id, len(phrase)
+        return None
+
+
+def _everyone_at(words: list[str], i: int) -> int:
+    for phrase in _EVERYONE:
+        if tuple(words[i:i + len(phrase)]) == phrase:
+            return len(phrase)
+    return 0
+
+
+def _vocative(words: list[str], names: _Names, cast_ids: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
+    """Whom a clause opens by addressing, and how many words that takes: "Mira,", "Mira and
+    Bjorn", "everyone", "hey professor". ((), 0) when it opens with no addressee."""
+    i = 0
+    while i < len(words) and words[i] in _GREETINGS:
+        i += 1
+    found: list[str] = []
+    while i < len(words):
+        group = _everyone_at(words, i)
+        if group:
+            return cast_ids, i + group
+        named = names.at(words, i)
+        if named is None:
+            break
+        found.append(named[0])
+        i += named[1]
+        if i < len(words) and words[i] in ("and", "&"):
+            i += 1
+            continue
+        break
+    if not found:
+        return (), 0
+    return tuple(dict.fromkeys(found)), i
+
+
+def address(text: str, cast: Sequence[Persona], *, default: str | None = None) -> list[Addressed]:
+    """`text` in parts by addressee (see the module docstring); `default`: whom an opening
+    with no name speaks to (the last addressee; the first persona when None)."""
+    cast_ids = tuple(p.id for p in cast)
+    if not cast_ids:
+        raise SceneError("a scene needs at least one persona")
+    names = _Names.of(cast)
+    tokens = _TOKEN.findall(text)
+    words = [t.lower() for t in tokens]
+    current: tuple[str, ...] = (default if default in cast_ids else cast_ids[0],)
+    parts: list[Addressed] = []
+    clause: list[str] = []
+    clause_to: tuple[str, ...] | None = None  # a group word inside the clause: everyone
+
+    def close() -> None:
+        nonlocal clause, clause_to, current
+        if clause_to is not None:
+            current = clause_to
+        if clause:
+            piece = " ".join(clause)
+            if parts and parts[-1].personas == current:
+                parts[-1] = Addressed(current, f"{parts[-1].text} {piece}")
+            else:
+                parts.append(Addressed(current, piece))
+        clause, clause_to = [], None
+
+    i, opening, chosen = 0, "start", False  # chosen: someone was named (not inherited)
+    while i < len(tokens):
+        if opening:
+            who, used = _vocative(words[i:], names, cast_ids)
+            after = i + used
+            while after < len(tokens) and tokens[after] in (",", ":"):
+                after += 1
+            trailing = who and (after == len(tokens) or tokens[after] in _CLAUSE_END)
+            # After "and"/"then" a name is an addressee only when something is asked of it
+            # ("and Bjorn, sit down"), not when it ends an object ("wave at Mira and Bjorn").
+            if who and not (opening == "weak" and trailing):
+                while clause and clause[-1].lower() in ("and", "then"):
+                    clause.pop()  # "wave and | Bjorn sit down": the "and" joined the two parts
+                close()
+                if trailing and parts and not chosen:  # "Could you wave, Mira?": that clause was hers
+                    parts[-1] = Addressed(who, parts[-1].text)
+                current, i, opening, chosen = who, after, False, True
+                continue
+        if _everyone_at(words, i):  # the words stay: "can you both wave" still asks
+            clause_to, chosen = cast_ids, True
+        token = tokens[i]
+        clause.append(token)
+        i += 1
+        if token in _CLAUSE_END:
+            close()
+            opening = "strong"
+        else:
+            opening = "weak" if words[i - 1] in ("and", "then") else False
+    close()
+    return parts or [Addressed(current, "")]
+
+
+@dataclass
+class SceneReading:
+    """What the cast makes of one user message: each addressed persona's interpretation."""
+
+    parts: list[tuple[str, Interpretation]] = field(default_factory=list)  # (persona id, its reading)
+
+    @property
+    def directives(self) -> list[ActionDirective]:
+        """Every directive in the order given, each naming its performer."""
+        return [d for _, reading in self.parts for d in reading.directives]
+
+
+class SceneInterpreter:
+    """Any `Interpreter`, run per addressed part and persona (see the module docstring)."""
+
+    def __init__(self, interpreter: Interpreter, cast: Sequence[Persona]) -> None:
+        ids = [p.id for p in cast]
+        Scene(personas=tuple(ids))  # the same checks as a scene file (unknown ids are the caller's)
+        self.interpreter = interpreter
+        self.cast = {p.id: p for p in cast}
+        self.order = tuple(ids)
+        self.last_addressed: str | None = None
+
+    def interpret(self, text: str, states: dict[str, CharacterState] | None = None,
+                  history: Sequence[Turn] = ()) -> SceneReading:
+        states = states or {}
+        reading = SceneReading()
+        for part in address(text, list(self.cast.values()), default=self.last_addressed):
+            for persona_id in part.personas:
+                persona = self.cast[persona_id]
+                request = InterpretRequest(text=part.text, persona=persona,
+                                           state=states.get(persona_id, CharacterState()), history=tuple(history))
+                result = self.interpreter.interpret(request)
+                stamped = [d.model_copy(update={"character": persona_id}) for d in result.directives]
+                reading.parts.append((persona_id, result.model_copy(update={"directives": stamped})))
+            if len(part.personas) == 1:
+                self.last_addressed = part.personas[0]
+        return reading
+
+
+@dataclass
+class GroupTurns:
+    """Who speaks after a user message, in order (see the module docstring)."""
+
+    cast: Sequence[Persona]
+    max_exchanges: int = 2
+
+    def replies(self, reading: SceneReading, answer) -> Iterator[tuple[str, str]]:
+        """(persona id, reply text) in speaking order. `answer(persona_id, addressed_by_text)`
+        makes a persona's reply to another persona's line (an interpreter's reply, an LLM's)."""
+        spoken: list[str] = []
+        for persona_id, interpretation in reading.parts:
+            if interpretation.reply and persona_id not in spoken:
+                spoken.append(persona_id)
+                yield persona_id, interpretation.reply
+        if not spoken:
+            return
+        speaker = spoken[-1]
+        line = next(r.reply for p, r in reversed(reading.parts) if p == speaker and r.reply)
+        for _ in range(self.max_exchanges):
+            others = [p for p in self.cast if p.id != speaker]
+            parts = address(line, [*others, *(p for p in self.cast if p.id == speaker)], default=speaker)
+            addressed = [pid for part in parts[:1] for pid in part.personas if pid != speaker]
+            if not addressed:
+                return
+            listener = addressed[0]
+            line = answer(listener, line)
+            if not line:
+                return
+            yield listener, line
+            speaker = listener
