@@ -66,6 +66,8 @@ def test_port_in_use_is_one_line(env):
         (["render", "--persona", "mira", "--script", "{tmp}/missing.jsonl", "-o", "{tmp}/o.mp4"],
          ["--script", "missing.jsonl"]),
         (["render", "--persona", "mira", "--script", "{tmp}/bad.jsonl", "-o", "{tmp}/o.mp4"], ["bad.jsonl:2"]),
+        (["render", "--persona", "mira", "--script", "{tmp}/bad-directive.jsonl", "-o", "{tmp}/o.mp4"],
+         ["bad-directive.jsonl:1", "intensity", "Field required"]),
         (["render", "--persona", "mira", "--script", "{tmp}/ok.jsonl", "-o", "{tmp}/a-file/o.mp4"], ["-o", "a-file"]),
         (["render", "--persona", "mira", "--script", "{tmp}/ok.jsonl", "-o", "{tmp}"], ["-o"]),
         (["render", "--persona", "zed", "--script", "{tmp}/ok.jsonl", "-o", "{tmp}/o.mp4"], ["unknown persona 'zed'"]),
@@ -98,6 +100,7 @@ def test_bad_invocation_is_one_line(argv, names, env, tmp_path):
     (tmp_path / "unknown.json").write_text('{"port": 8200, "bogus_key": 1}')
     (tmp_path / "ok.jsonl").write_text('{"wait_s": 0.1}\n')
     (tmp_path / "bad.jsonl").write_text('{"wait_s": 0.1}\n{"jump": 1}\n')
+    (tmp_path / "bad-directive.jsonl").write_text('{"directive": {"action": "wave", "expression": "smile"}}\n')
     argv = [part.replace("{tmp}", str(tmp_path)) for part in argv]
     _assert_one_line(_persona(*argv, env=env), *names)
 

@@ -124,6 +124,7 @@ def render(args: argparse.Namespace) -> int:
     from ...persona.schema import ActionDirective, CharacterState, Pose
     from ...video.backend import RenderError, SessionSpec
     from ...video.registry import create_backend
+    from ..settings_args import validation_message
 
     width, height = _size(args.size)
     events = read_script(args.script)
@@ -194,7 +195,9 @@ def render(args: argparse.Namespace) -> int:
                     speech_s = writer.speak(result.reply) if result.reply else 0.0
                     busy = sum(duration_of(d) for d in result.directives)
                     play(max(busy, speech_s + 0.3, 0.8))
-            except (ValidationError, RenderError, KeyError, ValueError) as exc:
+            except ValidationError as exc:
+                raise ScriptError(f"{args.script}:{number}: {validation_message(exc)}") from None
+            except (RenderError, KeyError, ValueError) as exc:
                 raise ScriptError(f"{args.script}:{number}: {exc}") from None
         play(TAIL_S)
     finally:
