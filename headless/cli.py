@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="persona",
         description="comfyui-persona: chat with a character and watch it act, live.",
+        epilog="A mistake on the command line, a missing file or a port in use prints one line "
+        "(persona: error: ...) and exits with status 2; --debug (before COMMAND) shows the traceback. "
+        "See docs/cli.md.",
     )
     parser.add_argument("--version", action="version", version=f"comfyui-persona {__version__}")
     parser.add_argument("--debug", action="store_true",

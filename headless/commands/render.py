@@ -39,7 +39,7 @@ class ScriptError(PersonaError, ValueError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--persona", required=True, help="persona id (built-in or $PERSONA_DIR) or card file")
+    parser.add_argument("--persona", required=True, help="persona id (built-in, or a card in the user folder: see persona personas --help) or card file")
     parser.add_argument("--script", required=True, type=Path, help="JSON Lines script (see docs/preview.md)")
     parser.add_argument("-o", "--output", required=True, type=Path, help="MP4 file to write")
     parser.add_argument("--size", default="512x512", help="WIDTHxHEIGHT, even numbers (default 512x512)")
@@ -107,6 +107,9 @@ def check_output(path: Path) -> None:
         raise ScriptError(f"-o {path}: the output is an MP4; name it something.mp4")
     if path.is_dir():
         raise ScriptError(f"-o {path}: is a folder; name a file in it")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ScriptError(f"-o {path}: {blocker} is a file, not a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
