@@ -21,10 +21,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["SettingsError", "add_model_arguments", "load_settings_file", "settings_from_args"]
+from ..errors import PersonaError
+
+__all__ = ["SettingsError", "add_model_arguments", "load_settings_file", "settings_from_args", "validation_message"]
 
 
-class SettingsError(ValueError):
+class SettingsError(PersonaError, ValueError):
     """A settings file or flag the model refuses; the message names the field."""
 
 
@@ -110,8 +112,19 @@ def settings_from_args(model: type[BaseModel], args: argparse.Namespace, config_
     try:
         return model(**values)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        value = first.get("input")
-        shown = f" (got {value!r})" if not isinstance(value, dict) else ""
-        raise SettingsError(f"{_flag(where)[2:]}: {first['msg']}{shown}") from None
+        raise SettingsError(validation_message(exc)) from None
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One line for a pydantic error: the first bad field as its flag name, what is wrong,
+    the value given, and how many more problems there are (`port: Input should be ... (got
+    '99999')`); pydantic's own text is a multi-line dump with URLs."""
+    errors = exc.errors()
+    if not errors:
+        return str(exc).splitlines()[0]
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "settings"
+    value = first.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{_flag(where)[2:]}: {first['msg']}{shown}{more}"

@@ -63,34 +63,23 @@ def run(args: argparse.Namespace) -> int:
     from ...video.identity import (
         LICENSE_NOTE,
         FaceEmbedder,
-        FaceModelNotFoundError,
         IdentityConditioner,
-        NoFaceInReferenceError,
-        ReferenceImageError,
-        VideoReadError,
         measure_drift,
         plot_drift,
         sample_video,
     )
+    from ..cli import CommandLineError
 
-    if args.fps <= 0:
-        print("error: --fps must be positive", file=sys.stderr)
-        return 2
-    try:
-        embedder = FaceEmbedder(
-            args.detector, args.recognizer, det_size=args.det_size, det_threshold=args.det_threshold
-        )
-        reference = None if args.self_reference else IdentityConditioner(args.ref, embedder).embedding
-        report = measure_drift(sample_video(args.video, fps=args.fps), reference, embedder)
-    except (
-        FaceModelNotFoundError,
-        NoFaceInReferenceError,
-        ReferenceImageError,
-        VideoReadError,
-        ValueError,
-    ) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    # a missing video, model file or reference face raises a PersonaError: one line from headless/cli.py
+    if not args.fps > 0:
+        raise CommandLineError(f"--fps must be positive, got {args.fps:g}")
+    if args.det_size < 32 or args.det_size % 32:
+        raise CommandLineError(f"--det-size must be a positive multiple of 32, got {args.det_size}")
+    if not 0 < args.det_threshold < 1:
+        raise CommandLineError(f"--det-threshold must be between 0 and 1, got {args.det_threshold:g}")
+    embedder = FaceEmbedder(args.detector, args.recognizer, det_size=args.det_size, det_threshold=args.det_threshold)
+    reference = None if args.self_reference else IdentityConditioner(args.ref, embedder).embedding
+    report = measure_drift(sample_video(args.video, fps=args.fps), reference, embedder)
     if args.plot:
         plot_drift(report, args.plot, title=f"Identity drift: {args.video}")
     if args.json:

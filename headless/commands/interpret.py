@@ -17,7 +17,9 @@ HELP = "Interpret one utterance: print the directives and the persona's reply."
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared with `persona chat`."""
     parser.add_argument(
-        "--persona", default=None, help="persona id or card file (default: the default persona)"
+        "--persona", default=None,
+        help="persona id (built-in, or a card in the user folder: see persona personas --help) or card file "
+        "(default: the default persona)",
     )
     parser.add_argument(
         "--backend", default="embedded", help="interpreter backend: embedded, openai, llamacpp"

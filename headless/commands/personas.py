@@ -38,56 +38,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...errors import PersonaError
     from ...persona.cards import read_card_file, write_card
     from ...persona.library import CARD_SUFFIXES, PersonaLibrary
 
+    # a card that cannot be read or stored raises a PersonaError (or OSError): headless/cli.py
+    # prints it as one line
     library = PersonaLibrary(user_dirs=args.dir) if args.dir else PersonaLibrary.default()
-    try:
-        if args.personas_command == "list":
-            personas = library.list()
-            if args.json:
-                rows = [
-                    {
-                        "id": p.id,
-                        "name": p.name,
-                        "description": p.description,
-                        "look": p.appearance.description,
-                    }
-                    for p in personas
-                ]
-                print(json.dumps(rows, indent=2))
-            else:
-                width = max(len(p.id) for p in personas) if personas else 2
-                for persona in personas:
-                    print(f"{persona.id:<{width}}  {persona.name}: {persona.appearance.description}")
-            for path, message in library.errors.items():
-                print(f"skipped {path}: {message}", file=sys.stderr)
-            for path, messages in library.warnings.items():
-                _warn(messages, f"{path}: ")
-            return 0
-        if args.personas_command == "show":
-            if args.id.lower().endswith(CARD_SUFFIXES):
-                loaded = read_card_file(args.id)
-            else:
-                loaded = library.get_card(args.id)
-            _warn(loaded.warnings)
-            print(loaded.persona.model_dump_json(indent=2, exclude={"card"}))
-            return 0
-        if args.personas_command == "import":
-            stored = library.import_file(args.file, overwrite=args.overwrite)
-            verb = "replaced" if stored.replaced else "imported"
-            print(f"{verb} {stored.id} ({stored.persona.name}) into {stored.path}")
-            _warn(list(stored.warnings))
-            return 0
-        if args.personas_command == "export":
+    if args.personas_command == "list":
+        personas = library.list()
+        if args.json:
+            rows = [
+                {
+                    "id": p.id,
+                    "name": p.name,
+                    "description": p.description,
+                    "look": p.appearance.description,
+                }
+                for p in personas
+            ]
+            print(json.dumps(rows, indent=2))
+        else:
+            width = max(len(p.id) for p in personas) if personas else 2
+            for persona in personas:
+                print(f"{persona.id:<{width}}  {persona.name}: {persona.appearance.description}")
+        for path, message in library.errors.items():
+            print(f"skipped {path}: {message}", file=sys.stderr)
+        for path, messages in library.warnings.items():
+            _warn(messages, f"{path}: ")
+        return 0
+    if args.personas_command == "show":
+        if args.id.lower().endswith(CARD_SUFFIXES):
+            loaded = read_card_file(args.id)
+        else:
             loaded = library.get_card(args.id)
-            path = write_card(loaded.persona, args.output, args.format, loaded.assets)
-            print(f"wrote {path}")
-            return 0
-    except (PersonaError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        _warn(loaded.warnings)
+        print(loaded.persona.model_dump_json(indent=2, exclude={"card"}))
+        return 0
+    if args.personas_command == "import":
+        stored = library.import_file(args.file, overwrite=args.overwrite)
+        verb = "replaced" if stored.replaced else "imported"
+        print(f"{verb} {stored.id} ({stored.persona.name}) into {stored.path}")
+        _warn(list(stored.warnings))
+        return 0
+    if args.personas_command == "export":
+        loaded = library.get_card(args.id)
+        path = write_card(loaded.persona, args.output, args.format, loaded.assets)
+        print(f"wrote {path}")
+        return 0
     raise AssertionError(f"unhandled personas action {args.personas_command!r}")
 
 

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from fractions import Fraction
 from pathlib import Path
+
+from ...errors import PersonaError
 
 HELP = "render a scripted sequence of directives and lines to an MP4 with the preview renderer"
 
@@ -30,12 +33,13 @@ MS_PER_CHAR = 70
 TAIL_S = 1.0
 
 
-class ScriptError(ValueError):
-    """A script line that cannot be performed; the message names the line."""
+class ScriptError(PersonaError, ValueError):
+    """A script (or flag) that cannot be performed; the message names the line or flag.
+    `headless/cli.py` prints it as one line."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--persona", required=True, help="persona id (built-in or $PERSONA_DIR) or card file")
+    parser.add_argument("--persona", required=True, help="persona id (built-in, or a card in the user folder: see persona personas --help) or card file")
     parser.add_argument("--script", required=True, type=Path, help="JSON Lines script (see docs/preview.md)")
     parser.add_argument("-o", "--output", required=True, type=Path, help="MP4 file to write")
     parser.add_argument("--size", default="512x512", help="WIDTHxHEIGHT, even numbers (default 512x512)")
@@ -43,7 +47,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames per second (default 24: lip-sync holds p95 <= 45 ms from 24 fps up, docs/voice.md)")
     parser.add_argument("--no-audio", action="store_true",
                         help="no speech: video only, `say` lines mouth a talking cycle")
-    parser.add_argument("--seed", type=int, default=0, help="animation seed (blinks, breathing)")
+    parser.add_argument("--seed", type=_seed, default=0, help="animation seed (blinks, breathing), 0 or more")
+
+
+def _seed(text: str) -> int:
+    """argparse type: a non-negative integer (numpy's seeds are)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -56,7 +71,13 @@ def _size(text: str) -> tuple[int, int]:
 def read_script(path: Path) -> list[tuple[int, dict]]:
     """(line number, event) pairs; raises ScriptError naming the bad line."""
     events = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ScriptError(f"--script {path}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ScriptError(f"--script {path}: {(exc.strerror or str(exc)).lower()}") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
@@ -73,11 +94,28 @@ def read_script(path: Path) -> list[tuple[int, dict]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """A bad script, flag or output raises a `PersonaError`; `headless/cli.py` prints it."""
+    from .native_output import quiet_fontconfig
+
+    quiet_fontconfig()  # the renderer's fonts would warn on stderr between our lines
+    return render(args)
+
+
+def check_output(path: Path) -> None:
+    """Raise ScriptError now, before any rendering, if the MP4 cannot be written at `path`."""
+    if path.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+        raise ScriptError(f"-o {path}: the output is an MP4; name it something.mp4")
+    if path.is_dir():
+        raise ScriptError(f"-o {path}: is a folder; name a file in it")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ScriptError(f"-o {path}: {blocker} is a file, not a folder")
     try:
-        return render(args)
-    except ScriptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScriptError(f"-o {path}: cannot make its folder ({(exc.strerror or str(exc)).lower()})") from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ScriptError(f"-o {path}: not writable (permission denied)")
 
 
 def render(args: argparse.Namespace) -> int:
@@ -89,13 +127,12 @@ def render(args: argparse.Namespace) -> int:
     from ...persona.schema import ActionDirective, CharacterState, Pose
     from ...video.backend import RenderError, SessionSpec
     from ...video.registry import create_backend
+    from ..settings_args import validation_message
 
     width, height = _size(args.size)
     events = read_script(args.script)
-    try:
-        persona = load_persona(args.persona)
-    except KeyError as exc:
-        raise ScriptError(str(exc)) from None
+    check_output(args.output)
+    persona = load_persona(args.persona)
     vocabulary = persona.vocabulary()
     spec = SessionSpec(
         persona_id=persona.id,
@@ -118,7 +155,6 @@ def render(args: argparse.Namespace) -> int:
     interpreter = None
     history: list = []
 
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     writer = _AudioWriter(args, renderer, persona, width, height) if not args.no_audio else _VideoWriter(args, width, height)
 
     def play(seconds: float) -> None:
@@ -162,7 +198,9 @@ def render(args: argparse.Namespace) -> int:
                     speech_s = writer.speak(result.reply) if result.reply else 0.0
                     busy = sum(duration_of(d) for d in result.directives)
                     play(max(busy, speech_s + 0.3, 0.8))
-            except (ValidationError, RenderError, KeyError, ValueError) as exc:
+            except ValidationError as exc:
+                raise ScriptError(f"{args.script}:{number}: {validation_message(exc)}") from None
+            except (RenderError, KeyError, ValueError) as exc:
                 raise ScriptError(f"{args.script}:{number}: {exc}") from None
         play(TAIL_S)
     finally:

@@ -41,38 +41,76 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Errors a user can cause (a bad setting, a port in use, a workflow that cannot run) are
+    raised as `PersonaError`s and printed as one line by `headless/cli.py`."""
     import asyncio
     import logging
 
     from rich.console import Console
 
-    from ..runner import WorkflowError
+    from ..cli import CommandLineError
     from ..server.config import InsecureBindError, ServerConfig, check_exposure
-    from ..settings_args import SettingsError, settings_from_args
+    from ..settings_args import settings_from_args
+    from .native_output import quiet_fontconfig
 
-    console = Console(stderr=True, quiet=args.quiet)
-    errors = Console(stderr=True)  # errors print even with --quiet
+    console = Console(stderr=True, quiet=args.quiet, soft_wrap=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    config = settings_from_args(ServerConfig, args, args.config, token=os.environ.get("PERSONA_TOKEN") or None)
     try:
-        config = settings_from_args(ServerConfig, args, args.config, token=os.environ.get("PERSONA_TOKEN") or None)
         check_exposure(config)
-    except (InsecureBindError, SettingsError) as exc:
-        errors.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        return 2
+    except InsecureBindError as exc:  # a ValueError of the server package, not a PersonaError
+        raise CommandLineError(str(exc)) from None
+    if not args.workflow.is_file():
+        raise CommandLineError(f"--workflow {args.workflow}: no such file")
+    check_port_free(config.host, config.port)  # before a warm-up that may take a minute
+    quiet_fontconfig()  # before the progress display: the preview renderer's fonts warn on stderr
     from ..server.logs import install
 
     install(config.log_repeats, on_root_handlers=True)
-    try:
-        service = _load(args, config, console)
-    except WorkflowError as exc:
-        errors.print(f"[red]workflow error:[/red] {exc}")
-        return 2
+    service = _load(args, config, console)
     try:
         asyncio.run(_serve(service, config))
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _port_error(host: str, port: int, exc: OSError) -> Exception:
+    """The one-line error for a failed listen on host:port."""
+    import errno
+
+    from ..cli import CommandLineError
+
+    if exc.errno == errno.EADDRINUSE:
+        return CommandLineError(f"port {port} is in use (another server?); pick another with --port")
+    if exc.errno == errno.EACCES:
+        return CommandLineError(f"port {port} needs privileges on this system; pick one above 1023 with --port")
+    return CommandLineError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host and --port")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise `CommandLineError` now if host:port cannot be listened on, the way the server
+    will bind it (SO_REUSEADDR on POSIX, as asyncio does). The real bind still checks: this
+    only saves the user a warm-up before hearing the port is taken."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        from ..cli import CommandLineError
+
+        raise CommandLineError(f"--host {host!r} is not an address of this machine: {exc.strerror}") from None
+    for family, kind, proto, _name, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            if os.name != "nt":
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise _port_error(host, port, exc) from None
 
 
 def _load(args: argparse.Namespace, config, console):
@@ -177,7 +215,10 @@ async def _serve(service, config) -> None:
     from ..server.site import start_server
 
     _raise_open_files_limit()
-    runner, port = await start_server(create_app(service), config.host, config.port, service.gate)
+    try:
+        runner, port = await start_server(create_app(service), config.host, config.port, service.gate)
+    except OSError as exc:  # taken between check_port_free and now
+        raise _port_error(config.host, config.port, exc) from None
     host = config.host if ":" not in config.host else f"[{config.host}]"
     print(f"persona serve: http://{host}:{port}/  (WebSocket ws://{host}:{port}/persona/ws)", flush=True)
     stop = asyncio.Event()
