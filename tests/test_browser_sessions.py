@@ -113,6 +113,11 @@ async def test_duplicated_tab_gets_its_own_session_and_nobody_loops(service, tmp
         context = await _launch(pw, tmp_path)
         try:
             first = await _open(context, server.http_url + "/")
+            # A persona chosen on the page (not in the URL): the duplicate keeps it.
+            other = next(pid for pid in service.library.ids() if pid != "mira")
+            await first.click(f"#personas button[data-persona='{other}']")
+            await expect(first.locator("#persona-name")).to_have_text(service.library.get(other).name, timeout=READY)
+            await expect(first.locator("#connection")).to_have_attribute("data-state", "ready", timeout=READY)
             await _chat(first, "please wave at me")
             mine = await _session(first)
             # Duplicate: a new tab with a copy of the first tab's sessionStorage.
@@ -128,6 +133,7 @@ async def test_duplicated_tab_gets_its_own_session_and_nobody_loops(service, tmp
 
             theirs = await _session(second)
             assert theirs != mine and await _session(first) == mine
+            assert await second.evaluate("window.personaClient.ready.persona.id") == other
             await expect(second.locator("#notice")).to_contain_text("open in another tab")
             assert await second.locator("#history li").count() == 0  # its own, new conversation
             await _frames_pass([first, second], 48)
@@ -136,7 +142,7 @@ async def test_duplicated_tab_gets_its_own_session_and_nobody_loops(service, tmp
                 assert seen == {"ready": 0, "states": []}, seen
                 assert await page.get_attribute("#connection", "data-state") == "ready"
             assert service.metrics.sessions_resumed_total == resumed_before
-            assert len(service.sessions) == 2 and all(s.connection is not None for s in service.sessions.values())
+            assert {s.id for s in service.sessions.values() if s.connection is not None} == {mine, theirs}
 
             # "Use that conversation here": the second tab takes it, the first stops and asks.
             await second.click("#notice-use-here")

@@ -70,6 +70,14 @@ export class PersonaClient extends EventTarget {
     this._watchPageHide();
   }
 
+  _remember(key, value) {
+    try { if (value) this.storage?.setItem(key, value); } catch { /* no storage */ }
+  }
+
+  _recall(key) {
+    try { return this.storage?.getItem(key) || null; } catch { return null; }
+  }
+
   get _leftKey() { return `${this.storageKey}.left`; }
 
   _cameBack() {
@@ -194,6 +202,7 @@ export class PersonaClient extends EventTarget {
       this.ready = message;
       this.attempt = 0;
       this.sessionId = message.session;
+      this._remember(`${this.storageKey}.persona`, message.persona?.id);
       this.takeoverNext = true; // from now on a hello from this client is this tab coming back
       this._status("ready");
       this.flushed = this.pending.splice(0);
@@ -203,6 +212,9 @@ export class PersonaClient extends EventTarget {
       const session = this.sessionId;
       this.sessionId = null;
       this.takeoverNext = false;
+      // Same persona as the conversation left to the other tab (the page may have switched
+      // it after load, so the URL does not say).
+      this.persona = this.persona ?? this._recall(`${this.storageKey}.persona`);
       this.dispatchEvent(new CustomEvent("in_use", { detail: { session } }));
       this._hello();
       return;
