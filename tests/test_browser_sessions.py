@@ -187,6 +187,15 @@ async def test_reload_redraws_the_conversation_in_order(service, tmp_path):
                 const last = h.lastElementChild.getBoundingClientRect(), r = h.getBoundingClientRect();
                 return {overflow: h.scrollHeight > h.clientHeight, bottom: last.bottom, listBottom: r.bottom}; })()""")
             assert box["overflow"] and box["bottom"] <= box["listBottom"] + 1, box
+            # A reader scrolled up to older bubbles is not pulled down by an arriving answer.
+            done = await page.locator("li.persona[data-done='true']").count()
+            await page.evaluate("""(() => { document.getElementById('message').value = 'and a bow';
+                document.getElementById('composer').requestSubmit();
+                document.getElementById('history').scrollTop = 0; })()""")
+            await expect(page.locator("li.persona[data-done='true']")).to_have_count(done + 1, timeout=READY)
+            assert await page.evaluate("document.getElementById('history').scrollTop") == 0
+            shown = await _bubbles(page)
+            assert len(shown) == 14 and shown[-2] == ["user", "and a bow"], shown
 
             session = await _session(page)
             await page.reload()

@@ -31,12 +31,21 @@ function scrollToNewest() {
   history.scrollTop = history.scrollHeight;
 }
 
+function atNewest() {
+  // Whether the reader follows the newest text (not scrolled up to read older bubbles).
+  const history = $("history");
+  return history.scrollHeight - history.scrollTop - history.clientHeight < 48;
+}
+
 function addBubble(role, text) {
+  // The user's own message always brings the newest into view; an answer only while the
+  // reader follows the newest (not scrolled up to read older bubbles).
+  const follow = role === "user" || atNewest();
   const item = document.createElement("li");
   item.className = role;
   item.textContent = text;
   $("history").append(item);
-  scrollToNewest();
+  if (follow) scrollToNewest();
   return item;
 }
 
@@ -60,6 +69,7 @@ function personaBubble(replyTo) {
 /** One persona bubble from what is known of its answer. A chat answer waits with "…" until
  * its text comes; an action's answer is its directive line (text only with dialogue). */
 function renderPersona(bubble, { text, directives, done }) {
+  const follow = atNewest();
   if (directives !== null && directives !== undefined) {
     bubble.dataset.directives = directives.length
       ? directives.map((d) => `${d.action} · ${d.expression}`).join(" → ")
@@ -77,9 +87,8 @@ function renderPersona(bubble, { text, directives, done }) {
     bubble.append(line);
   }
   bubble.dataset.text = text ?? "";
-  if (done || settled) bubble.dataset.done = "true";
-  else bubble.dataset.done = "false";
-  scrollToNewest();
+  bubble.dataset.done = String(settled);
+  if (follow) scrollToNewest();
 }
 
 /** Redraw the conversation the server kept (`ready.history`), then what was sent since. */
@@ -100,6 +109,7 @@ function redrawHistory(history, flushed) {
     if (message.type === "chat") addBubble("user", message.text);
     else if (message.type === "action") addBubble("user", actionLabel(message.directive));
   }
+  scrollToNewest();
 }
 
 function notice(text, choices = []) {
