@@ -38,6 +38,7 @@ COVERED_CODES = {
     "bad_json", "unknown_type", "invalid", "too_large", "not_ready", "unknown_persona",
     "unauthorized", "rate_limited", "busy", "internal",
     "interrupted",  # a host that pauses: ComfyUI's queue (tests/test_comfyui_native.py)
+    "session_in_use",  # hello with takeover: false (tests/test_session_takeover_history.py)
 }
 
 

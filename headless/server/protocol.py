@@ -43,6 +43,7 @@ ERROR_CODES = (
     "busy",
     "internal",
     "interrupted",
+    "session_in_use",
 )
 #: Codes after which the server closes the connection.
 FATAL_CODES = frozenset({"unauthorized", "busy"})
@@ -71,6 +72,9 @@ class Hello:
     max_fps: int | None
     workflow: str | None = None  # an uploaded workflow's id (POST /persona/workflows): stream that graph
     comfy_client_id: str | None = None  # inside ComfyUI: the frontend client whose canvas shows the runs
+    # 1.1: what to do when `session` is open on another connection: None (absent, as in 1.0)
+    # or True takes it over; False refuses with `session_in_use` (a duplicated tab must not steal).
+    takeover: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -188,8 +192,11 @@ def _hello(obj: dict, reply_to: str | None) -> Hello:
     client = _optional_str(obj, "comfy_client_id", reply_to)
     if client is not None and not _CLIENT_ID.match(client):
         raise ProtocolError("invalid", "field 'comfy_client_id' is not a ComfyUI client id", reply_to)
+    takeover = obj.get("takeover")
+    if takeover is not None and not isinstance(takeover, bool):
+        raise ProtocolError("invalid", "field 'takeover' must be a boolean", reply_to)
     return Hello(persona=persona, session=session, token=token, max_fps=max_fps, workflow=workflow,
-                 comfy_client_id=client)
+                 comfy_client_id=client, takeover=takeover)
 
 
 def _chat(obj: dict, reply_to: str | None) -> Chat:

@@ -124,6 +124,12 @@ class PersonaService:
             session = self.sessions[hello.session]
             if hello.persona is None or hello.persona == session.persona.id:
                 previous = session.connection
+                if previous is not None and previous is not connection and hello.takeover is False:
+                    raise ProtocolError(
+                        "session_in_use",
+                        "this conversation is open on another connection (another tab?); "
+                        "send hello with takeover: true to move it here, or without session for a new one",
+                    )
                 if previous is not None and previous is not connection:
                     session.detach(previous)
                     previous.send(error_message("invalid", "this session was resumed by another connection"))

@@ -29,6 +29,7 @@ from ...video.voice.base import STREAM_RATE
 from .connection import Connection
 from .context import SessionContext
 from .frames import FrameQueue
+from .history import ConversationLog
 from .protocol import PROTOCOL_VERSION, error_message
 from .record_control import RECENT_AUDIO_MARGIN_MS, RecordingControl
 from .render_loop import RenderLoop
@@ -46,7 +47,7 @@ __all__ = ["BACKLOG_LIMIT", "Connection", "ViewerSession", "WorkflowHost"]
 #: JSON messages kept for a detached session (delivered on resume), oldest dropped.
 BACKLOG_LIMIT = 256
 #: What this server offers of protocol 1.1 (`ready.features`).
-FEATURES = ("record", "resume", "workflows")
+FEATURES = ("record", "resume", "workflows", "history", "takeover")
 
 
 class WorkflowHost(Protocol):
@@ -86,6 +87,7 @@ class ViewerSession:
         self.connection: Connection | None = None
         self.backlog: collections.deque[dict] = collections.deque(maxlen=BACKLOG_LIMIT)
         self.state: dict | None = None
+        self.history = ConversationLog()  # what the viewer saw: `ready.history` on resume
         self.closed = False
         self._max_fps = max_fps
         self._grace: asyncio.TimerHandle | None = None
@@ -95,7 +97,7 @@ class ViewerSession:
         self.frames = FrameQueue(cfg.frame_queue, context.metrics)
         self.render = RenderLoop(session_id, host.tick, self.frames, context.pool, context.encoder,
                                  cfg.jpeg_quality, self.error)
-        self.turns = TurnLane(session_id, host.turn, self.frames, context.pool, self.send, self.error)
+        self.turns = TurnLane(session_id, host.turn, self.frames, context.pool, self._send_turn, self.error)
         self.recorder = RecordingControl(session_id, context.recordings, context.pool, self.send, self.error,
                                          self._frame_info)
         self.speech = speech  # the session's voice (SessionSpeech), None when it does not speak
@@ -129,12 +131,16 @@ class ViewerSession:
         if self.closed:
             return
         self.frames.directives_known(turn, self.loop.time())
-        self.send({"type": "directives", "reply_to": self.turns.reply_to(turn), "directives": directives})
+        reply_to = self.turns.reply_to(turn)
+        self.history.directives(reply_to, directives)
+        self.send({"type": "directives", "reply_to": reply_to, "directives": directives})
 
     def _reply(self, turn: int, text: str, done: bool) -> None:
         if self.closed:
             return
-        self.send({"type": "reply", "reply_to": self.turns.reply_to(turn), "text": text, "done": done})
+        reply_to = self.turns.reply_to(turn)
+        self.history.reply(reply_to, text, done)
+        self.send({"type": "reply", "reply_to": reply_to, "text": text, "done": done})
         if self.speech_lane is not None:
             self.speech_lane.speak_streamed(turn, text, done)
 
@@ -152,6 +158,15 @@ class ViewerSession:
             self.connection.send(message)
         else:
             self.backlog.append(message)
+
+    def _send_turn(self, message: dict) -> None:
+        """What the turn lane says itself (a manual action's directives and dialogue): kept in
+        the history like the interpreter's answers."""
+        if message["type"] == "directives":
+            self.history.directives(message["reply_to"], message["directives"])
+        elif message["type"] == "reply":
+            self.history.reply(message["reply_to"], message["text"], message["done"])
+        self.send(message)
 
     def error(self, code: str, message: str, reply_to: str | None = None) -> None:
         self.context.metrics.errors_total[code] += 1
@@ -207,6 +222,7 @@ class ViewerSession:
             "audio_rate": STREAM_RATE,
             "features": list(FEATURES),
             "recordings": recordings or [],
+            "history": self.history.public(),
         }
 
     def accepts(self, kind: str) -> bool:
@@ -215,6 +231,7 @@ class ViewerSession:
     def enqueue_turn(self, kind: str, value: Any, message_id: str, directive: dict | None = None) -> bool:
         queued = self.turns.enqueue(kind, value, message_id, directive)
         if queued:
+            self.history.user(message_id, "chat" if kind == "chat" else "action", value if kind == "chat" else "", directive)
             self.resume()  # a message goes on after a pause
         return queued
 

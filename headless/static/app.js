@@ -19,29 +19,118 @@ const client = new PersonaClient({
 const player = new SpeechPlayer();
 const canvas = $("video");
 const context = canvas.getContext("2d");
-const bubbles = new Map(); // client message id → persona bubble (for streamed replies)
-const actionIds = new Set(); // quick actions get no reply unless they carry dialogue
+const bubbles = new Map(); // reply_to → persona bubble (streamed replies fill it)
+const actionIds = new Set(); // quick actions: their answer is the directive, no text unless dialogue
 let vocabulary = { actions: [], expressions: [] };
 let drawing = false;
 let latestFrame = null;
 
+function scrollToNewest() {
+  // After the text is in: scrolling when an empty bubble is made clips the reply that follows.
+  const history = $("history");
+  history.scrollTop = history.scrollHeight;
+}
+
+function atNewest() {
+  // Whether the reader follows the newest text (not scrolled up to read older bubbles).
+  const history = $("history");
+  return history.scrollHeight - history.scrollTop - history.clientHeight < 48;
+}
+
 function addBubble(role, text) {
+  // The user's own message always brings the newest into view; an answer only while the
+  // reader follows the newest (not scrolled up to read older bubbles).
+  const follow = role === "user" || atNewest();
   const item = document.createElement("li");
   item.className = role;
   item.textContent = text;
   $("history").append(item);
-  item.scrollIntoView({ block: "end" });
+  if (follow) scrollToNewest();
   return item;
+}
+
+function actionLabel(directive) {
+  const name = directive.action !== "idle" ? directive.action : directive.expression;
+  return `[${name.replace("_", " ")}]`;
 }
 
 function personaBubble(replyTo) {
   let bubble = bubbles.get(replyTo);
   if (!bubble) {
-    bubble = addBubble("persona", "…");
+    bubble = addBubble("persona", "");
     bubble.dataset.replyTo = replyTo ?? "";
+    bubble.dataset.kind = actionIds.has(replyTo) ? "action" : "chat";
     bubbles.set(replyTo, bubble);
+    renderPersona(bubble, { text: "", directives: null, done: false });
   }
   return bubble;
+}
+
+/** One persona bubble from what is known of its answer. A chat answer waits with "…" until
+ * its text comes; an action's answer is its directive line (text only with dialogue). */
+function renderPersona(bubble, { text, directives, done }) {
+  const follow = atNewest();
+  if (directives !== null && directives !== undefined) {
+    bubble.dataset.directives = directives.length
+      ? directives.map((d) => `${d.action} · ${d.expression}`).join(" → ")
+      : "(no action)";
+  }
+  const action = bubble.dataset.kind === "action";
+  const settled = done || (action && bubble.dataset.directives !== undefined);
+  bubble.replaceChildren();
+  if (text) bubble.append(text);
+  else if (!settled) bubble.append("…");
+  if (bubble.dataset.directives !== undefined) {
+    const line = document.createElement("span");
+    line.className = "directives";
+    line.textContent = bubble.dataset.directives;
+    bubble.append(line);
+  }
+  bubble.dataset.text = text ?? "";
+  bubble.dataset.done = String(settled);
+  if (follow) scrollToNewest();
+}
+
+/** Redraw the conversation the server kept (`ready.history`), then what was sent since. */
+function redrawHistory(history, flushed) {
+  $("history").replaceChildren();
+  bubbles.clear();
+  for (const entry of history ?? []) {
+    if (entry.role === "user") {
+      if (entry.kind === "action") actionIds.add(entry.id);
+      addBubble("user", entry.kind === "action" && entry.directives?.length ? actionLabel(entry.directives[0]) : entry.text);
+    } else {
+      const bubble = personaBubble(entry.reply_to);
+      bubble.dataset.kind = entry.kind;
+      renderPersona(bubble, { text: entry.text, directives: entry.directives ?? null, done: entry.done });
+    }
+  }
+  for (const message of flushed ?? []) {
+    if (message.type === "chat") addBubble("user", message.text);
+    else if (message.type === "action") addBubble("user", actionLabel(message.directive));
+  }
+  scrollToNewest();
+}
+
+function notice(text, choices = []) {
+  const box = $("notice");
+  const line = document.createElement("span");
+  line.textContent = text;
+  const buttons = choices.map(([label, id, act]) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.id = id;
+    button.textContent = label;
+    button.addEventListener("click", () => { box.replaceChildren(); box.hidden = true; act(); });
+    return button;
+  });
+  box.replaceChildren(line, ...buttons);
+  box.hidden = false;
+}
+
+function clearNotice() {
+  $("notice").replaceChildren();
+  $("notice").hidden = true;
 }
 
 function showError(message) {
@@ -72,7 +161,7 @@ function renderQuickActions() {
         ? { action: name, expression: expression ?? "neutral", intensity: 0.7 }
         : { action: "idle", expression: name, intensity: 0.7 };
       actionIds.add(client.action(directive));
-      addBubble("user", `[${name.replace("_", " ")}]`);
+      addBubble("user", actionLabel(directive));
     });
     return button;
   });
@@ -122,42 +211,54 @@ client.addEventListener("ready", (event) => {
   vocabulary = ready.vocabulary;
   renderQuickActions();
   setState(ready.state);
-  if (!ready.resumed) bubbles.clear();
+  redrawHistory(ready.history, client.flushed);
+});
+
+client.addEventListener("ended", () => {
+  player.restart();
+  notice("Your previous conversation has ended (the server restarted, or it was closed). This is a new one.");
+});
+
+client.addEventListener("in_use", (event) => {
+  const other = event.detail.session;
+  notice("That conversation is open in another tab, so this tab started a new one.", [
+    ["Use that conversation here", "notice-use-here", () => { player.restart(); client.useSession(other); }],
+  ]);
 });
 
 client.addEventListener("status", (event) => {
   const { state, code } = event.detail;
   const badge = $("connection");
   badge.dataset.state = state;
-  badge.textContent = state === "refused" ? `refused (${code})` : state;
+  badge.textContent = state === "refused" ? `refused (${code})` : state === "taken" ? "open in another tab" : state;
+  // Stats describe a live stream: none while disconnected.
+  $("metrics").hidden = state !== "ready";
+  if (state !== "ready") $("metrics").textContent = "–";
+  if (state === "taken") {
+    $("errors").replaceChildren(); // the server's "resumed by another connection" says the same
+    notice("This conversation is open in another tab.", [
+      ["Use here", "notice-use-here", () => { player.restart(); client.takeOver(); }],
+      ["Start a new conversation", "notice-new", () => { player.restart(); client.newSession(); }],
+    ]);
+  }
 });
 
 client.addEventListener("directives", (event) => {
   const { reply_to: replyTo, directives } = event.detail;
   const bubble = personaBubble(replyTo);
-  const list = document.createElement("span");
-  list.className = "directives";
-  list.textContent = directives.length
-    ? directives.map((d) => `${d.action} · ${d.expression}`).join(" → ")
-    : "(no action)";
-  bubble.dataset.directives = list.textContent;
-  if (actionIds.has(replyTo) && bubble.dataset.done === undefined) bubble.textContent = "";
-  bubble.append(list);
+  renderPersona(bubble, { text: bubble.dataset.text, directives, done: bubble.dataset.done === "true" });
 });
 
 client.addEventListener("reply", (event) => {
   const { reply_to: replyTo, text, done } = event.detail;
-  const bubble = personaBubble(replyTo);
-  const directives = bubble.querySelector(".directives");
-  bubble.textContent = text || (done ? "" : "…");
-  if (directives) bubble.append(directives);
-  bubble.dataset.done = String(done);
+  renderPersona(personaBubble(replyTo), { text, directives: null, done });
 });
 
 client.addEventListener("state", (event) => setState(event.detail.state));
 
 client.addEventListener("metrics", (event) => {
   const m = event.detail;
+  if (!client.ready) return;
   const latency = m.latency_ms == null ? "–" : `${Math.round(m.latency_ms)} ms`;
   $("metrics").textContent = `${m.fps} fps · latency ${latency} · ${m.frames_sent} frames · ${m.dropped} dropped`;
 });
@@ -267,6 +368,7 @@ function switchPersona(id) {
   player.restart();
   $("history").replaceChildren();
   bubbles.clear();
+  clearNotice();
   client.newSession(id); // a new session: hello.persona
 }
 

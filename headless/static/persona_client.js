@@ -14,6 +14,19 @@
 //
 // Reconnects with backoff and resumes the session by id (kept in sessionStorage, so a
 // reload of the same tab resumes too). A fatal error (unauthorized, busy) stops retrying.
+//
+// One conversation, one tab (protocol 1.1 `hello.takeover`):
+// - a duplicated tab (its sessionStorage copied) asks with `takeover: false`; the server
+//   answers `session_in_use` and this client starts a new session instead ("in_use" event,
+//   `{session}`: the conversation left to the other tab; `useSession(id)` moves it here);
+// - this tab coming back to its own session (a reconnect, a reload: a per-tab marker set at
+//   `pagehide`) sends `takeover: true`;
+// - a socket closed with 4000 (another connection took the session) never reconnects:
+//   status "taken"; `takeOver()` moves it back, `newSession()` starts another;
+// - a resume the server could not honour (the session expired, the server restarted) gives
+//   an "ended" event (`{session}`) before the new session's "ready".
+// The `ready` event's `client.flushed` lists the messages queued while disconnected and sent
+// just after it (not in `ready.history`, which was made before them).
 
 const MEDIA_JPEG = 1;
 const MEDIA_AUDIO = 2;
@@ -51,6 +64,40 @@ export class PersonaClient extends EventTarget {
     this.attempt = 0;
     this.nextId = 1;
     this.pending = [];
+    this.flushed = [];
+    this.takeoverNext = this._cameBack(); // this tab left its session itself (reload, navigation)
+    this.askedSession = null; // the session the last hello asked to resume
+    this._watchPageHide();
+  }
+
+  _remember(key, value) {
+    try { if (value) this.storage?.setItem(key, value); } catch { /* no storage */ }
+  }
+
+  _recall(key) {
+    try { return this.storage?.getItem(key) || null; } catch { return null; }
+  }
+
+  get _leftKey() { return `${this.storageKey}.left`; }
+
+  _cameBack() {
+    // Set at pagehide by this tab; a duplicated tab copies sessionStorage while the original
+    // is still open, so it has no marker and must not take the conversation.
+    try {
+      const left = this.storage?.getItem(this._leftKey);
+      this.storage?.removeItem(this._leftKey);
+      return Boolean(left) && left === this.sessionId;
+    } catch { return false; }
+  }
+
+  _watchPageHide() {
+    if (typeof window === "undefined" || !window.addEventListener) return;
+    window.addEventListener("pagehide", () => {
+      try { if (this.ready && this.sessionId) this.storage?.setItem(this._leftKey, this.sessionId); } catch { /* no storage */ }
+    });
+    window.addEventListener("pageshow", (event) => {
+      try { if (event.persisted) this.storage?.removeItem(this._leftKey); } catch { /* no storage */ }
+    });
   }
 
   get sessionId() {
@@ -64,7 +111,8 @@ export class PersonaClient extends EventTarget {
     } catch { /* private mode: resume only within this page */ }
   }
 
-  connect() {
+  connect({ takeover = false } = {}) {
+    if (takeover) this.takeoverNext = true;
     this.stopped = false;
     this._status("connecting");
     const ws = new WebSocket(this.url);
@@ -74,9 +122,19 @@ export class PersonaClient extends EventTarget {
     ws.onmessage = (event) => this._receive(event.data);
     ws.onclose = (event) => {
       if (this.ws !== ws) return; // a replaced socket: the current one may be ready already
+      const wasReady = Boolean(this.ready);
       this.ready = null;
       this.ws = null;
+      if (event.code === 4000) {
+        // Another connection took this session: never take it back unasked (two tabs would
+        // take it from each other forever). The page offers takeOver() or newSession().
+        this.stopped = true;
+        this.takeoverNext = false;
+        this._status("taken", { code: event.code, session: this.sessionId });
+        return;
+      }
       if (this.stopped) { this._status("closed"); return; }
+      if (wasReady) this.takeoverNext = true; // our own session: its old socket may linger on the server
       const delay = Math.min(8000, 250 * 2 ** this.attempt++);
       this._status("reconnecting", { delay, code: event.code });
       setTimeout(() => { if (!this.stopped) this.connect(); }, delay);
@@ -88,9 +146,21 @@ export class PersonaClient extends EventTarget {
     this.ws?.close(1000);
   }
 
+  /** Move the conversation open elsewhere (status "taken", or an "in_use" event's session) here. */
+  useSession(sessionId = this.sessionId) {
+    this.sessionId = sessionId;
+    const old = this.ws;
+    this.ws = null;
+    old?.close(1000);
+    this.connect({ takeover: true });
+  }
+
+  takeOver() { this.useSession(this.sessionId); }
+
   newSession(persona = this.persona) {
     this.persona = persona;
     this.sessionId = null;
+    this.takeoverNext = false;
     const old = this.ws;
     this.ws = null;
     old?.close(1000);
@@ -100,7 +170,11 @@ export class PersonaClient extends EventTarget {
   _hello() {
     const hello = { type: "hello", video: { format: "jpeg" } };
     if (this.persona) hello.persona = this.persona;
-    if (this.sessionId) hello.session = this.sessionId;
+    this.askedSession = this.sessionId;
+    if (this.sessionId) {
+      hello.session = this.sessionId;
+      hello.takeover = this.takeoverNext;
+    }
     if (this.token) hello.token = this.token;
     if (this.maxFps) hello.video.max_fps = this.maxFps;
     if (this.workflow) hello.workflow = this.workflow;
@@ -122,11 +196,28 @@ export class PersonaClient extends EventTarget {
     let message;
     try { message = JSON.parse(data); } catch { return; }
     if (message.type === "ready") {
+      if (this.askedSession && message.session !== this.askedSession) {
+        this.dispatchEvent(new CustomEvent("ended", { detail: { session: this.askedSession } }));
+      }
       this.ready = message;
       this.attempt = 0;
       this.sessionId = message.session;
+      this._remember(`${this.storageKey}.persona`, message.persona?.id);
+      this.takeoverNext = true; // from now on a hello from this client is this tab coming back
       this._status("ready");
-      for (const queued of this.pending.splice(0)) this._send(queued);
+      this.flushed = this.pending.splice(0);
+      for (const queued of this.flushed) this._send(queued);
+    } else if (message.type === "error" && message.code === "session_in_use" && !this.ready) {
+      // A duplicated tab: the conversation stays with the other tab; this one starts its own.
+      const session = this.sessionId;
+      this.sessionId = null;
+      this.takeoverNext = false;
+      // Same persona as the conversation left to the other tab (the page may have switched
+      // it after load, so the URL does not say).
+      this.persona = this.persona ?? this._recall(`${this.storageKey}.persona`);
+      this.dispatchEvent(new CustomEvent("in_use", { detail: { session } }));
+      this._hello();
+      return;
     } else if (message.type === "error" && message.fatal) {
       this.stopped = true;
       if (message.code === "busy" || message.code === "unauthorized") this._status("refused", { code: message.code });
