@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     config = settings_from_args(ServerConfig, args, args.config, token=os.environ.get("PERSONA_TOKEN") or None)
     try:
         check_exposure(config)
-    except InsecureBindError as exc:  # a ValueError of the server package, not a PersonaError
+    except InsecureBindError as exc:
         raise CommandLineError(str(exc)) from None
     if not args.workflow.is_file():
         raise CommandLineError(f"--workflow {args.workflow}: no such file")

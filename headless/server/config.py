@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...errors import PersonaError
+
 
 class ServerConfig(BaseModel):
     """Everything `persona serve` can be told (house rule 2: extra="forbid", bounded)."""
@@ -118,7 +120,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class InsecureBindError(ValueError):
+class InsecureBindError(PersonaError, ValueError):
     """Binding beyond loopback without a token would let anyone on the network drive it."""
 
 

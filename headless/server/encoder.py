@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ...errors import PersonaError
+
 Encoder = Callable[[np.ndarray, int], bytes]
 
 
@@ -53,7 +55,7 @@ ENCODERS: dict[str, Callable[[], Encoder]] = {"simplejpeg": _simplejpeg, "turboj
 DEFAULT_ENCODER = "simplejpeg"
 
 
-class EncoderUnavailableError(RuntimeError):
+class EncoderUnavailableError(PersonaError, RuntimeError):
     """The named JPEG library is not installed (or its system library is missing)."""
 
 

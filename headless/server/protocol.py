@@ -13,6 +13,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from ...errors import PersonaError
+
 #: The `protocol` number in `ready` and `/persona/health` (PROTOCOL.md's version).
 PROTOCOL_VERSION = 1
 #: Largest text frame accepted (PROTOCOL.md: "frame over 64 KiB" → too_large).
@@ -49,7 +51,7 @@ ERROR_CODES = (
 FATAL_CODES = frozenset({"unauthorized", "busy"})
 
 
-class ProtocolError(Exception):
+class ProtocolError(PersonaError):
     """A client message broke a PROTOCOL.md rule; `code` is the wire error code."""
 
     def __init__(self, code: str, message: str, reply_to: str | None = None) -> None:
