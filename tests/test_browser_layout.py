@@ -10,10 +10,10 @@ go to test-artifacts/ (and docs/images/ with PERSONA_UPDATE_DOC_IMAGES=1, for th
 from pathlib import Path
 
 import pytest
+from test_browser_chat import ARGS, ARTIFACTS, CHROMIUM, _wait_frame_after
 
 from paths import REPO, publish_doc_image
 from server_harness import running, service_fixtures
-from test_browser_chat import ARGS, ARTIFACTS, CHROMIUM, _wait_frame_after
 
 AXE = REPO / ".venv" / "node" / "node_modules" / "axe-core" / "axe.min.js"
 

@@ -17,25 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
+from test_browser_chat import ARGS, CHROMIUM
 
 from comfyui_persona.headless.server import create_app
 from comfyui_persona.headless.server.site import start_server
 from server_harness import make_service, running, service_fixtures
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium"),
 ]
 
-ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 READY = 20000  # ms: the first session loads the interpreter on a busy box
 
 service, _warm = service_fixtures(resume_grace_s=30.0)

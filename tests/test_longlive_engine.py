@@ -149,6 +149,25 @@ def test_speaking_cue_joins_the_current_directive():
     assert engine._prompt == engine.composer.compose(wave, speaking=True) and SPEAKING_CUE in engine._prompt
 
 
+def _three_viewers_on_one_host(chunks: int):
+    """Three sessions (seeds 0-2) started on one shared EngineHost, and the first `chunks`
+    chunks each gets on an engine of its own (what the shared host must reproduce)."""
+    from comfyui_persona.video.longlive.host import EngineHost
+    from comfyui_persona.video.longlive.runtime import EngineRuntime
+
+    specs = [dataclasses.replace(SPEC, seed=i, persona_id=f"p{i}") for i in range(3)]
+    alone = []
+    for spec in specs:
+        engine = tiny_engine()
+        engine.start_session(spec)
+        alone.append([engine.next_chunk().frames for _ in range(chunks)])
+    host = EngineHost(EngineRuntime(tiny_engine().model), tiny_taehv())
+    viewers = [LongLiveBackend(host=host, text_encoder=shared_text_encoder()) for _ in specs]
+    for viewer, spec in zip(viewers, specs, strict=True):
+        viewer.start_session(spec)
+    return host, viewers, alone
+
+
 def test_sessions_asking_back_to_back_ride_in_one_batch_and_each_gets_its_own_frames():
     """Three viewers on one engine, each asking for its next chunk from its own thread as soon
     as it has the last (the render loop's way): the host keeps them in one batched pass
@@ -156,21 +175,8 @@ def test_sessions_asking_back_to_back_ride_in_one_batch_and_each_gets_its_own_fr
     and every viewer gets the frames it gets alone."""
     import threading
 
-    from comfyui_persona.video.longlive.host import EngineHost
-    from comfyui_persona.video.longlive.runtime import EngineRuntime
-
     chunks = 6
-    specs = [dataclasses.replace(SPEC, seed=i, persona_id=f"p{i}") for i in range(3)]
-    alone = []
-    for spec in specs:
-        engine = tiny_engine()
-        engine.start_session(spec)
-        alone.append([engine.next_chunk().frames for _ in range(chunks)])
-
-    host = EngineHost(EngineRuntime(tiny_engine().model), tiny_taehv())
-    viewers = [LongLiveBackend(host=host, text_encoder=shared_text_encoder()) for _ in specs]
-    for viewer, spec in zip(viewers, specs, strict=True):
-        viewer.start_session(spec)
+    host, viewers, alone = _three_viewers_on_one_host(chunks)
     got: list[list[np.ndarray]] = [[] for _ in viewers]
     errors: list[BaseException] = []
 
@@ -200,21 +206,8 @@ def test_a_viewer_asking_late_joins_the_batch_through_a_chunk_begun_for_it():
     chunk (the most out of step viewers can be): from the second round on, every pass carries
     all three, because the host begins the next chunk of the viewers not asking yet
     (`EngineHost.prefetch`); each viewer still gets the frames it gets alone."""
-    from comfyui_persona.video.longlive.host import EngineHost
-    from comfyui_persona.video.longlive.runtime import EngineRuntime
-
     rounds = 4
-    specs = [dataclasses.replace(SPEC, seed=i, persona_id=f"p{i}") for i in range(3)]
-    alone = []
-    for spec in specs:
-        engine = tiny_engine()
-        engine.start_session(spec)
-        alone.append([engine.next_chunk().frames for _ in range(rounds)])
-
-    host = EngineHost(EngineRuntime(tiny_engine().model), tiny_taehv())
-    viewers = [LongLiveBackend(host=host, text_encoder=shared_text_encoder()) for _ in specs]
-    for viewer, spec in zip(viewers, specs, strict=True):
-        viewer.start_session(spec)
+    host, viewers, alone = _three_viewers_on_one_host(rounds)
     got: list[list[np.ndarray]] = [[] for _ in viewers]
     after_first_round = None
     for r in range(rounds):
