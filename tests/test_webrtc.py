@@ -267,6 +267,20 @@ async def test_a_peer_that_goes_away_fails_over_to_websocket_media(service):
         await client.wait_binary(MEDIA_JPEG, 3, after=client.messages.index(ended) + 1)
 
 
+async def test_a_peer_that_never_connects_fails_with_webrtc_failed_and_media_stay_on_the_websocket(service):
+    service.config.webrtc_connect_timeout_s = 0.5  # the client below never applies the answer
+    async with running(service) as server, viewer(server) as client, peer(("video",)) as pc:
+        await pc.setLocalDescription(await pc.createOffer())
+        await client.send(type="webrtc.offer", id="o1", sdp=pc.localDescription.sdp)
+        await client.wait_type("webrtc.answer", NEGOTIATE_TIMEOUT)
+        error = await client.wait_type("error", code="webrtc_failed")
+        assert "not connected within 0.5 s" in error["message"]
+        failed = await client.wait_type("webrtc.state", state="failed")
+        assert failed["media"] == "websocket"
+        assert not service.webrtc.peers
+        await client.wait_binary(MEDIA_JPEG, 3, after=len(client.messages))
+
+
 # -- bad input ------------------------------------------------------------------------------------
 
 
