@@ -17,6 +17,7 @@ import json
 import numpy as np
 import pytest
 import websockets
+from blockbuster import blockbuster_ctx
 
 pytest.importorskip("aiortc")
 
@@ -30,6 +31,16 @@ from server_harness import TIMEOUT, running, service_fixtures  # noqa: E402
 service, _warm = service_fixtures(resume_grace_s=5.0)
 
 NEGOTIATE_TIMEOUT = 30.0
+
+
+@pytest.fixture(autouse=True)
+def no_blocking():
+    """Fail on blocking calls (file I/O, sleeps...) made on the event loop thread by our code.
+    The client peer's close joins its decoder thread (aiortc's receiver): allowed there only."""
+    with blockbuster_ctx(["comfyui_persona"]) as guard:
+        for name in ("threading.Lock.acquire", "threading.Lock.acquire_lock"):
+            guard.functions[name].can_block_in("aiortc/rtcrtpreceiver.py", "__stop_decoder")
+        yield guard
 SPEECH = "Hello there! It is lovely to see you today."
 
 

@@ -63,12 +63,12 @@ def video_codecs() -> list[str]:
     return [*names, "VP8"]
 
 
-def _codec_preferences(kind: str) -> list:
-    """aiortc's capabilities for `kind`, ordered by `video_codecs()` (audio: Opus only),
-    each with its retransmission (rtx) entry."""
+def _codec_preferences(kind: str, video: list[str]) -> list:
+    """aiortc's capabilities for `kind`, ordered by `video` (audio: Opus only), each with its
+    retransmission (rtx) entry."""
     from aiortc import RTCRtpSender
 
-    wanted = video_codecs() if kind == "video" else ["opus"]
+    wanted = video if kind == "video" else ["opus"]
     codecs = RTCRtpSender.getCapabilities(kind).codecs
     chosen = [c for name in wanted for c in codecs if c.mimeType.split("/")[1].lower() == name.lower()]
     return chosen + [c for c in codecs if c.mimeType.lower().endswith("/rtx")]
@@ -77,7 +77,7 @@ def _codec_preferences(kind: str) -> list:
 class WebRTCPeer:
     """One connection's peer connection: its tracks, its state, and the media switch (`MediaSink`)."""
 
-    def __init__(self, connection: Connection, config: ServerConfig, audio_rate: int,
+    def __init__(self, connection: Connection, config: ServerConfig, audio_rate: int, video_codecs: list[str],
                  on_end: Callable[[WebRTCPeer], None]) -> None:
         from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
@@ -86,6 +86,7 @@ class WebRTCPeer:
         self.connection = connection
         self.config = config
         self.audio_rate = audio_rate
+        self.video_codecs = video_codecs
         self._on_end = on_end
         servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in config.ice_servers]
         # An explicit list, even empty: aiortc's default is a public STUN server.
@@ -120,17 +121,17 @@ class WebRTCPeer:
             raise ProtocolError("bad_offer", "the offer has no audio or video section (m=audio / m=video)", offer.id)
         if "video" in kinds:
             self.video_track = VideoTrack()
-            self.pc.addTransceiver(self.video_track, direction="sendonly").setCodecPreferences(_codec_preferences("video"))
+            self.pc.addTransceiver(self.video_track, direction="sendonly").setCodecPreferences(_codec_preferences("video", self.video_codecs))
         if "audio" in kinds:
             self.audio_track = AudioTrack(self.audio_rate, self.clock)
-            self.pc.addTransceiver(self.audio_track, direction="sendonly").setCodecPreferences(_codec_preferences("audio"))
+            self.pc.addTransceiver(self.audio_track, direction="sendonly").setCodecPreferences(_codec_preferences("audio", []))
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
         except Exception as exc:
             text = str(exc)
             if "send parameters" in text:  # aiortc: no codec in common for a media section
                 kind = "video" if "video" in text else "audio"
-                have = ", ".join(video_codecs()) if kind == "video" else "opus"
+                have = ", ".join(self.video_codecs) if kind == "video" else "opus"
                 text = f"the offer has no {kind} codec this server sends ({have})"
             raise ProtocolError("bad_offer", f"the offer cannot be answered: {text}", offer.id) from None
         await self.pc.setLocalDescription(await self.pc.createAnswer())
@@ -229,6 +230,8 @@ class WebRTCDesk:
         self.config = config
         self.audio_rate = audio_rate
         self.unavailable = "WebRTC is off on this server" if not config.webrtc else _missing_aiortc()
+        # Probed once, when the server is built (off the event loop): PyAV's encoders do not change.
+        self.video_codecs = video_codecs() if self.unavailable is None else []
         self.peers: dict[Connection, WebRTCPeer] = {}
         self._offers: dict[Connection, collections.deque[float]] = {}
 
@@ -243,7 +246,7 @@ class WebRTCDesk:
         ready["features"] = [*ready["features"], "webrtc"]
         ready["webrtc"] = {
             "ice_servers": [s.model_dump(exclude_none=True) for s in self.config.ice_servers],
-            "video_codecs": video_codecs(),
+            "video_codecs": list(self.video_codecs),
             "audio_codecs": ["opus"],
         }
 
@@ -277,7 +280,7 @@ class WebRTCDesk:
             raise ProtocolError("rate_limited", f"more than {limit} webrtc.offer per minute; wait before offering again",
                                 offer.id)
         times.append(now)
-        peer = WebRTCPeer(connection, self.config, self.audio_rate, self._forget_peer)
+        peer = WebRTCPeer(connection, self.config, self.audio_rate, self.video_codecs, self._forget_peer)
         self.peers[connection] = peer
         try:
             answer = await peer.answer(offer)
