@@ -244,6 +244,22 @@ async def _drain(track) -> None:
         await track.recv()
 
 
+async def test_a_client_offering_only_vp8_gets_vp8_video_that_decodes(service):
+    async with running(service) as server, viewer(server, video={"format": "jpeg", "max_fps": 10}) as client:
+        async with peer(("video",)) as pc:
+            await pc.setLocalDescription(await pc.createOffer())
+            sdp = offer_sdp_with_codecs(pc.localDescription.sdp, "video", {"VP8", "rtx"})
+            assert "H264" not in sdp
+            await client.send(type="webrtc.offer", id="o1", sdp=sdp)
+            answer = await client.wait_type("webrtc.answer", NEGOTIATE_TIMEOUT)
+            assert answer["codecs"] == {"video": "VP8"}
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+            await client.wait_type("webrtc.state", NEGOTIATE_TIMEOUT, state="connected")
+            frames = await receive(await asyncio.wait_for(pc.tracks["video"], TIMEOUT), 4)
+            assert all((f.width, f.height) == (384, 384) for f in frames)
+            assert frames[-1].to_ndarray(format="rgb24").std() > 10
+
+
 async def test_a_client_that_never_offers_keeps_jpeg_and_pcm_over_the_websocket(service):
     async with running(service) as server, viewer(server) as client:
         await client.send(type="action", id="a1", directive={"action": "idle", "expression": "smile",
