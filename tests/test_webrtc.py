@@ -397,3 +397,38 @@ async def test_webrtc_off_in_the_settings_is_not_announced_and_offers_are_refuse
             await client.wait_binary(MEDIA_JPEG, 2)
     finally:
         service.pool.shutdown(wait=True)
+
+
+# -- settings -------------------------------------------------------------------------------------
+
+
+def test_ice_servers_are_stun_or_turn_urls_and_a_bare_url_is_a_server():
+    import argparse
+
+    from comfyui_persona.headless.server.config import ServerConfig
+    from comfyui_persona.headless.settings_args import SettingsError, add_model_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser, ServerConfig)
+    config = settings_from_args(ServerConfig, parser.parse_args(["--ice-server", "stun:stun.example.org:3478",
+                                                                 "--no-webrtc"]))
+    assert [s.urls for s in config.ice_servers] == [["stun:stun.example.org:3478"]] and config.webrtc is False
+    turn = ServerConfig(ice_servers=[{"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"}])
+    assert turn.ice_servers[0].username == "u"
+    with pytest.raises(SettingsError, match="not a stun:, stuns:, turn: or turns: URL"):
+        settings_from_args(ServerConfig, parser.parse_args(["--ice-server", "http://example.org"]))
+    with pytest.raises(ValueError, match="extra"):
+        ServerConfig(ice_servers=[{"urls": ["stun:a:1"], "password": "p"}])
+
+
+async def test_configured_ice_servers_are_announced_in_ready():
+    from server_harness import make_service
+
+    servers = [{"urls": ["stun:stun.example.org:3478"]},
+               {"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"}]
+    service = await asyncio.to_thread(make_service, ice_servers=servers)
+    try:
+        async with running(service) as server, viewer(server) as client:
+            assert client.ready["webrtc"]["ice_servers"] == servers
+    finally:
+        service.pool.shutdown(wait=True)
