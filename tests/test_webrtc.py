@@ -417,6 +417,10 @@ def test_ice_servers_are_stun_or_turn_urls_and_a_bare_url_is_a_server():
     assert turn.ice_servers[0].username == "u"
     with pytest.raises(SettingsError, match="not a stun:, stuns:, turn: or turns: URL"):
         settings_from_args(ServerConfig, parser.parse_args(["--ice-server", "http://example.org"]))
+    with pytest.raises(ValueError, match="needs a username and a credential"):
+        ServerConfig(ice_servers=["turn:turn.example.org:3478"])  # a browser would throw on it
+    with pytest.raises(ValueError, match="port must be"):
+        ServerConfig(ice_servers=["stun:stun.example.org:99999"])
     with pytest.raises(ValueError, match="extra"):
         ServerConfig(ice_servers=[{"urls": ["stun:a:1"], "password": "p"}])
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ...errors import PersonaError
+
+#: RFC 7064 / 7065 URLs as browsers and aiortc take them (IPv6 literals are not supported by aiortc).
+_ICE_URL = re.compile(r"(?P<scheme>stuns?|turns?):(?P<host>[A-Za-z0-9.\-]+)(:(?P<port>[0-9]{1,5}))?"
+                      r"(\?transport=(?P<transport>udp|tcp))?")
 
 
 class IceServer(BaseModel):
@@ -31,9 +36,22 @@ class IceServer(BaseModel):
     @classmethod
     def _stun_or_turn(cls, urls: list[str]) -> list[str]:
         for url in urls:
-            if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
-                raise ValueError(f"{url[:80]!r} is not a stun:, stuns:, turn: or turns: URL")
+            found = _ICE_URL.fullmatch(url)
+            if not found:
+                raise ValueError(f"{url[:80]!r} is not a stun:, stuns:, turn: or turns: URL "
+                                 "(scheme:host[:port], turn with ?transport=udp or tcp)")
+            if found["port"] and not 1 <= int(found["port"]) <= 65535:
+                raise ValueError(f"{url[:80]!r}: the port must be in [1, 65535]")
+            if found["transport"] and not found["scheme"].startswith("turn"):
+                raise ValueError(f"{url[:80]!r}: only turn: URLs take a transport")
         return urls
+
+    @model_validator(mode="after")
+    def _turn_needs_credentials(self) -> IceServer:
+        """Browsers refuse a TURN server without both (RTCPeerConnection throws)."""
+        if any(u.startswith("turn") for u in self.urls) and not (self.username and self.credential):
+            raise ValueError("a turn: or turns: server needs a username and a credential")
+        return self
 
 
 class ServerConfig(BaseModel):
