@@ -436,3 +436,49 @@ async def test_configured_ice_servers_are_announced_in_ready():
             assert client.ready["webrtc"]["ice_servers"] == servers
     finally:
         service.pool.shutdown(wait=True)
+
+
+# -- the audio track's framing and clock --------------------------------------------------------
+
+
+def _packet(pts_ms: int, samples: np.ndarray) -> bytes:
+    from comfyui_persona.headless.server.protocol import media_frame
+
+    return media_frame(MEDIA_AUDIO, 0, pts_ms, samples.astype("<i2").tobytes())
+
+
+async def test_audio_is_cut_into_20_ms_frames_on_the_session_clock_and_a_gap_keeps_its_pts():
+    from comfyui_persona.headless.server.webrtc_tracks import AudioTrack, MediaClock
+
+    track = AudioTrack(22050, MediaClock())
+    speech = (np.sin(np.arange(4410) / 7.0) * 8000).astype(np.int16)
+    track.push_packet(_packet(1000, speech[:2000]))  # 90.7 ms
+    track.push_packet(_packet(1091, speech[2000:]))  # stamped in whole ms (7 samples off): it continues
+    frames = [await asyncio.wait_for(track.recv(), TIMEOUT) for _ in range(10)]
+    assert all(f.samples == 441 and f.sample_rate == 22050 for f in frames)
+    assert [f.pts for f in frames] == [22050 + 441 * k for k in range(10)]
+    assert np.array_equal(np.concatenate([f.to_ndarray().reshape(-1) for f in frames]), speech)
+    # After a silence: 100 samples at 3 s wait for more; the next packet (5 s) is not contiguous,
+    # so they go out padded to a frame with their own pts, and the new one keeps its pts.
+    track.push_packet(_packet(3000, speech[:100]))
+    track.push_packet(_packet(5000, speech[:441]))
+    tail, after = [await asyncio.wait_for(track.recv(), TIMEOUT) for _ in range(2)]
+    assert (tail.pts, after.pts) == (3 * 22050, 5 * 22050)
+    assert np.array_equal(tail.to_ndarray()[0, :100], speech[:100]) and not tail.to_ndarray()[0, 100:].any()
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await track.recv()
+
+
+async def test_audio_waits_for_the_picture_with_the_same_pts():
+    """Speech is released ahead of the picture; the track holds it until that picture was
+    handed over, so audio and video leave with the same pts-to-wall-time relation."""
+    from comfyui_persona.headless.server.webrtc_tracks import AudioTrack, MediaClock
+
+    clock = MediaClock()
+    track = AudioTrack(22050, clock)
+    loop = asyncio.get_running_loop()
+    clock.shown(1000, loop.time())  # the picture at 1000 ms is on screen now
+    track.push_packet(_packet(1300, np.ones(441, dtype=np.int16)))
+    await asyncio.wait_for(track.recv(), TIMEOUT)
+    assert loop.time() >= clock.due(1300) - 0.005
