@@ -12,12 +12,16 @@ frames per second delivered, bytes per frame, and the quality of what the viewer
 it shows. The rendered frames are tapped on the connection's media hook (`Connection.media`),
 which both transports go through. JPEG quality is the server's `jpeg_quality`; the WebRTC
 bitrate is whatever aiortc's REMB control settles on over loopback (no impairment here).
+Latency: from the frame's hand-over to the transport (the pump's send, the same point for
+both) to a decoded picture at the viewer, on the one loop clock of this process (JPEG: arrival
+plus the decode's time; WebRTC: aiortc's encode, packetisation, jitter buffer and decode).
+Rendering before and display after are the same for both and not counted.
 
     .venv/bin/python benchmarks/transport.py                       # 384x384 and 832x480, 15 s each
     .venv/bin/python benchmarks/transport.py --sizes 384x384 --seconds 5 --no-save
 
-Writes `benchmarks/results/transport-cpu-<date>.json`. Glass-to-glass latency and impaired
-links (loss, delay) are not measured here yet.
+Writes `benchmarks/results/transport-cpu-<date>.json`. Not measured here yet: a browser's
+glass-to-glass latency and impaired links (loss, delay).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import statistics
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,11 +56,13 @@ class Tap:
     def __init__(self, inner=None, keep: int = 2000) -> None:
         self.inner = inner
         self.rendered: dict[int, np.ndarray] = {}
+        self.handed: dict[int, float] = {}  # pts → loop time the frame went to the transport
         self.keep = keep
 
     def video(self, frame) -> bool:
         if frame.rgb is not None and len(self.rendered) < self.keep:
             self.rendered[frame.pts_ms] = np.array(frame.rgb)
+            self.handed[frame.pts_ms] = asyncio.get_running_loop().time()
         return self.inner.video(frame) if self.inner is not None else False
 
     def audio(self, packet: bytes) -> bool:
@@ -116,16 +123,30 @@ async def measure_websocket(server, connection_of, warmup: float, seconds: float
             if began is None and loop.time() >= deadline - seconds:
                 began = loop.time()
             if began is not None:
-                received.append((pts, payload, len(data)))
+                received.append((pts, payload, len(data), loop.time()))
         elapsed = loop.time() - began
         stop.set()
         await actor
-    scores = [psnr(simplejpeg.decode_jpeg(payload), tap.rendered[pts]) for pts, payload, _ in received
-              if pts in tap.rendered]
-    total = sum(size for _, _, size in received)
+    scores, latencies = [], []
+    for pts, payload, _, arrived in received:
+        if pts not in tap.rendered:
+            continue
+        started = time.perf_counter()
+        picture = simplejpeg.decode_jpeg(payload)
+        decode_s = time.perf_counter() - started  # the viewer decodes too: counted in its latency
+        scores.append(psnr(picture, tap.rendered[pts]))
+        latencies.append((arrived - tap.handed[pts] + decode_s) * 1000)
+    total = sum(size for _, _, size, _ in received)
     return {"bytes_per_s": total / elapsed, "kbit_per_s": total * 8 / elapsed / 1000, "fps": len(received) / elapsed,
             "bytes_per_frame": total / max(1, len(received)), "psnr_db_mean": statistics.fmean(scores),
-            "psnr_db_p05": float(np.percentile(scores, 5)), "frames": len(received), "seconds": elapsed}
+            "psnr_db_p05": float(np.percentile(scores, 5)), **latency_metrics(latencies),
+            "frames": len(received), "seconds": elapsed}
+
+
+def latency_metrics(latencies: list[float]) -> dict:
+    """Handed to the transport → decoded picture at the viewer (one loop clock: same process)."""
+    return {"handover_to_decoded_ms_p50": float(np.percentile(latencies, 50)),
+            "handover_to_decoded_ms_p95": float(np.percentile(latencies, 95))}
 
 
 async def measure_webrtc(server, service, connection_of, warmup: float, seconds: float) -> dict:
@@ -176,14 +197,17 @@ async def measure_webrtc(server, service, connection_of, warmup: float, seconds:
                 stats = await sender.getStats()
                 return sum(s.bytesSent for s in stats.values() if getattr(s, "type", "") == "outbound-rtp")
 
-            decoded: list[tuple[int, np.ndarray]] = []
+            decoded: list[tuple[int, float]] = []  # (RTP pts, loop time decoded)
+            pictures: dict[int, np.ndarray] = {}  # every third one, for PSNR (memory at 832x480)
             deadline = loop.time() + warmup
             while loop.time() < deadline:
                 await asyncio.wait_for(track.recv(), 10)
             start_bytes, began = await sent_bytes(), loop.time()
             while loop.time() < began + seconds:
                 frame = await asyncio.wait_for(track.recv(), 10)
-                decoded.append((frame.pts, frame.to_ndarray(format="rgb24")))
+                decoded.append((frame.pts, loop.time()))
+                if len(decoded) % 3 == 1:
+                    pictures[frame.pts] = frame.to_ndarray(format="rgb24")
             end_bytes, elapsed = await sent_bytes(), loop.time() - began
             stop.set()
             await actor
@@ -198,13 +222,17 @@ async def measure_webrtc(server, service, connection_of, warmup: float, seconds:
     first_pts = decoded[0][0]
     candidates = [(first_pts - p * 90) % 2**32 for p in rendered]
     origin = max(candidates, key=lambda o: sum(((t - o) % 2**32) // 90 in rendered for t, _ in decoded[:50]))
-    scores = [psnr(picture, rendered[((t - origin) % 2**32) // 90]) for t, picture in decoded
-              if ((t - origin) % 2**32) // 90 in rendered]
+
+    def session_pts(t: int) -> int:
+        return ((t - origin) % 2**32) // 90
+
+    scores = [psnr(picture, rendered[session_pts(t)]) for t, picture in pictures.items() if session_pts(t) in rendered]
+    latencies = [(at - tap.handed[session_pts(t)]) * 1000 for t, at in decoded if session_pts(t) in tap.handed]
     total = end_bytes - start_bytes
     return {"codec": codec, "bytes_per_s": total / elapsed, "kbit_per_s": total * 8 / elapsed / 1000,
             "fps": len(decoded) / elapsed, "bytes_per_frame": total / max(1, len(decoded)),
             "psnr_db_mean": statistics.fmean(scores), "psnr_db_p05": float(np.percentile(scores, 5)),
-            "frames": len(decoded), "frames_scored": len(scores), "seconds": elapsed}
+            **latency_metrics(latencies), "frames": len(decoded), "frames_scored": len(scores), "seconds": elapsed}
 
 
 @dataclass
@@ -269,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         j, w = result["jpeg_ws"], result["webrtc"]
         print(f"{size}: JPEG/WS {j['kbit_per_s']:.0f} kbit/s at {j['fps']:.1f} fps, PSNR {j['psnr_db_mean']:.1f} dB | "
               f"WebRTC {w['codec']} {w['kbit_per_s']:.0f} kbit/s at {w['fps']:.1f} fps, PSNR {w['psnr_db_mean']:.1f} dB"
-              f" | ratio {result['webrtc_bytes_ratio']:.3f}", flush=True)
+              f" | ratio {result['webrtc_bytes_ratio']:.3f} | hand-over to decoded p50 "
+              f"{j['handover_to_decoded_ms_p50']:.1f} vs {w['handover_to_decoded_ms_p50']:.1f} ms", flush=True)
     if not args.no_save:
         config = {"sizes": args.sizes, "seconds": args.seconds, "warmup": args.warmup,
                   "jpeg_quality": ServerConfig().jpeg_quality, "backend": "preview", "fps": 24,
