@@ -74,7 +74,8 @@ def add_model_arguments(
             group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=_UNSET, help=help_text)
         elif kind is list:
             singular = _flag(name.rstrip("s"))
-            group.add_argument(singular, *flags[1:], dest=name, action="append", default=_UNSET, metavar="TEXT",
+            # None, not _UNSET: argparse's "append" appends to the default object itself.
+            group.add_argument(singular, *flags[1:], dest=name, action="append", default=None, metavar="TEXT",
                                help=help_text + " (repeat for several)")
         else:
             choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else None
@@ -107,7 +108,7 @@ def settings_from_args(model: type[BaseModel], args: argparse.Namespace, config_
     values.update({k: v for k, v in overrides.items() if v is not None})
     for name in model.model_fields:
         given = getattr(args, name, _UNSET)
-        if given is not _UNSET:
+        if given is not _UNSET and given is not None:  # None: a list flag not given
             values[name] = given
     try:
         return model(**values)

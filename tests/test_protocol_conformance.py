@@ -39,6 +39,7 @@ COVERED_CODES = {
     "unauthorized", "rate_limited", "busy", "internal",
     "interrupted",  # a host that pauses: ComfyUI's queue (tests/test_comfyui_native.py)
     "session_in_use",  # hello with takeover: false (tests/test_session_takeover_history.py)
+    "bad_offer", "webrtc_unavailable", "webrtc_failed",  # WebRTC signalling (tests/test_webrtc.py)
 }
 
 

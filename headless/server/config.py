@@ -4,12 +4,54 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ...errors import PersonaError
+
+#: RFC 7064 / 7065 URLs as browsers and aiortc take them (IPv6 literals are not supported by aiortc).
+_ICE_URL = re.compile(r"(?P<scheme>stuns?|turns?):(?P<host>[A-Za-z0-9.\-]+)(:(?P<port>[0-9]{1,5}))?"
+                      r"(\?transport=(?P<transport>udp|tcp))?")
+
+
+class IceServer(BaseModel):
+    """One STUN or TURN server handed to both peers (`RTCIceServer` in the browser's terms)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    urls: list[str] = Field(min_length=1, max_length=8, description="stun:host:port or turn:host:port?transport=udp URLs.")
+    username: str | None = Field(default=None, max_length=256, description="TURN user name.")
+    credential: str | None = Field(default=None, max_length=256, description="TURN password.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_url(cls, value: Any) -> Any:
+        """A bare URL (`--ice-server stun:host:3478` on the command line) is a server without credentials."""
+        return {"urls": [value]} if isinstance(value, str) else value
+
+    @field_validator("urls")
+    @classmethod
+    def _stun_or_turn(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            found = _ICE_URL.fullmatch(url)
+            if not found:
+                raise ValueError(f"{url[:80]!r} is not a stun:, stuns:, turn: or turns: URL "
+                                 "(scheme:host[:port], turn with ?transport=udp or tcp)")
+            if found["port"] and not 1 <= int(found["port"]) <= 65535:
+                raise ValueError(f"{url[:80]!r}: the port must be in [1, 65535]")
+            if found["transport"] and not found["scheme"].startswith("turn"):
+                raise ValueError(f"{url[:80]!r}: only turn: URLs take a transport")
+        return urls
+
+    @model_validator(mode="after")
+    def _turn_needs_credentials(self) -> IceServer:
+        """Browsers refuse a TURN server without both (RTCPeerConnection throws)."""
+        if any(u.startswith("turn") for u in self.urls) and not (self.username and self.credential):
+            raise ValueError("a turn: or turns: server needs a username and a credential")
+        return self
 
 
 class ServerConfig(BaseModel):
@@ -98,6 +140,24 @@ class ServerConfig(BaseModel):
     )
     recordings_min_free_mb: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
         default=512, description="No recording starts, and one in progress stops, when the disk has less free."
+    )
+    # -- WebRTC media (protocol 1.1, docs/server.md) -------------------------------------------
+    webrtc: bool = Field(
+        default=True,
+        description="Offer WebRTC media (video and Opus audio over aiortc) to clients that send webrtc.offer; "
+        "the WebSocket stays for control and is the media fallback. Needs the webrtc extra (aiortc).",
+    )
+    ice_servers: list[IceServer] = Field(
+        default_factory=list, max_length=16,
+        description="STUN/TURN servers for WebRTC, given to the server's peers and announced in ready.webrtc "
+        "(none: host candidates only, enough on localhost and a LAN). In a settings file: "
+        '[{"urls": ["stun:stun.example.org:3478"]}].',
+    )
+    webrtc_offers_per_minute: Annotated[int, Field(ge=1, le=600)] = Field(
+        default=6, description="webrtc.offer messages one connection may send per minute (each builds a peer connection)."
+    )
+    webrtc_connect_timeout_s: Annotated[float, Field(gt=0.0, le=300.0)] = Field(
+        default=20.0, description="A WebRTC peer not connected this long after its answer is closed (webrtc_failed)."
     )
     log_repeats: Annotated[int, Field(ge=1, le=100_000)] = Field(
         default=20, description="The same log message at most this often per 10 s (a flood is summarised)."

@@ -3,6 +3,9 @@
 JSON messages go first, then frames from the attached session's `FrameQueue`, paced at the
 stream rate (never bursting to catch up by more than one frame), and a `metrics` message
 every second. Audio packets (bytes) go as soon as they are queued.
+
+A `MediaSink` (1.1: a connected WebRTC peer, webrtc.py) may take the frames and audio
+instead: the pump still paces and counts them, only the bytes stop going over the socket.
 """
 
 from __future__ import annotations
@@ -10,14 +13,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from .frames import FrameQueue
+    from .frames import EncodedFrame, FrameQueue
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "MediaSink"]
+
+
+class MediaSink(Protocol):
+    """Another way out for this connection's media (WebRTC tracks): True = taken, not sent here."""
+
+    def video(self, frame: EncodedFrame) -> bool: ...
+
+    def audio(self, packet: bytes) -> bool: ...
 
 
 class Connection:
@@ -32,6 +43,7 @@ class Connection:
         self.session = None  # the attached ViewerSession (the service's bookkeeping)
         self.max_fps = max_fps
         self.closed = False
+        self.media: MediaSink | None = None  # 1.1: a WebRTC peer carrying the media, once connected
         self.pump_task: asyncio.Task | None = None
 
     def send(self, message: dict | bytes) -> None:
@@ -51,7 +63,8 @@ class Connection:
                 while self.outbox:
                     item = self.outbox.popleft()
                     if isinstance(item, bytes):  # an audio packet (kind 2): sent as soon as synthesised
-                        await self.ws.send_bytes(item)
+                        if self.media is None or not self.media.audio(item):
+                            await self.ws.send_bytes(item)
                     else:
                         await self.ws.send_str(json.dumps(item, separators=(",", ":")))
                 stream = self.stream
@@ -64,7 +77,8 @@ class Connection:
                         if self.max_fps and last_pts is not None and frame.pts_ms - last_pts < 1000.0 / self.max_fps - 1:
                             stream.want_frames()
                             continue  # the viewer asked for fewer frames per second: skip, not stale
-                        await self.ws.send_bytes(frame.data)
+                        if self.media is None or not self.media.video(frame):
+                            await self.ws.send_bytes(frame.data)
                         last_pts = frame.pts_ms
                         stream.frame_sent(frame, loop.time())
                         # Keep the rate: never burst to catch up by more than one frame.

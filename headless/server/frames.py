@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from dataclasses import dataclass, field
+from typing import Any
 
 from .metrics import ServerMetrics
 
@@ -23,6 +24,7 @@ class EncodedFrame:
     index: int
     pts_ms: int
     shows: list[int]  # turns whose directives this frame is the first to show
+    rgb: Any = None  # the rendered picture (uint8 HxWx3): what a WebRTC video track encodes
 
 
 @dataclass

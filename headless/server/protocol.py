@@ -1,4 +1,4 @@
-"""Persona chat protocol v1 (PROTOCOL.md): parsing client messages, building server ones.
+"""Persona chat protocol v1.1 (PROTOCOL.md): parsing client messages, building server ones.
 
 Pure functions and plain data, no I/O, so the rules are testable without a socket and
 the ComfyUI mount speaks exactly the same protocol. Every rule a client can break maps
@@ -32,7 +32,8 @@ MEDIA_JPEG = 1
 MEDIA_AUDIO = 2
 _MEDIA_HEADER = struct.Struct(">BIQ")  # u8 kind, u32 frame_index, u64 pts_ms (big-endian)
 
-CLIENT_TYPES = ("hello", "chat", "action", "reset", "ping", "record", "resume")
+CLIENT_TYPES = ("hello", "chat", "action", "reset", "ping", "record", "resume", "webrtc.offer", "webrtc.candidate",
+                "webrtc.close")
 ERROR_CODES = (
     "bad_json",
     "unknown_type",
@@ -46,6 +47,9 @@ ERROR_CODES = (
     "internal",
     "interrupted",
     "session_in_use",
+    "bad_offer",  # 1.1: a `webrtc.offer` that cannot be answered (malformed SDP, no codec we send)
+    "webrtc_unavailable",  # 1.1: WebRTC is off on this server, or aiortc is not installed
+    "webrtc_failed",  # 1.1: the peer connection failed or timed out; media went back to the WebSocket
 )
 #: Codes after which the server closes the connection.
 FATAL_CODES = frozenset({"unauthorized", "busy"})
@@ -116,7 +120,36 @@ class Resume:
     id: str | None
 
 
-ClientMessage = Hello | Chat | Action | Reset | Ping | Record | Resume
+@dataclass(frozen=True)
+class WebRTCOffer:
+    """1.1: an SDP offer for WebRTC media; the server answers `webrtc.answer` (non-trickle)."""
+
+    id: str | None
+    sdp: str
+
+
+@dataclass(frozen=True)
+class WebRTCCandidate:
+    """1.1: one trickled remote ICE candidate (`candidate` "" or None: end of candidates)."""
+
+    candidate: str | None
+    sdp_mid: str | None
+    sdp_mline_index: int | None
+
+
+@dataclass(frozen=True)
+class WebRTCClose:
+    """1.1: stop WebRTC media; frames and audio go back to the WebSocket."""
+
+    id: str | None
+
+
+ClientMessage = Hello | Chat | Action | Reset | Ping | Record | Resume | WebRTCOffer | WebRTCCandidate | WebRTCClose
+
+#: Longest SDP accepted in `webrtc.offer` (a browser's offer with every codec is ~6-10 KB).
+MAX_SDP_CHARS = 32 * 1024
+#: Longest `webrtc.candidate.candidate` line.
+MAX_CANDIDATE_CHARS = 1024
 
 
 def frame_too_large(data: str | bytes) -> bool:
@@ -254,8 +287,36 @@ def _resume(obj: dict, reply_to: str | None) -> Resume:
     return Resume(id=_id(obj, required=False))
 
 
+def _webrtc_offer(obj: dict, reply_to: str | None) -> WebRTCOffer:
+    message_id = _id(obj, required=False)
+    sdp = obj.get("sdp")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise ProtocolError("invalid", "field 'sdp' is required (the offer's SDP text)", reply_to)
+    if len(sdp) > MAX_SDP_CHARS:
+        raise ProtocolError("too_large", f"field 'sdp' is {len(sdp)} characters; the limit is {MAX_SDP_CHARS}", reply_to)
+    return WebRTCOffer(id=message_id, sdp=sdp)
+
+
+def _webrtc_candidate(obj: dict, reply_to: str | None) -> WebRTCCandidate:
+    candidate = _optional_str(obj, "candidate", reply_to)
+    if candidate is not None and len(candidate) > MAX_CANDIDATE_CHARS:
+        raise ProtocolError("too_large", f"field 'candidate' is over {MAX_CANDIDATE_CHARS} characters", reply_to)
+    mid = _optional_str(obj, "sdpMid", reply_to)
+    index = obj.get("sdpMLineIndex")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 64):
+        raise ProtocolError("invalid", "field 'sdpMLineIndex' must be an integer in [0, 63]", reply_to)
+    if candidate and mid is None and index is None:
+        raise ProtocolError("invalid", "field 'sdpMid' or 'sdpMLineIndex' is required with a candidate", reply_to)
+    return WebRTCCandidate(candidate=candidate or None, sdp_mid=mid, sdp_mline_index=index)
+
+
+def _webrtc_close(obj: dict, reply_to: str | None) -> WebRTCClose:
+    return WebRTCClose(id=_id(obj, required=False))
+
+
 _PARSERS = {"hello": _hello, "chat": _chat, "action": _action, "reset": _reset, "ping": _ping, "record": _record,
-            "resume": _resume}
+            "resume": _resume, "webrtc.offer": _webrtc_offer, "webrtc.candidate": _webrtc_candidate,
+            "webrtc.close": _webrtc_close}
 
 
 # -- server → client -----------------------------------------------------------------------

@@ -59,7 +59,8 @@ class RenderLoop:
             index = chunk.first_index + k
             pts = int(chunk.pts_ms[k])
             payload = media_frame(MEDIA_JPEG, index, pts, self._encoder(rgb, self._quality))
-            self._tick_frames.append(EncodedFrame(payload, index, pts, list(chunk.shows_directives) if k == 0 else []))
+            shows = list(chunk.shows_directives) if k == 0 else []
+            self._tick_frames.append(EncodedFrame(payload, index, pts, shows, rgb=rgb))
 
     def keep_produced(self) -> None:
         """The frames of a run made outside the loop (the session's first) go to the queue."""

@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 
 from ...nodes.runtime import SessionStore
 from ...persona.card import ID_RE
+from ...video.voice.base import STREAM_RATE
 from ..runner import WorkflowError, WorkflowGraph
 from ..runner.hosts import RunnerHosts, SessionHosts
 from .config import ServerConfig, data_dir
@@ -44,12 +45,16 @@ from .protocol import (
     Record,
     Reset,
     Resume,
+    WebRTCCandidate,
+    WebRTCClose,
+    WebRTCOffer,
     error_message,
     frame_too_large,
     parse,
 )
 from .recording import RecordingDesk
 from .session import ViewerSession
+from .webrtc import WebRTCDesk
 
 log = logging.getLogger("comfyui_persona.serve")
 
@@ -93,6 +98,7 @@ class PersonaService:
             on_started=self._recording_started,
         )
         self.context = SessionContext(cfg, self.metrics, self.pool, self.speech_pool, self.encoder, self.recordings, self)
+        self.webrtc = WebRTCDesk(cfg, STREAM_RATE)  # 1.1: media over WebRTC for clients that offer
         self.gallery = GalleryRoutes(self.library, self.pool, self.config, self.recordings)
         self.default_persona = hosts.default_persona
         self._starting = 0
@@ -225,6 +231,7 @@ class PersonaService:
         self.closing = True  # sessions detached from here on are ended below, not given a grace
         for connection in list(self.connections):
             await connection.ws.close()
+        await self.webrtc.close()
         for session_id in list(self.sessions):
             await self.end_session(session_id, "server stopping")
         if self._ending:  # sessions whose grace ran out just before: their runners close on the pool
@@ -352,6 +359,7 @@ class PersonaService:
             session = connection.session
             if session is not None:
                 session.detach(connection)
+            await self.webrtc.forget(connection)
             await connection.close()
             self.connections.discard(connection)
             self.sockets_per_ip[peer] -= 1
@@ -454,7 +462,9 @@ class PersonaService:
             connection.max_fps = message.max_fps
             session, resumed = await self.open_session(message, connection)
             recordings = await loop_run(self.pool, self.recordings.of_session, session.id) if resumed else []
-            connection.send(session.ready_message(resumed, [r.public() for r in recordings]))
+            ready = session.ready_message(resumed, [r.public() for r in recordings])
+            self.webrtc.advertise(ready)
+            connection.send(ready)
             return False
         if session is None:
             raise ProtocolError("not_ready", "send hello first", getattr(message, "id", None))
@@ -490,6 +500,8 @@ class PersonaService:
             session.resume()
         elif isinstance(message, Record):
             await session.set_recording(message.on, message.id)
+        elif isinstance(message, (WebRTCOffer, WebRTCCandidate, WebRTCClose)):
+            await self.webrtc.handle(connection, message)
         return False
 
     def _check_token(self, hello: Hello, peer: str) -> None:

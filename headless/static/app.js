@@ -1,6 +1,7 @@
 // The headless chat page: wires the protocol client to the DOM. No build step.
 import { SpeechPlayer } from "./audio_player.js";
 import { PersonaClient } from "./persona_client.js";
+import { WebRTCMedia } from "./webrtc_media.js";
 
 const QUICK_ACTIONS = [
   ["wave", "smile"], ["smile", null], ["nod", "neutral"], ["shake_head", "neutral"],
@@ -17,6 +18,13 @@ const client = new PersonaClient({
 });
 
 const player = new SpeechPlayer();
+// Media transport: `?media=webrtc` negotiates WebRTC where the server and browser offer it
+// (falling back to the WebSocket); the default stays the WebSocket until the WebRTC page is
+// the tested default (docs/server.md "WebRTC media").
+const DEFAULT_MEDIA = "websocket";
+const rtcVideo = $("rtc-video");
+const rtc = new WebRTCMedia(client, rtcVideo, { enabled: (params.get("media") ?? DEFAULT_MEDIA) === "webrtc" });
+window.personaRtc = rtc; // what the tests read: rtc.transport, await rtc.stats()
 const canvas = $("video");
 const context = canvas.getContext("2d");
 const bubbles = new Map(); // reply_to → persona bubble (streamed replies fill it)
@@ -199,6 +207,15 @@ client.addEventListener("frame", (event) => {
 
 client.addEventListener("audio", (event) => player.push(event.detail.pts, event.detail.payload));
 
+rtc.addEventListener("transport", (event) => {
+  const { transport, codecs } = event.detail;
+  const badge = $("transport");
+  badge.dataset.transport = transport;
+  badge.textContent = transport === "webrtc" ? `WebRTC${codecs?.video ? ` (${codecs.video})` : ""}` : "WebSocket";
+  rtcVideo.hidden = transport !== "webrtc";
+  canvas.hidden = transport === "webrtc";
+});
+
 client.addEventListener("ready", (event) => {
   const ready = event.detail;
   if (!ready.resumed) player.restart();
@@ -289,6 +306,7 @@ document.addEventListener("keydown", () => player.resume(), { capture: true });
 $("mute").addEventListener("click", () => {
   const muted = $("mute").getAttribute("aria-pressed") !== "true";
   player.setMuted(muted);
+  rtc.setMuted(muted);
   $("mute").setAttribute("aria-pressed", String(muted));
   $("mute").textContent = muted ? "Unmute" : "Mute";
 });

@@ -8,6 +8,9 @@
 //   client.connect(); client.chat("wave please"); client.action({action: "nod", ...});
 //   client.record(true) / client.record(false)   // server-side MP4; "recording" answers
 //
+// 1.1: "webrtc.answer" and "webrtc.state" events too, and `signal(message)` sends WebRTC
+// signalling (webrtc_media.js negotiates; a client that never offers gets the media here).
+//
 // "audio" events carry speech packets: {index, pts, payload} with 16-bit LE mono PCM at
 // `client.ready.audio_rate` Hz, pts on the same clock as the frames' (play with
 // audio_player.js).
@@ -249,4 +252,11 @@ export class PersonaClient extends EventTarget {
   ping() { return this._send({ type: "ping", id: this._id() }); }
 
   record(on) { return this._send({ type: "record", id: this._id(), on: Boolean(on) }); }
+
+  /** 1.1 WebRTC signalling (webrtc_media.js): sent now or never (an offer is for this socket's session). */
+  signal(message) {
+    if (!this.ready || this.ws?.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(message));
+    return true;
+  }
 }

@@ -1,0 +1,484 @@
+"""Protocol 1.1 WebRTC media: a real aiortc peer in this process against the real server on port 0.
+
+The client negotiates over the WebSocket (`webrtc.offer` → `webrtc.answer`), receives the
+session's video (decoded, advancing) and its speech as Opus (decoded, not silent) on the
+tracks, and the WebSocket stops carrying kind-1/kind-2 frames from `webrtc.state connected`
+on. A client that never offers keeps JPEG/PCM; bad offers get protocol errors and keep the
+WebSocket media. Every peer is closed before its test ends (warnings are errors: a leaked
+socket fails the run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import numpy as np
+import pytest
+import websockets
+from blockbuster import blockbuster_ctx
+
+pytest.importorskip("aiortc")
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from aiortc.mediastreams import MediaStreamError  # noqa: E402
+
+from comfyui_persona.headless.server.protocol import MEDIA_AUDIO, MEDIA_JPEG, parse_media_frame  # noqa: E402
+from comfyui_persona.headless.server.webrtc import video_codecs  # noqa: E402
+from server_harness import TIMEOUT, running, service_fixtures  # noqa: E402
+
+service, _warm = service_fixtures(resume_grace_s=5.0)
+
+NEGOTIATE_TIMEOUT = 30.0
+
+
+@pytest.fixture(autouse=True)
+def no_blocking():
+    """Fail on blocking calls (file I/O, sleeps...) made on the event loop thread by our code.
+    The client peer's close joins its decoder thread (aiortc's receiver): allowed there only."""
+    with blockbuster_ctx(["comfyui_persona"]) as guard:
+        for name in ("threading.Lock.acquire", "threading.Lock.acquire_lock"):
+            guard.functions[name].can_block_in("aiortc/rtcrtpreceiver.py", "__stop_decoder")
+        yield guard
+SPEECH = "Hello there! It is lovely to see you today."
+
+
+class Viewer:
+    """A WebSocket client that keeps reading (a stalled reader would stall the server's pump):
+    JSON messages in order, and every binary frame with the number of JSON messages before it."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.messages: list[dict] = []
+        self.binary: list[tuple[int, int]] = []  # (media kind, JSON messages received before it)
+        self._changed = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for data in self.ws:
+                if isinstance(data, bytes):
+                    self.binary.append((parse_media_frame(data)[0], len(self.messages)))
+                else:
+                    self.messages.append(json.loads(data))
+                self._changed.set()
+
+    async def send(self, **message) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def wait_for(self, predicate, timeout: float = TIMEOUT, after: int = 0):
+        """The first JSON message from index `after` on that `predicate` holds for (waiting for new ones)."""
+        async def scan():
+            seen = after
+            while True:
+                for message in self.messages[seen:]:
+                    if predicate(message):
+                        return message
+                seen = len(self.messages)
+                self._changed.clear()
+                await self._changed.wait()
+        return await asyncio.wait_for(scan(), timeout)
+
+    async def wait_type(self, kind: str, timeout: float = TIMEOUT, after: int = 0, **match) -> dict:
+        return await self.wait_for(lambda m: m["type"] == kind and all(m.get(k) == v for k, v in match.items()),
+                                   timeout, after)
+
+    async def wait_binary(self, kind: int, count: int, after: int = 0, timeout: float = TIMEOUT) -> None:
+        """Until `count` binary frames of `kind` arrived after the first `after` JSON messages."""
+        async def scan():
+            while sum(1 for k, n in self.binary if k == kind and n >= after) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        await asyncio.wait_for(scan(), timeout)
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await asyncio.wait_for(self._task, TIMEOUT)
+
+
+@contextlib.asynccontextmanager
+async def viewer(server, **hello_fields):
+    async with websockets.connect(server.ws_url, open_timeout=TIMEOUT, close_timeout=5, max_size=None) as ws:
+        client = Viewer(ws)
+        try:
+            await client.send(type="hello", **hello_fields)
+            client.ready = await client.wait_type("ready")
+            yield client
+        finally:
+            await client.close()
+
+
+@contextlib.asynccontextmanager
+async def peer(kinds=("video", "audio")):
+    """An aiortc client peer that only receives; closed on exit."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    tracks: dict[str, asyncio.Future] = {kind: asyncio.get_running_loop().create_future() for kind in kinds}
+    for kind in kinds:
+        pc.addTransceiver(kind, direction="recvonly")
+
+    @pc.on("track")
+    def on_track(track):
+        if not tracks[track.kind].done():
+            tracks[track.kind].set_result(track)
+
+    pc.tracks = tracks
+    try:
+        yield pc
+    finally:
+        await pc.close()
+
+
+async def negotiate(client: Viewer, pc: RTCPeerConnection) -> dict:
+    """Offer (complete: aiortc gathers before `setLocalDescription` returns), apply the answer,
+    wait for `webrtc.state connected`; returns that message."""
+    await pc.setLocalDescription(await pc.createOffer())
+    await client.send(type="webrtc.offer", id="o1", sdp=pc.localDescription.sdp)
+    answer = await client.wait_for(lambda m: m["type"] in ("webrtc.answer", "error"), NEGOTIATE_TIMEOUT)
+    assert answer["type"] == "webrtc.answer", answer
+    assert answer["reply_to"] == "o1"
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+    return await client.wait_type("webrtc.state", NEGOTIATE_TIMEOUT, state="connected")
+
+
+async def receive(track, count: int, timeout: float = NEGOTIATE_TIMEOUT) -> list:
+    frames = []
+    async with asyncio.timeout(timeout):
+        while len(frames) < count:
+            frames.append(await track.recv())
+    return frames
+
+
+def offer_sdp_with_codecs(sdp: str, kind: str, keep: set[str]) -> str:
+    """`sdp` with the `kind` section's codecs cut down to those named in `keep` (by rtpmap)."""
+    lines = sdp.split("\r\n")
+    out, section, payloads = [], None, set()
+    rtpmaps = {}
+    for line in lines:
+        if line.startswith("m="):
+            section = line[2:].split()[0]
+        if section == kind and line.startswith("a=rtpmap:"):
+            pt, name = line[len("a=rtpmap:"):].split(" ", 1)
+            rtpmaps[pt] = name.split("/")[0]
+    payloads = {pt for pt, name in rtpmaps.items() if name in keep}
+    section = None
+    for line in lines:
+        if line.startswith("m="):
+            section = line[2:].split()[0]
+            if section == kind:
+                head = line.split()[:3]
+                line = " ".join(head + [pt for pt in line.split()[3:] if pt in payloads])
+        elif section == kind and line.startswith(("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")):
+            pt = line.split(":", 1)[1].split()[0]
+            if pt not in payloads:
+                continue
+        out.append(line)
+    return "\r\n".join(out)
+
+
+# -- negotiation and media --------------------------------------------------------------------------
+
+
+async def test_ready_announces_webrtc_with_its_codecs_and_no_ice_servers_by_default(service):
+    async with running(service) as server, viewer(server) as client:
+        ready = client.ready
+    assert "webrtc" in ready["features"]
+    assert ready["webrtc"]["ice_servers"] == []
+    assert ready["webrtc"]["video_codecs"] == video_codecs() and ready["webrtc"]["audio_codecs"] == ["opus"]
+    assert ready["video"]["format"] == "jpeg"  # the 1.0 fields are unchanged
+
+
+async def test_video_arrives_on_the_track_decoded_and_advancing_and_the_websocket_stops_sending_jpeg(service):
+    async with running(service) as server, viewer(server, video={"format": "jpeg", "max_fps": 10}) as client:
+        await client.wait_binary(MEDIA_JPEG, 2)  # before any offer: JPEG over the WebSocket, as in 1.0
+        async with peer(("video",)) as pc:
+            connected = await negotiate(client, pc)
+            assert connected["media"] == "webrtc" and connected["codecs"]["video"] == video_codecs()[0]
+            switched_at = client.messages.index(connected)
+            track = await asyncio.wait_for(pc.tracks["video"], TIMEOUT)
+            # An action makes the picture move: frames must change, not only arrive.
+            await client.send(type="action", id="a1", directive={"action": "wave", "expression": "smile",
+                                                                 "intensity": 1.0})
+            frames = await receive(track, 12)
+            assert all((f.width, f.height) == (384, 384) for f in frames)
+            pts = [f.pts for f in frames]
+            assert pts == sorted(pts) and len(set(pts)) == len(pts), pts
+            pictures = [f.to_ndarray(format="rgb24").astype(np.int16) for f in frames]
+            assert pictures[0].std() > 10  # a drawn character, not a blank or broken decode
+            assert max(np.abs(p - pictures[0]).mean() for p in pictures[1:]) > 1.0
+            metrics = await client.wait_type("metrics")
+            assert metrics["frames_sent"] > 0
+        after = [kind for kind, seen in client.binary if seen > switched_at]
+        assert MEDIA_JPEG not in after, f"{after.count(MEDIA_JPEG)} JPEG frames on the WebSocket after connected"
+
+
+async def test_speech_arrives_as_opus_not_silent_and_no_pcm_on_the_websocket(service):
+    async with running(service) as server, viewer(server, video={"format": "jpeg", "max_fps": 10}) as client:
+        async with peer(("video", "audio")) as pc:
+            connected = await negotiate(client, pc)
+            assert connected["codecs"] == {"video": video_codecs()[0], "audio": "opus"}
+            switched_at = client.messages.index(connected)
+            audio = await asyncio.wait_for(pc.tracks["audio"], TIMEOUT)
+            video = await asyncio.wait_for(pc.tracks["video"], TIMEOUT)
+            drain = asyncio.get_running_loop().create_task(_drain(video))  # keep the video receiver flowing
+            try:
+                await client.send(type="action", id="a1", directive={"action": "idle", "expression": "smile",
+                                                                     "intensity": 0.7, "dialogue": SPEECH})
+                loudest = 0.0
+                async with asyncio.timeout(NEGOTIATE_TIMEOUT):
+                    while loudest <= 500:  # espeak speech is in the thousands; Opus of silence is ~0
+                        frame = await audio.recv()
+                        samples = frame.to_ndarray().astype(np.float64)
+                        loudest = max(loudest, float(np.sqrt((samples ** 2).mean())))
+                assert frame.sample_rate == 48000
+            finally:
+                drain.cancel()
+                with contextlib.suppress(asyncio.CancelledError, MediaStreamError):
+                    await drain
+        after = [kind for kind, seen in client.binary if seen > switched_at]
+        assert MEDIA_AUDIO not in after and MEDIA_JPEG not in after
+
+
+async def _drain(track) -> None:
+    while True:
+        await track.recv()
+
+
+async def test_a_client_offering_only_vp8_gets_vp8_video_that_decodes(service):
+    async with running(service) as server, viewer(server, video={"format": "jpeg", "max_fps": 10}) as client:
+        async with peer(("video",)) as pc:
+            await pc.setLocalDescription(await pc.createOffer())
+            sdp = offer_sdp_with_codecs(pc.localDescription.sdp, "video", {"VP8", "rtx"})
+            assert "H264" not in sdp
+            await client.send(type="webrtc.offer", id="o1", sdp=sdp)
+            answer = await client.wait_type("webrtc.answer", NEGOTIATE_TIMEOUT)
+            assert answer["codecs"] == {"video": "VP8"}
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+            await client.wait_type("webrtc.state", NEGOTIATE_TIMEOUT, state="connected")
+            frames = await receive(await asyncio.wait_for(pc.tracks["video"], TIMEOUT), 4)
+            assert all((f.width, f.height) == (384, 384) for f in frames)
+            assert frames[-1].to_ndarray(format="rgb24").std() > 10
+
+
+async def test_a_client_that_never_offers_keeps_jpeg_and_pcm_over_the_websocket(service):
+    async with running(service) as server, viewer(server) as client:
+        await client.send(type="action", id="a1", directive={"action": "idle", "expression": "smile",
+                                                             "intensity": 0.7, "dialogue": SPEECH})
+        await client.wait_binary(MEDIA_AUDIO, 5)
+        await client.wait_binary(MEDIA_JPEG, 10)
+    assert not [m for m in client.messages if m["type"].startswith("webrtc.")]
+
+
+async def test_closing_the_peer_sends_the_media_back_to_the_websocket(service):
+    async with running(service) as server, viewer(server, video={"format": "jpeg", "max_fps": 10}) as client:
+        async with peer(("video",)) as pc:
+            await negotiate(client, pc)
+            track = await asyncio.wait_for(pc.tracks["video"], TIMEOUT)
+            await receive(track, 2)
+            await client.send(type="webrtc.close", id="x1")
+            closed = await client.wait_type("webrtc.state", state="closed")
+            assert closed["media"] == "websocket"
+            await client.wait_binary(MEDIA_JPEG, 3, after=client.messages.index(closed) + 1)
+            assert not service.webrtc.peers
+
+
+async def test_a_peer_that_goes_away_fails_over_to_websocket_media(service):
+    """The client's peer closes without a word on the WebSocket: the server's peer sees the
+    connection close or fail, says `webrtc.state` and frames come back as JPEG."""
+    async with running(service) as server, viewer(server, video={"format": "jpeg", "max_fps": 10}) as client:
+        async with peer(("video",)) as pc:
+            await negotiate(client, pc)
+            await receive(await asyncio.wait_for(pc.tracks["video"], TIMEOUT), 2)
+        ended = await client.wait_for(lambda m: m["type"] == "webrtc.state" and m["state"] != "connected", 60)
+        assert ended["media"] == "websocket"
+        await client.wait_binary(MEDIA_JPEG, 3, after=client.messages.index(ended) + 1)
+
+
+async def test_a_peer_that_never_connects_fails_with_webrtc_failed_and_media_stay_on_the_websocket(service):
+    service.config.webrtc_connect_timeout_s = 0.5  # the client below never applies the answer
+    async with running(service) as server, viewer(server) as client, peer(("video",)) as pc:
+        await pc.setLocalDescription(await pc.createOffer())
+        await client.send(type="webrtc.offer", id="o1", sdp=pc.localDescription.sdp)
+        await client.wait_type("webrtc.answer", NEGOTIATE_TIMEOUT)
+        error = await client.wait_type("error", code="webrtc_failed")
+        assert "not connected within 0.5 s" in error["message"]
+        failed = await client.wait_type("webrtc.state", state="failed")
+        assert failed["media"] == "websocket"
+        assert not service.webrtc.peers
+        await client.wait_binary(MEDIA_JPEG, 3, after=len(client.messages))
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+async def test_malformed_sdp_is_a_bad_offer_and_jpeg_keeps_flowing(service):
+    async with running(service) as server, viewer(server) as client:
+        await client.send(type="webrtc.offer", id="o1", sdp="this is not SDP\r\nm=video nonsense\r\n")
+        error = await client.wait_type("error", reply_to="o1")
+        assert error["code"] == "bad_offer" and "SDP" in error["message"], error
+        await client.send(type="webrtc.offer", id="o2", sdp="v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n")
+        error = await client.wait_type("error", reply_to="o2")
+        assert error["code"] == "bad_offer" and "no audio or video" in error["message"]
+        await client.send(type="webrtc.offer", id="o3")
+        error = await client.wait_type("error", reply_to="o3")
+        assert error["code"] == "invalid" and "'sdp'" in error["message"]
+        count = len(client.messages)
+        await client.wait_binary(MEDIA_JPEG, 3, after=count)
+        assert not service.webrtc.peers
+
+
+async def test_an_offer_with_only_codecs_we_do_not_send_is_refused_by_name(service):
+    async with running(service) as server, viewer(server) as client, peer(("video",)) as pc:
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = offer_sdp_with_codecs(pc.localDescription.sdp, "video", {"rtx"})  # no VP8, no H264 left
+        assert "VP8" not in sdp and "H264" not in sdp
+        await client.send(type="webrtc.offer", id="o1", sdp=sdp)
+        error = await client.wait_type("error", reply_to="o1")
+        assert error["code"] == "bad_offer", error
+        assert "no video codec this server sends" in error["message"] and "VP8" in error["message"]
+        await client.wait_binary(MEDIA_JPEG, 3, after=len(client.messages))
+        assert not service.webrtc.peers
+
+
+async def test_offers_are_bounded_one_peer_per_session_and_rate_limited(service):
+    service.config.webrtc_offers_per_minute = 2  # answered offers count, refused ones do not
+    async with running(service) as server, viewer(server) as client, peer(("video",)) as pc:
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        await client.send(type="webrtc.offer", id="o1", sdp=sdp)
+        await client.wait_type("webrtc.answer", NEGOTIATE_TIMEOUT, reply_to="o1")
+        await client.send(type="webrtc.offer", id="o2", sdp=sdp)
+        second = await client.wait_type("error", reply_to="o2")
+        assert second["code"] == "invalid" and "already open" in second["message"]
+        assert len(service.webrtc.peers) == 1
+        await client.send(type="webrtc.close")
+        await client.wait_type("webrtc.state", state="closed")
+        for n in (3, 4):
+            await client.send(type="webrtc.offer", id=f"o{n}", sdp=sdp)
+        await client.wait_type("webrtc.answer", NEGOTIATE_TIMEOUT, reply_to="o3")
+        assert (await client.wait_type("error", reply_to="o4"))["code"] == "invalid"
+        await client.send(type="webrtc.close")
+        await client.wait_type("webrtc.state", after=len(client.messages), state="closed")
+        await client.send(type="webrtc.offer", id="o5", sdp=sdp)
+        limited = await client.wait_type("error", reply_to="o5")
+        assert limited["code"] == "rate_limited" and "per minute" in limited["message"]
+        assert not service.webrtc.peers
+        await client.wait_binary(MEDIA_JPEG, 3, after=len(client.messages))
+
+
+async def test_candidates_need_an_offer_are_checked_and_bounded(service):
+    service.config.messages_per_second = 1000  # the flood below is for the candidate bound, not the rate limit
+    async with running(service) as server, viewer(server) as client, peer(("video",)) as pc:
+        await client.send(type="webrtc.candidate", candidate="candidate:1 1 udp 1 192.0.2.9 9 typ host", sdpMid="0")
+        assert "webrtc.offer first" in (await client.wait_type("error", code="invalid"))["message"]
+        await pc.setLocalDescription(await pc.createOffer())
+        await client.send(type="webrtc.offer", id="o1", sdp=pc.localDescription.sdp)
+        await client.wait_type("webrtc.answer", NEGOTIATE_TIMEOUT)
+        await client.send(type="webrtc.candidate", candidate="candidate:garbage", sdpMid="0")
+        bad = await client.wait_for(lambda m: m["type"] == "error" and "ICE candidate line" in m["message"])
+        assert bad["code"] == "invalid"
+        for port in range(64):
+            await client.send(type="webrtc.candidate", candidate=f"candidate:{port} 1 udp 1 192.0.2.9 {9000 + port} typ host",
+                              sdpMid="0")
+        flood = await client.wait_for(lambda m: m["type"] == "error" and m["code"] == "rate_limited", 30)
+        assert "ICE candidates" in flood["message"]
+
+
+async def test_webrtc_off_in_the_settings_is_not_announced_and_offers_are_refused():
+    from server_harness import make_service
+
+    service = await asyncio.to_thread(make_service, webrtc=False)
+    try:
+        async with running(service) as server, viewer(server) as client:
+            assert "webrtc" not in client.ready["features"] and "webrtc" not in client.ready
+            await client.send(type="webrtc.offer", id="o1", sdp="v=0\r\n")
+            error = await client.wait_type("error", reply_to="o1")
+            assert error["code"] == "webrtc_unavailable"
+            await client.wait_binary(MEDIA_JPEG, 2)
+    finally:
+        service.pool.shutdown(wait=True)
+
+
+# -- settings -------------------------------------------------------------------------------------
+
+
+def test_ice_servers_are_stun_or_turn_urls_and_a_bare_url_is_a_server():
+    import argparse
+
+    from comfyui_persona.headless.server.config import ServerConfig
+    from comfyui_persona.headless.settings_args import SettingsError, add_model_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser, ServerConfig)
+    config = settings_from_args(ServerConfig, parser.parse_args(["--ice-server", "stun:stun.example.org:3478",
+                                                                 "--no-webrtc"]))
+    assert [s.urls for s in config.ice_servers] == [["stun:stun.example.org:3478"]] and config.webrtc is False
+    turn = ServerConfig(ice_servers=[{"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"}])
+    assert turn.ice_servers[0].username == "u"
+    with pytest.raises(SettingsError, match="not a stun:, stuns:, turn: or turns: URL"):
+        settings_from_args(ServerConfig, parser.parse_args(["--ice-server", "http://example.org"]))
+    with pytest.raises(ValueError, match="needs a username and a credential"):
+        ServerConfig(ice_servers=["turn:turn.example.org:3478"])  # a browser would throw on it
+    with pytest.raises(ValueError, match="port must be"):
+        ServerConfig(ice_servers=["stun:stun.example.org:99999"])
+    with pytest.raises(ValueError, match="extra"):
+        ServerConfig(ice_servers=[{"urls": ["stun:a:1"], "password": "p"}])
+
+
+async def test_configured_ice_servers_are_announced_in_ready():
+    from server_harness import make_service
+
+    servers = [{"urls": ["stun:stun.example.org:3478"]},
+               {"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"}]
+    service = await asyncio.to_thread(make_service, ice_servers=servers)
+    try:
+        async with running(service) as server, viewer(server) as client:
+            assert client.ready["webrtc"]["ice_servers"] == servers
+    finally:
+        service.pool.shutdown(wait=True)
+
+
+# -- the audio track's framing and clock --------------------------------------------------------
+
+
+def _packet(pts_ms: int, samples: np.ndarray) -> bytes:
+    from comfyui_persona.headless.server.protocol import media_frame
+
+    return media_frame(MEDIA_AUDIO, 0, pts_ms, samples.astype("<i2").tobytes())
+
+
+async def test_audio_is_cut_into_20_ms_frames_on_the_session_clock_and_a_gap_keeps_its_pts():
+    from comfyui_persona.headless.server.webrtc_tracks import AudioTrack, MediaClock
+
+    track = AudioTrack(22050, MediaClock())
+    speech = (np.sin(np.arange(4410) / 7.0) * 8000).astype(np.int16)
+    track.push_packet(_packet(1000, speech[:2000]))  # 90.7 ms
+    track.push_packet(_packet(1091, speech[2000:]))  # stamped in whole ms (7 samples off): it continues
+    frames = [await asyncio.wait_for(track.recv(), TIMEOUT) for _ in range(10)]
+    assert all(f.samples == 441 and f.sample_rate == 22050 for f in frames)
+    assert [f.pts for f in frames] == [22050 + 441 * k for k in range(10)]
+    assert np.array_equal(np.concatenate([f.to_ndarray().reshape(-1) for f in frames]), speech)
+    # After a silence: 100 samples at 3 s wait for more; the next packet (5 s) is not contiguous,
+    # so they go out padded to a frame with their own pts, and the new one keeps its pts.
+    track.push_packet(_packet(3000, speech[:100]))
+    track.push_packet(_packet(5000, speech[:441]))
+    tail, after = [await asyncio.wait_for(track.recv(), TIMEOUT) for _ in range(2)]
+    assert (tail.pts, after.pts) == (3 * 22050, 5 * 22050)
+    assert np.array_equal(tail.to_ndarray()[0, :100], speech[:100]) and not tail.to_ndarray()[0, 100:].any()
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await track.recv()
+
+
+async def test_audio_waits_for_the_picture_with_the_same_pts():
+    """Speech is released ahead of the picture; the track holds it until that picture was
+    handed over, so audio and video leave with the same pts-to-wall-time relation."""
+    from comfyui_persona.headless.server.webrtc_tracks import AudioTrack, MediaClock
+
+    clock = MediaClock()
+    track = AudioTrack(22050, clock)
+    loop = asyncio.get_running_loop()
+    clock.shown(1000, loop.time())  # the picture at 1000 ms is on screen now
+    track.push_packet(_packet(1300, np.ones(441, dtype=np.int16)))
+    await asyncio.wait_for(track.recv(), TIMEOUT)
+    assert loop.time() >= clock.due(1300) - 0.005

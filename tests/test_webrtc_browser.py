@@ -1,0 +1,109 @@
+"""The chat page over WebRTC in a real browser: Debian's Chromium (Playwright) against the real
+server on port 0 in this process.
+
+With `?media=webrtc` the page offers, the server answers, and the <video> element presents
+frames that keep coming (counted with requestVideoFrameCallback) while the transport badge
+says WebRTC and the canvas is hidden; a spoken reply arrives as audio energy on the inbound
+RTP stream. With WebRTC off on the server the same page stays on the WebSocket: the badge
+says so and the canvas draws JPEG frames. Skipped, not failed, where /usr/bin/chromium is absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("aiortc")
+
+from server_harness import make_service, running, service_fixtures  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium"),
+]
+
+ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+service, _warm = service_fixtures(resume_grace_s=5.0)
+
+
+async def _wait_js(page, expression: str, timeout: float = 20.0):
+    """Poll until `expression` (awaited in the page) is truthy; its value. `page.evaluate` goes
+    through DevTools, outside the page's CSP (no unsafe-eval for wait_for_function)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not (value := await page.evaluate(expression)):
+        if loop.time() > deadline:
+            raise AssertionError(f"{expression} did not become true within {timeout} s")
+        await asyncio.sleep(0.1)
+    return value
+
+
+async def _open(pw, tmp_path, url: str):
+    browser = await pw.chromium.launch_persistent_context(
+        str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=ARGS, headless=True,
+        viewport={"width": 1100, "height": 720},
+    )
+    page = browser.pages[0] if browser.pages else await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.goto(url, timeout=20000)
+    return browser, page, errors
+
+
+async def test_the_page_plays_webrtc_video_and_hears_webrtc_speech(service, tmp_path):
+    from playwright.async_api import async_playwright, expect
+
+    async with running(service) as server, async_playwright() as pw:
+        browser, page, errors = await _open(pw, tmp_path, server.http_url + "/?media=webrtc&max_fps=10")
+        try:
+            await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
+            await expect(page.locator("#transport")).to_have_attribute("data-transport", "webrtc", timeout=30000)
+            await expect(page.locator("#transport")).to_contain_text("WebRTC")
+            await expect(page.locator("#rtc-video")).to_be_visible()
+            await expect(page.locator("#video")).to_be_hidden()
+            first = await _wait_js(page, "window.personaRtc.frames >= 3 && window.personaRtc.frames")
+            await _wait_js(page, f"window.personaRtc.frames >= {first + 5}")
+            size = await page.evaluate("[document.getElementById('rtc-video').videoWidth, "
+                                       "document.getElementById('rtc-video').videoHeight]")
+            assert size == [384, 384]
+            await page.fill("#message", "hello! how are you today?")
+            await page.press("#message", "Enter")
+            energy = await _wait_js(page, "window.personaRtc.stats().then(s => s.audioEnergy > 0.01 && s.audioEnergy)")
+            assert energy > 0.01
+            stats = await page.evaluate("window.personaRtc.stats()")
+            assert stats["transport"] == "webrtc" and stats["framesDecoded"] >= first + 5, stats
+            assert len(service.webrtc.peers) == 1
+            assert not errors, errors
+        finally:
+            await browser.close()
+
+
+async def test_the_page_stays_on_the_websocket_when_the_server_has_webrtc_off(tmp_path):
+    from playwright.async_api import async_playwright, expect
+
+    service = await asyncio.to_thread(make_service, webrtc=False)
+    try:
+        async with running(service) as server, async_playwright() as pw:
+            browser, page, errors = await _open(pw, tmp_path, server.http_url + "/?media=webrtc")
+            try:
+                await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
+                start = int(await _wait_js(page, "document.getElementById('video').dataset.frameIndex"))
+                await _wait_js(page, f"Number(document.getElementById('video').dataset.frameIndex) > {start + 5}")
+                await expect(page.locator("#transport")).to_have_attribute("data-transport", "websocket")
+                await expect(page.locator("#video")).to_be_visible()
+                await expect(page.locator("#rtc-video")).to_be_hidden()
+                assert await page.evaluate("window.personaRtc.transport") == "websocket"
+                assert not errors, errors
+            finally:
+                await browser.close()
+    finally:
+        service.pool.shutdown(wait=True)
