@@ -128,8 +128,9 @@ async def test_directives_are_listed_as_they_will_be_performed(service, no_block
         assert "stand" not in standing and standing[-1] == "wave"
         assert await chat("c2", "sit down") == ["sit"]
         # The tracker takes a plan on its next stream step, a moment after `directives` is sent;
-        # until then an earlier state (the wave ending) may still arrive. Wait for the sit itself.
-        while (await wait_for_type(ws, "state", timeout=TIMEOUT))["state"]["action"] != "sit":
+        # until then an earlier state (the wave ending) may still arrive. Wait until seated (a
+        # sit still under way is not yet a seated character, on a slow box least of all).
+        while (await wait_for_type(ws, "state", timeout=TIMEOUT))["state"]["pose"] != "sitting":
             pass
         await ws.send(json.dumps({"type": "action", "id": "a1", "directive": {"action": "sit", "expression": "neutral", "intensity": 0.5}}))
         message = await recv_json(ws, skip=("metrics", "state", "reply"))
