@@ -42,6 +42,9 @@ MAX_CHARACTERS = 4
 CHARACTER_SPAN = 250.0
 #: Time constant (ms) of a head turning toward whoever speaks.
 LOOK_MS = 250.0
+#: How much earlier than its window a mouth shape may start (a speech track leads the mouth
+#: by about half a frame plus half a shape blend; see video.voice.driver).
+SHAPE_LEAD_MS = 80.0
 #: How far a listener turns: head yaw (radians) and eyes (gaze units) at a full look.
 LOOK_YAW = 0.3
 LOOK_GAZE = 0.8
@@ -111,6 +114,7 @@ class ScenePreviewRenderer:
         self._frame = 0
         self._look = dict.fromkeys(ids, 0.0)  # -1 left … +1 right, eased
         self._speaker: str | None = None
+        self._windows: list[tuple[int, int, str]] = []
         #: (body, face) each character was drawn with on the last frame (metrics and tests).
         self.last_poses: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -150,8 +154,34 @@ class ScenePreviewRenderer:
             self._performers[who].submit(share, seq)
 
     @_locked
+    def set_speakers(self, windows: Sequence[tuple[int, int, str]]) -> None:
+        """Who speaks when on the session clock: (start ms, end ms, persona id) per line. A
+        speech track hands it over before each chunk, then a mouth timeline that names no
+        character (`set_speech(visemes)`) moves each speaker's mouth in their own windows."""
+        self._require_session()
+        self._windows = [(int(a), int(b), who) for a, b, who in windows if who in self._performers]
+
+    def _owner(self, at_ms: float) -> str:
+        """The speaker at `at_ms` by the windows (a mouth shape may lead its sound a little)."""
+        for start, end, who in reversed(self._windows):
+            if start - SHAPE_LEAD_MS <= at_ms < end:
+                return who
+        return self.cast[0]
+
+    @_locked
     def set_speech(self, visemes: list[tuple[int, str]] | None, duration_ms: int = 0,
                    character: str | None = None) -> None:
+        """`RendererBackend.set_speech` for `character` (None: the first persona), or, with no
+        character while speaker windows are known, each shape for whoever speaks then (the
+        others rest their mouths)."""
+        if character is None and visemes is not None and self._windows:
+            now = self._frame * 1000.0 / self.spec.fps
+            owners = [self._owner(now + offset) for offset, _ in visemes]
+            for who, performer in self._performers.items():
+                mine = [(offset, shape if owner == who else "X") for (offset, shape), owner in
+                        zip(visemes, owners, strict=True)]
+                performer.set_speech(mine if who in owners else [], 0)
+            return
         who = self.performer_of(character)
         performer = self._performers[who]
         performer.set_speech(visemes, duration_ms)
@@ -197,13 +227,13 @@ class ScenePreviewRenderer:
         """Every character's clock state and the scene's own (see PreviewRenderer.checkpoint)."""
         self._require_session()
         return {"performers": {who: p.checkpoint() for who, p in self._performers.items()},
-                "scene": copy.deepcopy((self._frame, self._look, self._speaker, self.last_poses))}
+                "scene": copy.deepcopy((self._frame, self._look, self._speaker, self.last_poses, self._windows))}
 
     @_locked
     def restore(self, state: dict) -> None:
         for who, saved in state["performers"].items():
             self._performers[who].restore(saved)
-        self._frame, self._look, self._speaker, self.last_poses = copy.deepcopy(state["scene"])
+        self._frame, self._look, self._speaker, self.last_poses, self._windows = copy.deepcopy(state["scene"])
 
     # --- internals ----------------------------------------------------------------------
 
@@ -214,7 +244,10 @@ class ScenePreviewRenderer:
     def _turn_heads(self, poses: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         """Listeners ease their head and eyes toward whoever speaks; the speaker faces front."""
         assert self.spec is not None
-        if self._speaker is not None and not self._performers[self._speaker].speaking:
+        if self._windows:  # a speech track says who speaks now
+            now = self._frame * 1000.0 / self.spec.fps
+            self._speaker = next((who for a, b, who in self._windows if a <= now < b), None)
+        elif self._speaker is not None and not self._performers[self._speaker].speaking:
             self._speaker = None
         ease = 1.0 - math.exp(-(1000.0 / self.spec.fps) / LOOK_MS)
         order = {who: i for i, who in enumerate(self.cast)}
