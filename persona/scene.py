@@ -358,7 +358,12 @@ class SceneTracker:
             for tracker in self.trackers.values():
                 tracker.set_speaking(False, now_ms)
             return
-        self.trackers[character or self.scene.personas[0]].set_speaking(speaking, now_ms)
+        who = character or self.scene.personas[0]
+        if speaking:  # one speech track: a new speaker means the last one has finished
+            for other, tracker in self.trackers.items():
+                if other != who and tracker.state_at(now_ms).speaking:
+                    tracker.set_speaking(False, now_ms)
+        self.trackers[who].set_speaking(speaking, now_ms)
 
     def plan(self, directives: list[ActionDirective], now_ms: int, *, interrupt: bool = True) -> list[ActionDirective]:
         shares: dict[str, list[ActionDirective]] = {}
@@ -383,4 +388,7 @@ class SceneTracker:
         return {who: tracker.state_at(now_ms) for who, tracker in self.trackers.items()}
 
     def advance(self, now_ms: int) -> list[CastState]:
-        return [CastState(who, state) for who, tracker in self.trackers.items() for state in tracker.advance(now_ms)]
+        """Every character's changes since the last call, in the order they happened."""
+        changes = [CastState(who, state) for who, tracker in self.trackers.items() for state in tracker.advance(now_ms)]
+        # At one instant, who stops talking comes before who starts (one voice at a time).
+        return sorted(changes, key=lambda change: (change.state.since_ms, change.state.speaking))

@@ -9,11 +9,22 @@ import asyncio
 import json
 
 import websockets
+from aiohttp import web
 
-from comfyui_persona.headless.server.protocol import MEDIA_JPEG, parse_media_frame
-from server_harness import TIMEOUT, hello, recv_json, running, service_fixtures, wait_for_type
+from comfyui_persona.headless.runner import WorkflowGraph, load_workflow
+from comfyui_persona.headless.server import PersonaService, ServerConfig
+from comfyui_persona.headless.server.protocol import MEDIA_AUDIO, MEDIA_JPEG, parse_media_frame
+from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
+from comfyui_persona.video.voice import get_synthesizer, stream_utterances
+from comfyui_persona.video.voice.base import STREAM_RATE
+from server_harness import TIMEOUT, WORKFLOW, hello, recv_json, running, service_fixtures, wait_for_type
 
 service, _warm = service_fixtures(resume_grace_s=5.0, speech=False)
+
+
+def spoken_seconds(voice, text: str) -> float:
+    """How long `text` lasts in `voice` (synthesised here, sentence by sentence)."""
+    return sum(u.duration_ms for u in stream_utterances(get_synthesizer(voice.engine), text, voice)) / 1000
 
 
 def connect(server):
@@ -127,3 +138,106 @@ async def test_a_one_persona_session_refuses_a_directive_for_someone_else(servic
         await ws.send(json.dumps({"type": "action", "id": "a2", "directive": {
             "action": "wave", "expression": "smile", "intensity": 0.5, "character": "mira"}}))
         assert (await wait_for_type(ws, "directives", reply_to="a2"))["directives"][0]["action"] == "wave"
+
+
+# -- speech and persona-to-persona exchanges -------------------------------------------------
+
+def _llm_app(calls: list) -> web.Application:
+    """An OpenAI-compatible endpoint that plays a chatty model: each persona hands the word to
+    the other ("Bjorn, your turn!"), so only the scene's exchange limit ends the talk."""
+
+    async def completions(request: web.Request) -> web.Response:
+        body = await request.json()
+        system = body["messages"][0]["content"]
+        speaker = "Bjorn" if "You are Bjorn" in system or system.count("Bjorn") > system.count("Mira") else "Mira"
+        other = "Mira" if speaker == "Bjorn" else "Bjorn"
+        calls.append(speaker)
+        answer = {"actions": [], "expression": "smile", "reply": f"{other}, your turn!"}
+        return web.json_response({"id": "scene-test", "object": "chat.completion", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": json.dumps(answer)}, "finish_reason": "stop"}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    return app
+
+
+def _service_with_llm(base_url: str):
+    """The saved preview workflow with its interpreter switched to the `openai` backend."""
+    workflow = load_workflow(WORKFLOW, NODE_CLASS_MAPPINGS)
+    for node in workflow.values():
+        if node["class_type"] == "PersonaInterpreter":
+            node["inputs"].update(backend="openai", options=f"base_url={base_url}\ntimeout=10\nexamples=false")
+    return PersonaService(WorkflowGraph(workflow, NODE_CLASS_MAPPINGS), ServerConfig(resume_grace_s=5.0))
+
+
+async def _collect_until(ws, until, seconds: float = 40.0):
+    audio, messages = [], []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not until(audio, messages):
+        data = await asyncio.wait_for(ws.recv(), max(0.01, deadline - loop.time()))
+        if isinstance(data, bytes):
+            kind, _, pts, payload = parse_media_frame(data)
+            if kind == MEDIA_AUDIO:
+                audio.append((pts, payload))
+        else:
+            messages.append(json.loads(data))
+    return audio, messages
+
+
+def _seconds(audio) -> float:
+    return sum(len(p) // 2 for _, p in audio) / STREAM_RATE
+
+
+async def test_two_voices_take_turns_and_a_persona_to_persona_exchange_stops_at_the_limit():
+    """Mira is asked to greet Bjorn; every answer hands the word back (a chatty LLM), and the
+    scene stops after `max_exchanges` (2) hand-overs. The three lines are spoken one after
+    another on the one audio track, each in its speaker's voice, and no two ever overlap."""
+    calls: list = []
+    runner = web.AppRunner(_llm_app(calls))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    llm = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    service = await asyncio.to_thread(_service_with_llm, llm)
+    try:
+        async with running(service) as server, connect(server) as ws:
+            await hello(ws, scene=["mira", "bjorn"])
+            await ws.send(json.dumps({"type": "chat", "id": "c1", "text": "Mira, say hello to Bjorn"}))
+            session = next(iter(service.sessions.values()))
+            voices = session.speech.voices
+            assert voices["mira"] != voices["bjorn"]  # each card's own voice
+            lines = [("mira", "Bjorn, your turn!"), ("bjorn", "Mira, your turn!"), ("mira", "Bjorn, your turn!")]
+            expected = sum(spoken_seconds(voices[who], text) for who, text in lines)
+            audio, messages = await _collect_until(ws, lambda a, m: _seconds(a) >= expected - 0.05)
+            windows = list(session.speech._speakers)  # who the renderer was told speaks when
+            # The turn lane takes one message at a time: c2's answer comes after all of c1's.
+            await ws.send(json.dumps({"type": "chat", "id": "c2", "text": "Bjorn, nod"}))
+            _, later = await _collect_until(
+                ws, lambda a, m: any(x["type"] == "directives" and x["reply_to"] == "c2" for x in m))
+            messages += later
+        c1 = [(m["character"], m["text"]) for m in messages if m["type"] == "reply" and m["reply_to"] == "c1"]
+        assert c1 == lines  # the reply, then two hand-overs: the limit stopped the third
+        first_c2 = next(i for i, m in enumerate(messages) if m.get("reply_to") == "c2")
+        assert all(m.get("reply_to") != "c1" for m in messages[first_c2:])
+        # one line after another: packets never overlap, and all three lines were heard in
+        # their own voices (with the lead's voice for all, the length would be this instead)
+        for (pts_a, pay_a), (pts_b, _) in zip(audio, audio[1:], strict=False):
+            assert pts_b >= pts_a + len(pay_a) // 2 * 1000 // STREAM_RATE - 1, (pts_a, pts_b)
+        one_voice = sum(spoken_seconds(voices["mira"], text) for _, text in lines)
+        heard = _seconds(audio)
+        assert abs(heard - expected) < abs(heard - one_voice), (heard, expected, one_voice)
+        # the speaker windows the renderer got: Mira, Bjorn, Mira, back to back
+        assert [who for _, _, who in windows] == ["mira", "bjorn", "mira"]
+        assert all(b[0] >= a[1] for a, b in zip(windows, windows[1:], strict=False))
+        # never both talking at once, by the `state` messages
+        talking: dict[str, bool] = {}
+        for m in messages:
+            if m["type"] == "state" and "character" in m["state"]:
+                talking[m["state"]["character"]] = m["state"]["speaking"]
+                assert sum(talking.values()) <= 1, talking
+        assert {"mira", "bjorn"} <= {m["state"]["character"] for m in messages
+                                     if m["type"] == "state" and m["state"].get("speaking")}
+    finally:
+        service.pool.shutdown(wait=True)
+        await runner.cleanup()
