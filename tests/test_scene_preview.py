@@ -176,3 +176,19 @@ def test_same_seed_same_frames():
         return np.concatenate([r.next_chunk().frames for _ in range(3)])
 
     assert np.array_equal(script(), script())
+
+
+def test_one_mouth_timeline_moves_each_speakers_mouth_in_their_own_window():
+    """A speech track hands over who speaks when (`set_speakers`), then one timeline that names
+    nobody: Mira's mouth moves in her line, Bjorn's in his, never both."""
+    r = _scene("mira", "bjorn", blinks=False)
+    r.set_speakers([(0, 500, "mira"), (500, 1000, "bjorn")])
+    r.set_speech([(0, "D"), (200, "C"), (400, "X"), (520, "D"), (700, "C"), (900, "X")])
+    mouth = FACE.index["mouth_open"]
+    opened = []
+    for _ in range(4):  # 16 frames at 16 fps: one second
+        r.next_chunk()
+        opened.append({who: r.last_poses[who][1][mouth] for who in ("mira", "bjorn")})
+    assert opened[0]["mira"] > 0.3 and opened[0]["bjorn"] < 0.05  # 0-250 ms: Mira talks
+    assert opened[2]["bjorn"] > 0.3 and opened[2]["mira"] < 0.05  # 500-750 ms: Bjorn talks
+    assert r._speaker == "bjorn"  # and the others look at him
