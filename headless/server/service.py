@@ -165,6 +165,10 @@ class PersonaService:
             loop = asyncio.get_running_loop()
             try:
                 await loop.run_in_executor(self.pool, runner.start)
+                slot = runtime.renderer
+                if cast and slot is not None and not hasattr(slot.backend, "start_scene"):
+                    raise ProtocolError("invalid", f"field 'scene': this server's renderer ({slot.backend.name}) "
+                                                   "draws one persona; scenes need the preview renderer")
             except Exception:
                 await loop.run_in_executor(self.pool, runner.close)
                 raise

@@ -10,8 +10,11 @@ Behaviour, beyond the single renderer's (renderer.py):
   scene's first persona. A submission replaces what was still queued *for the characters it
   names*; the others carry on. A directive for a character not in the scene, or a word its
   persona does not know, is a `RenderError` and nothing of the submission is queued.
-- `set_speech(..., character=)` drives that character's mouth; while someone speaks, the
-  others turn head and eyes toward them (eased over `LOOK_MS`, never a jump).
+- `set_speech(..., character=)` drives that character's mouth. A speech track that speaks
+  several voices one after another (the server's) hands over who speaks when
+  (`set_speakers`) and then one mouth timeline naming nobody: each shape goes to whoever
+  speaks at its time, the others rest their mouths. While someone speaks, the others turn
+  head and eyes toward them (eased over `LOOK_MS`, never a jump).
 - The room is the first persona's background and stays still: a walking character walks in
   place (scrolling the room under everyone because one walks would slide the others).
 - Layout: slot i of n is centred at (i + ½)·width/n; a character is scaled to fit its slot
