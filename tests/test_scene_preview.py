@@ -192,3 +192,39 @@ def test_one_mouth_timeline_moves_each_speakers_mouth_in_their_own_window():
     assert opened[0]["mira"] > 0.3 and opened[0]["bjorn"] < 0.05  # 0-250 ms: Mira talks
     assert opened[2]["bjorn"] > 0.3 and opened[2]["mira"] < 0.05  # 500-750 ms: Bjorn talks
     assert r._speaker == "bjorn"  # and the others look at him
+
+
+
+def test_the_transition_sweep_in_a_scene_stays_under_the_pose_bound_for_each_character():
+    """The existing bound (smoothness.MAX_POSE_STEP) over the sweep's interruption cases and
+    one action->action pair per action, performed by both characters at once while the
+    speaker changes every 8 frames, so heads turn mid-transition. (Speaker windows without
+    visemes: the mouth is not a transition, and the single sweep has no speech either.)"""
+    from comfyui_persona.persona.schema import CORE_ACTIONS
+    from comfyui_persona.video.preview.smoothness import transition_cases
+
+    actions = [e.name for e in CORE_ACTIONS]
+    pairs = {f"action {a}->{actions[(i + 3) % len(actions)]}" for i, a in enumerate(actions)}
+    cases = [(label, plan) for label, plan in transition_cases() if label.startswith("interrupt") or label in pairs]
+    assert len(cases) == 2 * len(actions)
+    worst, where = 0.0, ""
+    for label, plan in cases:
+        r = ScenePreviewRenderer(chunk_frames=1, blinks=False)
+        r.start_scene([SessionSpec(who, who, {}, 64, 64, 16.0, 0) for who in ("mira", "bjorn")])
+        r.set_speakers([(k * 500, (k + 1) * 500, ("bjorn", "mira")[k % 2]) for k in range(8)])
+        schedule = dict(plan)
+        previous = None
+        for frame in range(plan[-1][0] + 22):
+            if frame in schedule:
+                d = schedule[frame]
+                r.submit([d.model_copy(update={"character": "mira"}), d.model_copy(update={"character": "bjorn"})],
+                         seq=frame)
+            r.next_chunk()
+            poses = dict(r.last_poses)
+            if previous is not None:
+                for who in poses:
+                    step = pose_step(previous[who], poses[who])
+                    if step > worst:
+                        worst, where = step, f"{label} {who} @frame {frame}"
+            previous = poses
+    assert worst <= MAX_POSE_STEP, where

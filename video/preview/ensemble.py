@@ -44,7 +44,7 @@ MAX_CHARACTERS = 4
 #: Width one character needs, in reference units (arms out in a wave or a shrug).
 CHARACTER_SPAN = 250.0
 #: Time constant (ms) of a head turning toward whoever speaks.
-LOOK_MS = 250.0
+LOOK_MS = 400.0
 #: How much earlier than its window a mouth shape may start (a speech track leads the mouth
 #: by about half a frame plus half a shape blend; see video.voice.driver).
 SHAPE_LEAD_MS = 80.0
