@@ -156,7 +156,8 @@ class ViewerSession:
         if self.closed:
             return
         reply_to = self.turns.reply_to(turn)
-        self._lines.setdefault(turn, []).append(f"{character}: {text}")
+        name = next((p.name for p in self.cast if p.id == character), character)
+        self._lines.setdefault(turn, []).append(f"{name}: {text}")  # the history's one answer entry
         self.history.reply(reply_to, "\n".join(self._lines[turn]), True)
         while len(self._lines) > 8:
             self._lines.pop(next(iter(self._lines)))
