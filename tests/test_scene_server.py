@@ -120,6 +120,9 @@ async def test_bad_scenes_and_directives_are_clear_errors_and_the_session_goes_o
             assert not error.get("fatal")
         ready = await hello(ws, scene={"personas": ["bjorn", "ada"]})  # a scene file's object works too
         assert [p["id"] for p in ready["scene"]["personas"]] == ["bjorn", "ada"]
+        async with connect(server) as other:  # a scene of one is a scene: the 1.1 fields are there
+            alone = await hello(other, scene=["ada"])
+            assert [p["id"] for p in alone["scene"]["personas"]] == ["ada"] and set(alone["states"]) == {"ada"}
         await ws.send(json.dumps({"type": "action", "id": "a1", "directive": {
             "action": "wave", "expression": "smile", "intensity": 0.5, "character": "mira"}}))
         error = await wait_for_type(ws, "error", reply_to="a1")

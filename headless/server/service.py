@@ -149,14 +149,17 @@ class PersonaService:
             else:
                 personas = [await self._load_persona(hello.persona or self.default_persona)]
             persona = personas[0]
-            cast = tuple(personas) if len(personas) > 1 else ()
+            cast = tuple(personas) if hello.scene else ()  # a scene of one is still a scene (1.1 fields)
             session_id = secrets.token_urlsafe(18)
             persona_ref = await loop_run(self.pool, self._persona_ref, persona.id)
             try:
                 runner = self.hosts.new_host(self.store, session_id, persona_ref, hello.workflow, hello.comfy_client_id)
             except WorkflowError as exc:
                 raise ProtocolError("invalid", f"field 'workflow': {exc}") from None
-            speech = await loop_run(self.pool, _session_speech, persona, cast) if self.config.speech else None
+            speech = None
+            if self.config.speech:
+                voices = (persona, cast) if cast else (persona,)  # a scene: every cast member's voice
+                speech = await loop_run(self.pool, _session_speech, *voices)
             runtime = self.store.get(session_id)
             runtime.cast = cast  # before any node runs: the nodes build a scene's parts from it
             session = ViewerSession(self.context, session_id, persona, runner, runtime, speech, hello.max_fps, cast)
