@@ -244,3 +244,52 @@ async def test_two_voices_take_turns_and_a_persona_to_persona_exchange_stops_at_
     finally:
         service.pool.shutdown(wait=True)
         await runner.cleanup()
+
+
+async def test_a_scene_records_to_an_mp4_with_both_characters_and_both_voices(tmp_path):
+    import aiohttp
+    import av
+    import numpy as np
+
+    from comfyui_persona.persona.library import PersonaLibrary
+    from server_harness import make_service
+
+    service = await asyncio.to_thread(make_service, resume_grace_s=5.0, recordings_dir=str(tmp_path / "rec"))
+    try:
+        async with running(service) as server, connect(server) as ws, aiohttp.ClientSession() as http:
+            await hello(ws, scene=["mira", "bjorn"])
+            await ws.send(json.dumps({"type": "record", "id": "r1", "on": True}))
+            assert (await wait_for_type(ws, "recording", reply_to="r1"))["on"] is True
+            await ws.send(json.dumps({"type": "chat", "id": "c1", "text": "everyone clap"}))
+            session = next(iter(service.sessions.values()))
+
+            def both_heard(audio, messages) -> bool:
+                said = [x for x in messages if x["type"] == "reply"]
+                return len(said) == 2 and _seconds(audio) >= sum(
+                    spoken_seconds(session.speech.voices[x["character"]], x["text"]) for x in said) - 0.05
+
+            audio, messages = await _collect_until(ws, both_heard)
+            lines = [(m["character"], m["text"]) for m in messages if m["type"] == "reply"]
+            await ws.send(json.dumps({"type": "record", "id": "r2", "on": False}))
+            stopped = await wait_for_type(ws, "recording", reply_to="r2", timeout=20)
+            async with http.get(server.http_url + stopped["url"]) as response:
+                assert response.status == 200
+                data = await response.read()
+    finally:
+        service.pool.shutdown(wait=True)
+    assert [who for who, _ in lines] == ["mira", "bjorn"]
+    path = tmp_path / "scene.mp4"
+    path.write_bytes(data)
+    with av.open(str(path)) as container:
+        pictures = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    with av.open(str(path)) as container:
+        samples = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+    assert len(pictures) == stopped["frames"]
+    assert float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) > 0.005  # speech, not silence
+    library = PersonaLibrary.default()
+    last = pictures[-1].astype(int)
+    half = last.shape[1] // 2
+    for who, part in (("mira", last[:, :half]), ("bjorn", last[:, half:])):  # each on their side
+        hex_colour = library.get(who).appearance.outfit_colour
+        outfit = np.array([int(hex_colour[k:k + 2], 16) for k in (1, 3, 5)])
+        assert (np.abs(part - outfit).max(axis=-1) < 40).sum() > 200, who
