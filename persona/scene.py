@@ -36,7 +36,7 @@ from .schema import PERSONA_ID_PATTERN, ActionDirective, CharacterState
 from .state import StateTracker
 
 __all__ = ["MAX_CAST", "Addressed", "CastState", "GroupTurns", "Scene", "SceneChat", "SceneError", "SceneInterpreter",
-           "SceneResponse", "SceneTracker", "address"]
+           "SceneResponse", "SceneTracker", "address", "in_scene"]
 
 #: Most personas one scene holds (the preview draws them side by side).
 MAX_CAST = 4
@@ -213,6 +213,22 @@ def address(text: str, cast: Sequence[Persona], *, default: str | None = None) -
     return parts or [Addressed(current, "")]
 
 
+def in_scene(persona: Persona, cast: Sequence[Persona]) -> Persona:
+    """`persona` told who else is on screen, as one more rule of its card: an LLM backend then
+    knows the group (its system prompt lists the card's rules), answers as this persona only,
+    and hands the word on by name, which `GroupTurns` follows. The embedded backend reads no
+    rules; a scene of one changes nothing."""
+    others = [p for p in cast if p.id != persona.id]
+    if not others:
+        return persona
+    who = "; ".join(f"{p.name}" + (f" ({p.description.strip()[:160]})" if p.description.strip() else "")
+                    for p in others)
+    rule = (f"You share this scene with {who}. The user may speak to several of you at once: answer only "
+            f"as {persona.name}, only to what is asked of you. To speak to another character, begin with "
+            "their name.")
+    return persona.model_copy(update={"constraints": (*persona.constraints, rule)})
+
+
 @dataclass
 class SceneReading:
     """What the cast makes of one user message: each addressed persona's interpretation."""
@@ -232,7 +248,7 @@ class SceneInterpreter:
         ids = [p.id for p in cast]
         Scene(personas=tuple(ids))  # the same checks as a scene file (unknown ids are the caller's)
         self.interpreter = interpreter
-        self.cast = {p.id: p for p in cast}
+        self.cast = {p.id: in_scene(p, cast) for p in cast}
         self.order = tuple(ids)
         self.last_addressed: str | None = None
 

@@ -152,8 +152,9 @@ def _llm_app(calls: list) -> web.Application:
     async def completions(request: web.Request) -> web.Response:
         body = await request.json()
         system = body["messages"][0]["content"]
-        speaker = "Bjorn" if "You are Bjorn" in system or system.count("Bjorn") > system.count("Mira") else "Mira"
+        speaker = "Bjorn" if system.startswith("You are Bjorn") else "Mira"
         other = "Mira" if speaker == "Bjorn" else "Bjorn"
+        assert f"You share this scene with {other}" in system  # the group context reaches the LLM
         calls.append(speaker)
         answer = {"actions": [], "expression": "smile", "reply": f"{other}, your turn!"}
         return web.json_response({"id": "scene-test", "object": "chat.completion", "choices": [
@@ -219,6 +220,7 @@ async def test_two_voices_take_turns_and_a_persona_to_persona_exchange_stops_at_
             _, later = await _collect_until(
                 ws, lambda a, m: any(x["type"] == "directives" and x["reply_to"] == "c2" for x in m))
             messages += later
+        assert calls[:3] == ["Mira", "Bjorn", "Mira"]  # each asked with its own card
         c1 = [(m["character"], m["text"]) for m in messages if m["type"] == "reply" and m["reply_to"] == "c1"]
         assert c1 == lines  # the reply, then two hand-overs: the limit stopped the third
         first_c2 = next(i for i, m in enumerate(messages) if m.get("reply_to") == "c2")

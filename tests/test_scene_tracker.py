@@ -57,3 +57,16 @@ def test_a_scene_turn_gives_each_addressed_persona_its_directives_and_line(cast)
     assert [(d.character, d.action) for d in response.directives] == [("mira", "wave"), ("bjorn", "sit")]
     assert [who for who, _ in response.replies] == ["mira", "bjorn"]
     assert all(line for _, line in response.replies)
+
+
+def test_an_llm_backend_is_told_who_else_is_in_the_scene(cast):
+    from comfyui_persona.persona.interpreter import InterpretRequest
+    from comfyui_persona.persona.interpreter.structured import build_messages
+    from comfyui_persona.persona.scene import SceneInterpreter
+
+    scene = SceneInterpreter(get_interpreter("embedded"), cast)
+    system = build_messages(InterpretRequest(text="hi", persona=scene.cast["mira"]))[0]["content"]
+    assert system.startswith("You are Mira.") and "You share this scene with Bjorn" in system
+    assert "answer only as Mira" in system
+    alone = build_messages(InterpretRequest(text="hi", persona=cast[0]))[0]["content"]
+    assert "share this scene" not in alone  # the card itself is unchanged
