@@ -3,7 +3,8 @@
 Each character is a whole `PreviewRenderer` (its own look, vocabulary, directive queue,
 transitions, blinks and mouth), stepped on the scene's one frame clock with
 `PreviewRenderer.step` and drawn onto one shared canvas, so a scene character moves exactly
-as the single character does and the single-character path is untouched.
+as the single character does (plus the head turn toward a speaker, below) and the
+single-character path is untouched.
 
 Behaviour, beyond the single renderer's (renderer.py):
 - A directive names its performer with `character` (directive contract v1.1); none means the
