@@ -246,6 +246,10 @@ async def test_two_voices_take_turns_and_a_persona_to_persona_exchange_stops_at_
     finally:
         service.pool.shutdown(wait=True)
         await runner.cleanup()
+        from comfyui_persona.nodes import conversation_nodes
+
+        for key in [k for k in conversation_nodes._INTERPRETERS if llm in k]:  # the node caches one per options
+            conversation_nodes._INTERPRETERS.pop(key).close()
 
 
 async def test_a_scene_records_to_an_mp4_with_both_characters_and_both_voices(tmp_path):
