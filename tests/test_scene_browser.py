@@ -82,6 +82,15 @@ async def test_a_two_persona_scene_in_the_chat_page(service, tmp_path):
                 "sitting", timeout=20000)
             await _wait_frame_after(page, first)
 
+            # the quick actions go to the character picked in the cast (Mira at first)
+            await page.click("#cast li[data-character='bjorn'] .cast-pick")
+            await expect(page.locator("#cast li[data-character='bjorn'] .cast-pick")).to_have_attribute(
+                "aria-pressed", "true")
+            await page.click("#quick-actions button[data-action='stand']")
+            await expect(page.locator("#cast li[data-character='bjorn'] .cast-state")).to_contain_text(
+                "standing", timeout=20000)
+            await expect(page.locator("#cast li[data-character='mira'] .cast-state")).to_contain_text("standing")
+
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / "chat_page_scene.png"
             await page.screenshot(path=str(shot))

@@ -164,6 +164,7 @@ function renderQuickActions() {
       const directive = known.has(name)
         ? { action: name, expression: expression ?? "neutral", intensity: 0.7 }
         : { action: "idle", expression: name, intensity: 0.7 };
+      if (client.ready?.scene && actingCharacter) directive.character = actingCharacter; // who does it (1.1)
       actionIds.add(client.action(directive));
       addBubble("user", actionLabel(directive));
     });
@@ -275,6 +276,8 @@ client.addEventListener("state", (event) => {
 
 // -- scenes (protocol 1.1) ---------------------------------------------------------------
 
+let actingCharacter = null; // in a scene: who the quick actions go to
+
 function castName(id) {
   return client.ready?.scene?.personas.find((p) => p.id === id)?.name ?? id;
 }
@@ -286,13 +289,27 @@ function renderCast(ready) {
     cast.replaceChildren();
     return;
   }
+  actingCharacter = ready.scene.personas[0].id;
   cast.replaceChildren(...ready.scene.personas.map((persona) => {
     const item = document.createElement("li");
     item.dataset.character = persona.id;
     item.dataset.speaking = "false";
+    // The quick actions go to the character picked here (the first at start).
+    const pick = document.createElement("button");
+    pick.type = "button";
+    pick.className = "cast-pick";
+    pick.textContent = persona.name;
+    pick.title = `Quick actions for ${persona.name}`;
+    pick.setAttribute("aria-pressed", String(persona.id === actingCharacter));
+    pick.addEventListener("click", () => {
+      actingCharacter = persona.id;
+      for (const other of cast.querySelectorAll(".cast-pick")) {
+        other.setAttribute("aria-pressed", String(other === pick));
+      }
+    });
     const state = document.createElement("span");
     state.className = "cast-state";
-    item.append(persona.name, state);
+    item.append(pick, state);
     return item;
   }));
   cast.hidden = false;
