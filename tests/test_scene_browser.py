@@ -81,6 +81,10 @@ async def test_a_two_persona_scene_in_the_chat_page(service, tmp_path):
             await expect(page.locator("#cast li[data-character='bjorn'] .cast-state")).to_contain_text(
                 "sitting", timeout=20000)
             await _wait_frame_after(page, first)
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / "chat_page_scene.png"
+            await page.screenshot(path=str(shot))
+            publish_doc_image(shot, "chat_page_scene.png")
 
             # the quick actions go to the character picked in the cast (Mira at first)
             await page.click("#cast li[data-character='bjorn'] .cast-pick")
@@ -91,10 +95,6 @@ async def test_a_two_persona_scene_in_the_chat_page(service, tmp_path):
                 "standing", timeout=20000)
             await expect(page.locator("#cast li[data-character='mira'] .cast-state")).to_contain_text("standing")
 
-            ARTIFACTS.mkdir(exist_ok=True)
-            shot = ARTIFACTS / "chat_page_scene.png"
-            await page.screenshot(path=str(shot))
-            publish_doc_image(shot, "chat_page_scene.png")
             assert not console_errors, console_errors
         finally:
             await browser.close()
