@@ -2,6 +2,13 @@
 
     .venv/bin/python benchmarks/preview.py                     # full run, writes the JSON (~4 min; the sweep alone took 184 s)
     .venv/bin/python benchmarks/preview.py --quick --out /tmp  # seconds
+    .venv/bin/python benchmarks/preview.py --scene             # scenes of 1, 2 and 4 characters only (~2 min)
+
+Scenes (`--scene`, issue 20): the same mix on a `ScenePreviewRenderer` of 2 and 4 characters
+at 512², every character getting its own directives (the k-th submission goes to character
+k mod n, each a whole directive, so all of them are mid-gesture most of the time) and the
+speaker changing with each talking cycle; the single `PreviewRenderer` is measured in the same
+run as the anchor. Written with `record.write_result` to `preview-cpu-<date>-scene.json`.
 
 Speed: the process is pinned to one core (`os.sched_setaffinity`) and BLAS/OpenMP pools
 are set to one thread before numpy loads; Skia's raster backend draws on the calling
@@ -40,8 +47,8 @@ import numpy as np  # noqa: E402
 
 from comfyui_persona.persona.schema import CORE_ACTIONS, CORE_EXPRESSIONS, ActionDirective  # noqa: E402
 from comfyui_persona.video.backend import SessionSpec  # noqa: E402
-from comfyui_persona.video.preview import PreviewRenderer, smoothness  # noqa: E402
-from record import cpu_model, git_commit  # noqa: E402
+from comfyui_persona.video.preview import PreviewRenderer, ScenePreviewRenderer, smoothness  # noqa: E402
+from record import cpu_model, git_commit, result_path, write_result  # noqa: E402
 from record import torch_version as torch_version_of  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +100,84 @@ def speed(width: int, height: int, seconds: float, runs: int, fps: float = 16.0)
         "ms_per_frame_median": 1000.0 / statistics.median(results),
         "fps_cpu_time_median": statistics.median(cpu_results),
     }
+
+
+SCENE_CAST = ("ada", "mira", "bjorn", "kai")
+SCENE_LOOKS = (
+    {"hair_style": "long", "outfit_colour": "#d14a4a"},
+    {"hair_style": "ponytail", "outfit_colour": "#4a7bd1"},
+    {"hair_style": "short", "outfit_colour": "#4ad17b"},
+    {"hair_style": "bun", "outfit_colour": "#d1c24a"},
+)
+
+
+def scene_mix(renderer: ScenePreviewRenderer, frames: int, fps: float) -> tuple[float, float]:
+    """`realistic_mix` for a scene: submission k goes to character k mod n, and every other
+    one makes that character speak (the others turn to look)."""
+    actions = [e.name for e in CORE_ACTIONS]
+    expressions = [e.name for e in CORE_EXPRESSIONS]
+    cast = renderer.cast
+    every = max(1, int(1.5 * fps / len(cast)))  # each character still gets a new directive every ~1.5 s
+    spent = cpu = 0.0
+    done = k = 0
+    while done < frames:
+        if done % every < renderer.chunk_frames:
+            who = cast[k % len(cast)]
+            action, expression = actions[k % len(actions)], expressions[(k * 5) % len(expressions)]
+            renderer.submit([ActionDirective(action=action, expression=expression, intensity=0.8, character=who)],
+                            seq=k)
+            if k % 2 == 0:
+                renderer.set_speech(None, 1200, character=who)
+            k += 1
+        start, start_cpu = time.perf_counter(), time.thread_time()
+        chunk = renderer.next_chunk()
+        spent += time.perf_counter() - start
+        cpu += time.thread_time() - start_cpu
+        done += chunk.frames.shape[0]
+    return spent, cpu
+
+
+def scene_speed(characters: int, size: int, seconds: float, runs: int, fps: float = 16.0) -> dict:
+    results, cpu_results = [], []
+    for run in range(runs):
+        renderer = ScenePreviewRenderer(chunk_frames=4)
+        renderer.start_scene([SessionSpec(SCENE_CAST[i], SCENE_CAST[i].title(), dict(SCENE_LOOKS[i], name_tag=True),
+                                          size, size, fps, seed=run) for i in range(characters)])
+        renderer.next_chunk()  # warm-up
+        frames = int(seconds * fps)
+        spent, cpu = scene_mix(renderer, frames, fps)
+        results.append(frames / spent)
+        cpu_results.append(frames / cpu)
+    return {"fps_median": statistics.median(results), "fps_runs": results,
+            "ms_per_frame_median": 1000.0 / statistics.median(results),
+            "fps_cpu_time_median": statistics.median(cpu_results)}
+
+
+def scenes(args: argparse.Namespace, core: int) -> int:
+    """`--scene`: 1 (the single renderer), 2 and 4 characters at 512², one core."""
+    size = 512
+    metrics: dict = {}
+    for characters in (1, 2, 4):
+        if characters == 1:
+            result = speed(size, size, args.seconds, args.runs)
+        else:
+            result = scene_speed(characters, size, args.seconds, args.runs)
+        key = f"fps_{size}x{size}_{characters}_characters"
+        metrics[key] = result["fps_median"]
+        metrics[f"{key}_runs"] = result["fps_runs"]
+        metrics[f"{key}_by_thread_cpu_time"] = result["fps_cpu_time_median"]
+        metrics[f"ms_per_frame_{size}x{size}_{characters}_characters"] = result["ms_per_frame_median"]
+        print(f"{characters} character(s) at {size}x{size}: {result['fps_median']:.1f} fps median on one core "
+              f"({result['fps_cpu_time_median']:.1f} fps by CPU time; runs {[round(x, 1) for x in result['fps_runs']]})")
+    config = {"seconds_per_run": args.seconds, "runs": args.runs, "fps_clock": 16.0, "chunk_frames": 4,
+              "size": size, "characters": [1, 2, 4], "goal_fps_4_characters": 30,
+              "mix": "per character a directive every ~1.5 s cycling 16 actions x 12 expressions; "
+                     "every other one makes that character speak (a talking cycle); 1 character = PreviewRenderer",
+              "skia": importlib.metadata.version("skia-python")}
+    path = result_path("preview", "cpu", "scene", folder=args.out)
+    write_result(path, "preview", f"{cpu_model()} (1 core: cpu {core})", config, metrics)
+    print(f"wrote {path}")
+    return 0
 
 
 def compare_libs(repeats: int = 100) -> dict:
@@ -186,12 +271,16 @@ def main() -> int:
     parser.add_argument("--smooth-size", type=int, default=256)
     parser.add_argument("--compare-libs", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a few seconds, for a smoke test")
+    parser.add_argument("--scene", action="store_true",
+                        help="only scenes: 1, 2 and 4 characters at 512x512 (issue 20), written as <...>-scene.json")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.runs, args.smooth_size = 2.0, 1, 64
 
     core = pin_one_core()
+    if args.scene:
+        return scenes(args, core)
     metrics: dict = {}
     for width, height in ((512, 512), (832, 480)):
         result = speed(width, height, args.seconds, args.runs)

@@ -227,6 +227,8 @@ class PersonaInterpreter:
         done = session.turn_memo.get("interpretation", turn.turn)
         if done is not None:  # interpreted before (a host's cache was evicted): no second reply
             return done
+        if session.cast:
+            return _scene_turn(session, turn, _interpreter(backend, options))
         request = InterpretRequest(
             text=turn.text, persona=persona, state=_current_state(session), history=turn.history
         )
@@ -237,6 +239,34 @@ class PersonaInterpreter:
         )
         session.turn_memo.put("interpretation", turn.turn, (plan, interpretation.reply))
         return (plan, interpretation.reply)
+
+
+def _scene_turn(session, turn: TurnValue, interpreter) -> tuple:
+    """A scene's turn (persona.scene.SceneChat): each addressed persona's directives, stamped
+    with its id, then each speaker's line in order (`on_cast_reply`); the reply output joins
+    the lines as "Name: line"."""
+    from ..persona.scene import SceneChat
+
+    with session.lock:
+        if session.scene_chat is None:
+            session.scene_chat = SceneChat(interpreter, session.cast)
+        chat = session.scene_chat
+        tracker = session.tracker
+        states = tracker.states_at(session.now_ms()) if hasattr(tracker, "states_at") else {}
+    response = chat.respond(turn.text, states, turn.history)
+    session.listener.on_directives(turn.turn, session.as_performed(response.directives))
+    on_line = getattr(session.listener, "on_cast_reply", None)
+    names = {p.id: p.name for p in session.cast}
+    for who, line in response.replies:
+        if on_line is not None:
+            on_line(turn.turn, who, line)
+    reply = "\n".join(f"{names[who]}: {line}" for who, line in response.replies)
+    if on_line is None:  # a host that knows no scenes gets the lines as one reply
+        session.listener.on_reply(turn.turn, reply, True)
+    _conversation(session, session.cast[0]).add_persona(reply)
+    plan = DirectivePlan(turn=turn.turn, directives=tuple(response.directives), source="chat", reply=reply)
+    session.turn_memo.put("interpretation", turn.turn, (plan, reply))
+    return (plan, reply)
 
 
 def _interpreter_choices() -> list[str]:
@@ -311,7 +341,7 @@ class PersonaDirective:
     RETURN_NAMES = ("directives",)
     FUNCTION = "make"
     #: The headless server binds an `action` message's directive and turn number here.
-    HEADLESS_BINDING = {"action": ("action", "expression", "intensity", "duration_s", "dialogue")}
+    HEADLESS_BINDING = {"action": ("action", "expression", "intensity", "duration_s", "dialogue", "character")}
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
@@ -346,6 +376,8 @@ class PersonaDirective:
             },
             "optional": {
                 "session_id": _SESSION_INPUT,
+                "character": ("STRING", {"default": "", "tooltip": "In a scene of several personas: the id of "
+                                         "the one who does it (empty: the scene's first)."}),
             },
         }
 
@@ -362,6 +394,7 @@ class PersonaDirective:
         dialogue: str,
         turn: int,
         session_id: str = "default",
+        character: str = "",
     ) -> tuple:
         from ..persona.schema import ActionDirective
 
@@ -376,5 +409,6 @@ class PersonaDirective:
             intensity=intensity,
             duration_s=duration_s or None,
             dialogue=dialogue,
+            character=character.strip() or None,
         )
         return (DirectivePlan(turn=turn, directives=(directive,), source="action"),)

@@ -208,6 +208,11 @@ class Session:
     recordings: dict[tuple, Any] = field(default_factory=dict)
     recorded_paths: set[Path] = field(default_factory=set)
     turn_memo: TurnMemo = field(default_factory=TurnMemo)
+    #: A scene's personas (protocol 1.1, persona.scene), left to right, set by the host before
+    #: any node runs; empty: the workflow's one persona. The nodes build a scene's interpreter,
+    #: tracker and renderer from it.
+    cast: tuple = ()
+    scene_chat: Any = None  # persona.scene.SceneChat, built on the scene's first turn
     last_used: float = field(default_factory=time.monotonic)  # the last time a node asked for it
     _turns: int = 0
 

@@ -56,7 +56,7 @@ class PersonaStateTracker:
         now = session.now_ms()
         with session.lock:  # the interpreter (turn thread) reads this tracker's state
             if session.tracker is None:
-                session.tracker = _new_tracker(persona, now)
+                session.tracker = _new_tracker(persona, now, session.cast)
             tracker = session.tracker
             memory: TrackerMemory = session.tracker_memory
             incoming = [p for p in (directives, manual) if p is not None and p.turn > memory.applied_turn]
@@ -71,9 +71,13 @@ class PersonaStateTracker:
         return (memory.plan or DirectivePlan(turn=0, source="plan"), state)
 
 
-def _new_tracker(persona, now_ms: int):
+def _new_tracker(persona, now_ms: int, cast: tuple = ()):
     from ..persona.state import StateTracker
 
+    if cast:  # a scene: one tracker per character (persona.scene.SceneTracker)
+        from ..persona.scene import SceneTracker
+
+        return SceneTracker(cast, clock_ms=now_ms)
     return StateTracker(persona.vocabulary(), clock_ms=now_ms)
 
 
@@ -149,10 +153,11 @@ class PersonaPreviewRenderer:
     ):
         session = current_store().get(session_id)
         # What starts a new stream; frames per run (`chunk_frames`) only sets the next chunk's length.
-        key = (self.BACKEND, persona.id, width, height, float(fps), seed)
+        cast = session.cast or (persona,)
+        key = (self.BACKEND, tuple(p.id for p in cast), width, height, float(fps), seed)
         slot = session.renderer
         if slot is None or slot.key != key:
-            backend = _start_backend(self.BACKEND, persona, width, height, fps, seed, chunk_frames)
+            backend = _start_backend(self.BACKEND, persona, width, height, fps, seed, chunk_frames, session.cast)
             slot = _RendererSlot(key=key, backend=backend)
             session.set_renderer(slot)
         slot.backend.set_chunk_frames(chunk_frames)
@@ -184,29 +189,39 @@ class PersonaPreviewRenderer:
         return (FramesValue(session_id=session_id, backend=slot.backend.name, chunk=chunk, fps=float(fps)),)
 
 
-def _start_backend(name: str, persona, width: int, height: int, fps: float, seed: int, chunk_frames: int):
-    from ..video.backend import SessionSpec
+def _start_backend(name: str, persona, width: int, height: int, fps: float, seed: int, chunk_frames: int,
+                   cast: tuple = ()):
     from ..video.registry import create_backend
 
-    vocabulary = persona.vocabulary()
+    if cast and name == "preview":  # a scene: every character side by side in one frame
+        from ..video.preview import ScenePreviewRenderer
+
+        backend = ScenePreviewRenderer(chunk_frames=chunk_frames)
+        backend.start_scene([_spec(p, width, height, fps, seed) for p in cast])
+        return backend
     backend = create_backend(name, chunk_frames=chunk_frames)
-    backend.start_session(
-        SessionSpec(
-            persona_id=persona.id,
-            persona_name=persona.name,
-            look=persona.appearance.model_dump(mode="json"),
-            width=width,
-            height=height,
-            fps=float(fps),
-            seed=seed,
-            # Whole entries, not names: the renderer reads pose data (sit leaves you seated).
-            vocabulary={
-                "actions": [entry.model_dump(mode="json") for entry in vocabulary.actions],
-                "expressions": [entry.model_dump(mode="json") for entry in vocabulary.expressions],
-            },
-        )
-    )
+    backend.start_session(_spec(persona, width, height, fps, seed))
     return backend
+
+
+def _spec(persona, width: int, height: int, fps: float, seed: int):
+    from ..video.backend import SessionSpec
+
+    vocabulary = persona.vocabulary()
+    return SessionSpec(
+        persona_id=persona.id,
+        persona_name=persona.name,
+        look=persona.appearance.model_dump(mode="json"),
+        width=width,
+        height=height,
+        fps=float(fps),
+        seed=seed,
+        # Whole entries, not names: the renderer reads pose data (sit leaves you seated).
+        vocabulary={
+            "actions": [entry.model_dump(mode="json") for entry in vocabulary.actions],
+            "expressions": [entry.model_dump(mode="json") for entry in vocabulary.expressions],
+        },
+    )
 
 
 class PersonaStreamSink:

@@ -33,8 +33,10 @@ from ..errors import PersonaError
 from .card import Persona
 from .interpreter.base import Interpretation, Interpreter, InterpretRequest, Turn
 from .schema import PERSONA_ID_PATTERN, ActionDirective, CharacterState
+from .state import StateTracker
 
-__all__ = ["MAX_CAST", "Addressed", "GroupTurns", "Scene", "SceneError", "SceneInterpreter", "address"]
+__all__ = ["MAX_CAST", "Addressed", "CastState", "GroupTurns", "Scene", "SceneChat", "SceneError", "SceneInterpreter",
+           "SceneResponse", "SceneTracker", "address", "in_scene"]
 
 #: Most personas one scene holds (the preview draws them side by side).
 MAX_CAST = 4
@@ -211,6 +213,22 @@ def address(text: str, cast: Sequence[Persona], *, default: str | None = None) -
     return parts or [Addressed(current, "")]
 
 
+def in_scene(persona: Persona, cast: Sequence[Persona]) -> Persona:
+    """`persona` told who else is on screen, as one more rule of its card: an LLM backend then
+    knows the group (its system prompt lists the card's rules), answers as this persona only,
+    and hands the word on by name, which `GroupTurns` follows. The embedded backend reads no
+    rules; a scene of one changes nothing."""
+    others = [p for p in cast if p.id != persona.id]
+    if not others:
+        return persona
+    who = "; ".join(f"{p.name}" + (f" ({p.description.strip()[:160]})" if p.description.strip() else "")
+                    for p in others)
+    rule = (f"You share this scene with {who}. The user may speak to several of you at once: answer only "
+            f"as {persona.name}, only to what is asked of you. To speak to another character, begin with "
+            "their name.")
+    return persona.model_copy(update={"constraints": (*persona.constraints, rule)})
+
+
 @dataclass
 class SceneReading:
     """What the cast makes of one user message: each addressed persona's interpretation."""
@@ -230,7 +248,7 @@ class SceneInterpreter:
         ids = [p.id for p in cast]
         Scene(personas=tuple(ids))  # the same checks as a scene file (unknown ids are the caller's)
         self.interpreter = interpreter
-        self.cast = {p.id: p for p in cast}
+        self.cast = {p.id: in_scene(p, cast) for p in cast}
         self.order = tuple(ids)
         self.last_addressed: str | None = None
 
@@ -282,3 +300,111 @@ class GroupTurns:
                 return
             yield listener, line
             speaker = listener
+
+
+@dataclass(frozen=True)
+class SceneResponse:
+    """What a scene makes of one user message: every directive (each naming its performer), in
+    the order given, and the spoken lines in speaking order."""
+
+    directives: list[ActionDirective]
+    replies: list[tuple[str, str]]  # (persona id, line)
+
+
+class SceneChat:
+    """One user message through a scene: `SceneInterpreter` for who does what, `GroupTurns`
+    for who says what, in order. A persona answering another (a hand-over) is interpreted like
+    a message to it, so its directives join the turn's too (Bjorn may wave back)."""
+
+    def __init__(self, interpreter: Interpreter, cast: Sequence[Persona], max_exchanges: int = 2) -> None:
+        self.scene = SceneInterpreter(interpreter, cast)
+        self.turns = GroupTurns(list(cast), max_exchanges=max_exchanges)
+
+    @property
+    def cast(self) -> dict[str, Persona]:
+        return self.scene.cast
+
+    def respond(self, text: str, states: dict[str, CharacterState] | None = None,
+                history: Sequence[Turn] = ()) -> SceneResponse:
+        states = states or {}
+        reading = self.scene.interpret(text, states, history)
+        directives = list(reading.directives)
+
+        def answer(persona_id: str, line: str) -> str:
+            request = InterpretRequest(text=line, persona=self.cast[persona_id],
+                                       state=states.get(persona_id, CharacterState()), history=tuple(history))
+            result = self.scene.interpreter.interpret(request)
+            directives.extend(d.model_copy(update={"character": persona_id}) for d in result.directives)
+            return result.reply
+
+        replies = list(self.turns.replies(reading, answer))
+        return SceneResponse(directives=directives, replies=replies)
+
+
+@dataclass(frozen=True)
+class CastState:
+    """One character's state change in a scene: the `state` message's payload with `character`
+    (protocol v1.1), dumped like a `CharacterState` so a listener takes either."""
+
+    character: str
+    state: CharacterState
+
+    def model_dump(self, **kwargs) -> dict:
+        return {**self.state.model_dump(**kwargs), "character": self.character}
+
+
+class SceneTracker:
+    """A `StateTracker` per cast member behind the tracker's own calls, so the tracker node
+    drives a scene as it drives one character: `plan` sends each directive to its performer's
+    tracker (a submission re-plans only the characters it names), `advance` reports each
+    character's changes as `CastState`s, `state_at` is the first persona's (the scene's lead)."""
+
+    def __init__(self, cast: Sequence[Persona], clock_ms: int = 0) -> None:
+        self.scene = Scene(personas=tuple(p.id for p in cast))
+        self.trackers = {p.id: StateTracker(p.vocabulary(), clock_ms=clock_ms) for p in cast}
+        self.notes: list[str] = []
+
+    def reset(self, now_ms: int) -> None:
+        for tracker in self.trackers.values():
+            tracker.reset(now_ms)
+
+    def set_speaking(self, speaking: bool, now_ms: int, character: str | None = None) -> None:
+        """`character` starts or stops talking (None: the first persona starts; everyone stops)."""
+        if character is None and not speaking:
+            for tracker in self.trackers.values():
+                tracker.set_speaking(False, now_ms)
+            return
+        who = character or self.scene.personas[0]
+        if speaking:  # one speech track: a new speaker means the last one has finished
+            for other, tracker in self.trackers.items():
+                if other != who and tracker.state_at(now_ms).speaking:
+                    tracker.set_speaking(False, now_ms)
+        self.trackers[who].set_speaking(speaking, now_ms)
+
+    def plan(self, directives: list[ActionDirective], now_ms: int, *, interrupt: bool = True) -> list[ActionDirective]:
+        shares: dict[str, list[ActionDirective]] = {}
+        for directive in directives:
+            shares.setdefault(self.scene.performer(directive), []).append(directive)
+        planned: list[ActionDirective] = []
+        self.notes = []
+        for who, share in shares.items():
+            tracker = self.trackers[who]
+            planned.extend(d.model_copy(update={"character": who})
+                           for d in tracker.plan(share, now_ms, interrupt=interrupt))
+            self.notes.extend(f"{who}: {note}" for note in tracker.notes)
+        return planned
+
+    def busy_until_ms(self) -> int:
+        return max(t.busy_until_ms() for t in self.trackers.values())
+
+    def state_at(self, now_ms: int) -> CharacterState:
+        return self.trackers[self.scene.personas[0]].state_at(now_ms)
+
+    def states_at(self, now_ms: int) -> dict[str, CharacterState]:
+        return {who: tracker.state_at(now_ms) for who, tracker in self.trackers.items()}
+
+    def advance(self, now_ms: int) -> list[CastState]:
+        """Every character's changes since the last call, in the order they happened."""
+        changes = [CastState(who, state) for who, tracker in self.trackers.items() for state in tracker.advance(now_ms)]
+        # At one instant, who stops talking comes before who starts (one voice at a time).
+        return sorted(changes, key=lambda change: (change.state.since_ms, change.state.speaking))

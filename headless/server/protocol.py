@@ -81,6 +81,8 @@ class Hello:
     # 1.1: what to do when `session` is open on another connection: None (absent, as in 1.0)
     # or True takes it over; False refuses with `session_in_use` (a duplicated tab must not steal).
     takeover: bool | None = None
+    # 1.1: a scene of 1-4 persona ids, left to right, instead of `persona` (issue 20).
+    scene: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -230,8 +232,38 @@ def _hello(obj: dict, reply_to: str | None) -> Hello:
     takeover = obj.get("takeover")
     if takeover is not None and not isinstance(takeover, bool):
         raise ProtocolError("invalid", "field 'takeover' must be a boolean", reply_to)
+    scene = _scene(obj, reply_to)
+    if scene is not None and persona is not None:
+        raise ProtocolError("invalid", "fields 'persona' and 'scene' exclude each other: a scene names its "
+                                       "personas (the first one leads)", reply_to)
     return Hello(persona=persona, session=session, token=token, max_fps=max_fps, workflow=workflow,
-                 comfy_client_id=client, takeover=takeover)
+                 comfy_client_id=client, takeover=takeover, scene=scene)
+
+
+def _scene(obj: dict, reply_to: str | None) -> tuple[str, ...] | None:
+    """`hello.scene`: a list of persona ids, or a scene file's object (`{"personas": [...]}`)."""
+    from ...persona.scene import MAX_CAST
+
+    value = obj.get("scene")
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        extra = sorted(set(value) - {"personas", "layout"})
+        if extra:
+            raise ProtocolError("invalid", f"field 'scene.{extra[0][:40]}' is not a scene field", reply_to)
+        if value.get("layout", "side_by_side") != "side_by_side":
+            raise ProtocolError("invalid", "field 'scene.layout' must be 'side_by_side'", reply_to)
+        value = value.get("personas")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ProtocolError("invalid", "field 'scene' must be a list of persona ids", reply_to)
+    if not 1 <= len(value) <= MAX_CAST:
+        raise ProtocolError("invalid", f"field 'scene' names {len(value)} personas; a scene holds 1 to {MAX_CAST}",
+                            reply_to)
+    repeated = sorted({v for v in value if value.count(v) > 1})
+    if repeated:
+        raise ProtocolError("invalid", f"field 'scene': a persona appears once per scene; repeated: "
+                                       f"{', '.join(r[:64] for r in repeated)}", reply_to)
+    return tuple(value)
 
 
 def _chat(obj: dict, reply_to: str | None) -> Chat:
@@ -244,7 +276,7 @@ def _chat(obj: dict, reply_to: str | None) -> Chat:
     return Chat(id=message_id, text=text)
 
 
-_DIRECTIVE_FIELDS = {"action", "expression", "dialogue", "intensity", "duration_s"}
+_DIRECTIVE_FIELDS = {"action", "expression", "dialogue", "intensity", "duration_s", "character"}
 
 
 def _action(obj: dict, reply_to: str | None) -> Action:

@@ -128,7 +128,8 @@ class PersonaService:
         """Resume the named session or start a new one; raises ProtocolError (busy, unknown_persona)."""
         if hello.session and hello.session in self.sessions:
             session = self.sessions[hello.session]
-            if hello.persona is None or hello.persona == session.persona.id:
+            same_cast = hello.scene is None or hello.scene == session.cast_ids
+            if (hello.persona is None or hello.persona == session.persona.id) and same_cast:
                 previous = session.connection
                 if previous is not None and previous is not connection and hello.takeover is False:
                     raise ProtocolError(
@@ -149,21 +150,34 @@ class PersonaService:
         await self._make_room(connection.peer)
         self._starting += 1
         try:
-            persona = await self._load_persona(hello.persona or self.default_persona)
+            if hello.scene:  # 1.1: a scene; its first persona leads (the workflow's persona)
+                personas = [await self._load_persona(persona_id) for persona_id in hello.scene]
+            else:
+                personas = [await self._load_persona(hello.persona or self.default_persona)]
+            persona = personas[0]
+            cast = tuple(personas) if hello.scene else ()  # a scene of one is still a scene (1.1 fields)
             session_id = secrets.token_urlsafe(18)
             persona_ref = await loop_run(self.pool, self._persona_ref, persona.id)
             try:
                 runner = self.hosts.new_host(self.store, session_id, persona_ref, hello.workflow, hello.comfy_client_id)
             except WorkflowError as exc:
                 raise ProtocolError("invalid", f"field 'workflow': {exc}") from None
-            speech = await loop_run(self.pool, _session_speech, persona) if self.config.speech else None
+            speech = None
+            if self.config.speech:
+                voices = (persona, cast) if cast else (persona,)  # a scene: every cast member's voice
+                speech = await loop_run(self.pool, _session_speech, *voices)
             runtime = self.store.get(session_id)
-            session = ViewerSession(self.context, session_id, persona, runner, runtime, speech, hello.max_fps)
+            runtime.cast = cast  # before any node runs: the nodes build a scene's parts from it
+            session = ViewerSession(self.context, session_id, persona, runner, runtime, speech, hello.max_fps, cast)
             session.owner = connection.peer
             self.store.open(session_id, listener=session, speech=speech, streamed=True)
             loop = asyncio.get_running_loop()
             try:
                 await loop.run_in_executor(self.pool, runner.start)
+                slot = runtime.renderer
+                if cast and slot is not None and not hasattr(slot.backend, "start_scene"):
+                    raise ProtocolError("invalid", f"field 'scene': this server's renderer ({slot.backend.name}) "
+                                                   "draws one persona; scenes need the preview renderer")
             except Exception:
                 await loop.run_in_executor(self.pool, runner.close)
                 raise
@@ -478,7 +492,11 @@ class PersonaService:
                 raise ProtocolError("rate_limited", "too many messages waiting to be interpreted", message.id)
         elif isinstance(message, Action):
             directive = message.directive
-            vocabulary = session.persona.vocabulary()
+            performer = session.performer(directive.get("character"))
+            if performer is None:
+                raise ProtocolError("invalid", f"field 'directive.character': {directive['character']!r} is not in "
+                                               f"this scene ({', '.join(session.cast_ids)})", message.id)
+            vocabulary = performer.vocabulary()
             if directive["action"] not in vocabulary.action_names:
                 raise ProtocolError(
                     "invalid", f"field 'directive.action': {directive['action']!r} is not an action of this persona", message.id
@@ -492,6 +510,8 @@ class PersonaService:
                 raise ProtocolError("invalid", "this workflow takes no manual directives (no PersonaDirective node)", message.id)
             fields = dict(directive)
             fields["duration_s"] = fields.get("duration_s") or 0.0
+            if session.cast:  # always bound: a host keeps an input's last value
+                fields["character"] = directive.get("character") or ""
             if not session.enqueue_turn("action", fields, message.id, directive=directive):
                 raise ProtocolError("rate_limited", "too many messages waiting to be performed", message.id)
         elif isinstance(message, Reset):
@@ -537,20 +557,24 @@ def _default_library(config: ServerConfig):
     return PersonaLibrary.default(config.personas_dir)
 
 
-def _session_speech(persona):
+def _session_speech(persona, cast=()):
     """The session's voice from its card: a voice the engine lists, by name, else the default
-    voice with a warning (`checked_voice`); None (silent) only when no engine can run."""
+    voice with a warning (`checked_voice`); None (silent) only when no engine can run. A scene
+    (`cast`) speaks each persona's lines with that persona's voice, on the one speech track."""
     from ...video.voice import VoiceError, checked_voice
     from .speech import SessionSpeech
 
-    try:
-        voice, problem = checked_voice(persona.voice.model_dump())
-    except VoiceError as exc:
-        log.warning("persona %s speaks not: %s", persona.id, exc)
-        return None
-    if problem:
-        log.warning("persona %s: %s", persona.id, problem)
-    return SessionSpeech(voice)
+    voices = {}
+    for member in cast or (persona,):
+        try:
+            voice, problem = checked_voice(member.voice.model_dump())
+        except VoiceError as exc:
+            log.warning("persona %s speaks not: %s", member.id, exc)
+            return None
+        if problem:
+            log.warning("persona %s: %s", member.id, problem)
+        voices[member.id] = voice
+    return SessionSpeech(voices[persona.id], voices=voices if cast else None)
 
 
 async def _close_later(connection: Connection) -> None:

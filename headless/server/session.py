@@ -47,7 +47,7 @@ __all__ = ["BACKLOG_LIMIT", "Connection", "ViewerSession", "WorkflowHost"]
 #: JSON messages kept for a detached session (delivered on resume), oldest dropped.
 BACKLOG_LIMIT = 256
 #: What this server offers of protocol 1.1 (`ready.features`).
-FEATURES = ("record", "resume", "workflows", "history", "takeover")
+FEATURES = ("record", "resume", "workflows", "history", "takeover", "scenes")
 
 
 class WorkflowHost(Protocol):
@@ -73,10 +73,13 @@ class ViewerSession:
     """A session's host and lanes; survives reconnects for the resume grace."""
 
     def __init__(self, context: SessionContext, session_id: str, persona, host: WorkflowHost, runtime: Session,
-                 speech: SessionSpeech | None, max_fps: int | None) -> None:
+                 speech: SessionSpeech | None, max_fps: int | None, cast: Sequence[Any] = ()) -> None:
         self.context = context
         self.id = session_id
         self.persona = persona
+        #: 1.1: a scene's personas, left to right (the first is `persona`); empty: one persona.
+        self.cast = tuple(cast)
+        self.states: dict[str, dict] = {}  # a scene's last state per character
         self.host = host
         self.runtime = runtime
         self.loop = asyncio.get_running_loop()
@@ -93,6 +96,7 @@ class ViewerSession:
         self._grace: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task] = []
         self._ready_sent = False
+        self._lines: dict[int, list[str]] = {}  # a scene's lines per turn, for the history
 
         self.frames = FrameQueue(cfg.frame_queue, context.metrics)
         self.render = RenderLoop(session_id, host.tick, self.frames, context.pool, context.encoder,
@@ -123,6 +127,10 @@ class ViewerSession:
     def on_state(self, state: dict) -> None:
         self.loop.call_soon_threadsafe(self._state, state)
 
+    def on_cast_reply(self, turn: int, character: str, text: str) -> None:
+        """A scene's line by `character` (replies come one per speaker, in speaking order)."""
+        self.loop.call_soon_threadsafe(self._cast_reply, turn, character, text)
+
     def on_chunk(self, frames: Any) -> None:
         self.render.encode(frames)
         self.recorder.push_chunk(frames)
@@ -144,9 +152,28 @@ class ViewerSession:
         if self.speech_lane is not None:
             self.speech_lane.speak_streamed(turn, text, done)
 
+    def _cast_reply(self, turn: int, character: str, text: str) -> None:
+        if self.closed:
+            return
+        reply_to = self.turns.reply_to(turn)
+        name = next((p.name for p in self.cast if p.id == character), character)
+        self._lines.setdefault(turn, []).append(f"{name}: {text}")  # the history's one answer entry
+        self.history.reply(reply_to, "\n".join(self._lines[turn]), True)
+        while len(self._lines) > 8:
+            self._lines.pop(next(iter(self._lines)))
+        self.send({"type": "reply", "reply_to": reply_to, "text": text, "done": True, "character": character})
+        if self.speech_lane is not None:
+            self.speech_lane.say(text, turn, character)  # queued behind the previous speaker's line
+
     def _state(self, state: dict) -> None:
         if self.closed:
             return
+        if "character" in state:
+            self.states[state["character"]] = state
+            if state["character"] != self.persona.id:  # `state` stays the lead's
+                if self._ready_sent:
+                    self.send({"type": "state", "state": state})
+                return
         self.state = state
         if self._ready_sent:
             self.send({"type": "state", "state": state})
@@ -197,6 +224,17 @@ class ViewerSession:
     # -- what the service asks ----------------------------------------------------------------
 
     @property
+    def cast_ids(self) -> tuple[str, ...]:
+        return tuple(p.id for p in self.cast) or (self.persona.id,)
+
+    def performer(self, character: str | None):
+        """The persona who performs a directive naming `character` (None: the first); None
+        when `character` is not in this session's scene."""
+        if character is None:
+            return self.persona
+        return next((p for p in self.cast or (self.persona,) if p.id == character), None)
+
+    @property
     def backend(self) -> str:
         return self.render.backend
 
@@ -223,7 +261,24 @@ class ViewerSession:
             "features": list(FEATURES),
             "recordings": recordings or [],
             "history": self.history.public(),
+            **self._scene_fields(),
         }
+
+    def _scene_fields(self) -> dict:
+        """1.1: a scene's cast (`scene`: each persona as `persona` is, left to right, with its
+        vocabulary) and each character's state (`states`); nothing for one persona."""
+        if not self.cast:
+            return {}
+        from ...persona.schema import CharacterState
+
+        cast = []
+        for p in self.cast:
+            vocabulary = p.vocabulary()
+            cast.append({"id": p.id, "name": p.name, "description": p.description,
+                         "vocabulary": {"actions": vocabulary.action_names, "expressions": vocabulary.expression_names}})
+        states = {p.id: self.states.get(p.id) or {**CharacterState().model_dump(mode="json"), "character": p.id}
+                  for p in self.cast}
+        return {"scene": {"personas": cast, "layout": "side_by_side"}, "states": states}
 
     def accepts(self, kind: str) -> bool:
         return self.host.accepts(kind)

@@ -67,10 +67,17 @@ class SessionSpeech:
     """One session's speech state. Thread-safe: render thread, TTS thread, event loop."""
 
     def __init__(
-        self, voice: Any, synthesizer: Any | None = None, lead_ms: int = SPEECH_LEAD_MS, ahead_ms: int = AUDIO_AHEAD_MS
+        self, voice: Any, synthesizer: Any | None = None, lead_ms: int = SPEECH_LEAD_MS, ahead_ms: int = AUDIO_AHEAD_MS,
+        voices: dict[str, Any] | None = None,
     ) -> None:
-        """`voice`: a `video.voice.VoiceSpec` (from the card's `voice` block)."""
+        """`voice`: a `video.voice.VoiceSpec` (from the card's `voice` block). `voices`: a
+        scene's voice per persona id; a line naming its speaker is spoken with that voice,
+        queued behind what is queued like any sentence (so two voices never overlap)."""
         self.voice = voice
+        self.voices = dict(voices or {})
+        #: (start pts, end pts, speaker) of each scene line queued: whose mouth moves when.
+        self._speakers: collections.deque[tuple[int, int, str]] = collections.deque(maxlen=256)
+        self._engines: dict[str, Any] = {}  # synthesizers of scene voices on another engine
         self.lead_ms = int(lead_ms)
         self.ahead_ms = int(ahead_ms)
         self._synthesizer = synthesizer
@@ -103,6 +110,9 @@ class SessionSpeech:
         audio now due is released to the listener."""
         driver = self._driver_for(backend, fps)
         before = driver.next_frame_ms
+        if self.voices and hasattr(backend, "set_speakers"):  # a scene renderer: route the mouths
+            with self._lock:
+                backend.set_speakers(list(self._speakers))
         with self._lock:  # the chunk's mouth timeline is fixed now: speech pushed meanwhile goes after it
             self._in_flight_end_ms = before + self._last_chunk_ms
         try:
@@ -181,6 +191,7 @@ class SessionSpeech:
         on_sentence: Callable[[Any, list], None] | None = None,
         cancelled: Callable[[], bool] = lambda: False,
         generation: int | None = None,
+        character: str | None = None,
     ) -> int:
         """Synthesise `text` sentence by sentence and queue each behind what is queued; then
         `on_sentence(scheduled, packets)` if given (its mouth shapes are picked up by the next
@@ -198,7 +209,14 @@ class SessionSpeech:
             log.warning("speech skipped: no renderer has drawn a frame for this session yet")
             return 0
         count = 0
-        for utterance in stream_utterances(driver.synthesizer, text, self.voice):
+        voice = self.voices.get(character, self.voice) if character is not None else self.voice
+        synthesizer = driver.synthesizer
+        if voice.engine != self.voice.engine:  # a scene's persona with another engine than the lead's
+            from ...video.voice import get_synthesizer
+
+            synthesizer = self._engines.get(voice.engine) or self._engines.setdefault(
+                voice.engine, get_synthesizer(voice.engine))
+        for utterance in stream_utterances(synthesizer, text, voice):
             if cancelled():
                 break
             with self._lock:  # checked and queued in one step: a stop() lands before or after both
@@ -211,10 +229,17 @@ class SessionSpeech:
                 scheduled, packets = driver.queue.push(utterance, now)
                 self._queued_end_ms = scheduled.end_ms
                 self._pending.append(_Pending(scheduled, packets))
+                if character is not None:
+                    self._speakers.append((scheduled.start_ms, scheduled.end_ms, character))
             if on_sentence is not None:
                 on_sentence(scheduled, packets)
             count += 1
         return count
+
+    def speaker_at(self, start_ms: int) -> str | None:
+        """Who speaks the scene line starting at `start_ms` (None: not a scene line)."""
+        with self._lock:
+            return next((who for start, _, who in reversed(self._speakers) if start == start_ms), None)
 
     def _now_ms(self, driver) -> float:
         """Under the lock: the first frame whose mouth timeline can still change."""

@@ -52,7 +52,8 @@ class SpeechLane:
         self._report = report
         self._loop = asyncio.get_running_loop()
         # (speech generation, text): a text asked for before a cut is not spoken (see `say`).
-        self._texts: asyncio.Queue[tuple[int, str]] = asyncio.Queue(maxsize=TURN_QUEUE_LIMIT)
+        # A scene's line also names its speaker (whose voice and mouth), else None.
+        self._texts: asyncio.Queue[tuple[int, str, str | None]] = asyncio.Queue(maxsize=TURN_QUEUE_LIMIT)
         self._cut = asyncio.Event()  # set by `stop`: the reply being synthesised is over
         self._turn: int | None = None  # the turn whose reply is being spoken
         self.muted_through = 0  # replies to turns up to this one are not spoken (a reset came after)
@@ -63,8 +64,9 @@ class SpeechLane:
 
     # -- what to say --------------------------------------------------------------------------
 
-    def say(self, text: str, turn: int) -> None:
-        """Speak `text`, part of the reply to `turn`. Parts of one reply queue back to back;
+    def say(self, text: str, turn: int, character: str | None = None) -> None:
+        """Speak `text`, part of the reply to `turn`. Parts of one reply queue back to back
+        (in a scene, each speaker's line after the previous one's: voices never overlap);
         the first part of a new reply cuts off whatever the previous one has not said yet."""
         if self.closed or not text.strip() or turn <= self.muted_through:
             return
@@ -72,7 +74,7 @@ class SpeechLane:
             self._turn = turn
             self.stop(finish_sent=True)
         try:
-            self._texts.put_nowait((self.speech.generation, text))
+            self._texts.put_nowait((self.speech.generation, text, character))
         except asyncio.QueueFull:
             log.warning("session %s: speech queue full, a reply is not spoken", self.session_id[:8])
 
@@ -119,13 +121,14 @@ class SpeechLane:
     async def run(self) -> None:
         """Speak queued texts one at a time; a cut does not wait for the sentence in synthesis."""
         while True:
-            generation, text = await self._texts.get()
+            generation, text, character = await self._texts.get()
             if generation != self.speech.generation:
                 continue  # cut off before its turn came
             self._cut.clear()
-            speaking = self._loop.run_in_executor(
-                self._pool, functools.partial(self.speech.speak, text, generation=generation)
-            )
+            speak = functools.partial(self.speech.speak, text, generation=generation)
+            if character is not None:
+                speak = functools.partial(speak, character=character)
+            speaking = self._loop.run_in_executor(self._pool, speak)
             cut = self._loop.create_task(self._cut.wait())
             try:
                 await asyncio.wait({speaking, cut}, return_when=asyncio.FIRST_COMPLETED)
@@ -168,6 +171,12 @@ class SpeechLane:
             if tracker is None:
                 return
             offset = runtime.now_ms() - self.speech.next_frame_ms()
+            if runtime.cast:  # a scene: the line's speaker talks (a cut silences everyone)
+                who = self.speech.speaker_at(start_ms) if start_ms is not None else None
+                if start_ms is not None:
+                    tracker.set_speaking(True, int(start_ms + offset), character=who)
+                tracker.set_speaking(False, int(end_ms + offset), character=who)
+                return
             if start_ms is not None:
                 tracker.set_speaking(True, int(start_ms + offset))
             tracker.set_speaking(False, int(end_ms + offset))

@@ -51,7 +51,7 @@ class TurnLane:
         self._ids: dict[int, str] = {}  # turn → the client's message id (for `reply_to`)
         # Set by the session: how a manual directive will be performed, and what speaks it.
         self.as_performed: Callable[[dict], list[dict]] = lambda directive: [directive]
-        self.say: Callable[[str, int], None] = lambda text, turn: None
+        self.say: Callable[..., None] = lambda text, turn, character=None: None
 
     def reply_to(self, turn: int | None) -> str | None:
         return self._ids.get(turn) if turn is not None else None
@@ -80,8 +80,10 @@ class TurnLane:
                             "directives": self.as_performed(request.directive)})
                 dialogue = request.directive.get("dialogue")
                 if dialogue:
-                    self._send({"type": "reply", "reply_to": request.message_id, "text": dialogue, "done": True})
-                    self.say(dialogue, request.turn)
+                    character = request.directive.get("character")  # 1.1: who says it, in a scene
+                    reply = {"type": "reply", "reply_to": request.message_id, "text": dialogue, "done": True}
+                    self._send({**reply, "character": character} if character else reply)
+                    self.say(dialogue, request.turn, character)
                 self.frames.directives_known(request.turn, request.received)
             try:
                 await loop.run_in_executor(self._pool, self._run_turn, request.kind, request.value, request.turn)

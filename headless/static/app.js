@@ -17,6 +17,10 @@ const client = new PersonaClient({
   maxFps: params.get("max_fps") ? Number(params.get("max_fps")) : null,
 });
 
+// 1.1: `?scene=mira,bjorn` asks for a scene of those personas instead of one.
+const sceneParam = (params.get("scene") ?? "").split(",").filter(Boolean);
+if (sceneParam.length) client.scene = sceneParam;
+
 const player = new SpeechPlayer();
 // Media transport: `?media=webrtc` negotiates WebRTC where the server and browser offer it
 // (falling back to the WebSocket); the default stays the WebSocket until the WebRTC page is
@@ -80,7 +84,7 @@ function renderPersona(bubble, { text, directives, done }) {
   const follow = atNewest();
   if (directives !== null && directives !== undefined) {
     bubble.dataset.directives = directives.length
-      ? directives.map((d) => `${d.action} · ${d.expression}`).join(" → ")
+      ? directives.map((d) => `${d.character ? `${castName(d.character)}: ` : ""}${d.action} · ${d.expression}`).join(" → ")
       : "(no action)";
   }
   const action = bubble.dataset.kind === "action";
@@ -168,6 +172,7 @@ function renderQuickActions() {
       const directive = known.has(name)
         ? { action: name, expression: expression ?? "neutral", intensity: 0.7 }
         : { action: "idle", expression: name, intensity: 0.7 };
+      if (client.ready?.scene && actingCharacter) directive.character = actingCharacter; // who does it (1.1)
       actionIds.add(client.action(directive));
       addBubble("user", actionLabel(directive));
     });
@@ -223,8 +228,11 @@ client.addEventListener("ready", (event) => {
   markCurrentPersona(ready.persona.id);
   // A resumed session may be recording still (a reload, a dropped connection): the server says.
   setRecording(Boolean(ready.recordings?.some((r) => r.state === "recording")));
-  $("persona-name").textContent = ready.persona.name;
-  $("persona-description").textContent = ready.persona.description;
+  $("persona-name").textContent = ready.scene ? ready.scene.personas.map((p) => p.name).join(" & ") : ready.persona.name;
+  $("persona-description").textContent = ready.scene
+    ? `A scene: address one by name ("${ready.scene.personas[0].name}, wave"), or everyone.`
+    : ready.persona.description;
+  renderCast(ready);
   vocabulary = ready.vocabulary;
   renderQuickActions();
   setState(ready.state);
@@ -263,15 +271,85 @@ client.addEventListener("status", (event) => {
 client.addEventListener("directives", (event) => {
   const { reply_to: replyTo, directives } = event.detail;
   const bubble = personaBubble(replyTo);
-  renderPersona(bubble, { text: bubble.dataset.text, directives, done: bubble.dataset.done === "true" });
+  // In a scene the lines come as replies of their own, one per speaker: this one holds the directives.
+  const done = client.ready?.scene ? true : bubble.dataset.done === "true";
+  renderPersona(bubble, { text: bubble.dataset.text, directives, done });
 });
 
 client.addEventListener("reply", (event) => {
-  const { reply_to: replyTo, text, done } = event.detail;
+  const { reply_to: replyTo, text, done, character } = event.detail;
+  if (character) {
+    sceneLine(replyTo, character, text);
+    return;
+  }
   renderPersona(personaBubble(replyTo), { text, directives: null, done });
 });
 
-client.addEventListener("state", (event) => setState(event.detail.state));
+client.addEventListener("state", (event) => {
+  const { state } = event.detail;
+  if (state.character) updateCast(state);
+  if (!state.character || state.character === client.ready?.persona.id) setState(state);
+});
+
+// -- scenes (protocol 1.1) ---------------------------------------------------------------
+
+let actingCharacter = null; // in a scene: who the quick actions go to
+
+function castName(id) {
+  return client.ready?.scene?.personas.find((p) => p.id === id)?.name ?? id;
+}
+
+function renderCast(ready) {
+  const cast = $("cast");
+  if (!ready.scene) {
+    cast.hidden = true;
+    cast.replaceChildren();
+    return;
+  }
+  actingCharacter = ready.scene.personas[0].id;
+  cast.replaceChildren(...ready.scene.personas.map((persona) => {
+    const item = document.createElement("li");
+    item.dataset.character = persona.id;
+    item.dataset.speaking = "false";
+    // The quick actions go to the character picked here (the first at start).
+    const pick = document.createElement("button");
+    pick.type = "button";
+    pick.className = "cast-pick";
+    pick.textContent = persona.name;
+    pick.title = `Quick actions for ${persona.name}`;
+    pick.setAttribute("aria-pressed", String(persona.id === actingCharacter));
+    pick.addEventListener("click", () => {
+      actingCharacter = persona.id;
+      for (const other of cast.querySelectorAll(".cast-pick")) {
+        other.setAttribute("aria-pressed", String(other === pick));
+      }
+    });
+    const state = document.createElement("span");
+    state.className = "cast-state";
+    item.append(pick, state);
+    return item;
+  }));
+  cast.hidden = false;
+  for (const state of Object.values(ready.states ?? {})) updateCast(state);
+}
+
+function updateCast(state) {
+  const item = document.querySelector(`#cast li[data-character="${CSS.escape(state.character)}"]`);
+  if (!item) return;
+  item.dataset.speaking = String(Boolean(state.speaking));
+  item.querySelector(".cast-state").textContent = `${state.action} · ${state.pose}${state.speaking ? " · speaking" : ""}`;
+}
+
+/** One speaker's line in a scene: a bubble of its own, named. */
+function sceneLine(replyTo, character, text) {
+  const bubble = addBubble("persona", "");
+  bubble.dataset.replyTo = replyTo ?? "";
+  bubble.dataset.character = character;
+  const speaker = document.createElement("span");
+  speaker.className = "speaker";
+  speaker.textContent = castName(character);
+  bubble.append(speaker, text);
+}
 
 client.addEventListener("metrics", (event) => {
   const m = event.detail;
@@ -374,15 +452,41 @@ async function loadPersonas() {
     name.textContent = persona.builtin ? persona.name : `${persona.name} (yours)`;
     button.append(image, name);
     button.addEventListener("click", () => switchPersona(persona.id));
-    item.append(button);
+    const pick = document.createElement("input");
+    pick.type = "checkbox";
+    pick.className = "scene-pick";
+    pick.value = persona.id;
+    pick.setAttribute("aria-label", `${persona.name} in a scene`);
+    pick.addEventListener("change", () => {
+      const at = scenePicks.indexOf(persona.id);
+      if (at >= 0) scenePicks.splice(at, 1);
+      if (pick.checked) scenePicks.push(persona.id); // left to right in the order ticked
+    });
+    item.append(button, pick);
     return item;
   });
   $("personas").replaceChildren(...items);
   if (client.ready) markCurrentPersona(client.ready.persona.id);
 }
 
+const scenePicks = []; // persona ids ticked for a scene, in the order ticked
+$("start-scene").addEventListener("click", () => {
+  const shown = new Set([...document.querySelectorAll("#personas .scene-pick:checked")].map((box) => box.value));
+  const cast = scenePicks.filter((id) => shown.has(id));
+  if (cast.length < 2 || cast.length > 4) {
+    galleryMessage("a scene holds 2 to 4 personas: tick them first", "error");
+    return;
+  }
+  galleryMessage(`scene: ${cast.join(", ")}`);
+  player.restart();
+  $("history").replaceChildren();
+  bubbles.clear();
+  clearNotice();
+  client.newSession(null, cast); // a new session: hello.scene
+});
+
 function switchPersona(id) {
-  if (client.ready?.persona.id === id) return;
+  if (client.ready?.persona.id === id && !client.ready?.scene) return;
   player.restart();
   $("history").replaceChildren();
   bubbles.clear();

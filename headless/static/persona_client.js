@@ -55,6 +55,7 @@ export class PersonaClient extends EventTarget {
     super();
     this.url = url;
     this.persona = persona;
+    this.scene = null; // 1.1: a scene's persona ids (hello.scene) instead of one persona
     this.workflow = workflow; // an uploaded workflow's id (POST /persona/workflows): stream that graph
     this.comfyClientId = comfyClientId; // inside ComfyUI: whose canvas shows the runs
     this.token = token;
@@ -160,8 +161,9 @@ export class PersonaClient extends EventTarget {
 
   takeOver() { this.useSession(this.sessionId); }
 
-  newSession(persona = this.persona) {
-    this.persona = persona;
+  newSession(persona = this.persona, scene = null) {
+    this.persona = scene ? null : persona;
+    this.scene = scene;
     this.sessionId = null;
     this.takeoverNext = false;
     const old = this.ws;
@@ -172,7 +174,8 @@ export class PersonaClient extends EventTarget {
 
   _hello() {
     const hello = { type: "hello", video: { format: "jpeg" } };
-    if (this.persona) hello.persona = this.persona;
+    if (this.scene?.length) hello.scene = this.scene;
+    else if (this.persona) hello.persona = this.persona;
     this.askedSession = this.sessionId;
     if (this.sessionId) {
       hello.session = this.sessionId;
@@ -226,6 +229,7 @@ export class PersonaClient extends EventTarget {
       if (message.code === "busy" || message.code === "unauthorized") this._status("refused", { code: message.code });
     } else if (message.type === "error" && message.code === "unknown_persona" && !this.ready) {
       this.persona = null; // fall back to the server's default persona
+      this.scene = null;
       this.dispatchEvent(new CustomEvent("error", { detail: message }));
       this._hello();
       return;

@@ -3,6 +3,7 @@
 See `renderer.PreviewRenderer` for behaviour and `draw` for why Skia.
 """
 
+from .ensemble import ScenePreviewRenderer
 from .renderer import LIMITS, PreviewRenderer
 
-__all__ = ["LIMITS", "PreviewRenderer"]
+__all__ = ["LIMITS", "PreviewRenderer", "ScenePreviewRenderer"]

@@ -243,17 +243,35 @@ class PreviewRenderer:
         Same state changes as `next_chunk` (the clock moves on), at a fraction of the cost:
         the smoothness metric uses it to sweep hundreds of transitions.
         """
+        body, face, _ = self.step()
+        return body, face
+
+    @_locked
+    def step(self) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """`step_pose` that also returns the submission seqs first shown on this frame: a
+        scene (ensemble.py) poses each of its characters with it and draws them together."""
         self._require_session()
         t = self._now()
-        self._advance(t)
+        shown = self._advance(t)
         body, face = self._pose(t)
         self._frame += 1
         self.last_pose = (body, face)
-        return body, face
+        return body, face, shown
 
     @property
     def sitting(self) -> bool:
         return self._sitting
+
+    @property
+    def speaking(self) -> bool:
+        """Whether a mouth timeline is playing (a scene turns the others' heads to it)."""
+        return self._speech is not None
+
+    def check_words(self, directive: ActionDirective) -> None:
+        """`RenderError` when this persona cannot perform `directive`'s action or expression
+        (a scene checks every performer's share before it queues any of them)."""
+        self._require_session()
+        self._check_words(directive)
 
     # --- internals ----------------------------------------------------------------------
 

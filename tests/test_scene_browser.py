@@ -1,0 +1,100 @@
+"""A two-persona scene in the chat page, in a real browser (Debian's Chromium driven by
+Playwright, as tests/test_browser_chat.py launches it), against the real server on port 0:
+the gallery's scene picker starts a scene, the header shows the cast, "Mira, wave; Bjorn, sit
+down" gives each their own line and action, who is sitting shows in the cast, and the video
+streams. A screenshot is saved under test-artifacts/ (and copied to docs/images/
+chat_page_scene.png when PERSONA_UPDATE_DOC_IMAGES=1). Skipped where /usr/bin/chromium is absent."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from paths import REPO, publish_doc_image
+from server_harness import running, service_fixtures
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium"),
+]
+
+ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+service, _warm = service_fixtures(resume_grace_s=5.0, speech=False)
+
+
+async def _wait_frame_after(page, index: int, timeout: float = 10.0) -> int:
+    """The canvas's frame index once it is past `index` (the page stamps each frame drawn)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        value = await page.locator("#video").get_attribute("data-frame-index", timeout=5000)
+        if value is not None and int(value) > index:
+            return int(value)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"video did not advance past frame {index}")
+
+
+async def test_a_two_persona_scene_in_the_chat_page(service, tmp_path):
+    from playwright.async_api import async_playwright, expect
+
+    async with running(service) as server, async_playwright() as pw:
+        browser = await pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=ARGS, headless=True,
+            viewport={"width": 1100, "height": 760},
+        )
+        try:
+            page = browser.pages[0] if browser.pages else await browser.new_page()
+            console_errors = []
+            page.on("pageerror", lambda error: console_errors.append(str(error)))
+            await page.goto(server.http_url + "/", timeout=20000)
+            await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
+            await expect(page.locator("#cast")).to_be_hidden()
+
+            # one ticked is not a scene: a clear message, the session carries on
+            await page.check("#personas .scene-pick[value='mira']")
+            await page.click("#start-scene")
+            await expect(page.locator("#gallery-message")).to_contain_text("2 to 4 personas")
+            await page.check("#personas .scene-pick[value='bjorn']")
+            await page.click("#start-scene")
+            await expect(page.locator("#persona-name")).to_have_text("Mira & Bjorn", timeout=20000)
+            cast = page.locator("#cast li")
+            await expect(cast).to_have_count(2)
+            assert await cast.evaluate_all("items => items.map(i => i.dataset.character)") == ["mira", "bjorn"]
+            first = await _wait_frame_after(page, -1)
+
+            await page.fill("#message", "Mira, wave; Bjorn, sit down")
+            await page.press("#message", "Enter")
+            lines = page.locator("li.persona[data-character]")
+            await expect(lines).to_have_count(2, timeout=20000)
+            assert await lines.evaluate_all("items => items.map(i => i.dataset.character)") == ["mira", "bjorn"]
+            await expect(lines.first.locator(".speaker")).to_have_text("Mira")
+            actions = page.locator("li.persona[data-directives]").last
+            await expect(actions).to_have_attribute("data-directives", "Mira: wave · smile → Bjorn: sit · neutral",
+                                                    timeout=5000)
+            await expect(page.locator("#cast li[data-character='bjorn'] .cast-state")).to_contain_text(
+                "sitting", timeout=20000)
+            await _wait_frame_after(page, first)
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / "chat_page_scene.png"
+            await page.screenshot(path=str(shot))
+            publish_doc_image(shot, "chat_page_scene.png")
+
+            # the quick actions go to the character picked in the cast (Mira at first)
+            await page.click("#cast li[data-character='bjorn'] .cast-pick")
+            await expect(page.locator("#cast li[data-character='bjorn'] .cast-pick")).to_have_attribute(
+                "aria-pressed", "true")
+            await page.click("#quick-actions button[data-action='stand']")
+            await expect(page.locator("#cast li[data-character='bjorn'] .cast-state")).to_contain_text(
+                "standing", timeout=20000)
+            await expect(page.locator("#cast li[data-character='mira'] .cast-state")).to_contain_text("standing")
+
+            assert not console_errors, console_errors
+        finally:
+            await browser.close()
