@@ -50,6 +50,7 @@ from ..embedding import load_encoder, switched_off
 from ..emotion import infer_expression
 from ..schema import ActionDirective, Vocabulary, VocabularyEntry, core_vocabulary
 from ..text import COMMON_WORDS, Token, clean_text, is_shouted, osa_distance, stem, tokenize
+from . import cues
 from . import lexicon as lx
 from .base import MAX_UTTERANCE_CHARS, Interpretation, InterpretRequest
 from .languages import ENGLISH, OTHER, detect_language, gloss
@@ -107,6 +108,7 @@ class _Reading:
     ruled_out_faces: list[str] = field(default_factory=list)  # "nod but don't smile"
     direction: str | None = None  # a bare "left"/"right" that repeats the previous turn
     indirect: bool = False  # asked for without naming it ("take a load off")
+    loose_move: bool = False  # "walk" read from a bare "move" (a dance when music is about)
     small_talk: bool = False
 
 
@@ -310,6 +312,10 @@ class EmbeddedInterpreter:
             prev_request = reading.request or (prev_request and clause.continuation)
             readings.append(reading)
         _repeat_turns(readings, index)
+        if "dance" in index.allowed and cues.music_context(parse_text):
+            for r in readings:  # "the beat dropped, move those feet": a dance, not a walk
+                if r.loose_move and r.actions == ["walk"]:
+                    r.actions = r.mentioned = ["dance"]
         for r, following in zip(readings, readings[1:], strict=False):
             if r.indirect and r.actions and following.actions[:1] == r.actions[-1:]:
                 r.actions = []  # "pull up a chair and sit": one sit
@@ -405,9 +411,15 @@ class EmbeddedInterpreter:
         name_words = {w.lower() for w in _words_of(persona.name)}
         while words and words[0] in name_words:
             words = words[1:]
+        # Indirect cue patterns read the words before not-actions are dropped ("hit the dance floor").
+        raw = _strip_fillers(words)[1]
         words = _drop_not_actions(words)
         polite, words = _strip_fillers(words)
         stop, words = _strip_stop(words)
+        if not stop:
+            n = cues.stop_phrasing(words)
+            if n is not None:
+                stop, words = True, words[n:]
         if stop:
             # "that's enough waving", "cut it out", "no more clapping": rest, whatever was named.
             r.stop = r.request = True
@@ -416,6 +428,11 @@ class EmbeddedInterpreter:
             r.ruled_out_faces = [p.name for _, p in rest if p.kind == "expression"]
             return r
         negated, words = _strip_negation(words)
+        if negated and words and words[0] in ("keep", "continue", "carry") and len(words) > 1:
+            # "don't keep clapping", "no need to keep nodding": stop what is going on.
+            r.stop = r.request = True
+            r.actions = ["idle"] if "idle" in index.allowed else []
+            return r
         if negated:
             r.negated = True
             more_polite, words = _strip_fillers(words)
@@ -439,7 +456,9 @@ class EmbeddedInterpreter:
         direction = [w for w in words if w not in lx.DIRECTION_FILLER]
         if not r.negated and len(direction) == 1 and direction[0] in lx.DIRECTIONS:
             r.direction = lx.DIRECTIONS[direction[0]]  # "... then left": resolved by _repeat_turns
-        indirect = None if r.negated else _find_indirect(words)
+        indirect = None
+        if not r.negated and not cues.is_question(words) and not cues.is_narrated(words):
+            indirect = _find_indirect(words) or cues.indirect_action(raw)
         if indirect is not None:
             r.request = r.indirect = True
             words, r.repeat = _take_repeat(words)
@@ -454,7 +473,7 @@ class EmbeddedInterpreter:
         words, r.repeat = _take_repeat(words)
         r.intensity = _intensity(words, shouted, clause.exclaims)
         first = words[0] if words else ""
-        starts_statement = first in lx.NON_REQUEST_STARTERS
+        starts_statement = first in lx.NON_REQUEST_STARTERS or (not polite and cues.gerund_subject(words))
         if first == "do" and len(words) > 1 and words[1] not in ("you", "u", "we", "they", "i", "he", "she"):
             starts_statement = False
         r.request = polite or (not starts_statement) or (clause.continuation and prev_request)
@@ -463,12 +482,15 @@ class EmbeddedInterpreter:
         matches, keys = self._match(words, index, whole, aggressive=False)
         if r.request and not matches:
             matches, keys = self._match(words, index, whole, aggressive=True)
+        if r.request and not polite and any(p.kind == "action" and cues.past_tense(words[pos]) for pos, p in matches):
+            r.request = False  # "up until now I never danced": told about, not asked for
         if not r.request and matches and len(matches) == 1 and _only_phrase(matches[0][1].keys, keys):
             # the whole clause is one vocabulary phrase ("who knows?", "a small smile please")
             r.request = True
         corrected = [self._correct(w, index, aggressive=False) for w in words]
         for pos, phrase in matches:
             if phrase.kind == "action":
+                r.loose_move = r.loose_move or phrase.keys == _MOVE_KEYS
                 r.mentioned.append(phrase.name)
                 if phrase.name in index.allowed:
                     r.actions.append(phrase.name)
@@ -590,6 +612,8 @@ class EmbeddedInterpreter:
 
         stopped = False
         for r in readings:
+            if r.stop and stopped and plan and plan[-1]["action"] == "idle":
+                continue  # "alright, that's it, no more bowing": one stop
             stopped = stopped or r.stop
             if r.greeting:
                 if greeted is None and "wave" in index.allowed:
@@ -708,6 +732,7 @@ def _expression_asked(phrase: _Phrase, pos: int, words: list[str]) -> bool:
     return bool(before and (before[0] in lx.LOOK_WORDS or stem(before[0]) in _LOOK_STEMS)) or after == ["face"]
 
 
+_MOVE_KEYS = (stem("move"),)
 _LOOK_STEMS = frozenset(stem(w) for w in lx.LOOK_WORDS)
 _PHRASE_PADDING = frozenset(
     stem(w) for w in (*lx.FILLER, *lx.VERY, *lx.LOW_INTENSITY, *lx.HIGH_INTENSITY, "a", "an", "one", "please", "now")
