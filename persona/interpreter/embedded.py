@@ -157,6 +157,7 @@ class _Index:
         for phrase in self.phrases:
             self.by_first.setdefault(phrase.keys[0], []).append(phrase)
         self.key_set = {k for p in self.phrases for k in p.keys}
+        self.face_keys = {p.keys[0] for p in self.phrases if p.kind == "expression" and len(p.keys) == 1}
         self.encoder = encoder
         self.known_words = set(COMMON_WORDS) | _encoder_words(encoder)
         # Words that make a Latin-script utterance English (language detection).
@@ -472,6 +473,9 @@ class EmbeddedInterpreter:
         # Repeats and intensity.
         words, r.repeat = _take_repeat(words)
         r.intensity = _intensity(words, shouted, clause.exclaims)
+        words, superlative = _superlatives(words, index)
+        if superlative:  # "your grumpiest face": that face, at its strongest
+            r.intensity = max(r.intensity, HIGH)
         first = words[0] if words else ""
         starts_statement = first in lx.NON_REQUEST_STARTERS or (not polite and cues.gerund_subject(words))
         if first == "do" and len(words) > 1 and words[1] not in ("you", "u", "we", "they", "i", "he", "she"):
@@ -727,7 +731,8 @@ def _expression_asked(phrase: _Phrase, pos: int, words: list[str]) -> bool:
     if phrase.first_word in lx.EXPRESSION_VERBS or len(phrase.keys) > 1:
         return True
     skip = lx.FILLER | lx.VERY | lx.LOW_INTENSITY | lx.HIGH_INTENSITY
-    before = [w for w in words[:pos] if w not in skip][-1:]
+    # Any "-ly" adverb sits between a look-word and its adjective too ("look genuinely happy").
+    before = [w for w in words[:pos] if w not in skip and not (len(w) > 4 and w.endswith("ly"))][-1:]
     after = words[pos + 1 : pos + 2]
     return bool(before and (before[0] in lx.LOOK_WORDS or stem(before[0]) in _LOOK_STEMS)) or after == ["face"]
 
@@ -897,6 +902,7 @@ _SLANG_RE = re.compile(r"(?<![\w'])(" + "|".join(sorted(map(re.escape, lx.SLANG)
 _DIGIT_RE = re.compile(r"(?<![\w.])([24])(?!\s*(?:times|x\b|\.\d|\d))(?![\w])", re.I)
 _ELONGATED = re.compile(r"([A-Za-z])\1{2,}")
 _EMOJI_RE = re.compile("|".join(sorted(map(re.escape, lx.EMOJI), key=len, reverse=True)))
+_EMOJI_RUN = re.compile("(" + _EMOJI_RE.pattern + r")(?:\s*\1)+")
 _EMOJI_JUNK = re.compile("[\ufe0f\U0001f3fb-\U0001f3ff\u200d\u2640\u2642]")
 
 
@@ -906,7 +912,9 @@ def _respell(text: str, index: _Index) -> str:
     if not text:
         return text
     if not text.isascii():
-        text = _EMOJI_RE.sub(lambda m: f" . {lx.EMOJI[m.group(0)]} . ", _EMOJI_JUNK.sub("", text))
+        text = _EMOJI_JUNK.sub("", text)
+        text = _EMOJI_RUN.sub(r"\1", text)  # "👏👏👏" is one clap, said warmly, not three
+        text = _EMOJI_RE.sub(lambda m: f" . {lx.EMOJI[m.group(0)]} . ", text)
     text = _ELONGATED.sub(r"\1", text)  # "sooo", "pleeease"
     text = _SLANG_RE.sub(lambda m: lx.SLANG[m.group(1).lower()], text)
     text = _DIGIT_RE.sub(lambda m: lx.SLANG_DIGITS[m.group(1)], text)
@@ -917,13 +925,33 @@ def _respell(text: str, index: _Index) -> str:
     return text
 
 
+def _superlatives(words: list[Token], index: _Index) -> tuple[list[Token], bool]:
+    """Superlatives and comparatives of face words read as the face ("grumpiest" → grumpy,
+    "saddest" → sad, "happier" → happy); True when one was found."""
+    out, found = list(words), False
+    for i, w in enumerate(words):
+        if len(w) < 5 or not w.isalpha() or not w.endswith(("est", "er")) or stem(w) in index.face_keys:
+            continue
+        cut = 3 if w.endswith("est") else 2
+        core = w[:-cut]
+        candidates = [core[:-1] + "y"] if core.endswith("i") else [core, core + "e"]
+        if len(core) > 2 and core[-1] == core[-2]:
+            candidates.append(core[:-1])  # "saddest" → sad
+        for base in candidates:
+            if stem(base) in index.face_keys:
+                out[i], found = Token(base), True
+                break
+    return out, found
+
+
 def _drop_not_actions(words: list[Token]) -> list[Token]:
     """`words` without phrases that only look like actions ("nice bow tie", "point of view")."""
     for seq in lx.NOT_ACTIONS:
         n = len(seq)
+        plural = (*seq[:-1], seq[-1] + "s")  # "bow ties", "dance floors"
         i = 0
         while i + n <= len(words):
-            if _startswith(words, seq, i):
+            if _startswith(words, seq, i) or _startswith(words, plural, i):
                 words = words[:i] + words[i + n :]
             else:
                 i += 1
@@ -962,12 +990,16 @@ def _asked_anything(r: _Reading) -> bool:
 
 
 def _repeat_turns(readings: list[_Reading], index: _Index) -> None:
-    """A bare direction after a turn ("look right, then left") turns again, that way."""
+    """A bare direction after a turn ("look right, then left") turns again, that way; after
+    a point ("point left, then right") it points again."""
     last_turn = None
     for r in readings:
         if r.actions:
-            if any(a in ("turn_left", "turn_right") for a in r.actions):
-                last_turn = r.actions[-1]
+            last = r.actions[-1]
+            last_turn = last if last in ("turn_left", "turn_right", "point") else None
             continue
-        if r.direction and last_turn is not None and r.direction in index.allowed and not r.negated:
-            r.actions, r.request, r.unsupported, r.suggestion = [r.direction], True, None, None
+        if r.direction and last_turn is not None and not r.negated:
+            # "point left, then right": point again, the other way.
+            again = "point" if last_turn == "point" else r.direction
+            if again in index.allowed:
+                r.actions, r.request, r.unsupported, r.suggestion = [again], True, None, None

@@ -235,7 +235,9 @@ LOW_INTENSITY = frozenset(
 )
 MEAN_IT = (("mean", "it"), ("ear", "to", "ear"), ("all", "out"), ("with", "gusto"))
 VERY = frozenset(
-    {"very", "really", "so", "super", "extremely", "real", "totally", "mega", "soo", "rly", "hella", "incredibly", "seriously"}
+    {"very", "really", "so", "super", "extremely", "real", "totally", "mega", "soo", "rly", "hella", "incredibly", "seriously",
+     "duper", "awfully", "terribly", "truly", "mighty", "ridiculously", "unbelievably", "exceptionally", "especially",
+     "particularly", "utterly", "absolutely", "properly", "insanely"}
 )
 
 #: Repeat counts: "nod twice" → nod, nod (capped at MAX_REPEAT).
