@@ -40,7 +40,8 @@ SEAT = _alt(
 )
 TIRED = _alt(
     "tired exhausted worn_out worn_down beat knackered wiped wiped_out shattered pooped drained sleepy "
-    "weary spent done_in run_down fatigued wrecked dog_tired bushed zonked whacked dead_on_your_feet "
+    "weary spent done_in run_down fatigued wrecked dog_tired bushed zonked whacked dead_on_your_feet fried "
+    "running_on_empty out_of_steam ready_to_collapse asleep_on_your_feet all_in frazzled "
     "dead_tired beat_up burnt_out burned_out ready_to_drop about_to_drop flagging fading wilting"
 )
 #: Words between "you" and the tiredness ("you must be so tired", "you've been looking beat").
@@ -64,6 +65,17 @@ UP_WORD = _alt("up rise stand stand_up get_up on_your_feet to_your_feet upright 
 MUSIC = _alt(
     "music beat beats song songs tune tunes track rhythm dj playlist jam banger bop melody tunes"
 )
+DANCE_NAMES = _alt(
+    "waltz tango salsa twist macarena robot floss moonwalk cha_cha conga jig samba polka disco breakdance "
+    "tap_dance ballet hula foxtrot rumba mambo charleston cancan can_can limbo hustle electric_slide chicken_dance "
+    "running_man shuffle twerk headbang cha-cha lambada flamenco bachata merengue jive swing tap two-step "
+    "two_step line_dance square_dance ballroom hokey_cokey hokey_pokey cupid_shuffle gangnam_style"
+)
+DANCE_VERBS = _alt("waltz tango salsa jive boogie twerk breakdance foxtrot rumba samba polka headbang shimmy twirl pirouette")
+SCENE_THING = _alt(
+    "exit exits door doors way_out bathroom toilet toilets restroom loo kitchen stairs staircase lift elevator "
+    "entrance window windows station shop car bus_stop bar stage garden office bedroom hall lobby exit_sign"
+)
 PLACE = _alt(
     "place room area surroundings scene space spot venue joint premises landscape neighbourhood "
     "neighborhood view views scenery sights vista garden hall world"
@@ -86,6 +98,12 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (rf"^(?:you|you've|u)(?: {_YOU_MID})* (?:standing|on your feet|on ya feet|up and about|on the go|"
          rf"on the move|running around|rushing around|run off your feet|rushed off your feet|"
          rf"walking all day|working all day|at it all day|busy all day)\b", "sit"),
+        (rf"^(?:you've|you have|u've)(?: {_YOU_MID})* (?:walking|running|dancing|pacing|working|rushing|going|"
+         rf"moving|running around|dashing about|on the run)"
+         rf" (?:for hours|all day|all morning|all night|all afternoon|for ages|forever|since|non stop|nonstop|"
+         rf"the whole)\b", "sit"),
+        (rf"^{_LEAD}get (?:comfy|comfortable|cosy|cozy)\b", "sit"),
+        (rf"\bjoin me (?:on|at|in) (?:the|this|my|our) {SEAT}\b", "sit"),
         (rf"^(?:your|ur)(?: {_SORE})? {BODY} (?:\S+ )?{PAIN}\b", "sit"),
         # Rest the body: "give your legs a break", "rest those weary feet", "get off your feet".
         (rf"^{_LEAD}(?:rest|relax|ease|spare|save) {YOUR}(?: {_SORE})? {BODY}\b", "sit"),
@@ -117,10 +135,16 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         ),
         (
             rf"^{_LEAD}(?:plonk|plop|park|plant|perch|seat|sit|settle|nestle|rest|lower|drop)"
-            rf" (?:yourself|your (?:butt|bum|behind|rear|backside|tush|tushy|rump|booty|bottom|self)|ya)\b",
+            rf" (?:yourself|your (?:butt|bum|behind|rear|backside|tush|tushy|rump|booty|bottom|self|carcass|weary bones|"
+            rf"bones)|ya)\b",
             "sit",
         ),
         (r"^(?:plonk|plop|park|plant) it\b", "sit"),
+        (r"^(?:put|plant|park|plonk|plop|rest) (?:your|ur|yer) (?:butt|bum|behind|rear|backside|tush|tushy|rump|bottom|"
+         r"self)\b", "sit"),
+        (rf"^{_LEAD}(?:kick back|lounge|recline|loll|sprawl|curl up)\b", "sit"),
+        (rf"~\b(?:room|space|a spot|a place|a space|plenty of room|a seat) (?:on|in|at|next to me on|beside me on)"
+         rf" (?:the|this|that|my|our) {SEAT}\b", "sit"),
         # -- stand ------------------------------------------------------------------------
         (rf"^{EVERYBODY}(?: (?:please|now|get|come|come on|on|quickly|back|let's|lets|together|at once|right|"
          rf"just|go|must|should|needs to|need to|has to|have to|can)){{0,2}} {UP_WORD}\b", "stand"),
@@ -140,6 +164,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
             "clap",
         ),
         (r"^(?:make|raise|let's make|let's hear) (?:some |a little |a lot of )?(?:noise|applause|cheers)\b", "clap"),
+        (r"\bdeserves? (?:a |some |a big |a round of |an |a standing )?(?:applause|hand|clap|round|ovation|cheer)\b",
+         "clap"),
+        (r"^hear it(?: for\b|$)", "clap"),
+        (r"^put (?:em|'em|them|those|your hands|ur hands|those hands|your palms) together\b", "clap"),
         (r"^cheer(?! up\b)(?: \S+)*$", "clap"),
         (
             r"^(?:give|show)(?! me\b| us\b)(?: \S+){1,3}? (?:some |a little |a bit of |a big |a huge |a warm |a |"
@@ -154,13 +182,18 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (r"\b(?:on|onto|to) the dance ?floor\b", "dance"),
         (r"^(?:throw|pull|bust|cut|show me|show us) (?:some|a few|your best|your|a|ur) shapes\b", "dance"),
         (r"\b(?:cut (?:loose|a rug|the rug)|let (?:loose|your hair down)|get (?:your|ur) (?:groove|boogie|dance|"
-         r"jig|funk) on)\b", "dance"),
+         r"jig|funk) on|get (?:jiggy|funky|groovy|down and boogie)|(?:fancy |nifty |some |your )footwork)\b",
+         "dance"),
         (r"\bshake (?:your|that|those|ur|yer|a) (?:hips|booty|body|tail feathers|thing|groove thing|bum|butt|"
          r"moneymaker|rump|behind|tush)\b", "dance"),
         (r"\bmove (?:your|that|those|ur|yer) (?:body|hips|booty|bum|butt)\b", "dance"),
         (rf"\b(?:move|groove|sway|bop|jam|boogie|rock out|get down|vibe|bounce|sway along|move along)"
          rf" (?:to|with) (?:the|this|that|my|some|our|a|your) (?:\S+ )?{MUSIC}\b", "dance"),
         (rf"\bfeel the {MUSIC}\b", "dance"),
+        (rf"^(?:do|bust out|break out|show me|show us|let's see|give us|give me|try|perform|dance) (?:the |a |some |"
+         rf"your |a little |a bit of |a quick |a slow |your best )?{DANCE_NAMES}\b", "dance"),
+        (rf"^{DANCE_VERBS}\b", "dance"),
+        (r"^(?:jam|rock|bop|bounce|vibe|groove) (?:out|along|away)\b", "dance"),
         # -- walk -------------------------------------------------------------------------
         (rf"\b(?:stretch|move|use|work) {YOUR} legs\b", "walk"),
         (r"^(?:take|do|go for|run|make|have) (?:a|one|another|a little|a quick|a short|a slow|a gentle) "
@@ -168,6 +201,13 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
          r"constitutional)\b", "walk"),
         (r"\b(?:get|rack up|clock up|clock|log) (?:some|your|a few|more|those) steps\b", "walk"),
         (r"^(?:mosey|saunter|amble|meander|roam|promenade|ramble|trot|march|tiptoe|stride|strut)\b", "walk"),
+        # Come or go somewhere: the character walks there ("come over here", "follow me").
+        (r"^(?:come|c'mon|get) (?:over )?(?:here|this way|closer|to me|over here|over|nearer|along|with me)\b", "walk"),
+        (r"^(?:follow) (?:me|us|along|the \S+|my lead|behind)\b", "walk"),
+        (r"^(?:go|head|move|step|wander|walk|make your way|run along) (?:on )?(?:over )?(?:there|over there|to the \S+|"
+         r"over to|towards?|across|outside|inside|upstairs|downstairs|along|aside|away|back|forward|that way|"
+         r"this way|ahead)\b", "walk"),
+        (r"^(?:off you go|on your way|move along|get going|keep moving|keep walking|lead the way)\b", "walk"),
         # -- look around ------------------------------------------------------------------
         (r"^(?:have|take|get|grab) (?:a |another )?(?:quick |good |little |proper |long |careful |nosy )?"
          r"(?:peek|peep|look|gander|nose|squiz|butchers|glance|snoop|poke|scan|look-see|look see) "
@@ -185,11 +225,15 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
          r"over to|back to)\b", "point"),
         (r"^(?:show|tell) (?:me|us) (?:where|which way|the way|the direction|in which direction)\b", "point"),
         (r"^which (?:way|direction) (?:is|to|do i|do we|should i|should we)\b", "point"),
+        # Where a thing in the scene is: the answer is a point ("where's the door?").
+        (rf"^(?:where's|wheres|where is|where are) (?:the|your|that|this) {SCENE_THING}\b", "point"),
         # -- think ------------------------------------------------------------------------
         (r"\b(?:chew|sleep|mull|ruminate|reflect|meditate|muse|noodle|ponder|brood|deliberate) "
          r"(?:on|over|about) (?:it|that|this|things)\b", "think"),
         (r"\b(?:put|get|pop) (?:your|ur|on your|on ur) thinking cap\b", "think"),
         (r"^(?:use|engage|rack) (?:your|ur) (?:head|brain|brains|noggin|noodle|grey cells|gray cells)\b", "think"),
+        (r"^(?:figure|work|puzzle|think|sort) (?:it|this|that|things) (?:out|through|over)\b", "think"),
+        (r"^(?:puzzle|brood) over\b", "think"),
         (r"^(?:give|put) (?:it|this|that)(?: some| a little| a bit of| some serious| a moment's| a second's)? "
          r"(?:thought|think|consideration)\b", "think"),
         # -- bow, nod, shake head -------------------------------------------------------
@@ -227,7 +271,8 @@ def is_question(words: Sequence[str]) -> bool:
     "is that chair free"). "have a seat" and "do a lap" are imperatives, not questions."""
     if len(words) < 2 or words[0] not in _QUESTION_AUX:
         return False
-    return words[1] in (_PRONOUNS if words[0] in ("have", "has", "had") else _SUBJECTS)
+    # "have a seat", "do the twist": after have/do only a pronoun makes a question.
+    return words[1] in (_PRONOUNS if words[0] in ("have", "has", "had", "do", "does", "did") else _SUBJECTS)
 
 
 def indirect_action(words: Sequence[str]) -> str | None:
@@ -249,7 +294,7 @@ _STOP_VERBS = frozenset("stop quit cease halt pause".split())
 _STOP_LEAD = frozenset(
     """can could would will we you u please i'd i like want need to let's lets let us ok okay alright
     now just so hey guys you'll gonna going have got gotta must should might maybe time it's its why
-    oh well right all and then finally already kindly""".split()
+    oh well right all and then finally already kindly said say told tell""".split()
 )
 #: What may follow it ("stop it", "quit that", "stop with the bowing", "stop here").
 _STOP_NEXT = frozenset(
@@ -269,6 +314,8 @@ _STOP_IDIOMS = tuple(
         r"^(?:lay|ease|back|let up|leave) off\b",
         r"^ease up\b",
         r"^(?:wrap|pack) (?:it|this|that|things) up\b",
+        r"^(?:pack|jack|knock) (?:it|that|this) in\b",
+        r"^can it\b",
         r"^(?:that's|thats|that is) (?:a wrap|it|all)(?: for now| for today| now)?$",
         r"^call it (?:quits|a day|a night)\b",
         r"^(?:take|have) (?:five|ten|a breather|a break|a pause|a time out|a timeout)\b",
@@ -279,7 +326,11 @@ _STOP_IDIOMS = tuple(
         r"a (?:rest|break|breather)\b",
         r"^(?:we're|you're|we are|you are) (?:done|finished)(?: \S+ing)?(?: now| here| for now| for today)?$",
         r"^(?:let's|lets|let us) (?:stop|pause|take a break|call it)\b",
-        r"^(?:keep|stay) (?:still|calm)\b",
+        r"^(?:keep|stay) (?:still|calm|put)\b",
+        r"^stay (?:where you are|right there|right where you are)\b",
+        r"^(?:don't|dont|do not) (?:move|budge|fidget|you move|you dare move|move a muscle)\b",
+        r"^(?:hang|hold) (?:on|about|up|it|tight)\b",
+        r"^(?:one|just a|wait a|gimme a|give me a) (?:sec|second|moment|minute|mo)$",
     )
 )
 

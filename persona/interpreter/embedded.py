@@ -440,6 +440,8 @@ class EmbeddedInterpreter:
             polite = polite or more_polite
         if (clause.continuation or clause.lead_before) and words and words[0] in ("you", "u") and len(words) > 1:
             words = words[1:]
+        if (clause.continuation or clause.lead_before) and len(words) > 1 and words[0] in ("have", "you've"):
+            words = words[1:]  # "after you have waved, sit": the wave is asked for too
         if clause.lead_before:
             polite = True  # "before you sit, ...": the sit is asked for too
         if not words:
@@ -470,6 +472,10 @@ class EmbeddedInterpreter:
                 r.disallowed = [indirect]
             r.mentioned.append(indirect)
             return r
+        if len(words) > 1 and words[0] in lx.VOCATIVES and (
+            stem(words[1]) in index.key_set or words[1] in lx.REQUEST_VERBS or words[1] in ("please", "now")
+        ):
+            words = words[1:]  # "everybody clap": the group is addressed, the clap is asked for
         # Repeats and intensity.
         words, r.repeat = _take_repeat(words)
         r.intensity = _intensity(words, shouted, clause.exclaims)
@@ -480,17 +486,26 @@ class EmbeddedInterpreter:
         starts_statement = first in lx.NON_REQUEST_STARTERS or (not polite and cues.gerund_subject(words))
         if first == "do" and len(words) > 1 and words[1] not in ("you", "u", "we", "they", "i", "he", "she"):
             starts_statement = False
+        if first in lx.OPINION_VERBS and len(words) > 1 and words[1] in lx.OPINION_OBJECTS:
+            starts_statement = True  # "love your dancing": a compliment, not a request
+        if first == "have" and len(words) > 1 and words[1] in ("a", "an", "another", "some", "one", "your", "my"):
+            starts_statement = False  # "have a ponder", "have another go": an imperative
         r.request = polite or (not starts_statement) or (clause.continuation and prev_request)
         if not words:
             return r
         matches, keys = self._match(words, index, whole, aggressive=False)
         if r.request and not matches:
             matches, keys = self._match(words, index, whole, aggressive=True)
-        if r.request and not polite and any(p.kind == "action" and cues.past_tense(words[pos]) for pos, p in matches):
-            r.request = False  # "up until now I never danced": told about, not asked for
         if not r.request and matches and len(matches) == 1 and _only_phrase(matches[0][1].keys, keys):
             # the whole clause is one vocabulary phrase ("who knows?", "a small smile please")
             r.request = True
+        if r.request and not polite and not clause.continuation and any(
+            p.kind == "action" and cues.past_tense(words[pos]) and not (pos and words[pos - 1] in _PERFECT)
+            for pos, p in matches
+        ):
+            # "up until now I never danced": told about, not asked for ("clap once you've stood
+            # up", "sit when you have clapped": a perfect inside a request stays one).
+            r.request = False
         corrected = [self._correct(w, index, aggressive=False) for w in words]
         for pos, phrase in matches:
             if phrase.kind == "action":
@@ -738,6 +753,7 @@ def _expression_asked(phrase: _Phrase, pos: int, words: list[str]) -> bool:
 
 
 _MOVE_KEYS = (stem("move"),)
+_PERFECT = frozenset("have has had having you've i've we've they've 've".split())
 _LOOK_STEMS = frozenset(stem(w) for w in lx.LOOK_WORDS)
 _PHRASE_PADDING = frozenset(
     stem(w) for w in (*lx.FILLER, *lx.VERY, *lx.LOW_INTENSITY, *lx.HIGH_INTENSITY, "a", "an", "one", "please", "now")
