@@ -301,7 +301,7 @@ _STOP_LEAD = frozenset(
 #: What may follow it ("stop it", "quit that", "stop with the bowing", "stop here").
 _STOP_NEXT = frozenset(
     """it that this there here now already please right for with the all your doing everything
-    moving what those these at once immediately a sec second minute moment""".split()
+    moving what those these immediately a sec second minute moment""".split()
 )
 #: Words a bare "enough" clause may carry ("enough is enough", "that's quite enough now").
 _ENOUGH_CLAUSE = frozenset(
