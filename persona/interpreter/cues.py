@@ -105,6 +105,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
          rf" (?:for hours|all day|all morning|all night|all afternoon|for ages|forever|since|non stop|nonstop|"
          rf"the whole)\b", "sit"),
         (rf"^{_LEAD}get (?:comfy|comfortable|cosy|cozy)\b", "sit"),
+        (r"^(?:you|u|you'd|you'll)\b.*\b(?:could|can|might|must|would|will|need|needs) (?:use|do with|need|want|like)"
+         r" (?:a|some|to) (?:seat|sit|sit down|sit-down|chair|rest|break|breather|breather on \S+)\b", "sit"),
         (rf"\bjoin me (?:on|at|in) (?:the|this|my|our) {SEAT}\b", "sit"),
         (rf"^(?:your|ur)(?: {_SORE})? {BODY} (?:\S+ )?{PAIN}\b", "sit"),
         # Rest the body: "give your legs a break", "rest those weary feet", "get off your feet".

@@ -1047,6 +1047,8 @@ GLOSSES: dict[str, dict[str, str]] = {
         "fermati": "stop",
         "ferma": "stop",
         "basta con": "no more",
+        "basta cosi": "enough",
+        "ora basta": "enough",
         "sorridi": "smile",
         "sorridere": "smile",
         "sorriso": "smile",
