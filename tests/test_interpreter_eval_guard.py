@@ -25,6 +25,13 @@ BELOW_GUARD = {
     ("holdout3", "statement"): 0.85,
     ("holdout3", "en"): 0.66,
     ("holdout3", "overall"): 0.66,
+    # holdout4 (benchmarks/results/interpreter-cpu-2026-12-06-holdout4.json), first run:
+    ("holdout4", "indirect"): 0.84,
+    ("holdout4", "stop"): 0.88,
+    ("holdout4", "es"): 0.87,
+    ("holdout4", "it"): 0.87,
+    ("holdout4", "ja"): 0.87,
+    ("holdout4", "zh"): 0.87,
 }
 SPLITS = ("dev", "holdout", "dev2", "holdout2", "holdout3", "dev3", "holdout4")
 
@@ -73,7 +80,7 @@ def test_every_language_stays_above_the_guard(scored, split):
 
 
 def test_every_language_is_measured(scored):
-    for split in ("dev2", "holdout2"):
+    for split in ("dev2", "holdout2", "dev3", "holdout4"):
         assert {"en", "es", "de", "fr", "pt", "it", "ja", "zh"} <= set(scored[1][split]["per_language_exact_match"])
 
 
