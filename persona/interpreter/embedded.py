@@ -27,9 +27,11 @@ How an utterance is read, step by step:
 Before step 2, a non-English utterance is glossed into English (`languages.py`: Spanish,
 German, French, Portuguese, Italian, Japanese, Chinese) and chat spelling and emoji are
 respelled ("u" → you, 👋 → wave). Within step 3, phrases that only look like actions ("bow
-tie") are dropped, stop phrasing ("that's enough X", "cut it out") rests, indirect requests
-("take a load off") come from a phrase table, and faces the user ruled out ("nod but don't
-smile") are never shown.
+tie") are dropped, stop phrasing ("that's enough X", "cut it out", "can we stop with the
+bowing") rests, indirect requests ("take a load off", "grab the stool", "you look worn out")
+come from a phrase table and the cue patterns of `cues.py`, and faces the user ruled out ("nod
+but don't smile") are never shown. In step 4, `cues.py` also marks what is told rather than
+asked: an activity as the subject ("dancing is my hobby"), an action in the past tense.
 
 Greetings ("hi", "good morning", "bye") wave, because the core vocabulary lists them as
 wave synonyms; a bare "yes"/"no" nods / shakes the head for the same reason.
