@@ -36,7 +36,7 @@ from record import cpu_model, result_path, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "benchmarks" / "data" / "interpreter_eval.jsonl"
-SPLITS = ("dev", "holdout", "dev2", "holdout2", "holdout3")
+SPLITS = ("dev", "holdout", "dev2", "holdout2", "holdout3", "dev3", "holdout4")
 
 
 def load_eval(path: Path = DATA) -> list[dict]:

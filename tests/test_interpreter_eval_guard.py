@@ -25,8 +25,15 @@ BELOW_GUARD = {
     ("holdout3", "statement"): 0.85,
     ("holdout3", "en"): 0.66,
     ("holdout3", "overall"): 0.66,
+    # holdout4 (benchmarks/results/interpreter-cpu-2026-12-06-holdout4.json), first run:
+    ("holdout4", "indirect"): 0.84,
+    ("holdout4", "stop"): 0.88,
+    ("holdout4", "es"): 0.87,
+    ("holdout4", "it"): 0.87,
+    ("holdout4", "ja"): 0.87,
+    ("holdout4", "zh"): 0.87,
 }
-SPLITS = ("dev", "holdout", "dev2", "holdout2", "holdout3")
+SPLITS = ("dev", "holdout", "dev2", "holdout2", "holdout3", "dev3", "holdout4")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +45,8 @@ def scored():
     per_split = {}
     for split in SPLITS:
         chosen = [(i, o) for i, o in zip(items, outputs, strict=True) if i["split"] == split]
-        per_split[split] = score([i for i, _ in chosen], [o for _, o in chosen])
+        if chosen:
+            per_split[split] = score([i for i, _ in chosen], [o for _, o in chosen])
     return score(items, outputs), per_split
 
 
@@ -55,6 +63,8 @@ def test_overall_action_sequence_match_stays_above_the_guard(scored):
 
 @pytest.mark.parametrize("split", SPLITS)
 def test_every_category_stays_above_the_guard(scored, split):
+    if split not in scored[1]:
+        pytest.skip(f"no {split} utterances in the evaluation set")
     result = scored[1][split]
     low = {c: v for c, v in result["per_category_exact_match"].items() if v < _floor(split, c)}
     assert not low, f"{split}: categories under their floor: {low}"
@@ -62,13 +72,15 @@ def test_every_category_stays_above_the_guard(scored, split):
 
 @pytest.mark.parametrize("split", SPLITS)
 def test_every_language_stays_above_the_guard(scored, split):
+    if split not in scored[1]:
+        pytest.skip(f"no {split} utterances in the evaluation set")
     result = scored[1][split]
     low = {c: v for c, v in result["per_language_exact_match"].items() if v < _floor(split, c)}
     assert not low, f"{split}: languages under their floor: {low}"
 
 
 def test_every_language_is_measured(scored):
-    for split in ("dev2", "holdout2"):
+    for split in ("dev2", "holdout2", "dev3", "holdout4"):
         assert {"en", "es", "de", "fr", "pt", "it", "ja", "zh"} <= set(scored[1][split]["per_language_exact_match"])
 
 

@@ -27,9 +27,11 @@ How an utterance is read, step by step:
 Before step 2, a non-English utterance is glossed into English (`languages.py`: Spanish,
 German, French, Portuguese, Italian, Japanese, Chinese) and chat spelling and emoji are
 respelled ("u" → you, 👋 → wave). Within step 3, phrases that only look like actions ("bow
-tie") are dropped, stop phrasing ("that's enough X", "cut it out") rests, indirect requests
-("take a load off") come from a phrase table, and faces the user ruled out ("nod but don't
-smile") are never shown.
+tie") are dropped, stop phrasing ("that's enough X", "cut it out", "can we stop with the
+bowing") rests, indirect requests ("take a load off", "grab the stool", "you look worn out")
+come from a phrase table and the cue patterns of `cues.py`, and faces the user ruled out ("nod
+but don't smile") are never shown. In step 4, `cues.py` also marks what is told rather than
+asked: an activity as the subject ("dancing is my hobby"), an action in the past tense.
 
 Greetings ("hi", "good morning", "bye") wave, because the core vocabulary lists them as
 wave synonyms; a bare "yes"/"no" nods / shakes the head for the same reason.
@@ -50,6 +52,7 @@ from ..embedding import load_encoder, switched_off
 from ..emotion import infer_expression
 from ..schema import ActionDirective, Vocabulary, VocabularyEntry, core_vocabulary
 from ..text import COMMON_WORDS, Token, clean_text, is_shouted, osa_distance, stem, tokenize
+from . import cues
 from . import lexicon as lx
 from .base import MAX_UTTERANCE_CHARS, Interpretation, InterpretRequest
 from .languages import ENGLISH, OTHER, detect_language, gloss
@@ -107,6 +110,7 @@ class _Reading:
     ruled_out_faces: list[str] = field(default_factory=list)  # "nod but don't smile"
     direction: str | None = None  # a bare "left"/"right" that repeats the previous turn
     indirect: bool = False  # asked for without naming it ("take a load off")
+    loose_move: bool = False  # "walk" read from a bare "move" (a dance when music is about)
     small_talk: bool = False
 
 
@@ -155,6 +159,7 @@ class _Index:
         for phrase in self.phrases:
             self.by_first.setdefault(phrase.keys[0], []).append(phrase)
         self.key_set = {k for p in self.phrases for k in p.keys}
+        self.face_keys = {p.keys[0] for p in self.phrases if p.kind == "expression" and len(p.keys) == 1}
         self.encoder = encoder
         self.known_words = set(COMMON_WORDS) | _encoder_words(encoder)
         # Words that make a Latin-script utterance English (language detection).
@@ -310,6 +315,10 @@ class EmbeddedInterpreter:
             prev_request = reading.request or (prev_request and clause.continuation)
             readings.append(reading)
         _repeat_turns(readings, index)
+        if "dance" in index.allowed and cues.music_context(parse_text):
+            for r in readings:  # "the beat dropped, move those feet": a dance, not a walk
+                if r.loose_move and r.actions == ["walk"]:
+                    r.actions = r.mentioned = ["dance"]
         for r, following in zip(readings, readings[1:], strict=False):
             if r.indirect and r.actions and following.actions[:1] == r.actions[-1:]:
                 r.actions = []  # "pull up a chair and sit": one sit
@@ -405,9 +414,15 @@ class EmbeddedInterpreter:
         name_words = {w.lower() for w in _words_of(persona.name)}
         while words and words[0] in name_words:
             words = words[1:]
+        # Indirect cue patterns read the words before not-actions are dropped ("hit the dance floor").
+        raw = _strip_fillers(words)[1]
         words = _drop_not_actions(words)
         polite, words = _strip_fillers(words)
         stop, words = _strip_stop(words)
+        if not stop:
+            n = cues.stop_phrasing(words)
+            if n is not None:
+                stop, words = True, words[n:]
         if stop:
             # "that's enough waving", "cut it out", "no more clapping": rest, whatever was named.
             r.stop = r.request = True
@@ -416,12 +431,19 @@ class EmbeddedInterpreter:
             r.ruled_out_faces = [p.name for _, p in rest if p.kind == "expression"]
             return r
         negated, words = _strip_negation(words)
+        if negated and words and words[0] in ("keep", "continue", "carry") and len(words) > 1:
+            # "don't keep clapping", "no need to keep nodding": stop what is going on.
+            r.stop = r.request = True
+            r.actions = ["idle"] if "idle" in index.allowed else []
+            return r
         if negated:
             r.negated = True
             more_polite, words = _strip_fillers(words)
             polite = polite or more_polite
         if (clause.continuation or clause.lead_before) and words and words[0] in ("you", "u") and len(words) > 1:
             words = words[1:]
+        if (clause.continuation or clause.lead_before) and len(words) > 1 and words[0] in ("have", "you've"):
+            words = words[1:]  # "after you have waved, sit": the wave is asked for too
         if clause.lead_before:
             polite = True  # "before you sit, ...": the sit is asked for too
         if not words:
@@ -439,7 +461,9 @@ class EmbeddedInterpreter:
         direction = [w for w in words if w not in lx.DIRECTION_FILLER]
         if not r.negated and len(direction) == 1 and direction[0] in lx.DIRECTIONS:
             r.direction = lx.DIRECTIONS[direction[0]]  # "... then left": resolved by _repeat_turns
-        indirect = None if r.negated else _find_indirect(words)
+        indirect = None
+        if not r.negated and not cues.is_question(words) and not cues.is_narrated(words):
+            indirect = _find_indirect(words) or cues.indirect_action(raw)
         if indirect is not None:
             r.request = r.indirect = True
             words, r.repeat = _take_repeat(words)
@@ -450,13 +474,24 @@ class EmbeddedInterpreter:
                 r.disallowed = [indirect]
             r.mentioned.append(indirect)
             return r
+        if len(words) > 1 and words[0] in lx.VOCATIVES and (
+            stem(words[1]) in index.key_set or words[1] in lx.REQUEST_VERBS or words[1] in ("please", "now")
+        ):
+            words = words[1:]  # "everybody clap": the group is addressed, the clap is asked for
         # Repeats and intensity.
         words, r.repeat = _take_repeat(words)
         r.intensity = _intensity(words, shouted, clause.exclaims)
+        words, superlative = _superlatives(words, index)
+        if superlative:  # "your grumpiest face": that face, at its strongest
+            r.intensity = max(r.intensity, HIGH)
         first = words[0] if words else ""
-        starts_statement = first in lx.NON_REQUEST_STARTERS
+        starts_statement = first in lx.NON_REQUEST_STARTERS or (not polite and cues.gerund_subject(words))
         if first == "do" and len(words) > 1 and words[1] not in ("you", "u", "we", "they", "i", "he", "she"):
             starts_statement = False
+        if first in lx.OPINION_VERBS and len(words) > 1 and words[1] in lx.OPINION_OBJECTS:
+            starts_statement = True  # "love your dancing": a compliment, not a request
+        if first == "have" and len(words) > 1 and words[1] in ("a", "an", "another", "some", "one", "your", "my"):
+            starts_statement = False  # "have a ponder", "have another go": an imperative
         r.request = polite or (not starts_statement) or (clause.continuation and prev_request)
         if not words:
             return r
@@ -466,9 +501,17 @@ class EmbeddedInterpreter:
         if not r.request and matches and len(matches) == 1 and _only_phrase(matches[0][1].keys, keys):
             # the whole clause is one vocabulary phrase ("who knows?", "a small smile please")
             r.request = True
+        if r.request and not polite and not clause.continuation and any(
+            p.kind == "action" and cues.past_tense(words[pos]) and not (pos and words[pos - 1] in _PERFECT)
+            for pos, p in matches
+        ):
+            # "up until now I never danced": told about, not asked for ("clap once you've stood
+            # up", "sit when you have clapped": a perfect inside a request stays one).
+            r.request = False
         corrected = [self._correct(w, index, aggressive=False) for w in words]
         for pos, phrase in matches:
             if phrase.kind == "action":
+                r.loose_move = r.loose_move or phrase.keys == _MOVE_KEYS
                 r.mentioned.append(phrase.name)
                 if phrase.name in index.allowed:
                     r.actions.append(phrase.name)
@@ -590,6 +633,8 @@ class EmbeddedInterpreter:
 
         stopped = False
         for r in readings:
+            if r.stop and stopped and plan and plan[-1]["action"] == "idle":
+                continue  # "alright, that's it, no more bowing": one stop
             stopped = stopped or r.stop
             if r.greeting:
                 if greeted is None and "wave" in index.allowed:
@@ -703,11 +748,14 @@ def _expression_asked(phrase: _Phrase, pos: int, words: list[str]) -> bool:
     if phrase.first_word in lx.EXPRESSION_VERBS or len(phrase.keys) > 1:
         return True
     skip = lx.FILLER | lx.VERY | lx.LOW_INTENSITY | lx.HIGH_INTENSITY
-    before = [w for w in words[:pos] if w not in skip][-1:]
+    # Any "-ly" adverb sits between a look-word and its adjective too ("look genuinely happy").
+    before = [w for w in words[:pos] if w not in skip and not (len(w) > 4 and w.endswith("ly"))][-1:]
     after = words[pos + 1 : pos + 2]
     return bool(before and (before[0] in lx.LOOK_WORDS or stem(before[0]) in _LOOK_STEMS)) or after == ["face"]
 
 
+_MOVE_KEYS = (stem("move"),)
+_PERFECT = frozenset("have has had having you've i've we've they've 've".split())
 _LOOK_STEMS = frozenset(stem(w) for w in lx.LOOK_WORDS)
 _PHRASE_PADDING = frozenset(
     stem(w) for w in (*lx.FILLER, *lx.VERY, *lx.LOW_INTENSITY, *lx.HIGH_INTENSITY, "a", "an", "one", "please", "now")
@@ -872,6 +920,7 @@ _SLANG_RE = re.compile(r"(?<![\w'])(" + "|".join(sorted(map(re.escape, lx.SLANG)
 _DIGIT_RE = re.compile(r"(?<![\w.])([24])(?!\s*(?:times|x\b|\.\d|\d))(?![\w])", re.I)
 _ELONGATED = re.compile(r"([A-Za-z])\1{2,}")
 _EMOJI_RE = re.compile("|".join(sorted(map(re.escape, lx.EMOJI), key=len, reverse=True)))
+_EMOJI_RUN = re.compile("(" + _EMOJI_RE.pattern + r")(?:\s*\1)+")
 _EMOJI_JUNK = re.compile("[\ufe0f\U0001f3fb-\U0001f3ff\u200d\u2640\u2642]")
 
 
@@ -881,7 +930,9 @@ def _respell(text: str, index: _Index) -> str:
     if not text:
         return text
     if not text.isascii():
-        text = _EMOJI_RE.sub(lambda m: f" . {lx.EMOJI[m.group(0)]} . ", _EMOJI_JUNK.sub("", text))
+        text = _EMOJI_JUNK.sub("", text)
+        text = _EMOJI_RUN.sub(r"\1", text)  # "👏👏👏" is one clap, said warmly, not three
+        text = _EMOJI_RE.sub(lambda m: f" . {lx.EMOJI[m.group(0)]} . ", text)
     text = _ELONGATED.sub(r"\1", text)  # "sooo", "pleeease"
     text = _SLANG_RE.sub(lambda m: lx.SLANG[m.group(1).lower()], text)
     text = _DIGIT_RE.sub(lambda m: lx.SLANG_DIGITS[m.group(1)], text)
@@ -892,13 +943,33 @@ def _respell(text: str, index: _Index) -> str:
     return text
 
 
+def _superlatives(words: list[Token], index: _Index) -> tuple[list[Token], bool]:
+    """Superlatives and comparatives of face words read as the face ("grumpiest" → grumpy,
+    "saddest" → sad, "happier" → happy); True when one was found."""
+    out, found = list(words), False
+    for i, w in enumerate(words):
+        if len(w) < 5 or not w.isalpha() or not w.endswith(("est", "er")) or stem(w) in index.face_keys:
+            continue
+        cut = 3 if w.endswith("est") else 2
+        core = w[:-cut]
+        candidates = [core[:-1] + "y"] if core.endswith("i") else [core, core + "e"]
+        if len(core) > 2 and core[-1] == core[-2]:
+            candidates.append(core[:-1])  # "saddest" → sad
+        for base in candidates:
+            if stem(base) in index.face_keys:
+                out[i], found = Token(base), True
+                break
+    return out, found
+
+
 def _drop_not_actions(words: list[Token]) -> list[Token]:
     """`words` without phrases that only look like actions ("nice bow tie", "point of view")."""
     for seq in lx.NOT_ACTIONS:
         n = len(seq)
+        plural = (*seq[:-1], seq[-1] + "s")  # "bow ties", "dance floors"
         i = 0
         while i + n <= len(words):
-            if _startswith(words, seq, i):
+            if _startswith(words, seq, i) or _startswith(words, plural, i):
                 words = words[:i] + words[i + n :]
             else:
                 i += 1
@@ -937,12 +1008,16 @@ def _asked_anything(r: _Reading) -> bool:
 
 
 def _repeat_turns(readings: list[_Reading], index: _Index) -> None:
-    """A bare direction after a turn ("look right, then left") turns again, that way."""
+    """A bare direction after a turn ("look right, then left") turns again, that way; after
+    a point ("point left, then right") it points again."""
     last_turn = None
     for r in readings:
         if r.actions:
-            if any(a in ("turn_left", "turn_right") for a in r.actions):
-                last_turn = r.actions[-1]
+            last = r.actions[-1]
+            last_turn = last if last in ("turn_left", "turn_right", "point") else None
             continue
-        if r.direction and last_turn is not None and r.direction in index.allowed and not r.negated:
-            r.actions, r.request, r.unsupported, r.suggestion = [r.direction], True, None, None
+        if r.direction and last_turn is not None and not r.negated:
+            # "point left, then right": point again, the other way.
+            again = "point" if last_turn == "point" else r.direction
+            if again in index.allowed:
+                r.actions, r.request, r.unsupported, r.suggestion = [again], True, None, None

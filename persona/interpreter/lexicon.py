@@ -24,6 +24,27 @@ LEADING_FILLERS: tuple[tuple[str, ...], ...] = tuple(
         "i would like you to",
         "i need you to",
         "i wish you would",
+        "i think you should",
+        "i think you need to",
+        "i think you ought to",
+        "i suggest you",
+        "i'd suggest you",
+        "i'd love you to",
+        "i'd love it if you would",
+        "i'd love it if you",
+        "it would be nice if you could",
+        "it would be nice if you",
+        "would you mind",
+        "you might want to",
+        "you may want to",
+        "you need to",
+        "you ought to",
+        "you have to",
+        "you gotta",
+        "you'd better",
+        "you better",
+        "it's time to",
+        "it's time you",
         "i want to see you",
         "feel free to",
         "go on and",
@@ -94,6 +115,8 @@ POLITE_REQUEST = frozenset(
         "pls",
         "plz",
         "kindly",
+        "it",
+        "it's",
     }
 )
 
@@ -104,7 +127,10 @@ NON_REQUEST_STARTERS = frozenset(
     who who's why how how's which whose is are was were am been have has had does did do you you're
     your yours u ur if because since though although as maybe perhaps everyone everybody someone
     nobody people sometimes yesterday today tomorrow you've you'll you'd he'll she'll they've we've
-    i'll nice cool great lovely awesome cute pretty good bad wow""".split()
+    i'll nice cool great lovely awesome cute pretty good bad wow beautiful amazing wonderful fantastic brilliant
+    excellent perfect impressive sweet neat superb terrific awful terrible weird interesting gorgeous adorable
+    incredible stunning fabulous splendid such mum mom dad brother sister grandma grandpa granny wife husband
+    girlfriend boyfriend son daughter baby boss teacher kids children dogs cats friends parents family""".split()
 )
 
 #: Verbs that start a request for something physical (used to tell an unsupported request
@@ -209,6 +235,10 @@ SPLITTERS: tuple[tuple[tuple[str, ...], bool], ...] = (
 KEEP_SPLITTERS: tuple[tuple[str, ...], ...] = (("instead", "of"), ("rather", "than"), ("without",))
 #: Splitters whose clause happens before the previous one ("clap once you've stood up").
 REORDER_SPLITTERS: tuple[tuple[str, ...], ...] = (
+    ("as", "soon", "as", "you", "have"),
+    ("once", "you", "have"),
+    ("when", "you", "have"),
+    ("when", "you've"),
     ("once", "you've"),
     ("once", "you"),
     ("as", "soon", "as", "you've"),
@@ -235,7 +265,9 @@ LOW_INTENSITY = frozenset(
 )
 MEAN_IT = (("mean", "it"), ("ear", "to", "ear"), ("all", "out"), ("with", "gusto"))
 VERY = frozenset(
-    {"very", "really", "so", "super", "extremely", "real", "totally", "mega", "soo", "rly", "hella", "incredibly", "seriously"}
+    {"very", "really", "so", "super", "extremely", "real", "totally", "mega", "soo", "rly", "hella", "incredibly", "seriously",
+     "duper", "awfully", "terribly", "truly", "mighty", "ridiculously", "unbelievably", "exceptionally", "especially",
+     "particularly", "utterly", "absolutely", "properly", "insanely"}
 )
 
 #: Repeat counts: "nod twice" → nod, nod (capped at MAX_REPEAT).
@@ -541,3 +573,10 @@ INDIRECT_THRESHOLD = 0.68
 QUESTION_WORDS = frozenset(
     "do does did are is was were can could will would should have has what when where why who how which".split()
 )
+
+#: Words that open a clause addressed to a group ("everybody clap"): dropped when an action
+#: or request verb follows, so the rest reads as the imperative it is.
+VOCATIVES = frozenset("everybody everyone y'all guys folks all people".split())
+#: Verbs of liking that make a clause a compliment or an opinion ("love your dancing").
+OPINION_VERBS = frozenset("love loved like liked hate hated miss missed adore adored appreciate enjoyed admire".split())
+OPINION_OBJECTS = frozenset("your the that this how his her their my our it when watching seeing those these".split())

@@ -1,0 +1,410 @@
+"""Cue patterns for what the vocabulary cannot name: indirect requests, stop phrasing,
+questions and statements whose subject is an activity.
+
+Why patterns and not more table rows: an indirect request is built from a few kinds of
+parts ("grab / take / have" + any seat word, "you look" + any tiredness word, "everybody" +
+any up-word, "a hand / some noise / applause" + "for"), and a phrase table lists only the
+combinations someone thought of ("grab a chair" but not "take the couch"). Each pattern here
+is one such combination of small word classes, anchored where the grammar puts it: an
+imperative at the start of the clause (after politeness was stripped), an offer anywhere
+("the bench is all yours"), a remark about the listener only when it starts with "you"
+("you look worn out"; "my legs are tired" is the speaker's news and asks for nothing).
+A question ("are you tired of standing?") never asks for an indirect action.
+
+Why hand-written: the embedding fallback over prototype phrasings was measured against a
+held-out split and acted on statements as often as it found requests
+(docs/interpreter.md); these patterns keep the decision explainable and under a
+millisecond. Everything is plain regular expressions over the clause's lower-case words.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+__all__ = [
+    "gerund_subject", "indirect_action", "is_narrated", "is_question", "music_context", "past_tense", "stop_phrasing"
+]
+
+
+def _alt(words: str) -> str:
+    """A regex alternation of space-separated words (underscores stand for spaces)."""
+    items = sorted((w.replace("_", " ") for w in words.split()), key=len, reverse=True)
+    return "(?:" + "|".join(re.escape(w).replace(r"\ ", " ") for w in items) + ")"
+
+
+SEAT = _alt(
+    "chair chairs seat seats sofa sofas couch couches bench benches stool stools armchair armchairs "
+    "recliner settee cushion cushions beanbag bean_bag throne pew loveseat futon ottoman deckchair "
+    "deck_chair rocking_chair swivel_chair spot_on_the_couch hammock"
+)
+TIRED = _alt(
+    "tired exhausted worn_out worn_down beat knackered wiped wiped_out shattered pooped drained sleepy "
+    "weary spent done_in run_down fatigued wrecked dog_tired bushed zonked whacked dead_on_your_feet fried "
+    "running_on_empty out_of_steam ready_to_collapse asleep_on_your_feet all_in frazzled "
+    "dead_tired beat_up burnt_out burned_out ready_to_drop about_to_drop flagging fading wilting"
+)
+#: Words between "you" and the tiredness ("you must be so tired", "you've been looking beat").
+_YOU_MID = _alt(
+    "must be been look looks looking seem seems sound sounds are have got to gotta so really very "
+    "pretty totally super completely absolutely a bit kinda kind of quite all must've probably "
+    "definitely getting feel feeling appear rather utterly"
+)
+BODY = _alt("feet legs knees back bones dogs ankles calves")
+YOUR = _alt("your those ur yer these them the ya")
+_SORE = _alt("weary tired aching poor sore achy hardworking hard_working")
+PAIN = _alt(
+    "hurt hurting ache aching sore tired killing_you be_killing_you be_sore be_tired be_aching "
+    "need_a_rest need_a_break be_exhausted throbbing be_throbbing must_hurt"
+)
+EVERYBODY = _alt(
+    "everybody everyone all_of_you all y'all you_all you_guys guys folks people class team kids gang "
+    "crew troops friends"
+)
+UP_WORD = _alt("up rise stand stand_up get_up on_your_feet to_your_feet upright arise on_ya_feet")
+MUSIC = _alt(
+    "music beat beats song songs tune tunes track rhythm dj playlist jam banger bop melody tunes"
+)
+#: Dances by name: a style or a party dance is a dance. A signature move (the moonwalk, the
+#: robot, the floss, a backflip) is a move of its own, and stays unsupported.
+DANCE_NAMES = _alt(
+    "waltz tango salsa twist macarena cha_cha conga jig samba polka disco tap_dance ballet hula foxtrot rumba "
+    "mambo charleston cancan can_can limbo hustle electric_slide chicken_dance cha-cha lambada flamenco bachata "
+    "merengue jive swing two-step two_step line_dance square_dance ballroom hokey_cokey hokey_pokey "
+    "cupid_shuffle gangnam_style"
+)
+DANCE_VERBS = _alt("waltz tango salsa jive boogie foxtrot rumba samba polka shimmy")
+SCENE_THING = _alt(
+    "exit exits door doors way_out bathroom toilet toilets restroom loo kitchen stairs staircase lift elevator "
+    "entrance window windows station shop car bus_stop bar stage garden office bedroom hall lobby exit_sign"
+)
+PLACE = _alt(
+    "place room area surroundings scene space spot venue joint premises landscape neighbourhood "
+    "neighborhood view views scenery sights vista garden hall world"
+)
+#: Lead-ins an imperative may carry before its verb ("time to get off the couch").
+_LEAD = r"(?:(?:" + _alt(
+    "time_to it's_time_to its_time_to go come come_on c'mon now ok okay quick quickly hey "
+    "everyone everybody y'all guys folks maybe you_should you_might_want_to"
+) + r") )*"
+
+#: (pattern, action); the first that matches a clause wins, in this order. A pattern that
+#: starts with "~" is an offer ("my chair is free") and may follow any subject; the others do
+#: not fire in a clause that opens with a first- or third-person subject ("I feel the beat").
+_PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
+    (re.compile(p.removeprefix("~")), a, p.startswith("~"))
+    for p, a in (
+        # -- sit --------------------------------------------------------------------------
+        # The listener's body or tiredness, said to them: "you look worn out", "your feet must hurt".
+        (rf"^(?:you|you've|you're|u|ya|you'd)(?: {_YOU_MID})* {TIRED}\b", "sit"),
+        (rf"^(?:you|you've|u)(?: {_YOU_MID})* (?:standing|on your feet|on ya feet|up and about|on the go|"
+         rf"on the move|running around|rushing around|run off your feet|rushed off your feet|"
+         rf"walking all day|working all day|at it all day|busy all day)\b", "sit"),
+        (rf"^(?:you've|you have|u've)(?: {_YOU_MID})* (?:walking|running|dancing|pacing|working|rushing|going|"
+         rf"moving|running around|dashing about|on the run)"
+         rf" (?:for hours|all day|all morning|all night|all afternoon|for ages|forever|since|non stop|nonstop|"
+         rf"the whole)\b", "sit"),
+        (rf"^{_LEAD}get (?:comfy|comfortable|cosy|cozy)\b", "sit"),
+        (r"^(?:you|u|you'd|you'll)\b.*\b(?:could|can|might|must|would|will|need|needs) (?:use|do with|need|want|like)"
+         r" (?:a|some|to) (?:seat|sit|sit down|sit-down|chair|rest|break|breather|breather on \S+)\b", "sit"),
+        (rf"\bjoin me (?:on|at|in) (?:the|this|my|our) {SEAT}\b", "sit"),
+        (rf"^(?:your|ur)(?: {_SORE})? {BODY} (?:\S+ )?{PAIN}\b", "sit"),
+        # Rest the body: "give your legs a break", "rest those weary feet", "get off your feet".
+        (rf"^{_LEAD}(?:rest|relax|ease|spare|save) {YOUR}(?: {_SORE})? {BODY}\b", "sit"),
+        (rf"^{_LEAD}give {YOUR}(?: {_SORE})? {BODY} a (?:break|rest|breather)\b", "sit"),
+        (rf"\b(?:get|stay) off {YOUR} (?:feet|legs)\b", "sit"),
+        (rf"\b(?:weight|load|pressure) off {YOUR}(?: {_SORE})? {BODY}\b", "sit"),
+        (rf"^{_LEAD}put {YOUR} feet up\b", "sit"),
+        # Take a seat by name: "take the couch", "grab the stool", "settle into the armchair".
+        (
+            rf"^{_LEAD}(?:take|grab|have|use|try|pull up|claim|nab|snag|steal|sink into|sink in|settle into|"
+            rf"settle in|settle on|plop into|plop onto|plop on|hop on|hop onto|jump on|make use of|rest on|relax on|"
+            rf"relax in|lounge on|curl up on|curl up in|flop on|flop onto|flop into|collapse on|collapse into|"
+            rf"pull over|drag over|bag|park on|get comfy on|get comfortable on|get comfy in|"
+            rf"get comfortable in)(?: (?!off\b|out\b|up\b|away\b|down\b)\S+){{0,3}}? {SEAT}\b",
+            "sit",
+        ),
+        # A seat offered: "the bench is all yours", "there's a chair for you", "here's a stool".
+        (
+            rf"~\b{SEAT}(?:'s| is| are)(?: all| right| just| still| now)* (?:yours|free|empty|open|available|"
+            rf"vacant|there|over there|here|waiting|calling|ready|for you|calling your name)\b",
+            "sit",
+        ),
+        (
+            rf"~^(?:there's|theres|there is|here's|heres|here is|got|i've got|i have|we have|we've got) "
+            rf"(?:a|an|one|another|the|my|this|that|a free|an empty|a spare|an open|a comfy|plenty of)"
+            rf"(?: \S+)? {SEAT}(?: (?:for you|free|here|right here|right there|over there|with your name|"
+            rf"if you|waiting|open|empty|available|spare|going|you can)|$)",
+            "sit",
+        ),
+        (
+            rf"^{_LEAD}(?:plonk|plop|park|plant|perch|seat|sit|settle|nestle|rest|lower|drop)"
+            rf" (?:yourself|your (?:butt|bum|behind|rear|backside|tush|tushy|rump|booty|bottom|self|carcass|weary bones|"
+            rf"bones)|ya)\b",
+            "sit",
+        ),
+        (r"^(?:plonk|plop|park|plant) it\b", "sit"),
+        (r"^(?:put|plant|park|plonk|plop|rest) (?:your|ur|yer) (?:butt|bum|behind|rear|backside|tush|tushy|rump|bottom|"
+         r"self)\b", "sit"),
+        (rf"^{_LEAD}(?:kick back|lounge|recline|loll|sprawl|curl up)\b", "sit"),
+        (rf"~\b(?:room|space|a spot|a place|a space|plenty of room|a seat) (?:on|in|at|next to me on|beside me on)"
+         rf" (?:the|this|that|my|our) {SEAT}\b", "sit"),
+        # -- stand ------------------------------------------------------------------------
+        (rf"^{EVERYBODY}(?: (?:please|now|get|come|come on|on|quickly|back|let's|lets|together|at once|right|"
+         rf"just|go|must|should|needs to|need to|has to|have to|can)){{0,2}} {UP_WORD}\b", "stand"),
+        (r"^up(?: (?:you|we|and|on|with|off|out|here|now|please|get|go|from|at|high|quickly|already)\b|$)", "stand"),
+        (
+            rf"\b(?:get|climb|hop|jump|roll|peel yourself|drag yourself|haul yourself|pull yourself|lift yourself)"
+            rf"(?: you| yourself)?(?: up)? (?:off|out of|up from|up off|from)"
+            rf" (?:the|that|this|your|my|ur|yer) (?:{SEAT}|floor|ground|bed)\b",
+            "stand",
+        ),
+        (r"\boff (?:your|ya|ur|yer) (?:butt|bum|behind|rear|backside|tush|tushy|rump|seat|couch|chair)\b", "stand"),
+        # -- clap -------------------------------------------------------------------------
+        (
+            rf"^{_LEAD}(?:a |some |a big |a huge |a warm |a nice |a massive |a loud |a little |three |a round of |"
+            rf"another )?(?:hand|applause|noise|cheer|cheers|love|ovation|standing ovation|clap|claps|"
+            rf"round) for\b",
+            "clap",
+        ),
+        (r"^(?:make|raise|let's make|let's hear) (?:some |a little |a lot of )?(?:noise|applause|cheers)\b", "clap"),
+        (r"\bdeserves? (?:a |some |a big |a round of |an |a standing )?(?:applause|hand|clap|round|ovation|cheer)\b",
+         "clap"),
+        (r"^hear it(?: for\b|$)", "clap"),
+        (r"^put (?:em|'em|them|those|your hands|ur hands|those hands|your palms) together\b", "clap"),
+        (r"^cheer(?! up\b)(?: \S+)*$", "clap"),
+        (
+            r"^(?:give|show)(?! me\b| us\b)(?: \S+){1,3}? (?:some |a little |a bit of |a big |a huge |a warm |a |"
+            r"a round of )?(?:love|applause|appreciation|props|kudos|hand|clap|cheer|ovation)\b(?! with\b)",
+            "clap",
+        ),
+        # -- dance ------------------------------------------------------------------------
+        (r"\bget (?:this|the|our) party (?:started|going|rolling|on)\b", "dance"),
+        (r"^(?:let's |lets )?(?:party|rave|disco|jam|groove|boogie)(?: \S+)*$", "dance"),
+        (r"\b(?:hit|tear up|burn up|own|rule|take over|light up|work|grace|take to|get on|get out on|"
+         r"head to|head for|get onto) the (?:dance )?floor\b", "dance"),
+        (r"\b(?:on|onto|to) the dance ?floor\b", "dance"),
+        (r"^(?:throw|pull|bust|cut|show me|show us) (?:some|a few|your best|your|a|ur) shapes\b", "dance"),
+        (r"\b(?:cut (?:loose|a rug|the rug)|let (?:loose|your hair down)|get (?:your|ur) (?:groove|boogie|dance|"
+         r"jig|funk) on|get (?:jiggy|funky|groovy|down and boogie)|(?:fancy |nifty |some |your )footwork)\b",
+         "dance"),
+        (r"\bshake (?:your|that|those|ur|yer|a) (?:hips|booty|body|tail feathers|thing|groove thing|bum|butt|"
+         r"moneymaker|rump|behind|tush)\b", "dance"),
+        (r"\bmove (?:your|that|those|ur|yer) (?:body|hips|booty|bum|butt)\b", "dance"),
+        (rf"\b(?:move|groove|sway|bop|jam|boogie|rock out|get down|vibe|bounce|sway along|move along)"
+         rf" (?:to|with) (?:the|this|that|my|some|our|a|your) (?:\S+ )?{MUSIC}\b", "dance"),
+        (rf"\bfeel the {MUSIC}\b", "dance"),
+        (rf"^(?:do|bust out|break out|show me|show us|let's see|give us|give me|try|perform|dance) (?:the |a |some |"
+         rf"your |a little |a bit of |a quick |a slow |your best )?{DANCE_NAMES}\b", "dance"),
+        (rf"^{DANCE_VERBS}\b", "dance"),
+        (r"^(?:jam|rock|bop|bounce|vibe|groove) (?:out|along|away)\b", "dance"),
+        # -- walk -------------------------------------------------------------------------
+        (rf"\b(?:stretch|move|use|work) {YOUR} legs\b", "walk"),
+        (r"^(?:take|do|go for|run|make|have) (?:a|one|another|a little|a quick|a short|a slow|a gentle) "
+         r"(?:lap|loop|turn|circuit|wander|walkabout|ramble|saunter|mosey|amble|meander|jaunt|promenade|"
+         r"constitutional)\b", "walk"),
+        (r"\b(?:get|rack up|clock up|clock|log) (?:some|your|a few|more|those) steps\b", "walk"),
+        (r"^(?:mosey|saunter|amble|meander|roam|promenade|ramble|trot|march|tiptoe|stride|strut)\b", "walk"),
+        # Come or go somewhere: the character walks there ("come over here", "follow me").
+        (r"^(?:come|c'mon|get) (?:over )?(?:here|this way|closer|to me|over here|over|nearer|along|with me)\b", "walk"),
+        (r"^(?:follow) (?:me|us|along|the \S+|my lead|behind)\b", "walk"),
+        (r"^(?:go|head|move|step|wander|walk|make your way|run along) (?:on )?(?:over )?(?:there|over there|to the \S+|"
+         r"over to|towards?|across|outside|inside|upstairs|downstairs|along|aside|away|back|forward|that way|"
+         r"this way|ahead)\b", "walk"),
+        (r"^(?:off you go|on your way|move along|get going|keep moving|keep walking|lead the way)\b", "walk"),
+        # -- look around ------------------------------------------------------------------
+        (r"^(?:have|take|get|grab) (?:a |another )?(?:quick |good |little |proper |long |careful |nosy )?"
+         r"(?:peek|peep|look|gander|nose|squiz|butchers|glance|snoop|poke|scan|look-see|look see) "
+         r"(?:around|round|about)\b", "look_around"),
+        (r"^(?:peek|peep|snoop|poke|nose|scout|case|glance|gaze|peer|scope|have a look) (?:around|about|round)\b",
+         "look_around"),
+        (rf"^(?:take in|soak in|soak up|drink in|admire|enjoy|check out|scope out|survey|scan|inspect|case|"
+         rf"look over|explore|size up|get a feel for|get a load of) (?:the|this|that|your|our|all the|all this|"
+         rf"all of the|these|those)(?: \S+)? {PLACE}\b", "look_around"),
+        (r"^(?:see|check|find out|tell me|show me|look at|what's|whats|what is) (?:what's |whats |what is |what )?"
+         r"(?:around|near|about) (?:you|us|here)\b", "look_around"),
+        (r"^(?:keep|have) (?:an eye out|your eyes peeled|a lookout|your eyes open)\b", "look_around"),
+        # -- point ------------------------------------------------------------------------
+        (r"^(?:direct|guide|steer|send) (?:me|us|them|him|her) (?:to|toward|towards|in the direction of|"
+         r"over to|back to)\b", "point"),
+        (r"^(?:show|tell) (?:me|us) (?:where|which way|the way|the direction|in which direction)\b", "point"),
+        (r"^which (?:way|direction) (?:is|to|do i|do we|should i|should we)\b", "point"),
+        # Where a thing in the scene is: the answer is a point ("where's the door?").
+        (rf"^(?:where's|wheres|where is|where are) (?:the|your|that|this) {SCENE_THING}\b", "point"),
+        # -- think ------------------------------------------------------------------------
+        (r"\b(?:chew|sleep|mull|ruminate|reflect|meditate|muse|noodle|ponder|brood|deliberate) "
+         r"(?:on|over|about) (?:it|that|this|things)\b", "think"),
+        (r"\b(?:put|get|pop) (?:your|ur|on your|on ur) thinking cap\b", "think"),
+        (r"^(?:use|engage|rack) (?:your|ur) (?:head|brain|brains|noggin|noodle|grey cells|gray cells)\b", "think"),
+        (r"^(?:figure|work|puzzle|think|sort) (?:it|this|that|things) (?:out|through|over)\b", "think"),
+        (r"^(?:puzzle|brood) over\b", "think"),
+        (r"^(?:give|put) (?:it|this|that)(?: some| a little| a bit of| some serious| a moment's| a second's)? "
+         r"(?:thought|think|consideration)\b", "think"),
+        # -- bow, nod, shake head -------------------------------------------------------
+        (r"^(?:take|have) (?:a|your|another|one more|a deep|a little) (?:bows?|curtain call)\b", "bow"),
+        (r"^(?:pay|show) (?:your|some|due|my|our|the)? ?respects?\b", "bow"),
+        (r"^(?:give|show) (?:me |us )?(?:a |two )?thumbs? up\b", "nod"),
+        (r"^(?:give|show) (?:me |us )?(?:a )?thumbs? down\b", "shake_head"),
+    )
+)
+
+#: First words of a yes/no question when a subject follows ("are you tired?", "is that free?").
+_QUESTION_AUX = frozenset("are is am was were do does did have has had".split())
+_PRONOUNS = frozenset("you u ya we they i he she it anyone anybody someone somebody everyone everybody".split())
+_SUBJECTS = _PRONOUNS | frozenset("that this there these those your my his her their our the".split())
+
+
+#: Clause openers that make it the speaker's (or someone else's) news, not a request.
+_NARRATORS = frozenset(
+    """i i'm im i've ive i'd i'll we we're we've we'd we'll he he's she she's they they're they've it
+    it's my our his her their someone somebody nobody mum mom dad people""".split()
+)
+
+
+def is_narrated(words: Sequence[str]) -> bool:
+    """The clause opens with a first- or third-person subject: news, not a request."""
+    return bool(words) and words[0] in _NARRATORS
+
+
+def _joined(words: Sequence[str]) -> str:
+    return " ".join(str(w) for w in words if str(w)[:1].isalnum())
+
+
+def is_question(words: Sequence[str]) -> bool:
+    """A yes/no question: an auxiliary then a subject ("do you ever get tired of standing",
+    "is that chair free"). "have a seat" and "do a lap" are imperatives, not questions."""
+    if len(words) < 2 or words[0] not in _QUESTION_AUX:
+        return False
+    # "have a seat", "do the twist": after have/do only a pronoun makes a question.
+    return words[1] in (_PRONOUNS if words[0] in ("have", "has", "had", "do", "does", "did") else _SUBJECTS)
+
+
+def indirect_action(words: Sequence[str]) -> str | None:
+    """The action an indirect request in this clause asks for, or None (see the module docs)."""
+    if not words or is_question(words):
+        return None
+    text = _joined(words)
+    narrated = is_narrated(words)
+    for pattern, action, any_subject in _PATTERNS:
+        if (any_subject or not narrated) and pattern.search(text):
+            return action
+    return None
+
+
+# -- stop -----------------------------------------------------------------------------------
+
+_STOP_VERBS = frozenset("stop quit cease halt pause".split())
+#: Words that may come before the stop verb in a request to stop ("can we stop", "you can quit").
+_STOP_LEAD = frozenset(
+    """can could would will we you u please i'd i like want need to let's lets let us ok okay alright
+    now just so hey guys you'll gonna going have got gotta must should might maybe time it's its why
+    oh well right all and then finally already kindly said say told tell""".split()
+)
+#: What may follow it ("stop it", "quit that", "stop with the bowing", "stop here").
+_STOP_NEXT = frozenset(
+    """it that this there here now already please right for with the all your doing everything
+    moving what those these immediately a sec second minute moment""".split()
+)
+#: Words a bare "enough" clause may carry ("enough is enough", "that's quite enough now").
+_ENOUGH_CLAUSE = frozenset(
+    """that's thats that is quite more than already now ok okay alright really seriously right there all
+    it i've ive had seen i think for today with of the this those guys oh well man yeah pretty much
+    just enough been plenty way too""".split()
+)
+_STOP_IDIOMS = tuple(
+    re.compile(p)
+    for p in (
+        r"^(?:put|bring) (?:a stop|an end|a halt) to\b",
+        r"^(?:lay|ease|back|let up|leave) off\b",
+        r"^ease up\b",
+        r"^(?:wrap|pack) (?:it|this|that|things) up\b",
+        r"^(?:pack|jack|knock) (?:it|that|this) in\b",
+        r"^can it\b",
+        r"^(?:that's|thats|that is) (?:a wrap|it|all)(?: for now| for today| now)?$",
+        r"^call it (?:quits|a day|a night)\b",
+        r"^(?:take|have) (?:five|ten|a breather|a break|a pause|a time out|a timeout)\b",
+        r"^(?:settle|simmer|calm|wind|slow) (?:down|it down)\b",
+        r"^hold (?:your horses|everything|on|on a sec|on a second|on a minute|still)\b",
+        rf"^give (?!{YOUR} {BODY}\b)"
+        r"(?:it|that|this|\S+ing|the \S+|your \S+|those \S+|all the \S+|all that \S+)(?: \S+)? "
+        r"a (?:rest|break|breather)\b",
+        r"^(?:we're|you're|we are|you are) (?:done|finished)(?: \S+ing)?(?: now| here| for now| for today)?$",
+        r"^(?:let's|lets|let us) (?:stop|pause|take a break|call it)\b",
+        r"^(?:keep|stay) (?:still|calm|put)\b",
+        r"^stay (?:where you are|right there|right where you are)\b",
+        r"^(?:don't|dont|do not) (?:move|budge|fidget|you move|you dare move|move a muscle)\b",
+        r"^(?:hang|hold) (?:on|about|up|it|tight)\b",
+        r"^(?:one|just a|wait a|gimme a|give me a) (?:sec|second|moment|minute|mo)$",
+    )
+)
+
+
+def stop_phrasing(words: Sequence[str]) -> int | None:
+    """How many leading words ask to stop (the rest may name what to stop), or None.
+
+    Beyond the fixed STOP_PHRASES of the lexicon: a stop verb after a few request words
+    ("can we stop with the bowing", "you can quit waving now"), stop idioms ("put a stop to",
+    "give the waving a break", "lay off", "wrap it up", "take five"), and a clause that is
+    only "enough" with filler ("enough is enough", "that's quite enough now").
+    """
+    if not words:
+        return None
+    for i, w in enumerate(words[:6]):
+        if w in _STOP_VERBS:
+            if all(x in _STOP_LEAD for x in words[:i]):
+                rest = words[i + 1 :]
+                if not rest or rest[0] in _STOP_NEXT or str(rest[0]).endswith("ing"):
+                    return i + 1
+            break
+    if "enough" in words and all(w in _ENOUGH_CLAUSE or str(w).endswith("ing") for w in words):
+        return len(words)
+    text = _joined(words)
+    for pattern in _STOP_IDIOMS:
+        m = pattern.search(text)
+        if m:
+            return len(text[: m.end()].split())
+    return None
+
+
+# -- statements --------------------------------------------------------------------------
+
+#: Finite verbs after an "-ing" subject: "dancing is my hobby", "walking to work takes an hour".
+_FINITE = frozenset(
+    """is isn't are aren't was wasn't were weren't has have had gives gave makes made takes took helps
+    hurts hurt seems sounds feels keeps gets got means costs burns looks can could will won't would
+    should must might does doesn't did used""".split()
+)
+
+
+def gerund_subject(words: Sequence[str]) -> bool:
+    """True for a statement whose subject is an activity ("sitting too long gives me back
+    pain", "standing desks are popular"): it names an action but asks for none."""
+    if len(words) < 2:
+        return False
+    first = str(words[0])
+    if first.endswith("ing's"):
+        return True
+    if not (first.endswith("ing") and len(first) > 5):
+        return False
+    return any(w in _FINITE for w in words[1:8])
+
+
+def music_context(text: str) -> bool:
+    """Whether the utterance talks about music ("the beat dropped, move those feet"): then
+    a bare "move" asks for a dance, not a walk."""
+    return re.search(rf"\b{MUSIC}\b", text.lower()) is not None
+
+
+#: Past forms of the core actions' verbs that the "-ed" rule misses.
+_IRREGULAR_PAST = frozenset("sat stood rose thought went shook bowed".split())
+#: "-ed" words that ask for something ("be seated", "get excited", "look surprised").
+_NOT_PAST = frozenset("seated excited surprised confused tired relaxed amazed interested".split())
+
+
+def past_tense(word: str) -> bool:
+    """A past form of a verb ("danced", "stood"): an action named that way is being told
+    about ("up until now I never danced"), since a request is never in the past tense."""
+    w = str(word)
+    if w in _IRREGULAR_PAST:
+        return True
+    return len(w) > 4 and w.endswith("ed") and w not in _NOT_PAST
