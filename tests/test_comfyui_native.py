@@ -140,7 +140,7 @@ async def test_interrupt_mid_chunk_stops_it_and_the_next_run_has_no_gap(comfyui_
 
 
 def test_the_tab_streams_the_canvas_graph_through_comfyuis_queue(comfyui_server: str, tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api
     if not CHROMIUM.exists():
         pytest.skip("needs Debian's chromium")
     _request(f"{comfyui_server}/settings", {"Comfy.TutorialCompleted": True})

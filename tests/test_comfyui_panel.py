@@ -74,7 +74,7 @@ def _post_json(url: str, payload: dict) -> None:
 
 
 def test_sidebar_tab_chats_and_shows_live_frames(comfyui_server: str, tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api
     # A first visit would open the templates browser over the canvas: mark the tutorial seen.
     _post_json(f"{comfyui_server}/settings", {"Comfy.TutorialCompleted": True})
     console: list[str] = []
@@ -181,9 +181,9 @@ def test_sidebar_tab_chats_and_shows_live_frames(comfyui_server: str, tmp_path: 
 
 
 def test_sidebar_tab_speaks_records_and_switches_persona(comfyui_server: str, tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    av = pytest.importorskip("av")
+    import av
     import numpy as np
+    from playwright import sync_api
 
     _post_json(f"{comfyui_server}/settings", {"Comfy.TutorialCompleted": True})
     console: list[str] = []

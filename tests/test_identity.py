@@ -112,7 +112,7 @@ def test_similarity_transform_recovers_a_known_rotation_scale_and_shift():
 
 
 def test_embedder_takes_torch_uint8_batches_and_reports_frames_without_a_face(embedder, t1):
-    torch = pytest.importorskip("torch")
+    import torch
     frame = cv2.resize(t1, (640, 443))
     batch = torch.from_numpy(np.stack([frame, np.full_like(frame, 127)]))
     results = embedder.embed_batch(batch)
@@ -122,7 +122,7 @@ def test_embedder_takes_torch_uint8_batches_and_reports_frames_without_a_face(em
 
 
 def test_video_tensor_to_frames_maps_vae_range_and_layout():
-    torch = pytest.importorskip("torch")
+    import torch
     video = torch.zeros(1, 3, 2, 4, 5)  # (B, C, T, H, W)
     video[:, 0, 1] = 1.0  # second frame: red channel at +1
     video[:, 2, 0] = -1.0
@@ -140,7 +140,7 @@ def test_float_frames_are_refused_with_a_pointer_to_the_converter():
 
 
 def test_conditioner_gives_engine_sized_reference_tensor_embedding_and_prompt(embedder):
-    torch = pytest.importorskip("torch")
+    import torch
     conditioner = IdentityConditioner(VECTRON_MODEL_DIR / "yaoming.jpg", embedder)
     pixels = conditioner.reference_video_tensor(width=832, height=480)
     assert pixels.shape == (1, 3, 1, 480, 832) and pixels.dtype == torch.float32

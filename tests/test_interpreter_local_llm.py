@@ -7,13 +7,11 @@ killed. Marked slow (a model load plus a few generations on 2 cores: about a min
 from __future__ import annotations
 
 import pytest
+import xllamacpp  # noqa: F401  (in the test extra: missing is a failure, not a skip)
 
 from comfyui_persona.persona.card import Persona
-from comfyui_persona.persona.interpreter import Interpretation, InterpretRequest, get_interpreter
+from comfyui_persona.persona.interpreter import Interpretation, InterpretRequest, get_interpreter, local_llm
 from comfyui_persona.persona.schema import ActionDirective
-
-pytest.importorskip("xllamacpp")
-local_llm = pytest.importorskip("comfyui_persona.persona.interpreter.local_llm")
 
 PERSONA = Persona(id="t", name="Tess")
 pytestmark = pytest.mark.slow

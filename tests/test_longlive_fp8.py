@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 from comfyui_persona.video.longlive.config import WanConfig  # noqa: E402
 from comfyui_persona.video.longlive.fp8 import FP8_BLOCK_LINEARS, Fp8Linear, quantize_blocks_fp8  # noqa: E402

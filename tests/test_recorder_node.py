@@ -13,12 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
-import pytest
 
 from paths import REPO
-
-av = pytest.importorskip("av")
 
 WORKFLOW = REPO / "workflows" / "api" / "persona_preview_chat_api.json"
 SESSION = "rec-node"

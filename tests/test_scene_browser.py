@@ -5,40 +5,20 @@ down" gives each their own line and action, who is sitting shows in the cast, an
 streams. A screenshot is saved under test-artifacts/ (and copied to docs/images/
 chat_page_scene.png when PERSONA_UPDATE_DOC_IMAGES=1). Skipped where /usr/bin/chromium is absent."""
 
-import asyncio
-from pathlib import Path
 
 import pytest
+from test_browser_chat import ARGS, ARTIFACTS, CHROMIUM, _wait_frame_after
 
-from paths import REPO, publish_doc_image
+from paths import publish_doc_image
 from server_harness import running, service_fixtures
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = REPO / "test-artifacts"
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium"),
 ]
 
-ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 
 service, _warm = service_fixtures(resume_grace_s=5.0, speech=False)
-
-
-async def _wait_frame_after(page, index: int, timeout: float = 10.0) -> int:
-    """The canvas's frame index once it is past `index` (the page stamps each frame drawn)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        value = await page.locator("#video").get_attribute("data-frame-index", timeout=5000)
-        if value is not None and int(value) > index:
-            return int(value)
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"video did not advance past frame {index}")
 
 
 async def test_a_two_persona_scene_in_the_chat_page(service, tmp_path):

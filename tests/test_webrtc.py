@@ -17,12 +17,9 @@ import json
 import numpy as np
 import pytest
 import websockets
-from blockbuster import blockbuster_ctx
-
-pytest.importorskip("aiortc")
-
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from aiortc.mediastreams import MediaStreamError  # noqa: E402
+from blockbuster import blockbuster_ctx
 
 from comfyui_persona.headless.server.protocol import MEDIA_AUDIO, MEDIA_JPEG, parse_media_frame  # noqa: E402
 from comfyui_persona.headless.server.webrtc import video_codecs  # noqa: E402

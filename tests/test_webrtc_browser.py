@@ -11,26 +11,18 @@ says so and the canvas draws JPEG frames. Skipped, not failed, where /usr/bin/ch
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
-
-pytest.importorskip("aiortc")
+from test_browser_chat import AUDIO_ARGS, CHROMIUM
 
 from server_harness import make_service, running, service_fixtures  # noqa: E402
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium"),
 ]
 
-ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
+ARGS = AUDIO_ARGS
 
 service, _warm = service_fixtures(resume_grace_s=5.0)
 

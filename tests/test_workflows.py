@@ -113,7 +113,7 @@ def test_prompt_composer_starts_every_prompt_with_the_appearance_and_names_the_a
 
 
 def test_session_recorder_writes_a_playable_mp4_of_every_streamed_frame(tmp_path: Path, monkeypatch) -> None:
-    av = pytest.importorskip("av")
+    import av
     monkeypatch.setenv("PERSONA_RECORDINGS_DIR", str(tmp_path))
     workflow = _preview_with({
         "30": {"class_type": "PersonaSessionRecorder", "inputs": {"frames": ["6", 0], "filename_prefix": "runs/chat"}},
@@ -158,7 +158,7 @@ def test_session_recorder_refuses_a_prefix_that_leaves_the_output_folder(tmp_pat
 def test_a_queued_run_records_one_complete_file_per_run(tmp_path: Path, monkeypatch) -> None:
     """Nobody streams the session (a ComfyUI Run): each run's file is whole when the run
     ends, every frame the node reports in it, and the next run writes the next file."""
-    av = pytest.importorskip("av")
+    import av
     monkeypatch.setenv("PERSONA_RECORDINGS_DIR", str(tmp_path))
     workflow = _preview_with({
         "30": {"class_type": "PersonaSessionRecorder", "inputs": {"frames": ["6", 0], "filename_prefix": "runs/chat"}},

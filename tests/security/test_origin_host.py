@@ -132,7 +132,6 @@ async def test_every_answer_carries_the_security_headers(service):
 async def test_the_page_works_under_its_csp_with_no_violation(service, tmp_path):
     """The chat page in Chromium under its own CSP: it connects and streams, and Chromium
     reports no policy violation (an inline script or style would be one)."""
-    pytest.importorskip("playwright")
     from playwright.async_api import async_playwright, expect
     from test_browser_chat import ARGS, CHROMIUM
 
