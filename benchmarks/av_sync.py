@@ -22,9 +22,7 @@ about a millisecond with what the process said before, the figure must not move 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib.metadata
-import json
 import platform
 import statistics
 import tempfile
@@ -38,7 +36,7 @@ from comfyui_persona.video.preview.visemes import SHAPE_BLEND_MS
 from comfyui_persona.video.voice import VoiceSpec, get_synthesizer
 from comfyui_persona.video.voice.av_sync import SYNC_TEXT, measure, mouth_roi, record_speech
 from comfyui_persona.video.voice.driver import default_mouth_lead_ms
-from record import cpu_model, git_commit
+from record import cpu_model, today, write_result
 from record import torch_version as torch_version_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -190,13 +188,11 @@ def main() -> int:
         "runs": rows,
         "repeat_after_other_voices": repeat,
     }
-    commit, torch_version = git_commit(), torch_version_of()
+    torch_version = torch_version_of()
     record = {
         "benchmark": "av_sync",
         "device": cpu_model(),
         "torch": torch_version,
-        "commit": commit,
-        "date": dt.date.today().isoformat(),
         "config": {
             "size": size,
             "text": SYNC_TEXT,
@@ -217,8 +213,8 @@ def main() -> int:
         "metrics": metrics,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"av_sync-cpu-{record['date']}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path = args.out / f"av_sync-cpu-{today()}.json"
+    record = write_result(path, **record)
     if not metrics["repeat_after_other_voices_p95_change_ms"] <= 5.0:
         print("WARNING: p95 moved by more than 5 ms after other voices spoke: the figure depends on history")
     print(

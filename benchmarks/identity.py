@@ -22,7 +22,6 @@ import argparse
 import json
 import statistics
 import time
-from datetime import date
 from pathlib import Path
 
 import cv2
@@ -37,7 +36,7 @@ from comfyui_persona.video.identity import (
 )
 from comfyui_persona.video.identity.align import align_face
 from comfyui_persona.video.identity.models import default_model_dir
-from record import cpu_model, git_commit
+from record import cpu_model, today, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -184,13 +183,10 @@ def main() -> None:
     metrics.update(separation(embedder))
     metrics.update(preview_detection(embedder))
     metrics.update(distortion(embedder))
-    commit = git_commit()
     result = {
         "benchmark": "identity",
         "device": f"cpu ({cpu_model()}, {args.threads} threads)",
         "torch": None,
-        "commit": commit,
-        "date": date.today().isoformat(),
         "config": {
             "detector": embedder.paths.detector.name,
             "recognizer": embedder.paths.recognizer.name,
@@ -202,8 +198,8 @@ def main() -> None:
         "metrics": metrics,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"identity-cpu-{result['date']}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = RESULTS / f"identity-cpu-{today()}.json"
+    result = write_result(out, **result)
     print(json.dumps(result, indent=2))
     print(f"wrote {out}")
 

@@ -25,7 +25,6 @@ import importlib
 import json
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ from comfyui_persona.video.identity import (
     IdentityConditioner,
     plot_drift,
 )
-from record import git_commit
+from record import today, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -178,8 +177,6 @@ def main() -> int:
         "benchmark": "identity_session",
         "device": args.device_name,
         "torch": torch_version,
-        "commit": git_commit(),
-        "date": date.today().isoformat(),
         "config": {
             "backend": args.backend,
             "reference": str(args.ref),
@@ -208,8 +205,8 @@ def main() -> int:
         },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"identity_session-{args.device_name}-{result['date']}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = RESULTS / f"identity_session-{args.device_name}-{today()}.json"
+    result = write_result(out, **result)
     plot_drift(ref, out.with_suffix(".png"), title=f"FaceSim-Arc vs reference, {args.backend}")
     plot_drift(own, out.with_name(out.stem + "-self.png"), title="Self-drift vs the session's first face")
     print(json.dumps(result["metrics"], indent=2))

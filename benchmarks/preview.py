@@ -35,7 +35,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import datetime as dt  # noqa: E402
 import importlib.metadata  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -48,7 +47,7 @@ import numpy as np  # noqa: E402
 from comfyui_persona.persona.schema import CORE_ACTIONS, CORE_EXPRESSIONS, ActionDirective  # noqa: E402
 from comfyui_persona.video.backend import SessionSpec  # noqa: E402
 from comfyui_persona.video.preview import PreviewRenderer, ScenePreviewRenderer, smoothness  # noqa: E402
-from record import cpu_model, git_commit, result_path, write_result  # noqa: E402
+from record import cpu_model, result_path, today, write_result  # noqa: E402
 from record import torch_version as torch_version_of  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -298,13 +297,11 @@ def main() -> int:
     metrics["smoothness"] = smooth(args.smooth_size)
     print("smoothness:", json.dumps(metrics["smoothness"], indent=2))
 
-    commit, torch_version = git_commit(), torch_version_of()
+    torch_version = torch_version_of()
     record = {
         "benchmark": "preview",
         "device": f"{cpu_model()} (1 core: cpu {core})",
         "torch": torch_version,
-        "commit": commit,
-        "date": dt.date.today().isoformat(),
         "config": {
             "seconds_per_run": args.seconds,
             "runs": args.runs,
@@ -318,8 +315,8 @@ def main() -> int:
         "metrics": metrics,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"preview-cpu-{record['date']}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path = args.out / f"preview-cpu-{today()}.json"
+    record = write_result(path, **record)
     print(f"wrote {path}")
     return 0
 

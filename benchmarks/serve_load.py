@@ -25,12 +25,11 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import websockets
 
-from record import cpu_model, git_commit, torch_version
+from record import cpu_model, today, torch_version, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -226,8 +225,6 @@ def main() -> int:
         "benchmark": "serve_load",
         "device": cpu_model(),
         "torch": torch_version(),
-        "commit": git_commit(),
-        "date": date.today().isoformat(),
         "config": {"sessions": args.sessions, "duration_s": args.duration, "warm_s": args.warm,
                    "action_every_s": args.action_every, "backend": "preview", "size": "384x384", "fps_target": 24,
                    "cpus": os.cpu_count(), "workflow": "workflows/persona_preview_chat.json",
@@ -238,8 +235,8 @@ def main() -> int:
     if not args.no_save:
         RESULTS.mkdir(parents=True, exist_ok=True)
         suffix = f"-{args.tag}" if args.tag else ""
-        path = RESULTS / f"serve_load-cpu-{record['date']}{suffix}.json"
-        path.write_text(json.dumps(record, indent=2) + "\n")
+        path = RESULTS / f"serve_load-cpu-{today()}{suffix}.json"
+        record = write_result(path, **record)
         print(f"saved {path.relative_to(REPO)}")
     return 0
 

@@ -16,9 +16,7 @@ separately: it is paid once per process. piper is measured when its extra is ins
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib.metadata
-import json
 import platform
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ import numpy as np
 
 from comfyui_persona.persona.library import PersonaLibrary
 from comfyui_persona.video.voice import VoiceSpec, get_synthesizer, packetize, split_sentences
-from record import cpu_model, git_commit
+from record import cpu_model, today, write_result
 from record import torch_version as torch_version_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,19 +120,17 @@ def main() -> int:
         config["piper_voices"] = ["joe (en_US-joe-medium)"]
     except ImportError:
         config["piper_tts"] = None
-    commit, torch_version = git_commit(), torch_version_of()
+    torch_version = torch_version_of()
     record = {
         "benchmark": "tts_latency",
         "device": cpu_model(),
         "torch": torch_version,
-        "commit": commit,
-        "date": dt.date.today().isoformat(),
         "config": config,
         "metrics": metrics,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"tts_latency-cpu-{record['date']}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path = args.out / f"tts_latency-cpu-{today()}.json"
+    record = write_result(path, **record)
     print(f"→ {path}")
     return 0
 
