@@ -1,0 +1,114 @@
+"""The renderer replica: a Ray Serve deployment that runs one `ReplicaService`.
+
+Each replica serves its sessions on an internal aiohttp port (the unchanged `/persona/ws`
+handlers, so the protocol is the server's own), which only the ingress connects to. Ray Serve
+is used for what it is good at: placing replicas with their resources (`num_gpus` per
+LongLive replica), admission (`lease` is one long-running request per session, so
+`max_ongoing_requests` = `max_sessions` and `max_queued_requests` bound the queue), health
+checks (a replica whose loop hangs stops answering `check_health` and is replaced),
+autoscaling on ongoing + queued leases, and draining (a replica being removed waits for its
+leases, i.e. its sessions, up to `graceful_shutdown_timeout_s`).
+
+Why not Serve's own HTTP proxy for the WebSocket: it carries WebSockets only into
+FastAPI/Starlette ingress deployments, while our handler set (limits, guard, protocol) is
+aiohttp; and a frame path through the proxy and a handle per message would add a hop and a
+serialisation per JPEG frame. Our ingress proxies bytes to one replica per session instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+
+from .checkpoint import Placement, store_actor
+from .settings import ClusterConfig
+
+log = logging.getLogger("comfyui_persona.cluster")
+
+__all__ = ["PersonaReplica", "deployment_options"]
+
+
+@serve.deployment(name="PersonaReplica")
+class PersonaReplica:
+    """One replica. Built by `persona deploy` (or a test) with `deployment_options(config)`."""
+
+    async def __init__(self, config_json: str, workflow: str, backend: str | None = None,
+                       options: list[str] | None = None, warm_up: bool = True) -> None:
+        import ray
+
+        from ..commands.serve import _hosts
+        from ..server import create_app
+        from ..server.site import start_server
+        from .replica_service import ReplicaService
+
+        config = ClusterConfig.model_validate_json(config_json)
+        server_config = config.server_config()
+        hosts, store, _ = await asyncio.to_thread(_hosts, Path(workflow), server_config, backend, options or [])
+        checkpoints = store_actor(config.namespace)
+        self.service = await asyncio.to_thread(ReplicaService, hosts, server_config, store=store,
+                                               checkpoints=checkpoints)
+        if warm_up:
+            await asyncio.to_thread(self.service.warm_up)
+        app = create_app(self.service)
+        app.router.add_get("/persona/cluster/sessions", self._sessions)
+        host = config.replica_host or ray.util.get_node_ip_address()
+        self.runner, port = await start_server(app, host, 0, self.service.gate)
+        context = serve.get_replica_context()
+        shown = host if ":" not in host else f"[{host}]"
+        self.placement = Placement(replica=context.replica_id.unique_id, url=f"ws://{shown}:{port}/persona/ws",
+                                   actor=ray.get_runtime_context().get_actor_name() or "")
+        self.service.placement = self.placement
+        log.info("replica %s serving on %s", self.placement.replica, self.placement.url)
+
+    async def lease(self, lease_id: str):
+        """A session slot: yields this replica's placement, then lasts as long as the session."""
+        lease = self.service.open_lease(lease_id)
+        yield {"replica": self.placement.replica, "url": self.placement.url, "actor": self.placement.actor}
+        await self.service.hold_lease(lease)
+
+    async def _sessions(self, request) -> Any:
+        from aiohttp import web
+
+        service = self.service
+        return web.json_response({"replica": self.placement.replica, "sessions": service.session_ids(),
+                                  "restored_total": service.restored_total,
+                                  "checkpoints_total": service.checkpoints_total})
+
+    async def check_health(self) -> None:
+        if self.service.closing or not self.runner.sites:
+            raise RuntimeError("the replica's session server is not running")
+
+    async def __del__(self) -> None:
+        runner = getattr(self, "runner", None)
+        if runner is not None:
+            await runner.cleanup()  # on_shutdown closes the service's sessions
+
+
+def deployment_options(config: ClusterConfig) -> dict[str, Any]:
+    """Ray Serve options of the replica deployment, all from `config` (one source)."""
+    options: dict[str, Any] = {
+        "max_ongoing_requests": config.max_sessions,
+        "max_queued_requests": config.max_queued_sessions,
+        "ray_actor_options": {"num_cpus": config.replica_cpus, "num_gpus": config.replica_gpus},
+        "health_check_period_s": config.health_check_period_s,
+        "health_check_timeout_s": config.health_check_timeout_s,
+        "graceful_shutdown_timeout_s": config.drain_timeout_s,
+        "graceful_shutdown_wait_loop_s": 1.0,
+    }
+    if config.autoscale:
+        options["autoscaling_config"] = {
+            "min_replicas": config.min_replicas,
+            "initial_replicas": config.replicas,
+            "max_replicas": config.max_replicas,
+            # A replica "wants" its full `max_sessions`: more are asked for only when sessions queue.
+            "target_ongoing_requests": config.max_sessions,
+            "upscale_delay_s": config.upscale_delay_s,
+            "downscale_delay_s": config.downscale_delay_s,
+        }
+    else:
+        options["num_replicas"] = config.replicas
+    return options

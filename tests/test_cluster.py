@@ -1,0 +1,243 @@
+"""The persona service on a real local Ray cluster (Ray Serve), through the real ingress.
+
+One cluster per module (started by the fixture, its temp dir under pytest's tmp, shut down
+after): three preview replicas of at most four sessions each. Each test runs its own ingress
+on port 0 and speaks protocol v1 with a plain `websockets` client, as a browser would.
+Waits are on messages and events with generous timeouts (the box has 2 shared cores).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+
+import aiohttp
+import pytest
+import ray
+import websockets
+from ray import serve
+
+from comfyui_persona.headless.cluster.deploy import deploy
+from comfyui_persona.headless.cluster.ingress import ClusterIngress, create_ingress_app
+from comfyui_persona.headless.cluster.settings import ClusterConfig
+from comfyui_persona.headless.server.protocol import MEDIA_JPEG, parse_media_frame
+from comfyui_persona.headless.server.site import start_server
+from paths import REPO
+from server_harness import next_frame, recv_json, wait_for_type
+
+WORKFLOW = REPO / "workflows" / "persona_preview_chat.json"
+SLOW = 60.0  # a first chat on a fresh replica loads the interpreter; 2 shared cores
+REPLICAS, PER_REPLICA = 3, 4
+VIDEO = {"format": "jpeg", "max_fps": 2}  # few, small frames: 12 sessions on 2 cores
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    config = ClusterConfig(
+        replicas=REPLICAS, max_sessions=PER_REPLICA, max_queued_sessions=1, queue_timeout_s=4.0,
+        resume_grace_s=3.0, replica_cpus=0.5, replica_host="127.0.0.1", retry_after_s=7,
+        health_check_period_s=2.0, health_check_timeout_s=20.0, drain_timeout_s=5.0, speech=False,
+        recordings_dir=str(tmp_path_factory.mktemp("recordings")),
+    )
+    ray.init(num_cpus=4, include_dashboard=False, namespace=config.namespace, log_to_driver=False,
+             _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    try:
+        deployment = deploy(config, WORKFLOW, warm_up=False)
+        yield deployment
+    finally:
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        ray.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def ingress_on_port(deployment):
+    config = deployment.config
+    ingress = ClusterIngress(config, deployment.replicas, deployment.store)
+    app = create_ingress_app(ingress)
+    runner, port = await start_server(app, "127.0.0.1", 0, ingress.gate)
+    try:
+        yield ingress, port
+    finally:
+        await asyncio.wait_for(runner.cleanup(), 30)
+
+
+def connect(port):
+    return websockets.connect(f"ws://127.0.0.1:{port}/persona/ws", open_timeout=SLOW, close_timeout=5, max_size=None)
+
+
+async def open_session(port, **fields):
+    ws = await connect(port)
+    await ws.send(json.dumps({"type": "hello", "video": VIDEO, **fields}))
+    ready = await recv_json(ws, SLOW)
+    return ws, ready
+
+
+async def replica_sessions(deployment) -> dict[str, list[str]]:
+    """Every live replica's own list of the sessions it holds (its internal HTTP route)."""
+    placements = await asyncio.wait_for(deployment.store.sessions.remote(), SLOW)
+    out: dict[str, list[str]] = {}
+    async with aiohttp.ClientSession() as http:
+        for placement in {p.replica: p for p in placements.values()}.values():
+            url = placement.url.replace("ws://", "http://").replace("/persona/ws", "/persona/cluster/sessions")
+            try:
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=10)) as answer:
+                    body = await answer.json()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                continue  # a replica that was killed
+            out[body["replica"]] = body["sessions"]
+    return out
+
+
+async def until_no_sessions(deployment, timeout: float = SLOW) -> None:
+    """Sessions closed by a test end after their resume grace: wait for every replica to be empty."""
+    deadline = time.monotonic() + timeout
+    while any((await replica_sessions(deployment)).values()):
+        assert time.monotonic() < deadline, "sessions did not end after their resume grace"
+        await asyncio.sleep(0.5)
+
+
+async def test_protocol_v1_through_the_ingress(cluster):
+    async with ingress_on_port(cluster) as (ingress, port):
+        async with connect(port) as ws:
+            await ws.send(json.dumps({"type": "ping", "id": "p0"}))
+            assert (await recv_json(ws))["code"] == "not_ready"
+            await ws.send("{not json")
+            assert (await recv_json(ws))["code"] == "bad_json"
+            await ws.send(json.dumps({"type": "hello", "persona": "nobody-here"}))
+            error = await recv_json(ws, SLOW)
+            assert error["type"] == "error" and error["code"] == "unknown_persona"
+            await ws.send(json.dumps({"type": "hello", "video": VIDEO}))
+            ready = await recv_json(ws, SLOW)
+            assert ready["type"] == "ready" and ready["protocol"] == 1 and ready["backend"] == "preview"
+            assert ready["resumed"] is False and ready["history"] == []
+            assert ready["replica"] and ready["session"]
+            kind, _, _, payload = parse_media_frame(await next_frame(ws, SLOW))
+            assert kind == MEDIA_JPEG and payload[:2] == b"\xff\xd8"
+            await ws.send(json.dumps({"type": "ping", "id": "p1"}))
+            assert (await wait_for_type(ws, "pong", SLOW))["id"] == "p1"
+            await ws.send(json.dumps({"type": "chat", "id": "c1", "text": "please wave at me"}))
+            directives = await wait_for_type(ws, "directives", SLOW, reply_to="c1")
+            assert any(d["action"] == "wave" for d in directives["directives"])
+            reply = await wait_for_type(ws, "reply", SLOW, reply_to="c1", done=True)
+            assert reply["text"]
+            await ws.send(json.dumps({"type": "action", "id": "a1",
+                                      "directive": {"action": "sit", "expression": "neutral", "intensity": 0.5}}))
+            performed = await wait_for_type(ws, "directives", SLOW, reply_to="a1")
+            assert "sit" in [d["action"] for d in performed["directives"]]
+            await ws.send(json.dumps({"type": "chat", "id": 5}))
+            assert (await wait_for_type(ws, "error", SLOW))["code"] == "invalid"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/health") as answer:
+                health = await answer.json()
+                assert health["cluster"] is True and health["protocol"] == 1
+            async with http.get(f"http://127.0.0.1:{port}/persona/personas") as answer:
+                assert answer.status == 200 and (await answer.json())
+            async with http.get(f"http://127.0.0.1:{port}/") as answer:
+                assert answer.status == 200 and "<html" in (await answer.text()).lower()
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as answer:
+                assert "persona_cluster_sessions_routed_total 1" in await answer.text()
+    await until_no_sessions(cluster)
+
+
+async def test_sessions_spread_over_replicas_with_affinity_and_a_full_cluster_is_busy(cluster):
+    async with ingress_on_port(cluster) as (ingress, port):
+        opened = await asyncio.gather(*(open_session(port) for _ in range(REPLICAS * PER_REPLICA)))
+        sockets = [ws for ws, _ in opened]
+        try:
+            readies = [ready for _, ready in opened]
+            assert all(r["type"] == "ready" for r in readies), [r for r in readies if r["type"] != "ready"]
+            by_replica: dict[str, set[str]] = {}
+            for ready in readies:
+                by_replica.setdefault(ready["replica"], set()).add(ready["session"])
+            assert sorted(len(s) for s in by_replica.values()) == [PER_REPLICA] * REPLICAS
+            # Each replica holds exactly the sessions the ingress said it serves.
+            held = await replica_sessions(cluster)
+            assert {name: set(ids) for name, ids in held.items()} == by_replica
+            # Every session streams (from its one upstream socket).
+            for ws in sockets:
+                assert parse_media_frame(await next_frame(ws, SLOW))[0] == MEDIA_JPEG
+            # Full: one more waits in the queue (max_queued_sessions=1) and gets busy after
+            # queue_timeout_s; one beyond the queue gets busy at once. Both carry the retry hint.
+            waiting = asyncio.ensure_future(open_session(port))
+            await _until(lambda: ingress.metrics.queued == 1)
+            beyond, refused = await open_session(port)
+            assert refused["code"] == "busy" and refused["fatal"] is True and refused["retry_after_s"] == 7
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(beyond.recv(), SLOW)
+            assert closed.value.rcvd.code == 1013
+            queued_ws, queued_answer = await asyncio.wait_for(waiting, SLOW)
+            assert queued_answer["code"] == "busy" and "retry_after_s" in queued_answer
+            await queued_ws.close()
+            assert ingress.metrics.busy_total["queue_full"] == 1
+            assert ingress.metrics.busy_total["queue_timeout"] == 1
+            # Affinity across a reconnect: the session comes back on its own replica.
+            first = readies[0]
+            await sockets[0].close()
+            again, ready = await open_session(port, session=first["session"])
+            sockets[0] = again
+            assert ready["resumed"] is True and ready["replica"] == first["replica"]
+        finally:
+            for ws in sockets:
+                await ws.close()
+    await until_no_sessions(cluster)
+
+
+async def test_a_killed_replica_s_session_resumes_elsewhere_with_its_history(cluster):
+    async with ingress_on_port(cluster) as (ingress, port):
+        ws, ready = await open_session(port)
+        session = ready["session"]
+        for n, text in enumerate(("please sit down", "smile for me")):
+            await ws.send(json.dumps({"type": "chat", "id": f"c{n}", "text": text}))
+            await wait_for_type(ws, "reply", SLOW, reply_to=f"c{n}", done=True)
+        placement = await asyncio.wait_for(cluster.store.where.remote(session), SLOW)
+        checkpoint = await _until_checkpoint(cluster, session, replies=2)
+        seen = [e["text"] for e in checkpoint.history]
+        assert "please sit down" in seen and "smile for me" in seen
+        # Kill the replica process that holds the session (as a lost node would).
+        killed_at = time.monotonic()
+        ray.kill(ray.get_actor(placement.actor, namespace="serve"), no_restart=True)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), SLOW)
+        assert closed.value.rcvd.code == 1012  # service restart: reconnect and resume
+        again, resumed = await open_session(port, session=session)
+        try:
+            assert resumed["type"] == "ready", resumed
+            ready_s = time.monotonic() - killed_at
+            await next_frame(again, SLOW)
+            frame_s = time.monotonic() - killed_at
+            assert resumed["resumed"] is True and resumed["session"] == session
+            assert resumed["replica"] != placement.replica
+            assert [e["text"] for e in resumed["history"]] == seen
+            assert resumed["state"]["pose"] == checkpoint.state["pose"]
+            await again.send(json.dumps({"type": "chat", "id": "c9", "text": "wave please"}))
+            await wait_for_type(again, "reply", SLOW, reply_to="c9", done=True)
+            assert ingress.metrics.failovers_total == 1
+            print(f"failover gap: kill → ready {ready_s:.2f} s, kill → first frame {frame_s:.2f} s")
+        finally:
+            await again.close()
+    await until_no_sessions(cluster)
+
+
+async def _until(predicate, timeout: float = SLOW) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def _until_checkpoint(cluster, session: str, replies: int, timeout: float = SLOW):
+    """The store's checkpoint once it holds `replies` finished persona replies."""
+    deadline = time.monotonic() + timeout
+    while True:
+        checkpoint = await asyncio.wait_for(cluster.store.get.remote(session), SLOW)
+        done = [e for e in (checkpoint.history if checkpoint else []) if e["role"] == "persona" and e["done"]]
+        if len(done) >= replies:
+            return checkpoint
+        assert time.monotonic() < deadline, "no checkpoint with the replies"
+        await asyncio.sleep(0.1)
