@@ -9,8 +9,8 @@ WebSocket it reads the client's `hello` (the rules before `hello` are the protoc
   alive: that replica (affinity: a session only ever streams from the replica holding its
   state; a reconnect to any ingress instance finds it there);
 - else a new lease from Ray Serve (`PersonaReplica.lease`), which admits the session on a
-  replica with a free slot, queues it (Serve's router) or refuses it (`max_queued_requests`,
-  `queue_timeout_s`): the client gets `busy` with `retry_after_s` and close code 1013.
+  replica with a free slot or queues it (Serve's router); past `max_queued_sessions` waiting
+  or `queue_timeout_s`: the client gets `busy` with `retry_after_s` and close code 1013.
 
 Then bytes flow both ways unchanged, except that `ready` gains `replica` (which replica
 serves the session, an optional field PROTOCOL.md allows). The replica's own close code is
@@ -143,6 +143,9 @@ class ClusterIngress:
     async def _lease(self, hello: Hello) -> _Route:
         """A new slot from Ray Serve, and the socket to its replica; ProtocolError(busy) when full."""
         cfg = self.config
+        if self.metrics.queued >= cfg.max_queued_sessions:
+            self.metrics.busy_total["queue_full"] += 1
+            raise _busy(f"{self.metrics.queued} sessions are already waiting for a replica", cfg)
         lease_id = secrets.token_urlsafe(12)
         stream = self.replicas.options(stream=True).lease.remote(lease_id)
         self.metrics.queued += 1
@@ -153,11 +156,8 @@ class ClusterIngress:
             stream.cancel()
             self.metrics.busy_total["queue_timeout"] += 1
             raise _busy(f"every replica is full and no slot freed within {cfg.queue_timeout_s:g} s", cfg) from None
-        except Exception as exc:  # BackPressureError (queue full), the cluster unreachable, ...
+        except Exception as exc:  # the cluster unreachable, the deployment gone, ...
             stream.cancel()
-            if type(exc).__name__ == "BackPressureError":
-                self.metrics.busy_total["queue_full"] += 1
-                raise _busy("every replica is full and the queue too", cfg) from None
             self.metrics.busy_total["cluster_unavailable"] += 1
             log.warning("no lease: %s: %s", type(exc).__name__, exc)
             raise _busy(f"the cluster cannot take sessions now ({type(exc).__name__})", cfg) from None

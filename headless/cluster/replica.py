@@ -4,7 +4,7 @@ Each replica serves its sessions on an internal aiohttp port (the unchanged `/pe
 handlers, so the protocol is the server's own), which only the ingress connects to. Ray Serve
 is used for what it is good at: placing replicas with their resources (`num_gpus` per
 LongLive replica), admission (`lease` is one long-running request per session, so
-`max_ongoing_requests` = `max_sessions` and `max_queued_requests` bound the queue), health
+`max_ongoing_requests` = `max_sessions`), health
 checks (a replica whose loop hangs stops answering `check_health` and is replaced),
 autoscaling on ongoing + queued leases, and draining (a replica being removed waits for its
 leases, i.e. its sessions, up to `graceful_shutdown_timeout_s`).
@@ -92,7 +92,8 @@ def deployment_options(config: ClusterConfig) -> dict[str, Any]:
     """Ray Serve options of the replica deployment, all from `config` (one source)."""
     options: dict[str, Any] = {
         "max_ongoing_requests": config.max_sessions,
-        "max_queued_requests": config.max_queued_sessions,
+        # Not Serve's `max_queued_requests`: it counts requests not yet assigned, so a burst of
+        # new sessions is refused while replicas have room; the ingress bounds its own queue.
         "ray_actor_options": {"num_cpus": config.replica_cpus, "num_gpus": config.replica_gpus},
         "health_check_period_s": config.health_check_period_s,
         "health_check_timeout_s": config.health_check_timeout_s,

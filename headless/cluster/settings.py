@@ -45,8 +45,8 @@ class ClusterConfig(ServerConfig):
     replica_gpus: Annotated[float, Field(ge=0.0, le=16.0)] = Field(
         default=0.0, description="GPUs per replica: 1 for LongLive (one engine per GPU), 0 for preview.")
     max_queued_sessions: Annotated[int, Field(ge=1, le=100_000)] = Field(
-        default=8, description="New sessions that may wait for a free replica slot (Ray Serve's "
-        "max_queued_requests); beyond it, or past queue_timeout_s, a client gets `busy` with a retry hint.")
+        default=64, description="New sessions that may wait at the ingress for a replica slot (being "
+        "placed included); beyond it, or past queue_timeout_s, a client gets `busy` with a retry hint.")
     queue_timeout_s: Annotated[float, Field(gt=0.0, le=600.0)] = Field(
         default=20.0, description="Longest a new session waits for a replica slot before `busy`.")
     retry_after_s: Annotated[int, Field(ge=1, le=3600)] = Field(
