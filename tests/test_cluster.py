@@ -32,7 +32,11 @@ SLOW = 60.0  # a first chat on a fresh replica loads the interpreter; 2 shared c
 REPLICAS, PER_REPLICA = 3, 4
 VIDEO = {"format": "jpeg", "max_fps": 2}  # few, small frames: 12 sessions on 2 cores
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [
+    pytest.mark.timeout(300),
+    # serve.status() re-reads the autoscaling config; deploy.py says why metrics_interval_s is set.
+    pytest.mark.filterwarnings("ignore:The `metrics_interval_s` field:DeprecationWarning"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +239,36 @@ async def _until_checkpoint(cluster, session: str, replies: int, timeout: float 
             return checkpoint
         assert time.monotonic() < deadline, "no checkpoint with the replies"
         await asyncio.sleep(0.1)
+
+
+async def test_autoscaling_adds_a_replica_for_a_queued_session_and_removes_it_when_idle(cluster):
+    """A second application on the same cluster, one session per replica, 1..2 replicas."""
+    config = cluster.config.model_copy(update={
+        "app_name": "persona-autoscale", "autoscale": True, "replicas": 1, "min_replicas": 1, "max_replicas": 2,
+        "max_sessions": 1, "upscale_delay_s": 0.5, "downscale_delay_s": 2.0, "autoscale_window_s": 2.0,
+        "queue_timeout_s": SLOW, "resume_grace_s": 0.5})
+    scaled = await asyncio.to_thread(deploy, config, WORKFLOW, warm_up=False)
+    try:
+        assert await asyncio.to_thread(_running_replicas, config.app_name) == 1
+        async with ingress_on_port(scaled) as (ingress, port):
+            first, ready = await open_session(port)
+            queued_at = time.monotonic()
+            second, later = await open_session(port)  # waits in the queue until a replica is added
+            admitted_s = time.monotonic() - queued_at
+            assert later["type"] == "ready", later
+            assert later["replica"] != ready["replica"]
+            assert await asyncio.to_thread(_running_replicas, config.app_name) == 2
+            print(f"autoscaling: queued session admitted after {admitted_s:.1f} s")
+            await first.close()
+            await second.close()
+            deadline = time.monotonic() + SLOW
+            while await asyncio.to_thread(_running_replicas, config.app_name) != 1:
+                assert time.monotonic() < deadline, "the idle replica was not removed"
+                await asyncio.sleep(0.5)
+    finally:
+        await asyncio.to_thread(serve.delete, config.app_name)
+
+
+def _running_replicas(app: str) -> int:
+    status = serve.status().applications[app].deployments["PersonaReplica"]
+    return status.replica_states.get("RUNNING", 0)

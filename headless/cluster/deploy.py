@@ -4,6 +4,7 @@ deployment, and the ingress app in this process (`persona deploy`, the tests, th
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,11 @@ def deploy(config: ClusterConfig, workflow: Path, *, backend: str | None = None,
 
     store = store_actor(config.namespace)
     serve.start(proxy_location="Disabled")  # our ingress is the only door
-    bound = PersonaReplica.options(**deployment_options(config)).bind(
-        config.model_dump_json(), str(Path(workflow).resolve()), backend, options or [], warm_up)
+    with warnings.catch_warnings():
+        # Ray 2.60 marks `metrics_interval_s` deprecated, yet it is still how often a handle
+        # reports queued requests to the autoscaler (its replacement env vars do not reach it).
+        warnings.filterwarnings("ignore", message=".*metrics_interval_s.*", category=DeprecationWarning)
+        bound = PersonaReplica.options(**deployment_options(config)).bind(
+            config.model_dump_json(), str(Path(workflow).resolve()), backend, options or [], warm_up)
     handle = serve.run(bound, name=config.app_name, route_prefix=None)
     return Deployment(config, ClusterIngress(config, handle, store), handle, store)

@@ -108,6 +108,9 @@ def deployment_options(config: ClusterConfig) -> dict[str, Any]:
             # A replica "wants" its full `max_sessions`: more are asked for only when sessions queue.
             "target_ongoing_requests": config.max_sessions,
             "upscale_delay_s": config.upscale_delay_s,
+            "look_back_period_s": config.autoscale_window_s,
+            # How often handles report queued sessions to Serve's controller (10 s at most).
+            "metrics_interval_s": max(0.5, min(10.0, config.autoscale_window_s / 4)),
             "downscale_delay_s": config.downscale_delay_s,
         }
     else:

@@ -40,6 +40,8 @@ class ClusterConfig(ServerConfig):
         default=2.0, description="Sessions must queue this long before a replica is added.")
     downscale_delay_s: Annotated[float, Field(ge=0.0, le=36_000.0)] = Field(
         default=60.0, description="A replica must be idle this long (the grace period) before it is removed.")
+    autoscale_window_s: Annotated[float, Field(gt=0.0, le=3600.0)] = Field(
+        default=30.0, description="Sessions (ongoing and queued) are averaged over this window for autoscaling.")
     replica_cpus: Annotated[float, Field(ge=0.0, le=512.0)] = Field(
         default=1.0, description="CPUs Ray reserves per replica (the preview renderer draws on CPU).")
     replica_gpus: Annotated[float, Field(ge=0.0, le=16.0)] = Field(
