@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,32 @@ class PersonaReplica:
         self.placement = Placement(replica=context.replica_id.unique_id, url=f"ws://{shown}:{port}/persona/ws",
                                    actor=ray.get_runtime_context().get_actor_name() or "")
         self.service.placement = self.placement
+        self._exporter = asyncio.get_running_loop().create_task(self._export_metrics())
         log.info("replica %s serving on %s", self.placement.replica, self.placement.url)
+
+    async def _export_metrics(self) -> None:
+        """Per-replica sessions, fps and directive→frame latency into Ray's metrics (scraped
+        from every node by Prometheus, docs/scaling.md), tagged with the replica's name."""
+        from ray.util.metrics import Gauge
+
+        tags = {"replica": self.placement.replica}
+        gauges = {name: Gauge(f"persona_replica_{name}", description=text, tag_keys=("replica",))
+                  for name, text in (("sessions", "Sessions on this replica (connected or in their grace)."),
+                                     ("sessions_connected", "Sessions with a viewer connected."),
+                                     ("fps_mean", "Mean frames per second sent per connected session."),
+                                     ("latency_ms_mean", "Mean directive-to-frame latency so far, ms."))}
+        loop = asyncio.get_running_loop()
+        while True:
+            service = self.service
+            attached = [s for s in service.sessions.values() if s.connection is not None]
+            fps = [s.stats.fps(loop.time()) for s in attached]
+            metrics = service.metrics
+            values = {"sessions": len(service.sessions), "sessions_connected": len(attached),
+                      "fps_mean": sum(fps) / len(fps) if fps else 0.0,
+                      "latency_ms_mean": metrics._latency_sum / metrics._latency_count if metrics._latency_count else 0.0}
+            for name, value in values.items():
+                gauges[name].set(value, tags=tags)
+            await asyncio.sleep(5.0)
 
     async def lease(self, lease_id: str):
         """A session slot: yields this replica's placement, then lasts as long as the session."""
@@ -75,6 +101,7 @@ class PersonaReplica:
 
         service = self.service
         return web.json_response({"replica": self.placement.replica, "sessions": service.session_ids(),
+                                  "pid": os.getpid(), "rss_mib": _rss_mib(),
                                   "restored_total": service.restored_total,
                                   "checkpoints_total": service.checkpoints_total})
 
@@ -83,9 +110,24 @@ class PersonaReplica:
             raise RuntimeError("the replica's session server is not running")
 
     async def __del__(self) -> None:
+        exporter = getattr(self, "_exporter", None)
+        if exporter is not None:
+            exporter.cancel()
         runner = getattr(self, "runner", None)
         if runner is not None:
             await runner.cleanup()  # on_shutdown closes the service's sessions
+
+
+def _rss_mib() -> float | None:
+    """This process's resident memory, MiB (Linux; None elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
 
 
 def deployment_options(config: ClusterConfig) -> dict[str, Any]:
