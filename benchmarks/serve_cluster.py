@@ -138,14 +138,24 @@ async def _cluster_load(args, deployment, start_server) -> tuple[dict, dict]:
         load["rss_mib_per_replica"] = rss
         load["sessions_per_replica"] = deployment.config.max_sessions
         gaps = []
+        def states() -> dict:
+            return serve.status().applications[deployment.config.app_name].deployments[
+                "PersonaReplica"].replica_states
+
         for trial in range(args.failovers):
             gaps.append(await _failover(url, deployment, trial))
+            # Next trial only with every replica back: first the controller notices the death
+            # (fewer running, or one starting), then the replacement runs.
             deadline = time.monotonic() + 120
-            while serve.status().applications[deployment.config.app_name].deployments[
-                    "PersonaReplica"].replica_states.get("RUNNING", 0) < args.replicas:
+            noticed = False
+            while True:
+                now = states()
+                noticed = noticed or now.get("RUNNING", 0) < args.replicas or now.get("STARTING", 0) > 0
+                if noticed and now.get("RUNNING", 0) == args.replicas and not now.get("STARTING"):
+                    break
                 if time.monotonic() > deadline:
                     raise SystemExit("the killed replica was not replaced within 120 s")
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.2)
         failover = {
             "failover_ready_ms": [g[0] for g in gaps], "failover_first_frame_ms": [g[1] for g in gaps],
             "failover_ready_ms_median": statistics.median(g[0] for g in gaps) if gaps else None,
