@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import math
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -222,6 +224,7 @@ def main() -> int:
     args = parser.parse_args()
     if not 1 <= args.sessions <= 64 or not 1 <= args.replicas <= 16 or not 5 <= args.duration <= 3600:
         parser.error("--sessions 1..64, --replicas 1..16, --duration 5..3600 s")
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints where a stuck run waits
     ensure_package()
     single = None if args.no_baseline else single_process(args)
     load, failover = cluster(args)
