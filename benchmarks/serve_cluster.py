@@ -162,6 +162,8 @@ async def _cluster_load(args, deployment, start_server) -> tuple[dict, dict]:
             "failover_ready_ms": [g[0] for g in gaps], "failover_first_frame_ms": [g[1] for g in gaps],
             "failover_ready_ms_median": statistics.median(g[0] for g in gaps) if gaps else None,
             "failover_first_frame_ms_max": max(g[1] for g in gaps) if gaps else None,
+            # reply received by the client → its checkpoint readable in the store
+            "checkpoint_after_reply_ms": [g[2] for g in gaps],
         }
         return load, failover
     finally:
@@ -177,7 +179,7 @@ async def _recv(ws, want, timeout=60.0):
             return data
 
 
-async def _failover(url: str, deployment, trial: int) -> tuple[float, float]:
+async def _failover(url: str, deployment, trial: int) -> tuple[float, float, float]:
     import ray
 
     is_json = lambda kind: lambda d: isinstance(d, str) and json.loads(d)["type"] == kind  # noqa: E731
@@ -187,11 +189,15 @@ async def _failover(url: str, deployment, trial: int) -> tuple[float, float]:
     await ws.send(json.dumps({"type": "chat", "id": f"f{trial}", "text": "please wave"}))
     await _recv(ws, lambda d: isinstance(d, str) and json.loads(d).get("type") == "reply" and json.loads(d)["done"])
     placement = await deployment.store.where.remote(ready["session"])
-    while True:  # the checkpoint with the reply is in the store
+    waited = time.perf_counter()
+    while True:  # the checkpoint with the reply is in the store (sent by the replica, not awaited)
         checkpoint = await deployment.store.get.remote(ready["session"])
-        if any(e["role"] == "persona" and e["done"] for e in checkpoint.history):
+        if checkpoint is not None and any(e["role"] == "persona" and e["done"] for e in checkpoint.history):
             break
+        if time.perf_counter() - waited > 60:
+            raise SystemExit("no checkpoint with the reply within 60 s")
         await asyncio.sleep(0.05)
+    checkpoint_wait_ms = (time.perf_counter() - waited) * 1000
     killed = time.perf_counter()
     ray.kill(ray.get_actor(placement.actor, namespace="serve"), no_restart=True)
     try:
@@ -207,7 +213,7 @@ async def _failover(url: str, deployment, trial: int) -> tuple[float, float]:
     frame_ms = (time.perf_counter() - killed) * 1000
     assert resumed["resumed"] and resumed["replica"] != placement.replica and resumed["history"], resumed
     await again.close()
-    return round(ready_ms, 1), round(frame_ms, 1)
+    return round(ready_ms, 1), round(frame_ms, 1), round(checkpoint_wait_ms, 1)
 
 
 def main() -> int:
