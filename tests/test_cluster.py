@@ -173,12 +173,17 @@ async def test_sessions_spread_over_replicas_with_affinity_and_a_full_cluster_is
                 await asyncio.wait_for(late.recv(), SLOW)
             assert closed.value.rcvd.code == 1013
             assert ingress.metrics.busy_total["queue_timeout"] == 1
-            # Affinity across a reconnect: the session comes back on its own replica.
-            first = readies[0]
-            await sockets[0].close()
-            again, ready = await open_session(port, session=first["session"])
-            sockets[0] = again
-            assert ready["resumed"] is True and ready["replica"] == first["replica"]
+            # Affinity across a reconnect, to this ingress and to another ingress instance
+            # (it finds the session's replica in the directory): the session's own replica.
+            async with ingress_on_port(cluster) as (_, other_port):
+                for index, via in ((0, port), (1, other_port)):
+                    first = readies[index]
+                    await sockets[index].close()
+                    again, ready = await open_session(via, session=first["session"])
+                    sockets[index] = again
+                    assert ready["resumed"] is True and ready["replica"] == first["replica"]
+                    assert parse_media_frame(await next_frame(again, SLOW))[0] == MEDIA_JPEG
+                    await again.close()
         finally:
             for ws in sockets:
                 await ws.close()
@@ -192,10 +197,12 @@ async def test_a_killed_replica_s_session_resumes_elsewhere_with_its_history(clu
         for n, text in enumerate(("please sit down", "smile for me")):
             await ws.send(json.dumps({"type": "chat", "id": f"c{n}", "text": text}))
             await wait_for_type(ws, "reply", SLOW, reply_to=f"c{n}", done=True)
+        await _until_state(ws, pose="sitting", activity="idle")  # sat down: a fresh session stands
         placement = await asyncio.wait_for(cluster.store.where.remote(session), SLOW)
-        checkpoint = await _until_checkpoint(cluster, session, replies=2)
+        checkpoint = await _until_checkpoint(cluster, session, replies=2, pose="sitting")
         seen = [e["text"] for e in checkpoint.history]
         assert "please sit down" in seen and "smile for me" in seen
+        assert [text for role, text in checkpoint.conversation if role == "user"] == ["please sit down", "smile for me"]
         # Kill the replica process that holds the session (as a lost node would).
         killed_at = time.monotonic()
         ray.kill(ray.get_actor(placement.actor, namespace="serve"), no_restart=True)
@@ -212,9 +219,13 @@ async def test_a_killed_replica_s_session_resumes_elsewhere_with_its_history(clu
             assert resumed["resumed"] is True and resumed["session"] == session
             assert resumed["replica"] != placement.replica
             assert [e["text"] for e in resumed["history"]] == seen
-            assert resumed["state"]["pose"] == checkpoint.state["pose"]
+            assert resumed["state"]["pose"] == "sitting"
             await again.send(json.dumps({"type": "chat", "id": "c9", "text": "wave please"}))
             await wait_for_type(again, "reply", SLOW, reply_to="c9", done=True)
+            # The interpreter's conversation went on from the restored one, on the new replica.
+            after = await _until_checkpoint(cluster, session, replies=3)
+            assert [text for role, text in after.conversation if role == "user"] == [
+                "please sit down", "smile for me", "wave please"]
             assert ingress.metrics.failovers_total == 1
             print(f"failover gap: kill → ready {ready_s:.2f} s, kill → first frame {frame_s:.2f} s")
         finally:
@@ -229,13 +240,22 @@ async def _until(predicate, timeout: float = SLOW) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _until_checkpoint(cluster, session: str, replies: int, timeout: float = SLOW):
-    """The store's checkpoint once it holds `replies` finished persona replies."""
+async def _until_state(ws, timeout: float = SLOW, **fields) -> dict:
+    """Skip messages until a `state` message whose state has the given field values."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = await recv_json(ws, max(0.01, deadline - time.monotonic()), skip=("metrics",))
+        if message["type"] == "state" and all(message["state"].get(k) == v for k, v in fields.items()):
+            return message["state"]
+
+
+async def _until_checkpoint(cluster, session: str, replies: int, pose: str | None = None, timeout: float = SLOW):
+    """The store's checkpoint once it holds `replies` finished persona replies (and `pose`)."""
     deadline = time.monotonic() + timeout
     while True:
         checkpoint = await asyncio.wait_for(cluster.store.get.remote(session), SLOW)
         done = [e for e in (checkpoint.history if checkpoint else []) if e["role"] == "persona" and e["done"]]
-        if len(done) >= replies:
+        if len(done) >= replies and (pose is None or (checkpoint.state or {}).get("pose") == pose):
             return checkpoint
         assert time.monotonic() < deadline, "no checkpoint with the replies"
         await asyncio.sleep(0.1)
