@@ -194,10 +194,13 @@ async def test_a_killed_replica_s_session_resumes_elsewhere_with_its_history(clu
     async with ingress_on_port(cluster) as (ingress, port):
         ws, ready = await open_session(port)
         session = ready["session"]
+        states: list[dict] = []  # every state seen, whatever we wait for (none may be missed)
         for n, text in enumerate(("please sit down", "smile for me")):
             await ws.send(json.dumps({"type": "chat", "id": f"c{n}", "text": text}))
-            await wait_for_type(ws, "reply", SLOW, reply_to=f"c{n}", done=True)
-        await _until_state(ws, pose="sitting", activity="idle")  # sat down: a fresh session stands
+            await _until(ws, states, lambda m, n=n: m["type"] == "reply" and m["reply_to"] == f"c{n}" and m["done"])
+        sat = {"pose": "sitting", "activity": "idle"}  # sat down: a fresh session stands
+        if not (states and all(states[-1][k] == v for k, v in sat.items())):
+            await _until(ws, states, lambda m: m["type"] == "state" and all(m["state"][k] == v for k, v in sat.items()))
         placement = await asyncio.wait_for(cluster.store.where.remote(session), SLOW)
         checkpoint = await _until_checkpoint(cluster, session, replies=2, pose="sitting")
         seen = [e["text"] for e in checkpoint.history]
@@ -233,20 +236,15 @@ async def test_a_killed_replica_s_session_resumes_elsewhere_with_its_history(clu
     await until_no_sessions(cluster)
 
 
-async def _until(predicate, timeout: float = SLOW) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
-async def _until_state(ws, timeout: float = SLOW, **fields) -> dict:
-    """Skip messages until a `state` message whose state has the given field values."""
+async def _until(ws, states: list[dict], done, timeout: float = SLOW) -> dict:
+    """Read JSON messages until `done(message)`, keeping every `state` in `states`."""
     deadline = time.monotonic() + timeout
     while True:
         message = await recv_json(ws, max(0.01, deadline - time.monotonic()), skip=("metrics",))
-        if message["type"] == "state" and all(message["state"].get(k) == v for k, v in fields.items()):
-            return message["state"]
+        if message["type"] == "state":
+            states.append(message["state"])
+        if done(message):
+            return message
 
 
 async def _until_checkpoint(cluster, session: str, replies: int, pose: str | None = None, timeout: float = SLOW):
