@@ -39,6 +39,7 @@ from typing import Any
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from ...errors import PersonaError
 from ..server.guard import Route, guarded, security_headers
 from ..server.limits import ConnectionGate, FailureLimiter, peer_address
 from ..server.protocol import Hello, ProtocolError, error_message, frame_too_large, parse
@@ -424,7 +425,7 @@ class ClusterIngress:
                                   "cluster yet: deploy with --workflow FILE instead"}, status=400)
 
 
-class _Busy(Exception):  # noqa: N818 - internal control flow, never leaves this module
+class _Busy(PersonaError):  # noqa: N818 - the cluster is full: answered as the protocol's `busy`
     def __init__(self, payload: dict) -> None:
         super().__init__(payload["message"])
         self.payload = payload
