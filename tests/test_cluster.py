@@ -19,7 +19,7 @@ import ray
 import websockets
 from ray import serve
 
-from comfyui_persona.headless.cluster.deploy import deploy
+from comfyui_persona.headless.cluster.deploy import ClusterError, deploy
 from comfyui_persona.headless.cluster.ingress import ClusterIngress, create_ingress_app
 from comfyui_persona.headless.cluster.settings import ClusterConfig
 from comfyui_persona.headless.server.protocol import MEDIA_JPEG, parse_media_frame
@@ -290,3 +290,12 @@ async def test_autoscaling_adds_a_replica_for_a_queued_session_and_removes_it_wh
 def _running_replicas(app: str) -> int:
     status = serve.status().applications[app].deployments["PersonaReplica"]
     return status.replica_states.get("RUNNING", 0)
+
+
+async def test_replicas_that_crash_at_start_fail_the_deploy_with_one_error(cluster, tmp_path):
+    """Serve retries a replica whose constructor raises (here: its workflow file is missing on
+    the node), then gives up; `deploy` says so as a ClusterError (one line in `persona deploy`)."""
+    config = cluster.config.model_copy(update={"app_name": "persona-broken", "replicas": 1})
+    with pytest.raises(ClusterError, match="the replicas did not start"):
+        await asyncio.to_thread(deploy, config, tmp_path / "missing.json", warm_up=False)
+    await asyncio.to_thread(serve.delete, config.app_name)

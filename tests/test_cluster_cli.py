@@ -54,3 +54,17 @@ async def test_deploy_on_a_local_cluster_serves_the_protocol_and_stops_cleanly(t
     while _ray_processes(str(ray_tmp)):
         assert asyncio.get_running_loop().time() < deadline, _ray_processes(str(ray_tmp))
         await asyncio.sleep(0.5)
+
+
+def test_deploy_refuses_a_broken_workflow_in_one_line_before_starting_ray(tmp_path):
+    ui = json.loads((REPO / "workflows" / "persona_preview_chat.json").read_text())
+    ui["nodes"] = [*ui["nodes"], {"id": 91, "type": "UpscaleWithModelPlus", "mode": 0, "inputs": [], "outputs": [],
+                                  "widgets_values": [], "properties": {"cnr_id": "comfyui-some-pack"}}]
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(ui))
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "comfyui_persona.headless", "deploy", "--workflow", str(path),
+                             "--port", "0"], capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "UpscaleWithModelPlus (node 91)" in result.stderr
+    assert not (tmp_path / "ray").exists(), "no Ray cluster may start for a workflow that cannot run"

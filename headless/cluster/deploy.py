@@ -9,11 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...errors import PersonaError
 from .checkpoint import store_actor
 from .ingress import ClusterIngress, create_ingress_app
 from .settings import ClusterConfig
 
-__all__ = ["Deployment", "connect_ray", "deploy"]
+__all__ = ["ClusterError", "Deployment", "connect_ray", "deploy"]
+
+
+class ClusterError(PersonaError, RuntimeError):
+    """The cluster could not run the service (replicas failing at start, Ray unreachable)."""
 
 
 def connect_ray(config: ClusterConfig, **init_options: Any) -> None:
@@ -63,5 +68,9 @@ def deploy(config: ClusterConfig, workflow: Path, *, backend: str | None = None,
         warnings.filterwarnings("ignore", message=".*metrics_interval_s.*", category=DeprecationWarning)
         bound = PersonaReplica.options(**deployment_options(config)).bind(
             config.model_dump_json(), str(Path(workflow).resolve()), backend, options or [], warm_up)
-    handle = serve.run(bound, name=config.app_name, route_prefix=None)
+    try:
+        handle = serve.run(bound, name=config.app_name, route_prefix=None)
+    except RuntimeError as exc:  # Serve's "Deploying application ... failed" after its retries
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ClusterError(f"the replicas did not start: {first} (see the Ray logs for the replica's traceback)") from exc
     return Deployment(config, ClusterIngress(config, handle, store), handle, store)

@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.workflow.is_file():
         raise CommandLineError(f"--workflow {args.workflow}: no such file")
     check_port_free(config.host, config.port)
+    from .serve import _hosts
+
+    _hosts(args.workflow, config.server_config(), args.backend, args.option)  # a bad workflow: one line, before Ray
     try:
         import ray  # noqa: F401
         from ray import serve  # noqa: F401
