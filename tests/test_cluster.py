@@ -43,7 +43,7 @@ pytestmark = [
 def cluster(tmp_path_factory):
     config = ClusterConfig(
         replicas=REPLICAS, max_sessions=PER_REPLICA, max_queued_sessions=REPLICAS * PER_REPLICA + 1, queue_timeout_s=4.0,
-        resume_grace_s=3.0, replica_cpus=0.5, replica_host="127.0.0.1", retry_after_s=7,
+        resume_grace_s=3.0, replica_cpus=0.5, max_sessions_per_ip=REPLICAS * PER_REPLICA + 2, replica_host="127.0.0.1", retry_after_s=7,
         health_check_period_s=2.0, health_check_timeout_s=20.0, drain_timeout_s=5.0, speech=False,
         recordings_dir=str(tmp_path_factory.mktemp("recordings")),
     )
@@ -59,8 +59,8 @@ def cluster(tmp_path_factory):
 
 
 @contextlib.asynccontextmanager
-async def ingress_on_port(deployment):
-    config = deployment.config
+async def ingress_on_port(deployment, **settings):
+    config = deployment.config.model_copy(update=settings)
     ingress = ClusterIngress(config, deployment.replicas, deployment.store)
     app = create_ingress_app(ingress)
     runner, port = await start_server(app, "127.0.0.1", 0, ingress.gate)
@@ -195,12 +195,13 @@ async def test_a_killed_replica_s_session_resumes_elsewhere_with_its_history(clu
         ws, ready = await open_session(port)
         session = ready["session"]
         states: list[dict] = []  # every state seen, whatever we wait for (none may be missed)
+        sat = {"pose": "sitting", "activity": "idle"}  # sat down: a fresh session stands
         for n, text in enumerate(("please sit down", "smile for me")):
             await ws.send(json.dumps({"type": "chat", "id": f"c{n}", "text": text}))
             await _until(ws, states, lambda m, n=n: m["type"] == "reply" and m["reply_to"] == f"c{n}" and m["done"])
-        sat = {"pose": "sitting", "activity": "idle"}  # sat down: a fresh session stands
-        if not (states and all(states[-1][k] == v for k, v in sat.items())):
-            await _until(ws, states, lambda m: m["type"] == "state" and all(m["state"][k] == v for k, v in sat.items()))
+            if n == 0 and not (states and all(states[-1][k] == v for k, v in sat.items())):
+                # Seated before the next message (a message cuts the action in progress short).
+                await _until(ws, states, lambda m: m["type"] == "state" and all(m["state"][k] == v for k, v in sat.items()))
         placement = await asyncio.wait_for(cluster.store.where.remote(session), SLOW)
         checkpoint = await _until_checkpoint(cluster, session, replies=2, pose="sitting")
         seen = [e["text"] for e in checkpoint.history]
@@ -299,3 +300,39 @@ async def test_replicas_that_crash_at_start_fail_the_deploy_with_one_error(clust
     with pytest.raises(ClusterError, match="the replicas did not start"):
         await asyncio.to_thread(deploy, config, tmp_path / "missing.json", warm_up=False)
     await asyncio.to_thread(serve.delete, config.app_name)
+
+
+async def test_one_address_holds_at_most_max_sessions_per_ip_across_the_cluster(cluster):
+    """Replicas see every client as the ingress: the ingress counts sessions per real address."""
+    opened = []
+
+    async def session(**fields):
+        ws, answer = await open_session(port, **fields)
+        opened.append(ws)
+        return ws, answer
+
+    async with ingress_on_port(cluster, max_sessions_per_ip=2) as (ingress, port):
+        try:
+            first, a = await session()
+            _, b = await session()
+            _, refused = await session()
+            assert a["type"] == b["type"] == "ready"
+            assert refused["code"] == "busy" and "2 sessions" in refused["message"] and "retry_after_s" in refused
+            await first.close()
+            await _wait(lambda: ingress.sessions_per_ip["127.0.0.1"] == 1)
+            _, c = await session()  # a slot freed: a new session again
+            assert c["type"] == "ready"
+            # At the cap, a session resumed by id is no new session: it is let through.
+            _, resumed = await session(session=b["session"])
+            assert resumed["type"] == "ready" and resumed["resumed"] is True and resumed["session"] == b["session"]
+        finally:
+            for ws in opened:
+                await ws.close()
+    await until_no_sessions(cluster)
+
+
+async def _wait(predicate, timeout: float = SLOW) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)

@@ -56,6 +56,8 @@ _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _DELIBERATE = {1000, 1001, 1008, 1009, 1013, 4000, 4401}
 #: How long a directory lookup or an upstream connect may take before the next choice.
 _STEP_TIMEOUT_S = 10.0
+#: Pause before asking Serve for another lease after the one given pointed at a dead replica.
+_RETRY_PAUSE_S = 0.2
 
 
 @dataclass
@@ -125,6 +127,7 @@ class ClusterIngress:
         self.lost: set[str] = set()  # replica names whose socket ended abnormally
         self.leases: dict[str, asyncio.Task] = {}
         self.attached: dict[str, str] = {}  # session id → replica name, while a client is connected
+        self.sessions_per_ip: collections.Counter[str] = collections.Counter()  # connected sessions
         self.known: dict[str, Placement] = {}  # replicas seen (for the gallery routes)
         self.closing = False
 
@@ -142,43 +145,69 @@ class ClusterIngress:
     # -- routing -----------------------------------------------------------------------------
 
     async def _lease(self, hello: Hello) -> _Route:
-        """A new slot from Ray Serve, and the socket to its replica; ProtocolError(busy) when full."""
+        """A new slot from Ray Serve, and the socket to its replica; `_Busy` when full.
+
+        A replica that dies between Serve choosing it and our socket reaching it (Serve's
+        router learns of a death a moment after it happens) costs a retry, not the session."""
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
         cfg = self.config
         if self.metrics.queued >= cfg.max_queued_sessions:
             self.metrics.busy_total["queue_full"] += 1
             raise _busy(f"{self.metrics.queued} sessions are already waiting for a replica", cfg)
-        lease_id = secrets.token_urlsafe(12)
-        stream = self.replicas.options(stream=True).lease.remote(lease_id)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + cfg.queue_timeout_s
         self.metrics.queued += 1
-        started = time.monotonic()
         try:
-            granted = await asyncio.wait_for(stream.__anext__(), cfg.queue_timeout_s)
-        except asyncio.TimeoutError:
-            stream.cancel()
-            self.metrics.busy_total["queue_timeout"] += 1
-            raise _busy(f"every replica is full and no slot freed within {cfg.queue_timeout_s:g} s", cfg) from None
-        except Exception as exc:  # the cluster unreachable, the deployment gone, ...
-            stream.cancel()
-            self.metrics.busy_total["cluster_unavailable"] += 1
-            log.warning("no lease: %s: %s", type(exc).__name__, exc)
-            raise _busy(f"the cluster cannot take sessions now ({type(exc).__name__})", cfg) from None
+            while True:
+                lease_id = secrets.token_urlsafe(12)
+                stream = self.replicas.options(stream=True).lease.remote(lease_id)
+                try:
+                    granted = await asyncio.wait_for(stream.__anext__(), max(0.01, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    stream.cancel()
+                    self.metrics.busy_total["queue_timeout"] += 1
+                    raise _busy(f"every replica is full and no slot freed within {cfg.queue_timeout_s:g} s",
+                                cfg) from None
+                except (RayActorError, ActorUnavailableError) as exc:
+                    stream.cancel()
+                    log.info("lease on a replica that went away (%s); asking again", type(exc).__name__)
+                    await self._pause_before_retry(deadline)
+                    continue
+                except Exception as exc:  # the cluster unreachable, the deployment gone, ...
+                    stream.cancel()
+                    self.metrics.busy_total["cluster_unavailable"] += 1
+                    log.warning("no lease: %s: %s", type(exc).__name__, exc)
+                    raise _busy(f"the cluster cannot take sessions now ({type(exc).__name__})", cfg) from None
+                placement = Placement(granted["replica"], granted["url"], granted.get("actor", ""))
+                task = loop.create_task(self._hold(lease_id, stream))
+                self.leases[lease_id] = task
+                try:
+                    upstream = await self._connect(placement, lease_id)
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                    task.cancel()
+                    self.lost.add(placement.replica)
+                    log.info("replica %s unreachable (%s); asking again", placement.replica, type(exc).__name__)
+                    await self._pause_before_retry(deadline)
+                    continue
+                break
         finally:
             self.metrics.queued -= 1
-        self.metrics.lease_wait_ms.append((time.monotonic() - started) * 1000)
+        self.metrics.lease_wait_ms.append((loop.time() - started) * 1000)
         del self.metrics.lease_wait_ms[:-1000]
-        placement = Placement(granted["replica"], granted["url"], granted.get("actor", ""))
         self.known[placement.replica] = placement
         self.lost.discard(placement.replica)
-        task = asyncio.get_running_loop().create_task(self._hold(lease_id, stream))
-        self.leases[lease_id] = task
-        try:
-            upstream = await self._connect(placement, lease_id)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            task.cancel()
-            self.metrics.busy_total["replica_unreachable"] += 1
-            raise _busy(f"the replica given could not be reached ({type(exc).__name__})", cfg) from None
         self.metrics.sessions_routed_total += 1
         return _Route(placement, upstream, lease_id)
+
+    async def _pause_before_retry(self, deadline: float) -> None:
+        """A short wait before asking for another lease, or `busy` when the queue time is up."""
+        loop = asyncio.get_running_loop()
+        if loop.time() + _RETRY_PAUSE_S >= deadline:
+            self.metrics.busy_total["replicas_lost"] += 1
+            raise _busy("the replicas given went away and no other one answered in time", self.config)
+        await asyncio.sleep(_RETRY_PAUSE_S)
 
     async def _hold(self, lease_id: str, stream: Any) -> None:
         """Drain the lease's response until the replica ends it (the session ended)."""
@@ -238,7 +267,7 @@ class ClusterIngress:
         try:
             raw = await self._await_hello(ws, peer)
             if raw is not None:
-                await self._serve(ws, *raw)
+                await self._serve(ws, *raw, peer)
         finally:
             self.sockets -= 1
             self.sockets_per_ip[peer] -= 1
@@ -297,13 +326,19 @@ class ClusterIngress:
             self.token_failures.failed(peer, now)
             raise ProtocolError("unauthorized", "token missing or wrong")
 
-    async def _serve(self, ws: web.WebSocketResponse, hello: Hello, raw_hello: str) -> None:
+    async def _serve(self, ws: web.WebSocketResponse, hello: Hello, raw_hello: str, peer: str) -> None:
+        cfg = self.config
         try:
+            if hello.session is None and self.sessions_per_ip[peer] >= cfg.max_sessions_per_ip:
+                # Connected sessions per client address, counted here (replicas see only the ingress).
+                self.metrics.busy_total["sessions_per_ip"] += 1
+                raise _busy(f"this address already holds {cfg.max_sessions_per_ip} sessions; close one", cfg)
             route = await self._route(hello)
         except _Busy as busy:
             await ws.send_json(busy.payload)
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"busy")
             return
+        self.sessions_per_ip[peer] += 1
         upstream = route.upstream
         session_id: list[str] = []
         try:
@@ -320,6 +355,9 @@ class ClusterIngress:
                 if not ws.closed:
                     await ws.close(code=code, message=reason)
         finally:
+            self.sessions_per_ip[peer] -= 1
+            if self.sessions_per_ip[peer] <= 0:
+                del self.sessions_per_ip[peer]
             if not upstream.closed:
                 await upstream.close()
             for sid in session_id:
