@@ -27,6 +27,7 @@ __all__ = ["COMMANDS", "CommandLineError", "build_parser", "error_line", "main"]
 #: subcommand name → module under `headless/commands/`
 COMMANDS: dict[str, str] = {
     "serve": "serve",
+    "deploy": "deploy",
     "chat": "chat",
     "interpret": "interpret",
     "render": "render",

@@ -107,6 +107,13 @@ class StateTracker:
         self._faces: list[_Face] = []
         self._speaking: list[tuple[int, bool]] = []
 
+    def resume_from(self, state: CharacterState, now_ms: int) -> None:
+        """Go on from a state saved elsewhere (a session moved to another server): its pose
+        (walking ends standing) and expression from `now_ms`, nothing scheduled."""
+        self.reset(now_ms)
+        pose = Pose.STANDING if state.pose == Pose.WALKING else state.pose
+        self._anchor = CharacterState(pose=pose, expression=state.expression, since_ms=now_ms)
+
     def set_speaking(self, speaking: bool, now_ms: int) -> None:
         """The persona starts or stops talking at `now_ms` (the voice side knows when)."""
         self._speaking = [(t, s) for t, s in self._speaking if t < now_ms]

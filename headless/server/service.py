@@ -124,8 +124,12 @@ class PersonaService:
         except UnknownPersonaError as exc:
             raise ProtocolError("unknown_persona", str(exc)) from None
 
-    async def open_session(self, hello: Hello, connection: Connection) -> tuple[ViewerSession, bool]:
-        """Resume the named session or start a new one; raises ProtocolError (busy, unknown_persona)."""
+    async def open_session(self, hello: Hello, connection: Connection,
+                           session_id: str | None = None) -> tuple[ViewerSession, bool]:
+        """Resume the named session or start a new one; raises ProtocolError (busy, unknown_persona).
+
+        `session_id`: the id a new session gets (a cluster replica restoring a checkpointed
+        session keeps its id, headless/cluster/); default a fresh random one."""
         if hello.session and hello.session in self.sessions:
             session = self.sessions[hello.session]
             same_cast = hello.scene is None or hello.scene == session.cast_ids
@@ -156,7 +160,7 @@ class PersonaService:
                 personas = [await self._load_persona(hello.persona or self.default_persona)]
             persona = personas[0]
             cast = tuple(personas) if hello.scene else ()  # a scene of one is still a scene (1.1 fields)
-            session_id = secrets.token_urlsafe(18)
+            session_id = session_id or secrets.token_urlsafe(18)
             persona_ref = await loop_run(self.pool, self._persona_ref, persona.id)
             try:
                 runner = self.hosts.new_host(self.store, session_id, persona_ref, hello.workflow, hello.comfy_client_id)

@@ -1,0 +1,76 @@
+"""Start the persona service on a Ray cluster: the checkpoint store, the replica
+deployment, and the ingress app in this process (`persona deploy`, the tests, the benchmark).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...errors import PersonaError
+from .checkpoint import store_actor
+from .ingress import ClusterIngress, create_ingress_app
+from .settings import ClusterConfig
+
+__all__ = ["ClusterError", "Deployment", "connect_ray", "deploy"]
+
+
+class ClusterError(PersonaError, RuntimeError):
+    """The cluster could not run the service (replicas failing at start, Ray unreachable)."""
+
+
+def connect_ray(config: ClusterConfig, **init_options: Any) -> None:
+    """Join (or, for `local`, start) the Ray cluster `config.cluster` names."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = None if config.cluster == "local" else config.cluster
+    ray.init(address=address, namespace=config.namespace, include_dashboard=False,
+             log_to_driver=False, **init_options)
+
+
+@dataclass
+class Deployment:
+    """What `deploy` started: the ingress (serve `app` with `site.start_server`) and handles."""
+
+    config: ClusterConfig
+    ingress: ClusterIngress
+    replicas: Any  # the Serve deployment handle
+    store: Any  # the checkpoint store actor
+
+    def app(self):
+        return create_ingress_app(self.ingress)
+
+    def shutdown(self) -> None:
+        """Delete the Serve application (replicas drain) and the checkpoint store."""
+        import ray
+        from ray import serve
+
+        serve.delete(self.config.app_name)
+        ray.kill(self.store)
+
+
+def deploy(config: ClusterConfig, workflow: Path, *, backend: str | None = None,
+           options: list[str] | None = None, warm_up: bool = True) -> Deployment:
+    """Run the replica deployment on the connected cluster (blocks until its replicas serve)."""
+    from ray import serve
+
+    from .replica import PersonaReplica, deployment_options
+
+    store = store_actor(config.namespace)
+    serve.start(proxy_location="Disabled")  # our ingress is the only door
+    with warnings.catch_warnings():
+        # Ray 2.60 marks `metrics_interval_s` deprecated, yet it is still how often a handle
+        # reports queued requests to the autoscaler (its replacement env vars do not reach it).
+        warnings.filterwarnings("ignore", message=".*metrics_interval_s.*", category=DeprecationWarning)
+        bound = PersonaReplica.options(**deployment_options(config)).bind(
+            config.model_dump_json(), str(Path(workflow).resolve()), backend, options or [], warm_up)
+    try:
+        handle = serve.run(bound, name=config.app_name, route_prefix=None)
+    except RuntimeError as exc:  # Serve's "Deploying application ... failed" after its retries
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ClusterError(f"the replicas did not start: {first} (see the Ray logs for the replica's traceback)") from exc
+    return Deployment(config, ClusterIngress(config, handle, store), handle, store)

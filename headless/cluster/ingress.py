@@ -1,0 +1,525 @@
+"""The cluster's front door: the chat page, `/health`, `/metrics` and `/persona/ws`, proxied
+to the replica that holds each session.
+
+One aiohttp process (`persona deploy` runs it) in front of the Ray Serve replicas. Per
+WebSocket it reads the client's `hello` (the rules before `hello` are the protocol's own:
+`not_ready`, `bad_json`, `too_large`, the hello timeout, the token), then picks the replica:
+
+- `hello.session` known to the session directory (the checkpoint store) and its replica
+  alive: that replica (affinity: a session only ever streams from the replica holding its
+  state; a reconnect to any ingress instance finds it there);
+- else a new lease from Ray Serve (`PersonaReplica.lease`), which admits the session on a
+  replica with a free slot or queues it (Serve's router); past `max_queued_sessions` waiting
+  or `queue_timeout_s`: the client gets `busy` with `retry_after_s` and close code 1013.
+
+Then bytes flow both ways unchanged, except that `ready` gains `replica` (which replica
+serves the session, an optional field PROTOCOL.md allows). The replica's own close code is
+passed on; a replica that dies closes the client with 1012 (service restart) and the page
+reconnects with its session id, which a live replica restores from the checkpoint.
+
+Why a session→replica table plus leases rather than Serve's model multiplexing: multiplexing
+prefers the replica that has a model id loaded but may load it elsewhere under load, and a
+video session cannot move mid-stream; a lease pins it for its whole life and doubles as the
+admission and autoscaling signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hmac
+import json
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from ...errors import PersonaError
+from ..server.guard import Route, guarded, security_headers
+from ..server.limits import ConnectionGate, FailureLimiter, peer_address
+from ..server.protocol import Hello, ProtocolError, error_message, frame_too_large, parse
+from ..server.service import STATIC_DIR, handle_static, policy_for
+from .checkpoint import Placement
+from .settings import ClusterConfig
+
+log = logging.getLogger("comfyui_persona.cluster")
+
+__all__ = ["ClusterIngress", "IngressMetrics", "create_ingress_app"]
+
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+#: Close codes a replica closes with on purpose (PROTOCOL.md): passed on to the client as they are.
+_DELIBERATE = {1000, 1001, 1008, 1009, 1013, 4000, 4401}
+#: How long a directory lookup or an upstream connect may take before the next choice.
+_STEP_TIMEOUT_S = 10.0
+#: Pause before asking Serve for another lease after the one given pointed at a dead replica.
+_RETRY_PAUSE_S = 0.2
+
+
+@dataclass
+class IngressMetrics:
+    """Counters of the ingress; all updated on its event loop."""
+
+    connections_total: int = 0
+    sessions_routed_total: int = 0  # sessions given a fresh lease
+    sessions_reattached_total: int = 0  # resumed on the replica that holds them (affinity)
+    failovers_total: int = 0  # resumed after their replica was lost (restored elsewhere)
+    replicas_lost_total: int = 0  # upstream sockets that ended abnormally
+    busy_total: collections.Counter[str] = field(default_factory=collections.Counter)
+    queued: int = 0  # sessions waiting for a lease now
+    lease_wait_ms: list[float] = field(default_factory=list)
+
+    def render(self, by_replica: dict[str, int], leases: int) -> str:
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+            lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"])
+            lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+
+        metric("persona_cluster_sessions", "gauge", "Sessions connected through this ingress, by replica.",
+               [(f'{{replica="{r}"}}', n) for r, n in sorted(by_replica.items())] or [("", 0)])
+        metric("persona_cluster_leases", "gauge", "Replica slots this ingress holds (sessions alive).", [("", leases)])
+        metric("persona_cluster_queued", "gauge", "New sessions waiting for a replica slot.", [("", self.queued)])
+        metric("persona_cluster_connections_total", "counter", "WebSocket connections accepted.",
+               [("", self.connections_total)])
+        metric("persona_cluster_sessions_routed_total", "counter", "Sessions admitted on a replica.",
+               [("", self.sessions_routed_total)])
+        metric("persona_cluster_sessions_reattached_total", "counter", "Sessions resumed on their own replica.",
+               [("", self.sessions_reattached_total)])
+        metric("persona_cluster_failovers_total", "counter", "Sessions resumed after their replica was lost.",
+               [("", self.failovers_total)])
+        metric("persona_cluster_replicas_lost_total", "counter", "Replica connections that ended abnormally.",
+               [("", self.replicas_lost_total)])
+        metric("persona_cluster_busy_total", "counter", "Sessions refused with busy, by reason.",
+               [(f'{{reason="{k}"}}', n) for k, n in sorted(self.busy_total.items())] or [('{reason="full"}', 0)])
+        return "\n".join(lines) + "\n"
+
+
+@dataclass
+class _Route:
+    """Where one client connection goes: the replica, its socket, the lease (None: reattached)."""
+
+    placement: Placement
+    upstream: aiohttp.ClientWebSocketResponse
+    lease_id: str | None
+    restored_from: str | None = None  # the lost replica a failover came from
+
+
+class ClusterIngress:
+    """See module docstring. `replicas`: the Serve deployment handle; `store`: the checkpoint
+    store actor (the session directory)."""
+
+    def __init__(self, config: ClusterConfig, replicas: Any, store: Any) -> None:
+        self.config = config
+        self.replicas = replicas
+        self.store = store
+        self.metrics = IngressMetrics()
+        # Socket caps and the idle timeout between requests, as `persona serve` has them.
+        self.gate = ConnectionGate(config.max_connections, config.max_connections_per_ip, config.idle_timeout_s)
+        self.http: aiohttp.ClientSession | None = None
+        self.sockets = 0
+        self.sockets_per_ip: collections.Counter[str] = collections.Counter()
+        self.token_failures = FailureLimiter()
+        self.lost: set[str] = set()  # replica names whose socket ended abnormally
+        self.leases: dict[str, asyncio.Task] = {}
+        self.attached: dict[str, str] = {}  # session id → replica name, while a client is connected
+        self.sessions_per_ip: collections.Counter[str] = collections.Counter()  # connected sessions
+        self.known: dict[str, Placement] = {}  # replicas seen (for the gallery routes)
+        self.closing = False
+
+    async def start(self) -> None:
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=_STEP_TIMEOUT_S))
+
+    async def close(self) -> None:
+        self.closing = True
+        for task in list(self.leases.values()):
+            task.cancel()
+        await asyncio.gather(*self.leases.values(), return_exceptions=True)
+        if self.http is not None:
+            await self.http.close()
+
+    # -- routing -----------------------------------------------------------------------------
+
+    async def _lease(self, hello: Hello) -> _Route:
+        """A new slot from Ray Serve, and the socket to its replica; `_Busy` when full.
+
+        A replica that dies between Serve choosing it and our socket reaching it (Serve's
+        router learns of a death a moment after it happens) costs a retry, not the session."""
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
+        cfg = self.config
+        if self.metrics.queued >= cfg.max_queued_sessions:
+            self.metrics.busy_total["queue_full"] += 1
+            raise _busy(f"{self.metrics.queued} sessions are already waiting for a replica", cfg)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + cfg.queue_timeout_s
+        self.metrics.queued += 1
+        try:
+            while True:
+                lease_id = secrets.token_urlsafe(12)
+                stream = self.replicas.options(stream=True).lease.remote(lease_id)
+                try:
+                    granted = await asyncio.wait_for(stream.__anext__(), max(0.01, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    stream.cancel()
+                    self.metrics.busy_total["queue_timeout"] += 1
+                    raise _busy(f"every replica is full and no slot freed within {cfg.queue_timeout_s:g} s",
+                                cfg) from None
+                except (RayActorError, ActorUnavailableError) as exc:
+                    stream.cancel()
+                    log.info("lease on a replica that went away (%s); asking again", type(exc).__name__)
+                    await self._pause_before_retry(deadline)
+                    continue
+                except Exception as exc:  # the cluster unreachable, the deployment gone, ...
+                    stream.cancel()
+                    self.metrics.busy_total["cluster_unavailable"] += 1
+                    log.warning("no lease: %s: %s", type(exc).__name__, exc)
+                    raise _busy(f"the cluster cannot take sessions now ({type(exc).__name__})", cfg) from None
+                placement = Placement(granted["replica"], granted["url"], granted.get("actor", ""))
+                task = loop.create_task(self._hold(lease_id, stream))
+                self.leases[lease_id] = task
+                try:
+                    upstream = await self._connect(placement, lease_id)
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                    task.cancel()
+                    self.lost.add(placement.replica)
+                    log.info("replica %s unreachable (%s); asking again", placement.replica, type(exc).__name__)
+                    await self._pause_before_retry(deadline)
+                    continue
+                break
+        finally:
+            self.metrics.queued -= 1
+        self.metrics.lease_wait_ms.append((loop.time() - started) * 1000)
+        del self.metrics.lease_wait_ms[:-1000]
+        self.known[placement.replica] = placement
+        self.lost.discard(placement.replica)
+        self.metrics.sessions_routed_total += 1
+        return _Route(placement, upstream, lease_id)
+
+    async def _pause_before_retry(self, deadline: float) -> None:
+        """A short wait before asking for another lease, or `busy` when the queue time is up."""
+        loop = asyncio.get_running_loop()
+        if loop.time() + _RETRY_PAUSE_S >= deadline:
+            self.metrics.busy_total["replicas_lost"] += 1
+            raise _busy("the replicas given went away and no other one answered in time", self.config)
+        await asyncio.sleep(_RETRY_PAUSE_S)
+
+    async def _hold(self, lease_id: str, stream: Any) -> None:
+        """Drain the lease's response until the replica ends it (the session ended)."""
+        try:
+            async for _ in stream:
+                pass
+        except asyncio.CancelledError:
+            stream.cancel()
+            raise
+        except Exception as exc:  # the replica died: its sessions fail over on reconnect
+            log.info("lease %s ended: %s", lease_id[:8], type(exc).__name__)
+        finally:
+            self.leases.pop(lease_id, None)
+
+    async def _connect(self, placement: Placement, lease_id: str | None) -> aiohttp.ClientWebSocketResponse:
+        assert self.http is not None, "start() first"
+        url = placement.url + (f"?lease={lease_id}" if lease_id else "")
+        return await asyncio.wait_for(
+            self.http.ws_connect(url, max_msg_size=0, autoping=True, autoclose=False), _STEP_TIMEOUT_S)
+
+    async def _route(self, hello: Hello) -> _Route:
+        lost_from = None
+        if hello.session:
+            try:
+                placement = await asyncio.wait_for(self.store.where.remote(hello.session), _STEP_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("session directory unreachable: %s", exc)
+                placement = None
+            if placement is not None and placement.replica not in self.lost:
+                try:
+                    upstream = await self._connect(placement, None)
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                    self.lost.add(placement.replica)
+                else:
+                    self.metrics.sessions_reattached_total += 1
+                    return _Route(placement, upstream, None)
+            if placement is not None:
+                lost_from = placement.replica
+        route = await self._lease(hello)
+        route.restored_from = lost_from
+        return route
+
+    # -- the WebSocket -------------------------------------------------------------------------
+
+    async def handle_ws(self, request: web.Request) -> web.StreamResponse:
+        cfg = self.config
+        peer = peer_address(request.transport)
+        if self.closing or self.sockets >= cfg.max_connections or self.sockets_per_ip[peer] >= cfg.max_connections_per_ip:
+            self.metrics.busy_total["sockets"] += 1
+            return web.json_response({"code": "busy", "message": "too many connections; try again later"},
+                                     status=503, headers={"Retry-After": str(cfg.retry_after_s)})
+        ws = web.WebSocketResponse(max_msg_size=cfg.hard_frame_limit, heartbeat=30.0)
+        await ws.prepare(request)
+        self.sockets += 1
+        self.sockets_per_ip[peer] += 1
+        self.metrics.connections_total += 1
+        try:
+            raw = await self._await_hello(ws, peer)
+            if raw is not None:
+                await self._serve(ws, *raw, peer)
+        finally:
+            self.sockets -= 1
+            self.sockets_per_ip[peer] -= 1
+            if self.sockets_per_ip[peer] <= 0:
+                del self.sockets_per_ip[peer]
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    async def _await_hello(self, ws: web.WebSocketResponse, peer: str) -> tuple[Hello, str] | None:
+        """The protocol's rules until a valid `hello` (as the server has them): its raw text too."""
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        hello_by = loop.time() + cfg.hello_timeout_s
+        while True:
+            try:
+                msg = await ws.receive(timeout=max(0.0, hello_by - loop.time()))
+            except asyncio.TimeoutError:
+                await ws.send_json(error_message("not_ready", f"no hello within {cfg.hello_timeout_s:g} s; closing"))
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"hello timeout")
+                return None
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return None
+            if msg.type is WSMsgType.BINARY:
+                await ws.send_json(error_message("bad_json", "binary frames are not accepted from clients; send JSON text"))
+                continue
+            if msg.type is not WSMsgType.TEXT:
+                continue
+            if frame_too_large(msg.data):
+                await ws.send_json(error_message("too_large", "message is over the 64 KiB frame limit"))
+                continue
+            try:
+                message = parse(msg.data)
+                if not isinstance(message, Hello):
+                    raise ProtocolError("not_ready", "send hello first", getattr(message, "id", None))
+                self._check_token(message, peer)
+                if message.session is not None and not _SESSION_ID.match(message.session):
+                    raise ProtocolError("invalid", "field 'session' is not a session id this server issues")
+            except ProtocolError as exc:
+                await ws.send_json(error_message(exc.code, exc.message, exc.reply_to))
+                if exc.fatal:
+                    await ws.close(code=4401 if exc.code == "unauthorized" else 1013, message=exc.code.encode())
+                    return None
+                continue
+            return message, msg.data
+
+    def _check_token(self, hello: Hello, peer: str) -> None:
+        """The token is checked here, per real client address (replicas see only the ingress)."""
+        expected = self.config.token
+        if not expected:
+            return
+        now = time.monotonic()
+        if self.token_failures.blocked(peer, now):
+            raise ProtocolError("unauthorized", "too many wrong tokens from this address; wait a minute")
+        if hello.token is None or not hmac.compare_digest(hello.token.encode(), expected.encode()):
+            self.token_failures.failed(peer, now)
+            raise ProtocolError("unauthorized", "token missing or wrong")
+
+    async def _serve(self, ws: web.WebSocketResponse, hello: Hello, raw_hello: str, peer: str) -> None:
+        cfg = self.config
+        try:
+            if hello.session is None and self.sessions_per_ip[peer] >= cfg.max_sessions_per_ip:
+                # Connected sessions per client address, counted here (replicas see only the ingress).
+                self.metrics.busy_total["sessions_per_ip"] += 1
+                raise _busy(f"this address already holds {cfg.max_sessions_per_ip} sessions; close one", cfg)
+            route = await self._route(hello)
+        except _Busy as busy:
+            await ws.send_json(busy.payload)
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"busy")
+            return
+        self.sessions_per_ip[peer] += 1
+        upstream = route.upstream
+        session_id: list[str] = []
+        try:
+            await upstream.send_str(raw_hello)
+            down = asyncio.ensure_future(self._downstream(route, ws, session_id))
+            up = asyncio.ensure_future(self._upstream(ws, upstream))
+            done, _ = await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+            if up in done:  # the client left: the replica detaches the session (its resume grace)
+                down.cancel()
+                await asyncio.gather(down, return_exceptions=True)
+            else:
+                up.cancel()
+                code, reason = down.result()
+                if not ws.closed:
+                    await ws.close(code=code, message=reason)
+        finally:
+            self.sessions_per_ip[peer] -= 1
+            if self.sessions_per_ip[peer] <= 0:
+                del self.sessions_per_ip[peer]
+            if not upstream.closed:
+                await upstream.close()
+            for sid in session_id:
+                if self.attached.get(sid) == route.placement.replica:
+                    del self.attached[sid]
+
+    async def _upstream(self, ws: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                await upstream.send_str(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                await upstream.send_bytes(msg.data)
+
+    async def _downstream(self, route: _Route, ws: web.WebSocketResponse, session_id: list[str]) -> tuple[int, bytes]:
+        """Replica → client; returns the close code and reason to pass on."""
+        upstream = route.upstream
+        while True:
+            msg = await upstream.receive()
+            if msg.type is WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+            elif msg.type is WSMsgType.TEXT:
+                data = msg.data
+                if data.startswith('{"type":"ready"'):  # the replica writes compact JSON, type first
+                    data = self._stamp_ready(route, data, session_id)
+                await ws.send_str(data)
+            elif msg.type is WSMsgType.CLOSE:
+                code = msg.data if isinstance(msg.data, int) else 1000
+                if code in _DELIBERATE:
+                    return code, (msg.extra or "").encode()[:120]
+                return self._lost(route)
+            else:  # CLOSED / ERROR without a close frame: the replica process went away
+                return self._lost(route)
+
+    def _lost(self, route: _Route) -> tuple[int, bytes]:
+        self.lost.add(route.placement.replica)
+        self.metrics.replicas_lost_total += 1
+        log.warning("replica %s lost; its sessions resume elsewhere on reconnect", route.placement.replica)
+        return WSCloseCode.SERVICE_RESTART, b"replica lost; reconnect with your session id to resume"
+
+    def _stamp_ready(self, route: _Route, data: str, session_id: list[str]) -> str:
+        message = json.loads(data)
+        if message.get("type") != "ready":
+            return data
+        message["replica"] = route.placement.replica
+        sid = message.get("session")
+        if isinstance(sid, str):
+            session_id.append(sid)
+            self.attached[sid] = route.placement.replica
+        if route.restored_from is not None and message.get("resumed"):
+            self.metrics.failovers_total += 1
+        return json.dumps(message, separators=(",", ":"))
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    async def handle_page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "index.html")
+
+    async def handle_health(self, request: web.Request) -> web.Response:
+        by_replica = collections.Counter(self.attached.values())
+        return web.json_response({
+            "status": "ok", "cluster": True, "sessions": len(self.attached), "leases": len(self.leases),
+            "queued": self.metrics.queued, "replicas": dict(by_replica), "lost": sorted(self.lost),
+            "protocol": 1, "token_required": bool(self.config.token),
+        })
+
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        text = self.metrics.render(dict(collections.Counter(self.attached.values())), len(self.leases))
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+    async def handle_gallery(self, request: web.Request) -> web.StreamResponse:
+        """Persona list, portraits, card imports and recordings: answered by a live replica
+        (one persona library per machine or shared volume, docs/scaling.md)."""
+        assert self.http is not None
+        candidates = [p for name, p in self.known.items() if name not in self.lost]
+        if not candidates:
+            placement = await self._any_replica()
+            candidates = [placement] if placement is not None else []
+        body = await request.read() if request.method == "POST" else None
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "authorization")}
+        for placement in candidates:
+            base = placement.url.rsplit("/persona/ws", 1)[0]
+            try:
+                async with self.http.request(request.method, base + request.rel_url.path_qs, data=body,
+                                             headers=headers) as answer:
+                    if answer.status == 404 and "/recordings/" in request.path and len(candidates) > 1:
+                        continue  # a recording lives on the replica that made it
+                    return web.Response(body=await answer.read(), status=answer.status,
+                                        content_type=answer.content_type)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                self.lost.add(placement.replica)
+        return web.json_response({"code": "busy", "message": "no replica answers now"}, status=503,
+                                 headers={"Retry-After": str(self.config.retry_after_s)})
+
+    async def _any_replica(self) -> Placement | None:
+        try:
+            sessions = await asyncio.wait_for(self.store.sessions.remote(), _STEP_TIMEOUT_S)
+        except Exception:
+            return None
+        return next(iter(sessions.values()), None)
+
+    async def handle_workflows(self, request: web.Request) -> web.Response:
+        return web.json_response({"code": "bad_workflow", "message": "uploaded workflows are not served on a "
+                                  "cluster yet: deploy with --workflow FILE instead"}, status=400)
+
+
+class _Busy(PersonaError):  # noqa: N818 - the cluster is full: answered as the protocol's `busy`
+    def __init__(self, payload: dict) -> None:
+        super().__init__(payload["message"])
+        self.payload = payload
+
+
+def _busy(why: str, config: ClusterConfig) -> _Busy:
+    payload = error_message("busy", f"{why}; try again in {config.retry_after_s} s")
+    payload["retry_after_s"] = config.retry_after_s
+    return _Busy(payload)
+
+
+def create_ingress_app(ingress: ClusterIngress) -> web.Application:
+    """The ingress's app, behind the same access policy as `persona serve` (guard.py); serve it
+    with `site.start_server(app, host, port, ingress.gate)`."""
+
+    gate = ingress.gate
+
+    @web.middleware
+    async def headers(request: web.Request, handler):
+        gate.request_started(request.transport)  # no idle timeout while a request (a WebSocket) is served
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            security_headers(exc)
+            raise
+        finally:
+            gate.request_finished(request.transport)
+        security_headers(response)
+        return response
+
+    app = web.Application(middlewares=[headers], client_max_size=1024 * 1024)
+    policy = policy_for(ingress.config)
+    gets = [
+        ("/persona/ws", ingress.handle_ws, Route.SOCKET),
+        ("/persona/health", ingress.handle_health, Route.HEALTH),
+        ("/health", ingress.handle_health, Route.HEALTH),
+        ("/persona/metrics", ingress.handle_metrics, Route.READ),
+        ("/metrics", ingress.handle_metrics, Route.READ),
+        ("/persona/", ingress.handle_page, Route.PAGE),
+        ("/", ingress.handle_page, Route.PAGE),
+        ("/persona/static/{name}", handle_static, Route.PAGE),
+        ("/persona/personas", ingress.handle_gallery, Route.READ),
+        ("/persona/personas/{id}/portrait.png", ingress.handle_gallery, Route.READ),
+        ("/persona/recordings/{token}.mp4", ingress.handle_gallery, Route.READ),
+    ]
+    for path, handler, route in gets:
+        app.router.add_get(path, guarded(handler, route, policy))
+    app.router.add_post("/persona/personas", guarded(ingress.handle_gallery, Route.WRITE, policy))
+    app.router.add_post("/persona/workflows", guarded(ingress.handle_workflows, Route.WRITE, policy))
+
+    async def on_startup(app: web.Application) -> None:
+        await ingress.start()
+
+    async def on_shutdown(app: web.Application) -> None:
+        await ingress.close()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    return app

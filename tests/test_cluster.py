@@ -1,0 +1,338 @@
+"""The persona service on a real local Ray cluster (Ray Serve), through the real ingress.
+
+One cluster per module (started by the fixture, its temp dir under pytest's tmp, shut down
+after): three preview replicas of at most four sessions each. Each test runs its own ingress
+on port 0 and speaks protocol v1 with a plain `websockets` client, as a browser would.
+Waits are on messages and events with generous timeouts (the box has 2 shared cores).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+
+import aiohttp
+import pytest
+import ray
+import websockets
+from ray import serve
+
+from comfyui_persona.headless.cluster.deploy import ClusterError, deploy
+from comfyui_persona.headless.cluster.ingress import ClusterIngress, create_ingress_app
+from comfyui_persona.headless.cluster.settings import ClusterConfig
+from comfyui_persona.headless.server.protocol import MEDIA_JPEG, parse_media_frame
+from comfyui_persona.headless.server.site import start_server
+from paths import REPO
+from server_harness import next_frame, recv_json, wait_for_type
+
+WORKFLOW = REPO / "workflows" / "persona_preview_chat.json"
+SLOW = 60.0  # a first chat on a fresh replica loads the interpreter; 2 shared cores
+REPLICAS, PER_REPLICA = 3, 4
+VIDEO = {"format": "jpeg", "max_fps": 2}  # few, small frames: 12 sessions on 2 cores
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    # serve.status() re-reads the autoscaling config; deploy.py says why metrics_interval_s is set.
+    pytest.mark.filterwarnings("ignore:The `metrics_interval_s` field:DeprecationWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    config = ClusterConfig(
+        replicas=REPLICAS, max_sessions=PER_REPLICA, max_queued_sessions=REPLICAS * PER_REPLICA + 1, queue_timeout_s=4.0,
+        resume_grace_s=3.0, replica_cpus=0.5, max_sessions_per_ip=REPLICAS * PER_REPLICA + 2, replica_host="127.0.0.1", retry_after_s=7,
+        health_check_period_s=2.0, health_check_timeout_s=20.0, drain_timeout_s=5.0, speech=False,
+        recordings_dir=str(tmp_path_factory.mktemp("recordings")),
+    )
+    ray.init(num_cpus=4, include_dashboard=False, namespace=config.namespace, log_to_driver=False,
+             _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    try:
+        deployment = deploy(config, WORKFLOW, warm_up=False)
+        yield deployment
+    finally:
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        ray.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def ingress_on_port(deployment, **settings):
+    config = deployment.config.model_copy(update=settings)
+    ingress = ClusterIngress(config, deployment.replicas, deployment.store)
+    app = create_ingress_app(ingress)
+    runner, port = await start_server(app, "127.0.0.1", 0, ingress.gate)
+    try:
+        yield ingress, port
+    finally:
+        await asyncio.wait_for(runner.cleanup(), 30)
+
+
+def connect(port):
+    return websockets.connect(f"ws://127.0.0.1:{port}/persona/ws", open_timeout=SLOW, close_timeout=5, max_size=None)
+
+
+async def open_session(port, **fields):
+    ws = await connect(port)
+    await ws.send(json.dumps({"type": "hello", "video": VIDEO, **fields}))
+    ready = await recv_json(ws, SLOW)
+    return ws, ready
+
+
+async def replica_sessions(deployment) -> dict[str, list[str]]:
+    """Every live replica's own list of the sessions it holds (its internal HTTP route)."""
+    placements = await asyncio.wait_for(deployment.store.sessions.remote(), SLOW)
+    out: dict[str, list[str]] = {}
+    async with aiohttp.ClientSession() as http:
+        for placement in {p.replica: p for p in placements.values()}.values():
+            url = placement.url.replace("ws://", "http://").replace("/persona/ws", "/persona/cluster/sessions")
+            try:
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=10)) as answer:
+                    body = await answer.json()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                continue  # a replica that was killed
+            out[body["replica"]] = body["sessions"]
+    return out
+
+
+async def until_no_sessions(deployment, timeout: float = SLOW) -> None:
+    """Sessions closed by a test end after their resume grace: wait for every replica to be empty."""
+    deadline = time.monotonic() + timeout
+    while any((await replica_sessions(deployment)).values()):
+        assert time.monotonic() < deadline, "sessions did not end after their resume grace"
+        await asyncio.sleep(0.5)
+
+
+async def test_protocol_v1_through_the_ingress(cluster):
+    async with ingress_on_port(cluster) as (ingress, port):
+        async with connect(port) as ws:
+            await ws.send(json.dumps({"type": "ping", "id": "p0"}))
+            assert (await recv_json(ws))["code"] == "not_ready"
+            await ws.send("{not json")
+            assert (await recv_json(ws))["code"] == "bad_json"
+            await ws.send(json.dumps({"type": "hello", "persona": "nobody-here"}))
+            error = await recv_json(ws, SLOW)
+            assert error["type"] == "error" and error["code"] == "unknown_persona"
+            await ws.send(json.dumps({"type": "hello", "video": VIDEO}))
+            ready = await recv_json(ws, SLOW)
+            assert ready["type"] == "ready" and ready["protocol"] == 1 and ready["backend"] == "preview"
+            assert ready["resumed"] is False and ready["history"] == []
+            assert ready["replica"] and ready["session"]
+            kind, _, _, payload = parse_media_frame(await next_frame(ws, SLOW))
+            assert kind == MEDIA_JPEG and payload[:2] == b"\xff\xd8"
+            await ws.send(json.dumps({"type": "ping", "id": "p1"}))
+            assert (await wait_for_type(ws, "pong", SLOW))["id"] == "p1"
+            await ws.send(json.dumps({"type": "chat", "id": "c1", "text": "please wave at me"}))
+            directives = await wait_for_type(ws, "directives", SLOW, reply_to="c1")
+            assert any(d["action"] == "wave" for d in directives["directives"])
+            reply = await wait_for_type(ws, "reply", SLOW, reply_to="c1", done=True)
+            assert reply["text"]
+            await ws.send(json.dumps({"type": "action", "id": "a1",
+                                      "directive": {"action": "sit", "expression": "neutral", "intensity": 0.5}}))
+            performed = await wait_for_type(ws, "directives", SLOW, reply_to="a1")
+            assert "sit" in [d["action"] for d in performed["directives"]]
+            await ws.send(json.dumps({"type": "chat", "id": 5}))
+            assert (await wait_for_type(ws, "error", SLOW))["code"] == "invalid"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/health") as answer:
+                health = await answer.json()
+                assert health["cluster"] is True and health["protocol"] == 1
+            async with http.get(f"http://127.0.0.1:{port}/persona/personas") as answer:
+                assert answer.status == 200 and (await answer.json())
+            async with http.get(f"http://127.0.0.1:{port}/") as answer:
+                assert answer.status == 200 and "<html" in (await answer.text()).lower()
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as answer:
+                assert "persona_cluster_sessions_routed_total 1" in await answer.text()
+    await until_no_sessions(cluster)
+
+
+async def test_sessions_spread_over_replicas_with_affinity_and_a_full_cluster_is_busy(cluster):
+    async with ingress_on_port(cluster) as (ingress, port):
+        opened = await asyncio.gather(*(open_session(port) for _ in range(REPLICAS * PER_REPLICA)))
+        sockets = [ws for ws, _ in opened]
+        try:
+            readies = [ready for _, ready in opened]
+            assert all(r["type"] == "ready" for r in readies), [r for r in readies if r["type"] != "ready"]
+            by_replica: dict[str, set[str]] = {}
+            for ready in readies:
+                by_replica.setdefault(ready["replica"], set()).add(ready["session"])
+            assert sorted(len(s) for s in by_replica.values()) == [PER_REPLICA] * REPLICAS
+            # Each replica holds exactly the sessions the ingress said it serves.
+            held = await replica_sessions(cluster)
+            assert {name: set(ids) for name, ids in held.items()} == by_replica
+            # Every session streams (from its one upstream socket).
+            for ws in sockets:
+                assert parse_media_frame(await next_frame(ws, SLOW))[0] == MEDIA_JPEG
+            # Full: one more session waits for a slot, and gets busy with the retry hint after
+            # queue_timeout_s (nobody left); the protocol's fatal busy closes with 1013.
+            late, refused = await open_session(port)
+            assert refused["code"] == "busy" and refused["fatal"] is True and refused["retry_after_s"] == 7
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(late.recv(), SLOW)
+            assert closed.value.rcvd.code == 1013
+            assert ingress.metrics.busy_total["queue_timeout"] == 1
+            # Affinity across a reconnect, to this ingress and to another ingress instance
+            # (it finds the session's replica in the directory): the session's own replica.
+            async with ingress_on_port(cluster) as (_, other_port):
+                for index, via in ((0, port), (1, other_port)):
+                    first = readies[index]
+                    await sockets[index].close()
+                    again, ready = await open_session(via, session=first["session"])
+                    sockets[index] = again
+                    assert ready["resumed"] is True and ready["replica"] == first["replica"]
+                    assert parse_media_frame(await next_frame(again, SLOW))[0] == MEDIA_JPEG
+                    await again.close()
+        finally:
+            for ws in sockets:
+                await ws.close()
+    await until_no_sessions(cluster)
+
+
+async def test_a_killed_replica_s_session_resumes_elsewhere_with_its_history(cluster):
+    async with ingress_on_port(cluster) as (ingress, port):
+        ws, ready = await open_session(port)
+        session = ready["session"]
+        states: list[dict] = []  # every state seen, whatever we wait for (none may be missed)
+        sat = {"pose": "sitting", "activity": "idle"}  # sat down: a fresh session stands
+        for n, text in enumerate(("please sit down", "smile for me")):
+            await ws.send(json.dumps({"type": "chat", "id": f"c{n}", "text": text}))
+            await _until(ws, states, lambda m, n=n: m["type"] == "reply" and m["reply_to"] == f"c{n}" and m["done"])
+            if n == 0 and not (states and all(states[-1][k] == v for k, v in sat.items())):
+                # Seated before the next message (a message cuts the action in progress short).
+                await _until(ws, states, lambda m: m["type"] == "state" and all(m["state"][k] == v for k, v in sat.items()))
+        placement = await asyncio.wait_for(cluster.store.where.remote(session), SLOW)
+        checkpoint = await _until_checkpoint(cluster, session, replies=2, pose="sitting")
+        seen = [e["text"] for e in checkpoint.history]
+        assert "please sit down" in seen and "smile for me" in seen
+        assert [text for role, text in checkpoint.conversation if role == "user"] == ["please sit down", "smile for me"]
+        # Kill the replica process that holds the session (as a lost node would).
+        killed_at = time.monotonic()
+        ray.kill(ray.get_actor(placement.actor, namespace="serve"), no_restart=True)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), SLOW)
+        assert closed.value.rcvd.code == 1012  # service restart: reconnect and resume
+        again, resumed = await open_session(port, session=session)
+        try:
+            assert resumed["type"] == "ready", resumed
+            ready_s = time.monotonic() - killed_at
+            await next_frame(again, SLOW)
+            frame_s = time.monotonic() - killed_at
+            assert resumed["resumed"] is True and resumed["session"] == session
+            assert resumed["replica"] != placement.replica
+            assert [e["text"] for e in resumed["history"]] == seen
+            assert resumed["state"]["pose"] == "sitting"
+            await again.send(json.dumps({"type": "chat", "id": "c9", "text": "wave please"}))
+            await wait_for_type(again, "reply", SLOW, reply_to="c9", done=True)
+            # The interpreter's conversation went on from the restored one, on the new replica.
+            after = await _until_checkpoint(cluster, session, replies=3)
+            assert [text for role, text in after.conversation if role == "user"] == [
+                "please sit down", "smile for me", "wave please"]
+            assert ingress.metrics.failovers_total == 1
+            print(f"failover gap: kill → ready {ready_s:.2f} s, kill → first frame {frame_s:.2f} s")
+        finally:
+            await again.close()
+    await until_no_sessions(cluster)
+
+
+async def _until(ws, states: list[dict], done, timeout: float = SLOW) -> dict:
+    """Read JSON messages until `done(message)`, keeping every `state` in `states`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = await recv_json(ws, max(0.01, deadline - time.monotonic()), skip=("metrics",))
+        if message["type"] == "state":
+            states.append(message["state"])
+        if done(message):
+            return message
+
+
+async def _until_checkpoint(cluster, session: str, replies: int, pose: str | None = None, timeout: float = SLOW):
+    """The store's checkpoint once it holds `replies` finished persona replies (and `pose`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        checkpoint = await asyncio.wait_for(cluster.store.get.remote(session), SLOW)
+        done = [e for e in (checkpoint.history if checkpoint else []) if e["role"] == "persona" and e["done"]]
+        if len(done) >= replies and (pose is None or (checkpoint.state or {}).get("pose") == pose):
+            return checkpoint
+        assert time.monotonic() < deadline, "no checkpoint with the replies"
+        await asyncio.sleep(0.1)
+
+
+async def test_autoscaling_adds_a_replica_for_a_queued_session_and_removes_it_when_idle(cluster):
+    """A second application on the same cluster, one session per replica, 1..2 replicas."""
+    config = cluster.config.model_copy(update={
+        "app_name": "persona-autoscale", "autoscale": True, "replicas": 1, "min_replicas": 1, "max_replicas": 2,
+        "max_sessions": 1, "upscale_delay_s": 0.5, "downscale_delay_s": 2.0, "autoscale_window_s": 2.0,
+        "queue_timeout_s": SLOW, "resume_grace_s": 0.5})
+    scaled = await asyncio.to_thread(deploy, config, WORKFLOW, warm_up=False)
+    try:
+        assert await asyncio.to_thread(_running_replicas, config.app_name) == 1
+        async with ingress_on_port(scaled) as (ingress, port):
+            first, ready = await open_session(port)
+            queued_at = time.monotonic()
+            second, later = await open_session(port)  # waits in the queue until a replica is added
+            admitted_s = time.monotonic() - queued_at
+            assert later["type"] == "ready", later
+            assert later["replica"] != ready["replica"]
+            assert await asyncio.to_thread(_running_replicas, config.app_name) == 2
+            print(f"autoscaling: queued session admitted after {admitted_s:.1f} s")
+            await first.close()
+            await second.close()
+            deadline = time.monotonic() + SLOW
+            while await asyncio.to_thread(_running_replicas, config.app_name) != 1:
+                assert time.monotonic() < deadline, "the idle replica was not removed"
+                await asyncio.sleep(0.5)
+    finally:
+        await asyncio.to_thread(serve.delete, config.app_name)
+
+
+def _running_replicas(app: str) -> int:
+    status = serve.status().applications[app].deployments["PersonaReplica"]
+    return status.replica_states.get("RUNNING", 0)
+
+
+async def test_replicas_that_crash_at_start_fail_the_deploy_with_one_error(cluster, tmp_path):
+    """Serve retries a replica whose constructor raises (here: its workflow file is missing on
+    the node), then gives up; `deploy` says so as a ClusterError (one line in `persona deploy`)."""
+    config = cluster.config.model_copy(update={"app_name": "persona-broken", "replicas": 1})
+    with pytest.raises(ClusterError, match="the replicas did not start"):
+        await asyncio.to_thread(deploy, config, tmp_path / "missing.json", warm_up=False)
+    await asyncio.to_thread(serve.delete, config.app_name)
+
+
+async def test_one_address_holds_at_most_max_sessions_per_ip_across_the_cluster(cluster):
+    """Replicas see every client as the ingress: the ingress counts sessions per real address."""
+    opened = []
+
+    async def session(**fields):
+        ws, answer = await open_session(port, **fields)
+        opened.append(ws)
+        return ws, answer
+
+    async with ingress_on_port(cluster, max_sessions_per_ip=2) as (ingress, port):
+        try:
+            first, a = await session()
+            _, b = await session()
+            _, refused = await session()
+            assert a["type"] == b["type"] == "ready"
+            assert refused["code"] == "busy" and "2 sessions" in refused["message"] and "retry_after_s" in refused
+            await first.close()
+            await _wait(lambda: ingress.sessions_per_ip["127.0.0.1"] == 1)
+            _, c = await session()  # a slot freed: a new session again
+            assert c["type"] == "ready"
+            # At the cap, a session resumed by id is no new session: it is let through.
+            _, resumed = await session(session=b["session"])
+            assert resumed["type"] == "ready" and resumed["resumed"] is True and resumed["session"] == b["session"]
+        finally:
+            for ws in opened:
+                await ws.close()
+    await until_no_sessions(cluster)
+
+
+async def _wait(predicate, timeout: float = SLOW) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
