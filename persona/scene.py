@@ -256,16 +256,20 @@ class SceneInterpreter:
                   history: Sequence[Turn] = ()) -> SceneReading:
         states = states or {}
         reading = SceneReading()
+        # One interpreter call per persona, whatever the text (each an LLM call, maybe): the
+        # parts addressed to one persona are joined in order, personas in order of address.
+        asked: dict[str, list[str]] = {}
         for part in address(text, list(self.cast.values()), default=self.last_addressed):
             for persona_id in part.personas:
-                persona = self.cast[persona_id]
-                request = InterpretRequest(text=part.text, persona=persona,
-                                           state=states.get(persona_id, CharacterState()), history=tuple(history))
-                result = self.interpreter.interpret(request)
-                stamped = [d.model_copy(update={"character": persona_id}) for d in result.directives]
-                reading.parts.append((persona_id, result.model_copy(update={"directives": stamped})))
+                asked.setdefault(persona_id, []).append(part.text)
             if len(part.personas) == 1:
                 self.last_addressed = part.personas[0]
+        for persona_id, texts in asked.items():
+            request = InterpretRequest(text=" ".join(_sentence(t) for t in texts), persona=self.cast[persona_id],
+                                       state=states.get(persona_id, CharacterState()), history=tuple(history))
+            result = self.interpreter.interpret(request)
+            stamped = [d.model_copy(update={"character": persona_id}) for d in result.directives]
+            reading.parts.append((persona_id, result.model_copy(update={"directives": stamped})))
         return reading
 
 
@@ -408,3 +412,9 @@ class SceneTracker:
         changes = [CastState(who, state) for who, tracker in self.trackers.items() for state in tracker.advance(now_ms)]
         # At one instant, who stops talking comes before who starts (one voice at a time).
         return sorted(changes, key=lambda change: (change.state.since_ms, change.state.speaking))
+
+
+def _sentence(text: str) -> str:
+    """`text` ending like a sentence, so parts joined for one persona stay apart."""
+    text = text.strip()
+    return text if not text or text[-1] in ".!?;" else text + "."

@@ -6,8 +6,9 @@
   here" moves the conversation, the other tab stops and offers its choice.
 - A reload redraws the conversation the server kept (`ready.history`), in order; quick-action
   bubbles end with their directive, never "…"; the newest reply is scrolled into view.
-- A server restart (a new server on the same port): the page says the old conversation ended,
-  drops its bubbles and chats on in a new session; stats are hidden while disconnected.
+- A server restart (a new server on the same port, the same saved conversations): the page
+  resumes the same session with every bubble and the character's pose, and chats on; stats
+  are hidden while disconnected.
 - The favicon loads and the page load has no 4xx/5xx answer.
 
 Against the real server on port 0 in this process. Skipped where /usr/bin/chromium is absent.
@@ -207,10 +208,14 @@ async def test_reload_redraws_the_conversation_in_order(service, tmp_path):
             await context.close()
 
 
-async def test_server_restart_says_the_conversation_ended_and_starts_a_new_one(tmp_path):
+async def test_server_restart_loses_no_message_and_the_conversation_goes_on(tmp_path):
+    """The server stops mid-conversation and a new one starts on the same port (its saved
+    conversations in the same folder): the page reconnects to the same session, shows the
+    conversation as it was, and the user continues it."""
     from playwright.async_api import async_playwright, expect
 
-    services = [await asyncio.to_thread(make_service, resume_grace_s=30.0) for _ in range(2)]
+    saved = str(tmp_path / "conversations")
+    services = [await asyncio.to_thread(make_service, resume_grace_s=30.0, conversations_dir=saved) for _ in range(2)]
     try:
         async with async_playwright() as pw:
             context = await _launch(pw, tmp_path)
@@ -219,25 +224,28 @@ async def test_server_restart_says_the_conversation_ended_and_starts_a_new_one(t
                     port = server.port
                     page = await _open(context, server.http_url + "/")
                     await _chat(page, "please wave at me")
+                    await _chat(page, "now sit down")
+                    await expect(page.locator("#status-pose")).to_have_text("sitting", timeout=READY)
                     old = await _session(page)
+                    before = await _bubbles(page)
                     await expect(page.locator("#metrics")).to_contain_text("fps", timeout=READY)
-                # Stopped: the page is disconnected, and shows no stale stats meanwhile.
+                # Stopped (as on SIGTERM: the service closed, its last saves on disk): the page is disconnected, and shows no stale stats meanwhile.
                 await expect(page.locator("#connection")).not_to_have_attribute("data-state", "ready", timeout=READY)
                 assert await page.locator("#metrics").is_hidden()
-                assert await page.locator("li.user").count() == 1  # nothing dropped before it knows
+                assert await page.locator("li.user").count() == 2  # nothing dropped before it knows
 
                 app = await asyncio.to_thread(create_app, services[1])
                 runner, again = await start_server(app, "127.0.0.1", port, services[1].gate)
                 try:
                     assert again == port
                     await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=READY)
-                    await expect(page.locator("#notice")).to_contain_text("previous conversation has ended")
-                    assert await _session(page) != old
-                    assert await page.evaluate("window.personaClient.ready.resumed") is False
-                    await expect(page.locator("#history li")).to_have_count(0)
+                    assert await _session(page) == old
+                    assert await page.evaluate("window.personaClient.ready.resumed") is True
+                    assert await _bubbles(page) == before
+                    await expect(page.locator("#status-pose")).to_have_text("sitting", timeout=READY)
                     await _chat(page, "hello again")
-                    assert [c for c, _ in await _bubbles(page)] == ["user", "persona"]
-                    assert list(services[1].sessions) == [await _session(page)]
+                    assert [c for c, _ in await _bubbles(page)] == ["user", "persona"] * 3
+                    assert list(services[1].sessions) == [old]
                     await expect(page.locator("#metrics")).to_contain_text("fps", timeout=READY)
                     assert not page.errors, page.errors
                 finally:

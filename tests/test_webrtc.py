@@ -479,3 +479,29 @@ async def test_audio_waits_for_the_picture_with_the_same_pts():
     track.push_packet(_packet(1300, np.ones(441, dtype=np.int16)))
     await asyncio.wait_for(track.recv(), TIMEOUT)
     assert loop.time() >= clock.due(1300) - 0.005
+
+
+async def test_an_offer_that_would_make_the_server_receive_media_is_refused(service):
+    """The server only sends: extra tracks, a sending section or a data channel would have it
+    decode a client's media nobody reads (native decoders, unbounded queues)."""
+    async with running(service) as server, viewer(server) as client:
+        cases = {
+            "two videos": (["video", "video"], "recvonly", False),
+            "sendrecv": (["video"], "sendrecv", False),
+            "data channel": (["video"], "recvonly", True),
+        }
+        for n, (name, (kinds, direction, channel)) in enumerate(cases.items()):
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            try:
+                for kind in kinds:
+                    pc.addTransceiver(kind, direction=direction)
+                if channel:
+                    pc.createDataChannel("x")
+                await pc.setLocalDescription(await pc.createOffer())
+                await client.send(type="webrtc.offer", id=f"o{n}", sdp=pc.localDescription.sdp)
+                error = await client.wait_type("error", reply_to=f"o{n}")
+                assert error["code"] == "bad_offer", (name, error)
+            finally:
+                await pc.close()
+        await client.wait_binary(MEDIA_JPEG, 3, after=len(client.messages))
+        assert not service.webrtc.peers

@@ -2,8 +2,9 @@
 
 Why outside: a replica process can die at any moment (a node lost, an OOM, a deploy), and a
 viewer must not lose the conversation with it. After every turn and every state change the
-replica sends a `SessionCheckpoint` to one detached Ray actor (`CheckpointStore`); when a
-client resumes a session its replica no longer holds, the replica that takes it restores the
+replica sends a `SessionCheckpoint` (headless/server/conversations.py) to one detached Ray
+actor (`CheckpointStore`); when a client resumes a session its replica no longer holds, the
+replica that takes it restores the
 visible history (`ready.history`), the interpreter's conversation and the character's pose
 from the checkpoint, under the same session id. Video restarts from the persona's identity
 anchor (a renderer's frame history is not worth checkpointing: it is re-drawn in one chunk).
@@ -19,9 +20,12 @@ Ray head going away loses it, like the rest of the cluster (docs/scaling.md).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["CheckpointStore", "Placement", "SessionCheckpoint", "STORE_NAME"]
+from ..server.conversations import SessionCheckpoint
+
+__all__ = ["CheckpointStore", "Placement", "RayConversationStore", "SessionCheckpoint", "STORE_NAME"]
 
 #: The store actor's name in the deployment's namespace.
 STORE_NAME = "persona-checkpoints"
@@ -34,26 +38,6 @@ class Placement:
     replica: str
     url: str
     actor: str = ""  # the replica's Ray actor name (operators and tests find it by this)
-
-
-@dataclass
-class SessionCheckpoint:
-    """What a session needs to go on elsewhere; plain data (pickled by Ray, a few KB)."""
-
-    session_id: str
-    persona_id: str
-    #: `ready.history` entries as the server keeps them (`HistoryEntry` fields).
-    history: list[dict] = field(default_factory=list)
-    #: The interpreter's conversation, oldest first: (role, text).
-    conversation: list[tuple[str, str]] = field(default_factory=list)
-    #: The last `state` message's state (CharacterState, JSON), None before the first.
-    state: dict | None = None
-    #: How many checkpoints of this session were saved (each turn and state change adds one).
-    version: int = 0
-    saved_at: float = field(default_factory=time.time)
-
-    def public(self) -> dict:
-        return asdict(self)
 
 
 class CheckpointStore:
@@ -105,6 +89,22 @@ class CheckpointStore:
         while len(self._checkpoints) > self.max_sessions:
             oldest = min(self._checkpoints.values(), key=lambda c: c.saved_at)
             self.drop(oldest.session_id)
+
+
+class RayConversationStore:
+    """`PersonaService`'s `ConversationStore` on the store actor (calls queue in order)."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    async def get(self, session_id: str) -> SessionCheckpoint | None:
+        return await self.actor.get.remote(session_id)
+
+    def put(self, checkpoint: SessionCheckpoint) -> None:
+        self.actor.put.remote(checkpoint)
+
+    def drop(self, session_id: str) -> None:
+        self.actor.drop.remote(session_id)
 
 
 def store_actor(namespace: str):

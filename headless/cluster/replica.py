@@ -18,6 +18,7 @@ serialisation per JPEG frame. Our ingress proxies bytes to one replica per sessi
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 from pathlib import Path
@@ -97,9 +98,14 @@ class PersonaReplica:
         await self.service.hold_lease(lease)
 
     async def _sessions(self, request) -> Any:
+        """Operators' and tests' view of this replica (session ids are resume credentials:
+        with a token configured, only a caller presenting it sees them)."""
         from aiohttp import web
 
         service = self.service
+        token = service.config.token
+        if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+            raise web.HTTPUnauthorized(text="this replica's session list needs the token (Authorization: Bearer)")
         return web.json_response({"replica": self.placement.replica, "sessions": service.session_ids(),
                                   "pid": os.getpid(), "rss_mib": _rss_mib(),
                                   "restored_total": service.restored_total,

@@ -74,7 +74,11 @@ class ClusterConfig(ServerConfig):
     def server_config(self) -> ServerConfig:
         """The part every replica's `PersonaService` runs with. Every connection reaches a
         replica from the ingress's address, so the per-address caps are the ingress's to
-        enforce on real client addresses: a replica gets its whole limits per address."""
+        enforce on real client addresses: a replica gets its whole limits per address.
+        WebRTC is off behind a cluster (docs/scaling.md)."""
         values = {name: getattr(self, name) for name in ServerConfig.model_fields}
         values.update(max_sessions_per_ip=self.max_sessions, max_connections_per_ip=self.max_connections)
+        # WebRTC media would flow from the replica's node straight to the browser, around the
+        # ingress (and through no firewall a cluster normally has): off until that is built.
+        values.update(webrtc=False)
         return ServerConfig(**values)

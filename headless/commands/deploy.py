@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..cli import CommandLineError
     from ..cluster.settings import ClusterConfig
-    from ..server.config import InsecureBindError, check_exposure
+    from ..server.config import InsecureBindError, check_exposure, is_loopback
     from ..settings_args import settings_from_args
     from .serve import check_port_free
 
@@ -64,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
 
     if config.cluster == "local" and not config.replica_host:
         config = config.model_copy(update={"replica_host": "127.0.0.1"})  # one machine: replicas stay local
+    if not config.token and not is_loopback(config.replica_host):
+        # Replicas on a node address serve sessions to whoever reaches their port: the same
+        # rule as the ingress's own address (docs/security.md).
+        raise CommandLineError(
+            f"refusing to run replicas on {config.replica_host or 'the nodes’ Ray addresses'} without a token: "
+            "set PERSONA_TOKEN (or --token), or --replica-host 127.0.0.1 on a one-machine cluster"
+        )
     connect_ray(config)
     try:
         deployment = deploy(config, args.workflow, backend=args.backend, options=args.option,

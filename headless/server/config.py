@@ -86,6 +86,19 @@ class ServerConfig(BaseModel):
     recordings_dir: str | None = Field(
         default=None, description="Where `record` writes MP4s (default: the user's data dir, see docs/server.md)."
     )
+    keep_conversations: bool = Field(
+        default=True, description="Save each session's conversation after every turn, so a client resumes it "
+        "after a server restart (history, what the interpreter remembers, the character's pose).",
+    )
+    conversations_dir: str | None = Field(
+        default=None, description="Where conversations are saved (default: the user's data dir, see docs/server.md)."
+    )
+    conversations_max: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=1000, description="Saved conversations kept; the oldest go first."
+    )
+    conversations_max_days: Annotated[float, Field(gt=0, le=3650)] = Field(
+        default=30.0, description="A saved conversation not resumed for this long is deleted."
+    )
     personas_dir: str | None = Field(
         default=None, description="Where imported cards are stored (default: $PERSONA_DIR, else the user's data dir)."
     )

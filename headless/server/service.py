@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import hmac
 import json
 import logging
@@ -30,6 +31,7 @@ from ..runner.hosts import RunnerHosts, SessionHosts
 from .config import ServerConfig, data_dir
 from .connection import Connection
 from .context import SessionContext
+from .conversations import Checkpointer, ConversationStore, FileConversationStore
 from .encoder import make_encoder
 from .gallery import GalleryRoutes
 from .guard import AccessPolicy, Route, guarded, security_headers
@@ -71,9 +73,11 @@ class PersonaService:
         config: ServerConfig | None = None,
         store: SessionStore | None = None,
         library: Any = None,
+        conversations: ConversationStore | None = None,
     ) -> None:
         """`hosts` runs the sessions' workflows (`RunnerHosts` headless, `PromptHosts` through
-        ComfyUI's executor); a `WorkflowGraph` means the pack's own executor on it."""
+        ComfyUI's executor); a `WorkflowGraph` means the pack's own executor on it.
+        `conversations`: where sessions are saved (default: files, when `keep_conversations`)."""
         config = config or ServerConfig()
         if isinstance(hosts, WorkflowGraph):
             hosts = RunnerHosts(hosts, config.cache_policy)
@@ -98,6 +102,12 @@ class PersonaService:
             on_started=self._recording_started,
         )
         self.context = SessionContext(cfg, self.metrics, self.pool, self.speech_pool, self.encoder, self.recordings, self)
+        if conversations is None and cfg.keep_conversations:
+            conversations = FileConversationStore(
+                Path(cfg.conversations_dir) if cfg.conversations_dir else data_dir("conversations"),
+                max_sessions=cfg.conversations_max, max_age_s=cfg.conversations_max_days * 86400.0,
+            )
+        self.checkpointer = Checkpointer(conversations) if conversations is not None else None
         self.webrtc = WebRTCDesk(cfg, STREAM_RATE)  # 1.1: media over WebRTC for clients that offer
         self.gallery = GalleryRoutes(self.library, self.pool, self.config, self.recordings)
         self.default_persona = hosts.default_persona
@@ -126,10 +136,35 @@ class PersonaService:
 
     async def open_session(self, hello: Hello, connection: Connection,
                            session_id: str | None = None) -> tuple[ViewerSession, bool]:
-        """Resume the named session or start a new one; raises ProtocolError (busy, unknown_persona).
+        """Resume the named session (held here, or saved: after a restart, or from a cluster
+        replica that died) or start a new one; raises ProtocolError (busy, unknown_persona).
 
-        `session_id`: the id a new session gets (a cluster replica restoring a checkpointed
-        session keeps its id, headless/cluster/); default a fresh random one."""
+        `session_id`: the id a new session gets; default a fresh random one."""
+        checkpoint = None
+        if self.checkpointer is not None and session_id is None and hello.session and hello.session not in self.sessions:
+            checkpoint = await self.checkpointer.fetch(hello.session)
+            wanted = hello.scene or ((hello.persona,) if hello.persona else None)
+            if checkpoint is not None and wanted is not None and tuple(checkpoint.cast or [checkpoint.persona_id]) != wanted:
+                checkpoint = None  # another persona or cast: a new session, as for one held here
+        if checkpoint is not None:
+            hello = dataclasses.replace(hello, session=None, persona=checkpoint.persona_id,
+                                        scene=tuple(checkpoint.cast) or None)
+            if hello.scene:
+                hello = dataclasses.replace(hello, persona=None)
+            session, _ = await self._open_or_resume(hello, connection, checkpoint.session_id)
+            self.checkpointer.restore(session, checkpoint)
+            resumed = True
+            log.info("session %s restored from its saved conversation (%d entries)", session.id[:8], len(checkpoint.history))
+        else:
+            session, resumed = await self._open_or_resume(hello, connection, session_id)
+        if self.checkpointer is not None:
+            self.checkpointer.watch(session)
+            if not resumed:
+                self.checkpointer.save(session)
+        return session, resumed
+
+    async def _open_or_resume(self, hello: Hello, connection: Connection,
+                              session_id: str | None) -> tuple[ViewerSession, bool]:
         if hello.session and hello.session in self.sessions:
             session = self.sessions[hello.session]
             same_cast = hello.scene is None or hello.scene == session.cast_ids
@@ -227,7 +262,11 @@ class PersonaService:
         session = self.sessions.pop(session_id, None)
         if session is None:
             return
+        if self.checkpointer is not None:
+            self.checkpointer.flush(session)
         await session.close()
+        if self.checkpointer is not None:
+            self.checkpointer.forget(session_id, drop=False)  # saved: a later hello may resume it
         s = session.stats
         log.info(
             "session %s ended (%s): %.0f s, %d frames sent, %d dropped",
@@ -256,6 +295,8 @@ class PersonaService:
             await asyncio.gather(*list(self._ending), return_exceptions=True)
         await asyncio.to_thread(self.speech_pool.shutdown, True)
         await asyncio.to_thread(self.pool.shutdown, True)  # waits for in-flight ticks, off the loop
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.close)  # the last saves on disk
 
     def _persona_ref(self, persona_id: str) -> str:
         """What the workflow's card loader is given: the id where the loader's own library

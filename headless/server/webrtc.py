@@ -119,6 +119,19 @@ class WebRTCPeer:
         kinds = [m.kind for m in parsed.media]
         if "video" not in kinds and "audio" not in kinds:
             raise ProtocolError("bad_offer", "the offer has no audio or video section (m=audio / m=video)", offer.id)
+        # The server only sends: a section that would have it receive (more tracks, a data
+        # channel, sendrecv) would feed the client's media to native decoders nobody reads.
+        extra = [m.kind for m in parsed.media if m.kind not in ("audio", "video")]
+        if extra or kinds.count("video") > 1 or kinds.count("audio") > 1:
+            raise ProtocolError("bad_offer", "the offer may hold one audio and one video section and nothing else "
+                                f"(it has: {', '.join(kinds)})", offer.id)
+        sending = [m.kind for m in parsed.media if m.direction not in ("recvonly", "inactive")]
+        if sending:
+            raise ProtocolError("bad_offer", f"the {' and '.join(sending)} section must be recvonly: this server "
+                                "receives no media", offer.id)
+        self.candidates += sum(len(m.ice_candidates) for m in parsed.media)
+        if self.candidates > MAX_CANDIDATES:
+            raise ProtocolError("bad_offer", f"more than {MAX_CANDIDATES} ICE candidates in the offer", offer.id)
         if "video" in kinds:
             self.video_track = VideoTrack()
             self.pc.addTransceiver(self.video_track, direction="sendonly").setCodecPreferences(_codec_preferences("video", self.video_codecs))

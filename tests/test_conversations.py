@@ -1,0 +1,97 @@
+"""Saved conversations: a session survives a server restart (headless/server/conversations.py).
+
+Against the real server on port 0, twice over the same folder: what the first server saved
+after each turn, the second restores for a `hello` naming the session. The file store's
+bounds and its refusal of anything but a session id as a file name are checked directly.
+"""
+
+import asyncio
+import json
+import os
+import time
+
+import websockets
+
+from comfyui_persona.headless.server.conversations import FileConversationStore, SessionCheckpoint
+from server_harness import TIMEOUT, hello, make_service, running, wait_for_type
+
+
+def connect(server):
+    return websockets.connect(server.ws_url, open_timeout=TIMEOUT, close_timeout=5, max_size=None)
+
+
+async def _talk_until_seated(server) -> dict:
+    async with connect(server) as ws:
+        ready = await hello(ws)
+        await ws.send(json.dumps({"type": "chat", "id": "c1", "text": "please sit down"}))
+        reply = await wait_for_type(ws, "reply", reply_to="c1", done=True)
+        while (await wait_for_type(ws, "state"))["state"]["pose"] != "sitting":
+            pass
+    return {"session": ready["session"], "reply": reply["text"]}
+
+
+async def test_a_restarted_server_resumes_the_conversation_where_it_was(tmp_path):
+    folder = str(tmp_path / "conversations")
+    first = await asyncio.to_thread(make_service, conversations_dir=folder)
+    async with running(first) as server:
+        said = await _talk_until_seated(server)
+    second = await asyncio.to_thread(make_service, conversations_dir=folder)
+    async with running(second) as server, connect(server) as ws:
+        ready = await hello(ws, session=said["session"])
+        assert ready["resumed"] is True and ready["session"] == said["session"]
+        assert [(e["role"], e["text"]) for e in ready["history"]] == [("user", "please sit down"),
+                                                                     ("persona", said["reply"])]
+        assert ready["state"]["pose"] == "sitting"
+        await ws.send(json.dumps({"type": "chat", "id": "c2", "text": "stand up"}))
+        assert [d["action"] for d in (await wait_for_type(ws, "directives", reply_to="c2"))["directives"]] == ["stand"]
+        # What the interpreter remembers came back too (the conversation, not only the bubbles).
+        conversation = second.sessions[said["session"]].runtime.conversation
+        assert [t.text for t in conversation.history][:2] == ["please sit down", said["reply"]]
+
+
+async def test_another_persona_or_saving_off_starts_a_new_conversation(tmp_path):
+    folder = str(tmp_path / "conversations")
+    first = await asyncio.to_thread(make_service, conversations_dir=folder)
+    async with running(first) as server:
+        said = await _talk_until_seated(server)
+    second = await asyncio.to_thread(make_service, conversations_dir=folder)
+    async with running(second) as server, connect(server) as ws:
+        ready = await hello(ws, session=said["session"], persona="bjorn")
+        assert ready["resumed"] is False and ready["history"] == [] and ready["session"] != said["session"]
+
+    off = str(tmp_path / "off")
+    third = await asyncio.to_thread(make_service, conversations_dir=off, keep_conversations=False)
+    async with running(third) as server:
+        unsaved = await _talk_until_seated(server)
+    assert not os.path.exists(off)
+    fourth = await asyncio.to_thread(make_service, conversations_dir=off)
+    async with running(fourth) as server, connect(server) as ws:
+        assert (await hello(ws, session=unsaved["session"]))["resumed"] is False
+
+
+async def test_the_file_store_is_bounded_and_names_files_only_by_session_id(tmp_path):
+    store = FileConversationStore(tmp_path / "c", max_sessions=3, max_age_s=3600)
+    try:
+        for i in range(60):
+            store.put(SessionCheckpoint(session_id=f"session{i:04d}", persona_id="mira"))
+        store.put(SessionCheckpoint(session_id="../../escape", persona_id="mira"))
+        store.put(SessionCheckpoint(session_id="x" * 200, persona_id="mira"))
+        store.flush()
+        names = sorted(p.name for p in (tmp_path / "c").iterdir())
+        assert names == ["session0057.json", "session0058.json", "session0059.json"]
+        assert not (tmp_path / "escape.json").exists()
+        assert await store.get("../../etc/passwd") is None
+
+        (tmp_path / "c" / "damagedxx.json").write_text("{not json")
+        assert await store.get("damagedxx") is None  # damaged: a new session, not a crash
+        old = SessionCheckpoint(session_id="oldsession", persona_id="mira", saved_at=time.time() - 7200)
+        store.put(old)
+        store.flush()
+        assert await store.get("oldsession") is None  # older than max_age_s
+        kept = await store.get("session0059")
+        assert kept is not None and kept.persona_id == "mira"
+        store.drop("session0059")
+        store.flush()
+        assert await store.get("session0059") is None
+    finally:
+        store.close()
