@@ -325,6 +325,9 @@ async def test_one_address_holds_at_most_max_sessions_per_ip_across_the_cluster(
             # At the cap, a session resumed by id is no new session: it is let through.
             _, resumed = await session(session=b["session"])
             assert resumed["type"] == "ready" and resumed["resumed"] is True and resumed["session"] == b["session"]
+            # An id the ingress has not attached is no way past the cap (any string would do).
+            _, stranger = await session(session="Z" * 24)
+            assert stranger["code"] == "busy", stranger
         finally:
             for ws in opened:
                 await ws.close()

@@ -70,8 +70,13 @@ class CheckpointStore:
     def where(self, session_id: str) -> Placement | None:
         return self._placements.get(session_id)
 
-    def drop(self, session_id: str) -> None:
-        """The session ended for good (expired, replaced): forget it."""
+    def drop(self, session_id: str, replica: str | None = None) -> None:
+        """The session ended for good (expired, replaced): forget it. With `replica`, only
+        while the session is still placed there: a replica ending a session another replica
+        has since restored (it was thought lost) must not delete the live copy's checkpoint."""
+        placed = self._placements.get(session_id)
+        if replica is not None and placed is not None and placed.replica != replica:
+            return
         self._checkpoints.pop(session_id, None)
         self._placements.pop(session_id, None)
 

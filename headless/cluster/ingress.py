@@ -329,16 +329,24 @@ class ClusterIngress:
     async def _serve(self, ws: web.WebSocketResponse, hello: Hello, raw_hello: str, peer: str) -> None:
         cfg = self.config
         try:
-            if hello.session is None and self.sessions_per_ip[peer] >= cfg.max_sessions_per_ip:
-                # Connected sessions per client address, counted here (replicas see only the ingress).
+            # Connected sessions per client address, counted here (replicas see only the
+            # ingress), reserved before the routing, which can take seconds. At the cap, only
+            # a session this ingress has attached may come back (a reload, a takeover): an id
+            # it does not know could be any well-formed string.
+            known = hello.session is not None and hello.session in self.attached
+            if self.sessions_per_ip[peer] >= cfg.max_sessions_per_ip and not known:
                 self.metrics.busy_total["sessions_per_ip"] += 1
                 raise _busy(f"this address already holds {cfg.max_sessions_per_ip} sessions; close one", cfg)
-            route = await self._route(hello)
+            self.sessions_per_ip[peer] += 1
+            try:
+                route = await self._route(hello)
+            except BaseException:
+                self._release(peer)
+                raise
         except _Busy as busy:
             await ws.send_json(busy.payload)
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"busy")
             return
-        self.sessions_per_ip[peer] += 1
         upstream = route.upstream
         session_id: list[str] = []
         try:
@@ -355,14 +363,17 @@ class ClusterIngress:
                 if not ws.closed:
                     await ws.close(code=code, message=reason)
         finally:
-            self.sessions_per_ip[peer] -= 1
-            if self.sessions_per_ip[peer] <= 0:
-                del self.sessions_per_ip[peer]
+            self._release(peer)
             if not upstream.closed:
                 await upstream.close()
             for sid in session_id:
                 if self.attached.get(sid) == route.placement.replica:
                     del self.attached[sid]
+
+    def _release(self, peer: str) -> None:
+        self.sessions_per_ip[peer] -= 1
+        if self.sessions_per_ip[peer] <= 0:
+            del self.sessions_per_ip[peer]
 
     async def _upstream(self, ws: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:

@@ -116,7 +116,7 @@ class ReplicaService(PersonaService):
         await super().end_session(session_id, why)
         if known:
             if not self.closing:  # stopping: the checkpoint stays, another replica may resume it
-                self.checkpoints.drop.remote(session_id)
+                self.checkpoints.drop.remote(session_id, self.placement.replica or None)
             self._end_leases(session_id)
 
     def session_ids(self) -> list[str]:
