@@ -58,6 +58,8 @@ _DELIBERATE = {1000, 1001, 1008, 1009, 1013, 4000, 4401}
 _STEP_TIMEOUT_S = 10.0
 #: Pause before asking Serve for another lease after the one given pointed at a dead replica.
 _RETRY_PAUSE_S = 0.2
+#: A gallery request a replica does not answer in time fails (no hanging proxy).
+_GALLERY_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=60.0)
 
 
 @dataclass
@@ -452,13 +454,17 @@ class ClusterIngress:
             base = placement.url.rsplit("/persona/ws", 1)[0]
             try:
                 async with self.http.request(request.method, base + request.rel_url.path_qs, data=body,
-                                             headers=headers) as answer:
+                                             headers=headers, timeout=_GALLERY_TIMEOUT) as answer:
                     if answer.status == 404 and "/recordings/" in request.path and len(candidates) > 1:
                         continue  # a recording lives on the replica that made it
                     return web.Response(body=await answer.read(), status=answer.status,
                                         content_type=answer.content_type)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                self.lost.add(placement.replica)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                # Not marked lost: only a session socket's end says a replica died. A POST is
+                # not sent twice (a card imported on two replicas).
+                log.info("gallery request to %s failed: %s", placement.replica, type(exc).__name__)
+                if request.method == "POST":
+                    break
         return web.json_response({"code": "busy", "message": "no replica answers now"}, status=503,
                                  headers={"Retry-After": str(self.config.retry_after_s)})
 
