@@ -64,16 +64,24 @@ def realistic_mix(renderer: PreviewRenderer, frames: int, fps: float) -> tuple[f
     """Render `frames` frames of the mix; returns (wall, thread CPU) seconds in next_chunk."""
     actions = [e.name for e in CORE_ACTIONS]
     expressions = [e.name for e in CORE_EXPRESSIONS]
-    every = int(1.5 * fps)
+
+    def submit(k: int) -> None:
+        action, expression = actions[k % len(actions)], expressions[(k * 5) % len(expressions)]
+        renderer.submit([ActionDirective(action=action, expression=expression, intensity=0.8)], seq=k)
+        if k % 2 == 0:
+            renderer.set_speech(None, 1200)
+
+    return _timed_mix(renderer, frames, int(1.5 * fps), submit)
+
+
+def _timed_mix(renderer, frames: int, every: int, submit) -> tuple[float, float]:
+    """Render `frames` frames, calling `submit(k)` every `every` frames; (wall, thread CPU)
+    seconds spent in next_chunk."""
     spent = cpu = 0.0
-    done = 0
-    k = 0
+    done = k = 0
     while done < frames:
         if done % every < renderer.chunk_frames:
-            action, expression = actions[k % len(actions)], expressions[(k * 5) % len(expressions)]
-            renderer.submit([ActionDirective(action=action, expression=expression, intensity=0.8)], seq=k)
-            if k % 2 == 0:
-                renderer.set_speech(None, 1200)
+            submit(k)
             k += 1
         start, start_cpu = time.perf_counter(), time.thread_time()
         chunk = renderer.next_chunk()
@@ -116,24 +124,16 @@ def scene_mix(renderer: ScenePreviewRenderer, frames: int, fps: float) -> tuple[
     actions = [e.name for e in CORE_ACTIONS]
     expressions = [e.name for e in CORE_EXPRESSIONS]
     cast = renderer.cast
-    every = max(1, int(1.5 * fps / len(cast)))  # each character still gets a new directive every ~1.5 s
-    spent = cpu = 0.0
-    done = k = 0
-    while done < frames:
-        if done % every < renderer.chunk_frames:
-            who = cast[k % len(cast)]
-            action, expression = actions[k % len(actions)], expressions[(k * 5) % len(expressions)]
-            renderer.submit([ActionDirective(action=action, expression=expression, intensity=0.8, character=who)],
-                            seq=k)
-            if k % 2 == 0:
-                renderer.set_speech(None, 1200, character=who)
-            k += 1
-        start, start_cpu = time.perf_counter(), time.thread_time()
-        chunk = renderer.next_chunk()
-        spent += time.perf_counter() - start
-        cpu += time.thread_time() - start_cpu
-        done += chunk.frames.shape[0]
-    return spent, cpu
+
+    def submit(k: int) -> None:
+        who = cast[k % len(cast)]
+        action, expression = actions[k % len(actions)], expressions[(k * 5) % len(expressions)]
+        renderer.submit([ActionDirective(action=action, expression=expression, intensity=0.8, character=who)], seq=k)
+        if k % 2 == 0:
+            renderer.set_speech(None, 1200, character=who)
+
+    # each character still gets a new directive every ~1.5 s
+    return _timed_mix(renderer, frames, max(1, int(1.5 * fps / len(cast))), submit)
 
 
 def scene_speed(characters: int, size: int, seconds: float, runs: int, fps: float = 16.0) -> dict:

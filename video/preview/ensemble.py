@@ -36,7 +36,7 @@ import skia
 from ..backend import Chunk, RenderError, SessionSpec
 from .draw import GROUND_Y, REF, Scene, draw_character
 from .params import BODY, FACE
-from .renderer import PreviewRenderer, _check_spec, _font
+from .renderer import PreviewRenderer, _check_spec, _font, render_chunk
 
 __all__ = ["MAX_CHARACTERS", "ScenePreviewRenderer"]
 
@@ -199,26 +199,22 @@ class ScenePreviewRenderer:
         self._require_session()
         spec = self.spec
         assert spec is not None
-        n = self.chunk_frames
-        frames = np.empty((n, spec.height, spec.width, 3), dtype=np.uint8)
-        first = self._frame
-        shows: list[int] = []
-        pts: list[int] = []
-        for k in range(n):
+
+        def step() -> tuple[np.ndarray, float, list[int]]:
             t = self._frame * 1000.0 / spec.fps
             poses = {}
+            shows: list[int] = []
             for who, performer in self._performers.items():
                 body, face, shown = performer.step()
-                shows.extend(s for s in shown if s not in shows)
+                shows.extend(shown)
                 poses[who] = (body.copy(), face.copy())  # the performer keeps its own pose
             self._turn_heads(poses)
-            frames[k] = self._draw(poses)
+            frame = self._draw(poses)
             self.last_poses = poses
-            pts.append(int(round(t)))
             self._frame += 1
-            if on_frame is not None:
-                on_frame(k)
-        return Chunk(frames=frames, first_index=first, pts_ms=pts, shows_directives=shows)
+            return frame, t, shows
+
+        return render_chunk(spec, self.chunk_frames, self._frame, step, on_frame)
 
     @_locked
     def set_chunk_frames(self, frames: int) -> None:

@@ -193,24 +193,18 @@ class PreviewRenderer:
     def next_chunk(self, on_frame: Callable[[int], None] | None = None) -> Chunk:
         """The next `chunk_frames` frames; `on_frame(k)` after each (progress)."""
         self._require_session()
-        spec = self.spec
-        assert spec is not None
-        n = self.chunk_frames
-        frames = np.empty((n, spec.height, spec.width, 3), dtype=np.uint8)
-        first = self._frame
-        shows: list[int] = []
-        pts: list[int] = []
-        for k in range(n):
+        assert self.spec is not None
+
+        def step() -> tuple[np.ndarray, float, list[int]]:
             t = self._now()
-            shows.extend(self._advance(t))
+            shown = self._advance(t)
             body, face = self._pose(t)
-            frames[k] = self._draw(body, face)
             self.last_pose = (body, face)
-            pts.append(int(round(t)))
+            frame = self._draw(body, face)
             self._frame += 1
-            if on_frame is not None:
-                on_frame(k)
-        return Chunk(frames=frames, first_index=first, pts_ms=pts, shows_directives=shows)
+            return frame, t, shown
+
+        return render_chunk(self.spec, self.chunk_frames, self._frame, step, on_frame)
 
     #: What rendering a frame changes (the scene strip and the look are fixed per session).
     _CLOCK_STATE = ("_frame", "_world_x", "_blink_rng", "_body", "_face", "_queue", "_playing", "_face_until",
@@ -454,3 +448,20 @@ def _font() -> skia.Font | None:
     if typeface is None:
         return None
     return skia.Font(typeface, 12.0)
+
+
+def render_chunk(spec: SessionSpec, n: int, first: int, step: Callable[[], tuple[np.ndarray, float, list[int]]],
+                 on_frame: Callable[[int], None] | None) -> Chunk:
+    """`n` frames from `step()` (each: the frame, its time in ms, the directive seqs it
+    begins), as one chunk starting at frame `first`; `on_frame(k)` after each (progress).
+    Shared by the one-persona renderer and the scene renderer."""
+    frames = np.empty((n, spec.height, spec.width, 3), dtype=np.uint8)
+    shows: list[int] = []
+    pts: list[int] = []
+    for k in range(n):
+        frames[k], t, shown = step()
+        shows.extend(seq for seq in shown if seq not in shows)
+        pts.append(int(round(t)))
+        if on_frame is not None:
+            on_frame(k)
+    return Chunk(frames=frames, first_index=first, pts_ms=pts, shows_directives=shows)
