@@ -20,6 +20,13 @@ def connect(server):
     return websockets.connect(server.ws_url, open_timeout=TIMEOUT, close_timeout=5, max_size=None)
 
 
+async def _a_served_conversation(folder: str, **options) -> dict:
+    """One server on `folder`: a chat until the character sits, then the server stops."""
+    first = await asyncio.to_thread(make_service, conversations_dir=folder, **options)
+    async with running(first) as server:
+        return await _talk_until_seated(server)
+
+
 async def _talk_until_seated(server) -> dict:
     async with connect(server) as ws:
         ready = await hello(ws)
@@ -32,9 +39,7 @@ async def _talk_until_seated(server) -> dict:
 
 async def test_a_restarted_server_resumes_the_conversation_where_it_was(tmp_path):
     folder = str(tmp_path / "conversations")
-    first = await asyncio.to_thread(make_service, conversations_dir=folder)
-    async with running(first) as server:
-        said = await _talk_until_seated(server)
+    said = await _a_served_conversation(folder)
     second = await asyncio.to_thread(make_service, conversations_dir=folder)
     async with running(second) as server, connect(server) as ws:
         ready = await hello(ws, session=said["session"])
@@ -51,18 +56,14 @@ async def test_a_restarted_server_resumes_the_conversation_where_it_was(tmp_path
 
 async def test_another_persona_or_saving_off_starts_a_new_conversation(tmp_path):
     folder = str(tmp_path / "conversations")
-    first = await asyncio.to_thread(make_service, conversations_dir=folder)
-    async with running(first) as server:
-        said = await _talk_until_seated(server)
+    said = await _a_served_conversation(folder)
     second = await asyncio.to_thread(make_service, conversations_dir=folder)
     async with running(second) as server, connect(server) as ws:
         ready = await hello(ws, session=said["session"], persona="bjorn")
         assert ready["resumed"] is False and ready["history"] == [] and ready["session"] != said["session"]
 
     off = str(tmp_path / "off")
-    third = await asyncio.to_thread(make_service, conversations_dir=off, keep_conversations=False)
-    async with running(third) as server:
-        unsaved = await _talk_until_seated(server)
+    unsaved = await _a_served_conversation(off, keep_conversations=False)
     assert not os.path.exists(off)
     fourth = await asyncio.to_thread(make_service, conversations_dir=off)
     async with running(fourth) as server, connect(server) as ws:
