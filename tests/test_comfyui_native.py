@@ -298,17 +298,19 @@ async def test_cancel_pauses_a_streaming_session_and_resume_goes_on(comfyui_serv
         dropped_before = dropped
         await ws.send(json.dumps({"type": "resume", "id": "r1"}))
         indexes: list[int] = []
-        reported = False  # a metrics message after the frames: it counts any dropped among them
-        while len(indexes) < 4 or not reported:
+        reports = 0  # metrics messages after the frames (a second apart): they count the drops
+        while len(indexes) < 4 or reports < 2:
             data = await asyncio.wait_for(ws.recv(), 60)
             if isinstance(data, bytes) and parse_media_frame(data)[0] == MEDIA_JPEG:
                 indexes.append(parse_media_frame(data)[1])
             elif isinstance(data, str) and note_metrics(data)["type"] == "metrics" and len(indexes) >= 4:
-                reported = True
+                reports += 1
         # From where they stopped: no frame missing but those the server says it dropped for a
-        # viewer slower than the stream (a loaded box: chunks of 240 frames land at once).
+        # viewer slower than the stream (a loaded box: chunks of 240 frames land at once), give
+        # or take one queue of frames (8) in flight when the counts were read. A lost chunk is
+        # 240 frames.
         skipped = indexes[0] - (last + 1)
-        assert skipped <= dropped - dropped_before, (last, indexes, dropped_before, dropped)
+        assert skipped <= dropped - dropped_before + 8, (last, indexes, dropped_before, dropped)
         assert indexes == sorted(indexes), indexes
 
 
