@@ -23,3 +23,14 @@ def test_every_result_file_names_its_commit_date_and_whether_the_tree_was_clean(
         dirty = result["dirty"]
         assert dirty is False or (isinstance(dirty, str) and dirty.startswith("sha256:")) or (
             dirty is None and result.get("provenance") == record.UNSTAMPED), f"{path.name}: dirty={dirty!r}"
+
+
+def test_every_raw_log_opens_with_its_provenance():
+    """Raw device logs kept beside the results name the commit, whether it was clean, the
+    device and the date on their first line."""
+    logs = sorted((REPO / "benchmarks" / "results").rglob("*.log"))
+    for path in logs:
+        first = path.read_text().split("\n", 1)[0]
+        assert first.startswith("# provenance:"), path.name
+        assert re.search(r"commit [0-9a-f]{7,40}", first) and re.search(r"dirty (false|sha256:\w+)", first), path.name
+        assert "device " in first and re.search(r"date \d{4}-\d{2}-\d{2}", first), path.name
