@@ -69,9 +69,7 @@ def service_fixtures(*, recordings: bool = False, **options):
     return service, warm
 
 
-@dataclass
-class RunningServer:
-    service: PersonaService
+class _LoopbackURLs:
     port: int
 
     @property
@@ -81,6 +79,12 @@ class RunningServer:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class RunningServer(_LoopbackURLs):
+    service: PersonaService
+    port: int
 
 
 def make_service(**config) -> PersonaService:
@@ -151,19 +155,11 @@ async def settle(predicate, timeout: float = TIMEOUT) -> None:
 
 
 @dataclass
-class ServeProcess:
+class ServeProcess(_LoopbackURLs):
     """A `persona serve` subprocess (`serve_process`)."""
 
     process: asyncio.subprocess.Process
     port: int
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/persona/ws"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 @contextlib.asynccontextmanager

@@ -40,10 +40,11 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ...errors import PersonaError
-from ..server.guard import Route, guarded, security_headers
+from ..server.guard import Route, guarded
 from ..server.limits import ConnectionGate, FailureLimiter, peer_address
 from ..server.protocol import Hello, ProtocolError, error_message, frame_too_large, parse
 from ..server.service import STATIC_DIR, handle_static, policy_for
+from ..server.site import gated_app
 from .checkpoint import Placement
 from .settings import ClusterConfig
 
@@ -499,22 +500,7 @@ def create_ingress_app(ingress: ClusterIngress) -> web.Application:
     """The ingress's app, behind the same access policy as `persona serve` (guard.py); serve it
     with `site.start_server(app, host, port, ingress.gate)`."""
 
-    gate = ingress.gate
-
-    @web.middleware
-    async def headers(request: web.Request, handler):
-        gate.request_started(request.transport)  # no idle timeout while a request (a WebSocket) is served
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            security_headers(exc)
-            raise
-        finally:
-            gate.request_finished(request.transport)
-        security_headers(response)
-        return response
-
-    app = web.Application(middlewares=[headers], client_max_size=1024 * 1024)
+    app = gated_app(ingress.gate)
     policy = policy_for(ingress.config)
     gets = [
         ("/persona/ws", ingress.handle_ws, Route.SOCKET),

@@ -84,8 +84,8 @@ class ConversationStore(Protocol):
 
 class FileConversationStore:
     """One `<session id>.json` per session under `folder`; at most `max_sessions` files and
-    none older than `max_age_s` (the oldest go first, checked after each write, on the
-    writer's thread)."""
+    none older than `max_age_s` (the oldest go first, checked when a file is added, on the
+    writer's thread; `get` refuses an older checkpoint whatever is on disk)."""
 
     def __init__(self, folder: Path, *, max_sessions: int = 1000, max_age_s: float = 30 * 24 * 3600.0) -> None:
         self.folder = folder
@@ -123,13 +123,15 @@ class FileConversationStore:
             self._writer.submit(self._write, path, json.dumps(checkpoint.public(), ensure_ascii=False))
 
     def _write(self, path: Path, text: str) -> None:
+        new = not path.exists()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, text)
         except OSError as exc:  # a full disk: the conversation goes on, unsaved, said in the log
             log.warning("conversation %s not saved: %s", path.name, exc)
             return
-        self._evict()
+        if new:  # only a new file can take the folder past its bound
+            self._evict()
 
     def drop(self, session_id: str) -> None:
         path = self._path(session_id)

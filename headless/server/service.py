@@ -34,7 +34,7 @@ from .context import SessionContext
 from .conversations import Checkpointer, ConversationStore, FileConversationStore
 from .encoder import make_encoder
 from .gallery import GalleryRoutes
-from .guard import AccessPolicy, Route, guarded, security_headers
+from .guard import AccessPolicy, Route, guarded
 from .limits import ConnectionGate, FailureLimiter, RateWindow, peer_address
 from .metrics import ServerMetrics
 from .protocol import (
@@ -56,6 +56,7 @@ from .protocol import (
 )
 from .recording import RecordingDesk
 from .session import ViewerSession
+from .site import gated_app
 from .webrtc import WebRTCDesk
 
 log = logging.getLogger("comfyui_persona.serve")
@@ -147,10 +148,8 @@ class PersonaService:
             if checkpoint is not None and wanted is not None and tuple(checkpoint.cast or [checkpoint.persona_id]) != wanted:
                 checkpoint = None  # another persona or cast: a new session, as for one held here
         if checkpoint is not None:
-            hello = dataclasses.replace(hello, session=None, persona=checkpoint.persona_id,
+            hello = dataclasses.replace(hello, session=None, persona=None if checkpoint.cast else checkpoint.persona_id,
                                         scene=tuple(checkpoint.cast) or None)
-            if hello.scene:
-                hello = dataclasses.replace(hello, persona=None)
             session, _ = await self._open_or_resume(hello, connection, checkpoint.session_id)
             self.checkpointer.restore(session, checkpoint)
             resumed = True
@@ -684,28 +683,9 @@ def policy_for(config: ServerConfig) -> AccessPolicy:
 
 
 def create_app(service: PersonaService) -> web.Application:
-    """A standalone app serving `service`; closing the app closes the sessions.
-
-    Its middleware puts the security headers on every answer, the ones aiohttp makes
-    itself (404, 405) included, and tells the connection gate when a request is in progress
-    (the idle timeout runs only between requests). Serve it with `site.start_server`."""
-
-    gate = service.gate
-
-    @web.middleware
-    async def headers(request: web.Request, handler):
-        gate.request_started(request.transport)  # no idle timeout while a request is served
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            security_headers(exc)
-            raise
-        finally:
-            gate.request_finished(request.transport)
-        security_headers(response)
-        return response
-
-    app = web.Application(middlewares=[headers], client_max_size=1024 * 1024)
+    """A standalone app serving `service` (`site.gated_app`: security headers, the idle
+    gate); closing the app closes the sessions. Serve it with `site.start_server`."""
+    app = gated_app(service.gate)
     add_routes(app.router, service, policy_for(service.config))
 
     async def on_shutdown(app: web.Application) -> None:

@@ -10,9 +10,32 @@ import asyncio
 
 from aiohttp import web
 
+from .guard import security_headers
 from .limits import ConnectionGate
 
-__all__ = ["GatedSite", "start_server"]
+__all__ = ["GatedSite", "gated_app", "start_server"]
+
+
+def gated_app(gate: ConnectionGate) -> web.Application:
+    """An app whose middleware puts the security headers on every answer, the ones aiohttp
+    makes itself (404, 405) included, and tells `gate` when a request (a WebSocket too) is in
+    progress: the idle timeout runs only between requests. `persona serve` and the cluster's
+    ingress are built on it."""
+
+    @web.middleware
+    async def headers(request: web.Request, handler):
+        gate.request_started(request.transport)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            security_headers(exc)
+            raise
+        finally:
+            gate.request_finished(request.transport)
+        security_headers(response)
+        return response
+
+    return web.Application(middlewares=[headers], client_max_size=1024 * 1024)
 
 
 class GatedSite(web.TCPSite):
