@@ -19,8 +19,10 @@ from .dispatch import (
     AttentionRouter,
     BackendUnavailableError,
     DenseRouter,
+    Fp8Router,
     attention,
     explain,
+    fp8_router,
 )
 from .sparse import BlockSparseParams, block_sparse_attention
 
@@ -51,6 +53,7 @@ __all__ = [
     "BackendUnavailableError",
     "BlockSparseParams",
     "DenseRouter",
+    "Fp8Router",
     "SparseAttentionConfig",
     "SparseConfigError",
     "SparseRouter",
@@ -58,5 +61,6 @@ __all__ = [
     "block_sparse_attention",
     "dense_attention",
     "explain",
+    "fp8_router",
     "make_router",
 ]
