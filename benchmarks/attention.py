@@ -168,24 +168,6 @@ def time_ms(fn, warmup: int, iters: int, device) -> dict[str, float]:
 # --------------------------------------------------------------------------- cases
 
 
-def captured(kernel, q, k, v):
-    """`kernel(q, k, v)` recorded in a CUDA graph at the first call, replayed at every call (the
-    engine captures whole passes: a kernel that cannot be captured fails here, as a case)."""
-    state: dict = {}
-
-    def replay():
-        if not state:
-            kernel(q, k, v)  # builds, compiles, initialises outside the capture
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                state["out"] = kernel(q, k, v)
-            state["graph"] = graph
-        state["graph"].replay()
-        return state["out"]
-
-    return replay
-
-
 def card_slug(device) -> str:
     if device.type != "cuda":
         return "cpu"
@@ -305,7 +287,7 @@ def run(args) -> dict:
         if on_gpu:
             for kernel in ("cudnn", "flash", "efficient"):
                 case(f"sdpa_{kernel}", lambda kernel=kernel: dense_mod.sdpa_with(kernel)(q, k, v))
-        for backend in ("sage", "sparge", "sage3", "fp8"):
+        for backend in ("sage", "sparge", "sage3"):
             why = attn.explain(attn.AttentionBackend(backend), q, k, v)
             if why:
                 record["skipped"].append(f"{shape_name}/{backend}: {'; '.join(why)}")
@@ -317,11 +299,6 @@ def run(args) -> dict:
                     continue
                 kernel = dispatch._kernel(attn.AttentionBackend(backend), None)
                 case(backend, lambda kernel=kernel: kernel(q, k, v))
-                if backend == "fp8":
-                    case("fp8_cuda_graph", captured(kernel, q, k, v))
-
-        if args.no_sparse:
-            return
 
         # block-sparse settings
         blocks = {} if not args.smoke else {"block_q": 16, "block_k": 16}  # smoke: several tiny blocks
@@ -586,7 +563,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--engine-repeats", type=int, default=5)
     parser.add_argument("--skip-kernels", action="store_true", help="only the engine chunk timing")
-    parser.add_argument("--no-sparse", action="store_true", help="dense and quantised kernels only (no block-sparse sweep)")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--wheels", help="folder of wheels to pip-install offline first (optional kernels)")
     parser.add_argument("--table", help="print the markdown results table of this result file and exit")

@@ -11,9 +11,6 @@
 #                                         # GEMMs autotuned against cuBLAS): its compile cost and speed
 #   bash benchmarks/gpu_wave2.sh serving  # CUDA tests; batched capacity at both sizes and paced 1-3
 #                                         # sessions at 480x832, no separate processes       (~8 min)
-#   bash benchmarks/gpu_wave2.sh fp8attn  # FP8 attention (cuDNN): its CUDA tests, kernel vs BF16 at both
-#                                         # sizes (error, CUDA-graph replay), one stream bf16 vs fp8
-#                                         # attention at both sizes, side by side         (~6 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
 #
 # Runs from a copy of the tree without .git or a venv: `comfyui_persona` is made importable from
@@ -34,7 +31,7 @@ mkdir -p "$OUT"
 SITE=$(mktemp -d)
 ln -s "$PWD" "$SITE/comfyui_persona"
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-if ls .whl/*.whl >/dev/null 2>&1; then  # carried wheels: pydantic, nvidia-cudnn-frontend (FP8 attention)...
+if ! "$PY" -c "import pydantic" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl
 fi
 HAVE_PYDANTIC=0
@@ -104,18 +101,11 @@ elif [ "$MODE" = serving ]; then
     --sessions 1,4,8,10 --label wave2-serving-capacity-320
   needs_pydantic paced-480 && step paced-480 170 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2,3 \
     --seconds 20 --label wave2-serving-paced-480
-elif [ "$MODE" = fp8attn ]; then
-  step gpu-tests 150 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu \
-    tests/test_attention_fp8.py tests/test_longlive_host.py
-  step attention-kernels 120 "$PY" benchmarks/attention.py --no-sparse --no-engine --iters 30
-  cp benchmarks/results/attention-*.json "$OUT"/ 2>/dev/null
-  step single-fp8attn 330 "${BENCH[@]}" --sizes 480x832,320x576 --attention-precision bf16,fp8 --no-decode \
-    --label wave2-fp8attn
 elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
 else
-  echo "usage: $0 part1 | part2 | serving | fp8attn | part3 | --smoke" >&2
+  echo "usage: $0 part1 | part2 | serving | part3 | --smoke" >&2
   exit 2
 fi
 
@@ -133,8 +123,7 @@ for path in sorted(glob.glob(os.path.join(out, "*.json")) + glob.glob(os.path.jo
     lines.append(head)
     for run in m.get("runs", []):
         eng = run.get("engine", {})
-        lines.append(f"  {run.get('height')}x{run.get('width')} {run.get('linear')} attn={run.get('attention_precision')} "
-                     f"err={run.get('fp8_attention_vs_bf16')} compile={run.get('compile')}: "
+        lines.append(f"  {run.get('height')}x{run.get('width')} {run.get('linear')} compile={run.get('compile')}: "
                      f"chunk {run.get('chunk_ms_p50')} ms, DiT {run.get('fps_video_dit_only')} fps, "
                      f"frames on host {eng.get('fps_video_frames_on_host')} fps, first chunk {eng.get('first_chunk_ms_p50')} ms, "
                      f"directive after {eng.get('directive_to_frames_ms_after_p50')} ms, "

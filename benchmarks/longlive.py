@@ -94,8 +94,7 @@ COMPILE_OPTIONS = {
 }
 
 
-def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width, compile_mode, graphs=False,
-               attention_precision="bf16"):
+def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width, compile_mode, graphs=False):
     cfg = cfgmod.WanConfig.from_name(args.preset)
     dtype = getattr(torch, args.dtype)
     timer = Timer(torch, device)
@@ -108,12 +107,7 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     model.fuse_qkv()  # as the engine loads it
     lat_h, lat_w = height // cfg.vae_stride[1], width // cfg.vae_stride[2]
     fp8 = fp8_error(torch, model, samplermod, args, lat_h, lat_w) if args.linear == "fp8" else None
-    fp8_attention = None
-    if attention_precision == "fp8":
-        fp8_attention = fp8_attention_error(torch, model, samplermod, args, lat_h, lat_w, device)
     runtime = EngineRuntime(model)  # after every change to the weights
-    if attention_precision == "fp8":
-        runtime.use_fp8_attention()  # before the session: its stream takes the runtime's router
     compile_s = None
     if compile_mode in COMPILE_OPTIONS:
         runtime.compile(options=COMPILE_OPTIONS[compile_mode])
@@ -195,8 +189,6 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
         "cuda_graphs": graphs,
         "linear": args.linear,
         "fp8_vs_bf16": fp8,
-        "attention_precision": attention_precision,
-        "fp8_attention_vs_bf16": fp8_attention,
         "tokens_per_frame": geometry.tokens_per_frame,
         "recache_mode": args.recache_mode,
         "graph_replays": runtime.graph_replays,
@@ -383,28 +375,6 @@ def fp8_error(torch, model, samplermod, args, lat_h, lat_w) -> dict:
     return {"layers_fp8": replaced, "chunks": 2, "rel_l1": round(rel_l1, 5), "cosine": round(cosine, 6)}
 
 
-def fp8_attention_error(torch, model, samplermod, args, lat_h, lat_w, device) -> dict:
-    """How far two chunks move when self-attention runs in FP8 (cuDNN) instead of bf16, on the
-    model as it is (FP8 linears or not), eager. Random weights: arithmetic error, not quality."""
-    from comfyui_persona.video.attention import fp8, fp8_router
-
-    gen = torch.Generator(device="cpu").manual_seed(1)
-    cfg = model.cfg
-    text = torch.randn(1, cfg.text_len, cfg.text_dim, generator=gen).to(model.patch_embedding.weight)
-    sampler = samplermod.StreamingSampler(model, steps=args.steps, seed=0)
-
-    def two_chunks(router):
-        sampler.start(lat_h, lat_w, router=router)
-        sampler.set_prompt(text)
-        return torch.cat([sampler.next_chunk().float() for _ in range(2)])
-
-    ref = two_chunks(None)
-    out = two_chunks(fp8_router(device))
-    rel_l1 = ((out - ref).abs().sum() / ref.abs().sum()).item()
-    cosine = torch.nn.functional.cosine_similarity(out.flatten(), ref.flatten(), dim=0).item()
-    return {"chunks": 2, "rel_l1": round(rel_l1, 5), "cosine": round(cosine, 6), "graphs": fp8.graph_modes()}
-
-
 def engine_tae(torch, device, smoke: bool, compiled: bool):
     """TAEW2.1 (random weights) as the engine runs it: fp16, compiled on a GPU when the DiT is."""
     from comfyui_persona.video.decoders.taehv import build_taehv
@@ -531,9 +501,6 @@ def main(argv=None) -> int:
     parser.add_argument("--linear", default="auto", choices=["auto", "bf16", "fp8"],
                         help="block linears in the model dtype, or FP8 e4m3 (video/longlive/fp8.py); auto: the "
                         "engine's default (fp8 on Hopper and newer)")
-    parser.add_argument("--attention-precision", default="",
-                        help="comma list of bf16, fp8 (self-attention precision; one run each). Default: the "
-                        "engine's default (LongLiveSettings.attention_precision) as it resolves on this card")
     parser.add_argument("--attention", default="", help='sparse routing settings as JSON, e.g. \'{"sparge_attention": true}\' (default dense SDPA)')
     parser.add_argument("--no-decode", action="store_true", help="skip the decode timing and the engine-loop (pipeline) runs")
     parser.add_argument("--decoders", default="tae,vae", help="decoders timed alone: comma list of tae, vae")
@@ -585,11 +552,6 @@ def main(argv=None) -> int:
         args.linear = "fp8" if capability is not None and capability >= (9, 0) else "bf16"
     args.compile = ",".join(("default" if device.type == "cuda" else "none") if m.strip() == "auto" else m.strip()
                             for m in args.compile.split(","))
-    if not args.attention_precision:  # as the engine resolves its default on this card
-        from comfyui_persona.video.longlive.settings import LongLiveSettings
-
-        default = LongLiveSettings().resolved(str(device), capability)
-        args.attention_precision = "fp8" if default.fp8_attention else "bf16"
     if args.paced or args.capacity or args.interrupt:
         return serve(args, torch, device, card, short)
     results: list[dict] = []
@@ -610,7 +572,6 @@ def main(argv=None) -> int:
                 "chunks_timed": args.chunks,
                 "weights": "random (meta -> to_empty -> seeded init)",
                 "attention": args.attention or "dense SDPA (DenseRouter)",
-                "attention_precision": args.attention_precision,
                 "not_included": "text encoding (cached per prompt); decode is timed separately per decoder and "
                 "added sequentially in fps_video_with_<decoder> (no DiT/decode overlap); `engine` times the "
                 "engine's own loop (video/longlive/host.py) with the TAE, frames on the host",
@@ -619,13 +580,13 @@ def main(argv=None) -> int:
             }, metrics={"runs": results})
 
     graph_settings = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graphs]
-    runs = [(mode.strip(), graphs, size, attention) for mode in args.compile.split(",") for graphs in graph_settings
-            for size in args.sizes.split(",") for attention in args.attention_precision.split(",")]
+    runs = [(mode.strip(), graphs, size) for mode in args.compile.split(",") for graphs in graph_settings
+            for size in args.sizes.split(",")]
     with torch.inference_mode():
-        for mode, graphs, size, attention in runs:
+        for mode, graphs, size in runs:
             h, w = (int(v) for v in size.lower().split("x"))
             try:
-                res = bench_size(torch, cfgmod, modelmod, samplermod, args, device, h, w, mode, graphs, attention)
+                res = bench_size(torch, cfgmod, modelmod, samplermod, args, device, h, w, mode, graphs)
             except Exception as exc:  # keep the other runs' numbers; say what failed
                 if args.smoke:
                     raise
@@ -659,10 +620,7 @@ def serve(args, torch, device, card: str, short: str) -> int:
     processes = [int(n) for n in args.processes.split(",") if n.strip()]
     every = tuple(float(v) for v in args.directive_every.split(","))
     settings_kw = {"compile": "on" if "default" in args.compile else "off", "linear_precision": args.linear,
-                   "recache_mode": args.recache_mode, "cuda_graphs": args.cuda_graphs != "off",
-                   "attention_precision": args.attention_precision}
-    if "," in args.attention_precision:
-        raise SystemExit("--paced/--capacity/--interrupt take one --attention-precision (run twice to compare)")
+                   "recache_mode": args.recache_mode, "cuda_graphs": args.cuda_graphs != "off"}
 
     def write(extra: dict | None = None) -> None:
         write_result(out, "longlive-serving", card, config={

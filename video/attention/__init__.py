@@ -19,10 +19,8 @@ from .dispatch import (
     AttentionRouter,
     BackendUnavailableError,
     DenseRouter,
-    Fp8Router,
     attention,
     explain,
-    fp8_router,
 )
 from .sparse import BlockSparseParams, block_sparse_attention
 
@@ -53,7 +51,6 @@ __all__ = [
     "BackendUnavailableError",
     "BlockSparseParams",
     "DenseRouter",
-    "Fp8Router",
     "SparseAttentionConfig",
     "SparseConfigError",
     "SparseRouter",
@@ -61,6 +58,5 @@ __all__ = [
     "block_sparse_attention",
     "dense_attention",
     "explain",
-    "fp8_router",
     "make_router",
 ]

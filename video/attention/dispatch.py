@@ -7,8 +7,7 @@ The model asks a router once per layer and denoising step which function to use
 Backends (`AttentionBackend`): dense SDPA (always there; cuDNN, then FlashAttention on CUDA),
 block-sparse on FlexAttention (`sparse.py`, SpargeAttn's selection), and three optional
 third-party kernels used only when installed and the card fits: SageAttention (`sage`),
-SpargeAttn's own kernels (`sparge`), SageAttention3 FP4 (`sage3`, Blackwell only) and cuDNN's
-FP8 attention (`fp8`, Hopper and newer, through `nvidia-cudnn-frontend`).
+SpargeAttn's own kernels (`sparge`) and SageAttention3 FP4 (`sage3`, Blackwell only).
 Each optional backend explains a mismatch (device, dtype, head_dim, card) with
 `BackendUnavailableError` and must pass a self-check against dense on first use.
 """
@@ -23,7 +22,7 @@ from typing import Protocol
 import torch
 
 from ...errors import PersonaError
-from . import fp8, sage, spargeattn
+from . import sage, spargeattn
 from .dense import dense_attention
 from .selfcheck import self_check
 from .sparse import BlockSparseParams, block_sparse_attention
@@ -40,7 +39,6 @@ class AttentionBackend(str, Enum):
     SAGE = "sage"
     SPARGE = "sparge"
     SAGE3 = "sage3"
-    FP8 = "fp8"
 
 
 class BackendUnavailableError(PersonaError, RuntimeError):
@@ -77,7 +75,6 @@ _CHECKS: dict[AttentionBackend, tuple[Callable[[], str | None], Callable[..., li
     AttentionBackend.SAGE: (sage.sage_missing, sage.sage_constraints),
     AttentionBackend.SPARGE: (spargeattn.sparge_missing, spargeattn.sparge_constraints),
     AttentionBackend.SAGE3: (sage.sage3_missing, sage.sage3_constraints),
-    AttentionBackend.FP8: (fp8.fp8_missing, fp8.fp8_constraints),
 }
 
 
@@ -115,8 +112,6 @@ def _kernel(backend: AttentionBackend, params: BlockSparseParams | None) -> Atte
         return functools.partial(spargeattn.sparge_attention, params=params or BlockSparseParams())
     if backend is AttentionBackend.SAGE3:
         return sage.sage3_attention
-    if backend is AttentionBackend.FP8:
-        return fp8.fp8_attention
     raise ValueError(f"unknown attention backend {backend!r}")
 
 
@@ -179,19 +174,3 @@ class DenseRouter:
 
     def select(self, layer: int, timestep: float, refresh: bool) -> AttentionFn:
         return dense_attention
-
-
-class Fp8Router(DenseRouter):
-    """cuDNN's FP8 self-attention in every layer. Stateless and capturable in CUDA graphs like
-    `DenseRouter` (the engine treats it as dense); build it with `fp8_router`."""
-
-    def select(self, layer: int, timestep: float, refresh: bool) -> AttentionFn:
-        return fp8.fp8_attention
-
-
-def fp8_router(device: torch.device | str) -> Fp8Router:
-    """An `Fp8Router` once FP8 attention fits this device and passed its self-check; else
-    `BackendUnavailableError` naming every reason."""
-    probe = torch.empty(1, 1, 1, 128, device=device, dtype=torch.bfloat16)
-    check_backend(AttentionBackend.FP8, probe, probe, probe)
-    return Fp8Router()

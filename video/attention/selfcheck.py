@@ -27,7 +27,6 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     "sage": (0.99, 0.1),
     "sparge": (0.99, 0.1),
     "sage3": (0.97, 0.25),
-    "fp8": (0.99, 0.1),
 }
 
 

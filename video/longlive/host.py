@@ -60,7 +60,7 @@ import torch
 
 from ...errors import PersonaError
 from ..backend import RenderError
-from .runtime import EngineRuntime
+from .runtime import DENSE, EngineRuntime
 from .stream import RecacheMode, RecacheTiming, SessionStream
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ class EngineHost:
             self.runtime.setup(max(row + 1, self.runtime.store.capacity if self.latent_hw == (latent_h, latent_w) else 0),
                                latent_h, latent_w)
             stream = SessionStream(self.runtime, row, steps=steps, seed=seed, recache_mode=recache_mode,
-                                   router=router, begin_hook=begin_hook, timing=timing)
+                                   router=router or DENSE, begin_hook=begin_hook, timing=timing)
             self._counter += 1
             session = HostedSession(self, stream, open_stream(self.decoder), name or f"session-{self._counter}")
             self.sessions.append(session)

@@ -121,8 +121,7 @@ def decoder_dtype(device, decoder: str) -> torch.dtype:
 
 def prepare_runtime(model, speed) -> EngineRuntime:
     """The loaded (LoRA-merged) model as the engine runs it: q/k/v fused, FP8 block linears if
-    `speed.fp8`, compiled if `speed.compile`, CUDA graphs if `speed.cuda_graphs`, FP8 attention
-    if `speed.fp8_attention` (a
+    `speed.fp8`, compiled if `speed.compile`, CUDA graphs if `speed.cuda_graphs` (a
     `settings.ResolvedSpeed`). Shared by `load_engine` and the benchmarks (random weights)."""
     model.fuse_qkv()  # after the LoRA merge, which names q, k, v
     if speed.fp8:
@@ -133,15 +132,6 @@ def prepare_runtime(model, speed) -> EngineRuntime:
     if speed.compile:
         runtime.compile(speed.compile_mode)
     runtime.use_cuda_graphs(speed.cuda_graphs)
-    if speed.fp8_attention:
-        from ..attention import BackendUnavailableError
-
-        try:
-            runtime.use_fp8_attention()
-        except BackendUnavailableError as exc:
-            if speed.fp8_attention_required:
-                raise
-            log.warning("LongLive: self-attention stays bf16: %s", exc)
     return runtime
 
 

@@ -132,8 +132,6 @@ class EngineRuntime:
         self._graphs: dict[tuple, _CapturedPass] | None = None  # see use_cuda_graphs
         self.passes_run = 0
         self.graph_replays = 0
-        #: The router of sessions that choose none: dense attention in BF16 or FP8 (`use_fp8_attention`).
-        self.dense_router: DenseRouter = DENSE
 
     @property
     def device(self) -> torch.device:
@@ -258,15 +256,6 @@ class EngineRuntime:
         )
         self.compiled = {"mode": mode, "backend": backend, "options": options}
         self.drop_cuda_graphs()  # captured with the old code
-
-    def use_fp8_attention(self, enabled: bool = True) -> None:
-        """Self-attention in FP8 through cuDNN (video/attention/fp8.py) for sessions that choose
-        no router, or back to BF16. Raises `BackendUnavailableError` naming every reason when FP8
-        attention cannot run here (no Hopper card, no `nvidia-cudnn-frontend`, a failed self-check)."""
-        from ..attention import fp8_router
-
-        self.dense_router = fp8_router(self.device) if enabled else DENSE
-        self.drop_cuda_graphs()  # captured with the other attention
 
     # ---- CUDA graphs -----------------------------------------------------------------------
 

@@ -81,13 +81,6 @@ class LongLiveSettings(BaseModel):
         "faster). auto = fp8 on Hopper or newer GPUs, bf16 elsewhere. video/longlive/fp8.py.",
         json_schema_extra=_ui(7, load=True, component="select"),
     )
-    attention_precision: Literal["auto", "bf16", "fp8"] = Field(
-        "bf16",
-        description="Self-attention in bf16 (PyTorch SDPA, cuDNN) or FP8 e4m3 (cuDNN's fused FP8 attention through "
-        "nvidia-cudnn-frontend: slightly different numbers, faster). auto = fp8 on Hopper or newer GPUs where the "
-        "package is installed and passes its self-check, bf16 elsewhere. video/attention/fp8.py.",
-        json_schema_extra=_ui(11, load=True, component="select"),
-    )
     cuda_graphs: bool = Field(
         True,
         description="On a GPU, replay each steady-state DiT pass as one CUDA graph instead of launching "
@@ -173,11 +166,8 @@ class LongLiveSettings(BaseModel):
             fp8 = cuda and capability is not None and capability >= (9, 0)
         else:
             fp8 = self.linear_precision == "fp8"
-        hopper = cuda and capability is not None and capability >= (9, 0)
         warmup = tuple(int(v) for v in self.warmup_size.split("x")) if self.warmup_size else None
         return ResolvedSpeed(compile=compile_on, fp8=fp8, cuda_graphs=self.cuda_graphs and cuda,
-                             fp8_attention=self.attention_precision == "fp8" or (self.attention_precision == "auto" and hopper),
-                             fp8_attention_required=self.attention_precision == "fp8",
                              compile_mode=None if self.compile_mode == "default" else "max-autotune-no-cudagraphs",
                              warmup_hw=warmup if compile_on and cuda else None)
 
@@ -189,8 +179,5 @@ class ResolvedSpeed:
     compile: bool
     fp8: bool
     cuda_graphs: bool
-    #: FP8 self-attention wanted; `_required`: asked for by name (an error if it cannot run)
-    fp8_attention: bool
-    fp8_attention_required: bool
     compile_mode: str | None
     warmup_hw: tuple[int, int] | None

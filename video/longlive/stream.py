@@ -45,7 +45,7 @@ from typing import Literal
 
 import torch
 
-from .runtime import EngineRuntime, PassRow
+from .runtime import DENSE, EngineRuntime, PassRow
 from .scheduler import denoising_timesteps, flow_to_x0, renoise
 from .window import ChunkPlan, KVWindow
 
@@ -132,8 +132,7 @@ class SessionStream:
     steps: int | None = None
     seed: int = 0
     recache_mode: RecacheMode = "stock"
-    #: None: the runtime's dense router (BF16, or FP8 where the engine enabled it)
-    router: object = None
+    router: object = DENSE
     #: Called when a chunk begins: the prompt embedding for it, or None to keep the current one.
     begin_hook: Callable[[], torch.Tensor | None] | None = None
     timing: RecacheTiming = "after"
@@ -142,8 +141,6 @@ class SessionStream:
     def __post_init__(self) -> None:
         store = self.runtime._require_store()
         cfg = self.runtime.model.cfg
-        if self.router is None:
-            self.router = self.runtime.dense_router
         self.recache_mode = checked_recache_mode(self.recache_mode)
         self.timing = checked_recache_timing(self.timing)
         self.cfg = cfg
