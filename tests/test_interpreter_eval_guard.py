@@ -8,7 +8,7 @@ docs/interpreter.md), not targets, and a change may only raise them."""
 from __future__ import annotations
 
 import pytest
-from interpreter import load_eval, score
+from interpreter import SPLITS, load_eval, score
 
 from comfyui_persona.persona.card import Persona
 from comfyui_persona.persona.interpreter import InterpretRequest, get_interpreter
@@ -33,7 +33,7 @@ BELOW_GUARD = {
     ("holdout4", "ja"): 0.87,
     ("holdout4", "zh"): 0.87,
 }
-SPLITS = ("dev", "holdout", "dev2", "holdout2", "holdout3", "dev3", "holdout4")
+
 
 
 @pytest.fixture(scope="module")
