@@ -150,7 +150,11 @@ class _Index:
                     self.vocab_words.update(w for w in words if w.isalpha() and len(w) >= 3)
 
         add(full.actions, lx.EXTRA_ACTION_PHRASES, "action")
-        add(self.vocabulary.expressions, lx.EXTRA_EXPRESSION_PHRASES, "expression")
+        moods: dict[str, tuple[str, ...]] = {
+            name: (*lx.EXTRA_EXPRESSION_PHRASES.get(name, ()), *(w.replace("-", " ") for w in lx.MOOD_WORDS.get(name, "").split()))
+            for name in {*lx.EXTRA_EXPRESSION_PHRASES, *lx.MOOD_WORDS}
+        }
+        add(self.vocabulary.expressions, moods, "expression")
         self.vocab_words.update(w for w in lx.EXPRESSION_ADVERBS)
         self._by_length: dict[int, list[str]] = {}
         for w in sorted(self.vocab_words):

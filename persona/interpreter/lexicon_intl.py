@@ -20,6 +20,7 @@ from __future__ import annotations
 #: language code → {phrase: English gloss}. Multi-word keys are matched before single words.
 GLOSSES: dict[str, dict[str, str]] = {
     "es": {
+        "sorpresa": "surprised", "asombro": "surprised", "tristeza": "sad", "alegria": "happy", "enfado": "angry",
         "en": "", "sofa": "sofa", "silla": "chair", "sillon": "armchair", "banco": "bench",
         "saluden": "wave", "saludo": "wave", "saludas": "wave", "sientense": "sit down", "bailen": "dance",
         "aplaudan": "clap", "levantense": "stand up", "caminen": "walk", "bailas": "dance", "aplaudes": "clap",
@@ -1305,6 +1306,7 @@ GLOSSES: dict[str, dict[str, str]] = {
         "よ": "",
     },
     "zh": {
+        "往左": "left", "往右": "right", "向我": "at me", "对我": "at me", "朝我": "at me", "冲我": "at me", "笑一下": "smile", "笑一个吧": "smile",
         "开心一点": "look happy", "开心点": "look happy", "难过一点": "look sad", "生气一点": "look angry",
         "你": "", "跳一支舞": "dance", "跳个舞吧": "dance", "跳起来": "jump", "先": "first", "大大": "big",
         "小小": "small", "一下子": "", "给我": "", "来": "", "做": "do",
