@@ -209,3 +209,14 @@ def test_go_ahead_is_read_from_the_seat_or_music_named(plain):
 def test_hey_before_a_stop_is_no_hello(plain):
     assert acts(plain, "oi, knock it off") == ["idle"]
     assert acts(plain, "hey, sit down") == ["wave", "sit"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["I'd love to see you again sometime", "you gotta be kidding me", "it would be great if you told me a story",
+     "forget the meeting", "you must be sore about losing"],
+)
+def test_a_frame_or_cue_before_no_request_asks_for_nothing(plain, text):
+    result = plain.interpret(InterpretRequest(text=text, persona=PERSONA))
+    assert [d.action for d in result.directives if d.action != "idle"] == []
+    assert "no supported action" not in result.note and "I can't" not in result.reply

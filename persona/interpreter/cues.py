@@ -155,7 +155,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (rf"^{_LEAD}make yourself (?:comfortable|comfy|cosy|cozy|at home)(?: (?:on|in|at) (?:the|this|that|my|our) {SEAT}|$)",
          "sit"),
         # Aches said to the listener: "you must be sore", "you must be aching from all that standing".
-        (rf"^(?:you|you're|u|ya|you've)(?: {_YOU_MID})* (?:sore|aching|achy|stiff|hurting|in pain)\b", "sit"),
+        (rf"^(?:you|you're|u|ya|you've)(?: {_YOU_MID})* (?:sore|aching|achy|stiff|hurting|in pain)\b(?! about| at| with| that| because| over)", "sit"),
         # A seat placed by the listener: "there's a comfy chair just behind you".
         (rf"~^(?:there's|theres|there is|here's|heres|here is) (?:a|an|one|another|the|my|this|that)(?: \S+)? {SEAT}"
          rf"(?: \S+){{0,3}} (?:you|ya|u|yourself|here|there)$", "sit"),
@@ -355,7 +355,9 @@ _STOP_IDIOMS = tuple(
         # out the nodding", "drop the dancing", "quit with the pointing", "lose the frowning".
         r"^(?:knock|cut|leave|lay|drop|ditch|lose|quit|skip|can|nix|kill|scrap|forget|pack|cool) (?:off |out |in |it )?"
         r"(?:with )?(?:the|all the|all that|all this|that|this|those|these|your|ur|all your|with)"
-        r"(?: \S+)? \S+ing\b",
+        r"(?: \S+)? (?!(?:meeting|wedding|building|evening|morning|thing|something|nothing|anything|everything|"
+        r"ceiling|painting|ring|king|string|feeling|clothing|ending|beginning|pudding|stuffing|spring|swing|wing)\b)"
+        r"\S+ing\b",
     )
 )
 
@@ -470,8 +472,18 @@ _FRAMES = tuple(
 )
 
 
+#: Words that show what follows a frame is no request ("I'd love to see you again", "how
+#: about the weather", "you gotta be kidding", "it'd be great if you told me a story").
+_NOT_AFTER_FRAME = frozenset(
+    """again sometime soon later today tomorrow tonight there here more around be being is are was were
+    the a an my your his her their our this that these those it its told said asked talked spoke explained
+    knew thought were had got""".split()
+)
+
+
 def request_frame(words: Sequence[str]) -> int | None:
-    """How many leading words wrap a request in a frame (see `_FRAMES`), or None."""
+    """How many leading words wrap a request in a frame (see `_FRAMES`), or None when there
+    is no frame or what follows it is not a request."""
     if len(words) < 3:
         return None
     text = _joined(words[:14])
@@ -479,7 +491,7 @@ def request_frame(words: Sequence[str]) -> int | None:
         m = pattern.match(text + " ")
         if m:
             n = len(m.group(0).split())
-            return n if n < len(words) else None
+            return n if n < len(words) and str(words[n]) not in _NOT_AFTER_FRAME else None
     return None
 
 
