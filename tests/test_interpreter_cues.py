@@ -145,3 +145,78 @@ def test_superlative_face_reads_as_that_face_at_high_intensity(plain):
 
 def test_a_run_of_one_emoji_is_one_action(plain):
     assert acts(plain, "👋👋👋") == ["wave"]
+
+
+# -- third round (issue 16): frames, stop objects, intensity families, adjuncts -------------
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("we'd love to watch you bow", ["bow"]),
+        ("it'd be awesome if you nodded", ["nod"]),
+        ("would you be able to sit down?", ["sit"]),
+        ("is it okay for you to clap?", ["clap"]),
+        ("is there any way you could shrug?", ["shrug"]),
+        ("d'you reckon you could turn right?", ["turn_right"]),
+        ("ya got to wave", ["wave"]),
+    ],
+)
+def test_a_request_frame_leaves_the_request(plain, text, want):
+    assert acts(plain, text) == want
+
+
+@pytest.mark.parametrize(
+    "text", ["I'd love to dance at my wedding", "do you like to clap along?", "I love it when people bow"]
+)
+def test_a_wish_about_the_speaker_or_a_taste_is_no_frame(plain, text):
+    assert moves(plain, text) == []
+
+
+@pytest.mark.parametrize("text", ["ditch the bowing", "skip the shrugging now", "lose all that clapping"])
+def test_a_stopping_verb_with_an_activity_object_stops(plain, text):
+    assert acts(plain, text) == ["idle"]
+
+
+@pytest.mark.parametrize(
+    ("word", "band"),
+    [("forcefully", "high"), ("exuberantly", "high"), ("feverishly", "high"), ("hesitantly", "low"),
+     ("delicately", "low"), ("softest", "low"), ("biggest", "high"), ("happily", None), ("table", None)],
+)
+def test_intensity_words_are_read_through_their_derivations(word, band):
+    assert cues.intensity_word(word) == band
+
+
+def test_best_effort_idioms_ask_at_full_strength(plain):
+    for text in ("wave with all your might", "clap as loud as you possibly can", "dance your socks off"):
+        result = plain.interpret(InterpretRequest(text=text, persona=PERSONA))
+        assert result.directives and result.directives[0].intensity >= 0.7, text
+
+
+def test_an_activity_named_after_a_preposition_is_not_asked_for(plain):
+    assert acts(plain, "you must be worn out from all the clapping") == ["sit"]
+    assert moves(plain, "after so much bowing my back hurts") == []
+    assert moves(plain, "we danced after the concert") == []
+    assert acts(plain, "after you bow, sit") == ["bow", "sit"]
+
+
+def test_go_ahead_is_read_from_the_seat_or_music_named(plain):
+    assert acts(plain, "the bench is right there, go ahead") == ["sit"]
+    assert acts(plain, "this track is a banger, go nuts") == ["dance"]
+    assert moves(plain, "go for it") == []
+
+
+def test_hey_before_a_stop_is_no_hello(plain):
+    assert acts(plain, "oi, knock it off") == ["idle"]
+    assert acts(plain, "hey, sit down") == ["wave", "sit"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["I'd love to see you again sometime", "you gotta be kidding me", "it would be great if you told me a story",
+     "forget the meeting", "you must be sore about losing"],
+)
+def test_a_frame_or_cue_before_no_request_asks_for_nothing(plain, text):
+    result = plain.interpret(InterpretRequest(text=text, persona=PERSONA))
+    assert [d.action for d in result.directives if d.action != "idle"] == []
+    assert "no supported action" not in result.note and "I can't" not in result.reply

@@ -7,6 +7,7 @@ import json
 
 import jsonschema
 import pytest
+from interpreter import SPLITS
 
 from comfyui_persona.persona.card import Lines, Persona
 from comfyui_persona.persona.interpreter import (
@@ -315,7 +316,7 @@ def test_eval_set_is_well_formed():
         assert set(item) <= {
             "text", "actions", "expression", "category", "intensity", "split", "language", "not_expression"
         }
-        assert item["split"] in ("dev", "holdout", "dev2", "holdout2", "holdout3", "dev3", "holdout4"), item
+        assert item["split"] in SPLITS, item
         assert set(item["actions"]) <= names, item
         assert item["expression"] is None or item["expression"] in faces, item
     cats = {i["category"] for i in items}

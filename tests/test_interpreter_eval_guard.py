@@ -8,32 +8,19 @@ docs/interpreter.md), not targets, and a change may only raise them."""
 from __future__ import annotations
 
 import pytest
-from interpreter import load_eval, score
+from interpreter import SPLITS, load_eval, score
 
 from comfyui_persona.persona.card import Persona
 from comfyui_persona.persona.interpreter import InterpretRequest, get_interpreter
 
 GUARD = 0.90
 #: (split, category or language) → the floor where the first measurement was below GUARD.
-BELOW_GUARD = {
-    ("holdout", "chitchat"): 0.87,  # as before issue 16 ("hmm", "sitting all day is bad for you")
-    ("holdout2", "indirect"): 0.55,
-    ("holdout2", "stop"): 0.88,
-    ("holdout2", "it"): 0.80,
-    ("holdout2", "zh"): 0.86,
-    ("holdout3", "indirect"): 0.53,
-    ("holdout3", "statement"): 0.85,
-    ("holdout3", "en"): 0.66,
-    ("holdout3", "overall"): 0.66,
-    # holdout4 (benchmarks/results/interpreter-cpu-2026-12-06-holdout4.json), first run:
-    ("holdout4", "indirect"): 0.84,
-    ("holdout4", "stop"): 0.88,
-    ("holdout4", "es"): 0.87,
-    ("holdout4", "it"): 0.87,
-    ("holdout4", "ja"): 0.87,
-    ("holdout4", "zh"): 0.87,
+BELOW_GUARD: dict[tuple[str, str], float] = {
+    # Empty since the third round of issue 16: every split, category and language measures at
+    # or above GUARD. The floors it replaced (holdout2 indirect 0.55, holdout3 overall 0.66,
+    # holdout4 indirect 0.84, ...) are in this file's history and in benchmarks/results/.
 }
-SPLITS = ("dev", "holdout", "dev2", "holdout2", "holdout3", "dev3", "holdout4")
+
 
 
 @pytest.fixture(scope="module")

@@ -123,3 +123,27 @@ def test_english_stays_english(interp):
     result = run(interp, "stand up and wave")
     assert acts(result) == ["stand", "wave"]
     assert "read as" not in result.note
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "actions"),
+    [
+        ("aplaudenos", "es", ["clap"]),  # clitic joined on, accent left out
+        ("siéntense en el banco", "es", ["sit"]),
+        ("guardami e saluta", "it", ["wave"]),
+        ("applaudis-nous", "fr", ["clap"]),
+        ("点了点头", "zh", ["nod"]),  # a doubled verb is one
+        ("点三次头", "zh", ["nod", "nod", "nod"]),  # a count inside a separable verb
+        ("往左看看", "zh", ["turn_left"]),
+        ("右を見て", "ja", ["turn_right"]),  # the direction before the verb
+    ],
+)
+def test_inflected_and_reordered_forms_are_read(interp, text, language, actions):
+    result = interp.interpret(InterpretRequest(text=text, persona=Persona(id="t", name="T")))
+    assert f"read as {language}" in result.note
+    assert [d.action for d in result.directives if d.action != "idle"] == actions
+
+
+def test_a_face_in_the_japanese_past_form_is_that_face(interp):
+    result = interp.interpret(InterpretRequest(text="怒った顔をして", persona=Persona(id="t", name="T")))
+    assert [d.expression for d in result.directives] == ["angry"]

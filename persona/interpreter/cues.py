@@ -23,7 +23,8 @@ import re
 from collections.abc import Sequence
 
 __all__ = [
-    "gerund_subject", "indirect_action", "is_narrated", "is_question", "music_context", "past_tense", "stop_phrasing"
+    "activity_adjuncts", "best_effort", "gerund_subject", "go_ahead", "indirect_action", "intensity_word",
+    "is_narrated", "is_question", "music_context", "past_tense", "request_frame", "seat_context", "stop_phrasing",
 ]
 
 
@@ -63,7 +64,7 @@ EVERYBODY = _alt(
 )
 UP_WORD = _alt("up rise stand stand_up get_up on_your_feet to_your_feet upright arise on_ya_feet")
 MUSIC = _alt(
-    "music beat beats song songs tune tunes track rhythm dj playlist jam banger bop melody tunes"
+    "music beat beats song songs tune tunes track rhythm dj playlist jam banger bop melody band orchestra"
 )
 #: Dances by name: a style or a party dance is a dance. A signature move (the moonwalk, the
 #: robot, the floss, a backflip) is a move of its own, and stays unsupported.
@@ -149,6 +150,15 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (rf"^{_LEAD}(?:kick back|lounge|recline|loll|sprawl|curl up)\b", "sit"),
         (rf"~\b(?:room|space|a spot|a place|a space|plenty of room|a seat) (?:on|in|at|next to me on|beside me on)"
          rf" (?:the|this|that|my|our) {SEAT}\b", "sit"),
+        # Sink into a seat without naming it: "plop down", "flop down on the sofa".
+        (rf"^{_LEAD}(?:plop|flop|plonk|sink|slump|flump|collapse|crash|hunker) (?:yourself )?down\b", "sit"),
+        (rf"^{_LEAD}make yourself (?:comfortable|comfy|cosy|cozy|at home)(?: (?:on|in|at) (?:the|this|that|my|our) {SEAT}|$)",
+         "sit"),
+        # Aches said to the listener: "you must be sore", "you must be aching from all that standing".
+        (rf"^(?:you|you're|u|ya|you've)(?: {_YOU_MID})* (?:sore|aching|achy|stiff|hurting|in pain)\b(?! about| at| with| that| because| over)", "sit"),
+        # A seat placed by the listener: "there's a comfy chair just behind you".
+        (rf"~^(?:there's|theres|there is|here's|heres|here is) (?:a|an|one|another|the|my|this|that)(?: \S+)? {SEAT}"
+         rf"(?: \S+){{0,3}} (?:you|ya|u|yourself|here|there)$", "sit"),
         # -- stand ------------------------------------------------------------------------
         (rf"^{EVERYBODY}(?: (?:please|now|get|come|come on|on|quickly|back|let's|lets|together|at once|right|"
          rf"just|go|must|should|needs to|need to|has to|have to|can)){{0,2}} {UP_WORD}\b", "stand"),
@@ -224,6 +234,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (r"^(?:see|check|find out|tell me|show me|look at|what's|whats|what is) (?:what's |whats |what is |what )?"
          r"(?:around|near|about) (?:you|us|here)\b", "look_around"),
         (r"^(?:keep|have) (?:an eye out|your eyes peeled|a lookout|your eyes open)\b", "look_around"),
+        (rf"^(?:have|take|get|grab) (?:a |another )?(?:quick |good |little |proper |long |careful |close )?"
+         rf"(?:look|peek|gander|glance) at (?:the|this|that|your|our|all the)(?: \S+)? {PLACE}\b", "look_around"),
         # -- point ------------------------------------------------------------------------
         (r"^(?:direct|guide|steer|send) (?:me|us|them|him|her) (?:to|toward|towards|in the direction of|"
          r"over to|back to)\b", "point"),
@@ -238,6 +250,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (r"^(?:use|engage|rack) (?:your|ur) (?:head|brain|brains|noggin|noodle|grey cells|gray cells)\b", "think"),
         (r"^(?:figure|work|puzzle|think|sort) (?:it|this|that|things) (?:out|through|over)\b", "think"),
         (r"^(?:puzzle|brood) over\b", "think"),
+        # Verb, object, particle: "mull that over", "chew it over", "ponder that".
+        (r"^(?:mull|chew|turn|think|talk yourself) (?:it|that|this|things|them) (?:over|through)\b", "think"),
+        (r"^(?:ponder|contemplate|mull over|chew over|muse on|muse over|reflect on) (?:it|that|this|things|"
+         r"the question|my question|the idea)\b", "think"),
         (r"^(?:give|put) (?:it|this|that)(?: some| a little| a bit of| some serious| a moment's| a second's)? "
          r"(?:thought|think|consideration)\b", "think"),
         # -- bow, nod, shake head -------------------------------------------------------
@@ -335,6 +351,13 @@ _STOP_IDIOMS = tuple(
         r"^(?:don't|dont|do not) (?:move|budge|fidget|you move|you dare move|move a muscle)\b",
         r"^(?:hang|hold) (?:on|about|up|it|tight)\b",
         r"^(?:one|just a|wait a|gimme a|give me a) (?:sec|second|moment|minute|mo)$",
+        # A stopping verb with the activity as its object: "knock off the clapping", "cut
+        # out the nodding", "drop the dancing", "quit with the pointing", "lose the frowning".
+        r"^(?:knock|cut|leave|lay|drop|ditch|lose|quit|skip|can|nix|kill|scrap|forget|pack|cool) (?:off |out |in |it )?"
+        r"(?:with )?(?:the|all the|all that|all this|that|this|those|these|your|ur|all your|with)"
+        r"(?: \S+)? (?!(?:meeting|wedding|building|evening|morning|thing|something|nothing|anything|everything|"
+        r"ceiling|painting|ring|king|string|feeling|clothing|ending|beginning|pudding|stuffing|spring|swing|wing)\b)"
+        r"\S+ing\b",
     )
 )
 
@@ -408,3 +431,175 @@ def past_tense(word: str) -> bool:
     if w in _IRREGULAR_PAST:
         return True
     return len(w) > 4 and w.endswith("ed") and w not in _NOT_PAST
+
+
+# -- request frames ------------------------------------------------------------------------
+
+#: Frames a request is wrapped in: a wish about the listener ("I'd love to see you dance",
+#: "it would make my day if you clapped"), a question about ability or willingness ("are
+#: you able to", "is it possible for you to", "any chance you could", "do you think you
+#: could", "mind"), an obligation said to the listener ("you gotta", "ya got to"). What
+#: follows the frame is the request; a wish about the speaker ("I'd love to dance someday")
+#: has no "you" and is no frame.
+_FRAMES = tuple(
+    re.compile(p)
+    for p in (
+        r"^(?:i|i'd|id|i would|i'll|we|we'd|we would|i really|i'd really|i'd so|i would really|i'd just|i do|"
+        r"i'd honestly|i'd actually)(?: really| so| just| truly| honestly)? (?:love|like|enjoy|want|wanna|wish|adore|"
+        r"be thrilled|be happy|be delighted|be glad|like it|love it) (?:to )?(?:see|watch|have) you(?: to)?(?= )",
+        r"^(?:i|i'd|i would|we'd|we would)(?: really| so| just)? (?:love|like|appreciate|prefer|enjoy|be "
+        r"(?:happy|glad|grateful|thrilled|delighted)) (?:it )?(?:if you|for you to)(?: could| would| can)?(?= )",
+        r"^(?:it|that|it'd|that'd|it'll|that'll)(?: would| will| really would| would really)? "
+        r"(?:make my day|make me (?:happy|smile|so happy)|mean a lot|be (?:\S+ ){0,2}?(?:great|nice|lovely|cool|awesome|"
+        r"amazing|fun|wonderful|brilliant|sweet|perfect|good|helpful|fab|fantastic|ace|epic|hilarious|cute)) "
+        r"(?:if you|to see you)(?: could| would| can)?(?= )",
+        r"^(?:are|were|would|will) you (?:be )?(?:able|willing|ready|up for it|happy|okay|ok) to(?= )",
+        r"^(?:is|would|will) it (?:be )?(?:possible|ok|okay|alright|all right|cool|fine) (?:for you to|if you|to)(?= )",
+        r"^(?:is there )?(?:any|some) (?:chance|way|possibility) (?:you|that you|of you|for you to|you'd)"
+        r"(?: could| can| would| might| will| to)?(?= )",
+        r"^(?:do|d'you|dyou|don't|dont) (?:you )?(?:think|reckon|suppose|guess) (?:you )?(?:could|can|might|would|will|"
+        r"are able to)(?= )",
+        # "do you like to walk?" asks about tastes; "would you like to" invites.
+        r"^(?:would|will|could) you (?:mind|care to|like to|want to|wanna|be so kind as to|be kind enough to)(?= )",
+        r"^(?:do you|d'you) mind(?= )",
+        r"^(?:you|ya|u|y'all) (?:wanna|want to|feel like|fancy|got to|gotta|have got to|need to|have to|oughta)(?= )",
+        r"^(?:could|can|would|will) you (?:maybe|possibly|perhaps|please|kindly|just|quickly|now)"
+        r"(?: please| just| maybe)?(?= )",
+        r"^(?:mind|care to|fancy|how about you|how about|what about you|what about)(?= )",
+        r"^(?:i|we) (?:dare|challenge|bet) you (?:to|can't|cant|can)(?= )",
+        r"^(?:show me|show us|let me see|let us see|let's see) (?:if |whether )?(?:you can|how you|you)(?= )",
+    )
+)
+
+
+#: Words that show what follows a frame is no request ("I'd love to see you again", "how
+#: about the weather", "you gotta be kidding", "it'd be great if you told me a story").
+_NOT_AFTER_FRAME = frozenset(
+    """again sometime soon later today tomorrow tonight there here more around be being is are was were
+    the a an my your his her their our this that these those it its told said asked talked spoke explained
+    knew thought were had got""".split()
+)
+
+
+def request_frame(words: Sequence[str]) -> int | None:
+    """How many leading words wrap a request in a frame (see `_FRAMES`), or None when there
+    is no frame or what follows it is not a request."""
+    if len(words) < 3:
+        return None
+    text = _joined(words[:14])
+    for pattern in _FRAMES:
+        m = pattern.match(text + " ")
+        if m:
+            n = len(m.group(0).split())
+            return n if n < len(words) and str(words[n]) not in _NOT_AFTER_FRAME else None
+    return None
+
+
+#: "-ly" adverbs and their adjectives that set how strongly something is done.
+_STRONG = frozenset(
+    """violent vigorous emphatic energetic intense fierce wild frantic enthusiastic passionate forceful strong
+    powerful dramatic exaggerated hearty wholehearted animated lively bold theatrical manic exuberant vehement
+    furious mad crazy wild big huge loud broad wide deep bright full proud massive giant enormous grand
+    extravagant flamboyant zealous ardent feverish rapid brisk""".split()
+)
+_FAINT = frozenset(
+    """gentle soft slight subtle faint quiet calm light slow tentative timid hesitant delicate mild weak small
+    tiny brief discreet modest restrained reserved understated cautious careful feeble meek lazy shy
+    half-hearted halfhearted lukewarm minimal minute wee""".split()
+)
+
+
+def intensity_word(word: str) -> str | None:
+    """"high", "low" or None for one word, read through its derivations: "-ly" adverbs
+    ("vigorously", "tentatively", "emphatically", "gently") and superlatives ("faintest",
+    "slightest", "wildest")."""
+    w = str(word)
+    for base in _bases(w):
+        if base in _STRONG:
+            return "high"
+        if base in _FAINT:
+            return "low"
+    return None
+
+
+def _bases(w: str) -> list[str]:
+    out = [w]
+    if w.endswith("ically"):
+        out.append(w[:-4])  # emphatically → emphatic
+    if w.endswith("ily"):
+        out.append(w[:-3] + "y")  # lazily → lazy
+    if w.endswith("ly"):
+        out.append(w[:-2])  # vigorously → vigorous
+        if not w.endswith("lly"):
+            out.append(w[:-1] + "e")  # gently → gentle, subtly → subtle, feebly → feeble
+    if w.endswith("iest"):
+        out.append(w[:-4] + "y")  # tiniest → tiny
+    if w.endswith("est"):
+        core = w[:-3]
+        out += [core, core + "e"]
+        if len(core) > 2 and core[-1] == core[-2]:
+            out.append(core[:-1])  # biggest → big
+    return out
+
+
+_BEST_EFFORT = (
+    re.compile(r"\byou (?:possibly |ever |physically )?can(?: make| do| manage| muster| pull| give| get| go)?$"),
+    re.compile(r"\bas \S+ as (?:you can|you possibly can|possible|you dare|you like|you want)\b"),
+    re.compile(r"\b(?:your|ur|yer) (?:head|eyes|socks|heart|butt|bum|lungs|pants|guts|face|booty|feet) (?:off|out)\b"),
+    re.compile(r"\bwith all (?:your|ur|yer|of your) (?:might|heart|strength|energy|soul|being)\b"),
+    re.compile(r"\b(?:like|as if|like there's) (?:there's |there is )?no tomorrow\b"),
+    re.compile(r"\b(?:like|as if) (?:your|ur) life depends on it\b"),
+)
+
+
+def best_effort(words: Sequence[str]) -> bool:
+    """The clause asks for all the listener has: "as wide as you can", "the happiest face
+    you can make", "laugh your head off", "cry your eyes out", "with all your might"."""
+    text = _joined(words)
+    return any(p.search(text) for p in _BEST_EFFORT)
+
+
+#: A gerund after a preposition and a determiner names an activity as a thing ("after all
+#: that dancing", "from all the standing", "tired of all this walking"): not asked for.
+_ADJUNCT = re.compile(
+    r"\b(?:after|from|with|of|by|since|despite) (?:all (?:that|this|the|those|these|of that|of this|of the|your|my)|"
+    r"that|this|the|so much|too much|all|your|my) (?:\S+ )?(\S+ing)\b"
+)
+
+
+def activity_adjuncts(words: Sequence[str]) -> tuple[int, int] | None:
+    """(start, end) word positions of a phrase like "after all that dancing" (see
+    `_ADJUNCT`), or None; only when something else is left in the clause."""
+    text = " ".join(str(w) for w in words)
+    m = _ADJUNCT.search(text)
+    if m is None or not m.group(1)[:-3].isalpha() or len(m.group(1)) < 6:
+        return None
+    start = len(text[: m.start()].split())
+    end = start + len(m.group(0).split())
+    return (start, end) if end - start < len(words) else None
+
+
+#: "go for it", "go wild": on their own they ask for nothing namable; after music or a seat
+#: was mentioned they ask for a dance or a sit ("that armchair looks comfy, go for it").
+_GO_AHEAD = re.compile(
+    r"^(?:go for it|go on|go ahead|be my guest|help yourself|don't be shy|dont be shy|it's all yours|all yours|"
+    r"knock yourself out|feel free|why not|you know you want to)$"
+)
+_GO_WILD = re.compile(
+    r"^(?:go|get) (?:wild|crazy|nuts|mad|bananas|ham|all out|for it|off|loose|feral|berserk|hard)(?: \S+)?$"
+)
+
+
+def go_ahead(words: Sequence[str]) -> str | None:
+    """"ahead" for a bare go-ahead ("go for it"), "wild" for "go wild"/"go crazy", or None."""
+    text = _joined(words)
+    if _GO_AHEAD.match(text):
+        return "ahead"
+    if _GO_WILD.match(text):
+        return "wild"
+    return None
+
+
+def seat_context(text: str) -> bool:
+    """Whether the utterance talks about a seat ("that armchair looks comfy")."""
+    return re.search(rf"\b{SEAT}\b", text.lower()) is not None

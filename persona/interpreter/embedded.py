@@ -112,6 +112,8 @@ class _Reading:
     indirect: bool = False  # asked for without naming it ("take a load off")
     loose_move: bool = False  # "walk" read from a bare "move" (a dance when music is about)
     small_talk: bool = False
+    go: str | None = None  # "go for it" / "go wild": a sit or a dance when a seat or music was named
+    attention: bool = False  # a bare "hey" that only calls for attention
 
 
 def _phrase_keys(words: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -148,7 +150,11 @@ class _Index:
                     self.vocab_words.update(w for w in words if w.isalpha() and len(w) >= 3)
 
         add(full.actions, lx.EXTRA_ACTION_PHRASES, "action")
-        add(self.vocabulary.expressions, lx.EXTRA_EXPRESSION_PHRASES, "expression")
+        moods: dict[str, tuple[str, ...]] = {
+            name: (*lx.EXTRA_EXPRESSION_PHRASES.get(name, ()), *(w.replace("-", " ") for w in lx.MOOD_WORDS.get(name, "").split()))
+            for name in {*lx.EXTRA_EXPRESSION_PHRASES, *lx.MOOD_WORDS}
+        }
+        add(self.vocabulary.expressions, moods, "expression")
         self.vocab_words.update(w for w in lx.EXPRESSION_ADVERBS)
         self._by_length: dict[int, list[str]] = {}
         for w in sorted(self.vocab_words):
@@ -315,10 +321,21 @@ class EmbeddedInterpreter:
             prev_request = reading.request or (prev_request and clause.continuation)
             readings.append(reading)
         _repeat_turns(readings, index)
-        if "dance" in index.allowed and cues.music_context(parse_text):
+        music = cues.music_context(parse_text)
+        if "dance" in index.allowed and music:
             for r in readings:  # "the beat dropped, move those feet": a dance, not a walk
                 if r.loose_move and r.actions == ["walk"]:
                     r.actions = r.mentioned = ["dance"]
+        for r in readings:
+            # "the DJ is playing your favourite, go wild"; "that armchair looks comfy, go for it".
+            go = "dance" if r.go and music else "sit" if r.go == "ahead" and cues.seat_context(parse_text) else None
+            if go:
+                r.request = r.indirect = True
+                r.mentioned = [go]
+                if go in index.allowed:
+                    r.actions = [go]
+                else:
+                    r.disallowed = [go]
         for r, following in zip(readings, readings[1:], strict=False):
             if r.indirect and r.actions and following.actions[:1] == r.actions[-1:]:
                 r.actions = []  # "pull up a chair and sit": one sit
@@ -430,6 +447,7 @@ class EmbeddedInterpreter:
             rest, _ = self._match(words, index, whole, aggressive=False) if words else ([], [])
             r.ruled_out_faces = [p.name for _, p in rest if p.kind == "expression"]
             return r
+        words = _drop_adjuncts(words)
         negated, words = _strip_negation(words)
         if negated and words and words[0] in ("keep", "continue", "carry") and len(words) > 1:
             # "don't keep clapping", "no need to keep nodding": stop what is going on.
@@ -451,13 +469,18 @@ class EmbeddedInterpreter:
         content = [w for w in words if w not in lx.GREETING_TAIL and w not in name_words]
         if not r.negated and tuple(content) in lx.GREETINGS:
             r.greeting = "greeting"
+            r.attention = tuple(content) in _ATTENTION
             return r
         if not r.negated and tuple(content) in lx.FAREWELLS:
             r.greeting = "farewell"
             return r
-        if words[0] in lx.THANKS:
+        if words[0] in lx.THANKS and "with" not in words[1:]:  # "thank the crowd with a bow" asks for a bow
             r.thanks = True
             return r
+        if not r.negated:
+            r.go = cues.go_ahead(words)
+            if r.go:
+                return r  # resolved by the whole utterance (a seat or music named elsewhere)
         direction = [w for w in words if w not in lx.DIRECTION_FILLER]
         if not r.negated and len(direction) == 1 and direction[0] in lx.DIRECTIONS:
             r.direction = lx.DIRECTIONS[direction[0]]  # "... then left": resolved by _repeat_turns
@@ -485,7 +508,12 @@ class EmbeddedInterpreter:
         if superlative:  # "your grumpiest face": that face, at its strongest
             r.intensity = max(r.intensity, HIGH)
         first = words[0] if words else ""
-        starts_statement = first in lx.NON_REQUEST_STARTERS or (not polite and cues.gerund_subject(words))
+        effort = cues.best_effort(words)  # "the happiest face you can make": asked, at full strength
+        if effort:
+            r.intensity = max(r.intensity, HIGH)
+        starts_statement = not effort and (
+            first in lx.NON_REQUEST_STARTERS or (not polite and cues.gerund_subject(words))
+        )
         if first == "do" and len(words) > 1 and words[1] not in ("you", "u", "we", "they", "i", "he", "she"):
             starts_statement = False
         if first in lx.OPINION_VERBS and len(words) > 1 and words[1] in lx.OPINION_OBJECTS:
@@ -509,6 +537,11 @@ class EmbeddedInterpreter:
             # up", "sit when you have clapped": a perfect inside a request stays one).
             r.request = False
         corrected = [self._correct(w, index, aggressive=False) for w in words]
+        if "while" in words or "whilst" in words:
+            # "pace about while you think": what goes on meanwhile is not a second action.
+            cut = next(i for i, w in enumerate(words) if w in ("while", "whilst"))
+            if any(pos < cut and p.kind == "action" for pos, p in matches):
+                matches = [(pos, p) for pos, p in matches if pos < cut or p.kind != "action"]
         for pos, phrase in matches:
             if phrase.kind == "action":
                 r.loose_move = r.loose_move or phrase.keys == _MOVE_KEYS
@@ -637,6 +670,8 @@ class EmbeddedInterpreter:
                 continue  # "alright, that's it, no more bowing": one stop
             stopped = stopped or r.stop
             if r.greeting:
+                if r.attention and any(x.stop for x in readings):
+                    continue  # "hey, stop it": a call for attention, not a hello
                 if greeted is None and "wave" in index.allowed:
                     add("wave", None, r.intensity)
                 greeted = greeted or r.greeting
@@ -747,13 +782,15 @@ def _expression_asked(phrase: _Phrase, pos: int, words: list[str]) -> bool:
     before them or "face" after ("look sad", "make a sad face")."""
     if phrase.first_word in lx.EXPRESSION_VERBS or len(phrase.keys) > 1:
         return True
-    skip = lx.FILLER | lx.VERY | lx.LOW_INTENSITY | lx.HIGH_INTENSITY
+    skip = lx.FILLER | lx.VERY | lx.LOW_INTENSITY | lx.HIGH_INTENSITY | _LOOK_PADDING
     # Any "-ly" adverb sits between a look-word and its adjective too ("look genuinely happy").
     before = [w for w in words[:pos] if w not in skip and not (len(w) > 4 and w.endswith("ly"))][-1:]
     after = words[pos + 1 : pos + 2]
     return bool(before and (before[0] in lx.LOOK_WORDS or stem(before[0]) in _LOOK_STEMS)) or after == ["face"]
 
 
+#: Words between a look-word and its adjective ("act all mopey", "be kind of sulky").
+_LOOK_PADDING = frozenset("all kind kinda sort sorta of rather quite pretty somewhat more less".split())
 _MOVE_KEYS = (stem("move"),)
 _PERFECT = frozenset("have has had having you've i've we've they've 've".split())
 _LOOK_STEMS = frozenset(stem(w) for w in lx.LOOK_WORDS)
@@ -787,6 +824,10 @@ def _strip_fillers(words: list[Token]) -> tuple[bool, list[Token]]:
     changed = True
     while changed and words:
         changed = False
+        frame = cues.request_frame(words)
+        if frame:  # "I'd love to see you", "are you able to", "any chance you could"
+            polite, words, changed = True, words[frame:], True
+            continue
         for filler in lx.LEADING_FILLERS:
             if _startswith(words, filler) and len(words) > len(filler):
                 if filler[0] == "you" and words[len(filler)] in _STATE_VERBS:
@@ -834,6 +875,10 @@ def _intensity(words: list[Token], shouted: bool, exclaims: int) -> float:
         level = min(1.0, HIGH + (0.1 if very else 0.0))
     elif any(w in lx.LOW_INTENSITY for w in words):
         level = max(0.0, LOW - (0.1 if very else 0.0))
+    elif any(cues.intensity_word(w) == "high" for w in words) or cues.best_effort(words):
+        level = min(1.0, HIGH + (0.1 if very else 0.0))  # "vigorously", "laugh your head off"
+    elif any(cues.intensity_word(w) == "low" for w in words):
+        level = max(0.0, LOW - (0.1 if very else 0.0))  # "tentatively", "the faintest smile"
     elif very:
         level = 0.75
     if shouted:
@@ -901,6 +946,8 @@ def _split(tokens: list[Token], persona: Persona) -> list[_Clause]:
             i += len(kept)
             continue
         split = next((s for s in splitters if _startswith(tokens, s[0], i)), None)
+        if split is not None and split[0] in (("after",), ("before",)) and _adjunct_follows(tokens, i + 1):
+            split = None  # "exhausted after all that dancing", "we clapped after the show"
         if split is not None and (current.words or split[1]):
             seq, reorder = split
             # "after" that opens the utterance ("after waving, sit") keeps the order.
@@ -987,6 +1034,44 @@ def _strip_stop(words: list[Token]) -> tuple[bool, list[Token]]:
                 return False, words
             return True, rest
     return False, words
+
+
+_ATTENTION = frozenset({("hey",), ("oi",), ("yo",), ("hey", "you")})
+#: Words after "after"/"before" that start a noun phrase, not a clause ("after the show").
+_ADJUNCT_DETS = frozenset("the a an my your our his her their this these those all so lunch dinner breakfast work school class".split())
+_ACTION_NOUNS = frozenset(
+    "wave waves nod nods bow bows clap claps dance dances walk walks point shrug turn spin".split()
+)
+
+
+def _adjunct_follows(tokens: list[Token], at: int) -> bool:
+    """Whether the words from `at` are a time phrase ("the show", "all that dancing") up to
+    the clause's end, rather than a clause ("you sit", "the wave" as an action)."""
+    phrase: list[str] = []
+    for tok in tokens[at:]:
+        if tok.is_punct or tok in ("and", "then", "but"):
+            break
+        phrase.append(str(tok))
+    span = cues.activity_adjuncts(["after", *phrase, "."])
+    if span is not None and span[0] == 0:
+        return True  # "after all that walking (I need a nap)"
+    if not phrase or phrase[0] not in _ADJUNCT_DETS or len(phrase) > 5:
+        return False
+    if any(w in ("you", "u", "i", "we", "they", "he", "she") for w in phrase):
+        return False  # "before you sit" is a clause
+    return not any(w in _ACTION_NOUNS for w in phrase)
+
+
+def _drop_adjuncts(words: list[Token]) -> list[Token]:
+    """`words` without a time or cause phrase naming an activity ("after all that dancing",
+    "from all the standing", "after the show"): the activity is not asked for."""
+    span = cues.activity_adjuncts(words)
+    if span is not None:
+        words = words[: span[0]] + words[span[1] :]
+    for i, w in enumerate(words):
+        if i and w in ("after", "before") and _adjunct_follows(words, i + 1):
+            return words[:i]
+    return words
 
 
 def _find_indirect(words: list[Token]) -> str | None:

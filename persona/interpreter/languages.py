@@ -42,6 +42,7 @@ _LETTER_HINTS = {
     "pt": "ãõç",
     "it": "ìò",
 }
+_ROMANCE_ACCENTS = frozenset("áéíóúàèìòùâêîôû")
 _ASCII_WORD = re.compile(r"[A-Za-z][A-Za-z']*")
 
 
@@ -81,7 +82,44 @@ def _table(language: str) -> tuple[dict[tuple[str, ...], str], dict[tuple[str, .
 @cache
 def _cjk_table(language: str) -> tuple[dict[str, str], int]:
     table = dict(li.GLOSSES[language])
+    if language == "ja":
+        # A face said in the past form describes the face ("驚いた顔", "困った顔"): every
+        # te-form of a face word also reads in its ta-form. Actions are left alone, since
+        # "座った" (sat) is news, not a request.
+        for key, value in li.GLOSSES[language].items():
+            if value in _FACE_WORDS and key[-1:] in ("て", "で"):
+                table.setdefault(key[:-1] + ("た" if key[-1] == "て" else "だ"), value)
     return table, max(len(k) for k in table)
+
+
+_ZH_COUNT = "(?:了|过)?(?:[一二两三四五六七八九十几0-9]+[次下个遍]?|个|了)"
+_ZH_SEPARATED = re.compile(
+    "|".join(f"{re.escape(v[0])}({_ZH_COUNT}){re.escape(v[1:])}" for v in li.ZH_SEPARABLE)
+)
+_ZH_DOUBLED = re.compile("([" + "".join(sorted(li.ZH_REDUPLICABLE)) + "])(?:一|了)?\\1")
+_VERB_AFTER_DIRECTION = frozenset({"look", "turn"})
+
+
+def _zh_normalise(text: str, table: dict[str, str]) -> str:
+    """Chinese verbs back in their dictionary shape: a doubled verb read once ("向右看看" →
+    "向右看", "点了点头" → "点头"), unless the glossary has the doubled form itself ("笑笑" is
+    a smile); a count inside a verb–object compound moved after it ("点两次头" → "点头两次")."""
+
+    def single(m: re.Match[str]) -> str:
+        at = m.start()
+        if any(text.startswith(k, at) for k in (text[at : at + n] for n in range(2, 6)) if k in table):
+            return m.group(0)
+        return m.group(1)
+
+    text = _ZH_DOUBLED.sub(single, text)
+
+    def joined(m: re.Match[str]) -> str:
+        inside = next(g for g in m.groups() if g is not None)
+        whole = m.group(0)
+        verb = whole[: whole.index(inside)] + whole[whole.index(inside) + len(inside) :]
+        return verb + ("" if inside in ("了", "个", "了个", "过") else inside)
+
+    return _ZH_SEPARATED.sub(joined, text)
 
 
 def _script_counts(text: str) -> dict[str, int]:
@@ -120,32 +158,102 @@ def detect_language(text: str, english_words: frozenset[str] = frozenset()) -> s
     words = [w for w in _words(text) if w[:1].isalnum()]
     if not words:
         return ENGLISH
-    english = sum(1 for w in words if w in english_words or w in li.ENGLISH_SHARED)
     lowered = text.lower()
-    best, best_score = ENGLISH, 0.0
+    best, best_score, best_margin = ENGLISH, 0.0, 0.0
     for language in _LATIN:
-        score = _coverage(words, language) + sum(0.5 for w in words if w in li.MARKERS.get(language, ()))
+        covered = _covered(words, language)
+        score = float(len(covered)) + sum(0.5 for w in words if w in li.MARKERS.get(language, ()))
         score += sum(0.75 for c in _LETTER_HINTS[language] if c in lowered)
-        if score > best_score:
-            best, best_score = language, score
-    return best if best_score > english else ENGLISH
+        if language != "de" and any(c in _ROMANCE_ACCENTS for c in lowered):
+            score += 0.5  # "sofá", "à": accents English does not write
+        # A shared word that this language has too ("la", "no", "piano") is half a vote for
+        # English: "cammina piano" and "indica la porta" are Italian, "la la land" and
+        # "wink at me" (German has no "me") stay English.
+        anywhere, start, _ = _table(language)
+        english = sum(
+            0.5 if w in li.ENGLISH_SHARED and ((w,) in anywhere or (w,) in start) else 1.0
+            for w in words
+            if w in english_words or w in li.ENGLISH_SHARED
+        )
+        if score > best_score and score > english:
+            best, best_score, best_margin = language, score, score - english
+        elif score == best_score and score - english > best_margin:
+            best, best_margin = language, score - english
+    return best
 
 
 def _coverage(words: list[str], language: str) -> float:
     """How many of `words` the language's glossary covers (shared-with-English words not counted)."""
+    return float(len(_covered(words, language)))
+
+
+def _covered(words: list[str], language: str) -> set[int]:
+    """Positions of `words` the language's glossary covers, directly or through
+    `_lemma` (shared-with-English single words not counted)."""
     anywhere, start, longest = _table(language)
-    covered, i = 0.0, 0
+    covered: set[int] = set()
+    i = 0
     while i < len(words):
         for n in range(min(longest, len(words) - i), 0, -1):
             key = tuple(words[i : i + n])
             if key in anywhere or key in start:
                 if not (n == 1 and key[0] in li.ENGLISH_SHARED):
-                    covered += n
+                    covered.update(range(i, i + n))
                 i += n
                 break
         else:
+            if _lemma(words[i], language) is not None:
+                covered.add(i)
             i += 1
     return covered
+
+
+@cache
+def _lemma(word: str, language: str) -> str | None:
+    """The gloss of an inflected form the glossary lacks, or None.
+
+    Two regular inflections, tried in order: an object pronoun joined on ("salúdanos" →
+    "saluda", "salutaci" → "saluta", "salue-nous" → "salue"), then the other endings of the
+    same verb stem ("caminad" → "camina", "tournez" → "tourne"), on the bare word and on
+    the word without its pronoun. Only single-word entries of four letters or more are
+    reached this way, so a short word never turns into a verb by accident.
+    """
+    anywhere, start, _ = _table(language)
+
+    def look(form: str) -> str | None:
+        if len(form) < 4:
+            return None
+        value = anywhere.get((form,))
+        return value if value is not None else start.get((form,))
+
+    forms = [word]
+    head, _, tail = word.partition("-")
+    if tail and tail.split("-")[0] in li.CLITICS.get(language, ()):
+        forms.append(head)
+    for clitic in li.CLITICS.get(language, ()):
+        if len(clitic) >= 2 and word.endswith(clitic) and len(word) - len(clitic) >= 4:
+            forms.append(word[: -len(clitic)])
+    for form in forms[1:]:
+        value = look(form)
+        if value:
+            return value
+    endings = li.VERB_ENDINGS.get(language, ())
+    for form in forms:
+        for ending in endings:
+            if not form.endswith(ending) or len(form) - len(ending) < 3:
+                continue
+            stem = form[: -len(ending)]
+            for other in endings:
+                value = look(stem + other) if other != ending else None
+                if value and value.split()[0] not in _NOT_VERBS:
+                    return value
+    return None
+
+
+#: Glosses an ending swap must not reach: function words and faces, not verbs.
+_NOT_VERBS = frozenset(
+    "i my your me you a the and then please very not don't to of in on with for left right".split()
+)
 
 
 def gloss(text: str, language: str, keep: frozenset[str] = frozenset()) -> Gloss:
@@ -180,7 +288,10 @@ def _gloss_latin(text: str, language: str, keep: frozenset[str]) -> list[str]:
                 break
         else:
             word = words[i]
-            if not word[:1].isalnum() or word.isdigit() or word in keep:
+            value = _lemma(word, language) if word[:1].isalpha() and word not in keep else None
+            if value is not None:
+                out.extend(value.split())
+            elif not word[:1].isalnum() or word.isdigit() or word in keep:
                 out.append(word)
             i += 1
     # Romance adjectives follow the noun: "cara triste" → "sad face".
@@ -201,6 +312,8 @@ _CJK_PUNCT = {"、": ",", "，": ",", "。": ".", "！": "!", "？": "?", "；":
 def _gloss_cjk(text: str, language: str) -> list[str]:
     table, longest = _cjk_table(language)
     text = unicodedata.normalize("NFKC", text)
+    if language == "zh":
+        text = _zh_normalise(text, table)
     out: list[str] = []
     i = 0
     while i < len(text):
@@ -224,6 +337,10 @@ def _gloss_cjk(text: str, language: str) -> list[str]:
             elif c in ",.!?;:":
                 out.append(c)
             i += 1
+    # Both languages put the direction before the verb ("左を見て", "向左看"): "look left".
+    for j in range(len(out) - 1):
+        if out[j] in ("left", "right") and out[j + 1] in _VERB_AFTER_DIRECTION:
+            out[j], out[j + 1] = out[j + 1], out[j]
     return out
 
 

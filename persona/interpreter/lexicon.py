@@ -368,7 +368,7 @@ EXTRA_EXPRESSION_PHRASES: dict[str, tuple[str, ...]] = {
         "unimpressed", "jealous", "irritable", "furrow your brow", "furrow your brows", "furrowed brow", "knit your brows", "scrunch your face",
     ),
     "confused": (
-        "bewildered", "clueless", "befuddled", "mystified", "confounded", "scratch your head", "skeptical",
+        "arch an eyebrow", "bewildered", "clueless", "befuddled", "mystified", "confounded", "scratch your head", "skeptical",
         "suspicious", "doubtful", "unsure",
     ),
     "wink": ("flirty", "flirtatious", "sly", "mischievous", "teasing", "smug", "smirk", "cocky"),
@@ -376,6 +376,25 @@ EXTRA_EXPRESSION_PHRASES: dict[str, tuple[str, ...]] = {
     "thoughtful": ("dreamy", "wistful", "lost in thought", "deep in thought"),
     "laugh": ("crack up", "laughing", "in stitches", "lmao", "rofl", "goofy", "silly"),
 }
+#: Mood words by the face that shows them, beyond the core synonyms: an affect word list
+#: (how people describe a face), not phrases from any one utterance. Adjectives count only
+#: after a look-word ("look crestfallen"), as all face adjectives do.
+MOOD_WORDS: dict[str, str] = {
+    "smile": "chuffed merry radiant blissful gleeful upbeat thankful tickled contented serene beaming cheery",
+    "sad": "devastated crestfallen dejected downcast despondent morose mournful woeful disheartened distraught "
+    "downhearted heavy-hearted despairing grief-stricken sombre somber wretched desolate lonely homesick weepy",
+    "excited": "jubilant exhilarated buzzing electrified euphoric exuberant raring wired thrilled giddy",
+    "angry": "seething incensed infuriated indignant raging apoplectic wrathful murderous steaming hostile",
+    "frown": "peeved irked miffed sullen disgruntled vexed exasperated petulant put-out huffy stroppy testy crabby",
+    "surprised": "astounded aghast startled petrified shocked speechless thunderstruck agog awed alarmed spooked",
+    "confused": "muddled nonplussed bemused disoriented addled flummoxed stumped bamboozled fazed foggy dazed",
+    "shy": "abashed mortified demure meek self-conscious diffident reticent red-faced",
+    "thoughtful": "meditative musing introspective absorbed preoccupied philosophical brooding",
+    "wink": "impish roguish knowing coquettish",
+    "neutral": "indifferent unmoved impassive composed stony unbothered",
+}
+
+
 #: Adverbs that ask for an expression while doing something ("dance happily").
 EXPRESSION_ADVERBS: dict[str, str] = {
     "happily": "smile",

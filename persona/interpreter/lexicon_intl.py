@@ -20,6 +20,8 @@ from __future__ import annotations
 #: language code → {phrase: English gloss}. Multi-word keys are matched before single words.
 GLOSSES: dict[str, dict[str, str]] = {
     "es": {
+        "sorpresa": "surprised", "asombro": "surprised", "tristeza": "sad", "alegria": "happy", "enfado": "angry",
+        "en": "", "sofa": "sofa", "silla": "chair", "sillon": "armchair", "banco": "bench",
         "saluden": "wave", "saludo": "wave", "saludas": "wave", "sientense": "sit down", "bailen": "dance",
         "aplaudan": "clap", "levantense": "stand up", "caminen": "walk", "bailas": "dance", "aplaudes": "clap",
         "quiero que": "i want you to", "me gustaria que": "i want you to", "vamos a": "let's", "sin": "without",
@@ -697,6 +699,8 @@ GLOSSES: dict[str, dict[str, str]] = {
         "ca": "that",
     },
     "pt": {
+        # contractions of "em" (in, on) with the article, and seats ("senta-te no sofá")
+        "no": "", "na": "", "nos": "", "nas": "", "em": "", "sofa": "sofa", "cadeira": "chair", "banco": "bench",
         "quero que voce": "i want you to", "quero que": "i want you to", "sem": "without", "fique": "be", "fica": "be",
         "fique em pe": "stand up", "fica em pe": "stand up", "da um tchau": "wave goodbye", "de um tchau": "wave goodbye",
         "ai": "", "voce": "", "dancem": "dance", "acenem": "wave", "sentem": "sit", "pule": "jump", "rapido": "quickly",
@@ -1302,6 +1306,7 @@ GLOSSES: dict[str, dict[str, str]] = {
         "よ": "",
     },
     "zh": {
+        "往左": "left", "往右": "right", "向我": "at me", "对我": "at me", "朝我": "at me", "冲我": "at me", "笑一下": "smile", "笑一个吧": "smile",
         "开心一点": "look happy", "开心点": "look happy", "难过一点": "look sad", "生气一点": "look angry",
         "你": "", "跳一支舞": "dance", "跳个舞吧": "dance", "跳起来": "jump", "先": "first", "大大": "big",
         "小小": "small", "一下子": "", "给我": "", "来": "", "做": "do",
@@ -1490,6 +1495,31 @@ ENGLISH_SHARED = frozenset(
     """a an the and or no me my i in on to for with do dance stop relax come piano salve dance hello hi
     tango e o la le de un une me mi ma ha stop basta halt mal""".split()
 )
+
+#: Object pronouns written onto an imperative ("salúdanos", "salutaci", "salue-nous",
+#: "senta-te"): a word the glossary lacks is read again without them (`languages.py`).
+#: French and Portuguese write them after a hyphen; Spanish and Italian join them on.
+CLITICS: dict[str, tuple[str, ...]] = {
+    "es": ("selo", "melo", "telo", "noslo", "nos", "los", "las", "les", "me", "te", "se", "lo", "la", "le"),
+    "it": ("celo", "melo", "glielo", "mi", "ti", "ci", "si", "vi", "lo", "la", "li", "le", "ne", "gli"),
+    "pt": ("me", "te", "se", "nos", "vos", "lo", "la", "los", "las", "lhe", "lhes", "o", "a"),
+    "fr": ("moi", "toi", "nous", "vous", "le", "la", "les", "lui", "leur", "y", "en"),
+    "de": (),
+}
+#: Verb endings that alternate on one stem (imperative, infinitive, plural, gerund): a word
+#: the glossary lacks is tried with the other endings of its stem ("caminad" → "camina").
+VERB_ENDINGS: dict[str, tuple[str, ...]] = {
+    "es": ("ad", "ed", "id", "ar", "er", "ir", "an", "en", "as", "es", "a", "e", "ando", "iendo"),
+    "it": ("ate", "ete", "ite", "are", "ere", "ire", "iamo", "ando", "endo", "a", "i", "e"),
+    "pt": ("ai", "ei", "ar", "er", "ir", "am", "em", "as", "es", "a", "e", "ando", "endo"),
+    "fr": ("ez", "er", "ons", "ir", "es", "e", "is", "it"),
+    "de": ("t", "en", "e", "et"),
+}
+#: Chinese verb–object compounds that take a count or aspect word inside them ("点两次头",
+#: "鞠三次躬", "挥了个手"): joined again, with what was inside after them.
+ZH_SEPARABLE = ("点头", "摇头", "鞠躬", "挥手", "招手", "拍手", "跳舞", "鼓掌", "散步", "转身", "眨眼", "低头", "回头")
+#: Chinese verbs said doubled to soften them ("看看", "走走", "点了点头"): one of them is read.
+ZH_REDUPLICABLE = frozenset("看瞧挥点摇拍招走跳想坐站转鞠指")
 
 #: What each language calls the core actions (first person infinitive or imperative, as the
 #: reply templates need it) and expressions ("make a sad face").
