@@ -315,7 +315,9 @@ def test_eval_set_is_well_formed():
         assert set(item) <= {
             "text", "actions", "expression", "category", "intensity", "split", "language", "not_expression"
         }
-        assert item["split"] in ("dev", "holdout", "dev2", "holdout2", "holdout3", "dev3", "holdout4"), item
+        assert item["split"] in (
+            "dev", "holdout", "dev2", "holdout2", "holdout3", "dev3", "holdout4", "holdout5"
+        ), item
         assert set(item["actions"]) <= names, item
         assert item["expression"] is None or item["expression"] in faces, item
     cats = {i["category"] for i in items}
