@@ -16,10 +16,24 @@ from comfyui_persona.persona.interpreter import InterpretRequest, get_interprete
 GUARD = 0.90
 #: (split, category or language) → the floor where the first measurement was below GUARD.
 BELOW_GUARD: dict[tuple[str, str], float] = {
-    # Empty since the third round of issue 16: every split, category and language measures at
-    # or above GUARD. The floors it replaced (holdout2 indirect 0.55, holdout3 overall 0.66,
-    # holdout4 indirect 0.84, ...) are in this file's history and in benchmarks/results/.
+    # After the third round of issue 16 every earlier split, category and language measures at
+    # or above GUARD (the floors that replaced, holdout2 indirect 0.55, holdout3 overall 0.66,
+    # holdout4 indirect 0.84, ..., are in this file's history and in benchmarks/results/).
+    # holdout5, run once at 5fed041 (interpreter-cpu-2026-12-06-holdout5.json; the lower of
+    # the runs with and without the sentence model):
+    ("holdout5", "overall"): 0.91,
+    ("holdout5", "confusion"): 0.70,
+    ("holdout5", "indirect"): 0.75,
+    ("holdout5", "multilingual"): 0.86,
+    ("holdout5", "ordering"): 0.89,
+    ("holdout5", "statement"): 0.89,
+    ("holdout5", "de"): 0.72,
+    ("holdout5", "fr"): 0.72,
+    ("holdout5", "zh"): 0.83,
+    ("holdout5", "intensity"): 0.84,
 }
+#: intensity bands have their own bar (issue 16: 85 %)
+INTENSITY_GUARD = 0.85
 
 
 
@@ -67,14 +81,16 @@ def test_every_language_stays_above_the_guard(scored, split):
 
 
 def test_every_language_is_measured(scored):
-    for split in ("dev2", "holdout2", "dev3", "holdout4"):
+    for split in ("dev2", "holdout2", "dev3", "holdout4", "holdout5"):
         assert {"en", "es", "de", "fr", "pt", "it", "ja", "zh"} <= set(scored[1][split]["per_language_exact_match"])
 
 
 def test_asked_faces_and_intensity_bands_stay_above_the_guard(scored):
-    for result in (scored[0], *scored[1].values()):
-        assert result["expression_accuracy"] is None or result["expression_accuracy"] >= GUARD
-        assert result["intensity_accuracy"] is None or result["intensity_accuracy"] >= 0.85
+    overall, per_split = scored
+    for split, result in [("all", overall), *per_split.items()]:
+        intensity_floor = BELOW_GUARD.get((split, "intensity"), INTENSITY_GUARD)
+        assert result["expression_accuracy"] is None or result["expression_accuracy"] >= GUARD, split
+        assert result["intensity_accuracy"] is None or result["intensity_accuracy"] >= intensity_floor, split
         assert result["ruled_out_expression_absent"] in (None, 1.0) or result["ruled_out_expression_absent"] >= GUARD
 
 
