@@ -104,3 +104,35 @@ def test_four_characters_fit_the_text_encoders_tokens_and_embed_to_the_one_perso
     with pytest.raises(PromptBudgetError, match=r"needs \d+ tokens with short appearances \(\d+ in full\); "
                                                 r"the text encoder takes 40"):
         scene.compose(directives, count_tokens=char_pieces, budget=40)
+
+
+def test_the_benchmark_times_a_two_character_prompt_against_one_persona(tmp_path) -> None:
+    """`benchmarks/longlive.py --scene-prompt --smoke` (tiny engine, CPU): both prompts' chunk times
+    and token counts (a tokenizer in the real file format in the models folder) are recorded."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from comfyui_persona.video.text.umt5 import build_tiny_tokenizer
+    from paths import REPO
+
+    (tmp_path / "models" / "umt5-xxl").mkdir(parents=True)
+    tokenizer = build_tiny_tokenizer(["abcdefghijklmnopqrstuvwxyz"])
+    tokenizer.tokenizer.save(str(tmp_path / "models" / "umt5-xxl" / "tokenizer.json"))
+    out = tmp_path / "longlive.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "longlive.py"), "--smoke", "--scene-prompt", "--no-decode",
+         "--out", str(out)], capture_output=True, text=True, timeout=240,
+        env={"PERSONA_COMMIT": "test", "OMP_NUM_THREADS": "1", "PATH": os.environ.get("PATH", ""),
+             "PERSONA_MODELS_DIR": str(tmp_path / "models")},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert record["config"]["scene_prompt"] is True
+    scene = record["metrics"]["runs"][0]["scene_prompt"]
+    assert scene["prompts"]["two_characters"].startswith("Two people side by side. On the left, Mira: ")
+    tokens = scene["tokens_with_eos"]
+    assert 0 < tokens["one_persona"] < tokens["two_characters"], tokens
+    assert scene["tokenizer"].endswith("tokenizer.json") and scene["chunks_timed_each"] >= 4
+    assert scene["chunk_ms_p50_one_persona"] > 0 and scene["chunk_ms_p50_two_characters"] > 0
