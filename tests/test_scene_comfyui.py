@@ -7,7 +7,7 @@ two-persona scene, and a bad scene is refused on the node while ComfyUI goes on.
   our message; the next good run streams on in the same process, the chunks going on.
 - ComfyUI's server (`main.py --cpu`): `POST /prompt` with a bad scene is a 400 whose
   `node_errors` name the node (what the frontend marks on the canvas), and the good prompt
-  after it runs to `execution_success` (read from ComfyUI's WebSocket, no polling).
+  after it runs to `execution_success`, its sink's chunk shown (ComfyUI's WebSocket, no polling).
 """
 
 from __future__ import annotations
@@ -129,6 +129,7 @@ async def test_comfyuis_server_marks_the_scene_node_and_runs_the_next_prompt(com
         status, body = _post(f"{comfyui_server}/prompt", {"prompt": _workflow(session="server"), "client_id": client_id})
         assert status == 200 and not body["node_errors"], body
         prompt_id = body["prompt_id"]
+        shown = []  # the output nodes' `ui`, as the frontend gets it (`executed`)
         while True:
             raw = await asyncio.wait_for(ws.recv(), 120)
             if not isinstance(raw, str):
@@ -137,10 +138,10 @@ async def test_comfyuis_server_marks_the_scene_node_and_runs_the_next_prompt(com
             if message.get("data", {}).get("prompt_id") != prompt_id:
                 continue
             assert message["type"] != "execution_error", message
+            if message["type"] == "executed":
+                shown.append(message["data"]["output"])
             if message["type"] == "execution_success":
                 break
-    with urllib.request.urlopen(f"{comfyui_server}/history/{prompt_id}", timeout=30) as response:
-        outputs = json.loads(response.read())[prompt_id]["outputs"]
-    (sink,) = [o["persona_stream"][0] for o in outputs.values() if "persona_stream" in o]
+    (sink,) = [o["persona_stream"][0] for o in shown if "persona_stream" in o]
     assert sink["count"] == 2 and sink["backend"] == "preview"
 
