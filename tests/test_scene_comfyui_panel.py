@@ -5,7 +5,8 @@ custom_nodes/).
 The shipped scene workflow (workflows/persona_scene_chat.json) goes on the canvas and the tab
 streams it ("Stream: this canvas"): the tab asks for the Persona Scene node's cast, the cast
 shows Mira and Bjorn, "Mira, wave; Bjorn, sit down" typed in the tab's chat box gives each their
-own directive and line, Bjorn's state turns to sitting, and frames keep advancing. The gallery's
+own directive and line, Bjorn's state turns to sitting, frames keep advancing, and a quick action
+goes to the character picked in the cast (Bjorn stands, Mira does not). The gallery's
 scene picker refuses one ticked persona with a message. Screenshot: test-artifacts/
 comfyui_panel_scene.png (copied to docs/images/ when PERSONA_UPDATE_DOC_IMAGES=1).
 """
@@ -113,6 +114,13 @@ def test_the_tab_streams_the_scene_workflow_and_each_character_does_its_part(com
             page.screenshot(path=str(shot))
             publish_doc_image(shot, "comfyui_panel_scene.png")
             page.wait_for_function(f"(n) => ({FRAMES_DRAWN})() >= n + 12", arg=before, timeout=60_000)
+
+            # the quick actions go to the character picked in the cast (the lead at first)
+            page.locator('[data-testid="persona-cast"] li[data-character="bjorn"] .cast-pick').click()
+            page.locator('[data-testid="persona-quick"] button[data-action="stand"]').click()
+            sync_api.expect(page.locator('[data-testid="persona-cast"] li[data-character="bjorn"] .cast-state')
+                            ).to_contain_text("standing", timeout=60_000)
+            assert "stand" not in page.evaluate("() => window.castActions").get("mira", [])
         except Exception:
             print("\n".join(console[-40:]))
             raise

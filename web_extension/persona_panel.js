@@ -19,7 +19,8 @@
 // Beyond the chat: a mute button, server-side recording (record → stop → a download
 // link), and a persona gallery (GET /persona/personas; a click starts a new session with
 // hello.persona) with card import (file input or drop; POST /persona/personas, the
-// server's `bad_card` message shown as it is). The browser test reads
+// server's `bad_card` message shown as it is). Scenes of 2–4 personas (the cast, who speaks,
+// a line per speaker, the scene picker) are persona_scene.js's. The browser test reads
 // `window.personaPanelAudio.stats` (samples decoded, RMS).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
