@@ -8,7 +8,7 @@ LongLive (Wan2.1) takes one text per chunk, so a scene is one prompt, left to ri
 - each character's clause is what its own `PromptComposer` makes of its directive (its card's
   look, its vocabulary, the intensity word, the speaking cue), so a scene of one is exactly the
   one-persona prompt, and a change for one character changes only that character's clause (the
-  text before and after it is the same, which keeps the blend between the two prompts local);
+  others' words stay as they were, so the prompt switch is about that character alone);
 - positions are fixed words by cast size (left/right; left/middle/right; far left … far right),
   and the framing sentence asks for a wide shot with everyone in frame.
 
@@ -29,7 +29,8 @@ from ...errors import PersonaError
 from ...persona.schema import ActionDirective
 from .prompt import DEFAULT_APPEARANCE, PromptComposer
 
-__all__ = ["POSITIONS", "SCENE_FRAMING", "TEXT_LEN", "PromptBudgetError", "ScenePromptComposer", "umt5_token_counter"]
+__all__ = ["POSITIONS", "SCENE_FRAMING", "TEXT_LEN", "PromptBudgetError", "ScenePromptComposer", "UnknownCharacterError",
+           "umt5_token_counter"]
 
 #: The text encoder's fixed length (Wan's `text_len`): every prompt becomes this many rows.
 TEXT_LEN = 512
