@@ -13,8 +13,16 @@ FPS with the decode after the refresh pass or beside it on a side stream, and di
 changed frames with the re-cache before or after the changed chunk. Text encoding is not
 included (cached per prompt).
 
+Scenes (issue 20, `--scene-prompt`, needs pydantic): steady-state chunks with a one-persona
+prompt and with a two-character scene prompt (video/text/scene_prompt.py: Mira waving, Bjorn
+sitting and talking), in alternating blocks; both embeddings are `text_len` rows with the
+prompt's tokens filled (counted by the real UMT5 tokenizer where the models folder has it) and
+zeros after, as the text encoder makes them. The DiT reads every row either way, so the two
+chunk times should match.
+
 Runs with torch alone (the package is loaded from this checkout by path):
     python benchmarks/longlive.py                      # GPU, 480x832 and 320x576
+    python benchmarks/longlive.py --sizes 480x832 --scene-prompt --no-decode --label scene
     python benchmarks/longlive.py --compile max-autotune-no-cudagraphs --long-run
     python benchmarks/longlive.py --smoke --out /tmp/x.json   # tiny config, CPU, seconds
 """
@@ -171,6 +179,9 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
         switch_ms.append(timer.ms(a, c))
 
     # Time to first chunk from a warm engine: new session (cache reset), prompt set, one chunk.
+    scene = bench_scene_prompt(torch, sampler, timer, cfg, device, dtype, args.chunks) if args.scene_prompt else None
+    sampler.set_prompt(text_a)
+
     ttff_ms = []
     for _ in range(3):
         timer.sync()
@@ -206,6 +217,8 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
         "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if device.type == "cuda" else None,
         "attention_paths": dict(router.stats) if router is not None else {"dense": "all"},
     }
+    if scene is not None:
+        result["scene_prompt"] = scene
 
     print(json.dumps(result), flush=True)  # what is measured so far survives a time limit
     if args.profile:
@@ -231,6 +244,82 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     del sampler, model
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    return result
+
+
+#: The prompts `--scene-prompt` compares: one persona waving; a scene where she waves and he sits and talks.
+SCENE_CAST = ("mira", "bjorn")
+
+
+def scene_prompts() -> dict[str, str]:
+    """The one-persona prompt and the two-character scene prompt, from the built-in cards."""
+    try:
+        from comfyui_persona.persona.library import load_persona
+        from comfyui_persona.persona.schema import ActionDirective
+    except ImportError as exc:
+        raise SystemExit(f"--scene-prompt composes prompts from the persona cards and needs pydantic: {exc}") from None
+    from comfyui_persona.video.backend import SessionSpec
+    from comfyui_persona.video.text.prompt import PromptComposer
+    from comfyui_persona.video.text.scene_prompt import ScenePromptComposer
+
+    specs = []
+    for persona_id in SCENE_CAST:
+        persona = load_persona(persona_id)
+        vocabulary = persona.vocabulary()
+        specs.append(SessionSpec(persona_id=persona.id, persona_name=persona.name,
+                                 look=persona.appearance.model_dump(mode="json"), vocabulary={
+                                     "actions": [e.model_dump(mode="json") for e in vocabulary.actions],
+                                     "expressions": [e.model_dump(mode="json") for e in vocabulary.expressions]}))
+    wave = ActionDirective(action="wave", expression="smile", intensity=0.7, character="mira")
+    sit = ActionDirective(action="sit", expression="neutral", intensity=0.6, character="bjorn")
+    return {"one_persona": PromptComposer.from_session(specs[0]).compose(wave.model_copy(update={"character": None})),
+            "two_characters": ScenePromptComposer.from_specs(specs).compose([wave, sit], speaking="bjorn")}
+
+
+def prompt_token_counts(prompts: dict[str, str]) -> tuple[dict[str, int] | None, str]:
+    """Tokens each prompt takes with `</s>`, by the real UMT5 tokenizer in the models folder
+    ($PERSONA_MODELS_DIR), and where it came from; (None, why) without one."""
+    from comfyui_persona.video import model_files
+
+    try:
+        path = model_files.find("umt5.tokenizer")
+    except model_files.CheckpointNotFoundError as exc:
+        return None, f"no UMT5 tokenizer ({str(exc).splitlines()[0]})"
+    from comfyui_persona.video.text.scene_prompt import umt5_token_counter
+    from comfyui_persona.video.text.umt5 import load_tokenizer
+
+    count = umt5_token_counter(load_tokenizer(path))
+    return {name: count(text) + 1 for name, text in prompts.items()}, str(path)
+
+
+def bench_scene_prompt(torch, sampler, timer, cfg, device, dtype, chunks: int) -> dict:
+    """Steady-state chunk time with a one-persona prompt and with a two-character scene prompt,
+    in alternating blocks (A B A B), each block after its prompt switch and one untimed chunk."""
+    prompts = scene_prompts()
+    tokens, tokenizer = prompt_token_counts(prompts)
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    texts = {}
+    for name in prompts:
+        rows = min(tokens[name], cfg.text_len) if tokens else cfg.text_len
+        context = torch.zeros(1, cfg.text_len, cfg.text_dim)
+        context[:, :rows] = torch.randn(1, rows, cfg.text_dim, generator=gen)
+        texts[name] = context.to(device=device, dtype=dtype)
+    times: dict[str, list[float]] = {name: [] for name in prompts}
+    block = max(2, chunks // 2)
+    for name in [*prompts, *prompts]:
+        sampler.set_prompt(texts[name])
+        sampler.next_chunk()
+        for _ in range(block):
+            marks = timed_chunk(sampler, timer)
+            timer.sync()
+            times[name].append(timer.ms(marks[0], marks[-1]))
+    result = {"prompts": prompts, "tokens_with_eos": tokens, "tokenizer": tokenizer, "text_len": cfg.text_len,
+              "chunks_timed_each": len(times["one_persona"])}
+    for name, values in times.items():
+        result[f"chunk_ms_p50_{name}"] = median(values)
+        result[f"chunk_ms_p95_{name}"] = p95(values)
+    result["chunk_ms_p50_ratio_two_to_one"] = round(result["chunk_ms_p50_two_characters"]
+                                                    / result["chunk_ms_p50_one_persona"], 4)
     return result
 
 
@@ -509,6 +598,10 @@ def main(argv=None) -> int:
                         "it lists nested ops, a code-path check only)")
     parser.add_argument("--long-run", action="store_true", help="also stream --long-run-frames latent frames")
     parser.add_argument("--long-run-frames", type=int, default=2000)
+    parser.add_argument("--scene-prompt", action="store_true",
+                        help="also time chunks with a two-character scene prompt against a one-persona prompt "
+                        "(issue 20; needs pydantic; token counts from the UMT5 tokenizer in $PERSONA_MODELS_DIR when "
+                        "present)")
     serving = parser.add_argument_group("serving (benchmarks/longlive_serving.py; sessions through LongLiveBackend, "
                                         "needs pydantic)")
     serving.add_argument("--paced", action="store_true",
@@ -570,6 +663,7 @@ def main(argv=None) -> int:
                 "cuda_graphs": args.cuda_graphs,
                 "recache_mode": args.recache_mode,
                 "chunks_timed": args.chunks,
+                "scene_prompt": args.scene_prompt,
                 "weights": "random (meta -> to_empty -> seeded init)",
                 "attention": args.attention or "dense SDPA (DenseRouter)",
                 "not_included": "text encoding (cached per prompt); decode is timed separately per decoder and "

@@ -22,6 +22,7 @@ from .engine_nodes import (
 from .identity_nodes import PersonaIdentityConditioner
 from .lipsync_nodes import PersonaLipSync, PersonaStreamLipSync
 from .recorder_nodes import PersonaSessionRecorder
+from .scene_nodes import PersonaScene
 from .stream_nodes import (
     PersonaFrameOutput,
     PersonaFramesFromImage,
@@ -34,6 +35,7 @@ from .voice_nodes import PersonaSpeak
 #: (class, display name). The mapping key is the class name, as ComfyUI workflows store it.
 _NODES: list[tuple[type, str]] = [
     (PersonaCardLoader, "Persona Card Loader"),
+    (PersonaScene, "Persona Scene (2-4 personas)"),
     (PersonaConversationTurn, "Persona Conversation Turn"),
     (PersonaInterpreter, "Persona Action Interpreter"),
     (PersonaDirective, "Persona Directive (manual)"),

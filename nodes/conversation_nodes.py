@@ -16,7 +16,8 @@ import threading
 from typing import Any
 
 from .runtime import current_store, per_turn
-from .types import DIRECTIVES, PERSONA, TURN, DirectivePlan, TurnValue
+from .scene_nodes import lead_persona
+from .types import DIRECTIVES, PERSONA, PERSONA_OR_SCENE, TURN, DirectivePlan, TurnValue
 
 _SESSION_INPUT = (
     "STRING",
@@ -148,7 +149,8 @@ class PersonaConversationTurn:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "persona": (PERSONA, {"tooltip": "The persona the user is talking to."}),
+                "persona": (PERSONA_OR_SCENE, {"tooltip": "The persona the user is talking to, or a scene "
+                                                "(Persona Scene: several personas, addressed by name)."}),
                 "text": (
                     "STRING",
                     {"default": "", "multiline": True, "tooltip": "What the user says (≤ 4000 characters)."},
@@ -164,6 +166,7 @@ class PersonaConversationTurn:
 
     def turn(self, persona, text: str, session_id: str, turn: int) -> tuple:
         session = current_store().get(session_id)
+        persona = lead_persona(persona, session)
         conversation = _conversation(session, persona)
         if turn < 0 or not text.strip():
             return (TurnValue(session_id=session_id, turn=0, text="", history=tuple(conversation.history)),)
@@ -196,7 +199,8 @@ class PersonaInterpreter:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "persona": (PERSONA, {"tooltip": "The persona whose vocabulary and lines are used."}),
+                "persona": (PERSONA_OR_SCENE, {"tooltip": "The persona whose vocabulary and lines are used "
+                                                "(a scene: each addressed persona's own)."}),
                 "turn": (TURN, {"tooltip": "The user turn to interpret."}),
                 "backend": (
                     _interpreter_choices(),
@@ -224,6 +228,7 @@ class PersonaInterpreter:
         from ..persona.interpreter.base import InterpretRequest
 
         session = current_store().get(turn.session_id)
+        persona = lead_persona(persona, session)
         done = session.turn_memo.get("interpretation", turn.turn)
         if done is not None:  # interpreted before (a host's cache was evicted): no second reply
             return done

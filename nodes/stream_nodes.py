@@ -13,7 +13,8 @@ from typing import Any
 
 from .comfy_env import preview_image, progress, throw_if_interrupted
 from .runtime import TrackerMemory, current_store, every_run
-from .types import DIRECTIVES, FRAMES, PERSONA, STATE, DirectivePlan, FramesValue
+from .scene_nodes import lead_persona
+from .types import DIRECTIVES, FRAMES, PERSONA_OR_SCENE, STATE, DirectivePlan, FramesValue
 
 _SESSION_INPUT = (
     "STRING",
@@ -38,7 +39,8 @@ class PersonaStateTracker:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "persona": (PERSONA, {"tooltip": "Whose vocabulary and pose rules apply."}),
+                "persona": (PERSONA_OR_SCENE, {"tooltip": "Whose vocabulary and pose rules apply (a scene: "
+                                                "each character's own)."}),
                 "directives": (DIRECTIVES, {"tooltip": "Directives from the interpreter."}),
                 "session_id": _SESSION_INPUT,
             },
@@ -53,6 +55,7 @@ class PersonaStateTracker:
 
     def track(self, persona, directives: DirectivePlan, session_id: str, manual: DirectivePlan | None = None):
         session = current_store().get(session_id)
+        persona = lead_persona(persona, session)
         now = session.now_ms()
         with session.lock:  # the interpreter (turn thread) reads this tracker's state
             if session.tracker is None:
@@ -113,7 +116,8 @@ class PersonaPreviewRenderer:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "persona": (PERSONA, {"tooltip": "Who to draw (appearance, vocabulary)."}),
+                "persona": (PERSONA_OR_SCENE, {"tooltip": "Who to draw (appearance, vocabulary); a scene: "
+                                                "everyone side by side."}),
                 "plan": (DIRECTIVES, {"tooltip": "The planned directives from the state tracker."}),
                 "session_id": _SESSION_INPUT,
                 "width": ("INT", {"default": 384, "min": 64, "max": 2048, "step": 16, "tooltip": "Frame width, px."}),
@@ -152,6 +156,7 @@ class PersonaPreviewRenderer:
         chunk_frames: int = 2,
     ):
         session = current_store().get(session_id)
+        persona = lead_persona(persona, session)
         # What starts a new stream; frames per run (`chunk_frames`) only sets the next chunk's length.
         cast = session.cast or (persona,)
         key = (self.BACKEND, tuple(p.id for p in cast), width, height, float(fps), seed)

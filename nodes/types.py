@@ -16,6 +16,27 @@ TURN = "PERSONA_TURN"
 DIRECTIVES = "PERSONA_DIRECTIVES"
 STATE = "PERSONA_STATE"
 FRAMES = "PERSONA_FRAMES"
+SCENE = "PERSONA_SCENE"
+#: What the conversation and stream nodes take as `persona`: one card, or a scene of several
+#: (ComfyUI matches a comma-separated input type against either output type).
+PERSONA_OR_SCENE = f"{PERSONA},{SCENE}"
+
+
+@dataclass(frozen=True)
+class SceneValue:
+    """A scene of 2–4 personas (persona.card.Persona items, left to right on screen): what the
+    Persona Scene node gives the nodes that take `persona`. The first one leads."""
+
+    cast: tuple
+    layout: str = "side_by_side"
+
+    @property
+    def lead(self) -> Any:
+        return self.cast[0]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(p.id for p in self.cast)
 
 
 @dataclass(frozen=True)

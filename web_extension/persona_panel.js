@@ -19,10 +19,12 @@
 // Beyond the chat: a mute button, server-side recording (record → stop → a download
 // link), and a persona gallery (GET /persona/personas; a click starts a new session with
 // hello.persona) with card import (file input or drop; POST /persona/personas, the
-// server's `bad_card` message shown as it is). The browser test reads
+// server's `bad_card` message shown as it is). Scenes of 2–4 personas (the cast, who speaks,
+// a line per speaker, the scene picker) are persona_scene.js's. The browser test reads
 // `window.personaPanelAudio.stats` (samples decoded, RMS).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { SceneView, canvasScene } from "./persona_scene.js";
 
 const TAB_ID = "persona-chat";
 const QUICK_ACTIONS = [
@@ -118,6 +120,7 @@ class PersonaPanel {
     this.latestFrame = null;
     this.drawing = false;
     this.root = this.build();
+    this.scene = new SceneView(this); // scenes of 2–4 personas: persona_scene.js
   }
 
   build() {
@@ -185,6 +188,7 @@ class PersonaPanel {
                                               comfyClientId: api.clientId ?? null });
     this.client = client;
     this.wire(client);
+    this.scene.attach(client);
     this.wireExtras(client);
     this.wireSource(client);
     this.watchVisibility(client);
@@ -228,7 +232,8 @@ class PersonaPanel {
     this.bubbles.clear();
     this.errors.replaceChildren();
     this.setConnection("connecting", "switching…");
-    client.newSession(client.ready?.persona.id ?? null);
+    // A canvas holding a Persona Scene node streams that scene (hello.scene).
+    client.newSession(client.ready?.persona.id ?? null, source === "canvas" ? canvasScene(app.graph) : null);
   }
 
   watchVisibility(client) {
@@ -334,14 +339,16 @@ class PersonaPanel {
         element("img", { src: routed(persona.portrait), alt: "", loading: "lazy" }),
         element("span", { text: persona.builtin ? persona.name : `${persona.name} (yours)` }));
       button.addEventListener("click", () => this.switchPersona(persona.id));
-      return element("li", {}, button);
+      const item = element("li", {}, button);
+      this.scene.pickable(item, persona);
+      return item;
     });
     this.gallery.replaceChildren(...items);
     if (this.client?.ready) this.markCurrentPersona(this.client.ready.persona.id);
   }
 
   switchPersona(id) {
-    if (!this.client || this.client.ready?.persona.id === id) return;
+    if (!this.client || (this.client.ready?.persona.id === id && !this.client.ready?.scene)) return;
     this.player?.restart();
     this.history.replaceChildren();
     this.bubbles.clear();
@@ -421,7 +428,7 @@ class PersonaPanel {
           const directive = actions.has(name)
             ? { action: name, expression: expression ?? "neutral", intensity: 0.7 }
             : { action: "idle", expression: name, intensity: 0.7 };
-          this.client?.action(directive);
+          this.client?.action(this.scene.decorate(directive));
           this.addBubble("user", `[${label}]`);
         });
         return button;
@@ -482,14 +489,17 @@ class PersonaPanel {
       bubble.append(element("span", { class: "directives", text }));
     });
     client.addEventListener("reply", (event) => {
-      const { reply_to: replyTo, text, done } = event.detail;
+      const { reply_to: replyTo, text, done, character } = event.detail;
+      if (character) return; // a scene's line, one bubble per speaker (persona_scene.js)
       const bubble = this.personaBubble(replyTo);
       const directives = bubble.querySelector(".directives");
       bubble.textContent = text || (done ? "" : "…");
       if (directives) bubble.append(directives);
       bubble.dataset.done = String(done);
     });
-    client.addEventListener("state", (event) => this.setState(event.detail.state));
+    client.addEventListener("state", (event) => {
+      if (!this.scene.ownsState(event.detail.state)) this.setState(event.detail.state); // the status row: the lead
+    });
     client.addEventListener("metrics", (event) => {
       const m = event.detail;
       const latency = m.latency_ms == null ? "–" : `${Math.round(m.latency_ms)} ms`;

@@ -6,7 +6,7 @@ interrupted mid-way, at 256×256 and 12 fps to keep the file small.
 workflows/<template>.jpg: the thumbnail ComfyUI's template browser shows for each saved
 workflow: the persona the template starts with, doing what it shows, with the template's
 engine written under it (a LongLive template runs on a GPU with weights; the picture is
-the CPU preview's, and says so).
+the CPU preview's, and says so); the scene template's shows its two cards side by side.
 """
 
 from __future__ import annotations
@@ -142,9 +142,36 @@ def thumbnails() -> None:
         image.save(folder / f"{name}.jpg", quality=85, optimize=True)
 
 
+def scene_thumbnail() -> None:
+    """persona_scene_chat.jpg: the template's cast (Mira and Bjorn, their cards' looks), she
+    waving, he seated, drawn by the scene preview renderer."""
+    from comfyui_persona.persona.library import load_persona
+    from comfyui_persona.video.preview import ScenePreviewRenderer
+
+    specs = []
+    for persona_id in ("mira", "bjorn"):
+        persona = load_persona(persona_id)
+        vocabulary = persona.vocabulary()
+        specs.append(SessionSpec(persona.id, persona.name, persona.appearance.model_dump(mode="json"), 320, 320, 16.0,
+                                 vocabulary={"actions": [e.model_dump(mode="json") for e in vocabulary.actions],
+                                             "expressions": [e.model_dump(mode="json") for e in vocabulary.expressions]}))
+    r = ScenePreviewRenderer(chunk_frames=8)
+    r.start_scene(specs)
+    r.submit([ActionDirective(action="wave", expression="smile", intensity=0.9, character="mira"),
+              ActionDirective(action="sit", expression="neutral", intensity=0.6, character="bjorn")], seq=1)
+    for _ in range(3):
+        frame = r.next_chunk().frames[-1]
+    image = Image.fromarray(frame)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([0, 294, 320, 320], fill=(255, 255, 255))
+    draw.text((8, 299), "Scene: Mira & Bjorn · CPU preview", fill=(40, 40, 40))
+    image.save(HERE.parents[1] / "workflows" / "persona_scene_chat.jpg", quality=85, optimize=True)
+
+
 if __name__ == "__main__":
     contact_sheet()
     demo_gif()
     thumbnails()
+    scene_thumbnail()
     for name in ("preview-contact-sheet.png", "preview-demo.gif"):
         print(name, (HERE / name).stat().st_size // 1024, "KiB")
