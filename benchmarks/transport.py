@@ -17,11 +17,22 @@ both) to a decoded picture at the viewer, on the one loop clock of this process 
 plus the decode's time; WebRTC: aiortc's encode, packetisation, jitter buffer and decode).
 Rendering before and display after are the same for both and not counted.
 
+`--browser`: the chat page in Chromium instead (browser_media.py), once per size, transport
+(`?media=websocket` / `?media=webrtc`) and link: a frame counter is drawn into every picture as
+it is handed to the transport (`StampTap`; for the WebSocket the JPEG is re-encoded with the
+server's settings), the page decodes it from what it shows on every animation frame, and
+glass-to-glass latency is that wall-clock time minus the hand-over's (one machine, one clock).
+Rendering ahead of the hand-over (the frame queue) is the same for both transports and not
+counted. Also per run: frames shown per second of those sent, stalls (gaps between new pictures
+longer than 250 ms) and bytes per second on the wire (WebSocket: the binary frames; WebRTC: RTP
+payload, `bytesSent`). Links: `clean` (loopback) and `impaired` (2 % loss and 100 ms delay each
+way; impair.py, since netem is not available here).
+
     .venv/bin/python benchmarks/transport.py                       # 384x384 and 832x480, 15 s each
     .venv/bin/python benchmarks/transport.py --sizes 384x384 --seconds 5 --no-save
+    .venv/bin/python benchmarks/transport.py --browser             # 384², 512², 832x480; clean and impaired
 
-Writes `benchmarks/results/transport-cpu-<date>.json`. Not measured here yet: a browser's
-glass-to-glass latency and impaired links (loss, delay).
+Writes `benchmarks/results/transport-cpu-<date>.json` (`--browser`: `transport_browser-cpu-<date>.json`).
 """
 
 from __future__ import annotations
@@ -363,10 +374,14 @@ async def browser_run(pw, folder, width: int, height: int, media: str, impairmen
             try:
                 page = browser.pages[0] if browser.pages else await browser.new_page()
                 await page.goto(f"http://127.0.0.1:{tcp.port}/?media={media}", timeout=60000)
-                await page.evaluate("""(media) => new Promise((resolve) => {
-                  const check = () => window.personaRtc.transport === media && window.personaRtc.client.ready
-                    ? resolve(true) : setTimeout(check, 100);
-                  check(); })""", media)
+                try:
+                    await asyncio.wait_for(page.evaluate("""(media) => new Promise((resolve) => {
+                      const check = () => window.personaRtc.transport === media && window.personaRtc.client.ready
+                        ? resolve(true) : setTimeout(check, 100);
+                      check(); })""", media), 60)
+                except asyncio.TimeoutError:
+                    badge = await page.evaluate("document.getElementById('transport').textContent")
+                    raise RuntimeError(f"the page did not get its media on {media} within 60 s (badge: {badge!r})") from None
                 (connection,) = [c for c in service.connections if c.session is not None]
                 tap = StampTap(connection.media, config.jpeg_quality)
                 connection.media = tap
@@ -435,7 +450,12 @@ async def browser_size(width: int, height: int, links: dict, warmup: float, seco
         async with async_playwright() as pw:
             for link, impairment in links.items():
                 for media in ("websocket", "webrtc"):
-                    result = await browser_run(pw, Path(tmp), width, height, media, impairment, warmup, seconds)
+                    try:
+                        result = await browser_run(pw, Path(tmp), width, height, media, impairment, warmup, seconds)
+                    except RuntimeError as exc:  # recorded, not hidden: the other runs go on
+                        print(f"{width}x{height} {link} {media}: {exc}", flush=True)
+                        out.setdefault(link, {})[media] = {"error": str(exc)}
+                        continue
                     out.setdefault(link, {})[media] = result
                     print(f"{width}x{height} {link} {media} ({result['codec'] or 'JPEG'}): {result['kbit_per_s']:.0f} kbit/s, "
                           f"shown {result['fps_shown']:.1f} of {result['fps_sent']:.1f} fps, glass-to-glass p50 "
