@@ -484,14 +484,22 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.sizes or (["384x384", "512x512", "832x480"] if args.browser else ["384x384", "832x480"])
     seconds = args.seconds or (10.0 if args.browser else 15.0)
     metrics = {}
-    for size in sizes:
-        width, height = (int(v) for v in size.lower().split("x"))
-        if args.browser:
-            from impair import Impairment
+    if args.browser:
+        from impair import Impairment
 
-            every = {"clean": Impairment(), "impaired": Impairment(loss=0.02, delay_s=0.1)}
-            metrics[size] = asyncio.run(browser_size(width, height, {k: every[k] for k in args.links}, args.warmup, seconds))
-            continue
+        every = {"clean": Impairment(), "impaired": Impairment(loss=0.02, delay_s=0.1)}
+        links = {k: every[k] for k in args.links}
+
+        async def all_sizes() -> None:
+            # One event loop for every run: aioice keeps its mDNS resolver (a browser's host
+            # candidates are .local names) bound to the loop that first made it.
+            for size in sizes:
+                width, height = (int(v) for v in size.lower().split("x"))
+                metrics[size] = await browser_size(width, height, links, args.warmup, seconds)
+
+        asyncio.run(all_sizes())
+    for size in [] if args.browser else sizes:
+        width, height = (int(v) for v in size.lower().split("x"))
         result = asyncio.run(run_size(width, height, args.warmup, seconds))
         metrics[size] = result
         j, w = result["jpeg_ws"], result["webrtc"]

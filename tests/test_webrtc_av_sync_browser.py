@@ -15,10 +15,10 @@ import asyncio
 import sys
 
 import pytest
-from paths import REPO
 from test_browser_chat import CHROMIUM
 from test_webrtc_browser import _open, _wait_js
 
+from paths import REPO
 from server_harness import running, service_fixtures  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
