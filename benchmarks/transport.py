@@ -17,11 +17,22 @@ both) to a decoded picture at the viewer, on the one loop clock of this process 
 plus the decode's time; WebRTC: aiortc's encode, packetisation, jitter buffer and decode).
 Rendering before and display after are the same for both and not counted.
 
+`--browser`: the chat page in Chromium instead (browser_media.py), once per size, transport
+(`?media=websocket` / `?media=webrtc`) and link: a frame counter is drawn into every picture as
+it is handed to the transport (`StampTap`; for the WebSocket the JPEG is re-encoded with the
+server's settings), the page decodes it from what it shows on every animation frame, and
+glass-to-glass latency is that wall-clock time minus the hand-over's (one machine, one clock).
+Rendering ahead of the hand-over (the frame queue) is the same for both transports and not
+counted. Also per run: frames shown per second of those sent, stalls (gaps between new pictures
+longer than 250 ms) and bytes per second on the wire (WebSocket: the binary frames; WebRTC: RTP
+payload, `bytesSent`). Links: `clean` (loopback) and `impaired` (2 % loss and 100 ms delay each
+way; impair.py, since netem is not available here).
+
     .venv/bin/python benchmarks/transport.py                       # 384x384 and 832x480, 15 s each
     .venv/bin/python benchmarks/transport.py --sizes 384x384 --seconds 5 --no-save
+    .venv/bin/python benchmarks/transport.py --browser             # 384², 512², 832x480; clean and impaired
 
-Writes `benchmarks/results/transport-cpu-<date>.json`. Not measured here yet: a browser's
-glass-to-glass latency and impaired links (loss, delay).
+Writes `benchmarks/results/transport-cpu-<date>.json` (`--browser`: `transport_browser-cpu-<date>.json`).
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import json
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -278,21 +290,217 @@ async def run_size(width: int, height: int, warmup: float, seconds: float) -> di
     return {"jpeg_ws": jpeg, "webrtc": rtc, "webrtc_bytes_ratio": rtc["bytes_per_s"] / jpeg["bytes_per_s"]}
 
 
+# -- in a browser: glass-to-glass latency, smoothness, bytes; clean and impaired links ----------
+
+
+class StampTap:
+    """On `Connection.media`: draws a frame counter into every picture handed to the transport
+    (browser_media.stamp_counter; for the WebSocket the JPEG is re-encoded with the server's
+    settings) and notes the wall-clock time it did, then lets the real sink take the frame."""
+
+    def __init__(self, inner, jpeg_quality: int) -> None:
+        self.inner = inner
+        self.quality = jpeg_quality
+        self.count = 0
+        self.stamped: dict[int, float] = {}  # counter value → wall time (s) handed over
+        self.ws_bytes = 0
+
+    def video(self, frame) -> bool:
+        import simplejpeg
+        from browser_media import COUNTER_BITS, stamp_counter
+
+        from comfyui_persona.headless.server.protocol import media_frame, parse_media_frame
+
+        if frame.rgb is None:
+            return self.inner.video(frame) if self.inner is not None else False
+        value = self.count % (1 << COUNTER_BITS)
+        self.count += 1
+        frame.rgb = stamp_counter(frame.rgb, value)
+        if self.inner is None:  # the WebSocket: the JPEG the viewer gets must show the counter
+            kind, index, pts, _ = parse_media_frame(frame.data)
+            jpeg = simplejpeg.encode_jpeg(np.ascontiguousarray(frame.rgb), quality=self.quality, colorspace="RGB",
+                                          colorsubsampling="420")
+            frame.data = media_frame(kind, index, pts, jpeg)
+            self.ws_bytes += len(frame.data)
+        self.stamped[value] = time.time()
+        return self.inner.video(frame) if self.inner is not None else False
+
+    def audio(self, packet: bytes) -> bool:
+        return self.inner.audio(packet) if self.inner is not None else False
+
+
+def smoothness(shown_s: list[float], stall_s: float) -> dict:
+    """Gaps between new pictures on screen: stalls are gaps longer than `stall_s`."""
+    gaps = np.diff(sorted(shown_s)) if len(shown_s) > 1 else np.zeros(0)
+    stalls = gaps[gaps > stall_s]
+    return {"stalls": int(stalls.size), "stall_s_total": float(stalls.sum()),
+            "gap_ms_max": float(gaps.max() * 1000) if gaps.size else None,
+            "gap_ms_p95": float(np.percentile(gaps, 95) * 1000) if gaps.size else None}
+
+
+async def browser_run(pw, folder, width: int, height: int, media: str, impairment, warmup: float,
+                      seconds: float) -> dict:
+    """One page, one transport, one link: what the viewer sees for `seconds` after `warmup`."""
+    from browser_media import ARGS, CHROMIUM, FRAME_COUNTER_JS
+    from impair import TcpRelay, UdpRelay, relay_answer, udp_candidates
+
+    from comfyui_persona.headless.server import PersonaService, ServerConfig
+    from comfyui_persona.headless.server import webrtc as webrtc_module
+
+    graph = await asyncio.to_thread(graph_of_size, width, height)
+    config = ServerConfig(speech=False)
+    service = await asyncio.to_thread(PersonaService, graph, config)
+    await asyncio.to_thread(service.warm_up)
+    relays: list[UdpRelay] = []
+    original_answer = webrtc_module.WebRTCPeer.answer
+
+    async def relayed_answer(peer, offer):  # the server's candidates → relay ports
+        answer = await original_answer(peer, offer)
+        ports = {}
+        for target in udp_candidates(answer["sdp"]):
+            relay = await UdpRelay(target, impairment).start()
+            relays.append(relay)
+            ports[target] = relay.port
+        return {**answer, "sdp": relay_answer(answer["sdp"], ports)}
+
+    webrtc_module.WebRTCPeer.answer = relayed_answer
+    loop = asyncio.get_running_loop()
+    try:
+        async with running(service) as server:
+            tcp = await TcpRelay(("127.0.0.1", server.port), impairment).start()
+            browser = await pw.chromium.launch_persistent_context(
+                str(folder / f"profile-{media}-{width}x{height}"), executable_path=str(CHROMIUM), args=ARGS,
+                headless=True, viewport={"width": max(1100, width + 500), "height": max(720, height + 200)})
+            try:
+                page = browser.pages[0] if browser.pages else await browser.new_page()
+                await page.goto(f"http://127.0.0.1:{tcp.port}/?media={media}", timeout=60000)
+                try:
+                    await asyncio.wait_for(page.evaluate("""(media) => new Promise((resolve) => {
+                      const check = () => window.personaRtc.transport === media && window.personaRtc.client.ready
+                        ? resolve(true) : setTimeout(check, 100);
+                      check(); })""", media), 60)
+                except asyncio.TimeoutError:
+                    badge = await page.evaluate("document.getElementById('transport').textContent")
+                    raise RuntimeError(f"the page did not get its media on {media} within 60 s (badge: {badge!r})") from None
+                (connection,) = [c for c in service.connections if c.session is not None]
+                tap = StampTap(connection.media, config.jpeg_quality)
+                connection.media = tap
+                await page.evaluate(FRAME_COUNTER_JS)
+                stop = asyncio.Event()
+                actor = loop.create_task(act(lambda m: page.evaluate("(m) => window.personaRtc.client.action(m.directive)", m),
+                                             stop))
+                await asyncio.sleep(warmup)
+                sender = tap.inner.pc.getSenders()[0] if tap.inner is not None else None
+
+                async def rtp_bytes() -> int:
+                    stats = await sender.getStats()
+                    return sum(s.bytesSent for s in stats.values() if getattr(s, "type", "") == "outbound-rtp")
+
+                start_bytes = await rtp_bytes() if sender else tap.ws_bytes
+                begin, first = time.time(), tap.count
+                await asyncio.sleep(seconds)
+                end_bytes = await rtp_bytes() if sender else tap.ws_bytes
+                end, last = time.time(), tap.count
+                stop.set()
+                await actor
+                await asyncio.sleep(1.0 + 2 * impairment.delay_s)  # the last frames reach the screen
+                seen = await page.evaluate("window.__counter")
+                transport = await page.evaluate("window.personaRtc.transport")
+                codec = await page.evaluate("document.getElementById('transport').textContent")
+            finally:
+                await browser.close()
+                await tcp.close()
+    finally:
+        webrtc_module.WebRTCPeer.answer = original_answer
+        for relay in relays:
+            relay.close()
+        service.pool.shutdown(wait=True)
+    from browser_media import COUNTER_BITS
+
+    window = {v % (1 << COUNTER_BITS) for v in range(first, last)}
+    latencies, shown = [], []
+    for key, at_ms in seen["seen"].items():
+        value = int(key)
+        if value in window and value in tap.stamped:
+            latencies.append(at_ms - tap.stamped[value] * 1000)
+            shown.append(at_ms / 1000)
+    elapsed = end - begin
+    interval = 1.0 / 24
+    return {
+        "transport": transport, "codec": codec,
+        "bytes_per_s": (end_bytes - start_bytes) / elapsed, "kbit_per_s": (end_bytes - start_bytes) * 8 / elapsed / 1000,
+        "fps_sent": (last - first) / elapsed, "fps_shown": len(shown) / elapsed,
+        "frames_sent": last - first, "frames_shown": len(shown),
+        "glass_to_glass_ms_p50": float(np.percentile(latencies, 50)) if latencies else None,
+        "glass_to_glass_ms_p95": float(np.percentile(latencies, 95)) if latencies else None,
+        **smoothness(shown, 6 * interval),
+        "counter_reads": seen["reads"], "counter_rejects": seen["rejects"],
+        "udp_dropped": {way: sum(r.dropped[way] for r in relays) for way in ("down", "up")} if relays else None,
+        "seconds": elapsed,
+    }
+
+
+async def browser_size(width: int, height: int, links: dict, warmup: float, seconds: float) -> dict:
+    import tempfile
+
+    from playwright.async_api import async_playwright
+
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        async with async_playwright() as pw:
+            for link, impairment in links.items():
+                for media in ("websocket", "webrtc"):
+                    try:
+                        result = await browser_run(pw, Path(tmp), width, height, media, impairment, warmup, seconds)
+                    except RuntimeError as exc:  # recorded, not hidden: the other runs go on
+                        print(f"{width}x{height} {link} {media}: {exc}", flush=True)
+                        out.setdefault(link, {})[media] = {"error": str(exc)}
+                        continue
+                    out.setdefault(link, {})[media] = result
+                    print(f"{width}x{height} {link} {media} ({result['codec'] or 'JPEG'}): {result['kbit_per_s']:.0f} kbit/s, "
+                          f"shown {result['fps_shown']:.1f} of {result['fps_sent']:.1f} fps, glass-to-glass p50 "
+                          f"{result['glass_to_glass_ms_p50']} ms p95 {result['glass_to_glass_ms_p95']} ms, "
+                          f"{result['stalls']} stalls ({result['stall_s_total']:.2f} s), max gap {result['gap_ms_max']} ms",
+                          flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=["384x384", "832x480"], help="WIDTHxHEIGHT, each a multiple of 16")
-    parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per transport and size")
+    parser.add_argument("--sizes", nargs="+", default=None,
+                        help="WIDTHxHEIGHT, each a multiple of 16 (default: 384x384 832x480; --browser: 384x384 512x512 832x480)")
+    parser.add_argument("--seconds", type=float, default=None, help="measured seconds per run (default 15; --browser 10)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring (encoder ramp-up)")
+    parser.add_argument("--browser", action="store_true",
+                        help="the chat page in Chromium: glass-to-glass latency, fps shown and stalls, clean and impaired")
+    parser.add_argument("--links", nargs="+", default=["clean", "impaired"], choices=["clean", "impaired"],
+                        help="--browser: loopback as is, and/or with 2 %% loss and 100 ms delay each way (impair.py)")
     parser.add_argument("--no-save", action="store_true", help="print only")
     parser.add_argument("--suffix", default="", help="appended to the result file's name")
     args = parser.parse_args(argv)
 
     from comfyui_persona.headless.server.config import ServerConfig
 
+    sizes = args.sizes or (["384x384", "512x512", "832x480"] if args.browser else ["384x384", "832x480"])
+    seconds = args.seconds or (10.0 if args.browser else 15.0)
     metrics = {}
-    for size in args.sizes:
+    if args.browser:
+        from impair import Impairment
+
+        every = {"clean": Impairment(), "impaired": Impairment(loss=0.02, delay_s=0.1)}
+        links = {k: every[k] for k in args.links}
+
+        async def all_sizes() -> None:
+            # One event loop for every run: aioice keeps its mDNS resolver (a browser's host
+            # candidates are .local names) bound to the loop that first made it.
+            for size in sizes:
+                width, height = (int(v) for v in size.lower().split("x"))
+                metrics[size] = await browser_size(width, height, links, args.warmup, seconds)
+
+        asyncio.run(all_sizes())
+    for size in [] if args.browser else sizes:
         width, height = (int(v) for v in size.lower().split("x"))
-        result = asyncio.run(run_size(width, height, args.warmup, args.seconds))
+        result = asyncio.run(run_size(width, height, args.warmup, seconds))
         metrics[size] = result
         j, w = result["jpeg_ws"], result["webrtc"]
         print(f"{size}: JPEG/WS {j['kbit_per_s']:.0f} kbit/s at {j['fps']:.1f} fps, PSNR {j['psnr_db_mean']:.1f} dB | "
@@ -300,11 +508,19 @@ def main(argv: list[str] | None = None) -> int:
               f" | ratio {result['webrtc_bytes_ratio']:.3f} | hand-over to decoded p50 "
               f"{j['handover_to_decoded_ms_p50']:.1f} vs {w['handover_to_decoded_ms_p50']:.1f} ms", flush=True)
     if not args.no_save:
-        config = {"sizes": args.sizes, "seconds": args.seconds, "warmup": args.warmup,
-                  "jpeg_quality": ServerConfig().jpeg_quality, "backend": "preview", "fps": 24,
-                  "link": "loopback, no impairment", "speech": False}
-        path = result_path("transport", "cpu", args.suffix)
-        write_result(path, "transport", cpu_model(), config, metrics)
+        config = {"sizes": sizes, "seconds": seconds, "warmup": args.warmup,
+                  "jpeg_quality": ServerConfig().jpeg_quality, "backend": "preview", "fps": 24, "speech": False}
+        if args.browser:
+            config |= {"viewer": "Debian chromium, headless, the chat page (?media=websocket|webrtc)",
+                       "links": {"clean": "loopback", "impaired": "2 % loss and 100 ms delay each way: "
+                                 "UDP relay for WebRTC media, TCP relay (fast-retransmit model) for the WebSocket"},
+                       "stall": "a gap between new pictures on screen longer than 6 frame intervals (250 ms)"}
+            benchmark = "transport_browser"
+        else:
+            config["link"] = "loopback, no impairment"
+            benchmark = "transport"
+        path = result_path(benchmark, "cpu", args.suffix)
+        write_result(path, benchmark, cpu_model(), config, metrics)
         print(f"wrote {path.relative_to(REPO)}")
     return 0
 

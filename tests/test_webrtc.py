@@ -444,24 +444,30 @@ def _packet(pts_ms: int, samples: np.ndarray) -> bytes:
     return media_frame(MEDIA_AUDIO, 0, pts_ms, samples.astype("<i2").tobytes())
 
 
-async def test_audio_is_cut_into_20_ms_frames_on_the_session_clock_and_a_gap_keeps_its_pts():
+async def test_audio_is_a_continuous_stream_of_20_ms_frames_with_speech_placed_by_its_pts():
+    """A microphone-like stream: consecutive 20 ms frames whose pts advance by one frame each,
+    silence between utterances, so RTP timestamps follow the wall clock (a browser maps them
+    through the sender reports to align audio and picture). Speech split in whole-ms packets
+    plays on gaplessly; a later utterance lands exactly its pts distance after the first."""
     from comfyui_persona.headless.server.webrtc_tracks import AudioTrack, MediaClock
 
-    track = AudioTrack(22050, MediaClock())
-    speech = (np.sin(np.arange(4410) / 7.0) * 8000).astype(np.int16)
-    track.push_packet(_packet(1000, speech[:2000]))  # 90.7 ms
-    track.push_packet(_packet(1091, speech[2000:]))  # stamped in whole ms (7 samples off): it continues
-    frames = [await asyncio.wait_for(track.recv(), TIMEOUT) for _ in range(10)]
+    clock = MediaClock()
+    track = AudioTrack(22050, clock)
+    loop = asyncio.get_running_loop()
+    clock.shown(0, loop.time())  # the picture at pts 0 is on screen now
+    speech = (np.sin(np.arange(4410) / 7.0) * 8000 + 9000).astype(np.int16)  # no zero sample
+    track.push_packet(_packet(100, speech[:2000]))  # 90.7 ms
+    track.push_packet(_packet(191, speech[2000:]))  # stamped in whole ms (7 samples off): it continues
+    track.push_packet(_packet(500, speech[:441]))  # a new utterance 400 ms after the first
+    frames = [await asyncio.wait_for(track.recv(), TIMEOUT) for _ in range(40)]
     assert all(f.samples == 441 and f.sample_rate == 22050 for f in frames)
-    assert [f.pts for f in frames] == [22050 + 441 * k for k in range(10)]
-    assert np.array_equal(np.concatenate([f.to_ndarray().reshape(-1) for f in frames]), speech)
-    # After a silence: 100 samples at 3 s wait for more; the next packet (5 s) is not contiguous,
-    # so they go out padded to a frame with their own pts, and the new one keeps its pts.
-    track.push_packet(_packet(3000, speech[:100]))
-    track.push_packet(_packet(5000, speech[:441]))
-    tail, after = [await asyncio.wait_for(track.recv(), TIMEOUT) for _ in range(2)]
-    assert (tail.pts, after.pts) == (3 * 22050, 5 * 22050)
-    assert np.array_equal(tail.to_ndarray()[0, :100], speech[:100]) and not tail.to_ndarray()[0, 100:].any()
+    assert [f.pts for f in frames] == [441 * k for k in range(40)]
+    stream = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
+    voiced = np.flatnonzero(stream)
+    first = int(voiced[0])
+    assert np.array_equal(stream[first : first + speech.size], speech)
+    assert not stream[first + speech.size : first + 8820].any()  # silence until the second
+    assert np.array_equal(stream[first + 8820 : first + 8820 + 441], speech[:441])  # 400 ms later
     track.stop()
     with pytest.raises(MediaStreamError):
         await track.recv()
@@ -470,15 +476,26 @@ async def test_audio_is_cut_into_20_ms_frames_on_the_session_clock_and_a_gap_kee
 async def test_audio_waits_for_the_picture_with_the_same_pts():
     """Speech is released ahead of the picture; the track holds it until that picture was
     handed over, so audio and video leave with the same pts-to-wall-time relation."""
-    from comfyui_persona.headless.server.webrtc_tracks import AudioTrack, MediaClock
+    from comfyui_persona.headless.server.webrtc_tracks import FRAME_MS, AudioTrack, MediaClock
 
     clock = MediaClock()
     track = AudioTrack(22050, clock)
     loop = asyncio.get_running_loop()
     clock.shown(1000, loop.time())  # the picture at 1000 ms is on screen now
     track.push_packet(_packet(1300, np.ones(441, dtype=np.int16)))
-    await asyncio.wait_for(track.recv(), TIMEOUT)
-    assert loop.time() >= clock.due(1300) - 0.005
+    while not (await asyncio.wait_for(track.recv(), TIMEOUT)).to_ndarray().any():
+        pass
+    # The frame holding the speech leaves at most one frame before the speech's own time.
+    assert loop.time() >= clock.due(1300) - FRAME_MS / 1000 - 0.001
+
+
+async def test_audio_without_a_picture_plays_at_once():
+    """Before the first picture (or after a stall) speech does not wait for it."""
+    from comfyui_persona.headless.server.webrtc_tracks import AudioTrack, MediaClock
+
+    track = AudioTrack(22050, MediaClock())
+    track.push_packet(_packet(5000, np.ones(441, dtype=np.int16)))
+    assert (await asyncio.wait_for(track.recv(), TIMEOUT)).to_ndarray().all()
 
 
 async def test_an_offer_that_would_make_the_server_receive_media_is_refused(service):
