@@ -85,7 +85,7 @@ _SUGGESTION = re.compile(
     r"|it'd\s+be\s+(?:a\s+)?(?:good|great|nice|wise|lovely)(?:\s+idea)?\s+(?:for\s+you\s+)?to"
     r")\s+(?:please\s+)?"
 )
-_STATE = frozenset("be been feel look seem have had".split())
+_STATE = frozenset("be been feel look seem have had like love enjoy know understand remember agree mind care".split())
 
 _NOT_ACTION_RES = (
     # "point taken", "fair point", "that's the point": the noun "point", not pointing
