@@ -19,18 +19,20 @@ BELOW_GUARD: dict[tuple[str, str], float] = {
     # After the third round of issue 16 every earlier split, category and language measures at
     # or above GUARD (the floors that replaced, holdout2 indirect 0.55, holdout3 overall 0.66,
     # holdout4 indirect 0.84, ..., are in this file's history and in benchmarks/results/).
-    # holdout5, run once at 5fed041 (interpreter-cpu-2026-12-06-holdout5.json; the lower of
-    # the runs with and without the sentence model):
-    ("holdout5", "overall"): 0.91,
-    ("holdout5", "confusion"): 0.70,
-    ("holdout5", "indirect"): 0.75,
-    ("holdout5", "multilingual"): 0.86,
-    ("holdout5", "ordering"): 0.89,
-    ("holdout5", "statement"): 0.89,
-    ("holdout5", "de"): 0.72,
-    ("holdout5", "fr"): 0.72,
-    ("holdout5", "zh"): 0.83,
-    ("holdout5", "intensity"): 0.84,
+    # holdout5, run once at 5fed041 (interpreter-cpu-2026-12-06-holdout5.json: 91.6 %), tuned
+    # on since (a development split): the fourth round reached 100 % on every row of it, with
+    # and without the sentence model (interpreter-cpu-2026-12-06-all-splits-round4.json). The
+    # floors allow one utterance less per category or language, as any change may lose one.
+    ("holdout5", "overall"): 0.99,
+    ("holdout5", "confusion"): 0.94,
+    ("holdout5", "indirect"): 0.97,
+    ("holdout5", "multilingual"): 0.98,
+    ("holdout5", "ordering"): 0.94,
+    ("holdout5", "statement"): 0.96,
+    ("holdout5", "de"): 0.90,
+    ("holdout5", "fr"): 0.90,
+    ("holdout5", "zh"): 0.91,
+    ("holdout5", "intensity"): 0.94,
 }
 #: intensity bands have their own bar (issue 16: 85 %)
 INTENSITY_GUARD = 0.85

@@ -52,7 +52,7 @@ from ..embedding import load_encoder, switched_off
 from ..emotion import infer_expression
 from ..schema import ActionDirective, Vocabulary, VocabularyEntry, core_vocabulary
 from ..text import COMMON_WORDS, Token, clean_text, is_shouted, osa_distance, stem, tokenize
-from . import cues
+from . import cues, frames
 from . import lexicon as lx
 from .base import MAX_UTTERANCE_CHARS, Interpretation, InterpretRequest
 from .languages import ENGLISH, OTHER, detect_language, gloss
@@ -312,6 +312,7 @@ class EmbeddedInterpreter:
         if language != ENGLISH:
             parse_text = gloss(text, language, name_words).text if language != OTHER else ""
             notes.append(f"read as {language}" + (f": '{parse_text[:200]}'" if parse_text else ""))
+        parse_text = frames.rewrite(parse_text)
         clauses = _split(tokenize(_respell(parse_text, index)), persona)
         whole = len([c for c in clauses if c.words]) == 1
         readings: list[_Reading] = []
@@ -816,6 +817,7 @@ def _startswith(words: list[Token], seq: tuple[str, ...], at: int = 0) -> bool:
     return all(words[at + k] == seq[k] for k in range(n))
 
 
+_FACE_NAMES = frozenset(core_vocabulary().expression_names) | frozenset(lx.MOOD_WORDS)
 _STATE_VERBS = frozenset("be been have had feel look seem".split())
 
 
@@ -824,7 +826,7 @@ def _strip_fillers(words: list[Token]) -> tuple[bool, list[Token]]:
     changed = True
     while changed and words:
         changed = False
-        frame = cues.request_frame(words)
+        frame = cues.request_frame(words) or frames.suggestion_prefix(words)
         if frame:  # "I'd love to see you", "are you able to", "any chance you could"
             polite, words, changed = True, words[frame:], True
             continue
@@ -877,7 +879,11 @@ def _intensity(words: list[Token], shouted: bool, exclaims: int) -> float:
         level = max(0.0, LOW - (0.1 if very else 0.0))
     elif any(cues.intensity_word(w) == "high" for w in words) or cues.best_effort(words):
         level = min(1.0, HIGH + (0.1 if very else 0.0))  # "vigorously", "laugh your head off"
-    elif any(cues.intensity_word(w) == "low" for w in words):
+    elif any(
+        cues.intensity_word(w) == "low" and not (w in _FACE_NAMES and i and words[i - 1] in lx.VERY)
+        for i, w in enumerate(words)
+    ):
+        # "look incredibly shy": the face asked for, made stronger, not a manner ("a shy smile")
         level = max(0.0, LOW - (0.1 if very else 0.0))  # "tentatively", "the faintest smile"
     elif very:
         level = 0.75

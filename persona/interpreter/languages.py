@@ -237,6 +237,11 @@ def _lemma(word: str, language: str) -> str | None:
         value = look(form)
         if value:
             return value
+    for ending in li.ADJECTIVE_ENDINGS.get(language, ()):
+        if word.endswith(ending) and len(word) - len(ending) >= 4:
+            value = look(word[: -len(ending)])
+            if value:
+                return value
     endings = li.VERB_ENDINGS.get(language, ())
     for form in forms:
         for ending in endings:
@@ -272,7 +277,9 @@ def gloss(text: str, language: str, keep: frozenset[str] = frozenset()) -> Gloss
 
 def _gloss_latin(text: str, language: str, keep: frozenset[str]) -> list[str]:
     anywhere, start, longest = _table(language)
-    words = _words(text)
+    words = [w for w in _words(text) if w not in _OPENERS]
+    if language == "de":
+        words = _de_normalise(words, anywhere)
     out: list[str] = []
     i = 0
     while i < len(words):
@@ -298,6 +305,35 @@ def _gloss_latin(text: str, language: str, keep: frozenset[str]) -> list[str]:
     for j in range(len(out) - 1):
         if out[j] == "face" and out[j + 1] in _FACE_WORDS:
             out[j], out[j + 1] = out[j + 1], out[j]
+    return out
+
+
+#: Spanish opening marks ("¡para ya!"): a clause starts after them, so they are dropped.
+_OPENERS = frozenset("¡¿")
+
+
+def _de_normalise(words: list[str], anywhere: dict[tuple[str, ...], str]) -> list[str]:
+    """German word order the glossary can read: modal particles dropped inside a clause
+    ("nimm doch Platz" → "nimm Platz") and a separable particle that closes the clause moved
+    back beside its verb and reflexive ("schau dich mal um" → "schau dich um")."""
+    clauses: list[list[str]] = [[]]
+    for w in words:
+        if w in _CLAUSE_BREAKS or not w[:1].isalnum():
+            clauses.append([w])
+            clauses.append([])
+        else:
+            clauses[-1].append(w)
+    out: list[str] = []
+    for clause in clauses:
+        kept = [
+            w
+            for j, w in enumerate(clause)
+            if not (j and w in li.DE_PARTICLES and (clause[j - 1], w) not in anywhere and len(clause) > 1)
+        ]
+        if len(kept) > 2 and kept[-1] in li.DE_SEPARABLE and kept[-2] not in ("dich", "sich", "euch", "mich"):
+            at = 2 if kept[1] in ("dich", "sich", "euch", "mich", "sie") else 1
+            kept = kept[:at] + kept[-1:] + kept[at:-1]
+        out.extend(kept)
     return out
 
 
@@ -358,8 +394,8 @@ def _place_markers(tokens: list[str]) -> list[str]:
     for clause in clauses:
         markers = [t for t in clause if t.startswith("<")]
         words = [t for t in clause if not t.startswith("<")]
-        if "<le>" in markers and "<not>" in markers:
-            markers = ["<stop>"]
+        if ("<le>" in markers or "<mou>" in markers) and "<not>" in markers:
+            markers = ["<stop>"]  # "别跳了", "もう踊らなくていい": no more of it
         lead = [_MARKERS[m] for m in dict.fromkeys(markers) if m in _MARKERS]
         out.extend(lead[:1] + words)
     return out

@@ -263,7 +263,13 @@ LOW_INTENSITY = frozenset(
     lazily faintly bit quick briefly lil faint soft mild mildly weak weakly half tad hint slight
     smallest tiniest teeny""".split()
 )
-MEAN_IT = (("mean", "it"), ("ear", "to", "ear"), ("all", "out"), ("with", "gusto"))
+MEAN_IT = (
+    ("mean", "it"), ("ear", "to", "ear"), ("all", "out"), ("with", "gusto"),
+    # "laugh till you cry", "dance until you drop", "clap your heart out", "wave like crazy":
+    # a result or manner clause that only a strong version reaches
+    ("till", "you"), ("until", "you"), ("til", "you"), ("till", "it"), ("until", "it"),
+    ("heart", "out"), ("like", "crazy"), ("like", "mad"), ("like", "there's", "no", "tomorrow"),
+)
 VERY = frozenset(
     {"very", "really", "so", "super", "extremely", "real", "totally", "mega", "soo", "rly", "hella", "incredibly", "seriously",
      "duper", "awfully", "terribly", "truly", "mighty", "ridiculously", "unbelievably", "exceptionally", "especially",

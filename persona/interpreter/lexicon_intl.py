@@ -20,6 +20,7 @@ from __future__ import annotations
 #: language code → {phrase: English gloss}. Multi-word keys are matched before single words.
 GLOSSES: dict[str, dict[str, str]] = {
     "es": {
+        "no hace falta": "no need to", "hemos": "we have",
         "sorpresa": "surprised", "asombro": "surprised", "tristeza": "sad", "alegria": "happy", "enfado": "angry",
         "en": "", "sofa": "sofa", "silla": "chair", "sillon": "armchair", "banco": "bench",
         "saluden": "wave", "saludo": "wave", "saludas": "wave", "sientense": "sit down", "bailen": "dance",
@@ -257,6 +258,7 @@ GLOSSES: dict[str, dict[str, str]] = {
         "eso": "that",
     },
     "de": {
+        "nehmen sie platz": "take a seat", "ich habe": "i have", "wir haben": "we have",
         "tanzt": "dance", "winkst": "wave", "setzt": "sit", "stehst": "stand", "klatschst": "clap",
         "drehst": "turn", "gehst": "walk", "zeigst": "point", "lachelst": "smile", "lachst": "laugh",
         "verbeugst": "bow", "ohne": "without", "ich mochte": "i want you to", "ich will": "i want you to",
@@ -479,6 +481,12 @@ GLOSSES: dict[str, dict[str, str]] = {
         "das nicht": "<not>",
     },
     "fr": {
+        # pronominal imperatives and "have the look of": "installe-toi", "aie l'air triste"
+        "installe-toi": "sit down", "installez-vous": "sit down", "mets-toi a l'aise": "sit down",
+        "aie l'air": "look", "ayez l'air": "look", "prends un air": "look", "prenez un air": "look",
+        "signe de tete": "nod", "signe de la tete": "nod", "signe de la main": "wave",
+        # first-person past ("j'ai marché"): told about, never asked for
+        "j'ai": "i have", "nous avons": "we have",
         "je veux que tu": "i want you to", "j'aimerais que tu": "i want you to", "sans": "without",
         "sois": "be", "soyez": "be", "fais-moi un signe": "wave", "dis-moi bonjour": "say hello",
         "applaudisses": "clap", "danses": "dance", "tournes": "turn", "t'asseyes": "sit", "souries": "smile",
@@ -924,6 +932,7 @@ GLOSSES: dict[str, dict[str, str]] = {
         "isso": "that",
     },
     "it": {
+        "non c'e bisogno di": "no need to", "non serve": "no need to", "ho": "i have", "abbiamo": "we have",
         "voglio che tu": "i want you to", "vorrei che tu": "i want you to", "senza": "without", "sii": "be",
         "applauda": "clap", "giri": "turn", "cammini": "walk", "indichi": "point", "sorrida": "smile",
         "rida": "laugh", "salta": "jump", "veloce": "quickly", "grande": "big", "piccolo": "small",
@@ -1125,6 +1134,8 @@ GLOSSES: dict[str, dict[str, str]] = {
         "di nuovo": "again",
     },
     "ja": {
+        # "もう…なくていい": no longer needed, i.e. stop; without "もう" only "you need not".
+        "なくていい": "<not>", "なくてもいい": "<not>", "もう": "<mou>",
         "笑わ": "laugh", "嬉しそう": "look happy", "嬉しそうに": "look happy", "悲しそうに": "look sad",
         "最初に": "first", "大きく": "big", "小さく": "small", "だけ": "", "くれる": "", "くれ": "", "ほしい": "",
         "欲しい": "", "てね": "", "ジャンプして": "jump", "跳んで": "jump", "にして": "", "ように": "",
@@ -1306,6 +1317,8 @@ GLOSSES: dict[str, dict[str, str]] = {
         "よ": "",
     },
     "zh": {
+        # "别再/不要再 X 了": no more X (stop); "跟我/向我 X": X towards me.
+        "别再": "<stop>", "不要再": "<stop>", "跟我": "",
         "往左": "left", "往右": "right", "向我": "at me", "对我": "at me", "朝我": "at me", "冲我": "at me", "笑一下": "smile", "笑一个吧": "smile",
         "开心一点": "look happy", "开心点": "look happy", "难过一点": "look sad", "生气一点": "look angry",
         "你": "", "跳一支舞": "dance", "跳个舞吧": "dance", "跳起来": "jump", "先": "first", "大大": "big",
@@ -1506,6 +1519,14 @@ CLITICS: dict[str, tuple[str, ...]] = {
     "fr": ("moi", "toi", "nous", "vous", "le", "la", "les", "lui", "leur", "y", "en"),
     "de": (),
 }
+#: German modal particles ("nimm doch Platz", "schau dich mal um"): colour, not meaning;
+#: dropped inside a clause before glossing unless the glossary has them with the word before.
+DE_PARTICLES = frozenset("doch mal jetzt bitte halt eben ruhig einfach schon nun kurz endlich gleich".split())
+#: German separable-verb particles that end an imperative clause ("hör ... auf", "sieh dich ... um"):
+#: moved back next to their verb so the glossary's "hor auf", "sieh dich um" match.
+DE_SEPARABLE = frozenset("auf um hin ab zuruck herum".split())
+#: Adjective endings tried off an unknown word ("wütendes" → "wütend", "trauriges" → "traurig").
+ADJECTIVE_ENDINGS: dict[str, tuple[str, ...]] = {"de": ("es", "en", "er", "em", "e")}
 #: Verb endings that alternate on one stem (imperative, infinitive, plural, gerund): a word
 #: the glossary lacks is tried with the other endings of its stem ("caminad" → "camina").
 VERB_ENDINGS: dict[str, tuple[str, ...]] = {

@@ -1,0 +1,215 @@
+"""Whole-utterance frames the clause parser cannot see one clause at a time.
+
+Each frame is a sentence *structure*, not a phrase list, so one rule covers a family:
+
+- corrections: "no, I meant X, not Y", "X... no wait, Y", "make that Y instead" → only Y;
+- an action noun in a wish or evaluation frame ("a nod would be great", "waiting for your
+  bow", "I'd appreciate a nod", "feel like dancing?") → that action;
+- modal suggestions in front of an imperative ("maybe you ought to", "you look like you need
+  to", "don't you want to", "I wonder if you could") → stripped like a polite filler;
+- words that only look like actions in their structure ("point taken", "move on to another
+  topic", "can you stand spicy food?", "back from a walk", "salsa dancing is my hobby").
+
+`rewrite` turns the (English or glossed) utterance into text the clause parser reads;
+`suggestion_prefix` is called by the parser's filler stripping. Regular expressions over
+the lower-cased text: what they match is small and fixed, and a tagger would cost more
+than the whole parser's latency budget.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from . import lexicon as lx
+
+#: Action nouns (and their gerunds) → the imperative the parser reads for them.
+_NOUNS: dict[str, str] = {
+    "nod": "nod", "nods": "nod", "bow": "bow", "bows": "bow", "curtsy": "bow", "wave": "wave", "waves": "wave",
+    "clap": "clap", "applause": "clap", "round of applause": "clap", "dance": "dance", "jig": "dance",
+    "boogie": "dance", "walk": "take a walk", "stroll": "take a walk", "shrug": "shrug",
+    "look around": "look around", "look round": "look around", "seat": "sit down",
+    "shake of the head": "shake your head", "shake of your head": "shake your head", "head shake": "shake your head",
+    "headshake": "shake your head",
+}
+_GERUNDS: dict[str, str] = {
+    "dancing": "dance", "walking": "take a walk", "clapping": "clap", "waving": "wave", "nodding": "nod",
+    "bowing": "bow", "shrugging": "shrug",
+}
+_NOUN_RE = "|".join(sorted(map(re.escape, _NOUNS), key=len, reverse=True))
+_GERUND_RE = "|".join(sorted(map(re.escape, _GERUNDS), key=len, reverse=True))
+_ADJ = (
+    r"(?:(?:little|quick|short|small|big|deep|gentle|nice|proper|brief|tiny|good|slow|long|friendly|polite|"
+    r"cheeky|cute|graceful|final|wee|lil|happy|solemn)\s+){0,2}"
+)
+_NP = r"(?:a|an|your|that|one|some|another|ur)\s+" + _ADJ + r"(?P<n>" + _NOUN_RE + r")(?:\s+of\s+yours)?\b"
+_FRAMES = (
+    # "a nod would be great", "your bow would make this complete", "a little dance might cheer me up"
+    re.compile(_NP + r"\s+(?:would|might|could|'d|will|should)\b(?!\s+have\b)"),
+    re.compile(r"^(?:perhaps\s+|maybe\s+)?(?P<g>" + _GERUND_RE + r")\s+(?:would|might|could)\b(?!\s+have\b)"),
+    # "the audience is waiting for your bow", "we're all hoping for a wave"
+    re.compile(r"\b(?:waiting|wait|waits|ready|hoping|longing|dying|begging|asking|calling)\s+for\s+" + _NP),
+    # "I'd really appreciate a nod", "we would love a dance"
+    re.compile(r"\b(?:i'd|i\s+would|we'd|we\s+would)\s+(?:\w+\s+)?(?:appreciate|love|like|enjoy|welcome)\s+" + _NP),
+    # "feel like dancing?", "fancy a dance?", "care for a stroll?" (asked of the persona, not "I feel like")
+    re.compile(
+        r"(?:^|[,.!?…]\s*|\byou\s+)(?:feel\s+like|fancy|in\s+the\s+mood\s+for|care\s+for|up\s+for)\s+"
+        r"(?:(?:a|an|some|another|one)\s+)?" + _ADJ + r"(?:(?P<g>" + _GERUND_RE + r")|(?P<n>" + _NOUN_RE + r"))\b"
+    ),
+    # "give me a shake of the head", "say hi with a wave", "have a look around"
+    re.compile(r"\bgive\s+(?:me|us|them|everyone|him|her)\s+" + _NP),
+    re.compile(r"\b(?:say|said)\s+(?:hi|hello|hey|bye|goodbye|thanks|yes|no)\s+with\s+" + _NP),
+    re.compile(r"\bhave\s+a\s+(?P<n>look)(?:\s+around|\s+round)?\s*(?:[.!?]|$)"),
+)
+_ATTENTION = re.compile(r"^\s*(?:hey|oi|yo|so|ok|okay|well)\b[,!.\s]*")
+_CLAUSE_END = re.compile(r"[.!?;…]+|,\s")
+
+_CORRECTION = re.compile(
+    r"(?P<lead>^|.*?[,.;!?…]\s*|.*?\s)(?:(?:no|nah|sorry|oops|actually|wait)[,.\s]+)*"
+    r"(?P<mark>no,?\s+wait|wait,?\s+no|scratch\s+that|make\s+that|on\s+second\s+thoughts?|i\s+meant|i\s+mean|i\s+said)"
+    r"\b[,:\s]*(?P<x>.+)$"
+)
+_CORRECTION_TAIL = re.compile(r"(?:,?\s+(?:not|instead\s+of|rather\s+than)\s+.*|\s+instead\b.*)$")
+_TURN_VERB = re.compile(r"\b(turn|look|face|spin|rotate)\b")
+
+_SUGGESTION = re.compile(
+    r"^(?:(?:maybe|perhaps|possibly|probably|honestly|i\s+think|i\s+guess|i\s+reckon)\s+,?\s*)?"
+    r"(?:"
+    r"(?:you|u)\s+(?:should|ought\s+to|oughta|could|might|may|need\s+to|must|'d\s+better)(?:\s+(?:want\s+to|wanna))?"
+    r"|(?:you\s+)?(?:look|looks|seem|seems)\s+like\s+(?:you\s+)?(?:need|could\s+use|could\s+do\s+with|should)(?:\s+to)?"
+    r"|(?:don't|dont|wouldn't|wouldnt|won't|wont)\s+(?:you|u)\s+(?:want|wanna|like|care|feel\s+like)(?:\s+to)?"
+    r"|(?:shouldn't|shouldnt|can't|cant|couldn't|couldnt)\s+(?:you|u)"
+    r"|i\s+(?:was\s+|am\s+|'m\s+)?wonder(?:ing)?\s+(?:if|whether)\s+(?:you|u)\s+(?:could|might|would|can|will|'d)"
+    r"|(?:i\s+was|i'm|i\s+am|we\s+were|we're)\s+hoping\s+(?:that\s+)?(?:you'd|you'll|(?:you|u)\s+(?:would|could|might|will|can))"
+    r"|(?:it\s+)?(?:might|may|would|could)\s+be\s+(?:a\s+)?(?:good|great|nice|wise|smart|lovely)(?:\s+idea)?\s+(?:for\s+you\s+)?to"
+    r"|it'd\s+be\s+(?:a\s+)?(?:good|great|nice|wise|lovely)(?:\s+idea)?\s+(?:for\s+you\s+)?to"
+    r")\s+(?:please\s+)?"
+)
+_STATE = frozenset("be been feel look seem have had like love enjoy know understand remember agree mind care".split())
+
+_NOT_ACTION_RES = (
+    # "point taken", "fair point", "that's the point": the noun "point", not pointing
+    re.compile(
+        r"\b(?:(?:fair|good|valid|great|excellent|interesting|strong|moot|main|whole|the|my|your|his|her|a|no|"
+        r"any|that|this)\s+point\b(?!\s+(?:at|to|towards|toward)\b)|point\s+(?:taken|made|noted))"
+    ),
+    # "just got back from a walk", "back from my dance class": where the speaker has been
+    re.compile(r"\bback\s+from\s+(?:a|an|my|the|our|this|that|his|her)\s+" + _ADJ + r"(?:\w+\s+)?(?:" + _NOUN_RE + r")\w*"),
+)
+#: "let's move on to another topic", "moving on": the conversation moves, not the persona.
+_MOVE_ON = re.compile(r"\bmov(?:e|ing|ed)\s+on\b(?!\s+over)")
+#: "can you stand spicy food?", "I can't stand rain": bearing something, not standing up.
+_BEAR = re.compile(
+    r"\b(can|can't|cant|cannot|could|couldn't|couldnt)\s+((?:you|u|i|we|they|he|she)\s+)?((?:even|really|just)\s+)?"
+    r"stand(?=\s+(?!up\b|still\b|there\b|here\b|on\b|by\b|next\b|beside\b|near\b|in\b|at\b|straight\b|tall\b|"
+    r"upright\b|back\b|for\b|with\b|please\b|now\b|again\b|and\b|then\b|to\b|behind\b|facing\b|around\b|"
+    r"guard\b|aside\b|firm\b|very\b|really\b|quietly\b|properly\b)\w)"
+)
+#: "salsa dancing is my weekend hobby": an activity as the subject of a sentence about it.
+_TOPIC = re.compile(r"^(?:\w+\s+)?(?:" + _GERUND_RE + r")\s+(?=(?:is|was|has\s+been|'s)\s+(?:my|our|a|the|his|her|their|so|really)\b)")
+_FACE_IDIOMS = {
+    "turn that frown upside down": "smile",
+    "turn your frown upside down": "smile",
+    "put on a happy face": "smile",
+    "put a smile on that face": "smile",
+}
+_FACE_IDIOM_RE = re.compile("|".join(map(re.escape, _FACE_IDIOMS)))
+_OF_YOURS = re.compile(r"\bthat\s+(\w+)\s+of\s+yours\b")
+_REPEATED_VERY = re.compile(r"\b(" + "|".join(sorted(lx.VERY)) + r"),\s+(?=\1\b)")
+_FIRST_PERSON = re.compile(r"^\s*(?:i|we|my|our|i've|i'm|we've|we're|just)\b")
+_ACTION_EMOJI = "".join(e for e, v in lx.EMOJI.items() if len(e) == 1 and not v.startswith("look") and v not in (
+    "smile", "laugh", "wink", "frown", "keep a straight face"))
+_ACTION_EMOJI_RE = re.compile("[" + re.escape(_ACTION_EMOJI) + "]") if _ACTION_EMOJI else None
+
+
+def _correction(text: str) -> str:
+    m = _CORRECTION.match(text)
+    if not m:
+        return text
+    x = m.group("x").strip()
+    tail = _CORRECTION_TAIL.search(x)
+    if m.group("mark").startswith("i ") and not m.group("lead").strip() and not tail:
+        return text  # "I said hi to my neighbour": told, not corrected
+    if tail:
+        x = x[: tail.start()]
+    x = x.strip(" ,.!?…")
+    if not x:
+        return text
+    if x in lx.DIRECTIONS:  # "turn right, sorry, I meant left": the same verb, the new way
+        verb = _TURN_VERB.search(m.group("lead"))
+        x = f"{verb.group(1) if verb else 'turn'} {x}"
+    return x
+
+
+def _noun_frame(text: str) -> str:
+    for frame in _FRAMES:
+        m = frame.search(text)
+        if not m:
+            continue
+        groups = m.groupdict()
+        noun, gerund = groups.get("n"), groups.get("g")
+        verb = _NOUNS.get(noun or "") if noun != "look" else "look around"
+        verb = verb or _GERUNDS.get(gerund or "")
+        if verb is None:
+            continue
+        start = 0
+        for end in _CLAUSE_END.finditer(text, 0, m.start()):
+            start = end.end()
+        stop = _CLAUSE_END.search(text, m.end())
+        rest = text[stop.start() :] if stop else ""
+        lead = _ATTENTION.sub("", text[:start])  # "hey, ... feel like dancing?": a call, not a wave
+        return (lead + " " + verb + rest).strip()
+    return text
+
+
+#: "when you're done clapping, nod": the gerund's action comes first.
+_DONE_FIRST = re.compile(
+    r"^(?:when|once|after)\s+(?:you're|you\s+are|you've|you\s+have|u\s+r|ur)\s+(?:done|finished|through)\s+"
+    r"(?:with\s+)?(?P<g>" + _GERUND_RE + r")\s*,?\s+(?P<rest>.+)$"
+)
+#: "bow, but only after waving": the gerund's action comes first.
+_ONLY_AFTER = re.compile(r"^(?P<x>[^,.!?]+?),?\s+(?:but\s+)?only\s+after\s+(?P<g>" + _GERUND_RE + r")\s*(?P<tail>[.!?]*)$")
+
+
+def _order(text: str) -> str:
+    m = _DONE_FIRST.match(text)
+    if m:
+        return f"{_GERUNDS[m.group('g')]}, then {m.group('rest')}"
+    m = _ONLY_AFTER.match(text)
+    if m:
+        return f"{_GERUNDS[m.group('g')]}, then {m.group('x')}{m.group('tail')}"
+    return text
+
+
+def rewrite(text: str) -> str:
+    """`text` with the frames above resolved into words the clause parser reads."""
+    lowered = text.lower()
+    out = lowered
+    if _FIRST_PERSON.match(out) and _ACTION_EMOJI_RE is not None:
+        out = _ACTION_EMOJI_RE.sub(" ", out)  # "I walked 10k steps today 🚶": decoration
+    out = _REPEATED_VERY.sub("", out)  # "really, really excited": one clause
+    out = _FACE_IDIOM_RE.sub(lambda m: _FACE_IDIOMS[m.group(0)], out)
+    out = _OF_YOURS.sub(r"your \1", out)
+    out = _correction(out)
+    out = _order(out)
+    for pattern in _NOT_ACTION_RES:
+        out = pattern.sub(" ", out)
+    out = _MOVE_ON.sub("talk", out)
+    out = _BEAR.sub(r"\1 \2\3bear", out)
+    out = _TOPIC.sub("that ", out)
+    out = _noun_frame(out)
+    out = re.sub(r"\s{2,}", " ", out).strip()
+    return text if out == lowered.strip() else out
+
+
+def suggestion_prefix(words: Sequence[str]) -> int:
+    """How many leading words form a modal suggestion around an imperative ("maybe you
+    ought to", "don't you want to", "I wonder if you could"), or 0."""
+    joined = " ".join(map(str, words)) + " "
+    m = _SUGGESTION.match(joined)
+    if not m:
+        return 0
+    n = len(m.group(0).split())
+    if n >= len(words) or str(words[n]) in _STATE:
+        return 0  # "you should be proud" describes; "you should sit" asks
+    return n
