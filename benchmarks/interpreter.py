@@ -36,7 +36,9 @@ from record import cpu_model, result_path, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "benchmarks" / "data" / "interpreter_eval.jsonl"
-SPLITS = ("dev", "holdout", "dev2", "holdout2", "holdout3", "dev3", "holdout4", "dev4", "holdout5")
+SPLITS = (
+    "dev", "holdout", "dev2", "holdout2", "holdout3", "dev3", "holdout4", "dev4", "holdout5", "holdout6"
+)
 
 
 def load_eval(path: Path = DATA) -> list[dict]:
@@ -167,7 +169,8 @@ def run_backend(name: str, options: dict, items: list[dict], persona_id: str | N
     # the cue families it added (wish and ability frames, stop idioms, mood and intensity
     # words, clitics and inflections, Chinese reduplication), written before those changes.
     # holdout5: written by someone who never saw the interpreter's code or earlier rows, run once
-    # after the third round (issue 16). Report each.
+    # after the third round (issue 16). holdout6: written by someone who never saw the
+    # interpreter's code, docs, results or earlier rows (issue 16). Report each.
     for split in SPLITS:
         chosen = [(i, o) for i, o in zip(items, outputs, strict=True) if i.get("split", "dev") == split]
         if chosen:
