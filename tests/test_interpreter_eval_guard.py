@@ -1,9 +1,9 @@
 """Regression guard on the labelled evaluation set, per split, per category and per language:
 each must stay at 90 % action-sequence match or better (the benchmark reports the same
 numbers; this fails the build when a change loses one category while the overall score hides
-it). Where the held-out split measured lower when it was first run (benchmarks/results/), the
-floor is that measurement, listed in BELOW_GUARD with the number: those are known gaps (see
-docs/interpreter.md), not targets, and a change may only raise them."""
+it). FLOORS lists the exceptions by number: where a held-out split measured lower at its one
+run (benchmarks/results/), that measurement (known gaps, see docs/interpreter.md, not targets:
+a change may only raise them); where a split was since tuned above GUARD, a higher floor."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from comfyui_persona.persona.card import Persona
 from comfyui_persona.persona.interpreter import InterpretRequest, get_interpreter
 
 GUARD = 0.90
-#: (split, category or language) → the floor where the first measurement was below GUARD.
-BELOW_GUARD: dict[tuple[str, str], float] = {
+#: (split, category, language, "intensity" or "ruled_out") → its floor where it is not GUARD.
+FLOORS: dict[tuple[str, str], float] = {
     # After the third round of issue 16 every earlier split, category and language measures at
     # or above GUARD (the floors that replaced, holdout2 indirect 0.55, holdout3 overall 0.66,
     # holdout4 indirect 0.84, ..., are in this file's history and in benchmarks/results/).
@@ -33,6 +33,19 @@ BELOW_GUARD: dict[tuple[str, str], float] = {
     ("holdout5", "fr"): 0.90,
     ("holdout5", "zh"): 0.91,
     ("holdout5", "intensity"): 0.94,
+    # holdout6, run once at 255a21f after the fourth round (interpreter-cpu-2026-12-06-holdout6.json;
+    # the lower of the runs with and without the sentence model):
+    ("holdout6", "overall"): 0.90,
+    ("holdout6", "indirect"): 0.76,
+    ("holdout6", "multilingual"): 0.88,
+    ("holdout6", "negated_face"): 0.85,
+    ("holdout6", "stop"): 0.88,
+    ("holdout6", "es"): 0.76,
+    ("holdout6", "fr"): 0.84,
+    ("holdout6", "it"): 0.84,
+    ("holdout6", "zh"): 0.85,
+    ("holdout6", "intensity"): 0.88,
+    ("holdout6", "ruled_out"): 0.85,
 }
 #: intensity bands have their own bar (issue 16: 85 %)
 INTENSITY_GUARD = 0.85
@@ -54,7 +67,7 @@ def scored():
 
 
 def _floor(split: str, key: str) -> float:
-    return BELOW_GUARD.get((split, key), GUARD)
+    return FLOORS.get((split, key), GUARD)
 
 
 def test_overall_action_sequence_match_stays_above_the_guard(scored):
@@ -83,17 +96,18 @@ def test_every_language_stays_above_the_guard(scored, split):
 
 
 def test_every_language_is_measured(scored):
-    for split in ("dev2", "holdout2", "dev3", "holdout4", "holdout5"):
+    for split in ("dev2", "holdout2", "dev3", "holdout4", "holdout5", "holdout6"):
         assert {"en", "es", "de", "fr", "pt", "it", "ja", "zh"} <= set(scored[1][split]["per_language_exact_match"])
 
 
 def test_asked_faces_and_intensity_bands_stay_above_the_guard(scored):
     overall, per_split = scored
     for split, result in [("all", overall), *per_split.items()]:
-        intensity_floor = BELOW_GUARD.get((split, "intensity"), INTENSITY_GUARD)
+        intensity_floor = FLOORS.get((split, "intensity"), INTENSITY_GUARD)
         assert result["expression_accuracy"] is None or result["expression_accuracy"] >= GUARD, split
         assert result["intensity_accuracy"] is None or result["intensity_accuracy"] >= intensity_floor, split
-        assert result["ruled_out_expression_absent"] in (None, 1.0) or result["ruled_out_expression_absent"] >= GUARD
+        ruled_out = result["ruled_out_expression_absent"]
+        assert ruled_out is None or ruled_out >= FLOORS.get((split, "ruled_out"), GUARD), split
 
 
 def test_the_score_catches_a_ruled_out_face():
