@@ -22,16 +22,35 @@ validated onset detectors as every other A/V figure of the project.
 from __future__ import annotations
 
 import base64
+import contextlib
 from pathlib import Path
 
 import numpy as np
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
+#: Debian's Chromium headless, nothing phoning home
+QUIET_ARGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
 ]
+#: and media may play without a click (the persona speaks)
+ARGS = [*QUIET_ARGS, "--autoplay-policy=no-user-gesture-required"]
+
+
+@contextlib.asynccontextmanager
+async def chromium_page(pw, profile: Path, *, args: list[str] = ARGS, **options):
+    """(page, errors): the first page of a Chromium with its own profile folder, and the list its
+    uncaught page errors collect into; closed on exit. `options` go to Playwright's
+    `launch_persistent_context` (viewport, accept_downloads...)."""
+    browser = await pw.chromium.launch_persistent_context(
+        str(profile), executable_path=str(CHROMIUM), args=args, headless=True, **options)
+    try:
+        page = browser.pages[0] if browser.pages else await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        yield page, errors
+    finally:
+        await browser.close()
 
 # -- frame counter -------------------------------------------------------------------------------
 

@@ -11,14 +11,14 @@ is absent.
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
+from browser_media import ARGS as AUDIO_ARGS
+from browser_media import CHROMIUM, QUIET_ARGS, chromium_page
 
 from paths import REPO, publish_doc_image
 from server_harness import make_service, running, service_fixtures
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
 
 pytestmark = [
@@ -26,10 +26,7 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium"),
 ]
 
-ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
+ARGS = QUIET_ARGS  # the page tests that need no sound
 
 
 service, _warm = service_fixtures(resume_grace_s=5.0)
@@ -67,14 +64,8 @@ async def test_chat_page_chats_shows_status_and_streams_video(service, tmp_path)
     from playwright.async_api import async_playwright, expect
 
     async with running(service) as server, async_playwright() as pw:
-        browser = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=ARGS, headless=True,
-            viewport={"width": 1100, "height": 720},
-        )
-        try:
-            page = browser.pages[0] if browser.pages else await browser.new_page()
-            console_errors = []
-            page.on("pageerror", lambda error: console_errors.append(str(error)))
+        async with chromium_page(pw, tmp_path / "profile", args=ARGS,
+                                 viewport={"width": 1100, "height": 720}) as (page, console_errors):
             await page.goto(server.http_url + "/", timeout=20000)
             await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
             await expect(page.locator("#persona-name")).to_have_text("Mira")
@@ -109,28 +100,19 @@ async def test_chat_page_chats_shows_status_and_streams_video(service, tmp_path)
             assert await page.evaluate("window.personaClient.ready.session") == session
             await _wait_frame_after(page, -1)
             assert later > second and not console_errors, console_errors
-        finally:
-            await browser.close()
 
 
 async def test_chat_page_shows_errors_clearly(service, tmp_path):
     from playwright.async_api import async_playwright, expect
 
     async with running(service) as server, async_playwright() as pw:
-        browser = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=ARGS, headless=True
-        )
-        try:
-            page = browser.pages[0] if browser.pages else await browser.new_page()
+        async with chromium_page(pw, tmp_path / "profile", args=ARGS) as (page, _errors):
             await page.goto(server.http_url + "/?persona=nobody", timeout=20000)
             await expect(page.locator("#errors")).to_contain_text("unknown_persona", timeout=20000)
             # The client falls back to the server's default persona and carries on.
             await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
-        finally:
-            await browser.close()
 
 
-AUDIO_ARGS = [*ARGS, "--autoplay-policy=no-user-gesture-required"]
 
 
 async def test_chat_page_plays_speech_and_downloads_a_recording(tmp_path):
@@ -144,14 +126,8 @@ async def test_chat_page_plays_speech_and_downloads_a_recording(tmp_path):
     service = make_service(resume_grace_s=5.0, recordings_dir=str(tmp_path / "recordings"))
     try:
         async with running(service) as server, async_playwright() as pw:
-            browser = await pw.chromium.launch_persistent_context(
-                str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=AUDIO_ARGS, headless=True,
-                accept_downloads=True, viewport={"width": 1280, "height": 760},
-            )
-            try:
-                page = browser.pages[0] if browser.pages else await browser.new_page()
-                errors = []
-                page.on("pageerror", lambda error: errors.append(str(error)))
+            async with chromium_page(pw, tmp_path / "profile", args=AUDIO_ARGS,
+                                     accept_downloads=True, viewport={"width": 1280, "height": 760}) as (page, errors):
                 await page.goto(server.http_url + "/", timeout=20000)
                 await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
                 await _wait_frame_after(page, -1)
@@ -184,8 +160,6 @@ async def test_chat_page_plays_speech_and_downloads_a_recording(tmp_path):
                 await download.save_as(str(saved))
                 label = await link.inner_text()
                 assert not errors, errors
-            finally:
-                await browser.close()
     finally:
         service.pool.shutdown(wait=True)
 
@@ -222,14 +196,8 @@ async def test_gallery_switches_persona_and_imports_cards_with_clear_errors(tmp_
         "extensions": {"comfyui_persona": {"appearance": {"reference_image": "embeded://assets/face.png"}}}}}))
     try:
         async with running(service) as server, async_playwright() as pw:
-            browser = await pw.chromium.launch_persistent_context(
-                str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=AUDIO_ARGS, headless=True,
-                viewport={"width": 1280, "height": 760},
-            )
-            try:
-                page = browser.pages[0] if browser.pages else await browser.new_page()
-                errors = []
-                page.on("pageerror", lambda error: errors.append(str(error)))
+            async with chromium_page(pw, tmp_path / "profile", args=AUDIO_ARGS,
+                                     viewport={"width": 1280, "height": 760}) as (page, errors):
                 await page.goto(server.http_url + "/", timeout=20000)
                 await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
                 buttons = page.locator("#personas button")
@@ -265,7 +233,5 @@ async def test_gallery_switches_persona_and_imports_cards_with_clear_errors(tmp_
                 await expect(page.locator("#persona-name")).to_have_text("Tess Tester", timeout=20000)
                 await _wait_frame_after(page, -1)
                 assert not errors, errors
-            finally:
-                await browser.close()
     finally:
         service.pool.shutdown(wait=True)

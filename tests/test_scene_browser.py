@@ -7,6 +7,7 @@ chat_page_scene.png when PERSONA_UPDATE_DOC_IMAGES=1). Skipped where /usr/bin/ch
 
 
 import pytest
+from browser_media import chromium_page
 from test_browser_chat import ARGS, ARTIFACTS, CHROMIUM, _wait_frame_after
 
 from paths import publish_doc_image
@@ -25,14 +26,8 @@ async def test_a_two_persona_scene_in_the_chat_page(service, tmp_path):
     from playwright.async_api import async_playwright, expect
 
     async with running(service) as server, async_playwright() as pw:
-        browser = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=ARGS, headless=True,
-            viewport={"width": 1100, "height": 760},
-        )
-        try:
-            page = browser.pages[0] if browser.pages else await browser.new_page()
-            console_errors = []
-            page.on("pageerror", lambda error: console_errors.append(str(error)))
+        async with chromium_page(pw, tmp_path / "profile", args=ARGS,
+                                 viewport={"width": 1100, "height": 760}) as (page, console_errors):
             await page.goto(server.http_url + "/", timeout=20000)
             await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
             await expect(page.locator("#cast")).to_be_hidden()
@@ -76,5 +71,3 @@ async def test_a_two_persona_scene_in_the_chat_page(service, tmp_path):
             await expect(page.locator("#cast li[data-character='mira'] .cast-state")).to_contain_text("standing")
 
             assert not console_errors, console_errors
-        finally:
-            await browser.close()
