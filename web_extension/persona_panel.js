@@ -24,7 +24,7 @@
 // `window.personaPanelAudio.stats` (samples decoded, RMS).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { SceneView, canvasScene } from "./persona_scene.js";
+import { SceneView, canvasScene, element } from "./persona_scene.js";
 
 const TAB_ID = "persona-chat";
 const QUICK_ACTIONS = [
@@ -86,17 +86,6 @@ const STYLE = `
 .persona-panel .source select { flex: 1; min-width: 0; font: inherit; color: inherit; border-radius: 6px;
   border: 1px solid var(--border-color, #4b5563); background: var(--comfy-input-bg, #222); }
 `;
-
-function element(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attributes)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value);
-  }
-  node.append(...children);
-  return node;
-}
 
 const base = () => api.api_base || "";
 // Server answers name paths from the root ("/persona/..."); behind a prefix they need it.

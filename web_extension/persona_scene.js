@@ -33,7 +33,8 @@ const STYLE = `
 .persona-panel .scene-start { display: flex; justify-content: center; margin-top: .2rem; }
 `;
 
-function element(tag, attributes = {}, ...children) {
+/** A DOM element: `class` and `text` set those, other attributes as given; children appended. */
+export function element(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attributes)) {
     if (key === "class") node.className = value;
