@@ -27,3 +27,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_aioice_mdns_lock():
+    """aioice keeps one asyncio.Lock per thread for its mDNS resolver (`aioice.ice._mdns`); once
+    two resolutions contend, the lock is bound to that test's event loop, and in the next test's
+    loop every mDNS candidate (Chromium hides host addresses behind them) fails to resolve, so
+    WebRTC never connects. A server runs one loop; pytest runs one per test. After each test,
+    with no resolver left open, forget the lock so the next loop makes its own."""
+    yield
+    import sys
+
+    ice = sys.modules.get("aioice.ice")
+    state = getattr(ice, "_mdns", None) if ice is not None else None
+    if state is not None and getattr(state, "protocol", None) is None and hasattr(state, "lock"):
+        del state.lock
