@@ -177,3 +177,36 @@ def test_a_one_persona_session_is_unchanged_and_a_scene_of_one_is_the_same_strea
     alone.submit([wave], seq=1)
     assert alone._prompt == composer.compose(wave)
     assert np.array_equal(frames, np.concatenate([alone.next_chunk().frames for _ in range(2)]))
+
+
+def test_the_longlive_sampler_node_streams_the_scene_node_s_cast() -> None:
+    """ComfyUI path: a Persona Scene node's value on the sampler's persona input (its type is
+    PERSONA,PERSONA_SCENE) makes the session a scene and the engine one prompt for both."""
+    from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
+    from comfyui_persona.nodes.engine_types import LongLiveModel
+    from comfyui_persona.nodes.runtime import SessionStore, bind_store
+    from comfyui_persona.nodes.types import DirectivePlan
+    from comfyui_persona.video.longlive.loader import engine_from_parts
+    from comfyui_persona.video.longlive.settings import LongLiveSettings
+    from comfyui_persona.video.longlive.testing import tiny_dit
+
+    model = tiny_dit(in_dim=16, out_dim=16, text_dim=32, text_len=TEXT_LEN)
+    engine = LongLiveModel(engine_from_parts(model, text_encoder(), tiny_taehv(),
+                                             LongLiveSettings(preset="tiny", dtype="float32", max_sessions=4)))
+    assert "PERSONA_SCENE" in NODE_CLASS_MAPPINGS["PersonaLongLiveSampler"].INPUT_TYPES()["required"]["persona"][0]
+    (scene,) = NODE_CLASS_MAPPINGS["PersonaScene"]().load("mira, bjorn")
+    sampler = NODE_CLASS_MAPPINGS["PersonaLongLiveSampler"]()
+    inputs = dict(width=W, height=H, seed=3, denoising_steps=2, sparge_attention=False, sparge_topk=0.5,
+                  sparge_cdf_threshold=0.0, sparge_timestep_threshold=800.0)
+    store = SessionStore()
+    plan = DirectivePlan(turn=1, directives=(
+        ActionDirective(action="wave", expression="smile", intensity=0.7, character="mira"),
+        ActionDirective(action="sit", expression="neutral", intensity=0.6, character="bjorn")))
+    with bind_store(store):
+        (first,) = sampler.render(engine, scene, DirectivePlan(turn=0), "s", **inputs)
+        (second,) = sampler.render(engine, scene, plan, "s", **inputs)
+    backend = store.get("s").renderer.backend
+    assert [p.id for p in store.get("s").cast] == ["mira", "bjorn"] and backend.cast == ("mira", "bjorn")
+    assert first.chunk.frames.shape == (9, H, W, 3) and second.chunk.first_index == 9, "one stream, not restarted"
+    said = clauses(backend._prompt)
+    assert "waving" in said["Mira"] and "sitting" in said["Bjorn"] and second.chunk.shows_directives == [1]

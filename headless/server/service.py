@@ -215,7 +215,7 @@ class PersonaService:
                 slot = runtime.renderer
                 if cast and slot is not None and not hasattr(slot.backend, "start_scene"):
                     raise ProtocolError("invalid", f"field 'scene': this server's renderer ({slot.backend.name}) "
-                                                   "draws one persona; scenes need the preview renderer")
+                                                   "draws one persona; scenes need the preview or longlive renderer")
             except Exception:
                 await loop.run_in_executor(self.pool, runner.close)
                 raise
