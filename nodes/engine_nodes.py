@@ -395,7 +395,6 @@ class PersonaLongLiveSampler:
                seed: int, prompt: PromptStyle | None = None, transition: TransitionStyle | None = None,
                identity: IdentityValue | None = None, **settings_inputs: Any) -> tuple:
         from ..video.longlive.host import ChunkInterrupted
-
         from .scene_nodes import lead_persona
 
         settings = sampler_settings(settings_inputs)

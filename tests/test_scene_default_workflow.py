@@ -10,6 +10,7 @@ import asyncio
 import json
 
 import pytest
+from test_scene_server import _collect_until, _seconds, connect, spoken_seconds
 
 from comfyui_persona.headless.runner import WorkflowError, WorkflowGraph, load_workflow
 from comfyui_persona.headless.runner.hosts import RunnerHosts
@@ -17,7 +18,6 @@ from comfyui_persona.headless.server import PersonaService, ServerConfig
 from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
 from paths import REPO
 from server_harness import hello, running, warm_up_interpreter
-from test_scene_server import _collect_until, _seconds, connect, spoken_seconds
 
 SCENE_WORKFLOW = REPO / "workflows" / "persona_scene_chat.json"
 
