@@ -44,7 +44,7 @@ from .engine_types import (
     TransitionStyle,
 )
 from .runtime import Session, current_store, every_run
-from .types import DIRECTIVES, FRAMES, PERSONA, DirectivePlan, FramesValue
+from .types import DIRECTIVES, FRAMES, PERSONA, PERSONA_OR_SCENE, DirectivePlan, FramesValue
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +361,8 @@ class PersonaLongLiveSampler:
         return {
             "required": {
                 "engine": (LONGLIVE, {"tooltip": "The loaded LongLive engine."}),
-                "persona": (PERSONA, {"tooltip": "Who to show (appearance, vocabulary)."}),
+                "persona": (PERSONA_OR_SCENE, {"tooltip": "Who to show (appearance, vocabulary); a scene: "
+                                              "every character in one prompt, left to right."}),
                 "plan": (DIRECTIVES, {"tooltip": "The planned directives from the state tracker."}),
                 "session_id": (
                     "STRING",
@@ -394,25 +395,28 @@ class PersonaLongLiveSampler:
                seed: int, prompt: PromptStyle | None = None, transition: TransitionStyle | None = None,
                identity: IdentityValue | None = None, **settings_inputs: Any) -> tuple:
         from ..video.longlive.host import ChunkInterrupted
+        from .scene_nodes import lead_persona
 
         settings = sampler_settings(settings_inputs)
         ensure_engine_loaded(engine)
         session = current_store().get(session_id)
+        persona = lead_persona(persona, session)  # a scene's lead; the session's cast is the scene
+        cast = tuple(session.cast)
         transition = transition or TransitionStyle()
         sparse = settings.attention.sparge_attention
         routing = settings.attention.model_dump(mode="json", exclude_defaults=True) if sparse else {}
         appearance = (prompt.appearance if prompt else "") or persona.appearance.description
         identity = identity or (prompt.identity if prompt else None)
         conditioner = identity.conditioner if identity is not None else None
-        key = (id(engine.engine), persona.id, width, height, seed, repr(sorted(routing.items())), transition,
-               appearance, id(conditioner))
+        key = (id(engine.engine), tuple(p.id for p in cast) or persona.id, width, height, seed,
+               repr(sorted(routing.items())), transition, appearance, id(conditioner))
         steps = len(engine.engine.runtime.model.cfg.denoising_step_list[: settings.denoising_steps])
         bar = progress(steps + 1)
         with session.lock:
             slot = session.renderer
             if slot is None or slot.key != key or slot.backend.session is None or slot.backend.session.closed:
                 slot = self._start(engine, persona, session, key, width, height, seed, routing, transition,
-                                   appearance, conditioner)
+                                   appearance, conditioner, cast)
             backend = slot.backend
             backend.set_recache_timing(settings.prompt_switch_recache)  # live: no restart
             backend.set_recache_mode(settings.recache_mode)
@@ -438,17 +442,25 @@ class PersonaLongLiveSampler:
                             extra={"attention": "sparse" if sparse else "dense"}),)
 
     def _start(self, engine: LongLiveModel, persona, session: Session, key, width, height, seed, routing, transition,
-               appearance, conditioner=None) -> _EngineSlot:
+               appearance, conditioner=None, cast: tuple = ()) -> _EngineSlot:
         from ..video.backend import SessionSpec
         from ..video.longlive.engine import NATIVE_FPS, LongLiveBackend
 
-        look = persona.appearance.model_dump(mode="json")
-        look["description"] = appearance
-        spec = SessionSpec(persona_id=persona.id, persona_name=persona.name, look=look, width=width, height=height,
-                           fps=NATIVE_FPS, seed=seed, vocabulary=own_vocabulary(persona))
+        def spec_of(who, description: str | None = None) -> SessionSpec:
+            look = who.appearance.model_dump(mode="json")
+            if description is not None:
+                look["description"] = description
+            return SessionSpec(persona_id=who.id, persona_name=who.name, look=look, width=width, height=height,
+                               fps=NATIVE_FPS, seed=seed, vocabulary=own_vocabulary(who))
+
+        spec = spec_of(persona, appearance)  # the composer's appearance text (and identity) are the lead's
         backend = LongLiveBackend(engine=engine.engine, blend_chunks=transition.chunks, attention=routing,
                                   identity=conditioner)
-        backend.start_session(spec)  # EngineBusyError: another size streams on this engine, or it is full
+        # EngineBusyError: another size streams on this engine, or it is full
+        if cast:  # a scene: one prompt naming every character (docs/scenes.md, "LongLive")
+            backend.start_scene([spec if who.id == persona.id else spec_of(who) for who in cast])
+        else:
+            backend.start_session(spec)
         _apply_easing(backend, transition)
         slot = _EngineSlot(key=key, backend=backend, spec=spec, engine=engine)
         session.set_renderer(slot)

@@ -44,6 +44,9 @@ class SessionHosts(Protocol):
     """What the service asks of whatever runs its sessions' workflows."""
 
     default_persona: str
+    #: The default workflow's scene (a Persona Scene node's personas, left to right), or ():
+    #: a session whose hello names no persona and no scene plays it (docs/scenes.md).
+    default_scene: tuple[str, ...]
 
     def accepts(self, kind: str) -> bool:
         """Whether the default workflow takes host values of `kind` (chat, action, persona)."""
@@ -67,6 +70,22 @@ def _default_persona(bindings: Mapping[str, list[tuple[str, tuple[str, ...]]]], 
     from ...persona.library import DEFAULT_PERSONA_ID
 
     return DEFAULT_PERSONA_ID
+
+
+def _default_scene(workflow: ApiWorkflow) -> tuple[str, ...]:
+    """The cast of the workflow's Persona Scene node (the first, by node id, when there are
+    several), checked as the node checks it; () when it has none or the cast is a link."""
+    from ...nodes.scene_nodes import SceneInputError, cast_ids
+
+    for node_id in sorted(workflow, key=lambda k: (len(k), k)):
+        node = workflow[node_id]
+        personas = node.get("inputs", {}).get("personas") if node.get("class_type") == "PersonaScene" else None
+        if isinstance(personas, str):
+            try:
+                return cast_ids(personas)
+            except SceneInputError as exc:
+                raise WorkflowError(f"node {node_id} (PersonaScene): {exc}") from None
+    return ()
 
 
 #: Node types of ComfyUI itself (not a pack), as saved workflows name them, for the message
@@ -157,6 +176,7 @@ class RunnerHosts:
         self.registry = graph.registry
         self.cache_policy = cache_policy
         self.default_persona = _default_persona(graph.bindings, graph.workflow)
+        self.default_scene = _default_scene(graph.workflow)
         self._uploads = _Uploads()
 
     def accepts(self, kind: str) -> bool:
@@ -199,6 +219,7 @@ class PromptHosts:
         self.prompts = prompts
         self.template = self._template(workflow)
         self.default_persona = _default_persona(self.template.bindings, workflow)
+        self.default_scene = _default_scene(workflow)
         self._uploads = _Uploads()
         self._warm_store = store_for_warm_up
 

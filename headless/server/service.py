@@ -112,6 +112,7 @@ class PersonaService:
         self.webrtc = WebRTCDesk(cfg, STREAM_RATE)  # 1.1: media over WebRTC for clients that offer
         self.gallery = GalleryRoutes(self.library, self.pool, self.config, self.recordings)
         self.default_persona = hosts.default_persona
+        self.default_scene = tuple(getattr(hosts, "default_scene", ()))  # the workflow's cast, if it has one
         self._starting = 0
         # Headless only (ComfyUI owns its sockets): socket caps and the idle timeout.
         self.gate = ConnectionGate(cfg.max_connections, cfg.max_connections_per_ip, cfg.idle_timeout_s)
@@ -188,12 +189,14 @@ class PersonaService:
         await self._make_room(connection.peer)
         self._starting += 1
         try:
-            if hello.scene:  # 1.1: a scene; its first persona leads (the workflow's persona)
-                personas = [await self._load_persona(persona_id) for persona_id in hello.scene]
+            # 1.1: a scene, asked for or (no persona, no scene asked) the workflow's; its first persona leads
+            scene = hello.scene or (self.default_scene if hello.persona is None else ())
+            if scene:
+                personas = [await self._load_persona(persona_id) for persona_id in scene]
             else:
                 personas = [await self._load_persona(hello.persona or self.default_persona)]
             persona = personas[0]
-            cast = tuple(personas) if hello.scene else ()  # a scene of one is still a scene (1.1 fields)
+            cast = tuple(personas) if scene else ()  # a scene of one is still a scene (1.1 fields)
             session_id = session_id or secrets.token_urlsafe(18)
             persona_ref = await loop_run(self.pool, self._persona_ref, persona.id)
             try:
@@ -215,7 +218,7 @@ class PersonaService:
                 slot = runtime.renderer
                 if cast and slot is not None and not hasattr(slot.backend, "start_scene"):
                     raise ProtocolError("invalid", f"field 'scene': this server's renderer ({slot.backend.name}) "
-                                                   "draws one persona; scenes need the preview renderer")
+                                                   "draws one persona; scenes need the preview or longlive renderer")
             except Exception:
                 await loop.run_in_executor(self.pool, runner.close)
                 raise
