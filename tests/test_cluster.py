@@ -31,6 +31,7 @@ WORKFLOW = REPO / "workflows" / "persona_preview_chat.json"
 SLOW = 60.0  # a first chat on a fresh replica loads the interpreter; 2 shared cores
 REPLICAS, PER_REPLICA = 3, 4
 VIDEO = {"format": "jpeg", "max_fps": 2}  # few, small frames: 12 sessions on 2 cores
+HANG_TIMEOUT_S = 8.0
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -46,6 +47,9 @@ def cluster(tmp_path_factory):
         resume_grace_s=3.0, replica_cpus=0.5, max_sessions_per_ip=REPLICAS * PER_REPLICA + 2, replica_host="127.0.0.1", retry_after_s=7,
         health_check_period_s=2.0, health_check_timeout_s=20.0, drain_timeout_s=5.0, speech=False,
         recordings_dir=str(tmp_path_factory.mktemp("recordings")),
+        # A frozen replica ends itself after this (well above any stall a loaded box causes);
+        # the fault route lets a test freeze one through the real settings path.
+        replica_hang_timeout_s=HANG_TIMEOUT_S, fault_injection=True,
     )
     ray.init(num_cpus=4, include_dashboard=False, namespace=config.namespace, log_to_driver=False,
              _temp_dir=str(tmp_path_factory.mktemp("ray")))
@@ -339,3 +343,93 @@ async def _wait(predicate, timeout: float = SLOW) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
+
+
+async def freeze(placement, seconds: float) -> None:
+    """Freeze the replica's event loop (the `fault_injection` route, its internal port)."""
+    url = placement.url.replace("ws://", "http://").replace("/persona/ws", "/persona/cluster/fault")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json={"freeze_s": seconds}, timeout=aiohttp.ClientTimeout(total=SLOW)) as answer:
+            assert answer.status == 202, await answer.text()
+
+
+async def _closed_code(ws, timeout: float = SLOW) -> int:
+    """Read (and drop) messages until the socket closes; its close code."""
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    return closed.value.rcvd.code
+
+
+async def test_a_hung_replica_is_removed_and_its_session_resumes_elsewhere_with_its_history(cluster):
+    """A replica whose event loop stops (frozen through the fault route): no socket is read,
+    no health check answered. Its watchdog ends the process after `replica_hang_timeout_s`,
+    the ingress closes the client with 1012, the session resumes on another replica with its
+    history, and Serve replaces the replica."""
+    async with ingress_on_port(cluster) as (ingress, port):
+        ws, ready = await open_session(port)
+        session = ready["session"]
+        await ws.send(json.dumps({"type": "chat", "id": "c1", "text": "please wave at me"}))
+        await wait_for_type(ws, "reply", SLOW, reply_to="c1", done=True)
+        checkpoint = await _until_checkpoint(cluster, session, replies=1)
+        placement = await asyncio.wait_for(cluster.store.where.remote(session), SLOW)
+        frozen_at = time.monotonic()
+        await freeze(placement, 600.0)
+        # Waits on the close itself; the bound only keeps a broken watchdog from hanging the run.
+        assert await _closed_code(ws, HANG_TIMEOUT_S + SLOW) == 1012
+        closed_s = time.monotonic() - frozen_at
+        again, resumed = await open_session(port, session=session)
+        try:
+            assert resumed["type"] == "ready", resumed
+            ready_s = time.monotonic() - frozen_at
+            assert resumed["resumed"] is True and resumed["session"] == session
+            assert resumed["replica"] != placement.replica
+            assert [e["text"] for e in resumed["history"]] == [e["text"] for e in checkpoint.history]
+            await next_frame(again, SLOW)
+            frame_s = time.monotonic() - frozen_at
+            with pytest.raises(ValueError):  # the hung replica's process is gone from Ray
+                ray.get_actor(placement.actor, namespace="serve")
+            print(f"hung replica: frozen → 1012 {closed_s:.2f} s (watchdog {HANG_TIMEOUT_S:g} s), "
+                  f"→ resumed ready {ready_s:.2f} s, → first frame {frame_s:.2f} s")
+        finally:
+            await again.close()
+    await until_no_sessions(cluster)
+    deadline = time.monotonic() + SLOW  # Serve starts a replacement (the next tests use all three)
+    while await asyncio.to_thread(_running_replicas, cluster.config.app_name) < REPLICAS:
+        assert time.monotonic() < deadline, "Serve did not replace the hung replica"
+        await asyncio.sleep(0.5)
+
+
+async def test_a_replica_too_slow_to_connect_is_not_taken_for_lost(cluster):
+    """A replica that does not answer the ingress's handshake in `upstream_timeout_s` but is
+    alive (a stall shorter than the watchdog's limit) is not given up: the client gets `busy`
+    with a retry hint, and its session is not restored a second time on another replica;
+    once the replica answers, the session resumes there."""
+    async with ingress_on_port(cluster, upstream_timeout_s=1.0) as (ingress, port):
+        ws, ready = await open_session(port)
+        session = ready["session"]
+        placement = await asyncio.wait_for(cluster.store.where.remote(session), SLOW)
+        await freeze(placement, 4.0)
+        await asyncio.sleep(0.3)  # the freeze starts a tenth of a second after its answer
+        other, refused = await open_session(port, session=session)
+        await other.close()
+        assert refused["code"] == "busy" and "did not answer within 1 s" in refused["message"], refused
+        assert refused["retry_after_s"] == 7
+        assert placement.replica not in ingress.lost
+        # Once it answers again: the same replica takes the session back (no second copy).
+        deadline = time.monotonic() + SLOW
+        while True:
+            again, resumed = await open_session(port, session=session)
+            if resumed["type"] == "ready":
+                break
+            await again.close()
+            assert time.monotonic() < deadline, resumed
+            await asyncio.sleep(0.5)
+        try:
+            assert resumed["resumed"] is True and resumed["replica"] == placement.replica
+            assert await _closed_code(ws) == 4000  # the first connection's session moved
+            held = await replica_sessions(cluster)
+            assert [name for name, ids in held.items() if session in ids] == [placement.replica]
+        finally:
+            await again.close()
+    await until_no_sessions(cluster)

@@ -14,7 +14,7 @@ from .checkpoint import store_actor
 from .ingress import ClusterIngress, create_ingress_app
 from .settings import ClusterConfig
 
-__all__ = ["ClusterError", "Deployment", "connect_ray", "deploy"]
+__all__ = ["ClusterError", "Deployment", "attach", "connect_ray", "deploy"]
 
 
 class ClusterError(PersonaError, RuntimeError):
@@ -40,15 +40,19 @@ class Deployment:
     ingress: ClusterIngress
     replicas: Any  # the Serve deployment handle
     store: Any  # the checkpoint store actor
+    owner: bool = True  # started the replicas (False: `attach`ed to another process's deployment)
 
     def app(self):
         return create_ingress_app(self.ingress)
 
     def shutdown(self) -> None:
-        """Delete the Serve application (replicas drain) and the checkpoint store."""
+        """Delete the Serve application (replicas drain) and the checkpoint store; nothing when
+        the ingress found the cluster gone (each call would wait on a head that is not there)."""
         import ray
         from ray import serve
 
+        if self.ingress.cluster_problem or not self.owner:
+            return
         serve.delete(self.config.app_name)
         ray.kill(self.store)
 
@@ -74,3 +78,22 @@ def deploy(config: ClusterConfig, workflow: Path, *, backend: str | None = None,
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ClusterError(f"the replicas did not start: {first} (see the Ray logs for the replica's traceback)") from exc
     return Deployment(config, ClusterIngress(config, handle, store), handle, store)
+
+
+def attach(config: ClusterConfig) -> Deployment:
+    """One more ingress for the deployment another process runs (same `namespace` and
+    `app_name`): nothing is started, the replicas and the session directory are found by
+    name. Several ingresses behind one load balancer serve the same sessions: a client
+    resuming through any of them reaches the replica holding its session."""
+    import ray
+    from ray import serve
+
+    from .checkpoint import STORE_NAME
+
+    try:
+        store = ray.get_actor(STORE_NAME, namespace=config.namespace)
+        handle = serve.get_app_handle(config.app_name)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise ClusterError(f"no persona deployment {config.app_name!r} in namespace {config.namespace!r} on "
+                           f"this cluster to attach to ({type(exc).__name__}: {exc})") from None
+    return Deployment(config, ClusterIngress(config, handle, store), handle, store, owner=False)
