@@ -4,6 +4,8 @@ deployment, and the ingress app in this process (`persona deploy`, the tests, th
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ from .checkpoint import store_actor
 from .ingress import ClusterIngress, create_ingress_app
 from .settings import ClusterConfig
 
-__all__ = ["ClusterError", "Deployment", "attach", "connect_ray", "deploy"]
+__all__ = ["ClusterError", "Deployment", "attach", "connect_ray", "deploy", "leave_cluster"]
 
 
 class ClusterError(PersonaError, RuntimeError):
@@ -97,3 +99,20 @@ def attach(config: ClusterConfig) -> Deployment:
         raise ClusterError(f"no persona deployment {config.app_name!r} in namespace {config.namespace!r} on "
                            f"this cluster to attach to ({type(exc).__name__}: {exc})") from None
     return Deployment(config, ClusterIngress(config, handle, store), handle, store, owner=False)
+
+
+def leave_cluster(deployment: Deployment | None) -> None:
+    """Disconnect this process from Ray, the last step of `persona deploy`.
+
+    When the ingress found the cluster gone (its head stopped or lost), every Ray call waits
+    on that head until Ray's own GCS timeout (a minute) ends the process, `ray.shutdown()`
+    and Ray's exit hook included. So then the process ends at once instead, with one line
+    saying why and exit status 1 (a supervisor restarts it against the new head)."""
+    import ray
+
+    problem = deployment.ingress.cluster_problem if deployment is not None else None
+    if problem:
+        print(f"persona deploy: stopped without the Ray cluster ({problem})", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
+    ray.shutdown()

@@ -33,6 +33,7 @@ import logging
 import re
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +142,10 @@ class ClusterIngress:
         self.cluster_problem: str | None = None
         self.cluster_lost = asyncio.Event()
         self._watcher: asyncio.Task | None = None
+        # Blocking Ray calls (the node table, actor lookups) run here, not on the loop's default
+        # executor: with the head gone they never return, and `asyncio.run` joins the default
+        # executor's threads on the way out (the process could not stop).
+        self._ray_calls = ThreadPoolExecutor(max_workers=2, thread_name_prefix="persona-ray-check")
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(
@@ -151,6 +156,7 @@ class ClusterIngress:
         self.closing = True
         if self._watcher is not None:
             self._watcher.cancel()
+        self._ray_calls.shutdown(wait=False, cancel_futures=True)
         for task in list(self.leases.values()):
             task.cancel()
         await asyncio.gather(*self.leases.values(), return_exceptions=True)
@@ -172,7 +178,7 @@ class ClusterIngress:
         while True:
             problem = None
             if probe is None or probe.done():
-                probe = asyncio.ensure_future(asyncio.to_thread(ray.nodes))
+                probe = asyncio.get_running_loop().run_in_executor(self._ray_calls, ray.nodes)
             try:
                 nodes = await asyncio.wait_for(asyncio.shield(probe), cfg.cluster_check_timeout_s)
                 if not any(node.get("Alive") for node in nodes):
@@ -217,7 +223,8 @@ class ClusterIngress:
             return True
 
         try:
-            return await asyncio.wait_for(asyncio.to_thread(lookup), self.config.cluster_check_timeout_s)
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self._ray_calls, lookup),
+                                          self.config.cluster_check_timeout_s)
         except Exception:  # noqa: BLE001 - Ray unreachable: unknown
             return None
 

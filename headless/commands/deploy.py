@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         from ray import serve  # noqa: F401
     except ImportError:
         raise CommandLineError("persona deploy needs Ray Serve: pip install 'comfyui-persona[cluster]'") from None
-    from ..cluster.deploy import ClusterError, attach, connect_ray, deploy
+    from ..cluster.deploy import ClusterError, attach, connect_ray, deploy, leave_cluster
 
     if config.cluster == "local" and not config.replica_host:
         config = config.model_copy(update={"replica_host": "127.0.0.1"})  # one machine: replicas stay local
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             "set PERSONA_TOKEN (or --token), or --replica-host 127.0.0.1 on a one-machine cluster"
         )
     connect_ray(config)
+    deployment = None
     try:
         if args.attach:
             try:
@@ -92,9 +93,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             deployment.shutdown()
     finally:
-        import ray
-
-        ray.shutdown()
+        leave_cluster(deployment)
     return 0
 
 
