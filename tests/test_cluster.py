@@ -433,3 +433,90 @@ async def test_a_replica_too_slow_to_connect_is_not_taken_for_lost(cluster):
         finally:
             await again.close()
     await until_no_sessions(cluster)
+
+
+def _replica_states(app: str) -> dict[str, str]:
+    """Replica id → Serve's state of it (RUNNING, STOPPING, ...), from Serve's controller
+    (what `serve status` shows; the public `serve.status()` only counts them)."""
+    from ray.serve.context import _get_global_client
+
+    details = _get_global_client().get_serve_details()
+    replicas = details["applications"][app]["deployments"]["PersonaReplica"]["replicas"]
+    return {r["replica_id"]: str(r["state"]).rsplit(".", 1)[-1] for r in replicas}
+
+
+async def _until(predicate, what: str, timeout: float = SLOW):
+    deadline = time.monotonic() + timeout
+    while not (value := await predicate()):
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.3)
+    return value
+
+
+async def test_a_replica_being_removed_finishes_its_sessions_and_takes_no_new_one(cluster):
+    """A redeploy from 2 replicas to 1 with a session on each: Serve replaces the replicas
+    (every deploy is a new version) one at a time, draining each. The draining replica's
+    session goes on (frames, a chat answered) while a new session is placed elsewhere, though
+    it has a free slot; it stops once its session has ended."""
+    config = cluster.config.model_copy(update={
+        "app_name": "persona-drain", "replicas": 2, "max_sessions": 2, "drain_timeout_s": 2 * SLOW,
+        "resume_grace_s": 0.5, "queue_timeout_s": SLOW})
+    scaled = await asyncio.to_thread(deploy, config, WORKFLOW, warm_up=False)
+    shrinking = None
+    opened = []
+    try:
+        async with ingress_on_port(scaled) as (ingress, port):
+            for _ in range(3):  # 2 + 1 over the two replicas, whichever way Serve places them
+                opened.append(await open_session(port))
+            by_replica: dict[str, list] = {}
+            for ws, ready in opened:
+                assert ready["type"] == "ready", ready
+                by_replica.setdefault(ready["replica"], []).append(ws)
+            assert sorted(len(v) for v in by_replica.values()) == [1, 2]
+            await next(v for v in by_replica.values() if len(v) == 2).pop().close()  # one session each now
+            await _until(lambda: _sessions_on(scaled, by_replica, 1), "a replica kept the closed session")
+            # Redeploy with one replica; `deploy` returns once the old replicas are gone.
+            shrinking = asyncio.ensure_future(asyncio.to_thread(
+                deploy, config.model_copy(update={"replicas": 1}), WORKFLOW, warm_up=False))
+            states = await _until(lambda: _stopping(config.app_name), "no replica started draining")
+            draining = next(r for r, state in states.items() if state == "STOPPING")
+            assert draining in by_replica
+            drained_ws = by_replica[draining][0]
+            # The draining replica's session goes on: frames, and a chat answered.
+            await drained_ws.send(json.dumps({"type": "chat", "id": "d1", "text": "please wave at me"}))
+            await wait_for_type(drained_ws, "reply", SLOW, reply_to="d1", done=True)
+            await next_frame(drained_ws, SLOW)
+            # A new session goes to the other replica, not to the draining one's free slot.
+            ws, ready = await open_session(port)
+            opened.append((ws, ready))
+            assert ready["type"] == "ready" and ready["replica"] != draining, ready
+            assert (await asyncio.to_thread(_replica_states, config.app_name))[draining] == "STOPPING"
+            await next_frame(drained_ws, SLOW)  # still streaming
+            # Its session ends (the viewer leaves, the resume grace runs out): the replica stops.
+            ended_at = time.monotonic()
+            await drained_ws.close()
+            await _until(lambda: _gone(config.app_name, draining), "the drained replica did not stop")
+            print(f"drain: replica stopped {time.monotonic() - ended_at:.1f} s after its last viewer left")
+            for ws, _ in opened:  # the other old replica drains next: let it go too
+                await ws.close()
+            await asyncio.wait_for(shrinking, SLOW)
+    finally:
+        for ws, _ in opened:
+            await ws.close()
+        if shrinking is not None:
+            await asyncio.gather(shrinking, return_exceptions=True)
+        await asyncio.to_thread(serve.delete, config.app_name)
+
+
+async def _sessions_on(deployment, by_replica: dict, count: int) -> bool:
+    sessions = await replica_sessions(deployment)
+    return all(len(sessions.get(name, [])) == count for name in by_replica)
+
+
+async def _stopping(app: str) -> dict[str, str] | None:
+    states = await asyncio.to_thread(_replica_states, app)
+    return states if "STOPPING" in states.values() else None
+
+
+async def _gone(app: str, replica: str) -> bool:
+    return replica not in await asyncio.to_thread(_replica_states, app)

@@ -14,7 +14,7 @@ from typing import Any
 from ...errors import PersonaError
 from .checkpoint import store_actor
 from .ingress import ClusterIngress, create_ingress_app
-from .settings import ClusterConfig
+from .settings import DEPLOYMENT_ONLY_FIELDS, ClusterConfig
 
 __all__ = ["ClusterError", "Deployment", "attach", "connect_ray", "deploy", "leave_cluster"]
 
@@ -73,7 +73,8 @@ def deploy(config: ClusterConfig, workflow: Path, *, backend: str | None = None,
         # reports queued requests to the autoscaler (its replacement env vars do not reach it).
         warnings.filterwarnings("ignore", message=".*metrics_interval_s.*", category=DeprecationWarning)
         bound = PersonaReplica.options(**deployment_options(config)).bind(
-            config.model_dump_json(), str(Path(workflow).resolve()), backend, options or [], warm_up)
+            config.model_dump_json(exclude=set(DEPLOYMENT_ONLY_FIELDS)), str(Path(workflow).resolve()), backend,
+            options or [], warm_up)
     try:
         handle = serve.run(bound, name=config.app_name, route_prefix=None)
     except RuntimeError as exc:  # Serve's "Deploying application ... failed" after its retries

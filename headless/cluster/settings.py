@@ -15,7 +15,18 @@ from pydantic import Field, model_validator
 
 from ..server.config import ServerConfig
 
-__all__ = ["ClusterConfig"]
+__all__ = ["ClusterConfig", "DEPLOYMENT_ONLY_FIELDS"]
+
+#: Settings read only by the ingress and by Serve's deployment options, never inside a
+#: replica. They are left out of what each replica is built with, so changing them (scaling
+#: to more or fewer replicas, a new queue limit) is no new replica version: Serve updates the
+#: running replicas in place instead of replacing (and draining) every one of them.
+DEPLOYMENT_ONLY_FIELDS = frozenset({
+    "cluster", "app_name", "replicas", "autoscale", "min_replicas", "max_replicas", "upscale_delay_s",
+    "downscale_delay_s", "autoscale_window_s", "max_queued_sessions", "queue_timeout_s", "retry_after_s",
+    "health_check_period_s", "health_check_timeout_s", "drain_timeout_s", "upstream_timeout_s",
+    "cluster_check_period_s", "cluster_check_timeout_s",
+})
 
 
 class ClusterConfig(ServerConfig):
