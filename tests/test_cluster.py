@@ -52,7 +52,8 @@ def cluster(tmp_path_factory):
         replica_hang_timeout_s=HANG_TIMEOUT_S, fault_injection=True,
     )
     ray.init(num_cpus=4, include_dashboard=False, namespace=config.namespace, log_to_driver=False,
-             _temp_dir=str(tmp_path_factory.mktemp("ray")))
+             _temp_dir=str(tmp_path_factory.mktemp("ray")),
+             _system_config={"metrics_report_interval_ms": 1000})  # the metrics test reads them soon
     try:
         deployment = deploy(config, WORKFLOW, warm_up=False)
         yield deployment
@@ -520,3 +521,37 @@ async def _stopping(app: str) -> dict[str, str] | None:
 
 async def _gone(app: str, replica: str) -> bool:
     return replica not in await asyncio.to_thread(_replica_states, app)
+
+
+async def test_replicas_export_their_sessions_through_ray_metrics(cluster):
+    """Each replica's `persona_replica_*` gauges reach Ray's Prometheus endpoint on its node
+    (what a Prometheus scraping the cluster reads), tagged with the replica's name."""
+    import re
+
+    node = ray._private.worker.global_worker.node
+    url = f"http://{node.node_ip_address}:{node.metrics_export_port}/metrics"
+
+    async def sample(http, name: str, replica: str) -> float | None:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=SLOW)) as answer:
+            text = await answer.text()
+        for line in text.splitlines():
+            if line.startswith(f"ray_{name}{{") and f'replica="{replica}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    async with ingress_on_port(cluster) as (_, port):
+        ws, ready = await open_session(port)
+        try:
+            await next_frame(ws, SLOW)
+            async with aiohttp.ClientSession() as http:
+                deadline = time.monotonic() + SLOW
+                while (await sample(http, "persona_replica_sessions_connected", ready["replica"]) or 0) < 1:
+                    assert time.monotonic() < deadline, "no persona_replica_sessions_connected ≥ 1 from the replica"
+                    await asyncio.sleep(0.5)
+                assert (await sample(http, "persona_replica_sessions", ready["replica"])) >= 1
+                for name in ("persona_replica_fps_mean", "persona_replica_latency_ms_mean"):
+                    assert await sample(http, name, ready["replica"]) is not None, name
+            assert re.match(r"^[a-z0-9]+$", ready["replica"])
+        finally:
+            await ws.close()
+    await until_no_sessions(cluster)

@@ -35,6 +35,9 @@ log = logging.getLogger("comfyui_persona.cluster")
 
 __all__ = ["PersonaReplica", "deployment_options"]
 
+#: How often a replica sets its Ray metrics (Ray reports them on its own interval after that).
+METRICS_PERIOD_S = 2.0
+
 
 @serve.deployment(name="PersonaReplica")
 class PersonaReplica:
@@ -95,7 +98,7 @@ class PersonaReplica:
                       "latency_ms_mean": metrics._latency_sum / metrics._latency_count if metrics._latency_count else 0.0}
             for name, value in values.items():
                 gauges[name].set(value, tags=tags)
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(METRICS_PERIOD_S)
 
     async def lease(self, lease_id: str):
         """A session slot: yields this replica's placement, then lasts as long as the session."""
