@@ -555,3 +555,52 @@ async def test_replicas_export_their_sessions_through_ray_metrics(cluster):
         finally:
             await ws.close()
     await until_no_sessions(cluster)
+
+
+async def test_a_recording_larger_than_the_proxy_s_piece_streams_through_the_ingress(cluster):
+    """Recordings are fetched through the ingress from the replica that has the file; the
+    ingress passes it on piece by piece, so a large file never sits whole in its memory
+    (Python allocations measured with tracemalloc while it streams 24 MiB)."""
+    import hashlib
+    import os
+    import secrets
+    import tracemalloc
+    from pathlib import Path
+
+    from comfyui_persona.headless.cluster.ingress import GALLERY_CHUNK_BYTES
+
+    size = 24 * 2**20
+    assert size > 16 * GALLERY_CHUNK_BYTES
+    token = secrets.token_urlsafe(24)
+    path = Path(cluster.config.recordings_dir) / f"{token}.mp4"
+    body = os.urandom(size)
+    path.write_bytes(body)
+    expected = hashlib.sha256(body).hexdigest()
+    del body
+    async with ingress_on_port(cluster) as (_, port):
+        ws, _ = await open_session(port)  # the ingress learns a live replica
+        try:
+            digest = hashlib.sha256()
+            tracemalloc.start()
+            try:
+                async with aiohttp.ClientSession() as http:
+                    async with http.get(f"http://127.0.0.1:{port}/persona/recordings/{token}.mp4",
+                                        timeout=aiohttp.ClientTimeout(total=SLOW)) as answer:
+                        assert answer.status == 200 and answer.headers["Content-Type"] == "video/mp4"
+                        assert int(answer.headers["Content-Length"]) == size
+                        async for piece in answer.content.iter_chunked(64 * 1024):
+                            digest.update(piece)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert digest.hexdigest() == expected
+            print(f"gallery stream: {size / 2**20:.0f} MiB through the ingress, peak Python allocations "
+                  f"{peak / 2**20:.1f} MiB")
+            assert peak < size / 4, f"{peak} bytes held while streaming a {size}-byte file"
+            async with aiohttp.ClientSession() as http:  # a token no replica has: 404, not a hang
+                async with http.get(f"http://127.0.0.1:{port}/persona/recordings/{'B' * 32}.mp4") as answer:
+                    assert answer.status == 404
+        finally:
+            await ws.close()
+            path.unlink()
+    await until_no_sessions(cluster)
