@@ -212,6 +212,12 @@ async def test_a_killed_replica_s_session_resumes_elsewhere_with_its_history(clu
         seen = [e["text"] for e in checkpoint.history]
         assert "please sit down" in seen and "smile for me" in seen
         assert [text for role, text in checkpoint.conversation if role == "user"] == ["please sit down", "smile for me"]
+        # Recording when the replica dies: the part so far stays, and the session goes on
+        # recording in a new part on the replica that restores it.
+        await ws.send(json.dumps({"type": "record", "id": "r1", "on": True}))
+        first_part = (await wait_for_type(ws, "recording", SLOW, reply_to="r1"))["url"]
+        for _ in range(3):  # a few frames into the file
+            await next_frame(ws, SLOW)
         # Kill the replica process that holds the session (as a lost node would).
         killed_at = time.monotonic()
         ray.kill(ray.get_actor(placement.actor, namespace="serve"), no_restart=True)
@@ -229,6 +235,9 @@ async def test_a_killed_replica_s_session_resumes_elsewhere_with_its_history(clu
             assert resumed["replica"] != placement.replica
             assert [e["text"] for e in resumed["history"]] == seen
             assert resumed["state"]["pose"] == "sitting"
+            assert [(r["url"], r["state"]) for r in resumed["recordings"]] == [(first_part, "finished")]
+            second = await wait_for_type(again, "recording", SLOW, reply_to=None)
+            assert second["on"] is True and second["url"] != first_part
             await again.send(json.dumps({"type": "chat", "id": "c9", "text": "wave please"}))
             await wait_for_type(again, "reply", SLOW, reply_to="c9", done=True)
             # The interpreter's conversation went on from the restored one, on the new replica.
@@ -236,6 +245,14 @@ async def test_a_killed_replica_s_session_resumes_elsewhere_with_its_history(clu
             assert [text for role, text in after.conversation if role == "user"] == [
                 "please sit down", "smile for me", "wave please"]
             assert ingress.metrics.failovers_total == 1
+            await again.send(json.dumps({"type": "record", "id": "r2", "on": False}))
+            stopped = await wait_for_type(again, "recording", SLOW, reply_to="r2")
+            assert stopped["on"] is False and stopped["url"] == second["url"] and stopped["frames"] > 0
+            async with aiohttp.ClientSession() as http:  # both parts download through the ingress
+                for url in (first_part, second["url"]):
+                    async with http.get(f"http://127.0.0.1:{port}{url}") as answer:
+                        assert answer.status == 200, url
+                        assert (await answer.read())[4:8] == b"ftyp"  # an MP4
             print(f"failover gap: kill → ready {ready_s:.2f} s, kill → first frame {frame_s:.2f} s")
         finally:
             await again.close()
@@ -446,7 +463,7 @@ def _replica_states(app: str) -> dict[str, str]:
     return {r["replica_id"]: str(r["state"]).rsplit(".", 1)[-1] for r in replicas}
 
 
-async def _until(predicate, what: str, timeout: float = SLOW):
+async def _poll(predicate, what: str, timeout: float = SLOW):
     deadline = time.monotonic() + timeout
     while not (value := await predicate()):
         assert time.monotonic() < deadline, what
@@ -475,11 +492,11 @@ async def test_a_replica_being_removed_finishes_its_sessions_and_takes_no_new_on
                 by_replica.setdefault(ready["replica"], []).append(ws)
             assert sorted(len(v) for v in by_replica.values()) == [1, 2]
             await next(v for v in by_replica.values() if len(v) == 2).pop().close()  # one session each now
-            await _until(lambda: _sessions_on(scaled, by_replica, 1), "a replica kept the closed session")
+            await _poll(lambda: _sessions_on(scaled, by_replica, 1), "a replica kept the closed session")
             # Redeploy with one replica; `deploy` returns once the old replicas are gone.
             shrinking = asyncio.ensure_future(asyncio.to_thread(
                 deploy, config.model_copy(update={"replicas": 1}), WORKFLOW, warm_up=False))
-            states = await _until(lambda: _stopping(config.app_name), "no replica started draining")
+            states = await _poll(lambda: _stopping(config.app_name), "no replica started draining")
             draining = next(r for r, state in states.items() if state == "STOPPING")
             assert draining in by_replica
             drained_ws = by_replica[draining][0]
@@ -496,7 +513,7 @@ async def test_a_replica_being_removed_finishes_its_sessions_and_takes_no_new_on
             # Its session ends (the viewer leaves, the resume grace runs out): the replica stops.
             ended_at = time.monotonic()
             await drained_ws.close()
-            await _until(lambda: _gone(config.app_name, draining), "the drained replica did not stop")
+            await _poll(lambda: _gone(config.app_name, draining), "the drained replica did not stop")
             print(f"drain: replica stopped {time.monotonic() - ended_at:.1f} s after its last viewer left")
             for ws, _ in opened:  # the other old replica drains next: let it go too
                 await ws.close()
@@ -568,17 +585,19 @@ async def test_a_recording_larger_than_the_proxy_s_piece_streams_through_the_ing
     from pathlib import Path
 
     from comfyui_persona.headless.cluster.ingress import GALLERY_CHUNK_BYTES
+    from comfyui_persona.headless.cluster.recordings import replica_folder
 
     size = 24 * 2**20
     assert size > 16 * GALLERY_CHUNK_BYTES
     token = secrets.token_urlsafe(24)
-    path = Path(cluster.config.recordings_dir) / f"{token}.mp4"
-    body = os.urandom(size)
-    path.write_bytes(body)
-    expected = hashlib.sha256(body).hexdigest()
-    del body
     async with ingress_on_port(cluster) as (_, port):
-        ws, _ = await open_session(port)  # the ingress learns a live replica
+        ws, ready = await open_session(port)  # the ingress learns a live replica
+        path = replica_folder(Path(cluster.config.recordings_dir), ready["replica"]) / f"{token}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = os.urandom(size)
+        path.write_bytes(body)
+        expected = hashlib.sha256(body).hexdigest()
+        del body
         try:
             digest = hashlib.sha256()
             tracemalloc.start()

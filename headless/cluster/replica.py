@@ -70,7 +70,7 @@ class PersonaReplica:
         shown = host if ":" not in host else f"[{host}]"
         self.placement = Placement(replica=context.replica_id.unique_id, url=f"ws://{shown}:{port}/persona/ws",
                                    actor=ray.get_runtime_context().get_actor_name() or "")
-        self.service.placement = self.placement
+        self.service.place(self.placement)
         self._exporter = asyncio.get_running_loop().create_task(self._export_metrics())
         self._watchdog = LoopWatchdog(config.replica_hang_timeout_s, self.placement.replica)
         self._watchdog.start()
