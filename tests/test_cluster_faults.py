@@ -95,7 +95,7 @@ def head(tmp_path_factory):
 def deployment(head, tmp_path_factory):
     config = ClusterConfig(
         cluster=head.address, app_name="persona-faults", replicas=1, max_sessions=4, replica_cpus=0.5,
-        replica_host="127.0.0.1", speech=False, resume_grace_s=60.0, retry_after_s=3, queue_timeout_s=10.0,
+        replica_host="127.0.0.1", speech=False, resume_grace_s=60.0, retry_after_s=3, queue_timeout_s=SLOW,
         cluster_check_period_s=1.0, cluster_check_timeout_s=3.0, drain_timeout_s=2.0,
         recordings_dir=str(tmp_path_factory.mktemp("recordings")))
     ray.init(address=head.address, namespace=config.namespace, log_to_driver=False)

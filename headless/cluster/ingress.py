@@ -315,6 +315,8 @@ class ClusterIngress:
         if first in done:
             return first.result()
         first.cancel()
+        # The stream, cancelled by the caller, may still end this task with Serve's own error.
+        first.add_done_callback(lambda task: task.cancelled() or task.exception())
         raise asyncio.TimeoutError
 
     async def _pause_before_retry(self, deadline: float) -> None:
