@@ -16,7 +16,7 @@ from .checkpoint import store_actor
 from .ingress import ClusterIngress, create_ingress_app
 from .settings import DEPLOYMENT_ONLY_FIELDS, ClusterConfig
 
-__all__ = ["ClusterError", "Deployment", "attach", "connect_ray", "deploy", "leave_cluster"]
+__all__ = ["ClusterError", "Deployment", "attach", "connect_ray", "deploy", "leave_cluster", "replica_config_json"]
 
 
 class ClusterError(PersonaError, RuntimeError):
@@ -59,6 +59,12 @@ class Deployment:
         ray.kill(self.store)
 
 
+def replica_config_json(config: ClusterConfig) -> str:
+    """What each replica is built with: the settings without `DEPLOYMENT_ONLY_FIELDS` (read only
+    by the ingress and Serve's options), so a change to those alone reaches no replica."""
+    return config.model_dump_json(exclude=set(DEPLOYMENT_ONLY_FIELDS))
+
+
 def deploy(config: ClusterConfig, workflow: Path, *, backend: str | None = None,
            options: list[str] | None = None, warm_up: bool = True) -> Deployment:
     """Run the replica deployment on the connected cluster (blocks until its replicas serve)."""
@@ -73,8 +79,7 @@ def deploy(config: ClusterConfig, workflow: Path, *, backend: str | None = None,
         # reports queued requests to the autoscaler (its replacement env vars do not reach it).
         warnings.filterwarnings("ignore", message=".*metrics_interval_s.*", category=DeprecationWarning)
         bound = PersonaReplica.options(**deployment_options(config)).bind(
-            config.model_dump_json(exclude=set(DEPLOYMENT_ONLY_FIELDS)), str(Path(workflow).resolve()), backend,
-            options or [], warm_up)
+            replica_config_json(config), str(Path(workflow).resolve()), backend, options or [], warm_up)
     try:
         handle = serve.run(bound, name=config.app_name, route_prefix=None)
     except RuntimeError as exc:  # Serve's "Deploying application ... failed" after its retries
