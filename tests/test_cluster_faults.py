@@ -1,17 +1,16 @@
 """Faults only a cluster of separate processes shows: a second ingress *process* resuming a
-session, and the Ray head going away under a running ingress.
+session, and the Ray head going away under running ingresses.
 
 The cluster here is a real `ray start --head --block` process (its temp dir under pytest's,
-ended by its process id), the replicas are deployed from this test process (a Ray driver),
-and the second ingress is `persona deploy --attach` in its own process. Before the head is
-stopped, this process leaves the cluster (`ray.shutdown`): Ray ends a driver whose head has
-been gone for a minute, and that must be the ingress under test, not pytest.
+ended by its process id); `persona deploy --cluster ADDRESS` deploys the replicas and serves
+one ingress, `persona deploy --attach` a second, each in its own process as a user runs them.
+This test process never joins the cluster: Ray ends a driver whose head has been gone for a
+minute, and that must be an ingress under test, not pytest.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -25,13 +24,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-import ray
 import websockets
-from ray import serve
-from test_cluster import VIDEO, WORKFLOW, _until_checkpoint, ingress_on_port, open_session
+from test_cluster import VIDEO, open_session
 
-from comfyui_persona.headless.cluster.deploy import deploy
-from comfyui_persona.headless.cluster.settings import ClusterConfig
 from paths import REPO
 from server_harness import next_frame, recv_json, wait_for_type
 
@@ -91,55 +86,62 @@ def head(tmp_path_factory):
         log.close()
 
 
-@pytest.fixture(scope="module")
-def deployment(head, tmp_path_factory):
-    config = ClusterConfig(
-        cluster=head.address, app_name="persona-faults", replicas=1, max_sessions=4, replica_cpus=0.5,
-        replica_host="127.0.0.1", speech=False, resume_grace_s=60.0, retry_after_s=3, queue_timeout_s=SLOW,
-        cluster_check_period_s=1.0, cluster_check_timeout_s=3.0, drain_timeout_s=2.0,
-        recordings_dir=str(tmp_path_factory.mktemp("recordings")))
-    ray.init(address=head.address, namespace=config.namespace, log_to_driver=False)
-    try:
-        yield deploy(config, WORKFLOW, warm_up=False)
-    finally:
-        if ray.is_initialized():  # the head test leaves the cluster itself
-            with contextlib.suppress(Exception):
-                serve.shutdown()
-            ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def second_ingress(head, deployment, tmp_path_factory):
-    """`persona deploy --attach` on the same cluster: a separate ingress process."""
-    config = deployment.config
-    stderr_path = tmp_path_factory.mktemp("ingress") / "stderr.log"
+def _ingress_process(head: Head, folder: Path, *extra: str):
+    """`persona deploy` on the test's head, as a user runs it; (process, port, stderr file)."""
+    stderr_path = folder / "stderr.log"
     stderr = stderr_path.open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "comfyui_persona.headless", "deploy", "--attach", "--cluster", head.address,
-         "--app-name", config.app_name, "--port", "0", "--replica-host", "127.0.0.1", "--no-speech",
-         "--retry-after-s", str(config.retry_after_s), "--cluster-check-period-s", "1",
-         "--cluster-check-timeout-s", "3"],
+        [sys.executable, "-m", "comfyui_persona.headless", "deploy", "--cluster", head.address, "--app-name",
+         "persona-faults", "--port", "0", "--replica-host", "127.0.0.1", "--no-speech", "--retry-after-s", "3",
+         "--cluster-check-period-s", "1", "--cluster-check-timeout-s", "3", *extra],
         cwd=REPO, env=head.env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    line = process.stdout.readline()
+    match = re.search(r"persona deploy: http://127\.0\.0\.1:(\d+)/", line)
+    if not match:
+        _stop(process)
+        process.stdout.close()
+        stderr.close()
+        pytest.fail(f"persona deploy did not start: {line}{stderr_path.read_text()[-3000:]}")
+    return process, int(match.group(1)), stderr_path, stderr
+
+
+@pytest.fixture(scope="module")
+def first_ingress(head, tmp_path_factory):
+    """`persona deploy` (one preview replica) on the test's head: the deployment and its ingress."""
+    folder = tmp_path_factory.mktemp("first")
+    process, port, stderr_path, stderr = _ingress_process(
+        head, folder, "--replicas", "1", "--replica-cpus", "0.5", "--no-warm-up", "--resume-grace-s", "60",
+        "--queue-timeout-s", str(SLOW), "--recordings-dir", str(folder / "recordings"))
     try:
-        line = process.stdout.readline()
-        match = re.search(r"persona deploy: http://127\.0\.0\.1:(\d+)/", line)
-        assert match, line + stderr_path.read_text()[-3000:]
-        yield process, int(match.group(1)), stderr_path
+        yield process, port, stderr_path
     finally:
         _stop(process)
         process.stdout.close()
         stderr.close()
 
 
-async def test_a_session_resumes_with_its_history_through_another_ingress_process(deployment, second_ingress):
+@pytest.fixture(scope="module")
+def second_ingress(head, first_ingress, tmp_path_factory):
+    """`persona deploy --attach` on the same cluster: a separate ingress process, no replicas."""
+    process, port, stderr_path, stderr = _ingress_process(head, tmp_path_factory.mktemp("second"), "--attach")
+    try:
+        yield process, port, stderr_path
+    finally:
+        _stop(process)
+        process.stdout.close()
+        stderr.close()
+
+
+async def test_a_session_resumes_with_its_history_through_another_ingress_process(first_ingress, second_ingress):
     """The session directory is a detached actor: an ingress in another process, which never
     saw the session, finds its replica by name and the client gets it back, history included."""
+    _, port, _ = first_ingress
     _, other_port, _ = second_ingress
-    async with ingress_on_port(deployment) as (_, port):
-        ws, ready = await open_session(port)
+    ws, ready = await open_session(port)
+    try:
         await ws.send(json.dumps({"type": "chat", "id": "c1", "text": "please wave at me"}))
         await wait_for_type(ws, "reply", SLOW, reply_to="c1", done=True)
-        checkpoint = await _until_checkpoint(deployment, ready["session"], replies=1)
+    finally:
         await ws.close()
     async with websockets.connect(f"ws://127.0.0.1:{other_port}/persona/ws", max_size=None, open_timeout=SLOW) as again:
         await again.send(json.dumps({"type": "hello", "video": VIDEO, "session": ready["session"]}))
@@ -147,22 +149,20 @@ async def test_a_session_resumes_with_its_history_through_another_ingress_proces
         assert resumed["type"] == "ready", resumed
         assert resumed["resumed"] is True and resumed["session"] == ready["session"]
         assert resumed["replica"] == ready["replica"]  # its own replica, found in the directory
-        assert [e["text"] for e in resumed["history"]] == [e["text"] for e in checkpoint.history]
-        assert "please wave at me" in [e["text"] for e in resumed["history"]]
+        assert [(e["role"], e["text"]) for e in resumed["history"]][:1] == [("user", "please wave at me")]
+        assert any(e["role"] == "persona" and e["done"] and e["text"] for e in resumed["history"])
         await next_frame(again, SLOW)
         await again.send(json.dumps({"type": "chat", "id": "c2", "text": "now smile"}))
         await wait_for_type(again, "reply", SLOW, reply_to="c2", done=True)
 
 
-async def test_the_ray_head_going_away_is_reported_and_new_sessions_are_refused(head, deployment, second_ingress):
+async def test_the_ray_head_going_away_is_reported_and_new_sessions_are_refused(head, first_ingress, second_ingress):
     process, port, stderr_path = second_ingress
     base = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{base}/health") as answer:
             assert answer.status == 200 and (await answer.json())["ray"] == "up"
-        # This process leaves the cluster, then the head stops (`ray start --block` ends its
-        # processes on SIGTERM, as `ray stop` would).
-        ray.shutdown()
+        # The head stops (`ray start --block` ends its processes on SIGTERM, as `ray stop` would).
         stop_started = time.monotonic()
         await asyncio.to_thread(_stop, head.process)
         stopped_at = time.monotonic()
@@ -200,3 +200,7 @@ async def test_the_ray_head_going_away_is_reported_and_new_sessions_are_refused(
     print(f"ingress stopped {time.monotonic() - asked_at:.2f} s after SIGTERM")
     assert code == 1
     assert "persona deploy: stopped without the Ray cluster" in stderr_path.read_text()
+    # So does the ingress that deployed the replicas.
+    first, _, first_stderr = first_ingress
+    assert await asyncio.to_thread(_stop, first, SLOW) == 1
+    assert "persona deploy: stopped without the Ray cluster" in first_stderr.read_text()

@@ -55,6 +55,10 @@ class Deployment:
 
         if self.ingress.cluster_problem or not self.owner:
             return
+        if not _cluster_answers(self.config.cluster_check_timeout_s):  # gone since the last check
+            self.ingress.cluster_problem = (f"the Ray cluster did not answer within "
+                                            f"{self.config.cluster_check_timeout_s:g} s at shutdown")
+            return
         serve.delete(self.config.app_name)
         ray.kill(self.store)
 
@@ -105,6 +109,26 @@ def attach(config: ClusterConfig) -> Deployment:
         raise ClusterError(f"no persona deployment {config.app_name!r} in namespace {config.namespace!r} on "
                            f"this cluster to attach to ({type(exc).__name__}: {exc})") from None
     return Deployment(config, ClusterIngress(config, handle, store), handle, store, owner=False)
+
+
+def _cluster_answers(timeout_s: float) -> bool:
+    """Whether the head answers a node-table request within `timeout_s` (a daemon thread: a
+    request to a head that is gone never returns)."""
+    import threading
+
+    import ray
+
+    answered = threading.Event()
+
+    def ask() -> None:
+        try:
+            ray.nodes()
+        except Exception:  # noqa: BLE001 - unreachable: no answer
+            return
+        answered.set()
+
+    threading.Thread(target=ask, name="persona-ray-check", daemon=True).start()
+    return answered.wait(timeout_s)
 
 
 def leave_cluster(deployment: Deployment | None) -> None:
