@@ -8,7 +8,10 @@ session is frames received / time after `--warm`, latency is the server's direct
 dir removed after), deploys R preview replicas of ceil(N/R) sessions each, runs the ingress on
 port 0 here, samples every replica's RSS, then `--failovers` times: opens a session, chats,
 kills the replica holding it (`ray.kill`, as a lost node), reconnects with the session id and
-times kill → `ready` (resumed, with history) and kill → first frame on another replica.
+times kill → `ready` (resumed, with history) and kill → first frame on another replica; and
+`--hangs` times: the same with the replica's event loop frozen instead (the `fault_injection`
+route), which its watchdog (`--hang-timeout`, `replica_hang_timeout_s`) ends: freeze → the
+client's close (1012), → `ready` elsewhere, → first frame.
 
     .venv/bin/python benchmarks/serve_cluster.py --sessions 4 --replicas 2 --duration 30
 
@@ -91,6 +94,7 @@ def cluster(args) -> tuple[dict, dict]:
         replicas=args.replicas, max_sessions=math.ceil(args.sessions / args.replicas), speech=False,
         messages_per_second=50, replica_cpus=cpus / (args.replicas + 1), replica_host="127.0.0.1",
         resume_grace_s=5.0, health_check_period_s=2.0, drain_timeout_s=5.0,
+        replica_hang_timeout_s=args.hang_timeout, fault_injection=args.hangs > 0,
     )
     temp = tempfile.mkdtemp(prefix="psc")  # short: Ray's socket paths must fit 107 bytes
     ray.init(num_cpus=cpus, include_dashboard=False, namespace=config.namespace, log_to_driver=False, _temp_dir=temp)
@@ -144,8 +148,11 @@ async def _cluster_load(args, deployment, start_server) -> tuple[dict, dict]:
             return serve.status().applications[deployment.config.app_name].deployments[
                 "PersonaReplica"].replica_states
 
-        for trial in range(args.failovers):
-            gaps.append(await _failover(url, deployment, trial))
+        hangs = []
+        for trial in range(args.failovers + args.hangs):
+            hang = trial >= args.failovers
+            gap = await _failover(url, deployment, trial, hang)
+            (hangs if hang else gaps).append(gap)
             # Next trial only with every replica back: first the controller notices the death
             # (fewer running, or one starting), then the replacement runs.
             deadline = time.monotonic() + 120
@@ -165,6 +172,12 @@ async def _cluster_load(args, deployment, start_server) -> tuple[dict, dict]:
             # reply received by the client → its checkpoint readable in the store
             "checkpoint_after_reply_ms": [g[2] for g in gaps],
         }
+        if hangs:
+            failover.update({
+                "hang_timeout_s": args.hang_timeout,
+                "hang_closed_ms": [g[3] for g in hangs], "hang_ready_ms": [g[0] for g in hangs],
+                "hang_first_frame_ms": [g[1] for g in hangs],
+            })
         return load, failover
     finally:
         await runner.cleanup()
@@ -179,7 +192,10 @@ async def _recv(ws, want, timeout=60.0):
             return data
 
 
-async def _failover(url: str, deployment, trial: int) -> tuple[float, float, float]:
+async def _failover(url: str, deployment, trial: int, hang: bool = False) -> tuple[float, float, float, float]:
+    """One failover: (→ ready, → first frame, checkpoint wait, → close) in ms from the kill
+    (or, with `hang`, from the freeze)."""
+    import aiohttp
     import ray
 
     is_json = lambda kind: lambda d: isinstance(d, str) and json.loads(d)["type"] == kind  # noqa: E731
@@ -199,12 +215,18 @@ async def _failover(url: str, deployment, trial: int) -> tuple[float, float, flo
         await asyncio.sleep(0.05)
     checkpoint_wait_ms = (time.perf_counter() - waited) * 1000
     killed = time.perf_counter()
-    ray.kill(ray.get_actor(placement.actor, namespace="serve"), no_restart=True)
+    if hang:
+        fault = placement.url.replace("ws://", "http://").replace("/persona/ws", "/persona/cluster/fault")
+        async with aiohttp.ClientSession() as http, http.post(fault, json={"freeze_s": 600}) as answer:
+            assert answer.status == 202, await answer.text()
+    else:
+        ray.kill(ray.get_actor(placement.actor, namespace="serve"), no_restart=True)
     try:
         while True:
-            await asyncio.wait_for(ws.recv(), 60)
+            await asyncio.wait_for(ws.recv(), 120)
     except websockets.ConnectionClosed:
         pass
+    closed_ms = (time.perf_counter() - killed) * 1000
     again = await websockets.connect(url, max_size=None, open_timeout=60)
     await again.send(json.dumps({"type": "hello", "session": ready["session"]}))
     resumed = json.loads(await _recv(again, is_json("ready")))
@@ -213,7 +235,7 @@ async def _failover(url: str, deployment, trial: int) -> tuple[float, float, flo
     frame_ms = (time.perf_counter() - killed) * 1000
     assert resumed["resumed"] and resumed["replica"] != placement.replica and resumed["history"], resumed
     await again.close()
-    return round(ready_ms, 1), round(frame_ms, 1), round(checkpoint_wait_ms, 1)
+    return round(ready_ms, 1), round(frame_ms, 1), round(checkpoint_wait_ms, 1), round(closed_ms, 1)
 
 
 def main() -> int:
@@ -224,6 +246,8 @@ def main() -> int:
     parser.add_argument("--warm", type=float, default=5.0, help="seconds ignored at the start")
     parser.add_argument("--action-every", type=float, default=2.0, help="seconds between directives per session")
     parser.add_argument("--failovers", type=int, default=3, help="replica kills to time")
+    parser.add_argument("--hangs", type=int, default=0, help="replica freezes to time (the watchdog ends them)")
+    parser.add_argument("--hang-timeout", type=float, default=5.0, help="replica_hang_timeout_s for --hangs")
     parser.add_argument("--no-baseline", action="store_true", help="skip the single-process phase")
     parser.add_argument("--tag", default="", help="suffix for the result file name")
     parser.add_argument("--no-save", action="store_true")
@@ -240,7 +264,8 @@ def main() -> int:
         if load["latency_ms_p95"] and single["latency_ms_p95"]:
             metrics["latency_p95_ratio_cluster_vs_single"] = round(load["latency_ms_p95"] / single["latency_ms_p95"], 3)
     config = {"sessions": args.sessions, "replicas": args.replicas, "duration_s": args.duration, "warm_s": args.warm,
-              "action_every_s": args.action_every, "failovers": args.failovers, "backend": "preview", "speech": False,
+              "action_every_s": args.action_every, "failovers": args.failovers, "hangs": args.hangs,
+              "hang_timeout_s": args.hang_timeout, "backend": "preview", "speech": False,
               "cpus": os.cpu_count(), "workflow": "workflows/persona_preview_chat.json"}
     print(json.dumps(metrics, indent=2))
     if not args.no_save:

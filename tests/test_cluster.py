@@ -31,6 +31,7 @@ WORKFLOW = REPO / "workflows" / "persona_preview_chat.json"
 SLOW = 60.0  # a first chat on a fresh replica loads the interpreter; 2 shared cores
 REPLICAS, PER_REPLICA = 3, 4
 VIDEO = {"format": "jpeg", "max_fps": 2}  # few, small frames: 12 sessions on 2 cores
+HANG_TIMEOUT_S = 8.0
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -46,9 +47,13 @@ def cluster(tmp_path_factory):
         resume_grace_s=3.0, replica_cpus=0.5, max_sessions_per_ip=REPLICAS * PER_REPLICA + 2, replica_host="127.0.0.1", retry_after_s=7,
         health_check_period_s=2.0, health_check_timeout_s=20.0, drain_timeout_s=5.0, speech=False,
         recordings_dir=str(tmp_path_factory.mktemp("recordings")),
+        # A frozen replica ends itself after this (well above any stall a loaded box causes);
+        # the fault route lets a test freeze one through the real settings path.
+        replica_hang_timeout_s=HANG_TIMEOUT_S, fault_injection=True,
     )
     ray.init(num_cpus=4, include_dashboard=False, namespace=config.namespace, log_to_driver=False,
-             _temp_dir=str(tmp_path_factory.mktemp("ray")))
+             _temp_dir=str(tmp_path_factory.mktemp("ray")),
+             _system_config={"metrics_report_interval_ms": 1000})  # the metrics test reads them soon
     try:
         deployment = deploy(config, WORKFLOW, warm_up=False)
         yield deployment
@@ -207,6 +212,12 @@ async def test_a_killed_replica_s_session_resumes_elsewhere_with_its_history(clu
         seen = [e["text"] for e in checkpoint.history]
         assert "please sit down" in seen and "smile for me" in seen
         assert [text for role, text in checkpoint.conversation if role == "user"] == ["please sit down", "smile for me"]
+        # Recording when the replica dies: the part so far stays, and the session goes on
+        # recording in a new part on the replica that restores it.
+        await ws.send(json.dumps({"type": "record", "id": "r1", "on": True}))
+        first_part = (await wait_for_type(ws, "recording", SLOW, reply_to="r1"))["url"]
+        for _ in range(3):  # a few frames into the file
+            await next_frame(ws, SLOW)
         # Kill the replica process that holds the session (as a lost node would).
         killed_at = time.monotonic()
         ray.kill(ray.get_actor(placement.actor, namespace="serve"), no_restart=True)
@@ -224,6 +235,9 @@ async def test_a_killed_replica_s_session_resumes_elsewhere_with_its_history(clu
             assert resumed["replica"] != placement.replica
             assert [e["text"] for e in resumed["history"]] == seen
             assert resumed["state"]["pose"] == "sitting"
+            assert [(r["url"], r["state"]) for r in resumed["recordings"]] == [(first_part, "finished")]
+            second = await wait_for_type(again, "recording", SLOW, reply_to=None)
+            assert second["on"] is True and second["url"] != first_part
             await again.send(json.dumps({"type": "chat", "id": "c9", "text": "wave please"}))
             await wait_for_type(again, "reply", SLOW, reply_to="c9", done=True)
             # The interpreter's conversation went on from the restored one, on the new replica.
@@ -231,6 +245,14 @@ async def test_a_killed_replica_s_session_resumes_elsewhere_with_its_history(clu
             assert [text for role, text in after.conversation if role == "user"] == [
                 "please sit down", "smile for me", "wave please"]
             assert ingress.metrics.failovers_total == 1
+            await again.send(json.dumps({"type": "record", "id": "r2", "on": False}))
+            stopped = await wait_for_type(again, "recording", SLOW, reply_to="r2")
+            assert stopped["on"] is False and stopped["url"] == second["url"] and stopped["frames"] > 0
+            async with aiohttp.ClientSession() as http:  # both parts download through the ingress
+                for url in (first_part, second["url"]):
+                    async with http.get(f"http://127.0.0.1:{port}{url}") as answer:
+                        assert answer.status == 200, url
+                        assert (await answer.read())[4:8] == b"ftyp"  # an MP4
             print(f"failover gap: kill → ready {ready_s:.2f} s, kill → first frame {frame_s:.2f} s")
         finally:
             await again.close()
@@ -339,3 +361,265 @@ async def _wait(predicate, timeout: float = SLOW) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
+
+
+async def freeze(placement, seconds: float) -> None:
+    """Freeze the replica's event loop (the `fault_injection` route, its internal port)."""
+    url = placement.url.replace("ws://", "http://").replace("/persona/ws", "/persona/cluster/fault")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json={"freeze_s": seconds}, timeout=aiohttp.ClientTimeout(total=SLOW)) as answer:
+            assert answer.status == 202, await answer.text()
+
+
+async def _closed_code(ws, timeout: float = SLOW) -> int:
+    """Read (and drop) messages until the socket closes; its close code."""
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    return closed.value.rcvd.code
+
+
+async def test_a_hung_replica_is_removed_and_its_session_resumes_elsewhere_with_its_history(cluster):
+    """A replica whose event loop stops (frozen through the fault route): no socket is read,
+    no health check answered. Its watchdog ends the process after `replica_hang_timeout_s`,
+    the ingress closes the client with 1012, the session resumes on another replica with its
+    history, and Serve replaces the replica."""
+    async with ingress_on_port(cluster) as (ingress, port):
+        ws, ready = await open_session(port)
+        session = ready["session"]
+        await ws.send(json.dumps({"type": "chat", "id": "c1", "text": "please wave at me"}))
+        await wait_for_type(ws, "reply", SLOW, reply_to="c1", done=True)
+        checkpoint = await _until_checkpoint(cluster, session, replies=1)
+        placement = await asyncio.wait_for(cluster.store.where.remote(session), SLOW)
+        frozen_at = time.monotonic()
+        await freeze(placement, 600.0)
+        # Waits on the close itself; the bound only keeps a broken watchdog from hanging the run.
+        assert await _closed_code(ws, HANG_TIMEOUT_S + SLOW) == 1012
+        closed_s = time.monotonic() - frozen_at
+        again, resumed = await open_session(port, session=session)
+        try:
+            assert resumed["type"] == "ready", resumed
+            ready_s = time.monotonic() - frozen_at
+            assert resumed["resumed"] is True and resumed["session"] == session
+            assert resumed["replica"] != placement.replica
+            assert [e["text"] for e in resumed["history"]] == [e["text"] for e in checkpoint.history]
+            await next_frame(again, SLOW)
+            frame_s = time.monotonic() - frozen_at
+            with pytest.raises(ValueError):  # the hung replica's process is gone from Ray
+                ray.get_actor(placement.actor, namespace="serve")
+            print(f"hung replica: frozen → 1012 {closed_s:.2f} s (watchdog {HANG_TIMEOUT_S:g} s), "
+                  f"→ resumed ready {ready_s:.2f} s, → first frame {frame_s:.2f} s")
+        finally:
+            await again.close()
+    await until_no_sessions(cluster)
+    deadline = time.monotonic() + SLOW  # Serve starts a replacement (the next tests use all three)
+    while await asyncio.to_thread(_running_replicas, cluster.config.app_name) < REPLICAS:
+        assert time.monotonic() < deadline, "Serve did not replace the hung replica"
+        await asyncio.sleep(0.5)
+
+
+async def test_a_replica_too_slow_to_connect_is_not_taken_for_lost(cluster):
+    """A replica that does not answer the ingress's handshake in `upstream_timeout_s` but is
+    alive (a stall shorter than the watchdog's limit) is not given up: the client gets `busy`
+    with a retry hint, and its session is not restored a second time on another replica;
+    once the replica answers, the session resumes there."""
+    async with ingress_on_port(cluster, upstream_timeout_s=1.0) as (ingress, port):
+        ws, ready = await open_session(port)
+        session = ready["session"]
+        placement = await asyncio.wait_for(cluster.store.where.remote(session), SLOW)
+        await freeze(placement, 4.0)
+        await asyncio.sleep(0.3)  # the freeze starts a tenth of a second after its answer
+        other, refused = await open_session(port, session=session)
+        await other.close()
+        assert refused["code"] == "busy" and "did not answer within 1 s" in refused["message"], refused
+        assert refused["retry_after_s"] == 7
+        assert placement.replica not in ingress.lost
+        # Once it answers again: the same replica takes the session back (no second copy).
+        deadline = time.monotonic() + SLOW
+        while True:
+            again, resumed = await open_session(port, session=session)
+            if resumed["type"] == "ready":
+                break
+            await again.close()
+            assert time.monotonic() < deadline, resumed
+            await asyncio.sleep(0.5)
+        try:
+            assert resumed["resumed"] is True and resumed["replica"] == placement.replica
+            assert await _closed_code(ws) == 4000  # the first connection's session moved
+            held = await replica_sessions(cluster)
+            assert [name for name, ids in held.items() if session in ids] == [placement.replica]
+        finally:
+            await again.close()
+    await until_no_sessions(cluster)
+
+
+def _replica_states(app: str) -> dict[str, str]:
+    """Replica id → Serve's state of it (RUNNING, STOPPING, ...), from Serve's controller
+    (what `serve status` shows; the public `serve.status()` only counts them)."""
+    from ray.serve.context import _get_global_client
+
+    details = _get_global_client().get_serve_details()
+    replicas = details["applications"][app]["deployments"]["PersonaReplica"]["replicas"]
+    return {r["replica_id"]: str(r["state"]).rsplit(".", 1)[-1] for r in replicas}
+
+
+async def _poll(predicate, what: str, timeout: float = SLOW):
+    deadline = time.monotonic() + timeout
+    while not (value := await predicate()):
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.3)
+    return value
+
+
+async def test_a_replica_being_removed_finishes_its_sessions_and_takes_no_new_one(cluster):
+    """A redeploy from 2 replicas to 1 with a session on each: Serve replaces the replicas
+    (every deploy is a new version) one at a time, draining each. The draining replica's
+    session goes on (frames, a chat answered) while a new session is placed elsewhere, though
+    it has a free slot; it stops once its session has ended."""
+    config = cluster.config.model_copy(update={
+        "app_name": "persona-drain", "replicas": 2, "max_sessions": 2, "drain_timeout_s": 2 * SLOW,
+        "resume_grace_s": 0.5, "queue_timeout_s": SLOW})
+    scaled = await asyncio.to_thread(deploy, config, WORKFLOW, warm_up=False)
+    shrinking = None
+    opened = []
+    try:
+        async with ingress_on_port(scaled) as (ingress, port):
+            for _ in range(3):  # 2 + 1 over the two replicas, whichever way Serve places them
+                opened.append(await open_session(port))
+            by_replica: dict[str, list] = {}
+            for ws, ready in opened:
+                assert ready["type"] == "ready", ready
+                by_replica.setdefault(ready["replica"], []).append(ws)
+            assert sorted(len(v) for v in by_replica.values()) == [1, 2]
+            await next(v for v in by_replica.values() if len(v) == 2).pop().close()  # one session each now
+            await _poll(lambda: _sessions_on(scaled, by_replica, 1), "a replica kept the closed session")
+            # Redeploy with one replica; `deploy` returns once the old replicas are gone.
+            shrinking = asyncio.ensure_future(asyncio.to_thread(
+                deploy, config.model_copy(update={"replicas": 1}), WORKFLOW, warm_up=False))
+            states = await _poll(lambda: _stopping(config.app_name), "no replica started draining")
+            draining = next(r for r, state in states.items() if state == "STOPPING")
+            assert draining in by_replica
+            drained_ws = by_replica[draining][0]
+            # The draining replica's session goes on: frames, and a chat answered.
+            await drained_ws.send(json.dumps({"type": "chat", "id": "d1", "text": "please wave at me"}))
+            await wait_for_type(drained_ws, "reply", SLOW, reply_to="d1", done=True)
+            await next_frame(drained_ws, SLOW)
+            # A new session goes to the other replica, not to the draining one's free slot.
+            ws, ready = await open_session(port)
+            opened.append((ws, ready))
+            assert ready["type"] == "ready" and ready["replica"] != draining, ready
+            assert (await asyncio.to_thread(_replica_states, config.app_name))[draining] == "STOPPING"
+            await next_frame(drained_ws, SLOW)  # still streaming
+            # Its session ends (the viewer leaves, the resume grace runs out): the replica stops.
+            ended_at = time.monotonic()
+            await drained_ws.close()
+            await _poll(lambda: _gone(config.app_name, draining), "the drained replica did not stop")
+            print(f"drain: replica stopped {time.monotonic() - ended_at:.1f} s after its last viewer left")
+            for ws, _ in opened:  # the other old replica drains next: let it go too
+                await ws.close()
+            await asyncio.wait_for(shrinking, SLOW)
+    finally:
+        for ws, _ in opened:
+            await ws.close()
+        if shrinking is not None:
+            await asyncio.gather(shrinking, return_exceptions=True)
+        await asyncio.to_thread(serve.delete, config.app_name)
+
+
+async def _sessions_on(deployment, by_replica: dict, count: int) -> bool:
+    sessions = await replica_sessions(deployment)
+    return all(len(sessions.get(name, [])) == count for name in by_replica)
+
+
+async def _stopping(app: str) -> dict[str, str] | None:
+    states = await asyncio.to_thread(_replica_states, app)
+    return states if "STOPPING" in states.values() else None
+
+
+async def _gone(app: str, replica: str) -> bool:
+    return replica not in await asyncio.to_thread(_replica_states, app)
+
+
+async def test_replicas_export_their_sessions_through_ray_metrics(cluster):
+    """Each replica's `persona_replica_*` gauges reach Ray's Prometheus endpoint on its node
+    (what a Prometheus scraping the cluster reads), tagged with the replica's name."""
+    import re
+
+    node = ray._private.worker.global_worker.node
+    url = f"http://{node.node_ip_address}:{node.metrics_export_port}/metrics"
+
+    async def sample(http, name: str, replica: str) -> float | None:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=SLOW)) as answer:
+            text = await answer.text()
+        for line in text.splitlines():
+            if line.startswith(f"ray_{name}{{") and f'replica="{replica}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    async with ingress_on_port(cluster) as (_, port):
+        ws, ready = await open_session(port)
+        try:
+            await next_frame(ws, SLOW)
+            async with aiohttp.ClientSession() as http:
+                deadline = time.monotonic() + SLOW
+                while (await sample(http, "persona_replica_sessions_connected", ready["replica"]) or 0) < 1:
+                    assert time.monotonic() < deadline, "no persona_replica_sessions_connected ≥ 1 from the replica"
+                    await asyncio.sleep(0.5)
+                assert (await sample(http, "persona_replica_sessions", ready["replica"])) >= 1
+                for name in ("persona_replica_fps_mean", "persona_replica_latency_ms_mean"):
+                    assert await sample(http, name, ready["replica"]) is not None, name
+            assert re.match(r"^[a-z0-9]+$", ready["replica"])
+        finally:
+            await ws.close()
+    await until_no_sessions(cluster)
+
+
+async def test_a_recording_larger_than_the_proxy_s_piece_streams_through_the_ingress(cluster):
+    """Recordings are fetched through the ingress from the replica that has the file; the
+    ingress passes it on piece by piece, so a large file never sits whole in its memory
+    (Python allocations measured with tracemalloc while it streams 24 MiB)."""
+    import hashlib
+    import os
+    import secrets
+    import tracemalloc
+    from pathlib import Path
+
+    from comfyui_persona.headless.cluster.ingress import GALLERY_CHUNK_BYTES
+    from comfyui_persona.headless.cluster.recordings import replica_folder
+
+    size = 24 * 2**20
+    assert size > 16 * GALLERY_CHUNK_BYTES
+    token = secrets.token_urlsafe(24)
+    async with ingress_on_port(cluster) as (_, port):
+        ws, ready = await open_session(port)  # the ingress learns a live replica
+        path = replica_folder(Path(cluster.config.recordings_dir), ready["replica"]) / f"{token}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = os.urandom(size)
+        path.write_bytes(body)
+        expected = hashlib.sha256(body).hexdigest()
+        del body
+        try:
+            digest = hashlib.sha256()
+            tracemalloc.start()
+            try:
+                async with aiohttp.ClientSession() as http:
+                    async with http.get(f"http://127.0.0.1:{port}/persona/recordings/{token}.mp4",
+                                        timeout=aiohttp.ClientTimeout(total=SLOW)) as answer:
+                        assert answer.status == 200 and answer.headers["Content-Type"] == "video/mp4"
+                        assert int(answer.headers["Content-Length"]) == size
+                        async for piece in answer.content.iter_chunked(64 * 1024):
+                            digest.update(piece)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert digest.hexdigest() == expected
+            print(f"gallery stream: {size / 2**20:.0f} MiB through the ingress, peak Python allocations "
+                  f"{peak / 2**20:.1f} MiB")
+            assert peak < size / 4, f"{peak} bytes held while streaming a {size}-byte file"
+            async with aiohttp.ClientSession() as http:  # a token no replica has: 404, not a hang
+                async with http.get(f"http://127.0.0.1:{port}/persona/recordings/{'B' * 32}.mp4") as answer:
+                    assert answer.status == 404
+        finally:
+            await ws.close()
+            path.unlink()
+    await until_no_sessions(cluster)

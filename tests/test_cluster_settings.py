@@ -8,8 +8,9 @@ import tomllib
 import pytest
 import yaml
 
+from comfyui_persona.headless.cluster.deploy import replica_config_json
 from comfyui_persona.headless.cluster.replica import deployment_options
-from comfyui_persona.headless.cluster.settings import ClusterConfig
+from comfyui_persona.headless.cluster.settings import DEPLOYMENT_ONLY_FIELDS, ClusterConfig
 from comfyui_persona.headless.server.config import ServerConfig
 from comfyui_persona.headless.settings_args import SettingsError, load_settings_file, settings_from_args
 from paths import REPO
@@ -58,3 +59,18 @@ def test_the_kuberay_manifest_settings_load():
     assert [d["kind"] for d in docs] == ["RayCluster", "ConfigMap", "Service"]
     config = ClusterConfig(**tomllib.loads(docs[1]["data"]["cluster.toml"]))
     assert config.cluster == "auto" and config.replica_gpus == 1 and config.autoscale
+
+
+def test_replicas_are_built_without_the_deployment_only_settings():
+    """Scaling or queue settings reach no replica (so changing them alone changes no replica's
+    arguments); everything a replica reads does."""
+    assert DEPLOYMENT_ONLY_FIELDS <= set(ClusterConfig.model_fields)
+    assert not DEPLOYMENT_ONLY_FIELDS & set(ServerConfig.model_fields)  # the replicas' server part
+    base = ClusterConfig(max_sessions=3, replica_hang_timeout_s=7, fault_injection=True, replica_host="127.0.0.1")
+    scaled = base.model_copy(update={"replicas": 9, "queue_timeout_s": 3.0, "drain_timeout_s": 1.0,
+                                     "cluster_check_period_s": 9.0, "upstream_timeout_s": 2.0})
+    assert replica_config_json(base) == replica_config_json(scaled)
+    seen = ClusterConfig.model_validate_json(replica_config_json(base))
+    assert (seen.max_sessions, seen.replica_hang_timeout_s, seen.fault_injection, seen.replica_host) == (
+        3, 7, True, "127.0.0.1")
+    assert seen.server_config() == base.server_config()

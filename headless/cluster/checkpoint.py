@@ -29,6 +29,8 @@ __all__ = ["CheckpointStore", "Placement", "RayConversationStore", "SessionCheck
 
 #: The store actor's name in the deployment's namespace.
 STORE_NAME = "persona-checkpoints"
+#: Recording parts remembered per session (the newest kept).
+MAX_PARTS = 64
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,10 @@ class CheckpointStore:
         self.max_age_s = max_age_s
         self._checkpoints: dict[str, SessionCheckpoint] = {}
         self._placements: dict[str, Placement] = {}
+        # session → its recording parts, oldest first: {"token", "folder", "state"}, the state
+        # "recording" (being written, or its replica died), "cut" (its replica stopped under
+        # the live session) or "ended" (the viewer stopped it, or the session ended).
+        self._recordings: dict[str, list[dict]] = {}
 
     def put(self, checkpoint: SessionCheckpoint) -> int:
         """Keep `checkpoint` unless a newer one of its session is there; returns the kept version."""
@@ -79,6 +85,20 @@ class CheckpointStore:
             return
         self._checkpoints.pop(session_id, None)
         self._placements.pop(session_id, None)
+        self._recordings.pop(session_id, None)
+
+    def recording_started(self, session_id: str, token: str, folder: str) -> None:
+        parts = self._recordings.setdefault(session_id, [])
+        parts.append({"token": token, "folder": folder, "state": "recording"})
+        del parts[:-MAX_PARTS]
+
+    def recording_finished(self, session_id: str, token: str, ended: bool) -> None:
+        for part in self._recordings.get(session_id, []):
+            if part["token"] == token:
+                part["state"] = "ended" if ended else "cut"
+
+    def recording_parts(self, session_id: str) -> list[dict]:
+        return [dict(part) for part in self._recordings.get(session_id, [])]
 
     def sessions(self) -> dict[str, Placement]:
         return dict(self._placements)

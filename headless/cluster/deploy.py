@@ -4,6 +4,8 @@ deployment, and the ingress app in this process (`persona deploy`, the tests, th
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +14,9 @@ from typing import Any
 from ...errors import PersonaError
 from .checkpoint import store_actor
 from .ingress import ClusterIngress, create_ingress_app
-from .settings import ClusterConfig
+from .settings import DEPLOYMENT_ONLY_FIELDS, ClusterConfig
 
-__all__ = ["ClusterError", "Deployment", "connect_ray", "deploy"]
+__all__ = ["ClusterError", "Deployment", "attach", "connect_ray", "deploy", "leave_cluster", "replica_config_json"]
 
 
 class ClusterError(PersonaError, RuntimeError):
@@ -40,17 +42,31 @@ class Deployment:
     ingress: ClusterIngress
     replicas: Any  # the Serve deployment handle
     store: Any  # the checkpoint store actor
+    owner: bool = True  # started the replicas (False: `attach`ed to another process's deployment)
 
     def app(self):
         return create_ingress_app(self.ingress)
 
     def shutdown(self) -> None:
-        """Delete the Serve application (replicas drain) and the checkpoint store."""
+        """Delete the Serve application (replicas drain) and the checkpoint store; nothing when
+        the ingress found the cluster gone (each call would wait on a head that is not there)."""
         import ray
         from ray import serve
 
+        if self.ingress.cluster_problem or not self.owner:
+            return
+        if not _cluster_answers(self.config.cluster_check_timeout_s):  # gone since the last check
+            self.ingress.cluster_problem = (f"the Ray cluster did not answer within "
+                                            f"{self.config.cluster_check_timeout_s:g} s at shutdown")
+            return
         serve.delete(self.config.app_name)
         ray.kill(self.store)
+
+
+def replica_config_json(config: ClusterConfig) -> str:
+    """What each replica is built with: the settings without `DEPLOYMENT_ONLY_FIELDS` (read only
+    by the ingress and Serve's options), so a change to those alone reaches no replica."""
+    return config.model_dump_json(exclude=set(DEPLOYMENT_ONLY_FIELDS))
 
 
 def deploy(config: ClusterConfig, workflow: Path, *, backend: str | None = None,
@@ -67,10 +83,66 @@ def deploy(config: ClusterConfig, workflow: Path, *, backend: str | None = None,
         # reports queued requests to the autoscaler (its replacement env vars do not reach it).
         warnings.filterwarnings("ignore", message=".*metrics_interval_s.*", category=DeprecationWarning)
         bound = PersonaReplica.options(**deployment_options(config)).bind(
-            config.model_dump_json(), str(Path(workflow).resolve()), backend, options or [], warm_up)
+            replica_config_json(config), str(Path(workflow).resolve()), backend, options or [], warm_up)
     try:
         handle = serve.run(bound, name=config.app_name, route_prefix=None)
     except RuntimeError as exc:  # Serve's "Deploying application ... failed" after its retries
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ClusterError(f"the replicas did not start: {first} (see the Ray logs for the replica's traceback)") from exc
     return Deployment(config, ClusterIngress(config, handle, store), handle, store)
+
+
+def attach(config: ClusterConfig) -> Deployment:
+    """One more ingress for the deployment another process runs (same `namespace` and
+    `app_name`): nothing is started, the replicas and the session directory are found by
+    name. Several ingresses behind one load balancer serve the same sessions: a client
+    resuming through any of them reaches the replica holding its session."""
+    import ray
+    from ray import serve
+
+    from .checkpoint import STORE_NAME
+
+    try:
+        store = ray.get_actor(STORE_NAME, namespace=config.namespace)
+        handle = serve.get_app_handle(config.app_name)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise ClusterError(f"no persona deployment {config.app_name!r} in namespace {config.namespace!r} on "
+                           f"this cluster to attach to ({type(exc).__name__}: {exc})") from None
+    return Deployment(config, ClusterIngress(config, handle, store), handle, store, owner=False)
+
+
+def _cluster_answers(timeout_s: float) -> bool:
+    """Whether the head answers a node-table request within `timeout_s` (a daemon thread: a
+    request to a head that is gone never returns)."""
+    import threading
+
+    import ray
+
+    answered = threading.Event()
+
+    def ask() -> None:
+        try:
+            ray.nodes()
+        except Exception:  # noqa: BLE001 - unreachable: no answer
+            return
+        answered.set()
+
+    threading.Thread(target=ask, name="persona-ray-check", daemon=True).start()
+    return answered.wait(timeout_s)
+
+
+def leave_cluster(deployment: Deployment | None) -> None:
+    """Disconnect this process from Ray, the last step of `persona deploy`.
+
+    When the ingress found the cluster gone (its head stopped or lost), every Ray call waits
+    on that head until Ray's own GCS timeout (a minute) ends the process, `ray.shutdown()`
+    and Ray's exit hook included. So then the process ends at once instead, with one line
+    saying why and exit status 1 (a supervisor restarts it against the new head)."""
+    import ray
+
+    problem = deployment.ingress.cluster_problem if deployment is not None else None
+    if problem:
+        print(f"persona deploy: stopped without the Ray cluster ({problem})", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
+    ray.shutdown()

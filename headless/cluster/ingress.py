@@ -33,6 +33,7 @@ import logging
 import re
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,12 +56,13 @@ __all__ = ["ClusterIngress", "IngressMetrics", "create_ingress_app"]
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 #: Close codes a replica closes with on purpose (PROTOCOL.md): passed on to the client as they are.
 _DELIBERATE = {1000, 1001, 1008, 1009, 1013, 4000, 4401}
-#: How long a directory lookup or an upstream connect may take before the next choice.
-_STEP_TIMEOUT_S = 10.0
 #: Pause before asking Serve for another lease after the one given pointed at a dead replica.
 _RETRY_PAUSE_S = 0.2
 #: A gallery request a replica does not answer in time fails (no hanging proxy).
 _GALLERY_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=60.0)
+#: Gallery answers (recordings: up to hundreds of MB) are passed on in pieces of this size,
+#: so the ingress holds one piece per download, never a whole file.
+GALLERY_CHUNK_BYTES = 256 * 1024
 
 
 @dataclass
@@ -76,13 +78,15 @@ class IngressMetrics:
     queued: int = 0  # sessions waiting for a lease now
     lease_wait_ms: list[float] = field(default_factory=list)
 
-    def render(self, by_replica: dict[str, int], leases: int) -> str:
+    def render(self, by_replica: dict[str, int], leases: int, cluster_up: bool = True) -> str:
         lines: list[str] = []
 
         def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
             lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"])
             lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
 
+        metric("persona_cluster_up", "gauge", "1 while the Ray cluster answers this ingress's checks, else 0.",
+               [("", 1 if cluster_up else 0)])
         metric("persona_cluster_sessions", "gauge", "Sessions connected through this ingress, by replica.",
                [(f'{{replica="{r}"}}', n) for r, n in sorted(by_replica.items())] or [("", 0)])
         metric("persona_cluster_leases", "gauge", "Replica slots this ingress holds (sessions alive).", [("", leases)])
@@ -133,17 +137,111 @@ class ClusterIngress:
         self.sessions_per_ip: collections.Counter[str] = collections.Counter()  # connected sessions
         self.known: dict[str, Placement] = {}  # replicas seen (for the gallery routes)
         self.closing = False
+        # The Ray cluster as this ingress's checks last found it (`_watch_cluster`): None while
+        # it answers, else why not. `cluster_lost` wakes sessions waiting for a lease.
+        self.cluster_problem: str | None = None
+        self.cluster_lost = asyncio.Event()
+        self._watcher: asyncio.Task | None = None
+        # Blocking Ray calls (the node table, actor lookups) run here, not on the loop's default
+        # executor: with the head gone they never return, and `asyncio.run` joins the default
+        # executor's threads on the way out (the process could not stop).
+        self._ray_calls = ThreadPoolExecutor(max_workers=2, thread_name_prefix="persona-ray-check")
 
     async def start(self) -> None:
-        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=_STEP_TIMEOUT_S))
+        self.http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=self.config.upstream_timeout_s))
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_cluster())
 
     async def close(self) -> None:
         self.closing = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+        self._ray_calls.shutdown(wait=False, cancel_futures=True)
         for task in list(self.leases.values()):
             task.cancel()
         await asyncio.gather(*self.leases.values(), return_exceptions=True)
         if self.http is not None:
             await self.http.close()
+
+    # -- the cluster's health ---------------------------------------------------------------
+
+    async def _watch_cluster(self) -> None:
+        """Check every `cluster_check_period_s` that the Ray cluster answers: its head (GCS: the
+        node table) and the session directory (the store actor). Without this, a head that
+        went away shows only as calls that never return: a new session would wait its whole
+        queue time and then hear "every replica is full". With it, the ingress says what is
+        wrong (`busy` naming the cluster, /health 503) within about one check."""
+        import ray
+
+        cfg = self.config
+        probe: asyncio.Future | None = None  # a GCS call that hangs stays the one in flight
+        while True:
+            problem = None
+            if probe is None or probe.done():
+                probe = asyncio.get_running_loop().run_in_executor(self._ray_calls, ray.nodes)
+            try:
+                nodes = await asyncio.wait_for(asyncio.shield(probe), cfg.cluster_check_timeout_s)
+                if not any(node.get("Alive") for node in nodes):
+                    problem = "the Ray cluster has no live node"
+                else:
+                    await asyncio.wait_for(self.store.count.remote(), cfg.cluster_check_timeout_s)
+            except asyncio.TimeoutError:
+                problem = f"the Ray cluster did not answer within {cfg.cluster_check_timeout_s:g} s (its head is gone?)"
+            except Exception as exc:  # noqa: BLE001 - any failure of the cluster's calls means it is unusable
+                problem = f"the Ray cluster is unreachable ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"
+            self._set_cluster_problem(problem)
+            await asyncio.sleep(cfg.cluster_check_period_s)
+
+    def _set_cluster_problem(self, problem: str | None) -> None:
+        if problem and not self.cluster_problem:
+            log.error("%s: refusing new sessions until it answers again", problem)
+            self.cluster_lost.set()
+        elif not problem and self.cluster_problem:
+            log.warning("the Ray cluster answers again: taking new sessions")
+            self.cluster_lost.clear()
+        self.cluster_problem = problem
+
+    def _refuse_if_cluster_down(self) -> None:
+        if self.cluster_problem:
+            self.metrics.busy_total["cluster_unavailable"] += 1
+            raise _busy(f"{self.cluster_problem}; no new session can start", self.config)
+
+    async def _replica_alive(self, placement: Placement) -> bool | None:
+        """Whether Ray still has the replica's actor: False when it is gone, None when Ray
+        cannot tell in time (the cluster itself in trouble). Asked before a replica that did
+        not answer in time is given up for dead: a slow replica is not a lost one (taking it
+        for lost would restore its session a second time elsewhere)."""
+        if not placement.actor:
+            return None
+        import ray
+
+        def lookup() -> bool:
+            try:
+                ray.get_actor(placement.actor, namespace="serve")
+            except ValueError:  # "Failed to look up actor": dead or never there
+                return False
+            return True
+
+        try:
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self._ray_calls, lookup),
+                                          self.config.cluster_check_timeout_s)
+        except Exception:  # noqa: BLE001 - Ray unreachable: unknown
+            return None
+
+    async def _judge_unreachable(self, placement: Placement, exc: BaseException) -> bool:
+        """After a failed upstream connect: True (and the replica marked lost) when it is gone.
+
+        A refused or reset connection means nothing listens there any more; a timeout only
+        that it did not answer in time (a loaded or briefly stalled replica), so Ray is asked."""
+        if isinstance(exc, asyncio.TimeoutError) or isinstance(exc, aiohttp.ServerTimeoutError):
+            gone = await self._replica_alive(placement) is False
+        else:
+            gone = isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, OSError))
+        if gone:
+            self.lost.add(placement.replica)
+        log.info("replica %s did not take the connection (%s): %s", placement.replica, type(exc).__name__,
+                 "lost" if gone else "alive, not given up")
+        return gone
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -155,6 +253,7 @@ class ClusterIngress:
         from ray.exceptions import ActorUnavailableError, RayActorError
 
         cfg = self.config
+        self._refuse_if_cluster_down()
         if self.metrics.queued >= cfg.max_queued_sessions:
             self.metrics.busy_total["queue_full"] += 1
             raise _busy(f"{self.metrics.queued} sessions are already waiting for a replica", cfg)
@@ -167,9 +266,10 @@ class ClusterIngress:
                 lease_id = secrets.token_urlsafe(12)
                 stream = self.replicas.options(stream=True).lease.remote(lease_id)
                 try:
-                    granted = await asyncio.wait_for(stream.__anext__(), max(0.01, deadline - loop.time()))
+                    granted = await self._first_of(stream, max(0.01, deadline - loop.time()))
                 except asyncio.TimeoutError:
                     stream.cancel()
+                    self._refuse_if_cluster_down()  # the wait ended because the cluster went away
                     self.metrics.busy_total["queue_timeout"] += 1
                     raise _busy(f"every replica is full and no slot freed within {cfg.queue_timeout_s:g} s",
                                 cfg) from None
@@ -189,9 +289,8 @@ class ClusterIngress:
                 try:
                     upstream = await self._connect(placement, lease_id)
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                    task.cancel()
-                    self.lost.add(placement.replica)
-                    log.info("replica %s unreachable (%s); asking again", placement.replica, type(exc).__name__)
+                    task.cancel()  # the slot goes back; another lease may land elsewhere
+                    await self._judge_unreachable(placement, exc)
                     await self._pause_before_retry(deadline)
                     continue
                 break
@@ -203,6 +302,22 @@ class ClusterIngress:
         self.lost.discard(placement.replica)
         self.metrics.sessions_routed_total += 1
         return _Route(placement, upstream, lease_id)
+
+    async def _first_of(self, stream: Any, timeout: float) -> dict:
+        """The lease's first item (the placement), or TimeoutError after `timeout` or as soon as
+        the cluster checks find the cluster gone (a lease asked of a dead head never comes)."""
+        first = asyncio.ensure_future(stream.__anext__())
+        lost = asyncio.ensure_future(self.cluster_lost.wait())
+        try:
+            done, _ = await asyncio.wait({first, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if first in done:
+            return first.result()
+        first.cancel()
+        # The stream, cancelled by the caller, may still end this task with Serve's own error.
+        first.add_done_callback(lambda task: task.cancelled() or task.exception())
+        raise asyncio.TimeoutError
 
     async def _pause_before_retry(self, deadline: float) -> None:
         """A short wait before asking for another lease, or `busy` when the queue time is up."""
@@ -232,21 +347,27 @@ class ClusterIngress:
             # heartbeat: a replica on a node that went silent (no close, no reset) is noticed
             # within 30 s (a ping every 20 s, 10 s for its pong) and its sessions fail over.
             self.http.ws_connect(url, max_msg_size=0, autoping=True, autoclose=False, heartbeat=20.0),
-            _STEP_TIMEOUT_S)
+            self.config.upstream_timeout_s)
 
     async def _route(self, hello: Hello) -> _Route:
+        self._refuse_if_cluster_down()
         lost_from = None
         if hello.session:
             try:
-                placement = await asyncio.wait_for(self.store.where.remote(hello.session), _STEP_TIMEOUT_S)
+                placement = await asyncio.wait_for(self.store.where.remote(hello.session), self.config.upstream_timeout_s)
             except Exception as exc:
                 log.warning("session directory unreachable: %s", exc)
+                self._refuse_if_cluster_down()
                 placement = None
             if placement is not None and placement.replica not in self.lost:
                 try:
                     upstream = await self._connect(placement, None)
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
-                    self.lost.add(placement.replica)
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                    if not await self._judge_unreachable(placement, exc):
+                        # Alive but slow: restoring the session elsewhere would run it twice.
+                        self.metrics.busy_total["replica_slow"] += 1
+                        raise _busy(f"the replica holding this session did not answer within "
+                                    f"{self.config.upstream_timeout_s:g} s", self.config) from None
                 else:
                     self.metrics.sessions_reattached_total += 1
                     return _Route(placement, upstream, None)
@@ -433,15 +554,20 @@ class ClusterIngress:
         return web.FileResponse(STATIC_DIR / "index.html")
 
     async def handle_health(self, request: web.Request) -> web.Response:
+        """200 while the cluster answers; 503 (with `message`) while it does not, so a load
+        balancer in front of several ingresses stops sending new clients here."""
         by_replica = collections.Counter(self.attached.values())
+        problem = self.cluster_problem
         return web.json_response({
-            "status": "ok", "cluster": True, "sessions": len(self.attached), "leases": len(self.leases),
+            "status": "unavailable" if problem else "ok", "ray": "down" if problem else "up",
+            **({"message": f"{problem}; new sessions are refused"} if problem else {}), "cluster": True, "sessions": len(self.attached), "leases": len(self.leases),
             "queued": self.metrics.queued, "replicas": dict(by_replica), "lost": sorted(self.lost),
             "protocol": 1, "token_required": bool(self.config.token),
-        })
+        }, status=503 if problem else 200, headers={"Retry-After": str(self.config.retry_after_s)} if problem else None)
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
-        text = self.metrics.render(dict(collections.Counter(self.attached.values())), len(self.leases))
+        text = self.metrics.render(dict(collections.Counter(self.attached.values())), len(self.leases),
+                                   cluster_up=self.cluster_problem is None)
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def handle_gallery(self, request: web.Request) -> web.StreamResponse:
@@ -461,8 +587,7 @@ class ClusterIngress:
                                              headers=headers, timeout=_GALLERY_TIMEOUT) as answer:
                     if answer.status == 404 and "/recordings/" in request.path and len(candidates) > 1:
                         continue  # a recording lives on the replica that made it
-                    return web.Response(body=await answer.read(), status=answer.status,
-                                        content_type=answer.content_type)
+                    return await self._pass_on(request, answer)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 # Not marked lost: only a session socket's end says a replica died. A POST is
                 # not sent twice (a card imported on two replicas).
@@ -472,9 +597,30 @@ class ClusterIngress:
         return web.json_response({"code": "busy", "message": "no replica answers now"}, status=503,
                                  headers={"Retry-After": str(self.config.retry_after_s)})
 
+    async def _pass_on(self, request: web.Request, answer: aiohttp.ClientResponse) -> web.StreamResponse:
+        """A replica's answer, streamed to the client piece by piece (bounded memory whatever
+        the file's size); a replica that fails mid-way cuts the download short (the client
+        sees fewer bytes than Content-Length), it is not retried elsewhere."""
+        response = web.StreamResponse(status=answer.status)
+        for name in ("Content-Type", "Content-Length", "Content-Disposition", "Cache-Control", "ETag",
+                     "Last-Modified", "Accept-Ranges"):
+            if name in answer.headers:
+                response.headers[name] = answer.headers[name]
+        await response.prepare(request)
+        try:
+            async for piece in answer.content.iter_chunked(GALLERY_CHUNK_BYTES):
+                await response.write(piece)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.info("gallery answer cut short: %s", type(exc).__name__)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        return response
+
     async def _any_replica(self) -> Placement | None:
         try:
-            sessions = await asyncio.wait_for(self.store.sessions.remote(), _STEP_TIMEOUT_S)
+            sessions = await asyncio.wait_for(self.store.sessions.remote(), self.config.upstream_timeout_s)
         except Exception:
             return None
         return next(iter(sessions.values()), None)

@@ -21,6 +21,8 @@ import asyncio
 import hmac
 import logging
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,9 @@ from .settings import ClusterConfig
 log = logging.getLogger("comfyui_persona.cluster")
 
 __all__ = ["PersonaReplica", "deployment_options"]
+
+#: How often a replica sets its Ray metrics (Ray reports them on its own interval after that).
+METRICS_PERIOD_S = 2.0
 
 
 @serve.deployment(name="PersonaReplica")
@@ -57,14 +62,18 @@ class PersonaReplica:
             await asyncio.to_thread(self.service.warm_up)
         app = create_app(self.service)
         app.router.add_get("/persona/cluster/sessions", self._sessions)
+        if config.fault_injection:
+            app.router.add_post("/persona/cluster/fault", self._fault)
         host = config.replica_host or ray.util.get_node_ip_address()
         self.runner, port = await start_server(app, host, 0, self.service.gate)
         context = serve.get_replica_context()
         shown = host if ":" not in host else f"[{host}]"
         self.placement = Placement(replica=context.replica_id.unique_id, url=f"ws://{shown}:{port}/persona/ws",
                                    actor=ray.get_runtime_context().get_actor_name() or "")
-        self.service.placement = self.placement
+        self.service.place(self.placement)
         self._exporter = asyncio.get_running_loop().create_task(self._export_metrics())
+        self._watchdog = LoopWatchdog(config.replica_hang_timeout_s, self.placement.replica)
+        self._watchdog.start()
         log.info("replica %s serving on %s", self.placement.replica, self.placement.url)
 
     async def _export_metrics(self) -> None:
@@ -89,7 +98,7 @@ class PersonaReplica:
                       "latency_ms_mean": metrics._latency_sum / metrics._latency_count if metrics._latency_count else 0.0}
             for name, value in values.items():
                 gauges[name].set(value, tags=tags)
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(METRICS_PERIOD_S)
 
     async def lease(self, lease_id: str):
         """A session slot: yields this replica's placement, then lasts as long as the session."""
@@ -97,31 +106,104 @@ class PersonaReplica:
         yield {"replica": self.placement.replica, "url": self.placement.url, "actor": self.placement.actor}
         await self.service.hold_lease(lease)
 
+    def _authorize(self, request) -> None:
+        from aiohttp import web
+
+        token = self.service.config.token
+        if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+            raise web.HTTPUnauthorized(text="this replica's cluster routes need the token (Authorization: Bearer)")
+
     async def _sessions(self, request) -> Any:
         """Operators' and tests' view of this replica (session ids are resume credentials:
         with a token configured, only a caller presenting it sees them)."""
         from aiohttp import web
 
+        self._authorize(request)
         service = self.service
-        token = service.config.token
-        if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
-            raise web.HTTPUnauthorized(text="this replica's session list needs the token (Authorization: Bearer)")
         return web.json_response({"replica": self.placement.replica, "sessions": service.session_ids(),
                                   "pid": os.getpid(), "rss_mib": _rss_mib(),
                                   "restored_total": service.restored_total,
                                   "checkpoints_total": service.checkpoints_total})
+
+    async def _fault(self, request) -> Any:
+        """`fault_injection` only (tests): freeze this replica's event loop for `freeze_s`, as a
+        deadlock or a runaway call on the loop would: no socket is read, no health check
+        answered. Answered first, then the loop stops (a tenth of a second later)."""
+        from aiohttp import web
+
+        self._authorize(request)
+        try:
+            freeze_s = float((await request.json())["freeze_s"])
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(text='send {"freeze_s": seconds}') from None
+        if not 0.0 < freeze_s <= 3600.0:
+            raise web.HTTPBadRequest(text="freeze_s must lie in (0, 3600]")
+        log.warning("replica %s: freezing its event loop for %.1f s (fault injection)", self.placement.replica, freeze_s)
+        asyncio.get_running_loop().call_later(0.1, time.sleep, freeze_s)
+        return web.json_response({"replica": self.placement.replica, "freeze_s": freeze_s}, status=202)
 
     async def check_health(self) -> None:
         if self.service.closing or not self.runner.sites:
             raise RuntimeError("the replica's session server is not running")
 
     async def __del__(self) -> None:
+        watchdog = getattr(self, "_watchdog", None)
+        if watchdog is not None:
+            watchdog.stop()
         exporter = getattr(self, "_exporter", None)
         if exporter is not None:
             exporter.cancel()
         runner = getattr(self, "runner", None)
         if runner is not None:
             await runner.cleanup()  # on_shutdown closes the service's sessions
+
+
+class LoopWatchdog:
+    """Ends this replica's process when its event loop stands still for `timeout_s`.
+
+    Why: every session of a replica lives on its one event loop. When that loop hangs (a
+    deadlock, a blocking call), Serve's health check notices after three missed checks but
+    then stops the replica *gracefully*: it waits up to `drain_timeout_s` (minutes) for its
+    sessions to finish, which they never will, while their viewers watch a frozen picture.
+    Ending the process closes every session socket at once: the ingress sees each one go
+    (close 1012), the clients resume elsewhere from their checkpoints, and Serve, seeing
+    the actor gone, starts a replacement. A thread, because the loop cannot watch itself;
+    `os._exit`, because nothing that waits on that loop may run."""
+
+    def __init__(self, timeout_s: float, name: str) -> None:
+        self.timeout_s = timeout_s
+        self.name = name
+        self.last_turn = time.monotonic()
+        self._stop = threading.Event()
+        self._beat: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self.timeout_s <= 0:
+            return
+        self._beat = asyncio.get_running_loop().create_task(self._turn())
+        threading.Thread(target=self._watch, name="persona-loop-watchdog", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.cancel()
+
+    async def _turn(self) -> None:
+        step = min(1.0, self.timeout_s / 4)
+        while True:
+            self.last_turn = time.monotonic()
+            await asyncio.sleep(step)
+
+    def _watch(self) -> None:
+        step = min(1.0, self.timeout_s / 4)
+        while not self._stop.wait(step):
+            still = time.monotonic() - self.last_turn
+            if still > self.timeout_s:
+                log.error("replica %s: its event loop has not turned for %.1f s (over %.1f s); ending the "
+                          "process so its sessions fail over", self.name, still, self.timeout_s)
+                for handler in logging.getLogger().handlers:
+                    handler.flush()
+                os._exit(70)
 
 
 def _rss_mib() -> float | None:

@@ -15,7 +15,18 @@ from pydantic import Field, model_validator
 
 from ..server.config import ServerConfig
 
-__all__ = ["ClusterConfig"]
+__all__ = ["ClusterConfig", "DEPLOYMENT_ONLY_FIELDS"]
+
+#: Settings read only by the ingress and by Serve's deployment options, never inside a
+#: replica. They are left out of what each replica is built with, so changing them (scaling
+#: to more or fewer replicas, a new queue limit) is no new replica version: Serve updates the
+#: running replicas in place instead of replacing (and draining) every one of them.
+DEPLOYMENT_ONLY_FIELDS = frozenset({
+    "cluster", "app_name", "replicas", "autoscale", "min_replicas", "max_replicas", "upscale_delay_s",
+    "downscale_delay_s", "autoscale_window_s", "max_queued_sessions", "queue_timeout_s", "retry_after_s",
+    "health_check_period_s", "health_check_timeout_s", "drain_timeout_s", "upstream_timeout_s",
+    "cluster_check_period_s", "cluster_check_timeout_s",
+})
 
 
 class ClusterConfig(ServerConfig):
@@ -59,6 +70,21 @@ class ClusterConfig(ServerConfig):
         default=10.0, description="A replica that does not answer its health check within this is replaced.")
     drain_timeout_s: Annotated[float, Field(ge=0.0, le=86_400.0)] = Field(
         default=600.0, description="A replica being removed finishes its sessions for up to this long.")
+    replica_hang_timeout_s: Annotated[float, Field(ge=0.0, le=3600.0)] = Field(
+        default=30.0, description="A replica whose event loop stands still this long ends its own process, "
+        "so its sessions fail over at once (Serve's health check would stop it only after drain_timeout_s); "
+        "0 turns this watchdog off.")
+    upstream_timeout_s: Annotated[float, Field(gt=0.0, le=600.0)] = Field(
+        default=10.0, description="Longest the ingress waits for a replica's WebSocket handshake or the "
+        "session directory. A replica that times out is not taken for dead: the client gets `busy`.")
+    cluster_check_period_s: Annotated[float, Field(gt=0.0, le=600.0)] = Field(
+        default=2.0, description="How often the ingress checks that the Ray cluster (its head and the "
+        "session directory) answers; while it does not, new sessions get `busy` and /health answers 503.")
+    cluster_check_timeout_s: Annotated[float, Field(gt=0.0, le=600.0)] = Field(
+        default=5.0, description="A cluster check not answered within this counts as the cluster gone.")
+    fault_injection: bool = Field(
+        default=False, description="Testing only: replicas accept POST /persona/cluster/fault (freeze "
+        "their event loop) so the failover paths can be exercised. Never on in production.")
     replica_host: str = Field(
         default="", description="Address replicas bind their internal session port to (empty: the "
         "node's Ray address). Only the ingress connects there; never expose it.")

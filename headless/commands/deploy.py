@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="settings file (TOML, or JSON by its .json suffix): the serve settings and the "
                         "cluster settings below, by the same names; flags override it")
     parser.add_argument("--no-warm-up", action="store_true", help="skip loading the interpreter in each replica")
+    parser.add_argument("--attach", action="store_true",
+                        help="start no replicas: serve one more ingress for the deployment already running on "
+                        "the cluster (same --namespace and --app-name)")
     parser.add_argument("--backend", default=None, help="interpreter backend for the workflow (as persona serve)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="interpreter option, repeatable (as persona serve)")
@@ -54,13 +57,14 @@ def run(args: argparse.Namespace) -> int:
     check_port_free(config.host, config.port)
     from .serve import _hosts
 
-    _hosts(args.workflow, config.server_config(), args.backend, args.option)  # a bad workflow: one line, before Ray
+    if not args.attach:
+        _hosts(args.workflow, config.server_config(), args.backend, args.option)  # a bad workflow: one line, before Ray
     try:
         import ray  # noqa: F401
         from ray import serve  # noqa: F401
     except ImportError:
         raise CommandLineError("persona deploy needs Ray Serve: pip install 'comfyui-persona[cluster]'") from None
-    from ..cluster.deploy import connect_ray, deploy
+    from ..cluster.deploy import ClusterError, attach, connect_ray, deploy, leave_cluster
 
     if config.cluster == "local" and not config.replica_host:
         config = config.model_copy(update={"replica_host": "127.0.0.1"})  # one machine: replicas stay local
@@ -72,9 +76,16 @@ def run(args: argparse.Namespace) -> int:
             "set PERSONA_TOKEN (or --token), or --replica-host 127.0.0.1 on a one-machine cluster"
         )
     connect_ray(config)
+    deployment = None
     try:
-        deployment = deploy(config, args.workflow, backend=args.backend, options=args.option,
-                            warm_up=not args.no_warm_up)
+        if args.attach:
+            try:
+                deployment = attach(config)
+            except ClusterError as exc:
+                raise CommandLineError(str(exc)) from None
+        else:
+            deployment = deploy(config, args.workflow, backend=args.backend, options=args.option,
+                                warm_up=not args.no_warm_up)
         try:
             asyncio.run(_serve(deployment))
         except KeyboardInterrupt:
@@ -82,9 +93,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             deployment.shutdown()
     finally:
-        import ray
-
-        ray.shutdown()
+        leave_cluster(deployment)
     return 0
 
 
