@@ -237,8 +237,9 @@ class PersonaInterpreter:
         request = InterpretRequest(
             text=turn.text, persona=persona, state=_current_state(session), history=turn.history
         )
-        interpretation = _stream_interpretation(_interpreter(backend, options), request, session, turn.turn)
-        _conversation(session, persona).add_persona(interpretation.reply)
+        conversation = _conversation(session, persona)
+        interpretation = _stream_interpretation(_interpreter(backend, options), request, session, turn.turn,
+                                                before_done=lambda final: conversation.add_persona(final.reply))
         plan = DirectivePlan(
             turn=turn.turn, directives=tuple(interpretation.directives), source="chat", reply=interpretation.reply
         )
@@ -262,13 +263,13 @@ def _scene_turn(session, turn: TurnValue, interpreter) -> tuple:
     session.listener.on_directives(turn.turn, session.as_performed(response.directives))
     on_line = getattr(session.listener, "on_cast_reply", None)
     names = {p.id: p.name for p in session.cast}
+    reply = "\n".join(f"{names[who]}: {line}" for who, line in response.replies)
+    _conversation(session, session.cast[0]).add_persona(reply)  # before the lines go out (see below)
     for who, line in response.replies:
         if on_line is not None:
             on_line(turn.turn, who, line)
-    reply = "\n".join(f"{names[who]}: {line}" for who, line in response.replies)
     if on_line is None:  # a host that knows no scenes gets the lines as one reply
         session.listener.on_reply(turn.turn, reply, True)
-    _conversation(session, session.cast[0]).add_persona(reply)
     plan = DirectivePlan(turn=turn.turn, directives=tuple(response.directives), source="chat", reply=reply)
     session.turn_memo.put("interpretation", turn.turn, (plan, reply))
     return (plan, reply)
@@ -305,12 +306,14 @@ def _current_state(session):
         return session.tracker.state_at(session.now_ms())
 
 
-def _stream_interpretation(interpreter, request, session, turn: int):
+def _stream_interpretation(interpreter, request, session, turn: int, before_done=None):
     """Run the interpreter, emitting `directives` then reply text to the session's host.
 
     PROTOCOL.md wants the directives before any reply text. A backend that yields its
     directives early (a list of ActionDirective before the text) streams for real; one
-    that only yields them last has its partial text held back until then.
+    that only yields them last has its partial text held back until then. `before_done(final)`
+    runs before the last reply event: what a host saves on that event (the conversation, for
+    a later resume) is then already there.
     """
     from ..persona.interpreter.base import Interpretation
 
@@ -333,6 +336,8 @@ def _stream_interpretation(interpreter, request, session, turn: int):
         session.listener.on_directives(turn, session.as_performed(final.directives))
     for text in held:
         session.listener.on_reply(turn, text, False)
+    if before_done is not None:
+        before_done(final)
     session.listener.on_reply(turn, final.reply, True)
     return final
 

@@ -96,3 +96,24 @@ async def test_the_file_store_is_bounded_and_names_files_only_by_session_id(tmp_
         assert await store.get("session0059") is None
     finally:
         store.close()
+
+
+async def test_a_finished_reply_is_saved_at_once_whatever_the_save_interval(tmp_path):
+    """State changes are saved at most once per `min_interval_s`; a finished reply is not held
+    back (a failover in that second would lose the turn). With the interval at an hour, only a
+    write at once can hold the reply."""
+    service = await asyncio.to_thread(make_service, conversations_dir=str(tmp_path / "conversations"))
+    service.checkpointer.min_interval_s = 3600.0
+    async with running(service) as server, connect(server) as ws:
+        ready = await hello(ws)
+        await ws.send(json.dumps({"type": "chat", "id": "c1", "text": "please wave"}))
+        reply = await wait_for_type(ws, "reply", reply_to="c1", done=True)
+        store = service.checkpointer.store
+        for _ in range(200):  # the write is queued on the loop right after the reply event
+            await asyncio.to_thread(store.flush)
+            saved = await store.get(ready["session"])
+            if saved is not None and ("persona", reply["text"]) in [tuple(t) for t in saved.conversation]:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"the reply was not saved: {saved}")

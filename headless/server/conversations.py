@@ -168,9 +168,9 @@ class _CheckpointingListener:
         self._save = save
         self._loop = loop
 
-    def _after(self) -> None:
+    def _after(self, now: bool = False) -> None:
         # FIFO after the session's own call_soon_threadsafe: the session has the event by then.
-        self._loop.call_soon_threadsafe(self._save, self.inner)
+        self._loop.call_soon_threadsafe(self._save, self.inner, now)
 
     def on_directives(self, turn: int, directives: Sequence[Any]) -> None:
         self.inner.on_directives(turn, directives)
@@ -179,7 +179,7 @@ class _CheckpointingListener:
     def on_reply(self, turn: int, text: str, done: bool) -> None:
         self.inner.on_reply(turn, text, done)
         if done:
-            self._after()
+            self._after(now=True)
 
     def on_state(self, state: dict) -> None:
         self.inner.on_state(state)
@@ -187,7 +187,7 @@ class _CheckpointingListener:
 
     def on_cast_reply(self, turn: int, character: str, text: str) -> None:
         self.inner.on_cast_reply(turn, character, text)
-        self._after()
+        self._after(now=True)
 
     def on_chunk(self, frames: Any) -> None:
         self.inner.on_chunk(frames)
@@ -222,10 +222,18 @@ class Checkpointer:
             if not isinstance(runtime.listener, _CheckpointingListener):
                 runtime.listener = _CheckpointingListener(session, self.save, session.loop)
 
-    def save(self, session) -> None:
+    def save(self, session, now: bool = False) -> None:
         """Queue the session's checkpoint (on the loop): at once, or, within `min_interval_s`
         of the last one, once at the end of that interval (a client sending actions many
-        times a second costs one write a second, and the last change is never lost)."""
+        times a second costs one write a second, and the last change is never lost).
+        `now`: a finished reply, written at once (turns are rate-limited upstream), so a
+        failover right after a reply does not lose it."""
+        if now:
+            pending = self._pending.pop(session.id, None)
+            if pending is not None:
+                pending.cancel()
+            self._write(session)
+            return
         if session.closed or session.id in self._pending:
             return
         wait = self._last.get(session.id, -1e9) + self.min_interval_s - session.loop.time()
@@ -239,11 +247,14 @@ class Checkpointer:
         self._write(session)
 
     def flush(self, session) -> None:
-        """Write a checkpoint held back by `min_interval_s` now (the session is ending)."""
+        """The session is ending: write its checkpoint now, held back or not. Always, because
+        the save queued after an event can come later than the event itself (the worker
+        thread queues the session's handler, then the save; a busy box may run the session's
+        end in between), so the last change may have no save of its own yet."""
         pending = self._pending.pop(session.id, None)
         if pending is not None:
             pending.cancel()
-            self._write(session)
+        self._write(session)
 
     def _write(self, session) -> None:
         if session.closed:
