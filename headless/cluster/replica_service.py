@@ -128,8 +128,8 @@ class ReplicaService(PersonaService):
         lease = _LEASE.get()
         if lease is not None and lease.session_id is None:
             lease.session_id = session.id
-        if self.placement.url:
-            self.checkpoints.place.remote(session.id, self.placement)
+        if self.placement.url:  # recorded before `ready` goes out: a quick reconnect finds it
+            await self.checkpoints.place.remote(session.id, self.placement)
         return session, resumed
 
     async def _after_restore(self, session_id: str) -> None:
