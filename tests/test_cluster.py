@@ -238,7 +238,7 @@ async def test_a_killed_replica_s_session_resumes_elsewhere_with_its_history(clu
             assert [(r["url"], r["state"]) for r in resumed["recordings"]] == [(first_part, "finished")]
             second = await wait_for_type(again, "recording", SLOW, reply_to=None)
             assert second["on"] is True and second["url"] != first_part
-            for _ in range(30):  # past the chunks made before the part began (a loaded box is slow)
+            for _ in range(4):  # 2 s at max_fps 2: past the chunks made before the part began
                 await next_frame(again, SLOW)
             await again.send(json.dumps({"type": "chat", "id": "c9", "text": "wave please"}))
             await wait_for_type(again, "reply", SLOW, reply_to="c9", done=True)
