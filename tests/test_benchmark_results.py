@@ -27,10 +27,15 @@ def test_every_result_file_names_its_commit_date_and_whether_the_tree_was_clean(
 
 def test_every_raw_log_opens_with_its_provenance():
     """Raw device logs kept beside the results name the commit, whether it was clean, the
-    device and the date on their first line."""
+    device and the date on their first line, in words and as a JSON record."""
     logs = sorted((REPO / "benchmarks" / "results").rglob("*.log"))
     for path in logs:
         first = path.read_text().split("\n", 1)[0]
         assert first.startswith("# provenance:"), path.name
         assert re.search(r"commit [0-9a-f]{7,40}", first) and re.search(r"dirty (false|sha256:\w+)", first), path.name
         assert "device " in first and re.search(r"date \d{4}-\d{2}-\d{2}", first), path.name
+        # and the same as a record a script reads (the fields every result JSON has)
+        stamp = json.loads(first[first.index("; record {") + len("; record "):])
+        assert {"commit", "dirty", "device", "torch", "date"} <= set(stamp), path.name
+        assert stamp["dirty"] is False or str(stamp["dirty"]).startswith("sha256:"), path.name
+        assert stamp["date"] in first and stamp["commit"] in first, path.name
