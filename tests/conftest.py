@@ -43,3 +43,15 @@ def _fresh_aioice_mdns_lock():
     state = getattr(ice, "_mdns", None) if ice is not None else None
     if state is not None and getattr(state, "protocol", None) is None and hasattr(state, "lock"):
         del state.lock
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory):
+    """The tiny LongLive model set (generator, LoRA, UMT5, TAE, Wan VAE in their real formats),
+    written once per test session; tests that only read it share it (one that changes its
+    files makes its own with `write_tiny_models`)."""
+    from comfyui_persona.video.longlive.testing import write_tiny_models
+
+    directory = tmp_path_factory.mktemp("tiny-models")
+    write_tiny_models(directory)
+    return directory

@@ -30,13 +30,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny-models")
-    write_tiny_models(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
 def conditioner() -> IdentityConditioner:
     return IdentityConditioner(PHOTO, FaceEmbedder(threads=2))
 
@@ -45,8 +38,8 @@ def spec(look: dict) -> SessionSpec:
     return SessionSpec(persona_id="p", persona_name="Yao", look=look, width=W, height=H, seed=5)
 
 
-def engine(tiny_dir, **kwargs) -> LongLiveBackend:
-    return LongLiveBackend(settings=LongLiveSettings(dtype="float32"), models_dir=tiny_dir, blend_chunks=1, **kwargs)
+def engine(tiny_models_dir, **kwargs) -> LongLiveBackend:
+    return LongLiveBackend(settings=LongLiveSettings(dtype="float32"), models_dir=tiny_models_dir, blend_chunks=1, **kwargs)
 
 
 def sink_rows(backend: LongLiveBackend) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,8 +51,8 @@ def sink_rows(backend: LongLiveBackend) -> tuple[torch.Tensor, torch.Tensor]:
     return k[..., :rows, :].clone(), v[..., :rows, :].clone()
 
 
-def test_reference_latents_are_the_sink_and_survive_prompt_switches(tiny_dir, conditioner, monkeypatch):
-    backend = engine(tiny_dir, identity=conditioner)
+def test_reference_latents_are_the_sink_and_survive_prompt_switches(tiny_models_dir, conditioner, monkeypatch):
+    backend = engine(tiny_models_dir, identity=conditioner)
     backend.start_session(spec(LOOK))
     # The TAE decoder streams; the Wan VAE was loaded for the one encode and is gone again.
     gc.collect()
@@ -67,7 +60,7 @@ def test_reference_latents_are_the_sink_and_survive_prompt_switches(tiny_dir, co
     primed = sink_rows(backend)
     assert backend.stream.chunks_done == 1  # the primed sink chunk, nothing generated yet
 
-    vae = load_wan_vae(tiny_dir / "Wan2.1_VAE.pth", dtype=torch.float32)
+    vae = load_wan_vae(tiny_models_dir / "Wan2.1_VAE.pth", dtype=torch.float32)
     expected = conditioner.reference_latents(vae, W, H, frames=3)
     assert expected.shape == (1, 16, 3, H // 8, W // 8)
     torch.testing.assert_close(backend.reference_latents, expected, rtol=0, atol=0)
@@ -93,12 +86,12 @@ def test_reference_latents_are_the_sink_and_survive_prompt_switches(tiny_dir, co
     assert torch.equal(after[0], primed[0]) and torch.equal(after[1], primed[1])
 
 
-def test_reference_sets_the_appearance_text_and_changes_the_video(tiny_dir, conditioner):
-    anchored = engine(tiny_dir, identity=conditioner)
+def test_reference_sets_the_appearance_text_and_changes_the_video(tiny_models_dir, conditioner):
+    anchored = engine(tiny_models_dir, identity=conditioner)
     anchored.start_session(spec(LOOK))
     assert anchored.composer.appearance == conditioner.appearance_prompt(LOOK)
     assert anchored._prompt.startswith("a tall young man, short black hair, brown eyes")
-    plain = engine(tiny_dir)
+    plain = engine(tiny_models_dir)
     plain.start_session(spec(LOOK))
     assert plain.reference_latents is None and plain.stream.passes_to_latents() == 0 and plain.stream.chunks_done == 0
     assert plain._prompt.startswith("a tall young man, standing relaxed")  # as before: the card's text only
@@ -107,12 +100,12 @@ def test_reference_sets_the_appearance_text_and_changes_the_video(tiny_dir, cond
     assert not np.array_equal(a.frames, b.frames)
 
 
-def test_a_looks_reference_image_file_anchors_the_session(tiny_dir, conditioner):
-    backend = engine(tiny_dir)
+def test_a_looks_reference_image_file_anchors_the_session(tiny_models_dir, conditioner):
+    backend = engine(tiny_models_dir)
     backend.start_session(spec({**LOOK, "reference_image": str(PHOTO)}))
     # Same photo, same framing, same VAE: the same sink latents as the given conditioner's.
     torch.testing.assert_close(backend.reference_latents, conditioner.reference_latents(
-        load_wan_vae(tiny_dir / "Wan2.1_VAE.pth", dtype=torch.float32), W, H, frames=3), rtol=0, atol=0)
+        load_wan_vae(tiny_models_dir / "Wan2.1_VAE.pth", dtype=torch.float32), W, H, frames=3), rtol=0, atol=0)
     assert "black hair" in backend._prompt
     with pytest.raises(RenderError, match="nowhere.png"):
         backend.start_session(spec({**LOOK, "reference_image": "/nowhere.png"}))
@@ -126,8 +119,8 @@ def test_identity_with_the_tae_decoder_needs_the_wan_vae_file(tmp_path, conditio
         backend.start_session(spec(LOOK))
 
 
-def test_reference_sink_off_ignores_the_reference_for_baseline_runs(tiny_dir, conditioner):
-    backend = engine(tiny_dir, identity=conditioner, reference_sink=False)
+def test_reference_sink_off_ignores_the_reference_for_baseline_runs(tiny_models_dir, conditioner):
+    backend = engine(tiny_models_dir, identity=conditioner, reference_sink=False)
     backend.start_session(spec({**LOOK, "reference_image": str(PHOTO)}))
     assert backend.reference_latents is None and backend.stream.passes_to_latents() == 0 and backend.stream.chunks_done == 0
     assert backend.composer.appearance == LOOK["description"]

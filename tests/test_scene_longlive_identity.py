@@ -18,20 +18,12 @@ from comfyui_persona.video.identity import models as identity_models
 from comfyui_persona.video.identity.scene import SceneReference, slot_bounds
 from comfyui_persona.video.longlive.engine import LongLiveBackend
 from comfyui_persona.video.longlive.settings import LongLiveSettings
-from comfyui_persona.video.longlive.testing import write_tiny_models
 
 PHOTOS = {"yao": identity_models.default_model_dir() / "yaoming.jpg",
           "gdp": identity_models.default_model_dir() / "gdp.jpg"}
 W, H = 96, 64
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny-models")
-    write_tiny_models(directory)
-    return directory
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +53,11 @@ def test_each_character_s_reference_fills_its_own_slot_left_to_right(conditioner
     assert not np.array_equal(frame[:, start:end], conditioners[other].reference_frame(end - start, H))
 
 
-def test_a_scene_whose_characters_have_references_primes_the_sink_with_them_side_by_side(tiny_dir, conditioners):
-    backend = LongLiveBackend(settings=LongLiveSettings(dtype="float32"), models_dir=tiny_dir, blend_chunks=1)
+def test_a_scene_whose_characters_have_references_primes_the_sink_with_them_side_by_side(tiny_models_dir, conditioners):
+    backend = LongLiveBackend(settings=LongLiveSettings(dtype="float32"), models_dir=tiny_models_dir, blend_chunks=1)
     backend.start_scene([spec("a", "Yao", reference_image=str(PHOTOS["yao"])),
                          spec("b", "Gdp", reference_image=str(PHOTOS["gdp"]))])
-    vae = load_wan_vae(tiny_dir / "Wan2.1_VAE.pth", dtype=torch.float32)
+    vae = load_wan_vae(tiny_models_dir / "Wan2.1_VAE.pth", dtype=torch.float32)
     expected = SceneReference([conditioners["yao"], conditioners["gdp"]]).reference_latents(vae, W, H, frames=3)
     assert expected.shape == (1, 16, 3, H // 8, W // 8)
     torch.testing.assert_close(backend.reference_latents, expected, rtol=0, atol=0)
@@ -79,10 +71,10 @@ def test_a_scene_whose_characters_have_references_primes_the_sink_with_them_side
     assert backend.next_chunk().frames.shape == (9, H, W, 3)
 
 
-def test_a_scene_with_a_character_without_a_reference_is_not_anchored(tiny_dir):
+def test_a_scene_with_a_character_without_a_reference_is_not_anchored(tiny_models_dir):
     """One reference per character or none: a half-anchored sink would pin the others' slots
     to whatever filled them."""
-    backend = LongLiveBackend(settings=LongLiveSettings(dtype="float32"), models_dir=tiny_dir, blend_chunks=1)
+    backend = LongLiveBackend(settings=LongLiveSettings(dtype="float32"), models_dir=tiny_models_dir, blend_chunks=1)
     backend.start_scene([spec("a", "Yao", reference_image=str(PHOTOS["yao"])), spec("b", "Bo")])
     assert backend.reference_latents is None and backend.stream.chunks_done == 0
     assert "short black hair" in backend._prompt.split("On the right")[0], "Yao's clause still has the photo's look"
