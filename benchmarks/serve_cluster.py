@@ -108,20 +108,9 @@ def cluster(args) -> tuple[dict, dict]:
 
 
 async def _replicas(deployment) -> dict:
-    import aiohttp
+    from comfyui_persona.headless.cluster.replica import replica_reports
 
-    placements = await deployment.store.sessions.remote()
-    out = {}
-    async with aiohttp.ClientSession() as http:
-        for placement in {p.replica: p for p in placements.values()}.values():
-            url = placement.url.replace("ws://", "http://").replace("/persona/ws", "/persona/cluster/sessions")
-            try:
-                async with http.get(url, timeout=aiohttp.ClientTimeout(total=10)) as answer:
-                    body = await answer.json()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                continue
-            out[body["replica"]] = body
-    return out
+    return await replica_reports(deployment.store)
 
 
 async def _cluster_load(args, deployment, start_server) -> tuple[dict, dict]:

@@ -88,18 +88,10 @@ async def open_session(port, **fields):
 
 async def replica_sessions(deployment) -> dict[str, list[str]]:
     """Every live replica's own list of the sessions it holds (its internal HTTP route)."""
-    placements = await asyncio.wait_for(deployment.store.sessions.remote(), SLOW)
-    out: dict[str, list[str]] = {}
-    async with aiohttp.ClientSession() as http:
-        for placement in {p.replica: p for p in placements.values()}.values():
-            url = placement.url.replace("ws://", "http://").replace("/persona/ws", "/persona/cluster/sessions")
-            try:
-                async with http.get(url, timeout=aiohttp.ClientTimeout(total=10)) as answer:
-                    body = await answer.json()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                continue  # a replica that was killed
-            out[body["replica"]] = body["sessions"]
-    return out
+    from comfyui_persona.headless.cluster.replica import replica_reports
+
+    reports = await asyncio.wait_for(replica_reports(deployment.store), SLOW)
+    return {name: body["sessions"] for name, body in reports.items()}
 
 
 async def until_no_sessions(deployment, timeout: float = SLOW) -> None:

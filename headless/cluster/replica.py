@@ -246,3 +246,24 @@ def deployment_options(config: ClusterConfig) -> dict[str, Any]:
     else:
         options["num_replicas"] = config.replicas
     return options
+
+
+async def replica_reports(store, *, token: str | None = None, timeout_s: float = 10.0) -> dict[str, dict]:
+    """What every live replica says of itself (its `/persona/cluster/sessions` answer: the
+    sessions it holds, pid, RSS, restores, checkpoints), by replica id, for operators,
+    benchmarks and tests. A replica that does not answer (killed, frozen) is left out."""
+    import aiohttp
+
+    placements = await asyncio.wait_for(store.sessions.remote(), timeout_s)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    reports: dict[str, dict] = {}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        for placement in {p.replica: p for p in placements.values()}.values():
+            url = placement.url.replace("ws://", "http://").replace("/persona/ws", "/persona/cluster/sessions")
+            try:
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as answer:
+                    body = await answer.json()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                continue
+            reports[body["replica"]] = body
+    return reports
