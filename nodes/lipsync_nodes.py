@@ -197,11 +197,13 @@ class PersonaLipSync:
                 "detect_every": _setting("detect_every"),
                 "chin_margin": _setting("chin_margin", step=0.01),
                 "dtype": _setting("dtype"),
+                "autoencoder": _setting("autoencoder"),
                 "models_dir": ("STRING", {"default": "", "tooltip": "Folder holding musetalk/. Empty: "
                                           "ComfyUI/models/persona if it has the files, else $PERSONA_MODELS_DIR, else "
                                           "~/.cache/comfyui-persona/models."}),
                 "unet": (choices, {"default": AUTO, "tooltip": "MuseTalk 1.5 unet.pth; auto: from the models folder."}),
-                "vae": (choices, {"default": AUTO, "tooltip": "sd-vae-ft-mse weights; auto: from the models folder."}),
+                "vae": (choices, {"default": AUTO, "tooltip": "The autoencoder's weights (sd-vae-ft-mse, or TAESD's with "
+                                  "autoencoder taesd); auto: from the models folder."}),
                 "whisper": (choices, {"default": AUTO,
                                       "tooltip": "whisper-tiny weights; auto: from the models folder."}),
             },
@@ -209,7 +211,7 @@ class PersonaLipSync:
 
     def sync(self, images, audio, fps: float, enabled: bool, audio_start_ms: float = 0.0, detect_every: int = 3,
              chin_margin: float = 0.04, dtype: str = "float16", models_dir: str = "", unet: str = AUTO,
-             vae: str = AUTO, whisper: str = AUTO) -> tuple:
+             vae: str = AUTO, whisper: str = AUTO, autoencoder: str = "sd-vae") -> tuple:
         import numpy as np
         import torch
 
@@ -217,14 +219,15 @@ class PersonaLipSync:
         from ..video.lipsync.settings import LipSyncSettings
         from ..video.lipsync.stage import LipSyncStage
 
-        settings = LipSyncSettings(enabled=enabled, detect_every=detect_every, chin_margin=chin_margin, dtype=dtype)
+        settings = LipSyncSettings(enabled=enabled, detect_every=detect_every, chin_margin=chin_margin, dtype=dtype,
+                                   autoencoder=autoencoder)
         if not settings.enabled:
             return (images,)
         _require_lipsync()
         frames = images_to_frames(images)
         speech = [audio_to_speech(audio, audio_start_ms)]
         files = find_lipsync_files(_models_dir(models_dir), unet=_picked(unet), vae=_picked(vae),
-                                   whisper=_picked(whisper))
+                                   whisper=_picked(whisper), autoencoder=settings.autoencoder)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         stage = LipSyncStage(_model(files, device, settings.dtype), settings=settings, detector=_detector(settings))
         pts = np.arange(len(frames)) * 1000.0 / fps
@@ -274,11 +277,12 @@ class PersonaStreamLipSync:
 
     def sync(self, frames: FramesValue, enabled: bool, detect_every: int = 3, chin_margin: float = 0.04,
              dtype: str = "float16", models_dir: str = "", unet: str = AUTO, vae: str = AUTO,
-             whisper: str = AUTO) -> tuple:
+             whisper: str = AUTO, autoencoder: str = "sd-vae") -> tuple:
         from ..video.lipsync.audio import speech_from_schedule
         from ..video.lipsync.settings import LipSyncSettings
 
-        settings = LipSyncSettings(enabled=enabled, detect_every=detect_every, chin_margin=chin_margin, dtype=dtype)
+        settings = LipSyncSettings(enabled=enabled, detect_every=detect_every, chin_margin=chin_margin, dtype=dtype,
+                                   autoencoder=autoencoder)
         if not settings.enabled:
             return (frames,)
         _require_lipsync()
@@ -303,7 +307,7 @@ class PersonaStreamLipSync:
 
         unet, vae, whisper = picks
         files = find_lipsync_files(_models_dir(models_dir), unet=_picked(unet), vae=_picked(vae),
-                                   whisper=_picked(whisper))
+                                   whisper=_picked(whisper), autoencoder=settings.autoencoder)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         key = (files, device, settings.dtype)
         with session.lock:

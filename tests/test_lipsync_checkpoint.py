@@ -20,6 +20,7 @@ from comfyui_persona.headless.cli import main
 from comfyui_persona.video import model_files
 from comfyui_persona.video.decoders.checkpoint import CheckpointLayoutError, read_state_dict
 from comfyui_persona.video.lipsync.checkpoint import (
+    check_taesd_file,
     check_unet_file,
     config_for_files,
     convert_vae_state,
@@ -28,13 +29,18 @@ from comfyui_persona.video.lipsync.checkpoint import (
     released_layouts,
     whisper_encoder_state,
 )
-from comfyui_persona.video.lipsync.config import PRESETS, MuseTalkConfig, UnknownLipSyncPresetError
+from comfyui_persona.video.lipsync.config import (
+    PRESETS,
+    MuseTalkConfig,
+    UnknownLipSyncPresetError,
+    preset_with,
+)
 from comfyui_persona.video.lipsync.model import audio_position_encoding, build_on_meta
 from comfyui_persona.video.lipsync.testing import write_tiny_lipsync_models
 from paths import FIXTURES
 
 MANIFESTS = {name: json.loads((FIXTURES / "lipsync" / f"{name}.json").read_text())
-             for name in ("musetalk_v15_unet", "sd_vae_ft_mse", "whisper_tiny")}
+             for name in ("musetalk_v15_unet", "sd_vae_ft_mse", "whisper_tiny", "taesd")}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -267,7 +273,7 @@ def test_inpaint_equals_musetalks_inference_steps(tiny_dir, tiny_model):
 
 
 def test_every_lipsync_file_is_registered_for_models_check():
-    for key in ("musetalk.unet", "musetalk.vae", "musetalk.whisper"):
+    for key in ("musetalk.unet", "musetalk.vae", "musetalk.whisper", "musetalk.taesd"):
         spec = model_files.FILES[key]
         assert spec.checker and spec.checker.startswith(".lipsync.checkpoint:") and spec.filename.startswith("musetalk/")
 
@@ -281,3 +287,74 @@ def test_a_chunk_reference_is_the_per_frame_reference_when_the_frames_are_that_f
     torch.testing.assert_close(tiny_model.inpaint(face.expand(2, -1, -1, -1), tokens, reference=face), same,
                                rtol=1e-5, atol=1e-5)
     assert not torch.allclose(tiny_model.inpaint(face.expand(2, -1, -1, -1), tokens, reference=other), same)
+
+
+# ---- TAESD: the optional fast autoencoder ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def taesd_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny-lipsync-taesd")
+    write_tiny_lipsync_models(directory, autoencoder="taesd")
+    return directory
+
+
+def test_taesd_preset_matches_the_released_layout_and_keeps_the_unet():
+    cfg = MuseTalkConfig.from_name("musetalk-1.5-taesd")
+    assert released_layouts(cfg)["vae"] == _shapes(MANIFESTS["taesd"])
+    assert sum(p.numel() for p in build_on_meta(cfg).vae.parameters()) == MANIFESTS["taesd"]["total_params"]
+    assert cfg.unet == PRESETS["musetalk-1.5"].unet and cfg.whisper == PRESETS["musetalk-1.5"].whisper
+    assert cfg.vae_scaling == 1.0 and cfg.latent_factor == 8  # TAESD's latents are the UNet's (scaled) ones
+    assert preset_with("tiny", "taesd") == "tiny-taesd" and preset_with("musetalk-1.5-taesd", "sd-vae") == "musetalk-1.5"
+    with pytest.raises(UnknownLipSyncPresetError, match="sd-vae, taesd"):
+        preset_with("musetalk-1.5", "consistency-decoder")
+
+
+def test_tiny_taesd_files_round_trip_and_diffusers_reads_them_the_same(taesd_dir):
+    from diffusers import AutoencoderTiny
+    from safetensors.torch import load_file
+
+    files = find_lipsync_files(taesd_dir, autoencoder="taesd")
+    assert files.vae == taesd_dir / "musetalk" / "taesd" / "diffusion_pytorch_model.safetensors"
+    model = load_musetalk(files)
+    assert model.cfg == PRESETS["tiny-taesd"] and type(model.vae).__name__ == "AutoencoderTiny"
+    written = load_file(files.vae)
+    loaded = model.vae.state_dict()
+    assert loaded.keys() == written.keys() and all(torch.equal(loaded[k], written[k]) for k in written)
+    theirs = AutoencoderTiny.from_pretrained(files.vae.parent).state_dict()
+    assert theirs.keys() == loaded.keys() and all(torch.equal(theirs[k], loaded[k]) for k in loaded)
+    assert check_taesd_file(files.vae) == []
+
+
+def test_taesd_inpaint_is_the_library_autoencoder_around_the_same_unet(taesd_dir):
+    from diffusers import AutoencoderTiny
+
+    model = load_musetalk(models_dir=taesd_dir, autoencoder="taesd")
+    vae = AutoencoderTiny.from_pretrained(taesd_dir / "musetalk" / "taesd").eval()
+    gen = torch.Generator().manual_seed(4)
+    whole = torch.rand(2, 3, 256, 256, generator=gen) * 2 - 1
+    tokens = model.audio_tokens(torch.randn(2, 10, 3, 16, generator=gen))
+    with torch.no_grad():
+        masked = whole.clone()
+        masked[:, :, 128:] = -1.0
+        latents = torch.cat([vae.encode(masked).latents, vae.encode(whole).latents], dim=1)
+        expected = vae.decode(model.unet(latents, torch.tensor([0]), encoder_hidden_states=tokens).sample).sample
+        got = model.inpaint(whole, tokens)
+    torch.testing.assert_close(got, expected.clamp(-1, 1), rtol=1e-4, atol=1e-4)
+
+
+def test_a_missing_taesd_file_is_named_and_an_sd_vae_file_in_its_place_is_refused(tiny_dir, taesd_dir, tmp_path):
+    import shutil
+
+    with pytest.raises(ModelFileMissingError) as err:
+        find_lipsync_files(tiny_dir, autoencoder="taesd")  # the sd-vae set has no TAESD
+    assert err.value.name == "musetalk/taesd/diffusion_pytorch_model.safetensors"
+    assert "madebyollin/taesd" in err.value.source
+    wrong = find_lipsync_files(tiny_dir).vae  # sd-vae's file given as the autoencoder file
+    with pytest.raises(CheckpointLayoutError, match="missing: decoder.layers"):
+        load_musetalk(find_lipsync_files(taesd_dir, vae=wrong, autoencoder="taesd"))
+    assert check_taesd_file(wrong) and "missing" in check_taesd_file(wrong)[0]
+    bare = tmp_path / "bare"
+    shutil.copytree(taesd_dir, bare)
+    (bare / "musetalk" / "taesd" / "config.json").unlink()
+    assert config_for_files(find_lipsync_files(bare, autoencoder="taesd")).name.startswith("musetalk-1.5-taesd")

@@ -44,6 +44,14 @@ def model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def taesd_model(tmp_path_factory):
+    """The same UNet and Whisper with TAESD as the autoencoder (settings.autoencoder "taesd")."""
+    directory = tmp_path_factory.mktemp("tiny-lipsync-taesd")
+    write_tiny_lipsync_models(directory, autoencoder="taesd")
+    return load_musetalk(models_dir=directory, autoencoder="taesd")
+
+
+@pytest.fixture(scope="module")
 def detector():
     return FaceDetector(det_size=320, threads=2)
 
@@ -74,8 +82,10 @@ def changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # ---- passing through ------------------------------------------------------------------
 
 
-def test_no_speech_gives_back_the_very_array_without_looking_for_a_face(model, detector, face):
-    stage = stage_for(model, detector)
+@pytest.mark.parametrize("autoencoder", ["sd-vae", "taesd"])
+def test_no_speech_gives_back_the_very_array_without_looking_for_a_face(autoencoder, request, detector, face):
+    model = request.getfixturevalue("taesd_model" if autoencoder == "taesd" else "model")
+    stage = stage_for(model, detector, autoencoder=autoencoder)
     frames, pts = chunk(face)
     far = spoken("Later.", start_ms=60_000.0)
     assert stage.process(frames, pts, []) is frames
@@ -104,8 +114,11 @@ def test_frames_without_a_face_pass_through_while_speaking(model, detector, sent
 # ---- where pixels change ---------------------------------------------------------------
 
 
-def test_only_the_mouth_region_changes(model, detector, face, sentence):
-    stage = stage_for(model, detector)
+@pytest.mark.parametrize("autoencoder", ["sd-vae", "taesd"])
+def test_only_the_mouth_region_changes(autoencoder, request, detector, face, sentence):
+    model = request.getfixturevalue("taesd_model" if autoencoder == "taesd" else "model")
+    assert model.cfg.autoencoder == autoencoder
+    stage = stage_for(model, detector, autoencoder=autoencoder)
     frames, pts = chunk(face)
     job = stage.submit(frames, pts, [sentence])
     out = job.result()

@@ -223,6 +223,15 @@ register(ModelFile(
     checker=".lipsync.checkpoint:check_vae_file",
 ))
 register(ModelFile(
+    key="musetalk.taesd",
+    filename="musetalk/taesd/diffusion_pytorch_model.safetensors",
+    purpose="TAESD tiny image autoencoder (optional: lip-sync stage with autoencoder taesd, instead of sd-vae)",
+    source="https://huggingface.co/madebyollin/taesd (diffusion_pytorch_model.safetensors, config.json)",
+    size_bytes=2_445_063 * 4,
+    alternatives=("musetalk/taesd/diffusion_pytorch_model.bin",),
+    checker=".lipsync.checkpoint:check_taesd_file",
+))
+register(ModelFile(
     key="musetalk.whisper",
     filename="musetalk/whisper/pytorch_model.bin",
     purpose="Whisper-tiny audio encoder of MuseTalk (optional: lip-sync stage)",

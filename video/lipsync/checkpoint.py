@@ -6,6 +6,8 @@ under `musetalk/`), registered in `video/model_files.py` so `persona models chec
     musetalk/musetalkV15/unet.pth (+ musetalk.json)    torch.save of the UNet's state dict
     musetalk/sd-vae/diffusion_pytorch_model.bin (+ config.json)   or .safetensors
     musetalk/whisper/pytorch_model.bin (+ config.json)           or model.safetensors
+    musetalk/taesd/diffusion_pytorch_model.safetensors (+ config.json)   instead of sd-vae,
+        only with autoencoder="taesd" (madebyollin/taesd, diffusers' AutoencoderTiny layout)
 
 Key facts, each pinned by a manifest in tests/fixtures/lipsync/ (docs/lipsync.md):
 
@@ -45,17 +47,19 @@ from ..decoders.checkpoint import (
     read_shapes,
     read_state_dict,
 )
-from .config import PRESETS, MuseTalkConfig
+from .config import PRESETS, MuseTalkConfig, preset_with
 from .model import MuseTalk, build_on_meta
 
 __all__ = [
     "FILE_KEYS",
     "LipSyncFiles",
+    "check_taesd_file",
     "check_unet_file",
     "check_vae_file",
     "check_whisper_file",
     "config_for_files",
     "convert_vae_state",
+    "file_keys",
     "find_lipsync_files",
     "load_musetalk",
     "materialize_musetalk",
@@ -63,8 +67,10 @@ __all__ = [
     "whisper_encoder_state",
 ]
 
-#: `video/model_files.py` keys of the three weight files.
+#: `video/model_files.py` keys of the three weight files (the VAE's for autoencoder "sd-vae").
 FILE_KEYS = {"unet": "musetalk.unet", "vae": "musetalk.vae", "whisper": "musetalk.whisper"}
+#: The VAE part's file key for each autoencoder (`config.AUTOENCODERS`).
+VAE_FILE_KEYS = {"sd-vae": "musetalk.vae", "taesd": "musetalk.taesd"}
 #: Config file beside each weight file (MuseTalk's release names).
 CONFIG_NAMES = {"unet": "musetalk.json", "vae": "config.json", "whisper": "config.json"}
 
@@ -117,11 +123,18 @@ def whisper_encoder_state(state: dict[str, torch.Tensor], what: str = "Whisper f
 
 @dataclass(frozen=True)
 class LipSyncFiles:
-    """The three weight files, resolved to existing paths."""
+    """The three weight files, resolved to existing paths; `vae` is `autoencoder`'s file."""
 
     unet: Path
     vae: Path
     whisper: Path
+    autoencoder: str = "sd-vae"
+
+
+def file_keys(autoencoder: str = "sd-vae") -> dict[str, str]:
+    """{part: `video/model_files.py` key} of the files MuseTalk with `autoencoder` loads."""
+    preset_with("musetalk-1.5", autoencoder)  # an unknown autoencoder is refused by name
+    return {**FILE_KEYS, "vae": VAE_FILE_KEYS[autoencoder]}
 
 
 def _missing(key: str, looked_in: list[Path], hint: str = "") -> ModelFileMissingError:
@@ -140,16 +153,18 @@ def find_lipsync_files(
     unet: str | os.PathLike | None = None,
     vae: str | os.PathLike | None = None,
     whisper: str | os.PathLike | None = None,
+    autoencoder: str = "sd-vae",
 ) -> LipSyncFiles:
     """Resolve each file: the explicit path given, else its registered names in the models
-    directory (argument, $PERSONA_MODELS_DIR, default). Raises `ModelFileMissingError` for
-    the first one that is not there."""
+    directory (argument, $PERSONA_MODELS_DIR, default). `vae` is the file of `autoencoder`
+    ("sd-vae" or "taesd"). Raises `ModelFileMissingError` for the first one not there."""
     from .. import model_files
 
+    keys = file_keys(autoencoder)
     base = model_files.models_dir(models_dir)
     found = {}
     for part, explicit in (("unet", unet), ("vae", vae), ("whisper", whisper)):
-        key = FILE_KEYS[part]
+        key = keys[part]
         if explicit is not None and str(explicit).strip():
             path = Path(explicit).expanduser()
             if not path.is_file():
@@ -161,7 +176,7 @@ def find_lipsync_files(
         except model_files.CheckpointNotFoundError:
             names = [base / name for name in model_files.FILES[key].names]
             raise _missing(key, names, f"Put it in {base} (or set {model_files.ENV_VAR}).") from None
-    return LipSyncFiles(**found)
+    return LipSyncFiles(**found, autoencoder=autoencoder)
 
 
 def _shape_fields(part: str, preset: MuseTalkConfig) -> set[str]:
@@ -181,8 +196,9 @@ def _read_config(part: str, weight: Path, preset: MuseTalkConfig) -> dict | None
 
 
 def config_for_files(files: LipSyncFiles, preset: str = "musetalk-1.5") -> MuseTalkConfig:
-    """The preset, with the shape fields of each config file found beside its weight file."""
-    base = MuseTalkConfig.from_name(preset)
+    """The preset (with the files' autoencoder), with the shape fields of each config file
+    found beside its weight file."""
+    base = MuseTalkConfig.from_name(preset_with(preset, files.autoencoder))
     parts = {}
     for part in ("unet", "vae", "whisper"):
         found = _read_config(part, getattr(files, part), base)
@@ -192,7 +208,7 @@ def config_for_files(files: LipSyncFiles, preset: str = "musetalk-1.5") -> MuseT
         return base
     cfg = base.replace(**parts)
     same = [p for p in PRESETS.values() if (p.unet, p.vae, p.whisper) == (cfg.unet, cfg.vae, cfg.whisper)]
-    return same[0] if same else dataclasses.replace(cfg, name=f"{preset} with sizes from config files")
+    return same[0] if same else dataclasses.replace(cfg, name=f"{base.name} with sizes from config files")
 
 
 # --------------------------------------------------------------------------- layouts
@@ -251,10 +267,10 @@ def _shapes(part: str, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _check_file(part: str, path) -> list[str]:
+def _check_file(part: str, path, preset: str = "musetalk-1.5") -> list[str]:
     path = Path(path)
     try:
-        base = MuseTalkConfig.from_name("musetalk-1.5")
+        base = MuseTalkConfig.from_name(preset)
         found = _read_config(part, path, base)
         cfg = base.replace(**{part: {**getattr(base, f"{part}_kwargs")(), **found}}) if found else base
         check_layout(_expected(build_on_meta(cfg), part), _shapes(part, path), f"MuseTalk {part} ({cfg.name})")
@@ -273,6 +289,11 @@ def check_vae_file(path) -> list[str]:
     return _check_file("vae", path)
 
 
+def check_taesd_file(path) -> list[str]:
+    """`persona models check`: layout problems of the TAESD file (autoencoder "taesd")."""
+    return _check_file("vae", path, "musetalk-1.5-taesd")
+
+
 def check_whisper_file(path) -> list[str]:
     """`persona models check`: layout problems of the whisper-tiny file (encoder part)."""
     return _check_file("whisper", path)
@@ -288,11 +309,13 @@ def load_musetalk(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     preset: str = "musetalk-1.5",
+    autoencoder: str = "sd-vae",
 ) -> MuseTalk:
     """Build on the meta device, check every key and shape of the three files, load with
-    `strict=True, assign=True`, move to `device`/`dtype`. Missing files raise
-    `ModelFileMissingError`; a wrong layout raises `CheckpointLayoutError` naming the keys."""
-    files = files or find_lipsync_files(models_dir)
+    `strict=True, assign=True`, move to `device`/`dtype`. Without `files`, they are found in
+    the models directory for `autoencoder`. Missing files raise `ModelFileMissingError`; a
+    wrong layout raises `CheckpointLayoutError` naming the keys."""
+    files = files or find_lipsync_files(models_dir, autoencoder=autoencoder)
     cfg = config_for_files(files, preset)
     model = build_on_meta(cfg)
     for part in ("unet", "vae", "whisper"):

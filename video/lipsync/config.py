@@ -7,7 +7,10 @@ library model (STYLE.md house rule 2: presets by exact name, the weights fix the
   with Stable Diffusion v1's layout, 8 input channels (4 masked-face latents + 4 reference
   latents), 4 output channels, cross-attention width 384 (Whisper-tiny's hidden size);
 - the image autoencoder (`sd-vae/`, stabilityai/sd-vae-ft-mse, MIT): diffusers'
-  `AutoencoderKL`, 256×256 RGB ↔ 4×32×32 latents, scaled by 0.18215;
+  `AutoencoderKL`, 256×256 RGB ↔ 4×32×32 latents, scaled by 0.18215; or, as a faster
+  option (`autoencoder="taesd"`), TAESD (`taesd/`, madebyollin/taesd, MIT): diffusers'
+  `AutoencoderTiny`, a small network distilled to encode to and decode from the same scaled
+  latent space (so the UNet is unchanged), at a fraction of the work and a lower fidelity;
 - the audio encoder (`whisper/`, openai/whisper-tiny, MIT): transformers' Whisper; only
   its encoder runs, and all of its hidden states (embeddings + each layer) are used.
 
@@ -28,6 +31,7 @@ from ...errors import PersonaError
 
 __all__ = [
     "AUDIO_FRAMES_AFTER",
+    "AUTOENCODERS",
     "AUDIO_FRAMES_BEFORE",
     "CROP_SIZE",
     "PRESETS",
@@ -35,6 +39,7 @@ __all__ = [
     "WHISPER_RATE",
     "MuseTalkConfig",
     "UnknownLipSyncPresetError",
+    "preset_with",
 ]
 
 #: The face crop the UNet inpaints: 256×256 RGB (32×32 latents).
@@ -48,6 +53,8 @@ WHISPER_FRAME_MS = 20.0
 #: `process_audio_features`): [2f − 4, 2f + 6) on the unpadded 50 Hz axis.
 AUDIO_FRAMES_BEFORE = 4
 AUDIO_FRAMES_AFTER = 6
+#: The image autoencoders MuseTalk's latents can go through: its own (exact) or TAESD (fast).
+AUTOENCODERS = ("sd-vae", "taesd")
 
 
 class UnknownLipSyncPresetError(PersonaError, KeyError):
@@ -67,6 +74,8 @@ class MuseTalkConfig:
 
     `unet`: `diffusers.UNet2DConditionModel(**unet)`; `vae`: `diffusers.AutoencoderKL(**vae)`;
     `whisper`: `transformers.WhisperConfig(**whisper)`; `vae_scaling`: the latent scale.
+    `autoencoder`: "sd-vae" (`vae` are `diffusers.AutoencoderKL` arguments) or "taesd"
+    (`diffusers.AutoencoderTiny` arguments; its latents are already scaled: scale 1).
     Use `unet_kwargs()` etc. for plain dicts.
     """
 
@@ -75,10 +84,12 @@ class MuseTalkConfig:
     vae: str = field(repr=False)
     whisper: str = field(repr=False)
     vae_scaling: float = 0.18215
+    autoencoder: str = "sd-vae"
 
     @classmethod
-    def make(cls, name: str, unet: dict, vae: dict, whisper: dict, vae_scaling: float = 0.18215) -> MuseTalkConfig:
-        return cls(name, _json(unet), _json(vae), _json(whisper), vae_scaling)
+    def make(cls, name: str, unet: dict, vae: dict, whisper: dict, vae_scaling: float = 0.18215,
+             autoencoder: str = "sd-vae") -> MuseTalkConfig:
+        return cls(name, _json(unet), _json(vae), _json(whisper), vae_scaling, autoencoder)
 
     @classmethod
     def from_name(cls, name: str) -> MuseTalkConfig:
@@ -101,7 +112,7 @@ class MuseTalkConfig:
     def replace(self, **parts: dict) -> MuseTalkConfig:
         """A copy with some of `unet`, `vae`, `whisper` given as plain dicts (read from files)."""
         kwargs = {"unet": self.unet_kwargs(), "vae": self.vae_kwargs(), "whisper": self.whisper_kwargs(), **parts}
-        return MuseTalkConfig.make(self.name, vae_scaling=self.vae_scaling, **kwargs)
+        return MuseTalkConfig.make(self.name, vae_scaling=self.vae_scaling, autoencoder=self.autoencoder, **kwargs)
 
     @property
     def audio_dim(self) -> int:
@@ -120,8 +131,9 @@ class MuseTalkConfig:
 
     @property
     def latent_factor(self) -> int:
-        """Pixels per latent: 2 ** (number of VAE blocks − 1)."""
-        return 2 ** (len(self.vae_kwargs()["block_out_channels"]) - 1)
+        """Pixels per latent: 2 ** (number of autoencoder blocks − 1)."""
+        vae = self.vae_kwargs()
+        return 2 ** (len(vae.get("block_out_channels") or vae["encoder_block_out_channels"]) - 1)
 
 
 # --------------------------------------------------------------------------- presets
@@ -158,6 +170,21 @@ _VAE_SD = {
     "sample_size": 256,
     "up_block_types": ["UpDecoderBlock2D"] * 4,
 }
+# madebyollin/taesd config.json (diffusers' AutoencoderTiny defaults: 64 channels, 4 blocks).
+_VAE_TAESD = {
+    "act_fn": "relu",
+    "decoder_block_out_channels": [64, 64, 64, 64],
+    "encoder_block_out_channels": [64, 64, 64, 64],
+    "in_channels": 3,
+    "latent_channels": 4,
+    "latent_magnitude": 3,
+    "latent_shift": 0.5,
+    "num_decoder_blocks": [3, 3, 3, 1],
+    "num_encoder_blocks": [1, 3, 3, 3],
+    "out_channels": 3,
+    "scaling_factor": 1.0,
+    "upsampling_scaling_factor": 2,
+}
 # openai/whisper-tiny config.json: the fields that shape the weights, and the token ids the
 # config validates against the vocabulary.
 _WHISPER_TINY = {
@@ -180,6 +207,8 @@ _WHISPER_TINY = {
 
 PRESETS: dict[str, MuseTalkConfig] = {
     "musetalk-1.5": MuseTalkConfig.make("musetalk-1.5", _UNET_15, _VAE_SD, _WHISPER_TINY),
+    "musetalk-1.5-taesd": MuseTalkConfig.make("musetalk-1.5-taesd", _UNET_15, _VAE_TAESD, _WHISPER_TINY,
+                                              vae_scaling=1.0, autoencoder="taesd"),
     # Random tiny models in the same formats, for tests and smoke runs: same block types and
     # counts (so the same key patterns and the same 8× latent factor), narrow widths.
     "tiny": MuseTalkConfig.make(
@@ -193,3 +222,16 @@ PRESETS: dict[str, MuseTalkConfig] = {
          "decoder_start_token_id": 61},
     ),
 }
+PRESETS["tiny-taesd"] = MuseTalkConfig.make(
+    "tiny-taesd", PRESETS["tiny"].unet_kwargs(),
+    {**_VAE_TAESD, "encoder_block_out_channels": [8] * 4, "decoder_block_out_channels": [8] * 4},
+    PRESETS["tiny"].whisper_kwargs(), vae_scaling=1.0, autoencoder="taesd",
+)
+
+
+def preset_with(name: str, autoencoder: str) -> str:
+    """The preset that is `name`'s UNet and Whisper with `autoencoder` (`AUTOENCODERS`)."""
+    base = name.removesuffix("-taesd")
+    if autoencoder not in AUTOENCODERS:
+        raise UnknownLipSyncPresetError(f"unknown autoencoder {autoencoder!r}; known: {', '.join(AUTOENCODERS)}")
+    return MuseTalkConfig.from_name(base if autoencoder == "sd-vae" else f"{base}-taesd").name

@@ -19,6 +19,10 @@ Whisper's hidden states are computed by our loop over transformers' own layers
 (`whisper_hidden_states`) instead of `output_hidden_states=True`, whose exact contents
 changed between transformers 4 and 5: MuseTalk (transformers 4.39) stacks the embeddings,
 the outputs of layers 1..L-1 and the final layer-normed output of layer L.
+
+With `autoencoder="taesd"` the VAE is diffusers' `AutoencoderTiny` (TAESD): it was distilled
+to map images to and from the same *scaled* latents the UNet works in, so the UNet and its
+inputs are unchanged and only the two image ↔ latent passes get cheaper (and less exact).
 """
 
 from __future__ import annotations
@@ -72,13 +76,13 @@ class MuseTalk(nn.Module):
 
     def __init__(self, cfg: MuseTalkConfig) -> None:
         super().__init__()
-        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
         from transformers import WhisperConfig
         from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
         self.cfg = cfg
         self.unet = UNet2DConditionModel(**cfg.unet_kwargs())
-        self.vae = AutoencoderKL(**cfg.vae_kwargs())
+        self.vae = (AutoencoderTiny if cfg.autoencoder == "taesd" else AutoencoderKL)(**cfg.vae_kwargs())
         self.whisper = WhisperEncoder(WhisperConfig(**cfg.whisper_kwargs()))
         self.register_buffer("audio_pe", torch.empty(cfg.audio_tokens, cfg.audio_dim), persistent=False)
         self.reset_buffers()
@@ -120,8 +124,12 @@ class MuseTalk(nn.Module):
     # ---- images ---------------------------------------------------------------------
 
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, 256, 256) in [-1, 1] → scaled latents (N, 4, 32, 32), the posterior mean."""
-        return self.vae.encode(images).latent_dist.mode() * self.cfg.vae_scaling
+        """(N, 3, 256, 256) in [-1, 1] → scaled latents (N, 4, 32, 32): the posterior mean
+        (sd-vae), or TAESD's own estimate of it."""
+        encoded = self.vae.encode(images)
+        if self.cfg.autoencoder == "taesd":
+            return encoded.latents * self.cfg.vae_scaling
+        return encoded.latent_dist.mode() * self.cfg.vae_scaling
 
     def predict_latents(self, sample: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """The UNet's single step at timestep 0: (T, 8, 32, 32) + audio tokens → (T, 4, 32, 32)."""

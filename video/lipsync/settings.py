@@ -69,6 +69,12 @@ class LipSyncSettings(BaseModel):
         "chunk's first speaking frame for the whole chunk (one VAE encode per chunk instead of one per frame).",
         json_schema_extra=_ui(10, load=False, component="select"),
     )
+    autoencoder: Literal["sd-vae", "taesd"] = Field(
+        "sd-vae",
+        description="Image autoencoder around the UNet: sd-vae (MuseTalk's own, exact) or taesd (TAESD, distilled to "
+        "the same latents: much less GPU work per frame, a less exact picture; needs musetalk/taesd/).",
+        json_schema_extra=_ui(11, load=True, component="select"),
+    )
     detector_threads: int = Field(
         2, ge=1, le=32, description="CPU threads of the face detector (ONNX Runtime).",
         json_schema_extra=_ui(9, load=True),

@@ -115,7 +115,8 @@ class LipSyncStage:
 
             device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
             dtype = getattr(torch, self.settings.dtype) if device.type == "cuda" else torch.float32
-            model = load_musetalk(models_dir=models_dir, device=device, dtype=dtype)
+            model = load_musetalk(models_dir=models_dir, device=device, dtype=dtype,
+                                  autoencoder=self.settings.autoencoder)
         self.model = model
         self.device = model.device
         if self.device.type == "cuda":  # the VAE and UNet are convolutions: NHWC is the tensor cores' layout

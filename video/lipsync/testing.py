@@ -41,8 +41,9 @@ __all__ = [
 TINY_PRESET = "tiny"
 
 
-def write_tiny_lipsync_models(models_dir: str | os.PathLike, seed: int = 0) -> dict[str, Path]:
-    """Write the tiny set into `models_dir`; returns {model file key: weight path}. About 8 MB."""
+def write_tiny_lipsync_models(models_dir: str | os.PathLike, seed: int = 0, autoencoder: str = "sd-vae") -> dict[str, Path]:
+    """Write the tiny set into `models_dir`; returns {model file key: weight path}. About 8 MB.
+    `autoencoder="taesd"` writes TAESD's file (diffusers' safetensors layout) for the VAE."""
     import io
 
     import torch
@@ -50,12 +51,13 @@ def write_tiny_lipsync_models(models_dir: str | os.PathLike, seed: int = 0) -> d
 
     from ... import durable
     from .. import model_files
-    from .checkpoint import CONFIG_NAMES, FILE_KEYS, materialize_musetalk
-    from .config import MuseTalkConfig
+    from .checkpoint import CONFIG_NAMES, file_keys, materialize_musetalk
+    from .config import MuseTalkConfig, preset_with
 
     base = Path(models_dir).expanduser()
-    cfg = MuseTalkConfig.from_name(TINY_PRESET)
-    paths = {part: base / model_files.FILES[key].filename for part, key in FILE_KEYS.items()}
+    cfg = MuseTalkConfig.from_name(preset_with(TINY_PRESET, autoencoder))
+    keys = file_keys(autoencoder)
+    paths = {part: base / model_files.FILES[key].filename for part, key in keys.items()}
     model = materialize_musetalk(cfg, seed=seed)
 
     legacy = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
@@ -76,15 +78,22 @@ def write_tiny_lipsync_models(models_dir: str | os.PathLike, seed: int = 0) -> d
     }
     configs = {
         "unet": {"_class_name": "UNet2DConditionModel", **cfg.unet_kwargs()},
-        "vae": {"_class_name": "AutoencoderKL", **cfg.vae_kwargs()},
+        "vae": {"_class_name": "AutoencoderTiny" if autoencoder == "taesd" else "AutoencoderKL", **cfg.vae_kwargs()},
         "whisper": {"model_type": "whisper", **cfg.whisper_kwargs()},
     }
     for part, path in paths.items():
-        buffer = io.BytesIO()
-        torch.save({k: v.detach().clone().contiguous() for k, v in states[part].items()}, buffer)
-        durable.atomic_write_bytes(path, buffer.getvalue())
+        state = {k: v.detach().clone().contiguous() for k, v in states[part].items()}
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save
+
+            data = save(state)
+        else:
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            data = buffer.getvalue()
+        durable.atomic_write_bytes(path, data)
         durable.atomic_write_text(path.parent / CONFIG_NAMES[part], json.dumps(configs[part], indent=1) + "\n")
-    return {FILE_KEYS[part]: path for part, path in paths.items()}
+    return {keys[part]: path for part, path in paths.items()}
 
 
 def face_frame(photo: str = "yaoming.jpg", size: tuple[int, int] = (384, 320), scale: float = 1.0,
