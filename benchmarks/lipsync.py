@@ -11,9 +11,7 @@ size, random weights; text encoding stands in as fixed random embeddings, as in
 benchmarks/longlive.py) with the stage after it, three ways on the same warm engine:
 `alone` (no lip-sync), `serial` (each chunk lip-synced before the next is generated) and
 `pipelined` (chunk k is submitted to the stage's CUDA stream and collected after chunk k+1
-is generated: one chunk of added latency, overlapping the two) and `threaded` (the same with
-`submit_later`: the chunk's CPU work, face tracking, crops and blend, also runs beside the
-generation, on the stage's worker thread). Random weights draw no face,
+is generated: one chunk of added latency, overlapping the two). Random weights draw no face,
 so the photo is pasted into each generated frame before the stage (a copy of ~200×200 px,
 timed with the rest). Reported: video fps of each way, and the speech→mouth latency the stage
 adds (from a chunk's frames on the host to its lip-synced frames), in ms and in chunks.
@@ -260,8 +258,8 @@ def bench_with_longlive(torch, args, device, stage) -> dict:
                 result = stage.process(chunk.frames, chunk.pts_ms, speech)
                 added.append((time.perf_counter() - ready) * 1000.0)
                 frames += len(result)
-            else:  # pipelined: the stage's stream only; threaded: the whole chunk on its worker thread
-                job = (stage.submit_later if way == "threaded" else stage.submit)(chunk.frames, chunk.pts_ms, speech)
+            else:
+                job = stage.submit(chunk.frames, chunk.pts_ms, speech)
                 if pending is not None:
                     done = pending[0].result()
                     added.append((time.perf_counter() - pending[1]) * 1000.0)
@@ -274,7 +272,7 @@ def bench_with_longlive(torch, args, device, stage) -> dict:
         return frames / (time.perf_counter() - start), added
 
     chunk_period_ms = 12 * 1000.0 / FPS
-    for way in ("alone", "serial", "pipelined", "threaded", "alone"):
+    for way in ("alone", "serial", "pipelined", "alone"):
         fps, added = run(way)
         key = "alone_again" if way == "alone" and "fps_alone" in out else way
         out[f"fps_{key}"] = round(fps, 2)

@@ -140,22 +140,6 @@ def test_only_the_mouth_region_changes(autoencoder, request, detector, face, sen
         assert diff[mouth[1], mouth[0]]  # the mouth itself was re-drawn
 
 
-def test_submit_later_gives_what_process_gives_in_order_on_the_stage_thread(model, detector, face, sentence):
-    import threading
-
-    frames, pts = chunk(face, n=4)
-    later, now = stage_for(model, detector), stage_for(model, detector)
-    seen: list[str] = []
-    original = later.process
-    later.process = lambda *a: (seen.append(threading.current_thread().name), original(*a))[1]
-    futures = [later.submit_later(frames, [p + k * 250.0 for p in pts], [sentence]) for k in range(3)]
-    for k, future in enumerate(futures):
-        assert np.array_equal(future.result(), now.process(frames, [p + k * 250.0 for p in pts], [sentence]))
-    assert len(seen) == 3 and all(name.startswith("lipsync") for name in seen)
-    later.close()
-    assert later.counters.frames_synced == now.counters.frames_synced > 0
-
-
 def test_blend_touches_nothing_outside_its_region_and_keeps_exact_values_where_weight_is_zero():
     frame = np.random.default_rng(1).integers(0, 256, (200, 300, 3), dtype=np.uint8)
     original = frame.copy()

@@ -14,10 +14,6 @@ On a CUDA device, 2 and 4's model work run on the stage's own CUDA stream, queue
 `submit` (crops go up and re-drawn crops come down through pinned memory); `LipSyncJob.result`
 waits for that stream alone and blends on the CPU. A host can therefore submit chunk k and
 go on generating chunk k + 1 on its own streams (docs/lipsync.md, "Calling the stage").
-`submit_later` goes one step further for a host whose generation call blocks its thread:
-the whole chunk (face tracking and crops on the CPU, the model on the stage's stream, the
-blend) runs on the stage's own worker thread, so none of it waits for, or holds up, the
-next chunk's generation; its future gives the frames.
 
 Cuts: `cut(at_ms)` (barge-in, reset) ends speech at a point on the clock. Audio handed in
 later that started before the cut is ended there (`audio.clip_speech`); frames at or after
@@ -31,7 +27,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,7 +132,6 @@ class LipSyncStage:
         self._lock = threading.Lock()
         self._cuts: list[tuple[int, float]] = []  # (epoch, at_ms), the last few
         self._epoch = 0
-        self._worker: ThreadPoolExecutor | None = None  # submit_later's thread, made on first use
         self.apply_settings(self.settings)
 
     # ---- settings and control ----------------------------------------------------------
@@ -188,24 +182,6 @@ class LipSyncStage:
     def process(self, frames: np.ndarray, pts_ms: Sequence[float], speech: Sequence[SpeechAudio]) -> np.ndarray:
         """`submit(...).result()`: the chunk's frames with the mouth re-synced."""
         return self.submit(frames, pts_ms, speech).result()
-
-    def submit_later(self, frames: np.ndarray, pts_ms: Sequence[float], speech: Sequence[SpeechAudio]) -> Future:
-        """`process` on the stage's worker thread: a future of the chunk's frames. Chunks run
-        one at a time in the order given (the face track follows them), so a host keeps at
-        most one or two in flight; the worker is the stage's one caller meanwhile (do not mix
-        with `submit`/`process` from another thread)."""
-        with self._lock:
-            if self._worker is None:
-                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipsync")
-            worker = self._worker
-        return worker.submit(self.process, frames, pts_ms, speech)
-
-    def close(self) -> None:
-        """Stop the worker thread after the chunks already handed to it."""
-        with self._lock:
-            worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.shutdown(wait=True)
 
     def submit(self, frames: np.ndarray, pts_ms: Sequence[float], speech: Sequence[SpeechAudio]) -> LipSyncJob:
         """Start a chunk; on CUDA the model work is queued on the stage's stream.
