@@ -4,6 +4,7 @@
 #   longlive      beside the LongLive loop as the 41 fps engine runs (compiled, FP8 block linears, TAE):
 #                 fps alone / serial / pipelined, speech->mouth latency added
 #   longlive-ref  the same with one reference face per chunk (one VAE encode per chunk)
+#   longlive-taesd-compiled-detect12  the fastest setting: TAESD, the stage compiled, detection every 12th frame
 # Usage: benchmarks/lipsync_gpu.sh [OUT_DIR]   (default benchmarks/results). On a machine without git,
 # export PERSONA_COMMIT / PERSONA_DIRTY first (`python -c "import sys; sys.path.insert(0, 'benchmarks');
 # import record; print(record.provenance_env())"` on the checkout that was sent).
@@ -18,3 +19,5 @@ day="$(date -u +%F)"
 "$py" benchmarks/lipsync.py --with-longlive --compile --linear fp8 --out "$out/lipsync-$card-$day-longlive.json"
 "$py" benchmarks/lipsync.py --with-longlive --compile --linear fp8 --reference chunk \
   --out "$out/lipsync-$card-$day-longlive-ref.json"
+"$py" benchmarks/lipsync.py --with-longlive --compile --linear fp8 --autoencoder taesd --compile-stage \
+  --detect-every 12 --detector-threads 4 --out "$out/lipsync-$card-$day-longlive-taesd-compiled-detect12.json"
