@@ -169,9 +169,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
          rf"(?: \S+){{0,3}} (?:you|ya|u|yourself|here|there)$", "sit"),
         # -- turn -------------------------------------------------------------------------
         # Facing or swivelling to a side: "face the window on your right", "swivel to your left".
-        (r"^(?:face|swivel|pivot|rotate|swing|veer|angle yourself|turn to face|turn and face)"
+        (r"^(?:face|swivel|pivot|rotate|spin|swing|veer|angle yourself|turn to face|turn and face)"
          r"(?: \S+){0,5}? (?:to|on|towards|toward|at)? ?(?:your|ur|the|my) left\b", "turn_left"),
-        (r"^(?:face|swivel|pivot|rotate|swing|veer|angle yourself|turn to face|turn and face)"
+        (r"^(?:face|swivel|pivot|rotate|spin|swing|veer|angle yourself|turn to face|turn and face)"
          r"(?: \S+){0,5}? (?:to|on|towards|toward|at)? ?(?:your|ur|the|my) right\b", "turn_right"),
         # -- stand ------------------------------------------------------------------------
         (rf"^{EVERYBODY}(?: (?:please|now|get|come|come on|on|quickly|back|let's|lets|together|at once|right|"

@@ -274,7 +274,7 @@ class EmbeddedInterpreter:
         *,
         use_embedding: bool | str | None = None,
         model_dir: str | None = None,
-        map_threshold: float | str = 0.72,
+        map_threshold: float | str = 0.75,
         suggest_threshold: float | str = 0.25,
         indirect_by_embedding: bool | str = False,
     ) -> None:
