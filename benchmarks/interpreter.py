@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "benchmarks" / "data" / "interpreter_eval.jsonl"
 SPLITS = (
     "dev", "holdout", "dev2", "holdout2", "holdout3", "dev3", "holdout4", "dev4", "holdout5", "dev5",
-    "holdout6",
+    "holdout6", "dev6",
 )
 
 
@@ -176,7 +176,9 @@ def run_backend(name: str, options: dict, items: list[dict], persona_id: str | N
     # speaker statements, idioms by structure, German particles and separable verbs, French
     # pronominal imperatives, negated continuation), written before those changes.
     # holdout6: written by someone who never saw the interpreter's code, docs, results or
-    # earlier rows, run once after the fourth round (issue 16). Report each.
+    # earlier rows, run once after the fourth round (issue 16). dev6: the fifth round's own
+    # utterances (indirect requests, statements, and 15+ per language in the imperative forms
+    # each language has), written and committed before that round changed any rule. Report each.
     for split in SPLITS:
         chosen = [(i, o) for i, o in zip(items, outputs, strict=True) if i.get("split", "dev") == split]
         if chosen:

@@ -81,7 +81,7 @@ SCENE_THING = _alt(
 )
 PLACE = _alt(
     "place room area surroundings scene space spot venue joint premises landscape neighbourhood "
-    "neighborhood view views scenery sights vista garden hall world"
+    "neighborhood view views scenery sights vista garden hall world crowd audience horizon room_for_me faces"
 )
 #: Lead-ins an imperative may carry before its verb ("time to get off the couch").
 _LEAD = r"(?:(?:" + _alt(
@@ -106,6 +106,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
          rf" (?:for hours|all day|all morning|all night|all afternoon|for ages|forever|since|non stop|nonstop|"
          rf"the whole)\b", "sit"),
         (rf"^{_LEAD}get (?:comfy|comfortable|cosy|cozy)\b", "sit"),
+        # About to give way, said to the listener: "you look like you're about to fall over".
+        (rf"^(?:you|you're|u|ya)(?: {_YOU_MID})*(?: like)?(?: you're| you are| ur)? (?:about|going|gonna|ready|set) to "
+         rf"(?:fall over|fall down|keel over|collapse|drop|pass out|faint|fall asleep|nod off|topple over)\b", "sit"),
         (r"^(?:you|u|you'd|you'll)\b.*\b(?:could|can|might|must|would|will|need|needs) (?:use|do with|need|want|like)"
          r" (?:a|some|to) (?:seat|sit|sit down|sit-down|chair|rest|break|breather|breather on \S+)\b", "sit"),
         (rf"\bjoin me (?:on|at|in) (?:the|this|my|our) {SEAT}\b", "sit"),
@@ -145,6 +148,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
             "sit",
         ),
         (r"^(?:plonk|plop|park|plant) it\b", "sit"),
+        (rf"~\b{SEAT}(?: \S+){{0,3}} (?:has|with|has got|'s got|got) (?:your|ur) name (?:on|written on) it\b", "sit"),
+        # A seat placed near the listener, with the offer after it: "there's a free chair right behind
+        # you if you want it", "there's a stool over there for you".
+        (rf"~^(?:there's|theres|there is|here's|heres|here is) (?:a|an|one|another|the|my|this|that)(?: \S+)? {SEAT}"
+         rf"(?: \S+){{0,5}} (?:if you (?:want|need|like|fancy)|for you|you can (?:have|use|take))\b", "sit"),
         (r"^(?:put|plant|park|plonk|plop|rest) (?:your|ur|yer) (?:butt|bum|behind|rear|backside|tush|tushy|rump|bottom|"
          r"self)\b", "sit"),
         (rf"^{_LEAD}(?:kick back|lounge|recline|loll|sprawl|curl up)\b", "sit"),
@@ -159,6 +167,12 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         # A seat placed by the listener: "there's a comfy chair just behind you".
         (rf"~^(?:there's|theres|there is|here's|heres|here is) (?:a|an|one|another|the|my|this|that)(?: \S+)? {SEAT}"
          rf"(?: \S+){{0,3}} (?:you|ya|u|yourself|here|there)$", "sit"),
+        # -- turn -------------------------------------------------------------------------
+        # Facing or swivelling to a side: "face the window on your right", "swivel to your left".
+        (r"^(?:face|swivel|pivot|rotate|spin|swing|veer|angle yourself|turn to face|turn and face)"
+         r"(?: \S+){0,5}? (?:to|on|towards|toward|at)? ?(?:your|ur|the|my) left\b", "turn_left"),
+        (r"^(?:face|swivel|pivot|rotate|spin|swing|veer|angle yourself|turn to face|turn and face)"
+         r"(?: \S+){0,5}? (?:to|on|towards|toward|at)? ?(?:your|ur|the|my) right\b", "turn_right"),
         # -- stand ------------------------------------------------------------------------
         (rf"^{EVERYBODY}(?: (?:please|now|get|come|come on|on|quickly|back|let's|lets|together|at once|right|"
          rf"just|go|must|should|needs to|need to|has to|have to|can)){{0,2}} {UP_WORD}\b", "stand"),
@@ -204,6 +218,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (rf"\b(?:move|groove|sway|bop|jam|boogie|rock out|get down|vibe|bounce|sway along|move along)"
          rf" (?:to|with) (?:the|this|that|my|some|our|a|your) (?:\S+ )?{MUSIC}\b", "dance"),
         (rf"\bfeel the {MUSIC}\b", "dance"),
+        # Moves as a noun are dance moves: "let's see some moves", "show us your moves", "bust a move".
+        (r"\b(?:your|ur|some|those|these|best|fancy|sick|funky|cool|new|dance|killer|smooth|signature) moves\b", "dance"),
+        (r"^(?:bust|pull|throw) (?:a|some) moves?\b", "dance"),
         (rf"^(?:do|bust out|break out|show me|show us|let's see|give us|give me|try|perform|dance) (?:the |a |some |"
          rf"your |a little |a bit of |a quick |a slow |your best )?{DANCE_NAMES}\b", "dance"),
         (rf"^{DANCE_VERBS}\b", "dance"),
@@ -222,6 +239,12 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
          r"over to|towards?|across|outside|inside|upstairs|downstairs|along|aside|away|back|forward|that way|"
          r"this way|ahead)\b", "walk"),
         (r"^(?:off you go|on your way|move along|get going|keep moving|keep walking|lead the way)\b", "walk"),
+        # -- wave -------------------------------------------------------------------------
+        # Seeing people off or greeting them as they come: "see them off", "wish them goodbye".
+        (r"^(?:see|send|wave) (?:them|him|her|us|me|everyone|everybody|the \S+|our \S+|your \S+) off\b", "wave"),
+        (r"^(?:wish|bid) (?:them|him|her|us|me|everyone|everybody|the \S+|our \S+) (?:goodbye|farewell|good night|"
+         r"goodnight|good morning|bye)\b", "wave"),
+        (r"^(?:say|wave) (?:hi|hello|hey|bye|goodbye|good night|goodnight|good morning|farewell|cheerio) (?:to|at)\b", "wave"),
         # -- look around ------------------------------------------------------------------
         (r"^(?:have|take|get|grab) (?:a |another )?(?:quick |good |little |proper |long |careful |nosy )?"
          r"(?:peek|peep|look|gander|nose|squiz|butchers|glance|snoop|poke|scan|look-see|look see) "
@@ -261,6 +284,16 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (r"^(?:pay|show) (?:your|some|due|my|our|the)? ?respects?\b", "bow"),
         (r"^(?:give|show) (?:me |us )?(?:a |two )?thumbs? up\b", "nod"),
         (r"^(?:give|show) (?:me |us )?(?:a )?thumbs? down\b", "shake_head"),
+        # The body part that answers: "say so with your shoulders", "shoulders up", "a dip of your head".
+        (r"^(?!(?:relax|drop|roll|loosen|lower|rub|massage|straighten|square|pull|put|keep|hold)\b)"
+         r"(?:\S+ ){0,8}?(?:with|using|use) (?:your|ur|those|them) shoulders\b", "shrug"),
+        (r"^(?:shoulders|shoulder) up\b", "shrug"),
+        (r"\b(?:yes|yeah|yep|agree|agreed)\b(?: \S+){0,6} (?:your|ur|a|the) head\b(?! (?:shake|shaking|off))", "nod"),
+        (r"\b(?:no|nope|nah|disagree)\b(?: \S+){0,6} (?:your|ur|a|the) head\b", "shake_head"),
+        (r"\b(?:dip|bob|tip|incline) of (?:your|ur|the) head\b", "nod"),
+        # A performer's thanks to an audience is a bow: "thank the audience properly".
+        (r"^thank (?:the|your|our|all the|all your|everyone in the) (?:\S+ )?(?:audience|crowd|fans|viewers|spectators|"
+         r"public|house|room)\b", "bow"),
     )
 )
 
@@ -330,7 +363,9 @@ _ENOUGH_CLAUSE = frozenset(
 _STOP_IDIOMS = tuple(
     re.compile(p)
     for p in (
-        r"^(?:put|bring) (?:a stop|an end|a halt) to\b",
+        r"^(?:put|bring) (?:a stop|an end|a halt|a lid|the brakes|a cork) (?:to|on|in)\b",
+        r"^(?:pump|hit) the brakes\b",
+        r"^(?:cancel|abort|scrap|forget|belay) (?:that|it|this|all that|everything)\b",
         r"^(?:lay|ease|back|let up|leave) off\b",
         r"^ease up\b",
         r"^(?:wrap|pack) (?:it|this|that|things) up\b",
@@ -382,11 +417,18 @@ def stop_phrasing(words: Sequence[str]) -> int | None:
     if "enough" in words and all(w in _ENOUGH_CLAUSE or str(w).endswith("ing") for w in words):
         return len(words)
     text = _joined(words)
+    soft = _SOFTENER.match(text)  # "maybe give the dancing a rest now", "okay just cancel that"
+    lead = len(soft.group(0).split()) if soft else 0
+    rest = text[soft.end() :] if soft else text
     for pattern in _STOP_IDIOMS:
-        m = pattern.search(text)
+        m = pattern.search(rest)
         if m:
-            return len(text[: m.end()].split())
+            return lead + len(rest[: m.end()].split())
     return None
+
+
+#: Words that soften a stop idiom in front of it ("maybe give it a rest", "okay, just cancel that").
+_SOFTENER = re.compile(r"^(?:(?:maybe|perhaps|just|ok|okay|alright|right|now|please|so|well|oh|hey|guys|um|uh) )+")
 
 
 # -- statements --------------------------------------------------------------------------
@@ -448,11 +490,14 @@ _FRAMES = tuple(
         r"i'd honestly|i'd actually)(?: really| so| just| truly| honestly)? (?:love|like|enjoy|want|wanna|wish|adore|"
         r"be thrilled|be happy|be delighted|be glad|like it|love it) (?:to )?(?:see|watch|have) you(?: to)?(?= )",
         r"^(?:i|i'd|i would|we'd|we would)(?: really| so| just)? (?:love|like|appreciate|prefer|enjoy|be "
-        r"(?:happy|glad|grateful|thrilled|delighted)) (?:it )?(?:if you|for you to)(?: could| would| can)?(?= )",
+        r"(?:happy|glad|grateful|thrilled|delighted)) (?:it )?(?:if you'd|if you'll|if you|for you to)(?: could| would| can)?(?= )",
         r"^(?:it|that|it'd|that'd|it'll|that'll)(?: would| will| really would| would really)? "
         r"(?:make my day|make me (?:happy|smile|so happy)|mean a lot|be (?:\S+ ){0,2}?(?:great|nice|lovely|cool|awesome|"
         r"amazing|fun|wonderful|brilliant|sweet|perfect|good|helpful|fab|fantastic|ace|epic|hilarious|cute)) "
         r"(?:if you|to see you)(?: could| would| can)?(?= )",
+        # Someone else's wish about the listener: "my little brother wants to see you wave".
+        r"^(?:\S+ ){1,4}?(?:wants|want|would love|would like|'d love|'d like|is dying|are dying|can't wait|cant wait|"
+        r"is hoping|are hoping|is waiting|are waiting) to (?:see|watch) you(?= )",
         r"^(?:are|were|would|will) you (?:be )?(?:able|willing|ready|up for it|happy|okay|ok) to(?= )",
         r"^(?:is|would|will) it (?:be )?(?:possible|ok|okay|alright|all right|cool|fine) (?:for you to|if you|to)(?= )",
         r"^(?:is there )?(?:any|some) (?:chance|way|possibility) (?:you|that you|of you|for you to|you'd)"
@@ -583,7 +628,8 @@ def activity_adjuncts(words: Sequence[str]) -> tuple[int, int] | None:
 #: was mentioned they ask for a dance or a sit ("that armchair looks comfy, go for it").
 _GO_AHEAD = re.compile(
     r"^(?:go for it|go on|go ahead|be my guest|help yourself|don't be shy|dont be shy|it's all yours|all yours|"
-    r"knock yourself out|feel free|why not|you know you want to)$"
+    r"knock yourself out|feel free|why not|you know you want to|come on|c'mon|cmon|let's go|lets go|come on then|"
+    r"what are you waiting for|don't be shy then|your turn)$"
 )
 _GO_WILD = re.compile(
     r"^(?:go|get) (?:wild|crazy|nuts|mad|bananas|ham|all out|for it|off|loose|feral|berserk|hard)(?: \S+)?$"

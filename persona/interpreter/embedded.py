@@ -84,6 +84,7 @@ class _Clause:
     reorder: bool = False  # came after "after": goes before the previous clause
     continuation: bool = False
     lead_before: bool = False  # opened the utterance with "before": goes after the next clause
+    opens: bool = False  # the utterance's first clause
 
 
 @dataclass
@@ -273,7 +274,7 @@ class EmbeddedInterpreter:
         *,
         use_embedding: bool | str | None = None,
         model_dir: str | None = None,
-        map_threshold: float | str = 0.72,
+        map_threshold: float | str = 0.75,
         suggest_threshold: float | str = 0.25,
         indirect_by_embedding: bool | str = False,
     ) -> None:
@@ -314,6 +315,8 @@ class EmbeddedInterpreter:
             notes.append(f"read as {language}" + (f": '{parse_text[:200]}'" if parse_text else ""))
         parse_text = frames.rewrite(parse_text)
         clauses = _split(tokenize(_respell(parse_text, index)), persona)
+        if clauses:
+            clauses[0].opens = True
         whole = len([c for c in clauses if c.words]) == 1
         readings: list[_Reading] = []
         prev_request = False
@@ -327,9 +330,11 @@ class EmbeddedInterpreter:
             for r in readings:  # "the beat dropped, move those feet": a dance, not a walk
                 if r.loose_move and r.actions == ["walk"]:
                     r.actions = r.mentioned = ["dance"]
+        acting = any(r.actions or r.disallowed for r in readings)
         for r in readings:
-            # "the DJ is playing your favourite, go wild"; "that armchair looks comfy, go for it".
-            go = "dance" if r.go and music else "sit" if r.go == "ahead" and cues.seat_context(parse_text) else None
+            # "the DJ is playing your favourite, go wild"; "that armchair looks comfy, go for it";
+            # beside another request ("go on, get up off that couch") it only urges that one on.
+            go = None if acting else "dance" if r.go and music else "sit" if r.go == "ahead" and cues.seat_context(parse_text) else None
             if go:
                 r.request = r.indirect = True
                 r.mentioned = [go]
@@ -338,8 +343,9 @@ class EmbeddedInterpreter:
                 else:
                     r.disallowed = [go]
         for r, following in zip(readings, readings[1:], strict=False):
-            if r.indirect and r.actions and following.actions[:1] == r.actions[-1:]:
-                r.actions = []  # "pull up a chair and sit": one sit
+            if (r.indirect or r.paraphrase) and r.actions and following.actions[:1] == r.actions[-1:]:
+                r.actions = []  # "pull up a chair and sit": one sit; "turn and face your right": one turn
+                r.paraphrase = False
         # "sit down after you wave": the clause after "after" happens first; "before you
         # sit, wave": the clause that opened with "before" happens after the next one.
         ordered: list[_Reading] = []
@@ -475,7 +481,8 @@ class EmbeddedInterpreter:
         if not r.negated and tuple(content) in lx.FAREWELLS:
             r.greeting = "farewell"
             return r
-        if words[0] in lx.THANKS and "with" not in words[1:]:  # "thank the crowd with a bow" asks for a bow
+        if words[0] in lx.THANKS and "with" not in words[1:] and cues.indirect_action(raw) is None:
+            # "thank the crowd with a bow", "thank the audience properly" ask for a bow
             r.thanks = True
             return r
         if not r.negated:
@@ -530,12 +537,14 @@ class EmbeddedInterpreter:
         if not r.request and matches and len(matches) == 1 and _only_phrase(matches[0][1].keys, keys):
             # the whole clause is one vocabulary phrase ("who knows?", "a small smile please")
             r.request = True
-        if r.request and not polite and not clause.continuation and any(
+        news_goes_on = clause.continuation and not prev_request and not clause.opens
+        if r.request and not polite and (not clause.continuation or news_goes_on) and any(
             p.kind == "action" and cues.past_tense(words[pos]) and not (pos and words[pos - 1] in _PERFECT)
             for pos, p in matches
         ):
             # "up until now I never danced": told about, not asked for ("clap once you've stood
-            # up", "sit when you have clapped": a perfect inside a request stays one).
+            # up", "sit when you have clapped": a perfect inside a request stays one; "he shrugged
+            # and walked away": a clause that continues news is news too).
             r.request = False
         corrected = [self._correct(w, index, aggressive=False) for w in words]
         if "while" in words or "whilst" in words:
@@ -705,6 +714,9 @@ class EmbeddedInterpreter:
                     pending_expression, pending_intensity = r.expression, r.intensity
         if pending_expression is not None:
             plan.append({"action": "idle", "expression": pending_expression, "intensity": pending_intensity})
+        # "freeze, right there, don't budge": one rest, however many clauses asked for it.
+        plan = [p for i, p in enumerate(plan) if not (i and p["action"] == "idle" == plan[i - 1]["action"]
+                                                      and p["expression"] == plan[i - 1]["expression"])]
         if len(plan) > MAX_ACTIONS:
             notes.append(f"kept the first {MAX_ACTIONS} of {len(plan)} actions")
             plan = plan[:MAX_ACTIONS]
@@ -972,6 +984,7 @@ def _split(tokens: list[Token], persona: Persona) -> list[_Clause]:
 _SLANG_RE = re.compile(r"(?<![\w'])(" + "|".join(sorted(map(re.escape, lx.SLANG), key=len, reverse=True)) + r")(?![\w'])", re.I)
 _DIGIT_RE = re.compile(r"(?<![\w.])([24])(?!\s*(?:times|x\b|\.\d|\d))(?![\w])", re.I)
 _ELONGATED = re.compile(r"([A-Za-z])\1{2,}")
+_THOUSANDS = re.compile(r"(\d),(\d{3})\b")
 _EMOJI_RE = re.compile("|".join(sorted(map(re.escape, lx.EMOJI), key=len, reverse=True)))
 _EMOJI_RUN = re.compile("(" + _EMOJI_RE.pattern + r")(?:\s*\1)+")
 _EMOJI_JUNK = re.compile("[\ufe0f\U0001f3fb-\U0001f3ff\u200d\u2640\u2642]")
@@ -987,6 +1000,7 @@ def _respell(text: str, index: _Index) -> str:
         text = _EMOJI_RUN.sub(r"\1", text)  # "👏👏👏" is one clap, said warmly, not three
         text = _EMOJI_RE.sub(lambda m: f" . {lx.EMOJI[m.group(0)]} . ", text)
     text = _ELONGATED.sub(r"\1", text)  # "sooo", "pleeease"
+    text = _THOUSANDS.sub(r"\1\2", text)  # "20,000 steps" is one number, not two clauses
     text = _SLANG_RE.sub(lambda m: lx.SLANG[m.group(1).lower()], text)
     text = _DIGIT_RE.sub(lambda m: lx.SLANG_DIGITS[m.group(1)], text)
     if index.joined:

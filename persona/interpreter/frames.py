@@ -49,8 +49,15 @@ _FRAMES = (
     re.compile(r"^(?:perhaps\s+|maybe\s+)?(?P<g>" + _GERUND_RE + r")\s+(?:would|might|could)\b(?!\s+have\b)"),
     # "the audience is waiting for your bow", "we're all hoping for a wave"
     re.compile(r"\b(?:waiting|wait|waits|ready|hoping|longing|dying|begging|asking|calling)\s+for\s+" + _NP),
-    # "I'd really appreciate a nod", "we would love a dance"
+    # "I'd really appreciate a nod", "we would love a dance", "your fans would love a wave"
     re.compile(r"\b(?:i'd|i\s+would|we'd|we\s+would)\s+(?:\w+\s+)?(?:appreciate|love|like|enjoy|welcome)\s+" + _NP),
+    re.compile(r"(?:^|\b(?:your|ur|the|all\s+the|all\s+your)\s+(?:\w+\s+)?(?:fans|audience|crowd|viewers|guests|kids|friends|"
+               r"followers|chat|people)|\b(?:everyone|everybody|they|people|y'all))\s+(?:would|'d|will|might)\s+(?:\w+\s+)?"
+               r"(?:appreciate|love|like|enjoy|welcome)\s+" + _NP),
+    # "you've earned a bow", "you deserve a little dance", "is it too much to ask for a wave?"
+    re.compile(r"\b(?:you've|you\s+have|you|you've\s+really|you\s+really|you\s+totally|you\s+so)\s+(?:earned|deserve|deserved)"
+               r"\s+(?:yourself\s+)?" + _NP),
+    re.compile(r"\b(?:ask|asked)\s+(?:you\s+)?for\s+" + _NP),
     # "feel like dancing?", "fancy a dance?", "care for a stroll?" (asked of the persona, not "I feel like")
     re.compile(
         r"(?:^|[,.!?…]\s*|\byou\s+)(?:feel\s+like|fancy|in\s+the\s+mood\s+for|care\s+for|up\s+for)\s+"
@@ -75,7 +82,7 @@ _TURN_VERB = re.compile(r"\b(turn|look|face|spin|rotate)\b")
 _SUGGESTION = re.compile(
     r"^(?:(?:maybe|perhaps|possibly|probably|honestly|i\s+think|i\s+guess|i\s+reckon)\s+,?\s*)?"
     r"(?:"
-    r"(?:you|u)\s+(?:should|ought\s+to|oughta|could|might|may|need\s+to|must|'d\s+better)(?:\s+(?:want\s+to|wanna))?"
+    r"(?:you|u)\s+(?:really\s+|definitely\s+|seriously\s+|honestly\s+|probably\s+|totally\s+)?(?:should|ought\s+to|oughta|could|might|may|need\s+to|must|'d\s+better)(?:\s+(?:want\s+to|wanna))?"
     r"|(?:you\s+)?(?:look|looks|seem|seems)\s+like\s+(?:you\s+)?(?:need|could\s+use|could\s+do\s+with|should)(?:\s+to)?"
     r"|(?:don't|dont|wouldn't|wouldnt|won't|wont)\s+(?:you|u)\s+(?:want|wanna|like|care|feel\s+like)(?:\s+to)?"
     r"|(?:shouldn't|shouldnt|can't|cant|couldn't|couldnt)\s+(?:you|u)"
@@ -163,6 +170,20 @@ def _noun_frame(text: str) -> str:
 
 
 #: "when you're done clapping, nod": the gerund's action comes first.
+#: "sit down, but wave first": the clause with "first" comes first.
+_BUT_FIRST = re.compile(r"^(?P<x>[^,.!?]+?),?\s+but\s+(?P<y>[^,.!?]+?)\s+first\s*(?P<tail>[.!?]*)$")
+#: "clap, but only once you've stood up": the perfect comes first.
+_ONLY_ONCE = re.compile(
+    r"^(?P<x>[^,.!?]+?),?\s+(?:but\s+)?only\s+(?:once|when|after|if)\s+(?:you've|you\s+have|you're|you\s+are)\s+"
+    r"(?P<y>[^,.!?]+?)\s*(?P<tail>[.!?]*)$"
+)
+#: Past participles of the core actions' verbs ("once you've stood up" → "stand up").
+_PARTICIPLES = {
+    "stood": "stand", "sat": "sit", "waved": "wave", "clapped": "clap", "bowed": "bow", "nodded": "nod",
+    "danced": "dance", "shrugged": "shrug", "pointed": "point", "walked": "walk", "turned": "turn",
+    "looked": "look", "thought": "think", "shaken": "shake", "shook": "shake", "risen": "rise", "got": "get",
+    "gotten": "get", "taken": "take", "had": "have", "done": "do", "finished": "finish",
+}
 _DONE_FIRST = re.compile(
     r"^(?:when|once|after)\s+(?:you're|you\s+are|you've|you\s+have|u\s+r|ur)\s+(?:done|finished|through)\s+"
     r"(?:with\s+)?(?P<g>" + _GERUND_RE + r")\s*,?\s+(?P<rest>.+)$"
@@ -172,6 +193,14 @@ _ONLY_AFTER = re.compile(r"^(?P<x>[^,.!?]+?),?\s+(?:but\s+)?only\s+after\s+(?P<g
 
 
 def _order(text: str) -> str:
+    m = _BUT_FIRST.match(text)
+    if m:
+        return f"{m.group('y')}, then {m.group('x')}{m.group('tail')}"
+    m = _ONLY_ONCE.match(text)
+    if m:
+        words = m.group("y").split()
+        words[0] = _PARTICIPLES.get(words[0], words[0])
+        return f"{' '.join(words)}, then {m.group('x')}{m.group('tail')}"
     m = _DONE_FIRST.match(text)
     if m:
         return f"{_GERUNDS[m.group('g')]}, then {m.group('rest')}"
@@ -179,6 +208,27 @@ def _order(text: str) -> str:
     if m:
         return f"{_GERUNDS[m.group('g')]}, then {m.group('x')}{m.group('tail')}"
     return text
+
+
+#: "I waved at you first, your turn": the speaker did an action and hands it over.
+_YOUR_TURN = re.compile(
+    r"^(?P<lead>(?:i|we)\s+(?:just\s+|already\s+|also\s+)?(?P<v>\w+ed|sat|stood|shook)\b[^.!?]*?)[,.;!…]*\s*"
+    r"(?:so\s+|now\s+|ok\s+|okay\s+|and\s+)?(?:it's\s+|its\s+|now\s+it's\s+)?"
+    r"(?:your\s+(?:turn|go)|you\s+(?:too|next|try|now)|now\s+you|back\s+at\s+(?:you|ya)|return\s+the\s+favou?r)"
+    r"(?:\s+now)?\W*$"
+)
+
+
+def _your_turn(text: str) -> str:
+    m = _YOUR_TURN.match(text)
+    if not m:
+        return text
+    past = m.group("v")
+    verb = _PARTICIPLES.get(past)
+    if verb is None:
+        core = past[:-2]
+        verb = core[:-1] if len(core) > 3 and core[-1] == core[-2] else core if core.endswith(("w", "k", "t", "p")) else past[:-1]
+    return f"{m.group('lead')}. {verb}"
 
 
 def rewrite(text: str) -> str:
@@ -192,6 +242,7 @@ def rewrite(text: str) -> str:
     out = _OF_YOURS.sub(r"your \1", out)
     out = _correction(out)
     out = _order(out)
+    out = _your_turn(out)
     for pattern in _NOT_ACTION_RES:
         out = pattern.sub(" ", out)
     out = _MOVE_ON.sub("talk", out)

@@ -76,7 +76,32 @@ def _table(language: str) -> tuple[dict[tuple[str, ...], str], dict[tuple[str, .
         words = tuple(_words(key.lstrip("^")))
         target[words] = value
         longest = max(longest, len(words))
+    # Formal and plural variants of familiar phrases, where the glossary has not listed them.
+    for words, value in list(anywhere.items()):
+        for variant in _formal_variants(words, language):
+            anywhere.setdefault(variant, value)
     return anywhere, start, longest
+
+
+def _formal_variants(words: tuple[str, ...], language: str) -> list[tuple[str, ...]]:
+    """The usted/ustedes/vosotros (Lei/voi, vous, Sie/ihr, você) forms of a familiar phrase of
+    two or more words: "mira a tu alrededor" → "mire a su alrededor", "mirad a vuestro
+    alrededor", ...; a phrase without a familiar verb ending or pronoun has none."""
+    if len(words) < 2:
+        return []
+    swaps = li.FORMAL_WORDS.get(language, {})
+    verbs = [words[0]]
+    for ending, others in li.IMPERATIVE_FORMS.get(language, ()):
+        if words[0].endswith(ending) and len(words[0]) - len(ending) >= 3:
+            verbs += [words[0][: -len(ending)] + other for other in others]
+            break
+    rests: list[tuple[str, ...]] = [words[1:]]
+    n_alternatives = max((len(v) for v in swaps.values()), default=0)
+    for k in range(n_alternatives):
+        rest = tuple(swaps[w][min(k, len(swaps[w]) - 1)] if w in swaps else w for w in words[1:])
+        if rest not in rests:
+            rests.append(rest)
+    return [(verb, *rest) for verb in verbs for rest in rests if (verb, *rest) != words]
 
 
 @cache
@@ -89,6 +114,10 @@ def _cjk_table(language: str) -> tuple[dict[str, str], int]:
         for key, value in li.GLOSSES[language].items():
             if value in _FACE_WORDS and key[-1:] in ("て", "で"):
                 table.setdefault(key[:-1] + ("た" if key[-1] == "て" else "だ"), value)
+    if language == "zh":
+        # "四处看看" is normalised to "四处看" before lookup (`_zh_normalise`): keys too.
+        for key, value in li.GLOSSES[language].items():
+            table.setdefault(_ZH_DOUBLED_KEY.sub(r"\1", key), value)
     return table, max(len(k) for k in table)
 
 
@@ -98,6 +127,7 @@ _ZH_SEPARATED = re.compile(
 )
 _ZH_DOUBLED = re.compile("([" + "".join(sorted(li.ZH_REDUPLICABLE)) + "])(?:一|了)?\\1")
 _VERB_AFTER_DIRECTION = frozenset({"look", "turn"})
+_ZH_DOUBLED_KEY = re.compile("([" + "".join(sorted(li.ZH_REDUPLICABLE)) + "])(?:一|了)?\\1")
 
 
 def _zh_normalise(text: str, table: dict[str, str]) -> str:
@@ -280,6 +310,7 @@ def _gloss_latin(text: str, language: str, keep: frozenset[str]) -> list[str]:
     words = [w for w in _words(text) if w not in _OPENERS]
     if language == "de":
         words = _de_normalise(words, anywhere)
+    words = _little_last(words, language)
     out: list[str] = []
     i = 0
     while i < len(words):
@@ -306,6 +337,33 @@ def _gloss_latin(text: str, language: str, keep: frozenset[str]) -> list[str]:
         if out[j] == "face" and out[j + 1] in _FACE_WORDS:
             out[j], out[j + 1] = out[j + 1], out[j]
     return out
+
+
+#: "a little" said between a verb and its object ("scuoti un po' la testa", "hausse un peu
+#: les épaules"): moved to the end of its clause before glossing, so the verb meets its object.
+_LITTLE = {
+    "it": (("un", "po'"), ("un", "po"), ("un", "pochino")), "es": (("un", "poco"), ("un", "poquito")),
+    "fr": (("un", "peu"),), "pt": (("um", "pouco"), ("um", "pouquinho")), "de": (("ein", "bisschen"), ("ein", "wenig")),
+}
+
+
+def _little_last(words: list[str], language: str) -> list[str]:
+    result: list[str] = []
+    held: list[str] = []
+    i = 0
+    while i < len(words):
+        seq = next((q for q in _LITTLE.get(language, ()) if tuple(words[i : i + len(q)]) == q), None)
+        nxt = words[i + len(seq)] if seq and i + len(seq) < len(words) else None
+        if seq and result and result[-1] not in _CLAUSE_BREAKS and nxt is not None and nxt[:1].isalpha():
+            held += seq
+            i += len(seq)
+            continue
+        if (words[i] in _CLAUSE_BREAKS or not words[i][:1].isalnum()) and held:
+            result += held
+            held = []
+        result.append(words[i])
+        i += 1
+    return result + held
 
 
 #: Spanish opening marks ("¡para ya!"): a clause starts after them, so they are dropped.

@@ -166,6 +166,9 @@ NEGATING_PREFIXES: tuple[tuple[str, ...], ...] = (
     ("try", "not", "to"),
     ("don't", "you", "dare"),
     ("no", "need", "to"),
+    ("skip", "the"),
+    ("skip", "that"),
+    ("leave", "out", "the"),
 )
 #: Clause-start words that turn an action into stopping it ("stop dancing" → idle).
 STOPPERS = frozenset({"stop", "quit", "cease", "enough", "halt", "stahp"})
@@ -246,7 +249,9 @@ REORDER_SPLITTERS: tuple[tuple[str, ...], ...] = (
 )
 #: Directions that repeat the previous clause's turn ("look right, then left").
 DIRECTIONS = {"left": "turn_left", "right": "turn_right"}
-DIRECTION_FILLER = frozenset("to the your my a bit little now again way other side back".split())
+DIRECTION_FILLER = frozenset(
+    "to the your my a bit little now again way other side back afterwards afterward later next then too also".split()
+)
 
 #: Dropped before phrase matching, on both the vocabulary and the user's side.
 FILLER = frozenset("a an the your my me us to please pls plz just some for".split())

@@ -20,6 +20,16 @@ from __future__ import annotations
 #: language code → {phrase: English gloss}. Multi-word keys are matched before single words.
 GLOSSES: dict[str, dict[str, str]] = {
     "es": {
+        # gestures named by the body part or the place ("encójase de hombros", "mire a su alrededor",
+        # "dime que sí con la cabeza"), and the invitations "por qué no te..." / "a bailar"
+        "de hombros": "shrug", "los hombros": "shrug", "hombros": "shoulders", "alrededor": "around",
+        "a su alrededor": "around", "a vuestro alrededor": "around", "que si con la cabeza": "yes with your head",
+        "que no con la cabeza": "no with your head", "dime": "tell me", "diga": "tell me", "digame": "tell me",
+        "por que no te": "why don't you", "por que no": "why don't you", "a bailar": "dance", "a sentarse": "sit down",
+        "sientas": "sit down", "sentaos": "sit down", "sentad": "sit down",
+        "eche un vistazo": "take a look", "venga": "", "ayer": "yesterday",
+        "anoche": "last night", "te gusta": "do you like", "le gusta": "do you like", "os gusta": "do you like",
+        "me gusta": "i like", "mueve el esqueleto": "dance",
         "no hace falta": "no need to", "hemos": "we have",
         "sorpresa": "surprised", "asombro": "surprised", "tristeza": "sad", "alegria": "happy", "enfado": "angry",
         "en": "", "sofa": "sofa", "silla": "chair", "sillon": "armchair", "banco": "bench",
@@ -258,6 +268,10 @@ GLOSSES: dict[str, dict[str, str]] = {
         "eso": "that",
     },
     "de": {
+        # gestures by body part or place, ihr/Sie forms ("schüttelt den Kopf", "zucken Sie mit den Achseln")
+        "schuttelt": "shake", "schutteln sie": "shake", "den kopf": "your head", "achseln": "shoulders",
+        "mit den achseln": "shrug", "mit den schultern": "shrug", "umher": "around", "herum": "around",
+        "was": "", "gestern": "yesterday", "magst du": "do you like", "mogen sie": "do you like",
         "nehmen sie platz": "take a seat", "ich habe": "i have", "wir haben": "we have",
         "tanzt": "dance", "winkst": "wave", "setzt": "sit", "stehst": "stand", "klatschst": "clap",
         "drehst": "turn", "gehst": "walk", "zeigst": "point", "lachelst": "smile", "lachst": "laugh",
@@ -481,6 +495,16 @@ GLOSSES: dict[str, dict[str, str]] = {
         "das nicht": "<not>",
     },
     "fr": {
+        # gestures by body part or place ("jetez un coup d'œil autour de vous", "faites oui de la tête")
+        "autour": "around", "autour de toi": "around", "autour de vous": "around", "coup d'oeil": "look",
+        "un coup d'oeil": "a look", "jette un oeil": "take a look", "jetez un oeil": "take a look",
+        "jette un coup d'oeil": "take a look", "jetez un coup d'oeil": "take a look", "les epaules": "shrug",
+        "epaules": "shoulders", "hausse": "shrug", "haussez": "shrug", "oui de la tete": "yes with your head",
+        "non de la tete": "no with your head", "faites oui de la tete": "nod",
+        "faites non de la tete": "shake your head", "prends une chaise": "take a chair",
+        "prenez une chaise": "take a chair", "tu dois etre": "you must be", "vous devez etre": "you must be",
+        "epuise": "exhausted", "epuisee": "exhausted", "avance": "walk forward", "avancez": "walk forward",
+        "hier": "yesterday", "tu aimes": "do you like", "vous aimez": "do you like",
         # pronominal imperatives and "have the look of": "installe-toi", "aie l'air triste"
         "installe-toi": "sit down", "installez-vous": "sit down", "mets-toi a l'aise": "sit down",
         "aie l'air": "look", "ayez l'air": "look", "prends un air": "look", "prenez un air": "look",
@@ -707,6 +731,13 @@ GLOSSES: dict[str, dict[str, str]] = {
         "ca": "that",
     },
     "pt": {
+        # gestures by body part or place ("dá de ombros", "olha à tua volta", "faz uma vénia")
+        "de ombros": "shrug", "os ombros": "shrug", "ombros": "shoulders", "a tua volta": "around", "a sua volta": "around",
+        "em volta": "around", "ao redor": "around", "ao teu redor": "around", "ao seu redor": "around", "redor": "around",
+        "da uma olhada": "take a look", "de uma olhada": "take a look", "da uma olhadela": "take a look",
+        "venia": "bow", "uma venia": "a bow", "faz uma venia": "bow", "faca uma venia": "bow", "curva-te": "bow",
+        "que sim com a cabeca": "yes with your head", "que nao com a cabeca": "no with your head",
+        "ontem": "yesterday", "gosta de": "like", "gostas de": "like",
         # contractions of "em" (in, on) with the article, and seats ("senta-te no sofá")
         "no": "", "na": "", "nos": "", "nas": "", "em": "", "sofa": "sofa", "cadeira": "chair", "banco": "bench",
         "quero que voce": "i want you to", "quero que": "i want you to", "sem": "without", "fique": "be", "fica": "be",
@@ -932,6 +963,12 @@ GLOSSES: dict[str, dict[str, str]] = {
         "isso": "that",
     },
     "it": {
+        # gestures by body part or place ("si guardi intorno", "fai di sì con la testa"), Lei/voi forms
+        "intorno": "around", "in giro": "around", "attorno": "around", "si guardi": "look", "guardatevi": "look",
+        "le spalle": "shrug", "spalle": "shoulders", "di si con la testa": "yes with your head",
+        "di no con la testa": "no with your head", "sedetevi": "sit down", "si segga": "sit down", "sedete": "sit",
+        "accanto a me": "next to me", "qui": "here", "fammi vedere come": "show me", "fammi vedere": "show me",
+        "la testa": "your head", "ieri": "yesterday", "ti piace": "do you like", "le piace": "do you like",
         "non c'e bisogno di": "no need to", "non serve": "no need to", "ho": "i have", "abbiamo": "we have",
         "voglio che tu": "i want you to", "vorrei che tu": "i want you to", "senza": "without", "sii": "be",
         "applauda": "clap", "giri": "turn", "cammini": "walk", "indichi": "point", "sorrida": "smile",
@@ -1134,6 +1171,12 @@ GLOSSES: dict[str, dict[str, str]] = {
         "di nuovo": "again",
     },
     "ja": {
+        # volitional "let's" forms and onomatopoeic faces ("一緒に踊ろう", "にこっとして")
+        "踊ろう": "let's dance", "踊りましょう": "let's dance", "座ろう": "let's sit", "座りましょう": "let's sit",
+        "歩こう": "let's walk", "歩きましょう": "let's walk", "立とう": "let's stand", "拍手しよう": "let's clap",
+        "一緒に": "together", "にこっとして": "smile", "にこっと": "smile", "にっこりして": "smile",
+        "あたり": "around", "辺り": "around", "見渡して": "look around",
+        "昨日": "yesterday",
         # "もう…なくていい": no longer needed, i.e. stop; without "もう" only "you need not".
         "なくていい": "<not>", "なくてもいい": "<not>", "もう": "<mou>",
         "笑わ": "laugh", "嬉しそう": "look happy", "嬉しそうに": "look happy", "悲しそうに": "look sad",
@@ -1317,6 +1360,9 @@ GLOSSES: dict[str, dict[str, str]] = {
         "よ": "",
     },
     "zh": {
+        # look around and shrug with a count inside ("环顾一下四周", "耸个肩", "耸一下肩膀")
+        "环顾": "look around", "四周": "around", "周围": "around", "耸肩膀": "shrug", "肩膀": "shoulders",
+        "昨天": "yesterday", "你喜欢": "do you like",
         # "别再/不要再 X 了": no more X (stop); "跟我/向我 X": X towards me.
         "别再": "<stop>", "不要再": "<stop>", "跟我": "",
         "往左": "left", "往右": "right", "向我": "at me", "对我": "at me", "朝我": "at me", "冲我": "at me", "笑一下": "smile", "笑一个吧": "smile",
@@ -1519,6 +1565,27 @@ CLITICS: dict[str, tuple[str, ...]] = {
     "fr": ("moi", "toi", "nous", "vous", "le", "la", "les", "lui", "leur", "y", "en"),
     "de": (),
 }
+#: The formal and plural forms a phrase written in the familiar imperative also has: the
+#: verb's other endings ("mira a tu alrededor" → "mire/miren/mirad a su alrededor") and the
+#: pronouns and possessives that go with them (`languages._table` adds every such variant).
+#: (familiar ending, its other forms) per language, tried on a phrase's first word.
+IMPERATIVE_FORMS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "es": (("ate", ("ese", "aos", "ense")), ("ete", ("ase", "eos", "anse")), ("ite", ("ase", "ios", "anse")),
+           ("a", ("e", "en", "ad")), ("e", ("a", "an", "ed", "id"))),
+    "it": (("ati", ("atevi", "ati")), ("iti", ("itevi",)), ("a", ("i", "ate")), ("i", ("a", "ete", "ite"))),
+    "pt": (("a-te", ("e-se", "em-se")), ("e-te", ("a-se", "am-se")), ("a", ("e", "em")), ("e", ("a", "am"))),
+    "fr": (("e-toi", ("ez-vous",)), ("s-toi", ("ez-vous",)), ("e", ("ez", "ons")), ("s", ("ez", "ons"))),
+    "de": (("", ("t", "en")),),
+}
+#: Pronouns and possessives of the familiar form → those of the formal and plural forms.
+FORMAL_WORDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "es": {"tu": ("su", "vuestro", "vuestra"), "tus": ("sus", "vuestros", "vuestras"), "te": ("se", "os"), "ti": ("usted",)},
+    "it": {"tuo": ("suo", "vostro"), "tua": ("sua", "vostra"), "tuoi": ("suoi", "vostri"), "ti": ("si", "vi")},
+    "pt": {"tua": ("sua",), "teu": ("seu",), "teus": ("seus",), "tuas": ("suas",), "te": ("se",), "ti": ("voce",)},
+    "fr": {"toi": ("vous",), "ton": ("votre",), "ta": ("votre",), "tes": ("vos",), "te": ("vous",), "t'": ("vous",)},
+    "de": {"dich": ("sich", "euch"), "dein": ("ihr", "euer"), "deinen": ("ihren", "euren"), "deine": ("ihre", "eure"),
+           "dir": ("sich", "euch")},
+}
 #: German modal particles ("nimm doch Platz", "schau dich mal um"): colour, not meaning;
 #: dropped inside a clause before glossing unless the glossary has them with the word before.
 DE_PARTICLES = frozenset("doch mal jetzt bitte halt eben ruhig einfach schon nun kurz endlich gleich".split())
@@ -1534,11 +1601,11 @@ VERB_ENDINGS: dict[str, tuple[str, ...]] = {
     "it": ("ate", "ete", "ite", "are", "ere", "ire", "iamo", "ando", "endo", "a", "i", "e"),
     "pt": ("ai", "ei", "ar", "er", "ir", "am", "em", "as", "es", "a", "e", "ando", "endo"),
     "fr": ("ez", "er", "ons", "ir", "es", "e", "is", "it"),
-    "de": ("t", "en", "e", "et"),
+    "de": ("t", "en", "e", "et", ""),
 }
 #: Chinese verb–object compounds that take a count or aspect word inside them ("点两次头",
 #: "鞠三次躬", "挥了个手"): joined again, with what was inside after them.
-ZH_SEPARABLE = ("点头", "摇头", "鞠躬", "挥手", "招手", "拍手", "跳舞", "鼓掌", "散步", "转身", "眨眼", "低头", "回头")
+ZH_SEPARABLE = ("耸肩膀", "耸肩", "环顾", "点头", "摇头", "鞠躬", "挥手", "招手", "拍手", "跳舞", "鼓掌", "散步", "转身", "眨眼", "低头", "回头")
 #: Chinese verbs said doubled to soften them ("看看", "走走", "点了点头"): one of them is read.
 ZH_REDUPLICABLE = frozenset("看瞧挥点摇拍招走跳想坐站转鞠指")
 
