@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "benchmarks" / "data" / "interpreter_eval.jsonl"
 SPLITS = (
     "dev", "holdout", "dev2", "holdout2", "holdout3", "dev3", "holdout4", "dev4", "holdout5", "dev5",
-    "holdout6", "dev6",
+    "holdout6", "dev6", "holdout7",
 )
 
 
