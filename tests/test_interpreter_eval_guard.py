@@ -14,7 +14,7 @@ from comfyui_persona.persona.card import Persona
 from comfyui_persona.persona.interpreter import InterpretRequest, get_interpreter
 
 GUARD = 0.90
-#: (split, category, language, "intensity" or "ruled_out") → its floor where it is not GUARD.
+#: (split, category, language, "expression", "intensity" or "ruled_out") → its floor where it is not GUARD.
 FLOORS: dict[tuple[str, str], float] = {
     # After the third round of issue 16 every earlier split, category and language measures at
     # or above GUARD (the floors that replaced, holdout2 indirect 0.55, holdout3 overall 0.66,
@@ -48,6 +48,19 @@ FLOORS: dict[tuple[str, str], float] = {
     # dev6: the fifth round's own split, written before it (83.6 % then,
     # interpreter-cpu-2026-12-06-dev6-before.json), tuned on since: 98.6 %.
     ("dev6", "overall"): 0.97,
+    # holdout7, run once at 34472cb after the fifth round (interpreter-cpu-2026-12-06-holdout7.json:
+    # 90.6 %): its one run, the known gaps.
+    ("holdout7", "confusion"): 0.80,
+    ("holdout7", "indirect"): 0.87,
+    ("holdout7", "multilingual"): 0.89,
+    ("holdout7", "ordering"): 0.85,
+    ("holdout7", "slang"): 0.75,
+    ("holdout7", "typo"): 0.81,
+    ("holdout7", "fr"): 0.80,
+    ("holdout7", "ja"): 0.84,
+    ("holdout7", "zh"): 0.88,
+    ("holdout7", "expression"): 0.89,
+    ("holdout7", "intensity"): 0.66,
 }
 #: intensity bands have their own bar (issue 16: 85 %)
 INTENSITY_GUARD = 0.85
@@ -98,7 +111,7 @@ def test_every_language_stays_above_the_guard(scored, split):
 
 
 def test_every_language_is_measured(scored):
-    for split in ("dev2", "holdout2", "dev3", "holdout4", "holdout5", "holdout6", "dev6"):
+    for split in ("dev2", "holdout2", "dev3", "holdout4", "holdout5", "holdout6", "dev6", "holdout7"):
         assert {"en", "es", "de", "fr", "pt", "it", "ja", "zh"} <= set(scored[1][split]["per_language_exact_match"])
 
 
@@ -106,7 +119,8 @@ def test_asked_faces_and_intensity_bands_stay_above_the_guard(scored):
     overall, per_split = scored
     for split, result in [("all", overall), *per_split.items()]:
         intensity_floor = FLOORS.get((split, "intensity"), INTENSITY_GUARD)
-        assert result["expression_accuracy"] is None or result["expression_accuracy"] >= GUARD, split
+        expression_floor = FLOORS.get((split, "expression"), GUARD)
+        assert result["expression_accuracy"] is None or result["expression_accuracy"] >= expression_floor, split
         assert result["intensity_accuracy"] is None or result["intensity_accuracy"] >= intensity_floor, split
         ruled_out = result["ruled_out_expression_absent"]
         assert ruled_out is None or ruled_out >= FLOORS.get((split, "ruled_out"), GUARD), split
