@@ -197,7 +197,6 @@ class PersonaLipSync:
                 "detect_every": _setting("detect_every"),
                 "chin_margin": _setting("chin_margin", step=0.01),
                 "dtype": _setting("dtype"),
-                "autoencoder": _setting("autoencoder"),
                 "models_dir": ("STRING", {"default": "", "tooltip": "Folder holding musetalk/. Empty: "
                                           "ComfyUI/models/persona if it has the files, else $PERSONA_MODELS_DIR, else "
                                           "~/.cache/comfyui-persona/models."}),
@@ -206,6 +205,8 @@ class PersonaLipSync:
                                   "autoencoder taesd); auto: from the models folder."}),
                 "whisper": (choices, {"default": AUTO,
                                       "tooltip": "whisper-tiny weights; auto: from the models folder."}),
+                # last, so workflows saved before it keep their widget values in place
+                "autoencoder": _setting("autoencoder"),
             },
         }
 
