@@ -358,3 +358,12 @@ def test_a_missing_taesd_file_is_named_and_an_sd_vae_file_in_its_place_is_refuse
     shutil.copytree(taesd_dir, bare)
     (bare / "musetalk" / "taesd" / "config.json").unlink()
     assert config_for_files(find_lipsync_files(bare, autoencoder="taesd")).name.startswith("musetalk-1.5-taesd")
+
+
+def test_models_check_takes_taesd_in_place_of_sd_vae(taesd_dir, capsys):
+    main(["models", "check", "--dir", str(taesd_dir)])  # the LongLive files are missing here
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "taesd/diffusion_pytorch_model.safetensors" in line)
+    assert line.strip().startswith("OK") and "layout ok" in line
+    assert "--       musetalk/sd-vae/diffusion_pytorch_model.bin  (not needed: musetalk/taesd/" in out
+    assert "MISSING  musetalk/sd-vae" not in out

@@ -71,7 +71,8 @@ def test_models_check_reports_every_tiny_file_ok(tiny_dir, capsys):
     write_tiny_lipsync_models(tiny_dir)  # the lip-sync files are registered too (docs/lipsync.md)
     assert main(["models", "check", "--dir", str(tiny_dir)]) == 0
     out = capsys.readouterr().out
-    assert out.count("layout ok") == 9 and "9 of 9 files ready" in out
+    assert out.count("layout ok") == 9 and "9 of 9 files ready (1 alternative not needed)" in out
+    assert "--       musetalk/taesd/diffusion_pytorch_model.safetensors  (not needed: musetalk/sd-vae/" in out
 
 
 def test_each_loader_reads_its_sizes_from_the_tiny_files(tiny_dir):

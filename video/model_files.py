@@ -53,7 +53,8 @@ class ModelFile:
     `filename` is relative to the models directory; `alternatives` are other accepted names
     (another published layout of the same weights). `size_bytes` is the expected size;
     `size_exact` says whether it was measured on the real file or estimated from the
-    parameter count and dtype.
+    parameter count and dtype. `instead_of`: the key of a file this one can replace (either of
+    the two is enough).
     """
 
     key: str
@@ -64,6 +65,7 @@ class ModelFile:
     size_exact: bool = False
     alternatives: tuple[str, ...] = ()
     checker: str | None = None
+    instead_of: str | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -230,6 +232,7 @@ register(ModelFile(
     size_bytes=2_445_063 * 4,
     alternatives=("musetalk/taesd/diffusion_pytorch_model.bin",),
     checker=".lipsync.checkpoint:check_taesd_file",
+    instead_of="musetalk.vae",
 ))
 register(ModelFile(
     key="musetalk.whisper",

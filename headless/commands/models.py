@@ -24,9 +24,18 @@ def run(args: argparse.Namespace) -> int:
     directory = model_files.models_dir(args.dir)
     statuses = model_files.check(directory, layouts=not args.no_layout)
     print(f"models directory: {directory}")
-    bad = 0
+    present = {st.spec.key for st in statuses if st.present}
+    # Two files that replace each other (`instead_of`): either one is enough.
+    partners = {k: v for spec in model_files.FILES.values() if spec.instead_of
+                for k, v in ((spec.key, spec.instead_of), (spec.instead_of, spec.key))}
+    bad = unneeded = 0
     for st in statuses:
         spec = st.spec
+        if not st.present and partners.get(spec.key) in present:
+            unneeded += 1
+            other = model_files.FILES[partners[spec.key]].filename
+            print(f"  --       {spec.filename}  (not needed: {other} is there; {spec.purpose})")
+            continue
         if not st.present:
             bad += 1
             print(f"  MISSING  {spec.filename}  ({spec.purpose}; {spec.size_text})")
@@ -41,5 +50,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             layout = "layout not checked" if args.no_layout or not spec.checker else "layout ok"
             print(f"  OK       {st.path}  ({size}, {layout})")
-    print(f"{len(statuses) - bad} of {len(statuses)} files ready")
+    needed = len(statuses) - unneeded
+    print(f"{needed - bad} of {needed} files ready" + (f" ({unneeded} alternative not needed)" if unneeded else ""))
     return 0 if bad == 0 else 1
