@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the test harness's real server on por
 from browser_media import ARGS, CHROMIUM, record_speech_received, sample_playout_skew, sync_spec  # noqa: E402
 
 
-async def measure_runs(runs: int, text: str, folder: Path) -> dict:
+async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0) -> dict:
     from playwright.async_api import async_playwright
 
     from comfyui_persona.video.voice.av_sync import measure, mouth_roi
@@ -48,7 +48,8 @@ async def measure_runs(runs: int, text: str, folder: Path) -> dict:
                 str(folder / "profile"), executable_path=str(CHROMIUM), args=ARGS, headless=True)
             try:
                 page = browser.pages[0] if browser.pages else await browser.new_page()
-                await page.goto(server.http_url + "/?media=webrtc", timeout=30000)
+                query = "/?media=webrtc" + (f"&jitter={jitter_ms}" if jitter_ms else "")
+                await page.goto(server.http_url + query, timeout=30000)
                 ready = await page.evaluate("""() => new Promise((resolve) => {
                   const check = () => window.personaRtc.transport === 'webrtc' && window.personaRtc.frames >= 24
                     ? resolve(window.personaRtc.client.ready) : setTimeout(check, 100);
@@ -104,18 +105,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="times the sync text is spoken (one page, one session)")
     parser.add_argument("--no-save", action="store_true", help="print only")
     parser.add_argument("--suffix", default="", help="appended to the result file's name")
+    parser.add_argument("--jitter-ms", type=int, default=0,
+                        help="the page's receiver jitterBufferTarget (?jitter=MS); 0: the browser's own")
     args = parser.parse_args(argv)
     if not CHROMIUM.exists():
         raise SystemExit(f"needs Chromium at {CHROMIUM} (scripts/setup.sh test)")
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = asyncio.run(measure_runs(args.runs, SYNC_TEXT, Path(tmp)))
+        metrics = asyncio.run(measure_runs(args.runs, SYNC_TEXT, Path(tmp), args.jitter_ms))
     print(f"{metrics['onsets_matched']}/{metrics['onsets_audio']} onsets matched; offset mean "
           f"{metrics['offset_ms_mean']:.1f} ms, p95 |offset| {metrics['abs_offset_ms_p95']:.1f} ms (goal ≤ 45); "
           f"Chromium playout skew median {metrics['playout_skew_ms_median']:.0f} ms")
     if not args.no_save:
         config = {"runs": args.runs, "text": SYNC_TEXT, "size": "384x384", "fps": 24, "backend": "preview",
                   "browser": "Debian chromium, headless, MediaRecorder webm (VP8+Opus) of the remote stream",
-                  "link": "loopback, no impairment", "persona": "server default"}
+                  "link": "loopback, no impairment", "persona": "server default",
+                  "jitter_buffer_target_ms": args.jitter_ms or "browser default"}
         path = result_path("webrtc_av_sync", "cpu", args.suffix)
         write_result(path, "webrtc_av_sync", cpu_model(), config, metrics)
         print(f"wrote {path.relative_to(REPO)}")
