@@ -6,6 +6,12 @@ MP4 recordings (video/voice/av_sync.py: voiced onsets against mouth openings; of
 mouth − audio, positive: the mouth opens after the sound). Goal (issue 21): p95 of |offset|
 ≤ 45 ms.
 
+Measured once Chromium's lip-sync has settled (`settle_s`: its playout skew within ±30 ms for
+2 s; the first seconds after connecting, its audio jitter buffer starts far from the video's).
+The WebM stamps video by the RTP timestamps and audio by its sample count, aligned once when
+the recording starts: it shows any jump in the sender's video timestamps and every sample the
+receiver inserts to conceal late audio for the rest of the file.
+
 Beside it, Chromium's own view: `estimatedPlayoutTimestamp` of the audio minus that of the
 video (getStats; both on the sender's clock through the RTCP sender reports), sampled while
 the persona speaks: negative = the audio being heard left the server before the picture being
@@ -30,7 +36,14 @@ from record import REPO, cpu_model, ensure_package, result_path, write_result
 ensure_package()
 sys.path.insert(0, str(REPO / "tests"))  # the test harness's real server on port 0
 
-from browser_media import ARGS, CHROMIUM, record_speech_received, sample_playout_skew, sync_spec  # noqa: E402
+from browser_media import (  # noqa: E402
+    ARGS,
+    CHROMIUM,
+    record_speech_received,
+    sample_playout_skew,
+    settle_playout_skew,
+    sync_spec,
+)
 
 
 async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0) -> dict:
@@ -56,6 +69,8 @@ async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0) -
                   check(); })""")
                 spec = sync_spec(ready["persona"]["id"], 384, 384, 24.0)
                 roi = await asyncio.to_thread(mouth_roi, spec)
+                settled_s = await settle_playout_skew(page)
+                print(f"Chromium's lip-sync settled after {settled_s} s", flush=True)
                 for n in range(runs):
                     stop = asyncio.Event()
                     sampler = asyncio.get_running_loop().create_task(sample_playout_skew(page, stop))
@@ -74,7 +89,9 @@ async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0) -
                 await browser.close()
     finally:
         service.pool.shutdown(wait=True)
-    return summarise(rows)
+    out = summarise(rows)
+    out["settle_s"] = settled_s
+    return out
 
 
 def summarise(rows: list[dict]) -> dict:
