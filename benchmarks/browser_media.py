@@ -189,6 +189,26 @@ async def sample_playout_skew(page, stop, every_s: float = 0.25) -> list[float]:
     return values
 
 
+async def settle_playout_skew(page, limit_ms: float = 30.0, hold: int = 8, every_s: float = 0.25,
+                              timeout_s: float = 20.0) -> float | None:
+    """Seconds until Chromium's own A/V alignment (`PLAYOUT_SKEW_JS`) has stayed within
+    ±`limit_ms` for `hold` samples in a row; None if it did not within `timeout_s`. A receiver
+    starts with its audio jitter buffer far from the video's and its lip-sync moves the two
+    together over a few seconds: a steady-state figure is measured after that."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    streak = 0
+    while loop.time() - began < timeout_s:
+        value = await page.evaluate(PLAYOUT_SKEW_JS)
+        streak = streak + 1 if value is not None and abs(value) <= limit_ms else 0
+        if streak >= hold:
+            return loop.time() - began
+        await asyncio.sleep(every_s)
+    return None
+
+
 def sync_spec(persona_id: str, width: int, height: int, fps: float, seed: int = 0):
     """The SessionSpec the server's preview renderer runs for a built-in persona (for the mouth's
     region, `video.voice.av_sync.mouth_roi`)."""

@@ -6,6 +6,12 @@ MP4 recordings (video/voice/av_sync.py: voiced onsets against mouth openings; of
 mouth − audio, positive: the mouth opens after the sound). Goal (issue 21): p95 of |offset|
 ≤ 45 ms.
 
+Measured once Chromium's lip-sync has settled (`settle_s`: its playout skew within ±30 ms for
+2 s; the first seconds after connecting, its audio jitter buffer starts far from the video's).
+The WebM stamps video by the RTP timestamps and audio by its sample count, aligned once when
+the recording starts: it shows any jump in the sender's video timestamps and every sample the
+receiver inserts to conceal late audio for the rest of the file.
+
 Beside it, Chromium's own view: `estimatedPlayoutTimestamp` of the audio minus that of the
 video (getStats; both on the sender's clock through the RTCP sender reports), sampled while
 the persona speaks: negative = the audio being heard left the server before the picture being
@@ -30,10 +36,17 @@ from record import REPO, cpu_model, ensure_package, result_path, write_result
 ensure_package()
 sys.path.insert(0, str(REPO / "tests"))  # the test harness's real server on port 0
 
-from browser_media import ARGS, CHROMIUM, record_speech_received, sample_playout_skew, sync_spec  # noqa: E402
+from browser_media import (  # noqa: E402
+    ARGS,
+    CHROMIUM,
+    record_speech_received,
+    sample_playout_skew,
+    settle_playout_skew,
+    sync_spec,
+)
 
 
-async def measure_runs(runs: int, text: str, folder: Path) -> dict:
+async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0) -> dict:
     from playwright.async_api import async_playwright
 
     from comfyui_persona.video.voice.av_sync import measure, mouth_roi
@@ -48,13 +61,16 @@ async def measure_runs(runs: int, text: str, folder: Path) -> dict:
                 str(folder / "profile"), executable_path=str(CHROMIUM), args=ARGS, headless=True)
             try:
                 page = browser.pages[0] if browser.pages else await browser.new_page()
-                await page.goto(server.http_url + "/?media=webrtc", timeout=30000)
+                query = "/?media=webrtc" + (f"&jitter={jitter_ms}" if jitter_ms else "")
+                await page.goto(server.http_url + query, timeout=30000)
                 ready = await page.evaluate("""() => new Promise((resolve) => {
                   const check = () => window.personaRtc.transport === 'webrtc' && window.personaRtc.frames >= 24
                     ? resolve(window.personaRtc.client.ready) : setTimeout(check, 100);
                   check(); })""")
                 spec = sync_spec(ready["persona"]["id"], 384, 384, 24.0)
                 roi = await asyncio.to_thread(mouth_roi, spec)
+                settled_s = await settle_playout_skew(page)
+                print(f"Chromium's lip-sync settled after {settled_s} s", flush=True)
                 for n in range(runs):
                     stop = asyncio.Event()
                     sampler = asyncio.get_running_loop().create_task(sample_playout_skew(page, stop))
@@ -73,7 +89,9 @@ async def measure_runs(runs: int, text: str, folder: Path) -> dict:
                 await browser.close()
     finally:
         service.pool.shutdown(wait=True)
-    return summarise(rows)
+    out = summarise(rows)
+    out["settle_s"] = settled_s
+    return out
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -104,18 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="times the sync text is spoken (one page, one session)")
     parser.add_argument("--no-save", action="store_true", help="print only")
     parser.add_argument("--suffix", default="", help="appended to the result file's name")
+    parser.add_argument("--jitter-ms", type=int, default=0,
+                        help="the page's receiver jitterBufferTarget (?jitter=MS); 0: the browser's own")
     args = parser.parse_args(argv)
     if not CHROMIUM.exists():
         raise SystemExit(f"needs Chromium at {CHROMIUM} (scripts/setup.sh test)")
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = asyncio.run(measure_runs(args.runs, SYNC_TEXT, Path(tmp)))
+        metrics = asyncio.run(measure_runs(args.runs, SYNC_TEXT, Path(tmp), args.jitter_ms))
     print(f"{metrics['onsets_matched']}/{metrics['onsets_audio']} onsets matched; offset mean "
           f"{metrics['offset_ms_mean']:.1f} ms, p95 |offset| {metrics['abs_offset_ms_p95']:.1f} ms (goal ≤ 45); "
           f"Chromium playout skew median {metrics['playout_skew_ms_median']:.0f} ms")
     if not args.no_save:
         config = {"runs": args.runs, "text": SYNC_TEXT, "size": "384x384", "fps": 24, "backend": "preview",
                   "browser": "Debian chromium, headless, MediaRecorder webm (VP8+Opus) of the remote stream",
-                  "link": "loopback, no impairment", "persona": "server default"}
+                  "link": "loopback, no impairment", "persona": "server default",
+                  "jitter_buffer_target_ms": args.jitter_ms or "browser default"}
         path = result_path("webrtc_av_sync", "cpu", args.suffix)
         write_result(path, "webrtc_av_sync", cpu_model(), config, metrics)
         print(f"wrote {path.relative_to(REPO)}")

@@ -454,7 +454,7 @@ async def test_audio_is_a_continuous_stream_of_20_ms_frames_with_speech_placed_b
     clock = MediaClock()
     track = AudioTrack(22050, clock)
     loop = asyncio.get_running_loop()
-    clock.shown(0, loop.time())  # the picture at pts 0 is on screen now
+    clock.place(0, loop.time())  # the picture at pts 0 sets the media clock
     speech = (np.sin(np.arange(4410) / 7.0) * 8000 + 9000).astype(np.int16)  # no zero sample
     track.push_packet(_packet(100, speech[:2000]))  # 90.7 ms
     track.push_packet(_packet(191, speech[2000:]))  # stamped in whole ms (7 samples off): it continues
@@ -481,12 +481,54 @@ async def test_audio_waits_for_the_picture_with_the_same_pts():
     clock = MediaClock()
     track = AudioTrack(22050, clock)
     loop = asyncio.get_running_loop()
-    clock.shown(1000, loop.time())  # the picture at 1000 ms is on screen now
+    clock.place(1000, loop.time())  # the picture at 1000 ms sets the media clock
     track.push_packet(_packet(1300, np.ones(441, dtype=np.int16)))
     while not (await asyncio.wait_for(track.recv(), TIMEOUT)).to_ndarray().any():
         pass
     # The frame holding the speech leaves at most one frame before the speech's own time.
     assert loop.time() >= clock.due(1300) - FRAME_MS / 1000 - 0.001
+
+
+def test_media_clock_holds_during_speech_and_follows_the_pictures_in_silence():
+    """The pump's hand-overs jump (frames dropped for a new plan, a loop stall): while nobody
+    speaks the mapping follows a late or much earlier picture; during speech it holds, so the
+    pictures keep the mapping the speech started on (a late one leaves late, an early one waits)."""
+    from comfyui_persona.headless.server.webrtc_tracks import MAX_SKEW_S, MediaClock
+
+    clock = MediaClock(delay_s=0.02)
+    assert clock.due(0) is None
+    assert clock.place(0, 10.0) == pytest.approx(10.02)  # the first picture sets it
+    assert clock.place(1000, 11.01) == pytest.approx(11.02)  # on time: unchanged
+    assert clock.place(2000, 12.2) == pytest.approx(12.22)  # late and silent: follows
+    clock.speaking = True
+    assert clock.place(3000, 13.4) == pytest.approx(13.22)  # late during speech: holds
+    assert clock.place(4000, 13.9) == pytest.approx(14.22)  # early during speech: holds (it waits)
+    assert clock.place(5000, 15.22 + MAX_SKEW_S + 0.1) == pytest.approx(15.22 + MAX_SKEW_S + 0.12)  # a stall: follows
+    clock.speaking = False
+    assert clock.place(6000, 16.0) == pytest.approx(16.02)  # much earlier, silent: pulled back
+    clock.delay_by(0.05)  # speech came after its picture's time: the pictures wait for it
+    assert clock.due(7000) == pytest.approx(17.07)
+
+
+async def test_video_pictures_leave_at_their_time_on_the_media_clock_and_are_stamped_with_it():
+    """The RTP timestamp of a picture is its time on the media clock (what the sender reports
+    pair with the send time), not the pump's hand-over: a picture handed over early waits."""
+    from comfyui_persona.headless.server.frames import EncodedFrame
+    from comfyui_persona.headless.server.webrtc_tracks import VIDEO_CLOCK_HZ, MediaClock, VideoTrack
+
+    clock = MediaClock()
+    clock.speaking = True  # the mapping holds: the second picture is early and must wait
+    track = VideoTrack(clock)
+    loop = asyncio.get_running_loop()
+    rgb = np.zeros((16, 16, 3), dtype=np.uint8)
+    track.push(EncodedFrame(b"", 0, 0, [], rgb))
+    track.push(EncodedFrame(b"", 1, 125, [], rgb))  # handed over at once: 125 ms early
+    first = await asyncio.wait_for(track.recv(), TIMEOUT)
+    second = await asyncio.wait_for(track.recv(), TIMEOUT)
+    assert loop.time() >= clock.due(125) - track._busy - 0.001  # it waited for its time
+    assert second.pts - first.pts == 125 * VIDEO_CLOCK_HZ // 1000
+    assert first.pts == round(clock.due(0) * VIDEO_CLOCK_HZ)
+    track.stop()
 
 
 async def test_audio_without_a_picture_plays_at_once():

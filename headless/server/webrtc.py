@@ -133,7 +133,7 @@ class WebRTCPeer:
         if self.candidates > MAX_CANDIDATES:
             raise ProtocolError("bad_offer", f"more than {MAX_CANDIDATES} ICE candidates in the offer", offer.id)
         if "video" in kinds:
-            self.video_track = VideoTrack()
+            self.video_track = VideoTrack(self.clock)
             self.pc.addTransceiver(self.video_track, direction="sendonly").setCodecPreferences(_codec_preferences("video", self.video_codecs))
         if "audio" in kinds:
             self.audio_track = AudioTrack(self.audio_rate, self.clock)
@@ -224,7 +224,6 @@ class WebRTCPeer:
         track = self.video_track
         if not self.live or track is None or frame.rgb is None:
             return False
-        self.clock.shown(frame.pts_ms, asyncio.get_running_loop().time())
         if track.accepts(frame):
             track.push(frame)
         return True

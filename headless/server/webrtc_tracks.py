@@ -7,11 +7,15 @@ does for the WebSocket); `recv` turns one queued frame into a PyAV frame stamped
 on the session clock (90 kHz ticks). The audio track is a continuous 20 ms-frame stream on
 the loop clock, silence between utterances, each utterance placed where its pts falls.
 
-A/V sync: aiortc's RTCP sender reports pair an RTP timestamp with the wall time its packet
-left, and a browser aligns the two streams by those reports. Speech audio is released ahead
-of the picture (speech_lane.py), so the audio track starts each utterance at the wall time
-the picture with the same pts is handed over (`MediaClock`): both streams then leave at their
-own pts. Measured in a browser: benchmarks/webrtc_av_sync.py.
+A/V sync: a browser aligns the two streams by mapping each one's RTP timestamps to the
+sender's wall clock through the RTCP sender reports, and aiortc's reports pair the last packet's
+RTP timestamp with the wall time it left. So both tracks send by one `MediaClock`, a mapping
+from the session clock to the loop clock: the video track holds each picture until its time
+on that clock and stamps it with that time, the audio track starts each stretch of speech at
+the same clock's time for its pts. The pump's hand-over moments do not define the mapping
+(they jump: queued frames are dropped for a new plan, the loop stalls); the mapping follows
+them only while nobody speaks, so a stretch of speech and its pictures stay on one mapping.
+Measured in a browser: benchmarks/webrtc_av_sync.py.
 """
 
 from __future__ import annotations
@@ -41,20 +45,53 @@ MAX_LAG_S = 0.2
 CONTIGUOUS_MS = 5
 #: Audio frame length handed to the Opus encoder (one Opus packet).
 FRAME_MS = 20
+#: Pictures leave this long after their first hand-over (room for the pump's usual jitter).
+MEDIA_DELAY_S = 0.02
+#: While nobody speaks, a picture this much earlier than its time pulls the mapping back.
+EARLY_TOLERANCE_S = 0.05
+#: During speech the mapping holds unless a picture is this far off (a stall, a clock restart).
+MAX_SKEW_S = 0.5
+#: Speech keeps the clock locked this long after its last sample (a pause between sentences).
+SPEECH_GAP_S = 0.3
 
 
 class MediaClock:
-    """When (loop time) the viewer is shown a given pts: updated by every frame handed over."""
+    """The one mapping from the session clock to the loop clock that both tracks send by.
 
-    def __init__(self) -> None:
-        self._offset: float | None = None
+    Set by the first picture (its hand-over plus `delay_s`), moved by the video track when a
+    picture comes later than its time or far earlier (the pump's hand-overs jump) but only
+    while `speaking` is False: during speech the pictures keep the mapping the audio started
+    on (a late one leaves late, stamped with its time; an early one waits). A stretch of speech
+    that comes later than its picture moves it later (`delay_by`): the picture waits for it."""
 
-    def shown(self, pts_ms: int, now: float) -> None:
-        self._offset = now - pts_ms / 1000.0
+    def __init__(self, delay_s: float = MEDIA_DELAY_S) -> None:
+        self.delay_s = delay_s
+        self._offset: float | None = None  # loop time = offset + pts
+        self.speaking = False  # set by the audio track: speech is on the wire
+        self.moves = 0  # times the mapping was moved (diagnostics)
 
-    def due(self, pts_ms: int) -> float | None:
-        """Loop time at which `pts_ms` is shown; None before the first frame."""
+    def due(self, pts_ms: float) -> float | None:
+        """Loop time at which `pts_ms` leaves; None before the first picture."""
         return None if self._offset is None else self._offset + pts_ms / 1000.0
+
+    def place(self, pts_ms: int, ready: float) -> float:
+        """The loop time the picture `pts_ms` leaves at, when it could leave at `ready`."""
+        anchored = ready - pts_ms / 1000.0 + self.delay_s
+        if self._offset is None:
+            self._offset = anchored
+        else:
+            late = ready - (self._offset + pts_ms / 1000.0)
+            early = self._offset - anchored
+            late_limit, early_limit = (MAX_SKEW_S, MAX_SKEW_S) if self.speaking else (0.0, EARLY_TOLERANCE_S)
+            if late > late_limit or early > early_limit:
+                self._offset = anchored
+                self.moves += 1
+        return self._offset + pts_ms / 1000.0
+
+    def delay_by(self, seconds: float) -> None:
+        if self._offset is not None and seconds > 0:
+            self._offset += seconds
+            self.moves += 1
 
 
 class _PushTrack(MediaStreamTrack):
@@ -90,13 +127,23 @@ class _PushTrack(MediaStreamTrack):
 
 
 class VideoTrack(_PushTrack):
-    """The session's pictures (`EncodedFrame.rgb`), pts in 90 kHz ticks of the session clock."""
+    """The session's pictures (`EncodedFrame.rgb`), each leaving at its time on the media clock.
+
+    The RTP timestamp is that time (90 kHz ticks of the loop clock), so the sender reports,
+    which pair a packet's timestamp with the wall time it left, describe the clock the audio
+    is sent by. aiortc encodes after `recv` returns: the track returns a picture that long
+    (`_busy`, smoothed) before its time, so that its packets leave at it."""
 
     kind = "video"
 
-    def __init__(self, limit: int = 4) -> None:
+    def __init__(self, clock: MediaClock | None = None, limit: int = 4) -> None:
         super().__init__(limit)
+        self.clock = clock if clock is not None else MediaClock()
         self._last_pts_ms: int | None = None
+        self._last_due: float | None = None
+        self._returned: float | None = None  # loop time the last picture was handed to aiortc
+        self._busy = 0.0  # seconds aiortc takes to encode and send a picture (smoothed)
+        self.late = 0  # pictures that left after their time (during speech)
 
     def accepts(self, frame: EncodedFrame) -> bool:
         """False for a frame too close to the previous one for the encoder's clock (skipped)."""
@@ -107,10 +154,25 @@ class VideoTrack(_PushTrack):
         super().push(item)
 
     async def recv(self) -> av.VideoFrame:
+        loop = asyncio.get_running_loop()
+        if self._returned is not None:  # aiortc calls recv again once the last picture is sent
+            self._busy += 0.2 * (loop.time() - self._returned - self._busy)
         frame: EncodedFrame = await self._next()
+        due = self.clock.place(frame.pts_ms, loop.time() + self._busy)
+        if self._last_due is not None:  # the encoder's clock counts 1/30 s: keep the gap
+            due = max(due, self._last_due + MIN_FRAME_GAP_MS / 1000.0)
+        wait = due - self._busy - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        elif wait < -0.001:
+            self.late += 1
+        if self.readyState != "live":
+            raise MediaStreamError
+        self._last_due = due
         picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.rgb), format="rgb24")
-        picture.pts = frame.pts_ms * (VIDEO_CLOCK_HZ // 1000)
+        picture.pts = round(due * VIDEO_CLOCK_HZ)
         picture.time_base = fractions.Fraction(1, VIDEO_CLOCK_HZ)
+        self._returned = loop.time()
         return picture
 
 
@@ -169,6 +231,7 @@ class AudioTrack(MediaStreamTrack):
         self._speech: collections.deque[_Speech] = collections.deque()
         self._start: float | None = None  # loop time of the first frame
         self._sent = 0  # frames returned
+        self._sounded: float | None = None  # loop time of the last frame that held speech
         self.pushed = 0  # packets
         self.dropped = 0  # samples dropped for the limit
 
@@ -207,7 +270,10 @@ class AudioTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         samples = np.zeros(self.frame_samples, dtype="<i2")
-        self._fill(samples, at, loop.time())
+        if self._fill(samples, at, loop.time()):
+            self._sounded = at
+        self.clock.speaking = any(s.begun and s.queued for s in self._speech) or (
+            self._sounded is not None and at - self._sounded < SPEECH_GAP_S)
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self.rate
         frame.pts = self._sent * self.frame_samples
@@ -215,9 +281,10 @@ class AudioTrack(MediaStreamTrack):
         self._sent += 1
         return frame
 
-    def _fill(self, out: np.ndarray, at: float, now: float) -> None:
-        """Put into `out` (the frame sounding from loop time `at`) the speech due in it."""
+    def _fill(self, out: np.ndarray, at: float, now: float) -> bool:
+        """Put into `out` (the frame sounding from loop time `at`) the speech due in it; True if any."""
         filled = 0
+        sounded = False
         while filled < out.size and self._speech:
             speech = self._speech[0]
             if not speech.begun:
@@ -226,13 +293,17 @@ class AudioTrack(MediaStreamTrack):
                     due = at  # no picture yet, or a stalled one: speech must not wait for it
                 offset = round((due - at) * self.rate)
                 if offset >= out.size:
-                    return  # it starts in a later frame
+                    return sounded  # it starts in a later frame
+                if offset < filled:  # it came after its picture's time: the picture waits for it
+                    self.clock.delay_by((filled - offset) / self.rate)
                 filled = max(filled, offset)
                 speech.begun = True
             part = speech.read(out.size - filled)
             out[filled : filled + part.size] = part
             filled += part.size
+            sounded = sounded or part.size > 0
             if not speech.queued:
                 if len(self._speech) == 1:
-                    return  # the stretch may go on (its next packet is late): keep it open
+                    return sounded  # the stretch may go on (its next packet is late): keep it open
                 self._speech.popleft()
+        return sounded

@@ -11,6 +11,7 @@
 //   media.addEventListener("transport", (ev) => ev.detail);  // {transport: "webrtc" | "websocket", codecs?, reason?}
 //   media.stats()  // the receiving side's numbers (frames decoded, audio energy), for the page and tests
 
+const JITTER_TARGET_MS = Number(new URLSearchParams(location.search).get("jitter") ?? 0);
 const GATHER_LIMIT_MS = 3000; // offer with what was gathered by then (a host candidate comes at once)
 
 export class WebRTCMedia extends EventTarget {
@@ -53,6 +54,7 @@ export class WebRTCMedia extends EventTarget {
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.addTransceiver("audio", { direction: "recvonly" });
     pc.ontrack = (event) => {
+      if (JITTER_TARGET_MS && "jitterBufferTarget" in event.receiver) event.receiver.jitterBufferTarget = JITTER_TARGET_MS;
       stream.addTrack(event.track);
       if (this.video.srcObject !== stream) this.video.srcObject = stream;
     };
