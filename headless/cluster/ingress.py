@@ -41,10 +41,9 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ...errors import PersonaError
-from ..server.guard import Route, guarded
 from ..server.limits import ConnectionGate, FailureLimiter, peer_address
 from ..server.protocol import Hello, ProtocolError, error_message, frame_too_large, parse
-from ..server.service import STATIC_DIR, handle_static, policy_for
+from ..server.service import STATIC_DIR, add_routes, policy_for
 from ..server.site import gated_app
 from .checkpoint import Placement
 from .settings import ClusterConfig
@@ -629,6 +628,11 @@ class ClusterIngress:
         return web.json_response({"code": "bad_workflow", "message": "uploaded workflows are not served on a "
                                   "cluster yet: deploy with --workflow FILE instead"}, status=400)
 
+    # The service's handler names, so `add_routes` mounts the same routes here as on a
+    # replica: every gallery route is passed on to a live replica.
+    handle_personas = handle_portrait = handle_import_card = handle_recording = handle_gallery
+    handle_upload_workflow = handle_workflows
+
 
 class _Busy(PersonaError):  # noqa: N818 - the cluster is full: answered as the protocol's `busy`
     def __init__(self, payload: dict) -> None:
@@ -647,24 +651,7 @@ def create_ingress_app(ingress: ClusterIngress) -> web.Application:
     with `site.start_server(app, host, port, ingress.gate)`."""
 
     app = gated_app(ingress.gate)
-    policy = policy_for(ingress.config)
-    gets = [
-        ("/persona/ws", ingress.handle_ws, Route.SOCKET),
-        ("/persona/health", ingress.handle_health, Route.HEALTH),
-        ("/health", ingress.handle_health, Route.HEALTH),
-        ("/persona/metrics", ingress.handle_metrics, Route.READ),
-        ("/metrics", ingress.handle_metrics, Route.READ),
-        ("/persona/", ingress.handle_page, Route.PAGE),
-        ("/", ingress.handle_page, Route.PAGE),
-        ("/persona/static/{name}", handle_static, Route.PAGE),
-        ("/persona/personas", ingress.handle_gallery, Route.READ),
-        ("/persona/personas/{id}/portrait.png", ingress.handle_gallery, Route.READ),
-        ("/persona/recordings/{token}.mp4", ingress.handle_gallery, Route.READ),
-    ]
-    for path, handler, route in gets:
-        app.router.add_get(path, guarded(handler, route, policy))
-    app.router.add_post("/persona/personas", guarded(ingress.handle_gallery, Route.WRITE, policy))
-    app.router.add_post("/persona/workflows", guarded(ingress.handle_workflows, Route.WRITE, policy))
+    add_routes(app.router, ingress, policy_for(ingress.config))
 
     async def on_startup(app: web.Application) -> None:
         await ingress.start()
