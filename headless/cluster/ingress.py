@@ -41,7 +41,7 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ...errors import PersonaError
-from ..server.limits import ConnectionGate, FailureLimiter, peer_address
+from ..server.limits import ConnectionGate, FailureLimiter, OpenSockets, peer_address
 from ..server.protocol import Hello, ProtocolError, error_message, frame_too_large, parse
 from ..server.service import STATIC_DIR, add_routes, policy_for
 from ..server.site import gated_app
@@ -127,8 +127,7 @@ class ClusterIngress:
         # Socket caps and the idle timeout between requests, as `persona serve` has them.
         self.gate = ConnectionGate(config.max_connections, config.max_connections_per_ip, config.idle_timeout_s)
         self.http: aiohttp.ClientSession | None = None
-        self.sockets = 0
-        self.sockets_per_ip: collections.Counter[str] = collections.Counter()
+        self.sockets = OpenSockets()
         self.token_failures = FailureLimiter()
         self.lost: set[str] = set()  # replica names whose socket ended abnormally
         self.leases: dict[str, asyncio.Task] = {}
@@ -381,24 +380,20 @@ class ClusterIngress:
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         cfg = self.config
         peer = peer_address(request.transport)
-        if self.closing or self.sockets >= cfg.max_connections or self.sockets_per_ip[peer] >= cfg.max_connections_per_ip:
+        if self.closing or self.sockets.full(peer, cfg.max_connections, cfg.max_connections_per_ip):
             self.metrics.busy_total["sockets"] += 1
             return web.json_response({"code": "busy", "message": "too many connections; try again later"},
                                      status=503, headers={"Retry-After": str(cfg.retry_after_s)})
         ws = web.WebSocketResponse(max_msg_size=cfg.hard_frame_limit, heartbeat=30.0)
         await ws.prepare(request)
-        self.sockets += 1
-        self.sockets_per_ip[peer] += 1
+        self.sockets.add(peer)
         self.metrics.connections_total += 1
         try:
             raw = await self._await_hello(ws, peer)
             if raw is not None:
                 await self._serve(ws, *raw, peer)
         finally:
-            self.sockets -= 1
-            self.sockets_per_ip[peer] -= 1
-            if self.sockets_per_ip[peer] <= 0:
-                del self.sockets_per_ip[peer]
+            self.sockets.remove(peer)
             if not ws.closed:
                 await ws.close()
         return ws
