@@ -71,19 +71,16 @@ def _parse(text: str) -> list[str]:
 def cast_ids(text: str, known: list[str] | None = None) -> tuple[str, ...]:
     """The scene's persona ids, checked: 2–4, each a known persona id, none twice.
     `known`: the library's ids (default: the persona library the Card Loader lists)."""
-    from ..persona.schema import PERSONA_ID_PATTERN
+    from ..persona.scene import cast_problem
 
     ids = _parse(text)
     if not MIN_SCENE <= len(ids) <= MAX_SCENE:
         listed = f" ({', '.join(ids)[:200]})" if ids else ""
         hint = "; for one persona use Persona Card Loader" if len(ids) == 1 else ""
         raise SceneInputError(f"a scene holds {MIN_SCENE} to {MAX_SCENE} personas; got {len(ids)}{listed}{hint}")
-    for persona_id in ids:
-        if not re.fullmatch(PERSONA_ID_PATTERN, persona_id):
-            raise SceneInputError(f"{persona_id[:64]!r} is not a persona id (lower-case letters, digits, - and _)")
-    repeated = sorted({p for p in ids if ids.count(p) > 1})
-    if repeated:
-        raise SceneInputError(f"a persona appears once per scene; repeated: {', '.join(repeated)}")
+    problem = cast_problem(ids)
+    if problem:
+        raise SceneInputError(problem)
     if known is None:
         from ..persona.library import PersonaLibrary
 

@@ -36,7 +36,7 @@ from .schema import PERSONA_ID_PATTERN, ActionDirective, CharacterState
 from .state import StateTracker
 
 __all__ = ["MAX_CAST", "Addressed", "CastState", "GroupTurns", "Scene", "SceneChat", "SceneError", "SceneInterpreter",
-           "SceneResponse", "SceneTracker", "address", "in_scene"]
+           "SceneResponse", "SceneTracker", "address", "cast_problem", "in_scene"]
 
 #: Most personas one scene holds (the preview draws them side by side).
 MAX_CAST = 4
@@ -58,6 +58,18 @@ class SceneError(PersonaError, ValueError):
     character who is not in it."""
 
 
+def cast_problem(ids: Sequence[str]) -> str | None:
+    """Why `ids` cannot be a scene's personas (one is not a persona id, one stands twice), or
+    None: the words `Scene` and the scene node (nodes/scene_nodes.py) both refuse with."""
+    for persona_id in ids:
+        if not re.fullmatch(PERSONA_ID_PATTERN, persona_id):
+            return f"{persona_id[:64]!r} is not a persona id (lower-case letters, digits, - and _)"
+    repeated = sorted({p for p in ids if ids.count(p) > 1})
+    if repeated:
+        return f"a persona appears once per scene; repeated: {', '.join(repeated)}"
+    return None
+
+
 class Scene(BaseModel):
     """Who is on screen, left to right. `personas[0]` performs directives that name nobody."""
 
@@ -71,12 +83,9 @@ class Scene(BaseModel):
     @field_validator("personas")
     @classmethod
     def _ids(cls, personas: tuple[str, ...]) -> tuple[str, ...]:
-        for persona_id in personas:
-            if not re.fullmatch(PERSONA_ID_PATTERN, persona_id):
-                raise ValueError(f"{persona_id!r} is not a persona id")
-        repeated = sorted({p for p in personas if personas.count(p) > 1})
-        if repeated:
-            raise ValueError(f"a persona appears once per scene; repeated: {', '.join(repeated)}")
+        problem = cast_problem(personas)
+        if problem:
+            raise ValueError(problem)
         return personas
 
     def performer(self, directive: ActionDirective) -> str:

@@ -18,6 +18,7 @@ keyed by the versions and our dependency list, so only the first run pays (~2 mi
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -60,6 +61,21 @@ class ComfyEnv:
             env={**os.environ, "PYTHONPATH": str(self.root), "PYTHONUNBUFFERED": "1"},
             **kwargs,
         )
+
+    def run_prompts(self, runs: list[dict], work: Path, timeout: float = 600) -> dict:
+        """Run API-format prompts (`runs`: [{"name", "prompt", "sessions"?}]) one after another
+        through ComfyUI's own PromptExecutor in one process (tests/comfyui_driver.py), with
+        outputs under `work`/output; the driver's report (JSON) as a dict."""
+        spec = {"pack": str(self.root / "custom_nodes" / "comfyui-persona"), "output_dir": str(work / "output"),
+                "runs": runs}
+        (work / "spec.json").write_text(json.dumps(spec))
+        code = ("import sys, runpy; sys.argv = ['driver', {spec!r}, {out!r}]; "
+                "runpy.run_path({driver!r}, run_name='__main__')").format(
+            spec=str(work / "spec.json"), out=str(work / "report.json"),
+            driver=str(REPO / "tests" / "comfyui_driver.py"))
+        done = self.run_python(code, timeout=timeout)
+        assert done.returncode == 0, done.stderr[-4000:]
+        return json.loads((work / "report.json").read_text())
 
 
 def _cache_root() -> Path:

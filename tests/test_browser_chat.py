@@ -10,6 +10,7 @@ is absent.
 """
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -27,6 +28,19 @@ pytestmark = [
 ]
 
 ARGS = QUIET_ARGS  # the page tests that need no sound
+
+
+@contextlib.asynccontextmanager
+async def chat_page(service, profile, *, args=ARGS, **options):
+    """The real server for `service` on port 0 and the chat page on it in Chromium, connected
+    (`#connection` ready): (server, page, console errors)."""
+    from playwright.async_api import async_playwright, expect
+
+    async with running(service) as server, async_playwright() as pw:
+        async with chromium_page(pw, profile, args=args, **options) as (page, console_errors):
+            await page.goto(server.http_url + "/", timeout=20000)
+            await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
+            yield server, page, console_errors
 
 
 service, _warm = service_fixtures(resume_grace_s=5.0)
@@ -61,45 +75,42 @@ async def _wait_frame_after(page, index: int, timeout: float = 10.0) -> int:
 
 
 async def test_chat_page_chats_shows_status_and_streams_video(service, tmp_path):
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
-    async with running(service) as server, async_playwright() as pw:
-        async with chromium_page(pw, tmp_path / "profile", args=ARGS,
-                                 viewport={"width": 1100, "height": 720}) as (page, console_errors):
-            await page.goto(server.http_url + "/", timeout=20000)
-            await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
-            await expect(page.locator("#persona-name")).to_have_text("Mira")
-            first = await _wait_frame_after(page, -1)
-            second = await _wait_frame_after(page, first)
-            assert second > first
+    async with chat_page(service, tmp_path / "profile", viewport={"width": 1100, "height": 720}) as (
+            _server, page, console_errors):
+        await expect(page.locator("#persona-name")).to_have_text("Mira")
+        first = await _wait_frame_after(page, -1)
+        second = await _wait_frame_after(page, first)
+        assert second > first
 
-            await page.fill("#message", "please wave at me")
-            await page.press("#message", "Enter")
-            reply = page.locator("li.persona[data-done='true']").last
-            await expect(reply).to_be_visible(timeout=20000)
-            assert "wave" in (await reply.get_attribute("data-directives"))
-            assert (await reply.inner_text()).strip()
-            await expect(page.locator("#status-action")).to_have_text("wave", timeout=10000)
-            await expect(page.locator("#status-expression")).not_to_have_text("neutral", timeout=5000)
+        await page.fill("#message", "please wave at me")
+        await page.press("#message", "Enter")
+        reply = page.locator("li.persona[data-done='true']").last
+        await expect(reply).to_be_visible(timeout=20000)
+        assert "wave" in (await reply.get_attribute("data-directives"))
+        assert (await reply.inner_text()).strip()
+        await expect(page.locator("#status-action")).to_have_text("wave", timeout=10000)
+        await expect(page.locator("#status-expression")).not_to_have_text("neutral", timeout=5000)
 
-            await page.click("#quick-actions button[data-action='sit']")
-            await expect(page.locator("#status-pose")).to_have_text("sitting", timeout=10000)
-            later = await _wait_frame_after(page, second)
-            await expect(page.locator("#metrics")).to_contain_text("fps", timeout=5000)
+        await page.click("#quick-actions button[data-action='sit']")
+        await expect(page.locator("#status-pose")).to_have_text("sitting", timeout=10000)
+        later = await _wait_frame_after(page, second)
+        await expect(page.locator("#metrics")).to_contain_text("fps", timeout=5000)
 
-            ARTIFACTS.mkdir(exist_ok=True)
-            shot = ARTIFACTS / "chat_page.png"
-            await page.screenshot(path=str(shot))
-            publish_doc_image(shot, "chat_page.png")
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "chat_page.png"
+        await page.screenshot(path=str(shot))
+        publish_doc_image(shot, "chat_page.png")
 
-            # Reconnect with session resume: a reload keeps the same session (sessionStorage).
-            session = await page.evaluate("window.sessionStorage.getItem('persona.session')")
-            await page.reload()
-            await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
-            assert await page.evaluate("window.personaClient.ready.resumed") is True
-            assert await page.evaluate("window.personaClient.ready.session") == session
-            await _wait_frame_after(page, -1)
-            assert later > second and not console_errors, console_errors
+        # Reconnect with session resume: a reload keeps the same session (sessionStorage).
+        session = await page.evaluate("window.sessionStorage.getItem('persona.session')")
+        await page.reload()
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
+        assert await page.evaluate("window.personaClient.ready.resumed") is True
+        assert await page.evaluate("window.personaClient.ready.session") == session
+        await _wait_frame_after(page, -1)
+        assert later > second and not console_errors, console_errors
 
 
 async def test_chat_page_shows_errors_clearly(service, tmp_path):
@@ -121,45 +132,42 @@ async def test_chat_page_plays_speech_and_downloads_a_recording(tmp_path):
     a frame count that matches 24 fps and a non-silent audio track."""
     import av
     import numpy as np
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     service = make_service(resume_grace_s=5.0, recordings_dir=str(tmp_path / "recordings"))
     try:
-        async with running(service) as server, async_playwright() as pw:
-            async with chromium_page(pw, tmp_path / "profile", args=AUDIO_ARGS,
-                                     accept_downloads=True, viewport={"width": 1280, "height": 760}) as (page, errors):
-                await page.goto(server.http_url + "/", timeout=20000)
-                await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
-                await _wait_frame_after(page, -1)
+        async with chat_page(service, tmp_path / "profile", args=AUDIO_ARGS, accept_downloads=True,
+                                  viewport={"width": 1280, "height": 760}) as (_server, page, errors):
+            await _wait_frame_after(page, -1)
 
-                await page.click("#record")
-                await expect(page.locator("#record")).to_have_attribute("aria-pressed", "true", timeout=10000)
-                started = time.monotonic()
-                await page.fill("#message", "hello! how are you today?")
-                await page.press("#message", "Enter")
-                await expect(page.locator("li.persona[data-done='true']").last).to_be_visible(timeout=20000)
-                await _wait_js(page, "window.personaAudio.stats.played >= 5", timeout=20)
-                stats = await page.evaluate("window.personaAudio.stats")
-                assert stats["samples"] > 22050 * 0.5 and stats["rms"] > 0.01, stats
-                assert stats["scheduled"] >= stats["played"] >= 5, stats
-                assert await page.evaluate("window.personaAudio.context.state") == "running"
+            await page.click("#record")
+            await expect(page.locator("#record")).to_have_attribute("aria-pressed", "true", timeout=10000)
+            started = time.monotonic()
+            await page.fill("#message", "hello! how are you today?")
+            await page.press("#message", "Enter")
+            await expect(page.locator("li.persona[data-done='true']").last).to_be_visible(timeout=20000)
+            await _wait_js(page, "window.personaAudio.stats.played >= 5", timeout=20)
+            stats = await page.evaluate("window.personaAudio.stats")
+            assert stats["samples"] > 22050 * 0.5 and stats["rms"] > 0.01, stats
+            assert stats["scheduled"] >= stats["played"] >= 5, stats
+            assert await page.evaluate("window.personaAudio.context.state") == "running"
 
-                await page.click("#mute")
-                await _wait_js(page, "window.personaAudio.gain.gain.value < 0.01", timeout=5)
-                await page.click("#mute")
-                await page.wait_for_timeout(1500)
+            await page.click("#mute")
+            await _wait_js(page, "window.personaAudio.gain.gain.value < 0.01", timeout=5)
+            await page.click("#mute")
+            await page.wait_for_timeout(1500)
 
-                await page.click("#record")
-                link = page.locator("#recording-link")
-                await expect(link).to_be_visible(timeout=20000)
-                wall_s = time.monotonic() - started
-                async with page.expect_download(timeout=20000) as download_info:
-                    await link.click()
-                download = await download_info.value
-                saved = tmp_path / "recording.mp4"
-                await download.save_as(str(saved))
-                label = await link.inner_text()
-                assert not errors, errors
+            await page.click("#record")
+            link = page.locator("#recording-link")
+            await expect(link).to_be_visible(timeout=20000)
+            wall_s = time.monotonic() - started
+            async with page.expect_download(timeout=20000) as download_info:
+                await link.click()
+            download = await download_info.value
+            saved = tmp_path / "recording.mp4"
+            await download.save_as(str(saved))
+            label = await link.inner_text()
+            assert not errors, errors
     finally:
         service.pool.shutdown(wait=True)
 
@@ -182,7 +190,7 @@ async def test_chat_page_plays_speech_and_downloads_a_recording(tmp_path):
 async def test_gallery_switches_persona_and_imports_cards_with_clear_errors(tmp_path):
     import json
 
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     service = make_service(resume_grace_s=5.0, personas_dir=str(tmp_path / "personas"))
     bad = tmp_path / "broken.json"
@@ -195,43 +203,39 @@ async def test_gallery_switches_persona_and_imports_cards_with_clear_errors(tmp_
         "name": "Lena Lossy", "description": "Made by a test.",
         "extensions": {"comfyui_persona": {"appearance": {"reference_image": "embeded://assets/face.png"}}}}}))
     try:
-        async with running(service) as server, async_playwright() as pw:
-            async with chromium_page(pw, tmp_path / "profile", args=AUDIO_ARGS,
-                                     viewport={"width": 1280, "height": 760}) as (page, errors):
-                await page.goto(server.http_url + "/", timeout=20000)
-                await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
-                buttons = page.locator("#personas button")
-                await expect(buttons).to_have_count(len(service.library.ids()), timeout=10000)
-                assert await buttons.count() >= 6
-                await expect(page.locator("#personas button[aria-current='true']")).to_have_attribute("data-persona", "mira")
-                await _wait_js(
-                    page, "[...document.querySelectorAll('#personas img')].every(i => i.complete && i.naturalWidth > 0)",
-                    timeout=15,
-                )
-                other = next(pid for pid in service.library.ids() if pid != "mira")
-                await page.click(f"#personas button[data-persona='{other}']")
-                name = service.library.get(other).name
-                await expect(page.locator("#persona-name")).to_have_text(name, timeout=20000)
-                await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
-                assert await page.evaluate("window.personaClient.ready.persona.id") == other
+        async with chat_page(service, tmp_path / "profile", args=AUDIO_ARGS, viewport={"width": 1280, "height": 760}) as (_server, page, errors):
+            buttons = page.locator("#personas button")
+            await expect(buttons).to_have_count(len(service.library.ids()), timeout=10000)
+            assert await buttons.count() >= 6
+            await expect(page.locator("#personas button[aria-current='true']")).to_have_attribute("data-persona", "mira")
+            await _wait_js(
+                page, "[...document.querySelectorAll('#personas img')].every(i => i.complete && i.naturalWidth > 0)",
+                timeout=15,
+            )
+            other = next(pid for pid in service.library.ids() if pid != "mira")
+            await page.click(f"#personas button[data-persona='{other}']")
+            name = service.library.get(other).name
+            await expect(page.locator("#persona-name")).to_have_text(name, timeout=20000)
+            await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
+            assert await page.evaluate("window.personaClient.ready.persona.id") == other
 
-                await page.set_input_files("#card-file", str(bad))
-                message = page.locator("#gallery-message")
-                await expect(message).to_contain_text("bad_card", timeout=10000)
-                await expect(message).to_contain_text("data.name")
-                assert await message.get_attribute("data-kind") == "error"
+            await page.set_input_files("#card-file", str(bad))
+            message = page.locator("#gallery-message")
+            await expect(message).to_contain_text("bad_card", timeout=10000)
+            await expect(message).to_contain_text("data.name")
+            assert await message.get_attribute("data-kind") == "error"
 
-                await page.set_input_files("#card-file", str(lossy))
-                await expect(message).to_contain_text("imported Lena Lossy; warning:", timeout=10000)
-                await expect(message).to_contain_text("reference_image")
-                assert await message.get_attribute("data-kind") == "warning"
+            await page.set_input_files("#card-file", str(lossy))
+            await expect(message).to_contain_text("imported Lena Lossy; warning:", timeout=10000)
+            await expect(message).to_contain_text("reference_image")
+            assert await message.get_attribute("data-kind") == "warning"
 
-                await page.set_input_files("#card-file", str(good))
-                await expect(message).to_contain_text("imported Tess Tester", timeout=10000)
-                assert await message.get_attribute("data-kind") == "info"
-                await page.click("#personas button[data-persona='tess-tester']", timeout=10000)
-                await expect(page.locator("#persona-name")).to_have_text("Tess Tester", timeout=20000)
-                await _wait_frame_after(page, -1)
-                assert not errors, errors
+            await page.set_input_files("#card-file", str(good))
+            await expect(message).to_contain_text("imported Tess Tester", timeout=10000)
+            assert await message.get_attribute("data-kind") == "info"
+            await page.click("#personas button[data-persona='tess-tester']", timeout=10000)
+            await expect(page.locator("#persona-name")).to_have_text("Tess Tester", timeout=20000)
+            await _wait_frame_after(page, -1)
+            assert not errors, errors
     finally:
         service.pool.shutdown(wait=True)

@@ -11,6 +11,7 @@ minute, and that must be an ingress under test, not pytest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -86,50 +87,44 @@ def head(tmp_path_factory):
         log.close()
 
 
+@contextlib.contextmanager
 def _ingress_process(head: Head, folder: Path, *extra: str):
-    """`persona deploy` on the test's head, as a user runs it; (process, port, stderr file)."""
+    """`persona deploy` on the test's head, as a user runs it: (process, port, stderr file),
+    stopped on leaving."""
     stderr_path = folder / "stderr.log"
-    stderr = stderr_path.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "comfyui_persona.headless", "deploy", "--cluster", head.address, "--app-name",
-         "persona-faults", "--port", "0", "--replica-host", "127.0.0.1", "--no-speech", "--retry-after-s", "3",
-         "--cluster-check-period-s", "1", "--cluster-check-timeout-s", "3", *extra],
-        cwd=REPO, env=head.env, stdout=subprocess.PIPE, stderr=stderr, text=True)
-    line = process.stdout.readline()
-    match = re.search(r"persona deploy: http://127\.0\.0\.1:(\d+)/", line)
-    if not match:
-        _stop(process)
-        process.stdout.close()
-        stderr.close()
-        pytest.fail(f"persona deploy did not start: {line}{stderr_path.read_text()[-3000:]}")
-    return process, int(match.group(1)), stderr_path, stderr
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "comfyui_persona.headless", "deploy", "--cluster", head.address, "--app-name",
+             "persona-faults", "--port", "0", "--replica-host", "127.0.0.1", "--no-speech", "--retry-after-s", "3",
+             "--cluster-check-period-s", "1", "--cluster-check-timeout-s", "3", *extra],
+            cwd=REPO, env=head.env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        try:
+            line = process.stdout.readline()
+            match = re.search(r"persona deploy: http://127\.0\.0\.1:(\d+)/", line)
+            if not match:
+                pytest.fail(f"persona deploy did not start: {line}{stderr_path.read_text()[-3000:]}")
+            yield process, int(match.group(1)), stderr_path
+        finally:
+            _stop(process)
+            process.stdout.close()
 
 
 @pytest.fixture(scope="module")
 def first_ingress(head, tmp_path_factory):
     """`persona deploy` (one preview replica) on the test's head: the deployment and its ingress."""
     folder = tmp_path_factory.mktemp("first")
-    process, port, stderr_path, stderr = _ingress_process(
+    with _ingress_process(
         head, folder, "--replicas", "1", "--replica-cpus", "0.5", "--no-warm-up", "--resume-grace-s", "60",
-        "--queue-timeout-s", str(SLOW), "--recordings-dir", str(folder / "recordings"))
-    try:
-        yield process, port, stderr_path
-    finally:
-        _stop(process)
-        process.stdout.close()
-        stderr.close()
+        "--queue-timeout-s", str(SLOW), "--recordings-dir", str(folder / "recordings"),
+    ) as ingress:
+        yield ingress
 
 
 @pytest.fixture(scope="module")
 def second_ingress(head, first_ingress, tmp_path_factory):
     """`persona deploy --attach` on the same cluster: a separate ingress process, no replicas."""
-    process, port, stderr_path, stderr = _ingress_process(head, tmp_path_factory.mktemp("second"), "--attach")
-    try:
-        yield process, port, stderr_path
-    finally:
-        _stop(process)
-        process.stdout.close()
-        stderr.close()
+    with _ingress_process(head, tmp_path_factory.mktemp("second"), "--attach") as ingress:
+        yield ingress
 
 
 async def test_a_session_resumes_with_its_history_through_another_ingress_process(first_ingress, second_ingress):

@@ -73,6 +73,34 @@ def _post_json(url: str, payload: dict) -> None:
         pass
 
 
+def _picture(page, name: str, settle_ms: int = 0) -> None:
+    """Screenshot the page into test-artifacts/`name` (and docs/images/ when asked): the
+    frontend's news banner closed, the graph framed right of the panel (screen = (pos +
+    offset) * scale), the mouse away so no hover tooltip shows."""
+    page.evaluate(
+        """() => {
+            for (const button of document.querySelectorAll('button')) {
+                const bar = button.parentElement;
+                if (!button.textContent.trim() && bar && bar.textContent.includes('Introducing Nodes 2.0')) {
+                    button.click();
+                    break;
+                }
+            }
+            const canvas = window.comfyAPI.app.app.canvas;
+            canvas.ds.scale = 0.62;
+            canvas.ds.offset = [450 / 0.62 - 40, 110 / 0.62];
+            canvas.setDirty(true, true);
+        }"""
+    )
+    page.mouse.move(900, 800)
+    if settle_ms:
+        page.wait_for_timeout(settle_ms)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / name
+    page.screenshot(path=str(shot))
+    publish_doc_image(shot, name)
+
+
 def test_sidebar_tab_chats_and_shows_live_frames(comfyui_server: str, tmp_path: Path) -> None:
     from playwright import sync_api
     # A first visit would open the templates browser over the canvas: mark the tutorial seen.
@@ -132,32 +160,7 @@ def test_sidebar_tab_chats_and_shows_live_frames(comfyui_server: str, tmp_path: 
             workflow = json.loads((REPO / "workflows" / "persona_preview_chat.json").read_text())
             workflow["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, str(workflow["id"])))
             page.evaluate("async (graph) => { await window.comfyAPI.app.app.loadGraphData(graph); }", workflow)
-            page.evaluate(
-                """() => {
-                    for (const button of document.querySelectorAll('button')) {
-                        const bar = button.parentElement;
-                        if (!button.textContent.trim() && bar && bar.textContent.includes('Introducing Nodes 2.0')) {
-                            button.click();
-                            return;
-                        }
-                    }
-                }"""
-            )
-            # Frame the whole graph right of the panel (screen = (pos + offset) * scale).
-            page.evaluate(
-                """() => {
-                    const canvas = window.comfyAPI.app.app.canvas;
-                    canvas.ds.scale = 0.62;
-                    canvas.ds.offset = [450 / 0.62 - 40, 110 / 0.62];
-                    canvas.setDirty(true, true);
-                }"""
-            )
-            page.mouse.move(900, 800)  # no hover tooltip in the picture
-            page.wait_for_timeout(500)
-            ARTIFACTS.mkdir(exist_ok=True)
-            shot = ARTIFACTS / "comfyui_panel.png"
-            page.screenshot(path=str(shot))
-            publish_doc_image(shot, "comfyui_panel.png")
+            _picture(page, "comfyui_panel.png", settle_ms=500)
 
             # The frontend accepts every saved UI workflow as it is on disk (zod schema, known nodes).
             for name in ("persona_longlive_sparse", "persona_longlive_chat", "persona_preview_chat"):

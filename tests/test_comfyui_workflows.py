@@ -119,18 +119,10 @@ def comfy_report(comfyui, longlive_models: tuple[Path, bool], tmp_path_factory: 
             else:
                 node["inputs"]["models_dir"] = str(folder)
         runs.append({"name": path.stem, "prompt": workflow, "sessions": [path.stem]})
-    spec = {"pack": str(comfyui.root / "custom_nodes" / "comfyui-persona"), "output_dir": str(work / "output"),
-            "runs": runs}
-    (work / "spec.json").write_text(json.dumps(spec))
-    code = ("import sys, runpy; sys.argv = ['driver', {spec!r}, {out!r}]; "
-            "runpy.run_path({driver!r}, run_name='__main__')").format(
-        spec=str(work / "spec.json"), out=str(work / "report.json"), driver=str(REPO / "tests" / "comfyui_driver.py"))
-    with pytest.MonkeyPatch.context() as patch:  # run_python passes our environment on to ComfyUI
+    with pytest.MonkeyPatch.context() as patch:  # run_prompts passes our environment on to ComfyUI
         if tiny:
             patch.setenv(model_files.ENV_VAR, str(folder))
-        done = comfyui.run_python(code, timeout=900)
-    assert done.returncode == 0, done.stderr[-4000:]
-    report = json.loads((work / "report.json").read_text())
+        report = comfyui.run_prompts(runs, work, timeout=900)
     report["output_dir"] = str(work / "output")
     return report
 

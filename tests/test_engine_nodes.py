@@ -31,15 +31,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def engine() -> LongLiveModel:
+    from tiny_longlive import text_encoder
+
     from comfyui_persona.video.decoders.taehv import tiny_taehv
     from comfyui_persona.video.longlive.loader import engine_from_parts
     from comfyui_persona.video.longlive.settings import LongLiveSettings
     from comfyui_persona.video.longlive.testing import tiny_dit
-    from comfyui_persona.video.text.umt5 import tiny_text_encoder
 
     model = tiny_dit(in_dim=16, out_dim=16, text_dim=32, text_len=16)
     settings = LongLiveSettings(preset="tiny", dtype="float32", max_sessions=16)
-    return LongLiveModel(engine_from_parts(model, tiny_text_encoder(text_len=16), tiny_taehv(), settings))
+    return LongLiveModel(engine_from_parts(model, text_encoder(16), tiny_taehv(), settings))
 
 
 def _render(engine, session_id: str, plan: DirectivePlan, store: SessionStore, **overrides):

@@ -1,21 +1,18 @@
 """The LongLive engine end to end on CPU: tiny DiT, tiny UMT5 and tiny TAEW2.1, random weights."""
 
 import dataclasses
-import functools
 
 import numpy as np
 import pytest
+import tiny_longlive
 import torch
 
 from comfyui_persona.persona.schema import ActionDirective
 from comfyui_persona.video.backend import RendererBackend, RenderError, SessionSpec
 from comfyui_persona.video.decoders.taehv import tiny_taehv
-from comfyui_persona.video.longlive.config import WanConfig
 from comfyui_persona.video.longlive.engine import LongLiveBackend
-from comfyui_persona.video.longlive.model import CausalWanModel, init_random_
 from comfyui_persona.video.model_files import CheckpointNotFoundError
 from comfyui_persona.video.registry import create_backend
-from comfyui_persona.video.text.umt5 import tiny_text_encoder
 
 TEXT_LEN = 16
 
@@ -23,17 +20,12 @@ TEXT_LEN = 16
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@functools.cache
 def shared_text_encoder():
-    """One tiny UMT5 for the module, built once for speed (it is reproducible: tests/test_umt5.py)."""
-    return tiny_text_encoder(text_len=TEXT_LEN)
+    return tiny_longlive.text_encoder(TEXT_LEN)
 
 
 def tiny_engine(**kwargs) -> LongLiveBackend:
-    cfg = WanConfig.from_name("tiny").replace(in_dim=16, out_dim=16, text_dim=32, text_len=TEXT_LEN)
-    torch.manual_seed(0)
-    model = init_random_(CausalWanModel(cfg), std=0.2).eval()
-    return LongLiveBackend(model, shared_text_encoder(), tiny_taehv(), **kwargs)
+    return tiny_longlive.tiny_engine(TEXT_LEN, **kwargs)
 
 
 SPEC = SessionSpec(persona_id="p1", persona_name="Ada", look={"description": "a woman with red hair"},
@@ -112,10 +104,7 @@ def test_speech_adds_the_speaking_cue_through_the_blender_and_drops_it_after():
     from comfyui_persona.video.text.prompt import SPEAKING_CUE
 
     # 64 tokens, so the cue is not cut off the end of the prompt as it is at TEXT_LEN = 16.
-    cfg = WanConfig.from_name("tiny").replace(in_dim=16, out_dim=16, text_dim=32, text_len=64)
-    torch.manual_seed(0)
-    encoder = tiny_text_encoder(text_len=64)
-    engine = LongLiveBackend(init_random_(CausalWanModel(cfg), std=0.2).eval(), encoder, tiny_taehv(), blend_chunks=1)
+    engine, encoder = tiny_longlive.tiny_engine(64, blend_chunks=1), tiny_longlive.text_encoder(64)
     engine.start_session(SPEC)
     engine.next_chunk()
     rest = engine._prompt

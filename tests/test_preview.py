@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from renderer_checks import assert_a_cancelled_chunk_is_rendered_again_whole
 
 from comfyui_persona.persona.schema import CORE_ACTIONS, CORE_EXPRESSIONS, ActionDirective
 from comfyui_persona.video.backend import RendererBackend, RenderError, SessionSpec
@@ -260,23 +261,4 @@ def test_a_chunk_cancelled_half_way_is_rendered_again_whole():
         r.submit([ActionDirective(action="wave", expression="smile", intensity=0.8)], seq=1)
         return r
 
-    straight = renderer()
-    expected = [straight.next_chunk() for _ in range(2)]
-    cancelled = renderer()
-    first = cancelled.next_chunk()
-    state = cancelled.checkpoint()
-
-    class Cancel(Exception):
-        pass
-
-    def cancel_at_third(k):
-        if k == 2:
-            raise Cancel
-
-    with pytest.raises(Cancel):
-        cancelled.next_chunk(on_frame=cancel_at_third)
-    cancelled.restore(state)
-    again = cancelled.next_chunk()
-    assert np.array_equal(first.frames, expected[0].frames)
-    assert again.first_index == expected[1].first_index and again.pts_ms == expected[1].pts_ms
-    assert np.array_equal(again.frames, expected[1].frames)
+    assert_a_cancelled_chunk_is_rendered_again_whole(renderer, cancel_at=2)

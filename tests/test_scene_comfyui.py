@@ -53,15 +53,7 @@ def scene_report(comfyui, tmp_path_factory: pytest.TempPathFactory) -> dict:
     runs += [{"name": f"bad-{name}", "prompt": _workflow(personas), "sessions": ["scene"]}
              for name, (personas, _) in BAD.items()]
     runs.append({"name": "after", "prompt": _workflow(turn=-1), "sessions": ["scene"]})
-    spec = {"pack": str(comfyui.root / "custom_nodes" / "comfyui-persona"), "output_dir": str(work / "output"),
-            "runs": runs}
-    (work / "spec.json").write_text(json.dumps(spec))
-    code = ("import sys, runpy; sys.argv = ['driver', {spec!r}, {out!r}]; "
-            "runpy.run_path({driver!r}, run_name='__main__')").format(
-        spec=str(work / "spec.json"), out=str(work / "report.json"), driver=str(REPO / "tests" / "comfyui_driver.py"))
-    done = comfyui.run_python(code, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return {run["name"]: run for run in json.loads((work / "report.json").read_text())["runs"]}
+    return {run["name"]: run for run in comfyui.run_prompts(runs, work)["runs"]}
 
 
 def _succeeded(run: dict) -> None:

@@ -17,9 +17,9 @@ import json
 from pathlib import Path
 
 import pytest
-from test_comfyui_panel import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _open_panel, _post_json
+from test_comfyui_panel import CHROMIUM, CHROMIUM_ARGS, _open_panel, _picture, _post_json
 
-from paths import REPO, publish_doc_image
+from paths import REPO
 
 pytestmark = [
     pytest.mark.comfyui,
@@ -93,26 +93,7 @@ def test_the_tab_streams_the_scene_workflow_and_each_character_does_its_part(com
             assert "wave" in seen.get("mira", []) and "sit" not in seen.get("mira", []), seen
             assert "sit" in seen.get("bjorn", []) and "wave" not in seen.get("bjorn", []), seen
             # the picture: the tab beside the scene graph, the frontend's news banner closed
-            page.evaluate(
-                """() => {
-                    for (const button of document.querySelectorAll('button')) {
-                        const bar = button.parentElement;
-                        if (!button.textContent.trim() && bar && bar.textContent.includes('Introducing Nodes 2.0')) {
-                            button.click();
-                            break;
-                        }
-                    }
-                    const canvas = window.comfyAPI.app.app.canvas;
-                    canvas.ds.scale = 0.62;
-                    canvas.ds.offset = [450 / 0.62 - 40, 110 / 0.62];
-                    canvas.setDirty(true, true);
-                }"""
-            )
-            page.mouse.move(900, 800)  # no hover tooltip in the picture
-            ARTIFACTS.mkdir(exist_ok=True)
-            shot = ARTIFACTS / "comfyui_panel_scene.png"
-            page.screenshot(path=str(shot))
-            publish_doc_image(shot, "comfyui_panel_scene.png")
+            _picture(page, "comfyui_panel_scene.png")
             page.wait_for_function(f"(n) => ({FRAMES_DRAWN})() >= n + 12", arg=before, timeout=60_000)
 
             # the quick actions go to the character picked in the cast (the lead at first)

@@ -11,6 +11,7 @@ import functools
 
 import numpy as np
 import pytest
+import tiny_longlive
 import torch
 
 from comfyui_persona.persona.interpreter import get_interpreter
@@ -19,12 +20,9 @@ from comfyui_persona.persona.scene import SceneInterpreter
 from comfyui_persona.persona.schema import ActionDirective
 from comfyui_persona.video.backend import RenderError, SessionSpec
 from comfyui_persona.video.decoders.taehv import tiny_taehv
-from comfyui_persona.video.longlive.config import WanConfig
 from comfyui_persona.video.longlive.engine import LongLiveBackend
-from comfyui_persona.video.longlive.model import CausalWanModel, init_random_
 from comfyui_persona.video.text.prompt import SPEAKING_CUE, PromptComposer
 from comfyui_persona.video.text.scene_prompt import ScenePromptComposer
-from comfyui_persona.video.text.umt5 import tiny_text_encoder
 
 TEXT_LEN = 64
 W, H = 96, 64
@@ -32,16 +30,12 @@ W, H = 96, 64
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@functools.cache
 def text_encoder():
-    return tiny_text_encoder(text_len=TEXT_LEN)
+    return tiny_longlive.text_encoder(TEXT_LEN)
 
 
 def tiny_engine(**kwargs) -> LongLiveBackend:
-    cfg = WanConfig.from_name("tiny").replace(in_dim=16, out_dim=16, text_dim=32, text_len=TEXT_LEN)
-    torch.manual_seed(0)
-    model = init_random_(CausalWanModel(cfg), std=0.2).eval()
-    return LongLiveBackend(model, text_encoder(), tiny_taehv(), **kwargs)
+    return tiny_longlive.tiny_engine(TEXT_LEN, **kwargs)
 
 
 @functools.cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from renderer_checks import assert_a_cancelled_chunk_is_rendered_again_whole
 
 from comfyui_persona.persona.schema import ActionDirective
 from comfyui_persona.video.backend import RendererBackend, RenderError, SessionSpec
@@ -151,22 +152,13 @@ def test_speech_drives_only_the_speakers_mouth():
 
 
 def test_a_chunk_cancelled_half_way_is_rendered_again_whole():
-    straight, cancelled = _scene("mira", "bjorn"), _scene("mira", "bjorn")
-    for r in (straight, cancelled):
+    def scene():
+        r = _scene("mira", "bjorn")
         r.submit([_d("wave", character="bjorn"), _d("nod")], seq=1)
         r.set_speech(None, 900, character="mira")
-    expected = [straight.next_chunk() for _ in range(2)]
-    cancelled.next_chunk()
-    state = cancelled.checkpoint()
+        return r
 
-    def cancel_at_second(k):
-        if k == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        cancelled.next_chunk(on_frame=cancel_at_second)
-    cancelled.restore(state)
-    assert np.array_equal(cancelled.next_chunk().frames, expected[1].frames)
+    assert_a_cancelled_chunk_is_rendered_again_whole(scene, cancel_at=1)
 
 
 def test_same_seed_same_frames():

@@ -41,10 +41,9 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ...errors import PersonaError
-from ..server.guard import Route, guarded
-from ..server.limits import ConnectionGate, FailureLimiter, peer_address
+from ..server.limits import ConnectionGate, FailureLimiter, OpenSockets, peer_address
 from ..server.protocol import Hello, ProtocolError, error_message, frame_too_large, parse
-from ..server.service import STATIC_DIR, handle_static, policy_for
+from ..server.service import STATIC_DIR, add_routes, policy_for
 from ..server.site import gated_app
 from .checkpoint import Placement
 from .settings import ClusterConfig
@@ -128,8 +127,7 @@ class ClusterIngress:
         # Socket caps and the idle timeout between requests, as `persona serve` has them.
         self.gate = ConnectionGate(config.max_connections, config.max_connections_per_ip, config.idle_timeout_s)
         self.http: aiohttp.ClientSession | None = None
-        self.sockets = 0
-        self.sockets_per_ip: collections.Counter[str] = collections.Counter()
+        self.sockets = OpenSockets()
         self.token_failures = FailureLimiter()
         self.lost: set[str] = set()  # replica names whose socket ended abnormally
         self.leases: dict[str, asyncio.Task] = {}
@@ -382,24 +380,20 @@ class ClusterIngress:
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         cfg = self.config
         peer = peer_address(request.transport)
-        if self.closing or self.sockets >= cfg.max_connections or self.sockets_per_ip[peer] >= cfg.max_connections_per_ip:
+        if self.closing or self.sockets.full(peer, cfg.max_connections, cfg.max_connections_per_ip):
             self.metrics.busy_total["sockets"] += 1
             return web.json_response({"code": "busy", "message": "too many connections; try again later"},
                                      status=503, headers={"Retry-After": str(cfg.retry_after_s)})
         ws = web.WebSocketResponse(max_msg_size=cfg.hard_frame_limit, heartbeat=30.0)
         await ws.prepare(request)
-        self.sockets += 1
-        self.sockets_per_ip[peer] += 1
+        self.sockets.add(peer)
         self.metrics.connections_total += 1
         try:
             raw = await self._await_hello(ws, peer)
             if raw is not None:
                 await self._serve(ws, *raw, peer)
         finally:
-            self.sockets -= 1
-            self.sockets_per_ip[peer] -= 1
-            if self.sockets_per_ip[peer] <= 0:
-                del self.sockets_per_ip[peer]
+            self.sockets.remove(peer)
             if not ws.closed:
                 await ws.close()
         return ws
@@ -629,6 +623,11 @@ class ClusterIngress:
         return web.json_response({"code": "bad_workflow", "message": "uploaded workflows are not served on a "
                                   "cluster yet: deploy with --workflow FILE instead"}, status=400)
 
+    # The service's handler names, so `add_routes` mounts the same routes here as on a
+    # replica: every gallery route is passed on to a live replica.
+    handle_personas = handle_portrait = handle_import_card = handle_recording = handle_gallery
+    handle_upload_workflow = handle_workflows
+
 
 class _Busy(PersonaError):  # noqa: N818 - the cluster is full: answered as the protocol's `busy`
     def __init__(self, payload: dict) -> None:
@@ -647,24 +646,7 @@ def create_ingress_app(ingress: ClusterIngress) -> web.Application:
     with `site.start_server(app, host, port, ingress.gate)`."""
 
     app = gated_app(ingress.gate)
-    policy = policy_for(ingress.config)
-    gets = [
-        ("/persona/ws", ingress.handle_ws, Route.SOCKET),
-        ("/persona/health", ingress.handle_health, Route.HEALTH),
-        ("/health", ingress.handle_health, Route.HEALTH),
-        ("/persona/metrics", ingress.handle_metrics, Route.READ),
-        ("/metrics", ingress.handle_metrics, Route.READ),
-        ("/persona/", ingress.handle_page, Route.PAGE),
-        ("/", ingress.handle_page, Route.PAGE),
-        ("/persona/static/{name}", handle_static, Route.PAGE),
-        ("/persona/personas", ingress.handle_gallery, Route.READ),
-        ("/persona/personas/{id}/portrait.png", ingress.handle_gallery, Route.READ),
-        ("/persona/recordings/{token}.mp4", ingress.handle_gallery, Route.READ),
-    ]
-    for path, handler, route in gets:
-        app.router.add_get(path, guarded(handler, route, policy))
-    app.router.add_post("/persona/personas", guarded(ingress.handle_gallery, Route.WRITE, policy))
-    app.router.add_post("/persona/workflows", guarded(ingress.handle_workflows, Route.WRITE, policy))
+    add_routes(app.router, ingress, policy_for(ingress.config))
 
     async def on_startup(app: web.Application) -> None:
         await ingress.start()

@@ -22,48 +22,55 @@ ALIASES = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..server.config import ServerConfig
+
+    add_service_arguments(parser, ServerConfig)
+
+
+def add_service_arguments(parser: argparse.ArgumentParser, settings: type, *, cluster: bool = False) -> None:
+    """The flags of `persona serve`, or with `cluster` those of `persona deploy` (its own
+    words where a flag means something else on a cluster), then one flag per field of
+    `settings` (ServerConfig, or deploy's ClusterConfig): one place for what both accept."""
     from ..settings_args import add_model_arguments
 
     parser.add_argument("--workflow", type=Path, default=DEFAULT_WORKFLOW,
-                        help="saved workflow, API or UI format (default: workflows/persona_preview_chat.json)")
+                        help=("saved workflow every replica runs" if cluster else "saved workflow, API or UI format")
+                        + " (default: workflows/persona_preview_chat.json)")
     parser.add_argument("--config", type=Path, default=None, metavar="FILE",
-                        help="settings file (TOML, or JSON by its .json suffix) with any of the settings below, "
+                        help="settings file (TOML, or JSON by its .json suffix): the serve settings and the "
+                        "cluster settings below, by the same names; flags override it" if cluster else
+                        "settings file (TOML, or JSON by its .json suffix) with any of the settings below, "
                         "by the same names (max_sessions = 4); flags override it")
-    parser.add_argument("--no-warm-up", action="store_true", help="skip loading the interpreter before serving")
+    parser.add_argument("--no-warm-up", action="store_true", help="skip loading the interpreter "
+                        + ("in each replica" if cluster else "before serving"))
+    if cluster:
+        parser.add_argument("--attach", action="store_true",
+                            help="start no replicas: serve one more ingress for the deployment already running "
+                            "on the cluster (same --namespace and --app-name)")
     parser.add_argument("--backend", default=None,
-                        help="interpreter backend for the workflow's interpreter nodes: embedded, openai, "
+                        help="interpreter backend for the workflow (as persona serve)" if cluster else
+                        "interpreter backend for the workflow's interpreter nodes: embedded, openai, "
                         "llamacpp (default: what the workflow says, embedded in the shipped ones)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="interpreter option, repeatable (openai: base_url, model, api_key, timeout; "
+                        help="interpreter option, repeatable (as persona serve)" if cluster else
+                        "interpreter option, repeatable (openai: base_url, model, api_key, timeout; "
                         "llamacpp: model_path); a failing LLM falls back to embedded per turn")
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
-    add_model_arguments(parser, ServerConfig, ALIASES)
+    if not cluster:
+        parser.add_argument("--quiet", action="store_true", help="no progress display")
+    add_model_arguments(parser, settings, ALIASES)
 
 
 def run(args: argparse.Namespace) -> int:
     """Errors a user can cause (a bad setting, a port in use, a workflow that cannot run) are
     raised as `PersonaError`s and printed as one line by `headless/cli.py`."""
     import asyncio
-    import logging
 
     from rich.console import Console
 
-    from ..cli import CommandLineError
-    from ..server.config import InsecureBindError, ServerConfig, check_exposure
-    from ..settings_args import settings_from_args
+    from ..server.config import ServerConfig
     from .native_output import quiet_fontconfig
 
     console = Console(stderr=True, quiet=args.quiet, soft_wrap=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    config = settings_from_args(ServerConfig, args, args.config, token=os.environ.get("PERSONA_TOKEN") or None)
-    try:
-        check_exposure(config)
-    except InsecureBindError as exc:
-        raise CommandLineError(str(exc)) from None
-    if not args.workflow.is_file():
-        raise CommandLineError(f"--workflow {args.workflow}: no such file")
-    check_port_free(config.host, config.port)  # before a warm-up that may take a minute
+    config = checked_settings(ServerConfig, args)
     quiet_fontconfig()  # before the progress display: the preview renderer's fonts warn on stderr
     from ..server.logs import install
 
@@ -75,6 +82,29 @@ def run(args: argparse.Namespace) -> int:
         pass
     return 0
 
+
+
+def checked_settings(settings: type, args: argparse.Namespace):
+    """Logging as the servers log, then the settings of `settings` (the `--config` file, the
+    flags, $PERSONA_TOKEN), each checked before anything slow: the bind address is safe,
+    the workflow file exists, the port is free (a warm-up may take a minute)."""
+    import logging
+
+    from ..cli import CommandLineError
+    from ..server.config import InsecureBindError, check_exposure
+    from ..settings_args import settings_from_args
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    config = settings_from_args(settings, args, args.config, token=os.environ.get("PERSONA_TOKEN") or None)
+    try:
+        check_exposure(config)
+    except InsecureBindError as exc:
+        raise CommandLineError(str(exc)) from None
+    if not args.workflow.is_file():
+        raise CommandLineError(f"--workflow {args.workflow}: no such file")
+    check_port_free(config.host, config.port)
+    return config
 
 def _port_error(host: str, port: int, exc: OSError) -> Exception:
     """The one-line error for a failed listen on host:port."""
@@ -208,19 +238,28 @@ def with_interpreter(workflow: dict, backend: str | None, options: list[str]) ->
 
 
 async def _serve(service, config) -> None:
+    from ..server import create_app
+
+    _raise_open_files_limit()
+    await serve_until_stopped(create_app(service), service.gate, config.host, config.port,
+                              lambda url, ws: f"persona serve: {url}  (WebSocket {ws})")
+
+
+async def serve_until_stopped(app, gate, host: str, port: int, banner) -> None:
+    """Listen on host:port (port 0: any), print `banner(page URL, WebSocket URL)` with the
+    port bound, and serve `app` until SIGINT or SIGTERM: the end of `persona serve` and
+    `persona deploy` (a script reads the port from that line)."""
     import asyncio
     import signal
 
-    from ..server import create_app
     from ..server.site import start_server
 
-    _raise_open_files_limit()
     try:
-        runner, port = await start_server(create_app(service), config.host, config.port, service.gate)
+        runner, bound = await start_server(app, host, port, gate)
     except OSError as exc:  # taken between check_port_free and now
-        raise _port_error(config.host, config.port, exc) from None
-    host = config.host if ":" not in config.host else f"[{config.host}]"
-    print(f"persona serve: http://{host}:{port}/  (WebSocket ws://{host}:{port}/persona/ws)", flush=True)
+        raise _port_error(host, port, exc) from None
+    shown = host if ":" not in host else f"[{host}]"
+    print(banner(f"http://{shown}:{bound}/", f"ws://{shown}:{bound}/persona/ws"), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

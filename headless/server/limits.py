@@ -7,6 +7,8 @@
   not aiohttp: it has no connection caps and no header timeout (`keepalive_timeout` starts
   after a first response). The gate wraps the protocol instead of subclassing aiohttp's
   server, so it uses only asyncio's public protocol API.
+- `OpenSockets` counts the chat WebSockets a host holds, in all and per address (in both
+  hosts, and at the cluster's ingress), for the same two caps where no gate stands in front.
 - `RateWindow` counts one connection's messages and WebSocket control frames (pings are
   messages too: a ping flood is a flood) in a sliding second.
 - `FailureLimiter` slows token guessing: an address with too many failed `hello`s in a
@@ -20,7 +22,7 @@ import collections
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["ConnectionGate", "FailureLimiter", "RateWindow", "peer_address"]
+__all__ = ["ConnectionGate", "FailureLimiter", "OpenSockets", "RateWindow", "peer_address"]
 
 
 def peer_address(transport: asyncio.BaseTransport | None) -> str:
@@ -31,6 +33,31 @@ def peer_address(transport: asyncio.BaseTransport | None) -> str:
     if isinstance(peer, (tuple, list)) and peer:
         return str(peer[0])
     return "?"
+
+
+class OpenSockets:
+    """The chat WebSockets open now, in all and per client address: what `max_connections`
+    and `max_connections_per_ip` cap once a request asks for the socket (inside ComfyUI no
+    `ConnectionGate` counts them first)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._per_address: collections.Counter[str] = collections.Counter()
+
+    def full(self, peer: str, max_total: int, max_per_address: int) -> bool:
+        """Whether one more socket from `peer` would pass either cap."""
+        return self.total >= max_total or self._per_address[peer] >= max_per_address
+
+    def add(self, peer: str) -> None:
+        """A socket from `peer` is open (pair with `remove` in a `finally`)."""
+        self.total += 1
+        self._per_address[peer] += 1
+
+    def remove(self, peer: str) -> None:
+        self.total -= 1
+        self._per_address[peer] -= 1
+        if self._per_address[peer] <= 0:
+            del self._per_address[peer]  # no entry left behind per address ever seen
 
 
 @dataclass

@@ -9,7 +9,6 @@ the workflow graph, the session store, the persona library.
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import hmac
 import json
@@ -35,7 +34,7 @@ from .conversations import Checkpointer, ConversationStore, FileConversationStor
 from .encoder import make_encoder
 from .gallery import GalleryRoutes
 from .guard import AccessPolicy, Route, guarded
-from .limits import ConnectionGate, FailureLimiter, RateWindow, peer_address
+from .limits import ConnectionGate, FailureLimiter, OpenSockets, RateWindow, peer_address
 from .metrics import ServerMetrics
 from .protocol import (
     PROTOCOL_VERSION,
@@ -116,7 +115,7 @@ class PersonaService:
         self._starting = 0
         # Headless only (ComfyUI owns its sockets): socket caps and the idle timeout.
         self.gate = ConnectionGate(cfg.max_connections, cfg.max_connections_per_ip, cfg.idle_timeout_s)
-        self.sockets_per_ip: collections.Counter[str] = collections.Counter()  # WebSockets, both hosts
+        self.sockets = OpenSockets()  # chat WebSockets, both hosts
         self.token_failures = FailureLimiter()
         self.closing = False
         self._ending: set[asyncio.Task] = set()
@@ -400,7 +399,7 @@ class PersonaService:
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         cfg = self.config
         peer = peer_address(request.transport)
-        if len(self.connections) >= cfg.max_connections or self.sockets_per_ip[peer] >= cfg.max_connections_per_ip:
+        if self.sockets.full(peer, cfg.max_connections, cfg.max_connections_per_ip):
             self.metrics.refused_total["sockets"] += 1
             return web.json_response(
                 {"code": "busy", "message": "too many connections; try again later"}, status=503,
@@ -411,7 +410,7 @@ class PersonaService:
         await ws.prepare(request)
         connection = Connection(ws, peer=peer)
         self.connections.add(connection)
-        self.sockets_per_ip[peer] += 1
+        self.sockets.add(peer)
         self.metrics.connections_total += 1
         connection.start()
         try:
@@ -423,9 +422,7 @@ class PersonaService:
             await self.webrtc.forget(connection)
             await connection.close()
             self.connections.discard(connection)
-            self.sockets_per_ip[peer] -= 1
-            if self.sockets_per_ip[peer] <= 0:
-                del self.sockets_per_ip[peer]
+            self.sockets.remove(peer)
             if not ws.closed:
                 await ws.close()
         return ws

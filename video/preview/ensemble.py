@@ -25,7 +25,6 @@ Behaviour, beyond the single renderer's (renderer.py):
 from __future__ import annotations
 
 import copy
-import functools
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -36,7 +35,7 @@ import skia
 from ..backend import Chunk, RenderError, SessionSpec
 from .draw import GROUND_Y, REF, Scene, draw_character
 from .params import BODY, FACE
-from .renderer import PreviewRenderer, _check_spec, _font, render_chunk
+from .renderer import PreviewRenderer, _check_spec, _font, _locked, render_chunk
 
 __all__ = ["MAX_CHARACTERS", "ScenePreviewRenderer"]
 
@@ -55,15 +54,6 @@ LOOK_GAZE = 0.8
 
 _YAW = BODY.index["head_yaw"]
 _GAZE = FACE.index["gaze_x"]
-
-
-def _locked(method: Callable) -> Callable:
-    @functools.wraps(method)
-    def wrapper(self: ScenePreviewRenderer, *args: object, **kwargs: object) -> object:
-        with self._lock:
-            return method(self, *args, **kwargs)
-
-    return wrapper
 
 
 class ScenePreviewRenderer:

@@ -31,6 +31,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import skia
@@ -50,6 +51,9 @@ from .motions import (
 from .params import BODY, FACE
 from .visemes import Speech, talking_cycle
 
+if TYPE_CHECKING:
+    from .ensemble import ScenePreviewRenderer
+
 __all__ = ["LIMITS", "PreviewRenderer"]
 
 log = logging.getLogger(__name__)
@@ -67,10 +71,11 @@ MIN_ACTION_MS = 600.0
 
 
 def _locked(method: Callable) -> Callable:
-    """Run a public method under the renderer's lock (calls may come from two threads)."""
+    """Run a public method under the renderer's lock `self._lock` (calls may come from two
+    threads); the scene renderer (ensemble.py) locks its methods with it too."""
 
     @functools.wraps(method)
-    def wrapper(self: PreviewRenderer, *args: object, **kwargs: object) -> object:
+    def wrapper(self: PreviewRenderer | ScenePreviewRenderer, *args: object, **kwargs: object) -> object:
         with self._lock:
             return method(self, *args, **kwargs)
 
