@@ -11,7 +11,7 @@ One object per stream (or per ComfyUI run). Per chunk:
    `blend.mouth_region` only.
 
 On a CUDA device, 2 and 4's model work run on the stage's own CUDA stream, queued by
-`submit` (crops go up from pageable memory, re-drawn crops come down through pinned memory); `LipSyncJob.result`
+`submit` (crops go up and re-drawn crops come down through pinned memory); `LipSyncJob.result`
 waits for that stream alone and blends on the CPU. A host can therefore submit chunk k and
 go on generating chunk k + 1 on its own streams (docs/lipsync.md, "Calling the stage").
 
@@ -255,9 +255,9 @@ class LipSyncStage:
         model, batch = self.model, self.settings.max_batch
         with torch.inference_mode(), self._on_stream():
             index = torch.as_tensor(picks, device=windows.device)
-            # From pageable memory: a few MB copy in well under a millisecond, where pinning them
-            # first cost several per chunk on the H100 host (benchmarks/results/lipsync-h100-*).
             host = torch.from_numpy(crops)
+            if self.stream is not None:
+                host = host.pin_memory()
             images = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
             if self.device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
