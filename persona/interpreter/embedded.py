@@ -115,6 +115,7 @@ class _Reading:
     small_talk: bool = False
     go: str | None = None  # "go for it" / "go wild": a sit or a dance when a seat or music was named
     attention: bool = False  # a bare "hey" that only calls for attention
+    emoji: bool = False  # read from an emoji ("👏")
 
 
 def _phrase_keys(words: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -253,6 +254,12 @@ def _encoder_words(encoder: SentenceEncoder | None) -> set[str]:
     return _WORDS_CACHE[key]
 
 
+def _dropped_letter(word: str, candidate: str) -> bool:
+    """`word` is `candidate` with one inner or final letter left out ("hed" ← "head");
+    the first letter is kept, as typists rarely drop it."""
+    return word[0] == candidate[0] and any(candidate[:i] + candidate[i + 1 :] == word for i in range(1, len(candidate)))
+
+
 def _safe_format(template: str, **values: str) -> str:
     """Fill the known placeholders ({action}, {request}, {alternative}) of a card's line.
 
@@ -325,6 +332,9 @@ class EmbeddedInterpreter:
             prev_request = reading.request or (prev_request and clause.continuation)
             readings.append(reading)
         _repeat_turns(readings, index)
+        for before, r in zip(readings, readings[1:], strict=False):
+            if r.emoji and r.actions and before.actions[-1:] == r.actions[:1]:
+                r.actions = []  # "bow pls 🙇", "lemme see u clap 👏": the emoji restates the request
         music = cues.music_context(parse_text)
         if "dance" in index.allowed and music:
             for r in readings:  # "the beat dropped, move those feet": a dance, not a walk
@@ -423,8 +433,12 @@ class EmbeddedInterpreter:
         best, best_d = word, limit + 1
         for candidate in index.vocab_by_length(len(word), limit):
             d = osa_distance(word, candidate, limit)
-            if len(word) == 3 and d == 1 and sorted(word) != sorted(candidate):
-                continue  # three letters: only a swap ("sti" → "sit") is safe
+            if len(word) == 3 and d == 1 and sorted(word) != sorted(candidate) and not (
+                len(candidate) == 4 and word not in index.known_words and _dropped_letter(word, candidate)
+            ):
+                # three letters: only a swap ("sti" → "sit"), or a letter dropped from a
+                # four-letter word when the three are no English word ("wve", "hed")
+                continue
             if d < best_d:
                 best, best_d = candidate, d
         return best if best_d <= limit else word
@@ -438,10 +452,16 @@ class EmbeddedInterpreter:
         name_words = {w.lower() for w in _words_of(persona.name)}
         while words and words[0] in name_words:
             words = words[1:]
+        if words[:1] == [_EMOJI_MARK]:
+            r.emoji, words = True, words[1:]
         # Indirect cue patterns read the words before not-actions are dropped ("hit the dance floor").
         raw = _strip_fillers(words)[1]
         words = _drop_not_actions(words)
         polite, words = _strip_fillers(words)
+        if len(words) > 2 and (words[0],) in _ATTENTION and (
+            _strip_stop(words[1:])[0] or cues.stop_phrasing(words[1:]) is not None
+        ):
+            words = words[1:]  # "yo, quit dancing": the call for attention only opens the stop
         stop, words = _strip_stop(words)
         if not stop:
             n = cues.stop_phrasing(words)
@@ -990,6 +1010,21 @@ _EMOJI_RUN = re.compile("(" + _EMOJI_RE.pattern + r")(?:\s*\1)+")
 _EMOJI_JUNK = re.compile("[\ufe0f\U0001f3fb-\U0001f3ff\u200d\u2640\u2642]")
 
 
+#: Opens the clause an emoji became, so that one restating the request before it ("bow pls
+#: 🙇") is read as emphasis rather than a second directive.
+_EMOJI_MARK = "emojiclause"
+_DROPPED_G = re.compile(r"\b([A-Za-z]{2,}in)(?:'|\b)")
+
+
+def _restore_g(m: re.Match[str], index: _Index) -> str:
+    """A dropped "g" put back on a vocabulary gerund ("quit dancin'" → "quit dancing"),
+    never on a real word ("cabin", "begin")."""
+    word = m.group(1)
+    if word.lower() in index.known_words or stem(word.lower() + "g") not in index.key_set:
+        return m.group(0)
+    return word + "g"
+
+
 def _respell(text: str, index: _Index) -> str:
     """Chat spelling and emoji into the words the parser reads: "u" → "you", "wave 2 me" →
     "wave to me", "sitdown" → "sit down", "😊" → "smile" (its own clause)."""
@@ -998,11 +1033,12 @@ def _respell(text: str, index: _Index) -> str:
     if not text.isascii():
         text = _EMOJI_JUNK.sub("", text)
         text = _EMOJI_RUN.sub(r"\1", text)  # "👏👏👏" is one clap, said warmly, not three
-        text = _EMOJI_RE.sub(lambda m: f" . {lx.EMOJI[m.group(0)]} . ", text)
+        text = _EMOJI_RE.sub(lambda m: f" . {_EMOJI_MARK} {lx.EMOJI[m.group(0)]} . ", text)
     text = _ELONGATED.sub(r"\1", text)  # "sooo", "pleeease"
     text = _THOUSANDS.sub(r"\1\2", text)  # "20,000 steps" is one number, not two clauses
     text = _SLANG_RE.sub(lambda m: lx.SLANG[m.group(1).lower()], text)
     text = _DIGIT_RE.sub(lambda m: lx.SLANG_DIGITS[m.group(1)], text)
+    text = _DROPPED_G.sub(lambda m: _restore_g(m, index), text)
     if index.joined:
         text = re.sub(
             r"[A-Za-z]{6,}", lambda m: index.joined.get(m.group(0).lower(), m.group(0)), text
