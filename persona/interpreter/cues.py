@@ -328,6 +328,23 @@ def is_question(words: Sequence[str]) -> bool:
     return words[1] in (_PRONOUNS if words[0] in ("have", "has", "had", "do", "does", "did") else _SUBJECTS)
 
 
+_MODALS = frozenset("can could will would do does did should may might must".split())
+_NOT_OTHERS = _PRONOUNS | frozenset("the a an this that one some yous y'all guys folks all people please".split())
+
+
+def asks_about_others(words: Sequence[str]) -> bool:
+    """A question whose subject is someone or something else ("can cats be trained to sit?",
+    "do penguins wave their flippers?"): about the world, not a request. Only a bare
+    plural noun counts as the subject ("do the twist" is an imperative)."""
+    if len(words) < 3 or words[0] not in _MODALS:
+        return False
+    subject = str(words[1])
+    return (
+        subject not in _NOT_OTHERS and subject.isalpha() and len(subject) > 3 and subject.endswith("s")
+        and not subject.endswith("ss")
+    )
+
+
 def indirect_action(words: Sequence[str]) -> str | None:
     """The action an indirect request in this clause asks for, or None (see the module docs)."""
     if not words or is_question(words):

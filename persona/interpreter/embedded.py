@@ -544,6 +544,8 @@ class EmbeddedInterpreter:
         )
         if first == "do" and len(words) > 1 and words[1] not in ("you", "u", "we", "they", "i", "he", "she"):
             starts_statement = False
+        if cues.asks_about_others(words):
+            starts_statement, polite = True, False  # "can cats be trained to sit?"
         if first in lx.OPINION_VERBS and len(words) > 1 and words[1] in lx.OPINION_OBJECTS:
             starts_statement = True  # "love your dancing": a compliment, not a request
         if first == "have" and len(words) > 1 and words[1] in ("a", "an", "another", "some", "one", "your", "my"):

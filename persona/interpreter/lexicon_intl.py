@@ -1533,6 +1533,22 @@ GLOSSES: dict[str, dict[str, str]] = {
     },
 }
 
+#: Animals and people as the subject of a question or a story ("¿los perros pueden sentarse?",
+#: "犬ってお座りできるの？"): glossed so the English parser sees someone else's action, not a
+#: request (a dropped subject would leave "can you sit down?").
+_OTHERS: dict[str, dict[str, str]] = {
+    "es": {"perros": "the dogs", "gatos": "the cats", "ninos": "the kids", "pajaros": "the birds", "loros": "the parrots"},
+    "de": {"hunde": "the dogs", "katzen": "the cats", "kinder": "the kids", "vogel": "the birds"},
+    "fr": {"chiens": "the dogs", "chats": "the cats", "enfants": "the kids", "oiseaux": "the birds"},
+    "pt": {"cachorros": "the dogs", "caes": "the dogs", "gatos": "the cats", "criancas": "the kids", "passaros": "the birds"},
+    "it": {"cani": "the dogs", "gatti": "the cats", "bambini": "the kids", "uccelli": "the birds"},
+    "ja": {"犬": "the dogs", "猫": "the cats", "子供": "the kids", "子どもたち": "the kids", "鳥": "the birds"},
+    "zh": {"小狗": "the dogs", "狗": "the dogs", "猫": "the cats", "小猫": "the cats", "孩子们": "the kids", "鸟": "the birds"},
+}
+for _code, _words in _OTHERS.items():
+    for _key, _value in _words.items():
+        GLOSSES[_code].setdefault(_key, _value)
+
 #: Words that tell one Latin-script language from another (and from English), on top of
 #: each language's glossary keys. Only words that are not also common English words.
 MARKERS: dict[str, frozenset[str]] = {
