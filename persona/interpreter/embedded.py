@@ -85,6 +85,7 @@ class _Clause:
     continuation: bool = False
     lead_before: bool = False  # opened the utterance with "before": goes after the next clause
     opens: bool = False  # the utterance's first clause
+    last: bool = False  # ended with "last" ("sit down last"): goes after every other clause
 
 
 @dataclass
@@ -366,6 +367,9 @@ class EmbeddedInterpreter:
                 ordered.append(reading)
         if clauses and clauses[0].lead_before and len(ordered) > 1:
             ordered.insert(1, ordered.pop(0))
+        last = [r for c, r in zip(clauses, readings, strict=True) if c.last]
+        if last and len(ordered) > len(last):  # "sit down last; first dance, then clap"
+            ordered = [r for r in ordered if all(r is not x for x in last)] + last
         if self.indirect_by_embedding and language == ENGLISH and not any(_asked_anything(r) for r in ordered):
             ordered.extend(self._indirect_by_embedding(text, index, notes))
         return self._compose(text, ordered, index, request, notes, language, parse_text)
@@ -544,8 +548,11 @@ class EmbeddedInterpreter:
         )
         if first == "do" and len(words) > 1 and words[1] not in ("you", "u", "we", "they", "i", "he", "she"):
             starts_statement = False
-        if cues.asks_about_others(words):
-            starts_statement, polite = True, False  # "can cats be trained to sit?"
+        if cues.asks_about_others(words) or (
+            len(words) > 2 and words[0] == "let" and words[1] in ("me", "us") and words[2] not in _LET_ME_WATCH
+        ):
+            # "can cats be trained to sit?"; "let me think about it": the speaker's own doing
+            starts_statement, polite = True, False
         if first in lx.OPINION_VERBS and len(words) > 1 and words[1] in lx.OPINION_OBJECTS:
             starts_statement = True  # "love your dancing": a compliment, not a request
         if first == "have" and len(words) > 1 and words[1] in ("a", "an", "another", "some", "one", "your", "my"):
@@ -851,6 +858,8 @@ def _startswith(words: list[Token], seq: tuple[str, ...], at: int = 0) -> bool:
     return all(words[at + k] == seq[k] for k in range(n))
 
 
+#: "let me see you dance" asks; "let me think about it" tells what the speaker will do.
+_LET_ME_WATCH = frozenset("see watch hear catch get".split())
 _FACE_NAMES = frozenset(core_vocabulary().expression_names) | frozenset(lx.MOOD_WORDS)
 _STATE_VERBS = frozenset("be been have had feel look seem".split())
 
@@ -936,6 +945,9 @@ def _split(tokens: list[Token], persona: Persona) -> list[_Clause]:
     i = 0
 
     def close(next_clause: _Clause) -> _Clause:
+        if len(current.words) > 1 and current.words[-1] in ("last", "lastly"):
+            current.words.pop()
+            current.last = True
         if current.words:
             clauses.append(current)
         elif clauses and current.exclaims:
@@ -949,9 +961,9 @@ def _split(tokens: list[Token], persona: Persona) -> list[_Clause]:
                 i += 1
                 continue
             current.exclaims += tok.count("!")
-            if tok.strip("!") == "" and current.words:
-                # "!" ends the clause but its count belongs to it
-                pass
+            if not current.words and current.reorder:
+                i += 1  # "and before that, look around": the comma does not end the reordering
+                continue
             current = close(_Clause(words=[]))
             i += 1
             continue
@@ -969,6 +981,12 @@ def _split(tokens: list[Token], persona: Persona) -> list[_Clause]:
         if i == 0 and tok == "before":
             current.lead_before = True  # "before you sit, wave": wave first
             i += 1
+            continue
+        before_that = next((s for s in _BEFORE_THAT if _startswith(tokens, s, i)), None)
+        if before_that and clauses and not any(w not in ("and", "but") for w in current.words):
+            # "point at the map, and before that, look around": the next clause goes first
+            current = _Clause(words=[], reorder=True, continuation=True)
+            i += len(before_that)
             continue
         again = next((s for s in lx.REORDER_SPLITTERS if _startswith(tokens, s, i)), None)
         if again and current.words:
@@ -1015,6 +1033,7 @@ _EMOJI_JUNK = re.compile("[\ufe0f\U0001f3fb-\U0001f3ff\u200d\u2640\u2642]")
 #: Opens the clause an emoji became, so that one restating the request before it ("bow pls
 #: 🙇") is read as emphasis rather than a second directive.
 _EMOJI_MARK = "emojiclause"
+_PRIOR_TO = re.compile(r"\bprior to\b", re.I)
 _DROPPED_G = re.compile(r"\b([A-Za-z]{2,}in)(?:'|\b)")
 
 
@@ -1037,6 +1056,7 @@ def _respell(text: str, index: _Index) -> str:
         text = _EMOJI_RUN.sub(r"\1", text)  # "👏👏👏" is one clap, said warmly, not three
         text = _EMOJI_RE.sub(lambda m: f" . {_EMOJI_MARK} {lx.EMOJI[m.group(0)]} . ", text)
     text = _ELONGATED.sub(r"\1", text)  # "sooo", "pleeease"
+    text = _PRIOR_TO.sub("before", text)  # "prior to dancing, clap"
     text = _THOUSANDS.sub(r"\1\2", text)  # "20,000 steps" is one number, not two clauses
     text = _SLANG_RE.sub(lambda m: lx.SLANG[m.group(1).lower()], text)
     text = _DIGIT_RE.sub(lambda m: lx.SLANG_DIGITS[m.group(1)], text)
@@ -1095,6 +1115,7 @@ def _strip_stop(words: list[Token]) -> tuple[bool, list[Token]]:
 
 
 _ATTENTION = frozenset({("hey",), ("oi",), ("yo",), ("hey", "you")})
+_BEFORE_THAT = (("and", "before", "that"), ("but", "before", "that"), ("before", "that"), ("before", "this"))
 #: Words after "after"/"before" that start a noun phrase, not a clause ("after the show").
 _ADJUNCT_DETS = frozenset("the a an my your our his her their this these those all so lunch dinner breakfast work school class".split())
 _ACTION_NOUNS = frozenset(

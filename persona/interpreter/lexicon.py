@@ -522,7 +522,8 @@ NOT_ACTIONS: tuple[tuple[str, ...], ...] = tuple(
         "wave of", "heat wave", "nod off", "dance floor", "dance class", "clap back", "rain bow",
         "point taken", "bow out", "stand out", "stand up for", "turn down the", "turn up the", "turn off",
         "turn on the", "look up", "look forward to", "sit through", "walk me through", "walk you through",
-        "walk through", "stand a chance",
+        "walk through", "stand a chance", "take a stand", "step by step", "point me to a", "point me to an",
+        "point me to some", "point me in the right direction",
     )
 )
 #: Chat spellings, respelled before parsing ("u" → "you", "2 me" → "to me").
