@@ -651,8 +651,10 @@ class EmbeddedInterpreter:
             for phrase in index.by_first.get(keys[i], ()):
                 n = len(phrase.keys)
                 if tuple(keys[i : i + n]) == phrase.keys:
-                    if n == 1 and phrase.first_word in lx.STANDALONE_ONLY and not (whole and len(keys) == 1):
-                        continue
+                    if n == 1 and phrase.first_word in lx.STANDALONE_ONLY and not (whole and len(keys) == 1) and not (
+                        phrase.first_word in _FACE_ADJECTIVES and i and keys[i - 1] in _LOOK_STEMS
+                    ):
+                        continue  # "cross" alone is no face; "be cross with me", "look cross" are
                     hit = phrase
                     break
             if hit is None:
@@ -834,6 +836,9 @@ def _expression_asked(phrase: _Phrase, pos: int, words: list[str]) -> bool:
 #: Words between a look-word and its adjective ("act all mopey", "be kind of sulky").
 _LOOK_PADDING = frozenset("all kind kinda sort sorta of rather quite pretty somewhat more less".split())
 _MOVE_KEYS = (stem("move"),)
+#: Standalone-only words that are a face after a look-word ("be cross with me", "look serious");
+#: others stay out ("look down" is a gaze, "look lost" keeps its own reading).
+_FACE_ADJECTIVES = frozenset("cross serious blank".split())
 _PERFECT = frozenset("have has had having you've i've we've they've 've".split())
 _LOOK_STEMS = frozenset(stem(w) for w in lx.LOOK_WORDS)
 _PHRASE_PADDING = frozenset(
@@ -1034,6 +1039,15 @@ _EMOJI_JUNK = re.compile("[\ufe0f\U0001f3fb-\U0001f3ff\u200d\u2640\u2642]")
 #: 🙇") is read as emphasis rather than a second directive.
 _EMOJI_MARK = "emojiclause"
 _PRIOR_TO = re.compile(r"\bprior to\b", re.I)
+#: Degree phrases written as one word or as an idiom, respelled as the word the intensity
+#: lists hold ("barely-there smile", "look a touch surprised", "go full-on excited").
+_DEGREE_WORDS = {
+    "barely-there": "barely", "a-touch": "a bit", "a-tad": "a bit", "a-hint-of": "a hint", "full-on": "totally",
+    "all-out": "totally", "over-the-top": "wildly", "a-smidge": "a bit", "a-smidgen-of": "a bit",
+}
+_DEGREE_PHRASES = re.compile(
+    r"\b(?:" + "|".join(k.replace("-", "[- ]") for k in sorted(_DEGREE_WORDS, key=len, reverse=True)) + r")\b", re.I
+)
 _DROPPED_G = re.compile(r"\b([A-Za-z]{2,}in)(?:'|\b)")
 
 
@@ -1057,6 +1071,7 @@ def _respell(text: str, index: _Index) -> str:
         text = _EMOJI_RE.sub(lambda m: f" . {_EMOJI_MARK} {lx.EMOJI[m.group(0)]} . ", text)
     text = _ELONGATED.sub(r"\1", text)  # "sooo", "pleeease"
     text = _PRIOR_TO.sub("before", text)  # "prior to dancing, clap"
+    text = _DEGREE_PHRASES.sub(lambda m: _DEGREE_WORDS[m.group(0).lower().replace(" ", "-")], text)
     text = _THOUSANDS.sub(r"\1\2", text)  # "20,000 steps" is one number, not two clauses
     text = _SLANG_RE.sub(lambda m: lx.SLANG[m.group(1).lower()], text)
     text = _DIGIT_RE.sub(lambda m: lx.SLANG_DIGITS[m.group(1)], text)

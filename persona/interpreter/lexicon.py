@@ -266,7 +266,7 @@ HIGH_INTENSITY = frozenset(
 LOW_INTENSITY = frozenset(
     """slowly slightly gently softly little small tiny barely subtly calmly quietly lightly carefully
     lazily faintly bit quick briefly lil faint soft mild mildly weak weakly half tad hint slight
-    smallest tiniest teeny""".split()
+    smallest tiniest teeny gentle""".split()
 )
 MEAN_IT = (
     ("mean", "it"), ("ear", "to", "ear"), ("all", "out"), ("with", "gusto"),
@@ -395,7 +395,7 @@ MOOD_WORDS: dict[str, str] = {
     "sad": "devastated crestfallen dejected downcast despondent morose mournful woeful disheartened distraught "
     "downhearted heavy-hearted despairing grief-stricken sombre somber wretched desolate lonely homesick weepy",
     "excited": "jubilant exhilarated buzzing electrified euphoric exuberant raring wired thrilled giddy",
-    "angry": "seething incensed infuriated indignant raging apoplectic wrathful murderous steaming hostile",
+    "angry": "seething incensed infuriated indignant raging apoplectic wrathful murderous steaming hostile cross",
     "frown": "peeved irked miffed sullen disgruntled vexed exasperated petulant put-out huffy stroppy testy crabby",
     "surprised": "astounded aghast startled petrified shocked speechless thunderstruck agog awed alarmed spooked",
     "confused": "muddled nonplussed bemused disoriented addled flummoxed stumped bamboozled fazed foggy dazed",

@@ -1545,6 +1545,13 @@ _OTHERS: dict[str, dict[str, str]] = {
     "ja": {"犬": "the dogs", "猫": "the cats", "子供": "the kids", "子どもたち": "the kids", "鳥": "the birds"},
     "zh": {"小狗": "the dogs", "狗": "the dogs", "猫": "the cats", "小猫": "the cats", "孩子们": "the kids", "鸟": "the birds"},
 }
+# Degree words: "un poquito", "súper emocionado", "bem brava", "超级兴奋", "微微一笑".
+_OTHERS["es"].update({"un poquito": "a little", "poquito": "a little", "super": "very", "un pelin": "a little"})
+_OTHERS["pt"].update({"bem": "very", "super": "very", "parado": "still", "parada": "still", "quieto": "still"})
+_OTHERS["it"].update({"super": "very", "scatenati in pista": "dance", "scatenatevi in pista": "dance"})
+_OTHERS["fr"].update({"super": "very", "un chouia": "a little"})
+_OTHERS["de"].update({"super": "very", "total": "very"})
+_OTHERS["zh"].update({"超级": "very", "微微一笑": "smile slightly", "微微": "slightly", "表现得": "act", "做出": "act", "的样子": ""})
 for _code, _words in _OTHERS.items():
     for _key, _value in _words.items():
         GLOSSES[_code].setdefault(_key, _value)
