@@ -199,7 +199,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (r"^cheer(?! up\b)(?: \S+)*$", "clap"),
         (
             r"^(?:give|show)(?! me\b| us\b)(?: \S+){1,3}? (?:some |a little |a bit of |a big |a huge |a warm |a |"
-            r"a round of )?(?:love|applause|appreciation|props|kudos|hand|clap|cheer|ovation)\b(?! with\b)",
+            r"a round of )?(?:love|applause|appreciation|props|kudos|hand|clap|cheer|ovation)\b"
+            r"(?! with\b(?! (?:your|ur|those|both|them) hands\b))",
             "clap",
         ),
         # -- dance ------------------------------------------------------------------------
@@ -399,6 +400,9 @@ _STOP_IDIOMS = tuple(
         r"^(?:we're|you're|we are|you are) (?:done|finished)(?: \S+ing)?(?: now| here| for now| for today)?$",
         r"^(?:let's|lets|let us) (?:stop|pause|take a break|call it)\b",
         r"^(?:keep|stay) (?:still|calm|put)\b",
+        # The gesture held, let go: "you can put your hand down now", "lower your arms".
+        r"^(?:put|bring|take|drop|lower) (?:your|ur|that|those|the|both) (?:hand|hands|arm|arms)(?: back)? down\b",
+        r"^lower (?:your|ur|that|those|the|both) (?:hand|hands|arm|arms)\b",
         r"^stay (?:where you are|right there|right where you are)\b",
         r"^(?:don't|dont|do not) (?:move|budge|fidget|you move|you dare move|move a muscle)\b",
         r"^(?:hang|hold) (?:on|about|up|it|tight)\b",

@@ -1552,6 +1552,21 @@ _OTHERS["it"].update({"super": "very", "scatenati in pista": "dance", "scatenate
 _OTHERS["fr"].update({"super": "very", "un chouia": "a little"})
 _OTHERS["de"].update({"super": "very", "total": "very"})
 _OTHERS["zh"].update({"超级": "very", "微微一笑": "smile slightly", "微微": "slightly", "表现得": "act", "做出": "act", "的样子": ""})
+# Applause as a noun, stopping by "let that be", greeting with a gesture, and past news.
+_OTHERS["es"].update({"un aplauso": "a round of applause", "aplauso": "applause", "aplausos": "applause",
+                      "un fuerte aplauso": "a big round of applause", ", anda": ", come on"})
+_OTHERS["de"].update({"^lass das": "stop the", "^lasst das": "stop the", "^lassen sie das": "stop the"})
+_OTHERS["fr"].update({"m'a fait coucou": "waved at me", "a fait coucou": "waved", "voisin": "neighbour",
+                      "voisine": "neighbour", "ce matin": "this morning", "pas de danse": "dance moves",
+                      "montre-nous": "show us", "le public": "the audience", "avec une": "with a", "avec un": "with a",
+                      "ne bouge plus": "don't move", "ne bougez plus": "don't move", "ne bouge pas": "don't move",
+                      "ne bougez pas": "don't move", "bouge plus": "don't move", "les applaudissements": "the clapping"})
+_OTHERS["pt"].update({"minha avo": "my grandma", "meu avo": "my grandpa", "batia palmas": "clapped",
+                      "batiam palmas": "clapped", "sempre": "always", "nas festas": "at parties"})
+_OTHERS["ja"].update({"ニコニコ": "smile", "にこにこ": "smile", "疲れてるみたい": "you look tired", "疲れてる": "you look tired",
+                      "座ったら": "why don't you sit down", "ダンスした": "danced", "踊った": "danced"})
+_OTHERS["zh"].update({"不用再": "<stop>", "掌声": "applause", "给他": "give him", "给她": "give her",
+                      "给他们": "give them", "来点": "some", "来一点": "some"})
 for _code, _words in _OTHERS.items():
     for _key, _value in _words.items():
         GLOSSES[_code].setdefault(_key, _value)
