@@ -333,6 +333,9 @@ class EmbeddedInterpreter:
             prev_request = reading.request or (prev_request and clause.continuation)
             readings.append(reading)
         _repeat_turns(readings, index)
+        for before, clause, r in zip(readings, clauses[1:], readings[1:], strict=False):
+            if before.stop and r.actions and not r.stop and clause.words[:1] and clause.words[0] in _STOP_OBJECT:
+                r.actions, r.request = [], False  # "ça suffit, les applaudissements": what stops
         for before, r in zip(readings, readings[1:], strict=False):
             if r.emoji and r.actions and before.actions[-1:] == r.actions[:1]:
                 r.actions = []  # "bow pls 🙇", "lemme see u clap 👏": the emoji restates the request
@@ -416,8 +419,8 @@ class EmbeddedInterpreter:
 
     def _correct(self, word: str, index: _Index, aggressive: bool) -> str:
         """The vocabulary word `word` is a typo of, or `word` itself (cached per index)."""
-        if not word.isalpha() or len(word) < 3 or word in lx.FILLER:
-            return word
+        if not word.isalpha() or len(word) < 3 or word in lx.FILLER or word in _DEGREE_KEEP:
+            return word  # "look hella excited": a degree word is never a typo of a vocabulary word
         key = (str(word), aggressive)
         hit = index.corrections.get(key)
         if hit is None:
@@ -865,6 +868,7 @@ def _startswith(words: list[Token], seq: tuple[str, ...], at: int = 0) -> bool:
 
 #: "let me see you dance" asks; "let me think about it" tells what the speaker will do.
 _LET_ME_WATCH = frozenset("see watch hear catch get".split())
+_DEGREE_KEEP = lx.VERY | lx.LOW_INTENSITY | lx.HIGH_INTENSITY
 _FACE_NAMES = frozenset(core_vocabulary().expression_names) | frozenset(lx.MOOD_WORDS)
 _STATE_VERBS = frozenset("be been have had feel look seem".split())
 
@@ -1002,6 +1006,14 @@ def _split(tokens: list[Token], persona: Persona) -> list[_Clause]:
             current.reorder = True  # "sit down, but first wave": the wave goes first
             i += 1
             continue
+        if (
+            tok == "while" and i + 2 < len(tokens) and tokens[i + 1] in ("you", "u")
+            and current.words and current.words[0] in lx.NEGATORS
+        ):
+            # "don't smile while you clap": the face is ruled out, the clap is asked for
+            current = close(_Clause(words=[], continuation=True))
+            i += 1
+            continue
         kept = next((s for s in lx.KEEP_SPLITTERS if _startswith(tokens, s, i)), None)
         if kept and current.words:
             current = close(_Clause(words=[], continuation=True))
@@ -1111,7 +1123,9 @@ def _drop_not_actions(words: list[Token]) -> list[Token]:
         plural = (*seq[:-1], seq[-1] + "s")  # "bow ties", "dance floors"
         i = 0
         while i + n <= len(words):
-            if _startswith(words, seq, i) or _startswith(words, plural, i):
+            if (_startswith(words, seq, i) or _startswith(words, plural, i)) and not (
+                seq == _STAND_UP_FOR and all(w in _FOR_ME for w in words[i + n :])
+            ):  # "stand up for yourself" is an idiom; "stand up for me" asks to stand
                 words = words[:i] + words[i + n :]
             else:
                 i += 1
@@ -1131,6 +1145,10 @@ def _strip_stop(words: list[Token]) -> tuple[bool, list[Token]]:
     return False, words
 
 
+_STAND_UP_FOR = ("stand", "up", "for")
+_FOR_ME = frozenset("me us please now".split())
+#: Openers of a clause that only names what a stop before it ends ("enough, the clapping").
+_STOP_OBJECT = frozenset("the all your ur those that this with".split())
 _ATTENTION = frozenset({("hey",), ("oi",), ("yo",), ("hey", "you")})
 _BEFORE_THAT = (("and", "before", "that"), ("but", "before", "that"), ("before", "that"), ("before", "this"))
 #: Words after "after"/"before" that start a noun phrase, not a clause ("after the show").

@@ -266,7 +266,7 @@ HIGH_INTENSITY = frozenset(
 LOW_INTENSITY = frozenset(
     """slowly slightly gently softly little small tiny barely subtly calmly quietly lightly carefully
     lazily faintly bit quick briefly lil faint soft mild mildly weak weakly half tad hint slight
-    smallest tiniest teeny gentle""".split()
+    smallest tiniest teeny gentle somewhat""".split()
 )
 MEAN_IT = (
     ("mean", "it"), ("ear", "to", "ear"), ("all", "out"), ("with", "gusto"),
@@ -278,7 +278,7 @@ MEAN_IT = (
 VERY = frozenset(
     {"very", "really", "so", "super", "extremely", "real", "totally", "mega", "soo", "rly", "hella", "incredibly", "seriously",
      "duper", "awfully", "terribly", "truly", "mighty", "ridiculously", "unbelievably", "exceptionally", "especially",
-     "particularly", "utterly", "absolutely", "properly", "insanely"}
+     "particularly", "utterly", "absolutely", "properly", "insanely", "completely", "thoroughly", "wholly"}
 )
 
 #: Repeat counts: "nod twice" → nod, nod (capped at MAX_REPEAT).
