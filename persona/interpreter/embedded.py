@@ -833,7 +833,10 @@ def _expression_asked(phrase: _Phrase, pos: int, words: list[str]) -> bool:
     # Any "-ly" adverb sits between a look-word and its adjective too ("look genuinely happy").
     before = [w for w in words[:pos] if w not in skip and not (len(w) > 4 and w.endswith("ly"))][-1:]
     after = words[pos + 1 : pos + 2]
-    return bool(before and (before[0] in lx.LOOK_WORDS or stem(before[0]) in _LOOK_STEMS)) or after == ["face"]
+    # "a sad face", "not with that confused look", "a disapproving look"
+    return bool(before and (before[0] in lx.LOOK_WORDS or stem(before[0]) in _LOOK_STEMS)) or after in (
+        ["face"], ["look"], ["expression"]
+    )
 
 
 #: Words between a look-word and its adjective ("act all mopey", "be kind of sulky").

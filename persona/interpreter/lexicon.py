@@ -396,13 +396,13 @@ MOOD_WORDS: dict[str, str] = {
     "downhearted heavy-hearted despairing grief-stricken sombre somber wretched desolate lonely homesick weepy",
     "excited": "jubilant exhilarated buzzing electrified euphoric exuberant raring wired thrilled giddy",
     "angry": "seething incensed infuriated indignant raging apoplectic wrathful murderous steaming hostile cross",
-    "frown": "peeved irked miffed sullen disgruntled vexed exasperated petulant put-out huffy stroppy testy crabby",
+    "frown": "peeved irked miffed sullen disgruntled vexed exasperated petulant put-out huffy stroppy testy crabby disapproving",
     "surprised": "astounded aghast startled petrified shocked speechless thunderstruck agog awed alarmed spooked",
     "confused": "muddled nonplussed bemused disoriented addled flummoxed stumped bamboozled fazed foggy dazed",
     "shy": "abashed mortified demure meek self-conscious diffident reticent red-faced",
     "thoughtful": "meditative musing introspective absorbed preoccupied philosophical brooding",
     "wink": "impish roguish knowing coquettish",
-    "neutral": "indifferent unmoved impassive composed stony unbothered",
+    "neutral": "indifferent unmoved impassive composed stony unbothered stone-faced poker-faced deadpan expressionless",
 }
 
 
