@@ -45,6 +45,9 @@ def moves(interp, text: str) -> list[str]:
         ("can dogs learn to bow?", []),
         ("do parrots nod their heads?", []),
         ("could you sit?", ["sit"]),
+        ("can a horse bow?", []),
+        ("does your cat wave at people?", []),
+        ("do the robot dance", ["dance"]),  # an imperative, not a question about "the robot"
         ("let me sit with that idea", []),
         ("let me see you bow", ["bow"]),
         # idioms
@@ -108,6 +111,9 @@ def test_degree_words_on_faces(plain, text: str, face: str, band: str | None) ->
         ("猫会挥手吗？", [], None, None),  # zh: a question about cats
         ("给她来点掌声", ["clap"], None, None),  # zh: applause as a noun
         ("Lass das Nicken.", ["idle"], None, None),  # de: "lass das X" stops X
+        ("Pon una cara un pelín triste.", [], "sad", "low"),  # es: degree inside the face phrase
+        ("有点难过的样子。", [], "sad", "low"),  # zh: "a little", "...的样子" as a face
+        ("Souris à fond !", [], "smile", "high"),  # fr
     ],
 )
 def test_languages_round6(plain, text: str, want: list[str], face: str | None, band: str | None) -> None:

@@ -329,6 +329,9 @@ def is_question(words: Sequence[str]) -> bool:
     return words[1] in (_PRONOUNS if words[0] in ("have", "has", "had", "do", "does", "did") else _SUBJECTS)
 
 
+_DETERMINERS = frozenset("a an the my your his her their our this that these those every".split())
+#: Nouns after a determiner that are still the listener ("can your hands clap?", "could you").
+_BODY_AND_SELF = frozenset("hand hands head arm arms legs feet body face eyes shoulders self".split())
 _MODALS = frozenset("can could will would do does did should may might must".split())
 _NOT_OTHERS = _PRONOUNS | frozenset("the a an this that one some yous y'all guys folks all people please".split())
 
@@ -340,6 +343,11 @@ def asks_about_others(words: Sequence[str]) -> bool:
     if len(words) < 3 or words[0] not in _MODALS:
         return False
     subject = str(words[1])
+    if (
+        len(words) >= 4 and words[0] not in ("do", "did") and subject in _DETERMINERS
+        and str(words[2]).isalpha() and str(words[2]) not in _BODY_AND_SELF
+    ):
+        return True  # "can a horse bow?", "does your dog sit on command?" ("do the robot dance" asks)
     return (
         subject not in _NOT_OTHERS and subject.isalpha() and len(subject) > 3 and subject.endswith("s")
         and not subject.endswith("ss")

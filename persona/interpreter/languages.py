@@ -367,6 +367,8 @@ def _gloss_latin(text: str, language: str, keep: frozenset[str]) -> list[str]:
             out[j], out[j + 1] = out[j + 1], out[j]
         elif out[j] == "face" and out[j + 1] == "very" and j + 2 < len(out) and out[j + 2] in _FACE_WORDS:
             out[j : j + 3] = ["very", out[j + 2], "face"]  # "faccia arrabbiatissima": a very angry face
+        elif out[j : j + 3] == ["face", "a", "little"] and j + 3 < len(out) and out[j + 3] in _FACE_WORDS:
+            out[j : j + 4] = ["a", "little", out[j + 3], "face"]  # "cara un pelín triste"
     return out
 
 

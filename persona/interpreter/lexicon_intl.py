@@ -1551,7 +1551,7 @@ _OTHERS["pt"].update({"bem": "very", "super": "very", "parado": "still", "parada
 _OTHERS["it"].update({"super": "very", "scatenati in pista": "dance", "scatenatevi in pista": "dance"})
 _OTHERS["fr"].update({"super": "very", "un chouia": "a little"})
 _OTHERS["de"].update({"super": "very", "total": "very"})
-_OTHERS["zh"].update({"超级": "very", "微微一笑": "smile slightly", "微微": "slightly", "表现得": "act", "做出": "act", "的样子": ""})
+_OTHERS["zh"].update({"超级": "very", "微微一笑": "smile slightly", "微微": "slightly", "表现得": "act", "做出": "act", "的样子": "face"})
 # Applause as a noun, stopping by "let that be", greeting with a gesture, and past news.
 _OTHERS["es"].update({"un aplauso": "a round of applause", "aplauso": "applause", "aplausos": "applause",
                       "un fuerte aplauso": "a big round of applause", ", anda": ", come on"})
@@ -1567,6 +1567,11 @@ _OTHERS["ja"].update({"ニコニコ": "smile", "にこにこ": "smile", "疲れ�
                       "座ったら": "why don't you sit down", "ダンスした": "danced", "踊った": "danced"})
 _OTHERS["zh"].update({"不用再": "<stop>", "掌声": "applause", "给他": "give him", "给她": "give her",
                       "给他们": "give them", "来点": "some", "来一点": "some"})
+_OTHERS["es"].update({"levemente": "slightly", "ligeramente": "slightly", "muchisimo": "a lot", "a tope": "all out"})
+_OTHERS["it"].update({"tantissimo": "a lot", "un sacco": "a lot", "al massimo": "all out"})
+_OTHERS["fr"].update({"a fond": "all out", "un soupcon": "a little", "vachement": "very"})
+_OTHERS["pt"].update({"muitissimo": "a lot", "ao maximo": "all out"})
+_OTHERS["zh"].update({"有点": "a little", "有一点": "a little"})
 for _code, _words in _OTHERS.items():
     for _key, _value in _words.items():
         GLOSSES[_code].setdefault(_key, _value)
