@@ -38,6 +38,7 @@ def moves(interp, text: str) -> list[str]:
         ("pls clp for me", ["clap"]),
         ("nod your hed", ["nod"]),
         ("put on a cap", []),  # "cap" is a word, not a dropped-letter "clap"
+        ("ur hilarious lol wave 4 me", ["wave"]),  # "lol" ends a clause
         # dropped g on a vocabulary gerund, and "yo/hey" before a stop
         ("hey quit clappin", ["idle"]),
         ("oi stop wavin", ["idle"]),
