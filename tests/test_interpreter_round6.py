@@ -69,6 +69,8 @@ def moves(interp, text: str) -> list[str]:
         ("greet everyone with a nod", ["nod"]),
         ("say night-night with a wave", ["wave"]),
         ("stand up for me", ["stand"]),
+        ("grab a chair and relax", ["sit"]),  # the rest is how to sit, not a second directive
+        ("坐下来休息一会儿", ["sit"]),
         ("stand up for what you believe", []),
         ("don't frown while you nod", ["nod"]),
     ],

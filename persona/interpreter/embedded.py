@@ -333,6 +333,12 @@ class EmbeddedInterpreter:
             prev_request = reading.request or (prev_request and clause.continuation)
             readings.append(reading)
         _repeat_turns(readings, index)
+        for before, r in zip(readings, readings[1:], strict=False):
+            if before.actions[-1:] == ["sit"] and r.actions == ["idle"] and not r.stop and not r.negated:
+                r.actions = []  # "sit down and relax", "座って休んで": the rest is how to sit
+        for r in readings:
+            if not r.stop and "sit" in r.actions and r.actions[r.actions.index("sit") + 1 :][:1] == ["idle"]:
+                r.actions.remove("idle")  # one clause: "坐下休息" glossed "sit down relax"
         for before, clause, r in zip(readings, clauses[1:], readings[1:], strict=False):
             if before.stop and r.actions and not r.stop and clause.words[:1] and clause.words[0] in _STOP_OBJECT:
                 r.actions, r.request = [], False  # "ça suffit, les applaudissements": what stops
