@@ -61,6 +61,9 @@ def moves(interp, text: str) -> list[str]:
         # stop
         ("ok, lower your arms now", ["idle"]),
         ("that's enough, the waving", ["idle"]),
+        ("put those hands away", ["idle"]),
+        ("stahp", ["idle"]),
+        ("hands down, you're the best", []),  # "hands down" = without doubt
         # whole-utterance indirect cues
         ("answer yes without a word, just use your head", ["nod"]),
         ("welcome our guests the traditional Japanese way", ["bow"]),

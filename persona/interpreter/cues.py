@@ -368,7 +368,7 @@ def indirect_action(words: Sequence[str]) -> str | None:
 
 # -- stop -----------------------------------------------------------------------------------
 
-_STOP_VERBS = frozenset("stop quit cease halt pause".split())
+_STOP_VERBS = frozenset("stop quit cease halt pause stahp stopp".split())
 #: Words that may come before the stop verb in a request to stop ("can we stop", "you can quit").
 _STOP_LEAD = frozenset(
     """can could would will we you u please i'd i like want need to let's lets let us ok okay alright
@@ -409,7 +409,8 @@ _STOP_IDIOMS = tuple(
         r"^(?:let's|lets|let us) (?:stop|pause|take a break|call it)\b",
         r"^(?:keep|stay) (?:still|calm|put)\b",
         # The gesture held, let go: "you can put your hand down now", "lower your arms".
-        r"^(?:put|bring|take|drop|lower) (?:your|ur|that|those|the|both) (?:hand|hands|arm|arms)(?: back)? down\b",
+        r"^(?:put|bring|take|drop|lower) (?:your|ur|that|those|the|both) (?:hand|hands|arm|arms)(?: back)? (?:down|away)\b",
+        r"^(?:arm|arms) down(?: now| please)?$",  # "hands down" is also "without doubt"
         r"^lower (?:your|ur|that|those|the|both) (?:hand|hands|arm|arms)\b",
         r"^stay (?:where you are|right there|right where you are)\b",
         r"^(?:don't|dont|do not) (?:move|budge|fidget|you move|you dare move|move a muscle)\b",
