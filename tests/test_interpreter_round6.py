@@ -70,6 +70,11 @@ def moves(interp, text: str) -> list[str]:
         ("check whether anybody is looking", ["look_around"]),
         ("someone on your left is waving, turn and face them", ["turn_left"]),
         ("greet everyone with a nod", ["nod"]),
+        ("signal agreement", ["nod"]),
+        ("gesture no", ["shake_head"]),
+        ("show us you don't know", ["shrug"]),
+        ("what about a quick salsa", ["dance"]),
+        ("a salsa class is fun", []),
         ("say night-night with a wave", ["wave"]),
         ("stand up for me", ["stand"]),
         ("grab a chair and relax", ["sit"]),  # the rest is how to sit, not a second directive

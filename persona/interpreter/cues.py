@@ -224,6 +224,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (r"^(?:bust|pull|throw) (?:a|some) moves?\b", "dance"),
         (rf"^(?:do|bust out|break out|show me|show us|let's see|give us|give me|try|perform|dance) (?:the |a |some |"
          rf"your |a little |a bit of |a quick |a slow |your best )?{DANCE_NAMES}\b", "dance"),
+        (rf"^(?:(?:how|what) about )?(?:a|some) (?:little |quick |short )?{DANCE_NAMES}(?: now| please| for me| for us)?$",
+         "dance"),  # "how about a little jig"
         (rf"^{DANCE_VERBS}\b", "dance"),
         (r"^(?:jam|rock|bop|bounce|vibe|groove) (?:out|along|away)\b", "dance"),
         # -- walk -------------------------------------------------------------------------

@@ -245,6 +245,11 @@ _UTTERANCE_CUES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
          r"(?:your|ur)\s+head\b", "shake your head"),
         (r"^(?:please\s+)?(?:tell|say|answer|show)\s+(?:me\s+|us\s+)?(?:yes|yeah)\b[^?]*?\b(?:use|with|just|using)\s+"
          r"(?:your|ur)\s+head\b", "nod"),
+        (r"^(?:please\s+)?(?:signal|gesture|indicate|sign|mime|motion)\s+(?:a\s+)?(?:yes|yeah|agreement)\b", "nod"),
+        (r"^(?:please\s+)?(?:signal|gesture|indicate|sign|mime|motion)\s+(?:a\s+)?(?:no|nope|disagreement)\b",
+         "shake your head"),
+        (r"^(?:show|tell)\s+(?:me|us)\s+(?:that\s+)?you\s+(?:don't|dont|do\s+not)\s+know\b(?!\s+(?:how|what|why|where|who))",
+         "shrug"),
         (r"^(?:please\s+)?(?:greet|salute|welcome|thank)\s+(?:\w+\s+){0,3}?(?:the\s+|in\s+the\s+)?(?:japanese|traditional\s+japanese)"
          r"\s+(?:way|style|fashion|manner)\b", "bow"),
         (r"^curtain\s+call\b(?![^.!?]*\b(?:was|were|is\s+over|ended)\b)", "take a bow ."),
