@@ -125,6 +125,9 @@ def test_degree_words_on_faces(plain, text: str, face: str, band: str | None) ->
         ("Pon una cara un pelín triste.", [], "sad", "low"),  # es: degree inside the face phrase
         ("有点难过的样子。", [], "sad", "low"),  # zh: "a little", "...的样子" as a face
         ("Souris à fond !", [], "smile", "high"),  # fr
+        ("Aie l'air étonnée.", [], "surprised", None),  # fr: feminine adjective ending
+        ("Tanz wie verrückt!", ["dance"], None, "high"),  # de: "like crazy" in each language
+        ("Balla come una matta!", ["dance"], None, "high"),
     ],
 )
 def test_languages_round6(plain, text: str, want: list[str], face: str | None, band: str | None) -> None:

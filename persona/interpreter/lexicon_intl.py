@@ -1571,7 +1571,14 @@ _OTHERS["es"].update({"levemente": "slightly", "ligeramente": "slightly", "muchi
 _OTHERS["it"].update({"tantissimo": "a lot", "un sacco": "a lot", "al massimo": "all out"})
 _OTHERS["fr"].update({"a fond": "all out", "un soupcon": "a little", "vachement": "very"})
 _OTHERS["pt"].update({"muitissimo": "a lot", "ao maximo": "all out"})
-_OTHERS["zh"].update({"有点": "a little", "有一点": "a little"})
+_OTHERS["zh"].update({"有点": "a little", "有一点": "a little", "疯狂地": "like crazy"})
+_OTHERS["de"].update({"wie verruckt": "like crazy", "wie wild": "like crazy", "wie ein verruckter": "like crazy"})
+_OTHERS["fr"].update({"etonne": "surprised", "stupefait": "surprised", "ebahi": "surprised", "epate": "surprised"})
+_OTHERS["fr"].update({"comme un fou": "like crazy", "comme une folle": "like crazy", "comme un dingue": "like crazy"})
+_OTHERS["es"].update({"como loco": "like crazy", "como loca": "like crazy", "como un loco": "like crazy"})
+_OTHERS["pt"].update({"que nem louco": "like crazy", "como louco": "like crazy", "como um louco": "like crazy"})
+_OTHERS["it"].update({"come un matto": "like crazy", "come una matta": "like crazy", "come un pazzo": "like crazy"})
+_OTHERS["ja"].update({"思いっきり": "like crazy", "めちゃくちゃ": "very"})
 for _code, _words in _OTHERS.items():
     for _key, _value in _words.items():
         GLOSSES[_code].setdefault(_key, _value)
@@ -1636,7 +1643,7 @@ DE_PARTICLES = frozenset("doch mal jetzt bitte halt eben ruhig einfach schon nun
 #: moved back next to their verb so the glossary's "hor auf", "sieh dich um" match.
 DE_SEPARABLE = frozenset("auf um hin ab zuruck herum".split())
 #: Adjective endings tried off an unknown word ("wütendes" → "wütend", "trauriges" → "traurig").
-ADJECTIVE_ENDINGS: dict[str, tuple[str, ...]] = {"de": ("es", "en", "er", "em", "e")}
+ADJECTIVE_ENDINGS: dict[str, tuple[str, ...]] = {"de": ("es", "en", "er", "em", "e"), "fr": ("es", "e", "s")}
 #: Verb endings that alternate on one stem (imperative, infinitive, plural, gerund): a word
 #: the glossary lacks is tried with the other endings of its stem ("caminad" → "camina").
 VERB_ENDINGS: dict[str, tuple[str, ...]] = {
