@@ -128,6 +128,8 @@ def test_degree_words_on_faces(plain, text: str, face: str, band: str | None) ->
         ("Aie l'air étonnée.", [], "surprised", None),  # fr: feminine adjective ending
         ("Tanz wie verrückt!", ["dance"], None, "high"),  # de: "like crazy" in each language
         ("Balla come una matta!", ["dance"], None, "high"),
+        ("No frunzas el ceño mientras asientes.", ["nod"], None, None),  # es: "while you" asked
+        ("Não sorria enquanto acena.", ["wave"], None, None),  # pt
     ],
 )
 def test_languages_round6(plain, text: str, want: list[str], face: str | None, band: str | None) -> None:

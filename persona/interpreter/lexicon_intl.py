@@ -1571,6 +1571,12 @@ _OTHERS["es"].update({"levemente": "slightly", "ligeramente": "slightly", "muchi
 _OTHERS["it"].update({"tantissimo": "a lot", "un sacco": "a lot", "al massimo": "all out"})
 _OTHERS["fr"].update({"a fond": "all out", "un soupcon": "a little", "vachement": "very"})
 _OTHERS["pt"].update({"muitissimo": "a lot", "ao maximo": "all out"})
+# "don't smile while you clap": the "while" clause is asked for (embedded.py splits there).
+_OTHERS["es"].update({"mientras": "while you"})
+_OTHERS["it"].update({"mentre": "while you"})
+_OTHERS["pt"].update({"enquanto": "while you"})
+_OTHERS["fr"].update({"pendant que tu": "while you", "pendant que vous": "while you"})
+_OTHERS["de"].update({"wahrend du": "while you", "wahrend": "while you"})
 _OTHERS["zh"].update({"有点": "a little", "有一点": "a little", "疯狂地": "like crazy"})
 _OTHERS["de"].update({"wie verruckt": "like crazy", "wie wild": "like crazy", "wie ein verruckter": "like crazy"})
 _OTHERS["fr"].update({"etonne": "surprised", "stupefait": "surprised", "ebahi": "surprised", "epate": "surprised"})
