@@ -100,6 +100,9 @@ def test_round6_mechanisms(plain, text: str, want: list[str]) -> None:
         ("look hella surprised", "surprised", "high"),
         ("be cross", "angry", None),
         ("give me a disapproving look", "frown", None),
+        ("look starstruck", "excited", None),
+        ("look frazzled", "confused", None),
+        ("go pale and gobsmacked", "surprised", None),  # the look-word carries over "and"
     ],
 )
 def test_degree_words_on_faces(plain, text: str, face: str, band: str | None) -> None:

@@ -325,6 +325,12 @@ class EmbeddedInterpreter:
         clauses = _split(tokenize(_respell(parse_text, index)), persona)
         if clauses:
             clauses[0].opens = True
+        for before, clause in zip(clauses, clauses[1:], strict=False):
+            if (
+                clause.continuation and len(clause.words) == 1 and stem(clause.words[0]) in index.face_keys
+                and before.words and before.words[0] in lx.LOOK_WORDS
+            ):
+                clause.words.insert(0, before.words[0])  # "go all red and bashful": "go bashful"
         whole = len([c for c in clauses if c.words]) == 1
         readings: list[_Reading] = []
         prev_request = False
