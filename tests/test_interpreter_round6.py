@@ -58,6 +58,10 @@ def moves(interp, text: str) -> list[str]:
         ("prior to sitting, wave", ["wave", "sit"]),
         ("nod, but before that, shrug", ["shrug", "nod"]),
         ("bow last; first wave, then nod", ["wave", "nod", "bow"]),
+        ("nod, but first, shrug", ["shrug", "nod"]),
+        ("shrug at the end, but nod to start", ["nod", "shrug"]),
+        ("finish with a bow, begin with a wave", ["wave", "bow"]),
+        ("at the end of the day, wave", ["wave"]),
         # stop
         ("ok, lower your arms now", ["idle"]),
         ("that's enough, the waving", ["idle"]),

@@ -86,6 +86,7 @@ class _Clause:
     lead_before: bool = False  # opened the utterance with "before": goes after the next clause
     opens: bool = False  # the utterance's first clause
     last: bool = False  # ended with "last" ("sit down last"): goes after every other clause
+    first: bool = False  # "wave to start", "start with a wave": goes before every other clause
 
 
 @dataclass
@@ -385,6 +386,9 @@ class EmbeddedInterpreter:
         last = [r for c, r in zip(clauses, readings, strict=True) if c.last]
         if last and len(ordered) > len(last):  # "sit down last; first dance, then clap"
             ordered = [r for r in ordered if all(r is not x for x in last)] + last
+        first = [r for c, r in zip(clauses, readings, strict=True) if c.first]
+        if first and len(ordered) > len(first):  # "clap at the end, but wave to start"
+            ordered = first + [r for r in ordered if all(r is not x for x in first)]
         if self.indirect_by_embedding and language == ENGLISH and not any(_asked_anything(r) for r in ordered):
             ordered.extend(self._indirect_by_embedding(text, index, notes))
         return self._compose(text, ordered, index, request, notes, language, parse_text)
@@ -972,6 +976,16 @@ def _split(tokens: list[Token], persona: Persona) -> list[_Clause]:
         if len(current.words) > 1 and current.words[-1] in ("last", "lastly"):
             current.words.pop()
             current.last = True
+        for edge, place in _EDGE_MARKERS:
+            n = len(edge)
+            if len(current.words) > n and tuple(current.words[-n:]) == edge:
+                del current.words[-n:]
+                current.last, current.first = place == "last", place == "first"
+                break
+            if len(current.words) > n and tuple(current.words[:n]) == edge and edge[0] in ("end", "start", "begin", "finish"):
+                del current.words[:n]
+                current.last, current.first = place == "last", place == "first"
+                break
         if current.words:
             clauses.append(current)
         elif clauses and current.exclaims:
@@ -985,8 +999,8 @@ def _split(tokens: list[Token], persona: Persona) -> list[_Clause]:
                 i += 1
                 continue
             current.exclaims += tok.count("!")
-            if not current.words and current.reorder:
-                i += 1  # "and before that, look around": the comma does not end the reordering
+            if current.reorder and all(w in ("but", "and", "then") for w in current.words):
+                i += 1  # "and before that, look around", "but first, bow": the comma does not end the reordering
                 continue
             current = close(_Clause(words=[]))
             i += 1
@@ -1162,6 +1176,13 @@ def _strip_stop(words: list[Token]) -> tuple[bool, list[Token]]:
     return False, words
 
 
+#: Where a clause goes in the sequence, said at its end or (end/start/begin/finish) its start.
+_EDGE_MARKERS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("at", "the", "end"), "last"), (("to", "finish"), "last"), (("to", "end"), "last"), (("end", "with"), "last"),
+    (("finish", "with"), "last"), (("to", "start"), "first"), (("to", "begin"), "first"),
+    (("at", "the", "start"), "first"), (("at", "the", "beginning"), "first"), (("start", "with"), "first"),
+    (("begin", "with"), "first"),
+)
 _STAND_UP_FOR = ("stand", "up", "for")
 _FOR_ME = frozenset("me us please now".split())
 #: Openers of a clause that only names what a stop before it ends ("enough, the clapping").
