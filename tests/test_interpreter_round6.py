@@ -39,6 +39,9 @@ def moves(interp, text: str) -> list[str]:
         ("nod your hed", ["nod"]),
         ("put on a cap", []),  # "cap" is a word, not a dropped-letter "clap"
         ("ur hilarious lol wave 4 me", ["wave"]),  # "lol" ends a clause
+        ("thx now nod", ["nod"]),
+        ("lemme c u bow", ["bow"]),
+        ("thanks for the dance", []),
         # dropped g on a vocabulary gerund, and "yo/hey" before a stop
         ("hey quit clappin", ["idle"]),
         ("oi stop wavin", ["idle"]),

@@ -1081,6 +1081,9 @@ _EMOJI_JUNK = re.compile("[\ufe0f\U0001f3fb-\U0001f3ff\u200d\u2640\u2642]")
 _EMOJI_MARK = "emojiclause"
 _PRIOR_TO = re.compile(r"\bprior to\b", re.I)
 _CHAT_BREAK = re.compile(r"\b(lol|lmao|lmfao|rofl|haha+|hehe+|ha ha|omg|omfg|ngl|tbh|fr fr)\b(?=\s+[A-Za-z])", re.I)
+_THANKS_THEN = re.compile(r"\b(ty|thx|thanks|thank you|tysm)\s+(?=(?:now|next|then|ok|okay|so)\b)", re.I)
+_CHAT_BE = re.compile(r"\b(pls|plz|please|don't|dont|to|u|you|will|can|cn|gonna|wanna|just|gotta)\s+b\b", re.I)
+_CHAT_SEE = re.compile(r"\bc (?=(?:u|you|ya)\b)", re.I)
 _REDUPLICATED = re.compile(r"\b([A-Za-z]+)-\1\b", re.I)
 #: Degree phrases written as one word or as an idiom, respelled as the word the intensity
 #: lists hold ("barely-there smile", "look a touch surprised", "go full-on excited").
@@ -1116,6 +1119,9 @@ def _respell(text: str, index: _Index) -> str:
     text = _PRIOR_TO.sub("before", text)  # "prior to dancing, clap"
     text = _REDUPLICATED.sub(r"\1", text)  # "say bye-bye": one farewell, not two clauses
     text = _CHAT_BREAK.sub(r"\1 . ", text)  # "ur so funny lol clap 4 me": "lol" ends a clause
+    text = _THANKS_THEN.sub(r"\1 . ", text)  # "ty now bow": the thanks, then a request
+    text = _CHAT_BE.sub(r"\1 be", text)  # "pls b happy"
+    text = _CHAT_SEE.sub("see ", text)  # "lemme c u dance"
     text = _DEGREE_PHRASES.sub(lambda m: _DEGREE_WORDS[m.group(0).lower().replace(" ", "-")], text)
     text = _THOUSANDS.sub(r"\1\2", text)  # "20,000 steps" is one number, not two clauses
     text = _SLANG_RE.sub(lambda m: lx.SLANG[m.group(1).lower()], text)
