@@ -49,18 +49,37 @@ FLOORS: dict[tuple[str, str], float] = {
     # interpreter-cpu-2026-12-06-dev6-before.json), tuned on since: 98.6 %.
     ("dev6", "overall"): 0.97,
     # holdout7, run once at 34472cb after the fifth round (interpreter-cpu-2026-12-06-holdout7.json:
-    # 90.6 %): its one run, the known gaps.
-    ("holdout7", "confusion"): 0.80,
-    ("holdout7", "indirect"): 0.87,
-    ("holdout7", "multilingual"): 0.89,
-    ("holdout7", "ordering"): 0.85,
-    ("holdout7", "slang"): 0.75,
-    ("holdout7", "typo"): 0.81,
-    ("holdout7", "fr"): 0.80,
-    ("holdout7", "ja"): 0.84,
-    ("holdout7", "zh"): 0.88,
-    ("holdout7", "expression"): 0.89,
-    ("holdout7", "intensity"): 0.66,
+    # 90.6 %), tuned on since (a development split): the sixth round read its failures and
+    # brought every row to 100 % (interpreter-cpu-2026-12-06-all-splits-round6.json). Floors one
+    # utterance under that (the one run's floors were lower: confusion 0.80, slang 0.75, typo
+    # 0.81, fr 0.80, ja 0.84, expression 0.89, intensity 0.66).
+    ("holdout7", "overall"): 0.99,
+    ("holdout7", "chitchat"): 0.91,
+    ("holdout7", "confusion"): 0.95,
+    ("holdout7", "expression_intensity"): 0.95,
+    ("holdout7", "indirect"): 0.98,
+    ("holdout7", "mood"): 0.93,
+    ("holdout7", "multi"): 0.93,
+    ("holdout7", "multilingual"): 0.99,
+    ("holdout7", "negated_face"): 0.91,
+    ("holdout7", "negation"): 0.91,
+    ("holdout7", "ordering"): 0.95,
+    ("holdout7", "single"): 0.93,
+    ("holdout7", "slang"): 0.93,
+    ("holdout7", "statement"): 0.95,
+    ("holdout7", "stop"): 0.95,
+    ("holdout7", "unsupported"): 0.91,
+    ("holdout7", "en"): 0.99,
+    ("holdout7", "es"): 0.96,
+    ("holdout7", "de"): 0.96,
+    ("holdout7", "fr"): 0.96,
+    ("holdout7", "pt"): 0.96,
+    ("holdout7", "it"): 0.96,
+    ("holdout7", "ja"): 0.96,
+    ("holdout7", "zh"): 0.96,
+    ("holdout7", "expression"): 0.98,
+    ("holdout7", "intensity"): 0.97,
+    ("holdout7", "ruled_out"): 0.94,
 }
 #: intensity bands have their own bar (issue 16: 85 %)
 INTENSITY_GUARD = 0.85

@@ -199,7 +199,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (r"^cheer(?! up\b)(?: \S+)*$", "clap"),
         (
             r"^(?:give|show)(?! me\b| us\b)(?: \S+){1,3}? (?:some |a little |a bit of |a big |a huge |a warm |a |"
-            r"a round of )?(?:love|applause|appreciation|props|kudos|hand|clap|cheer|ovation)\b(?! with\b)",
+            r"a round of )?(?:love|applause|appreciation|props|kudos|hand|clap|cheer|ovation)\b"
+            r"(?! with\b(?! (?:your|ur|those|both|them) hands\b))",
             "clap",
         ),
         # -- dance ------------------------------------------------------------------------
@@ -223,6 +224,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (r"^(?:bust|pull|throw) (?:a|some) moves?\b", "dance"),
         (rf"^(?:do|bust out|break out|show me|show us|let's see|give us|give me|try|perform|dance) (?:the |a |some |"
          rf"your |a little |a bit of |a quick |a slow |your best )?{DANCE_NAMES}\b", "dance"),
+        (rf"^(?:(?:how|what) about )?(?:a|some) (?:little |quick |short )?{DANCE_NAMES}(?: now| please| for me| for us)?$",
+         "dance"),  # "how about a little jig"
         (rf"^{DANCE_VERBS}\b", "dance"),
         (r"^(?:jam|rock|bop|bounce|vibe|groove) (?:out|along|away)\b", "dance"),
         # -- walk -------------------------------------------------------------------------
@@ -328,6 +331,31 @@ def is_question(words: Sequence[str]) -> bool:
     return words[1] in (_PRONOUNS if words[0] in ("have", "has", "had", "do", "does", "did") else _SUBJECTS)
 
 
+_DETERMINERS = frozenset("a an the my your his her their our this that these those every".split())
+#: Nouns after a determiner that are still the listener ("can your hands clap?", "could you").
+_BODY_AND_SELF = frozenset("hand hands head arm arms legs feet body face eyes shoulders self".split())
+_MODALS = frozenset("can could will would do does did should may might must".split())
+_NOT_OTHERS = _PRONOUNS | frozenset("the a an this that one some yous y'all guys folks all people please".split())
+
+
+def asks_about_others(words: Sequence[str]) -> bool:
+    """A question whose subject is someone or something else ("can cats be trained to sit?",
+    "do penguins wave their flippers?"): about the world, not a request. Only a bare
+    plural noun counts as the subject ("do the twist" is an imperative)."""
+    if len(words) < 3 or words[0] not in _MODALS:
+        return False
+    subject = str(words[1])
+    if (
+        len(words) >= 4 and words[0] not in ("do", "did") and subject in _DETERMINERS
+        and str(words[2]).isalpha() and str(words[2]) not in _BODY_AND_SELF
+    ):
+        return True  # "can a horse bow?", "does your dog sit on command?" ("do the robot dance" asks)
+    return (
+        subject not in _NOT_OTHERS and subject.isalpha() and len(subject) > 3 and subject.endswith("s")
+        and not subject.endswith("ss")
+    )
+
+
 def indirect_action(words: Sequence[str]) -> str | None:
     """The action an indirect request in this clause asks for, or None (see the module docs)."""
     if not words or is_question(words):
@@ -342,7 +370,7 @@ def indirect_action(words: Sequence[str]) -> str | None:
 
 # -- stop -----------------------------------------------------------------------------------
 
-_STOP_VERBS = frozenset("stop quit cease halt pause".split())
+_STOP_VERBS = frozenset("stop quit cease halt pause stahp stopp".split())
 #: Words that may come before the stop verb in a request to stop ("can we stop", "you can quit").
 _STOP_LEAD = frozenset(
     """can could would will we you u please i'd i like want need to let's lets let us ok okay alright
@@ -382,6 +410,10 @@ _STOP_IDIOMS = tuple(
         r"^(?:we're|you're|we are|you are) (?:done|finished)(?: \S+ing)?(?: now| here| for now| for today)?$",
         r"^(?:let's|lets|let us) (?:stop|pause|take a break|call it)\b",
         r"^(?:keep|stay) (?:still|calm|put)\b",
+        # The gesture held, let go: "you can put your hand down now", "lower your arms".
+        r"^(?:put|bring|take|drop|lower) (?:your|ur|that|those|the|both) (?:hand|hands|arm|arms)(?: back)? (?:down|away)\b",
+        r"^(?:arm|arms) down(?: now| please)?$",  # "hands down" is also "without doubt"
+        r"^lower (?:your|ur|that|those|the|both) (?:hand|hands|arm|arms)\b",
         r"^stay (?:where you are|right there|right where you are)\b",
         r"^(?:don't|dont|do not) (?:move|budge|fidget|you move|you dare move|move a muscle)\b",
         r"^(?:hang|hold) (?:on|about|up|it|tight)\b",

@@ -85,6 +85,8 @@ class _Clause:
     continuation: bool = False
     lead_before: bool = False  # opened the utterance with "before": goes after the next clause
     opens: bool = False  # the utterance's first clause
+    last: bool = False  # ended with "last" ("sit down last"): goes after every other clause
+    first: bool = False  # "wave to start", "start with a wave": goes before every other clause
 
 
 @dataclass
@@ -115,6 +117,7 @@ class _Reading:
     small_talk: bool = False
     go: str | None = None  # "go for it" / "go wild": a sit or a dance when a seat or music was named
     attention: bool = False  # a bare "hey" that only calls for attention
+    emoji: bool = False  # read from an emoji ("👏")
 
 
 def _phrase_keys(words: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -253,6 +256,12 @@ def _encoder_words(encoder: SentenceEncoder | None) -> set[str]:
     return _WORDS_CACHE[key]
 
 
+def _dropped_letter(word: str, candidate: str) -> bool:
+    """`word` is `candidate` with one inner or final letter left out ("hed" ← "head");
+    the first letter is kept, as typists rarely drop it."""
+    return word[0] == candidate[0] and any(candidate[:i] + candidate[i + 1 :] == word for i in range(1, len(candidate)))
+
+
 def _safe_format(template: str, **values: str) -> str:
     """Fill the known placeholders ({action}, {request}, {alternative}) of a card's line.
 
@@ -317,6 +326,12 @@ class EmbeddedInterpreter:
         clauses = _split(tokenize(_respell(parse_text, index)), persona)
         if clauses:
             clauses[0].opens = True
+        for before, clause in zip(clauses, clauses[1:], strict=False):
+            if (
+                clause.continuation and len(clause.words) == 1 and stem(clause.words[0]) in index.face_keys
+                and before.words and before.words[0] in lx.LOOK_WORDS
+            ):
+                clause.words.insert(0, before.words[0])  # "go all red and bashful": "go bashful"
         whole = len([c for c in clauses if c.words]) == 1
         readings: list[_Reading] = []
         prev_request = False
@@ -325,6 +340,18 @@ class EmbeddedInterpreter:
             prev_request = reading.request or (prev_request and clause.continuation)
             readings.append(reading)
         _repeat_turns(readings, index)
+        for before, r in zip(readings, readings[1:], strict=False):
+            if before.actions[-1:] == ["sit"] and r.actions == ["idle"] and not r.stop and not r.negated:
+                r.actions = []  # "sit down and relax", "座って休んで": the rest is how to sit
+        for r in readings:
+            if not r.stop and "sit" in r.actions and r.actions[r.actions.index("sit") + 1 :][:1] == ["idle"]:
+                r.actions.remove("idle")  # one clause: "坐下休息" glossed "sit down relax"
+        for before, clause, r in zip(readings, clauses[1:], readings[1:], strict=False):
+            if before.stop and r.actions and not r.stop and clause.words[:1] and clause.words[0] in _STOP_OBJECT:
+                r.actions, r.request = [], False  # "ça suffit, les applaudissements": what stops
+        for before, r in zip(readings, readings[1:], strict=False):
+            if r.emoji and r.actions and before.actions[-1:] == r.actions[:1]:
+                r.actions = []  # "bow pls 🙇", "lemme see u clap 👏": the emoji restates the request
         music = cues.music_context(parse_text)
         if "dance" in index.allowed and music:
             for r in readings:  # "the beat dropped, move those feet": a dance, not a walk
@@ -356,6 +383,12 @@ class EmbeddedInterpreter:
                 ordered.append(reading)
         if clauses and clauses[0].lead_before and len(ordered) > 1:
             ordered.insert(1, ordered.pop(0))
+        last = [r for c, r in zip(clauses, readings, strict=True) if c.last]
+        if last and len(ordered) > len(last):  # "sit down last; first dance, then clap"
+            ordered = [r for r in ordered if all(r is not x for x in last)] + last
+        first = [r for c, r in zip(clauses, readings, strict=True) if c.first]
+        if first and len(ordered) > len(first):  # "clap at the end, but wave to start"
+            ordered = first + [r for r in ordered if all(r is not x for x in first)]
         if self.indirect_by_embedding and language == ENGLISH and not any(_asked_anything(r) for r in ordered):
             ordered.extend(self._indirect_by_embedding(text, index, notes))
         return self._compose(text, ordered, index, request, notes, language, parse_text)
@@ -402,8 +435,8 @@ class EmbeddedInterpreter:
 
     def _correct(self, word: str, index: _Index, aggressive: bool) -> str:
         """The vocabulary word `word` is a typo of, or `word` itself (cached per index)."""
-        if not word.isalpha() or len(word) < 3 or word in lx.FILLER:
-            return word
+        if not word.isalpha() or len(word) < 3 or word in lx.FILLER or word in _DEGREE_KEEP:
+            return word  # "look hella excited": a degree word is never a typo of a vocabulary word
         key = (str(word), aggressive)
         hit = index.corrections.get(key)
         if hit is None:
@@ -423,8 +456,12 @@ class EmbeddedInterpreter:
         best, best_d = word, limit + 1
         for candidate in index.vocab_by_length(len(word), limit):
             d = osa_distance(word, candidate, limit)
-            if len(word) == 3 and d == 1 and sorted(word) != sorted(candidate):
-                continue  # three letters: only a swap ("sti" → "sit") is safe
+            if len(word) == 3 and d == 1 and sorted(word) != sorted(candidate) and not (
+                len(candidate) == 4 and word not in index.known_words and _dropped_letter(word, candidate)
+            ):
+                # three letters: only a swap ("sti" → "sit"), or a letter dropped from a
+                # four-letter word when the three are no English word ("wve", "hed")
+                continue
             if d < best_d:
                 best, best_d = candidate, d
         return best if best_d <= limit else word
@@ -438,10 +475,16 @@ class EmbeddedInterpreter:
         name_words = {w.lower() for w in _words_of(persona.name)}
         while words and words[0] in name_words:
             words = words[1:]
+        if words[:1] == [_EMOJI_MARK]:
+            r.emoji, words = True, words[1:]
         # Indirect cue patterns read the words before not-actions are dropped ("hit the dance floor").
         raw = _strip_fillers(words)[1]
         words = _drop_not_actions(words)
         polite, words = _strip_fillers(words)
+        if len(words) > 2 and (words[0],) in _ATTENTION and (
+            _strip_stop(words[1:])[0] or cues.stop_phrasing(words[1:]) is not None
+        ):
+            words = words[1:]  # "yo, quit dancing": the call for attention only opens the stop
         stop, words = _strip_stop(words)
         if not stop:
             n = cues.stop_phrasing(words)
@@ -524,6 +567,11 @@ class EmbeddedInterpreter:
         )
         if first == "do" and len(words) > 1 and words[1] not in ("you", "u", "we", "they", "i", "he", "she"):
             starts_statement = False
+        if cues.asks_about_others(words) or (
+            len(words) > 2 and words[0] == "let" and words[1] in ("me", "us") and words[2] not in _LET_ME_WATCH
+        ):
+            # "can cats be trained to sit?"; "let me think about it": the speaker's own doing
+            starts_statement, polite = True, False
         if first in lx.OPINION_VERBS and len(words) > 1 and words[1] in lx.OPINION_OBJECTS:
             starts_statement = True  # "love your dancing": a compliment, not a request
         if first == "have" and len(words) > 1 and words[1] in ("a", "an", "another", "some", "one", "your", "my"):
@@ -622,8 +670,10 @@ class EmbeddedInterpreter:
             for phrase in index.by_first.get(keys[i], ()):
                 n = len(phrase.keys)
                 if tuple(keys[i : i + n]) == phrase.keys:
-                    if n == 1 and phrase.first_word in lx.STANDALONE_ONLY and not (whole and len(keys) == 1):
-                        continue
+                    if n == 1 and phrase.first_word in lx.STANDALONE_ONLY and not (whole and len(keys) == 1) and not (
+                        phrase.first_word in _FACE_ADJECTIVES and i and keys[i - 1] in _LOOK_STEMS
+                    ):
+                        continue  # "cross" alone is no face; "be cross with me", "look cross" are
                     hit = phrase
                     break
             if hit is None:
@@ -799,12 +849,18 @@ def _expression_asked(phrase: _Phrase, pos: int, words: list[str]) -> bool:
     # Any "-ly" adverb sits between a look-word and its adjective too ("look genuinely happy").
     before = [w for w in words[:pos] if w not in skip and not (len(w) > 4 and w.endswith("ly"))][-1:]
     after = words[pos + 1 : pos + 2]
-    return bool(before and (before[0] in lx.LOOK_WORDS or stem(before[0]) in _LOOK_STEMS)) or after == ["face"]
+    # "a sad face", "not with that confused look", "a disapproving look"
+    return bool(before and (before[0] in lx.LOOK_WORDS or stem(before[0]) in _LOOK_STEMS)) or after in (
+        ["face"], ["look"], ["expression"]
+    )
 
 
 #: Words between a look-word and its adjective ("act all mopey", "be kind of sulky").
 _LOOK_PADDING = frozenset("all kind kinda sort sorta of rather quite pretty somewhat more less".split())
 _MOVE_KEYS = (stem("move"),)
+#: Standalone-only words that are a face after a look-word ("be cross with me", "look serious");
+#: others stay out ("look down" is a gaze, "look lost" keeps its own reading).
+_FACE_ADJECTIVES = frozenset("cross serious blank".split())
 _PERFECT = frozenset("have has had having you've i've we've they've 've".split())
 _LOOK_STEMS = frozenset(stem(w) for w in lx.LOOK_WORDS)
 _PHRASE_PADDING = frozenset(
@@ -829,6 +885,9 @@ def _startswith(words: list[Token], seq: tuple[str, ...], at: int = 0) -> bool:
     return all(words[at + k] == seq[k] for k in range(n))
 
 
+#: "let me see you dance" asks; "let me think about it" tells what the speaker will do.
+_LET_ME_WATCH = frozenset("see watch hear catch get".split())
+_DEGREE_KEEP = lx.VERY | lx.LOW_INTENSITY | lx.HIGH_INTENSITY
 _FACE_NAMES = frozenset(core_vocabulary().expression_names) | frozenset(lx.MOOD_WORDS)
 _STATE_VERBS = frozenset("be been have had feel look seem".split())
 
@@ -914,6 +973,19 @@ def _split(tokens: list[Token], persona: Persona) -> list[_Clause]:
     i = 0
 
     def close(next_clause: _Clause) -> _Clause:
+        if len(current.words) > 1 and current.words[-1] in ("last", "lastly"):
+            current.words.pop()
+            current.last = True
+        for edge, place in _EDGE_MARKERS:
+            n = len(edge)
+            if len(current.words) > n and tuple(current.words[-n:]) == edge:
+                del current.words[-n:]
+                current.last, current.first = place == "last", place == "first"
+                break
+            if len(current.words) > n and tuple(current.words[:n]) == edge and edge[0] in ("end", "start", "begin", "finish"):
+                del current.words[:n]
+                current.last, current.first = place == "last", place == "first"
+                break
         if current.words:
             clauses.append(current)
         elif clauses and current.exclaims:
@@ -927,9 +999,9 @@ def _split(tokens: list[Token], persona: Persona) -> list[_Clause]:
                 i += 1
                 continue
             current.exclaims += tok.count("!")
-            if tok.strip("!") == "" and current.words:
-                # "!" ends the clause but its count belongs to it
-                pass
+            if current.reorder and all(w in ("but", "and", "then") for w in current.words):
+                i += 1  # "and before that, look around", "but first, bow": the comma does not end the reordering
+                continue
             current = close(_Clause(words=[]))
             i += 1
             continue
@@ -948,6 +1020,12 @@ def _split(tokens: list[Token], persona: Persona) -> list[_Clause]:
             current.lead_before = True  # "before you sit, wave": wave first
             i += 1
             continue
+        before_that = next((s for s in _BEFORE_THAT if _startswith(tokens, s, i)), None)
+        if before_that and clauses and not any(w not in ("and", "but") for w in current.words):
+            # "point at the map, and before that, look around": the next clause goes first
+            current = _Clause(words=[], reorder=True, continuation=True)
+            i += len(before_that)
+            continue
         again = next((s for s in lx.REORDER_SPLITTERS if _startswith(tokens, s, i)), None)
         if again and current.words:
             current = close(_Clause(words=[], reorder=True, continuation=True))
@@ -955,6 +1033,14 @@ def _split(tokens: list[Token], persona: Persona) -> list[_Clause]:
             continue
         if tok == "first" and clauses and i + 1 < len(tokens) and all(w in ("but", "and", "then") for w in current.words):
             current.reorder = True  # "sit down, but first wave": the wave goes first
+            i += 1
+            continue
+        if (
+            tok == "while" and i + 2 < len(tokens) and tokens[i + 1] in ("you", "u")
+            and current.words and current.words[0] in lx.NEGATORS
+        ):
+            # "don't smile while you clap": the face is ruled out, the clap is asked for
+            current = close(_Clause(words=[], continuation=True))
             i += 1
             continue
         kept = next((s for s in lx.KEEP_SPLITTERS if _startswith(tokens, s, i)), None)
@@ -990,6 +1076,36 @@ _EMOJI_RUN = re.compile("(" + _EMOJI_RE.pattern + r")(?:\s*\1)+")
 _EMOJI_JUNK = re.compile("[\ufe0f\U0001f3fb-\U0001f3ff\u200d\u2640\u2642]")
 
 
+#: Opens the clause an emoji became, so that one restating the request before it ("bow pls
+#: 🙇") is read as emphasis rather than a second directive.
+_EMOJI_MARK = "emojiclause"
+_PRIOR_TO = re.compile(r"\bprior to\b", re.I)
+_CHAT_BREAK = re.compile(r"\b(lol|lmao|lmfao|rofl|haha+|hehe+|ha ha|omg|omfg|ngl|tbh|fr fr)\b(?=\s+[A-Za-z])", re.I)
+_THANKS_THEN = re.compile(r"\b(ty|thx|thanks|thank you|tysm)\s+(?=(?:now|next|then|ok|okay|so)\b)", re.I)
+_CHAT_BE = re.compile(r"\b(pls|plz|please|don't|dont|to|u|you|will|can|cn|gonna|wanna|just|gotta)\s+b\b", re.I)
+_CHAT_SEE = re.compile(r"\bc (?=(?:u|you|ya)\b)", re.I)
+_REDUPLICATED = re.compile(r"\b([A-Za-z]+)-\1\b", re.I)
+#: Degree phrases written as one word or as an idiom, respelled as the word the intensity
+#: lists hold ("barely-there smile", "look a touch surprised", "go full-on excited").
+_DEGREE_WORDS = {
+    "barely-there": "barely", "a-touch": "a bit", "a-tad": "a bit", "a-hint-of": "a hint", "full-on": "totally",
+    "all-out": "totally", "over-the-top": "wildly", "a-smidge": "a bit", "a-smidgen-of": "a bit",
+}
+_DEGREE_PHRASES = re.compile(
+    r"\b(?:" + "|".join(k.replace("-", "[- ]") for k in sorted(_DEGREE_WORDS, key=len, reverse=True)) + r")\b", re.I
+)
+_DROPPED_G = re.compile(r"\b([A-Za-z]{2,}in)(?:'|\b)")
+
+
+def _restore_g(m: re.Match[str], index: _Index) -> str:
+    """A dropped "g" put back on a vocabulary gerund ("quit dancin'" → "quit dancing"),
+    never on a real word ("cabin", "begin")."""
+    word = m.group(1)
+    if word.lower() in index.known_words or stem(word.lower() + "g") not in index.key_set:
+        return m.group(0)
+    return word + "g"
+
+
 def _respell(text: str, index: _Index) -> str:
     """Chat spelling and emoji into the words the parser reads: "u" → "you", "wave 2 me" →
     "wave to me", "sitdown" → "sit down", "😊" → "smile" (its own clause)."""
@@ -998,11 +1114,19 @@ def _respell(text: str, index: _Index) -> str:
     if not text.isascii():
         text = _EMOJI_JUNK.sub("", text)
         text = _EMOJI_RUN.sub(r"\1", text)  # "👏👏👏" is one clap, said warmly, not three
-        text = _EMOJI_RE.sub(lambda m: f" . {lx.EMOJI[m.group(0)]} . ", text)
+        text = _EMOJI_RE.sub(lambda m: f" . {_EMOJI_MARK} {lx.EMOJI[m.group(0)]} . ", text)
     text = _ELONGATED.sub(r"\1", text)  # "sooo", "pleeease"
+    text = _PRIOR_TO.sub("before", text)  # "prior to dancing, clap"
+    text = _REDUPLICATED.sub(r"\1", text)  # "say bye-bye": one farewell, not two clauses
+    text = _CHAT_BREAK.sub(r"\1 . ", text)  # "ur so funny lol clap 4 me": "lol" ends a clause
+    text = _THANKS_THEN.sub(r"\1 . ", text)  # "ty now bow": the thanks, then a request
+    text = _CHAT_BE.sub(r"\1 be", text)  # "pls b happy"
+    text = _CHAT_SEE.sub("see ", text)  # "lemme c u dance"
+    text = _DEGREE_PHRASES.sub(lambda m: _DEGREE_WORDS[m.group(0).lower().replace(" ", "-")], text)
     text = _THOUSANDS.sub(r"\1\2", text)  # "20,000 steps" is one number, not two clauses
     text = _SLANG_RE.sub(lambda m: lx.SLANG[m.group(1).lower()], text)
     text = _DIGIT_RE.sub(lambda m: lx.SLANG_DIGITS[m.group(1)], text)
+    text = _DROPPED_G.sub(lambda m: _restore_g(m, index), text)
     if index.joined:
         text = re.sub(
             r"[A-Za-z]{6,}", lambda m: index.joined.get(m.group(0).lower(), m.group(0)), text
@@ -1036,7 +1160,9 @@ def _drop_not_actions(words: list[Token]) -> list[Token]:
         plural = (*seq[:-1], seq[-1] + "s")  # "bow ties", "dance floors"
         i = 0
         while i + n <= len(words):
-            if _startswith(words, seq, i) or _startswith(words, plural, i):
+            if (_startswith(words, seq, i) or _startswith(words, plural, i)) and not (
+                seq == _STAND_UP_FOR and all(w in _FOR_ME for w in words[i + n :])
+            ):  # "stand up for yourself" is an idiom; "stand up for me" asks to stand
                 words = words[:i] + words[i + n :]
             else:
                 i += 1
@@ -1056,7 +1182,19 @@ def _strip_stop(words: list[Token]) -> tuple[bool, list[Token]]:
     return False, words
 
 
+#: Where a clause goes in the sequence, said at its end or (end/start/begin/finish) its start.
+_EDGE_MARKERS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("at", "the", "end"), "last"), (("to", "finish"), "last"), (("to", "end"), "last"), (("end", "with"), "last"),
+    (("finish", "with"), "last"), (("to", "start"), "first"), (("to", "begin"), "first"),
+    (("at", "the", "start"), "first"), (("at", "the", "beginning"), "first"), (("start", "with"), "first"),
+    (("begin", "with"), "first"),
+)
+_STAND_UP_FOR = ("stand", "up", "for")
+_FOR_ME = frozenset("me us please now".split())
+#: Openers of a clause that only names what a stop before it ends ("enough, the clapping").
+_STOP_OBJECT = frozenset("the all your ur those that this with".split())
 _ATTENTION = frozenset({("hey",), ("oi",), ("yo",), ("hey", "you")})
+_BEFORE_THAT = (("and", "before", "that"), ("but", "before", "that"), ("before", "that"), ("before", "this"))
 #: Words after "after"/"before" that start a noun phrase, not a clause ("after the show").
 _ADJUNCT_DETS = frozenset("the a an my your our his her their this these those all so lunch dinner breakfast work school class".split())
 _ACTION_NOUNS = frozenset(

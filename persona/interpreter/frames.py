@@ -65,7 +65,10 @@ _FRAMES = (
     ),
     # "give me a shake of the head", "say hi with a wave", "have a look around"
     re.compile(r"\bgive\s+(?:me|us|them|everyone|him|her)\s+" + _NP),
-    re.compile(r"\b(?:say|said)\s+(?:hi|hello|hey|bye|goodbye|thanks|yes|no)\s+with\s+" + _NP),
+    re.compile(r"\b(?:say|said)\s+(?:hi|hello|hey|bye|goodbye|bye-bye|thanks|yes|no)\s+(?:\w+\s+){0,3}?with\s+" + _NP),
+    # "greet the audience with a bow", "wave the crowd with a bow" (a glossed "saluez ... avec")
+    re.compile(r"^(?:please\s+)?(?:greet|salute|welcome|wave)\s+(?:to\s+|at\s+)?(?:the|your|our|my|all|everyone|everybody)"
+               r"(?:\s+\w+){0,2}?\s+with\s+" + _NP),
     re.compile(r"\bhave\s+a\s+(?P<n>look)(?:\s+around|\s+round)?\s*(?:[.!?]|$)"),
 )
 _ATTENTION = re.compile(r"^\s*(?:hey|oi|yo|so|ok|okay|well)\b[,!.\s]*")
@@ -231,6 +234,46 @@ def _your_turn(text: str) -> str:
     return f"{m.group('lead')}. {verb}"
 
 
+#: Indirect phrasings spread over a whole utterance, rewritten to the request they make
+#: (the clause parser reads one clause at a time): "tell me no without words, use your
+#: head" → shake the head; "greet them the Japanese way" → bow; "check if anyone is
+#: watching" → look around; "the people on your right are calling, face them" → turn right.
+_UTTERANCE_CUES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p), r)
+    for p, r in (
+        (r"^(?:please\s+)?(?:tell|say|answer|show)\s+(?:me\s+|us\s+)?(?:no|nope)\b[^?]*?\b(?:use|with|just|using)\s+"
+         r"(?:your|ur)\s+head\b", "shake your head"),
+        (r"^(?:please\s+)?(?:tell|say|answer|show)\s+(?:me\s+|us\s+)?(?:yes|yeah)\b[^?]*?\b(?:use|with|just|using)\s+"
+         r"(?:your|ur)\s+head\b", "nod"),
+        (r"^(?:please\s+)?(?:signal|gesture|indicate|sign|mime|motion)\s+(?:a\s+)?(?:yes|yeah|agreement)\b", "nod"),
+        (r"^(?:please\s+)?(?:signal|gesture|indicate|sign|mime|motion)\s+(?:a\s+)?(?:no|nope|disagreement)\b",
+         "shake your head"),
+        (r"^(?:show|tell)\s+(?:me|us)\s+(?:that\s+)?you\s+(?:don't|dont|do\s+not)\s+know\b(?!\s+(?:how|what|why|where|who))",
+         "shrug"),
+        (r"^(?:please\s+)?(?:greet|salute|welcome|thank)\s+(?:\w+\s+){0,3}?(?:the\s+|in\s+the\s+)?(?:japanese|traditional\s+japanese)"
+         r"\s+(?:way|style|fashion|manner)\b", "bow"),
+        (r"^curtain\s+call\b(?![^.!?]*\b(?:was|were|is\s+over|ended)\b)", "take a bow ."),
+        (r"^(?:please\s+)?(?:check|see)\s+(?:if|whether|to\s+see\s+if)\s+(?:any|some)(?:one|body)\s+(?:is|'s)\s+"
+         r"(?:watching|looking|around|listening|there|coming|following)\b", "look around"),
+    )
+)
+_FACE_SIDE = re.compile(
+    r"\b(?:on|to|at)\s+(?:your|ur|the)\s+(?P<side>left|right)\b(?P<mid>[^.!?]*?[,;:]\s*)(?:turn\s+and\s+)?face\s+"
+    r"(?:them|him|her|it|us|that\s+way)\b"
+)
+
+
+def _utterance_cues(out: str) -> str:
+    for pattern, replacement in _UTTERANCE_CUES:
+        m = pattern.search(out)
+        if m:
+            return out[: m.start()] + replacement + out[m.end() :]
+    m = _FACE_SIDE.search(out)
+    if m:  # the side named earlier is the way to turn ("the people on your right ..., face them")
+        return out[: m.end("mid")] + f"turn {m.group('side')}" + out[m.end() :]
+    return out
+
+
 def rewrite(text: str) -> str:
     """`text` with the frames above resolved into words the clause parser reads."""
     lowered = text.lower()
@@ -249,6 +292,7 @@ def rewrite(text: str) -> str:
     out = _BEAR.sub(r"\1 \2\3bear", out)
     out = _TOPIC.sub("that ", out)
     out = _noun_frame(out)
+    out = _utterance_cues(out)
     out = re.sub(r"\s{2,}", " ", out).strip()
     return text if out == lowered.strip() else out
 

@@ -285,6 +285,33 @@ def _lemma(word: str, language: str) -> str | None:
     return None
 
 
+#: Degree suffixes on a word the glossary knows: superlatives ("arrabbiatissima" → "very
+#: angry") and diminutives ("sorrisinho", "sorrisino", "sonrisita" → "smile slightly").
+_DEGREE: dict[str, tuple[tuple[str, str], ...]] = {
+    "es": (("isimo", "very"), ("isima", "very"), ("isimos", "very"), ("isimas", "very"),
+           ("ito", "slightly"), ("ita", "slightly"), ("itos", "slightly"), ("itas", "slightly")),
+    "it": (("issimo", "very"), ("issima", "very"), ("issimi", "very"), ("issime", "very"),
+           ("ino", "slightly"), ("ina", "slightly"), ("etto", "slightly"), ("etta", "slightly")),
+    "pt": (("issimo", "very"), ("issima", "very"), ("inho", "slightly"), ("inha", "slightly"),
+           ("zinho", "slightly"), ("zinha", "slightly")),
+}
+
+
+def _degree(word: str, language: str) -> str | None:
+    """`word` as a degree form of a glossary word ("very angry", "smile slightly"), or None.
+    The base must be a glossary entry of four letters or more, so few real words reach it."""
+    anywhere, start, _ = _table(language)
+    for suffix, degree in _DEGREE.get(language, ()):
+        if not word.endswith(suffix) or len(word) - len(suffix) < 4:
+            continue
+        root = word[: -len(suffix)]
+        for ending in ("o", "a", "e", ""):
+            value = anywhere.get((root + ending,)) or start.get((root + ending,))
+            if value and value.split()[0] not in _NOT_VERBS:
+                return f"very {value}" if degree == "very" else f"{value} {degree}"
+    return None
+
+
 #: Glosses an ending swap must not reach: function words and faces, not verbs.
 _NOT_VERBS = frozenset(
     "i my your me you a the and then please very not don't to of in on with for left right".split()
@@ -327,6 +354,8 @@ def _gloss_latin(text: str, language: str, keep: frozenset[str]) -> list[str]:
         else:
             word = words[i]
             value = _lemma(word, language) if word[:1].isalpha() and word not in keep else None
+            if value is None and word[:1].isalpha() and word not in keep:
+                value = _degree(word, language)
             if value is not None:
                 out.extend(value.split())
             elif not word[:1].isalnum() or word.isdigit() or word in keep:
@@ -336,6 +365,10 @@ def _gloss_latin(text: str, language: str, keep: frozenset[str]) -> list[str]:
     for j in range(len(out) - 1):
         if out[j] == "face" and out[j + 1] in _FACE_WORDS:
             out[j], out[j + 1] = out[j + 1], out[j]
+        elif out[j] == "face" and out[j + 1] == "very" and j + 2 < len(out) and out[j + 2] in _FACE_WORDS:
+            out[j : j + 3] = ["very", out[j + 2], "face"]  # "faccia arrabbiatissima": a very angry face
+        elif out[j : j + 3] == ["face", "a", "little"] and j + 3 < len(out) and out[j + 3] in _FACE_WORDS:
+            out[j : j + 4] = ["a", "little", out[j + 3], "face"]  # "cara un pelín triste"
     return out
 
 

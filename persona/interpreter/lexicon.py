@@ -266,7 +266,7 @@ HIGH_INTENSITY = frozenset(
 LOW_INTENSITY = frozenset(
     """slowly slightly gently softly little small tiny barely subtly calmly quietly lightly carefully
     lazily faintly bit quick briefly lil faint soft mild mildly weak weakly half tad hint slight
-    smallest tiniest teeny""".split()
+    smallest tiniest teeny gentle somewhat""".split()
 )
 MEAN_IT = (
     ("mean", "it"), ("ear", "to", "ear"), ("all", "out"), ("with", "gusto"),
@@ -278,7 +278,7 @@ MEAN_IT = (
 VERY = frozenset(
     {"very", "really", "so", "super", "extremely", "real", "totally", "mega", "soo", "rly", "hella", "incredibly", "seriously",
      "duper", "awfully", "terribly", "truly", "mighty", "ridiculously", "unbelievably", "exceptionally", "especially",
-     "particularly", "utterly", "absolutely", "properly", "insanely"}
+     "particularly", "utterly", "absolutely", "properly", "insanely", "completely", "thoroughly", "wholly"}
 )
 
 #: Repeat counts: "nod twice" → nod, nod (capped at MAX_REPEAT).
@@ -394,15 +394,15 @@ MOOD_WORDS: dict[str, str] = {
     "smile": "chuffed merry radiant blissful gleeful upbeat thankful tickled contented serene beaming cheery",
     "sad": "devastated crestfallen dejected downcast despondent morose mournful woeful disheartened distraught "
     "downhearted heavy-hearted despairing grief-stricken sombre somber wretched desolate lonely homesick weepy",
-    "excited": "jubilant exhilarated buzzing electrified euphoric exuberant raring wired thrilled giddy",
-    "angry": "seething incensed infuriated indignant raging apoplectic wrathful murderous steaming hostile",
-    "frown": "peeved irked miffed sullen disgruntled vexed exasperated petulant put-out huffy stroppy testy crabby",
-    "surprised": "astounded aghast startled petrified shocked speechless thunderstruck agog awed alarmed spooked",
-    "confused": "muddled nonplussed bemused disoriented addled flummoxed stumped bamboozled fazed foggy dazed",
-    "shy": "abashed mortified demure meek self-conscious diffident reticent red-faced",
+    "excited": "jubilant exhilarated buzzing electrified euphoric exuberant raring wired thrilled giddy starstruck pumped psyched hyped",
+    "angry": "seething incensed infuriated indignant raging apoplectic wrathful murderous steaming hostile cross",
+    "frown": "peeved irked miffed sullen disgruntled vexed exasperated petulant put-out huffy stroppy testy crabby disapproving",
+    "surprised": "astounded aghast startled petrified shocked speechless thunderstruck agog awed alarmed spooked awestruck dumbstruck",
+    "confused": "muddled nonplussed bemused disoriented addled flummoxed stumped bamboozled fazed foggy dazed frazzled discombobulated",
+    "shy": "abashed mortified demure meek self-conscious diffident reticent red-faced bashful",
     "thoughtful": "meditative musing introspective absorbed preoccupied philosophical brooding",
     "wink": "impish roguish knowing coquettish",
-    "neutral": "indifferent unmoved impassive composed stony unbothered",
+    "neutral": "indifferent unmoved impassive composed stony unbothered stone-faced poker-faced deadpan expressionless",
 }
 
 
@@ -522,7 +522,8 @@ NOT_ACTIONS: tuple[tuple[str, ...], ...] = tuple(
         "wave of", "heat wave", "nod off", "dance floor", "dance class", "clap back", "rain bow",
         "point taken", "bow out", "stand out", "stand up for", "turn down the", "turn up the", "turn off",
         "turn on the", "look up", "look forward to", "sit through", "walk me through", "walk you through",
-        "walk through", "stand a chance",
+        "walk through", "stand a chance", "take a stand", "step by step", "point me to a", "point me to an",
+        "point me to some", "point me in the right direction",
     )
 )
 #: Chat spellings, respelled before parsing ("u" → "you", "2 me" → "to me").

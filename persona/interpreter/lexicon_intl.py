@@ -1533,6 +1533,62 @@ GLOSSES: dict[str, dict[str, str]] = {
     },
 }
 
+#: Animals and people as the subject of a question or a story ("¿los perros pueden sentarse?",
+#: "犬ってお座りできるの？"): glossed so the English parser sees someone else's action, not a
+#: request (a dropped subject would leave "can you sit down?").
+_OTHERS: dict[str, dict[str, str]] = {
+    "es": {"perros": "the dogs", "gatos": "the cats", "ninos": "the kids", "pajaros": "the birds", "loros": "the parrots"},
+    "de": {"hunde": "the dogs", "katzen": "the cats", "kinder": "the kids", "vogel": "the birds"},
+    "fr": {"chiens": "the dogs", "chats": "the cats", "enfants": "the kids", "oiseaux": "the birds"},
+    "pt": {"cachorros": "the dogs", "caes": "the dogs", "gatos": "the cats", "criancas": "the kids", "passaros": "the birds"},
+    "it": {"cani": "the dogs", "gatti": "the cats", "bambini": "the kids", "uccelli": "the birds"},
+    "ja": {"犬": "the dogs", "猫": "the cats", "子供": "the kids", "子どもたち": "the kids", "鳥": "the birds"},
+    "zh": {"小狗": "the dogs", "狗": "the dogs", "猫": "the cats", "小猫": "the cats", "孩子们": "the kids", "鸟": "the birds"},
+}
+# Degree words: "un poquito", "súper emocionado", "bem brava", "超级兴奋", "微微一笑".
+_OTHERS["es"].update({"un poquito": "a little", "poquito": "a little", "super": "very", "un pelin": "a little"})
+_OTHERS["pt"].update({"bem": "very", "super": "very", "parado": "still", "parada": "still", "quieto": "still"})
+_OTHERS["it"].update({"super": "very", "scatenati in pista": "dance", "scatenatevi in pista": "dance"})
+_OTHERS["fr"].update({"super": "very", "un chouia": "a little"})
+_OTHERS["de"].update({"super": "very", "total": "very"})
+_OTHERS["zh"].update({"超级": "very", "微微一笑": "smile slightly", "微微": "slightly", "表现得": "act", "做出": "act", "的样子": "face"})
+# Applause as a noun, stopping by "let that be", greeting with a gesture, and past news.
+_OTHERS["es"].update({"un aplauso": "a round of applause", "aplauso": "applause", "aplausos": "applause",
+                      "un fuerte aplauso": "a big round of applause", ", anda": ", come on"})
+_OTHERS["de"].update({"^lass das": "stop the", "^lasst das": "stop the", "^lassen sie das": "stop the"})
+_OTHERS["fr"].update({"m'a fait coucou": "waved at me", "a fait coucou": "waved", "voisin": "neighbour",
+                      "voisine": "neighbour", "ce matin": "this morning", "pas de danse": "dance moves",
+                      "montre-nous": "show us", "le public": "the audience", "avec une": "with a", "avec un": "with a",
+                      "ne bouge plus": "don't move", "ne bougez plus": "don't move", "ne bouge pas": "don't move",
+                      "ne bougez pas": "don't move", "bouge plus": "don't move", "les applaudissements": "the clapping"})
+_OTHERS["pt"].update({"minha avo": "my grandma", "meu avo": "my grandpa", "batia palmas": "clapped",
+                      "batiam palmas": "clapped", "sempre": "always", "nas festas": "at parties"})
+_OTHERS["ja"].update({"ニコニコ": "smile", "にこにこ": "smile", "疲れてるみたい": "you look tired", "疲れてる": "you look tired",
+                      "座ったら": "why don't you sit down", "ダンスした": "danced", "踊った": "danced"})
+_OTHERS["zh"].update({"不用再": "<stop>", "掌声": "applause", "给他": "give him", "给她": "give her",
+                      "给他们": "give them", "来点": "some", "来一点": "some"})
+_OTHERS["es"].update({"levemente": "slightly", "ligeramente": "slightly", "muchisimo": "a lot", "a tope": "all out"})
+_OTHERS["it"].update({"tantissimo": "a lot", "un sacco": "a lot", "al massimo": "all out"})
+_OTHERS["fr"].update({"a fond": "all out", "un soupcon": "a little", "vachement": "very"})
+_OTHERS["pt"].update({"muitissimo": "a lot", "ao maximo": "all out"})
+# "don't smile while you clap": the "while" clause is asked for (embedded.py splits there).
+_OTHERS["es"].update({"mientras": "while you"})
+_OTHERS["it"].update({"mentre": "while you"})
+_OTHERS["pt"].update({"enquanto": "while you"})
+_OTHERS["fr"].update({"pendant que tu": "while you", "pendant que vous": "while you"})
+_OTHERS["de"].update({"wahrend du": "while you", "wahrend": "while you"})
+_OTHERS["zh"].update({"有点": "a little", "有一点": "a little", "疯狂地": "like crazy"})
+_OTHERS["de"].update({"wie verruckt": "like crazy", "wie wild": "like crazy", "wie ein verruckter": "like crazy"})
+_OTHERS["fr"].update({"etonne": "surprised", "stupefait": "surprised", "ebahi": "surprised", "epate": "surprised"})
+_OTHERS["fr"].update({"comme un fou": "like crazy", "comme une folle": "like crazy", "comme un dingue": "like crazy"})
+_OTHERS["es"].update({"como loco": "like crazy", "como loca": "like crazy", "como un loco": "like crazy"})
+_OTHERS["pt"].update({"que nem louco": "like crazy", "como louco": "like crazy", "como um louco": "like crazy"})
+_OTHERS["it"].update({"come un matto": "like crazy", "come una matta": "like crazy", "come un pazzo": "like crazy"})
+_OTHERS["ja"].update({"思いっきり": "like crazy", "めちゃくちゃ": "very"})
+for _code, _words in _OTHERS.items():
+    for _key, _value in _words.items():
+        GLOSSES[_code].setdefault(_key, _value)
+
 #: Words that tell one Latin-script language from another (and from English), on top of
 #: each language's glossary keys. Only words that are not also common English words.
 MARKERS: dict[str, frozenset[str]] = {
@@ -1593,7 +1649,7 @@ DE_PARTICLES = frozenset("doch mal jetzt bitte halt eben ruhig einfach schon nun
 #: moved back next to their verb so the glossary's "hor auf", "sieh dich um" match.
 DE_SEPARABLE = frozenset("auf um hin ab zuruck herum".split())
 #: Adjective endings tried off an unknown word ("wütendes" → "wütend", "trauriges" → "traurig").
-ADJECTIVE_ENDINGS: dict[str, tuple[str, ...]] = {"de": ("es", "en", "er", "em", "e")}
+ADJECTIVE_ENDINGS: dict[str, tuple[str, ...]] = {"de": ("es", "en", "er", "em", "e"), "fr": ("es", "e", "s")}
 #: Verb endings that alternate on one stem (imperative, infinitive, plural, gerund): a word
 #: the glossary lacks is tried with the other endings of its stem ("caminad" → "camina").
 VERB_ENDINGS: dict[str, tuple[str, ...]] = {
