@@ -27,6 +27,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import re  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -38,12 +39,25 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "benchmarks" / "data" / "interpreter_eval.jsonl"
 SPLITS = (
     "dev", "holdout", "dev2", "holdout2", "holdout3", "dev3", "holdout4", "dev4", "holdout5", "dev5",
-    "holdout6", "dev6", "holdout7",
+    "holdout6", "dev6", "holdout7", "holdout8",
 )
 
 
 def load_eval(path: Path = DATA) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def normalised(text: str) -> str:
+    """Lower case, runs of non-word characters as one space: two texts equal up to punctuation."""
+    return re.sub(r"[^\w]+", " ", text.lower()).strip()
+
+
+def unseen(items: list[dict], everything: list[dict]) -> list[dict]:
+    """`items` whose text (normalised) occurs in no row of another split: a held-out split's
+    utterances that no earlier round could have read, when independent writers repeat a phrase."""
+    chosen = {i.get("split", "dev") for i in items}
+    seen = {normalised(i["text"]) for i in everything if i.get("split", "dev") not in chosen}
+    return [i for i in items if normalised(i["text"]) not in seen]
 
 
 def action_key(actions: list[str], label: list[str]) -> list[str]:
@@ -225,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         "--limit", type=int, default=None, help="every k-th utterance, about this many (slow backends)"
     )
     parser.add_argument("--split", action="append", choices=SPLITS, help="only these splits (repeatable)")
+    parser.add_argument("--unseen", action="store_true",
+                        help="only utterances whose text occurs in no other split (see `unseen`)")
     parser.add_argument("--suffix", default=None, help="result file name suffix (default: the LLM backends)")
     parser.add_argument("--no-record", action="store_true", help="print only; write no result file")
     parser.add_argument(
@@ -242,9 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         threadpoolctl.threadpool_limits(1)
     except ImportError:
         pass
-    items = load_eval()
-    if args.split:
-        items = [i for i in items if i.get("split", "dev") in args.split]
+    everything = load_eval()
+    items = [i for i in everything if not args.split or i.get("split", "dev") in args.split]
+    if args.unseen:
+        items = unseen(items, everything)
     if args.limit and args.limit < len(items):
         step = len(items) / args.limit
         items = [items[int(i * step)] for i in range(args.limit)]
@@ -297,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval_set": str(DATA.relative_to(REPO)),
         "splits": args.split or list(SPLITS),
         "utterances": len(items),
+        "unseen_only": args.unseen,
         "limit": args.limit,
         "threads": 1,
         "cpu": cpu_model(),

@@ -8,7 +8,7 @@ a change may only raise them); where a split was since tuned above GUARD, a high
 from __future__ import annotations
 
 import pytest
-from interpreter import SPLITS, load_eval, score
+from interpreter import SPLITS, load_eval, score, unseen
 
 from comfyui_persona.persona.card import Persona
 from comfyui_persona.persona.interpreter import InterpretRequest, get_interpreter
@@ -161,3 +161,8 @@ def test_the_score_catches_a_ruled_out_face():
     plain = Interpretation(directives=[ActionDirective(action="nod", expression="neutral", intensity=0.5)])
     assert score([item], [smiling])["action_sequence_exact_match"] == 0.0
     assert score([item], [plain])["action_sequence_exact_match"] == 1.0
+
+
+def test_unseen_keeps_only_the_texts_no_other_split_holds():
+    rows = [{"text": "Wave!", "split": "a"}, {"text": "wave", "split": "b"}, {"text": "Sit down.", "split": "b"}]
+    assert unseen([r for r in rows if r["split"] == "b"], rows) == [rows[2]]
