@@ -80,6 +80,12 @@ FLOORS: dict[tuple[str, str], float] = {
     ("holdout7", "expression"): 0.98,
     ("holdout7", "intensity"): 0.97,
     ("holdout7", "ruled_out"): 0.94,
+    # holdout8, run once at the round-6 tip (interpreter-cpu-2026-12-06-holdout8.json: 94.0 %; its
+    # 438 texts no other split holds: 92.5 %, interpreter-cpu-2026-12-06-holdout8-unseen.json).
+    ("holdout8", "indirect"): 0.80,
+    ("holdout8", "single"): 0.88,
+    ("holdout8", "it"): 0.88,
+    ("holdout8", "ja"): 0.88,
 }
 #: intensity bands have their own bar (issue 16: 85 %)
 INTENSITY_GUARD = 0.85
@@ -130,7 +136,7 @@ def test_every_language_stays_above_the_guard(scored, split):
 
 
 def test_every_language_is_measured(scored):
-    for split in ("dev2", "holdout2", "dev3", "holdout4", "holdout5", "holdout6", "dev6", "holdout7"):
+    for split in ("dev2", "holdout2", "dev3", "holdout4", "holdout5", "holdout6", "dev6", "holdout7", "holdout8"):
         assert {"en", "es", "de", "fr", "pt", "it", "ja", "zh"} <= set(scored[1][split]["per_language_exact_match"])
 
 
