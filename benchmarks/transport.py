@@ -339,7 +339,7 @@ def smoothness(shown_s: list[float], stall_s: float) -> dict:
 
 
 async def browser_run(pw, folder, width: int, height: int, media: str, impairment, warmup: float,
-                      seconds: float) -> dict:
+                      seconds: float, page_query: str = "", video_codecs: list[str] | None = None) -> dict:
     """One page, one transport, one link: what the viewer sees for `seconds` after `warmup`."""
     from browser_media import ARGS, CHROMIUM, FRAME_COUNTER_JS
     from impair import TcpRelay, UdpRelay, relay_answer, udp_candidates
@@ -351,6 +351,8 @@ async def browser_run(pw, folder, width: int, height: int, media: str, impairmen
     config = ServerConfig(speech=False)
     service = await asyncio.to_thread(PersonaService, graph, config)
     await asyncio.to_thread(service.warm_up)
+    if video_codecs and service.webrtc.enabled:
+        service.webrtc.video_codecs = [c for c in service.webrtc.video_codecs if c in video_codecs]
     relays: list[UdpRelay] = []
     original_answer = webrtc_module.WebRTCPeer.answer
 
@@ -373,7 +375,7 @@ async def browser_run(pw, folder, width: int, height: int, media: str, impairmen
                 headless=True, viewport={"width": max(1100, width + 500), "height": max(720, height + 200)})
             try:
                 page = browser.pages[0] if browser.pages else await browser.new_page()
-                await page.goto(f"http://127.0.0.1:{tcp.port}/?media={media}", timeout=60000)
+                await page.goto(f"http://127.0.0.1:{tcp.port}/?media={media}{page_query}", timeout=60000)
                 try:
                     await asyncio.wait_for(page.evaluate("""(media) => new Promise((resolve) => {
                       const check = () => window.personaRtc.transport === media && window.personaRtc.client.ready
@@ -407,6 +409,7 @@ async def browser_run(pw, folder, width: int, height: int, media: str, impairmen
                 seen = await page.evaluate("window.__counter")
                 transport = await page.evaluate("window.personaRtc.transport")
                 codec = await page.evaluate("document.getElementById('transport').textContent")
+                playout = await page.evaluate("window.personaRtc.playoutTargetMs")
             finally:
                 await browser.close()
                 await tcp.close()
@@ -427,7 +430,7 @@ async def browser_run(pw, folder, width: int, height: int, media: str, impairmen
     elapsed = end - begin
     interval = 1.0 / 24
     return {
-        "transport": transport, "codec": codec,
+        "transport": transport, "codec": codec, "playout_target_ms_at_end": playout,
         "bytes_per_s": (end_bytes - start_bytes) / elapsed, "kbit_per_s": (end_bytes - start_bytes) * 8 / elapsed / 1000,
         "fps_sent": (last - first) / elapsed, "fps_shown": len(shown) / elapsed,
         "frames_sent": last - first, "frames_shown": len(shown),
@@ -440,7 +443,8 @@ async def browser_run(pw, folder, width: int, height: int, media: str, impairmen
     }
 
 
-async def browser_size(width: int, height: int, links: dict, warmup: float, seconds: float) -> dict:
+async def browser_size(width: int, height: int, links: dict, warmup: float, seconds: float,
+                       medias: list[str], page_query: str = "", video_codecs: list[str] | None = None) -> dict:
     import tempfile
 
     from playwright.async_api import async_playwright
@@ -449,9 +453,10 @@ async def browser_size(width: int, height: int, links: dict, warmup: float, seco
     with tempfile.TemporaryDirectory() as tmp:
         async with async_playwright() as pw:
             for link, impairment in links.items():
-                for media in ("websocket", "webrtc"):
+                for media in medias:
                     try:
-                        result = await browser_run(pw, Path(tmp), width, height, media, impairment, warmup, seconds)
+                        result = await browser_run(pw, Path(tmp), width, height, media, impairment, warmup, seconds,
+                                                   page_query, video_codecs)
                     except RuntimeError as exc:  # recorded, not hidden: the other runs go on
                         print(f"{width}x{height} {link} {media}: {exc}", flush=True)
                         out.setdefault(link, {})[media] = {"error": str(exc)}
@@ -460,7 +465,8 @@ async def browser_size(width: int, height: int, links: dict, warmup: float, seco
                     print(f"{width}x{height} {link} {media} ({result['codec'] or 'JPEG'}): {result['kbit_per_s']:.0f} kbit/s, "
                           f"shown {result['fps_shown']:.1f} of {result['fps_sent']:.1f} fps, glass-to-glass p50 "
                           f"{result['glass_to_glass_ms_p50']} ms p95 {result['glass_to_glass_ms_p95']} ms, "
-                          f"{result['stalls']} stalls ({result['stall_s_total']:.2f} s), max gap {result['gap_ms_max']} ms",
+                          f"{result['stalls']} stalls ({result['stall_s_total']:.2f} s), max gap {result['gap_ms_max']} ms, "
+                          f"playout target {result['playout_target_ms_at_end']} ms",
                           flush=True)
     return out
 
@@ -475,6 +481,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="the chat page in Chromium: glass-to-glass latency, fps shown and stalls, clean and impaired")
     parser.add_argument("--links", nargs="+", default=["clean", "impaired"], choices=["clean", "impaired"],
                         help="--browser: loopback as is, and/or with 2 %% loss and 100 ms delay each way (impair.py)")
+    parser.add_argument("--media", nargs="+", default=["websocket", "webrtc"], choices=["websocket", "webrtc"],
+                        help="--browser: the transports measured")
+    parser.add_argument("--video-codec", nargs="+", default=None, choices=["H264", "VP8"],
+                        help="--browser: the video codecs the server may send (default: all it has, H.264 first)")
+    parser.add_argument("--page-query", default="",
+                        help="--browser: appended to the page's address (e.g. '&jitter=300', a receiver playout target)")
     parser.add_argument("--no-save", action="store_true", help="print only")
     parser.add_argument("--suffix", default="", help="appended to the result file's name")
     args = parser.parse_args(argv)
@@ -495,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
             # candidates are .local names) bound to the loop that first made it.
             for size in sizes:
                 width, height = (int(v) for v in size.lower().split("x"))
-                metrics[size] = await browser_size(width, height, links, args.warmup, seconds)
+                metrics[size] = await browser_size(width, height, links, args.warmup, seconds, args.media,
+                                                   args.page_query, args.video_codec)
 
         asyncio.run(all_sizes())
     for size in [] if args.browser else sizes:

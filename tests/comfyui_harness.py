@@ -158,8 +158,12 @@ def _link_pack(root: Path) -> None:
 
 @pytest.fixture(scope="session")
 def comfyui() -> ComfyEnv:
-    """A real ComfyUI 0.3.75 with this pack in custom_nodes/ (built once, then cached)."""
-    return build_comfyui(_cache_root() / f"comfyui-{COMFYUI_VERSION}-{_key()}")
+    """A real ComfyUI 0.3.75 with this pack in custom_nodes/ (built once, then cached), and the
+    pack's `webrtc` extra (aiortc) as a user who wants the tab's WebRTC media installs it."""
+    env = build_comfyui(_cache_root() / f"comfyui-{COMFYUI_VERSION}-{_key()}")
+    if subprocess.run([str(env.python), "-c", "import aiortc"], capture_output=True).returncode:
+        _pip(env.python, "aiortc>=1.16")
+    return env
 
 
 def free_port() -> int:

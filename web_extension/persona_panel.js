@@ -5,7 +5,10 @@
 // here: it is imported from /persona/static/persona_client.js, the very file the headless
 // chat page loads, served by the same route table; so is the speech player
 // (/persona/static/audio_player.js: Web Audio, each packet scheduled at its pts against
-// the video clock). Plain DOM only (no canvas-drawn node widgets, which the new Vue node
+// the video clock), and so is the WebRTC client (/persona/static/webrtc_media.js): with
+// "Media: WebRTC" the tab offers, plays the H.264/VP8 and Opus tracks in a <video>, and falls
+// back to JPEG and PCM over the WebSocket when WebRTC is not offered or fails; the badge
+// says which. Plain DOM only (no canvas-drawn node widgets, which the new Vue node
 // renderer does not draw).
 //
 // What it streams: the pack's chat workflow, or the graph on the canvas ("Stream: this
@@ -43,6 +46,9 @@ const STYLE = `
 .persona-panel .badge[data-state="reconnecting"], .persona-panel .badge[data-state="refused"],
 .persona-panel .badge[data-state="unavailable"] { background: #b91c1c; }
 .persona-panel canvas { width: 100%; aspect-ratio: 1; background: #000; border-radius: 6px; display: block; }
+.persona-panel video { width: 100%; background: #000; border-radius: 6px; display: block; }
+.persona-panel canvas[hidden], .persona-panel video[hidden] { display: none; }
+.persona-panel .badge[data-transport="webrtc"] { background: #1d4ed8; }
 .persona-panel .status { display: flex; flex-wrap: wrap; gap: .25rem .75rem; justify-content: center; }
 .persona-panel .status b { opacity: .65; font-weight: 500; margin-right: .2rem; }
 .persona-panel .activity { padding: 0 .4rem; border-radius: 4px; background: #374151; color: #fff; }
@@ -87,6 +93,11 @@ const STYLE = `
   border: 1px solid var(--border-color, #4b5563); background: var(--comfy-input-bg, #222); }
 `;
 
+// Media transport: WebRTC or the WebSocket, the tab's choice kept in localStorage; the
+// default follows the chat page's (headless/static/app.js DEFAULT_MEDIA).
+const MEDIA_KEY = "persona.comfyui.media";
+const DEFAULT_MEDIA = "websocket";
+
 const base = () => api.api_base || "";
 // Server answers name paths from the root ("/persona/..."); behind a prefix they need it.
 const routed = (url) => (url && url.startsWith("/") ? `${base()}${url}` : url);
@@ -122,14 +133,21 @@ class PersonaPanel {
       element("style", { text: STYLE }),
       element("header", {}, $("name", "h3", { text: "Persona" }),
         $("mute", "button", { type: "button", "aria-pressed": "false", title: "Mute the persona's voice", text: "Mute" }),
+        $("transport", "span", { class: "badge", "data-transport": "websocket", title: "How the video and voice reach this tab",
+          text: "WebSocket" }),
         $("connection", "span", { class: "badge", "data-state": "connecting", text: "connecting…" })),
       element("div", { class: "source" },
         element("label", { for: "persona-source", text: "Stream" }),
         $("source", "select", { id: "persona-source", title: "Which workflow streams: the pack's chat workflow, or the graph on the canvas (any nodes)" },
           element("option", { value: "default", text: "the persona chat workflow" }),
           element("option", { value: "canvas", text: "this canvas (any nodes)" })),
-        $("resume", "button", { type: "button", hidden: "", title: "Go on streaming after Cancel", text: "Resume" })),
+        $("resume", "button", { type: "button", hidden: "", title: "Go on streaming after Cancel", text: "Resume" }),
+        element("label", { for: "persona-media", text: "Media" }),
+        $("media", "select", { id: "persona-media", title: "WebRTC (H.264/VP8 and Opus, where the server and browser offer it) or JPEG and PCM over the WebSocket" },
+          element("option", { value: "webrtc", text: "WebRTC" }),
+          element("option", { value: "websocket", text: "WebSocket" }))),
       $("video", "canvas", { width: "384", height: "384", "aria-label": "The persona, live" }),
+      $("rtcVideo", "video", { playsinline: "", autoplay: "", hidden: "", "aria-label": "The persona, live (WebRTC)" }),
       element("div", { class: "status", "aria-live": "polite" },
         statusItem("action", "action", "idle"), statusItem("expression", "expression", "neutral"),
         statusItem("pose", "pose", "standing"), $("activity", "span", { class: "activity", text: "idle" })),
@@ -176,6 +194,7 @@ class PersonaPanel {
     const client = new module.PersonaClient({ url: socketUrl(), storageKey: "persona.comfyui.session",
                                               comfyClientId: api.clientId ?? null });
     this.client = client;
+    await this.wireMedia(client);
     this.wire(client);
     this.scene.attach(client);
     this.wireExtras(client);
@@ -183,6 +202,40 @@ class PersonaPanel {
     this.watchVisibility(client);
     client.connect();
     this.loadPersonas();
+  }
+
+  // -- how the media travel: WebRTC where offered, else the WebSocket -------------------------
+
+  mediaChoice() {
+    const saved = localStorage.getItem(MEDIA_KEY);
+    return saved === "webrtc" || saved === "websocket" ? saved : DEFAULT_MEDIA;
+  }
+
+  async wireMedia(client) {
+    // The chat page's own WebRTC client (/persona/static/webrtc_media.js), as for the protocol client.
+    this.media.value = this.mediaChoice();
+    try {
+      const { WebRTCMedia } = await import(`${base()}/persona/static/webrtc_media.js`);
+      this.rtc = new WebRTCMedia(client, this.rtcVideo, { enabled: this.media.value === "webrtc" });
+    } catch (error) {
+      this.rtc = null;
+      this.media.value = "websocket";
+      this.media.disabled = true;
+      this.media.title = `no WebRTC: ${error}`;
+      return;
+    }
+    window.personaPanelRtc = this.rtc; // the browser test reads .transport and .frames
+    this.rtc.addEventListener("transport", (event) => {
+      const { transport, codecs } = event.detail;
+      this.transport.dataset.transport = transport;
+      this.transport.textContent = transport === "webrtc" ? `WebRTC${codecs?.video ? ` (${codecs.video})` : ""}` : "WebSocket";
+      this.rtcVideo.hidden = transport !== "webrtc";
+      this.video.hidden = transport === "webrtc";
+    });
+    this.media.addEventListener("change", () => {
+      localStorage.setItem(MEDIA_KEY, this.media.value);
+      this.rtc.setEnabled(this.media.value === "webrtc");
+    });
   }
 
   // -- what streams, and only while someone looks ---------------------------------------
@@ -263,6 +316,7 @@ class PersonaPanel {
     this.mute.addEventListener("click", () => {
       const muted = this.mute.getAttribute("aria-pressed") !== "true";
       player?.setMuted(muted);
+      this.rtc?.setMuted(muted);
       this.mute.setAttribute("aria-pressed", String(muted));
       this.mute.textContent = muted ? "Unmute" : "Mute";
     });

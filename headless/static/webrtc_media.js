@@ -10,8 +10,23 @@
 //   const media = new WebRTCMedia(client, videoElement);
 //   media.addEventListener("transport", (ev) => ev.detail);  // {transport: "webrtc" | "websocket", codecs?, reason?}
 //   media.stats()  // the receiving side's numbers (frames decoded, audio energy), for the page and tests
+//
+// Playout delay under loss: a lost packet is recovered by a retransmission (NACK), one round
+// trip later; until then the pictures after it cannot be decoded, and a receiver that plays
+// them as soon as possible shows a stall of about a round trip each time. So once the
+// receiver has asked for a retransmission, the tracks' `jitterBufferTarget` becomes the
+// round trip plus a margin: the picture waits that long anyway and a recovered packet comes
+// in time. Without losses for HOLD_MS it goes back to the browser's own (low) target, so a
+// clean link keeps its latency. Measured with benchmarks/transport.py --browser --links impaired.
+// `?jitter=MS` fixes the target instead (0: the browser's own), for measurements.
 
-const JITTER_TARGET_MS = Number(new URLSearchParams(location.search).get("jitter") ?? 0);
+const JITTER_PARAM = new URLSearchParams(location.search).get("jitter");
+const PLAYOUT = {
+  checkMs: 500, // how often the receiver's statistics are read
+  holdMs: 10000, // the raised target stays this long after the last retransmission request
+  marginMs: 100, // beyond one round trip: noticing the loss, the NACK's own way, decoding
+  maxMs: 1000, // never more (a link this bad needs a lower bitrate, not a longer wait)
+};
 const GATHER_LIMIT_MS = 3000; // offer with what was gathered by then (a host candidate comes at once)
 
 export class WebRTCMedia extends EventTarget {
@@ -24,6 +39,8 @@ export class WebRTCMedia extends EventTarget {
     this.transport = "websocket";
     this.frames = 0; // pictures the <video> element presented (requestVideoFrameCallback)
     this.offerId = null;
+    this.playoutTargetMs = null; // the tracks' jitterBufferTarget now (null: the browser's own)
+    this._watch = null;
     client.addEventListener("ready", (event) => this._ready(event.detail));
     client.addEventListener("status", (event) => { if (event.detail.state !== "ready") this.stop("disconnected"); });
     client.addEventListener("webrtc.answer", (event) => this._answer(event.detail));
@@ -54,7 +71,6 @@ export class WebRTCMedia extends EventTarget {
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.addTransceiver("audio", { direction: "recvonly" });
     pc.ontrack = (event) => {
-      if (JITTER_TARGET_MS && "jitterBufferTarget" in event.receiver) event.receiver.jitterBufferTarget = JITTER_TARGET_MS;
       stream.addTrack(event.track);
       if (this.video.srcObject !== stream) this.video.srcObject = stream;
     };
@@ -81,6 +97,7 @@ export class WebRTCMedia extends EventTarget {
   _state(message) {
     if (message.media === "webrtc" && this.pc) {
       this._switch("webrtc", { codecs: message.codecs });
+      this._watchLoss(this.pc);
       this.video.play().catch(() => {
         // Autoplay with sound needs a user gesture: start muted, unmute at the first one.
         this.video.muted = true;
@@ -94,12 +111,64 @@ export class WebRTCMedia extends EventTarget {
     }
   }
 
-  setMuted(muted) {
+  /** Turn WebRTC on (negotiated now if the session is ready) or off (media back to the WebSocket). */
+  setEnabled(enabled) {
+    this.enabled = Boolean(enabled) && typeof RTCPeerConnection !== "undefined";
+    if (!this.enabled) this.stop("turned off");
+    else if (!this.pc && this.client.ready) this._ready(this.client.ready);
+  }
+
+    setMuted(muted) {
     this.userMuted = Boolean(muted);
     this.video.muted = this.userMuted;
   }
 
+  /** Keep the receivers' playout target at one round trip while retransmissions are asked for. */
+  _watchLoss(pc) {
+    clearInterval(this._watch);
+    const fixed = JITTER_PARAM === null ? null : Number(JITTER_PARAM);
+    if (fixed !== null) {
+      this._setPlayoutTarget(pc, fixed > 0 ? fixed : null);
+      return;
+    }
+    let nacks = 0;
+    let lossAt = -Infinity;
+    this._watch = setInterval(async () => {
+      if (pc !== this.pc) { clearInterval(this._watch); return; }
+      let rttMs = null, count = 0, pairId = null;
+      const pairs = new Map();
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video") count = s.nackCount ?? 0;
+        else if (s.type === "transport") pairId = s.selectedCandidatePairId ?? null;
+        else if (s.type === "candidate-pair") pairs.set(s.id, s);
+      });
+      const pair = pairs.get(pairId) ?? [...pairs.values()].find((p) => p.nominated && p.state === "succeeded");
+      if (pair?.currentRoundTripTime !== undefined) rttMs = pair.currentRoundTripTime * 1000;
+      const now = performance.now();
+      if (count > nacks) lossAt = now;
+      nacks = count;
+      const lossy = now - lossAt < PLAYOUT.holdMs && rttMs !== null;
+      this._setPlayoutTarget(pc, lossy ? Math.min(PLAYOUT.maxMs, Math.round(rttMs + PLAYOUT.marginMs)) : null);
+    }, PLAYOUT.checkMs);
+  }
+
+  _setPlayoutTarget(pc, ms) {
+    if (ms === this.playoutTargetMs) return;
+    for (const receiver of pc.getReceivers()) {
+      if (!("jitterBufferTarget" in receiver)) continue;
+      try {
+        receiver.jitterBufferTarget = ms;
+      } catch (error) {
+        console.warn("jitterBufferTarget not set", error);
+      }
+    }
+    this.playoutTargetMs = ms;
+  }
+
   stop(reason) {
+    clearInterval(this._watch);
+    this._watch = null;
+    this.playoutTargetMs = null;
     const pc = this.pc;
     this.pc = null;
     this.offerId = null;

@@ -1,0 +1,95 @@
+"""The Persona tab's media transport inside the real ComfyUI frontend, in headless Chromium.
+
+ComfyUI's own server (the `comfyui_server` fixture: `main.py --cpu`, the pack in custom_nodes/,
+its `webrtc` extra installed) serves the tab, which loads the chat page's WebRTC client from
+/persona/static/webrtc_media.js. Picking "Media: WebRTC" makes the tab offer: the badge says
+WebRTC, the <video> plays frames that keep coming (requestVideoFrameCallback count and the
+decoder's own count), the canvas is hidden; picking the WebSocket again brings the JPEG
+frames back to the canvas. In a browser without RTCPeerConnection the same choice falls back:
+the badge says WebSocket and the canvas draws frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_comfyui_panel import CHROMIUM, CHROMIUM_ARGS, _open_panel, _post_json
+
+pytestmark = [
+    pytest.mark.comfyui,
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium"),
+]
+
+BADGE = '[data-testid="persona-transport"]'
+CANVAS_FRAMES = "() => Number(document.querySelector('[data-testid=persona-video]').dataset.framesDrawn || 0)"
+
+
+def _canvas_frames_advance(page, by: int = 5) -> None:
+    start = page.evaluate(CANVAS_FRAMES)
+    page.wait_for_function(f"() => ({CANVAS_FRAMES})() >= {start + by}", timeout=60_000)
+
+
+def test_tab_plays_webrtc_video_and_goes_back_to_the_websocket(comfyui_server: str, tmp_path: Path) -> None:
+    from playwright import sync_api
+
+    _post_json(f"{comfyui_server}/settings", {"Comfy.TutorialCompleted": True})
+    console: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        context, page = _open_panel(playwright, tmp_path / "profile", console, comfyui_server, CHROMIUM_ARGS)
+        try:
+            assert page.locator(BADGE).get_attribute("data-transport") == "websocket"
+            _canvas_frames_advance(page)
+
+            page.get_by_test_id("persona-media").select_option("webrtc")
+            page.locator(f'{BADGE}[data-transport="webrtc"]').wait_for(timeout=60_000)
+            assert page.locator(BADGE).inner_text().startswith("WebRTC (")
+            assert page.get_by_test_id("persona-rtc-video").is_visible()
+            assert page.get_by_test_id("persona-video").is_hidden()
+            page.wait_for_function("() => window.personaPanelRtc.frames >= 3", timeout=60_000)
+            first = page.evaluate("() => window.personaPanelRtc.frames")
+            page.wait_for_function(f"() => window.personaPanelRtc.frames >= {first + 5}", timeout=60_000)
+            stats = page.evaluate("() => window.personaPanelRtc.stats()")
+            assert stats["transport"] == "webrtc" and stats["framesDecoded"] >= first + 5, stats
+            size = page.evaluate("() => { const v = document.querySelector('[data-testid=persona-rtc-video]');"
+                                 " return [v.videoWidth, v.videoHeight]; }")
+            assert size[0] > 0 and size[1] > 0, size
+            assert page.evaluate("() => localStorage.getItem('persona.comfyui.media')") == "webrtc"
+
+            page.get_by_test_id("persona-media").select_option("websocket")
+            page.locator(f'{BADGE}[data-transport="websocket"]').wait_for(timeout=30_000)
+            assert page.get_by_test_id("persona-video").is_visible()
+            _canvas_frames_advance(page)
+            assert not [line for line in console if line.startswith("pageerror")], console
+        finally:
+            context.close()
+
+
+def test_tab_falls_back_to_the_websocket_without_webrtc_in_the_browser(comfyui_server: str, tmp_path: Path) -> None:
+    from playwright import sync_api
+
+    _post_json(f"{comfyui_server}/settings", {"Comfy.TutorialCompleted": True})
+    console: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        context, page = _open_panel(playwright, tmp_path / "profile", console, comfyui_server, CHROMIUM_ARGS)
+        try:
+            # WebRTC chosen, in a browser that has none (as with WebRTC disabled by policy).
+            page.evaluate("() => localStorage.setItem('persona.comfyui.media', 'webrtc')")
+            page.add_init_script("delete window.RTCPeerConnection;")
+            page.reload(wait_until="domcontentloaded")
+            page.locator(".persona-chat-tab-button").wait_for(state="visible", timeout=60_000)
+            if not page.get_by_test_id("persona-panel").is_visible():  # ComfyUI may reopen the last tab itself
+                page.locator(".persona-chat-tab-button").click()
+            page.locator('[data-testid="persona-connection"][data-state="ready"]').wait_for(timeout=60_000)
+            assert page.evaluate("() => typeof RTCPeerConnection") == "undefined"
+            assert page.get_by_test_id("persona-media").input_value() == "webrtc"
+            _canvas_frames_advance(page)
+            assert page.locator(BADGE).get_attribute("data-transport") == "websocket"
+            assert page.locator(BADGE).inner_text() == "WebSocket"
+            assert page.get_by_test_id("persona-rtc-video").is_hidden()
+            assert page.evaluate("() => window.personaPanelRtc.transport") == "websocket"
+            assert not [line for line in console if line.startswith("pageerror")], console
+        finally:
+            context.close()
