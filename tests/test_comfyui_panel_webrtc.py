@@ -11,6 +11,7 @@ the badge says WebSocket and the canvas draws frames.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -32,64 +33,62 @@ def _canvas_frames_advance(page, by: int = 5) -> None:
     page.wait_for_function(f"() => ({CANVAS_FRAMES})() >= {start + by}", timeout=60_000)
 
 
-def test_tab_plays_webrtc_video_and_goes_back_to_the_websocket(comfyui_server: str, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _panel(comfyui_server: str, profile: Path):
+    """ComfyUI in Chromium with the Persona tab open: (page, console lines); no page errors at the end."""
     from playwright import sync_api
 
     _post_json(f"{comfyui_server}/settings", {"Comfy.TutorialCompleted": True})
     console: list[str] = []
     with sync_api.sync_playwright() as playwright:
-        context, page = _open_panel(playwright, tmp_path / "profile", console, comfyui_server, CHROMIUM_ARGS)
+        context, page = _open_panel(playwright, profile, console, comfyui_server, CHROMIUM_ARGS)
         try:
-            assert page.locator(BADGE).get_attribute("data-transport") == "websocket"
-            _canvas_frames_advance(page)
-
-            page.get_by_test_id("persona-media").select_option("webrtc")
-            page.locator(f'{BADGE}[data-transport="webrtc"]').wait_for(timeout=60_000)
-            assert page.locator(BADGE).inner_text().startswith("WebRTC (")
-            assert page.get_by_test_id("persona-rtc-video").is_visible()
-            assert page.get_by_test_id("persona-video").is_hidden()
-            page.wait_for_function("() => window.personaPanelRtc.frames >= 3", timeout=60_000)
-            first = page.evaluate("() => window.personaPanelRtc.frames")
-            page.wait_for_function(f"() => window.personaPanelRtc.frames >= {first + 5}", timeout=60_000)
-            stats = page.evaluate("() => window.personaPanelRtc.stats()")
-            assert stats["transport"] == "webrtc" and stats["framesDecoded"] >= first + 5, stats
-            size = page.evaluate("() => { const v = document.querySelector('[data-testid=persona-rtc-video]');"
-                                 " return [v.videoWidth, v.videoHeight]; }")
-            assert size[0] > 0 and size[1] > 0, size
-            assert page.evaluate("() => localStorage.getItem('persona.comfyui.media')") == "webrtc"
-
-            page.get_by_test_id("persona-media").select_option("websocket")
-            page.locator(f'{BADGE}[data-transport="websocket"]').wait_for(timeout=30_000)
-            assert page.get_by_test_id("persona-video").is_visible()
-            _canvas_frames_advance(page)
+            yield page
             assert not [line for line in console if line.startswith("pageerror")], console
         finally:
             context.close()
+
+
+def test_tab_plays_webrtc_video_and_goes_back_to_the_websocket(comfyui_server: str, tmp_path: Path) -> None:
+    with _panel(comfyui_server, tmp_path / "profile") as page:
+        assert page.locator(BADGE).get_attribute("data-transport") == "websocket"
+        _canvas_frames_advance(page)
+
+        page.get_by_test_id("persona-media").select_option("webrtc")
+        page.locator(f'{BADGE}[data-transport="webrtc"]').wait_for(timeout=60_000)
+        assert page.locator(BADGE).inner_text().startswith("WebRTC (")
+        assert page.get_by_test_id("persona-rtc-video").is_visible()
+        assert page.get_by_test_id("persona-video").is_hidden()
+        page.wait_for_function("() => window.personaPanelRtc.frames >= 3", timeout=60_000)
+        first = page.evaluate("() => window.personaPanelRtc.frames")
+        page.wait_for_function(f"() => window.personaPanelRtc.frames >= {first + 5}", timeout=60_000)
+        stats = page.evaluate("() => window.personaPanelRtc.stats()")
+        assert stats["transport"] == "webrtc" and stats["framesDecoded"] >= first + 5, stats
+        size = page.evaluate("() => { const v = document.querySelector('[data-testid=persona-rtc-video]');"
+                             " return [v.videoWidth, v.videoHeight]; }")
+        assert size[0] > 0 and size[1] > 0, size
+        assert page.evaluate("() => localStorage.getItem('persona.comfyui.media')") == "webrtc"
+
+        page.get_by_test_id("persona-media").select_option("websocket")
+        page.locator(f'{BADGE}[data-transport="websocket"]').wait_for(timeout=30_000)
+        assert page.get_by_test_id("persona-video").is_visible()
+        _canvas_frames_advance(page)
 
 
 def test_tab_falls_back_to_the_websocket_without_webrtc_in_the_browser(comfyui_server: str, tmp_path: Path) -> None:
-    from playwright import sync_api
-
-    _post_json(f"{comfyui_server}/settings", {"Comfy.TutorialCompleted": True})
-    console: list[str] = []
-    with sync_api.sync_playwright() as playwright:
-        context, page = _open_panel(playwright, tmp_path / "profile", console, comfyui_server, CHROMIUM_ARGS)
-        try:
-            # WebRTC chosen, in a browser that has none (as with WebRTC disabled by policy).
-            page.evaluate("() => localStorage.setItem('persona.comfyui.media', 'webrtc')")
-            page.add_init_script("delete window.RTCPeerConnection;")
-            page.reload(wait_until="domcontentloaded")
-            page.locator(".persona-chat-tab-button").wait_for(state="visible", timeout=60_000)
-            if not page.get_by_test_id("persona-panel").is_visible():  # ComfyUI may reopen the last tab itself
-                page.locator(".persona-chat-tab-button").click()
-            page.locator('[data-testid="persona-connection"][data-state="ready"]').wait_for(timeout=60_000)
-            assert page.evaluate("() => typeof RTCPeerConnection") == "undefined"
-            assert page.get_by_test_id("persona-media").input_value() == "webrtc"
-            _canvas_frames_advance(page)
-            assert page.locator(BADGE).get_attribute("data-transport") == "websocket"
-            assert page.locator(BADGE).inner_text() == "WebSocket"
-            assert page.get_by_test_id("persona-rtc-video").is_hidden()
-            assert page.evaluate("() => window.personaPanelRtc.transport") == "websocket"
-            assert not [line for line in console if line.startswith("pageerror")], console
-        finally:
-            context.close()
+    with _panel(comfyui_server, tmp_path / "profile") as page:
+        # WebRTC chosen, in a browser that has none (as with WebRTC disabled by policy).
+        page.evaluate("() => localStorage.setItem('persona.comfyui.media', 'webrtc')")
+        page.add_init_script("delete window.RTCPeerConnection;")
+        page.reload(wait_until="domcontentloaded")
+        page.locator(".persona-chat-tab-button").wait_for(state="visible", timeout=60_000)
+        if not page.get_by_test_id("persona-panel").is_visible():  # ComfyUI may reopen the last tab itself
+            page.locator(".persona-chat-tab-button").click()
+        page.locator('[data-testid="persona-connection"][data-state="ready"]').wait_for(timeout=60_000)
+        assert page.evaluate("() => typeof RTCPeerConnection") == "undefined"
+        assert page.get_by_test_id("persona-media").input_value() == "webrtc"
+        _canvas_frames_advance(page)
+        assert page.locator(BADGE).get_attribute("data-transport") == "websocket"
+        assert page.locator(BADGE).inner_text() == "WebSocket"
+        assert page.get_by_test_id("persona-rtc-video").is_hidden()
+        assert page.evaluate("() => window.personaPanelRtc.transport") == "websocket"
