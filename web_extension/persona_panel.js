@@ -94,9 +94,8 @@ const STYLE = `
 `;
 
 // Media transport: WebRTC or the WebSocket, the tab's choice kept in localStorage; the
-// default follows the chat page's (headless/static/app.js DEFAULT_MEDIA).
+// default is the chat page's (webrtc_media.js DEFAULT_MEDIA).
 const MEDIA_KEY = "persona.comfyui.media";
-const DEFAULT_MEDIA = "websocket";
 
 const base = () => api.api_base || "";
 // Server answers name paths from the root ("/persona/..."); behind a prefix they need it.
@@ -206,17 +205,15 @@ class PersonaPanel {
 
   // -- how the media travel: WebRTC where offered, else the WebSocket -------------------------
 
-  mediaChoice() {
-    const saved = localStorage.getItem(MEDIA_KEY);
-    return saved === "webrtc" || saved === "websocket" ? saved : DEFAULT_MEDIA;
-  }
-
   async wireMedia(client) {
     // The chat page's own WebRTC client (/persona/static/webrtc_media.js), as for the protocol client.
-    this.media.value = this.mediaChoice();
+    let transportLabel;
     try {
-      const { WebRTCMedia } = await import(`${base()}/persona/static/webrtc_media.js`);
-      this.rtc = new WebRTCMedia(client, this.rtcVideo, { enabled: this.media.value === "webrtc" });
+      const media = await import(`${base()}/persona/static/webrtc_media.js`);
+      const saved = localStorage.getItem(MEDIA_KEY);
+      this.media.value = saved === "webrtc" || saved === "websocket" ? saved : media.DEFAULT_MEDIA;
+      this.rtc = new media.WebRTCMedia(client, this.rtcVideo, { enabled: this.media.value === "webrtc" });
+      transportLabel = media.transportLabel;
     } catch (error) {
       this.rtc = null;
       this.media.value = "websocket";
@@ -226,9 +223,9 @@ class PersonaPanel {
     }
     window.personaPanelRtc = this.rtc; // the browser test reads .transport and .frames
     this.rtc.addEventListener("transport", (event) => {
-      const { transport, codecs } = event.detail;
+      const { transport } = event.detail;
       this.transport.dataset.transport = transport;
-      this.transport.textContent = transport === "webrtc" ? `WebRTC${codecs?.video ? ` (${codecs.video})` : ""}` : "WebSocket";
+      this.transport.textContent = transportLabel(event.detail);
       this.rtcVideo.hidden = transport !== "webrtc";
       this.video.hidden = transport === "webrtc";
     });

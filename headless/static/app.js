@@ -1,7 +1,7 @@
 // The headless chat page: wires the protocol client to the DOM. No build step.
 import { SpeechPlayer } from "./audio_player.js";
 import { PersonaClient } from "./persona_client.js";
-import { WebRTCMedia } from "./webrtc_media.js";
+import { DEFAULT_MEDIA, WebRTCMedia, transportLabel } from "./webrtc_media.js";
 
 const QUICK_ACTIONS = [
   ["wave", "smile"], ["smile", null], ["nod", "neutral"], ["shake_head", "neutral"],
@@ -23,9 +23,7 @@ if (sceneParam.length) client.scene = sceneParam;
 
 const player = new SpeechPlayer();
 // Media transport: `?media=webrtc` negotiates WebRTC where the server and browser offer it
-// (falling back to the WebSocket); the default stays the WebSocket until the WebRTC page is
-// the tested default (docs/server.md "WebRTC media").
-const DEFAULT_MEDIA = "websocket";
+// (falling back to the WebSocket); without it, DEFAULT_MEDIA.
 const rtcVideo = $("rtc-video");
 const rtc = new WebRTCMedia(client, rtcVideo, { enabled: (params.get("media") ?? DEFAULT_MEDIA) === "webrtc" });
 window.personaRtc = rtc; // what the tests read: rtc.transport, await rtc.stats()
@@ -213,10 +211,10 @@ client.addEventListener("frame", (event) => {
 client.addEventListener("audio", (event) => player.push(event.detail.pts, event.detail.payload));
 
 rtc.addEventListener("transport", (event) => {
-  const { transport, codecs } = event.detail;
+  const { transport } = event.detail;
   const badge = $("transport");
   badge.dataset.transport = transport;
-  badge.textContent = transport === "webrtc" ? `WebRTC${codecs?.video ? ` (${codecs.video})` : ""}` : "WebSocket";
+  badge.textContent = transportLabel(event.detail);
   rtcVideo.hidden = transport !== "webrtc";
   canvas.hidden = transport === "webrtc";
 });

@@ -29,6 +29,14 @@ const PLAYOUT = {
 };
 const GATHER_LIMIT_MS = 3000; // offer with what was gathered by then (a host candidate comes at once)
 
+// The transport a page uses unless told otherwise: the WebSocket until WebRTC is the tested
+// default (docs/server.md "WebRTC media"); the chat page and the ComfyUI tab both read it.
+export const DEFAULT_MEDIA = "websocket";
+
+// The transport badge's words for a "transport" event's detail.
+export const transportLabel = ({ transport, codecs }) =>
+  transport === "webrtc" ? `WebRTC${codecs?.video ? ` (${codecs.video})` : ""}` : "WebSocket";
+
 export class WebRTCMedia extends EventTarget {
   constructor(client, video, { enabled = true } = {}) {
     super();
