@@ -11,6 +11,9 @@
 #                                         # GEMMs autotuned against cuBLAS): its compile cost and speed
 #   bash benchmarks/gpu_wave2.sh serving  # CUDA tests; batched capacity at both sizes and paced 1-3
 #                                         # sessions at 480x832, no separate processes       (~8 min)
+#   bash benchmarks/gpu_wave2.sh host-sync  # CUDA tests (lip-sync stage's too); one stream with the
+#                                         # defaults, timesteps made per pass (a host sync each) vs
+#                                         # cached, side by side; batched 1-3 and paced 1-2 at 480x832 (~8 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
 #
 # Runs from a copy of the tree without .git or a venv: `comfyui_persona` is made importable from
@@ -18,7 +21,7 @@
 # python3 with torch; the paced/capacity/interrupt steps run real LongLiveBackend sessions and
 # need pydantic: if `import pydantic` fails and .whl/ holds wheels, they are installed into a
 # temporary folder first. Each step has its own time limit and writes its JSON as it goes, so an
-# overrun loses that step's tail only. Results: benchmarks/results/longlive*-<card>-<date>-wave2-*.json
+# overrun loses that step's tail only. Results: benchmarks/results/longlive*-<card>-<date>-wave[23]-*.json
 # (with --smoke: $OUT/results/), copied to $OUT with each step's log and steps.txt (exit codes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -101,16 +104,25 @@ elif [ "$MODE" = serving ]; then
     --sessions 1,4,8,10 --label wave2-serving-capacity-320
   needs_pydantic paced-480 && step paced-480 170 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2,3 \
     --seconds 20 --label wave2-serving-paced-480
+elif [ "$MODE" = host-sync ]; then
+  step gpu-tests 150 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu \
+    tests/test_longlive_host.py tests/test_longlive_fp8.py tests/test_lipsync_stage.py
+  step single-defaults 300 "${BENCH[@]}" --sizes 480x832 --decoders tae --timesteps both --switches 4 \
+    --label wave3-host-sync
+  needs_pydantic capacity-480 && step capacity-480 150 "${BENCH[@]}" --capacity --sizes 480x832 \
+    --sessions 1,2,3 --label wave3-host-sync-capacity-480
+  needs_pydantic paced-480 && step paced-480 130 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
+    --seconds 20 --label wave3-host-sync-paced-480
 elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
 else
-  echo "usage: $0 part1 | part2 | serving | part3 | --smoke" >&2
+  echo "usage: $0 part1 | part2 | serving | host-sync | part3 | --smoke" >&2
   exit 2
 fi
 
 if [ "$MODE" != --smoke ]; then
-  cp benchmarks/results/longlive*-wave2-*.json "$OUT"/ 2>/dev/null
+  find benchmarks/results -maxdepth 1 -name 'longlive*.json' -newer "$OUT/steps.txt" -exec cp {} "$OUT"/ \;
 fi
 "$PY" - "$OUT" <<'PYSUM'
 import glob, json, os, sys
@@ -123,7 +135,8 @@ for path in sorted(glob.glob(os.path.join(out, "*.json")) + glob.glob(os.path.jo
     lines.append(head)
     for run in m.get("runs", []):
         eng = run.get("engine", {})
-        lines.append(f"  {run.get('height')}x{run.get('width')} {run.get('linear')} compile={run.get('compile')}: "
+        lines.append(f"  {run.get('height')}x{run.get('width')} {run.get('linear')} compile={run.get('compile')} "
+                     f"timesteps={run.get('timesteps')}: "
                      f"chunk {run.get('chunk_ms_p50')} ms, DiT {run.get('fps_video_dit_only')} fps, "
                      f"frames on host {eng.get('fps_video_frames_on_host')} fps, first chunk {eng.get('first_chunk_ms_p50')} ms, "
                      f"directive after {eng.get('directive_to_frames_ms_after_p50')} ms, "

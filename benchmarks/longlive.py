@@ -102,7 +102,8 @@ COMPILE_OPTIONS = {
 }
 
 
-def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width, compile_mode, graphs=False):
+def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width, compile_mode, graphs=False,
+               timesteps="cached"):
     cfg = cfgmod.WanConfig.from_name(args.preset)
     dtype = getattr(torch, args.dtype)
     timer = Timer(torch, device)
@@ -122,6 +123,8 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     elif compile_mode != "none":
         runtime.compile(mode=None if compile_mode == "default" else compile_mode)
     runtime.use_cuda_graphs(graphs)
+    if timesteps == "per-pass":  # the code before the cache: a new tensor, so a host sync, every pass
+        runtime._timestep_tensor = lambda values: torch.tensor(values, device=device, dtype=torch.float32)
     sampler = samplermod.StreamingSampler(runtime, steps=args.steps, seed=0, recache_mode=args.recache_mode)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -198,6 +201,7 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
         "width": width,
         "compile": compile_mode,
         "cuda_graphs": graphs,
+        "timesteps": timesteps,
         "linear": args.linear,
         "fp8_vs_bf16": fp8,
         "tokens_per_frame": geometry.tokens_per_frame,
@@ -583,6 +587,9 @@ def main(argv=None) -> int:
                         "max-autotune-no-cudagraphs, multi-kernel")
     parser.add_argument("--cuda-graphs", default="on", choices=["off", "on", "both"],
                         help="replay each pass as a CUDA graph (the engine's default on a GPU); both: one run each")
+    parser.add_argument("--timesteps", default="cached", choices=["cached", "per-pass", "both"],
+                        help="per-pass: make each pass's timestep tensor anew, as before the engine cached "
+                        "them (a host sync per pass), for a side-by-side; both: one run each")
     parser.add_argument("--chunks", type=int, default=20, help="timed chunks per size")
     parser.add_argument("--switches", type=int, default=6, help="timed prompt switches per size")
     parser.add_argument("--steps", type=int, default=4)
@@ -661,6 +668,7 @@ def main(argv=None) -> int:
                 "sizes": args.sizes,
                 "compile": args.compile,
                 "cuda_graphs": args.cuda_graphs,
+                "timesteps": args.timesteps,
                 "recache_mode": args.recache_mode,
                 "chunks_timed": args.chunks,
                 "scene_prompt": args.scene_prompt,
@@ -674,20 +682,21 @@ def main(argv=None) -> int:
             }, metrics={"runs": results})
 
     graph_settings = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graphs]
-    runs = [(mode.strip(), graphs, size) for mode in args.compile.split(",") for graphs in graph_settings
-            for size in args.sizes.split(",")]
+    timestep_settings = ["per-pass", "cached"] if args.timesteps == "both" else [args.timesteps]
+    runs = [(mode.strip(), graphs, size, ts) for mode in args.compile.split(",") for graphs in graph_settings
+            for size in args.sizes.split(",") for ts in timestep_settings]
     with torch.inference_mode():
-        for mode, graphs, size in runs:
+        for mode, graphs, size, ts in runs:
             h, w = (int(v) for v in size.lower().split("x"))
             try:
-                res = bench_size(torch, cfgmod, modelmod, samplermod, args, device, h, w, mode, graphs)
+                res = bench_size(torch, cfgmod, modelmod, samplermod, args, device, h, w, mode, graphs, ts)
             except Exception as exc:  # keep the other runs' numbers; say what failed
                 if args.smoke:
                     raise
                 import traceback
 
                 traceback.print_exc()
-                res = {"height": h, "width": w, "compile": mode, "cuda_graphs": graphs,
+                res = {"height": h, "width": w, "compile": mode, "cuda_graphs": graphs, "timesteps": ts,
                        "error": f"{type(exc).__name__}: {exc}"[:2000]}
             finally:
                 if mode.strip() != "none":

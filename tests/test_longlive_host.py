@@ -325,3 +325,31 @@ def test_cuda_batched_sessions_equal_each_session_alone_in_bf16():
             worst = max(worst, int((s.next_frames().int() - together[i][c].int()).abs().max()))
     print(f"batched vs alone, bf16 on {torch.cuda.get_device_name()}: max |diff| = {worst} uint8 levels")
     assert worst <= 8
+
+
+@pytest.mark.gpu
+@cuda
+@torch.no_grad()
+def test_cuda_steady_chunks_never_make_the_host_wait_for_the_gpu():
+    """Once the window is full, a chunk's passes (ring shift, denoising replays, the deferred
+    refresh) queue on the GPU without one host synchronisation: a sync between passes would
+    leave the GPU idle while the host prepares the next one. torch's sync debug mode raises
+    on any synchronising call."""
+    from comfyui_persona.video.longlive.sampler import StreamingSampler
+
+    runtime = EngineRuntime(tiny_dit(in_dim=16, out_dim=16, local_attn_size=9).to("cuda"))
+    runtime.use_cuda_graphs(True)
+    sampler = StreamingSampler(runtime, seed=0)
+    sampler.start(LAT_H, LAT_W)
+    sampler.set_prompt(prompts(1)[0].to("cuda"))
+    for _ in range(6):  # fill the window; the first steady passes capture their graphs
+        sampler.next_chunk(defer_refresh=True)
+    replays = runtime.graph_replays
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            sampler.next_chunk(defer_refresh=True)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert runtime.graph_replays > replays

@@ -254,10 +254,13 @@ class LipSyncStage:
 
         model, batch = self.model, self.settings.max_batch
         with torch.inference_mode(), self._on_stream():
-            index = torch.as_tensor(picks, device=windows.device)
+            index = torch.as_tensor(picks)
             host = torch.from_numpy(crops)
             if self.stream is not None:
-                host = host.pin_memory()
+                # Through pinned memory: a copy from pageable memory would make this thread wait
+                # for everything queued on the stage's stream (the previous chunk's work).
+                index, host = index.pin_memory(), host.pin_memory()
+            index = index.to(windows.device, non_blocking=True)
             images = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
             if self.device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)

@@ -132,6 +132,7 @@ class EngineRuntime:
         self._graphs: dict[tuple, _CapturedPass] | None = None  # see use_cuda_graphs
         self.passes_run = 0
         self.graph_replays = 0
+        self._timesteps: dict[tuple[float, ...], torch.Tensor] = {}  # see _timestep_tensor
 
     @property
     def device(self) -> torch.device:
@@ -197,7 +198,7 @@ class EngineRuntime:
         self.passes_run += 1
         refresh = not any(r.output for r in rows)
         x = torch.cat([r.x for r in rows]) if len(rows) > 1 else rows[0].x
-        t = torch.tensor([r.t for r in rows], device=self.device, dtype=torch.float32)
+        t = self._timestep_tensor(tuple(r.t for r in rows))
         fns = [self._attention_fns(r) for r in rows]
         if self._graphable(rows, x):
             out = self._replay(rows, x, t, fns, refresh)
@@ -207,6 +208,21 @@ class EngineRuntime:
         if out is None:
             return [None] * len(rows)
         return [out[i : i + 1] if r.output else None for i, r in enumerate(rows)]
+
+    def _timestep_tensor(self, values: tuple[float, ...]) -> torch.Tensor:
+        """The pass's timesteps on the device, made once per distinct tuple.
+
+        Why: `torch.tensor(list, device="cuda")` copies from pageable memory, which makes the host
+        wait until the GPU has finished all queued work; every pass would then start from an idle
+        GPU while the host prepares it. A stream has a handful of timesteps (the warped schedule,
+        the clean pass's), so a few tensors cover every pass; the dict is emptied if sessions ever
+        make it large. The tensors are only read (copied into a graph's input or used in place)."""
+        t = self._timesteps.get(values)
+        if t is None:
+            if len(self._timesteps) >= 256:
+                self._timesteps.clear()
+            t = self._timesteps[values] = torch.tensor(values, device=self.device, dtype=torch.float32)
+        return t
 
     def _attention_fns(self, row: PassRow) -> tuple:
         """The router's function per layer for this row, chosen on the host (outside any graph)."""
