@@ -30,6 +30,7 @@ OUT=${OUT:-/tmp/persona-gpu-out}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 : > "$OUT/steps.txt"
+STARTED=$(mktemp)  # result files newer than this one are this call's
 
 SITE=$(mktemp -d)
 ln -s "$PWD" "$SITE/comfyui_persona"
@@ -122,7 +123,7 @@ else
 fi
 
 if [ "$MODE" != --smoke ]; then
-  find benchmarks/results -maxdepth 1 -name 'longlive*.json' -newer "$OUT/steps.txt" -exec cp {} "$OUT"/ \;
+  find benchmarks/results -maxdepth 1 -name 'longlive*.json' -newer "$STARTED" -exec cp {} "$OUT"/ \;
 fi
 "$PY" - "$OUT" <<'PYSUM'
 import glob, json, os, sys
