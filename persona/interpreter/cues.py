@@ -62,7 +62,10 @@ EVERYBODY = _alt(
     "everybody everyone all_of_you all y'all you_all you_guys guys folks people class team kids gang "
     "crew troops friends"
 )
-UP_WORD = _alt("up rise stand stand_up get_up on_your_feet to_your_feet upright arise on_ya_feet")
+UP_WORD = _alt(
+    "up rise stand stand_up get_up on_your_feet to_your_feet upright arise on_ya_feet on_their_feet to_their_feet "
+    "on_our_feet to_our_feet"
+)
 MUSIC = _alt(
     "music beat beats song songs tune tunes track rhythm dj playlist jam banger bop melody band orchestra"
 )
@@ -131,7 +134,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         # A seat offered: "the bench is all yours", "there's a chair for you", "here's a stool".
         (
             rf"~\b{SEAT}(?:'s| is| are)(?: all| right| just| still| now)* (?:yours|free|empty|open|available|"
-            rf"vacant|there|over there|here|waiting|calling|ready|for you|calling your name)\b",
+            rf"vacant|there|over there|here|waiting|calling|ready|for you|calling your name|behind you|next to you|"
+            rf"beside you|behind ya)\b",
             "sit",
         ),
         (
@@ -522,9 +526,29 @@ _FRAMES = tuple(
         r"i'd honestly|i'd actually)(?: really| so| just| truly| honestly)? (?:love|like|enjoy|want|wanna|wish|adore|"
         r"be thrilled|be happy|be delighted|be glad|like it|love it) (?:to )?(?:see|watch|have) you(?: to)?(?= )",
         r"^(?:i|i'd|i would|we'd|we would)(?: really| so| just)? (?:love|like|appreciate|prefer|enjoy|be "
-        r"(?:happy|glad|grateful|thrilled|delighted)) (?:it )?(?:if you'd|if you'll|if you|for you to)(?: could| would| can)?(?= )",
+        r"(?:happy|glad|grateful|thrilled|delighted|so grateful|really grateful|very grateful|thankful|obliged)) "
+        r"(?:it )?(?:if you'd|if you'll|if you|for you to)(?: could| would| can)?(?= )",
+        # A hypothetical put to the listener: "what if you stood up", "suppose you sat down",
+        # "if only you'd dance", "how about if you clapped" (the past tense is the subjunctive's:
+        # `frames.rewrite` reads it as the base form).
+        r"^(?:so |well |hmm |ok |okay )?(?:what if|suppose|supposing|how about if|what about if|if only|imagine if) "
+        r"(?:you|u)(?:'d| would| could| just| were to)?(?= )",
+        # "if you clapped, that would cheer me up", "if you could wave, I'd be thrilled": only the
+        # hypothetical's past or a modal ("if you sit too long your back hurts" states a rule).
+        r"^if (?:you|u)(?:'d| would| could| just| were to)(?= )",
+        # Hopes put to the listener: "I hope you'll take a bow", "we're hoping you can wave".
+        r"^(?:i|we)(?: really| do| sure| truly)? hope (?:that )?(?:you'll|you will|you can|you could|you'd|you would|"
+        r"you might|u will|u can)(?= )",
+        # "it's time you got up", "it's about time you took a bow", "it's your turn to dance",
+        # "it's time for you to bow", "it wouldn't hurt to take a bow", "would it kill you to smile".
+        r"^(?:i think |maybe |perhaps |ok |okay |so |well |now )?(?:it's|it is|its|now it's|now's|now is)"
+        r"(?: about| high| really| finally)? time (?:for you to|that you|you|u)(?= )",
+        r"^(?:i think |so |ok |okay |well |now )?(?:it's|it is|its|now it's) (?:your|ur) (?:turn|go|cue) to(?= )",
+        r"^(?:so |well )?(?:it|that) (?:wouldn't|would not|won't|will not|can't|cannot) (?:hurt|harm)(?: you)?"
+        r"(?: \S+)? to(?= )",
+        r"^(?:so )?would it kill (?:you|ya|u) to(?= )",
         r"^(?:it|that|it'd|that'd|it'll|that'll)(?: would| will| really would| would really)? "
-        r"(?:make my day|make me (?:happy|smile|so happy)|mean a lot|be (?:\S+ ){0,2}?(?:great|nice|lovely|cool|awesome|"
+        r"(?:make my day|make me (?:happy|smile|so happy)|mean a lot|help(?: me| us)?(?: out)?(?: a lot| a ton)?|be (?:\S+ ){0,2}?(?:great|nice|lovely|cool|awesome|"
         r"amazing|fun|wonderful|brilliant|sweet|perfect|good|helpful|fab|fantastic|ace|epic|hilarious|cute)) "
         r"(?:if you|to see you)(?: could| would| can)?(?= )",
         # Someone else's wish about the listener: "my little brother wants to see you wave".
@@ -554,7 +578,7 @@ _FRAMES = tuple(
 _NOT_AFTER_FRAME = frozenset(
     """again sometime soon later today tomorrow tonight there here more around be being is are was were
     the a an my your his her their our this that these those it its told said asked talked spoke explained
-    knew thought were had got""".split()
+    knew thought were had got if""".split()
 )
 
 
@@ -577,7 +601,8 @@ _STRONG = frozenset(
     """violent vigorous emphatic energetic intense fierce wild frantic enthusiastic passionate forceful strong
     powerful dramatic exaggerated hearty wholehearted animated lively bold theatrical manic exuberant vehement
     furious mad crazy wild big huge loud broad wide deep bright full proud massive giant enormous grand
-    extravagant flamboyant zealous ardent feverish rapid brisk""".split()
+    extravagant flamboyant zealous ardent feverish rapid brisk firm hysterical uncontrollable uproarious
+    almighty tremendous thunderous resounding mighty fervent rowdy boisterous""".split()
 )
 _FAINT = frozenset(
     """gentle soft slight subtle faint quiet calm light slow tentative timid hesitant delicate mild weak small

@@ -450,8 +450,8 @@ class EmbeddedInterpreter:
     def _find_correction(word: str, index: _Index, aggressive: bool) -> str:
         if len(word) > 20 or stem(word) in index.key_set:
             return word
-        if word in COMMON_WORDS or (word in index.known_words and not aggressive):
-            return word
+        if word in COMMON_WORDS or (word in index.known_words and (not aggressive or len(word) > 4)):
+            return word  # a known word of five letters or more is meant ("movie" is no "move")
         limit = 1 if len(word) < 7 else 2
         best, best_d = word, limit + 1
         for candidate in index.vocab_by_length(len(word), limit):
@@ -1161,8 +1161,10 @@ def _drop_not_actions(words: list[Token]) -> list[Token]:
         i = 0
         while i + n <= len(words):
             if (_startswith(words, seq, i) or _startswith(words, plural, i)) and not (
-                seq == _STAND_UP_FOR and all(w in _FOR_ME for w in words[i + n :])
-            ):  # "stand up for yourself" is an idiom; "stand up for me" asks to stand
+                seq == _STAND_UP_FOR and (
+                    all(w in _FOR_ME for w in words[i + n :]) or any(w in _SPAN for w in words[i + n : i + n + 3])
+                )
+            ):  # "stand up for yourself" is an idiom; "stand up for me", "for a second" ask to stand
                 words = words[:i] + words[i + n :]
             else:
                 i += 1
@@ -1191,6 +1193,8 @@ _EDGE_MARKERS: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 _STAND_UP_FOR = ("stand", "up", "for")
 _FOR_ME = frozenset("me us please now".split())
+#: A stretch of time after "stand up for": how long, not whom ("stand up for a second").
+_SPAN = frozenset("second sec seconds moment minute minutes mo bit while tick jiffy".split())
 #: Openers of a clause that only names what a stop before it ends ("enough, the clapping").
 _STOP_OBJECT = frozenset("the all your ur those that this with".split())
 _ATTENTION = frozenset({("hey",), ("oi",), ("yo",), ("hey", "you")})

@@ -58,6 +58,11 @@ _FRAMES = (
     re.compile(r"\b(?:you've|you\s+have|you|you've\s+really|you\s+really|you\s+totally|you\s+so)\s+(?:earned|deserve|deserved)"
                r"\s+(?:yourself\s+)?" + _NP),
     re.compile(r"\b(?:ask|asked)\s+(?:you\s+)?for\s+" + _NP),
+    # "I could really use a nod right now", "we could do with a little dance"
+    re.compile(r"\b(?:i|we)\s+(?:could|can)\s+(?:really\s+|sure\s+|totally\s+|definitely\s+|honestly\s+)?"
+               r"(?:use|do\s+with|go\s+for)\s+" + _NP),
+    # "what about a bow for the audience?", "how about a little wave?"
+    re.compile(r"^(?:so\s+|well\s+|and\s+)?(?:what|how)\s+about\s+" + _NP),
     # "feel like dancing?", "fancy a dance?", "care for a stroll?" (asked of the persona, not "I feel like")
     re.compile(
         r"(?:^|[,.!?…]\s*|\byou\s+)(?:feel\s+like|fancy|in\s+the\s+mood\s+for|care\s+for|up\s+for)\s+"
@@ -130,6 +135,56 @@ _FIRST_PERSON = re.compile(r"^\s*(?:i|we|my|our|i've|i'm|we've|we're|just)\b")
 _ACTION_EMOJI = "".join(e for e, v in lx.EMOJI.items() if len(e) == 1 and not v.startswith("look") and v not in (
     "smile", "laugh", "wink", "frown", "keep a straight face"))
 _ACTION_EMOJI_RE = re.compile("[" + re.escape(_ACTION_EMOJI) + "]") if _ACTION_EMOJI else None
+
+
+#: A past tense that is a hypothetical's, not a report: "I'd appreciate it if you shook your
+#: head", "what if you stood up", "if only you danced", "it's time you got up", "it's about
+#: time somebody clapped for me". The verb is read as its base form after "you would" (after
+#: "time": "you"), so the request frames of `cues` see a request, not news.
+_SUBJUNCTIVE = re.compile(
+    r"\b(?P<lead>if|if\s+only|suppose|supposing)\s+(?:you|u)\s+(?P<adv>(?:just|only|maybe|perhaps|finally|really)\s+)?"
+    r"(?P<v>[a-z]+)\b"
+    r"|\b(?P<time>time)\s+(?:you|u|somebody|someone|ya)\s+(?P<adv2>(?:just|finally|really|actually)\s+)?(?P<v2>[a-z]+)\b"
+)
+_IRREGULAR_BASE = {
+    "stood": "stand", "sat": "sit", "shook": "shake", "rose": "rise", "got": "get", "took": "take", "gave": "give",
+    "went": "go", "made": "make", "did": "do", "threw": "throw", "held": "hold", "spun": "spin", "came": "come",
+    "ran": "run", "thought": "think", "put": "put", "kept": "keep", "bent": "bend", "knelt": "kneel", "sang": "sing",
+    "swung": "swing", "led": "lead", "broke": "break", "drew": "draw", "wrote": "write", "showed": "show",
+}
+
+
+def _base_form(v: str) -> str | None:
+    """The base form of a past tense ("shook" → "shake", "clapped" → "clap", "waved" →
+    "wave", "bowed" → "bow"), or None when `v` is no past tense."""
+    if v in _IRREGULAR_BASE:
+        return _IRREGULAR_BASE[v]
+    if len(v) < 5 or not v.endswith("ed") or v in ("need", "feed", "speed", "seed", "breed", "bleed", "proceed"):
+        return None
+    core = v[:-2]
+    vowels = "aeiou"
+    if v.endswith("ied"):
+        return v[:-3] + "y"
+    if core[-1] == core[-2] and core[-1] not in vowels:
+        return core if core[-1] in "ls" else core[:-1]  # "called", "kissed"; "clapped", "nodded"
+    if core.endswith(("c", "v", "z", "g", "s", "u")) and not core.endswith(("ss", "sh")):
+        return core + "e"  # "danced", "waved", "raised", "judged"
+    if core[-1] not in "wyx" and core[-2] in vowels and core[-3:-2] and core[-3] not in vowels:
+        return core + "e"  # "smiled", "faced", "stared" (not "looked", "waited", "bowed")
+    return core
+
+
+def _subjunctive(text: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        v = m.group("v") or m.group("v2")
+        base = _base_form(v)
+        if base is None:
+            return m.group(0)
+        if m.group("time"):
+            return f"time you {m.group('adv2') or ''}{base}"
+        return f"{m.group('lead')} you would {m.group('adv') or ''}{base}"
+
+    return _SUBJUNCTIVE.sub(sub, text)
 
 
 def _correction(text: str) -> str:
@@ -284,6 +339,7 @@ def rewrite(text: str) -> str:
     out = _FACE_IDIOM_RE.sub(lambda m: _FACE_IDIOMS[m.group(0)], out)
     out = _OF_YOURS.sub(r"your \1", out)
     out = _correction(out)
+    out = _subjunctive(out)
     out = _order(out)
     out = _your_turn(out)
     for pattern in _NOT_ACTION_RES:

@@ -169,6 +169,21 @@ NEGATING_PREFIXES: tuple[tuple[str, ...], ...] = (
     ("skip", "the"),
     ("skip", "that"),
     ("leave", "out", "the"),
+    # Verbs that rule an action out, with the action as their (gerund) object: "avoid pointing
+    # at people", "refrain from clapping", "hold off on the dancing", "steer clear of waving".
+    ("avoid",),
+    ("refrain", "from"),
+    ("hold", "off", "on", "the"),
+    ("hold", "off", "on"),
+    ("hold", "off"),
+    ("steer", "clear", "of"),
+    ("stay", "away", "from"),
+    ("keep", "away", "from"),
+    ("resist", "the", "urge", "to"),
+    ("nah", "dont"),
+    ("nah", "don't"),
+    ("nope", "dont"),
+    ("nope", "don't"),
 )
 #: Clause-start words that turn an action into stopping it ("stop dancing" → idle).
 STOPPERS = frozenset({"stop", "quit", "cease", "enough", "halt", "stahp"})
