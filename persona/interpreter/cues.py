@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 
 __all__ = [
-    "activity_adjuncts", "best_effort", "gerund_subject", "go_ahead", "indirect_action", "intensity_word",
+    "DEGREE_BASES", "activity_adjuncts", "best_effort", "gerund_subject", "go_ahead", "indirect_action", "intensity_word",
     "is_narrated", "is_question", "music_context", "past_tense", "request_frame", "seat_context", "stop_phrasing",
 ]
 
@@ -609,6 +609,10 @@ _FAINT = frozenset(
     tiny brief discreet modest restrained reserved understated cautious careful feeble meek lazy shy
     half-hearted halfhearted lukewarm minimal minute wee""".split()
 )
+
+
+#: Every base word that sets a degree, strong or faint ("subtle", "wild").
+DEGREE_BASES = _STRONG | _FAINT
 
 
 def intensity_word(word: str) -> str | None:

@@ -352,6 +352,8 @@ class EmbeddedInterpreter:
         for before, r in zip(readings, readings[1:], strict=False):
             if r.emoji and r.actions and before.actions[-1:] == r.actions[:1]:
                 r.actions = []  # "bow pls 🙇", "lemme see u clap 👏": the emoji restates the request
+            elif before.emoji and before.actions and r.actions[:1] == before.actions[-1:] and not r.stop:
+                before.actions = []  # "👋👋 wave back!!": the emoji announces the request
         music = cues.music_context(parse_text)
         if "dance" in index.allowed and music:
             for r in readings:  # "the beat dropped, move those feet": a dance, not a walk
@@ -373,6 +375,14 @@ class EmbeddedInterpreter:
             if (r.indirect or r.paraphrase) and r.actions and following.actions[:1] == r.actions[-1:]:
                 r.actions = []  # "pull up a chair and sit": one sit; "turn and face your right": one turn
                 r.paraphrase = False
+        acting_before: _Reading | None = None
+        for r in readings:
+            if r.indirect and r.actions and acting_before is not None and not acting_before.stop and (
+                acting_before.actions[-1:] == r.actions[:1]
+            ):
+                r.actions = []  # "rise and shine, sleepyhead, up you get": the idiom restates the stand
+            if r.actions:
+                acting_before = r
         # "sit down after you wave": the clause after "after" happens first; "before you
         # sit, wave": the clause that opened with "before" happens after the next one.
         ordered: list[_Reading] = []
@@ -567,6 +577,8 @@ class EmbeddedInterpreter:
         )
         if first == "do" and len(words) > 1 and words[1] not in ("you", "u", "we", "they", "i", "he", "she"):
             starts_statement = False
+        if (words[:1] == ["if"] or words[:2] == ["mind", "if"]) and any(w in ("i", "we", "me") for w in words[1:3]):
+            starts_statement, polite = True, False  # "mind if I think out loud?": the speaker's own doing
         if cues.asks_about_others(words) or (
             len(words) > 2 and words[0] == "let" and words[1] in ("me", "us") and words[2] not in _LET_ME_WATCH
         ):
@@ -594,6 +606,11 @@ class EmbeddedInterpreter:
             # up", "sit when you have clapped": a perfect inside a request stays one; "he shrugged
             # and walked away": a clause that continues news is news too).
             r.request = False
+        if r.request and polite and any(
+            p.kind == "action" and cues.past_tense(words[pos]) and any(w in _TOLD_SUBJECTS for w in words[max(0, pos - 3) : pos])
+            for pos, p in matches
+        ):
+            r.request = False  # "can you believe he bowed to the cat?": someone's past, asked about
         corrected = [self._correct(w, index, aggressive=False) for w in words]
         if "while" in words or "whilst" in words:
             # "pace about while you think": what goes on meanwhile is not a second action.
@@ -864,8 +881,8 @@ _FACE_ADJECTIVES = frozenset("cross serious blank".split())
 _PERFECT = frozenset("have has had having you've i've we've they've 've".split())
 _LOOK_STEMS = frozenset(stem(w) for w in lx.LOOK_WORDS)
 _PHRASE_PADDING = frozenset(
-    stem(w) for w in (*lx.FILLER, *lx.VERY, *lx.LOW_INTENSITY, *lx.HIGH_INTENSITY, "a", "an", "one", "please", "now")
-)
+    stem(w) for w in (*lx.FILLER, *lx.VERY, *lx.LOW_INTENSITY, *lx.HIGH_INTENSITY, "a", "an", "one", "please", "now", "just")
+) | frozenset(stem(w + tail) for w in cues.DEGREE_BASES for tail in ("", "ly"))  # "just a subtle wink"
 
 
 def _only_phrase(phrase_keys: tuple[str, ...], keys: list[str]) -> bool:
@@ -887,6 +904,8 @@ def _startswith(words: list[Token], seq: tuple[str, ...], at: int = 0) -> bool:
 
 #: "let me see you dance" asks; "let me think about it" tells what the speaker will do.
 _LET_ME_WATCH = frozenset("see watch hear catch get".split())
+#: Subjects whose past action a polite question only asks about ("could you tell me if she danced").
+_TOLD_SUBJECTS = frozenset("he she they i we someone somebody everyone everybody nobody it".split())
 _DEGREE_KEEP = lx.VERY | lx.LOW_INTENSITY | lx.HIGH_INTENSITY
 _FACE_NAMES = frozenset(core_vocabulary().expression_names) | frozenset(lx.MOOD_WORDS)
 _STATE_VERBS = frozenset("be been have had feel look seem".split())

@@ -293,7 +293,8 @@ MEAN_IT = (
 VERY = frozenset(
     {"very", "really", "so", "super", "extremely", "real", "totally", "mega", "soo", "rly", "hella", "incredibly", "seriously",
      "duper", "awfully", "terribly", "truly", "mighty", "ridiculously", "unbelievably", "exceptionally", "especially",
-     "particularly", "utterly", "absolutely", "properly", "insanely", "completely", "thoroughly", "wholly"}
+     "particularly", "utterly", "absolutely", "properly", "insanely", "completely", "thoroughly", "wholly",
+     "realy", "relly", "rlly", "verry", "suuper", "extremly", "increadibly", "totaly"}
 )
 
 #: Repeat counts: "nod twice" → nod, nod (capped at MAX_REPEAT).
