@@ -174,7 +174,13 @@ def _base_form(v: str) -> str | None:
     return core
 
 
+#: A glossed verb-final conditional ("wenn du herumlaufen würdest" → "if you walk around
+#: would"): the modal goes back after "you".
+_VERB_FINAL_IF = re.compile(r"\bif\s+you\s+(?P<x>[a-z][^,.!?;]*?)\s+(?P<m>would|could)\b(?!\s+(?:be|have)\b)")
+
+
 def _subjunctive(text: str) -> str:
+    text = _VERB_FINAL_IF.sub(lambda m: f"if you {m.group('m')} {m.group('x')}", text)
     def sub(m: re.Match[str]) -> str:
         v = m.group("v") or m.group("v2")
         base = _base_form(v)

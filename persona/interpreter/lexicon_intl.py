@@ -20,6 +20,8 @@ from __future__ import annotations
 #: language code → {phrase: English gloss}. Multi-word keys are matched before single words.
 GLOSSES: dict[str, dict[str, str]] = {
     "es": {
+        # round 7: how much ("con muchas ganas"), polite frames
+        "con muchas ganas": "enthusiastically", "con todas tus fuerzas": "with all your might",
         # gestures named by the body part or the place ("encójase de hombros", "mire a su alrededor",
         # "dime que sí con la cabeza"), and the invitations "por qué no te..." / "a bailar"
         "de hombros": "shrug", "los hombros": "shrug", "hombros": "shoulders", "alrededor": "around",
@@ -268,6 +270,10 @@ GLOSSES: dict[str, dict[str, str]] = {
         "eso": "that",
     },
     "de": {
+        # round 7: a wish with the verb at the end ("es wäre schön, wenn du herumlaufen würdest")
+        "es ware": "it would be nice", "es ware toll": "it would be great", "es ware super": "it would be great",
+        "wenn du": "if you", "wenn ihr": "if you", "wenn sie": "if you", "herumlaufen": "walk around", "herumgehen": "walk around",
+        "rumlaufen": "walk around", "wurdest": "would", "konntest": "could",
         # gestures by body part or place, ihr/Sie forms ("schüttelt den Kopf", "zucken Sie mit den Achseln")
         "schuttelt": "shake", "schutteln sie": "shake", "den kopf": "your head", "achseln": "shoulders",
         "mit den achseln": "shrug", "mit den schultern": "shrug", "umher": "around", "herum": "around",
@@ -495,6 +501,10 @@ GLOSSES: dict[str, dict[str, str]] = {
         "das nicht": "<not>",
     },
     "fr": {
+        # round 7: "ça te dirait de danser ?", "ça te dérangerait de t'asseoir ?"
+        "ca te dirait de": "would you like to", "ca vous dirait de": "would you like to",
+        "ca te derangerait de": "would you mind", "ca vous derangerait de": "would you mind",
+        "ca te derange de": "do you mind", "ca vous derange de": "do you mind",
         # gestures by body part or place ("jetez un coup d'œil autour de vous", "faites oui de la tête")
         "autour": "around", "autour de toi": "around", "autour de vous": "around", "coup d'oeil": "look",
         "un coup d'oeil": "a look", "jette un oeil": "take a look", "jetez un oeil": "take a look",
@@ -731,6 +741,10 @@ GLOSSES: dict[str, dict[str, str]] = {
         "ca": "that",
     },
     "pt": {
+        # round 7: diminutives and the past told ("faz uma carinha tímida", "a plateia aplaudiu de pé")
+        "carinha": "face", "carinhas": "face", "aplaudiu": "clapped", "aplaudiram": "clapped",
+        "a plateia": "the audience", "o publico": "the audience", "sentou": "sat", "sentou-se": "sat",
+        "dancou": "danced", "dancaram": "danced", "levantou": "stood up", "levantou-se": "stood up",
         # gestures by body part or place ("dá de ombros", "olha à tua volta", "faz uma vénia")
         "de ombros": "shrug", "os ombros": "shrug", "ombros": "shoulders", "a tua volta": "around", "a sua volta": "around",
         "em volta": "around", "ao redor": "around", "ao teu redor": "around", "ao seu redor": "around", "redor": "around",
@@ -963,6 +977,20 @@ GLOSSES: dict[str, dict[str, str]] = {
         "isso": "that",
     },
     "it": {
+        # round 7: conditional requests ("ti dispiacerebbe girarti", "mi faresti un cenno di sì"),
+        # degree ("appena"), the past told with essere ("il cane si è seduto")
+        "ti dispiacerebbe": "would you mind", "le dispiacerebbe": "would you mind", "vi dispiacerebbe": "would you mind",
+        "ti dispiace": "do you mind", "le dispiace": "do you mind", "mi faresti": "could you", "mi farebbe": "could you",
+        "faresti": "would you", "potrebbe": "could you", "girarti": "turn", "girarsi": "turn",
+        "un cenno di si": "a nod", "cenno di si": "nod", "un cenno di no": "a shake of the head",
+        "cenno di no": "shake your head", "un cenno": "a nod", "appena": "slightly", "applausi": "clapping",
+        "gli applausi": "the clapping", "averci riflettuto": "thinking",
+        "averci pensato": "thinking", "aver riflettuto": "thinking", "aver pensato": "thinking",
+        "il cane": "the dog", "la gatta": "the cat", "il gatto": "the cat",
+        "si e seduto": "sat", "si e seduta": "sat", "si sono seduti": "sat", "si e alzato": "stood up",
+        "si e alzata": "stood up", "si sono alzati": "stood up", "si e girato": "turned", "si e inchinato": "bowed",
+        "e seduto": "sat", "fammi": "give me", "fatemi": "give me", "mi fai": "give me",
+        "l'occhiolino": "a wink", "fammi l'occhiolino": "wink",
         # gestures by body part or place ("si guardi intorno", "fai di sì con la testa"), Lei/voi forms
         "intorno": "around", "in giro": "around", "attorno": "around", "si guardi": "look", "guardatevi": "look",
         "le spalle": "shrug", "spalle": "shoulders", "di si con la testa": "yes with your head",
@@ -1171,6 +1199,12 @@ GLOSSES: dict[str, dict[str, str]] = {
         "di nuovo": "again",
     },
     "ja": {
+        # round 7: "なさい" imperatives, "曲がって", "もう…はいい" (no more of it), family told about
+        "立ちなさい": "stand up", "立ち上がりなさい": "stand up", "踊りなさい": "dance", "歩きなさい": "walk",
+        "しなさい": "", "なさい": "", "曲がって": "turn", "曲がってください": "turn", "曲がれ": "turn", "曲がる": "turn",
+        "はいいよ": "<not>", "はいい": "<not>", "はもういい": "<stop>", "弟": "my brother", "兄": "my brother",
+        "姉": "my sister", "妹": "my sister", "母": "my mother", "父": "my father", "祖母": "my grandmother",
+        "祖父": "my grandfather", "先生に": "to the teacher", "をした": "did", "しました": "did",
         # volitional "let's" forms and onomatopoeic faces ("一緒に踊ろう", "にこっとして")
         "踊ろう": "let's dance", "踊りましょう": "let's dance", "座ろう": "let's sit", "座りましょう": "let's sit",
         "歩こう": "let's walk", "歩きましょう": "let's walk", "立とう": "let's stand", "拍手しよう": "let's clap",
@@ -1360,6 +1394,9 @@ GLOSSES: dict[str, dict[str, str]] = {
         "よ": "",
     },
     "zh": {
+        # round 7: degree ("使劲鼓掌"), "能不能" questions, "表示不行"
+        "使劲": "hard", "使劲儿": "hard", "拼命": "hard", "能不能": "can you", "可不可以": "could you",
+        "会不会": "can you", "表示不行": "to say no", "不行": "no",
         # look around and shrug with a count inside ("环顾一下四周", "耸个肩", "耸一下肩膀")
         "环顾": "look around", "四周": "around", "周围": "around", "耸肩膀": "shrug", "肩膀": "shoulders",
         "昨天": "yesterday", "你喜欢": "do you like",
