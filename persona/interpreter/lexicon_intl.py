@@ -982,7 +982,7 @@ GLOSSES: dict[str, dict[str, str]] = {
         "ti dispiacerebbe": "would you mind", "le dispiacerebbe": "would you mind", "vi dispiacerebbe": "would you mind",
         "ti dispiace": "do you mind", "le dispiace": "do you mind", "mi faresti": "could you", "mi farebbe": "could you",
         "faresti": "would you", "potrebbe": "could you", "girarti": "turn", "girarsi": "turn",
-        "un cenno di si": "a nod", "cenno di si": "nod", "un cenno di no": "a shake of the head",
+        "un cenno di si": "nod", "cenno di si": "nod", "un cenno di no": "shake your head",
         "cenno di no": "shake your head", "un cenno": "a nod", "appena": "slightly", "applausi": "clapping",
         "gli applausi": "the clapping", "averci riflettuto": "thinking",
         "averci pensato": "thinking", "aver riflettuto": "thinking", "aver pensato": "thinking",
