@@ -547,6 +547,14 @@ _FRAMES = tuple(
         r"^(?:so |well )?(?:it|that) (?:wouldn't|would not|won't|will not|can't|cannot) (?:hurt|harm)(?: you)?"
         r"(?: \S+)? to(?= )",
         r"^(?:so )?would it kill (?:you|ya|u) to(?= )",
+        # Invitations put as questions: "how would you feel about waving", "what do you say we
+        # dance", "you wouldn't mind clapping, would you", "why don't we sit", "you're welcome to sit".
+        r"^how would (?:you|u) feel about(?= )",
+        r"^what (?:do you|d'you|would you) say (?:we|you|to)(?= )",
+        r"^what say (?:we|you)(?= )",
+        r"^(?:you|u) (?:wouldn't|wouldnt|would not|won't|wont) mind(?= )",
+        r"^why (?:don't|dont|do not) we(?: both| all| just)?(?= )",
+        r"^(?:you're|you are|ur|you're more than|you are more than) (?:very |more than |always )?welcome to(?= )",
         r"^(?:it|that|it'd|that'd|it'll|that'll)(?: would| will| really would| would really)? "
         r"(?:make my day|make me (?:happy|smile|so happy)|mean a lot|help(?: me| us)?(?: out)?(?: a lot| a ton)?|be (?:\S+ ){0,2}?(?:great|nice|lovely|cool|awesome|"
         r"amazing|fun|wonderful|brilliant|sweet|perfect|good|helpful|fab|fantastic|ace|epic|hilarious|cute)) "
