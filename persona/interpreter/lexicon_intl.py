@@ -990,7 +990,10 @@ GLOSSES: dict[str, dict[str, str]] = {
         "si e seduto": "sat", "si e seduta": "sat", "si sono seduti": "sat", "si e alzato": "stood up",
         "si e alzata": "stood up", "si sono alzati": "stood up", "si e girato": "turned", "si e inchinato": "bowed",
         "e seduto": "sat", "fammi": "give me", "fatemi": "give me", "mi fai": "give me",
-        "l'occhiolino": "a wink", "fammi l'occhiolino": "wink",
+        "l'occhiolino": "a wink", "fammi l'occhiolino": "wink", "se vuoi": "if you like", "se sei d'accordo": "if you agree",
+        "d'accordo": "agreed", "pure": "", "muoviti": "move", "muovetevi": "move", "salutato": "waved",
+        "applaudito": "clapped", "ballato": "danced", "mia madre": "my mother", "mio padre": "my father",
+        "hanno": "have", "ha": "has",
         # gestures by body part or place ("si guardi intorno", "fai di sì con la testa"), Lei/voi forms
         "intorno": "around", "in giro": "around", "attorno": "around", "si guardi": "look", "guardatevi": "look",
         "le spalle": "shrug", "spalle": "shoulders", "di si con la testa": "yes with your head",
@@ -1204,7 +1207,13 @@ GLOSSES: dict[str, dict[str, str]] = {
         "しなさい": "", "なさい": "", "曲がって": "turn", "曲がってください": "turn", "曲がれ": "turn", "曲がる": "turn",
         "はいいよ": "<not>", "はいい": "<not>", "はもういい": "<stop>", "弟": "my brother", "兄": "my brother",
         "姉": "my sister", "妹": "my sister", "母": "my mother", "父": "my father", "祖母": "my grandmother",
-        "祖父": "my grandfather", "先生に": "to the teacher", "をした": "did", "しました": "did",
+        "祖父": "my grandfather", "先生に": "to the teacher", "先生が": "the teacher", "先生": "the teacher",
+        # the past told ("先生が座りました", "兄が立った"): a "<past>" marker opens the clause as news.
+        "ました": "<past>", "でした": "<past>", "をした": "<past>", "しました": "<past>", "座った": "sat",
+        "立った": "stood up", "歩いた": "walked", "手を振った": "waved", "拍手した": "clapped", "うなずいた": "nodded",
+        "お辞儀した": "bowed", "立ったら": "why don't you stand up", "歩いたら": "why don't you walk",
+        "踊ったら": "why don't you dance", "拍手したら": "why don't you clap", "お辞儀したら": "why don't you bow",
+        "手を振ったら": "why don't you wave",
         # volitional "let's" forms and onomatopoeic faces ("一緒に踊ろう", "にこっとして")
         "踊ろう": "let's dance", "踊りましょう": "let's dance", "座ろう": "let's sit", "座りましょう": "let's sit",
         "歩こう": "let's walk", "歩きましょう": "let's walk", "立とう": "let's stand", "拍手しよう": "let's clap",
