@@ -550,6 +550,9 @@ _FRAMES = tuple(
         # Invitations put as questions: "how would you feel about waving", "what do you say we
         # dance", "you wouldn't mind clapping, would you", "why don't we sit", "you're welcome to sit".
         r"^how would (?:you|u) feel about(?= )",
+        # "do you want to sit?" offers, now ("do you want to dance at your wedding someday?" asks about plans)
+        r"^(?:do|d'you|dyou) (?:you |u )?(?:want to|wanna)(?= )(?!.*\b(?:later|tomorrow|tonight|someday|sometime|"
+        r"one day|next|again|ever|when|at your)\b)",
         r"^what (?:do you|d'you|would you) say (?:we|you|to)(?= )",
         r"^what say (?:we|you)(?= )",
         r"^(?:you|u) (?:wouldn't|wouldnt|would not|won't|wont) mind(?= )",

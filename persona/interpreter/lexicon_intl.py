@@ -505,6 +505,12 @@ GLOSSES: dict[str, dict[str, str]] = {
         "ca te dirait de": "would you like to", "ca vous dirait de": "would you like to",
         "ca te derangerait de": "would you mind", "ca vous derangerait de": "would you mind",
         "ca te derange de": "do you mind", "ca vous derange de": "do you mind",
+        # "et si tu dansais ?" (a suggestion in the imperfect); the past told ("ma sœur a dansé")
+        "et si tu": "what if you would", "et si vous": "what if you would", "et si on": "let's", "ma soeur": "my sister",
+        "mon frere": "my brother", "a danse": "danced", "ont danse": "danced", "a salue": "waved", "ont salue": "waved",
+        "a applaudi": "clapped", "ont applaudi": "clapped", "a marche": "walked", "s'est assis": "sat",
+        "s'est assise": "sat", "se sont assis": "sat", "s'est leve": "stood up", "s'est levee": "stood up",
+        "s'est incline": "bowed", "s'est inclinee": "bowed", "a hoche la tete": "nodded",
         # gestures by body part or place ("jetez un coup d'œil autour de vous", "faites oui de la tête")
         "autour": "around", "autour de toi": "around", "autour de vous": "around", "coup d'oeil": "look",
         "un coup d'oeil": "a look", "jette un oeil": "take a look", "jetez un oeil": "take a look",
@@ -1405,7 +1411,8 @@ GLOSSES: dict[str, dict[str, str]] = {
     "zh": {
         # round 7: degree ("使劲鼓掌"), "能不能" questions, "表示不行"
         "使劲": "hard", "使劲儿": "hard", "拼命": "hard", "能不能": "can you", "可不可以": "could you",
-        "会不会": "can you", "表示不行": "to say no", "不行": "no",
+        "会不会": "can you", "表示不行": "to say no", "不行": "no", "要不要": "do you want to", "想不想": "do you want to",
+        "愿不愿意": "would you", "肯不肯": "would you",
         # look around and shrug with a count inside ("环顾一下四周", "耸个肩", "耸一下肩膀")
         "环顾": "look around", "四周": "around", "周围": "around", "耸肩膀": "shrug", "肩膀": "shoulders",
         "昨天": "yesterday", "你喜欢": "do you like",
@@ -1699,10 +1706,13 @@ ADJECTIVE_ENDINGS: dict[str, tuple[str, ...]] = {"de": ("es", "en", "er", "em", 
 #: Verb endings that alternate on one stem (imperative, infinitive, plural, gerund): a word
 #: the glossary lacks is tried with the other endings of its stem ("caminad" → "camina").
 VERB_ENDINGS: dict[str, tuple[str, ...]] = {
-    "es": ("ad", "ed", "id", "ar", "er", "ir", "an", "en", "as", "es", "a", "e", "ando", "iendo"),
+    # the imperfect subjunctive after "me gustaría que", "si" ("aplaudieras", "bailaras", "batesse")
+    "es": ("ad", "ed", "id", "ar", "er", "ir", "an", "en", "as", "es", "a", "e", "ando", "iendo", "aras", "ieras",
+           "ara", "iera", "aran", "ieran", "ases", "ieses", "ase", "iese"),
     "it": ("ate", "ete", "ite", "are", "ere", "ire", "iamo", "ando", "endo", "a", "i", "e"),
-    "pt": ("ai", "ei", "ar", "er", "ir", "am", "em", "as", "es", "a", "e", "ando", "endo"),
-    "fr": ("ez", "er", "ons", "ir", "es", "e", "is", "it"),
+    "pt": ("ai", "ei", "ar", "er", "ir", "am", "em", "as", "es", "a", "e", "ando", "endo", "asse", "esse", "isse",
+           "asses", "esses", "isses"),
+    "fr": ("ez", "er", "ons", "ir", "es", "e", "is", "it", "ais", "ait", "iez", "aient"),
     "de": ("t", "en", "e", "et", ""),
 }
 #: Chinese verb–object compounds that take a count or aspect word inside them ("点两次头",
