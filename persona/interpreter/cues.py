@@ -563,7 +563,7 @@ _FRAMES = tuple(
         r"amazing|fun|wonderful|brilliant|sweet|perfect|good|helpful|fab|fantastic|ace|epic|hilarious|cute)) "
         r"(?:if you|to see you)(?: could| would| can)?(?= )",
         # Someone else's wish about the listener: "my little brother wants to see you wave".
-        r"^(?:\S+ ){1,4}?(?:wants|want|would love|would like|'d love|'d like|is dying|are dying|can't wait|cant wait|"
+        r"^(?!(?:nobody|no one|noone|none of)\b)(?:\S+ ){1,4}?(?:wants|want|would love|would like|'d love|'d like|is dying|are dying|can't wait|cant wait|"
         r"is hoping|are hoping|is waiting|are waiting) to (?:see|watch) you(?= )",
         r"^(?:are|were|would|will) you (?:be )?(?:able|willing|ready|up for it|happy|okay|ok) to(?= )",
         r"^(?:is|would|will) it (?:be )?(?:possible|ok|okay|alright|all right|cool|fine) (?:for you to|if you|to)(?= )",

@@ -490,6 +490,9 @@ class EmbeddedInterpreter:
         # Indirect cue patterns read the words before not-actions are dropped ("hit the dance floor").
         raw = _strip_fillers(words)[1]
         words = _drop_not_actions(words)
+        # After "what if / suppose / if you", a past tense the rewrite left alone is a condition
+        # about what the listener did ("suppose you sat in traffic for hours, how would you feel?").
+        framed = bool(words) and words[0] in _HYPOTHESIS_LEADS
         polite, words = _strip_fillers(words)
         if len(words) > 2 and (words[0],) in _ATTENTION and (
             _strip_stop(words[1:])[0] or cues.stop_phrasing(words[1:]) is not None
@@ -598,7 +601,7 @@ class EmbeddedInterpreter:
             # the whole clause is one vocabulary phrase ("who knows?", "a small smile please")
             r.request = True
         news_goes_on = clause.continuation and not prev_request and not clause.opens
-        if r.request and not polite and (not clause.continuation or news_goes_on) and any(
+        if r.request and (not polite or framed) and (not clause.continuation or news_goes_on) and any(
             p.kind == "action" and cues.past_tense(words[pos]) and not (pos and words[pos - 1] in _PERFECT)
             for pos, p in matches
         ):
@@ -904,6 +907,8 @@ def _startswith(words: list[Token], seq: tuple[str, ...], at: int = 0) -> bool:
 
 #: "let me see you dance" asks; "let me think about it" tells what the speaker will do.
 _LET_ME_WATCH = frozenset("see watch hear catch get".split())
+#: First words of a hypothetical put to the listener ("what if you", "suppose you", "if you").
+_HYPOTHESIS_LEADS = frozenset("what suppose supposing if imagine".split())
 #: Subjects whose past action a polite question only asks about ("could you tell me if she danced").
 _TOLD_SUBJECTS = frozenset("he she they i we someone somebody everyone everybody nobody it".split())
 _DEGREE_KEEP = lx.VERY | lx.LOW_INTENSITY | lx.HIGH_INTENSITY

@@ -169,8 +169,9 @@ def _base_form(v: str) -> str | None:
         return core if core[-1] in "ls" else core[:-1]  # "called", "kissed"; "clapped", "nodded"
     if core.endswith(("c", "v", "z", "g", "s", "u")) and not core.endswith(("ss", "sh")):
         return core + "e"  # "danced", "waved", "raised", "judged"
-    if core[-1] not in "wyx" and core[-2] in vowels and core[-3:-2] and core[-3] not in vowels:
-        return core + "e"  # "smiled", "faced", "stared" (not "looked", "waited", "bowed")
+    one_syllable = len(re.findall("[aeiouy]+", core)) == 1
+    if one_syllable and core[-1] not in "wyx" and core[-2] in vowels and core[-3:-2] and core[-3] not in vowels:
+        return core + "e"  # "smiled", "faced", "stared" (not "looked", "waited", "bowed", "listened")
     return core
 
 
@@ -179,12 +180,39 @@ def _base_form(v: str) -> str | None:
 _VERB_FINAL_IF = re.compile(r"\bif\s+you\s+(?P<x>[a-z][^,.!?;]*?)\s+(?P<m>would|could)\b(?!\s+(?:be|have)\b)")
 
 
+_MODAL = re.compile(r"(?:\b(?:would|could|might)\b|'d\b)")
+_WH_CLAUSE = re.compile(r"^[^a-z]*(?:how|what|why|where|who|when)\b")
+_NEXT_CLAUSE = re.compile(r"[,;]|\.\s|[!?]\s*\S")
+
+
+def _hypothetical(text: str, m: re.Match[str]) -> bool:
+    """Whether the "if/suppose you <past>" at `m` is a hypothetical offered to the listener,
+    not a condition about what they did ("if you danced at the wedding, you must have had
+    fun"; "suppose you sat in traffic, how would you feel?"): after a modal ("I'd appreciate
+    it if you shook"), before a modal consequence ("if you clapped, that would cheer me up"),
+    or as the whole sentence ("suppose you sat down for a bit?", "if only you danced")."""
+    lead = m.group("lead")
+    if lead.startswith("if ") and lead != "if":  # "if only"
+        return True
+    before, after = text[: m.start()], text[m.end() :]
+    if lead == "if" and re.search(r"\b(?:what|how about|what about|imagine|and)\s+$", before):
+        return True  # "what if you stood up?"
+    if lead == "if" and before.strip():
+        return bool(_MODAL.search(before))  # "I'd be grateful if you", not "I wonder if you"
+    rest = _NEXT_CLAUSE.search(after)
+    if rest is None:  # "suppose you sat down?"; "if you clapped for me I'd be so happy"
+        return lead != "if" or bool(_MODAL.search(after))
+    consequence = after[rest.end() :]
+    return not _WH_CLAUSE.match(consequence) and bool(_MODAL.search(consequence))
+
+
 def _subjunctive(text: str) -> str:
     text = _VERB_FINAL_IF.sub(lambda m: f"if you {m.group('m')} {m.group('x')}", text)
+
     def sub(m: re.Match[str]) -> str:
         v = m.group("v") or m.group("v2")
         base = _base_form(v)
-        if base is None:
+        if base is None or (not m.group("time") and not _hypothetical(text, m)):
             return m.group(0)
         if m.group("time"):
             return f"time you {m.group('adv2') or ''}{base}"
