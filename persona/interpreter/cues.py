@@ -413,7 +413,8 @@ _STOP_IDIOMS = tuple(
         r"a (?:rest|break|breather)\b",
         r"^(?:we're|you're|we are|you are) (?:done|finished)(?: \S+ing)?(?: now| here| for now| for today)?$",
         r"^(?:let's|lets|let us) (?:stop|pause|take a break|call it)\b",
-        r"^(?:keep|stay) (?:still|calm|put)\b",
+        r"^(?:keep|stay|remain|hold)(?: perfectly| completely| totally| very| dead| stock| absolutely| really| real)? "
+        r"(?:still|calm|put|motionless|frozen|stationary|immobile|in place)\b",
         # The gesture held, let go: "you can put your hand down now", "lower your arms".
         r"^(?:put|bring|take|drop|lower) (?:your|ur|that|those|the|both) (?:hand|hands|arm|arms)(?: back)? (?:down|away)\b",
         r"^(?:arm|arms) down(?: now| please)?$",  # "hands down" is also "without doubt"

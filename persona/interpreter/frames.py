@@ -77,7 +77,7 @@ _FRAMES = (
     re.compile(r"\bhave\s+a\s+(?P<n>look)(?:\s+around|\s+round)?\s*(?:[.!?]|$)"),
 )
 _ATTENTION = re.compile(r"^\s*(?:hey|oi|yo|so|ok|okay|well)\b[,!.\s]*")
-_CLAUSE_END = re.compile(r"[.!?;…]+|,\s")
+_CLAUSE_END = re.compile(r"[.!?;…]+|,\s|\s(?:and|then|and\s+then)\s")
 
 _CORRECTION = re.compile(
     r"(?P<lead>^|.*?[,.;!?…]\s*|.*?\s)(?:(?:no|nah|sorry|oops|actually|wait)[,.\s]+)*"
@@ -266,7 +266,7 @@ def _noun_frame(text: str) -> str:
 _BUT_FIRST = re.compile(r"^(?P<x>[^,.!?]+?),?\s+but\s+(?P<y>[^,.!?]+?)\s+first\s*(?P<tail>[.!?]*)$")
 #: "clap, but only once you've stood up": the perfect comes first.
 _ONLY_ONCE = re.compile(
-    r"^(?P<x>[^,.!?]+?),?\s+(?:but\s+)?only\s+(?:once|when|after|if)\s+(?:you've|you\s+have|you're|you\s+are)\s+"
+    r"^(?P<x>[^,.!?]+?),?\s+(?:but\s+)?only\s+(?:once|when|after|if)\s+(?:you've|you\s+have|you're|you\s+are|you)\s+"
     r"(?P<y>[^,.!?]+?)\s*(?P<tail>[.!?]*)$"
 )
 #: Past participles of the core actions' verbs ("once you've stood up" → "stand up").

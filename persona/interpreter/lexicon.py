@@ -149,7 +149,7 @@ REQUEST_VERBS = frozenset(
 CHAT_VERBS = frozenset("tell talk say explain describe ask answer speak chat listen remind guess".split())
 
 #: Clause-start words that negate the clause ("don't wave", "never bow", "no dancing").
-NEGATORS = frozenset({"don't", "dont", "never", "without", "not", "cannot", "can't", "shouldn't", "mustn't"})
+NEGATORS = frozenset({"don't", "dont", "never", "without", "minus", "not", "cannot", "can't", "shouldn't", "mustn't"})
 NEGATING_PREFIXES: tuple[tuple[str, ...], ...] = (
     ("do", "not"),
     ("i", "don't", "want"),
@@ -188,6 +188,13 @@ NEGATING_PREFIXES: tuple[tuple[str, ...], ...] = (
     ("forget", "about"),
     ("hold", "the"),
     ("hold", "your"),
+    # a face dropped: "lose the sad look", "ditch the grin", "get rid of that frown"
+    ("lose", "the"),
+    ("lose", "that"),
+    ("ditch", "the"),
+    ("ditch", "that"),
+    ("get", "rid", "of", "the"),
+    ("get", "rid", "of", "that"),
     ("nah", "dont"),
     ("nah", "don't"),
     ("nope", "dont"),
@@ -258,7 +265,7 @@ SPLITTERS: tuple[tuple[tuple[str, ...], bool], ...] = (
     (("after",), True),
 )
 #: Multi-word negating splitters keep their words: the new clause starts with them.
-KEEP_SPLITTERS: tuple[tuple[str, ...], ...] = (("instead", "of"), ("rather", "than"), ("without",))
+KEEP_SPLITTERS: tuple[tuple[str, ...], ...] = (("instead", "of"), ("rather", "than"), ("without",), ("minus",))
 #: Splitters whose clause happens before the previous one ("clap once you've stood up").
 REORDER_SPLITTERS: tuple[tuple[str, ...], ...] = (
     ("as", "soon", "as", "you", "have"),
@@ -366,9 +373,11 @@ EXTRA_ACTION_PHRASES: dict[str, tuple[str, ...]] = {
     "stand": ("stand upright", "get on your feet", "stand tall"),
     "think": ("have a think", "think it over", "mull it over", "reflect"),
     "look_around": ("look about", "look round", "survey", "surroundings", "look all around"),
-    "point": ("point out", "point over there"),
+    "point": ("point out", "point over there", "gesture at", "gesture towards", "gesture toward", "gesture to",
+              "motion towards", "motion toward", "motion at"),
+    "shrug": ("lift your shoulders", "raise your shoulders", "shoulders up"),
     "bow": ("bow your head",),
-    "nod": ("nod along", "nod in agreement"),
+    "nod": ("nod along", "nod in agreement", "bob your head", "dip your head"),
     "idle": ("freeze", "hold still", "be still", "stand still", "wait", "rest a bit", "halt"),
     "clap": ("applause", "clap hands", "clap along", "hands together"),
     "dance": ("do a dance", "shake it", "move to the music", "dancing", "bust some moves", "cut a rug", "boogie down"),
