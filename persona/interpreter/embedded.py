@@ -472,8 +472,8 @@ class EmbeddedInterpreter:
                 # three letters: only a swap ("sti" → "sit"), or a letter dropped from a
                 # four-letter word when the three are no English word ("wve", "hed")
                 continue
-            if d < best_d:
-                best, best_d = candidate, d
+            if d < best_d or (d == best_d and sorted(word) == sorted(candidate) != sorted(best)):
+                best, best_d = candidate, d  # on a tie a swap beats a changed letter ("calp" → clap, not calm)
         return best if best_d <= limit else word
 
     def _read(

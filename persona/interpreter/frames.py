@@ -81,7 +81,8 @@ _CLAUSE_END = re.compile(r"[.!?;…]+|,\s|\s(?:and|then|and\s+then)\s")
 
 _CORRECTION = re.compile(
     r"(?P<lead>^|.*?[,.;!?…]\s*|.*?\s)(?:(?:no|nah|sorry|oops|actually|wait)[,.\s]+)*"
-    r"(?P<mark>no,?\s+wait|wait,?\s+no|scratch\s+that|make\s+that|on\s+second\s+thoughts?|i\s+meant|i\s+mean|i\s+said)"
+    r"(?P<mark>no,?\s+wait|wait,?\s+no|scratch\s+that|make\s+that|on\s+second\s+thoughts?|i\s+meant|i\s+mean|i\s+said|"
+    r"actually(?=,?\s+[^,.!?]+\binstead\b))"
     r"\b[,:\s]*(?P<x>.+)$"
 )
 _CORRECTION_TAIL = re.compile(r"(?:,?\s+(?:not|instead\s+of|rather\s+than)\s+.*|\s+instead\b.*)$")

@@ -60,6 +60,8 @@ LEADING_FILLERS: tuple[tuple[str, ...], ...] = tuple(
         "you can",
         "you may",
         "try to",
+        "maybe try",
+        "perhaps try",
         "try and",
         "can you",
         "could you",
