@@ -115,6 +115,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (r"^(?:you|u|you'd|you'll)\b.*\b(?:could|can|might|must|would|will|need|needs) (?:use|do with|need|want|like)"
          r" (?:a|some|to) (?:seat|sit|sit down|sit-down|chair|rest|break|breather|breather on \S+)\b", "sit"),
         (rf"\bjoin me (?:on|at|in) (?:the|this|my|our) {SEAT}\b", "sit"),
+        (rf"^{_LEAD}(?:take|have|grab) (?:a breather|a break|a rest|five|ten|a load off|a pew) (?:on|in) (?:\S+ )?{SEAT}\b", "sit"),
         (rf"^(?:your|ur)(?: {_SORE})? {BODY} (?:\S+ )?{PAIN}\b", "sit"),
         # Rest the body: "give your legs a break", "rest those weary feet", "get off your feet".
         (rf"^{_LEAD}(?:rest|relax|ease|spare|save) {YOUR}(?: {_SORE})? {BODY}\b", "sit"),
@@ -199,6 +200,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (r"\bdeserves? (?:a |some |a big |a round of |an |a standing )?(?:applause|hand|clap|round|ovation|cheer)\b",
          "clap"),
         (r"^hear it(?: for\b|$)", "clap"),
+        # "can we get some love for the band?", "let's give a warm welcome to our speaker"
+        (r"^(?:can|could|may) (?:we|i|everyone|everybody) (?:get|have|hear) (?:some |a little |a big |a huge |a |a round of )?"
+         r"(?:love|applause|hand|noise|cheer|cheers|clap|claps) for\b", "clap"),
+        (rf"^{_LEAD}(?:let's |lets |let us )?(?:give|show)(?: \S+){{0,2}}? (?:a |an )?(?:warm|big|huge|nice|great|massive|"
+         rf"hearty|rousing|proper|enthusiastic) welcome\b", "clap"),
         (r"^put (?:em|'em|them|those|your hands|ur hands|those hands|your palms) together\b", "clap"),
         (r"^cheer(?! up\b)(?: \S+)*$", "clap"),
         (
@@ -405,7 +411,7 @@ _STOP_IDIOMS = tuple(
         r"^can it\b",
         r"^(?:that's|thats|that is) (?:a wrap|it|all)(?: for now| for today| now)?$",
         r"^call it (?:quits|a day|a night)\b",
-        r"^(?:take|have) (?:five|ten|a breather|a break|a pause|a time out|a timeout)\b",
+        rf"^(?:take|have) (?:five|ten|a breather|a break|a pause|a time out|a timeout)\b(?! (?:on|in) (?:\S+ )?{SEAT}\b)",
         r"^(?:settle|simmer|calm|wind|slow) (?:down|it down)\b",
         r"^hold (?:your horses|everything|on|on a sec|on a second|on a minute|still)\b",
         rf"^give (?!{YOUR} {BODY}\b)"

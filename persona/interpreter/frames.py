@@ -71,6 +71,9 @@ _FRAMES = (
     # "give me a shake of the head", "say hi with a wave", "have a look around"
     re.compile(r"\bgive\s+(?:me|us|them|everyone|him|her)\s+" + _NP),
     re.compile(r"\b(?:say|said)\s+(?:hi|hello|hey|bye|goodbye|bye-bye|thanks|yes|no)\s+(?:\w+\s+){0,3}?with\s+" + _NP),
+    # "send them off with a bow", "see the guests out with a wave"
+    re.compile(r"^(?:please\s+)?(?:see|send|wave|show)\s+(?:them|him|her|us|everyone|everybody|the\s+\w+|our\s+\w+)\s+"
+               r"(?:off|out)\s+with\s+" + _NP),
     # "greet the audience with a bow", "wave the crowd with a bow" (a glossed "saluez ... avec")
     re.compile(r"^(?:please\s+)?(?:greet|salute|welcome|wave)\s+(?:to\s+|at\s+)?(?:the|your|our|my|all|everyone|everybody)"
                r"(?:\s+\w+){0,2}?\s+with\s+" + _NP),

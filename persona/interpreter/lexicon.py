@@ -374,7 +374,8 @@ EXTRA_ACTION_PHRASES: dict[str, tuple[str, ...]] = {
     "sit": ("sit back", "seat", "sit on the floor"),
     "stand": ("stand upright", "get on your feet", "stand tall"),
     "think": ("have a think", "think it over", "mull it over", "reflect"),
-    "look_around": ("look about", "look round", "survey", "surroundings", "look all around"),
+    "look_around": ("look about", "look round", "survey", "surroundings", "look all around", "have a nosey",
+                    "nose around", "nose about", "poke around", "have a poke around", "have a gander"),
     "point": ("point out", "point over there", "gesture at", "gesture towards", "gesture toward", "gesture to",
               "motion towards", "motion toward", "motion at"),
     "shrug": ("lift your shoulders", "raise your shoulders", "shoulders up"),
@@ -552,6 +553,7 @@ INDIRECT: dict[tuple[str, ...], str] = {
 NOT_ACTIONS: tuple[tuple[str, ...], ...] = tuple(
     tuple(s.split())
     for s in (
+        "show us what you've got", "show me what you've got", "show us what you got", "show me what you got",
         "bow tie", "bowtie", "point of view", "no point", "the point", "what's the point", "good point",
         "stand by", "can't stand", "cannot stand", "can not stand", "stand for", "sit on it", "sit tight",
         "wave of", "heat wave", "nod off", "dance floor", "dance class", "clap back", "rain bow",
