@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "benchmarks" / "data" / "interpreter_eval.jsonl"
 SPLITS = (
     "dev", "holdout", "dev2", "holdout2", "holdout3", "dev3", "holdout4", "dev4", "holdout5", "dev5",
-    "holdout6", "dev6", "holdout7", "holdout8",
+    "holdout6", "dev6", "holdout7", "holdout8", "dev7",
 )
 
 
@@ -192,7 +192,12 @@ def run_backend(name: str, options: dict, items: list[dict], persona_id: str | N
     # holdout6: written by someone who never saw the interpreter's code, docs, results or
     # earlier rows, run once after the fourth round (issue 16). dev6: the fifth round's own
     # utterances (indirect requests, statements, and 15+ per language in the imperative forms
-    # each language has), written and committed before that round changed any rule. Report each.
+    # each language has), written and committed before that round changed any rule.
+    # holdout7 and holdout8: each written blind after a round (the fifth, the sixth), run once,
+    # tuned on by the next round. dev7: the seventh round's own utterances (indirect requests of
+    # many structures, look-alike statements, intensity in every language, Italian and Japanese
+    # imperative and polite forms), written and committed before that round changed any rule.
+    # Report each.
     for split in SPLITS:
         chosen = [(i, o) for i, o in zip(items, outputs, strict=True) if i.get("split", "dev") == split]
         if chosen:

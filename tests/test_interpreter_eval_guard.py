@@ -81,11 +81,52 @@ FLOORS: dict[tuple[str, str], float] = {
     ("holdout7", "intensity"): 0.97,
     ("holdout7", "ruled_out"): 0.94,
     # holdout8, run once at the round-6 tip (interpreter-cpu-2026-12-06-holdout8.json: 94.0 %; its
-    # 438 texts no other split holds: 92.5 %, interpreter-cpu-2026-12-06-holdout8-unseen.json).
-    ("holdout8", "indirect"): 0.80,
-    ("holdout8", "single"): 0.88,
-    ("holdout8", "it"): 0.88,
-    ("holdout8", "ja"): 0.88,
+    # 438 texts no other split holds: 92.5 %, interpreter-cpu-2026-12-06-holdout8-unseen.json),
+    # tuned on since (a development split): the seventh round read its failures and brought it to
+    # 99.5 % (interpreter-cpu-2026-12-06-all-splits-round7.json). Floors one utterance under that
+    # (the one run's were lower: indirect 0.80, single/it/ja 0.88).
+    ("holdout8", "overall"): 0.98,
+    ("holdout8", "chitchat"): 0.92,
+    ("holdout8", "confusion"): 0.96,
+    ("holdout8", "expression_intensity"): 0.96,
+    ("holdout8", "indirect"): 0.96,
+    ("holdout8", "mood"): 0.96,
+    ("holdout8", "multi"): 0.96,
+    ("holdout8", "multilingual"): 0.99,
+    ("holdout8", "negated_face"): 0.96,
+    ("holdout8", "negation"): 0.92,
+    ("holdout8", "ordering"): 0.92,
+    ("holdout8", "single"): 0.96,
+    ("holdout8", "slang"): 0.96,
+    ("holdout8", "statement"): 0.96,
+    ("holdout8", "stop"): 0.96,
+    ("holdout8", "typo"): 0.96,
+    ("holdout8", "unsupported"): 0.96,
+    ("holdout8", "en"): 0.98,
+    ("holdout8", "es"): 0.96,
+    ("holdout8", "de"): 0.96,
+    ("holdout8", "fr"): 0.96,
+    ("holdout8", "pt"): 0.96,
+    ("holdout8", "it"): 0.96,
+    ("holdout8", "ja"): 0.96,
+    ("holdout8", "zh"): 0.96,
+    ("holdout8", "expression"): 0.97,
+    ("holdout8", "intensity"): 0.96,
+    ("holdout8", "ruled_out"): 0.95,
+    # dev7: the seventh round's own split, written and committed before it (89.6 % then,
+    # interpreter-cpu-2026-12-06-dev7-before.json), tuned on since: 100 %. Floors one utterance
+    # under that where a group has more than ten rows; the smaller ones (negation 4, es/de/fr/pt/zh
+    # 5-6 each) stay at GUARD, i.e. every row.
+    ("dev7", "overall"): 0.99,
+    ("dev7", "indirect"): 0.98,
+    ("dev7", "multilingual"): 0.98,
+    ("dev7", "statement"): 0.96,
+    ("dev7", "expression_intensity"): 0.93,
+    ("dev7", "en"): 0.99,
+    ("dev7", "it"): 0.94,
+    ("dev7", "ja"): 0.95,
+    ("dev7", "expression"): 0.95,
+    ("dev7", "intensity"): 0.97,
 }
 #: intensity bands have their own bar (issue 16: 85 %)
 INTENSITY_GUARD = 0.85
@@ -136,7 +177,7 @@ def test_every_language_stays_above_the_guard(scored, split):
 
 
 def test_every_language_is_measured(scored):
-    for split in ("dev2", "holdout2", "dev3", "holdout4", "holdout5", "holdout6", "dev6", "holdout7", "holdout8"):
+    for split in ("dev2", "holdout2", "dev3", "holdout4", "holdout5", "holdout6", "dev6", "holdout7", "holdout8", "dev7"):
         assert {"en", "es", "de", "fr", "pt", "it", "ja", "zh"} <= set(scored[1][split]["per_language_exact_match"])
 
 

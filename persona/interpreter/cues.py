@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 
 __all__ = [
-    "activity_adjuncts", "best_effort", "gerund_subject", "go_ahead", "indirect_action", "intensity_word",
+    "DEGREE_BASES", "activity_adjuncts", "best_effort", "gerund_subject", "go_ahead", "indirect_action", "intensity_word",
     "is_narrated", "is_question", "music_context", "past_tense", "request_frame", "seat_context", "stop_phrasing",
 ]
 
@@ -62,7 +62,10 @@ EVERYBODY = _alt(
     "everybody everyone all_of_you all y'all you_all you_guys guys folks people class team kids gang "
     "crew troops friends"
 )
-UP_WORD = _alt("up rise stand stand_up get_up on_your_feet to_your_feet upright arise on_ya_feet")
+UP_WORD = _alt(
+    "up rise stand stand_up get_up on_your_feet to_your_feet upright arise on_ya_feet on_their_feet to_their_feet "
+    "on_our_feet to_our_feet"
+)
 MUSIC = _alt(
     "music beat beats song songs tune tunes track rhythm dj playlist jam banger bop melody band orchestra"
 )
@@ -112,6 +115,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (r"^(?:you|u|you'd|you'll)\b.*\b(?:could|can|might|must|would|will|need|needs) (?:use|do with|need|want|like)"
          r" (?:a|some|to) (?:seat|sit|sit down|sit-down|chair|rest|break|breather|breather on \S+)\b", "sit"),
         (rf"\bjoin me (?:on|at|in) (?:the|this|my|our) {SEAT}\b", "sit"),
+        (rf"^{_LEAD}(?:take|have|grab) (?:a breather|a break|a rest|five|ten|a load off|a pew) (?:on|in) (?:\S+ )?{SEAT}\b", "sit"),
         (rf"^(?:your|ur)(?: {_SORE})? {BODY} (?:\S+ )?{PAIN}\b", "sit"),
         # Rest the body: "give your legs a break", "rest those weary feet", "get off your feet".
         (rf"^{_LEAD}(?:rest|relax|ease|spare|save) {YOUR}(?: {_SORE})? {BODY}\b", "sit"),
@@ -131,7 +135,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         # A seat offered: "the bench is all yours", "there's a chair for you", "here's a stool".
         (
             rf"~\b{SEAT}(?:'s| is| are)(?: all| right| just| still| now)* (?:yours|free|empty|open|available|"
-            rf"vacant|there|over there|here|waiting|calling|ready|for you|calling your name)\b",
+            rf"vacant|there|over there|here|waiting|calling|ready|for you|calling your name|behind you|next to you|"
+            rf"beside you|behind ya)\b",
             "sit",
         ),
         (
@@ -195,6 +200,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, bool], ...] = tuple(
         (r"\bdeserves? (?:a |some |a big |a round of |an |a standing )?(?:applause|hand|clap|round|ovation|cheer)\b",
          "clap"),
         (r"^hear it(?: for\b|$)", "clap"),
+        # "can we get some love for the band?", "let's give a warm welcome to our speaker"
+        (r"^(?:can|could|may) (?:we|i|everyone|everybody) (?:get|have|hear) (?:some |a little |a big |a huge |a |a round of )?"
+         r"(?:love|applause|hand|noise|cheer|cheers|clap|claps) for\b", "clap"),
+        (rf"^{_LEAD}(?:let's |lets |let us )?(?:give|show)(?: \S+){{0,2}}? (?:a |an )?(?:warm|big|huge|nice|great|massive|"
+         rf"hearty|rousing|proper|enthusiastic) welcome\b", "clap"),
         (r"^put (?:em|'em|them|those|your hands|ur hands|those hands|your palms) together\b", "clap"),
         (r"^cheer(?! up\b)(?: \S+)*$", "clap"),
         (
@@ -401,7 +411,7 @@ _STOP_IDIOMS = tuple(
         r"^can it\b",
         r"^(?:that's|thats|that is) (?:a wrap|it|all)(?: for now| for today| now)?$",
         r"^call it (?:quits|a day|a night)\b",
-        r"^(?:take|have) (?:five|ten|a breather|a break|a pause|a time out|a timeout)\b",
+        rf"^(?:take|have) (?:five|ten|a breather|a break|a pause|a time out|a timeout)\b(?! (?:on|in) (?:\S+ )?{SEAT}\b)",
         r"^(?:settle|simmer|calm|wind|slow) (?:down|it down)\b",
         r"^hold (?:your horses|everything|on|on a sec|on a second|on a minute|still)\b",
         rf"^give (?!{YOUR} {BODY}\b)"
@@ -409,7 +419,8 @@ _STOP_IDIOMS = tuple(
         r"a (?:rest|break|breather)\b",
         r"^(?:we're|you're|we are|you are) (?:done|finished)(?: \S+ing)?(?: now| here| for now| for today)?$",
         r"^(?:let's|lets|let us) (?:stop|pause|take a break|call it)\b",
-        r"^(?:keep|stay) (?:still|calm|put)\b",
+        r"^(?:keep|stay|remain|hold)(?: perfectly| completely| totally| very| dead| stock| absolutely| really| real)? "
+        r"(?:still|calm|put|motionless|frozen|stationary|immobile|in place)\b",
         # The gesture held, let go: "you can put your hand down now", "lower your arms".
         r"^(?:put|bring|take|drop|lower) (?:your|ur|that|those|the|both) (?:hand|hands|arm|arms)(?: back)? (?:down|away)\b",
         r"^(?:arm|arms) down(?: now| please)?$",  # "hands down" is also "without doubt"
@@ -522,13 +533,44 @@ _FRAMES = tuple(
         r"i'd honestly|i'd actually)(?: really| so| just| truly| honestly)? (?:love|like|enjoy|want|wanna|wish|adore|"
         r"be thrilled|be happy|be delighted|be glad|like it|love it) (?:to )?(?:see|watch|have) you(?: to)?(?= )",
         r"^(?:i|i'd|i would|we'd|we would)(?: really| so| just)? (?:love|like|appreciate|prefer|enjoy|be "
-        r"(?:happy|glad|grateful|thrilled|delighted)) (?:it )?(?:if you'd|if you'll|if you|for you to)(?: could| would| can)?(?= )",
+        r"(?:happy|glad|grateful|thrilled|delighted|so grateful|really grateful|very grateful|thankful|obliged)) "
+        r"(?:it )?(?:if you'd|if you'll|if you|for you to)(?: could| would| can)?(?= )",
+        # A hypothetical put to the listener: "what if you stood up", "suppose you sat down",
+        # "if only you'd dance", "how about if you clapped" (the past tense is the subjunctive's:
+        # `frames.rewrite` reads it as the base form).
+        r"^(?:so |well |hmm |ok |okay )?(?:what if|suppose|supposing|how about if|what about if|if only|imagine if) "
+        r"(?:you|u)(?:'d| would| could| just| were to)?(?= )",
+        # "if you clapped, that would cheer me up", "if you could wave, I'd be thrilled": only the
+        # hypothetical's past or a modal ("if you sit too long your back hurts" states a rule).
+        r"^if (?:you|u)(?:'d| would| could| just| were to)(?= )",
+        # Hopes put to the listener: "I hope you'll take a bow", "we're hoping you can wave".
+        r"^(?:i|we)(?: really| do| sure| truly)? hope (?:that )?(?:you'll|you will|you can|you could|you'd|you would|"
+        r"you might|u will|u can)(?= )",
+        # "it's time you got up", "it's about time you took a bow", "it's your turn to dance",
+        # "it's time for you to bow", "it wouldn't hurt to take a bow", "would it kill you to smile".
+        r"^(?:i think |maybe |perhaps |ok |okay |so |well |now )?(?:it's|it is|its|now it's|now's|now is)"
+        r"(?: about| high| really| finally)? time (?:for you to|that you|you|u)(?= )",
+        r"^(?:i think |so |ok |okay |well |now )?(?:it's|it is|its|now it's) (?:your|ur) (?:turn|go|cue) to(?= )",
+        r"^(?:so |well )?(?:it|that) (?:wouldn't|would not|won't|will not|can't|cannot) (?:hurt|harm)(?: you)?"
+        r"(?: \S+)? to(?= )",
+        r"^(?:so )?would it kill (?:you|ya|u) to(?= )",
+        # Invitations put as questions: "how would you feel about waving", "what do you say we
+        # dance", "you wouldn't mind clapping, would you", "why don't we sit", "you're welcome to sit".
+        r"^how would (?:you|u) feel about(?= )",
+        # "do you want to sit?" offers, now ("do you want to dance at your wedding someday?" asks about plans)
+        r"^(?:do|d'you|dyou) (?:you |u )?(?:want to|wanna)(?= )(?!.*\b(?:later|tomorrow|tonight|someday|sometime|"
+        r"one day|next|again|ever|when|at your)\b)",
+        r"^what (?:do you|d'you|would you) say (?:we|you|to)(?= )",
+        r"^what say (?:we|you)(?= )",
+        r"^(?:you|u) (?:wouldn't|wouldnt|would not|won't|wont) mind(?= )",
+        r"^why (?:don't|dont|do not) we(?: both| all| just)?(?= )",
+        r"^(?:you're|you are|ur|you're more than|you are more than) (?:very |more than |always )?welcome to(?= )",
         r"^(?:it|that|it'd|that'd|it'll|that'll)(?: would| will| really would| would really)? "
-        r"(?:make my day|make me (?:happy|smile|so happy)|mean a lot|be (?:\S+ ){0,2}?(?:great|nice|lovely|cool|awesome|"
+        r"(?:make my day|make me (?:happy|smile|so happy)|mean a lot|help(?: me| us)?(?: out)?(?: a lot| a ton)?|be (?:\S+ ){0,2}?(?:great|nice|lovely|cool|awesome|"
         r"amazing|fun|wonderful|brilliant|sweet|perfect|good|helpful|fab|fantastic|ace|epic|hilarious|cute)) "
         r"(?:if you|to see you)(?: could| would| can)?(?= )",
         # Someone else's wish about the listener: "my little brother wants to see you wave".
-        r"^(?:\S+ ){1,4}?(?:wants|want|would love|would like|'d love|'d like|is dying|are dying|can't wait|cant wait|"
+        r"^(?!(?:nobody|no one|noone|none of)\b)(?:\S+ ){1,4}?(?:wants|want|would love|would like|'d love|'d like|is dying|are dying|can't wait|cant wait|"
         r"is hoping|are hoping|is waiting|are waiting) to (?:see|watch) you(?= )",
         r"^(?:are|were|would|will) you (?:be )?(?:able|willing|ready|up for it|happy|okay|ok) to(?= )",
         r"^(?:is|would|will) it (?:be )?(?:possible|ok|okay|alright|all right|cool|fine) (?:for you to|if you|to)(?= )",
@@ -554,7 +596,7 @@ _FRAMES = tuple(
 _NOT_AFTER_FRAME = frozenset(
     """again sometime soon later today tomorrow tonight there here more around be being is are was were
     the a an my your his her their our this that these those it its told said asked talked spoke explained
-    knew thought were had got""".split()
+    knew thought were had got if""".split()
 )
 
 
@@ -577,13 +619,18 @@ _STRONG = frozenset(
     """violent vigorous emphatic energetic intense fierce wild frantic enthusiastic passionate forceful strong
     powerful dramatic exaggerated hearty wholehearted animated lively bold theatrical manic exuberant vehement
     furious mad crazy wild big huge loud broad wide deep bright full proud massive giant enormous grand
-    extravagant flamboyant zealous ardent feverish rapid brisk""".split()
+    extravagant flamboyant zealous ardent feverish rapid brisk firm hysterical uncontrollable uproarious
+    almighty tremendous thunderous resounding mighty fervent rowdy boisterous""".split()
 )
 _FAINT = frozenset(
     """gentle soft slight subtle faint quiet calm light slow tentative timid hesitant delicate mild weak small
     tiny brief discreet modest restrained reserved understated cautious careful feeble meek lazy shy
     half-hearted halfhearted lukewarm minimal minute wee""".split()
 )
+
+
+#: Every base word that sets a degree, strong or faint ("subtle", "wild").
+DEGREE_BASES = _STRONG | _FAINT
 
 
 def intensity_word(word: str) -> str | None:

@@ -352,6 +352,8 @@ class EmbeddedInterpreter:
         for before, r in zip(readings, readings[1:], strict=False):
             if r.emoji and r.actions and before.actions[-1:] == r.actions[:1]:
                 r.actions = []  # "bow pls 🙇", "lemme see u clap 👏": the emoji restates the request
+            elif before.emoji and before.actions and r.actions[:1] == before.actions[-1:] and not r.stop:
+                before.actions = []  # "👋👋 wave back!!": the emoji announces the request
         music = cues.music_context(parse_text)
         if "dance" in index.allowed and music:
             for r in readings:  # "the beat dropped, move those feet": a dance, not a walk
@@ -373,6 +375,14 @@ class EmbeddedInterpreter:
             if (r.indirect or r.paraphrase) and r.actions and following.actions[:1] == r.actions[-1:]:
                 r.actions = []  # "pull up a chair and sit": one sit; "turn and face your right": one turn
                 r.paraphrase = False
+        acting_before: _Reading | None = None
+        for r in readings:
+            if r.indirect and r.actions and acting_before is not None and not acting_before.stop and (
+                acting_before.actions[-1:] == r.actions[:1]
+            ):
+                r.actions = []  # "rise and shine, sleepyhead, up you get": the idiom restates the stand
+            if r.actions:
+                acting_before = r
         # "sit down after you wave": the clause after "after" happens first; "before you
         # sit, wave": the clause that opened with "before" happens after the next one.
         ordered: list[_Reading] = []
@@ -450,8 +460,8 @@ class EmbeddedInterpreter:
     def _find_correction(word: str, index: _Index, aggressive: bool) -> str:
         if len(word) > 20 or stem(word) in index.key_set:
             return word
-        if word in COMMON_WORDS or (word in index.known_words and not aggressive):
-            return word
+        if word in COMMON_WORDS or (word in index.known_words and (not aggressive or len(word) > 4)):
+            return word  # a known word of five letters or more is meant ("movie" is no "move")
         limit = 1 if len(word) < 7 else 2
         best, best_d = word, limit + 1
         for candidate in index.vocab_by_length(len(word), limit):
@@ -462,8 +472,8 @@ class EmbeddedInterpreter:
                 # three letters: only a swap ("sti" → "sit"), or a letter dropped from a
                 # four-letter word when the three are no English word ("wve", "hed")
                 continue
-            if d < best_d:
-                best, best_d = candidate, d
+            if d < best_d or (d == best_d and sorted(word) == sorted(candidate) != sorted(best)):
+                best, best_d = candidate, d  # on a tie a swap beats a changed letter ("calp" → clap, not calm)
         return best if best_d <= limit else word
 
     def _read(
@@ -480,6 +490,9 @@ class EmbeddedInterpreter:
         # Indirect cue patterns read the words before not-actions are dropped ("hit the dance floor").
         raw = _strip_fillers(words)[1]
         words = _drop_not_actions(words)
+        # After "what if / suppose / if you", a past tense the rewrite left alone is a condition
+        # about what the listener did ("suppose you sat in traffic for hours, how would you feel?").
+        framed = bool(words) and words[0] in _HYPOTHESIS_LEADS
         polite, words = _strip_fillers(words)
         if len(words) > 2 and (words[0],) in _ATTENTION and (
             _strip_stop(words[1:])[0] or cues.stop_phrasing(words[1:]) is not None
@@ -567,6 +580,8 @@ class EmbeddedInterpreter:
         )
         if first == "do" and len(words) > 1 and words[1] not in ("you", "u", "we", "they", "i", "he", "she"):
             starts_statement = False
+        if (words[:1] == ["if"] or words[:2] == ["mind", "if"]) and any(w in ("i", "we", "me") for w in words[1:3]):
+            starts_statement, polite = True, False  # "mind if I think out loud?": the speaker's own doing
         if cues.asks_about_others(words) or (
             len(words) > 2 and words[0] == "let" and words[1] in ("me", "us") and words[2] not in _LET_ME_WATCH
         ):
@@ -586,7 +601,7 @@ class EmbeddedInterpreter:
             # the whole clause is one vocabulary phrase ("who knows?", "a small smile please")
             r.request = True
         news_goes_on = clause.continuation and not prev_request and not clause.opens
-        if r.request and not polite and (not clause.continuation or news_goes_on) and any(
+        if r.request and (not polite or framed) and (not clause.continuation or news_goes_on) and any(
             p.kind == "action" and cues.past_tense(words[pos]) and not (pos and words[pos - 1] in _PERFECT)
             for pos, p in matches
         ):
@@ -594,6 +609,11 @@ class EmbeddedInterpreter:
             # up", "sit when you have clapped": a perfect inside a request stays one; "he shrugged
             # and walked away": a clause that continues news is news too).
             r.request = False
+        if r.request and polite and any(
+            p.kind == "action" and cues.past_tense(words[pos]) and any(w in _TOLD_SUBJECTS for w in words[max(0, pos - 3) : pos])
+            for pos, p in matches
+        ):
+            r.request = False  # "can you believe he bowed to the cat?": someone's past, asked about
         corrected = [self._correct(w, index, aggressive=False) for w in words]
         if "while" in words or "whilst" in words:
             # "pace about while you think": what goes on meanwhile is not a second action.
@@ -864,8 +884,8 @@ _FACE_ADJECTIVES = frozenset("cross serious blank".split())
 _PERFECT = frozenset("have has had having you've i've we've they've 've".split())
 _LOOK_STEMS = frozenset(stem(w) for w in lx.LOOK_WORDS)
 _PHRASE_PADDING = frozenset(
-    stem(w) for w in (*lx.FILLER, *lx.VERY, *lx.LOW_INTENSITY, *lx.HIGH_INTENSITY, "a", "an", "one", "please", "now")
-)
+    stem(w) for w in (*lx.FILLER, *lx.VERY, *lx.LOW_INTENSITY, *lx.HIGH_INTENSITY, "a", "an", "one", "please", "now", "just")
+) | frozenset(stem(w + tail) for w in cues.DEGREE_BASES for tail in ("", "ly"))  # "just a subtle wink"
 
 
 def _only_phrase(phrase_keys: tuple[str, ...], keys: list[str]) -> bool:
@@ -887,6 +907,10 @@ def _startswith(words: list[Token], seq: tuple[str, ...], at: int = 0) -> bool:
 
 #: "let me see you dance" asks; "let me think about it" tells what the speaker will do.
 _LET_ME_WATCH = frozenset("see watch hear catch get".split())
+#: First words of a hypothetical put to the listener ("what if you", "suppose you", "if you").
+_HYPOTHESIS_LEADS = frozenset("what suppose supposing if imagine".split())
+#: Subjects whose past action a polite question only asks about ("could you tell me if she danced").
+_TOLD_SUBJECTS = frozenset("he she they i we someone somebody everyone everybody nobody it".split())
 _DEGREE_KEEP = lx.VERY | lx.LOW_INTENSITY | lx.HIGH_INTENSITY
 _FACE_NAMES = frozenset(core_vocabulary().expression_names) | frozenset(lx.MOOD_WORDS)
 _STATE_VERBS = frozenset("be been have had feel look seem".split())
@@ -1161,8 +1185,10 @@ def _drop_not_actions(words: list[Token]) -> list[Token]:
         i = 0
         while i + n <= len(words):
             if (_startswith(words, seq, i) or _startswith(words, plural, i)) and not (
-                seq == _STAND_UP_FOR and all(w in _FOR_ME for w in words[i + n :])
-            ):  # "stand up for yourself" is an idiom; "stand up for me" asks to stand
+                seq == _STAND_UP_FOR and (
+                    all(w in _FOR_ME for w in words[i + n :]) or any(w in _SPAN for w in words[i + n : i + n + 3])
+                )
+            ):  # "stand up for yourself" is an idiom; "stand up for me", "for a second" ask to stand
                 words = words[:i] + words[i + n :]
             else:
                 i += 1
@@ -1191,6 +1217,8 @@ _EDGE_MARKERS: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 _STAND_UP_FOR = ("stand", "up", "for")
 _FOR_ME = frozenset("me us please now".split())
+#: A stretch of time after "stand up for": how long, not whom ("stand up for a second").
+_SPAN = frozenset("second sec seconds moment minute minutes mo bit while tick jiffy".split())
 #: Openers of a clause that only names what a stop before it ends ("enough, the clapping").
 _STOP_OBJECT = frozenset("the all your ur those that this with".split())
 _ATTENTION = frozenset({("hey",), ("oi",), ("yo",), ("hey", "you")})

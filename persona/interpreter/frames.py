@@ -58,6 +58,11 @@ _FRAMES = (
     re.compile(r"\b(?:you've|you\s+have|you|you've\s+really|you\s+really|you\s+totally|you\s+so)\s+(?:earned|deserve|deserved)"
                r"\s+(?:yourself\s+)?" + _NP),
     re.compile(r"\b(?:ask|asked)\s+(?:you\s+)?for\s+" + _NP),
+    # "I could really use a nod right now", "we could do with a little dance"
+    re.compile(r"\b(?:i|we)\s+(?:could|can)\s+(?:really\s+|sure\s+|totally\s+|definitely\s+|honestly\s+)?"
+               r"(?:use|do\s+with|go\s+for)\s+" + _NP),
+    # "what about a bow for the audience?", "how about a little wave?"
+    re.compile(r"^(?:so\s+|well\s+|and\s+)?(?:what|how)\s+about\s+" + _NP),
     # "feel like dancing?", "fancy a dance?", "care for a stroll?" (asked of the persona, not "I feel like")
     re.compile(
         r"(?:^|[,.!?…]\s*|\byou\s+)(?:feel\s+like|fancy|in\s+the\s+mood\s+for|care\s+for|up\s+for)\s+"
@@ -66,17 +71,21 @@ _FRAMES = (
     # "give me a shake of the head", "say hi with a wave", "have a look around"
     re.compile(r"\bgive\s+(?:me|us|them|everyone|him|her)\s+" + _NP),
     re.compile(r"\b(?:say|said)\s+(?:hi|hello|hey|bye|goodbye|bye-bye|thanks|yes|no)\s+(?:\w+\s+){0,3}?with\s+" + _NP),
+    # "send them off with a bow", "see the guests out with a wave"
+    re.compile(r"^(?:please\s+)?(?:see|send|wave|show)\s+(?:them|him|her|us|everyone|everybody|the\s+\w+|our\s+\w+)\s+"
+               r"(?:off|out)\s+with\s+" + _NP),
     # "greet the audience with a bow", "wave the crowd with a bow" (a glossed "saluez ... avec")
     re.compile(r"^(?:please\s+)?(?:greet|salute|welcome|wave)\s+(?:to\s+|at\s+)?(?:the|your|our|my|all|everyone|everybody)"
                r"(?:\s+\w+){0,2}?\s+with\s+" + _NP),
     re.compile(r"\bhave\s+a\s+(?P<n>look)(?:\s+around|\s+round)?\s*(?:[.!?]|$)"),
 )
 _ATTENTION = re.compile(r"^\s*(?:hey|oi|yo|so|ok|okay|well)\b[,!.\s]*")
-_CLAUSE_END = re.compile(r"[.!?;…]+|,\s")
+_CLAUSE_END = re.compile(r"[.!?;…]+|,\s|\s(?:and|then|and\s+then)\s")
 
 _CORRECTION = re.compile(
     r"(?P<lead>^|.*?[,.;!?…]\s*|.*?\s)(?:(?:no|nah|sorry|oops|actually|wait)[,.\s]+)*"
-    r"(?P<mark>no,?\s+wait|wait,?\s+no|scratch\s+that|make\s+that|on\s+second\s+thoughts?|i\s+meant|i\s+mean|i\s+said)"
+    r"(?P<mark>no,?\s+wait|wait,?\s+no|scratch\s+that|make\s+that|on\s+second\s+thoughts?|i\s+meant|i\s+mean|i\s+said|"
+    r"actually(?=,?\s+[^,.!?]+\binstead\b))"
     r"\b[,:\s]*(?P<x>.+)$"
 )
 _CORRECTION_TAIL = re.compile(r"(?:,?\s+(?:not|instead\s+of|rather\s+than)\s+.*|\s+instead\b.*)$")
@@ -132,6 +141,90 @@ _ACTION_EMOJI = "".join(e for e, v in lx.EMOJI.items() if len(e) == 1 and not v.
 _ACTION_EMOJI_RE = re.compile("[" + re.escape(_ACTION_EMOJI) + "]") if _ACTION_EMOJI else None
 
 
+#: A past tense that is a hypothetical's, not a report: "I'd appreciate it if you shook your
+#: head", "what if you stood up", "if only you danced", "it's time you got up", "it's about
+#: time somebody clapped for me". The verb is read as its base form after "you would" (after
+#: "time": "you"), so the request frames of `cues` see a request, not news.
+_SUBJUNCTIVE = re.compile(
+    r"\b(?P<lead>if|if\s+only|suppose|supposing)\s+(?:you|u)\s+(?P<adv>(?:just|only|maybe|perhaps|finally|really)\s+)?"
+    r"(?P<v>[a-z]+)\b"
+    r"|\b(?P<time>time)\s+(?:you|u|somebody|someone|ya)\s+(?P<adv2>(?:just|finally|really|actually)\s+)?(?P<v2>[a-z]+)\b"
+)
+_IRREGULAR_BASE = {
+    "stood": "stand", "sat": "sit", "shook": "shake", "rose": "rise", "got": "get", "took": "take", "gave": "give",
+    "went": "go", "made": "make", "did": "do", "threw": "throw", "held": "hold", "spun": "spin", "came": "come",
+    "ran": "run", "thought": "think", "put": "put", "kept": "keep", "bent": "bend", "knelt": "kneel", "sang": "sing",
+    "swung": "swing", "led": "lead", "broke": "break", "drew": "draw", "wrote": "write", "showed": "show",
+}
+
+
+def _base_form(v: str) -> str | None:
+    """The base form of a past tense ("shook" → "shake", "clapped" → "clap", "waved" →
+    "wave", "bowed" → "bow"), or None when `v` is no past tense."""
+    if v in _IRREGULAR_BASE:
+        return _IRREGULAR_BASE[v]
+    if len(v) < 5 or not v.endswith("ed") or v in ("need", "feed", "speed", "seed", "breed", "bleed", "proceed"):
+        return None
+    core = v[:-2]
+    vowels = "aeiou"
+    if v.endswith("ied"):
+        return v[:-3] + "y"
+    if core[-1] == core[-2] and core[-1] not in vowels:
+        return core if core[-1] in "ls" else core[:-1]  # "called", "kissed"; "clapped", "nodded"
+    if core.endswith(("c", "v", "z", "g", "s", "u")) and not core.endswith(("ss", "sh")):
+        return core + "e"  # "danced", "waved", "raised", "judged"
+    one_syllable = len(re.findall("[aeiouy]+", core)) == 1
+    if one_syllable and core[-1] not in "wyx" and core[-2] in vowels and core[-3:-2] and core[-3] not in vowels:
+        return core + "e"  # "smiled", "faced", "stared" (not "looked", "waited", "bowed", "listened")
+    return core
+
+
+#: A glossed verb-final conditional ("wenn du herumlaufen würdest" → "if you walk around
+#: would"): the modal goes back after "you".
+_VERB_FINAL_IF = re.compile(r"\bif\s+you\s+(?P<x>[a-z][^,.!?;]*?)\s+(?P<m>would|could)\b(?!\s+(?:be|have)\b)")
+
+
+_MODAL = re.compile(r"(?:\b(?:would|could|might)\b|'d\b)")
+_WH_CLAUSE = re.compile(r"^[^a-z]*(?:how|what|why|where|who|when)\b")
+_NEXT_CLAUSE = re.compile(r"[,;]|\.\s|[!?]\s*\S")
+
+
+def _hypothetical(text: str, m: re.Match[str]) -> bool:
+    """Whether the "if/suppose you <past>" at `m` is a hypothetical offered to the listener,
+    not a condition about what they did ("if you danced at the wedding, you must have had
+    fun"; "suppose you sat in traffic, how would you feel?"): after a modal ("I'd appreciate
+    it if you shook"), before a modal consequence ("if you clapped, that would cheer me up"),
+    or as the whole sentence ("suppose you sat down for a bit?", "if only you danced")."""
+    lead = m.group("lead")
+    if lead.startswith("if ") and lead != "if":  # "if only"
+        return True
+    before, after = text[: m.start()], text[m.end() :]
+    if lead == "if" and re.search(r"\b(?:what|how about|what about|imagine|and)\s+$", before):
+        return True  # "what if you stood up?"
+    if lead == "if" and before.strip():
+        return bool(_MODAL.search(before))  # "I'd be grateful if you", not "I wonder if you"
+    rest = _NEXT_CLAUSE.search(after)
+    if rest is None:  # "suppose you sat down?"; "if you clapped for me I'd be so happy"
+        return lead != "if" or bool(_MODAL.search(after))
+    consequence = after[rest.end() :]
+    return not _WH_CLAUSE.match(consequence) and bool(_MODAL.search(consequence))
+
+
+def _subjunctive(text: str) -> str:
+    text = _VERB_FINAL_IF.sub(lambda m: f"if you {m.group('m')} {m.group('x')}", text)
+
+    def sub(m: re.Match[str]) -> str:
+        v = m.group("v") or m.group("v2")
+        base = _base_form(v)
+        if base is None or (not m.group("time") and not _hypothetical(text, m)):
+            return m.group(0)
+        if m.group("time"):
+            return f"time you {m.group('adv2') or ''}{base}"
+        return f"{m.group('lead')} you would {m.group('adv') or ''}{base}"
+
+    return _SUBJUNCTIVE.sub(sub, text)
+
+
 def _correction(text: str) -> str:
     m = _CORRECTION.match(text)
     if not m:
@@ -177,7 +270,7 @@ def _noun_frame(text: str) -> str:
 _BUT_FIRST = re.compile(r"^(?P<x>[^,.!?]+?),?\s+but\s+(?P<y>[^,.!?]+?)\s+first\s*(?P<tail>[.!?]*)$")
 #: "clap, but only once you've stood up": the perfect comes first.
 _ONLY_ONCE = re.compile(
-    r"^(?P<x>[^,.!?]+?),?\s+(?:but\s+)?only\s+(?:once|when|after|if)\s+(?:you've|you\s+have|you're|you\s+are)\s+"
+    r"^(?P<x>[^,.!?]+?),?\s+(?:but\s+)?only\s+(?:once|when|after|if)\s+(?:you've|you\s+have|you're|you\s+are|you)\s+"
     r"(?P<y>[^,.!?]+?)\s*(?P<tail>[.!?]*)$"
 )
 #: Past participles of the core actions' verbs ("once you've stood up" → "stand up").
@@ -284,6 +377,7 @@ def rewrite(text: str) -> str:
     out = _FACE_IDIOM_RE.sub(lambda m: _FACE_IDIOMS[m.group(0)], out)
     out = _OF_YOURS.sub(r"your \1", out)
     out = _correction(out)
+    out = _subjunctive(out)
     out = _order(out)
     out = _your_turn(out)
     for pattern in _NOT_ACTION_RES:

@@ -33,7 +33,8 @@ SUPPORTED = (ENGLISH, *li.GLOSSES)
 _CJK = ("ja", "zh")
 _LATIN = tuple(code for code in li.GLOSSES if code not in _CJK)
 _WORD_RE = re.compile(r"\w+(?:-\w+)*'?|[^\w\s]")
-_MARKERS = {"<not>": "don't", "<stop>": "stop"}
+#: "<past>" (Japanese "-ました", "をした") opens the clause with a time word that makes it news.
+_MARKERS = {"<not>": "don't", "<stop>": "stop", "<past>": "yesterday"}
 _CLAUSE_BREAKS = {",", ".", "!", "?", ";", ":", "and", "then", "and then", "after", "before"}
 _LETTER_HINTS = {
     "es": "ñ¿¡",

@@ -60,6 +60,8 @@ LEADING_FILLERS: tuple[tuple[str, ...], ...] = tuple(
         "you can",
         "you may",
         "try to",
+        "maybe try",
+        "perhaps try",
         "try and",
         "can you",
         "could you",
@@ -149,7 +151,7 @@ REQUEST_VERBS = frozenset(
 CHAT_VERBS = frozenset("tell talk say explain describe ask answer speak chat listen remind guess".split())
 
 #: Clause-start words that negate the clause ("don't wave", "never bow", "no dancing").
-NEGATORS = frozenset({"don't", "dont", "never", "without", "not", "cannot", "can't", "shouldn't", "mustn't"})
+NEGATORS = frozenset({"don't", "dont", "never", "without", "minus", "not", "cannot", "can't", "shouldn't", "mustn't"})
 NEGATING_PREFIXES: tuple[tuple[str, ...], ...] = (
     ("do", "not"),
     ("i", "don't", "want"),
@@ -169,6 +171,36 @@ NEGATING_PREFIXES: tuple[tuple[str, ...], ...] = (
     ("skip", "the"),
     ("skip", "that"),
     ("leave", "out", "the"),
+    # Verbs that rule an action out, with the action as their (gerund) object: "avoid pointing
+    # at people", "refrain from clapping", "hold off on the dancing", "steer clear of waving".
+    ("avoid",),
+    ("refrain", "from"),
+    ("hold", "off", "on", "the"),
+    ("hold", "off", "on"),
+    ("hold", "off"),
+    ("steer", "clear", "of"),
+    ("stay", "away", "from"),
+    ("keep", "away", "from"),
+    ("resist", "the", "urge", "to"),
+    ("didn't",),
+    ("didnt",),
+    ("did", "not"),
+    ("forget", "the"),
+    ("forget", "about", "the"),
+    ("forget", "about"),
+    ("hold", "the"),
+    ("hold", "your"),
+    # a face dropped: "lose the sad look", "ditch the grin", "get rid of that frown"
+    ("lose", "the"),
+    ("lose", "that"),
+    ("ditch", "the"),
+    ("ditch", "that"),
+    ("get", "rid", "of", "the"),
+    ("get", "rid", "of", "that"),
+    ("nah", "dont"),
+    ("nah", "don't"),
+    ("nope", "dont"),
+    ("nope", "don't"),
 )
 #: Clause-start words that turn an action into stopping it ("stop dancing" → idle).
 STOPPERS = frozenset({"stop", "quit", "cease", "enough", "halt", "stahp"})
@@ -235,7 +267,7 @@ SPLITTERS: tuple[tuple[tuple[str, ...], bool], ...] = (
     (("after",), True),
 )
 #: Multi-word negating splitters keep their words: the new clause starts with them.
-KEEP_SPLITTERS: tuple[tuple[str, ...], ...] = (("instead", "of"), ("rather", "than"), ("without",))
+KEEP_SPLITTERS: tuple[tuple[str, ...], ...] = (("instead", "of"), ("rather", "than"), ("without",), ("minus",))
 #: Splitters whose clause happens before the previous one ("clap once you've stood up").
 REORDER_SPLITTERS: tuple[tuple[str, ...], ...] = (
     ("as", "soon", "as", "you", "have"),
@@ -278,7 +310,8 @@ MEAN_IT = (
 VERY = frozenset(
     {"very", "really", "so", "super", "extremely", "real", "totally", "mega", "soo", "rly", "hella", "incredibly", "seriously",
      "duper", "awfully", "terribly", "truly", "mighty", "ridiculously", "unbelievably", "exceptionally", "especially",
-     "particularly", "utterly", "absolutely", "properly", "insanely", "completely", "thoroughly", "wholly"}
+     "particularly", "utterly", "absolutely", "properly", "insanely", "completely", "thoroughly", "wholly",
+     "realy", "relly", "rlly", "verry", "suuper", "extremly", "increadibly", "totaly"}
 )
 
 #: Repeat counts: "nod twice" → nod, nod (capped at MAX_REPEAT).
@@ -341,10 +374,13 @@ EXTRA_ACTION_PHRASES: dict[str, tuple[str, ...]] = {
     "sit": ("sit back", "seat", "sit on the floor"),
     "stand": ("stand upright", "get on your feet", "stand tall"),
     "think": ("have a think", "think it over", "mull it over", "reflect"),
-    "look_around": ("look about", "look round", "survey", "surroundings", "look all around"),
-    "point": ("point out", "point over there"),
+    "look_around": ("look about", "look round", "survey", "surroundings", "look all around", "have a nosey",
+                    "nose around", "nose about", "poke around", "have a poke around", "have a gander"),
+    "point": ("point out", "point over there", "gesture at", "gesture towards", "gesture toward", "gesture to",
+              "motion towards", "motion toward", "motion at"),
+    "shrug": ("lift your shoulders", "raise your shoulders", "shoulders up"),
     "bow": ("bow your head",),
-    "nod": ("nod along", "nod in agreement"),
+    "nod": ("nod along", "nod in agreement", "bob your head", "dip your head"),
     "idle": ("freeze", "hold still", "be still", "stand still", "wait", "rest a bit", "halt"),
     "clap": ("applause", "clap hands", "clap along", "hands together"),
     "dance": ("do a dance", "shake it", "move to the music", "dancing", "bust some moves", "cut a rug", "boogie down"),
@@ -517,6 +553,7 @@ INDIRECT: dict[tuple[str, ...], str] = {
 NOT_ACTIONS: tuple[tuple[str, ...], ...] = tuple(
     tuple(s.split())
     for s in (
+        "show us what you've got", "show me what you've got", "show us what you got", "show me what you got",
         "bow tie", "bowtie", "point of view", "no point", "the point", "what's the point", "good point",
         "stand by", "can't stand", "cannot stand", "can not stand", "stand for", "sit on it", "sit tight",
         "wave of", "heat wave", "nod off", "dance floor", "dance class", "clap back", "rain bow",

@@ -20,6 +20,8 @@ from __future__ import annotations
 #: language code → {phrase: English gloss}. Multi-word keys are matched before single words.
 GLOSSES: dict[str, dict[str, str]] = {
     "es": {
+        # round 7: how much ("con muchas ganas"), polite frames
+        "con muchas ganas": "enthusiastically", "con todas tus fuerzas": "with all your might",
         # gestures named by the body part or the place ("encójase de hombros", "mire a su alrededor",
         # "dime que sí con la cabeza"), and the invitations "por qué no te..." / "a bailar"
         "de hombros": "shrug", "los hombros": "shrug", "hombros": "shoulders", "alrededor": "around",
@@ -268,6 +270,10 @@ GLOSSES: dict[str, dict[str, str]] = {
         "eso": "that",
     },
     "de": {
+        # round 7: a wish with the verb at the end ("es wäre schön, wenn du herumlaufen würdest")
+        "es ware": "it would be nice", "es ware toll": "it would be great", "es ware super": "it would be great",
+        "wenn du": "if you", "wenn ihr": "if you", "wenn sie": "if you", "herumlaufen": "walk around", "herumgehen": "walk around",
+        "rumlaufen": "walk around", "wurdest": "would", "konntest": "could",
         # gestures by body part or place, ihr/Sie forms ("schüttelt den Kopf", "zucken Sie mit den Achseln")
         "schuttelt": "shake", "schutteln sie": "shake", "den kopf": "your head", "achseln": "shoulders",
         "mit den achseln": "shrug", "mit den schultern": "shrug", "umher": "around", "herum": "around",
@@ -495,6 +501,16 @@ GLOSSES: dict[str, dict[str, str]] = {
         "das nicht": "<not>",
     },
     "fr": {
+        # round 7: "ça te dirait de danser ?", "ça te dérangerait de t'asseoir ?"
+        "ca te dirait de": "would you like to", "ca vous dirait de": "would you like to",
+        "ca te derangerait de": "would you mind", "ca vous derangerait de": "would you mind",
+        "ca te derange de": "do you mind", "ca vous derange de": "do you mind",
+        # "et si tu dansais ?" (a suggestion in the imperfect); the past told ("ma sœur a dansé")
+        "et si tu": "what if you would", "et si vous": "what if you would", "et si on": "let's", "ma soeur": "my sister",
+        "mon frere": "my brother", "a danse": "danced", "ont danse": "danced", "a salue": "waved", "ont salue": "waved",
+        "a applaudi": "clapped", "ont applaudi": "clapped", "a marche": "walked", "s'est assis": "sat",
+        "s'est assise": "sat", "se sont assis": "sat", "s'est leve": "stood up", "s'est levee": "stood up",
+        "s'est incline": "bowed", "s'est inclinee": "bowed", "a hoche la tete": "nodded",
         # gestures by body part or place ("jetez un coup d'œil autour de vous", "faites oui de la tête")
         "autour": "around", "autour de toi": "around", "autour de vous": "around", "coup d'oeil": "look",
         "un coup d'oeil": "a look", "jette un oeil": "take a look", "jetez un oeil": "take a look",
@@ -731,6 +747,10 @@ GLOSSES: dict[str, dict[str, str]] = {
         "ca": "that",
     },
     "pt": {
+        # round 7: diminutives and the past told ("faz uma carinha tímida", "a plateia aplaudiu de pé")
+        "carinha": "face", "carinhas": "face", "aplaudiu": "clapped", "aplaudiram": "clapped",
+        "a plateia": "the audience", "o publico": "the audience", "sentou": "sat", "sentou-se": "sat",
+        "dancou": "danced", "dancaram": "danced", "levantou": "stood up", "levantou-se": "stood up",
         # gestures by body part or place ("dá de ombros", "olha à tua volta", "faz uma vénia")
         "de ombros": "shrug", "os ombros": "shrug", "ombros": "shoulders", "a tua volta": "around", "a sua volta": "around",
         "em volta": "around", "ao redor": "around", "ao teu redor": "around", "ao seu redor": "around", "redor": "around",
@@ -963,6 +983,23 @@ GLOSSES: dict[str, dict[str, str]] = {
         "isso": "that",
     },
     "it": {
+        # round 7: conditional requests ("ti dispiacerebbe girarti", "mi faresti un cenno di sì"),
+        # degree ("appena"), the past told with essere ("il cane si è seduto")
+        "ti dispiacerebbe": "would you mind", "le dispiacerebbe": "would you mind", "vi dispiacerebbe": "would you mind",
+        "ti dispiace": "do you mind", "le dispiace": "do you mind", "mi faresti": "could you", "mi farebbe": "could you",
+        "faresti": "would you", "potrebbe": "could you", "girarti": "turn", "girarsi": "turn",
+        "un cenno di si": "nod", "cenno di si": "nod", "un cenno di no": "shake your head",
+        "cenno di no": "shake your head", "un cenno": "a nod", "appena": "slightly", "applausi": "clapping",
+        "gli applausi": "the clapping", "averci riflettuto": "thinking",
+        "averci pensato": "thinking", "aver riflettuto": "thinking", "aver pensato": "thinking",
+        "il cane": "the dog", "la gatta": "the cat", "il gatto": "the cat",
+        "si e seduto": "sat", "si e seduta": "sat", "si sono seduti": "sat", "si e alzato": "stood up",
+        "si e alzata": "stood up", "si sono alzati": "stood up", "si e girato": "turned", "si e inchinato": "bowed",
+        "e seduto": "sat", "fammi": "give me", "fatemi": "give me", "mi fai": "give me",
+        "l'occhiolino": "a wink", "fammi l'occhiolino": "wink", "se vuoi": "if you like", "se sei d'accordo": "if you agree",
+        "d'accordo": "agreed", "pure": "", "muoviti": "move", "muovetevi": "move", "salutato": "waved",
+        "applaudito": "clapped", "ballato": "danced", "mia madre": "my mother", "mio padre": "my father",
+        "hanno": "have", "ha": "has",
         # gestures by body part or place ("si guardi intorno", "fai di sì con la testa"), Lei/voi forms
         "intorno": "around", "in giro": "around", "attorno": "around", "si guardi": "look", "guardatevi": "look",
         "le spalle": "shrug", "spalle": "shoulders", "di si con la testa": "yes with your head",
@@ -1171,6 +1208,18 @@ GLOSSES: dict[str, dict[str, str]] = {
         "di nuovo": "again",
     },
     "ja": {
+        # round 7: "なさい" imperatives, "曲がって", "もう…はいい" (no more of it), family told about
+        "立ちなさい": "stand up", "立ち上がりなさい": "stand up", "踊りなさい": "dance", "歩きなさい": "walk",
+        "しなさい": "", "なさい": "", "曲がって": "turn", "曲がってください": "turn", "曲がれ": "turn", "曲がる": "turn",
+        "はいいよ": "<not>", "はいい": "<not>", "はもういい": "<stop>", "弟": "my brother", "兄": "my brother",
+        "姉": "my sister", "妹": "my sister", "母": "my mother", "父": "my father", "祖母": "my grandmother",
+        "祖父": "my grandfather", "先生に": "to the teacher", "先生が": "the teacher", "先生": "the teacher",
+        # the past told ("先生が座りました", "兄が立った"): a "<past>" marker opens the clause as news.
+        "ました": "<past>", "でした": "<past>", "をした": "<past>", "しました": "<past>", "座った": "sat",
+        "立った": "stood up", "歩いた": "walked", "手を振った": "waved", "拍手した": "clapped", "うなずいた": "nodded",
+        "お辞儀した": "bowed", "立ったら": "why don't you stand up", "歩いたら": "why don't you walk",
+        "踊ったら": "why don't you dance", "拍手したら": "why don't you clap", "お辞儀したら": "why don't you bow",
+        "手を振ったら": "why don't you wave",
         # volitional "let's" forms and onomatopoeic faces ("一緒に踊ろう", "にこっとして")
         "踊ろう": "let's dance", "踊りましょう": "let's dance", "座ろう": "let's sit", "座りましょう": "let's sit",
         "歩こう": "let's walk", "歩きましょう": "let's walk", "立とう": "let's stand", "拍手しよう": "let's clap",
@@ -1360,6 +1409,10 @@ GLOSSES: dict[str, dict[str, str]] = {
         "よ": "",
     },
     "zh": {
+        # round 7: degree ("使劲鼓掌"), "能不能" questions, "表示不行"
+        "使劲": "hard", "使劲儿": "hard", "拼命": "hard", "能不能": "can you", "可不可以": "could you",
+        "会不会": "can you", "表示不行": "to say no", "不行": "no", "要不要": "do you want to", "想不想": "do you want to",
+        "愿不愿意": "would you", "肯不肯": "would you",
         # look around and shrug with a count inside ("环顾一下四周", "耸个肩", "耸一下肩膀")
         "环顾": "look around", "四周": "around", "周围": "around", "耸肩膀": "shrug", "肩膀": "shoulders",
         "昨天": "yesterday", "你喜欢": "do you like",
@@ -1653,10 +1706,13 @@ ADJECTIVE_ENDINGS: dict[str, tuple[str, ...]] = {"de": ("es", "en", "er", "em", 
 #: Verb endings that alternate on one stem (imperative, infinitive, plural, gerund): a word
 #: the glossary lacks is tried with the other endings of its stem ("caminad" → "camina").
 VERB_ENDINGS: dict[str, tuple[str, ...]] = {
-    "es": ("ad", "ed", "id", "ar", "er", "ir", "an", "en", "as", "es", "a", "e", "ando", "iendo"),
+    # the imperfect subjunctive after "me gustaría que", "si" ("aplaudieras", "bailaras", "batesse")
+    "es": ("ad", "ed", "id", "ar", "er", "ir", "an", "en", "as", "es", "a", "e", "ando", "iendo", "aras", "ieras",
+           "ara", "iera", "aran", "ieran", "ases", "ieses", "ase", "iese"),
     "it": ("ate", "ete", "ite", "are", "ere", "ire", "iamo", "ando", "endo", "a", "i", "e"),
-    "pt": ("ai", "ei", "ar", "er", "ir", "am", "em", "as", "es", "a", "e", "ando", "endo"),
-    "fr": ("ez", "er", "ons", "ir", "es", "e", "is", "it"),
+    "pt": ("ai", "ei", "ar", "er", "ir", "am", "em", "as", "es", "a", "e", "ando", "endo", "asse", "esse", "isse",
+           "asses", "esses", "isses"),
+    "fr": ("ez", "er", "ons", "ir", "es", "e", "is", "it", "ais", "ait", "iez", "aient"),
     "de": ("t", "en", "e", "et", ""),
 }
 #: Chinese verb–object compounds that take a count or aspect word inside them ("点两次头",
