@@ -127,6 +127,23 @@ FLOORS: dict[tuple[str, str], float] = {
     ("dev7", "ja"): 0.95,
     ("dev7", "expression"): 0.95,
     ("dev7", "intensity"): 0.97,
+    # holdout9, run once at dc1e56c (interpreter-cpu-2026-12-06-holdout9.json: 93.5 %, indirect
+    # 0.60, confusion/negated_face/ordering 0.88, intensity band 83.3 %), tuned on by the eighth
+    # round (indirect 0.88 after it). Floors one utterance (of 25) under the round-8 numbers where
+    # they sit below GUARD; the blind run's own numbers were lower for indirect.
+    ("holdout9", "overall"): 0.95,
+    ("holdout9", "indirect"): 0.84,
+    ("holdout9", "confusion"): 0.84,
+    ("holdout9", "negated_face"): 0.84,
+    ("holdout9", "ordering"): 0.84,
+    ("holdout9", "ruled_out"): 0.88,  # the blind run's; round 8 left negated faces alone
+    # dev8: the eighth round's own rows, measured after it (interpreter-cpu-2026-12-06-all-splits-round8.json);
+    # 73.5 % before any rule changed (interpreter-cpu-2026-12-06-dev8-before.json). Floors at the
+    # round-8 numbers (the per-language groups hold 6-8 rows) and one utterance under for indirect.
+    ("dev8", "indirect"): 0.84,
+    ("dev8", "de"): 0.85,
+    ("dev8", "ja"): 0.83,
+    ("dev8", "zh"): 0.87,
 }
 #: intensity bands have their own bar (issue 16: 85 %)
 INTENSITY_GUARD = 0.85

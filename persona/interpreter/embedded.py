@@ -340,6 +340,7 @@ class EmbeddedInterpreter:
             prev_request = reading.request or (prev_request and clause.continuation)
             readings.append(reading)
         _repeat_turns(readings, index)
+        _degree_afterwards(clauses, readings, index)
         for before, r in zip(readings, readings[1:], strict=False):
             if before.actions[-1:] == ["sit"] and r.actions == ["idle"] and not r.stop and not r.negated:
                 r.actions = []  # "sit down and relax", "座って休んで": the rest is how to sit
@@ -989,6 +990,32 @@ def _intensity(words: list[Token], shouted: bool, exclaims: int) -> float:
     return level
 
 
+#: Words a clause that only says how much may carry ("..., but like, really really sad", "..., hard").
+_DEGREE_GLUE = frozenset("but like only just and please so too a an bit little lot even more way kinda".split())
+
+
+def _degree_afterwards(clauses: list[_Clause], readings: list[_Reading], index: _Index) -> None:
+    """A clause that only says how much ("crack up laughing, hard", "wink, but subtly", "make an
+    angry face, but very angry", glossed "sonríe apenas, casi nada") sets the degree of the request
+    before it, and asks for nothing of its own."""
+    for at in range(1, len(clauses)):
+        words = [str(w) for w in clauses[at].words]
+        before = next((r for r in reversed(readings[:at]) if r.actions or r.expression), None)
+        if before is None or not words or readings[at].actions[:1] not in ([], ["idle"]):
+            continue
+        names = {before.expression, *before.actions}
+        degree = [w for w in words if w in lx.VERY or w in lx.HIGH_INTENSITY or w in lx.LOW_INTENSITY
+                  or cues.intensity_word(w) is not None]
+        rest = [w for w in words if w not in degree and w not in _DEGREE_GLUE and stem(w) not in names
+                and w not in names and w not in lx.FILLER]
+        if not degree or rest:
+            continue
+        level = _intensity(clauses[at].words, False, 0)
+        if level != BASE_INTENSITY:
+            before.intensity = level
+            readings[at].actions, readings[at].expression = [], None
+
+
 def _split(tokens: list[Token], persona: Persona) -> list[_Clause]:
     """Ordered clauses: punctuation and connective words end a clause."""
     clauses: list[_Clause] = []
@@ -1114,6 +1141,8 @@ _REDUPLICATED = re.compile(r"\b([A-Za-z]+)-\1\b", re.I)
 _DEGREE_WORDS = {
     "barely-there": "barely", "a-touch": "a bit", "a-tad": "a bit", "a-hint-of": "a hint", "full-on": "totally",
     "all-out": "totally", "over-the-top": "wildly", "a-smidge": "a bit", "a-smidgen-of": "a bit",
+    "itty-bitty": "tiny", "teeny-weeny": "tiny", "teeny-tiny": "tiny", "teensy-weensy": "tiny", "eensy-weensy": "tiny",
+    "itsy-bitsy": "tiny", "teensy": "tiny", "eensy": "tiny",
 }
 _DEGREE_PHRASES = re.compile(
     r"\b(?:" + "|".join(k.replace("-", "[- ]") for k in sorted(_DEGREE_WORDS, key=len, reverse=True)) + r")\b", re.I

@@ -346,25 +346,104 @@ _UTTERANCE_CUES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"^(?:please\s+)?(?:greet|salute|welcome|thank)\s+(?:\w+\s+){0,3}?(?:the\s+|in\s+the\s+)?(?:japanese|traditional\s+japanese)"
          r"\s+(?:way|style|fashion|manner)\b", "bow"),
         (r"^curtain\s+call\b(?![^.!?]*\b(?:was|were|is\s+over|ended)\b)", "take a bow ."),
-        (r"^(?:please\s+)?(?:check|see)\s+(?:if|whether|to\s+see\s+if)\s+(?:any|some)(?:one|body)\s+(?:is|'s)\s+"
-         r"(?:watching|looking|around|listening|there|coming|following)\b", "look around"),
+        (r"^(?:(?:please|could\s+you|can\s+you|would\s+you|will\s+you|go|just|quickly|quick)\s+)*(?:check|see|find\s+out|make\s+sure|look\s+to\s+see|figure\s+out)\s+(?:if|whether|to\s+see\s+if)\s+"
+         r"(?:(?:any|some|no)(?:one|body)(?:\s+else)?\s+(?:is|'s|has|was)\s+(?:\w+\s+)?(?:watching|looking|around|about|"
+         r"listening|there|here|coming|following|followed|nearby|near)|we(?:'re|\s+are)\s+(?:alone|being\s+(?:watched|followed))|"
+         r"(?:any|some)(?:one|body)(?:\s+else)?\s+(?:followed|saw|heard|spotted)\s+us)\b", "look around"),
+        (r"^(?:please\s+)?(?:make\s+sure|check|see\s+if|find\s+out\s+if)\s+the\s+coast\s+is\s+clear\b", "look around"),
+        # Wishes put as a thing the speaker would love: "seeing you dance would make my week",
+        # "nothing would cheer me up more than watching you clap", "a friendly wave would make my day",
+        # "a silent yes is all I need", "a bow would be the perfect ending": what is wished for is asked.
+        (r"(?:^|(?<=[.;!?]\s))(?:honestly\s+|really\s+|just\s+)?(?:seeing|watching)\s+(?:you|u|ya)\s+(?P<x>[^,.!?]+?)\s+(?:would|will|'d|could)\s+"
+         r"(?:totally\s+|really\s+|honestly\s+|just\s+|so\s+)?(?:make\s+my|cheer\s+me|be|mean|brighten|light\s+up)\b[^.!?]*", r"\g<x>"),
+        (r"(?:^|(?<=[.;!?]\s))nothing\s+(?:would|could|will)\s+(?:\w+\s+){1,4}?(?:more|better)\s+than\s+(?:seeing|watching)\s+(?:you|u|ya)\s+"
+         r"(?P<x>[^,.!?]+)", r"\g<x>"),
+        (r"(?:^|(?<=[.;!?]\s))(?:a|an|one|some|just\s+a|a\s+nice|a\s+little)\s+(?P<x>[^,.!?]{2,40}?)(?:\s+from\s+(?:you|u|ya))?\s+(?:would|will|'d|could)\s+"
+         r"(?:totally\s+|really\s+|honestly\s+|just\s+|so\s+)?(?:make\s+my\s+(?:day|week|night|morning|evening|year|month)|"
+         r"cheer\s+me\s+up|mean\s+a\s+lot|be\s+(?:so\s+|really\s+|just\s+)?(?:the\s+)?(?:perfect|sweet|nice|lovely|great|"
+         r"ideal|fitting|cute|welcome|appreciated|amazing)|(?:really\s+)?suit\s+(?:this|the)|do(?:\s+nicely)?|suffice)\b[^.!?]*",
+         r"\g<x>"),
+        (r"(?:^|(?<=[.;!?]\s))(?:a|an|one|just\s+a)\s+(?P<x>[^,.!?]{2,30}?)\s+(?:is|'s|would\s+be|will\s+be)\s+(?:all|enough|fine|plenty)\b"
+         r"[^.!?]*", r"\g<x>"),
+        (r"(?:^|(?<=[.;!?]\s))(?:a|an|one)\s+(?P<x>(?:silent|quiet|wordless|little|small|simple)\s+(?:yes|no))\s+(?:will|would|'ll)\s+do\b", r"\g<x>"),
     )
 )
-_FACE_SIDE = re.compile(
-    r"\b(?:on|to|at)\s+(?:your|ur|the)\s+(?P<side>left|right)\b(?P<mid>[^.!?]*?[,;:]\s*)(?:turn\s+and\s+)?face\s+"
-    r"(?:them|him|her|it|us|that\s+way)\b"
+#: Someone in the scene doing an action at or for the listener: the listener answers in kind
+#: ("the guests are all waving at you", "the kids are saying goodbye to you"); an audience
+#: cheering for the listener is answered with a bow ("the crowd is giving you a standing ovation").
+_ANSWER_IN_KIND = {"waving": "wave", "bowing": "bow", "nodding": "nod", "clapping": "clap", "dancing": "dance",
+                   "waved": "wave", "bowed": "bow", "nodded": "nod", "clapped": "clap", "danced": "dance",
+                   "applauding": "clap", "shrugging": "shrug", "shrugged": "shrug"}
+_SCENE_CUES: tuple[tuple[re.Pattern[str], str | None], ...] = tuple(
+    (re.compile(p), r)
+    for p, r in (
+        (r"(?:'s|'re|\s+is|\s+are)\s+(?:all\s+|just\s+|now\s+)?(?:cheering|applauding|clapping)\s+(?:for\s+)?(?:you|ya|u)\b", "bow"),
+        (r"\b(?:giving|gave|given)\s+(?:you|ya|u)\s+(?:a\s+|an\s+)?(?:standing\s+ovation|ovation|round\s+of\s+applause|big\s+hand|"
+         r"huge\s+round\s+of\s+applause)\b", "bow"),
+        (r"(?:'s|'re|\s+is|\s+are)\s+(?:all\s+|just\s+|now\s+)?(?P<g>waving|bowing|nodding)\s+(?:at|to)\s+(?:you|ya|u)\b", None),
+        (r"(?:'s|'re|\s+is|\s+are)\s+(?:all\s+|just\s+|now\s+)?(?:saying|waving)\s+(?:goodbye|bye|hello|hi|farewell)\b", "wave"),
+        (r"(?:'s|'re|\s+is|\s+are)\s+(?:all\s+|just\s+|now\s+)?(?P<g>dancing|clapping)\s+(?:but|except|apart\s+from)\s+(?:you|ya|u)\b",
+         None),
+        (r"(?:'s|'re|\s+is|\s+are|\s+)(?:all\s+)?(?P<g>waving|bowing|nodding|clapping|applauding|dancing|waved|bowed|nodded|clapped|"
+         r"danced|shrugging|shrugged)\b(?:\s+(?:at|to)\s+(?:you|ya|u))?[^.!?]*?[,;.!]\s*(?:so\s+|now\s+|go\s+on\s+|come\s+on\s+)?"
+         r"(?:join\s+(?:in|them|the\s+\w+)|do\s+(?:the\s+same|likewise)|follow\s+suit|return\s+the\s+(?:gesture|favou?r)|copy\s+them|"
+         r"you\s+too|your\s+turn)\b", None),
+    )
 )
+
+
+def _scene_cues(out: str) -> str:
+    """The clause that sets the scene, replaced by the answer it calls for (see `_SCENE_CUES`);
+    a clause told in the past ("the guests were all waving when we left") is news and is left."""
+    for pattern, action in _SCENE_CUES:
+        m = pattern.search(out)
+        if not m:
+            continue
+        verb = action or _ANSWER_IN_KIND[m.group("g")]
+        start = max(out.rfind(c, 0, m.start()) for c in ",;.!?") + 1
+        return out[:start] + f" {verb.replace('_', ' ')} ." + out[m.end():]
+    return out
+
+_FACE_SIDE = re.compile(
+    r"\b(?:on|to|at)\s+(?:your|ur|the)\s+(?P<side>left|right)\b(?P<mid>[^.!]*?[,;:?]\s*(?:(?:wanna|want\s+to|can\s+you|"
+    r"could\s+you|will\s+you|go|now|just|so|why\s+not|maybe)\s+)*)(?:turn\s+and\s+)?(?:face|look\s+at|see|check\s+out)\s+"
+    r"(?:them|him|her|it|us|that\s+way|that)\b"
+)
+#: A thing placed to the listener's side with a look asked for: "I bet there's something cool off to
+#: your right, have a peek", "check out the view on your right", "the painting's on your left, wanna
+#: see it?" (then `_FACE_SIDE`); or a scene cue from one side ("someone just called your name from
+#: the right", "there's a puppy on your right!"). Not a route ("on your right when you leave").
+_SIDE_LOOK = re.compile(
+    r"\b(?:off\s+|over\s+|just\s+|right\s+)?(?:on|to|at|from)\s+(?:your|ur|the)\s+(?P<side>left|right)\b(?:\s+side)?"
+    r"(?P<mid>[^.!]*?[,;:?]\s*(?:(?:go|just|so|quick|now|and|wanna|want\s+to|come\s+on)\s+)*)(?:(?:have|take|get|grab|sneak)\s+a\s+"
+    r"(?:quick\s+|little\s+|good\s+|closer\s+)?(?:peek|look|gander|glance|peep|squiz|look-see)\b(?!\s+around)|look\s+around\s*[.!?]*$)"
+)
+_SIDE_SCENE = re.compile(
+    r"^(?:(?:look|hey|oh|psst|wow|ooh|quick|check\s+(?:it\s+)?out)[,!]?\s+)?(?:i\s+bet\s+)?"
+    r"(?:there's|there\s+is|theres|the\s+[\w']+(?:'s|\s+is|\s+are)|(?:some|any)(?:one|body|thing)\s+(?:just\s+)?\w+|"
+    r"who's\s+that|what's\s+that|check\s+out\s+the|look\s+at\s+the)\b[^.!?,;]*?"
+    r"\b(?:off\s+|over\s+|just\s+|right\s+)?(?:on|to|at|from|over\s+on)\s+(?P<whose>your|ur|the)\s+(?P<side>left|right)\b"
+    r"(?!\s+(?:when|after|as|once|if|before|of\s+the\s+road)\b)(?!\s+side\s+of\b)"
+)
+
 
 
 def _utterance_cues(out: str) -> str:
     for pattern, replacement in _UTTERANCE_CUES:
         m = pattern.search(out)
         if m:
-            return out[: m.start()] + replacement + out[m.end() :]
+            return out[: m.start()] + m.expand(replacement) + out[m.end() :]
     m = _FACE_SIDE.search(out)
     if m:  # the side named earlier is the way to turn ("the people on your right ..., face them")
         return out[: m.end("mid")] + f"turn {m.group('side')}" + out[m.end() :]
-    return out
+    m = _SIDE_LOOK.search(out)
+    if m:
+        return out[: m.end("mid")] + f"turn {m.group('side')}" + out[m.end() :]
+    m = _SIDE_SCENE.search(out)
+    if m and (m.group("whose") != "the" or " from " in m.group(0)):
+        end = min([i for i in (out.find(c, m.end()) for c in ",;.!?") if i >= 0] or [len(out)])
+        return f"turn {m.group('side')}" + out[end:]
+    return _scene_cues(out)
 
 
 def rewrite(text: str) -> str:

@@ -306,6 +306,10 @@ MEAN_IT = (
     # a result or manner clause that only a strong version reaches
     ("till", "you"), ("until", "you"), ("til", "you"), ("till", "it"), ("until", "it"),
     ("heart", "out"), ("like", "crazy"), ("like", "mad"), ("like", "there's", "no", "tomorrow"),
+    # "wave like a maniac", "dance like a madman": a manner only a strong version has
+    ("like", "a", "maniac"), ("like", "a", "madman"), ("like", "a", "madwoman"), ("like", "a", "lunatic"),
+    ("like", "a", "crazy"), ("like", "a", "mad"), ("like", "crazy", "person"), ("like", "a", "wild"),
+    ("like", "an", "animal"), ("like", "nobody's", "watching"), ("like", "a", "maniac"),
 )
 VERY = frozenset(
     {"very", "really", "so", "super", "extremely", "real", "totally", "mega", "soo", "rly", "hella", "incredibly", "seriously",
@@ -378,9 +382,12 @@ EXTRA_ACTION_PHRASES: dict[str, tuple[str, ...]] = {
                     "nose around", "nose about", "poke around", "have a poke around", "have a gander"),
     "point": ("point out", "point over there", "gesture at", "gesture towards", "gesture toward", "gesture to",
               "motion towards", "motion toward", "motion at"),
-    "shrug": ("lift your shoulders", "raise your shoulders", "shoulders up"),
-    "bow": ("bow your head",),
-    "nod": ("nod along", "nod in agreement", "bob your head", "dip your head"),
+    "shrug": ("lift your shoulders", "raise your shoulders", "shoulders up", "shoulder thing", "shoulders thing",
+              "do the shoulders", "let your shoulders do the talking"),
+    "bow": ("bow your head", "bend at the waist", "bend from the waist"),
+    "nod": ("nod along", "nod in agreement", "bob your head", "dip your head", "head nod", "head bob", "silent yes",
+            "quiet yes", "wordless yes", "nod of the head"),
+    "shake_head": ("head shake", "headshake", "silent no", "quiet no", "wordless no", "shake of the head"),
     "idle": ("freeze", "hold still", "be still", "stand still", "wait", "rest a bit", "halt"),
     "clap": ("applause", "clap hands", "clap along", "hands together"),
     "dance": ("do a dance", "shake it", "move to the music", "dancing", "bust some moves", "cut a rug", "boogie down"),

@@ -1638,6 +1638,29 @@ _OTHERS["es"].update({"como loco": "like crazy", "como loca": "like crazy", "com
 _OTHERS["pt"].update({"que nem louco": "like crazy", "como louco": "like crazy", "como um louco": "like crazy"})
 _OTHERS["it"].update({"come un matto": "like crazy", "come una matta": "like crazy", "come un pazzo": "like crazy"})
 _OTHERS["ja"].update({"思いっきり": "like crazy", "めちゃくちゃ": "very"})
+# round 8: degree said apart from the request ("sonríe apenas, casi nada", "só um pouquinho",
+# "rire aux éclats", "稍微皱一下眉"), and standing for long said to the listener, which asks for a seat
+# ("llevas horas de pie", "du stehst schon ewig", "tu es debout depuis", "你站了这么久").
+_STOOD = "you've been standing for ages"
+_OTHERS["es"].update({"apenas": "slightly", "casi nada": "a little", "nada mas": "", "pero muy": "very",
+                      **{f"llevas {t} de pie": _STOOD for t in (
+                          "horas", "todo el dia", "mucho tiempo", "mucho rato", "tanto tiempo", "tanto rato", "rato",
+                          "todo el rato", "un buen rato", "toda la tarde", "toda la manana")},
+                      "estas de pie desde hace": _STOOD, "sigues de pie": _STOOD})
+_OTHERS["pt"].update({"pouquinho": "a little", "um pouquinho": "a little", "so um pouquinho": "a little", "de leve": "gently",
+                      "levemente": "slightly", "so um pouco": "a little",
+                      **{f"{w} {v} {x}": _STOOD for w in ("voce", "tu", "") for v in ("esta", "ta", "tá", "fica", "ficou")
+                         for x in ("de pe", "em pe")}})
+_OTHERS["fr"].update({"furieux": "furious", "furieuse": "furious", "aux eclats": "hard", "tu es debout depuis": _STOOD,
+                      "vous etes debout depuis": _STOOD, "t'es debout depuis": _STOOD, "tu restes debout depuis": _STOOD})
+_OTHERS["de"].update({"du stehst schon": _STOOD, "stehst du schon": _STOOD, "ihr steht schon": _STOOD,
+                      "sie stehen schon": _STOOD, "du stehst so lange": _STOOD, "du stehst ewig": _STOOD, "du stehst stundenlang": _STOOD, "stehst du so lange": _STOOD, "stehst du ewig": _STOOD, "du stehst seit": _STOOD, "stehst du seit": _STOOD})
+_OTHERS["it"].update({"sei in piedi da": _STOOD, "stai in piedi da": _STOOD, "siete in piedi da": _STOOD,
+                      "e in piedi da": _STOOD, "sei in piedi tutto": _STOOD})
+_OTHERS["ja"].update({"ずっと立って": _STOOD, "ずっと立ちっぱなし": _STOOD, "立ちっぱなし": _STOOD})
+_OTHERS["zh"].update({**{f"{y}{x}": _STOOD for y in ("你", "") for x in (
+                          "站了这么久", "站了半天", "站了很久", "站了好久", "站这么久", "一直站着", "站了一整天", "站了一天")},
+                      "皱一下眉": "frown", "皱下眉": "frown", "皱眉头": "frown", "皱一下眉头": "frown"})
 for _code, _words in _OTHERS.items():
     for _key, _value in _words.items():
         GLOSSES[_code].setdefault(_key, _value)
