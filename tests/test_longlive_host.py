@@ -100,6 +100,30 @@ def test_a_session_leaving_keeps_the_others_streaming_from_packed_rows():
     assert newcomer.row == 2
 
 
+
+@torch.no_grad()
+def test_owed_passes_are_queued_before_the_frames_are_handed_out_and_change_nothing():
+    """With `queue_owed` (the GPU default), a chunk's deferred refresh and an "after" re-cache
+    are queued before its frames are handed out, so nothing is owed while the caller works on
+    them; the frames are those of a host that runs them at the next request."""
+    owed, eager = make_host(queue_owed=False), make_host(queue_owed=True)
+    assert owed.queue_owed is False and make_host().queue_owed is False  # CPU default: off
+    frames = {}
+    for name, host in (("owed", owed), ("eager", eager)):
+        s = host.open_session(LAT_H, LAT_W, seed=3)
+        a, b = prompts(2)
+        s.set_prompt(a)
+        out = []
+        for c in range(7):
+            if c == 4:
+                s.set_prompt(b, timing="after")
+            out.append(s.next_frames())
+            assert s.stream.owes_work is (name == "owed"), (name, c)
+        frames[name] = out
+    for c, (x, y) in enumerate(zip(frames["owed"], frames["eager"], strict=True)):
+        assert torch.equal(x, y), f"chunk {c}"
+    assert eager.stats.passes == owed.stats.passes + 1  # the last chunk's refresh, already run
+
 def run_alone_with(prompt, seed, chunks):
     host = make_host()
     s = host.open_session(LAT_H, LAT_W, seed=seed)

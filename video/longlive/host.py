@@ -43,7 +43,9 @@ a session whose decode fails is failed alone. A session of another frame size, o
 `max_sessions`, is refused with `EngineBusyError` (load another engine for another size).
 
 Frames leave through a decode per session on a high-priority side stream, copied to pinned host
-memory; the caller waits for its own copy only, never for the passes queued behind it.
+memory; the caller waits for its own copy only, never for the passes queued behind it. Before a
+caller gets its frames, the passes its chunk still owes (the deferred refresh, an "after"
+re-cache) are queued on a GPU, so they run while the caller works on the frames.
 """
 
 from __future__ import annotations
@@ -206,7 +208,7 @@ class EngineHost:
     """Serves sessions of one frame size on one loaded engine (see the module docstring)."""
 
     def __init__(self, runtime: EngineRuntime, decoder, *, max_sessions: int = 4, preempt: bool = True,
-                 prefetch: bool = True, policy: str = "deadline",
+                 prefetch: bool = True, policy: str = "deadline", queue_owed: bool | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if policy not in ("deadline", "all"):
             raise ValueError(f"policy must be 'deadline' or 'all', got {policy!r}")
@@ -216,6 +218,9 @@ class EngineHost:
         self.preempt = preempt
         self.prefetch = prefetch
         self.policy = policy
+        #: Queue a chunk's owed passes before handing its frames out (`_queue_owed`). Default: on a
+        #: GPU, where queued passes run while the caller works; on a CPU they would only delay it.
+        self.queue_owed = runtime.device.type == "cuda" if queue_owed is None else queue_owed
         self.clock = clock
         self.sessions: list[HostedSession] = []
         self.stats = HostStats()
@@ -294,9 +299,30 @@ class EngineHost:
                     break
                 self._raise_if_stopped(session)
                 self._drive_or_wait()
+            if self.queue_owed:
+                self._queue_owed(session)
         if item.event is not None:
             item.event.synchronize()  # this session's copy only
         return item.frames
+
+    def _queue_owed(self, session: HostedSession) -> None:
+        """Queue the passes `session` owes for the chunk being handed out (its deferred refresh, an
+        "after" re-cache) before the caller gets the frames (lock held).
+
+        Why: nobody drives the host while a caller works on its frames (converts, lip-syncs,
+        encodes, sends them), so those passes would wait for its next request and the GPU would
+        idle meanwhile. Queuing them costs the caller a tick's host time, not the passes' GPU time
+        (no pass waits for the GPU), and the frames, the cache and what any later directive sees
+        are the same: these passes ran first in the next request anyway."""
+        while session.stream.owes_work and not self._driving and session.error is None and not session.closed:
+            self._driving = True
+            try:
+                progressed = self._tick()
+            finally:
+                self._driving = False
+                self._cond.notify_all()
+            if not progressed:
+                return
 
     def _request(self, session: HostedSession, deadline, interrupt) -> None:
         if session.prefetched:  # begun already, to join a batch: this request is its owner
