@@ -102,12 +102,14 @@ def test_a_session_leaving_keeps_the_others_streaming_from_packed_rows():
 
 
 @torch.no_grad()
-def test_owed_passes_are_queued_before_the_frames_are_handed_out_and_change_nothing():
-    """With `queue_owed` (the GPU default), a chunk's deferred refresh and an "after" re-cache
-    are queued before its frames are handed out, so nothing is owed while the caller works on
-    them; the frames are those of a host that runs them at the next request."""
+def test_a_lone_sessions_refresh_is_queued_before_its_frames_are_handed_out_and_changes_nothing():
+    """With `queue_owed` (the GPU default), a lone session's chunk refresh is queued before its
+    frames are handed out, so nothing is owed while the caller works on them; a re-cache an
+    "after" switch queued is left to the next request (on a GPU it launches kernel by kernel),
+    and so is the refresh while another session is working. The frames are those of a host
+    that runs every owed pass at the next request."""
     owed, eager = make_host(queue_owed=False), make_host(queue_owed=True)
-    assert owed.queue_owed is False and make_host().queue_owed is False  # CPU default: off
+    assert make_host().queue_owed is False  # CPU default: off
     frames = {}
     for name, host in (("owed", owed), ("eager", eager)):
         s = host.open_session(LAT_H, LAT_W, seed=3)
@@ -118,11 +120,17 @@ def test_owed_passes_are_queued_before_the_frames_are_handed_out_and_change_noth
             if c == 4:
                 s.set_prompt(b, timing="after")
             out.append(s.next_frames())
-            assert s.stream.owes_work is (name == "owed"), (name, c)
+            assert s.stream.owes_work is (name == "owed" or c == 4), (name, c)
         frames[name] = out
     for c, (x, y) in enumerate(zip(frames["owed"], frames["eager"], strict=True)):
         assert torch.equal(x, y), f"chunk {c}"
     assert eager.stats.passes == owed.stats.passes + 1  # the last chunk's refresh, already run
+
+    other = eager.open_session(LAT_H, LAT_W, seed=4)
+    other.set_prompt(prompts(1)[0])
+    other.stream.request_chunk()  # another session with passes to run: its caller drives them
+    eager.sessions[0].next_frames()
+    assert eager.sessions[0].stream.owes_work
 
 def run_alone_with(prompt, seed, chunks):
     host = make_host()
@@ -377,3 +385,21 @@ def test_cuda_steady_chunks_never_make_the_host_wait_for_the_gpu():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert runtime.graph_replays > replays
+
+
+
+@pytest.mark.gpu
+@cuda
+@torch.no_grad()
+def test_cuda_only_a_steady_refresh_is_queued_before_the_frames():
+    """On a GPU with graphs on, a refresh that launches kernel by kernel (window filling) stays
+    owed (queuing it would make the frames wait for its launches); once steady, it is queued."""
+    host = cuda_host(graphs=True)
+    assert host.queue_owed
+    s = host.open_session(LAT_H, LAT_W, seed=0)
+    s.set_prompt(prompts(1)[0].to("cuda"))
+    s.next_frames()
+    assert s.stream.owes_work  # the first chunk's refresh: not steady, not queued
+    for _ in range(6):
+        s.next_frames()
+    assert s.stream.owed_refresh is None and not s.stream.owes_work

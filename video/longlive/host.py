@@ -43,9 +43,9 @@ a session whose decode fails is failed alone. A session of another frame size, o
 `max_sessions`, is refused with `EngineBusyError` (load another engine for another size).
 
 Frames leave through a decode per session on a high-priority side stream, copied to pinned host
-memory; the caller waits for its own copy only, never for the passes queued behind it. Before a
-caller gets its frames, the passes its chunk still owes (the deferred refresh, an "after"
-re-cache) are queued on a GPU, so they run while the caller works on the frames.
+memory; the caller waits for its own copy only, never for the passes queued behind it. On a
+GPU, before a lone session's caller gets its frames, the chunk's refresh pass is queued (one
+graph replay), so it runs while the caller works on the frames (`_queue_owed`).
 """
 
 from __future__ import annotations
@@ -218,8 +218,8 @@ class EngineHost:
         self.preempt = preempt
         self.prefetch = prefetch
         self.policy = policy
-        #: Queue a chunk's owed passes before handing its frames out (`_queue_owed`). Default: on a
-        #: GPU, where queued passes run while the caller works; on a CPU they would only delay it.
+        #: Queue a lone session's refresh before handing its frames out (`_queue_owed`). Default: on
+        #: a GPU, where the queued pass runs while the caller works; on a CPU it would delay it.
         self.queue_owed = runtime.device.type == "cuda" if queue_owed is None else queue_owed
         self.clock = clock
         self.sessions: list[HostedSession] = []
@@ -306,23 +306,32 @@ class EngineHost:
         return item.frames
 
     def _queue_owed(self, session: HostedSession) -> None:
-        """Queue the passes `session` owes for the chunk being handed out (its deferred refresh, an
-        "after" re-cache) before the caller gets the frames (lock held).
+        """Queue the refresh pass `session` owes for the chunk being handed out before the caller
+        gets the frames (lock held).
 
-        Why: nobody drives the host while a caller works on its frames (converts, lip-syncs,
-        encodes, sends them), so those passes would wait for its next request and the GPU would
-        idle meanwhile. Queuing them costs the caller a tick's host time, not the passes' GPU time
-        (no pass waits for the GPU), and the frames, the cache and what any later directive sees
-        are the same: these passes ran first in the next request anyway."""
-        while session.stream.owes_work and not self._driving and session.error is None and not session.closed:
-            self._driving = True
-            try:
-                progressed = self._tick()
-            finally:
-                self._driving = False
-                self._cond.notify_all()
-            if not progressed:
-                return
+        Why: nobody drives the host while a lone session's caller works on its frames (converts,
+        lip-syncs, encodes, sends them), so the refresh would wait for its next request and the
+        GPU would idle meanwhile. Queuing it costs the caller one tick's host time, not the pass's
+        GPU time (no pass waits for the GPU), and the frames, the cache and what any later
+        directive sees are the same: the pass ran first in the next request anyway. Only a steady
+        refresh that replays a CUDA graph (one launch), and only with no other session working:
+        passes launched kernel by kernel (window filling, a re-cache) cost about their GPU time in
+        host time, which the frames would wait for (measured: the first chunk 161 -> 199 ms when
+        every owed pass was queued), and other sessions' callers drive the host anyway."""
+        stream = session.stream
+        plan = stream.owed_refresh
+        if plan is None or self._driving or session.error is not None or session.closed:
+            return
+        if self.device.type == "cuda" and not self.runtime.replays(plan, stream.router):
+            return
+        if any(s is not session and not s.closed and (s.wanted > 0 or s.stream.queue) for s in self.sessions):
+            return
+        self._driving = True
+        try:
+            self._tick()
+        finally:
+            self._driving = False
+            self._cond.notify_all()
 
     def _request(self, session: HostedSession, deadline, interrupt) -> None:
         if session.prefetched:  # begun already, to join a batch: this request is its owner

@@ -301,11 +301,16 @@ class EngineRuntime:
     def graphs_captured(self) -> int:
         return len(self._graphs or {})
 
+    def replays(self, plan: ChunkPlan, router: AttentionRouter) -> bool:
+        """Whether a pass of one row with this plan and router replays a CUDA graph (one launch)
+        rather than launching its kernels one by one."""
+        return (self._graphs is not None and self.device.type == "cuda" and plan.steady
+                and isinstance(router, DenseRouter))
+
     def _graphable(self, rows: list[PassRow], x: torch.Tensor) -> bool:
         return (
-            self._graphs is not None
-            and x.is_cuda
-            and all(r.plan.steady and isinstance(r.router, DenseRouter) for r in rows)
+            x.is_cuda
+            and all(self.replays(r.plan, r.router) for r in rows)
             and _contiguous(rows) is not None
         )
 
