@@ -52,7 +52,7 @@ from ..embedding import load_encoder, switched_off
 from ..emotion import infer_expression
 from ..schema import ActionDirective, Vocabulary, VocabularyEntry, core_vocabulary
 from ..text import COMMON_WORDS, Token, clean_text, is_shouted, osa_distance, stem, tokenize
-from . import cues, frames
+from . import cues, exclusions, frames
 from . import lexicon as lx
 from .base import MAX_UTTERANCE_CHARS, Interpretation, InterpretRequest
 from .languages import ENGLISH, OTHER, detect_language, gloss
@@ -444,6 +444,18 @@ class EmbeddedInterpreter:
         notes.append(f"read '{action}' from an indirect request (similarity {similarity:.2f})")
         return [_Reading(actions=[action], mentioned=[action], request=True, indirect=True)]
 
+    def _faces_in(self, words: list[Token], index: _Index) -> list[str]:
+        """The faces `words` name: the vocabulary's expressions, manner adverbs ("angrily") and
+        face nouns it has no synonym for ("laughter", "smirk")."""
+        matches, _ = self._match(words, index, False, aggressive=False)
+        faces = [p.name for _, p in matches if p.kind == "expression"]
+        for w in words:
+            faces.extend(exclusions.FACE_NOUNS.get(w, ()))
+            adverb = lx.EXPRESSION_ADVERBS.get(w)
+            if adverb:
+                faces.append(adverb)
+        return [f for i, f in enumerate(faces) if f in index.expressions and f not in faces[:i]]
+
     def _correct(self, word: str, index: _Index, aggressive: bool) -> str:
         """The vocabulary word `word` is a typo of, or `word` itself (cached per index)."""
         if not word.isalpha() or len(word) < 3 or word in lx.FILLER or word in _DEGREE_KEEP:
@@ -511,6 +523,17 @@ class EmbeddedInterpreter:
             rest, _ = self._match(words, index, whole, aggressive=False) if words else ([], [])
             r.ruled_out_faces = [p.name for _, p in rest if p.kind == "expression"]
             return r
+        excluded = exclusions.face_exclusion(words)
+        if excluded is not None:
+            start, face_start, end = excluded
+            faces = self._faces_in(words[face_start:end], index)
+            if faces:
+                # "bow, and wipe that excited look off your face", "a nod, but not an angry one":
+                # the face is ruled out, and the rest of the clause is read as it stands.
+                r.ruled_out_faces = faces
+                words = words[:start] + words[end:]
+                if not [w for w in words if w not in lx.FILLER and w not in _EXCLUSION_GLUE]:
+                    return r
         words = _drop_adjuncts(words)
         negated, words = _strip_negation(words)
         if negated and words and words[0] in ("keep", "continue", "carry") and len(words) > 1:
@@ -640,7 +663,8 @@ class EmbeddedInterpreter:
                     break
         if r.negated:
             r.negated_names = r.actions + r.disallowed + ([r.expression] if r.expression else [])
-            r.ruled_out_faces = [r.expression] if r.expression else []
+            # every face the negated clause names ("without looking bored or angry")
+            r.ruled_out_faces += [f for f in [r.expression, *self._faces_in(words, index)] if f]
             r.actions, r.disallowed, r.expression = [], [], None
             return r
         if not r.request:
@@ -840,7 +864,8 @@ class EmbeddedInterpreter:
                 plan.append({"action": "idle", "expression": face, "intensity": BASE_INTENSITY})
         else:
             for p in plan:
-                p["expression"] = p["expression"] or "neutral"
+                # a face ruled out anywhere in the utterance is never shown ("smile-free nod")
+                p["expression"] = p["expression"] if p["expression"] and p["expression"] not in ruled_out else "neutral"
         directives = [self._directive(p, vocab) for p in plan]
         return Interpretation(directives=directives, reply=reply, note="; ".join(notes), backend=self.name)
 
@@ -935,6 +960,10 @@ def _strip_fillers(words: list[Token]) -> tuple[bool, list[Token]]:
                 changed = True
                 break
     return polite, words
+
+
+#: Words left of a clause whose face frame was cut that ask for nothing ("and ... please").
+_EXCLUSION_GLUE = frozenset("and but or just also too though either please then now okay ok so".split())
 
 
 def _strip_negation(words: list[Token]) -> tuple[bool, list[Token]]:

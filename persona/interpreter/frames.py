@@ -230,6 +230,10 @@ def _correction(text: str) -> str:
     if not m:
         return text
     x = m.group("x").strip()
+    if m.group("mark").startswith("make") and re.search(r"\S\s*$", m.group("lead")) and not re.search(
+        r"(?:[,.;!?…]|\b(?:no|nah|sorry|oops|actually|wait))\s*$", m.group("lead")
+    ):
+        return text  # "don't make that sad face", "point and make that face": no correction
     tail = _CORRECTION_TAIL.search(x)
     if m.group("mark").startswith("i ") and not m.group("lead").strip() and not tail:
         return text  # "I said hi to my neighbour": told, not corrected
