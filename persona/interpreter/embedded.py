@@ -339,6 +339,16 @@ class EmbeddedInterpreter:
             reading = self._read(clause, index, persona, whole, prev_request)
             prev_request = reading.request or (prev_request and clause.continuation)
             readings.append(reading)
+        for before_clause, before, clause, r in zip(clauses, readings, clauses[1:], readings[1:], strict=False):
+            looked = before.ruled_out_faces or any(w in _LOOK_FORMS for w in before_clause.words)
+            if before.negated and looked and clause.continuation and not r.actions:
+                # "dance without looking so serious and sad": the face joined on is ruled out too
+                rest = [w for w in clause.words if w not in lx.FILLER and w not in _EXCLUSION_GLUE
+                        and w not in lx.VERY and w not in ("or", "nor")]
+                faces = self._faces_in(rest, index)
+                if faces and len(rest) <= 2:
+                    r.expression, r.request = None, False
+                    r.ruled_out_faces += faces
         _repeat_turns(readings, index)
         _degree_afterwards(clauses, readings, index)
         for before, r in zip(readings, readings[1:], strict=False):
@@ -962,6 +972,7 @@ def _strip_fillers(words: list[Token]) -> tuple[bool, list[Token]]:
     return polite, words
 
 
+_LOOK_FORMS = frozenset("look looks looking seem seems seeming appear appears appearing act acting".split())
 #: Words left of a clause whose face frame was cut that ask for nothing ("and ... please").
 _EXCLUSION_GLUE = frozenset("and but or just also too though either please then now okay ok so".split())
 

@@ -89,6 +89,8 @@ _CORRECTION = re.compile(
     r"\b[,:\s]*(?P<x>.+)$"
 )
 _CORRECTION_TAIL = re.compile(r"(?:,?\s+(?:not|instead\s+of|rather\s+than)\s+.*|\s+instead\b.*)$")
+#: "a smile-free nod" → "a nod without smile" (the clause parser splits at "without").
+_FREE_OF = re.compile(r"\b([a-z]+)-free\b(?:\s+(?!(?:and|but|then|please|or|with|for|to|at|now)\b)([a-z]+)\b)?")
 _TURN_VERB = re.compile(r"\b(turn|look|face|spin|rotate)\b")
 
 _SUGGESTION = re.compile(
@@ -470,6 +472,7 @@ def rewrite(text: str) -> str:
     out = _TOPIC.sub("that ", out)
     out = _noun_frame(out)
     out = _utterance_cues(out)
+    out = _FREE_OF.sub(lambda m: f"{m.group(2)} without {m.group(1)}" if m.group(2) else f"without {m.group(1)}", out)
     out = re.sub(r"\s{2,}", " ", out).strip()
     return text if out == lowered.strip() else out
 
