@@ -294,6 +294,43 @@ _DONE_FIRST = re.compile(
 _ONLY_AFTER = re.compile(r"^(?P<x>[^,.!?]+?),?\s+(?:but\s+)?only\s+after\s+(?P<g>" + _GERUND_RE + r")\s*(?P<tail>[.!?]*)$")
 
 
+#: A leading time clause in any of its words ("once you've nodded, ...", "as soon as you stand up,
+#: ...", "the moment you're done with the wave, ...", "only after you've looked around, ...") is
+#: said as the one the clause parser orders: "after ...".
+_TEMPORAL_LEAD = re.compile(
+    r"^(?:(?:ok|okay|so|now|alright|and)[,\s]+)?(?:only\s+)?(?:once|as\s+soon\s+as|soon\s+as|the\s+moment|the\s+minute|"
+    r"the\s+second|the\s+instant|right\s+after|just\s+after|straight\s+after|only\s+after|when|whenever)\s+"
+    r"(?=(?:you|u|ya)\b|you've\b|you're\b|(?:the|your)\s+\w+(?:'s|\s+is|\s+has)\s+(?:been\s+)?(?:done|over|finished)\b)"
+)
+#: "after you're done with the wave" → "after the wave"; "after you're finished thinking" → "after thinking".
+_AFTER_DONE = re.compile(
+    r"\bafter\s+(?:you've|you\s+have|you're|you\s+are|u've|u're|u\s+r)\s+(?:all\s+)?(?:finished|done|through)(?:\s+with)?\s+"
+    r"(?=[a-z])"
+)
+#: "after you're up" → "after you stand up"; "after you're seated" → "after you sit down".
+_AFTER_STATE = re.compile(
+    r"\bafter\s+(?:you're|you\s+are|u're)\s+(?:(?P<up>up|on\s+your\s+feet|standing|standing\s+up)|(?P<down>seated|sitting|sitting\s+down|down))\b"
+)
+#: "after the clapping's done" → "after clapping"
+_AFTER_OVER = re.compile(r"\bafter\s+(?:the|your)\s+(\w+?)(?:'s|\s+is|\s+has)\s+(?:been\s+)?(?:done|over|finished)\b")
+#: "turn left, and right after that, turn right": "right after" is "just after", no direction.
+_RIGHT_AFTER = re.compile(r"([,;]\s*|\band\s+)right\s+(after|afterwards|before)\b")
+#: "spin right", "glance to the left", "pivot left": a turn with the direction named after its verb.
+_TURN_ALIKE = re.compile(
+    r"\b(?:spin|rotate|glance|pivot|swivel|twist|swing|whip|peek|peer|veer|swerve|wheel)(?:\s+(?:around|round|over|quickly|slowly))?"
+    r"\s+(?:(?:over\s+)?to\s+(?:the|your)\s+|towards?\s+(?:the|your)\s+)?(left|right)\b"
+)
+
+
+def _temporal(text: str) -> str:
+    out = _TEMPORAL_LEAD.sub("after ", text, count=1)
+    out = _AFTER_DONE.sub("after ", out)
+    out = _AFTER_STATE.sub(lambda m: "after you stand up" if m.group("up") else "after you sit down", out)
+    out = _AFTER_OVER.sub(r"after \1", out)
+    out = _RIGHT_AFTER.sub(r"\1\2", out)
+    return _TURN_ALIKE.sub(r"turn \1", out)
+
+
 def _order(text: str) -> str:
     m = _BUT_FIRST.match(text)
     if m:
@@ -463,7 +500,7 @@ def rewrite(text: str) -> str:
     out = _OF_YOURS.sub(r"your \1", out)
     out = _correction(out)
     out = _subjunctive(out)
-    out = _order(out)
+    out = _order(_temporal(out))
     out = _your_turn(out)
     for pattern in _NOT_ACTION_RES:
         out = pattern.sub(" ", out)
