@@ -599,6 +599,12 @@ class EmbeddedInterpreter:
             stem(words[1]) in index.key_set or words[1] in lx.REQUEST_VERBS or words[1] in ("please", "now")
         ):
             words = words[1:]  # "everybody clap": the group is addressed, the clap is asked for
+        if (
+            len(words) > 1 and words[0] in _SOFT_LEADS and words[1] not in _SUBJECT_WORDS
+            and (stem(words[1]) in index.key_set or words[1] in lx.REQUEST_VERBS)
+            and not any(w in _FINITE_AUX for w in words[2:])
+        ):
+            words, polite = words[1:], True  # "maybe sit down?", "perhaps take a moment to ponder it": softened asks
         # Repeats and intensity.
         words, r.repeat = _take_repeat(words)
         r.intensity = _intensity(words, shouted, clause.exclaims)
@@ -972,6 +978,11 @@ def _strip_fillers(words: list[Token]) -> tuple[bool, list[Token]]:
     return polite, words
 
 
+#: Softeners in front of an imperative ("maybe sit down", "perhaps wave at them").
+_SOFT_LEADS = frozenset("maybe perhaps possibly".split())
+_SUBJECT_WORDS = frozenset("i i'll i'd we we'll we'd you you'll you'd he she they it it's that this there not".split())
+#: A finite verb later in the clause makes "maybe dance lessons would help" a statement.
+_FINITE_AUX = frozenset("would will is are was were could might may should can did does do has have had 's".split())
 _LOOK_FORMS = frozenset("look looks looking seem seems seeming appear appears appearing act acting".split())
 #: Words left of a clause whose face frame was cut that ask for nothing ("and ... please").
 _EXCLUSION_GLUE = frozenset("and but or just also too though either please then now okay ok so".split())

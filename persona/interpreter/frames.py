@@ -489,6 +489,101 @@ def _utterance_cues(out: str) -> str:
     return _scene_cues(out)
 
 
+#: Verbs of the core actions and the verbs that ask for them ("take a bow", "give them a hand"),
+#: in the forms an evaluation or a third party's wish puts them in ("if you waved", "everybody sitting").
+_ASK_VERBS = (
+    "wave bow nod clap dance sit stand turn point shrug think look walk take give shake get rise greet applaud "
+    "ponder bend salute curtsy stroll have show join do put mull chew hop boogie spin say bid"
+).split()
+_VERB_FORMS: dict[str, str] = {
+    **{v: v for v in _ASK_VERBS},
+    **{v + "s": v for v in _ASK_VERBS},
+    **_PARTICIPLES,
+    "took": "take", "taken": "take", "gave": "give", "given": "give", "showed": "show", "shown": "show",
+    "did": "do", "had": "have", "put": "put", "joined": "join", "greeted": "greet", "applauded": "applaud",
+    "pondered": "ponder", "bent": "bend", "saluted": "salute", "rose": "rise", "said": "say", "bade": "bid",
+    "waving": "wave", "bowing": "bow", "nodding": "nod", "clapping": "clap", "dancing": "dance", "sitting": "sit",
+    "standing": "stand", "turning": "turn", "pointing": "point", "shrugging": "shrug", "thinking": "think",
+    "looking": "look", "walking": "walk", "taking": "take", "giving": "give", "shaking": "shake", "getting": "get",
+    "rising": "rise", "greeting": "greet", "applauding": "applaud", "pondering": "ponder", "bending": "bend",
+    "showing": "show", "joining": "join", "doing": "do", "having": "have", "putting": "put", "saying": "say",
+}
+_VERB_ALT = "|".join(sorted(map(re.escape, _VERB_FORMS), key=len, reverse=True))
+#: How an act is judged ("it would be polite to bow", "it'd mean a lot if you waved", "wouldn't it
+#: be fun if you danced", "it would be rude not to bow"): what is judged is asked, when the
+#: listener is the one to do it ("if you ...", or "to" + one of the verbs above).
+_JUDGED = (
+    r"(?:polite|nice|lovely|sweet|kind|fun|great|cool|good|wonderful|fitting|proper|respectful|courteous|classy|"
+    r"gracious|thoughtful|awesome|amazing|brilliant|cute|fantastic|perfect|fab|grand|neat|charming|gentlemanly|"
+    r"ladylike|appropriate|considerate|decent|the\s+(?:polite|right|decent|kind|nice)\s+thing(?:\s+to\s+do)?|"
+    r"(?:rude|impolite|a\s+shame|a\s+pity|weird|strange|odd)\s+not|a\s+(?:nice|lovely|sweet|kind|classy|great)\s+(?:touch|gesture|idea)|"
+    r"mean\s+(?:a\s+lot|so\s+much|the\s+world|everything|a\s+great\s+deal)(?:\s+to\s+(?:me|us|him|her|them|the\s+\w+|my\s+\w+|our\s+\w+))?|"
+    r"make\s+(?:my|our|his|her|their)\s+(?:day|week|night|evening|morning)|help(?:\s+(?:a\s+lot|loads))?)"
+)
+#: Judgements that are about manners: said with a bare "to" ("it would be polite to bow to them")
+#: they ask the listener; "it would be fun to go to the beach" is the speaker's own wish.
+_MANNERS = (
+    r"(?:polite|respectful|courteous|proper|classy|gracious|kind|sweet|thoughtful|fitting|considerate|decent|"
+    r"appropriate|gentlemanly|ladylike|good\s+manners|the\s+(?:polite|right|decent|kind|proper)\s+thing(?:\s+to\s+do)?|"
+    r"(?:rude|impolite|a\s+shame|a\s+pity|weird|strange|odd)\s+not|a\s+(?:nice|lovely|sweet|kind|classy)\s+(?:touch|gesture))"
+)
+_DEGREE = r"(?:so\s+|really\s+|very\s+|just\s+|only\s+|quite\s+|super\s+|such\s+|rather\s+|pretty\s+|extra\s+)*"
+_LEAD = r"(?:^|(?<=[.;!?,]\s))(?:(?:but|so|and|honestly|really|hey|oh|well|i\s+think|i\s+reckon|you\s+know)\s+)*"
+_IF_YOU = (
+    r"if\s+(?:you|u|ya)(?:'d|\s+would|\s+could)?\s+(?:(?:just|maybe|also|all|could|would)\s+)?(?P<w>" + _VERB_ALT + r")\b"
+)
+_EVALUATION = re.compile(
+    _LEAD + r"(?:(?P<ask>wouldn't\s+it|would\s+it\s+not|won't\s+it)|it\s+would|it'd|it\s+will|it'll|it\s+might|it\s+could)\s+"
+    r"(?:be\s+)?" + _DEGREE + r"(?:(?P<manners>" + _MANNERS + r")|" + _JUDGED + r")\s+"
+    r"(?:(?P<of>of\s+you\s+|for\s+you\s+)?to\s+(?P<v>" + _VERB_ALT + r")\b|" + _IF_YOU + r")"
+)
+#: A third party who wants the listener (or everyone) to do something: "the photographer wants
+#: everybody up on their feet", "the teacher wants everyone sitting down", "the host would like
+#: everyone to take their seats", "the photographer needs you sitting for this one".
+_THEIR_WISH = re.compile(
+    r"(?:^|(?<=[.;!?,]\s))(?:(?:so|and|but|now|ok|okay)\s+)?(?:the|your|my|our)\s+(?:\w+\s+)?\w+\s+"
+    r"(?:wants|needs|would\s+like|'d\s+like|would\s+love|'d\s+love|is\s+asking|asks|is\s+asking\s+for|is\s+telling|says)\s+"
+    r"(?:everyone|everybody|you|u|all\s+of\s+us|all\s+of\s+you|you\s+all|y'all|us\s+all|us|the\s+whole\s+(?:room|group|class|crowd)|people)\s+"
+    r"(?:(?:to\s+)?(?P<v>" + _VERB_ALT + r")\b|(?P<up>(?:up\s+)?on\s+(?:their|your|our)\s+feet|up\b|standing\b)|(?P<down>seated|down\b|in\s+(?:their|your|our)\s+seats))"
+)
+_HOW_ABOUT = re.compile(
+    r"(?:^|(?<=[.;!?,]\s))(?:(?:so|well|and|now|hey)\s+)?(?:what|how)\s+about\s+(?:you\s+|we\s+|u\s+)?(?P<v>" + _VERB_ALT + r")\b"
+    r"(?:\s+(?:you|yourself|u)\b)?"
+)
+#: "take a moment to ponder it", "take a second and look around": the act after the pause is asked.
+_TAKE_A_MOMENT = re.compile(
+    r"\btake\s+(?:a|one|some|a\s+little|a\s+quick|a\s+short|a\s+brief)\s+(?:moment|second|sec|minute|min|beat|breath|bit|while)\s+"
+    r"(?:to|and)\s+(?P<v>" + _VERB_ALT + r")\b"
+)
+
+
+def _judged(out: str) -> str:
+    """Evaluations, a third party's wish, "how about ...ing", "take a moment to ..." as the act asked."""
+    m = _EVALUATION.search(out)
+    if m and m.group("v") and not (m.group("manners") or m.group("of") or m.group("ask")):
+        m = None  # "it would be fun to go to the beach": the speaker's wish
+    if m and not re.search(r"\b(?:i|we|he|she|they)\s+(?:would|'d|could)\b", out[: m.start()]):
+        verb = _VERB_FORMS[m.group("v") or m.group("w")]
+        return out[: m.start()] + verb + _unasked(out[m.end() :])
+    m = _THEIR_WISH.search(out)
+    if m:
+        said = "get up" if m.group("up") else "sit down" if m.group("down") else _VERB_FORMS[m.group("v")]
+        return out[: m.start()] + said + re.sub(r"\b(?:their|our)\b", "your", out[m.end() :])
+    m = _HOW_ABOUT.search(out)
+    if m:
+        rest = re.sub(r"^\s+(?:you|u)\s+(?=up\b|down\b)", " ", out[m.end() :])
+        return out[: m.start()] + _VERB_FORMS[m.group("v")] + _unasked(rest)
+    m = _TAKE_A_MOMENT.search(out)
+    if m:
+        return out[: m.start()] + _VERB_FORMS[m.group("v")] + _unasked(out[m.end() :])
+    return out
+
+
+def _unasked(rest: str) -> str:
+    """The rest of a suggestion put as a question ("how about a dance?"), its question mark a full stop."""
+    return re.sub(r"\?", ".", rest, count=1)
+
+
 def rewrite(text: str) -> str:
     """`text` with the frames above resolved into words the clause parser reads."""
     lowered = text.lower()
@@ -508,7 +603,7 @@ def rewrite(text: str) -> str:
     out = _BEAR.sub(r"\1 \2\3bear", out)
     out = _TOPIC.sub("that ", out)
     out = _noun_frame(out)
-    out = _utterance_cues(out)
+    out = _utterance_cues(_judged(out))
     out = _FREE_OF.sub(lambda m: f"{m.group(2)} without {m.group(1)}" if m.group(2) else f"without {m.group(1)}", out)
     out = re.sub(r"\s{2,}", " ", out).strip()
     return text if out == lowered.strip() else out
