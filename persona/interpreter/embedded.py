@@ -1042,7 +1042,7 @@ def _intensity(words: list[Token], shouted: bool, exclaims: int) -> float:
 
 
 #: Words a clause that only says how much may carry ("..., but like, really really sad", "..., hard").
-_DEGREE_GLUE = frozenset("but like only just and please so too a an bit little lot even more way kinda".split())
+_DEGREE_GLUE = frozenset("but like only just and please so too a an bit little lot even more way kinda ever".split())
 
 
 def _degree_afterwards(clauses: list[_Clause], readings: list[_Reading], index: _Index) -> None:

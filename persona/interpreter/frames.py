@@ -267,6 +267,9 @@ def _noun_frame(text: str) -> str:
         stop = _CLAUSE_END.search(text, m.end())
         rest = text[stop.start() :] if stop else ""
         lead = _ATTENTION.sub("", text[:start])  # "hey, ... feel like dancing?": a call, not a wave
+        degree = [w for w in m.group(0).split() if w in lx.HIGH_INTENSITY or w in lx.LOW_INTENSITY]
+        if degree:  # "say hello with a big wave": the wave, big ("a little nod" keeps its "little")
+            verb = f"{verb} {' '.join(degree)}"
         return (lead + " " + verb + rest).strip()
     return text
 
@@ -584,6 +587,19 @@ def _unasked(rest: str) -> str:
     return re.sub(r"\?", ".", rest, count=1)
 
 
+#: A hyphen inside a word ("half-hearted"): the tokenizer would end the clause there.
+_HYPHEN = re.compile(r"(?<=[a-z])-(?=[a-z])")
+#: A degree said as advice after the request ("dance, but take it easy", "nod, nice and easy").
+_EASY = re.compile(
+    r"([,;]\s*(?:but\s+|and\s+|just\s+)*)(?:take\s+it\s+easy|go\s+easy(?:\s+on\s+it)?|nice\s+and\s+easy|easy\s+does\s+it|"
+    r"gently\s+does\s+it|(?:don't|do\s+not|no\s+need\s+to)\s+overdo\s+it|not\s+too\s+much|keep\s+it\s+(?:low[\s-]?key|small|subtle|chill))\b"
+)
+#: "go all out with the dancing", "go wild on the clapping": that action, at full strength.
+_GO_ALL_OUT = re.compile(
+    r"\bgo\s+(?:all\s+out|wild|crazy|nuts|big|hard|full\s+out|all\s+in)\s+(?:with|on)\s+(?:the|your|that|those|some)\s+(\w+)\b"
+)
+
+
 def rewrite(text: str) -> str:
     """`text` with the frames above resolved into words the clause parser reads."""
     lowered = text.lower()
@@ -604,6 +620,9 @@ def rewrite(text: str) -> str:
     out = _TOPIC.sub("that ", out)
     out = _noun_frame(out)
     out = _utterance_cues(_judged(out))
+    out = _HYPHEN.sub(" ", out)  # "half-hearted", "thank-you bow": one clause, not two
+    out = _EASY.sub(r"\1 gently", out)
+    out = _GO_ALL_OUT.sub(lambda m: f"{_VERB_FORMS.get(m.group(1), m.group(1))} all out", out)
     out = _FREE_OF.sub(lambda m: f"{m.group(2)} without {m.group(1)}" if m.group(2) else f"without {m.group(1)}", out)
     out = re.sub(r"\s{2,}", " ", out).strip()
     return text if out == lowered.strip() else out

@@ -1684,9 +1684,18 @@ _OTHERS["de"].update({"kein": "no", "keine": "no", "keinen": "no", **_lose("wisc
 _OTHERS["ja"].update({"笑わないで": "don't smile or laugh", "笑うな": "don't smile or laugh", "笑わずに": "without smiling or laughing"})
 _OTHERS["zh"].update({"别笑": "don't smile or laugh", "不要笑": "don't smile or laugh", "不许笑": "don't smile or laugh",
                       "别笑了": "stop laughing", "不要笑了": "stop laughing"})
+# round 9: degree words ("un énorme sourire", "un pochino", "a crepapelle", "めっちゃ", "大笑").
+_OTHERS["fr"].update({"enorme": "huge", "immense": "huge", "gigantesque": "huge", "minuscule": "tiny"})
+_OTHERS["it"].update({"un pochino": "a little", "pochino": "a little", "un pochettino": "a little", "a crepapelle": "hard",
+                      "enorme": "huge"})
+_OTHERS["es"].update({"enorme": "huge", "a carcajadas": "hard", "a carcajada limpia": "hard"})
+_OTHERS["pt"].update({"enorme": "huge", "as gargalhadas": "hard"})
+_OTHERS["ja"].update({"めっちゃ": "very", "すっごく": "very", "ちょっとだけ": "a little"})
+_OTHERS["zh"].update({"哈哈大笑": "laugh hard", "大笑": "laugh hard", "狂笑": "laugh hard"})
 for _code, _words in _OTHERS.items():
     for _key, _value in _words.items():
         GLOSSES[_code].setdefault(_key, _value)
+GLOSSES["zh"]["大笑"] = "laugh hard"  # a "big laugh": laughing out loud, at its strongest
 
 #: Words that tell one Latin-script language from another (and from English), on top of
 #: each language's glossary keys. Only words that are not also common English words.
