@@ -701,7 +701,7 @@ class EmbeddedInterpreter:
             return r
         request_text = " ".join(w.original for w in words)
         nearest, similarity = index.nearest_action(request_text)
-        if nearest is not None and similarity >= self.map_threshold:
+        if nearest is not None and similarity >= self.map_threshold and verb not in _OTHER_POSTURES:
             r.actions = [nearest]
             r.paraphrase = True
             r.similarity = similarity
@@ -978,6 +978,9 @@ def _strip_fillers(words: list[Token]) -> tuple[bool, list[Token]]:
     return polite, words
 
 
+#: Verbs of a posture the core vocabulary lacks: "lie down on the floor" is near "sit down" in
+#: the sentence model, but a persona that sits was not asked for what it was asked for.
+_OTHER_POSTURES = frozenset("lie lay kneel crouch squat sleep nap crawl".split())
 #: Softeners in front of an imperative ("maybe sit down", "perhaps wave at them").
 _SOFT_LEADS = frozenset("maybe perhaps possibly".split())
 _SUBJECT_WORDS = frozenset("i i'll i'd we we'll we'd you you'll you'd he she they it it's that this there not".split())
