@@ -1365,10 +1365,17 @@ def _repeat_turns(readings: list[_Reading], index: _Index) -> None:
     """A bare direction after a turn ("look right, then left") turns again, that way; after
     a point ("point left, then right") it points again."""
     last_turn = None
+    corrected = False
     for r in readings:
         if r.actions:
             last = r.actions[-1]
             last_turn = last if last in ("turn_left", "turn_right", "point") else None
+            corrected = False
+            continue
+        if r.negated and last_turn is not None:
+            corrected = True  # "turn left. not right, left!": the bare "left" restates the turn made
+            continue
+        if r.direction and corrected and r.direction == last_turn:
             continue
         if r.direction and last_turn is not None and not r.negated:
             # "point left, then right": point again, the other way.

@@ -409,7 +409,7 @@ _UTTERANCE_CUES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
          r"cheer\s+me\s+up|mean\s+a\s+lot|be\s+(?:so\s+|really\s+|just\s+)?(?:the\s+)?(?:perfect|sweet|nice|lovely|great|"
          r"ideal|fitting|cute|welcome|appreciated|amazing)|(?:really\s+)?suit\s+(?:this|the)|do(?:\s+nicely)?|suffice)\b[^.!?]*",
          r"\g<x>"),
-        (r"(?:^|(?<=[.;!?]\s))(?:a|an|one|just\s+a)\s+(?P<x>[^,.!?]{2,30}?)\s+(?:is|'s|would\s+be|will\s+be)\s+(?:all|enough|fine|plenty)\b"
+        (r"(?:^|(?<=[.;!?,]\s))(?:a|an|one|just\s+a)\s+(?P<x>[^,.!?]{2,30}?)\s+(?:is|'s|would\s+be|will\s+be)\s+(?:all|enough|fine|plenty)\b"
          r"[^.!?]*", r"\g<x>"),
         (r"(?:^|(?<=[.;!?]\s))(?:a|an|one)\s+(?P<x>(?:silent|quiet|wordless|little|small|simple)\s+(?:yes|no))\s+(?:will|would|'ll)\s+do\b", r"\g<x>"),
     )
