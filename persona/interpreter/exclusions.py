@@ -42,6 +42,8 @@ _FRAMES: tuple[re.Pattern[str], ...] = tuple(
         rf"\b(?:keep|get|wipe|take|knock|wash|scrub|slap|rub|clear)\s{_DET}*{_PHRASE}\soff{_WHERE}\b",
         # "put that smile away", "tuck the grin away"
         rf"\b(?:put|tuck|pack|stash|stow)\s{_DET}*{_PHRASE}\saway\b",
+        # "leave the angry face at home", "leave that grin behind"
+        rf"\bleave\s{_DET}+{_PHRASE}\s(?:at\shome|behind|at\sthe\sdoor|outside|aside|out\sof\sit|out)\b",
         # "save the laughing for later", "keep the tears for another time"
         rf"\b(?:save|keep|hold|leave)\s{_DET}*{_PHRASE}\sfor\s(?:later|another\stime|afterwards|after|another\sday|now)\b",
         # "spare me the pout", "spare us that confused look"
@@ -53,7 +55,7 @@ _FRAMES: tuple[re.Pattern[str], ...] = tuple(
         rf"\s{_DET}+{_PHRASE}{_WHERE}$",
         # a negation inside the clause: "with no surprised face", "but not an angry one",
         # "not with that look", "minus the grin", "sans the frown", "without the pout"
-        rf"(?<!why\s)\b(?:with\sno|with\snone\sof|without\sany|without|minus|sans|not\swith|not|none\sof|no|nor|never\swith)"
+        rf"(?<!why\s)\b(?:with\sno|with\snone\sof|without\sany|without|minus|sans|not\swith|not|none\sof|no|nor|never\swith|nothing)"
         rf"\s(?!(?:too|so|overly|very|as|that\smuch|much|more|quite|really|terribly|super)\b){_DET}*{_PHRASE}{_WHERE}$",
     )
 )

@@ -620,10 +620,10 @@ def rewrite(text: str) -> str:
     out = _TOPIC.sub("that ", out)
     out = _noun_frame(out)
     out = _utterance_cues(_judged(out))
+    out = _FREE_OF.sub(lambda m: f"{m.group(2)} without {m.group(1)}" if m.group(2) else f"without {m.group(1)}", out)
     out = _HYPHEN.sub(" ", out)  # "half-hearted", "thank-you bow": one clause, not two
     out = _EASY.sub(r"\1 gently", out)
     out = _GO_ALL_OUT.sub(lambda m: f"{_VERB_FORMS.get(m.group(1), m.group(1))} all out", out)
-    out = _FREE_OF.sub(lambda m: f"{m.group(2)} without {m.group(1)}" if m.group(2) else f"without {m.group(1)}", out)
     out = re.sub(r"\s{2,}", " ", out).strip()
     return text if out == lowered.strip() else out
 
