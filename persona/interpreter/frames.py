@@ -549,6 +549,15 @@ _THEIR_WISH = re.compile(
     r"(?:everyone|everybody|you|u|all\s+of\s+us|all\s+of\s+you|you\s+all|y'all|us\s+all|us|the\s+whole\s+(?:room|group|class|crowd)|people)\s+"
     r"(?:(?:to\s+)?(?P<v>" + _VERB_ALT + r")\b|(?P<up>(?:up\s+)?on\s+(?:their|your|our)\s+feet|up\b|standing\b)|(?P<down>seated|down\b|in\s+(?:their|your|our)\s+seats))"
 )
+#: Someone's delight at the act: "the kids would love it if you danced", "grandpa would be thrilled
+#: if you bowed to him", "the least you can do is wave".
+_DELIGHT = re.compile(
+    r"(?:^|(?<=[.;!?,]\s))(?:[\w']+\s+){0,3}?(?:would|will|\w*'d|\w*'ll)\s+(?:really\s+|so\s+|just\s+|totally\s+)?"
+    r"(?:love\s+it|like\s+it|adore\s+it|enjoy\s+it|appreciate\s+it|be\s+(?:so\s+|really\s+|very\s+|over\s+the\s+moon\s+|"
+    r"absolutely\s+)?(?:thrilled|delighted|happy|glad|pleased|chuffed|honou?red|touched|stoked|ecstatic|over\s+the\s+moon|"
+    r"grateful|tickled\s+pink))\s+" + _IF_YOU
+    + r"|(?:^|(?<=[.;!?,]\s))the\s+least\s+(?:you|u)\s+(?:can|could)\s+do\s+is\s+(?:to\s+)?(?P<v>" + _VERB_ALT + r")\b"
+)
 _HOW_ABOUT = re.compile(
     r"(?:^|(?<=[.;!?,]\s))(?:(?:so|well|and|now|hey)\s+)?(?:what|how)\s+about\s+(?:you\s+|we\s+|u\s+)?(?P<v>" + _VERB_ALT + r")\b"
     r"(?:\s+(?:you|yourself|u)\b)?"
@@ -568,6 +577,9 @@ def _judged(out: str) -> str:
     if m and not re.search(r"\b(?:i|we|he|she|they)\s+(?:would|'d|could)\b", out[: m.start()]):
         verb = _VERB_FORMS[m.group("v") or m.group("w")]
         return out[: m.start()] + verb + _unasked(out[m.end() :])
+    m = _DELIGHT.search(out)
+    if m:
+        return out[: m.start()] + _VERB_FORMS[m.group("v") or m.group("w")] + _unasked(out[m.end() :])
     m = _THEIR_WISH.search(out)
     if m:
         said = "get up" if m.group("up") else "sit down" if m.group("down") else _VERB_FORMS[m.group("v")]
