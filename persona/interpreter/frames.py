@@ -560,6 +560,8 @@ _DELIGHT = re.compile(
 )
 _HOW_ABOUT = re.compile(
     r"(?:^|(?<=[.;!?,]\s))(?:(?:so|well|and|now|hey)\s+)?(?:what|how)\s+about\s+(?:you\s+|we\s+|u\s+)?(?P<v>" + _VERB_ALT + r")\b"
+    r"(?!\s+(?:lessons?|class(?:es)?|shoes|music|partners?|schools?|competitions?|shows?|floors?|moves|clubs?|videos?|"
+    r"games?|songs?|skills?|practice|tips|contests?|styles?|dogs?|sticks?|tours?|trips?)\b)"
     r"(?:\s+(?:you|yourself|u)\b)?"
 )
 #: "take a moment to ponder it", "take a second and look around": the act after the pause is asked.
