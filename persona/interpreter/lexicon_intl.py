@@ -1680,6 +1680,7 @@ _OTHERS["pt"].update({**_lose("tira tire apaga", "essa esse essa esta este a o s
 _OTHERS["it"].update({**_lose("togliti togli levati leva", "quella quel quello questa questo la il lo"),
                       "niente": "no", "sorrisi": "smiles", "basta con": "enough with the"})
 _OTHERS["fr"].update({**_lose("enleve efface retire", "cette ce ton ta la le"), "pas de": "no", "sourires": "smiles"})
+_OTHERS["de"].update({"hort auf": "stop", "horen sie auf": "stop", "hor endlich auf": "stop"})
 _OTHERS["de"].update({"kein": "no", "keine": "no", "keinen": "no", **_lose("wisch", "das den die dein deinen")})
 _OTHERS["ja"].update({"笑わないで": "don't smile or laugh", "笑うな": "don't smile or laugh", "笑わずに": "without smiling or laughing"})
 _OTHERS["zh"].update({"别笑": "don't smile or laugh", "不要笑": "don't smile or laugh", "不许笑": "don't smile or laugh",
