@@ -131,12 +131,15 @@ FLOORS: dict[tuple[str, str], float] = {
     # 0.60, confusion/negated_face/ordering 0.88, intensity band 83.3 %), tuned on by the eighth
     # round (indirect 0.88 after it). Floors one utterance (of 25) under the round-8 numbers where
     # they sit below GUARD; the blind run's own numbers were lower for indirect.
-    ("holdout9", "overall"): 0.95,
+    # The ninth round raised negated_face and ruled-out faces to 100 %, ordering to 0.92 and the
+    # split to 96.9 % (interpreter-cpu-2026-12-06-all-splits-round9.json): those floors raised to
+    # one utterance under.
+    ("holdout9", "overall"): 0.96,
     ("holdout9", "indirect"): 0.84,
     ("holdout9", "confusion"): 0.84,
-    ("holdout9", "negated_face"): 0.84,
-    ("holdout9", "ordering"): 0.84,
-    ("holdout9", "ruled_out"): 0.88,  # the blind run's; round 8 left negated faces alone
+    ("holdout9", "negated_face"): 0.96,
+    ("holdout9", "ordering"): 0.88,
+    ("holdout9", "ruled_out"): 0.96,
     # dev8: the eighth round's own rows, measured after it (interpreter-cpu-2026-12-06-all-splits-round8.json);
     # 73.5 % before any rule changed (interpreter-cpu-2026-12-06-dev8-before.json). Floors at the
     # round-8 numbers (the per-language groups hold 6-8 rows) and one utterance under for indirect.
@@ -144,6 +147,20 @@ FLOORS: dict[tuple[str, str], float] = {
     ("dev8", "de"): 0.85,
     ("dev8", "ja"): 0.83,
     ("dev8", "zh"): 0.87,
+    # holdout10, run once at cf3b160 (interpreter-cpu-2026-12-06-holdout10.json: 95.4 %; negated_face
+    # 0.84, indirect 0.85, ordering 0.88, intensity band 89.1 %), tuned on by the ninth round: 98.1 %,
+    # negated_face and ruled-out faces 100 %, indirect 0.975, ordering 0.96
+    # (interpreter-cpu-2026-12-06-all-splits-round9.json). Floors one utterance under those.
+    ("holdout10", "overall"): 0.97,
+    ("holdout10", "negated_face"): 0.96,
+    ("holdout10", "indirect"): 0.95,
+    ("holdout10", "ordering"): 0.92,
+    ("holdout10", "ruled_out"): 0.96,
+    # dev9: the ninth round's own rows, 70.1 % before any rule changed
+    # (interpreter-cpu-2026-12-06-dev9-before.json), 98.3 % after it.
+    ("dev9", "overall"): 0.97,
+    ("dev9", "negated_face"): 0.98,
+    ("dev9", "ruled_out"): 0.98,
 }
 #: intensity bands have their own bar (issue 16: 85 %)
 INTENSITY_GUARD = 0.85

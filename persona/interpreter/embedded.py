@@ -52,7 +52,7 @@ from ..embedding import load_encoder, switched_off
 from ..emotion import infer_expression
 from ..schema import ActionDirective, Vocabulary, VocabularyEntry, core_vocabulary
 from ..text import COMMON_WORDS, Token, clean_text, is_shouted, osa_distance, stem, tokenize
-from . import cues, frames
+from . import cues, exclusions, frames
 from . import lexicon as lx
 from .base import MAX_UTTERANCE_CHARS, Interpretation, InterpretRequest
 from .languages import ENGLISH, OTHER, detect_language, gloss
@@ -339,6 +339,16 @@ class EmbeddedInterpreter:
             reading = self._read(clause, index, persona, whole, prev_request)
             prev_request = reading.request or (prev_request and clause.continuation)
             readings.append(reading)
+        for before_clause, before, clause, r in zip(clauses, readings, clauses[1:], readings[1:], strict=False):
+            looked = before.ruled_out_faces or any(w in _LOOK_FORMS for w in before_clause.words)
+            if before.negated and looked and clause.continuation and not r.actions:
+                # "dance without looking so serious and sad": the face joined on is ruled out too
+                rest = [w for w in clause.words if w not in lx.FILLER and w not in _EXCLUSION_GLUE
+                        and w not in lx.VERY and w not in ("or", "nor")]
+                faces = self._faces_in(rest, index)
+                if faces and len(rest) <= 2:
+                    r.expression, r.request = None, False
+                    r.ruled_out_faces += faces
         _repeat_turns(readings, index)
         _degree_afterwards(clauses, readings, index)
         for before, r in zip(readings, readings[1:], strict=False):
@@ -444,6 +454,18 @@ class EmbeddedInterpreter:
         notes.append(f"read '{action}' from an indirect request (similarity {similarity:.2f})")
         return [_Reading(actions=[action], mentioned=[action], request=True, indirect=True)]
 
+    def _faces_in(self, words: list[Token], index: _Index) -> list[str]:
+        """The faces `words` name: the vocabulary's expressions, manner adverbs ("angrily") and
+        face nouns it has no synonym for ("laughter", "smirk")."""
+        matches, _ = self._match(words, index, False, aggressive=False)
+        faces = [p.name for _, p in matches if p.kind == "expression"]
+        for w in words:
+            faces.extend(exclusions.FACE_NOUNS.get(w, ()))
+            adverb = lx.EXPRESSION_ADVERBS.get(w)
+            if adverb:
+                faces.append(adverb)
+        return [f for i, f in enumerate(faces) if f in index.expressions and f not in faces[:i]]
+
     def _correct(self, word: str, index: _Index, aggressive: bool) -> str:
         """The vocabulary word `word` is a typo of, or `word` itself (cached per index)."""
         if not word.isalpha() or len(word) < 3 or word in lx.FILLER or word in _DEGREE_KEEP:
@@ -511,6 +533,17 @@ class EmbeddedInterpreter:
             rest, _ = self._match(words, index, whole, aggressive=False) if words else ([], [])
             r.ruled_out_faces = [p.name for _, p in rest if p.kind == "expression"]
             return r
+        excluded = exclusions.face_exclusion(words)
+        if excluded is not None:
+            start, face_start, end = excluded
+            faces = self._faces_in(words[face_start:end], index)
+            if faces:
+                # "bow, and wipe that excited look off your face", "a nod, but not an angry one":
+                # the face is ruled out, and the rest of the clause is read as it stands.
+                r.ruled_out_faces = faces
+                words = words[:start] + words[end:]
+                if not [w for w in words if w not in lx.FILLER and w not in _EXCLUSION_GLUE]:
+                    return r
         words = _drop_adjuncts(words)
         negated, words = _strip_negation(words)
         if negated and words and words[0] in ("keep", "continue", "carry") and len(words) > 1:
@@ -566,6 +599,12 @@ class EmbeddedInterpreter:
             stem(words[1]) in index.key_set or words[1] in lx.REQUEST_VERBS or words[1] in ("please", "now")
         ):
             words = words[1:]  # "everybody clap": the group is addressed, the clap is asked for
+        if (
+            len(words) > 1 and words[0] in _SOFT_LEADS and words[1] not in _SUBJECT_WORDS
+            and (stem(words[1]) in index.key_set or words[1] in lx.REQUEST_VERBS)
+            and not any(w in _FINITE_AUX for w in words[2:])
+        ):
+            words, polite = words[1:], True  # "maybe sit down?", "perhaps take a moment to ponder it": softened asks
         # Repeats and intensity.
         words, r.repeat = _take_repeat(words)
         r.intensity = _intensity(words, shouted, clause.exclaims)
@@ -640,7 +679,8 @@ class EmbeddedInterpreter:
                     break
         if r.negated:
             r.negated_names = r.actions + r.disallowed + ([r.expression] if r.expression else [])
-            r.ruled_out_faces = [r.expression] if r.expression else []
+            # every face the negated clause names ("without looking bored or angry")
+            r.ruled_out_faces += [f for f in [r.expression, *self._faces_in(words, index)] if f]
             r.actions, r.disallowed, r.expression = [], [], None
             return r
         if not r.request:
@@ -661,7 +701,7 @@ class EmbeddedInterpreter:
             return r
         request_text = " ".join(w.original for w in words)
         nearest, similarity = index.nearest_action(request_text)
-        if nearest is not None and similarity >= self.map_threshold:
+        if nearest is not None and similarity >= self.map_threshold and verb not in _OTHER_POSTURES:
             r.actions = [nearest]
             r.paraphrase = True
             r.similarity = similarity
@@ -840,7 +880,8 @@ class EmbeddedInterpreter:
                 plan.append({"action": "idle", "expression": face, "intensity": BASE_INTENSITY})
         else:
             for p in plan:
-                p["expression"] = p["expression"] or "neutral"
+                # a face ruled out anywhere in the utterance is never shown ("smile-free nod")
+                p["expression"] = p["expression"] if p["expression"] and p["expression"] not in ruled_out else "neutral"
         directives = [self._directive(p, vocab) for p in plan]
         return Interpretation(directives=directives, reply=reply, note="; ".join(notes), backend=self.name)
 
@@ -937,6 +978,19 @@ def _strip_fillers(words: list[Token]) -> tuple[bool, list[Token]]:
     return polite, words
 
 
+#: Verbs of a posture the core vocabulary lacks: "lie down on the floor" is near "sit down" in
+#: the sentence model, but a persona that sits was not asked for what it was asked for.
+_OTHER_POSTURES = frozenset("lie lay kneel crouch squat sleep nap crawl".split())
+#: Softeners in front of an imperative ("maybe sit down", "perhaps wave at them").
+_SOFT_LEADS = frozenset("maybe perhaps possibly".split())
+_SUBJECT_WORDS = frozenset("i i'll i'd we we'll we'd you you'll you'd he she they it it's that this there not".split())
+#: A finite verb later in the clause makes "maybe dance lessons would help" a statement.
+_FINITE_AUX = frozenset("would will is are was were could might may should can did does do has have had 's".split())
+_LOOK_FORMS = frozenset("look looks looking seem seems seeming appear appears appearing act acting".split())
+#: Words left of a clause whose face frame was cut that ask for nothing ("and ... please").
+_EXCLUSION_GLUE = frozenset("and but or just also too though either please then now okay ok so".split())
+
+
 def _strip_negation(words: list[Token]) -> tuple[bool, list[Token]]:
     for prefix in lx.NEGATING_PREFIXES:
         if _startswith(words, prefix) and len(words) > len(prefix):
@@ -991,7 +1045,7 @@ def _intensity(words: list[Token], shouted: bool, exclaims: int) -> float:
 
 
 #: Words a clause that only says how much may carry ("..., but like, really really sad", "..., hard").
-_DEGREE_GLUE = frozenset("but like only just and please so too a an bit little lot even more way kinda".split())
+_DEGREE_GLUE = frozenset("but like only just and please so too a an bit little lot even more way kinda ever".split())
 
 
 def _degree_afterwards(clauses: list[_Clause], readings: list[_Reading], index: _Index) -> None:
@@ -1311,10 +1365,17 @@ def _repeat_turns(readings: list[_Reading], index: _Index) -> None:
     """A bare direction after a turn ("look right, then left") turns again, that way; after
     a point ("point left, then right") it points again."""
     last_turn = None
+    corrected = False
     for r in readings:
         if r.actions:
             last = r.actions[-1]
             last_turn = last if last in ("turn_left", "turn_right", "point") else None
+            corrected = False
+            continue
+        if r.negated and last_turn is not None:
+            corrected = True  # "turn left. not right, left!": the bare "left" restates the turn made
+            continue
+        if r.direction and corrected and r.direction == last_turn:
             continue
         if r.direction and last_turn is not None and not r.negated:
             # "point left, then right": point again, the other way.

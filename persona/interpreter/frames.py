@@ -89,6 +89,8 @@ _CORRECTION = re.compile(
     r"\b[,:\s]*(?P<x>.+)$"
 )
 _CORRECTION_TAIL = re.compile(r"(?:,?\s+(?:not|instead\s+of|rather\s+than)\s+.*|\s+instead\b.*)$")
+#: "a smile-free nod" → "a nod without smile" (the clause parser splits at "without").
+_FREE_OF = re.compile(r"\b([a-z]+)-free\b(?:\s+(?!(?:and|but|then|please|or|with|for|to|at|now)\b)([a-z]+)\b)?")
 _TURN_VERB = re.compile(r"\b(turn|look|face|spin|rotate)\b")
 
 _SUGGESTION = re.compile(
@@ -230,6 +232,10 @@ def _correction(text: str) -> str:
     if not m:
         return text
     x = m.group("x").strip()
+    if m.group("mark").startswith("make") and re.search(r"\S\s*$", m.group("lead")) and not re.search(
+        r"(?:[,.;!?…]|\b(?:no|nah|sorry|oops|actually|wait))\s*$", m.group("lead")
+    ):
+        return text  # "don't make that sad face", "point and make that face": no correction
     tail = _CORRECTION_TAIL.search(x)
     if m.group("mark").startswith("i ") and not m.group("lead").strip() and not tail:
         return text  # "I said hi to my neighbour": told, not corrected
@@ -261,6 +267,9 @@ def _noun_frame(text: str) -> str:
         stop = _CLAUSE_END.search(text, m.end())
         rest = text[stop.start() :] if stop else ""
         lead = _ATTENTION.sub("", text[:start])  # "hey, ... feel like dancing?": a call, not a wave
+        degree = [w for w in m.group(0).split() if w in lx.HIGH_INTENSITY or w in lx.LOW_INTENSITY]
+        if degree:  # "say hello with a big wave": the wave, big ("a little nod" keeps its "little")
+            verb = f"{verb} {' '.join(degree)}"
         return (lead + " " + verb + rest).strip()
     return text
 
@@ -286,6 +295,43 @@ _DONE_FIRST = re.compile(
 )
 #: "bow, but only after waving": the gerund's action comes first.
 _ONLY_AFTER = re.compile(r"^(?P<x>[^,.!?]+?),?\s+(?:but\s+)?only\s+after\s+(?P<g>" + _GERUND_RE + r")\s*(?P<tail>[.!?]*)$")
+
+
+#: A leading time clause in any of its words ("once you've nodded, ...", "as soon as you stand up,
+#: ...", "the moment you're done with the wave, ...", "only after you've looked around, ...") is
+#: said as the one the clause parser orders: "after ...".
+_TEMPORAL_LEAD = re.compile(
+    r"^(?:(?:ok|okay|so|now|alright|and)[,\s]+)?(?:only\s+)?(?:once|as\s+soon\s+as|soon\s+as|the\s+moment|the\s+minute|"
+    r"the\s+second|the\s+instant|right\s+after|just\s+after|straight\s+after|only\s+after|when|whenever)\s+"
+    r"(?=(?:you|u|ya)\b|you've\b|you're\b|(?:the|your)\s+\w+(?:'s|\s+is|\s+has)\s+(?:been\s+)?(?:done|over|finished)\b)"
+)
+#: "after you're done with the wave" → "after the wave"; "after you're finished thinking" → "after thinking".
+_AFTER_DONE = re.compile(
+    r"\bafter\s+(?:you've|you\s+have|you're|you\s+are|u've|u're|u\s+r)\s+(?:all\s+)?(?:finished|done|through)(?:\s+with)?\s+"
+    r"(?=[a-z])"
+)
+#: "after you're up" → "after you stand up"; "after you're seated" → "after you sit down".
+_AFTER_STATE = re.compile(
+    r"\bafter\s+(?:you're|you\s+are|u're)\s+(?:(?P<up>up|on\s+your\s+feet|standing|standing\s+up)|(?P<down>seated|sitting|sitting\s+down|down))\b"
+)
+#: "after the clapping's done" → "after clapping"
+_AFTER_OVER = re.compile(r"\bafter\s+(?:the|your)\s+(\w+?)(?:'s|\s+is|\s+has)\s+(?:been\s+)?(?:done|over|finished)\b")
+#: "turn left, and right after that, turn right": "right after" is "just after", no direction.
+_RIGHT_AFTER = re.compile(r"([,;]\s*|\band\s+)right\s+(after|afterwards|before)\b")
+#: "spin right", "glance to the left", "pivot left": a turn with the direction named after its verb.
+_TURN_ALIKE = re.compile(
+    r"\b(?:spin|rotate|glance|pivot|swivel|twist|swing|whip|peek|peer|veer|swerve|wheel)(?:\s+(?:around|round|over|quickly|slowly))?"
+    r"\s+(?:(?:over\s+)?to\s+(?:the|your)\s+|towards?\s+(?:the|your)\s+)?(left|right)\b"
+)
+
+
+def _temporal(text: str) -> str:
+    out = _TEMPORAL_LEAD.sub("after ", text, count=1)
+    out = _AFTER_DONE.sub("after ", out)
+    out = _AFTER_STATE.sub(lambda m: "after you stand up" if m.group("up") else "after you sit down", out)
+    out = _AFTER_OVER.sub(r"after \1", out)
+    out = _RIGHT_AFTER.sub(r"\1\2", out)
+    return _TURN_ALIKE.sub(r"turn \1", out)
 
 
 def _order(text: str) -> str:
@@ -363,7 +409,7 @@ _UTTERANCE_CUES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
          r"cheer\s+me\s+up|mean\s+a\s+lot|be\s+(?:so\s+|really\s+|just\s+)?(?:the\s+)?(?:perfect|sweet|nice|lovely|great|"
          r"ideal|fitting|cute|welcome|appreciated|amazing)|(?:really\s+)?suit\s+(?:this|the)|do(?:\s+nicely)?|suffice)\b[^.!?]*",
          r"\g<x>"),
-        (r"(?:^|(?<=[.;!?]\s))(?:a|an|one|just\s+a)\s+(?P<x>[^,.!?]{2,30}?)\s+(?:is|'s|would\s+be|will\s+be)\s+(?:all|enough|fine|plenty)\b"
+        (r"(?:^|(?<=[.;!?,]\s))(?:a|an|one|just\s+a)\s+(?P<x>[^,.!?]{2,30}?)\s+(?:is|'s|would\s+be|will\s+be)\s+(?:all|enough|fine|plenty)\b"
          r"[^.!?]*", r"\g<x>"),
         (r"(?:^|(?<=[.;!?]\s))(?:a|an|one)\s+(?P<x>(?:silent|quiet|wordless|little|small|simple)\s+(?:yes|no))\s+(?:will|would|'ll)\s+do\b", r"\g<x>"),
     )
@@ -446,6 +492,128 @@ def _utterance_cues(out: str) -> str:
     return _scene_cues(out)
 
 
+#: Verbs of the core actions and the verbs that ask for them ("take a bow", "give them a hand"),
+#: in the forms an evaluation or a third party's wish puts them in ("if you waved", "everybody sitting").
+_ASK_VERBS = (
+    "wave bow nod clap dance sit stand turn point shrug think look walk take give shake get rise greet applaud "
+    "ponder bend salute curtsy stroll have show join do put mull chew hop boogie spin say bid"
+).split()
+_VERB_FORMS: dict[str, str] = {
+    **{v: v for v in _ASK_VERBS},
+    **{v + "s": v for v in _ASK_VERBS},
+    **_PARTICIPLES,
+    "took": "take", "taken": "take", "gave": "give", "given": "give", "showed": "show", "shown": "show",
+    "did": "do", "had": "have", "put": "put", "joined": "join", "greeted": "greet", "applauded": "applaud",
+    "pondered": "ponder", "bent": "bend", "saluted": "salute", "rose": "rise", "said": "say", "bade": "bid",
+    "waving": "wave", "bowing": "bow", "nodding": "nod", "clapping": "clap", "dancing": "dance", "sitting": "sit",
+    "standing": "stand", "turning": "turn", "pointing": "point", "shrugging": "shrug", "thinking": "think",
+    "looking": "look", "walking": "walk", "taking": "take", "giving": "give", "shaking": "shake", "getting": "get",
+    "rising": "rise", "greeting": "greet", "applauding": "applaud", "pondering": "ponder", "bending": "bend",
+    "showing": "show", "joining": "join", "doing": "do", "having": "have", "putting": "put", "saying": "say",
+}
+_VERB_ALT = "|".join(sorted(map(re.escape, _VERB_FORMS), key=len, reverse=True))
+#: How an act is judged ("it would be polite to bow", "it'd mean a lot if you waved", "wouldn't it
+#: be fun if you danced", "it would be rude not to bow"): what is judged is asked, when the
+#: listener is the one to do it ("if you ...", or "to" + one of the verbs above).
+_JUDGED = (
+    r"(?:polite|nice|lovely|sweet|kind|fun|great|cool|good|wonderful|fitting|proper|respectful|courteous|classy|"
+    r"gracious|thoughtful|awesome|amazing|brilliant|cute|fantastic|perfect|fab|grand|neat|charming|gentlemanly|"
+    r"ladylike|appropriate|considerate|decent|the\s+(?:polite|right|decent|kind|nice)\s+thing(?:\s+to\s+do)?|"
+    r"(?:rude|impolite|a\s+shame|a\s+pity|weird|strange|odd)\s+not|a\s+(?:nice|lovely|sweet|kind|classy|great)\s+(?:touch|gesture|idea)|"
+    r"mean\s+(?:a\s+lot|so\s+much|the\s+world|everything|a\s+great\s+deal)(?:\s+to\s+(?:me|us|him|her|them|the\s+\w+|my\s+\w+|our\s+\w+))?|"
+    r"make\s+(?:my|our|his|her|their)\s+(?:day|week|night|evening|morning)|help(?:\s+(?:a\s+lot|loads))?)"
+)
+#: Judgements that are about manners: said with a bare "to" ("it would be polite to bow to them")
+#: they ask the listener; "it would be fun to go to the beach" is the speaker's own wish.
+_MANNERS = (
+    r"(?:polite|respectful|courteous|proper|classy|gracious|kind|sweet|thoughtful|fitting|considerate|decent|"
+    r"appropriate|gentlemanly|ladylike|good\s+manners|the\s+(?:polite|right|decent|kind|proper)\s+thing(?:\s+to\s+do)?|"
+    r"(?:rude|impolite|a\s+shame|a\s+pity|weird|strange|odd)\s+not|a\s+(?:nice|lovely|sweet|kind|classy)\s+(?:touch|gesture))"
+)
+_DEGREE = r"(?:so\s+|really\s+|very\s+|just\s+|only\s+|quite\s+|super\s+|such\s+|rather\s+|pretty\s+|extra\s+)*"
+_LEAD = r"(?:^|(?<=[.;!?,]\s))(?:(?:but|so|and|honestly|really|hey|oh|well|i\s+think|i\s+reckon|you\s+know)\s+)*"
+_IF_YOU = (
+    r"if\s+(?:you|u|ya)(?:'d|\s+would|\s+could)?\s+(?:(?:just|maybe|also|all|could|would)\s+)?(?P<w>" + _VERB_ALT + r")\b"
+)
+_EVALUATION = re.compile(
+    _LEAD + r"(?:(?P<ask>wouldn't\s+it|would\s+it\s+not|won't\s+it)|it\s+would|it'd|it\s+will|it'll|it\s+might|it\s+could)\s+"
+    r"(?:be\s+)?" + _DEGREE + r"(?:(?P<manners>" + _MANNERS + r")|" + _JUDGED + r")\s+"
+    r"(?:(?P<of>of\s+you\s+|for\s+you\s+)?to\s+(?P<v>" + _VERB_ALT + r")\b|" + _IF_YOU + r")"
+)
+#: A third party who wants the listener (or everyone) to do something: "the photographer wants
+#: everybody up on their feet", "the teacher wants everyone sitting down", "the host would like
+#: everyone to take their seats", "the photographer needs you sitting for this one".
+_THEIR_WISH = re.compile(
+    r"(?:^|(?<=[.;!?,]\s))(?:(?:so|and|but|now|ok|okay)\s+)?(?:the|your|my|our)\s+(?:\w+\s+)?\w+\s+"
+    r"(?:wants|needs|would\s+like|'d\s+like|would\s+love|'d\s+love|is\s+asking|asks|is\s+asking\s+for|is\s+telling|says)\s+"
+    r"(?:everyone|everybody|you|u|all\s+of\s+us|all\s+of\s+you|you\s+all|y'all|us\s+all|us|the\s+whole\s+(?:room|group|class|crowd)|people)\s+"
+    r"(?:(?:to\s+)?(?P<v>" + _VERB_ALT + r")\b|(?P<up>(?:up\s+)?on\s+(?:their|your|our)\s+feet|up\b|standing\b)|(?P<down>seated|down\b|in\s+(?:their|your|our)\s+seats))"
+)
+#: Someone's delight at the act: "the kids would love it if you danced", "grandpa would be thrilled
+#: if you bowed to him", "the least you can do is wave".
+_DELIGHT = re.compile(
+    r"(?:^|(?<=[.;!?,]\s))(?:[\w']+\s+){0,3}?(?:would|will|\w*'d|\w*'ll)\s+(?:really\s+|so\s+|just\s+|totally\s+)?"
+    r"(?:love\s+it|like\s+it|adore\s+it|enjoy\s+it|appreciate\s+it|be\s+(?:so\s+|really\s+|very\s+|over\s+the\s+moon\s+|"
+    r"absolutely\s+)?(?:thrilled|delighted|happy|glad|pleased|chuffed|honou?red|touched|stoked|ecstatic|over\s+the\s+moon|"
+    r"grateful|tickled\s+pink))\s+" + _IF_YOU
+    + r"|(?:^|(?<=[.;!?,]\s))the\s+least\s+(?:you|u)\s+(?:can|could)\s+do\s+is\s+(?:to\s+)?(?P<v>" + _VERB_ALT + r")\b"
+)
+_HOW_ABOUT = re.compile(
+    r"(?:^|(?<=[.;!?,]\s))(?:(?:so|well|and|now|hey)\s+)?(?:what|how)\s+about\s+(?:you\s+|we\s+|u\s+)?(?P<v>" + _VERB_ALT + r")\b"
+    r"(?!\s+(?:lessons?|class(?:es)?|shoes|music|partners?|schools?|competitions?|shows?|floors?|moves|clubs?|videos?|"
+    r"games?|songs?|skills?|practice|tips|contests?|styles?|dogs?|sticks?|tours?|trips?)\b)"
+    r"(?:\s+(?:you|yourself|u)\b)?"
+)
+#: "take a moment to ponder it", "take a second and look around": the act after the pause is asked.
+_TAKE_A_MOMENT = re.compile(
+    r"\btake\s+(?:a|one|some|a\s+little|a\s+quick|a\s+short|a\s+brief)\s+(?:moment|second|sec|minute|min|beat|breath|bit|while)\s+"
+    r"(?:to|and)\s+(?P<v>" + _VERB_ALT + r")\b"
+)
+
+
+def _judged(out: str) -> str:
+    """Evaluations, a third party's wish, "how about ...ing", "take a moment to ..." as the act asked."""
+    m = _EVALUATION.search(out)
+    if m and m.group("v") and not (m.group("manners") or m.group("of") or m.group("ask")):
+        m = None  # "it would be fun to go to the beach": the speaker's wish
+    if m and not re.search(r"\b(?:i|we|he|she|they)\s+(?:would|'d|could)\b", out[: m.start()]):
+        verb = _VERB_FORMS[m.group("v") or m.group("w")]
+        return out[: m.start()] + verb + _unasked(out[m.end() :])
+    m = _DELIGHT.search(out)
+    if m:
+        return out[: m.start()] + _VERB_FORMS[m.group("v") or m.group("w")] + _unasked(out[m.end() :])
+    m = _THEIR_WISH.search(out)
+    if m:
+        said = "get up" if m.group("up") else "sit down" if m.group("down") else _VERB_FORMS[m.group("v")]
+        return out[: m.start()] + said + re.sub(r"\b(?:their|our)\b", "your", out[m.end() :])
+    m = _HOW_ABOUT.search(out)
+    if m:
+        rest = re.sub(r"^\s+(?:you|u)\s+(?=up\b|down\b)", " ", out[m.end() :])
+        return out[: m.start()] + _VERB_FORMS[m.group("v")] + _unasked(rest)
+    m = _TAKE_A_MOMENT.search(out)
+    if m:
+        return out[: m.start()] + _VERB_FORMS[m.group("v")] + _unasked(out[m.end() :])
+    return out
+
+
+def _unasked(rest: str) -> str:
+    """The rest of a suggestion put as a question ("how about a dance?"), its question mark a full stop."""
+    return re.sub(r"\?", ".", rest, count=1)
+
+
+#: A hyphen inside a word ("half-hearted"): the tokenizer would end the clause there.
+_HYPHEN = re.compile(r"(?<=[a-z])-(?=[a-z])")
+#: A degree said as advice after the request ("dance, but take it easy", "nod, nice and easy").
+_EASY = re.compile(
+    r"([,;]\s*(?:but\s+|and\s+|just\s+)*)(?:take\s+it\s+easy|go\s+easy(?:\s+on\s+it)?|nice\s+and\s+easy|easy\s+does\s+it|"
+    r"gently\s+does\s+it|(?:don't|do\s+not|no\s+need\s+to)\s+overdo\s+it|not\s+too\s+much|keep\s+it\s+(?:low[\s-]?key|small|subtle|chill))\b"
+)
+#: "go all out with the dancing", "go wild on the clapping": that action, at full strength.
+_GO_ALL_OUT = re.compile(
+    r"\bgo\s+(?:all\s+out|wild|crazy|nuts|big|hard|full\s+out|all\s+in)\s+(?:with|on)\s+(?:the|your|that|those|some)\s+(\w+)\b"
+)
+
+
 def rewrite(text: str) -> str:
     """`text` with the frames above resolved into words the clause parser reads."""
     lowered = text.lower()
@@ -457,7 +625,7 @@ def rewrite(text: str) -> str:
     out = _OF_YOURS.sub(r"your \1", out)
     out = _correction(out)
     out = _subjunctive(out)
-    out = _order(out)
+    out = _order(_temporal(out))
     out = _your_turn(out)
     for pattern in _NOT_ACTION_RES:
         out = pattern.sub(" ", out)
@@ -465,7 +633,11 @@ def rewrite(text: str) -> str:
     out = _BEAR.sub(r"\1 \2\3bear", out)
     out = _TOPIC.sub("that ", out)
     out = _noun_frame(out)
-    out = _utterance_cues(out)
+    out = _utterance_cues(_judged(out))
+    out = _FREE_OF.sub(lambda m: f"{m.group(2)} without {m.group(1)}" if m.group(2) else f"without {m.group(1)}", out)
+    out = _HYPHEN.sub(" ", out)  # "half-hearted", "thank-you bow": one clause, not two
+    out = _EASY.sub(r"\1 gently", out)
+    out = _GO_ALL_OUT.sub(lambda m: f"{_VERB_FORMS.get(m.group(1), m.group(1))} all out", out)
     out = re.sub(r"\s{2,}", " ", out).strip()
     return text if out == lowered.strip() else out
 

@@ -404,12 +404,27 @@ def _little_last(words: list[str], language: str) -> list[str]:
 _OPENERS = frozenset("¡¿")
 
 
+_DE_CONJUNCTIONS = frozenset("und aber oder dann danach sondern".split())
+_DE_STOP_VERBS = frozenset("hor hort horen".split())
+
+
+def _until_break(words: list[str], start: int) -> list[str]:
+    out = []
+    for w in words[start:]:
+        if w in _CLAUSE_BREAKS or not w[:1].isalnum():
+            break
+        out.append(w)
+    return out
+
+
 def _de_normalise(words: list[str], anywhere: dict[tuple[str, ...], str]) -> list[str]:
     """German word order the glossary can read: modal particles dropped inside a clause
     ("nimm doch Platz" → "nimm Platz") and a separable particle that closes the clause moved
     back beside its verb and reflexive ("schau dich mal um" → "schau dich um")."""
     clauses: list[list[str]] = [[]]
-    for w in words:
+    for i, w in enumerate(words):
+        if w == "," and i > 1 and words[i - 1] == "auf" and words[i - 2] in _DE_STOP_VERBS and "zu" in _until_break(words, i + 1):
+            continue  # "hör auf, so wütend zu gucken": the "zu" clause is what stops, not a clause of its own
         if w in _CLAUSE_BREAKS or not w[:1].isalnum():
             clauses.append([w])
             clauses.append([])
@@ -422,8 +437,14 @@ def _de_normalise(words: list[str], anywhere: dict[tuple[str, ...], str]) -> lis
             for j, w in enumerate(clause)
             if not (j and w in li.DE_PARTICLES and (clause[j - 1], w) not in anywhere and len(clause) > 1)
         ]
-        if len(kept) > 2 and kept[-1] in li.DE_SEPARABLE and kept[-2] not in ("dich", "sich", "euch", "mich"):
-            at = 2 if kept[1] in ("dich", "sich", "euch", "mich", "sie") else 1
+        lead = 0  # "und hör auf": the verb comes after the conjunction
+        while lead < len(kept) - 1 and kept[lead] in _DE_CONJUNCTIONS:
+            lead += 1
+        if (
+            len(kept) - lead > 2 and kept[-1] in li.DE_SEPARABLE and kept[-2] not in ("dich", "sich", "euch", "mich")
+            and (kept[-2], kept[-1]) not in anywhere  # "setz dich hin und hör auf": "hör auf" is already whole
+        ):
+            at = lead + (2 if kept[lead + 1] in ("dich", "sich", "euch", "mich", "sie") else 1)
             kept = kept[:at] + kept[-1:] + kept[at:-1]
         out.extend(kept)
     return out

@@ -305,6 +305,7 @@ MEAN_IT = (
     # "laugh till you cry", "dance until you drop", "clap your heart out", "wave like crazy":
     # a result or manner clause that only a strong version reaches
     ("till", "you"), ("until", "you"), ("til", "you"), ("till", "it"), ("until", "it"),
+    ("till", "your"), ("until", "your"), ("til", "your"),
     ("heart", "out"), ("like", "crazy"), ("like", "mad"), ("like", "there's", "no", "tomorrow"),
     # "wave like a maniac", "dance like a madman": a manner only a strong version has
     ("like", "a", "maniac"), ("like", "a", "madman"), ("like", "a", "madwoman"), ("like", "a", "lunatic"),

@@ -1661,9 +1661,42 @@ _OTHERS["ja"].update({"ずっと立って": _STOOD, "ずっと立ちっぱなし
 _OTHERS["zh"].update({**{f"{y}{x}": _STOOD for y in ("你", "") for x in (
                           "站了这么久", "站了半天", "站了很久", "站了好久", "站这么久", "一直站着", "站了一整天", "站了一天")},
                       "皱一下眉": "frown", "皱下眉": "frown", "皱眉头": "frown", "皱一下眉头": "frown"})
+# round 9: a face taken away ("quita esa cara triste", "tira essa cara", "togliti quella faccia",
+# "nada de sonrisas", "niente sorrisi"), and 笑 ruled out, which in Japanese and Chinese is a smile
+# as much as a laugh ("笑わないで", "别笑").
+_LOSE = "lose the"
+
+
+def _lose(verbs: str, dets: str) -> dict[str, str]:
+    """Each verb with each determiner ("quita esa", "quitate la"): a verb alone would also mark
+    English words as the language ("quite" is one ending away from "quita")."""
+    return {f"{v} {d}": _LOSE for v in verbs.split() for d in dets.split()}
+
+
+_OTHERS["es"].update({**_lose("quita quitate quitame borra borrate", "esa ese esta este la el tu"),
+                      "nada de": "no", "sonrisas": "smiles"})
+_OTHERS["pt"].update({**_lose("tira tire apaga", "essa esse essa esta este a o sua seu"),
+                      "nada de": "no", "sorrisos": "smiles", "chega de": "enough with the"})
+_OTHERS["it"].update({**_lose("togliti togli levati leva", "quella quel quello questa questo la il lo"),
+                      "niente": "no", "sorrisi": "smiles", "basta con": "enough with the"})
+_OTHERS["fr"].update({**_lose("enleve efface retire", "cette ce ton ta la le"), "pas de": "no", "sourires": "smiles"})
+_OTHERS["de"].update({"hort auf": "stop", "horen sie auf": "stop", "hor endlich auf": "stop"})
+_OTHERS["de"].update({"kein": "no", "keine": "no", "keinen": "no", **_lose("wisch", "das den die dein deinen")})
+_OTHERS["ja"].update({"笑わないで": "don't smile or laugh", "笑うな": "don't smile or laugh", "笑わずに": "without smiling or laughing"})
+_OTHERS["zh"].update({"别笑": "don't smile or laugh", "不要笑": "don't smile or laugh", "不许笑": "don't smile or laugh",
+                      "别笑了": "stop laughing", "不要笑了": "stop laughing"})
+# round 9: degree words ("un énorme sourire", "un pochino", "a crepapelle", "めっちゃ", "大笑").
+_OTHERS["fr"].update({"enorme": "huge", "immense": "huge", "gigantesque": "huge", "minuscule": "tiny"})
+_OTHERS["it"].update({"un pochino": "a little", "pochino": "a little", "un pochettino": "a little", "a crepapelle": "hard",
+                      "enorme": "huge"})
+_OTHERS["es"].update({"enorme": "huge", "a carcajadas": "hard", "a carcajada limpia": "hard"})
+_OTHERS["pt"].update({"enorme": "huge", "as gargalhadas": "hard"})
+_OTHERS["ja"].update({"めっちゃ": "very", "すっごく": "very", "ちょっとだけ": "a little"})
+_OTHERS["zh"].update({"哈哈大笑": "laugh hard", "大笑": "laugh hard", "狂笑": "laugh hard"})
 for _code, _words in _OTHERS.items():
     for _key, _value in _words.items():
         GLOSSES[_code].setdefault(_key, _value)
+GLOSSES["zh"]["大笑"] = "laugh hard"  # a "big laugh": laughing out loud, at its strongest
 
 #: Words that tell one Latin-script language from another (and from English), on top of
 #: each language's glossary keys. Only words that are not also common English words.
