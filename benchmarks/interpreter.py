@@ -40,7 +40,7 @@ DATA = REPO / "benchmarks" / "data" / "interpreter_eval.jsonl"
 SPLITS = (
     "dev", "holdout", "dev2", "holdout2", "holdout3", "dev3", "holdout4", "dev4", "holdout5", "dev5",
     "holdout6", "dev6", "holdout7", "holdout8", "dev7", "holdout9", "dev8", "holdout10",
-    "dev9",
+    "dev9", "holdout11",
 )
 
 
@@ -209,6 +209,8 @@ def run_backend(name: str, options: dict, items: list[dict], persona_id: str | N
     # utterances (faces ruled out in many forms and seven languages, ordering clauses, indirect
     # requests as evaluations and consequences, look-alike statements, intensity), written and
     # committed before that round changed any rule.
+    # holdout11: written blind the same way while the ninth round ran (40 rows in every English
+    # category, 30 per language, 68 intensity rows), merged after it, run once.
     # Report each.
     for split in SPLITS:
         chosen = [(i, o) for i, o in zip(items, outputs, strict=True) if i.get("split", "dev") == split]
