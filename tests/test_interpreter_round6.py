@@ -5,24 +5,12 @@ with the statements that must stay statements beside them."""
 from __future__ import annotations
 
 import pytest
-
-from comfyui_persona.persona.card import Persona
-from comfyui_persona.persona.interpreter import InterpretRequest, get_interpreter
-
-PERSONA = Persona(id="t", name="T")
+from interpreter_reads import moves, read, rules_only
 
 
 @pytest.fixture(scope="module")
 def plain():
-    return get_interpreter("embedded", use_embedding=False)
-
-
-def read(interp, text: str):
-    return interp.interpret(InterpretRequest(text=text, persona=PERSONA)).directives
-
-
-def moves(interp, text: str) -> list[str]:
-    return [d.action for d in read(interp, text) if d.action != "idle"]
+    return rules_only()
 
 
 @pytest.mark.parametrize(

@@ -6,25 +6,14 @@ not one item, breaks), with the look-alike statements that must stay statements.
 from __future__ import annotations
 
 import pytest
+from interpreter_reads import moves, read, rules_only
 
-from comfyui_persona.persona.card import Persona
-from comfyui_persona.persona.interpreter import InterpretRequest, get_interpreter
 from comfyui_persona.persona.interpreter.frames import _base_form
-
-PERSONA = Persona(id="t", name="T")
 
 
 @pytest.fixture(scope="module")
 def plain():
-    return get_interpreter("embedded", use_embedding=False)
-
-
-def read(interp, text: str):
-    return interp.interpret(InterpretRequest(text=text, persona=PERSONA)).directives
-
-
-def moves(interp, text: str) -> list[str]:
-    return [d.action for d in read(interp, text) if d.action != "idle"]
+    return rules_only()
 
 
 @pytest.mark.parametrize(

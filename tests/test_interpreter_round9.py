@@ -10,26 +10,16 @@ import re
 from pathlib import Path
 
 import pytest
+from interpreter_reads import moves, read, rules_only
 
-from comfyui_persona.persona.card import Persona
-from comfyui_persona.persona.interpreter import InterpretRequest, get_interpreter
 from comfyui_persona.persona.interpreter.exclusions import face_exclusion
 
-PERSONA = Persona(id="t", name="T")
 EVAL = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "interpreter_eval.jsonl"
 
 
 @pytest.fixture(scope="module")
 def plain():
-    return get_interpreter("embedded", use_embedding=False)
-
-
-def read(interp, text: str):
-    return interp.interpret(InterpretRequest(text=text, persona=PERSONA)).directives
-
-
-def moves(interp, text: str) -> list[str]:
-    return [d.action for d in read(interp, text) if d.action != "idle"]
+    return rules_only()
 
 
 def faces(interp, text: str) -> set[str]:
