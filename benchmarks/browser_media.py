@@ -266,7 +266,7 @@ PLAYOUT_START_JS = """async ([y0, y1, x0, x1, worklet]) => {
     probe.last = md.presentedFrames;
     g.drawImage(video, x0, y0, w, h, 0, 0, w, h);
     probe.crops.push(g.getImageData(0, 0, w, h).data);
-    probe.frames.push([md.expectedDisplayTime, md.presentationTime, now, md.captureTime ?? NaN, md.receiveTime ?? NaN]);
+    probe.frames.push([md.expectedDisplayTime, md.presentationTime, now]);
     video.requestVideoFrameCallback(onFrame);
   };
   video.requestVideoFrameCallback(onFrame);
@@ -321,13 +321,10 @@ class PlayoutCapture:
 
     def __init__(self, raw: dict, roi: tuple[int, int, int, int], rate: int) -> None:
         y0, y1, x0, x1 = roi
-        frames = np.asarray(raw["frames"], dtype=np.float64).reshape(-1, 5)
+        frames = np.asarray(raw["frames"], dtype=np.float64).reshape(-1, 3)
         crops = np.frombuffer(base64.b64decode(raw["crops"]), dtype=np.uint8)
         self.display_ms = frames[:, 0]  # expectedDisplayTime
         self.presentation_ms = frames[:, 1]
-        # Per picture, display time minus its capture time as the receiver maps it through the
-        # sender reports (requestVideoFrameCallback's captureTime, performance.now()).
-        self.video_delay_ms = frames[:, 0] - frames[:, 3]
         #: The element's audio output delay as Chromium counts it (RTCAudioPlayoutStats).
         self.element_playout_delay_ms = None if raw["playout"] is None else float(raw["playout"]) * 1000.0
         self.crops = crops.reshape(len(frames), y1 - y0, x1 - x0, 4)[..., :3]

@@ -112,16 +112,14 @@ async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0, p
                         "audio_context_base_latency_ms": round(audio["baseLatency"] * 1000, 2),
                         "audio_context_output_latency_ms": round(capture.output_latency_ms, 2),
                         "output_clock_spread_ms": round(capture.clock_spread_ms, 2),
-                        "element_audio_playout_delay_ms": capture.element_playout_delay_ms,
-                        "video_display_minus_capture_ms_p50": float(np.nanmedian(capture.video_delay_ms))}})
+                        "element_audio_playout_delay_ms": capture.element_playout_delay_ms}})
                     print(f"run {n} (audio planted {planted:g} ms late): WebM {len(report.offsets_ms)}/{report.audio_onsets} onsets matched, offsets "
                           f"{np.round(report.offsets_ms).astype(int).tolist()} ms; played "
                           f"{len(shown.offsets_ms)}/{shown.audio_onsets}, offsets "
                           f"{np.round(shown.offsets_ms).astype(int).tolist()} ms ({capture.missed_frames} pictures "
                           f"missed; AudioContext base/output latency {audio['baseLatency'] * 1000:.1f}/{capture.output_latency_ms:.1f} ms, "
                           f"output clock spread {capture.clock_spread_ms:.1f} ms, element audio playout delay "
-                          f"{capture.element_playout_delay_ms} ms, video display − capture "
-                          f"{np.nanmedian(capture.video_delay_ms):.1f} ms); Chromium's audio−video playout skew median "
+                          f"{capture.element_playout_delay_ms} ms); Chromium's audio−video playout skew median "
                           f"{np.median(skew) if skew else float('nan'):.0f} ms", flush=True)
             finally:
                 await browser.close()
