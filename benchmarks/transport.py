@@ -247,6 +247,7 @@ async def measure_webrtc(server, service, connection_of, warmup: float, seconds:
             peer = connection.media
             tap = Tap(peer)
             connection.media = tap
+            sent = tap_sent_pictures(peer.video_track)
             actor = loop.create_task(act(lambda m: ws.send(json.dumps(m)), stop))
             track = await asyncio.wait_for(track_ready, 10)
             sender = peer.pc.getSenders()[0]
@@ -274,15 +275,16 @@ async def measure_webrtc(server, service, connection_of, warmup: float, seconds:
             await reader
     finally:
         await pc.close()
-    # Decoded pts = a random RTP origin + the session pts in 90 kHz ticks: find the origin that
-    # puts the most decoded frames on rendered ones, then score each against its own frame.
+    # A decoded frame's pts is its RTP timestamp: a random origin plus the picture's time on
+    # the media clock (90 kHz ticks, `sent`). Find the origin that puts the most decoded frames
+    # on sent pictures, then score each against the rendered frame it shows.
     rendered = tap.rendered
     first_pts = decoded[0][0]
-    candidates = [(first_pts - p * 90) % 2**32 for p in rendered]
-    origin = max(candidates, key=lambda o: sum(((t - o) % 2**32) // 90 in rendered for t, _ in decoded[:50]))
+    candidates = {(first_pts - stamp) % 2**32 for stamp in sent}
+    origin = max(candidates, key=lambda o: sum((t - o) % 2**32 in sent for t, _ in decoded[:50]))
 
-    def session_pts(t: int) -> int:
-        return ((t - origin) % 2**32) // 90
+    def session_pts(t: int) -> int | None:
+        return sent.get((t - origin) % 2**32)
 
     scored = [session_pts(t) for t in pictures if session_pts(t) in rendered]
     scores = [psnr(picture, rendered[session_pts(t)]) for t, picture in pictures.items() if session_pts(t) in rendered]
@@ -293,6 +295,27 @@ async def measure_webrtc(server, service, connection_of, warmup: float, seconds:
             "psnr_db_mean": statistics.fmean(scores), "psnr_db_p05": float(np.percentile(scores, 5)),
             **latency_metrics(latencies), "frames": len(decoded), "frames_scored": len(scores), "seconds": elapsed,
             "_scored_pictures": [rendered[p] for p in scored]}
+
+
+def tap_sent_pictures(track) -> dict[int, int]:
+    """{RTP-clock stamp (mod 2**32) → session pts} of every picture the WebRTC video track sends
+    from now on: the track stamps a picture with its time on the media clock, not its pts."""
+    sent: dict[int, int] = {}
+    taken = {}
+    next_frame, recv = track._next, track.recv
+
+    async def tapped_next():
+        item = await next_frame()
+        taken["pts"] = item.pts_ms  # the last one taken before a send is the one sent
+        return item
+
+    async def tapped_recv():
+        picture = await recv()
+        sent[picture.pts % 2**32] = taken["pts"]
+        return picture
+
+    track._next, track.recv = tapped_next, tapped_recv
+    return sent
 
 
 @dataclass
