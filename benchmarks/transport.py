@@ -278,13 +278,21 @@ async def measure_webrtc(server, service, connection_of, warmup: float, seconds:
     # A decoded frame's pts is its RTP timestamp: a random origin plus the picture's time on
     # the media clock (90 kHz ticks, `sent`). Find the origin that puts the most decoded frames
     # on sent pictures, then score each against the rendered frame it shows.
+    # Pictures are evenly spaced, so an origin off by whole frames matches as many: the right
+    # one also has every match decoded after it was sent, and within a second.
     rendered = tap.rendered
     first_pts = decoded[0][0]
     candidates = {(first_pts - stamp) % 2**32 for stamp in sent}
-    origin = max(candidates, key=lambda o: sum((t - o) % 2**32 in sent for t, _ in decoded[:50]))
+
+    def fits(o: int) -> int:
+        hits = [(sent.get((t - o) % 2**32), at) for t, at in decoded[:50]]
+        return sum(hit is not None and 0.0 <= at - hit[1] < 1.0 for hit, at in hits)
+
+    origin = max(candidates, key=fits)
 
     def session_pts(t: int) -> int | None:
-        return sent.get((t - origin) % 2**32)
+        hit = sent.get((t - origin) % 2**32)
+        return None if hit is None else hit[0]
 
     scored = [session_pts(t) for t in pictures if session_pts(t) in rendered]
     scores = [psnr(picture, rendered[session_pts(t)]) for t, picture in pictures.items() if session_pts(t) in rendered]
@@ -297,10 +305,11 @@ async def measure_webrtc(server, service, connection_of, warmup: float, seconds:
             "_scored_pictures": [rendered[p] for p in scored]}
 
 
-def tap_sent_pictures(track) -> dict[int, int]:
-    """{RTP-clock stamp (mod 2**32) → session pts} of every picture the WebRTC video track sends
-    from now on: the track stamps a picture with its time on the media clock, not its pts."""
-    sent: dict[int, int] = {}
+def tap_sent_pictures(track) -> dict[int, tuple[int, float]]:
+    """{RTP-clock stamp (mod 2**32) → (session pts, loop time sent)} of every picture the WebRTC
+    video track sends from now on: the track stamps a picture with its time on the media clock,
+    not its pts."""
+    sent: dict[int, tuple[int, float]] = {}
     taken = {}
     next_frame, recv = track._next, track.recv
 
@@ -311,7 +320,7 @@ def tap_sent_pictures(track) -> dict[int, int]:
 
     async def tapped_recv():
         picture = await recv()
-        sent[picture.pts % 2**32] = taken["pts"]
+        sent[picture.pts % 2**32] = (taken["pts"], asyncio.get_running_loop().time())
         return picture
 
     track._next, track.recv = tapped_next, tapped_recv
