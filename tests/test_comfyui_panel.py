@@ -115,6 +115,8 @@ def test_sidebar_tab_chats_and_shows_live_frames(comfyui_server: str, tmp_path: 
             page = context.new_page()
             page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
             page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+            # The JPEG canvas path; WebRTC, the tab's default, is test_comfyui_panel_webrtc.py's.
+            page.add_init_script("localStorage.setItem('persona.comfyui.media', 'websocket')")
             page.goto(comfyui_server, wait_until="domcontentloaded", timeout=60_000)
 
             tab = page.locator(".persona-chat-tab-button")
