@@ -42,7 +42,7 @@ def _panel(comfyui_server: str, profile: Path):
     _post_json(f"{comfyui_server}/settings", {"Comfy.TutorialCompleted": True})
     console: list[str] = []
     with sync_api.sync_playwright() as playwright:
-        context, page = _open_panel(playwright, profile, console, comfyui_server, CHROMIUM_ARGS)
+        context, page = _open_panel(playwright, profile, console, comfyui_server, CHROMIUM_ARGS, media=None)
         try:
             yield page
             assert not [line for line in console if line.startswith("pageerror")], console
