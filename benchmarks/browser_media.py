@@ -1,28 +1,31 @@
 """What a browser receives from the persona server, measured in the page: shared by the WebRTC
 browser benchmarks (webrtc_av_sync.py, transport.py --browser) and their tests.
 
-Two probes run inside Chromium (Playwright, Debian's /usr/bin/chromium):
+Three probes run inside Chromium (Playwright, Debian's /usr/bin/chromium):
 
-- `record_received`: a MediaRecorder on the <video> element's remote stream (the WebRTC video
-  and audio tracks as the browser's receiver delivers them, after its jitter buffers and its
-  lip-sync alignment) records WebM (VP8 + Opus). The file is then measured exactly as
-  `benchmarks/av_sync.py` measures the server's MP4 recordings (video/voice/av_sync.py: voiced
-  onsets in the audio against mouth openings in the picture).
+- `start_playout_capture` / `stop_playout_capture`: what the page plays, as a viewer gets it.
+  Each picture the <video> element presents (requestVideoFrameCallback) has its mouth region
+  copied at its `expectedDisplayTime`; the remote audio goes through an AudioWorklet that keeps
+  every sample with its AudioContext frame, mapped to the time it is output through
+  `getOutputTimestamp()`. Both land on performance.now(), are written as one lossless file
+  (`PlayoutCapture.write`) and measured by the meter every A/V figure of the project uses
+  (video/voice/av_sync.py `measure`).
+- `record_speech_received`: a MediaRecorder on the <video> element's remote stream (the tracks
+  as the receiver hands them on) records WebM (VP8 + Opus), measured by the same meter. Its
+  muxer stamps audio by sample count from the recording's start, so it says nothing about the
+  audio's output delay; kept beside the played measure for comparison.
 - `FRAME_COUNTER_JS`: on every animation frame, the page reads the picture it is showing (the
   chat page's <canvas> for JPEG over the WebSocket, the <video> element for WebRTC) and decodes
   the frame counter the benchmark drew into it (`stamp_counter`), noting the wall-clock time
   a counter value is first on screen. The server side notes when it drew it; both read the
   same machine's clock (`time.time()` and `performance.timeOrigin + performance.now()`).
-
-Why MediaRecorder rather than WebAudio plus requestVideoFrameCallback: one recorder stamps
-both tracks on the one clock its muxer uses, and the file goes through the same, already
-validated onset detectors as every other A/V figure of the project.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import fractions
 from pathlib import Path
 
 import numpy as np
@@ -189,21 +192,22 @@ async def sample_playout_skew(page, stop, every_s: float = 0.25) -> list[float]:
     return values
 
 
-async def settle_playout_skew(page, limit_ms: float = 30.0, hold: int = 8, every_s: float = 0.25,
-                              timeout_s: float = 20.0) -> float | None:
+async def settle_playout_skew(page, limit_ms: float = 30.0, steady_ms: float = 6.0, hold: int = 20,
+                              every_s: float = 0.25, timeout_s: float = 45.0) -> float | None:
     """Seconds until Chromium's own A/V alignment (`PLAYOUT_SKEW_JS`) has stayed within
-    ±`limit_ms` for `hold` samples in a row; None if it did not within `timeout_s`. A receiver
-    starts with its audio jitter buffer far from the video's and its lip-sync moves the two
-    together over a few seconds: a steady-state figure is measured after that."""
+    ±`limit_ms` and within `steady_ms` of itself for `hold` samples in a row; None if it did not
+    within `timeout_s`. A receiver starts with its audio jitter buffer far from the video's, and
+    its lip-sync moves the video's delay towards the audio's over ten seconds or more: a
+    steady-state figure is measured once that has stopped moving."""
     import asyncio
 
     loop = asyncio.get_running_loop()
     began = loop.time()
-    streak = 0
+    window: list[float] = []
     while loop.time() - began < timeout_s:
         value = await page.evaluate(PLAYOUT_SKEW_JS)
-        streak = streak + 1 if value is not None and abs(value) <= limit_ms else 0
-        if streak >= hold:
+        window = [*window, value][-hold:] if value is not None and abs(value) <= limit_ms else []
+        if len(window) == hold and max(window) - min(window) <= steady_ms:
             return loop.time() - began
         await asyncio.sleep(every_s)
     return None
@@ -217,3 +221,169 @@ def sync_spec(persona_id: str, width: int, height: int, fps: float, seed: int = 
 
     persona = PersonaLibrary().get(persona_id)
     return SessionSpec(persona.id, persona.name, persona.appearance.model_dump(), width, height, fps, seed=seed)
+
+
+# -- what the page plays: pictures at their display time, sound at its output time -------------
+
+#: The AudioWorklet that copies what the graph's input holds at each render quantum, with the
+#: context frame it plays at (batches of contiguous quanta, channels averaged).
+_TAP_WORKLET = """
+class Tap extends AudioWorkletProcessor {
+  constructor() { super(); this.buf = new Float32Array(4096); this.n = 0; this.first = 0; }
+  process(inputs) {
+    const channels = inputs[0] || [];
+    if (this.n && currentFrame !== this.first + this.n) this.flush();
+    if (!this.n) this.first = currentFrame;
+    const out = this.buf.subarray(this.n, this.n + 128);
+    out.fill(0);
+    for (const ch of channels) for (let i = 0; i < ch.length; i++) out[i] += ch[i] / channels.length;
+    this.n += 128;
+    if (this.n >= this.buf.length) this.flush();
+    return true;
+  }
+  flush() { this.port.postMessage({ frame: this.first, samples: this.buf.slice(0, this.n) }); this.n = 0; }
+}
+registerProcessor('persona-tap', Tap);
+"""
+
+#: Installs `window.__playout` on the page's #rtc-video: every picture the element presents
+#: (requestVideoFrameCallback: the frame about to be shown, its `expectedDisplayTime`) has the
+#: mouth region `[y0, y1, x0, x1]` (video pixels) copied out of it; the remote stream's audio
+#: runs through an AudioWorklet that keeps every sample with its AudioContext frame, and
+#: `getOutputTimestamp()` pairs are sampled every 50 ms to map context time to
+#: performance.now() at the output. Needs a context with `bypass_csp` (the worklet is a blob:).
+PLAYOUT_START_JS = """async ([y0, y1, x0, x1, worklet]) => {
+  const video = document.getElementById('rtc-video');
+  const w = x1 - x0, h = y1 - y0;
+  const canvas = document.createElement('canvas');
+  canvas.width = w; canvas.height = h;
+  const g = canvas.getContext('2d', { willReadFrequently: true });
+  const probe = { frames: [], crops: [], audio: [], clock: [], running: true, missed: 0, last: null };
+  window.__playout = probe;
+  const onFrame = (now, md) => {
+    if (!probe.running) return;
+    if (probe.last !== null && md.presentedFrames > probe.last + 1) probe.missed += md.presentedFrames - probe.last - 1;
+    probe.last = md.presentedFrames;
+    g.drawImage(video, x0, y0, w, h, 0, 0, w, h);
+    probe.crops.push(g.getImageData(0, 0, w, h).data);
+    probe.frames.push([md.expectedDisplayTime, md.presentationTime, now]);
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+  const ctx = new AudioContext({ sampleRate: 48000, latencyHint: 'interactive' });
+  await ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([worklet], { type: 'text/javascript' })));
+  const source = ctx.createMediaStreamSource(video.srcObject);
+  const tap = new AudioWorkletNode(ctx, 'persona-tap');
+  const silent = ctx.createGain();
+  silent.gain.value = 0;  // pulled by the graph, heard only through the <video> element
+  source.connect(tap).connect(silent).connect(ctx.destination);
+  tap.port.onmessage = (event) => probe.audio.push(event.data);
+  await ctx.resume();
+  probe.ctx = ctx;
+  probe.timer = setInterval(() => {
+    const t = ctx.getOutputTimestamp();
+    if (t.contextTime > 0) probe.clock.push([t.contextTime, t.performanceTime]);
+  }, 50);
+  return { rate: ctx.sampleRate, baseLatency: ctx.baseLatency, outputLatency: ctx.outputLatency };
+}"""
+
+PLAYOUT_STOP_JS = """async () => {
+  const probe = window.__playout;
+  probe.running = false;
+  clearInterval(probe.timer);
+  const outputLatency = probe.ctx.outputLatency;
+  await probe.ctx.close();
+  let playout = null;
+  (await window.personaRtc.pc.getStats()).forEach((s) => {
+    if (s.type === 'media-playout' && s.totalSamplesCount) playout = s.totalPlayoutDelay / s.totalSamplesCount;
+  });
+  const b64 = (bytes) => {
+    let text = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    return btoa(text);
+  };
+  const size = probe.crops.reduce((n, c) => n + c.length, 0);
+  const crops = new Uint8Array(size);
+  let at = 0;
+  for (const c of probe.crops) { crops.set(c, at); at += c.length; }
+  const count = probe.audio.reduce((n, a) => n + a.samples.length, 0);
+  const samples = new Float32Array(count);
+  at = 0;
+  for (const a of probe.audio) { samples.set(a.samples, at); at += a.samples.length; }
+  return { frames: probe.frames, crops: b64(crops), audioFrames: probe.audio.map((a) => [a.frame, a.samples.length]),
+           samples: b64(new Uint8Array(samples.buffer)), clock: probe.clock, missed: probe.missed, outputLatency, playout };
+}"""
+
+
+class PlayoutCapture:
+    """What the page played, on performance.now() (ms): the mouth region of every shown
+    picture at its display time, the remote audio at the time its samples are output."""
+
+    def __init__(self, raw: dict, roi: tuple[int, int, int, int], rate: int) -> None:
+        y0, y1, x0, x1 = roi
+        frames = np.asarray(raw["frames"], dtype=np.float64).reshape(-1, 3)
+        crops = np.frombuffer(base64.b64decode(raw["crops"]), dtype=np.uint8)
+        self.display_ms = frames[:, 0]  # expectedDisplayTime
+        self.presentation_ms = frames[:, 1]
+        #: The element's audio output delay as Chromium counts it (RTCAudioPlayoutStats).
+        self.element_playout_delay_ms = None if raw["playout"] is None else float(raw["playout"]) * 1000.0
+        self.crops = crops.reshape(len(frames), y1 - y0, x1 - x0, 4)[..., :3]
+        self.missed_frames = int(raw["missed"])
+        clock = np.asarray(raw["clock"], dtype=np.float64).reshape(-1, 2)
+        if not len(clock):
+            raise RuntimeError("the AudioContext gave no output timestamp")
+        # performance ms = context s * 1000 + offset; the context clock runs at the output's rate
+        offsets = clock[:, 1] - clock[:, 0] * 1000.0
+        self.clock_offset_ms = float(np.median(offsets))
+        self.clock_spread_ms = float(np.percentile(offsets, 95) - np.percentile(offsets, 5))
+        self.output_latency_ms = float(raw["outputLatency"]) * 1000.0
+        samples = np.frombuffer(base64.b64decode(raw["samples"]), dtype="<f4")
+        times = [(frame + np.arange(count)) * 1000.0 / rate + self.clock_offset_ms
+                 for frame, count in raw["audioFrames"]]
+        self.audio_ms = np.concatenate(times) if times else np.zeros(0)
+        self.samples = samples.astype(np.float64)
+
+    def write(self, path: Path, rate: int) -> Path:
+        """The capture as a Matroska file (lossless FFV1 picture, PCM sound, both stamped in ms
+        of performance.now() since the first picture) that `video.voice.av_sync.measure` reads
+        with the crop as its region: one meter for recordings, WebM and what was played."""
+        import av
+
+        origin = float(min(self.display_ms[0], self.audio_ms[0] if self.audio_ms.size else np.inf))
+        with av.open(str(path), "w", format="matroska") as out:
+            video = out.add_stream("ffv1", rate=1000)
+            video.width, video.height = self.crops.shape[2], self.crops.shape[1]
+            video.pix_fmt = "bgr0"
+            video.time_base = fractions.Fraction(1, 1000)
+            audio = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+            audio.time_base = fractions.Fraction(1, rate)
+            last = -1
+            for crop, shown in zip(self.crops, self.display_ms, strict=True):
+                pts = round(shown - origin)
+                if pts <= last:
+                    continue  # one picture per ms on the file's clock (two in one ms: the first)
+                last = pts
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(crop), format="rgb24")
+                frame.pts, frame.time_base = pts, fractions.Fraction(1, 1000)
+                out.mux(video.encode(frame))
+            out.mux(video.encode(None))
+            pcm = np.clip(np.round(self.samples * 32767.0), -32768, 32767).astype("<i2")
+            start = (self.audio_ms - origin) * rate / 1000.0
+            block = rate // 50
+            for i in range(0, pcm.size, block):
+                frame = av.AudioFrame.from_ndarray(pcm[None, i : i + block], format="s16", layout="mono")
+                frame.sample_rate = rate
+                frame.pts, frame.time_base = round(start[i]), fractions.Fraction(1, rate)
+                out.mux(audio.encode(frame))
+            out.mux(audio.encode(None))
+        return path
+
+
+async def start_playout_capture(page, roi: tuple[int, int, int, int]) -> dict:
+    """Start `PLAYOUT_START_JS` for the mouth region `roi` = (y0, y1, x0, x1); the AudioContext's
+    rate and latencies."""
+    return await page.evaluate(PLAYOUT_START_JS, [*roi, _TAP_WORKLET])
+
+
+async def stop_playout_capture(page, roi: tuple[int, int, int, int], rate: int) -> PlayoutCapture:
+    return PlayoutCapture(await page.evaluate(PLAYOUT_STOP_JS), roi, rate)

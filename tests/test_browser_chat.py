@@ -38,7 +38,7 @@ async def chat_page(service, profile, *, args=ARGS, **options):
 
     async with running(service) as server, async_playwright() as pw:
         async with chromium_page(pw, profile, args=args, **options) as (page, console_errors):
-            await page.goto(server.http_url + "/", timeout=20000)
+            await page.goto(server.http_url + "/?media=websocket", timeout=20000)  # the JPEG canvas; WebRTC: test_webrtc_browser.py
             await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
             yield server, page, console_errors
 

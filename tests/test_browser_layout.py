@@ -33,7 +33,7 @@ async def _open(pw, tmp_path: Path, server, width: int, height: int):
         viewport={"width": width, "height": height},
     )
     page = browser.pages[0] if browser.pages else await browser.new_page()
-    await page.goto(server.http_url + "/", timeout=20000)
+    await page.goto(server.http_url + "/?media=websocket", timeout=20000)  # the JPEG canvas; WebRTC: test_webrtc_browser.py
     await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
     return browser, page
 

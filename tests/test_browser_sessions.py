@@ -107,7 +107,7 @@ async def test_duplicated_tab_gets_its_own_session_and_nobody_loops(service, tmp
     async with running(service) as server, async_playwright() as pw:
         context = await _launch(pw, tmp_path)
         try:
-            first = await _open(context, server.http_url + "/")
+            first = await _open(context, server.http_url + "/?media=websocket")
             # A persona chosen on the page (not in the URL): the duplicate keeps it.
             other = next(pid for pid in service.library.ids() if pid != "mira")
             await first.click(f"#personas button[data-persona='{other}']")
@@ -121,7 +121,7 @@ async def test_duplicated_tab_gets_its_own_session_and_nobody_loops(service, tmp
             await second.add_init_script(
                 f"if (location.pathname === '/') for (const [k, v] of {storage}) sessionStorage.setItem(k, v);"
             )
-            await _goto(second, server.http_url + "/")
+            await _goto(second, server.http_url + "/?media=websocket")
             resumed_before = service.metrics.sessions_resumed_total
             for page in (first, second):
                 await page.evaluate(COUNT_EVENTS)
@@ -167,7 +167,7 @@ async def test_reload_redraws_the_conversation_in_order(service, tmp_path):
     async with running(service) as server, async_playwright() as pw:
         context = await _launch(pw, tmp_path, viewport={"width": 1100, "height": 560})
         try:
-            page = await _open(context, server.http_url + "/")
+            page = await _open(context, server.http_url + "/?media=websocket")
             await _chat(page, "please wave at me")
             await page.click("#quick-actions button[data-action='nod']")
             action = page.locator("li.persona[data-kind='action']").last
@@ -222,7 +222,7 @@ async def test_server_restart_loses_no_message_and_the_conversation_goes_on(tmp_
             try:
                 async with running(services[0]) as server:
                     port = server.port
-                    page = await _open(context, server.http_url + "/")
+                    page = await _open(context, server.http_url + "/?media=websocket")
                     await _chat(page, "please wave at me")
                     await _chat(page, "now sit down")
                     await expect(page.locator("#status-pose")).to_have_text("sitting", timeout=READY)
@@ -265,7 +265,7 @@ async def test_page_load_has_a_favicon_and_no_failed_request(service, tmp_path):
         try:
             failed = []
             context.on("response", lambda r: failed.append((r.status, r.url)) if r.status >= 400 else None)
-            page = await _open(context, server.http_url + "/")
+            page = await _open(context, server.http_url + "/?media=websocket")
             icon = await page.get_attribute("link[rel='icon']", "href")
             answer = await page.request.get(server.http_url + icon)
             assert answer.status == 200 and answer.headers["content-type"].startswith("image/svg+xml")

@@ -152,6 +152,8 @@ def test_the_tab_streams_the_canvas_graph_through_comfyuis_queue(comfyui_server:
         try:
             page = context.new_page()
             page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+            # The JPEG canvas path (WebRTC, the tab's default, is test_comfyui_panel_webrtc.py's).
+            page.add_init_script("localStorage.setItem('persona.comfyui.media', 'websocket')")
             page.goto(comfyui_server, wait_until="domcontentloaded", timeout=60_000)
             page.locator(".persona-chat-tab-button").wait_for(state="visible", timeout=60_000)
             page.evaluate("async (api) => { await window.comfyAPI.app.app.loadApiJson(api, 'core-nodes'); }",

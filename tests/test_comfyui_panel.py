@@ -48,13 +48,18 @@ def _get_json(url: str):
         return json.loads(response.read())
 
 
-def _open_panel(playwright, profile: Path, console: list[str], server: str, args: list[str]):
-    """Chromium on ComfyUI's page with the Persona tab open and its session ready."""
+def _open_panel(playwright, profile: Path, console: list[str], server: str, args: list[str],
+                media: str | None = "websocket"):
+    """Chromium on ComfyUI's page with the Persona tab open and its session ready. `media`: the
+    tab's Media choice, saved before it loads (the JPEG canvas and PCM player these tests read);
+    None saves none, so the tab uses its default (WebRTC, test_comfyui_panel_webrtc.py)."""
     context = playwright.chromium.launch_persistent_context(
         str(profile), executable_path=str(CHROMIUM), args=args, headless=True,
         viewport={"width": 1920, "height": 1000},
     )
     page = context.new_page()
+    if media is not None:
+        page.add_init_script(f"localStorage.setItem('persona.comfyui.media', '{media}')")
     page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
     page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
     page.goto(server, wait_until="domcontentloaded", timeout=60_000)
@@ -115,6 +120,8 @@ def test_sidebar_tab_chats_and_shows_live_frames(comfyui_server: str, tmp_path: 
             page = context.new_page()
             page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
             page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+            # The JPEG canvas path; WebRTC, the tab's default, is test_comfyui_panel_webrtc.py's.
+            page.add_init_script("localStorage.setItem('persona.comfyui.media', 'websocket')")
             page.goto(comfyui_server, wait_until="domcontentloaded", timeout=60_000)
 
             tab = page.locator(".persona-chat-tab-button")

@@ -2,11 +2,12 @@
 
 ComfyUI's own server (the `comfyui_server` fixture: `main.py --cpu`, the pack in custom_nodes/,
 its `webrtc` extra installed) serves the tab, which loads the chat page's WebRTC client from
-/persona/static/webrtc_media.js. Picking "Media: WebRTC" makes the tab offer: the badge says
-WebRTC, the <video> plays frames that keep coming (requestVideoFrameCallback count and the
-decoder's own count), the canvas is hidden; picking the WebSocket again brings the JPEG
-frames back to the canvas. In a browser without RTCPeerConnection the same choice falls back:
-the badge says WebSocket and the canvas draws frames.
+/persona/static/webrtc_media.js. With no choice made the tab offers (WebRTC is the default):
+the badge says WebRTC, the <video> plays frames that keep coming (requestVideoFrameCallback
+count and the decoder's own count), the canvas is hidden; picking the WebSocket brings the JPEG
+frames back to the canvas, and after a reload the tab keeps that choice and never offers. In a
+browser without RTCPeerConnection the tab falls back: the badge says WebSocket and the canvas
+draws frames.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _panel(comfyui_server: str, profile: Path):
     _post_json(f"{comfyui_server}/settings", {"Comfy.TutorialCompleted": True})
     console: list[str] = []
     with sync_api.sync_playwright() as playwright:
-        context, page = _open_panel(playwright, profile, console, comfyui_server, CHROMIUM_ARGS)
+        context, page = _open_panel(playwright, profile, console, comfyui_server, CHROMIUM_ARGS, media=None)
         try:
             yield page
             assert not [line for line in console if line.startswith("pageerror")], console
@@ -49,12 +50,9 @@ def _panel(comfyui_server: str, profile: Path):
             context.close()
 
 
-def test_tab_plays_webrtc_video_and_goes_back_to_the_websocket(comfyui_server: str, tmp_path: Path) -> None:
+def test_tab_plays_webrtc_by_default_and_keeps_a_choice_of_the_websocket(comfyui_server: str, tmp_path: Path) -> None:
     with _panel(comfyui_server, tmp_path / "profile") as page:
-        assert page.locator(BADGE).get_attribute("data-transport") == "websocket"
-        _canvas_frames_advance(page)
-
-        page.get_by_test_id("persona-media").select_option("webrtc")
+        assert page.get_by_test_id("persona-media").input_value() == "webrtc"
         page.locator(f'{BADGE}[data-transport="webrtc"]').wait_for(timeout=60_000)
         assert page.locator(BADGE).inner_text().startswith("WebRTC (")
         assert page.get_by_test_id("persona-rtc-video").is_visible()
@@ -67,18 +65,28 @@ def test_tab_plays_webrtc_video_and_goes_back_to_the_websocket(comfyui_server: s
         size = page.evaluate("() => { const v = document.querySelector('[data-testid=persona-rtc-video]');"
                              " return [v.videoWidth, v.videoHeight]; }")
         assert size[0] > 0 and size[1] > 0, size
-        assert page.evaluate("() => localStorage.getItem('persona.comfyui.media')") == "webrtc"
 
         page.get_by_test_id("persona-media").select_option("websocket")
         page.locator(f'{BADGE}[data-transport="websocket"]').wait_for(timeout=30_000)
         assert page.get_by_test_id("persona-video").is_visible()
         _canvas_frames_advance(page)
+        assert page.evaluate("() => localStorage.getItem('persona.comfyui.media')") == "websocket"
+
+        # After a reload the choice holds: a client that never offers.
+        page.reload(wait_until="domcontentloaded")
+        page.locator(".persona-chat-tab-button").wait_for(state="visible", timeout=60_000)
+        if not page.get_by_test_id("persona-panel").is_visible():  # ComfyUI may reopen the last tab itself
+            page.locator(".persona-chat-tab-button").click()
+        page.locator('[data-testid="persona-connection"][data-state="ready"]').wait_for(timeout=60_000)
+        assert page.get_by_test_id("persona-media").input_value() == "websocket"
+        _canvas_frames_advance(page)
+        assert page.evaluate("() => window.personaPanelRtc.pc === null && window.personaPanelRtc.offerId === null")
+        assert page.locator(BADGE).get_attribute("data-transport") == "websocket"
 
 
 def test_tab_falls_back_to_the_websocket_without_webrtc_in_the_browser(comfyui_server: str, tmp_path: Path) -> None:
     with _panel(comfyui_server, tmp_path / "profile") as page:
-        # WebRTC chosen, in a browser that has none (as with WebRTC disabled by policy).
-        page.evaluate("() => localStorage.setItem('persona.comfyui.media', 'webrtc')")
+        # WebRTC (the default) in a browser that has none (as with WebRTC disabled by policy).
         page.add_init_script("delete window.RTCPeerConnection;")
         page.reload(wait_until="domcontentloaded")
         page.locator(".persona-chat-tab-button").wait_for(state="visible", timeout=60_000)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 
+import av
 import numpy as np
 import pytest
 import websockets
@@ -444,11 +445,11 @@ def _packet(pts_ms: int, samples: np.ndarray) -> bytes:
     return media_frame(MEDIA_AUDIO, 0, pts_ms, samples.astype("<i2").tobytes())
 
 
-async def test_audio_is_a_continuous_stream_of_20_ms_frames_with_speech_placed_by_its_pts():
-    """A microphone-like stream: consecutive 20 ms frames whose pts advance by one frame each,
-    silence between utterances, so RTP timestamps follow the wall clock (a browser maps them
-    through the sender reports to align audio and picture). Speech split in whole-ms packets
-    plays on gaplessly; a later utterance lands exactly its pts distance after the first."""
+async def test_audio_is_a_continuous_stream_of_20_ms_chunks_with_speech_placed_by_its_pts():
+    """A microphone-like stream: consecutive 20 ms chunks, silence between utterances, so RTP
+    timestamps follow the wall clock (a browser maps them through the sender reports to align
+    audio and picture). Speech split in whole-ms packets plays on gaplessly; a later utterance
+    lands exactly its pts distance after the first."""
     from comfyui_persona.headless.server.webrtc_tracks import AudioTrack, MediaClock
 
     clock = MediaClock()
@@ -459,34 +460,46 @@ async def test_audio_is_a_continuous_stream_of_20_ms_frames_with_speech_placed_b
     track.push_packet(_packet(100, speech[:2000]))  # 90.7 ms
     track.push_packet(_packet(191, speech[2000:]))  # stamped in whole ms (7 samples off): it continues
     track.push_packet(_packet(500, speech[:441]))  # a new utterance 400 ms after the first
-    frames = [await asyncio.wait_for(track.recv(), TIMEOUT) for _ in range(40)]
-    assert all(f.samples == 441 and f.sample_rate == 22050 for f in frames)
-    assert [f.pts for f in frames] == [441 * k for k in range(40)]
-    stream = np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
+    chunks = [track.pcm_chunk(loop.time()) for _ in range(40)]
+    assert all(c.size == 441 for c in chunks)
+    stream = np.concatenate(chunks)
     voiced = np.flatnonzero(stream)
     first = int(voiced[0])
+    assert abs(first / 22050 - (clock.due(100) - track._start)) <= 1 / 22050  # at its picture's time
     assert np.array_equal(stream[first : first + speech.size], speech)
     assert not stream[first + speech.size : first + 8820].any()  # silence until the second
     assert np.array_equal(stream[first + 8820 : first + 8820 + 441], speech[:441])  # 400 ms later
-    track.stop()
-    with pytest.raises(MediaStreamError):
-        await track.recv()
 
 
-async def test_audio_waits_for_the_picture_with_the_same_pts():
-    """Speech is released ahead of the picture; the track holds it until that picture was
-    handed over, so audio and video leave with the same pts-to-wall-time relation."""
-    from comfyui_persona.headless.server.webrtc_tracks import FRAME_MS, AudioTrack, MediaClock
+async def test_opus_packets_carry_the_time_of_their_sound_and_leave_at_it():
+    """The RTP timestamp of an audio packet is the time of its decoded sound (libopus's pts,
+    its lookahead included), and the packet leaves at that time on the loop clock, so the
+    sender reports (timestamp, time sent) describe the same clock the pictures are sent by: the
+    decoded speech starts where its picture's time falls, within the codec's smearing."""
+    from comfyui_persona.headless.server.webrtc_tracks import OPUS_RATE, AudioTrack, MediaClock
 
     clock = MediaClock()
     track = AudioTrack(22050, clock)
     loop = asyncio.get_running_loop()
     clock.place(1000, loop.time())  # the picture at 1000 ms sets the media clock
-    track.push_packet(_packet(1300, np.ones(441, dtype=np.int16)))
-    while not (await asyncio.wait_for(track.recv(), TIMEOUT)).to_ndarray().any():
-        pass
-    # The frame holding the speech leaves at most one frame before the speech's own time.
-    assert loop.time() >= clock.due(1300) - FRAME_MS / 1000 - 0.001
+    track.push_packet(_packet(1200, (np.sin(np.arange(4410) / 7.0) * 12000).astype(np.int16)))
+    decoder = av.CodecContext.create("libopus", "r")
+    decoder.sample_rate, decoder.layout = OPUS_RATE, "mono"
+    packets, decoded, late = [], [], []
+    while len(packets) < 30:
+        packet = await asyncio.wait_for(track.recv(), TIMEOUT)
+        late.append(loop.time() - (track._start + packet.pts / OPUS_RATE))
+        packets.append(packet.pts)
+        decoded += [f.to_ndarray().reshape(-1) for f in decoder.decode(packet)]
+    assert min(late) >= -0.001  # none leaves before its time
+    assert packets == [packets[0] + 960 * k for k in range(30)] and packets[0] < 0  # lookahead: sound before pts 0
+    sound = np.concatenate(decoded).astype(np.float64)
+    onset = int(np.flatnonzero(np.abs(sound) > 1200)[0])  # 10 % of the amplitude
+    heard = track._start + (packets[0] + onset) / OPUS_RATE
+    assert abs(heard - clock.due(1200)) < 0.003, heard - clock.due(1200)
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await track.recv()
 
 
 def test_media_clock_holds_during_speech_and_follows_the_pictures_in_silence():
@@ -531,13 +544,35 @@ async def test_video_pictures_leave_at_their_time_on_the_media_clock_and_are_sta
     track.stop()
 
 
+async def test_a_picture_due_too_soon_after_a_pulled_back_mapping_is_skipped_not_sent_late():
+    """In silence a picture handed over far earlier than its time pulls the mapping back (queued
+    pictures were dropped for a new plan). The next picture's time may then come sooner after the
+    last one than the encoder's 1/30 s clock allows: it is skipped, so the pictures after it keep
+    the new mapping the speech is placed by, instead of trailing it stretched."""
+    from comfyui_persona.headless.server.frames import EncodedFrame
+    from comfyui_persona.headless.server.webrtc_tracks import VIDEO_CLOCK_HZ, MediaClock, VideoTrack
+
+    clock = MediaClock()
+    track = VideoTrack(clock)
+    rgb = np.zeros((16, 16, 3), dtype=np.uint8)
+    track.push(EncodedFrame(b"", 0, 0, [], rgb))
+    first = await asyncio.wait_for(track.recv(), TIMEOUT)
+    track.push(EncodedFrame(b"", 1, 1000, [], rgb))  # 1 s of pts skipped: the mapping is pulled back
+    track.push(EncodedFrame(b"", 2, 1040, [], rgb))  # within the early tolerance of the new mapping
+    second = await asyncio.wait_for(track.recv(), TIMEOUT)
+    assert track.skipped == 1 and clock.moves == 1
+    assert second.pts == round(clock.due(1040) * VIDEO_CLOCK_HZ)  # on the new mapping, not trailing it
+    assert (second.pts - first.pts) / VIDEO_CLOCK_HZ >= 0.034
+    track.stop()
+
+
 async def test_audio_without_a_picture_plays_at_once():
     """Before the first picture (or after a stall) speech does not wait for it."""
     from comfyui_persona.headless.server.webrtc_tracks import AudioTrack, MediaClock
 
     track = AudioTrack(22050, MediaClock())
     track.push_packet(_packet(5000, np.ones(441, dtype=np.int16)))
-    assert (await asyncio.wait_for(track.recv(), TIMEOUT)).to_ndarray().all()
+    assert track.pcm_chunk(asyncio.get_running_loop().time()).all()
 
 
 async def test_an_offer_that_would_make_the_server_receive_media_is_refused(service):

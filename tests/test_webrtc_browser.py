@@ -1,11 +1,13 @@
 """The chat page over WebRTC in a real browser: Debian's Chromium (Playwright) against the real
 server on port 0 in this process.
 
-With `?media=webrtc` the page offers, the server answers, and the <video> element presents
-frames that keep coming (counted with requestVideoFrameCallback) while the transport badge
-says WebRTC and the canvas is hidden; a spoken reply arrives as audio energy on the inbound
-RTP stream. With WebRTC off on the server the same page stays on the WebSocket: the badge
-says so and the canvas draws JPEG frames. Skipped, not failed, where /usr/bin/chromium is absent.
+By default the page offers, the server answers, and the <video> element presents frames that
+keep coming (counted with requestVideoFrameCallback) while the transport badge says WebRTC and
+the canvas is hidden; a spoken reply arrives as audio energy on the inbound RTP stream. The
+user's choice of the WebSocket closes the peer, brings the JPEG frames back to the canvas and
+is kept across a reload, where the page never offers. With WebRTC off on the server, or a
+browser without RTCPeerConnection, the same page stays on the WebSocket: the badge says so and
+the canvas draws JPEG frames. Skipped, not failed, where /usr/bin/chromium is absent.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ async def _wait_js(page, expression: str, timeout: float = 20.0):
     return value
 
 
-async def _open(pw, tmp_path, url: str):
+async def _open(pw, tmp_path, url: str, init_script: str | None = None):
     browser = await pw.chromium.launch_persistent_context(
         str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=ARGS, headless=True,
         viewport={"width": 1100, "height": 720},
@@ -47,17 +49,25 @@ async def _open(pw, tmp_path, url: str):
     page = browser.pages[0] if browser.pages else await browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    if init_script:
+        await page.add_init_script(init_script)
     await page.goto(url, timeout=20000)
     return browser, page, errors
 
 
-async def test_the_page_plays_webrtc_video_and_hears_webrtc_speech(service, tmp_path):
+async def _canvas_frames_advance(page, by: int = 5) -> None:
+    start = int(await _wait_js(page, "document.getElementById('video').dataset.frameIndex"))
+    await _wait_js(page, f"Number(document.getElementById('video').dataset.frameIndex) > {start + by}")
+
+
+async def test_the_page_plays_webrtc_video_and_hears_webrtc_speech_by_default(service, tmp_path):
     from playwright.async_api import async_playwright, expect
 
     async with running(service) as server, async_playwright() as pw:
-        browser, page, errors = await _open(pw, tmp_path, server.http_url + "/?media=webrtc&max_fps=10")
+        browser, page, errors = await _open(pw, tmp_path, server.http_url + "/?max_fps=10")
         try:
             await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
+            await expect(page.locator("#media")).to_have_value("webrtc")
             await expect(page.locator("#transport")).to_have_attribute("data-transport", "webrtc", timeout=30000)
             await expect(page.locator("#transport")).to_contain_text("WebRTC")
             await expect(page.locator("#rtc-video")).to_be_visible()
@@ -79,17 +89,64 @@ async def test_the_page_plays_webrtc_video_and_hears_webrtc_speech(service, tmp_
             await browser.close()
 
 
+async def test_the_users_choice_of_the_websocket_closes_the_peer_and_is_kept(service, tmp_path):
+    from playwright.async_api import async_playwright, expect
+
+    async with running(service) as server, async_playwright() as pw:
+        browser, page, errors = await _open(pw, tmp_path, server.http_url + "/?max_fps=10")
+        try:
+            await expect(page.locator("#transport")).to_have_attribute("data-transport", "webrtc", timeout=30000)
+            await page.select_option("#media", "websocket")
+            await expect(page.locator("#transport")).to_have_attribute("data-transport", "websocket", timeout=20000)
+            await expect(page.locator("#transport")).to_have_text("WebSocket")
+            await expect(page.locator("#video")).to_be_visible()
+            await expect(page.locator("#rtc-video")).to_be_hidden()
+            await _canvas_frames_advance(page)
+            await _wait_js(page, "window.personaRtc.pc === null")
+            assert await page.evaluate("localStorage.getItem('persona.chat.media')") == "websocket"
+
+            # A new page load keeps the choice: a client that never offers.
+            await page.reload()
+            await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
+            await expect(page.locator("#media")).to_have_value("websocket")
+            await _canvas_frames_advance(page)
+            assert await page.evaluate("window.personaRtc.pc === null && window.personaRtc.offerId === null")
+            await expect(page.locator("#transport")).to_have_attribute("data-transport", "websocket")
+            assert not service.webrtc.peers
+            assert not errors, errors
+        finally:
+            await browser.close()
+
+
+async def test_a_browser_without_webrtc_stays_on_the_websocket(service, tmp_path):
+    from playwright.async_api import async_playwright, expect
+
+    async with running(service) as server, async_playwright() as pw:
+        browser, page, errors = await _open(pw, tmp_path, server.http_url + "/",
+                                            init_script="delete window.RTCPeerConnection;")
+        try:
+            await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
+            assert await page.evaluate("typeof RTCPeerConnection") == "undefined"
+            await _canvas_frames_advance(page)
+            await expect(page.locator("#transport")).to_have_attribute("data-transport", "websocket")
+            await expect(page.locator("#media")).to_be_disabled()
+            await expect(page.locator("#rtc-video")).to_be_hidden()
+            assert not service.webrtc.peers
+            assert not errors, errors
+        finally:
+            await browser.close()
+
+
 async def test_the_page_stays_on_the_websocket_when_the_server_has_webrtc_off(tmp_path):
     from playwright.async_api import async_playwright, expect
 
     service = await asyncio.to_thread(make_service, webrtc=False)
     try:
         async with running(service) as server, async_playwright() as pw:
-            browser, page, errors = await _open(pw, tmp_path, server.http_url + "/?media=webrtc")
+            browser, page, errors = await _open(pw, tmp_path, server.http_url + "/")
             try:
                 await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
-                start = int(await _wait_js(page, "document.getElementById('video').dataset.frameIndex"))
-                await _wait_js(page, f"Number(document.getElementById('video').dataset.frameIndex) > {start + 5}")
+                await _canvas_frames_advance(page)
                 await expect(page.locator("#transport")).to_have_attribute("data-transport", "websocket")
                 await expect(page.locator("#video")).to_be_visible()
                 await expect(page.locator("#rtc-video")).to_be_hidden()

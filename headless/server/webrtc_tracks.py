@@ -43,8 +43,13 @@ MAX_AUDIO_HOLD_S = 1.0
 MAX_LAG_S = 0.2
 #: A packet whose pts is this close to the end of the previous one continues it (ms rounding).
 CONTIGUOUS_MS = 5
-#: Audio frame length handed to the Opus encoder (one Opus packet).
+#: Audio frame length handed to the Opus encoder (one Opus packet), and of the PCM chunks.
 FRAME_MS = 20
+#: Opus runs at 48 kHz, and its RTP clock does for every input rate (RFC 7587).
+OPUS_RATE = 48_000
+OPUS_TIME_BASE = fractions.Fraction(1, OPUS_RATE)
+#: Speech is mono; 48 kbit/s is transparent for a voice (aiortc's own default: 96 kbit/s stereo).
+OPUS_BITRATE = 48_000
 #: Pictures leave this long after their first hand-over (room for the pump's usual jitter).
 MEDIA_DELAY_S = 0.02
 #: While nobody speaks, a picture this much earlier than its time pulls the mapping back.
@@ -144,6 +149,7 @@ class VideoTrack(_PushTrack):
         self._returned: float | None = None  # loop time the last picture was handed to aiortc
         self._busy = 0.0  # seconds aiortc takes to encode and send a picture (smoothed)
         self.late = 0  # pictures that left after their time (during speech)
+        self.skipped = 0  # pictures due too soon after the last one (the mapping was pulled back)
 
     def accepts(self, frame: EncodedFrame) -> bool:
         """False for a frame too close to the previous one for the encoder's clock (skipped)."""
@@ -159,8 +165,16 @@ class VideoTrack(_PushTrack):
             self._busy += 0.2 * (loop.time() - self._returned - self._busy)
         frame: EncodedFrame = await self._next()
         due = self.clock.place(frame.pts_ms, loop.time() + self._busy)
-        if self._last_due is not None:  # the encoder's clock counts 1/30 s: keep the gap
-            due = max(due, self._last_due + MIN_FRAME_GAP_MS / 1000.0)
+        # The mapping was pulled back (in silence, after queued pictures were dropped for a new
+        # plan): a picture due before the encoder's clock allows (1/30 s after the last one)
+        # is skipped, not sent late. Sent late and stamped later than its time, it and the
+        # pictures after it would lag the speech placed by the new mapping until the gap had
+        # caught up (about 0.7 s for the usual 120 ms pull-back at 24 fps: the first sentence
+        # of every reply was seen 40 ms late against its sound).
+        while self._last_due is not None and due < self._last_due + MIN_FRAME_GAP_MS / 1000.0:
+            self.skipped += 1
+            frame = await self._next()
+            due = self.clock.place(frame.pts_ms, loop.time() + self._busy)
         wait = due - self._busy - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -174,6 +188,17 @@ class VideoTrack(_PushTrack):
         picture.time_base = fractions.Fraction(1, VIDEO_CLOCK_HZ)
         self._returned = loop.time()
         return picture
+
+
+def _opus_encoder() -> av.AudioCodecContext:
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate = OPUS_RATE
+    encoder.layout = "mono"
+    encoder.format = "s16"
+    encoder.bit_rate = OPUS_BITRATE
+    encoder.time_base = OPUS_TIME_BASE
+    encoder.options = {"application": "voip"}
+    return encoder
 
 
 class _Speech:
@@ -209,16 +234,28 @@ class _Speech:
 
 
 class AudioTrack(MediaStreamTrack):
-    """The session's speech (kind-2 packets: s16 mono PCM) as a continuous 20 ms-frame stream.
+    """The session's speech (kind-2 packets: s16 mono PCM) as a continuous stream of Opus packets.
 
-    Continuous, as a microphone's: one frame every 20 ms of the loop clock, silence where no
-    one speaks, so the RTP timestamps advance with the wall clock. A browser aligns audio and
-    video by mapping each stream's RTP timestamps to the sender's wall clock (RTCP sender
-    reports); an audio stream sent only while speaking, its timestamps running on across the
-    pauses, cannot be mapped and was measured out of sync (docs/server.md "WebRTC media").
-    Each stretch of speech starts in the frame, at the sample, where the picture with its pts
-    is handed over (`MediaClock.due`), and then plays on contiguously; aiortc stamps every Opus
-    packet of one `recv` with one RTP timestamp, so a frame holds one Opus packet's worth."""
+    Continuous, as a microphone's: one 20 ms packet after another on the loop clock, silence
+    where no one speaks, so the RTP timestamps advance with the wall clock. A browser aligns
+    audio and video by mapping each stream's RTP timestamps to the sender's wall clock (RTCP
+    sender reports); an audio stream sent only while speaking, its timestamps running on across
+    the pauses, cannot be mapped and was measured out of sync (docs/server.md "WebRTC media").
+    Each stretch of speech starts in the 20 ms chunk, at the sample, where the picture with its
+    pts is handed over (`MediaClock.due`), and then plays on contiguously (`pcm_chunk`).
+
+    Why the track encodes Opus itself and returns packets (aiortc sends a packet's pts as its
+    RTP timestamp): aiortc's own audio path stamped the sound later than it is. aiortc pairs an
+    RTP timestamp with the wall time its packet leaves (the sender reports); its Opus encoder
+    resamples to 48 kHz through a resampler that holds back a few samples, so a 20 ms frame only
+    comes out of the encoder with the next one, 20 ms after its time; and it stamps a packet
+    with its input frame's pts although the decoded sound starts the encoder's lookahead (312
+    samples, 6.5 ms) before it. Receivers so heard every sound 26.5 ms (plus the encoder's
+    thread hop) after its picture (benchmarks/webrtc_av_sync.py, docs/server.md). Here each
+    packet carries the pts libopus gives it (the decoded sound's own time), the resampler is fed
+    far enough ahead that a packet is complete before its time, and the packet leaves at its
+    time on the loop clock: the sender reports pair every timestamp with the time of its sound.
+    """
 
     kind = "audio"
 
@@ -226,14 +263,22 @@ class AudioTrack(MediaStreamTrack):
         super().__init__()
         self.rate = rate
         self.clock = clock
-        self.frame_samples = rate * FRAME_MS // 1000
+        self.frame_samples = rate * FRAME_MS // 1000  # one chunk of the session's PCM
         self.limit = int(limit_s * rate)  # speech samples held at most (oldest dropped)
         self._speech: collections.deque[_Speech] = collections.deque()
-        self._start: float | None = None  # loop time of the first frame
-        self._sent = 0  # frames returned
-        self._sounded: float | None = None  # loop time of the last frame that held speech
+        self._start: float | None = None  # loop time of the stream's first sample
+        self._chunks = 0  # PCM chunks made (`pcm_chunk`)
+        self._sounded: float | None = None  # loop time of the last chunk that held speech
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=OPUS_RATE)
+        self._encoder = _opus_encoder()
+        self._pcm = np.zeros(0, dtype="<i2")  # at OPUS_RATE, not yet encoded
+        self._encoded = 0  # OPUS_RATE samples handed to the encoder
+        self._packets: collections.deque[av.Packet] = collections.deque()
         self.pushed = 0  # packets
         self.dropped = 0  # samples dropped for the limit
+        #: Speech starts this much later than its picture: 0 in service; a benchmark plants an
+        #: offset with it to show that its meters recover one (benchmarks/webrtc_av_sync.py).
+        self.speech_delay_s = 0.0
 
     def push_packet(self, packet: bytes) -> None:
         _, _, pts_ms, pcm = parse_media_frame(packet)
@@ -254,32 +299,59 @@ class AudioTrack(MediaStreamTrack):
             excess -= self._speech[0].queued
             self.dropped += self._speech.popleft().queued
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.Packet:
+        """The next Opus packet (pts in 1/48000 s), once its time on the loop clock has come."""
         if self.readyState != "live":
             raise MediaStreamError
         loop = asyncio.get_running_loop()
         if self._start is None:
             self._start = loop.time()
-        at = self._start + self._sent * FRAME_MS / 1000
-        wait = at - loop.time()
+        while not self._packets:
+            self._encode_frame(loop.time())
+        packet = self._packets.popleft()
+        wait = self._start + packet.pts / OPUS_RATE - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
-        elif wait < -MAX_LAG_S:  # the loop stalled: go on from now, no burst of old frames
+        elif wait < -MAX_LAG_S:  # the loop stalled: go on from now, no burst of old packets
             self._start -= wait
-            at -= wait
         if self.readyState != "live":
             raise MediaStreamError
+        return packet
+
+    def _encode_frame(self, now: float) -> None:
+        """Encode the next Opus frame (FRAME_MS at OPUS_RATE), making the PCM it needs."""
+        size = OPUS_RATE * FRAME_MS // 1000
+        while self._pcm.size < size:
+            chunk = av.AudioFrame.from_ndarray(self.pcm_chunk(now).reshape(1, -1), format="s16", layout="mono")
+            chunk.sample_rate = self.rate
+            chunk.pts = (self._chunks - 1) * self.frame_samples
+            chunk.time_base = fractions.Fraction(1, self.rate)
+            self._pcm = np.concatenate([self._pcm, *(f.to_ndarray().reshape(-1) for f in self._resampler.resample(chunk))])
+        frame = av.AudioFrame.from_ndarray(self._pcm[None, :size], format="s16", layout="mono")
+        frame.sample_rate = OPUS_RATE
+        frame.pts = self._encoded
+        frame.time_base = OPUS_TIME_BASE
+        self._pcm = self._pcm[size:]
+        self._encoded += size
+        for packet in self._encoder.encode(frame):
+            packet.time_base = OPUS_TIME_BASE
+            self._packets.append(packet)
+
+    def pcm_chunk(self, now: float) -> np.ndarray:
+        """The next FRAME_MS of the session's PCM (at `rate`): silence, or the speech due in it.
+
+        The resampler to OPUS_RATE holds back none of the sound's timing (its output sample i is
+        input time i / OPUS_RATE), so chunk k sounds from `_start` + k · FRAME_MS on."""
+        if self._start is None:
+            self._start = now
+        at = self._start + self._chunks * FRAME_MS / 1000
         samples = np.zeros(self.frame_samples, dtype="<i2")
-        if self._fill(samples, at, loop.time()):
+        if self._fill(samples, at, now):
             self._sounded = at
         self.clock.speaking = any(s.begun and s.queued for s in self._speech) or (
             self._sounded is not None and at - self._sounded < SPEECH_GAP_S)
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.rate
-        frame.pts = self._sent * self.frame_samples
-        frame.time_base = fractions.Fraction(1, self.rate)
-        self._sent += 1
-        return frame
+        self._chunks += 1
+        return samples
 
     def _fill(self, out: np.ndarray, at: float, now: float) -> bool:
         """Put into `out` (the frame sounding from loop time `at`) the speech due in it; True if any."""
@@ -291,6 +363,8 @@ class AudioTrack(MediaStreamTrack):
                 due = self.clock.due(speech.start * 1000 / self.rate)
                 if due is None or now - speech.arrived >= MAX_AUDIO_HOLD_S:
                     due = at  # no picture yet, or a stalled one: speech must not wait for it
+                else:
+                    due += self.speech_delay_s
                 offset = round((due - at) * self.rate)
                 if offset >= out.size:
                     return sounded  # it starts in a later frame

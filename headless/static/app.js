@@ -22,10 +22,25 @@ const sceneParam = (params.get("scene") ?? "").split(",").filter(Boolean);
 if (sceneParam.length) client.scene = sceneParam;
 
 const player = new SpeechPlayer();
-// Media transport: `?media=webrtc` negotiates WebRTC where the server and browser offer it
-// (falling back to the WebSocket); without it, DEFAULT_MEDIA.
+// Media transport: "webrtc" negotiates WebRTC where the server and browser offer it (falling
+// back to the WebSocket), "websocket" never offers. The user's choice (#media) is kept in
+// localStorage; `?media=` overrides it for this page; otherwise DEFAULT_MEDIA.
+const MEDIA_KEY = "persona.chat.media";
+const MEDIA_CHOICES = ["webrtc", "websocket"];
+const mediaChoice = $("media");
+const pick = (value) => (MEDIA_CHOICES.includes(value) ? value : null);
+mediaChoice.value = pick(params.get("media")) ?? pick(localStorage.getItem(MEDIA_KEY)) ?? DEFAULT_MEDIA;
 const rtcVideo = $("rtc-video");
-const rtc = new WebRTCMedia(client, rtcVideo, { enabled: (params.get("media") ?? DEFAULT_MEDIA) === "webrtc" });
+const rtc = new WebRTCMedia(client, rtcVideo, { enabled: mediaChoice.value === "webrtc" });
+if (typeof RTCPeerConnection === "undefined") {
+  mediaChoice.value = "websocket";
+  mediaChoice.disabled = true;
+  mediaChoice.title = "this browser has no WebRTC: the media come over the WebSocket";
+}
+mediaChoice.addEventListener("change", () => {
+  localStorage.setItem(MEDIA_KEY, mediaChoice.value);
+  rtc.setEnabled(mediaChoice.value === "webrtc");
+});
 window.personaRtc = rtc; // what the tests read: rtc.transport, await rtc.stats()
 const canvas = $("video");
 const context = canvas.getContext("2d");

@@ -29,9 +29,10 @@ const PLAYOUT = {
 };
 const GATHER_LIMIT_MS = 3000; // offer with what was gathered by then (a host candidate comes at once)
 
-// The transport a page uses unless told otherwise: the WebSocket until WebRTC is the tested
-// default (docs/server.md "WebRTC media"); the chat page and the ComfyUI tab both read it.
-export const DEFAULT_MEDIA = "websocket";
+// The transport a page uses unless the user chose otherwise: WebRTC, which falls back to the
+// WebSocket where the browser or the server has none (docs/server.md "WebRTC media"); the chat
+// page and the ComfyUI tab both read it.
+export const DEFAULT_MEDIA = "webrtc";
 
 // The transport badge's words for a "transport" event's detail.
 export const transportLabel = ({ transport, codecs }) =>
