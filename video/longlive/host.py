@@ -316,8 +316,9 @@ class EngineHost:
         directive sees are the same: the pass ran first in the next request anyway. Only a steady
         refresh that replays a CUDA graph (one launch), and only with no other session working:
         passes launched kernel by kernel (window filling, a re-cache) cost about their GPU time in
-        host time, which the frames would wait for (measured: the first chunk 161 -> 199 ms when
-        every owed pass was queued), and other sessions' callers drive the host anyway."""
+        host time, which the frames would wait for (the first chunk came measurably later when
+        every owed pass was queued: benchmarks/results/longlive-h100-2026-12-06-wave3-queue-owed.json),
+        and other sessions' callers drive the host anyway."""
         stream = session.stream
         plan = stream.owed_refresh
         if plan is None or self._driving or session.error is not None or session.closed:
