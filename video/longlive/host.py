@@ -327,12 +327,7 @@ class EngineHost:
             return
         if any(s is not session and not s.closed and (s.wanted > 0 or s.stream.queue) for s in self.sessions):
             return
-        self._driving = True
-        try:
-            self._tick()
-        finally:
-            self._driving = False
-            self._cond.notify_all()
+        self._tick_as_driver()
 
     def _request(self, session: HostedSession, deadline, interrupt) -> None:
         if session.prefetched:  # begun already, to join a batch: this request is its owner
@@ -388,12 +383,7 @@ class EngineHost:
         if self._driving:
             self._cond.wait(timeout=0.5)
             return
-        self._driving = True
-        try:
-            progressed = self._tick()
-        finally:
-            self._driving = False
-            self._cond.notify_all()
+        progressed = self._tick_as_driver()
         if not progressed:
             self._cond.wait(timeout=0.05)  # nothing runnable now (e.g. sitting out): let others in
         elif self._delivered:
@@ -428,6 +418,16 @@ class EngineHost:
                 if len(frames) < len(sessions):
                     self._drive_or_wait()
         return [frames[i] for i in range(len(sessions))]
+
+    def _tick_as_driver(self) -> bool:
+        """One tick with this thread as the driver (lock held, nobody else driving); wakes the
+        waiters after it. False when no session had work."""
+        self._driving = True
+        try:
+            return self._tick()
+        finally:
+            self._driving = False
+            self._cond.notify_all()
 
     def _throttle(self) -> None:
         """Keep at most two ticks queued on the GPU, so scheduling decisions (who runs, whether a
