@@ -14,6 +14,8 @@
 #   bash benchmarks/gpu_wave2.sh host-sync  # CUDA tests (lip-sync stage's too); one stream with the
 #                                         # defaults, timesteps made per pass (a host sync each) vs
 #                                         # cached, side by side; batched 1-3 and paced 1-2 at 480x832 (~8 min)
+#   bash benchmarks/gpu_wave2.sh fill-graphs  # CUDA tests; one stream with the defaults (the window's
+#                                         # filling replayed from graphs too); paced 1-2 at 480x832 (~7 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
 #
 # Runs from a copy of the tree without .git or a venv: `comfyui_persona` is made importable from
@@ -21,7 +23,7 @@
 # python3 with torch; the paced/capacity/interrupt steps run real LongLiveBackend sessions and
 # need pydantic: if `import pydantic` fails and .whl/ holds wheels, they are installed into a
 # temporary folder first. Each step has its own time limit and writes its JSON as it goes, so an
-# overrun loses that step's tail only. Results: benchmarks/results/longlive*-<card>-<date>-wave[23]-*.json
+# overrun loses that step's tail only. Results: benchmarks/results/longlive*-<card>-<date>-wave[234]-*.json
 # (with --smoke: $OUT/results/), copied to $OUT with each step's log and steps.txt (exit codes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -114,11 +116,17 @@ elif [ "$MODE" = host-sync ]; then
     --sessions 1,2,3 --label wave3-host-sync-capacity-480
   needs_pydantic paced-480 && step paced-480 130 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
     --seconds 20 --label wave3-host-sync-paced-480
+elif [ "$MODE" = fill-graphs ]; then
+  step gpu-tests 150 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu \
+    tests/test_longlive_host.py tests/test_longlive_fp8.py
+  step single-defaults 240 "${BENCH[@]}" --sizes 480x832 --decoders tae --switches 4 --label wave4-fill-graphs
+  needs_pydantic paced-480 && step paced-480 130 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
+    --seconds 20 --label wave4-fill-graphs-paced-480
 elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
 else
-  echo "usage: $0 part1 | part2 | serving | host-sync | part3 | --smoke" >&2
+  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | part3 | --smoke" >&2
   exit 2
 fi
 
@@ -147,6 +155,7 @@ for path in sorted(glob.glob(os.path.join(out, "*.json")) + glob.glob(os.path.jo
                      f"{p['directive_to_first_changed_frame_received_ms_p50']} p95 "
                      f"{p['directive_to_first_changed_frame_received_ms_p95']} ms, fully new p50 "
                      f"{p['directive_to_fully_new_frame_received_ms_p50']} ms, real time {p['real_time']}, "
+                     f"passes {p.get('directive_engine_passes')}, "
                      f"fps {[s['fps_video'] for s in p['per_session']]}")
     for c in m.get("capacity", []):
         lines.append(f"  batched {c['sessions']} @ {c['height']}x{c['width']}: {c['fps_video_per_session_min']} fps "

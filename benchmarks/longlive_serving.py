@@ -107,11 +107,14 @@ def _directive(seq: int):
 class PacedClient(threading.Thread):
     """One viewer: plays at 16 fps, asks for each chunk just in time, or at once after a directive."""
 
-    def __init__(self, backend, index: int, stop: threading.Event, blend: int) -> None:
+    def __init__(self, backend, index: int, stop: threading.Event, blend: int, passes_run=lambda: 0) -> None:
         super().__init__(daemon=True)
         self.backend, self.index, self.stop, self.blend = backend, index, stop, blend
+        self.passes_run = passes_run  # the engine's pass counter (an int read: no lock needed)
         self.wake = threading.Event()
         self.sent: dict[int, float] = {}  # directive seq → when it was submitted
+        self.sent_pass: dict[int, int] = {}  # directive seq → engine passes run before it came
+        self.passes_until: dict[int, int] = {}  # seq → engine passes from it to its first frame
         self.first_changed: dict[int, tuple[float, float]] = {}  # seq → (arrival, shown)
         self.fully_new: dict[int, float] = {}
         self.stall_s = 0.0
@@ -124,6 +127,7 @@ class PacedClient(threading.Thread):
     def submit(self, seq: int) -> None:
         with self.lock:
             self.sent[seq] = time.perf_counter()
+            self.sent_pass[seq] = self.passes_run()
         self.backend.submit([_directive(seq)], seq)
         self.wake.set()
 
@@ -161,6 +165,7 @@ class PacedClient(threading.Thread):
                 for seq in chunk.shows_directives:
                     if seq in self.sent:
                         self.first_changed[seq] = (arrived - self.sent[seq], max(arrived, due) - self.sent[seq])
+                        self.passes_until[seq] = self.passes_run() - self.sent_pass[seq]
                         pending_full.append((seq, self.blend - 1))
                 still = []
                 for seq, left in pending_full:
@@ -185,7 +190,7 @@ def paced(engine, torch, n: int, height: int, width: int, seconds: float, *, eve
     for i in range(n):
         backend = LongLiveBackend(engine=engine, blend_chunks=blend)
         backend.start_session(_spec(i, height, width))
-        clients.append(PacedClient(backend, i, stop, blend))
+        clients.append(PacedClient(backend, i, stop, blend, passes_run=lambda: engine.host.runtime.passes_run))
     stats0 = _host_counts(engine.host)
     for c in clients:
         c.start()
@@ -205,6 +210,7 @@ def paced(engine, torch, n: int, height: int, width: int, seconds: float, *, eve
     first = [v[0] * 1000 for c in clients for v in c.first_changed.values()]
     shown = [v[1] * 1000 for c in clients for v in c.first_changed.values()]
     full = [v * 1000 for c in clients for v in c.fully_new.values()]
+    passes = [v for c in clients for v in c.passes_until.values()]
     per_session = []
     for c in clients:
         wall = (c.ended or 0) - (c.started or 0)
@@ -220,6 +226,9 @@ def paced(engine, torch, n: int, height: int, width: int, seconds: float, *, eve
         "directive_to_first_changed_frame_shown_ms_p95": pct(shown, 0.95),
         "directive_to_fully_new_frame_received_ms_p50": pct(full, 0.5),
         "directive_to_fully_new_frame_received_ms_p95": pct(full, 0.95),
+        # Engine passes (all sessions') between a directive and its first frame: a chunk's own
+        # passes from an idle engine; more when it came mid-chunk and that chunk was finished.
+        "directive_engine_passes": sorted(passes),
         "real_time": all(s["stalls"] == 0 and not s["error"] for s in per_session),
         "per_session": per_session,
         "host": _host_delta(engine.host, stats0),

@@ -391,15 +391,19 @@ def test_cuda_steady_chunks_never_make_the_host_wait_for_the_gpu():
 @pytest.mark.gpu
 @cuda
 @torch.no_grad()
-def test_cuda_only_a_steady_refresh_is_queued_before_the_frames():
-    """On a GPU with graphs on, a refresh that launches kernel by kernel (window filling) stays
-    owed (queuing it would make the frames wait for its launches); once steady, it is queued."""
+def test_cuda_a_refresh_is_queued_before_the_frames_only_when_it_replays_a_graph():
+    """On a GPU with graphs on, every chunk's refresh, the window's filling included, replays a
+    graph and is queued before the frames are handed out; with graphs off a refresh would launch
+    kernel by kernel (the frames would wait for its launches), so it stays owed."""
     host = cuda_host(graphs=True)
     assert host.queue_owed
     s = host.open_session(LAT_H, LAT_W, seed=0)
     s.set_prompt(prompts(1)[0].to("cuda"))
-    s.next_frames()
-    assert s.stream.owes_work  # the first chunk's refresh: not steady, not queued
     for _ in range(6):
         s.next_frames()
-    assert s.stream.owed_refresh is None and not s.stream.owes_work
+        assert s.stream.owed_refresh is None and not s.stream.owes_work
+    plain = cuda_host(graphs=False)
+    p = plain.open_session(LAT_H, LAT_W, seed=0)
+    p.set_prompt(prompts(1)[0].to("cuda"))
+    p.next_frames()
+    assert p.stream.owes_work

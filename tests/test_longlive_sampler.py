@@ -326,3 +326,21 @@ def test_after_timing_recaches_the_window_behind_the_switched_chunk(mode):
     never.set_prompt(new, recache=False)
     never.next_chunk()
     assert not torch.allclose(after.next_chunk(), never.next_chunk())
+
+
+def test_every_new_chunk_s_plan_is_replayable_and_a_stock_recache_pass_is_not():
+    """CUDA graphs replay one-chunk passes over a prefix of the cache (`EngineRuntime.replays`):
+    every plan a new chunk gets, the first chunk and the window's filling included, is one; a
+    stock re-cache pass (several chunks at once) is not."""
+    runtime = EngineRuntime(tiny_dit(local_attn_size=9))
+    store = runtime.setup(1, LAT_H, LAT_W)
+    window = KVWindow(store.geometry)
+    keys_read = []
+    for _ in range(8):
+        plan = window.next_plan()
+        assert plan.replayable, plan.slots
+        keys_read.append(plan.n_valid)
+        window.commit(plan)
+    assert keys_read == sorted(keys_read) and len(set(keys_read)) == store.geometry.n_slots  # filling, then full
+    recache = window.stock_recache_plan()
+    assert recache is not None and len(recache.slots) > 1 and not recache.replayable

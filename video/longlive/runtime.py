@@ -23,9 +23,10 @@ keeps the same split between `model.py` and `generate.py`):
   compiles from the cache in seconds.
 - Everything runs under `torch.inference_mode()`, whichever thread drives (inference mode is
   per thread), so buffers made under it may be written from any thread.
-- `use_cuda_graphs()`: a pass whose rows are all in steady state (full window: the common
-  case) replays one CUDA graph per row range and input shape, whichever ring slot each row
-  writes (write indices are a static input). Other passes launch their kernels directly.
+- `use_cuda_graphs()`: a one-chunk pass whose rows all read the same prefix of their caches
+  (the full window, the common case, or the same point of filling it) replays one CUDA graph
+  per row range, input shape and prefix, whichever slot each row writes (write indices are a
+  static input). Other passes (re-cache passes, mixed fills) launch their kernels directly.
 
 Nothing here knows about prompts, directives or time: `stream.SessionStream` decides which
 passes a session needs, `host.EngineHost` which sessions run together.
@@ -276,19 +277,21 @@ class EngineRuntime:
     # ---- CUDA graphs -----------------------------------------------------------------------
 
     def use_cuda_graphs(self, enabled: bool = True) -> None:
-        """Replay steady-state passes as CUDA graphs (CUDA device, dense attention).
+        """Replay one-chunk passes as CUDA graphs (CUDA device, dense attention).
 
         Why: a pass is a kernel launch per op of every layer (more with several rows: each row's
         attention is its own kernels). The GPU time hardly changes, but the host's does: the
         scheduler decides between passes (who runs, whether a directive preempts a chunk), and
         with graphs a pass is one launch, so it is never waiting for the host to catch up.
 
-        One graph per (row range, input shape, refresh or not), captured the first time such a
-        pass runs, all in one memory pool (passes never run at once). A graph reads the row
-        range's KV and text buffers, the weights, and static inputs (latents, timesteps, each
-        row's write rows), so any ring slot, prompt, re-cache or later session in those rows
+        One graph per (row range, input shape, refresh or not, keys read), captured the first
+        time such a pass runs (the window's filling too, so a session's first chunk, whose
+        latency a viewer waits for, is a launch a pass like the rest), all in one memory pool
+        (passes never run at once). A graph reads the row range's KV and text buffers, the
+        weights, and static inputs (latents, timesteps, each row's write rows), so any ring slot, prompt, re-cache or later session in those rows
         replays it; new buffers (another size, more rows), `compile` or new weights drop them.
-        Warm-up chunks, re-cache passes, rows out of order and sparse routers launch directly.
+        Re-cache passes, rows at different points of filling, rows out of order and sparse
+        routers launch directly. `warm_up` captures the fill's graphs before a real session.
         """
         self._graphs = {} if enabled else None
 
@@ -304,20 +307,21 @@ class EngineRuntime:
     def replays(self, plan: ChunkPlan, router: AttentionRouter) -> bool:
         """Whether a pass of one row with this plan and router replays a CUDA graph (one launch)
         rather than launching its kernels one by one."""
-        return (self._graphs is not None and self.device.type == "cuda" and plan.steady
+        return (self._graphs is not None and self.device.type == "cuda" and plan.replayable
                 and isinstance(router, DenseRouter))
 
     def _graphable(self, rows: list[PassRow], x: torch.Tensor) -> bool:
         return (
             x.is_cuda
             and all(self.replays(r.plan, r.router) for r in rows)
+            and len({r.plan.n_valid for r in rows}) == 1
             and _contiguous(rows) is not None
         )
 
     def _replay(self, rows: list[PassRow], x: torch.Tensor, t: torch.Tensor, fns, refresh: bool) -> torch.Tensor | None:
         store = self._require_store()
         span = _contiguous(rows)
-        key = (span, tuple(x.shape), x.dtype, refresh)
+        key = (span, tuple(x.shape), x.dtype, refresh, rows[0].plan.n_valid)
         write = torch.stack([r.plan.write_index for r in rows])
         captured = self._graphs.get(key)
         if captured is None:

@@ -95,7 +95,7 @@ class ChunkPlan:
     read_index: torch.Tensor | None
     q_cos: torch.Tensor
     q_sin: torch.Tensor
-    steady: bool  # one chunk over the full window, prefix read: batched CUDA graphs replay it
+    replayable: bool  # one chunk over a prefix of the cache (filling or full): CUDA graphs replay it
 
     @property
     def slot(self) -> int:
@@ -178,7 +178,7 @@ class WindowGeometry:
             read_index=None if prefix else torch.tensor(self.rows(read), device=self.device),
             q_cos=q_cos,
             q_sin=q_sin,
-            steady=len(slots) == 1 and len(read) == self.n_slots and prefix,
+            replayable=len(slots) == 1 and prefix,
         )
 
     def shift_index(self, kept: tuple[int, ...]) -> torch.Tensor:
