@@ -14,8 +14,8 @@
 #   bash benchmarks/gpu_wave2.sh host-sync  # CUDA tests (lip-sync stage's too); one stream with the
 #                                         # defaults, timesteps made per pass (a host sync each) vs
 #                                         # cached, side by side; batched 1-3 and paced 1-2 at 480x832 (~8 min)
-#   bash benchmarks/gpu_wave2.sh fill-graphs  # CUDA tests; one stream with the defaults (the window's
-#                                         # filling replayed from graphs too); paced 1-2 at 480x832 (~7 min)
+#   bash benchmarks/gpu_wave2.sh fill-graphs  # CUDA tests; one stream with the defaults, CUDA graphs off
+#                                         # and on (the first chunk: launched vs replayed); paced 1-2 (~9 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
 #
 # Runs from a copy of the tree without .git or a venv: `comfyui_persona` is made importable from
@@ -117,10 +117,11 @@ elif [ "$MODE" = host-sync ]; then
   needs_pydantic paced-480 && step paced-480 130 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
     --seconds 20 --label wave3-host-sync-paced-480
 elif [ "$MODE" = fill-graphs ]; then
-  step gpu-tests 150 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu \
+  step gpu-tests 120 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu \
     tests/test_longlive_host.py tests/test_longlive_fp8.py
-  step single-defaults 240 "${BENCH[@]}" --sizes 480x832 --decoders tae --switches 4 --label wave4-fill-graphs
-  needs_pydantic paced-480 && step paced-480 130 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
+  step single-defaults 270 "${BENCH[@]}" --sizes 480x832 --decoders tae --switches 4 --chunks 12 \
+    --cuda-graphs both --label wave4-fill-graphs
+  needs_pydantic paced-480 && step paced-480 140 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
     --seconds 20 --label wave4-fill-graphs-paced-480
 elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
