@@ -15,7 +15,9 @@
 #                                         # defaults, timesteps made per pass (a host sync each) vs
 #                                         # cached, side by side; batched 1-3 and paced 1-2 at 480x832 (~8 min)
 #   bash benchmarks/gpu_wave2.sh fill-graphs  # CUDA tests; one stream with the defaults, CUDA graphs off
-#                                         # and on (the first chunk: launched vs replayed); paced 1-2 (~9 min)
+#                                         # and on (the first chunk: launched vs replayed)     (~7 min)
+#   bash benchmarks/gpu_wave2.sh queue-ahead  # paced 1-2 sessions at 480x832, the host queuing 2 ticks
+#                                         # ahead of the GPU vs 1 (the default), side by side (~4 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
 #
 # Runs from a copy of the tree without .git or a venv: `comfyui_persona` is made importable from
@@ -121,13 +123,14 @@ elif [ "$MODE" = fill-graphs ]; then
     tests/test_longlive_host.py tests/test_longlive_fp8.py
   step single-defaults 270 "${BENCH[@]}" --sizes 480x832 --decoders tae --switches 4 --chunks 12 \
     --cuda-graphs both --label wave4-fill-graphs
-  needs_pydantic paced-480 && step paced-480 140 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
-    --seconds 20 --label wave4-fill-graphs-paced-480
+elif [ "$MODE" = queue-ahead ]; then
+  needs_pydantic paced-480 && step paced-480 280 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
+    --queue-ahead 2,1 --seconds 20 --label wave4-queue-ahead-paced-480
 elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
 else
-  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | part3 | --smoke" >&2
+  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | part3 | --smoke" >&2
   exit 2
 fi
 
@@ -152,7 +155,7 @@ for path in sorted(glob.glob(os.path.join(out, "*.json")) + glob.glob(os.path.jo
                      f"directive after {eng.get('directive_to_frames_ms_after_p50')} ms, "
                      f"batched-vs-alone {eng.get('batched_equals_alone_max_abs_diff')}")
     for p in m.get("paced", []):
-        lines.append(f"  paced {p['sessions']} @ {p['height']}x{p['width']}: received p50 "
+        lines.append(f"  paced {p['sessions']} @ queue_ahead {p.get('queue_ahead')} @ {p['height']}x{p['width']}: received p50 "
                      f"{p['directive_to_first_changed_frame_received_ms_p50']} p95 "
                      f"{p['directive_to_first_changed_frame_received_ms_p95']} ms, fully new p50 "
                      f"{p['directive_to_fully_new_frame_received_ms_p50']} ms, real time {p['real_time']}, "

@@ -621,6 +621,9 @@ def main(argv=None) -> int:
     serving.add_argument("--sessions", default="1,2,3", help="session counts (paced and capacity), per size")
     serving.add_argument("--processes", default="", help="process counts for the separate-process comparison")
     serving.add_argument("--seconds", type=float, default=20.0, help="paced run length per session count")
+    serving.add_argument("--queue-ahead", default="1",
+                         help="comma list: ticks the engine host queues on the GPU behind the running one "
+                         "(EngineHost.queue_ahead; the default is 1); paced runs once per value, side by side")
     serving.add_argument("--directive-every", default="1.5,3.0",
                          help="seconds between a session's directives: uniform in [a, b]")
     args = parser.parse_args(argv)
@@ -722,13 +725,14 @@ def serve(args, torch, device, card: str, short: str) -> int:
     counts = [int(n) for n in args.sessions.split(",") if n.strip()]
     processes = [int(n) for n in args.processes.split(",") if n.strip()]
     every = tuple(float(v) for v in args.directive_every.split(","))
+    queue_ahead = [int(v) for v in args.queue_ahead.split(",") if v.strip()]
     settings_kw = {"compile": "on" if "default" in args.compile else "off", "linear_precision": args.linear,
                    "recache_mode": args.recache_mode, "cuda_graphs": args.cuda_graphs != "off"}
 
     def write(extra: dict | None = None) -> None:
         write_result(out, "longlive-serving", card, config={
             "preset": args.preset, "sizes": args.sizes, "sessions": counts, "processes": processes,
-            "settings": settings_kw, "seconds_per_paced_run": args.seconds, "directive_every_s": every,
+            "settings": settings_kw, "queue_ahead": queue_ahead, "seconds_per_paced_run": args.seconds, "directive_every_s": every,
             "weights": "random (meta -> to_empty -> seeded init); prompts are fixed random embeddings (UMT5 not "
             "on the paced path: cached per prompt)",
             "frames": "TAE-decoded, copied to host memory; 'received' = on the client, 'shown' = when its 16 fps "
@@ -757,8 +761,9 @@ def serve(args, torch, device, card: str, short: str) -> int:
                 metrics["capacity"].append(res)
                 print(json.dumps({"capacity": res}), flush=True)
                 write()
-            for n in counts if args.paced else []:
-                res = serving.paced(engine, torch, n, h, w, args.seconds, every_s=every, seed=n)
+            for ahead, n in [(a, n) for a in queue_ahead for n in counts] if args.paced else []:
+                engine.host.queue_ahead = ahead
+                res = {"queue_ahead": ahead, **serving.paced(engine, torch, n, h, w, args.seconds, every_s=every, seed=n)}
                 metrics["paced"].append(res)
                 print(json.dumps({"paced": res}), flush=True)
                 write()

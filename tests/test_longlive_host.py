@@ -407,3 +407,9 @@ def test_cuda_a_refresh_is_queued_before_the_frames_only_when_it_replays_a_graph
     p.set_prompt(prompts(1)[0].to("cuda"))
     p.next_frames()
     assert p.stream.owes_work
+
+
+def test_the_host_queues_at_least_one_tick_ahead():
+    """`queue_ahead` 0 would make the GPU wait for the host between every two passes."""
+    with pytest.raises(ValueError, match="queue_ahead"):
+        EngineHost(EngineRuntime(tiny_dit()), tiny_taehv(), queue_ahead=0)

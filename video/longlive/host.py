@@ -209,9 +209,11 @@ class EngineHost:
 
     def __init__(self, runtime: EngineRuntime, decoder, *, max_sessions: int = 4, preempt: bool = True,
                  prefetch: bool = True, policy: str = "deadline", queue_owed: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 queue_ahead: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
         if policy not in ("deadline", "all"):
             raise ValueError(f"policy must be 'deadline' or 'all', got {policy!r}")
+        if queue_ahead < 1:
+            raise ValueError(f"queue_ahead must be at least 1, got {queue_ahead}")
         self.runtime = runtime
         self.decoder = decoder
         self.max_sessions = max_sessions
@@ -221,6 +223,8 @@ class EngineHost:
         #: Queue a lone session's refresh before handing its frames out (`_queue_owed`). Default: on
         #: a GPU, where the queued pass runs while the caller works; on a CPU it would delay it.
         self.queue_owed = runtime.device.type == "cuda" if queue_owed is None else queue_owed
+        #: Ticks the host queues on the GPU behind the one running (`_throttle`).
+        self.queue_ahead = queue_ahead
         self.clock = clock
         self.sessions: list[HostedSession] = []
         self.stats = HostStats()
@@ -430,9 +434,15 @@ class EngineHost:
             self._cond.notify_all()
 
     def _throttle(self) -> None:
-        """Keep at most two ticks queued on the GPU, so scheduling decisions (who runs, whether a
-        directive preempts) are never more than a pass behind. Called without work in hand."""
-        while len(self._inflight) > 2:
+        """Keep at most `queue_ahead` ticks queued on the GPU behind the one running, so
+        scheduling decisions (who runs, whether a directive restarts a chunk) are made a pass
+        ahead, not a chunk ahead. Why one: with CUDA graphs a tick is queued in a millisecond or
+        two, so the GPU never waits for the next; but every tick queued is a pass a directive
+        cannot stop. With two, a lone session's chunk had all its passes queued once its first
+        pass ended, so a directive arriving later in the chunk could not restart it and waited
+        for the whole chunk and the next (benchmarks/results/longlive-serving-*-wave4-*: the
+        side by side). Called without work in hand."""
+        while len(self._inflight) > self.queue_ahead:
             event = self._inflight.popleft()
             self._lock.release()
             try:
