@@ -66,7 +66,8 @@ def _row(report) -> dict:
             "frame_offsets_ms": [round(v, 1) for v in report.frame_offsets_ms]}
 
 
-async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0, plant_ms: float = 0.0) -> dict:
+async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0, plant_ms: float = 0.0,
+                       lead_ms: float = 0.0) -> dict:
     from playwright.async_api import async_playwright
 
     from comfyui_persona.video.voice.av_sync import measure, mouth_roi
@@ -94,7 +95,7 @@ async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0, p
                 for n in range(runs):
                     planted = plant_ms if n % 2 else 0.0  # every other run, in the one session
                     for peer in service.webrtc.peers.values():
-                        peer.audio_track.speech_delay_s = planted / 1000.0
+                        peer.audio_track.speech_delay_s = (planted - lead_ms) / 1000.0
                     stop = asyncio.Event()
                     sampler = asyncio.get_running_loop().create_task(sample_playout_skew(page, stop))
                     audio = await start_playout_capture(page, roi)
@@ -179,13 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plant-audio-ms", type=float, default=0.0,
                         help="in every other run, start the server's speech this much after its pictures "
                         "(validates the meters: they should move by it)")
+    parser.add_argument("--audio-lead-ms", type=float, default=0.0,
+                        help="in every run, start the server's speech this much before its pictures: a constant "
+                        "compensation of the receiver's audio output latency, for comparison")
     parser.add_argument("--jitter-ms", type=int, default=0,
                         help="the page's receiver jitterBufferTarget (?jitter=MS); 0: the browser's own")
     args = parser.parse_args(argv)
     if not CHROMIUM.exists():
         raise SystemExit(f"needs Chromium at {CHROMIUM} (scripts/setup.sh test)")
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = asyncio.run(measure_runs(args.runs, SYNC_TEXT, Path(tmp), args.jitter_ms, args.plant_audio_ms))
+        metrics = asyncio.run(measure_runs(args.runs, SYNC_TEXT, Path(tmp), args.jitter_ms, args.plant_audio_ms,
+                                           args.audio_lead_ms))
     for name, prefix in (("played", "played_"), ("WebM", "webm_")):
         print(f"{name}: {metrics[prefix + 'onsets_matched']}/{metrics[prefix + 'onsets_audio']} onsets matched; "
               f"offset mean {metrics[prefix + 'offset_ms_mean']:.1f} ms, p95 |offset| "
@@ -200,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                              "performance.now(); WebM: MediaRecorder (VP8+Opus) of the remote stream",
                   "link": "loopback, no impairment", "persona": "server default",
                   "jitter_buffer_target_ms": args.jitter_ms or "browser default",
-                  "planted_audio_delay_ms": args.plant_audio_ms, "load_avg_1min": os.getloadavg()[0]}
+                  "planted_audio_delay_ms": args.plant_audio_ms, "audio_lead_ms": args.audio_lead_ms, "load_avg_1min": os.getloadavg()[0]}
         path = result_path("webrtc_av_sync", "cpu", args.suffix)
         write_result(path, "webrtc_av_sync", cpu_model(), config, metrics)
         print(f"wrote {path.relative_to(REPO)}")
