@@ -98,6 +98,7 @@ async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0, p
                         peer.audio_track.speech_delay_s = (planted - lead_ms) / 1000.0
                     stop = asyncio.Event()
                     sampler = asyncio.get_running_loop().create_task(sample_playout_skew(page, stop))
+                    leads = [peer.clock.audio_lead_s * 1000.0 for peer in service.webrtc.peers.values()]
                     audio = await start_playout_capture(page, roi)
                     path = await record_speech_received(page, text, folder / f"received-{n}.webm")
                     capture = await stop_playout_capture(page, roi, audio["rate"])
@@ -107,21 +108,25 @@ async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0, p
                     crop = (0, capture.crops.shape[1], 0, capture.crops.shape[2])
                     report = await asyncio.to_thread(measure, path, roi)
                     shown = await asyncio.to_thread(measure, played, crop)
-                    rows.append({**_row(report), "planted_audio_delay_ms": planted, "playout_skew_ms": skew, "played": {
+                    leads += [peer.clock.audio_lead_s * 1000.0 for peer in service.webrtc.peers.values()]
+                    rows.append({**_row(report), "planted_audio_delay_ms": planted, "playout_skew_ms": skew,
+                                 "reported_audio_lag_ms": leads, "played": {
                         **_row(shown), "missed_frames": capture.missed_frames,
                         "pictures": int(capture.crops.shape[0]),
                         "audio_context_base_latency_ms": round(audio["baseLatency"] * 1000, 2),
                         "audio_context_output_latency_ms": round(capture.output_latency_ms, 2),
                         "output_clock_spread_ms": round(capture.clock_spread_ms, 2),
-                        "element_audio_playout_delay_ms": capture.element_playout_delay_ms}})
+                        "element_audio_playout_delay_ms": capture.element_playout_delay_ms,
+                        "display_wait_ms": round(float(np.mean(capture.display_ms - capture.presentation_ms)), 2)}})
                     print(f"run {n} (audio planted {planted:g} ms late): WebM {len(report.offsets_ms)}/{report.audio_onsets} onsets matched, offsets "
                           f"{np.round(report.offsets_ms).astype(int).tolist()} ms; played "
                           f"{len(shown.offsets_ms)}/{shown.audio_onsets}, offsets "
                           f"{np.round(shown.offsets_ms).astype(int).tolist()} ms ({capture.missed_frames} pictures "
                           f"missed; AudioContext base/output latency {audio['baseLatency'] * 1000:.1f}/{capture.output_latency_ms:.1f} ms, "
                           f"output clock spread {capture.clock_spread_ms:.1f} ms, element audio playout delay "
-                          f"{capture.element_playout_delay_ms} ms); Chromium's audio−video playout skew median "
-                          f"{np.median(skew) if skew else float('nan'):.0f} ms", flush=True)
+                          f"{capture.element_playout_delay_ms} ms, display wait {np.mean(capture.display_ms - capture.presentation_ms):.1f} ms); Chromium's audio−video playout skew median "
+                          f"{np.median(skew) if skew else float('nan'):.0f} ms; audio lag reported by the page (server's "
+                          f"speech lead, before/after) {[round(v, 1) for v in leads]} ms", flush=True)
             finally:
                 await browser.close()
     finally:
