@@ -109,8 +109,9 @@ async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0, p
                     report = await asyncio.to_thread(measure, path, roi)
                     shown = await asyncio.to_thread(measure, played, crop)
                     leads += [peer.clock.audio_lead_s * 1000.0 for peer in service.webrtc.peers.values()]
+                    parts = await page.evaluate("window.personaRtc.audioLag")  # {outputMs, displayMs, skewMs, lag}
                     rows.append({**_row(report), "planted_audio_delay_ms": planted, "playout_skew_ms": skew,
-                                 "reported_audio_lag_ms": leads, "played": {
+                                 "reported_audio_lag_ms": leads, "page_audio_lag": parts, "played": {
                         **_row(shown), "missed_frames": capture.missed_frames,
                         "pictures": int(capture.crops.shape[0]),
                         "audio_context_base_latency_ms": round(audio["baseLatency"] * 1000, 2),
@@ -126,7 +127,8 @@ async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0, p
                           f"output clock spread {capture.clock_spread_ms:.1f} ms, element audio playout delay "
                           f"{capture.element_playout_delay_ms} ms, display wait {np.mean(capture.display_ms - capture.presentation_ms):.1f} ms); Chromium's audio−video playout skew median "
                           f"{np.median(skew) if skew else float('nan'):.0f} ms; audio lag reported by the page (server's "
-                          f"speech lead, before/after) {[round(v, 1) for v in leads]} ms", flush=True)
+                          f"speech lead, before/after) {[round(v, 1) for v in leads]} ms, last computed from "
+                          f"{ {k: round(v, 1) for k, v in (parts or {}).items()} }", flush=True)
             finally:
                 await browser.close()
     finally:
