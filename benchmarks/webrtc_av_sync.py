@@ -23,9 +23,13 @@ the same session: each meter must move by it (`*_recovered_delay_ms`).
 
 What the offset was and where it came from: aiortc's Opus path stamped the sound 26.5 ms later
 than it was (headless/server/webrtc_tracks.py AudioTrack says how; the track now encodes and
-paces its own packets). What remains is the receiver's: Chromium's lip-sync leaves the audio
-later than the picture, by about its own dead zone; docs/server.md "WebRTC media" gives the
-decomposition and the result files the numbers.
+paces its own packets). Then the receiver's: Chromium's lip-sync counts neither the sound's
+output latency nor the picture's wait for display, and stops within its own tolerance; the page
+reports the sum (`webrtc.playout`) and the server sends speech that much ahead. Each run
+records the lead the server held (`reported_audio_lag_ms`, before and after the run) and what
+the page computed it from (`page_audio_lag`). `--audio-lead-ms` adds a constant lead on top (the
+experiment that led there). docs/server.md "WebRTC media" gives the decomposition and the result
+files the numbers.
 
     .venv/bin/python benchmarks/webrtc_av_sync.py               # 3 runs, writes webrtc_av_sync-cpu-<date>.json
     .venv/bin/python benchmarks/webrtc_av_sync.py --runs 4 --plant-audio-ms 80 --suffix planted80
