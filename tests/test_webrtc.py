@@ -131,12 +131,13 @@ async def negotiate(client: Viewer, pc: RTCPeerConnection) -> dict:
     """Offer (complete: aiortc gathers before `setLocalDescription` returns), apply the answer,
     wait for `webrtc.state connected`; returns that message."""
     await pc.setLocalDescription(await pc.createOffer())
+    after = len(client.messages)
     await client.send(type="webrtc.offer", id="o1", sdp=pc.localDescription.sdp)
-    answer = await client.wait_for(lambda m: m["type"] in ("webrtc.answer", "error"), NEGOTIATE_TIMEOUT)
+    answer = await client.wait_for(lambda m: m["type"] in ("webrtc.answer", "error"), NEGOTIATE_TIMEOUT, after)
     assert answer["type"] == "webrtc.answer", answer
     assert answer["reply_to"] == "o1"
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-    return await client.wait_type("webrtc.state", NEGOTIATE_TIMEOUT, state="connected")
+    return await client.wait_type("webrtc.state", NEGOTIATE_TIMEOUT, after, state="connected")
 
 
 async def receive(track, count: int, timeout: float = NEGOTIATE_TIMEOUT) -> list:
