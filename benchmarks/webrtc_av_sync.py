@@ -23,9 +23,13 @@ the same session: each meter must move by it (`*_recovered_delay_ms`).
 
 What the offset was and where it came from: aiortc's Opus path stamped the sound 26.5 ms later
 than it was (headless/server/webrtc_tracks.py AudioTrack says how; the track now encodes and
-paces its own packets). What remains is the receiver's: Chromium's lip-sync leaves the audio
-later than the picture, by about its own dead zone; docs/server.md "WebRTC media" gives the
-decomposition and the result files the numbers.
+paces its own packets). Then the receiver's: Chromium's lip-sync counts neither the sound's
+output latency nor the picture's wait for display, and stops within its own tolerance; the page
+reports the sum (`webrtc.playout`) and the server sends speech that much ahead. Each run
+records the lead the server held (`reported_audio_lag_ms`, before and after the run) and what
+the page computed it from (`page_audio_lag`). `--audio-lead-ms` adds a constant lead on top (the
+experiment that led there). docs/server.md "WebRTC media" gives the decomposition and the result
+files the numbers.
 
     .venv/bin/python benchmarks/webrtc_av_sync.py               # 3 runs, writes webrtc_av_sync-cpu-<date>.json
     .venv/bin/python benchmarks/webrtc_av_sync.py --runs 4 --plant-audio-ms 80 --suffix planted80
@@ -66,7 +70,8 @@ def _row(report) -> dict:
             "frame_offsets_ms": [round(v, 1) for v in report.frame_offsets_ms]}
 
 
-async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0, plant_ms: float = 0.0) -> dict:
+async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0, plant_ms: float = 0.0,
+                       lead_ms: float = 0.0) -> dict:
     from playwright.async_api import async_playwright
 
     from comfyui_persona.video.voice.av_sync import measure, mouth_roi
@@ -94,9 +99,10 @@ async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0, p
                 for n in range(runs):
                     planted = plant_ms if n % 2 else 0.0  # every other run, in the one session
                     for peer in service.webrtc.peers.values():
-                        peer.audio_track.speech_delay_s = planted / 1000.0
+                        peer.audio_track.speech_delay_s = (planted - lead_ms) / 1000.0
                     stop = asyncio.Event()
                     sampler = asyncio.get_running_loop().create_task(sample_playout_skew(page, stop))
+                    leads = [peer.clock.audio_lead_s * 1000.0 for peer in service.webrtc.peers.values()]
                     audio = await start_playout_capture(page, roi)
                     path = await record_speech_received(page, text, folder / f"received-{n}.webm")
                     capture = await stop_playout_capture(page, roi, audio["rate"])
@@ -106,21 +112,27 @@ async def measure_runs(runs: int, text: str, folder: Path, jitter_ms: int = 0, p
                     crop = (0, capture.crops.shape[1], 0, capture.crops.shape[2])
                     report = await asyncio.to_thread(measure, path, roi)
                     shown = await asyncio.to_thread(measure, played, crop)
-                    rows.append({**_row(report), "planted_audio_delay_ms": planted, "playout_skew_ms": skew, "played": {
+                    leads += [peer.clock.audio_lead_s * 1000.0 for peer in service.webrtc.peers.values()]
+                    parts = await page.evaluate("window.personaRtc.audioLag")  # {outputMs, displayMs, skewMs, lag}
+                    rows.append({**_row(report), "planted_audio_delay_ms": planted, "playout_skew_ms": skew,
+                                 "reported_audio_lag_ms": leads, "page_audio_lag": parts, "played": {
                         **_row(shown), "missed_frames": capture.missed_frames,
                         "pictures": int(capture.crops.shape[0]),
                         "audio_context_base_latency_ms": round(audio["baseLatency"] * 1000, 2),
                         "audio_context_output_latency_ms": round(capture.output_latency_ms, 2),
                         "output_clock_spread_ms": round(capture.clock_spread_ms, 2),
-                        "element_audio_playout_delay_ms": capture.element_playout_delay_ms}})
+                        "element_audio_playout_delay_ms": capture.element_playout_delay_ms,
+                        "display_wait_ms": round(float(np.mean(capture.display_ms - capture.presentation_ms)), 2)}})
                     print(f"run {n} (audio planted {planted:g} ms late): WebM {len(report.offsets_ms)}/{report.audio_onsets} onsets matched, offsets "
                           f"{np.round(report.offsets_ms).astype(int).tolist()} ms; played "
                           f"{len(shown.offsets_ms)}/{shown.audio_onsets}, offsets "
                           f"{np.round(shown.offsets_ms).astype(int).tolist()} ms ({capture.missed_frames} pictures "
                           f"missed; AudioContext base/output latency {audio['baseLatency'] * 1000:.1f}/{capture.output_latency_ms:.1f} ms, "
                           f"output clock spread {capture.clock_spread_ms:.1f} ms, element audio playout delay "
-                          f"{capture.element_playout_delay_ms} ms); Chromium's audio−video playout skew median "
-                          f"{np.median(skew) if skew else float('nan'):.0f} ms", flush=True)
+                          f"{capture.element_playout_delay_ms} ms, display wait {np.mean(capture.display_ms - capture.presentation_ms):.1f} ms); Chromium's audio−video playout skew median "
+                          f"{np.median(skew) if skew else float('nan'):.0f} ms; audio lag reported by the page (server's "
+                          f"speech lead, before/after) {[round(v, 1) for v in leads]} ms, last computed from "
+                          f"{ {k: round(v, 1) for k, v in (parts or {}).items()} }", flush=True)
             finally:
                 await browser.close()
     finally:
@@ -179,13 +191,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plant-audio-ms", type=float, default=0.0,
                         help="in every other run, start the server's speech this much after its pictures "
                         "(validates the meters: they should move by it)")
+    parser.add_argument("--audio-lead-ms", type=float, default=0.0,
+                        help="in every run, start the server's speech this much before its pictures: a constant "
+                        "compensation of the receiver's audio output latency, for comparison")
     parser.add_argument("--jitter-ms", type=int, default=0,
                         help="the page's receiver jitterBufferTarget (?jitter=MS); 0: the browser's own")
     args = parser.parse_args(argv)
     if not CHROMIUM.exists():
         raise SystemExit(f"needs Chromium at {CHROMIUM} (scripts/setup.sh test)")
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = asyncio.run(measure_runs(args.runs, SYNC_TEXT, Path(tmp), args.jitter_ms, args.plant_audio_ms))
+        metrics = asyncio.run(measure_runs(args.runs, SYNC_TEXT, Path(tmp), args.jitter_ms, args.plant_audio_ms,
+                                           args.audio_lead_ms))
     for name, prefix in (("played", "played_"), ("WebM", "webm_")):
         print(f"{name}: {metrics[prefix + 'onsets_matched']}/{metrics[prefix + 'onsets_audio']} onsets matched; "
               f"offset mean {metrics[prefix + 'offset_ms_mean']:.1f} ms, p95 |offset| "
@@ -200,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                              "performance.now(); WebM: MediaRecorder (VP8+Opus) of the remote stream",
                   "link": "loopback, no impairment", "persona": "server default",
                   "jitter_buffer_target_ms": args.jitter_ms or "browser default",
-                  "planted_audio_delay_ms": args.plant_audio_ms, "load_avg_1min": os.getloadavg()[0]}
+                  "planted_audio_delay_ms": args.plant_audio_ms, "audio_lead_ms": args.audio_lead_ms, "load_avg_1min": os.getloadavg()[0]}
         path = result_path("webrtc_av_sync", "cpu", args.suffix)
         write_result(path, "webrtc_av_sync", cpu_model(), config, metrics)
         print(f"wrote {path.relative_to(REPO)}")

@@ -131,12 +131,13 @@ async def negotiate(client: Viewer, pc: RTCPeerConnection) -> dict:
     """Offer (complete: aiortc gathers before `setLocalDescription` returns), apply the answer,
     wait for `webrtc.state connected`; returns that message."""
     await pc.setLocalDescription(await pc.createOffer())
+    after = len(client.messages)
     await client.send(type="webrtc.offer", id="o1", sdp=pc.localDescription.sdp)
-    answer = await client.wait_for(lambda m: m["type"] in ("webrtc.answer", "error"), NEGOTIATE_TIMEOUT)
+    answer = await client.wait_for(lambda m: m["type"] in ("webrtc.answer", "error"), NEGOTIATE_TIMEOUT, after)
     assert answer["type"] == "webrtc.answer", answer
     assert answer["reply_to"] == "o1"
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-    return await client.wait_type("webrtc.state", NEGOTIATE_TIMEOUT, state="connected")
+    return await client.wait_type("webrtc.state", NEGOTIATE_TIMEOUT, after, state="connected")
 
 
 async def receive(track, count: int, timeout: float = NEGOTIATE_TIMEOUT) -> list:
@@ -599,3 +600,72 @@ async def test_an_offer_that_would_make_the_server_receive_media_is_refused(serv
                 await pc.close()
         await client.wait_binary(MEDIA_JPEG, 3, after=len(client.messages))
         assert not service.webrtc.peers
+
+
+# -- lip-sync across the viewer's audio output (webrtc.playout) --------------------------------------
+
+
+async def test_speech_leads_its_picture_by_the_reported_audio_lag():
+    """A viewer hears each sound its audio output latency after its own playout: with the lag
+    it reported (`MediaClock.audio_lead_s`), a stretch of speech starts that much before its
+    picture's time, so sound and picture reach the viewer together."""
+    from comfyui_persona.headless.server.webrtc_tracks import AudioTrack, MediaClock
+
+    clock = MediaClock()
+    clock.audio_lead_s = 0.03
+    track = AudioTrack(22050, clock)
+    loop = asyncio.get_running_loop()
+    clock.place(0, loop.time() + 1.0)  # pictures due a second from now: the speech is in time
+    speech = (np.sin(np.arange(2205) / 7.0) * 8000 + 9000).astype(np.int16)
+    track.push_packet(_packet(100, speech))
+    stream = np.concatenate([track.pcm_chunk(loop.time()) for _ in range(80)])
+    first = int(np.flatnonzero(stream)[0])
+    assert abs(first / 22050 - (clock.due(100) - 0.03 - track._start)) <= 1 / 22050
+    assert clock.moves == 0  # the pictures kept their time
+
+
+async def test_speech_too_late_for_the_lead_starts_at_once_and_the_pictures_wait():
+    """Speech that comes after its lead time cannot be sent earlier: it starts at once and the
+    pictures' mapping moves later by the shortfall, so the lead holds between sound and picture."""
+    from comfyui_persona.headless.server.webrtc_tracks import AudioTrack, MediaClock
+
+    clock = MediaClock()
+    clock.audio_lead_s = 0.05
+    track = AudioTrack(22050, clock)
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    clock.place(0, now)  # the picture at pts 0 leaves 20 ms from now: 30 ms too soon for the lead
+    track.push_packet(_packet(0, np.ones(441, dtype=np.int16)))
+    first = track.pcm_chunk(now)
+    assert first[0] == 1  # from the chunk's first sample on
+    assert clock.moves == 1
+    assert clock.due(0) - track._start == pytest.approx(0.05, abs=1 / 22050)
+
+
+async def test_the_viewers_audio_lag_sets_the_lead_and_bad_reports_are_refused_by_name(service):
+    """`webrtc.playout` needs a peer, takes a number of ms in [0, 200] and sets the peer's speech
+    lead; a bad one is `invalid`, names the field, and changes nothing: the peer stays connected."""
+    async with running(service) as server, viewer(server) as client, peer() as pc:
+        await client.send(type="webrtc.playout", audio_lag_ms=30)
+        assert "webrtc.offer first" in (await client.wait_type("error", code="invalid"))["message"]
+        await negotiate(client, pc)
+        (rtc,) = service.webrtc.peers.values()
+        assert rtc.clock.audio_lead_s == 0.0  # nothing reported: the streams as sent
+        await client.send(type="webrtc.playout", audio_lag_ms=28.5)
+        await client.send(type="ping", id="p1")
+        await client.wait_type("pong", id="p1")  # handled in order: the report before it is applied
+        assert rtc.clock.audio_lead_s == pytest.approx(0.0285)
+        bad = [{"audio_lag_ms": -1}, {"audio_lag_ms": 201}, {"audio_lag_ms": "30"}, {"audio_lag_ms": True}, {}]
+        for n, fields in enumerate(bad):
+            seen = len(client.messages)
+            await client.send(type="webrtc.playout", id=f"b{n}", **fields)
+            error = await client.wait_type("error", after=seen, reply_to=f"b{n}")
+            assert error["code"] == "invalid" and "'audio_lag_ms'" in error["message"] and "[0, 200]" in error["message"]
+        seen = len(client.messages)
+        await client.ws.send('{"type": "webrtc.playout", "id": "nan", "audio_lag_ms": NaN}')
+        assert (await client.wait_type("error", after=seen, reply_to="nan"))["code"] == "invalid"
+        assert rtc.clock.audio_lead_s == pytest.approx(0.0285)
+        assert rtc.live and service.webrtc.peers and not any(m["type"] == "webrtc.state" and m["media"] == "websocket"
+                                                               for m in client.messages)
+        frames = await receive(await pc.tracks["video"], 3)
+        assert len(frames) == 3

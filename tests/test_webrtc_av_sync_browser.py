@@ -2,7 +2,9 @@
 its remote stream (MediaRecorder) while the persona speaks, and the WebM is measured the way
 benchmarks/av_sync.py measures recordings (voiced onsets against mouth openings).
 
-What the test holds: the recording of what was received decodes, its audio has one voiced
+What the test holds: the page reports its audio lag (`webrtc.playout`: Chromium's audio output
+latency less its lip-sync's skew) and the server's peer takes it as its speech lead; the
+recording of what was received decodes, its audio has one voiced
 onset per sentence and its picture one mouth opening per sentence, and at least one pair lines
 up within the detector's match window (150 ms). It does not hold every pair to that window:
 on this shared 2-core box the received offset can drift past it under load; the offset itself
@@ -35,6 +37,21 @@ service, _warm = service_fixtures()
 TEXT = "Ah. Eye. Up. Egg. Ice."
 
 
+async def _reported_audio_lag(page, service, timeout_s: float = 60.0) -> float:
+    """The audio lag the page reported (`webrtc.playout`) once the server's peer holds it as its
+    speech lead (the page reports once Chromium's lip-sync has settled)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        lag = await page.evaluate("window.personaRtc.audioLagMs")
+        leads = [peer.clock.audio_lead_s * 1000.0 for peer in service.webrtc.peers.values()]
+        if lag is not None and leads == [pytest.approx(lag)]:
+            return lag
+        if loop.time() > deadline:
+            raise AssertionError(f"the page reported {lag} ms, the server's speech lead is {leads} ms")
+        await asyncio.sleep(0.1)
+
+
 async def test_received_webrtc_media_carry_each_spoken_onset_and_mouth_opening(service, tmp_path):
     from playwright.async_api import async_playwright
 
@@ -46,6 +63,8 @@ async def test_received_webrtc_media_carry_each_spoken_onset_and_mouth_opening(s
             await _wait_js(page, "window.personaRtc.transport === 'webrtc' && window.personaRtc.frames >= 12", 30)
             persona = await page.evaluate("window.personaRtc.client.ready.persona.id")
             path = await record_speech_received(page, TEXT, tmp_path / "received.webm")
+            lag = await _reported_audio_lag(page, service)
+            assert 0 <= lag <= 200
             assert not errors, errors
         finally:
             await browser.close()

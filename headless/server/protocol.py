@@ -33,7 +33,7 @@ MEDIA_AUDIO = 2
 _MEDIA_HEADER = struct.Struct(">BIQ")  # u8 kind, u32 frame_index, u64 pts_ms (big-endian)
 
 CLIENT_TYPES = ("hello", "chat", "action", "reset", "ping", "record", "resume", "webrtc.offer", "webrtc.candidate",
-                "webrtc.close")
+                "webrtc.close", "webrtc.playout")
 ERROR_CODES = (
     "bad_json",
     "unknown_type",
@@ -146,12 +146,24 @@ class WebRTCClose:
     id: str | None
 
 
-ClientMessage = Hello | Chat | Action | Reset | Ping | Record | Resume | WebRTCOffer | WebRTCCandidate | WebRTCClose
+@dataclass(frozen=True)
+class WebRTCPlayout:
+    """1.1: how much later the viewer hears a sound than it sees the picture sent with it, as the
+    receiver measures it (its audio output latency, which a browser's lip-sync leaves out, less
+    the audio−video skew that sync left); the server sends speech that much ahead of its pictures."""
+
+    audio_lag_ms: float
+
+
+ClientMessage = (Hello | Chat | Action | Reset | Ping | Record | Resume | WebRTCOffer | WebRTCCandidate | WebRTCClose
+                 | WebRTCPlayout)
 
 #: Longest SDP accepted in `webrtc.offer` (a browser's offer with every codec is ~6-10 KB).
 MAX_SDP_CHARS = 32 * 1024
 #: Longest `webrtc.candidate.candidate` line.
 MAX_CANDIDATE_CHARS = 1024
+#: Largest `webrtc.playout.audio_lag_ms`: a wireless headset's output latency (the pictures wait that long).
+MAX_AUDIO_LAG_MS = 200.0
 
 
 def frame_too_large(data: str | bytes) -> bool:
@@ -346,9 +358,17 @@ def _webrtc_close(obj: dict, reply_to: str | None) -> WebRTCClose:
     return WebRTCClose(id=_id(obj, required=False))
 
 
+def _webrtc_playout(obj: dict, reply_to: str | None) -> WebRTCPlayout:
+    value = obj.get("audio_lag_ms")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= MAX_AUDIO_LAG_MS:
+        raise ProtocolError("invalid", f"field 'audio_lag_ms' is required: a number of milliseconds in "
+                            f"[0, {MAX_AUDIO_LAG_MS:g}]", reply_to)
+    return WebRTCPlayout(audio_lag_ms=float(value))
+
+
 _PARSERS = {"hello": _hello, "chat": _chat, "action": _action, "reset": _reset, "ping": _ping, "record": _record,
             "resume": _resume, "webrtc.offer": _webrtc_offer, "webrtc.candidate": _webrtc_candidate,
-            "webrtc.close": _webrtc_close}
+            "webrtc.close": _webrtc_close, "webrtc.playout": _webrtc_playout}
 
 
 # -- server → client -----------------------------------------------------------------------

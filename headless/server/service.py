@@ -49,6 +49,7 @@ from .protocol import (
     WebRTCCandidate,
     WebRTCClose,
     WebRTCOffer,
+    WebRTCPlayout,
     error_message,
     frame_too_large,
     parse,
@@ -564,7 +565,7 @@ class PersonaService:
             session.resume()
         elif isinstance(message, Record):
             await session.set_recording(message.on, message.id)
-        elif isinstance(message, (WebRTCOffer, WebRTCCandidate, WebRTCClose)):
+        elif isinstance(message, (WebRTCOffer, WebRTCCandidate, WebRTCClose, WebRTCPlayout)):
             await self.webrtc.handle(connection, message)
         return False
 

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .protocol import ProtocolError, WebRTCCandidate, WebRTCClose, WebRTCOffer, error_message
+from .protocol import ProtocolError, WebRTCCandidate, WebRTCClose, WebRTCOffer, WebRTCPlayout, error_message
 
 if TYPE_CHECKING:
     from .config import ServerConfig
@@ -272,6 +272,10 @@ class WebRTCDesk:
             if peer is None:
                 raise ProtocolError("invalid", "no WebRTC peer connection: send webrtc.offer first")
             await peer.add_candidate(message)
+        elif isinstance(message, WebRTCPlayout):
+            if peer is None:
+                raise ProtocolError("invalid", "no WebRTC peer connection: send webrtc.offer first")
+            peer.clock.audio_lead_s = message.audio_lag_ms / 1000.0
         elif isinstance(message, WebRTCClose):
             if peer is not None:
                 await peer.end("closed", "closed by the client")

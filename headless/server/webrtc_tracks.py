@@ -74,6 +74,14 @@ class MediaClock:
         self._offset: float | None = None  # loop time = offset + pts
         self.speaking = False  # set by the audio track: speech is on the wire
         self.moves = 0  # times the mapping was moved (diagnostics)
+        #: Speech leaves this much before its picture: how much later the viewer hears a sound
+        #: than it sees the picture sent with it, as its receiver reported (`webrtc.playout`).
+        #: A browser's lip-sync aligns the two streams' playout by the sender reports but leaves
+        #: out the sound's output latency (the audio device's buffer, ~30 ms); sent that much
+        #: earlier, the sound is heard with its picture (docs/server.md "WebRTC media"). Taken
+        #: at the start of each stretch of speech, so a stretch plays on one mapping. 0: none
+        #: reported (a client that does not measure keeps the streams as sent).
+        self.audio_lead_s = 0.0
 
     def due(self, pts_ms: float) -> float | None:
         """Loop time at which `pts_ms` leaves; None before the first picture."""
@@ -242,7 +250,9 @@ class AudioTrack(MediaStreamTrack):
     sender reports); an audio stream sent only while speaking, its timestamps running on across
     the pauses, cannot be mapped and was measured out of sync (docs/server.md "WebRTC media").
     Each stretch of speech starts in the 20 ms chunk, at the sample, where the picture with its
-    pts is handed over (`MediaClock.due`), and then plays on contiguously (`pcm_chunk`).
+    pts is handed over (`MediaClock.due`), less the receiver's reported audio lag
+    (`MediaClock.audio_lead_s`), and then plays on contiguously (`pcm_chunk`). Speech that
+    comes after that time starts at once and the pictures wait for it (`MediaClock.delay_by`).
 
     Why the track encodes Opus itself and returns packets (aiortc sends a packet's pts as its
     RTP timestamp): aiortc's own audio path stamped the sound later than it is. aiortc pairs an
@@ -364,7 +374,7 @@ class AudioTrack(MediaStreamTrack):
                 if due is None or now - speech.arrived >= MAX_AUDIO_HOLD_S:
                     due = at  # no picture yet, or a stalled one: speech must not wait for it
                 else:
-                    due += self.speech_delay_s
+                    due += self.speech_delay_s - self.clock.audio_lead_s
                 offset = round((due - at) * self.rate)
                 if offset >= out.size:
                     return sounded  # it starts in a later frame

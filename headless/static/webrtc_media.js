@@ -27,6 +27,22 @@ const PLAYOUT = {
   marginMs: 100, // beyond one round trip: noticing the loss, the NACK's own way, decoding
   maxMs: 1000, // never more (a link this bad needs a lower bitrate, not a longer wait)
 };
+// Lip-sync across the audio output (protocol `webrtc.playout`): the browser aligns the two
+// tracks by the sender's clock (RTCP sender reports) up to where it hands them on: the sound
+// to the audio device, the picture to the compositor. It counts neither what comes after (the
+// sound's output latency, `media-playout` stats; the picture's wait from its delivery to its
+// display, requestVideoFrameCallback against getSynchronizationSources) nor, within its own
+// tolerance, the skew it leaves (`estimatedPlayoutTimestamp` of audio minus video). Together
+// they say how much later the viewer hears a sound than it sees its picture; the page reports
+// that and the server sends speech that much ahead (docs/server.md "WebRTC media").
+const AUDIO_LAG = {
+  checkMs: 500, // how often the receiver's statistics are read
+  window: 10, // readings the lag is taken over (the median skew, the latency over the window)
+  pictures: 48, // pictures the display wait is the median of
+  stepMs: 3, // a new value is sent when it moved this much from the last one sent
+  maxSkewMs: 30, // the browser's sync has not settled while its skew is larger (its own tolerance is about this): nothing sent
+  maxMs: 200, // the protocol's bound (the pictures wait this long at most)
+};
 const GATHER_LIMIT_MS = 3000; // offer with what was gathered by then (a host candidate comes at once)
 
 // The transport a page uses unless the user chose otherwise: WebRTC, which falls back to the
@@ -49,7 +65,10 @@ export class WebRTCMedia extends EventTarget {
     this.frames = 0; // pictures the <video> element presented (requestVideoFrameCallback)
     this.offerId = null;
     this.playoutTargetMs = null; // the tracks' jitterBufferTarget now (null: the browser's own)
+    this.audioLagMs = null; // the audio lag last reported to the server (`webrtc.playout`)
+    this.audioLag = null; // what it was made of, last computed: {outputMs, displayMs, skewMs, lag}
     this._watch = null;
+    this._lagWatch = null;
     client.addEventListener("ready", (event) => this._ready(event.detail));
     client.addEventListener("status", (event) => { if (event.detail.state !== "ready") this.stop("disconnected"); });
     client.addEventListener("webrtc.answer", (event) => this._answer(event.detail));
@@ -107,6 +126,7 @@ export class WebRTCMedia extends EventTarget {
     if (message.media === "webrtc" && this.pc) {
       this._switch("webrtc", { codecs: message.codecs });
       this._watchLoss(this.pc);
+      this._watchAudioLag(this.pc);
       this.video.play().catch(() => {
         // Autoplay with sound needs a user gesture: start muted, unmute at the first one.
         this.video.muted = true;
@@ -161,6 +181,49 @@ export class WebRTCMedia extends EventTarget {
     }, PLAYOUT.checkMs);
   }
 
+  /** Report how much later the sound is heard than its picture is seen (`webrtc.playout`). */
+  _watchAudioLag(pc) {
+    clearInterval(this._lagWatch);
+    const readings = [], waits = [];
+    const receiver = pc.getReceivers().find((r) => r.track.kind === "video");
+    const median = (values) => [...values].sort((a, b) => a - b)[values.length >> 1];
+    // A presented picture that is the one last delivered to the track: from delivery to display.
+    const onFrame = (now, meta) => {
+      if (pc !== this.pc) return;
+      const source = receiver.getSynchronizationSources()[0];
+      if (source && meta.rtpTimestamp !== undefined && source.rtpTimestamp === meta.rtpTimestamp) {
+        waits.push(meta.expectedDisplayTime - (source.timestamp - performance.timeOrigin));
+        if (waits.length > AUDIO_LAG.pictures) waits.shift();
+      }
+      this.video.requestVideoFrameCallback(onFrame);
+    };
+    if (receiver?.getSynchronizationSources && this.video.requestVideoFrameCallback) this.video.requestVideoFrameCallback(onFrame);
+    this._lagWatch = setInterval(async () => {
+      if (pc !== this.pc) { clearInterval(this._lagWatch); return; }
+      let delay = null, count = 0, audio = null, video = null;
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === "media-playout" && s.totalSamplesCount) { delay = s.totalPlayoutDelay; count = s.totalSamplesCount; }
+        else if (s.type === "inbound-rtp" && s.estimatedPlayoutTimestamp) {
+          if (s.kind === "audio") audio = s.estimatedPlayoutTimestamp; else video = s.estimatedPlayoutTimestamp;
+        }
+      });
+      if (delay === null || audio === null || video === null) return; // a browser without them: nothing to say
+      readings.push({ delay, count, skew: audio - video });
+      if (readings.length > AUDIO_LAG.window) readings.shift();
+      if (readings.length < AUDIO_LAG.window) return;
+      const first = readings[0], last = readings[readings.length - 1];
+      if (last.count <= first.count) return;
+      const outputMs = ((last.delay - first.delay) / (last.count - first.count)) * 1000;
+      const skewMs = median(readings.map((r) => r.skew));
+      const displayMs = waits.length ? Math.max(0, median(waits)) : 0;
+      if (Math.abs(skewMs) > AUDIO_LAG.maxSkewMs) return;
+      const lag = Math.round(Math.min(AUDIO_LAG.maxMs, Math.max(0, outputMs - displayMs - skewMs)));
+      this.audioLag = { outputMs, displayMs, skewMs, lag };
+      if (this.audioLagMs !== null && Math.abs(lag - this.audioLagMs) < AUDIO_LAG.stepMs) return;
+      if (this.client.signal({ type: "webrtc.playout", audio_lag_ms: lag })) this.audioLagMs = lag;
+    }, AUDIO_LAG.checkMs);
+  }
+
   _setPlayoutTarget(pc, ms) {
     if (ms === this.playoutTargetMs) return;
     for (const receiver of pc.getReceivers()) {
@@ -176,7 +239,11 @@ export class WebRTCMedia extends EventTarget {
 
   stop(reason) {
     clearInterval(this._watch);
+    clearInterval(this._lagWatch);
     this._watch = null;
+    this._lagWatch = null;
+    this.audioLagMs = null;
+    this.audioLag = null;
     this.playoutTargetMs = null;
     const pc = this.pc;
     this.pc = null;
