@@ -124,8 +124,11 @@ elif [ "$MODE" = fill-graphs ]; then
   step single-defaults 270 "${BENCH[@]}" --sizes 480x832 --decoders tae --switches 4 --chunks 12 \
     --cuda-graphs both --label wave4-fill-graphs
 elif [ "$MODE" = queue-ahead ]; then
-  needs_pydantic paced-480 && step paced-480 280 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
-    --queue-ahead 2,1 --seconds 20 --label wave4-queue-ahead-paced-480
+  # PACED_SECONDS=40 for a longer run (about twice the directives), labelled -long
+  PACED_SECONDS=${PACED_SECONDS:-20}
+  needs_pydantic paced-480 && step paced-480 560 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
+    --queue-ahead 2,1 --seconds "$PACED_SECONDS" \
+    --label "wave4-queue-ahead-paced-480$([ "$PACED_SECONDS" = 20 ] || echo -long)"
 elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
