@@ -440,8 +440,9 @@ class EngineHost:
         two, so the GPU never waits for the next; but every tick queued is a pass a directive
         cannot stop. With two, a lone session's chunk had all its passes queued once its first
         pass ended, so a directive arriving later in the chunk could not restart it and waited
-        for the whole chunk and the next (benchmarks/results/longlive-serving-*-wave4-*: the
-        side by side). Called without work in hand."""
+        for the whole chunk and the next (side by side:
+        benchmarks/results/longlive-serving-h100-2026-12-06-wave4-queue-ahead-paced-480.json).
+        Called without work in hand."""
         while len(self._inflight) > self.queue_ahead:
             event = self._inflight.popleft()
             self._lock.release()
