@@ -210,3 +210,20 @@ def test_a_viewer_asking_late_joins_the_batch_through_a_chunk_begun_for_it():
     for mine, theirs in zip(got, alone, strict=True):
         for a, b in zip(mine, theirs, strict=True):
             assert a.shape == b.shape and int(np.abs(a.astype(int) - b.astype(int)).max()) <= 1
+
+
+def test_a_chunk_begun_early_reports_only_the_directives_it_shows():
+    """The host may begin a viewer's next chunk (to ride in another viewer's batch) before the
+    viewer's thread has taken the last one. Each chunk must still report the directives it is
+    the first to show, not those of the chunk begun after it. The race needs two threads; what
+    decides it is the order of the begin hook's calls, made here in the race's order: chunk k
+    begins, a directive comes, chunk k+1 begins, then the caller takes chunk k."""
+    engine = tiny_engine(blend_chunks=1)
+    engine.start_session(SPEC)
+    engine.next_chunk()
+    engine.submit([ActionDirective(action="wave", expression="smile", intensity=0.8, duration_s=3.0)], seq=1)
+    engine._begin_chunk()  # the host begins chunk k
+    engine.submit([ActionDirective(action="nod", expression="neutral", intensity=0.8, duration_s=3.0)], seq=2)
+    engine._begin_chunk()  # and chunk k+1, before chunk k is handed out
+    assert engine.next_chunk().shows_directives == [1]
+    assert engine.next_chunk().shows_directives == [2]

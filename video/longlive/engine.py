@@ -256,7 +256,11 @@ class LongLiveBackend:
             self._speaker_windows: list[tuple[int, int, str]] = []
             self.frame_index = 0
             self.shows: list[int] = []
-            self._chunk_shows: list[int] = []
+            # Per chunk begun and not yet handed out, oldest first: the directives it is the
+            # first to show. The host may begin a session's next chunk (to ride in another
+            # session's batch) before the caller has taken the last one, so one slot would
+            # give the older chunk the newer one's directives.
+            self._chunk_shows: deque[list[int]] = deque()
             rest_prompt = self._compose()
         rest = self._embed(rest_prompt)
         with self._lock:
@@ -288,7 +292,8 @@ class LongLiveBackend:
         """The host's begin hook (driver thread): this chunk's step of the blend, or None."""
         with self._lock:
             self._blend_before_chunk = self.blender.state()
-            self._chunk_shows, self.shows = self.shows, []  # directives this chunk is the first to show
+            self._chunk_shows.append(self.shows)  # directives this chunk is the first to show
+            self.shows = []
             embedding, changed = self.blender.step()
             return embedding if changed else None
 
@@ -299,7 +304,10 @@ class LongLiveBackend:
             before = self.blender.current
             if self._blend_before_chunk is not None:
                 self.blender.restore(self._blend_before_chunk)
-            self._chunk_shows, self.shows = self._chunk_shows + self.shows, []
+            if not self._chunk_shows:
+                self._chunk_shows.append([])
+            self._chunk_shows[-1] += self.shows  # the chunk in flight is the newest begun
+            self.shows = []
             embedding, _ = self.blender.step()
             return None if embedding is before else embedding
 
@@ -541,7 +549,7 @@ class LongLiveBackend:
         with self._lock:
             first = self.frame_index
             self.frame_index += frames.shape[0]
-            shows, self._chunk_shows = self._chunk_shows, []
+            shows = self._chunk_shows.popleft() if self._chunk_shows else []
             self._tick()
         pts = [round(i * 1000 / NATIVE_FPS) for i in range(first, self.frame_index)]
         return Chunk(frames=np.ascontiguousarray(frames), first_index=first, pts_ms=pts, shows_directives=shows)
