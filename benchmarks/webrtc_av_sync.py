@@ -28,8 +28,10 @@ output latency nor the picture's wait for display, and stops within its own tole
 reports the sum (`webrtc.playout`) and the server sends speech that much ahead. Each run
 records the lead the server held (`reported_audio_lag_ms`, before and after the run) and what
 the page computed it from (`page_audio_lag`). `--audio-lead-ms` adds a constant lead on top (the
-experiment that led there). docs/server.md "WebRTC media" gives the decomposition and the result
-files the numbers.
+experiment that led there). Last, a reply's first mouth opening, which the preview drew late
+(its speech layer faded in from the first shape, and again when a sentence was handed over
+during that opening: video/preview/visemes.py `Speech`). docs/server.md "WebRTC media" gives
+the decomposition and the result files the numbers.
 
     .venv/bin/python benchmarks/webrtc_av_sync.py               # 3 runs, writes webrtc_av_sync-cpu-<date>.json
     .venv/bin/python benchmarks/webrtc_av_sync.py --runs 4 --plant-audio-ms 80 --suffix planted80

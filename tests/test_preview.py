@@ -11,6 +11,7 @@ from comfyui_persona.video.backend import RendererBackend, RenderError, SessionS
 from comfyui_persona.video.preview import PreviewRenderer
 from comfyui_persona.video.preview.params import BODY, FACE
 from comfyui_persona.video.preview.smoothness import MAX_POSE_STEP, pose_step
+from comfyui_persona.video.preview.visemes import Speech
 
 LOOK = {"outfit_colour": "#d14a4a", "hair_style": "ponytail", "background_colour": "#dfe8f1"}
 EXTRA = {
@@ -262,3 +263,43 @@ def test_a_chunk_cancelled_half_way_is_rendered_again_whole():
         return r
 
     assert_a_cancelled_chunk_is_rendered_again_whole(renderer, cancel_at=2)
+
+
+def _half_open_ms(times: np.ndarray, opening: np.ndarray, after_ms: float) -> float:
+    """When the mouth, rising from rest after `after_ms`, is first half way to its peak
+    within 200 ms (interpolated between samples): the lip-sync meter's notion of an onset."""
+    k = int(np.argmax(times >= after_ms))
+    peak = float(opening[k : k + 200].max())
+    j = k + int(np.argmax(opening[k:] >= 0.5 * peak))
+    share = (0.5 * peak - opening[j - 1]) / (opening[j] - opening[j - 1])
+    return float(times[j - 1] + share * (times[j] - times[j - 1]))
+
+
+def test_the_first_opening_of_a_timeline_is_timed_like_one_after_a_pause():
+    """The speech layer fades in at rest before the first shape, so a reply's first opening
+    eases in from rest like every opening after a pause (the mouth lead is tuned for that);
+    faded in from the first shape, it was half open about 32 ms later than the others."""
+    speech = Speech([(100, "D"), (400, "X"), (900, "D"), (1200, "X")], 0.0)
+    times = np.arange(1400, dtype=float)  # every millisecond: the layer's timing itself
+    opening = np.array([speech.shape(t)[0] * speech.weight(t) for t in times])  # over a closed mouth
+    first = _half_open_ms(times, opening, 100.0) - 100.0
+    later = _half_open_ms(times, opening, 900.0) - 900.0
+    assert abs(first - later) < 1.0, (first, later)
+    assert opening[:100].max() < 1e-9  # at rest until its first shape
+    assert speech.weight(100.0) == pytest.approx(1.0)  # faded in by then
+
+
+def test_a_timeline_handed_over_mid_shape_carries_on_the_mouth():
+    """A sentence queued while another plays reaches the renderer as a new timeline from
+    "now", the shape under way at offset 0: the mouth must go on as if the whole timeline
+    had been known from the start (before: it closed and faded in again)."""
+    whole = [(100, "D"), (400, "X"), (900, "C"), (1100, "X")]
+    r = _renderer(blinks=False, fps=50.0)  # 20 ms frames
+    r.set_speech(whole)
+    reference = [p[1] for p in _poses(r, 70)]
+    r = _renderer(blinks=False, fps=50.0)
+    r.set_speech(whole[:2])
+    handed = [p[1] for p in _poses(r, 6)]  # 20 ms into the opening
+    r.set_speech([(0, "D"), (280, "X"), (780, "C"), (980, "X")])  # as SpeechQueue hands it over
+    handed += [p[1] for p in _poses(r, 64)]
+    np.testing.assert_allclose(handed, reference, atol=1e-9)

@@ -304,3 +304,39 @@ def test_piper_joe_speaks_with_timed_phonemes():
     assert faster.duration_ms < 0.85 * u.duration_ms
     with pytest.raises(UnknownVoiceError, match="joe"):
         piper.synthesize("Hi.", VoiceSpec(engine="piper", voice="nobody"))
+
+
+def test_a_sentence_queued_during_the_first_opening_leaves_the_frames_as_if_queued_at_once(espeak):
+    """Sentences reach the renderer as a new mouth timeline from "now" (`take_update`, once
+    per chunk). When a reply's second sentence is queued while its first has begun to open
+    the mouth (the worker is late on a loaded box), the frames must be exactly those of the
+    two queued together; before, the hand-over faded the speech layer in from zero again
+    and the first opening was seen 50–70 ms late in live sessions."""
+    from comfyui_persona.video.backend import SessionSpec
+    from comfyui_persona.video.preview import PreviewRenderer
+    from comfyui_persona.video.voice import SpeechDriver
+
+    first, second = stream_utterances(espeak, "Ah. Eye.", VoiceSpec())
+
+    def render(hand_over_after: int | None) -> np.ndarray:
+        renderer = PreviewRenderer(chunk_frames=1)
+        renderer.start_session(SessionSpec("ada", "Ada", {}, 96, 96, 25.0, seed=2))  # 40 ms frames
+        driver = SpeechDriver(renderer, 25.0, VoiceSpec(), synthesizer=espeak, lead_ms=150)
+        driver.next_chunk()
+        driver.queue.push(first, driver.next_frame_ms)
+        if hand_over_after is None:
+            driver.queue.push(second, driver.next_frame_ms)
+        frames = []
+        for k in range(30):
+            if k == hand_over_after:
+                driver.queue.push(second, driver.next_frame_ms)
+            frames.append(driver.next_chunk().frames[0])
+        return np.stack(frames)
+
+    together = render(None)
+    # Queued at 40 ms, the first sentence sounds from 190 ms (the 150 ms lead), its first shape
+    # from 142.5 ms (47.5 ms before); the hand-over before the frame at 160 ms is 17.5 ms into
+    # that opening.
+    late = render(3)
+    assert not np.array_equal(together[2], together[4])  # the mouth moves there
+    assert np.array_equal(late, together)

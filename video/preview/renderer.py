@@ -188,7 +188,8 @@ class PreviewRenderer:
             self._speech = None
             return
         try:
-            self._speech = Speech(list(visemes), now)
+            # The timeline under way hands over its mouth and weight (see `Speech`).
+            self._speech = Speech(list(visemes), now, previous=self._speech)
         except ValueError as exc:
             raise RenderError(str(exc)) from None
 
