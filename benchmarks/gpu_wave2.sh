@@ -58,12 +58,36 @@ markers =
     slow: slow
 INI
 
+provenance() {  # provenance NAME: the raw log's first line (what tests/test_benchmark_results.py reads)
+  "$PY" - "$1" "$MODE" <<'PYPROV'
+import datetime, importlib.metadata, json, os, platform, subprocess, sys
+step, mode = sys.argv[1], sys.argv[2]
+try:  # without importing torch (seconds a step)
+    torch_version = importlib.metadata.version("torch").split("+")[0]
+except importlib.metadata.PackageNotFoundError:
+    torch_version = "none"
+try:
+    device = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                            text=True, timeout=30).stdout.splitlines()[0].strip() or "cpu"
+except (OSError, IndexError, subprocess.SubprocessError):
+    device = "cpu"
+dirty_env = os.environ.get("PERSONA_DIRTY", "")
+dirty = False if dirty_env == "false" else (dirty_env if dirty_env.startswith("sha256:") else "sha256:unknown")
+record = {"commit": os.environ.get("PERSONA_COMMIT", "unknown"), "dirty": dirty, "device": device,
+          "torch": torch_version, "python": platform.python_version(), "date": datetime.date.today().isoformat()}
+print(f"# provenance: raw output of step '{step}' of `bash benchmarks/gpu_wave2.sh {mode}`; "
+      f"commit {record['commit']}, dirty {str(dirty).lower()}, device {device}, torch {torch_version}, "
+      f"Python {record['python']}, date {record['date']}; record {json.dumps(record)}")
+PYPROV
+}
+
 step() {  # step NAME LIMIT_S COMMAND...: run it, log to $OUT/NAME.log, record its exit code
   local name=$1 limit=$2
   shift 2
   echo "== $name (limit ${limit} s)"
   local t0=$SECONDS
-  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  provenance "$name" >"$OUT/$name.log" 2>&1
+  timeout "$limit" "$@" >>"$OUT/$name.log" 2>&1
   local rc=$?
   echo "   exit $rc after $((SECONDS - t0)) s"
   tail -n 4 "$OUT/$name.log" | sed 's/^/   /'
