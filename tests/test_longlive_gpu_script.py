@@ -24,6 +24,9 @@ def test_gpu_script_smoke_runs_every_step(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     steps = {line.split()[0]: line.split()[1] for line in (tmp_path / "steps.txt").read_text().splitlines()}
     assert steps == {"tests": "0", "single": "0", "paced": "0", "capacity": "0"}, steps
+    for name in steps:  # each raw log names what produced it (kept logs must: test_benchmark_results.py)
+        first = (tmp_path / f"{name}.log").read_text().split("\n", 1)[0]
+        assert first.startswith(f"# provenance: raw output of step '{name}'") and "commit smoke, dirty false" in first, first
     results = tmp_path / "results"
     single = json.loads((results / "single.json").read_text())
     assert single["commit"] == "smoke" and single["dirty"] is False
