@@ -107,10 +107,13 @@ def _directive(seq: int):
 class PacedClient(threading.Thread):
     """One viewer: plays at 16 fps, asks for each chunk just in time, or at once after a directive."""
 
-    def __init__(self, backend, index: int, stop: threading.Event, blend: int, passes_run=lambda: 0) -> None:
+    def __init__(self, backend, index: int, stop: threading.Event, blend: int, passes_run=lambda: 0,
+                 lock=None) -> None:
         super().__init__(daemon=True)
         self.backend, self.index, self.stop, self.blend = backend, index, stop, blend
         self.passes_run = passes_run  # the engine's pass counter (an int read: no lock needed)
+        self.host_lock = lock or threading.Lock()  # the engine host's, to read the session's queue
+        self.owed_at: dict[int, bool] = {}  # seq → whether its session owed passes when it came
         self.wake = threading.Event()
         self.sent: dict[int, float] = {}  # directive seq → when it was submitted
         self.sent_pass: dict[int, int] = {}  # directive seq → engine passes run before it came
@@ -128,6 +131,8 @@ class PacedClient(threading.Thread):
         with self.lock:
             self.sent[seq] = time.perf_counter()
             self.sent_pass[seq] = self.passes_run()
+        with self.host_lock:  # work left from the last chunk (a refresh, a re-cache) runs first
+            self.owed_at[seq] = bool(self.backend.session.stream.owes_work)
         self.backend.submit([_directive(seq)], seq)
         self.wake.set()
 
@@ -190,7 +195,8 @@ def paced(engine, torch, n: int, height: int, width: int, seconds: float, *, eve
     for i in range(n):
         backend = LongLiveBackend(engine=engine, blend_chunks=blend)
         backend.start_session(_spec(i, height, width))
-        clients.append(PacedClient(backend, i, stop, blend, passes_run=lambda: engine.host.runtime.passes_run))
+        clients.append(PacedClient(backend, i, stop, blend, passes_run=lambda: engine.host.runtime.passes_run,
+                                   lock=engine.host._lock))
     stats0 = _host_counts(engine.host)
     for c in clients:
         c.start()
@@ -211,6 +217,7 @@ def paced(engine, torch, n: int, height: int, width: int, seconds: float, *, eve
     shown = [v[1] * 1000 for c in clients for v in c.first_changed.values()]
     full = [v * 1000 for c in clients for v in c.fully_new.values()]
     passes = [v for c in clients for v in c.passes_until.values()]
+    owed = [(c.passes_until[seq], c.owed_at.get(seq)) for c in clients for seq in c.passes_until]
     per_session = []
     for c in clients:
         wall = (c.ended or 0) - (c.started or 0)
@@ -229,6 +236,8 @@ def paced(engine, torch, n: int, height: int, width: int, seconds: float, *, eve
         # Engine passes (all sessions') between a directive and its first frame: a chunk's own
         # passes from an idle engine; more when it came mid-chunk and that chunk was finished.
         "directive_engine_passes": sorted(passes),
+        # (passes, whether the session still owed work from its last chunk when the directive came)
+        "directive_engine_passes_and_owed_work": sorted(owed),
         "real_time": all(s["stalls"] == 0 and not s["error"] for s in per_session),
         "per_session": per_session,
         "host": _host_delta(engine.host, stats0),
