@@ -107,12 +107,11 @@ def _directive(seq: int):
 class PacedClient(threading.Thread):
     """One viewer: plays at 16 fps, asks for each chunk just in time, or at once after a directive."""
 
-    def __init__(self, backend, index: int, stop: threading.Event, blend: int, passes_run=lambda: 0,
-                 lock=None) -> None:
+    def __init__(self, backend, index: int, stop: threading.Event, blend: int, *, passes_run, lock) -> None:
         super().__init__(daemon=True)
         self.backend, self.index, self.stop, self.blend = backend, index, stop, blend
         self.passes_run = passes_run  # the engine's pass counter (an int read: no lock needed)
-        self.host_lock = lock or threading.Lock()  # the engine host's, to read the session's queue
+        self.host_lock = lock  # the engine host's, to read the session's queue
         self.owed_at: dict[int, bool] = {}  # seq → whether its session owed passes when it came
         self.wake = threading.Event()
         self.sent: dict[int, float] = {}  # directive seq → when it was submitted
