@@ -102,12 +102,12 @@ def test_a_session_leaving_keeps_the_others_streaming_from_packed_rows():
 
 
 @torch.no_grad()
-def test_a_lone_sessions_refresh_is_queued_before_its_frames_are_handed_out_and_changes_nothing():
-    """With `queue_owed` (the GPU default), a lone session's chunk refresh is queued before its
-    frames are handed out, so nothing is owed while the caller works on them; a re-cache an
-    "after" switch queued is left to the next request (on a GPU it launches kernel by kernel),
-    and so is the refresh while another session is working. The frames are those of a host
-    that runs every owed pass at the next request."""
+def test_a_lone_sessions_owed_passes_are_queued_before_its_frames_are_handed_out_and_change_nothing():
+    """With `queue_owed` (the GPU default), a lone session's chunk refresh, and the re-cache an
+    "after" switch queued, are queued before its frames are handed out, so nothing is owed
+    while the caller works on them (on a GPU only passes that replay a graph: the CUDA test);
+    not while another session is working. The frames are those of a host that runs every owed
+    pass at the next request."""
     owed, eager = make_host(queue_owed=False), make_host(queue_owed=True)
     assert make_host().queue_owed is False  # CPU default: off
     frames = {}
@@ -120,7 +120,7 @@ def test_a_lone_sessions_refresh_is_queued_before_its_frames_are_handed_out_and_
             if c == 4:
                 s.set_prompt(b, timing="after")
             out.append(s.next_frames())
-            assert s.stream.owes_work is (name == "owed" or c == 4), (name, c)
+            assert s.stream.owes_work is (name == "owed"), (name, c)
         frames[name] = out
     for c, (x, y) in enumerate(zip(frames["owed"], frames["eager"], strict=True)):
         assert torch.equal(x, y), f"chunk {c}"
@@ -391,20 +391,24 @@ def test_cuda_steady_chunks_never_make_the_host_wait_for_the_gpu():
 @pytest.mark.gpu
 @cuda
 @torch.no_grad()
-def test_cuda_a_refresh_is_queued_before_the_frames_only_when_it_replays_a_graph():
-    """On a GPU with graphs on, every chunk's refresh, the window's filling included, replays a
-    graph and is queued before the frames are handed out; with graphs off a refresh would launch
-    kernel by kernel (the frames would wait for its launches), so it stays owed."""
+def test_cuda_owed_passes_are_queued_before_the_frames_only_when_they_replay_a_graph():
+    """On a GPU with graphs on, every chunk's refresh (the window's filling included) and a
+    prompt switch's stock re-cache replay a graph and are queued before the frames are handed
+    out; with graphs off they would launch kernel by kernel (the frames would wait for their
+    launches), so they stay owed."""
     host = cuda_host(graphs=True)
     assert host.queue_owed
     s = host.open_session(LAT_H, LAT_W, seed=0)
-    s.set_prompt(prompts(1)[0].to("cuda"))
-    for _ in range(6):
+    texts = [p.to("cuda") for p in prompts(2)]
+    s.set_prompt(texts[0])
+    for c in range(6):
+        if c == 4:
+            s.set_prompt(texts[1], timing="after")  # its re-cache is owed after this chunk
         s.next_frames()
-        assert s.stream.owed_refresh is None and not s.stream.owes_work
+        assert not s.stream.owes_work, c
     plain = cuda_host(graphs=False)
     p = plain.open_session(LAT_H, LAT_W, seed=0)
-    p.set_prompt(prompts(1)[0].to("cuda"))
+    p.set_prompt(texts[0])
     p.next_frames()
     assert p.stream.owes_work
 

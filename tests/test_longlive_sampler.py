@@ -328,10 +328,11 @@ def test_after_timing_recaches_the_window_behind_the_switched_chunk(mode):
     assert not torch.allclose(after.next_chunk(), never.next_chunk())
 
 
-def test_every_new_chunk_s_plan_is_replayable_and_a_stock_recache_pass_is_not():
-    """CUDA graphs replay one-chunk passes over a prefix of the cache (`EngineRuntime.replays`):
-    every plan a new chunk gets, the first chunk and the window's filling included, is one; a
-    stock re-cache pass (several chunks at once) is not."""
+def test_every_new_chunk_and_a_stock_recache_replay_and_a_causal_pass_off_the_prefix_does_not():
+    """CUDA graphs replay passes that read a prefix of the cache (`EngineRuntime.replays`): every
+    plan a new chunk gets, the first chunk and the window's filling included, and the stock
+    re-cache pass (the whole window at once); not a causal re-cache pass that reads the sink and
+    a ring slot further on (its keys are gathered)."""
     runtime = EngineRuntime(tiny_dit(local_attn_size=9))
     store = runtime.setup(1, LAT_H, LAT_W)
     window = KVWindow(store.geometry)
@@ -343,4 +344,5 @@ def test_every_new_chunk_s_plan_is_replayable_and_a_stock_recache_pass_is_not():
         window.commit(plan)
     assert keys_read == sorted(keys_read) and len(set(keys_read)) == store.geometry.n_slots  # filling, then full
     recache = window.stock_recache_plan()
-    assert recache is not None and len(recache.slots) > 1 and not recache.replayable
+    assert recache is not None and len(recache.slots) > 1 and recache.replayable
+    assert not all(p.replayable for p in window.causal_recache_plans())

@@ -310,26 +310,26 @@ class EngineHost:
         return item.frames
 
     def _queue_owed(self, session: HostedSession) -> None:
-        """Queue the refresh pass `session` owes for the chunk being handed out before the caller
-        gets the frames (lock held).
+        """Queue the pass `session` owes for the chunk being handed out (its refresh, or after a
+        prompt switch the window's re-cache) before the caller gets the frames (lock held).
 
         Why: nobody drives the host while a lone session's caller works on its frames (converts,
-        lip-syncs, encodes, sends them), so the refresh would wait for its next request and the
-        GPU would idle meanwhile. Queuing it costs the caller one tick's host time, not the pass's
-        GPU time (no pass waits for the GPU), and the frames, the cache and what any later
-        directive sees are the same: the pass ran first in the next request anyway. Only a steady
-        refresh that replays a CUDA graph (one launch), and only with no other session working:
-        passes launched kernel by kernel (window filling, a re-cache) cost about their GPU time in
+        lip-syncs, encodes, sends them), so the pass would wait for its next request and the GPU
+        would idle meanwhile; a directive arriving then waited for it too. Queuing it costs the
+        caller one tick's host time, not the pass's GPU time (no pass waits for the GPU), and the
+        frames, the cache and what any later directive sees are the same: the pass ran first in
+        the next request anyway. Only a pass that replays a CUDA graph (one launch), and only with
+        no other session working: passes launched kernel by kernel cost about their GPU time in
         host time, which the frames would wait for (the first chunk came measurably later when
         every owed pass was queued: benchmarks/results/longlive-h100-2026-12-06-wave3-queue-owed.json),
         and other sessions' callers drive the host anyway."""
         stream = session.stream
-        plan = stream.owed_refresh
-        if plan is None or self._driving or session.error is not None or session.closed:
-            return
-        if self.device.type == "cuda" and not self.runtime.replays(plan, stream.router):
+        if not stream.owes_work or self._driving or session.error is not None or session.closed:
             return
         if any(s is not session and not s.closed and (s.wanted > 0 or s.stream.queue) for s in self.sessions):
+            return
+        row = stream.next_pass()  # the instant work in front (a commit, prompt text) is done, as a tick would
+        if row is None or (self.device.type == "cuda" and not self.runtime.replays(row.plan, row.router)):
             return
         self._tick_as_driver()
 

@@ -191,13 +191,6 @@ class SessionStream:
         return bool(self.queue) and not any(isinstance(i, _Chunk) for i in self.queue)
 
     @property
-    def owed_refresh(self) -> ChunkPlan | None:
-        """The plan of the one pass owed when that is only the last chunk's refresh, else None."""
-        if len(self.queue) == 1 and isinstance(self.queue[0], _Clean) and self.queue[0].commit:
-            return self.queue[0].plan
-        return None
-
-    @property
     def chunks_queued(self) -> int:
         """Chunks asked for (`request_chunk`) whose latents have not come out yet."""
         return sum(isinstance(i, _Chunk) for i in self.queue)

@@ -95,7 +95,7 @@ class ChunkPlan:
     read_index: torch.Tensor | None
     q_cos: torch.Tensor
     q_sin: torch.Tensor
-    replayable: bool  # one chunk over a prefix of the cache (filling or full): CUDA graphs replay it
+    replayable: bool  # reads a prefix of the cache (a chunk, filling or full; a stock re-cache): graphs replay it
 
     @property
     def slot(self) -> int:
@@ -178,7 +178,7 @@ class WindowGeometry:
             read_index=None if prefix else torch.tensor(self.rows(read), device=self.device),
             q_cos=q_cos,
             q_sin=q_sin,
-            replayable=len(slots) == 1 and prefix,
+            replayable=prefix,
         )
 
     def shift_index(self, kept: tuple[int, ...]) -> torch.Tensor:
