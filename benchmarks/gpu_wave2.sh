@@ -18,6 +18,10 @@
 #                                         # and on (the first chunk: launched vs replayed)     (~7 min)
 #   bash benchmarks/gpu_wave2.sh queue-ahead  # paced 1-2 sessions at 480x832, the host queuing 2 ticks
 #                                         # ahead of the GPU vs 1 (the default), side by side (~4 min)
+#   bash benchmarks/gpu_wave2.sh recache-graphs  # CUDA tests; one stream with the defaults, CUDA graphs
+#                                         # off and on (stock re-cache passes replayed too)   (~7 min)
+#   bash benchmarks/gpu_wave2.sh paced    # paced 1-2 sessions at 480x832 with the defaults, 40 s each
+#                                         # (PACED_SECONDS to change it)                       (~5 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
 #
 # Runs from a copy of the tree without .git or a venv: `comfyui_persona` is made importable from
@@ -153,11 +157,19 @@ elif [ "$MODE" = queue-ahead ]; then
   needs_pydantic paced-480 && step paced-480 560 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
     --queue-ahead 2,1 --seconds "$PACED_SECONDS" \
     --label "wave4-queue-ahead-paced-480$([ "$PACED_SECONDS" = 20 ] || echo -long)"
+elif [ "$MODE" = recache-graphs ]; then
+  step gpu-tests 120 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu \
+    tests/test_longlive_host.py tests/test_longlive_fp8.py
+  step single-defaults 300 "${BENCH[@]}" --sizes 480x832 --decoders tae --switches 4 --chunks 12 \
+    --cuda-graphs both --label wave5-recache-graphs
+elif [ "$MODE" = paced ]; then
+  needs_pydantic paced-480 && step paced-480 560 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
+    --seconds "${PACED_SECONDS:-40}" --label wave5-paced-480
 elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
 else
-  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | part3 | --smoke" >&2
+  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | part3 | --smoke" >&2
   exit 2
 fi
 
