@@ -107,12 +107,14 @@ def test_a_lone_sessions_owed_passes_are_queued_before_its_frames_are_handed_out
     "after" switch queued, are queued before its frames are handed out, so nothing is owed
     while the caller works on them (on a GPU only passes that replay a graph: the CUDA test);
     not while another session is working. The frames are those of a host that runs every owed
-    pass at the next request."""
+    pass at the next request. Sessions opened under inference mode, as the serving benchmark
+    does: the queued pass's instant work (a commit) updates their tensors in place."""
     owed, eager = make_host(queue_owed=False), make_host(queue_owed=True)
     assert make_host().queue_owed is False  # CPU default: off
     frames = {}
     for name, host in (("owed", owed), ("eager", eager)):
-        s = host.open_session(LAT_H, LAT_W, seed=3)
+        with torch.inference_mode():
+            s = host.open_session(LAT_H, LAT_W, seed=3)
         a, b = prompts(2)
         s.set_prompt(a)
         out = []

@@ -328,7 +328,8 @@ class EngineHost:
             return
         if any(s is not session and not s.closed and (s.wanted > 0 or s.stream.queue) for s in self.sessions):
             return
-        row = stream.next_pass()  # the instant work in front (a commit, prompt text) is done, as a tick would
+        with torch.inference_mode():  # as in a tick: the session's tensors may be inference tensors
+            row = stream.next_pass()  # the instant work in front (a commit, prompt text) is done, as a tick would
         if row is None or (self.device.type == "cuda" and not self.runtime.replays(row.plan, row.router)):
             return
         self._tick_as_driver()
