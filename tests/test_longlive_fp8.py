@@ -126,3 +126,117 @@ def test_the_gelu_quantise_kernel_traces_under_torch_compile():
     compiled = torch.compile(gelu_quantize, fullgraph=True, dynamic=False)
     (q, scale), (q_eager, scale_eager) = compiled(h, bias), gelu_quantize(h, bias)
     assert torch.equal(q.view(torch.uint8), q_eager.view(torch.uint8)) and torch.equal(scale, scale_eager)
+
+
+def test_fp8_blocks_take_their_inputs_quantised_by_the_norm_with_the_same_numbers():
+    """With every norm-fed linear in FP8, a block hands them inputs normed, modulated and
+    quantised in one step (`fp8_norm`; on CPU its reference): the outputs of a block whose
+    linears quantise their inputs themselves. A block with some linears left alone does not."""
+    cfg = WanConfig.from_name("tiny")
+    torch.manual_seed(0)
+    model = init_random_(CausalWanModel(cfg)).eval()
+    model.fuse_qkv()
+    quantize_blocks_fp8(model)
+    assert all(block.fp8_inputs for block in model.blocks)
+    x = torch.randn(1, cfg.in_dim, 3, 8, 8)
+    t = torch.tensor([500.0])
+    context = torch.randn(1, cfg.text_len, cfg.text_dim)
+    with torch.no_grad():
+        fused = model.forward_full(x, t, context)
+        for block in model.blocks:
+            block.fp8_inputs = False
+        torch.testing.assert_close(model.forward_full(x, t, context), fused, rtol=0, atol=0)
+
+    partial = init_random_(CausalWanModel(cfg)).eval()
+    quantize_blocks_fp8(partial, names=("self_attn.q", "self_attn.k", "self_attn.v", "ffn.0", "ffn.2"))
+    assert not any(block.fp8_inputs for block in partial.blocks)  # cross_attn.q is not FP8
+
+
+def _norm_inputs(batch: int, frames: int, affine: bool, device: str):
+    """A residual stream (batch, frames × 1,560, 1,536) float32 as at 480×832, a Wan
+    LayerNorm and per-frame shift/scale views of a (batch, frames, 6, dim) modulation."""
+    from comfyui_persona.video.longlive.model import LayerNorm
+
+    gen = torch.Generator(device="cpu").manual_seed(5)
+    dim = 1536
+    x = (torch.randn(batch, frames * 1560, dim, generator=gen) * 3 + 0.5).to(device)
+    norm = LayerNorm(dim, 1e-6, elementwise_affine=affine).to(device)
+    if affine:
+        with torch.no_grad():
+            norm.weight.copy_(1 + 0.1 * torch.randn(dim, generator=gen))
+            norm.bias.copy_(0.1 * torch.randn(dim, generator=gen))
+    mods = (torch.randn(batch, frames, 6, dim, generator=gen) * 0.3).to(device).unbind(2)
+    return x, norm, mods
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("case", ["modulated", "affine", "modulation-broadcast"])
+def test_the_norm_quantise_kernel_matches_the_unfused_ops_on_cuda(case):
+    """The Triton kernel against the norm, the modulation, the rounding to bf16 and the
+    per-token quantisation run one by one: the same scales, and e4m3 codes equal but for rare
+    one-step differences (the norm's sums in another order)."""
+    from comfyui_persona.video.longlive import fp8_norm
+
+    assert fp8_norm._KERNEL is not None, "Triton is missing: the fused kernel cannot run"
+    x, norm, mods = _norm_inputs(2, 3, case == "affine", "cuda")
+    shift, scale = (None, None) if case == "affine" else (mods[0], mods[1])
+    if case == "modulation-broadcast":
+        shift, scale = shift[:1], scale[:1]
+    assert fp8_norm._fusable(norm, x, shift, scale, torch.bfloat16)
+    got = fp8_norm.norm_quantize(norm, x, shift, scale, torch.bfloat16)
+    ref = fp8_norm.norm_quantize_reference(norm, x, shift, scale, torch.bfloat16)
+    assert got.values.dtype == torch.float8_e4m3fn and got.values.shape == (2 * 3 * 1560, 1536)
+    assert got.lead_shape == ref.lead_shape == (2, 3 * 1560)
+    torch.testing.assert_close(got.scale, ref.scale, rtol=1e-2, atol=0)
+    values, values_ref = got.values.float() * got.scale, ref.values.float() * ref.scale
+    same = (got.values.view(torch.uint8) == ref.values.view(torch.uint8)).float().mean().item()
+    assert same > 0.995, f"only {same:.4f} of the e4m3 codes agree"
+    step = values_ref.abs() / 8 + ref.scale * 2.0**-9  # one e4m3 step (3 mantissa bits), subnormals
+    assert ((values - values_ref).abs() <= step * 1.01).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_norm_quantise_kernel_traces_under_torch_compile():
+    from comfyui_persona.video.longlive.fp8_norm import norm_quantize
+
+    x, norm, mods = _norm_inputs(1, 1, False, "cuda")
+    compiled = torch.compile(norm_quantize, fullgraph=True, dynamic=False)
+    got, eager = compiled(norm, x, mods[0], mods[1], torch.bfloat16), norm_quantize(norm, x, mods[0], mods[1],
+                                                                                     torch.bfloat16)
+    assert torch.equal(got.values.view(torch.uint8), eager.values.view(torch.uint8))
+    assert torch.equal(got.scale, eager.scale)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fp8_blocks_with_the_fused_norm_inputs_stay_with_the_unfused_ones_on_cuda():
+    """A bf16 model on CUDA, the fused kernel feeding every norm-fed FP8 linear against the
+    linears quantising their inputs themselves: within e4m3's rounding."""
+    cfg = WanConfig.from_name("tiny")
+    torch.manual_seed(0)
+    model = init_random_(CausalWanModel(cfg)).eval().to("cuda", torch.bfloat16)
+    model.fuse_qkv()
+    quantize_blocks_fp8(model)
+    x = torch.randn(1, cfg.in_dim, 3, 8, 8, device="cuda")
+    t = torch.tensor([500.0], device="cuda")
+    context = torch.randn(1, cfg.text_len, cfg.text_dim, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        fused = model.forward_full(x, t, context).float()
+        for block in model.blocks:
+            block.fp8_inputs = False
+        unfused = model.forward_full(x, t, context).float()
+    assert 0 <= _rel(fused, unfused) < 1e-2
+
+    # Compiled (Inductor), the modulation views are the compiled code's own intermediates.
+    block = model.blocks[0]
+    block.fp8_inputs = True
+    h = torch.randn(2, 3 * 16, cfg.dim, device="cuda")
+    e = torch.randn(2, 3, 6, cfg.dim, device="cuda")
+    cos, sin = (torch.randn(3 * 16, cfg.head_dim // 2, device="cuda") for _ in range(2))
+    with torch.no_grad():
+        eager = block.attn_inputs(h, e, cos, sin)[1:]
+        compiled = torch.compile(block.attn_inputs, fullgraph=True)(h, e, cos, sin)[1:]
+    for got, want in zip(compiled, eager, strict=True):
+        assert _rel(got.float(), want.float()) < 1e-2

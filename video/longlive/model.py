@@ -26,6 +26,7 @@ from torch import nn
 
 from ..attention import dense_attention
 from .config import WanConfig
+from .fp8_norm import norm_modulate, norm_quantize
 from .window import rope_angles
 
 # --------------------------------------------------------------------------- precision policy
@@ -173,6 +174,9 @@ class Block(nn.Module):
         self.norm2 = LayerNorm(dim, cfg.eps, elementwise_affine=False)
         self.ffn = nn.Sequential(nn.Linear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        # Set by `fp8.quantize_blocks_fp8` once every linear fed by a norm is FP8: each such
+        # input is then normed, modulated and quantised per token in one pass (`fp8_norm`).
+        self.fp8_inputs = False
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -183,10 +187,13 @@ class Block(nn.Module):
         """(shift1, scale1, gate1, shift2, scale2, gate2), each (B, Te, dim) float32."""
         return (self.modulation.float().unsqueeze(1) + e).unbind(2)
 
-    @staticmethod
-    def _modulate(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        te = shift.shape[1]
-        return (h.unflatten(1, (te, -1)) * (1 + scale[:, :, None]) + shift[:, :, None]).flatten(1, 2)
+    def _linear_input(self, norm: nn.Module, x: torch.Tensor, shift: torch.Tensor | None = None,
+                      scale: torch.Tensor | None = None):
+        """What a linear after `norm` takes: `norm(x)`, modulated per frame when `shift`/`scale`
+        are given, in the compute dtype; with FP8 linears, quantised per token in the same pass."""
+        if self.fp8_inputs:
+            return norm_quantize(norm, x, shift, scale, self.compute_dtype)
+        return norm_modulate(norm, x, shift, scale, self.compute_dtype)
 
     @staticmethod
     def _gated(y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
@@ -197,8 +204,7 @@ class Block(nn.Module):
         """The six modulations and the self-attention's q, k (rotated) and v, (B, H, N, D) in the
         linears' dtype. x (B, N, dim) float32; e (B, Te, 6, dim) float32, N divisible by Te."""
         mods = self._modulation(e)
-        h = self._modulate(self.norm1(x), mods[0], mods[1]).to(self.compute_dtype)
-        q, k, v = self.self_attn.project(h)
+        q, k, v = self.self_attn.project(self._linear_input(self.norm1, x, mods[0], mods[1]))
         return mods, apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def after_attn(self, x: torch.Tensor, attn: torch.Tensor, mods, text_k: torch.Tensor,
@@ -207,8 +213,8 @@ class Block(nn.Module):
         dtype = self.compute_dtype
         y = self.self_attn.o(attn.transpose(1, 2).flatten(2).to(dtype))
         x = x + self._gated(y, mods[2])
-        x = x + self.cross_attn(self.norm3(x).to(dtype), text_k, text_v).float()
-        y = self.ffn(self._modulate(self.norm2(x), mods[3], mods[4]).to(dtype))
+        x = x + self.cross_attn(self._linear_input(self.norm3, x), text_k, text_v).float()
+        y = self.ffn(self._linear_input(self.norm2, x, mods[3], mods[4]))
         return x + self._gated(y, mods[5])
 
     def forward_full(self, x, e, text_k, text_v, cos, sin, mask: torch.Tensor | None) -> torch.Tensor:
