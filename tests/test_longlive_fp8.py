@@ -235,8 +235,12 @@ def test_fp8_blocks_with_the_fused_norm_inputs_stay_with_the_unfused_ones_on_cud
     h = torch.randn(2, 3 * 16, cfg.dim, device="cuda")
     e = torch.randn(2, 3, 6, cfg.dim, device="cuda")
     cos, sin = (torch.randn(3 * 16, cfg.head_dim // 2, device="cuda") for _ in range(2))
+    attn = torch.randn(2, cfg.num_heads, 3 * 16, cfg.head_dim, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
-        eager = block.attn_inputs(h, e, cos, sin)[1:]
-        compiled = torch.compile(block.attn_inputs, fullgraph=True)(h, e, cos, sin)[1:]
+        text_k, text_v = block.cross_attn.text_kv(torch.randn(2, 7, cfg.dim, device="cuda", dtype=torch.bfloat16))
+        mods, *eager = block.attn_inputs(h, e, cos, sin)
+        eager.append(block.after_attn(h, attn, mods, text_k, text_v))
+        _, *compiled = torch.compile(block.attn_inputs, fullgraph=True)(h, e, cos, sin)
+        compiled.append(torch.compile(block.after_attn, fullgraph=True)(h, attn, mods, text_k, text_v))
     for got, want in zip(compiled, eager, strict=True):
         assert _rel(got.float(), want.float()) < 1e-2
