@@ -71,7 +71,7 @@ def norm_quantize(norm: torch.nn.Module, x: torch.Tensor, shift: torch.Tensor | 
     _KERNEL[(rows,)](
         x, norm.weight if has_affine else x, norm.bias if has_affine else x,
         shift if has_mod else x, scale if has_mod else x, out, row_scale,
-        cols, tokens, tokens // frames, x.stride(1), mod_b, mod_f, float(norm.eps),
+        cols, tokens, tokens // frames, x.stride(0), x.stride(1), mod_b, mod_f, float(norm.eps),
         HAS_AFFINE=has_affine, HAS_MOD=has_mod, ROUND_BF16=dtype == torch.bfloat16,
         BLOCK=1 << (cols - 1).bit_length(), num_warps=4 if cols <= 2048 else 8,
     )
@@ -82,7 +82,7 @@ def _fusable(norm, x, shift, scale, dtype) -> bool:
     """Whether the kernel takes these inputs (else the reference runs)."""
     return (
         _KERNEL is not None and x.is_cuda and x.dtype == torch.float32 and x.dim() == 3
-        and x.is_contiguous() and isinstance(norm, torch.nn.LayerNorm) and len(norm.normalized_shape) == 1
+        and x.stride(2) == 1 and isinstance(norm, torch.nn.LayerNorm) and len(norm.normalized_shape) == 1
         and x.shape[-1] <= _MAX_ROW and dtype in (torch.bfloat16, torch.float16)
         and (norm.weight is None or (norm.weight.is_contiguous() and norm.bias is not None))
         and (shift is None or (shift.dtype == scale.dtype == torch.float32 and shift.stride() == scale.stride()
@@ -106,13 +106,15 @@ def _build_kernel():
 
     @triton.jit
     def norm_modulate_quantize(x_ptr, w_ptr, b_ptr, shift_ptr, scale_ptr, out_ptr, row_scale_ptr,
-                               cols, tokens, tokens_per_frame, x_stride, mod_b_stride, mod_f_stride, eps,
+                               cols, tokens, tokens_per_frame, x_b_stride, x_n_stride, mod_b_stride,
+                               mod_f_stride, eps,
                                HAS_AFFINE: tl.constexpr, HAS_MOD: tl.constexpr, ROUND_BF16: tl.constexpr,
                                BLOCK: tl.constexpr):
         row = tl.program_id(0)
+        batch = row // tokens
         offsets = tl.arange(0, BLOCK)
         mask = offsets < cols
-        x = tl.load(x_ptr + row * x_stride + offsets, mask=mask, other=0.0)
+        x = tl.load(x_ptr + batch * x_b_stride + (row % tokens) * x_n_stride + offsets, mask=mask, other=0.0)
         mean = tl.sum(x, axis=0) / cols
         d = tl.where(mask, x - mean, 0.0)
         var = tl.sum(d * d, axis=0) / cols
@@ -122,7 +124,6 @@ def _build_kernel():
             b = tl.load(b_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
             y = y * w + b
         if HAS_MOD:
-            batch = row // tokens
             frame = (row % tokens) // tokens_per_frame
             at = batch * mod_b_stride + frame * mod_f_stride + offsets
             sc = tl.load(scale_ptr + at, mask=mask, other=0.0)

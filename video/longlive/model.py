@@ -304,9 +304,12 @@ class CausalWanModel(nn.Module):
         return e.view(b, te, -1), e0.view(b, te, 6, self.cfg.dim)
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, F, H, W) latents → (B, F*h*w, dim) float32 tokens."""
+        """(B, C, F, H, W) latents → (B, F*h*w, dim) float32 tokens, each token's features
+        contiguous: the residual stream keeps this layout through every add, and the norms (and
+        `fp8_norm`'s kernel) read a token's row (a transposed view made every row strided)."""
         w = self.patch_embedding.weight
-        return self.patch_embedding(x.to(w.dtype)).flatten(2).transpose(1, 2).float()
+        tokens = self.patch_embedding(x.to(w.dtype)).flatten(2).transpose(1, 2)
+        return tokens.to(torch.float32, memory_format=torch.contiguous_format)
 
     def unpatchify(self, x: torch.Tensor, frames: int, grid: tuple[int, int]) -> torch.Tensor:
         """(B, F*h*w, pt*ph*pw*C) → (B, C, F*pt, h*ph, w*pw) for a token `grid` (h, w)."""
