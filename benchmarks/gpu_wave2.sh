@@ -23,8 +23,6 @@
 #   bash benchmarks/gpu_wave2.sh paced    # paced 1-2 sessions at 480x832 with the defaults, 40 s each
 #                                         # (PACED_SECONDS to change it)                       (~5 min)
 #   bash benchmarks/gpu_wave2.sh profile  # one stream with the defaults, a chunk's GPU time by kernel (~2 min)
-#   bash benchmarks/gpu_wave2.sh fp8-norm # FP8 tests; one stream with the defaults, block inputs normed and
-#                                         # quantised in one kernel vs by the linears, each profiled (~5 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
 #
 # Runs from a copy of the tree without .git or a venv: `comfyui_persona` is made importable from
@@ -171,16 +169,11 @@ elif [ "$MODE" = paced ]; then
 elif [ "$MODE" = profile ]; then
   step profile 240 "${BENCH[@]}" --sizes 480x832 --no-decode --chunks 6 --switches 1 --profile \
     --label wave5-profile
-elif [ "$MODE" = fp8-norm ]; then
-  step gpu-tests 150 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu \
-    tests/test_longlive_fp8.py tests/test_longlive_host.py
-  step single-defaults 330 "${BENCH[@]}" --sizes 480x832 --decoders tae --switches 2 --chunks 12 \
-    --fp8-norm both --profile --label wave5-fp8-norm
 elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
 else
-  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | profile | fp8-norm | part3 | --smoke" >&2
+  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | profile | part3 | --smoke" >&2
   exit 2
 fi
 
@@ -199,7 +192,7 @@ for path in sorted(glob.glob(os.path.join(out, "*.json")) + glob.glob(os.path.jo
     for run in m.get("runs", []):
         eng = run.get("engine", {})
         lines.append(f"  {run.get('height')}x{run.get('width')} {run.get('linear')} compile={run.get('compile')} "
-                     f"graphs={run.get('cuda_graphs')} fp8_norm={run.get('fp8_norm')} timesteps={run.get('timesteps')}: "
+                     f"graphs={run.get('cuda_graphs')} timesteps={run.get('timesteps')}: "
                      f"chunk {run.get('chunk_ms_p50')} ms, DiT {run.get('fps_video_dit_only')} fps, "
                      f"frames on host {eng.get('fps_video_frames_on_host')} fps, first chunk {eng.get('first_chunk_ms_p50')} ms, "
                      f"directive after {eng.get('directive_to_frames_ms_after_p50')} ms, "

@@ -103,7 +103,7 @@ COMPILE_OPTIONS = {
 
 
 def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width, compile_mode, graphs=False,
-               timesteps="cached", fp8_norm="fused"):
+               timesteps="cached"):
     cfg = cfgmod.WanConfig.from_name(args.preset)
     dtype = getattr(torch, args.dtype)
     timer = Timer(torch, device)
@@ -116,9 +116,6 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     model.fuse_qkv()  # as the engine loads it
     lat_h, lat_w = height // cfg.vae_stride[1], width // cfg.vae_stride[2]
     fp8 = fp8_error(torch, model, samplermod, args, lat_h, lat_w) if args.linear == "fp8" else None
-    if fp8 is not None and fp8_norm == "unfused":  # the linears quantise their inputs themselves
-        for block in model.blocks:
-            block.fp8_inputs = False
     runtime = EngineRuntime(model)  # after every change to the weights
     compile_s = None
     if compile_mode in COMPILE_OPTIONS:
@@ -207,7 +204,6 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
         "timesteps": timesteps,
         "linear": args.linear,
         "fp8_vs_bf16": fp8,
-        "fp8_norm": fp8_norm if fp8 is not None else None,
         "tokens_per_frame": geometry.tokens_per_frame,
         "recache_mode": args.recache_mode,
         "graph_replays": runtime.graph_replays,
@@ -594,10 +590,6 @@ def main(argv=None) -> int:
     parser.add_argument("--timesteps", default="cached", choices=["cached", "per-pass", "both"],
                         help="per-pass: make each pass's timestep tensor anew, as before the engine cached "
                         "them (a host sync per pass), for a side-by-side; both: one run each")
-    parser.add_argument("--fp8-norm", default="fused", choices=["fused", "unfused", "both"],
-                        help="with FP8 linears: each block input normed, modulated and quantised in one kernel "
-                        "(video/longlive/fp8_norm.py, the engine's way) or the linears quantising it themselves; "
-                        "both: one run each")
     parser.add_argument("--chunks", type=int, default=20, help="timed chunks per size")
     parser.add_argument("--switches", type=int, default=6, help="timed prompt switches per size")
     parser.add_argument("--steps", type=int, default=4)
@@ -680,7 +672,6 @@ def main(argv=None) -> int:
                 "compile": args.compile,
                 "cuda_graphs": args.cuda_graphs,
                 "timesteps": args.timesteps,
-                "fp8_norm": args.fp8_norm,
                 "recache_mode": args.recache_mode,
                 "chunks_timed": args.chunks,
                 "scene_prompt": args.scene_prompt,
@@ -695,14 +686,13 @@ def main(argv=None) -> int:
 
     graph_settings = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graphs]
     timestep_settings = ["per-pass", "cached"] if args.timesteps == "both" else [args.timesteps]
-    norm_settings = ["unfused", "fused"] if args.fp8_norm == "both" else [args.fp8_norm]
-    runs = [(mode.strip(), graphs, size, ts, norm) for mode in args.compile.split(",") for graphs in graph_settings
-            for size in args.sizes.split(",") for ts in timestep_settings for norm in norm_settings]
+    runs = [(mode.strip(), graphs, size, ts) for mode in args.compile.split(",") for graphs in graph_settings
+            for size in args.sizes.split(",") for ts in timestep_settings]
     with torch.inference_mode():
-        for mode, graphs, size, ts, norm in runs:
+        for mode, graphs, size, ts in runs:
             h, w = (int(v) for v in size.lower().split("x"))
             try:
-                res = bench_size(torch, cfgmod, modelmod, samplermod, args, device, h, w, mode, graphs, ts, norm)
+                res = bench_size(torch, cfgmod, modelmod, samplermod, args, device, h, w, mode, graphs, ts)
             except Exception as exc:  # keep the other runs' numbers; say what failed
                 if args.smoke:
                     raise
@@ -710,7 +700,7 @@ def main(argv=None) -> int:
 
                 traceback.print_exc()
                 res = {"height": h, "width": w, "compile": mode, "cuda_graphs": graphs, "timesteps": ts,
-                       "fp8_norm": norm, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+                       "error": f"{type(exc).__name__}: {exc}"[:2000]}
             finally:
                 if mode.strip() != "none":
                     import torch._dynamo

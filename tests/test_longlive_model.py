@@ -103,6 +103,23 @@ def test_released_model_runs_at_warped_timesteps():
     assert ts == pytest.approx([1000.0, 937.5, 833.3333, 625.0], abs=1e-3)
 
 
+@torch.no_grad()
+def test_the_residual_stream_is_row_major_through_the_blocks():
+    """Each token's features contiguous from the patch embedding on, and kept so by a block
+    (norms read a token's row; a transposed layout made every row strided on the GPU)."""
+    cfg = WanConfig.from_name("tiny")
+    torch.manual_seed(0)
+    model = init_random_(CausalWanModel(cfg)).eval()
+    tokens = model.patchify(torch.randn(1, cfg.in_dim, 3, 8, 8))
+    assert tokens.dtype == torch.float32 and tokens.is_contiguous()
+    t = torch.full((1, 3), 500.0)
+    _, e0 = model.embed_time(t)
+    cos = sin = torch.zeros(tokens.shape[1], cfg.head_dim // 2)
+    text = model.embed_text(torch.randn(1, 5, cfg.text_dim))
+    out = model.blocks[0].forward_full(tokens, e0, *model.blocks[0].cross_attn.text_kv(text), cos, sin, None)
+    assert out.is_contiguous()
+
+
 def _diffusers_twin(model: CausalWanModel):
     from diffusers import WanTransformer3DModel
     from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers

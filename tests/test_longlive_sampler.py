@@ -179,23 +179,16 @@ def test_sparse_router_with_all_blocks_kept_equals_dense_through_the_ring_cache(
     torch.testing.assert_close(torch.cat(sparse, 2), torch.cat(dense, 2), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("fp8", [False, True])
-def test_compiled_block_halves_trace_without_graph_breaks_and_match_eager(fp8):
+def test_compiled_block_halves_trace_without_graph_breaks_and_match_eager():
     """Regional compilation: the two batched halves of a block, reused by every layer.
 
     Traced with the "eager" backend so the test pays for tracing, not for C++ codegen; the
     inductor path is exercised by benchmarks/longlive.py on the GPU. A second batch size and
     the stock re-cache's longer passes reuse the dynamic-shape graphs instead of growing
-    their number with every join. With FP8 linears the blocks hand them quantised inputs
-    (`fp8_norm.Fp8Rows`): traced too."""
+    their number with every join."""
     from torch._dynamo.utils import counters
 
-    from comfyui_persona.video.longlive.fp8 import quantize_blocks_fp8
-
     model = tiny_dit()
-    if fp8:
-        quantize_blocks_fp8(model)
-        assert model.blocks[0].fp8_inputs
 
     def run(runtime) -> torch.Tensor:
         sampler = StreamingSampler(runtime, seed=1)

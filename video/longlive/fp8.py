@@ -14,8 +14,7 @@ in `torch._scaled_mm` with row-wise scales (Hopper, torch >= 2.5); elsewhere (CP
 same quantised values are multiplied in float32, so the tests check the quantisation and
 the GPU benchmark checks the kernel. Cross-attention k/v are left alone: they run once
 per prompt, not per pass. In the FFN, ffn.0's bias, the GELU and ffn.2's per-token
-quantisation run as one fused pass (`Fp8FeedForward`, `fp8_gelu.py`); the norm (and modulation)
-before each block linear and its per-token quantisation run as another (`fp8_norm.py`).
+quantisation run as one fused pass (`Fp8FeedForward`, `fp8_gelu.py`).
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import torch
 from torch import nn
 
 from .fp8_gelu import FP8_MAX, gelu_quantize, quantize_rows
-from .fp8_norm import Fp8Rows
 
 #: Linear layers inside each block that run on every pass (names relative to the block).
 FP8_BLOCK_LINEARS: tuple[str, ...] = (
@@ -61,13 +59,11 @@ class Fp8Linear(nn.Module):
         """An empty tensor of the compute dtype: only `.dtype` is meaningful (see __init__)."""
         return self._dtype_probe
 
-    def forward(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
-        """x in the compute dtype, or already quantised per token (`Block._linear_input`)."""
-        rows = x if isinstance(x, Fp8Rows) else Fp8Rows(*quantize_rows(x), tuple(x.shape[:-1]))
-        y = self.matmul(rows.values, rows.scale)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.matmul(*quantize_rows(x))
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
-        return y.reshape(*rows.lead_shape, self.out_features)
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def matmul(self, xq: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
         """(tokens, in) e4m3 with per-token scales (tokens, 1) → (tokens, out), no bias."""
@@ -87,14 +83,13 @@ class Fp8FeedForward(nn.Sequential):
     between them fused: ffn.0's bias, the GELU and ffn.2's per-token quantisation in one
     pass (`fp8_gelu.gelu_quantize`). Same children, so `ffn[0].weight.dtype` still answers."""
 
-    def forward(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         up, _, down = self
-        rows = x if isinstance(x, Fp8Rows) else Fp8Rows(*quantize_rows(x), tuple(x.shape[:-1]))
-        h = up.matmul(rows.values, rows.scale)
+        h = up.matmul(*quantize_rows(x))
         y = down.matmul(*gelu_quantize(h, up.bias))
         if down.bias is not None:
             y = y + down.bias.to(y.dtype)
-        return y.reshape(*rows.lead_shape, down.out_features)
+        return y.reshape(*x.shape[:-1], down.out_features)
 
 
 def quantize_blocks_fp8(model: nn.Module, names: tuple[str, ...] = FP8_BLOCK_LINEARS) -> int:
@@ -130,8 +125,4 @@ def quantize_blocks_fp8(model: nn.Module, names: tuple[str, ...] = FP8_BLOCK_LIN
         if (type(ffn) is nn.Sequential and len(ffn) == 3 and isinstance(ffn[0], Fp8Linear)
                 and isinstance(ffn[2], Fp8Linear) and isinstance(ffn[1], nn.GELU) and ffn[1].approximate == "tanh"):
             block.ffn = Fp8FeedForward(*ffn)
-        attn = block.self_attn
-        qkv = (attn.qkv,) if attn.qkv is not None else (attn.q, attn.k, attn.v)
-        block.fp8_inputs = (all(isinstance(layer, Fp8Linear) for layer in (*qkv, block.cross_attn.q))
-                            and isinstance(block.ffn, Fp8FeedForward))
     return replaced

@@ -26,7 +26,6 @@ from torch import nn
 
 from ..attention import dense_attention
 from .config import WanConfig
-from .fp8_norm import norm_modulate, norm_quantize
 from .window import rope_angles
 
 # --------------------------------------------------------------------------- precision policy
@@ -174,9 +173,6 @@ class Block(nn.Module):
         self.norm2 = LayerNorm(dim, cfg.eps, elementwise_affine=False)
         self.ffn = nn.Sequential(nn.Linear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
-        # Set by `fp8.quantize_blocks_fp8` once every linear fed by a norm is FP8: each such
-        # input is then normed, modulated and quantised per token in one pass (`fp8_norm`).
-        self.fp8_inputs = False
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -187,13 +183,10 @@ class Block(nn.Module):
         """(shift1, scale1, gate1, shift2, scale2, gate2), each (B, Te, dim) float32."""
         return (self.modulation.float().unsqueeze(1) + e).unbind(2)
 
-    def _linear_input(self, norm: nn.Module, x: torch.Tensor, shift: torch.Tensor | None = None,
-                      scale: torch.Tensor | None = None):
-        """What a linear after `norm` takes: `norm(x)`, modulated per frame when `shift`/`scale`
-        are given, in the compute dtype; with FP8 linears, quantised per token in the same pass."""
-        if self.fp8_inputs:
-            return norm_quantize(norm, x, shift, scale, self.compute_dtype)
-        return norm_modulate(norm, x, shift, scale, self.compute_dtype)
+    @staticmethod
+    def _modulate(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        te = shift.shape[1]
+        return (h.unflatten(1, (te, -1)) * (1 + scale[:, :, None]) + shift[:, :, None]).flatten(1, 2)
 
     @staticmethod
     def _gated(y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
@@ -204,7 +197,8 @@ class Block(nn.Module):
         """The six modulations and the self-attention's q, k (rotated) and v, (B, H, N, D) in the
         linears' dtype. x (B, N, dim) float32; e (B, Te, 6, dim) float32, N divisible by Te."""
         mods = self._modulation(e)
-        q, k, v = self.self_attn.project(self._linear_input(self.norm1, x, mods[0], mods[1]))
+        h = self._modulate(self.norm1(x), mods[0], mods[1]).to(self.compute_dtype)
+        q, k, v = self.self_attn.project(h)
         return mods, apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def after_attn(self, x: torch.Tensor, attn: torch.Tensor, mods, text_k: torch.Tensor,
@@ -213,8 +207,8 @@ class Block(nn.Module):
         dtype = self.compute_dtype
         y = self.self_attn.o(attn.transpose(1, 2).flatten(2).to(dtype))
         x = x + self._gated(y, mods[2])
-        x = x + self.cross_attn(self._linear_input(self.norm3, x), text_k, text_v).float()
-        y = self.ffn(self._linear_input(self.norm2, x, mods[3], mods[4]))
+        x = x + self.cross_attn(self.norm3(x).to(dtype), text_k, text_v).float()
+        y = self.ffn(self._modulate(self.norm2(x), mods[3], mods[4]).to(dtype))
         return x + self._gated(y, mods[5])
 
     def forward_full(self, x, e, text_k, text_v, cos, sin, mask: torch.Tensor | None) -> torch.Tensor:
@@ -305,11 +299,12 @@ class CausalWanModel(nn.Module):
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, F, H, W) latents → (B, F*h*w, dim) float32 tokens, each token's features
-        contiguous: the residual stream keeps this layout through every add, and the norms (and
-        `fp8_norm`'s kernel) read a token's row (a transposed view made every row strided)."""
+        contiguous: the residual stream keeps this layout through every add, and every norm reads
+        a token's row (from the transposed view each row was strided, and every chunk slower on an
+        H100: benchmarks/results/longlive-h100-2026-12-06-wave5-fp8-norm*.json)."""
         w = self.patch_embedding.weight
         tokens = self.patch_embedding(x.to(w.dtype)).flatten(2).transpose(1, 2)
-        return tokens.to(torch.float32, memory_format=torch.contiguous_format)
+        return tokens.contiguous().float()
 
     def unpatchify(self, x: torch.Tensor, frames: int, grid: tuple[int, int]) -> torch.Tensor:
         """(B, F*h*w, pt*ph*pw*C) → (B, C, F*pt, h*ph, w*pw) for a token `grid` (h, w)."""
