@@ -22,7 +22,6 @@
 #                                         # off and on (stock re-cache passes replayed too)   (~7 min)
 #   bash benchmarks/gpu_wave2.sh paced    # paced 1-2 sessions at 480x832 with the defaults, 40 s each
 #                                         # (PACED_SECONDS to change it)                       (~5 min)
-#   bash benchmarks/gpu_wave2.sh profile  # one stream with the defaults, a chunk's GPU time by kernel (~2 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
 #
 # Runs from a copy of the tree without .git or a venv: `comfyui_persona` is made importable from
@@ -166,14 +165,11 @@ elif [ "$MODE" = recache-graphs ]; then
 elif [ "$MODE" = paced ]; then
   needs_pydantic paced-480 && step paced-480 560 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
     --seconds "${PACED_SECONDS:-40}" --label wave5-paced-480
-elif [ "$MODE" = profile ]; then
-  step profile 240 "${BENCH[@]}" --sizes 480x832 --no-decode --chunks 6 --switches 1 --profile \
-    --label wave5-profile
 elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
 else
-  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | profile | part3 | --smoke" >&2
+  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | part3 | --smoke" >&2
   exit 2
 fi
 
