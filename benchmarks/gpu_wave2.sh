@@ -112,8 +112,8 @@ if [ "$MODE" = --smoke ]; then
   SMOKE=(--smoke)
   step tests 300 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q tests/test_longlive_host.py -k "busy or leaving"
   step single 300 "${BENCH[@]}" "${SMOKE[@]}" --decoders tae --out "$RES/single.json"
-  needs_pydantic paced && step paced 300 "${BENCH[@]}" "${SMOKE[@]}" --paced --sessions 1,2 --seconds 3 \
-    --out "$RES/paced.json"
+  needs_pydantic paced && step paced 300 "${BENCH[@]}" "${SMOKE[@]}" --paced --sessions 1,2 --seconds 1.5 \
+    --directive-every 0.5,1.0 --out "$RES/paced.json"
   needs_pydantic capacity && step capacity 300 "${BENCH[@]}" "${SMOKE[@]}" --capacity --interrupt --sessions 1,2 \
     --processes 1 --out "$RES/capacity.json"
 elif [ "$MODE" = part1 ]; then

@@ -772,7 +772,7 @@ def serve(args, torch, device, card: str, short: str) -> int:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         for n in processes:
-            res = serving.separate_processes(n, h, w, 3.0 if args.smoke else 15.0, smoke=args.smoke,
+            res = serving.separate_processes(n, h, w, 1.0 if args.smoke else 15.0, smoke=args.smoke,
                                              ready_timeout_s=240.0)
             metrics["processes"].append(res)
             print(json.dumps({"processes": res}), flush=True)

@@ -55,3 +55,21 @@ def tiny_models_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tiny-models")
     write_tiny_models(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def embedded_eval():
+    """(items, outputs): every utterance of the labelled evaluation set
+    (benchmarks/data/interpreter_eval.jsonl) and what the embedded interpreter read in it, for
+    a plain persona. Reading all of it takes tens of seconds on the shared box: the overall
+    guard (test_interpreter_embedded.py) and the per split, category and language guards
+    (test_interpreter_eval_guard.py) score the same reading."""
+    from interpreter import load_eval
+
+    from comfyui_persona.persona.card import Persona
+    from comfyui_persona.persona.interpreter import InterpretRequest, get_interpreter
+
+    interp = get_interpreter("embedded")
+    persona = Persona(id="eval", name="Eval")
+    items = load_eval()
+    return items, [interp.interpret(InterpretRequest(text=i["text"], persona=persona)) for i in items]

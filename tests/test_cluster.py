@@ -4,6 +4,11 @@ One cluster per module (started by the fixture, its temp dir under pytest's tmp,
 after): three preview replicas of at most four sessions each. Each test runs its own ingress
 on port 0 and speaks protocol v1 with a plain `websockets` client, as a browser would.
 Waits are on messages and events with generous timeouts (the box has 2 shared cores).
+
+A session a test closes ends on its replica after the resume grace. A test that needs an empty
+cluster waits for that at its start, one that fills the cluster at its end; the others leave
+their one or few closed sessions to end while the next test runs (twelve slots leave room),
+and the fixture checks, before it shuts the cluster down, that every session ended.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ def cluster(tmp_path_factory):
     try:
         deployment = deploy(config, WORKFLOW, warm_up=False)
         yield deployment
+        asyncio.run(until_no_sessions(deployment))  # every session the tests closed has ended
     finally:
         with contextlib.suppress(Exception):
             serve.shutdown()
@@ -142,10 +148,10 @@ async def test_protocol_v1_through_the_ingress(cluster):
                 assert answer.status == 200 and "<html" in (await answer.text()).lower()
             async with http.get(f"http://127.0.0.1:{port}/metrics") as answer:
                 assert "persona_cluster_sessions_routed_total 1" in await answer.text()
-    await until_no_sessions(cluster)
 
 
 async def test_sessions_spread_over_replicas_with_affinity_and_a_full_cluster_is_busy(cluster):
+    await until_no_sessions(cluster)  # every slot free: earlier tests' closed sessions have ended
     async with ingress_on_port(cluster) as (ingress, port):
         opened = await asyncio.gather(*(open_session(port) for _ in range(REPLICAS * PER_REPLICA)))
         sockets = [ws for ws, _ in opened]
@@ -250,7 +256,6 @@ async def test_a_killed_replica_s_session_resumes_elsewhere_with_its_history(clu
             print(f"failover gap: kill → ready {ready_s:.2f} s, kill → first frame {frame_s:.2f} s")
         finally:
             await again.close()
-    await until_no_sessions(cluster)
 
 
 async def _until(ws, states: list[dict], done, timeout: float = SLOW) -> dict:
@@ -347,7 +352,6 @@ async def test_one_address_holds_at_most_max_sessions_per_ip_across_the_cluster(
         finally:
             for ws in opened:
                 await ws.close()
-    await until_no_sessions(cluster)
 
 
 async def _wait(predicate, timeout: float = SLOW) -> None:
@@ -405,7 +409,6 @@ async def test_a_hung_replica_is_removed_and_its_session_resumes_elsewhere_with_
                   f"→ resumed ready {ready_s:.2f} s, → first frame {frame_s:.2f} s")
         finally:
             await again.close()
-    await until_no_sessions(cluster)
     deadline = time.monotonic() + SLOW  # Serve starts a replacement (the next tests use all three)
     while await asyncio.to_thread(_running_replicas, cluster.config.app_name) < REPLICAS:
         assert time.monotonic() < deadline, "Serve did not replace the hung replica"
@@ -444,7 +447,6 @@ async def test_a_replica_too_slow_to_connect_is_not_taken_for_lost(cluster):
             assert [name for name, ids in held.items() if session in ids] == [placement.replica]
         finally:
             await again.close()
-    await until_no_sessions(cluster)
 
 
 def _replica_states(app: str) -> dict[str, str]:
@@ -565,7 +567,6 @@ async def test_replicas_export_their_sessions_through_ray_metrics(cluster):
             assert re.match(r"^[a-z0-9]+$", ready["replica"])
         finally:
             await ws.close()
-    await until_no_sessions(cluster)
 
 
 async def test_a_recording_larger_than_the_proxy_s_piece_streams_through_the_ingress(cluster):
@@ -616,4 +617,3 @@ async def test_a_recording_larger_than_the_proxy_s_piece_streams_through_the_ing
         finally:
             await ws.close()
             path.unlink()
-    await until_no_sessions(cluster)

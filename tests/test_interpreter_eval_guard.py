@@ -8,10 +8,7 @@ a change may only raise them); where a split was since tuned above GUARD, a high
 from __future__ import annotations
 
 import pytest
-from interpreter import SPLITS, load_eval, score, unseen
-
-from comfyui_persona.persona.card import Persona
-from comfyui_persona.persona.interpreter import InterpretRequest, get_interpreter
+from interpreter import SPLITS, score, unseen
 
 GUARD = 0.90
 #: (split, category, language, "expression", "intensity" or "ruled_out") → its floor where it is not GUARD.
@@ -168,11 +165,8 @@ INTENSITY_GUARD = 0.85
 
 
 @pytest.fixture(scope="module")
-def scored():
-    interp = get_interpreter("embedded")
-    persona = Persona(id="eval", name="Eval")
-    items = load_eval()
-    outputs = [interp.interpret(InterpretRequest(text=i["text"], persona=persona)) for i in items]
+def scored(embedded_eval):
+    items, outputs = embedded_eval
     per_split = {}
     for split in SPLITS:
         chosen = [(i, o) for i, o in zip(items, outputs, strict=True) if i["split"] == split]

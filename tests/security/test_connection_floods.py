@@ -25,7 +25,7 @@ ATTACKER = textwrap.dedent(
     """
     import asyncio, sys, aiohttp
 
-    PORT, SECONDS = int(sys.argv[1]), float(sys.argv[2])
+    PORT, SECONDS = int(sys.argv[1]), float(sys.argv[2])  # SECONDS: the most it floods, unless told to stop
 
     async def idle_sockets(address, count, held):
         for _ in range(count):
@@ -55,7 +55,9 @@ ATTACKER = textwrap.dedent(
         await asyncio.gather(*(idle_sockets(f"127.0.0.{n}", 300, held) for n in range(2, 10)))
         print(f"opened {len(held)}", flush=True)
         floods = [asyncio.create_task(ping_flood(f"127.0.0.{n}", stop)) for n in (20, 21)]
-        await asyncio.sleep(SECONDS)
+        # Until the test has measured the victim under attack and says "stop" (a line on stdin).
+        told = asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        await asyncio.wait([told], timeout=SECONDS)
         stop.set()
         await asyncio.gather(*floods, return_exceptions=True)
         print("done", flush=True)
@@ -97,7 +99,8 @@ async def test_idle_socket_and_ping_floods_leave_the_victim_streaming(tmp_path):
             baseline = _fps(times, loop.time() - 2.0, loop.time())
             attack_start = loop.time()
             attacker = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", ATTACKER, str(server.port), "8", stdout=asyncio.subprocess.PIPE)
+                sys.executable, "-c", ATTACKER, str(server.port), "60", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE)
             try:
                 opened = (await asyncio.wait_for(attacker.stdout.readline(), 60)).decode()
                 assert opened.startswith("opened"), opened
@@ -109,6 +112,8 @@ async def test_idle_socket_and_ping_floods_leave_the_victim_streaming(tmp_path):
                     refused = await _metric(http, server.http_url, "persona_sockets_refused_total")
                     idle_closed = await _metric(http, server.http_url, "persona_sockets_idle_closed_total")
                     floods = await _metric(http, server.http_url, 'persona_refused_total{reason="flood"}')
+                attacker.stdin.write(b"stop\n")  # measured under attack: the attack may end
+                await attacker.stdin.drain()
                 assert (await asyncio.wait_for(attacker.stdout.readline(), 60)).decode().strip() == "done"
             finally:
                 with contextlib.suppress(ProcessLookupError):

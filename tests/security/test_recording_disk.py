@@ -28,7 +28,7 @@ from comfyui_persona.video.recording import SessionRecorder, repair_fragments
 from server_harness import hello, serve_process, wait_for_type
 
 DISK_BYTES = 4 * 2**20
-ROOM = 400 * 1024  # what is left for the recording: about ten seconds of it
+ROOM = 128 * 1024  # what is left for the recording: a few one-second fragments of it
 
 
 @contextlib.contextmanager
