@@ -209,7 +209,7 @@ def test_sidebar_tab_speaks_records_and_switches_persona(comfyui_server: str, tm
             page.get_by_text("Personas", exact=True).click()  # open the <details>
             page.wait_for_function(
                 f"() => document.querySelectorAll('[data-testid=persona-gallery] button').length >= {len(personas)}",
-                timeout=20_000,
+                timeout=60_000,
             )
             shown = gallery.evaluate_all("(buttons) => buttons.map((b) => b.dataset.persona)")
             assert {p["id"] for p in builtin} <= set(shown)
@@ -225,7 +225,7 @@ def test_sidebar_tab_speaks_records_and_switches_persona(comfyui_server: str, tm
             # -- record, speak, stop: the download is an MP4 with video and audio -----------
             page.get_by_test_id("persona-record").click()
             try:
-                page.locator('[data-testid="persona-record"][aria-pressed="true"]').wait_for(timeout=20_000)
+                page.locator('[data-testid="persona-record"][aria-pressed="true"]').wait_for(timeout=60_000)
             except sync_api.TimeoutError:
                 panel = page.get_by_test_id("persona-panel").inner_text()
                 raise AssertionError(f"recording did not start; the panel shows:\n{panel}") from None
@@ -279,7 +279,7 @@ def test_sidebar_tab_speaks_records_and_switches_persona(comfyui_server: str, tm
                 files=[{"name": "broken.json", "mimeType": "application/json", "buffer": b'{"spec": "nope"'}]
             )
             note = page.locator('[data-testid="persona-gallery-message"][data-kind="error"]')
-            note.wait_for(timeout=20_000)
+            note.wait_for(timeout=60_000)
             assert note.inner_text().startswith("bad_card: "), note.inner_text()
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / "comfyui_panel_gallery.png"
