@@ -247,7 +247,7 @@ def test_sidebar_tab_speaks_records_and_switches_persona(comfyui_server: str, tm
             page.wait_for_timeout(1500)  # let the recording hold some of the speech
             page.get_by_test_id("persona-record").click()
             link = page.locator('[data-testid="persona-recording-link"]:not([hidden])')
-            link.wait_for(timeout=60_000)
+            link.wait_for(timeout=180_000)  # the MP4 is finished after the encoder catches up: slow on a loaded box
             href = link.get_attribute("href")
             assert href and href.endswith(".mp4"), href
             with urllib.request.urlopen(f"{comfyui_server}{href}", timeout=60) as response:
