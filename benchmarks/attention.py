@@ -143,6 +143,44 @@ def top_block_mass(q, k, block_k: int = 128, fraction: float = 0.2, rows: int = 
 # --------------------------------------------------------------------------- timing
 
 
+def flash_kernels() -> dict:
+    """FlashAttention-3 (the `fa3-fwd` wheel) and -4 (`flash-attn-4`'s CuTe kernels, whose SM90
+    path is FA3's algorithm) where installed, called like SDPA on (batch, heads, tokens, dim).
+
+    Neither is a dependency: they are timed here against cuDNN before the engine adopts one.
+    A kernel that will not import is named in the result instead.
+    """
+    found: dict = {}
+
+    def to_flash(x):  # FlashAttention takes (batch, tokens, heads, dim); a view, no copy
+        return x.transpose(1, 2)
+
+    try:
+        import fa3_fwd_config
+
+        sys.modules.setdefault("flash_attn_config", fa3_fwd_config)  # the wheel's renamed module
+        import fa3_fwd_interface
+
+        def fa3(q, k, v):
+            out = fa3_fwd_interface.flash_attn_func(to_flash(q), to_flash(k), to_flash(v))
+            return (out[0] if isinstance(out, tuple) else out).transpose(1, 2)
+
+        found["fa3"] = fa3
+    except Exception as exc:
+        found["fa3"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    try:
+        from flash_attn.cute import flash_attn_func as fa4_func
+
+        def fa4(q, k, v):
+            out = fa4_func(to_flash(q), to_flash(k), to_flash(v))
+            return (out[0] if isinstance(out, tuple) else out).transpose(1, 2)
+
+        found["fa4"] = fa4
+    except Exception as exc:
+        found["fa4"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    return found
+
+
 def time_ms(fn, warmup: int, iters: int, device) -> dict[str, float]:
     """Median and min of `iters` timed calls after `warmup` calls (CUDA events, or perf_counter)."""
     for _ in range(warmup):
@@ -211,6 +249,7 @@ def run(args) -> dict:
             "iters": iters,
             "data": "structured synthetic Q/K/V (low-rank smooth field + Wan 3-axis RoPE); see docstring",
             "python": platform.python_version(),
+            "cudnn": torch.backends.cudnn.version() if on_gpu else None,
             "longlive_warped_timesteps": schedule.warped_timesteps(),
             "sparse_reach_by_threshold": {
                 str(t): schedule.sparse_reach(t)["attention_share"] for t in (626, 800, 834, 938, 1000)
@@ -226,8 +265,15 @@ def run(args) -> dict:
     out_path = out_dir / f"attention-{slug}-{today()}.json"
 
     def save():
-        written = write_result(out_path, "attention", record["device"], record["config"], record["metrics"],
-                               skipped=record["skipped"], **({"wall_s": record["wall_s"]} if "wall_s" in record else {}))
+        written = write_result(
+            out_path,
+            "attention",
+            record["device"],
+            record["config"],
+            record["metrics"],
+            skipped=record["skipped"],
+            **({"wall_s": record["wall_s"]} if "wall_s" in record else {}),
+        )
         record.update({k: written[k] for k in ("torch", "commit", "dirty", "date")})
 
     def over_budget() -> bool:
@@ -287,6 +333,34 @@ def run(args) -> dict:
         if on_gpu:
             for kernel in ("cudnn", "flash", "efficient"):
                 case(f"sdpa_{kernel}", lambda kernel=kernel: dense_mod.sdpa_with(kernel)(q, k, v))
+            for name, kernel in flash_kernels().items():
+                if isinstance(kernel, str):
+                    record["skipped"].append(f"{shape_name}/{name}: {kernel}")
+                else:
+                    case(name, lambda kernel=kernel: kernel(q, k, v))
+            # cross-attention: the chunk's queries over the 512 text tokens
+            ck, cv = k[:, :, :512].contiguous(), v[:, :, :512].contiguous()
+            cross_ref = dense_mod.sdpa_with("cudnn")(q, ck, cv)
+            for name, kernel in {"cudnn": dense_mod.sdpa_with("cudnn"), **flash_kernels()}.items():
+                if not isinstance(kernel, str):
+                    try:
+                        c, e = selfcheck.compare(kernel(q, ck, cv), cross_ref)
+                        rows[f"cross512_{name}"] = {
+                            "cosine": c,
+                            "rel_l1": e,
+                            **time_ms(lambda kernel=kernel: kernel(q, ck, cv), warmup, iters, device),
+                        }
+                    except Exception as exc:
+                        rows[f"cross512_{name}"] = {
+                            "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
+                        }
+                    print(
+                        f"{shape_name:>12} cross512_{name:<25} {json.dumps(rows[f'cross512_{name}'])}",
+                        flush=True,
+                    )
+            save()
+        if args.dense_only:
+            return
         for backend in ("sage", "sparge", "sage3"):
             why = attn.explain(attn.AttentionBackend(backend), q, k, v)
             if why:
@@ -563,6 +637,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--engine-repeats", type=int, default=5)
     parser.add_argument("--skip-kernels", action="store_true", help="only the engine chunk timing")
+    parser.add_argument(
+        "--dense-only", action="store_true", help="dense kernels only, no block-sparse settings"
+    )
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--wheels", help="folder of wheels to pip-install offline first (optional kernels)")
     parser.add_argument("--table", help="print the markdown results table of this result file and exit")
