@@ -22,6 +22,10 @@
 #                                         # off and on (stock re-cache passes replayed too)   (~7 min)
 #   bash benchmarks/gpu_wave2.sh paced    # paced 1-2 sessions at 480x832 with the defaults, 40 s each
 #                                         # (PACED_SECONDS to change it)                       (~5 min)
+#   bash benchmarks/gpu_wave2.sh flash    # CUDA tests (FlashAttention-4's too); one stream, dense attention
+#                                         # on cuDNN vs FlashAttention-4 side by side (flash-attn-4 installed) (~8 min)
+#   bash benchmarks/gpu_wave2.sh flash-serving  # batched 1-3 and paced 1-2 sessions at 480x832 with the
+#                                         # defaults (flash-attn-4 installed: FlashAttention-4)  (~6 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
 #
 # Runs from a copy of the tree without .git or a venv: `comfyui_persona` is made importable from
@@ -165,11 +169,21 @@ elif [ "$MODE" = recache-graphs ]; then
 elif [ "$MODE" = paced ]; then
   needs_pydantic paced-480 && step paced-480 560 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
     --seconds "${PACED_SECONDS:-40}" --label wave5-paced-480
+elif [ "$MODE" = flash ]; then
+  step gpu-tests 150 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu \
+    tests/test_attention_flash.py tests/test_longlive_host.py tests/test_longlive_fp8.py
+  step single-defaults 360 "${BENCH[@]}" --sizes 480x832 --decoders tae --switches 4 --chunks 12 \
+    --attention-kernel cudnn,flash --label wave6-flash
+elif [ "$MODE" = flash-serving ]; then
+  needs_pydantic capacity-480 && step capacity-480 200 "${BENCH[@]}" --capacity --sizes 480x832 \
+    --sessions 1,2,3 --label wave6-flash-capacity-480
+  needs_pydantic paced-480 && step paced-480 300 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
+    --seconds "${PACED_SECONDS:-40}" --label wave6-flash-paced-480
 elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
 else
-  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | part3 | --smoke" >&2
+  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | flash | flash-serving | part3 | --smoke" >&2
   exit 2
 fi
 
@@ -188,7 +202,7 @@ for path in sorted(glob.glob(os.path.join(out, "*.json")) + glob.glob(os.path.jo
     for run in m.get("runs", []):
         eng = run.get("engine", {})
         lines.append(f"  {run.get('height')}x{run.get('width')} {run.get('linear')} compile={run.get('compile')} "
-                     f"graphs={run.get('cuda_graphs')} timesteps={run.get('timesteps')}: "
+                     f"graphs={run.get('cuda_graphs')} timesteps={run.get('timesteps')} attention={run.get('dense_attention')}: "
                      f"chunk {run.get('chunk_ms_p50')} ms, DiT {run.get('fps_video_dit_only')} fps, "
                      f"frames on host {eng.get('fps_video_frames_on_host')} fps, first chunk {eng.get('first_chunk_ms_p50')} ms, "
                      f"directive after {eng.get('directive_to_frames_ms_after_p50')} ms, "

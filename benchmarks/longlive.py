@@ -103,7 +103,7 @@ COMPILE_OPTIONS = {
 
 
 def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width, compile_mode, graphs=False,
-               timesteps="cached"):
+               timesteps="cached", attention_kernel="auto"):
     cfg = cfgmod.WanConfig.from_name(args.preset)
     dtype = getattr(torch, args.dtype)
     timer = Timer(torch, device)
@@ -117,6 +117,7 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
     lat_h, lat_w = height // cfg.vae_stride[1], width // cfg.vae_stride[2]
     fp8 = fp8_error(torch, model, samplermod, args, lat_h, lat_w) if args.linear == "fp8" else None
     runtime = EngineRuntime(model)  # after every change to the weights
+    flash = attention_kernel != "cudnn" and runtime.use_flash_attention(required=attention_kernel == "flash")
     compile_s = None
     if compile_mode in COMPILE_OPTIONS:
         runtime.compile(options=COMPILE_OPTIONS[compile_mode])
@@ -202,6 +203,8 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
         "compile": compile_mode,
         "cuda_graphs": graphs,
         "timesteps": timesteps,
+        "attention_kernel": attention_kernel,
+        "dense_attention": "flash-attn-4 for long keys" if flash else "SDPA (cuDNN first)",
         "linear": args.linear,
         "fp8_vs_bf16": fp8,
         "tokens_per_frame": geometry.tokens_per_frame,
@@ -592,6 +595,9 @@ def main(argv=None) -> int:
                         "them (a host sync per pass), for a side-by-side; both: one run each")
     parser.add_argument("--chunks", type=int, default=20, help="timed chunks per size")
     parser.add_argument("--switches", type=int, default=6, help="timed prompt switches per size")
+    parser.add_argument("--attention-kernel", default="auto",
+                        help="dense attention: auto (the engine's default: FlashAttention-4 for long keys on Hopper "
+                        "where installed), flash (required), cudnn; a comma list runs each, side by side")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--linear", default="auto", choices=["auto", "bf16", "fp8"],
@@ -673,6 +679,7 @@ def main(argv=None) -> int:
                 "cuda_graphs": args.cuda_graphs,
                 "timesteps": args.timesteps,
                 "recache_mode": args.recache_mode,
+                "attention_kernel": args.attention_kernel,
                 "chunks_timed": args.chunks,
                 "scene_prompt": args.scene_prompt,
                 "weights": "random (meta -> to_empty -> seeded init)",
@@ -686,13 +693,14 @@ def main(argv=None) -> int:
 
     graph_settings = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graphs]
     timestep_settings = ["per-pass", "cached"] if args.timesteps == "both" else [args.timesteps]
-    runs = [(mode.strip(), graphs, size, ts) for mode in args.compile.split(",") for graphs in graph_settings
-            for size in args.sizes.split(",") for ts in timestep_settings]
+    runs = [(mode.strip(), graphs, size, ts, kernel.strip()) for mode in args.compile.split(",")
+            for graphs in graph_settings for size in args.sizes.split(",") for ts in timestep_settings
+            for kernel in args.attention_kernel.split(",")]
     with torch.inference_mode():
-        for mode, graphs, size, ts in runs:
+        for mode, graphs, size, ts, kernel in runs:
             h, w = (int(v) for v in size.lower().split("x"))
             try:
-                res = bench_size(torch, cfgmod, modelmod, samplermod, args, device, h, w, mode, graphs, ts)
+                res = bench_size(torch, cfgmod, modelmod, samplermod, args, device, h, w, mode, graphs, ts, kernel)
             except Exception as exc:  # keep the other runs' numbers; say what failed
                 if args.smoke:
                     raise
@@ -700,6 +708,7 @@ def main(argv=None) -> int:
 
                 traceback.print_exc()
                 res = {"height": h, "width": w, "compile": mode, "cuda_graphs": graphs, "timesteps": ts,
+                       "attention_kernel": kernel,
                        "error": f"{type(exc).__name__}: {exc}"[:2000]}
             finally:
                 if mode.strip() != "none":
@@ -726,7 +735,10 @@ def serve(args, torch, device, card: str, short: str) -> int:
     processes = [int(n) for n in args.processes.split(",") if n.strip()]
     every = tuple(float(v) for v in args.directive_every.split(","))
     queue_ahead = [int(v) for v in args.queue_ahead.split(",") if v.strip()]
+    if "," in args.attention_kernel:
+        raise SystemExit("--attention-kernel takes one value with --paced/--capacity/--interrupt")
     settings_kw = {"compile": "on" if "default" in args.compile else "off", "linear_precision": args.linear,
+                   "attention_kernel": args.attention_kernel,
                    "recache_mode": args.recache_mode, "cuda_graphs": args.cuda_graphs != "off"}
 
     def write(extra: dict | None = None) -> None:

@@ -227,6 +227,10 @@ def latent_preview(latents) -> Any:
 _LOADED: dict[tuple, LongLiveModel] = {}
 
 
+#: Load-time settings newer than the first shared LongLive workflows, in the order they were added.
+APPENDED_SETTINGS = ("attention_kernel",)
+
+
 class PersonaLongLiveLoader:
     """Loads the LongLive generator (+ its LoRA), UMT5 and the decoder once per settings."""
 
@@ -251,8 +255,12 @@ class PersonaLongLiveLoader:
                                           "folder; auto = the pack's models folder (models/persona)."})
             for name, (folder, _) in FILE_PICKERS.items()
         }
+        required = node_inputs(LongLiveSettings, load=True)  # every load-time setting, one source
+        # Settings added after workflows were shared come last, as optional inputs: a saved
+        # workflow lists its widget values by position, so they must not shift the others.
+        appended = {name: required.pop(name) for name in APPENDED_SETTINGS}
         return {
-            "required": node_inputs(LongLiveSettings, load=True),  # every load-time setting, one source
+            "required": required,
             "optional": {  # optional, so workflows saved before they existed still load
                 **pickers,
                 "models_dir": (
@@ -260,6 +268,7 @@ class PersonaLongLiveLoader:
                     {"default": "", "tooltip": "Folder with the weight files for the pickers on auto. Empty: "
                      "$PERSONA_MODELS_DIR, else ComfyUI/models/persona, else ~/.cache/comfyui-persona/models."},
                 ),
+                **appended,
             },
         }
 

@@ -219,12 +219,19 @@ def test_engine_node_inputs_are_generated_from_the_settings_model() -> None:
     bounds, choices and description; the inputs' defaults validate back to the default settings."""
     import typing
 
-    from comfyui_persona.nodes.engine_nodes import ATTENTION_SETTINGS, SAMPLER_SETTINGS, sampler_settings
+    from comfyui_persona.nodes.engine_nodes import (
+        APPENDED_SETTINGS,
+        ATTENTION_SETTINGS,
+        SAMPLER_SETTINGS,
+        sampler_settings,
+    )
     from comfyui_persona.nodes.settings_inputs import settings_from_inputs
     from comfyui_persona.video.attention.config import SparseAttentionConfig
     from comfyui_persona.video.longlive.settings import LongLiveSettings
 
-    loader = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"].INPUT_TYPES()["required"]
+    loader_inputs = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"].INPUT_TYPES()
+    # newer settings are optional inputs after the file pickers (a saved workflow's widgets keep their places)
+    loader = {**loader_inputs["required"], **{n: loader_inputs["optional"][n] for n in APPENDED_SETTINGS}}
     sampler = NODE_CLASS_MAPPINGS["PersonaLongLiveSampler"].INPUT_TYPES()["required"]
     fields = LongLiveSettings.model_fields
     load_fields = {n for n, f in fields.items() if f.json_schema_extra["ui"]["is_load_param"]}

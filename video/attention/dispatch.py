@@ -7,7 +7,8 @@ The model asks a router once per layer and denoising step which function to use
 Backends (`AttentionBackend`): dense SDPA (always there; cuDNN, then FlashAttention on CUDA),
 block-sparse on FlexAttention (`sparse.py`, SpargeAttn's selection), and three optional
 third-party kernels used only when installed and the card fits: SageAttention (`sage`),
-SpargeAttn's own kernels (`sparge`) and SageAttention3 FP4 (`sage3`, Blackwell only).
+SpargeAttn's own kernels (`sparge`), SageAttention3 FP4 (`sage3`, Blackwell only) and
+FlashAttention-4 (`flash`, Hopper; the engine's dense kernel for long keys there, `flash.py`).
 Each optional backend explains a mismatch (device, dtype, head_dim, card) with
 `BackendUnavailableError` and must pass a self-check against dense on first use.
 """
@@ -22,7 +23,7 @@ from typing import Protocol
 import torch
 
 from ...errors import PersonaError
-from . import sage, spargeattn
+from . import flash, sage, spargeattn
 from .dense import dense_attention
 from .selfcheck import self_check
 from .sparse import BlockSparseParams, block_sparse_attention
@@ -39,6 +40,7 @@ class AttentionBackend(str, Enum):
     SAGE = "sage"
     SPARGE = "sparge"
     SAGE3 = "sage3"
+    FLASH = "flash"
 
 
 class BackendUnavailableError(PersonaError, RuntimeError):
@@ -75,6 +77,7 @@ _CHECKS: dict[AttentionBackend, tuple[Callable[[], str | None], Callable[..., li
     AttentionBackend.SAGE: (sage.sage_missing, sage.sage_constraints),
     AttentionBackend.SPARGE: (spargeattn.sparge_missing, spargeattn.sparge_constraints),
     AttentionBackend.SAGE3: (sage.sage3_missing, sage.sage3_constraints),
+    AttentionBackend.FLASH: (flash.flash_missing, flash.flash_constraints),
 }
 
 
@@ -112,6 +115,8 @@ def _kernel(backend: AttentionBackend, params: BlockSparseParams | None) -> Atte
         return functools.partial(spargeattn.sparge_attention, params=params or BlockSparseParams())
     if backend is AttentionBackend.SAGE3:
         return sage.sage3_attention
+    if backend is AttentionBackend.FLASH:
+        return flash.flash_attention
     raise ValueError(f"unknown attention backend {backend!r}")
 
 

@@ -27,6 +27,7 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     "sage": (0.99, 0.1),
     "sparge": (0.99, 0.1),
     "sage3": (0.97, 0.25),
+    "flash": (0.999, 0.02),
 }
 
 

@@ -121,7 +121,8 @@ def decoder_dtype(device, decoder: str) -> torch.dtype:
 
 def prepare_runtime(model, speed) -> EngineRuntime:
     """The loaded (LoRA-merged) model as the engine runs it: q/k/v fused, FP8 block linears if
-    `speed.fp8`, compiled if `speed.compile`, CUDA graphs if `speed.cuda_graphs` (a
+    `speed.fp8`, FlashAttention-4 for long keys if `speed.flash_attention`, compiled if
+    `speed.compile`, CUDA graphs if `speed.cuda_graphs` (a
     `settings.ResolvedSpeed`). Shared by `load_engine` and the benchmarks (random weights)."""
     model.fuse_qkv()  # after the LoRA merge, which names q, k, v
     if speed.fp8:
@@ -129,6 +130,8 @@ def prepare_runtime(model, speed) -> EngineRuntime:
 
         quantize_blocks_fp8(model)  # after the LoRA merge: quantise the final weights
     runtime = EngineRuntime(model)  # after every change to the weights
+    if speed.flash_attention:
+        runtime.use_flash_attention(required=speed.flash_required)
     if speed.compile:
         runtime.compile(speed.compile_mode)
     runtime.use_cuda_graphs(speed.cuda_graphs)

@@ -41,7 +41,15 @@ from pathlib import Path
 
 import torch
 
-from ..attention import AttentionRouter, DenseRouter
+from ..attention import (
+    AttentionBackend,
+    AttentionRouter,
+    BackendUnavailableError,
+    DenseRouter,
+    dense_attention,
+)
+from ..attention.dispatch import check_backend
+from ..attention.flash import flash_dense_attention
 from .model import Block, CausalWanModel, apply_rope
 from .window import ChunkPlan, WindowGeometry, rope_axis_dims
 
@@ -134,6 +142,7 @@ class EngineRuntime:
         self.passes_run = 0
         self.graph_replays = 0
         self._timesteps: dict[tuple[float, ...], torch.Tensor] = {}  # see _timestep_tensor
+        self._dense = dense_attention  # what DenseRouter's dense attention runs: see use_flash_attention
 
     @property
     def device(self) -> torch.device:
@@ -226,9 +235,33 @@ class EngineRuntime:
         return t
 
     def _attention_fns(self, row: PassRow) -> tuple:
-        """The router's function per layer for this row, chosen on the host (outside any graph)."""
+        """The router's function per layer for this row, chosen on the host (outside any graph);
+        dense attention is this runtime's dense kernel (see `use_flash_attention`)."""
         refresh = not row.output
-        return tuple(row.router.select(i, row.t, refresh) for i in range(len(self.model.blocks)))
+        fns = (row.router.select(i, row.t, refresh) for i in range(len(self.model.blocks)))
+        return tuple(self._dense if fn is dense_attention else fn for fn in fns)
+
+    # ---- kernels ---------------------------------------------------------------------------
+
+    def use_flash_attention(self, enabled: bool = True, *, required: bool = False) -> bool:
+        """Run dense attention over many keys on FlashAttention-4 (video/attention/flash.py says
+        where and why) if it can run here and passes its self-check against SDPA; returns
+        whether it is on. Otherwise SDPA (cuDNN first) with a warning, or, when `required`,
+        `BackendUnavailableError` naming every reason. Drops captured graphs (they hold the
+        old kernels)."""
+        self._dense = dense_attention
+        if enabled:
+            cfg = self.model.cfg
+            probe = torch.zeros(1, 1, 1, cfg.head_dim, device=self.device, dtype=self.model.compute_dtype)
+            try:
+                check_backend(AttentionBackend.FLASH, probe, probe, probe)
+                self._dense = flash_dense_attention
+            except BackendUnavailableError as exc:
+                if required:
+                    raise
+                log.warning("LongLive keeps SDPA for dense attention: %s", exc)
+        self.drop_cuda_graphs()
+        return self._dense is flash_dense_attention
 
     def _pass(self, store: KVStore, rows: list[PassRow], x: torch.Tensor, t: torch.Tensor, write,
               fns: list[tuple], refresh: bool) -> torch.Tensor | None:

@@ -100,6 +100,13 @@ class LongLiveSettings(BaseModel):
         "wait; empty = compile at the first session instead.",
         json_schema_extra=_ui(10, load=True),
     )
+    attention_kernel: Literal["auto", "flash", "cudnn"] = Field(
+        "auto",
+        description="Self-attention kernel on a GPU. auto = FlashAttention-4 on Hopper when the flash-attn-4 "
+        "package is installed (the [flash] extra; faster at 480x832), else cuDNN. flash = require it (the load "
+        "fails naming why it cannot run). cudnn = PyTorch SDPA, cuDNN first. video/attention/flash.py.",
+        json_schema_extra=_ui(11, load=True, component="select"),
+    )
     denoising_steps: int = Field(
         4, ge=1, le=4,
         description="Denoising steps per chunk, taken from the start of LongLive's 4-step list.",
@@ -167,9 +174,16 @@ class LongLiveSettings(BaseModel):
         else:
             fp8 = self.linear_precision == "fp8"
         warmup = tuple(int(v) for v in self.warmup_size.split("x")) if self.warmup_size else None
+        if self.attention_kernel == "auto":
+            from ..attention.flash import flash_card_reasons, flash_missing
+
+            flash = cuda and not flash_card_reasons(capability) and flash_missing() is None
+        else:
+            flash = self.attention_kernel == "flash"
         return ResolvedSpeed(compile=compile_on, fp8=fp8, cuda_graphs=self.cuda_graphs and cuda,
                              compile_mode=None if self.compile_mode == "default" else "max-autotune-no-cudagraphs",
-                             warmup_hw=warmup if compile_on and cuda else None)
+                             warmup_hw=warmup if compile_on and cuda else None,
+                             flash_attention=flash, flash_required=self.attention_kernel == "flash")
 
 
 @dataclass(frozen=True)
@@ -181,3 +195,5 @@ class ResolvedSpeed:
     cuda_graphs: bool
     compile_mode: str | None
     warmup_hw: tuple[int, int] | None
+    flash_attention: bool = False  # FlashAttention-4 for long-key attention (video/attention/flash.py)
+    flash_required: bool = False  # the settings asked for it: a load where it cannot run fails
