@@ -251,6 +251,26 @@ def test_a_directive_restarts_the_chunk_in_flight_under_the_new_prompt():
     assert torch.equal(got, reference.next_frames())
 
 
+def test_the_pass_time_estimate_is_the_passes_own_time_not_the_idle_time_between_chunks():
+    """Deadline decisions (restart the chunk in flight, sit a pass out) use the estimated time of
+    a pass. At real-time pacing the engine idles between a lone session's chunks; that idle time
+    once entered the estimate and made restarts that would have been on time look late."""
+    now = [0.0]
+
+    def clock():  # every reading moves a little; the viewer's playing time is added below
+        now[0] += 0.001
+        return now[0]
+
+    host = make_host(clock=clock)
+    s = host.open_session(LAT_H, LAT_W, seed=0)
+    s.set_prompt(prompts(1)[0])
+    seen = []
+    for _ in range(4):
+        s.next_frames(progress=lambda done, total, latents: seen.append(host._estimate(1)))
+        now[0] += 1.0  # the viewer plays the chunk: the engine is idle
+    assert len(seen) >= 16 and 0 < max(seen) < 0.1
+
+
 @torch.no_grad()
 def test_urgent_session_runs_alone_while_the_others_have_time():
     """With deadlines, a session whose chunk carries a directive runs its passes without the
@@ -316,6 +336,7 @@ def test_cuda_side_stream_decode_and_graph_replay_give_the_frames_and_cache_of_p
     graph_host = cuda_host(graphs=True)
     graph_frames, graph_cache = cuda_script(graph_host, 1)
     assert graph_host.runtime.graphs_captured >= 1 and graph_host.runtime.graph_replays > 10
+    assert 0 < graph_host._pass_s[1] < 0.5  # a pass's GPU time, read from the events around it
     for a, b in zip(plain_frames[0], graph_frames[0], strict=True):
         assert (a.int() - b.int()).abs().max() <= 1
     torch.testing.assert_close(graph_cache, plain_cache, atol=1e-3, rtol=1e-3)

@@ -233,8 +233,8 @@ class EngineHost:
         self._driving = False
         self._delivered = False
         self._inflight: deque[torch.cuda.Event] = deque()
-        self._pass_s: dict[int, float] = {}  # EMA of a tick's wall time by batch size
-        self._last_tick: tuple[float, int] | None = None
+        self._pass_s: dict[int, float] = {}  # EMA of a tick's own duration by batch size (_note_pass)
+        self._timing: deque[tuple[torch.cuda.Event, torch.cuda.Event, int]] = deque()  # ticks on the GPU
         self._counter = 0
 
     @property
@@ -462,6 +462,7 @@ class EngineHost:
 
     def _tick_inner(self) -> bool:
         now = self.clock()
+        self._note_finished_ticks()
         self._check_interrupts_and_directives(now)
         if self.prefetch:
             self._join_batch()
@@ -485,7 +486,10 @@ class EngineHost:
         groups: dict[int, list] = {}
         for session, row in chosen:
             groups.setdefault(row.x.shape[2], []).append((session, row))
-        self._note_interval(now, len(chosen))
+        begin = None
+        if self.device.type == "cuda":
+            begin = torch.cuda.Event(enable_timing=True)
+            begin.record()
         for members in sorted(groups.values(), key=lambda m: not any(s.urgent for s, _ in m)):
             outs = self._run(members)
             for (session, _), out in zip(members, outs, strict=True):
@@ -494,10 +498,13 @@ class EngineHost:
                     continue
                 self._deliver(session, out)
         self.stats.ticks += 1
-        if self.device.type == "cuda":
-            event = torch.cuda.Event()
-            event.record()
-            self._inflight.append(event)
+        if begin is not None:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._inflight.append(end)
+            self._timing.append((begin, end, len(chosen)))
+        else:  # the pass ran synchronously
+            self._note_pass(len(chosen), self.clock() - now)
         return True
 
     def _check_interrupts_and_directives(self, now: float) -> None:
@@ -631,14 +638,21 @@ class EngineHost:
 
     # ---- pass-time estimates (for deadlines) --------------------------------------------------
 
-    def _note_interval(self, now: float, batch: int) -> None:
-        if self._last_tick is not None:
-            start, size = self._last_tick
-            dt = now - start
-            if 0 < dt < 2.0:
-                old = self._pass_s.get(size)
-                self._pass_s[size] = dt if old is None else 0.8 * old + 0.2 * dt
-        self._last_tick = (now, batch)
+    def _note_finished_ticks(self) -> None:
+        """Note the GPU time of every tick that has finished since the last call.
+
+        Why the GPU's own time (events around the tick's kernels), not the interval between tick
+        starts: at real-time pacing a lone session's GPU idles between chunks, and intervals that
+        include that idle time made a pass look twice as long, so the deadline check declined
+        restarts that would have been on time."""
+        while self._timing and self._timing[0][1].query():
+            begin, end, batch = self._timing.popleft()
+            self._note_pass(batch, begin.elapsed_time(end) / 1000.0)
+
+    def _note_pass(self, batch: int, seconds: float) -> None:
+        if 0 < seconds < 2.0:
+            old = self._pass_s.get(batch)
+            self._pass_s[batch] = seconds if old is None else 0.8 * old + 0.2 * seconds
 
     def _estimate(self, batch: int) -> float:
         """Seconds a pass of `batch` rows takes (measured; scaled from the nearest size known)."""
