@@ -21,7 +21,7 @@
 #   bash benchmarks/gpu_wave2.sh recache-graphs  # CUDA tests; one stream with the defaults, CUDA graphs
 #                                         # off and on (stock re-cache passes replayed too)   (~7 min)
 #   bash benchmarks/gpu_wave2.sh paced    # paced 1-2 sessions at 480x832 with the defaults, 40 s each
-#                                         # (PACED_SECONDS to change it)                       (~5 min)
+#                                         # (PACED_SECONDS, PACED_LABEL to change them)        (~5 min)
 #   bash benchmarks/gpu_wave2.sh flash    # CUDA tests (FlashAttention-4's too); one stream, dense attention
 #                                         # on cuDNN vs FlashAttention-4 side by side (flash-attn-4 installed) (~8 min)
 #   bash benchmarks/gpu_wave2.sh flash-serving  # batched 1-3 and paced 1-2 sessions at 480x832 with the
@@ -168,7 +168,7 @@ elif [ "$MODE" = recache-graphs ]; then
     --cuda-graphs both --label wave5-recache-graphs
 elif [ "$MODE" = paced ]; then
   needs_pydantic paced-480 && step paced-480 560 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
-    --seconds "${PACED_SECONDS:-40}" --label wave5-paced-480
+    --seconds "${PACED_SECONDS:-40}" --label "${PACED_LABEL:-wave5-paced-480}"
 elif [ "$MODE" = flash ]; then
   step gpu-tests 150 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu \
     tests/test_attention_flash.py tests/test_longlive_host.py tests/test_longlive_fp8.py
