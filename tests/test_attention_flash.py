@@ -60,6 +60,19 @@ def test_asking_for_flash_where_it_cannot_run_names_why_and_auto_keeps_sdpa(capl
     assert any("CUDA" in r for r in reasons) and any("head_dim" in r for r in reasons)
 
 
+def test_a_flash_attn_package_that_does_not_import_is_a_reason_not_a_crash(tmp_path, monkeypatch):
+    """FlashAttention-2's package is also named `flash_attn`; one built for another torch raises
+    on import. Loading the engine must then say so and keep SDPA, not fail."""
+    package = tmp_path / "flash_attn"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('undefined symbol: built for another torch')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(__import__("sys").modules, "flash_attn", raising=False)
+    why = flash_missing()
+    assert why is not None and "does not import" in why and "another torch" in why
+    assert not LongLiveSettings().resolved("cuda", (9, 0)).flash_attention
+
+
 def test_a_runtime_without_flash_runs_the_routers_dense_attention():
     runtime = EngineRuntime(tiny_dit(local_attn_size=9))
     from comfyui_persona.video.longlive.runtime import DENSE, PassRow

@@ -3,8 +3,9 @@
 Why: at LongLive's self-attention shape (a chunk's 4,680 queries over an 18,720-key window,
 12 heads of 128, bf16) the package's SM90 kernel (FlashAttention-3's algorithm) beats cuDNN's
 fused attention, the fastest SDPA kernel there; over a prompt's 512 keys cuDNN wins, and at
-320×576 they tie (`benchmarks/results/attention-h100-*.json`). So `dense.py` uses it for long
-keys only, and only where it was measured: compute capability 9.x.
+320×576 they tie (`benchmarks/results/attention-h100-2026-12-06-flash.json`). So
+`flash_dense_attention` uses it for long keys only, and the engine only where it was measured:
+compute capability 9.x (`EngineRuntime.use_flash_attention`).
 
 Not a dependency of the package: the `[flash]` extra installs it (with NVIDIA's CUTLASS DSL,
 about 240 MB). It compiles each kernel on first use (seconds, at the engine's warm-up) and
@@ -30,7 +31,11 @@ _HALF = (torch.float16, torch.bfloat16)
 
 def flash_missing() -> str | None:
     """Why `flash-attn-4` cannot be used in this process at all, or None when it is importable."""
-    if importlib.util.find_spec("flash_attn") is None or importlib.util.find_spec("flash_attn.cute") is None:
+    try:  # finding the submodule imports `flash_attn`, which FlashAttention-2 also names
+        found = importlib.util.find_spec("flash_attn") is not None and importlib.util.find_spec("flash_attn.cute")
+    except ImportError as exc:
+        return f"package flash_attn does not import ({exc}); install flash-attn-4 (pip install 'comfyui-persona[flash]')"
+    if not found:
         return "package flash-attn-4 is not installed (pip install 'comfyui-persona[flash]')"
     return None
 
