@@ -151,6 +151,7 @@ def load_engine(settings=None, files: EngineFiles | str | Path | None = None, *,
                 progress: Callable[[int, int], None] | None = None, device: str | None = None) -> LoadedEngine:
     """Load every part once (see the module docstring). Raises `CheckpointNotFoundError` naming
     the first missing file."""
+    from ..attention.flash import flash_card_reasons
     from ..decoders.taehv import load_taehv
     from ..decoders.wan_vae import load_wan_vae
     from ..text.umt5 import UMT5TextEncoder, load_tokenizer, load_umt5
@@ -163,7 +164,8 @@ def load_engine(settings=None, files: EngineFiles | str | Path | None = None, *,
     if not isinstance(files, EngineFiles):
         files = EngineFiles(models_dir=Path(files) if files is not None else None)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    speed = settings.resolved(device, torch.cuda.get_device_capability() if device.startswith("cuda") else None)
+    capability = torch.cuda.get_device_capability(device) if device.startswith("cuda") else None
+    speed = settings.resolved(device, capability)
     dtype = getattr(torch, settings.dtype)
     generator = files.find("longlive.generator")
     lora = files.find("longlive.lora")
@@ -173,6 +175,11 @@ def load_engine(settings=None, files: EngineFiles | str | Path | None = None, *,
     model = load_generator(generator, cfg)
     merge_lora(model, read_lora_state(lora))
     runtime = prepare_runtime(cast_for_inference(model.to(device), dtype).eval(), speed)
+    if runtime.flash_attention:
+        log.info("LongLive: self-attention on FlashAttention-4 (flash-attn-4), the rest on cuDNN")
+    elif settings.attention_kernel == "auto" and capability is not None and not flash_card_reasons(capability):
+        log.info("LongLive: self-attention on cuDNN; with flash-attn-4 installed (pip install "
+                 "'comfyui-persona[flash]') it runs on FlashAttention-4, faster at 480x832 (docs/attention.md)")
     umt5 = load_umt5(encoder_path, device, dtype)
     if umt5.config.d_model != cfg.text_dim:
         raise RenderError(

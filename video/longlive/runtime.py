@@ -243,6 +243,11 @@ class EngineRuntime:
 
     # ---- kernels ---------------------------------------------------------------------------
 
+    @property
+    def flash_attention(self) -> bool:
+        """Whether dense attention over many keys runs on FlashAttention-4 (`use_flash_attention`)."""
+        return self._dense is flash_dense_attention
+
     def use_flash_attention(self, enabled: bool = True, *, required: bool = False) -> bool:
         """Run dense attention over many keys on FlashAttention-4 (video/attention/flash.py says
         where and why) if it can run here and passes its self-check against SDPA; returns
@@ -261,7 +266,7 @@ class EngineRuntime:
                     raise
                 log.warning("LongLive keeps SDPA for dense attention: %s", exc)
         self.drop_cuda_graphs()
-        return self._dense is flash_dense_attention
+        return self.flash_attention
 
     def _pass(self, store: KVStore, rows: list[PassRow], x: torch.Tensor, t: torch.Tensor, write,
               fns: list[tuple], refresh: bool) -> torch.Tensor | None:
