@@ -556,7 +556,9 @@ class EngineHost:
             if session.urgent or session.deadline is None:
                 chosen.append((session, row))
                 continue
-            own_left = session.stream.passes_to_latents() if session.wanted > 0 else 1
+            # One pass more than its latents need: its frames still wait for the decode, the copy
+            # to the host and maybe an owed refresh, which the estimate (GPU time of passes) leaves out.
+            own_left = (session.stream.passes_to_latents() if session.wanted > 0 else 1) + 1
             if now + urgent_left * alone + own_left * together <= session.deadline:
                 self.stats.sat_out += 1
             else:
