@@ -661,6 +661,9 @@ def main(argv=None) -> int:
         args.linear = "fp8" if capability is not None and capability >= (9, 0) else "bf16"
     args.compile = ",".join(("default" if device.type == "cuda" else "none") if m.strip() == "auto" else m.strip()
                             for m in args.compile.split(","))
+    unknown = {k.strip() for k in args.attention_kernel.split(",")} - {"auto", "flash", "cudnn"}
+    if unknown:
+        parser.error(f"--attention-kernel takes auto, flash or cudnn, not {', '.join(sorted(unknown))}")
     if args.paced or args.capacity or args.interrupt:
         return serve(args, torch, device, card, short)
     results: list[dict] = []

@@ -22,6 +22,7 @@ from comfyui_persona.video.attention import (
     explain,
 )
 from comfyui_persona.video.attention.flash import (
+    flash_by_default,
     flash_card_reasons,
     flash_constraints,
     flash_dense_attention,
@@ -44,6 +45,8 @@ def test_auto_uses_flash_only_on_hopper_with_the_package_and_flash_is_required_w
     assert forced.flash_attention and forced.flash_required
     assert not LongLiveSettings(attention_kernel="cudnn").resolved("cuda", (9, 0)).flash_attention
     assert flash_card_reasons(None) and flash_card_reasons((8, 9)) and not flash_card_reasons((9, 0))
+    assert not flash_card_reasons((10, 0))  # Blackwell runs it when asked for; auto keeps to Hopper
+    assert not flash_by_default((10, 0)) and not flash_by_default(None)
 
 
 def test_asking_for_flash_where_it_cannot_run_names_why_and_auto_keeps_sdpa(caplog):

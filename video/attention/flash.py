@@ -5,11 +5,12 @@ Why: at LongLive's self-attention shape (a chunk's 4,680 queries over an 18,720-
 fused attention, the fastest SDPA kernel there; over a prompt's 512 keys cuDNN wins, and at
 320×576 they tie (`benchmarks/results/attention-h100-2026-12-06-flash.json`). So
 `flash_dense_attention` uses it for long keys only, and the engine only where it was measured:
-compute capability 9.x (`EngineRuntime.use_flash_attention`).
+compute capability 9.x (`flash_by_default`; asked for explicitly, it also runs on Blackwell,
+FlashAttention-4's other target).
 
 Not a dependency of the package: the `[flash]` extra installs it (with NVIDIA's CUTLASS DSL,
-about 240 MB). It compiles each kernel on first use (seconds, at the engine's warm-up) and
-launches on PyTorch's current stream, so CUDA graphs capture it. Tensors stay in our
+about 240 MB). It compiles its kernel on first use (seconds; the engine's load-time
+self-check is that first use) and launches on PyTorch's current stream, so CUDA graphs capture it. Tensors stay in our
 (batch, heads, tokens, head_dim) layout: FlashAttention reads (batch, tokens, heads, head_dim)
 by strides, so the transposes below are views, not copies.
 """
@@ -33,7 +34,7 @@ def flash_missing() -> str | None:
     """Why `flash-attn-4` cannot be used in this process at all, or None when it is importable."""
     try:  # finding the submodule imports `flash_attn`, which FlashAttention-2 also names
         found = importlib.util.find_spec("flash_attn") is not None and importlib.util.find_spec("flash_attn.cute")
-    except ImportError as exc:
+    except Exception as exc:  # noqa: BLE001 - a broken build may raise anything on import
         return f"package flash_attn does not import ({exc}); install flash-attn-4 (pip install 'comfyui-persona[flash]')"
     if not found:
         return "package flash-attn-4 is not installed (pip install 'comfyui-persona[flash]')"
@@ -41,12 +42,19 @@ def flash_missing() -> str | None:
 
 
 def flash_card_reasons(capability: tuple[int, int] | None) -> list[str]:
-    """Why a card (its CUDA compute capability; None: no CUDA device) is not one it is used on."""
+    """Why a card (its CUDA compute capability; None: no CUDA device) cannot run FlashAttention-4's
+    kernels (SM90, Hopper; SM100, Blackwell)."""
     if capability is None:
         return ["needs a CUDA device"]
-    if capability[0] != 9:
-        return [f"used on Hopper (compute capability 9.x), where it was measured; card has {capability}"]
+    if capability[0] not in (9, 10):
+        return [f"needs compute capability 9.x (Hopper) or 10.x (Blackwell); card has {capability}"]
     return []
+
+
+def flash_by_default(capability: tuple[int, int] | None) -> bool:
+    """Whether `attention_kernel="auto"` uses it on this card: on Hopper, where it was measured
+    faster than cuDNN, when the package imports."""
+    return capability is not None and capability[0] == 9 and flash_missing() is None
 
 
 def flash_constraints(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[str]:

@@ -234,7 +234,7 @@ class EngineHost:
         self._delivered = False
         self._inflight: deque[torch.cuda.Event] = deque()
         self._pass_s: dict[int, float] = {}  # EMA of a tick's own duration by batch size (_note_pass)
-        self._timing: deque[tuple[torch.cuda.Event, torch.cuda.Event, int]] = deque()  # ticks on the GPU
+        self._timing: deque[tuple[torch.cuda.Event, torch.cuda.Event, int]] = deque()  # passes on the GPU
         self._counter = 0
 
     @property
@@ -486,26 +486,35 @@ class EngineHost:
         groups: dict[int, list] = {}
         for session, row in chosen:
             groups.setdefault(row.x.shape[2], []).append((session, row))
-        begin = None
-        if self.device.type == "cuda":
-            begin = torch.cuda.Event(enable_timing=True)
-            begin.record()
         for members in sorted(groups.values(), key=lambda m: not any(s.urgent for s, _ in m)):
-            outs = self._run(members)
+            outs = self._timed_run(members)
             for (session, _), out in zip(members, outs, strict=True):
                 if isinstance(out, BaseException):
                     self._fail(session, out)
                     continue
                 self._deliver(session, out)
         self.stats.ticks += 1
-        if begin is not None:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            self._inflight.append(end)
-            self._timing.append((begin, end, len(chosen)))
-        else:  # the pass ran synchronously
-            self._note_pass(len(chosen), self.clock() - now)
+        if self.device.type == "cuda":
+            event = torch.cuda.Event()
+            event.record()
+            self._inflight.append(event)
         return True
+
+    def _timed_run(self, members: list) -> list:
+        """`_run`, noting the pass's own time: CUDA events around its kernels alone (read once
+        they have passed, `_note_finished_ticks`), or the synchronous run on CPU. The decode,
+        progress hooks and hand-over come after and are not pass time."""
+        if self.device.type != "cuda":
+            started = self.clock()  # the clock deadlines are in
+            outs = self._run(members)
+            self._note_pass(len(members), self.clock() - started)
+            return outs
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        outs = self._run(members)
+        end.record()
+        self._timing.append((begin, end, len(members)))
+        return outs
 
     def _check_interrupts_and_directives(self, now: float) -> None:
         for session in self.sessions:
@@ -641,11 +650,11 @@ class EngineHost:
     # ---- pass-time estimates (for deadlines) --------------------------------------------------
 
     def _note_finished_ticks(self) -> None:
-        """Note the GPU time of every tick that has finished since the last call.
+        """Note the GPU time of every pass that has finished since the last call.
 
-        Why the GPU's own time (events around the tick's kernels), not the interval between tick
+        Why the pass's own time (events around its kernels), not the interval between tick
         starts: at real-time pacing a lone session's GPU idles between chunks, and intervals that
-        include that idle time made a pass look twice as long, so the deadline check declined
+        included that idle time made a pass look twice as long, so the deadline check declined
         restarts that would have been on time."""
         while self._timing and self._timing[0][1].query():
             begin, end, batch = self._timing.popleft()

@@ -151,7 +151,7 @@ def load_engine(settings=None, files: EngineFiles | str | Path | None = None, *,
                 progress: Callable[[int, int], None] | None = None, device: str | None = None) -> LoadedEngine:
     """Load every part once (see the module docstring). Raises `CheckpointNotFoundError` naming
     the first missing file."""
-    from ..attention.flash import flash_card_reasons
+    from ..attention.flash import flash_missing
     from ..decoders.taehv import load_taehv
     from ..decoders.wan_vae import load_wan_vae
     from ..text.umt5 import UMT5TextEncoder, load_tokenizer, load_umt5
@@ -177,7 +177,7 @@ def load_engine(settings=None, files: EngineFiles | str | Path | None = None, *,
     runtime = prepare_runtime(cast_for_inference(model.to(device), dtype).eval(), speed)
     if runtime.flash_attention:
         log.info("LongLive: self-attention on FlashAttention-4 (flash-attn-4), the rest on cuDNN")
-    elif settings.attention_kernel == "auto" and capability is not None and not flash_card_reasons(capability):
+    elif settings.attention_kernel == "auto" and capability is not None and capability[0] == 9 and flash_missing():
         log.info("LongLive: self-attention on cuDNN; with flash-attn-4 installed (pip install "
                  "'comfyui-persona[flash]') it runs on FlashAttention-4, faster at 480x832 (docs/attention.md)")
     umt5 = load_umt5(encoder_path, device, dtype)

@@ -252,20 +252,22 @@ class EngineRuntime:
         """Run dense attention over many keys on FlashAttention-4 (video/attention/flash.py says
         where and why) if it can run here and passes its self-check against SDPA; returns
         whether it is on. Otherwise SDPA (cuDNN first) with a warning, or, when `required`,
-        `BackendUnavailableError` naming every reason. Drops captured graphs (they hold the
-        old kernels)."""
+        `BackendUnavailableError` with the reasons (the missing package alone when it is missing).
+        Drops captured graphs (they hold the old kernels)."""
         self._dense = dense_attention
-        if enabled:
-            cfg = self.model.cfg
-            probe = torch.zeros(1, 1, 1, cfg.head_dim, device=self.device, dtype=self.model.compute_dtype)
-            try:
-                check_backend(AttentionBackend.FLASH, probe, probe, probe)
-                self._dense = flash_dense_attention
-            except BackendUnavailableError as exc:
-                if required:
-                    raise
-                log.warning("LongLive keeps SDPA for dense attention: %s", exc)
-        self.drop_cuda_graphs()
+        try:
+            if enabled:
+                cfg = self.model.cfg
+                probe = torch.zeros(1, 1, 1, cfg.head_dim, device=self.device, dtype=self.model.compute_dtype)
+                try:
+                    check_backend(AttentionBackend.FLASH, probe, probe, probe)
+                    self._dense = flash_dense_attention
+                except BackendUnavailableError as exc:
+                    if required:
+                        raise
+                    log.warning("LongLive keeps SDPA for dense attention: %s", exc)
+        finally:
+            self.drop_cuda_graphs()
         return self.flash_attention
 
     def _pass(self, store: KVStore, rows: list[PassRow], x: torch.Tensor, t: torch.Tensor, write,

@@ -175,9 +175,9 @@ class LongLiveSettings(BaseModel):
             fp8 = self.linear_precision == "fp8"
         warmup = tuple(int(v) for v in self.warmup_size.split("x")) if self.warmup_size else None
         if self.attention_kernel == "auto":
-            from ..attention.flash import flash_card_reasons, flash_missing
+            from ..attention.flash import flash_by_default
 
-            flash = cuda and not flash_card_reasons(capability) and flash_missing() is None
+            flash = cuda and flash_by_default(capability)
         else:
             flash = self.attention_kernel == "flash"
         return ResolvedSpeed(compile=compile_on, fp8=fp8, cuda_graphs=self.cuda_graphs and cuda,
