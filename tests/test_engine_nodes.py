@@ -180,6 +180,17 @@ def test_loader_offers_fp8_block_linears(tiny_set) -> None:
     assert frames.chunk.frames.shape == (9, 64, 96, 3)
 
 
+def test_loader_asked_for_flash_attention_where_it_cannot_run_says_why(tiny_set) -> None:
+    """attention_kernel=flash on this machine (no CUDA, no flash-attn-4): the run fails with the
+    reason, and the engine loaded with the default (auto) keeps SDPA."""
+    from comfyui_persona.errors import PersonaError
+
+    with pytest.raises(PersonaError, match="flash-attn-4|CUDA"):
+        NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"]().load(
+            **{**LOADER, "attention_kernel": "flash"}, models_dir=str(tiny_set.models_dir))
+    assert tiny_set.settings.attention_kernel == "auto" and not tiny_set.engine.runtime.flash_attention
+
+
 def test_identity_node_anchors_the_sampler_session_on_the_photo(tiny_set) -> None:
     """Identity node → prompt composer → sampler: the photo's latents are the session's sink."""
     import insightface  # noqa: F401  (in the test extra: missing is a failure, not a skip)
