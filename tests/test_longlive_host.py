@@ -271,15 +271,21 @@ def test_the_pass_time_estimate_is_the_passes_own_time_not_the_idle_time_between
     assert len(seen) >= 16 and 0 < max(seen) < 0.1
 
 
+def two_streaming_sessions(host: EngineHost):
+    """Two sessions with their own prompts, one chunk made for each."""
+    a, b = (host.open_session(LAT_H, LAT_W, seed=i) for i in range(2))
+    for s, p in zip((a, b), prompts(2), strict=True):
+        s.set_prompt(p)
+    host.step_all([a, b])
+    return a, b
+
+
 @torch.no_grad()
 def test_urgent_session_runs_alone_while_the_others_have_time():
     """With deadlines, a session whose chunk carries a directive runs its passes without the
     sessions that can wait (a smaller batch: its frames come sooner)."""
     host = make_host()
-    a, b = (host.open_session(LAT_H, LAT_W, seed=i) for i in range(2))
-    for s, p in zip((a, b), prompts(2), strict=True):
-        s.set_prompt(p)
-    host.step_all([a, b])
+    a, b = two_streaming_sessions(host)
     a.notify_directive()
     far = host.clock() + 60.0
     host.step_all([a, b], deadline=far)
@@ -291,10 +297,7 @@ def test_a_session_sits_out_an_urgent_chunk_only_with_a_pass_to_spare_for_its_fr
     """The estimate is the passes' own time; a waiting session's frames also need their decode and
     hand-over, so it sits out only when its deadline holds one pass more than its latents need."""
     host = make_host()
-    a, b = (host.open_session(LAT_H, LAT_W, seed=i) for i in range(2))
-    for s, p in zip((a, b), prompts(2), strict=True):
-        s.set_prompt(p)
-    host.step_all([a, b])
+    a, b = two_streaming_sessions(host)
     a.notify_directive()
     host._pass_s = {1: 0.1, 2: 0.1}  # 0.1 s a pass, alone or together
     urgent_left = a.stream.passes_to_latents()
