@@ -462,7 +462,7 @@ class EngineHost:
 
     def _tick_inner(self) -> bool:
         now = self.clock()
-        self._note_finished_ticks()
+        self._note_finished_passes()
         self._check_interrupts_and_directives(now)
         if self.prefetch:
             self._join_batch()
@@ -502,7 +502,7 @@ class EngineHost:
 
     def _timed_run(self, members: list) -> list:
         """`_run`, noting the pass's own time: CUDA events around its kernels alone (read once
-        they have passed, `_note_finished_ticks`), or the synchronous run on CPU. The decode,
+        they have passed, `_note_finished_passes`), or the synchronous run on CPU. The decode,
         progress hooks and hand-over come after and are not pass time."""
         if self.device.type != "cuda":
             started = self.clock()  # the clock deadlines are in
@@ -649,7 +649,7 @@ class EngineHost:
 
     # ---- pass-time estimates (for deadlines) --------------------------------------------------
 
-    def _note_finished_ticks(self) -> None:
+    def _note_finished_passes(self) -> None:
         """Note the GPU time of every pass that has finished since the last call.
 
         Why the pass's own time (events around its kernels), not the interval between tick
