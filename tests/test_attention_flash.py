@@ -86,6 +86,26 @@ def test_a_runtime_without_flash_runs_the_routers_dense_attention():
     assert set(runtime._attention_fns(row)) == {flash_dense_attention}
 
 
+def test_flash_takes_only_attention_with_many_queries_and_many_keys(monkeypatch):
+    """Where cuDNN was as fast or faster on an H100 it keeps the call: a prompt's 512 keys, and
+    a 320x576 chunk's 2,160 queries over its 8,640-key window (attention-h100-2026-12-07-*)."""
+    from comfyui_persona.video.attention import flash
+
+    taken = []
+    monkeypatch.setattr(flash, "flash_attention", lambda q, k, v: taken.append((q.shape[-2], k.shape[-2])) or q)
+
+    def call(queries: int, keys: int) -> None:
+        q = torch.zeros(1, 1, queries, 64, dtype=torch.bfloat16)
+        kv = torch.zeros(1, 1, keys, 64, dtype=torch.bfloat16)
+        flash.flash_dense_attention(q, kv, kv)
+
+    call(4680, 18720)  # a 480x832 chunk over its window
+    call(4680, 512)  # cross-attention over the prompt
+    call(2160, 8640)  # a 320x576 chunk over its window
+    call(8640, 8640)  # a 320x576 stock re-cache pass over its window
+    assert taken == [(4680, 18720), (8640, 8640)]
+
+
 def test_the_loader_node_adds_the_setting_last_so_saved_workflows_keep_their_widgets():
     from comfyui_persona.nodes.engine_nodes import APPENDED_SETTINGS, PersonaLongLiveLoader
 
@@ -119,6 +139,8 @@ def test_cuda_flash_matches_sdpa_at_longlive_shape_and_short_keys_stay_on_cudnn(
     assert rel_l1 < 2 * cudnn_l1 + 1e-3
     short_k, short_v = k[:, :, :512], v[:, :, :512]  # a prompt's keys: cuDNN is faster there
     assert flash_dense_attention(q, short_k, short_v).equal(dense_attention(q, short_k, short_v))
+    small_q, small_k, small_v = q[:, :, :2160], k[:, :, :8640], v[:, :, :8640]  # a 320x576 chunk
+    assert flash_dense_attention(small_q, small_k, small_v).equal(dense_attention(small_q, small_k, small_v))
 
 
 @pytest.mark.gpu

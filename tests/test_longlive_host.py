@@ -317,6 +317,34 @@ def test_warm_up_runs_each_batch_size_and_leaves_no_session():
     assert host.stats.batch_sizes.get(2, 0) > 0 and host.stats.batch_sizes.get(1, 0) > 0
 
 
+@torch.no_grad()
+def test_after_warm_up_sessions_joining_switching_and_leaving_compile_nothing_new():
+    """A compile in the middle of serving stalls every session for seconds on a GPU (seen in a
+    paced 2-session run before the warm-up started one session a chunk ahead): after `warm_up`,
+    staggered starts, both prompt-switch timings and a session leaving reuse what it compiled."""
+    from torch._dynamo.utils import counters
+
+    runtime = EngineRuntime(tiny_dit(in_dim=16, out_dim=16, local_attn_size=9))
+    runtime.compile(backend="eager")  # dynamo traces as Inductor would; no code generation
+    host = EngineHost(runtime, tiny_taehv())
+    host.warm_up(LAT_H, LAT_W, batch_sizes=(1, 3))
+    compiled = counters["stats"]["unique_graphs"]
+    texts = prompts(3)
+    sessions = []
+    for c in range(10):
+        if c < 3:  # one more session each chunk: every row at its own point of the window's fill
+            sessions.append(host.open_session(LAT_H, LAT_W, seed=c))
+            sessions[-1].set_prompt(texts[c])
+        if c == 5:
+            sessions[1].set_prompt(texts[2], timing="after")
+        if c == 6:
+            sessions[0].set_prompt(texts[1])
+        if c == 8:
+            sessions.pop(2).close()
+        host.step_all(sessions)
+    assert counters["stats"]["unique_graphs"] == compiled
+
+
 # --------------------------------------------------------------------------- on a CUDA GPU
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

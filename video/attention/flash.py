@@ -3,8 +3,9 @@
 Why: at LongLive's self-attention shape (a chunk's 4,680 queries over an 18,720-key window,
 12 heads of 128, bf16) the package's SM90 kernel (FlashAttention-3's algorithm) beats cuDNN's
 fused attention, the fastest SDPA kernel there; over a prompt's 512 keys cuDNN wins, and at
-320×576 they tie (`benchmarks/results/attention-h100-2026-12-06-flash.json`). So
-`flash_dense_attention` uses it for long keys only, and the engine only where it was measured:
+320×576 cuDNN is ahead by 5-8 % (`benchmarks/results/attention-h100-2026-12-06-flash.json`,
+`...-12-07-fa3-fp8.json`). So `flash_dense_attention` uses it where both queries and keys are
+many (`MIN_QUERIES`, `MIN_KEYS`), and the engine only where it was measured:
 compute capability 9.x (`flash_by_default`; asked for explicitly, it also runs on Blackwell,
 FlashAttention-4's other target).
 
@@ -24,8 +25,11 @@ import torch
 
 from .dense import dense_attention
 
-#: Keys from which FlashAttention-4 is used; below it (cross-attention over the prompt) cuDNN is faster.
+#: Keys and queries from which FlashAttention-4 is used. Below either, cuDNN is as fast or faster:
+#: over a prompt's 512 keys (cross-attention), and for a 320x576 chunk's 2,160 queries
+#: (`benchmarks/results/attention-h100-2026-12-07-fa3-fp8.json`).
 MIN_KEYS = 4096
+MIN_QUERIES = 4096
 _HEAD_DIMS = (64, 96, 128)
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -85,6 +89,6 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
 def flash_dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """`dense_attention`, with FlashAttention-4 where the keys are many (the module docstring says
     why). For a card FlashAttention-4 passed its checks on; the engine decides that once at load."""
-    if k.shape[-2] >= MIN_KEYS and q.dtype in _HALF and q.shape[-1] in _HEAD_DIMS:
+    if k.shape[-2] >= MIN_KEYS and q.shape[-2] >= MIN_QUERIES and q.dtype in _HALF and q.shape[-1] in _HEAD_DIMS:
         return flash_attention(q, k, v)
     return dense_attention(q, k, v)
