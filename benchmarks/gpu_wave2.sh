@@ -28,8 +28,8 @@
 #                                         # defaults (flash-attn-4 installed: FlashAttention-4)  (~6 min)
 #   bash benchmarks/gpu_wave2.sh wave7a   # CUDA tests; one stream at 320x576 on cuDNN vs FlashAttention-4;
 #                                         # batched 1, 6, 8 sessions at 320x576 (flash-attn-4 installed) (~8 min)
-#   bash benchmarks/gpu_wave2.sh wave7b   # batched 1-3 and paced 1-2 sessions at 480x832 with the defaults,
-#                                         # the warm-up starting sessions staggered       (~8 min)
+#   bash benchmarks/gpu_wave2.sh wave7b   # batched 1-3 sessions at 480x832 with the defaults; paced 1-2,
+#                                         # chunks begun early to join a batch (prefetch) on vs off (~9 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
 #
 # Runs from a copy of the tree without .git or a venv: `comfyui_persona` is made importable from
@@ -193,8 +193,8 @@ elif [ "$MODE" = wave7a ]; then
 elif [ "$MODE" = wave7b ]; then
   needs_pydantic capacity-480 && step capacity-480 200 "${BENCH[@]}" --capacity --sizes 480x832 \
     --sessions 1,2,3 --label wave7-fixes-capacity-480
-  needs_pydantic paced-480 && step paced-480 300 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
-    --seconds "${PACED_SECONDS:-40}" --label wave7-fixes-paced-480
+  needs_pydantic paced-480 && step paced-480 400 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
+    --prefetch on,off --seconds "${PACED_SECONDS:-30}" --label wave7-fixes-paced-480
 elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
@@ -225,7 +225,7 @@ for path in sorted(glob.glob(os.path.join(out, "*.json")) + glob.glob(os.path.jo
                      f"batched-vs-alone {eng.get('batched_equals_alone_max_abs_diff')}, "
                      f"fp8 vs bf16 {run.get('fp8_vs_bf16')}, busy {run.get('profile', {}).get('gpu_busy_ms_per_chunk')} ms")
     for p in m.get("paced", []):
-        lines.append(f"  paced {p['sessions']} @ queue_ahead {p.get('queue_ahead')} @ {p['height']}x{p['width']}: received p50 "
+        lines.append(f"  paced {p['sessions']} @ queue_ahead {p.get('queue_ahead')} prefetch {p.get('prefetch', 'on')} @ {p['height']}x{p['width']}: received p50 "
                      f"{p['directive_to_first_changed_frame_received_ms_p50']} p95 "
                      f"{p['directive_to_first_changed_frame_received_ms_p95']} ms, fully new p50 "
                      f"{p['directive_to_fully_new_frame_received_ms_p50']} ms, real time {p['real_time']}, "

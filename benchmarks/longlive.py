@@ -630,12 +630,18 @@ def main(argv=None) -> int:
     serving.add_argument("--queue-ahead", default="1",
                          help="comma list: ticks the engine host queues on the GPU behind the running one "
                          "(EngineHost.queue_ahead; the default is 1); paced runs once per value, side by side")
+    serving.add_argument("--prefetch", default="on",
+                         help="comma list of on/off: whether the engine host begins a session's next chunk early "
+                         "to join another's batch (EngineHost.prefetch; the default is on); paced runs once per "
+                         "value, side by side")
     serving.add_argument("--directive-every", default="1.5,3.0",
                          help="seconds between a session's directives: uniform in [a, b]")
     args = parser.parse_args(argv)
     unknown = set(args.decoders.split(",")) - {"tae", "vae"}
     if unknown:
         parser.error(f"--decoders takes tae and/or vae, got {', '.join(sorted(unknown))}")
+    if set(args.prefetch.split(",")) - {"on", "off"}:
+        parser.error(f"--prefetch takes on and/or off, got {args.prefetch!r}")
 
     cfgmod, modelmod, samplermod = import_package()
     import torch
@@ -738,6 +744,7 @@ def serve(args, torch, device, card: str, short: str) -> int:
     processes = [int(n) for n in args.processes.split(",") if n.strip()]
     every = tuple(float(v) for v in args.directive_every.split(","))
     queue_ahead = [int(v) for v in args.queue_ahead.split(",") if v.strip()]
+    prefetch = [v.strip() for v in args.prefetch.split(",") if v.strip()]
     if "," in args.attention_kernel:
         raise SystemExit("--attention-kernel takes one value with --paced/--capacity/--interrupt")
     settings_kw = {"compile": "on" if "default" in args.compile else "off", "linear_precision": args.linear,
@@ -747,7 +754,7 @@ def serve(args, torch, device, card: str, short: str) -> int:
     def write(extra: dict | None = None) -> None:
         write_result(out, "longlive-serving", card, config={
             "preset": args.preset, "sizes": args.sizes, "sessions": counts, "processes": processes,
-            "settings": settings_kw, "queue_ahead": queue_ahead, "seconds_per_paced_run": args.seconds, "directive_every_s": every,
+            "settings": settings_kw, "queue_ahead": queue_ahead, "prefetch": prefetch, "seconds_per_paced_run": args.seconds, "directive_every_s": every,
             "weights": "random (meta -> to_empty -> seeded init); prompts are fixed random embeddings (UMT5 not "
             "on the paced path: cached per prompt)",
             "frames": "TAE-decoded, copied to host memory; 'received' = on the client, 'shown' = when its 16 fps "
@@ -776,9 +783,11 @@ def serve(args, torch, device, card: str, short: str) -> int:
                 metrics["capacity"].append(res)
                 print(json.dumps({"capacity": res}), flush=True)
                 write()
-            for ahead, n in [(a, n) for a in queue_ahead for n in counts] if args.paced else []:
-                engine.host.queue_ahead = ahead
-                res = {"queue_ahead": ahead, **serving.paced(engine, torch, n, h, w, args.seconds, every_s=every, seed=n)}
+            runs = [(a, p, n) for a in queue_ahead for p in prefetch for n in counts]
+            for ahead, early, n in runs if args.paced else []:
+                engine.host.queue_ahead, engine.host.prefetch = ahead, early == "on"
+                res = {"queue_ahead": ahead, "prefetch": early,
+                       **serving.paced(engine, torch, n, h, w, args.seconds, every_s=every, seed=n)}
                 metrics["paced"].append(res)
                 print(json.dumps({"paced": res}), flush=True)
                 write()

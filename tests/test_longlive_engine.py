@@ -212,6 +212,26 @@ def test_a_viewer_asking_late_joins_the_batch_through_a_chunk_begun_for_it():
             assert a.shape == b.shape and int(np.abs(a.astype(int) - b.astype(int)).max()) <= 1
 
 
+def test_a_directives_chunk_runs_alone_while_the_other_viewers_are_not_asking():
+    """Viewers whose callers are not waiting (their last chunk's refresh owed, nothing asked)
+    neither ride in a directive's chunk nor get a chunk begun for them meanwhile: every pass
+    until the directive's frames is that viewer's alone. Afterwards they batch again."""
+    host, viewers, _ = _three_viewers_on_one_host(1)
+    for _ in range(2):
+        for viewer in viewers:
+            viewer.next_chunk()
+    viewers[0].submit([ActionDirective(action="wave", expression="smile", intensity=0.8, duration_s=3.0)], seq=1)
+    assert viewers[0].next_chunk().shows_directives == []  # begun early for it, made before the directive
+    before, prefetched = dict(host.stats.batch_sizes), host.stats.prefetched
+    assert viewers[0].next_chunk().shows_directives == [1]
+    during = {size: n - before.get(size, 0) for size, n in host.stats.batch_sizes.items()}
+    assert {size for size, n in during.items() if n} == {1}, (before, host.stats)
+    assert host.stats.prefetched == prefetched and host.stats.sat_out > 0
+    for viewer in viewers:
+        viewer.next_chunk()
+    assert host.stats.batch_sizes.get(3, 0) > before.get(3, 0)
+
+
 def test_a_chunk_begun_early_reports_only_the_directives_it_shows():
     """The host may begin a viewer's next chunk (to ride in another viewer's batch) before the
     viewer's thread has taken the last one. Each chunk must still report the directives it is

@@ -300,13 +300,31 @@ def test_a_session_sits_out_an_urgent_chunk_only_with_a_pass_to_spare_for_its_fr
     a, b = two_streaming_sessions(host)
     a.notify_directive()
     host._pass_s = {1: 0.1, 2: 0.1}  # 0.1 s a pass, alone or together
+    b.wanted = 1  # its caller is waiting for its next chunk
     urgent_left = a.stream.passes_to_latents()
-    own_left = b.stream.passes_to_latents() if b.wanted > 0 else 1
+    own_left = b.stream.passes_to_latents()
     now, candidates = 100.0, [(a, None), (b, None)]
     b.deadline = now + (urgent_left + own_left) * 0.1 + 0.05  # enough for its latents only
     assert [s for s, _ in host._choose(candidates, now)] == [a, b]
     b.deadline = now + (urgent_left + own_left + 1) * 0.1 + 0.05  # and a pass to spare
     assert [s for s, _ in host._choose(candidates, now)] == [a]
+
+
+def test_work_nobody_waits_for_sits_out_an_urgent_chunk_even_without_a_deadline():
+    """A chunk begun early for a session (to join a batch) or a pass it owes from its last chunk
+    has no caller waiting: it waits for the urgent chunk. A caller waiting without a deadline
+    (a plain loop, a test) keeps its place, as before."""
+    host = make_host()
+    a, b = two_streaming_sessions(host)
+    a.notify_directive()
+    now, candidates = 100.0, [(a, None), (b, None)]
+    b.deadline = None
+    b.wanted, b.prefetched = 1, 1  # a chunk begun for it; its caller has not asked
+    assert [s for s, _ in host._choose(candidates, now)] == [a]
+    b.wanted, b.prefetched = 0, 0  # only the pass it owes from its last chunk
+    assert [s for s, _ in host._choose(candidates, now)] == [a]
+    b.wanted = 1  # its caller is waiting
+    assert [s for s, _ in host._choose(candidates, now)] == [a, b]
 
 
 def test_warm_up_runs_each_batch_size_and_leaves_no_session():
