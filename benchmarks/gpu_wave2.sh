@@ -26,10 +26,9 @@
 #                                         # on cuDNN vs FlashAttention-4 side by side (flash-attn-4 installed) (~8 min)
 #   bash benchmarks/gpu_wave2.sh flash-serving  # batched 1-3 and paced 1-2 sessions at 480x832 with the
 #                                         # defaults (flash-attn-4 installed: FlashAttention-4)  (~6 min)
-#   bash benchmarks/gpu_wave2.sh wave7a   # CUDA tests; one stream at 320x576 on cuDNN vs FlashAttention-4;
-#                                         # batched 1, 6, 8 sessions at 320x576 (flash-attn-4 installed) (~8 min)
-#   bash benchmarks/gpu_wave2.sh wave7b   # batched 1-3 sessions at 480x832 with the defaults; paced 1-2,
-#                                         # chunks begun early to join a batch (prefetch) on vs off (~9 min)
+#   bash benchmarks/gpu_wave2.sh wave7    # CUDA tests; batched 6 and 8 sessions at 320x576; paced 1-2 at
+#                                         # 480x832, chunks begun early to join a batch (prefetch) on vs off
+#                                         # (flash-attn-4 installed)                          (~8 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
 #
 # Runs from a copy of the tree without .git or a venv: `comfyui_persona` is made importable from
@@ -183,23 +182,18 @@ elif [ "$MODE" = flash-serving ]; then
     --sessions 1,2,3 --label wave6-flash-capacity-480
   needs_pydantic paced-480 && step paced-480 300 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
     --seconds "${PACED_SECONDS:-40}" --label wave6-flash-paced-480
-elif [ "$MODE" = wave7a ]; then
+elif [ "$MODE" = wave7 ]; then
   step gpu-tests 150 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu \
     tests/test_attention_flash.py tests/test_longlive_host.py tests/test_longlive_fp8.py
-  step single-320 200 "${BENCH[@]}" --sizes 320x576 --decoders tae --switches 4 --chunks 12 \
-    --attention-kernel cudnn,flash --label wave7-fixes-flash-320
   needs_pydantic capacity-320 && step capacity-320 200 "${BENCH[@]}" --capacity --sizes 320x576 \
-    --sessions 1,6,8 --label wave7-fixes-capacity-320
-elif [ "$MODE" = wave7b ]; then
-  needs_pydantic capacity-480 && step capacity-480 200 "${BENCH[@]}" --capacity --sizes 480x832 \
-    --sessions 1,2,3 --label wave7-fixes-capacity-480
-  needs_pydantic paced-480 && step paced-480 400 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
+    --sessions 6,8 --label wave7-fixes-capacity-320
+  needs_pydantic paced-480 && step paced-480 300 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
     --prefetch on,off --seconds "${PACED_SECONDS:-30}" --label wave7-fixes-paced-480
 elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
 else
-  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | flash | flash-serving | wave7a | wave7b | part3 | --smoke" >&2
+  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | flash | flash-serving | wave7 | part3 | --smoke" >&2
   exit 2
 fi
 
