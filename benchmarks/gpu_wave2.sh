@@ -26,8 +26,8 @@
 #                                         # on cuDNN vs FlashAttention-4 side by side (flash-attn-4 installed) (~8 min)
 #   bash benchmarks/gpu_wave2.sh flash-serving  # batched 1-3 and paced 1-2 sessions at 480x832 with the
 #                                         # defaults (flash-attn-4 installed: FlashAttention-4)  (~6 min)
-#   bash benchmarks/gpu_wave2.sh wave7    # CUDA tests; batched 6 and 8 sessions at 320x576; paced 1-2 at
-#                                         # 480x832, chunks begun early to join a batch (prefetch) on vs off
+#   bash benchmarks/gpu_wave2.sh wave7    # CUDA tests; batched 6 and 8 sessions at 320x576 and paced 1-2 at
+#                                         # 480x832, each with chunks begun early to join a batch (prefetch) on vs off
 #                                         # (flash-attn-4 installed)                          (~8 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
 #
@@ -186,7 +186,7 @@ elif [ "$MODE" = wave7 ]; then
   step gpu-tests 150 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu \
     tests/test_attention_flash.py tests/test_longlive_host.py tests/test_longlive_fp8.py
   needs_pydantic capacity-320 && step capacity-320 200 "${BENCH[@]}" --capacity --sizes 320x576 \
-    --sessions 6,8 --label wave7-fixes-capacity-320
+    --sessions 6,8 --prefetch on,off --label wave7-fixes-capacity-320
   needs_pydantic paced-480 && step paced-480 300 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
     --prefetch on,off --seconds "${PACED_SECONDS:-30}" --label wave7-fixes-paced-480
 elif [ "$MODE" = part3 ]; then
@@ -226,7 +226,7 @@ for path in sorted(glob.glob(os.path.join(out, "*.json")) + glob.glob(os.path.jo
                      f"passes {p.get('directive_engine_passes')}, "
                      f"fps {[s['fps_video'] for s in p['per_session']]}")
     for c in m.get("capacity", []):
-        lines.append(f"  batched {c['sessions']} @ {c['height']}x{c['width']}: {c['fps_video_per_session_min']} fps "
+        lines.append(f"  batched {c['sessions']} prefetch {c.get('prefetch', 'on')} @ {c['height']}x{c['width']}: {c['fps_video_per_session_min']} fps "
                      f"per session (min), {c['fps_video_total']} total")
     for c in m.get("processes", []) + [x for x in m.get("mps", []) if "processes" in x]:
         lines.append(f"  processes {c['processes']} @ {c['height']}x{c['width']}: {c['fps_video_per_process_min']} "

@@ -632,8 +632,8 @@ def main(argv=None) -> int:
                          "(EngineHost.queue_ahead; the default is 1); paced runs once per value, side by side")
     serving.add_argument("--prefetch", default="on",
                          help="comma list of on/off: whether the engine host begins a session's next chunk early "
-                         "to join another's batch (EngineHost.prefetch; the default is on); paced runs once per "
-                         "value, side by side")
+                         "to join another's batch (EngineHost.prefetch; the default is on); paced and capacity "
+                         "runs once per value, side by side")
     serving.add_argument("--directive-every", default="1.5,3.0",
                          help="seconds between a session's directives: uniform in [a, b]")
     args = parser.parse_args(argv)
@@ -778,8 +778,9 @@ def serve(args, torch, device, card: str, short: str) -> int:
                 metrics["interrupt"].append(res)
                 print(json.dumps({"interrupt": res}), flush=True)
                 write()
-            for n in counts if args.capacity else []:
-                res = serving.throughput(engine, torch, n, h, w, chunks=3 if args.smoke else 12)
+            for early, n in [(p, n) for p in prefetch for n in counts] if args.capacity else []:
+                engine.host.prefetch = early == "on"
+                res = {"prefetch": early, **serving.throughput(engine, torch, n, h, w, chunks=3 if args.smoke else 12)}
                 metrics["capacity"].append(res)
                 print(json.dumps({"capacity": res}), flush=True)
                 write()
