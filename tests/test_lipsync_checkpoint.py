@@ -284,8 +284,9 @@ def test_a_chunk_reference_is_the_per_frame_reference_when_the_frames_are_that_f
     other = torch.rand(1, 3, 256, 256, generator=gen) * 2 - 1
     tokens = tiny_model.audio_tokens(torch.randn(2, 10, 3, 16, generator=gen))
     same = tiny_model.inpaint(face.expand(2, -1, -1, -1), tokens)
+    # Two float32 paths through the VAE and UNet: they round apart by 1e-5 (seen on a loaded box)
     torch.testing.assert_close(tiny_model.inpaint(face.expand(2, -1, -1, -1), tokens, reference=face), same,
-                               rtol=1e-5, atol=1e-5)
+                               rtol=1e-4, atol=1e-4)
     assert not torch.allclose(tiny_model.inpaint(face.expand(2, -1, -1, -1), tokens, reference=other), same)
 
 

@@ -342,25 +342,29 @@ def test_after_warm_up_sessions_joining_switching_and_leaving_compile_nothing_ne
     staggered starts, both prompt-switch timings and a session leaving reuse what it compiled."""
     from torch._dynamo.utils import counters
 
-    runtime = EngineRuntime(tiny_dit(in_dim=16, out_dim=16, local_attn_size=9))
-    runtime.compile(backend="eager")  # dynamo traces as Inductor would; no code generation
-    host = EngineHost(runtime, tiny_taehv())
-    host.warm_up(LAT_H, LAT_W, batch_sizes=(1, 3))
-    compiled = counters["stats"]["unique_graphs"]
-    texts = prompts(3)
-    sessions = []
-    for c in range(10):
-        if c < 3:  # one more session each chunk: every row at its own point of the window's fill
-            sessions.append(host.open_session(LAT_H, LAT_W, seed=c))
-            sessions[-1].set_prompt(texts[c])
-        if c == 5:
-            sessions[1].set_prompt(texts[2], timing="after")
-        if c == 6:
-            sessions[0].set_prompt(texts[1])
-        if c == 8:
-            sessions.pop(2).close()
-        host.step_all(sessions)
-    assert counters["stats"]["unique_graphs"] == compiled
+    torch._dynamo.reset()  # nothing compiled by other tests for the same code counts as warm
+    try:
+        runtime = EngineRuntime(tiny_dit(in_dim=16, out_dim=16, local_attn_size=9))
+        runtime.compile(backend="eager")  # dynamo traces as Inductor would; no code generation
+        host = EngineHost(runtime, tiny_taehv())
+        host.warm_up(LAT_H, LAT_W, batch_sizes=(1, 3))
+        compiled = counters["stats"]["unique_graphs"]
+        texts = prompts(3)
+        sessions = []
+        for c in range(10):
+            if c < 3:  # one more session each chunk: every row at its own point of the window's fill
+                sessions.append(host.open_session(LAT_H, LAT_W, seed=c))
+                sessions[-1].set_prompt(texts[c])
+            if c == 5:
+                sessions[1].set_prompt(texts[2], timing="after")
+            if c == 6:
+                sessions[0].set_prompt(texts[1])
+            if c == 8:
+                sessions.pop(2).close()
+            host.step_all(sessions)
+        assert counters["stats"]["unique_graphs"] == compiled
+    finally:
+        torch._dynamo.reset()  # and what it compiled is not warm for the tests after it
 
 
 # --------------------------------------------------------------------------- on a CUDA GPU

@@ -201,6 +201,7 @@ def test_compiled_block_halves_trace_without_graph_breaks_and_match_eager():
 
     with torch.no_grad():
         eager = run(EngineRuntime(model))
+        torch._dynamo.reset()  # graphs other tests compiled for the same code would be reused
         counters.clear()
         runtime = EngineRuntime(model)
         runtime.compile(backend="eager", fullgraph=True)
