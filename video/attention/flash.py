@@ -87,8 +87,8 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
 
 
 def flash_dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """`dense_attention`, with FlashAttention-4 where the keys are many (the module docstring says
-    why). For a card FlashAttention-4 passed its checks on; the engine decides that once at load."""
+    """`dense_attention`, with FlashAttention-4 where the queries and keys are many (the module
+    docstring says why). For a card FlashAttention-4 passed its checks on; the engine decides that once at load."""
     if k.shape[-2] >= MIN_KEYS and q.shape[-2] >= MIN_QUERIES and q.dtype in _HALF and q.shape[-1] in _HEAD_DIMS:
         return flash_attention(q, k, v)
     return dense_attention(q, k, v)

@@ -556,9 +556,9 @@ class EngineHost:
     def _choose(self, candidates: list, now: float) -> list:
         """All candidates, or with an urgent session and the "deadline" policy, the urgent ones
         plus every other whose deadline cannot wait for the urgent chunk's remaining passes.
-        Work no caller waits for yet (see `_awaited`) always waits: measured on an H100 with two
-        paced sessions, a chunk begun early for the other session rode in most directive chunks
-        and doubled their pass time."""
+        Work no caller waits for yet (see `_awaited`) always waits. Before, it rode along: early
+        chunks have no deadline, and in a paced two-session run on an H100 a directive's 4-7
+        passes took batched pass times (p50 611 ms; longlive-serving-h100-2026-12-07-wave7-*)."""
         urgent = [c for c in candidates if c[0].urgent]
         if not urgent or self.policy != "deadline" or len(urgent) == len(candidates):
             return candidates
