@@ -630,9 +630,9 @@ def main(argv=None) -> int:
     serving.add_argument("--queue-ahead", default="1",
                          help="comma list: ticks the engine host queues on the GPU behind the running one "
                          "(EngineHost.queue_ahead; the default is 1); paced runs once per value, side by side")
-    serving.add_argument("--prefetch", default="on",
+    serving.add_argument("--prefetch", default="off",
                          help="comma list of on/off: whether the engine host begins a session's next chunk early "
-                         "to join another's batch (EngineHost.prefetch; the default is on); paced and capacity "
+                         "to join another's batch (EngineHost.prefetch; the default is off); paced and capacity "
                          "runs once per value, side by side")
     serving.add_argument("--directive-every", default="1.5,3.0",
                          help="seconds between a session's directives: uniform in [a, b]")

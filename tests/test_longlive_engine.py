@@ -150,7 +150,7 @@ def _three_viewers_on_one_host(chunks: int):
         engine = tiny_engine()
         engine.start_session(spec)
         alone.append([engine.next_chunk().frames for _ in range(chunks)])
-    host = EngineHost(EngineRuntime(tiny_engine().model), tiny_taehv())
+    host = EngineHost(EngineRuntime(tiny_engine().model), tiny_taehv(), prefetch=True)
     viewers = [LongLiveBackend(host=host, text_encoder=shared_text_encoder()) for _ in specs]
     for viewer, spec in zip(viewers, specs, strict=True):
         viewer.start_session(spec)

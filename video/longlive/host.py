@@ -25,16 +25,20 @@ Scheduling, in order:
 3. preemption: a directive that arrives while that session's chunk is being denoised restarts the
    chunk under the new prompt (from the same noise) when it can still meet its deadline, instead
    of finishing a chunk nobody asked for and making the new one after it;
-4. joining (`prefetch`): a streaming session with no passes queued starts its next chunk as
-   soon as another session has passes to run, so it rides in that batch instead of running
-   alone a moment later. Without it, callers that come back for their next chunk a little
-   after the others (a thread waking and taking the lock, a paced player) each get passes of
-   their own, and the batch stays near one row (measured on an H100: 1.25 rows a pass with
-   3-10 sessions asking back to back). A session is at most one chunk ahead of its caller
-   beyond the one waiting for it; its next request takes the chunk begun for it. The price: a
-   directive that comes while such a chunk is already made shows one chunk later (one in
-   flight is restarted, point 3). Only for sessions whose prompts come from hooks
-   (`LongLiveBackend`), and not while a directive's chunk is awaited; see `_join_batch`.
+4. joining (`prefetch`, off by default): a streaming session with no passes queued starts its
+   next chunk as soon as another session has passes to run, so it rides in that batch instead
+   of running alone a moment later. Without it, callers that come back for their next chunk a
+   little after the others (a thread waking and taking the lock, a paced player) each get
+   passes of their own, and the batch stays near one row (measured on an H100: 1.25 rows a
+   pass with 3-10 sessions asking back to back). A session is at most one chunk ahead of its
+   caller beyond the one waiting for it; its next request takes the chunk begun for it. The
+   price: a directive that comes while such a chunk is already made shows one chunk later (one
+   in flight is restarted, point 3). Why off: batching adds little throughput on an H100
+   (one stream already fills it), while that price is paid by every viewer: two paced sessions
+   at 480x832 got directive → frames p50 515 / p95 1,112 ms with it and 303 / 535 ms without,
+   at the same frame rate (longlive-serving-h100-2026-12-07-wave7-fixes-paced-480.json).
+   Only for sessions whose prompts come from hooks (`LongLiveBackend`), and not while a
+   directive's chunk is awaited; see `_join_batch`.
 An interrupt callback (ComfyUI's cancel) is checked between passes: the session's chunk is
 restarted from its first pass later, so the next request continues the stream without a gap.
 
@@ -209,7 +213,7 @@ class EngineHost:
     """Serves sessions of one frame size on one loaded engine (see the module docstring)."""
 
     def __init__(self, runtime: EngineRuntime, decoder, *, max_sessions: int = 4, preempt: bool = True,
-                 prefetch: bool = True, policy: str = "deadline", queue_owed: bool | None = None,
+                 prefetch: bool = False, policy: str = "deadline", queue_owed: bool | None = None,
                  queue_ahead: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
         if policy not in ("deadline", "all"):
             raise ValueError(f"policy must be 'deadline' or 'all', got {policy!r}")
