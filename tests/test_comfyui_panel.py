@@ -57,6 +57,9 @@ def _open_panel(playwright, profile: Path, console: list[str], server: str, args
         str(profile), executable_path=str(CHROMIUM), args=args, headless=True,
         viewport={"width": 1920, "height": 1000},
     )
+    # Every wait is for an event; the cap is generous for a slow 2-core box (clicks waiting for
+    # ComfyUI's navigations timed out at Playwright's default 30 s on one).
+    context.set_default_timeout(120_000)
     page = context.new_page()
     if media is not None:
         page.add_init_script(f"localStorage.setItem('persona.comfyui.media', '{media}')")
@@ -225,7 +228,7 @@ def test_sidebar_tab_speaks_records_and_switches_persona(comfyui_server: str, tm
             # -- record, speak, stop: the download is an MP4 with video and audio -----------
             page.get_by_test_id("persona-record").click()
             try:
-                page.locator('[data-testid="persona-record"][aria-pressed="true"]').wait_for(timeout=60_000)
+                page.locator('[data-testid="persona-record"][aria-pressed="true"]').wait_for(timeout=120_000)
             except sync_api.TimeoutError:
                 panel = page.get_by_test_id("persona-panel").inner_text()
                 raise AssertionError(f"recording did not start; the panel shows:\n{panel}") from None

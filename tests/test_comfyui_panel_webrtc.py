@@ -53,7 +53,7 @@ def _panel(comfyui_server: str, profile: Path):
 def test_tab_plays_webrtc_by_default_and_keeps_a_choice_of_the_websocket(comfyui_server: str, tmp_path: Path) -> None:
     with _panel(comfyui_server, tmp_path / "profile") as page:
         assert page.get_by_test_id("persona-media").input_value() == "webrtc"
-        page.locator(f'{BADGE}[data-transport="webrtc"]').wait_for(timeout=60_000)
+        page.locator(f'{BADGE}[data-transport="webrtc"]').wait_for(timeout=180_000)  # ICE + first frames, slow box
         assert page.locator(BADGE).inner_text().startswith("WebRTC (")
         assert page.get_by_test_id("persona-rtc-video").is_visible()
         assert page.get_by_test_id("persona-video").is_hidden()
