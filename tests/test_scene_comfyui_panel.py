@@ -25,6 +25,7 @@ pytestmark = [
     pytest.mark.comfyui,
     pytest.mark.browser,
     pytest.mark.slow,
+    pytest.mark.timeout(900),  # a whole browser session on a slow 2-core box; each wait has its own cap
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium"),
 ]
 
