@@ -703,7 +703,7 @@ class EngineHost:
         cfg = self.runtime.model.cfg
         geometry_chunks = cfg.local_attn_size // cfg.num_frame_per_block + 1
         per_batch = geometry_chunks + 2
-        total = sum(per_batch + (size > 1) for size in batch_sizes)
+        total = sum(int(size > 1) + per_batch for size in batch_sizes)
         done = 0
         started = time.perf_counter()
         text = torch.zeros(1, 1, cfg.text_dim, device=self.device)
@@ -712,16 +712,12 @@ class EngineHost:
             try:
                 for s in sessions:
                     s.set_prompt(text)
-                if size > 1:  # one session a chunk ahead: see the docstring
-                    self.step_all(sessions[:1])
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-                for step in range(per_batch):
-                    if step == geometry_chunks:  # a prompt switch: the stock re-cache pass
+                ahead = int(size > 1)  # chunks the first session makes alone: see the docstring
+                for step in range(ahead + per_batch):
+                    if step == ahead + geometry_chunks:  # a prompt switch: the stock re-cache pass
                         for s in sessions:
                             s.set_prompt(text + 1e-3, timing="after")
-                    self.step_all(sessions)
+                    self.step_all(sessions[:1] if step < ahead else sessions)
                     done += 1
                     if progress is not None:
                         progress(done, total)
