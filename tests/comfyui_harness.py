@@ -172,6 +172,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: base URL → that server's log, for the report of a test that fails against it (conftest.py).
+SERVER_LOGS: dict[str, Path] = {}
+
+
+def server_log_tail(url: str, lines: int = 80) -> str | None:
+    """The last `lines` of the log of the ComfyUI server at `url` (None: not one of ours)."""
+    log = SERVER_LOGS.get(url)
+    if log is None or not log.exists():
+        return None
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
 @pytest.fixture(scope="session")
 def comfyui_server(comfyui: ComfyEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """ComfyUI's own server (`main.py --cpu`) on a loopback port; yields its base URL."""
@@ -190,6 +202,7 @@ def comfyui_server(comfyui: ComfyEnv, tmp_path_factory: pytest.TempPathFactory) 
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     url = f"http://127.0.0.1:{port}"
+    SERVER_LOGS[url] = logs / "server.log"
     try:
         deadline = time.monotonic() + 240
         while True:

@@ -18,6 +18,20 @@ def pytest_configure(config):
         os.environ.pop("PERSONA_DIR", None)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that failed against the shared ComfyUI server carries the server's log tail (its
+    sessions, WebRTC and prompt lines): on CI that log is the only view of the server side."""
+    report = yield
+    if report.failed and "comfyui_server" in getattr(item, "fixturenames", ()):
+        from comfyui_harness import server_log_tail
+
+        tail = server_log_tail(item.funcargs.get("comfyui_server", ""))
+        if tail:
+            report.sections.append(("ComfyUI server log (last lines)", tail))
+    return report
+
+
 @pytest.fixture
 def one_torch_thread():
     """Tiny tensors: a second intra-op thread only adds contention on the shared 2-core box."""

@@ -237,11 +237,19 @@ def test_sidebar_tab_speaks_records_and_switches_persona(comfyui_server: str, tm
             page.get_by_test_id("persona-message").press("Enter")
             page.locator('[data-testid="persona-history"] li.persona[data-done="true"]').first.wait_for(timeout=60_000)
             # Non-silent speech reaches the panel's Web Audio player and is scheduled.
-            page.wait_for_function(
-                "() => { const s = window.personaPanelAudio?.stats;"
-                " return s && s.samples > 22050 * 0.5 && s.scheduled > 0; }",
-                timeout=60_000,
-            )
+            try:
+                page.wait_for_function(
+                    "() => { const s = window.personaPanelAudio?.stats;"
+                    " return s && s.samples > 22050 * 0.5 && s.scheduled > 0; }",
+                    timeout=60_000,
+                )
+            except sync_api.TimeoutError:
+                seen = page.evaluate(
+                    "() => ({audio: {...window.personaPanelAudio?.stats}, frames:"
+                    " document.querySelector('[data-testid=persona-video]').dataset.framesDrawn,"
+                    " panel: document.querySelector('[data-testid=persona-panel]').innerText})"
+                )
+                raise AssertionError(f"no speech reached the player: {seen}") from None
             stats = page.evaluate("() => ({...window.personaPanelAudio.stats})")
             assert stats["rms"] > 0.01, f"the speech the panel decoded is silent: {stats}"
             page.wait_for_function("() => window.personaPanelAudio.stats.played > 0", timeout=30_000)

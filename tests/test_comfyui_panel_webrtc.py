@@ -47,6 +47,9 @@ def _panel(comfyui_server: str, profile: Path):
         try:
             yield page
             assert not [line for line in console if line.startswith("pageerror")], console
+        except Exception:
+            print("\n".join(console[-40:]))  # the media client says why it left WebRTC
+            raise
         finally:
             context.close()
 
@@ -54,7 +57,12 @@ def _panel(comfyui_server: str, profile: Path):
 def test_tab_plays_webrtc_by_default_and_keeps_a_choice_of_the_websocket(comfyui_server: str, tmp_path: Path) -> None:
     with _panel(comfyui_server, tmp_path / "profile") as page:
         assert page.get_by_test_id("persona-media").input_value() == "webrtc"
-        page.locator(f'{BADGE}[data-transport="webrtc"]').wait_for(timeout=180_000)  # ICE + first frames, slow box
+        try:
+            page.locator(f'{BADGE}[data-transport="webrtc"]').wait_for(timeout=180_000)  # ICE + first frames, slow box
+        except Exception:
+            badge = page.locator(BADGE)
+            raise AssertionError(f"no WebRTC: the badge says {badge.inner_text()!r} ({badge.get_attribute('title')!r})"
+                                 ) from None
         assert page.locator(BADGE).inner_text().startswith("WebRTC (")
         assert page.get_by_test_id("persona-rtc-video").is_visible()
         assert page.get_by_test_id("persona-video").is_hidden()

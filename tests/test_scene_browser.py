@@ -1,8 +1,9 @@
 """A two-persona scene in the chat page, in a real browser (Debian's Chromium driven by
 Playwright, as tests/test_browser_chat.py launches it), against the real server on port 0:
 the gallery's scene picker starts a scene, the header shows the cast, "Mira, wave; Bjorn, sit
-down" gives each their own line and action, who is sitting shows in the cast, and the video
-streams. A screenshot is saved under test-artifacts/ (and copied to docs/images/
+down" gives each their own line and action, who is sitting shows in the cast, the video
+streams, and a quick action goes to the character picked in the cast, also after the socket
+drops and the session resumes. A screenshot is saved under test-artifacts/ (and copied to docs/images/
 chat_page_scene.png when PERSONA_UPDATE_DOC_IMAGES=1). Skipped where /usr/bin/chromium is absent."""
 
 
@@ -59,6 +60,14 @@ async def test_a_two_persona_scene_in_the_chat_page(service, tmp_path):
 
         # the quick actions go to the character picked in the cast (Mira at first)
         await page.click("#cast li[data-character='bjorn'] .cast-pick")
+        await expect(page.locator("#cast li[data-character='bjorn'] .cast-pick")).to_have_attribute(
+            "aria-pressed", "true")
+        # a dropped socket (a network blip): the client resumes the session, the pick holds
+        session = await page.evaluate("window.personaClient.ready.session")
+        await page.evaluate("window.personaClient.ws.close()")
+        await page.wait_for_function(
+            "(id) => window.personaClient.ready?.resumed === true && window.personaClient.ready.session === id"
+            " && document.querySelector('#connection').dataset.state === 'ready'", arg=session, timeout=20000)
         await expect(page.locator("#cast li[data-character='bjorn'] .cast-pick")).to_have_attribute(
             "aria-pressed", "true")
         await page.click("#quick-actions button[data-action='stand']")

@@ -6,7 +6,8 @@ The shipped scene workflow (workflows/persona_scene_chat.json) goes on the canva
 streams it ("Stream: this canvas"): the tab asks for the Persona Scene node's cast, the cast
 shows Mira and Bjorn, "Mira, wave; Bjorn, sit down" typed in the tab's chat box gives each their
 own directive and line, Bjorn's state turns to sitting, frames keep advancing, and a quick action
-goes to the character picked in the cast (Bjorn stands, Mira does not). The gallery's
+goes to the character picked in the cast (Bjorn stands, Mira does not), also after the socket
+drops and the session resumes. The gallery's
 scene picker refuses one ticked persona with a message. Screenshot: test-artifacts/
 comfyui_panel_scene.png (copied to docs/images/ when PERSONA_UPDATE_DOC_IMAGES=1).
 """
@@ -98,7 +99,17 @@ def test_the_tab_streams_the_scene_workflow_and_each_character_does_its_part(com
             page.wait_for_function(f"(n) => ({FRAMES_DRAWN})() >= n + 12", arg=before, timeout=60_000)
 
             # the quick actions go to the character picked in the cast (the lead at first)
-            page.locator('[data-testid="persona-cast"] li[data-character="bjorn"] .cast-pick').click()
+            bjorn = page.locator('[data-testid="persona-cast"] li[data-character="bjorn"] .cast-pick')
+            bjorn.click()
+            sync_api.expect(bjorn).to_have_attribute("aria-pressed", "true")
+            # a dropped socket (as when the tab is hidden): the session resumes, the pick holds
+            session = page.evaluate("() => window.personaPanelClient.ready.session")
+            page.evaluate("() => window.personaPanelClient.ws.close()")
+            page.wait_for_function(
+                "(id) => window.personaPanelClient.ready?.resumed === true"
+                " && window.personaPanelClient.ready.session === id", arg=session, timeout=60_000)
+            page.locator('[data-testid="persona-connection"][data-state="ready"]').wait_for(timeout=60_000)
+            sync_api.expect(bjorn).to_have_attribute("aria-pressed", "true")
             page.locator('[data-testid="persona-quick"] button[data-action="stand"]').click()
             sync_api.expect(page.locator('[data-testid="persona-cast"] li[data-character="bjorn"] .cast-state')
                             ).to_contain_text("standing", timeout=60_000)

@@ -16,8 +16,8 @@
 // (POST /persona/workflows) and names it in hello.workflow. Either way every chunk is a
 // prompt in ComfyUI's own queue, so any node type can be in the loop, the canvas shows the
 // progress (hello.comfy_client_id), and Cancel pauses the stream (error `interrupted`;
-// Resume goes on). While the tab is hidden the socket is closed: nothing renders for nobody;
-// shown again, the session resumes.
+// Resume goes on). While the tab is hidden (for HIDDEN_CLOSE_MS) the socket is closed: nothing
+// renders for nobody; shown again, the session resumes.
 //
 // Beyond the chat: a mute button, server-side recording (record → stop → a download
 // link), and a persona gallery (GET /persona/personas; a click starts a new session with
@@ -28,6 +28,9 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { SceneView, canvasScene, element } from "./persona_scene.js";
+
+/** How long the tab may be off screen before its socket closes (see watchVisibility). */
+const HIDDEN_CLOSE_MS = 5000;
 
 const TAB_ID = "persona-chat";
 const QUICK_ACTIONS = [
@@ -193,6 +196,7 @@ class PersonaPanel {
     const client = new module.PersonaClient({ url: socketUrl(), storageKey: "persona.comfyui.session",
                                               comfyClientId: api.clientId ?? null });
     this.client = client;
+    window.personaPanelClient = client; // the browser tests read .ready and drop .ws
     await this.wireMedia(client);
     this.wire(client);
     this.scene.attach(client);
@@ -277,21 +281,38 @@ class PersonaPanel {
 
   watchVisibility(client) {
     // The sidebar removes or hides the tab's content when another tab opens, and the page can
-    // be hidden: then the socket closes (the server stops rendering), and opens again (resume).
-    let hiddenSince = null;
-    const update = (visible) => {
-      if (!visible) {
-        hiddenSince ??= Date.now();
-        setTimeout(() => {
-          if (hiddenSince !== null && Date.now() - hiddenSince >= 1500 && client.ws) client.close();
-        }, 1600);
-      } else {
-        hiddenSince = null;
+    // be hidden: after HIDDEN_CLOSE_MS of that the socket closes (the server stops rendering),
+    // and opens again when the tab is shown (resume). Counted only once the tab has been on
+    // screen: a tab still being laid out (seconds on a loaded machine) is not "hidden", and a
+    // glance at another tab does not restart the stream.
+    let onScreen = false;
+    let pageVisible = document.visibilityState === "visible";
+    let seen = false;
+    let timer = null;
+    const update = () => {
+      if (onScreen && pageVisible) {
+        seen = true;
+        clearTimeout(timer);
+        timer = null;
         if (!client.ws) client.connect();
+      } else if (seen && timer === null) {
+        timer = setTimeout(() => {
+          timer = null;
+          if (client.ws) {
+            console.info("persona panel: hidden, the stream pauses until the tab is shown");
+            client.close();
+          }
+        }, HIDDEN_CLOSE_MS);
       }
     };
-    new IntersectionObserver((entries) => update(entries.some((e) => e.isIntersecting))).observe(this.root);
-    document.addEventListener("visibilitychange", () => update(document.visibilityState === "visible"));
+    new IntersectionObserver((entries) => {
+      onScreen = entries.at(-1).isIntersecting;
+      update();
+    }).observe(this.root);
+    document.addEventListener("visibilitychange", () => {
+      pageVisible = document.visibilityState === "visible";
+      update();
+    });
   }
 
   // -- voice, recording, gallery ---------------------------------------------------------

@@ -126,7 +126,8 @@ export class SceneView {
     }
     this.panel.name.textContent = scene.personas.map((p) => p.name).join(" & ");
     this.panel.name.title = `A scene: address one by name ("${scene.personas[0].name}, wave"), or everyone`;
-    this.acting = scene.personas[0].id;
+    // A resumed session (the tab was hidden, the socket dropped) keeps the character picked.
+    if (!ready.resumed || !scene.personas.some((p) => p.id === this.acting)) this.acting = scene.personas[0].id;
     this.cast.replaceChildren(...scene.personas.map((persona) => {
       const pick = element("button", { type: "button", class: "cast-pick", text: persona.name,
                                        title: `Quick actions for ${persona.name}`,

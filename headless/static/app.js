@@ -319,7 +319,10 @@ function renderCast(ready) {
     cast.replaceChildren();
     return;
   }
-  actingCharacter = ready.scene.personas[0].id;
+  // A resumed session (a reconnect) keeps the character picked.
+  if (!ready.resumed || !ready.scene.personas.some((p) => p.id === actingCharacter)) {
+    actingCharacter = ready.scene.personas[0].id;
+  }
   cast.replaceChildren(...ready.scene.personas.map((persona) => {
     const item = document.createElement("li");
     item.dataset.character = persona.id;

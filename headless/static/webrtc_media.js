@@ -249,6 +249,7 @@ export class WebRTCMedia extends EventTarget {
     this.pc = null;
     this.offerId = null;
     if (pc) {
+      console.info(`WebRTC media stopped: ${reason}`); // why the media went (back) to the WebSocket
       if (pc.connectionState !== "closed" && this.client.ready) this.client.signal({ type: "webrtc.close" });
       pc.close();
     }
