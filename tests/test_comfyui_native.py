@@ -9,7 +9,8 @@ Against the real ComfyUI 0.3.75 (`comfyui_server`; the pack installed the Regist
 - `/interrupt` in the middle of a long chunk stops it, and the next run renders that chunk
   again from the same frame: no gap;
 - the same workflow headless (`persona serve --comfyui`, ComfyUI's executor in-process)
-  gives the same frames (JPEG bytes, byte for byte) and the same directives.
+  gives the same frames (JPEG bytes, byte for byte) and the same directives;
+- the chunk prompts' events reach no ComfyUI page, a message's prompt the tab's page only.
 """
 
 from __future__ import annotations
@@ -322,3 +323,53 @@ def _upload_workflow(server: str, workflow: dict) -> tuple[int, dict]:
                                      headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(request, timeout=60) as response:
         return response.status, json.loads(response.read())
+
+
+async def test_chunk_prompts_reach_no_page_and_a_message_prompt_reaches_the_tab_only(comfyui_server: str) -> None:
+    """Each chunk is a prompt in ComfyUI's queue, several a second: their events (executing,
+    progress, executed with outputs) go to no ComfyUI page (they froze the tab's page), and a
+    prompt without a client id would be broadcast to every page. The prompt that carries a
+    message goes to the tab whose client id the hello names (its canvas shows that run), and
+    to no other page."""
+    import websockets
+
+    ws_base = comfyui_server.replace("http://", "ws://")
+    run_events = {"execution_start", "executing", "executed", "progress", "execution_success"}
+
+    async def listen(client_id: str, heard: list[str], prompts: set[str], connected: asyncio.Event) -> None:
+        async with websockets.connect(f"{ws_base}/ws?clientId={client_id}", max_size=None) as page:
+            async for message in page:
+                connected.set()  # ComfyUI greets a page with its queue status
+                if isinstance(message, str):
+                    event = json.loads(message)
+                    if event.get("type") in run_events:
+                        heard.append(event["type"])
+                        prompts.add(event.get("data", {}).get("prompt_id"))
+
+    tab, tab_prompts, other, other_prompts = [], set(), [], set()
+    connected = [asyncio.Event(), asyncio.Event()]
+    listeners = [asyncio.create_task(listen("persona-tab", tab, tab_prompts, connected[0])),
+                 asyncio.create_task(listen("bystander", other, other_prompts, connected[1]))]
+    try:
+        for event in connected:
+            await asyncio.wait_for(event.wait(), 60)
+        async with websockets.connect(f"{ws_base}/persona/ws", max_size=None, open_timeout=60) as ws:
+            await ws.send(json.dumps({"type": "hello", "comfy_client_id": "persona-tab"}))
+            frames, replied = 0, False
+            while frames < 24 or not replied or "executing" not in tab:  # chunk prompts and a message's
+                data = await asyncio.wait_for(ws.recv(), 60)
+                if isinstance(data, bytes):
+                    frames += 1
+                    assert frames < 1200, f"the tab's page heard only {tab} of the message's run"
+                    if frames == 12:
+                        await ws.send(json.dumps({"type": "chat", "id": "c1", "text": "wave please"}))
+                else:
+                    message = json.loads(data)
+                    assert message["type"] != "error", message
+                    replied = replied or (message["type"] == "reply" and message.get("done") is True)
+    finally:
+        for listener in listeners:
+            listener.cancel()
+        await asyncio.gather(*listeners, return_exceptions=True)
+    assert not other, f"a bystander page heard the stream's runs: {other[:10]}"
+    assert len(tab_prompts - {None}) == 1, f"the tab heard {len(tab_prompts - {None})} prompts, not the message's alone"

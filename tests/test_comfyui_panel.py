@@ -2,8 +2,9 @@
 
 ComfyUI's own server (`main.py --cpu`, the `comfyui_server` fixture) loads the pack from
 custom_nodes/, which mounts `/persona/ws` on PromptServer; the browser opens ComfyUI's UI,
-finds our tab, chats, and must see the persona's reply, the directives and live frames;
-then hear the spoken reply (non-silent PCM decoded by the panel's Web Audio player),
+finds our tab, chats, and must see the persona's reply, the directives and live frames; with
+another sidebar tab open a while the socket closes, and the tab shown again resumes the
+session; then hear the spoken reply (non-silent PCM decoded by the panel's Web Audio player),
 record the session and download an MP4 that decodes with video and audio, pick another of
 the built-in personas from the gallery, and see a bad card refused with the server's message.
 Debian's Chromium is driven through the `playwright` package (no browser download).
@@ -172,6 +173,21 @@ def test_sidebar_tab_chats_and_shows_live_frames(comfyui_server: str, tmp_path: 
             workflow["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, str(workflow["id"])))
             page.evaluate("async (graph) => { await window.comfyAPI.app.app.loadGraphData(graph); }", workflow)
             _picture(page, "comfyui_panel.png", settle_ms=500)
+
+            # Another sidebar tab a while: the socket closes (nothing renders for nobody); the
+            # Persona tab again: the same session resumes and frames flow.
+            session = page.evaluate("() => window.personaPanelClient.ready.session")
+            page.locator(".node-library-tab-button").click()
+            page.wait_for_function("() => window.personaPanelClient.ws === null", timeout=60_000)
+            page.locator(".persona-chat-tab-button").click()
+            page.wait_for_function(
+                "(id) => window.personaPanelClient.ready?.resumed === true && window.personaPanelClient.ready.session === id",
+                arg=session, timeout=60_000)
+            drawn = page.evaluate(
+                "() => Number(document.querySelector('[data-testid=persona-video]').dataset.framesDrawn || 0)")
+            page.wait_for_function(
+                "(n) => Number(document.querySelector('[data-testid=persona-video]').dataset.framesDrawn || 0) >= n + 5",
+                arg=drawn, timeout=60_000)
 
             # The frontend accepts every saved UI workflow as it is on disk (zod schema, known nodes).
             for name in ("persona_longlive_sparse", "persona_longlive_chat", "persona_preview_chat"):

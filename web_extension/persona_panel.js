@@ -15,7 +15,7 @@
 // canvas"): the tab converts it as Run does (app.graphToPrompt), uploads it
 // (POST /persona/workflows) and names it in hello.workflow. Either way every chunk is a
 // prompt in ComfyUI's own queue, so any node type can be in the loop, the canvas shows the
-// progress (hello.comfy_client_id), and Cancel pauses the stream (error `interrupted`;
+// progress of a message's prompt (hello.comfy_client_id), and Cancel pauses the stream (error `interrupted`;
 // Resume goes on). While the tab is hidden (for HIDDEN_CLOSE_MS) the socket is closed: nothing
 // renders for nobody; shown again, the session resumes.
 //
@@ -197,6 +197,9 @@ class PersonaPanel {
                                               comfyClientId: api.clientId ?? null });
     this.client = client;
     window.personaPanelClient = client; // the browser tests read .ready and drop .ws
+    client.addEventListener("status", (event) => {
+      if (event.detail.state === "reconnecting") console.info(`persona panel: socket closed (${event.detail.code}), reconnecting`);
+    });
     await this.wireMedia(client);
     this.wire(client);
     this.scene.attach(client);

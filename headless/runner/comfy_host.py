@@ -96,7 +96,7 @@ class ComfyPromptHost:
         self.runner = runner
         self.store = store
         self.session_id = session_id
-        self.client_id = client_id  # ComfyUI frontend client whose canvas shows the progress
+        self.client_id = client_id  # ComfyUI frontend client whose canvas shows a message's run
         self._values: dict[str, Any] = {"persona": persona} if persona is not None else {}
         self._turns: dict[str, int] = {}
         self._fresh_turn = False  # the next prompt carries a turn: it stays in the history
@@ -165,6 +165,10 @@ class ComfyPromptHost:
             self.store.drop(self.session_id)
 
 
+#: The client id of the chunk-only prompts: no ComfyUI page holds it, so their events go nowhere.
+NO_PAGE_CLIENT_ID = "comfyui-persona-stream"
+
+
 class QueuePrompts:
     """Prompts through ComfyUI's own queue (`PromptServer.instance.prompt_queue`), as the
     frontend's Run does: validated by ComfyUI, run by its worker in queue order."""
@@ -198,9 +202,12 @@ class QueuePrompts:
 
     def execute(self, prompt: ApiWorkflow, outputs: list[str], *, keep: bool, client_id: str | None) -> PromptOutcome:
         prompt_id = str(uuid.uuid4())
-        extra = {"create_time": int(time.time() * 1000)}
-        if client_id:
-            extra["client_id"] = client_id
+        # Whose page hears the run's events (executing, progress, executed with its outputs):
+        # a message's prompt, the tab's (its canvas shows that run); a chunk-only prompt, no
+        # page's. Several of those a second froze the tab's ComfyUI page (its frontend applies
+        # every event), and one without a client id is broadcast to every open page.
+        extra = {"create_time": int(time.time() * 1000),
+                 "client_id": client_id if keep and client_id else NO_PAGE_CLIENT_ID}
         queue = self.server.prompt_queue
         if not keep:  # the line is logged after the history entry appears: keep the last few ids
             self._quiet.add(prompt_id)

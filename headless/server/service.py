@@ -419,6 +419,7 @@ class PersonaService:
         finally:
             session = connection.session
             if session is not None:
+                log.info("session %s: its socket closed (code %s)", session.id[:8], ws.close_code)
                 session.detach(connection)
             await self.webrtc.forget(connection)
             await connection.close()

@@ -213,6 +213,8 @@ class WebRTCPeer:
                                   "media": "websocket", "reason": reason})
         if was_live:
             log.info("webrtc ended: %s", reason)
+        elif failed:
+            log.info("webrtc never connected: %s", reason)
         for track in (self.video_track, self.audio_track):
             if track is not None:
                 track.stop()
