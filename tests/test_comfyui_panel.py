@@ -43,6 +43,8 @@ pytestmark = [
 #: Browsers start audio only after a user gesture; the test has none to give.
 AUDIO_ARGS = ["--autoplay-policy=no-user-gesture-required"]
 BUILTIN_PERSONAS = 7
+#: JS: how many frames the tab's JPEG canvas has drawn.
+FRAMES_DRAWN = "() => Number(document.querySelector('[data-testid=persona-video]').dataset.framesDrawn || 0)"
 
 
 def _get_json(url: str):
@@ -148,7 +150,7 @@ def test_sidebar_tab_chats_and_shows_live_frames(comfyui_server: str, tmp_path: 
 
             # Live video: frames keep arriving and the canvas is not blank.
             page.wait_for_function(
-                "() => Number(document.querySelector('[data-testid=persona-video]').dataset.framesDrawn || 0) >= 10",
+                f"() => ({FRAMES_DRAWN})() >= 10",
                 timeout=60_000,
             )
             spread = page.evaluate(
@@ -183,11 +185,8 @@ def test_sidebar_tab_chats_and_shows_live_frames(comfyui_server: str, tmp_path: 
             page.wait_for_function(
                 "(id) => window.personaPanelClient.ready?.resumed === true && window.personaPanelClient.ready.session === id",
                 arg=session, timeout=60_000)
-            drawn = page.evaluate(
-                "() => Number(document.querySelector('[data-testid=persona-video]').dataset.framesDrawn || 0)")
-            page.wait_for_function(
-                "(n) => Number(document.querySelector('[data-testid=persona-video]').dataset.framesDrawn || 0) >= n + 5",
-                arg=drawn, timeout=60_000)
+            drawn = page.evaluate(FRAMES_DRAWN)
+            page.wait_for_function(f"(n) => ({FRAMES_DRAWN})() >= n + 5", arg=drawn, timeout=60_000)
 
             # The frontend accepts every saved UI workflow as it is on disk (zod schema, known nodes).
             for name in ("persona_longlive_sparse", "persona_longlive_chat", "persona_preview_chat"):

@@ -16,7 +16,7 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from test_comfyui_panel import CHROMIUM, CHROMIUM_ARGS, _open_panel, _post_json
+from test_comfyui_panel import CHROMIUM, CHROMIUM_ARGS, FRAMES_DRAWN, _open_panel, _post_json
 
 pytestmark = [
     pytest.mark.comfyui,
@@ -27,12 +27,11 @@ pytestmark = [
 ]
 
 BADGE = '[data-testid="persona-transport"]'
-CANVAS_FRAMES = "() => Number(document.querySelector('[data-testid=persona-video]').dataset.framesDrawn || 0)"
 
 
 def _canvas_frames_advance(page, by: int = 5) -> None:
-    start = page.evaluate(CANVAS_FRAMES)
-    page.wait_for_function(f"() => ({CANVAS_FRAMES})() >= {start + by}", timeout=60_000)
+    start = page.evaluate(FRAMES_DRAWN)
+    page.wait_for_function(f"() => ({FRAMES_DRAWN})() >= {start + by}", timeout=60_000)
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_comfyui_panel import CHROMIUM, CHROMIUM_ARGS, _open_panel, _picture, _post_json
+from test_comfyui_panel import CHROMIUM, CHROMIUM_ARGS, FRAMES_DRAWN, _open_panel, _picture, _post_json
 
 from paths import REPO
 
@@ -31,7 +31,6 @@ pytestmark = [
 ]
 
 WORKFLOW = REPO / "workflows" / "persona_scene_chat.json"
-FRAMES_DRAWN = "() => Number(document.querySelector('[data-testid=persona-video]').dataset.framesDrawn || 0)"
 
 
 def test_the_tab_streams_the_scene_workflow_and_each_character_does_its_part(comfyui_server: str,
