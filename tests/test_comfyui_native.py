@@ -330,26 +330,30 @@ async def test_chunk_prompts_reach_no_page_and_a_message_prompt_reaches_the_tab_
     progress, executed with outputs) go to no ComfyUI page (they froze the tab's page), and a
     prompt without a client id would be broadcast to every page. The prompt that carries a
     message goes to the tab whose client id the hello names (its canvas shows that run), and
-    to no other page."""
+    to no other page. Every page hears the queue `status` (its frontend fetches /queue and
+    /history on each one): the message's prompt changes it, a chunk prompt does not."""
     import websockets
 
     ws_base = comfyui_server.replace("http://", "ws://")
     run_events = {"execution_start", "executing", "executed", "progress", "execution_success"}
 
-    async def listen(client_id: str, heard: list[str], prompts: set[str], connected: asyncio.Event) -> None:
+    async def listen(client_id: str, heard: list[str], prompts: set[str], connected: asyncio.Event,
+                     statuses: list[int]) -> None:
         async with websockets.connect(f"{ws_base}/ws?clientId={client_id}", max_size=None) as page:
             async for message in page:
-                connected.set()  # ComfyUI greets a page with its queue status
                 if isinstance(message, str):
                     event = json.loads(message)
                     if event.get("type") in run_events:
                         heard.append(event["type"])
                         prompts.add(event.get("data", {}).get("prompt_id"))
+                    elif event.get("type") == "status" and connected.is_set():
+                        statuses.append(event["data"]["status"]["exec_info"]["queue_remaining"])
+                connected.set()  # ComfyUI greets a page with its queue status
 
-    tab, tab_prompts, other, other_prompts = [], set(), [], set()
+    tab, tab_prompts, other, other_prompts, statuses = [], set(), [], set(), []
     connected = [asyncio.Event(), asyncio.Event()]
-    listeners = [asyncio.create_task(listen("persona-tab", tab, tab_prompts, connected[0])),
-                 asyncio.create_task(listen("bystander", other, other_prompts, connected[1]))]
+    listeners = [asyncio.create_task(listen("persona-tab", tab, tab_prompts, connected[0], [])),
+                 asyncio.create_task(listen("bystander", other, other_prompts, connected[1], statuses))]
     try:
         for event in connected:
             await asyncio.wait_for(event.wait(), 60)
@@ -373,3 +377,5 @@ async def test_chunk_prompts_reach_no_page_and_a_message_prompt_reaches_the_tab_
         await asyncio.gather(*listeners, return_exceptions=True)
     assert not other, f"a bystander page heard the stream's runs: {other[:10]}"
     assert len(tab_prompts - {None}) == 1, f"the tab heard {len(tab_prompts - {None})} prompts, not the message's alone"
+    # The message's prompt: queued (1), started (the running one changes), done (0); nothing for ~8 chunks.
+    assert len(statuses) <= 3 and set(statuses) <= {0, 1}, f"the bystander heard the queue status {statuses}"

@@ -153,6 +153,12 @@ def test_sidebar_tab_chats_and_shows_live_frames(comfyui_server: str, tmp_path: 
                 f"() => ({FRAMES_DRAWN})() >= 10",
                 timeout=60_000,
             )
+            # From here no message is sent, only chunks stream: the page fetches no queue or
+            # history (ComfyUI's frontend does on each queue status event, and a status event
+            # per chunk prompt, three times a dozen a second, froze this page on a slow box).
+            queue_fetches: list[str] = []
+            page.on("request", lambda request: queue_fetches.append(request.url)
+                    if "/api/queue" in request.url or "/api/history" in request.url else None)
             spread = page.evaluate(
                 """() => {
                     const c = document.querySelector('[data-testid=persona-video]');
@@ -187,6 +193,7 @@ def test_sidebar_tab_chats_and_shows_live_frames(comfyui_server: str, tmp_path: 
                 arg=session, timeout=60_000)
             drawn = page.evaluate(FRAMES_DRAWN)
             page.wait_for_function(f"(n) => ({FRAMES_DRAWN})() >= n + 5", arg=drawn, timeout=60_000)
+            assert not queue_fetches, f"streaming chunks made the page fetch {len(queue_fetches)}: {queue_fetches[:4]}"
 
             # The frontend accepts every saved UI workflow as it is on disk (zod schema, known nodes).
             for name in ("persona_longlive_sparse", "persona_longlive_chat", "persona_preview_chat"):

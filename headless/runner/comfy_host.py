@@ -171,7 +171,17 @@ NO_PAGE_CLIENT_ID = "comfyui-persona-stream"
 
 class QueuePrompts:
     """Prompts through ComfyUI's own queue (`PromptServer.instance.prompt_queue`), as the
-    frontend's Run does: validated by ComfyUI, run by its worker in queue order."""
+    frontend's Run does: validated by ComfyUI, run by its worker in queue order.
+
+    The stream's chunk prompts are left out of the queue status ComfyUI broadcasts. ComfyUI
+    sends every open page a `status` event each time a prompt is queued, started or done,
+    and its frontend answers each one by fetching `/queue` and `/history` (64 entries): a
+    dozen chunk prompts a second became about a hundred requests a second from every page,
+    enough to freeze the tab's own page on a 2-core box. So the server's `queue_updated` and
+    `get_queue_info` are wrapped (ComfyUI has no hook for this): `queue_remaining` counts the
+    user's prompts and the messages' prompts, not the chunks, and a status event goes out
+    only when that part of the queue changes. `/queue` still lists a running chunk prompt.
+    """
 
     POLL_S = 0.005
 
@@ -180,6 +190,11 @@ class QueuePrompts:
 
         self.server = server
         self.execution = execution
+        self._streaming: set[str] = set()  # chunk-only prompt ids queued or running
+        self._shown = self._shown_queue()  # the queue pages were last told of
+        self._broadcast_status = server.queue_updated
+        server.queue_updated = self._queue_updated
+        server.get_queue_info = self._queue_info
         # ComfyUI logs "Prompt executed in …" for every prompt: a dozen lines a second while a
         # session streams. Those of chunk-only prompts are dropped; a turn's prompt still logs.
         self._quiet: set[str] = set()
@@ -190,6 +205,23 @@ class QueuePrompts:
         if self._quiet and isinstance(record.msg, str) and record.msg.startswith("Prompt executed in"):
             return getattr(self.server, "last_prompt_id", None) not in self._quiet
         return True
+
+    def _shown_queue(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Ids of the running and the queued prompts that are not chunk-only ones."""
+        running, queued = self.server.prompt_queue.get_current_queue_volatile()
+        return (tuple(item[1] for item in running if item[1] not in self._streaming),
+                tuple(sorted(item[1] for item in queued if item[1] not in self._streaming)))
+
+    def _queue_info(self) -> dict:
+        running, queued = self._shown_queue()
+        return {"exec_info": {"queue_remaining": len(running) + len(queued)}}
+
+    def _queue_updated(self) -> None:
+        # ComfyUI calls this under its queue's lock (an RLock), from whichever thread changed it.
+        shown = self._shown_queue()
+        if shown != self._shown:
+            self._shown = shown
+            self._broadcast_status()
 
     def _on_server_loop(self, coroutine) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.server.loop).result(timeout=120)
@@ -209,22 +241,26 @@ class QueuePrompts:
         extra = {"create_time": int(time.time() * 1000),
                  "client_id": client_id if keep and client_id else NO_PAGE_CLIENT_ID}
         queue = self.server.prompt_queue
-        if not keep:  # the line is logged after the history entry appears: keep the last few ids
+        if not keep:  # "Prompt executed" is logged after the history entry appears: keep the last few ids
             self._quiet.add(prompt_id)
             self._quiet_order.append(prompt_id)
             while len(self._quiet_order) > 64:
                 self._quiet.discard(self._quiet_order.popleft())
+            self._streaming.add(prompt_id)  # left out of the queue status pages are sent
         number = self.server.number
         self.server.number += 1
-        queue.put((number, prompt_id, prompt, extra, outputs, {}))
-        checked = time.monotonic()
-        while prompt_id not in queue.history:
-            time.sleep(self.POLL_S)
-            if time.monotonic() - checked > 0.5:  # still queued or running? (a user may clear the queue)
-                checked = time.monotonic()
-                running, queued = queue.get_current_queue_volatile()
-                if not any(item[1] == prompt_id for item in (*running, *queued)) and prompt_id not in queue.history:
-                    return PromptOutcome(prompt_id, "interrupted", message="the prompt was removed from ComfyUI's queue")
+        try:
+            queue.put((number, prompt_id, prompt, extra, outputs, {}))
+            checked = time.monotonic()
+            while prompt_id not in queue.history:
+                time.sleep(self.POLL_S)
+                if time.monotonic() - checked > 0.5:  # still queued or running? (a user may clear the queue)
+                    checked = time.monotonic()
+                    running, queued = queue.get_current_queue_volatile()
+                    if not any(item[1] == prompt_id for item in (*running, *queued)) and prompt_id not in queue.history:
+                        return PromptOutcome(prompt_id, "interrupted", message="the prompt was removed from ComfyUI's queue")
+        finally:
+            self._streaming.discard(prompt_id)
         entry = queue.get_history(prompt_id=prompt_id).get(prompt_id, {})
         if not keep:
             queue.delete_history_item(prompt_id)
