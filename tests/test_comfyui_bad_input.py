@@ -70,6 +70,7 @@ async def test_a_missing_model_file_fails_that_session_naming_the_file_and_other
                 message = await asyncio.wait_for(failing.recv(), 120)
                 if isinstance(message, str) and json.loads(message)["type"] == "error":
                     error = json.loads(message)
+            assert error["code"] == "node_failed", error
             assert f"node {loader} (PersonaLongLiveLoader)" in error["message"] and "longlive_base.pt" in error["message"]
         frames = 0
         while frames < 24:  # the other session streams on

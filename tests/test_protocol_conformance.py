@@ -40,6 +40,7 @@ COVERED_CODES = {
     "interrupted",  # a host that pauses: ComfyUI's queue (tests/test_comfyui_native.py)
     "session_in_use",  # hello with takeover: false (tests/test_session_takeover_history.py)
     "bad_offer", "webrtc_unavailable", "webrtc_failed",  # WebRTC signalling (tests/test_webrtc.py)
+    "node_failed",  # at hello: tests/test_comfyui_bad_input.py
 }
 
 
@@ -367,15 +368,16 @@ def broken_service():
     service.pool.shutdown(wait=True)
 
 
-async def test_internal_error_names_what_failed_and_the_session_goes_on(broken_service, no_blocking):
+async def test_a_failing_node_is_named_and_the_session_goes_on(broken_service, no_blocking):
     service = broken_service
     if True:
         async with running(service) as server, connect(server) as ws:
             await hello(ws)
             await ws.send(json.dumps({"type": "chat", "id": "c1", "text": "wave"}))
             error = await wait_for_type(ws, "error")
-            assert error["code"] == "internal" and error["reply_to"] == "c1"
-            assert "injected interpreter bug" in error["message"] and "fatal" not in error
+            assert error["code"] == "node_failed" and error["reply_to"] == "c1"
+            assert "(PersonaInterpreter)" in error["message"] and "injected interpreter bug" in error["message"]
+            assert "fatal" not in error
             await next_frame(ws)
             await ws.send(json.dumps({"type": "action", "id": "a1", "directive": {"action": "nod", "expression": "smile", "intensity": 0.5}}))
             assert (await wait_for_type(ws, "directives"))["reply_to"] == "a1"

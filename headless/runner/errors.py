@@ -77,3 +77,5 @@ class DependencyCycleError(WorkflowError):
 
 class NodeExecutionError(WorkflowError):
     """A node raised while running; the original exception is `__cause__`."""
+
+    code = "node_failed"  # the wire's code too (PROTOCOL.md): the message names the node

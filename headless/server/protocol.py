@@ -50,9 +50,16 @@ ERROR_CODES = (
     "bad_offer",  # 1.1: a `webrtc.offer` that cannot be answered (malformed SDP, no codec we send)
     "webrtc_unavailable",  # 1.1: WebRTC is off on this server, or aiortc is not installed
     "webrtc_failed",  # 1.1: the peer connection failed or timed out; media went back to the WebSocket
+    "node_failed",  # 1.1: a node of the session's workflow raised (a missing model file, a node pack's error)
 )
 #: Codes after which the server closes the connection.
 FATAL_CODES = frozenset({"unauthorized", "busy"})
+
+
+def failure_code(exc: BaseException) -> str:
+    """The wire code for an error a session lane caught: a node of the workflow that raised
+    is `node_failed` (the message names the node); anything else is `internal`, a bug."""
+    return "node_failed" if isinstance(exc, PersonaError) and exc.code == "node_failed" else "internal"
 
 
 class ProtocolError(PersonaError):

@@ -18,7 +18,7 @@ from typing import Any
 
 from ...errors import PersonaError
 from .frames import EncodedFrame, FrameQueue
-from .protocol import MEDIA_JPEG, media_frame
+from .protocol import MEDIA_JPEG, failure_code, media_frame
 
 log = logging.getLogger("comfyui_persona.serve")
 
@@ -86,7 +86,7 @@ class RenderLoop:
                 if exc.code != "interrupted":
                     failures += 1
                     log.warning("session %s render failed: %s", self.session_id[:8], exc)
-                    self._report("internal", f"rendering failed: {exc}")
+                    self._report(failure_code(exc), f"rendering failed: {exc}")
                     await asyncio.sleep(min(5.0, 0.5 * failures))
                     continue
                 # The chunk in flight was cancelled in ComfyUI: pause until asked to go on.
@@ -97,7 +97,7 @@ class RenderLoop:
             except Exception as exc:
                 failures += 1
                 log.warning("session %s render failed: %s", self.session_id[:8], exc)
-                self._report("internal", f"rendering failed: {exc}")
+                self._report(failure_code(exc), f"rendering failed: {exc}")
                 await asyncio.sleep(min(5.0, 0.5 * failures))
                 continue
             produced, self._tick_frames = self._tick_frames, []

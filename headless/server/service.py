@@ -25,7 +25,7 @@ from aiohttp import WSMsgType, web
 from ...nodes.runtime import SessionStore
 from ...persona.card import ID_RE
 from ...video.voice.base import STREAM_RATE
-from ..runner import WorkflowError, WorkflowGraph
+from ..runner import NodeExecutionError, WorkflowError, WorkflowGraph
 from ..runner.hosts import RunnerHosts, SessionHosts
 from .config import ServerConfig, data_dir
 from .connection import Connection
@@ -219,8 +219,13 @@ class PersonaService:
                 if cast and slot is not None and not hasattr(slot.backend, "start_scene"):
                     raise ProtocolError("invalid", f"field 'scene': this server's renderer ({slot.backend.name}) "
                                                    "draws one persona; scenes need the preview or longlive renderer")
-            except Exception:
+            except Exception as exc:
                 await loop.run_in_executor(self.pool, runner.close)
+                if isinstance(exc, NodeExecutionError):  # a missing model file, a node pack's error
+                    log.warning("session %s did not start: %s", session_id[:8], exc)
+                    raise ProtocolError("node_failed", f"the workflow did not start: {exc}") from None
+                if isinstance(exc, WorkflowError):  # ComfyUI's validation, the first time it sees the graph
+                    raise ProtocolError("invalid", f"field 'workflow': {exc}") from None
                 raise
             session.render.keep_produced()
             self.sessions[session_id] = session

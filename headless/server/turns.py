@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .frames import FrameQueue
+from .protocol import failure_code
 
 log = logging.getLogger("comfyui_persona.serve")
 
@@ -89,6 +90,6 @@ class TurnLane:
                 await loop.run_in_executor(self._pool, self._run_turn, request.kind, request.value, request.turn)
             except Exception as exc:
                 log.warning("session %s turn %d failed: %s", self.session_id[:8], request.turn, exc)
-                self._report("internal", f"interpreting message failed: {exc}", request.message_id)
+                self._report(failure_code(exc), f"interpreting message failed: {exc}", request.message_id)
                 continue
             self.frames.invalidate()  # rendered before this plan: stale
