@@ -5,7 +5,8 @@ By default the page offers, the server answers, and the <video> element presents
 keep coming (counted with requestVideoFrameCallback) while the transport badge says WebRTC and
 the canvas is hidden; a spoken reply arrives as audio energy on the inbound RTP stream. The
 user's choice of the WebSocket closes the peer, brings the JPEG frames back to the canvas and
-is kept across a reload, where the page never offers. With WebRTC off on the server, or a
+is kept across a reload, where the page never offers. A peer that never connects is given up
+by the server; the page draws on the canvas meanwhile and offers again, and WebRTC comes back. With WebRTC off on the server, or a
 browser without RTCPeerConnection, the same page stays on the WebSocket: the badge says so and
 the canvas draws JPEG frames. Skipped, not failed, where /usr/bin/chromium is absent.
 """
@@ -41,7 +42,7 @@ async def _wait_js(page, expression: str, timeout: float = 20.0):
     return value
 
 
-async def _open(pw, tmp_path, url: str, init_script: str | None = None):
+async def _open(pw, tmp_path, url: str, init_script: str | None = None, console: list[str] | None = None):
     browser = await pw.chromium.launch_persistent_context(
         str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=ARGS, headless=True,
         viewport={"width": 1100, "height": 720},
@@ -49,6 +50,8 @@ async def _open(pw, tmp_path, url: str, init_script: str | None = None):
     page = browser.pages[0] if browser.pages else await browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    if console is not None:
+        page.on("console", lambda message: console.append(message.text))
     if init_script:
         await page.add_init_script(init_script)
     await page.goto(url, timeout=20000)
@@ -116,6 +119,51 @@ async def test_the_users_choice_of_the_websocket_closes_the_peer_and_is_kept(ser
             assert not errors, errors
         finally:
             await browser.close()
+
+
+#: The first answer never reaches the browser's peer (as on a network that drops the ICE
+#: checks): that peer cannot connect. Later peers are left alone.
+FIRST_PEER_NEVER_CONNECTS = """
+const apply = RTCPeerConnection.prototype.setRemoteDescription;
+let dropped = 0;
+RTCPeerConnection.prototype.setRemoteDescription = function (description) {
+  if (dropped++ === 0) return Promise.resolve();
+  return apply.call(this, description);
+};
+"""
+
+
+async def test_a_peer_that_never_connects_is_offered_again_and_webrtc_comes_back(tmp_path):
+    from playwright.async_api import async_playwright, expect
+
+    service = await asyncio.to_thread(make_service, webrtc_connect_timeout_s=2.0)
+    try:
+        async with running(service) as server, async_playwright() as pw:
+            console: list[str] = []
+            browser, page, errors = await _open(pw, tmp_path, server.http_url + "/?max_fps=10",
+                                                init_script=FIRST_PEER_NEVER_CONNECTS, console=console)
+            try:
+                await expect(page.locator("#connection")).to_have_attribute("data-state", "ready", timeout=20000)
+                # The server gives up on the first peer (webrtc_failed): the canvas draws meanwhile.
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 30
+                while not any("stopped: webrtc_failed" in line for line in console):
+                    assert loop.time() < deadline, f"the server never gave up on the first peer: {console}"
+                    await asyncio.sleep(0.1)
+                await expect(page.locator("#transport")).to_have_attribute("data-transport", "websocket")
+                await _canvas_frames_advance(page)
+                # The next offer connects: WebRTC is back, no page reload, no user action.
+                await expect(page.locator("#transport")).to_have_attribute("data-transport", "webrtc", timeout=40000)
+                first = await _wait_js(page, "window.personaRtc.frames >= 3 && window.personaRtc.frames")
+                await _wait_js(page, f"window.personaRtc.frames >= {first + 5}")
+                assert await page.evaluate("window.personaRtc.failures") == 1
+                assert any("offering again in 5 s" in line for line in console), console
+                assert len(service.webrtc.peers) == 1
+                assert not errors, errors
+            finally:
+                await browser.close()
+    finally:
+        service.pool.shutdown(wait=True)
 
 
 async def test_a_browser_without_webrtc_stays_on_the_websocket(service, tmp_path):

@@ -6,6 +6,9 @@
 // a <video> element once `webrtc.state` says `media: "webrtc"`. Any failure (no support, a
 // refused offer, a peer that fails or closes, a reconnect) leaves or puts the media back on
 // the WebSocket, where the page draws JPEG frames on its canvas and plays PCM as before.
+// A peer that failed or never connected (a network that dropped, UDP blocked for a while) is
+// offered again after RETRY_MS, a few times (within the server's offers per minute); a peer
+// that held a minute earns the tries back. A refused offer is not tried again.
 //
 //   const media = new WebRTCMedia(client, videoElement);
 //   media.addEventListener("transport", (ev) => ev.detail);  // {transport: "webrtc" | "websocket", codecs?, reason?}
@@ -44,6 +47,8 @@ const AUDIO_LAG = {
   maxMs: 200, // the protocol's bound (the pictures wait this long at most)
 };
 const GATHER_LIMIT_MS = 3000; // offer with what was gathered by then (a host candidate comes at once)
+const RETRY_MS = [5000, 20000, 60000]; // after the 1st, 2nd, 3rd failed peer: offer again this much later
+const HELD_MS = 60000; // a peer connected this long before it failed gives the tries back
 
 // The transport a page uses unless the user chose otherwise: WebRTC, which falls back to the
 // WebSocket where the browser or the server has none (docs/server.md "WebRTC media"); the chat
@@ -69,14 +74,22 @@ export class WebRTCMedia extends EventTarget {
     this.audioLag = null; // what it was made of, last computed: {outputMs, displayMs, skewMs, lag}
     this._watch = null;
     this._lagWatch = null;
-    client.addEventListener("ready", (event) => this._ready(event.detail));
-    client.addEventListener("status", (event) => { if (event.detail.state !== "ready") this.stop("disconnected"); });
+    this._retry = null; // the timer of the next offer after a failed peer
+    this.failures = 0; // failed peers since the session was ready (or since one held HELD_MS)
+    this._connectedAt = null;
+    client.addEventListener("ready", (event) => { this.failures = 0; this._ready(event.detail); });
+    client.addEventListener("status", (event) => {
+      if (event.detail.state === "ready") return;
+      this._cancelRetry(); // the next ready offers anew
+      this.stop("disconnected");
+    });
     client.addEventListener("webrtc.answer", (event) => this._answer(event.detail));
     client.addEventListener("webrtc.state", (event) => this._state(event.detail));
     client.addEventListener("error", (event) => {
       const { code, reply_to: replyTo } = event.detail;
-      if (code === "webrtc_failed" || ((code === "bad_offer" || code === "webrtc_unavailable" || code === "rate_limited"
-          || code === "invalid") && replyTo && replyTo === this.offerId)) {
+      if (code === "webrtc_failed") this._failed(code);
+      else if ((code === "bad_offer" || code === "webrtc_unavailable" || code === "rate_limited" || code === "invalid")
+          && replyTo && replyTo === this.offerId) {
         this.stop(code);
       }
     });
@@ -84,6 +97,7 @@ export class WebRTCMedia extends EventTarget {
   }
 
   _ready(ready) {
+    this._cancelRetry();
     this.stop("new session");
     if (!this.enabled || !ready.features?.includes("webrtc")) return;
     this.start(ready.webrtc ?? {}).catch((error) => {
@@ -103,7 +117,7 @@ export class WebRTCMedia extends EventTarget {
       if (this.video.srcObject !== stream) this.video.srcObject = stream;
     };
     pc.onconnectionstatechange = () => {
-      if (pc === this.pc && pc.connectionState === "failed") this.stop("peer connection failed");
+      if (pc === this.pc && pc.connectionState === "failed") this._failed("peer connection failed");
     };
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
@@ -124,6 +138,7 @@ export class WebRTCMedia extends EventTarget {
 
   _state(message) {
     if (message.media === "webrtc" && this.pc) {
+      this._connectedAt = performance.now();
       this._switch("webrtc", { codecs: message.codecs });
       this._watchLoss(this.pc);
       this._watchAudioLag(this.pc);
@@ -143,11 +158,14 @@ export class WebRTCMedia extends EventTarget {
   /** Turn WebRTC on (negotiated now if the session is ready) or off (media back to the WebSocket). */
   setEnabled(enabled) {
     this.enabled = Boolean(enabled) && typeof RTCPeerConnection !== "undefined";
-    if (!this.enabled) this.stop("turned off");
+    if (!this.enabled) {
+      this._cancelRetry();
+      this.stop("turned off");
+    }
     else if (!this.pc && this.client.ready) this._ready(this.client.ready);
   }
 
-    setMuted(muted) {
+  setMuted(muted) {
     this.userMuted = Boolean(muted);
     this.video.muted = this.userMuted;
   }
@@ -237,7 +255,31 @@ export class WebRTCMedia extends EventTarget {
     this.playoutTargetMs = ms;
   }
 
+  /** The peer failed or never connected: media back on the WebSocket, and a later offer. */
+  _failed(reason) {
+    if (!this.pc) return; // already stopped (the server's error and state both say it)
+    const held = this._connectedAt !== null && performance.now() - this._connectedAt >= HELD_MS;
+    this.stop(reason);
+    this.failures = held ? 1 : this.failures + 1;
+    if (this.failures > RETRY_MS.length) {
+      console.info(`WebRTC failed ${this.failures} times: media stay on the WebSocket for this session`);
+      return;
+    }
+    const delay = RETRY_MS[this.failures - 1];
+    console.info(`WebRTC: offering again in ${delay / 1000} s`);
+    this._retry = setTimeout(() => {
+      this._retry = null;
+      if (this.enabled && !this.pc && this.client.ready) this._ready(this.client.ready);
+    }, delay);
+  }
+
+  _cancelRetry() {
+    clearTimeout(this._retry);
+    this._retry = null;
+  }
+
   stop(reason) {
+    this._connectedAt = null;
     clearInterval(this._watch);
     clearInterval(this._lagWatch);
     this._watch = null;
