@@ -331,7 +331,8 @@ async def test_chunk_prompts_reach_no_page_and_a_message_prompt_reaches_the_tab_
     prompt without a client id would be broadcast to every page. The prompt that carries a
     message goes to the tab whose client id the hello names (its canvas shows that run), and
     to no other page. Every page hears the queue `status` (its frontend fetches /queue and
-    /history on each one): the message's prompt changes it, a chunk prompt does not."""
+    /history on each one): streaming counts as one running item (ComfyUI's Cancel stays
+    enabled), the message's prompt changes it, a chunk prompt does not."""
     import websockets
 
     ws_base = comfyui_server.replace("http://", "ws://")
@@ -364,18 +365,27 @@ async def test_chunk_prompts_reach_no_page_and_a_message_prompt_reaches_the_tab_
                 data = await asyncio.wait_for(ws.recv(), 60)
                 if isinstance(data, bytes):
                     frames += 1
-                    assert frames < 1200, f"the tab's page heard only {tab} of the message's run"
-                    if frames == 12:
+                    assert frames < 1200, f"the tab's page heard only {tab} of the message's run ({statuses})"
+                    if frames == 12:  # chunks flow: the queue counts the stream, once
+                        queued = await asyncio.to_thread(_request, f"{comfyui_server}/prompt")
+                        assert queued["exec_info"]["queue_remaining"] == 1, queued
                         await ws.send(json.dumps({"type": "chat", "id": "c1", "text": "wave please"}))
                 else:
                     message = json.loads(data)
                     assert message["type"] != "error", message
                     replied = replied or (message["type"] == "reply" and message.get("done") is True)
+
+            async def message_counted() -> None:  # its prompt beside the stream (sent before it ran)
+                while 2 not in statuses:
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(message_counted(), 60)
     finally:
         for listener in listeners:
             listener.cancel()
         await asyncio.gather(*listeners, return_exceptions=True)
     assert not other, f"a bystander page heard the stream's runs: {other[:10]}"
     assert len(tab_prompts - {None}) == 1, f"the tab heard {len(tab_prompts - {None})} prompts, not the message's alone"
-    # The message's prompt: queued (1), started (the running one changes), done (0); nothing for ~8 chunks.
-    assert len(statuses) <= 3 and set(statuses) <= {0, 1}, f"the bystander heard the queue status {statuses}"
+    # The stream's start (1, unless one ended just before), the message's prompt queued (2), started
+    # (the running one changes), done (1); nothing per chunk prompt (there were three statuses each).
+    assert len(statuses) <= 6 and set(statuses) <= {0, 1, 2}, f"the bystander heard the queue status {statuses}"

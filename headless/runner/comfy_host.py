@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import threading
 import time
 import uuid
@@ -173,17 +174,22 @@ class QueuePrompts:
     """Prompts through ComfyUI's own queue (`PromptServer.instance.prompt_queue`), as the
     frontend's Run does: validated by ComfyUI, run by its worker in queue order.
 
-    The stream's chunk prompts are left out of the queue status ComfyUI broadcasts. ComfyUI
-    sends every open page a `status` event each time a prompt is queued, started or done,
-    and its frontend answers each one by fetching `/queue` and `/history` (64 entries): a
-    dozen chunk prompts a second became about a hundred requests a second from every page,
-    enough to freeze the tab's own page on a 2-core box. So the server's `queue_updated` and
-    `get_queue_info` are wrapped (ComfyUI has no hook for this): `queue_remaining` counts the
-    user's prompts and the messages' prompts, not the chunks, and a status event goes out
-    only when that part of the queue changes. `/queue` still lists a running chunk prompt.
+    Streaming counts as one running item in the queue status ComfyUI broadcasts, not as a
+    dozen prompts a second. ComfyUI sends every open page a `status` event each time a
+    prompt is queued, started or done, and its frontend answers each one by fetching `/queue`
+    and `/history` (64 entries): per chunk prompt that was about a hundred requests a second
+    from every page, enough to freeze the tab's own page on a 2-core box, and the Run bar's
+    Cancel, enabled while the queue is not empty, flickered on and off. So the server's
+    `queue_updated` and `get_queue_info` are wrapped (ComfyUI has no hook for this):
+    `queue_remaining` is the user's prompts and the messages' prompts, plus one while chunk
+    prompts keep coming (the last ended less than `STREAM_IDLE_S` ago), and a status event
+    goes out only when that changes. `/queue` still lists a running chunk prompt.
     """
 
     POLL_S = 0.005
+    #: Streaming stops counting this long after its last chunk prompt ended (a stream that
+    #: paused, closed or waits for its viewer to read frames).
+    STREAM_IDLE_S = 1.0
 
     def __init__(self, server: Any) -> None:
         import execution  # ComfyUI's: this class only exists inside a running ComfyUI
@@ -191,6 +197,8 @@ class QueuePrompts:
         self.server = server
         self.execution = execution
         self._streaming: set[str] = set()  # chunk-only prompt ids queued or running
+        self._last_chunk_end = -math.inf  # time.monotonic() when the last one ended
+        self._idle_check: asyncio.TimerHandle | None = None  # on the server's loop
         self._shown = self._shown_queue()  # the queue pages were last told of
         self._broadcast_status = server.queue_updated
         server.queue_updated = self._queue_updated
@@ -206,15 +214,16 @@ class QueuePrompts:
             return getattr(self.server, "last_prompt_id", None) not in self._quiet
         return True
 
-    def _shown_queue(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Ids of the running and the queued prompts that are not chunk-only ones."""
+    def _shown_queue(self) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
+        """(streaming, ids of the running and of the queued prompts that are not chunk-only)."""
         running, queued = self.server.prompt_queue.get_current_queue_volatile()
-        return (tuple(item[1] for item in running if item[1] not in self._streaming),
+        streaming = bool(self._streaming) or time.monotonic() - self._last_chunk_end < self.STREAM_IDLE_S
+        return (streaming, tuple(item[1] for item in running if item[1] not in self._streaming),
                 tuple(sorted(item[1] for item in queued if item[1] not in self._streaming)))
 
     def _queue_info(self) -> dict:
-        running, queued = self._shown_queue()
-        return {"exec_info": {"queue_remaining": len(running) + len(queued)}}
+        streaming, running, queued = self._shown_queue()
+        return {"exec_info": {"queue_remaining": int(streaming) + len(running) + len(queued)}}
 
     def _queue_updated(self) -> None:
         # ComfyUI calls this under its queue's lock (an RLock), from whichever thread changed it.
@@ -222,6 +231,18 @@ class QueuePrompts:
         if shown != self._shown:
             self._shown = shown
             self._broadcast_status()
+
+    def _chunk_ended(self) -> None:
+        """On the server's loop: look again once streaming may have stopped counting."""
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+        # A margin: asyncio may run a timer up to its clock resolution early.
+        self._idle_check = self.server.loop.call_later(self.STREAM_IDLE_S + 0.1, self._look_again)
+
+    def _look_again(self) -> None:
+        self._idle_check = None
+        with self.server.prompt_queue.mutex:
+            self._queue_updated()
 
     def _on_server_loop(self, coroutine) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.server.loop).result(timeout=120)
@@ -260,7 +281,10 @@ class QueuePrompts:
                     if not any(item[1] == prompt_id for item in (*running, *queued)) and prompt_id not in queue.history:
                         return PromptOutcome(prompt_id, "interrupted", message="the prompt was removed from ComfyUI's queue")
         finally:
-            self._streaming.discard(prompt_id)
+            if not keep:
+                self._streaming.discard(prompt_id)
+                self._last_chunk_end = time.monotonic()
+                self.server.loop.call_soon_threadsafe(self._chunk_ended)
         entry = queue.get_history(prompt_id=prompt_id).get(prompt_id, {})
         if not keep:
             queue.delete_history_item(prompt_id)
