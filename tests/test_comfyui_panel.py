@@ -4,7 +4,7 @@ ComfyUI's own server (`main.py --cpu`, the `comfyui_server` fixture) loads the p
 custom_nodes/, which mounts `/persona/ws` on PromptServer; the browser opens ComfyUI's UI,
 finds our tab, chats, and must see the persona's reply, the directives and live frames; with
 another sidebar tab open a while the socket closes, and the tab shown again resumes the
-session; then hear the spoken reply (non-silent PCM decoded by the panel's Web Audio player),
+session; ComfyUI's own Cancel (enabled while the tab streams) pauses it and Resume goes on; then hear the spoken reply (non-silent PCM decoded by the panel's Web Audio player),
 record the session and download an MP4 that decodes with video and audio, pick another of
 the built-in personas from the gallery, and see a bad card refused with the server's message.
 Debian's Chromium is driven through the `playwright` package (no browser download).
@@ -199,6 +199,12 @@ def test_sidebar_tab_chats_and_shows_live_frames(comfyui_server: str, tmp_path: 
             page.wait_for_function(f"(n) => ({FRAMES_DRAWN})() >= n + 5", arg=drawn, timeout=60_000)
             assert len(queue_fetches) <= 15, f"streaming made the page fetch {len(queue_fetches)}: {queue_fetches[:4]}"
             assert cancel.is_enabled(), "ComfyUI's Cancel is disabled while the tab streams"
+            # ComfyUI's Cancel pauses the stream (the chunk in flight is interrupted); Resume goes on.
+            cancel.click()
+            page.get_by_test_id("persona-resume").wait_for(state="visible", timeout=60_000)
+            page.get_by_test_id("persona-resume").click()
+            drawn = page.evaluate(FRAMES_DRAWN)
+            page.wait_for_function(f"(n) => ({FRAMES_DRAWN})() >= n + 5", arg=drawn, timeout=60_000)
 
             # The frontend accepts every saved UI workflow as it is on disk (zod schema, known nodes).
             for name in ("persona_longlive_sparse", "persona_longlive_chat", "persona_preview_chat"):
