@@ -25,6 +25,7 @@ import asyncio
 import collections
 import logging
 import math
+import sys
 import threading
 import time
 import uuid
@@ -60,6 +61,10 @@ class PromptOutcome:
 class PromptRunner(Protocol):
     """Where prompts run: ComfyUI's queue, or its executor in this process."""
 
+    #: How many times the user cancelled streaming (ComfyUI's Cancel); each pauses every
+    #: stream once, at its next chunk if none was in flight.
+    cancels: int
+
     def validate(self, prompt: ApiWorkflow) -> list[str]:
         """The output node ids to execute; raises a `WorkflowError` naming every bad node."""
 
@@ -87,6 +92,9 @@ def validation_error(prompt: ApiWorkflow, error: dict | None, node_errors: dict)
                prompt.get(first, {}).get("class_type") if first else None)
 
 
+CANCELLED = "the stream was cancelled in ComfyUI; send a message (or press Resume) to go on"
+
+
 class ComfyPromptHost:
     """A `WorkflowHost` whose runs are prompts (see module docstring). Thread-safe: the
     session's turn lane calls `turn` while its render loop calls `tick`."""
@@ -107,6 +115,7 @@ class ComfyPromptHost:
         self._outputs: list[str] | None = None
         self._closed = False
         self.paused: str | None = None  # why the stream is paused (an interrupt), else None
+        self._cancels_seen = runner.cancels
 
     def accepts(self, kind: str) -> bool:
         return self.template.accepts(kind)
@@ -140,6 +149,10 @@ class ComfyPromptHost:
                 return None
             if self.paused:
                 raise StreamInterrupted(self.paused)
+            if self.runner.cancels != self._cancels_seen:  # cancelled between two chunks
+                self._cancels_seen = self.runner.cancels
+                self.paused = CANCELLED
+                raise StreamInterrupted(self.paused)
             if self._reset.is_set():
                 self._reset.clear()
                 self.store.get(self.session_id).reset()
@@ -148,7 +161,8 @@ class ComfyPromptHost:
                 self._outputs = self.runner.validate(prompt)
             outcome = self.runner.execute(prompt, self._outputs, keep=fresh, client_id=self.client_id)
         if outcome.status == "interrupted":
-            self.paused = "the chunk was interrupted in ComfyUI; send a message (or press Resume) to go on"
+            self._cancels_seen = self.runner.cancels  # the Cancel landed on this chunk
+            self.paused = CANCELLED
             raise StreamInterrupted(self.paused, outcome.node_id, outcome.class_type)
         if outcome.status != "success":
             raise NodeExecutionError(outcome.message, outcome.node_id, outcome.class_type)
@@ -184,6 +198,13 @@ class QueuePrompts:
     `queue_remaining` is the user's prompts and the messages' prompts, plus one while chunk
     prompts keep coming (the last ended less than `STREAM_IDLE_S` ago), and a status event
     goes out only when that changes. `/queue` still lists a running chunk prompt.
+
+    For the same reason Cancel is wrapped (`nodes.interrupt_processing`): a stream spends
+    most of its time between chunk prompts (the viewer has frames in hand), and ComfyUI
+    clears an interrupt when the next prompt starts, so a Cancel pressed then was lost. A
+    Cancel while streaming and no other prompt runs counts in `cancels`, and each stream
+    pauses at its next chunk (`ComfyPromptHost.tick`); one landing inside a chunk interrupts
+    it as ComfyUI does.
     """
 
     POLL_S = 0.005
@@ -196,6 +217,10 @@ class QueuePrompts:
 
         self.server = server
         self.execution = execution
+        self.cancels = 0
+        comfy_nodes = sys.modules["nodes"]  # ComfyUI's nodes.py, where its /interrupt goes
+        self._interrupt = comfy_nodes.interrupt_processing
+        comfy_nodes.interrupt_processing = self._on_interrupt
         self._streaming: set[str] = set()  # chunk-only prompt ids queued or running
         self._last_chunk_end = -math.inf  # time.monotonic() when the last one ended
         self._idle_check: asyncio.TimerHandle | None = None  # on the server's loop
@@ -232,6 +257,14 @@ class QueuePrompts:
             self._shown = shown
             self._broadcast_status()
 
+    def _on_interrupt(self, value: bool = True) -> None:
+        """ComfyUI's Cancel (`/interrupt`), and its own reset of the flag before each prompt."""
+        if value:
+            streaming, running, _ = self._shown_queue()
+            if streaming and not running:  # no Run of the user's (nor a message's prompt) to stop
+                self.cancels += 1
+        self._interrupt(value)
+
     def _chunk_ended(self) -> None:
         """On the server's loop: look again once streaming may have stopped counting."""
         if self._idle_check is not None:
@@ -267,7 +300,7 @@ class QueuePrompts:
             self._quiet_order.append(prompt_id)
             while len(self._quiet_order) > 64:
                 self._quiet.discard(self._quiet_order.popleft())
-            self._streaming.add(prompt_id)  # left out of the queue status pages are sent
+            self._streaming.add(prompt_id)  # the queue status counts it as streaming, not on its own
         number = self.server.number
         self.server.number += 1
         try:

@@ -111,6 +111,8 @@ class EmbeddedPrompts:
     """A `PromptRunner` on ComfyUI's executor in this process (see module docstring).
     `store`: the session store the nodes run with (the service's)."""
 
+    cancels = 0  # no ComfyUI page, no Cancel
+
     def __init__(self, comfy: EmbeddedComfyUI, store: SessionStore) -> None:
         self.comfy = comfy
         self.store = store
