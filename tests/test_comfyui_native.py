@@ -313,7 +313,8 @@ async def test_cancel_pauses_a_streaming_session_and_resume_goes_on(comfyui_serv
 async def test_one_cancel_pauses_a_fast_stream_between_its_chunks(comfyui_server: str) -> None:
     """The preview's chunks take milliseconds and the stream waits for its viewer most of the
     time: a Cancel pressed between two chunk prompts (ComfyUI clears an interrupt when the next
-    prompt starts) still pauses it, with nothing else in the queue to stop; resume goes on."""
+    prompt starts) still pauses it, with nothing else in the queue to stop; resume goes on, and a
+    Cancel pressed while it was paused does not pause it again."""
     import websockets
 
     status, body = _upload_workflow(comfyui_server, core_workflow())
@@ -333,10 +334,13 @@ async def test_one_cancel_pauses_a_fast_stream_between_its_chunks(comfyui_server
             after += isinstance(data, bytes)
             assert after < 240, "the Cancel was lost: 10 s of frames later the stream goes on"
         assert error["code"] == "interrupted" and "cancelled in ComfyUI" in error["message"], error
+        await asyncio.to_thread(_request, f"{comfyui_server}/interrupt", {})  # while paused
         await ws.send(json.dumps({"type": "resume", "id": "r1"}))
         frames = 0
-        while frames < 12:
-            frames += isinstance(await asyncio.wait_for(ws.recv(), 60), bytes)
+        while frames < 24:
+            data = await asyncio.wait_for(ws.recv(), 60)
+            frames += isinstance(data, bytes)
+            assert isinstance(data, bytes) or json.loads(data)["type"] != "error", data
 
 
 def _upload_workflow(server: str, workflow: dict) -> tuple[int, dict]:

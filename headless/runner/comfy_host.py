@@ -141,7 +141,7 @@ class ComfyPromptHost:
             self._values[kind] = value
             self._turns[kind] = turn
             self._fresh_turn = True
-        self.paused = None  # a message resumes an interrupted stream
+        self.resume()  # a message resumes an interrupted stream
 
     def tick(self) -> Any:
         with self._tick_lock:
@@ -169,6 +169,8 @@ class ComfyPromptHost:
         return outcome
 
     def resume(self) -> None:
+        if self.paused:  # a Cancel pressed while this stream was paused was for another one
+            self._cancels_seen = self.runner.cancels
         self.paused = None
 
     def request_reset(self) -> None:
