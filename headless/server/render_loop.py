@@ -82,19 +82,13 @@ class RenderLoop:
             try:
                 await loop.run_in_executor(self._pool, self._tick)
                 failures = 0
-            except PersonaError as exc:
-                if exc.code != "interrupted":
-                    failures += 1
-                    log.warning("session %s render failed: %s", self.session_id[:8], exc)
-                    self._report(failure_code(exc), f"rendering failed: {exc}")
-                    await asyncio.sleep(min(5.0, 0.5 * failures))
-                    continue
-                # The chunk in flight was cancelled in ComfyUI: pause until asked to go on.
-                self.resumed.clear()
-                self._report("interrupted", str(exc))
-                await self.resumed.wait()
-                continue
             except Exception as exc:
+                if isinstance(exc, PersonaError) and exc.code == "interrupted":
+                    # The stream was cancelled in ComfyUI: pause until asked to go on.
+                    self.resumed.clear()
+                    self._report("interrupted", str(exc))
+                    await self.resumed.wait()
+                    continue
                 failures += 1
                 log.warning("session %s render failed: %s", self.session_id[:8], exc)
                 self._report(failure_code(exc), f"rendering failed: {exc}")
