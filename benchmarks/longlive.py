@@ -780,7 +780,7 @@ def serve(args, torch, device, card: str, short: str) -> int:
                 write()
             for early, n in [(p, n) for p in prefetch for n in counts] if args.capacity else []:
                 engine.host.prefetch = early == "on"
-                res = {"prefetch": early, **serving.throughput(engine, torch, n, h, w, chunks=3 if args.smoke else 12)}
+                res = {"prefetch": early, **serving.throughput(engine, torch, n, h, w, chunks=3 if args.smoke else 24)}
                 metrics["capacity"].append(res)
                 print(json.dumps({"capacity": res}), flush=True)
                 write()

@@ -247,7 +247,8 @@ def _host_counts(host) -> dict:
     s = host.stats
     return {"passes": s.passes, "rows": s.rows, "preempted": s.preempted, "preempt_declined": s.preempt_declined,
             "prefetched": s.prefetched,
-            "sat_out": s.sat_out, "replays": host.runtime.graph_replays}
+            "sat_out": s.sat_out, "replays": host.runtime.graph_replays,
+            "graphs_captured": host.runtime.graphs_captured}
 
 
 def _host_delta(host, before: dict) -> dict:

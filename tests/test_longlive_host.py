@@ -434,6 +434,36 @@ def test_cuda_side_stream_decode_and_graph_replay_give_the_frames_and_cache_of_p
 @pytest.mark.gpu
 @cuda
 @torch.no_grad()
+def test_cuda_a_batch_with_a_hole_replays_a_graph_per_row_range_and_changes_no_frame():
+    """Sessions in rows 0, 2 and 3 stream while row 1's session waits: every steady pass replays
+    two graphs (rows 0 and 2-3) instead of launching kernel by kernel, counts as one pass, and
+    each session gets the frames of plain launches."""
+
+    def run(graphs: bool):
+        host = cuda_host(graphs=graphs)
+        opened = [host.open_session(LAT_H, LAT_W, seed=i) for i in range(4)]
+        texts = [p.to("cuda") for p in prompts(3)]
+        for i, s in enumerate(opened):
+            s.set_prompt(texts[i % 3])
+        streaming = [opened[0], opened[2], opened[3]]
+        frames = [host.step_all(streaming) for _ in range(6)]
+        passes, replays = host.runtime.passes_run, host.runtime.graph_replays
+        frames += [host.step_all(streaming) for _ in range(2)]
+        for s in streaming:
+            host.settle(s)
+        return host, frames, host.runtime.passes_run - passes, host.runtime.graph_replays - replays
+
+    _, plain_frames, _, _ = run(False)
+    _, graph_frames, passes, replays = run(True)
+    assert passes >= 8 and replays == 2 * passes, (passes, replays)  # 2 chunks of 5 passes
+    for chunk_plain, chunk_graph in zip(plain_frames, graph_frames, strict=True):
+        for a, b in zip(chunk_plain, chunk_graph, strict=True):
+            assert (a.int() - b.int()).abs().max() <= 1
+
+
+@pytest.mark.gpu
+@cuda
+@torch.no_grad()
 def test_cuda_the_pass_time_estimate_is_the_gpus_time_for_the_pass_not_its_idle_time():
     """On a GPU a pass is timed by CUDA events around its kernels: the GPU's idle time while the
     viewer plays a chunk is not in it (the CPU test above checks the same on CPU)."""
