@@ -29,9 +29,9 @@
 #   bash benchmarks/gpu_wave2.sh wave7    # CUDA tests; batched 6 and 8 sessions at 320x576 and paced 1-2 at
 #                                         # 480x832, each with chunks begun early to join a batch (prefetch) on vs off
 #                                         # (flash-attn-4 installed)                          (~8 min)
-#   bash benchmarks/gpu_wave2.sh wave8    # CUDA tests; batches with holes replay a graph per row range: batched
-#                                         # 8 and 10 at 320x576 and 3 at 480x832, paced 8 at 320x576, prefetch
-#                                         # on vs off (flash-attn-4 installed)                 (~8 min)
+#   bash benchmarks/gpu_wave2.sh wave8    # host CUDA tests; batches with holes replay a graph per row range:
+#                                         # batched 8 at 320x576, paced 8 at 320x576 (prefetch off, on) and
+#                                         # 1-2 at 480x832 (WAVE8_LABEL names the variant; flash-attn-4 installed) (~7 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
 #
 # Runs from a copy of the tree without .git or a venv: `comfyui_persona` is made importable from
@@ -193,14 +193,13 @@ elif [ "$MODE" = wave7 ]; then
   needs_pydantic paced-480 && step paced-480 300 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
     --prefetch on,off --seconds "${PACED_SECONDS:-30}" --label wave7-fixes-paced-480
 elif [ "$MODE" = wave8 ]; then
-  step gpu-tests 120 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu \
-    tests/test_longlive_host.py tests/test_longlive_fp8.py
-  needs_pydantic capacity-320 && step capacity-320 170 "${BENCH[@]}" --capacity --sizes 320x576 \
-    --sessions 8,10 --prefetch on,off --label wave8-spans-capacity-320
-  needs_pydantic capacity-480 && step capacity-480 110 "${BENCH[@]}" --capacity --sizes 480x832 \
-    --sessions 3 --prefetch on,off --label wave8-spans-capacity-480
-  needs_pydantic paced-320 && step paced-320 150 "${BENCH[@]}" --paced --sizes 320x576 --sessions 8 \
-    --prefetch off,on --seconds "${PACED_SECONDS:-20}" --label wave8-spans-paced-320
+  step gpu-tests 80 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu tests/test_longlive_host.py
+  needs_pydantic capacity-320 && step capacity-320 120 "${BENCH[@]}" --capacity --sizes 320x576 \
+    --sessions 8 --label "wave8-${WAVE8_LABEL:-spans}-capacity-320"
+  needs_pydantic paced-320 && step paced-320 130 "${BENCH[@]}" --paced --sizes 320x576 --sessions 8 \
+    --prefetch off,on --seconds 20 --label "wave8-${WAVE8_LABEL:-spans}-paced-320"
+  needs_pydantic paced-480 && step paced-480 120 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
+    --seconds 20 --label "wave8-${WAVE8_LABEL:-spans}-paced-480"
 elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune

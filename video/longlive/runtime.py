@@ -130,6 +130,14 @@ class _CapturedPass:
     out: torch.Tensor | None  # None for an all-refresh pass
 
 
+#: A row range that is only part of a pass (see `EngineRuntime._graph_spans`) is captured the
+#: time it comes up for this many times; before, it launches its kernels directly. Why: a capture
+#: waits for the GPU, runs the pass once more and collects garbage, and eight paced sessions at
+#: 320x576 brought up 90 ranges in 20 s when each was captured at once
+#: (longlive-serving-h100-2026-12-07-wave8-spans-paced-320.json).
+SPLIT_CAPTURE_AFTER = 4
+
+
 class EngineRuntime:
     """Runs batched streaming passes of one `CausalWanModel` (see the module docstring)."""
 
@@ -140,6 +148,7 @@ class EngineRuntime:
         self._post = Block.after_attn
         self.compiled: dict | None = None  # the torch.compile arguments in force, or None
         self._graphs: dict[tuple, _CapturedPass] | None = None  # see use_cuda_graphs
+        self._range_sightings: dict[tuple, int] = {}  # see SPLIT_CAPTURE_AFTER
         self.passes_run = 0
         self.graph_replays = 0
         self._timesteps: dict[tuple[float, ...], torch.Tensor] = {}  # see _timestep_tensor
@@ -208,21 +217,21 @@ class EngineRuntime:
         assert len({r.row for r in rows}) == len(rows), "a session appears once per pass"
         self.passes_run += 1
         spans = self._graph_spans(rows)
-        if spans is None:
+        if spans is None or len(spans) == 1 and spans[0] == list(range(len(rows))):
             return self._run_rows(store, rows)
         outs: list[torch.Tensor | None] = [None] * len(rows)
         for span in spans:
-            for i, out in zip(span, self._run_rows(store, [rows[i] for i in span]), strict=True):
+            for i, out in zip(span, self._run_rows(store, [rows[i] for i in span], split=True), strict=True):
                 outs[i] = out
         return outs
 
-    def _run_rows(self, store: KVStore, rows: list[PassRow]) -> list[torch.Tensor | None]:
+    def _run_rows(self, store: KVStore, rows: list[PassRow], *, split: bool = False) -> list[torch.Tensor | None]:
         refresh = not any(r.output for r in rows)
         x = torch.cat([r.x for r in rows]) if len(rows) > 1 else rows[0].x
         t = self._timestep_tensor(tuple(r.t for r in rows))
         fns = [self._attention_fns(r) for r in rows]
         if self._graphable(rows, x):
-            out = self._replay(rows, x, t, fns, refresh)
+            out = self._replay(rows, x, t, fns, refresh, split=split)
         else:
             write = [r.plan.write_index for r in rows]
             out = self._pass(store, rows, x, t, write, fns, refresh)
@@ -349,6 +358,7 @@ class EngineRuntime:
 
     def drop_cuda_graphs(self) -> None:
         """Forget captured graphs; passes are captured again as they come."""
+        self._range_sightings = {}
         if self._graphs is not None:
             self._graphs = {}
 
@@ -393,12 +403,17 @@ class EngineRuntime:
             and _contiguous(rows) is not None
         )
 
-    def _replay(self, rows: list[PassRow], x: torch.Tensor, t: torch.Tensor, fns, refresh: bool) -> torch.Tensor | None:
+    def _replay(self, rows: list[PassRow], x: torch.Tensor, t: torch.Tensor, fns, refresh: bool, *,
+                split: bool = False) -> torch.Tensor | None:
         store = self._require_store()
         span = _contiguous(rows)
         key = (span, tuple(x.shape), x.dtype, refresh, rows[0].plan.n_valid)
         write = torch.stack([r.plan.write_index for r in rows])
         captured = self._graphs.get(key)
+        if captured is None and split:
+            seen = self._range_sightings[key] = self._range_sightings.get(key, 0) + 1
+            if seen < SPLIT_CAPTURE_AFTER:
+                return self._pass(store, rows, x, t, list(write), fns, refresh)
         if captured is None:
             captured = self._capture(store, rows, x, t, write, fns, refresh)
             if captured is None:  # a kernel that cannot be captured: keep working without graphs
