@@ -130,8 +130,8 @@ class _CapturedPass:
     out: torch.Tensor | None  # None for an all-refresh pass
 
 
-#: A row range that is only part of a pass (see `EngineRuntime._graph_spans`) is captured the
-#: time it comes up for this many times; before, it launches its kernels directly. Why: a capture
+#: A row range that is only part of a pass (see `EngineRuntime._graph_spans`) is captured when it
+#: comes up for this many times; before, it launches its kernels directly. Why: a capture
 #: waits for the GPU, runs the pass once more and collects garbage, and eight paced sessions at
 #: 320x576 brought up 90 ranges in 20 s when each was captured at once
 #: (longlive-serving-h100-2026-12-07-wave8-spans-paced-320.json).
