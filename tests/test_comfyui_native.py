@@ -181,14 +181,15 @@ def test_the_tab_streams_the_canvas_graph_through_comfyuis_queue(comfyui_server:
     assert kept, "the message's prompt is in ComfyUI's history (the chunk-only ones are not)"
 
 
-async def _headless_frames(python: Path, comfy_root: Path, workflow: Path, pythonpath: Path, frames: int) -> tuple:
+async def _headless_frames(python: Path, comfy_root: Path, workflow: Path, pythonpath: Path, frames: int,
+                           output: Path) -> tuple:
     """(sha256 of the first `frames` JPEG frames, the directives of 'wave') from
-    `persona serve --comfyui` running with ComfyUI's Python."""
+    `persona serve --comfyui` running with ComfyUI's Python, its save nodes writing to `output`."""
 
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         str(python), "-m", "comfyui_persona.headless", "serve", "--comfyui", str(comfy_root),
-        "--workflow", str(workflow), "--port", str(port), "--no-warm-up", "--quiet", "--no-speech",
+        "--comfyui-output-dir", str(output), "--workflow", str(workflow), "--port", str(port), "--no-warm-up", "--quiet", "--no-speech",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(pythonpath)},
     )
@@ -246,9 +247,15 @@ async def test_the_same_workflow_headless_gives_the_same_frames_and_directives(c
     package = tmp_path / "pythonpath"
     package.mkdir()
     (package / "comfyui_persona").symlink_to(REPO, target_is_directory=True)
-    headless = await _headless_frames(comfyui.python, comfyui.root, path, package, 24)
+    tree_output = comfyui.root / "output"
+    before = sorted(tree_output.rglob("*")) if tree_output.exists() else []
+    output = tmp_path / "saved"
+    headless = await _headless_frames(comfyui.python, comfyui.root, path, package, 24, output)
     assert len(inside[0]) == 24 and inside == headless
     assert [d["action"] for d in inside[1]] == ["wave"]
+    # Save Video wrote where --comfyui-output-dir says, not into the (cached) ComfyUI install.
+    assert list((output / "persona").glob("clip_*")), sorted(output.rglob("*"))
+    assert (sorted(tree_output.rglob("*")) if tree_output.exists() else []) == before
 
 
 async def test_cancel_pauses_a_streaming_session_and_resume_goes_on(comfyui_server: str) -> None:

@@ -176,7 +176,7 @@ def _hosts(path: Path, config, backend: str | None = None, options: list[str] | 
     if config.comfyui:
         from ..runner.comfyui_embed import EmbeddedPrompts, load_comfyui
 
-        comfy = load_comfyui(config.comfyui)
+        comfy = load_comfyui(config.comfyui, output_dir=config.comfyui_output_dir)
         registry = comfy.registry
     else:
         from ...nodes import NODE_CLASS_MAPPINGS as registry

@@ -52,9 +52,11 @@ _LOADED: list[EmbeddedComfyUI] = []
 _LOAD_LOCK = threading.Lock()
 
 
-def load_comfyui(path: str | Path) -> EmbeddedComfyUI:
+def load_comfyui(path: str | Path, *, output_dir: str | Path | None = None) -> EmbeddedComfyUI:
     """Import ComfyUI from `path` (once per process) with its built-in extra nodes and this
-    pack's nodes in its registry; `ComfyUINotFoundError` names what is wrong."""
+    pack's nodes in its registry; `ComfyUINotFoundError` names what is wrong. `output_dir`:
+    where its save nodes write (ComfyUI's `--output-directory`), made if missing; None keeps
+    the install's own output folder."""
     root = Path(path).expanduser().resolve()
     missing = [name for name in _REQUIRED if not (root / name).is_file()]
     if missing:
@@ -63,6 +65,7 @@ def load_comfyui(path: str | Path) -> EmbeddedComfyUI:
         if _LOADED:
             if _LOADED[0].root != root:
                 raise ComfyUINotFoundError(f"ComfyUI is already loaded from {_LOADED[0].root}")
+            _set_output_directory(output_dir)
             return _LOADED[0]
         if str(root) not in sys.path:
             sys.path.insert(0, str(root))
@@ -88,7 +91,20 @@ def load_comfyui(path: str | Path) -> EmbeddedComfyUI:
         nodes.NODE_DISPLAY_NAME_MAPPINGS.update(NODE_DISPLAY_NAME_MAPPINGS)
         loaded = EmbeddedComfyUI(root, nodes.NODE_CLASS_MAPPINGS, sys.modules["execution"])
         _LOADED.append(loaded)
+        _set_output_directory(output_dir)
         return loaded
+
+
+def _set_output_directory(output_dir: str | Path | None) -> None:
+    if output_dir is None:
+        return
+    folder = Path(output_dir).expanduser()
+    try:
+        folder = folder.resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise WorkflowError(f"the ComfyUI output folder {str(folder)[:200]!r} cannot be made: {exc}") from None
+    sys.modules["folder_paths"].set_output_directory(str(folder))
 
 
 class _Server:

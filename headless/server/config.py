@@ -83,6 +83,10 @@ class ServerConfig(BaseModel):
         description="A ComfyUI install (its folder) whose executor and nodes run the workflows: core and "
         "third-party node types in the graph. Run persona serve with ComfyUI's Python (docs/comfyui.md).",
     )
+    comfyui_output_dir: str | None = Field(
+        default=None, description="With --comfyui: where ComfyUI's save nodes (Save Video, Save Image...) write, as "
+        "ComfyUI's own --output-directory (default: the install's output folder).",
+    )
     recordings_dir: str | None = Field(
         default=None, description="Where `record` writes MP4s (default: the user's data dir, see docs/server.md)."
     )
@@ -175,6 +179,13 @@ class ServerConfig(BaseModel):
     log_repeats: Annotated[int, Field(ge=1, le=100_000)] = Field(
         default=20, description="The same log message at most this often per 10 s (a flood is summarised)."
     )
+
+    @model_validator(mode="after")
+    def _comfyui_output_needs_comfyui(self) -> ServerConfig:
+        """A setting that would do nothing is a mistake worth naming."""
+        if self.comfyui_output_dir is not None and self.comfyui is None:
+            raise ValueError("comfyui_output_dir is for ComfyUI's save nodes: it needs comfyui (--comfyui PATH)")
+        return self
 
 
 def data_dir(kind: str) -> Path:

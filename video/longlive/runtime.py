@@ -132,8 +132,9 @@ class _CapturedPass:
 
 #: A row range that is only part of a pass (see `EngineRuntime._graph_spans`) is captured when it
 #: comes up for this many times; before, it launches its kernels directly. Why: a capture
-#: waits for the GPU, runs the pass once more and collects garbage, and eight paced sessions at
-#: 320x576 brought up 90 ranges in 20 s when each was captured at once
+#: waits for the GPU, empties the allocator's caches (torch.cuda.graph does) and runs the pass
+#: once more, and eight paced sessions at 320x576 brought up 90 ranges in 20 s when each was
+#: captured at once
 #: (longlive-serving-h100-2026-12-07-wave8-spans-paced-320.json).
 SPLIT_CAPTURE_AFTER = 4
 
