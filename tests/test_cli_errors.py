@@ -63,6 +63,7 @@ def test_port_in_use_is_one_line(env):
         (["serve", "--config", "{tmp}/unknown.json"], ["bogus_key".replace("_", "-")]),
         (["serve", "--cache", "sometimes"], ["--cache", "sometimes"]),
         (["serve", "--host", "8.8.8.8"], ["8.8.8.8", "token"]),
+        (["serve", "--comfyui-output-dir", "{tmp}/saved"], ["comfyui_output_dir", "--comfyui PATH"]),
         (["render", "--persona", "mira", "--script", "{tmp}/missing.jsonl", "-o", "{tmp}/o.mp4"],
          ["--script", "missing.jsonl"]),
         (["render", "--persona", "mira", "--script", "{tmp}/bad.jsonl", "-o", "{tmp}/o.mp4"], ["bad.jsonl:2"]),
