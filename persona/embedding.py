@@ -42,6 +42,11 @@ ENV_SWITCH = "PERSONA_EMBEDDING"
 #: Environment override of the model folder.
 ENV_MODEL_DIR = "PERSONA_EMBEDDING_MODEL_DIR"
 
+#: Vocabulary tables kept in the cache folder; the least recently used go first. Why: a
+#: table is per card vocabulary and model file, so imported cards (and test runs with
+#: temporary models) would otherwise add files for ever (121 here after a week of runs).
+TABLES_KEPT = 64
+
 _MAX_TOKENS = 256  # sentence_bert_config.json max_seq_length
 _LAYER_NORM_EPS = 1e-12
 _HEADS = 12
@@ -265,7 +270,8 @@ class SentenceEncoder:
         Building a persona's table is ~1 s of CPU (seconds on a busy machine); every
         process that uses the same model and texts loads it from the cache instead. The
         cache lives in $PERSONA_CACHE_DIR, else $XDG_CACHE_HOME/comfyui-persona, else
-        ~/.cache/comfyui-persona; a cache that cannot be written is skipped silently.
+        ~/.cache/comfyui-persona, at most `TABLES_KEPT` tables (least recently used go); a
+        cache that cannot be written is skipped silently.
         """
         texts = list(texts)
         weights = self.model_dir / "model.safetensors"
@@ -277,6 +283,7 @@ class SentenceEncoder:
         try:
             table = np.load(path, allow_pickle=False)
             if table.shape == (len(texts), self.dim) and table.dtype == np.float32:
+                os.utime(path)  # recently used: pruned last
                 return table
         except (OSError, ValueError):
             pass
@@ -286,9 +293,24 @@ class SentenceEncoder:
 
             with open_atomic(path) as handle:
                 np.save(handle, table, allow_pickle=False)
+            _prune_tables(path.parent)
         except OSError:
             pass
         return table
+
+
+def _prune_tables(folder: Path) -> None:
+    """Delete all but the `TABLES_KEPT` most recently used tables (another process may be
+    pruning too: a file already gone is fine)."""
+    tables = []
+    for path in folder.glob("minilm-table-*.npy"):
+        try:
+            tables.append((path.stat().st_mtime_ns, path))
+        except OSError:
+            continue
+    tables.sort(reverse=True)
+    for _, path in tables[TABLES_KEPT:]:
+        path.unlink(missing_ok=True)
 
 
 def cache_dir() -> Path:

@@ -101,3 +101,23 @@ def test_vocabulary_tables_are_cached_on_disk(encoder, monkeypatch, tmp_path):
     np.save(files[0], np.full_like(first, 0.5))  # prove the second call reads the file
     assert np.allclose(encoder.encode_table(texts), 0.5)
     assert np.allclose(encoder.encode_table(texts + ["new"])[:3], first, atol=1e-6)
+
+
+def test_the_table_cache_keeps_the_most_recently_used_tables(encoder, monkeypatch, tmp_path):
+    """A new table beyond `TABLES_KEPT` deletes the least recently used; a table read counts as used."""
+    import os
+
+    from comfyui_persona.persona import embedding
+
+    monkeypatch.setenv("PERSONA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(embedding, "TABLES_KEPT", 3)
+    paths = []
+    for i in range(3):
+        encoder.encode_table([f"phrase {i}"])
+        (new,) = set(tmp_path.glob("minilm-table-*.npy")) - set(paths)
+        os.utime(new, ns=(10**18 + i, 10**18 + i))  # made in this order, whatever the clock's resolution
+        paths.append(new)
+    encoder.encode_table(["phrase 0"])  # read: now the most recently used
+    encoder.encode_table(["phrase 3"])  # a fourth table: the least recently used (phrase 1) goes
+    left = set(tmp_path.glob("minilm-table-*.npy"))
+    assert len(left) == 3 and paths[1] not in left and paths[0] in left and paths[2] in left
