@@ -29,3 +29,31 @@ def test_benchmark_smoke_writes_result_json(tmp_path):
     profile = run["profile"]  # on CPU: nested ops, but the grouping code path runs
     assert profile["gpu_busy_ms_per_chunk"] > 0 and profile["top_kernels"]
     assert "attention" in profile["groups"]
+
+
+def test_kv_write_benchmark_smoke_checks_both_writes_give_the_same_bytes(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "kv_write.py"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=240, env={"PERSONA_COMMIT": "test", "OMP_NUM_THREADS": "1", "PATH": ""},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (path,) = tmp_path.glob("kv-write-cpu-*.json")
+    record = json.loads(path.read_text())
+    assert record["commit"] == "test" and record["metrics"]["tiny"]["same_bytes"]
+    assert record["metrics"]["tiny"]["copy_tokens_words"]["ms_p50"] > 0
+
+
+def test_copy_tokens_writes_what_index_copy_writes_for_every_layout():
+    """Keys as the model hands them over (a strided third of a fused projection), float32 and
+    bf16, and a last dimension that is not whole 8-byte words (element copies)."""
+    import torch
+
+    from comfyui_persona.video.longlive.runtime import copy_tokens
+
+    index = torch.tensor([5, 6, 7, 1])
+    for dtype, dim in ((torch.bfloat16, 128), (torch.float32, 64), (torch.bfloat16, 3)):
+        cache = torch.randn(4, 10, dim).to(dtype)
+        new = torch.randn(4, 4, 3 * dim).to(dtype)[..., dim : 2 * dim]
+        expected = cache.clone().index_copy_(1, index, new)
+        copy_tokens(cache, index, new)
+        assert torch.equal(cache, expected), (dtype, dim)
