@@ -35,6 +35,7 @@ passes a session needs, `host.EngineHost` which sessions run together.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -440,6 +441,12 @@ class EngineRuntime:
         pool = live.graph.pool() if live is not None else None
         graph = torch.cuda.CUDAGraph()
         stream = torch.cuda.current_stream(x.device)
+        # No garbage collection while capturing: a collected CUDA graph (a closed session's
+        # host, say) is destroyed from this thread, which CUDA forbids mid-capture, and the
+        # capture fails ("operation not permitted when stream is capturing", then graphs off;
+        # seen in the CUDA tests on an H100, logs/gpu-kv-write-6815adf-gpu-tests.log).
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             # thread_local: CUDA work of other threads (text encoding, decode) may go on meanwhile.
             with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
@@ -448,6 +455,9 @@ class EngineRuntime:
             torch.cuda.set_stream(stream)  # a failed capture_end skips restoring it
             log.warning("CUDA graph capture failed; LongLive runs without CUDA graphs", exc_info=True)
             return None
+        finally:
+            if collecting:
+                gc.enable()
         return _CapturedPass(graph, static_x, static_t, static_w, out)
 
 
