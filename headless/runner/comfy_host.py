@@ -111,11 +111,13 @@ class ComfyPromptHost:
         self._fresh_turn = False  # the next prompt carries a turn: it stays in the history
         self._lock = threading.Lock()
         self._tick_lock = threading.Lock()
+        self._pause_lock = threading.Lock()  # paused, _cancels_seen, _resumes: tick vs resume
         self._reset = threading.Event()
         self._outputs: list[str] | None = None
         self._closed = False
         self.paused: str | None = None  # why the stream is paused (an interrupt), else None
         self._cancels_seen = runner.cancels
+        self._resumes = 0
 
     def accepts(self, kind: str) -> bool:
         return self.template.accepts(kind)
@@ -127,10 +129,15 @@ class ComfyPromptHost:
         return prompt, fresh
 
     def start(self) -> Any:
-        """Validate once (bad nodes named at start, not per chunk), then the first chunk."""
+        """Validate once (bad nodes named at start, not per chunk), then the first chunk. A
+        Cancel (or the prompt cleared from ComfyUI's queue) before that chunk came starts the
+        session paused: its render loop tells the viewer, who may resume."""
         prompt, _ = self._prompt()
         self._outputs = self.runner.validate(prompt)
-        return self.tick()
+        try:
+            return self.tick()
+        except StreamInterrupted:
+            return None
 
     def turn(self, kind: str, value: Any, turn: int) -> None:
         """The next chunk's prompt carries this message (returns at once: the interpreter runs
@@ -147,12 +154,14 @@ class ComfyPromptHost:
         with self._tick_lock:
             if self._closed:
                 return None
-            if self.paused:
-                raise StreamInterrupted(self.paused)
-            if self.runner.cancels != self._cancels_seen:  # cancelled between two chunks
-                self._cancels_seen = self.runner.cancels
-                self.paused = CANCELLED
-                raise StreamInterrupted(self.paused)
+            with self._pause_lock:
+                if self.paused:
+                    raise StreamInterrupted(self.paused)
+                if self.runner.cancels != self._cancels_seen:  # cancelled between two chunks
+                    self._cancels_seen = self.runner.cancels
+                    self.paused = CANCELLED
+                    raise StreamInterrupted(self.paused)
+                resumes = self._resumes
             if self._reset.is_set():
                 self._reset.clear()
                 self.store.get(self.session_id).reset()
@@ -161,17 +170,25 @@ class ComfyPromptHost:
                 self._outputs = self.runner.validate(prompt)
             outcome = self.runner.execute(prompt, self._outputs, keep=fresh, client_id=self.client_id)
         if outcome.status == "interrupted":
-            self._cancels_seen = self.runner.cancels  # the Cancel landed on this chunk
-            self.paused = CANCELLED
-            raise StreamInterrupted(self.paused, outcome.node_id, outcome.class_type)
+            with self._pause_lock:
+                self._cancels_seen = self.runner.cancels  # the Cancel landed on this chunk
+                resumed = self._resumes != resumes
+                if not resumed:
+                    self.paused = CANCELLED
+            if resumed:  # a resume or a message came while the chunk was being stopped: go on
+                return self.tick()
+            raise StreamInterrupted(CANCELLED, outcome.node_id, outcome.class_type)
         if outcome.status != "success":
             raise NodeExecutionError(outcome.message, outcome.node_id, outcome.class_type)
         return outcome
 
     def resume(self) -> None:
-        if self.paused:  # a Cancel pressed while this stream was paused was for another one
+        """Go on (Resume, or a message). A Cancel pressed before is spent: while paused it was
+        for another stream; unpaused, the message is newer than it."""
+        with self._pause_lock:
             self._cancels_seen = self.runner.cancels
-        self.paused = None
+            self._resumes += 1
+            self.paused = None
 
     def request_reset(self) -> None:
         self._reset.set()
@@ -213,6 +230,18 @@ class QueuePrompts:
     #: Streaming stops counting this long after its last chunk prompt ended (a stream that
     #: paused, closed or waits for its viewer to read frames).
     STREAM_IDLE_S = 1.0
+
+    _made = threading.Lock()
+
+    @classmethod
+    def of(cls, server: Any) -> QueuePrompts:
+        """The server's one instance: its wrappers go in once, however often the service is
+        built (a build that fails, on a workflow ComfyUI refuses, is tried again per request)."""
+        with cls._made:
+            prompts = getattr(server, "_persona_queue_prompts", None)
+            if prompts is None:
+                prompts = server._persona_queue_prompts = cls(server)
+            return prompts
 
     def __init__(self, server: Any) -> None:
         import execution  # ComfyUI's: this class only exists inside a running ComfyUI
@@ -316,9 +345,9 @@ class QueuePrompts:
                     if not any(item[1] == prompt_id for item in (*running, *queued)) and prompt_id not in queue.history:
                         return PromptOutcome(prompt_id, "interrupted", message="the prompt was removed from ComfyUI's queue")
         finally:
-            if not keep:
-                self._streaming.discard(prompt_id)
+            if not keep:  # the end time first: in between, another thread must still see streaming
                 self._last_chunk_end = time.monotonic()
+                self._streaming.discard(prompt_id)
                 self.server.loop.call_soon_threadsafe(self._chunk_ended)
         entry = queue.get_history(prompt_id=prompt_id).get(prompt_id, {})
         if not keep:

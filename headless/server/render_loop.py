@@ -38,7 +38,7 @@ class RenderLoop:
         self._quality = quality
         self._report = report
         self.attached = asyncio.Event()
-        self.resumed = asyncio.Event()  # cleared while the host is paused (ComfyUI's Cancel)
+        self.resumed = asyncio.Event()  # set by a resume; cleared before each tick (ComfyUI's Cancel)
         self.resumed.set()
         self.after_tick: Callable[[], None] = lambda: None  # e.g. a recording asking to be stopped
         self.wake: Callable[[], None] = lambda: None  # the viewer's pump
@@ -79,13 +79,13 @@ class RenderLoop:
                 continue
             version = frames.plan_version
             self._tick_frames = []
+            self.resumed.clear()  # before the tick: a resume while it runs is not lost
             try:
                 await loop.run_in_executor(self._pool, self._tick)
                 failures = 0
             except Exception as exc:
                 if isinstance(exc, PersonaError) and exc.code == "interrupted":
                     # The stream was cancelled in ComfyUI: pause until asked to go on.
-                    self.resumed.clear()
                     self._report("interrupted", str(exc))
                     await self.resumed.wait()
                     continue
