@@ -316,6 +316,8 @@ class PersonaLongLiveLoader:
 
 #: The sampler's live engine settings, generated from `LongLiveSettings` (nodes/settings_inputs.py).
 SAMPLER_SETTINGS = ("denoising_steps", "prompt_switch_recache", "recache_mode", "preempt")
+#: Live settings newer than the first shared LongLive workflows: optional inputs after the others.
+APPENDED_SAMPLER_SETTINGS = ("fill_batches",)
 #: Its attention settings, generated from `SparseAttentionConfig`.
 ATTENTION_SETTINGS = ("sparge_attention", "sparge_topk", "sparge_cdf_threshold", "sparge_timestep_threshold")
 
@@ -327,7 +329,8 @@ def sampler_settings(values: dict[str, Any]):
     from .settings_inputs import settings_from_inputs
 
     attention = settings_from_inputs(SparseAttentionConfig, values)
-    return settings_from_inputs(LongLiveSettings, {k: v for k, v in values.items() if k in SAMPLER_SETTINGS},
+    live = SAMPLER_SETTINGS + APPENDED_SAMPLER_SETTINGS
+    return settings_from_inputs(LongLiveSettings, {k: v for k, v in values.items() if k in live},
                                 attention=attention)
 
 
@@ -393,6 +396,8 @@ class PersonaLongLiveSampler:
                 "transition": (TRANSITION, {"tooltip": "How prompts blend between actions (transition blender)."}),
                 "identity": (IDENTITY, {"tooltip": "Reference photo from the identity node: the stream is anchored "
                                         "on it (its VAE latents fill the KV sink). Overrides the composer's."}),
+                # Optional, last: workflows saved before these existed keep their widget positions.
+                **node_inputs(LongLiveSettings, APPENDED_SAMPLER_SETTINGS),
             },
         }
 
@@ -431,6 +436,7 @@ class PersonaLongLiveSampler:
             backend.set_recache_mode(settings.recache_mode)
             backend.session.configure(steps=settings.denoising_steps)
             engine.host.preempt = settings.preempt
+            engine.host.prefetch = settings.fill_batches
             if plan.turn > slot.submitted_turn:
                 backend.submit(list(plan.directives), plan.turn)
                 slot.submitted_turn = plan.turn

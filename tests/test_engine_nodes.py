@@ -171,6 +171,19 @@ def test_recache_timing_is_a_live_sampler_setting(engine) -> None:
     assert backend.stream.recache_mode == "causal"
 
 
+def test_filling_batches_is_a_live_sampler_setting_off_by_default(engine) -> None:
+    """A workflow saved before the setting existed (no such input) leaves it off; turning it on
+    reaches the engine's host at the next run, without a restart."""
+    store = SessionStore()
+    _render(engine, "fill", WAVE, store)
+    backend = store.get("fill").renderer.backend
+    assert engine.engine.host.prefetch is False
+    _render(engine, "fill", WAVE, store, fill_batches=True)
+    assert engine.engine.host.prefetch is True and store.get("fill").renderer.backend is backend
+    _render(engine, "fill", WAVE, store, fill_batches=False)
+    assert engine.engine.host.prefetch is False
+
+
 def test_loader_offers_fp8_block_linears(tiny_set) -> None:
     (fp8,) = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"]().load(
         **{**LOADER, "linear_precision": "fp8"}, models_dir=str(tiny_set.models_dir))
@@ -231,6 +244,7 @@ def test_engine_node_inputs_are_generated_from_the_settings_model() -> None:
     import typing
 
     from comfyui_persona.nodes.engine_nodes import (
+        APPENDED_SAMPLER_SETTINGS,
         APPENDED_SETTINGS,
         ATTENTION_SETTINGS,
         SAMPLER_SETTINGS,
@@ -243,11 +257,12 @@ def test_engine_node_inputs_are_generated_from_the_settings_model() -> None:
     loader_inputs = NODE_CLASS_MAPPINGS["PersonaLongLiveLoader"].INPUT_TYPES()
     # newer settings are optional inputs after the file pickers (a saved workflow's widgets keep their places)
     loader = {**loader_inputs["required"], **{n: loader_inputs["optional"][n] for n in APPENDED_SETTINGS}}
-    sampler = NODE_CLASS_MAPPINGS["PersonaLongLiveSampler"].INPUT_TYPES()["required"]
+    sampler_inputs = NODE_CLASS_MAPPINGS["PersonaLongLiveSampler"].INPUT_TYPES()
+    sampler = {**sampler_inputs["required"], **{n: sampler_inputs["optional"][n] for n in APPENDED_SAMPLER_SETTINGS}}
     fields = LongLiveSettings.model_fields
     load_fields = {n for n, f in fields.items() if f.json_schema_extra["ui"]["is_load_param"]}
     assert set(loader) == load_fields and {"cuda_graphs", "compile", "linear_precision", "max_sessions"} <= set(loader)
-    assert set(SAMPLER_SETTINGS) == set(fields) - load_fields - {"attention"}
+    assert set(SAMPLER_SETTINGS + APPENDED_SAMPLER_SETTINGS) == set(fields) - load_fields - {"attention"}
     assert {"prompt_switch_recache", "recache_mode"} <= set(sampler)
 
     def check(model, name, spec):
@@ -270,7 +285,7 @@ def test_engine_node_inputs_are_generated_from_the_settings_model() -> None:
 
     for name, spec in loader.items():
         check(LongLiveSettings, name, spec)
-    for name in SAMPLER_SETTINGS:
+    for name in SAMPLER_SETTINGS + APPENDED_SAMPLER_SETTINGS:
         check(LongLiveSettings, name, sampler[name])
     for name in ATTENTION_SETTINGS:
         check(SparseAttentionConfig, name, sampler[name])

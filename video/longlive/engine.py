@@ -125,6 +125,8 @@ class LongLiveBackend:
             host.preempt = preempt
         elif settings is not None:
             host.preempt = settings.preempt
+        if settings is not None:
+            host.prefetch = settings.fill_batches
         self.blend_chunks = blend_chunks
         self.spec: SessionSpec | None = None
         self.cast: tuple[str, ...] = ()  # a scene's persona ids, left to right; () for one persona

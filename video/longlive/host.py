@@ -25,7 +25,7 @@ Scheduling, in order:
 3. preemption: a directive that arrives while that session's chunk is being denoised restarts the
    chunk under the new prompt (from the same noise) when it can still meet its deadline, instead
    of finishing a chunk nobody asked for and making the new one after it;
-4. joining (`prefetch`, off by default): a streaming session with no passes queued starts its
+4. joining (`prefetch`, off by default; the sampler node's `fill_batches`): a streaming session with no passes queued starts its
    next chunk as soon as another session has passes to run, so it rides in that batch instead
    of running alone a moment later. Without it, callers that come back for their next chunk a
    little after the others (a thread waking and taking the lock, a paced player) each get

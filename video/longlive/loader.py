@@ -189,7 +189,8 @@ def load_engine(settings=None, files: EngineFiles | str | Path | None = None, *,
     encoder = UMT5TextEncoder(umt5, load_tokenizer(tokenizer_path), text_len=cfg.text_len)
     load = load_taehv if settings.decoder == "tae" else load_wan_vae
     decoder = prepare_decoder(load(decoder_path, device=device, dtype=decoder_dtype(device, settings.decoder)), speed)
-    host = EngineHost(runtime, decoder, max_sessions=settings.max_sessions, preempt=settings.preempt)
+    host = EngineHost(runtime, decoder, max_sessions=settings.max_sessions, preempt=settings.preempt,
+                      prefetch=settings.fill_batches)
     engine = LoadedEngine(settings, files, runtime, encoder, decoder, host)
     if speed.warmup_hw is not None:
         h, w = speed.warmup_hw
