@@ -135,10 +135,9 @@ class LongLiveSettings(BaseModel):
     fill_batches: bool = Field(
         False,
         description="Several sessions on one engine: begin a streaming session's next chunk as soon as another "
-        "session has passes to run, so it rides in that batch. More sessions keep real time (6 at 320x576 "
-        "made 20 fps each with it, 13 without, asking back to back on an H100); the price is latency: a "
-        "directive that comes after such a chunk was made shows one chunk later (two paced viewers at "
-        "480x832: p95 1,112 ms with it, 535 without). docs/longlive.md.",
+        "session has passes to run, so it rides in that batch. More sessions keep real time; the price is "
+        "latency: a directive that comes after such a chunk was made shows one chunk later. Measured both "
+        "ways in docs/longlive.md.",
         json_schema_extra=_ui(24, load=False),
     )
     attention: SparseAttentionConfig = Field(
