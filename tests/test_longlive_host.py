@@ -280,6 +280,119 @@ def two_streaming_sessions(host: EngineHost):
     return a, b
 
 
+class Cancelled(Exception):
+    """What ComfyUI's progress hook raises on Cancel (InterruptProcessingException)."""
+
+
+@torch.no_grad()
+def test_a_cancel_on_a_chunks_last_pass_stops_the_request_and_the_next_one_gets_those_frames():
+    """ComfyUI's hook clears its flag as it raises, so a Cancel during a chunk's last pass is
+    seen only there: the request raises, and the next request gets the finished chunk (no frame
+    gap, nothing made twice), as an uninterrupted stream would."""
+    plain = make_host()
+    reference = plain.open_session(LAT_H, LAT_W, seed=1)
+    reference.set_prompt(prompts(1)[0])
+    expected = [reference.next_frames() for _ in range(3)]
+
+    host = make_host()
+    s = host.open_session(LAT_H, LAT_W, seed=1)
+    s.set_prompt(prompts(1)[0])
+    got = [s.next_frames()]
+
+    def cancel_at_the_last_pass(done, total, latents):
+        if done == total:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        s.next_frames(progress=cancel_at_the_last_pass)
+    passes = host.runtime.passes_run
+    got.append(s.next_frames())
+    assert host.runtime.passes_run == passes  # the finished chunk, not a new one
+    got.append(s.next_frames())
+    assert all(same(a, b) for a, b in zip(expected, got, strict=True))
+
+
+@torch.no_grad()
+def test_fewer_steps_set_during_a_chunk_apply_from_the_next_one():
+    """The sampler node sets steps on every run, possibly while a chunk is in flight (begun
+    early to fill a batch): that chunk keeps its schedule instead of failing the session."""
+    host = make_host()
+    s = host.open_session(LAT_H, LAT_W, seed=1)
+    s.set_prompt(prompts(1)[0])
+    s.next_frames()
+
+    def lower_steps_mid_chunk(done, total, latents):
+        if latents is not None and s.stream.chunk_in_flight is not None and len(s.stream.timesteps) == 4:
+            s.configure(steps=2)
+
+    s.next_frames(progress=lower_steps_mid_chunk)
+    assert s.error is None and len(s.stream.timesteps) == 4  # the chunk in flight finished on 4
+    s.next_frames()
+    assert len(s.stream.timesteps) == 2
+
+
+@torch.no_grad()
+def test_a_cancel_after_a_sessions_chunk_was_made_is_not_charged_to_its_next_request():
+    """Another session's caller drives the tick after this session's chunk is made and Cancel
+    is pressed: that chunk is handed out, and the next request (no Cancel now) streams on."""
+    host = make_host()
+    a, b = two_streaming_sessions(host)
+    cancel = [False]
+    with host._lock:
+        host._request(a, None, lambda: cancel[0])
+        host._request(b, None, None)
+        while not a.ready:
+            host._tick_as_driver()
+        cancel[0] = True  # the chunk is already made
+        host._tick_as_driver()  # the next tick, for b
+        host._claim(a)
+    cancel[0] = False
+    assert a.wanted == 0
+    assert a.next_frames().shape[0] > 0
+
+
+@torch.no_grad()
+def test_a_sessions_own_callback_that_raises_fails_that_session_alone():
+    """An interrupt or restart callback of one session that raises fails that session; the
+    caller driving the tick for another session gets its frames."""
+    host = make_host()
+    a, b = two_streaming_sessions(host)
+
+    def broken() -> bool:
+        raise RuntimeError("a's interrupt callback broke")
+
+    with host._lock:
+        host._request(a, None, broken)
+    assert b.next_frames().shape[0] > 0 and b.next_frames().shape[0] > 0
+    assert isinstance(a.error, RuntimeError)
+    with pytest.raises(SessionFailedError):
+        a.next_frames()
+
+
+@torch.no_grad()
+def test_a_directive_during_a_chunk_that_goes_on_makes_the_next_chunk_urgent():
+    """Without preemption a directive that comes mid-chunk is shown by the next chunk: that one
+    gets the priority (the others sit its passes out), not the chunk in flight."""
+    host = make_host(preempt=False)
+    a, b = two_streaming_sessions(host)
+    pending = {}
+    a.stream.begin_hook = lambda: pending.pop("next", None)  # as LongLiveBackend: prompt at chunk begin
+    far = host.clock() + 60.0
+
+    def directive_mid_chunk(done, total, latents):
+        if done == 2:
+            pending["next"] = prompts(1, seed=5)[0]
+            a.notify_directive()
+
+    a.progress = directive_mid_chunk
+    host.step_all([a, b], deadline=far)  # the chunk in flight goes on under the old prompt
+    a.progress = None
+    assert a.urgent and "next" in pending
+    sat_out = host.stats.sat_out
+    host.step_all([a, b], deadline=far)  # the directive's chunk
+    assert host.stats.sat_out > sat_out and not a.urgent
+
+
 @torch.no_grad()
 def test_urgent_session_runs_alone_while_the_others_have_time():
     """With deadlines, a session whose chunk carries a directive runs its passes without the

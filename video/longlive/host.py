@@ -132,6 +132,7 @@ class HostedSession:
         self.error: BaseException | None = None
         self.closed = False
         self.urgent = False  # the next chunk carries a new directive
+        self._urgent_after = False  # the chunk in flight went on under the old prompt: the next one is
         self._directive = False  # set by notify_directive (no lock: read by the driver)
         self._interrupted: bool | BaseException = False  # True, or the progress callback's exception
         #: Called by the driver after each of this session's passes: (passes done, passes in all,
@@ -202,6 +203,7 @@ class HostedSession:
             self.decode.reset()
             self.ready.clear()
             self.wanted, self.urgent, self._directive, self._interrupted, self.error = 0, False, False, False, None
+            self._urgent_after = False
             self.prefetched = 0
 
     def close(self) -> None:
@@ -303,6 +305,8 @@ class EngineHost:
                 raise SessionFailedError(f"{session.name} failed: {session.error}") from session.error
             self._request(session, deadline, interrupt)
             while True:
+                if session._interrupted is not False:  # a Cancel beats frames made meanwhile
+                    self._raise_if_stopped(session)
                 if session.ready:
                     item = self._claim(session)
                     break
@@ -523,26 +527,37 @@ class EngineHost:
 
     def _check_interrupts_and_directives(self, now: float) -> None:
         for session in self.sessions:
-            stream = session.stream
-            if session.interrupt is not None and session.wanted > 0 and session.interrupt():
-                self._stop(session, True)
+            if session.error is not None or session.closed:
                 continue
-            if session._directive:
-                session._directive = False
-                chunk = stream.chunk_in_flight
-                if chunk is None or not self.preempt:
+            stream = session.stream
+            try:
+                # Only while its caller waits for a chunk not made yet: a Cancel then is for the
+                # frames being made, not for a chunk already waiting to be handed out.
+                if session.interrupt is not None and _awaited(session) and session.interrupt():
+                    self._stop(session, True)
                     continue
-                if self._can_restart(session, now):
-                    context = session.restart_hook() if session.restart_hook is not None else None
-                    stream.restart_chunk(context)
-                    self.stats.preempted += 1
-                else:
-                    self.stats.preempt_declined += 1
+                if session._directive:
+                    session._directive = False
+                    chunk = stream.chunk_in_flight
+                    if chunk is None:
+                        continue
+                    if self.preempt and self._can_restart(session, now):
+                        context = session.restart_hook() if session.restart_hook is not None else None
+                        stream.restart_chunk(context)
+                        self.stats.preempted += 1
+                        continue
+                    if self.preempt:
+                        self.stats.preempt_declined += 1
+                    session._urgent_after = True  # the directive's chunk is the next one
+            except Exception as exc:  # the session's own callback: it fails alone, not the driver
+                self._fail(session, exc)
 
-    def _stop(self, session: HostedSession, cause: bool | BaseException) -> None:
+    def _stop(self, session: HostedSession, cause: bool | BaseException, *, made: bool = False) -> None:
         """Stop the session's chunk between passes: it restarts from its first pass when asked
-        again, so no frame is skipped; the waiter raises."""
-        session.stream.restart_chunk()
+        again, so no frame is skipped; the waiter raises. `made`: the chunk was finished (its
+        frames wait in `ready` for the next request), only the request is stopped."""
+        if not made:
+            session.stream.restart_chunk()
         session.wanted -= 1
         session._interrupted = cause
         session.interrupt = session.progress = None
@@ -596,25 +611,23 @@ class EngineHost:
         self.stats.batch_sizes[len(rows)] = self.stats.batch_sizes.get(len(rows), 0) + 1
         try:
             return self.runtime.run(rows)
-        except Exception:
-            if len(rows) == 1:
-                raise_alone = True
-            else:
-                raise_alone = False
-                log.warning("a batched pass of %d sessions failed; running each alone", len(rows), exc_info=True)
+        except Exception as exc:
+            if len(rows) == 1:  # its own failure: not run a second time
+                log.warning("a session's pass failed", exc_info=True)
+                return [exc]
+            log.warning("a batched pass of %d sessions failed; running each alone", len(rows), exc_info=True)
         outs = []
         for row in rows:
             try:
                 outs.append(self.runtime.run([row])[0])
             except Exception as exc:  # noqa: PERF203 - one try per session is the point
                 outs.append(exc)
-        if raise_alone:
-            log.warning("a session's pass failed", exc_info=isinstance(outs[0], BaseException))
         return outs
 
     def _deliver(self, session: HostedSession, out) -> None:
         stream = session.stream
         latents = stream.pass_done(out)
+        stopped: BaseException | None = None
         if session.progress is not None and session.wanted > 0:
             session._passes_done += 1
             total = session._passes_done + (0 if latents is not None else stream.passes_to_latents())
@@ -624,6 +637,9 @@ class EngineHost:
                 if latents is None:
                     self._stop(session, exc)
                     return
+                # After the chunk's last pass: ComfyUI has already cleared its flag, so this is
+                # the only sign of the Cancel. The frames are kept for the next request.
+                stopped = exc
         if latents is None:
             return
         session._passes_done = 0
@@ -633,7 +649,9 @@ class EngineHost:
         except Exception as exc:
             self._fail(session, exc)
             return
-        session.urgent = False
+        session.urgent, session._urgent_after = session._urgent_after, False
+        if stopped is not None:
+            self._stop(session, stopped, made=True)
         self._delivered = True
         self._cond.notify_all()
 

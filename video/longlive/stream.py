@@ -148,6 +148,7 @@ class SessionStream:
         h, w = store.latent_hw
         self.shape = (1, cfg.in_dim, cfg.num_frame_per_block, h, w)
         self.timesteps = denoising_timesteps(cfg, self.steps)
+        self._next_timesteps: list[float] | None = None  # set_steps during a chunk: from the next one
         self.device = self.runtime.device
         # Clean latents of every cache slot: what a re-cache runs again under a new prompt.
         self.clean = torch.zeros((store.geometry.n_slots, *self.shape), device=self.device)
@@ -171,7 +172,13 @@ class SessionStream:
         self._switch_next = False  # an "after" switch made between chunks: re-cache after the next one
 
     def set_steps(self, steps: int | None) -> None:
-        self.timesteps = denoising_timesteps(self.cfg, steps)
+        """Denoising steps from the next chunk on: the chunk in flight keeps its schedule (fewer
+        steps than it has already taken would leave it no next pass)."""
+        timesteps = denoising_timesteps(self.cfg, steps)
+        if self.chunk_in_flight is None:
+            self.timesteps, self._next_timesteps = timesteps, None
+        else:
+            self._next_timesteps = timesteps
 
     @property
     def idle(self) -> bool:
@@ -342,6 +349,8 @@ class SessionStream:
                     return True
         if not self.has_prompt:
             raise RuntimeError("set_prompt before generating")
+        if self._next_timesteps is not None:
+            self.timesteps, self._next_timesteps = self._next_timesteps, None
         plan = self.window.next_plan()
         self.runtime.shift(self.row, self.window.shift_rows())
         chunk.plan = plan
