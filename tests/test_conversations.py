@@ -13,7 +13,7 @@ import time
 import websockets
 
 from comfyui_persona.headless.server.conversations import FileConversationStore, SessionCheckpoint
-from server_harness import TIMEOUT, hello, make_service, running, wait_for_type
+from server_harness import TIMEOUT, hello, make_service, recv_json, running, settle, wait_for_type
 
 
 def connect(server):
@@ -117,3 +117,50 @@ async def test_a_finished_reply_is_saved_at_once_whatever_the_save_interval(tmp_
             await asyncio.sleep(0.05)
         else:
             raise AssertionError(f"the reply was not saved: {saved}")
+
+
+async def test_two_tabs_restoring_one_conversation_at_once_get_one_session(tmp_path):
+    """After a restart, two connections name the same saved session at the same moment: one
+    session is restored, the other connection is told it is open elsewhere, and it is one
+    session against the limits (each restored its own before)."""
+    folder = str(tmp_path / "conversations")
+    said = await _a_served_conversation(folder)
+    second = await asyncio.to_thread(make_service, conversations_dir=folder)
+    async with running(second) as server, connect(server) as a, connect(server) as b:
+        message = json.dumps({"type": "hello", "session": said["session"], "takeover": False})
+        await asyncio.gather(a.send(message), b.send(message))
+        answers = [await recv_json(ws, skip=("metrics", "state", "directives", "reply")) for ws in (a, b)]
+        assert sorted(answer["type"] for answer in answers) == ["error", "ready"], answers
+        assert next(x for x in answers if x["type"] == "error")["code"] == "session_in_use"
+        assert list(second.sessions) == [said["session"]]
+
+
+async def test_a_conversation_restored_while_it_is_still_being_ended_keeps_its_stream(tmp_path):
+    """A session is being ended (its slot given away, its grace out) when its viewer comes
+    back: the restore waits for the ending, then streams on a runtime of its own. Before, it
+    started at once and the old session's closing then dropped the runtime it shared."""
+    service = await asyncio.to_thread(make_service, conversations_dir=str(tmp_path / "conversations"))
+    async with running(service) as server:
+        async with connect(server) as ws:
+            session_id = (await hello(ws))["session"]
+        old = service.sessions[session_id]
+        gate = asyncio.Event()
+        close = old.close
+
+        async def slow_close():
+            await gate.wait()
+            await close()
+
+        old.close = slow_close
+        ending = asyncio.ensure_future(service.end_session(session_id, "test: its slot went elsewhere"))
+        async with connect(server) as ws:
+            await ws.send(json.dumps({"type": "hello", "session": session_id}))
+            # the hello is in and waits for the ending (held by end_session, waited on by the hello)
+            await settle(lambda: service._id_locks.get(session_id, (None, 0))[1] >= 2)
+            gate.set()
+            await ending
+            assert (await wait_for_type(ws, "ready"))["session"] == session_id
+            frames = 0
+            while frames < 5:
+                frames += isinstance(await asyncio.wait_for(ws.recv(), TIMEOUT), bytes)
+            assert service.store.get(session_id) is service.sessions[session_id].runtime

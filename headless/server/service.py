@@ -9,6 +9,8 @@ the workflow graph, the session store, the persona library.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import dataclasses
 import hmac
 import json
@@ -114,6 +116,9 @@ class PersonaService:
         self.default_persona = hosts.default_persona
         self.default_scene = tuple(getattr(hosts, "default_scene", ()))  # the workflow's cast, if it has one
         self._starting = 0
+        self._starting_by_peer: collections.Counter[str] = collections.Counter()
+        #: Session ids being restored or ended, with how many wait: one at a time per id (`_holding`).
+        self._id_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         # Headless only (ComfyUI owns its sockets): socket caps and the idle timeout.
         self.gate = ConnectionGate(cfg.max_connections, cfg.max_connections_per_ip, cfg.idle_timeout_s)
         self.sockets = OpenSockets()  # chat WebSockets, both hosts
@@ -142,6 +147,32 @@ class PersonaService:
         replica that died) or start a new one; raises ProtocolError (busy, unknown_persona).
 
         `session_id`: the id a new session gets; default a fresh random one."""
+        if self.checkpointer is not None and session_id is None and hello.session and hello.session not in self.sessions:
+            async with self._holding(hello.session):  # then held here (resumed) or restored
+                return await self._open_session(hello, connection, session_id)
+        return await self._open_session(hello, connection, session_id)
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, session_id: str):
+        """One restore or ending of `session_id` at a time. Why: two hellos naming a saved
+        conversation at once each restored it (two live sessions sharing one id and runtime,
+        counted once against the limits), and a hello restoring a session still being ended
+        got a stream the old one's closing then took away. Held only around a restore (the id
+        not held here) and an ending, neither of which waits for another id's lock."""
+        lock, users = self._id_locks.get(session_id, (asyncio.Lock(), 0))
+        self._id_locks[session_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._id_locks[session_id]
+            if users <= 1:
+                del self._id_locks[session_id]
+            else:
+                self._id_locks[session_id] = (lock, users - 1)
+
+    async def _open_session(self, hello: Hello, connection: Connection,
+                            session_id: str | None) -> tuple[ViewerSession, bool]:
         checkpoint = None
         if self.checkpointer is not None and session_id is None and hello.session and hello.session not in self.sessions:
             checkpoint = await self.checkpointer.fetch(hello.session)
@@ -188,6 +219,7 @@ class PersonaService:
             raise ProtocolError("busy", "the server is stopping")
         await self._make_room(connection.peer)
         self._starting += 1
+        self._starting_by_peer[connection.peer] += 1
         try:
             # 1.1: a scene, asked for or (no persona, no scene asked) the workflow's; its first persona leads
             scene = hello.scene or (self.default_scene if hello.persona is None else ())
@@ -227,10 +259,16 @@ class PersonaService:
                 if isinstance(exc, WorkflowError):  # ComfyUI's validation, the first time it sees the graph
                     raise ProtocolError("invalid", f"field 'workflow': {exc}") from None
                 raise
+            if self.closing:  # the server began stopping while this one started: it ends here
+                await loop.run_in_executor(self.pool, runner.close)
+                raise ProtocolError("busy", "the server is stopping")
             session.render.keep_produced()
             self.sessions[session_id] = session
         finally:
             self._starting -= 1
+            self._starting_by_peer[connection.peer] -= 1
+            if self._starting_by_peer[connection.peer] <= 0:
+                del self._starting_by_peer[connection.peer]
         session.attach(connection, hello.max_fps)
         session.start_tasks()
         self.metrics.sessions_started_total += 1
@@ -250,7 +288,7 @@ class PersonaService:
             return sorted(found, key=lambda s: s.detached_at or 0.0)
 
         mine = [s for s in self.sessions.values() if s.owner == peer]
-        if len(mine) >= cfg.max_sessions_per_ip:
+        if len(mine) + self._starting_by_peer[peer] >= cfg.max_sessions_per_ip:
             idle = waiting(peer)
             if not idle:
                 self.metrics.refused_total["sessions_per_ip"] += 1
@@ -265,15 +303,19 @@ class PersonaService:
                 raise ProtocolError("busy", f"the server is at its limit of {cfg.max_sessions} sessions; try again later")
             await self.end_session(idle[0].id, "its slot went to a new session")
 
-    async def end_session(self, session_id: str, why: str) -> None:
-        session = self.sessions.pop(session_id, None)
-        if session is None:
-            return
-        if self.checkpointer is not None:
-            self.checkpointer.flush(session)
-        await session.close()
-        if self.checkpointer is not None:
-            self.checkpointer.forget(session_id, drop=False)  # saved: a later hello may resume it
+    async def end_session(self, session_id: str, why: str, *, instance: ViewerSession | None = None) -> None:
+        """End the session held under `session_id` (only if it is `instance`, when given: a
+        grace timer must not end a session restored under the same id since)."""
+        async with self._holding(session_id):  # a hello restoring it waits until it has ended
+            session = self.sessions.get(session_id)
+            if session is None or (instance is not None and session is not instance):
+                return
+            del self.sessions[session_id]
+            if self.checkpointer is not None:
+                self.checkpointer.flush(session)
+            await session.close()
+            if self.checkpointer is not None:
+                self.checkpointer.forget(session_id, drop=False)  # saved: a later hello may resume it
         s = session.stats
         log.info(
             "session %s ended (%s): %.0f s, %d frames sent, %d dropped",
@@ -283,9 +325,10 @@ class PersonaService:
     def expire_later(self, session_id: str, delay_s: float) -> asyncio.TimerHandle:
         """End a session `delay_s` from now (its resume grace); `close` waits for the ending."""
         loop = asyncio.get_running_loop()
+        instance = self.sessions.get(session_id)
 
         def expire() -> None:
-            task = loop.create_task(self.end_session(session_id, "expired"))
+            task = loop.create_task(self.end_session(session_id, "expired", instance=instance))
             self._ending.add(task)
             task.add_done_callback(self._ending.discard)
 

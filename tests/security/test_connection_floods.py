@@ -171,3 +171,19 @@ async def test_squatting_cannot_deny_a_new_client(tmp_path):
                 assert answer["type"] == "error" and answer["code"] == "busy"
             for ws in sockets:
                 await ws.close()
+
+
+async def test_hellos_at_once_from_one_address_keep_its_session_limit(tmp_path):
+    """Four hellos sent at once from one address with a limit of one session per address: one
+    session, three `busy` (sessions still starting were not counted, and all four started)."""
+    async with serve_process("--personas-dir", str(tmp_path / "p"), "--max-sessions-per-ip", "1",
+                             "--no-keep-conversations") as server:
+        connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0), limit=0)
+        async with aiohttp.ClientSession(connector=connector) as client:
+            sockets = [await client.ws_connect(server.ws_url) for _ in range(4)]
+            await asyncio.gather(*(ws.send_str(json.dumps({"type": "hello"})) for ws in sockets))
+            answers = [json.loads((await ws.receive(timeout=60)).data) for ws in sockets]
+            kinds = sorted(a["type"] if a["type"] == "ready" else a["code"] for a in answers)
+            assert kinds == ["busy", "busy", "busy", "ready"], answers
+            for ws in sockets:
+                await ws.close()
