@@ -326,6 +326,35 @@ async def test_malformed_sdp_is_a_bad_offer_and_jpeg_keeps_flowing(service):
         assert not service.webrtc.peers
 
 
+async def test_an_offer_aiortc_cannot_answer_is_a_bad_offer_not_an_internal_error(service):
+    """Two sections with one mid: aiortc trips while answering ("Media sections in answer do
+    not match offer"); the client gets `bad_offer` naming it (it got `internal` and the server
+    logged a traceback), JPEG keeps flowing and no peer is left over."""
+    async with running(service) as server, viewer(server) as client, peer() as pc:
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp.replace("a=mid:1", "a=mid:0").replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0")
+        await client.send(type="webrtc.offer", id="bad", sdp=sdp)
+        error = await client.wait_type("error", NEGOTIATE_TIMEOUT, reply_to="bad")
+        assert error["code"] == "bad_offer" and "do not match" in error["message"], error
+        assert not service.webrtc.peers
+        await client.wait_binary(MEDIA_JPEG, 3, after=len(client.messages))
+
+
+async def test_an_inactive_video_section_keeps_the_pictures_on_the_websocket(service):
+    """Audio over WebRTC, video section inactive: the answer names no video codec, and the
+    pictures keep coming as JPEG over the WebSocket (they went nowhere before)."""
+    async with running(service) as server, viewer(server) as client:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            pc.addTransceiver("video", direction="inactive")
+            pc.addTransceiver("audio", direction="recvonly")
+            connected = await negotiate(client, pc)
+            assert "video" not in connected["codecs"] and "audio" in connected["codecs"], connected
+            await client.wait_binary(MEDIA_JPEG, 5, after=client.messages.index(connected) + 1)
+        finally:
+            await pc.close()
+
+
 async def test_an_offer_with_only_codecs_we_do_not_send_is_refused_by_name(service):
     async with running(service) as server, viewer(server) as client, peer(("video",)) as pc:
         await pc.setLocalDescription(await pc.createOffer())

@@ -132,25 +132,33 @@ class WebRTCPeer:
         self.candidates += sum(len(m.ice_candidates) for m in parsed.media)
         if self.candidates > MAX_CANDIDATES:
             raise ProtocolError("bad_offer", f"more than {MAX_CANDIDATES} ICE candidates in the offer", offer.id)
-        if "video" in kinds:
+        # An inactive section gets no track: its media stay on the WebSocket.
+        wanted = {m.kind for m in parsed.media if m.direction == "recvonly"}
+        if not wanted:
+            raise ProtocolError("bad_offer", "every section of the offer is inactive: nothing to send", offer.id)
+        if "video" in wanted:
             self.video_track = VideoTrack(self.clock)
             self.pc.addTransceiver(self.video_track, direction="sendonly").setCodecPreferences(_codec_preferences("video", self.video_codecs))
-        if "audio" in kinds:
+        elif "video" in kinds:
+            self.pc.addTransceiver("video", direction="inactive")
+        if "audio" in wanted:
             self.audio_track = AudioTrack(self.audio_rate, self.clock)
             self.pc.addTransceiver(self.audio_track, direction="sendonly").setCodecPreferences(_codec_preferences("audio", []))
+        elif "audio" in kinds:
+            self.pc.addTransceiver("audio", direction="inactive")
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
-        except Exception as exc:
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except Exception as exc:  # aiortc checks the offer here (codecs, mids): whatever it trips is the offer's
             text = str(exc)
             if "send parameters" in text:  # aiortc: no codec in common for a media section
                 kind = "video" if "video" in text else "audio"
                 have = ", ".join(self.video_codecs) if kind == "video" else "opus"
                 text = f"the offer has no {kind} codec this server sends ({have})"
-            raise ProtocolError("bad_offer", f"the offer cannot be answered: {text}", offer.id) from None
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+            raise ProtocolError("bad_offer", f"the offer cannot be answered: {text[:300]}", offer.id) from None
         sdp = self.pc.localDescription.sdp
         for media in SessionDescription.parse(sdp).media:
-            if media.kind in ("audio", "video") and media.rtp.codecs and media.port:
+            if media.kind in wanted and media.rtp.codecs and media.port:
                 self.codecs[media.kind] = media.rtp.codecs[0].mimeType.split("/")[1]
         loop = asyncio.get_running_loop()
         self._timeout = loop.call_later(self.config.webrtc_connect_timeout_s, self._connect_timed_out)
@@ -186,7 +194,9 @@ class WebRTCPeer:
             self.connection.send({"type": "webrtc.state", "state": "connected", "media": "webrtc",
                                   "codecs": dict(self.codecs)})
         elif state in ("failed", "closed"):
-            await self.end(state, "the peer connection " + state, failed=state == "failed")
+            # Not closed by us (`end` closes after marking the peer ended): aiortc reports a lost
+            # path (ICE consent checks failing) as "closed"; for the client it is a failure.
+            await self.end("failed", "the peer connection " + ("was lost" if state == "closed" else "failed"), failed=True)
 
     def _connect_timed_out(self) -> None:
         if self.live or self.ended:
@@ -218,7 +228,10 @@ class WebRTCPeer:
         for track in (self.video_track, self.audio_track):
             if track is not None:
                 track.stop()
-        await self.pc.close()
+        try:
+            await self.pc.close()
+        except Exception:  # aiortc may trip on a half-negotiated peer (a refused offer): it is gone either way
+            log.debug("closing a WebRTC peer failed", exc_info=True)
 
     # -- MediaSink: called by the connection's pump ----------------------------------------------
 

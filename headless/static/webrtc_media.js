@@ -49,6 +49,9 @@ const AUDIO_LAG = {
 const GATHER_LIMIT_MS = 3000; // offer with what was gathered by then (a host candidate comes at once)
 const RETRY_MS = [5000, 20000, 60000]; // after the 1st, 2nd, 3rd failed peer: offer again this much later
 const HELD_MS = 60000; // a peer connected this long before it failed gives the tries back
+// An offer with no answer by then failed (an answer lost, an offer dropped by a rate limit):
+// the server answers at once once its own candidates are gathered (within a few seconds).
+const ANSWER_MS = 15000;
 
 // The transport a page uses unless the user chose otherwise: WebRTC, which falls back to the
 // WebSocket where the browser or the server has none (docs/server.md "WebRTC media"); the chat
@@ -75,6 +78,8 @@ export class WebRTCMedia extends EventTarget {
     this._watch = null;
     this._lagWatch = null;
     this._retry = null; // the timer of the next offer after a failed peer
+    this._answerWait = null; // the timer of the answer to the offer in flight
+    this._answered = false; // the server answered this peer's offer
     this.failures = 0; // failed peers since the session was ready (or since one held HELD_MS)
     this._connectedAt = null;
     client.addEventListener("ready", (event) => { this.failures = 0; this._ready(event.detail); });
@@ -87,7 +92,7 @@ export class WebRTCMedia extends EventTarget {
     client.addEventListener("webrtc.state", (event) => this._state(event.detail));
     client.addEventListener("error", (event) => {
       const { code, reply_to: replyTo } = event.detail;
-      if (code === "webrtc_failed") this._failed(code);
+      if (code === "webrtc_failed" && !this._awaitingAnswer()) this._failed(code);
       else if ((code === "bad_offer" || code === "webrtc_unavailable" || code === "rate_limited" || code === "invalid")
           && replyTo && replyTo === this.offerId) {
         this.stop(code);
@@ -109,6 +114,7 @@ export class WebRTCMedia extends EventTarget {
   async start({ ice_servers: iceServers = [] }) {
     const pc = new RTCPeerConnection({ iceServers });
     this.pc = pc;
+    this._answered = false;
     const stream = new MediaStream();
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.addTransceiver("audio", { direction: "recvonly" });
@@ -124,10 +130,23 @@ export class WebRTCMedia extends EventTarget {
     if (pc !== this.pc) return; // stopped meanwhile
     this.offerId = `rtc-${Date.now().toString(36)}`;
     this.client.signal({ type: "webrtc.offer", id: this.offerId, sdp: pc.localDescription.sdp });
+    clearTimeout(this._answerWait);
+    this._answerWait = setTimeout(() => {
+      if (pc === this.pc && this._awaitingAnswer()) this._failed("no answer to the offer");
+    }, ANSWER_MS);
+  }
+
+  /** A peer whose offer has no answer yet: what the server says meanwhile about media (a
+   * `webrtc.state` or `webrtc_failed`) is about the peer before this one (the server answers
+   * messages in order). */
+  _awaitingAnswer() {
+    return Boolean(this.pc) && !this._answered;
   }
 
   async _answer(message) {
     if (!this.pc || message.reply_to !== this.offerId) return;
+    this._answered = true;
+    clearTimeout(this._answerWait);
     try {
       await this.pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
     } catch (error) {
@@ -150,8 +169,9 @@ export class WebRTCMedia extends EventTarget {
         document.addEventListener("pointerdown", unmute, { capture: true, once: true });
         document.addEventListener("keydown", unmute, { capture: true, once: true });
       });
-    } else if (message.media === "websocket") {
-      this.stop(message.reason ?? message.state);
+    } else if (message.media === "websocket" && !this._awaitingAnswer()) {
+      if (message.state === "failed") this._failed(message.reason ?? "failed");
+      else this.stop(message.reason ?? message.state);
     }
   }
 
@@ -280,6 +300,7 @@ export class WebRTCMedia extends EventTarget {
 
   stop(reason) {
     this._connectedAt = null;
+    clearTimeout(this._answerWait);
     clearInterval(this._watch);
     clearInterval(this._lagWatch);
     this._watch = null;
