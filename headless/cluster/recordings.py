@@ -58,9 +58,9 @@ class ClusterRecordingDesk(RecordingDesk):
         self.store.recording_started.remote(session_id, recording.token, self.folder.name)
         return recording
 
-    def finish(self, recording: ActiveRecording):
+    def finish(self, recording: ActiveRecording, *, index_it: bool = True):
         try:
-            return super().finish(recording)
+            return super().finish(recording, index_it=index_it)
         finally:
             session_id = self.sessions.pop(recording.token, None)
             if session_id is not None:

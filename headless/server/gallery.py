@@ -183,6 +183,7 @@ class GalleryRoutes:
         token = request.match_info["token"]
         if not TOKEN_PATTERN.match(token):
             raise web.HTTPNotFound(text="no such recording")
+        await self._run(self.recordings.recover)  # a file a dead process left is repaired first
         if token in self.recordings.active:
             return web.json_response(
                 {"code": "recording", "message": "still being recorded: send record off, then download"}, status=409

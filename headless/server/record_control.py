@@ -144,8 +144,11 @@ class RecordingControl:
         recording, self.recording = self.recording, None
         if recording is None:
             return
+        # Shielded: a session closing meanwhile cancels this task, and a cancelled job still
+        # waiting in the pool would never run (the file left open, its token busy for good).
+        finishing = asyncio.get_running_loop().run_in_executor(self._pool, self._desk.finish, recording)
         try:
-            result = await asyncio.get_running_loop().run_in_executor(self._pool, self._desk.finish, recording)
+            result = await asyncio.shield(finishing)
         except Exception as exc:
             log.warning("session %s: recording could not be finished: %s", self.session_id[:8], exc)
             raise ProtocolError("internal", f"finishing the recording failed: {type(exc).__name__}: {exc}", message_id) from None

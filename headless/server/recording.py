@@ -196,7 +196,7 @@ class ActiveRecording:
                 log.warning("recording %s stopped: %s", self.token[:6], exc)
                 return
             except RecordingError as exc:  # e.g. the renderer restarted at another size
-                self.failed = str(exc)
+                self.failed = self.stop_reason = f"the recording stopped: {exc}"
                 log.warning("recording %s stopped taking frames: %s", self.token[:6], exc)
                 return
             elapsed = self._last_pts - self._first_pts
@@ -426,12 +426,9 @@ class RecordingDesk:
     def open(self, session_id: str, width: int, height: int, fps: float, audio_rate: int) -> ActiveRecording:
         """Repair what a dead process left (once per folder), apply retention, refuse on a
         nearly full disk, then open the file and put its URL in the index."""
+        self.recover()
         index = self.index
-        active = set(self.active)
-        if index.folder not in self._recovered:
-            index.recover(active)
-            self._recovered.add(index.folder)
-        index.prune(active)
+        index.prune(set(self.active))
         minimum = self.min_free_mb * 2**20
         if minimum and free_bytes(self.folder) < minimum:
             raise RecordingRefused(f"the disk holding the recordings has less than {self.min_free_mb} MB free")
@@ -439,21 +436,38 @@ class RecordingDesk:
                                     max_ms=self.max_minutes * 60_000.0, min_free_bytes=minimum)
         recording.start()
         self.active.add(recording.token)
-        index.started(recording.token, session_id)
-        if self._on_started is not None:
-            self._on_started()
+        try:
+            index.started(recording.token, session_id)
+            if self._on_started is not None:
+                self._on_started()
+        except BaseException:  # the index could not be written (a quota, a full disk): no recording
+            self.finish(recording, index_it=False)
+            (self.folder / f"{recording.token}.mp4").unlink(missing_ok=True)
+            raise
         return recording
 
-    def finish(self, recording: ActiveRecording) -> RecordingResult:
-        """Close the file (a full disk keeps it to its last whole fragment) and index it."""
+    def finish(self, recording: ActiveRecording, *, index_it: bool = True) -> RecordingResult:
+        """Close the file (a full disk keeps it to its last whole fragment), index it, and apply
+        retention (the finished file now counts; a server that records rarely still prunes)."""
         result = None
         try:
             result = recording.stop()
             return result
         finally:
             self.active.discard(recording.token)
-            if result is not None:
-                self.index.finished(result)
+            if result is not None and index_it:
+                index = self.index
+                index.finished(result)
+                index.prune(set(self.active))
+
+    def recover(self) -> None:
+        """Repair what a dead process left in the folder (once per folder): at start-up, so a
+        resumed session's list and the downloads never show a killed file as being written."""
+        index = self.index
+        if index.folder not in self._recovered:
+            index.recover(set(self.active))
+            self._recovered.add(index.folder)
 
     def of_session(self, session_id: str) -> list[RecordingEntry]:
+        self.recover()
         return self.index.of_session(session_id)

@@ -1,0 +1,82 @@
+"""`RecordingDesk`: the steps a session's `record` goes through, where they fail.
+
+Real files (PyAV, the index on disk) in a temporary folder; the server-level paths (record
+on/off, a full disk, a killed server) are in test_protocol_conformance.py,
+security/test_recording_disk.py and test_recording_server_crash.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from comfyui_persona.headless.server.recording import RecordingDesk
+
+W, H, FPS, RATE = 64, 48, 12.0, 24000
+
+
+def desk_in(folder, **limits) -> RecordingDesk:
+    settings = {"max_days": 0.0, "max_mb": 0, "min_free_mb": 0, "max_minutes": 60.0, **limits}
+    return RecordingDesk(folder, **settings)
+
+
+def recorded(desk: RecordingDesk, session: str, chunks: int = 2):
+    recording = desk.open(session, W, H, FPS, RATE)
+    for c in range(chunks):
+        frames = np.full((12, H, W, 3), 40 * c, dtype=np.uint8)
+        recording.push_chunk(frames, [int((c * 12 + i) * 1000 / FPS) for i in range(12)], [])
+    return recording
+
+
+def test_an_index_that_cannot_be_written_leaves_no_open_recording(tmp_path, monkeypatch):
+    """The file opened, then the index write failed (a quota, a full disk): the file is closed
+    and removed and its token is not left busy (a download would answer 409 for ever)."""
+    desk = desk_in(tmp_path)
+    index = desk.index
+
+    def no_room(token, session):
+        raise OSError(122, "Disk quota exceeded")
+
+    monkeypatch.setattr(index, "started", no_room)
+    with pytest.raises(OSError):
+        desk.open("s1", W, H, FPS, RATE)
+    assert not desk.active and not list(tmp_path.glob("*.mp4"))
+
+
+def test_finishing_a_recording_applies_retention(tmp_path):
+    """A server that records now and then still deletes what is past `max_days`: retention
+    runs when a recording finishes, not only when the next one starts."""
+    desk = desk_in(tmp_path, max_days=1.0)
+    old = desk.finish(recorded(desk, "s1"))
+    later = recorded(desk, "s2")  # begun while the first was still young
+    week_ago = time.time() - 7 * 86400
+    os.utime(tmp_path / f"{old.token}.mp4", (week_ago, week_ago))  # ... and it aged meanwhile
+    new = desk.finish(later)
+    assert not (tmp_path / f"{old.token}.mp4").exists()
+    assert (tmp_path / f"{new.token}.mp4").exists()
+    assert [e.token for e in desk.of_session("s2")] == [new.token] and not desk.of_session("s1")
+
+
+def test_a_file_a_dead_server_left_is_listed_repaired_before_any_new_recording(tmp_path):
+    """The server was killed while recording: the next process lists that file as finished
+    (repaired, with why) for a resumed session, without having to record anything first."""
+    first = desk_in(tmp_path)
+    killed = recorded(first, "s1")
+    killed.recorder._container.close()  # the process died: no trailer, the index says "recording"
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert index["recordings"][killed.token]["state"] == "recording"
+    (listed,) = desk_in(tmp_path).of_session("s1")
+    assert listed.state == "finished" and "stopped while recording" in (listed.problem or "")
+
+
+def test_frames_of_another_size_stop_the_recording_and_say_why(tmp_path):
+    desk = desk_in(tmp_path)
+    recording = recorded(desk, "s1", chunks=1)
+    recording.push_chunk(np.zeros((12, H * 2, W * 2, 3), dtype=np.uint8), [2000 + i * 83 for i in range(12)], [])
+    assert recording.stop_reason and "stopped" in recording.stop_reason
+    desk.finish(recording)
+    assert not desk.active
