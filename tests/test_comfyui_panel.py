@@ -206,6 +206,17 @@ def test_sidebar_tab_chats_and_shows_live_frames(comfyui_server: str, tmp_path: 
             drawn = page.evaluate(FRAMES_DRAWN)
             page.wait_for_function(f"(n) => ({FRAMES_DRAWN})() >= n + 5", arg=drawn, timeout=60_000)
 
+            # A reload mid-stream: the same conversation resumes and its chat is drawn again, once.
+            page.reload(wait_until="domcontentloaded")
+            page.locator(".persona-chat-tab-button").click()
+            page.wait_for_function(
+                "(id) => window.personaPanelClient?.ready?.resumed === true && window.personaPanelClient.ready.session === id",
+                arg=session, timeout=60_000)
+            users = page.locator('[data-testid="persona-history"] li.user')
+            assert users.all_inner_texts() == ["Hi! Could you wave at me, please?"], users.all_inner_texts()
+            redrawn = page.locator('[data-testid="persona-history"] li.persona').first
+            assert "wave" in (redrawn.get_attribute("data-directives") or ""), redrawn.inner_text()
+
             # The frontend accepts every saved UI workflow as it is on disk (zod schema, known nodes).
             for name in ("persona_longlive_sparse", "persona_longlive_chat", "persona_preview_chat"):
                 workflow = json.loads((REPO / "workflows" / f"{name}.json").read_text())

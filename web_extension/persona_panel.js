@@ -110,6 +110,13 @@ function socketUrl() {
   return `${scheme}//${window.location.host}${api.api_base || ""}/persona/ws`;
 }
 
+/** A manual action's bubble, as its quick button says it ("[wave]"; "[smile]" for an
+ * expression on an idle body). */
+function actionLabel(directive) {
+  const name = directive.action === "idle" ? directive.expression : directive.action;
+  return `[${String(name).replace("_", " ")}]`;
+}
+
 // One panel per page: built on first open, kept (with its connection and history) while
 // the sidebar tab is closed and re-opened.
 class PersonaPanel {
@@ -176,7 +183,16 @@ class PersonaPanel {
   }
 
   async connect() {
-    if (this.client) return;
+    if (this.client || this._connecting) return; // opened, or being opened (the imports below)
+    this._connecting = true;
+    try {
+      await this._connect();
+    } finally {
+      this._connecting = false;
+    }
+  }
+
+  async _connect() {
     let module;
     try {
       module = await import(`${base()}/persona/static/persona_client.js`);
@@ -250,7 +266,8 @@ class PersonaPanel {
     client.addEventListener("error", (event) => {
       if (event.detail.code === "interrupted") this.resume.hidden = false;
     });
-    client.addEventListener("ready", () => { this.resume.hidden = true; });
+    // A resumed session keeps its Resume button: a pause held while away comes before `ready`.
+    client.addEventListener("ready", (event) => { if (!event.detail.resumed) this.resume.hidden = true; });
   }
 
   async streamSource(client, source) {
@@ -267,7 +284,9 @@ class PersonaPanel {
       } catch (error) {
         const message = `this canvas cannot stream: ${error.message}`;
         this.showError({ code: "bad_workflow", message });
-        app.ui?.dialog?.show?.(message); // ComfyUI's own error dialog, as a bad Run gets
+        // ComfyUI's own error dialog, as a bad Run gets. Its `show` sets a string as HTML, and
+        // the message quotes the workflow's node titles: give it an element holding text.
+        app.ui?.dialog?.show?.(element("p", { text: message }));
         this.source.value = "default";
         return;
       }
@@ -301,7 +320,7 @@ class PersonaPanel {
       } else if (seen && timer === null) {
         timer = setTimeout(() => {
           timer = null;
-          if (client.ws) {
+          if (client.active) { // a socket, or a reconnect about to open one
             console.info("persona panel: hidden, the stream pauses until the tab is shown");
             client.close();
           }
@@ -451,6 +470,32 @@ class PersonaPanel {
     this.connection.textContent = text;
   }
 
+  /** The conversation the server kept (`ready.history`), then what was sent since: a reload
+   * or a reconnect shows the chat as it was, once. */
+  redrawHistory(history, flushed) {
+    this.history.replaceChildren();
+    this.bubbles.clear();
+    for (const entry of history ?? []) {
+      if (entry.role === "user") {
+        const directive = entry.kind === "action" ? entry.directives?.[0] : null;
+        this.addBubble("user", directive ? actionLabel(directive) : entry.text);
+        continue;
+      }
+      const bubble = this.personaBubble(entry.reply_to);
+      bubble.textContent = entry.text;
+      if (entry.directives?.length) {
+        const text = entry.directives.map((d) => `${d.action} · ${d.expression}`).join(" → ");
+        bubble.dataset.directives = text;
+        bubble.append(element("span", { class: "directives", text }));
+      }
+      bubble.dataset.done = String(entry.done ?? true);
+    }
+    for (const message of flushed ?? []) {
+      if (message.type === "chat") this.addBubble("user", message.text);
+      else if (message.type === "action") this.addBubble("user", actionLabel(message.directive));
+    }
+  }
+
   addBubble(role, text) {
     const item = element("li", { class: role, text });
     this.history.append(item);
@@ -493,7 +538,7 @@ class PersonaPanel {
             ? { action: name, expression: expression ?? "neutral", intensity: 0.7 }
             : { action: "idle", expression: name, intensity: 0.7 };
           this.client?.action(this.scene.decorate(directive));
-          this.addBubble("user", `[${label}]`);
+          this.addBubble("user", actionLabel(directive));
         });
         return button;
       });
@@ -541,8 +586,19 @@ class PersonaPanel {
       this.vocabulary = ready.vocabulary;
       this.renderQuickActions();
       this.setState(ready.state);
-      this.errors.replaceChildren();
+      if (!ready.resumed) this.errors.replaceChildren(); // a resumed one may have said why it paused
+      this.redrawHistory(ready.history, client.flushed);
     });
+    client.addEventListener("status", (event) => {
+      if (event.detail.state !== "taken") return;
+      const again = element("button", { type: "button", text: "Take it back" });
+      again.addEventListener("click", () => { this.errors.replaceChildren(); client.takeOver(); });
+      this.errors.replaceChildren(element("div", { text: "this conversation moved to another tab or window " }, again));
+    });
+    client.addEventListener("in_use", () => this.showError({
+      code: "session_in_use", message: "this conversation is open in another tab: a new one started here" }));
+    client.addEventListener("ended", () => this.showError({
+      code: "ended", message: "the conversation could not be resumed (the server restarted or it expired): a new one started" }));
     client.addEventListener("directives", (event) => {
       const { reply_to: replyTo, directives } = event.detail;
       const bubble = this.personaBubble(replyTo);

@@ -71,6 +71,7 @@ export class PersonaClient extends EventTarget {
     this.flushed = [];
     this.takeoverNext = this._cameBack(); // this tab left its session itself (reload, navigation)
     this.askedSession = null; // the session the last hello asked to resume
+    this._reconnect = null; // the timer of a reconnect after the socket closed
     this._watchPageHide();
   }
 
@@ -118,11 +119,16 @@ export class PersonaClient extends EventTarget {
   connect({ takeover = false } = {}) {
     if (takeover) this.takeoverNext = true;
     this.stopped = false;
+    clearTimeout(this._reconnect);
+    this._reconnect = null;
+    // One socket at a time: a page shown again while a reconnect was pending must not open a
+    // second one (the first would never say hello).
+    if (this.ws && this.ws.readyState <= WebSocket.OPEN) return;
     this._status("connecting");
     const ws = new WebSocket(this.url);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
-    ws.onopen = () => this._hello();
+    ws.onopen = () => this._hello(ws);
     ws.onmessage = (event) => this._receive(event.data);
     ws.onclose = (event) => {
       if (this.ws !== ws) return; // a replaced socket: the current one may be ready already
@@ -141,12 +147,19 @@ export class PersonaClient extends EventTarget {
       if (wasReady) this.takeoverNext = true; // our own session: its old socket may linger on the server
       const delay = Math.min(8000, 250 * 2 ** this.attempt++);
       this._status("reconnecting", { delay, code: event.code });
-      setTimeout(() => { if (!this.stopped) this.connect(); }, delay);
+      this._reconnect = setTimeout(() => { this._reconnect = null; if (!this.stopped) this.connect(); }, delay);
     };
+  }
+
+  /** Whether a socket is open or being opened, or a reconnect is pending. */
+  get active() {
+    return Boolean(this.ws) || this._reconnect != null;
   }
 
   close() {
     this.stopped = true;
+    clearTimeout(this._reconnect); // a hidden page must not reconnect behind its back
+    this._reconnect = null;
     this.ws?.close(1000);
   }
 
@@ -166,13 +179,15 @@ export class PersonaClient extends EventTarget {
     this.scene = scene;
     this.sessionId = null;
     this.takeoverNext = false;
+    this.pending = []; // typed for the conversation being left, not for the new one
     const old = this.ws;
     this.ws = null;
     old?.close(1000);
     this.connect();
   }
 
-  _hello() {
+  _hello(ws = this.ws) {
+    if (ws !== this.ws) return; // a socket replaced before it opened
     const hello = { type: "hello", video: { format: "jpeg" } };
     if (this.scene?.length) hello.scene = this.scene;
     else if (this.persona) hello.persona = this.persona;
@@ -185,7 +200,7 @@ export class PersonaClient extends EventTarget {
     if (this.maxFps) hello.video.max_fps = this.maxFps;
     if (this.workflow) hello.workflow = this.workflow;
     if (this.comfyClientId) hello.comfy_client_id = this.comfyClientId;
-    this.ws?.send(JSON.stringify(hello));
+    ws?.send(JSON.stringify(hello));
   }
 
   _status(state, extra = {}) {
