@@ -185,13 +185,13 @@ class ReplicaService(PersonaService):
             self.recordings.stopping = True  # parts cut now are continued by the sessions' next replica
         await super().close()
 
-    async def end_session(self, session_id: str, why: str) -> None:
-        known = session_id in self.sessions
-        await super().end_session(session_id, why)
-        if known:
+    async def end_session(self, session_id: str, why: str, *, instance=None) -> bool:
+        ended = await super().end_session(session_id, why, instance=instance)
+        if ended:
             if not self.closing:  # stopping: the checkpoint stays, another replica may resume it
                 self.checkpoints.drop.remote(session_id, self.placement.replica or None)
             self._end_leases(session_id)
+        return ended
 
     def session_ids(self) -> list[str]:
         return sorted(self.sessions)

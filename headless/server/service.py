@@ -303,13 +303,13 @@ class PersonaService:
                 raise ProtocolError("busy", f"the server is at its limit of {cfg.max_sessions} sessions; try again later")
             await self.end_session(idle[0].id, "its slot went to a new session")
 
-    async def end_session(self, session_id: str, why: str, *, instance: ViewerSession | None = None) -> None:
+    async def end_session(self, session_id: str, why: str, *, instance: ViewerSession | None = None) -> bool:
         """End the session held under `session_id` (only if it is `instance`, when given: a
-        grace timer must not end a session restored under the same id since)."""
+        grace timer must not end a session restored under the same id since); whether it did."""
         async with self._holding(session_id):  # a hello restoring it waits until it has ended
             session = self.sessions.get(session_id)
             if session is None or (instance is not None and session is not instance):
-                return
+                return False
             del self.sessions[session_id]
             if self.checkpointer is not None:
                 self.checkpointer.flush(session)
@@ -321,6 +321,7 @@ class PersonaService:
             "session %s ended (%s): %.0f s, %d frames sent, %d dropped",
             session_id[:8], why, time.monotonic() - session.started, s.frames_sent, s.dropped,
         )
+        return True
 
     def expire_later(self, session_id: str, delay_s: float) -> asyncio.TimerHandle:
         """End a session `delay_s` from now (its resume grace); `close` waits for the ending."""
