@@ -105,16 +105,23 @@ export class WebRTCMedia extends EventTarget {
     this._cancelRetry();
     this.stop("new session");
     if (!this.enabled || !ready.features?.includes("webrtc")) return;
-    this.start(ready.webrtc ?? {}).catch((error) => {
-      console.warn("WebRTC not started, media stay on the WebSocket", error);
-      this.stop(String(error));
-    });
+    this.start(ready.webrtc ?? {});
   }
 
   async start({ ice_servers: iceServers = [] }) {
     const pc = new RTCPeerConnection({ iceServers });
     this.pc = pc;
     this._answered = false;
+    try {
+      await this._offer(pc);
+    } catch (error) {
+      if (pc !== this.pc) return; // a newer peer took its place: that one goes on
+      console.warn("WebRTC not started, media stay on the WebSocket", error);
+      this.stop(String(error));
+    }
+  }
+
+  async _offer(pc) {
     const stream = new MediaStream();
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.addTransceiver("audio", { direction: "recvonly" });
@@ -144,12 +151,14 @@ export class WebRTCMedia extends EventTarget {
   }
 
   async _answer(message) {
-    if (!this.pc || message.reply_to !== this.offerId) return;
+    const pc = this.pc;
+    if (!pc || message.reply_to !== this.offerId) return;
     this._answered = true;
     clearTimeout(this._answerWait);
     try {
-      await this.pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
+      await pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
     } catch (error) {
+      if (pc !== this.pc) return; // stopped meanwhile, or replaced by a newer peer
       console.warn("the server's answer was not accepted", error);
       this.stop("answer refused");
     }
