@@ -501,6 +501,24 @@ async def test_audio_is_a_continuous_stream_of_20_ms_chunks_with_speech_placed_b
     assert np.array_equal(stream[first + 8820 : first + 8820 + 441], speech[:441])  # 400 ms later
 
 
+async def test_a_reset_drops_the_speech_queued_on_the_webrtc_track():
+    """Reset cuts the reply: the WebSocket page stops its player, and the WebRTC track drops
+    the speech it holds, so the chunks after are silence (the rest of the cut sentence played)."""
+    from comfyui_persona.headless.server.webrtc_tracks import AudioTrack, MediaClock
+
+    clock = MediaClock()
+    track = AudioTrack(22050, clock)
+    loop = asyncio.get_running_loop()
+    clock.place(0, loop.time())
+    speech = (np.sin(np.arange(22050) / 7.0) * 8000 + 9000).astype(np.int16)  # one second, no zero
+    track.push_packet(_packet(0, speech))
+    first = [track.pcm_chunk(loop.time()) for _ in range(5)]
+    assert np.concatenate(first).any()  # speaking
+    track.drop_speech()
+    after = np.concatenate([track.pcm_chunk(loop.time()) for _ in range(40)])
+    assert not after.any() and track.dropped > 0
+
+
 async def test_opus_packets_carry_the_time_of_their_sound_and_leave_at_it():
     """The RTP timestamp of an audio packet is the time of its decoded sound (libopus's pts,
     its lookahead included), and the packet leaves at that time on the loop clock, so the

@@ -30,6 +30,9 @@ class MediaSink(Protocol):
 
     def audio(self, packet: bytes) -> bool: ...
 
+    def drop_speech(self) -> None:
+        """A reset: speech queued and not yet sounding is not played."""
+
 
 class Connection:
     """One WebSocket: its outbound queue and the pump that writes it."""

@@ -298,6 +298,9 @@ class ViewerSession:
     def request_reset(self) -> None:
         if self.speech_lane is not None:
             self.speech_lane.mute_through(self.turns.last_turn)
+        media = self.connection.media if self.connection is not None else None
+        if media is not None:  # WebRTC: its audio track holds the cut reply's speech
+            media.drop_speech()
         self.host.request_reset()
         self.frames.invalidate()
 

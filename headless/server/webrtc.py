@@ -249,6 +249,10 @@ class WebRTCPeer:
         self.audio_track.push_packet(packet)
         return True
 
+    def drop_speech(self) -> None:
+        if self.audio_track is not None:
+            self.audio_track.drop_speech()
+
 
 class WebRTCDesk:
     """The server's WebRTC side: what `ready` announces, each connection's peer and offer budget."""

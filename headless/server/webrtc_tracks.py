@@ -309,6 +309,13 @@ class AudioTrack(MediaStreamTrack):
             excess -= self._speech[0].queued
             self.dropped += self._speech.popleft().queued
 
+    def drop_speech(self) -> None:
+        """Forget the speech not yet made into PCM (a reset cut the reply: the WebSocket page
+        stops its player; here the next chunks are silence). What is already encoded, a
+        packet or two, still goes."""
+        self.dropped += sum(s.queued for s in self._speech)
+        self._speech.clear()
+
     async def recv(self) -> av.Packet:
         """The next Opus packet (pts in 1/48000 s), once its time on the loop clock has come."""
         if self.readyState != "live":
