@@ -483,17 +483,22 @@ class PersonaPanel {
       }
       const bubble = this.personaBubble(entry.reply_to);
       bubble.textContent = entry.text;
-      if (entry.directives?.length) {
-        const text = entry.directives.map((d) => `${d.action} · ${d.expression}`).join(" → ");
-        bubble.dataset.directives = text;
-        bubble.append(element("span", { class: "directives", text }));
-      }
+      if (entry.directives?.length) this.showDirectives(bubble, entry.directives);
       bubble.dataset.done = String(entry.done ?? true);
     }
     for (const message of flushed ?? []) {
       if (message.type === "chat") this.addBubble("user", message.text);
       else if (message.type === "action") this.addBubble("user", actionLabel(message.directive));
     }
+  }
+
+  /** The directives a reply performs, under its text ("wave · smile → nod · neutral"). */
+  showDirectives(bubble, directives) {
+    const text = directives.length
+      ? directives.map((d) => `${d.action} · ${d.expression}`).join(" → ")
+      : "(no action)";
+    bubble.dataset.directives = text;
+    bubble.append(element("span", { class: "directives", text }));
   }
 
   addBubble(role, text) {
@@ -601,12 +606,7 @@ class PersonaPanel {
       code: "ended", message: "the conversation could not be resumed (the server restarted or it expired): a new one started" }));
     client.addEventListener("directives", (event) => {
       const { reply_to: replyTo, directives } = event.detail;
-      const bubble = this.personaBubble(replyTo);
-      const text = directives.length
-        ? directives.map((d) => `${d.action} · ${d.expression}`).join(" → ")
-        : "(no action)";
-      bubble.dataset.directives = text;
-      bubble.append(element("span", { class: "directives", text }));
+      this.showDirectives(this.personaBubble(replyTo), directives);
     });
     client.addEventListener("reply", (event) => {
       const { reply_to: replyTo, text, done, character } = event.detail;
