@@ -32,6 +32,11 @@
 #   bash benchmarks/gpu_wave2.sh wave8    # host CUDA tests; batches with holes replay a graph per row range:
 #                                         # batched 8 at 320x576, paced 8 at 320x576 (prefetch off, on) and
 #                                         # 1-2 at 480x832 (WAVE8_LABEL names the variant; flash-attn-4 installed) (~7 min)
+#   bash benchmarks/gpu_wave2.sh attend-together  # CUDA tests (host, FlashAttention-4); sessions reading the same
+#                                         # keys attending in one call vs a call each: the kernels alone
+#                                         # (benchmarks/attention_batch.py) and batched 3 at 480x832 (~8 min)
+#   bash benchmarks/gpu_wave2.sh attend-together-320  # the same for batched 8 at 320x576 (prefetch on); paced 1-2
+#                                         # at 480x832 with the defaults (~8 min)
 #   bash benchmarks/gpu_wave2.sh kv-write # host CUDA tests; the KV window's writes as 8-byte words vs
 #                                         # element by element, at LongLive's shapes (benchmarks/kv_write.py) (~1 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
@@ -202,6 +207,17 @@ elif [ "$MODE" = wave8 ]; then
     --prefetch off,on --seconds 20 --label "wave8-${WAVE8_LABEL:-spans}-paced-320"
   needs_pydantic paced-480 && step paced-480 120 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
     --seconds 20 --label "wave8-${WAVE8_LABEL:-spans}-paced-480"
+elif [ "$MODE" = attend-together ]; then
+  step gpu-tests 200 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu tests/test_longlive_host.py \
+    tests/test_attention_flash.py
+  step attention-batch 90 "$PY" benchmarks/attention_batch.py --out "$OUT"
+  needs_pydantic capacity-480 && step capacity-480 240 "${BENCH[@]}" --capacity --sizes 480x832 --sessions 3 \
+    --attend-together off,on --label "wave9-attend-together-capacity-480"
+elif [ "$MODE" = attend-together-320 ]; then
+  needs_pydantic capacity-320 && step capacity-320 270 "${BENCH[@]}" --capacity --sizes 320x576 --sessions 8 \
+    --attend-together off,on --prefetch on --label "wave9-attend-together-capacity-320"
+  needs_pydantic paced-480 && step paced-480 200 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
+    --seconds 20 --label "wave9-attend-together-paced-480"
 elif [ "$MODE" = kv-write ]; then
   step gpu-tests 80 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu tests/test_longlive_host.py
   step kv-write 60 "$PY" benchmarks/kv_write.py --out "$OUT"
@@ -209,7 +225,7 @@ elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
 else
-  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | flash | flash-serving | wave7 | wave8 | kv-write | part3 | --smoke" >&2
+  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | flash | flash-serving | wave7 | wave8 | attend-together | attend-together-320 | kv-write | part3 | --smoke" >&2
   exit 2
 fi
 

@@ -577,6 +577,16 @@ def long_run(torch, sampler, timer, device, frames: int) -> dict:
     }
 
 
+def attend_together(engine, value: str, latent_hw: tuple[int, int], sessions: int) -> None:
+    """Set `EngineRuntime.attend_together` ("on"/"off"); on a change, capture the graphs again
+    (warm-up) before anything is timed: the old ones replay the other way."""
+    runtime = engine.host.runtime
+    if runtime.attend_together != (value == "on"):
+        runtime.attend_together = value == "on"
+        runtime.drop_cuda_graphs()
+        engine.host.warm_up(*latent_hw, batch_sizes=tuple(sorted({1, sessions})))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny config on CPU, a few chunks (seconds)")
@@ -634,14 +644,19 @@ def main(argv=None) -> int:
                          help="comma list of on/off: whether the engine host begins a session's next chunk early "
                          "to join another's batch (EngineHost.prefetch; the default is off); paced and capacity "
                          "runs once per value, side by side")
+    serving.add_argument("--attend-together", default="on",
+                         help="comma list of on/off: whether sessions reading the same keys attend in one call "
+                         "(EngineRuntime.attend_together; the default is on); paced and capacity runs once "
+                         "per value, side by side")
     serving.add_argument("--directive-every", default="1.5,3.0",
                          help="seconds between a session's directives: uniform in [a, b]")
     args = parser.parse_args(argv)
     unknown = set(args.decoders.split(",")) - {"tae", "vae"}
     if unknown:
         parser.error(f"--decoders takes tae and/or vae, got {', '.join(sorted(unknown))}")
-    if set(args.prefetch.split(",")) - {"on", "off"}:
-        parser.error(f"--prefetch takes on and/or off, got {args.prefetch!r}")
+    for name in ("prefetch", "attend_together"):
+        if set(getattr(args, name).split(",")) - {"on", "off"}:
+            parser.error(f"--{name.replace('_', '-')} takes on and/or off, got {getattr(args, name)!r}")
 
     cfgmod, modelmod, samplermod = import_package()
     import torch
@@ -745,6 +760,7 @@ def serve(args, torch, device, card: str, short: str) -> int:
     every = tuple(float(v) for v in args.directive_every.split(","))
     queue_ahead = [int(v) for v in args.queue_ahead.split(",") if v.strip()]
     prefetch = [v.strip() for v in args.prefetch.split(",") if v.strip()]
+    together = [v.strip() for v in args.attend_together.split(",") if v.strip()]
     if "," in args.attention_kernel:
         raise SystemExit("--attention-kernel takes one value with --paced/--capacity/--interrupt")
     settings_kw = {"compile": "on" if "default" in args.compile else "off", "linear_precision": args.linear,
@@ -754,7 +770,7 @@ def serve(args, torch, device, card: str, short: str) -> int:
     def write(extra: dict | None = None) -> None:
         write_result(out, "longlive-serving", card, config={
             "preset": args.preset, "sizes": args.sizes, "sessions": counts, "processes": processes,
-            "settings": settings_kw, "queue_ahead": queue_ahead, "prefetch": prefetch, "seconds_per_paced_run": args.seconds, "directive_every_s": every,
+            "settings": settings_kw, "queue_ahead": queue_ahead, "prefetch": prefetch, "attend_together": together, "seconds_per_paced_run": args.seconds, "directive_every_s": every,
             "weights": "random (meta -> to_empty -> seeded init); prompts are fixed random embeddings (UMT5 not "
             "on the paced path: cached per prompt)",
             "frames": "TAE-decoded, copied to host memory; 'received' = on the client, 'shown' = when its 16 fps "
@@ -778,16 +794,19 @@ def serve(args, torch, device, card: str, short: str) -> int:
                 metrics["interrupt"].append(res)
                 print(json.dumps({"interrupt": res}), flush=True)
                 write()
-            for early, n in [(p, n) for p in prefetch for n in counts] if args.capacity else []:
+            for one_call, early, n in [(a, p, n) for a in together for p in prefetch for n in counts] if args.capacity else []:
                 engine.host.prefetch = early == "on"
-                res = {"prefetch": early, **serving.throughput(engine, torch, n, h, w, chunks=3 if args.smoke else 24)}
+                attend_together(engine, one_call, lat, max(counts + [1]))
+                res = {"prefetch": early, "attend_together": one_call,
+                       **serving.throughput(engine, torch, n, h, w, chunks=3 if args.smoke else 24)}
                 metrics["capacity"].append(res)
                 print(json.dumps({"capacity": res}), flush=True)
                 write()
-            runs = [(a, p, n) for a in queue_ahead for p in prefetch for n in counts]
-            for ahead, early, n in runs if args.paced else []:
+            runs = [(a, o, p, n) for a in queue_ahead for o in together for p in prefetch for n in counts]
+            for ahead, one_call, early, n in runs if args.paced else []:
                 engine.host.queue_ahead, engine.host.prefetch = ahead, early == "on"
-                res = {"queue_ahead": ahead, "prefetch": early,
+                attend_together(engine, one_call, lat, max(counts + [1]))
+                res = {"queue_ahead": ahead, "attend_together": one_call, "prefetch": early,
                        **serving.paced(engine, torch, n, h, w, args.seconds, every_s=every, seed=n)}
                 metrics["paced"].append(res)
                 print(json.dumps({"paced": res}), flush=True)

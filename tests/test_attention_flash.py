@@ -180,3 +180,26 @@ def test_cuda_a_real_size_stream_on_flash_replays_from_graphs_and_follows_cudnn(
         rel_l1 = float((b - ref).abs().sum() / ref.abs().sum())
         print(f"chunk {c}: flash-attn-4 vs cuDNN rel L1 {rel_l1:.2e}")
         assert rel_l1 < 2e-2, f"chunk {c}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@torch.no_grad()
+def test_cuda_one_call_for_several_sessions_gives_each_the_bits_it_gets_alone():
+    """The runtime attends for several sessions in one call (`runtime._shared_read`): each
+    session's rows of the batched call equal its own call bit for bit, on the engine's dense
+    kernel at 480x832 (FlashAttention-4 where installed) and on cuDNN at 320x576, reading the
+    keys through the KV store's strides (rows, heads, tokens, head_dim), not copies."""
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    shapes = {"480x832": (4680, 18720), "320x576": (2160, 8640)}
+    kernel = flash_dense_attention if flash_missing() is None and not flash_card_reasons(
+        torch.cuda.get_device_capability()) else dense_attention
+    for name, (n_q, n_k) in shapes.items():
+        rows = 8 if name == "320x576" else 3
+        q = torch.randn(rows, 12, n_q, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+        cache = torch.randn(2, rows, 12, n_k + 512, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
+        k, v = cache[0, :, :, :n_k], cache[1, :, :, :n_k]
+        together = kernel(q, k, v)
+        for r in range(rows):
+            alone = kernel(q[r : r + 1], k[r : r + 1], v[r : r + 1])
+            assert alone.equal(together[r : r + 1]), f"{name}, session {r} of {rows} ({kernel.__name__})"

@@ -43,6 +43,19 @@ def test_kv_write_benchmark_smoke_checks_both_writes_give_the_same_bytes(tmp_pat
     assert record["metrics"]["tiny"]["copy_tokens_words"]["ms_p50"] > 0
 
 
+def test_attention_batch_benchmark_smoke_times_both_ways_and_checks_the_bits(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "attention_batch.py"), "--smoke", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=240, env={"PERSONA_COMMIT": "test", "OMP_NUM_THREADS": "1", "PATH": ""},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (path,) = tmp_path.glob("attention-batch-cpu-*.json")
+    record = json.loads(path.read_text())
+    row = record["metrics"]["tiny/sdpa_cudnn_first/3"]
+    assert record["commit"] == "test" and row["bit_identical"] and row["sessions"] == 3
+    assert row["apart"]["ms_p50"] > 0 and row["together"]["ms_p50"] > 0
+
+
 def test_copy_tokens_writes_what_index_copy_writes_for_every_layout():
     """Keys as the model hands them over (a strided third of a fused projection), float32 and
     bf16, and a last dimension that is not whole 8-byte words (element copies)."""

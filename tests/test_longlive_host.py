@@ -59,8 +59,17 @@ def run_alone(i: int, chunks: int, mode: str = "stock") -> list[torch.Tensor]:
 def test_batched_sessions_equal_each_session_alone(mode):
     """Three sessions with their own seeds, prompts and switch times, two of them joining late,
     stepped together in batched passes: each gets the frames it gets alone (float32 on CPU:
-    per-row attention is the same computation; batched GEMMs may round differently)."""
+    a row's attention is the same computation in a batched call; batched GEMMs may round
+    differently). Rows reading the same keys attend in one call."""
     host = make_host()
+    attention_batches = []
+    dense = host.runtime._dense
+
+    def counting(q, k, v):
+        attention_batches.append(q.shape[0])
+        return dense(q, k, v)
+
+    host.runtime._dense = counting
     sessions, outs = [], {}
     for c in range(7):
         if c in (0, 1, 3):  # sessions join between chunks, at different points of the others' streams
@@ -77,6 +86,7 @@ def test_batched_sessions_equal_each_session_alone(mode):
         for (i, _, _), f in zip(sessions, frames, strict=True):
             outs[i].append(f)
     assert max(host.stats.batch_sizes) == 3 and host.stats.passes < sum(len(v) for v in outs.values()) * 5
+    assert 3 in attention_batches  # once all three are in steady state, one call serves them
     for i, got in outs.items():
         alone = run_alone(i, len(got), mode)
         for a, b in zip(alone, got, strict=True):

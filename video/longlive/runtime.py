@@ -9,11 +9,12 @@ keeps the same split between `model.py` and `generate.py`):
 - `EngineRuntime.run(rows)`: one pass (a denoising step, a clean refresh, a re-cache pass) for
   several sessions at once. Norms, modulation, every linear and the FFN run batched over the
   rows; each row then writes its keys/values into its own window and attends to it, with its
-  own plan (fill level, ring slot, re-cache) and its own attention router. So sessions at
-  different points of their streams (one starting, one re-caching, three in steady state)
-  share one forward, and a row's result does not depend on which rows share the pass
-  (per-row attention is the same kernel; batched GEMMs may round differently on a GPU,
-  `benchmarks/longlive.py --paced` reports how much).
+  own plan (fill level, ring slot, re-cache) and its own attention router, rows reading the same
+  keys in one call. So sessions at different points of their streams (one starting, one
+  re-caching, three in steady state) share one forward, and a row's result does not depend on
+  which rows share the pass (a row's attention is the same kernel's, alone or in a batch;
+  batched GEMMs may round differently on a GPU, `benchmarks/longlive.py --paced` reports how
+  much).
 - `compile()`: regional compilation of the two batched halves of a block
   (`Block.attn_inputs` / `Block.after_attn`), one compiled function reused by all 30 layers.
   Shapes are left to Dynamo's automatic dynamic sizes: the first batch size and token count
@@ -155,6 +156,9 @@ class EngineRuntime:
         self.graph_replays = 0
         self._timesteps: dict[tuple[float, ...], torch.Tensor] = {}  # see _timestep_tensor
         self._dense = dense_attention  # what DenseRouter's dense attention runs: see use_flash_attention
+        #: One attention call for the rows of a pass that read the same keys (`_shared_read`);
+        #: False: a call per row, as before (benchmarks compare; call `drop_cuda_graphs` after a change).
+        self.attend_together = True
 
     @property
     def device(self) -> torch.device:
@@ -300,13 +304,14 @@ class EngineRuntime:
         e, e0 = model.embed_time(t[:, None])
         cos, sin = _rotations(rows)
         text_k, text_v = _rows_of(store.text_k, rows), _rows_of(store.text_v, rows)
+        shared = _shared_read(rows, fns) if self.attend_together else None
         last = len(model.blocks) - 1
         for i, block in enumerate(model.blocks):
             mods, q, k, v = self._pre(block, tokens, e0, cos, sin)
             if refresh and i == last:  # the last block of a clean pass: only its K/V are read later
                 _write_kv(store, i, rows, write, k, v)
                 return None
-            attn = _attend(store, i, rows, write, fns, q, k, v)
+            attn = _attend(store, i, rows, write, fns, q, k, v, shared)
             tokens = self._post(block, tokens, attn, mods, text_k[i], text_v[i])
         return model.unpatchify(model.head(tokens, e), frames, store.geometry.grid).float()
 
@@ -508,10 +513,41 @@ def _write_kv(store: KVStore, layer: int, rows: list[PassRow], write, k: torch.T
         copy_tokens(store.cache_v[layer, r.row], write[j], v[j])
 
 
+def _shared_read(rows: list[PassRow], fns: list[tuple]) -> tuple[int, int, int] | None:
+    """(first row, end row, keys) when one attention call can serve every row of the pass: the
+    rows are consecutive store rows, each reads the same prefix of its window (`n_valid` keys,
+    no gather) with dense attention, and every row runs the same function at every layer.
+
+    Why: one session's attention leaves the GPU part idle. A 480x832 chunk's 4,680 queries
+    are 37 tiles of 128 per head, 444 tiles for 12 heads: 3.4 waves on an H100's 132 SMs, so
+    its last wave runs two thirds empty; a 320x576 chunk's 204 tiles are 1.5 waves. A call per
+    session pays that tail once per session and layer; one batched call pays it once. Each row's
+    result is the same kernel's (batch rows are independent tiles), so the rows' outputs do not
+    change with the batch (a CUDA test checks it on the device)."""
+    span = _contiguous(rows)
+    first = rows[0].plan
+    if span is None or any(
+        r.plan.read_index is not None or r.plan.n_valid != first.n_valid
+        or not isinstance(r.router, DenseRouter) or fns[j] != fns[0]
+        for j, r in enumerate(rows)
+    ):
+        return None
+    return span[0], span[1], first.n_valid
+
+
 def _attend(store: KVStore, layer: int, rows: list[PassRow], write, fns: list[tuple],
-            q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+            shared: tuple[int, int, int] | None = None) -> torch.Tensor:
     """Each row writes its keys/values into its own window and attends to the keys its plan
-    reads (the window and itself), with its router's function for this layer."""
+    reads (the window and itself), with its router's function for this layer: all rows in
+    one call when `shared` (from `_shared_read`) says they can."""
+    if shared is not None:
+        start, end, n_keys = shared
+        ck, cv = store.cache_k[layer, start:end], store.cache_v[layer, start:end]  # (rows, heads, tokens, head_dim)
+        for j in range(len(rows)):
+            copy_tokens(ck[j], write[j], k[j])
+            copy_tokens(cv[j], write[j], v[j])
+        return fns[0][layer](q, ck[:, :, :n_keys], cv[:, :, :n_keys])
     outs = []
     for j, r in enumerate(rows):
         ck, cv = store.cache_k[layer, r.row], store.cache_v[layer, r.row]  # (heads, tokens, head_dim)
