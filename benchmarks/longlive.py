@@ -577,6 +577,15 @@ def long_run(torch, sampler, timer, device, frames: int) -> dict:
     }
 
 
+def fill_batches(engine, value: str) -> None:
+    """Prefetch ("on"/"off") for the sessions made next: through the engine's settings, since each
+    `LongLiveBackend` sets `EngineHost.prefetch` from `fill_batches` when it starts (setting the
+    host's attribute alone was undone by the next session: runs labelled "prefetch on" at
+    988c205/605ded8 ran with it off, `prefetched` 0 in their host counts)."""
+    engine.settings = engine.settings.model_copy(update={"fill_batches": value == "on"})
+    engine.host.prefetch = value == "on"
+
+
 def attend_together(engine, value: str, latent_hw: tuple[int, int], sessions: int) -> None:
     """Set `EngineRuntime.attend_together` ("on"/"off"); on a change, capture the graphs again
     (warm-up) before anything is timed: the old ones replay the other way."""
@@ -795,7 +804,7 @@ def serve(args, torch, device, card: str, short: str) -> int:
                 print(json.dumps({"interrupt": res}), flush=True)
                 write()
             for one_call, early, n in [(a, p, n) for a in together for p in prefetch for n in counts] if args.capacity else []:
-                engine.host.prefetch = early == "on"
+                fill_batches(engine, early)
                 attend_together(engine, one_call, lat, max(counts + [1]))
                 res = {"prefetch": early, "attend_together": one_call,
                        **serving.throughput(engine, torch, n, h, w, chunks=3 if args.smoke else 24)}
@@ -804,7 +813,8 @@ def serve(args, torch, device, card: str, short: str) -> int:
                 write()
             runs = [(a, o, p, n) for a in queue_ahead for o in together for p in prefetch for n in counts]
             for ahead, one_call, early, n in runs if args.paced else []:
-                engine.host.queue_ahead, engine.host.prefetch = ahead, early == "on"
+                engine.host.queue_ahead = ahead
+                fill_batches(engine, early)
                 attend_together(engine, one_call, lat, max(counts + [1]))
                 res = {"queue_ahead": ahead, "attend_together": one_call, "prefetch": early,
                        **serving.paced(engine, torch, n, h, w, args.seconds, every_s=every, seed=n)}

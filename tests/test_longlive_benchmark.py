@@ -70,3 +70,22 @@ def test_copy_tokens_writes_what_index_copy_writes_for_every_layout():
         expected = cache.clone().index_copy_(1, index, new)
         copy_tokens(cache, index, new)
         assert torch.equal(cache, expected), (dtype, dim)
+
+
+def test_the_serving_benchmarks_prefetch_setting_survives_the_sessions_it_starts():
+    """`--prefetch on` reaches the host through the engine's settings: every `LongLiveBackend`
+    sets `EngineHost.prefetch` from `fill_batches` when made, so setting the host alone was
+    undone by the first session of each run (a GPU run labelled "prefetch on" ran with it off)."""
+    import longlive
+    import longlive_serving
+    import torch
+
+    from comfyui_persona.video.longlive.engine import LongLiveBackend
+
+    engine, _ = longlive_serving.build_engine(torch, smoke=True, device=torch.device("cpu"), max_sessions=2)
+    for value in ("on", "off", "on"):
+        longlive.fill_batches(engine, value)
+        LongLiveBackend(engine=engine).close()
+        assert engine.host.prefetch is (value == "on")
+    longlive.attend_together(engine, "off", (8, 12), 1)
+    assert engine.runtime.attend_together is False and engine.runtime.graphs_captured == 0
