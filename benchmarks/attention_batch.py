@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kv_write import time_ms  # noqa: E402
 
-from record import ensure_package, result_path, write_result  # noqa: E402
+from record import ensure_package, kernel_device, result_path, write_result  # noqa: E402
 
 #: (queries of a chunk, keys of a full window) and the session counts the capacity goals name.
 SHAPES = {"480x832": ((4680, 18720), (1, 2, 3, 4)), "320x576": ((2160, 8640), (1, 2, 4, 6, 8))}
@@ -41,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from comfyui_persona.video.attention import dense_attention
     from comfyui_persona.video.attention.flash import flash_attention, flash_card_reasons, flash_missing
 
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
-    card = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    short = "h100" if "H100" in card else "h200" if "H200" in card else "cpu" if device.type == "cpu" else "gpu"
+    device, card, short = kernel_device(torch, args.smoke)
     heads, head_dim = 12, 128
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     shapes = {"tiny": ((24, 96), (1, 3))} if args.smoke else SHAPES

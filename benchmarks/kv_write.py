@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from record import ensure_package, result_path, write_result  # noqa: E402
+from record import ensure_package, kernel_device, result_path, write_result  # noqa: E402
 
 SHAPES = {"480x832": (4680, 18720), "320x576": (2160, 8640)}
 WRITES_PER_CHUNK = 2 * 30 * 5
@@ -57,9 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_package()
     from comfyui_persona.video.longlive.runtime import copy_tokens
 
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
-    card = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    short = "h100" if "H100" in card else "h200" if "H200" in card else "cpu" if device.type == "cpu" else "gpu"
+    device, card, short = kernel_device(torch, args.smoke)
     heads, head_dim, dtype = 12, 128, torch.bfloat16
     shapes = {"tiny": (24, 96)} if args.smoke else SHAPES
     reps = 5 if args.smoke else args.reps

@@ -139,6 +139,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+def kernel_device(torch, smoke: bool):
+    """(device, card name, short name for result files) for the kernel benchmarks: the CUDA
+    card unless `smoke` or none is there, else the CPU."""
+    device = torch.device("cuda" if torch.cuda.is_available() and not smoke else "cpu")
+    card = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    short = "h100" if "H100" in card else "h200" if "H200" in card else "cpu" if device.type == "cpu" else "gpu"
+    return device, card, short
+
+
 def torch_version() -> str | None:
     """The installed torch's version, without importing it (None when absent)."""
     try:

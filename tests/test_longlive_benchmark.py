@@ -31,26 +31,27 @@ def test_benchmark_smoke_writes_result_json(tmp_path):
     assert "attention" in profile["groups"]
 
 
-def test_kv_write_benchmark_smoke_checks_both_writes_give_the_same_bytes(tmp_path):
+def kernel_smoke(script: str, tmp_path) -> dict:
+    """Run a kernel benchmark's --smoke (CPU, tiny shapes) and read the one result it wrote."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "kv_write.py"), "--smoke", "--out", str(tmp_path)],
+        [sys.executable, str(REPO / "benchmarks" / script), "--smoke", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=240, env={"PERSONA_COMMIT": "test", "OMP_NUM_THREADS": "1", "PATH": ""},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    (path,) = tmp_path.glob("kv-write-cpu-*.json")
-    record = json.loads(path.read_text())
+    (path,) = tmp_path.glob("*-cpu-*.json")
+    return json.loads(path.read_text())
+
+
+def test_kv_write_benchmark_smoke_checks_both_writes_give_the_same_bytes(tmp_path):
+    record = kernel_smoke("kv_write.py", tmp_path)
+    assert record["benchmark"] == "kv-write"
     assert record["commit"] == "test" and record["metrics"]["tiny"]["same_bytes"]
     assert record["metrics"]["tiny"]["copy_tokens_words"]["ms_p50"] > 0
 
 
 def test_attention_batch_benchmark_smoke_times_both_ways_and_checks_the_bits(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "attention_batch.py"), "--smoke", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=240, env={"PERSONA_COMMIT": "test", "OMP_NUM_THREADS": "1", "PATH": ""},
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (path,) = tmp_path.glob("attention-batch-cpu-*.json")
-    record = json.loads(path.read_text())
+    record = kernel_smoke("attention_batch.py", tmp_path)
+    assert record["benchmark"] == "attention-batch"
     row = record["metrics"]["tiny/sdpa_cudnn_first/3"]
     assert record["commit"] == "test" and row["bit_identical"] and row["sessions"] == 3
     assert row["apart"]["ms_p50"] > 0 and row["together"]["ms_p50"] > 0
