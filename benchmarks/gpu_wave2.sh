@@ -34,9 +34,9 @@
 #                                         # 1-2 at 480x832 (WAVE8_LABEL names the variant; flash-attn-4 installed) (~7 min)
 #   bash benchmarks/gpu_wave2.sh attend-together  # CUDA tests (host, FlashAttention-4); sessions reading the same
 #                                         # keys attending in one call vs a call each: the kernels alone
-#                                         # (benchmarks/attention_batch.py) and batched 3 at 480x832 (~8 min)
+#                                         # (benchmarks/attention_batch.py) and batched 3 at 480x832 (~4 min)
 #   bash benchmarks/gpu_wave2.sh attend-together-320  # the same for batched 8 at 320x576 (prefetch on); paced 1-2
-#                                         # at 480x832 with the defaults (~8 min)
+#                                         # at 480x832 with the defaults (~4 min)
 #   bash benchmarks/gpu_wave2.sh kv-write # host CUDA tests; the KV window's writes as 8-byte words vs
 #                                         # element by element, at LongLive's shapes (benchmarks/kv_write.py) (~1 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)

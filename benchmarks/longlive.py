@@ -580,8 +580,8 @@ def long_run(torch, sampler, timer, device, frames: int) -> dict:
 def fill_batches(engine, value: str) -> None:
     """Prefetch ("on"/"off") for the sessions made next: through the engine's settings, since each
     `LongLiveBackend` sets `EngineHost.prefetch` from `fill_batches` when it starts (setting the
-    host's attribute alone was undone by the next session: runs labelled "prefetch on" at
-    988c205/605ded8 ran with it off, `prefetched` 0 in their host counts)."""
+    host's attribute alone was undone by the next session: the 605ded8 run labelled "prefetch
+    on" ran with it off, `prefetched` 0 in its host counts)."""
     engine.settings = engine.settings.model_copy(update={"fill_batches": value == "on"})
     engine.host.prefetch = value == "on"
 
