@@ -151,6 +151,17 @@ def test_backend_failing_its_self_check_is_disabled_with_one_log_line(caplog):
         selfcheck.self_check("sparse-ok", F.scaled_dot_product_attention, torch.device("cpu"), torch.float32)
         is None
     )
+
+    def first_session_only(q, k, v):  # right for one session, wrong for a batch (the engine sends batches)
+        return F.scaled_dot_product_attention(q, k[:1].expand_as(k), v[:1].expand_as(v))
+
+    def contiguous_only(q, k, v):  # a kernel that cannot read the KV store's strided window
+        if not k.is_contiguous():
+            raise RuntimeError("keys must be contiguous")
+        return F.scaled_dot_product_attention(q, k, v)
+
+    for name, fn in (("batch-1", first_session_only), ("contiguous", contiguous_only)):
+        assert selfcheck.self_check(name, fn, torch.device("cpu"), torch.float32), name
     selfcheck.reset()
 
 

@@ -48,17 +48,21 @@ def self_check(
     """None if `fn` passes on (device, dtype) (cached per process), else the failure, logged once.
 
     The case has lengths that are not multiples of the block sizes (250 queries, 330 keys),
-    so edge tiles are exercised, and head_dim 128 (LongLive's).
+    so edge tiles are exercised, head_dim 128 (LongLive's), and the layout the engine passes:
+    two sessions in one call, keys and values a prefix of a longer (rows, heads, tokens,
+    head_dim) buffer (a strided view, as the KV store's window is read).
     """
     key = (name, str(device), dtype)
     if key in _RESULTS:
         return _RESULTS[key]
     gen = torch.Generator(device="cpu").manual_seed(1234)
-    q, k, v = (torch.randn(1, 2, n, 128, generator=gen) for n in (250, 330, 330))
-    ref = F.scaled_dot_product_attention(q, k, v)
+    q = torch.randn(2, 2, 250, 128, generator=gen)
+    store = torch.randn(2, 2, 2, 340, 128, generator=gen)  # (k/v, rows, heads, window, head_dim)
+    ref = F.scaled_dot_product_attention(q, store[0, :, :, :330], store[1, :, :, :330])
     failure: str | None
     try:
-        out = fn(*(t.to(device=device, dtype=dtype) for t in (q, k, v)))
+        store = store.to(device=device, dtype=dtype)
+        out = fn(q.to(device=device, dtype=dtype), store[0, :, :, :330], store[1, :, :, :330])
         if out.shape != ref.shape:
             failure = f"output shape {tuple(out.shape)} != {tuple(ref.shape)}"
         else:
