@@ -543,11 +543,9 @@ def _attend(store: KVStore, layer: int, rows: list[PassRow], write, fns: list[tu
     one call when `shared` (from `_shared_read`) says they can."""
     if shared is not None:
         start, end, n_keys = shared
-        ck, cv = store.cache_k[layer, start:end], store.cache_v[layer, start:end]  # (rows, heads, tokens, head_dim)
-        for j in range(len(rows)):
-            copy_tokens(ck[j], write[j], k[j])
-            copy_tokens(cv[j], write[j], v[j])
-        return fns[0][layer](q, ck[:, :, :n_keys], cv[:, :, :n_keys])
+        _write_kv(store, layer, rows, write, k, v)
+        # (rows, heads, keys, head_dim) views of the store: no copy
+        return fns[0][layer](q, store.cache_k[layer, start:end, :, :n_keys], store.cache_v[layer, start:end, :, :n_keys])
     outs = []
     for j, r in enumerate(rows):
         ck, cv = store.cache_k[layer, r.row], store.cache_v[layer, r.row]  # (heads, tokens, head_dim)
