@@ -99,6 +99,10 @@ COMPILE_OPTIONS = {
     # persistent-reduction limit; multi_kernel also generates the persistent kernel and keeps
     # whichever runs faster, timed on first use.
     "multi-kernel": {"triton.multi_kernel": 1},
+    # Inductor times each generated kernel's neighbouring launch settings (block sizes, warps)
+    # at compile time and keeps the fastest: the norm/modulation/quantisation kernels are
+    # memory-bound, where those settings decide how much of the bandwidth they get.
+    "coordinate-descent": {"coordinate_descent_tuning": True},
 }
 
 
@@ -426,9 +430,9 @@ def profile_chunk(torch, sampler, chunks: int = 2, *, on_cpu: bool = False) -> d
             sampler.next_chunk()
         sync()
     per_kernel: dict[str, list[float]] = {}
-    for event in prof.events():
-        if event.device_type == kind:
-            per_kernel.setdefault(event.name, []).append(event.time_range.elapsed_us() / 1000)
+    kernels = sorted((e for e in prof.events() if e.device_type == kind), key=lambda e: e.time_range.start)
+    for event in kernels:
+        per_kernel.setdefault(event.name, []).append(event.time_range.elapsed_us() / 1000)
     groups: dict[str, dict] = {}
     for name, times in per_kernel.items():
         group = next((g for g, pattern in KERNEL_GROUPS if re.search(pattern, name, re.I)), "other")
@@ -443,6 +447,43 @@ def profile_chunk(torch, sampler, chunks: int = 2, *, on_cpu: bool = False) -> d
                        "launches_per_chunk": v["launches_per_chunk"]} for g, v in sorted(groups.items())},
         "top_kernels": [{"name": name[:160], "ms_per_chunk": round(sum(t) / chunks, 3),
                          "calls_per_chunk": len(t) // chunks} for name, t in top],
+        "kernel_count_by_name": {name[:120]: len(t) // chunks for name, t in
+                                 sorted(per_kernel.items(), key=lambda kv: -len(kv[1]))[:60]},
+        "idle": gpu_idle(kernels, chunks) if not on_cpu else None,
+    }
+
+
+#: Upper edges (µs) of the idle-gap buckets `gpu_idle` sums.
+GAP_BUCKETS_US = (2, 5, 20, 100, 1000)
+
+
+def gpu_idle(kernels: list, chunks: int) -> dict:
+    """Where the GPU sat idle between consecutive kernels (sorted by start): per chunk, the
+    idle time by gap size, and the largest gaps with the kernels either side.
+
+    Why: a chunk's summed kernel time is shorter than its wall time; whether the difference is
+    thousands of small gaps between a graph's kernels (fewer kernels would help) or a few long
+    ones where the host prepares the next pass (the host would) decides what to cut."""
+    gaps = []
+    for before, after in zip(kernels, kernels[1:], strict=False):
+        gap = after.time_range.start - before.time_range.end
+        if gap > 0:
+            gaps.append((gap, before.name, after.name))
+    span = (kernels[-1].time_range.end - kernels[0].time_range.start) if kernels else 0
+    buckets: dict[str, dict] = {}
+    for gap, _, _ in gaps:
+        edge = next((e for e in GAP_BUCKETS_US if gap < e), None)
+        name = f"<{edge}us" if edge is not None else f">={GAP_BUCKETS_US[-1]}us"
+        entry = buckets.setdefault(name, {"count_per_chunk": 0.0, "ms_per_chunk": 0.0})
+        entry["count_per_chunk"] += 1 / chunks
+        entry["ms_per_chunk"] += gap / 1000 / chunks
+    return {
+        "span_ms_per_chunk": round(span / 1000 / chunks, 3),
+        "idle_ms_per_chunk": round(sum(g for g, _, _ in gaps) / 1000 / chunks, 3),
+        "gaps": {k: {"count_per_chunk": round(v["count_per_chunk"], 1), "ms_per_chunk": round(v["ms_per_chunk"], 3)}
+                 for k, v in buckets.items()},
+        "largest": [{"us": round(g, 1), "after": b[:80], "before": a[:80]}
+                    for g, b, a in sorted(gaps, key=lambda x: -x[0])[:10]],
     }
 
 
@@ -606,7 +647,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="480x832,320x576", help="HxW list")
     parser.add_argument("--compile", default="auto",
                         help="comma list of: auto (the engine's default: default on a GPU, none on CPU), none, default, "
-                        "max-autotune-no-cudagraphs, multi-kernel")
+                        "max-autotune-no-cudagraphs, multi-kernel, coordinate-descent")
     parser.add_argument("--cuda-graphs", default="on", choices=["off", "on", "both"],
                         help="replay each pass as a CUDA graph (the engine's default on a GPU); both: one run each")
     parser.add_argument("--timesteps", default="cached", choices=["cached", "per-pass", "both"],

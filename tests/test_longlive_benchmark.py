@@ -90,3 +90,24 @@ def test_the_serving_benchmarks_prefetch_setting_survives_the_sessions_it_starts
         assert engine.host.prefetch is (value == "on")
     longlive.attend_together(engine, "off", (8, 12), 1)
     assert engine.runtime.attend_together is False and engine.runtime.graphs_captured == 0
+
+
+def test_the_profiles_idle_time_is_the_gaps_between_kernels_sorted_by_start():
+    """`gpu_idle` sums the time no kernel ran (overlaps count as none), by gap size, and names
+    the kernels around the longest gap."""
+    from types import SimpleNamespace
+
+    import longlive
+
+    def kernel(name, start, end):
+        return SimpleNamespace(name=name, time_range=SimpleNamespace(start=start, end=end))
+
+    # a 2 µs gap, an overlap, a 50 µs gap and a 3 ms one, over two chunks
+    kernels = [kernel("a", 0, 10), kernel("b", 12, 20), kernel("c", 15, 30), kernel("d", 80, 100),
+               kernel("e", 3100, 3200)]
+    idle = longlive.gpu_idle(kernels, chunks=2)
+    assert idle["span_ms_per_chunk"] == 1.6 and idle["idle_ms_per_chunk"] == round((2 + 50 + 3000) / 2000, 3)
+    assert idle["gaps"] == {"<5us": {"count_per_chunk": 0.5, "ms_per_chunk": 0.001},
+                            "<100us": {"count_per_chunk": 0.5, "ms_per_chunk": 0.025},
+                            ">=1000us": {"count_per_chunk": 0.5, "ms_per_chunk": 1.5}}
+    assert idle["largest"][0] == {"us": 3000, "after": "d", "before": "e"}

@@ -119,6 +119,32 @@ def test_the_gelu_quantise_kernel_matches_the_unfused_ops_on_cuda(cols):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("cols", [8960, 1000, 37])
+def test_the_gelu_quantise_kernel_writes_the_same_bytes_whatever_the_row_layout(cols):
+    """A row split into power-of-two pieces gives the codes and scales of one padded block:
+    the same per-element maths, and a max does not depend on the order it is taken in."""
+    from comfyui_persona.video.longlive.fp8_gelu import launch, row_pieces
+
+    h, bias = _gelu_rows(512, cols, "cuda")
+    padded = 1 << (cols - 1).bit_length()
+    (q, scale), (q_padded, scale_padded) = launch(h, bias, row_pieces(cols), 8), launch(h, bias, (padded, 0, 0), 16)
+    assert torch.equal(q.view(torch.uint8), q_padded.view(torch.uint8)) and torch.equal(scale, scale_padded)
+
+
+def test_a_row_splits_into_at_most_three_power_of_two_pieces_covering_it():
+    from comfyui_persona.video.longlive.fp8_gelu import row_pieces
+
+    assert row_pieces(8960) == (8192, 512, 256)
+    assert row_pieces(1536) == (1024, 512, 0)
+    assert row_pieces(1024) == (1024, 0, 0)
+    for cols in range(1, 20000, 37):
+        pieces = row_pieces(cols)
+        assert all(p == 0 or p & (p - 1) == 0 for p in pieces)
+        assert cols <= sum(pieces) < cols + max(1, pieces[2]), (cols, pieces)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_gelu_quantise_kernel_traces_under_torch_compile():
     from comfyui_persona.video.longlive.fp8_gelu import gelu_quantize
 
