@@ -41,7 +41,10 @@
 #                                         # layouts (benchmarks/gelu_quantize.py); attention_batch.py and
 #                                         # batched 3 at 480x832 attending together off/on (~7 min)
 #   bash benchmarks/gpu_wave2.sh kernels-profile  # one stream at 480x832 profiled (idle gaps included), compiled
-#                                         # as before vs Inductor's coordinate-descent tuning (~7 min)
+#                                         # with the engine's kernel tuning vs without (~7 min)
+#   bash benchmarks/gpu_wave2.sh host-idle  # one stream at 480x832 with the defaults (chunks waited for vs
+#                                         # back to back), batched 3 (prefetch off, on) with the GPU's busy
+#                                         # share, paced 1-2; the SM clock logged beside (~6 min)
 #   bash benchmarks/gpu_wave2.sh kv-write # host CUDA tests; the KV window's writes as 8-byte words vs
 #                                         # element by element, at LongLive's shapes (benchmarks/kv_write.py) (~1 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
@@ -232,10 +235,22 @@ elif [ "$MODE" = kernels ]; then
     --attend-together off,on --label "wave10-attend-together-capacity-480"
 elif [ "$MODE" = kernels-profile ]; then
   step single-profile 400 "${BENCH[@]}" --sizes 480x832 --decoders tae --chunks 12 --switches 2 --profile \
-    --compile default,coordinate-descent --label wave10-profile
+    --compile default,untuned --label wave10-profile
   # Inductor's generated source of the norm + modulation + quantisation kernels, to read
   find "${TORCHINDUCTOR_CACHE_DIR:-$HOME/.cache/comfyui-persona/inductor}" -name '*.py' \
     -exec grep -l 'native_layer_norm' {} + 2>/dev/null | head -40 | tar czf "$OUT/inductor-norm-kernels.tgz" -T - 2>/dev/null
+elif [ "$MODE" = host-idle ]; then
+  # the SM clock and power once a second beside the runs: a slower pass is the host or the card
+  nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
+    --format=csv -lms 1000 > "$OUT/clocks.csv" 2>&1 &
+  CLOCKS=$!
+  step single-defaults 200 "${BENCH[@]}" --sizes 480x832 --decoders tae --chunks 12 --switches 2 \
+    --label wave10-host-idle
+  needs_pydantic capacity-480 && step capacity-480 200 "${BENCH[@]}" --capacity --sizes 480x832 --sessions 3 \
+    --prefetch off,on --label "wave10-host-idle-capacity-480"
+  needs_pydantic paced-480 && step paced-480 150 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
+    --seconds 20 --label "wave10-host-idle-paced-480"
+  kill "$CLOCKS" 2>/dev/null
 elif [ "$MODE" = kv-write ]; then
   step gpu-tests 80 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu tests/test_longlive_host.py
   step kv-write 60 "$PY" benchmarks/kv_write.py --out "$OUT"
@@ -243,7 +258,7 @@ elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
 else
-  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | flash | flash-serving | wave7 | wave8 | attend-together | attend-together-320 | kernels | kernels-profile | kv-write | part3 | --smoke" >&2
+  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | flash | flash-serving | wave7 | wave8 | attend-together | attend-together-320 | kernels | kernels-profile | host-idle | kv-write | part3 | --smoke" >&2
   exit 2
 fi
 

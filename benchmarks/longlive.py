@@ -81,6 +81,26 @@ def p95(xs: list[float]) -> float:
     return round(sorted(xs)[max(0, int(round(0.95 * len(xs))) - 1)], 3) if xs else float("nan")
 
 
+def chunks_back_to_back(sampler, timer, chunks: int) -> dict:
+    """`chunks` chunks queued without waiting for any (the GPU's time per chunk when the host
+    never holds it up), and the host's own time to queue one chunk's passes from an idle GPU.
+
+    Why: `chunk_ms_*` waits for each chunk before the next, as a caller does, so it includes
+    the host's work before the first pass; a profile runs chunks back to back. A gap between
+    the two is time the GPU waited for the host."""
+    timer.sync()
+    started = time.perf_counter()
+    timed_chunk(sampler, timer)
+    host_ms = (time.perf_counter() - started) * 1000
+    timer.sync()
+    a = timer.mark()
+    for _ in range(chunks):
+        timed_chunk(sampler, timer)
+    b = timer.mark()
+    timer.sync()
+    return {"chunk_ms_back_to_back": round(timer.ms(a, b) / chunks, 3), "host_ms_to_queue_a_chunk": round(host_ms, 3)}
+
+
 def timed_chunk(sampler, timer):
     """Run one chunk exactly as `StreamingSampler.next_chunk` does (the stream's passes, the
     ring shift in the first one), with a mark after each pass: 4 denoising passes, the refresh."""
@@ -99,10 +119,8 @@ COMPILE_OPTIONS = {
     # persistent-reduction limit; multi_kernel also generates the persistent kernel and keeps
     # whichever runs faster, timed on first use.
     "multi-kernel": {"triton.multi_kernel": 1},
-    # Inductor times each generated kernel's neighbouring launch settings (block sizes, warps)
-    # at compile time and keeps the fastest: the norm/modulation/quantisation kernels are
-    # memory-bound, where those settings decide how much of the bandwidth they get.
-    "coordinate-descent": {"coordinate_descent_tuning": True},
+    # Inductor's plain default: `default` adds the engine's kernel tuning (runtime.TUNED_KERNELS).
+    "untuned": {},
 }
 
 
@@ -172,6 +190,8 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
         refresh_ms.append(timer.ms(marks[-2], marks[-1]))
         chunk_ms.append(timer.ms(marks[0], marks[-1]))
 
+    back_to_back = chunks_back_to_back(sampler, timer, args.chunks)
+
     # Re-cache alone, and directive → first changed chunk (re-cache + next chunk).
     recache_ms, switch_ms = [], []
     texts = [text_b, text_a]
@@ -219,6 +239,7 @@ def bench_size(torch, cfgmod, modelmod, samplermod, args, device, height, width,
         "chunk_ms_p50": median(chunk_ms),
         "chunk_ms_p95": p95(chunk_ms),
         "fps_video_dit_only": round(video_frames_per_chunk * 1000 / median(chunk_ms), 2),
+        **back_to_back,
         "recache_ms_p50": median(recache_ms),
         "directive_to_changed_chunk_ms_p50": median(switch_ms),
         "directive_to_changed_chunk_ms_p95": p95(switch_ms),
@@ -647,7 +668,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="480x832,320x576", help="HxW list")
     parser.add_argument("--compile", default="auto",
                         help="comma list of: auto (the engine's default: default on a GPU, none on CPU), none, default, "
-                        "max-autotune-no-cudagraphs, multi-kernel, coordinate-descent")
+                        "max-autotune-no-cudagraphs, multi-kernel, untuned (Inductor's default without the engine's kernel tuning)")
     parser.add_argument("--cuda-graphs", default="on", choices=["off", "on", "both"],
                         help="replay each pass as a CUDA graph (the engine's default on a GPU); both: one run each")
     parser.add_argument("--timesteps", default="cached", choices=["cached", "per-pass", "both"],

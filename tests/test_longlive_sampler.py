@@ -1,5 +1,7 @@
 """Streaming with the KV window: cache equals full recompute, re-cache semantics, no cap, restarts."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -208,6 +210,26 @@ def test_compiled_block_halves_trace_without_graph_breaks_and_match_eager():
         compiled = run(runtime)
     assert torch.equal(compiled, eager)
     assert 2 <= counters["stats"]["unique_graphs"] <= 8
+
+
+def test_compiling_with_inductor_tunes_its_kernels_unless_given_settings(tmp_path, monkeypatch):
+    """Inductor's default mode gets the engine's kernel tuning (`TUNED_KERNELS`); a mode or
+    explicit settings replace it ({} is Inductor's plain default, the benchmark's `untuned`).
+    torch.compile is lazy: nothing is generated here."""
+    from comfyui_persona.video.longlive.runtime import TUNED_KERNELS
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    runtime = EngineRuntime(tiny_dit())
+    with warnings.catch_warnings():  # importing Inductor on torch's CPU build warns about torch.jit
+        warnings.simplefilter("ignore", DeprecationWarning)
+        runtime.compile()
+    assert runtime.compiled["options"] == TUNED_KERNELS == {"coordinate_descent_tuning": True}
+    runtime.compile(options={})
+    assert runtime.compiled["options"] == {}
+    runtime.compile("max-autotune-no-cudagraphs")
+    assert runtime.compiled["options"] is None
+    runtime.compile(backend="eager")
+    assert runtime.compiled["options"] is None
 
 
 @torch.no_grad()

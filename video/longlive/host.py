@@ -112,6 +112,7 @@ class HostStats:
     failures: int = 0
     sat_out: int = 0  # rows left out of a pass for an urgent session
     prefetched: int = 0  # chunks begun for a session to join a batch before it asked
+    pass_gpu_s: float = 0.0  # GPU time of the timed passes (CUDA events; graph captures left out)
     batch_sizes: dict[int, int] = field(default_factory=dict)
 
 
@@ -697,6 +698,7 @@ class EngineHost:
             self._note_pass(batch, begin.elapsed_time(end) / 1000.0)
 
     def _note_pass(self, batch: int, seconds: float) -> None:
+        self.stats.pass_gpu_s += seconds
         if 0 < seconds < 2.0:
             old = self._pass_s.get(batch)
             self._pass_s[batch] = seconds if old is None else 0.8 * old + 0.2 * seconds

@@ -59,6 +59,13 @@ from .window import ChunkPlan, WindowGeometry, rope_axis_dims
 log = logging.getLogger(__name__)
 
 DENSE = DenseRouter()
+#: Inductor settings `compile()` uses unless told otherwise. Coordinate-descent tuning times
+#: each generated kernel's neighbouring launch settings (block sizes, warps) when it is first
+#: compiled and keeps the fastest: the norm, modulation and quantisation kernels between the
+#: GEMMs are memory-bound, and their defaults left bandwidth unused (a 480x832 chunk
+#: 255.9 -> 252.0 ms on an H100, longlive-h100-2026-12-07-wave10-profile.json). It costs
+#: seconds of the first compile; the result is in Inductor's on-disk cache after.
+TUNED_KERNELS = {"coordinate_descent_tuning": True}
 #: Where Inductor keeps compiled kernels between runs unless TORCHINDUCTOR_CACHE_DIR is set.
 DEFAULT_INDUCTOR_CACHE = Path("~/.cache/comfyui-persona/inductor")
 
@@ -323,9 +330,10 @@ class EngineRuntime:
         nothing). One compiled function serves all layers (regional compilation); see the module
         docstring for shapes and the on-disk cache.
 
-        mode: None (Inductor default), "max-autotune-no-cudagraphs" (Triton GEMM templates
-        autotuned against cuBLAS, FP8 included: minutes of start-up, cached on disk); or
-        `options`, Inductor settings instead of a mode (e.g. {"triton.multi_kernel": 1}).
+        mode: None (Inductor's default mode with `TUNED_KERNELS`), "max-autotune-no-cudagraphs"
+        (Triton GEMM templates autotuned against cuBLAS, FP8 included: minutes of start-up,
+        cached on disk); or `options`, Inductor settings instead of a mode and of
+        `TUNED_KERNELS` (e.g. {"triton.multi_kernel": 1}; {} for Inductor's plain default).
         `backend`/`fullgraph` are torch.compile's (tests trace with backend "eager",
         fullgraph=True to prove the halves have no graph breaks without paying for codegen).
         """
@@ -333,6 +341,8 @@ class EngineRuntime:
 
         if backend == "inductor":
             use_disk_cache(cache_dir)
+            if mode is None and options is None:
+                options = dict(TUNED_KERNELS)
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         self._pre, self._post = (
             torch.compile(fn, mode=mode, dynamic=None, backend=backend, fullgraph=fullgraph, options=options)
