@@ -43,7 +43,7 @@
 #   bash benchmarks/gpu_wave2.sh kernels-profile  # one stream at 480x832 profiled (idle gaps included), compiled
 #                                         # with the engine's kernel tuning vs without (~7 min)
 #   bash benchmarks/gpu_wave2.sh host-idle  # one stream at 480x832 with the defaults (chunks waited for vs
-#                                         # back to back), batched 3 (prefetch off, on) with the GPU's busy
+#                                         # back to back) and with persistent reductions, batched 3 (prefetch off, on) with the GPU's busy
 #                                         # share, paced 1-2; the SM clock logged beside (~6 min)
 #   bash benchmarks/gpu_wave2.sh kv-write # host CUDA tests; the KV window's writes as 8-byte words vs
 #                                         # element by element, at LongLive's shapes (benchmarks/kv_write.py) (~1 min)
@@ -244,8 +244,8 @@ elif [ "$MODE" = host-idle ]; then
   nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
     --format=csv -lms 1000 > "$OUT/clocks.csv" 2>&1 &
   CLOCKS=$!
-  step single-defaults 200 "${BENCH[@]}" --sizes 480x832 --decoders tae --chunks 12 --switches 2 \
-    --label wave10-host-idle
+  step single-defaults 240 "${BENCH[@]}" --sizes 480x832 --decoders tae --chunks 12 --switches 2 \
+    --compile default,persistent --label wave10-host-idle
   needs_pydantic capacity-480 && step capacity-480 200 "${BENCH[@]}" --capacity --sizes 480x832 --sessions 3 \
     --prefetch off,on --label "wave10-host-idle-capacity-480"
   needs_pydantic paced-480 && step paced-480 150 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \

@@ -121,6 +121,10 @@ COMPILE_OPTIONS = {
     "multi-kernel": {"triton.multi_kernel": 1},
     # Inductor's plain default: `default` adds the engine's kernel tuning (runtime.TUNED_KERNELS).
     "untuned": {},
+    # Every reduction up to 16,384 wide kept in registers, one pass over each row (multi_kernel
+    # 2 forces the persistent variant): the norms over 1,536 otherwise loop over the row two
+    # or three times and store an intermediate; with the engine's tuning.
+    "persistent": {"triton.multi_kernel": 2, "coordinate_descent_tuning": True},
 }
 
 
@@ -668,7 +672,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="480x832,320x576", help="HxW list")
     parser.add_argument("--compile", default="auto",
                         help="comma list of: auto (the engine's default: default on a GPU, none on CPU), none, default, "
-                        "max-autotune-no-cudagraphs, multi-kernel, untuned (Inductor's default without the engine's kernel tuning)")
+                        "max-autotune-no-cudagraphs, multi-kernel, untuned (Inductor's default without the engine's kernel "
+                        "tuning), persistent (reductions in registers, one pass a row)")
     parser.add_argument("--cuda-graphs", default="on", choices=["off", "on", "both"],
                         help="replay each pass as a CUDA graph (the engine's default on a GPU); both: one run each")
     parser.add_argument("--timesteps", default="cached", choices=["cached", "per-pass", "both"],
