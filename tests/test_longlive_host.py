@@ -458,6 +458,27 @@ def test_warm_up_runs_each_batch_size_and_leaves_no_session():
     assert host.stats.batch_sizes.get(2, 0) > 0 and host.stats.batch_sizes.get(1, 0) > 0
 
 
+def test_warm_up_runs_every_range_of_consecutive_rows_as_a_pass_of_its_own():
+    """Each run of consecutive rows a steady pass can meet (with 3 sessions: 0, 1, 2, 0-1, 1-2,
+    0-2) is a whole pass in the warm-up, a denoising one and a refresh, so its CUDA graph is
+    captured then, not while sessions wait (a capture runs the pass twice and waits for the GPU)."""
+    host = make_host()
+    passes: set[tuple[tuple[int, ...], bool]] = set()
+    run = host.runtime.run
+
+    def spy(rows):
+        passes.add((tuple(sorted(r.row for r in rows)), any(r.output for r in rows)))
+        return run(rows)
+
+    host.runtime.run = spy
+    seen = []
+    host.warm_up(LAT_H, LAT_W, batch_sizes=(1, 3), progress=lambda done, total: seen.append((done, total)))
+    ranges = [tuple(range(a, b)) for a in range(3) for b in range(a + 1, 4)]
+    missing = [(r, out) for r in ranges for out in (True, False) if (r, out) not in passes]
+    assert not missing, missing
+    assert seen[-1][0] == seen[-1][1] and not host.sessions
+
+
 @torch.no_grad()
 def test_after_warm_up_sessions_joining_switching_and_leaving_compile_nothing_new():
     """A compile in the middle of serving stalls every session for seconds on a GPU (seen in a
@@ -552,6 +573,28 @@ def test_cuda_side_stream_decode_and_graph_replay_give_the_frames_and_cache_of_p
             sampler.set_prompt(texts[c % 3], timing="after")
         frame = decode.decode_uint8(sampler.next_chunk())[0].cpu()
         assert (frame.int() - plain_frames[0][c].int()).abs().max() <= 1, f"chunk {c}"
+
+
+@pytest.mark.gpu
+@cuda
+@torch.no_grad()
+def test_cuda_after_warm_up_steady_passes_of_any_row_range_capture_no_graph():
+    """Three steady sessions, after `warm_up(batch_sizes=(1, 3))`, passing in any run of
+    consecutive rows (one waiting, two, all) replay graphs the warm-up captured."""
+    host = cuda_host(graphs=True)
+    host.warm_up(LAT_H, LAT_W, batch_sizes=(1, 3))
+    opened = [host.open_session(LAT_H, LAT_W, seed=i) for i in range(3)]
+    texts = [p.to("cuda") for p in prompts(3)]
+    for i, s in enumerate(opened):
+        s.set_prompt(texts[i])
+    for _ in range(6):  # the windows full
+        host.step_all(opened)
+    captured, replays = host.runtime.graphs_captured, host.runtime.graph_replays
+    for a, b in ((0, 1), (1, 3), (0, 2), (2, 3), (1, 2), (0, 3)):
+        host.step_all(opened[a:b])
+        host.settle(opened[a])
+    assert host.runtime.graphs_captured == captured and host.runtime.graph_replays > replays
+    host.runtime.drop_cuda_graphs()  # freed now, not by the collector during another test's capture
 
 
 @pytest.mark.gpu

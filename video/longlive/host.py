@@ -723,11 +723,20 @@ class EngineHost:
         With several sessions, the first begins a chunk ahead of the others, as real sessions
         do: rows at different points of filling their windows rotate by a table each, a shape
         of its own that would otherwise compile in the middle of the first real batch (seconds
-        on a GPU, every session stalled)."""
+        on a GPU, every session stalled).
+
+        Then the largest batch's sessions, their windows full, run every run of consecutive
+        rows alone for a chunk and its refresh pass: the CUDA graph of each row range a steady
+        pass can meet is captured here, not while sessions wait. Why: a capture
+        runs the pass twice and waits for the GPU; three paced sessions at 480x832 on an H100
+        met 11 new ranges in 20 s and fell behind real time
+        (longlive-serving-h100-2026-12-07-wave10-paced-3-480.json)."""
         cfg = self.runtime.model.cfg
         geometry_chunks = cfg.local_attn_size // cfg.num_frame_per_block + 1
         per_batch = geometry_chunks + 2
-        total = sum(int(size > 1) + per_batch for size in batch_sizes)
+        largest = max(batch_sizes)
+        ranges = [(a, b) for a in range(largest) for b in range(a + 1, largest + 1)]
+        total = sum(int(size > 1) + per_batch for size in batch_sizes) + len(ranges)
         done = 0
         started = time.perf_counter()
         text = torch.zeros(1, 1, cfg.text_dim, device=self.device)
@@ -742,6 +751,12 @@ class EngineHost:
                         for s in sessions:
                             s.set_prompt(text + 1e-3, timing="after")
                     self.step_all(sessions[:1] if step < ahead else sessions)
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+                for a, b in ranges if size == largest else ():
+                    self.step_all(sessions[a:b])
+                    self.settle(sessions[a])  # the range's refresh pass, alone
                     done += 1
                     if progress is not None:
                         progress(done, total)
