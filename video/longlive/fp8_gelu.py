@@ -60,7 +60,8 @@ def row_pieces(cols: int) -> tuple[int, int, int]:
     the last one masked where it runs past the row: 8,960 = 8,192 + 512 + 256.
 
     Why: one block padded to the next power of two (16,384 for 8,960) holds 45 % masked lanes in
-    registers, which halves how many rows an SM keeps in flight on a memory-bound kernel."""
+    registers, which halves how many rows an SM keeps in flight on a memory-bound kernel
+    (both timed: benchmarks/results/gelu-quantize-h100-2026-12-07.json)."""
     first = 1 << (cols.bit_length() - 1)
     rest = cols - first
     second = 1 << (rest.bit_length() - 1) if rest else 0
