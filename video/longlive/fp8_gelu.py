@@ -51,7 +51,7 @@ def gelu_quantize(h: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Ten
     return launch(h, bias, row_pieces(cols), _warps(cols))
 
 
-#: The longest row one program holds (fp32 values in registers across 16 warps).
+#: The longest row one program holds (its fp32 values stay in the program's registers).
 _MAX_ROW = 16384
 
 

@@ -71,7 +71,8 @@ class LongLiveSettings(BaseModel):
     )
     compile_mode: Literal["default", "max-autotune"] = Field(
         "default",
-        description="Inductor mode when compiling. max-autotune times Triton GEMM templates (FP8 included) "
+        description="Inductor mode when compiling. default: Inductor's default, its generated kernels tuned at "
+        "the first compile (cached on disk). max-autotune times Triton GEMM templates (FP8 included) "
         "against cuBLAS per shape: minutes more warm-up the first time (cached on disk), maybe faster chunks.",
         json_schema_extra=_ui(6, load=True, component="select"),
     )
