@@ -45,6 +45,10 @@
 #   bash benchmarks/gpu_wave2.sh host-idle  # one stream at 480x832 with the defaults (chunks waited for vs
 #                                         # back to back) and with persistent reductions, batched 3 (prefetch off, on) with the GPU's busy
 #                                         # share, paced 1-2; the SM clock logged beside (~6 min)
+#   bash benchmarks/gpu_wave2.sh paced-3  # host CUDA tests; paced 3, 2, 1 sessions at 480x832 (30 s each) and
+#                                         # batched 3, after the warm-up captures every row range (~9 min)
+#   bash benchmarks/gpu_wave2.sh persistent  # one stream at 480x832, the default compile vs every reduction
+#                                         # in registers (--compile persistent; its compile is long) (~9 min)
 #   bash benchmarks/gpu_wave2.sh kv-write # host CUDA tests; the KV window's writes as 8-byte words vs
 #                                         # element by element, at LongLive's shapes (benchmarks/kv_write.py) (~1 min)
 #   bash benchmarks/gpu_wave2.sh --smoke  # every step on CPU with tiny models (tests/test_longlive_gpu_script.py)
@@ -251,6 +255,15 @@ elif [ "$MODE" = host-idle ]; then
   needs_pydantic paced-480 && step paced-480 150 "${BENCH[@]}" --paced --sizes 480x832 --sessions 1,2 \
     --seconds 20 --label "wave10-host-idle-paced-480"
   kill "$CLOCKS" 2>/dev/null
+elif [ "$MODE" = paced-3 ]; then
+  step gpu-tests 120 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu tests/test_longlive_host.py
+  needs_pydantic paced-480 && step paced-480 330 "${BENCH[@]}" --paced --sizes 480x832 --sessions 3,2,1 \
+    --seconds 30 --label "wave11-paced-3-480"
+  needs_pydantic capacity-480 && step capacity-480 150 "${BENCH[@]}" --capacity --sizes 480x832 --sessions 3 \
+    --label "wave11-capacity-480"
+elif [ "$MODE" = persistent ]; then
+  step single-defaults 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --chunks 12 --switches 2 --no-decode \
+    --compile default,persistent --label wave11-persistent
 elif [ "$MODE" = kv-write ]; then
   step gpu-tests 80 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu tests/test_longlive_host.py
   step kv-write 60 "$PY" benchmarks/kv_write.py --out "$OUT"
@@ -258,7 +271,7 @@ elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
 else
-  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | flash | flash-serving | wave7 | wave8 | attend-together | attend-together-320 | kernels | kernels-profile | host-idle | kv-write | part3 | --smoke" >&2
+  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | flash | flash-serving | wave7 | wave8 | attend-together | attend-together-320 | kernels | kernels-profile | host-idle | paced-3 | persistent | kv-write | part3 | --smoke" >&2
   exit 2
 fi
 
