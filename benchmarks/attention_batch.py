@@ -14,12 +14,11 @@ is bit-identical both ways.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kv_write import time_ms  # noqa: E402
+from kv_write import ms_stats, time_ms  # noqa: E402
 
 from record import ensure_package, kernel_device, result_path, write_result  # noqa: E402
 
@@ -72,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 row: dict = {"shape": name, "queries": n_q, "keys": n_k, "kernel": kernel_name,
                              "sessions": rows, "bit_identical": same}
                 for label, fn in (("apart", apart), ("together", together)):
-                    times = sorted(time_ms(torch, fn, reps))
-                    row[label] = {"ms_p50": round(statistics.median(times), 4),
-                                  "ms_p95": round(times[int(0.95 * (len(times) - 1))], 4)}
+                    row[label] = ms_stats(time_ms(torch, fn, reps))
                 saved = row["apart"]["ms_p50"] - row["together"]["ms_p50"]
                 row["saved_ms_per_chunk_round_p50"] = round(saved * CALLS_PER_CHUNK, 2)
                 row["together_vs_apart"] = round(row["together"]["ms_p50"] / row["apart"]["ms_p50"], 4)

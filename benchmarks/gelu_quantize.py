@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kv_write import time_ms  # noqa: E402
+from kv_write import ms_stats, time_ms  # noqa: E402
 
 from record import ensure_package, kernel_device, result_path, write_result  # noqa: E402
 
@@ -59,14 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             q, scale = fp8_gelu.launch(h, bias, pieces, warps)
             same = bool(torch.equal(q.view(torch.uint8), want[0].view(torch.uint8)) and torch.equal(scale, want[1]))
             ok &= same
-            times = sorted(time_ms(torch, lambda h=h, b=bias, p=pieces, w=warps: fp8_gelu.launch(h, b, p, w),
-                                   args.reps))
+            times = time_ms(torch, lambda h=h, b=bias, p=pieces, w=warps: fp8_gelu.launch(h, b, p, w), args.reps)
             moved = h.numel() * 2 + h.numel() + tokens * 4  # bf16 in, e4m3 out, scales
-            p50 = statistics.median(times)
-            row[label] = {"same_output": same, "ms_p50": round(p50, 4),
-                          "ms_p95": round(times[int(0.95 * (len(times) - 1))], 4),
-                          "ms_per_chunk_p50": round(p50 * CALLS_PER_CHUNK, 2),
-                          "tb_per_s_p50": round(moved / p50 / 1e9, 2)}
+            row[label] = {"same_output": same, **ms_stats(times, CALLS_PER_CHUNK),
+                          "tb_per_s_p50": round(moved / statistics.median(times) / 1e9, 2)}
         metrics[name] = row
         print(name, row, flush=True)
     out = result_path("gelu-quantize", short, folder=args.out)

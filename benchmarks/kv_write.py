@@ -45,6 +45,16 @@ def time_ms(torch, fn, reps: int) -> list[float]:
     return times
 
 
+def ms_stats(times: list[float], per_chunk: int | None = None) -> dict:
+    """p50 and p95 of `times` (ms), and with `per_chunk` the p50 times that many calls a chunk."""
+    times = sorted(times)
+    p50 = statistics.median(times)
+    out = {"ms_p50": round(p50, 4), "ms_p95": round(times[int(0.95 * (len(times) - 1))], 4)}
+    if per_chunk is not None:
+        out["ms_per_chunk_p50"] = round(p50 * per_chunk, 2)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny shapes")
@@ -76,10 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         word_times = time_ms(torch, lambda c=cache, i=index, n=new: copy_tokens(c, i, n), reps)
         row = {"new_tokens": new_tokens, "window_tokens": window, "same_bytes": same}
         for label, times in (("index_copy_elements", elements), ("copy_tokens_words", word_times)):
-            times = sorted(times)
-            row[label] = {"ms_p50": round(statistics.median(times), 4),
-                          "ms_p95": round(times[int(0.95 * (len(times) - 1))], 4),
-                          "ms_per_chunk_p50": round(statistics.median(times) * WRITES_PER_CHUNK, 2)}
+            row[label] = ms_stats(times, WRITES_PER_CHUNK)
         metrics[name] = row
         print(name, row, flush=True)
     out = result_path("kv-write", short, folder=args.out)

@@ -738,6 +738,13 @@ class EngineHost:
         ranges = [(a, b) for a in range(largest) for b in range(a + 1, largest + 1)]
         total = sum(int(size > 1) + per_batch for size in batch_sizes) + len(ranges)
         done = 0
+
+        def advanced() -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, total)
+
         started = time.perf_counter()
         text = torch.zeros(1, 1, cfg.text_dim, device=self.device)
         for size in batch_sizes:
@@ -751,15 +758,11 @@ class EngineHost:
                         for s in sessions:
                             s.set_prompt(text + 1e-3, timing="after")
                     self.step_all(sessions[:1] if step < ahead else sessions)
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
+                    advanced()
                 for a, b in ranges if size == largest else ():
                     self.step_all(sessions[a:b])
                     self.settle(sessions[a])  # the range's refresh pass, alone
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
+                    advanced()
             finally:
                 for s in sessions:
                     s.close()
