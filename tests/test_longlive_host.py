@@ -11,6 +11,7 @@ from comfyui_persona.video.longlive.host import (
     EngineBusyError,
     EngineHost,
     SessionFailedError,
+    rows_that_fit,
 )
 from comfyui_persona.video.longlive.runtime import EngineRuntime
 from comfyui_persona.video.longlive.testing import tiny_dit
@@ -729,3 +730,13 @@ def test_the_host_queues_at_least_one_tick_ahead():
     """`queue_ahead` 0 would make the GPU wait for the host between every two passes."""
     with pytest.raises(ValueError, match="queue_ahead"):
         EngineHost(EngineRuntime(tiny_dit()), tiny_taehv(), queue_ahead=0)
+
+
+def test_a_warm_up_batch_is_lowered_to_the_sessions_the_free_memory_holds():
+    """The loader warms up to max_sessions (4 by default): on a card with room for fewer, the
+    warm-up must lower its batch, not fail the load with an out-of-memory error."""
+    gib = 1 << 30
+    assert rows_that_fit(5 * gib, 60 * gib) == 12  # an H100 after the load: 4 fit
+    assert rows_that_fit(5 * gib, 7 * gib) == 1  # a 24 GB card holding the text encoder too
+    assert rows_that_fit(5 * gib, 14 * gib) == 2
+    assert rows_that_fit(0, 1) >= 16  # nothing measured (the peak already held): no cap

@@ -47,3 +47,11 @@ def test_fast_path_is_the_default_on_a_gpu_that_supports_it():
     assert defaults.recache_mode == "stock" and defaults.prompt_switch_recache == "after" and defaults.preempt
     with pytest.raises(ValidationError, match="warmup_size"):
         LongLiveSettings(warmup_size="big")
+
+
+def test_the_warm_up_runs_batches_up_to_the_sessions_an_engine_serves():
+    """A service for 3 sessions must not capture a graph while they stream (a capture stalls every
+    session): the load's warm-up takes its largest batch from max_sessions."""
+    assert LongLiveSettings().resolved("cuda", (9, 0)).warmup_batches == (1, 4)
+    assert LongLiveSettings(max_sessions=3).resolved("cuda", (9, 0)).warmup_batches == (1, 3)
+    assert LongLiveSettings(max_sessions=1).resolved("cuda", (9, 0)).warmup_batches == (1,)

@@ -730,14 +730,21 @@ class EngineHost:
         pass can meet is captured here, not while sessions wait. Why: a capture
         runs the pass twice and waits for the GPU; three paced sessions at 480x832 on an H100
         met 11 new ranges in 20 s and fell behind real time
-        (longlive-serving-h100-2026-12-07-wave10-paced-3-480.json)."""
+        (longlive-serving-h100-2026-12-07-wave10-paced-3-480.json).
+
+        On a GPU, a batch larger than the card's free memory holds is lowered to what fits
+        (`rows_that_fit`, from the batch of one's measured peak), with a warning: the loader
+        warms up to `max_sessions`, and its default must not fail a load on a 24 GB card."""
         cfg = self.runtime.model.cfg
         geometry_chunks = cfg.local_attn_size // cfg.num_frame_per_block + 1
         per_batch = geometry_chunks + 2
+        batch_sizes = tuple(sorted(set(batch_sizes)))
         largest = max(batch_sizes)
         ranges = [(a, b) for a in range(largest) for b in range(a + 1, largest + 1)]
         total = sum(int(size > 1) + per_batch for size in batch_sizes) + len(ranges)
         done = 0
+        cuda = self.device.type == "cuda"
+        held = torch.cuda.memory_allocated(self.device) if cuda else 0
 
         def advanced() -> None:
             nonlocal done
@@ -748,6 +755,19 @@ class EngineHost:
         started = time.perf_counter()
         text = torch.zeros(1, 1, cfg.text_dim, device=self.device)
         for size in batch_sizes:
+            if cuda and size == 1:
+                torch.cuda.reset_peak_memory_stats(self.device)
+            elif cuda and 1 in batch_sizes:
+                fits = rows_that_fit(torch.cuda.max_memory_allocated(self.device) - held, _spare_bytes(self.device))
+                if fits < size:
+                    log.warning("LongLive warm-up: %d sessions at %dx%d would not fit this GPU's free memory, "
+                                "so it warms up %d; a larger batch captures its graphs while its sessions wait "
+                                "(lower max_sessions to what fits)", size, latent_h * 8, latent_w * 8, fits)
+                    if fits == 1:
+                        break
+                    size = largest = fits
+                    ranges = [(a, b) for a in range(largest) for b in range(a + 1, largest + 1)]
+                    total = done + 1 + per_batch + len(ranges)
             sessions = [self.open_session(latent_h, latent_w, seed=i, name=f"warm-up {i}") for i in range(size)]
             try:
                 for s in sessions:
@@ -766,9 +786,25 @@ class EngineHost:
             finally:
                 for s in sessions:
                     s.close()
-        if self.device.type == "cuda":
+            if size == largest:
+                break
+        if cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - started
+
+
+def rows_that_fit(one_session_bytes: int, spare_bytes: int) -> int:
+    """How many sessions a warm-up batch can hold: one session's measured peak (its KV row, a
+    pass's activations, a decode) is the cost of each, an upper bound since a batch's passes
+    share their workspace; at least 1 (one session is already running)."""
+    return max(1, spare_bytes // one_session_bytes) if one_session_bytes > 0 else 1 << 30
+
+
+def _spare_bytes(device: torch.device) -> int:
+    """Memory a warm-up batch can still take: the card's free bytes and the allocator's
+    reserved-but-unused ones (the batch of one's sessions are closed, but their KV row stays)."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
 def _awaited(session: HostedSession) -> bool:

@@ -196,5 +196,6 @@ def load_engine(settings=None, files: EngineFiles | str | Path | None = None, *,
         h, w = speed.warmup_hw
         stride = cfg.vae_stride[1]
         log.info("LongLive: compiling for %dx%d (warm-up; cached on disk for the next start)", h, w)
-        engine.warmup_s = host.warm_up(h // stride, w // stride, progress=progress)
+        engine.warmup_s = host.warm_up(h // stride, w // stride, batch_sizes=speed.warmup_batches,
+                                        progress=progress)
     return engine

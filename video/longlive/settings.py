@@ -92,7 +92,8 @@ class LongLiveSettings(BaseModel):
     max_sessions: int = Field(
         4, ge=1, le=16,
         description="Sessions of one frame size one loaded engine serves at once, batched into one forward "
-        "per denoising pass (a session of another size, or one more, gets a clear 'busy').",
+        "per denoising pass (a session of another size, or one more, gets a clear 'busy'). The warm-up at load "
+        "runs batches of every size up to it, so a session joining never waits for a compile or a graph capture.",
         json_schema_extra=_ui(9, load=True),
     )
     warmup_size: str = Field(
@@ -192,6 +193,7 @@ class LongLiveSettings(BaseModel):
         return ResolvedSpeed(compile=compile_on, fp8=fp8, cuda_graphs=self.cuda_graphs and cuda,
                              compile_mode=None if self.compile_mode == "default" else "max-autotune-no-cudagraphs",
                              warmup_hw=warmup if compile_on and cuda else None,
+                             warmup_batches=tuple(sorted({1, self.max_sessions})),
                              flash_attention=flash, flash_required=self.attention_kernel == "flash")
 
 
@@ -204,5 +206,6 @@ class ResolvedSpeed:
     cuda_graphs: bool
     compile_mode: str | None
     warmup_hw: tuple[int, int] | None
+    warmup_batches: tuple[int, ...] = (1,)  # EngineHost.warm_up's: its largest batch runs every smaller one
     flash_attention: bool = False  # FlashAttention-4 for long-key attention (video/attention/flash.py)
     flash_required: bool = False  # the settings asked for it: a load where it cannot run fails
