@@ -171,14 +171,24 @@ def test_the_tab_streams_the_canvas_graph_through_comfyuis_queue(comfyui_server:
             reply = page.locator('[data-testid="persona-history"] li.persona[data-done="true"]').first
             reply.wait_for(timeout=60_000)
             assert "wave" in (reply.get_attribute("data-directives") or "")
+            # A reload: the tab still says "this canvas" and the resumed session still streams it.
+            page.reload(wait_until="domcontentloaded")
+            page.locator(".persona-chat-tab-button").click()
+            page.locator('[data-testid="persona-connection"][data-state="ready"]').wait_for(timeout=60_000)
+            assert page.get_by_test_id("persona-source").input_value() == "canvas"
+            assert page.evaluate("() => window.personaPanelClient.ready.resumed") is True
+            page.get_by_test_id("persona-message").fill("nod please")
+            page.get_by_test_id("persona-message").press("Enter")
+            page.locator('[data-testid="persona-history"] li.persona[data-done="true"]').nth(1).wait_for(timeout=60_000)
         finally:
             context.close()
     assert not [line for line in console if "pageerror" in line], console
     history = _request(f"{comfyui_server}/history?max_items=50")
-    kept = [entry for entry in history.values()
-            if any(node.get("class_type") == "ImageScale" for node in entry["prompt"][2].values())
-            and entry["prompt"][2]["2"]["inputs"].get("text") == "wave please"]
-    assert kept, "the message's prompt is in ComfyUI's history (the chunk-only ones are not)"
+    for text in ("wave please", "nod please"):
+        kept = [entry for entry in history.values()
+                if any(node.get("class_type") == "ImageScale" for node in entry["prompt"][2].values())
+                and entry["prompt"][2]["2"]["inputs"].get("text") == text]
+        assert kept, f"{text!r}'s prompt, the canvas graph's, is in ComfyUI's history (the chunk-only ones are not)"
 
 
 async def _headless_frames(python: Path, comfy_root: Path, workflow: Path, pythonpath: Path, frames: int,

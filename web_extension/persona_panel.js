@@ -16,7 +16,7 @@
 // (POST /persona/workflows) and names it in hello.workflow. Either way every chunk is a
 // prompt in ComfyUI's own queue, so any node type can be in the loop, the canvas shows the
 // progress of a message's prompt (hello.comfy_client_id), and Cancel pauses the stream
-// (error `interrupted`; Resume goes on). While the tab is hidden (for HIDDEN_CLOSE_MS) the
+// (error `interrupted`; Resume goes on). The choice outlives a reload, as the session does. While the tab is hidden (for HIDDEN_CLOSE_MS) the
 // socket is closed: nothing renders for nobody; shown again, the session resumes.
 //
 // Beyond the chat: a mute button, server-side recording (record → stop → a download
@@ -99,6 +99,9 @@ const STYLE = `
 // Media transport: WebRTC or the WebSocket, the tab's choice kept in localStorage; the
 // default is the chat page's (webrtc_media.js DEFAULT_MEDIA).
 const MEDIA_KEY = "persona.comfyui.media";
+// The Stream choice, this tab's (sessionStorage, like the session it streams): a reload shows
+// what the resumed session streams and a new session streams the same.
+const SOURCE_KEY = "persona.comfyui.source";
 
 const base = () => api.api_base || "";
 // Server answers name paths from the root ("/persona/..."); behind a prefix they need it.
@@ -222,6 +225,7 @@ class PersonaPanel {
     this.wireExtras(client);
     this.wireSource(client);
     this.watchVisibility(client);
+    await this.restoreSource(client);
     client.connect();
     this.loadPersonas();
   }
@@ -270,17 +274,35 @@ class PersonaPanel {
     client.addEventListener("ready", (event) => { if (!event.detail.resumed) this.resume.hidden = true; });
   }
 
+  async uploadCanvas() {
+    const { output } = await app.graphToPrompt(); // exactly what Run would queue
+    const response = await fetch(`${base()}/persona/workflows`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(output),
+    });
+    const body = await response.json().catch(() => ({}));
+    if (response.status !== 201) throw new Error(body.message ?? `HTTP ${response.status}`);
+    return body.id;
+  }
+
+  async restoreSource(client) {
+    // After a reload: the canvas is uploaded again (a content id: the same graph gets the same
+    // one), since a server restarted meanwhile has lost the upload the session was made from.
+    if (sessionStorage.getItem(SOURCE_KEY) !== "canvas") return;
+    try {
+      client.workflow = await this.uploadCanvas();
+      client.scene = canvasScene(app.graph);
+      this.source.value = "canvas";
+    } catch (error) {
+      console.info(`persona panel: the canvas no longer streams (${error.message}); the pack's workflow does`);
+      sessionStorage.removeItem(SOURCE_KEY);
+    }
+  }
+
   async streamSource(client, source) {
     let workflow = null;
     if (source === "canvas") {
       try {
-        const { output } = await app.graphToPrompt(); // exactly what Run would queue
-        const response = await fetch(`${base()}/persona/workflows`, {
-          method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(output),
-        });
-        const body = await response.json().catch(() => ({}));
-        if (response.status !== 201) throw new Error(body.message ?? `HTTP ${response.status}`);
-        workflow = body.id;
+        workflow = await this.uploadCanvas();
       } catch (error) {
         const message = `this canvas cannot stream: ${error.message}`;
         this.showError({ code: "bad_workflow", message });
@@ -291,6 +313,7 @@ class PersonaPanel {
         return;
       }
     }
+    sessionStorage.setItem(SOURCE_KEY, source);
     client.workflow = workflow;
     this.player?.restart();
     this.history.replaceChildren();
