@@ -45,8 +45,8 @@
 #   bash benchmarks/gpu_wave2.sh host-idle  # one stream at 480x832 with the defaults (chunks waited for vs
 #                                         # back to back) and with persistent reductions, batched 3 (prefetch off, on) with the GPU's busy
 #                                         # share, paced 1-2; the SM clock logged beside (~6 min)
-#   bash benchmarks/gpu_wave2.sh paced-3  # host CUDA tests; paced 3, 2, 1 sessions at 480x832 (30 s each) and
-#                                         # batched 3, after the warm-up captures every row range (~9 min)
+#   bash benchmarks/gpu_wave2.sh paced-3  # host CUDA tests; paced 3 and 1 sessions at 480x832 (30 s each),
+#                                         # after the warm-up captures every row range (~6 min)
 #   bash benchmarks/gpu_wave2.sh persistent  # one stream at 480x832, the default compile vs every reduction
 #                                         # in registers (--compile persistent; its compile is long) (~9 min)
 #   bash benchmarks/gpu_wave2.sh kv-write # host CUDA tests; the KV window's writes as 8-byte words vs
@@ -257,10 +257,8 @@ elif [ "$MODE" = host-idle ]; then
   kill "$CLOCKS" 2>/dev/null
 elif [ "$MODE" = paced-3 ]; then
   step gpu-tests 120 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu tests/test_longlive_host.py
-  needs_pydantic paced-480 && step paced-480 330 "${BENCH[@]}" --paced --sizes 480x832 --sessions 3,2,1 \
+  needs_pydantic paced-480 && step paced-480 330 "${BENCH[@]}" --paced --sizes 480x832 --sessions 3,1 \
     --seconds 30 --label "wave11-paced-3-480"
-  needs_pydantic capacity-480 && step capacity-480 150 "${BENCH[@]}" --capacity --sizes 480x832 --sessions 3 \
-    --label "wave11-capacity-480"
 elif [ "$MODE" = persistent ]; then
   step single-defaults 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --chunks 12 --switches 2 --no-decode \
     --compile default,persistent --label wave11-persistent
