@@ -3,7 +3,7 @@ Playwright, as tests/test_browser_chat.py launches it), against the real server 
 the gallery's scene picker starts a scene, the header shows the cast, "Mira, wave; Bjorn, sit
 down" gives each their own line and action, who is sitting shows in the cast, the video
 streams, and a quick action goes to the character picked in the cast, also after the socket
-drops and the session resumes. A screenshot is saved under test-artifacts/ (and copied to docs/images/
+drops and the session resumes (the chat redrawn as it was shown, a bubble per speaker). A screenshot is saved under test-artifacts/ (and copied to docs/images/
 chat_page_scene.png when PERSONA_UPDATE_DOC_IMAGES=1). Skipped where /usr/bin/chromium is absent."""
 
 
@@ -70,6 +70,11 @@ async def test_a_two_persona_scene_in_the_chat_page(service, tmp_path):
             " && document.querySelector('#connection').dataset.state === 'ready'", arg=session, timeout=20000)
         await expect(page.locator("#cast li[data-character='bjorn'] .cast-pick")).to_have_attribute(
             "aria-pressed", "true")
+        # the chat is redrawn from ready.history as it was shown: a bubble per speaker, named
+        assert await lines.evaluate_all("items => items.map(i => i.dataset.character)") == ["mira", "bjorn"]
+        await expect(lines.first.locator(".speaker")).to_have_text("Mira")
+        await expect(page.locator("li.persona[data-directives]").first).to_have_attribute(
+            "data-directives", "Mira: wave · smile → Bjorn: sit · neutral")
         await page.click("#quick-actions button[data-action='stand']")
         await expect(page.locator("#cast li[data-character='bjorn'] .cast-state")).to_contain_text(
             "standing", timeout=20000)

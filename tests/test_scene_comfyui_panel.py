@@ -109,6 +109,10 @@ def test_the_tab_streams_the_scene_workflow_and_each_character_does_its_part(com
                 " && window.personaPanelClient.ready.session === id", arg=session, timeout=60_000)
             page.locator('[data-testid="persona-connection"][data-state="ready"]').wait_for(timeout=60_000)
             sync_api.expect(bjorn).to_have_attribute("aria-pressed", "true")
+            # the chat redrawn from ready.history as it was shown: a bubble per speaker, named
+            assert lines.evaluate_all("items => items.map(i => i.dataset.character)") == ["mira", "bjorn"]
+            assert lines.first.locator(".speaker").inner_text() == "Mira"
+            sync_api.expect(actions).to_have_attribute("data-directives", "Mira: wave · smile → Bjorn: sit · neutral")
             page.locator('[data-testid="persona-quick"] button[data-action="stand"]').click()
             sync_api.expect(page.locator('[data-testid="persona-cast"] li[data-character="bjorn"] .cast-state')
                             ).to_contain_text("standing", timeout=60_000)

@@ -504,9 +504,16 @@ class PersonaPanel {
         this.addBubble("user", directive ? actionLabel(directive) : entry.text);
         continue;
       }
+      if (entry.character) { // a scene's line: its speaker's bubble, as it was shown live
+        this.scene.line(entry.reply_to, entry.character, entry.text);
+        continue;
+      }
       const bubble = this.personaBubble(entry.reply_to);
       bubble.textContent = entry.text;
-      if (entry.directives?.length) this.showDirectives(bubble, entry.directives);
+      if (entry.directives?.length) {
+        this.showDirectives(bubble, entry.directives);
+        this.scene.nameDirectives(entry);
+      }
       bubble.dataset.done = String(entry.done ?? true);
     }
     for (const message of flushed ?? []) {

@@ -33,6 +33,7 @@ class HistoryEntry:
     text: str = ""
     directives: list[dict] | None = None  # persona: as in the `directives` message; user action: [directive]
     done: bool = False  # persona: the whole reply text has arrived
+    character: str | None = None  # a scene's line: who says it (one entry per speaker, as the viewer saw)
 
     def public(self) -> dict:
         out: dict = {"role": self.role, "kind": self.kind, "text": self.text}
@@ -41,6 +42,8 @@ class HistoryEntry:
         else:
             out["reply_to"] = self.id
             out["done"] = self.done
+        if self.character is not None:
+            out["character"] = self.character
         if self.directives is not None:
             out["directives"] = self.directives
         return out
@@ -70,6 +73,13 @@ class ConversationLog:
         entry.text = text
         entry.done = done
 
+    def line(self, reply_to: str | None, character: str, text: str) -> None:
+        """One speaker's line of a scene's answer: an entry of its own after the answer's
+        directives entry (made first when new), as the viewer saw it: a bubble per speaker."""
+        answer = self._reply_entry(reply_to)
+        answer.done = True  # in a scene the lines are the text: the directives entry holds none
+        self.entries.append(HistoryEntry("persona", answer.id, answer.kind, text, None, True, character))
+
     def public(self) -> list[dict]:
         return [entry.public() for entry in self.entries]
 
@@ -80,7 +90,7 @@ class ConversationLog:
         key = reply_to or ""
         kind: Literal["chat", "action"] = "chat"
         for entry in reversed(self.entries):
-            if entry.id == key:
+            if entry.id == key and entry.character is None:
                 if entry.role == "persona":
                     return entry
                 kind = entry.kind

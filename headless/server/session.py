@@ -96,7 +96,6 @@ class ViewerSession:
         self._grace: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task] = []
         self._ready_sent = False
-        self._lines: dict[int, list[str]] = {}  # a scene's lines per turn, for the history
 
         self.frames = FrameQueue(cfg.frame_queue, context.metrics)
         self.render = RenderLoop(session_id, host.tick, self.frames, context.pool, context.encoder,
@@ -156,11 +155,7 @@ class ViewerSession:
         if self.closed:
             return
         reply_to = self.turns.reply_to(turn)
-        name = next((p.name for p in self.cast if p.id == character), character)
-        self._lines.setdefault(turn, []).append(f"{name}: {text}")  # the history's one answer entry
-        self.history.reply(reply_to, "\n".join(self._lines[turn]), True)
-        while len(self._lines) > 8:
-            self._lines.pop(next(iter(self._lines)))
+        self.history.line(reply_to, character, text)
         self.send({"type": "reply", "reply_to": reply_to, "text": text, "done": True, "character": character})
         if self.speech_lane is not None:
             self.speech_lane.say(text, turn, character)  # queued behind the previous speaker's line

@@ -124,6 +124,8 @@ function redrawHistory(history, flushed) {
     if (entry.role === "user") {
       if (entry.kind === "action") actionIds.add(entry.id);
       addBubble("user", entry.kind === "action" && entry.directives?.length ? actionLabel(entry.directives[0]) : entry.text);
+    } else if (entry.character) {
+      sceneLine(entry.reply_to, entry.character, entry.text); // a scene's line: its speaker's bubble
     } else {
       const bubble = personaBubble(entry.reply_to);
       bubble.dataset.kind = entry.kind;
