@@ -2,7 +2,8 @@
 WebSocket clients): a second viewer asking with `takeover: false` is refused with
 `session_in_use` and can start its own session on the same socket; `takeover: true` (and 1.0's
 absent field) moves the session, closing the old socket with 4000; a resumed session's `ready`
-carries the visible conversation in order, and the kept history is bounded.
+carries the visible conversation in order, and the kept history is bounded; what a session
+said while nobody watched reaches the viewer after `ready`, never before it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import websockets
 
 from comfyui_persona.headless.server.history import HISTORY_LIMIT, ConversationLog
-from server_harness import TIMEOUT, hello, recv_json, running, service_fixtures, wait_for_type
+from server_harness import TIMEOUT, hello, recv_json, running, service_fixtures, settle, wait_for_type
 
 service, _warm = service_fixtures(resume_grace_s=5.0)
 
@@ -112,3 +113,20 @@ def test_history_keeps_the_newest_entries_only():
     log.reply("x", "par", False)
     log.reply("x", "partial then whole", True)
     assert [e["text"] for e in log.public()[-2:]] == ["stream please", "partial then whole"]
+
+
+async def test_a_resumed_sessions_backlog_comes_after_ready_and_nothing_before_it(service):
+    """The protocol's first message is `ready`: a reply made while the viewer was away waits
+    for it (it used to be sent as the session attached, ahead of `ready`), and so do frames."""
+    async with running(service) as server:
+        async with connect(server) as ws:
+            ready = await hello(ws)
+            await ws.send(json.dumps({"type": "chat", "id": "away", "text": "please wave"}))
+        session = service.sessions[ready["session"]]
+        await settle(lambda: any(m.get("type") == "reply" and m.get("done") for m in session.backlog))
+        async with connect(server) as ws:
+            await ws.send(json.dumps({"type": "hello", "session": ready["session"]}))
+            first = await ws.recv()
+            assert not isinstance(first, bytes), "a frame came before ready"
+            assert json.loads(first)["type"] == "ready" and json.loads(first)["resumed"] is True
+            await wait_for_type(ws, "reply", reply_to="away", done=True)

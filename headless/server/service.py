@@ -574,6 +574,7 @@ class PersonaService:
             ready = session.ready_message(resumed, [r.public() for r in recordings])
             self.webrtc.advertise(ready)
             connection.send(ready)
+            session.go_live()
             return False
         if session is None:
             raise ProtocolError("not_ready", "send hello first", getattr(message, "id", None))

@@ -96,6 +96,7 @@ class ViewerSession:
         self._grace: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task] = []
         self._ready_sent = False
+        self._live = False  # `ready` went to the attached connection: messages go straight to it (`go_live`)
 
         self.frames = FrameQueue(cfg.frame_queue, context.metrics)
         self.render = RenderLoop(session_id, host.tick, self.frames, context.pool, context.encoder,
@@ -176,7 +177,7 @@ class ViewerSession:
     # -- outbound -----------------------------------------------------------------------------
 
     def send(self, message: dict) -> None:
-        if self.connection is not None:
+        if self.connection is not None and self._live:
             self.connection.send(message)
         else:
             self.backlog.append(message)
@@ -196,7 +197,7 @@ class ViewerSession:
 
     def _send_audio(self, frames: list[bytes]) -> None:
         connection = self.connection
-        if connection is None or self.closed:
+        if connection is None or not self._live or self.closed:
             return  # nobody listens: audio is not backlogged (its time passes)
         for data in frames:
             connection.send(data)
@@ -320,8 +321,17 @@ class ViewerSession:
         self.detached_at = None
         self._max_fps = max_fps
         connection.session = self
-        connection.stream = self.frames
         self.connection = connection
+
+    def go_live(self) -> None:
+        """The service sent `ready`, the protocol's first message: what waited for a viewer
+        (a resumed session's backlog) follows it, then frames and audio. Until now `send`
+        kept queueing, so nothing reached the viewer ahead of `ready`."""
+        connection = self.connection
+        if connection is None:
+            return
+        self._live = True
+        connection.stream = self.frames
         while self.backlog:
             connection.send(self.backlog.popleft())
         self.render.attached.set()
@@ -333,6 +343,7 @@ class ViewerSession:
         connection.session = None
         connection.stream = None
         self.connection = None
+        self._live = False
         self.render.attached.clear()
         self.frames.drop()
         self.detached_at = self.loop.time()
