@@ -248,12 +248,15 @@ def _host_counts(host) -> dict:
     return {"passes": s.passes, "rows": s.rows, "preempted": s.preempted, "preempt_declined": s.preempt_declined,
             "prefetched": s.prefetched,
             "sat_out": s.sat_out, "replays": host.runtime.graph_replays,
-            "graphs_captured": host.runtime.graphs_captured, "pass_gpu_s": s.pass_gpu_s}
+            "graphs_captured": host.runtime.graphs_captured, "pass_gpu_s": s.pass_gpu_s,
+            "graph_names": host.runtime.graph_names()}
 
 
 def _host_delta(host, before: dict) -> dict:
     now = _host_counts(host)
+    names = now.pop("graph_names")
     out = {k: now[k] - before[k] for k in now}
+    out["graphs_captured_here"] = [name for name in names if name not in before["graph_names"]]
     out["pass_gpu_s"] = round(out["pass_gpu_s"], 3)
     out["mean_batch"] = round(out["rows"] / out["passes"], 2) if out["passes"] else None
     return out

@@ -480,6 +480,30 @@ def test_warm_up_runs_every_range_of_consecutive_rows_as_a_pass_of_its_own():
     assert seen[-1][0] == seen[-1][1] and not host.sessions
 
 
+def test_warm_up_re_caches_a_joiner_in_each_row_at_each_stage_of_its_windows_fill():
+    """A viewer's first message often comes while its window fills, and each fill stage's
+    stock re-cache, in each row a joiner can take, is a CUDA graph of its own: the warm-up runs
+    them all (paced runs captured 3 to 6 graphs while streaming without this)."""
+    host = make_host()
+    clean: set[tuple[int, int, int]] = set()  # (row, keys read, frames) of passes without output, alone
+    run = host.runtime.run
+
+    def spy(rows):
+        if len(rows) == 1 and not rows[0].output:  # a refresh or a re-cache
+            clean.add((rows[0].row, rows[0].plan.n_valid, rows[0].x.shape[2]))
+        return run(rows)
+
+    host.runtime.run = spy
+    host.warm_up(LAT_H, LAT_W, batch_sizes=(1, 3))
+    cfg = host.runtime.model.cfg
+    chunk = cfg.num_frame_per_block
+    stages = {row: {(n, f) for r, n, f in clean if r == row and f > chunk} for row in range(3)}
+    # each fill stage's re-cache (over 2, 3... chunks of the window) and the full window's
+    fill = cfg.local_attn_size // chunk
+    assert all(len(stages[row]) >= fill for row in range(3)), stages
+    assert not host.sessions
+
+
 @torch.no_grad()
 def test_after_warm_up_sessions_joining_switching_and_leaving_compile_nothing_new():
     """A compile in the middle of serving stalls every session for seconds on a GPU (seen in a

@@ -714,6 +714,21 @@ class EngineHost:
 
     # ---- warm-up ------------------------------------------------------------------------------
 
+    def _warm_up_joiner(self, sessions: list[HostedSession], row: int, latent_h: int, latent_w: int,
+                        text: torch.Tensor, chunks: int) -> HostedSession:
+        """A session joining `row` (the sessions after it leave first: rows stay packed, so a
+        joiner always takes the next row) and filling its window alone with a prompt switch
+        every chunk, so the re-cache pass of each fill stage in that row is captured."""
+        while len(sessions) > row:
+            sessions.pop().close()
+        joined = self.open_session(latent_h, latent_w, seed=row, name=f"warm-up joiner {row}")
+        joined.set_prompt(text)
+        for step in range(chunks):
+            joined.set_prompt(text + 1e-3 * (step + 2), timing="after")
+            self.step_all([joined])
+        self.settle(joined)
+        return joined
+
     def warm_up(self, latent_h: int, latent_w: int, *, batch_sizes: tuple[int, ...] = (1, 2),
                 progress: Callable[[int, int], None] | None = None) -> float:
         """Run dummy sessions of this size once per batch size (window fill, ring shifts, a stock
@@ -732,6 +747,12 @@ class EngineHost:
         met 11 new ranges in 20 s and fell behind real time
         (longlive-serving-h100-2026-12-07-wave10-paced-3-480.json).
 
+        Last, a session joins each row in turn and fills its window alone with a prompt switch
+        every chunk: a viewer's first message often comes while its window fills, and each
+        fill stage's re-cache pass (in each row) is a shape of its own; after the range
+        warm-up, paced runs still captured 6 graphs (3 sessions) and 3 (1 session) while
+        streaming (longlive-serving-h100-2026-12-07-wave11-paced-3-480.json).
+
         On a GPU, a batch larger than the card's free memory holds is lowered to what fits
         (`rows_that_fit`, from the batch of one's measured peak), with a warning: the loader
         warms up to `max_sessions`, and its default must not fail a load on a 24 GB card."""
@@ -741,7 +762,8 @@ class EngineHost:
         batch_sizes = tuple(sorted(set(batch_sizes)))
         largest = max(batch_sizes)
         ranges = [(a, b) for a in range(largest) for b in range(a + 1, largest + 1)]
-        total = sum(int(size > 1) + per_batch for size in batch_sizes) + len(ranges)
+        fill_chunks = geometry_chunks + 1  # the window's fill stages, then one switch with it full
+        total = sum(int(size > 1) + per_batch for size in batch_sizes) + len(ranges) + largest
         done = 0
         cuda = self.device.type == "cuda"
         held = torch.cuda.memory_allocated(self.device) if cuda else 0
@@ -767,7 +789,7 @@ class EngineHost:
                         break
                     size = largest = fits
                     ranges = [(a, b) for a in range(largest) for b in range(a + 1, largest + 1)]
-                    total = done + 1 + per_batch + len(ranges)
+                    total = done + 1 + per_batch + len(ranges) + largest
             sessions = [self.open_session(latent_h, latent_w, seed=i, name=f"warm-up {i}") for i in range(size)]
             try:
                 for s in sessions:
@@ -782,6 +804,10 @@ class EngineHost:
                 for a, b in ranges if size == largest else ():
                     self.step_all(sessions[a:b])
                     self.settle(sessions[a])  # the range's refresh pass, alone
+                    advanced()
+                for row in range(size) if size == largest else ():
+                    joined = self._warm_up_joiner(sessions, row, latent_h, latent_w, text, fill_chunks)
+                    sessions.append(joined)
                     advanced()
             finally:
                 for s in sessions:

@@ -383,6 +383,12 @@ class EngineRuntime:
     def graphs_captured(self) -> int:
         return len(self._graphs or {})
 
+    def graph_names(self) -> list[str]:
+        """Each captured graph as "rows a-b, tokens (B, C, F, H, W), refresh, n keys": benchmarks
+        name the ones a run captured while sessions streamed (what the warm-up missed)."""
+        return [f"rows {span[0]}-{span[1] - 1}, x {shape}, {'refresh' if refresh else 'denoise'}, {keys} keys"
+                for span, shape, _, refresh, keys in (self._graphs or {})]
+
     def replays(self, plan: ChunkPlan, router: AttentionRouter) -> bool:
         """Whether a pass of one row with this plan and router replays a CUDA graph (one launch)
         rather than launching its kernels one by one."""
