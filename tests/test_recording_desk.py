@@ -67,10 +67,52 @@ def test_a_file_a_dead_server_left_is_listed_repaired_before_any_new_recording(t
     first = desk_in(tmp_path)
     killed = recorded(first, "s1")
     killed.recorder._container.close()  # the process died: no trailer, the index says "recording"
+    killed._live.release()  # and the kernel dropped its file lock (the lock file stays)
     index = json.loads((tmp_path / "index.json").read_text())
     assert index["recordings"][killed.token]["state"] == "recording"
     (listed,) = desk_in(tmp_path).of_session("s1")
     assert listed.state == "finished" and "stopped while recording" in (listed.problem or "")
+    assert not (tmp_path / f"{killed.token}.mp4.lock").exists()
+
+
+_OTHER_SERVER = """
+import sys
+import numpy as np
+from comfyui_persona.headless.server.recording import RecordingDesk
+desk = RecordingDesk(sys.argv[1], max_days=0.0, max_mb=0, min_free_mb=0, max_minutes=60.0)
+recording = desk.open("theirs", 64, 48, 12.0, 24000)
+for c in range(2):
+    recording.push_chunk(np.full((12, 48, 64, 3), 40 * c, dtype=np.uint8), [int((c * 12 + i) * 1000 / 12) for i in range(12)], [])
+print(recording.token, flush=True)
+sys.stdin.read()  # recording until the test kills it
+"""
+
+
+def test_two_servers_sharing_a_folder_leave_each_others_live_files_alone(tmp_path):
+    """A ComfyUI and a `persona serve` on one machine share the default folder: one's crash
+    repair, retention and index writes must not cut, delete or forget the file the other is
+    still writing, and once that one is killed its file is repaired like any other."""
+    import signal
+    import subprocess
+    import sys
+
+    with subprocess.Popen([sys.executable, "-c", _OTHER_SERVER, str(tmp_path)], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as other:
+        try:
+            theirs = other.stdout.readline().strip()
+            assert theirs, "the other server did not start recording"
+            size = (tmp_path / f"{theirs}.mp4").stat().st_size
+            ours = desk_in(tmp_path, max_mb=1e-6)  # retention would delete every finished file
+            mine = ours.finish(recorded(ours, "mine"))  # repair and retention run on open and on finish
+            assert (tmp_path / f"{theirs}.mp4").stat().st_size == size, "their live file was cut or deleted"
+            index = json.loads((tmp_path / "index.json").read_text())["recordings"]
+            assert index[theirs]["state"] == "recording", "their entry was lost or marked finished"
+            assert mine.token not in index  # ours, finished, went to retention
+        finally:
+            other.send_signal(signal.SIGKILL)
+            other.wait()
+    (listed,) = desk_in(tmp_path).of_session("theirs")
+    assert listed.state == "finished" and listed.frames > 0 and "stopped while recording" in (listed.problem or "")
 
 
 def test_frames_of_another_size_stop_the_recording_and_say_why(tmp_path):

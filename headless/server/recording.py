@@ -16,11 +16,18 @@ packets are not written as they come: the session keeps the ones not yet sounded
 it (`ActiveRecording.push_chunk`, `SessionRecorder.push_sounding`); a packet straddling either end is cut at the
 sample. A cut (reset, barge-in) only ever shortens what is released next, so the file
 holds what the viewer was sent, nothing a cut removed.
+
+Several processes may share one folder (a ComfyUI and a `persona serve` on one machine, both
+with the default folder). A file being written is held by an OS file lock beside it
+(`<token>.mp4.lock`, `filelock`: flock/LockFileEx, released by the kernel when the writer
+dies), so another process's crash repair and retention leave it alone, and the index is
+edited under a lock of its own, re-read each time, so no process writes back a stale copy.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import re
 import secrets
@@ -31,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from ...errors import PersonaError
 
@@ -60,6 +68,26 @@ class RecordingResult:
     frames: int
     duration_ms: int
     problem: str | None = None  # why it ended early or incomplete (a full disk), else None
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def live_lock(path: Path) -> FileLock:
+    """The lock a recording's writer holds while it writes `path` (see the module docstring)."""
+    return FileLock(_lock_path(path))
+
+
+def written_elsewhere(path: Path) -> bool:
+    """Whether another writer (another process, or another desk in this one) holds `path`'s lock."""
+    lock = live_lock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
 
 
 def free_bytes(folder: Path) -> int:
@@ -161,9 +189,23 @@ class ActiveRecording:
         self._first_pts: float | None = None  # the file's time zero, on the session clock
         self._last_pts: float | None = None
         self.failed: str | None = None
+        self._live: FileLock | None = None  # held from start to stop (see the module docstring)
 
     def start(self) -> None:
-        self.recorder.start()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._live = live_lock(self.path)
+        self._live.acquire(timeout=0)  # a new token: nobody else holds it
+        try:
+            self.recorder.start()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _unlock(self) -> None:
+        live, self._live = self._live, None
+        if live is not None:
+            live.release()
+            Path(live.lock_file).unlink(missing_ok=True)  # after the release: nobody waits on it
 
     def push_chunk(self, frames: np.ndarray, pts_ms: Sequence[int], audio: Sequence[Any]) -> None:
         """A rendered chunk and the released packets that may sound during it (`RecentAudio`):
@@ -214,11 +256,13 @@ class ActiveRecording:
         from ...video.recording import RecordingWriteError
 
         with self._lock:
-            if self.recorder.recording:
-                try:
+            try:
+                if self.recorder.recording:
                     self.recorder.stop()
-                except RecordingWriteError as exc:
-                    self.failed = self.stop_reason = f"the recording could not be finished ({exc.__cause__ or exc})"
+            except RecordingWriteError as exc:
+                self.failed = self.stop_reason = f"the recording could not be finished ({exc.__cause__ or exc})"
+            finally:
+                self._unlock()
             frames = self.recorder.frames_written
             if self._first_pts is None or self._last_pts is None:
                 duration = 0
@@ -288,6 +332,19 @@ class RecordingsFolder:
         self._lock = threading.Lock()
         self._entries: dict[str, RecordingEntry] | None = None
 
+    @contextlib.contextmanager
+    def _editing(self):
+        """The entries as on disk now, saved back after the edit; other processes' edits wait."""
+        import dataclasses
+
+        with self._lock, FileLock(self.folder / (self.INDEX + ".lock")):
+            self._entries = None
+            entries = self._load()
+            before = {t: dataclasses.asdict(e) for t, e in entries.items()}
+            yield entries
+            if {t: dataclasses.asdict(e) for t, e in entries.items()} != before:
+                self._save()
+
     def _load(self) -> dict[str, RecordingEntry]:
         if self._entries is None:
             import json
@@ -319,22 +376,20 @@ class RecordingsFolder:
     def started(self, token: str, session: str) -> RecordingEntry:
         import time
 
-        with self._lock:
-            entry = self._load()[token] = RecordingEntry(token=token, session=session, started=time.time())
-            self._save()
+        with self._editing() as entries:
+            entry = entries[token] = RecordingEntry(token=token, session=session, started=time.time())
             return entry
 
     def finished(self, result: RecordingResult) -> None:
-        with self._lock:
-            entry = self._load().get(result.token)
-            if entry is None:
-                return
-            entry.state, entry.frames, entry.duration_ms, entry.problem = (
-                "finished", result.frames, result.duration_ms, result.problem)
-            self._save()
+        with self._editing() as entries:
+            entry = entries.get(result.token)
+            if entry is not None:
+                entry.state, entry.frames, entry.duration_ms, entry.problem = (
+                    "finished", result.frames, result.duration_ms, result.problem)
 
     def of_session(self, session: str) -> list[RecordingEntry]:
         with self._lock:
+            self._entries = None  # another process may have added some
             return [e for e in self._load().values() if e.session == session]
 
     def recover(self, active: set[str]) -> int:
@@ -343,20 +398,20 @@ class RecordingsFolder:
         from ...video.recording import repair_fragments
 
         repaired = 0
-        with self._lock:
-            if not self.folder.is_dir():
-                return 0
-            sweep_temporaries(self.folder)
-            for entry in self._load().values():
-                if entry.state == "recording" and entry.token not in active:
-                    path = self.folder / f"{entry.token}.mp4"
-                    if path.is_file():
-                        repair_fragments(path)
-                        entry.frames, entry.duration_ms = _frames_in(path)
-                    entry.state, entry.problem = "finished", "the server stopped while recording"
-                    repaired += 1
-            if repaired:
-                self._save()
+        if not self.folder.is_dir():
+            return 0
+        sweep_temporaries(self.folder)
+        with self._editing() as entries:
+            for entry in entries.values():
+                path = self.folder / f"{entry.token}.mp4"
+                if entry.state != "recording" or entry.token in active or written_elsewhere(path):
+                    continue
+                if path.is_file():
+                    repair_fragments(path)
+                    entry.frames, entry.duration_ms = _frames_in(path)
+                _lock_path(path).unlink(missing_ok=True)  # its writer died: the lock file stayed
+                entry.state, entry.problem = "finished", "the server stopped while recording"
+                repaired += 1
         return repaired
 
     def prune(self, active: set[str]) -> list[str]:
@@ -364,13 +419,13 @@ class RecordingsFolder:
         import time
 
         deleted: list[str] = []
-        with self._lock:
-            if not self.folder.is_dir():
-                return deleted
+        if not self.folder.is_dir():
+            return deleted
+        with self._editing() as entries:
             files = []
             for path in self.folder.glob("*.mp4"):
                 token = path.stem
-                if not TOKEN_PATTERN.match(token) or token in active or path.is_symlink():
+                if not TOKEN_PATTERN.match(token) or token in active or path.is_symlink() or written_elsewhere(path):
                     continue
                 try:
                     stat = path.stat()
@@ -391,9 +446,7 @@ class RecordingsFolder:
                     continue
                 total -= size
                 deleted.append(token)
-                self._load().pop(token, None)
-            if deleted:
-                self._save()
+                entries.pop(token, None)
         return deleted
 
 
