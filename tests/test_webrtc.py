@@ -466,6 +466,38 @@ async def test_configured_ice_servers_are_announced_in_ready():
         service.pool.shutdown(wait=True)
 
 
+async def test_a_ping_is_answered_while_an_offer_waits_for_a_stun_server_that_never_answers():
+    """aiortc gathers every ICE candidate before it answers: seconds with a STUN server that
+    does not answer (here a local UDP socket that reads and never replies). The connection
+    serves its other messages meanwhile (it used to wait for the answer), and the answer still
+    comes."""
+    import socket
+
+    from server_harness import make_service
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    stun = f"stun:127.0.0.1:{silent.getsockname()[1]}"
+    service = await asyncio.to_thread(make_service, ice_servers=[{"urls": [stun]}])
+    try:
+        async with running(service) as server, viewer(server) as client, peer() as pc:
+            await pc.setLocalDescription(await pc.createOffer())
+            after = len(client.messages)
+            await client.send(type="webrtc.offer", id="o1", sdp=pc.localDescription.sdp)
+            await client.send(type="webrtc.candidate", candidate=None)  # trickled at once: held for the offer
+            await client.send(type="ping", id="p1")
+            pong = await client.wait_type("pong", after=after, id="p1")
+            answer = await client.wait_for(lambda m: m["type"] in ("webrtc.answer", "error"), NEGOTIATE_TIMEOUT, after)
+            assert answer["type"] == "webrtc.answer", answer
+            assert client.messages.index(pong) < client.messages.index(answer), "the ping waited for the answer"
+            assert not [m for m in client.messages[after:] if m["type"] == "error"]
+            silent.settimeout(0)
+            assert silent.recv(2048), "the server never asked the STUN server (the test would prove nothing)"
+    finally:
+        silent.close()
+        service.pool.shutdown(wait=True)
+
+
 # -- the audio track's framing and clock --------------------------------------------------------
 
 

@@ -111,7 +111,7 @@ class PersonaService:
                 max_sessions=cfg.conversations_max, max_age_s=cfg.conversations_max_days * 86400.0,
             )
         self.checkpointer = Checkpointer(conversations) if conversations is not None else None
-        self.webrtc = WebRTCDesk(cfg, STREAM_RATE)  # 1.1: media over WebRTC for clients that offer
+        self.webrtc = WebRTCDesk(cfg, STREAM_RATE, self._error)  # 1.1: media over WebRTC for clients that offer
         self.gallery = GalleryRoutes(self.library, self.pool, self.config, self.recordings)
         self.default_persona = hosts.default_persona
         self.default_scene = tuple(getattr(hosts, "default_scene", ()))  # the workflow's cast, if it has one

@@ -13,8 +13,10 @@ dependency (`comfyui-persona[webrtc]`): without it the server offers no `webrtc`
 answers offers with `webrtc_unavailable`.
 
 aiortc gathers its ICE candidates before answering (no trickle from the server): the answer
-holds them all. Clients may trickle theirs with `webrtc.candidate` or wait for gathering to
-complete before sending the offer (what the page does).
+holds them all. That takes seconds when a configured STUN server does not answer, so the offer
+is answered in a task of its own and the connection's other messages go on meanwhile; a
+candidate trickled before the offer is applied waits for it. Clients may trickle theirs with
+`webrtc.candidate` or wait for gathering to complete before sending the offer (what the page does).
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ class WebRTCPeer:
         self.live = False  # connected: the media go on the tracks
         self.ended = False
         self.candidates = 0
+        self._early: list = []  # candidates trickled before the offer was applied (it is answered in a task)
+        self.answering: asyncio.Task | None = None  # `WebRTCDesk._answer`, while it gathers
         self._timeout: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self.pc.on("connectionstatechange", self._state_changed)
@@ -148,6 +152,9 @@ class WebRTCPeer:
             self.pc.addTransceiver("audio", direction="inactive")
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+            early, self._early = self._early, []
+            for candidate in early:
+                await self.pc.addIceCandidate(candidate)
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         except Exception as exc:  # aiortc checks the offer here (codecs, mids): whatever it trips is the offer's
             text = str(exc)
@@ -170,17 +177,19 @@ class WebRTCPeer:
         self.candidates += 1
         if self.candidates > MAX_CANDIDATES:
             raise ProtocolError("rate_limited", f"more than {MAX_CANDIDATES} ICE candidates for one offer")
-        if message.candidate is None:
-            await self.pc.addIceCandidate(None)
-            return
-        line = message.candidate.removeprefix("candidate:")
-        try:
-            candidate = candidate_from_sdp(line)
-        except Exception:  # aiortc asserts the field count, then converts them
-            raise ProtocolError("invalid", "field 'candidate' is not an ICE candidate line") from None
-        candidate.sdpMid = message.sdp_mid
-        candidate.sdpMLineIndex = message.sdp_mline_index
-        await self.pc.addIceCandidate(candidate)
+        candidate = None
+        if message.candidate is not None:  # None: the end of the client's candidates
+            line = message.candidate.removeprefix("candidate:")
+            try:
+                candidate = candidate_from_sdp(line)
+            except Exception:  # aiortc asserts the field count, then converts them
+                raise ProtocolError("invalid", "field 'candidate' is not an ICE candidate line") from None
+            candidate.sdpMid = message.sdp_mid
+            candidate.sdpMLineIndex = message.sdp_mline_index
+        if self.pc.remoteDescription is None:  # the offer's task has not applied it yet
+            self._early.append(candidate)
+        else:
+            await self.pc.addIceCandidate(candidate)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -211,6 +220,8 @@ class WebRTCPeer:
         if self.ended:
             return
         self.ended = True
+        if self.answering is not None and self.answering is not asyncio.current_task():
+            self.answering.cancel()  # still gathering: nobody will take its answer
         was_live, self.live = self.live, False
         if self._timeout is not None:
             self._timeout.cancel()
@@ -257,9 +268,11 @@ class WebRTCPeer:
 class WebRTCDesk:
     """The server's WebRTC side: what `ready` announces, each connection's peer and offer budget."""
 
-    def __init__(self, config: ServerConfig, audio_rate: int) -> None:
+    def __init__(self, config: ServerConfig, audio_rate: int,
+                 report: Callable[[Connection, str, str, str | None], None]) -> None:
         self.config = config
         self.audio_rate = audio_rate
+        self._report = report  # an error for the client, counted as the service counts its own
         self.unavailable = "WebRTC is off on this server" if not config.webrtc else _missing_aiortc()
         # Probed once, when the server is built (off the event loop): PyAV's encoders do not change.
         self.video_codecs = video_codecs() if self.unavailable is None else []
@@ -317,11 +330,29 @@ class WebRTCDesk:
         times.append(now)
         peer = WebRTCPeer(connection, self.config, self.audio_rate, self.video_codecs, self._forget_peer)
         self.peers[connection] = peer
+        peer.answering = asyncio.get_running_loop().create_task(self._answer(connection, peer, offer))
+
+    async def _answer(self, connection: Connection, peer: WebRTCPeer, offer: WebRTCOffer) -> None:
+        """Answer in a task of its own: aiortc gathers every ICE candidate first, seconds when a
+        configured STUN server does not answer, and the connection's other messages (chat,
+        ping) are served meanwhile. A refused offer is reported as the handler's errors are."""
         try:
             answer = await peer.answer(offer)
-        except BaseException:
+        except asyncio.CancelledError:  # the peer ended while it gathered (webrtc.close, the socket)
+            return
+        except ProtocolError as exc:
             await peer.end("failed", "offer refused", tell=False)
-            raise
+            self._report(connection, exc.code, exc.message, exc.reply_to)
+            return
+        except Exception as exc:  # a bug: say what failed, keep the session
+            log.exception("answering a WebRTC offer failed")
+            await peer.end("failed", "offer refused", tell=False)
+            self._report(connection, "internal", f"answering the offer failed: {type(exc).__name__}: {exc}", offer.id)
+            return
+        finally:
+            peer.answering = None
+        if peer.ended:
+            return
         connection.media = peer
         connection.send(answer)
 
