@@ -504,6 +504,24 @@ def test_warm_up_re_caches_a_joiner_in_each_row_at_each_stage_of_its_windows_fil
     assert not host.sessions
 
 
+def test_the_warm_up_captures_a_partial_row_range_the_first_time_it_comes():
+    """While serving, a partial row range is captured only after SPLIT_CAPTURE_AFTER sightings
+    (a capture stalls every session); the warm-up meets each range once, and nobody waits for it."""
+    from comfyui_persona.video.longlive.runtime import SPLIT_CAPTURE_AFTER
+
+    host = make_host()
+    during: set[int] = set()
+    run = host.runtime.run
+
+    def spy(rows):
+        during.add(host.runtime.split_capture_after)
+        return run(rows)
+
+    host.runtime.run = spy
+    host.warm_up(LAT_H, LAT_W, batch_sizes=(1, 3))
+    assert during == {1} and host.runtime.split_capture_after == SPLIT_CAPTURE_AFTER > 1
+
+
 @torch.no_grad()
 def test_after_warm_up_sessions_joining_switching_and_leaving_compile_nothing_new():
     """A compile in the middle of serving stalls every session for seconds on a GPU (seen in a
@@ -598,6 +616,30 @@ def test_cuda_side_stream_decode_and_graph_replay_give_the_frames_and_cache_of_p
             sampler.set_prompt(texts[c % 3], timing="after")
         frame = decode.decode_uint8(sampler.next_chunk())[0].cpu()
         assert (frame.int() - plain_frames[0][c].int()).abs().max() <= 1, f"chunk {c}"
+
+
+@pytest.mark.gpu
+@cuda
+@torch.no_grad()
+def test_cuda_sessions_starting_together_after_warm_up_capture_no_graph():
+    """Three sessions started together (the first a chunk ahead, then the other two filling
+    their windows in step, as the paced benchmark's threads start), with a prompt switch while
+    they fill: every graph was captured by the warm-up (a paced run at 1e1d67b captured the
+    two rows filling together while streaming: longlive-serving-h100-2026-12-07-wave11-joiners-paced-3-480.json)."""
+    host = cuda_host(graphs=True)
+    host.warm_up(LAT_H, LAT_W, batch_sizes=(1, 3))
+    captured = host.runtime.graphs_captured
+    opened = [host.open_session(LAT_H, LAT_W, seed=i) for i in range(3)]
+    texts = [p.to("cuda") for p in prompts(3)]
+    for i, s in enumerate(opened):
+        s.set_prompt(texts[i])
+    host.step_all(opened[:1])
+    for c in range(6):
+        if c == 1:
+            opened[2].set_prompt(texts[0], timing="after")
+        host.step_all(opened)
+    assert host.runtime.graphs_captured == captured
+    host.runtime.drop_cuda_graphs()
 
 
 @pytest.mark.gpu

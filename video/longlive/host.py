@@ -751,7 +751,10 @@ class EngineHost:
         every chunk: a viewer's first message often comes while its window fills, and each
         fill stage's re-cache pass (in each row) is a shape of its own; after the range
         warm-up, paced runs still captured 6 graphs (3 sessions) and 3 (1 session) while
-        streaming (longlive-serving-h100-2026-12-07-wave11-paced-3-480.json).
+        streaming (longlive-serving-h100-2026-12-07-wave11-paced-3-480.json). Throughout, a
+        partial row range is captured the first time it comes (`capturing_every_range`), not
+        after the sightings serving waits for: two rows filling in step beside a full one were
+        still captured while streaming (…-wave11-joiners-paced-3-480.json).
 
         On a GPU, a batch larger than the card's free memory holds is lowered to what fits
         (`rows_that_fit`, from the batch of one's measured peak), with a warning: the loader
@@ -776,44 +779,45 @@ class EngineHost:
 
         started = time.perf_counter()
         text = torch.zeros(1, 1, cfg.text_dim, device=self.device)
-        for size in batch_sizes:
-            if cuda and size == 1:
-                torch.cuda.reset_peak_memory_stats(self.device)
-            elif cuda and 1 in batch_sizes:
-                fits = rows_that_fit(torch.cuda.max_memory_allocated(self.device) - held, _spare_bytes(self.device))
-                if fits < size:
-                    log.warning("LongLive warm-up: %d sessions at %dx%d would not fit this GPU's free memory, "
-                                "so it warms up %d; a larger batch captures its graphs while its sessions wait "
-                                "(lower max_sessions to what fits)", size, latent_h * 8, latent_w * 8, fits)
-                    if fits == 1:
-                        break
-                    size = largest = fits
-                    ranges = [(a, b) for a in range(largest) for b in range(a + 1, largest + 1)]
-                    total = done + 1 + per_batch + len(ranges) + largest
-            sessions = [self.open_session(latent_h, latent_w, seed=i, name=f"warm-up {i}") for i in range(size)]
-            try:
-                for s in sessions:
-                    s.set_prompt(text)
-                ahead = int(size > 1)  # chunks the first session makes alone: see the docstring
-                for step in range(ahead + per_batch):
-                    if step == ahead + geometry_chunks:  # a prompt switch: the stock re-cache pass
-                        for s in sessions:
-                            s.set_prompt(text + 1e-3, timing="after")
-                    self.step_all(sessions[:1] if step < ahead else sessions)
-                    advanced()
-                for a, b in ranges if size == largest else ():
-                    self.step_all(sessions[a:b])
-                    self.settle(sessions[a])  # the range's refresh pass, alone
-                    advanced()
-                for row in range(size) if size == largest else ():
-                    joined = self._warm_up_joiner(sessions, row, latent_h, latent_w, text, fill_chunks)
-                    sessions.append(joined)
-                    advanced()
-            finally:
-                for s in sessions:
-                    s.close()
-            if size == largest:
-                break
+        with self.runtime.capturing_every_range():  # a partial range seen once here is captured
+            for size in batch_sizes:
+                if cuda and size == 1:
+                    torch.cuda.reset_peak_memory_stats(self.device)
+                elif cuda and 1 in batch_sizes:
+                    fits = rows_that_fit(torch.cuda.max_memory_allocated(self.device) - held, _spare_bytes(self.device))
+                    if fits < size:
+                        log.warning("LongLive warm-up: %d sessions at %dx%d would not fit this GPU's free memory, "
+                                    "so it warms up %d; a larger batch captures its graphs while its sessions wait "
+                                    "(lower max_sessions to what fits)", size, latent_h * 8, latent_w * 8, fits)
+                        if fits == 1:
+                            break
+                        size = largest = fits
+                        ranges = [(a, b) for a in range(largest) for b in range(a + 1, largest + 1)]
+                        total = done + 1 + per_batch + len(ranges) + largest
+                sessions = [self.open_session(latent_h, latent_w, seed=i, name=f"warm-up {i}") for i in range(size)]
+                try:
+                    for s in sessions:
+                        s.set_prompt(text)
+                    ahead = int(size > 1)  # chunks the first session makes alone: see the docstring
+                    for step in range(ahead + per_batch):
+                        if step == ahead + geometry_chunks:  # a prompt switch: the stock re-cache pass
+                            for s in sessions:
+                                s.set_prompt(text + 1e-3, timing="after")
+                        self.step_all(sessions[:1] if step < ahead else sessions)
+                        advanced()
+                    for a, b in ranges if size == largest else ():
+                        self.step_all(sessions[a:b])
+                        self.settle(sessions[a])  # the range's refresh pass, alone
+                        advanced()
+                    for row in range(size) if size == largest else ():
+                        joined = self._warm_up_joiner(sessions, row, latent_h, latent_w, text, fill_chunks)
+                        sessions.append(joined)
+                        advanced()
+                finally:
+                    for s in sessions:
+                        s.close()
+                if size == largest:
+                    break
         if cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - started

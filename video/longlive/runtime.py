@@ -36,6 +36,7 @@ passes a session needs, `host.EngineHost` which sessions run together.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -159,6 +160,9 @@ class EngineRuntime:
         self.compiled: dict | None = None  # the torch.compile arguments in force, or None
         self._graphs: dict[tuple, _CapturedPass] | None = None  # see use_cuda_graphs
         self._range_sightings: dict[tuple, int] = {}  # see SPLIT_CAPTURE_AFTER
+        #: Sightings of a partial row range before its capture: SPLIT_CAPTURE_AFTER while serving,
+        #: 1 during `EngineHost.warm_up` (every range it meets is worth a graph at load).
+        self.split_capture_after = SPLIT_CAPTURE_AFTER
         self.passes_run = 0
         self.graph_replays = 0
         self._timesteps: dict[tuple[float, ...], torch.Tensor] = {}  # see _timestep_tensor
@@ -373,6 +377,16 @@ class EngineRuntime:
         """
         self._graphs = {} if enabled else None
 
+    @contextlib.contextmanager
+    def capturing_every_range(self):
+        """Capture each partial row range the first time it comes (`split_capture_after` 1):
+        for a warm-up, where nobody waits for the capture."""
+        before, self.split_capture_after = self.split_capture_after, 1
+        try:
+            yield
+        finally:
+            self.split_capture_after = before
+
     def drop_cuda_graphs(self) -> None:
         """Forget captured graphs; passes are captured again as they come."""
         self._range_sightings = {}
@@ -435,7 +449,7 @@ class EngineRuntime:
         captured = self._graphs.get(key)
         if captured is None and split:
             seen = self._range_sightings[key] = self._range_sightings.get(key, 0) + 1
-            if seen < SPLIT_CAPTURE_AFTER:
+            if seen < self.split_capture_after:
                 return self._pass(store, rows, x, t, list(write), fns, refresh)
         if captured is None:
             captured = self._capture(store, rows, x, t, write, fns, refresh)
