@@ -47,6 +47,8 @@
 #                                         # share, paced 1-2; the SM clock logged beside (~6 min)
 #   bash benchmarks/gpu_wave2.sh paced-3  # host CUDA tests; paced 3 and 1 sessions at 480x832 (30 s each),
 #                                         # after the warm-up captures every row range (~6 min)
+#   bash benchmarks/gpu_wave2.sh paced-3-cadence  # host CUDA tests; paced 3 sessions at 480x832, 30 s with a
+#                                         # directive every 1.5-3 s each, then every 6-15 s (a chat's pace) (~8 min)
 #   bash benchmarks/gpu_wave2.sh persistent  # one stream at 480x832, the default compile vs every reduction
 #                                         # in registers (--compile persistent; its compile is long) (~9 min)
 #   bash benchmarks/gpu_wave2.sh kv-write # host CUDA tests; the KV window's writes as 8-byte words vs
@@ -259,6 +261,12 @@ elif [ "$MODE" = paced-3 ]; then
   step gpu-tests 120 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu tests/test_longlive_host.py
   needs_pydantic paced-480 && step paced-480 330 "${BENCH[@]}" --paced --sizes 480x832 --sessions 3,1 \
     --seconds 30 --label "wave11-paced-3-480"
+elif [ "$MODE" = paced-3-cadence ]; then
+  step gpu-tests 120 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu tests/test_longlive_host.py
+  needs_pydantic paced-480 && step paced-480 230 "${BENCH[@]}" --paced --sizes 480x832 --sessions 3 \
+    --seconds 30 --label "wave12-paced-3-480"
+  needs_pydantic paced-480-chat && step paced-480-chat 230 "${BENCH[@]}" --paced --sizes 480x832 --sessions 3 \
+    --seconds 30 --directive-every 6,15 --label "wave12-chat-pace-paced-3-480"
 elif [ "$MODE" = persistent ]; then
   step single-defaults 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --chunks 12 --switches 2 --no-decode \
     --compile default,persistent --label wave11-persistent
@@ -269,7 +277,7 @@ elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
 else
-  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | flash | flash-serving | wave7 | wave8 | attend-together | attend-together-320 | kernels | kernels-profile | host-idle | paced-3 | persistent | kv-write | part3 | --smoke" >&2
+  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | flash | flash-serving | wave7 | wave8 | attend-together | attend-together-320 | kernels | kernels-profile | host-idle | paced-3 | paced-3-cadence | persistent | kv-write | part3 | --smoke" >&2
   exit 2
 fi
 
