@@ -231,6 +231,35 @@ def test_an_interrupt_stops_within_one_pass_and_the_next_request_continues_witho
 
 
 @torch.no_grad()
+def test_a_restart_while_a_caller_waits_gives_it_the_restarted_streams_first_chunk():
+    """`restart` while `next_frames` waits (here from the caller's own interrupt check, between
+    two passes of its chunk): the caller gets the first chunk of the stream started again, as
+    a fresh session of that seed makes it. Before, the request was forgotten and it waited
+    for ever."""
+    text = prompts(1)[0]
+    host = make_host()
+    s = host.open_session(LAT_H, LAT_W, seed=3)
+    s.set_prompt(text)
+    s.next_frames(), s.next_frames()
+    restarted = []
+
+    def restart_once():
+        if not restarted:
+            restarted.append(True)
+            s.restart(seed=5)
+        return False
+
+    got = []
+    worker = threading.Thread(target=lambda: got.append(s.next_frames(interrupt=restart_once)), daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the caller was left waiting"
+    fresh = make_host().open_session(LAT_H, LAT_W, seed=5)
+    fresh.set_prompt(text)
+    assert restarted and torch.equal(got[0], fresh.next_frames())
+
+
+@torch.no_grad()
 def test_a_directive_restarts_the_chunk_in_flight_under_the_new_prompt():
     """A new prompt that arrives after the chunk's first pass restarts the chunk: its frames are
     the chunk made under the new prompt from the start (a plain stream switching before it)."""

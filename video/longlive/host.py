@@ -198,14 +198,19 @@ class HostedSession:
         return store.cache_k[:, self.row], store.cache_v[:, self.row]
 
     def restart(self, seed: int | None = None) -> None:
-        """Start the session again from an empty window (same row, same size)."""
+        """Start the session again from an empty window (same row, same size). A caller waiting
+        in `next_frames` (another thread) gets the restarted stream's first chunk."""
         with self.host._lock:
+            waiting = max(0, self.wanted - self.prefetched - len(self.ready))
             self.stream.reset(seed)
             self.decode.reset()
             self.ready.clear()
-            self.wanted, self.urgent, self._directive, self._interrupted, self.error = 0, False, False, False, None
+            self.wanted, self.urgent, self._directive, self._interrupted, self.error = waiting, False, False, False, None
             self._urgent_after = False
             self.prefetched = 0
+            for _ in range(waiting):
+                self.stream.request_chunk()
+            self.host._cond.notify_all()
 
     def close(self) -> None:
         """Leave the engine; the row goes to the next session."""
