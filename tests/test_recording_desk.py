@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 
 from comfyui_persona.headless.server.recording import RecordingDesk
+from server_harness import running, service_fixtures
+
+service, _warm = service_fixtures(speech=False)
 
 W, H, FPS, RATE = 64, 48, 12.0, 24000
 
@@ -122,3 +125,28 @@ def test_frames_of_another_size_stop_the_recording_and_say_why(tmp_path):
     assert recording.stop_reason and "stopped" in recording.stop_reason
     desk.finish(recording)
     assert not desk.active
+
+
+async def test_a_file_another_server_is_writing_is_not_served_for_download(service, tmp_path):
+    """The download route answers 409 for a file being written by another process sharing the
+    folder, as for its own: a partial file is not a recording (the cluster route, reading other
+    replicas' folders, checks the same lock)."""
+    import asyncio
+    import signal
+    import subprocess
+    import sys
+
+    import aiohttp
+
+    service.recordings_dir = tmp_path
+    with subprocess.Popen([sys.executable, "-c", _OTHER_SERVER, str(tmp_path)], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as other:
+        try:
+            theirs = (await asyncio.to_thread(other.stdout.readline)).strip()
+            assert theirs, "the other server did not start recording"
+            async with running(service) as server, aiohttp.ClientSession() as http:
+                async with http.get(f"{server.http_url}/persona/recordings/{theirs}.mp4") as answer:
+                    assert answer.status == 409 and (await answer.json())["code"] == "recording"
+        finally:
+            other.send_signal(signal.SIGKILL)
+            other.wait()

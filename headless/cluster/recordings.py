@@ -5,7 +5,9 @@ Why one folder per replica (`<recordings_dir>/replica-<id>/`): a `RecordingDesk`
 folder's index and repairs files its index marks `recording` when it first opens one (they
 were left by a dead process). Two replicas sharing a folder (`--cluster local`, or a
 shared volume) would rewrite each other's index and "repair" each other's files while they
-are being written. In its own folder each replica is the only writer.
+are being written. In its own folder each replica is the only writer. (The writer's file lock,
+`server.recording.live_lock`, also keeps a part still being written from being repaired or
+downloaded from another replica, where the volume's locks reach across machines.)
 
 Why parts: a recording's file is written by the replica that renders the session. When that
 replica dies, the file stops at its last whole fragment (fragmented MP4), and the session

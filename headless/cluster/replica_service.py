@@ -31,6 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from ..server.protocol import Hello, ProtocolError
+from ..server.recording import STILL_RECORDING, written_elsewhere
 from ..server.service import PersonaService
 from .checkpoint import Placement, RayConversationStore
 from .recordings import ClusterRecordingDesk
@@ -171,10 +172,10 @@ class ReplicaService(PersonaService):
         if not isinstance(desk, ClusterRecordingDesk):
             return await super().handle_recording(request)
         token = request.match_info["token"]
-        if token in desk.active:
-            return web.json_response(
-                {"code": "recording", "message": "still being recorded: send record off, then download"}, status=409)
-        path = await asyncio.get_running_loop().run_in_executor(self.pool, desk.locate, token)
+        loop = asyncio.get_running_loop()
+        path = await loop.run_in_executor(self.pool, desk.locate, token)
+        if token in desk.active or (path is not None and await loop.run_in_executor(self.pool, written_elsewhere, path)):
+            return web.json_response(STILL_RECORDING, status=409)  # here, or another replica's part still being written
         if path is None:
             raise web.HTTPNotFound(text="no such recording")
         return web.FileResponse(path, headers={"Content-Type": "video/mp4",

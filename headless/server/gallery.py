@@ -26,7 +26,7 @@ from aiohttp import web
 
 from ...persona.card import ID_RE
 from .config import ServerConfig
-from .recording import TOKEN_PATTERN, RecordingDesk
+from .recording import STILL_RECORDING, TOKEN_PATTERN, RecordingDesk, written_elsewhere
 
 #: Portraits kept drawn (at most 512 px each, so a few MB in all).
 PORTRAIT_CACHE_ENTRIES = 64
@@ -184,11 +184,9 @@ class GalleryRoutes:
         if not TOKEN_PATTERN.match(token):
             raise web.HTTPNotFound(text="no such recording")
         await self._run(self.recordings.recover)  # a file a dead process left is repaired first
-        if token in self.recordings.active:
-            return web.json_response(
-                {"code": "recording", "message": "still being recorded: send record off, then download"}, status=409
-            )
         path = self.recordings.folder / f"{token}.mp4"
+        if token in self.recordings.active or await self._run(written_elsewhere, path):
+            return web.json_response(STILL_RECORDING, status=409)  # another process sharing the folder, too
         exists = await self._run(path.is_file)
         if not exists:
             raise web.HTTPNotFound(text="no such recording")

@@ -90,6 +90,10 @@ def written_elsewhere(path: Path) -> bool:
     return False
 
 
+#: The download route's answer (409) for a file still being written, by this process or another.
+STILL_RECORDING = {"code": "recording", "message": "still being recorded: send record off, then download"}
+
+
 def free_bytes(folder: Path) -> int:
     """Free space on the disk holding `folder` (its nearest existing parent)."""
     import shutil
