@@ -147,6 +147,9 @@ async def test_a_file_another_server_is_writing_is_not_served_for_download(servi
             async with running(service) as server, aiohttp.ClientSession() as http:
                 async with http.get(f"{server.http_url}/persona/recordings/{theirs}.mp4") as answer:
                     assert answer.status == 409 and (await answer.json())["code"] == "recording"
+                async with http.get(f"{server.http_url}/persona/recordings/{'Z' * 32}.mp4") as answer:
+                    assert answer.status == 404
+            assert not list(tmp_path.glob("Z*")), "asking for a token left a file"
         finally:
             other.send_signal(signal.SIGKILL)
             other.wait()

@@ -80,7 +80,10 @@ def live_lock(path: Path) -> FileLock:
 
 
 def written_elsewhere(path: Path) -> bool:
-    """Whether another writer (another process, or another desk in this one) holds `path`'s lock."""
+    """Whether another writer (another process, or another desk in this one) holds `path`'s lock.
+    Without a lock file nobody writes it; checking creates none (a download of any token would)."""
+    if not _lock_path(path).exists():
+        return False
     lock = live_lock(path)
     try:
         lock.acquire(timeout=0)
