@@ -17,7 +17,8 @@
 // prompt in ComfyUI's own queue, so any node type can be in the loop, the canvas shows the
 // progress of a message's prompt (hello.comfy_client_id), and Cancel pauses the stream
 // (error `interrupted`; Resume goes on). The choice outlives a reload, as the session does.
-// While the tab is hidden (for HIDDEN_CLOSE_MS) the socket is closed: nothing renders for nobody; shown again, the session resumes.
+// While the tab is hidden (for HIDDEN_CLOSE_MS) the socket is closed: nothing renders for
+// nobody; shown again, the session resumes.
 //
 // Beyond the chat: a mute button, server-side recording (record → stop → a download
 // link), and a persona gallery (GET /persona/personas; a click starts a new session with
