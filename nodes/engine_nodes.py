@@ -469,7 +469,8 @@ class PersonaLongLiveSampler:
                                fps=NATIVE_FPS, seed=seed, vocabulary=own_vocabulary(who))
 
         spec = spec_of(persona, appearance)  # the composer's appearance text (and identity) are the lead's
-        backend = LongLiveBackend(engine=engine.engine, blend_chunks=transition.chunks, attention=routing,
+        backend = LongLiveBackend(engine=engine.engine, blend_chunks=transition.chunks,
+                                  blend_recache=transition.recache, attention=routing,
                                   identity=conditioner)
         # EngineBusyError: another size streams on this engine, or it is full
         if cast:  # a scene: one prompt naming every character (docs/scenes.md, "LongLive")
@@ -545,7 +546,8 @@ class PersonaTransitionBlender:
 
     DESCRIPTION = (
         "Transition blender: the text conditioning moves to each new action's prompt over this many chunks "
-        "(per-token slerp, KV window re-cached each step, sink kept), so actions never jump-cut."
+        "(per-token slerp, sink kept; the KV window re-cached when the blend arrives, or after every step), so "
+        "actions never jump-cut."
     )
     CATEGORY = "persona/video"
     RETURN_TYPES = (TRANSITION,)
@@ -554,6 +556,7 @@ class PersonaTransitionBlender:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
+        from ..video.longlive.settings import BLEND_RECACHE
         from ..video.transitions.easing import EASINGS
 
         return {
@@ -561,8 +564,15 @@ class PersonaTransitionBlender:
                 "chunks": ("INT", {"default": 2, "min": 0, "max": 8,
                                    "tooltip": "Chunks (of 12 frames) a prompt change is spread over; 0 switches at once."}),
                 "easing": (list(EASINGS), {"default": "smoothstep", "tooltip": "Blend curve over those chunks."}),
-            }
+            },
+            "optional": {  # optional: workflows saved before it load with the default
+                "recache": (list(BLEND_RECACHE), {
+                    "default": "last",
+                    "tooltip": "When LongLive re-caches its KV window under the blended prompt: once, when the blend "
+                               "arrives (last: one window pass per change, as stock LongLive), or after every step "
+                               "(each: a window pass per chunk of the blend, about 2.6 chunk passes of GPU time each)."}),
+            },
         }
 
-    def blend(self, chunks: int, easing: str) -> tuple:
-        return (TransitionStyle(chunks=chunks, easing=easing),)
+    def blend(self, chunks: int, easing: str, recache: str = "last") -> tuple:
+        return (TransitionStyle(chunks=chunks, easing=easing, recache=recache),)

@@ -59,10 +59,12 @@ class PromptStyle:
 
 @dataclass(frozen=True)
 class TransitionStyle:
-    """How the engine moves between prompts: over `chunks` chunks, along `easing`."""
+    """How the engine moves between prompts: over `chunks` chunks, along `easing`, the KV window
+    re-cached at the blend's `recache` step(s) (video/longlive/engine.py BLEND_RECACHE)."""
 
     chunks: int = 2
     easing: str = "smoothstep"
+    recache: str = "last"
 
 
 @dataclass(frozen=True, eq=False)

@@ -247,3 +247,25 @@ def test_a_chunk_begun_early_reports_only_the_directives_it_shows():
     engine._begin_chunk()  # and chunk k+1, before chunk k is handed out
     assert engine.next_chunk().shows_directives == [1]
     assert engine.next_chunk().shows_directives == [2]
+
+
+@pytest.mark.parametrize(("blend_recache", "recaches"), [("last", 2), ("each", 4)])
+def test_a_two_step_blend_re_caches_the_window_once_when_it_arrives(blend_recache, recaches):
+    """A directive and its return to rest are two prompt changes; with the two-step blend, "last"
+    re-caches the window once per change (when the blend arrives, as a stock switch does) and
+    "each" after both steps: a stock re-cache is a pass over the whole window, 2.6 chunk passes
+    of GPU time at 480x832 (video/longlive/settings.py BLEND_RECACHE)."""
+    engine = tiny_engine(blend_chunks=2, blend_recache=blend_recache)
+    engine.start_session(SPEC)
+    for _ in range(4):
+        engine.next_chunk()
+    counters = engine.session.stream.counters
+    before = counters.recache_passes
+    rest = engine._prompt
+    engine.submit([ActionDirective(action="wave", expression="smile", intensity=0.8, duration_s=1.0)], seq=1)
+    for _ in range(8):
+        engine.next_chunk()
+    assert engine._prompt == rest and engine.blender.current is engine.blender.target  # back at rest
+    assert counters.recache_passes - before == recaches
+    with pytest.raises(ValueError, match="blend_recache"):
+        tiny_engine(blend_recache="never")

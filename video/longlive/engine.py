@@ -2,8 +2,9 @@
 
 Per chunk: the directive queue decides the prompt (PromptComposer), the text encoder turns it
 into an embedding (cached per prompt), the ConditioningBlender moves the embedding in effect
-toward it over a few chunks (each change re-caches the KV window), and the session's chunk is
-made by the engine's `EngineHost`, batched with the other sessions streaming on the same loaded
+toward it over a few chunks (the KV window re-cached once it gets there: BLEND_RECACHE), and
+the session's chunk is made by the engine's `EngineHost`, batched with the other sessions
+streaming on the same loaded
 engine, then decoded (TAEW2.1 or the Wan VAE) into 12 video frames (9 for the first chunk) at
 16 fps. A directive (or a speech cue) marks the next chunk urgent and may restart the chunk in
 flight under the new prompt (host.py); the blender's step for that chunk is then taken again.
@@ -52,8 +53,11 @@ from ..backend import Chunk, RenderError, SessionSpec
 from .host import EngineHost, HostedSession
 from .model import CausalWanModel
 from .runtime import EngineRuntime
+from .settings import BLEND_RECACHE
+from .stream import PromptSwitch
 
 NATIVE_FPS = 16.0
+
 
 
 @dataclass
@@ -85,6 +89,7 @@ class LongLiveBackend:
         *,
         steps: int | None = None,
         blend_chunks: int = 2,
+        blend_recache: str = "last",
         settings=None,
         models_dir=None,
         attention: dict | None = None,
@@ -128,6 +133,9 @@ class LongLiveBackend:
         if settings is not None:
             host.prefetch = settings.fill_batches
         self.blend_chunks = blend_chunks
+        if blend_recache not in BLEND_RECACHE:
+            raise ValueError(f"blend_recache must be one of {BLEND_RECACHE}, got {blend_recache!r}")
+        self.blend_recache = blend_recache
         self.spec: SessionSpec | None = None
         self.cast: tuple[str, ...] = ()  # a scene's persona ids, left to right; () for one persona
         self.scene_composer = None  # a scene's ScenePromptComposer
@@ -290,16 +298,21 @@ class LongLiveBackend:
             self.session.close()
             self.session = None
 
-    def _begin_chunk(self) -> torch.Tensor | None:
+    def _begin_chunk(self) -> PromptSwitch | None:
         """The host's begin hook (driver thread): this chunk's step of the blend, or None."""
         with self._lock:
             self._blend_before_chunk = self.blender.state()
             self._chunk_shows.append(self.shows)  # directives this chunk is the first to show
             self.shows = []
             embedding, changed = self.blender.step()
-            return embedding if changed else None
+            return self._switch(embedding) if changed else None
 
-    def _restart_chunk(self) -> torch.Tensor | None:
+    def _switch(self, embedding: torch.Tensor) -> PromptSwitch:
+        """The blend step's prompt; its re-cache only at the blend's last step ("last"), see
+        BLEND_RECACHE."""
+        return PromptSwitch(embedding, recache=self.blend_recache == "each" or not self.blender.blending)
+
+    def _restart_chunk(self) -> PromptSwitch | None:
         """The host's restart hook: the chunk in flight is redone for a new target, so its blend
         step is taken again from where the blender was before it."""
         with self._lock:
@@ -311,7 +324,7 @@ class LongLiveBackend:
             self._chunk_shows[-1] += self.shows  # the chunk in flight is the newest begun
             self.shows = []
             embedding, _ = self.blender.step()
-            return None if embedding is before else embedding
+            return None if embedding is before else self._switch(embedding)
 
     # ---- identity -----------------------------------------------------------------------
 

@@ -22,6 +22,17 @@ from .config import WanConfig
 
 #: The Wan presets a user may name (video/longlive/config.py), plus "auto" (detected).
 PRESET_CHOICES = ("auto", "wan2.1-t2v-1.3b", "tiny", "tiny-engine")
+#: When a blend between prompts re-caches the KV window. "last": once, after the chunk that
+#: reaches the new prompt (a stock LongLive switch's one re-cache); each step before it only
+#: sets the text, and its chunk sees the window as the chunks before left it, as the first
+#: changed chunk does with the "after" timing. "each": after every step's chunk (before
+#: 2026-12-07). Why "last" is the default: a stock re-cache is a pass over the whole window,
+#: 131 ms at 480x832 on an H100 against 49 ms for the chunk's refresh it replaces, and with
+#: the default two-step blend a directive and its return to rest cost four of them (two with
+#: "last"; tests/test_longlive_engine.py counts them); three paced sessions at 480x832 with a
+#: directive every 1.5-3 s each fell short of real time
+#: (longlive-serving-h100-2026-12-07-wave11-joiners-paced-3-480.json). Not yet measured on a GPU.
+BLEND_RECACHE = ("last", "each")
 
 
 def _ui(order: int, *, load: bool, **extra: Any) -> dict[str, Any]:

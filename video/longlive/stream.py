@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -115,6 +115,19 @@ class _Chunk:
     asked: bool = False  # the begin hook was asked for this chunk's prompt
 
 
+class PromptSwitch(NamedTuple):
+    """What a begin or restart hook may answer instead of a bare embedding: the prompt, and
+    whether the switch re-caches the window (False for a blend's intermediate step, whose
+    prompt the next chunk replaces: its re-cache would be rewritten by the next one)."""
+
+    context: torch.Tensor
+    recache: bool = True
+
+
+def _switch(value: torch.Tensor | PromptSwitch) -> PromptSwitch:
+    return value if isinstance(value, PromptSwitch) else PromptSwitch(value)
+
+
 @dataclass
 class StreamCounters:
     passes: int = 0
@@ -133,8 +146,9 @@ class SessionStream:
     seed: int = 0
     recache_mode: RecacheMode = "stock"
     router: object = DENSE
-    #: Called when a chunk begins: the prompt embedding for it, or None to keep the current one.
-    begin_hook: Callable[[], torch.Tensor | None] | None = None
+    #: Called when a chunk begins: the prompt embedding for it (or a `PromptSwitch`), or None to
+    #: keep the current one.
+    begin_hook: Callable[[], torch.Tensor | PromptSwitch | None] | None = None
     timing: RecacheTiming = "after"
     counters: StreamCounters = field(default_factory=StreamCounters)
 
@@ -258,7 +272,7 @@ class SessionStream:
             raise ValueError(f"sink latents must be {self.shape}, got {tuple(latents.shape)}")
         self.queue.append(_Clean(self.window.next_plan(), latents.to(self.device).float(), commit=True))
 
-    def restart_chunk(self, context: torch.Tensor | None = None) -> bool:
+    def restart_chunk(self, context: torch.Tensor | PromptSwitch | None = None) -> bool:
         """Start the chunk in flight again from its first denoising pass, from the same noise,
         keeping its ring shift; with `context`, under that prompt (its re-cache placed by the
         stream's timing). False when no chunk is in flight."""
@@ -269,8 +283,10 @@ class SessionStream:
         self.generator.set_state(chunk.gen_state)
         self.counters.restarts += 1
         if context is not None:
+            switch = _switch(context)
             index = self.queue.index(chunk)
-            self._queue_switch(index, context, recache=True, timing=self.timing, in_flight=chunk.plan, chunk=chunk)
+            self._queue_switch(index, switch.context, recache=switch.recache, timing=self.timing,
+                               in_flight=chunk.plan, chunk=chunk)
         return True
 
     # ---- the pass loop --------------------------------------------------------------------
@@ -342,8 +358,9 @@ class SessionStream:
             chunk.asked = True
             context = self.begin_hook()
             if context is not None:
-                self._queue_switch(self.queue.index(chunk), context, recache=True, timing=self.timing,
-                                   in_flight=None, chunk=chunk)
+                switch = _switch(context)
+                self._queue_switch(self.queue.index(chunk), switch.context, recache=switch.recache,
+                                   timing=self.timing, in_flight=None, chunk=chunk)
                 self.has_prompt = True
                 if self.queue[0] is not chunk:
                     return True

@@ -63,7 +63,8 @@ class ConditioningBlender:
     """The text embedding in effect, moved toward a target one step per chunk.
 
     Engine loop: `set_target(new_embedding)` when the prompt changes; then once per chunk
-    `embedding, changed = blender.step()`, re-caching the KV window when `changed`.
+    `embedding, changed = blender.step()`, switching the prompt when `changed` (LongLive
+    re-caches its KV window when the blend arrives: video/longlive/settings.py BLEND_RECACHE).
     """
 
     def __init__(self, initial: torch.Tensor, steps: int = 4, easing: str = "smoothstep") -> None:
