@@ -23,14 +23,26 @@ replica knows the session was recording.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
-from ..server.recording import TOKEN_PATTERN, ActiveRecording, RecordingDesk, RecordingEntry, RecordingsFolder
+from ..server.recording import (
+    TOKEN_PATTERN,
+    ActiveRecording,
+    RecordingDesk,
+    RecordingEntry,
+    RecordingsFolder,
+    written_elsewhere,
+)
 
 log = logging.getLogger("comfyui_persona.cluster")
 
 __all__ = ["ClusterRecordingDesk", "replica_folder"]
+
+#: How long a lost replica's process may take to exit (and drop its file lock) before its part
+#: is taken for still being written.
+LOST_WRITER_EXIT_S = 10.0
 
 #: Prefix of each replica's folder under the recordings folder.
 FOLDER_PREFIX = "replica-"
@@ -92,8 +104,15 @@ class ClusterRecordingDesk(RecordingDesk):
         marked finished in that folder's index). Only called for a replica taken for dead:
         nothing writes there any more. False when the folder is not reachable from here."""
         folder = self.base / folder_name
-        if not folder_name.startswith(FOLDER_PREFIX) or folder == self.folder or not (folder / f"{token}.mp4").is_file():
+        path = folder / f"{token}.mp4"
+        if not folder_name.startswith(FOLDER_PREFIX) or folder == self.folder or not path.is_file():
             return False
+        # Ray reports the replica dead while its process may still be exiting: the kernel drops
+        # the file's lock when it is gone. A lock held longer is a replica still writing (cut
+        # off, not dead): its part is left alone.
+        deadline = time.monotonic() + LOST_WRITER_EXIT_S
+        while written_elsewhere(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
         repaired = RecordingsFolder(folder).recover(active=set())
         log.info("replica %s: repaired %d recording(s) the lost replica left in %s", self.replica, repaired, folder_name)
         return True
