@@ -288,6 +288,7 @@ def _frames_in(path: Path) -> tuple[int, int]:
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
+            time_base = stream.time_base  # read while open: PyAV 18.1.1 refuses a closed container's streams
             for packet in container.demux(stream):
                 if packet.size:
                     frames += 1
@@ -295,7 +296,7 @@ def _frames_in(path: Path) -> tuple[int, int]:
                         end = max(end, packet.pts + (packet.duration or 0))
     except (av.error.FFmpegError, OSError, IndexError):
         return 0, 0
-    return frames, int(round(float(end * stream.time_base) * 1000.0))
+    return frames, int(round(float(end * time_base) * 1000.0))
 
 
 @dataclass
