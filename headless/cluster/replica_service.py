@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from ..server.protocol import Hello, ProtocolError
-from ..server.recording import STILL_RECORDING, written_elsewhere
+from ..server.recording import STILL_RECORDING
 from ..server.service import PersonaService
 from .checkpoint import Placement, RayConversationStore
 from .recordings import ClusterRecordingDesk
@@ -174,7 +174,8 @@ class ReplicaService(PersonaService):
         token = request.match_info["token"]
         loop = asyncio.get_running_loop()
         path = await loop.run_in_executor(self.pool, desk.locate, token)
-        if token in desk.active or (path is not None and await loop.run_in_executor(self.pool, written_elsewhere, path)):
+        written = path is not None and await loop.run_in_executor(self.pool, desk.being_written, token, path)
+        if written or token in desk.active:
             return web.json_response(STILL_RECORDING, status=409)  # here, or another replica's part still being written
         if path is None:
             raise web.HTTPNotFound(text="no such recording")

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from ...persona.card import ID_RE
 from .config import ServerConfig
-from .recording import STILL_RECORDING, TOKEN_PATTERN, RecordingDesk, written_elsewhere
+from .recording import STILL_RECORDING, TOKEN_PATTERN, RecordingDesk
 
 #: Portraits kept drawn (at most 512 px each, so a few MB in all).
 PORTRAIT_CACHE_ENTRIES = 64
@@ -185,7 +185,7 @@ class GalleryRoutes:
             raise web.HTTPNotFound(text="no such recording")
         await self._run(self.recordings.recover)  # a file a dead process left is repaired first
         path = self.recordings.folder / f"{token}.mp4"
-        if token in self.recordings.active or await self._run(written_elsewhere, path):
+        if await self._run(self.recordings.being_written, token, path):
             return web.json_response(STILL_RECORDING, status=409)  # another process sharing the folder, too
         exists = await self._run(path.is_file)
         if not exists:

@@ -521,6 +521,11 @@ class RecordingDesk:
                 index.finished(result)
                 index.prune(set(self.active))
 
+    def being_written(self, token: str, path: Path) -> bool:
+        """Whether `path` (`token`'s file) is still being written: here, or by another process
+        or replica holding its lock. The download route answers 409 (STILL_RECORDING) then."""
+        return token in self.active or written_elsewhere(path)
+
     def recover(self) -> None:
         """Repair what a dead process left in the folder (once per folder): at start-up, so a
         resumed session's list and the downloads never show a killed file as being written."""

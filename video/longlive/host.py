@@ -68,7 +68,7 @@ import torch
 from ...errors import PersonaError
 from ..backend import RenderError
 from .runtime import DENSE, EngineRuntime
-from .stream import RecacheMode, RecacheTiming, SessionStream
+from .stream import PromptSwitch, RecacheMode, RecacheTiming, SessionStream
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class HostedSession:
         self._passes_done = 0
         #: Called (by the driver) when a chunk in flight is restarted for a new directive: the
         #: prompt embedding to restart it with, or None to keep its own.
-        self.restart_hook: Callable[[], torch.Tensor | None] | None = None
+        self.restart_hook: Callable[[], torch.Tensor | PromptSwitch | None] | None = None
 
     @property
     def row(self) -> int:
@@ -769,7 +769,7 @@ class EngineHost:
         per_batch = geometry_chunks + 2
         batch_sizes = tuple(sorted(set(batch_sizes)))
         largest = max(batch_sizes)
-        ranges = [(a, b) for a in range(largest) for b in range(a + 1, largest + 1)]
+        ranges = _row_ranges(largest)
         fill_chunks = geometry_chunks + 1  # the window's fill stages, then one switch with it full
         total = sum(int(size > 1) + per_batch for size in batch_sizes) + len(ranges) + largest
         done = 0
@@ -797,7 +797,7 @@ class EngineHost:
                         if fits == 1:
                             break
                         size = largest = fits
-                        ranges = [(a, b) for a in range(largest) for b in range(a + 1, largest + 1)]
+                        ranges = _row_ranges(largest)
                         total = done + 1 + per_batch + len(ranges) + largest
                 sessions = [self.open_session(latent_h, latent_w, seed=i, name=f"warm-up {i}") for i in range(size)]
                 try:
@@ -826,6 +826,11 @@ class EngineHost:
         if cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - started
+
+
+def _row_ranges(rows: int) -> list[tuple[int, int]]:
+    """Every run of consecutive rows of `rows` sessions, as (first, end)."""
+    return [(a, b) for a in range(rows) for b in range(a + 1, rows + 1)]
 
 
 def rows_that_fit(one_session_bytes: int, spare_bytes: int) -> int:
