@@ -47,8 +47,10 @@
 #                                         # share, paced 1-2; the SM clock logged beside (~6 min)
 #   bash benchmarks/gpu_wave2.sh paced-3  # host CUDA tests; paced 3 and 1 sessions at 480x832 (30 s each),
 #                                         # after the warm-up captures every row range (~6 min)
-#   bash benchmarks/gpu_wave2.sh paced-3-cadence  # host CUDA tests; paced 3 sessions at 480x832, 30 s with a
-#                                         # directive every 1.5-3 s each, then every 6-15 s (a chat's pace) (~8 min)
+#   bash benchmarks/gpu_wave2.sh paced-3-cadence  # host CUDA tests; paced 3 and 2 sessions at 480x832, 30 s with
+#                                         # a directive every 1.5-3 s each; 3 with one every 6-15 s (a chat's pace) (~8 min)
+#   bash benchmarks/gpu_wave2.sh capacity-320  # 8 sessions at 320x576: asking back to back, then paced 20 s,
+#                                         # each with prefetch off (the default) and on        (~7 min)
 #   bash benchmarks/gpu_wave2.sh persistent  # one stream at 480x832, the default compile vs every reduction
 #                                         # in registers (--compile persistent; its compile is long) (~9 min)
 #   bash benchmarks/gpu_wave2.sh kv-write # host CUDA tests; the KV window's writes as 8-byte words vs
@@ -60,7 +62,11 @@
 # python3 with torch; the paced/capacity/interrupt steps run real LongLiveBackend sessions and
 # need pydantic: if `import pydantic` fails and .whl/ holds wheels, they are installed into a
 # temporary folder first. Each step has its own time limit and writes its JSON as it goes, so an
-# overrun loses that step's tail only. Results: benchmarks/results/longlive*-<card>-<date>-wave[234]-*.json
+# overrun loses that step's tail only. FlashAttention-4 travels as wheels: nvidia-cutlass-dsl-libs-base
+# and -libs-cu13 share the folder nvidia_cutlass_dsl/, and `pip install --target` keeps only the
+# first wheel's copy of it (then `cutlass.cute` is missing and the engine falls back to cuDNN):
+# unzip those two into the target instead, and put nvidia_cutlass_dsl/dsl_packages on PYTHONPATH.
+# Results: benchmarks/results/longlive*-<card>-<date>-wave[234]-*.json
 # (with --smoke: $OUT/results/), copied to $OUT with each step's log and steps.txt (exit codes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -263,10 +269,15 @@ elif [ "$MODE" = paced-3 ]; then
     --seconds 30 --label "wave11-paced-3-480"
 elif [ "$MODE" = paced-3-cadence ]; then
   step gpu-tests 120 "$PY" -m pytest -c "$SITE/pytest.ini" --rootdir . -q -s -m gpu tests/test_longlive_host.py
-  needs_pydantic paced-480 && step paced-480 230 "${BENCH[@]}" --paced --sizes 480x832 --sessions 3 \
+  needs_pydantic paced-480 && step paced-480 300 "${BENCH[@]}" --paced --sizes 480x832 --sessions 3,2 \
     --seconds 30 --label "wave12-paced-3-480"
   needs_pydantic paced-480-chat && step paced-480-chat 230 "${BENCH[@]}" --paced --sizes 480x832 --sessions 3 \
     --seconds 30 --directive-every 6,15 --label "wave12-chat-pace-paced-3-480"
+elif [ "$MODE" = capacity-320 ]; then
+  needs_pydantic capacity-320 && step capacity-320 200 "${BENCH[@]}" --capacity --sizes 320x576 --sessions 8 \
+    --prefetch off,on --label "wave12-capacity-320"
+  needs_pydantic paced-320 && step paced-320 200 "${BENCH[@]}" --paced --sizes 320x576 --sessions 8 \
+    --prefetch off,on --seconds 20 --label "wave12-paced-320"
 elif [ "$MODE" = persistent ]; then
   step single-defaults 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --chunks 12 --switches 2 --no-decode \
     --compile default,persistent --label wave11-persistent
@@ -277,7 +288,7 @@ elif [ "$MODE" = part3 ]; then
   step max-autotune 560 "${BENCH[@]}" --sizes 480x832 --decoders tae --compile max-autotune-no-cudagraphs \
     --chunks 12 --switches 3 --label wave2-max-autotune
 else
-  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | flash | flash-serving | wave7 | wave8 | attend-together | attend-together-320 | kernels | kernels-profile | host-idle | paced-3 | paced-3-cadence | persistent | kv-write | part3 | --smoke" >&2
+  echo "usage: $0 part1 | part2 | serving | host-sync | fill-graphs | queue-ahead | recache-graphs | paced | flash | flash-serving | wave7 | wave8 | attend-together | attend-together-320 | kernels | kernels-profile | host-idle | paced-3 | paced-3-cadence | capacity-320 | persistent | kv-write | part3 | --smoke" >&2
   exit 2
 fi
 
