@@ -864,7 +864,11 @@ def serve(args, torch, device, card: str, short: str) -> int:
             if speed.compile:  # every compiled shape before anything is timed (as a load does)
                 warm = round(engine.host.warm_up(*lat, batch_sizes=tuple(sorted({1, max(counts + [1])}))), 1)
             metrics.setdefault("warm_up_s", {})[size] = warm
-            print(json.dumps({"size": size, "warm_up_s": warm, "speed": str(speed)}), flush=True)
+            # what ran, not what was asked: FlashAttention-4 falls back to SDPA when its start-up check fails
+            dense = "flash-attn-4 for long keys" if engine.host.runtime.flash_attention else "SDPA (cuDNN first)"
+            metrics.setdefault("dense_attention", {})[size] = dense
+            print(json.dumps({"size": size, "warm_up_s": warm, "dense_attention": dense, "speed": str(speed)}),
+                  flush=True)
             if args.interrupt:
                 res = serving.interrupt_latency(engine, torch, h, w, samples=8 if args.smoke else 12)
                 metrics["interrupt"].append(res)
