@@ -263,6 +263,23 @@ async def test_invalid_names_the_field(service, no_blocking):
         assert with_id["reply_to"] == "a9"
 
 
+async def test_a_lone_surrogate_is_invalid_and_the_session_goes_on(service, no_blocking):
+    """`JSON.stringify` of a string cut inside an emoji escapes half a UTF-16 pair: valid JSON,
+    not encodable as UTF-8. Before, such a chat was answered and silently stopped the session's
+    conversation from being saved; in a hello's token it was an `internal` error."""
+    async with running(service) as server, connect(server) as ws:
+        before_hello = await _error(ws, '{"type": "hello", "token": "s3cr\\ud83c"}')
+        assert before_hello["code"] == "invalid" and "surrogate" in before_hello["message"]
+        await hello(ws)
+        for raw, reply_to in [('{"type": "chat", "id": "c1", "text": "pizza \\ud83c"}', "c1"),
+                              ('{"type": "chat", "id": "c\\udc00", "text": "hi"}', None),
+                              ('{"type": "action", "id": "a1", "directive": {"\\ud800": 1}}', "a1")]:
+            error = await _error(ws, raw)
+            assert (error["code"], error["reply_to"]) == ("invalid", reply_to), (raw, error)
+        await ws.send(json.dumps({"type": "chat", "id": "c2", "text": "pizza \U0001f355 ¿sí?"}))
+        assert (await wait_for_type(ws, "reply"))["reply_to"] == "c2"
+
+
 async def test_invalid_hello_fields(service, no_blocking):
     async with running(service) as server, connect(server) as ws:
         for payload, field in [

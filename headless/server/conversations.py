@@ -127,8 +127,8 @@ class FileConversationStore:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, text)
-        except OSError as exc:  # a full disk: the conversation goes on, unsaved, said in the log
-            log.warning("conversation %s not saved: %s", path.name, exc)
+        except (OSError, ValueError) as exc:  # a full disk, text UTF-8 cannot hold: the conversation
+            log.warning("conversation %s not saved: %s", path.name, exc)  # goes on, unsaved, said in the log
             return
         if new:  # only a new file can take the folder past its bound
             self._evict()

@@ -189,8 +189,12 @@ def parse(data: str) -> ClientMessage:
         raise ProtocolError("bad_json", "the message is not valid JSON") from None
     if not isinstance(obj, dict):
         raise ProtocolError("bad_json", f"a message must be a JSON object, got {type(obj).__name__}")
-    kind = obj.get("type")
     reply_to = _reply_to(obj)
+    if _holds_lone_surrogate(obj):
+        # JSON may escape half of a UTF-16 pair (`JSON.stringify` of a string cut inside an
+        # emoji does); no UTF-8 file, log or reply can hold it, so it is refused here, once.
+        raise ProtocolError("invalid", "the message holds ill-formed Unicode (a lone UTF-16 surrogate)", reply_to)
+    kind = obj.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("invalid", "field 'type' is missing or not a string", reply_to)
     if kind not in CLIENT_TYPES:
@@ -198,9 +202,30 @@ def parse(data: str) -> ClientMessage:
     return _PARSERS[kind](obj, reply_to)
 
 
+def _holds_lone_surrogate(obj: object) -> bool:
+    """Whether any key or string in a parsed message is not encodable as UTF-8."""
+    pending = [obj]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
+
+
 def _reply_to(obj: dict) -> str | None:
     value = obj.get("id")
-    return value[:MAX_ID_CHARS] if isinstance(value, str) else None
+    if not isinstance(value, str) or _holds_lone_surrogate(value):
+        return None
+    return value[:MAX_ID_CHARS]
 
 
 def _id(obj: dict, required: bool = True) -> str | None:
