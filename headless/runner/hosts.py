@@ -27,7 +27,7 @@ from .comfy_host import ComfyPromptHost, PromptRunner
 from .errors import UnknownNodeTypeError, WorkflowError
 from .executor import StreamingRunner, WorkflowGraph
 from .prompts import PromptTemplate
-from .workflow import ApiWorkflow, Registry, to_api
+from .workflow import ApiWorkflow, Registry, check_shape, to_api
 
 __all__ = ["PromptHosts", "RunnerHosts", "SessionHosts", "WorkflowLimitError", "unknown_node_types"]
 
@@ -107,7 +107,8 @@ def unknown_node_types(data: Any, registry: Registry) -> list[str]:
         for node in data["nodes"]:
             if not isinstance(node, dict) or node.get("type") in _NOT_NODES or node.get("mode") == 2:
                 continue
-            kind, props = node.get("type"), node.get("properties") or {}
+            kind, props = node.get("type"), node.get("properties")
+            props = props if isinstance(props, dict) else {}
             pack = props.get("cnr_id") or props.get("aux_id")
             if isinstance(kind, str) and isinstance(pack, str):
                 packs[kind] = pack
@@ -158,7 +159,11 @@ class _Uploads:
 
 
 def _as_api(data: Any, registry: Registry) -> ApiWorkflow:
-    workflow = to_api(data, registry) if not _is_api(data) else {str(k): v for k, v in data.items()}
+    if _is_api(data):
+        check_shape(data, ui=False)
+        workflow = {str(k): v for k, v in data.items()}
+    else:
+        workflow = to_api(data, registry)
     if len(workflow) > MAX_WORKFLOW_NODES:
         raise WorkflowLimitError(f"the workflow has {len(workflow)} nodes; the limit is {MAX_WORKFLOW_NODES}")
     return workflow

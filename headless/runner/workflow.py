@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import (
     BadLinkError,
@@ -51,13 +53,73 @@ def load_workflow(path: str | Path, registry: Registry) -> ApiWorkflow:
     return to_api(data, registry)
 
 
+class _Shape(BaseModel):
+    """The parts of a saved workflow the conversion reads; everything else passes untouched."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class _UiSocket(_Shape):
+    name: str
+    link: int | None = None
+
+
+class _UiNode(_Shape):
+    id: int | str
+    type: str
+    mode: int = 0
+    inputs: list[_UiSocket] | None = None
+    widgets_values: list | dict | None = None
+    properties: dict | None = None
+
+
+class _UiLink(_Shape):  # newer frontends save links as objects
+    id: int
+    origin_id: int | str
+    origin_slot: int
+
+
+class _UiWorkflow(_Shape):
+    nodes: list[_UiNode]
+    # [id, origin, origin slot, target, target slot, type]
+    links: list[Annotated[list, Field(min_length=3)] | _UiLink] | None = None
+
+
+class _ApiNode(_Shape):
+    class_type: str
+    inputs: dict[str, Any] = {}
+
+
+_API_SHAPE = TypeAdapter(dict[str, _ApiNode])
+
+
+def check_shape(data: dict, ui: bool) -> None:
+    """`WorkflowFormatError` naming the first place where an uploaded workflow's JSON has the
+    wrong shape (a number where a list of inputs belongs, a link of one element), before the
+    conversion or the validation index into it."""
+    try:
+        if ui:
+            workflow = _UiWorkflow.model_validate(data)
+            for link in workflow.links or []:
+                if isinstance(link, list):
+                    TypeAdapter(tuple[int, int | str, int]).validate_python(link[:3])
+        else:
+            _API_SHAPE.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the workflow"
+        raise WorkflowFormatError(f"malformed workflow at {where[:120]}: {first['msg']}") from None
+
+
 def to_api(data: Any, registry: Registry) -> ApiWorkflow:
     """API format from either format (API format is copied as is)."""
     if not isinstance(data, dict):
         raise WorkflowFormatError("a workflow is a JSON object")
     if isinstance(data.get("nodes"), list) and "links" in data:
+        check_shape(data, ui=True)
         return ui_to_api(data, registry)
     if data and all(isinstance(v, dict) and "class_type" in v for v in data.values()):
+        check_shape(data, ui=False)
         return {str(k): {"class_type": v["class_type"], "inputs": dict(v.get("inputs", {})), **_meta(v)}
                 for k, v in data.items()}
     raise WorkflowFormatError("not a ComfyUI workflow: expected API format ({id: {class_type, inputs}}) "
@@ -122,7 +184,8 @@ def ui_to_api(data: dict, registry: Registry) -> ApiWorkflow:
                 link_id = int(upstream)
                 continue
             if source.get("type") == "PrimitiveNode":
-                return (source.get("widgets_values") or [None])[0]
+                values = source.get("widgets_values")
+                return values[0] if isinstance(values, list) and values else None
             return [origin, slot]
 
     api: ApiWorkflow = {}

@@ -431,7 +431,7 @@ class PersonaService:
         if request.content_length is not None and request.content_length > MAX_WORKFLOW_BYTES:
             return _bad_workflow(f"the workflow is over the {MAX_WORKFLOW_BYTES // 2**20} MiB limit", 413)
         try:
-            body = await asyncio.wait_for(request.content.read(MAX_WORKFLOW_BYTES + 1), self.config.body_timeout_s)
+            body = await asyncio.wait_for(_read_capped(request.content, MAX_WORKFLOW_BYTES), self.config.body_timeout_s)
         except asyncio.TimeoutError:
             return _bad_workflow(f"the upload did not arrive within {self.config.body_timeout_s:g} s")
         if len(body) > MAX_WORKFLOW_BYTES:
@@ -635,6 +635,19 @@ class PersonaService:
 
 #: The largest workflow upload (a saved graph of a few thousand nodes is a few hundred KB).
 MAX_WORKFLOW_BYTES = 2 * 2**20
+
+
+async def _read_capped(content, cap: int) -> bytes:
+    """The whole body, or its first bytes past `cap` (then the caller refuses it). Not
+    `content.read(cap + 1)`: that returns what has arrived so far, so a body that came in two
+    TCP segments was cut short and refused as "not JSON"."""
+    pieces, size = [], 0
+    async for piece in content.iter_any():
+        pieces.append(piece)
+        size += len(piece)
+        if size > cap:
+            break
+    return b"".join(pieces)
 
 
 def _bad_workflow(message: str, status: int = 400) -> web.Response:

@@ -1,0 +1,58 @@
+"""`POST /persona/workflows` on the real server: a body that arrives in pieces is read whole,
+and a body of the wrong shape is a 400 naming where, never a 500."""
+
+import asyncio
+import io
+import json
+
+import aiohttp
+import pytest
+
+from server_harness import TIMEOUT, WORKFLOW, make_service, running
+
+
+@pytest.fixture
+def service():
+    service = make_service()
+    yield service
+    service.pool.shutdown(wait=True)
+
+
+async def _post(server, body) -> tuple[int, dict]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT * 3)) as client:
+        async with client.post(f"{server.http_url}/persona/workflows", data=body,
+                               headers={"Content-Type": "application/json"}) as response:
+            return response.status, await response.json()
+
+
+async def test_a_workflow_arriving_in_pieces_is_read_whole(service):
+    """Before, the handler took whatever had arrived at its first read: a 1.5 MB workflow (or a
+    small one sent in two writes) was refused as "not JSON", well under the 2 MiB limit."""
+    saved = json.loads(WORKFLOW.read_text())
+    saved.setdefault("extra", {})["notes"] = "x" * 1_500_000  # a large, valid saved graph
+    body = json.dumps(saved).encode()
+
+    async def in_two_writes():
+        yield body[: len(body) // 2]
+        await asyncio.sleep(0.05)  # the first half is read before the rest is sent
+        yield body[len(body) // 2:]
+
+    async with running(service) as server:
+        status, answer = await _post(server, in_two_writes())
+        assert status == 201 and answer["id"], answer
+        status, answer = await _post(server, io.BytesIO(b"x" * (2 * 2**20 + 10)))
+        assert status == 413 and answer["code"] == "bad_workflow"
+
+
+@pytest.mark.parametrize("shape, where", [
+    ({"1": {"class_type": "PersonaConversationTurn", "inputs": 5}}, "1.inputs"),
+    ({"nodes": [{"id": 1, "type": "PersonaConversationTurn", "inputs": 5}], "links": []}, "nodes.0.inputs"),
+    ({"nodes": [], "links": 5}, "links"),
+    ({"nodes": [{"id": 1, "type": "PersonaConversationTurn"}], "links": [[99]]}, "links.0"),
+    ({"nodes": [{"id": 1, "type": "PersonaConversationTurn", "properties": [1]}], "links": []}, "nodes.0.properties"),
+])
+async def test_a_workflow_of_the_wrong_shape_is_a_400_naming_where(service, shape, where):
+    async with running(service) as server:
+        status, answer = await _post(server, json.dumps(shape).encode())
+    assert status == 400 and answer["code"] == "bad_workflow", answer
+    assert where in answer["message"], answer
