@@ -1,4 +1,5 @@
-"""Small text helpers for the embedded interpreter: cleaning, tokens, stems, typo distance.
+"""Small text helpers for the embedded interpreter: cleaning, tokens, stems, typo distance;
+and the one check every JSON boundary (the protocol, card files) makes on decoded text.
 
 Kept separate from the parser so each rule is testable on its own and the parser reads as
 a sequence of steps. Pure stdlib; nothing here knows about the vocabulary.
@@ -13,6 +14,7 @@ __all__ = [
     "COMMON_WORDS",
     "Token",
     "clean_text",
+    "holds_lone_surrogate",
     "is_shouted",
     "osa_distance",
     "stem",
@@ -52,6 +54,27 @@ class Token(str):
     @property
     def is_punct(self) -> bool:
         return not (self[:1].isalnum())
+
+
+def holds_lone_surrogate(obj: object) -> bool:
+    """Whether a key or string anywhere in decoded JSON is not encodable as UTF-8. JSON may
+    escape half of a UTF-16 pair (`JSON.stringify` of a string cut inside an emoji does);
+    no UTF-8 file, log line or reply can hold it."""
+    pending = [obj]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def clean_text(text: object, limit: int) -> tuple[str, bool]:

@@ -312,6 +312,17 @@ def test_non_utf8_json_is_named():
     _raises(CardEncodingError, "not UTF-8", b'{"name": "\xff\xfe"}')
 
 
+def test_a_lone_surrogate_anywhere_in_a_card_is_named():
+    """JSON may escape half a UTF-16 pair; before, a name of one crashed the id's hash (a 500
+    on import) and elsewhere it reached files UTF-8 cannot write."""
+    for field in ("name", "description"):
+        card = _foreign_card()
+        card["data"][field] = "Ana \ud83c"
+        _raises(CardEncodingError, "lone UTF-16 surrogate", json.dumps(card).encode())
+    png = _png({"chara": base64.b64encode(b'{"spec": "chara_card_v2", "data": {"name": "\\udc00"}}')})
+    _raises(CardEncodingError, "lone UTF-16 surrogate", png)
+
+
 def test_wrong_spec_is_named():
     card = _foreign_card()
     card["spec"] = "chara_card_v9"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import PersonaError
+from ...persona.text import holds_lone_surrogate
 
 #: The `protocol` number in `ready` and `/persona/health` (PROTOCOL.md's version).
 PROTOCOL_VERSION = 1
@@ -190,9 +191,7 @@ def parse(data: str) -> ClientMessage:
     if not isinstance(obj, dict):
         raise ProtocolError("bad_json", f"a message must be a JSON object, got {type(obj).__name__}")
     reply_to = _reply_to(obj)
-    if _holds_lone_surrogate(obj):
-        # JSON may escape half of a UTF-16 pair (`JSON.stringify` of a string cut inside an
-        # emoji does); no UTF-8 file, log or reply can hold it, so it is refused here, once.
+    if holds_lone_surrogate(obj):  # refused here, once, before any field reaches a file or a log
         raise ProtocolError("invalid", "the message holds ill-formed Unicode (a lone UTF-16 surrogate)", reply_to)
     kind = obj.get("type")
     if not isinstance(kind, str):
@@ -202,28 +201,9 @@ def parse(data: str) -> ClientMessage:
     return _PARSERS[kind](obj, reply_to)
 
 
-def _holds_lone_surrogate(obj: object) -> bool:
-    """Whether any key or string in a parsed message is not encodable as UTF-8."""
-    pending = [obj]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, str):
-            if not value.isascii():
-                try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError:
-                    return True
-        elif isinstance(value, dict):
-            pending.extend(value.keys())
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
-    return False
-
-
 def _reply_to(obj: dict) -> str | None:
     value = obj.get("id")
-    if not isinstance(value, str) or _holds_lone_surrogate(value):
+    if not isinstance(value, str) or holds_lone_surrogate(value):
         return None
     return value[:MAX_ID_CHARS]
 

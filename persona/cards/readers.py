@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..text import holds_lone_surrogate
 from .assets import PngImageAsset, source_key
 from .charx import ZIP_SIGNATURE, read_charx, safe_zip_name
 from .errors import (
@@ -136,6 +137,9 @@ def parse_json(data: bytes, where: str, limits: CardLimits) -> dict[str, Any]:
         raise CardJSONError(f"{where}: card JSON is nested too deeply") from None
     if not isinstance(card, dict):
         raise CardJSONError(f"{where}: card JSON must be an object, got {type(card).__name__}")
+    if holds_lone_surrogate(card):
+        raise CardEncodingError(f"{where}: card JSON holds a lone UTF-16 surrogate (an escape like \\ud83c "
+                                "with no pair), which UTF-8 cannot carry")
     return card
 
 
