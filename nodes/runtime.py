@@ -213,6 +213,9 @@ class Session:
     #: tracker and renderer from it.
     cast: tuple = ()
     scene_chat: Any = None  # persona.scene.SceneChat, built on the scene's first turn
+    #: Without a cast: the card the tracker and the conversation were built for (another card,
+    #: or this one edited, starts them afresh; see nodes.scene_nodes.lead_persona).
+    card: Any = None
     last_used: float = field(default_factory=time.monotonic)  # the last time a node asked for it
     _turns: int = 0
 

@@ -14,7 +14,10 @@ tracker and renderer from) is settled by `lead_persona`, called by each node tha
 - a streamed session without one takes the graph's scene on first use;
 - a queued Run (nobody streams the session) plays what its graph says, run after run: a scene
   with other personas, or a plain card after a scene, starts the session's character state
-  and conversation afresh (the renderer restarts on its own: its key holds the cast).
+  and conversation afresh (the renderer restarts on its own: its key holds the cast);
+- without a cast, another card than the one the session's character state and conversation
+  were built for (the Card Loader switched, or the card file was edited) starts them afresh
+  too: the new card's vocabulary applies at once.
 
 Bad input is refused twice, with the same words: at validation (`VALIDATE_INPUTS`, so ComfyUI
 refuses the prompt and marks the node before anything runs) and when the node runs (the
@@ -149,10 +152,20 @@ def lead_persona(value: Any, session) -> Any:
                 _recast(session, wanted)
         elif current != tuple(p.id for p in wanted):
             _recast(session, wanted)
+        if not session.cast and not isinstance(value, SceneValue):
+            if session.card is not None and not _same_character(session.card, value):
+                _recast(session, ())  # the Card Loader switched persona (or the card was edited)
+            session.card = value
         cast = session.cast
     if not isinstance(value, SceneValue):
         return value  # a card as before (the Card Loader's, its reference image and all)
     return cast[0] if cast else value.lead
+
+
+def _same_character(a, b) -> bool:
+    """The same card for the conversation and the character state: the look (a reference photo
+    connected to the Card Loader) restarts only the renderer, not the chat."""
+    return a.id == b.id and a.model_dump(exclude={"appearance"}) == b.model_dump(exclude={"appearance"})
 
 
 def _recast(session, cast: tuple) -> None:
@@ -160,6 +173,7 @@ def _recast(session, cast: tuple) -> None:
     from .runtime import TrackerMemory
 
     session.cast = tuple(cast)
+    session.card = None
     session.scene_chat = None
     session.tracker = None
     session.tracker_memory = TrackerMemory()

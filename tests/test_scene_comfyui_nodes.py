@@ -104,6 +104,15 @@ def test_a_queued_run_plays_its_graphs_cast_and_a_plain_card_after_it_ends_the_s
         assert session.cast == () and session.tracker is None, "a plain card after a scene: one persona again"
         session.tracker = StateTracker(mira.vocabulary())
         assert lead_persona(mira, session) is mira and session.tracker is not None, "the same card: state kept"
+        session.conversation = object()
+        photo = mira.model_copy(update={"appearance": mira.appearance.model_copy(update={"reference_image": "face.png"})})
+        assert lead_persona(photo, session) is photo and session.tracker is not None, "a new look: state kept"
+        # The Card Loader switched to another persona in the same session: its vocabulary applies.
+        assert lead_persona(ada, session) is ada
+        assert session.tracker is None and session.conversation is None, "another card: afresh"
+        session.tracker = StateTracker(ada.vocabulary())
+        edited = ada.model_copy(update={"name": "Ada Lovelace"})
+        assert lead_persona(edited, session) is edited and session.tracker is None, "an edited card: afresh"
 
 
 def test_a_hosts_scene_stays_whatever_the_graphs_scene_says() -> None:
