@@ -16,6 +16,7 @@ output); headless, in $PERSONA_RECORDINGS_DIR or ./recordings.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -166,16 +167,25 @@ class _ChunkKeyframes:
 
 def _next_file(path: Path, width: int, height: int, used: set[Path], numbered: bool) -> Path:
     """`path` the first time; a frame size the session already wrote gets its own file; each
-    queued run (`numbered`) gets the next `_0002`, `_0003`… file."""
-    if path not in used:
-        return path
-    base = path.with_name(f"{path.stem}_{width}x{height}") if not numbered else path.with_suffix("")
-    if not numbered and base.with_suffix(".mp4") not in used:
-        return base.with_suffix(".mp4")
-    number = 2
-    while base.with_name(f"{base.name}_{number:04d}.mp4") in used:
-        number += 1
-    return base.with_name(f"{base.name}_{number:04d}.mp4")
+    queued run (`numbered`) gets the next `_0002`, `_0003`… file. A name is free when neither
+    this session nor anything on disk has it: the file is created empty here (exclusively), so
+    an earlier session's recording (a restart, another session whose id cleans to the same
+    name) is never overwritten and two processes never pick the same file."""
+    if numbered or path not in used:
+        base = path.with_suffix("")
+    else:
+        base = path.with_name(f"{path.stem}_{width}x{height}")
+    numbered_names = (base.with_name(f"{base.name}_{number:04d}.mp4") for number in itertools.count(2))
+    for candidate in itertools.chain((path, base.with_suffix(".mp4")), numbered_names):
+        if candidate in used:
+            continue
+        candidate.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(candidate, "xb"):
+                return candidate
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable: the numbered names never run out")
 
 
 class PersonaSessionRecorder:
@@ -227,7 +237,6 @@ class PersonaSessionRecorder:
             recording = session.recordings.get(key)
             if recording is None:
                 target = _next_file(path, width, height, session.recorded_paths, per_run)
-                target.parent.mkdir(parents=True, exist_ok=True)
                 recording = session.recordings[key] = _Recording(target, width, height, frames.fps)
                 session.recorded_paths.add(target)
         bar = progress(len(pixels))

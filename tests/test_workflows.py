@@ -176,3 +176,12 @@ def test_a_queued_run_records_one_complete_file_per_run(tmp_path: Path, monkeypa
         assert names == ["chat_queued.mp4", "chat_queued_0002.mp4"]
     finally:
         runner.close()
+    # A new session of the same id (ComfyUI restarted, or its idle sweep ran) never overwrites
+    # an earlier file: before, its first run rewrote chat_queued.mp4.
+    first = (tmp_path / "runs" / "chat_queued.mp4").read_bytes()
+    runner = StreamingRunner(WorkflowGraph(workflow, NODE_CLASS_MAPPINGS), SessionStore(), "queued")
+    try:
+        assert runner.start().ui["30"]["persona_recording"][0]["filename"] == "chat_queued_0003.mp4"
+    finally:
+        runner.close()
+    assert (tmp_path / "runs" / "chat_queued.mp4").read_bytes() == first
