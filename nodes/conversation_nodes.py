@@ -11,12 +11,11 @@ Classic ComfyUI node API (no ComfyUI import). Per-turn nodes take a `turn` numbe
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from typing import Any
 
 from .runtime import current_store, per_turn
-from .scene_nodes import lead_persona
+from .scene_nodes import cards_fingerprint, lead_persona
 from .types import DIRECTIVES, PERSONA, PERSONA_OR_SCENE, TURN, DirectivePlan, TurnValue
 
 _SESSION_INPUT = (
@@ -98,16 +97,11 @@ class PersonaCardLoader:
 
     @classmethod
     def IS_CHANGED(cls, persona_id: str, **_: Any) -> Any:
-        """The same id keeps ComfyUI's cached persona, whose reference image lives in the card
+        """The same card keeps ComfyUI's cached persona, whose reference image lives in the card
         asset cache, which prunes what goes unused: looking the card up again here writes a
         pruned image back at the same path (`PersonaLibrary.get_card`), so the cached output
-        stays valid. A card that fails to load is left for `load` to report."""
-        from ..persona.cards import CardError
-        from ..persona.library import load_persona
-
-        with contextlib.suppress(CardError, KeyError):
-            load_persona(persona_id)
-        return persona_id
+        stays valid. An edited card file is a new persona (`cards_fingerprint`)."""
+        return cards_fingerprint((persona_id,))
 
 
 def _with_reference(persona, image):

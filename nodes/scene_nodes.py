@@ -26,6 +26,7 @@ headless runner has no validation hook).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import Any
@@ -133,12 +134,33 @@ class PersonaScene:
 
     @classmethod
     def IS_CHANGED(cls, personas: str = "", **_: Any) -> Any:
-        return personas
+        try:
+            return cards_fingerprint(cast_ids(personas))
+        except SceneInputError:
+            return personas  # refused by VALIDATE_INPUTS, and by `load` when linked
 
     def load(self, personas: str) -> tuple:
         from ..persona.library import load_persona
 
         return (SceneValue(tuple(load_persona(persona_id) for persona_id in cast_ids(personas))),)
+
+
+def cards_fingerprint(persona_ids) -> str:
+    """The ids plus a hash of each card as loaded now: a loader node's `IS_CHANGED`, so an
+    edited card file reaches the graph on the next Run (the library re-reads a changed file)
+    while an unchanged one stays cached. A card that fails to load counts by its id alone:
+    `load` reports it."""
+    import hashlib
+
+    from ..persona.cards import CardError
+    from ..persona.library import load_persona
+
+    digest = hashlib.sha256()
+    for persona_id in persona_ids:
+        digest.update(persona_id.encode("utf-8", "surrogatepass") + b"\0")
+        with contextlib.suppress(CardError, KeyError):
+            digest.update(load_persona(persona_id).model_dump_json().encode())
+    return digest.hexdigest()
 
 
 def lead_persona(value: Any, session) -> Any:

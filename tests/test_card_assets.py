@@ -35,7 +35,7 @@ from comfyui_persona.persona.cards import (
     resolve_reference,
     write_card,
 )
-from comfyui_persona.persona.library import PersonaLibrary
+from comfyui_persona.persona.library import BUILTIN_DIR, PersonaLibrary
 
 FACE = "assets/other/images/face.png"
 ICON = "assets/icon/images/main.png"
@@ -571,7 +571,31 @@ def test_a_library_card_whose_cached_image_was_pruned_gets_it_back_and_marks_it_
     assert image.stat().st_mtime > 1.0  # marked used
     image.unlink()  # pruned
     assert Path(library.get("vera").appearance.reference_image) == image and image.read_bytes() == RED
-    image.unlink()
     monkeypatch.setattr(PersonaLibrary, "default", classmethod(lambda cls, user_dir=None: library))  # load_persona(id)
-    assert PersonaCardLoader.IS_CHANGED(persona_id="vera") == "vera"
+    fingerprint = PersonaCardLoader.IS_CHANGED(persona_id="vera")
+    image.unlink()
+    assert PersonaCardLoader.IS_CHANGED(persona_id="vera") == fingerprint, "the same card: the cached output stays"
     assert image.read_bytes() == RED
+
+
+def test_an_edited_card_file_reaches_the_card_and_scene_loaders(tmp_path, monkeypatch):
+    """Before, IS_CHANGED was the id alone: ComfyUI served the old card until it restarted."""
+    from comfyui_persona.nodes.conversation_nodes import PersonaCardLoader
+    from comfyui_persona.nodes.scene_nodes import PersonaScene
+
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    card = json.loads((BUILTIN_DIR / "tomas.json").read_text())
+    card["data"]["name"] = "Vera"
+    card["data"]["extensions"]["comfyui_persona"]["id"] = "vera"
+    (folder / "vera.json").write_text(json.dumps(card))
+    library = PersonaLibrary([folder])
+    monkeypatch.setattr(PersonaLibrary, "default", classmethod(lambda cls, user_dir=None: library))
+    assert PersonaCardLoader().load("vera")[0].name == "Vera"
+    before = PersonaCardLoader.IS_CHANGED(persona_id="vera"), PersonaScene.IS_CHANGED(personas="vera, mira")
+    assert before == (PersonaCardLoader.IS_CHANGED(persona_id="vera"), PersonaScene.IS_CHANGED(personas="vera, mira"))
+    card["data"]["name"] = "Veronica"
+    (folder / "vera.json").write_text(json.dumps(card) + " ")  # another size: the library sees it at once
+    after = PersonaCardLoader.IS_CHANGED(persona_id="vera"), PersonaScene.IS_CHANGED(personas="vera, mira")
+    assert after[0] != before[0] and after[1] != before[1]
+    assert PersonaCardLoader().load("vera")[0].name == "Veronica"
