@@ -384,8 +384,9 @@ class PersonaLongLiveSampler:
                                   "tooltip": "Frame width, px (multiple of 16)."}),
                 "height": ("INT", {"default": 480, "min": 64, "max": 1024, "step": 16,
                                    "tooltip": "Frame height, px (multiple of 16)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
-                                 "tooltip": "Noise seed of the stream: same seed, same frames."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
+                                 "tooltip": "Noise seed of the stream: same seed, same frames (changing it "
+                                 "restarts the stream)."}),
                 # Live engine settings and sparse attention: generated from the pydantic settings.
                 **node_inputs(LongLiveSettings, SAMPLER_SETTINGS),
                 **node_inputs(SparseAttentionConfig, ATTENTION_SETTINGS),

@@ -123,9 +123,10 @@ class PersonaPreviewRenderer:
                 "width": ("INT", {"default": 384, "min": 64, "max": 2048, "step": 16, "tooltip": "Frame width, px."}),
                 "height": ("INT", {"default": 384, "min": 64, "max": 2048, "step": 16, "tooltip": "Frame height, px."}),
                 "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 60.0, "step": 1.0, "tooltip": "Frames per second."}),
-                # "fixed", not the frontend's "randomize" for a widget named seed: the seed is part of
-                # the stream's restart key, so a randomised one restarted the stream on every Run.
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": "fixed",
+                # The seed is part of the stream's restart key, so a randomised one restarted the
+                # stream on every Run: the web extension sets a new node's control to "fixed"
+                # (a string here would only rename the control widget; its value stays "randomize").
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
                                  "tooltip": "Seed for idle motion details (changing it restarts the stream)."}),
                 "chunk_frames": (
                     "INT",

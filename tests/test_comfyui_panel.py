@@ -229,6 +229,18 @@ def test_sidebar_tab_chats_and_shows_live_frames(comfyui_server: str, tmp_path: 
                 assert not problems, f"ComfyUI's frontend rejected {name}.json: {problems}"
                 loaded = page.evaluate("() => window.comfyAPI.app.app.graph.nodes.map((n) => n.type)")
                 assert sorted(loaded) == sorted(n["type"] for n in workflow["nodes"])
+
+            # A changed seed restarts the stream, so a node added from the library keeps its seed
+            # (the frontend's default control is "randomize": every Run restarted the stream), and
+            # a saved workflow keeps the control it was saved with.
+            controls = """(type) => window.comfyAPI.app.app.graph.nodes.concat([window.LiteGraph.createNode(type)])
+                .filter((n) => n.type === type).map((n) => n.widgets.find((w) => w.name === "seed").linkedWidgets[0].value)"""
+            assert page.evaluate(controls, "PersonaLongLiveSampler") == ["fixed"]
+            workflow = json.loads((REPO / "workflows" / "persona_preview_chat.json").read_text())
+            renderer = next(n for n in workflow["nodes"] if n["type"] == "PersonaPreviewRenderer")
+            renderer["widgets_values"][renderer["widgets_values"].index("fixed")] = "increment"
+            page.evaluate("async (graph) => { await window.comfyAPI.app.app.loadGraphData(graph); }", workflow)
+            assert page.evaluate(controls, "PersonaPreviewRenderer") == ["increment", "fixed"]
         except Exception:
             print("\n".join(console[-40:]))
             raise

@@ -674,8 +674,19 @@ class PersonaPanel {
 
 let panel = null;
 
+/** Nodes whose `seed` is part of the stream's restart key. */
+const FIXED_SEED_NODES = new Set(["PersonaPreviewRenderer", "PersonaLongLiveSampler"]);
+
 app.registerExtension({
   name: "comfyui-persona.chat",
+  // The frontend gives an INT named seed a "randomize" control, and a changed seed restarts the
+  // stream: a node added from the library starts "fixed". This runs in the node's constructor,
+  // before a saved workflow's values are applied, so a saved control stays as it was saved.
+  nodeCreated(node) {
+    if (!FIXED_SEED_NODES.has(node.comfyClass)) return;
+    const control = node.widgets?.find((widget) => widget.name === "seed")?.linkedWidgets?.[0];
+    if (control) control.value = "fixed";
+  },
   async setup() {
     const manager = app.extensionManager;
     // Two installs of the pack would register the tab twice; the second one steps aside.
