@@ -66,7 +66,8 @@ def test_per_turn_nodes_defeat_caching_only_without_a_host_turn():
     assert (PersonaDirective.IS_CHANGED(turn=0),) != (PersonaDirective.IS_CHANGED(turn=0),)
     assert (PersonaPreviewRenderer.IS_CHANGED(),) != (PersonaPreviewRenderer.IS_CHANGED(),)
     assert (PersonaStateTracker.IS_CHANGED(),) != (PersonaStateTracker.IS_CHANGED(),)
-    assert PersonaCardLoader.IS_CHANGED(persona_id="mira") == "mira"  # loaders stay cached (same id, same value)
+    # loaders stay cached: the same card, the same value
+    assert PersonaCardLoader.IS_CHANGED(persona_id="mira") == PersonaCardLoader.IS_CHANGED(persona_id="mira")
     assert PersonaStreamSink.OUTPUT_NODE is True
 
 
