@@ -726,7 +726,17 @@ def main(argv=None) -> int:
                          "per value, side by side")
     serving.add_argument("--directive-every", default="1.5,3.0",
                          help="seconds between a session's directives: uniform in [a, b]")
+    serving.add_argument("--blend-recache", default="last",
+                         help="comma list of last/each: when a directive's prompt blend re-caches the KV window "
+                         "(LongLiveBackend blend_recache; the default is last); paced runs once per value, "
+                         "side by side")
     args = parser.parse_args(argv)
+    if args.paced:  # settings need pydantic, which only the serving steps require
+        ensure_package()
+        from comfyui_persona.video.longlive.settings import BLEND_RECACHE
+
+        if set(args.blend_recache.split(",")) - set(BLEND_RECACHE):
+            parser.error(f"--blend-recache takes {' and/or '.join(BLEND_RECACHE)}, got {args.blend_recache!r}")
     unknown = set(args.decoders.split(",")) - {"tae", "vae"}
     if unknown:
         parser.error(f"--decoders takes tae and/or vae, got {', '.join(sorted(unknown))}")
@@ -837,6 +847,7 @@ def serve(args, torch, device, card: str, short: str) -> int:
     queue_ahead = [int(v) for v in args.queue_ahead.split(",") if v.strip()]
     prefetch = [v.strip() for v in args.prefetch.split(",") if v.strip()]
     together = [v.strip() for v in args.attend_together.split(",") if v.strip()]
+    recache = [v.strip() for v in args.blend_recache.split(",") if v.strip()]
     if "," in args.attention_kernel:
         raise SystemExit("--attention-kernel takes one value with --paced/--capacity/--interrupt")
     settings_kw = {"compile": "on" if "default" in args.compile else "off", "linear_precision": args.linear,
@@ -846,7 +857,8 @@ def serve(args, torch, device, card: str, short: str) -> int:
     def write(extra: dict | None = None) -> None:
         write_result(out, "longlive-serving", card, config={
             "preset": args.preset, "sizes": args.sizes, "sessions": counts, "processes": processes,
-            "settings": settings_kw, "queue_ahead": queue_ahead, "prefetch": prefetch, "attend_together": together, "seconds_per_paced_run": args.seconds, "directive_every_s": every,
+            "settings": settings_kw, "queue_ahead": queue_ahead, "prefetch": prefetch, "attend_together": together, "blend_recache": recache,
+            "seconds_per_paced_run": args.seconds, "directive_every_s": every,
             "weights": "random (meta -> to_empty -> seeded init); prompts are fixed random embeddings (UMT5 not "
             "on the paced path: cached per prompt)",
             "frames": "TAE-decoded, copied to host memory; 'received' = on the client, 'shown' = when its 16 fps "
@@ -882,13 +894,16 @@ def serve(args, torch, device, card: str, short: str) -> int:
                 metrics["capacity"].append(res)
                 print(json.dumps({"capacity": res}), flush=True)
                 write()
-            runs = [(a, o, p, n) for a in queue_ahead for o in together for p in prefetch for n in counts]
-            for ahead, one_call, early, n in runs if args.paced else []:
+            runs = [(a, o, p, b, n) for a in queue_ahead for o in together for p in prefetch for b in recache
+                    for n in counts]
+            for ahead, one_call, early, blend_recache, n in runs if args.paced else []:
                 engine.host.queue_ahead = ahead
                 fill_batches(engine, early)
                 attend_together(engine, one_call, lat, max(counts + [1]))
                 res = {"queue_ahead": ahead, "attend_together": one_call, "prefetch": early,
-                       **serving.paced(engine, torch, n, h, w, args.seconds, every_s=every, seed=n)}
+                       "blend_recache": blend_recache,
+                       **serving.paced(engine, torch, n, h, w, args.seconds, every_s=every, seed=n,
+                                       blend_recache=blend_recache)}
                 metrics["paced"].append(res)
                 print(json.dumps({"paced": res}), flush=True)
                 write()

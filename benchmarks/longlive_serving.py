@@ -184,7 +184,7 @@ class PacedClient(threading.Thread):
 
 
 def paced(engine, torch, n: int, height: int, width: int, seconds: float, *, every_s: tuple[float, float],
-          seed: int = 0, blend: int = 2) -> dict:
+          seed: int = 0, blend: int = 2, blend_recache: str = "last") -> dict:
     """`n` paced sessions for `seconds`, a directive to a random session every U(every_s) s."""
     from comfyui_persona.video.longlive.engine import LongLiveBackend
 
@@ -192,7 +192,7 @@ def paced(engine, torch, n: int, height: int, width: int, seconds: float, *, eve
     stop = threading.Event()
     clients = []
     for i in range(n):
-        backend = LongLiveBackend(engine=engine, blend_chunks=blend)
+        backend = LongLiveBackend(engine=engine, blend_chunks=blend, blend_recache=blend_recache)
         backend.start_session(_spec(i, height, width))
         clients.append(PacedClient(backend, i, stop, blend, passes_run=lambda: engine.host.runtime.passes_run,
                                    lock=engine.host._lock))
