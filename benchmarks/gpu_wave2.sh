@@ -47,9 +47,9 @@
 #                                         # share, paced 1-2; the SM clock logged beside (~6 min)
 #   bash benchmarks/gpu_wave2.sh paced-3  # host CUDA tests; paced 3 and 1 sessions at 480x832 (30 s each),
 #                                         # after the warm-up captures every row range (~6 min)
-#   bash benchmarks/gpu_wave2.sh paced-3-cadence  # paced 3 and 2 sessions at 480x832, 30 s with a directive every
+#   bash benchmarks/gpu_wave2.sh paced-3-cadence  # paced 3 sessions at 480x832, 30 s with a directive every
 #                                         # 1.5-3 s each, a blend re-caching the window once (the default) vs at
-#                                         # each step; 3 with one every 6-15 s (a chat's pace)  (~8 min)
+#                                         # each step; then one every 6-15 s (a chat's pace)  (~6 min)
 #   bash benchmarks/gpu_wave2.sh capacity-320  # 8 sessions at 320x576: asking back to back, then paced 20 s,
 #                                         # each with prefetch off (the default) and on        (~7 min)
 #   bash benchmarks/gpu_wave2.sh persistent  # one stream at 480x832, the default compile vs every reduction
@@ -269,7 +269,7 @@ elif [ "$MODE" = paced-3 ]; then
   needs_pydantic paced-480 && step paced-480 330 "${BENCH[@]}" --paced --sizes 480x832 --sessions 3,1 \
     --seconds 30 --label "wave11-paced-3-480"
 elif [ "$MODE" = paced-3-cadence ]; then
-  needs_pydantic paced-480 && step paced-480 330 "${BENCH[@]}" --paced --sizes 480x832 --sessions 3,2 \
+  needs_pydantic paced-480 && step paced-480 280 "${BENCH[@]}" --paced --sizes 480x832 --sessions 3 \
     --blend-recache last,each --seconds 30 --label "wave12-paced-3-480"
   needs_pydantic paced-480-chat && step paced-480-chat 170 "${BENCH[@]}" --paced --sizes 480x832 --sessions 3 \
     --seconds 30 --directive-every 6,15 --label "wave12-chat-pace-paced-3-480"
