@@ -91,6 +91,7 @@ class _ApiNode(_Shape):
 
 
 _API_SHAPE = TypeAdapter(dict[str, _ApiNode])
+_LINK_HEAD = TypeAdapter(tuple[int, int | str, int])  # a link array's id, origin, origin slot
 
 
 def check_shape(data: dict, ui: bool) -> None:
@@ -102,7 +103,7 @@ def check_shape(data: dict, ui: bool) -> None:
             workflow = _UiWorkflow.model_validate(data)
             for link in workflow.links or []:
                 if isinstance(link, list):
-                    TypeAdapter(tuple[int, int | str, int]).validate_python(link[:3])
+                    _LINK_HEAD.validate_python(link[:3])
         else:
             _API_SHAPE.validate_python(data)
     except ValidationError as exc:
