@@ -63,10 +63,13 @@
 # python3 with torch; the paced/capacity/interrupt steps run real LongLiveBackend sessions and
 # need pydantic: if `import pydantic` fails and .whl/ holds wheels, they are installed into a
 # temporary folder first. Each step has its own time limit and writes its JSON as it goes, so an
-# overrun loses that step's tail only. FlashAttention-4 travels as wheels: nvidia-cutlass-dsl-libs-base
-# and -libs-cu13 share the folder nvidia_cutlass_dsl/, and `pip install --target` keeps only the
-# first wheel's copy of it (then `cutlass.cute` is missing and the engine falls back to cuDNN):
-# unzip those two into the target instead, and put nvidia_cutlass_dsl/dsl_packages on PYTHONPATH.
+# overrun loses that step's tail only. FlashAttention-4 travels as wheels: flash-attn-4, quack-kernels,
+# apache-tvm-ffi, torch-c-dlpack-ext, einops, nvidia-cutlass-dsl and its -libs-base, -libs-core (the
+# `cutlass` Python package) and -libs-cu13. The three libs wheels share the folder nvidia_cutlass_dsl/,
+# and `pip install --target` keeps only the first wheel's copy of it (then `cutlass.cute` is missing
+# and the engine falls back to cuDNN, which the result's `dense_attention` says): extract those three
+# into the target with Python's zipfile (the device has no unzip), pip-install the rest, and put
+# nvidia_cutlass_dsl/dsl_packages on PYTHONPATH; check `import flash_attn.cute` before the steps.
 # Results: benchmarks/results/longlive*-<card>-<date>-wave[234]-*.json
 # (with --smoke: $OUT/results/), copied to $OUT with each step's log and steps.txt (exit codes).
 set -uo pipefail
