@@ -53,6 +53,16 @@ def test_interpret_human_output_shows_actions_and_reply(capsys):
     assert "note: no supported action for 'do a backflip'" in out.replace("\n", " ")
 
 
+def test_interpret_prints_card_text_as_text_not_markup(capsys, monkeypatch):
+    """A card named "Bob [/]" crashed the human output (rich markup); ":x:" became an emoji."""
+    from comfyui_persona.persona.library import load_persona
+
+    bob = load_persona("mira").model_copy(update={"name": "Bob [/] [red]:x:"})
+    monkeypatch.setattr("comfyui_persona.persona.library.load_persona", lambda _id: bob)
+    assert main(["interpret", "--persona", "mira", "2:x:3 wave"]) == 0
+    assert "Bob [/] [red]:x::" in capsys.readouterr().out
+
+
 def test_chat_from_a_pipe_shows_directives_and_state_changes():
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "COLUMNS": "200"}
     lines = "hi\nsit down\nwalk around\ndon't dance\n/state\n/reset\n/quit\nnever reached\n"

@@ -65,8 +65,16 @@ def test_a_bad_line_names_the_file_and_line(tmp_path, capsys):
     script.write_text(
         '{"wait_s": 0.1}\n{"directive": {"action": "moonwalk", "expression": "smile", "intensity": 1}}\n'
     )
-    assert main(["render", "--persona", "ada", "--script", str(script), "-o", str(tmp_path / "o.mp4")]) == 2
+    out = tmp_path / "o.mp4"
+    out.write_bytes(b"an earlier clip")
+    assert main(["render", "--persona", "ada", "--script", str(script), "-o", str(out)]) == 2
     assert "s.jsonl:2: unknown action 'moonwalk'" in capsys.readouterr().err
+    # the clip that was there stays, and no partial file is left beside it
+    assert out.read_bytes() == b"an earlier clip" and sorted(tmp_path.iterdir()) == [out, script]
+    for wait in ("1e400", "Infinity", "-1", '"5"', "true"):
+        script.write_text(f'{{"wait_s": {wait}}}\n')
+        assert main(["render", "--persona", "ada", "--script", str(script), "-o", str(out)]) == 2, wait
+        assert "s.jsonl:1: wait_s must be a number of seconds" in capsys.readouterr().err
 
 
 def test_bad_size_is_a_clear_error(tmp_path, capsys):

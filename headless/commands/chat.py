@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     persona, interpreter = build(args)
     interactive = sys.stdin.isatty()
-    console = Console(highlight=False, no_color=args.no_color or not interactive, soft_wrap=True)
+    console = Console(highlight=False, emoji=False, no_color=args.no_color or not interactive, soft_wrap=True)
     now_ms = 0
 
     def show_state(state) -> None:

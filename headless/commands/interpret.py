@@ -84,15 +84,18 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
         return 0
     from rich.console import Console
+    from rich.markup import escape
 
-    console = Console(highlight=False)
+    # Card text and replies are data, not markup: "[/]" in a name crashed, ":x:" became an emoji.
+    console = Console(highlight=False, emoji=False)
     for d in result.directives:
         console.print(
-            f"[bold]{d.action}[/]  {d.expression}  intensity {d.intensity:.2f}  {d.duration_s or 0:.1f}s"
+            f"[bold]{escape(d.action)}[/]  {escape(d.expression)}  intensity {d.intensity:.2f}  "
+            f"{d.duration_s or 0:.1f}s"
         )
     if not result.directives:
         console.print("[dim](no action)[/]")
-    console.print(f"[cyan]{persona.name}:[/] {result.reply}")
+    console.print(f"[cyan]{escape(persona.name)}:[/] {escape(result.reply)}")
     if result.note:
-        console.print(f"[dim]note: {result.note}[/]")
+        console.print(f"[dim]note: {escape(result.note)}[/]")
     return 0

@@ -68,6 +68,10 @@ def _size(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+#: The longest idle a script line may ask for (a clip is minutes at most).
+MAX_WAIT_S = 3600
+
+
 def read_script(path: Path) -> list[tuple[int, dict]]:
     """(line number, event) pairs; raises ScriptError naming the bad line."""
     events = []
@@ -89,6 +93,10 @@ def read_script(path: Path) -> list[tuple[int, dict]]:
             raise ScriptError(
                 f"{path}:{number}: expected one of {{'directive'|'say'|'wait_s': ...}}, got {line.strip()}"
             )
+        if "wait_s" in event:
+            wait = event["wait_s"]
+            if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_WAIT_S:
+                raise ScriptError(f"{path}:{number}: wait_s must be a number of seconds from 0 to {MAX_WAIT_S}")
         events.append((number, event))
     return events
 
@@ -155,7 +163,15 @@ def render(args: argparse.Namespace) -> int:
     interpreter = None
     history: list = []
 
-    writer = _AudioWriter(args, renderer, persona, width, height) if not args.no_audio else _VideoWriter(args, width, height)
+    # Rendered beside the target and renamed over it only when the whole script played: a bad
+    # line halfway keeps the file that was there (the muxer reads the format from the suffix).
+    partial = args.output.with_name(f".{args.output.stem}.partial-{os.getpid()}{args.output.suffix}")
+    try:
+        writer = (_AudioWriter(args, partial, renderer, persona, width, height) if not args.no_audio
+                  else _VideoWriter(args, partial, width, height))
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
     def play(seconds: float) -> None:
         for _ in range(max(1, round(seconds * args.fps))):
@@ -203,8 +219,14 @@ def render(args: argparse.Namespace) -> int:
             except (RenderError, KeyError, ValueError) as exc:
                 raise ScriptError(f"{args.script}:{number}: {exc}") from None
         play(TAIL_S)
-    finally:
-        writer.close()
+    except BaseException:
+        try:
+            writer.close()
+        finally:
+            partial.unlink(missing_ok=True)
+        raise
+    writer.close()
+    os.replace(partial, args.output)
     frames_written = writer.frames
     print(
         f"wrote {args.output} ({frames_written} frames, {frames_written / args.fps:.1f} s, {width}x{height} "
@@ -216,11 +238,11 @@ def render(args: argparse.Namespace) -> int:
 class _VideoWriter:
     """`--no-audio`: H.264 only; `say` lines mouth a talking cycle (~70 ms per character)."""
 
-    def __init__(self, args: argparse.Namespace, width: int, height: int) -> None:
+    def __init__(self, args: argparse.Namespace, path: Path, width: int, height: int) -> None:
         import av
 
         self.fps = args.fps
-        self.container = av.open(str(args.output), mode="w")
+        self.container = av.open(str(path), mode="w")
         self.stream = self.container.add_stream("libx264", rate=Fraction(args.fps).limit_denominator(1001))
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
         self.stream.options = {"crf": "20", "preset": "veryfast"}
@@ -250,7 +272,7 @@ class _AudioWriter:
     """Default: `say` replies spoken with the persona's voice (espeak, or piper when the card
     asks for it and it is installed), lip-synced, into H.264 + AAC (`SessionRecorder`)."""
 
-    def __init__(self, args: argparse.Namespace, renderer, persona, width: int, height: int) -> None:
+    def __init__(self, args: argparse.Namespace, path: Path, renderer, persona, width: int, height: int) -> None:
         from ...video.recording import SessionRecorder
         from ...video.voice import STREAM_RATE, SpeechDriver, checked_voice, get_synthesizer
 
@@ -259,7 +281,7 @@ class _AudioWriter:
         if problem:
             print(f"warning: {problem}", file=sys.stderr)
         synthesizer = get_synthesizer(voice.engine)
-        self.recorder = SessionRecorder(args.output, width, height, args.fps, STREAM_RATE, crf=20)
+        self.recorder = SessionRecorder(path, width, height, args.fps, STREAM_RATE, crf=20)
         self.recorder.start()
         self.driver = SpeechDriver(renderer, args.fps, voice, synthesizer=synthesizer, recorder=self.recorder)
 
