@@ -9,7 +9,10 @@ unmaintained, and the few lines below are the whole algorithm.
 
 `exclusive=True` refuses to replace an existing file (`FileExistsError`), for callers that
 must not overwrite a user's file silently; the check and the rename are one `os.link`
-(atomic: two writers racing for one name cannot both win).
+(atomic: two writers racing for one name cannot both win). Only a regular file is ever
+replaced, keeping its permission bits: a path that names a symlink, a device, a pipe or a
+folder is refused (`persona personas export -o /dev/null` as root replaced the device node,
+and a 0600 file became world-readable).
 
 Sits at the package root: the persona library, recordings and the server all use it.
 """
@@ -17,7 +20,9 @@ Sits at the package root: the persona library, recordings and the server all use
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -43,11 +48,26 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _replaceable_mode(target: Path) -> int | None:
+    """The permission bits of the regular file at `target` (None: nothing there)."""
+    try:
+        info = os.lstat(target)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EEXIST, "exists and is not a regular file (a link, a device, a pipe or a folder); "
+                      "not replaced", str(target))
+    return stat.S_IMODE(info.st_mode)
+
+
 @contextlib.contextmanager
-def open_atomic(path: str | os.PathLike, *, exclusive: bool = False, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """Write `path` through a binary file object; it appears only if the block ends cleanly."""
+def open_atomic(path: str | os.PathLike, *, exclusive: bool = False, mode: int | None = None) -> Iterator[BinaryIO]:
+    """Write `path` through a binary file object; it appears only if the block ends cleanly.
+    `mode`: the new file's permission bits (default: the replaced file's, else 0o644)."""
     target = Path(path)
     folder = target.parent
+    existing = None if exclusive else _replaceable_mode(target)
+    mode = mode if mode is not None else existing if existing is not None else 0o644
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name[:40]}-", dir=folder)
     tmp = Path(tmp_name)

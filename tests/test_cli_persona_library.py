@@ -95,3 +95,21 @@ def test_default_library_is_the_xdg_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     assert default_user_dir() == tmp_path / "comfyui-persona" / "personas"
     assert PersonaLibrary.default().user_dirs == [tmp_path / "comfyui-persona" / "personas"]
+
+
+def test_import_and_export_refuse_what_is_not_a_regular_file(user, tmp_path):
+    """`import /dev/zero` read without end (size 0) until killed; `export -o` replaced a pipe, a
+    device node or a symlink with a file, and made a 0600 file world-readable."""
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    imported = _persona(user, "personas", "import", str(fifo))
+    assert imported.returncode == 2 and "not a regular file" in imported.stderr, imported.stderr
+    exported = _persona(user, "personas", "export", "mira", "-o", str(fifo))
+    assert exported.returncode == 2 and "not a regular file" in exported.stderr, exported.stderr
+    assert fifo.is_fifo()
+    private = tmp_path / "mira.json"
+    private.write_text("{}")
+    private.chmod(0o600)
+    exported = _persona(user, "personas", "export", "mira", "-o", str(private))
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(private.read_text())["data"]["name"] == "Mira" and (private.stat().st_mode & 0o777) == 0o600

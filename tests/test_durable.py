@@ -43,6 +43,26 @@ def test_exclusive_refuses_to_replace(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["mira.json"]
 
 
+def test_only_a_regular_file_is_replaced_and_it_keeps_its_permissions(tmp_path):
+    """`persona personas export -o /dev/null` as root replaced the device node; a symlink was
+    replaced rather than written through; a 0600 file became 0644."""
+    private = tmp_path / "private.json"
+    atomic_write_text(private, "mine")
+    os.chmod(private, 0o600)
+    atomic_write_text(private, "still mine")
+    assert private.read_text() == "still mine" and (private.stat().st_mode & 0o777) == 0o600
+    assert (atomic_write_text(tmp_path / "new.json", "x").stat().st_mode & 0o777) == 0o644
+    fifo, link = tmp_path / "pipe", tmp_path / "link.json"
+    os.mkfifo(fifo)
+    link.symlink_to(private)
+    (tmp_path / "folder").mkdir()
+    for target in (fifo, link, tmp_path / "folder"):
+        with pytest.raises(OSError, match="not a regular file"):
+            atomic_write_text(target, "planted")
+    assert link.is_symlink() and private.read_text() == "still mine" and fifo.is_fifo()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
 def test_sigkill_mid_write_loses_nothing_committed(tmp_path):
     """A writer killed between write and rename leaves the committed file intact."""
     target = tmp_path / "card.json"

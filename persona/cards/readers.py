@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,12 @@ def read_card_file(
     limits = limits or current_limits()
     path = Path(path)
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(info.st_mode):  # /dev/zero or a pipe reports size 0 and never ends
+            raise CardFormatError(f"{path}: not a regular file (a device or a pipe), not a card file")
+        size = info.st_size
         with path.open("rb") as handle:
             head = handle.read(64)
     except FileNotFoundError:
