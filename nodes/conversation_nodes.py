@@ -308,10 +308,16 @@ def _stream_interpretation(interpreter, request, session, turn: int, before_done
     that only yields them last has its partial text held back until then. `before_done(final)`
     runs before the last reply event: what a host saves on that event (the conversation, for
     a later resume) is then already there.
+
+    A backend yields each new piece of the reply; a partial `reply` event carries the text so
+    far (PROTOCOL.md), which the history, the speech lane and the pages build on. Before, each
+    piece went out alone: the bubble showed one word at a time and only the last sentence was
+    spoken.
     """
     from ..persona.interpreter.base import Interpretation
 
-    held: list[str] = []
+    so_far: list[str] = []  # every piece up to the latest
+    held = 0  # pieces not sent yet (no directives sent)
     sent_directives = False
     final: Interpretation | None = None
     for item in interpreter.stream_reply(request):
@@ -321,15 +327,16 @@ def _stream_interpretation(interpreter, request, session, turn: int, before_done
             session.listener.on_directives(turn, session.as_performed(item))
             sent_directives = True
         elif isinstance(item, str) and item:
+            so_far.append(item)
             if sent_directives:
-                session.listener.on_reply(turn, item, False)
+                session.listener.on_reply(turn, "".join(so_far), False)
             else:
-                held.append(item)
+                held += 1
     assert final is not None, "stream_reply must end with an Interpretation"
     if not sent_directives:
         session.listener.on_directives(turn, session.as_performed(final.directives))
-    for text in held:
-        session.listener.on_reply(turn, text, False)
+    for count in range(len(so_far) - held + 1, len(so_far) + 1):
+        session.listener.on_reply(turn, "".join(so_far[:count]), False)
     if before_done is not None:
         before_done(final)
     session.listener.on_reply(turn, final.reply, True)

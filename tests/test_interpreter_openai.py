@@ -284,6 +284,35 @@ def test_stream_reply_yields_directives_then_text_then_the_interpretation(server
     assert final.directives == parts[0]
 
 
+@pytest.mark.parametrize("model", ["stream", "stream-reply-first"])
+def test_a_session_gets_the_reply_so_far_in_each_partial_event(server, model):
+    """The backend yields pieces; the turn node's listener gets the text so far each time, as
+    PROTOCOL.md says (before, each piece alone: the bubble showed one word at a time, and the
+    speech lane, which speaks sentences as the text so far completes them, spoke one)."""
+    from comfyui_persona.nodes.conversation_nodes import _stream_interpretation
+    from comfyui_persona.nodes.runtime import SessionStore
+
+    class Events:
+        def __init__(self) -> None:
+            self.seen: list = []
+
+        def on_directives(self, turn, directives) -> None:
+            self.seen.append(("directives", [d.action for d in directives]))
+
+        def on_reply(self, turn, text, done) -> None:
+            self.seen.append(("reply", text, done))
+
+    events = Events()
+    session = SessionStore().open("s", listener=events)
+    final = _stream_interpretation(make(server, model), req("nod"), session, turn=1)
+    replies = [e for e in events.seen if e[0] == "reply"]
+    assert events.seen[0] == ("directives", ["nod"]) and final.reply == "Here you go!"
+    assert len(replies) >= 3 and replies[-1] == ("reply", "Here you go!", True)
+    texts = [text for _, text, _ in replies]
+    assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:], strict=False)), texts
+    assert texts[-2] == "Here you go!"
+
+
 def test_directives_arrive_while_the_model_is_still_generating(server):
     """The list is handed on when the `reply` key is reached, not when the answer ends."""
     stream = make(server, "stream-slow-reply").stream_reply(req("stand up and wave"))

@@ -64,8 +64,8 @@ class Interpreter(Protocol):
         ...
 
     def stream_reply(self, request: InterpretRequest) -> Iterator[list[ActionDirective] | str | Interpretation]:
-        """The directives, partial reply text as it is produced, then the final
-        `Interpretation` last.
+        """The directives, each new piece of the reply text as it is produced (not the text
+        so far: the turn node joins them), then the final `Interpretation` last.
 
         A `list[ActionDirective]` may be yielded first, before any text, as soon as the
         directives are known: PROTOCOL.md sends `directives` before any reply text, so a
