@@ -376,3 +376,20 @@ def test_stream_reply_falls_back_on_error(server):
 def test_bad_base_url_is_a_clear_error():
     with pytest.raises(ValueError, match="base_url must start with http"):
         get_interpreter("openai", base_url="ftp://x")
+
+
+def test_an_emoji_escaped_as_two_halves_streams_whole_wherever_the_chunks_split():
+    """`json.dumps` writes 😀 as two escapes; each half was decoded alone, a lone surrogate that
+    broke speech, the history and the saved conversation for the rest of the session."""
+    from comfyui_persona.persona.interpreter.structured import ReplyExtractor, well_formed
+
+    answer = json.dumps({"actions": [], "expression": "smile", "reply": "Hola 😀 amigo \ud83d! \udc00 fin"})
+    assert "\\ud83d\\ude00" in answer
+    expected = "Hola 😀 amigo \ufffd! \ufffd fin"
+    for split in range(1, len(answer)):
+        extractor = ReplyExtractor()
+        streamed = extractor.feed(answer[:split]) + extractor.feed(answer[split:])
+        assert streamed == extractor.text == expected, split
+    one_by_one = ReplyExtractor()
+    assert "".join(one_by_one.feed(c) for c in answer) == expected
+    assert well_formed(json.loads(answer)["reply"]) == expected

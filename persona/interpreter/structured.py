@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -266,14 +267,20 @@ class ReplyExtractor:
                     break  # wait for the escaped character
                 e = self._buffer[self._pos + 1]
                 if e == "u":
-                    code = self._buffer[self._pos + 2 : self._pos + 6]
-                    if len(code) < 4:
+                    digits = self._buffer[self._pos + 2 : self._pos + 6]
+                    if len(digits) < 4:
                         break
-                    try:
-                        out.append(chr(int(code, 16)))
-                    except ValueError:
-                        pass
-                    self._pos += 6
+                    code, step = _hex4(digits), 6
+                    if code is not None and 0xD800 <= code <= 0xDBFF:  # half an emoji: join the other half
+                        after = self._buffer[self._pos + 6 : self._pos + 12]
+                        if len(after) < 6 and (after in ("", "\\") or after.startswith("\\u")):
+                            break  # the other half may still be on its way
+                        low = _hex4(after[2:]) if after.startswith("\\u") else None
+                        if low is not None and 0xDC00 <= low <= 0xDFFF:
+                            code, step = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00), 12
+                    if code is not None:  # an unpaired half: UTF-8 cannot carry it
+                        out.append("\ufffd" if 0xD800 <= code <= 0xDFFF else chr(code))
+                    self._pos += step
                     continue
                 out.append(self._ESCAPES.get(e, e))
                 self._pos += 2
@@ -283,6 +290,17 @@ class ReplyExtractor:
         new = "".join(out)
         self.text += new
         return new
+
+
+def _hex4(digits: str) -> int | None:
+    """The code unit of a `\\uXXXX` escape's four hex digits (None: not hex)."""
+    return int(digits, 16) if len(digits) == 4 and all(c in string.hexdigits for c in digits) else None
+
+
+def well_formed(text: str) -> str:
+    """`text` with any lone UTF-16 surrogate (a model's broken `\\ud83d` escape, decoded by
+    `json.loads`) made U+FFFD: no file, log or UTF-8 reply can hold one."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 _REPLY_KEY = re.compile(r'"reply"\s*:\s*"')
@@ -374,6 +392,7 @@ def settle(stream: AnswerStream, result: Interpretation) -> Iterator[list[Action
     if stream.text:
         result = result.model_copy(update={"reply": stream.text.strip()[:MAX_DIALOGUE_CHARS]})
     elif result.reply:
+        result = result.model_copy(update={"reply": well_formed(result.reply)})
         yield result.reply
     yield result
 
