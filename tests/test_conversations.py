@@ -54,6 +54,21 @@ async def test_a_restarted_server_resumes_the_conversation_where_it_was(tmp_path
         assert [t.text for t in conversation.history][:2] == ["please sit down", said["reply"]]
 
 
+async def test_a_reply_cut_by_the_restart_is_restored_finished(tmp_path):
+    """Before, a reply still streaming when the server stopped came back `done: false`, and the
+    page showed it as arriving for ever."""
+    folder = tmp_path / "conversations"
+    said = await _a_served_conversation(str(folder))
+    saved = folder / f"{said['session']}.json"
+    checkpoint = json.loads(saved.read_text())
+    checkpoint["history"][-1].update(text=said["reply"][:3], done=False)  # as saved mid-reply
+    saved.write_text(json.dumps(checkpoint))
+    second = await asyncio.to_thread(make_service, conversations_dir=str(folder))
+    async with running(second) as server, connect(server) as ws:
+        ready = await hello(ws, session=said["session"])
+    assert ready["history"][-1] == {**ready["history"][-1], "text": said["reply"][:3], "done": True}
+
+
 async def test_another_persona_or_saving_off_starts_a_new_conversation(tmp_path):
     folder = str(tmp_path / "conversations")
     said = await _a_served_conversation(folder)

@@ -279,7 +279,10 @@ class Checkpointer:
         from ...persona.state import StateTracker
 
         for fields in checkpoint.history:
-            session.history.entries.append(HistoryEntry(**fields))
+            # A reply still arriving when the old process stopped will never finish: it is
+            # shown as it was cut, not as one still streaming (the message is not answered again).
+            session.history.entries.append(HistoryEntry(**{**fields, "done": True} if fields.get("role") == "persona"
+                                                        else fields))
         conversation = Conversation(session.persona)
         for role, text in checkpoint.conversation:
             (conversation.add_user if role == "user" else conversation.add_persona)(text)
