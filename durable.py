@@ -9,10 +9,10 @@ unmaintained, and the few lines below are the whole algorithm.
 
 `exclusive=True` refuses to replace an existing file (`FileExistsError`), for callers that
 must not overwrite a user's file silently; the check and the rename are one `os.link`
-(atomic: two writers racing for one name cannot both win). Only a regular file is ever
-replaced, keeping its permission bits: a path that names a symlink, a device, a pipe or a
-folder is refused (`persona personas export -o /dev/null` as root replaced the device node,
-and a 0600 file became world-readable).
+(atomic: two writers racing for one name cannot both win). A regular file is replaced keeping
+its permission bits (a 0600 file stayed 0600); a symlink is replaced by the file, never written
+through (a link planted in a cache folder must not redirect the write); a device, a pipe or a
+folder is refused (`persona personas export -o /dev/null` as root replaced the device node).
 
 Sits at the package root: the persona library, recordings and the server all use it.
 """
@@ -49,13 +49,15 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _replaceable_mode(target: Path) -> int | None:
-    """The permission bits of the regular file at `target` (None: nothing there)."""
+    """The permission bits of the regular file at `target` (None: nothing there, or a link)."""
     try:
         info = os.lstat(target)
     except FileNotFoundError:
         return None
+    if stat.S_ISLNK(info.st_mode):
+        return None
     if not stat.S_ISREG(info.st_mode):
-        raise OSError(errno.EEXIST, "exists and is not a regular file (a link, a device, a pipe or a folder); "
+        raise OSError(errno.EEXIST, "exists and is not a regular file (a device, a pipe or a folder); "
                       "not replaced", str(target))
     return stat.S_IMODE(info.st_mode)
 

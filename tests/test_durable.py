@@ -43,9 +43,9 @@ def test_exclusive_refuses_to_replace(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["mira.json"]
 
 
-def test_only_a_regular_file_is_replaced_and_it_keeps_its_permissions(tmp_path):
-    """`persona personas export -o /dev/null` as root replaced the device node; a symlink was
-    replaced rather than written through; a 0600 file became 0644."""
+def test_a_device_pipe_or_folder_is_never_replaced_and_a_file_keeps_its_permissions(tmp_path):
+    """`persona personas export -o /dev/null` as root replaced the device node; a 0600 file
+    became 0644. A symlink is replaced by the file, never written through."""
     private = tmp_path / "private.json"
     atomic_write_text(private, "mine")
     os.chmod(private, 0o600)
@@ -56,10 +56,12 @@ def test_only_a_regular_file_is_replaced_and_it_keeps_its_permissions(tmp_path):
     os.mkfifo(fifo)
     link.symlink_to(private)
     (tmp_path / "folder").mkdir()
-    for target in (fifo, link, tmp_path / "folder"):
+    for target in (fifo, tmp_path / "folder"):
         with pytest.raises(OSError, match="not a regular file"):
             atomic_write_text(target, "planted")
-    assert link.is_symlink() and private.read_text() == "still mine" and fifo.is_fifo()
+    atomic_write_text(link, "the link's own file")
+    assert not link.is_symlink() and link.read_text() == "the link's own file"
+    assert private.read_text() == "still mine" and fifo.is_fifo()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]
 
 
