@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from .schema import PERSONA_ID_PATTERN, Vocabulary, VocabularyEntry, core_vocabulary
+from .text import printable_text
 
 _HEX_COLOUR = r"^#[0-9a-fA-F]{6}$"
 #: What a persona id may be (lower-case letters, digits, `_`, `-`; at most 64): safe in paths and URLs.
@@ -133,6 +134,20 @@ class Persona(BaseModel):
         description="The card object this persona was read from, verbatim (unknown fields "
         "included), so that exporting it again loses nothing. Empty for personas built in code.",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, name: str) -> str:
+        """One printable line: terminal escapes and bidi overrides from a card are dropped."""
+        name = printable_text(name, one_line=True).strip()
+        if not name:
+            raise ValueError("a name needs at least one printable character")
+        return name
+
+    @field_validator("description", "personality", "backstory", "first_message")
+    @classmethod
+    def _printable(cls, text: str) -> str:
+        return printable_text(text)
 
     def vocabulary(self) -> Vocabulary:
         """The core vocabulary plus this persona's own words, limited to what it allows."""

@@ -15,6 +15,7 @@ __all__ = [
     "Token",
     "clean_text",
     "holds_lone_surrogate",
+    "printable_text",
     "is_shouted",
     "osa_distance",
     "stem",
@@ -75,6 +76,20 @@ def holds_lone_surrogate(obj: object) -> bool:
         elif isinstance(value, list):
             pending.extend(value)
     return False
+
+
+#: Characters that act on a terminal or reorder the text around them: C0 and C1 controls (ESC
+#: sequences, BEL, NUL...) and the bidi embeddings, overrides and isolates.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable_text(text: str, *, one_line: bool = False) -> str:
+    """`text` without `_UNPRINTABLE` characters (tab and newline kept; with `one_line` they and
+    carriage returns become spaces). A card from the web reaches terminals (`persona personas
+    list`), logs and pages: its name must not set a window title or clear a screen."""
+    if one_line:
+        text = text.replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    return _UNPRINTABLE.sub("", text)
 
 
 def clean_text(text: object, limit: int) -> tuple[str, bool]:

@@ -323,6 +323,19 @@ def test_a_lone_surrogate_anywhere_in_a_card_is_named():
     _raises(CardEncodingError, "lone UTF-16 surrogate", png)
 
 
+def test_terminal_escapes_and_bidi_overrides_in_a_card_are_dropped():
+    """A downloaded card's name or greeting set the terminal's title, cleared the screen or
+    reversed the text around it when `persona personas list` or `chat` printed it."""
+    card = _foreign_card()
+    card["data"].update(name="Ev\x1b]0;pwned\x07il \u202eVex\u202c", first_mes="Hola\x1b[2J\r\n¿qué tal? 👋\tok",
+                        description="línea uno\nlínea dos\x00")
+    persona = read_card_bytes(json.dumps(card).encode()).persona
+    assert persona.name == "Ev]0;pwnedil Vex"
+    assert persona.first_message == "Hola[2J\n¿qué tal? 👋\tok" and persona.description == "línea uno\nlínea dos"
+    card["data"]["name"] = "\x1b\x07\u202e"
+    _raises(CardValidationError, "printable", json.dumps(card).encode())
+
+
 def test_wrong_spec_is_named():
     card = _foreign_card()
     card["spec"] = "chara_card_v9"
