@@ -4,7 +4,7 @@ Built-ins are V3 JSON card files in `persona/builtin/` (shipped as package data)
 cards live in one folder shared by the chat page, the CLI and the ComfyUI Card Loader:
 `$XDG_DATA_HOME/comfyui-persona/personas` (default `~/.local/share/comfyui-persona/personas`),
 or the folders named by `PERSONA_DIR` (several joined by the OS path separator; imports go
-to the first). `PersonaLibrary.default()` is that library, one instance per process and
+to the first, which also wins over the others for an id they share). `PersonaLibrary.default()` is that library, one instance per process and
 folder list, which every host uses. Any .json/.png/.charx file there is a card; a user card
 with the same id as a built-in shadows it (a user can restyle a built-in on purpose).
 
@@ -134,7 +134,7 @@ class _Entry:
     """One card file as last seen: its identity and what reading it gave."""
 
     path: Path
-    folder: int  # index into the library's folders (later folders shadow earlier ones)
+    folder: int  # index into the library's folders (see `_precedence`)
     key: tuple[int, int, int, int]
     mtime_ns: int
     loaded: LoadedCard | None
@@ -243,12 +243,20 @@ class PersonaLibrary:
                     self._builtins_read = True
             self._entries = seen
             by_id: dict[str, _Entry] = {}
-            # Later folders shadow earlier ones; in one folder the newest file wins (an
-            # overwrite that changed the container leaves the old file only if it was killed).
-            for entry in sorted(seen.values(), key=lambda e: (e.folder, e.mtime_ns, e.path.name)):
+            # The first user folder shadows the others, and any user folder the built-ins; in one
+            # folder the newest file wins (an overwrite that changed the container leaves the old
+            # file only if it was killed).
+            for entry in sorted(seen.values(), key=lambda e: (self._precedence(e.folder), e.mtime_ns, e.path.name)):
                 if entry.loaded is not None:
                     by_id[entry.loaded.persona.id] = entry
             self._by_id = by_id
+
+    def _precedence(self, index: int) -> int:
+        """Higher wins: the built-ins lowest, then the user folders from last to first. The
+        first is where imports go (and `serve --personas-dir DIR` puts DIR): before, a later
+        folder's card of the same id hid what `import --overwrite` had just stored there."""
+        builtin = 1 if self.include_builtin else 0
+        return 0 if index < builtin else len(self._folders()) - index
 
     def _read(self, path: Path, index: int, key: tuple, mtime_ns: int, builtin: bool) -> _Entry:
         try:

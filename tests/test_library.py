@@ -133,6 +133,19 @@ def test_a_taken_id_gets_the_next_free_one_unless_overwrite_is_asked(tmp_path):
     assert PersonaLibrary(user_dirs=[tmp_path / "user"]).get("newbie").name == "Replaced"
 
 
+def test_the_first_user_folder_where_imports_go_shadows_the_later_ones(tmp_path):
+    """Before, a later folder won: `import --overwrite` into the first folder said "imported"
+    while the later folder's card of that id stayed the one every host used."""
+    first, later = tmp_path / "a", tmp_path / "b"
+    PersonaLibrary(user_dirs=[later]).add(Persona(id="zed", name="Old Zed"))
+    library = PersonaLibrary(user_dirs=[first, later])
+    assert library.get("zed").name == "Old Zed"
+    stored = library.add(Persona(id="zed", name="New Zed"), overwrite=True)
+    assert stored.path.parent == first and library.get("zed").name == "New Zed"
+    assert PersonaLibrary(user_dirs=[first, later]).get("zed").name == "New Zed"
+    assert PersonaLibrary(user_dirs=[later, first]).get("zed").name == "Old Zed"
+
+
 def test_an_overwrite_that_changes_the_container_leaves_one_file(tmp_path):
     library = PersonaLibrary(user_dirs=[tmp_path])
     library.add(Persona(id="pic", name="Pic"))
