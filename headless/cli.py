@@ -15,7 +15,10 @@ shows the traceback of the one-line errors too (for a bug report).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -105,6 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`persona personas list | head -1`): not an error to print. Later
+        # writes (the interpreter's last flush) go nowhere; the status is a SIGPIPE's, as a
+        # shell reports for other tools.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except Exception as exc:
         line = error_line(exc)
         if line is None or args.debug:

@@ -4,8 +4,8 @@ Built-ins are V3 JSON card files in `persona/builtin/` (shipped as package data)
 cards live in one folder shared by the chat page, the CLI and the ComfyUI Card Loader:
 `$XDG_DATA_HOME/comfyui-persona/personas` (default `~/.local/share/comfyui-persona/personas`),
 or the folders named by `PERSONA_DIR` (several joined by the OS path separator; imports go
-to the first, which also wins over the others for an id they share). `PersonaLibrary.default()` is that library, one instance per process and
-folder list, which every host uses. Any .json/.png/.charx file there is a card; a user card
+to the first, which also wins over the others for an id they share). `PersonaLibrary.default()`
+is that library, one instance per process and folder list, which every host uses. Any .json/.png/.charx file there is a card; a user card
 with the same id as a built-in shadows it (a user can restyle a built-in on purpose).
 
 The library follows its folders without a restart and without re-reading them: each

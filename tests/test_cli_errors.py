@@ -110,3 +110,16 @@ def test_debug_flag_shows_the_traceback(env, tmp_path):
     result = _persona("--debug", "personas", "show", "zed", env=env)
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "UnknownPersonaError" in result.stderr
+
+
+def test_a_reader_that_goes_away_is_not_an_error(env):
+    """`persona personas show mira | head -c1` printed "persona: error: Broken pipe" (status 2)
+    when the reader closed first. Here the reader is gone before anything is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, "-m", "comfyui_persona.headless", "personas", "show", "mira"],
+                                stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300, env=env)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141 and result.stderr == "", result.stderr
