@@ -468,7 +468,7 @@ class PersonaLibrary:
         """Read a card file (V2/V3 JSON, PNG or CHARX; every CHARX entry checked) and `add` it.
         The count quota is checked before the reference image is resolved, so a refused
         import writes nothing, not even to the card image cache."""
-        path = Path(path)
+        path = Path(path).expanduser()
         loaded = read_card_file(path, resolve=False, verify=True, limits=self.limits)
         folder = self._target_folder()
         with self._lock:

@@ -113,3 +113,14 @@ def test_import_and_export_refuse_what_is_not_a_regular_file(user, tmp_path):
     exported = _persona(user, "personas", "export", "mira", "-o", str(private))
     assert exported.returncode == 0, exported.stderr
     assert json.loads(private.read_text())["data"]["name"] == "Mira" and (private.stat().st_mode & 0o777) == 0o600
+
+
+def test_a_tilde_path_no_shell_expanded_means_home(user, tmp_path):
+    """`--output=~/mira.json` is not expanded by the shell: it wrote ./~/mira.json."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**user, "HOME": str(home)}
+    exported = _persona(env, "personas", "export", "mira", "--output=~/mira.json")
+    assert exported.returncode == 0 and (home / "mira.json").is_file(), exported.stderr
+    imported = _persona(env, "personas", "import", "--overwrite", "~/mira.json")
+    assert imported.returncode == 0, imported.stderr

@@ -244,8 +244,8 @@ def write_card(
     bytes go to a temporary beside it, renamed over it only once all are on disk. With
     `exclusive`, an existing file is never replaced (`FileExistsError`). A write that fails
     for want of room or rights is a `CardStorageError` naming the file."""
-    path = Path(path)
-    folder = path.expanduser().resolve().parent
+    path = Path(path).expanduser()  # `--output=~/x.json` reaches us unexpanded (no shell did it)
+    folder = path.resolve().parent
     try:
         with open_atomic(path, exclusive=exclusive) as handle:
             write_card_to(handle, persona, format, assets, card_dir=folder, limits=limits)
