@@ -316,8 +316,8 @@ def _stream_interpretation(interpreter, request, session, turn: int, before_done
     """
     from ..persona.interpreter.base import Interpretation
 
-    so_far: list[str] = []  # every piece up to the latest
-    held = 0  # pieces not sent yet (no directives sent)
+    so_far = ""
+    held: list[str] = []  # the text so far at each piece not sent yet (no directives sent)
     sent_directives = False
     final: Interpretation | None = None
     for item in interpreter.stream_reply(request):
@@ -327,16 +327,16 @@ def _stream_interpretation(interpreter, request, session, turn: int, before_done
             session.listener.on_directives(turn, session.as_performed(item))
             sent_directives = True
         elif isinstance(item, str) and item:
-            so_far.append(item)
+            so_far += item
             if sent_directives:
-                session.listener.on_reply(turn, "".join(so_far), False)
+                session.listener.on_reply(turn, so_far, False)
             else:
-                held += 1
+                held.append(so_far)
     assert final is not None, "stream_reply must end with an Interpretation"
     if not sent_directives:
         session.listener.on_directives(turn, session.as_performed(final.directives))
-    for count in range(len(so_far) - held + 1, len(so_far) + 1):
-        session.listener.on_reply(turn, "".join(so_far[:count]), False)
+    for text in held:
+        session.listener.on_reply(turn, text, False)
     if before_done is not None:
         before_done(final)
     session.listener.on_reply(turn, final.reply, True)

@@ -279,10 +279,12 @@ class Checkpointer:
         from ...persona.state import StateTracker
 
         for fields in checkpoint.history:
-            # A reply still arriving when the old process stopped will never finish: it is
-            # shown as it was cut, not as one still streaming (the message is not answered again).
-            session.history.entries.append(HistoryEntry(**{**fields, "done": True} if fields.get("role") == "persona"
-                                                        else fields))
+            entry = HistoryEntry(**fields)
+            if entry.role == "persona":
+                # A reply still arriving when the old process stopped will never finish: it is
+                # shown as it was cut, not as still streaming (the message is not answered again).
+                entry.done = True
+            session.history.entries.append(entry)
         conversation = Conversation(session.persona)
         for role, text in checkpoint.conversation:
             (conversation.add_user if role == "user" else conversation.add_persona)(text)
