@@ -187,6 +187,8 @@ def lead_persona(value: Any, session) -> Any:
 def _same_character(a, b) -> bool:
     """The same card for the conversation and the character state: the look (a reference photo
     connected to the Card Loader) restarts only the renderer, not the chat."""
+    if a is b:  # every tick of a streamed session: the Card Loader's cached output, unchanged
+        return True
     return a.id == b.id and a.model_dump(exclude={"appearance"}) == b.model_dump(exclude={"appearance"})
 
 

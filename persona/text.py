@@ -20,6 +20,7 @@ __all__ = [
     "osa_distance",
     "stem",
     "tokenize",
+    "well_formed",
 ]
 
 _KEEP_CONTROL = {"\n", "\t"}
@@ -76,6 +77,12 @@ def holds_lone_surrogate(obj: object) -> bool:
         elif isinstance(value, list):
             pending.extend(value)
     return False
+
+
+def well_formed(text: str) -> str:
+    """`text` with any lone surrogate made U+FFFD (a model's broken `\\ud83d` escape, decoded
+    by `json.loads`): what a reply must be before it reaches speech, the history or a file."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 #: Characters that act on a terminal or reorder the text around them: C0 and C1 controls (ESC

@@ -381,7 +381,8 @@ def test_bad_base_url_is_a_clear_error():
 def test_an_emoji_escaped_as_two_halves_streams_whole_wherever_the_chunks_split():
     """`json.dumps` writes 😀 as two escapes; each half was decoded alone, a lone surrogate that
     broke speech, the history and the saved conversation for the rest of the session."""
-    from comfyui_persona.persona.interpreter.structured import ReplyExtractor, well_formed
+    from comfyui_persona.persona.interpreter.structured import ReplyExtractor
+    from comfyui_persona.persona.text import well_formed
 
     answer = json.dumps({"actions": [], "expression": "smile", "reply": "Hola 😀 amigo \ud83d! \udc00 fin"})
     assert "\\ud83d\\ude00" in answer

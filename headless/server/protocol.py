@@ -191,7 +191,9 @@ def parse(data: str) -> ClientMessage:
     if not isinstance(obj, dict):
         raise ProtocolError("bad_json", f"a message must be a JSON object, got {type(obj).__name__}")
     reply_to = _reply_to(obj)
-    if holds_lone_surrogate(obj):  # refused here, once, before any field reaches a file or a log
+    # Refused here, once, before any field reaches a file or a log. The frame itself is strict
+    # UTF-8, so only a `\u` escape can make one: most messages skip the walk.
+    if "\\u" in data and holds_lone_surrogate(obj):
         raise ProtocolError("invalid", "the message holds ill-formed Unicode (a lone UTF-16 surrogate)", reply_to)
     kind = obj.get("type")
     if not isinstance(kind, str):

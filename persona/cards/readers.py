@@ -143,7 +143,7 @@ def parse_json(data: bytes, where: str, limits: CardLimits) -> dict[str, Any]:
         raise CardJSONError(f"{where}: card JSON is nested too deeply") from None
     if not isinstance(card, dict):
         raise CardJSONError(f"{where}: card JSON must be an object, got {type(card).__name__}")
-    if holds_lone_surrogate(card):
+    if "\\u" in text and holds_lone_surrogate(card):  # decoded strictly: only an escape makes one
         raise CardEncodingError(f"{where}: card JSON holds a lone UTF-16 surrogate (an escape like \\ud83c "
                                 "with no pair), which UTF-8 cannot carry")
     return card

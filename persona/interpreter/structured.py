@@ -22,6 +22,7 @@ from typing import Any
 from ...errors import PersonaError
 from ..card import Persona
 from ..schema import MAX_DIALOGUE_CHARS, ActionDirective, Vocabulary
+from ..text import well_formed
 from .base import Interpretation, InterpretRequest
 
 __all__ = [
@@ -295,12 +296,6 @@ class ReplyExtractor:
 def _hex4(digits: str) -> int | None:
     """The code unit of a `\\uXXXX` escape's four hex digits (None: not hex)."""
     return int(digits, 16) if len(digits) == 4 and all(c in string.hexdigits for c in digits) else None
-
-
-def well_formed(text: str) -> str:
-    """`text` with any lone UTF-16 surrogate (a model's broken `\\ud83d` escape, decoded by
-    `json.loads`) made U+FFFD: no file, log or UTF-8 reply can hold one."""
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 _REPLY_KEY = re.compile(r'"reply"\s*:\s*"')
