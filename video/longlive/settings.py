@@ -31,7 +31,8 @@ PRESET_CHOICES = ("auto", "wan2.1-t2v-1.3b", "tiny", "tiny-engine")
 #: the default two-step blend a directive and its return to rest cost four of them (two with
 #: "last"; tests/test_longlive_engine.py counts them); three paced sessions at 480x832 with a
 #: directive every 1.5-3 s each fell short of real time
-#: (longlive-serving-h100-2026-12-07-wave11-joiners-paced-3-480.json). Not yet measured on a GPU.
+#: (longlive-serving-h100-2026-12-07-wave11-joiners-paced-3-480.json). "last" against "each" side
+#: by side on an H100 (cuDNN attention): longlive-serving-h100-2026-12-07-wave12-blend-recache-cudnn-paced-3-480.json.
 BLEND_RECACHE = ("last", "each")
 
 
