@@ -449,11 +449,20 @@ def test_corrupt_zip_is_named():
     _raises(CardFormatError, "not a readable zip", b"PK\x03\x04" + b"\x00" * 40, "broken.charx")
 
 
-def test_name_in_a_non_latin_script_gets_a_stable_distinct_id():
-    first = read_card_bytes(json.dumps({"spec": "chara_card_v2", "data": {"name": "ミラ"}}).encode()).persona
-    second = read_card_bytes(
-        json.dumps({"spec": "chara_card_v2", "data": {"name": "ケンジ"}}).encode()
-    ).persona
+def test_a_name_in_any_script_gets_a_readable_id():
+    def card_id(name: str) -> str:
+        return read_card_bytes(json.dumps({"spec": "chara_card_v2", "data": {"name": name}}).encode()).persona.id
+
+    assert card_id("José Ñúñez") == "jose-nunez"
+    assert card_id("Łukasz") == "lukasz"
+    assert card_id("ミラ") == "mira" and card_id("ケンジ") == "kenji"
+    assert card_id("Ольга") == "ol-ga"
+    assert not card_id("a" * 63 + " b").endswith("-")
+
+
+def test_a_name_of_symbols_alone_gets_a_stable_distinct_id():
+    first = read_card_bytes(json.dumps({"spec": "chara_card_v2", "data": {"name": "★★"}}).encode()).persona
+    second = read_card_bytes(json.dumps({"spec": "chara_card_v2", "data": {"name": "☆"}}).encode()).persona
     assert first.id.startswith("card-") and first.id != second.id
-    again = read_card_bytes(json.dumps({"spec": "chara_card_v2", "data": {"name": "ミラ"}}).encode()).persona
+    again = read_card_bytes(json.dumps({"spec": "chara_card_v2", "data": {"name": "★★"}}).encode()).persona
     assert again.id == first.id

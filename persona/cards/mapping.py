@@ -13,6 +13,7 @@ import hashlib
 import re
 from typing import Any, Literal
 
+from anyascii import anyascii
 from pydantic import ValidationError
 
 from ..card import Appearance, Persona
@@ -44,7 +45,8 @@ _ID_CLEAN = re.compile(r"[^a-z0-9_-]+")
 
 
 def slug(text: str) -> str:
-    slug = _ID_CLEAN.sub("-", text.strip().lower()).strip("-_")[:64]
+    """A file-safe id from a name: transliterated first, so "José" is `jose`, not `jos-`."""
+    slug = _ID_CLEAN.sub("-", anyascii(text).lower()).strip("-_")[:64].rstrip("-_")
     return slug if slug and slug[0].isalnum() else ""
 
 
@@ -112,7 +114,7 @@ def card_to_persona(card: dict[str, Any], *, fallback_id: str = "") -> Persona:
         "card",
     }
     fields: dict[str, Any] = {key: value for key, value in ours.items() if key in known}
-    # Names in non-Latin scripts slug to nothing: a stable hash keeps ids distinct.
+    # A name of symbols alone slugs to nothing: a stable hash keeps ids distinct.
     fields.setdefault(
         "id", slug(name) or fallback_id or "card-" + hashlib.sha256(name.encode()).hexdigest()[:8]
     )
