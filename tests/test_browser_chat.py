@@ -126,6 +126,29 @@ async def test_chat_page_shows_errors_clearly(service, tmp_path):
 
 
 
+async def test_chat_page_keeps_a_message_over_the_limit_and_counts_as_the_server_does(service, tmp_path):
+    """Over 4,000 characters nothing is sent, the error says how long it is and the text stays to
+    edit (a browser's maxlength cut a paste silently); 4,000 emoji (8,000 UTF-16 units) fit, as
+    the server counts code points."""
+    from playwright.async_api import expect
+
+    async with chat_page(service, tmp_path / "profile") as (_server, page, console_errors):
+        too_long = "🙂" * 4001
+        await page.fill("#message", too_long)
+        await page.press("#message", "Enter")
+        await expect(page.locator("#errors")).to_contain_text("too_large: your message is 4,001 characters")
+        assert await page.input_value("#message") == too_long
+        assert await page.locator("li.user").count() == 0
+
+        await page.fill("#message", "🙂" * 4000)
+        await page.press("#message", "Enter")
+        await expect(page.locator("li.persona[data-done='true']").last).to_be_visible(timeout=20000)
+        assert await page.locator("li.user").count() == 1
+        assert await page.input_value("#message") == ""
+        await expect(page.locator("#errors")).to_be_empty()
+        assert not console_errors, console_errors
+
+
 async def test_chat_page_plays_speech_and_downloads_a_recording(tmp_path):
     """The page hears the reply (non-silent PCM decoded, scheduled and played through Web
     Audio), mutes, records, and the downloaded MP4 decodes with the reported duration,

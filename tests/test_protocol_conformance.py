@@ -303,6 +303,15 @@ async def test_too_large_frames_and_texts_keep_the_connection(service, no_blocki
         assert (await wait_for_type(ws, "pong"))["id"] == "still"
 
 
+def test_the_browser_client_refuses_over_the_same_limit_as_the_server():
+    """persona_client.js checks a chat's length before sending (so a page keeps the text): its
+    limit is the server's."""
+    from comfyui_persona.headless.server.protocol import MAX_TEXT_CHARS
+
+    script = (REPO / "headless" / "static" / "persona_client.js").read_text()
+    assert re.search(r"export const MAX_CHAT_CHARS = (\d+);", script).group(1) == str(MAX_TEXT_CHARS)
+
+
 async def test_unknown_persona_keeps_the_connection(service, no_blocking):
     async with running(service) as server, connect(server) as ws:
         error = await _error(ws, {"type": "hello", "persona": "nobody-here"})

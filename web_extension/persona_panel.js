@@ -180,7 +180,7 @@ class PersonaPanel {
       $("history", "ol", { "aria-live": "polite" }),
       $("errors", "div", { class: "errors", role: "alert" }),
       $("composer", "form", { autocomplete: "off" },
-        $("message", "input", { maxlength: "4000", placeholder: "Say something, e.g. “wave and smile”" }),
+        $("message", "input", { placeholder: "Say something, e.g. “wave and smile”" }),
         element("button", { type: "submit", text: "Send" }),
         $("reset", "button", { type: "button", title: "Back to idle (history kept)", text: "Reset" })),
     );
@@ -661,8 +661,9 @@ class PersonaPanel {
       event.preventDefault();
       const text = this.message.value.trim();
       if (!text) return;
+      this.errors.replaceChildren(); // errors stay visible until the next message
+      if (client.chat(text) === null) return; // too long: the error says so, the text stays to edit
       this.addBubble("user", text);
-      client.chat(text);
       this.message.value = "";
     });
     this.reset.addEventListener("click", () => {

@@ -384,8 +384,8 @@ $("composer").addEventListener("submit", (event) => {
   const text = input.value.trim();
   if (!text) return;
   $("errors").replaceChildren(); // errors stay visible until the next message
+  if (client.chat(text) === null) return; // too long: the error says so, the text stays to edit
   addBubble("user", text);
-  client.chat(text);
   input.value = "";
 });
 

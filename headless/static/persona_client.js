@@ -6,6 +6,8 @@
 //                           "error" | "pong" | "frame" | "audio" | "recording" | "status",
 //                           (ev) => ev.detail);
 //   client.connect(); client.chat("wave please"); client.action({action: "nod", ...});
+//   // chat() sends nothing and returns null, with an "error" event (too_large), for a text
+//   // over MAX_CHAT_CHARS: a page keeps what the user typed instead of losing it.
 //   client.record(true) / client.record(false)   // server-side MP4; "recording" answers
 //
 // 1.1: "webrtc.answer" and "webrtc.state" events too, and `signal(message)` sends WebRTC
@@ -30,6 +32,10 @@
 //   an "ended" event (`{session}`) before the new session's "ready".
 // The `ready` event's `client.flushed` lists the messages queued while disconnected and sent
 // just after it (not in `ready.history`, which was made before them).
+
+/** The protocol's limit on a chat `text`, in code points as the server counts them (an emoji
+ *  is one, not the two UTF-16 units `String.length` sees). Equal to protocol.py's MAX_TEXT_CHARS. */
+export const MAX_CHAT_CHARS = 4000;
 
 const MEDIA_JPEG = 1;
 const MEDIA_AUDIO = 2;
@@ -260,7 +266,16 @@ export class PersonaClient extends EventTarget {
 
   _id() { return `m${Date.now().toString(36)}-${this.nextId++}`; }
 
-  chat(text) { return this._send({ type: "chat", id: this._id(), text }); }
+  chat(text) {
+    const chars = [...text].length;
+    if (chars > MAX_CHAT_CHARS) {
+      const message = `your message is ${chars.toLocaleString("en")} characters; the limit is ` +
+        `${MAX_CHAT_CHARS.toLocaleString("en")}, so nothing was sent`;
+      this.dispatchEvent(new CustomEvent("error", { detail: { code: "too_large", message } }));
+      return null;
+    }
+    return this._send({ type: "chat", id: this._id(), text });
+  }
 
   action(directive) { return this._send({ type: "action", id: this._id(), directive }); }
 
