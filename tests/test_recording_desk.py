@@ -105,16 +105,53 @@ def test_two_servers_sharing_a_folder_leave_each_others_live_files_alone(tmp_pat
             theirs = other.stdout.readline().strip()
             assert theirs, "the other server did not start recording"
             size = (tmp_path / f"{theirs}.mp4").stat().st_size
-            ours = desk_in(tmp_path, max_mb=1e-6)  # retention would delete every finished file
-            mine = ours.finish(recorded(ours, "mine"))  # repair and retention run on open and on finish
+            ours = desk_in(tmp_path, max_mb=1e-6)  # retention would delete every finished file but the newest
+            older = ours.finish(recorded(ours, "mine"))  # repair and retention run on open and on finish
+            mine = ours.finish(recorded(ours, "mine"))
             assert (tmp_path / f"{theirs}.mp4").stat().st_size == size, "their live file was cut or deleted"
             index = json.loads((tmp_path / "index.json").read_text())["recordings"]
             assert index[theirs]["state"] == "recording", "their entry was lost or marked finished"
-            assert mine.token not in index  # ours, finished, went to retention
+            assert older.token not in index and mine.token in index  # our older one went to retention
         finally:
             other.send_signal(signal.SIGKILL)
             other.wait()
     (listed,) = desk_in(tmp_path).of_session("theirs")
+    assert listed.state == "finished" and listed.frames > 0 and "stopped while recording" in (listed.problem or "")
+
+
+def test_retention_keeps_the_file_just_finished_and_a_recording_stops_at_the_size_cap(tmp_path):
+    """With a cap smaller than one recording, the file the viewer just stopped used to be
+    deleted as it finished (while the answer gave its URL): it is kept, the older one goes, and
+    a recording stops by itself, saying why, once its file reaches the cap."""
+    desk = desk_in(tmp_path, max_mb=1e-6)
+    first = desk.finish(recorded(desk, "s1"))
+    assert first.kept and (tmp_path / f"{first.token}.mp4").exists()
+    [listed] = desk.of_session("s1")
+    assert listed.token == first.token and listed.state == "finished"
+    second = recorded(desk, "s2", chunks=1)
+    assert "size limit" in (second.stop_reason or "")
+    desk.finish(second)
+    assert not (tmp_path / f"{first.token}.mp4").exists() and (tmp_path / f"{second.token}.mp4").exists()
+
+
+def test_a_recording_stopped_before_its_first_frame_keeps_no_file(tmp_path):
+    """record on, record off before a chunk came (a double-click): a header with no frame is no
+    video a player opens; it is deleted and forgotten, not listed and served."""
+    desk = desk_in(tmp_path)
+    result = desk.finish(recorded(desk, "s1", chunks=0))
+    assert result.frames == 0 and not result.kept
+    assert not list(tmp_path.glob("*.mp4")) and not desk.of_session("s1")
+
+
+def test_a_file_another_server_left_when_it_died_is_repaired_when_listed(tmp_path):
+    """Two processes share the folder and the other dies after this one started (its start-up
+    repair already ran): the entry is still repaired when a resumed session lists it."""
+    ours = desk_in(tmp_path)
+    assert ours.of_session("s1") == []  # this process's start-up repair has run
+    theirs = recorded(desk_in(tmp_path), "s1")
+    theirs.recorder._container.close()  # that process died: no trailer, its lock released
+    theirs._live.release()
+    (listed,) = ours.of_session("s1")
     assert listed.state == "finished" and listed.frames > 0 and "stopped while recording" in (listed.problem or "")
 
 

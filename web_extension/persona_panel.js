@@ -392,7 +392,8 @@ class PersonaPanel {
     client.addEventListener("recording", (event) => {
       const message = event.detail;
       this.setRecording(message.on);
-      if (!message.on && message.url) {
+      if (message.reason) this.showError({ code: "recording", message: message.reason }); // why it stopped
+      if (!message.on && message.url && message.frames > 0) { // no frame: no file was kept
         this.recordingLink.href = routed(message.url);
         const seconds = (message.duration_ms / 1000).toFixed(1);
         this.recordingLink.textContent = `Download recording (${seconds} s, ${message.frames} frames)`;

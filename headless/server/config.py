@@ -150,7 +150,8 @@ class ServerConfig(BaseModel):
         default=30.0, description="Finished recordings older than this are deleted (0: kept forever)."
     )
     recordings_max_mb: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
-        default=4096, description="Recordings beyond this total are deleted, oldest first (0: no bound)."
+        default=4096, description="Recordings beyond this total are deleted, oldest first (never the one just "
+        "finished), and one recording stops at this size (0: no bound)."
     )
     recording_max_minutes: Annotated[float, Field(gt=0.0, le=24 * 60.0)] = Field(
         default=60.0, description="A recording is stopped (and kept) after this long."

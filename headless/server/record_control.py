@@ -21,7 +21,7 @@ from typing import Any
 
 from ...video.voice.base import STREAM_RATE
 from .protocol import ProtocolError
-from .recording import ActiveRecording, RecentAudio, RecordingDesk, recording_url
+from .recording import ActiveRecording, RecentAudio, RecordingDesk, RecordingRefused, recording_url, why
 from .speech import AUDIO_AHEAD_MS
 
 log = logging.getLogger("comfyui_persona.serve")
@@ -111,7 +111,8 @@ class RecordingControl:
                 self._pool, self._desk.open, self.session_id, shape[1], shape[0], fps, STREAM_RATE)
         except Exception as exc:
             log.warning("session %s: recording could not start: %s", self.session_id[:8], exc)
-            raise ProtocolError("internal", f"recording could not start: {exc}", message_id) from None
+            detail = exc if isinstance(exc, RecordingRefused) else why(exc)  # a refusal's words are ours: no path
+            raise ProtocolError("internal", f"recording could not start: {detail}", message_id) from None
         if self.closed:  # the session ended while the file was being opened
             await loop.run_in_executor(self._pool, self._desk.finish, recording)
             return
@@ -151,10 +152,13 @@ class RecordingControl:
             result = await asyncio.shield(finishing)
         except Exception as exc:
             log.warning("session %s: recording could not be finished: %s", self.session_id[:8], exc)
-            raise ProtocolError("internal", f"finishing the recording failed: {type(exc).__name__}: {exc}", message_id) from None
+            raise ProtocolError("internal", f"finishing the recording failed: {why(exc)}", message_id) from None
         message = {"type": "recording", "reply_to": message_id, "on": False, "url": recording_url(result.token),
                    "duration_ms": result.duration_ms, "frames": result.frames}
         reason = reason or result.problem
+        if not result.kept:
+            reason = "nothing was recorded: it stopped before the first frame came, so no file was kept" + (
+                f" ({reason})" if reason else "")
         if reason:
             message["reason"] = reason
         if result.problem or recording.stop_is_failure:  # the disk, not the viewer, ended it

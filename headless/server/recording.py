@@ -68,6 +68,16 @@ class RecordingResult:
     frames: int
     duration_ms: int
     problem: str | None = None  # why it ended early or incomplete (a full disk), else None
+    kept: bool = True  # False: it held no frame (stopped before the first chunk), so it was deleted
+
+
+def why(exc: BaseException) -> str:
+    """What went wrong, in words a viewer may read: the OS's reason ("No space left on
+    device") without the server's paths, which the log keeps."""
+    cause = exc.__cause__ or exc
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return type(cause).__name__
 
 
 def _lock_path(path: Path) -> Path:
@@ -171,12 +181,14 @@ class ActiveRecording:
 
     It never takes the stream down: a chunk it cannot write (a full disk) ends the file at
     its last whole fragment, and `stop_reason` says why, for the session to tell the viewer.
-    It also asks to be stopped (`stop_reason`) at `max_ms` of video, and when the disk has
-    less than `min_free_bytes` left (checked about once a second of video)."""
+    It also asks to be stopped (`stop_reason`) at `max_ms` of video, when the disk has less
+    than `min_free_bytes` left, and when the file reaches `max_bytes` (the folder's retention
+    cap: a bigger file could only be deleted as it finished), the last two checked about
+    once a second of video."""
 
     def __init__(
         self, folder: Path, width: int, height: int, fps: float, audio_rate: int, *,
-        max_ms: float = float("inf"), min_free_bytes: int = 0,
+        max_ms: float = float("inf"), min_free_bytes: int = 0, max_bytes: int = 0,
     ) -> None:
         from ...video.recording import SessionRecorder
 
@@ -184,6 +196,7 @@ class ActiveRecording:
         self.path = folder / f"{self.token}.mp4"
         self.max_ms = float(max_ms)
         self.min_free_bytes = int(min_free_bytes)
+        self.max_bytes = int(max_bytes)
         self.stop_reason: str | None = None
         self.stop_is_failure = False  # stopped by the disk (full, or nearly), not by a limit
         self._next_space_check = 0.0
@@ -240,9 +253,9 @@ class ActiveRecording:
                     self.recorder.push_frame(rgb, pts)
                     self._last_pts = float(pts)
             except RecordingWriteError as exc:  # a full disk: the file ends at its last whole fragment
-                self.failed = self.stop_reason = f"the recording could not be written ({exc.__cause__ or exc})"
+                self.failed = self.stop_reason = f"the recording could not be written ({why(exc)})"
                 self.stop_is_failure = True
-                log.warning("recording %s stopped: %s", self.token[:6], exc)
+                log.warning("recording %s stopped: %s (%s)", self.token[:6], exc, exc.__cause__)
                 return
             except RecordingError as exc:  # e.g. the renderer restarted at another size
                 self.failed = self.stop_reason = f"the recording stopped: {exc}"
@@ -251,11 +264,14 @@ class ActiveRecording:
             elapsed = self._last_pts - self._first_pts
             if elapsed >= self.max_ms:
                 self.stop_reason = f"the recording reached its limit of {self.max_ms / 60000:g} minutes"
-            elif self.min_free_bytes and elapsed >= self._next_space_check:
+            elif (self.min_free_bytes or self.max_bytes) and elapsed >= self._next_space_check:
                 self._next_space_check = elapsed + 1000.0
-                if free_bytes(self.path.parent) < self.min_free_bytes:
+                if self.min_free_bytes and free_bytes(self.path.parent) < self.min_free_bytes:
                     self.stop_reason = "the recording stopped: the disk is nearly full"
                     self.stop_is_failure = True
+                elif self.max_bytes and self.path.stat().st_size >= self.max_bytes:
+                    self.stop_reason = (f"the recording reached the recordings folder's size limit "
+                                        f"of {self.max_bytes / 2**20:g} MB")
 
     def stop(self) -> RecordingResult:
         """Flush and close the file (blocks: call on a worker thread). A file that cannot be
@@ -267,7 +283,8 @@ class ActiveRecording:
                 if self.recorder.recording:
                     self.recorder.stop()
             except RecordingWriteError as exc:
-                self.failed = self.stop_reason = f"the recording could not be finished ({exc.__cause__ or exc})"
+                self.failed = self.stop_reason = f"the recording could not be finished ({why(exc)})"
+                log.warning("recording %s could not be finished: %s (%s)", self.token[:6], exc, exc.__cause__)
             finally:
                 self._unlock()
             frames = self.recorder.frames_written
@@ -395,20 +412,26 @@ class RecordingsFolder:
                 entry.state, entry.frames, entry.duration_ms, entry.problem = (
                     "finished", result.frames, result.duration_ms, result.problem)
 
+    def forget(self, token: str) -> None:
+        with self._editing() as entries:
+            entries.pop(token, None)
+
     def of_session(self, session: str) -> list[RecordingEntry]:
         with self._lock:
             self._entries = None  # another process may have added some
             return [e for e in self._load().values() if e.session == session]
 
-    def recover(self, active: set[str]) -> int:
-        """Repair files a dead process left marked `recording`; returns how many."""
+    def recover(self, active: set[str], *, sweep: bool = True) -> int:
+        """Repair files a dead process left marked `recording` (and, with `sweep`, the
+        temporary files of its interrupted atomic writes); returns how many."""
         from ...durable import sweep_temporaries
         from ...video.recording import repair_fragments
 
         repaired = 0
         if not self.folder.is_dir():
             return 0
-        sweep_temporaries(self.folder)
+        if sweep:
+            sweep_temporaries(self.folder)
         with self._editing() as entries:
             for entry in entries.values():
                 path = self.folder / f"{entry.token}.mp4"
@@ -422,8 +445,10 @@ class RecordingsFolder:
                 repaired += 1
         return repaired
 
-    def prune(self, active: set[str]) -> list[str]:
-        """Apply retention; returns the tokens deleted. Files of other programs are left alone."""
+    def prune(self, active: set[str], keep: frozenset[str] = frozenset()) -> list[str]:
+        """Apply retention; returns the tokens deleted. Files of other programs are left alone,
+        and those in `keep` (the one just finished: the viewer was told it is there) count
+        toward `max_mb` but are not deleted."""
         import time
 
         deleted: list[str] = []
@@ -446,7 +471,7 @@ class RecordingsFolder:
             for mtime, size, token, path in files:
                 too_old = self.max_days > 0 and now - mtime > self.max_days * 86400
                 too_big = self.max_mb > 0 and total > self.max_mb * 2**20
-                if not (too_old or too_big):
+                if not (too_old or too_big) or token in keep:
                     continue
                 try:
                     path.unlink()
@@ -494,7 +519,8 @@ class RecordingDesk:
         if minimum and free_bytes(self.folder) < minimum:
             raise RecordingRefused(f"the disk holding the recordings has less than {self.min_free_mb} MB free")
         recording = ActiveRecording(self.folder, width, height, fps, audio_rate,
-                                    max_ms=self.max_minutes * 60_000.0, min_free_bytes=minimum)
+                                    max_ms=self.max_minutes * 60_000.0, min_free_bytes=minimum,
+                                    max_bytes=int(self.max_mb * 2**20))
         recording.start()
         self.active.add(recording.token)
         try:
@@ -509,17 +535,27 @@ class RecordingDesk:
 
     def finish(self, recording: ActiveRecording, *, index_it: bool = True) -> RecordingResult:
         """Close the file (a full disk keeps it to its last whole fragment), index it, and apply
-        retention (the finished file now counts; a server that records rarely still prunes)."""
+        retention (the finished file now counts, and is kept; a server that records rarely
+        still prunes). A file with no frame (stopped before the first chunk came) is no video
+        a player opens: it is deleted and forgotten (`kept` False)."""
+        import dataclasses
+
         result = None
         try:
             result = recording.stop()
+            if result.frames == 0:
+                recording.path.unlink(missing_ok=True)
+                result = dataclasses.replace(result, kept=False)
             return result
         finally:
             self.active.discard(recording.token)
             if result is not None and index_it:
                 index = self.index
-                index.finished(result)
-                index.prune(set(self.active))
+                if result.kept:
+                    index.finished(result)
+                else:
+                    index.forget(result.token)
+                index.prune(set(self.active), keep=frozenset({result.token}))
 
     def being_written(self, token: str, path: Path) -> bool:
         """Whether `path` (`token`'s file) is still being written: here, or by another process
@@ -527,12 +563,13 @@ class RecordingDesk:
         return token in self.active or written_elsewhere(path)
 
     def recover(self) -> None:
-        """Repair what a dead process left in the folder (once per folder): at start-up, so a
-        resumed session's list and the downloads never show a killed file as being written."""
+        """Repair what a dead process left in the folder, so a resumed session's list and the
+        downloads never show a killed file as being written: before every listing, download
+        and new recording, since a process sharing the folder may die after this one started
+        (entries marked `recording` whose lock nobody holds; the temporaries once per folder)."""
         index = self.index
-        if index.folder not in self._recovered:
-            index.recover(set(self.active))
-            self._recovered.add(index.folder)
+        index.recover(set(self.active), sweep=index.folder not in self._recovered)
+        self._recovered.add(index.folder)
 
     def of_session(self, session_id: str) -> list[RecordingEntry]:
         self.recover()

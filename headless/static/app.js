@@ -422,7 +422,8 @@ $("record").addEventListener("click", () => {
 client.addEventListener("recording", (event) => {
   const message = event.detail;
   setRecording(message.on);
-  if (!message.on && message.url) {
+  if (message.reason) showError({ code: "recording", message: message.reason }); // why it stopped
+  if (!message.on && message.url && message.frames > 0) { // no frame: no file was kept
     const link = $("recording-link");
     link.href = withToken(message.url);
     link.textContent = `Download recording (${(message.duration_ms / 1000).toFixed(1)} s)`;

@@ -79,6 +79,7 @@ async def test_a_full_disk_stops_the_recording_and_the_stream_goes_on(tmp_path):
                         break
                 assert stopped is not None, "the recording never filled the disk"
                 assert stopped["on"] is False and stopped["url"] == url and "written" in stopped["reason"]
+                assert str(recordings) not in stopped["reason"], "the server's path reached the client"
                 loop = asyncio.get_running_loop()
                 frames, start = 0, loop.time()
                 while frames < 48:  # the stream goes on: two seconds of frames after the failure
