@@ -4,11 +4,16 @@ A `Scene` is a small JSON object (persona ids and a layout), importable and expo
 stay as they are. This module is the conversation side of a scene:
 
 - `address(text, cast)` splits an utterance into parts by whom each part speaks to: a name
-  (or any word of it that no other cast member shares, so "the professor" finds "Professor
-  Ada") opening a clause makes that persona the addressee from there on ("Mira, wave; Bjorn,
-  sit down"); group words ("everyone", "both of you", "you two", "all of you") address the
-  whole cast. A name inside a clause ("wave at Bjorn") is an object, not an addressee. An
-  unaddressed opening goes to whoever was spoken to last (the scene's first persona at first).
+  (its id, or any word of it that no other cast member shares, so "the professor" finds
+  "Professor Ada"; a whole name or id beats another's word) opening a clause makes that
+  persona the addressee from there on ("Mira, wave; Bjorn, sit down"); group words
+  ("everyone", "both of you", "todos") address the whole cast. A name inside a clause ("wave
+  at Bjorn") is an object, not an addressee. An unaddressed opening goes to whoever was
+  spoken to last (the scene's first persona at first). Words are compared transliterated
+  (anyascii, lower case), so "Jose" finds "José"; the greetings, "and"s and group words are
+  those of the languages the interpreter reads (English, Spanish, German, French,
+  Portuguese, Italian; Japanese and Chinese clause marks), and opening marks (¡ ¿) and
+  invisible format characters are skipped.
 - `SceneInterpreter` runs any `Interpreter` once per addressed part and persona, each with its
   own card and state, and stamps every directive with its performer (`character`, directive
   contract v1.1).
@@ -24,9 +29,11 @@ tokenizer and cast, and no dialogue library models it on structured directives.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from anyascii import anyascii
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import PersonaError
@@ -41,16 +48,40 @@ __all__ = ["MAX_CAST", "Addressed", "CastState", "GroupTurns", "Scene", "SceneCh
 #: Most personas one scene holds (the preview draws them side by side).
 MAX_CAST = 4
 
-#: Phrases that address the whole cast (lower case, as tokenized words).
-_EVERYONE = (
-    ("everyone",), ("everybody",), ("all", "of", "you"), ("both", "of", "you"), ("you", "two"), ("you", "both"),
-    ("you", "all"), ("y'all",), ("you", "guys"), ("all", "three", "of", "you"), ("all", "four", "of", "you"),
-)
-#: Words that may stand before a name without being part of what is asked ("hey Mira, ...").
-_GREETINGS = frozenset({"hey", "hi", "hello", "ok", "okay", "so", "now", "and", "then", "oh", "yo", "the"})
 _WORD = re.compile(r"[\w'-]+", re.UNICODE)
 _TOKEN = re.compile(r"[\w'-]+|[^\w\s]", re.UNICODE)
-_CLAUSE_END = frozenset(".;!?,")
+
+
+def _fold(word: str) -> str:
+    """A word as names are compared: transliterated to ASCII, lower case ("José" -> "jose")."""
+    return anyascii(word).lower() if _WORD.fullmatch(word) else word
+
+
+def _phrases(*texts: str) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(_fold(w) for w in _WORD.findall(text)) for text in texts)
+
+
+#: Phrases that address the whole cast.
+_EVERYONE = _phrases(
+    "everyone", "everybody", "all of you", "both of you", "you two", "you both", "you all", "y'all", "you guys",
+    "all three of you", "all four of you",
+    "todos", "todas", "todos ustedes", "ustedes", "vosotros", "vosotras", "ambos", "ambas", "los dos", "las dos",
+    "alle", "ihr alle", "ihr beide", "ihr zwei", "tout le monde", "vous deux", "vous tous", "vous toutes",
+    "vocês", "vocês dois", "vocês duas", "tutti", "tutte", "voi due", "entrambi", "みんな", "皆さん", "大家", "你们",
+)
+#: Words that may stand before a name without being part of what is asked ("hey Mira, ...").
+_GREETINGS = frozenset(w for (w,) in _phrases(
+    "hey", "hi", "hello", "ok", "okay", "so", "now", "and", "then", "oh", "yo", "the",
+    "hola", "oye", "bueno", "vale", "pues", "ahora", "y", "entonces", "hallo", "also", "und", "nun", "jetzt",
+    "salut", "bonjour", "coucou", "eh", "et", "alors", "bon", "olá", "oi", "e", "então", "ciao", "ehi", "allora", "ora",
+))
+#: Words joining two names ("Mira and Bjorn") or two requests ("wave and | Bjorn, sit").
+_AND = frozenset({"&"} | {w for (w,) in _phrases("and", "y", "e", "und", "et", "ed")})
+_THEN = frozenset(w for (w,) in _phrases("then", "luego", "entonces", "dann", "puis", "depois", "poi"))
+#: Marks that open a clause without ending one (Spanish ¡ ¿, quotes, brackets).
+_OPENING_MARKS = frozenset("¡¿\"“‘«„(「『")
+_CLAUSE_END = frozenset(".;!?,、，。！？；")
+_AFTER_NAME = frozenset(",:、，：")
 
 
 class SceneError(PersonaError, ValueError):
@@ -115,15 +146,22 @@ class _Names:
 
     @classmethod
     def of(cls, cast: Sequence[Persona]) -> _Names:
-        owners: dict[tuple[str, ...], set[str]] = {}
+        whole: dict[tuple[str, ...], set[str]] = {}  # a full name or an id
+        part: dict[tuple[str, ...], set[str]] = {}  # one word of a name
         for persona in cast:
-            words = tuple(w.lower() for w in _WORD.findall(persona.name))
-            candidates = {words, *((w,) for w in words if len(w) >= 3)}
-            candidates.add((persona.id,))
-            for phrase in candidates:
-                owners.setdefault(phrase, set()).add(persona.id)
-        unique = [(phrase, next(iter(ids))) for phrase, ids in owners.items() if len(ids) == 1]
-        return cls(sorted(unique, key=lambda item: -len(item[0])))
+            words = tuple(_fold(w) for w in _WORD.findall(persona.name))
+            for phrase in (words, (persona.id,)):
+                whole.setdefault(phrase, set()).add(persona.id)
+            for word in words:
+                if len(word) >= 3:
+                    part.setdefault((word,), set()).add(persona.id)
+        unique = {phrase: next(iter(ids)) for phrase, ids in part.items() if len(ids) == 1}
+        for phrase, ids in whole.items():  # "Bjorn" is Bjorn's, though "Bjorn Mira" holds the word too
+            if len(ids) == 1:
+                unique[phrase] = next(iter(ids))
+            elif phrase in unique:
+                del unique[phrase]
+        return cls(sorted(unique.items(), key=lambda item: -len(item[0])))
 
     def at(self, words: list[str], i: int) -> tuple[str, int] | None:
         for phrase, persona_id in self.phrases:
@@ -143,7 +181,7 @@ def _vocative(words: list[str], names: _Names, cast_ids: tuple[str, ...]) -> tup
     """Whom a clause opens by addressing, and how many words that takes: "Mira,", "Mira and
     Bjorn", "everyone", "hey professor". ((), 0) when it opens with no addressee."""
     i = 0
-    while i < len(words) and words[i] in _GREETINGS:
+    while i < len(words) and (words[i] in _GREETINGS or words[i] in _OPENING_MARKS):
         i += 1
     found: list[str] = []
     while i < len(words):
@@ -155,7 +193,7 @@ def _vocative(words: list[str], names: _Names, cast_ids: tuple[str, ...]) -> tup
             break
         found.append(named[0])
         i += named[1]
-        if i < len(words) and words[i] in ("and", "&"):
+        if i < len(words) and words[i] in _AND:
             i += 1
             continue
         break
@@ -171,8 +209,8 @@ def address(text: str, cast: Sequence[Persona], *, default: str | None = None) -
     if not cast_ids:
         raise SceneError("a scene needs at least one persona")
     names = _Names.of(cast)
-    tokens = _TOKEN.findall(text)
-    words = [t.lower() for t in tokens]
+    tokens = _TOKEN.findall("".join(c for c in text if unicodedata.category(c) != "Cf"))  # bidi marks, ZWJ...
+    words = [_fold(t) for t in tokens]
     current: tuple[str, ...] = (default if default in cast_ids else cast_ids[0],)
     parts: list[Addressed] = []
     clause: list[str] = []
@@ -195,13 +233,13 @@ def address(text: str, cast: Sequence[Persona], *, default: str | None = None) -
         if opening:
             who, used = _vocative(words[i:], names, cast_ids)
             after = i + used
-            while after < len(tokens) and tokens[after] in (",", ":"):
+            while after < len(tokens) and tokens[after] in _AFTER_NAME:
                 after += 1
             trailing = who and (after == len(tokens) or tokens[after] in _CLAUSE_END)
             # After "and"/"then" a name is an addressee only when something is asked of it
             # ("and Bjorn, sit down"), not when it ends an object ("wave at Mira and Bjorn").
             if who and not (opening == "weak" and trailing):
-                while clause and clause[-1].lower() in ("and", "then"):
+                while clause and _fold(clause[-1]) in _AND | _THEN:
                     clause.pop()  # "wave and | Bjorn sit down": the "and" joined the two parts
                 close()
                 if trailing and parts and not chosen:  # "Could you wave, Mira?": that clause was hers
@@ -217,7 +255,7 @@ def address(text: str, cast: Sequence[Persona], *, default: str | None = None) -
             close()
             opening = "strong"
         else:
-            opening = "weak" if words[i - 1] in ("and", "then") else False
+            opening = "weak" if words[i - 1] in _AND | _THEN else False
     close()
     return parts or [Addressed(current, "")]
 

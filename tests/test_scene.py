@@ -50,6 +50,28 @@ def test_group_words_address_the_whole_cast(cast):
         assert [p for p, _ in parts(text, cast)] == [everyone], text
 
 
+def test_spanish_and_the_other_languages_the_interpreter_reads_address_too(cast):
+    everyone = ("mira", "bjorn", "ada")
+    assert parts("¡Bjorn, saluda!", cast)[0][0] == ("bjorn",)  # the opening mark is no word
+    assert parts("¿Bjorn, puedes saludar?", cast)[0][0] == ("bjorn",)
+    assert parts("Hola Bjorn, siéntate", cast) == [(("bjorn",), "siéntate")]
+    assert parts("Bjorn y Mira, bailen", cast) == [(("bjorn", "mira"), "bailen")]
+    assert parts("Mira, saluda y Bjorn, siéntate", cast) == [(("mira",), "saluda"), (("bjorn",), "siéntate")]
+    for text in ("todos, saluden", "Alle, winkt!", "tout le monde, dansez", "tutti, ballate", "みんな、手を振って"):
+        assert [p for p, _ in parts(text, cast)] == [everyone], text
+    assert parts("Bjorn、手を振って", cast) == [(("bjorn",), "手を振って")]
+
+
+def test_names_match_without_accents_invisible_marks_or_another_s_word_in_the_way(cast):
+    jose = cast[0].model_copy(update={"id": "jose-nunez", "name": "José Ñúñez"})
+    assert parts("Jose, wave", [cast[1], jose]) == [(("jose-nunez",), "wave")]
+    assert parts("\u202bBjorn, wave", cast)[0][0] == ("bjorn",)  # a bidi mark pasted before the name
+    # "Bjorn" is a whole name here and a word of another's: the whole name wins
+    bjorn_mira = cast[0].model_copy(update={"id": "bjorn-mira", "name": "Bjorn Mira"})
+    assert parts("Bjorn, wave", [bjorn_mira, cast[1]]) == [(("bjorn",), "wave")]
+    assert parts("Bjorn Mira, wave", [bjorn_mira, cast[1]]) == [(("bjorn-mira",), "wave")]
+
+
 def test_each_addressed_persona_gets_its_own_directive_stamped_with_its_id(cast, embedded):
     scene = SceneInterpreter(embedded, cast[:2])
     reading = scene.interpret("Mira, wave; Bjorn, sit down")
