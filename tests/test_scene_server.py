@@ -106,6 +106,23 @@ async def test_a_scene_addresses_each_persona_and_draws_them_all(service):
         assert type(backend).__name__ == "ScenePreviewRenderer" and backend.cast == ("mira", "bjorn")
 
 
+async def test_a_hello_naming_one_persona_does_not_resume_a_scene(service):
+    """A tab that was in a scene reloads as `?persona=mira`: it gets Mira alone, in a new
+    session, as it did after a restart (the saved scene is not resumed under another cast);
+    the same scene asked again, or nothing asked, resumes it."""
+    async with running(service) as server:
+        async with connect(server) as ws:
+            scene = (await hello(ws, scene=["mira", "bjorn"]))["session"]
+        async with connect(server) as ws:
+            alone = await hello(ws, session=scene, persona="mira")
+            assert alone["resumed"] is False and alone["session"] != scene and "scene" not in alone
+        for again in ({"scene": ["mira", "bjorn"]}, {}):
+            async with connect(server) as ws:
+                ready = await hello(ws, session=scene, **again)
+                assert ready["resumed"] is True and ready["session"] == scene, again
+                assert [p["id"] for p in ready["scene"]["personas"]] == ["mira", "bjorn"]
+
+
 async def test_bad_scenes_and_directives_are_clear_errors_and_the_session_goes_on(service):
     async with running(service) as server, connect(server) as ws:
         for fields, code, words in (

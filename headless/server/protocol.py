@@ -92,6 +92,12 @@ class Hello:
     # 1.1: a scene of 1-4 persona ids, left to right, instead of `persona` (issue 20).
     scene: tuple[str, ...] | None = None
 
+    @property
+    def cast(self) -> tuple[str, ...] | None:
+        """The personas asked for, left to right (`persona` is a cast of one); None: any. A
+        session resumes only when it holds exactly these (live or restored alike)."""
+        return self.scene or ((self.persona,) if self.persona else None)
+
 
 @dataclass(frozen=True)
 class Chat:

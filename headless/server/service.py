@@ -176,7 +176,7 @@ class PersonaService:
         checkpoint = None
         if self.checkpointer is not None and session_id is None and hello.session and hello.session not in self.sessions:
             checkpoint = await self.checkpointer.fetch(hello.session)
-            wanted = hello.scene or ((hello.persona,) if hello.persona else None)
+            wanted = hello.cast
             if checkpoint is not None and wanted is not None and tuple(checkpoint.cast or [checkpoint.persona_id]) != wanted:
                 checkpoint = None  # another persona or cast: a new session, as for one held here
         if checkpoint is not None:
@@ -198,8 +198,7 @@ class PersonaService:
                               session_id: str | None) -> tuple[ViewerSession, bool]:
         if hello.session and hello.session in self.sessions:
             session = self.sessions[hello.session]
-            same_cast = hello.scene is None or hello.scene == session.cast_ids
-            if (hello.persona is None or hello.persona == session.persona.id) and same_cast:
+            if hello.cast is None or hello.cast == session.cast_ids:  # else a new session, as after a restart
                 previous = session.connection
                 if previous is not None and previous is not connection and hello.takeover is False:
                     raise ProtocolError(
