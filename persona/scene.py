@@ -28,6 +28,7 @@ tokenizer and cast, and no dialogue library models it on structured directives.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -54,15 +55,13 @@ _TOKEN = re.compile(r"[\w'-]+|[^\w\s]", re.UNICODE)
 
 def _fold(word: str) -> str:
     """A word as names are compared: transliterated to ASCII, lower case ("José" -> "jose")."""
-    return anyascii(word).lower() if _WORD.fullmatch(word) else word
-
-
-def _phrases(*texts: str) -> tuple[tuple[str, ...], ...]:
-    return tuple(tuple(_fold(w) for w in _WORD.findall(text)) for text in texts)
+    if word.isascii() or not _WORD.fullmatch(word):
+        return word.lower()
+    return anyascii(word).lower()
 
 
 #: Phrases that address the whole cast.
-_EVERYONE = _phrases(
+_EVERYONE_TEXT = (
     "everyone", "everybody", "all of you", "both of you", "you two", "you both", "you all", "y'all", "you guys",
     "all three of you", "all four of you",
     "todos", "todas", "todos ustedes", "ustedes", "vosotros", "vosotras", "ambos", "ambas", "los dos", "las dos",
@@ -70,14 +69,40 @@ _EVERYONE = _phrases(
     "vocês", "vocês dois", "vocês duas", "tutti", "tutte", "voi due", "entrambi", "みんな", "皆さん", "大家", "你们",
 )
 #: Words that may stand before a name without being part of what is asked ("hey Mira, ...").
-_GREETINGS = frozenset(w for (w,) in _phrases(
+_GREETINGS_TEXT = (
     "hey", "hi", "hello", "ok", "okay", "so", "now", "and", "then", "oh", "yo", "the",
     "hola", "oye", "bueno", "vale", "pues", "ahora", "y", "entonces", "hallo", "also", "und", "nun", "jetzt",
     "salut", "bonjour", "coucou", "eh", "et", "alors", "bon", "olá", "oi", "e", "então", "ciao", "ehi", "allora", "ora",
-))
+)
 #: Words joining two names ("Mira and Bjorn") or two requests ("wave and | Bjorn, sit").
-_AND = frozenset({"&"} | {w for (w,) in _phrases("and", "y", "e", "und", "et", "ed")})
-_THEN = frozenset(w for (w,) in _phrases("then", "luego", "entonces", "dann", "puis", "depois", "poi"))
+_AND_TEXT = ("and", "&", "y", "e", "und", "et", "ed")
+_THEN_TEXT = ("then", "luego", "entonces", "dann", "puis", "depois", "poi")
+
+
+@dataclass(frozen=True)
+class _Vocabulary:
+    """The words above, folded as the text is (`_fold`)."""
+
+    everyone: tuple[tuple[str, ...], ...]
+    greetings: frozenset[str]
+    joining: frozenset[str]  # "and": between names
+    chaining: frozenset[str]  # "and", "then": between requests
+
+
+@functools.cache
+def _vocabulary() -> _Vocabulary:
+    """Folded on first use, not at import: anyascii reads its tables from disk, and the
+    server imports this module on its event loop."""
+    def fold_all(texts: Sequence[str]) -> frozenset[str]:
+        return frozenset(_fold(text) for text in texts)
+
+    joining = fold_all(_AND_TEXT)
+    return _Vocabulary(
+        everyone=tuple(tuple(_fold(w) for w in _WORD.findall(text)) for text in _EVERYONE_TEXT),
+        greetings=fold_all(_GREETINGS_TEXT), joining=joining, chaining=joining | fold_all(_THEN_TEXT),
+    )
+
+
 #: Marks that open a clause without ending one (Spanish ¡ ¿, quotes, brackets).
 _OPENING_MARKS = frozenset("¡¿\"“‘«„(「『")
 _CLAUSE_END = frozenset(".;!?,、，。！？；")
@@ -171,7 +196,7 @@ class _Names:
 
 
 def _everyone_at(words: list[str], i: int) -> int:
-    for phrase in _EVERYONE:
+    for phrase in _vocabulary().everyone:
         if tuple(words[i:i + len(phrase)]) == phrase:
             return len(phrase)
     return 0
@@ -180,8 +205,9 @@ def _everyone_at(words: list[str], i: int) -> int:
 def _vocative(words: list[str], names: _Names, cast_ids: tuple[str, ...]) -> tuple[tuple[str, ...], int]:
     """Whom a clause opens by addressing, and how many words that takes: "Mira,", "Mira and
     Bjorn", "everyone", "hey professor". ((), 0) when it opens with no addressee."""
+    vocabulary = _vocabulary()
     i = 0
-    while i < len(words) and (words[i] in _GREETINGS or words[i] in _OPENING_MARKS):
+    while i < len(words) and (words[i] in vocabulary.greetings or words[i] in _OPENING_MARKS):
         i += 1
     found: list[str] = []
     while i < len(words):
@@ -193,7 +219,7 @@ def _vocative(words: list[str], names: _Names, cast_ids: tuple[str, ...]) -> tup
             break
         found.append(named[0])
         i += named[1]
-        if i < len(words) and words[i] in _AND:
+        if i < len(words) and words[i] in vocabulary.joining:
             i += 1
             continue
         break
@@ -211,6 +237,7 @@ def address(text: str, cast: Sequence[Persona], *, default: str | None = None) -
     names = _Names.of(cast)
     tokens = _TOKEN.findall("".join(c for c in text if unicodedata.category(c) != "Cf"))  # bidi marks, ZWJ...
     words = [_fold(t) for t in tokens]
+    chaining = _vocabulary().chaining
     current: tuple[str, ...] = (default if default in cast_ids else cast_ids[0],)
     parts: list[Addressed] = []
     clause: list[str] = []
@@ -239,7 +266,7 @@ def address(text: str, cast: Sequence[Persona], *, default: str | None = None) -
             # After "and"/"then" a name is an addressee only when something is asked of it
             # ("and Bjorn, sit down"), not when it ends an object ("wave at Mira and Bjorn").
             if who and not (opening == "weak" and trailing):
-                while clause and _fold(clause[-1]) in _AND | _THEN:
+                while clause and _fold(clause[-1]) in chaining:
                     clause.pop()  # "wave and | Bjorn sit down": the "and" joined the two parts
                 close()
                 if trailing and parts and not chosen:  # "Could you wave, Mira?": that clause was hers
@@ -255,7 +282,7 @@ def address(text: str, cast: Sequence[Persona], *, default: str | None = None) -
             close()
             opening = "strong"
         else:
-            opening = "weak" if words[i - 1] in _AND | _THEN else False
+            opening = "weak" if words[i - 1] in chaining else False
     close()
     return parts or [Addressed(current, "")]
 

@@ -340,6 +340,20 @@ async def test_an_offer_aiortc_cannot_answer_is_a_bad_offer_not_an_internal_erro
         await client.wait_binary(MEDIA_JPEG, 3, after=len(client.messages))
 
 
+async def test_an_offer_without_a_dtls_fingerprint_is_a_bad_offer_at_once(service):
+    """It was answered, then the peer died inside aiortc's DTLS transport (a traceback in the
+    log) and the client waited the whole connect timeout for `webrtc_failed`."""
+    async with running(service) as server, viewer(server) as client, peer() as pc:
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = "\r\n".join(line for line in pc.localDescription.sdp.split("\r\n")
+                           if not line.startswith("a=fingerprint"))
+        await client.send(type="webrtc.offer", id="nofp", sdp=sdp)
+        error = await client.wait_type("error", reply_to="nofp")
+        assert error["code"] == "bad_offer" and "fingerprint" in error["message"], error
+        assert not service.webrtc.peers
+        await client.wait_binary(MEDIA_JPEG, 3, after=len(client.messages))
+
+
 async def test_an_inactive_video_section_keeps_the_pictures_on_the_websocket(service):
     """Audio over WebRTC, video section inactive: the answer names no video codec, and the
     pictures keep coming as JPEG over the WebSocket (they went nowhere before)."""

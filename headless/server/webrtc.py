@@ -140,6 +140,13 @@ class WebRTCPeer:
         wanted = {m.kind for m in parsed.media if m.direction == "recvonly"}
         if not wanted:
             raise ProtocolError("bad_offer", "every section of the offer is inactive: nothing to send", offer.id)
+        # DTLS-SRTP needs the client's certificate fingerprint and role: without them aiortc
+        # answers, then fails inside its transport (a traceback, and the client waits the
+        # connect timeout); every browser sends both.
+        unkeyed = [m.kind for m in parsed.media if m.direction == "recvonly" and not (m.dtls and m.dtls.fingerprints)]
+        if unkeyed:
+            raise ProtocolError("bad_offer", f"the {' and '.join(unkeyed)} section has no DTLS fingerprint and setup "
+                                "(a=fingerprint, a=setup)", offer.id)
         if "video" in wanted:
             self.video_track = VideoTrack(self.clock)
             self.pc.addTransceiver(self.video_track, direction="sendonly").setCodecPreferences(_codec_preferences("video", self.video_codecs))
