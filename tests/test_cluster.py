@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 
 import aiohttp
@@ -346,12 +347,63 @@ async def test_one_address_holds_at_most_max_sessions_per_ip_across_the_cluster(
             # At the cap, a session resumed by id is no new session: it is let through.
             _, resumed = await session(session=b["session"])
             assert resumed["type"] == "ready" and resumed["resumed"] is True and resumed["session"] == b["session"]
+            # That took the session over from b's socket (closed with 4000): b's way out must not
+            # make the ingress forget the session, which still streams (its count, the cap's
+            # exception for a known id).
+            assert await _closed_code(opened[1]) == 4000
+            await _wait(lambda: ingress.sessions_per_ip["127.0.0.1"] == 2)
+            assert ingress.attached.get(b["session"]) == resumed["replica"]
+            _, again = await session(session=b["session"])  # a reload at the cap
+            assert again["type"] == "ready" and again["resumed"] is True, again
             # An id the ingress has not attached is no way past the cap (any string would do).
             _, stranger = await session(session="Z" * 24)
             assert stranger["code"] == "busy", stranger
         finally:
             for ws in opened:
                 await ws.close()
+
+
+async def test_a_lease_for_a_session_its_replica_already_holds_is_given_back(cluster):
+    """Two tabs resuming one session after a failover may both be leased a slot on the replica
+    that restores it: the second connection's lease ends at once (it held a second admission
+    slot for the session's whole life)."""
+    async with ingress_on_port(cluster) as (_ingress, port):
+        ws, ready = await open_session(port)
+        try:
+            for _ in range(40):  # a lease on the replica holding the session
+                lease_id = secrets.token_urlsafe(12)
+                stream = cluster.replicas.options(stream=True).lease.remote(lease_id)
+                granted = await asyncio.wait_for(stream.__anext__(), SLOW)
+                if granted["replica"] == ready["replica"]:
+                    break
+                stream.cancel()
+            else:
+                pytest.fail("no lease landed on the session's replica")
+            async with websockets.connect(f"{granted['url']}?lease={lease_id}", open_timeout=SLOW,
+                                          max_size=None) as second:
+                await second.send(json.dumps({"type": "hello", "session": ready["session"], "takeover": True,
+                                              "video": VIDEO}))
+                assert (await recv_json(second, SLOW))["resumed"] is True
+
+                async def lease_ends() -> None:
+                    async for _ in stream:
+                        pass
+
+                reading = asyncio.ensure_future(_drain(second))  # the tab watches on
+                try:
+                    await asyncio.wait_for(lease_ends(), SLOW)
+                    # ... while the session lives on (a lease bound to it would end only with it)
+                    assert ready["session"] in (await replica_sessions(cluster))[ready["replica"]]
+                    assert not reading.done()
+                finally:
+                    reading.cancel()
+        finally:
+            await ws.close()
+
+
+async def _drain(ws) -> None:
+    while True:
+        await ws.recv()
 
 
 async def _wait(predicate, timeout: float = SLOW) -> None:
@@ -575,7 +627,6 @@ async def test_a_recording_larger_than_the_proxy_s_piece_streams_through_the_ing
     (Python allocations measured with tracemalloc while it streams 24 MiB)."""
     import hashlib
     import os
-    import secrets
     import tracemalloc
     from pathlib import Path
 

@@ -132,6 +132,9 @@ class ClusterIngress:
         self.lost: set[str] = set()  # replica names whose socket ended abnormally
         self.leases: dict[str, asyncio.Task] = {}
         self.attached: dict[str, str] = {}  # session id → replica name, while a client is connected
+        # session id → the connection's route that attached it last: a tab whose session another
+        # took over (same replica, closed with 4000) must not detach it on its way out
+        self._attached_by: dict[str, _Route] = {}
         self.sessions_per_ip: collections.Counter[str] = collections.Counter()  # connected sessions
         self.known: dict[str, Placement] = {}  # replicas seen (for the gallery routes)
         self.closing = False
@@ -488,8 +491,8 @@ class ClusterIngress:
             if not upstream.closed:
                 await upstream.close()
             for sid in session_id:
-                if self.attached.get(sid) == route.placement.replica:
-                    del self.attached[sid]
+                if self._attached_by.get(sid) is route:
+                    del self.attached[sid], self._attached_by[sid]
 
     def _release(self, peer: str) -> None:
         self.sessions_per_ip[peer] -= 1
@@ -538,6 +541,7 @@ class ClusterIngress:
         if isinstance(sid, str):
             session_id.append(sid)
             self.attached[sid] = route.placement.replica
+            self._attached_by[sid] = route
         if route.restored_from is not None and message.get("resumed"):
             self.metrics.failovers_total += 1
         return json.dumps(message, separators=(",", ":"))

@@ -128,7 +128,12 @@ class ReplicaService(PersonaService):
             await self._after_restore(session.id)
         lease = _LEASE.get()
         if lease is not None and lease.session_id is None:
-            lease.session_id = session.id
+            if any(other.session_id == session.id for other in self.leases.values()):
+                # the session already holds a slot here (two tabs resuming it after a failover,
+                # both leased here): this connection's slot goes back, or one session held two
+                lease.done.set()
+            else:
+                lease.session_id = session.id
         if self.placement.url:  # recorded before `ready` goes out: a quick reconnect finds it
             await self.checkpoints.place.remote(session.id, self.placement)
         return session, resumed
