@@ -324,6 +324,16 @@ async def test_replicas_that_crash_at_start_fail_the_deploy_with_one_error(clust
     await asyncio.to_thread(serve.delete, config.app_name)
 
 
+async def test_replicas_a_local_cluster_cannot_place_fail_the_deploy_at_once(cluster, tmp_path):
+    """Serve waited for ever for replicas no node had room for, saying nothing (and Ctrl-C did
+    not stop it): `deploy` names what they need against what the cluster has."""
+    config = cluster.config.model_copy(update={"app_name": "persona-too-big", "replicas": 3, "replica_cpus": 2.0,
+                                               "cluster": "local"})
+    with pytest.raises(ClusterError, match=r"3 replicas need 6 CPUs \(2 each, --replica-cpus\) and the cluster has 4"):
+        await asyncio.to_thread(deploy, config, WORKFLOW, warm_up=False)
+    assert config.app_name not in serve.status().applications
+
+
 async def test_one_address_holds_at_most_max_sessions_per_ip_across_the_cluster(cluster):
     """Replicas see every client as the ingress: the ingress counts sessions per real address."""
     opened = []
@@ -399,6 +409,20 @@ async def test_a_lease_for_a_session_its_replica_already_holds_is_given_back(clu
                     reading.cancel()
         finally:
             await ws.close()
+
+
+async def test_the_ingress_remembers_the_newest_lost_replicas_only(cluster):
+    """A dead replica's name is never leased again to clear it: `lost` (and the replicas the
+    gallery routes may ask) grew by one per replica death for the ingress's whole life."""
+    from comfyui_persona.headless.cluster.ingress import MAX_LOST
+    from comfyui_persona.headless.cluster.checkpoint import Placement
+
+    async with ingress_on_port(cluster) as (ingress, _port):
+        for n in range(MAX_LOST + 8):
+            ingress.known[f"dead{n}"] = Placement(f"dead{n}", "ws://127.0.0.1:9/persona/ws")
+            ingress._mark_lost(f"dead{n}")
+        assert list(ingress.lost) == [f"dead{n}" for n in range(8, MAX_LOST + 8)]
+        assert not any(f"dead{n}" in ingress.known for n in range(8))
 
 
 async def _drain(ws) -> None:

@@ -4,6 +4,7 @@ deployment, and the ingress app in this process (`persona deploy`, the tests, th
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -17,6 +18,8 @@ from .ingress import ClusterIngress, create_ingress_app
 from .settings import DEPLOYMENT_ONLY_FIELDS, ClusterConfig
 
 __all__ = ["ClusterError", "Deployment", "attach", "connect_ray", "deploy", "leave_cluster", "replica_config_json"]
+
+log = logging.getLogger("comfyui_persona.cluster")
 
 
 class ClusterError(PersonaError, RuntimeError):
@@ -76,6 +79,11 @@ def deploy(config: ClusterConfig, workflow: Path, *, backend: str | None = None,
 
     from .replica import PersonaReplica, deployment_options
 
+    problem = _room_problem(config)
+    if problem and config.cluster == "local":  # a cluster of this machine alone never grows
+        raise ClusterError(problem)
+    if problem:
+        log.warning("%s: they start once the cluster's autoscaler adds nodes", problem)
     store = store_actor(config.namespace)
     serve.start(proxy_location="Disabled")  # our ingress is the only door
     with warnings.catch_warnings():
@@ -90,6 +98,22 @@ def deploy(config: ClusterConfig, workflow: Path, *, backend: str | None = None,
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise ClusterError(f"the replicas did not start: {first} (see the Ray logs for the replica's traceback)") from exc
     return Deployment(config, ClusterIngress(config, handle, store), handle, store)
+
+
+def _room_problem(config: ClusterConfig) -> str | None:
+    """Why the cluster as it is cannot place the starting replicas, else None. Serve would wait
+    for them for ever, saying nothing (Ray's controller log alone says they cannot be
+    scheduled), and `serve.run` does not give way to Ctrl-C meanwhile."""
+    import ray
+
+    total = ray.cluster_resources()
+    for resource, flag, each in (("CPU", "--replica-cpus", config.replica_cpus),
+                                 ("GPU", "--replica-gpus", config.replica_gpus)):
+        need, have = config.replicas * each, float(total.get(resource, 0.0))
+        if need > have + 1e-9:
+            return (f"{config.replicas} replicas need {need:g} {resource}s ({each:g} each, {flag}) and the "
+                    f"cluster has {have:g}: start fewer (--replicas) or give each less")
+    return None
 
 
 def attach(config: ClusterConfig) -> Deployment:

@@ -50,6 +50,9 @@ from .settings import ClusterConfig
 
 log = logging.getLogger("comfyui_persona.cluster")
 
+#: Lost replicas remembered (`/health`'s `lost`, the routes that skip them): the newest.
+MAX_LOST = 32
+
 __all__ = ["ClusterIngress", "IngressMetrics", "create_ingress_app"]
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -129,7 +132,9 @@ class ClusterIngress:
         self.http: aiohttp.ClientSession | None = None
         self.sockets = OpenSockets()
         self.token_failures = FailureLimiter()
-        self.lost: set[str] = set()  # replica names whose socket ended abnormally
+        # replica names whose socket ended abnormally, oldest first (the newest MAX_LOST kept:
+        # a dead replica's name is never leased again to clear it)
+        self.lost: dict[str, None] = {}
         self.leases: dict[str, asyncio.Task] = {}
         self.attached: dict[str, str] = {}  # session id → replica name, while a client is connected
         # session id → the connection's route that attached it last: a tab whose session another
@@ -239,7 +244,7 @@ class ClusterIngress:
         else:
             gone = isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, OSError))
         if gone:
-            self.lost.add(placement.replica)
+            self._mark_lost(placement.replica)
         log.info("replica %s did not take the connection (%s): %s", placement.replica, type(exc).__name__,
                  "lost" if gone else "alive, not given up")
         return gone
@@ -300,7 +305,7 @@ class ClusterIngress:
         self.metrics.lease_wait_ms.append((loop.time() - started) * 1000)
         del self.metrics.lease_wait_ms[:-1000]
         self.known[placement.replica] = placement
-        self.lost.discard(placement.replica)
+        self.lost.pop(placement.replica, None)
         self.metrics.sessions_routed_total += 1
         return _Route(placement, upstream, lease_id)
 
@@ -526,8 +531,16 @@ class ClusterIngress:
             else:  # CLOSED / ERROR without a close frame: the replica process went away
                 return self._lost(route)
 
+    def _mark_lost(self, replica: str) -> None:
+        self.lost.pop(replica, None)
+        self.lost[replica] = None
+        while len(self.lost) > MAX_LOST:
+            oldest = next(iter(self.lost))
+            del self.lost[oldest]
+            self.known.pop(oldest, None)
+
     def _lost(self, route: _Route) -> tuple[int, bytes]:
-        self.lost.add(route.placement.replica)
+        self._mark_lost(route.placement.replica)
         self.metrics.replicas_lost_total += 1
         log.warning("replica %s lost; its sessions resume elsewhere on reconnect", route.placement.replica)
         return WSCloseCode.SERVICE_RESTART, b"replica lost; reconnect with your session id to resume"
