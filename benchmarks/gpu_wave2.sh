@@ -51,7 +51,7 @@
 #                                         # 1.5-3 s each, a blend re-caching the window once (the default) vs at
 #                                         # each step; then one every 6-15 s (a chat's pace)  (~6 min)
 #   bash benchmarks/gpu_wave2.sh capacity-320  # 8 sessions at 320x576: asking back to back, then paced 20 s,
-#                                         # each with prefetch off (the default) and on        (~7 min)
+#                                         # each with prefetch off (the default) and on        (~9 min)
 #   bash benchmarks/gpu_wave2.sh persistent  # one stream at 480x832, the default compile vs every reduction
 #                                         # in registers (--compile persistent; its compile is long) (~9 min)
 #   bash benchmarks/gpu_wave2.sh kv-write # host CUDA tests; the KV window's writes as 8-byte words vs
@@ -277,7 +277,8 @@ elif [ "$MODE" = paced-3-cadence ]; then
   needs_pydantic paced-480-chat && step paced-480-chat 170 "${BENCH[@]}" --paced --sizes 480x832 --sessions 3 \
     --seconds 30 --directive-every 6,15 --label "wave12-chat-pace-paced-3-480"
 elif [ "$MODE" = capacity-320 ]; then
-  needs_pydantic capacity-320 && step capacity-320 200 "${BENCH[@]}" --capacity --sizes 320x576 --sessions 8 \
+  # the warm-up alone took 130-190 s at d31462f: 330 s fits it and both runs
+  needs_pydantic capacity-320 && step capacity-320 330 "${BENCH[@]}" --capacity --sizes 320x576 --sessions 8 \
     --prefetch off,on --label "wave12-capacity-320"
   needs_pydantic paced-320 && step paced-320 200 "${BENCH[@]}" --paced --sizes 320x576 --sessions 8 \
     --prefetch off,on --seconds 20 --label "wave12-paced-320"
