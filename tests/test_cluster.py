@@ -414,8 +414,8 @@ async def test_a_lease_for_a_session_its_replica_already_holds_is_given_back(clu
 async def test_the_ingress_remembers_the_newest_lost_replicas_only(cluster):
     """A dead replica's name is never leased again to clear it: `lost` (and the replicas the
     gallery routes may ask) grew by one per replica death for the ingress's whole life."""
-    from comfyui_persona.headless.cluster.ingress import MAX_LOST
     from comfyui_persona.headless.cluster.checkpoint import Placement
+    from comfyui_persona.headless.cluster.ingress import MAX_LOST
 
     async with ingress_on_port(cluster) as (ingress, _port):
         for n in range(MAX_LOST + 8):
