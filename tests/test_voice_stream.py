@@ -89,6 +89,24 @@ async def test_reply_is_spoken_as_pcm_on_the_video_clock_while_speaking_is_true(
         assert indices == sorted(indices) and len(set(indices)) == len(indices)
 
 
+async def test_a_reply_in_another_language_is_said_with_that_language_s_voice(service):
+    """Mira's voice is espeak en-us: it read "どういたしまして！" as "Japanese letter, Japanese
+    letter..." (6.1 s of audio, the mouth moving to it); espeak-ng's Japanese voice says it in
+    1.4 s. The length of what the viewer gets shows which voice spoke."""
+    reply = "どういたしまして！"
+    async with running(service) as server, connect(server) as ws:
+        await hello(ws, persona="mira")
+        await ws.send(json.dumps({"type": "action", "id": "ja", "directive": {
+            "action": "idle", "expression": "smile", "intensity": 0.5, "dialogue": reply}}))
+
+        def said(audio, video, messages) -> bool:
+            states = [m["state"]["speaking"] for m in messages if m["type"] == "state"]
+            return True in states and states[-1] is False
+
+        audio, _video, _messages = await collect(ws, 30.0, until=said)
+        assert 0.5 < seconds_of(audio) < 3.0, seconds_of(audio)
+
+
 async def test_reset_stops_speaking_at_once(service):
     long_text = " ".join(["This is a rather long sentence that keeps the persona talking."] * 6)
     async with running(service) as server, connect(server) as ws:

@@ -46,12 +46,39 @@ AUDIO_AHEAD_MS = 500
 #: can be said would otherwise pile up without end); the log says so.
 MAX_BACKLOG_MS = 60_000
 
+#: espeak-ng's voice for each language the interpreter answers in (persona.interpreter.languages).
+LANGUAGE_VOICES = {"en": "en-us", "es": "es", "de": "de", "fr": "fr-fr", "pt": "pt-br", "it": "it", "ja": "ja",
+                   "zh": "cmn"}
+_VOICE_LANGUAGE = {"cmn": "zh", "yue": "zh"}  # espeak-ng voice prefixes that are not language codes
+
 #: `on_audio(packets)`: released `AudioPacket`s, in pts order, on the render thread.
 AudioListener = Callable[[list], None]
 #: `on_speaking(start_ms, end_ms)`: a sentence sounds from `start_ms` to `end_ms`; with
 #: `start_ms` None, speech stops at `end_ms` (a cut). Called under the speech lock, in the
 #: order the events happen: it must only hand them on (e.g. `call_soon_threadsafe`).
 SpeakingListener = Callable[[int | None, int], None]
+
+
+def voice_for(text: str, voice: Any) -> Any:
+    """The voice to say `text` with: the persona's own when it speaks the language `text` is
+    in, else espeak-ng's voice for that language with the persona's variant, rate and pitch.
+    A reply follows the user's language, and an English voice reads Japanese as "Japanese
+    letter, Japanese letter" and German with English sounds. Piper voices here are English.
+    A short reply in a Latin script may be taken for English (the interpreter's detector)."""
+    from ...persona.interpreter.languages import detect_language
+    from ...video.voice import VoiceSpec
+
+    language = detect_language(text)
+    wanted = LANGUAGE_VOICES.get(language)
+    if wanted is None:
+        return voice
+    name, _, variant = voice.voice.partition("+")
+    prefix = name.split("-")[0].lower()
+    spoken = _VOICE_LANGUAGE.get(prefix, prefix) if voice.engine == "espeak" else "en"
+    if spoken == language:
+        return voice
+    variant = f"+{variant}" if variant and voice.engine == "espeak" else ""
+    return VoiceSpec(engine="espeak", voice=wanted + variant, rate=voice.rate, pitch=voice.pitch)
 
 
 @dataclass
@@ -209,9 +236,9 @@ class SessionSpeech:
             log.warning("speech skipped: no renderer has drawn a frame for this session yet")
             return 0
         count = 0
-        voice = self.voices.get(character, self.voice) if character is not None else self.voice
+        voice = voice_for(text, self.voices.get(character, self.voice) if character is not None else self.voice)
         synthesizer = driver.synthesizer
-        if voice.engine != self.voice.engine:  # a scene's persona with another engine than the lead's
+        if voice.engine != self.voice.engine:  # a scene's persona, or a language, on another engine than the lead's
             from ...video.voice import get_synthesizer
 
             synthesizer = self._engines.get(voice.engine) or self._engines.setdefault(
