@@ -149,6 +149,28 @@ async def test_chat_page_keeps_a_message_over_the_limit_and_counts_as_the_server
         assert not console_errors, console_errors
 
 
+async def test_chat_page_shows_right_to_left_text_and_wraps_long_words_on_a_phone(service, tmp_path):
+    """An Arabic message ran left to right; a long German compound or a URL ran off a phone's
+    screen (no wrapping inside a word)."""
+    from playwright.async_api import expect
+
+    async with chat_page(service, tmp_path / "profile", viewport={"width": 390, "height": 844}) as (
+            _server, page, console_errors):
+        await page.fill("#message", "مرحبا، كيف حالك؟")
+        assert await page.eval_on_selector("#message", "el => getComputedStyle(el).direction") == "rtl"
+        await page.press("#message", "Enter")
+        arabic = page.locator("li.user").last
+        await expect(arabic).to_have_text("مرحبا، كيف حالك؟")
+        assert await arabic.evaluate("el => getComputedStyle(el).direction") == "rtl"
+        await page.fill("#message", "Donaudampfschifffahrtsgesellschaftskapitän" * 4)
+        await page.press("#message", "Enter")
+        await expect(page.locator("li.user")).to_have_count(2)
+        long_word = page.locator("li.user").last
+        assert await long_word.evaluate("el => el.scrollWidth <= el.clientWidth + 1")
+        assert await long_word.evaluate("el => getComputedStyle(el).direction") == "ltr"
+        assert not console_errors, console_errors
+
+
 async def test_chat_page_plays_speech_and_downloads_a_recording(tmp_path):
     """The page hears the reply (non-silent PCM decoded, scheduled and played through Web
     Audio), mutes, records, and the downloaded MP4 decodes with the reported duration,

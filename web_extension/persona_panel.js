@@ -64,7 +64,7 @@ const STYLE = `
 .persona-panel .quick button { text-transform: capitalize; }
 .persona-panel ol { list-style: none; margin: 0; padding: 0; flex: 1; min-height: 80px; overflow-y: auto;
   display: flex; flex-direction: column; gap: .35rem; }
-.persona-panel li { max-width: 88%; padding: .3rem .55rem; border-radius: 10px; white-space: pre-wrap; }
+.persona-panel li { max-width: 88%; padding: .3rem .55rem; border-radius: 10px; white-space: pre-wrap; overflow-wrap: anywhere; }
 .persona-panel li.user { align-self: flex-end; background: #2563eb; color: #fff; }
 .persona-panel li.persona { align-self: flex-start; background: var(--comfy-input-bg, #333); }
 .persona-panel li .directives { display: block; font-size: .7rem; opacity: .7; margin-top: .15rem; }
@@ -180,7 +180,7 @@ class PersonaPanel {
       $("history", "ol", { "aria-live": "polite" }),
       $("errors", "div", { class: "errors", role: "alert" }),
       $("composer", "form", { autocomplete: "off" },
-        $("message", "input", { placeholder: "Say something, e.g. “wave and smile”" }),
+        $("message", "input", { dir: "auto", placeholder: "Say something, e.g. “wave and smile”" }),
         element("button", { type: "submit", text: "Send" }),
         $("reset", "button", { type: "button", title: "Back to idle (history kept)", text: "Reset" })),
     );
@@ -534,7 +534,7 @@ class PersonaPanel {
   }
 
   addBubble(role, text) {
-    const item = element("li", { class: role, text });
+    const item = element("li", { class: role, text, dir: "auto" }); // right to left for Arabic, Hebrew
     this.history.append(item);
     item.scrollIntoView({ block: "end" });
     return item;

@@ -68,6 +68,7 @@ function addBubble(role, text) {
   const follow = role === "user" || atNewest();
   const item = document.createElement("li");
   item.className = role;
+  item.dir = "auto"; // Arabic, Hebrew: right to left, by the text's first strong letter
   item.textContent = text;
   $("history").append(item);
   if (follow) scrollToNewest();
