@@ -37,6 +37,15 @@ def test_name_question_answers_with_the_name_and_who_it_is(interp):
     assert "I am a travelling botanist who sketches every plant" in answer
 
 
+def test_a_card_written_in_another_language_is_quoted_not_turned_into_first_person(interp):
+    """The English third-to-first-person rules swapped the name for "me"/"I" inside German,
+    Japanese and Arabic prose ("Herr me ist ein freundlicher Bäcker")."""
+    for name, description in (("Müller", "Herr Müller ist ein freundlicher Bäcker aus München."),
+                              ("ミラ", "ミラは東京のガイドです。"), ("محمد", "محمد مرشد سياحي ودود من القاهرة.")):
+        card = CARD.model_copy(update={"name": name, "description": description})
+        assert reply(interp, "what's your name?", card) == f"I'm {name}. {description}"
+
+
 def test_how_are_you_is_answered(interp):
     assert "doing well" in reply(interp, "hey, how are you doing?")
 

@@ -23,7 +23,7 @@ from ..conversation import fill_macros
 from . import lexicon as lx
 from . import lexicon_intl as li
 from .base import Turn
-from .languages import ENGLISH, OTHER, SUPPORTED
+from .languages import ENGLISH, OTHER, SUPPORTED, detect_language
 
 __all__ = ["ReplyContext", "compose_reply", "persona_languages", "say_action"]
 
@@ -355,6 +355,9 @@ def _first_person(sentences: list[str], name: str) -> list[str]:
     out = []
     names = {"{{char}}", "she", "he"}
     for sentence in sentences:
+        if detect_language(sentence) != ENGLISH:  # these rules are English grammar: the card's own words
+            out.append(fill_macros(sentence, name, _USER))
+            continue
         sentence = fill_macros(sentence, name, _USER).replace(name, "{{char}}")
         sentence = re.sub(r"\byou (has|is|was|does)\b", lambda m: "you " + _YOU_VERBS[m.group(1)], sentence)
         for part in name.split():
