@@ -73,6 +73,18 @@ def test_feelings_are_acknowledged(interp, text, needle):
     assert needle in reply(interp, text)
 
 
+@pytest.mark.parametrize(("text", "face", "needle"), [
+    ("Estoy triste", "sad", "Siento que estés triste"), ("Ich bin traurig", "sad", "Das tut mir leid"),
+    ("Je suis fatigué", "sad", "longue journée"), ("Sono felice", "smile", "felice per te"),
+    ("Estoy enfadado", "angry", "frustrante"), ("我很难过", "sad", "很抱歉"),
+])
+def test_feelings_are_acknowledged_in_the_user_s_language_with_a_face(interp, text, face, needle):
+    """Glossed to "i am sad" and all, they got "tell me more" and no face: only English was heard."""
+    result = interp.interpret(InterpretRequest(text=text, persona=CARD))
+    assert needle in result.reply, result.reply
+    assert [(d.action, d.expression) for d in result.directives] == [("idle", face)]
+
+
 def test_macros_are_expanded_in_every_line(interp):
     for text in ("hello", "wave", "the weather is nice today"):
         answer = reply(interp, text)

@@ -868,7 +868,7 @@ class EmbeddedInterpreter:
             # The embedding fallback only for small talk: a planned action has its own default face.
             small_talk = not plan and not unsupported
             guess = infer_expression(
-                text if language == ENGLISH else "", reply if language == ENGLISH else "", acted, vocab,
+                text if language == ENGLISH else parse_text, reply if language == ENGLISH else "", acted, vocab,
                 self.encoder if small_talk and language == ENGLISH else None,
             )
             face = "neutral" if guess.expression in ruled_out else guess.expression

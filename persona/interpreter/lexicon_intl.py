@@ -2010,6 +2010,67 @@ EXPRESSION_NAMES: dict[str, dict[str, str]] = {
 
 #: Reply lines per language. Placeholders: {action} (what is being done, from the tables
 #: above, joined with the language's "and"), {name} (the persona's name), {alternative}.
+#: The answer to a feeling told of ("estoy triste"), by language and feeling (replies.py's
+#: English `_FEELING_REPLIES` says the same).
+FEELING_REPLIES: dict[str, dict[str, str]] = {
+    "es": {
+        "sad": "Siento que estés triste. ¿Quieres hablar de ello?",
+        "angry": "Eso suena muy frustrante. ¿Qué pasó?",
+        "scared": "Eso suena estresante. Aquí estoy si quieres hablarlo.",
+        "tired": "Parece que has tenido un día largo. Tómatelo con calma.",
+        "bored": "¡Pues animemos esto! Pídeme que baile.",
+        "happy": "¡Qué maravilla! Me alegro mucho por ti.",
+    },
+    "de": {
+        "sad": "Das tut mir leid. Möchtest du darüber reden?",
+        "angry": "Das klingt wirklich frustrierend. Was ist passiert?",
+        "scared": "Das klingt stressig. Ich bin da, wenn du darüber reden willst.",
+        "tired": "Klingt nach einem langen Tag. Mach mal langsam.",
+        "bored": "Dann bringen wir Leben rein! Bitte mich zu tanzen.",
+        "happy": "Wie schön! Ich freue mich für dich.",
+    },
+    "fr": {
+        "sad": "Ça me fait de la peine que tu sois triste. Tu veux en parler ?",
+        "angry": "Ça a l'air vraiment frustrant. Que s'est-il passé ?",
+        "scared": "Ça a l'air stressant. Je suis là si tu veux en parler.",
+        "tired": "On dirait que tu as eu une longue journée. Repose-toi un peu.",
+        "bored": "Alors mettons de l'ambiance ! Demande-moi de danser.",
+        "happy": "C'est merveilleux ! Ça me fait vraiment plaisir pour toi.",
+    },
+    "pt": {
+        "sad": "Sinto muito que você esteja triste. Quer conversar sobre isso?",
+        "angry": "Isso parece muito frustrante. O que aconteceu?",
+        "scared": "Isso parece estressante. Estou aqui se quiser conversar.",
+        "tired": "Parece que você teve um dia longo. Vá com calma.",
+        "bored": "Então vamos animar as coisas! Peça para eu dançar.",
+        "happy": "Que maravilha! Fico muito feliz por você.",
+    },
+    "it": {
+        "sad": "Mi dispiace che tu sia triste. Vuoi parlarne?",
+        "angry": "Sembra davvero frustrante. Cos'è successo?",
+        "scared": "Sembra stressante. Sono qui se vuoi parlarne.",
+        "tired": "Sembra che tu abbia avuto una lunga giornata. Prenditela con calma.",
+        "bored": "Allora animiamo un po' le cose! Chiedimi di ballare.",
+        "happy": "Che meraviglia! Sono davvero felice per te.",
+    },
+    "ja": {
+        "sad": "悲しいんですね。よかったら話してください。",
+        "angry": "それは本当に腹が立ちますね。何があったんですか？",
+        "scared": "それは不安ですね。話したいときはいつでもどうぞ。",
+        "tired": "長い一日だったんですね。ゆっくり休んでください。",
+        "bored": "じゃあ盛り上げましょう！踊ってと言ってください。",
+        "happy": "よかったですね！私もうれしいです。",
+    },
+    "zh": {
+        "sad": "听到你难过，我很抱歉。想聊聊吗？",
+        "angry": "这听起来真让人恼火。发生了什么？",
+        "scared": "这听起来压力很大。想聊的话我在这里。",
+        "tired": "看来你今天很累了。好好休息一下吧。",
+        "bored": "那我们来热闹一下吧！叫我跳个舞。",
+        "happy": "太好了！我真为你高兴。",
+    },
+}
+
 REPLIES: dict[str, dict[str, str]] = {
     "es": {
         "ack": "¡Claro! Voy a {action}.",

@@ -285,10 +285,16 @@ def _small_talk(ctx: ReplyContext) -> str:
     for name, pattern in _INTENTS:
         if pattern.search(text):
             return _answer(name, ctx)
+    feeling = _feeling(text)
+    return _FEELING_REPLIES[feeling] if feeling else ""
+
+
+def _feeling(text: str) -> str:
+    """The feeling the user tells of ("I'm sad": sad), in English or a gloss; "" for none."""
     if _FEELING_FRAME.search(text):
         for name, pattern in _FEELINGS:
             if pattern.search(text):
-                return _FEELING_REPLIES[name]
+                return name
     return ""
 
 
@@ -465,6 +471,7 @@ def _foreign(ctx: ReplyContext) -> str:
     elif _INTENTS[3][1].search(text):
         parts.append(lines["how_are_you"])
     elif not parts:
-        parts.append(lines["chitchat"])
+        feeling = _feeling(text)
+        parts.append(li.FEELING_REPLIES[lang][feeling] if feeling else lines["chitchat"])
     sep = "" if lang in ("ja", "zh") else " "
     return sep.join(parts)
