@@ -95,7 +95,8 @@ def _build_service(path: Path, server: Any | None = None):
 
     server = server if server is not None else prompt_server()
     registry = sys.modules["nodes"].NODE_CLASS_MAPPINGS
-    hosts = PromptHosts(load_workflow(path, registry), registry, QueuePrompts.of(server), default_store())
+    hosts = PromptHosts(load_workflow(path, registry), registry, QueuePrompts.of(server), default_store(),
+                        trusted_uploads=True)  # the canvas's user is ComfyUI's operator
     output = output_directory()
     config = ServerConfig(recordings_dir=str(output / "persona" / "recordings") if output else None)
     return PersonaService(hosts, config, store=default_store())

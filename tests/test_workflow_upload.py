@@ -1,5 +1,6 @@
 """`POST /persona/workflows` on the real server: a body that arrives in pieces is read whole,
-and a body of the wrong shape is a 400 naming where, never a 500."""
+a body of the wrong shape is a 400 naming where, never a 500, and an upload cannot send the
+conversation (and the operator's API key) elsewhere or write files (headless/runner/upload_policy.py)."""
 
 import asyncio
 import io
@@ -56,3 +57,29 @@ async def test_a_workflow_of_the_wrong_shape_is_a_400_naming_where(service, shap
         status, answer = await _post(server, json.dumps(shape).encode())
     assert status == 400 and answer["code"] == "bad_workflow", answer
     assert where in answer["message"], answer
+
+
+def _api_default() -> dict:
+    from comfyui_persona.headless.runner import load_workflow
+    from comfyui_persona.nodes import NODE_CLASS_MAPPINGS
+
+    return load_workflow(WORKFLOW, NODE_CLASS_MAPPINGS)
+
+
+async def test_an_upload_cannot_point_the_interpreter_elsewhere_or_write_files(service):
+    """An uploaded Persona Interpreter with `backend=openai` and the uploader's `base_url` made
+    the server send the operator's OPENAI_API_KEY there; a Session Recorder in an upload wrote
+    to the working directory outside every recording limit."""
+    hostile = _api_default()
+    interpreter = next(k for k, n in hostile.items() if n["class_type"] == "PersonaInterpreter")
+    hostile[interpreter]["inputs"].update(backend="openai", options="base_url=http://127.0.0.1:9/v1")
+    recorder = _api_default()
+    recorder["900"] = {"class_type": "PersonaSessionRecorder", "inputs": {}}
+    async with running(service) as server:
+        status, answer = await _post(server, json.dumps(hostile).encode())
+        assert status == 400 and answer["code"] == "bad_workflow", answer
+        assert f"node {interpreter} (PersonaInterpreter)" in answer["message"], answer
+        status, answer = await _post(server, json.dumps(recorder).encode())
+        assert status == 400 and "node 900 (PersonaSessionRecorder)" in answer["message"], answer
+        status, answer = await _post(server, json.dumps(_api_default()).encode())  # the server's own settings
+        assert status == 201, answer

@@ -27,6 +27,7 @@ from .comfy_host import ComfyPromptHost, PromptRunner
 from .errors import UnknownNodeTypeError, WorkflowError
 from .executor import StreamingRunner, WorkflowGraph
 from .prompts import PromptTemplate
+from .upload_policy import check_upload, interpreter_choices
 from .workflow import ApiWorkflow, Registry, check_shape, to_api
 
 __all__ = ["PromptHosts", "RunnerHosts", "SessionHosts", "WorkflowLimitError", "unknown_node_types"]
@@ -177,6 +178,7 @@ class RunnerHosts:
     """Sessions run by the pack's executor (see module docstring)."""
 
     def __init__(self, graph: WorkflowGraph, cache_policy: str = "classic") -> None:
+        """Uploads follow `upload_policy` (this host is headless)."""
         self.graph = graph
         self.registry = graph.registry
         self.cache_policy = cache_policy
@@ -191,7 +193,9 @@ class RunnerHosts:
         unknown = unknown_node_types(data, self.registry)
         if unknown:
             raise UnknownNodeTypeError("this server cannot run these node types: " + "; ".join(unknown))
-        graph = WorkflowGraph(_as_api(data, self.registry), self.registry)
+        workflow = _as_api(data, self.registry)
+        check_upload(workflow, interpreter_choices(self.graph.workflow))
+        graph = WorkflowGraph(workflow, self.registry)
         if not graph.accepts("chat"):
             raise WorkflowError("the workflow has no node that takes chat text (add a PersonaConversationTurn)")
         key = _Uploads.key(graph.workflow)
@@ -219,8 +223,11 @@ class PromptHosts:
     node registry (every node type it knows)."""
 
     def __init__(self, workflow: ApiWorkflow, registry: Registry, prompts: PromptRunner,
-                 store_for_warm_up: SessionStore | None = None) -> None:
+                 store_for_warm_up: SessionStore | None = None, *, trusted_uploads: bool = False) -> None:
+        """`trusted_uploads`: inside ComfyUI, whose canvas user is the operator; headless
+        (`persona serve --comfyui`), uploads follow `upload_policy`."""
         self.registry = registry
+        self.trusted_uploads = trusted_uploads
         self.prompts = prompts
         self.template = self._template(workflow)
         self.default_persona = _default_persona(self.template.bindings, workflow)
@@ -239,7 +246,10 @@ class PromptHosts:
         return self.template.accepts(kind)
 
     def register(self, data: Any) -> str:
-        template = self._template(_as_api(data, self.registry))
+        workflow = _as_api(data, self.registry)
+        if not self.trusted_uploads:
+            check_upload(workflow, interpreter_choices(self.template.workflow))
+        template = self._template(workflow)
         key = _Uploads.key(template.workflow)
         self._uploads.put(key, template)
         return key
