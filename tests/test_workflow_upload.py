@@ -51,6 +51,7 @@ async def test_a_workflow_arriving_in_pieces_is_read_whole(service):
     ({"nodes": [], "links": 5}, "links"),
     ({"nodes": [{"id": 1, "type": "PersonaConversationTurn"}], "links": [[99]]}, "links.0"),
     ({"nodes": [{"id": 1, "type": "PersonaConversationTurn", "properties": [1]}], "links": []}, "nodes.0.properties"),
+    ({"nodes": [{"id": 1, "type": ["PersonaConversationTurn"]}], "links": []}, "nodes.0.type"),  # was a 500
 ])
 async def test_a_workflow_of_the_wrong_shape_is_a_400_naming_where(service, shape, where):
     async with running(service) as server:
@@ -83,3 +84,13 @@ async def test_an_upload_cannot_point_the_interpreter_elsewhere_or_write_files(s
         assert status == 400 and "node 900 (PersonaSessionRecorder)" in answer["message"], answer
         status, answer = await _post(server, json.dumps(_api_default()).encode())  # the server's own settings
         assert status == 201, answer
+
+
+async def test_a_node_id_that_is_a_digit_but_no_number_is_never_a_500(service):
+    """"²" is a digit to str.isdigit() and no number to int(): ordering the nodes crashed (500)."""
+    workflow = _api_default()
+    first = min(workflow, key=int)
+    text = json.dumps(workflow).replace(f'"{first}": {{', '"²": {').replace(f'["{first}", ', '["²", ')
+    async with running(service) as server:
+        status, answer = await _post(server, text.encode())
+    assert status in (201, 400), (status, answer)  # it runs, or is refused by name: never a 500

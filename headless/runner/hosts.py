@@ -106,9 +106,10 @@ def unknown_node_types(data: Any, registry: Registry) -> list[str]:
     missing: dict[str, list[str]] = {}
     if isinstance(data, dict) and isinstance(data.get("nodes"), list):  # UI format
         for node in data["nodes"]:
-            if not isinstance(node, dict) or node.get("type") in _NOT_NODES or node.get("mode") == 2:
-                continue
-            kind, props = node.get("type"), node.get("properties")
+            kind = node.get("type") if isinstance(node, dict) else None
+            if not isinstance(kind, str) or kind in _NOT_NODES or node.get("mode") == 2:
+                continue  # not a node, or not one to run (the shape check names a bad one)
+            props = node.get("properties")
             props = props if isinstance(props, dict) else {}
             pack = props.get("cnr_id") or props.get("aux_id")
             if isinstance(kind, str) and isinstance(pack, str):

@@ -348,4 +348,5 @@ def _find_cycle(remaining: dict[str, set[str]]) -> list[str]:
 
 
 def _id_sort(node_id: str) -> tuple:
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+    # ASCII digits only: "²" is a digit to str.isdigit() and no number to int()
+    return (0, int(node_id), "") if node_id.isascii() and node_id.isdigit() else (1, 0, node_id)
