@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import PersonaError
+from ..persona.text import printable_text
 
 __all__ = ["COMMANDS", "CommandLineError", "build_parser", "error_line", "main"]
 
@@ -119,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         line = error_line(exc)
         if line is None or args.debug:
             raise
-        print(f"persona: error: {line}", file=sys.stderr, flush=True)
+        # a workflow's node type, a card's name: text from a file may hold terminal escapes
+        print(f"persona: error: {printable_text(line)}", file=sys.stderr, flush=True)
         return USAGE_ERROR
 
 

@@ -106,6 +106,18 @@ def test_bad_invocation_is_one_line(argv, names, env, tmp_path):
     _assert_one_line(_persona(*argv, env=env), *names)
 
 
+def test_an_error_quoting_a_file_carries_no_terminal_escapes(env, tmp_path):
+    """A shared workflow's unknown node type holding an OSC title and a clear-screen sequence
+    was printed raw in `persona: error: ...`: it set the window title and cleared the screen."""
+    import json
+
+    hostile = "Evil\x1b]0;PWNED\x07\x1b[2J\u202eNode"
+    (tmp_path / "w.json").write_text(json.dumps({"1": {"class_type": hostile, "inputs": {}}}))
+    result = _persona("serve", "--workflow", str(tmp_path / "w.json"), env=env)
+    assert result.returncode == 2 and "persona: error:" in result.stderr and "Traceback" not in result.stderr
+    assert not {"\x1b", "\x07", "\u202e"} & set(result.stderr), repr(result.stderr)
+
+
 def test_debug_flag_shows_the_traceback(env, tmp_path):
     result = _persona("--debug", "personas", "show", "zed", env=env)
     assert result.returncode != 0
