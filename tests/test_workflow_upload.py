@@ -94,3 +94,20 @@ async def test_a_node_id_that_is_a_digit_but_no_number_is_never_a_500(service):
     async with running(service) as server:
         status, answer = await _post(server, text.encode())
     assert status in (201, 400), (status, answer)  # it runs, or is refused by name: never a 500
+
+
+async def test_an_upload_of_many_tiny_values_is_refused_and_nan_is_no_number(service):
+    """2 MiB of `[{},{},...]` in an input no node reads held 45 MiB of memory, and 32 such
+    uploads are kept; JSON's NaN passed every range check (the session then failed to start)."""
+    from comfyui_persona.headless.runner.hosts import MAX_WORKFLOW_VALUES
+
+    bloated = _api_default()
+    next(iter(bloated.values()))["inputs"]["unread"] = [{}] * (MAX_WORKFLOW_VALUES + 1)
+    not_a_number = _api_default()
+    renderer = next(k for k, n in not_a_number.items() if "fps" in n["inputs"])
+    not_a_number[renderer]["inputs"]["fps"] = float("nan")
+    async with running(service) as server:
+        status, answer = await _post(server, json.dumps(bloated).encode())
+        assert status == 400 and "JSON values" in answer["message"], answer
+        status, answer = await _post(server, json.dumps(not_a_number).encode())  # json.dumps writes NaN
+        assert status == 400 and f"node {renderer}" in answer["message"] and "finite" in answer["message"], answer

@@ -32,9 +32,12 @@ from .workflow import ApiWorkflow, Registry, check_shape, to_api
 
 __all__ = ["PromptHosts", "RunnerHosts", "SessionHosts", "WorkflowLimitError", "unknown_node_types"]
 
-#: Uploaded workflows kept (the least recently used goes first) and their largest size.
+#: Uploaded workflows kept (the least recently used goes first) and their largest size. The
+#: JSON values bound memory: 2 MiB of `[{},{},...]` held 45 MiB as Python objects (a
+#: 2,000-node UI workflow has about 70,000 values; ours have 300-500).
 MAX_WORKFLOWS = 32
 MAX_WORKFLOW_NODES = 2000
+MAX_WORKFLOW_VALUES = 100_000
 
 
 class WorkflowLimitError(WorkflowError):
@@ -160,7 +163,21 @@ class _Uploads:
             return self._items[key]
 
 
+def _count_values(data: Any) -> int:
+    count, stack = 0, [data]
+    while stack and count <= MAX_WORKFLOW_VALUES:
+        value = stack.pop()
+        count += 1
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return count
+
+
 def _as_api(data: Any, registry: Registry) -> ApiWorkflow:
+    if _count_values(data) > MAX_WORKFLOW_VALUES:
+        raise WorkflowLimitError(f"the workflow holds over {MAX_WORKFLOW_VALUES:,} JSON values; that is the limit")
     if _is_api(data):
         check_shape(data, ui=False)
         workflow = {str(k): v for k, v in data.items()}

@@ -17,6 +17,7 @@ own `INPUT_TYPES` (ComfyUI's frontend does the same with /object_info):
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -297,6 +298,8 @@ def _check_value(node_id, class_type, name, kind, options, value) -> None:
     elif kind == "FLOAT":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputTypeMismatchError(node_id, class_type, name, "FLOAT", _describe(value))
+        if not math.isfinite(value):  # JSON's NaN passes every range comparison
+            raise InvalidInputValueError(node_id, class_type, name, f"{value} is not a finite number")
     elif kind == "STRING":
         if not isinstance(value, str):
             raise InputTypeMismatchError(node_id, class_type, name, "STRING", _describe(value))
