@@ -492,7 +492,9 @@ class PersonaService:
                 msg = await ws.receive(timeout=wait)
             except asyncio.TimeoutError:
                 self.metrics.refused_total["hello_timeout"] += 1
-                self._error(connection, "not_ready", f"no hello within {cfg.hello_timeout_s:g} s; closing")
+                # after a hello that failed (node_failed, unknown_persona) too: "no hello" misled
+                self._error(connection, "not_ready", f"no session started within {cfg.hello_timeout_s:g} s of "
+                            "connecting (send hello, again after one that failed); closing")
                 await self._close_policy(connection, "hello timeout")
                 return
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):

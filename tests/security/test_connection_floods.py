@@ -139,6 +139,15 @@ async def test_a_socket_that_never_says_hello_is_closed(tmp_path):
                 while True:
                     await asyncio.wait_for(silent.recv(), 10)
             assert silent.close_code == 1008
+        # one whose hello failed is told that, not "no hello" (it sent one)
+        async with websockets.connect(server.ws_url, open_timeout=30) as failed:
+            await failed.send(json.dumps({"type": "hello", "persona": "nobody"}))
+            said = []
+            with contextlib.suppress(websockets.ConnectionClosed):
+                while True:
+                    said.append(await asyncio.wait_for(failed.recv(), 10))
+            assert failed.close_code == 1008
+            assert "unknown_persona" in said[0] and "again after one that failed" in said[-1], said
 
 
 async def test_squatting_cannot_deny_a_new_client(tmp_path):
