@@ -147,3 +147,14 @@ def test_inflected_and_reordered_forms_are_read(interp, text, language, actions)
 def test_a_face_in_the_japanese_past_form_is_that_face(interp):
     result = interp.interpret(InterpretRequest(text="怒った顔をして", persona=Persona(id="t", name="T")))
     assert [d.expression for d in result.directives] == ["angry"]
+
+
+@pytest.mark.parametrize("text", ["BAILA", "¡¡BAILA!!", "TANZ!!", "DANSE !!", "BALLA!!"])
+def test_a_request_in_capitals_is_stronger_in_every_language(text):
+    """The gloss is lower case, so only English capitals raised the intensity (0.5-0.6 for
+    "¡¡BAILA!!" against 1.0 for "DANCE!!")."""
+    from comfyui_persona.persona.library import PersonaLibrary
+
+    result = get_interpreter("embedded", use_embedding=False).interpret(
+        InterpretRequest(text=text, persona=PersonaLibrary.default().get("mira")))
+    assert [(d.action, d.intensity >= 0.9) for d in result.directives] == [("dance", True)], result

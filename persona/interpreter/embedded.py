@@ -87,6 +87,7 @@ class _Clause:
     opens: bool = False  # the utterance's first clause
     last: bool = False  # ended with "last" ("sit down last"): goes after every other clause
     first: bool = False  # "wave to start", "start with a wave": goes before every other clause
+    shouted: bool = False  # glossed from a message with a word in capitals ("¡¡BAILA!!"): the gloss is lower case
 
 
 @dataclass
@@ -326,6 +327,9 @@ class EmbeddedInterpreter:
         clauses = _split(tokenize(_respell(parse_text, index)), persona)
         if clauses:
             clauses[0].opens = True
+        if language != ENGLISH and is_shouted(tokenize(text)):
+            for clause in clauses:
+                clause.shouted = True
         for before, clause in zip(clauses, clauses[1:], strict=False):
             if (
                 clause.continuation and len(clause.words) == 1 and stem(clause.words[0]) in index.face_keys
@@ -504,7 +508,7 @@ class EmbeddedInterpreter:
     ) -> _Reading:
         r = _Reading()
         words = list(clause.words)
-        shouted = is_shouted(words)
+        shouted = clause.shouted or is_shouted(words)
         name_words = {w.lower() for w in _words_of(persona.name)}
         while words and words[0] in name_words:
             words = words[1:]
