@@ -158,3 +158,17 @@ def test_a_request_in_capitals_is_stronger_in_every_language(text):
     result = get_interpreter("embedded", use_embedding=False).interpret(
         InterpretRequest(text=text, persona=PersonaLibrary.default().get("mira")))
     assert [(d.action, d.intensity >= 0.9) for d in result.directives] == [("dance", True)], result
+
+
+@pytest.mark.parametrize(("text", "again"), [("hola otra vez", "¡Hola de nuevo!"), ("hallo", "Hallo nochmal!"),
+                                             ("こんにちは", "また会えましたね！")])
+def test_a_greeting_later_in_a_conversation_does_not_introduce_the_persona_again(text, again):
+    """English said "Hello again!"; the other languages said "¡Hola! Soy Mira." every time."""
+    from comfyui_persona.persona.interpreter import Turn
+    from comfyui_persona.persona.library import PersonaLibrary
+
+    mira = PersonaLibrary.default().get("mira")
+    history = [Turn(role="user", text="hi"), Turn(role="persona", text="Hello! I'm Mira.")]
+    result = get_interpreter("embedded", use_embedding=False).interpret(
+        InterpretRequest(text=text, persona=mira, history=history))
+    assert result.reply.startswith(again) and "Mira" not in result.reply, result.reply

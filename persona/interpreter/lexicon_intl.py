@@ -2074,6 +2074,7 @@ FEELING_REPLIES: dict[str, dict[str, str]] = {
 REPLIES: dict[str, dict[str, str]] = {
     "es": {
         "ack": "¡Claro! Voy a {action}.",
+        "greeting_again": "¡Hola de nuevo!",
         "stop": "Vale, me detengo.",
         "greeting": "¡Hola! Soy {name}.",
         "farewell": "¡Hasta luego!",
@@ -2088,6 +2089,7 @@ REPLIES: dict[str, dict[str, str]] = {
     },
     "de": {
         "ack": "Klar, ich werde {action}.",
+        "greeting_again": "Hallo nochmal!",
         "stop": "Okay, ich höre auf.",
         "greeting": "Hallo! Ich bin {name}.",
         "farewell": "Tschüss, bis bald!",
@@ -2102,6 +2104,7 @@ REPLIES: dict[str, dict[str, str]] = {
     },
     "fr": {
         "ack": "D'accord, je vais {action} !",
+        "greeting_again": "Re-bonjour !",
         "stop": "D'accord, j'arrête.",
         "greeting": "Bonjour ! Je suis {name}.",
         "farewell": "Au revoir, à bientôt !",
@@ -2116,6 +2119,7 @@ REPLIES: dict[str, dict[str, str]] = {
     },
     "pt": {
         "ack": "Claro, vou {action}!",
+        "greeting_again": "Olá de novo!",
         "stop": "Tudo bem, vou parar.",
         "greeting": "Olá! Eu sou {name}.",
         "farewell": "Tchau, até logo!",
@@ -2130,6 +2134,7 @@ REPLIES: dict[str, dict[str, str]] = {
     },
     "it": {
         "ack": "Certo, adesso vado a {action}!",
+        "greeting_again": "Ciao di nuovo!",
         "stop": "Va bene, mi fermo.",
         "greeting": "Ciao! Sono {name}.",
         "farewell": "Ciao, a presto!",
@@ -2144,6 +2149,7 @@ REPLIES: dict[str, dict[str, str]] = {
     },
     "ja": {
         "ack": "はい、{action}！",
+        "greeting_again": "また会えましたね！",
         "stop": "はい、やめます。",
         "greeting": "こんにちは！{name}です。",
         "farewell": "またね！",
@@ -2158,6 +2164,7 @@ REPLIES: dict[str, dict[str, str]] = {
     },
     "zh": {
         "ack": "好的，我来{action}！",
+        "greeting_again": "又见面了！",
         "stop": "好的，我停下来。",
         "greeting": "你好！我是{name}。",
         "farewell": "再见！",

@@ -438,6 +438,8 @@ def _foreign(ctx: ReplyContext) -> str:
     parts: list[str] = []
     if ctx.greeted == "farewell":
         parts.append(lines["farewell"])
+    elif ctx.greeted == "greeting_again":  # the user has talked before: no introduction again
+        parts.append(lines["greeting_again"])
     elif ctx.greeted:
         parts.append(lines["greeting"].replace("{name}", persona_name))
     acted = list(ctx.acted)
