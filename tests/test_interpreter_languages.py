@@ -172,3 +172,17 @@ def test_a_greeting_later_in_a_conversation_does_not_introduce_the_persona_again
     result = get_interpreter("embedded", use_embedding=False).interpret(
         InterpretRequest(text=text, persona=mira, history=history))
     assert result.reply.startswith(again) and "Mira" not in result.reply, result.reply
+
+
+@pytest.mark.parametrize(("text", "action"), [
+    ("¿bailarías para mí?", "dance"), ("¿te sentarías?", "sit"), ("tu danserais pour moi ?", "dance"),
+    ("dançaria pra mim?", "dance"), ("balleresti per me?", "dance"), ("puoi salutarmi con la mano?", "wave"),
+])
+def test_a_polite_conditional_asks_in_every_romance_language(text, action):
+    """"¿bailarías para mí?" ("would you dance for me?") lost its verb, and "para" opening what
+    was left read as "stop": the persona stopped. French, Portuguese and Italian did nothing."""
+    from comfyui_persona.persona.library import PersonaLibrary
+
+    result = get_interpreter("embedded", use_embedding=False).interpret(
+        InterpretRequest(text=text, persona=PersonaLibrary.default().get("mira")))
+    assert [d.action for d in result.directives] == [action], (result.directives, result.note)

@@ -1763,12 +1763,17 @@ ADJECTIVE_ENDINGS: dict[str, tuple[str, ...]] = {"de": ("es", "en", "er", "em", 
 #: the glossary lacks is tried with the other endings of its stem ("caminad" → "camina").
 VERB_ENDINGS: dict[str, tuple[str, ...]] = {
     # the imperfect subjunctive after "me gustaría que", "si" ("aplaudieras", "bailaras", "batesse")
+    # and the polite conditional ("¿bailarías para mí?", "balleresti", "dançaria", "danserais")
     "es": ("ad", "ed", "id", "ar", "er", "ir", "an", "en", "as", "es", "a", "e", "ando", "iendo", "aras", "ieras",
-           "ara", "iera", "aran", "ieran", "ases", "ieses", "ase", "iese"),
-    "it": ("ate", "ete", "ite", "are", "ere", "ire", "iamo", "ando", "endo", "a", "i", "e"),
+           "ara", "iera", "aran", "ieran", "ases", "ieses", "ase", "iese", "arias", "erias", "irias", "aria", "eria",
+           "iria", "arian", "erian", "irian"),
+    # an infinitive with a pronoun joined on drops its last e ("salutarmi"): "ar", "er", "ir"
+    "it": ("ate", "ete", "ite", "are", "ere", "ire", "iamo", "ando", "endo", "a", "i", "e", "ar", "er", "ir",
+           "eresti", "erebbe", "erei", "iresti", "irebbe", "ereste"),
     "pt": ("ai", "ei", "ar", "er", "ir", "am", "em", "as", "es", "a", "e", "ando", "endo", "asse", "esse", "isse",
-           "asses", "esses", "isses"),
-    "fr": ("ez", "er", "ons", "ir", "es", "e", "is", "it", "ais", "ait", "iez", "aient"),
+           "asses", "esses", "isses", "aria", "eria", "iria", "arias", "erias", "irias"),
+    "fr": ("ez", "er", "ons", "ir", "es", "e", "is", "it", "ais", "ait", "iez", "aient", "erais", "erait", "eriez",
+           "irais", "irait"),
     "de": ("t", "en", "e", "et", ""),
 }
 #: Chinese verb–object compounds that take a count or aspect word inside them ("点两次头",
