@@ -186,3 +186,17 @@ def test_a_polite_conditional_asks_in_every_romance_language(text, action):
     result = get_interpreter("embedded", use_embedding=False).interpret(
         InterpretRequest(text=text, persona=PersonaLibrary.default().get("mira")))
     assert [d.action for d in result.directives] == [action], (result.directives, result.note)
+
+
+@pytest.mark.parametrize(("text", "actions"), [
+    ("please sit down y luego baila", ["sit", "dance"]), ("bitte setz dich and then wave", ["sit", "wave"]),
+    ("wave, luego siéntate", ["wave", "sit"]),
+])
+def test_a_message_mixing_english_with_another_language_asks_for_all_of_it(text, actions):
+    """The message is read as one language and its glossary dropped every word it did not know,
+    the English half included: "please sit down y luego baila" only danced."""
+    from comfyui_persona.persona.library import PersonaLibrary
+
+    result = get_interpreter("embedded", use_embedding=False).interpret(
+        InterpretRequest(text=text, persona=PersonaLibrary.default().get("mira")))
+    assert [d.action for d in result.directives if d.action != "stand"] == actions, (result.directives, result.note)

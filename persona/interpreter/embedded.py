@@ -321,7 +321,9 @@ class EmbeddedInterpreter:
         language = detect_language(text[:400], index.english_words) if text else ENGLISH
         parse_text = text
         if language != ENGLISH:
-            parse_text = gloss(text, language, name_words).text if language != OTHER else ""
+            # English words the glossary does not know pass through: "bitte setz dich and then
+            # wave" asks for both (they were dropped with every other unknown word)
+            parse_text = gloss(text, language, name_words | index.english_words).text if language != OTHER else ""
             notes.append(f"read as {language}" + (f": '{parse_text[:200]}'" if parse_text else ""))
         parse_text = frames.rewrite(parse_text)
         clauses = _split(tokenize(_respell(parse_text, index)), persona)
