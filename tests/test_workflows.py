@@ -185,3 +185,24 @@ def test_a_queued_run_records_one_complete_file_per_run(tmp_path: Path, monkeypa
     finally:
         runner.close()
     assert (tmp_path / "runs" / "chat_queued.mp4").read_bytes() == first
+
+
+def test_a_bypassed_node_is_refused_by_name() -> None:
+    """The message said "bypassed nodes are not supported" without saying which node."""
+    from comfyui_persona.headless.runner.errors import WorkflowFormatError
+
+    saved = json.loads((REPO / "workflows" / "persona_preview_chat.json").read_text())
+    node = next(n for n in saved["nodes"] if n["type"] == "PersonaInterpreter")
+    node["mode"] = 4
+    with pytest.raises(WorkflowFormatError, match=rf"^node {node['id']} \(PersonaInterpreter\): bypassed"):
+        ui_to_api(saved, NODE_CLASS_MAPPINGS)
+
+
+def test_a_subgraph_or_group_node_is_named_as_such_not_as_a_missing_pack() -> None:
+    """Both were "from a pack this server does not have: install it": no pack provides them."""
+    from comfyui_persona.headless.runner.hosts import unknown_node_types
+
+    saved = {"nodes": [{"id": 7, "type": "0f2c5b9e-3f7a-4a51-9d4e-5b2a8c1d7e60"},
+                       {"id": 8, "type": "workflow>MyGroup"}], "links": []}
+    lines = unknown_node_types(saved, NODE_CLASS_MAPPINGS)
+    assert len(lines) == 2 and all("subgraph or group node" in line for line in lines), lines

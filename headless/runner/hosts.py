@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -92,6 +93,9 @@ def _default_scene(workflow: ApiWorkflow) -> tuple[str, ...]:
     return ()
 
 
+#: A subgraph node's type: the UUID of its definition in the workflow's `definitions`.
+_SUBGRAPH = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
 #: Node types of ComfyUI itself (not a pack), as saved workflows name them, for the message
 #: a headless server without ComfyUI gives: the most common ones in persona pipelines.
 _CORE_HINTS = ("Image", "Latent", "VAE", "CLIP", "Checkpoint", "Lora", "Preview", "Save", "Load", "Upscale",
@@ -127,7 +131,9 @@ def unknown_node_types(data: Any, registry: Registry) -> list[str]:
     lines = []
     for kind, ids in sorted(missing.items()):
         pack = packs.get(kind)
-        if pack == "comfy-core" or (pack is None and any(hint in kind for hint in _CORE_HINTS)):
+        if _SUBGRAPH.match(kind) or kind.startswith("workflow>"):  # a subgraph's id, a legacy group node
+            where = "a subgraph or group node: the headless runner runs plain nodes; convert it back to its nodes in ComfyUI's editor"
+        elif pack == "comfy-core" or (pack is None and any(hint in kind for hint in _CORE_HINTS)):
             where = "a ComfyUI core node: run with --comfyui PATH (a ComfyUI install)"
         elif pack:
             where = f"from the pack {pack!r}: install it in ComfyUI and run with --comfyui PATH"

@@ -198,7 +198,7 @@ def ui_to_api(data: dict, registry: Registry) -> ApiWorkflow:
             continue
         if mode == 4:
             raise WorkflowFormatError("bypassed nodes are not supported by the headless runner; "
-                                      "remove or un-bypass it", )
+                                      "remove or un-bypass it", node_id, class_type if isinstance(class_type, str) else None)
         cls = registry.get(class_type)
         if cls is None:
             raise UnknownNodeTypeError(f"unknown node type {class_type!r}", node_id, class_type)
