@@ -10,7 +10,7 @@ stay as they are. This module is the conversation side of a scene:
   ("everyone", "both of you", "todos") address the whole cast. A name inside a clause ("wave
   at Bjorn") is an object, not an addressee. An unaddressed opening goes to whoever was
   spoken to last (the scene's first persona at first). Words are compared transliterated
-  (anyascii, lower case), so "Jose" finds "José"; the greetings, "and"s and group words are
+  (anyascii, lower case), so "Jose" finds "José" (`text.transliterate`); the greetings, "and"s and group words are
   those of the languages the interpreter reads (English, Spanish, German, French,
   Portuguese, Italian; Japanese and Chinese clause marks), and opening marks (¡ ¿) and
   invisible format characters are skipped.
@@ -34,7 +34,6 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from anyascii import anyascii
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import PersonaError
@@ -42,6 +41,7 @@ from .card import Persona
 from .interpreter.base import Interpretation, Interpreter, InterpretRequest, Turn
 from .schema import PERSONA_ID_PATTERN, ActionDirective, CharacterState
 from .state import StateTracker
+from .text import transliterate
 
 __all__ = ["MAX_CAST", "Addressed", "CastState", "GroupTurns", "Scene", "SceneChat", "SceneError", "SceneInterpreter",
            "SceneResponse", "SceneTracker", "address", "cast_problem", "in_scene"]
@@ -55,9 +55,7 @@ _TOKEN = re.compile(r"[\w'-]+|[^\w\s]", re.UNICODE)
 
 def _fold(word: str) -> str:
     """A word as names are compared: transliterated to ASCII, lower case ("José" -> "jose")."""
-    if word.isascii() or not _WORD.fullmatch(word):
-        return word.lower()
-    return anyascii(word).lower()
+    return (transliterate(word) if _WORD.fullmatch(word) else word).lower()
 
 
 #: Phrases that address the whole cast.
@@ -91,7 +89,7 @@ class _Vocabulary:
 
 @functools.cache
 def _vocabulary() -> _Vocabulary:
-    """Folded on first use, not at import: anyascii reads its tables from disk, and the
+    """Folded on first use, not at import: transliterating reads tables from disk, and the
     server imports this module on its event loop."""
     def fold_all(texts: Sequence[str]) -> frozenset[str]:
         return frozenset(_fold(text) for text in texts)

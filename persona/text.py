@@ -20,6 +20,7 @@ __all__ = [
     "osa_distance",
     "stem",
     "tokenize",
+    "transliterate",
     "well_formed",
 ]
 
@@ -77,6 +78,17 @@ def holds_lone_surrogate(obj: object) -> bool:
         elif isinstance(value, list):
             pending.extend(value)
     return False
+
+
+def transliterate(text: str) -> str:
+    """`text` in ASCII letters: as it is when it already is, else transliterated by anyascii
+    ("José Ñúñez" → "Jose Nunez", "ミラ" → "mira", "Łukasz" → "Lukasz"). The first use of each
+    Unicode block reads anyascii's table for it from disk."""
+    if text.isascii():
+        return text
+    from anyascii import anyascii
+
+    return anyascii(text)
 
 
 def well_formed(text: str) -> str:

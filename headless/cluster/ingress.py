@@ -136,10 +136,10 @@ class ClusterIngress:
         # a dead replica's name is never leased again to clear it)
         self.lost: dict[str, None] = {}
         self.leases: dict[str, asyncio.Task] = {}
-        self.attached: dict[str, str] = {}  # session id → replica name, while a client is connected
-        # session id → the connection's route that attached it last: a tab whose session another
-        # took over (same replica, closed with 4000) must not detach it on its way out
-        self._attached_by: dict[str, _Route] = {}
+        # session id → the route of the connection that attached it last, while one is connected:
+        # a tab whose session another took over (same replica, closed with 4000) must not
+        # detach it on its way out
+        self._attached: dict[str, _Route] = {}
         self.sessions_per_ip: collections.Counter[str] = collections.Counter()  # connected sessions
         self.known: dict[str, Placement] = {}  # replicas seen (for the gallery routes)
         self.closing = False
@@ -152,6 +152,11 @@ class ClusterIngress:
         # executor: with the head gone they never return, and `asyncio.run` joins the default
         # executor's threads on the way out (the process could not stop).
         self._ray_calls = ThreadPoolExecutor(max_workers=2, thread_name_prefix="persona-ray-check")
+
+    @property
+    def attached(self) -> dict[str, str]:
+        """Session id → the replica holding it, for the sessions a client is connected to."""
+        return {sid: route.placement.replica for sid, route in self._attached.items()}
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(
@@ -462,7 +467,7 @@ class ClusterIngress:
             # ingress), reserved before the routing, which can take seconds. At the cap, only
             # a session this ingress has attached may come back (a reload, a takeover): an id
             # it does not know could be any well-formed string.
-            known = hello.session is not None and hello.session in self.attached
+            known = hello.session is not None and hello.session in self._attached
             if self.sessions_per_ip[peer] >= cfg.max_sessions_per_ip and not known:
                 self.metrics.busy_total["sessions_per_ip"] += 1
                 raise _busy(f"this address already holds {cfg.max_sessions_per_ip} sessions; close one", cfg)
@@ -496,8 +501,8 @@ class ClusterIngress:
             if not upstream.closed:
                 await upstream.close()
             for sid in session_id:
-                if self._attached_by.get(sid) is route:
-                    del self.attached[sid], self._attached_by[sid]
+                if self._attached.get(sid) is route:
+                    del self._attached[sid]
 
     def _release(self, peer: str) -> None:
         self.sessions_per_ip[peer] -= 1
@@ -553,8 +558,7 @@ class ClusterIngress:
         sid = message.get("session")
         if isinstance(sid, str):
             session_id.append(sid)
-            self.attached[sid] = route.placement.replica
-            self._attached_by[sid] = route
+            self._attached[sid] = route
         if route.restored_from is not None and message.get("resumed"):
             self.metrics.failovers_total += 1
         return json.dumps(message, separators=(",", ":"))

@@ -13,10 +13,10 @@ import hashlib
 import re
 from typing import Any, Literal
 
-from anyascii import anyascii
 from pydantic import ValidationError
 
 from ..card import Appearance, Persona
+from ..text import transliterate
 from .errors import CardSpecError, CardValidationError
 
 __all__ = [
@@ -46,7 +46,7 @@ _ID_CLEAN = re.compile(r"[^a-z0-9_-]+")
 
 def slug(text: str) -> str:
     """A file-safe id from a name: transliterated first, so "José" is `jose`, not `jos-`."""
-    slug = _ID_CLEAN.sub("-", (text if text.isascii() else anyascii(text)).lower()).strip("-_")[:64].rstrip("-_")
+    slug = _ID_CLEAN.sub("-", transliterate(text).lower()).strip("-_")[:64].rstrip("-_")
     return slug if slug and slug[0].isalnum() else ""
 
 
